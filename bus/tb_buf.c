@@ -1,0 +1,76 @@
+/* tb_buf: the growable byte buffer used for codec output, metrics text and log lines. */
+#include "tb_buf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int tb_buf_reserve(struct tb_buf *b, size_t extra)
+{
+    if (b->len + extra + 1 <= b->cap) {
+        return 0;
+    }
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + extra + 1) {
+        if (cap > ((size_t)-1) / 2) {
+            return TB_ENOMEM;
+        }
+        cap *= 2;
+    }
+    uint8_t *p = realloc(b->data, cap);
+    if (!p) {
+        return TB_ENOMEM;
+    }
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+int tb_buf_append(struct tb_buf *b, const void *data, size_t len)
+{
+    if (tb_buf_reserve(b, len) != 0) {
+        return TB_ENOMEM;
+    }
+    if (len) {
+        memcpy(b->data + b->len, data, len);
+    }
+    b->len += len;
+    b->data[b->len] = 0;
+    return 0;
+}
+
+int tb_buf_vprintf(struct tb_buf *b, const char *fmt, va_list ap)
+{
+    va_list ap2;
+    va_copy(ap2, ap);
+    char small[256];
+    int n = vsnprintf(small, sizeof(small), fmt, ap2);
+    va_end(ap2);
+    if (n < 0) {
+        return TB_EINVAL;
+    }
+    if ((size_t)n < sizeof(small)) {
+        return tb_buf_append(b, small, (size_t)n);
+    }
+    if (tb_buf_reserve(b, (size_t)n) != 0) {
+        return TB_ENOMEM;
+    }
+    vsnprintf((char *)b->data + b->len, (size_t)n + 1, fmt, ap);
+    b->len += (size_t)n;
+    return 0;
+}
+
+int tb_buf_printf(struct tb_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = tb_buf_vprintf(b, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+void tb_buf_free(struct tb_buf *b)
+{
+    free(b->data);
+    memset(b, 0, sizeof(*b));
+}

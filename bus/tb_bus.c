@@ -1,0 +1,1396 @@
+/*
+ * tb_bus: a thread's bus handle (see tb_bus.h).
+ *
+ * Wire protocol (docs/bus.md): a caller's DEALER sends [frame][payload] to the serving ROUTER,
+ * which answers [frame][payload] chunks to the caller's identity.  frame.kind: 1 request,
+ * 2 cancel, 3 data, 4 final, 5 error, 6 ping, 7 pong.  Calls fail at once with TB_ENOROUTE when no
+ * instance is known, with TB_EGONE when the route of their instance is removed (death is noticed
+ * within the lease TTL), and with TB_ETIMEDOUT at their deadline.
+ */
+#include "tb_bus.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tb_buf.h"
+#include "tb_codec.h"
+#include "tb_log.h"
+#include "tb_route_table.h"
+#include "tb_u64map.h"
+#include "tb_zmq.h"
+
+enum {
+    K_REQUEST = 1,
+    K_CANCEL = 2,
+    K_DATA = 3,
+    K_FINAL = 4,
+    K_ERROR = 5,
+    K_PING = 6,
+    K_PONG = 7,
+};
+
+#define MAX_IDENT 255
+#define DEADLINE_CHECK_NS 20000000 /* 20 ms */
+#define DISPATCH_BUDGET 256        /* messages per socket per run, for fairness */
+
+struct endpoint {
+    tb_bus_t *bus;
+    char *name;
+    uint64_t instance;
+    void *router;
+    tb_request_fn on_request;
+    tb_cancel_fn on_cancel;
+    void *user;
+    struct tb_u64map reqs; /* key: mix(identity, id) */
+    bool dead;             /* removed: closed at the end of the run */
+    struct endpoint *next_dead;
+};
+
+struct tb_request {
+    struct endpoint *ep;
+    uint64_t key;
+    uint64_t id;
+    int64_t deadline_ns;
+    void *user;
+    bool cancelled;
+    size_t ident_len;
+    uint8_t ident[MAX_IDENT];
+};
+
+struct conn {
+    uint64_t instance;
+    void *dealer;
+    size_t n_calls;
+    bool dead;
+    struct conn *next_dead;
+};
+
+struct tb_call {
+    tb_bus_t *bus;
+    uint64_t id;
+    uint64_t instance;
+    struct conn *conn;
+    int64_t deadline_ns;
+    int timeout_ms;
+    tb_chunk_fn cb;
+    void *user;
+};
+
+struct subscription {
+    char *prefix;
+    size_t prefix_len;
+    tb_event_fn fn;
+    void *user;
+};
+
+struct watch {
+    int fd;
+    tb_fd_fn fn;
+    void *user;
+};
+
+struct route_watcher {
+    tb_route_fn fn;
+    void *user;
+};
+
+/* What each poll item stands for. */
+enum item_kind { IT_WAKE, IT_SUB, IT_REG, IT_ENDPOINT, IT_CONN, IT_WATCH };
+
+struct item_ref {
+    enum item_kind kind;
+    void *obj;
+    int fd;
+};
+
+struct tb_bus {
+    tb_node_t *node;
+    char *ns;
+    char *comp;
+    char log_name[80];
+    void *sub;
+    void *pub;
+    void *reg;
+    int wake_fd;
+    int epfd;
+
+    tb_route_table_t *routes;
+    uint64_t routes_seq;
+    bool synced;
+    bool snapshot_pending;
+    int64_t snapshot_sent_ns;
+    uint64_t reg_seq;
+    uint64_t rr_cursor;
+
+    struct endpoint **eps;
+    size_t n_eps, cap_eps;
+    struct endpoint *dead_eps;
+
+    struct tb_u64map calls;
+    struct tb_u64map conns;
+    struct conn *dead_conns;
+    uint64_t next_call_id;
+
+    struct subscription *subs;
+    size_t n_subs;
+    struct watch *watches;
+    size_t n_watches;
+    struct route_watcher *rwatch;
+    size_t n_rwatch;
+
+    zmq_pollitem_t *items;
+    struct item_ref *refs;
+    size_t n_items, cap_items;
+    bool dirty;
+    bool in_run;
+    int64_t next_deadline_ns;
+    int callbacks;
+};
+
+static int64_t s_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static uint64_t s_mix(const uint8_t *ident, size_t len, uint64_t id)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; i++) {
+        h = (h ^ ident[i]) * 0x100000001b3ULL;
+    }
+    h ^= id + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+    h ^= h >> 31;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 29;
+    return (h == 0 || h == UINT64_MAX) ? 1 : h;
+}
+
+bool tb_bus_name_is_valid(const char *name, bool full)
+{
+    int parts = 1;
+    size_t run = 0;
+    if (!name || !*name) {
+        return false;
+    }
+    for (const char *p = name; *p; p++) {
+        if (*p == '.') {
+            if (!full || run == 0) {
+                return false;
+            }
+            parts++;
+            run = 0;
+        } else if ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' ||
+                   *p == '-') {
+            run++;
+        } else {
+            return false;
+        }
+    }
+    return run > 0 && (!full || parts == 3) && strlen(name) <= 200;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Sockets and the poll set */
+
+static void s_epoll_add(tb_bus_t *bus, int fd)
+{
+    struct epoll_event ev = {.events = EPOLLIN};
+    ev.data.fd = fd;
+    if (epoll_ctl(bus->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno != EEXIST) {
+        TB_CLOG_WARN(bus->log_name, "cannot watch fd %d: %s", fd, strerror(errno));
+    }
+}
+
+static void s_epoll_del(tb_bus_t *bus, int fd)
+{
+    epoll_ctl(bus->epfd, EPOLL_CTL_DEL, fd, NULL);
+}
+
+static int s_zmq_fd(void *sock)
+{
+    int fd = -1;
+    size_t len = sizeof(fd);
+    if (zmq_getsockopt(sock, ZMQ_FD, &fd, &len) != 0) {
+        return -1;
+    }
+    return fd;
+}
+
+static void s_sock_track(tb_bus_t *bus, void *sock)
+{
+    int fd = s_zmq_fd(sock);
+    if (fd >= 0) {
+        s_epoll_add(bus, fd);
+    }
+    bus->dirty = true;
+}
+
+static void s_sock_untrack(tb_bus_t *bus, void *sock)
+{
+    int fd = s_zmq_fd(sock);
+    if (fd >= 0) {
+        s_epoll_del(bus, fd);
+    }
+    bus->dirty = true;
+}
+
+static int s_items_push(tb_bus_t *bus, void *sock, int fd, enum item_kind kind, void *obj)
+{
+    if (bus->n_items == bus->cap_items) {
+        size_t cap = bus->cap_items ? bus->cap_items * 2 : 16;
+        zmq_pollitem_t *items = realloc(bus->items, cap * sizeof(*items));
+        if (!items) {
+            return TB_ENOMEM;
+        }
+        bus->items = items;
+        struct item_ref *refs = realloc(bus->refs, cap * sizeof(*refs));
+        if (!refs) {
+            return TB_ENOMEM;
+        }
+        bus->refs = refs;
+        bus->cap_items = cap;
+    }
+    bus->items[bus->n_items] = (zmq_pollitem_t){sock, fd, ZMQ_POLLIN, 0};
+    bus->refs[bus->n_items] = (struct item_ref){kind, obj, fd};
+    bus->n_items++;
+    return 0;
+}
+
+static int s_rebuild_items(tb_bus_t *bus)
+{
+    bus->n_items = 0;
+    int rc = s_items_push(bus, NULL, bus->wake_fd, IT_WAKE, NULL);
+    rc = rc ? rc : s_items_push(bus, bus->sub, 0, IT_SUB, NULL);
+    rc = rc ? rc : s_items_push(bus, bus->reg, 0, IT_REG, NULL);
+    for (size_t i = 0; i < bus->n_eps && rc == 0; i++) {
+        rc = s_items_push(bus, bus->eps[i]->router, 0, IT_ENDPOINT, bus->eps[i]);
+    }
+    struct conn *c;
+    for (size_t it = 0; rc == 0 && tb_u64map_next(&bus->conns, &it, NULL, (void **)&c);) {
+        rc = s_items_push(bus, c->dealer, 0, IT_CONN, c);
+    }
+    for (size_t i = 0; i < bus->n_watches && rc == 0; i++) {
+        rc = s_items_push(bus, NULL, bus->watches[i].fd, IT_WATCH, NULL);
+    }
+    if (rc == 0) {
+        bus->dirty = false;
+    }
+    return rc;
+}
+
+static int s_send_frame(void *sock, const uint8_t *ident, size_t ident_len,
+                        const struct tb_msg_frame *f, const void *data, size_t len)
+{
+    struct tb_buf hdr = {0};
+    int rc = tb_codec_encode(TB_MSG_FRAME, f, &hdr);
+    if (rc == 0) {
+        const void *parts[3];
+        size_t lens[3];
+        int n = 0;
+        if (ident) {
+            parts[n] = ident;
+            lens[n++] = ident_len;
+        }
+        parts[n] = hdr.data;
+        lens[n++] = hdr.len;
+        if (data || len) {
+            parts[n] = data ? data : "";
+            lens[n++] = len;
+        }
+        rc = tb_zmq_send(sock, n, parts, lens, ZMQ_DONTWAIT);
+    }
+    tb_buf_free(&hdr);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Calls */
+
+static void s_conn_release_call(tb_bus_t *bus, struct conn *c)
+{
+    (void)bus;
+    if (c && c->n_calls > 0) {
+        c->n_calls--;
+    }
+}
+
+/* Ends a call: delivers its last chunk and frees it. */
+static void s_call_finish(tb_bus_t *bus, struct tb_call *call, const struct tb_chunk *ch)
+{
+    tb_u64map_del(&bus->calls, call->id);
+    s_conn_release_call(bus, call->conn);
+    bus->callbacks++;
+    call->cb(call, ch, call->user);
+    free(call);
+}
+
+/* The calls matching `pred` (NULL: all), collected first because ending a call runs callbacks
+ * that may start others (the map must not grow while iterated).  Caller frees the array. */
+static uint64_t *s_calls_where(tb_bus_t *bus, bool (*pred)(const struct tb_call *, void *),
+                               void *arg, size_t *n_out)
+{
+    uint64_t *v = calloc(bus->calls.count + 1, sizeof(*v));
+    size_t n = 0;
+    struct tb_call *call;
+    for (size_t it = 0; v && tb_u64map_next(&bus->calls, &it, NULL, (void **)&call);) {
+        if (!pred || pred(call, arg)) {
+            v[n++] = call->id;
+        }
+    }
+    *n_out = n;
+    return v;
+}
+
+static void s_call_fail(tb_bus_t *bus, struct tb_call *call, int code, const char *fmt, ...)
+    TB_PRINTF(4, 5);
+
+static void s_call_fail(tb_bus_t *bus, struct tb_call *call, int code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    struct tb_chunk ch = {.kind = TB_CHUNK_ERROR, .code = code, .message = msg};
+    s_call_finish(bus, call, &ch);
+}
+
+static void s_conn_close(tb_bus_t *bus, struct conn *c)
+{
+    if (c->dead) {
+        return;
+    }
+    tb_u64map_del(&bus->conns, c->instance);
+    s_sock_untrack(bus, c->dealer);
+    c->dead = true;
+    c->next_dead = bus->dead_conns;
+    bus->dead_conns = c;
+}
+
+static bool s_on_instance(const struct tb_call *call, void *arg)
+{
+    return call->instance == *(const uint64_t *)arg;
+}
+
+/* Fails every call on `instance` (its route went away) and drops the connection. */
+static void s_instance_gone(tb_bus_t *bus, uint64_t instance, const char *endpoint)
+{
+    int ttl = tb_node_lease_ttl_ms(bus->node);
+    size_t n = 0;
+    uint64_t *v = s_calls_where(bus, s_on_instance, &instance, &n);
+    for (size_t i = 0; i < n; i++) {
+        struct tb_call *call = tb_u64map_get(&bus->calls, v[i]);
+        if (call) {
+            s_call_fail(bus, call, TB_EGONE,
+                        "instance %016" PRIx64 " of '%s' went away (deregistered, or no "
+                        "heartbeat for %d ms)",
+                        instance, endpoint, ttl);
+        }
+    }
+    free(v);
+    struct conn *c = tb_u64map_get(&bus->conns, instance);
+    if (c) {
+        s_conn_close(bus, c);
+    }
+}
+
+static struct conn *s_conn_get(tb_bus_t *bus, const struct tb_rt_entry *e, int *rc)
+{
+    struct conn *c = tb_u64map_get(&bus->conns, e->pub.instance_id);
+    if (c) {
+        return c;
+    }
+    c = calloc(1, sizeof(*c));
+    if (!c) {
+        *rc = TB_ENOMEM;
+        return NULL;
+    }
+    c->instance = e->pub.instance_id;
+    c->dealer = tb_zmq_socket(tb_node_zmq(bus->node), ZMQ_DEALER);
+    if (!c->dealer || zmq_connect(c->dealer, e->address) != 0) {
+        TB_CLOG_ERROR(bus->log_name, "cannot connect to '%s' at %s: %s", e->pub.endpoint,
+                      e->address, zmq_strerror(errno));
+        if (c->dealer) {
+            zmq_close(c->dealer);
+        }
+        free(c);
+        *rc = TB_EIO;
+        return NULL;
+    }
+    if (tb_u64map_put(&bus->conns, c->instance, c) != 0) {
+        zmq_close(c->dealer);
+        free(c);
+        *rc = TB_ENOMEM;
+        return NULL;
+    }
+    s_sock_track(bus, c->dealer);
+    return c;
+}
+
+static int s_call_start(tb_bus_t *bus, int kind, const char *endpoint, uint64_t instance_id,
+                        const void *data, size_t len, int timeout_ms, tb_chunk_fn on_chunk,
+                        void *user, tb_call_t **call_out)
+{
+    *call_out = NULL;
+    if (!endpoint || !on_chunk) {
+        return TB_EINVAL;
+    }
+    if (instance_id == 0) {
+        instance_id = tb_route_table_pick(bus->routes, endpoint, &bus->rr_cursor);
+    }
+    const struct tb_rt_entry *e = instance_id ? tb_route_table_get(bus->routes, instance_id)
+                                              : NULL;
+    if (!e || strcmp(e->pub.endpoint, endpoint) != 0) {
+        return TB_ENOROUTE;
+    }
+    int rc = 0;
+    struct conn *c = s_conn_get(bus, e, &rc);
+    if (!c) {
+        return rc;
+    }
+    struct tb_call *call = calloc(1, sizeof(*call));
+    if (!call) {
+        return TB_ENOMEM;
+    }
+    call->bus = bus;
+    call->id = ++bus->next_call_id;
+    call->instance = instance_id;
+    call->conn = c;
+    call->cb = on_chunk;
+    call->user = user;
+    call->timeout_ms = timeout_ms;
+    call->deadline_ns = timeout_ms > 0 ? s_now() + (int64_t)timeout_ms * 1000000 : 0;
+    struct tb_msg_frame f = {.kind = kind, .id = call->id, .endpoint = endpoint};
+    f.instance = instance_id;
+    f.has_instance = true;
+    f.timeout_ms = timeout_ms > 0 ? timeout_ms : 0;
+    f.has_timeout_ms = true;
+    rc = tb_u64map_put(&bus->calls, call->id, call);
+    if (rc == 0) {
+        rc = s_send_frame(c->dealer, NULL, 0, &f, data, kind == K_PING ? 0 : len);
+        if (rc == -EAGAIN) {
+            rc = TB_EOVERLOAD;
+        } else if (rc < 0 && rc > -200) {
+            rc = TB_EIO;
+        }
+        if (rc != 0) {
+            tb_u64map_del(&bus->calls, call->id);
+        }
+    }
+    if (rc != 0) {
+        free(call);
+        return rc;
+    }
+    c->n_calls++;
+    *call_out = call;
+    return 0;
+}
+
+int tb_bus_call(tb_bus_t *bus, const char *endpoint, uint64_t instance_id, const void *data,
+                size_t len, int timeout_ms, tb_chunk_fn on_chunk, void *user,
+                tb_call_t **call_out)
+{
+    return s_call_start(bus, K_REQUEST, endpoint, instance_id, data, len, timeout_ms, on_chunk,
+                        user, call_out);
+}
+
+int tb_bus_ping(tb_bus_t *bus, const char *endpoint, uint64_t instance_id, int timeout_ms,
+                tb_chunk_fn on_chunk, void *user, tb_call_t **call_out)
+{
+    return s_call_start(bus, K_PING, endpoint, instance_id, NULL, 0, timeout_ms, on_chunk, user,
+                        call_out);
+}
+
+void tb_bus_call_cancel(tb_call_t *call)
+{
+    if (!call) {
+        return;
+    }
+    tb_bus_t *bus = call->bus;
+    if (tb_u64map_get(&bus->calls, call->id) != call) {
+        return; /* already finished */
+    }
+    struct tb_msg_frame f = {.kind = K_CANCEL, .id = call->id};
+    if (call->conn && !call->conn->dead) {
+        s_send_frame(call->conn->dealer, NULL, 0, &f, NULL, 0);
+    }
+    tb_u64map_del(&bus->calls, call->id);
+    s_conn_release_call(bus, call->conn);
+    free(call);
+}
+
+uint64_t tb_bus_call_instance(const tb_call_t *call)
+{
+    return call->instance;
+}
+
+static void s_on_conn(tb_bus_t *bus, struct conn *c)
+{
+    for (int budget = 0; budget < DISPATCH_BUDGET && !c->dead; budget++) {
+        zmq_msg_t parts[TB_ZMQ_MAX_PARTS];
+        int n;
+        if (tb_zmq_recv(c->dealer, parts, TB_ZMQ_MAX_PARTS, &n, ZMQ_DONTWAIT) != 0) {
+            return;
+        }
+        void *fmsg = NULL;
+        char err[200];
+        if ((n == 1 || n == 2) &&
+            tb_codec_decode(TB_MSG_FRAME, zmq_msg_data(&parts[0]), zmq_msg_size(&parts[0]),
+                            &fmsg, err, sizeof(err)) == 0) {
+            struct tb_msg_frame *f = fmsg;
+            struct tb_call *call = tb_u64map_get(&bus->calls, f->id);
+            if (call && call->conn == c) {
+                struct tb_chunk ch = {0};
+                if (n == 2) {
+                    ch.data = zmq_msg_data(&parts[1]);
+                    ch.len = zmq_msg_size(&parts[1]);
+                }
+                if (f->kind == K_DATA) {
+                    ch.kind = TB_CHUNK_DATA;
+                    bus->callbacks++;
+                    call->cb(call, &ch, call->user);
+                } else if (f->kind == K_FINAL || f->kind == K_PONG) {
+                    ch.kind = TB_CHUNK_FINAL;
+                    s_call_finish(bus, call, &ch);
+                } else if (f->kind == K_ERROR) {
+                    ch.kind = TB_CHUNK_ERROR;
+                    ch.code = f->has_code ? (int)f->code : TB_EINTERNAL;
+                    ch.message = f->message ? f->message : "error";
+                    s_call_finish(bus, call, &ch);
+                }
+            }
+            tb_codec_free(&fmsg);
+        } else {
+            TB_CLOG_WARN(bus->log_name, "dropped a malformed reply (%d parts)", n);
+        }
+        tb_zmq_close_parts(parts, n > TB_ZMQ_MAX_PARTS ? TB_ZMQ_MAX_PARTS : n);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Serving */
+
+static void s_request_free(struct tb_request *req)
+{
+    struct endpoint *ep = req->ep;
+    if (tb_u64map_get(&ep->reqs, req->key) == req) {
+        tb_u64map_del(&ep->reqs, req->key);
+    }
+    free(req);
+}
+
+int tb_bus_reply(tb_request_t *req, const void *data, size_t len, bool final)
+{
+    struct endpoint *ep = req->ep;
+    struct tb_msg_frame f = {.kind = final ? K_FINAL : K_DATA, .id = req->id};
+    int rc = 0;
+    if (!ep->dead) {
+        rc = s_send_frame(ep->router, req->ident, req->ident_len, &f, data, len);
+        if (rc == -EHOSTUNREACH) {
+            rc = TB_EGONE;
+        } else if (rc == -EAGAIN) {
+            rc = TB_EOVERLOAD;
+        } else if (rc < 0 && rc > -200) {
+            rc = TB_EIO;
+        }
+    } else {
+        rc = TB_EGONE;
+    }
+    if (final) {
+        s_request_free(req);
+    }
+    return rc;
+}
+
+int tb_bus_vreply_error(tb_request_t *req, int code, const char *fmt, va_list ap)
+{
+    char msg[1024];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    struct tb_msg_frame f = {.kind = K_ERROR, .id = req->id, .message = msg};
+    f.code = code;
+    f.has_code = true;
+    int rc = req->ep->dead ? TB_EGONE
+                           : s_send_frame(req->ep->router, req->ident, req->ident_len, &f,
+                                          NULL, 0);
+    s_request_free(req);
+    return rc == -EHOSTUNREACH ? TB_EGONE : (rc < 0 && rc > -200 ? TB_EIO : rc);
+}
+
+int tb_bus_reply_error(tb_request_t *req, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = tb_bus_vreply_error(req, code, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+uint64_t tb_bus_request_id(const tb_request_t *req)
+{
+    return req->id;
+}
+
+int64_t tb_bus_request_deadline_ns(const tb_request_t *req)
+{
+    return req->deadline_ns;
+}
+
+void tb_bus_request_set_user(tb_request_t *req, void *user)
+{
+    req->user = user;
+}
+
+void *tb_bus_request_user(const tb_request_t *req)
+{
+    return req->user;
+}
+
+static void s_error_to(struct endpoint *ep, const zmq_msg_t *ident, uint64_t id, int code,
+                       const char *msg)
+{
+    struct tb_msg_frame f = {.kind = K_ERROR, .id = id, .message = msg};
+    f.code = code;
+    f.has_code = true;
+    s_send_frame(ep->router, zmq_msg_data((zmq_msg_t *)ident), zmq_msg_size((zmq_msg_t *)ident),
+                 &f, NULL, 0);
+}
+
+static void s_on_endpoint(tb_bus_t *bus, struct endpoint *ep)
+{
+    for (int budget = 0; budget < DISPATCH_BUDGET && !ep->dead; budget++) {
+        zmq_msg_t parts[TB_ZMQ_MAX_PARTS];
+        int n;
+        if (tb_zmq_recv(ep->router, parts, TB_ZMQ_MAX_PARTS, &n, ZMQ_DONTWAIT) != 0) {
+            return;
+        }
+        void *fmsg = NULL;
+        char err[200];
+        size_t ilen = n >= 1 ? zmq_msg_size(&parts[0]) : 0;
+        if ((n == 2 || n == 3) && ilen <= MAX_IDENT &&
+            tb_codec_decode(TB_MSG_FRAME, zmq_msg_data(&parts[1]), zmq_msg_size(&parts[1]),
+                            &fmsg, err, sizeof(err)) == 0) {
+            struct tb_msg_frame *f = fmsg;
+            const uint8_t *ident = zmq_msg_data(&parts[0]);
+            uint64_t key = s_mix(ident, ilen, f->id);
+            if (f->kind == K_PING) {
+                struct tb_msg_frame pong = {.kind = K_PONG, .id = f->id};
+                s_send_frame(ep->router, ident, ilen, &pong, NULL, 0);
+            } else if (f->kind == K_CANCEL) {
+                struct tb_request *req = tb_u64map_get(&ep->reqs, key);
+                if (req && req->id == f->id && req->ident_len == ilen &&
+                    memcmp(req->ident, ident, ilen) == 0 && !req->cancelled) {
+                    req->cancelled = true;
+                    if (ep->on_cancel) {
+                        bus->callbacks++;
+                        ep->on_cancel(req, ep->user);
+                    }
+                }
+            } else if (f->kind == K_REQUEST) {
+                if (!f->endpoint || strcmp(f->endpoint, ep->name) != 0) {
+                    s_error_to(ep, &parts[0], f->id, TB_ENOROUTE,
+                               "this instance does not serve that endpoint");
+                } else {
+                    struct tb_request *req = calloc(1, sizeof(*req));
+                    if (!req) {
+                        s_error_to(ep, &parts[0], f->id, TB_ENOMEM, "out of memory");
+                    } else {
+                        req->ep = ep;
+                        req->id = f->id;
+                        req->key = key;
+                        req->ident_len = ilen;
+                        memcpy(req->ident, ident, ilen);
+                        if (f->has_timeout_ms && f->timeout_ms > 0) {
+                            req->deadline_ns = s_now() + f->timeout_ms * 1000000;
+                        }
+                        if (!tb_u64map_get(&ep->reqs, key)) {
+                            tb_u64map_put(&ep->reqs, key, req);
+                        }
+                        const void *payload = n == 3 ? zmq_msg_data(&parts[2]) : NULL;
+                        size_t plen = n == 3 ? zmq_msg_size(&parts[2]) : 0;
+                        bus->callbacks++;
+                        ep->on_request(req, payload, plen, ep->user);
+                    }
+                }
+            }
+            tb_codec_free(&fmsg);
+        } else if (n >= 2) {
+            TB_CLOG_WARN(bus->log_name, "'%s' dropped a malformed request (%d parts)", ep->name,
+                         n);
+        }
+        tb_zmq_close_parts(parts, n > TB_ZMQ_MAX_PARTS ? TB_ZMQ_MAX_PARTS : n);
+    }
+}
+
+int tb_bus_endpoint_add(tb_bus_t *bus, const char *name, const struct tb_endpoint_meta *meta,
+                        tb_request_fn on_request, tb_cancel_fn on_cancel, void *user,
+                        tb_endpoint_t **ep_out)
+{
+    char full[256];
+    char err[512];
+    char *addrs[2] = {NULL, NULL};
+    size_t n_addrs = 0;
+    int rc;
+    *ep_out = NULL;
+    if (!tb_bus_name_is_valid(name, false) || !on_request) {
+        TB_CLOG_ERROR(bus->log_name, "invalid endpoint name '%s': use [a-z0-9_-]+",
+                      name ? name : "");
+        return TB_EINVAL;
+    }
+    snprintf(full, sizeof(full), "%s.%s.%s", bus->ns, bus->comp, name);
+    struct endpoint *ep = calloc(1, sizeof(*ep));
+    if (!ep) {
+        return TB_ENOMEM;
+    }
+    tb_u64map_init(&ep->reqs);
+    ep->bus = bus;
+    ep->name = strdup(full);
+    ep->instance = tb_node_new_instance_id(bus->node);
+    ep->on_request = on_request;
+    ep->on_cancel = on_cancel;
+    ep->user = user;
+    ep->router = tb_zmq_socket(tb_node_zmq(bus->node), ZMQ_ROUTER);
+    if (!ep->name || !ep->router) {
+        rc = TB_ENOMEM;
+        goto fail;
+    }
+    int one = 1;
+    zmq_setsockopt(ep->router, ZMQ_ROUTER_MANDATORY, &one, sizeof(one));
+    rc = tb_node_bind_endpoint(bus->node, ep->router, ep->instance, addrs, &n_addrs, err,
+                               sizeof(err));
+    if (rc != 0) {
+        TB_CLOG_ERROR(bus->log_name, "cannot serve '%s': %s", full, err);
+        goto fail;
+    }
+    struct tb_msg_route route = {.endpoint = full, .instance_id = ep->instance};
+    route.process_id = tb_node_process_id(bus->node);
+    route.addresses = (const char *const *)addrs;
+    route.addresses_count = n_addrs;
+    if (meta) {
+        route.model = meta->model && *meta->model ? meta->model : NULL;
+        route.kind = meta->kind;
+        route.context_length = meta->context_length;
+        route.has_context_length = meta->context_length > 0;
+        route.kv_block_size = meta->kv_block_size;
+        route.has_kv_block_size = meta->kv_block_size > 0;
+        route.info = meta->info;
+    }
+    rc = tb_node_lease_add(bus->node, &route, 5000, err, sizeof(err));
+    if (rc != 0) {
+        TB_CLOG_ERROR(bus->log_name, "cannot register '%s': %s", full, err);
+        goto fail;
+    }
+    /* Know our own route at once, before the event comes back from the hub. */
+    tb_route_table_add(bus->routes, &route);
+    if (bus->n_eps == bus->cap_eps) {
+        size_t cap = bus->cap_eps ? bus->cap_eps * 2 : 4;
+        struct endpoint **v = realloc(bus->eps, cap * sizeof(*v));
+        if (!v) {
+            tb_node_lease_remove(bus->node, ep->instance);
+            rc = TB_ENOMEM;
+            goto fail;
+        }
+        bus->eps = v;
+        bus->cap_eps = cap;
+    }
+    bus->eps[bus->n_eps++] = ep;
+    s_sock_track(bus, ep->router);
+    TB_CLOG_INFO(bus->log_name, "serving %s (instance %016" PRIx64 ") at %s", full, ep->instance,
+                 addrs[n_addrs - 1]);
+    for (size_t i = 0; i < n_addrs; i++) {
+        free(addrs[i]);
+    }
+    *ep_out = (tb_endpoint_t *)ep;
+    return 0;
+fail:
+    for (size_t i = 0; i < 2; i++) {
+        free(addrs[i]);
+    }
+    if (ep->router) {
+        zmq_close(ep->router);
+    }
+    tb_u64map_release(&ep->reqs);
+    free(ep->name);
+    free(ep);
+    return rc;
+}
+
+static void s_endpoint_close(tb_bus_t *bus, struct endpoint *ep, const char *why)
+{
+    struct tb_request *req;
+    for (size_t it = 0; tb_u64map_next(&ep->reqs, &it, NULL, (void **)&req);) {
+        tb_bus_reply_error(req, TB_EDRAINING, "%s", why);
+    }
+    tb_node_lease_remove(bus->node, ep->instance);
+    tb_route_table_remove(bus->routes, ep->instance, NULL);
+    s_sock_untrack(bus, ep->router);
+    ep->dead = true;
+    ep->next_dead = bus->dead_eps;
+    bus->dead_eps = ep;
+}
+
+int tb_bus_endpoint_remove(tb_bus_t *bus, tb_endpoint_t *handle)
+{
+    struct endpoint *ep = (struct endpoint *)handle;
+    for (size_t i = 0; i < bus->n_eps; i++) {
+        if (bus->eps[i] == ep) {
+            bus->eps[i] = bus->eps[--bus->n_eps];
+            TB_CLOG_INFO(bus->log_name, "no longer serving %s", ep->name);
+            s_endpoint_close(bus, ep, "the endpoint was removed");
+            return 0;
+        }
+    }
+    return TB_ENOENT;
+}
+
+uint64_t tb_bus_endpoint_instance(const tb_endpoint_t *handle)
+{
+    return ((const struct endpoint *)handle)->instance;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Routes and events */
+
+static void s_notify_route(tb_bus_t *bus, const struct tb_route *r, bool added)
+{
+    for (size_t i = 0; i < bus->n_rwatch; i++) {
+        bus->callbacks++;
+        bus->rwatch[i].fn(r, added, bus->rwatch[i].user);
+    }
+}
+
+static void s_route_added(tb_bus_t *bus, const struct tb_msg_route *r)
+{
+    int rc = tb_route_table_add(bus->routes, r);
+    if (rc == 1) {
+        const struct tb_rt_entry *e = tb_route_table_get(bus->routes, r->instance_id);
+        if (e) {
+            s_notify_route(bus, &e->pub, true);
+        }
+    } else if (rc < 0) {
+        TB_CLOG_WARN(bus->log_name, "ignored route %s: %s", r->endpoint,
+                     rc == TB_EINVAL ? "no address reachable from this process" : "no memory");
+    }
+}
+
+static void s_route_removed(tb_bus_t *bus, uint64_t instance)
+{
+    struct tb_rt_entry e;
+    if (tb_route_table_remove(bus->routes, instance, &e)) {
+        s_instance_gone(bus, instance, e.pub.endpoint);
+        s_notify_route(bus, &e.pub, false);
+        tb_rt_entry_release(&e);
+    } else {
+        s_instance_gone(bus, instance, "?");
+    }
+}
+
+static void s_request_snapshot(tb_bus_t *bus)
+{
+    struct tb_msg_reg_request q = {.op = "snapshot", .seq = ++bus->reg_seq};
+    struct tb_buf buf = {0};
+    if (tb_codec_encode(TB_MSG_REG_REQUEST, &q, &buf) == 0) {
+        const void *parts[1] = {buf.data};
+        size_t lens[1] = {buf.len};
+        if (tb_zmq_send(bus->reg, 1, parts, lens, ZMQ_DONTWAIT) == 0) {
+            bus->snapshot_pending = true;
+            bus->snapshot_sent_ns = s_now();
+        }
+    }
+    tb_buf_free(&buf);
+}
+
+static void s_apply_snapshot(tb_bus_t *bus, const struct tb_msg_reg_reply *rep)
+{
+    /* Removed: in the table but not in the snapshot. */
+    for (size_t i = tb_route_table_count(bus->routes); i-- > 0;) {
+        const struct tb_rt_entry *e = tb_route_table_at(bus->routes, i);
+        bool found = false;
+        for (size_t k = 0; k < rep->routes_count && !found; k++) {
+            found = rep->routes[k].instance_id == e->pub.instance_id;
+        }
+        if (!found) {
+            s_route_removed(bus, e->pub.instance_id);
+        }
+    }
+    for (size_t k = 0; k < rep->routes_count; k++) {
+        s_route_added(bus, &rep->routes[k]);
+    }
+    bus->routes_seq = rep->routes_seq;
+    bus->synced = true;
+    bus->snapshot_pending = false;
+}
+
+static void s_on_reg(tb_bus_t *bus)
+{
+    for (int budget = 0; budget < DISPATCH_BUDGET; budget++) {
+        zmq_msg_t parts[TB_ZMQ_MAX_PARTS];
+        int n;
+        if (tb_zmq_recv(bus->reg, parts, TB_ZMQ_MAX_PARTS, &n, ZMQ_DONTWAIT) != 0) {
+            return;
+        }
+        void *msg = NULL;
+        char err[200];
+        if (n == 1 && tb_codec_decode(TB_MSG_REG_REPLY, zmq_msg_data(&parts[0]),
+                                      zmq_msg_size(&parts[0]), &msg, err, sizeof(err)) == 0) {
+            struct tb_msg_reg_reply *rep = msg;
+            if (rep->seq == bus->reg_seq && rep->code == 0 && rep->has_routes_seq) {
+                s_apply_snapshot(bus, rep);
+            }
+            tb_codec_free(&msg);
+        }
+        tb_zmq_close_parts(parts, n > TB_ZMQ_MAX_PARTS ? TB_ZMQ_MAX_PARTS : n);
+    }
+}
+
+static void s_on_route_event(tb_bus_t *bus, const void *data, size_t len)
+{
+    void *msg = NULL;
+    char err[200];
+    if (tb_codec_decode(TB_MSG_ROUTE_EVENT, data, len, &msg, err, sizeof(err)) != 0) {
+        TB_CLOG_WARN(bus->log_name, "dropped a malformed route event: %s", err);
+        return;
+    }
+    struct tb_msg_route_event *ev = msg;
+    if (!bus->synced || bus->snapshot_pending) {
+        /* A snapshot is on its way; it supersedes this. */
+    } else if (!ev->has_added) {
+        if (ev->seq != bus->routes_seq) {
+            s_request_snapshot(bus); /* a tick shows events we missed */
+        }
+    } else if (ev->seq <= bus->routes_seq) {
+        /* old news */
+    } else if (ev->seq != bus->routes_seq + 1 || !ev->route) {
+        s_request_snapshot(bus);
+    } else {
+        bus->routes_seq = ev->seq;
+        if (ev->added) {
+            s_route_added(bus, ev->route);
+        } else {
+            s_route_removed(bus, ev->route->instance_id);
+        }
+    }
+    tb_codec_free(&msg);
+}
+
+static void s_on_sub(tb_bus_t *bus)
+{
+    for (int budget = 0; budget < DISPATCH_BUDGET; budget++) {
+        zmq_msg_t parts[TB_ZMQ_MAX_PARTS];
+        int n;
+        if (tb_zmq_recv(bus->sub, parts, TB_ZMQ_MAX_PARTS, &n, ZMQ_DONTWAIT) != 0) {
+            return;
+        }
+        if (n == 2) {
+            const char *topic = zmq_msg_data(&parts[0]);
+            size_t tlen = zmq_msg_size(&parts[0]);
+            const void *data = zmq_msg_data(&parts[1]);
+            size_t dlen = zmq_msg_size(&parts[1]);
+            if (tlen == 6 && memcmp(topic, "route.", 6) == 0) {
+                s_on_route_event(bus, data, dlen);
+            } else if (tlen < 256) {
+                char t[256];
+                memcpy(t, topic, tlen);
+                t[tlen] = 0;
+                if (strlen(t) == tlen) {
+                    for (size_t i = 0; i < bus->n_subs; i++) {
+                        if (tlen >= bus->subs[i].prefix_len &&
+                            memcmp(t, bus->subs[i].prefix, bus->subs[i].prefix_len) == 0) {
+                            bus->callbacks++;
+                            bus->subs[i].fn(t, data, dlen, bus->subs[i].user);
+                        }
+                    }
+                }
+            }
+        }
+        tb_zmq_close_parts(parts, n > TB_ZMQ_MAX_PARTS ? TB_ZMQ_MAX_PARTS : n);
+    }
+}
+
+int tb_bus_publish(tb_bus_t *bus, const char *topic, const void *data, size_t len)
+{
+    if (!topic || !*topic || strncmp(topic, "route.", 6) == 0 || strlen(topic) >= 255) {
+        return TB_EINVAL;
+    }
+    if (!bus->pub) {
+        bus->pub = tb_zmq_socket(tb_node_zmq(bus->node), ZMQ_PUB);
+        if (!bus->pub || zmq_connect(bus->pub, tb_node_hub_sub(bus->node)) != 0) {
+            TB_CLOG_ERROR(bus->log_name, "cannot connect a publisher to %s",
+                          tb_node_hub_sub(bus->node));
+            if (bus->pub) {
+                zmq_close(bus->pub);
+                bus->pub = NULL;
+            }
+            return TB_EIO;
+        }
+    }
+    const void *parts[2] = {topic, data ? data : ""};
+    size_t lens[2] = {strlen(topic), len};
+    int rc = tb_zmq_send(bus->pub, 2, parts, lens, ZMQ_DONTWAIT);
+    return rc == 0 ? 0 : TB_EIO;
+}
+
+int tb_bus_subscribe(tb_bus_t *bus, const char *prefix, tb_event_fn fn, void *user)
+{
+    if (!prefix || !fn || strncmp(prefix, "route.", 6) == 0) {
+        return TB_EINVAL;
+    }
+    struct subscription *v = realloc(bus->subs, (bus->n_subs + 1) * sizeof(*v));
+    if (!v) {
+        return TB_ENOMEM;
+    }
+    bus->subs = v;
+    struct subscription *s = &v[bus->n_subs];
+    s->prefix = strdup(prefix);
+    if (!s->prefix) {
+        return TB_ENOMEM;
+    }
+    s->prefix_len = strlen(prefix);
+    s->fn = fn;
+    s->user = user;
+    bus->n_subs++;
+    zmq_setsockopt(bus->sub, ZMQ_SUBSCRIBE, prefix, strlen(prefix));
+    return 0;
+}
+
+int tb_bus_routes_watch(tb_bus_t *bus, tb_route_fn fn, void *user)
+{
+    struct route_watcher *v = realloc(bus->rwatch, (bus->n_rwatch + 1) * sizeof(*v));
+    if (!v) {
+        return TB_ENOMEM;
+    }
+    bus->rwatch = v;
+    v[bus->n_rwatch++] = (struct route_watcher){fn, user};
+    for (size_t i = 0; i < tb_route_table_count(bus->routes); i++) {
+        fn(&tb_route_table_at(bus->routes, i)->pub, true, user);
+    }
+    return 0;
+}
+
+int tb_bus_routes_find(tb_bus_t *bus, const char *endpoint, const char *model,
+                       struct tb_route *out, int max)
+{
+    return tb_route_table_find(bus->routes, endpoint, model, out, max);
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Watched descriptors */
+
+int tb_bus_watch_fd(tb_bus_t *bus, int fd, tb_fd_fn fn, void *user)
+{
+    for (size_t i = 0; i < bus->n_watches; i++) {
+        if (bus->watches[i].fd == fd) {
+            bus->watches[i].fn = fn;
+            bus->watches[i].user = user;
+            return 0;
+        }
+    }
+    struct watch *v = realloc(bus->watches, (bus->n_watches + 1) * sizeof(*v));
+    if (!v) {
+        return TB_ENOMEM;
+    }
+    bus->watches = v;
+    v[bus->n_watches++] = (struct watch){fd, fn, user};
+    s_epoll_add(bus, fd);
+    bus->dirty = true;
+    return 0;
+}
+
+int tb_bus_unwatch_fd(tb_bus_t *bus, int fd)
+{
+    for (size_t i = 0; i < bus->n_watches; i++) {
+        if (bus->watches[i].fd == fd) {
+            bus->watches[i] = bus->watches[--bus->n_watches];
+            s_epoll_del(bus, fd);
+            bus->dirty = true;
+            return 0;
+        }
+    }
+    return TB_ENOENT;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Deadlines */
+
+static bool s_is_late(const struct tb_call *call, void *arg)
+{
+    return call->deadline_ns && call->deadline_ns <= *(const int64_t *)arg;
+}
+
+static void s_check_deadlines(tb_bus_t *bus, int64_t now)
+{
+    size_t n = 0;
+    uint64_t *v = s_calls_where(bus, s_is_late, &now, &n);
+    for (size_t i = 0; i < n; i++) {
+        struct tb_call *call = tb_u64map_get(&bus->calls, v[i]);
+        if (!call) {
+            continue;
+        }
+        struct tb_msg_frame f = {.kind = K_CANCEL, .id = call->id};
+        if (call->conn && !call->conn->dead) {
+            s_send_frame(call->conn->dealer, NULL, 0, &f, NULL, 0);
+        }
+        s_call_fail(bus, call, TB_ETIMEDOUT, "no complete answer within %d ms",
+                    call->timeout_ms);
+    }
+    free(v);
+    for (size_t i = 0; i < bus->n_eps; i++) {
+        struct endpoint *ep = bus->eps[i];
+        struct tb_request *req;
+        for (size_t it = 0; tb_u64map_next(&ep->reqs, &it, NULL, (void **)&req);) {
+            if (req->deadline_ns && req->deadline_ns <= now && !req->cancelled) {
+                req->cancelled = true;
+                if (ep->on_cancel) {
+                    bus->callbacks++;
+                    ep->on_cancel(req, ep->user);
+                }
+            }
+        }
+    }
+    /* A snapshot request the registry never answered: ask again. */
+    if (bus->snapshot_pending && now - bus->snapshot_sent_ns > 1000000000) {
+        s_request_snapshot(bus);
+    }
+}
+
+static bool s_has_deadlines(tb_bus_t *bus)
+{
+    if (bus->snapshot_pending || bus->calls.count > 0) {
+        return true;
+    }
+    for (size_t i = 0; i < bus->n_eps; i++) {
+        if (bus->eps[i]->reqs.count > 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* The loop */
+
+static void s_reap(tb_bus_t *bus)
+{
+    while (bus->dead_conns) {
+        struct conn *c = bus->dead_conns;
+        bus->dead_conns = c->next_dead;
+        zmq_close(c->dealer);
+        free(c);
+    }
+    while (bus->dead_eps) {
+        struct endpoint *ep = bus->dead_eps;
+        bus->dead_eps = ep->next_dead;
+        zmq_close(ep->router);
+        tb_u64map_release(&ep->reqs);
+        free(ep->name);
+        free(ep);
+    }
+}
+
+int tb_bus_run(tb_bus_t *bus, int timeout_ms)
+{
+    if (bus->in_run) {
+        return TB_EBUSY;
+    }
+    if (bus->dirty && s_rebuild_items(bus) != 0) {
+        return TB_ENOMEM;
+    }
+    int64_t now = s_now();
+    if (s_has_deadlines(bus)) {
+        int64_t left_ms = (bus->next_deadline_ns - now) / 1000000;
+        if (left_ms < 0) {
+            left_ms = 0;
+        }
+        if (timeout_ms < 0 || left_ms < timeout_ms) {
+            timeout_ms = (int)left_ms;
+        }
+    }
+    bus->in_run = true;
+    bus->callbacks = 0;
+    int rc = zmq_poll(bus->items, (int)bus->n_items, timeout_ms);
+    if (rc < 0 && errno != EINTR) {
+        bus->in_run = false;
+        return TB_EIO;
+    }
+    size_t n = bus->n_items;
+    for (size_t i = 0; rc > 0 && i < n; i++) {
+        if (!(bus->items[i].revents & ZMQ_POLLIN)) {
+            continue;
+        }
+        struct item_ref ref = bus->refs[i];
+        switch (ref.kind) {
+        case IT_WAKE: {
+            uint64_t v;
+            if (read(bus->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN) {
+                TB_CLOG_WARN(bus->log_name, "wakeup read failed: %s", strerror(errno));
+            }
+            break;
+        }
+        case IT_SUB:
+            s_on_sub(bus);
+            break;
+        case IT_REG:
+            s_on_reg(bus);
+            break;
+        case IT_ENDPOINT:
+            s_on_endpoint(bus, ref.obj);
+            break;
+        case IT_CONN:
+            s_on_conn(bus, ref.obj);
+            break;
+        case IT_WATCH:
+            for (size_t k = 0; k < bus->n_watches; k++) {
+                if (bus->watches[k].fd == ref.fd) {
+                    bus->callbacks++;
+                    bus->watches[k].fn(ref.fd, bus->watches[k].user);
+                    break;
+                }
+            }
+            break;
+        }
+    }
+    now = s_now();
+    if (now >= bus->next_deadline_ns) {
+        s_check_deadlines(bus, now);
+        bus->next_deadline_ns = now + DEADLINE_CHECK_NS;
+    }
+    s_reap(bus);
+    bus->in_run = false;
+    return bus->callbacks;
+}
+
+void tb_bus_wakeup(tb_bus_t *bus)
+{
+    uint64_t one = 1;
+    if (write(bus->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN) {
+        TB_CLOG_WARN(bus->log_name, "wakeup write failed: %s", strerror(errno));
+    }
+}
+
+int tb_bus_fd(tb_bus_t *bus)
+{
+    return bus->epfd;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Life cycle */
+
+tb_bus_t *tb_bus_new(tb_node_t *node, const char *ns, const char *component)
+{
+    tb_bus_t *bus = calloc(1, sizeof(*bus));
+    if (!bus) {
+        return NULL;
+    }
+    bus->wake_fd = -1;
+    bus->epfd = -1;
+    bus->node = node;
+    bus->ns = strdup(ns);
+    bus->comp = strdup(component);
+    snprintf(bus->log_name, sizeof(bus->log_name), "%s", component);
+    tb_u64map_init(&bus->calls);
+    tb_u64map_init(&bus->conns);
+    bus->routes = tb_route_table_new(tb_node_process_id(node));
+    bus->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    bus->epfd = epoll_create1(EPOLL_CLOEXEC);
+    void *z = tb_node_zmq(node);
+    bus->sub = tb_zmq_socket(z, ZMQ_SUB);
+    bus->reg = tb_zmq_socket(z, ZMQ_DEALER);
+    if (!bus->ns || !bus->comp || !bus->routes || bus->wake_fd < 0 || bus->epfd < 0 ||
+        !bus->sub || !bus->reg) {
+        TB_CLOG_ERROR(component, "cannot create a bus handle: %s", strerror(errno));
+        goto fail;
+    }
+    if (zmq_connect(bus->sub, tb_node_hub_pub(node)) != 0 ||
+        zmq_connect(bus->reg, tb_node_registry_addr(node)) != 0) {
+        TB_CLOG_ERROR(component, "cannot connect to the registry: %s", zmq_strerror(errno));
+        goto fail;
+    }
+    zmq_setsockopt(bus->sub, ZMQ_SUBSCRIBE, "route.", 6);
+    s_epoll_add(bus, bus->wake_fd);
+    s_sock_track(bus, bus->sub);
+    s_sock_track(bus, bus->reg);
+    s_request_snapshot(bus);
+    int64_t deadline = s_now() + 3000000000LL;
+    while (!bus->synced && s_now() < deadline) {
+        tb_bus_run(bus, 50);
+    }
+    if (!bus->synced) {
+        TB_CLOG_WARN(component, "no route snapshot from the registry yet: routes may appear "
+                                "late");
+    }
+    return bus;
+fail:
+    tb_bus_destroy(&bus);
+    return NULL;
+}
+
+void tb_bus_destroy(tb_bus_t **bus_p)
+{
+    if (!bus_p || !*bus_p) {
+        return;
+    }
+    tb_bus_t *bus = *bus_p;
+    while (bus->n_eps > 0) {
+        struct endpoint *ep = bus->eps[--bus->n_eps];
+        TB_CLOG_INFO(bus->log_name, "no longer serving %s", ep->name);
+        s_endpoint_close(bus, ep, "the component is stopping");
+    }
+    size_t n = 0;
+    uint64_t *v = s_calls_where(bus, NULL, NULL, &n);
+    for (size_t i = 0; i < n; i++) {
+        struct tb_call *call = tb_u64map_get(&bus->calls, v[i]);
+        if (!call) {
+            continue;
+        }
+        struct tb_msg_frame f = {.kind = K_CANCEL, .id = call->id};
+        if (call->conn && !call->conn->dead) {
+            s_send_frame(call->conn->dealer, NULL, 0, &f, NULL, 0);
+        }
+        s_call_fail(bus, call, TB_EDRAINING, "the calling component is stopping");
+    }
+    free(v);
+    struct conn *c;
+    for (size_t it = 0; tb_u64map_next(&bus->conns, &it, NULL, (void **)&c);) {
+        s_conn_close(bus, c);
+    }
+    s_reap(bus);
+    tb_u64map_release(&bus->calls);
+    tb_u64map_release(&bus->conns);
+    for (size_t i = 0; i < bus->n_subs; i++) {
+        free(bus->subs[i].prefix);
+    }
+    free(bus->subs);
+    free(bus->watches);
+    free(bus->rwatch);
+    free(bus->eps);
+    free(bus->items);
+    free(bus->refs);
+    if (bus->sub) {
+        zmq_close(bus->sub);
+    }
+    if (bus->reg) {
+        zmq_close(bus->reg);
+    }
+    if (bus->pub) {
+        zmq_close(bus->pub);
+    }
+    if (bus->wake_fd >= 0) {
+        close(bus->wake_fd);
+    }
+    if (bus->epfd >= 0) {
+        close(bus->epfd);
+    }
+    tb_route_table_destroy(&bus->routes);
+    free(bus->ns);
+    free(bus->comp);
+    free(bus);
+    *bus_p = NULL;
+}

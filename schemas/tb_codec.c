@@ -1,0 +1,581 @@
+/* tb_codec: table-driven msgpack encoding and decoding of the bus messages (see tb_codec.h). */
+#include "tb_codec.h"
+
+#include <msgpack.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tb_arena.h"
+#include "tb_buf.h"
+
+/* ------------------------------------------------------------------------------------------- */
+/* Encoding */
+
+static int s_write(void *data, const char *buf, size_t len)
+{
+    return tb_buf_append(data, buf, len) == 0 ? 0 : -1;
+}
+
+#define AT(base, off, type) ((type *)((const uint8_t *)(base) + (off)))
+
+static bool s_field_present(const struct tb_field_desc *f, const void *msg)
+{
+    switch (f->type) {
+    case TB_FT_BOOL:
+    case TB_FT_I64:
+    case TB_FT_U64:
+    case TB_FT_F64:
+        return f->required || *AT(msg, f->aux_offset, const bool);
+    case TB_FT_STR:
+    case TB_FT_MSG:
+        return *AT(msg, f->offset, const void *const) != NULL;
+    case TB_FT_BIN:
+        return *AT(msg, f->offset, const void *const) != NULL;
+    default:
+        return *AT(msg, f->aux_offset, const size_t) > 0;
+    }
+}
+
+static int s_pack_str(msgpack_packer *pk, const char *s)
+{
+    size_t n = strlen(s);
+    if (msgpack_pack_str(pk, n) != 0 || msgpack_pack_str_body(pk, s, n) != 0) {
+        return TB_ENOMEM;
+    }
+    return 0;
+}
+
+static int s_encode(const struct tb_msg_desc *d, const void *msg, msgpack_packer *pk, int depth)
+{
+    if (depth > 8) {
+        return TB_EINVAL;
+    }
+    size_t n = 1;
+    for (size_t i = 0; i < d->n_fields; i++) {
+        const struct tb_field_desc *f = &d->fields[i];
+        if (s_field_present(f, msg)) {
+            n++;
+        } else if (f->required) {
+            return TB_EINVAL; /* a required string or message is missing */
+        }
+    }
+    int rc = 0;
+    if (msgpack_pack_map(pk, n) != 0 || s_pack_str(pk, "v") != 0 ||
+        msgpack_pack_uint32(pk, d->version) != 0) {
+        return TB_ENOMEM;
+    }
+    for (size_t i = 0; i < d->n_fields && rc == 0; i++) {
+        const struct tb_field_desc *f = &d->fields[i];
+        if (!s_field_present(f, msg)) {
+            continue;
+        }
+        if (msgpack_pack_str(pk, f->name_len) != 0 ||
+            msgpack_pack_str_body(pk, f->name, f->name_len) != 0) {
+            return TB_ENOMEM;
+        }
+        size_t count = f->aux_offset ? *AT(msg, f->aux_offset, const size_t) : 0;
+        switch (f->type) {
+        case TB_FT_BOOL:
+            rc = *AT(msg, f->offset, const bool) ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+            break;
+        case TB_FT_I64:
+            rc = msgpack_pack_int64(pk, *AT(msg, f->offset, const int64_t));
+            break;
+        case TB_FT_U64:
+            rc = msgpack_pack_uint64(pk, *AT(msg, f->offset, const uint64_t));
+            break;
+        case TB_FT_F64:
+            rc = msgpack_pack_double(pk, *AT(msg, f->offset, const double));
+            break;
+        case TB_FT_STR:
+            rc = s_pack_str(pk, *AT(msg, f->offset, const char *const));
+            break;
+        case TB_FT_BIN: {
+            const void *p = *AT(msg, f->offset, const void *const);
+            rc = msgpack_pack_bin(pk, count) || msgpack_pack_bin_body(pk, p, count);
+            break;
+        }
+        case TB_FT_I32_ARR: {
+            const int32_t *a = *AT(msg, f->offset, const int32_t *const);
+            rc = msgpack_pack_array(pk, count);
+            for (size_t k = 0; k < count && rc == 0; k++) {
+                rc = msgpack_pack_int32(pk, a[k]);
+            }
+            break;
+        }
+        case TB_FT_U64_ARR: {
+            const uint64_t *a = *AT(msg, f->offset, const uint64_t *const);
+            rc = msgpack_pack_array(pk, count);
+            for (size_t k = 0; k < count && rc == 0; k++) {
+                rc = msgpack_pack_uint64(pk, a[k]);
+            }
+            break;
+        }
+        case TB_FT_F64_ARR: {
+            const double *a = *AT(msg, f->offset, const double *const);
+            rc = msgpack_pack_array(pk, count);
+            for (size_t k = 0; k < count && rc == 0; k++) {
+                rc = msgpack_pack_double(pk, a[k]);
+            }
+            break;
+        }
+        case TB_FT_STR_ARR: {
+            const char *const *a = *AT(msg, f->offset, const char *const *const);
+            rc = msgpack_pack_array(pk, count);
+            for (size_t k = 0; k < count && rc == 0; k++) {
+                rc = a[k] ? s_pack_str(pk, a[k]) : TB_EINVAL;
+            }
+            break;
+        }
+        case TB_FT_MSG:
+            rc = s_encode(f->sub, *AT(msg, f->offset, const void *const), pk, depth + 1);
+            break;
+        case TB_FT_MSG_ARR: {
+            const uint8_t *a = *AT(msg, f->offset, const uint8_t *const);
+            rc = msgpack_pack_array(pk, count);
+            for (size_t k = 0; k < count && rc == 0; k++) {
+                rc = s_encode(f->sub, a + k * f->sub->size, pk, depth + 1);
+            }
+            break;
+        }
+        }
+        if (rc > 0) {
+            rc = TB_ENOMEM;
+        }
+    }
+    return rc;
+}
+
+int tb_codec_encode(tb_msg_type_t type, const void *msg, struct tb_buf *out)
+{
+    if ((int)type <= 0 || type >= TB_MSG__COUNT || !msg) {
+        return TB_EINVAL;
+    }
+    size_t mark = out->len;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, s_write);
+    int rc = s_encode(tb_msg_descs[type], msg, &pk, 0);
+    if (rc != 0) {
+        out->len = mark; /* leave the buffer as it was */
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Decoding */
+
+struct dec {
+    tb_arena_t *arena;
+    char *err;
+    size_t err_len;
+};
+
+static int s_fail(struct dec *d, const char *fmt, ...) TB_PRINTF(2, 3);
+
+static int s_fail(struct dec *d, const char *fmt, ...)
+{
+    if (d->err && d->err_len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(d->err, d->err_len, fmt, ap);
+        va_end(ap);
+    }
+    return TB_EPROTO;
+}
+
+static bool s_get_i64(const msgpack_object *o, int64_t *v)
+{
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        if (o->via.u64 > (uint64_t)INT64_MAX) {
+            return false;
+        }
+        *v = (int64_t)o->via.u64;
+        return true;
+    }
+    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+        *v = o->via.i64;
+        return true;
+    }
+    return false;
+}
+
+static int s_str(struct dec *d, const msgpack_object *o, const char *name, const char **out)
+{
+    if (o->type != MSGPACK_OBJECT_STR) {
+        return s_fail(d, "field '%s': expected a string", name);
+    }
+    if (memchr(o->via.str.ptr, 0, o->via.str.size)) {
+        return s_fail(d, "field '%s': string contains a NUL byte", name);
+    }
+    char *s = tb_arena_strndup(d->arena, o->via.str.ptr, o->via.str.size);
+    if (!s) {
+        return TB_ENOMEM;
+    }
+    *out = s;
+    return 0;
+}
+
+static int s_decode(struct dec *d, const struct tb_msg_desc *md, const msgpack_object *o,
+                    void *msg, int depth);
+
+static int s_field(struct dec *d, const struct tb_field_desc *f, const msgpack_object *v, void *msg,
+                   int depth)
+{
+    int64_t i;
+    switch (f->type) {
+    case TB_FT_BOOL:
+        if (v->type != MSGPACK_OBJECT_BOOLEAN) {
+            return s_fail(d, "field '%s': expected a boolean", f->name);
+        }
+        *AT(msg, f->offset, bool) = v->via.boolean;
+        break;
+    case TB_FT_I64:
+        if (!s_get_i64(v, &i)) {
+            return s_fail(d, "field '%s': expected a signed 64-bit integer", f->name);
+        }
+        *AT(msg, f->offset, int64_t) = i;
+        break;
+    case TB_FT_U64:
+        if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+            return s_fail(d, "field '%s': expected an unsigned integer", f->name);
+        }
+        *AT(msg, f->offset, uint64_t) = v->via.u64;
+        break;
+    case TB_FT_F64:
+        if (v->type == MSGPACK_OBJECT_FLOAT64 || v->type == MSGPACK_OBJECT_FLOAT32) {
+            *AT(msg, f->offset, double) = v->via.f64;
+        } else if (s_get_i64(v, &i)) {
+            *AT(msg, f->offset, double) = (double)i;
+        } else {
+            return s_fail(d, "field '%s': expected a number", f->name);
+        }
+        break;
+    case TB_FT_STR:
+        return s_str(d, v, f->name, AT(msg, f->offset, const char *));
+    case TB_FT_BIN: {
+        if (v->type != MSGPACK_OBJECT_BIN) {
+            return s_fail(d, "field '%s': expected bytes", f->name);
+        }
+        uint8_t *p = tb_arena_alloc(d->arena, v->via.bin.size);
+        if (!p) {
+            return TB_ENOMEM;
+        }
+        memcpy(p, v->via.bin.ptr, v->via.bin.size);
+        *AT(msg, f->offset, const uint8_t *) = p;
+        *AT(msg, f->aux_offset, size_t) = v->via.bin.size;
+        break;
+    }
+    case TB_FT_I32_ARR:
+    case TB_FT_U64_ARR:
+    case TB_FT_F64_ARR:
+    case TB_FT_STR_ARR:
+    case TB_FT_MSG_ARR: {
+        if (v->type != MSGPACK_OBJECT_ARRAY) {
+            return s_fail(d, "field '%s': expected an array", f->name);
+        }
+        size_t n = v->via.array.size;
+        size_t esz = f->type == TB_FT_I32_ARR   ? sizeof(int32_t)
+                     : f->type == TB_FT_U64_ARR ? sizeof(uint64_t)
+                     : f->type == TB_FT_F64_ARR ? sizeof(double)
+                     : f->type == TB_FT_STR_ARR ? sizeof(char *)
+                                                : f->sub->size;
+        uint8_t *a = tb_arena_alloc(d->arena, n * esz);
+        if (!a) {
+            return TB_ENOMEM;
+        }
+        for (size_t k = 0; k < n; k++) {
+            const msgpack_object *e = &v->via.array.ptr[k];
+            int rc = 0;
+            if (f->type == TB_FT_I32_ARR) {
+                if (!s_get_i64(e, &i) || i < INT32_MIN || i > INT32_MAX) {
+                    return s_fail(d, "field '%s'[%zu]: expected a 32-bit integer", f->name, k);
+                }
+                ((int32_t *)a)[k] = (int32_t)i;
+            } else if (f->type == TB_FT_U64_ARR) {
+                if (e->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+                    return s_fail(d, "field '%s'[%zu]: expected an unsigned integer", f->name, k);
+                }
+                ((uint64_t *)a)[k] = e->via.u64;
+            } else if (f->type == TB_FT_F64_ARR) {
+                if (e->type == MSGPACK_OBJECT_FLOAT64 || e->type == MSGPACK_OBJECT_FLOAT32) {
+                    ((double *)a)[k] = e->via.f64;
+                } else if (s_get_i64(e, &i)) {
+                    ((double *)a)[k] = (double)i;
+                } else {
+                    return s_fail(d, "field '%s'[%zu]: expected a number", f->name, k);
+                }
+            } else if (f->type == TB_FT_STR_ARR) {
+                rc = s_str(d, e, f->name, &((const char **)a)[k]);
+            } else {
+                rc = s_decode(d, f->sub, e, a + k * esz, depth + 1);
+            }
+            if (rc != 0) {
+                return rc;
+            }
+        }
+        *AT(msg, f->offset, void *) = a;
+        *AT(msg, f->aux_offset, size_t) = n;
+        break;
+    }
+    case TB_FT_MSG: {
+        void *sub = tb_arena_alloc(d->arena, f->sub->size);
+        if (!sub) {
+            return TB_ENOMEM;
+        }
+        int rc = s_decode(d, f->sub, v, sub, depth + 1);
+        if (rc != 0) {
+            return rc;
+        }
+        *AT(msg, f->offset, void *) = sub;
+        break;
+    }
+    }
+    if (f->aux_offset && (f->type == TB_FT_BOOL || f->type == TB_FT_I64 || f->type == TB_FT_U64 ||
+                          f->type == TB_FT_F64)) {
+        *AT(msg, f->aux_offset, bool) = true;
+    }
+    return 0;
+}
+
+static int s_decode(struct dec *d, const struct tb_msg_desc *md, const msgpack_object *o,
+                    void *msg, int depth)
+{
+    if (depth > 8) {
+        return s_fail(d, "message '%s': nested too deeply", md->name);
+    }
+    if (o->type != MSGPACK_OBJECT_MAP) {
+        return s_fail(d, "message '%s': expected a map", md->name);
+    }
+    uint64_t seen = 0; /* bit per field index (messages have at most 64 fields) */
+    bool have_version = false;
+    for (uint32_t k = 0; k < o->via.map.size; k++) {
+        const msgpack_object *key = &o->via.map.ptr[k].key;
+        const msgpack_object *val = &o->via.map.ptr[k].val;
+        if (key->type != MSGPACK_OBJECT_STR) {
+            return s_fail(d, "message '%s': a key is not a string", md->name);
+        }
+        const char *kp = key->via.str.ptr;
+        uint32_t kn = key->via.str.size;
+        if (kn == 1 && kp[0] == 'v') {
+            if (val->type != MSGPACK_OBJECT_POSITIVE_INTEGER || val->via.u64 == 0) {
+                return s_fail(d, "message '%s': bad version", md->name);
+            }
+            if (val->via.u64 > md->version) {
+                return s_fail(d, "message '%s': version %llu is newer than %u, the newest known",
+                              md->name, (unsigned long long)val->via.u64, md->version);
+            }
+            have_version = true;
+            continue;
+        }
+        size_t fi = md->n_fields;
+        for (size_t j = 0; j < md->n_fields; j++) {
+            if (md->fields[j].name_len == kn && memcmp(md->fields[j].name, kp, kn) == 0) {
+                fi = j;
+                break;
+            }
+        }
+        if (fi == md->n_fields) {
+            return s_fail(d, "message '%s': unknown field '%.*s'", md->name,
+                          (int)(kn > 64 ? 64 : kn), kp);
+        }
+        if (seen & ((uint64_t)1 << fi)) {
+            return s_fail(d, "message '%s': field '%s' appears twice", md->name,
+                          md->fields[fi].name);
+        }
+        seen |= (uint64_t)1 << fi;
+        if (val->type == MSGPACK_OBJECT_NIL) {
+            continue; /* nil means absent */
+        }
+        int rc = s_field(d, &md->fields[fi], val, msg, depth);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    if (!have_version) {
+        return s_fail(d, "message '%s': no version", md->name);
+    }
+    for (size_t j = 0; j < md->n_fields; j++) {
+        const struct tb_field_desc *f = &md->fields[j];
+        if (f->required && !(seen & ((uint64_t)1 << j))) {
+            return s_fail(d, "message '%s': required field '%s' is missing", md->name, f->name);
+        }
+        if (f->required && (f->type == TB_FT_STR || f->type == TB_FT_MSG) &&
+            *AT(msg, f->offset, void *) == NULL) {
+            return s_fail(d, "message '%s': required field '%s' is nil", md->name, f->name);
+        }
+    }
+    return 0;
+}
+
+/* msgpack-c allocates an array's or map's storage from its declared count before reading the
+ * elements, so a 5-byte message can ask for gigabytes.  This walk checks, without allocating, that
+ * every declared count fits in the bytes that remain (each element needs at least one byte) and
+ * that the nesting stays shallow; only then is the input handed to msgpack-c. */
+static bool s_counts_plausible(const uint8_t *p, size_t len)
+{
+    size_t pos = 0;
+    uint64_t pending = 1; /* items still to read */
+    while (pending > 0) {
+        if (pos >= len) {
+            return true; /* truncated: msgpack-c reports it */
+        }
+        uint8_t b = p[pos++];
+        pending--;
+        uint64_t n = 0;     /* payload bytes to skip */
+        uint64_t items = 0; /* child items to add */
+        size_t hdr = 0;     /* bytes of the big-endian length that follows */
+        int kind = 0;       /* 0 payload, 1 array, 2 map */
+        if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
+            continue;
+        } else if ((b & 0xf0) == 0x80) {
+            items = 2u * (b & 0x0f);
+            kind = 2;
+        } else if ((b & 0xf0) == 0x90) {
+            items = b & 0x0f;
+            kind = 1;
+        } else if ((b & 0xe0) == 0xa0) {
+            n = b & 0x1f;
+        } else {
+            switch (b) {
+            case 0xc4: case 0xd9: hdr = 1; break;             /* bin8, str8 */
+            case 0xc5: case 0xda: hdr = 2; break;             /* bin16, str16 */
+            case 0xc6: case 0xdb: hdr = 4; break;             /* bin32, str32 */
+            case 0xc7: hdr = 1; n = 1; break;                 /* ext8 (+type) */
+            case 0xc8: hdr = 2; n = 1; break;
+            case 0xc9: hdr = 4; n = 1; break;
+            case 0xca: n = 4; break;
+            case 0xcb: n = 8; break;
+            case 0xcc: case 0xd0: n = 1; break;
+            case 0xcd: case 0xd1: n = 2; break;
+            case 0xce: case 0xd2: n = 4; break;
+            case 0xcf: case 0xd3: n = 8; break;
+            case 0xd4: n = 2; break;                          /* fixext 1..16 (+type) */
+            case 0xd5: n = 3; break;
+            case 0xd6: n = 5; break;
+            case 0xd7: n = 9; break;
+            case 0xd8: n = 17; break;
+            case 0xdc: hdr = 2; kind = 1; break;              /* array16 */
+            case 0xdd: hdr = 4; kind = 1; break;              /* array32 */
+            case 0xde: hdr = 2; kind = 2; break;              /* map16 */
+            case 0xdf: hdr = 4; kind = 2; break;              /* map32 */
+            default: return true;                             /* 0xc1: msgpack-c refuses it */
+            }
+        }
+        if (hdr) {
+            if (len - pos < hdr) {
+                return true;
+            }
+            uint64_t v = 0;
+            for (size_t k = 0; k < hdr; k++) {
+                v = (v << 8) | p[pos + k];
+            }
+            pos += hdr;
+            if (kind == 1) {
+                items = v;
+            } else if (kind == 2) {
+                items = 2 * v;
+            } else {
+                n += v;
+            }
+        }
+        if (items > len - pos || n > len - pos) {
+            return false;
+        }
+        pos += n;
+        pending += items;
+        if (pending > len - pos + 1) {
+            return false;
+        }
+    }
+    return true;
+}
+
+int tb_codec_decode(tb_msg_type_t type, const void *data, size_t len, void **msg_out, char *err,
+                    size_t err_len)
+{
+    struct dec d = {.err = err, .err_len = err_len};
+    msgpack_unpacked up;
+    int rc = 0;
+    *msg_out = NULL;
+    if (err && err_len) {
+        err[0] = 0;
+    }
+    if ((int)type <= 0 || type >= TB_MSG__COUNT) {
+        s_fail(&d, "unknown message type %d", (int)type);
+        return TB_EINVAL;
+    }
+    if (len > TB_CODEC_MAX_BYTES) {
+        s_fail(&d, "message of %zu bytes is larger than the %zu allowed", len,
+               TB_CODEC_MAX_BYTES);
+        return TB_EMSGSIZE;
+    }
+    const struct tb_msg_desc *md = tb_msg_descs[type];
+    msgpack_unpacked_init(&up);
+    if (!s_counts_plausible(data, len)) {
+        rc = s_fail(&d, "message '%s': a declared length exceeds the input", md->name);
+        goto out_unpacked;
+    }
+    size_t off = 0;
+    msgpack_unpack_return ur = msgpack_unpack_next(&up, data, len, &off);
+    if (ur == MSGPACK_UNPACK_NOMEM_ERROR) {
+        rc = TB_ENOMEM;
+        goto out_unpacked;
+    }
+    if (ur == MSGPACK_UNPACK_CONTINUE) {
+        rc = s_fail(&d, "message '%s': truncated msgpack", md->name);
+        goto out_unpacked;
+    }
+    if (ur != MSGPACK_UNPACK_SUCCESS) {
+        rc = s_fail(&d, "message '%s': malformed msgpack", md->name);
+        goto out_unpacked;
+    }
+    if (off != len) {
+        rc = s_fail(&d, "message '%s': %zu trailing bytes", md->name, len - off);
+        goto out_unpacked;
+    }
+    d.arena = tb_arena_new(len * 2 + 256 > 4096 ? 4096 : len * 2 + 256);
+    if (!d.arena) {
+        rc = TB_ENOMEM;
+        goto out_unpacked;
+    }
+    /* The arena pointer sits just before the message so tb_codec_free can find it. */
+    tb_arena_t **slot = tb_arena_alloc(d.arena, 16 + md->size);
+    if (!slot) {
+        rc = TB_ENOMEM;
+        goto out_arena;
+    }
+    *slot = d.arena;
+    void *msg = (uint8_t *)slot + 16;
+    rc = s_decode(&d, md, &up.data, msg, 0);
+    if (rc != 0) {
+        goto out_arena;
+    }
+    *msg_out = msg;
+    msgpack_unpacked_destroy(&up);
+    return 0;
+
+out_arena:
+    tb_arena_destroy(&d.arena);
+out_unpacked:
+    msgpack_unpacked_destroy(&up);
+    return rc;
+}
+
+void tb_codec_free(void **msg_p)
+{
+    if (!msg_p || !*msg_p) {
+        return;
+    }
+    tb_arena_t *arena = *(tb_arena_t **)((uint8_t *)*msg_p - 16);
+    tb_arena_destroy(&arena);
+    *msg_p = NULL;
+}
+
+const char *tb_codec_type_name(tb_msg_type_t type)
+{
+    if ((int)type <= 0 || type >= TB_MSG__COUNT) {
+        return "?";
+    }
+    return tb_msg_descs[type]->name;
+}
