@@ -7,6 +7,9 @@
 
 #include <stddef.h>
 
+/* The bus library exports its API; everything else in it stays hidden. */
+#pragma GCC visibility push(default)
+
 typedef struct tb_arena tb_arena_t;
 
 /* A new arena whose chunks are at least `chunk_size` bytes (0: 4 KiB).  Caller owns it; destroy
@@ -28,5 +31,7 @@ void tb_arena_set_limit(tb_arena_t *arena, size_t max_bytes);
 
 /* Bytes currently held (chunks included). */
 size_t tb_arena_size(const tb_arena_t *arena);
+
+#pragma GCC visibility pop
 
 #endif /* TB_ARENA_H */

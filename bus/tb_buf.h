@@ -9,6 +9,9 @@
 
 #include "tb_plugin.h"
 
+/* The bus library exports its API; everything else in it stays hidden. */
+#pragma GCC visibility push(default)
+
 /* Appends `len` bytes; grows as needed.  0 or TB_ENOMEM (the buffer is then unchanged). */
 int tb_buf_append(struct tb_buf *buf, const void *data, size_t len);
 
@@ -21,5 +24,7 @@ int tb_buf_reserve(struct tb_buf *buf, size_t extra);
 
 /* Frees the data and zeroes the struct; accepts a zeroed struct. */
 void tb_buf_free(struct tb_buf *buf);
+
+#pragma GCC visibility pop
 
 #endif /* TB_BUF_H */

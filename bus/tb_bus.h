@@ -23,6 +23,9 @@
 #include "tb_node.h"
 #include "tb_plugin.h"
 
+/* The bus library exports its API; everything else in it stays hidden. */
+#pragma GCC visibility push(default)
+
 /* A handle for component `component` of namespace `ns` (both copied).  Waits up to 3 s for the
  * first route snapshot.  NULL on failure (logged). */
 tb_bus_t *tb_bus_new(tb_node_t *node, const char *ns, const char *component);
@@ -68,5 +71,7 @@ int tb_bus_routes_find(tb_bus_t *bus, const char *endpoint, const char *model,
 
 /* Validates an endpoint name part ([a-z0-9_-]+) or a full dotted name (three such parts). */
 bool tb_bus_name_is_valid(const char *name, bool full);
+
+#pragma GCC visibility pop
 
 #endif /* TB_BUS_H */

@@ -13,6 +13,9 @@
 
 #include "tb_plugin.h"
 
+/* The bus library exports its API; everything else in it stays hidden. */
+#pragma GCC visibility push(default)
+
 typedef enum {
     TB_LOG_FORMAT_TEXT = 0,
     TB_LOG_FORMAT_JSON = 1,
@@ -56,5 +59,7 @@ void tb_log_vwrite(tb_log_level_t level, const char *component, const char *fmt,
 #define TB_CLOG_INFO(comp, ...) TB_CLOG(TB_LOG_INFO, comp, __VA_ARGS__)
 #define TB_CLOG_DEBUG(comp, ...) TB_CLOG(TB_LOG_DEBUG, comp, __VA_ARGS__)
 #define TB_CLOG_TRACE(comp, ...) TB_CLOG(TB_LOG_TRACE, comp, __VA_ARGS__)
+
+#pragma GCC visibility pop
 
 #endif /* TB_LOG_H */

@@ -18,6 +18,9 @@
 
 #include "tb_msgs.h"
 
+/* The bus library exports its API; everything else in it stays hidden. */
+#pragma GCC visibility push(default)
+
 typedef struct tb_node tb_node_t;
 
 struct tb_node_config {
@@ -66,5 +69,7 @@ int tb_node_lease_add(tb_node_t *node, const struct tb_msg_route *route, int tim
 
 /* Deregisters an instance (asynchronously; the route event follows). */
 void tb_node_lease_remove(tb_node_t *node, uint64_t instance_id);
+
+#pragma GCC visibility pop
 
 #endif /* TB_NODE_H */

@@ -16,6 +16,9 @@
 
 #include <stddef.h>
 
+/* The bus library exports its API; everything else in it stays hidden. */
+#pragma GCC visibility push(default)
+
 #define TB_REGISTRY_INPROC "inproc://tb-registry"
 #define TB_HUB_IN_INPROC "inproc://tb-hub-in"
 #define TB_HUB_OUT_INPROC "inproc://tb-hub-out"
@@ -41,5 +44,7 @@ void tb_registry_stop(tb_registry_t **r_p);
 const char *tb_registry_listen_addr(const tb_registry_t *r);
 const char *tb_registry_hub_pub_addr(const tb_registry_t *r);
 const char *tb_registry_hub_sub_addr(const tb_registry_t *r);
+
+#pragma GCC visibility pop
 
 #endif /* TB_REGISTRY_H */

@@ -14,6 +14,9 @@
 #include "tb_msgs.h"
 #include "tb_plugin.h"
 
+/* The bus library exports its API; everything else in it stays hidden. */
+#pragma GCC visibility push(default)
+
 typedef struct tb_route_table tb_route_table_t;
 
 /* One entry: the public view plus where to connect. */
@@ -51,5 +54,7 @@ int tb_route_table_find(const tb_route_table_t *t, const char *endpoint, const c
 
 /* Picks an instance of `endpoint` round robin (advancing *cursor); 0 when none. */
 uint64_t tb_route_table_pick(const tb_route_table_t *t, const char *endpoint, uint64_t *cursor);
+
+#pragma GCC visibility pop
 
 #endif /* TB_ROUTE_TABLE_H */

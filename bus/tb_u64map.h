@@ -10,6 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The bus library exports its API; everything else in it stays hidden. */
+#pragma GCC visibility push(default)
+
 struct tb_u64map {
     uint64_t *keys; /* 0 = empty, UINT64_MAX = deleted */
     void **vals;
@@ -31,5 +34,7 @@ void *tb_u64map_del(struct tb_u64map *m, uint64_t key);
 /* Iteration: for (size_t i = 0; tb_u64map_next(m, &i, &k, &v);) { ... }  Deleting the current
  * entry while iterating is allowed; inserting is not. */
 bool tb_u64map_next(const struct tb_u64map *m, size_t *it, uint64_t *key, void **val);
+
+#pragma GCC visibility pop
 
 #endif /* TB_U64MAP_H */

@@ -7,6 +7,9 @@
 #include <stddef.h>
 #include <zmq.h>
 
+/* The bus library exports its API; everything else in it stays hidden. */
+#pragma GCC visibility push(default)
+
 /* Most parts a bus message has (identity + header + payload, with room to spare). */
 #define TB_ZMQ_MAX_PARTS 4
 
@@ -22,5 +25,7 @@ void tb_zmq_close_parts(zmq_msg_t *parts, int n);
 /* A socket of `type` with linger 0 and the bus's limits (max message size, high-water marks).
  * NULL with errno set on failure. */
 void *tb_zmq_socket(void *ctx, int type);
+
+#pragma GCC visibility pop
 
 #endif /* TB_ZMQ_H */

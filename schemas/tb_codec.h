@@ -16,6 +16,9 @@
 #include "tb_msgs.h"
 #include "tb_plugin.h"
 
+/* The bus library exports its API; everything else in it stays hidden. */
+#pragma GCC visibility push(default)
+
 typedef enum {
     TB_FT_BOOL = 1,
     TB_FT_I64,
@@ -71,5 +74,7 @@ void tb_codec_free(void **msg_p);
 
 /* The type's name ("gen_request"), or "?" when unknown. */
 const char *tb_codec_type_name(tb_msg_type_t type);
+
+#pragma GCC visibility pop
 
 #endif /* TB_CODEC_H */

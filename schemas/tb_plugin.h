@@ -229,6 +229,10 @@ struct tb_host {
     /* Watches `fd` for readability inside bus_run; `fn` runs on the handle's thread. */
     int (*bus_watch_fd)(tb_bus_t *bus, int fd, tb_fd_fn fn, void *user);
     int (*bus_unwatch_fd)(tb_bus_t *bus, int fd);
+    /* For a thread whose loop is another event loop: a descriptor that becomes readable when
+     * bus_run(bus, 0) has work.  Call bus_run(bus, 0) when it is readable, after each batch of the
+     * loop's own work that used the bus, and every few tens of milliseconds (deadlines). */
+    int (*bus_fd)(tb_bus_t *bus);
 
     /* --- bus: serving --- */
     /* Registers endpoint "namespace.component.<name>" served by this handle.  The route exists
@@ -263,6 +267,10 @@ struct tb_host {
                     size_t len, int timeout_ms, tb_chunk_fn on_chunk, void *user,
                     tb_call_t **call_out);
     /* Cancels the call: the callee is told, no further chunk is delivered, the handle is freed. */
+    /* A health probe of an instance: its bus layer answers (a FINAL chunk without data) as long as
+     * the thread serving it runs its loop.  Same contract as bus_call otherwise. */
+    int (*bus_ping)(tb_bus_t *bus, const char *endpoint, uint64_t instance_id, int timeout_ms,
+                    tb_chunk_fn on_chunk, void *user, tb_call_t **call_out);
     void (*bus_call_cancel)(tb_call_t *call);
     uint64_t (*bus_call_instance)(const tb_call_t *call);
 
@@ -297,15 +305,16 @@ struct tb_host {
     /* Finds or creates a metric family.  `label_names` is a comma-separated list ("" for none).
      * HISTOGRAM takes `buckets` (upper bounds, increasing); others ignore it.  Borrowed; lives as
      * long as the process. */
-    tb_metric_t *(*metric_get)(const char *name, tb_metric_kind_t kind, const char *help,
+    tb_metric_t *(*metric_get)(tb_component_t *comp, const char *name, tb_metric_kind_t kind,
+                               const char *help,
                                const char *label_names, const double *buckets, size_t n_buckets);
     /* Adds `v` to a counter or gauge, or observes `v` in a histogram, for the label values given
      * as a comma-separated list in the order of label_names ("" for none). */
     void (*metric_add)(tb_metric_t *m, const char *label_values, double v);
     /* Sets a gauge. */
     void (*metric_set)(tb_metric_t *m, const char *label_values, double v);
-    /* Appends the Prometheus text exposition of every metric to `out`. */
-    int (*metrics_render)(struct tb_buf *out);
+    /* Appends the Prometheus text exposition of every metric of this process to `out`. */
+    int (*metrics_render)(tb_component_t *comp, struct tb_buf *out);
 };
 
 /* True when the host table is recent enough to have `member`. */

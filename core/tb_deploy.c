@@ -1,0 +1,600 @@
+/* tb_deploy: reading and validating a deployment file (see tb_deploy.h, docs/config.md). */
+#include "tb_deploy.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+#include "tb_fields.h"
+
+#define OFF(m) offsetof(struct tb_core_config, m)
+
+static const char *const s_levels[] = {"error", "warn", "info", "debug", "trace", NULL};
+static const char *const s_formats[] = {"text", "json", NULL};
+static const char *const s_transports[] = {"auto", "tcp", "ipc", NULL};
+
+static const struct tb_config_field s_log_fields[] = {
+    {.key = "level", .type = TB_CFG_ENUM, .offset = OFF(log_level), .default_value = "info",
+     .choices = s_levels, .help = "least severe level written"},
+    {.key = "format", .type = TB_CFG_ENUM, .offset = OFF(log_format), .default_value = "text",
+     .choices = s_formats, .help = "text lines or JSON lines"},
+    {.key = "file", .type = TB_CFG_STRING, .offset = OFF(log_file),
+     .help = "append to this file (reopened on SIGHUP) instead of stderr"},
+};
+
+static const struct tb_config_field s_registry_fields[] = {
+    {.key = "listen", .type = TB_CFG_STRING, .offset = OFF(registry_listen),
+     .help = "tcp://HOST:PORT or ipc://PATH where other processes join this one"},
+    {.key = "heartbeat_interval", .type = TB_CFG_SECONDS, .offset = OFF(heartbeat_s),
+     .default_value = "1s", .has_bounds = true, .min = 0.05, .max = 60,
+     .help = "how often leases are renewed"},
+    {.key = "lease_ttl", .type = TB_CFG_SECONDS, .offset = OFF(lease_ttl_s),
+     .default_value = "3s", .has_bounds = true, .min = 0.1, .max = 600,
+     .help = "a route whose lease is not renewed for this long is removed"},
+};
+
+static const struct tb_config_field s_bus_fields[] = {
+    {.key = "transport", .type = TB_CFG_ENUM, .offset = OFF(transport), .default_value = "auto",
+     .choices = s_transports,
+     .help = "how endpoints are reached from other processes (auto: tcp when joined or listening)"},
+    {.key = "host", .type = TB_CFG_STRING, .offset = OFF(bus_host), .default_value = "127.0.0.1",
+     .help = "tcp: address endpoints bind and advertise"},
+    {.key = "join_timeout", .type = TB_CFG_SECONDS, .offset = OFF(join_timeout_s),
+     .default_value = "5s", .has_bounds = true, .min = 0.1, .max = 600,
+     .help = "how long --join waits for the head's registry"},
+};
+
+static const struct tb_config_field s_shutdown_fields[] = {
+    {.key = "grace_period", .type = TB_CFG_SECONDS, .offset = OFF(grace_s),
+     .default_value = "30s", .has_bounds = true, .min = 0, .max = 3600,
+     .help = "on SIGTERM/SIGINT, how long in-flight work may finish"},
+};
+
+static const struct tb_config_field s_top_fields[] = {
+    {.key = "namespace", .type = TB_CFG_STRING, .offset = OFF(ns), .default_value = "turbine",
+     .help = "first part of every endpoint name"},
+    {.key = "plugin_path", .type = TB_CFG_STR_LIST, .offset = OFF(plugin_path),
+     .help = "folders searched first for tb_<name>.so"},
+};
+
+struct section {
+    const char *name;
+    const struct tb_config_field *fields;
+    size_t n;
+};
+
+static const struct section s_sections[] = {
+    {"log", s_log_fields, sizeof(s_log_fields) / sizeof(s_log_fields[0])},
+    {"registry", s_registry_fields, sizeof(s_registry_fields) / sizeof(s_registry_fields[0])},
+    {"bus", s_bus_fields, sizeof(s_bus_fields) / sizeof(s_bus_fields[0])},
+    {"shutdown", s_shutdown_fields, sizeof(s_shutdown_fields) / sizeof(s_shutdown_fields[0])},
+};
+#define N_SECTIONS (sizeof(s_sections) / sizeof(s_sections[0]))
+
+static const char *const s_top_keys[] = {"namespace", "plugin_path", "log", "registry", "bus",
+                                         "shutdown", "components", NULL};
+static const char *const s_comp_keys[] = {"name", "plugin", "replicas", "config", NULL};
+
+size_t tb_deploy_core_sections(const char *const **names)
+{
+    *names = s_top_keys;
+    return sizeof(s_top_keys) / sizeof(s_top_keys[0]) - 1;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+
+struct loader_ctx {
+    const char *file;
+    yaml_document_t *doc;
+    struct tb_diag *diag;
+    tb_arena_t *arena;
+};
+
+static int s_line(const yaml_node_t *n)
+{
+    return (int)n->start_mark.line + 1;
+}
+
+static int s_col(const yaml_node_t *n)
+{
+    return (int)n->start_mark.column + 1;
+}
+
+static const char *s_scalar(const yaml_node_t *n)
+{
+    return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
+}
+
+static const char *s_kind(const yaml_node_t *n)
+{
+    return n->type == YAML_MAPPING_NODE ? "mapping" : n->type == YAML_SEQUENCE_NODE ? "list"
+                                                                                   : "value";
+}
+
+/* Applies `fields` to mapping `node`: defaults first, then each key; unknown and duplicate keys
+ * and missing required keys are diagnosed.  `prefix` is the key path of the mapping. */
+static bool s_apply_mapping(struct loader_ctx *c, yaml_node_t *node,
+                            const struct tb_config_field *fields, size_t n, void *config,
+                            const char *prefix)
+{
+    bool ok = true;
+    char err[512];
+    for (size_t i = 0; i < n; i++) {
+        if (!tb_field_apply_default(&fields[i], config, c->arena, err, sizeof(err))) {
+            tb_diag_add(c->diag, c->file, 0, 0, prefix, NULL, err,
+                        "this is a bug in the plugin's config table: report it");
+            ok = false;
+        }
+    }
+    if (node->type != YAML_MAPPING_NODE) {
+        tb_diag_addf(c->diag, c->file, s_line(node), s_col(node), prefix, NULL,
+                     "write 'key: value' lines indented under it", "expected a mapping, found a %s",
+                     s_kind(node));
+        return false;
+    }
+    bool *seen = calloc(n + 1, sizeof(bool));
+    const char **names = calloc(n + 1, sizeof(char *));
+    if (!seen || !names) {
+        free(seen);
+        free(names);
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        names[i] = fields[i].key;
+    }
+    for (yaml_node_pair_t *p = node->data.mapping.pairs.start; p < node->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+        yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
+        const char *key = s_scalar(k);
+        if (!key || !v) {
+            tb_diag_add(c->diag, c->file, k ? s_line(k) : 0, k ? s_col(k) : 0, prefix, NULL,
+                        "a key must be a plain word", NULL);
+            ok = false;
+            continue;
+        }
+        char path[512];
+        snprintf(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "", key);
+        size_t fi = n;
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(fields[i].key, key) == 0) {
+                fi = i;
+                break;
+            }
+        }
+        if (fi == n) {
+            char allowed[1024];
+            size_t kk = 0;
+            allowed[0] = 0;
+            for (size_t i = 0; i < n && kk < sizeof(allowed); i++) {
+                kk += (size_t)snprintf(allowed + kk, sizeof(allowed) - kk, "%s%s", i ? ", " : "",
+                                       fields[i].key);
+            }
+            const char *near = tb_closest(key, names);
+            char fix[1200];
+            if (near) {
+                snprintf(fix, sizeof(fix), "did you mean '%s'? known keys: %s", near, allowed);
+            } else {
+                snprintf(fix, sizeof(fix), "remove it; known keys: %s",
+                         n ? allowed : "(none)");
+            }
+            tb_diag_add(c->diag, c->file, s_line(k), s_col(k), path, NULL, "unknown key", fix);
+            ok = false;
+            continue;
+        }
+        if (seen[fi]) {
+            tb_diag_add(c->diag, c->file, s_line(k), s_col(k), path, NULL,
+                        "the key appears twice", "keep one of them");
+            ok = false;
+            continue;
+        }
+        seen[fi] = true;
+        struct tb_field_ctx fc = {.file = c->file, .key = path, .diag = c->diag,
+                                  .arena = c->arena};
+        ok = tb_field_apply(&fields[fi], c->doc, v, config, &fc) && ok;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (fields[i].required && !seen[i]) {
+            char path[512];
+            char fix[600];
+            snprintf(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "", fields[i].key);
+            snprintf(fix, sizeof(fix), "add '%s: <%s>' (%s)", fields[i].key,
+                     tb_field_type_name(fields[i].type), fields[i].help ? fields[i].help : "");
+            tb_diag_add(c->diag, c->file, s_line(node), s_col(node), path, NULL,
+                        "required key is missing", fix);
+            ok = false;
+        }
+    }
+    free(seen);
+    free(names);
+    return ok;
+}
+
+static bool s_name_ok(const char *s)
+{
+    if (!*s || strlen(s) > 64) {
+        return false;
+    }
+    for (const char *p = s; *p; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '-')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* One entry of `components`. */
+static void s_component(struct loader_ctx *c, tb_loader_t *loader, yaml_node_t *node, size_t idx,
+                        struct tb_deploy *d)
+{
+    struct tb_deploy_component *comp = &d->comps[d->n_comps];
+    char prefix[64];
+    snprintf(prefix, sizeof(prefix), "components[%zu]", idx);
+    comp->line = s_line(node);
+    comp->column = s_col(node);
+    comp->replicas = 1;
+    if (node->type != YAML_MAPPING_NODE) {
+        tb_diag_addf(c->diag, c->file, s_line(node), s_col(node), prefix, NULL,
+                     "write '- name: ...' then 'plugin: ...' under it",
+                     "expected a component mapping, found a %s", s_kind(node));
+        return;
+    }
+    yaml_node_t *config_node = NULL;
+    yaml_node_t *plugin_node = NULL;
+    bool ok = true;
+    bool seen[4] = {false, false, false, false};
+    for (yaml_node_pair_t *p = node->data.mapping.pairs.start; p < node->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+        yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
+        const char *key = s_scalar(k);
+        char path[128];
+        snprintf(path, sizeof(path), "%s.%s", prefix, key ? key : "?");
+        int ki = -1;
+        for (int i = 0; key && s_comp_keys[i]; i++) {
+            if (strcmp(key, s_comp_keys[i]) == 0) {
+                ki = i;
+            }
+        }
+        if (ki < 0 || !v) {
+            const char *near = key ? tb_closest(key, s_comp_keys) : NULL;
+            char fix[256];
+            snprintf(fix, sizeof(fix), "%s%s%sa component has: name, plugin, replicas, config "
+                     "(plugin settings go under 'config')",
+                     near ? "did you mean '" : "", near ? near : "", near ? "'? " : "");
+            tb_diag_add(c->diag, c->file, k ? s_line(k) : 0, k ? s_col(k) : 0, path, NULL,
+                        "unknown key", fix);
+            ok = false;
+            continue;
+        }
+        if (seen[ki]) {
+            tb_diag_add(c->diag, c->file, s_line(k), s_col(k), path, NULL,
+                        "the key appears twice", "keep one of them");
+            ok = false;
+            continue;
+        }
+        seen[ki] = true;
+        if (ki == 3) {
+            config_node = v;
+            continue;
+        }
+        const char *val = s_scalar(v);
+        if (!val) {
+            tb_diag_addf(c->diag, c->file, s_line(v), s_col(v), path, NULL,
+                         "write a single value", "expected a value, found a %s", s_kind(v));
+            ok = false;
+            continue;
+        }
+        char *exp = NULL;
+        char err[256];
+        if (!tb_expand_env(val, &exp, err, sizeof(err))) {
+            tb_diag_add(c->diag, c->file, s_line(v), s_col(v), path, val, err,
+                        "export the variable, or give a default: ${NAME:-value}");
+            ok = false;
+            continue;
+        }
+        if (ki == 0) {
+            if (!s_name_ok(exp)) {
+                tb_diag_add(c->diag, c->file, s_line(v), s_col(v), path, exp,
+                            "a component name is 1-64 characters of [a-z0-9_-]",
+                            "use lowercase letters, digits, '_' and '-', e.g. 'engine-1'");
+                ok = false;
+            } else {
+                comp->name = tb_arena_strndup(c->arena, exp, strlen(exp));
+            }
+        } else if (ki == 1) {
+            comp->plugin = tb_arena_strndup(c->arena, exp, strlen(exp));
+            plugin_node = v;
+        } else {
+            char *end;
+            long long r = strtoll(exp, &end, 10);
+            if (end == exp || *end || r < 1 || r > 64) {
+                tb_diag_add(c->diag, c->file, s_line(v), s_col(v), path, exp,
+                            "replicas must be a whole number between 1 and 64",
+                            "write e.g. 'replicas: 2'");
+                ok = false;
+            } else {
+                comp->replicas = r;
+            }
+        }
+        free(exp);
+    }
+    if (!seen[0]) {
+        tb_diag_add(c->diag, c->file, s_line(node), s_col(node), prefix, NULL,
+                    "required key 'name' is missing",
+                    "add 'name: <component name>', e.g. 'name: http'");
+        ok = false;
+    }
+    if (!seen[1]) {
+        char fix[1024];
+        char **avail = NULL;
+        size_t na = tb_loader_available(loader, &avail);
+        size_t k = (size_t)snprintf(fix, sizeof(fix), "add 'plugin: <name>'; available:");
+        for (size_t i = 0; i < na; i++) {
+            if (k < sizeof(fix)) {
+                k += (size_t)snprintf(fix + k, sizeof(fix) - k, " %s", avail[i]);
+            }
+            free(avail[i]);
+        }
+        free(avail);
+        tb_diag_add(c->diag, c->file, s_line(node), s_col(node), prefix, NULL,
+                    "required key 'plugin' is missing", fix);
+        ok = false;
+    }
+    if (comp->name) {
+        for (size_t i = 0; i < d->n_comps; i++) {
+            if (d->comps[i].name && strcmp(d->comps[i].name, comp->name) == 0) {
+                tb_diag_addf(c->diag, c->file, comp->line, comp->column, prefix, comp->name,
+                             "give each component its own name (use 'replicas: N' for copies)",
+                             "component name already used on line %d", d->comps[i].line);
+                ok = false;
+            }
+        }
+    }
+    if (comp->plugin) {
+        char err[2048];
+        int rc = tb_loader_load(loader, comp->plugin, &comp->lp, err, sizeof(err));
+        if (rc != 0) {
+            char fix[1024] = "check the plugin name, TURBINE_PLUGIN_PATH and plugin_path";
+            if (rc == TB_ENOENT) {
+                char **avail = NULL;
+                size_t na = tb_loader_available(loader, &avail);
+                const char *near = tb_closest(comp->plugin, (const char *const *)avail);
+                size_t k = (size_t)snprintf(fix, sizeof(fix), "%s%s%savailable plugins:",
+                                            near ? "did you mean '" : "", near ? near : "",
+                                            near ? "'? " : "");
+                for (size_t i = 0; i < na; i++) {
+                    if (k < sizeof(fix)) {
+                        k += (size_t)snprintf(fix + k, sizeof(fix) - k, " %s", avail[i]);
+                    }
+                }
+                for (size_t i = 0; i < na; i++) {
+                    free(avail[i]);
+                }
+                free(avail);
+            } else if (rc == TB_EABI) {
+                snprintf(fix, sizeof(fix), "rebuild the plugin against this turbine");
+            }
+            char ppath[96];
+            snprintf(ppath, sizeof(ppath), "%s.plugin", prefix);
+            tb_diag_add(c->diag, c->file, plugin_node ? s_line(plugin_node) : comp->line,
+                        plugin_node ? s_col(plugin_node) : comp->column, ppath, comp->plugin, err,
+                        fix);
+            comp->lp = NULL;
+            ok = false;
+        }
+    }
+    if (comp->lp) {
+        const struct tb_plugin *pd = comp->lp->desc;
+        comp->config = tb_arena_alloc(c->arena, pd->config_size ? pd->config_size : 1);
+        char cprefix[160];
+        snprintf(cprefix, sizeof(cprefix), "components[%zu](%s).config", idx,
+                 comp->name ? comp->name : "?");
+        if (!comp->config) {
+            ok = false;
+        } else if (config_node) {
+            ok = s_apply_mapping(c, config_node, pd->config_fields, pd->config_field_count,
+                                 comp->config, cprefix) &&
+                 ok;
+        } else {
+            /* No config block: only defaults; required keys are still required. */
+            yaml_node_t empty = {.type = YAML_MAPPING_NODE, .start_mark = node->start_mark};
+            ok = s_apply_mapping(c, &empty, pd->config_fields, pd->config_field_count,
+                                 comp->config, cprefix) &&
+                 ok;
+        }
+    }
+    (void)ok;
+    d->n_comps++;
+}
+
+static int s_load_yaml(const char *file, yaml_document_t *doc, struct tb_diag *diag)
+{
+    FILE *f = fopen(file, "rb");
+    if (!f) {
+        tb_diag_addf(diag, file, 0, 0, NULL, NULL, "check the path given to turbine",
+                     "cannot open the deployment file: %s", strerror(errno));
+        return TB_ENOENT;
+    }
+    yaml_parser_t parser;
+    yaml_parser_initialize(&parser);
+    yaml_parser_set_input_file(&parser, f);
+    int rc = 0;
+    if (!yaml_parser_load(&parser, doc)) {
+        tb_diag_addf(diag, file, (int)parser.problem_mark.line + 1,
+                     (int)parser.problem_mark.column + 1, NULL, NULL,
+                     "fix the YAML syntax (indent with spaces; quote values containing ': ')",
+                     "YAML syntax error: %s%s%s", parser.problem ? parser.problem : "invalid",
+                     parser.context ? " " : "", parser.context ? parser.context : "");
+        rc = TB_ECONFIG;
+    } else if (!yaml_document_get_root_node(doc)) {
+        tb_diag_add(diag, file, 0, 0, NULL, NULL, "the file is empty",
+                    "list the components to run; see examples/");
+        yaml_document_delete(doc);
+        rc = TB_ECONFIG;
+    }
+    yaml_parser_delete(&parser);
+    fclose(f);
+    return rc;
+}
+
+static yaml_node_t *s_get(yaml_document_t *doc, yaml_node_t *map, const char *key,
+                          yaml_node_t **key_node)
+{
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = yaml_document_get_node(doc, p->key);
+        const char *ks = s_scalar(k);
+        if (ks && strcmp(ks, key) == 0) {
+            if (key_node) {
+                *key_node = k;
+            }
+            return yaml_document_get_node(doc, p->value);
+        }
+    }
+    return NULL;
+}
+
+int tb_deploy_load(const char *file, tb_loader_t **loader_out, struct tb_deploy **out,
+                   struct tb_diag *diag)
+{
+    yaml_document_t doc;
+    *out = NULL;
+    *loader_out = NULL;
+    size_t errors_before = diag->n;
+    struct tb_deploy *d = calloc(1, sizeof(*d));
+    if (!d) {
+        return TB_ENOMEM;
+    }
+    d->file = strdup(file);
+    d->arena = tb_arena_new(8192);
+    if (!d->file || !d->arena) {
+        tb_deploy_destroy(&d);
+        return TB_ENOMEM;
+    }
+    if (s_load_yaml(file, &doc, diag) != 0) {
+        tb_deploy_destroy(&d);
+        return TB_ECONFIG;
+    }
+    struct loader_ctx c = {.file = file, .doc = &doc, .diag = diag, .arena = d->arena};
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (root->type != YAML_MAPPING_NODE) {
+        tb_diag_addf(diag, file, s_line(root), s_col(root), NULL, NULL,
+                     "start with 'components:' and list the components under it",
+                     "the file must be a mapping of settings, found a %s", s_kind(root));
+        goto done;
+    }
+    /* Top-level keys: the scalar ones via the field table, sections via theirs. */
+    for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = yaml_document_get_node(&doc, p->key);
+        const char *key = s_scalar(k);
+        bool known = false;
+        for (int i = 0; key && s_top_keys[i]; i++) {
+            known = known || strcmp(key, s_top_keys[i]) == 0;
+        }
+        int dup = 0;
+        for (yaml_node_pair_t *q = root->data.mapping.pairs.start; q < p; q++) {
+            const char *qk = s_scalar(yaml_document_get_node(&doc, q->key));
+            dup += key && qk && strcmp(qk, key) == 0;
+        }
+        if (!known) {
+            const char *near = key ? tb_closest(key, s_top_keys) : NULL;
+            char fix[300];
+            snprintf(fix, sizeof(fix),
+                     "%s%s%stop-level keys: namespace, plugin_path, log, registry, bus, shutdown, "
+                     "components",
+                     near ? "did you mean '" : "", near ? near : "", near ? "'? " : "");
+            tb_diag_add(diag, file, k ? s_line(k) : 0, k ? s_col(k) : 0, key ? key : "?", NULL,
+                        "unknown key", fix);
+        } else if (dup) {
+            tb_diag_add(diag, file, s_line(k), s_col(k), key, NULL, "the key appears twice",
+                        "keep one of them");
+        }
+    }
+    /* namespace and plugin_path: apply through a synthetic mapping of just those keys. */
+    for (size_t i = 0; i < sizeof(s_top_fields) / sizeof(s_top_fields[0]); i++) {
+        char err[256];
+        const struct tb_config_field *f = &s_top_fields[i];
+        tb_field_apply_default(f, &d->core, d->arena, err, sizeof(err));
+        yaml_node_t *v = s_get(&doc, root, f->key, NULL);
+        if (v) {
+            struct tb_field_ctx fc = {.file = file, .key = f->key, .diag = diag,
+                                      .arena = d->arena};
+            tb_field_apply(f, &doc, v, &d->core, &fc);
+        }
+    }
+    if (d->core.ns && !s_name_ok(d->core.ns)) {
+        yaml_node_t *v = s_get(&doc, root, "namespace", NULL);
+        tb_diag_add(diag, file, v ? s_line(v) : 0, v ? s_col(v) : 0, "namespace", d->core.ns,
+                    "a namespace is 1-64 characters of [a-z0-9_-]", "e.g. 'namespace: demo'");
+    }
+    for (size_t s = 0; s < N_SECTIONS; s++) {
+        yaml_node_t *v = s_get(&doc, root, s_sections[s].name, NULL);
+        if (v) {
+            s_apply_mapping(&c, v, s_sections[s].fields, s_sections[s].n, &d->core,
+                            s_sections[s].name);
+        } else {
+            yaml_node_t empty = {.type = YAML_MAPPING_NODE};
+            s_apply_mapping(&c, &empty, s_sections[s].fields, s_sections[s].n, &d->core,
+                            s_sections[s].name);
+        }
+    }
+    if (d->core.lease_ttl_s <= d->core.heartbeat_s) {
+        yaml_node_t *v = s_get(&doc, root, "registry", NULL);
+        tb_diag_addf(diag, file, v ? s_line(v) : 0, v ? s_col(v) : 0, "registry.lease_ttl", NULL,
+                     "make lease_ttl at least twice heartbeat_interval",
+                     "lease_ttl (%g s) must be longer than heartbeat_interval (%g s)",
+                     d->core.lease_ttl_s, d->core.heartbeat_s);
+    }
+    *loader_out = tb_loader_new(d->core.plugin_path.items, d->core.plugin_path.count);
+    if (!*loader_out) {
+        tb_diag_add(diag, file, 0, 0, NULL, NULL, "out of memory", NULL);
+        goto done;
+    }
+    yaml_node_t *ck = NULL;
+    yaml_node_t *comps = s_get(&doc, root, "components", &ck);
+    if (!comps || comps->type != YAML_SEQUENCE_NODE ||
+        comps->data.sequence.items.top == comps->data.sequence.items.start) {
+        tb_diag_add(diag, file, ck ? s_line(ck) : s_line(root), ck ? s_col(ck) : s_col(root),
+                    "components", NULL,
+                    comps && comps->type != YAML_SEQUENCE_NODE
+                        ? "components must be a list"
+                        : "no components: nothing would run",
+                    "list them: 'components:' then '- name: http' / '  plugin: http' lines");
+        goto done;
+    }
+    size_t n = (size_t)(comps->data.sequence.items.top - comps->data.sequence.items.start);
+    d->comps = tb_arena_alloc(d->arena, n * sizeof(*d->comps));
+    if (!d->comps) {
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *cn = yaml_document_get_node(&doc, comps->data.sequence.items.start[i]);
+        if (cn) {
+            s_component(&c, *loader_out, cn, i, d);
+        }
+    }
+done:
+    yaml_document_delete(&doc);
+    if (diag->n > errors_before) {
+        tb_deploy_destroy(&d);
+        return TB_ECONFIG;
+    }
+    *out = d;
+    return 0;
+}
+
+void tb_deploy_destroy(struct tb_deploy **d_p)
+{
+    if (!d_p || !*d_p) {
+        return;
+    }
+    struct tb_deploy *d = *d_p;
+    tb_arena_destroy(&d->arena);
+    free(d->file);
+    free(d);
+    *d_p = NULL;
+}
