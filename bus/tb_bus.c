@@ -38,7 +38,8 @@ enum {
 
 #define MAX_IDENT 255
 #define DEADLINE_CHECK_NS 20000000 /* 20 ms */
-#define DISPATCH_BUDGET 256        /* messages per socket per run, for fairness */
+#define DISPATCH_BUDGET 256
+#define SERVER_DEADLINE_SLACK_NS 500000000 /* 0.5 s */        /* messages per socket per run, for fairness */
 
 struct endpoint {
     tb_bus_t *bus;
@@ -709,7 +710,10 @@ static void s_on_endpoint(tb_bus_t *bus, struct endpoint *ep)
                         req->ident_len = ilen;
                         memcpy(req->ident, ident, ilen);
                         if (f->has_timeout_ms && f->timeout_ms > 0) {
-                            req->deadline_ns = s_now() + f->timeout_ms * 1000000;
+                            /* The caller gives up (and sends a cancel) at its deadline; ours comes
+                             * a little later and covers callers that died. */
+                            req->deadline_ns = s_now() + f->timeout_ms * 1000000 +
+                                               SERVER_DEADLINE_SLACK_NS;
                         }
                         if (!tb_u64map_get(&ep->reqs, key)) {
                             tb_u64map_put(&ep->reqs, key, req);
