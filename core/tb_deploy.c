@@ -543,7 +543,11 @@ int tb_deploy_load(const char *file, tb_loader_t **loader_out, struct tb_deploy 
         }
     }
     if (d->core.lease_ttl_s <= d->core.heartbeat_s) {
-        yaml_node_t *v = s_get(&doc, root, "registry", NULL);
+        yaml_node_t *reg = s_get(&doc, root, "registry", NULL);
+        yaml_node_t *v = reg && reg->type == YAML_MAPPING_NODE
+                             ? s_get(&doc, reg, "lease_ttl", NULL)
+                             : NULL;
+        v = v ? v : reg;
         tb_diag_addf(diag, file, v ? s_line(v) : 0, v ? s_col(v) : 0, "registry.lease_ttl", NULL,
                      "make lease_ttl at least twice heartbeat_interval",
                      "lease_ttl (%g s) must be longer than heartbeat_interval (%g s)",

@@ -563,27 +563,37 @@ bool tb_field_apply_default(const struct tb_config_field *f, void *config, tb_ar
 
 /* ------------------------------------------------------------------------------------------- */
 
+/* Edit distance with adjacent transpositions counting one ("fsat" is one step from "fast"). */
 static size_t s_distance(const char *a, const char *b)
 {
     size_t la = strlen(a), lb = strlen(b);
     if (la > 64 || lb > 64) {
         return 99;
     }
-    size_t prev[65], cur[65];
+    size_t d[65][65];
+    for (size_t i = 0; i <= la; i++) {
+        d[i][0] = i;
+    }
     for (size_t j = 0; j <= lb; j++) {
-        prev[j] = j;
+        d[0][j] = j;
     }
     for (size_t i = 1; i <= la; i++) {
-        cur[0] = i;
         for (size_t j = 1; j <= lb; j++) {
-            size_t sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
-            size_t del = prev[j] + 1;
-            size_t ins = cur[j - 1] + 1;
-            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+            size_t best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < best) {
+                best = d[i - 1][j] + 1;
+            }
+            if (d[i][j - 1] + 1 < best) {
+                best = d[i][j - 1] + 1;
+            }
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < best) {
+                best = d[i - 2][j - 2] + 1;
+            }
+            d[i][j] = best;
         }
-        memcpy(prev, cur, (lb + 1) * sizeof(size_t));
     }
-    return prev[lb];
+    return d[la][lb];
 }
 
 const char *tb_closest(const char *word, const char *const *candidates)

@@ -292,13 +292,14 @@ size_t tb_loader_available(const tb_loader_t *l, char ***names)
             for (size_t k = 0; nm && k < n && !dup; k++) {
                 dup = strcmp(v[k], nm) == 0;
             }
-            char **nv = dup || !nm ? NULL : realloc(v, (n + 1) * sizeof(*v));
+            char **nv = dup || !nm ? NULL : realloc(v, (n + 2) * sizeof(*v));
             if (!nv) {
                 free(nm);
                 continue;
             }
             v = nv;
             v[n++] = nm;
+            v[n] = NULL;
         }
         closedir(dir);
     }

@@ -46,7 +46,7 @@ int tb_loader_check_descriptor(const struct tb_plugin *d, const char *expect_nam
 size_t tb_loader_dirs(const tb_loader_t *l, const char *const **dirs);
 
 /* Names of every tb_<name>.so found on the path (first occurrence wins), sorted.  Caller frees
- * each string and the array.  Returns the count. */
+ * each string and the array, which is NULL-terminated (NULL when none).  Returns the count. */
 size_t tb_loader_available(const tb_loader_t *l, char ***names);
 
 #endif /* TB_LOADER_H */
