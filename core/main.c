@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tb_bus_tools.h"
 #include "tb_plugin.h"
 #include "tb_serve.h"
 #include "tb_tools.h"
@@ -21,6 +22,10 @@ static const char s_usage[] =
     "                     print the token ids of T (or stdin)\n"
     "  detokenize --model PATH IDS...\n"
     "                     print the text of token ids\n"
+    "  routes --join ADDR [--watch SECONDS]\n"
+    "                     print the routes of a running deployment (and their changes)\n"
+    "  call --join ADDR ENDPOINT [--data TEXT]\n"
+    "                     call an endpoint of a running deployment, print its chunks\n"
     "  version            print the version\n"
     "\n"
     "Run 'turbine <command> --help' for a command's options.  Docs: README.md, docs/.\n";
@@ -147,6 +152,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "tokenize") == 0 || strcmp(cmd, "detokenize") == 0) {
         return tb_tools_main(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "routes") == 0 || strcmp(cmd, "call") == 0) {
+        return tb_bus_tools_main(argc - 1, argv + 1);
     }
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         if (s_wants_help(argc, argv)) {

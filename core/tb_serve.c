@@ -53,10 +53,12 @@ int tb_check_main(const char *file)
         printf("%s: ok: namespace '%s', %zu component%s (%zu instance%s):", file, d->core.ns,
                d->n_comps, d->n_comps == 1 ? "" : "s", total, total == 1 ? "" : "s");
         for (size_t i = 0; i < d->n_comps; i++) {
-            printf(" %s[%s%s%" PRId64 "]", d->comps[i].name, d->comps[i].plugin,
-                   d->comps[i].replicas > 1 ? " x" : "", d->comps[i].replicas > 1
-                                                              ? d->comps[i].replicas
-                                                              : (int64_t)0);
+            if (d->comps[i].replicas > 1) {
+                printf(" %s[%s x%" PRId64 "]", d->comps[i].name, d->comps[i].plugin,
+                       d->comps[i].replicas);
+            } else {
+                printf(" %s[%s]", d->comps[i].name, d->comps[i].plugin);
+            }
         }
         printf("\n");
     }

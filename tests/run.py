@@ -64,6 +64,8 @@ def run_pytest(build, pattern, results):
     if not files:
         return
     junit = os.path.join(build, 'pytest.xml')
+    if os.path.exists(junit):
+        os.unlink(junit)
     env = dict(os.environ, TB_ROOT=ROOT, TB_BUILD=build, PYTHONUNBUFFERED='1')
     cmd = [sys.executable, '-m', 'pytest', '-q', '-rfEs', '-p', 'no:cacheprovider',
            '--junitxml', junit] + [os.path.join(tdir, f) for f in files]
@@ -113,19 +115,24 @@ def run_fuzz(build, pattern, results, runs):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument('--build', default=os.path.join(ROOT, 'build', 'release'))
+    ap.add_argument('--build', action='append', default=None,
+                    help='build folder to test (repeatable); default build/release')
     ap.add_argument('--only', choices=['unit', 'py', 'fuzz'], default=None)
     ap.add_argument('-k', dest='pattern', default=None, help='regex on test file names')
     ap.add_argument('--fuzz-runs', type=int, default=20000)
     a = ap.parse_args()
-    build = os.path.abspath(a.build)
+    builds = [os.path.abspath(b) for b in (a.build or [os.path.join(ROOT, 'build', 'release')])]
     results = {'passed': 0, 'failed': 0, 'skipped': 0}
-    if a.only in (None, 'unit'):
-        run_unit(build, a.pattern, results)
-    if a.only in (None, 'py'):
-        run_pytest(build, a.pattern, results)
-    if a.only in (None, 'fuzz'):
-        run_fuzz(build, a.pattern, results, a.fuzz_runs)
+    t0 = time.time()
+    for build in builds:
+        print('== %s' % os.path.relpath(build, ROOT))
+        if a.only in (None, 'unit'):
+            run_unit(build, a.pattern, results)
+        if a.only in (None, 'py'):
+            run_pytest(build, a.pattern, results)
+        if a.only in (None, 'fuzz'):
+            run_fuzz(build, a.pattern, results, a.fuzz_runs)
+    print('suite time %.0f s' % (time.time() - t0))
     print('%d passed, %d failed, %d skipped' % (results['passed'], results['failed'],
                                               results['skipped']))
     sys.exit(1 if results['failed'] else 0)

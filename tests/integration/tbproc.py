@@ -1,0 +1,108 @@
+"""Helpers for tests that start real `turbine` processes: free ports, deployment files, and a
+process wrapper that always stops what it started and checks sanitizer reports."""
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+from conftest import BUILD
+
+TURBINE = os.path.join(BUILD, 'bin', 'turbine')
+SANITIZER_MARKS = ('ERROR: AddressSanitizer', 'ERROR: LeakSanitizer', 'runtime error:')
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def write_yaml(text, directory=None):
+    fd, path = tempfile.mkstemp(suffix='.yaml', dir=directory)
+    with os.fdopen(fd, 'w') as f:
+        f.write(text)
+    return path
+
+
+class Turbine:
+    """A `turbine` child process whose output is collected in the background."""
+
+    def __init__(self, *args, env=None):
+        e = dict(os.environ)
+        e.setdefault('ASAN_OPTIONS', 'detect_leaks=1:abort_on_error=0')
+        if env:
+            e.update(env)
+        self.args = [TURBINE] + list(args)
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     env=e, text=True, errors='replace')
+        self.lines = []
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            with self._lock:
+                self.lines.append(line.rstrip('\n'))
+
+    @property
+    def output(self):
+        with self._lock:
+            return '\n'.join(self.lines)
+
+    def wait_for(self, text, timeout=10):
+        """Waits until `text` appears in the output; fails with the output if it does not."""
+        end = time.time() + timeout
+        while time.time() < end:
+            if text in self.output:
+                return
+            if self.proc.poll() is not None:
+                self._reader.join(timeout=2)
+                if text in self.output:
+                    return
+                raise AssertionError('turbine exited (%s) before %r appeared:\n%s'
+                                     % (self.proc.returncode, text, self.output))
+            time.sleep(0.02)
+        raise AssertionError('%r did not appear within %ss:\n%s' % (text, timeout, self.output))
+
+    def signal(self, sig):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout=20):
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        finally:
+            self._reader.join(timeout=5)
+        return rc
+
+    def stop(self, timeout=20):
+        """SIGTERM and wait; returns the exit status."""
+        self.signal(signal.SIGTERM)
+        try:
+            return self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.wait(5)
+            raise AssertionError('turbine did not stop within %ss of SIGTERM:\n%s'
+                                 % (timeout, self.output))
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.wait(5)
+
+    def assert_clean(self):
+        """No sanitizer report in the output (meaningful after a clean exit)."""
+        for mark in SANITIZER_MARKS:
+            assert mark not in self.output, self.output
+
+
+def run(*args, timeout=30, input=None):
+    """Runs turbine to completion; returns (status, output)."""
+    p = subprocess.run([TURBINE] + list(args), capture_output=True, text=True, timeout=timeout,
+                       input=input, errors='replace')
+    return p.returncode, p.stdout + p.stderr
