@@ -183,7 +183,8 @@ int tb_chat_template_new_from_hf_dir(const char *dir, const struct tb_jinja_limi
     snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
     if (stat(path, &st) == 0) {
         json_error_t jerr;
-        cfg = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+        /* model_max_length is often 1e30 written as an integer: read numbers as reals */
+        cfg = json_load_file(path, JSON_DECODE_INT_AS_REAL, &jerr);
         if (!json_is_object(cfg)) {
             snprintf(err, err_len, "%s:%d:%d: %s", path, jerr.line, jerr.column,
                      cfg ? "not a JSON object" : jerr.text);

@@ -21,6 +21,7 @@ enum {
     B_S_STRIP, B_S_LSTRIP, B_S_RSTRIP, B_S_STARTSWITH, B_S_ENDSWITH, B_S_SPLIT, B_S_UPPER,
     B_S_LOWER, B_S_TITLE, B_S_CAPITALIZE, B_S_REPLACE, B_S_FIND, B_S_COUNT, B_S_JOIN,
     B_S_ISDIGIT, B_S_ISSPACE, B_S_ISALPHA, B_S_ISUPPER, B_S_ISLOWER, B_S_SPLITLINES,
+    B_S_FORMAT,
     /* dict methods */
     B_D_ITEMS, B_D_KEYS, B_D_VALUES, B_D_GET,
     /* list methods */
@@ -52,6 +53,7 @@ static const struct {
     {TB_JV_STR, "isdigit", B_S_ISDIGIT},     {TB_JV_STR, "isspace", B_S_ISSPACE},
     {TB_JV_STR, "isalpha", B_S_ISALPHA},     {TB_JV_STR, "isupper", B_S_ISUPPER},
     {TB_JV_STR, "islower", B_S_ISLOWER},     {TB_JV_STR, "splitlines", B_S_SPLITLINES},
+    {TB_JV_STR, "format", B_S_FORMAT},
     {TB_JV_DICT, "items", B_D_ITEMS},        {TB_JV_DICT, "keys", B_D_KEYS},
     {TB_JV_DICT, "values", B_D_VALUES},      {TB_JV_DICT, "get", B_D_GET},
     {TB_JV_LIST, "index", B_L_INDEX},        {TB_JV_LIST, "count", B_L_COUNT},
@@ -1047,6 +1049,86 @@ static tb_jv_t s_join(tb_jeval_t *ev, tb_jv_str_t *sep, const tb_jargs_t *a)
     return tb_jbuf_to_str(&b);
 }
 
+/* str.format with plain replacement fields: {}, {0}, {name}, optional !s / !r; no format
+ * specs or attribute paths. */
+static tb_jv_t s_format(tb_jeval_t *ev, tb_jv_str_t *fmt, const tb_jargs_t *a)
+{
+    tb_jbuf_t b;
+    tb_jbuf_init(&b, &ev->rt);
+    const char *f = fmt->data;
+    size_t len = fmt->len;
+    size_t auto_idx = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = f[i];
+        if (c == '}') {
+            if (i + 1 < len && f[i + 1] == '}') {
+                i++;
+            } else {
+                tb_jrt_fail(&ev->rt, TB_EINVAL, "single '}' encountered in format string");
+                goto fail;
+            }
+        } else if (c == '{') {
+            if (i + 1 < len && f[i + 1] == '{') {
+                i++;
+            } else {
+                size_t start = i + 1;
+                size_t end = start;
+                while (end < len && f[end] != '}' && f[end] != '!' && f[end] != ':' &&
+                       f[end] != '{') {
+                    end++;
+                }
+                char conv = 's';
+                size_t close = end;
+                if (close < len && f[close] == '!' && close + 2 < len && f[close + 2] == '}') {
+                    conv = f[close + 1];
+                    close += 2;
+                }
+                if (close >= len || f[close] != '}' || (conv != 's' && conv != 'r')) {
+                    tb_jrt_fail(&ev->rt, TB_EINVAL,
+                                "unsupported str.format field (only {}, {N}, {name}, !s, !r)");
+                    goto fail;
+                }
+                const tb_jv_t *v = NULL;
+                size_t n = end - start;
+                if (n == 0) {
+                    v = tb_jarg(a, auto_idx++, NULL);
+                } else if (f[start] >= '0' && f[start] <= '9') {
+                    v = tb_jarg(a, (size_t)strtoul(f + start, NULL, 10), NULL);
+                } else {
+                    char name[64];
+                    if (n < sizeof(name)) {
+                        memcpy(name, f + start, n);
+                        name[n] = '\0';
+                        for (size_t k = 0; k < a->nkw; k++) {
+                            if (!strcmp(a->kwnames[k], name)) {
+                                v = &a->kw[k];
+                            }
+                        }
+                    }
+                }
+                if (!v) {
+                    tb_jrt_fail(&ev->rt, TB_EINVAL, "replacement field %.*s has no argument",
+                                (int)(n > 40 ? 40 : n), f + start);
+                    goto fail;
+                }
+                bool ok = conv == 'r' ? tb_jv_write_repr(&b, *v) : tb_jv_write_str(&b, *v);
+                if (!ok) {
+                    goto fail;
+                }
+                i = close;
+                continue;
+            }
+        }
+        if (!tb_jbuf_addc(&b, c)) {
+            goto fail;
+        }
+    }
+    return tb_jbuf_to_str(&b);
+fail:
+    tb_jbuf_release(&b);
+    return tb_jv_err();
+}
+
 static tb_jv_t s_str_pred(tb_jeval_t *ev, tb_jv_str_t *s, int id)
 {
     if (s->len == 0) {
@@ -1203,6 +1285,8 @@ tb_jv_t tb_jinja_call_builtin(tb_jeval_t *ev, tb_jv_func_t *fn, const tb_jargs_t
         return s_find_count(ev, self.u.s, a, true);
     case B_S_JOIN:
         return s_join(ev, self.u.s, a);
+    case B_S_FORMAT:
+        return s_format(ev, self.u.s, a);
     case B_S_ISDIGIT:
     case B_S_ISSPACE:
     case B_S_ISALPHA:

@@ -74,6 +74,50 @@ static bool s_jtitle_delim(uint32_t cp)
     return cp == '-' || cp == '[' || cp == '(' || cp == '{' || tb_py_isspace(cp);
 }
 
+/* Python's full case mappings that are not one code point to one (SpecialCasing.txt):
+ * the common ones, by mode (0 upper, 1 lower, 2 title). */
+static const struct {
+    uint32_t cp;
+    const char *map[3];
+} s_special[] = {
+    {0x00DF, {"SS", NULL, "Ss"}},                      /* sharp s */
+    {0x0130, {NULL, "i\xcc\x87", NULL}},               /* capital I with dot */
+    {0x0149, {"\xca\xbcN", NULL, "\xca\xbcN"}},          /* n preceded by apostrophe */
+    {0x01F0, {"J\xcc\x8c", NULL, "J\xcc\x8c"}},          /* j with caron */
+    {0x0587, {"\xd4\xb5\xd5\x92", NULL, "\xd4\xb5\xd6\x82"}}, /* Armenian ech yiwn */
+    {0xFB00, {"FF", NULL, "Ff"}},
+    {0xFB01, {"FI", NULL, "Fi"}},
+    {0xFB02, {"FL", NULL, "Fl"}},
+    {0xFB03, {"FFI", NULL, "Ffi"}},
+    {0xFB04, {"FFL", NULL, "Ffl"}},
+    {0xFB05, {"ST", NULL, "St"}},
+    {0xFB06, {"ST", NULL, "St"}},
+};
+
+/* Appends the mapping of cp (0 upper, 1 lower, 2 title). */
+static bool s_put_case(tb_jeval_t *ev, tb_jbuf_t *b, uint32_t cp, int how)
+{
+    if (cp >= 0x80) {
+        for (size_t i = 0; i < sizeof(s_special) / sizeof(s_special[0]); i++) {
+            if (s_special[i].cp == cp && s_special[i].map[how]) {
+                return tb_jbuf_add(b, s_special[i].map[how], strlen(s_special[i].map[how]));
+            }
+        }
+        if (how == 2) {
+            /* the digraphs with a distinct title case: DŽ Dž dž -> Dž, LJ.. -> Lj, NJ.. -> Nj,
+             * DZ.. -> Dz */
+            if (cp >= 0x01C4 && cp <= 0x01CC) {
+                return s_put_cp(b, 0x01C5 + 3 * ((cp - 0x01C4) / 3));
+            }
+            if (cp >= 0x01F1 && cp <= 0x01F3) {
+                return s_put_cp(b, 0x01F2);
+            }
+        }
+    }
+    uint32_t out = how == 1 ? tb_jrt_lower(&ev->rt, cp) : tb_jrt_upper(&ev->rt, cp);
+    return s_put_cp(b, out);
+}
+
 tb_jv_t tb_jinja_str_case(tb_jeval_t *ev, tb_jv_str_t *s, int mode)
 {
     tb_jbuf_t b;
@@ -84,36 +128,37 @@ tb_jv_t tb_jinja_str_case(tb_jeval_t *ev, tb_jv_str_t *s, int mode)
     bool prev_delim = true;
     while (i < s->len) {
         uint32_t cp = tb_utf8_next(s->data, s->len, &i);
-        uint32_t out = cp;
+        int how = -1; /* -1: unchanged, else as s_put_case */
         switch (mode) {
         case TB_JCASE_UPPER:
-            out = tb_jrt_upper(&ev->rt, cp);
+            how = 0;
             break;
         case TB_JCASE_LOWER:
-            out = tb_jrt_lower(&ev->rt, cp);
+            how = 1;
             break;
         case TB_JCASE_CAPITALIZE:
-            out = first ? tb_jrt_upper(&ev->rt, cp) : tb_jrt_lower(&ev->rt, cp);
+            how = first ? 2 : 1;
             break;
         case TB_JCASE_TITLE: {
             bool cased = tb_jrt_is_cased(&ev->rt, cp);
             if (cased) {
-                out = prev_cased ? tb_jrt_lower(&ev->rt, cp) : tb_jrt_upper(&ev->rt, cp);
+                how = prev_cased ? 1 : 2;
             }
             prev_cased = cased;
             break;
         }
-        default: { /* jinja title: first char of each word upper, the rest lower */
+        default: { /* jinja title: each word's first char .upper(), the rest .lower() */
             bool delim = s_jtitle_delim(cp);
             if (!delim) {
-                out = prev_delim ? tb_jrt_upper(&ev->rt, cp) : tb_jrt_lower(&ev->rt, cp);
+                how = prev_delim ? 0 : 1;
             }
             prev_delim = delim;
             break;
         }
         }
         first = false;
-        if (!s_put_cp(&b, out)) {
+        bool ok = how < 0 ? s_put_cp(&b, cp) : s_put_case(ev, &b, cp, how);
+        if (!ok) {
             tb_jbuf_release(&b);
             return tb_jv_err();
         }

@@ -1343,5 +1343,9 @@ uint32_t tb_jrt_lower(const tb_jrt_t *rt, uint32_t cp)
 
 bool tb_jrt_is_cased(const tb_jrt_t *rt, uint32_t cp)
 {
+    if (cp >= 0x80 && rt->loc != (locale_t)0) {
+        return iswupper_l((wint_t)cp, rt->loc) || iswlower_l((wint_t)cp, rt->loc) ||
+               towupper_l((wint_t)cp, rt->loc) != (wint_t)cp;
+    }
     return tb_jrt_upper(rt, cp) != cp || tb_jrt_lower(rt, cp) != cp;
 }
