@@ -1,0 +1,476 @@
+"""Turbine's Jinja interpreter against jinja2, the engine Hugging Face renders chat templates
+with: the published templates of six model families over varied conversations, a catalogue of
+language cases, and the fallback for a model folder without a template.  Every comparison is
+byte equality of the rendered prompt, or both sides raising."""
+import glob
+import json
+import os
+import subprocess
+from datetime import datetime
+
+import pytest
+
+import jinja2
+import jinja2.ext
+import jinja2.nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from conftest import ROOT, SHARED, tool
+
+# jinja2 warns about the unknown escape "\d" kept verbatim by one language case
+pytestmark = pytest.mark.filterwarnings('ignore:invalid escape sequence:DeprecationWarning')
+
+TEMPLATES = sorted(glob.glob(os.path.join(ROOT, 'tests', 'data', 'templates', '*.json')))
+TOOL = tool('tb_render_template')
+
+
+# --------------------------------------------------------------------------- reference
+
+def hf_environment():
+    """jinja2 configured as transformers' _compile_jinja_template does."""
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                          sort_keys=sort_keys)
+
+    def strftime_now(format):
+        return datetime.now().strftime(format)
+
+    class GenerationBlock(jinja2.ext.Extension):
+        """{% generation %} ... {% endgeneration %} renders its body (transformers' assistant
+        tracker, whose index bookkeeping does not change the output)."""
+        tags = {'generation'}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(['name:endgeneration'], drop_needle=True)
+            return jinja2.nodes.CallBlock(self.call_method('_body'), [], [], body).set_lineno(
+                lineno)
+
+        def _body(self, caller):
+            return caller()
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[GenerationBlock, jinja2.ext.loopcontrols])
+    env.filters['tojson'] = tojson
+    env.globals['raise_exception'] = raise_exception
+    env.globals['strftime_now'] = strftime_now
+    return env
+
+
+ENV = hf_environment()
+
+
+def flatten(messages):
+    """Our documented normalisation: text parts joined with a newline."""
+    out = []
+    for m in messages:
+        m = dict(m)
+        if isinstance(m.get('content'), list):
+            m['content'] = '\n'.join(p['text'] for p in m['content'])
+        out.append(m)
+    return out
+
+
+def reference_chat(template, ctx):
+    """apply_chat_template's render call: messages, tools, documents, add_generation_prompt,
+    then the special tokens and extra keyword arguments."""
+    kwargs = {k: v for k, v in ctx.items()
+              if k not in ('messages', 'add_generation_prompt', 'tools', 'documents')
+              and v is not None}
+    try:
+        return 'ok', ENV.from_string(template).render(
+            messages=flatten(ctx['messages']), tools=ctx.get('tools'), documents=None,
+            add_generation_prompt=ctx.get('add_generation_prompt', False), **kwargs)
+    except jinja2.exceptions.TemplateError as ex:
+        return 'err', str(ex)
+
+
+def reference_raw(template, ctx):
+    try:
+        return 'ok', ENV.from_string(template).render(**ctx)
+    except Exception as ex:  # jinja2 raises TypeError, ZeroDivisionError, ... as well
+        return 'err', '%s: %s' % (type(ex).__name__, ex)
+
+
+# --------------------------------------------------------------------------- ours
+
+def run_tool(args, ctx, tmp_path, template_text=None):
+    if not os.access(TOOL, os.X_OK):
+        pytest.fail('%s is not built (scons -Q -j2)' % TOOL)
+    cpath = tmp_path / 'ctx.json'
+    cpath.write_text(json.dumps({k: v for k, v in ctx.items() if v is not None}),
+                     encoding='utf-8')
+    if template_text is not None:
+        tpath = tmp_path / 'template.jinja'
+        tpath.write_bytes(template_text.encode('utf-8'))
+        args = args + [str(tpath)]
+    p = subprocess.run([TOOL] + args + [str(cpath)], capture_output=True, timeout=60)
+    if p.returncode == 0:
+        return 'ok', p.stdout.decode('utf-8')
+    assert p.returncode == 1, 'tool failed badly (%d): %s' % (p.returncode, p.stderr)
+    msg = p.stderr.decode('utf-8', 'replace').strip()
+    assert msg, 'an error must say what is wrong'
+    return 'err', msg
+
+
+def assert_same(ours, ref, what):
+    if ref[0] == 'err':
+        assert ours[0] == 'err', '%s: jinja2 raised %r but we rendered %r' % (what, ref[1],
+                                                                              ours[1])
+    else:
+        assert ours == ref, '%s: differs from jinja2' % what
+
+
+# --------------------------------------------------------------------------- conversations
+
+def msg(role, content, **kw):
+    d = {'role': role, 'content': content}
+    d.update(kw)
+    return d
+
+
+LONG = [msg('system', 'Be brief.')] + [
+    msg('user' if i % 2 == 0 else 'assistant', 'turn %d: %s' % (i, 'word ' * (i % 7)))
+    for i in range(40)] + [msg('user', 'last')]
+
+CONVERSATIONS = {
+    'single_user': [msg('user', 'Hello!')],
+    'system_first': [msg('system', 'You are a helpful assistant.'), msg('user', 'Hi')],
+    'multi_turn': [msg('system', 'You are terse.'), msg('user', 'What is 2+2?'),
+                   msg('assistant', '4'), msg('user', 'And 3+3?')],
+    'ends_with_assistant': [msg('user', 'Hi'), msg('assistant', 'Hello, how can I help?'),
+                            msg('user', 'Tell a joke'), msg('assistant', 'No.')],
+    'unicode': [msg('system', 'Réponds en français 🇫🇷'),
+                msg('user', '你好，世界 — «ça va?» עברית 👩‍👩‍👧 e\u0301'),
+                msg('assistant', 'Très bien ✓'), msg('user', 'Ω≈ç√∫ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢')],
+    'unicode_whitespace': [msg('user', '\u3000\xa0 padded \u2003\n\t'),
+                           msg('assistant', '\u2028 line sep \u2029'),
+                           msg('user', '\x1c\x1d\x1e\x1f\x85 odd spaces \x0b\x0c')],
+    'empty_content': [msg('system', ''), msg('user', ''), msg('assistant', ''),
+                      msg('user', ' ')],
+    'whitespace_edges': [msg('user', '  leading and trailing  \n\n'),
+                         msg('assistant', '\n\tindented\n'), msg('user', 'x\r\ny\rz')],
+    'template_like_text': [msg('user', "{{ raise_exception('no') }} {% if %} {# #} </s> <s>"),
+                           msg('assistant', '<|im_end|><|eot_id|>[INST]'),
+                           msg('user', "quotes ' \" \\ backslash \\n")],
+    'content_parts': [msg('system', [{'type': 'text', 'text': 'sys part'}]),
+                      msg('user', [{'type': 'text', 'text': 'first'},
+                                   {'type': 'text', 'text': 'second'}])],
+    'long': LONG,
+    # conversations that make some templates raise
+    'two_users': [msg('user', 'a'), msg('user', 'b')],
+    'assistant_first': [msg('assistant', 'I start'), msg('user', 'ok')],
+    'system_in_middle': [msg('user', 'a'), msg('system', 'late system'), msg('user', 'b')],
+    'tool_role': [msg('user', 'weather?'), msg('assistant', 'calling'),
+                  msg('tool', '{"temp": 21}')],
+}
+
+TOKENS = {
+    'model': None,  # the template file's own bos/eos
+    'custom': ('<BOS>', '<EOS>'),
+    'empty': ('', ''),
+    'absent': (None, None),
+}
+
+
+def template_ids():
+    return [os.path.splitext(os.path.basename(p))[0] for p in TEMPLATES]
+
+
+def test_six_published_templates_present():
+    names = set(template_ids())
+    for want in ('Llama-2', 'Llama-3', 'Qwen2', 'Mistral', 'zephyr', 'Phi-3'):
+        assert any(want in n for n in names), 'missing template for %s' % want
+    for path in TEMPLATES:
+        data = json.load(open(path, encoding='utf-8'))
+        assert data['model'] in data['_comment'], 'data file must name its model'
+        assert data['chat_template'].startswith('{')
+
+
+@pytest.mark.parametrize('conv', sorted(CONVERSATIONS))
+@pytest.mark.parametrize('tpath', TEMPLATES, ids=template_ids())
+def test_published_template_matches_jinja2(tpath, conv, tmp_path):
+    data = json.load(open(tpath, encoding='utf-8'))
+    template = data['chat_template']
+    compared = 0
+    for tok_name, toks in TOKENS.items():
+        bos, eos = (data['bos_token'], data['eos_token']) if toks is None else toks
+        for agp in (True, False):
+            ctx = {'messages': CONVERSATIONS[conv], 'add_generation_prompt': agp,
+                   'bos_token': bos, 'eos_token': eos}
+            ours = run_tool(['--chat', tpath], ctx, tmp_path)
+            ref = reference_chat(template, ctx)
+            assert_same(ours, ref, '%s/%s/tokens=%s/agp=%s' % (os.path.basename(tpath), conv,
+                                                               tok_name, agp))
+            compared += 1
+    assert compared == len(TOKENS) * 2
+
+
+def test_raising_conversations_raise_in_both(tmp_path):
+    """The alternation checks of Llama 2 and Mistral fire, with the template's message."""
+    seen = 0
+    for tpath in TEMPLATES:
+        data = json.load(open(tpath, encoding='utf-8'))
+        for conv in ('two_users', 'assistant_first', 'system_in_middle', 'tool_role'):
+            ctx = {'messages': CONVERSATIONS[conv], 'add_generation_prompt': True,
+                   'bos_token': '<s>', 'eos_token': '</s>'}
+            ref = reference_chat(data['chat_template'], ctx)
+            if ref[0] != 'err':
+                continue
+            ours = run_tool(['--chat', tpath], ctx, tmp_path)
+            assert ours[0] == 'err'
+            assert ref[1] in ours[1], 'our error must carry the template message'
+            assert 'raise_exception' in ours[1]
+            seen += 1
+    assert seen >= 6, 'expected Llama 2 and Mistral to raise on several conversations'
+
+
+def test_tools_variable_is_null_like_hugging_face(tmp_path):
+    template = ('{% if tools is defined %}D{% endif %}{% if tools is none %}N{% endif %}'
+                '{% if documents is none %}d{% endif %}'
+                '{% for t in tools or [] %}[{{ t.function.name }}|{{ t|tojson }}]{% endfor %}')
+    base = {'messages': [msg('user', 'x')], 'add_generation_prompt': False}
+    assert run_tool(['--chat'], base, tmp_path, template) == reference_chat(template, base)
+    with_tools = dict(base, tools=[{'type': 'function', 'function': {
+        'name': 'get_weather', 'parameters': {'type': 'object', 'properties': {
+            'city': {'type': 'string', 'description': 'Zürich'}}}}}])
+    ours = run_tool(['--chat'], with_tools, tmp_path, template)
+    assert ours == reference_chat(template, with_tools)
+    assert 'get_weather' in ours[1]
+
+
+@pytest.mark.parametrize('bad,why', [
+    ({'messages': []}, 'non-empty'),
+    ({'messages': [{'content': 'x'}]}, 'role'),
+    ({'messages': [{'role': 'user', 'content': 5}]}, 'content'),
+    ({'messages': [{'role': 'user', 'content': [{'type': 'image_url', 'image_url': {}}]}]},
+     'image_url'),
+    ({'messages': [{'role': 'user', 'content': None}]}, 'content'),
+    ({'messages': ['not an object']}, 'object'),
+])
+def test_invalid_messages_are_rejected_with_a_reason(bad, why, tmp_path):
+    ours = run_tool(['--chat', TEMPLATES[0]], bad, tmp_path)
+    assert ours[0] == 'err' and why in ours[1]
+
+
+def test_assistant_tool_calls_without_content_are_accepted(tmp_path):
+    ctx = {'messages': [msg('user', 'hi'),
+                        {'role': 'assistant', 'content': None, 'tool_calls': [
+                            {'id': 'call_1', 'type': 'function',
+                             'function': {'name': 'f', 'arguments': '{}'}}]}],
+           'add_generation_prompt': True}
+    ours = run_tool(['--chat', '-'], ctx, tmp_path)
+    fallback = subprocess.run([TOOL, '--print-fallback'], capture_output=True,
+                              check=True).stdout.decode()
+    assert ours == reference_chat(fallback, ctx)
+    assert '<|im_start|>assistant\n<|im_end|>\n' in ours[1]
+
+
+# --------------------------------------------------------------------------- model folders
+
+def test_tinystories_folder_uses_the_fallback(tmp_path):
+    model = os.path.join(SHARED, 'models', 'tinystories-656k')
+    if not os.path.isdir(model):
+        pytest.skip('%s absent' % model)
+    cfg = json.load(open(os.path.join(model, 'tokenizer_config.json'), encoding='utf-8'))
+    assert 'chat_template' not in cfg
+    fallback = subprocess.run([TOOL, '--print-fallback'], capture_output=True,
+                              check=True).stdout.decode()
+    for conv in ('single_user', 'multi_turn', 'unicode', 'content_parts'):
+        for agp in (True, False):
+            ctx = {'messages': CONVERSATIONS[conv], 'add_generation_prompt': agp}
+            ours = run_tool(['--chat-dir', model], ctx, tmp_path)
+            ref = reference_chat(fallback, dict(ctx, bos_token=cfg['bos_token'],
+                                                eos_token=cfg['eos_token']))
+            assert ours == ref
+            assert ours[1].startswith('<|im_start|>')
+
+
+def test_model_folder_template_and_tokens(tmp_path):
+    data = json.load(open(TEMPLATES[0], encoding='utf-8'))
+    model = tmp_path / 'model'
+    model.mkdir()
+    cfg = {'bos_token': {'content': '<B>', 'lstrip': False}, 'eos_token': '<E>',
+           'chat_template': [{'name': 'tool_use', 'template': 'TOOLS'},
+                             {'name': 'default', 'template': data['chat_template']}]}
+    (model / 'tokenizer_config.json').write_text(json.dumps(cfg), encoding='utf-8')
+    ctx = {'messages': CONVERSATIONS['multi_turn'], 'add_generation_prompt': True}
+    ours = run_tool(['--chat-dir', str(model)], ctx, tmp_path)
+    assert ours == reference_chat(data['chat_template'],
+                                  dict(ctx, bos_token='<B>', eos_token='<E>'))
+    # a chat_template.jinja file takes precedence over tokenizer_config.json
+    (model / 'chat_template.jinja').write_text('{{ bos_token }}{{ messages|length }}{{ eos_token }}',
+                                               encoding='utf-8')
+    assert run_tool(['--chat-dir', str(model)], ctx, tmp_path) == ('ok', '<B>4<E>')
+
+
+def test_bad_template_is_an_error_naming_line_and_column(tmp_path):
+    ctx = {'messages': [msg('user', 'x')]}
+    ours = run_tool(['--chat'], ctx, tmp_path, 'line one\n{% for m in messages %}{{ m.role }')
+    assert ours[0] == 'err' and 'does not parse' in ours[1] and '2:' in ours[1]
+
+
+# --------------------------------------------------------------------------- language
+
+LANG_CTX = {
+    'messages': [{'role': 'system', 'content': 'S'}, {'role': 'user', 'content': ' Hi é '}],
+    'd': {'a': 1, 'b': [1, 2], 'c': {'x': None, 'y': True, 'z': 2.5}},
+    'n': 3, 'f': 1.5, 's': 'Hello World', 'e': '', 'u': 'ünïcödé ß', 'big': 2 ** 40,
+}
+
+LANG_CASES = [
+    'Hello {{ s }}!',
+    '{{ n + 1 }} {{ n * f }} {{ n / 2 }} {{ n // 2 }} {{ n % 2 }} {{ n ** 2 }} {{ -n }} {{ +f }}',
+    '{% for m in messages %}{{ loop.index }}:{{ m.role }}={{ m["content"] }};{% endfor %}',
+    '{% for m in messages %}{% if loop.first %}F{% endif %}{% if loop.last %}L{% endif %}'
+    '{{ loop.index0 }}/{{ loop.length }}/{{ loop.revindex }}/{{ loop.revindex0 }}{% endfor %}',
+    '{% for m in messages %}{% if not loop.first %}{{ loop.previtem.role }}{% endif %}>'
+    '{% if not loop.last %}{{ loop.nextitem.role }}{% endif %}{{ loop.previtem }}'
+    '{{ loop.cycle("a", "b") }}{% endfor %}',
+    '  {% if true %}\n  x\n  {% endif %}\n  y',
+    '{%- if true -%}  a  {%- endif -%}  b',
+    'a {#- c -#} b {# c #}\nc',
+    '{{ "\\x41\\u00e9\\n\\d\\t\\\\" }}',
+    "{{ messages[1:] }} {{ 'héllo'[1:3] }} {{ 'héllo'[-1] }} {{ [1,2,3][::-1] }} {{ [1][5] }}|",
+    '{{ d|tojson }} {{ d|tojson(indent=2) }} {{ messages|tojson }} {{ u|tojson }}',
+    '{{ d|tojson(sort_keys=true) }} {{ d|tojson(separators=(",", ":")) }} '
+    '{{ u|tojson(ensure_ascii=true) }} {{ "\\u0001\\x7f"|tojson }}',
+    '{% set ns = namespace(a=1, l=[]) %}{% for i in range(3) %}{% set ns.a = ns.a + i %}'
+    '{% set ns.l = ns.l + [i] %}{% endfor %}{{ ns.a }} {{ ns.l }} {{ ns }}',
+    '{{ s.strip() }}|{{ messages[1].content.strip() }}|{{ messages[1].content|trim }}|'
+    '{{ s.upper() }}{{ s.lower() }}{{ s.title() }}{{ u.upper() }}{{ u|title }}',
+    "{{ s.split() }} {{ s.split('o') }} {{ s.startswith('He') }} {{ s.endswith(('x', 'd')) }} "
+    "{{ s.replace('l', 'L') }} {{ s.replace('', '-') }} {{ s.find('World') }} {{ s.count('l') }}",
+    "{{ 'a,b,,c'.split(',') }} {{ ' a  b '.split() }} {{ 'a b c'.split(' ', 1) }} "
+    "{{ ' a  b c '.split(none, 1) }} {{ 'xxaxx'.strip('x') }} {{ '-'.join(['a', 'b']) }}",
+    '{{ x is defined }} {{ s is string }} {{ n is number }} {{ d is mapping }} {{ none is none }}'
+    ' {{ n is odd }} {{ n is even }} {{ n is divisibleby(3) }} {{ s is not none }} '
+    '{{ d.b is iterable }} {{ f is float }} {{ n is integer }} {{ true is boolean }}',
+    "{{ 1 if false }}|{{ 'a' if true else 'b' }}|{{ 'x' in 'axb' }} {{ 1 in [1] }} "
+    "{{ 'k' in {'k': 1} }} {{ 'a' not in 'b' }} {{ 'a' in zz }}",
+    '{{ [3,1,2]|sort|list }} {{ ["b","A","a"]|sort }} {{ ["b","A","a"]|sort(case_sensitive=true) }}'
+    ' {{ [1,2,3]|reverse|list }} {{ "abc"|reverse }} {{ [{"k": 2}, {"k": 1}]|sort(attribute="k") }}'
+    ' {{ [3, 1, 2]|sort(reverse=true) }}',
+    '{{ [{"a":1},{"a":2}]|map(attribute="a")|list }} '
+    '{{ messages|selectattr("role","equalto","user")|list }} '
+    '{{ messages|rejectattr("role","equalto","user")|map(attribute="content")|list }} '
+    "{{ messages|map(attribute='role')|join(', ') }} {{ [1, 2, 3, 4]|select('odd')|list }} "
+    '{{ ["a", "B"]|map("upper")|list }} {{ [0, 1, none, 2]|select|list }}',
+    '{{ "  x"|indent(2) }}|{{ "a\\nb"|indent(2) }}|{{ "a\\nb"|indent(2, true) }}|'
+    '{{ "a\\n\\nb"|indent(3, blank=true) }}',
+    '{{ 3.7|int }} {{ "12"|int }} {{ "x"|int }} {{ "1.5"|float }} {{ -3|abs }} {{ 2.5|round }}'
+    ' {{ 3.14159|round(2) }} {{ 2.5|round(0, "floor") }} {{ "4.7"|int }} {{ "0x1A"|int(0, 16) }}',
+    '{{ 0.1 + 0.2 }} {{ 1e16 }} {{ 1e15 }} {{ 0.0001 }} {{ 0.00001 }} {{ 1.5e-7 }} '
+    '{{ 123456789.123 }} {{ -0.0 }} {{ 2.0 }} {{ 1/3 }} {{ 2**0.5 }} {{ big * 1000 }} {{ 1_000 }}',
+    '{% macro f(a, b=2) %}[{{ a }}{{ b }}{{ c }}]{% endmacro %}{% set c = 5 %}{{ f(1) }}'
+    '{{ f(1, b=3) }}{{ f(b=4, a=0) }}',
+    "{{ (1, 2) }} {{ (1,) }} {{ 1, 2 }} {{ none }} {{ true }} "
+    "{{ {'a': 'it\\'s', 'b': \"q\\\"\", 'c': 'both\\'\"'} }} {{ ['\\n', '\\\\'] }}",
+    '{% for a, b in [[1,2],[3,4]] %}{{ a }}{{ b }}{% endfor %}'
+    '{% for x in [1,2,3] if x > 1 %}{{ loop.index }}{{ x }}{{ loop.length }}{% else %}E{% endfor %}'
+    '{% for x in [] %}{% else %}E{% endfor %}',
+    "{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %}{% for k in d %}{{ k }}{% endfor %}"
+    "{{ d.keys()|list }}{{ d.values()|list }}{{ d.get('a') }}{{ d.get('z', 9) }}{{ d.get('z') }}",
+    '{% set x %}a{{ n }}b{% endset %}{{ x }}|{% set y | upper %}b{% endset %}{{ y }}|'
+    '{% filter upper %}abc{{ s }}{% endfilter %}',
+    '{% for i in range(5) %}{% if i == 3 %}{% break %}{% endif %}{% if i == 1 %}{% continue %}'
+    '{% endif %}{{ i }}{% endfor %}{{ range(2, 9, 3)|list }}{{ range(5, 0, -2)|list }}',
+    "{{ messages[0].content ~ '|' ~ n ~ f ~ none ~ true ~ zz }}",
+    '{{ "%s-%d" % ("a", 3) }} {{ "%s"|format(4) }} {{ "%r" % ("q",) }} {{ "100%%" % () }}',
+    '{{ [1, 2] == [1, 2] }} {{ 1 == 1.0 }} {{ true == 1 }} {{ true + 1 }} {{ 1 < 2 < 3 }} '
+    '{{ 2 > 1 == 1 }} {{ "a" < "b" }} {{ [1, 2] < [1, 3] }} {{ zz == none }} {{ zz == zz }}',
+    '{{ "Hello wORLD"|capitalize }} {{ "hello-world (x) [y]"|title }} {{ "hello2world"|title }}'
+    ' {{ "hello2world".title() }} {{ "ÉCOLE"|lower }} {{ "straße"|upper }}',
+    '{{ [3,1]|max }} {{ ["b","A"]|min }} {{ [1,2]|sum }} {{ ["a","A","b"]|unique|list }} '
+    '{{ []|max }}| {{ [{"v": 3}, {"v": 5}]|sum(attribute="v") }} {{ [1.5, 2]|sum(start=1) }}',
+    '{% with a = 1 %}{% set b = 2 %}{{ a }}{{ b }}{% endwith %}[{{ a }}{{ b }}]',
+    '{% set x = 5 %}{% for i in [1,2] %}[{{ x }}]{% set x = i %}({{ x }}){% endfor %}{{ x }}',
+    "{{ e|default('d') }}|{{ e|default('d', true) }}|{{ zz|default('d') }}|"
+    "{{ none|default('d') }}|{{ zz|d }}|{{ zz.y|default('q') if zz is defined else 'u' }}",
+    '{{ d.b|first }} {{ d.b|last }} {{ s|first }} {{ d|length }} {{ s|length }} {{ zz|length }}'
+    ' {{ d|list }} {{ s|list|length }} {{ u|length }} {{ d|count }} {{ ""|first }}|',
+    "{{ d|dictsort }} {{ d|items|list }} {{ 'x'|center(7) }}| {{ 'a b  c'|wordcount }} "
+    "{{ '<a href=\"x\">&</a>'|e }} {{ 'x'|safe }} {{ d|attr('items') is callable }}",
+    '{{ 10 / 4 }} {{ 10 // 4 }} {{ -10 // 4 }} {{ -10 % 4 }} {{ 10 % -4 }} {{ 7.5 // 2 }} '
+    '{{ 7.5 % 2 }} {{ 2 ** -1 }} {{ 2 ** 0.5 }} {{ -7.5 // 2 }}',
+    "{{ 'ab' * 3 }}{{ [1] * 2 }}{{ 3 * 'x' }}{{ 'x' * -1 }}|{{ [1] + [2] }}{{ (1,) + (2,) }}",
+    '{% if n > 2 %}big{% elif n > 1 %}mid{% else %}small{% endif %}'
+    '{% if n > 5 %}A{% elif n > 4 %}B{% endif %}',
+    "{{ messages|length }}{{ messages|last|attr('role') }}{{ messages[-1]['role'] }}"
+    "{{ messages.0.role }}",
+    '{% raw %}{{ not rendered }} {% if %}{% endraw %}',
+    'line1\n{% for i in [1,2] %}\n  item {{ i }}\n{% endfor %}\nend\n',
+    '{% for i in [1] %}\n    {%- if true %}\n  kept\n    {% endif %}\n{% endfor %}',
+    '{%+ if true %}  plus{% endif %}\n  {%+ if true %}x{%+ endif +%}\ny',
+    '{{- "a" -}}\n\n  {{ "b" }}  \n{{- "c" }} {#- comment #} d\n{# trailing #}\n',
+    '\r\nwindows\r\nlines\r\n{% if true %}\r\nx\r\n{% endif %}\r\n',
+    '{% set a, b = 1, 2 %}{{ a }}{{ b }}{% set t = (a, b) %}{{ t[0] }}{{ t|list }}',
+    "{{ 'abc'[1] }}{{ 'abc'[-1] }}{{ 'abc'[5] }}|{{ [1,2,3][-2:] }}{{ 'hello'[1:-1:2] }}",
+    '{{ d.c.x is none }} {{ d.c.y is true }} {{ d.c.z is float }} {{ d.c.missing is defined }}',
+    '{{ "Hello"|replace("l", "L", 1) }} {{ u|replace("ß", "ss") }} {{ 5|string ~ 5 }}',
+    '{{ [1, [2, [3, "x"]]]|tojson }} {{ {"k": [1, {"j": []}]}|tojson(indent=1) }}',
+    '{% macro rec(n) %}{% if n > 0 %}{{ n }}{{ rec(n - 1) }}{% endif %}{% endmacro %}{{ rec(5) }}',
+    '{{ strftime_now("%Y")|length }}',
+    '{% generation %}inside {{ s }}{% set g = 1 %}{% endgeneration %}[{{ g }}]',
+    '{{ "a" "b" }} {{ 0b11 }} {{ 0o17 }} {{ 0xff }} {{ 1.5e3 }} {{ 2E-3 }} {{ 00 }}',
+    "{{ '{}-{}'.format(1, 'b') }} {{ '{1}{0}{x!r}'.format('a', 'b', x='c') }} {{ '{{}}'.format() }}",
+    '{{ not true }} {{ not 0 }} {{ not "" }} {{ true and "x" }} {{ 0 or "y" }} {{ none or 0 }}'
+    ' {{ "" and 1 }}',
+    '{{ "line1\\nline2".splitlines() }} {{ "abc".isdigit() }} {{ "123".isdigit() }} '
+    '{{ "ABC".isupper() }} {{ "abc".islower() }} {{ "  ".isspace() }} {{ "ab".isalpha() }}',
+]
+
+LANG_ERRORS = [
+    '{{ foo.bar }}',
+    "{{ raise_exception('boom') }}",
+    '{{ "a" + 1 }}',
+    '{{ 5 // 0 }}',
+    '{{ 1 / 0 }}',
+    '{{ x|nosuchfilter }}',
+    '{{ x is nosuchtest }}',
+    '{% for x in %}{% endfor %}',
+    '{% if true %}unclosed',
+    '{% endif %}',
+    '{{ [1, 2 }}',
+    "{{ 'unterminated }}",
+    '{% break %}',
+    '{{ range(200000)|length }}',
+    '{{ [1, 2].append(3) }}',
+    '{{ 007 }}',
+    "{{ '{:>5}'.format(1) if false else '}'.format() }}",
+    '{% set x = 1 %}{% set x.y = 2 %}',
+    '{{ none.attr.deeper }}',
+    '{{ 1 < "a" }}',
+    '{% for a, b in [[1, 2, 3]] %}{% endfor %}',
+    '{{ undefined_fn() }}',
+    '{% include "other.html" %}',
+    '{{ (1).x.y }}',
+    '{{ {"a": 1}["a"]["b"]["c"] }}',
+    '{% macro m(a) %}{% endmacro %}{{ m(1, 2) }}',
+    '{{ "x" ~ }}',
+    '{{ }}',
+    '{# unclosed comment',
+    '{% raw %} never closed',
+]
+
+
+@pytest.mark.parametrize('case', range(len(LANG_CASES)))
+def test_language_case_matches_jinja2(case, tmp_path):
+    src = LANG_CASES[case]
+    ours = run_tool([], LANG_CTX, tmp_path, src)
+    ref = reference_raw(src, LANG_CTX)
+    assert ref[0] == 'ok', 'reference case must render: %r' % (ref,)
+    assert ours == ref, 'case %d %r differs' % (case, src)
+
+
+@pytest.mark.parametrize('case', range(len(LANG_ERRORS)))
+def test_language_error_raises_in_both(case, tmp_path):
+    src = LANG_ERRORS[case]
+    ours = run_tool([], LANG_CTX, tmp_path, src)
+    ref = reference_raw(src, LANG_CTX)
+    assert ref[0] == 'err', 'jinja2 renders %r as %r' % (src, ref)
+    assert ours[0] == 'err', 'we render %r as %r but jinja2 raised %s' % (src, ours, ref[1])
+    assert ours[1].split(':')[0].isdigit(), 'errors start with LINE:COL: %r' % ours[1]
