@@ -102,6 +102,11 @@ bool tb_gguf_tensor_at(const tb_gguf_t *g, size_t idx, struct tb_gguf_tensor *ou
 /* Finds a tensor by name; false when absent. */
 bool tb_gguf_tensor_find(const tb_gguf_t *g, const char *name, struct tb_gguf_tensor *out);
 
+/* Appended after the first version of this header. */
+
+/* File offset of the data section (the tensor offsets are relative to it). */
+uint64_t tb_gguf_data_offset(const tb_gguf_t *g);
+
 #ifdef __cplusplus
 }
 #endif
