@@ -392,8 +392,10 @@ int tb_hf_config_parse(const char *text, size_t len, struct tb_model_params *p, 
         p->head_dim = p->hidden / p->n_heads;
     }
     if (p->head_dim % 2 != 0 || p->head_dim < 2 || p->head_dim > 1024) {
-        rc = s_fail(err, err_len, "%s: head dimension %u must be even and in 2..1024", F,
-                    p->head_dim);
+        rc = s_fail(err, err_len,
+                    "%s: head_dim %u (given or hidden_size / num_attention_heads) must be "
+                    "even and in 2..1024",
+                    F, p->head_dim);
         goto out;
     }
     p->max_context = strcmp(p->arch, "llama") == 0 ? 2048 : 32768;
