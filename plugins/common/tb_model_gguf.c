@@ -297,6 +297,14 @@ int tb_model_load_gguf(tb_model_t *m, const char *path, char *err, size_t err_le
     struct tb_model_params *p = &m->params;
     int rc = tb_gguf_open(path, &m->gguf, err, err_len);
     if (rc != 0) {
+        /* the reader's message repeats the path that tb_model_open puts in front */
+        char prefix[256];
+        int n = snprintf(prefix, sizeof prefix, "cannot open model '%s': ", path);
+        size_t len = strlen(err);
+        if (n > 0 && (size_t)n < sizeof prefix && len >= (size_t)n &&
+            strncmp(err, prefix, (size_t)n) == 0) {
+            memmove(err, err + n, len - (size_t)n + 1);
+        }
         return rc;
     }
     const tb_gguf_t *g = m->gguf;
