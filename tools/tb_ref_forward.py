@@ -154,6 +154,15 @@ def decode(path, ids):
     return Tokenizer.from_file(tj).decode(ids, skip_special_tokens=True)
 
 
+def check_transformers(path, toks, ours):
+    """Max |ours - transformers| / max |transformers| over every position's logits."""
+    from transformers import AutoModelForCausalLM
+    hf = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float64,
+                                              attn_implementation='eager')
+    theirs = hf(torch.tensor([toks])).logits[0].numpy()
+    return float(np.abs(ours.astype(np.float64) - theirs).max() / np.abs(theirs).max())
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description='Reference Llama forward pass (PyTorch)')
     ap.add_argument('model')
@@ -165,6 +174,9 @@ def main(argv=None):
     ap.add_argument('--logits', default=None, help='save logits [positions, vocab] to .npy')
     ap.add_argument('--json', action='store_true', help='print one JSON object')
     ap.add_argument('--text', action='store_true', help='decode the tokens with tokenizer.json')
+    ap.add_argument('--check-transformers', action='store_true',
+                    help='HF folders: also run transformers (if installed; not a project '
+                         'dependency) in float64 on the same tokens and print the difference')
     a = ap.parse_args(argv)
     torch.set_grad_enabled(False)
     m = Model(a.model, torch.float32 if a.float32 else torch.float64)
@@ -187,6 +199,8 @@ def main(argv=None):
            'argmax': [int(i) for i in lg.argmax(-1)]}
     if a.text:
         out['text'] = decode(a.model, toks)
+    if a.check_transformers:
+        out['transformers_max_rel_diff'] = check_transformers(a.model, toks, lg)
     if a.json:
         print(json.dumps(out))
     else:
