@@ -217,6 +217,7 @@ def write_gguf(spec, produce, out, dtype, name='turbine-test', tokenizer=None, c
         raise SystemExit('tb_make_model: tokenizer has %d tokens, the model %d'
                          % (len(tokens), spec.vocab))
     w.add_tokenizer_model('llama')
+    w.add_tokenizer_pre('default')
     w.add_token_list(tokens)
     w.add_token_scores([float(x) for x in scores])
     w.add_token_types([int(x) for x in types])
