@@ -1,0 +1,836 @@
+/*
+ * tb_hf_config.c - parses a Hugging Face folder's config.json, generation_config.json and
+ * tokenizer_config.json (jansson) into tb_model_params, refusing what Turbine cannot compute.
+ */
+#include "tb_hf_config.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "tb_errors.h"
+
+#define MAX_FILE (64u << 20)
+
+enum { ABSENT = 1 }; /* helper result: key absent or null, nothing written */
+
+__attribute__((format(printf, 3, 4))) static int s_fail(char *err, size_t err_len,
+                                                        const char *fmt, ...)
+{
+    if (err && err_len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, err_len, fmt, ap);
+        va_end(ap);
+    }
+    return TB_EMODEL;
+}
+
+/* A short printable rendering of a JSON value for messages (static buffer per call site is
+ * avoided: the caller passes one). */
+static const char *s_show(json_t *v, char *buf, size_t n)
+{
+    char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+    if (!s) {
+        snprintf(buf, n, "?");
+    } else if (strlen(s) > 60) {
+        snprintf(buf, n, "%.57s...", s);
+    } else {
+        snprintf(buf, n, "%s", s);
+    }
+    free(s);
+    return buf;
+}
+
+static int s_bad(const char *file, const char *key, json_t *v, const char *why, char *err,
+                 size_t err_len)
+{
+    char buf[72];
+    return s_fail(err, err_len, "%s: %s %s: %s", file, key, s_show(v, buf, sizeof buf), why);
+}
+
+/* Integer in [lo, hi]; integral reals (2048.0) are accepted. */
+static int s_int(json_t *obj, const char *file, const char *key, long long lo, long long hi,
+                 long long *out, char *err, size_t err_len)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v || json_is_null(v)) {
+        return ABSENT;
+    }
+    long long x;
+    if (json_is_integer(v)) {
+        x = json_integer_value(v);
+    } else if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
+               fabs(json_real_value(v)) < 9e15) {
+        x = (long long)json_real_value(v);
+    } else {
+        return s_bad(file, key, v, "is not an integer", err, err_len);
+    }
+    if (x < lo || x > hi) {
+        char why[64];
+        snprintf(why, sizeof why, "is out of range %lld..%lld", lo, hi);
+        return s_bad(file, key, v, why, err, err_len);
+    }
+    *out = x;
+    return 0;
+}
+
+static int s_u32(json_t *obj, const char *file, const char *key, bool required, long long lo,
+                 long long hi, uint32_t *out, char *err, size_t err_len)
+{
+    long long x;
+    int rc = s_int(obj, file, key, lo, hi, &x, err, err_len);
+    if (rc == ABSENT && required) {
+        return s_fail(err, err_len, "%s: required key '%s' is missing", file, key);
+    }
+    if (rc == 0) {
+        *out = (uint32_t)x;
+    }
+    return rc;
+}
+
+/* Number (integer or real) in [lo, hi]. */
+static int s_num(json_t *obj, const char *file, const char *key, double lo, double hi,
+                 double *out, char *err, size_t err_len)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v || json_is_null(v)) {
+        return ABSENT;
+    }
+    if (!json_is_number(v)) {
+        return s_bad(file, key, v, "is not a number", err, err_len);
+    }
+    double x = json_number_value(v);
+    if (!(x >= lo && x <= hi)) {
+        char why[80];
+        snprintf(why, sizeof why, "is out of range %g..%g", lo, hi);
+        return s_bad(file, key, v, why, err, err_len);
+    }
+    *out = x;
+    return 0;
+}
+
+static int s_bool(json_t *obj, const char *file, const char *key, bool *out, char *err,
+                  size_t err_len)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v || json_is_null(v)) {
+        return ABSENT;
+    }
+    if (!json_is_boolean(v)) {
+        return s_bad(file, key, v, "is not true or false", err, err_len);
+    }
+    *out = json_is_true(v);
+    return 0;
+}
+
+static bool s_has_eos(const struct tb_model_params *p, int32_t id)
+{
+    for (uint32_t i = 0; i < p->n_eos_ids; i++) {
+        if (p->eos_ids[i] == id) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Token id fields: an integer, null, or (for eos) a list of integers. */
+static int s_ids(json_t *obj, const char *file, const char *key, bool list_ok, int32_t *first,
+                 struct tb_model_params *eos_into, char *err, size_t err_len)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v || json_is_null(v)) {
+        return ABSENT;
+    }
+    json_t *one = v;
+    size_t n = 1;
+    if (json_is_array(v)) {
+        if (!list_ok) {
+            return s_bad(file, key, v, "is not an integer", err, err_len);
+        }
+        n = json_array_size(v);
+        if (n == 0) {
+            return ABSENT;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (json_is_array(v)) {
+            one = json_array_get(v, i);
+        }
+        if (!json_is_integer(one) || json_integer_value(one) < 0 ||
+            json_integer_value(one) > INT32_MAX) {
+            return s_bad(file, key, v, "is not a token id (a non-negative integer)", err,
+                         err_len);
+        }
+        int32_t id = (int32_t)json_integer_value(one);
+        if (i == 0) {
+            *first = id;
+        }
+        if (eos_into && !s_has_eos(eos_into, id)) {
+            if (eos_into->n_eos_ids >= TB_MODEL_MAX_EOS) {
+                return s_bad(file, key, v, "lists too many end-of-sequence ids", err, err_len);
+            }
+            eos_into->eos_ids[eos_into->n_eos_ids++] = id;
+        }
+    }
+    return 0;
+}
+
+static json_t *s_load(const char *file, const char *text, size_t len, char *err, size_t err_len,
+                      int *rc)
+{
+    json_error_t jerr;
+    /* tokenizer_config.json files carry integers beyond 64 bits (model_max_length 1e30) and
+     * read no integer Turbine needs: there, integers decode as reals. */
+    size_t flags = JSON_REJECT_DUPLICATES;
+    if (strcmp(file, "tokenizer_config.json") == 0 || strcmp(file, "chat_template.json") == 0) {
+        flags |= JSON_DECODE_INT_AS_REAL;
+    }
+    json_t *root = json_loadb(text, len, flags, &jerr);
+    if (!root) {
+        *rc = s_fail(err, err_len, "%s: invalid JSON at line %d column %d: %s", file, jerr.line,
+                     jerr.column, jerr.text);
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        json_decref(root);
+        *rc = s_fail(err, err_len, "%s: the top level is not a JSON object", file);
+        return NULL;
+    }
+    *rc = 0;
+    return root;
+}
+
+static const char *const s_arch_names[][2] = {
+    {"llama", "LlamaForCausalLM"},
+    {"mistral", "MistralForCausalLM"},
+    {"qwen2", "Qwen2ForCausalLM"},
+};
+#define N_ARCH (sizeof s_arch_names / sizeof s_arch_names[0])
+
+static int s_arch(json_t *root, const char *file, struct tb_model_params *p, char *err,
+                  size_t err_len)
+{
+    json_t *mt = json_object_get(root, "model_type");
+    json_t *archs = json_object_get(root, "architectures");
+    json_t *a0 = json_is_array(archs) ? json_array_get(archs, 0) : NULL;
+    if (archs && !json_is_null(archs) && !(json_is_array(archs) && json_is_string(a0))) {
+        return s_bad(file, "architectures", archs, "is not a list of class names", err,
+                     err_len);
+    }
+    int found = -1;
+    if (mt && !json_is_null(mt)) {
+        if (!json_is_string(mt)) {
+            return s_bad(file, "model_type", mt, "is not a string", err, err_len);
+        }
+        for (size_t i = 0; i < N_ARCH; i++) {
+            if (strcmp(json_string_value(mt), s_arch_names[i][0]) == 0) {
+                found = (int)i;
+            }
+        }
+        if (found < 0) {
+            return s_bad(file, "model_type", mt,
+                         "is not supported (supported: llama, mistral, qwen2)", err, err_len);
+        }
+    }
+    if (a0) {
+        int by_class = -1;
+        for (size_t i = 0; i < N_ARCH; i++) {
+            if (strcmp(json_string_value(a0), s_arch_names[i][1]) == 0) {
+                by_class = (int)i;
+            }
+        }
+        if (by_class < 0) {
+            return s_bad(file, "architectures[0]", a0,
+                         "is not supported (supported: LlamaForCausalLM, MistralForCausalLM, "
+                         "Qwen2ForCausalLM)",
+                         err, err_len);
+        }
+        if (found < 0) {
+            found = by_class;
+        }
+    }
+    if (found < 0) {
+        return s_fail(err, err_len, "%s: neither model_type nor architectures is given", file);
+    }
+    snprintf(p->arch, sizeof p->arch, "%s", s_arch_names[found][0]);
+    return 0;
+}
+
+/* rope_scaling (or transformers 5's rope_parameters) object. */
+static int s_rope_scaling(json_t *rs, const char *file, struct tb_model_params *p, char *err,
+                          size_t err_len)
+{
+    if (!rs || json_is_null(rs)) {
+        return 0;
+    }
+    if (!json_is_object(rs)) {
+        return s_bad(file, "rope_scaling", rs, "is not an object", err, err_len);
+    }
+    json_t *t = json_object_get(rs, "rope_type");
+    const char *tkey = "rope_scaling.rope_type";
+    if (!t || json_is_null(t)) {
+        t = json_object_get(rs, "type");
+        tkey = "rope_scaling.type";
+    }
+    if (!t || json_is_null(t)) {
+        return s_fail(err, err_len, "%s: rope_scaling has no rope_type", file);
+    }
+    if (!json_is_string(t)) {
+        return s_bad(file, tkey, t, "is not a string", err, err_len);
+    }
+    const char *name = json_string_value(t);
+    struct tb_rope_scaling *s = &p->rope_scaling;
+    int rc;
+    if (strcmp(name, "default") == 0) {
+        s->type = TB_ROPE_SCALING_NONE;
+        return 0;
+    }
+    if (strcmp(name, "linear") == 0) {
+        s->type = TB_ROPE_SCALING_LINEAR;
+        rc = s_num(rs, file, "factor", 1e-6, 1e6, &s->factor, err, err_len);
+        if (rc == ABSENT) {
+            return s_fail(err, err_len, "%s: rope_scaling type linear needs 'factor'", file);
+        }
+        return rc;
+    }
+    if (strcmp(name, "llama3") == 0) {
+        s->type = TB_ROPE_SCALING_LLAMA3;
+        const char *keys[3] = {"factor", "low_freq_factor", "high_freq_factor"};
+        double *vals[3] = {&s->factor, &s->low_freq_factor, &s->high_freq_factor};
+        for (int i = 0; i < 3; i++) {
+            rc = s_num(rs, file, keys[i], 1e-6, 1e6, vals[i], err, err_len);
+            if (rc == ABSENT) {
+                return s_fail(err, err_len, "%s: rope_scaling type llama3 needs '%s'", file,
+                              keys[i]);
+            }
+            if (rc != 0) {
+                return rc;
+            }
+        }
+        rc = s_u32(rs, file, "original_max_position_embeddings", true, 1, 1 << 24,
+                   &s->original_max_positions, err, err_len);
+        if (rc != 0) {
+            return rc;
+        }
+        if (!(s->high_freq_factor > s->low_freq_factor)) {
+            return s_fail(err, err_len,
+                          "%s: rope_scaling high_freq_factor %g must exceed low_freq_factor %g",
+                          file, s->high_freq_factor, s->low_freq_factor);
+        }
+        return 0;
+    }
+    return s_bad(file, tkey, t, "is not supported (supported: default, linear, llama3)", err,
+                 err_len);
+}
+
+int tb_hf_config_parse(const char *text, size_t len, struct tb_model_params *p, char *err,
+                       size_t err_len)
+{
+    const char *F = "config.json";
+    int rc;
+    json_t *root = s_load(F, text, len, err, err_len, &rc);
+    if (!root) {
+        return rc;
+    }
+    rc = s_arch(root, F, p, err, err_len);
+    if (rc != 0) {
+        goto out;
+    }
+    p->format = TB_MODEL_FORMAT_HF;
+    p->rope_layout = TB_ROPE_NEOX;
+    if (json_object_get(root, "text_config")) {
+        rc = s_fail(err, err_len, "%s: text_config (a multimodal wrapper) is not supported", F);
+        goto out;
+    }
+    struct {
+        const char *key;
+        long long hi;
+        uint32_t *dst;
+    } req[] = {
+        {"num_hidden_layers", 1024, &p->n_layers},
+        {"hidden_size", 1 << 16, &p->hidden},
+        {"intermediate_size", 1 << 20, &p->intermediate},
+        {"num_attention_heads", 1024, &p->n_heads},
+        {"vocab_size", 1 << 22, &p->vocab},
+    };
+    for (size_t i = 0; i < sizeof req / sizeof req[0]; i++) {
+        rc = s_u32(root, F, req[i].key, true, 1, req[i].hi, req[i].dst, err, err_len);
+        if (rc != 0) {
+            goto out;
+        }
+    }
+    p->n_kv_heads = p->n_heads;
+    rc = s_u32(root, F, "num_key_value_heads", false, 1, 1024, &p->n_kv_heads, err, err_len);
+    if (rc < 0) {
+        goto out;
+    }
+    if (p->n_heads % p->n_kv_heads != 0) {
+        rc = s_fail(err, err_len,
+                    "%s: num_attention_heads %u is not a multiple of num_key_value_heads %u", F,
+                    p->n_heads, p->n_kv_heads);
+        goto out;
+    }
+    p->head_dim = 0;
+    rc = s_u32(root, F, "head_dim", false, 2, 1024, &p->head_dim, err, err_len);
+    if (rc < 0) {
+        goto out;
+    }
+    if (rc == ABSENT) {
+        if (p->hidden % p->n_heads != 0) {
+            rc = s_fail(err, err_len,
+                        "%s: hidden_size %u is not a multiple of num_attention_heads %u "
+                        "and head_dim is not given",
+                        F, p->hidden, p->n_heads);
+            goto out;
+        }
+        p->head_dim = p->hidden / p->n_heads;
+    }
+    if (p->head_dim % 2 != 0 || p->head_dim < 2 || p->head_dim > 1024) {
+        rc = s_fail(err, err_len,
+                    "%s: head_dim %u (given or hidden_size / num_attention_heads) must be "
+                    "even and in 2..1024",
+                    F, p->head_dim);
+        goto out;
+    }
+    p->max_context = strcmp(p->arch, "llama") == 0 ? 2048 : 32768;
+    rc = s_u32(root, F, "max_position_embeddings", false, 1, 1 << 24, &p->max_context, err,
+               err_len);
+    if (rc < 0) {
+        goto out;
+    }
+    p->rms_eps = 1e-6;
+    rc = s_num(root, F, "rms_norm_eps", 1e-12, 0.5, &p->rms_eps, err, err_len);
+    if (rc < 0) {
+        goto out;
+    }
+    json_t *rp = json_object_get(root, "rope_parameters"); /* transformers 5 layout */
+    if (rp && !json_is_null(rp) && !json_is_object(rp)) {
+        rc = s_bad(F, "rope_parameters", rp, "is not an object", err, err_len);
+        goto out;
+    }
+    p->rope_theta = 10000.0;
+    rc = s_num(json_is_object(rp) ? rp : root, F, "rope_theta", 1e-3, 1e12, &p->rope_theta, err,
+               err_len);
+    if (rc < 0) {
+        goto out;
+    }
+    rc = s_rope_scaling(json_is_object(rp) ? rp : json_object_get(root, "rope_scaling"), F, p,
+                        err, err_len);
+    if (rc != 0) {
+        goto out;
+    }
+    double prf = 1.0;
+    rc = s_num(root, F, "partial_rotary_factor", 0.0, 1.0, &prf, err, err_len);
+    if (rc < 0) {
+        goto out;
+    }
+    if (prf != 1.0) {
+        rc = s_bad(F, "partial_rotary_factor", json_object_get(root, "partial_rotary_factor"),
+                   "is not supported (only 1.0)", err, err_len);
+        goto out;
+    }
+    json_t *act = json_object_get(root, "hidden_act");
+    if (act && !json_is_null(act) &&
+        !(json_is_string(act) && strcmp(json_string_value(act), "silu") == 0)) {
+        rc = s_bad(F, "hidden_act", act, "is not supported (only silu)", err, err_len);
+        goto out;
+    }
+    bool b = false;
+    rc = s_bool(root, F, "attention_bias", &b, err, err_len);
+    if (rc < 0) {
+        goto out;
+    }
+    p->qkv_bias = strcmp(p->arch, "qwen2") == 0;
+    if (b && !p->qkv_bias) {
+        rc = s_bad(F, "attention_bias", json_object_get(root, "attention_bias"),
+                   "is not supported for this model_type (it adds an o_proj bias)", err,
+                   err_len);
+        goto out;
+    }
+    b = false;
+    rc = s_bool(root, F, "mlp_bias", &b, err, err_len);
+    if (rc < 0) {
+        goto out;
+    }
+    if (b) {
+        rc = s_bad(F, "mlp_bias", json_object_get(root, "mlp_bias"), "is not supported", err,
+                   err_len);
+        goto out;
+    }
+    p->tied_embeddings = false;
+    rc = s_bool(root, F, "tie_word_embeddings", &p->tied_embeddings, err, err_len);
+    if (rc < 0) {
+        goto out;
+    }
+    p->sliding_window = 0;
+    bool use_sw = strcmp(p->arch, "qwen2") != 0;
+    rc = s_bool(root, F, "use_sliding_window", &use_sw, err, err_len);
+    if (rc < 0) {
+        goto out;
+    }
+    if (use_sw) {
+        rc = s_u32(root, F, "sliding_window", false, 1, 1 << 24, &p->sliding_window, err,
+                   err_len);
+        if (rc < 0) {
+            goto out;
+        }
+    }
+    rc = s_ids(root, F, "bos_token_id", false, &p->bos_id, NULL, err, err_len);
+    if (rc < 0) {
+        goto out;
+    }
+    rc = s_ids(root, F, "eos_token_id", true, &p->eos_id, p, err, err_len);
+    if (rc < 0) {
+        goto out;
+    }
+    rc = s_ids(root, F, "pad_token_id", false, &p->pad_id, NULL, err, err_len);
+    if (rc < 0) {
+        goto out;
+    }
+    rc = 0;
+out:
+    json_decref(root);
+    return rc;
+}
+
+int tb_hf_generation_config_parse(const char *text, size_t len, struct tb_model_params *p,
+                                  char *err, size_t err_len)
+{
+    const char *F = "generation_config.json";
+    int rc;
+    json_t *root = s_load(F, text, len, err, err_len, &rc);
+    if (!root) {
+        return rc;
+    }
+    struct tb_generation_defaults *g = &p->gen;
+    long long x;
+    bool b;
+    if ((rc = s_num(root, F, "temperature", 0.0, 1e6, &g->temperature, err, err_len)) < 0 ||
+        (rc = s_num(root, F, "top_p", 0.0, 1.0, &g->top_p, err, err_len)) < 0 ||
+        (rc = s_num(root, F, "repetition_penalty", 1e-6, 1e6, &g->repetition_penalty, err,
+                    err_len)) < 0) {
+        goto out;
+    }
+    rc = s_int(root, F, "top_k", 0, INT32_MAX, &x, err, err_len);
+    if (rc < 0) {
+        goto out;
+    }
+    if (rc == 0) {
+        g->top_k = (int32_t)x;
+    }
+    rc = s_int(root, F, "max_new_tokens", 1, INT32_MAX, &x, err, err_len);
+    if (rc < 0) {
+        goto out;
+    }
+    if (rc == 0) {
+        g->max_new_tokens = (int32_t)x;
+    }
+    rc = s_int(root, F, "max_length", 1, INT32_MAX, &x, err, err_len);
+    if (rc < 0) {
+        goto out;
+    }
+    if (rc == 0) {
+        g->max_length = (int32_t)x;
+    }
+    rc = s_bool(root, F, "do_sample", &b, err, err_len);
+    if (rc < 0) {
+        goto out;
+    }
+    if (rc == 0) {
+        g->do_sample = b;
+    }
+    int32_t first = -1;
+    rc = s_ids(root, F, "eos_token_id", true, &first, p, err, err_len);
+    if (rc < 0) {
+        goto out;
+    }
+    if (p->eos_id < 0) {
+        p->eos_id = first;
+    }
+    int32_t *maybe[2] = {&p->bos_id, &p->pad_id};
+    const char *keys[2] = {"bos_token_id", "pad_token_id"};
+    for (int i = 0; i < 2; i++) {
+        int32_t id = -1;
+        rc = s_ids(root, F, keys[i], false, &id, NULL, err, err_len);
+        if (rc < 0) {
+            goto out;
+        }
+        if (*maybe[i] < 0) {
+            *maybe[i] = id;
+        }
+    }
+    rc = 0;
+out:
+    json_decref(root);
+    return rc;
+}
+
+/* The text of a special-token field: a string or {"content": string}. */
+static const char *s_token_text(json_t *v)
+{
+    if (json_is_object(v)) {
+        v = json_object_get(v, "content");
+    }
+    return json_string_value(v);
+}
+
+static int s_set_template(struct tb_model_params *p, const char *s, size_t n, char *err,
+                          size_t err_len)
+{
+    char *copy = malloc(n + 1);
+    if (!copy) {
+        snprintf(err, err_len, "out of memory for the chat template");
+        return TB_ENOMEM;
+    }
+    memcpy(copy, s, n);
+    copy[n] = '\0';
+    free(p->chat_template);
+    p->chat_template = copy;
+    return 0;
+}
+
+/* chat_template: a string, or a list of {"name", "template"}. */
+static int s_chat_template(json_t *v, const char *file, struct tb_model_params *p, char *err,
+                           size_t err_len)
+{
+    if (!v || json_is_null(v)) {
+        return 0;
+    }
+    if (json_is_string(v)) {
+        return s_set_template(p, json_string_value(v), json_string_length(v), err, err_len);
+    }
+    if (json_is_array(v)) {
+        json_t *pick = NULL;
+        size_t i;
+        json_t *item;
+        json_array_foreach(v, i, item)
+        {
+            json_t *name = json_object_get(item, "name");
+            json_t *tpl = json_object_get(item, "template");
+            if (!json_is_string(name) || !json_is_string(tpl)) {
+                return s_bad(file, "chat_template", v,
+                             "is not a list of {\"name\", \"template\"} strings", err, err_len);
+            }
+            if (!pick || strcmp(json_string_value(name), "default") == 0) {
+                if (!pick || strcmp(json_string_value(json_object_get(pick, "name")),
+                                    "default") != 0) {
+                    pick = item;
+                }
+            }
+        }
+        if (!pick) {
+            return 0;
+        }
+        json_t *tpl = json_object_get(pick, "template");
+        return s_set_template(p, json_string_value(tpl), json_string_length(tpl), err, err_len);
+    }
+    return s_bad(file, "chat_template", v, "is not a string or a list of templates", err,
+                 err_len);
+}
+
+int tb_hf_tokenizer_config_parse(const char *text, size_t len, struct tb_model_params *p,
+                                 char *err, size_t err_len)
+{
+    const char *F = "tokenizer_config.json";
+    int rc;
+    json_t *root = s_load(F, text, len, err, err_len, &rc);
+    if (!root) {
+        return rc;
+    }
+    bool b;
+    rc = s_bool(root, F, "add_bos_token", &b, err, err_len);
+    if (rc < 0) {
+        goto out;
+    }
+    if (rc == 0) {
+        p->add_bos = b;
+    }
+    rc = s_bool(root, F, "add_eos_token", &b, err, err_len);
+    if (rc < 0) {
+        goto out;
+    }
+    if (rc == 0) {
+        p->add_eos = b;
+    }
+    rc = s_chat_template(json_object_get(root, "chat_template"), F, p, err, err_len);
+    if (rc != 0) {
+        goto out;
+    }
+    json_t *dec = json_object_get(root, "added_tokens_decoder");
+    if (dec && !json_is_null(dec) && !json_is_object(dec)) {
+        rc = s_bad(F, "added_tokens_decoder", dec, "is not an object", err, err_len);
+        goto out;
+    }
+    const char *keys[4] = {"bos_token", "eos_token", "pad_token", "unk_token"};
+    int32_t *ids[4] = {&p->bos_id, &p->eos_id, &p->pad_id, &p->unk_id};
+    for (int i = 0; i < 4; i++) {
+        json_t *v = json_object_get(root, keys[i]);
+        if (!v || json_is_null(v)) {
+            continue;
+        }
+        const char *want = s_token_text(v);
+        if (!want) {
+            rc = s_bad(F, keys[i], v, "is not a string or {\"content\": string}", err,
+                       err_len);
+            goto out;
+        }
+        if (*ids[i] >= 0 || !json_is_object(dec)) {
+            continue;
+        }
+        const char *idtext;
+        json_t *tok;
+        json_object_foreach(dec, idtext, tok)
+        {
+            const char *content = s_token_text(tok);
+            char *end = NULL;
+            errno = 0;
+            long id = strtol(idtext, &end, 10);
+            if (content && strcmp(content, want) == 0 && end && *end == '\0' && end != idtext &&
+                errno == 0 && id >= 0 && id <= INT32_MAX) {
+                *ids[i] = (int32_t)id;
+                break;
+            }
+        }
+        if (i == 1 && p->eos_id >= 0 && p->n_eos_ids == 0) {
+            p->eos_ids[p->n_eos_ids++] = p->eos_id;
+        }
+    }
+    rc = 0;
+out:
+    json_decref(root);
+    return rc;
+}
+
+int tb_hf_read_file(const char *path, size_t max, char **out, size_t *len, char *err,
+                    size_t err_len)
+{
+    *out = NULL;
+    *len = 0;
+    int rc = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        rc = -errno;
+        snprintf(err, err_len, "cannot open '%s': %s", path, strerror(errno));
+        return rc;
+    }
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        rc = TB_EIO;
+        snprintf(err, err_len, "'%s' is not a regular file", path);
+        goto close_f;
+    }
+    if ((uint64_t)sb.st_size > max) {
+        rc = TB_E2BIG;
+        snprintf(err, err_len, "'%s' is %lld bytes, more than the %zu allowed", path,
+                 (long long)sb.st_size, max);
+        goto close_f;
+    }
+    char *buf = malloc((size_t)sb.st_size + 1);
+    if (!buf) {
+        rc = TB_ENOMEM;
+        snprintf(err, err_len, "out of memory reading '%s'", path);
+        goto close_f;
+    }
+    size_t n = fread(buf, 1, (size_t)sb.st_size, f);
+    if (n != (size_t)sb.st_size) {
+        free(buf);
+        rc = TB_EIO;
+        snprintf(err, err_len, "short read on '%s'", path);
+        goto close_f;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+close_f:
+    fclose(f);
+    return rc;
+}
+
+typedef int (*parse_fn)(const char *, size_t, struct tb_model_params *, char *, size_t);
+
+/* Reads dir/name and parses it; absent files are fine unless `required`. */
+static int s_file(const char *dir, const char *name, bool required, parse_fn fn,
+                  struct tb_model_params *p, char *err, size_t err_len)
+{
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path) {
+        return s_fail(err, err_len, "path too long: '%s/%s'", dir, name);
+    }
+    char *text = NULL;
+    size_t len = 0;
+    int rc = tb_hf_read_file(path, MAX_FILE, &text, &len, err, err_len);
+    if (rc == TB_ENOENT && !required) {
+        return 0;
+    }
+    if (rc != 0) {
+        return rc == TB_ENOENT ? s_fail(err, err_len, "'%s': no such file", path) : rc;
+    }
+    rc = fn(text, len, p, err, err_len);
+    free(text);
+    return rc;
+}
+
+static int s_parse_template_json(const char *text, size_t len, struct tb_model_params *p,
+                                 char *err, size_t err_len)
+{
+    int rc;
+    json_t *root = s_load("chat_template.json", text, len, err, err_len, &rc);
+    if (!root) {
+        return rc;
+    }
+    rc = s_chat_template(json_object_get(root, "chat_template"), "chat_template.json", p, err,
+                         err_len);
+    json_decref(root);
+    return rc;
+}
+
+static int s_parse_template_jinja(const char *text, size_t len, struct tb_model_params *p,
+                                  char *err, size_t err_len)
+{
+    return s_set_template(p, text, len, err, err_len);
+}
+
+int tb_hf_config_load_folder(const char *dir, struct tb_model_params *p, char *err,
+                             size_t err_len)
+{
+    int rc = s_file(dir, "config.json", true, tb_hf_config_parse, p, err, err_len);
+    if (rc == 0) {
+        rc = s_file(dir, "generation_config.json", false, tb_hf_generation_config_parse, p, err,
+                    err_len);
+    }
+    if (rc == 0) {
+        rc = s_file(dir, "tokenizer_config.json", false, tb_hf_tokenizer_config_parse, p, err,
+                    err_len);
+    }
+    if (rc == 0 && !p->chat_template) {
+        rc = s_file(dir, "chat_template.jinja", false, s_parse_template_jinja, p, err, err_len);
+    }
+    if (rc == 0 && !p->chat_template) {
+        rc = s_file(dir, "chat_template.json", false, s_parse_template_json, p, err, err_len);
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s/tokenizer.json", dir) >= sizeof path) {
+        return s_fail(err, err_len, "path too long: '%s'", dir);
+    }
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode)) {
+        free(p->tokenizer_path);
+        p->tokenizer_path = strdup(path);
+        if (!p->tokenizer_path) {
+            snprintf(err, err_len, "out of memory");
+            return TB_ENOMEM;
+        }
+        p->tokenizer_source = TB_TOKENIZER_HF_JSON;
+    }
+    p->format = TB_MODEL_FORMAT_HF;
+    return 0;
+}

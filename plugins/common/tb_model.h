@@ -1,0 +1,209 @@
+/*
+ * tb_model.h - a loaded decoder-only transformer: its hyper-parameters, tokenizer facts,
+ * generation defaults and weight tensors, from a Hugging Face folder or a GGUF v3 file.
+ *
+ * Supported: the Llama family as transformers describes it (Llama 2/3 incl. Llama-3 RoPE
+ * scaling, TinyLlama, Mistral-style, Qwen2-style QKV bias), MHA or GQA, tied or untied
+ * embeddings, weights in F32/F16/BF16 (both sources) and Q8_0/Q4_0 (GGUF).  Anything else is
+ * refused with TB_EMODEL and a message naming the file, the key and the value.
+ *
+ * Weights stay in the file mappings: a tensor's `data` points into the mmap.  The only copies
+ * are of tensors whose bytes are not aligned to their element size in the file (possible in a
+ * safetensors file with an odd header length), so that engines may always load F32 with float
+ * loads; `tb_model_copied_bytes` says how much was copied.
+ *
+ * Every tensor is checked against the parameters: the set of tensors must be complete (no
+ * missing, no unknown), shapes must match, dtypes must be supported.
+ *
+ * Thread-safety: a tb_model_t is immutable after open; any number of threads may read it.
+ */
+#ifndef TB_MODEL_H
+#define TB_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tb_dtype.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tb_model tb_model_t;
+
+typedef enum { TB_MODEL_FORMAT_HF = 0, TB_MODEL_FORMAT_GGUF = 1 } tb_model_format_t;
+
+/* How rotary embedding pairs dimensions inside a head of size d:
+ *   NEOX ("rotate half", the layout of HF weights): dimension i pairs with i + d/2, i < d/2;
+ *   INTERLEAVED (llama.cpp's layout for GGUF llama, whose converter permutes the Q/K rows):
+ *   dimension 2i pairs with 2i + 1.
+ * Either way pair i rotates by angle pos * inv_freq[i] (see tb_model_rope_inv_freq). */
+typedef enum { TB_ROPE_NEOX = 0, TB_ROPE_INTERLEAVED = 1 } tb_rope_layout_t;
+
+typedef enum {
+    TB_ROPE_SCALING_NONE = 0,
+    TB_ROPE_SCALING_LINEAR = 1,      /* inv_freq / factor */
+    TB_ROPE_SCALING_LLAMA3 = 2,      /* factor, low/high_freq_factor, original_max_positions */
+    TB_ROPE_SCALING_FREQ_FACTORS = 3 /* per-pair divisors from the GGUF tensor rope_freqs */
+} tb_rope_scaling_type_t;
+
+struct tb_rope_scaling {
+    tb_rope_scaling_type_t type;
+    double factor;                   /* LINEAR, LLAMA3 */
+    double low_freq_factor;          /* LLAMA3 */
+    double high_freq_factor;         /* LLAMA3 */
+    uint32_t original_max_positions; /* LLAMA3 */
+};
+
+typedef enum {
+    TB_TOKENIZER_NONE = 0,    /* no tokenizer found next to the model */
+    TB_TOKENIZER_HF_JSON = 1, /* tokenizer_path is a tokenizer.json file */
+    TB_TOKENIZER_GGUF = 2     /* tokenizer.ggml.* metadata inside the GGUF at tokenizer_path */
+} tb_tokenizer_source_t;
+
+/* Sampling defaults from generation_config.json (HF only; GGUF files carry none).  A member
+ * holds its "unset" value when the file does not say. */
+struct tb_generation_defaults {
+    double temperature;        /* < 0: unset */
+    double top_p;              /* < 0: unset */
+    int32_t top_k;             /* < 0: unset */
+    double repetition_penalty; /* < 0: unset */
+    int32_t do_sample;         /* -1 unset, 0 greedy, 1 sample */
+    int32_t max_new_tokens;    /* 0: unset */
+    int32_t max_length;        /* 0: unset (prompt + new tokens) */
+};
+
+#define TB_MODEL_MAX_EOS 8
+
+struct tb_model_params {
+    char arch[16];            /* "llama", "mistral" or "qwen2" */
+    tb_model_format_t format; /* where it was loaded from */
+    uint32_t n_layers;
+    uint32_t hidden;       /* model width */
+    uint32_t intermediate; /* MLP width */
+    uint32_t n_heads;
+    uint32_t n_kv_heads; /* == n_heads for MHA, a divisor of it for GQA */
+    uint32_t head_dim;   /* usually hidden / n_heads; even */
+    uint32_t vocab;      /* rows of tok_embd and output */
+    uint32_t max_context;    /* max_position_embeddings / context_length */
+    uint32_t sliding_window; /* 0: none (informational; Mistral-style configs) */
+    double rms_eps;
+    double rope_theta;
+    struct tb_rope_scaling rope_scaling;
+    tb_rope_layout_t rope_layout;
+    bool qkv_bias;        /* bq, bk, bv present in every layer */
+    bool tied_embeddings; /* output projection is tok_embd (the "output" tensor aliases it) */
+    tb_dtype_t dtype;     /* dtype of layer 0's wq: the model's "main" weight type */
+    int32_t bos_id;       /* -1 when unknown */
+    int32_t eos_id;       /* first end-of-sequence id, -1 when unknown */
+    int32_t pad_id;       /* -1 when unknown */
+    int32_t unk_id;       /* -1 when unknown */
+    uint32_t n_eos_ids;   /* all ids that end generation (config + generation config) */
+    int32_t eos_ids[TB_MODEL_MAX_EOS];
+    int32_t add_bos; /* -1 unknown (the tokenizer file decides), 0, 1 */
+    int32_t add_eos; /* -1 unknown, 0, 1 */
+    struct tb_generation_defaults gen;
+    char *chat_template; /* NUL-terminated Jinja source, or NULL when the model has none */
+    tb_tokenizer_source_t tokenizer_source;
+    char *tokenizer_path; /* tokenizer.json or the .gguf file; NULL with TB_TOKENIZER_NONE */
+};
+
+/* Global tensors. */
+typedef enum {
+    TB_TENSOR_TOK_EMBD = 0, /* [vocab, hidden] */
+    TB_TENSOR_OUT_NORM,     /* [hidden] */
+    TB_TENSOR_OUTPUT,       /* [vocab, hidden]; aliases tok_embd when tied */
+    TB_TENSOR_ROPE_FREQS,   /* [head_dim / 2] F32, only with TB_ROPE_SCALING_FREQ_FACTORS */
+    TB_TENSOR_GLOBAL_COUNT
+} tb_tensor_id_t;
+
+/* Per-layer tensors (q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim). */
+typedef enum {
+    TB_LAYER_ATTN_NORM = 0, /* [hidden] */
+    TB_LAYER_WQ,            /* [q_dim, hidden] */
+    TB_LAYER_WK,            /* [kv_dim, hidden] */
+    TB_LAYER_WV,            /* [kv_dim, hidden] */
+    TB_LAYER_BQ,            /* [q_dim], only with qkv_bias */
+    TB_LAYER_BK,            /* [kv_dim], only with qkv_bias */
+    TB_LAYER_BV,            /* [kv_dim], only with qkv_bias */
+    TB_LAYER_WO,            /* [hidden, q_dim] */
+    TB_LAYER_FFN_NORM,      /* [hidden] */
+    TB_LAYER_W_GATE,        /* [intermediate, hidden] */
+    TB_LAYER_W_UP,          /* [intermediate, hidden] */
+    TB_LAYER_W_DOWN,        /* [hidden, intermediate] */
+    TB_LAYER_TENSOR_COUNT
+} tb_layer_tensor_t;
+
+/* One weight tensor.  Matrices are row-major with rows = output features and cols = input
+ * features (y = W x); vectors have n_dims 1, rows 1 and cols = length.  For quantized dtypes
+ * each row is cols / 32 blocks.  `data` is borrowed from the model, aligned to at least the
+ * element size (2 for the block types, whose blocks start with an f16). */
+struct tb_tensor {
+    char name[32];        /* canonical: "tok_embd", "layers.3.wq", ... */
+    char source[96];      /* the name in the file ("model.layers.3.self_attn.q_proj.weight") */
+    tb_dtype_t dtype;
+    uint32_t n_dims;      /* 1 or 2 */
+    uint64_t rows;
+    uint64_t cols;
+    uint64_t row_bytes;   /* bytes per row */
+    uint64_t size;        /* rows * row_bytes */
+    const void *data;
+};
+
+/* Opens `path`: a Hugging Face folder (config.json + model.safetensors or
+ * model.safetensors.index.json, optional generation_config.json, tokenizer_config.json,
+ * tokenizer.json, chat_template.jinja) or a .gguf file.  On success returns 0 and *out is owned
+ * by the caller (close with tb_model_close).  On failure returns a negative TB_E* code
+ * (TB_ENOENT when the path does not exist, TB_EMODEL for a bad or unsupported model, TB_ENOMEM)
+ * with a message in `err`, and *out is NULL. */
+int tb_model_open(const char *path, tb_model_t **out, char *err, size_t err_len);
+
+/* Unmaps and frees everything; sets *m_p to NULL; accepts NULL.  Every pointer obtained from
+ * the model (params strings, tensors, data) dies with it. */
+void tb_model_close(tb_model_t **m_p);
+
+/* Borrowed until close. */
+const struct tb_model_params *tb_model_params(const tb_model_t *m);
+
+/* A global tensor, or NULL when absent (ROPE_FREQS unless FREQ_FACTORS).  Borrowed. */
+const struct tb_tensor *tb_model_tensor(const tb_model_t *m, tb_tensor_id_t id);
+
+/* A layer's tensor, or NULL when absent (biases without qkv_bias) or out of range.  Borrowed. */
+const struct tb_tensor *tb_model_layer_tensor(const tb_model_t *m, uint32_t layer,
+                                              tb_layer_tensor_t t);
+
+/* All present tensors, globals first then layer by layer (the aliased output included). */
+size_t tb_model_tensor_count(const tb_model_t *m);
+const struct tb_tensor *tb_model_tensor_at(const tb_model_t *m, size_t idx);
+/* By canonical name, NULL when absent. */
+const struct tb_tensor *tb_model_find_tensor(const tb_model_t *m, const char *name);
+
+/* Fills out[0 .. head_dim/2) with the rotary inverse frequencies after scaling:
+ * theta^(-2i/head_dim), divided per the rope scaling.  Returns 0, or TB_EINVAL when
+ * n != head_dim / 2. */
+int tb_model_rope_inv_freq(const tb_model_t *m, double *out, size_t n);
+
+/* Total bytes of distinct weight data, and how many of them had to be copied for alignment. */
+uint64_t tb_model_weight_bytes(const tb_model_t *m);
+uint64_t tb_model_copied_bytes(const tb_model_t *m);
+
+/* Parameter structs: init sets every "unknown" value; release frees the strings (and sets them
+ * NULL).  Used by the loaders and by tests that fill params by hand. */
+void tb_model_params_init(struct tb_model_params *p);
+void tb_model_params_release(struct tb_model_params *p);
+
+/* Names for printing: "neox"/"interleaved", "none"/"linear"/"llama3"/"freq_factors",
+ * "hf"/"gguf", "none"/"hf_json"/"gguf". */
+const char *tb_rope_layout_name(tb_rope_layout_t l);
+const char *tb_rope_scaling_name(tb_rope_scaling_type_t t);
+const char *tb_model_format_name(tb_model_format_t f);
+const char *tb_tokenizer_source_name(tb_tokenizer_source_t s);
+const char *tb_layer_tensor_name(tb_layer_tensor_t t);
+const char *tb_tensor_id_name(tb_tensor_id_t id);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TB_MODEL_H */

@@ -1,0 +1,406 @@
+/*
+ * tb_model_gguf.c - loads a GGUF file written the way llama.cpp writes them: the "llama" and
+ * "qwen2" architectures' metadata keys, tokenizer.ggml.* facts and the blk.N.* tensors.
+ * llama.cpp's converter permutes llama's Q/K rows so rotary pairs are interleaved; qwen2 files
+ * keep the HF ("neox") layout.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tb_errors.h"
+#include "tb_model_internal.h"
+
+__attribute__((format(printf, 3, 4))) static int s_fail(char *err, size_t err_len,
+                                                        const char *fmt, ...)
+{
+    if (err && err_len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, err_len, fmt, ap);
+        va_end(ap);
+    }
+    return TB_EMODEL;
+}
+
+static const char *s_ggml_type_name(uint32_t t)
+{
+    static const char *const names[] = {
+        "F32",  "F16",  "Q4_0", "Q4_1", "Q4_2", "Q4_3", "Q5_0",    "Q5_1",    "Q8_0",    "Q8_1",
+        "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS",  "IQ3_XXS", "IQ1_S",
+        "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "I8", "I16", "I32",  "I64",     "F64",     "IQ1_M",
+        "BF16",
+    };
+    return t < sizeof names / sizeof names[0] ? names[t] : "unknown";
+}
+
+/* An integer key in [lo, hi]; ABSENT (1) when missing and not required. */
+static int s_u32(const tb_gguf_t *g, const char *arch, const char *key, bool required,
+                 uint64_t lo, uint64_t hi, uint32_t *out, char *err, size_t err_len)
+{
+    char full[128];
+    snprintf(full, sizeof full, "%s.%s", arch, key);
+    uint64_t v;
+    if (!tb_gguf_get_u64(g, full, &v)) {
+        if (tb_gguf_find_key(g, full) >= 0) {
+            return s_fail(err, err_len, "metadata '%s' is not a non-negative integer", full);
+        }
+        if (required) {
+            return s_fail(err, err_len, "metadata '%s' is missing", full);
+        }
+        return 1;
+    }
+    if (v < lo || v > hi) {
+        return s_fail(err, err_len, "metadata '%s' %llu is out of range %llu..%llu", full,
+                      (unsigned long long)v, (unsigned long long)lo, (unsigned long long)hi);
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static int s_f64(const tb_gguf_t *g, const char *full, double *out, char *err, size_t err_len)
+{
+    if (!tb_gguf_get_f64(g, full, out)) {
+        if (tb_gguf_find_key(g, full) >= 0) {
+            return s_fail(err, err_len, "metadata '%s' is not a number", full);
+        }
+        return 1;
+    }
+    return 0;
+}
+
+static int s_id(const tb_gguf_t *g, const char *key, int32_t *out, char *err, size_t err_len)
+{
+    uint64_t v;
+    if (!tb_gguf_get_u64(g, key, &v)) {
+        if (tb_gguf_find_key(g, key) >= 0) {
+            return s_fail(err, err_len, "metadata '%s' is not a token id", key);
+        }
+        return 1;
+    }
+    if (v > INT32_MAX) {
+        return s_fail(err, err_len, "metadata '%s' %llu is not a token id", key,
+                      (unsigned long long)v);
+    }
+    *out = (int32_t)v;
+    return 0;
+}
+
+static void s_add_eos(struct tb_model_params *p, int32_t id)
+{
+    for (uint32_t i = 0; i < p->n_eos_ids; i++) {
+        if (p->eos_ids[i] == id) {
+            return;
+        }
+    }
+    if (p->n_eos_ids < TB_MODEL_MAX_EOS) {
+        p->eos_ids[p->n_eos_ids++] = id;
+    }
+}
+
+static int s_tokenizer(const tb_gguf_t *g, const char *path, struct tb_model_params *p,
+                       char *err, size_t err_len)
+{
+    struct tb_gguf_str s;
+    int rc;
+    if (tb_gguf_get_str(g, "tokenizer.ggml.model", &s)) {
+        p->tokenizer_source = TB_TOKENIZER_GGUF;
+        p->tokenizer_path = strdup(path);
+        if (!p->tokenizer_path) {
+            snprintf(err, err_len, "out of memory");
+            return TB_ENOMEM;
+        }
+    }
+    const char *keys[4] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                           "tokenizer.ggml.padding_token_id", "tokenizer.ggml.unknown_token_id"};
+    int32_t *ids[4] = {&p->bos_id, &p->eos_id, &p->pad_id, &p->unk_id};
+    for (int i = 0; i < 4; i++) {
+        if ((rc = s_id(g, keys[i], ids[i], err, err_len)) < 0) {
+            return rc;
+        }
+    }
+    if (p->eos_id >= 0) {
+        s_add_eos(p, p->eos_id);
+    }
+    const char *stops[2] = {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"};
+    for (int i = 0; i < 2; i++) {
+        int32_t id;
+        if ((rc = s_id(g, stops[i], &id, err, err_len)) < 0) {
+            return rc;
+        }
+        if (rc == 0) {
+            s_add_eos(p, id);
+        }
+    }
+    bool b;
+    if (tb_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &b)) {
+        p->add_bos = b;
+    }
+    if (tb_gguf_get_bool(g, "tokenizer.ggml.add_eos_token", &b)) {
+        p->add_eos = b;
+    }
+    if (tb_gguf_get_str(g, "tokenizer.chat_template", &s)) {
+        p->chat_template = malloc(s.len + 1);
+        if (!p->chat_template) {
+            snprintf(err, err_len, "out of memory");
+            return TB_ENOMEM;
+        }
+        memcpy(p->chat_template, s.ptr, s.len);
+        p->chat_template[s.len] = '\0';
+    }
+    return 0;
+}
+
+static int s_params(const tb_gguf_t *g, const char *arch, struct tb_model_params *p, char *err,
+                    size_t err_len)
+{
+    int rc;
+    if ((rc = s_u32(g, arch, "block_count", true, 1, 1024, &p->n_layers, err, err_len)) != 0 ||
+        (rc = s_u32(g, arch, "embedding_length", true, 1, 1 << 16, &p->hidden, err,
+                    err_len)) != 0 ||
+        (rc = s_u32(g, arch, "feed_forward_length", true, 1, 1 << 20, &p->intermediate, err,
+                    err_len)) != 0 ||
+        (rc = s_u32(g, arch, "attention.head_count", true, 1, 1024, &p->n_heads, err,
+                    err_len)) != 0 ||
+        (rc = s_u32(g, arch, "context_length", true, 1, 1 << 24, &p->max_context, err,
+                    err_len)) != 0) {
+        return rc;
+    }
+    p->n_kv_heads = p->n_heads;
+    if ((rc = s_u32(g, arch, "attention.head_count_kv", false, 1, 1024, &p->n_kv_heads, err,
+                    err_len)) < 0) {
+        return rc;
+    }
+    if (p->hidden % p->n_heads != 0) {
+        return s_fail(err, err_len, "%s.embedding_length %u is not a multiple of "
+                      "%s.attention.head_count %u", arch, p->hidden, arch, p->n_heads);
+    }
+    p->head_dim = p->hidden / p->n_heads;
+    uint32_t kl = 0, vl = 0, rd = 0;
+    if ((rc = s_u32(g, arch, "attention.key_length", false, 2, 1024, &kl, err, err_len)) < 0 ||
+        (rc = s_u32(g, arch, "attention.value_length", false, 2, 1024, &vl, err, err_len)) < 0 ||
+        (rc = s_u32(g, arch, "rope.dimension_count", false, 2, 1024, &rd, err, err_len)) < 0) {
+        return rc;
+    }
+    if (kl) {
+        p->head_dim = kl;
+    }
+    if (vl && vl != p->head_dim) {
+        return s_fail(err, err_len, "metadata '%s.attention.value_length' %u differs from the "
+                      "key length %u (not supported)", arch, vl, p->head_dim);
+    }
+    if (rd && rd != p->head_dim) {
+        return s_fail(err, err_len, "metadata '%s.rope.dimension_count' %u differs from the "
+                      "head dimension %u (partial rotary embedding is not supported)", arch, rd,
+                      p->head_dim);
+    }
+    char key[128];
+    snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", arch);
+    rc = s_f64(g, key, &p->rms_eps, err, err_len);
+    if (rc == 1) {
+        return s_fail(err, err_len, "metadata '%s' is missing", key);
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    snprintf(key, sizeof key, "%s.rope.freq_base", arch);
+    if ((rc = s_f64(g, key, &p->rope_theta, err, err_len)) < 0) {
+        return rc;
+    }
+    struct tb_gguf_str st;
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    double factor = 0;
+    char fkey[128];
+    snprintf(fkey, sizeof fkey, "%s.rope.scaling.factor", arch);
+    if ((rc = s_f64(g, fkey, &factor, err, err_len)) < 0) {
+        return rc;
+    }
+    if (tb_gguf_get_str(g, key, &st)) {
+        if (st.len == 4 && memcmp(st.ptr, "none", 4) == 0) {
+            /* nothing */
+        } else if (st.len == 6 && memcmp(st.ptr, "linear", 6) == 0) {
+            if (rc == 1) {
+                return s_fail(err, err_len, "metadata '%s' is missing for linear scaling",
+                              fkey);
+            }
+            p->rope_scaling.type = TB_ROPE_SCALING_LINEAR;
+            p->rope_scaling.factor = factor;
+        } else {
+            return s_fail(err, err_len, "metadata '%s' '%.*s' is not supported (none, linear)",
+                          key, (int)(st.len > 32 ? 32 : st.len), st.ptr);
+        }
+    } else if (tb_gguf_find_key(g, key) >= 0) {
+        return s_fail(err, err_len, "metadata '%s' is not a string", key);
+    }
+    snprintf(key, sizeof key, "%s.rope.scale_linear", arch); /* older files */
+    if ((rc = s_f64(g, key, &factor, err, err_len)) < 0) {
+        return rc;
+    }
+    if (rc == 0 && factor != 1.0) {
+        p->rope_scaling.type = TB_ROPE_SCALING_LINEAR;
+        p->rope_scaling.factor = factor;
+    }
+    return 0;
+}
+
+static const struct {
+    const char *suffix;
+    tb_layer_tensor_t kind;
+} s_layer_map[] = {
+    {"attn_norm.weight", TB_LAYER_ATTN_NORM}, {"attn_q.weight", TB_LAYER_WQ},
+    {"attn_k.weight", TB_LAYER_WK},           {"attn_v.weight", TB_LAYER_WV},
+    {"attn_q.bias", TB_LAYER_BQ},             {"attn_k.bias", TB_LAYER_BK},
+    {"attn_v.bias", TB_LAYER_BV},             {"attn_output.weight", TB_LAYER_WO},
+    {"ffn_norm.weight", TB_LAYER_FFN_NORM},   {"ffn_gate.weight", TB_LAYER_W_GATE},
+    {"ffn_up.weight", TB_LAYER_W_UP},         {"ffn_down.weight", TB_LAYER_W_DOWN},
+};
+
+static bool s_map_name(const char *name, uint32_t n_layers, struct tb_slot *slot)
+{
+    static const char *const globals[TB_TENSOR_GLOBAL_COUNT] = {
+        "token_embd.weight", "output_norm.weight", "output.weight", "rope_freqs.weight"};
+    memset(slot, 0, sizeof *slot);
+    for (int i = 0; i < TB_TENSOR_GLOBAL_COUNT; i++) {
+        if (strcmp(name, globals[i]) == 0) {
+            slot->global = (tb_tensor_id_t)i;
+            return true;
+        }
+    }
+    if (strncmp(name, "blk.", 4) != 0) {
+        return false;
+    }
+    const char *p = name + 4;
+    const char *digits = p;
+    uint64_t layer = 0;
+    while (*p >= '0' && *p <= '9' && p - digits < 6) {
+        layer = layer * 10 + (uint64_t)(*p - '0');
+        p++;
+    }
+    if (p == digits || *p != '.' || (p - digits > 1 && *digits == '0') || layer >= n_layers) {
+        return false;
+    }
+    p++;
+    for (size_t i = 0; i < sizeof s_layer_map / sizeof s_layer_map[0]; i++) {
+        if (strcmp(p, s_layer_map[i].suffix) == 0) {
+            slot->is_layer = true;
+            slot->layer = (uint32_t)layer;
+            slot->kind = s_layer_map[i].kind;
+            return true;
+        }
+    }
+    return false;
+}
+
+int tb_model_load_gguf(tb_model_t *m, const char *path, char *err, size_t err_len)
+{
+    struct tb_model_params *p = &m->params;
+    int rc = tb_gguf_open(path, &m->gguf, err, err_len);
+    if (rc != 0) {
+        /* the reader's message repeats the path that tb_model_open puts in front */
+        char prefix[256];
+        int n = snprintf(prefix, sizeof prefix, "cannot open model '%s': ", path);
+        size_t len = strlen(err);
+        if (n > 0 && (size_t)n < sizeof prefix && len >= (size_t)n &&
+            strncmp(err, prefix, (size_t)n) == 0) {
+            memmove(err, err + n, len - (size_t)n + 1);
+        }
+        return rc;
+    }
+    const tb_gguf_t *g = m->gguf;
+    p->format = TB_MODEL_FORMAT_GGUF;
+    struct tb_gguf_str a;
+    if (!tb_gguf_get_str(g, "general.architecture", &a)) {
+        return s_fail(err, err_len, "metadata 'general.architecture' is missing or not a "
+                      "string");
+    }
+    if (a.len == 5 && memcmp(a.ptr, "llama", 5) == 0) {
+        p->rope_layout = TB_ROPE_INTERLEAVED;
+    } else if (a.len == 5 && memcmp(a.ptr, "qwen2", 5) == 0) {
+        p->rope_layout = TB_ROPE_NEOX;
+        p->qkv_bias = true;
+    } else {
+        return s_fail(err, err_len, "metadata 'general.architecture' '%.*s' is not supported "
+                      "(llama, qwen2)", (int)(a.len > 32 ? 32 : a.len), a.ptr);
+    }
+    memcpy(p->arch, a.ptr, a.len);
+    p->arch[a.len] = '\0';
+    if ((rc = s_params(g, p->arch, p, err, err_len)) != 0 ||
+        (rc = s_tokenizer(g, path, p, err, err_len)) != 0 ||
+        (rc = tb_model_alloc_layers(m, err, err_len)) != 0) {
+        return rc;
+    }
+    bool has_output = false;
+    for (size_t i = 0; i < tb_gguf_tensor_count(g); i++) {
+        struct tb_gguf_tensor t;
+        tb_gguf_tensor_at(g, i, &t);
+        char name[128];
+        snprintf(name, sizeof name, "%.*s", (int)(t.name.len > 120 ? 120 : t.name.len),
+                 t.name.ptr);
+        struct tb_slot slot;
+        if (t.name.len > 120 || !s_map_name(name, p->n_layers, &slot)) {
+            return s_fail(err, err_len, "tensor '%s' is not part of a supported %s model with "
+                          "%u layers", name, p->arch, p->n_layers);
+        }
+        tb_dtype_t dt;
+        switch (t.ggml_type) {
+        case 0:
+            dt = TB_DTYPE_F32;
+            break;
+        case 1:
+            dt = TB_DTYPE_F16;
+            break;
+        case 30:
+            dt = TB_DTYPE_BF16;
+            break;
+        case 8:
+            dt = TB_DTYPE_Q8_0;
+            break;
+        case 2:
+            dt = TB_DTYPE_Q4_0;
+            break;
+        default:
+            return s_fail(err, err_len, "tensor '%s': ggml type %u (%s) is not supported (F32, "
+                          "F16, BF16, Q8_0, Q4_0)", name, t.ggml_type,
+                          s_ggml_type_name(t.ggml_type));
+        }
+        if (t.n_dims < 1 || t.n_dims > 2) {
+            return s_fail(err, err_len, "tensor '%s': %u dimensions (expected 1 or 2)", name,
+                          t.n_dims);
+        }
+        uint64_t dims[2] = {t.n_dims == 2 ? t.dims[1] : t.dims[0], t.dims[0]};
+        if (slot.global == TB_TENSOR_OUTPUT && !slot.is_layer) {
+            has_output = true;
+        }
+        rc = tb_model_place(m, &slot, name, dt, t.n_dims, dims, t.data, t.size, err, err_len);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    p->tied_embeddings = !has_output;
+    if (m->has_global[TB_TENSOR_ROPE_FREQS]) {
+        if (p->rope_scaling.type != TB_ROPE_SCALING_NONE) {
+            return s_fail(err, err_len, "tensor 'rope_freqs.weight' together with rope scaling "
+                          "type %s is not supported", tb_rope_scaling_name(p->rope_scaling.type));
+        }
+        p->rope_scaling.type = TB_ROPE_SCALING_FREQ_FACTORS;
+    }
+    uint32_t vocab = 0;
+    int vrc = s_u32(g, p->arch, "vocab_size", false, 1, 1 << 22, &vocab, err, err_len);
+    if (vrc < 0) {
+        return vrc;
+    }
+    tb_gguf_type_t et;
+    uint64_t n_tok = 0;
+    if (vrc == 1 && tb_gguf_get_array(g, "tokenizer.ggml.tokens", &et, &n_tok) && n_tok > 0 &&
+        n_tok <= (1u << 22)) {
+        vocab = (uint32_t)n_tok;
+        vrc = 0;
+    }
+    if (vrc == 1 && m->has_global[TB_TENSOR_TOK_EMBD]) {
+        uint64_t rows = m->globals[TB_TENSOR_TOK_EMBD].rows;
+        vocab = rows <= (1u << 22) ? (uint32_t)rows : 0;
+    }
+    p->vocab = vocab;
+    return 0;
+}

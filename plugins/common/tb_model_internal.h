@@ -1,0 +1,60 @@
+/*
+ * tb_model_internal.h - what the model loaders (tb_model.c, tb_model_hf.c, tb_model_gguf.c)
+ * share: the model struct and the helpers that place and check tensors.  Not a public header.
+ */
+#ifndef TB_MODEL_INTERNAL_H
+#define TB_MODEL_INTERNAL_H
+
+#include "tb_gguf.h"
+#include "tb_model.h"
+#include "tb_safetensors.h"
+
+#define TB_MODEL_MAX_SHARDS 256
+
+struct tb_model {
+    struct tb_model_params params;
+    struct tb_tensor globals[TB_TENSOR_GLOBAL_COUNT];
+    bool has_global[TB_TENSOR_GLOBAL_COUNT];
+    struct tb_tensor *layers; /* n_layers * TB_LAYER_TENSOR_COUNT */
+    bool *has_layer;
+    const struct tb_tensor **list; /* present tensors, in tb_model_tensor_at order */
+    size_t n_list;
+    tb_safetensors_t *shards[TB_MODEL_MAX_SHARDS];
+    size_t n_shards;
+    tb_gguf_t *gguf;
+    void **copies; /* aligned copies of misaligned tensors */
+    size_t n_copies;
+    uint64_t copied_bytes;
+    uint64_t weight_bytes;
+};
+
+/* Where a file tensor goes: a global id, or a layer and kind. */
+struct tb_slot {
+    bool is_layer;
+    tb_tensor_id_t global;
+    uint32_t layer;
+    tb_layer_tensor_t kind;
+};
+
+/* Allocates the per-layer arrays once params.n_layers is known. */
+int tb_model_alloc_layers(tb_model_t *m, char *err, size_t err_len);
+
+/* Places one tensor read from a file into `slot`: checks the dtype-implied size against
+ * `size`, refuses duplicates, copies misaligned data.  `dims` are rows-first (rows, cols) for
+ * n_dims 2 or (len) for n_dims 1.  `source` is the file's name for messages. */
+int tb_model_place(tb_model_t *m, const struct tb_slot *slot, const char *source,
+                   tb_dtype_t dtype, uint32_t n_dims, const uint64_t *dims, const void *data,
+                   uint64_t size, char *err, size_t err_len);
+
+/* After all tensors are placed: resolves tied embeddings, checks completeness and every shape
+ * against the params, sets params.dtype and builds the tensor list. */
+int tb_model_finish(tb_model_t *m, char *err, size_t err_len);
+
+/* Loaders: fill m->params and place every tensor; tb_model_open calls finish afterwards. */
+int tb_model_load_hf(tb_model_t *m, const char *dir, char *err, size_t err_len);
+int tb_model_load_gguf(tb_model_t *m, const char *path, char *err, size_t err_len);
+
+/* Canonical names. */
+void tb_model_slot_name(const struct tb_slot *slot, char *buf, size_t n);
+
+#endif /* TB_MODEL_INTERNAL_H */

@@ -1,0 +1,343 @@
+/* Unit tests for tb_hf_config: config.json, generation_config.json, tokenizer_config.json. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "tb_errors.h"
+#include "tb_hf_config.h"
+
+#define LLAMA_BASE                                                                             \
+    "\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\","                       \
+    "\"hidden_size\":128,\"intermediate_size\":384,\"num_hidden_layers\":2,"                   \
+    "\"num_attention_heads\":8,\"vocab_size\":2048"
+
+static int s_cfg(const char *json, struct tb_model_params *p, char *err, size_t n)
+{
+    tb_model_params_init(p);
+    return tb_hf_config_parse(json, strlen(json), p, err, n);
+}
+
+static void test_tinystories_like(void **state)
+{
+    (void)state;
+    const char *j = "{" LLAMA_BASE ",\"num_key_value_heads\":4,\"max_position_embeddings\":512,"
+                    "\"rms_norm_eps\":1e-06,\"rope_theta\":10000.0,\"rope_scaling\":null,"
+                    "\"tie_word_embeddings\":true,\"bos_token_id\":1,\"eos_token_id\":2,"
+                    "\"hidden_act\":\"silu\",\"attention_bias\":false,\"mlp_bias\":false,"
+                    "\"torch_dtype\":\"float32\",\"initializer_range\":0.02}";
+    struct tb_model_params p;
+    char err[256] = "";
+    assert_int_equal(s_cfg(j, &p, err, sizeof err), 0);
+    assert_string_equal(p.arch, "llama");
+    assert_int_equal(p.format, TB_MODEL_FORMAT_HF);
+    assert_int_equal(p.n_layers, 2);
+    assert_int_equal(p.hidden, 128);
+    assert_int_equal(p.intermediate, 384);
+    assert_int_equal(p.n_heads, 8);
+    assert_int_equal(p.n_kv_heads, 4);
+    assert_int_equal(p.head_dim, 16);
+    assert_int_equal(p.vocab, 2048);
+    assert_int_equal(p.max_context, 512);
+    assert_true(p.rms_eps == 1e-6);
+    assert_true(p.rope_theta == 10000.0);
+    assert_int_equal(p.rope_scaling.type, TB_ROPE_SCALING_NONE);
+    assert_int_equal(p.rope_layout, TB_ROPE_NEOX);
+    assert_true(p.tied_embeddings);
+    assert_false(p.qkv_bias);
+    assert_int_equal(p.bos_id, 1);
+    assert_int_equal(p.eos_id, 2);
+    assert_int_equal(p.n_eos_ids, 1);
+    assert_int_equal(p.eos_ids[0], 2);
+    assert_int_equal(p.pad_id, -1);
+    tb_model_params_release(&p);
+}
+
+static void test_defaults_and_variants(void **state)
+{
+    (void)state;
+    struct tb_model_params p;
+    char err[256] = "";
+    /* minimal: kv heads default to heads, defaults for theta/eps/context, untied */
+    assert_int_equal(s_cfg("{" LLAMA_BASE "}", &p, err, sizeof err), 0);
+    assert_int_equal(p.n_kv_heads, 8);
+    assert_int_equal(p.max_context, 2048);
+    assert_true(p.rope_theta == 10000.0);
+    assert_false(p.tied_embeddings);
+    assert_int_equal(p.eos_id, -1);
+    /* explicit head_dim different from hidden / heads */
+    assert_int_equal(s_cfg("{" LLAMA_BASE ",\"head_dim\":32}", &p, err, sizeof err), 0);
+    assert_int_equal(p.head_dim, 32);
+    /* qwen2: qkv bias; mistral: sliding window recorded */
+    assert_int_equal(s_cfg("{\"model_type\":\"qwen2\",\"hidden_size\":64,\"intermediate_size\":"
+                           "128,\"num_hidden_layers\":1,\"num_attention_heads\":4,\"vocab_size\""
+                           ":300,\"sliding_window\":4096,\"use_sliding_window\":false}",
+                           &p, err, sizeof err),
+                     0);
+    assert_string_equal(p.arch, "qwen2");
+    assert_true(p.qkv_bias);
+    assert_int_equal(p.sliding_window, 0);
+    assert_int_equal(s_cfg("{\"architectures\":[\"MistralForCausalLM\"],\"hidden_size\":64,"
+                           "\"intermediate_size\":128,\"num_hidden_layers\":1,"
+                           "\"num_attention_heads\":4,\"vocab_size\":300,"
+                           "\"sliding_window\":4096,\"eos_token_id\":[5,6,5]}",
+                           &p, err, sizeof err),
+                     0);
+    assert_string_equal(p.arch, "mistral");
+    assert_int_equal(p.sliding_window, 4096);
+    assert_int_equal(p.eos_id, 5);
+    assert_int_equal(p.n_eos_ids, 2);
+    /* integral reals are accepted for integers */
+    assert_int_equal(s_cfg("{" LLAMA_BASE ",\"max_position_embeddings\":4096.0}", &p, err,
+                           sizeof err),
+                     0);
+    assert_int_equal(p.max_context, 4096);
+}
+
+static void test_rope_scaling(void **state)
+{
+    (void)state;
+    struct tb_model_params p;
+    char err[256] = "";
+    assert_int_equal(
+        s_cfg("{" LLAMA_BASE ",\"rope_theta\":500000.0,\"rope_scaling\":{\"factor\":8.0,"
+              "\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,"
+              "\"original_max_position_embeddings\":8192,\"rope_type\":\"llama3\"}}",
+              &p, err, sizeof err),
+        0);
+    assert_int_equal(p.rope_scaling.type, TB_ROPE_SCALING_LLAMA3);
+    assert_true(p.rope_scaling.factor == 8.0);
+    assert_true(p.rope_scaling.low_freq_factor == 1.0);
+    assert_true(p.rope_scaling.high_freq_factor == 4.0);
+    assert_int_equal(p.rope_scaling.original_max_positions, 8192);
+    assert_true(p.rope_theta == 500000.0);
+    assert_int_equal(s_cfg("{" LLAMA_BASE ",\"rope_scaling\":{\"type\":\"linear\",\"factor\":2}}",
+                           &p, err, sizeof err),
+                     0);
+    assert_int_equal(p.rope_scaling.type, TB_ROPE_SCALING_LINEAR);
+    assert_true(p.rope_scaling.factor == 2.0);
+    assert_int_equal(s_cfg("{" LLAMA_BASE ",\"rope_parameters\":{\"rope_type\":\"default\","
+                           "\"rope_theta\":1000.0}}",
+                           &p, err, sizeof err),
+                     0);
+    assert_true(p.rope_theta == 1000.0);
+    assert_int_equal(p.rope_scaling.type, TB_ROPE_SCALING_NONE);
+}
+
+struct bad {
+    const char *json;
+    const char *expect;
+};
+
+static void test_refusals_name_key_and_value(void **state)
+{
+    (void)state;
+    const struct bad cases[] = {
+        {"[]", "not a JSON object"},
+        {"{", "invalid JSON"},
+        {"{\"model_type\":\"gpt2\"}", "model_type \"gpt2\": is not supported"},
+        {"{\"architectures\":[\"GPT2LMHeadModel\"]}", "architectures[0] \"GPT2LMHeadModel\""},
+        {"{\"hidden_size\":4}", "neither model_type nor architectures"},
+        {"{\"model_type\":\"llama\",\"hidden_size\":128}", "required key 'num_hidden_layers'"},
+        {"{" LLAMA_BASE ",\"hidden_act\":\"gelu\"}", "hidden_act \"gelu\": is not supported"},
+        {"{" LLAMA_BASE ",\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4}}",
+         "rope_scaling.rope_type \"yarn\": is not supported"},
+        {"{" LLAMA_BASE ",\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8}}",
+         "needs 'low_freq_factor'"},
+        {"{" LLAMA_BASE ",\"rope_scaling\":{\"rope_type\":\"linear\"}}", "needs 'factor'"},
+        {"{" LLAMA_BASE ",\"rope_scaling\":{\"factor\":2}}", "has no rope_type"},
+        {"{" LLAMA_BASE ",\"rope_scaling\":[1]}", "rope_scaling [1]: is not an object"},
+        {"{" LLAMA_BASE ",\"attention_bias\":true}", "attention_bias true"},
+        {"{" LLAMA_BASE ",\"mlp_bias\":true}", "mlp_bias true"},
+        {"{" LLAMA_BASE ",\"num_key_value_heads\":3}", "not a multiple of num_key_value_heads 3"},
+        {"{\"model_type\":\"llama\",\"num_hidden_layers\":1,\"hidden_size\":\"128\"}",
+         "hidden_size \"128\": is not an integer"},
+        {"{\"model_type\":\"llama\",\"hidden_size\":-1,\"intermediate_size\":1,"
+         "\"num_hidden_layers\":1,\"num_attention_heads\":1,\"vocab_size\":1}",
+         "hidden_size -1: is out of range"},
+        {"{\"model_type\":\"llama\",\"num_hidden_layers\":100000}", "num_hidden_layers 100000"},
+        {"{" LLAMA_BASE ",\"rms_norm_eps\":\"x\"}", "rms_norm_eps \"x\": is not a number"},
+        {"{" LLAMA_BASE ",\"tie_word_embeddings\":1}", "tie_word_embeddings 1: is not true"},
+        {"{" LLAMA_BASE ",\"eos_token_id\":[1,\"x\"]}", "eos_token_id [1,\"x\"]"},
+        {"{" LLAMA_BASE ",\"bos_token_id\":[1]}", "bos_token_id [1]: is not an integer"},
+        {"{" LLAMA_BASE ",\"partial_rotary_factor\":0.5}", "partial_rotary_factor 0.5"},
+        {"{" LLAMA_BASE ",\"head_dim\":7}", "head_dim 7"},
+        {"{" LLAMA_BASE ",\"text_config\":{}}", "text_config"},
+        {"{\"model_type\":\"llama\",\"hidden_size\":100,\"intermediate_size\":1,"
+         "\"num_hidden_layers\":1,\"num_attention_heads\":7,\"vocab_size\":1}",
+         "hidden_size 100 is not a multiple"},
+        {"{" LLAMA_BASE ",\"model_type\":\"llama\"}", "duplicate"},
+        {NULL, NULL},
+    };
+    for (size_t i = 0; cases[i].json; i++) {
+        struct tb_model_params p;
+        char err[256] = "";
+        int rc = s_cfg(cases[i].json, &p, err, sizeof err);
+        if (rc != TB_EMODEL || !strstr(err, cases[i].expect) ||
+            strncmp(err, "config.json: ", 13) != 0) {
+            fail_msg("case %zu: rc %d, message '%s', expected '%s'", i, rc, err,
+                     cases[i].expect);
+        }
+        tb_model_params_release(&p);
+    }
+}
+
+static void test_generation_config(void **state)
+{
+    (void)state;
+    struct tb_model_params p;
+    char err[256] = "";
+    tb_model_params_init(&p);
+    p.eos_id = 2;
+    p.eos_ids[p.n_eos_ids++] = 2;
+    const char *j = "{\"bos_token_id\":1,\"eos_token_id\":[2,7,9],\"temperature\":0.6,"
+                    "\"top_p\":0.9,\"top_k\":40,\"do_sample\":true,\"max_new_tokens\":100,"
+                    "\"repetition_penalty\":1.1,\"max_length\":4096,\"pad_token_id\":0}";
+    assert_int_equal(tb_hf_generation_config_parse(j, strlen(j), &p, err, sizeof err), 0);
+    assert_true(p.gen.temperature == 0.6);
+    assert_true(p.gen.top_p == 0.9);
+    assert_int_equal(p.gen.top_k, 40);
+    assert_int_equal(p.gen.do_sample, 1);
+    assert_int_equal(p.gen.max_new_tokens, 100);
+    assert_int_equal(p.gen.max_length, 4096);
+    assert_true(p.gen.repetition_penalty == 1.1);
+    assert_int_equal(p.eos_id, 2);
+    assert_int_equal(p.n_eos_ids, 3);
+    assert_int_equal(p.eos_ids[1], 7);
+    assert_int_equal(p.eos_ids[2], 9);
+    assert_int_equal(p.bos_id, 1);
+    assert_int_equal(p.pad_id, 0);
+    const char *bad[][2] = {
+        {"{\"top_p\":1.5}", "generation_config.json: top_p 1.5: is out of range"},
+        {"{\"temperature\":-1}", "temperature -1"},
+        {"{\"top_k\":\"x\"}", "top_k \"x\""},
+        {"{\"do_sample\":\"yes\"}", "do_sample \"yes\""},
+        {"{\"eos_token_id\":[1,2,3,4,5,6,7,8,9,10]}", "too many"},
+        {"7", "invalid JSON"},
+        {"[1]", "not a JSON object"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rc = tb_hf_generation_config_parse(bad[i][0], strlen(bad[i][0]), &p, err,
+                                               sizeof err);
+        if (rc != TB_EMODEL || !strstr(err, bad[i][1])) {
+            fail_msg("case %zu: rc %d, message '%s'", i, rc, err);
+        }
+    }
+    tb_model_params_release(&p);
+}
+
+static void test_tokenizer_config(void **state)
+{
+    (void)state;
+    struct tb_model_params p;
+    char err[256] = "";
+    tb_model_params_init(&p);
+    const char *j = "{\"add_bos_token\":true,\"add_eos_token\":false,"
+                    "\"model_max_length\":1000000000000000019884624838656,"
+                    "\"bos_token\":{\"content\":\"<s>\"},\"eos_token\":\"</s>\","
+                    "\"pad_token\":null,\"unk_token\":\"<unk>\","
+                    "\"added_tokens_decoder\":{\"0\":{\"content\":\"<unk>\"},"
+                    "\"1\":{\"content\":\"<s>\"},\"2\":{\"content\":\"</s>\"}},"
+                    "\"chat_template\":\"{{ messages }}\"}";
+    assert_int_equal(tb_hf_tokenizer_config_parse(j, strlen(j), &p, err, sizeof err), 0);
+    assert_int_equal(p.add_bos, 1);
+    assert_int_equal(p.add_eos, 0);
+    assert_int_equal(p.bos_id, 1);
+    assert_int_equal(p.eos_id, 2);
+    assert_int_equal(p.n_eos_ids, 1);
+    assert_int_equal(p.unk_id, 0);
+    assert_int_equal(p.pad_id, -1);
+    assert_string_equal(p.chat_template, "{{ messages }}");
+    /* a list of named templates: "default" wins over the first */
+    const char *l = "{\"chat_template\":[{\"name\":\"tool_use\",\"template\":\"T\"},"
+                    "{\"name\":\"default\",\"template\":\"D\"}]}";
+    assert_int_equal(tb_hf_tokenizer_config_parse(l, strlen(l), &p, err, sizeof err), 0);
+    assert_string_equal(p.chat_template, "D");
+    const char *bad = "{\"chat_template\":[{\"name\":1}]}";
+    assert_int_equal(tb_hf_tokenizer_config_parse(bad, strlen(bad), &p, err, sizeof err),
+                     TB_EMODEL);
+    assert_non_null(strstr(err, "chat_template"));
+    const char *bad2 = "{\"add_bos_token\":\"yes\"}";
+    assert_int_equal(tb_hf_tokenizer_config_parse(bad2, strlen(bad2), &p, err, sizeof err),
+                     TB_EMODEL);
+    assert_non_null(strstr(err, "tokenizer_config.json: add_bos_token \"yes\""));
+    tb_model_params_release(&p);
+    assert_null(p.chat_template);
+}
+
+static void s_write(const char *dir, const char *name, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void s_rm(const char *dir, const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    unlink(path);
+}
+
+static void test_load_folder(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/tb_hfcfg_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct tb_model_params p;
+    char err[512] = "";
+    tb_model_params_init(&p);
+    assert_int_equal(tb_hf_config_load_folder(dir, &p, err, sizeof err), TB_EMODEL);
+    assert_non_null(strstr(err, "config.json': no such file"));
+    s_write(dir, "config.json", "{" LLAMA_BASE ",\"eos_token_id\":2}");
+    s_write(dir, "generation_config.json", "{\"eos_token_id\":[2,3]}");
+    s_write(dir, "chat_template.jinja", "{% for m in messages %}{{ m.content }}{% endfor %}");
+    s_write(dir, "tokenizer.json", "{}");
+    assert_int_equal(tb_hf_config_load_folder(dir, &p, err, sizeof err), 0);
+    assert_int_equal(p.n_eos_ids, 2);
+    assert_string_equal(p.chat_template, "{% for m in messages %}{{ m.content }}{% endfor %}");
+    assert_int_equal(p.tokenizer_source, TB_TOKENIZER_HF_JSON);
+    assert_non_null(strstr(p.tokenizer_path, "/tokenizer.json"));
+    tb_model_params_release(&p);
+    /* tokenizer_config's template wins over chat_template.jinja */
+    tb_model_params_init(&p);
+    s_write(dir, "tokenizer_config.json", "{\"chat_template\":\"TC\"}");
+    assert_int_equal(tb_hf_config_load_folder(dir, &p, err, sizeof err), 0);
+    assert_string_equal(p.chat_template, "TC");
+    tb_model_params_release(&p);
+    /* a bad generation config names its file */
+    tb_model_params_init(&p);
+    s_write(dir, "generation_config.json", "{\"top_k\":-3}");
+    assert_int_equal(tb_hf_config_load_folder(dir, &p, err, sizeof err), TB_EMODEL);
+    assert_non_null(strstr(err, "generation_config.json: top_k -3"));
+    tb_model_params_release(&p);
+    s_rm(dir, "config.json");
+    s_rm(dir, "generation_config.json");
+    s_rm(dir, "tokenizer_config.json");
+    s_rm(dir, "chat_template.jinja");
+    s_rm(dir, "tokenizer.json");
+    rmdir(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tinystories_like),
+        cmocka_unit_test(test_defaults_and_variants),
+        cmocka_unit_test(test_rope_scaling),
+        cmocka_unit_test(test_refusals_name_key_and_value),
+        cmocka_unit_test(test_generation_config),
+        cmocka_unit_test(test_tokenizer_config),
+        cmocka_unit_test(test_load_folder),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,526 @@
+/* Unit tests for tb_model over GGUF files built here byte by byte: llama and qwen2 metadata,
+ * F32/Q8_0/Q4_0 tensors, tied output, rope_freqs, and refusals naming the key and value. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "tb_errors.h"
+#include "tb_model.h"
+
+/* ---- a minimal GGUF v3 writer ---------------------------------------------------------- */
+
+struct buf {
+    uint8_t *p;
+    size_t n;
+    size_t cap;
+};
+
+static void b_put(struct buf *b, const void *d, size_t n)
+{
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2 + 256;
+        b->p = realloc(b->p, b->cap);
+        assert_non_null(b->p);
+    }
+    memcpy(b->p + b->n, d, n);
+    b->n += n;
+}
+
+static void b_u32(struct buf *b, uint32_t v)
+{
+    b_put(b, &v, 4);
+}
+
+static void b_u64(struct buf *b, uint64_t v)
+{
+    b_put(b, &v, 8);
+}
+
+static void b_str(struct buf *b, const char *s)
+{
+    b_u64(b, strlen(s));
+    b_put(b, s, strlen(s));
+}
+
+struct kvs {
+    struct buf b;
+    uint64_t n;
+};
+
+static void kv_u32(struct kvs *k, const char *key, uint32_t v)
+{
+    b_str(&k->b, key);
+    b_u32(&k->b, 4);
+    b_u32(&k->b, v);
+    k->n++;
+}
+
+static void kv_f32(struct kvs *k, const char *key, float v)
+{
+    b_str(&k->b, key);
+    b_u32(&k->b, 6);
+    b_put(&k->b, &v, 4);
+    k->n++;
+}
+
+static void kv_bool(struct kvs *k, const char *key, bool v)
+{
+    uint8_t x = v;
+    b_str(&k->b, key);
+    b_u32(&k->b, 7);
+    b_put(&k->b, &x, 1);
+    k->n++;
+}
+
+static void kv_str(struct kvs *k, const char *key, const char *v)
+{
+    b_str(&k->b, key);
+    b_u32(&k->b, 8);
+    b_str(&k->b, v);
+    k->n++;
+}
+
+static void kv_tokens(struct kvs *k, uint32_t n)
+{
+    b_str(&k->b, "tokenizer.ggml.tokens");
+    b_u32(&k->b, 9);
+    b_u32(&k->b, 8);
+    b_u64(&k->b, n);
+    for (uint32_t i = 0; i < n; i++) {
+        char t[16];
+        snprintf(t, sizeof t, "t%u", i);
+        b_str(&k->b, t);
+    }
+    k->n++;
+}
+
+struct gt {
+    char name[64];
+    uint32_t type;
+    uint32_t n_dims;
+    uint64_t dims[2]; /* GGUF order: dims[0] = row length */
+};
+
+struct model {
+    char path[64];
+    struct kvs kv;
+    struct gt t[64];
+    int n;
+};
+
+static uint64_t s_tsize(const struct gt *t)
+{
+    uint64_t n = t->dims[0] * (t->n_dims == 2 ? t->dims[1] : 1);
+    switch (t->type) {
+    case 0:
+        return n * 4;
+    case 1:
+    case 30:
+        return n * 2;
+    case 8:
+        return n / 32 * 34;
+    case 2:
+        return n / 32 * 18;
+    case 12: /* Q4_K: 256-element blocks of 144 bytes */
+        return n / 256 * 144;
+    default:
+        return n;
+    }
+}
+
+static void s_tensor(struct model *m, const char *name, uint32_t type, uint32_t n_dims,
+                     uint64_t rows, uint64_t cols)
+{
+    struct gt *t = &m->t[m->n++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->type = type;
+    t->n_dims = n_dims;
+    t->dims[0] = cols;
+    t->dims[1] = rows;
+}
+
+/* Writes the file; tensor data: F32 element j of tensor i = i + j/1000, f16 scales 1.0. */
+static void s_write(struct model *m)
+{
+    struct buf b = {0};
+    b_u32(&b, 0x46554747u);
+    b_u32(&b, 3);
+    b_u64(&b, (uint64_t)m->n);
+    b_u64(&b, m->kv.n);
+    b_put(&b, m->kv.b.p, m->kv.b.n);
+    uint64_t off = 0;
+    for (int i = 0; i < m->n; i++) {
+        b_str(&b, m->t[i].name);
+        b_u32(&b, m->t[i].n_dims);
+        for (uint32_t d = 0; d < m->t[i].n_dims; d++) {
+            b_u64(&b, m->t[i].dims[d]);
+        }
+        b_u32(&b, m->t[i].type);
+        b_u64(&b, off);
+        off += (s_tsize(&m->t[i]) + 31) / 32 * 32;
+    }
+    while (b.n % 32) {
+        uint8_t z = 0;
+        b_put(&b, &z, 1);
+    }
+    for (int i = 0; i < m->n; i++) {
+        uint64_t size = s_tsize(&m->t[i]);
+        size_t start = b.n;
+        if (m->t[i].type == 0) {
+            for (uint64_t j = 0; j < size / 4; j++) {
+                float v = (float)i + (float)j / 1000.0f;
+                b_put(&b, &v, 4);
+            }
+        } else {
+            for (uint64_t j = 0; j < size; j++) {
+                uint8_t v = (uint8_t)(j * 7 + (uint64_t)i);
+                b_put(&b, &v, 1);
+            }
+            if (m->t[i].type == 8 || m->t[i].type == 2) { /* scales of 1.0 */
+                size_t bs = m->t[i].type == 8 ? 34 : 18;
+                for (size_t k = start; k < b.n; k += bs) {
+                    b.p[k] = 0x00;
+                    b.p[k + 1] = 0x3c;
+                }
+            }
+        }
+        while (b.n % 32) {
+            uint8_t z = 0;
+            b_put(&b, &z, 1);
+        }
+    }
+    FILE *f = fopen(m->path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(b.p, 1, b.n, f), b.n);
+    fclose(f);
+    free(b.p);
+}
+
+/* hidden 64, 2 heads of 32, 1 kv head, intermediate 96, vocab 20, 2 layers. */
+static void s_llama(struct model *m, const char *arch, uint32_t wtype, bool tied, bool tokens)
+{
+    char k[96];
+    m->kv.b.n = 0;
+    m->kv.n = 0;
+    m->n = 0;
+    kv_str(&m->kv, "general.architecture", arch);
+#define KEY(s) (snprintf(k, sizeof k, "%s.%s", arch, s), k)
+    kv_u32(&m->kv, KEY("block_count"), 2);
+    kv_u32(&m->kv, KEY("context_length"), 256);
+    kv_u32(&m->kv, KEY("embedding_length"), 64);
+    kv_u32(&m->kv, KEY("feed_forward_length"), 96);
+    kv_u32(&m->kv, KEY("attention.head_count"), 2);
+    kv_u32(&m->kv, KEY("attention.head_count_kv"), 1);
+    kv_f32(&m->kv, KEY("attention.layer_norm_rms_epsilon"), 1e-5f);
+    kv_f32(&m->kv, KEY("rope.freq_base"), 10000.0f);
+    kv_u32(&m->kv, KEY("rope.dimension_count"), 32);
+#undef KEY
+    if (tokens) {
+        kv_str(&m->kv, "tokenizer.ggml.model", "llama");
+        kv_tokens(&m->kv, 20);
+        kv_u32(&m->kv, "tokenizer.ggml.bos_token_id", 1);
+        kv_u32(&m->kv, "tokenizer.ggml.eos_token_id", 2);
+        kv_u32(&m->kv, "tokenizer.ggml.eot_token_id", 7);
+        kv_bool(&m->kv, "tokenizer.ggml.add_bos_token", true);
+        kv_str(&m->kv, "tokenizer.chat_template", "{{ x }}");
+    }
+    s_tensor(m, "token_embd.weight", wtype, 2, 20, 64);
+    for (int l = 0; l < 2; l++) {
+        char n[64];
+#define T(s, ty, nd, r, c) (snprintf(n, sizeof n, "blk.%d.%s", l, s), s_tensor(m, n, ty, nd, r, c))
+        T("attn_norm.weight", 0, 1, 1, 64);
+        T("attn_q.weight", wtype, 2, 64, 64);
+        T("attn_k.weight", wtype, 2, 32, 64);
+        T("attn_v.weight", wtype, 2, 32, 64);
+        if (strcmp(arch, "qwen2") == 0) {
+            T("attn_q.bias", 0, 1, 1, 64);
+            T("attn_k.bias", 0, 1, 1, 32);
+            T("attn_v.bias", 0, 1, 1, 32);
+        }
+        T("attn_output.weight", wtype, 2, 64, 64);
+        T("ffn_norm.weight", 0, 1, 1, 64);
+        T("ffn_gate.weight", wtype, 2, 96, 64);
+        T("ffn_up.weight", wtype, 2, 96, 64);
+        T("ffn_down.weight", wtype, 2, 64, 96);
+#undef T
+    }
+    s_tensor(m, "output_norm.weight", 0, 1, 1, 64);
+    if (!tied) {
+        s_tensor(m, "output.weight", wtype, 2, 20, 64);
+    }
+}
+
+static int s_setup(void **state)
+{
+    struct model *m = calloc(1, sizeof *m);
+    snprintf(m->path, sizeof m->path, "/tmp/tb_model_gguf_XXXXXX");
+    int fd = mkstemp(m->path);
+    assert_true(fd >= 0);
+    close(fd);
+    *state = m;
+    return 0;
+}
+
+static int s_teardown(void **state)
+{
+    struct model *m = *state;
+    unlink(m->path);
+    free(m->kv.b.p);
+    free(m);
+    return 0;
+}
+
+static void test_llama_f32(void **state)
+{
+    struct model *g = *state;
+    s_llama(g, "llama", 0, false, true);
+    s_write(g);
+    tb_model_t *m = NULL;
+    char err[512] = "";
+    assert_int_equal(tb_model_open(g->path, &m, err, sizeof err), 0);
+    const struct tb_model_params *p = tb_model_params(m);
+    assert_string_equal(p->arch, "llama");
+    assert_int_equal(p->format, TB_MODEL_FORMAT_GGUF);
+    assert_int_equal(p->rope_layout, TB_ROPE_INTERLEAVED);
+    assert_int_equal(p->n_layers, 2);
+    assert_int_equal(p->hidden, 64);
+    assert_int_equal(p->n_heads, 2);
+    assert_int_equal(p->n_kv_heads, 1);
+    assert_int_equal(p->head_dim, 32);
+    assert_int_equal(p->intermediate, 96);
+    assert_int_equal(p->vocab, 20); /* from the token list */
+    assert_int_equal(p->max_context, 256);
+    assert_true(p->rms_eps == (double)1e-5f);
+    assert_false(p->tied_embeddings);
+    assert_false(p->qkv_bias);
+    assert_int_equal(p->bos_id, 1);
+    assert_int_equal(p->eos_id, 2);
+    assert_int_equal(p->n_eos_ids, 2);
+    assert_int_equal(p->eos_ids[1], 7);
+    assert_int_equal(p->add_bos, 1);
+    assert_int_equal(p->add_eos, -1);
+    assert_string_equal(p->chat_template, "{{ x }}");
+    assert_int_equal(p->tokenizer_source, TB_TOKENIZER_GGUF);
+    assert_string_equal(p->tokenizer_path, g->path);
+    const struct tb_tensor *wd = tb_model_layer_tensor(m, 1, TB_LAYER_W_DOWN);
+    assert_int_equal(wd->rows, 64);
+    assert_int_equal(wd->cols, 96);
+    assert_string_equal(wd->source, "blk.1.ffn_down.weight");
+    assert_true(((const float *)wd->data)[3] == 18.0f + 3.0f / 1000.0f); /* tensor 18 */
+    assert_int_equal((uintptr_t)wd->data % 32, 0);
+    assert_int_equal(tb_model_copied_bytes(m), 0);
+    tb_model_close(&m);
+}
+
+static void test_quantized_tied(void **state)
+{
+    struct model *g = *state;
+    const uint32_t types[2] = {8, 2};
+    const tb_dtype_t want[2] = {TB_DTYPE_Q8_0, TB_DTYPE_Q4_0};
+    for (int i = 0; i < 2; i++) {
+        s_llama(g, "llama", types[i], true, false);
+        s_write(g);
+        tb_model_t *m = NULL;
+        char err[512] = "";
+        assert_int_equal(tb_model_open(g->path, &m, err, sizeof err), 0);
+        const struct tb_model_params *p = tb_model_params(m);
+        assert_true(p->tied_embeddings);
+        assert_int_equal(p->dtype, want[i]);
+        assert_int_equal(p->vocab, 20); /* from token_embd: no token list */
+        assert_int_equal(p->tokenizer_source, TB_TOKENIZER_NONE);
+        assert_null(p->chat_template);
+        const struct tb_tensor *e = tb_model_tensor(m, TB_TENSOR_TOK_EMBD);
+        assert_ptr_equal(e->data, tb_model_tensor(m, TB_TENSOR_OUTPUT)->data);
+        assert_int_equal(e->row_bytes, types[i] == 8 ? 68 : 36);
+        assert_int_equal(e->size, 20 * e->row_bytes);
+        assert_int_equal(tb_model_layer_tensor(m, 0, TB_LAYER_ATTN_NORM)->dtype, TB_DTYPE_F32);
+        float row[64];
+        assert_int_equal(tb_dtype_to_f32(e->dtype, e->data, row, 64), 0);
+        tb_model_close(&m);
+    }
+}
+
+static void test_qwen2(void **state)
+{
+    struct model *g = *state;
+    s_llama(g, "qwen2", 0, false, false);
+    s_write(g);
+    tb_model_t *m = NULL;
+    char err[512] = "";
+    assert_int_equal(tb_model_open(g->path, &m, err, sizeof err), 0);
+    assert_int_equal(tb_model_params(m)->rope_layout, TB_ROPE_NEOX);
+    assert_true(tb_model_params(m)->qkv_bias);
+    assert_int_equal(tb_model_layer_tensor(m, 1, TB_LAYER_BV)->cols, 32);
+    tb_model_close(&m);
+}
+
+static void test_rope_freqs(void **state)
+{
+    struct model *g = *state;
+    s_llama(g, "llama", 0, false, false);
+    s_tensor(g, "rope_freqs.weight", 0, 1, 1, 16);
+    s_write(g);
+    tb_model_t *m = NULL;
+    char err[512] = "";
+    assert_int_equal(tb_model_open(g->path, &m, err, sizeof err), 0);
+    assert_int_equal(tb_model_params(m)->rope_scaling.type, TB_ROPE_SCALING_FREQ_FACTORS);
+    const struct tb_tensor *f = tb_model_tensor(m, TB_TENSOR_ROPE_FREQS);
+    assert_non_null(f);
+    const float *fv = f->data;
+    double inv[16];
+    assert_int_equal(tb_model_rope_inv_freq(m, inv, 16), 0);
+    /* rope_freqs is tensor index g->n - 1: values (n-1) + j/1000 */
+    assert_true(inv[0] == 1.0 / (double)fv[0]);
+    double base3 = 1.0 / pow(10000.0, 6.0 / 32.0);
+    assert_true(fabs(inv[3] - base3 / (double)fv[3]) < 1e-15);
+    tb_model_close(&m);
+}
+
+struct bad {
+    void (*mutate)(struct model *g);
+    const char *expect;
+};
+
+static void m_arch(struct model *g)
+{
+    s_llama(g, "gpt2", 0, false, false);
+}
+
+static void m_q4k(struct model *g)
+{
+    s_llama(g, "llama", 0, false, false);
+    g->t[2].type = 12;
+    g->t[2].dims[0] = 256; /* a Q4_K-sized row so the GGUF reader accepts the file */
+}
+
+static void m_missing_key(struct model *g)
+{
+    s_llama(g, "llama", 0, false, false);
+    /* rename the key in place: "llama.block_count" -> "llama.block_cOunt" */
+    uint8_t *p = memmem(g->kv.b.p, g->kv.b.n, "block_count", 11);
+    p[7] = 'O';
+}
+
+static void m_yarn(struct model *g)
+{
+    s_llama(g, "llama", 0, false, false);
+    kv_str(&g->kv, "llama.rope.scaling.type", "yarn");
+}
+
+static void m_partial_rope(struct model *g)
+{
+    s_llama(g, "llama", 0, false, false);
+    uint8_t *p = memmem(g->kv.b.p, g->kv.b.n, "rope.dimension_count", 20);
+    p[20 + 4] = 16; /* the u32 value after the type */
+}
+
+static void m_quant_norm(struct model *g)
+{
+    s_llama(g, "llama", 0, false, false);
+    g->t[1].type = 8; /* blk.0.attn_norm.weight, 64 elements: two Q8_0 blocks */
+}
+
+static void m_unknown_tensor(struct model *g)
+{
+    s_llama(g, "llama", 0, false, false);
+    s_tensor(g, "blk.0.attn_output.bias", 0, 1, 1, 64);
+}
+
+static void m_bad_shape(struct model *g)
+{
+    s_llama(g, "llama", 0, false, false);
+    g->t[3].dims[1] = 64; /* blk.0.attn_k.weight: 64 rows instead of 32 */
+}
+
+static void m_missing_tensor(struct model *g)
+{
+    s_llama(g, "llama", 0, false, false);
+    g->t[9] = g->t[--g->n];
+}
+
+static void m_bad_freqs(struct model *g)
+{
+    s_llama(g, "llama", 0, false, false);
+    s_tensor(g, "rope_freqs.weight", 0, 1, 1, 8);
+}
+
+static void m_odd_rows(struct model *g)
+{
+    s_llama(g, "llama", 8, false, false);
+    /* Q8_0 rows of 48 elements are not whole blocks (the reader sees 3 blocks of the total) */
+    g->t[2].dims[0] = 48;
+    g->t[2].dims[1] = 64;
+}
+
+static void test_refusals(void **state)
+{
+    struct model *g = *state;
+    const struct bad cases[] = {
+        {m_arch, "metadata 'general.architecture' 'gpt2' is not supported"},
+        {m_q4k, "tensor 'blk.0.attn_q.weight': ggml type 12 (Q4_K) is not supported"},
+        {m_missing_key, "metadata 'llama.block_count' is missing"},
+        {m_yarn, "metadata 'llama.rope.scaling.type' 'yarn' is not supported"},
+        {m_partial_rope, "partial rotary embedding is not supported"},
+        {m_quant_norm, "dtype q8_0 is not supported for a vector"},
+        {m_unknown_tensor, "tensor 'blk.0.attn_output.bias' is not part"},
+        {m_bad_shape, "tensor 'layers.0.wk' (blk.0.attn_k.weight) has shape [64, 64]"},
+        {m_missing_tensor, "is missing"},
+        {m_bad_freqs, "tensor 'rope_freqs' (rope_freqs.weight) has shape [8]"},
+        {m_odd_rows, "row length 48 is not a multiple"},
+        {NULL, NULL},
+    };
+    for (size_t i = 0; cases[i].mutate; i++) {
+        cases[i].mutate(g);
+        s_write(g);
+        tb_model_t *m = NULL;
+        char err[512] = "";
+        int rc = tb_model_open(g->path, &m, err, sizeof err);
+        if (rc != TB_EMODEL || !strstr(err, cases[i].expect) || m) {
+            fail_msg("case %zu: rc %d, message '%s', expected '%s'", i, rc, err,
+                     cases[i].expect);
+        }
+    }
+}
+
+static void test_truncated_file(void **state)
+{
+    struct model *g = *state;
+    s_llama(g, "llama", 8, false, true);
+    s_write(g);
+    FILE *f = fopen(g->path, "rb");
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fclose(f);
+    /* a sample of truncation points over header, metadata, index and data */
+    for (long n = 0; n < len; n += (n < 2048 ? 7 : 997)) {
+        assert_int_equal(truncate(g->path, n), 0);
+        tb_model_t *m = NULL;
+        char err[512] = "";
+        int rc = tb_model_open(g->path, &m, err, sizeof err);
+        assert_true(rc < 0);
+        assert_null(m);
+        assert_true(strlen(err) > 0);
+        s_write(g);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_llama_f32, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_quantized_tied, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_qwen2, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_rope_freqs, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_refusals, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_truncated_file, s_setup, s_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

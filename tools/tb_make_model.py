@@ -1,0 +1,353 @@
+#!/usr/bin/env python3
+"""Writes random-weight Llama-family test models, as Hugging Face folders or GGUF files, or
+converts an existing HF folder to GGUF.  Run with .venv/bin/python (numpy + the gguf package).
+
+  tb_make_model.py --preset 15m --format gguf --dtype q8_0 --out /tmp/m15.gguf
+  tb_make_model.py --layers 2 --hidden 64 --heads 4 --kv-heads 2 --intermediate 128 \\
+                   --vocab 2048 --format hf --dtype bf16 --out /tmp/tiny
+  tb_make_model.py --from ../shared/models/tinystories-656k --format gguf --dtype f16 --out x.gguf
+
+Weights are N(0, 0.02) (norms 1 + N(0, 0.05)), drawn per tensor from (seed, canonical name),
+so the same seed gives the same weights in every format.  GGUF files follow llama.cpp's
+conventions (llama.* keys, permuted Q/K rows, tokenizer.ggml.* metadata, 1-D tensors in F32,
+rope_freqs.weight for Llama-3 rope scaling) so llama.cpp can load them.  See docs/models.md.
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tb_modelio as mio  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.environ.get('TB_SHARED') or os.path.join(os.path.dirname(ROOT), 'shared')
+TINYSTORIES = os.path.join(SHARED, 'models', 'tinystories-656k')
+SPM_VOCAB = os.path.join(SHARED, 'tokenizer-vectors', 'ggml-vocab-llama-spm.gguf')
+
+PRESETS = {
+    # a few-layer model for unit and integration tests
+    'tiny': dict(n_layers=2, hidden=64, n_heads=4, n_kv_heads=2, intermediate=128, vocab=2048,
+                 context=512, tied=True),
+    # llama2.c's stories15M shape
+    '15m': dict(n_layers=6, hidden=288, n_heads=6, n_kv_heads=6, intermediate=768, vocab=32000,
+                context=2048, tied=True),
+    # llama2.c's stories110M shape
+    '110m': dict(n_layers=12, hidden=768, n_heads=12, n_kv_heads=12, intermediate=2048,
+                 vocab=32000, context=2048, tied=True),
+    # TinyLlama-1.1B's shape
+    '1b': dict(n_layers=22, hidden=2048, n_heads=32, n_kv_heads=4, intermediate=5632,
+               vocab=32000, context=2048, tied=False, rms_eps=1e-5),
+}
+
+# Our own minimal chat template for generated models (Zephyr-like turn markers).
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n"
+                 "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+
+GGUF_TYPES = {'f32': 'F32', 'f16': 'F16', 'bf16': 'BF16', 'q8_0': 'Q8_0', 'q4_0': 'Q4_0'}
+FILE_TYPES = {'f32': 0, 'f16': 1, 'q4_0': 2, 'q8_0': 7, 'bf16': 32}
+
+
+def parse_rope_scaling(s):
+    """none | linear:FACTOR | llama3:FACTOR,LOW,HIGH,ORIG"""
+    if not s or s == 'none':
+        return None
+    kind, _, rest = s.partition(':')
+    vals = [float(x) for x in rest.split(',')] if rest else []
+    if kind == 'linear' and len(vals) == 1:
+        return {'rope_type': 'linear', 'factor': vals[0]}
+    if kind == 'llama3' and len(vals) == 4:
+        return {'rope_type': 'llama3', 'factor': vals[0], 'low_freq_factor': vals[1],
+                'high_freq_factor': vals[2], 'original_max_position_embeddings': int(vals[3])}
+    raise SystemExit('tb_make_model: bad --rope-scaling %r (none, linear:F, '
+                     'llama3:F,LOW,HIGH,ORIG)' % s)
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenizers
+
+def vocab_for(spec):
+    """(tokens, scores, types, tokenizer.json dict or None to copy TinyStories' files)."""
+    if spec.vocab == 2048 and os.path.isdir(TINYSTORIES):
+        with open(os.path.join(TINYSTORIES, 'tokenizer.json')) as f:
+            tj = json.load(f)
+        t, s, ty = mio.spm_vocab_from_tokenizer_json(tj)
+        return t, s, ty, None
+    if not os.path.exists(SPM_VOCAB):
+        raise SystemExit('tb_make_model: %s is absent: it is needed to build a vocabulary of %d '
+                         'tokens' % (SPM_VOCAB, spec.vocab))
+    t, s, ty = mio.spm_vocab_resized(*mio.spm_vocab_from_gguf(SPM_VOCAB), spec.vocab)
+    return t, s, ty, mio.tokenizer_json_from_spm(t, s, ty, spec.bos_id, spec.eos_id, 0)
+
+
+def write_hf_tokenizer(spec, out):
+    tokens, _, _, tj = vocab_for(spec)
+    if tj is None:
+        for fn in ('tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'):
+            shutil.copyfile(os.path.join(TINYSTORIES, fn), os.path.join(out, fn))
+        return
+    with open(os.path.join(out, 'tokenizer.json'), 'w') as f:
+        json.dump(tj, f, ensure_ascii=False)
+    tc = {
+        'add_bos_token': True, 'add_eos_token': False, 'bos_token': tokens[spec.bos_id],
+        'eos_token': tokens[spec.eos_id], 'unk_token': tokens[0], 'pad_token': None,
+        'clean_up_tokenization_spaces': False, 'legacy': False,
+        'model_max_length': spec.context, 'tokenizer_class': 'LlamaTokenizer',
+        'chat_template': CHAT_TEMPLATE,
+        'added_tokens_decoder': {str(a['id']): {k: v for k, v in a.items() if k != 'id'}
+                                 for a in tj['added_tokens']},
+    }
+    with open(os.path.join(out, 'tokenizer_config.json'), 'w') as f:
+        json.dump(tc, f, indent=2, ensure_ascii=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# writers
+
+def hf_dtype(d):
+    m = {'f32': 'F32', 'f16': 'F16', 'bf16': 'BF16'}
+    if d not in m:
+        raise SystemExit('tb_make_model: an HF folder holds f32, f16 or bf16, not %s' % d)
+    return m[d]
+
+
+def write_hf(spec, produce, out, dtype, shard_mb=0, generation=None):
+    """`produce(canonical name, shape)` returns float32 weights."""
+    st = hf_dtype(dtype)
+    os.makedirs(out, exist_ok=True)
+    torch_dtype = {'F32': 'float32', 'F16': 'float16', 'BF16': 'bfloat16'}[st]
+    with open(os.path.join(out, 'config.json'), 'w') as f:
+        json.dump(spec.hf_config(torch_dtype), f, indent=2)
+    gen = {'bos_token_id': spec.bos_id, 'eos_token_id': spec.eos_id}
+    gen.update(generation or {})
+    with open(os.path.join(out, 'generation_config.json'), 'w') as f:
+        json.dump(gen, f, indent=2)
+    shapes = spec.tensor_shapes()
+    esize = {'F32': 4, 'F16': 2, 'BF16': 2}[st]
+    groups = [[]]
+    size = 0
+    for name, shape in shapes:
+        n = esize * int(np.prod(shape))
+        if shard_mb and groups[-1] and size + n > shard_mb << 20:
+            groups.append([])
+            size = 0
+        groups[-1].append((name, shape))
+        size += n
+    for fn in ('model.safetensors', 'model.safetensors.index.json'):
+        if os.path.exists(os.path.join(out, fn)):
+            os.remove(os.path.join(out, fn))
+    weight_map = {}
+    for gi, group in enumerate(groups):
+        fn = 'model.safetensors' if len(groups) == 1 else \
+            'model-%05d-of-%05d.safetensors' % (gi + 1, len(groups))
+        w = mio.SafetensorsWriter(os.path.join(out, fn), {'format': 'pt'})
+        by_hf = {}
+        for name, shape in group:
+            w.declare(mio.hf_name(name), st, shape)
+            by_hf[mio.hf_name(name)] = (name, shape)
+            weight_map[mio.hf_name(name)] = fn
+        w.write(lambda hn: mio.to_st_bytes(produce(*by_hf[hn]), st))
+    if len(groups) > 1:
+        total = sum(esize * int(np.prod(s)) for _, s in shapes)
+        with open(os.path.join(out, 'model.safetensors.index.json'), 'w') as f:
+            json.dump({'metadata': {'total_size': total}, 'weight_map': weight_map}, f, indent=2)
+    write_hf_tokenizer(spec, out)
+
+
+def gguf_tensor_bytes(a, dtype):
+    import gguf
+    if dtype == 'f32':
+        return np.ascontiguousarray(a, dtype=np.float32)
+    if dtype == 'f16':
+        return np.ascontiguousarray(a, dtype=np.float16)
+    if dtype == 'bf16':
+        return mio.f32_to_bf16_bits(a)
+    qt = getattr(gguf.GGMLQuantizationType, GGUF_TYPES[dtype])
+    return gguf.quants.quantize(np.ascontiguousarray(a, dtype=np.float32), qt)
+
+
+def write_gguf(spec, produce, out, dtype, name='turbine-test', tokenizer=None, chat_template=None,
+               add_bos=True, add_eos=False):
+    """`tokenizer` is (tokens, scores, types) or None to choose one from the vocab size."""
+    import gguf
+    if dtype not in GGUF_TYPES:
+        raise SystemExit('tb_make_model: unknown dtype %s' % dtype)
+    if dtype in ('q8_0', 'q4_0'):
+        for n in (spec.hidden, spec.intermediate, spec.n_heads * spec.head_dim):
+            if n % 32:
+                raise SystemExit('tb_make_model: %s needs row lengths that are multiples of 32 '
+                                 '(got %d)' % (dtype, n))
+    arch = spec.arch
+    rs = spec.rope_scaling
+    rtype = mio.rope_scaling_type(rs)
+    if rtype not in ('none', 'default', 'linear', 'llama3'):
+        raise SystemExit('tb_make_model: rope scaling %s is not supported' % rtype)
+    w = gguf.GGUFWriter(out, arch)
+    w.add_name(name)
+    w.add_file_type(FILE_TYPES[dtype])
+    if dtype in ('q8_0', 'q4_0'):
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    w.add_context_length(spec.context)
+    w.add_embedding_length(spec.hidden)
+    w.add_block_count(spec.n_layers)
+    w.add_feed_forward_length(spec.intermediate)
+    w.add_head_count(spec.n_heads)
+    w.add_head_count_kv(spec.n_kv_heads)
+    w.add_layer_norm_rms_eps(spec.rms_eps)
+    w.add_rope_freq_base(spec.rope_theta)
+    w.add_rope_dimension_count(spec.head_dim)
+    if spec.head_dim * spec.n_heads != spec.hidden:
+        w.add_key_length(spec.head_dim)
+        w.add_value_length(spec.head_dim)
+    if arch == 'llama':
+        w.add_vocab_size(spec.vocab)
+    if rtype == 'linear':
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(rs['factor'])
+    if tokenizer is None:
+        t, s, ty, tj = vocab_for(spec)
+        tokenizer = (t, s, ty)
+        if tj is not None and chat_template is None:
+            chat_template = CHAT_TEMPLATE
+    tokens, scores, types = tokenizer
+    if len(tokens) != spec.vocab:
+        raise SystemExit('tb_make_model: tokenizer has %d tokens, the model %d'
+                         % (len(tokens), spec.vocab))
+    w.add_tokenizer_model('llama')
+    w.add_tokenizer_pre('default')
+    w.add_token_list(tokens)
+    w.add_token_scores([float(x) for x in scores])
+    w.add_token_types([int(x) for x in types])
+    w.add_bos_token_id(spec.bos_id)
+    w.add_eos_token_id(spec.eos_id)
+    w.add_unk_token_id(0)
+    w.add_add_bos_token(add_bos)
+    w.add_add_eos_token(add_eos)
+    if chat_template:
+        w.add_chat_template(chat_template)
+
+    llama3 = rtype == 'llama3'
+    shapes = spec.tensor_shapes(with_rope_freqs=llama3)
+    plan = []
+    for cname, shape in shapes:
+        td = 'f32' if len(shape) == 1 else dtype
+        elems = int(np.prod(shape))
+        nbytes = {'f32': 4 * elems, 'f16': 2 * elems, 'bf16': 2 * elems,
+                  'q8_0': elems // 32 * 34, 'q4_0': elems // 32 * 18}[td]
+        raw = getattr(gguf.GGMLQuantizationType, GGUF_TYPES[td])
+        w.add_tensor_info(mio.gguf_name(cname), shape, np.dtype(np.float32), nbytes,
+                          raw_dtype=raw)
+        plan.append((cname, shape, td))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    for cname, shape, td in plan:
+        if cname == 'rope_freqs':
+            a = mio.llama3_rope_factors(spec.head_dim, spec.rope_theta, rs)
+        else:
+            a = produce(cname, shape)
+            kind = cname.split('.')[-1]
+            if arch == 'llama' and kind in ('wq', 'bq'):
+                a = mio.permute_qk(a, spec.n_heads)
+            elif arch == 'llama' and kind in ('wk', 'bk'):
+                a = mio.permute_qk(a, spec.n_kv_heads)
+        w.write_tensor_data(gguf_tensor_bytes(a, td))
+    w.close()
+
+
+# ---------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--out', required=True, help='folder (hf) or .gguf file to write')
+    ap.add_argument('--format', choices=['hf', 'gguf'], default='hf')
+    ap.add_argument('--dtype', default='f32', choices=sorted(GGUF_TYPES))
+    ap.add_argument('--from', dest='src', help='convert this HF folder (to gguf or hf)')
+    ap.add_argument('--preset', choices=sorted(PRESETS))
+    ap.add_argument('--arch', choices=['llama', 'qwen2'])
+    ap.add_argument('--layers', type=int)
+    ap.add_argument('--hidden', type=int)
+    ap.add_argument('--heads', type=int)
+    ap.add_argument('--kv-heads', type=int)
+    ap.add_argument('--head-dim', type=int)
+    ap.add_argument('--intermediate', type=int)
+    ap.add_argument('--vocab', type=int)
+    ap.add_argument('--context', type=int)
+    ap.add_argument('--rms-eps', type=float)
+    ap.add_argument('--rope-theta', type=float)
+    ap.add_argument('--rope-scaling', help='none | linear:F | llama3:F,LOW,HIGH,ORIG')
+    tie = ap.add_mutually_exclusive_group()
+    tie.add_argument('--tied', dest='tied', action='store_true', default=None)
+    tie.add_argument('--untied', dest='tied', action='store_false')
+    ap.add_argument('--qkv-bias', action='store_true', help='q/k/v biases (arch qwen2)')
+    ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--shard-mb', type=int, default=0,
+                    help='hf: split model.safetensors into shards of about this many MiB')
+    ap.add_argument('--generation', default=None,
+                    help='hf: JSON object merged into generation_config.json')
+    ap.add_argument('--name', default='turbine-test')
+    a = ap.parse_args(argv)
+
+    if a.src:
+        spec, config, tensors = mio.load_hf(a.src)
+        produce = lambda n, s: tensors[n] if n != 'output' or not spec.tied else None
+        if a.format == 'gguf':
+            tok = None
+            tj_path = os.path.join(a.src, 'tokenizer.json')
+            tmpl = None
+            add_bos, add_eos = True, False
+            tc_path = os.path.join(a.src, 'tokenizer_config.json')
+            if os.path.exists(tc_path):
+                with open(tc_path) as f:
+                    tc = json.load(f)
+                tmpl = tc.get('chat_template') if isinstance(tc.get('chat_template'), str) \
+                    else None
+                add_bos = bool(tc.get('add_bos_token', True))
+                add_eos = bool(tc.get('add_eos_token', False))
+            if os.path.exists(tj_path):
+                with open(tj_path) as f:
+                    tok = mio.spm_vocab_from_tokenizer_json(json.load(f))
+                if len(tok[0]) < spec.vocab:  # the model's vocab may be padded past the tokenizer
+                    pad = spec.vocab - len(tok[0])
+                    tok = (tok[0] + ['<extra_%d>' % i for i in range(pad)],
+                           tok[1] + [0.0] * pad, tok[2] + [mio.CONTROL_TOKEN] * pad)
+            write_gguf(spec, produce, a.out, a.dtype, name=os.path.basename(a.src.rstrip('/')),
+                       tokenizer=tok, chat_template=tmpl, add_bos=add_bos, add_eos=add_eos)
+        else:
+            write_hf(spec, produce, a.out, a.dtype, a.shard_mb)
+        return 0
+
+    kw = dict(PRESETS[a.preset or 'tiny'])
+    over = {'arch': a.arch, 'n_layers': a.layers, 'hidden': a.hidden, 'n_heads': a.heads,
+            'n_kv_heads': a.kv_heads, 'head_dim': a.head_dim, 'intermediate': a.intermediate,
+            'vocab': a.vocab, 'context': a.context, 'rms_eps': a.rms_eps,
+            'rope_theta': a.rope_theta, 'tied': a.tied}
+    if a.heads and not a.kv_heads:
+        over['n_kv_heads'] = a.heads
+    kw.update({k: v for k, v in over.items() if v is not None})
+    if a.qkv_bias:
+        kw['arch'] = 'qwen2'
+    if a.rope_scaling is not None:
+        kw['rope_scaling'] = parse_rope_scaling(a.rope_scaling)
+    spec = mio.Spec(**kw)
+    if spec.n_heads % spec.n_kv_heads:
+        raise SystemExit('tb_make_model: heads %d is not a multiple of kv heads %d'
+                         % (spec.n_heads, spec.n_kv_heads))
+    if spec.arch == 'qwen2' and mio.rope_scaling_type(spec.rope_scaling) == 'llama3':
+        raise SystemExit('tb_make_model: llama3 rope scaling needs arch llama')
+    produce = lambda n, s: mio.random_tensor(spec, a.seed, n, s)
+    if a.format == 'hf':
+        write_hf(spec, produce, a.out, a.dtype, a.shard_mb,
+                 json.loads(a.generation) if a.generation else None)
+    else:
+        write_gguf(spec, produce, a.out, a.dtype, name=a.name)
+    print('tb_make_model: wrote %s (%s, %s, %.1fM parameters)'
+          % (a.out, a.format, a.dtype, spec.n_params() / 1e6))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

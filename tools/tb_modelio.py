@@ -1,0 +1,507 @@
+"""Model file helpers shared by tools/tb_make_model.py and tools/tb_ref_forward.py.
+
+Our own safetensors reader and writer (a few lines over json + numpy), Hugging Face folder and
+GGUF loading into one canonical naming (the one plugins/common/tb_model.h uses), the llama.cpp
+Q/K row permutation, and tokenizer vocabularies for the test-model writer.  GGUF files are read
+and written with the `gguf` package; nothing here imports torch.
+"""
+import json
+import os
+import struct
+import zlib
+
+import numpy as np
+
+# Canonical per-layer tensor kinds, with their names in HF folders and in GGUF files.
+LAYER_KINDS = [
+    # kind,      HF suffix (after model.layers.N.),  GGUF suffix (after blk.N.)
+    ('attn_norm', 'input_layernorm.weight', 'attn_norm.weight'),
+    ('wq', 'self_attn.q_proj.weight', 'attn_q.weight'),
+    ('wk', 'self_attn.k_proj.weight', 'attn_k.weight'),
+    ('wv', 'self_attn.v_proj.weight', 'attn_v.weight'),
+    ('bq', 'self_attn.q_proj.bias', 'attn_q.bias'),
+    ('bk', 'self_attn.k_proj.bias', 'attn_k.bias'),
+    ('bv', 'self_attn.v_proj.bias', 'attn_v.bias'),
+    ('wo', 'self_attn.o_proj.weight', 'attn_output.weight'),
+    ('ffn_norm', 'post_attention_layernorm.weight', 'ffn_norm.weight'),
+    ('w_gate', 'mlp.gate_proj.weight', 'ffn_gate.weight'),
+    ('w_up', 'mlp.up_proj.weight', 'ffn_up.weight'),
+    ('w_down', 'mlp.down_proj.weight', 'ffn_down.weight'),
+]
+GLOBALS = [
+    ('tok_embd', 'model.embed_tokens.weight', 'token_embd.weight'),
+    ('out_norm', 'model.norm.weight', 'output_norm.weight'),
+    ('output', 'lm_head.weight', 'output.weight'),
+    ('rope_freqs', None, 'rope_freqs.weight'),
+]
+
+
+def hf_name(canon):
+    for c, h, _ in GLOBALS:
+        if c == canon:
+            return h
+    _, layer, kind = canon.split('.')
+    for k, h, _ in LAYER_KINDS:
+        if k == kind:
+            return 'model.layers.%s.%s' % (layer, h)
+    raise KeyError(canon)
+
+
+def gguf_name(canon):
+    for c, _, g in GLOBALS:
+        if c == canon:
+            return g
+    _, layer, kind = canon.split('.')
+    for k, _, g in LAYER_KINDS:
+        if k == kind:
+            return 'blk.%s.%s' % (layer, g)
+    raise KeyError(canon)
+
+
+def canon_from_hf(name):
+    for c, h, _ in GLOBALS:
+        if h == name:
+            return c
+    if name.startswith('model.layers.'):
+        layer, rest = name[len('model.layers.'):].split('.', 1)
+        for k, h, _ in LAYER_KINDS:
+            if h == rest:
+                return 'layers.%d.%s' % (int(layer), k)
+    return None
+
+
+def canon_from_gguf(name):
+    for c, _, g in GLOBALS:
+        if g == name:
+            return c
+    if name.startswith('blk.'):
+        layer, rest = name[len('blk.'):].split('.', 1)
+        for k, _, g in LAYER_KINDS:
+            if g == rest:
+                return 'layers.%d.%s' % (int(layer), k)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# dtypes
+
+def f32_to_bf16_bits(a):
+    """float32 array -> uint16 bfloat16 bits, round to nearest even (NaN kept quiet)."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    nan = (u & 0x7FFFFFFF) > 0x7F800000
+    if nan.any():
+        r[nan] = ((u[nan] >> 16) | 0x40).astype(np.uint16)
+    return r
+
+
+def bf16_bits_to_f32(b):
+    return (np.asarray(b, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+ST_DTYPES = {'F32': (np.float32, 4), 'F16': (np.float16, 2), 'BF16': (np.uint16, 2),
+             'F64': (np.float64, 8), 'I8': (np.int8, 1), 'U8': (np.uint8, 1),
+             'I16': (np.int16, 2), 'I32': (np.int32, 4), 'I64': (np.int64, 8)}
+
+
+# ---------------------------------------------------------------------------------------------
+# safetensors
+
+def read_safetensors(path):
+    """Returns ({name: float32 array}, metadata).  BF16/F16 are widened to float32."""
+    with open(path, 'rb') as f:
+        (n,) = struct.unpack('<Q', f.read(8))
+        header = json.loads(f.read(n))
+    raw = np.memmap(path, dtype=np.uint8, mode='r')
+    start = 8 + n
+    meta = header.pop('__metadata__', {}) or {}
+    out = {}
+    for name, e in header.items():
+        b, end = e['data_offsets']
+        dt, _ = ST_DTYPES[e['dtype']]
+        arr = np.frombuffer(raw[start + b:start + end].tobytes(), dtype=dt)
+        if e['dtype'] == 'BF16':
+            arr = bf16_bits_to_f32(arr)
+        out[name] = arr.astype(np.float32).reshape(e['shape'])
+    return out, meta
+
+
+class SafetensorsWriter:
+    """Streams tensors into a .safetensors file: declare every tensor first (name, dtype, shape),
+    then write their bytes in declaration order."""
+
+    def __init__(self, path, metadata=None):
+        self.path = path
+        self.metadata = metadata or {}
+        self.entries = []
+
+    def declare(self, name, dtype, shape):
+        size = ST_DTYPES[dtype][1] * int(np.prod(shape, dtype=np.int64))
+        self.entries.append((name, dtype, list(shape), size))
+
+    def write(self, produce):
+        """`produce(name)` returns the tensor's bytes (or an array) for each declared name."""
+        header = {}
+        if self.metadata:
+            header['__metadata__'] = self.metadata
+        off = 0
+        for name, dtype, shape, size in self.entries:
+            header[name] = {'dtype': dtype, 'shape': shape, 'data_offsets': [off, off + size]}
+            off += size
+        hj = json.dumps(header, separators=(',', ':')).encode()
+        hj += b' ' * ((8 - len(hj) % 8) % 8)  # keeps the data area 8-byte aligned
+        with open(self.path, 'wb') as f:
+            f.write(struct.pack('<Q', len(hj)))
+            f.write(hj)
+            for name, dtype, shape, size in self.entries:
+                data = produce(name)
+                data = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
+                if len(data) != size:
+                    raise ValueError('%s: %d bytes, declared %d' % (name, len(data), size))
+                f.write(data)
+
+
+def to_st_bytes(a, dtype):
+    if dtype == 'F32':
+        return np.ascontiguousarray(a, dtype=np.float32)
+    if dtype == 'F16':
+        return np.ascontiguousarray(a, dtype=np.float16)
+    if dtype == 'BF16':
+        return f32_to_bf16_bits(a)
+    raise ValueError('unsupported safetensors dtype %s' % dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# model description
+
+class Spec:
+    """The shape and hyper-parameters of a Llama-family model."""
+
+    def __init__(self, **kw):
+        self.arch = kw.get('arch', 'llama')
+        self.n_layers = kw['n_layers']
+        self.hidden = kw['hidden']
+        self.n_heads = kw['n_heads']
+        self.n_kv_heads = kw.get('n_kv_heads') or self.n_heads
+        self.head_dim = kw.get('head_dim') or self.hidden // self.n_heads
+        self.intermediate = kw['intermediate']
+        self.vocab = kw['vocab']
+        self.context = kw.get('context', 2048)
+        self.rms_eps = kw.get('rms_eps', 1e-5)
+        self.rope_theta = kw.get('rope_theta', 10000.0)
+        self.rope_scaling = kw.get('rope_scaling')  # None or an HF rope_scaling dict
+        self.tied = kw.get('tied', False)
+        self.qkv_bias = kw.get('qkv_bias', self.arch == 'qwen2')
+        self.bos_id = kw.get('bos_id', 1)
+        self.eos_id = kw.get('eos_id', 2)
+
+    def tensor_shapes(self, with_rope_freqs=False):
+        """[(canonical name, shape)] in llama.cpp's file order; matrices are (rows, cols)."""
+        h, qd, kvd = self.hidden, self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        out = [('tok_embd', (self.vocab, h))]
+        if with_rope_freqs:
+            out.append(('rope_freqs', (self.head_dim // 2,)))
+        for i in range(self.n_layers):
+            p = 'layers.%d.' % i
+            out += [(p + 'attn_norm', (h,)), (p + 'wq', (qd, h)), (p + 'wk', (kvd, h)),
+                    (p + 'wv', (kvd, h))]
+            if self.qkv_bias:
+                out += [(p + 'bq', (qd,)), (p + 'bk', (kvd,)), (p + 'bv', (kvd,))]
+            out += [(p + 'wo', (h, qd)), (p + 'ffn_norm', (h,)),
+                    (p + 'w_gate', (self.intermediate, h)), (p + 'w_up', (self.intermediate, h)),
+                    (p + 'w_down', (h, self.intermediate))]
+        out.append(('out_norm', (h,)))
+        if not self.tied:
+            out.append(('output', (self.vocab, h)))
+        return out
+
+    def n_params(self):
+        return sum(int(np.prod(s)) for n, s in self.tensor_shapes())
+
+    def hf_config(self, torch_dtype='float32'):
+        cls = {'llama': 'LlamaForCausalLM', 'qwen2': 'Qwen2ForCausalLM'}[self.arch]
+        c = {
+            'architectures': [cls], 'model_type': self.arch, 'hidden_act': 'silu',
+            'hidden_size': self.hidden, 'intermediate_size': self.intermediate,
+            'num_hidden_layers': self.n_layers, 'num_attention_heads': self.n_heads,
+            'num_key_value_heads': self.n_kv_heads, 'vocab_size': self.vocab,
+            'max_position_embeddings': self.context, 'rms_norm_eps': self.rms_eps,
+            'rope_theta': self.rope_theta, 'rope_scaling': self.rope_scaling,
+            'tie_word_embeddings': self.tied, 'bos_token_id': self.bos_id,
+            'eos_token_id': self.eos_id, 'torch_dtype': torch_dtype,
+            'attention_dropout': 0.0, 'initializer_range': 0.02, 'use_cache': True,
+        }
+        if self.arch == 'llama':
+            c['attention_bias'] = False
+            c['mlp_bias'] = False
+        else:
+            c['use_sliding_window'] = False
+        if self.head_dim * self.n_heads != self.hidden:
+            c['head_dim'] = self.head_dim
+        return c
+
+    @classmethod
+    def from_hf_config(cls, c):
+        arch = c.get('model_type', 'llama')
+        if arch == 'mistral':
+            arch = 'llama'
+        if arch not in ('llama', 'qwen2'):
+            raise ValueError('model_type %r is not supported' % arch)
+        eos = c.get('eos_token_id', 2)
+        return cls(arch=arch, n_layers=c['num_hidden_layers'], hidden=c['hidden_size'],
+                   n_heads=c['num_attention_heads'], n_kv_heads=c.get('num_key_value_heads'),
+                   head_dim=c.get('head_dim'), intermediate=c['intermediate_size'],
+                   vocab=c['vocab_size'], context=c.get('max_position_embeddings', 2048),
+                   rms_eps=c.get('rms_norm_eps', 1e-6), rope_theta=c.get('rope_theta', 10000.0),
+                   rope_scaling=c.get('rope_scaling'), tied=c.get('tie_word_embeddings', False),
+                   qkv_bias=(arch == 'qwen2'), bos_id=c.get('bos_token_id', 1),
+                   eos_id=eos[0] if isinstance(eos, list) else eos)
+
+
+def rope_scaling_type(rs):
+    if not rs:
+        return 'none'
+    return rs.get('rope_type', rs.get('type', 'default'))
+
+
+def llama3_rope_factors(head_dim, theta, rs):
+    """Per-pair divisors of the base inverse frequencies for Llama-3 rope scaling, the values
+    llama.cpp stores in a GGUF's rope_freqs.weight."""
+    factor = rs['factor']
+    lo, hi = rs['low_freq_factor'], rs['high_freq_factor']
+    old = rs['original_max_position_embeddings']
+    out = []
+    for i in range(head_dim // 2):
+        inv = theta ** (-(2.0 * i) / head_dim)
+        wavelen = 2 * np.pi / inv
+        if wavelen < old / hi:
+            out.append(1.0)
+        elif wavelen > old / lo:
+            out.append(factor)
+        else:
+            smooth = (old / wavelen - lo) / (hi - lo)
+            out.append(1.0 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
+def permute_qk(w, n_head):
+    """llama.cpp's converter order for Q/K rows (or bias entries): inside each head of size d,
+    the output row 2i + a is input row a * d/2 + i (a = 0, 1), so rotary pairs that HF keeps
+    d/2 apart become adjacent."""
+    rows = w.shape[0]
+    d = rows // n_head
+    return w.reshape(n_head, 2, d // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def tensor_seed(seed, name):
+    return [seed, zlib.crc32(name.encode())]
+
+
+def random_tensor(spec, seed, name, shape):
+    """Random weights scaled like a trained model's: matrices N(0, 0.02), norms 1 + N(0, 0.05),
+    biases N(0, 0.02).  Deterministic per (seed, canonical name), whatever the output format."""
+    rng = np.random.default_rng(tensor_seed(seed, name))
+    kind = name.split('.')[-1]
+    if kind in ('attn_norm', 'ffn_norm', 'out_norm'):
+        return (1.0 + 0.05 * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
+    if kind == 'rope_freqs':
+        raise ValueError('rope_freqs is computed, not random')
+    return (0.02 * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# loading whole models (for the reference and for conversion)
+
+def load_hf(folder):
+    """Returns (spec, config dict, {canonical: float32 array}) with tied output resolved."""
+    with open(os.path.join(folder, 'config.json')) as f:
+        config = json.load(f)
+    spec = Spec.from_hf_config(config)
+    index = os.path.join(folder, 'model.safetensors.index.json')
+    raw = {}
+    if os.path.exists(index):
+        with open(index) as f:
+            files = sorted(set(json.load(f)['weight_map'].values()))
+        for fn in files:
+            raw.update(read_safetensors(os.path.join(folder, fn))[0])
+    else:
+        raw = read_safetensors(os.path.join(folder, 'model.safetensors'))[0]
+    tensors = {}
+    for name, a in raw.items():
+        c = canon_from_hf(name)
+        if c is None:
+            if name.endswith('rotary_emb.inv_freq'):
+                continue
+            raise ValueError('unexpected tensor %s' % name)
+        tensors[c] = a
+    if spec.tied:
+        emb = tensors.get('tok_embd', tensors.get('output'))
+        tensors['tok_embd'] = emb
+        tensors.pop('output', None)
+    return spec, config, tensors
+
+
+def gguf_field(reader, key):
+    """A GGUF metadata value as a Python value (str, number, bool or list)."""
+    import gguf
+    f = reader.get_field(key)
+    if f is None:
+        return None
+    t = f.types[0]
+    if t == gguf.GGUFValueType.STRING:
+        return bytes(f.parts[f.data[0]]).decode('utf-8')
+    if t == gguf.GGUFValueType.ARRAY:
+        et = f.types[1] if len(f.types) > 1 else None
+        if et == gguf.GGUFValueType.STRING:
+            return [bytes(f.parts[i]).decode('utf-8', errors='replace') for i in f.data]
+        return [f.parts[i].tolist()[0] for i in f.data]
+    v = f.parts[f.data[0]].tolist()[0]
+    return bool(v) if t == gguf.GGUFValueType.BOOL else v
+
+
+def load_gguf(path):
+    """Returns (spec, meta dict, {canonical: float32 array (dequantized)}, rope_layout).
+    Tensors are as stored: GGUF llama Q/K rows stay in llama.cpp's interleaved order."""
+    import gguf
+    r = gguf.GGUFReader(path)
+    arch = gguf_field(r, 'general.architecture')
+    if arch not in ('llama', 'qwen2'):
+        raise ValueError('architecture %r is not supported' % arch)
+    g = lambda k, d=None: (lambda v: d if v is None else v)(gguf_field(r, '%s.%s' % (arch, k)))
+    meta = {f: gguf_field(r, f) for f in r.fields}
+    tensors = {}
+    for t in r.tensors:
+        c = canon_from_gguf(t.name)
+        if c is None:
+            raise ValueError('unexpected tensor %s' % t.name)
+        shape = [int(x) for x in reversed(t.shape.tolist())]  # rows first
+        if t.tensor_type == gguf.GGMLQuantizationType.BF16:
+            a = bf16_bits_to_f32(np.asarray(t.data).view(np.uint16))
+        else:
+            a = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type)
+        tensors[c] = np.asarray(a, dtype=np.float32).reshape(shape)
+    n_heads = g('attention.head_count')
+    hidden = g('embedding_length')
+    rs = None
+    if g('rope.scaling.type') == 'linear':
+        rs = {'rope_type': 'linear', 'factor': g('rope.scaling.factor')}
+    spec = Spec(arch=arch, n_layers=g('block_count'), hidden=hidden, n_heads=n_heads,
+                n_kv_heads=g('attention.head_count_kv', n_heads),
+                head_dim=g('attention.key_length', hidden // n_heads),
+                intermediate=g('feed_forward_length'), vocab=tensors['tok_embd'].shape[0],
+                context=g('context_length'), rms_eps=g('attention.layer_norm_rms_epsilon'),
+                rope_theta=g('rope.freq_base', 10000.0), rope_scaling=rs,
+                tied='output' not in tensors, qkv_bias='layers.0.bq' in tensors,
+                bos_id=meta.get('tokenizer.ggml.bos_token_id', 1),
+                eos_id=meta.get('tokenizer.ggml.eos_token_id', 2))
+    layout = 'interleaved' if arch == 'llama' else 'neox'
+    return spec, meta, tensors, layout
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenizer vocabularies
+
+BYTE_TOKEN, NORMAL_TOKEN, UNKNOWN_TOKEN, CONTROL_TOKEN, USER_TOKEN = 6, 1, 2, 3, 4
+
+
+def spm_vocab_from_gguf(path):
+    """(tokens, scores, types) of a vocab-only GGUF (e.g. ggml-vocab-llama-spm.gguf)."""
+    import gguf
+    r = gguf.GGUFReader(path)
+    return (gguf_field(r, 'tokenizer.ggml.tokens'), gguf_field(r, 'tokenizer.ggml.scores'),
+            gguf_field(r, 'tokenizer.ggml.token_type'))
+
+
+def spm_vocab_resized(tokens, scores, types, n):
+    """The first n entries of an SPM vocabulary (its pieces are ordered by merge rank, so a
+    prefix is a smaller valid vocabulary), padded with unused control tokens past its end."""
+    if n < 259:
+        raise ValueError('vocab %d is too small for <unk>, <s>, </s> and 256 byte tokens' % n)
+    tokens, scores, types = list(tokens[:n]), list(scores[:n]), list(types[:n])
+    while len(tokens) < n:
+        tokens.append('<extra_%d>' % (len(tokens)))
+        scores.append(0.0)
+        types.append(CONTROL_TOKEN)
+    return tokens, scores, types
+
+
+def spm_vocab_from_tokenizer_json(tj):
+    """(tokens, scores, types) for a GGUF "llama" tokenizer from an HF BPE tokenizer.json with
+    byte fallback: scores rank tokens by the merge that creates them (earlier = higher)."""
+    model = tj['model']
+    if model.get('type') != 'BPE':
+        raise ValueError('tokenizer.json model %r is not BPE' % model.get('type'))
+    vocab = model['vocab']
+    n = max(vocab.values()) + 1
+    for t in tj.get('added_tokens', []):
+        n = max(n, t['id'] + 1)
+    tokens = ['<unused_%d>' % i for i in range(n)]
+    for t, i in vocab.items():
+        tokens[i] = t
+    rank = {}
+    for r, m in enumerate(model.get('merges', [])):
+        a, b = m.split(' ', 1) if isinstance(m, str) else m
+        rank.setdefault(a + b, r)
+    scores = [0.0] * n
+    types = [NORMAL_TOKEN] * n
+    for t, i in vocab.items():
+        scores[i] = -float(rank[t]) if t in rank else 0.0
+        if len(t) == 6 and t.startswith('<0x') and t.endswith('>'):
+            types[i] = BYTE_TOKEN
+    special = {t['id'] for t in tj.get('added_tokens', []) if t.get('special')}
+    for t in tj.get('added_tokens', []):
+        tokens[t['id']] = t['content']
+        types[t['id']] = CONTROL_TOKEN if t['id'] in special else USER_TOKEN
+    unk = model.get('unk_token')
+    if unk in vocab:
+        types[vocab[unk]] = UNKNOWN_TOKEN
+    return tokens, scores, types
+
+
+def tokenizer_json_from_spm(tokens, scores, types, bos_id=1, eos_id=2, unk_id=0):
+    """An HF tokenizer.json (BPE with byte fallback, SentencePiece-style normalizer) equivalent
+    to an SPM vocabulary: a merge (a, b) exists for every split of a normal piece into two
+    pieces, ranked by the merged piece's score, as HF's own SentencePiece conversion does."""
+    ids = {t: i for i, t in enumerate(tokens)}
+    merges = []
+    for i, t in enumerate(tokens):
+        if types[i] != NORMAL_TOKEN or len(t) < 2:
+            continue
+        for k in range(1, len(t)):
+            a, b = t[:k], t[k:]
+            if a in ids and b in ids and types[ids[a]] in (NORMAL_TOKEN, BYTE_TOKEN) \
+                    and types[ids[b]] in (NORMAL_TOKEN, BYTE_TOKEN):
+                merges.append((-scores[i], i, ids[a], ids[b], a, b))
+    merges.sort()
+    vocab = {t: i for i, t in enumerate(tokens)}
+    added = []
+    for i, t in enumerate(tokens):
+        if types[i] in (CONTROL_TOKEN, UNKNOWN_TOKEN, USER_TOKEN):
+            added.append({'id': i, 'content': t, 'single_word': False, 'lstrip': False,
+                          'rstrip': False, 'normalized': False,
+                          'special': types[i] != USER_TOKEN})
+    bos = tokens[bos_id]
+    return {
+        'version': '1.0', 'truncation': None, 'padding': None, 'added_tokens': added,
+        'normalizer': {'type': 'Sequence', 'normalizers': [
+            {'type': 'Prepend', 'prepend': '\u2581'},
+            {'type': 'Replace', 'pattern': {'String': ' '}, 'content': '\u2581'}]},
+        'pre_tokenizer': None,
+        'post_processor': {
+            'type': 'TemplateProcessing',
+            'single': [{'SpecialToken': {'id': bos, 'type_id': 0}},
+                       {'Sequence': {'id': 'A', 'type_id': 0}}],
+            'pair': [{'SpecialToken': {'id': bos, 'type_id': 0}},
+                     {'Sequence': {'id': 'A', 'type_id': 0}},
+                     {'SpecialToken': {'id': bos, 'type_id': 1}},
+                     {'Sequence': {'id': 'B', 'type_id': 1}}],
+            'special_tokens': {bos: {'id': bos, 'ids': [bos_id], 'tokens': [bos]}}},
+        'decoder': {'type': 'Sequence', 'decoders': [
+            {'type': 'Replace', 'pattern': {'String': '\u2581'}, 'content': ' '},
+            {'type': 'ByteFallback'}, {'type': 'Fuse'},
+            {'type': 'Strip', 'content': ' ', 'start': 1, 'stop': 0}]},
+        'model': {'type': 'BPE', 'dropout': None, 'unk_token': tokens[unk_id],
+                  'continuing_subword_prefix': None, 'end_of_word_suffix': None,
+                  'fuse_unk': True, 'byte_fallback': True, 'ignore_merges': False,
+                  'vocab': vocab, 'merges': [[m[4], m[5]] for m in merges]},
+    }

@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""An independent reference forward pass for Llama-family models, written from the math in
+PyTorch (float64 by default), to check Turbine's engines against.
+
+  tb_ref_forward.py MODEL --tokens 1,450,4996 [--logits out.npy] [--generate 20]
+  tb_ref_forward.py ../shared/models/tinystories-656k --generate 60 --text
+
+MODEL is a Hugging Face folder (weights read by our own safetensors reader) or a GGUF file
+(read with the gguf package, Q8_0/Q4_0/BF16 dequantized).  The computation per layer:
+
+  h  = RMSNorm(x) * w_attn_norm              RMSNorm(x) = x / sqrt(mean(x^2) + eps)
+  q, k, v = h Wq^T (+bq), h Wk^T (+bk), h Wv^T (+bv)
+  rotate q, k by pos * inv_freq[i] on pairs (i, i + d/2) for HF weights ("neox") or
+      (2i, 2i+1) for GGUF llama weights, whose Q/K rows llama.cpp permuted ("interleaved");
+      inv_freq[i] = theta^(-2i/d), then divided per rope scaling (linear, llama3, rope_freqs)
+  attention per head with causal mask, scores / sqrt(d); q head j reads kv head j // (H/KV)
+  x += attn Wo^T
+  x += W_down (silu(W_gate h2) * (W_up h2)),  h2 = RMSNorm(x) * w_ffn_norm
+  logits = RMSNorm(x) * w_out_norm  W_output^T   (W_output = tok_embd when tied)
+
+Prints the argmax per position and the greedy continuation; --logits saves every position's
+logits (prompt and generated) as a float64 or float32 .npy array of shape [positions, vocab].
+"""
+import argparse
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tb_modelio as mio  # noqa: E402
+
+
+class Model:
+    def __init__(self, path, dtype):
+        self.path = path
+        if os.path.isdir(path):
+            self.spec, self.config, raw = mio.load_hf(path)
+            self.layout = 'neox'
+            rope_freqs = None
+        else:
+            self.spec, self.meta, raw, self.layout = mio.load_gguf(path)
+            rope_freqs = raw.pop('rope_freqs', None)
+        s = self.spec
+        self.w = {k: torch.from_numpy(np.array(v, dtype=np.float32)).to(dtype) for k, v in raw.items()}
+        if 'output' not in self.w:
+            self.w['output'] = self.w['tok_embd']
+        self.dtype = dtype
+        self.inv_freq = torch.tensor(self._inv_freq(rope_freqs), dtype=torch.float64)
+
+    def _inv_freq(self, rope_freqs):
+        """theta^(-2i/d) for i < d/2, then the rope scaling (computed in float64)."""
+        s = self.spec
+        d = s.head_dim
+        base = [s.rope_theta ** (-(2.0 * i) / d) for i in range(d // 2)]
+        rs = s.rope_scaling or {}
+        kind = mio.rope_scaling_type(rs)
+        if rope_freqs is not None:
+            return [b / float(f) for b, f in zip(base, rope_freqs)]
+        if kind == 'linear':
+            return [b / rs['factor'] for b in base]
+        if kind == 'llama3':
+            factor, lo, hi = rs['factor'], rs['low_freq_factor'], rs['high_freq_factor']
+            old = rs['original_max_position_embeddings']
+            out = []
+            for f in base:
+                wavelen = 2 * math.pi / f
+                if wavelen < old / hi:
+                    out.append(f)
+                elif wavelen > old / lo:
+                    out.append(f / factor)
+                else:
+                    smooth = (old / wavelen - lo) / (hi - lo)
+                    out.append((1 - smooth) * f / factor + smooth * f)
+            return out
+        if kind not in ('none', 'default'):
+            raise SystemExit('tb_ref_forward: rope scaling %s is not implemented' % kind)
+        return base
+
+    def rmsnorm(self, x, w):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.spec.rms_eps) * w
+
+    def rope(self, x, pos):
+        """x: [T, heads, d]; rotates pair i by pos * inv_freq[i]."""
+        d = x.shape[-1]
+        ang = pos[:, None].to(torch.float64) * self.inv_freq[None, :]  # [T, d/2]
+        cos = torch.cos(ang).to(x.dtype)[:, None, :]
+        sin = torch.sin(ang).to(x.dtype)[:, None, :]
+        if self.layout == 'neox':
+            a, b = x[..., :d // 2], x[..., d // 2:]
+            return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
+        a, b = x[..., 0::2], x[..., 1::2]
+        out = torch.empty_like(x)
+        out[..., 0::2] = a * cos - b * sin
+        out[..., 1::2] = a * sin + b * cos
+        return out
+
+    def forward(self, tokens):
+        """Logits [T, vocab] for every position of `tokens` (one sequence from position 0)."""
+        s, w = self.spec, self.w
+        T = len(tokens)
+        H, KV, d = s.n_heads, s.n_kv_heads, s.head_dim
+        pos = torch.arange(T)
+        x = w['tok_embd'][torch.tensor(tokens, dtype=torch.long)]
+        mask = torch.full((T, T), float('-inf'), dtype=self.dtype).triu(1)
+        for i in range(s.n_layers):
+            p = 'layers.%d.' % i
+            h = self.rmsnorm(x, w[p + 'attn_norm'])
+            q = h @ w[p + 'wq'].T
+            k = h @ w[p + 'wk'].T
+            v = h @ w[p + 'wv'].T
+            if s.qkv_bias:
+                q, k, v = q + w[p + 'bq'], k + w[p + 'bk'], v + w[p + 'bv']
+            q = self.rope(q.view(T, H, d), pos)
+            k = self.rope(k.view(T, KV, d), pos)
+            v = v.view(T, KV, d)
+            rep = H // KV
+            k = k.repeat_interleave(rep, dim=1)  # q head j uses kv head j // rep
+            v = v.repeat_interleave(rep, dim=1)
+            att = torch.einsum('thd,shd->hts', q, k) / math.sqrt(d) + mask
+            att = torch.softmax(att, dim=-1)
+            o = torch.einsum('hts,shd->thd', att, v).reshape(T, H * d)
+            x = x + o @ w[p + 'wo'].T
+            h = self.rmsnorm(x, w[p + 'ffn_norm'])
+            g = h @ w[p + 'w_gate'].T
+            u = h @ w[p + 'w_up'].T
+            x = x + (torch.nn.functional.silu(g) * u) @ w[p + 'w_down'].T
+        return self.rmsnorm(x, w['out_norm']) @ w['output'].T
+
+    def generate(self, tokens, n, stop_at_eos=True):
+        """Greedy continuation; returns (all tokens, logits of every position)."""
+        toks = list(tokens)
+        logits = None
+        for step in range(n + 1):
+            logits = self.forward(toks)
+            if step == n:
+                break
+            nxt = int(torch.argmax(logits[-1]))
+            toks.append(nxt)
+            if stop_at_eos and nxt == self.spec.eos_id:
+                logits = self.forward(toks)
+                break
+        return toks, logits
+
+
+def decode(path, ids):
+    tj = os.path.join(path, 'tokenizer.json') if os.path.isdir(path) else None
+    if not tj or not os.path.exists(tj):
+        return None
+    from tokenizers import Tokenizer
+    return Tokenizer.from_file(tj).decode(ids, skip_special_tokens=True)
+
+
+def check_transformers(path, toks, ours):
+    """Max |ours - transformers| / max |transformers| over every position's logits."""
+    from transformers import AutoModelForCausalLM
+    hf = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float64,
+                                              attn_implementation='eager')
+    theirs = hf(torch.tensor([toks])).logits[0].numpy()
+    return float(np.abs(ours.astype(np.float64) - theirs).max() / np.abs(theirs).max())
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description='Reference Llama forward pass (PyTorch)')
+    ap.add_argument('model')
+    ap.add_argument('--tokens', default=None, help='comma-separated ids (default: BOS only)')
+    ap.add_argument('--prompt', default=None, help='text, tokenized with tokenizer.json')
+    ap.add_argument('--generate', type=int, default=0, help='greedy tokens to add')
+    ap.add_argument('--no-stop', action='store_true', help='do not stop at EOS')
+    ap.add_argument('--float32', action='store_true', help='compute in float32, not float64')
+    ap.add_argument('--logits', default=None, help='save logits [positions, vocab] to .npy')
+    ap.add_argument('--json', action='store_true', help='print one JSON object')
+    ap.add_argument('--text', action='store_true', help='decode the tokens with tokenizer.json')
+    ap.add_argument('--check-transformers', action='store_true',
+                    help='HF folders: also run transformers (if installed; not a project '
+                         'dependency) in float64 on the same tokens and print the difference')
+    a = ap.parse_args(argv)
+    torch.set_grad_enabled(False)
+    m = Model(a.model, torch.float32 if a.float32 else torch.float64)
+    if a.prompt is not None:
+        from tokenizers import Tokenizer
+        tokens = Tokenizer.from_file(os.path.join(a.model, 'tokenizer.json')).encode(
+            a.prompt).ids
+    elif a.tokens:
+        tokens = [int(t) for t in a.tokens.split(',') if t.strip()]
+    else:
+        tokens = [m.spec.bos_id]
+    for t in tokens:
+        if not 0 <= t < m.spec.vocab:
+            raise SystemExit('tb_ref_forward: token %d is outside the vocabulary' % t)
+    toks, logits = m.generate(tokens, a.generate, stop_at_eos=not a.no_stop)
+    lg = logits.numpy()
+    if a.logits:
+        np.save(a.logits, lg)
+    out = {'prompt': tokens, 'tokens': toks, 'generated': toks[len(tokens):],
+           'argmax': [int(i) for i in lg.argmax(-1)]}
+    if a.text:
+        out['text'] = decode(a.model, toks)
+    if a.check_transformers:
+        out['transformers_max_rel_diff'] = check_transformers(a.model, toks, lg)
+    if a.json:
+        print(json.dumps(out))
+    else:
+        for k, v in out.items():
+            print('%s: %s' % (k, v))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
