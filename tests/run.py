@@ -4,7 +4,9 @@ targets.  Ends with one line: "N passed, N failed, N skipped"."""
 import argparse
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import sys
 import time
 
@@ -100,11 +102,15 @@ def run_fuzz(build, pattern, results, runs):
         if pattern and not re.search(pattern, name):
             continue
         corpus = os.path.join(ROOT, 'tests', 'fuzz', 'corpus', name[len('fuzz_'):])
-        args = [path, '-runs=%d' % runs, '-max_len=65536', '-rss_limit_mb=2048']
+        # libFuzzer writes new inputs into its first corpus folder: give it a scratch one so the
+        # repository's seed corpus stays as committed.
+        scratch = tempfile.mkdtemp(prefix='tb-fuzz-')
+        args = [path, '-runs=%d' % runs, '-max_len=65536', '-rss_limit_mb=2048', scratch]
         if os.path.isdir(corpus):
             args.append(corpus)
         t0 = time.time()
         p = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+        shutil.rmtree(scratch, ignore_errors=True)
         ok = p.returncode == 0
         results['passed' if ok else 'failed'] += 1
         print('%-4s fuzz %-32s %d runs  %.1fs' % ('ok' if ok else 'FAIL', name, runs,
