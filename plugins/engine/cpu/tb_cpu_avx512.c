@@ -185,6 +185,34 @@ AINLINE void s_mk_float(const struct tb_mm_args *a, int64_t r, int t0, const int
     }
 }
 
+/* Batch-1 row: one weight stream at a time (the prefetchers follow it best), four independent
+ * accumulators to cover the FMA latency. */
+AINLINE void s_mv_float(const struct tb_mm_args *a, int64_t r, const int dt)
+{
+    const int64_t n = a->cols;
+    const int es = dt == TB_CPU_F32 ? 4 : 2;
+    const uint8_t *w = a->w + (size_t)r * a->w_row_bytes;
+    const float *x = a->x;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    int64_t k = 0;
+    for (; k + 64 <= n; k += 64) {
+        acc0 = _mm512_fmadd_ps(s_load_w(w + k * es, dt, 0, 0), _mm512_loadu_ps(x + k), acc0);
+        acc1 = _mm512_fmadd_ps(s_load_w(w + (k + 16) * es, dt, 0, 0),
+                               _mm512_loadu_ps(x + k + 16), acc1);
+        acc2 = _mm512_fmadd_ps(s_load_w(w + (k + 32) * es, dt, 0, 0),
+                               _mm512_loadu_ps(x + k + 32), acc2);
+        acc3 = _mm512_fmadd_ps(s_load_w(w + (k + 48) * es, dt, 0, 0),
+                               _mm512_loadu_ps(x + k + 48), acc3);
+    }
+    for (; k < n; k += 16) {
+        __mmask16 m = n - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - k)) - 1);
+        acc0 = _mm512_fmadd_ps(s_load_w(w + k * es, dt, m, 1), _mm512_maskz_loadu_ps(m, x + k),
+                               acc0);
+    }
+    acc0 = _mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3));
+    a->y[r] = _mm512_reduce_add_ps(acc0) + (a->bias ? a->bias[r] : 0.0f);
+}
+
 #define FLOAT_TILE_CASES(R, dt)                                                                    \
     switch (nt) {                                                                                  \
     case 1: s_mk_float(a, r, t, R, 1, dt); break;                                                  \
@@ -197,6 +225,12 @@ AINLINE void s_mk_float(const struct tb_mm_args *a, int64_t r, int t0, const int
 
 AINLINE void s_rows_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt)
 {
+    if (a->n_tok == 1) {
+        for (int64_t r = r0; r < r1; r++) {
+            s_mv_float(a, r, dt);
+        }
+        return;
+    }
     for (int tb = 0; tb < a->n_tok; tb += TOK_BLOCK) {
         int te = tb + TOK_BLOCK < a->n_tok ? tb + TOK_BLOCK : a->n_tok;
         int64_t r = r0;
