@@ -179,7 +179,8 @@ AINLINE void s_rows_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, co
     for (int tb = 0; tb < a->n_tok; tb += TOK_BLOCK) {
         int te = tb + TOK_BLOCK < a->n_tok ? tb + TOK_BLOCK : a->n_tok;
         int64_t r = r0;
-        for (; r + FR <= r1; r += FR) {
+        /* batch 1: one row (one weight stream) at a time, which the prefetchers follow best */
+        for (; a->n_tok > 1 && r + FR <= r1; r += FR) {
             for (int t = tb; t < te; t += FT) {
                 if (te - t >= 2) {
                     s_mk_float(a, r, t, FR, 2, dt);
@@ -293,7 +294,7 @@ AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, co
     for (int tb = 0; tb < a->n_tok; tb += TOK_BLOCK) {
         int te = tb + TOK_BLOCK < a->n_tok ? tb + TOK_BLOCK : a->n_tok;
         int64_t r = r0;
-        for (; r + QR <= r1; r += QR) {
+        for (; a->n_tok > 1 && r + QR <= r1; r += QR) {
             for (int t = tb; t < te; t += QT) {
                 int nt = te - t < QT ? te - t : QT;
                 QUANT_TILE_CASES(QR, dt)

@@ -364,6 +364,31 @@ AINLINE void s_mk_quant(const struct tb_mm_args *a, int64_t r, int t0, const int
     }
 }
 
+/* Batch-1 row: one weight stream (see s_mv_float), two block pairs per step into two
+ * accumulators. */
+AINLINE void s_mv_quant(const struct tb_mm_args *a, int64_t r, const int dt)
+{
+    const int64_t nb = a->cols / TB_CPU_QBLOCK;
+    const uint8_t *w = a->w + (size_t)r * a->w_row_bytes;
+    const uint8_t *const wp[1] = {w};
+    const uint8_t *const xp[1] = {a->qx};
+    __m512 acc0[QR][QT] = {{_mm512_setzero_ps()}};
+    __m512 acc1[QR][QT] = {{_mm512_setzero_ps()}};
+    int64_t p = 0;
+    for (; 2 * p + 4 <= nb; p += 2) {
+        s_mk_quant_step(a, wp, xp, acc0, p, 0, 1, 1, dt);
+        s_mk_quant_step(a, wp, xp, acc1, p + 1, 0, 1, 1, dt);
+    }
+    for (; 2 * p + 2 <= nb; p++) {
+        s_mk_quant_step(a, wp, xp, acc0, p, 0, 1, 1, dt);
+    }
+    if (2 * p < nb) {
+        s_mk_quant_step(a, wp, xp, acc0, p, 1, 1, 1, dt);
+    }
+    a->y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[0][0], acc1[0][0])) +
+              (a->bias ? a->bias[r] : 0.0f);
+}
+
 #define QUANT_TILE_CASES(R, dt)                                                                    \
     switch (nt) {                                                                                  \
     case 1: s_mk_quant(a, r, t, R, 1, dt); break;                                                  \
@@ -374,6 +399,12 @@ AINLINE void s_mk_quant(const struct tb_mm_args *a, int64_t r, int t0, const int
 
 AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt)
 {
+    if (a->n_tok == 1) {
+        for (int64_t r = r0; r < r1; r++) {
+            s_mv_quant(a, r, dt);
+        }
+        return;
+    }
     for (int tb = 0; tb < a->n_tok; tb += TOK_BLOCK) {
         int te = tb + TOK_BLOCK < a->n_tok ? tb + TOK_BLOCK : a->n_tok;
         int64_t r = r0;
