@@ -1,0 +1,459 @@
+/*
+ * tb_cpu_avx2.c - kernels for x86-64 CPUs with AVX2, FMA and F16C (the baseline SIMD path;
+ * compiled with those -m flags and called only after runtime detection).
+ *
+ * Same structure as tb_cpu_avx512.c with 256-bit registers and smaller tiles (16 registers).
+ * Q8_0/Q4_0 use vpmaddubsw (unsigned x signed bytes -> int16 pairs) then vpmaddwd to int32:
+ *  - Q8_0: |w| x (x with w's sign) keeps every pair sum below 2 * 127 * 128, so the int16 step
+ *    cannot saturate;
+ *  - Q4_0: nibbles (0..15) x activations, minus 8 * sum(activations) per block.
+ * Quantized activations use the portable layout of tb_cpu_generic.c (q, then d, then sums).
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "tb_cpu_internal.h"
+
+#define AINLINE static inline __attribute__((always_inline))
+
+#define TOK_BLOCK 64
+
+AINLINE float s_hsum(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+AINLINE float s_hmax(__m256 v)
+{
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+AINLINE int32_t s_hsum_i32(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Activation quantization (portable layout, same numbers as tb_cpu_quantize_act_row)          */
+/* ------------------------------------------------------------------------------------------ */
+
+static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst)
+{
+    (void)wdt;
+    const int64_t nb = cols / TB_CPU_QBLOCK;
+    int8_t *q = (int8_t *)dst;
+    float *d = (float *)(dst + cols);
+    int32_t *sum = (int32_t *)(dst + cols + nb * 4);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t b = 0; b < nb; b++) {
+        const float *xb = x + b * TB_CPU_QBLOCK;
+        __m256 v[4];
+        __m256 m = _mm256_setzero_ps();
+        for (int i = 0; i < 4; i++) {
+            v[i] = _mm256_loadu_ps(xb + 8 * i);
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[i]));
+        }
+        float amax = s_hmax(m);
+        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        __m256 vid = _mm256_set1_ps(id);
+        __m256i qi[4];
+        __m256i s = _mm256_setzero_si256();
+        for (int i = 0; i < 4; i++) {
+            qi[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], vid));
+            s = _mm256_add_epi32(s, qi[i]);
+        }
+        /* pack 4 x 8 int32 -> 32 int8 in order */
+        __m256i p01 = _mm256_packs_epi32(qi[0], qi[1]);
+        __m256i p23 = _mm256_packs_epi32(qi[2], qi[3]);
+        __m256i p = _mm256_packs_epi16(p01, p23);
+        p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(q + b * TB_CPU_QBLOCK), p);
+        d[b] = amax / 127.0f;
+        sum[b] = s_hsum_i32(s);
+    }
+}
+
+static size_t s_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols)
+{
+    if (wdt != TB_CPU_Q8_0 && wdt != TB_CPU_Q4_0) {
+        return 0;
+    }
+    size_t nb = (size_t)cols / TB_CPU_QBLOCK;
+    return ((size_t)cols + nb * 8 + 63) / 64 * 64;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Float-weight microkernel                                                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+#define FR 4
+#define FT 2
+
+AINLINE __m256 s_load_w(const uint8_t *p, const int dt)
+{
+    if (dt == TB_CPU_F32) {
+        return _mm256_loadu_ps((const float *)p);
+    }
+    __m128i h = _mm_loadu_si128((const __m128i *)p);
+    if (dt == TB_CPU_F16) {
+        return _mm256_cvtph_ps(h);
+    }
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+AINLINE float s_load_w1(const uint8_t *p, const int dt)
+{
+    if (dt == TB_CPU_F32) {
+        float f;
+        memcpy(&f, p, 4);
+        return f;
+    }
+    if (dt == TB_CPU_F16) {
+        return _cvtsh_ss(tb_cpu_load_u16(p));
+    }
+    return tb_cpu_bf16_to_f32(tb_cpu_load_u16(p));
+}
+
+AINLINE void s_mk_float(const struct tb_mm_args *a, int64_t r, int t0, const int R, const int T,
+                        const int dt)
+{
+    const int64_t n = a->cols;
+    const int es = dt == TB_CPU_F32 ? 4 : 2;
+    const uint8_t *w[FR];
+    const float *x[FT];
+    __m256 acc[FR][FT];
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) {
+        w[i] = a->w + (size_t)(r + i) * a->w_row_bytes;
+#pragma GCC unroll 8
+        for (int j = 0; j < T; j++) {
+            acc[i][j] = _mm256_setzero_ps();
+        }
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < T; j++) {
+        x[j] = a->x + (size_t)(t0 + j) * a->ldx;
+    }
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        __m256 wv[FR];
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++) {
+            wv[i] = s_load_w(w[i] + k * es, dt);
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < T; j++) {
+            __m256 xv = _mm256_loadu_ps(x[j] + k);
+#pragma GCC unroll 8
+            for (int i = 0; i < R; i++) {
+                acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) {
+        float b = a->bias ? a->bias[r + i] : 0.0f;
+#pragma GCC unroll 8
+        for (int j = 0; j < T; j++) {
+            float s = s_hsum(acc[i][j]);
+            for (int64_t kk = k; kk < n; kk++) {
+                s += s_load_w1(w[i] + kk * es, dt) * x[j][kk];
+            }
+            a->y[(size_t)(t0 + j) * a->ldy + r + i] = s + b;
+        }
+    }
+}
+
+AINLINE void s_rows_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt)
+{
+    for (int tb = 0; tb < a->n_tok; tb += TOK_BLOCK) {
+        int te = tb + TOK_BLOCK < a->n_tok ? tb + TOK_BLOCK : a->n_tok;
+        int64_t r = r0;
+        /* batch 1: one row (one weight stream) at a time, which the prefetchers follow best */
+        for (; a->n_tok > 1 && r + FR <= r1; r += FR) {
+            for (int t = tb; t < te; t += FT) {
+                if (te - t >= 2) {
+                    s_mk_float(a, r, t, FR, 2, dt);
+                } else {
+                    s_mk_float(a, r, t, FR, 1, dt);
+                }
+            }
+        }
+        for (; r < r1; r++) {
+            for (int t = tb; t < te; t += FT) {
+                if (te - t >= 2) {
+                    s_mk_float(a, r, t, 1, 2, dt);
+                } else {
+                    s_mk_float(a, r, t, 1, 1, dt);
+                }
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Quantized-weight microkernel                                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+#define QR 2
+#define QT 3
+
+AINLINE void s_mk_quant(const struct tb_mm_args *a, int64_t r, int t0, const int R, const int T,
+                        const int dt)
+{
+    const int64_t n = a->cols;
+    const int64_t nb = n / TB_CPU_QBLOCK;
+    const size_t bb = dt == TB_CPU_Q4_0 ? 18 : 34;
+    const uint8_t *w[QR];
+    const int8_t *xq[QT];
+    const float *xd[QT];
+    const int32_t *xs[QT];
+    __m256 acc[QR][QT];
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) {
+        w[i] = a->w + (size_t)(r + i) * a->w_row_bytes;
+#pragma GCC unroll 8
+        for (int j = 0; j < T; j++) {
+            acc[i][j] = _mm256_setzero_ps();
+        }
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < T; j++) {
+        const uint8_t *row = a->qx + (size_t)(t0 + j) * a->qx_stride;
+        xq[j] = (const int8_t *)row;
+        xd[j] = (const float *)(row + n);
+        xs[j] = (const int32_t *)(row + n + nb * 4);
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i wq[QR], wa[QR];
+        float dw[QR];
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++) {
+            const uint8_t *blk = w[i] + (size_t)b * bb;
+            dw[i] = _cvtsh_ss(tb_cpu_load_u16(blk));
+            if (dt == TB_CPU_Q4_0) {
+                __m128i qs = _mm_loadu_si128((const __m128i *)(blk + 2));
+                __m256i y = _mm256_inserti128_si256(_mm256_castsi128_si256(qs),
+                                                    _mm_srli_epi16(qs, 4), 1);
+                wq[i] = _mm256_and_si256(y, m4);
+            } else {
+                wq[i] = _mm256_loadu_si256((const __m256i *)(blk + 2));
+                wa[i] = _mm256_sign_epi8(wq[i], wq[i]);
+            }
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < T; j++) {
+            __m256i xv = _mm256_loadu_si256((const __m256i *)(xq[j] + b * TB_CPU_QBLOCK));
+            float dx = xd[j][b];
+#pragma GCC unroll 8
+            for (int i = 0; i < R; i++) {
+                __m256i p;
+                if (dt == TB_CPU_Q4_0) {
+                    p = _mm256_madd_epi16(_mm256_maddubs_epi16(wq[i], xv), ones);
+                    p = _mm256_sub_epi32(p, _mm256_set1_epi32(xs[j][b]));
+                } else {
+                    p = _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(wa[i], _mm256_sign_epi8(xv, wq[i])), ones);
+                }
+                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw[i] * dx),
+                                            acc[i][j]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) {
+        float bias = a->bias ? a->bias[r + i] : 0.0f;
+#pragma GCC unroll 8
+        for (int j = 0; j < T; j++) {
+            a->y[(size_t)(t0 + j) * a->ldy + r + i] = s_hsum(acc[i][j]) + bias;
+        }
+    }
+}
+
+#define QUANT_TILE_CASES(R, dt)                                                                    \
+    switch (nt) {                                                                                  \
+    case 1: s_mk_quant(a, r, t, R, 1, dt); break;                                                  \
+    case 2: s_mk_quant(a, r, t, R, 2, dt); break;                                                  \
+    default: s_mk_quant(a, r, t, R, 3, dt); break;                                                 \
+    }
+
+AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt)
+{
+    for (int tb = 0; tb < a->n_tok; tb += TOK_BLOCK) {
+        int te = tb + TOK_BLOCK < a->n_tok ? tb + TOK_BLOCK : a->n_tok;
+        int64_t r = r0;
+        for (; a->n_tok > 1 && r + QR <= r1; r += QR) {
+            for (int t = tb; t < te; t += QT) {
+                int nt = te - t < QT ? te - t : QT;
+                QUANT_TILE_CASES(QR, dt)
+            }
+        }
+        for (; r < r1; r++) {
+            for (int t = tb; t < te; t += QT) {
+                int nt = te - t < QT ? te - t : QT;
+                QUANT_TILE_CASES(1, dt)
+            }
+        }
+    }
+}
+
+static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1)
+{
+    switch (a->dtype) {
+    case TB_CPU_F32:
+        s_rows_float(a, r0, r1, TB_CPU_F32);
+        break;
+    case TB_CPU_F16:
+        s_rows_float(a, r0, r1, TB_CPU_F16);
+        break;
+    case TB_CPU_BF16:
+        s_rows_float(a, r0, r1, TB_CPU_BF16);
+        break;
+    case TB_CPU_Q8_0:
+        s_rows_quant(a, r0, r1, TB_CPU_Q8_0);
+        break;
+    case TB_CPU_Q4_0:
+        s_rows_quant(a, r0, r1, TB_CPU_Q4_0);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Attention helpers                                                                           */
+/* ------------------------------------------------------------------------------------------ */
+
+static inline float s_att_dot_f32(const float *q, const float *k, int n)
+{
+    __m256 acc = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), acc);
+    }
+    float s = s_hsum(acc);
+    for (; i < n; i++) {
+        s += q[i] * k[i];
+    }
+    return s;
+}
+
+static inline float s_att_dot_f16(const float *q, const uint16_t *k, int n)
+{
+    __m256 acc = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 kv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + i)));
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), kv, acc);
+    }
+    float s = s_hsum(acc);
+    for (; i < n; i++) {
+        s += q[i] * _cvtsh_ss(k[i]);
+    }
+    return s;
+}
+
+static inline void s_att_axpy_f32(float *y, float a, const float *x, int n)
+{
+    __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(y + i,
+                         _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    }
+    for (; i < n; i++) {
+        y[i] += a * x[i];
+    }
+}
+
+static inline void s_att_axpy_f16(float *y, float a, const uint16_t *x, int n)
+{
+    __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 xv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i)));
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, xv, _mm256_loadu_ps(y + i)));
+    }
+    for (; i < n; i++) {
+        y[i] += a * _cvtsh_ss(x[i]);
+    }
+}
+
+static inline void s_att_scale(float *y, float a, int n)
+{
+    __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(va, _mm256_loadu_ps(y + i)));
+    }
+    for (; i < n; i++) {
+        y[i] *= a;
+    }
+}
+
+/* exp(x) for x <= 0 (clamped at -87): 2^n * p(r) as in tb_cpu_avx512.c. */
+AINLINE __m256 s_exp(__m256 x)
+{
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504089f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
+                                  23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+static inline float s_att_exp_block(float *s, int n, float mx)
+{
+    __m256 vm = _mm256_set1_ps(mx);
+    __m256 sum = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = s_exp(_mm256_sub_ps(_mm256_loadu_ps(s + i), vm));
+        _mm256_storeu_ps(s + i, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    float total = s_hsum(sum);
+    for (; i < n; i++) {
+        s[i] = expf(s[i] - mx);
+        total += s[i];
+    }
+    return total;
+}
+
+#define ATT_DOT_F32 s_att_dot_f32
+#define ATT_DOT_F16 s_att_dot_f16
+#define ATT_AXPY_F32 s_att_axpy_f32
+#define ATT_AXPY_F16 s_att_axpy_f16
+#define ATT_SCALE s_att_scale
+#define ATT_EXP_BLOCK s_att_exp_block
+#define TB_ATTN_TASK s_attn_task
+#include "tb_cpu_attn_impl.h"
+
+const struct tb_cpu_isa_impl tb_cpu_impl_avx2 = {
+    .isa = TB_CPU_ISA_AVX2,
+    .act_row_bytes = s_act_row_bytes,
+    .quant_act = s_quant_act,
+    .matmul_rows = s_matmul_rows,
+    .attn_task = s_attn_task,
+};

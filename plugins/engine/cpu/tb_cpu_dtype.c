@@ -1,0 +1,246 @@
+/*
+ * tb_cpu_dtype.c - weight formats: descriptors, scalar f16/bf16 conversion, row (de)quantization.
+ * Portable C: this file is compiled without ISA flags and is the ground the SIMD paths are
+ * checked against.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "tb_cpu_internal.h"
+#include "tb_errors.h"
+
+static const struct tb_cpu_dtype_info s_info[TB_CPU_DTYPE_COUNT] = {
+    [TB_CPU_F32] = {"f32", 1, 4, 0},
+    [TB_CPU_F16] = {"f16", 1, 2, 1},
+    [TB_CPU_BF16] = {"bf16", 1, 2, 30},
+    [TB_CPU_Q8_0] = {"q8_0", TB_CPU_QBLOCK, 2 + TB_CPU_QBLOCK, 8},
+    [TB_CPU_Q4_0] = {"q4_0", TB_CPU_QBLOCK, 2 + TB_CPU_QBLOCK / 2, 2},
+};
+
+const struct tb_cpu_dtype_info *tb_cpu_dtype_info(tb_cpu_dtype_t dt)
+{
+    if ((unsigned)dt >= TB_CPU_DTYPE_COUNT) {
+        return NULL;
+    }
+    return &s_info[dt];
+}
+
+int tb_cpu_dtype_from_ggml(uint32_t ggml_type, tb_cpu_dtype_t *out)
+{
+    for (int i = 0; i < TB_CPU_DTYPE_COUNT; i++) {
+        if (s_info[i].ggml_type == ggml_type) {
+            if (out) {
+                *out = (tb_cpu_dtype_t)i;
+            }
+            return TB_OK;
+        }
+    }
+    return TB_ENOTSUP;
+}
+
+size_t tb_cpu_dtype_row_bytes(tb_cpu_dtype_t dt, int64_t n)
+{
+    const struct tb_cpu_dtype_info *in = tb_cpu_dtype_info(dt);
+    if (!in || n < 0 || n % in->block_size != 0) {
+        return 0;
+    }
+    return (size_t)(n / in->block_size) * (size_t)in->block_bytes;
+}
+
+static uint32_t s_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static float s_float(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+float tb_cpu_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t man = h & 0x3ff;
+    if (exp == 0x1f) {
+        return s_float(sign | 0x7f800000u | (man << 13));
+    }
+    if (exp == 0) {
+        /* zero or subnormal: man * 2^-24 */
+        float v = (float)man * 5.9604644775390625e-8f;
+        return sign ? -v : v;
+    }
+    return s_float(sign | ((exp + 112) << 23) | (man << 13));
+}
+
+uint16_t tb_cpu_f32_to_f16(float f)
+{
+    uint32_t u = s_bits(f);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
+    uint32_t a = u & 0x7fffffffu;
+    if (a >= 0x7f800000u) {
+        /* inf or NaN (keep NaN quiet and non-zero) */
+        return (uint16_t)(sign | 0x7c00 | (a > 0x7f800000u ? 0x200 | ((a >> 13) & 0x3ff) : 0));
+    }
+    if (a >= 0x477ff000u) {
+        /* rounds to a value >= 65520: overflow to inf */
+        return (uint16_t)(sign | 0x7c00);
+    }
+    if (a < 0x38800000u) {
+        /* subnormal half (or zero): round a * 2^24 to an integer, nearest even */
+        float v = s_float(a) * 16777216.0f;
+        return (uint16_t)(sign | (uint16_t)lrintf(v));
+    }
+    /* normal: rebias, round to nearest even on the 13 dropped bits */
+    uint32_t r = a - 0x38000000u;
+    r += 0xfffu + ((r >> 13) & 1u);
+    return (uint16_t)(sign | (r >> 13));
+}
+
+float tb_cpu_bf16_to_f32(uint16_t h)
+{
+    return s_float((uint32_t)h << 16);
+}
+
+uint16_t tb_cpu_f32_to_bf16(float f)
+{
+    uint32_t u = s_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) {
+        return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    }
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+int tb_cpu_dequantize_row(tb_cpu_dtype_t dt, const void *src, float *dst, int64_t n)
+{
+    if (!src || !dst || (tb_cpu_dtype_row_bytes(dt, n) == 0 && n != 0)) {
+        return TB_EINVAL;
+    }
+    const uint8_t *p = src;
+    switch (dt) {
+    case TB_CPU_F32:
+        memcpy(dst, src, (size_t)n * 4);
+        break;
+    case TB_CPU_F16:
+        for (int64_t i = 0; i < n; i++) {
+            dst[i] = tb_cpu_f16_to_f32(tb_cpu_load_u16(p + 2 * i));
+        }
+        break;
+    case TB_CPU_BF16:
+        for (int64_t i = 0; i < n; i++) {
+            dst[i] = tb_cpu_bf16_to_f32(tb_cpu_load_u16(p + 2 * i));
+        }
+        break;
+    case TB_CPU_Q8_0:
+        for (int64_t b = 0; b < n / TB_CPU_QBLOCK; b++, p += 34) {
+            float d = tb_cpu_f16_to_f32(tb_cpu_load_u16(p));
+            for (int j = 0; j < TB_CPU_QBLOCK; j++) {
+                dst[b * TB_CPU_QBLOCK + j] = d * (float)(int8_t)p[2 + j];
+            }
+        }
+        break;
+    case TB_CPU_Q4_0:
+        for (int64_t b = 0; b < n / TB_CPU_QBLOCK; b++, p += 18) {
+            float d = tb_cpu_f16_to_f32(tb_cpu_load_u16(p));
+            for (int j = 0; j < 16; j++) {
+                dst[b * TB_CPU_QBLOCK + j] = d * (float)((p[2 + j] & 0x0f) - 8);
+                dst[b * TB_CPU_QBLOCK + j + 16] = d * (float)((p[2 + j] >> 4) - 8);
+            }
+        }
+        break;
+    default:
+        return TB_EINVAL;
+    }
+    return TB_OK;
+}
+
+int tb_cpu_quantize_row(tb_cpu_dtype_t dt, const float *src, void *dst, int64_t n)
+{
+    if (!src || !dst || (tb_cpu_dtype_row_bytes(dt, n) == 0 && n != 0)) {
+        return TB_EINVAL;
+    }
+    uint8_t *p = dst;
+    switch (dt) {
+    case TB_CPU_F32:
+        memcpy(dst, src, (size_t)n * 4);
+        break;
+    case TB_CPU_F16:
+        for (int64_t i = 0; i < n; i++) {
+            tb_cpu_store_u16(p + 2 * i, tb_cpu_f32_to_f16(src[i]));
+        }
+        break;
+    case TB_CPU_BF16:
+        for (int64_t i = 0; i < n; i++) {
+            tb_cpu_store_u16(p + 2 * i, tb_cpu_f32_to_bf16(src[i]));
+        }
+        break;
+    case TB_CPU_Q8_0:
+        for (int64_t b = 0; b < n / TB_CPU_QBLOCK; b++, p += 34) {
+            const float *x = src + b * TB_CPU_QBLOCK;
+            float amax = 0.0f;
+            for (int j = 0; j < TB_CPU_QBLOCK; j++) {
+                amax = fmaxf(amax, fabsf(x[j]));
+            }
+            float d = amax / 127.0f;
+            float id = d != 0.0f ? 1.0f / d : 0.0f;
+            tb_cpu_store_u16(p, tb_cpu_f32_to_f16(d));
+            for (int j = 0; j < TB_CPU_QBLOCK; j++) {
+                p[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
+            }
+        }
+        break;
+    case TB_CPU_Q4_0:
+        for (int64_t b = 0; b < n / TB_CPU_QBLOCK; b++, p += 18) {
+            const float *x = src + b * TB_CPU_QBLOCK;
+            float amax = 0.0f, max = 0.0f;
+            for (int j = 0; j < TB_CPU_QBLOCK; j++) {
+                if (amax < fabsf(x[j])) {
+                    amax = fabsf(x[j]);
+                    max = x[j];
+                }
+            }
+            float d = max / -8.0f;
+            float id = d != 0.0f ? 1.0f / d : 0.0f;
+            tb_cpu_store_u16(p, tb_cpu_f32_to_f16(d));
+            for (int j = 0; j < 16; j++) {
+                int q0 = (int)(int8_t)(x[j] * id + 8.5f);
+                int q1 = (int)(int8_t)(x[j + 16] * id + 8.5f);
+                q0 = q0 < 15 ? q0 : 15;
+                q1 = q1 < 15 ? q1 : 15;
+                p[2 + j] = (uint8_t)(q0 | (q1 << 4));
+            }
+        }
+        break;
+    default:
+        return TB_EINVAL;
+    }
+    return TB_OK;
+}
+
+void tb_cpu_quantize_act_row(const float *x, int64_t n, int8_t *q, float *d, int32_t *sum)
+{
+    for (int64_t b = 0; b < n / TB_CPU_QBLOCK; b++) {
+        const float *xb = x + b * TB_CPU_QBLOCK;
+        float amax = 0.0f;
+        for (int j = 0; j < TB_CPU_QBLOCK; j++) {
+            amax = fmaxf(amax, fabsf(xb[j]));
+        }
+        float db = amax / 127.0f;
+        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        int32_t s = 0;
+        for (int j = 0; j < TB_CPU_QBLOCK; j++) {
+            int v = (int)nearbyintf(xb[j] * id);
+            q[b * TB_CPU_QBLOCK + j] = (int8_t)v;
+            s += v;
+        }
+        d[b] = db;
+        if (sum) {
+            sum[b] = s;
+        }
+    }
+}

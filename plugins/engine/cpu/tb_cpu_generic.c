@@ -1,0 +1,166 @@
+/*
+ * tb_cpu_generic.c - the portable kernels: plain C for CPUs without AVX2 (and for any other
+ * architecture).  Same algorithms and the same activation quantization as the SIMD paths, only
+ * one value at a time.
+ *
+ * Quantized-activation row layout (shared with tb_cpu_avx2.c): int8 q[cols], then float
+ * d[cols/32], then int32 sum[cols/32]; rows padded to 64 bytes.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "tb_cpu_internal.h"
+
+size_t tb_cpu_simple_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols)
+{
+    if (wdt != TB_CPU_Q8_0 && wdt != TB_CPU_Q4_0) {
+        return 0;
+    }
+    size_t nb = (size_t)cols / TB_CPU_QBLOCK;
+    return ((size_t)cols + nb * 8 + 63) / 64 * 64;
+}
+
+void tb_cpu_simple_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst)
+{
+    (void)wdt;
+    size_t nb = (size_t)cols / TB_CPU_QBLOCK;
+    tb_cpu_quantize_act_row(x, cols, (int8_t *)dst, (float *)(dst + cols),
+                            (int32_t *)(dst + cols + nb * 4));
+}
+
+static float s_dot_row(const struct tb_mm_args *a, const uint8_t *w, int t)
+{
+    const int64_t n = a->cols;
+    if (a->dtype == TB_CPU_Q8_0 || a->dtype == TB_CPU_Q4_0) {
+        const int64_t nb = n / TB_CPU_QBLOCK;
+        const uint8_t *row = a->qx + (size_t)t * a->qx_stride;
+        const int8_t *q = (const int8_t *)row;
+        const float *d = (const float *)(row + n);
+        const int32_t *sum = (const int32_t *)(row + n + nb * 4);
+        float acc = 0.0f;
+        for (int64_t b = 0; b < nb; b++) {
+            const int8_t *qb = q + b * TB_CPU_QBLOCK;
+            int32_t s = 0;
+            float dw;
+            if (a->dtype == TB_CPU_Q8_0) {
+                const uint8_t *blk = w + b * 34;
+                dw = tb_cpu_f16_to_f32(tb_cpu_load_u16(blk));
+                for (int j = 0; j < TB_CPU_QBLOCK; j++) {
+                    s += (int32_t)(int8_t)blk[2 + j] * qb[j];
+                }
+            } else {
+                const uint8_t *blk = w + b * 18;
+                dw = tb_cpu_f16_to_f32(tb_cpu_load_u16(blk));
+                for (int j = 0; j < 16; j++) {
+                    s += (int32_t)(blk[2 + j] & 0x0f) * qb[j];
+                    s += (int32_t)(blk[2 + j] >> 4) * qb[j + 16];
+                }
+                s -= 8 * sum[b];
+            }
+            acc += dw * d[b] * (float)s;
+        }
+        return acc;
+    }
+    const float *x = a->x + (size_t)t * a->ldx;
+    float acc = 0.0f;
+    switch (a->dtype) {
+    case TB_CPU_F32: {
+        const float *wf = (const float *)w;
+        for (int64_t i = 0; i < n; i++) {
+            acc += wf[i] * x[i];
+        }
+        break;
+    }
+    case TB_CPU_F16:
+        for (int64_t i = 0; i < n; i++) {
+            acc += tb_cpu_f16_to_f32(tb_cpu_load_u16(w + 2 * i)) * x[i];
+        }
+        break;
+    case TB_CPU_BF16:
+        for (int64_t i = 0; i < n; i++) {
+            acc += tb_cpu_bf16_to_f32(tb_cpu_load_u16(w + 2 * i)) * x[i];
+        }
+        break;
+    default:
+        break;
+    }
+    return acc;
+}
+
+static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1)
+{
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *w = a->w + (size_t)r * a->w_row_bytes;
+        float b = a->bias ? a->bias[r] : 0.0f;
+        for (int t = 0; t < a->n_tok; t++) {
+            a->y[(size_t)t * a->ldy + r] = s_dot_row(a, w, t) + b;
+        }
+    }
+}
+
+/* Attention helpers for tb_cpu_attn_impl.h. */
+static inline float s_att_dot_f32(const float *q, const float *k, int n)
+{
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) {
+        s += q[i] * k[i];
+    }
+    return s;
+}
+
+static inline float s_att_dot_f16(const float *q, const uint16_t *k, int n)
+{
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) {
+        s += q[i] * tb_cpu_f16_to_f32(k[i]);
+    }
+    return s;
+}
+
+static inline void s_att_axpy_f32(float *y, float a, const float *x, int n)
+{
+    for (int i = 0; i < n; i++) {
+        y[i] += a * x[i];
+    }
+}
+
+static inline void s_att_axpy_f16(float *y, float a, const uint16_t *x, int n)
+{
+    for (int i = 0; i < n; i++) {
+        y[i] += a * tb_cpu_f16_to_f32(x[i]);
+    }
+}
+
+static inline void s_att_scale(float *y, float a, int n)
+{
+    for (int i = 0; i < n; i++) {
+        y[i] *= a;
+    }
+}
+
+static inline float s_att_exp_block(float *s, int n, float m)
+{
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) {
+        s[i] = expf(s[i] - m);
+        sum += s[i];
+    }
+    return sum;
+}
+
+#define ATT_DOT_F32 s_att_dot_f32
+#define ATT_DOT_F16 s_att_dot_f16
+#define ATT_AXPY_F32 s_att_axpy_f32
+#define ATT_AXPY_F16 s_att_axpy_f16
+#define ATT_SCALE s_att_scale
+#define ATT_EXP_BLOCK s_att_exp_block
+#define TB_ATTN_TASK s_attn_task
+#include "tb_cpu_attn_impl.h"
+
+const struct tb_cpu_isa_impl tb_cpu_impl_generic = {
+    .isa = TB_CPU_ISA_GENERIC,
+    .act_row_bytes = tb_cpu_simple_act_row_bytes,
+    .quant_act = tb_cpu_simple_quant_act,
+    .matmul_rows = s_matmul_rows,
+    .attn_task = s_attn_task,
+};

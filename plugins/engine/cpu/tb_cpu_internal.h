@@ -1,0 +1,89 @@
+/*
+ * tb_cpu_internal.h - what the CPU kernel files share and nothing outside plugins/engine/cpu may
+ * include: the per-ISA implementation table, the argument blocks of the parallel loops, and
+ * small unaligned-access helpers.
+ *
+ * Each ISA lives in its own file compiled with its own -m flags (tb_cpu_generic.c: none,
+ * tb_cpu_avx2.c: -mavx2 -mfma -mf16c, tb_cpu_avx512.c: + AVX-512 F/BW/VL/DQ/VNNI); only the table
+ * of the ISA chosen at run time is ever called, so no AVX instruction runs on a CPU without it.
+ */
+#ifndef TB_CPU_INTERNAL_H
+#define TB_CPU_INTERNAL_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "tb_cpu_kernels.h"
+
+static inline uint16_t tb_cpu_load_u16(const void *p)
+{
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
+static inline void tb_cpu_store_u16(void *p, uint16_t v)
+{
+    memcpy(p, &v, 2);
+}
+
+/* Quantizes n (multiple of 32) activations into int8 blocks: q = nearbyint(x * 127 / amax),
+ * d = amax / 127, sum = sum of q (NULL to skip).  The reference every ISA's activation
+ * quantizer reproduces bit for bit. */
+void tb_cpu_quantize_act_row(const float *x, int64_t n, int8_t *q, float *d, int32_t *sum);
+
+/* One matmul, as the parallel loop sees it. */
+struct tb_mm_args {
+    const uint8_t *w;   /* weight rows */
+    size_t w_row_bytes; /* bytes per weight row */
+    tb_cpu_dtype_t dtype;
+    int64_t rows, cols;
+    const float *x; /* f32 activations (float paths) */
+    size_t ldx;
+    int n_tok;
+    const uint8_t *qx; /* quantized activations (int8 paths), n_tok rows */
+    size_t qx_stride;  /* bytes per quantized row */
+    const float *bias;
+    float *y;
+    size_t ldy;
+};
+
+/* One attention call, as the parallel loop sees it. */
+struct tb_attn_args {
+    const struct tb_cpu_kv_layout *layout;
+    const uint8_t *k, *v;
+    size_t block_bytes; /* bytes per block (all kv heads) */
+    size_t head_bytes;  /* bytes per (block, kv head): block_size * head_dim values */
+    const struct tb_cpu_attn_seq *seqs;
+    const float *q;
+    size_t ldq;
+    int n_heads, group;
+    float scale;
+    float *out;
+    size_t ldo;
+    float *scratch;        /* per-thread scratch, scratch_floats each */
+    size_t scratch_floats; /* >= group * head_dim + block_size */
+};
+
+struct tb_cpu_isa_impl {
+    tb_cpu_isa_t isa;
+    /* Bytes of one quantized activation row for an int8 matmul against `wdt` weights. */
+    size_t (*act_row_bytes)(tb_cpu_dtype_t wdt, int64_t cols);
+    /* Quantizes one activation row of `cols` floats for `wdt` weights into dst. */
+    void (*quant_act)(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst);
+    /* Output rows [r0, r1) of a matmul, all n_tok tokens. */
+    void (*matmul_rows)(const struct tb_mm_args *a, int64_t r0, int64_t r1);
+    /* Every query head of kv head `kvh` for query token `tok`; scratch: this thread's. */
+    void (*attn_task)(const struct tb_attn_args *a, int tok, int kvh, float *scratch);
+};
+
+/* The portable quantized-activation layout (generic and AVX2): int8 q[cols], float d[cols/32],
+ * int32 sum[cols/32], padded to 64 bytes. */
+size_t tb_cpu_simple_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols);
+void tb_cpu_simple_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst);
+
+extern const struct tb_cpu_isa_impl tb_cpu_impl_generic;
+extern const struct tb_cpu_isa_impl tb_cpu_impl_avx2;
+extern const struct tb_cpu_isa_impl tb_cpu_impl_avx512;
+
+#endif /* TB_CPU_INTERNAL_H */

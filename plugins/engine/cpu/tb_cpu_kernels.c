@@ -1,0 +1,422 @@
+/*
+ * tb_cpu_kernels.c - the kernel context: ISA detection and choice, scratch memory, and the
+ * drivers that validate arguments and split matmul and attention into parallel tasks.
+ */
+#include "tb_cpu_kernels.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tb_cpu_internal.h"
+#include "tb_errors.h"
+
+#define TASKS_PER_THREAD 8    /* load balance when another process steals a core */
+#define TASK_W_BYTES (384 << 10) /* weight bytes one matmul task keeps hot in L2 */
+
+struct tb_cpu_kernels {
+    tb_threadpool_t *pool; /* borrowed */
+    const struct tb_cpu_isa_impl *impl;
+    uint8_t *scratch; /* 64-byte aligned */
+    size_t scratch_bytes;
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* ISA                                                                                         */
+/* ------------------------------------------------------------------------------------------ */
+
+tb_cpu_isa_t tb_cpu_isa_detect(void)
+{
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                __builtin_cpu_supports("f16c");
+    bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
+                  __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                  __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni");
+    if (avx512) {
+        return TB_CPU_ISA_AVX512;
+    }
+    if (avx2) {
+        return TB_CPU_ISA_AVX2;
+    }
+#endif
+    return TB_CPU_ISA_GENERIC;
+}
+
+const char *tb_cpu_isa_name(tb_cpu_isa_t isa)
+{
+    switch (isa) {
+    case TB_CPU_ISA_GENERIC:
+        return "generic";
+    case TB_CPU_ISA_AVX2:
+        return "avx2";
+    case TB_CPU_ISA_AVX512:
+        return "avx512";
+    }
+    return "unknown";
+}
+
+static const struct tb_cpu_isa_impl *s_impl_of(tb_cpu_isa_t isa)
+{
+#if defined(__x86_64__)
+    if (isa == TB_CPU_ISA_AVX512) {
+        return &tb_cpu_impl_avx512;
+    }
+    if (isa == TB_CPU_ISA_AVX2) {
+        return &tb_cpu_impl_avx2;
+    }
+#endif
+    return &tb_cpu_impl_generic;
+}
+
+int tb_cpu_kernels_set_isa(tb_cpu_kernels_t *self, tb_cpu_isa_t isa)
+{
+    if (!self || (unsigned)isa > TB_CPU_ISA_AVX512) {
+        return TB_EINVAL;
+    }
+    if (isa > tb_cpu_isa_detect()) {
+        return TB_ENOTSUP;
+    }
+    self->impl = s_impl_of(isa);
+    return TB_OK;
+}
+
+tb_cpu_isa_t tb_cpu_kernels_isa(const tb_cpu_kernels_t *self)
+{
+    return self ? self->impl->isa : TB_CPU_ISA_GENERIC;
+}
+
+tb_threadpool_t *tb_cpu_kernels_pool(const tb_cpu_kernels_t *self)
+{
+    return self ? self->pool : NULL;
+}
+
+int tb_cpu_kernels_new(tb_threadpool_t *pool, tb_cpu_kernels_t **out)
+{
+    int rc = TB_OK;
+    tb_cpu_kernels_t *k = NULL;
+    if (!out) {
+        rc = TB_EINVAL;
+        goto done;
+    }
+    *out = NULL;
+    k = calloc(1, sizeof(*k));
+    if (!k) {
+        rc = TB_ENOMEM;
+        goto done;
+    }
+    k->pool = pool;
+    k->impl = s_impl_of(tb_cpu_isa_detect());
+    const char *env = getenv("TB_CPU_ISA");
+    if (env && *env) {
+        tb_cpu_isa_t want;
+        if (strcmp(env, "generic") == 0) {
+            want = TB_CPU_ISA_GENERIC;
+        } else if (strcmp(env, "avx2") == 0) {
+            want = TB_CPU_ISA_AVX2;
+        } else if (strcmp(env, "avx512") == 0) {
+            want = TB_CPU_ISA_AVX512;
+        } else {
+            rc = TB_EINVAL;
+            goto fail;
+        }
+        rc = tb_cpu_kernels_set_isa(k, want);
+        if (rc != TB_OK) {
+            goto fail;
+        }
+    }
+    *out = k;
+    goto done;
+
+fail:
+    free(k);
+done:
+    return rc;
+}
+
+void tb_cpu_kernels_destroy(tb_cpu_kernels_t **self_p)
+{
+    if (!self_p || !*self_p) {
+        return;
+    }
+    free((*self_p)->scratch);
+    free(*self_p);
+    *self_p = NULL;
+}
+
+/* Makes the scratch at least `bytes` long (contents not kept). */
+static int s_scratch(tb_cpu_kernels_t *k, size_t bytes)
+{
+    if (bytes <= k->scratch_bytes) {
+        return TB_OK;
+    }
+    size_t want = (bytes + (bytes >> 2) + 63) / 64 * 64;
+    uint8_t *p = aligned_alloc(64, want);
+    if (!p) {
+        return TB_ENOMEM;
+    }
+    free(k->scratch);
+    k->scratch = p;
+    k->scratch_bytes = want;
+    return TB_OK;
+}
+
+static int s_threads(const tb_cpu_kernels_t *k)
+{
+    return k->pool ? tb_threadpool_size(k->pool) : 1;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Matmul                                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+struct mm_job {
+    const struct tb_cpu_isa_impl *impl;
+    struct tb_mm_args args;
+    int64_t rows_per_task;
+    /* activation quantization */
+    const float *x;
+    size_t ldx;
+    uint8_t *qx;
+    size_t qx_stride;
+    int tok_per_task;
+};
+
+static void s_mm_task(void *arg, int task, int thread)
+{
+    (void)thread;
+    struct mm_job *j = arg;
+    int64_t r0 = (int64_t)task * j->rows_per_task;
+    int64_t r1 = r0 + j->rows_per_task < j->args.rows ? r0 + j->rows_per_task : j->args.rows;
+    j->impl->matmul_rows(&j->args, r0, r1);
+}
+
+static void s_quant_task(void *arg, int task, int thread)
+{
+    (void)thread;
+    struct mm_job *j = arg;
+    int t0 = task * j->tok_per_task;
+    int t1 = t0 + j->tok_per_task < j->args.n_tok ? t0 + j->tok_per_task : j->args.n_tok;
+    for (int t = t0; t < t1; t++) {
+        j->impl->quant_act(j->args.dtype, j->x + (size_t)t * j->ldx, j->args.cols,
+                           j->qx + (size_t)t * j->qx_stride);
+    }
+}
+
+int tb_cpu_matmul(tb_cpu_kernels_t *self, const struct tb_cpu_weight *w, const float *x,
+                  size_t ldx, int n_tok, const float *bias, float *y, size_t ldy)
+{
+    if (!self || !w || !w->data || !x || !y || n_tok < 0 || w->rows < 1 || w->cols < 1 ||
+        ldx < (size_t)w->cols || ldy < (size_t)w->rows) {
+        return TB_EINVAL;
+    }
+    size_t row_bytes = tb_cpu_dtype_row_bytes(w->dtype, w->cols);
+    if (row_bytes == 0) {
+        return TB_EINVAL;
+    }
+    if (n_tok == 0) {
+        return TB_OK;
+    }
+    struct mm_job j = {.impl = self->impl};
+    j.args = (struct tb_mm_args){
+        .w = w->data,
+        .w_row_bytes = row_bytes,
+        .dtype = w->dtype,
+        .rows = w->rows,
+        .cols = w->cols,
+        .x = x,
+        .ldx = ldx,
+        .n_tok = n_tok,
+        .bias = bias,
+        .y = y,
+        .ldy = ldy,
+    };
+    int nth = s_threads(self);
+    size_t act = self->impl->act_row_bytes(w->dtype, w->cols);
+    if (act > 0) {
+        int rc = s_scratch(self, act * (size_t)n_tok);
+        if (rc != TB_OK) {
+            return rc;
+        }
+        j.x = x;
+        j.ldx = ldx;
+        j.qx = self->scratch;
+        j.qx_stride = act;
+        j.tok_per_task = (n_tok + nth * 2 - 1) / (nth * 2);
+        int n_qtasks = (n_tok + j.tok_per_task - 1) / j.tok_per_task;
+        tb_threadpool_run(self->pool, n_qtasks, s_quant_task, &j);
+        j.args.qx = j.qx;
+        j.args.qx_stride = act;
+    }
+    /* Rows per task: enough tasks to balance the threads, few enough weight bytes per task to
+     * stay in L2 while a block of token rows sweeps them; a multiple of 4 (the row tile). */
+    int64_t per = (w->rows + (int64_t)nth * TASKS_PER_THREAD - 1) / ((int64_t)nth * TASKS_PER_THREAD);
+    if (n_tok > 1) {
+        int64_t cap = (int64_t)(TASK_W_BYTES / row_bytes);
+        if (per > cap) {
+            per = cap;
+        }
+    }
+    per = (per + 3) / 4 * 4;
+    if (per < 4) {
+        per = 4;
+    }
+    j.rows_per_task = per;
+    int n_tasks = (int)((w->rows + per - 1) / per);
+    tb_threadpool_run(self->pool, n_tasks, s_mm_task, &j);
+    return TB_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* KV cache and attention                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+int tb_cpu_kv_check(const struct tb_cpu_kv_layout *L)
+{
+    if (!L || L->block_size < 1 || L->block_size > 256 || L->n_kv_heads < 1 ||
+        L->head_dim < 1 || L->head_dim > 512 || L->n_blocks < 1 ||
+        (L->dtype != TB_CPU_F16 && L->dtype != TB_CPU_F32)) {
+        return TB_EINVAL;
+    }
+    return TB_OK;
+}
+
+static size_t s_kv_elem(const struct tb_cpu_kv_layout *L)
+{
+    return L->dtype == TB_CPU_F16 ? 2 : 4;
+}
+
+size_t tb_cpu_kv_bytes(const struct tb_cpu_kv_layout *L)
+{
+    if (tb_cpu_kv_check(L) != TB_OK) {
+        return 0;
+    }
+    return (size_t)L->n_blocks * (size_t)L->n_kv_heads * (size_t)L->block_size *
+           (size_t)L->head_dim * s_kv_elem(L);
+}
+
+int tb_cpu_kv_write(const struct tb_cpu_kv_layout *L, void *k_cache, void *v_cache, int n_tok,
+                    const int32_t *slots, const float *k, size_t ldk, const float *v, size_t ldv)
+{
+    if (tb_cpu_kv_check(L) != TB_OK || !k_cache || !v_cache || n_tok < 0 ||
+        (n_tok > 0 && (!slots || !k || !v))) {
+        return TB_EINVAL;
+    }
+    const size_t width = (size_t)L->n_kv_heads * (size_t)L->head_dim;
+    if (ldk < width || ldv < width) {
+        return TB_EINVAL;
+    }
+    const int64_t n_slots = L->n_blocks * L->block_size;
+    for (int t = 0; t < n_tok; t++) {
+        if (slots[t] >= n_slots) {
+            return TB_EINVAL;
+        }
+    }
+    const size_t es = s_kv_elem(L);
+    const size_t hd = (size_t)L->head_dim;
+    const size_t head_bytes = (size_t)L->block_size * hd * es;
+    const size_t block_bytes = head_bytes * (size_t)L->n_kv_heads;
+    for (int t = 0; t < n_tok; t++) {
+        if (slots[t] < 0) {
+            continue;
+        }
+        size_t blk = (size_t)slots[t] / (size_t)L->block_size;
+        size_t off = (size_t)slots[t] % (size_t)L->block_size;
+        for (int h = 0; h < L->n_kv_heads; h++) {
+            size_t at = blk * block_bytes + (size_t)h * head_bytes + off * hd * es;
+            const float *ks = k + (size_t)t * ldk + (size_t)h * hd;
+            const float *vs = v + (size_t)t * ldv + (size_t)h * hd;
+            uint8_t *kd = (uint8_t *)k_cache + at;
+            uint8_t *vd = (uint8_t *)v_cache + at;
+            if (es == 4) {
+                memcpy(kd, ks, hd * 4);
+                memcpy(vd, vs, hd * 4);
+            } else {
+                for (size_t d = 0; d < hd; d++) {
+                    tb_cpu_store_u16(kd + 2 * d, tb_cpu_f32_to_f16(ks[d]));
+                    tb_cpu_store_u16(vd + 2 * d, tb_cpu_f32_to_f16(vs[d]));
+                }
+            }
+        }
+    }
+    return TB_OK;
+}
+
+struct attn_job {
+    const struct tb_cpu_isa_impl *impl;
+    struct tb_attn_args args;
+    int n_kv_heads;
+};
+
+static void s_attn_task(void *arg, int task, int thread)
+{
+    struct attn_job *j = arg;
+    float *scratch = j->args.scratch + (size_t)thread * j->args.scratch_floats;
+    j->impl->attn_task(&j->args, task / j->n_kv_heads, task % j->n_kv_heads, scratch);
+}
+
+int tb_cpu_attention(tb_cpu_kernels_t *self, const struct tb_cpu_kv_layout *L,
+                     const void *k_cache, const void *v_cache, int n_tok,
+                     const struct tb_cpu_attn_seq *seqs, const float *q, size_t ldq, int n_heads,
+                     float scale, float *out, size_t ldo)
+{
+    if (!self || tb_cpu_kv_check(L) != TB_OK || !k_cache || !v_cache || n_tok < 0 ||
+        n_heads < 1 || n_heads % L->n_kv_heads != 0 || !isfinite(scale)) {
+        return TB_EINVAL;
+    }
+    if (n_tok == 0) {
+        return TB_OK;
+    }
+    const size_t width = (size_t)n_heads * (size_t)L->head_dim;
+    if (!seqs || !q || !out || ldq < width || ldo < width ||
+        (int64_t)n_tok * L->n_kv_heads > (int64_t)1 << 30) {
+        return TB_EINVAL;
+    }
+    /* Every block a query will read must exist: cheap next to the attention itself. */
+    for (int t = 0; t < n_tok; t++) {
+        const struct tb_cpu_attn_seq *s = &seqs[t];
+        int n_att = s->pos + 1 < s->ctx_len ? s->pos + 1 : s->ctx_len;
+        if (n_att <= 0) {
+            continue;
+        }
+        int need = (n_att + L->block_size - 1) / L->block_size;
+        if (!s->block_table || s->n_blocks < need) {
+            return TB_EINVAL;
+        }
+        for (int b = 0; b < need; b++) {
+            if (s->block_table[b] < 0 || s->block_table[b] >= L->n_blocks) {
+                return TB_EINVAL;
+            }
+        }
+    }
+    const int group = n_heads / L->n_kv_heads;
+    const size_t per_thread = ((size_t)group * (size_t)L->head_dim + (size_t)L->block_size +
+                               2 * (size_t)group + 15) / 16 * 16;
+    const int nth = s_threads(self);
+    int rc = s_scratch(self, per_thread * sizeof(float) * (size_t)nth);
+    if (rc != TB_OK) {
+        return rc;
+    }
+    const size_t es = s_kv_elem(L);
+    struct attn_job j = {.impl = self->impl, .n_kv_heads = L->n_kv_heads};
+    j.args = (struct tb_attn_args){
+        .layout = L,
+        .k = k_cache,
+        .v = v_cache,
+        .head_bytes = (size_t)L->block_size * (size_t)L->head_dim * es,
+        .seqs = seqs,
+        .q = q,
+        .ldq = ldq,
+        .n_heads = n_heads,
+        .group = group,
+        .scale = scale != 0.0f ? scale : 1.0f / sqrtf((float)L->head_dim),
+        .out = out,
+        .ldo = ldo,
+        .scratch = (float *)self->scratch,
+        .scratch_floats = per_thread,
+    };
+    j.args.block_bytes = j.args.head_bytes * (size_t)L->n_kv_heads;
+    tb_threadpool_run(self->pool, n_tok * L->n_kv_heads, s_attn_task, &j);
+    return TB_OK;
+}

@@ -1,0 +1,257 @@
+/* Unit tests for the paged KV cache and attention: random block tables, GQA ratios, odd head
+ * sizes and block sizes, f16 and f32 caches, every ISA, against a direct softmax in double. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "cpu/tb_cpu_kernels.h"
+#include "tb_errors.h"
+
+static uint64_t s_rng = 0x9e3779b97f4a7c15ull;
+
+static float s_rand(void)
+{
+    s_rng ^= s_rng << 13;
+    s_rng ^= s_rng >> 7;
+    s_rng ^= s_rng << 17;
+    return (float)((s_rng >> 40) & 0xffffff) / 8388608.0f - 1.0f;
+}
+
+static uint32_t s_randu(uint32_t n)
+{
+    s_rng ^= s_rng << 13;
+    s_rng ^= s_rng >> 7;
+    s_rng ^= s_rng << 17;
+    return (uint32_t)((s_rng >> 33) % n);
+}
+
+struct cfg {
+    int n_kv, group, hd, bs;
+    tb_cpu_dtype_t dt;
+};
+
+#define NSEQ 3
+
+static void s_run(tb_cpu_kernels_t *k, const struct cfg *c)
+{
+    const int lens[NSEQ] = {1, 37, 100};
+    const int n_heads = c->n_kv * c->group;
+    const int kvw = c->n_kv * c->hd, qw = n_heads * c->hd;
+    int total_blocks = 0;
+    for (int s = 0; s < NSEQ; s++) {
+        total_blocks += (lens[s] + c->bs - 1) / c->bs;
+    }
+    struct tb_cpu_kv_layout L = {c->bs, c->n_kv, c->hd, c->dt, total_blocks + 7};
+    assert_int_equal(tb_cpu_kv_check(&L), TB_OK);
+    size_t bytes = tb_cpu_kv_bytes(&L);
+    assert_int_equal(bytes, (size_t)L.n_blocks * c->bs * kvw * (c->dt == TB_CPU_F16 ? 2 : 4));
+    uint8_t *kc = malloc(bytes), *vc = malloc(bytes);
+    memset(kc, 0xff, bytes); /* NaN garbage: reading an unwritten slot would show */
+    memset(vc, 0xff, bytes);
+    /* Random block tables: a shuffled subset of the cache's blocks. */
+    int32_t *perm = malloc(sizeof(int32_t) * (size_t)L.n_blocks);
+    for (int i = 0; i < L.n_blocks; i++) {
+        perm[i] = i;
+    }
+    for (int i = (int)L.n_blocks - 1; i > 0; i--) {
+        int j = (int)s_randu((uint32_t)i + 1);
+        int32_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    int32_t *tables[NSEQ];
+    float *kref[NSEQ], *vref[NSEQ]; /* logical [pos][kv_head][hd], as stored (rounded) */
+    int used = 0;
+    for (int s = 0; s < NSEQ; s++) {
+        int nb = (lens[s] + c->bs - 1) / c->bs;
+        tables[s] = perm + used;
+        used += nb;
+        kref[s] = malloc(sizeof(float) * (size_t)lens[s] * kvw);
+        vref[s] = malloc(sizeof(float) * (size_t)lens[s] * kvw);
+        float *kin = malloc(sizeof(float) * (size_t)lens[s] * kvw);
+        float *vin = malloc(sizeof(float) * (size_t)lens[s] * kvw);
+        int32_t *slots = malloc(sizeof(int32_t) * (size_t)lens[s]);
+        for (int p = 0; p < lens[s]; p++) {
+            slots[p] = tables[s][p / c->bs] * c->bs + p % c->bs;
+            for (int i = 0; i < kvw; i++) {
+                kin[p * kvw + i] = s_rand() * 2.0f;
+                vin[p * kvw + i] = s_rand();
+                kref[s][p * kvw + i] = c->dt == TB_CPU_F16 ? (float)(_Float16)kin[p * kvw + i]
+                                                            : kin[p * kvw + i];
+                vref[s][p * kvw + i] = c->dt == TB_CPU_F16 ? (float)(_Float16)vin[p * kvw + i]
+                                                            : vin[p * kvw + i];
+            }
+        }
+        /* write in two calls, the second with a padding slot (-1) in between */
+        int half = lens[s] / 2;
+        assert_int_equal(tb_cpu_kv_write(&L, kc, vc, half, slots, kin, kvw, vin, kvw), TB_OK);
+        int32_t pad_slots[2] = {-1, 0};
+        for (int p = half; p < lens[s]; p++) {
+            pad_slots[1] = slots[p];
+            float kk[2 * 512], vv[2 * 512];
+            memcpy(kk + kvw, kin + p * kvw, sizeof(float) * kvw);
+            memcpy(vv + kvw, vin + p * kvw, sizeof(float) * kvw);
+            memset(kk, 0, sizeof(float) * kvw);
+            memset(vv, 0, sizeof(float) * kvw);
+            assert_int_equal(tb_cpu_kv_write(&L, kc, vc, 2, pad_slots, kk, kvw, vv, kvw), TB_OK);
+        }
+        free(kin);
+        free(vin);
+        free(slots);
+    }
+    /* Queries: decode steps of each sequence, a prefill-like run of sequence 2, and a query
+     * that sees nothing (ctx_len 0). */
+    enum { MAXQ = 16 };
+    struct tb_cpu_attn_seq qs[MAXQ];
+    int qseq[MAXQ];
+    int nq = 0;
+    for (int s = 0; s < NSEQ; s++) {
+        qs[nq] = (struct tb_cpu_attn_seq){tables[s], (lens[s] + c->bs - 1) / c->bs, lens[s],
+                                          lens[s] - 1};
+        qseq[nq++] = s;
+    }
+    static const int prefill_pos[] = {0, 4, 5, 15, 16, 17, 63, 64, 99};
+    for (size_t i = 0; i < sizeof(prefill_pos) / sizeof(prefill_pos[0]); i++) {
+        qs[nq] = (struct tb_cpu_attn_seq){tables[2], (lens[2] + c->bs - 1) / c->bs, lens[2],
+                                          prefill_pos[i]};
+        qseq[nq++] = 2;
+    }
+    qs[nq] = (struct tb_cpu_attn_seq){tables[1], 0, 0, 3};
+    qseq[nq++] = 1;
+    const size_t ldq = (size_t)qw + 3, ldo = (size_t)qw + 1;
+    float *q = malloc(sizeof(float) * ldq * nq);
+    float *out = malloc(sizeof(float) * ldo * nq);
+    for (size_t i = 0; i < ldq * nq; i++) {
+        q[i] = s_rand();
+    }
+    assert_int_equal(tb_cpu_attention(k, &L, kc, vc, nq, qs, q, ldq, n_heads, 0.0f, out, ldo),
+                     TB_OK);
+    const double scale = 1.0 / sqrt((double)c->hd);
+    double *sc = malloc(sizeof(double) * 128);
+    for (int t = 0; t < nq; t++) {
+        int s = qseq[t];
+        int n_att = qs[t].pos + 1 < qs[t].ctx_len ? qs[t].pos + 1 : qs[t].ctx_len;
+        for (int h = 0; h < n_heads; h++) {
+            int g = h / c->group;
+            const float *qh = q + (size_t)t * ldq + (size_t)h * c->hd;
+            double mx = -INFINITY, sum = 0.0;
+            for (int p = 0; p < n_att; p++) {
+                double d = 0.0;
+                for (int i = 0; i < c->hd; i++) {
+                    d += (double)qh[i] * kref[s][(size_t)p * kvw + g * c->hd + i];
+                }
+                sc[p] = d * scale;
+                mx = sc[p] > mx ? sc[p] : mx;
+            }
+            for (int p = 0; p < n_att; p++) {
+                sc[p] = exp(sc[p] - mx);
+                sum += sc[p];
+            }
+            for (int i = 0; i < c->hd; i++) {
+                double o = 0.0;
+                for (int p = 0; p < n_att; p++) {
+                    o += sc[p] * vref[s][(size_t)p * kvw + g * c->hd + i];
+                }
+                o = n_att > 0 ? o / sum : 0.0;
+                double got = out[(size_t)t * ldo + (size_t)h * c->hd + i];
+                if (!(fabs(got - o) <= 2e-5 + 2e-5 * fabs(o))) {
+                    print_error("kv %d group %d hd %d bs %d dt %d isa %s: q %d head %d dim %d: "
+                                "got %.7g want %.7g\n",
+                                c->n_kv, c->group, c->hd, c->bs, c->dt,
+                                tb_cpu_isa_name(tb_cpu_kernels_isa(k)), t, h, i, got, o);
+                    fail();
+                }
+            }
+        }
+    }
+    /* Broken tables are refused. */
+    int32_t bad[1] = {(int32_t)L.n_blocks};
+    struct tb_cpu_attn_seq bq = {bad, 1, 1, 0};
+    assert_int_equal(tb_cpu_attention(k, &L, kc, vc, 1, &bq, q, ldq, n_heads, 0.0f, out, ldo),
+                     TB_EINVAL);
+    bq = (struct tb_cpu_attn_seq){tables[2], 1, lens[2], lens[2] - 1}; /* table too short */
+    assert_int_equal(tb_cpu_attention(k, &L, kc, vc, 1, &bq, q, ldq, n_heads, 0.0f, out, ldo),
+                     TB_EINVAL);
+    if (c->n_kv > 1) { /* n_heads not a multiple of n_kv_heads */
+        assert_int_equal(
+            tb_cpu_attention(k, &L, kc, vc, 1, qs, q, ldq, n_heads + 1, 0.0f, out, ldo),
+            TB_EINVAL);
+    }
+    for (int s = 0; s < NSEQ; s++) {
+        free(kref[s]);
+        free(vref[s]);
+    }
+    free(sc);
+    free(q);
+    free(out);
+    free(perm);
+    free(kc);
+    free(vc);
+}
+
+static void test_attention_configs(void **state)
+{
+    (void)state;
+    static const struct cfg cfgs[] = {
+        {1, 1, 64, 16, TB_CPU_F16},  {4, 8, 64, 16, TB_CPU_F16}, {2, 4, 128, 16, TB_CPU_F32},
+        {3, 2, 20, 5, TB_CPU_F16},   {2, 3, 17, 7, TB_CPU_F32},  {8, 1, 32, 1, TB_CPU_F16},
+        {1, 16, 80, 32, TB_CPU_F16}, {4, 4, 64, 16, TB_CPU_F32},
+    };
+    tb_threadpool_t *pool = NULL;
+    assert_int_equal(tb_threadpool_new(2, &pool), TB_OK);
+    tb_cpu_kernels_t *k = NULL;
+    assert_int_equal(tb_cpu_kernels_new(pool, &k), TB_OK);
+    for (int isa = TB_CPU_ISA_GENERIC; isa <= (int)tb_cpu_isa_detect(); isa++) {
+        assert_int_equal(tb_cpu_kernels_set_isa(k, (tb_cpu_isa_t)isa), TB_OK);
+        for (size_t i = 0; i < sizeof(cfgs) / sizeof(cfgs[0]); i++) {
+            s_run(k, &cfgs[i]);
+        }
+    }
+    tb_cpu_kernels_destroy(&k);
+    tb_threadpool_destroy(&pool);
+}
+
+static void test_kv_write_bounds(void **state)
+{
+    (void)state;
+    struct tb_cpu_kv_layout L = {16, 2, 8, TB_CPU_F16, 4};
+    size_t bytes = tb_cpu_kv_bytes(&L);
+    assert_int_equal(bytes, 4 * 2 * 16 * 8 * 2);
+    uint16_t *kc = calloc(1, bytes), *vc = calloc(1, bytes);
+    float k[16], v[16];
+    for (int i = 0; i < 16; i++) {
+        k[i] = (float)i;
+        v[i] = -(float)i;
+    }
+    int32_t slot = 4 * 16; /* one past the end */
+    assert_int_equal(tb_cpu_kv_write(&L, kc, vc, 1, &slot, k, 16, v, 16), TB_EINVAL);
+    slot = 2 * 16 + 3; /* block 2, offset 3 */
+    assert_int_equal(tb_cpu_kv_write(&L, kc, vc, 1, &slot, k, 16, v, 16), TB_OK);
+    /* [block][kv_head][slot][head_dim]: head 1 of block 2, slot 3 */
+    size_t at = ((size_t)2 * 2 * 16 + 1 * 16 + 3) * 8;
+    assert_int_equal(kc[at], tb_cpu_f32_to_f16(8.0f));
+    assert_int_equal(vc[at + 7], tb_cpu_f32_to_f16(-15.0f));
+    struct tb_cpu_kv_layout bad = L;
+    bad.dtype = TB_CPU_Q8_0;
+    assert_int_equal(tb_cpu_kv_check(&bad), TB_EINVAL);
+    assert_int_equal(tb_cpu_kv_bytes(&bad), 0);
+    bad = L;
+    bad.block_size = 0;
+    assert_int_equal(tb_cpu_kv_check(&bad), TB_EINVAL);
+    free(kc);
+    free(vc);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_attention_configs),
+        cmocka_unit_test(test_kv_write_bounds),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

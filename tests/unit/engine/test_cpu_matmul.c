@@ -1,0 +1,305 @@
+/* Unit tests for tb_cpu_matmul: every dtype, every ISA this CPU has (generic, AVX2, AVX-512),
+ * odd shapes, n_tok 1..70, bias and strides, against scalar references written here from the
+ * documented formats (not from the library's code). */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "cpu/tb_cpu_kernels.h"
+#include "tb_errors.h"
+
+static uint64_t s_rng = 88172645463325252ull;
+
+static float s_rand(void) /* uniform in [-1, 1) */
+{
+    s_rng ^= s_rng << 13;
+    s_rng ^= s_rng >> 7;
+    s_rng ^= s_rng << 17;
+    return (float)((s_rng >> 40) & 0xffffff) / 8388608.0f - 1.0f;
+}
+
+/* Reference decoding of one stored value, straight from the format description. */
+static double s_ref_half(uint16_t h)
+{
+    int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    double v = e == 0 ? ldexp(m, -24) : ldexp(1024 + m, e - 25);
+    return (h & 0x8000) ? -v : v;
+}
+
+static void s_ref_dequant(tb_cpu_dtype_t dt, const uint8_t *row, int64_t n, double *out)
+{
+    for (int64_t i = 0; i < n; i++) {
+        switch (dt) {
+        case TB_CPU_F32: {
+            float f;
+            memcpy(&f, row + 4 * i, 4);
+            out[i] = f;
+            break;
+        }
+        case TB_CPU_F16:
+            out[i] = s_ref_half((uint16_t)(row[2 * i] | row[2 * i + 1] << 8));
+            break;
+        case TB_CPU_BF16: {
+            uint32_t u = (uint32_t)(row[2 * i] | row[2 * i + 1] << 8) << 16;
+            float f;
+            memcpy(&f, &u, 4);
+            out[i] = f;
+            break;
+        }
+        case TB_CPU_Q8_0: {
+            const uint8_t *b = row + (i / 32) * 34;
+            out[i] = s_ref_half((uint16_t)(b[0] | b[1] << 8)) * (int8_t)b[2 + i % 32];
+            break;
+        }
+        case TB_CPU_Q4_0: {
+            const uint8_t *b = row + (i / 32) * 18;
+            int j = i % 32;
+            int nib = j < 16 ? (b[2 + j] & 15) : (b[2 + j - 16] >> 4);
+            out[i] = s_ref_half((uint16_t)(b[0] | b[1] << 8)) * (nib - 8);
+            break;
+        }
+        default:
+            break;
+        }
+    }
+}
+
+/* The documented activation quantization: per 32 values, d = amax / 127, q = round-half-even of
+ * x * (127 / amax); returns the dequantized values. */
+static void s_ref_quant_act(const float *x, int64_t n, double *out)
+{
+    for (int64_t b = 0; b < n / 32; b++) {
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++) {
+            amax = fmaxf(amax, fabsf(x[b * 32 + j]));
+        }
+        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        double d = amax / 127.0f;
+        for (int j = 0; j < 32; j++) {
+            out[b * 32 + j] = d * nearbyintf(x[b * 32 + j] * id);
+        }
+    }
+}
+
+struct case_cfg {
+    tb_cpu_dtype_t dt;
+    int rows, cols, n_tok;
+    int bias, pad;
+};
+
+static int s_quantized(tb_cpu_dtype_t dt)
+{
+    return dt == TB_CPU_Q8_0 || dt == TB_CPU_Q4_0;
+}
+
+/* Runs one matmul and checks every output; returns the worst error relative to sum|w*x|
+ * against the pure-float reference (for the accuracy report of quantized activations). */
+static double s_check(tb_cpu_kernels_t *k, const struct case_cfg *c)
+{
+    const int64_t R = c->rows, C = c->cols;
+    const size_t rb = tb_cpu_dtype_row_bytes(c->dt, C);
+    assert_true(rb > 0);
+    uint8_t *w = malloc(rb * (size_t)R);
+    float *wsrc = malloc(sizeof(float) * (size_t)C);
+    size_t ldx = (size_t)C + (c->pad ? 3 : 0), ldy = (size_t)R + (c->pad ? 5 : 0);
+    float *x = malloc(sizeof(float) * ldx * (size_t)c->n_tok);
+    float *y = malloc(sizeof(float) * ldy * (size_t)c->n_tok);
+    float *bias = malloc(sizeof(float) * (size_t)R);
+    double *wd = malloc(sizeof(double) * (size_t)C * (size_t)R);
+    double *xq = malloc(sizeof(double) * (size_t)C);
+    assert_true(w && wsrc && x && y && bias && wd && xq);
+    for (int64_t r = 0; r < R; r++) {
+        for (int64_t i = 0; i < C; i++) {
+            wsrc[i] = s_rand() * (1.0f + (float)(r % 3));
+        }
+        assert_int_equal(tb_cpu_quantize_row(c->dt, wsrc, w + (size_t)r * rb, C), TB_OK);
+        s_ref_dequant(c->dt, w + (size_t)r * rb, C, wd + (size_t)r * C);
+        bias[r] = s_rand();
+    }
+    for (size_t i = 0; i < ldx * (size_t)c->n_tok; i++) {
+        x[i] = s_rand() * 2.0f;
+    }
+    for (size_t i = 0; i < ldy * (size_t)c->n_tok; i++) {
+        y[i] = 12345.0f; /* padding must stay untouched */
+    }
+    struct tb_cpu_weight wt = {.dtype = c->dt, .rows = R, .cols = C, .data = w};
+    assert_int_equal(tb_cpu_matmul(k, &wt, x, ldx, c->n_tok, c->bias ? bias : NULL, y, ldy),
+                     TB_OK);
+    double worst_float = 0.0;
+    for (int t = 0; t < c->n_tok; t++) {
+        const float *xt = x + (size_t)t * ldx;
+        if (s_quantized(c->dt)) {
+            s_ref_quant_act(xt, C, xq);
+        } else {
+            for (int64_t i = 0; i < C; i++) {
+                xq[i] = xt[i];
+            }
+        }
+        for (int64_t r = 0; r < R; r++) {
+            double ref = 0.0, refq = 0.0, mag = 0.0;
+            for (int64_t i = 0; i < C; i++) {
+                ref += wd[r * C + i] * xt[i];
+                refq += wd[r * C + i] * xq[i];
+                mag += fabs(wd[r * C + i] * xt[i]);
+            }
+            double b = c->bias ? bias[r] : 0.0;
+            double got = y[(size_t)t * ldy + r];
+            double tol = 2e-5 * mag + 1e-5 * fabs(b) + 1e-6;
+            if (fabs(got - (refq + b)) > tol) {
+                print_error("dtype %d rows %d cols %d n_tok %d: y[%d][%d] = %.7g, want %.7g\n",
+                            c->dt, c->rows, c->cols, c->n_tok, t, (int)r, got, refq + b);
+                fail();
+            }
+            double e = fabs(got - (ref + b)) / (mag + 1e-30);
+            worst_float = e > worst_float ? e : worst_float;
+        }
+        for (size_t i = (size_t)R; i < ldy; i++) {
+            assert_true(y[(size_t)t * ldy + i] == 12345.0f);
+        }
+    }
+    free(w);
+    free(wsrc);
+    free(x);
+    free(y);
+    free(bias);
+    free(wd);
+    free(xq);
+    return worst_float;
+}
+
+static const tb_cpu_dtype_t s_dtypes[] = {TB_CPU_F32, TB_CPU_F16, TB_CPU_BF16, TB_CPU_Q8_0,
+                                          TB_CPU_Q4_0};
+
+/* Runs `fn` for each ISA the CPU has, with a 2-thread pool and without a pool. */
+static void s_for_each_isa(void (*fn)(tb_cpu_kernels_t *k))
+{
+    tb_threadpool_t *pool = NULL;
+    assert_int_equal(tb_threadpool_new(2, &pool), TB_OK);
+    for (int use_pool = 0; use_pool < 2; use_pool++) {
+        tb_cpu_kernels_t *k = NULL;
+        assert_int_equal(tb_cpu_kernels_new(use_pool ? pool : NULL, &k), TB_OK);
+        for (int isa = TB_CPU_ISA_GENERIC; isa <= (int)tb_cpu_isa_detect(); isa++) {
+            assert_int_equal(tb_cpu_kernels_set_isa(k, (tb_cpu_isa_t)isa), TB_OK);
+            assert_int_equal(tb_cpu_kernels_isa(k), isa);
+            fn(k);
+        }
+        tb_cpu_kernels_destroy(&k);
+        assert_null(k);
+    }
+    tb_threadpool_destroy(&pool);
+}
+
+static void s_shapes(tb_cpu_kernels_t *k)
+{
+    static const int float_cols[] = {1, 7, 16, 17, 33, 100, 257};
+    static const int quant_cols[] = {32, 64, 96, 160, 544};
+    static const int rows[] = {1, 5, 37};
+    static const int toks[] = {1, 2, 7, 13};
+    for (size_t d = 0; d < sizeof(s_dtypes) / sizeof(s_dtypes[0]); d++) {
+        tb_cpu_dtype_t dt = s_dtypes[d];
+        const int *cols = s_quantized(dt) ? quant_cols : float_cols;
+        size_t nc = s_quantized(dt) ? 5 : 7;
+        for (size_t ci = 0; ci < nc; ci++) {
+            for (size_t ri = 0; ri < 3; ri++) {
+                for (size_t ti = 0; ti < 4; ti++) {
+                    struct case_cfg c = {dt, rows[ri], cols[ci], toks[ti], (int)(ci + ti) % 2,
+                                         (int)(ri + ti) % 2};
+                    s_check(k, &c);
+                }
+            }
+        }
+    }
+}
+
+static void test_shapes_all_isas(void **state)
+{
+    (void)state;
+    s_for_each_isa(s_shapes);
+}
+
+static void s_ntok_range(tb_cpu_kernels_t *k)
+{
+    for (size_t d = 0; d < sizeof(s_dtypes) / sizeof(s_dtypes[0]); d++) {
+        tb_cpu_dtype_t dt = s_dtypes[d];
+        for (int n = 1; n <= 70; n++) {
+            struct case_cfg c = {dt, 23, s_quantized(dt) ? 96 : 45, n, n % 2, n % 3 == 0};
+            s_check(k, &c);
+        }
+    }
+}
+
+static void test_ntok_1_to_70_all_isas(void **state)
+{
+    (void)state;
+    s_for_each_isa(s_ntok_range);
+}
+
+static void s_large(tb_cpu_kernels_t *k)
+{
+    /* Model-like widths (many row tiles, several tasks, a token block edge at 64). */
+    for (size_t d = 0; d < sizeof(s_dtypes) / sizeof(s_dtypes[0]); d++) {
+        struct case_cfg c = {s_dtypes[d], 131, 1024, 66, 1, 0};
+        s_check(k, &c);
+    }
+}
+
+static void test_large_all_isas(void **state)
+{
+    (void)state;
+    s_for_each_isa(s_large);
+}
+
+/* The accuracy quantized activations cost, against the float product of the same weights:
+ * bounded well under 1% of sum|w*x| (docs/kernels.md reports the measured figure). */
+static void test_activation_quantization_error(void **state)
+{
+    (void)state;
+    tb_cpu_kernels_t *k = NULL;
+    assert_int_equal(tb_cpu_kernels_new(NULL, &k), TB_OK);
+    for (int q = 0; q < 2; q++) {
+        struct case_cfg c = {q ? TB_CPU_Q4_0 : TB_CPU_Q8_0, 64, 2048, 4, 0, 0};
+        double e = s_check(k, &c);
+        print_message("# %s: worst |y - y_float| / sum|w*x| = %.2e\n", q ? "q4_0" : "q8_0", e);
+        assert_true(e < 5e-3);
+    }
+    tb_cpu_kernels_destroy(&k);
+}
+
+static void test_bad_arguments(void **state)
+{
+    (void)state;
+    tb_cpu_kernels_t *k = NULL;
+    assert_int_equal(tb_cpu_kernels_new(NULL, &k), TB_OK);
+    uint8_t w[34 * 4] = {0};
+    float x[64] = {0}, y[8] = {0};
+    struct tb_cpu_weight wt = {.dtype = TB_CPU_Q8_0, .rows = 2, .cols = 48, .data = w};
+    assert_int_equal(tb_cpu_matmul(k, &wt, x, 48, 1, NULL, y, 2), TB_EINVAL); /* 48 % 32 */
+    wt.cols = 64;
+    assert_int_equal(tb_cpu_matmul(k, &wt, x, 32, 1, NULL, y, 2), TB_EINVAL); /* ldx < cols */
+    assert_int_equal(tb_cpu_matmul(k, &wt, x, 64, 1, NULL, y, 1), TB_EINVAL); /* ldy < rows */
+    wt.dtype = (tb_cpu_dtype_t)99;
+    assert_int_equal(tb_cpu_matmul(k, &wt, x, 64, 1, NULL, y, 2), TB_EINVAL);
+    wt.dtype = TB_CPU_Q8_0;
+    assert_int_equal(tb_cpu_matmul(k, &wt, x, 64, 0, NULL, y, 2), TB_OK);
+    assert_int_equal(tb_cpu_matmul(k, &wt, x, 64, 1, NULL, y, 2), TB_OK);
+    assert_true(y[0] == 0.0f && y[1] == 0.0f);
+    assert_int_equal(tb_cpu_matmul(NULL, &wt, x, 64, 1, NULL, y, 2), TB_EINVAL);
+    tb_cpu_kernels_destroy(&k);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_shapes_all_isas),
+        cmocka_unit_test(test_ntok_1_to_70_all_isas),
+        cmocka_unit_test(test_large_all_isas),
+        cmocka_unit_test(test_activation_quantization_error),
+        cmocka_unit_test(test_bad_arguments),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
