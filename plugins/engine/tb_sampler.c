@@ -31,7 +31,7 @@ struct tb_sampler {
     int32_t eos[TB_SAMPLER_MAX_EOS];
     uint32_t n_eos;
     uint64_t seed_state;
-    float *work; /* the penalised and masked copy of a row */
+    float *work;        /* the penalised and masked copy of a row */
     double *block_mass; /* a row's probability mass per BLOCK tokens */
     struct cand *cand;
 };
@@ -57,25 +57,22 @@ struct tb_sampler_seq {
 
 /* ---- parameters ---- */
 
-void tb_sampling_params_init(struct tb_sampling_params *p)
-{
+void tb_sampling_params_init(struct tb_sampling_params *p) {
     memset(p, 0, sizeof *p);
     p->temperature = 1.0f;
     p->top_p = 1.0f;
     p->repetition_penalty = 1.0f;
 }
 
-static int s_invalid(char *err, uint32_t err_len, const char *msg)
-{
+static int s_invalid(char *err, uint32_t err_len, const char *msg) {
     if (err && err_len > 0) {
         snprintf(err, err_len, "%s", msg);
     }
     return TB_EINVAL;
 }
 
-int tb_sampling_params_validate(const struct tb_sampling_params *p, uint32_t vocab_size,
-                                char *err, uint32_t err_len)
-{
+int tb_sampling_params_validate(const struct tb_sampling_params *p, uint32_t vocab_size, char *err,
+                                uint32_t err_len) {
     /* Written so that NaN fails every range check. */
     if (!(p->temperature >= 0.0f && p->temperature <= 1e4f)) {
         return s_invalid(err, err_len, "'temperature' must be between 0 and 10000");
@@ -124,8 +121,7 @@ int tb_sampling_params_validate(const struct tb_sampling_params *p, uint32_t voc
 
 /* ---- sampler ---- */
 
-int tb_sampler_new(const struct tb_sampler_config *cfg, tb_sampler_t **out)
-{
+int tb_sampler_new(const struct tb_sampler_config *cfg, tb_sampler_t **out) {
     if (cfg->vocab_size == 0 || cfg->vocab_size > (1u << 30) || cfg->n_eos > TB_SAMPLER_MAX_EOS) {
         return TB_ECONFIG;
     }
@@ -153,8 +149,7 @@ int tb_sampler_new(const struct tb_sampler_config *cfg, tb_sampler_t **out)
     return 0;
 }
 
-void tb_sampler_destroy(tb_sampler_t **self_p)
-{
+void tb_sampler_destroy(tb_sampler_t **self_p) {
     if (!self_p || !*self_p) {
         return;
     }
@@ -166,13 +161,11 @@ void tb_sampler_destroy(tb_sampler_t **self_p)
     *self_p = NULL;
 }
 
-uint32_t tb_sampler_vocab_size(const tb_sampler_t *self)
-{
+uint32_t tb_sampler_vocab_size(const tb_sampler_t *self) {
     return self->vocab;
 }
 
-bool tb_sampler_is_eos(const tb_sampler_t *self, int32_t token)
-{
+bool tb_sampler_is_eos(const tb_sampler_t *self, int32_t token) {
     for (uint32_t i = 0; i < self->n_eos; i++) {
         if (self->eos[i] == token) {
             return true;
@@ -183,14 +176,12 @@ bool tb_sampler_is_eos(const tb_sampler_t *self, int32_t token)
 
 /* ---- per-sequence penalty map ---- */
 
-static uint32_t s_tok_home(int32_t tok, uint32_t mask)
-{
+static uint32_t s_tok_home(int32_t tok, uint32_t mask) {
     return ((uint32_t)tok * 2654435761u) & mask;
 }
 
 /* The entry index of `tok`, or UINT32_MAX; *slot receives where it is or would go. */
-static uint32_t s_pen_find(const tb_sampler_seq_t *q, int32_t tok, uint32_t *slot)
-{
+static uint32_t s_pen_find(const tb_sampler_seq_t *q, int32_t tok, uint32_t *slot) {
     uint32_t i = s_tok_home(tok, q->map_mask);
     while (q->map[i] != UINT32_MAX) {
         if (q->ent[q->map[i]].tok == tok) {
@@ -204,8 +195,7 @@ static uint32_t s_pen_find(const tb_sampler_seq_t *q, int32_t tok, uint32_t *slo
 }
 
 /* Sizes the map for `cap` entries (load <= 1/2) and rebuilds it.  0 or TB_ENOMEM (unchanged). */
-static int s_pen_reserve(tb_sampler_seq_t *q, uint32_t cap)
-{
+static int s_pen_reserve(tb_sampler_seq_t *q, uint32_t cap) {
     if (cap <= q->cap_ent) {
         return 0;
     }
@@ -236,8 +226,7 @@ static int s_pen_reserve(tb_sampler_seq_t *q, uint32_t cap)
 }
 
 /* Counts `tok` (output when `out`).  Capacity must have been reserved. */
-static void s_pen_add(tb_sampler_seq_t *q, int32_t tok, bool out)
-{
+static void s_pen_add(tb_sampler_seq_t *q, int32_t tok, bool out) {
     uint32_t slot;
     uint32_t e = s_pen_find(q, tok, &slot);
     if (e == UINT32_MAX) {
@@ -252,8 +241,7 @@ static void s_pen_add(tb_sampler_seq_t *q, int32_t tok, bool out)
 }
 
 /* Ensures one more distinct token fits. */
-static int s_pen_room(tb_sampler_seq_t *q)
-{
+static int s_pen_room(tb_sampler_seq_t *q) {
     if (q->n_ent < q->cap_ent) {
         return 0;
     }
@@ -265,8 +253,7 @@ static int s_pen_room(tb_sampler_seq_t *q)
 }
 
 int tb_sampler_seq_new(tb_sampler_t *self, const struct tb_sampling_params *params,
-                       const int32_t *prompt, uint32_t n_prompt, tb_sampler_seq_t **out)
-{
+                       const int32_t *prompt, uint32_t n_prompt, tb_sampler_seq_t **out) {
     int rc = tb_sampling_params_validate(params, self->vocab, NULL, 0);
     if (rc != 0) {
         return rc;
@@ -314,8 +301,7 @@ fail:
     return TB_ENOMEM;
 }
 
-void tb_sampler_seq_destroy(tb_sampler_seq_t **seq_p)
-{
+void tb_sampler_seq_destroy(tb_sampler_seq_t **seq_p) {
     if (!seq_p || !*seq_p) {
         return;
     }
@@ -327,18 +313,15 @@ void tb_sampler_seq_destroy(tb_sampler_seq_t **seq_p)
     *seq_p = NULL;
 }
 
-const struct tb_sampling_params *tb_sampler_seq_params(const tb_sampler_seq_t *seq)
-{
+const struct tb_sampling_params *tb_sampler_seq_params(const tb_sampler_seq_t *seq) {
     return &seq->p;
 }
 
-uint32_t tb_sampler_seq_n_generated(const tb_sampler_seq_t *seq)
-{
+uint32_t tb_sampler_seq_n_generated(const tb_sampler_seq_t *seq) {
     return seq->n_gen;
 }
 
-bool tb_sampler_seq_is_stop(const tb_sampler_seq_t *seq, int32_t token)
-{
+bool tb_sampler_seq_is_stop(const tb_sampler_seq_t *seq, int32_t token) {
     for (uint32_t i = 0; i < seq->p.n_stop_ids; i++) {
         if (seq->stop[i] == token) {
             return true;
@@ -347,8 +330,7 @@ bool tb_sampler_seq_is_stop(const tb_sampler_seq_t *seq, int32_t token)
     return false;
 }
 
-int tb_sampler_seq_accept(tb_sampler_seq_t *seq, int32_t token)
-{
+int tb_sampler_seq_accept(tb_sampler_seq_t *seq, int32_t token) {
     if (token < 0 || (uint32_t)token >= seq->vocab) {
         return TB_EINVAL;
     }
@@ -374,14 +356,12 @@ int tb_sampler_seq_accept(tb_sampler_seq_t *seq, int32_t token)
 typedef float vf __attribute__((vector_size(16)));
 typedef int32_t vi __attribute__((vector_size(16)));
 
-static inline vf s_splat(float a)
-{
+static inline vf s_splat(float a) {
     return (vf){a, a, a, a};
 }
 
 /* x[i, i+4), lanes at or past n read as -infinity. */
-static inline vf s_load(const float *x, uint32_t i, uint32_t n)
-{
+static inline vf s_load(const float *x, uint32_t i, uint32_t n) {
     vf v;
     if (i + VW <= n) {
         memcpy(&v, x + i, sizeof v);
@@ -395,19 +375,16 @@ static inline vf s_load(const float *x, uint32_t i, uint32_t n)
     return v;
 }
 
-static inline vf s_sel(vi m, vf a, vf b)
-{
+static inline vf s_sel(vi m, vf a, vf b) {
     return (vf)((m & (vi)a) | (~m & (vi)b));
 }
 
-static inline double s_hsum(vf v)
-{
+static inline double s_hsum(vf v) {
     return (double)v[0] + (double)v[1] + (double)v[2] + (double)v[3];
 }
 
 /* The largest value; NaN is ignored.  -infinity when there is none. */
-static float s_max(const float *x, uint32_t n)
-{
+static float s_max(const float *x, uint32_t n) {
     vf m0 = s_splat(-INFINITY), m1 = m0;
     uint32_t i = 0;
     for (; i + 2 * VW <= n; i += 2 * VW) {
@@ -432,8 +409,7 @@ static float s_max(const float *x, uint32_t n)
 }
 
 /* Largest value, ties to the lowest index; NaN never wins.  -1 when every value is -inf/NaN. */
-static int32_t s_argmax(const float *x, uint32_t n)
-{
+static int32_t s_argmax(const float *x, uint32_t n) {
     float m = s_max(x, n);
     if (!(m > -INFINITY)) {
         return -1;
@@ -455,8 +431,7 @@ static int32_t s_argmax(const float *x, uint32_t n)
 /* e^d for d <= 0, 0 where d < -87 (or NaN): 2^(d log2 e) split into an integer power, put in
  * the exponent bits, and a fraction in (-0.5, 0.5] by a degree-6 Taylor polynomial (relative
  * error about 1e-7). */
-static inline vf s_exp(vf d)
-{
+static inline vf s_exp(vf d) {
     vi ok = d >= s_splat(-87.0f);
     d = (vf)((vi)d & ok);
     vf x = d * s_splat(1.44269504088896341f);
@@ -482,15 +457,13 @@ static inline vf s_exp(vf d)
 #define N_LADDER 4
 static const float s_ladder[N_LADDER - 1] = {-4.6f, -9.2f, -13.8f}; /* 1e-2, 1e-4, 1e-6 */
 
-static inline vf s_d(const float *x, uint32_t i, uint32_t e, vf vm, vf vit)
-{
+static inline vf s_d(const float *x, uint32_t i, uint32_t e, vf vm, vf vit) {
     return (s_load(x, i, e) - vm) * vit;
 }
 
 /* cnt[j]: how many d >= lad[j].  (The ladder is spelled out lane by lane, in registers.) */
 static void s_counts(const float *x, uint32_t n, float m, float inv_t, const float *lad,
-                     uint32_t *cnt)
-{
+                     uint32_t *cnt) {
     vf vm = s_splat(m), vit = s_splat(inv_t);
     vf l0 = s_splat(lad[0]), l1 = s_splat(lad[1]), l2 = s_splat(lad[2]), l3 = s_splat(lad[3]);
     vi c0 = {0, 0, 0, 0}, c1 = c0, c2 = c0, c3 = c0;
@@ -521,8 +494,7 @@ static void s_counts(const float *x, uint32_t n, float m, float inv_t, const flo
  * of those with d >= lad[j]; block_mass[b], the survivors' mass within block b (BLOCK
  * tokens).  lad/mass and block_mass may be NULL. */
 static double s_masses(const float *x, uint32_t n, float m, float inv_t, float surv,
-                       const float *lad, double *mass, double *block_mass)
-{
+                       const float *lad, double *mass, double *block_mass) {
     vf vm = s_splat(m), vit = s_splat(inv_t), vs = s_splat(surv);
     vf l0 = s_splat(INFINITY), l1 = l0, l2 = l0, l3 = l0;
     if (lad) {
@@ -572,9 +544,8 @@ static double s_masses(const float *x, uint32_t n, float m, float inv_t, float s
 /* Appends the tokens of [b, e) with d >= t to c (value: e^d when `prob`, else the logit);
  * returns the new count.  Tokens below -87 (probability 0 in s_exp: masked ones among them)
  * are never collected. */
-static uint32_t s_collect(const float *x, uint32_t b, uint32_t e, float m, float inv_t,
-                          float t, bool prob, struct cand *c, uint32_t n)
-{
+static uint32_t s_collect(const float *x, uint32_t b, uint32_t e, float m, float inv_t, float t,
+                          bool prob, struct cand *c, uint32_t n) {
     vf vm = s_splat(m), vit = s_splat(inv_t), vt = s_splat(t > -87.0f ? t : -87.0f);
     for (uint32_t i = b; i < e; i += VW) {
         vf d = s_d(x, i, e, vm, vit);
@@ -594,23 +565,20 @@ static uint32_t s_collect(const float *x, uint32_t b, uint32_t e, float m, float
 }
 
 /* e^d for one candidate, bit-identical to the vector passes. */
-static float s_exp1(float d)
-{
+static float s_exp1(float d) {
     return s_exp(s_splat(d))[0];
 }
 
 /* ---- selection on a candidate array ---- */
 
-static void s_swap(struct cand *a, struct cand *b)
-{
+static void s_swap(struct cand *a, struct cand *b) {
     struct cand t = *a;
     *a = *b;
     *b = t;
 }
 
 /* Median of three values by `v`, a deterministic pivot. */
-static float s_pivot(const struct cand *c, uint32_t lo, uint32_t hi)
-{
+static float s_pivot(const struct cand *c, uint32_t lo, uint32_t hi) {
     float a = c[lo].v, b = c[lo + (hi - lo) / 2].v, d = c[hi - 1].v;
     if (a > b) {
         float t = a;
@@ -626,8 +594,7 @@ static float s_pivot(const struct cand *c, uint32_t lo, uint32_t hi)
 /* Three-way partition of c[lo, hi) in descending order around `pv`: [lo, lo+*n_gt) greater,
  * then *n_eq equal, then smaller; *sum_gt and *sum_eq receive the sums of the first two. */
 static void s_partition(struct cand *c, uint32_t lo, uint32_t hi, float pv, uint32_t *n_gt,
-                        uint32_t *n_eq, double *sum_gt, double *sum_eq)
-{
+                        uint32_t *n_eq, double *sum_gt, double *sum_eq) {
     uint32_t gt = lo, i = lo, lt = hi;
     double sg = 0.0, se = 0.0;
     while (i < lt) {
@@ -650,8 +617,7 @@ static void s_partition(struct cand *c, uint32_t lo, uint32_t hi, float pv, uint
 
 /* Keeps the candidates whose value is at least the k-th largest (ties included), 1 <= k < n;
  * returns how many remain, at the front.  Expected linear (quickselect). */
-static uint32_t s_top_k(struct cand *c, uint32_t n, uint32_t k)
-{
+static uint32_t s_top_k(struct cand *c, uint32_t n, uint32_t k) {
     uint32_t lo = 0, hi = n;
     float kth;
     for (;;) {
@@ -678,8 +644,7 @@ static uint32_t s_top_k(struct cand *c, uint32_t n, uint32_t k)
     return m;
 }
 
-static void s_sort_desc(struct cand *c, uint32_t lo, uint32_t hi)
-{
+static void s_sort_desc(struct cand *c, uint32_t lo, uint32_t hi) {
     for (uint32_t i = lo + 1; i < hi; i++) {
         struct cand x = c[i];
         uint32_t j = i;
@@ -696,8 +661,7 @@ static void s_sort_desc(struct cand *c, uint32_t lo, uint32_t hi)
  * front, returns its size and sets *mass to its mass.  Expected linear: partitions around
  * pivots and goes on in the side that holds the boundary; only the last small range is
  * sorted. */
-static uint32_t s_top_p(struct cand *c, uint32_t n, double target, double *mass)
-{
+static uint32_t s_top_p(struct cand *c, uint32_t n, double target, double *mass) {
     uint32_t lo = 0, hi = n;
     double acc = 0.0; /* mass of c[0, lo), all kept */
     while (hi - lo > 32) {
@@ -731,8 +695,7 @@ static uint32_t s_top_p(struct cand *c, uint32_t n, double target, double *mass)
 
 /* Raw log-softmax facts: the chosen token's logprob and the top `n_top` tokens. */
 static void s_logprobs(const float *x, uint32_t vocab, int32_t chosen, uint32_t n_top,
-                       struct tb_sample *out)
-{
+                       struct tb_sample *out) {
     float m = s_max(x, vocab);
     double lse = (double)m + log(s_masses(x, vocab, m, 1.0f, -INFINITY, NULL, NULL, NULL));
     out->logprob = (float)((double)x[chosen] - lse);
@@ -773,8 +736,7 @@ static void s_logprobs(const float *x, uint32_t vocab, int32_t chosen, uint32_t 
 
 /* Temperature sampling with min_p, top_k and top_p from processed logits x; -1 when nothing
  * can be chosen. */
-static int32_t s_sample_random(tb_sampler_t *self, tb_sampler_seq_t *seq, const float *x)
-{
+static int32_t s_sample_random(tb_sampler_t *self, tb_sampler_seq_t *seq, const float *x) {
     const struct tb_sampling_params *p = &seq->p;
     uint32_t vocab = self->vocab;
     float m = s_max(x, vocab);
@@ -880,8 +842,7 @@ static int32_t s_sample_random(tb_sampler_t *self, tb_sampler_seq_t *seq, const 
 }
 
 int tb_sampler_sample(tb_sampler_t *self, tb_sampler_seq_t *seq, const float *logits,
-                      struct tb_sample *out)
-{
+                      struct tb_sample *out) {
     const struct tb_sampling_params *p = &seq->p;
     uint32_t vocab = self->vocab;
     memset(out, 0, sizeof *out);

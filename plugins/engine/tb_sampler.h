@@ -72,24 +72,24 @@ struct tb_sampling_params {
     float frequency_penalty;  /* [-2, 2]; 0 disables.  Default 0 */
     bool has_seed;            /* use `seed`; otherwise the sampler draws one */
     uint64_t seed;
-    uint32_t max_tokens;      /* tokens to generate at most; 0: until the context is full */
-    uint32_t min_tokens;      /* stop ids and eos are masked until this many were generated */
-    bool ignore_eos;          /* eos neither stops nor is masked by min_tokens */
-    const int32_t *stop_ids;  /* extra token ids that end the sequence; borrowed, copied by
-                                 tb_sampler_seq_new */
+    uint32_t max_tokens;     /* tokens to generate at most; 0: until the context is full */
+    uint32_t min_tokens;     /* stop ids and eos are masked until this many were generated */
+    bool ignore_eos;         /* eos neither stops nor is masked by min_tokens */
+    const int32_t *stop_ids; /* extra token ids that end the sequence; borrowed, copied by
+                                tb_sampler_seq_new */
     uint32_t n_stop_ids;
-    bool logprobs;            /* report the chosen token's logprob */
-    uint32_t top_logprobs;    /* and this many alternatives, 0..TB_SAMPLER_MAX_TOP_LOGPROBS;
-                                 needs logprobs */
+    bool logprobs;         /* report the chosen token's logprob */
+    uint32_t top_logprobs; /* and this many alternatives, 0..TB_SAMPLER_MAX_TOP_LOGPROBS;
+                              needs logprobs */
 };
 
 /* The sampler's configuration. */
 struct tb_sampler_config {
-    uint32_t vocab_size;                /* logits per row, >= 1 */
+    uint32_t vocab_size;                 /* logits per row, >= 1 */
     int32_t eos_ids[TB_SAMPLER_MAX_EOS]; /* the model's end-of-sequence ids */
     uint32_t n_eos;
-    uint64_t seed;                      /* seeds the source of seeds for requests that give none
-                                           (the plugin passes a random value) */
+    uint64_t seed; /* seeds the source of seeds for requests that give none
+                      (the plugin passes a random value) */
 };
 
 /* What one sampling step produced.  Plain data. */
@@ -108,8 +108,8 @@ void tb_sampling_params_init(struct tb_sampling_params *p);
 /* Checks `p` against the ranges above and `vocab_size` (stop ids must be token ids).  Returns 0
  * or TB_EINVAL with a message (lowercase, naming the field and the allowed range) written to
  * `err` (may be NULL) of `err_len` bytes. */
-int tb_sampling_params_validate(const struct tb_sampling_params *p, uint32_t vocab_size,
-                                char *err, uint32_t err_len);
+int tb_sampling_params_validate(const struct tb_sampling_params *p, uint32_t vocab_size, char *err,
+                                uint32_t err_len);
 
 /* Creates a sampler.  `cfg` is borrowed for the call.  On success *out is the caller's; destroy
  * with tb_sampler_destroy.  Errors: TB_ECONFIG (vocab_size 0, n_eos too large, an eos id out of

@@ -3,6 +3,7 @@
  * frequencies, seed determinism alone and interleaved, penalties, min_tokens, raw logprobs and
  * the cost of one step at real vocabulary sizes.
  */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <math.h>
 #include <time.h>
 
 #include <cmocka.h>
@@ -19,8 +19,7 @@
 #include "tb_rng.h"
 #include "tb_sampler.h"
 
-static tb_sampler_t *s_sampler(uint32_t vocab, int32_t eos)
-{
+static tb_sampler_t *s_sampler(uint32_t vocab, int32_t eos) {
     struct tb_sampler_config cfg = {.vocab_size = vocab, .seed = 1234};
     if (eos >= 0) {
         cfg.eos_ids[0] = eos;
@@ -32,30 +31,26 @@ static tb_sampler_t *s_sampler(uint32_t vocab, int32_t eos)
 }
 
 static tb_sampler_seq_t *s_seq(tb_sampler_t *s, const struct tb_sampling_params *p,
-                               const int32_t *prompt, uint32_t n)
-{
+                               const int32_t *prompt, uint32_t n) {
     tb_sampler_seq_t *q = NULL;
     assert_int_equal(tb_sampler_seq_new(s, p, prompt, n, &q), 0);
     return q;
 }
 
-static int32_t s_draw(tb_sampler_t *s, tb_sampler_seq_t *q, const float *logits)
-{
+static int32_t s_draw(tb_sampler_t *s, tb_sampler_seq_t *q, const float *logits) {
     struct tb_sample out;
     assert_int_equal(tb_sampler_sample(s, q, logits, &out), 0);
     return out.token;
 }
 
 /* Logits whose softmax is exactly `p` (up to a constant). */
-static void s_logits_from_probs(float *x, const double *p, uint32_t n)
-{
+static void s_logits_from_probs(float *x, const double *p, uint32_t n) {
     for (uint32_t i = 0; i < n; i++) {
         x[i] = p[i] > 0 ? (float)log(p[i]) : -INFINITY;
     }
 }
 
-static void test_params(void **state)
-{
+static void test_params(void **state) {
     (void)state;
     struct tb_sampling_params p;
     tb_sampling_params_init(&p);
@@ -112,8 +107,7 @@ static void test_params(void **state)
     tb_sampler_destroy(&s);
 }
 
-static void test_config(void **state)
-{
+static void test_config(void **state) {
     (void)state;
     tb_sampler_t *s = NULL;
     struct tb_sampler_config cfg = {.vocab_size = 0};
@@ -134,8 +128,7 @@ static void test_config(void **state)
     tb_sampler_destroy(&s);
 }
 
-static void test_greedy(void **state)
-{
+static void test_greedy(void **state) {
     (void)state;
     tb_sampler_t *s = s_sampler(8, -1);
     struct tb_sampling_params p;
@@ -179,8 +172,7 @@ static void test_greedy(void **state)
 
 /* Samples `n` tokens and counts them per id. */
 static void s_histogram(tb_sampler_t *s, const struct tb_sampling_params *p, const float *x,
-                        uint32_t vocab, uint32_t n, uint32_t *counts)
-{
+                        uint32_t vocab, uint32_t n, uint32_t *counts) {
     memset(counts, 0, vocab * sizeof *counts);
     tb_sampler_seq_t *q = s_seq(s, p, NULL, 0);
     for (uint32_t i = 0; i < n; i++) {
@@ -193,9 +185,7 @@ static void s_histogram(tb_sampler_t *s, const struct tb_sampling_params *p, con
 
 /* Empirical frequencies within 4.5 standard deviations of the expected ones, and zero outside
  * the support. */
-static void s_check_freq(const uint32_t *counts, const double *expect, uint32_t vocab,
-                         uint32_t n)
-{
+static void s_check_freq(const uint32_t *counts, const double *expect, uint32_t vocab, uint32_t n) {
     for (uint32_t i = 0; i < vocab; i++) {
         if (expect[i] == 0.0) {
             assert_int_equal(counts[i], 0);
@@ -209,8 +199,7 @@ static void s_check_freq(const uint32_t *counts, const double *expect, uint32_t 
     }
 }
 
-static void test_support_sets(void **state)
-{
+static void test_support_sets(void **state) {
     (void)state;
     enum { V = 6, N = 20000 };
     tb_sampler_t *s = s_sampler(V, -1);
@@ -288,8 +277,7 @@ static void test_support_sets(void **state)
 }
 
 /* Ties at the top_k boundary are kept. */
-static void test_top_k_ties(void **state)
-{
+static void test_top_k_ties(void **state) {
     (void)state;
     enum { V = 5 };
     tb_sampler_t *s = s_sampler(V, -1);
@@ -305,16 +293,14 @@ static void test_top_k_ties(void **state)
     tb_sampler_destroy(&s);
 }
 
-static int s_cmp_desc(const void *a, const void *b)
-{
+static int s_cmp_desc(const void *a, const void *b) {
     float x = *(const float *)a, y = *(const float *)b;
     return (x < y) - (x > y);
 }
 
 /* At real vocabulary sizes the selection paths (partitioning, no full sort) agree with a
  * reference computed by sorting: every sampled token lies in the reference support set. */
-static void test_large_vocab_support(void **state)
-{
+static void test_large_vocab_support(void **state) {
     (void)state;
     const uint32_t sizes[3] = {32000, 50000, 152064};
     float *x = malloc(152064 * sizeof *x);
@@ -336,7 +322,9 @@ static void test_large_vocab_support(void **state)
         struct {
             float t, top_p, min_p;
             int32_t top_k;
-        } cases[4] = {{1.0f, 0.9f, 0.0f, 0}, {0.7f, 0.5f, 0.0f, 0}, {1.0f, 1.0f, 0.0f, 40},
+        } cases[4] = {{1.0f, 0.9f, 0.0f, 0},
+                      {0.7f, 0.5f, 0.0f, 0},
+                      {1.0f, 1.0f, 0.0f, 40},
                       {1.3f, 0.95f, 0.05f, 0}};
         for (int c = 0; c < 4; c++) {
             /* Reference threshold: the smallest logit kept. */
@@ -396,8 +384,7 @@ static void test_large_vocab_support(void **state)
     free(sorted);
 }
 
-static void test_seed_determinism(void **state)
-{
+static void test_seed_determinism(void **state) {
     (void)state;
     enum { V = 64, STEPS = 40 };
     tb_sampler_t *s = s_sampler(V, -1);
@@ -455,8 +442,7 @@ static void test_seed_determinism(void **state)
     tb_sampler_destroy(&s);
 }
 
-static void test_repetition_penalty(void **state)
-{
+static void test_repetition_penalty(void **state) {
     (void)state;
     tb_sampler_t *s = s_sampler(8, -1);
     struct tb_sampling_params p;
@@ -485,8 +471,7 @@ static void test_repetition_penalty(void **state)
     tb_sampler_destroy(&s);
 }
 
-static void test_presence_frequency(void **state)
-{
+static void test_presence_frequency(void **state) {
     (void)state;
     tb_sampler_t *s = s_sampler(4, -1);
     struct tb_sampling_params p;
@@ -529,8 +514,7 @@ static void test_presence_frequency(void **state)
 }
 
 /* Many distinct tokens: the penalty map grows past its first size and keeps every count. */
-static void test_penalty_growth(void **state)
-{
+static void test_penalty_growth(void **state) {
     (void)state;
     enum { V = 3000 };
     tb_sampler_t *s = s_sampler(V, -1);
@@ -550,8 +534,7 @@ static void test_penalty_growth(void **state)
     tb_sampler_destroy(&s);
 }
 
-static void test_min_tokens(void **state)
-{
+static void test_min_tokens(void **state) {
     (void)state;
     tb_sampler_t *s = s_sampler(6, 5);
     struct tb_sampling_params p;
@@ -581,8 +564,7 @@ static void test_min_tokens(void **state)
     tb_sampler_destroy(&s);
 }
 
-static void test_logprobs(void **state)
-{
+static void test_logprobs(void **state) {
     (void)state;
     enum { V = 16 };
     tb_sampler_t *s = s_sampler(V, -1);
@@ -653,8 +635,7 @@ static void test_logprobs(void **state)
     tb_sampler_destroy(&s);
 }
 
-static double s_now(void)
-{
+static double s_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
@@ -662,8 +643,7 @@ static double s_now(void)
 
 /* Cost of one step at vocabulary 152064, printed; bounded loosely so that an accidental
  * full sort (tens of milliseconds) fails. */
-static void test_speed(void **state)
-{
+static void test_speed(void **state) {
     (void)state;
     enum { V = 152064, REPS = 10 };
     tb_sampler_t *s = s_sampler(V, -1);
@@ -726,8 +706,7 @@ static void test_speed(void **state)
     tb_sampler_destroy(&s);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_params),
         cmocka_unit_test(test_config),
