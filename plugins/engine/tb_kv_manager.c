@@ -176,12 +176,14 @@ static void s_map_remove(tb_kv_manager_t *kv, uint64_t key) {
 /* ---- lifecycle ---- */
 
 int tb_kv_manager_new(const struct tb_kv_config *cfg, tb_kv_manager_t **out) {
-    int rc = TB_ENOMEM;
+    int rc = TB_ECONFIG;
+    tb_kv_manager_t *kv = NULL;
     if (cfg->n_blocks == 0 || cfg->n_blocks >= (UINT32_MAX >> 2) || cfg->block_size == 0 ||
         cfg->block_size > 4096) {
-        return TB_ECONFIG;
+        goto fail;
     }
-    tb_kv_manager_t *kv = calloc(1, sizeof *kv);
+    rc = TB_ENOMEM;
+    kv = calloc(1, sizeof *kv);
     if (!kv) {
         goto fail;
     }
@@ -222,13 +224,15 @@ int tb_kv_manager_new(const struct tb_kv_config *cfg, tb_kv_manager_t **out) {
         s_push_front(kv, b);
     }
     *out = kv;
-    return 0;
-
+    kv = NULL;
+    rc = 0;
 fail_arrays:
-    free(kv->events);
-    free(kv->map);
-    free(kv->tokens);
-    free(kv->blocks);
+    if (kv) {
+        free(kv->events);
+        free(kv->map);
+        free(kv->tokens);
+        free(kv->blocks);
+    }
 fail_kv:
     free(kv);
 fail:

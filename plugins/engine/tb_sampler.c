@@ -122,17 +122,20 @@ int tb_sampling_params_validate(const struct tb_sampling_params *p, uint32_t voc
 /* ---- sampler ---- */
 
 int tb_sampler_new(const struct tb_sampler_config *cfg, tb_sampler_t **out) {
-    if (cfg->vocab_size == 0 || cfg->vocab_size > (1u << 30) || cfg->n_eos > TB_SAMPLER_MAX_EOS) {
-        return TB_ECONFIG;
+    int rc = TB_ECONFIG;
+    tb_sampler_t *s = NULL;
+    bool ok =
+        cfg->vocab_size > 0 && cfg->vocab_size <= (1u << 30) && cfg->n_eos <= TB_SAMPLER_MAX_EOS;
+    for (uint32_t i = 0; ok && i < cfg->n_eos; i++) {
+        ok = cfg->eos_ids[i] >= 0 && (uint32_t)cfg->eos_ids[i] < cfg->vocab_size;
     }
-    for (uint32_t i = 0; i < cfg->n_eos; i++) {
-        if (cfg->eos_ids[i] < 0 || (uint32_t)cfg->eos_ids[i] >= cfg->vocab_size) {
-            return TB_ECONFIG;
-        }
+    if (!ok) {
+        goto fail;
     }
-    tb_sampler_t *s = calloc(1, sizeof *s);
+    rc = TB_ENOMEM;
+    s = calloc(1, sizeof *s);
     if (!s) {
-        return TB_ENOMEM;
+        goto fail;
     }
     s->vocab = cfg->vocab_size;
     memcpy(s->eos, cfg->eos_ids, sizeof s->eos);
@@ -142,11 +145,15 @@ int tb_sampler_new(const struct tb_sampler_config *cfg, tb_sampler_t **out) {
     s->cand = malloc((size_t)s->vocab * sizeof *s->cand);
     s->block_mass = malloc(((size_t)s->vocab / BLOCK + 1) * sizeof *s->block_mass);
     if (!s->work || !s->cand || !s->block_mass) {
-        tb_sampler_destroy(&s);
-        return TB_ENOMEM;
+        goto fail_sampler;
     }
     *out = s;
-    return 0;
+    s = NULL;
+    rc = 0;
+fail_sampler:
+    tb_sampler_destroy(&s);
+fail:
+    return rc;
 }
 
 void tb_sampler_destroy(tb_sampler_t **self_p) {
@@ -254,20 +261,22 @@ static int s_pen_room(tb_sampler_seq_t *q) {
 
 int tb_sampler_seq_new(tb_sampler_t *self, const struct tb_sampling_params *params,
                        const int32_t *prompt, uint32_t n_prompt, tb_sampler_seq_t **out) {
+    tb_sampler_seq_t *q = NULL;
     int rc = tb_sampling_params_validate(params, self->vocab, NULL, 0);
     if (rc != 0) {
-        return rc;
+        goto fail;
     }
-    tb_sampler_seq_t *q = calloc(1, sizeof *q);
+    rc = TB_ENOMEM;
+    q = calloc(1, sizeof *q);
     if (!q) {
-        return TB_ENOMEM;
+        goto fail;
     }
     q->p = *params;
     q->vocab = self->vocab;
     if (params->n_stop_ids > 0) {
         q->stop = malloc((size_t)params->n_stop_ids * sizeof *q->stop);
         if (!q->stop) {
-            goto fail;
+            goto fail_seq;
         }
         memcpy(q->stop, params->stop_ids, (size_t)params->n_stop_ids * sizeof *q->stop);
     }
@@ -284,7 +293,7 @@ int tb_sampler_seq_new(tb_sampler_t *self, const struct tb_sampling_params *para
             want = q->vocab;
         }
         if (s_pen_reserve(q, (uint32_t)want) != 0) {
-            goto fail;
+            goto fail_seq;
         }
         for (uint32_t i = 0; i < n_prompt; i++) {
             /* Out-of-vocabulary prompt ids cannot be penalised (the engine refuses them). */
@@ -294,11 +303,12 @@ int tb_sampler_seq_new(tb_sampler_t *self, const struct tb_sampling_params *para
         }
     }
     *out = q;
-    return 0;
-
-fail:
+    q = NULL;
+    rc = 0;
+fail_seq:
     tb_sampler_seq_destroy(&q);
-    return TB_ENOMEM;
+fail:
+    return rc;
 }
 
 void tb_sampler_seq_destroy(tb_sampler_seq_t **seq_p) {

@@ -166,6 +166,7 @@ static void s_run_remove(tb_scheduler_t *s, struct seq *q) {
 
 int tb_scheduler_new(const struct tb_sched_config *cfg, tb_kv_manager_t *kv, tb_sampler_t *sampler,
                      tb_scheduler_t **out, char *err, size_t err_len) {
+    tb_scheduler_t *s = NULL;
     char msg[256] = "";
     int rc = TB_ECONFIG;
     uint32_t slots = tb_kv_manager_n_blocks(kv) * tb_kv_manager_block_size(kv);
@@ -190,7 +191,7 @@ int tb_scheduler_new(const struct tb_sched_config *cfg, tb_kv_manager_t *kv, tb_
     }
     rc = TB_ENOMEM;
     snprintf(msg, sizeof msg, "out of memory");
-    tb_scheduler_t *s = calloc(1, sizeof *s);
+    s = calloc(1, sizeof *s);
     if (!s) {
         goto fail;
     }
@@ -213,18 +214,19 @@ int tb_scheduler_new(const struct tb_sched_config *cfg, tb_kv_manager_t *kv, tb_
     s->slots = calloc(nt, sizeof *s->slots);
     if (!s->live || !s->waiting || !s->running || !s->zombies || !s->entries || !s->entry_seq ||
         !s->outs || !s->tokens || !s->positions || !s->slots) {
-        tb_scheduler_destroy(&s);
-        goto fail;
+        goto fail_sched;
     }
     s->plan.seqs = s->entries;
     s->plan.tokens = s->tokens;
     s->plan.positions = s->positions;
     s->plan.slots = s->slots;
     *out = s;
-    return 0;
-
+    s = NULL;
+    rc = 0;
+fail_sched:
+    tb_scheduler_destroy(&s);
 fail:
-    if (err && err_len > 0) {
+    if (rc != 0 && err && err_len > 0) {
         snprintf(err, err_len, "%s", msg);
     }
     return rc;
@@ -263,6 +265,7 @@ const char *tb_scheduler_errmsg(const tb_scheduler_t *self) {
 
 int tb_scheduler_submit(tb_scheduler_t *self, const struct tb_sched_request *req) {
     tb_scheduler_t *s = self;
+    struct seq *q = NULL;
     int rc = TB_EINVAL;
     s->err[0] = '\0';
     if (!req->prompt || req->n_prompt == 0) {
@@ -315,7 +318,7 @@ int tb_scheduler_submit(tb_scheduler_t *self, const struct tb_sched_request *req
     }
 
     rc = TB_ENOMEM;
-    struct seq *q = calloc(1, sizeof *q);
+    q = calloc(1, sizeof *q);
     if (!q) {
         s_err(s, "out of memory");
         goto fail;
@@ -343,8 +346,8 @@ int tb_scheduler_submit(tb_scheduler_t *self, const struct tb_sched_request *req
     }
     s->live[s->n_live++] = q;
     s_wait_push_back(s, q);
-    return 0;
-
+    q = NULL;
+    rc = 0;
 fail_seq:
     s_seq_free(s, q);
 fail:
