@@ -39,6 +39,9 @@
  * (tb_scheduler_get_load) feed the bus's load events; the KV manager's event queue its KV
  * events.
  *
+ * One scheduler per KV manager: it alone takes and returns blocks (the owner may still drain
+ * the manager's events and read its usage).
+ *
  * Not thread-safe: one thread (the engine's scheduling loop) calls everything.  No I/O.
  */
 #ifndef TB_SCHEDULER_H
