@@ -75,15 +75,15 @@ struct tb_kv_event {
 
 /* Usage figures for load reports and metrics. */
 struct tb_kv_usage {
-    uint32_t total;         /* n_blocks */
-    uint32_t used;          /* blocks referenced by at least one sequence */
-    uint32_t cached;        /* unreferenced blocks still holding a reusable hash */
-    uint32_t free;          /* total - used: blocks an allocation may take (cached included) */
-    double fraction;        /* used / total */
-    uint64_t query_tokens;  /* prompt tokens looked up by tb_kv_manager_seq_match, ever */
-    uint64_t hit_tokens;    /* of those, tokens found cached */
-    uint64_t evictions;     /* hashed blocks evicted, ever */
-    uint64_t events_lost;   /* events dropped by queue overflow, ever */
+    uint32_t total;        /* n_blocks */
+    uint32_t used;         /* blocks referenced by at least one sequence */
+    uint32_t cached;       /* unreferenced blocks still holding a reusable hash */
+    uint32_t free;         /* total - used: blocks an allocation may take (cached included) */
+    double fraction;       /* used / total */
+    uint64_t query_tokens; /* prompt tokens looked up by tb_kv_manager_seq_match, ever */
+    uint64_t hit_tokens;   /* of those, tokens found cached */
+    uint64_t evictions;    /* hashed blocks evicted, ever */
+    uint64_t events_lost;  /* events dropped by queue overflow, ever */
 };
 
 /* A sequence's block table, embedded in the caller's sequence record.  Members are read-only
@@ -172,8 +172,8 @@ uint32_t tb_kv_manager_seq_match(tb_kv_manager_t *self, struct tb_kv_seq *seq,
                                  const int32_t *tokens, uint32_t n);
 
 /* New blocks the sequence needs so that it holds `n_slots` token slots (0 if it has them). */
-uint32_t tb_kv_manager_seq_blocks_needed(const tb_kv_manager_t *self,
-                                         const struct tb_kv_seq *seq, uint32_t n_slots);
+uint32_t tb_kv_manager_seq_blocks_needed(const tb_kv_manager_t *self, const struct tb_kv_seq *seq,
+                                         uint32_t n_slots);
 
 /* Grows the sequence to hold `n_slots` token slots, all or nothing.  Returns 0, TB_ENOMEM when
  * too few blocks are free (nothing taken), TB_E2BIG beyond the sequence's cap. */
@@ -183,8 +183,8 @@ int tb_kv_manager_seq_grow(tb_kv_manager_t *self, struct tb_kv_seq *seq, uint32_
  * every newly full block (tb_kv_manager_register), extending the sequence's hash chain.
  * `tokens` are the sequence's tokens from position 0, borrowed for the call.  No-op when
  * prefix caching is off. */
-void tb_kv_manager_seq_commit(tb_kv_manager_t *self, struct tb_kv_seq *seq,
-                              const int32_t *tokens, uint32_t n_computed);
+void tb_kv_manager_seq_commit(tb_kv_manager_t *self, struct tb_kv_seq *seq, const int32_t *tokens,
+                              uint32_t n_computed);
 
 /* Returns all the sequence's blocks (last first) and empties its table; keeps its memory. */
 void tb_kv_manager_seq_free(tb_kv_manager_t *self, struct tb_kv_seq *seq);

@@ -18,6 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define VW 4       /* floats per vector */
+#define BLOCK 1024 /* elements per partial sum */
+
 struct cand {
     float v; /* a logit, then an unnormalised probability */
     int32_t id;
@@ -28,7 +31,8 @@ struct tb_sampler {
     int32_t eos[TB_SAMPLER_MAX_EOS];
     uint32_t n_eos;
     uint64_t seed_state;
-    float *work;
+    float *work;        /* the penalised and masked copy of a row */
+    double *block_mass; /* a row's probability mass per BLOCK tokens */
     struct cand *cand;
 };
 
@@ -53,25 +57,22 @@ struct tb_sampler_seq {
 
 /* ---- parameters ---- */
 
-void tb_sampling_params_init(struct tb_sampling_params *p)
-{
+void tb_sampling_params_init(struct tb_sampling_params *p) {
     memset(p, 0, sizeof *p);
     p->temperature = 1.0f;
     p->top_p = 1.0f;
     p->repetition_penalty = 1.0f;
 }
 
-static int s_invalid(char *err, uint32_t err_len, const char *msg)
-{
+static int s_invalid(char *err, uint32_t err_len, const char *msg) {
     if (err && err_len > 0) {
         snprintf(err, err_len, "%s", msg);
     }
     return TB_EINVAL;
 }
 
-int tb_sampling_params_validate(const struct tb_sampling_params *p, uint32_t vocab_size,
-                                char *err, uint32_t err_len)
-{
+int tb_sampling_params_validate(const struct tb_sampling_params *p, uint32_t vocab_size, char *err,
+                                uint32_t err_len) {
     /* Written so that NaN fails every range check. */
     if (!(p->temperature >= 0.0f && p->temperature <= 1e4f)) {
         return s_invalid(err, err_len, "'temperature' must be between 0 and 10000");
@@ -120,19 +121,21 @@ int tb_sampling_params_validate(const struct tb_sampling_params *p, uint32_t voc
 
 /* ---- sampler ---- */
 
-int tb_sampler_new(const struct tb_sampler_config *cfg, tb_sampler_t **out)
-{
-    if (cfg->vocab_size == 0 || cfg->vocab_size > (1u << 30) || cfg->n_eos > TB_SAMPLER_MAX_EOS) {
-        return TB_ECONFIG;
+int tb_sampler_new(const struct tb_sampler_config *cfg, tb_sampler_t **out) {
+    int rc = TB_ECONFIG;
+    tb_sampler_t *s = NULL;
+    bool ok =
+        cfg->vocab_size > 0 && cfg->vocab_size <= (1u << 30) && cfg->n_eos <= TB_SAMPLER_MAX_EOS;
+    for (uint32_t i = 0; ok && i < cfg->n_eos; i++) {
+        ok = cfg->eos_ids[i] >= 0 && (uint32_t)cfg->eos_ids[i] < cfg->vocab_size;
     }
-    for (uint32_t i = 0; i < cfg->n_eos; i++) {
-        if (cfg->eos_ids[i] < 0 || (uint32_t)cfg->eos_ids[i] >= cfg->vocab_size) {
-            return TB_ECONFIG;
-        }
+    if (!ok) {
+        goto fail;
     }
-    tb_sampler_t *s = calloc(1, sizeof *s);
+    rc = TB_ENOMEM;
+    s = calloc(1, sizeof *s);
     if (!s) {
-        return TB_ENOMEM;
+        goto fail;
     }
     s->vocab = cfg->vocab_size;
     memcpy(s->eos, cfg->eos_ids, sizeof s->eos);
@@ -140,33 +143,36 @@ int tb_sampler_new(const struct tb_sampler_config *cfg, tb_sampler_t **out)
     s->seed_state = cfg->seed;
     s->work = malloc((size_t)s->vocab * sizeof *s->work);
     s->cand = malloc((size_t)s->vocab * sizeof *s->cand);
-    if (!s->work || !s->cand) {
-        tb_sampler_destroy(&s);
-        return TB_ENOMEM;
+    s->block_mass = malloc(((size_t)s->vocab / BLOCK + 1) * sizeof *s->block_mass);
+    if (!s->work || !s->cand || !s->block_mass) {
+        goto fail_sampler;
     }
     *out = s;
-    return 0;
+    s = NULL;
+    rc = 0;
+fail_sampler:
+    tb_sampler_destroy(&s);
+fail:
+    return rc;
 }
 
-void tb_sampler_destroy(tb_sampler_t **self_p)
-{
+void tb_sampler_destroy(tb_sampler_t **self_p) {
     if (!self_p || !*self_p) {
         return;
     }
     tb_sampler_t *s = *self_p;
     free(s->work);
+    free(s->block_mass);
     free(s->cand);
     free(s);
     *self_p = NULL;
 }
 
-uint32_t tb_sampler_vocab_size(const tb_sampler_t *self)
-{
+uint32_t tb_sampler_vocab_size(const tb_sampler_t *self) {
     return self->vocab;
 }
 
-bool tb_sampler_is_eos(const tb_sampler_t *self, int32_t token)
-{
+bool tb_sampler_is_eos(const tb_sampler_t *self, int32_t token) {
     for (uint32_t i = 0; i < self->n_eos; i++) {
         if (self->eos[i] == token) {
             return true;
@@ -177,14 +183,12 @@ bool tb_sampler_is_eos(const tb_sampler_t *self, int32_t token)
 
 /* ---- per-sequence penalty map ---- */
 
-static uint32_t s_tok_home(int32_t tok, uint32_t mask)
-{
+static uint32_t s_tok_home(int32_t tok, uint32_t mask) {
     return ((uint32_t)tok * 2654435761u) & mask;
 }
 
 /* The entry index of `tok`, or UINT32_MAX; *slot receives where it is or would go. */
-static uint32_t s_pen_find(const tb_sampler_seq_t *q, int32_t tok, uint32_t *slot)
-{
+static uint32_t s_pen_find(const tb_sampler_seq_t *q, int32_t tok, uint32_t *slot) {
     uint32_t i = s_tok_home(tok, q->map_mask);
     while (q->map[i] != UINT32_MAX) {
         if (q->ent[q->map[i]].tok == tok) {
@@ -198,8 +202,7 @@ static uint32_t s_pen_find(const tb_sampler_seq_t *q, int32_t tok, uint32_t *slo
 }
 
 /* Sizes the map for `cap` entries (load <= 1/2) and rebuilds it.  0 or TB_ENOMEM (unchanged). */
-static int s_pen_reserve(tb_sampler_seq_t *q, uint32_t cap)
-{
+static int s_pen_reserve(tb_sampler_seq_t *q, uint32_t cap) {
     if (cap <= q->cap_ent) {
         return 0;
     }
@@ -230,8 +233,7 @@ static int s_pen_reserve(tb_sampler_seq_t *q, uint32_t cap)
 }
 
 /* Counts `tok` (output when `out`).  Capacity must have been reserved. */
-static void s_pen_add(tb_sampler_seq_t *q, int32_t tok, bool out)
-{
+static void s_pen_add(tb_sampler_seq_t *q, int32_t tok, bool out) {
     uint32_t slot;
     uint32_t e = s_pen_find(q, tok, &slot);
     if (e == UINT32_MAX) {
@@ -246,8 +248,7 @@ static void s_pen_add(tb_sampler_seq_t *q, int32_t tok, bool out)
 }
 
 /* Ensures one more distinct token fits. */
-static int s_pen_room(tb_sampler_seq_t *q)
-{
+static int s_pen_room(tb_sampler_seq_t *q) {
     if (q->n_ent < q->cap_ent) {
         return 0;
     }
@@ -259,22 +260,23 @@ static int s_pen_room(tb_sampler_seq_t *q)
 }
 
 int tb_sampler_seq_new(tb_sampler_t *self, const struct tb_sampling_params *params,
-                       const int32_t *prompt, uint32_t n_prompt, tb_sampler_seq_t **out)
-{
+                       const int32_t *prompt, uint32_t n_prompt, tb_sampler_seq_t **out) {
+    tb_sampler_seq_t *q = NULL;
     int rc = tb_sampling_params_validate(params, self->vocab, NULL, 0);
     if (rc != 0) {
-        return rc;
+        goto fail;
     }
-    tb_sampler_seq_t *q = calloc(1, sizeof *q);
+    rc = TB_ENOMEM;
+    q = calloc(1, sizeof *q);
     if (!q) {
-        return TB_ENOMEM;
+        goto fail;
     }
     q->p = *params;
     q->vocab = self->vocab;
     if (params->n_stop_ids > 0) {
         q->stop = malloc((size_t)params->n_stop_ids * sizeof *q->stop);
         if (!q->stop) {
-            goto fail;
+            goto fail_seq;
         }
         memcpy(q->stop, params->stop_ids, (size_t)params->n_stop_ids * sizeof *q->stop);
     }
@@ -291,7 +293,7 @@ int tb_sampler_seq_new(tb_sampler_t *self, const struct tb_sampling_params *para
             want = q->vocab;
         }
         if (s_pen_reserve(q, (uint32_t)want) != 0) {
-            goto fail;
+            goto fail_seq;
         }
         for (uint32_t i = 0; i < n_prompt; i++) {
             /* Out-of-vocabulary prompt ids cannot be penalised (the engine refuses them). */
@@ -301,15 +303,15 @@ int tb_sampler_seq_new(tb_sampler_t *self, const struct tb_sampling_params *para
         }
     }
     *out = q;
-    return 0;
-
-fail:
+    q = NULL;
+    rc = 0;
+fail_seq:
     tb_sampler_seq_destroy(&q);
-    return TB_ENOMEM;
+fail:
+    return rc;
 }
 
-void tb_sampler_seq_destroy(tb_sampler_seq_t **seq_p)
-{
+void tb_sampler_seq_destroy(tb_sampler_seq_t **seq_p) {
     if (!seq_p || !*seq_p) {
         return;
     }
@@ -321,18 +323,15 @@ void tb_sampler_seq_destroy(tb_sampler_seq_t **seq_p)
     *seq_p = NULL;
 }
 
-const struct tb_sampling_params *tb_sampler_seq_params(const tb_sampler_seq_t *seq)
-{
+const struct tb_sampling_params *tb_sampler_seq_params(const tb_sampler_seq_t *seq) {
     return &seq->p;
 }
 
-uint32_t tb_sampler_seq_n_generated(const tb_sampler_seq_t *seq)
-{
+uint32_t tb_sampler_seq_n_generated(const tb_sampler_seq_t *seq) {
     return seq->n_gen;
 }
 
-bool tb_sampler_seq_is_stop(const tb_sampler_seq_t *seq, int32_t token)
-{
+bool tb_sampler_seq_is_stop(const tb_sampler_seq_t *seq, int32_t token) {
     for (uint32_t i = 0; i < seq->p.n_stop_ids; i++) {
         if (seq->stop[i] == token) {
             return true;
@@ -341,8 +340,7 @@ bool tb_sampler_seq_is_stop(const tb_sampler_seq_t *seq, int32_t token)
     return false;
 }
 
-int tb_sampler_seq_accept(tb_sampler_seq_t *seq, int32_t token)
-{
+int tb_sampler_seq_accept(tb_sampler_seq_t *seq, int32_t token) {
     if (token < 0 || (uint32_t)token >= seq->vocab) {
         return TB_EINVAL;
     }
@@ -357,72 +355,240 @@ int tb_sampler_seq_accept(tb_sampler_seq_t *seq, int32_t token)
     return 0;
 }
 
-/* ---- the step ---- */
+/* ---- passes over the vocabulary ----
+ *
+ * These run once or twice per token over 32k-152k logits, so they are written with GCC/Clang
+ * vector extensions (4 floats, plain SSE2 on x86-64, NEON on arm64): independent lanes and no
+ * branches, so each pass runs at memory speed.  Sums are taken per block of BLOCK elements in
+ * float lanes and folded into a double, which keeps the rounding error of a 152k-term sum far
+ * below what the top_p boundary could notice. */
+
+typedef float vf __attribute__((vector_size(16)));
+typedef int32_t vi __attribute__((vector_size(16)));
+
+static inline vf s_splat(float a) {
+    return (vf){a, a, a, a};
+}
+
+/* x[i, i+4), lanes at or past n read as -infinity. */
+static inline vf s_load(const float *x, uint32_t i, uint32_t n) {
+    vf v;
+    if (i + VW <= n) {
+        memcpy(&v, x + i, sizeof v);
+        return v;
+    }
+    float t[VW];
+    for (uint32_t k = 0; k < VW; k++) {
+        t[k] = i + k < n ? x[i + k] : -INFINITY;
+    }
+    memcpy(&v, t, sizeof v);
+    return v;
+}
+
+static inline vf s_sel(vi m, vf a, vf b) {
+    return (vf)((m & (vi)a) | (~m & (vi)b));
+}
+
+static inline double s_hsum(vf v) {
+    return (double)v[0] + (double)v[1] + (double)v[2] + (double)v[3];
+}
+
+/* The largest value; NaN is ignored.  -infinity when there is none. */
+static float s_max(const float *x, uint32_t n) {
+    vf m0 = s_splat(-INFINITY), m1 = m0;
+    uint32_t i = 0;
+    for (; i + 2 * VW <= n; i += 2 * VW) {
+        vf a, b;
+        memcpy(&a, x + i, sizeof a);
+        memcpy(&b, x + i + VW, sizeof b);
+        m0 = s_sel(a > m0, a, m0);
+        m1 = s_sel(b > m1, b, m1);
+    }
+    for (; i < n; i += VW) {
+        vf a = s_load(x, i, n);
+        m0 = s_sel(a > m0, a, m0);
+    }
+    m0 = s_sel(m1 > m0, m1, m0);
+    float m = -INFINITY;
+    for (int k = 0; k < VW; k++) {
+        if (m0[k] > m) {
+            m = m0[k];
+        }
+    }
+    return m;
+}
 
 /* Largest value, ties to the lowest index; NaN never wins.  -1 when every value is -inf/NaN. */
-static int32_t s_argmax(const float *x, uint32_t n)
-{
-    int32_t best = -1;
-    float bv = -INFINITY;
-    for (uint32_t i = 0; i < n; i++) {
-        if (x[i] > bv) {
-            bv = x[i];
-            best = (int32_t)i;
+static int32_t s_argmax(const float *x, uint32_t n) {
+    float m = s_max(x, n);
+    if (!(m > -INFINITY)) {
+        return -1;
+    }
+    vf vm = s_splat(m);
+    for (uint32_t i = 0; i < n; i += VW) {
+        vi eq = s_load(x, i, n) == vm;
+        if (eq[0] | eq[1] | eq[2] | eq[3]) {
+            for (uint32_t k = 0; k < VW; k++) {
+                if (eq[k]) {
+                    return (int32_t)(i + k);
+                }
+            }
         }
     }
-    return best;
+    return -1; /* not reached */
 }
 
-/* Raw log-softmax facts: the chosen token's logprob and the top `n_top` tokens. */
-static void s_logprobs(const float *x, uint32_t vocab, int32_t chosen, uint32_t n_top,
-                       struct tb_sample *out)
-{
-    float m = -INFINITY;
-    for (uint32_t i = 0; i < vocab; i++) {
-        if (x[i] > m) {
-            m = x[i];
-        }
-    }
-    double sum = 0.0;
-    for (uint32_t i = 0; i < vocab; i++) {
-        if (x[i] > -INFINITY) { /* false for NaN too */
-            sum += expf(x[i] - m);
-        }
-    }
-    double lse = (double)m + log(sum);
-    out->logprob = (float)((double)x[chosen] - lse);
-    /* A small descending array: most ids fail the first comparison and cost nothing more. */
-    uint32_t k = 0;
-    for (uint32_t i = 0; i < vocab && n_top > 0; i++) {
-        float v = x[i];
-        if (!(v > -INFINITY) || (k == n_top && !(v > out->top_logprobs[k - 1]))) {
-            continue;
-        }
-        uint32_t j = (k < n_top) ? k++ : k - 1;
-        while (j > 0 && v > out->top_logprobs[j - 1]) {
-            out->top_logprobs[j] = out->top_logprobs[j - 1];
-            out->top_ids[j] = out->top_ids[j - 1];
-            j--;
-        }
-        out->top_logprobs[j] = v;
-        out->top_ids[j] = (int32_t)i;
-    }
-    for (uint32_t j = 0; j < k; j++) {
-        out->top_logprobs[j] = (float)((double)out->top_logprobs[j] - lse);
-    }
-    out->n_top = k;
+/* e^d for d <= 0, 0 where d < -87 (or NaN): 2^(d log2 e) split into an integer power, put in
+ * the exponent bits, and a fraction in (-0.5, 0.5] by a degree-6 Taylor polynomial (relative
+ * error about 1e-7). */
+static inline vf s_exp(vf d) {
+    vi ok = d >= s_splat(-87.0f);
+    d = (vf)((vi)d & ok);
+    vf x = d * s_splat(1.44269504088896341f);
+    vi n = __builtin_convertvector(x - s_splat(0.5f), vi); /* rounds: x <= 0 */
+    vf g = (x - __builtin_convertvector(n, vf)) * s_splat(0.693147180559945309f);
+    vf p = s_splat(1.0f / 720.0f);
+    p = p * g + s_splat(1.0f / 120.0f);
+    p = p * g + s_splat(1.0f / 24.0f);
+    p = p * g + s_splat(1.0f / 6.0f);
+    p = p * g + s_splat(0.5f);
+    p = p * g + s_splat(1.0f);
+    p = p * g + s_splat(1.0f);
+    vi bits = (n + 127) << 23;
+    return (vf)((vi)(p * (vf)bits) & ok);
 }
 
-static void s_swap(struct cand *a, struct cand *b)
-{
+/* Everything below works on d_i = (x_i - max) / temperature, the log of token i's probability
+ * relative to the most likely token's, computed by the same expression in every pass so that
+ * all passes agree on which tokens pass a threshold.  min_p is the threshold d >= ln(min_p).
+ * The ladder: thresholds (in nats below the maximum) whose survivors' count or mass one pass
+ * measures, so that top_k / top_p then only look at the few tokens that can matter; the last
+ * slot holds ln(min_p), or +infinity when unused.  A fixed count keeps the pass unrolled. */
+#define N_LADDER 4
+static const float s_ladder[N_LADDER - 1] = {-4.6f, -9.2f, -13.8f}; /* 1e-2, 1e-4, 1e-6 */
+
+static inline vf s_d(const float *x, uint32_t i, uint32_t e, vf vm, vf vit) {
+    return (s_load(x, i, e) - vm) * vit;
+}
+
+/* cnt[j]: how many d >= lad[j].  (The ladder is spelled out lane by lane, in registers.) */
+static void s_counts(const float *x, uint32_t n, float m, float inv_t, const float *lad,
+                     uint32_t *cnt) {
+    vf vm = s_splat(m), vit = s_splat(inv_t);
+    vf l0 = s_splat(lad[0]), l1 = s_splat(lad[1]), l2 = s_splat(lad[2]), l3 = s_splat(lad[3]);
+    vi c0 = {0, 0, 0, 0}, c1 = c0, c2 = c0, c3 = c0;
+    uint32_t i = 0;
+    for (; i + VW <= n; i += VW) {
+        vf v;
+        memcpy(&v, x + i, sizeof v);
+        vf d = (v - vm) * vit;
+        c0 -= d >= l0;
+        c1 -= d >= l1;
+        c2 -= d >= l2;
+        c3 -= d >= l3;
+    }
+    if (i < n) {
+        vf d = s_d(x, i, n, vm, vit);
+        c0 -= d >= l0;
+        c1 -= d >= l1;
+        c2 -= d >= l2;
+        c3 -= d >= l3;
+    }
+    cnt[0] = (uint32_t)(c0[0] + c0[1] + c0[2] + c0[3]);
+    cnt[1] = (uint32_t)(c1[0] + c1[1] + c1[2] + c1[3]);
+    cnt[2] = (uint32_t)(c2[0] + c2[1] + c2[2] + c2[3]);
+    cnt[3] = (uint32_t)(c3[0] + c3[1] + c3[2] + c3[3]);
+}
+
+/* Returns the mass (sum of e^d) of the tokens with d >= surv.  Optionally: mass[j], the mass
+ * of those with d >= lad[j]; block_mass[b], the survivors' mass within block b (BLOCK
+ * tokens).  lad/mass and block_mass may be NULL. */
+static double s_masses(const float *x, uint32_t n, float m, float inv_t, float surv,
+                       const float *lad, double *mass, double *block_mass) {
+    vf vm = s_splat(m), vit = s_splat(inv_t), vs = s_splat(surv);
+    vf l0 = s_splat(INFINITY), l1 = l0, l2 = l0, l3 = l0;
+    if (lad) {
+        l0 = s_splat(lad[0]);
+        l1 = s_splat(lad[1]);
+        l2 = s_splat(lad[2]);
+        l3 = s_splat(lad[3]);
+        mass[0] = mass[1] = mass[2] = mass[3] = 0.0;
+    }
+    double total = 0.0;
+    for (uint32_t b = 0; b < n; b += BLOCK) {
+        uint32_t e = b + BLOCK < n ? b + BLOCK : n;
+        vf acc = s_splat(0.0f), m0 = acc, m1 = acc, m2 = acc, m3 = acc;
+        for (uint32_t i = b; i < e; i += VW) {
+            vf d;
+            if (i + VW <= e) {
+                vf v;
+                memcpy(&v, x + i, sizeof v);
+                d = (v - vm) * vit;
+            } else {
+                d = s_d(x, i, e, vm, vit);
+            }
+            vi p = (vi)s_exp(d);
+            acc += (vf)((d >= vs) & p);
+            if (lad) {
+                m0 += (vf)((d >= l0) & p);
+                m1 += (vf)((d >= l1) & p);
+                m2 += (vf)((d >= l2) & p);
+                m3 += (vf)((d >= l3) & p);
+            }
+        }
+        double bsum = s_hsum(acc);
+        total += bsum;
+        if (block_mass) {
+            block_mass[b / BLOCK] = bsum;
+        }
+        if (lad) {
+            mass[0] += s_hsum(m0);
+            mass[1] += s_hsum(m1);
+            mass[2] += s_hsum(m2);
+            mass[3] += s_hsum(m3);
+        }
+    }
+    return total;
+}
+
+/* Appends the tokens of [b, e) with d >= t to c (value: e^d when `prob`, else the logit);
+ * returns the new count.  Tokens below -87 (probability 0 in s_exp: masked ones among them)
+ * are never collected. */
+static uint32_t s_collect(const float *x, uint32_t b, uint32_t e, float m, float inv_t, float t,
+                          bool prob, struct cand *c, uint32_t n) {
+    vf vm = s_splat(m), vit = s_splat(inv_t), vt = s_splat(t > -87.0f ? t : -87.0f);
+    for (uint32_t i = b; i < e; i += VW) {
+        vf d = s_d(x, i, e, vm, vit);
+        vi hit = d >= vt;
+        if (hit[0] | hit[1] | hit[2] | hit[3]) {
+            vf p = s_exp(d);
+            for (uint32_t k = 0; k < VW; k++) {
+                if (hit[k]) {
+                    c[n].v = prob ? p[k] : x[i + k];
+                    c[n].id = (int32_t)(i + k);
+                    n++;
+                }
+            }
+        }
+    }
+    return n;
+}
+
+/* e^d for one candidate, bit-identical to the vector passes. */
+static float s_exp1(float d) {
+    return s_exp(s_splat(d))[0];
+}
+
+/* ---- selection on a candidate array ---- */
+
+static void s_swap(struct cand *a, struct cand *b) {
     struct cand t = *a;
     *a = *b;
     *b = t;
 }
 
 /* Median of three values by `v`, a deterministic pivot. */
-static float s_pivot(const struct cand *c, uint32_t lo, uint32_t hi)
-{
+static float s_pivot(const struct cand *c, uint32_t lo, uint32_t hi) {
     float a = c[lo].v, b = c[lo + (hi - lo) / 2].v, d = c[hi - 1].v;
     if (a > b) {
         float t = a;
@@ -436,10 +602,9 @@ static float s_pivot(const struct cand *c, uint32_t lo, uint32_t hi)
 }
 
 /* Three-way partition of c[lo, hi) in descending order around `pv`: [lo, lo+*n_gt) greater,
- * then *n_eq equal, then smaller.  Sums of the greater and equal parts when `sums`. */
+ * then *n_eq equal, then smaller; *sum_gt and *sum_eq receive the sums of the first two. */
 static void s_partition(struct cand *c, uint32_t lo, uint32_t hi, float pv, uint32_t *n_gt,
-                        uint32_t *n_eq, double *sum_gt, double *sum_eq)
-{
+                        uint32_t *n_eq, double *sum_gt, double *sum_eq) {
     uint32_t gt = lo, i = lo, lt = hi;
     double sg = 0.0, se = 0.0;
     while (i < lt) {
@@ -460,12 +625,11 @@ static void s_partition(struct cand *c, uint32_t lo, uint32_t hi, float pv, uint
     *sum_eq = se;
 }
 
-/* Keeps the candidates whose value is at least the k-th largest (ties included); returns how
- * many remain, at the front.  Expected linear. */
-static uint32_t s_top_k(struct cand *c, uint32_t n, uint32_t k)
-{
+/* Keeps the candidates whose value is at least the k-th largest (ties included), 1 <= k < n;
+ * returns how many remain, at the front.  Expected linear (quickselect). */
+static uint32_t s_top_k(struct cand *c, uint32_t n, uint32_t k) {
     uint32_t lo = 0, hi = n;
-    float kth = 0.0f;
+    float kth;
     for (;;) {
         uint32_t n_gt, n_eq;
         double sg, se;
@@ -481,7 +645,6 @@ static uint32_t s_top_k(struct cand *c, uint32_t n, uint32_t k)
             lo += n_gt + n_eq;
         }
     }
-    /* Everything before the equal run is greater; the run ties kth; pick up nothing else. */
     uint32_t m = 0;
     for (uint32_t i = 0; i < n; i++) {
         if (c[i].v >= kth) {
@@ -491,8 +654,7 @@ static uint32_t s_top_k(struct cand *c, uint32_t n, uint32_t k)
     return m;
 }
 
-static void s_sort_desc(struct cand *c, uint32_t lo, uint32_t hi)
-{
+static void s_sort_desc(struct cand *c, uint32_t lo, uint32_t hi) {
     for (uint32_t i = lo + 1; i < hi; i++) {
         struct cand x = c[i];
         uint32_t j = i;
@@ -504,13 +666,12 @@ static void s_sort_desc(struct cand *c, uint32_t lo, uint32_t hi)
     }
 }
 
-/* c[0, n) hold unnormalised probabilities summing to `total`.  Moves the smallest set of most
- * likely candidates whose mass reaches top_p * total (ties at the boundary kept) to the front,
- * returns its size and sets *mass.  Expected linear: partitions around pivots and recurses into
- * the side that holds the boundary; only the last small range is sorted. */
-static uint32_t s_top_p(struct cand *c, uint32_t n, double total, float top_p, double *mass)
-{
-    double target = (double)top_p * total;
+/* c[0, n) hold probabilities.  Moves the smallest set of most likely candidates whose mass
+ * reaches `target` (ties at the boundary kept; all of them if the mass never does) to the
+ * front, returns its size and sets *mass to its mass.  Expected linear: partitions around
+ * pivots and goes on in the side that holds the boundary; only the last small range is
+ * sorted. */
+static uint32_t s_top_p(struct cand *c, uint32_t n, double target, double *mass) {
     uint32_t lo = 0, hi = n;
     double acc = 0.0; /* mass of c[0, lo), all kept */
     while (hi - lo > 32) {
@@ -536,17 +697,162 @@ static uint32_t s_top_p(struct cand *c, uint32_t n, double total, float top_p, d
     while (end > lo && end < hi && c[end].v == c[end - 1].v) {
         acc += c[end++].v;
     }
-    if (end == 0) { /* rounding left nothing: keep the most likely */
-        end = 1;
-        acc = c[0].v;
-    }
     *mass = acc;
     return end;
 }
 
+/* ---- the step ---- */
+
+/* Raw log-softmax facts: the chosen token's logprob and the top `n_top` tokens. */
+static void s_logprobs(const float *x, uint32_t vocab, int32_t chosen, uint32_t n_top,
+                       struct tb_sample *out) {
+    float m = s_max(x, vocab);
+    double lse = (double)m + log(s_masses(x, vocab, m, 1.0f, -INFINITY, NULL, NULL, NULL));
+    out->logprob = (float)((double)x[chosen] - lse);
+    /* A small descending array; a chunk of four is only looked at when one of its values
+     * beats the array's last (most chunks do not). */
+    uint32_t k = 0;
+    float *tv = out->top_logprobs;
+    int32_t *ti = out->top_ids;
+    float thr = -INFINITY; /* a value must beat this to enter */
+    for (uint32_t i = 0; i < vocab && n_top > 0; i += VW) {
+        vi hit = s_load(x, i, vocab) > s_splat(thr);
+        if (!(hit[0] | hit[1] | hit[2] | hit[3])) {
+            continue;
+        }
+        for (uint32_t l = 0; l < VW && i + l < vocab; l++) {
+            float v = x[i + l];
+            if (!(v > thr)) {
+                continue;
+            }
+            uint32_t j = (k < n_top) ? k++ : k - 1;
+            while (j > 0 && v > tv[j - 1]) {
+                tv[j] = tv[j - 1];
+                ti[j] = ti[j - 1];
+                j--;
+            }
+            tv[j] = v;
+            ti[j] = (int32_t)(i + l);
+            if (k == n_top) {
+                thr = tv[k - 1];
+            }
+        }
+    }
+    for (uint32_t j = 0; j < k; j++) {
+        out->top_logprobs[j] = (float)((double)out->top_logprobs[j] - lse);
+    }
+    out->n_top = k;
+}
+
+/* Temperature sampling with min_p, top_k and top_p from processed logits x; -1 when nothing
+ * can be chosen. */
+static int32_t s_sample_random(tb_sampler_t *self, tb_sampler_seq_t *seq, const float *x) {
+    const struct tb_sampling_params *p = &seq->p;
+    uint32_t vocab = self->vocab;
+    float m = s_max(x, vocab);
+    if (!(m > -INFINITY)) {
+        return -1;
+    }
+    if (m == INFINITY) {
+        return s_argmax(x, vocab);
+    }
+    bool top_k = p->top_k > 0 && (uint32_t)p->top_k < vocab;
+    float inv_t = 1.0f / p->temperature;
+    float surv = p->min_p > 0.0f ? logf(p->min_p) : -INFINITY; /* min_p: d >= ln(min_p) */
+    struct cand *c = self->cand;
+    uint32_t n;
+
+    if (!top_k && p->top_p >= 1.0f) {
+        /* Straight from the masses: find the block holding the draw, then the token in it. */
+        double *bm = self->block_mass;
+        uint32_t n_blocks = (vocab + BLOCK - 1) / BLOCK;
+        double total = s_masses(x, vocab, m, inv_t, surv, NULL, NULL, bm);
+        if (!(total > 0.0)) {
+            return s_argmax(x, vocab);
+        }
+        double u = tb_rng_uniform(&seq->rng) * total;
+        uint32_t b = 0;
+        while (b + 1 < n_blocks && !(u < bm[b])) {
+            u -= bm[b++];
+        }
+        uint32_t e = (b + 1) * BLOCK < vocab ? (b + 1) * BLOCK : vocab;
+        n = s_collect(x, b * BLOCK, e, m, inv_t, surv, true, c, 0);
+        double acc = 0.0;
+        for (uint32_t i = 0; i < n; i++) {
+            acc += c[i].v;
+            if (u < acc) {
+                return c[i].id;
+            }
+        }
+        /* Rounding left u a hair past the block's sum: its last survivor. */
+        return n > 0 ? c[n - 1].id : s_argmax(x, vocab);
+    }
+
+    /* Pick the highest ladder threshold whose survivors surely hold the answer: at least k
+     * tokens for top_k; for top_p alone, at least top_p of the survivors' mass.  Only the
+     * tokens above it are collected. */
+    float lad[N_LADDER];
+    memcpy(lad, s_ladder, sizeof s_ladder);
+    lad[N_LADDER - 1] = p->min_p > 0.0f ? surv : INFINITY;
+    double total = 0.0;
+    float floor_d = surv;
+    if (top_k) {
+        uint32_t cnt[N_LADDER];
+        s_counts(x, vocab, m, inv_t, lad, cnt);
+        for (uint32_t j = 0; j + 1 < N_LADDER && lad[j] >= surv; j++) {
+            if (cnt[j] >= (uint32_t)p->top_k) {
+                floor_d = lad[j];
+                break;
+            }
+        }
+    } else {
+        double mass[N_LADDER];
+        total = s_masses(x, vocab, m, inv_t, surv, lad, mass, NULL);
+        if (!(total > 0.0)) {
+            return s_argmax(x, vocab);
+        }
+        for (uint32_t j = 0; j + 1 < N_LADDER && lad[j] >= surv; j++) {
+            if (mass[j] >= (double)p->top_p * total) {
+                floor_d = lad[j];
+                break;
+            }
+        }
+    }
+    n = s_collect(x, 0, vocab, m, inv_t, floor_d, !top_k, c, 0);
+    if (n == 0) {
+        return s_argmax(x, vocab);
+    }
+    double mass = 0.0;
+    if (top_k) {
+        if ((uint32_t)p->top_k < n) {
+            n = s_top_k(c, n, (uint32_t)p->top_k); /* on logits: exact ties */
+        }
+        for (uint32_t i = 0; i < n; i++) {
+            c[i].v = s_exp1((c[i].v - m) * inv_t);
+            mass += c[i].v;
+        }
+        total = mass; /* top_p renormalises over the top_k survivors */
+    } else {
+        for (uint32_t i = 0; i < n; i++) {
+            mass += c[i].v;
+        }
+    }
+    if (p->top_p < 1.0f) {
+        n = s_top_p(c, n, (double)p->top_p * total, &mass);
+    }
+    double u = tb_rng_uniform(&seq->rng) * mass;
+    double acc = 0.0;
+    for (uint32_t i = 0; i < n; i++) {
+        acc += c[i].v;
+        if (u < acc) {
+            return c[i].id;
+        }
+    }
+    return c[n - 1].id;
+}
+
 int tb_sampler_sample(tb_sampler_t *self, tb_sampler_seq_t *seq, const float *logits,
-                      struct tb_sample *out)
-{
+                      struct tb_sample *out) {
     const struct tb_sampling_params *p = &seq->p;
     uint32_t vocab = self->vocab;
     memset(out, 0, sizeof *out);
@@ -585,53 +891,10 @@ int tb_sampler_sample(tb_sampler_t *self, tb_sampler_seq_t *seq, const float *lo
     }
 
     int32_t tok;
-    float T = p->temperature;
-    if (T < TB_SAMPLER_GREEDY_EPS || p->top_k == 1) {
+    if (p->temperature < TB_SAMPLER_GREEDY_EPS || p->top_k == 1) {
         tok = s_argmax(x, vocab);
     } else {
-        float m = -INFINITY;
-        for (uint32_t i = 0; i < vocab; i++) {
-            if (x[i] > m) {
-                m = x[i];
-            }
-        }
-        if (!(m > -INFINITY)) {
-            return TB_EINVAL;
-        }
-        /* min_p as a logit threshold: p_i >= min_p * p_max <=> x_i >= m + T * ln(min_p). */
-        float thr = p->min_p > 0.0f ? m + T * logf(p->min_p) : -INFINITY;
-        struct cand *c = self->cand;
-        uint32_t n = 0;
-        for (uint32_t i = 0; i < vocab; i++) {
-            if (x[i] >= thr && x[i] > -INFINITY) {
-                c[n].v = x[i];
-                c[n].id = (int32_t)i;
-                n++;
-            }
-        }
-        if (p->top_k > 0 && (uint32_t)p->top_k < n) {
-            n = s_top_k(c, n, (uint32_t)p->top_k);
-        }
-        double total = 0.0;
-        float inv_t = 1.0f / T;
-        for (uint32_t i = 0; i < n; i++) {
-            c[i].v = expf((c[i].v - m) * inv_t);
-            total += c[i].v;
-        }
-        double mass = total;
-        if (p->top_p < 1.0f) {
-            n = s_top_p(c, n, total, p->top_p, &mass);
-        }
-        double u = tb_rng_uniform(&seq->rng) * mass;
-        double acc = 0.0;
-        tok = c[n - 1].id;
-        for (uint32_t i = 0; i < n; i++) {
-            acc += c[i].v;
-            if (u < acc) {
-                tok = c[i].id;
-                break;
-            }
-        }
+        tok = s_sample_random(self, seq, x);
     }
     if (tok < 0) {
         return TB_EINVAL;

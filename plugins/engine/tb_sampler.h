@@ -21,8 +21,9 @@
  *      penalty once) over the output tokens so far, as OpenAI defines them (vLLM does the same).
  *   3. min_tokens: while fewer than min_tokens tokens were generated, the stop token ids and
  *      (unless ignore_eos) the end-of-sequence ids get -infinity.
- *   4. temperature < TB_SAMPLER_GREEDY_EPS (0 included): greedy, the largest logit, ties to the
- *      lowest token id; nothing below applies and no random number is drawn.
+ *   4. temperature < TB_SAMPLER_GREEDY_EPS (0 included), or top_k 1: greedy, the largest
+ *      logit, ties to the lowest token id; nothing below applies and no random number is
+ *      drawn.
  *   5. otherwise probabilities softmax(logits / temperature), then the survivors are the tokens
  *      that pass min_p (p >= min_p * p_max) and top_k (the k largest: every token whose logit
  *      ties the k-th largest is kept too); the two commute; then top_p over the survivors'
@@ -30,9 +31,11 @@
  *      top_p (tokens tying the boundary kept too); one uniform draw picks a token from the
  *      renormalised result.  vLLM applies min_p, top_k and top_p in the same order.
  *
- * Cost: greedy without penalties is one pass over the vocabulary; sampling is a few passes plus
- * expected-linear selection (no full sort of the vocabulary: only the final survivors of top_k /
- * top_p are ever sorted, and only when they are few).
+ * Cost: greedy is one vectorised pass over the vocabulary (two with penalties: the copy).
+ * Sampling is two or three vectorised passes (maximum; probability mass or counts above a few
+ * thresholds; collection of the tokens that can matter) plus expected-linear selection among
+ * those: the vocabulary is never sorted, only the last few top_p candidates are.  Probabilities
+ * use an exp approximation with a relative error of about 1e-7.
  *
  * Not thread-safe: a tb_sampler_t and the sequences sampled through it belong to one thread.
  * No I/O.
@@ -69,24 +72,24 @@ struct tb_sampling_params {
     float frequency_penalty;  /* [-2, 2]; 0 disables.  Default 0 */
     bool has_seed;            /* use `seed`; otherwise the sampler draws one */
     uint64_t seed;
-    uint32_t max_tokens;      /* tokens to generate at most; 0: until the context is full */
-    uint32_t min_tokens;      /* stop ids and eos are masked until this many were generated */
-    bool ignore_eos;          /* eos neither stops nor is masked by min_tokens */
-    const int32_t *stop_ids;  /* extra token ids that end the sequence; borrowed, copied by
-                                 tb_sampler_seq_new */
+    uint32_t max_tokens;     /* tokens to generate at most; 0: until the context is full */
+    uint32_t min_tokens;     /* stop ids and eos are masked until this many were generated */
+    bool ignore_eos;         /* eos neither stops nor is masked by min_tokens */
+    const int32_t *stop_ids; /* extra token ids that end the sequence; borrowed, copied by
+                                tb_sampler_seq_new */
     uint32_t n_stop_ids;
-    bool logprobs;            /* report the chosen token's logprob */
-    uint32_t top_logprobs;    /* and this many alternatives, 0..TB_SAMPLER_MAX_TOP_LOGPROBS;
-                                 needs logprobs */
+    bool logprobs;         /* report the chosen token's logprob */
+    uint32_t top_logprobs; /* and this many alternatives, 0..TB_SAMPLER_MAX_TOP_LOGPROBS;
+                              needs logprobs */
 };
 
 /* The sampler's configuration. */
 struct tb_sampler_config {
-    uint32_t vocab_size;                /* logits per row, >= 1 */
+    uint32_t vocab_size;                 /* logits per row, >= 1 */
     int32_t eos_ids[TB_SAMPLER_MAX_EOS]; /* the model's end-of-sequence ids */
     uint32_t n_eos;
-    uint64_t seed;                      /* seeds the source of seeds for requests that give none
-                                           (the plugin passes a random value) */
+    uint64_t seed; /* seeds the source of seeds for requests that give none
+                      (the plugin passes a random value) */
 };
 
 /* What one sampling step produced.  Plain data. */
@@ -105,8 +108,8 @@ void tb_sampling_params_init(struct tb_sampling_params *p);
 /* Checks `p` against the ranges above and `vocab_size` (stop ids must be token ids).  Returns 0
  * or TB_EINVAL with a message (lowercase, naming the field and the allowed range) written to
  * `err` (may be NULL) of `err_len` bytes. */
-int tb_sampling_params_validate(const struct tb_sampling_params *p, uint32_t vocab_size,
-                                char *err, uint32_t err_len);
+int tb_sampling_params_validate(const struct tb_sampling_params *p, uint32_t vocab_size, char *err,
+                                uint32_t err_len);
 
 /* Creates a sampler.  `cfg` is borrowed for the call.  On success *out is the caller's; destroy
  * with tb_sampler_destroy.  Errors: TB_ECONFIG (vocab_size 0, n_eos too large, an eos id out of
@@ -143,8 +146,10 @@ bool tb_sampler_seq_is_stop(const tb_sampler_seq_t *seq, int32_t token);
 
 /* Samples the sequence's next token from `logits[0..vocab_size)` (borrowed, not modified),
  * writes it to *out and records it as generated (penalties and min_tokens see it from the next
- * step on).  Returns 0, or TB_EINVAL when no token can be chosen (every logit NaN or
- * -infinity after masking); then *out->token is -1 and nothing is recorded. */
+ * step on).  Returns 0; TB_EINVAL when no token can be chosen (every logit NaN or -infinity
+ * after masking); TB_ENOMEM when the penalty state could not grow for a new distinct token.
+ * On error out->token is -1 and nothing is recorded.  Uses the sampler's scratch memory:
+ * allocates nothing (but for that rare growth). */
 int tb_sampler_sample(tb_sampler_t *self, tb_sampler_seq_t *seq, const float *logits,
                       struct tb_sample *out);
 

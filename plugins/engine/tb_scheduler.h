@@ -39,6 +39,9 @@
  * (tb_scheduler_get_load) feed the bus's load events; the KV manager's event queue its KV
  * events.
  *
+ * One scheduler per KV manager: it alone takes and returns blocks (the owner may still drain
+ * the manager's events and read its usage).
+ *
  * Not thread-safe: one thread (the engine's scheduling loop) calls everything.  No I/O.
  */
 #ifndef TB_SCHEDULER_H
@@ -79,11 +82,11 @@ enum tb_finish_reason {
 
 /* A new request.  Borrowed by tb_scheduler_submit for the call. */
 struct tb_sched_request {
-    uint64_t id;                              /* unique among live requests */
-    const int32_t *prompt;                    /* token ids, each < the vocabulary size */
-    uint32_t n_prompt;                        /* >= 1 */
-    const struct tb_sampling_params *params;  /* after defaults; validated here */
-    void *user;                               /* the caller's, handed back in plans/outputs */
+    uint64_t id;                             /* unique among live requests */
+    const int32_t *prompt;                   /* token ids, each < the vocabulary size */
+    uint32_t n_prompt;                       /* >= 1 */
+    const struct tb_sampling_params *params; /* after defaults; validated here */
+    void *user;                              /* the caller's, handed back in plans/outputs */
 };
 
 /* One sequence's part of a plan.  Borrowed, valid until the next step, complete or abort. */
@@ -97,53 +100,53 @@ struct tb_sched_entry {
     uint32_t n_ctx;              /* pos + n_tokens: tokens attention reads after the writes */
     const uint32_t *block_table; /* the sequence's blocks, covering n_ctx slots */
     uint32_t n_blocks;
-    bool need_logits;            /* sample from the last token's logits after this step
-                                    (a decode or the last chunk of a prefill) */
+    bool need_logits; /* sample from the last token's logits after this step
+                         (a decode or the last chunk of a prefill) */
 };
 
 /* A step's batch.  Borrowed, valid until the next step, complete or abort. */
 struct tb_sched_plan {
-    uint32_t n_seqs;                     /* entries; 0 when idle */
-    const struct tb_sched_entry *seqs;   /* decodes first, then prefill chunks */
-    uint32_t n_tokens;                   /* total tokens, <= max_batch_tokens */
-    const int32_t *tokens;               /* [n_tokens] token ids, entry after entry */
-    const uint32_t *positions;           /* [n_tokens] their positions in their sequences */
-    const uint32_t *slots;               /* [n_tokens] KV slot each token's keys and values go
-                                            to: block * block_size + position % block_size */
-    uint32_t n_logits;                   /* entries with need_logits */
-    uint32_t n_preempted;                /* sequences preempted while building this plan */
+    uint32_t n_seqs;                   /* entries; 0 when idle */
+    const struct tb_sched_entry *seqs; /* decodes first, then prefill chunks */
+    uint32_t n_tokens;                 /* total tokens, <= max_batch_tokens */
+    const int32_t *tokens;             /* [n_tokens] token ids, entry after entry */
+    const uint32_t *positions;         /* [n_tokens] their positions in their sequences */
+    const uint32_t *slots;             /* [n_tokens] KV slot each token's keys and values go
+                                          to: block * block_size + position % block_size */
+    uint32_t n_logits;                 /* entries with need_logits */
+    uint32_t n_preempted;              /* sequences preempted while building this plan */
 };
 
 /* What a step did to one sequence that got a token.  Borrowed, valid until the next call. */
 struct tb_sched_output {
     uint64_t id;
     void *user;
-    int32_t token;               /* the token appended (-1 with TB_FINISH_ERROR) */
-    uint32_t n_generated;        /* tokens generated so far, this one included */
+    int32_t token;        /* the token appended (-1 with TB_FINISH_ERROR) */
+    uint32_t n_generated; /* tokens generated so far, this one included */
     uint32_t n_prompt;
-    uint32_t n_cached;           /* prompt tokens its first admission found cached */
+    uint32_t n_cached;            /* prompt tokens its first admission found cached */
     enum tb_finish_reason finish; /* TB_FINISH_NONE while it runs on; otherwise it is gone */
 };
 
 /* Load figures for the bus and metrics. */
 struct tb_sched_load {
-    uint32_t running;            /* sequences admitted and holding blocks */
-    uint32_t waiting;            /* queued, preempted ones included */
+    uint32_t running; /* sequences admitted and holding blocks */
+    uint32_t waiting; /* queued, preempted ones included */
     uint32_t kv_used_blocks;
     uint32_t kv_total_blocks;
-    double kv_usage;             /* kv_used_blocks / kv_total_blocks */
-    uint64_t steps;              /* plans with at least one sequence, ever */
-    uint64_t preemptions;        /* ever */
+    double kv_usage;              /* kv_used_blocks / kv_total_blocks */
+    uint64_t steps;               /* plans with at least one sequence, ever */
+    uint64_t preemptions;         /* ever */
     uint64_t prefix_query_tokens; /* tokens looked up in the prefix cache, ever */
-    uint64_t prefix_hit_tokens;  /* of those, found cached */
+    uint64_t prefix_hit_tokens;   /* of those, found cached */
 };
 
 /* Creates a scheduler over `kv` and `sampler`, both borrowed: they must outlive it and belong
  * to the same thread.  `cfg` is borrowed for the call.  On success *out is the caller's;
  * destroy with tb_scheduler_destroy.  Errors: TB_ECONFIG (message in `err`, may be NULL, of
  * `err_len` bytes), TB_ENOMEM. */
-int tb_scheduler_new(const struct tb_sched_config *cfg, tb_kv_manager_t *kv,
-                     tb_sampler_t *sampler, tb_scheduler_t **out, char *err, size_t err_len);
+int tb_scheduler_new(const struct tb_sched_config *cfg, tb_kv_manager_t *kv, tb_sampler_t *sampler,
+                     tb_scheduler_t **out, char *err, size_t err_len);
 
 /* Destroys the scheduler, returning every sequence's blocks, and sets *self_p to NULL;
  * NULL-safe. */
