@@ -794,6 +794,9 @@ fail:
     if (rc == TB_ENOMEM && err && err_len && !err[0]) {
         tb_tok_errf(err, err_len, "out of memory loading the tokenizer");
     }
+    if (rc == TB_EINVAL || rc == TB_ERANGE || rc == TB_EEXIST) {
+        rc = TB_EMODEL; /* a bad regex or id in the file */
+    }
     tb_tokenizer_destroy(&h.tok);
     return rc;
 }
