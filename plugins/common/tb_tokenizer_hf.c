@@ -558,14 +558,15 @@ static int s_model(struct hf *h, const json_t *root)
     const json_t *added = json_object_get(root, "added_tokens");
     const char *type = s_type(model);
     const char *key;
+    size_t key_len = 0;
     const json_t *v;
     int rc = 0;
 
-    /* Vocabulary: model entries are what the BPE model may produce. */
-    json_object_foreach((json_t *)vocab, key, v)
+    /* Vocabulary: model entries are what the BPE model may produce.  Keys may hold NULs. */
+    json_object_keylen_foreach((json_t *)vocab, key, key_len, v)
     {
         int32_t id = (int32_t)json_integer_value(v);
-        rc = tb_tok_vocab_set(tok->vocab, id, key, strlen(key), true);
+        rc = tb_tok_vocab_set(tok->vocab, id, key, key_len, true);
         if (rc == TB_EEXIST) {
             tb_tok_errf(h->err, h->err_len, "model.vocab: id %d is used twice", id);
             return TB_EMODEL;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -524,6 +525,67 @@ static void test_gguf_bpe(void **state)
     assert_null(tok);
 }
 
+/* ---- threads ---------------------------------------------------------------------------- */
+
+struct job {
+    const tb_tokenizer_t *tok;
+    int failures;
+};
+
+static void *s_worker(void *arg)
+{
+    struct job *j = arg;
+    static const char *const texts[] = {"Hi ab", "a<|user|>  b", "\xc3\xa9 foo ab", "ab ab ab"};
+    int32_t *ref[4];
+    size_t ref_n[4];
+    for (int t = 0; t < 4; t++) {
+        if (tb_tokenizer_encode(j->tok, texts[t], strlen(texts[t]), true, true, &ref[t],
+                                &ref_n[t]) != 0) {
+            j->failures++;
+            return NULL;
+        }
+    }
+    for (int round = 0; round < 2000; round++) {
+        int t = round % 4;
+        int32_t *ids = NULL;
+        size_t n = 0;
+        if (tb_tokenizer_encode(j->tok, texts[t], strlen(texts[t]), true, true, &ids, &n) != 0 ||
+            n != ref_n[t] || memcmp(ids, ref[t], n * sizeof(int32_t)) != 0) {
+            j->failures++;
+        }
+        char *text = NULL;
+        size_t len = 0;
+        if (tb_tokenizer_decode(j->tok, ids, n, true, &text, &len) != 0) {
+            j->failures++;
+        }
+        free(text);
+        free(ids);
+    }
+    for (int t = 0; t < 4; t++) {
+        free(ref[t]);
+    }
+    return NULL;
+}
+
+/* One tokenizer, several threads encoding and decoding at once, same results. */
+static void test_threads(void **state)
+{
+    (void)state;
+    tb_tokenizer_t *tok = s_spm();
+    pthread_t th[4];
+    struct job jobs[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i].tok = tok;
+        jobs[i].failures = 0;
+        assert_int_equal(pthread_create(&th[i], NULL, s_worker, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(jobs[i].failures, 0);
+    }
+    tb_tokenizer_destroy(&tok);
+}
+
 /* ---- shared models ------------------------------------------------------------------------ */
 
 static void test_tinystories(void **state)
@@ -579,6 +641,7 @@ int main(void)
         cmocka_unit_test(test_hf_errors),
         cmocka_unit_test(test_gguf_spm),
         cmocka_unit_test(test_gguf_bpe),
+        cmocka_unit_test(test_threads),
         cmocka_unit_test(test_tinystories),
         cmocka_unit_test(test_gguf_vector_file),
     };
