@@ -36,7 +36,8 @@ QWEN2_RE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
 
 BASE = [
     '', ' ', '  ', '   ', '\t', '\n', '\n\n', '\r\n', ' \n ', '\t\t\n  \n',
-    'Hello world', ' Hello world', 'Hello World!', 'Hello, world!', '  Hello', '    Hello\n    Hello',
+    'Hello world', ' Hello world', 'Hello World!', 'Hello, world!', '  Hello',
+    '    Hello\n    Hello',
     'Once upon a time, there was a little girl named Lily.',
     "I'm sure you'll love it; they've said it's theirs, we'd go, he'll see.",
     "I'M SURE YOU'LL LOVE IT, THEY'VE", "don't won't can't shan't y'all ' era",
@@ -435,3 +436,45 @@ def test_unsupported_and_malformed_are_errors(tmp_path):
     p = subprocess.run([tool('tb_tokenize'), str(tmp_path / 'none'), '--text', 'a'],
                        capture_output=True)
     assert p.returncode != 0 and b'cannot open tokenizer' in p.stderr
+
+
+# ---- GGUF families against the equivalent tokenizer.json -----------------------------------
+
+def write_gguf(path, pre, toks, merges, specials, bos):
+    w = gguf.GGUFWriter(path, 'llama')
+    w.add_tokenizer_model('gpt2')
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(toks + specials)
+    w.add_token_types([1] * len(toks) + [3] * len(specials))
+    w.add_token_merges(merges)
+    w.add_bos_token_id(bos)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+@pytest.mark.parametrize('pre,hf_name,vocab', [('llama-bpe', 'llama3_style', 'gpt-2'),
+                                               ('qwen2', 'qwen2_style', 'mpt')])
+def test_gguf_pre_families_match_hf(models_dir, tmp_path, pre, hf_name, vocab):
+    """GGUF vocabularies that name the Llama-3 and Qwen2 pre-tokenizers encode like the
+    tokenizer.json built with the same vocabulary and split regex (texts that NFC changes are
+    left out: GGUF models are not normalized)."""
+    import unicodedata
+    path, specials = model_or_skip(models_dir, hf_name)
+    hf = hf_tokenizer(path)
+    toks, merges, _, _ = gguf_vocab('ggml-vocab-%s.gguf' % vocab)
+    extra = [t.content for i, t in sorted(hf.get_added_tokens_decoder().items())
+             if i >= len(toks)]
+    bos = hf.token_to_id('<|begin_of_text|>') if hf_name == 'llama3_style' else 0
+    g = str(tmp_path / ('%s.gguf' % pre))
+    write_gguf(g, pre, toks, merges, extra, bos)
+    texts = [t for t in corpus(specials) if unicodedata.normalize('NFC', t) == t]
+    hf.encode_special_tokens = True
+    add = hf_name == 'llama3_style'
+    expected = [hf.encode(t, add_special_tokens=add).ids for t in texts]
+    got = our_encode(g, texts, '--no-parse-special', *([] if add else ['--no-special']))
+    bad = [(t, e, o) for t, e, o in zip(texts, expected, got) if e != o]
+    assert len(texts) >= 200
+    assert not bad, '%d differ, first %r\n  hf   %s\n  ours %s' % (len(bad), bad[0][0],
+                                                                  bad[0][1], bad[0][2])
