@@ -213,6 +213,20 @@ static void test_regex(void **state)
     assert_int_equal(sp.a[1].start, 4);
     tb_tok_spans_release(&sp);
     tb_tok_regex_destroy(&re);
+    /* A pattern whose backtracking outgrows the JIT stack still matches (interpreter). */
+    assert_int_equal(tb_tok_regex_new("(x|xy)*$", 8, false, &re, err, sizeof(err)), 0);
+    size_t big = 200000;
+    char *xy = malloc(big + 1);
+    assert_non_null(xy);
+    for (size_t i = 0; i < big; i++) {
+        xy[i] = i % 2 ? 'y' : 'x';
+    }
+    assert_int_equal(tb_tok_regex_find_all(re, xy, big, &sp), 0);
+    assert_int_equal(sp.n, 1);
+    assert_int_equal(sp.a[0].end, big);
+    free(xy);
+    tb_tok_spans_release(&sp);
+    tb_tok_regex_destroy(&re);
     /* Unicode classes. */
     assert_int_equal(tb_tok_regex_new("\\p{L}+", 6, false, &re, err, sizeof(err)), 0);
     assert_int_equal(tb_tok_regex_find_all(re, "\xe6\x97\xa5\xe6\x9c\xac 1", 8, &sp), 0);
