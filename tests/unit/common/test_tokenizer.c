@@ -321,6 +321,40 @@ static void test_hf_errors(void **state)
                      TB_ENOENT);
 }
 
+/* tokenizer_config.json: added_tokens_decoder adds what tokenizer.json lacks, add_eos_token
+ * appends EOS, add_bos_token false removes the template's BOS. */
+static void test_hf_config(void **state)
+{
+    (void)state;
+    const char *json = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,"
+                       "\"<s>\":2,\"</s>\":3},\"merges\":[]},"
+                       "\"added_tokens\":[{\"id\":2,\"content\":\"<s>\",\"special\":true}],"
+                       "\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":["
+                       "{\"SpecialToken\":{\"id\":\"<s>\",\"type_id\":0}},"
+                       "{\"Sequence\":{\"id\":\"A\",\"type_id\":0}}],"
+                       "\"special_tokens\":{\"<s>\":{\"ids\":[2]}}}}";
+    const char *cfg = "{\"bos_token\":\"<s>\",\"eos_token\":\"</s>\",\"add_bos_token\":false,"
+                      "\"add_eos_token\":true,\"added_tokens_decoder\":{"
+                      "\"3\":{\"content\":\"</s>\",\"special\":true},"
+                      "\"4\":{\"content\":\"<out-of-range>\",\"special\":true},"
+                      "\"0\":{\"content\":\"not-a\",\"special\":true}}}";
+    tb_tokenizer_t *tok = NULL;
+    char err[256] = "";
+    if (tb_tokenizer_load_hf_memory(json, strlen(json), cfg, strlen(cfg), &tok, err,
+                                    sizeof(err)) != 0) {
+        fail_msg("%s", err);
+    }
+    assert_int_equal(tb_tokenizer_bos(tok), 2);
+    assert_int_equal(tb_tokenizer_eos(tok), 3);
+    assert_false(tb_tokenizer_adds_bos(tok));
+    assert_true(tb_tokenizer_adds_eos(tok));
+    assert_true(tb_tokenizer_is_special(tok, 3)); /* from added_tokens_decoder */
+    assert_false(tb_tokenizer_is_special(tok, 0)); /* content did not match: ignored */
+    s_enc(tok, "a</s>b", true, true, (int32_t[]){0, 3, 1, 3}, 4);
+    s_enc(tok, "a</s>b", false, false, (int32_t[]){0, 1}, 2); /* '<', '/', ... not in vocab */
+    tb_tokenizer_destroy(&tok);
+}
+
 /* ---- GGUF vocabularies built in memory -------------------------------------------------- */
 
 struct buf {
@@ -639,6 +673,7 @@ int main(void)
         cmocka_unit_test(test_spm_encode),
         cmocka_unit_test(test_spm_decode_and_accessors),
         cmocka_unit_test(test_hf_errors),
+        cmocka_unit_test(test_hf_config),
         cmocka_unit_test(test_gguf_spm),
         cmocka_unit_test(test_gguf_bpe),
         cmocka_unit_test(test_threads),
