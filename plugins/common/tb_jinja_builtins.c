@@ -585,6 +585,17 @@ static int64_t s_index(int64_t i, size_t n)
     return (i < 0 || (uint64_t)i >= n) ? -1 : i;
 }
 
+/* getattr with a name that does not outlive the call: a missing attribute's undefined value
+ * must not keep pointing at it. */
+static tb_jv_t s_getattr_transient(tb_jeval_t *ev, tb_jv_t obj, const char *name, size_t len)
+{
+    tb_jv_t r = tb_jinja_getattr(ev, obj, name, len);
+    if (r.kind == TB_JV_UNDEFINED) {
+        r.u.name = NULL;
+    }
+    return r;
+}
+
 tb_jv_t tb_jinja_getitem(tb_jeval_t *ev, tb_jv_t obj, tb_jv_t key)
 {
     switch (obj.kind) {
@@ -596,7 +607,7 @@ tb_jv_t tb_jinja_getitem(tb_jeval_t *ev, tb_jv_t obj, tb_jv_t key)
                     return tb_jv_ref(*v);
                 }
             }
-            return tb_jinja_getattr(ev, obj, key.u.s->data, key.u.s->len);
+            return s_getattr_transient(ev, obj, key.u.s->data, key.u.s->len);
         }
         return tb_jv_undef(NULL);
     case TB_JV_LIST:
@@ -621,7 +632,7 @@ tb_jv_t tb_jinja_getitem(tb_jeval_t *ev, tb_jv_t obj, tb_jv_t key)
         break;
     }
     if (key.kind == TB_JV_STR) {
-        return tb_jinja_getattr(ev, obj, key.u.s->data, key.u.s->len);
+        return s_getattr_transient(ev, obj, key.u.s->data, key.u.s->len);
     }
     return tb_jv_undef(NULL);
 }

@@ -1264,7 +1264,11 @@ static tb_jv_t s_f_attr(tb_jeval_t *ev, tb_jv_t in, const tb_jargs_t *a)
         }
         return m;
     }
-    return tb_jinja_getattr(ev, in, name->u.s->data, name->u.s->len);
+    tb_jv_t r = tb_jinja_getattr(ev, in, name->u.s->data, name->u.s->len);
+    if (r.kind == TB_JV_UNDEFINED) {
+        r.u.name = NULL; /* the name string does not outlive this call */
+    }
+    return r;
 }
 
 static tb_jv_t s_f_format(tb_jeval_t *ev, tb_jv_t in, const tb_jargs_t *a)
