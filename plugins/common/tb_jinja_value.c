@@ -114,7 +114,10 @@ void tb_jv_unref(tb_jv_t v)
     case TB_JV_DICT:
         if (--v.u.d->refs == 0) {
             for (size_t i = 0; i < v.u.d->n; i++) {
-                free(v.u.d->keys[i]);
+                /* keys are shared with lists made by keys(), items(), iteration */
+                tb_jv_t k = {.kind = TB_JV_STR};
+                k.u.s = v.u.d->keys[i];
+                tb_jv_unref(k);
                 tb_jv_unref(v.u.d->vals[i]);
             }
             free(v.u.d->keys);

@@ -419,6 +419,8 @@ LANG_CASES = [
     "{{ '{}-{}'.format(1, 'b') }} {{ '{1}{0}{x!r}'.format('a', 'b', x='c') }} {{ '{{}}'.format() }}",
     '{{ not true }} {{ not 0 }} {{ not "" }} {{ true and "x" }} {{ 0 or "y" }} {{ none or 0 }}'
     ' {{ "" and 1 }}',
+    "{{ [{'k': 1}, {'k': 2}]|max(attribute='k')|list }} {{ d|map(attribute='zz')|list }} "
+    "{{ messages|map(attribute='c_ontent')|list }}",
     '{{ "line1\\nline2".splitlines() }} {{ "abc".isdigit() }} {{ "123".isdigit() }} '
     '{{ "ABC".isupper() }} {{ "abc".islower() }} {{ "  ".isspace() }} {{ "ab".isalpha() }}',
 ]

@@ -228,6 +228,10 @@ static void test_filters_and_methods(void **state)
     s_expect("{{ 'a\\nb'|indent(2) }}|{{ '<&>'|e }}|{{ '%s=%d' % ('k', 4) }}", NULL,
              "a\n  b|&lt;&amp;&gt;|k=4");
     s_expect("{{ strftime_now('%Y')|length }}", NULL, "4");
+    /* dict keys outlive their dict when shared through list/keys() (fuzzer regression) */
+    s_expect("{{ [{'k': 1}, {'k': 2}]|max(attribute='k')|list }} {{ ({'x': 1}.keys()|list)[0] }}"
+             " {{ d|map(attribute='zz')|list }}",
+             CTX, "['k'] x [Undefined, Undefined]");
 }
 
 static void test_tests(void **state)
