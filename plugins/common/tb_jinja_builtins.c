@@ -1233,10 +1233,66 @@ static tb_jv_t s_dict_method(tb_jeval_t *ev, tb_jv_dict_t *d, int id, const tb_j
     return l;
 }
 
+/* Positional arity of methods (Python's), and whether they take keyword arguments. */
+static bool s_method_arity(tb_jeval_t *ev, tb_jv_func_t *fn, const tb_jargs_t *a)
+{
+    size_t lo = 0, hi = 0;
+    bool kw = false;
+    switch (fn->builtin) {
+    case B_S_STRIP:
+    case B_S_LSTRIP:
+    case B_S_RSTRIP:
+        hi = 1;
+        break;
+    case B_S_STARTSWITH:
+    case B_S_ENDSWITH:
+    case B_S_FIND:
+    case B_S_COUNT:
+    case B_S_JOIN:
+    case B_L_INDEX:
+    case B_L_COUNT:
+        lo = hi = 1; /* start/end arguments are not supported */
+        break;
+    case B_S_SPLIT:
+        hi = 2;
+        kw = true;
+        break;
+    case B_S_SPLITLINES:
+        hi = 1;
+        kw = true;
+        break;
+    case B_S_REPLACE:
+        lo = 2;
+        hi = 3;
+        break;
+    case B_D_GET:
+        lo = 1;
+        hi = 2;
+        break;
+    case B_S_FORMAT:
+    case B_LOOP_CYCLE:
+        return true;
+    default:
+        if (fn->builtin < B_S_STRIP) {
+            return true; /* globals check their own arguments */
+        }
+        break; /* no arguments */
+    }
+    if (a->npos < lo || a->npos > hi || (!kw && a->nkw > 0)) {
+        tb_jrt_fail(&ev->rt, TB_EINVAL, "%s() takes %zu to %zu positional arguments%s, got %zu",
+                    fn->name, lo, hi, kw ? "" : " and no keyword arguments", a->npos);
+        return false;
+    }
+    return true;
+}
+
 tb_jv_t tb_jinja_call_builtin(tb_jeval_t *ev, tb_jv_func_t *fn, const tb_jargs_t *a)
 {
     tb_jv_t self = fn->self;
     const tb_jv_t *x;
+    if (!s_method_arity(ev, fn, a)) {
+        return tb_jv_err();
+    }
     switch (fn->builtin) {
     case B_RANGE:
         return s_range(ev, a);
@@ -1272,6 +1328,10 @@ tb_jv_t tb_jinja_call_builtin(tb_jeval_t *ev, tb_jv_func_t *fn, const tb_jargs_t
     case B_S_SPLIT:
         return s_split(ev, self.u.s, a);
     case B_S_SPLITLINES:
+        x = tb_jarg(a, 0, "keepends");
+        if (x && tb_jv_truthy(*x)) {
+            return tb_jrt_fail(&ev->rt, TB_EINVAL, "splitlines(keepends=True) is not supported");
+        }
         return s_splitlines(ev, self.u.s);
     case B_S_UPPER:
         return tb_jinja_str_case(ev, self.u.s, TB_JCASE_UPPER);

@@ -671,7 +671,12 @@ static tb_jv_t s_capture(tb_jeval_t *ev, const tb_jnodes_t *list)
     tb_jbuf_init(&buf, &ev->rt);
     tb_jbuf_t *saved = ev->out;
     ev->out = &buf;
+    /* the captured body has its own scope: its assignments do not leak (as in jinja2) */
+    tb_jscope_t *outer = ev->scope;
+    tb_jscope_t sc;
+    s_scope_open(ev, &sc, outer);
     int rc = s_exec_list(ev, list);
+    s_scope_close(ev, &sc, outer);
     ev->out = saved;
     if (rc == S_ERR) {
         tb_jbuf_release(&buf);

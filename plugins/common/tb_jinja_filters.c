@@ -278,7 +278,9 @@ tb_jv_t tb_jinja_percent_format(tb_jeval_t *ev, tb_jv_str_t *fmt, tb_jv_t args)
             goto fail;
         }
     }
-    if (used < n) {
+    /* Python skips this check when the argument supports item access (lists, dicts) */
+    bool mapping = args.kind == TB_JV_DICT || (args.kind == TB_JV_LIST && !args.u.l->tuple);
+    if (used < n && !mapping) {
         tb_jrt_fail(&ev->rt, TB_EINVAL, "not all arguments converted during string formatting");
         goto fail;
     }
@@ -1142,7 +1144,13 @@ static tb_jv_t s_f_indent(tb_jeval_t *ev, tb_jv_t in, const tb_jargs_t *a)
         memset(sp, ' ', (size_t)w);
         ind = tb_jv_str_new(&ev->rt, sp, (size_t)w);
     }
-    tb_jv_t s = tb_jv_is_err(ind) ? ind : tb_jv_to_str(&ev->rt, in);
+    if (in.kind != TB_JV_STR) {
+        /* jinja2 appends "\n" to the value itself, which only strings allow */
+        tb_jv_unref(ind);
+        return tb_jrt_fail(&ev->rt, TB_EINVAL, "indent expects a string, not '%s'",
+                           tb_jv_type_name(in));
+    }
+    tb_jv_t s = tb_jv_is_err(ind) ? ind : tb_jv_ref(in);
     tb_jv_t lines = tb_jv_err();
     if (!tb_jv_is_err(s)) {
         tb_jv_t nl = tb_jv_str_cat(&ev->rt, s.u.s->data, s.u.s->len, "\n", 1);
