@@ -95,8 +95,20 @@ static tb_jv_t s_str1(tb_jeval_t *ev, const char *s, size_t n)
 
 /* ------------------------------------------------------------------ iteration */
 
+/* Items of a container, for charging work proportional to its size. */
+static size_t s_size(tb_jv_t v)
+{
+    return v.kind == TB_JV_LIST ? v.u.l->n : v.kind == TB_JV_DICT ? v.u.d->n
+                                         : v.kind == TB_JV_STR  ? v.u.s->len
+                                                                : 0;
+}
+
 tb_jv_t tb_jinja_to_list(tb_jeval_t *ev, tb_jv_t v)
 {
+    /* every consumer walks the items: charge them as steps */
+    if (!tb_jinja_eval_step(ev, s_size(v))) {
+        return tb_jv_err();
+    }
     switch (v.kind) {
     case TB_JV_LIST:
         return tb_jv_ref(v);
@@ -438,6 +450,9 @@ static int s_contains(tb_jeval_t *ev, tb_jv_t item, tb_jv_t seq)
         if (item.u.s->len == 0) {
             return 1;
         }
+        if (!tb_jinja_eval_step(ev, seq.u.s->len / 64)) {
+            return -1;
+        }
         return memmem(seq.u.s->data, seq.u.s->len, item.u.s->data, item.u.s->len) != NULL;
     case TB_JV_LIST:
         for (size_t i = 0; i < seq.u.l->n; i++) {
@@ -463,6 +478,12 @@ static int s_contains(tb_jeval_t *ev, tb_jv_t item, tb_jv_t seq)
 int tb_jinja_compare(tb_jeval_t *ev, int op, tb_jv_t a, tb_jv_t b)
 {
     int c = 0;
+    /* == on containers and `in` walk them */
+    if (!tb_jinja_eval_step(ev, (a.kind == TB_JV_LIST || a.kind == TB_JV_DICT ? s_size(a) : 0) +
+                                    (b.kind == TB_JV_LIST || b.kind == TB_JV_DICT ? s_size(b)
+                                                                                  : 0))) {
+        return -1;
+    }
     switch (op) {
     case TB_JOP_EQ:
         return tb_jv_equal(a, b);
@@ -622,6 +643,10 @@ tb_jv_t tb_jinja_getitem(tb_jeval_t *ev, tb_jv_t obj, tb_jv_t key)
             if (i < 0) {
                 return tb_jv_undef(NULL);
             }
+            /* finding a code point walks the string: charge it */
+            if (!tb_jinja_eval_step(ev, (uint64_t)i / 16 + 1)) {
+                return tb_jv_err();
+            }
             size_t at = tb_utf8_offset(obj.u.s->data, obj.u.s->len, (size_t)i);
             size_t end = at;
             tb_utf8_next(obj.u.s->data, obj.u.s->len, &end);
@@ -699,6 +724,9 @@ tb_jv_t tb_jinja_slice(tb_jeval_t *ev, tb_jv_t obj, tb_jv_t start, tb_jv_t stop,
     }
     if (obj.kind == TB_JV_STR) {
         tb_jv_str_t *s = obj.u.s;
+        if (!tb_jinja_eval_step(ev, s->len / 16 + 1)) {
+            return tb_jv_err();
+        }
         if (st == 1) {
             if (b <= a) {
                 return s_str1(ev, "", 0);
@@ -1009,6 +1037,9 @@ static tb_jv_t s_find_count(tb_jeval_t *ev, tb_jv_str_t *s, const tb_jargs_t *a,
     }
     if (sub->u.s->len == 0) {
         return tb_jv_int(count ? (int64_t)tb_jv_str_ncp(s) + 1 : 0);
+    }
+    if (!tb_jinja_eval_step(ev, s->len / 64)) {
+        return tb_jv_err();
     }
     int64_t n = 0;
     size_t at = 0;
@@ -1376,6 +1407,9 @@ tb_jv_t tb_jinja_call_builtin(tb_jeval_t *ev, tb_jv_func_t *fn, const tb_jargs_t
             return tb_jrt_fail(&ev->rt, TB_EINVAL, "%s() takes exactly one argument", fn->name);
         }
         int64_t n = 0;
+        if (!tb_jinja_eval_step(ev, self.u.l->n)) {
+            return tb_jv_err();
+        }
         for (size_t i = 0; i < self.u.l->n; i++) {
             if (tb_jv_equal(self.u.l->items[i], *x)) {
                 if (fn->builtin == B_L_INDEX) {

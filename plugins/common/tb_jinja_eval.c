@@ -146,31 +146,33 @@ static bool s_bind(tb_jeval_t *ev, const tb_jnode_t *target, tb_jv_t val)
     return true;
 }
 
-/* Walks `hay` looking for the object `ns` (so that a namespace never contains itself). */
-static bool s_contains(tb_jv_t hay, const void *ns)
+/* Walks `hay` looking for the object `ns` (so that a namespace never contains itself);
+ * *visited counts the values walked, charged as steps by the caller. */
+static bool s_contains(tb_jv_t hay, const void *ns, uint64_t *visited)
 {
+    (*visited)++;
     switch (hay.kind) {
     case TB_JV_DICT:
         if (hay.u.d == ns) {
             return true;
         }
         for (size_t i = 0; i < hay.u.d->n; i++) {
-            if (s_contains(hay.u.d->vals[i], ns)) {
+            if (s_contains(hay.u.d->vals[i], ns, visited)) {
                 return true;
             }
         }
         return false;
     case TB_JV_LIST:
         for (size_t i = 0; i < hay.u.l->n; i++) {
-            if (s_contains(hay.u.l->items[i], ns)) {
+            if (s_contains(hay.u.l->items[i], ns, visited)) {
                 return true;
             }
         }
         return false;
     case TB_JV_FUNC:
-        return s_contains(hay.u.fn->self, ns);
+        return s_contains(hay.u.fn->self, ns, visited);
     case TB_JV_LOOP:
-        return s_contains(hay.u.loop->seq, ns);
+        return s_contains(hay.u.loop->seq, ns, visited);
     default:
         return false;
     }
@@ -182,6 +184,7 @@ static bool s_assign_ns(tb_jeval_t *ev, const tb_jnode_t *target, tb_jv_t val)
     tb_jv_t ns = s_lookup(ev, target->str, strlen(target->str));
     s_at(ev, target);
     bool ok = false;
+    uint64_t visited = 0;
     if (ns.kind != TB_JV_DICT || !ns.u.d->ns) {
         if (ns.kind == TB_JV_UNDEFINED) {
             tb_jrt_fail(&ev->rt, TB_EINVAL, "'%s' is undefined", target->str);
@@ -189,8 +192,10 @@ static bool s_assign_ns(tb_jeval_t *ev, const tb_jnode_t *target, tb_jv_t val)
             tb_jrt_fail(&ev->rt, TB_EINVAL, "cannot assign attribute on non-namespace object");
         }
         tb_jv_unref(val);
-    } else if (s_contains(val, ns.u.d)) {
-        tb_jrt_fail(&ev->rt, TB_EINVAL, "a namespace cannot contain itself");
+    } else if (s_contains(val, ns.u.d, &visited) || !tb_jinja_eval_step(ev, visited)) {
+        if (ev->rt.code == 0) {
+            tb_jrt_fail(&ev->rt, TB_EINVAL, "a namespace cannot contain itself");
+        }
         tb_jv_unref(val);
     } else {
         ok = tb_jv_dict_set(&ev->rt, ns.u.d, target->str2, strlen(target->str2), val);

@@ -370,6 +370,27 @@ static void test_limits_defaults_and_reuse(void **state)
         free(out);
         json_decref(ctx);
     }
+    /* a maximal one-line template with tens of thousands of tags parses and renders (lexing
+     * is linear in the source, not in line length times tokens) */
+    size_t big = lim.max_template_bytes;
+    char *src2 = malloc(big + 1);
+    assert_non_null(src2);
+    for (size_t i = 0; i + 8 <= big; i += 8) {
+        memcpy(src2 + i, "{{ n }}-", 8);
+    }
+    src2[big] = '\0';
+    tb_jinja_t *t2 = NULL;
+    assert_int_equal(tb_jinja_parse(src2, big, &t2, err, sizeof(err)), 0);
+    json_t *c2 = json_pack("{s:i}", "n", 7);
+    char *o2 = NULL;
+    size_t l2 = 0;
+    assert_int_equal(tb_jinja_render(t2, c2, &o2, &l2, err, sizeof(err)), 0);
+    assert_int_equal(l2, big / 4);
+    free(o2);
+    json_decref(c2);
+    tb_jinja_destroy(&t2);
+    free(src2);
+
     json_t *arr = json_array();
     char *out = NULL;
     assert_int_equal(tb_jinja_render(tpl, arr, &out, NULL, err, sizeof(err)), TB_EINVAL);
