@@ -258,8 +258,10 @@ tb_jv_t tb_jinja_percent_format(tb_jeval_t *ev, tb_jv_str_t *fmt, tb_jv_t args)
         } else if ((c == 'd' || c == 'i' || c == 'x' || c == 'f') &&
                    (v.kind == TB_JV_INT || v.kind == TB_JV_BOOL || v.kind == TB_JV_FLOAT)) {
             char tmp[64];
-            double dv = v.kind == TB_JV_FLOAT ? v.u.f : (double)(v.kind == TB_JV_INT ? v.u.i : v.u.b);
-            int64_t iv = v.kind == TB_JV_FLOAT ? (int64_t)v.u.f : (v.kind == TB_JV_INT ? v.u.i : v.u.b);
+            double dv = v.kind == TB_JV_FLOAT ? v.u.f
+                        : (double)(v.kind == TB_JV_INT ? v.u.i : v.u.b);
+            int64_t iv = v.kind == TB_JV_FLOAT ? (int64_t)v.u.f
+                         : (v.kind == TB_JV_INT ? v.u.i : v.u.b);
             if (c == 'f') {
                 snprintf(tmp, sizeof(tmp), "%f", dv);
             } else if (c == 'x') {

@@ -433,7 +433,10 @@ static int s_number(s_lex_t *lx, size_t at, size_t *end)
     size_t i = at;
     if (lx->s[at] == '0' && at + 1 < lx->len) {
         char p = lx->s[at + 1];
-        base = (p == 'x' || p == 'X') ? 16 : (p == 'o' || p == 'O') ? 8 : (p == 'b' || p == 'B') ? 2 : 10;
+        base = (p == 'x' || p == 'X')   ? 16
+               : (p == 'o' || p == 'O') ? 8
+               : (p == 'b' || p == 'B') ? 2
+                                        : 10;
         if (base != 10) {
             i = at + 2;
         }

@@ -3,7 +3,7 @@
  * fixed chat-like context with tight limits.  Must never crash, leak or hang; every failure
  * must be an error code with a message.
  *
- * FUZZ_SOURCES: plugins/common/tb_jinja.c plugins/common/tb_jinja_lexer.c plugins/common/tb_jinja_parser.c plugins/common/tb_jinja_eval.c plugins/common/tb_jinja_builtins.c plugins/common/tb_jinja_filters.c plugins/common/tb_jinja_value.c
+ * FUZZ_SOURCES: plugins/common/tb_jinja.c plugins/common/tb_jinja_lexer.c plugins/common/tb_jinja_parser.c plugins/common/tb_jinja_eval.c plugins/common/tb_jinja_builtins.c plugins/common/tb_jinja_methods.c plugins/common/tb_jinja_filters.c plugins/common/tb_jinja_value.c
  */
 #include <stddef.h>
 #include <stdint.h>
