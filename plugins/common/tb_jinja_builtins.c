@@ -724,9 +724,29 @@ static int s_cmp_test(tb_jeval_t *ev, int op, tb_jv_t v, const tb_jargs_t *a)
     return tb_jinja_compare(ev, op, v, *o);
 }
 
+/* Tests taking one argument; all others take none. */
+static bool s_test_takes_arg(const char *name)
+{
+    static const char *const one[] = {"sameas", "divisibleby", "eq", "equalto", "==", "ne",
+                                      "!=", "lt", "lessthan", "<", "le", "<=", "gt",
+                                      "greaterthan", ">", "ge", ">=", "in", "filter", "test"};
+    for (size_t i = 0; i < sizeof(one) / sizeof(one[0]); i++) {
+        if (!strcmp(one[i], name)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 int tb_jinja_test(tb_jeval_t *ev, const char *name, tb_jv_t v, const tb_jargs_t *a)
 {
     uint8_t k = v.kind;
+    size_t want = s_test_takes_arg(name) ? 1 : 0;
+    if (a->npos + a->nkw > want) {
+        tb_jrt_fail(&ev->rt, TB_EINVAL, "test '%.40s' takes %zu argument(s), got %zu", name,
+                    want, a->npos + a->nkw);
+        return -1;
+    }
     if (!strcmp(name, "defined")) {
         return k != TB_JV_UNDEFINED;
     }

@@ -445,6 +445,7 @@ LANG_ERRORS = [
     '{{ range(200000)|length }}',
     '{{ [1, 2].append(3) }}',
     '{{ 007 }}',
+    '{{ 1 is defined not in [1] }}',
     "{{ '{:>5}'.format(1) if false else '}'.format() }}",
     '{% set x = 1 %}{% set x.y = 2 %}',
     '{{ none.attr.deeper }}',
