@@ -86,6 +86,8 @@ def reference_chat(template, ctx):
             add_generation_prompt=ctx.get('add_generation_prompt', False), **kwargs)
     except jinja2.exceptions.TemplateError as ex:
         return 'err', str(ex)
+    except (TypeError, ValueError, ArithmeticError) as ex:  # a template error all the same
+        return 'err', '%s: %s' % (type(ex).__name__, ex)
 
 
 def reference_raw(template, ctx):
@@ -182,7 +184,7 @@ def template_ids():
 
 def test_six_published_templates_present():
     names = set(template_ids())
-    for want in ('Llama-2', 'Llama-3', 'Qwen2', 'Mistral', 'zephyr', 'Phi-3'):
+    for want in ('Llama-2', 'Llama-3', 'Qwen2-', 'Qwen2.5', 'Mistral', 'zephyr', 'Phi-3'):
         assert any(want in n for n in names), 'missing template for %s' % want
     for path in TEMPLATES:
         data = json.load(open(path, encoding='utf-8'))
@@ -226,6 +228,54 @@ def test_raising_conversations_raise_in_both(tmp_path):
             assert 'raise_exception' in ours[1]
             seen += 1
     assert seen >= 6, 'expected Llama 2 and Mistral to raise on several conversations'
+
+
+TOOLS = [
+    {'type': 'function', 'function': {
+        'name': 'get_weather', 'description': 'Current weather in a city',
+        'parameters': {'type': 'object', 'properties': {
+            'city': {'type': 'string', 'description': 'City name, e.g. Zürich'},
+            'unit': {'type': 'string', 'enum': ['celsius', 'fahrenheit']}},
+            'required': ['city']}}},
+    {'type': 'function', 'function': {'name': 'now', 'description': 'Current time',
+                                      'parameters': {'type': 'object', 'properties': {}}}},
+]
+
+TOOL_CONVERSATIONS = {
+    'call_and_results': [
+        msg('system', 'Use tools when needed.'), msg('user', 'Weather in Zürich and the time?'),
+        {'role': 'assistant', 'content': None, 'tool_calls': [
+            {'id': 'call_1', 'type': 'function',
+             'function': {'name': 'get_weather', 'arguments': {'city': 'Zürich'}}},
+            {'id': 'call_2', 'type': 'function', 'function': {'name': 'now', 'arguments': {}}}]},
+        msg('tool', '{"temp": 21.5, "sky": "clear"}', tool_call_id='call_1'),
+        msg('tool', '12:00', tool_call_id='call_2'),
+        msg('assistant', 'It is 21.5 °C and noon.'), msg('user', 'Thanks!')],
+    'openai_string_arguments': [
+        msg('user', 'Time?'),
+        {'role': 'assistant', 'content': 'Let me check.', 'tool_calls': [
+            {'id': 'c', 'type': 'function',
+             'function': {'name': 'now', 'arguments': '{"tz": "UTC"}'}}]},
+        msg('tool', 'noon')],
+}
+
+
+@pytest.mark.parametrize('conv', sorted(TOOL_CONVERSATIONS))
+@pytest.mark.parametrize('tpath', TEMPLATES, ids=template_ids())
+def test_tool_conversations_match_jinja2(tpath, conv, tmp_path):
+    """Tools and tool calls: Qwen2.5 renders them; the others render or raise like jinja2."""
+    data = json.load(open(tpath, encoding='utf-8'))
+    for tools in (TOOLS, None):
+        for agp in (True, False):
+            ctx = {'messages': TOOL_CONVERSATIONS[conv], 'add_generation_prompt': agp,
+                   'bos_token': data['bos_token'], 'eos_token': data['eos_token'],
+                   'tools': tools}
+            ours = run_tool(['--chat', tpath], ctx, tmp_path)
+            ref = reference_chat(data['chat_template'], ctx)
+            assert_same(ours, ref, '%s/%s/tools=%s/agp=%s' % (os.path.basename(tpath), conv,
+                                                              bool(tools), agp))
+            if 'Qwen2.5' in tpath and tools:
+                assert '"name": "get_weather"' in ours[1] and '<tool_call>' in ours[1]
 
 
 def test_tools_variable_is_null_like_hugging_face(tmp_path):
