@@ -2,6 +2,7 @@
  * test_jinja.c - the Jinja interpreter through its public API: language cases with expected
  * output, errors with their line:column, and every resource bound.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -401,6 +402,53 @@ static void test_limits_defaults_and_reuse(void **state)
     tb_jinja_destroy(NULL);
 }
 
+typedef struct {
+    const tb_jinja_t *tpl;
+    json_t *ctx;
+    const char *want;
+    int failures;
+} s_thread_arg_t;
+
+static void *s_render_loop(void *p)
+{
+    s_thread_arg_t *a = p;
+    for (int i = 0; i < 300; i++) {
+        char *out = NULL;
+        char err[256];
+        if (tb_jinja_render(a->tpl, a->ctx, &out, NULL, err, sizeof(err)) != 0 ||
+            strcmp(out, a->want) != 0) {
+            a->failures++;
+        }
+        free(out);
+    }
+    return NULL;
+}
+
+static void test_concurrent_renders_share_a_template(void **state)
+{
+    (void)state;
+    const char *src = "{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + 1 %}"
+                      "[{{ m.role|upper }}:{{ m.content|trim }}]{% endfor %}{{ ns.n }}";
+    char err[256];
+    tb_jinja_t *tpl = NULL;
+    assert_int_equal(tb_jinja_parse(src, strlen(src), &tpl, err, sizeof(err)), 0);
+    json_error_t jerr;
+    json_t *ctx = json_loads(CTX, 0, &jerr);
+    assert_non_null(ctx);
+    pthread_t th[4];
+    s_thread_arg_t args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (s_thread_arg_t){tpl, ctx, "[SYSTEM:S][USER:Hi \xc3\xa9]2", 0};
+        assert_int_equal(pthread_create(&th[i], NULL, s_render_loop, &args[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(args[i].failures, 0);
+    }
+    json_decref(ctx);
+    tb_jinja_destroy(&tpl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -415,6 +463,7 @@ int main(void)
         cmocka_unit_test(test_render_errors_have_positions),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_limits_defaults_and_reuse),
+        cmocka_unit_test(test_concurrent_renders_share_a_template),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
