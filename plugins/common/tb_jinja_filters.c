@@ -785,10 +785,14 @@ static tb_jv_t s_f_round(tb_jeval_t *ev, tb_jv_t in, const tb_jargs_t *a)
                            tb_jv_type_name(in));
     }
     double x = in.kind == TB_JV_FLOAT ? in.u.f : (double)(in.kind == TB_JV_INT ? in.u.i : in.u.b);
+    const char *method = mv && mv->kind == TB_JV_STR ? mv->u.s->data : "common";
+    if (in.kind != TB_JV_FLOAT && !strcmp(method, "common") && prec >= 0) {
+        /* Python's round() of an int with ndigits >= 0 is the int itself */
+        return tb_jv_int(in.kind == TB_JV_INT ? in.u.i : in.u.b);
+    }
     if (prec < 0 || prec > 15 || !isfinite(x)) {
         return tb_jv_float(x);
     }
-    const char *method = mv && mv->kind == TB_JV_STR ? mv->u.s->data : "common";
     double scale = pow(10.0, (double)prec);
     if (!strcmp(method, "ceil")) {
         return tb_jv_float(ceil(x * scale) / scale);
