@@ -207,7 +207,8 @@ int tb_chat_template_new_from_hf_dir(const char *dir, const struct tb_jinja_limi
             json_array_foreach(t, i, e)
             {
                 const json_t *name = json_object_get(e, "name");
-                if (!pick || (json_is_string(name) && !strcmp(json_string_value(name), "default"))) {
+                if (!pick ||
+                    (json_is_string(name) && !strcmp(json_string_value(name), "default"))) {
                     pick = e;
                 }
             }

@@ -16,6 +16,8 @@
  * tests, methods and globals and the known differences from jinja2.
  *
  * Thread-safety: a parsed template is immutable; any number of threads may render it at once.
+ * Stack: with the default max_depth a render uses up to about 256 KiB of stack (release build);
+ * give rendering threads at least 512 KiB.
  */
 #ifndef TB_JINJA_H
 #define TB_JINJA_H

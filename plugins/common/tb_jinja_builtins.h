@@ -62,6 +62,12 @@ tb_jv_t tb_jinja_str_replace(tb_jeval_t *ev, tb_jv_str_t *s, tb_jv_t old, tb_jv_
 /* Python's "fmt % args" for %s, %r, %d, %i, %f, %x and %%. */
 tb_jv_t tb_jinja_percent_format(tb_jeval_t *ev, tb_jv_str_t *fmt, tb_jv_t args);
 
+/* The method `name` of obj bound to it (*found true), or undefined (*found false). */
+tb_jv_t tb_jinja_bind_method(tb_jeval_t *ev, tb_jv_t obj, const char *name, size_t len,
+                             bool *found);
+/* str.isupper() / str.islower(). */
+bool tb_jinja_str_is_cased_as(tb_jeval_t *ev, tb_jv_str_t *s, bool upper);
+
 /* Error for an operation on an undefined value ("'x' is undefined"). */
 tb_jv_t tb_jinja_undefined_error(tb_jeval_t *ev, tb_jv_t undef);
 

@@ -146,31 +146,33 @@ static bool s_bind(tb_jeval_t *ev, const tb_jnode_t *target, tb_jv_t val)
     return true;
 }
 
-/* Walks `hay` looking for the object `ns` (so that a namespace never contains itself). */
-static bool s_contains(tb_jv_t hay, const void *ns)
+/* Walks `hay` looking for the object `ns` (so that a namespace never contains itself);
+ * *visited counts the values walked, charged as steps by the caller. */
+static bool s_contains(tb_jv_t hay, const void *ns, uint64_t *visited)
 {
+    (*visited)++;
     switch (hay.kind) {
     case TB_JV_DICT:
         if (hay.u.d == ns) {
             return true;
         }
         for (size_t i = 0; i < hay.u.d->n; i++) {
-            if (s_contains(hay.u.d->vals[i], ns)) {
+            if (s_contains(hay.u.d->vals[i], ns, visited)) {
                 return true;
             }
         }
         return false;
     case TB_JV_LIST:
         for (size_t i = 0; i < hay.u.l->n; i++) {
-            if (s_contains(hay.u.l->items[i], ns)) {
+            if (s_contains(hay.u.l->items[i], ns, visited)) {
                 return true;
             }
         }
         return false;
     case TB_JV_FUNC:
-        return s_contains(hay.u.fn->self, ns);
+        return s_contains(hay.u.fn->self, ns, visited);
     case TB_JV_LOOP:
-        return s_contains(hay.u.loop->seq, ns);
+        return s_contains(hay.u.loop->seq, ns, visited);
     default:
         return false;
     }
@@ -182,6 +184,7 @@ static bool s_assign_ns(tb_jeval_t *ev, const tb_jnode_t *target, tb_jv_t val)
     tb_jv_t ns = s_lookup(ev, target->str, strlen(target->str));
     s_at(ev, target);
     bool ok = false;
+    uint64_t visited = 0;
     if (ns.kind != TB_JV_DICT || !ns.u.d->ns) {
         if (ns.kind == TB_JV_UNDEFINED) {
             tb_jrt_fail(&ev->rt, TB_EINVAL, "'%s' is undefined", target->str);
@@ -189,8 +192,10 @@ static bool s_assign_ns(tb_jeval_t *ev, const tb_jnode_t *target, tb_jv_t val)
             tb_jrt_fail(&ev->rt, TB_EINVAL, "cannot assign attribute on non-namespace object");
         }
         tb_jv_unref(val);
-    } else if (s_contains(val, ns.u.d)) {
-        tb_jrt_fail(&ev->rt, TB_EINVAL, "a namespace cannot contain itself");
+    } else if (s_contains(val, ns.u.d, &visited) || !tb_jinja_eval_step(ev, visited)) {
+        if (ev->rt.code == 0) {
+            tb_jrt_fail(&ev->rt, TB_EINVAL, "a namespace cannot contain itself");
+        }
         tb_jv_unref(val);
     } else {
         ok = tb_jv_dict_set(&ev->rt, ns.u.d, target->str2, strlen(target->str2), val);
@@ -209,8 +214,55 @@ static bool s_assign_target(tb_jeval_t *ev, const tb_jnode_t *target, tb_jv_t va
 
 /* ------------------------------------------------------------------ calls */
 
-/* Evaluates the arguments of a CALL/FILTER/TEST node into `vals` (caller releases). */
-static bool s_eval_args(tb_jeval_t *ev, const tb_jnode_t *nd, tb_jv_t *vals, tb_jargs_t *a)
+/* Argument storage: a few on the stack (the evaluator recurses through calls, so frames stay
+ * small), more on the heap. */
+typedef struct {
+    tb_jv_t small[6];
+    tb_jv_t *v;
+    size_t n;
+} s_argbuf_t;
+
+static void s_free_argbuf(s_argbuf_t *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        tb_jv_unref(b->v[i]);
+    }
+    if (b->v != b->small) {
+        free(b->v);
+    }
+    b->v = b->small;
+    b->n = 0;
+}
+
+static bool s_eval_args_vals(tb_jeval_t *ev, const tb_jnode_t *nd, tb_jv_t *vals,
+                             tb_jargs_t *a);
+
+/* Evaluates the arguments of a CALL/FILTER/TEST node into `b` (release with s_free_argbuf). */
+static bool s_eval_args(tb_jeval_t *ev, const tb_jnode_t *nd, s_argbuf_t *b, tb_jargs_t *a)
+{
+    size_t n = nd->list.n + nd->list2.n;
+    b->v = b->small;
+    b->n = 0;
+    if (n > sizeof(b->small) / sizeof(b->small[0])) {
+        b->v = malloc(n * sizeof(tb_jv_t));
+        if (!b->v) {
+            b->v = b->small;
+            tb_jrt_fail(&ev->rt, TB_ENOMEM, "out of memory");
+            return false;
+        }
+    }
+    if (!s_eval_args_vals(ev, nd, b->v, a)) {
+        if (b->v != b->small) {
+            free(b->v);
+            b->v = b->small;
+        }
+        return false;
+    }
+    b->n = n;
+    return true;
+}
+
+static bool s_eval_args_vals(tb_jeval_t *ev, const tb_jnode_t *nd, tb_jv_t *vals, tb_jargs_t *a)
 {
     size_t n = nd->list.n + nd->list2.n;
     for (size_t i = 0; i < n; i++) {
@@ -329,16 +381,15 @@ static tb_jv_t s_apply_chain(tb_jeval_t *ev, const tb_jnode_t *chain, tb_jv_t in
     if (tb_jv_is_err(in)) {
         return in;
     }
-    size_t n = chain->list.n + chain->list2.n;
-    tb_jv_t vals[TB_JMAX_ARGS];
+    s_argbuf_t b;
     tb_jargs_t a;
-    if (!s_eval_args(ev, chain, vals, &a)) {
+    if (!s_eval_args(ev, chain, &b, &a)) {
         tb_jv_unref(in);
         return tb_jv_err();
     }
     s_at(ev, chain);
     tb_jv_t r = tb_jinja_filter(ev, chain->str, in, &a);
-    s_free_args(vals, n);
+    s_free_argbuf(&b);
     tb_jv_unref(in);
     return r;
 }
@@ -413,16 +464,15 @@ static tb_jv_t s_eval_call(tb_jeval_t *ev, const tb_jnode_t *nd)
     if (tb_jv_is_err(fn)) {
         return fn;
     }
-    size_t n = nd->list.n + nd->list2.n;
-    tb_jv_t vals[TB_JMAX_ARGS];
+    s_argbuf_t b;
     tb_jargs_t a;
-    if (!s_eval_args(ev, nd, vals, &a)) {
+    if (!s_eval_args(ev, nd, &b, &a)) {
         tb_jv_unref(fn);
         return tb_jv_err();
     }
     s_at(ev, nd);
     tb_jv_t r = tb_jinja_eval_call(ev, fn, &a);
-    s_free_args(vals, n);
+    s_free_argbuf(&b);
     tb_jv_unref(fn);
     return r;
 }
@@ -433,16 +483,15 @@ static tb_jv_t s_eval_test(tb_jeval_t *ev, const tb_jnode_t *nd)
     if (tb_jv_is_err(in)) {
         return in;
     }
-    size_t n = nd->list.n + nd->list2.n;
-    tb_jv_t vals[TB_JMAX_ARGS];
+    s_argbuf_t b;
     tb_jargs_t a;
-    if (!s_eval_args(ev, nd, vals, &a)) {
+    if (!s_eval_args(ev, nd, &b, &a)) {
         tb_jv_unref(in);
         return tb_jv_err();
     }
     s_at(ev, nd);
     int r = tb_jinja_test(ev, nd->str, in, &a);
-    s_free_args(vals, n);
+    s_free_argbuf(&b);
     tb_jv_unref(in);
     if (r < 0) {
         return tb_jv_err();
@@ -562,16 +611,15 @@ static tb_jv_t s_eval_inner(tb_jeval_t *ev, const tb_jnode_t *nd)
         if (tb_jv_is_err(in)) {
             return in;
         }
-        size_t n = nd->list.n + nd->list2.n;
-        tb_jv_t vals[TB_JMAX_ARGS];
+        s_argbuf_t b;
         tb_jargs_t a;
-        if (!s_eval_args(ev, nd, vals, &a)) {
+        if (!s_eval_args(ev, nd, &b, &a)) {
             tb_jv_unref(in);
             return tb_jv_err();
         }
         s_at(ev, nd);
         tb_jv_t r = tb_jinja_filter(ev, nd->str, in, &a);
-        s_free_args(vals, n);
+        s_free_argbuf(&b);
         tb_jv_unref(in);
         return r;
     }
@@ -671,7 +719,12 @@ static tb_jv_t s_capture(tb_jeval_t *ev, const tb_jnodes_t *list)
     tb_jbuf_init(&buf, &ev->rt);
     tb_jbuf_t *saved = ev->out;
     ev->out = &buf;
+    /* the captured body has its own scope: its assignments do not leak (as in jinja2) */
+    tb_jscope_t *outer = ev->scope;
+    tb_jscope_t sc;
+    s_scope_open(ev, &sc, outer);
     int rc = s_exec_list(ev, list);
+    s_scope_close(ev, &sc, outer);
     ev->out = saved;
     if (rc == S_ERR) {
         tb_jbuf_release(&buf);
@@ -766,6 +819,40 @@ static int s_exec_for(tb_jeval_t *ev, const tb_jnode_t *nd)
     return rc;
 }
 
+/* "with a = x, b = y": values are evaluated in the outer scope, bound in a new one. */
+static int s_exec_with(tb_jeval_t *ev, const tb_jnode_t *nd)
+{
+    tb_jscope_t *outer = ev->scope;
+    size_t n = nd->list2.n;
+    tb_jv_t *vals = calloc(n ? n : 1, sizeof(tb_jv_t));
+    if (!vals) {
+        tb_jrt_fail(&ev->rt, TB_ENOMEM, "out of memory");
+        return S_ERR;
+    }
+    for (size_t i = 0; i < n; i++) {
+        vals[i] = s_eval(ev, nd->list3.v[i]);
+        if (tb_jv_is_err(vals[i])) {
+            s_free_args(vals, i);
+            free(vals);
+            return S_ERR;
+        }
+    }
+    tb_jscope_t sc;
+    s_scope_open(ev, &sc, outer);
+    bool ok = true;
+    for (size_t i = 0; i < n; i++) {
+        if (ok) {
+            ok = s_bind(ev, nd->list2.v[i], vals[i]);
+        } else {
+            tb_jv_unref(vals[i]);
+        }
+    }
+    free(vals);
+    int rc = ok ? s_exec_list(ev, &nd->list) : S_ERR;
+    s_scope_close(ev, &sc, outer);
+    return rc;
+}
+
 static int s_exec(tb_jeval_t *ev, const tb_jnode_t *nd);
 
 static int s_exec_inner(tb_jeval_t *ev, const tb_jnode_t *nd)
@@ -827,31 +914,8 @@ static int s_exec_inner(tb_jeval_t *ev, const tb_jnode_t *nd)
         }
         return s_assign(ev, nd->str, fn) ? S_OK : S_ERR;
     }
-    case TB_JN_WITH: {
-        tb_jscope_t *outer = ev->scope;
-        size_t n = nd->list2.n;
-        tb_jv_t vals[TB_JMAX_ARGS];
-        for (size_t i = 0; i < n; i++) {
-            vals[i] = s_eval(ev, nd->list3.v[i]);
-            if (tb_jv_is_err(vals[i])) {
-                s_free_args(vals, i);
-                return S_ERR;
-            }
-        }
-        tb_jscope_t sc;
-        s_scope_open(ev, &sc, outer);
-        bool ok = true;
-        for (size_t i = 0; i < n; i++) {
-            if (ok) {
-                ok = s_bind(ev, nd->list2.v[i], vals[i]);
-            } else {
-                tb_jv_unref(vals[i]);
-            }
-        }
-        int rc = ok ? s_exec_list(ev, &nd->list) : S_ERR;
-        s_scope_close(ev, &sc, outer);
-        return rc;
-    }
+    case TB_JN_WITH:
+        return s_exec_with(ev, nd);
     case TB_JN_SCOPE: {
         tb_jscope_t *outer = ev->scope;
         tb_jscope_t sc;

@@ -258,8 +258,10 @@ tb_jv_t tb_jinja_percent_format(tb_jeval_t *ev, tb_jv_str_t *fmt, tb_jv_t args)
         } else if ((c == 'd' || c == 'i' || c == 'x' || c == 'f') &&
                    (v.kind == TB_JV_INT || v.kind == TB_JV_BOOL || v.kind == TB_JV_FLOAT)) {
             char tmp[64];
-            double dv = v.kind == TB_JV_FLOAT ? v.u.f : (double)(v.kind == TB_JV_INT ? v.u.i : v.u.b);
-            int64_t iv = v.kind == TB_JV_FLOAT ? (int64_t)v.u.f : (v.kind == TB_JV_INT ? v.u.i : v.u.b);
+            double dv = v.kind == TB_JV_FLOAT ? v.u.f
+                        : (double)(v.kind == TB_JV_INT ? v.u.i : v.u.b);
+            int64_t iv = v.kind == TB_JV_FLOAT ? (int64_t)v.u.f
+                         : (v.kind == TB_JV_INT ? v.u.i : v.u.b);
             if (c == 'f') {
                 snprintf(tmp, sizeof(tmp), "%f", dv);
             } else if (c == 'x') {
@@ -278,7 +280,9 @@ tb_jv_t tb_jinja_percent_format(tb_jeval_t *ev, tb_jv_str_t *fmt, tb_jv_t args)
             goto fail;
         }
     }
-    if (used < n) {
+    /* Python skips this check when the argument supports item access (lists, dicts) */
+    bool mapping = args.kind == TB_JV_DICT || (args.kind == TB_JV_LIST && !args.u.l->tuple);
+    if (used < n && !mapping) {
         tb_jrt_fail(&ev->rt, TB_EINVAL, "not all arguments converted during string formatting");
         goto fail;
     }
@@ -781,10 +785,14 @@ static tb_jv_t s_f_round(tb_jeval_t *ev, tb_jv_t in, const tb_jargs_t *a)
                            tb_jv_type_name(in));
     }
     double x = in.kind == TB_JV_FLOAT ? in.u.f : (double)(in.kind == TB_JV_INT ? in.u.i : in.u.b);
+    const char *method = mv && mv->kind == TB_JV_STR ? mv->u.s->data : "common";
+    if (in.kind != TB_JV_FLOAT && !strcmp(method, "common") && prec >= 0) {
+        /* Python's round() of an int with ndigits >= 0 is the int itself */
+        return tb_jv_int(in.kind == TB_JV_INT ? in.u.i : in.u.b);
+    }
     if (prec < 0 || prec > 15 || !isfinite(x)) {
         return tb_jv_float(x);
     }
-    const char *method = mv && mv->kind == TB_JV_STR ? mv->u.s->data : "common";
     double scale = pow(10.0, (double)prec);
     if (!strcmp(method, "ceil")) {
         return tb_jv_float(ceil(x * scale) / scale);
@@ -1142,7 +1150,13 @@ static tb_jv_t s_f_indent(tb_jeval_t *ev, tb_jv_t in, const tb_jargs_t *a)
         memset(sp, ' ', (size_t)w);
         ind = tb_jv_str_new(&ev->rt, sp, (size_t)w);
     }
-    tb_jv_t s = tb_jv_is_err(ind) ? ind : tb_jv_to_str(&ev->rt, in);
+    if (in.kind != TB_JV_STR) {
+        /* jinja2 appends "\n" to the value itself, which only strings allow */
+        tb_jv_unref(ind);
+        return tb_jrt_fail(&ev->rt, TB_EINVAL, "indent expects a string, not '%s'",
+                           tb_jv_type_name(in));
+    }
+    tb_jv_t s = tb_jv_is_err(ind) ? ind : tb_jv_ref(in);
     tb_jv_t lines = tb_jv_err();
     if (!tb_jv_is_err(s)) {
         tb_jv_t nl = tb_jv_str_cat(&ev->rt, s.u.s->data, s.u.s->len, "\n", 1);
@@ -1264,7 +1278,11 @@ static tb_jv_t s_f_attr(tb_jeval_t *ev, tb_jv_t in, const tb_jargs_t *a)
         }
         return m;
     }
-    return tb_jinja_getattr(ev, in, name->u.s->data, name->u.s->len);
+    tb_jv_t r = tb_jinja_getattr(ev, in, name->u.s->data, name->u.s->len);
+    if (r.kind == TB_JV_UNDEFINED) {
+        r.u.name = NULL; /* the name string does not outlive this call */
+    }
+    return r;
 }
 
 static tb_jv_t s_f_format(tb_jeval_t *ev, tb_jv_t in, const tb_jargs_t *a)

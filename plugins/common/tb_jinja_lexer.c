@@ -99,18 +99,26 @@ typedef struct {
     size_t depth;
 } s_lex_t;
 
+/* Line and line start of offset `at`, which is never before the current position: only the
+ * bytes in between are scanned, so lexing stays linear even on one very long line. */
+static void s_where(const s_lex_t *lx, size_t at, uint32_t *line, size_t *line_start)
+{
+    *line = lx->line;
+    *line_start = lx->line_start;
+    for (size_t i = lx->pos; i < at && i < lx->len; i++) {
+        if (lx->s[i] == '\n') {
+            (*line)++;
+            *line_start = i + 1;
+        }
+    }
+}
+
 static int s_fail(s_lex_t *lx, size_t at, const char *fmt, const char *arg)
 {
     if (lx->rc == 0) {
-        /* position of `at`: count from the current line start when possible */
-        uint32_t line = lx->line;
-        size_t ls = lx->line_start;
-        for (size_t i = lx->line_start; i < at && i < lx->len; i++) {
-            if (lx->s[i] == '\n') {
-                line++;
-                ls = i + 1;
-            }
-        }
+        uint32_t line;
+        size_t ls;
+        s_where(lx, at, &line, &ls);
         if (lx->err && lx->err_len) {
             int n = snprintf(lx->err, lx->err_len, "%u:%zu: ", line, at - ls + 1);
             if (n >= 0 && (size_t)n < lx->err_len) {
@@ -161,15 +169,9 @@ static tb_jtok_t *s_push(s_lex_t *lx, uint8_t type, size_t at)
     tb_jtok_t *t = &lx->toks[lx->n++];
     memset(t, 0, sizeof(*t));
     t->type = type;
-    /* line/col of `at`, which is never before the current line start */
-    uint32_t line = lx->line;
-    size_t ls = lx->line_start;
-    for (size_t i = lx->line_start; i < at && i < lx->len; i++) {
-        if (lx->s[i] == '\n') {
-            line++;
-            ls = i + 1;
-        }
-    }
+    uint32_t line;
+    size_t ls;
+    s_where(lx, at, &line, &ls);
     t->line = line;
     t->col = (uint32_t)(at - ls + 1);
     return t;
@@ -431,7 +433,10 @@ static int s_number(s_lex_t *lx, size_t at, size_t *end)
     size_t i = at;
     if (lx->s[at] == '0' && at + 1 < lx->len) {
         char p = lx->s[at + 1];
-        base = (p == 'x' || p == 'X') ? 16 : (p == 'o' || p == 'O') ? 8 : (p == 'b' || p == 'B') ? 2 : 10;
+        base = (p == 'x' || p == 'X')   ? 16
+               : (p == 'o' || p == 'O') ? 8
+               : (p == 'b' || p == 'B') ? 2
+                                        : 10;
         if (base != 10) {
             i = at + 2;
         }

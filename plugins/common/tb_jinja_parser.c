@@ -831,7 +831,7 @@ static tb_jnode_t *s_filter_or_test(s_parser_t *p, tb_jnode_t *input, uint8_t ki
                   name->str);
         return NULL;
     }
-    tb_jnode_t *nd = s_node(p, kind, at);
+    tb_jnode_t *nd = s_node(p, kind, kind == TB_JN_FILTER ? name : at);
     if (!nd) {
         return NULL;
     }
@@ -1307,7 +1307,13 @@ static bool s_body(s_parser_t *p, const char *const *ends, tb_jnodes_t *out)
         const tb_jtok_t *t = s_cur(p);
         if (t->type == TB_JT_EOF) {
             if (ends && ends[0]) {
-                s_fail_at(p, t, "unexpected end of template, expected '%s'", ends[0]);
+                const char *closer = ends[0];
+                for (size_t k = 0; ends[k]; k++) {
+                    if (!strncmp(ends[k], "end", 3)) {
+                        closer = ends[k];
+                    }
+                }
+                s_fail_at(p, t, "unexpected end of template, expected '%s'", closer);
                 goto fail;
             }
             break;

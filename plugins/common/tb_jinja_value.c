@@ -114,7 +114,10 @@ void tb_jv_unref(tb_jv_t v)
     case TB_JV_DICT:
         if (--v.u.d->refs == 0) {
             for (size_t i = 0; i < v.u.d->n; i++) {
-                free(v.u.d->keys[i]);
+                /* keys are shared with lists made by keys(), items(), iteration */
+                tb_jv_t k = {.kind = TB_JV_STR};
+                k.u.s = v.u.d->keys[i];
+                tb_jv_unref(k);
                 tb_jv_unref(v.u.d->vals[i]);
             }
             free(v.u.d->keys);
@@ -204,9 +207,8 @@ size_t tb_jv_str_ncp(tb_jv_str_t *s)
 
 /* ------------------------------------------------------------------ lists */
 
-/* Per-container metadata lives beside the public structs: depth and has_ns are packed into
- * the otherwise unused high bits of a side field.  To keep the structs plain we store them in
- * small headers allocated together with the container. */
+/* Lists and dicts are allocated with a trailer holding their nesting depth and whether they
+ * may contain a namespace; the public structs stay plain. */
 typedef struct {
     tb_jv_list_t l;
     s_meta_t m;
@@ -583,8 +585,10 @@ bool tb_jv_equal(tb_jv_t a, tb_jv_t b)
 {
     if (s_is_num(a) && s_is_num(b)) {
         if (a.kind == TB_JV_FLOAT || b.kind == TB_JV_FLOAT) {
-            double x = a.kind == TB_JV_FLOAT ? a.u.f : (double)(a.kind == TB_JV_INT ? a.u.i : a.u.b);
-            double y = b.kind == TB_JV_FLOAT ? b.u.f : (double)(b.kind == TB_JV_INT ? b.u.i : b.u.b);
+            double x = a.kind == TB_JV_FLOAT ? a.u.f
+                                             : (double)(a.kind == TB_JV_INT ? a.u.i : a.u.b);
+            double y = b.kind == TB_JV_FLOAT ? b.u.f
+                                             : (double)(b.kind == TB_JV_INT ? b.u.i : b.u.b);
             return x == y;
         }
         int64_t x = a.kind == TB_JV_INT ? a.u.i : a.u.b;

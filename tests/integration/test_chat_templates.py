@@ -86,6 +86,8 @@ def reference_chat(template, ctx):
             add_generation_prompt=ctx.get('add_generation_prompt', False), **kwargs)
     except jinja2.exceptions.TemplateError as ex:
         return 'err', str(ex)
+    except (TypeError, ValueError, ArithmeticError) as ex:  # a template error all the same
+        return 'err', '%s: %s' % (type(ex).__name__, ex)
 
 
 def reference_raw(template, ctx):
@@ -182,7 +184,7 @@ def template_ids():
 
 def test_six_published_templates_present():
     names = set(template_ids())
-    for want in ('Llama-2', 'Llama-3', 'Qwen2', 'Mistral', 'zephyr', 'Phi-3'):
+    for want in ('Llama-2', 'Llama-3', 'Qwen2-', 'Qwen2.5', 'Mistral', 'zephyr', 'Phi-3'):
         assert any(want in n for n in names), 'missing template for %s' % want
     for path in TEMPLATES:
         data = json.load(open(path, encoding='utf-8'))
@@ -226,6 +228,54 @@ def test_raising_conversations_raise_in_both(tmp_path):
             assert 'raise_exception' in ours[1]
             seen += 1
     assert seen >= 6, 'expected Llama 2 and Mistral to raise on several conversations'
+
+
+TOOLS = [
+    {'type': 'function', 'function': {
+        'name': 'get_weather', 'description': 'Current weather in a city',
+        'parameters': {'type': 'object', 'properties': {
+            'city': {'type': 'string', 'description': 'City name, e.g. Zürich'},
+            'unit': {'type': 'string', 'enum': ['celsius', 'fahrenheit']}},
+            'required': ['city']}}},
+    {'type': 'function', 'function': {'name': 'now', 'description': 'Current time',
+                                      'parameters': {'type': 'object', 'properties': {}}}},
+]
+
+TOOL_CONVERSATIONS = {
+    'call_and_results': [
+        msg('system', 'Use tools when needed.'), msg('user', 'Weather in Zürich and the time?'),
+        {'role': 'assistant', 'content': None, 'tool_calls': [
+            {'id': 'call_1', 'type': 'function',
+             'function': {'name': 'get_weather', 'arguments': {'city': 'Zürich'}}},
+            {'id': 'call_2', 'type': 'function', 'function': {'name': 'now', 'arguments': {}}}]},
+        msg('tool', '{"temp": 21.5, "sky": "clear"}', tool_call_id='call_1'),
+        msg('tool', '12:00', tool_call_id='call_2'),
+        msg('assistant', 'It is 21.5 °C and noon.'), msg('user', 'Thanks!')],
+    'openai_string_arguments': [
+        msg('user', 'Time?'),
+        {'role': 'assistant', 'content': 'Let me check.', 'tool_calls': [
+            {'id': 'c', 'type': 'function',
+             'function': {'name': 'now', 'arguments': '{"tz": "UTC"}'}}]},
+        msg('tool', 'noon')],
+}
+
+
+@pytest.mark.parametrize('conv', sorted(TOOL_CONVERSATIONS))
+@pytest.mark.parametrize('tpath', TEMPLATES, ids=template_ids())
+def test_tool_conversations_match_jinja2(tpath, conv, tmp_path):
+    """Tools and tool calls: Qwen2.5 renders them; the others render or raise like jinja2."""
+    data = json.load(open(tpath, encoding='utf-8'))
+    for tools in (TOOLS, None):
+        for agp in (True, False):
+            ctx = {'messages': TOOL_CONVERSATIONS[conv], 'add_generation_prompt': agp,
+                   'bos_token': data['bos_token'], 'eos_token': data['eos_token'],
+                   'tools': tools}
+            ours = run_tool(['--chat', tpath], ctx, tmp_path)
+            ref = reference_chat(data['chat_template'], ctx)
+            assert_same(ours, ref, '%s/%s/tools=%s/agp=%s' % (os.path.basename(tpath), conv,
+                                                              bool(tools), agp))
+            if 'Qwen2.5' in tpath and tools:
+                assert '"name": "get_weather"' in ours[1] and '<tool_call>' in ours[1]
 
 
 def test_tools_variable_is_null_like_hugging_face(tmp_path):
@@ -362,7 +412,8 @@ LANG_CASES = [
     '{{ "  x"|indent(2) }}|{{ "a\\nb"|indent(2) }}|{{ "a\\nb"|indent(2, true) }}|'
     '{{ "a\\n\\nb"|indent(3, blank=true) }}',
     '{{ 3.7|int }} {{ "12"|int }} {{ "x"|int }} {{ "1.5"|float }} {{ -3|abs }} {{ 2.5|round }}'
-    ' {{ 3.14159|round(2) }} {{ 2.5|round(0, "floor") }} {{ "4.7"|int }} {{ "0x1A"|int(0, 16) }}',
+    ' {{ 3.14159|round(2) }} {{ 2.5|round(0, "floor") }} {{ "4.7"|int }} {{ "0x1A"|int(0, 16) }}'
+    ' {{ 7|round(1) }} {{ 7|round(1, "ceil") }} {{ (n is number)|round }}',
     '{{ 0.1 + 0.2 }} {{ 1e16 }} {{ 1e15 }} {{ 0.0001 }} {{ 0.00001 }} {{ 1.5e-7 }} '
     '{{ 123456789.123 }} {{ -0.0 }} {{ 2.0 }} {{ 1/3 }} {{ 2**0.5 }} {{ big * 1000 }} {{ 1_000 }}',
     '{% macro f(a, b=2) %}[{{ a }}{{ b }}{{ c }}]{% endmacro %}{% set c = 5 %}{{ f(1) }}'
@@ -376,6 +427,9 @@ LANG_CASES = [
     "{{ d.keys()|list }}{{ d.values()|list }}{{ d.get('a') }}{{ d.get('z', 9) }}{{ d.get('z') }}",
     '{% set x %}a{{ n }}b{% endset %}{{ x }}|{% set y | upper %}b{% endset %}{{ y }}|'
     '{% filter upper %}abc{{ s }}{% endfilter %}',
+    '{% set z = 0 %}{% set ns = namespace(a=0) %}{% filter upper %}{{ z }}{% set z = 1 %}'
+    '{% set ns.a = 2 %}{{ z }}{% endfilter %}[{{ z }}{{ ns.a }}]'
+    '{% set y %}{% set q = 1 %}{% endset %}[{{ q }}]',
     '{% for i in range(5) %}{% if i == 3 %}{% break %}{% endif %}{% if i == 1 %}{% continue %}'
     '{% endif %}{{ i }}{% endfor %}{{ range(2, 9, 3)|list }}{{ range(5, 0, -2)|list }}',
     "{{ messages[0].content ~ '|' ~ n ~ f ~ none ~ true ~ zz }}",
@@ -419,6 +473,8 @@ LANG_CASES = [
     "{{ '{}-{}'.format(1, 'b') }} {{ '{1}{0}{x!r}'.format('a', 'b', x='c') }} {{ '{{}}'.format() }}",
     '{{ not true }} {{ not 0 }} {{ not "" }} {{ true and "x" }} {{ 0 or "y" }} {{ none or 0 }}'
     ' {{ "" and 1 }}',
+    "{{ [{'k': 1}, {'k': 2}]|max(attribute='k')|list }} {{ d|map(attribute='zz')|list }} "
+    "{{ messages|map(attribute='c_ontent')|list }}",
     '{{ "line1\\nline2".splitlines() }} {{ "abc".isdigit() }} {{ "123".isdigit() }} '
     '{{ "ABC".isupper() }} {{ "abc".islower() }} {{ "  ".isspace() }} {{ "ab".isalpha() }}',
 ]
@@ -440,6 +496,7 @@ LANG_ERRORS = [
     '{{ range(200000)|length }}',
     '{{ [1, 2].append(3) }}',
     '{{ 007 }}',
+    '{{ 1 is defined not in [1] }}',
     "{{ '{:>5}'.format(1) if false else '}'.format() }}",
     '{% set x = 1 %}{% set x.y = 2 %}',
     '{{ none.attr.deeper }}',
@@ -474,3 +531,126 @@ def test_language_error_raises_in_both(case, tmp_path):
     assert ref[0] == 'err', 'jinja2 renders %r as %r' % (src, ref)
     assert ours[0] == 'err', 'we render %r as %r but jinja2 raised %s' % (src, ours, ref[1])
     assert ours[1].split(':')[0].isdigit(), 'errors start with LINE:COL: %r' % ours[1]
+
+
+# --------------------------------------------------------------------------- random templates
+
+class TemplateGenerator:
+    """Random templates mixing data, whitespace markers, comments, ifs, loops, sets, filter
+    blocks and expressions over the language context, for differential testing."""
+    STRS = ["'a'", "'Hello World'", "' pad '", "'x\\ny'", "''", "'é'", "'ß'", "\"q'\"", "'\\t'"]
+    FILTERS = ['trim', 'length', 'upper', 'lower', 'title', 'capitalize', 'first', 'last',
+               'string', 'list', 'tojson', 'int', 'float', 'abs', 'reverse|list', 'sort',
+               'unique|list', 'default("D")', 'default("D", true)', 'join(",")',
+               'replace("a", "b")', 'round(1)', 'center(9)', 'wordcount', 'e', 'count', 'sum',
+               'max', 'min', 'items|list', 'dictsort', 'map("upper")|list', 'select|list',
+               'tojson(indent=2)', 'tojson(sort_keys=true)']
+    TESTS = ['defined', 'none', 'string', 'number', 'odd', 'even', 'mapping', 'iterable',
+             'sequence', 'not none', 'divisibleby 2', 'integer', 'float', 'lower', 'upper',
+             'boolean', 'true', 'false', 'in [1, "a"]', 'eq 1']
+    OPS = ['+', '-', '*', '/', '//', '%', '~', '==', '!=', '<', '>', '<=', 'and', 'or', 'in',
+           'not in']
+    WS = ['', ' ', '\n', '  \n', '\n  ', '\t', '\n\n']
+
+    def __init__(self, seed):
+        import random
+        self.r = random.Random(seed)
+
+    def expr(self, depth=0):
+        r = self.r
+        if depth > 3:
+            return r.choice(['1', '2.5', "'s'", 'n', 's', 'none', 'true', '0', '-1'])
+        k = r.randrange(19)
+        sub = lambda: self.expr(depth + 1)  # noqa: E731
+        return [
+            lambda: r.choice(self.STRS),
+            lambda: str(r.randrange(-5, 20)),
+            lambda: r.choice(['0.5', '1e3', '2.0', '1e-7', '123.456']),
+            lambda: r.choice(['n', 's', 'f', 'e', 'u', 'l', 'd', 'missing']),
+            lambda: '%s %s %s' % (sub(), r.choice(self.OPS), sub()),
+            lambda: '(%s)' % sub(),
+            lambda: 'not %s' % sub(),
+            lambda: '%s|%s' % (sub(), r.choice(self.FILTERS)),
+            lambda: '%s is %s' % (sub(), r.choice(self.TESTS)),
+            lambda: '%s if %s else %s' % (sub(), sub(), sub()),
+            lambda: '[%s]' % ', '.join(sub() for _ in range(r.randrange(4))),
+            lambda: '{%s}' % ', '.join('%s: %s' % (r.choice(self.STRS), sub())
+                                       for _ in range(r.randrange(3))),
+            lambda: '%s[%s]' % (r.choice(['s', 'l', 'messages', 'd', 'u', "'abc'"]),
+                                r.choice(['0', '-1', '1:', ':2', '::-1', "'a'", '5', '1:3'])),
+            lambda: '%s.%s(%s)' % (r.choice(['s', 'u', "' a b '", "'x,y'", 'e']),
+                                   r.choice(['strip', 'upper', 'lower', 'title', 'split',
+                                             'startswith', 'endswith', 'replace', 'lstrip',
+                                             'rstrip', 'capitalize', 'find', 'count']),
+                                   r.choice(['', "'a'", "','", "'a', 'b'"])),
+            lambda: 'messages[%d].%s' % (r.randrange(3), r.choice(['role', 'content', 'x'])),
+            lambda: '(%s, %s)' % (sub(), sub()),
+            lambda: 'range(%d)|list' % r.randrange(5),
+            lambda: 'd.%s' % r.choice(['a', 'b', 'c', 'items()|list', 'keys()|list',
+                                       "get('a')", "get('z', 1)"]),
+            lambda: r.choice(['ns.a', 'LOOPVAR', 'x', '-n']),
+        ][k]()
+
+    def tag(self, inner):
+        r = self.r
+        return '{%' + r.choice(['', '-', '+', '']) + ' ' + inner + ' ' + \
+            r.choice(['', '-', '+', '']) + '%}'
+
+    def block(self, depth=0):
+        r = self.r
+        parts = []
+        for _ in range(r.randrange(1, 5)):
+            k = r.randrange(9 if depth < 3 else 3)
+            ws = r.choice(self.WS)
+            if k == 0:
+                parts.append(r.choice(['text', 'A', ' b ', 'é', '']) + ws)
+            elif k == 1:
+                parts.append('{{%s %s %s}}%s' % (r.choice(['', '-']), self.expr(),
+                                                r.choice(['', '-']), ws))
+            elif k == 2:
+                parts.append('{#%s c %s#}%s' % (r.choice(['', '-']), r.choice(['', '-']), ws))
+            elif k == 3:
+                s = self.tag('if ' + self.expr()) + ws + self.block(depth + 1)
+                if r.random() < 0.3:
+                    s += self.tag('elif ' + self.expr()) + self.block(depth + 1)
+                if r.random() < 0.4:
+                    s += self.tag('else') + r.choice(self.WS) + self.block(depth + 1)
+                parts.append(s + self.tag('endif') + r.choice(self.WS))
+            elif k == 4:
+                body = self.block(depth + 1).replace(
+                    'LOOPVAR', r.choice(['loop.index', 'loop.first', 'loop.last',
+                                         'loop.length', 'loop.revindex0', 'm']))
+                s = self.tag('for m in ' + r.choice(['messages', 'l', 's', 'd', '[]',
+                                                     'range(3)',
+                                                     'messages if m.role != "x"'])) + ws + body
+                if r.random() < 0.2:
+                    s += self.tag('else') + self.block(depth + 1)
+                parts.append(s + self.tag('endfor') + r.choice(self.WS))
+            elif k == 5:
+                parts.append(self.tag('set x = ' + self.expr()) + ws)
+            elif k == 6:
+                parts.append(self.tag('set ns.a = ' + self.expr()) + ws)
+            elif k == 7:
+                parts.append(ws + '  ' + self.tag('if true') + r.choice(self.WS) +
+                             self.block(depth + 1) + '  ' + self.tag('endif') + ws)
+            else:
+                parts.append(self.tag('filter upper') + self.block(depth + 1) +
+                             self.tag('endfilter'))
+        return '{% set ns = namespace(a=1) %}' + ''.join(parts) if depth == 0 else ''.join(parts)
+
+
+@pytest.mark.parametrize('seed', range(4))
+def test_random_templates_match_jinja2(seed, tmp_path):
+    gen = TemplateGenerator(seed)
+    rendered = 0
+    for i in range(40):
+        src = gen.block().replace('LOOPVAR', 'n')
+        ours = run_tool([], LANG_CTX, tmp_path, src)
+        ref = reference_raw(src, LANG_CTX)
+        if ref[0] == 'err':
+            assert ours[0] == 'err', 'seed %d #%d %r: jinja2 raised %s, we rendered %r' % (
+                seed, i, src, ref[1], ours[1])
+        else:
+            assert ours == ref, 'seed %d #%d %r differs' % (seed, i, src)
+            rendered += 1
+    assert rendered >= 10, 'the generator should mostly make renderable templates'
