@@ -336,58 +336,75 @@ static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1)
 /* Attention helpers                                                                           */
 /* ------------------------------------------------------------------------------------------ */
 
-static inline float s_att_dot_f32(const float *q, const float *k, int n)
+AINLINE __m256 s_kv_load8(const uint8_t *base, size_t i, int f16)
 {
-    __m256 acc = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), acc);
+    if (f16) {
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(base + 2 * i)));
     }
-    float s = s_hsum(acc);
-    for (; i < n; i++) {
-        s += q[i] * k[i];
-    }
-    return s;
+    return _mm256_loadu_ps((const float *)(base + 4 * i));
 }
 
-static inline float s_att_dot_f16(const float *q, const uint16_t *k, int n)
+AINLINE float s_kv_load1(const uint8_t *base, size_t i, int f16)
 {
-    __m256 acc = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 kv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + i)));
-        acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), kv, acc);
+    if (f16) {
+        return _cvtsh_ss(tb_cpu_load_u16(base + 2 * i));
     }
-    float s = s_hsum(acc);
-    for (; i < n; i++) {
-        s += q[i] * _cvtsh_ss(k[i]);
-    }
-    return s;
+    float f;
+    memcpy(&f, base + 4 * i, 4);
+    return f;
 }
 
-static inline void s_att_axpy_f32(float *y, float a, const float *x, int n)
+/* Scores, 8 slots per step, 4 accumulators over d. */
+static inline float s_att_scores(float *s, const float *q, const uint8_t *kt, int hd, int n,
+                                 int bs, int f16)
 {
-    __m256 va = _mm256_set1_ps(a);
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        _mm256_storeu_ps(y + i,
-                         _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    __m256 vmax = _mm256_set1_ps(-INFINITY);
+    float mx = -INFINITY;
+    int j0 = 0;
+    for (; j0 + 8 <= n; j0 += 8) {
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                         _mm256_setzero_ps()};
+        int d = 0;
+        for (; d + 4 <= hd; d += 4) {
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) {
+                __m256 k = s_kv_load8(kt, (size_t)(d + i) * bs + j0, f16);
+                acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(q[d + i]), k, acc[i]);
+            }
+        }
+        for (; d < hd; d++) {
+            acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(q[d]), s_kv_load8(kt, (size_t)d * bs + j0, f16),
+                                     acc[0]);
+        }
+        __m256 sc = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        _mm256_storeu_ps(s + j0, sc);
+        vmax = _mm256_max_ps(vmax, sc);
     }
-    for (; i < n; i++) {
-        y[i] += a * x[i];
+    for (; j0 < n; j0++) {
+        float t = 0.0f;
+        for (int d = 0; d < hd; d++) {
+            t += q[d] * s_kv_load1(kt, (size_t)d * bs + j0, f16);
+        }
+        s[j0] = t;
+        mx = t > mx ? t : mx;
     }
+    float vm = s_hmax(vmax);
+    return vm > mx ? vm : mx;
 }
 
-static inline void s_att_axpy_f16(float *y, float a, const uint16_t *x, int n)
+static inline void s_att_pv(float *acc, const float *p, const uint8_t *v, int hd, int n, int f16)
 {
-    __m256 va = _mm256_set1_ps(a);
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 xv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i)));
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, xv, _mm256_loadu_ps(y + i)));
-    }
-    for (; i < n; i++) {
-        y[i] += a * _cvtsh_ss(x[i]);
+    for (int j = 0; j < n; j++) {
+        __m256 pj = _mm256_set1_ps(p[j]);
+        size_t row = (size_t)j * hd;
+        int d = 0;
+        for (; d + 8 <= hd; d += 8) {
+            _mm256_storeu_ps(acc + d, _mm256_fmadd_ps(pj, s_kv_load8(v, row + d, f16),
+                                                      _mm256_loadu_ps(acc + d)));
+        }
+        for (; d < hd; d++) {
+            acc[d] += p[j] * s_kv_load1(v, row + d, f16);
+        }
     }
 }
 
@@ -441,10 +458,8 @@ static inline float s_att_exp_block(float *s, int n, float mx)
     return total;
 }
 
-#define ATT_DOT_F32 s_att_dot_f32
-#define ATT_DOT_F16 s_att_dot_f16
-#define ATT_AXPY_F32 s_att_axpy_f32
-#define ATT_AXPY_F16 s_att_axpy_f16
+#define ATT_SCORES s_att_scores
+#define ATT_PV s_att_pv
 #define ATT_SCALE s_att_scale
 #define ATT_EXP_BLOCK s_att_exp_block
 #define TB_ATTN_TASK s_attn_task

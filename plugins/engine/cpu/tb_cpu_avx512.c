@@ -455,47 +455,74 @@ AINLINE __mmask16 s_tail_mask(int left)
     return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
 }
 
-static inline float s_att_dot_f32(const float *q, const float *k, int n)
+AINLINE __m512 s_kv_load(const uint8_t *base, size_t i, __mmask16 m, int f16)
 {
-    __m512 acc = _mm512_setzero_ps();
-    for (int i = 0; i < n; i += 16) {
-        __mmask16 m = s_tail_mask(n - i);
-        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + i), _mm512_maskz_loadu_ps(m, k + i),
-                              acc);
+    if (f16) {
+        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, base + 2 * i));
     }
-    return _mm512_reduce_add_ps(acc);
+    return _mm512_maskz_loadu_ps(m, base + 4 * i);
 }
 
-static inline float s_att_dot_f16(const float *q, const uint16_t *k, int n)
+/* Scores of up to 16 slots per step: hd multiply-adds of a broadcast query value with one K row
+ * (8 independent accumulators over d to cover the FMA latency). */
+static inline float s_att_scores(float *s, const float *q, const uint8_t *kt, int hd, int n,
+                                 int bs, int f16)
 {
-    __m512 acc = _mm512_setzero_ps();
-    for (int i = 0; i < n; i += 16) {
-        __mmask16 m = s_tail_mask(n - i);
-        __m512 kv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, k + i));
-        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + i), kv, acc);
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    for (int j0 = 0; j0 < n; j0 += 16) {
+        __mmask16 m = s_tail_mask(n - j0);
+        __m512 acc[8];
+        for (int i = 0; i < 8; i++) {
+            acc[i] = _mm512_setzero_ps();
+        }
+        int d = 0;
+        for (; d + 8 <= hd; d += 8) {
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) {
+                __m512 k = s_kv_load(kt, (size_t)(d + i) * bs + j0, m, f16);
+                acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(q[d + i]), k, acc[i]);
+            }
+        }
+        for (; d < hd; d++) {
+            __m512 k = s_kv_load(kt, (size_t)d * bs + j0, m, f16);
+            acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), k, acc[0]);
+        }
+        __m512 t0 = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+        __m512 t1 = _mm512_add_ps(_mm512_add_ps(acc[4], acc[5]), _mm512_add_ps(acc[6], acc[7]));
+        __m512 sc = _mm512_add_ps(t0, t1);
+        _mm512_mask_storeu_ps(s + j0, m, sc);
+        vmax = _mm512_mask_max_ps(vmax, m, vmax, sc);
     }
-    return _mm512_reduce_add_ps(acc);
+    return _mm512_reduce_max_ps(vmax);
 }
 
-static inline void s_att_axpy_f32(float *y, float a, const float *x, int n)
+/* acc += p . V over n slots; up to 128 dims of acc stay in registers across the slots. */
+static inline void s_att_pv(float *acc, const float *p, const uint8_t *v, int hd, int n, int f16)
 {
-    __m512 va = _mm512_set1_ps(a);
-    for (int i = 0; i < n; i += 16) {
-        __mmask16 m = s_tail_mask(n - i);
-        __m512 r = _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i),
-                                   _mm512_maskz_loadu_ps(m, y + i));
-        _mm512_mask_storeu_ps(y + i, m, r);
-    }
-}
-
-static inline void s_att_axpy_f16(float *y, float a, const uint16_t *x, int n)
-{
-    __m512 va = _mm512_set1_ps(a);
-    for (int i = 0; i < n; i += 16) {
-        __mmask16 m = s_tail_mask(n - i);
-        __m512 xv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, x + i));
-        __m512 r = _mm512_fmadd_ps(va, xv, _mm512_maskz_loadu_ps(m, y + i));
-        _mm512_mask_storeu_ps(y + i, m, r);
+    for (int d0 = 0; d0 < hd; d0 += 128) {
+        int nc = (hd - d0 + 15) / 16;
+        nc = nc < 8 ? nc : 8;
+        __m512 r[8];
+        __mmask16 mk[8];
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; c++) {
+            mk[c] = c < nc ? s_tail_mask(hd - d0 - 16 * c) : 0;
+            r[c] = _mm512_maskz_loadu_ps(mk[c], acc + d0 + 16 * c);
+        }
+        for (int j = 0; j < n; j++) {
+            __m512 pj = _mm512_set1_ps(p[j]);
+            size_t row = (size_t)j * hd + d0;
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; c++) {
+                if (c < nc) {
+                    r[c] = _mm512_fmadd_ps(pj, s_kv_load(v, row + 16 * c, mk[c], f16), r[c]);
+                }
+            }
+        }
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; c++) {
+            _mm512_mask_storeu_ps(acc + d0 + 16 * c, mk[c], r[c]);
+        }
     }
 }
 
@@ -541,10 +568,8 @@ static inline float s_att_exp_block(float *s, int n, float mx)
     return _mm512_reduce_add_ps(sum);
 }
 
-#define ATT_DOT_F32 s_att_dot_f32
-#define ATT_DOT_F16 s_att_dot_f16
-#define ATT_AXPY_F32 s_att_axpy_f32
-#define ATT_AXPY_F16 s_att_axpy_f16
+#define ATT_SCORES s_att_scores
+#define ATT_PV s_att_pv
 #define ATT_SCALE s_att_scale
 #define ATT_EXP_BLOCK s_att_exp_block
 #define TB_ATTN_TASK s_attn_task

@@ -99,35 +99,40 @@ static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1)
 }
 
 /* Attention helpers for tb_cpu_attn_impl.h. */
-static inline float s_att_dot_f32(const float *q, const float *k, int n)
+static inline float s_kv_at(const uint8_t *p, size_t i, int f16)
 {
-    float s = 0.0f;
-    for (int i = 0; i < n; i++) {
-        s += q[i] * k[i];
+    if (f16) {
+        return tb_cpu_f16_to_f32(tb_cpu_load_u16(p + 2 * i));
     }
-    return s;
+    float f;
+    memcpy(&f, p + 4 * i, 4);
+    return f;
 }
 
-static inline float s_att_dot_f16(const float *q, const uint16_t *k, int n)
+static inline float s_att_scores(float *s, const float *q, const uint8_t *kt, int hd, int n,
+                                 int bs, int f16)
 {
-    float s = 0.0f;
-    for (int i = 0; i < n; i++) {
-        s += q[i] * tb_cpu_f16_to_f32(k[i]);
+    for (int j = 0; j < n; j++) {
+        s[j] = 0.0f;
     }
-    return s;
+    for (int d = 0; d < hd; d++) {
+        for (int j = 0; j < n; j++) {
+            s[j] += q[d] * s_kv_at(kt, (size_t)d * bs + j, f16);
+        }
+    }
+    float mx = s[0];
+    for (int j = 1; j < n; j++) {
+        mx = s[j] > mx ? s[j] : mx;
+    }
+    return mx;
 }
 
-static inline void s_att_axpy_f32(float *y, float a, const float *x, int n)
+static inline void s_att_pv(float *acc, const float *p, const uint8_t *v, int hd, int n, int f16)
 {
-    for (int i = 0; i < n; i++) {
-        y[i] += a * x[i];
-    }
-}
-
-static inline void s_att_axpy_f16(float *y, float a, const uint16_t *x, int n)
-{
-    for (int i = 0; i < n; i++) {
-        y[i] += a * tb_cpu_f16_to_f32(x[i]);
+    for (int j = 0; j < n; j++) {
+        for (int d = 0; d < hd; d++) {
+            acc[d] += p[j] * s_kv_at(v, (size_t)j * hd + d, f16);
+        }
     }
 }
 
@@ -148,10 +153,8 @@ static inline float s_att_exp_block(float *s, int n, float m)
     return sum;
 }
 
-#define ATT_DOT_F32 s_att_dot_f32
-#define ATT_DOT_F16 s_att_dot_f16
-#define ATT_AXPY_F32 s_att_axpy_f32
-#define ATT_AXPY_F16 s_att_axpy_f16
+#define ATT_SCORES s_att_scores
+#define ATT_PV s_att_pv
 #define ATT_SCALE s_att_scale
 #define ATT_EXP_BLOCK s_att_exp_block
 #define TB_ATTN_TASK s_attn_task

@@ -324,18 +324,21 @@ int tb_cpu_kv_write(const struct tb_cpu_kv_layout *L, void *k_cache, void *v_cac
         size_t blk = (size_t)slots[t] / (size_t)L->block_size;
         size_t off = (size_t)slots[t] % (size_t)L->block_size;
         for (int h = 0; h < L->n_kv_heads; h++) {
-            size_t at = blk * block_bytes + (size_t)h * head_bytes + off * hd * es;
+            uint8_t *kd = (uint8_t *)k_cache + blk * block_bytes + (size_t)h * head_bytes;
+            uint8_t *vd = (uint8_t *)v_cache + blk * block_bytes + (size_t)h * head_bytes;
             const float *ks = k + (size_t)t * ldk + (size_t)h * hd;
             const float *vs = v + (size_t)t * ldv + (size_t)h * hd;
-            uint8_t *kd = (uint8_t *)k_cache + at;
-            uint8_t *vd = (uint8_t *)v_cache + at;
+            const size_t bs = (size_t)L->block_size;
+            /* K transposed within the block ([head_dim][slot]), V as rows ([slot][head_dim]) */
             if (es == 4) {
-                memcpy(kd, ks, hd * 4);
-                memcpy(vd, vs, hd * 4);
+                for (size_t d = 0; d < hd; d++) {
+                    memcpy(kd + (d * bs + off) * 4, &ks[d], 4);
+                }
+                memcpy(vd + off * hd * 4, vs, hd * 4);
             } else {
                 for (size_t d = 0; d < hd; d++) {
-                    tb_cpu_store_u16(kd + 2 * d, tb_cpu_f32_to_f16(ks[d]));
-                    tb_cpu_store_u16(vd + 2 * d, tb_cpu_f32_to_f16(vs[d]));
+                    tb_cpu_store_u16(kd + (d * bs + off) * 2, tb_cpu_f32_to_f16(ks[d]));
+                    tb_cpu_store_u16(vd + (off * hd + d) * 2, tb_cpu_f32_to_f16(vs[d]));
                 }
             }
         }
@@ -391,7 +394,8 @@ int tb_cpu_attention(tb_cpu_kernels_t *self, const struct tb_cpu_kv_layout *L,
         }
     }
     const int group = n_heads / L->n_kv_heads;
-    const size_t per_thread = ((size_t)group * (size_t)L->head_dim + (size_t)L->block_size +
+    /* acc and pre-scaled queries (group * head_dim each), scores (block_size), max and sum */
+    const size_t per_thread = (2 * (size_t)group * (size_t)L->head_dim + (size_t)L->block_size +
                                2 * (size_t)group + 15) / 16 * 16;
     const int nth = s_threads(self);
     int rc = s_scratch(self, per_thread * sizeof(float) * (size_t)nth);

@@ -202,10 +202,14 @@ int64_t tb_cpu_argmax(const float *x, int64_t n);
 /* Paged KV cache and attention                                                                */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Geometry of one layer's K (or V) cache.  Storage is [block][kv_head][slot][head_dim] in
- * `dtype` (TB_CPU_F16, the default, or TB_CPU_F32): the keys of one head in one block are
- * contiguous (block_size * head_dim values), which is what one attention task streams through.
- * Block ids come from the engine's KV manager; the kernels only read and write them. */
+/* Geometry of one layer's K (or V) cache: n_blocks blocks of block_size tokens, in `dtype`
+ * (TB_CPU_F16, the default, or TB_CPU_F32).  Each block holds n_kv_heads tiles of
+ * block_size * head_dim values, one per kv head ([block][kv_head][...]).  Inside a tile, V is
+ * [slot][head_dim] (one row per token) and K is transposed, [head_dim][slot]: the scores of all
+ * slots of a block then come from head_dim multiply-adds of a broadcast query value with one
+ * contiguous K row, with no horizontal sums, and the output accumulates whole V rows.  Write only
+ * through tb_cpu_kv_write.  Block ids come from the engine's KV manager; the kernels only read
+ * and write them. */
 struct tb_cpu_kv_layout {
     int block_size;       /* tokens per block (16 by default), 1..256 */
     int n_kv_heads;       /* >= 1 */

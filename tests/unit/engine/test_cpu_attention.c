@@ -232,10 +232,13 @@ static void test_kv_write_bounds(void **state)
     assert_int_equal(tb_cpu_kv_write(&L, kc, vc, 1, &slot, k, 16, v, 16), TB_EINVAL);
     slot = 2 * 16 + 3; /* block 2, offset 3 */
     assert_int_equal(tb_cpu_kv_write(&L, kc, vc, 1, &slot, k, 16, v, 16), TB_OK);
-    /* [block][kv_head][slot][head_dim]: head 1 of block 2, slot 3 */
-    size_t at = ((size_t)2 * 2 * 16 + 1 * 16 + 3) * 8;
-    assert_int_equal(kc[at], tb_cpu_f32_to_f16(8.0f));
-    assert_int_equal(vc[at + 7], tb_cpu_f32_to_f16(-15.0f));
+    /* head 1 of block 2 starts at (2 * 2 + 1) * 16 * 8; K is [head_dim][slot] there, V is
+     * [slot][head_dim] */
+    size_t base = ((size_t)2 * 2 + 1) * 16 * 8;
+    for (int d = 0; d < 8; d++) {
+        assert_int_equal(kc[base + (size_t)d * 16 + 3], tb_cpu_f32_to_f16(8.0f + (float)d));
+        assert_int_equal(vc[base + 3 * 8 + (size_t)d], tb_cpu_f32_to_f16(-8.0f - (float)d));
+    }
     struct tb_cpu_kv_layout bad = L;
     bad.dtype = TB_CPU_Q8_0;
     assert_int_equal(tb_cpu_kv_check(&bad), TB_EINVAL);
