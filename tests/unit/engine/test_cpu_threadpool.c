@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include "cpu/tb_threadpool.h"
@@ -131,6 +132,35 @@ static void test_results_visible(void **state)
     tb_threadpool_destroy(&p);
 }
 
+static void s_slow(void *arg, int task, int thread)
+{
+    (void)thread;
+    struct timespec ts = {0, 200000 * (task % 3)};
+    nanosleep(&ts, NULL);
+    atomic_fetch_add(&((atomic_int *)arg)[task], 1);
+}
+
+/* Tasks that sleep: the caller finishes its share first and must wait (spin, then futex) for
+ * the tasks still running on a worker; every task still runs exactly once. */
+static void test_slow_tasks_and_sleeping_caller(void **state)
+{
+    (void)state;
+    tb_threadpool_t *p = NULL;
+    assert_int_equal(tb_threadpool_new(3, &p), TB_OK);
+    tb_threadpool_set_spin_us(p, 10);
+    atomic_int hits[7];
+    for (int l = 0; l < 30; l++) {
+        for (int i = 0; i < 7; i++) {
+            atomic_store(&hits[i], 0);
+        }
+        tb_threadpool_run(p, 7, s_slow, hits);
+        for (int i = 0; i < 7; i++) {
+            assert_int_equal(atomic_load(&hits[i]), 1);
+        }
+    }
+    tb_threadpool_destroy(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -140,6 +170,7 @@ int main(void)
         cmocka_unit_test(test_single_thread),
         cmocka_unit_test(test_default_size_and_null),
         cmocka_unit_test(test_results_visible),
+        cmocka_unit_test(test_slow_tasks_and_sleeping_caller),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
