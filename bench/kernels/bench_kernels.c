@@ -147,7 +147,7 @@ static double s_matvec_gbs(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, int64_t rows,
         tb_cpu_matmul(k, &s.w[c], x, (size_t)cols, 1, NULL, y, (size_t)rows);
     }
     double best = 1e30;
-    for (int rep = 0; rep < 5; rep++) {
+    for (int rep = 0; rep < 10; rep++) {
         double t0 = s_now();
         for (int c = 0; c < s.copies; c++) {
             tb_cpu_matmul(k, &s.w[c], x, (size_t)cols, 1, NULL, y, (size_t)rows);
@@ -209,7 +209,7 @@ static void s_model_step(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, double bw)
         x[i] = cosf((float)i);
     }
     double best = 1e30;
-    for (int rep = 0; rep < 6; rep++) {
+    for (int rep = 0; rep < 12; rep++) {
         double t0 = s_now();
         for (int i = 0; i <= n; i++) {
             int64_t rows = i < n ? shapes[i % 7][0] : 32000;
