@@ -18,8 +18,7 @@
 #include "cpu/tb_cpu_kernels.h"
 #include "cpu/tb_threadpool.h"
 
-static double s_now(void)
-{
+static double s_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
@@ -34,8 +33,7 @@ struct bw_job {
     double sink[256];
 };
 
-__attribute__((target("avx2"))) static double s_read_avx2(const uint8_t *p, size_t n)
-{
+__attribute__((target("avx2"))) static double s_read_avx2(const uint8_t *p, size_t n) {
     __m256 a = _mm256_setzero_ps(), b = a, c = a, d = a;
     for (size_t i = 0; i + 128 <= n; i += 128) {
         a = _mm256_add_ps(a, _mm256_load_ps((const float *)(p + i)));
@@ -49,16 +47,14 @@ __attribute__((target("avx2"))) static double s_read_avx2(const uint8_t *p, size
     return t[0] + t[7];
 }
 
-static void s_bw_task(void *arg, int task, int thread)
-{
+static void s_bw_task(void *arg, int task, int thread) {
     (void)thread;
     struct bw_job *j = arg;
     size_t chunk = j->bytes / (size_t)j->parts / 4096 * 4096;
     j->sink[task] = s_read_avx2(j->buf + (size_t)task * chunk, chunk);
 }
 
-static double s_bandwidth(tb_threadpool_t *pool)
-{
+static double s_bandwidth(tb_threadpool_t *pool) {
     size_t bytes = (size_t)1 << 30;
     uint8_t *buf = aligned_alloc(4096, bytes);
     if (!buf) {
@@ -91,8 +87,7 @@ struct wset {
 };
 
 static int s_wset_init(struct wset *s, tb_cpu_dtype_t dt, int64_t rows, int64_t cols,
-                       size_t min_total)
-{
+                       size_t min_total) {
     size_t rb = tb_cpu_dtype_row_bytes(dt, cols);
     s->bytes = rb * (size_t)rows;
     s->copies = (int)((min_total + s->bytes - 1) / s->bytes);
@@ -123,8 +118,7 @@ static int s_wset_init(struct wset *s, tb_cpu_dtype_t dt, int64_t rows, int64_t 
     return 0;
 }
 
-static void s_wset_free(struct wset *s)
-{
+static void s_wset_free(struct wset *s) {
     free(s->mem);
     free(s->w);
 }
@@ -132,8 +126,7 @@ static void s_wset_free(struct wset *s)
 /* ---------------- matvec ---------------- */
 
 static double s_matvec_gbs(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, int64_t rows, int64_t cols,
-                           double *us_per_call)
-{
+                           double *us_per_call) {
     struct wset s;
     if (s_wset_init(&s, dt, rows, cols, (size_t)256 << 20) != 0) {
         return 0.0;
@@ -165,8 +158,7 @@ static double s_matvec_gbs(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, int64_t rows,
 
 /* One decode step of a 1.1B Llama (TinyLlama shape: hidden 2048, 22 layers, 32 heads of 64,
  * 4 KV heads, FFN 5632, vocab 32000): every weight matrix read once, in model order. */
-static void s_model_step(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, double bw)
-{
+static void s_model_step(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, double bw) {
     static const int64_t shapes[7][2] = {{2048, 2048}, {256, 2048},  {256, 2048}, {2048, 2048},
                                          {5632, 2048}, {5632, 2048}, {2048, 5632}};
     const int layers = 22;
@@ -232,8 +224,7 @@ static void s_model_step(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, double bw)
 /* ---------------- matmul GFLOP/s ---------------- */
 
 static void s_gflops(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, int64_t rows, int64_t cols,
-                     int n_tok)
-{
+                     int n_tok) {
     struct wset s;
     if (s_wset_init(&s, dt, rows, cols, 0) != 0) {
         return;
@@ -262,15 +253,13 @@ static void s_gflops(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, int64_t rows, int64
 
 /* ---------------- pool overhead ---------------- */
 
-static void s_nop(void *arg, int task, int thread)
-{
+static void s_nop(void *arg, int task, int thread) {
     (void)arg;
     (void)task;
     (void)thread;
 }
 
-static void s_busy(void *arg, int task, int thread)
-{
+static void s_busy(void *arg, int task, int thread) {
     (void)task;
     (void)thread;
     double until = s_now() + *(const double *)arg;
@@ -278,8 +267,7 @@ static void s_busy(void *arg, int task, int thread)
     }
 }
 
-static void s_overhead(tb_threadpool_t *pool)
-{
+static void s_overhead(tb_threadpool_t *pool) {
     int nth = tb_threadpool_size(pool);
     for (int nt = 2; nt <= 64; nt *= 8) {
         int n = 20000;
@@ -311,8 +299,7 @@ static void s_overhead(tb_threadpool_t *pool)
            nt, nth, best, best - 5.0);
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     int threads = 2, quick = 0;
     int only = -1;
     int opt;

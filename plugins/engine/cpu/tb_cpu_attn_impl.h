@@ -22,8 +22,7 @@
  */
 #include <math.h>
 
-static void TB_ATTN_TASK(const struct tb_attn_args *a, int tok, int kvh, float *scratch)
-{
+static void TB_ATTN_TASK(const struct tb_attn_args *a, int tok, int kvh, float *scratch) {
     const struct tb_cpu_kv_layout *L = a->layout;
     const struct tb_cpu_attn_seq *s = &a->seqs[tok];
     const int hd = L->head_dim;

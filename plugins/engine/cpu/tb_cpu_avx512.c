@@ -32,13 +32,11 @@
 /* Activation quantization                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 
-static size_t s_pair_bytes(tb_cpu_dtype_t wdt)
-{
+static size_t s_pair_bytes(tb_cpu_dtype_t wdt) {
     return wdt == TB_CPU_Q4_0 ? 192 : 128;
 }
 
-static size_t s_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols)
-{
+static size_t s_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols) {
     if (wdt != TB_CPU_Q8_0 && wdt != TB_CPU_Q4_0) {
         return 0;
     }
@@ -47,8 +45,7 @@ static size_t s_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols)
 }
 
 /* Quantizes one block of 32: q (16 int32 per half) and returns d; *sum gets sum(q). */
-AINLINE float s_quant_block(const float *x, __m512i *q_lo, __m512i *q_hi, int32_t *sum)
-{
+AINLINE float s_quant_block(const float *x, __m512i *q_lo, __m512i *q_hi, int32_t *sum) {
     __m512 a = _mm512_loadu_ps(x);
     __m512 b = _mm512_loadu_ps(x + 16);
     __m512 m = _mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b));
@@ -61,8 +58,7 @@ AINLINE float s_quant_block(const float *x, __m512i *q_lo, __m512i *q_hi, int32_
     return amax / 127.0f;
 }
 
-static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst)
-{
+static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst) {
     const int64_t nb = cols / TB_CPU_QBLOCK;
     const size_t pb = s_pair_bytes(wdt);
     for (int64_t p = 0; p * 2 < nb; p++) {
@@ -88,8 +84,8 @@ static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_
             __m512 dv = _mm512_setr_ps(d[0], d[0], d[0], d[0], d[1], d[1], d[1], d[1], d[0], d[0],
                                        d[0], d[0], d[1], d[1], d[1], d[1]);
             _mm512_store_ps((float *)(rec + 64), dv);
-            __m512i init = _mm512_setr_epi32(-8 * s[0], 0, 0, 0, -8 * s[1], 0, 0, 0, 0, 0, 0, 0,
-                                             0, 0, 0, 0);
+            __m512i init =
+                _mm512_setr_epi32(-8 * s[0], 0, 0, 0, -8 * s[1], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
             _mm512_store_si512((__m512i *)(rec + 128), init);
         } else {
             const __m128i bias = _mm_set1_epi8((char)0x80);
@@ -111,8 +107,7 @@ static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_
 #define FR 4 /* weight rows per tile */
 #define FT 6 /* token rows per tile */
 
-AINLINE __m512 s_load_w(const uint8_t *p, int dt, __mmask16 m, int masked)
-{
+AINLINE __m512 s_load_w(const uint8_t *p, int dt, __mmask16 m, int masked) {
     if (dt == TB_CPU_F32) {
         return masked ? _mm512_maskz_loadu_ps(m, p) : _mm512_loadu_ps(p);
     }
@@ -124,8 +119,7 @@ AINLINE __m512 s_load_w(const uint8_t *p, int dt, __mmask16 m, int masked)
 }
 
 AINLINE void s_mk_float(const struct tb_mm_args *a, int64_t r, int t0, const int R, const int T,
-                        const int dt)
-{
+                        const int dt) {
     const int64_t n = a->cols;
     const int es = dt == TB_CPU_F32 ? 4 : 2;
     const uint8_t *w[FR];
@@ -187,8 +181,7 @@ AINLINE void s_mk_float(const struct tb_mm_args *a, int64_t r, int t0, const int
 
 /* Batch-1 row: one weight stream at a time (the prefetchers follow it best), four independent
  * accumulators to cover the FMA latency. */
-AINLINE void s_mv_float(const struct tb_mm_args *a, int64_t r, const int dt)
-{
+AINLINE void s_mv_float(const struct tb_mm_args *a, int64_t r, const int dt) {
     const int64_t n = a->cols;
     const int es = dt == TB_CPU_F32 ? 4 : 2;
     const uint8_t *w = a->w + (size_t)r * a->w_row_bytes;
@@ -197,17 +190,17 @@ AINLINE void s_mv_float(const struct tb_mm_args *a, int64_t r, const int dt)
     int64_t k = 0;
     for (; k + 64 <= n; k += 64) {
         acc0 = _mm512_fmadd_ps(s_load_w(w + k * es, dt, 0, 0), _mm512_loadu_ps(x + k), acc0);
-        acc1 = _mm512_fmadd_ps(s_load_w(w + (k + 16) * es, dt, 0, 0),
-                               _mm512_loadu_ps(x + k + 16), acc1);
-        acc2 = _mm512_fmadd_ps(s_load_w(w + (k + 32) * es, dt, 0, 0),
-                               _mm512_loadu_ps(x + k + 32), acc2);
-        acc3 = _mm512_fmadd_ps(s_load_w(w + (k + 48) * es, dt, 0, 0),
-                               _mm512_loadu_ps(x + k + 48), acc3);
+        acc1 = _mm512_fmadd_ps(s_load_w(w + (k + 16) * es, dt, 0, 0), _mm512_loadu_ps(x + k + 16),
+                               acc1);
+        acc2 = _mm512_fmadd_ps(s_load_w(w + (k + 32) * es, dt, 0, 0), _mm512_loadu_ps(x + k + 32),
+                               acc2);
+        acc3 = _mm512_fmadd_ps(s_load_w(w + (k + 48) * es, dt, 0, 0), _mm512_loadu_ps(x + k + 48),
+                               acc3);
     }
     for (; k < n; k += 16) {
         __mmask16 m = n - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - k)) - 1);
-        acc0 = _mm512_fmadd_ps(s_load_w(w + k * es, dt, m, 1), _mm512_maskz_loadu_ps(m, x + k),
-                               acc0);
+        acc0 =
+            _mm512_fmadd_ps(s_load_w(w + k * es, dt, m, 1), _mm512_maskz_loadu_ps(m, x + k), acc0);
     }
     acc0 = _mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3));
     a->y[r] = _mm512_reduce_add_ps(acc0) + (a->bias ? a->bias[r] : 0.0f);
@@ -215,16 +208,27 @@ AINLINE void s_mv_float(const struct tb_mm_args *a, int64_t r, const int dt)
 
 #define FLOAT_TILE_CASES(R, dt)                                                                    \
     switch (nt) {                                                                                  \
-    case 1: s_mk_float(a, r, t, R, 1, dt); break;                                                  \
-    case 2: s_mk_float(a, r, t, R, 2, dt); break;                                                  \
-    case 3: s_mk_float(a, r, t, R, 3, dt); break;                                                  \
-    case 4: s_mk_float(a, r, t, R, 4, dt); break;                                                  \
-    case 5: s_mk_float(a, r, t, R, 5, dt); break;                                                  \
-    default: s_mk_float(a, r, t, R, 6, dt); break;                                                 \
+    case 1:                                                                                        \
+        s_mk_float(a, r, t, R, 1, dt);                                                             \
+        break;                                                                                     \
+    case 2:                                                                                        \
+        s_mk_float(a, r, t, R, 2, dt);                                                             \
+        break;                                                                                     \
+    case 3:                                                                                        \
+        s_mk_float(a, r, t, R, 3, dt);                                                             \
+        break;                                                                                     \
+    case 4:                                                                                        \
+        s_mk_float(a, r, t, R, 4, dt);                                                             \
+        break;                                                                                     \
+    case 5:                                                                                        \
+        s_mk_float(a, r, t, R, 5, dt);                                                             \
+        break;                                                                                     \
+    default:                                                                                       \
+        s_mk_float(a, r, t, R, 6, dt);                                                             \
+        break;                                                                                     \
     }
 
-AINLINE void s_rows_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt)
-{
+AINLINE void s_rows_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt) {
     if (a->n_tok == 1) {
         for (int64_t r = r0; r < r1; r++) {
             s_mv_float(a, r, dt);
@@ -261,8 +265,7 @@ AINLINE void s_rows_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, co
  * with every field 16-bit aligned, so one masked load and two word permutes (vpermw) gather the
  * quants and the scales without leaving the vector unit; the mask keeps the load inside the
  * row. */
-AINLINE void s_q4_decode(const uint8_t *b0, const int half, __m512i *q, __m512 *dw)
-{
+AINLINE void s_q4_decode(const uint8_t *b0, const int half, __m512i *q, __m512 *dw) {
     static const uint16_t iq[32] = {1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17};
     static const uint16_t id[32] = {0, 0, 0, 0, 9, 9, 9, 9, 0, 0, 0, 0, 9, 9, 9, 9};
     const __m512i idx_q = _mm512_loadu_si512(iq);
@@ -277,9 +280,7 @@ AINLINE void s_q4_decode(const uint8_t *b0, const int half, __m512i *q, __m512 *
 
 /* Decodes blocks 2p and 2p+1 of a Q8_0 row: values in order, scales as [d0 x8, d1 x8] (d0 and
  * d1 are words 0 and 17 of the pair), and the accumulator start -128 * sum(weights) per lane. */
-AINLINE void s_q8_decode(const uint8_t *b0, const int half, __m512i *q, __m512 *dw,
-                         __m512i *init)
-{
+AINLINE void s_q8_decode(const uint8_t *b0, const int half, __m512i *q, __m512 *dw, __m512i *init) {
     static const uint16_t id[32] = {0, 0, 0, 0, 0, 0, 0, 0, 17, 17, 17, 17, 17, 17, 17, 17};
     const __m512i idx_d = _mm512_loadu_si512(id);
     const uint8_t *b1 = b0 + 34;
@@ -295,8 +296,7 @@ AINLINE void s_q8_decode(const uint8_t *b0, const int half, __m512i *q, __m512 *
 
 AINLINE void s_mk_quant_step(const struct tb_mm_args *a, const uint8_t *const *w,
                              const uint8_t *const *xr, __m512 acc[QR][QT], int64_t p,
-                             const int half, const int R, const int T, const int dt)
-{
+                             const int half, const int R, const int T, const int dt) {
     const size_t pb = dt == TB_CPU_Q4_0 ? 192 : 128;
     const size_t wb = dt == TB_CPU_Q4_0 ? 36 : 68; /* bytes per block pair */
     (void)a;
@@ -320,20 +320,17 @@ AINLINE void s_mk_quant_step(const struct tb_mm_args *a, const uint8_t *const *w
         for (int i = 0; i < R; i++) {
             __m512i s;
             if (dt == TB_CPU_Q4_0) {
-                s = _mm512_dpbusd_epi32(_mm512_load_si512((const __m512i *)(rec + 128)), q[i],
-                                        xv);
+                s = _mm512_dpbusd_epi32(_mm512_load_si512((const __m512i *)(rec + 128)), q[i], xv);
             } else {
                 s = _mm512_dpbusd_epi32(init[i], xv, q[i]);
             }
-            acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw[i], dx),
-                                        acc[i][j]);
+            acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw[i], dx), acc[i][j]);
         }
     }
 }
 
 AINLINE void s_mk_quant(const struct tb_mm_args *a, int64_t r, int t0, const int R, const int T,
-                        const int dt)
-{
+                        const int dt) {
     const int64_t nb = a->cols / TB_CPU_QBLOCK;
     const uint8_t *w[QR];
     const uint8_t *xr[QT];
@@ -369,8 +366,7 @@ AINLINE void s_mk_quant(const struct tb_mm_args *a, int64_t r, int t0, const int
 
 /* Batch-1 row: one weight stream (see s_mv_float), two block pairs per step into two
  * accumulators. */
-AINLINE void s_mv_quant(const struct tb_mm_args *a, int64_t r, const int dt)
-{
+AINLINE void s_mv_quant(const struct tb_mm_args *a, int64_t r, const int dt) {
     const int64_t nb = a->cols / TB_CPU_QBLOCK;
     const uint8_t *w = a->w + (size_t)r * a->w_row_bytes;
     const uint8_t *const wp[1] = {w};
@@ -388,20 +384,27 @@ AINLINE void s_mv_quant(const struct tb_mm_args *a, int64_t r, const int dt)
     if (2 * p < nb) {
         s_mk_quant_step(a, wp, xp, acc0, p, 1, 1, 1, dt);
     }
-    a->y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[0][0], acc1[0][0])) +
-              (a->bias ? a->bias[r] : 0.0f);
+    a->y[r] =
+        _mm512_reduce_add_ps(_mm512_add_ps(acc0[0][0], acc1[0][0])) + (a->bias ? a->bias[r] : 0.0f);
 }
 
 #define QUANT_TILE_CASES(R, dt)                                                                    \
     switch (nt) {                                                                                  \
-    case 1: s_mk_quant(a, r, t, R, 1, dt); break;                                                  \
-    case 2: s_mk_quant(a, r, t, R, 2, dt); break;                                                  \
-    case 3: s_mk_quant(a, r, t, R, 3, dt); break;                                                  \
-    default: s_mk_quant(a, r, t, R, 4, dt); break;                                                 \
+    case 1:                                                                                        \
+        s_mk_quant(a, r, t, R, 1, dt);                                                             \
+        break;                                                                                     \
+    case 2:                                                                                        \
+        s_mk_quant(a, r, t, R, 2, dt);                                                             \
+        break;                                                                                     \
+    case 3:                                                                                        \
+        s_mk_quant(a, r, t, R, 3, dt);                                                             \
+        break;                                                                                     \
+    default:                                                                                       \
+        s_mk_quant(a, r, t, R, 4, dt);                                                             \
+        break;                                                                                     \
     }
 
-AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt)
-{
+AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt) {
     if (a->n_tok == 1) {
         for (int64_t r = r0; r < r1; r++) {
             s_mv_quant(a, r, dt);
@@ -426,8 +429,7 @@ AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, co
     }
 }
 
-static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1)
-{
+static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1) {
     switch (a->dtype) {
     case TB_CPU_F32:
         s_rows_float(a, r0, r1, TB_CPU_F32);
@@ -453,13 +455,11 @@ static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1)
 /* Attention helpers                                                                           */
 /* ------------------------------------------------------------------------------------------ */
 
-AINLINE __mmask16 s_tail_mask(int left)
-{
+AINLINE __mmask16 s_tail_mask(int left) {
     return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
 }
 
-AINLINE __m512 s_kv_load(const uint8_t *base, size_t i, __mmask16 m, int f16)
-{
+AINLINE __m512 s_kv_load(const uint8_t *base, size_t i, __mmask16 m, int f16) {
     if (f16) {
         return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, base + 2 * i));
     }
@@ -468,9 +468,8 @@ AINLINE __m512 s_kv_load(const uint8_t *base, size_t i, __mmask16 m, int f16)
 
 /* Scores of up to 16 slots per step: hd multiply-adds of a broadcast query value with one K row
  * (8 independent accumulators over d to cover the FMA latency). */
-static inline float s_att_scores(float *s, const float *q, const uint8_t *kt, int hd, int n,
-                                 int bs, int f16)
-{
+static inline float s_att_scores(float *s, const float *q, const uint8_t *kt, int hd, int n, int bs,
+                                 int f16) {
     __m512 vmax = _mm512_set1_ps(-INFINITY);
     for (int j0 = 0; j0 < n; j0 += 16) {
         __mmask16 m = s_tail_mask(n - j0);
@@ -500,8 +499,7 @@ static inline float s_att_scores(float *s, const float *q, const uint8_t *kt, in
 }
 
 /* acc += p . V over n slots; up to 128 dims of acc stay in registers across the slots. */
-static inline void s_att_pv(float *acc, const float *p, const uint8_t *v, int hd, int n, int f16)
-{
+static inline void s_att_pv(float *acc, const float *p, const uint8_t *v, int hd, int n, int f16) {
     for (int d0 = 0; d0 < hd; d0 += 128) {
         int nc = (hd - d0 + 15) / 16;
         nc = nc < 8 ? nc : 8;
@@ -529,8 +527,7 @@ static inline void s_att_pv(float *acc, const float *p, const uint8_t *v, int hd
     }
 }
 
-static inline void s_att_scale(float *y, float a, int n)
-{
+static inline void s_att_scale(float *y, float a, int n) {
     __m512 va = _mm512_set1_ps(a);
     for (int i = 0; i < n; i += 16) {
         __mmask16 m = s_tail_mask(n - i);
@@ -540,8 +537,7 @@ static inline void s_att_scale(float *y, float a, int n)
 
 /* exp(x) for x <= 0 (clamped at -87): 2^n * p(r), |r| <= ln2/2, degree-6 polynomial;
  * relative error about 2e-7. */
-AINLINE __m512 s_exp(__m512 x)
-{
+AINLINE __m512 s_exp(__m512 x) {
     x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504089f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -557,8 +553,7 @@ AINLINE __m512 s_exp(__m512 x)
     return _mm512_scalef_ps(p, n);
 }
 
-static inline float s_att_exp_block(float *s, int n, float mx)
-{
+static inline float s_att_exp_block(float *s, int n, float mx) {
     __m512 vm = _mm512_set1_ps(mx);
     __m512 sum = _mm512_setzero_ps();
     for (int i = 0; i < n; i += 16) {

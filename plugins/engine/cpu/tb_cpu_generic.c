@@ -11,8 +11,7 @@
 
 #include "tb_cpu_internal.h"
 
-size_t tb_cpu_simple_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols)
-{
+size_t tb_cpu_simple_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols) {
     if (wdt != TB_CPU_Q8_0 && wdt != TB_CPU_Q4_0) {
         return 0;
     }
@@ -20,16 +19,14 @@ size_t tb_cpu_simple_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols)
     return ((size_t)cols + nb * 8 + 63) / 64 * 64;
 }
 
-void tb_cpu_simple_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst)
-{
+void tb_cpu_simple_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst) {
     (void)wdt;
     size_t nb = (size_t)cols / TB_CPU_QBLOCK;
     tb_cpu_quantize_act_row(x, cols, (int8_t *)dst, (float *)(dst + cols),
                             (int32_t *)(dst + cols + nb * 4));
 }
 
-static float s_dot_row(const struct tb_mm_args *a, const uint8_t *w, int t)
-{
+static float s_dot_row(const struct tb_mm_args *a, const uint8_t *w, int t) {
     const int64_t n = a->cols;
     if (a->dtype == TB_CPU_Q8_0 || a->dtype == TB_CPU_Q4_0) {
         const int64_t nb = n / TB_CPU_QBLOCK;
@@ -87,8 +84,7 @@ static float s_dot_row(const struct tb_mm_args *a, const uint8_t *w, int t)
     return acc;
 }
 
-static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1)
-{
+static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *w = a->w + (size_t)r * a->w_row_bytes;
         float b = a->bias ? a->bias[r] : 0.0f;
@@ -99,8 +95,7 @@ static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1)
 }
 
 /* Attention helpers for tb_cpu_attn_impl.h. */
-static inline float s_kv_at(const uint8_t *p, size_t i, int f16)
-{
+static inline float s_kv_at(const uint8_t *p, size_t i, int f16) {
     if (f16) {
         return tb_cpu_f16_to_f32(tb_cpu_load_u16(p + 2 * i));
     }
@@ -109,9 +104,8 @@ static inline float s_kv_at(const uint8_t *p, size_t i, int f16)
     return f;
 }
 
-static inline float s_att_scores(float *s, const float *q, const uint8_t *kt, int hd, int n,
-                                 int bs, int f16)
-{
+static inline float s_att_scores(float *s, const float *q, const uint8_t *kt, int hd, int n, int bs,
+                                 int f16) {
     for (int j = 0; j < n; j++) {
         s[j] = 0.0f;
     }
@@ -127,8 +121,7 @@ static inline float s_att_scores(float *s, const float *q, const uint8_t *kt, in
     return mx;
 }
 
-static inline void s_att_pv(float *acc, const float *p, const uint8_t *v, int hd, int n, int f16)
-{
+static inline void s_att_pv(float *acc, const float *p, const uint8_t *v, int hd, int n, int f16) {
     for (int j = 0; j < n; j++) {
         for (int d = 0; d < hd; d++) {
             acc[d] += p[j] * s_kv_at(v, (size_t)j * hd + d, f16);
@@ -136,15 +129,13 @@ static inline void s_att_pv(float *acc, const float *p, const uint8_t *v, int hd
     }
 }
 
-static inline void s_att_scale(float *y, float a, int n)
-{
+static inline void s_att_scale(float *y, float a, int n) {
     for (int i = 0; i < n; i++) {
         y[i] *= a;
     }
 }
 
-static inline float s_att_exp_block(float *s, int n, float m)
-{
+static inline float s_att_exp_block(float *s, int n, float m) {
     float sum = 0.0f;
     for (int i = 0; i < n; i++) {
         s[i] = expf(s[i] - m);

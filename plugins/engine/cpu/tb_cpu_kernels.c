@@ -11,7 +11,7 @@
 #include "tb_cpu_internal.h"
 #include "tb_errors.h"
 
-#define TASKS_PER_THREAD 8    /* load balance when another process steals a core */
+#define TASKS_PER_THREAD 8       /* load balance when another process steals a core */
 #define TASK_W_BYTES (384 << 10) /* weight bytes one matmul task keeps hot in L2 */
 
 struct tb_cpu_kernels {
@@ -25,15 +25,14 @@ struct tb_cpu_kernels {
 /* ISA                                                                                         */
 /* ------------------------------------------------------------------------------------------ */
 
-tb_cpu_isa_t tb_cpu_isa_detect(void)
-{
+tb_cpu_isa_t tb_cpu_isa_detect(void) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
     __builtin_cpu_init();
     bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                 __builtin_cpu_supports("f16c");
-    bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
-                  __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-                  __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni");
+    bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                  __builtin_cpu_supports("avx512vnni");
     if (avx512) {
         return TB_CPU_ISA_AVX512;
     }
@@ -44,8 +43,7 @@ tb_cpu_isa_t tb_cpu_isa_detect(void)
     return TB_CPU_ISA_GENERIC;
 }
 
-const char *tb_cpu_isa_name(tb_cpu_isa_t isa)
-{
+const char *tb_cpu_isa_name(tb_cpu_isa_t isa) {
     switch (isa) {
     case TB_CPU_ISA_GENERIC:
         return "generic";
@@ -57,8 +55,7 @@ const char *tb_cpu_isa_name(tb_cpu_isa_t isa)
     return "unknown";
 }
 
-static const struct tb_cpu_isa_impl *s_impl_of(tb_cpu_isa_t isa)
-{
+static const struct tb_cpu_isa_impl *s_impl_of(tb_cpu_isa_t isa) {
 #if defined(__x86_64__)
     if (isa == TB_CPU_ISA_AVX512) {
         return &tb_cpu_impl_avx512;
@@ -70,8 +67,7 @@ static const struct tb_cpu_isa_impl *s_impl_of(tb_cpu_isa_t isa)
     return &tb_cpu_impl_generic;
 }
 
-int tb_cpu_kernels_set_isa(tb_cpu_kernels_t *self, tb_cpu_isa_t isa)
-{
+int tb_cpu_kernels_set_isa(tb_cpu_kernels_t *self, tb_cpu_isa_t isa) {
     if (!self || (unsigned)isa > TB_CPU_ISA_AVX512) {
         return TB_EINVAL;
     }
@@ -82,18 +78,15 @@ int tb_cpu_kernels_set_isa(tb_cpu_kernels_t *self, tb_cpu_isa_t isa)
     return TB_OK;
 }
 
-tb_cpu_isa_t tb_cpu_kernels_isa(const tb_cpu_kernels_t *self)
-{
+tb_cpu_isa_t tb_cpu_kernels_isa(const tb_cpu_kernels_t *self) {
     return self ? self->impl->isa : TB_CPU_ISA_GENERIC;
 }
 
-tb_threadpool_t *tb_cpu_kernels_pool(const tb_cpu_kernels_t *self)
-{
+tb_threadpool_t *tb_cpu_kernels_pool(const tb_cpu_kernels_t *self) {
     return self ? self->pool : NULL;
 }
 
-int tb_cpu_kernels_new(tb_threadpool_t *pool, tb_cpu_kernels_t **out)
-{
+int tb_cpu_kernels_new(tb_threadpool_t *pool, tb_cpu_kernels_t **out) {
     int rc = TB_OK;
     tb_cpu_kernels_t *k = NULL;
     if (!out) {
@@ -135,8 +128,7 @@ done:
     return rc;
 }
 
-void tb_cpu_kernels_destroy(tb_cpu_kernels_t **self_p)
-{
+void tb_cpu_kernels_destroy(tb_cpu_kernels_t **self_p) {
     if (!self_p || !*self_p) {
         return;
     }
@@ -146,8 +138,7 @@ void tb_cpu_kernels_destroy(tb_cpu_kernels_t **self_p)
 }
 
 /* Makes the scratch at least `bytes` long (contents not kept). */
-static int s_scratch(tb_cpu_kernels_t *k, size_t bytes)
-{
+static int s_scratch(tb_cpu_kernels_t *k, size_t bytes) {
     if (bytes <= k->scratch_bytes) {
         return TB_OK;
     }
@@ -162,8 +153,7 @@ static int s_scratch(tb_cpu_kernels_t *k, size_t bytes)
     return TB_OK;
 }
 
-static int s_threads(const tb_cpu_kernels_t *k)
-{
+static int s_threads(const tb_cpu_kernels_t *k) {
     return k->pool ? tb_threadpool_size(k->pool) : 1;
 }
 
@@ -183,8 +173,7 @@ struct mm_job {
     int tok_per_task;
 };
 
-static void s_mm_task(void *arg, int task, int thread)
-{
+static void s_mm_task(void *arg, int task, int thread) {
     (void)thread;
     struct mm_job *j = arg;
     int64_t r0 = (int64_t)task * j->rows_per_task;
@@ -192,8 +181,7 @@ static void s_mm_task(void *arg, int task, int thread)
     j->impl->matmul_rows(&j->args, r0, r1);
 }
 
-static void s_quant_task(void *arg, int task, int thread)
-{
+static void s_quant_task(void *arg, int task, int thread) {
     (void)thread;
     struct mm_job *j = arg;
     int t0 = task * j->tok_per_task;
@@ -204,9 +192,8 @@ static void s_quant_task(void *arg, int task, int thread)
     }
 }
 
-int tb_cpu_matmul(tb_cpu_kernels_t *self, const struct tb_cpu_weight *w, const float *x,
-                  size_t ldx, int n_tok, const float *bias, float *y, size_t ldy)
-{
+int tb_cpu_matmul(tb_cpu_kernels_t *self, const struct tb_cpu_weight *w, const float *x, size_t ldx,
+                  int n_tok, const float *bias, float *y, size_t ldy) {
     if (!self || !w || !w->data || !x || !y || n_tok < 0 || w->rows < 1 || w->cols < 1 ||
         ldx < (size_t)w->cols || ldy < (size_t)w->rows) {
         return TB_EINVAL;
@@ -251,7 +238,8 @@ int tb_cpu_matmul(tb_cpu_kernels_t *self, const struct tb_cpu_weight *w, const f
     }
     /* Rows per task: enough tasks to balance the threads, few enough weight bytes per task to
      * stay in L2 while a block of token rows sweeps them; a multiple of 4 (the row tile). */
-    int64_t per = (w->rows + (int64_t)nth * TASKS_PER_THREAD - 1) / ((int64_t)nth * TASKS_PER_THREAD);
+    int64_t per =
+        (w->rows + (int64_t)nth * TASKS_PER_THREAD - 1) / ((int64_t)nth * TASKS_PER_THREAD);
     if (n_tok > 1) {
         int64_t cap = (int64_t)(TASK_W_BYTES / row_bytes);
         if (per > cap) {
@@ -272,23 +260,20 @@ int tb_cpu_matmul(tb_cpu_kernels_t *self, const struct tb_cpu_weight *w, const f
 /* KV cache and attention                                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
-int tb_cpu_kv_check(const struct tb_cpu_kv_layout *L)
-{
-    if (!L || L->block_size < 1 || L->block_size > 256 || L->n_kv_heads < 1 ||
-        L->head_dim < 1 || L->head_dim > 512 || L->n_blocks < 1 ||
+int tb_cpu_kv_check(const struct tb_cpu_kv_layout *L) {
+    if (!L || L->block_size < 1 || L->block_size > 256 || L->n_kv_heads < 1 || L->head_dim < 1 ||
+        L->head_dim > 512 || L->n_blocks < 1 ||
         (L->dtype != TB_CPU_F16 && L->dtype != TB_CPU_F32)) {
         return TB_EINVAL;
     }
     return TB_OK;
 }
 
-static size_t s_kv_elem(const struct tb_cpu_kv_layout *L)
-{
+static size_t s_kv_elem(const struct tb_cpu_kv_layout *L) {
     return L->dtype == TB_CPU_F16 ? 2 : 4;
 }
 
-size_t tb_cpu_kv_bytes(const struct tb_cpu_kv_layout *L)
-{
+size_t tb_cpu_kv_bytes(const struct tb_cpu_kv_layout *L) {
     if (tb_cpu_kv_check(L) != TB_OK) {
         return 0;
     }
@@ -297,8 +282,7 @@ size_t tb_cpu_kv_bytes(const struct tb_cpu_kv_layout *L)
 }
 
 int tb_cpu_kv_write(const struct tb_cpu_kv_layout *L, void *k_cache, void *v_cache, int n_tok,
-                    const int32_t *slots, const float *k, size_t ldk, const float *v, size_t ldv)
-{
+                    const int32_t *slots, const float *k, size_t ldk, const float *v, size_t ldv) {
     if (tb_cpu_kv_check(L) != TB_OK || !k_cache || !v_cache || n_tok < 0 ||
         (n_tok > 0 && (!slots || !k || !v))) {
         return TB_EINVAL;
@@ -352,20 +336,17 @@ struct attn_job {
     int n_kv_heads;
 };
 
-static void s_attn_task(void *arg, int task, int thread)
-{
+static void s_attn_task(void *arg, int task, int thread) {
     struct attn_job *j = arg;
     float *scratch = j->args.scratch + (size_t)thread * j->args.scratch_floats;
     j->impl->attn_task(&j->args, task / j->n_kv_heads, task % j->n_kv_heads, scratch);
 }
 
-int tb_cpu_attention(tb_cpu_kernels_t *self, const struct tb_cpu_kv_layout *L,
-                     const void *k_cache, const void *v_cache, int n_tok,
-                     const struct tb_cpu_attn_seq *seqs, const float *q, size_t ldq, int n_heads,
-                     float scale, float *out, size_t ldo)
-{
-    if (!self || tb_cpu_kv_check(L) != TB_OK || !k_cache || !v_cache || n_tok < 0 ||
-        n_heads < 1 || n_heads % L->n_kv_heads != 0 || !isfinite(scale)) {
+int tb_cpu_attention(tb_cpu_kernels_t *self, const struct tb_cpu_kv_layout *L, const void *k_cache,
+                     const void *v_cache, int n_tok, const struct tb_cpu_attn_seq *seqs,
+                     const float *q, size_t ldq, int n_heads, float scale, float *out, size_t ldo) {
+    if (!self || tb_cpu_kv_check(L) != TB_OK || !k_cache || !v_cache || n_tok < 0 || n_heads < 1 ||
+        n_heads % L->n_kv_heads != 0 || !isfinite(scale)) {
         return TB_EINVAL;
     }
     if (n_tok == 0) {
@@ -395,8 +376,9 @@ int tb_cpu_attention(tb_cpu_kernels_t *self, const struct tb_cpu_kv_layout *L,
     }
     const int group = n_heads / L->n_kv_heads;
     /* acc and pre-scaled queries (group * head_dim each), scores (block_size), max and sum */
-    const size_t per_thread = (2 * (size_t)group * (size_t)L->head_dim + (size_t)L->block_size +
-                               2 * (size_t)group + 15) / 16 * 16;
+    const size_t per_thread =
+        (2 * (size_t)group * (size_t)L->head_dim + (size_t)L->block_size + 2 * (size_t)group + 15) /
+        16 * 16;
     const int nth = s_threads(self);
     int rc = s_scratch(self, per_thread * sizeof(float) * (size_t)nth);
     if (rc != TB_OK) {

@@ -151,8 +151,8 @@ struct tb_cpu_weight {
  * and reused across them (register blocking), so n_tok > 1 costs far less than n_tok calls.
  * Uses the context's scratch for quantized activations (Q8_0/Q4_0): TB_ENOMEM when it cannot
  * grow.  All buffers are borrowed for the duration of the call. */
-int tb_cpu_matmul(tb_cpu_kernels_t *self, const struct tb_cpu_weight *w, const float *x,
-                  size_t ldx, int n_tok, const float *bias, float *y, size_t ldy);
+int tb_cpu_matmul(tb_cpu_kernels_t *self, const struct tb_cpu_weight *w, const float *x, size_t ldx,
+                  int n_tok, const float *bias, float *y, size_t ldy);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Element-wise and per-row ops (reentrant, single-threaded, buffers borrowed)                 */
@@ -228,9 +228,8 @@ int tb_cpu_kv_check(const struct tb_cpu_kv_layout *layout);
  * block slots[t] / block_size (slots[t] = block_id * block_size + offset, as vLLM's slot
  * mapping).  k and v: n_tok rows of n_kv_heads * head_dim floats, strides ldk / ldv floats.
  * A negative slot skips the token (padding).  TB_EINVAL for a slot beyond the cache. */
-int tb_cpu_kv_write(const struct tb_cpu_kv_layout *layout, void *k_cache, void *v_cache,
-                    int n_tok, const int32_t *slots, const float *k, size_t ldk, const float *v,
-                    size_t ldv);
+int tb_cpu_kv_write(const struct tb_cpu_kv_layout *layout, void *k_cache, void *v_cache, int n_tok,
+                    const int32_t *slots, const float *k, size_t ldk, const float *v, size_t ldv);
 
 /* One query token's view of its sequence. */
 struct tb_cpu_attn_seq {

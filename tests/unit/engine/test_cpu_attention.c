@@ -7,23 +7,22 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <cmocka.h>
+
+#include <cmocka.h> /* after the standard headers it needs */
 
 #include "cpu/tb_cpu_kernels.h"
 #include "tb_errors.h"
 
 static uint64_t s_rng = 0x9e3779b97f4a7c15ull;
 
-static float s_rand(void)
-{
+static float s_rand(void) {
     s_rng ^= s_rng << 13;
     s_rng ^= s_rng >> 7;
     s_rng ^= s_rng << 17;
     return (float)((s_rng >> 40) & 0xffffff) / 8388608.0f - 1.0f;
 }
 
-static uint32_t s_randu(uint32_t n)
-{
+static uint32_t s_randu(uint32_t n) {
     s_rng ^= s_rng << 13;
     s_rng ^= s_rng >> 7;
     s_rng ^= s_rng << 17;
@@ -37,8 +36,7 @@ struct cfg {
 
 #define NSEQ 3
 
-static void s_run(tb_cpu_kernels_t *k, const struct cfg *c)
-{
+static void s_run(tb_cpu_kernels_t *k, const struct cfg *c) {
     const int lens[NSEQ] = {1, 37, 100};
     const int n_heads = c->n_kv * c->group;
     const int kvw = c->n_kv * c->hd, qw = n_heads * c->hd;
@@ -81,10 +79,10 @@ static void s_run(tb_cpu_kernels_t *k, const struct cfg *c)
             for (int i = 0; i < kvw; i++) {
                 kin[p * kvw + i] = s_rand() * 2.0f;
                 vin[p * kvw + i] = s_rand();
-                kref[s][p * kvw + i] = c->dt == TB_CPU_F16 ? (float)(_Float16)kin[p * kvw + i]
-                                                            : kin[p * kvw + i];
-                vref[s][p * kvw + i] = c->dt == TB_CPU_F16 ? (float)(_Float16)vin[p * kvw + i]
-                                                            : vin[p * kvw + i];
+                kref[s][p * kvw + i] =
+                    c->dt == TB_CPU_F16 ? (float)(_Float16)kin[p * kvw + i] : kin[p * kvw + i];
+                vref[s][p * kvw + i] =
+                    c->dt == TB_CPU_F16 ? (float)(_Float16)vin[p * kvw + i] : vin[p * kvw + i];
             }
         }
         /* write in two calls, the second with a padding slot (-1) in between */
@@ -179,8 +177,7 @@ static void s_run(tb_cpu_kernels_t *k, const struct cfg *c)
                      TB_EINVAL);
     if (c->n_kv > 1) { /* n_heads not a multiple of n_kv_heads */
         assert_int_equal(
-            tb_cpu_attention(k, &L, kc, vc, 1, qs, q, ldq, n_heads + 1, 0.0f, out, ldo),
-            TB_EINVAL);
+            tb_cpu_attention(k, &L, kc, vc, 1, qs, q, ldq, n_heads + 1, 0.0f, out, ldo), TB_EINVAL);
     }
     for (int s = 0; s < NSEQ; s++) {
         free(kref[s]);
@@ -194,8 +191,7 @@ static void s_run(tb_cpu_kernels_t *k, const struct cfg *c)
     free(vc);
 }
 
-static void test_attention_configs(void **state)
-{
+static void test_attention_configs(void **state) {
     (void)state;
     static const struct cfg cfgs[] = {
         {1, 1, 64, 16, TB_CPU_F16},  {4, 8, 64, 16, TB_CPU_F16}, {2, 4, 128, 16, TB_CPU_F32},
@@ -216,8 +212,7 @@ static void test_attention_configs(void **state)
     tb_threadpool_destroy(&pool);
 }
 
-static void test_kv_write_bounds(void **state)
-{
+static void test_kv_write_bounds(void **state) {
     (void)state;
     struct tb_cpu_kv_layout L = {16, 2, 8, TB_CPU_F16, 4};
     size_t bytes = tb_cpu_kv_bytes(&L);
@@ -250,8 +245,7 @@ static void test_kv_write_bounds(void **state)
     free(vc);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_attention_configs),
         cmocka_unit_test(test_kv_write_bounds),

@@ -7,21 +7,23 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <cmocka.h>
+
+#include <cmocka.h> /* after the standard headers it needs */
 
 #include "cpu/tb_cpu_kernels.h"
 #include "tb_errors.h"
 
-static void test_descriptors(void **state)
-{
+static void test_descriptors(void **state) {
     (void)state;
     static const struct {
         tb_cpu_dtype_t dt;
         const char *name;
         int bs, bb;
         uint32_t ggml;
-    } want[] = {{TB_CPU_F32, "f32", 1, 4, 0},      {TB_CPU_F16, "f16", 1, 2, 1},
-                {TB_CPU_BF16, "bf16", 1, 2, 30},   {TB_CPU_Q8_0, "q8_0", 32, 34, 8},
+    } want[] = {{TB_CPU_F32, "f32", 1, 4, 0},
+                {TB_CPU_F16, "f16", 1, 2, 1},
+                {TB_CPU_BF16, "bf16", 1, 2, 30},
+                {TB_CPU_Q8_0, "q8_0", 32, 34, 8},
                 {TB_CPU_Q4_0, "q4_0", 32, 18, 2}};
     for (size_t i = 0; i < 5; i++) {
         const struct tb_cpu_dtype_info *in = tb_cpu_dtype_info(want[i].dt);
@@ -41,8 +43,7 @@ static void test_descriptors(void **state)
     assert_int_equal(tb_cpu_dtype_row_bytes(TB_CPU_F16, 7), 14);
 }
 
-static void test_f16_exhaustive(void **state)
-{
+static void test_f16_exhaustive(void **state) {
     (void)state;
     for (uint32_t h = 0; h < 65536; h++) {
         _Float16 ref;
@@ -59,8 +60,7 @@ static void test_f16_exhaustive(void **state)
     }
 }
 
-static void test_f32_to_f16_rounding(void **state)
-{
+static void test_f32_to_f16_rounding(void **state) {
     (void)state;
     /* Random floats across the whole half range and beyond, and exact halfway cases. */
     uint64_t s = 12345;
@@ -86,8 +86,7 @@ static void test_f32_to_f16_rounding(void **state)
     }
 }
 
-static void test_bf16(void **state)
-{
+static void test_bf16(void **state) {
     (void)state;
     assert_true(tb_cpu_bf16_to_f32(0x3f80) == 1.0f);
     assert_int_equal(tb_cpu_f32_to_bf16(1.0f), 0x3f80);
@@ -104,8 +103,7 @@ static void test_bf16(void **state)
     }
 }
 
-static void test_q8_0_known_block(void **state)
-{
+static void test_q8_0_known_block(void **state) {
     (void)state;
     float x[32];
     for (int i = 0; i < 32; i++) {
@@ -125,8 +123,7 @@ static void test_q8_0_known_block(void **state)
     }
 }
 
-static void test_q4_0_known_block(void **state)
-{
+static void test_q4_0_known_block(void **state) {
     (void)state;
     float x[32];
     for (int i = 0; i < 32; i++) {
@@ -145,8 +142,7 @@ static void test_q4_0_known_block(void **state)
     assert_true(fabsf(back[31] - 23.0f) < 0.02f);
 }
 
-static void test_roundtrip_errors(void **state)
-{
+static void test_roundtrip_errors(void **state) {
     (void)state;
     enum { N = 4096 };
     float *x = malloc(N * sizeof(float)), *y = malloc(N * sizeof(float));
@@ -159,8 +155,11 @@ static void test_roundtrip_errors(void **state)
     static const struct {
         tb_cpu_dtype_t dt;
         float rel;
-    } cases[] = {{TB_CPU_F32, 0.0f}, {TB_CPU_F16, 4.9e-4f}, {TB_CPU_BF16, 3.9e-3f},
-                 {TB_CPU_Q8_0, 0.0f}, {TB_CPU_Q4_0, 0.0f}};
+    } cases[] = {{TB_CPU_F32, 0.0f},
+                 {TB_CPU_F16, 4.9e-4f},
+                 {TB_CPU_BF16, 3.9e-3f},
+                 {TB_CPU_Q8_0, 0.0f},
+                 {TB_CPU_Q4_0, 0.0f}};
     for (size_t c = 0; c < 5; c++) {
         assert_int_equal(tb_cpu_quantize_row(cases[c].dt, x, row, N), TB_OK);
         assert_int_equal(tb_cpu_dequantize_row(cases[c].dt, row, y, N), TB_OK);
@@ -194,12 +193,11 @@ static void test_roundtrip_errors(void **state)
     free(row);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_descriptors),       cmocka_unit_test(test_f16_exhaustive),
+        cmocka_unit_test(test_descriptors),         cmocka_unit_test(test_f16_exhaustive),
         cmocka_unit_test(test_f32_to_f16_rounding), cmocka_unit_test(test_bf16),
-        cmocka_unit_test(test_q8_0_known_block),  cmocka_unit_test(test_q4_0_known_block),
+        cmocka_unit_test(test_q8_0_known_block),    cmocka_unit_test(test_q4_0_known_block),
         cmocka_unit_test(test_roundtrip_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
