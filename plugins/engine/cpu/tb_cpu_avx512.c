@@ -261,37 +261,34 @@ AINLINE void s_rows_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, co
 #define QT 4 /* token rows per tile */
 
 /* Decodes blocks 2p and 2p+1 of a Q4_0 row (block 2p+1 absent when `half`): nibbles in
- * [lo0 | lo1 | hi0 | hi1] order, scales as [d0 x4, d1 x4, d0 x4, d1 x4].  The pair is 36 bytes
- * with every field 16-bit aligned, so one masked load and two word permutes (vpermw) gather the
- * quants and the scales without leaving the vector unit; the mask keeps the load inside the
- * row. */
+ * [lo0 | lo1 | hi0 | hi1] order, scales as [d0 x4, d1 x4, d0 x4, d1 x4]. */
 AINLINE void s_q4_decode(const uint8_t *b0, const int half, __m512i *q, __m512 *dw) {
-    static const uint16_t iq[32] = {1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17};
-    static const uint16_t id[32] = {0, 0, 0, 0, 9, 9, 9, 9, 0, 0, 0, 0, 9, 9, 9, 9};
-    const __m512i idx_q = _mm512_loadu_si512(iq);
-    const __m512i idx_d = _mm512_loadu_si512(id);
-    __mmask64 m = half ? (((__mmask64)1 << 18) - 1) : (((__mmask64)1 << 36) - 1);
-    __m512i raw = _mm512_maskz_loadu_epi8(m, b0);
-    __m256i y = _mm512_castsi512_si256(_mm512_permutexvar_epi16(idx_q, raw));
+    const uint8_t *b1 = b0 + 18;
+    __m128i q0 = _mm_loadu_si128((const __m128i *)(b0 + 2));
+    __m128i q1 = half ? _mm_setzero_si128() : _mm_loadu_si128((const __m128i *)(b1 + 2));
+    __m256i y = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
     __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(y), _mm256_srli_epi16(y, 4), 1);
     *q = _mm512_and_si512(z, _mm512_set1_epi8(0x0f));
-    *dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(idx_d, raw)));
+    short h0 = (short)tb_cpu_load_u16(b0);
+    short h1 = half ? 0 : (short)tb_cpu_load_u16(b1);
+    __m128i hv = _mm_unpacklo_epi64(_mm_set1_epi16(h0), _mm_set1_epi16(h1));
+    *dw = _mm512_cvtph_ps(_mm256_broadcastsi128_si256(hv));
 }
 
-/* Decodes blocks 2p and 2p+1 of a Q8_0 row: values in order, scales as [d0 x8, d1 x8] (d0 and
- * d1 are words 0 and 17 of the pair), and the accumulator start -128 * sum(weights) per lane. */
+/* Decodes blocks 2p and 2p+1 of a Q8_0 row: values in order, scales as [d0 x8, d1 x8], and the
+ * accumulator start -128 * sum(weights) per lane. */
 AINLINE void s_q8_decode(const uint8_t *b0, const int half, __m512i *q, __m512 *dw, __m512i *init) {
-    static const uint16_t id[32] = {0, 0, 0, 0, 0, 0, 0, 0, 17, 17, 17, 17, 17, 17, 17, 17};
-    const __m512i idx_d = _mm512_loadu_si512(id);
     const uint8_t *b1 = b0 + 34;
     __m256i w0 = _mm256_loadu_si256((const __m256i *)(b0 + 2));
     __m256i w1 = half ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(b1 + 2));
     *q = _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1);
     __m512i c = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), *q);
     *init = _mm512_sub_epi32(_mm512_setzero_si512(), c);
-    __mmask64 m = half ? (((__mmask64)1 << 34) - 1) : ~(__mmask64)0;
-    __m512i raw = _mm512_maskz_loadu_epi8(m, b0);
-    *dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(idx_d, raw)));
+    short h0 = (short)tb_cpu_load_u16(b0);
+    short h1 = half ? 0 : (short)tb_cpu_load_u16(b1);
+    __m256i hv =
+        _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(h0)), _mm_set1_epi16(h1), 1);
+    *dw = _mm512_cvtph_ps(hv);
 }
 
 AINLINE void s_mk_quant_step(const struct tb_mm_args *a, const uint8_t *const *w,

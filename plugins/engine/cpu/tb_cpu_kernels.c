@@ -161,85 +161,101 @@ static int s_threads(const tb_cpu_kernels_t *k) {
 /* Matmul                                                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
+#define MM_MAX_OUTS 8
+
 struct mm_job {
     const struct tb_cpu_isa_impl *impl;
-    struct tb_mm_args args;
+    int n_outs;
+    struct tb_mm_args args[MM_MAX_OUTS]; /* one per output; they share x / qx */
+    int first_task[MM_MAX_OUTS + 1];     /* tasks of output i: [first_task[i], first_task[i+1]) */
     int64_t rows_per_task;
     /* activation quantization */
-    const float *x;
-    size_t ldx;
-    uint8_t *qx;
-    size_t qx_stride;
     int tok_per_task;
 };
 
 static void s_mm_task(void *arg, int task, int thread) {
     (void)thread;
     struct mm_job *j = arg;
-    int64_t r0 = (int64_t)task * j->rows_per_task;
-    int64_t r1 = r0 + j->rows_per_task < j->args.rows ? r0 + j->rows_per_task : j->args.rows;
-    j->impl->matmul_rows(&j->args, r0, r1);
+    int o = 0;
+    while (task >= j->first_task[o + 1]) {
+        o++;
+    }
+    const struct tb_mm_args *a = &j->args[o];
+    int64_t r0 = (int64_t)(task - j->first_task[o]) * j->rows_per_task;
+    int64_t r1 = r0 + j->rows_per_task < a->rows ? r0 + j->rows_per_task : a->rows;
+    j->impl->matmul_rows(a, r0, r1);
 }
 
 static void s_quant_task(void *arg, int task, int thread) {
     (void)thread;
     struct mm_job *j = arg;
+    const struct tb_mm_args *a = &j->args[0];
     int t0 = task * j->tok_per_task;
-    int t1 = t0 + j->tok_per_task < j->args.n_tok ? t0 + j->tok_per_task : j->args.n_tok;
+    int t1 = t0 + j->tok_per_task < a->n_tok ? t0 + j->tok_per_task : a->n_tok;
     for (int t = t0; t < t1; t++) {
-        j->impl->quant_act(j->args.dtype, j->x + (size_t)t * j->ldx, j->args.cols,
-                           j->qx + (size_t)t * j->qx_stride);
+        j->impl->quant_act(a->dtype, a->x + (size_t)t * a->ldx, a->cols,
+                           (uint8_t *)a->qx + (size_t)t * a->qx_stride);
     }
 }
 
-int tb_cpu_matmul(tb_cpu_kernels_t *self, const struct tb_cpu_weight *w, const float *x, size_t ldx,
-                  int n_tok, const float *bias, float *y, size_t ldy) {
-    if (!self || !w || !w->data || !x || !y || n_tok < 0 || w->rows < 1 || w->cols < 1 ||
-        ldx < (size_t)w->cols || ldy < (size_t)w->rows) {
+int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int n_tok,
+                        const struct tb_cpu_matmul_out *outs, int n_outs) {
+    if (!self || !x || !outs || n_tok < 0 || n_outs < 1 || n_outs > MM_MAX_OUTS) {
         return TB_EINVAL;
     }
-    size_t row_bytes = tb_cpu_dtype_row_bytes(w->dtype, w->cols);
-    if (row_bytes == 0) {
+    const struct tb_cpu_weight *w0 = outs[0].w;
+    if (!w0) {
         return TB_EINVAL;
+    }
+    size_t row_bytes = tb_cpu_dtype_row_bytes(w0->dtype, w0->cols);
+    if (row_bytes == 0 || w0->cols < 1 || ldx < (size_t)w0->cols) {
+        return TB_EINVAL;
+    }
+    struct mm_job j = {.impl = self->impl, .n_outs = n_outs};
+    int64_t total_rows = 0;
+    for (int i = 0; i < n_outs; i++) {
+        const struct tb_cpu_weight *w = outs[i].w;
+        if (!w || !w->data || !outs[i].y || w->rows < 1 || w->dtype != w0->dtype ||
+            w->cols != w0->cols || outs[i].ldy < (size_t)w->rows) {
+            return TB_EINVAL;
+        }
+        j.args[i] = (struct tb_mm_args){
+            .w = w->data,
+            .w_row_bytes = row_bytes,
+            .dtype = w->dtype,
+            .rows = w->rows,
+            .cols = w->cols,
+            .x = x,
+            .ldx = ldx,
+            .n_tok = n_tok,
+            .bias = outs[i].bias,
+            .y = outs[i].y,
+            .ldy = outs[i].ldy,
+        };
+        total_rows += w->rows;
     }
     if (n_tok == 0) {
         return TB_OK;
     }
-    struct mm_job j = {.impl = self->impl};
-    j.args = (struct tb_mm_args){
-        .w = w->data,
-        .w_row_bytes = row_bytes,
-        .dtype = w->dtype,
-        .rows = w->rows,
-        .cols = w->cols,
-        .x = x,
-        .ldx = ldx,
-        .n_tok = n_tok,
-        .bias = bias,
-        .y = y,
-        .ldy = ldy,
-    };
     int nth = s_threads(self);
-    size_t act = self->impl->act_row_bytes(w->dtype, w->cols);
+    size_t act = self->impl->act_row_bytes(w0->dtype, w0->cols);
     if (act > 0) {
         int rc = s_scratch(self, act * (size_t)n_tok);
         if (rc != TB_OK) {
             return rc;
         }
-        j.x = x;
-        j.ldx = ldx;
-        j.qx = self->scratch;
-        j.qx_stride = act;
+        for (int i = 0; i < n_outs; i++) {
+            j.args[i].qx = self->scratch;
+            j.args[i].qx_stride = act;
+        }
         j.tok_per_task = (n_tok + nth * 2 - 1) / (nth * 2);
         int n_qtasks = (n_tok + j.tok_per_task - 1) / j.tok_per_task;
         tb_threadpool_run(self->pool, n_qtasks, s_quant_task, &j);
-        j.args.qx = j.qx;
-        j.args.qx_stride = act;
     }
     /* Rows per task: enough tasks to balance the threads, few enough weight bytes per task to
      * stay in L2 while a block of token rows sweeps them; a multiple of 4 (the row tile). */
     int64_t per =
-        (w->rows + (int64_t)nth * TASKS_PER_THREAD - 1) / ((int64_t)nth * TASKS_PER_THREAD);
+        (total_rows + (int64_t)nth * TASKS_PER_THREAD - 1) / ((int64_t)nth * TASKS_PER_THREAD);
     if (n_tok > 1) {
         int64_t cap = (int64_t)(TASK_W_BYTES / row_bytes);
         if (per > cap) {
@@ -251,9 +267,23 @@ int tb_cpu_matmul(tb_cpu_kernels_t *self, const struct tb_cpu_weight *w, const f
         per = 4;
     }
     j.rows_per_task = per;
-    int n_tasks = (int)((w->rows + per - 1) / per);
-    tb_threadpool_run(self->pool, n_tasks, s_mm_task, &j);
+    int64_t n_tasks = 0;
+    for (int i = 0; i < n_outs; i++) {
+        j.first_task[i] = (int)n_tasks;
+        n_tasks += (j.args[i].rows + per - 1) / per;
+    }
+    if (n_tasks > INT32_MAX) {
+        return TB_EINVAL;
+    }
+    j.first_task[n_outs] = (int)n_tasks;
+    tb_threadpool_run(self->pool, (int)n_tasks, s_mm_task, &j);
     return TB_OK;
+}
+
+int tb_cpu_matmul(tb_cpu_kernels_t *self, const struct tb_cpu_weight *w, const float *x, size_t ldx,
+                  int n_tok, const float *bias, float *y, size_t ldy) {
+    struct tb_cpu_matmul_out o = {.w = w, .bias = bias, .y = y, .ldy = ldy};
+    return tb_cpu_matmul_multi(self, x, ldx, n_tok, &o, 1);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -154,6 +154,21 @@ struct tb_cpu_weight {
 int tb_cpu_matmul(tb_cpu_kernels_t *self, const struct tb_cpu_weight *w, const float *x, size_t ldx,
                   int n_tok, const float *bias, float *y, size_t ldy);
 
+/* One output of tb_cpu_matmul_multi: y = x . w^T (+ bias), as in tb_cpu_matmul.  Borrowed. */
+struct tb_cpu_matmul_out {
+    const struct tb_cpu_weight *w;
+    const float *bias; /* w->rows floats or NULL */
+    float *y;          /* n_tok rows, stride ldy >= w->rows */
+    size_t ldy;
+};
+
+/* Several matmuls of the same input in one parallel loop (Q, K and V of a layer; gate and up):
+ * the activations are quantized once and one dispatch covers every output's rows.  All weights
+ * must share dtype and cols (else TB_EINVAL: call tb_cpu_matmul per weight); 1..8 outputs.
+ * Results are identical to separate tb_cpu_matmul calls.  Otherwise as tb_cpu_matmul. */
+int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int n_tok,
+                        const struct tb_cpu_matmul_out *outs, int n_outs);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Element-wise and per-row ops (reentrant, single-threaded, buffers borrowed)                 */
 /* ------------------------------------------------------------------------------------------ */

@@ -257,6 +257,75 @@ static void test_activation_quantization_error(void **state) {
     tb_cpu_kernels_destroy(&k);
 }
 
+/* tb_cpu_matmul_multi gives bit-identical results to one tb_cpu_matmul per weight. */
+static void s_multi(tb_cpu_kernels_t *k) {
+    static const int rows[3] = {37, 5, 6};
+    for (size_t d = 0; d < sizeof(s_dtypes) / sizeof(s_dtypes[0]); d++) {
+        tb_cpu_dtype_t dt = s_dtypes[d];
+        const int C = 96;
+        const int n_tok = 9;
+        size_t rb = tb_cpu_dtype_row_bytes(dt, C);
+        uint8_t *w[3];
+        float *y1[3], *y2[3], *bias[3];
+        struct tb_cpu_weight wt[3];
+        struct tb_cpu_matmul_out outs[3];
+        float src[96];
+        float *x = malloc(sizeof(float) * C * n_tok);
+        for (int i = 0; i < C * n_tok; i++) {
+            x[i] = s_rand();
+        }
+        for (int o = 0; o < 3; o++) {
+            w[o] = malloc(rb * (size_t)rows[o]);
+            for (int r = 0; r < rows[o]; r++) {
+                for (int i = 0; i < C; i++) {
+                    src[i] = s_rand();
+                }
+                tb_cpu_quantize_row(dt, src, w[o] + rb * (size_t)r, C);
+            }
+            y1[o] = calloc((size_t)rows[o] * n_tok, sizeof(float));
+            y2[o] = calloc((size_t)rows[o] * n_tok, sizeof(float));
+            bias[o] = malloc(sizeof(float) * (size_t)rows[o]);
+            for (int r = 0; r < rows[o]; r++) {
+                bias[o][r] = s_rand();
+            }
+            wt[o] = (struct tb_cpu_weight){dt, rows[o], C, w[o]};
+            outs[o] =
+                (struct tb_cpu_matmul_out){&wt[o], o == 1 ? NULL : bias[o], y2[o], (size_t)rows[o]};
+            assert_int_equal(tb_cpu_matmul(k, &wt[o], x, C, n_tok, o == 1 ? NULL : bias[o], y1[o],
+                                           (size_t)rows[o]),
+                             TB_OK);
+        }
+        assert_int_equal(tb_cpu_matmul_multi(k, x, C, n_tok, outs, 3), TB_OK);
+        for (int o = 0; o < 3; o++) {
+            assert_memory_equal(y1[o], y2[o], sizeof(float) * (size_t)rows[o] * n_tok);
+        }
+        /* one token: the batch-1 path */
+        assert_int_equal(tb_cpu_matmul_multi(k, x, C, 1, outs, 3), TB_OK);
+        for (int o = 0; o < 3; o++) {
+            float one[64];
+            tb_cpu_matmul(k, &wt[o], x, C, 1, o == 1 ? NULL : bias[o], one, 64);
+            assert_memory_equal(one, y2[o], sizeof(float) * (size_t)rows[o]);
+        }
+        /* mixed dtypes are refused */
+        struct tb_cpu_weight other = wt[1];
+        other.dtype = dt == TB_CPU_F32 ? TB_CPU_F16 : TB_CPU_F32;
+        outs[1].w = &other;
+        assert_int_equal(tb_cpu_matmul_multi(k, x, C, n_tok, outs, 3), TB_EINVAL);
+        for (int o = 0; o < 3; o++) {
+            free(w[o]);
+            free(y1[o]);
+            free(y2[o]);
+            free(bias[o]);
+        }
+        free(x);
+    }
+}
+
+static void test_multi_all_isas(void **state) {
+    (void)state;
+    s_for_each_isa(s_multi);
+}
+
 static void test_bad_arguments(void **state) {
     (void)state;
     tb_cpu_kernels_t *k = NULL;
@@ -284,6 +353,7 @@ int main(void) {
         cmocka_unit_test(test_ntok_1_to_70_all_isas),
         cmocka_unit_test(test_large_all_isas),
         cmocka_unit_test(test_activation_quantization_error),
+        cmocka_unit_test(test_multi_all_isas),
         cmocka_unit_test(test_bad_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
