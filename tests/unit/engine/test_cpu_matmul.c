@@ -326,6 +326,37 @@ static void test_multi_all_isas(void **state) {
     s_for_each_isa(s_multi);
 }
 
+/* TB_CPU_ISA lowers the level chosen at creation; unknown names and levels above the CPU's are
+ * refused. */
+static void test_isa_env(void **state) {
+    (void)state;
+    tb_cpu_kernels_t *k = NULL;
+    assert_int_equal(setenv("TB_CPU_ISA", "generic", 1), 0);
+    assert_int_equal(tb_cpu_kernels_new(NULL, &k), TB_OK);
+    assert_int_equal(tb_cpu_kernels_isa(k), TB_CPU_ISA_GENERIC);
+    tb_cpu_kernels_destroy(&k);
+    if (tb_cpu_isa_detect() >= TB_CPU_ISA_AVX2) {
+        assert_int_equal(setenv("TB_CPU_ISA", "avx2", 1), 0);
+        assert_int_equal(tb_cpu_kernels_new(NULL, &k), TB_OK);
+        assert_int_equal(tb_cpu_kernels_isa(k), TB_CPU_ISA_AVX2);
+        assert_string_equal(tb_cpu_isa_name(tb_cpu_kernels_isa(k)), "avx2");
+        tb_cpu_kernels_destroy(&k);
+    }
+    if (tb_cpu_isa_detect() < TB_CPU_ISA_AVX512) {
+        assert_int_equal(setenv("TB_CPU_ISA", "avx512", 1), 0);
+        assert_int_equal(tb_cpu_kernels_new(NULL, &k), TB_ENOTSUP);
+        assert_null(k);
+    }
+    assert_int_equal(setenv("TB_CPU_ISA", "sse9", 1), 0);
+    assert_int_equal(tb_cpu_kernels_new(NULL, &k), TB_EINVAL);
+    assert_null(k);
+    assert_int_equal(unsetenv("TB_CPU_ISA"), 0);
+    assert_int_equal(tb_cpu_kernels_new(NULL, &k), TB_OK);
+    assert_int_equal(tb_cpu_kernels_isa(k), tb_cpu_isa_detect());
+    assert_int_equal(tb_cpu_kernels_set_isa(k, (tb_cpu_isa_t)7), TB_EINVAL);
+    tb_cpu_kernels_destroy(&k);
+}
+
 static void test_bad_arguments(void **state) {
     (void)state;
     tb_cpu_kernels_t *k = NULL;
@@ -354,6 +385,7 @@ int main(void) {
         cmocka_unit_test(test_large_all_isas),
         cmocka_unit_test(test_activation_quantization_error),
         cmocka_unit_test(test_multi_all_isas),
+        cmocka_unit_test(test_isa_env),
         cmocka_unit_test(test_bad_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
