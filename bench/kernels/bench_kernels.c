@@ -175,7 +175,12 @@ static double s_matvec_gbs(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, int64_t rows,
 
 /* One decode step of a 1.1B Llama (TinyLlama shape: hidden 2048, 22 layers, 32 heads of 64,
  * 4 KV heads, FFN 5632, vocab 32000): every weight matrix read once, in model order. */
-static void s_model_step(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, double bw) {
+struct step_result {
+    double bytes, seconds; /* seconds 0: not measured */
+};
+
+static struct step_result s_model_step(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt) {
+    struct step_result res = {0.0, 0.0};
     static const int64_t shapes[7][2] = {{2048, 2048}, {256, 2048},  {256, 2048}, {2048, 2048},
                                          {5632, 2048}, {5632, 2048}, {2048, 5632}};
     const int layers = 22;
@@ -193,9 +198,9 @@ static void s_model_step(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, double bw) {
     total += head;
     uint8_t *mem = aligned_alloc(64, (total + 63) / 64 * 64);
     if (!mem) {
-        printf("  %-5s model step: cannot allocate %.1f GB\n", tb_cpu_dtype_info(dt)->name,
-               (double)total / 1e9);
-        return;
+        fprintf(stderr, "  %-5s model step: cannot allocate %.1f GB\n", tb_cpu_dtype_info(dt)->name,
+                (double)total / 1e9);
+        return res;
     }
     /* fill with valid blocks: small random-ish values */
     float src[5632];
@@ -243,13 +248,12 @@ static void s_model_step(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, double bw) {
         double s = s_now() - t0;
         best = rep > 0 && s < best ? s : best; /* rep 0 warms up */
     }
-    double gbs = (double)total / best / 1e9;
-    printf("  %-5s %6.2f GB/step  %7.2f ms  %6.1f tok/s (matmuls only)  %6.1f GB/s  %5.1f%%\n",
-           tb_cpu_dtype_info(dt)->name, (double)total / 1e9, best * 1e3, 1.0 / best, gbs,
-           100.0 * gbs / bw);
     free(x);
     free(y);
     free(mem);
+    res.bytes = (double)total;
+    res.seconds = best;
+    return res;
 }
 
 /* ---------------- matmul GFLOP/s ---------------- */
@@ -358,34 +362,55 @@ int main(int argc, char **argv) {
     }
     printf("threads %d, isa %s\n", tb_threadpool_size(pool),
            tb_cpu_isa_name(tb_cpu_kernels_isa(k)));
-    double bw = s_bandwidth(pool);
-    printf("memory-read bandwidth (%d threads, 1 GiB streamed): %.1f GB/s\n",
-           tb_threadpool_size(pool), bw);
+    /* Bandwidth is measured before and after each DRAM section; the percentages use the highest
+     * figure seen, so other load on a shared machine cannot inflate them. */
+    double bws[4];
+    bws[0] = s_bandwidth(pool);
 
     printf("\nthread pool dispatch overhead\n");
     s_overhead(pool);
 
     static const int64_t shapes[5][2] = {
         {2048, 2048}, {256, 2048}, {5632, 2048}, {2048, 5632}, {32000, 2048}};
+    double mv_gbs[TB_CPU_DTYPE_COUNT][5] = {{0}}, mv_us[TB_CPU_DTYPE_COUNT][5] = {{0}};
+    for (int d = 0; d < TB_CPU_DTYPE_COUNT; d++) {
+        for (int s = 0; s < 5 && (only < 0 || d == only); s++) {
+            mv_gbs[d][s] = s_matvec_gbs(k, s_all[d], shapes[s][0], shapes[s][1], &mv_us[d][s]);
+        }
+    }
+    bws[1] = s_bandwidth(pool);
+    struct step_result steps[TB_CPU_DTYPE_COUNT] = {{0, 0}};
+    for (int d = quick ? 1 : 0; d < TB_CPU_DTYPE_COUNT; d++) {
+        if (only < 0 || d == only) {
+            steps[d] = s_model_step(k, s_all[d]);
+        }
+    }
+    bws[2] = s_bandwidth(pool);
+    double bw = 0.0;
+    for (int i = 0; i < 3; i++) {
+        bw = bws[i] > bw ? bws[i] : bw;
+    }
+    printf("\nmemory-read bandwidth (%d threads, 1 GiB streamed, best of 24 passes): "
+           "%.1f GB/s\n  (measured %.1f / %.1f / %.1f GB/s before, between and after the DRAM "
+           "sections; percentages use the highest)\n",
+           tb_threadpool_size(pool), bw, bws[0], bws[1], bws[2]);
     printf("\nbatch-1 matvec (weights > LLC, read from DRAM)\n");
     for (int d = 0; d < TB_CPU_DTYPE_COUNT; d++) {
-        if (only >= 0 && d != only) {
-            continue;
-        }
-        for (int s = 0; s < 5; s++) {
-            double us = 0;
-            double g = s_matvec_gbs(k, s_all[d], shapes[s][0], shapes[s][1], &us);
+        for (int s = 0; s < 5 && (only < 0 || d == only); s++) {
             printf("  %-5s %5lldx%-5lld %8.1f us  %6.1f GB/s  %5.1f%% of bandwidth\n",
                    tb_cpu_dtype_info(s_all[d])->name, (long long)shapes[s][0],
-                   (long long)shapes[s][1], us, g, 100.0 * g / bw);
+                   (long long)shapes[s][1], mv_us[d][s], mv_gbs[d][s], 100.0 * mv_gbs[d][s] / bw);
         }
     }
     printf("\n1.1B Llama decode step, batch 1 (all 155 weight matrices once)\n");
-    for (int d = quick ? 1 : 0; d < TB_CPU_DTYPE_COUNT; d++) {
-        if (only >= 0 && d != only) {
-            continue;
+    for (int d = 0; d < TB_CPU_DTYPE_COUNT; d++) {
+        if (steps[d].seconds > 0.0) {
+            double gbs = steps[d].bytes / steps[d].seconds / 1e9;
+            printf("  %-5s %6.2f GB/step  %7.2f ms  %6.1f tok/s (matmuls only)  %6.1f GB/s  "
+                   "%5.1f%%\n",
+                   tb_cpu_dtype_info(s_all[d])->name, steps[d].bytes / 1e9, steps[d].seconds * 1e3,
+                   1.0 / steps[d].seconds, gbs, 100.0 * gbs / bw);
         }
-        s_model_step(k, s_all[d], bw);
     }
     printf("\nmatmul throughput\n");
     for (int d = 0; d < TB_CPU_DTYPE_COUNT; d++) {
@@ -398,10 +423,6 @@ int main(int argc, char **argv) {
             s_gflops(k, s_all[d], 2048, 2048, 512);
         }
     }
-    double bw2 = s_bandwidth(pool);
-    printf(
-        "\nmemory-read bandwidth re-measured at the end: %.1f GB/s (percentages above use %.1f)\n",
-        bw2, bw);
     tb_cpu_kernels_destroy(&k);
     tb_threadpool_destroy(&pool);
     return 0;
