@@ -360,6 +360,21 @@ int tb_cpu_kv_write(const struct tb_cpu_kv_layout *L, void *k_cache, void *v_cac
     return TB_OK;
 }
 
+int tb_cpu_kv_copy_block(const struct tb_cpu_kv_layout *L, void *k_cache, void *v_cache,
+                         int32_t src, int32_t dst) {
+    if (tb_cpu_kv_check(L) != TB_OK || !k_cache || !v_cache || src < 0 || dst < 0 ||
+        src >= L->n_blocks || dst >= L->n_blocks) {
+        return TB_EINVAL;
+    }
+    if (src != dst) {
+        size_t bb =
+            (size_t)L->n_kv_heads * (size_t)L->block_size * (size_t)L->head_dim * s_kv_elem(L);
+        memcpy((uint8_t *)k_cache + (size_t)dst * bb, (uint8_t *)k_cache + (size_t)src * bb, bb);
+        memcpy((uint8_t *)v_cache + (size_t)dst * bb, (uint8_t *)v_cache + (size_t)src * bb, bb);
+    }
+    return TB_OK;
+}
+
 struct attn_job {
     const struct tb_cpu_isa_impl *impl;
     struct tb_attn_args args;

@@ -246,6 +246,12 @@ int tb_cpu_kv_check(const struct tb_cpu_kv_layout *layout);
 int tb_cpu_kv_write(const struct tb_cpu_kv_layout *layout, void *k_cache, void *v_cache, int n_tok,
                     const int32_t *slots, const float *k, size_t ldk, const float *v, size_t ldv);
 
+/* Copies block `src` to block `dst` in both caches (copy-on-write of a shared prefix block
+ * before a sequence appends to it).  TB_EINVAL for ids outside [0, n_blocks); src == dst does
+ * nothing. */
+int tb_cpu_kv_copy_block(const struct tb_cpu_kv_layout *layout, void *k_cache, void *v_cache,
+                         int32_t src, int32_t dst);
+
 /* One query token's view of its sequence. */
 struct tb_cpu_attn_seq {
     const int32_t *block_table; /* the sequence's block ids, in order (borrowed) */

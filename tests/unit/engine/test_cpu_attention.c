@@ -234,6 +234,13 @@ static void test_kv_write_bounds(void **state) {
         assert_int_equal(kc[base + (size_t)d * 16 + 3], tb_cpu_f32_to_f16(8.0f + (float)d));
         assert_int_equal(vc[base + 3 * 8 + (size_t)d], tb_cpu_f32_to_f16(-8.0f - (float)d));
     }
+    /* copy-on-write: block 2 copied to block 0 reads back the same values */
+    assert_int_equal(tb_cpu_kv_copy_block(&L, kc, vc, 2, 0), TB_OK);
+    assert_int_equal(kc[(size_t)1 * 16 * 8 + 3], tb_cpu_f32_to_f16(8.0f));
+    assert_int_equal(vc[(size_t)1 * 16 * 8 + 3 * 8 + 7], tb_cpu_f32_to_f16(-15.0f));
+    assert_int_equal(tb_cpu_kv_copy_block(&L, kc, vc, 2, 4), TB_EINVAL);
+    assert_int_equal(tb_cpu_kv_copy_block(&L, kc, vc, -1, 0), TB_EINVAL);
+    assert_int_equal(tb_cpu_kv_copy_block(&L, kc, vc, 1, 1), TB_OK);
     struct tb_cpu_kv_layout bad = L;
     bad.dtype = TB_CPU_Q8_0;
     assert_int_equal(tb_cpu_kv_check(&bad), TB_EINVAL);
