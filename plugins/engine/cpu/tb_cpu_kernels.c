@@ -7,6 +7,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
 #include "tb_cpu_internal.h"
 #include "tb_errors.h"
@@ -25,14 +28,31 @@ struct tb_cpu_kernels {
 /* ISA                                                                                         */
 /* ------------------------------------------------------------------------------------------ */
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* XCR0: which register states the OS saves (AVX needs bits 1-2, AVX-512 also 5-7). */
+static uint64_t s_xgetbv0(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+#endif
+
 tb_cpu_isa_t tb_cpu_isa_detect(void) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    __builtin_cpu_init();
-    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                __builtin_cpu_supports("f16c");
-    bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-                  __builtin_cpu_supports("avx512vnni");
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) {
+        return TB_CPU_ISA_GENERIC;
+    }
+    bool osxsave = c & (1u << 27), fma = c & (1u << 12), f16c = c & (1u << 29);
+    if (!osxsave || __get_cpuid_max(0, NULL) < 7) {
+        return TB_CPU_ISA_GENERIC;
+    }
+    uint64_t xcr0 = s_xgetbv0();
+    __cpuid_count(7, 0, a, b, c, d);
+    bool avx2 = (b & (1u << 5)) && fma && f16c && (xcr0 & 0x6) == 0x6;
+    bool avx512 = avx2 && (b & (1u << 16)) /* F */ && (b & (1u << 17)) /* DQ */ &&
+                  (b & (1u << 30)) /* BW */ && (b & (1u << 31)) /* VL */ &&
+                  (c & (1u << 11)) /* VNNI */ && (xcr0 & 0xe6) == 0xe6;
     if (avx512) {
         return TB_CPU_ISA_AVX512;
     }

@@ -79,10 +79,12 @@ static void s_run(tb_cpu_kernels_t *k, const struct cfg *c) {
             for (int i = 0; i < kvw; i++) {
                 kin[p * kvw + i] = s_rand() * 2.0f;
                 vin[p * kvw + i] = s_rand();
-                kref[s][p * kvw + i] =
-                    c->dt == TB_CPU_F16 ? (float)(_Float16)kin[p * kvw + i] : kin[p * kvw + i];
-                vref[s][p * kvw + i] =
-                    c->dt == TB_CPU_F16 ? (float)(_Float16)vin[p * kvw + i] : vin[p * kvw + i];
+                kref[s][p * kvw + i] = c->dt == TB_CPU_F16
+                                           ? tb_cpu_f16_to_f32(tb_cpu_f32_to_f16(kin[p * kvw + i]))
+                                           : kin[p * kvw + i];
+                vref[s][p * kvw + i] = c->dt == TB_CPU_F16
+                                           ? tb_cpu_f16_to_f32(tb_cpu_f32_to_f16(vin[p * kvw + i]))
+                                           : vin[p * kvw + i];
             }
         }
         /* write in two calls, the second with a padding slot (-1) in between */
