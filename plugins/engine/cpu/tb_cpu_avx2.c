@@ -166,28 +166,12 @@ AINLINE void s_mk_float(const struct tb_mm_args *a, int64_t r, int t0, const int
     }
 }
 
-/* Batch-1 row: one weight stream, four accumulators to cover the FMA latency. */
+/* Batch-1 row: one weight stream, the tile kernel at R = T = 1, so a token's outputs are
+ * bitwise the same whatever n_tok is and wherever its row sits in the batch (the engine's batch
+ * invariance: a request alone and among others must get the same tokens); several accumulators
+ * would change the summation order. */
 AINLINE void s_mv_float(const struct tb_mm_args *a, int64_t r, const int dt) {
-    const int64_t n = a->cols;
-    const int es = dt == TB_CPU_F32 ? 4 : 2;
-    const uint8_t *w = a->w + (size_t)r * a->w_row_bytes;
-    const float *x = a->x;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-    int64_t k = 0;
-    for (; k + 32 <= n; k += 32) {
-        acc0 = _mm256_fmadd_ps(s_load_w(w + k * es, dt), _mm256_loadu_ps(x + k), acc0);
-        acc1 = _mm256_fmadd_ps(s_load_w(w + (k + 8) * es, dt), _mm256_loadu_ps(x + k + 8), acc1);
-        acc2 = _mm256_fmadd_ps(s_load_w(w + (k + 16) * es, dt), _mm256_loadu_ps(x + k + 16), acc2);
-        acc3 = _mm256_fmadd_ps(s_load_w(w + (k + 24) * es, dt), _mm256_loadu_ps(x + k + 24), acc3);
-    }
-    for (; k + 8 <= n; k += 8) {
-        acc0 = _mm256_fmadd_ps(s_load_w(w + k * es, dt), _mm256_loadu_ps(x + k), acc0);
-    }
-    float s = s_hsum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
-    for (; k < n; k++) {
-        s += s_load_w1(w + k * es, dt) * x[k];
-    }
-    a->y[r] = s + (a->bias ? a->bias[r] : 0.0f);
+    s_mk_float(a, r, 0, 1, 1, dt);
 }
 
 AINLINE void s_rows_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt) {
@@ -314,50 +298,10 @@ AINLINE void s_mk_quant(const struct tb_mm_args *a, int64_t r, int t0, const int
         break;                                                                                     \
     }
 
-/* One block's int32 lanes for a batch-1 row (see s_mk_quant). */
-AINLINE __m256 s_block_dot(const uint8_t *blk, const int8_t *xq, int32_t xs, float dx,
-                           const int dt) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256i xv = _mm256_loadu_si256((const __m256i *)xq);
-    __m256i p;
-    if (dt == TB_CPU_Q4_0) {
-        __m128i qs = _mm_loadu_si128((const __m128i *)(blk + 2));
-        __m256i y = _mm256_inserti128_si256(_mm256_castsi128_si256(qs), _mm_srli_epi16(qs, 4), 1);
-        __m256i wq = _mm256_and_si256(y, _mm256_set1_epi8(0x0f));
-        p = _mm256_madd_epi16(_mm256_maddubs_epi16(wq, xv), ones);
-        p = _mm256_sub_epi32(p, _mm256_set1_epi32(xs));
-    } else {
-        __m256i wq = _mm256_loadu_si256((const __m256i *)(blk + 2));
-        p = _mm256_madd_epi16(
-            _mm256_maddubs_epi16(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(xv, wq)), ones);
-    }
-    return _mm256_mul_ps(_mm256_cvtepi32_ps(p),
-                         _mm256_set1_ps(_cvtsh_ss(tb_cpu_load_u16(blk)) * dx));
-}
-
-/* Batch-1 row: one weight stream, two blocks per step into two accumulators. */
+/* Batch-1 row: one weight stream, the tile kernel at R = T = 1 (see s_mv_float: batch
+ * invariance). */
 AINLINE void s_mv_quant(const struct tb_mm_args *a, int64_t r, const int dt) {
-    const int64_t n = a->cols;
-    const int64_t nb = n / TB_CPU_QBLOCK;
-    const size_t bb = dt == TB_CPU_Q4_0 ? 18 : 34;
-    const uint8_t *w = a->w + (size_t)r * a->w_row_bytes;
-    const int8_t *xq = (const int8_t *)a->qx;
-    const float *xd = (const float *)(a->qx + n);
-    const int32_t *xs = (const int32_t *)(a->qx + n + nb * 4);
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
-    int64_t b = 0;
-    for (; b + 2 <= nb; b += 2) {
-        acc0 = _mm256_add_ps(
-            acc0, s_block_dot(w + (size_t)b * bb, xq + b * TB_CPU_QBLOCK, xs[b], xd[b], dt));
-        acc1 =
-            _mm256_add_ps(acc1, s_block_dot(w + (size_t)(b + 1) * bb, xq + (b + 1) * TB_CPU_QBLOCK,
-                                            xs[b + 1], xd[b + 1], dt));
-    }
-    if (b < nb) {
-        acc0 = _mm256_add_ps(
-            acc0, s_block_dot(w + (size_t)b * bb, xq + b * TB_CPU_QBLOCK, xs[b], xd[b], dt));
-    }
-    a->y[r] = s_hsum(_mm256_add_ps(acc0, acc1)) + (a->bias ? a->bias[r] : 0.0f);
+    s_mk_quant(a, r, 0, 1, 1, dt);
 }
 
 AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt) {
