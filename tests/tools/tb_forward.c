@@ -321,6 +321,31 @@ static const char *s_finish(int f)
     }
 }
 
+static int s_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Median time of the decode steps of batch size `batch` (0 when none or out of memory). */
+static double s_median(const struct step_time *st, uint32_t n, uint32_t batch)
+{
+    double *v = malloc((n ? n : 1) * sizeof(double));
+    uint32_t k = 0;
+    for (uint32_t i = 0; v && i < n; i++) {
+        if (st[i].decode && st[i].n_seqs == batch) {
+            v[k++] = st[i].seconds;
+        }
+    }
+    double m = 0.0;
+    if (k > 0) {
+        qsort(v, k, sizeof(double), s_cmp_double);
+        m = k % 2 ? v[k / 2] : 0.5 * (v[k / 2 - 1] + v[k / 2]);
+    }
+    free(v);
+    return m;
+}
+
 /* The bench summary: decode steps grouped by batch size, and prefill throughput. */
 static json_t *s_bench_json(const struct step_time *st, uint32_t n)
 {
@@ -344,6 +369,7 @@ static json_t *s_bench_json(const struct step_time *st, uint32_t n)
         json_object_set_new(d, "steps", json_integer(cnt));
         json_object_set_new(d, "mean_ms", json_real(sec / cnt * 1e3));
         json_object_set_new(d, "min_ms", json_real(mn * 1e3));
+        json_object_set_new(d, "median_ms", json_real(s_median(st, n, b) * 1e3));
         json_object_set_new(d, "tokens_per_s", json_real((double)b * cnt / sec));
         json_array_append_new(dec, d);
     }
