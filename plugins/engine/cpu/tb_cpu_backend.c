@@ -15,6 +15,7 @@
 #include "tb_cpu_backend.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -562,6 +563,26 @@ static int s_rows(tb_backend_t *b, struct row_job *j)
 /* Forward                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 
+/* Matmuls of one input: one dispatch (activations quantized once) when the weights share
+ * dtype and width, as a layer's Q/K/V and gate/up usually do; else one call per weight.  Both
+ * give the same numbers. */
+static int s_matmuls(tb_backend_t *b, const float *x, size_t ldx, int T,
+                     const struct tb_cpu_matmul_out *outs, int n)
+{
+    bool same = true;
+    for (int i = 1; i < n; i++) {
+        same = same && outs[i].w->dtype == outs[0].w->dtype && outs[i].w->cols == outs[0].w->cols;
+    }
+    if (same) {
+        return tb_cpu_matmul_multi(b->kern, x, ldx, T, outs, n);
+    }
+    int rc = TB_OK;
+    for (int i = 0; rc == TB_OK && i < n; i++) {
+        rc = tb_cpu_matmul(b->kern, outs[i].w, x, ldx, T, outs[i].bias, outs[i].y, outs[i].ldy);
+    }
+    return rc;
+}
+
 static int s_layer(tb_backend_t *b, uint32_t l, int T)
 {
     const struct tb_cpu_layer_weights *lw = &b->w->layers[l];
@@ -571,13 +592,9 @@ static int s_layer(tb_backend_t *b, uint32_t l, int T)
     float *v = k + (size_t)T * kvd;
     float *att = v + (size_t)T * kvd;
     /* xn holds norm(x) * attn_norm (from the embedding step or the previous layer) */
-    int rc = tb_cpu_matmul(b->kern, &lw->wq, b->xn, h, T, lw->bq, q, qd);
-    if (rc == TB_OK) {
-        rc = tb_cpu_matmul(b->kern, &lw->wk, b->xn, h, T, lw->bk, k, kvd);
-    }
-    if (rc == TB_OK) {
-        rc = tb_cpu_matmul(b->kern, &lw->wv, b->xn, h, T, lw->bv, v, kvd);
-    }
+    const struct tb_cpu_matmul_out qkv[3] = {
+        {&lw->wq, lw->bq, q, qd}, {&lw->wk, lw->bk, k, kvd}, {&lw->wv, lw->bv, v, kvd}};
+    int rc = s_matmuls(b, b->xn, h, T, qkv, 3);
     if (rc != TB_OK) {
         return rc;
     }
@@ -600,10 +617,9 @@ static int s_layer(tb_backend_t *b, uint32_t l, int T)
     const size_t ff = (size_t)b->inter;
     float *gate = b->work;
     float *up = gate + (size_t)T * ff;
-    rc = tb_cpu_matmul(b->kern, &lw->w_gate, b->xn, h, T, NULL, gate, ff);
-    if (rc == TB_OK) {
-        rc = tb_cpu_matmul(b->kern, &lw->w_up, b->xn, h, T, NULL, up, ff);
-    }
+    const struct tb_cpu_matmul_out gu[2] = {{&lw->w_gate, NULL, gate, ff},
+                                            {&lw->w_up, NULL, up, ff}};
+    rc = s_matmuls(b, b->xn, h, T, gu, 2);
     if (rc != TB_OK) {
         return rc;
     }
