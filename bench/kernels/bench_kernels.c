@@ -18,8 +18,7 @@
 #include "cpu/tb_cpu_kernels.h"
 #include "cpu/tb_threadpool.h"
 
-static double s_now(void)
-{
+static double s_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
@@ -31,11 +30,11 @@ struct bw_job {
     const uint8_t *buf;
     size_t bytes;
     int parts;
+    int avx512;
     double sink[256];
 };
 
-__attribute__((target("avx2"))) static double s_read_avx2(const uint8_t *p, size_t n)
-{
+__attribute__((target("avx2"))) static double s_read_avx2(const uint8_t *p, size_t n) {
     __m256 a = _mm256_setzero_ps(), b = a, c = a, d = a;
     for (size_t i = 0; i + 128 <= n; i += 128) {
         a = _mm256_add_ps(a, _mm256_load_ps((const float *)(p + i)));
@@ -49,25 +48,39 @@ __attribute__((target("avx2"))) static double s_read_avx2(const uint8_t *p, size
     return t[0] + t[7];
 }
 
-static void s_bw_task(void *arg, int task, int thread)
-{
+__attribute__((target("avx512f"))) static double s_read_avx512(const uint8_t *p, size_t n) {
+    __m512 a = _mm512_setzero_ps(), b = a, c = a, d = a;
+    for (size_t i = 0; i + 256 <= n; i += 256) {
+        a = _mm512_add_ps(a, _mm512_load_ps((const float *)(p + i)));
+        b = _mm512_add_ps(b, _mm512_load_ps((const float *)(p + i + 64)));
+        c = _mm512_add_ps(c, _mm512_load_ps((const float *)(p + i + 128)));
+        d = _mm512_add_ps(d, _mm512_load_ps((const float *)(p + i + 192)));
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d)));
+}
+
+static void s_bw_task(void *arg, int task, int thread) {
     (void)thread;
     struct bw_job *j = arg;
     size_t chunk = j->bytes / (size_t)j->parts / 4096 * 4096;
-    j->sink[task] = s_read_avx2(j->buf + (size_t)task * chunk, chunk);
+    const uint8_t *p = j->buf + (size_t)task * chunk;
+    j->sink[task] = j->avx512 ? s_read_avx512(p, chunk) : s_read_avx2(p, chunk);
 }
 
-static double s_bandwidth(tb_threadpool_t *pool)
-{
+static double s_bandwidth(tb_threadpool_t *pool) {
     size_t bytes = (size_t)1 << 30;
     uint8_t *buf = aligned_alloc(4096, bytes);
     if (!buf) {
         return 0.0;
     }
     memset(buf, 1, bytes);
-    struct bw_job j = {.buf = buf, .bytes = bytes, .parts = tb_threadpool_size(pool)};
+    struct bw_job j = {.buf = buf,
+                       .bytes = bytes,
+                       .parts = 64, /* small chunks: a descheduled thread delays little */
+                       .avx512 = tb_cpu_isa_detect() == TB_CPU_ISA_AVX512};
+    /* best of many passes: on a shared machine some passes lose the core to other processes */
     double best = 0.0;
-    for (int r = 0; r < 8; r++) {
+    for (int r = 0; r < 24; r++) {
         double t0 = s_now();
         tb_threadpool_run(pool, j.parts, s_bw_task, &j);
         double gbs = (double)bytes / (s_now() - t0) / 1e9;
@@ -91,8 +104,7 @@ struct wset {
 };
 
 static int s_wset_init(struct wset *s, tb_cpu_dtype_t dt, int64_t rows, int64_t cols,
-                       size_t min_total)
-{
+                       size_t min_total) {
     size_t rb = tb_cpu_dtype_row_bytes(dt, cols);
     s->bytes = rb * (size_t)rows;
     s->copies = (int)((min_total + s->bytes - 1) / s->bytes);
@@ -123,8 +135,7 @@ static int s_wset_init(struct wset *s, tb_cpu_dtype_t dt, int64_t rows, int64_t 
     return 0;
 }
 
-static void s_wset_free(struct wset *s)
-{
+static void s_wset_free(struct wset *s) {
     free(s->mem);
     free(s->w);
 }
@@ -132,8 +143,7 @@ static void s_wset_free(struct wset *s)
 /* ---------------- matvec ---------------- */
 
 static double s_matvec_gbs(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, int64_t rows, int64_t cols,
-                           double *us_per_call)
-{
+                           double *us_per_call) {
     struct wset s;
     if (s_wset_init(&s, dt, rows, cols, (size_t)256 << 20) != 0) {
         return 0.0;
@@ -147,7 +157,7 @@ static double s_matvec_gbs(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, int64_t rows,
         tb_cpu_matmul(k, &s.w[c], x, (size_t)cols, 1, NULL, y, (size_t)rows);
     }
     double best = 1e30;
-    for (int rep = 0; rep < 5; rep++) {
+    for (int rep = 0; rep < 10; rep++) {
         double t0 = s_now();
         for (int c = 0; c < s.copies; c++) {
             tb_cpu_matmul(k, &s.w[c], x, (size_t)cols, 1, NULL, y, (size_t)rows);
@@ -165,8 +175,12 @@ static double s_matvec_gbs(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, int64_t rows,
 
 /* One decode step of a 1.1B Llama (TinyLlama shape: hidden 2048, 22 layers, 32 heads of 64,
  * 4 KV heads, FFN 5632, vocab 32000): every weight matrix read once, in model order. */
-static void s_model_step(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, double bw)
-{
+struct step_result {
+    double bytes, seconds; /* seconds 0: not measured */
+};
+
+static struct step_result s_model_step(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt) {
+    struct step_result res = {0.0, 0.0};
     static const int64_t shapes[7][2] = {{2048, 2048}, {256, 2048},  {256, 2048}, {2048, 2048},
                                          {5632, 2048}, {5632, 2048}, {2048, 5632}};
     const int layers = 22;
@@ -184,9 +198,9 @@ static void s_model_step(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, double bw)
     total += head;
     uint8_t *mem = aligned_alloc(64, (total + 63) / 64 * 64);
     if (!mem) {
-        printf("  %-5s model step: cannot allocate %.1f GB\n", tb_cpu_dtype_info(dt)->name,
-               (double)total / 1e9);
-        return;
+        fprintf(stderr, "  %-5s model step: cannot allocate %.1f GB\n", tb_cpu_dtype_info(dt)->name,
+                (double)total / 1e9);
+        return res;
     }
     /* fill with valid blocks: small random-ish values */
     float src[5632];
@@ -204,36 +218,48 @@ static void s_model_step(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, double bw)
         }
     }
     float *x = calloc(5632, sizeof(float));
-    float *y = calloc(32000, sizeof(float));
+    float *y = calloc(32000 + 2 * 5632, sizeof(float));
     for (int i = 0; i < 5632; i++) {
         x[i] = cosf((float)i);
     }
+    /* As a forward pass issues them: Q, K, V in one call, O, gate and up in one call, down. */
+    static const int groups[4][2] = {{0, 3}, {3, 1}, {4, 2}, {6, 1}};
     double best = 1e30;
-    for (int rep = 0; rep < 6; rep++) {
+    for (int rep = 0; rep < 12; rep++) {
         double t0 = s_now();
-        for (int i = 0; i <= n; i++) {
-            int64_t rows = i < n ? shapes[i % 7][0] : 32000;
-            int64_t cols = i < n ? shapes[i % 7][1] : 2048;
-            struct tb_cpu_weight w = {dt, rows, cols, mem + off[i]};
-            tb_cpu_matmul(k, &w, x, (size_t)cols, 1, NULL, y, (size_t)rows);
+        for (int l = 0; l < layers; l++) {
+            for (int g = 0; g < 4; g++) {
+                struct tb_cpu_weight w[3];
+                struct tb_cpu_matmul_out o[3];
+                size_t yoff = 0;
+                for (int m = 0; m < groups[g][1]; m++) {
+                    int i = l * 7 + groups[g][0] + m;
+                    w[m] = (struct tb_cpu_weight){dt, shapes[i % 7][0], shapes[i % 7][1],
+                                                  mem + off[i]};
+                    o[m] =
+                        (struct tb_cpu_matmul_out){&w[m], NULL, y + yoff, (size_t)shapes[i % 7][0]};
+                    yoff += (size_t)shapes[i % 7][0];
+                }
+                tb_cpu_matmul_multi(k, x, (size_t)w[0].cols, 1, o, groups[g][1]);
+            }
         }
+        struct tb_cpu_weight hw = {dt, 32000, 2048, mem + off[n]};
+        tb_cpu_matmul(k, &hw, x, 2048, 1, NULL, y, 32000);
         double s = s_now() - t0;
         best = rep > 0 && s < best ? s : best; /* rep 0 warms up */
     }
-    double gbs = (double)total / best / 1e9;
-    printf("  %-5s %6.2f GB/step  %7.2f ms  %6.1f tok/s (matmuls only)  %6.1f GB/s  %5.1f%%\n",
-           tb_cpu_dtype_info(dt)->name, (double)total / 1e9, best * 1e3, 1.0 / best, gbs,
-           100.0 * gbs / bw);
     free(x);
     free(y);
     free(mem);
+    res.bytes = (double)total;
+    res.seconds = best;
+    return res;
 }
 
 /* ---------------- matmul GFLOP/s ---------------- */
 
 static void s_gflops(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, int64_t rows, int64_t cols,
-                     int n_tok)
-{
+                     int n_tok) {
     struct wset s;
     if (s_wset_init(&s, dt, rows, cols, 0) != 0) {
         return;
@@ -262,15 +288,22 @@ static void s_gflops(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, int64_t rows, int64
 
 /* ---------------- pool overhead ---------------- */
 
-static void s_nop(void *arg, int task, int thread)
-{
+static void s_nop(void *arg, int task, int thread) {
     (void)arg;
     (void)task;
     (void)thread;
 }
 
-static void s_overhead(tb_threadpool_t *pool)
-{
+static void s_busy(void *arg, int task, int thread) {
+    (void)task;
+    (void)thread;
+    double until = s_now() + *(const double *)arg;
+    while (s_now() < until) {
+    }
+}
+
+static void s_overhead(tb_threadpool_t *pool) {
+    int nth = tb_threadpool_size(pool);
     for (int nt = 2; nt <= 64; nt *= 8) {
         int n = 20000;
         for (int i = 0; i < 1000; i++) {
@@ -283,10 +316,25 @@ static void s_overhead(tb_threadpool_t *pool)
         double us = (s_now() - t0) / n * 1e6;
         printf("  empty parallel-for, %2d tasks: %.2f us per call\n", nt, us);
     }
+    /* Tasks that each take 5 us: with every thread working, a call takes
+     * ceil(n_tasks / threads) * 5 us; the excess is what dispatch and the final wait cost. */
+    double task_s = 5e-6;
+    int nt = nth;
+    int n = 5000;
+    double best = 1e30;
+    for (int r = 0; r < 5; r++) {
+        double t0 = s_now();
+        for (int i = 0; i < n; i++) {
+            tb_threadpool_run(pool, nt, s_busy, &task_s);
+        }
+        double us = (s_now() - t0) / n * 1e6;
+        best = us < best ? us : best;
+    }
+    printf("  %d tasks of 5 us on %d threads: %.2f us per call (ideal 5.00; overhead %.2f us)\n",
+           nt, nth, best, best - 5.0);
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     int threads = 2, quick = 0;
     int only = -1;
     int opt;
@@ -314,34 +362,55 @@ int main(int argc, char **argv)
     }
     printf("threads %d, isa %s\n", tb_threadpool_size(pool),
            tb_cpu_isa_name(tb_cpu_kernels_isa(k)));
-    double bw = s_bandwidth(pool);
-    printf("memory-read bandwidth (%d threads, 1 GiB streamed): %.1f GB/s\n",
-           tb_threadpool_size(pool), bw);
+    /* Bandwidth is measured before and after each DRAM section; the percentages use the highest
+     * figure seen, so other load on a shared machine cannot inflate them. */
+    double bws[4];
+    bws[0] = s_bandwidth(pool);
 
     printf("\nthread pool dispatch overhead\n");
     s_overhead(pool);
 
     static const int64_t shapes[5][2] = {
         {2048, 2048}, {256, 2048}, {5632, 2048}, {2048, 5632}, {32000, 2048}};
+    double mv_gbs[TB_CPU_DTYPE_COUNT][5] = {{0}}, mv_us[TB_CPU_DTYPE_COUNT][5] = {{0}};
+    for (int d = 0; d < TB_CPU_DTYPE_COUNT; d++) {
+        for (int s = 0; s < 5 && (only < 0 || d == only); s++) {
+            mv_gbs[d][s] = s_matvec_gbs(k, s_all[d], shapes[s][0], shapes[s][1], &mv_us[d][s]);
+        }
+    }
+    bws[1] = s_bandwidth(pool);
+    struct step_result steps[TB_CPU_DTYPE_COUNT] = {{0, 0}};
+    for (int d = quick ? 1 : 0; d < TB_CPU_DTYPE_COUNT; d++) {
+        if (only < 0 || d == only) {
+            steps[d] = s_model_step(k, s_all[d]);
+        }
+    }
+    bws[2] = s_bandwidth(pool);
+    double bw = 0.0;
+    for (int i = 0; i < 3; i++) {
+        bw = bws[i] > bw ? bws[i] : bw;
+    }
+    printf("\nmemory-read bandwidth (%d threads, 1 GiB streamed, best of 24 passes): "
+           "%.1f GB/s\n  (measured %.1f / %.1f / %.1f GB/s before, between and after the DRAM "
+           "sections; percentages use the highest)\n",
+           tb_threadpool_size(pool), bw, bws[0], bws[1], bws[2]);
     printf("\nbatch-1 matvec (weights > LLC, read from DRAM)\n");
     for (int d = 0; d < TB_CPU_DTYPE_COUNT; d++) {
-        if (only >= 0 && d != only) {
-            continue;
-        }
-        for (int s = 0; s < 5; s++) {
-            double us = 0;
-            double g = s_matvec_gbs(k, s_all[d], shapes[s][0], shapes[s][1], &us);
+        for (int s = 0; s < 5 && (only < 0 || d == only); s++) {
             printf("  %-5s %5lldx%-5lld %8.1f us  %6.1f GB/s  %5.1f%% of bandwidth\n",
                    tb_cpu_dtype_info(s_all[d])->name, (long long)shapes[s][0],
-                   (long long)shapes[s][1], us, g, 100.0 * g / bw);
+                   (long long)shapes[s][1], mv_us[d][s], mv_gbs[d][s], 100.0 * mv_gbs[d][s] / bw);
         }
     }
     printf("\n1.1B Llama decode step, batch 1 (all 155 weight matrices once)\n");
-    for (int d = quick ? 1 : 0; d < TB_CPU_DTYPE_COUNT; d++) {
-        if (only >= 0 && d != only) {
-            continue;
+    for (int d = 0; d < TB_CPU_DTYPE_COUNT; d++) {
+        if (steps[d].seconds > 0.0) {
+            double gbs = steps[d].bytes / steps[d].seconds / 1e9;
+            printf("  %-5s %6.2f GB/step  %7.2f ms  %6.1f tok/s (matmuls only)  %6.1f GB/s  "
+                   "%5.1f%%\n",
+                   tb_cpu_dtype_info(s_all[d])->name, steps[d].bytes / 1e9, steps[d].seconds * 1e3,
+                   1.0 / steps[d].seconds, gbs, 100.0 * gbs / bw);
         }
-        s_model_step(k, s_all[d], bw);
     }
     printf("\nmatmul throughput\n");
     for (int d = 0; d < TB_CPU_DTYPE_COUNT; d++) {

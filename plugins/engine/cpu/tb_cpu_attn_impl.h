@@ -3,11 +3,18 @@
  * ISA file defines the vector helpers below and TB_ATTN_TASK (the function's name), then
  * includes this file.  Not a public header.
  *
- * Helpers the includer provides (n = head_dim):
- *   float ATT_DOT_F32(const float *q, const float *k, int n);
- *   float ATT_DOT_F16(const float *q, const uint16_t *k, int n);
- *   void  ATT_AXPY_F32(float *y, float a, const float *x, int n);     y += a * x
- *   void  ATT_AXPY_F16(float *y, float a, const uint16_t *x, int n);
+ * Cache layout (see tb_cpu_kernels.h): per (block, kv head), K is stored transposed,
+ * [head_dim][block_size], so the scores of all slots of a block come from head_dim
+ * multiply-adds of a broadcast query value with one contiguous row of K, no horizontal sums;
+ * V is stored [block_size][head_dim], so the output accumulates whole V rows.
+ *
+ * Helpers the includer provides (hd = head_dim, n = valid slots, bs = block_size, f16 = cache
+ * dtype is F16 else F32):
+ *   float ATT_SCORES(float *s, const float *q, const uint8_t *kt, int hd, int n, int bs, int f16);
+ *         s[j] = sum_d q[d] * kt[d * bs + j] for j < n; returns max_j s[j] (computed in
+ *         registers: reading s back one float at a time would stall on store forwarding)
+ *   void  ATT_PV(float *acc, const float *p, const uint8_t *v, int hd, int n, int f16);
+ *         acc[d] += sum_j p[j] * v[j * hd + d]
  *   void  ATT_SCALE(float *y, float a, int n);                         y *= a
  *   float ATT_EXP_BLOCK(float *s, int n, float m);  s[i] = exp(s[i] - m); returns the sum
  *
@@ -15,20 +22,19 @@
  */
 #include <math.h>
 
-static void TB_ATTN_TASK(const struct tb_attn_args *a, int tok, int kvh, float *scratch)
-{
+static void TB_ATTN_TASK(const struct tb_attn_args *a, int tok, int kvh, float *scratch) {
     const struct tb_cpu_kv_layout *L = a->layout;
     const struct tb_cpu_attn_seq *s = &a->seqs[tok];
     const int hd = L->head_dim;
     const int bs = L->block_size;
     const int G = a->group;
     const int f16 = L->dtype == TB_CPU_F16;
-    const size_t vec_bytes = (size_t)hd * (f16 ? 2 : 4);
     int n_att = s->pos + 1 < s->ctx_len ? s->pos + 1 : s->ctx_len;
-    float *acc = scratch;       /* G * hd running numerators */
-    float *sc = acc + G * hd;   /* bs scores / probabilities */
-    float *m = sc + bs;         /* G running maxima */
-    float *l = m + G;           /* G running sums */
+    float *acc = scratch;     /* G * hd running numerators */
+    float *sc = acc + G * hd; /* bs scores / probabilities */
+    float *m = sc + bs;       /* G running maxima */
+    float *l = m + G;         /* G running sums */
+    float *qs = l + G;        /* G * hd queries, pre-scaled */
     const float *q0 = a->q + (size_t)tok * a->ldq + (size_t)kvh * G * hd;
     float *o0 = a->out + (size_t)tok * a->ldo + (size_t)kvh * G * hd;
 
@@ -41,23 +47,18 @@ static void TB_ATTN_TASK(const struct tb_attn_args *a, int tok, int kvh, float *
         m[h] = -INFINITY;
         l[h] = 0.0f;
     }
+    for (int i = 0; i < G * hd; i++) {
+        qs[i] = q0[i] * a->scale;
+    }
     for (int b = 0; b * bs < n_att; b++) {
         const int nvalid = n_att - b * bs < bs ? n_att - b * bs : bs;
         const size_t blk = (size_t)s->block_table[b];
         const uint8_t *kb = a->k + blk * a->block_bytes + (size_t)kvh * a->head_bytes;
         const uint8_t *vb = a->v + blk * a->block_bytes + (size_t)kvh * a->head_bytes;
         for (int h = 0; h < G; h++) {
-            const float *qh = q0 + (size_t)h * hd;
+            const float *qh = qs + (size_t)h * hd;
             float *acch = acc + (size_t)h * hd;
-            float bmax = -INFINITY;
-            for (int j = 0; j < nvalid; j++) {
-                const uint8_t *kj = kb + (size_t)j * vec_bytes;
-                float v = f16 ? ATT_DOT_F16(qh, (const uint16_t *)kj, hd)
-                              : ATT_DOT_F32(qh, (const float *)kj, hd);
-                v *= a->scale;
-                sc[j] = v;
-                bmax = v > bmax ? v : bmax;
-            }
+            float bmax = ATT_SCORES(sc, qh, kb, hd, nvalid, bs, f16);
             float mnew = bmax > m[h] ? bmax : m[h];
             if (mnew > m[h] && l[h] > 0.0f) {
                 float corr = expf(m[h] - mnew);
@@ -66,14 +67,7 @@ static void TB_ATTN_TASK(const struct tb_attn_args *a, int tok, int kvh, float *
             }
             m[h] = mnew;
             l[h] += ATT_EXP_BLOCK(sc, nvalid, mnew);
-            for (int j = 0; j < nvalid; j++) {
-                const uint8_t *vj = vb + (size_t)j * vec_bytes;
-                if (f16) {
-                    ATT_AXPY_F16(acch, sc[j], (const uint16_t *)vj, hd);
-                } else {
-                    ATT_AXPY_F32(acch, sc[j], (const float *)vj, hd);
-                }
-            }
+            ATT_PV(acch, sc, vb, hd, nvalid, f16);
         }
     }
     for (int h = 0; h < G; h++) {

@@ -19,24 +19,21 @@
 
 #define TOK_BLOCK 64
 
-AINLINE float s_hsum(__m256 v)
-{
+AINLINE float s_hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
 
-AINLINE float s_hmax(__m256 v)
-{
+AINLINE float s_hmax(__m256 v) {
     __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_max_ps(s, _mm_movehl_ps(s, s));
     s = _mm_max_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
 
-AINLINE int32_t s_hsum_i32(__m256i v)
-{
+AINLINE int32_t s_hsum_i32(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
@@ -47,8 +44,7 @@ AINLINE int32_t s_hsum_i32(__m256i v)
 /* Activation quantization (portable layout, same numbers as tb_cpu_quantize_act_row)          */
 /* ------------------------------------------------------------------------------------------ */
 
-static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst)
-{
+static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst) {
     (void)wdt;
     const int64_t nb = cols / TB_CPU_QBLOCK;
     int8_t *q = (int8_t *)dst;
@@ -83,8 +79,7 @@ static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_
     }
 }
 
-static size_t s_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols)
-{
+static size_t s_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols) {
     if (wdt != TB_CPU_Q8_0 && wdt != TB_CPU_Q4_0) {
         return 0;
     }
@@ -99,8 +94,7 @@ static size_t s_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols)
 #define FR 4
 #define FT 2
 
-AINLINE __m256 s_load_w(const uint8_t *p, const int dt)
-{
+AINLINE __m256 s_load_w(const uint8_t *p, const int dt) {
     if (dt == TB_CPU_F32) {
         return _mm256_loadu_ps((const float *)p);
     }
@@ -111,8 +105,7 @@ AINLINE __m256 s_load_w(const uint8_t *p, const int dt)
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
-AINLINE float s_load_w1(const uint8_t *p, const int dt)
-{
+AINLINE float s_load_w1(const uint8_t *p, const int dt) {
     if (dt == TB_CPU_F32) {
         float f;
         memcpy(&f, p, 4);
@@ -125,8 +118,7 @@ AINLINE float s_load_w1(const uint8_t *p, const int dt)
 }
 
 AINLINE void s_mk_float(const struct tb_mm_args *a, int64_t r, int t0, const int R, const int T,
-                        const int dt)
-{
+                        const int dt) {
     const int64_t n = a->cols;
     const int es = dt == TB_CPU_F32 ? 4 : 2;
     const uint8_t *w[FR];
@@ -174,13 +166,25 @@ AINLINE void s_mk_float(const struct tb_mm_args *a, int64_t r, int t0, const int
     }
 }
 
-AINLINE void s_rows_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt)
-{
+/* Batch-1 row: one weight stream, the tile kernel at R = T = 1, so a token's outputs are
+ * bitwise the same whatever n_tok is and wherever its row sits in the batch (the engine's batch
+ * invariance: a request alone and among others must get the same tokens); several accumulators
+ * would change the summation order. */
+AINLINE void s_mv_float(const struct tb_mm_args *a, int64_t r, const int dt) {
+    s_mk_float(a, r, 0, 1, 1, dt);
+}
+
+AINLINE void s_rows_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt) {
+    if (a->n_tok == 1) {
+        for (int64_t r = r0; r < r1; r++) {
+            s_mv_float(a, r, dt);
+        }
+        return;
+    }
     for (int tb = 0; tb < a->n_tok; tb += TOK_BLOCK) {
         int te = tb + TOK_BLOCK < a->n_tok ? tb + TOK_BLOCK : a->n_tok;
         int64_t r = r0;
-        /* batch 1: one row (one weight stream) at a time, which the prefetchers follow best */
-        for (; a->n_tok > 1 && r + FR <= r1; r += FR) {
+        for (; r + FR <= r1; r += FR) {
             for (int t = tb; t < te; t += FT) {
                 if (te - t >= 2) {
                     s_mk_float(a, r, t, FR, 2, dt);
@@ -209,8 +213,7 @@ AINLINE void s_rows_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, co
 #define QT 3
 
 AINLINE void s_mk_quant(const struct tb_mm_args *a, int64_t r, int t0, const int R, const int T,
-                        const int dt)
-{
+                        const int dt) {
     const int64_t n = a->cols;
     const int64_t nb = n / TB_CPU_QBLOCK;
     const size_t bb = dt == TB_CPU_Q4_0 ? 18 : 34;
@@ -245,8 +248,8 @@ AINLINE void s_mk_quant(const struct tb_mm_args *a, int64_t r, int t0, const int
             dw[i] = _cvtsh_ss(tb_cpu_load_u16(blk));
             if (dt == TB_CPU_Q4_0) {
                 __m128i qs = _mm_loadu_si128((const __m128i *)(blk + 2));
-                __m256i y = _mm256_inserti128_si256(_mm256_castsi128_si256(qs),
-                                                    _mm_srli_epi16(qs, 4), 1);
+                __m256i y =
+                    _mm256_inserti128_si256(_mm256_castsi128_si256(qs), _mm_srli_epi16(qs, 4), 1);
                 wq[i] = _mm256_and_si256(y, m4);
             } else {
                 wq[i] = _mm256_loadu_si256((const __m256i *)(blk + 2));
@@ -264,11 +267,11 @@ AINLINE void s_mk_quant(const struct tb_mm_args *a, int64_t r, int t0, const int
                     p = _mm256_madd_epi16(_mm256_maddubs_epi16(wq[i], xv), ones);
                     p = _mm256_sub_epi32(p, _mm256_set1_epi32(xs[j][b]));
                 } else {
-                    p = _mm256_madd_epi16(
-                        _mm256_maddubs_epi16(wa[i], _mm256_sign_epi8(xv, wq[i])), ones);
+                    p = _mm256_madd_epi16(_mm256_maddubs_epi16(wa[i], _mm256_sign_epi8(xv, wq[i])),
+                                          ones);
                 }
-                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw[i] * dx),
-                                            acc[i][j]);
+                acc[i][j] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw[i] * dx), acc[i][j]);
             }
         }
     }
@@ -284,17 +287,34 @@ AINLINE void s_mk_quant(const struct tb_mm_args *a, int64_t r, int t0, const int
 
 #define QUANT_TILE_CASES(R, dt)                                                                    \
     switch (nt) {                                                                                  \
-    case 1: s_mk_quant(a, r, t, R, 1, dt); break;                                                  \
-    case 2: s_mk_quant(a, r, t, R, 2, dt); break;                                                  \
-    default: s_mk_quant(a, r, t, R, 3, dt); break;                                                 \
+    case 1:                                                                                        \
+        s_mk_quant(a, r, t, R, 1, dt);                                                             \
+        break;                                                                                     \
+    case 2:                                                                                        \
+        s_mk_quant(a, r, t, R, 2, dt);                                                             \
+        break;                                                                                     \
+    default:                                                                                       \
+        s_mk_quant(a, r, t, R, 3, dt);                                                             \
+        break;                                                                                     \
     }
 
-AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt)
-{
+/* Batch-1 row: one weight stream, the tile kernel at R = T = 1 (see s_mv_float: batch
+ * invariance). */
+AINLINE void s_mv_quant(const struct tb_mm_args *a, int64_t r, const int dt) {
+    s_mk_quant(a, r, 0, 1, 1, dt);
+}
+
+AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt) {
+    if (a->n_tok == 1) {
+        for (int64_t r = r0; r < r1; r++) {
+            s_mv_quant(a, r, dt);
+        }
+        return;
+    }
     for (int tb = 0; tb < a->n_tok; tb += TOK_BLOCK) {
         int te = tb + TOK_BLOCK < a->n_tok ? tb + TOK_BLOCK : a->n_tok;
         int64_t r = r0;
-        for (; a->n_tok > 1 && r + QR <= r1; r += QR) {
+        for (; r + QR <= r1; r += QR) {
             for (int t = tb; t < te; t += QT) {
                 int nt = te - t < QT ? te - t : QT;
                 QUANT_TILE_CASES(QR, dt)
@@ -309,8 +329,7 @@ AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, co
     }
 }
 
-static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1)
-{
+static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1) {
     switch (a->dtype) {
     case TB_CPU_F32:
         s_rows_float(a, r0, r1, TB_CPU_F32);
@@ -336,63 +355,75 @@ static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1)
 /* Attention helpers                                                                           */
 /* ------------------------------------------------------------------------------------------ */
 
-static inline float s_att_dot_f32(const float *q, const float *k, int n)
-{
-    __m256 acc = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k + i), acc);
+AINLINE __m256 s_kv_load8(const uint8_t *base, size_t i, int f16) {
+    if (f16) {
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(base + 2 * i)));
     }
-    float s = s_hsum(acc);
-    for (; i < n; i++) {
-        s += q[i] * k[i];
-    }
-    return s;
+    return _mm256_loadu_ps((const float *)(base + 4 * i));
 }
 
-static inline float s_att_dot_f16(const float *q, const uint16_t *k, int n)
-{
-    __m256 acc = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 kv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + i)));
-        acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), kv, acc);
+AINLINE float s_kv_load1(const uint8_t *base, size_t i, int f16) {
+    if (f16) {
+        return _cvtsh_ss(tb_cpu_load_u16(base + 2 * i));
     }
-    float s = s_hsum(acc);
-    for (; i < n; i++) {
-        s += q[i] * _cvtsh_ss(k[i]);
-    }
-    return s;
+    float f;
+    memcpy(&f, base + 4 * i, 4);
+    return f;
 }
 
-static inline void s_att_axpy_f32(float *y, float a, const float *x, int n)
-{
-    __m256 va = _mm256_set1_ps(a);
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        _mm256_storeu_ps(y + i,
-                         _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+/* Scores, 8 slots per step, 4 accumulators over d. */
+static inline float s_att_scores(float *s, const float *q, const uint8_t *kt, int hd, int n, int bs,
+                                 int f16) {
+    __m256 vmax = _mm256_set1_ps(-INFINITY);
+    float mx = -INFINITY;
+    int j0 = 0;
+    for (; j0 + 8 <= n; j0 += 8) {
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                         _mm256_setzero_ps()};
+        int d = 0;
+        for (; d + 4 <= hd; d += 4) {
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) {
+                __m256 k = s_kv_load8(kt, (size_t)(d + i) * bs + j0, f16);
+                acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(q[d + i]), k, acc[i]);
+            }
+        }
+        for (; d < hd; d++) {
+            acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(q[d]), s_kv_load8(kt, (size_t)d * bs + j0, f16),
+                                     acc[0]);
+        }
+        __m256 sc = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        _mm256_storeu_ps(s + j0, sc);
+        vmax = _mm256_max_ps(vmax, sc);
     }
-    for (; i < n; i++) {
-        y[i] += a * x[i];
+    for (; j0 < n; j0++) {
+        float t = 0.0f;
+        for (int d = 0; d < hd; d++) {
+            t += q[d] * s_kv_load1(kt, (size_t)d * bs + j0, f16);
+        }
+        s[j0] = t;
+        mx = t > mx ? t : mx;
+    }
+    float vm = s_hmax(vmax);
+    return vm > mx ? vm : mx;
+}
+
+static inline void s_att_pv(float *acc, const float *p, const uint8_t *v, int hd, int n, int f16) {
+    for (int j = 0; j < n; j++) {
+        __m256 pj = _mm256_set1_ps(p[j]);
+        size_t row = (size_t)j * hd;
+        int d = 0;
+        for (; d + 8 <= hd; d += 8) {
+            _mm256_storeu_ps(acc + d, _mm256_fmadd_ps(pj, s_kv_load8(v, row + d, f16),
+                                                      _mm256_loadu_ps(acc + d)));
+        }
+        for (; d < hd; d++) {
+            acc[d] += p[j] * s_kv_load1(v, row + d, f16);
+        }
     }
 }
 
-static inline void s_att_axpy_f16(float *y, float a, const uint16_t *x, int n)
-{
-    __m256 va = _mm256_set1_ps(a);
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 xv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i)));
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, xv, _mm256_loadu_ps(y + i)));
-    }
-    for (; i < n; i++) {
-        y[i] += a * _cvtsh_ss(x[i]);
-    }
-}
-
-static inline void s_att_scale(float *y, float a, int n)
-{
+static inline void s_att_scale(float *y, float a, int n) {
     __m256 va = _mm256_set1_ps(a);
     int i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -404,8 +435,7 @@ static inline void s_att_scale(float *y, float a, int n)
 }
 
 /* exp(x) for x <= 0 (clamped at -87): 2^n * p(r) as in tb_cpu_avx512.c. */
-AINLINE __m256 s_exp(__m256 x)
-{
+AINLINE __m256 s_exp(__m256 x) {
     x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
     __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504089f)),
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -418,13 +448,12 @@ AINLINE __m256 s_exp(__m256 x)
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
-                                  23);
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-static inline float s_att_exp_block(float *s, int n, float mx)
-{
+static inline float s_att_exp_block(float *s, int n, float mx) {
     __m256 vm = _mm256_set1_ps(mx);
     __m256 sum = _mm256_setzero_ps();
     int i = 0;
@@ -441,10 +470,8 @@ static inline float s_att_exp_block(float *s, int n, float mx)
     return total;
 }
 
-#define ATT_DOT_F32 s_att_dot_f32
-#define ATT_DOT_F16 s_att_dot_f16
-#define ATT_AXPY_F32 s_att_axpy_f32
-#define ATT_AXPY_F16 s_att_axpy_f16
+#define ATT_SCORES s_att_scores
+#define ATT_PV s_att_pv
 #define ATT_SCALE s_att_scale
 #define ATT_EXP_BLOCK s_att_exp_block
 #define TB_ATTN_TASK s_attn_task

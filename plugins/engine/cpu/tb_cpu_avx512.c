@@ -32,13 +32,11 @@
 /* Activation quantization                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 
-static size_t s_pair_bytes(tb_cpu_dtype_t wdt)
-{
+static size_t s_pair_bytes(tb_cpu_dtype_t wdt) {
     return wdt == TB_CPU_Q4_0 ? 192 : 128;
 }
 
-static size_t s_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols)
-{
+static size_t s_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols) {
     if (wdt != TB_CPU_Q8_0 && wdt != TB_CPU_Q4_0) {
         return 0;
     }
@@ -47,8 +45,7 @@ static size_t s_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols)
 }
 
 /* Quantizes one block of 32: q (16 int32 per half) and returns d; *sum gets sum(q). */
-AINLINE float s_quant_block(const float *x, __m512i *q_lo, __m512i *q_hi, int32_t *sum)
-{
+AINLINE float s_quant_block(const float *x, __m512i *q_lo, __m512i *q_hi, int32_t *sum) {
     __m512 a = _mm512_loadu_ps(x);
     __m512 b = _mm512_loadu_ps(x + 16);
     __m512 m = _mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b));
@@ -61,8 +58,7 @@ AINLINE float s_quant_block(const float *x, __m512i *q_lo, __m512i *q_hi, int32_
     return amax / 127.0f;
 }
 
-static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst)
-{
+static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst) {
     const int64_t nb = cols / TB_CPU_QBLOCK;
     const size_t pb = s_pair_bytes(wdt);
     for (int64_t p = 0; p * 2 < nb; p++) {
@@ -88,8 +84,8 @@ static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_
             __m512 dv = _mm512_setr_ps(d[0], d[0], d[0], d[0], d[1], d[1], d[1], d[1], d[0], d[0],
                                        d[0], d[0], d[1], d[1], d[1], d[1]);
             _mm512_store_ps((float *)(rec + 64), dv);
-            __m512i init = _mm512_setr_epi32(-8 * s[0], 0, 0, 0, -8 * s[1], 0, 0, 0, 0, 0, 0, 0,
-                                             0, 0, 0, 0);
+            __m512i init =
+                _mm512_setr_epi32(-8 * s[0], 0, 0, 0, -8 * s[1], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
             _mm512_store_si512((__m512i *)(rec + 128), init);
         } else {
             const __m128i bias = _mm_set1_epi8((char)0x80);
@@ -111,8 +107,7 @@ static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_
 #define FR 4 /* weight rows per tile */
 #define FT 6 /* token rows per tile */
 
-AINLINE __m512 s_load_w(const uint8_t *p, int dt, __mmask16 m, int masked)
-{
+AINLINE __m512 s_load_w(const uint8_t *p, int dt, __mmask16 m, int masked) {
     if (dt == TB_CPU_F32) {
         return masked ? _mm512_maskz_loadu_ps(m, p) : _mm512_loadu_ps(p);
     }
@@ -124,8 +119,7 @@ AINLINE __m512 s_load_w(const uint8_t *p, int dt, __mmask16 m, int masked)
 }
 
 AINLINE void s_mk_float(const struct tb_mm_args *a, int64_t r, int t0, const int R, const int T,
-                        const int dt)
-{
+                        const int dt) {
     const int64_t n = a->cols;
     const int es = dt == TB_CPU_F32 ? 4 : 2;
     const uint8_t *w[FR];
@@ -185,46 +179,37 @@ AINLINE void s_mk_float(const struct tb_mm_args *a, int64_t r, int t0, const int
     }
 }
 
-/* Batch-1 row: one weight stream at a time (the prefetchers follow it best), four independent
- * accumulators to cover the FMA latency. */
-AINLINE void s_mv_float(const struct tb_mm_args *a, int64_t r, const int dt)
-{
-    const int64_t n = a->cols;
-    const int es = dt == TB_CPU_F32 ? 4 : 2;
-    const uint8_t *w = a->w + (size_t)r * a->w_row_bytes;
-    const float *x = a->x;
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-    int64_t k = 0;
-    for (; k + 64 <= n; k += 64) {
-        acc0 = _mm512_fmadd_ps(s_load_w(w + k * es, dt, 0, 0), _mm512_loadu_ps(x + k), acc0);
-        acc1 = _mm512_fmadd_ps(s_load_w(w + (k + 16) * es, dt, 0, 0),
-                               _mm512_loadu_ps(x + k + 16), acc1);
-        acc2 = _mm512_fmadd_ps(s_load_w(w + (k + 32) * es, dt, 0, 0),
-                               _mm512_loadu_ps(x + k + 32), acc2);
-        acc3 = _mm512_fmadd_ps(s_load_w(w + (k + 48) * es, dt, 0, 0),
-                               _mm512_loadu_ps(x + k + 48), acc3);
-    }
-    for (; k < n; k += 16) {
-        __mmask16 m = n - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - k)) - 1);
-        acc0 = _mm512_fmadd_ps(s_load_w(w + k * es, dt, m, 1), _mm512_maskz_loadu_ps(m, x + k),
-                               acc0);
-    }
-    acc0 = _mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3));
-    a->y[r] = _mm512_reduce_add_ps(acc0) + (a->bias ? a->bias[r] : 0.0f);
+/* Batch-1 row: one weight stream at a time (the prefetchers follow it best).  It is the tile
+ * kernel at R = T = 1, so a token's outputs are bitwise the same whatever n_tok is and wherever
+ * its row sits in the batch (the engine's batch invariance: a request alone and among others
+ * must get the same tokens); several accumulators would change the summation order. */
+AINLINE void s_mv_float(const struct tb_mm_args *a, int64_t r, const int dt) {
+    s_mk_float(a, r, 0, 1, 1, dt);
 }
 
 #define FLOAT_TILE_CASES(R, dt)                                                                    \
     switch (nt) {                                                                                  \
-    case 1: s_mk_float(a, r, t, R, 1, dt); break;                                                  \
-    case 2: s_mk_float(a, r, t, R, 2, dt); break;                                                  \
-    case 3: s_mk_float(a, r, t, R, 3, dt); break;                                                  \
-    case 4: s_mk_float(a, r, t, R, 4, dt); break;                                                  \
-    case 5: s_mk_float(a, r, t, R, 5, dt); break;                                                  \
-    default: s_mk_float(a, r, t, R, 6, dt); break;                                                 \
+    case 1:                                                                                        \
+        s_mk_float(a, r, t, R, 1, dt);                                                             \
+        break;                                                                                     \
+    case 2:                                                                                        \
+        s_mk_float(a, r, t, R, 2, dt);                                                             \
+        break;                                                                                     \
+    case 3:                                                                                        \
+        s_mk_float(a, r, t, R, 3, dt);                                                             \
+        break;                                                                                     \
+    case 4:                                                                                        \
+        s_mk_float(a, r, t, R, 4, dt);                                                             \
+        break;                                                                                     \
+    case 5:                                                                                        \
+        s_mk_float(a, r, t, R, 5, dt);                                                             \
+        break;                                                                                     \
+    default:                                                                                       \
+        s_mk_float(a, r, t, R, 6, dt);                                                             \
+        break;                                                                                     \
     }
 
-AINLINE void s_rows_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt)
-{
+AINLINE void s_rows_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt) {
     if (a->n_tok == 1) {
         for (int64_t r = r0; r < r1; r++) {
             s_mv_float(a, r, dt);
@@ -258,8 +243,7 @@ AINLINE void s_rows_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, co
 
 /* Decodes blocks 2p and 2p+1 of a Q4_0 row (block 2p+1 absent when `half`): nibbles in
  * [lo0 | lo1 | hi0 | hi1] order, scales as [d0 x4, d1 x4, d0 x4, d1 x4]. */
-AINLINE void s_q4_decode(const uint8_t *b0, const int half, __m512i *q, __m512 *dw)
-{
+AINLINE void s_q4_decode(const uint8_t *b0, const int half, __m512i *q, __m512 *dw) {
     const uint8_t *b1 = b0 + 18;
     __m128i q0 = _mm_loadu_si128((const __m128i *)(b0 + 2));
     __m128i q1 = half ? _mm_setzero_si128() : _mm_loadu_si128((const __m128i *)(b1 + 2));
@@ -274,9 +258,7 @@ AINLINE void s_q4_decode(const uint8_t *b0, const int half, __m512i *q, __m512 *
 
 /* Decodes blocks 2p and 2p+1 of a Q8_0 row: values in order, scales as [d0 x8, d1 x8], and the
  * accumulator start -128 * sum(weights) per lane. */
-AINLINE void s_q8_decode(const uint8_t *b0, const int half, __m512i *q, __m512 *dw,
-                         __m512i *init)
-{
+AINLINE void s_q8_decode(const uint8_t *b0, const int half, __m512i *q, __m512 *dw, __m512i *init) {
     const uint8_t *b1 = b0 + 34;
     __m256i w0 = _mm256_loadu_si256((const __m256i *)(b0 + 2));
     __m256i w1 = half ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(b1 + 2));
@@ -285,15 +267,14 @@ AINLINE void s_q8_decode(const uint8_t *b0, const int half, __m512i *q, __m512 *
     *init = _mm512_sub_epi32(_mm512_setzero_si512(), c);
     short h0 = (short)tb_cpu_load_u16(b0);
     short h1 = half ? 0 : (short)tb_cpu_load_u16(b1);
-    __m256i hv = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(h0)),
-                                         _mm_set1_epi16(h1), 1);
+    __m256i hv =
+        _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(h0)), _mm_set1_epi16(h1), 1);
     *dw = _mm512_cvtph_ps(hv);
 }
 
 AINLINE void s_mk_quant_step(const struct tb_mm_args *a, const uint8_t *const *w,
                              const uint8_t *const *xr, __m512 acc[QR][QT], int64_t p,
-                             const int half, const int R, const int T, const int dt)
-{
+                             const int half, const int R, const int T, const int dt) {
     const size_t pb = dt == TB_CPU_Q4_0 ? 192 : 128;
     const size_t wb = dt == TB_CPU_Q4_0 ? 36 : 68; /* bytes per block pair */
     (void)a;
@@ -317,20 +298,17 @@ AINLINE void s_mk_quant_step(const struct tb_mm_args *a, const uint8_t *const *w
         for (int i = 0; i < R; i++) {
             __m512i s;
             if (dt == TB_CPU_Q4_0) {
-                s = _mm512_dpbusd_epi32(_mm512_load_si512((const __m512i *)(rec + 128)), q[i],
-                                        xv);
+                s = _mm512_dpbusd_epi32(_mm512_load_si512((const __m512i *)(rec + 128)), q[i], xv);
             } else {
                 s = _mm512_dpbusd_epi32(init[i], xv, q[i]);
             }
-            acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw[i], dx),
-                                        acc[i][j]);
+            acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw[i], dx), acc[i][j]);
         }
     }
 }
 
 AINLINE void s_mk_quant(const struct tb_mm_args *a, int64_t r, int t0, const int R, const int T,
-                        const int dt)
-{
+                        const int dt) {
     const int64_t nb = a->cols / TB_CPU_QBLOCK;
     const uint8_t *w[QR];
     const uint8_t *xr[QT];
@@ -364,41 +342,29 @@ AINLINE void s_mk_quant(const struct tb_mm_args *a, int64_t r, int t0, const int
     }
 }
 
-/* Batch-1 row: one weight stream (see s_mv_float), two block pairs per step into two
- * accumulators. */
-AINLINE void s_mv_quant(const struct tb_mm_args *a, int64_t r, const int dt)
-{
-    const int64_t nb = a->cols / TB_CPU_QBLOCK;
-    const uint8_t *w = a->w + (size_t)r * a->w_row_bytes;
-    const uint8_t *const wp[1] = {w};
-    const uint8_t *const xp[1] = {a->qx};
-    __m512 acc0[QR][QT] = {{_mm512_setzero_ps()}};
-    __m512 acc1[QR][QT] = {{_mm512_setzero_ps()}};
-    int64_t p = 0;
-    for (; 2 * p + 4 <= nb; p += 2) {
-        s_mk_quant_step(a, wp, xp, acc0, p, 0, 1, 1, dt);
-        s_mk_quant_step(a, wp, xp, acc1, p + 1, 0, 1, 1, dt);
-    }
-    for (; 2 * p + 2 <= nb; p++) {
-        s_mk_quant_step(a, wp, xp, acc0, p, 0, 1, 1, dt);
-    }
-    if (2 * p < nb) {
-        s_mk_quant_step(a, wp, xp, acc0, p, 1, 1, 1, dt);
-    }
-    a->y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[0][0], acc1[0][0])) +
-              (a->bias ? a->bias[r] : 0.0f);
+/* Batch-1 row: one weight stream, the tile kernel at R = T = 1 (see s_mv_float: batch
+ * invariance). */
+AINLINE void s_mv_quant(const struct tb_mm_args *a, int64_t r, const int dt) {
+    s_mk_quant(a, r, 0, 1, 1, dt);
 }
 
 #define QUANT_TILE_CASES(R, dt)                                                                    \
     switch (nt) {                                                                                  \
-    case 1: s_mk_quant(a, r, t, R, 1, dt); break;                                                  \
-    case 2: s_mk_quant(a, r, t, R, 2, dt); break;                                                  \
-    case 3: s_mk_quant(a, r, t, R, 3, dt); break;                                                  \
-    default: s_mk_quant(a, r, t, R, 4, dt); break;                                                 \
+    case 1:                                                                                        \
+        s_mk_quant(a, r, t, R, 1, dt);                                                             \
+        break;                                                                                     \
+    case 2:                                                                                        \
+        s_mk_quant(a, r, t, R, 2, dt);                                                             \
+        break;                                                                                     \
+    case 3:                                                                                        \
+        s_mk_quant(a, r, t, R, 3, dt);                                                             \
+        break;                                                                                     \
+    default:                                                                                       \
+        s_mk_quant(a, r, t, R, 4, dt);                                                             \
+        break;                                                                                     \
     }
 
-AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt)
-{
+AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt) {
     if (a->n_tok == 1) {
         for (int64_t r = r0; r < r1; r++) {
             s_mv_quant(a, r, dt);
@@ -423,8 +389,7 @@ AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, co
     }
 }
 
-static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1)
-{
+static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1) {
     switch (a->dtype) {
     case TB_CPU_F32:
         s_rows_float(a, r0, r1, TB_CPU_F32);
@@ -450,57 +415,79 @@ static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1)
 /* Attention helpers                                                                           */
 /* ------------------------------------------------------------------------------------------ */
 
-AINLINE __mmask16 s_tail_mask(int left)
-{
+AINLINE __mmask16 s_tail_mask(int left) {
     return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
 }
 
-static inline float s_att_dot_f32(const float *q, const float *k, int n)
-{
-    __m512 acc = _mm512_setzero_ps();
-    for (int i = 0; i < n; i += 16) {
-        __mmask16 m = s_tail_mask(n - i);
-        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + i), _mm512_maskz_loadu_ps(m, k + i),
-                              acc);
+AINLINE __m512 s_kv_load(const uint8_t *base, size_t i, __mmask16 m, int f16) {
+    if (f16) {
+        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, base + 2 * i));
     }
-    return _mm512_reduce_add_ps(acc);
+    return _mm512_maskz_loadu_ps(m, base + 4 * i);
 }
 
-static inline float s_att_dot_f16(const float *q, const uint16_t *k, int n)
-{
-    __m512 acc = _mm512_setzero_ps();
-    for (int i = 0; i < n; i += 16) {
-        __mmask16 m = s_tail_mask(n - i);
-        __m512 kv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, k + i));
-        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + i), kv, acc);
+/* Scores of up to 16 slots per step: hd multiply-adds of a broadcast query value with one K row
+ * (8 independent accumulators over d to cover the FMA latency). */
+static inline float s_att_scores(float *s, const float *q, const uint8_t *kt, int hd, int n, int bs,
+                                 int f16) {
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    for (int j0 = 0; j0 < n; j0 += 16) {
+        __mmask16 m = s_tail_mask(n - j0);
+        __m512 acc[8];
+        for (int i = 0; i < 8; i++) {
+            acc[i] = _mm512_setzero_ps();
+        }
+        int d = 0;
+        for (; d + 8 <= hd; d += 8) {
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) {
+                __m512 k = s_kv_load(kt, (size_t)(d + i) * bs + j0, m, f16);
+                acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(q[d + i]), k, acc[i]);
+            }
+        }
+        for (; d < hd; d++) {
+            __m512 k = s_kv_load(kt, (size_t)d * bs + j0, m, f16);
+            acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(q[d]), k, acc[0]);
+        }
+        __m512 t0 = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+        __m512 t1 = _mm512_add_ps(_mm512_add_ps(acc[4], acc[5]), _mm512_add_ps(acc[6], acc[7]));
+        __m512 sc = _mm512_add_ps(t0, t1);
+        _mm512_mask_storeu_ps(s + j0, m, sc);
+        vmax = _mm512_mask_max_ps(vmax, m, vmax, sc);
     }
-    return _mm512_reduce_add_ps(acc);
+    return _mm512_reduce_max_ps(vmax);
 }
 
-static inline void s_att_axpy_f32(float *y, float a, const float *x, int n)
-{
-    __m512 va = _mm512_set1_ps(a);
-    for (int i = 0; i < n; i += 16) {
-        __mmask16 m = s_tail_mask(n - i);
-        __m512 r = _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i),
-                                   _mm512_maskz_loadu_ps(m, y + i));
-        _mm512_mask_storeu_ps(y + i, m, r);
+/* acc += p . V over n slots; up to 128 dims of acc stay in registers across the slots. */
+static inline void s_att_pv(float *acc, const float *p, const uint8_t *v, int hd, int n, int f16) {
+    for (int d0 = 0; d0 < hd; d0 += 128) {
+        int nc = (hd - d0 + 15) / 16;
+        nc = nc < 8 ? nc : 8;
+        __m512 r[8];
+        __mmask16 mk[8];
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; c++) {
+            mk[c] = c < nc ? s_tail_mask(hd - d0 - 16 * c) : 0;
+            r[c] = _mm512_maskz_loadu_ps(mk[c], acc + d0 + 16 * c);
+        }
+        for (int j = 0; j < n; j++) {
+            __m512 pj = _mm512_set1_ps(p[j]);
+            size_t row = (size_t)j * hd + d0;
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; c++) {
+                if (c < nc) {
+                    r[c] = _mm512_fmadd_ps(pj, s_kv_load(v, row + 16 * c, mk[c], f16), r[c]);
+                }
+            }
+        }
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; c++) {
+            _mm512_mask_storeu_ps(acc + d0 + 16 * c, mk[c], r[c]);
+        }
     }
 }
 
-static inline void s_att_axpy_f16(float *y, float a, const uint16_t *x, int n)
-{
-    __m512 va = _mm512_set1_ps(a);
-    for (int i = 0; i < n; i += 16) {
-        __mmask16 m = s_tail_mask(n - i);
-        __m512 xv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, x + i));
-        __m512 r = _mm512_fmadd_ps(va, xv, _mm512_maskz_loadu_ps(m, y + i));
-        _mm512_mask_storeu_ps(y + i, m, r);
-    }
-}
-
-static inline void s_att_scale(float *y, float a, int n)
-{
+static inline void s_att_scale(float *y, float a, int n) {
     __m512 va = _mm512_set1_ps(a);
     for (int i = 0; i < n; i += 16) {
         __mmask16 m = s_tail_mask(n - i);
@@ -510,8 +497,7 @@ static inline void s_att_scale(float *y, float a, int n)
 
 /* exp(x) for x <= 0 (clamped at -87): 2^n * p(r), |r| <= ln2/2, degree-6 polynomial;
  * relative error about 2e-7. */
-AINLINE __m512 s_exp(__m512 x)
-{
+AINLINE __m512 s_exp(__m512 x) {
     x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504089f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -527,8 +513,7 @@ AINLINE __m512 s_exp(__m512 x)
     return _mm512_scalef_ps(p, n);
 }
 
-static inline float s_att_exp_block(float *s, int n, float mx)
-{
+static inline float s_att_exp_block(float *s, int n, float mx) {
     __m512 vm = _mm512_set1_ps(mx);
     __m512 sum = _mm512_setzero_ps();
     for (int i = 0; i < n; i += 16) {
@@ -541,10 +526,8 @@ static inline float s_att_exp_block(float *s, int n, float mx)
     return _mm512_reduce_add_ps(sum);
 }
 
-#define ATT_DOT_F32 s_att_dot_f32
-#define ATT_DOT_F16 s_att_dot_f16
-#define ATT_AXPY_F32 s_att_axpy_f32
-#define ATT_AXPY_F16 s_att_axpy_f16
+#define ATT_SCORES s_att_scores
+#define ATT_PV s_att_pv
 #define ATT_SCALE s_att_scale
 #define ATT_EXP_BLOCK s_att_exp_block
 #define TB_ATTN_TASK s_attn_task

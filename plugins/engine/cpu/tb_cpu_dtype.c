@@ -17,16 +17,14 @@ static const struct tb_cpu_dtype_info s_info[TB_CPU_DTYPE_COUNT] = {
     [TB_CPU_Q4_0] = {"q4_0", TB_CPU_QBLOCK, 2 + TB_CPU_QBLOCK / 2, 2},
 };
 
-const struct tb_cpu_dtype_info *tb_cpu_dtype_info(tb_cpu_dtype_t dt)
-{
+const struct tb_cpu_dtype_info *tb_cpu_dtype_info(tb_cpu_dtype_t dt) {
     if ((unsigned)dt >= TB_CPU_DTYPE_COUNT) {
         return NULL;
     }
     return &s_info[dt];
 }
 
-int tb_cpu_dtype_from_ggml(uint32_t ggml_type, tb_cpu_dtype_t *out)
-{
+int tb_cpu_dtype_from_ggml(uint32_t ggml_type, tb_cpu_dtype_t *out) {
     for (int i = 0; i < TB_CPU_DTYPE_COUNT; i++) {
         if (s_info[i].ggml_type == ggml_type) {
             if (out) {
@@ -38,8 +36,7 @@ int tb_cpu_dtype_from_ggml(uint32_t ggml_type, tb_cpu_dtype_t *out)
     return TB_ENOTSUP;
 }
 
-size_t tb_cpu_dtype_row_bytes(tb_cpu_dtype_t dt, int64_t n)
-{
+size_t tb_cpu_dtype_row_bytes(tb_cpu_dtype_t dt, int64_t n) {
     const struct tb_cpu_dtype_info *in = tb_cpu_dtype_info(dt);
     if (!in || n < 0 || n % in->block_size != 0) {
         return 0;
@@ -47,22 +44,19 @@ size_t tb_cpu_dtype_row_bytes(tb_cpu_dtype_t dt, int64_t n)
     return (size_t)(n / in->block_size) * (size_t)in->block_bytes;
 }
 
-static uint32_t s_bits(float f)
-{
+static uint32_t s_bits(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
     return u;
 }
 
-static float s_float(uint32_t u)
-{
+static float s_float(uint32_t u) {
     float f;
     memcpy(&f, &u, 4);
     return f;
 }
 
-float tb_cpu_f16_to_f32(uint16_t h)
-{
+float tb_cpu_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f;
     uint32_t man = h & 0x3ff;
@@ -77,8 +71,7 @@ float tb_cpu_f16_to_f32(uint16_t h)
     return s_float(sign | ((exp + 112) << 23) | (man << 13));
 }
 
-uint16_t tb_cpu_f32_to_f16(float f)
-{
+uint16_t tb_cpu_f32_to_f16(float f) {
     uint32_t u = s_bits(f);
     uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
     uint32_t a = u & 0x7fffffffu;
@@ -101,13 +94,11 @@ uint16_t tb_cpu_f32_to_f16(float f)
     return (uint16_t)(sign | (r >> 13));
 }
 
-float tb_cpu_bf16_to_f32(uint16_t h)
-{
+float tb_cpu_bf16_to_f32(uint16_t h) {
     return s_float((uint32_t)h << 16);
 }
 
-uint16_t tb_cpu_f32_to_bf16(float f)
-{
+uint16_t tb_cpu_f32_to_bf16(float f) {
     uint32_t u = s_bits(f);
     if ((u & 0x7fffffffu) > 0x7f800000u) {
         return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
@@ -116,8 +107,7 @@ uint16_t tb_cpu_f32_to_bf16(float f)
     return (uint16_t)(u >> 16);
 }
 
-int tb_cpu_dequantize_row(tb_cpu_dtype_t dt, const void *src, float *dst, int64_t n)
-{
+int tb_cpu_dequantize_row(tb_cpu_dtype_t dt, const void *src, float *dst, int64_t n) {
     if (!src || !dst || (tb_cpu_dtype_row_bytes(dt, n) == 0 && n != 0)) {
         return TB_EINVAL;
     }
@@ -159,8 +149,7 @@ int tb_cpu_dequantize_row(tb_cpu_dtype_t dt, const void *src, float *dst, int64_
     return TB_OK;
 }
 
-int tb_cpu_quantize_row(tb_cpu_dtype_t dt, const float *src, void *dst, int64_t n)
-{
+int tb_cpu_quantize_row(tb_cpu_dtype_t dt, const float *src, void *dst, int64_t n) {
     if (!src || !dst || (tb_cpu_dtype_row_bytes(dt, n) == 0 && n != 0)) {
         return TB_EINVAL;
     }
@@ -222,8 +211,7 @@ int tb_cpu_quantize_row(tb_cpu_dtype_t dt, const float *src, void *dst, int64_t 
     return TB_OK;
 }
 
-void tb_cpu_quantize_act_row(const float *x, int64_t n, int8_t *q, float *d, int32_t *sum)
-{
+void tb_cpu_quantize_act_row(const float *x, int64_t n, int8_t *q, float *d, int32_t *sum) {
     for (int64_t b = 0; b < n / TB_CPU_QBLOCK; b++) {
         const float *xb = x + b * TB_CPU_QBLOCK;
         float amax = 0.0f;

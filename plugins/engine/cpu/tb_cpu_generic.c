@@ -11,8 +11,7 @@
 
 #include "tb_cpu_internal.h"
 
-size_t tb_cpu_simple_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols)
-{
+size_t tb_cpu_simple_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols) {
     if (wdt != TB_CPU_Q8_0 && wdt != TB_CPU_Q4_0) {
         return 0;
     }
@@ -20,16 +19,14 @@ size_t tb_cpu_simple_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols)
     return ((size_t)cols + nb * 8 + 63) / 64 * 64;
 }
 
-void tb_cpu_simple_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst)
-{
+void tb_cpu_simple_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst) {
     (void)wdt;
     size_t nb = (size_t)cols / TB_CPU_QBLOCK;
     tb_cpu_quantize_act_row(x, cols, (int8_t *)dst, (float *)(dst + cols),
                             (int32_t *)(dst + cols + nb * 4));
 }
 
-static float s_dot_row(const struct tb_mm_args *a, const uint8_t *w, int t)
-{
+static float s_dot_row(const struct tb_mm_args *a, const uint8_t *w, int t) {
     const int64_t n = a->cols;
     if (a->dtype == TB_CPU_Q8_0 || a->dtype == TB_CPU_Q4_0) {
         const int64_t nb = n / TB_CPU_QBLOCK;
@@ -87,8 +84,7 @@ static float s_dot_row(const struct tb_mm_args *a, const uint8_t *w, int t)
     return acc;
 }
 
-static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1)
-{
+static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *w = a->w + (size_t)r * a->w_row_bytes;
         float b = a->bias ? a->bias[r] : 0.0f;
@@ -99,47 +95,47 @@ static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1)
 }
 
 /* Attention helpers for tb_cpu_attn_impl.h. */
-static inline float s_att_dot_f32(const float *q, const float *k, int n)
-{
-    float s = 0.0f;
-    for (int i = 0; i < n; i++) {
-        s += q[i] * k[i];
+static inline float s_kv_at(const uint8_t *p, size_t i, int f16) {
+    if (f16) {
+        return tb_cpu_f16_to_f32(tb_cpu_load_u16(p + 2 * i));
     }
-    return s;
+    float f;
+    memcpy(&f, p + 4 * i, 4);
+    return f;
 }
 
-static inline float s_att_dot_f16(const float *q, const uint16_t *k, int n)
-{
-    float s = 0.0f;
-    for (int i = 0; i < n; i++) {
-        s += q[i] * tb_cpu_f16_to_f32(k[i]);
+static inline float s_att_scores(float *s, const float *q, const uint8_t *kt, int hd, int n, int bs,
+                                 int f16) {
+    for (int j = 0; j < n; j++) {
+        s[j] = 0.0f;
     }
-    return s;
+    for (int d = 0; d < hd; d++) {
+        for (int j = 0; j < n; j++) {
+            s[j] += q[d] * s_kv_at(kt, (size_t)d * bs + j, f16);
+        }
+    }
+    float mx = s[0];
+    for (int j = 1; j < n; j++) {
+        mx = s[j] > mx ? s[j] : mx;
+    }
+    return mx;
 }
 
-static inline void s_att_axpy_f32(float *y, float a, const float *x, int n)
-{
-    for (int i = 0; i < n; i++) {
-        y[i] += a * x[i];
+static inline void s_att_pv(float *acc, const float *p, const uint8_t *v, int hd, int n, int f16) {
+    for (int j = 0; j < n; j++) {
+        for (int d = 0; d < hd; d++) {
+            acc[d] += p[j] * s_kv_at(v, (size_t)j * hd + d, f16);
+        }
     }
 }
 
-static inline void s_att_axpy_f16(float *y, float a, const uint16_t *x, int n)
-{
-    for (int i = 0; i < n; i++) {
-        y[i] += a * tb_cpu_f16_to_f32(x[i]);
-    }
-}
-
-static inline void s_att_scale(float *y, float a, int n)
-{
+static inline void s_att_scale(float *y, float a, int n) {
     for (int i = 0; i < n; i++) {
         y[i] *= a;
     }
 }
 
-static inline float s_att_exp_block(float *s, int n, float m)
-{
+static inline float s_att_exp_block(float *s, int n, float m) {
     float sum = 0.0f;
     for (int i = 0; i < n; i++) {
         s[i] = expf(s[i] - m);
@@ -148,10 +144,8 @@ static inline float s_att_exp_block(float *s, int n, float m)
     return sum;
 }
 
-#define ATT_DOT_F32 s_att_dot_f32
-#define ATT_DOT_F16 s_att_dot_f16
-#define ATT_AXPY_F32 s_att_axpy_f32
-#define ATT_AXPY_F16 s_att_axpy_f16
+#define ATT_SCORES s_att_scores
+#define ATT_PV s_att_pv
 #define ATT_SCALE s_att_scale
 #define ATT_EXP_BLOCK s_att_exp_block
 #define TB_ATTN_TASK s_attn_task

@@ -15,15 +15,13 @@
 
 #include "tb_cpu_kernels.h"
 
-static inline uint16_t tb_cpu_load_u16(const void *p)
-{
+static inline uint16_t tb_cpu_load_u16(const void *p) {
     uint16_t v;
     memcpy(&v, p, 2);
     return v;
 }
 
-static inline void tb_cpu_store_u16(void *p, uint16_t v)
-{
+static inline void tb_cpu_store_u16(void *p, uint16_t v) {
     memcpy(p, &v, 2);
 }
 

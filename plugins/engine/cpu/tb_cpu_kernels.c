@@ -7,11 +7,14 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
 #include "tb_cpu_internal.h"
 #include "tb_errors.h"
 
-#define TASKS_PER_THREAD 8    /* load balance when another process steals a core */
+#define TASKS_PER_THREAD 8       /* load balance when another process steals a core */
 #define TASK_W_BYTES (384 << 10) /* weight bytes one matmul task keeps hot in L2 */
 
 struct tb_cpu_kernels {
@@ -25,15 +28,31 @@ struct tb_cpu_kernels {
 /* ISA                                                                                         */
 /* ------------------------------------------------------------------------------------------ */
 
-tb_cpu_isa_t tb_cpu_isa_detect(void)
-{
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    __builtin_cpu_init();
-    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                __builtin_cpu_supports("f16c");
-    bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
-                  __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-                  __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni");
+/* XCR0: which register states the OS saves (AVX needs bits 1-2, AVX-512 also 5-7). */
+static uint64_t s_xgetbv0(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+#endif
+
+tb_cpu_isa_t tb_cpu_isa_detect(void) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) {
+        return TB_CPU_ISA_GENERIC;
+    }
+    bool osxsave = c & (1u << 27), fma = c & (1u << 12), f16c = c & (1u << 29);
+    if (!osxsave || __get_cpuid_max(0, NULL) < 7) {
+        return TB_CPU_ISA_GENERIC;
+    }
+    uint64_t xcr0 = s_xgetbv0();
+    __cpuid_count(7, 0, a, b, c, d);
+    bool avx2 = (b & (1u << 5)) && fma && f16c && (xcr0 & 0x6) == 0x6;
+    bool avx512 = avx2 && (b & (1u << 16)) /* F */ && (b & (1u << 17)) /* DQ */ &&
+                  (b & (1u << 30)) /* BW */ && (b & (1u << 31)) /* VL */ &&
+                  (c & (1u << 11)) /* VNNI */ && (xcr0 & 0xe6) == 0xe6;
     if (avx512) {
         return TB_CPU_ISA_AVX512;
     }
@@ -44,8 +63,7 @@ tb_cpu_isa_t tb_cpu_isa_detect(void)
     return TB_CPU_ISA_GENERIC;
 }
 
-const char *tb_cpu_isa_name(tb_cpu_isa_t isa)
-{
+const char *tb_cpu_isa_name(tb_cpu_isa_t isa) {
     switch (isa) {
     case TB_CPU_ISA_GENERIC:
         return "generic";
@@ -57,8 +75,7 @@ const char *tb_cpu_isa_name(tb_cpu_isa_t isa)
     return "unknown";
 }
 
-static const struct tb_cpu_isa_impl *s_impl_of(tb_cpu_isa_t isa)
-{
+static const struct tb_cpu_isa_impl *s_impl_of(tb_cpu_isa_t isa) {
 #if defined(__x86_64__)
     if (isa == TB_CPU_ISA_AVX512) {
         return &tb_cpu_impl_avx512;
@@ -70,8 +87,7 @@ static const struct tb_cpu_isa_impl *s_impl_of(tb_cpu_isa_t isa)
     return &tb_cpu_impl_generic;
 }
 
-int tb_cpu_kernels_set_isa(tb_cpu_kernels_t *self, tb_cpu_isa_t isa)
-{
+int tb_cpu_kernels_set_isa(tb_cpu_kernels_t *self, tb_cpu_isa_t isa) {
     if (!self || (unsigned)isa > TB_CPU_ISA_AVX512) {
         return TB_EINVAL;
     }
@@ -82,18 +98,15 @@ int tb_cpu_kernels_set_isa(tb_cpu_kernels_t *self, tb_cpu_isa_t isa)
     return TB_OK;
 }
 
-tb_cpu_isa_t tb_cpu_kernels_isa(const tb_cpu_kernels_t *self)
-{
+tb_cpu_isa_t tb_cpu_kernels_isa(const tb_cpu_kernels_t *self) {
     return self ? self->impl->isa : TB_CPU_ISA_GENERIC;
 }
 
-tb_threadpool_t *tb_cpu_kernels_pool(const tb_cpu_kernels_t *self)
-{
+tb_threadpool_t *tb_cpu_kernels_pool(const tb_cpu_kernels_t *self) {
     return self ? self->pool : NULL;
 }
 
-int tb_cpu_kernels_new(tb_threadpool_t *pool, tb_cpu_kernels_t **out)
-{
+int tb_cpu_kernels_new(tb_threadpool_t *pool, tb_cpu_kernels_t **out) {
     int rc = TB_OK;
     tb_cpu_kernels_t *k = NULL;
     if (!out) {
@@ -135,8 +148,7 @@ done:
     return rc;
 }
 
-void tb_cpu_kernels_destroy(tb_cpu_kernels_t **self_p)
-{
+void tb_cpu_kernels_destroy(tb_cpu_kernels_t **self_p) {
     if (!self_p || !*self_p) {
         return;
     }
@@ -146,8 +158,7 @@ void tb_cpu_kernels_destroy(tb_cpu_kernels_t **self_p)
 }
 
 /* Makes the scratch at least `bytes` long (contents not kept). */
-static int s_scratch(tb_cpu_kernels_t *k, size_t bytes)
-{
+static int s_scratch(tb_cpu_kernels_t *k, size_t bytes) {
     if (bytes <= k->scratch_bytes) {
         return TB_OK;
     }
@@ -162,8 +173,7 @@ static int s_scratch(tb_cpu_kernels_t *k, size_t bytes)
     return TB_OK;
 }
 
-static int s_threads(const tb_cpu_kernels_t *k)
-{
+static int s_threads(const tb_cpu_kernels_t *k) {
     return k->pool ? tb_threadpool_size(k->pool) : 1;
 }
 
@@ -171,87 +181,101 @@ static int s_threads(const tb_cpu_kernels_t *k)
 /* Matmul                                                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
+#define MM_MAX_OUTS 8
+
 struct mm_job {
     const struct tb_cpu_isa_impl *impl;
-    struct tb_mm_args args;
+    int n_outs;
+    struct tb_mm_args args[MM_MAX_OUTS]; /* one per output; they share x / qx */
+    int first_task[MM_MAX_OUTS + 1];     /* tasks of output i: [first_task[i], first_task[i+1]) */
     int64_t rows_per_task;
     /* activation quantization */
-    const float *x;
-    size_t ldx;
-    uint8_t *qx;
-    size_t qx_stride;
     int tok_per_task;
 };
 
-static void s_mm_task(void *arg, int task, int thread)
-{
+static void s_mm_task(void *arg, int task, int thread) {
     (void)thread;
     struct mm_job *j = arg;
-    int64_t r0 = (int64_t)task * j->rows_per_task;
-    int64_t r1 = r0 + j->rows_per_task < j->args.rows ? r0 + j->rows_per_task : j->args.rows;
-    j->impl->matmul_rows(&j->args, r0, r1);
+    int o = 0;
+    while (task >= j->first_task[o + 1]) {
+        o++;
+    }
+    const struct tb_mm_args *a = &j->args[o];
+    int64_t r0 = (int64_t)(task - j->first_task[o]) * j->rows_per_task;
+    int64_t r1 = r0 + j->rows_per_task < a->rows ? r0 + j->rows_per_task : a->rows;
+    j->impl->matmul_rows(a, r0, r1);
 }
 
-static void s_quant_task(void *arg, int task, int thread)
-{
+static void s_quant_task(void *arg, int task, int thread) {
     (void)thread;
     struct mm_job *j = arg;
+    const struct tb_mm_args *a = &j->args[0];
     int t0 = task * j->tok_per_task;
-    int t1 = t0 + j->tok_per_task < j->args.n_tok ? t0 + j->tok_per_task : j->args.n_tok;
+    int t1 = t0 + j->tok_per_task < a->n_tok ? t0 + j->tok_per_task : a->n_tok;
     for (int t = t0; t < t1; t++) {
-        j->impl->quant_act(j->args.dtype, j->x + (size_t)t * j->ldx, j->args.cols,
-                           j->qx + (size_t)t * j->qx_stride);
+        j->impl->quant_act(a->dtype, a->x + (size_t)t * a->ldx, a->cols,
+                           (uint8_t *)a->qx + (size_t)t * a->qx_stride);
     }
 }
 
-int tb_cpu_matmul(tb_cpu_kernels_t *self, const struct tb_cpu_weight *w, const float *x,
-                  size_t ldx, int n_tok, const float *bias, float *y, size_t ldy)
-{
-    if (!self || !w || !w->data || !x || !y || n_tok < 0 || w->rows < 1 || w->cols < 1 ||
-        ldx < (size_t)w->cols || ldy < (size_t)w->rows) {
+int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int n_tok,
+                        const struct tb_cpu_matmul_out *outs, int n_outs) {
+    if (!self || !x || !outs || n_tok < 0 || n_outs < 1 || n_outs > MM_MAX_OUTS) {
         return TB_EINVAL;
     }
-    size_t row_bytes = tb_cpu_dtype_row_bytes(w->dtype, w->cols);
-    if (row_bytes == 0) {
+    const struct tb_cpu_weight *w0 = outs[0].w;
+    if (!w0) {
         return TB_EINVAL;
+    }
+    size_t row_bytes = tb_cpu_dtype_row_bytes(w0->dtype, w0->cols);
+    if (row_bytes == 0 || w0->cols < 1 || ldx < (size_t)w0->cols) {
+        return TB_EINVAL;
+    }
+    struct mm_job j = {.impl = self->impl, .n_outs = n_outs};
+    int64_t total_rows = 0;
+    for (int i = 0; i < n_outs; i++) {
+        const struct tb_cpu_weight *w = outs[i].w;
+        if (!w || !w->data || !outs[i].y || w->rows < 1 || w->dtype != w0->dtype ||
+            w->cols != w0->cols || outs[i].ldy < (size_t)w->rows) {
+            return TB_EINVAL;
+        }
+        j.args[i] = (struct tb_mm_args){
+            .w = w->data,
+            .w_row_bytes = row_bytes,
+            .dtype = w->dtype,
+            .rows = w->rows,
+            .cols = w->cols,
+            .x = x,
+            .ldx = ldx,
+            .n_tok = n_tok,
+            .bias = outs[i].bias,
+            .y = outs[i].y,
+            .ldy = outs[i].ldy,
+        };
+        total_rows += w->rows;
     }
     if (n_tok == 0) {
         return TB_OK;
     }
-    struct mm_job j = {.impl = self->impl};
-    j.args = (struct tb_mm_args){
-        .w = w->data,
-        .w_row_bytes = row_bytes,
-        .dtype = w->dtype,
-        .rows = w->rows,
-        .cols = w->cols,
-        .x = x,
-        .ldx = ldx,
-        .n_tok = n_tok,
-        .bias = bias,
-        .y = y,
-        .ldy = ldy,
-    };
     int nth = s_threads(self);
-    size_t act = self->impl->act_row_bytes(w->dtype, w->cols);
+    size_t act = self->impl->act_row_bytes(w0->dtype, w0->cols);
     if (act > 0) {
         int rc = s_scratch(self, act * (size_t)n_tok);
         if (rc != TB_OK) {
             return rc;
         }
-        j.x = x;
-        j.ldx = ldx;
-        j.qx = self->scratch;
-        j.qx_stride = act;
+        for (int i = 0; i < n_outs; i++) {
+            j.args[i].qx = self->scratch;
+            j.args[i].qx_stride = act;
+        }
         j.tok_per_task = (n_tok + nth * 2 - 1) / (nth * 2);
         int n_qtasks = (n_tok + j.tok_per_task - 1) / j.tok_per_task;
         tb_threadpool_run(self->pool, n_qtasks, s_quant_task, &j);
-        j.args.qx = j.qx;
-        j.args.qx_stride = act;
     }
     /* Rows per task: enough tasks to balance the threads, few enough weight bytes per task to
      * stay in L2 while a block of token rows sweeps them; a multiple of 4 (the row tile). */
-    int64_t per = (w->rows + (int64_t)nth * TASKS_PER_THREAD - 1) / ((int64_t)nth * TASKS_PER_THREAD);
+    int64_t per =
+        (total_rows + (int64_t)nth * TASKS_PER_THREAD - 1) / ((int64_t)nth * TASKS_PER_THREAD);
     if (n_tok > 1) {
         int64_t cap = (int64_t)(TASK_W_BYTES / row_bytes);
         if (per > cap) {
@@ -263,32 +287,43 @@ int tb_cpu_matmul(tb_cpu_kernels_t *self, const struct tb_cpu_weight *w, const f
         per = 4;
     }
     j.rows_per_task = per;
-    int n_tasks = (int)((w->rows + per - 1) / per);
-    tb_threadpool_run(self->pool, n_tasks, s_mm_task, &j);
+    int64_t n_tasks = 0;
+    for (int i = 0; i < n_outs; i++) {
+        j.first_task[i] = (int)n_tasks;
+        n_tasks += (j.args[i].rows + per - 1) / per;
+    }
+    if (n_tasks > INT32_MAX) {
+        return TB_EINVAL;
+    }
+    j.first_task[n_outs] = (int)n_tasks;
+    tb_threadpool_run(self->pool, (int)n_tasks, s_mm_task, &j);
     return TB_OK;
+}
+
+int tb_cpu_matmul(tb_cpu_kernels_t *self, const struct tb_cpu_weight *w, const float *x, size_t ldx,
+                  int n_tok, const float *bias, float *y, size_t ldy) {
+    struct tb_cpu_matmul_out o = {.w = w, .bias = bias, .y = y, .ldy = ldy};
+    return tb_cpu_matmul_multi(self, x, ldx, n_tok, &o, 1);
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* KV cache and attention                                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
-int tb_cpu_kv_check(const struct tb_cpu_kv_layout *L)
-{
-    if (!L || L->block_size < 1 || L->block_size > 256 || L->n_kv_heads < 1 ||
-        L->head_dim < 1 || L->head_dim > 512 || L->n_blocks < 1 ||
+int tb_cpu_kv_check(const struct tb_cpu_kv_layout *L) {
+    if (!L || L->block_size < 1 || L->block_size > 256 || L->n_kv_heads < 1 || L->head_dim < 1 ||
+        L->head_dim > 512 || L->n_blocks < 1 ||
         (L->dtype != TB_CPU_F16 && L->dtype != TB_CPU_F32)) {
         return TB_EINVAL;
     }
     return TB_OK;
 }
 
-static size_t s_kv_elem(const struct tb_cpu_kv_layout *L)
-{
+static size_t s_kv_elem(const struct tb_cpu_kv_layout *L) {
     return L->dtype == TB_CPU_F16 ? 2 : 4;
 }
 
-size_t tb_cpu_kv_bytes(const struct tb_cpu_kv_layout *L)
-{
+size_t tb_cpu_kv_bytes(const struct tb_cpu_kv_layout *L) {
     if (tb_cpu_kv_check(L) != TB_OK) {
         return 0;
     }
@@ -297,8 +332,7 @@ size_t tb_cpu_kv_bytes(const struct tb_cpu_kv_layout *L)
 }
 
 int tb_cpu_kv_write(const struct tb_cpu_kv_layout *L, void *k_cache, void *v_cache, int n_tok,
-                    const int32_t *slots, const float *k, size_t ldk, const float *v, size_t ldv)
-{
+                    const int32_t *slots, const float *k, size_t ldk, const float *v, size_t ldv) {
     if (tb_cpu_kv_check(L) != TB_OK || !k_cache || !v_cache || n_tok < 0 ||
         (n_tok > 0 && (!slots || !k || !v))) {
         return TB_EINVAL;
@@ -324,21 +358,39 @@ int tb_cpu_kv_write(const struct tb_cpu_kv_layout *L, void *k_cache, void *v_cac
         size_t blk = (size_t)slots[t] / (size_t)L->block_size;
         size_t off = (size_t)slots[t] % (size_t)L->block_size;
         for (int h = 0; h < L->n_kv_heads; h++) {
-            size_t at = blk * block_bytes + (size_t)h * head_bytes + off * hd * es;
+            uint8_t *kd = (uint8_t *)k_cache + blk * block_bytes + (size_t)h * head_bytes;
+            uint8_t *vd = (uint8_t *)v_cache + blk * block_bytes + (size_t)h * head_bytes;
             const float *ks = k + (size_t)t * ldk + (size_t)h * hd;
             const float *vs = v + (size_t)t * ldv + (size_t)h * hd;
-            uint8_t *kd = (uint8_t *)k_cache + at;
-            uint8_t *vd = (uint8_t *)v_cache + at;
+            const size_t bs = (size_t)L->block_size;
+            /* K transposed within the block ([head_dim][slot]), V as rows ([slot][head_dim]) */
             if (es == 4) {
-                memcpy(kd, ks, hd * 4);
-                memcpy(vd, vs, hd * 4);
+                for (size_t d = 0; d < hd; d++) {
+                    memcpy(kd + (d * bs + off) * 4, &ks[d], 4);
+                }
+                memcpy(vd + off * hd * 4, vs, hd * 4);
             } else {
                 for (size_t d = 0; d < hd; d++) {
-                    tb_cpu_store_u16(kd + 2 * d, tb_cpu_f32_to_f16(ks[d]));
-                    tb_cpu_store_u16(vd + 2 * d, tb_cpu_f32_to_f16(vs[d]));
+                    tb_cpu_store_u16(kd + (d * bs + off) * 2, tb_cpu_f32_to_f16(ks[d]));
+                    tb_cpu_store_u16(vd + (off * hd + d) * 2, tb_cpu_f32_to_f16(vs[d]));
                 }
             }
         }
+    }
+    return TB_OK;
+}
+
+int tb_cpu_kv_copy_block(const struct tb_cpu_kv_layout *L, void *k_cache, void *v_cache,
+                         int32_t src, int32_t dst) {
+    if (tb_cpu_kv_check(L) != TB_OK || !k_cache || !v_cache || src < 0 || dst < 0 ||
+        src >= L->n_blocks || dst >= L->n_blocks) {
+        return TB_EINVAL;
+    }
+    if (src != dst) {
+        size_t bb =
+            (size_t)L->n_kv_heads * (size_t)L->block_size * (size_t)L->head_dim * s_kv_elem(L);
+        memcpy((uint8_t *)k_cache + (size_t)dst * bb, (uint8_t *)k_cache + (size_t)src * bb, bb);
+        memcpy((uint8_t *)v_cache + (size_t)dst * bb, (uint8_t *)v_cache + (size_t)src * bb, bb);
     }
     return TB_OK;
 }
@@ -349,20 +401,17 @@ struct attn_job {
     int n_kv_heads;
 };
 
-static void s_attn_task(void *arg, int task, int thread)
-{
+static void s_attn_task(void *arg, int task, int thread) {
     struct attn_job *j = arg;
     float *scratch = j->args.scratch + (size_t)thread * j->args.scratch_floats;
     j->impl->attn_task(&j->args, task / j->n_kv_heads, task % j->n_kv_heads, scratch);
 }
 
-int tb_cpu_attention(tb_cpu_kernels_t *self, const struct tb_cpu_kv_layout *L,
-                     const void *k_cache, const void *v_cache, int n_tok,
-                     const struct tb_cpu_attn_seq *seqs, const float *q, size_t ldq, int n_heads,
-                     float scale, float *out, size_t ldo)
-{
-    if (!self || tb_cpu_kv_check(L) != TB_OK || !k_cache || !v_cache || n_tok < 0 ||
-        n_heads < 1 || n_heads % L->n_kv_heads != 0 || !isfinite(scale)) {
+int tb_cpu_attention(tb_cpu_kernels_t *self, const struct tb_cpu_kv_layout *L, const void *k_cache,
+                     const void *v_cache, int n_tok, const struct tb_cpu_attn_seq *seqs,
+                     const float *q, size_t ldq, int n_heads, float scale, float *out, size_t ldo) {
+    if (!self || tb_cpu_kv_check(L) != TB_OK || !k_cache || !v_cache || n_tok < 0 || n_heads < 1 ||
+        n_heads % L->n_kv_heads != 0 || !isfinite(scale)) {
         return TB_EINVAL;
     }
     if (n_tok == 0) {
@@ -391,8 +440,10 @@ int tb_cpu_attention(tb_cpu_kernels_t *self, const struct tb_cpu_kv_layout *L,
         }
     }
     const int group = n_heads / L->n_kv_heads;
-    const size_t per_thread = ((size_t)group * (size_t)L->head_dim + (size_t)L->block_size +
-                               2 * (size_t)group + 15) / 16 * 16;
+    /* acc and pre-scaled queries (group * head_dim each), scores (block_size), max and sum */
+    const size_t per_thread =
+        (2 * (size_t)group * (size_t)L->head_dim + (size_t)L->block_size + 2 * (size_t)group + 15) /
+        16 * 16;
     const int nth = s_threads(self);
     int rc = s_scratch(self, per_thread * sizeof(float) * (size_t)nth);
     if (rc != TB_OK) {

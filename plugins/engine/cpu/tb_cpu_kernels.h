@@ -149,10 +149,28 @@ struct tb_cpu_weight {
  *   bias: w->rows floats or NULL.
  * Parallel over output rows.  Each weight tile is decoded once per block of up to 64 token rows
  * and reused across them (register blocking), so n_tok > 1 costs far less than n_tok calls.
+ * Batch invariant: y[t] is bitwise the same whatever n_tok, t's place among the rows and the
+ * thread count (every output sums in one fixed order), which the engine relies on so that a
+ * request gets the same tokens alone and in any batch.
  * Uses the context's scratch for quantized activations (Q8_0/Q4_0): TB_ENOMEM when it cannot
  * grow.  All buffers are borrowed for the duration of the call. */
-int tb_cpu_matmul(tb_cpu_kernels_t *self, const struct tb_cpu_weight *w, const float *x,
-                  size_t ldx, int n_tok, const float *bias, float *y, size_t ldy);
+int tb_cpu_matmul(tb_cpu_kernels_t *self, const struct tb_cpu_weight *w, const float *x, size_t ldx,
+                  int n_tok, const float *bias, float *y, size_t ldy);
+
+/* One output of tb_cpu_matmul_multi: y = x . w^T (+ bias), as in tb_cpu_matmul.  Borrowed. */
+struct tb_cpu_matmul_out {
+    const struct tb_cpu_weight *w;
+    const float *bias; /* w->rows floats or NULL */
+    float *y;          /* n_tok rows, stride ldy >= w->rows */
+    size_t ldy;
+};
+
+/* Several matmuls of the same input in one parallel loop (Q, K and V of a layer; gate and up):
+ * the activations are quantized once and one dispatch covers every output's rows.  All weights
+ * must share dtype and cols (else TB_EINVAL: call tb_cpu_matmul per weight); 1..8 outputs.
+ * Results are identical to separate tb_cpu_matmul calls.  Otherwise as tb_cpu_matmul. */
+int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int n_tok,
+                        const struct tb_cpu_matmul_out *outs, int n_outs);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Element-wise and per-row ops (reentrant, single-threaded, buffers borrowed)                 */
@@ -202,10 +220,14 @@ int64_t tb_cpu_argmax(const float *x, int64_t n);
 /* Paged KV cache and attention                                                                */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Geometry of one layer's K (or V) cache.  Storage is [block][kv_head][slot][head_dim] in
- * `dtype` (TB_CPU_F16, the default, or TB_CPU_F32): the keys of one head in one block are
- * contiguous (block_size * head_dim values), which is what one attention task streams through.
- * Block ids come from the engine's KV manager; the kernels only read and write them. */
+/* Geometry of one layer's K (or V) cache: n_blocks blocks of block_size tokens, in `dtype`
+ * (TB_CPU_F16, the default, or TB_CPU_F32).  Each block holds n_kv_heads tiles of
+ * block_size * head_dim values, one per kv head ([block][kv_head][...]).  Inside a tile, V is
+ * [slot][head_dim] (one row per token) and K is transposed, [head_dim][slot]: the scores of all
+ * slots of a block then come from head_dim multiply-adds of a broadcast query value with one
+ * contiguous K row, with no horizontal sums, and the output accumulates whole V rows.  Write only
+ * through tb_cpu_kv_write.  Block ids come from the engine's KV manager; the kernels only read
+ * and write them. */
 struct tb_cpu_kv_layout {
     int block_size;       /* tokens per block (16 by default), 1..256 */
     int n_kv_heads;       /* >= 1 */
@@ -224,9 +246,14 @@ int tb_cpu_kv_check(const struct tb_cpu_kv_layout *layout);
  * block slots[t] / block_size (slots[t] = block_id * block_size + offset, as vLLM's slot
  * mapping).  k and v: n_tok rows of n_kv_heads * head_dim floats, strides ldk / ldv floats.
  * A negative slot skips the token (padding).  TB_EINVAL for a slot beyond the cache. */
-int tb_cpu_kv_write(const struct tb_cpu_kv_layout *layout, void *k_cache, void *v_cache,
-                    int n_tok, const int32_t *slots, const float *k, size_t ldk, const float *v,
-                    size_t ldv);
+int tb_cpu_kv_write(const struct tb_cpu_kv_layout *layout, void *k_cache, void *v_cache, int n_tok,
+                    const int32_t *slots, const float *k, size_t ldk, const float *v, size_t ldv);
+
+/* Copies block `src` to block `dst` in both caches (copy-on-write of a shared prefix block
+ * before a sequence appends to it).  TB_EINVAL for ids outside [0, n_blocks); src == dst does
+ * nothing. */
+int tb_cpu_kv_copy_block(const struct tb_cpu_kv_layout *layout, void *k_cache, void *v_cache,
+                         int32_t src, int32_t dst);
 
 /* One query token's view of its sequence. */
 struct tb_cpu_attn_seq {

@@ -3,14 +3,15 @@
  *
  * One caller (the engine's forward-pass thread) submits a loop of `n_tasks` tasks with
  * tb_threadpool_run; the caller itself works as thread 0 and the pool's n_threads - 1 workers as
- * threads 1..n_threads-1.  Tasks are claimed dynamically (an atomic counter), so a thread slowed
- * down by other load on the machine simply takes fewer tasks.  tb_threadpool_run returns when every
- * task has finished; the memory effects of all tasks are visible to the caller then.
+ * threads 1..n_threads-1.  Tasks are claimed dynamically, so a thread slowed down by other load
+ * on the machine simply takes fewer, and the caller waits only for tasks still running, never for
+ * a worker that has not woken up yet.  tb_threadpool_run returns when every task has finished;
+ * the memory effects of all tasks are visible to the caller then.
  *
  * Between loops the workers spin for a short while (spin_us, default 200 microseconds) so that the
- * hundreds of back-to-back loops of one decode step cost a few microseconds each, then sleep on a
+ * hundreds of back-to-back loops of one decode step cost about a microsecond each, then sleep on a
  * futex so an idle engine burns no CPU.  The caller likewise spins, then sleeps, while it waits
- * for the last worker.
+ * for the last task.
  *
  * Thread-safety: tb_threadpool_run must not be called concurrently on one pool (one submitting
  * thread at a time; calls from different threads must be serialised by the caller).  Task

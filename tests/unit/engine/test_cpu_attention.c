@@ -7,23 +7,22 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <cmocka.h>
+
+#include <cmocka.h> /* after the standard headers it needs */
 
 #include "cpu/tb_cpu_kernels.h"
 #include "tb_errors.h"
 
 static uint64_t s_rng = 0x9e3779b97f4a7c15ull;
 
-static float s_rand(void)
-{
+static float s_rand(void) {
     s_rng ^= s_rng << 13;
     s_rng ^= s_rng >> 7;
     s_rng ^= s_rng << 17;
     return (float)((s_rng >> 40) & 0xffffff) / 8388608.0f - 1.0f;
 }
 
-static uint32_t s_randu(uint32_t n)
-{
+static uint32_t s_randu(uint32_t n) {
     s_rng ^= s_rng << 13;
     s_rng ^= s_rng >> 7;
     s_rng ^= s_rng << 17;
@@ -37,8 +36,7 @@ struct cfg {
 
 #define NSEQ 3
 
-static void s_run(tb_cpu_kernels_t *k, const struct cfg *c)
-{
+static void s_run(tb_cpu_kernels_t *k, const struct cfg *c) {
     const int lens[NSEQ] = {1, 37, 100};
     const int n_heads = c->n_kv * c->group;
     const int kvw = c->n_kv * c->hd, qw = n_heads * c->hd;
@@ -81,10 +79,12 @@ static void s_run(tb_cpu_kernels_t *k, const struct cfg *c)
             for (int i = 0; i < kvw; i++) {
                 kin[p * kvw + i] = s_rand() * 2.0f;
                 vin[p * kvw + i] = s_rand();
-                kref[s][p * kvw + i] = c->dt == TB_CPU_F16 ? (float)(_Float16)kin[p * kvw + i]
-                                                            : kin[p * kvw + i];
-                vref[s][p * kvw + i] = c->dt == TB_CPU_F16 ? (float)(_Float16)vin[p * kvw + i]
-                                                            : vin[p * kvw + i];
+                kref[s][p * kvw + i] = c->dt == TB_CPU_F16
+                                           ? tb_cpu_f16_to_f32(tb_cpu_f32_to_f16(kin[p * kvw + i]))
+                                           : kin[p * kvw + i];
+                vref[s][p * kvw + i] = c->dt == TB_CPU_F16
+                                           ? tb_cpu_f16_to_f32(tb_cpu_f32_to_f16(vin[p * kvw + i]))
+                                           : vin[p * kvw + i];
             }
         }
         /* write in two calls, the second with a padding slot (-1) in between */
@@ -179,8 +179,7 @@ static void s_run(tb_cpu_kernels_t *k, const struct cfg *c)
                      TB_EINVAL);
     if (c->n_kv > 1) { /* n_heads not a multiple of n_kv_heads */
         assert_int_equal(
-            tb_cpu_attention(k, &L, kc, vc, 1, qs, q, ldq, n_heads + 1, 0.0f, out, ldo),
-            TB_EINVAL);
+            tb_cpu_attention(k, &L, kc, vc, 1, qs, q, ldq, n_heads + 1, 0.0f, out, ldo), TB_EINVAL);
     }
     for (int s = 0; s < NSEQ; s++) {
         free(kref[s]);
@@ -194,8 +193,7 @@ static void s_run(tb_cpu_kernels_t *k, const struct cfg *c)
     free(vc);
 }
 
-static void test_attention_configs(void **state)
-{
+static void test_attention_configs(void **state) {
     (void)state;
     static const struct cfg cfgs[] = {
         {1, 1, 64, 16, TB_CPU_F16},  {4, 8, 64, 16, TB_CPU_F16}, {2, 4, 128, 16, TB_CPU_F32},
@@ -216,8 +214,7 @@ static void test_attention_configs(void **state)
     tb_threadpool_destroy(&pool);
 }
 
-static void test_kv_write_bounds(void **state)
-{
+static void test_kv_write_bounds(void **state) {
     (void)state;
     struct tb_cpu_kv_layout L = {16, 2, 8, TB_CPU_F16, 4};
     size_t bytes = tb_cpu_kv_bytes(&L);
@@ -232,10 +229,20 @@ static void test_kv_write_bounds(void **state)
     assert_int_equal(tb_cpu_kv_write(&L, kc, vc, 1, &slot, k, 16, v, 16), TB_EINVAL);
     slot = 2 * 16 + 3; /* block 2, offset 3 */
     assert_int_equal(tb_cpu_kv_write(&L, kc, vc, 1, &slot, k, 16, v, 16), TB_OK);
-    /* [block][kv_head][slot][head_dim]: head 1 of block 2, slot 3 */
-    size_t at = ((size_t)2 * 2 * 16 + 1 * 16 + 3) * 8;
-    assert_int_equal(kc[at], tb_cpu_f32_to_f16(8.0f));
-    assert_int_equal(vc[at + 7], tb_cpu_f32_to_f16(-15.0f));
+    /* head 1 of block 2 starts at (2 * 2 + 1) * 16 * 8; K is [head_dim][slot] there, V is
+     * [slot][head_dim] */
+    size_t base = ((size_t)2 * 2 + 1) * 16 * 8;
+    for (int d = 0; d < 8; d++) {
+        assert_int_equal(kc[base + (size_t)d * 16 + 3], tb_cpu_f32_to_f16(8.0f + (float)d));
+        assert_int_equal(vc[base + 3 * 8 + (size_t)d], tb_cpu_f32_to_f16(-8.0f - (float)d));
+    }
+    /* copy-on-write: block 2 copied to block 0 reads back the same values */
+    assert_int_equal(tb_cpu_kv_copy_block(&L, kc, vc, 2, 0), TB_OK);
+    assert_int_equal(kc[(size_t)1 * 16 * 8 + 3], tb_cpu_f32_to_f16(8.0f));
+    assert_int_equal(vc[(size_t)1 * 16 * 8 + 3 * 8 + 7], tb_cpu_f32_to_f16(-15.0f));
+    assert_int_equal(tb_cpu_kv_copy_block(&L, kc, vc, 2, 4), TB_EINVAL);
+    assert_int_equal(tb_cpu_kv_copy_block(&L, kc, vc, -1, 0), TB_EINVAL);
+    assert_int_equal(tb_cpu_kv_copy_block(&L, kc, vc, 1, 1), TB_OK);
     struct tb_cpu_kv_layout bad = L;
     bad.dtype = TB_CPU_Q8_0;
     assert_int_equal(tb_cpu_kv_check(&bad), TB_EINVAL);
@@ -247,8 +254,7 @@ static void test_kv_write_bounds(void **state)
     free(vc);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_attention_configs),
         cmocka_unit_test(test_kv_write_bounds),

@@ -8,7 +8,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <cmocka.h>
+
+#include <cmocka.h> /* after the standard headers it needs */
 
 #include "cpu/tb_cpu_kernels.h"
 #include "tb_errors.h"
@@ -24,15 +25,13 @@ static float s_rand(void) /* uniform in [-1, 1) */
 }
 
 /* Reference decoding of one stored value, straight from the format description. */
-static double s_ref_half(uint16_t h)
-{
+static double s_ref_half(uint16_t h) {
     int e = (h >> 10) & 0x1f, m = h & 0x3ff;
     double v = e == 0 ? ldexp(m, -24) : ldexp(1024 + m, e - 25);
     return (h & 0x8000) ? -v : v;
 }
 
-static void s_ref_dequant(tb_cpu_dtype_t dt, const uint8_t *row, int64_t n, double *out)
-{
+static void s_ref_dequant(tb_cpu_dtype_t dt, const uint8_t *row, int64_t n, double *out) {
     for (int64_t i = 0; i < n; i++) {
         switch (dt) {
         case TB_CPU_F32: {
@@ -71,8 +70,7 @@ static void s_ref_dequant(tb_cpu_dtype_t dt, const uint8_t *row, int64_t n, doub
 
 /* The documented activation quantization: per 32 values, d = amax / 127, q = round-half-even of
  * x * (127 / amax); returns the dequantized values. */
-static void s_ref_quant_act(const float *x, int64_t n, double *out)
-{
+static void s_ref_quant_act(const float *x, int64_t n, double *out) {
     for (int64_t b = 0; b < n / 32; b++) {
         float amax = 0.0f;
         for (int j = 0; j < 32; j++) {
@@ -92,15 +90,13 @@ struct case_cfg {
     int bias, pad;
 };
 
-static int s_quantized(tb_cpu_dtype_t dt)
-{
+static int s_quantized(tb_cpu_dtype_t dt) {
     return dt == TB_CPU_Q8_0 || dt == TB_CPU_Q4_0;
 }
 
 /* Runs one matmul and checks every output; returns the worst error relative to sum|w*x|
  * against the pure-float reference (for the accuracy report of quantized activations). */
-static double s_check(tb_cpu_kernels_t *k, const struct case_cfg *c)
-{
+static double s_check(tb_cpu_kernels_t *k, const struct case_cfg *c) {
     const int64_t R = c->rows, C = c->cols;
     const size_t rb = tb_cpu_dtype_row_bytes(c->dt, C);
     assert_true(rb > 0);
@@ -128,8 +124,7 @@ static double s_check(tb_cpu_kernels_t *k, const struct case_cfg *c)
         y[i] = 12345.0f; /* padding must stay untouched */
     }
     struct tb_cpu_weight wt = {.dtype = c->dt, .rows = R, .cols = C, .data = w};
-    assert_int_equal(tb_cpu_matmul(k, &wt, x, ldx, c->n_tok, c->bias ? bias : NULL, y, ldy),
-                     TB_OK);
+    assert_int_equal(tb_cpu_matmul(k, &wt, x, ldx, c->n_tok, c->bias ? bias : NULL, y, ldy), TB_OK);
     double worst_float = 0.0;
     for (int t = 0; t < c->n_tok; t++) {
         const float *xt = x + (size_t)t * ldx;
@@ -176,8 +171,7 @@ static const tb_cpu_dtype_t s_dtypes[] = {TB_CPU_F32, TB_CPU_F16, TB_CPU_BF16, T
                                           TB_CPU_Q4_0};
 
 /* Runs `fn` for each ISA the CPU has, with a 2-thread pool and without a pool. */
-static void s_for_each_isa(void (*fn)(tb_cpu_kernels_t *k))
-{
+static void s_for_each_isa(void (*fn)(tb_cpu_kernels_t *k)) {
     tb_threadpool_t *pool = NULL;
     assert_int_equal(tb_threadpool_new(2, &pool), TB_OK);
     for (int use_pool = 0; use_pool < 2; use_pool++) {
@@ -194,8 +188,7 @@ static void s_for_each_isa(void (*fn)(tb_cpu_kernels_t *k))
     tb_threadpool_destroy(&pool);
 }
 
-static void s_shapes(tb_cpu_kernels_t *k)
-{
+static void s_shapes(tb_cpu_kernels_t *k) {
     static const int float_cols[] = {1, 7, 16, 17, 33, 100, 257};
     static const int quant_cols[] = {32, 64, 96, 160, 544};
     static const int rows[] = {1, 5, 37};
@@ -207,8 +200,8 @@ static void s_shapes(tb_cpu_kernels_t *k)
         for (size_t ci = 0; ci < nc; ci++) {
             for (size_t ri = 0; ri < 3; ri++) {
                 for (size_t ti = 0; ti < 4; ti++) {
-                    struct case_cfg c = {dt, rows[ri], cols[ci], toks[ti], (int)(ci + ti) % 2,
-                                         (int)(ri + ti) % 2};
+                    struct case_cfg c = {dt,       rows[ri],           cols[ci],
+                                         toks[ti], (int)(ci + ti) % 2, (int)(ri + ti) % 2};
                     s_check(k, &c);
                 }
             }
@@ -216,14 +209,12 @@ static void s_shapes(tb_cpu_kernels_t *k)
     }
 }
 
-static void test_shapes_all_isas(void **state)
-{
+static void test_shapes_all_isas(void **state) {
     (void)state;
     s_for_each_isa(s_shapes);
 }
 
-static void s_ntok_range(tb_cpu_kernels_t *k)
-{
+static void s_ntok_range(tb_cpu_kernels_t *k) {
     for (size_t d = 0; d < sizeof(s_dtypes) / sizeof(s_dtypes[0]); d++) {
         tb_cpu_dtype_t dt = s_dtypes[d];
         for (int n = 1; n <= 70; n++) {
@@ -233,14 +224,12 @@ static void s_ntok_range(tb_cpu_kernels_t *k)
     }
 }
 
-static void test_ntok_1_to_70_all_isas(void **state)
-{
+static void test_ntok_1_to_70_all_isas(void **state) {
     (void)state;
     s_for_each_isa(s_ntok_range);
 }
 
-static void s_large(tb_cpu_kernels_t *k)
-{
+static void s_large(tb_cpu_kernels_t *k) {
     /* Model-like widths (many row tiles, several tasks, a token block edge at 64). */
     for (size_t d = 0; d < sizeof(s_dtypes) / sizeof(s_dtypes[0]); d++) {
         struct case_cfg c = {s_dtypes[d], 131, 1024, 66, 1, 0};
@@ -248,16 +237,14 @@ static void s_large(tb_cpu_kernels_t *k)
     }
 }
 
-static void test_large_all_isas(void **state)
-{
+static void test_large_all_isas(void **state) {
     (void)state;
     s_for_each_isa(s_large);
 }
 
 /* The accuracy quantized activations cost, against the float product of the same weights:
  * bounded well under 1% of sum|w*x| (docs/kernels.md reports the measured figure). */
-static void test_activation_quantization_error(void **state)
-{
+static void test_activation_quantization_error(void **state) {
     (void)state;
     tb_cpu_kernels_t *k = NULL;
     assert_int_equal(tb_cpu_kernels_new(NULL, &k), TB_OK);
@@ -270,8 +257,107 @@ static void test_activation_quantization_error(void **state)
     tb_cpu_kernels_destroy(&k);
 }
 
-static void test_bad_arguments(void **state)
-{
+/* tb_cpu_matmul_multi gives bit-identical results to one tb_cpu_matmul per weight. */
+static void s_multi(tb_cpu_kernels_t *k) {
+    static const int rows[3] = {37, 5, 6};
+    for (size_t d = 0; d < sizeof(s_dtypes) / sizeof(s_dtypes[0]); d++) {
+        tb_cpu_dtype_t dt = s_dtypes[d];
+        const int C = 96;
+        const int n_tok = 9;
+        size_t rb = tb_cpu_dtype_row_bytes(dt, C);
+        uint8_t *w[3];
+        float *y1[3], *y2[3], *bias[3];
+        struct tb_cpu_weight wt[3];
+        struct tb_cpu_matmul_out outs[3];
+        float src[96];
+        float *x = malloc(sizeof(float) * C * n_tok);
+        for (int i = 0; i < C * n_tok; i++) {
+            x[i] = s_rand();
+        }
+        for (int o = 0; o < 3; o++) {
+            w[o] = malloc(rb * (size_t)rows[o]);
+            for (int r = 0; r < rows[o]; r++) {
+                for (int i = 0; i < C; i++) {
+                    src[i] = s_rand();
+                }
+                tb_cpu_quantize_row(dt, src, w[o] + rb * (size_t)r, C);
+            }
+            y1[o] = calloc((size_t)rows[o] * n_tok, sizeof(float));
+            y2[o] = calloc((size_t)rows[o] * n_tok, sizeof(float));
+            bias[o] = malloc(sizeof(float) * (size_t)rows[o]);
+            for (int r = 0; r < rows[o]; r++) {
+                bias[o][r] = s_rand();
+            }
+            wt[o] = (struct tb_cpu_weight){dt, rows[o], C, w[o]};
+            outs[o] =
+                (struct tb_cpu_matmul_out){&wt[o], o == 1 ? NULL : bias[o], y2[o], (size_t)rows[o]};
+            assert_int_equal(tb_cpu_matmul(k, &wt[o], x, C, n_tok, o == 1 ? NULL : bias[o], y1[o],
+                                           (size_t)rows[o]),
+                             TB_OK);
+        }
+        assert_int_equal(tb_cpu_matmul_multi(k, x, C, n_tok, outs, 3), TB_OK);
+        for (int o = 0; o < 3; o++) {
+            assert_memory_equal(y1[o], y2[o], sizeof(float) * (size_t)rows[o] * n_tok);
+        }
+        /* one token: the batch-1 path */
+        assert_int_equal(tb_cpu_matmul_multi(k, x, C, 1, outs, 3), TB_OK);
+        for (int o = 0; o < 3; o++) {
+            float one[64];
+            tb_cpu_matmul(k, &wt[o], x, C, 1, o == 1 ? NULL : bias[o], one, 64);
+            assert_memory_equal(one, y2[o], sizeof(float) * (size_t)rows[o]);
+        }
+        /* mixed dtypes are refused */
+        struct tb_cpu_weight other = wt[1];
+        other.dtype = dt == TB_CPU_F32 ? TB_CPU_F16 : TB_CPU_F32;
+        outs[1].w = &other;
+        assert_int_equal(tb_cpu_matmul_multi(k, x, C, n_tok, outs, 3), TB_EINVAL);
+        for (int o = 0; o < 3; o++) {
+            free(w[o]);
+            free(y1[o]);
+            free(y2[o]);
+            free(bias[o]);
+        }
+        free(x);
+    }
+}
+
+static void test_multi_all_isas(void **state) {
+    (void)state;
+    s_for_each_isa(s_multi);
+}
+
+/* TB_CPU_ISA lowers the level chosen at creation; unknown names and levels above the CPU's are
+ * refused. */
+static void test_isa_env(void **state) {
+    (void)state;
+    tb_cpu_kernels_t *k = NULL;
+    assert_int_equal(setenv("TB_CPU_ISA", "generic", 1), 0);
+    assert_int_equal(tb_cpu_kernels_new(NULL, &k), TB_OK);
+    assert_int_equal(tb_cpu_kernels_isa(k), TB_CPU_ISA_GENERIC);
+    tb_cpu_kernels_destroy(&k);
+    if (tb_cpu_isa_detect() >= TB_CPU_ISA_AVX2) {
+        assert_int_equal(setenv("TB_CPU_ISA", "avx2", 1), 0);
+        assert_int_equal(tb_cpu_kernels_new(NULL, &k), TB_OK);
+        assert_int_equal(tb_cpu_kernels_isa(k), TB_CPU_ISA_AVX2);
+        assert_string_equal(tb_cpu_isa_name(tb_cpu_kernels_isa(k)), "avx2");
+        tb_cpu_kernels_destroy(&k);
+    }
+    if (tb_cpu_isa_detect() < TB_CPU_ISA_AVX512) {
+        assert_int_equal(setenv("TB_CPU_ISA", "avx512", 1), 0);
+        assert_int_equal(tb_cpu_kernels_new(NULL, &k), TB_ENOTSUP);
+        assert_null(k);
+    }
+    assert_int_equal(setenv("TB_CPU_ISA", "sse9", 1), 0);
+    assert_int_equal(tb_cpu_kernels_new(NULL, &k), TB_EINVAL);
+    assert_null(k);
+    assert_int_equal(unsetenv("TB_CPU_ISA"), 0);
+    assert_int_equal(tb_cpu_kernels_new(NULL, &k), TB_OK);
+    assert_int_equal(tb_cpu_kernels_isa(k), tb_cpu_isa_detect());
+    assert_int_equal(tb_cpu_kernels_set_isa(k, (tb_cpu_isa_t)7), TB_EINVAL);
+    tb_cpu_kernels_destroy(&k);
+}
+
+static void test_bad_arguments(void **state) {
     (void)state;
     tb_cpu_kernels_t *k = NULL;
     assert_int_equal(tb_cpu_kernels_new(NULL, &k), TB_OK);
@@ -292,13 +378,14 @@ static void test_bad_arguments(void **state)
     tb_cpu_kernels_destroy(&k);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shapes_all_isas),
         cmocka_unit_test(test_ntok_1_to_70_all_isas),
         cmocka_unit_test(test_large_all_isas),
         cmocka_unit_test(test_activation_quantization_error),
+        cmocka_unit_test(test_multi_all_isas),
+        cmocka_unit_test(test_isa_env),
         cmocka_unit_test(test_bad_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

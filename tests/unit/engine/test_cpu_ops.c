@@ -7,18 +7,17 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <cmocka.h>
+
+#include <cmocka.h> /* after the standard headers it needs */
 
 #include "cpu/tb_cpu_kernels.h"
 #include "tb_errors.h"
 
-static float s_val(int i)
-{
+static float s_val(int i) {
     return sinf((float)i * 0.731f) * 3.0f + 0.1f;
 }
 
-static void test_rmsnorm(void **state)
-{
+static void test_rmsnorm(void **state) {
     (void)state;
     enum { N = 203, ROWS = 3 };
     float x[N * ROWS], y[N * ROWS], w[N];
@@ -49,8 +48,7 @@ static void test_rmsnorm(void **state)
     assert_float_equal(ss / N, 1.0, 1e-3);
 }
 
-static void s_rope_check(tb_cpu_rope_mode_t mode, int rot_dim)
-{
+static void s_rope_check(tb_cpu_rope_mode_t mode, int rot_dim) {
     enum { NT = 3, NH = 2, HD = 16 };
     float x[NT * NH * HD], orig[NT * NH * HD], freq[HD / 2];
     int32_t pos[NT] = {0, 7, 100000};
@@ -82,8 +80,7 @@ static void s_rope_check(tb_cpu_rope_mode_t mode, int rot_dim)
     }
 }
 
-static void test_rope(void **state)
-{
+static void test_rope(void **state) {
     (void)state;
     s_rope_check(TB_CPU_ROPE_NEOX, 16);
     s_rope_check(TB_CPU_ROPE_INTERLEAVED, 16);
@@ -96,8 +93,7 @@ static void test_rope(void **state)
     assert_int_equal(tb_cpu_rope(x, 8, 1, &p, 1, 16, 16, f, TB_CPU_ROPE_NEOX), TB_EINVAL);
 }
 
-static void test_rope_relative(void **state)
-{
+static void test_rope_relative(void **state) {
     (void)state;
     /* The property attention relies on: <rope(q, m), rope(k, n)> depends on m - n only. */
     enum { HD = 64 };
@@ -123,8 +119,7 @@ static void test_rope_relative(void **state)
     }
 }
 
-static void test_silu_add(void **state)
-{
+static void test_silu_add(void **state) {
     (void)state;
     enum { N = 77 };
     float g[N], u[N], o[N];
@@ -148,8 +143,7 @@ static void test_silu_add(void **state)
     assert_true(fabsf(r) < 1e-20f && !isnan(r));
 }
 
-static void test_softmax_argmax(void **state)
-{
+static void test_softmax_argmax(void **state) {
     (void)state;
     float x[5] = {1000.0f, 1001.0f, 999.0f, -INFINITY, 1001.0f};
     float c[5];
@@ -168,11 +162,10 @@ static void test_softmax_argmax(void **state)
     assert_true(one == 1.0f);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rmsnorm),       cmocka_unit_test(test_rope),
-        cmocka_unit_test(test_rope_relative), cmocka_unit_test(test_silu_add),
+        cmocka_unit_test(test_rmsnorm),        cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_rope_relative),  cmocka_unit_test(test_silu_add),
         cmocka_unit_test(test_softmax_argmax),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
