@@ -74,7 +74,10 @@ static int s_encode(const struct tb_msg_desc *d, const void *msg, msgpack_packer
             msgpack_pack_str_body(pk, f->name, f->name_len) != 0) {
             return TB_ENOMEM;
         }
-        size_t count = f->aux_offset ? *AT(msg, f->aux_offset, const size_t) : 0;
+        /* aux_offset is a length only for bin and arrays; for optional scalars it is a bool */
+        bool counted = f->type != TB_FT_BOOL && f->type != TB_FT_I64 && f->type != TB_FT_U64 &&
+                       f->type != TB_FT_F64 && f->type != TB_FT_STR && f->type != TB_FT_MSG;
+        size_t count = counted && f->aux_offset ? *AT(msg, f->aux_offset, const size_t) : 0;
         switch (f->type) {
         case TB_FT_BOOL:
             rc = *AT(msg, f->offset, const bool) ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
