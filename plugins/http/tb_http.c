@@ -623,6 +623,32 @@ static enum MHD_Result s_answer_get(struct tb_http *h, struct MHD_Connection *co
     return MHD_NO;
 }
 
+/* Answers a request that is not a generation, once its body (if any) was read and dropped:
+ * answering earlier would make libmicrohttpd close the connection. */
+static enum MHD_Result s_answer(struct tb_http *h, struct MHD_Connection *conn, const char *url,
+                                const char *method)
+{
+    if (strncmp(url, "/v1/", 4) == 0) {
+        const char *why = s_auth(h, conn);
+        if (why) {
+            struct tb_oai_error e;
+            tb_oai_error_set(&e, 401, "invalid_request_error", "invalid_api_key", NULL, "%s",
+                             why);
+            return tb_http_queue_error(h, conn, &e, false, false);
+        }
+    }
+    if (strcmp(url, "/v1/chat/completions") == 0 || strcmp(url, "/v1/completions") == 0) {
+        return s_method_not_allowed(h, conn, "POST", method, url);
+    }
+    bool handled;
+    enum MHD_Result rc = s_answer_get(h, conn, url, method, &handled);
+    if (handled) {
+        return rc;
+    }
+    return s_error(h, conn, 404, "invalid_request_error", "not_found",
+                   "no route for %.16s %.200s", method, url);
+}
+
 static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const char *url,
                                 const char *method, const char *version, const char *upload,
                                 size_t *upload_size, void **req_cls)
@@ -634,9 +660,11 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
         if (r->kind == TB_HR_GENERATE) {
             return tb_http_gen_access(h, r, upload, upload_size);
         }
-        /* An answered request whose body still arrives: discard it. */
-        *upload_size = 0;
-        return MHD_YES;
+        if (*upload_size > 0) {
+            *upload_size = 0; /* a body nobody reads: drop it */
+            return MHD_YES;
+        }
+        return s_answer(h, conn, url, method);
     }
     /* The headers arrived. */
     r = calloc(1, sizeof(*r));
@@ -651,32 +679,14 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
     MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
                               (unsigned)(h->cfg.idle_timeout_s + 0.999));
     LOG_DEBUG(h, "%s %s", method, url);
-    if (strncmp(url, "/v1/", 4) == 0) {
-        const char *why = s_auth(h, conn);
-        if (why) {
-            struct tb_oai_error e;
-            tb_oai_error_set(&e, 401, "invalid_request_error", "invalid_api_key", NULL, "%s",
-                             why);
-            return tb_http_queue_error(h, conn, &e, false, false);
-        }
-    }
     bool chat = strcmp(url, "/v1/chat/completions") == 0;
     bool cmpl = strcmp(url, "/v1/completions") == 0;
-    if (chat || cmpl) {
-        if (!s_is(method, MHD_HTTP_METHOD_POST)) {
-            return s_method_not_allowed(h, conn, "POST", method, url);
-        }
+    if ((chat || cmpl) && s_is(method, MHD_HTTP_METHOD_POST) && !s_auth(h, conn)) {
         r->kind = TB_HR_GENERATE;
         r->api = chat ? TB_OAI_CHAT : TB_OAI_COMPLETIONS;
         return tb_http_gen_begin(h, r);
     }
-    bool handled;
-    enum MHD_Result rc = s_answer_get(h, conn, url, method, &handled);
-    if (handled) {
-        return rc;
-    }
-    return s_error(h, conn, 404, "invalid_request_error", "not_found",
-                   "no route for %.16s %.200s", method, url);
+    return MHD_YES; /* answered when the request is complete */
 }
 
 static void s_completed(void *cls, struct MHD_Connection *conn, void **req_cls,

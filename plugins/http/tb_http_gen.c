@@ -646,6 +646,7 @@ enum MHD_Result tb_http_gen_access(struct tb_http *h, struct tb_hreq *r, const c
         enum MHD_Result q = tb_http_queue_json(h, r->conn, r->resp_status, r->resp_body,
                                                r->resp_len, r->resp_retry_after, r->resp_close);
         r->resp_body = NULL;
+        r->answer_queued = true;
         return q;
     }
     if (r->stream && !r->stream_started) {
@@ -660,6 +661,12 @@ void tb_http_gen_client_gone(struct tb_http *h, struct tb_hreq *r)
 {
     tb_http_unwatch(h, r);
     if (r->client_gone) {
+        return;
+    }
+    if (r->state == TB_GEN_DONE &&
+        (r->answer_queued || (r->stream_done && tb_hbuf_pending(&r->out) == 0))) {
+        /* The whole answer is with libmicrohttpd: a client closing after reading it is the
+         * normal end; a failed write shows in the completion code. */
         return;
     }
     r->client_gone = true;

@@ -75,6 +75,7 @@ struct tb_hreq {
     bool counted;                /* in h->in_flight */
     bool stream_started;         /* the 200 event-stream response is queued with MHD */
     bool stream_done;            /* the last frame is in `out` */
+    bool answer_queued;          /* the unary answer (or error) is with libmicrohttpd */
     struct tb_hbuf out;          /* stream: frames not yet handed to MHD */
     struct tb_hbuf text;         /* unary: the answer's text */
     tb_oai_stream_t *stream;

@@ -39,7 +39,7 @@ static const struct tb_config_field s_fields[] = {
      .help = "requests generating at once (the batch)"},
     {.key = "max_waiting", .type = TB_CFG_INT, .offset = OFF(max_waiting),
      .default_value = "4096", .has_bounds = true, .min = 0, .max = 10000000,
-     .help = "requests queued beyond the batch; more are refused (503 overloaded)"},
+     .help = "requests queued when the batch is full; more are refused (503 overloaded)"},
     {.key = "kv_blocks", .type = TB_CFG_INT, .offset = OFF(kv_blocks), .default_value = "65536",
      .has_bounds = true, .min = 1, .max = 1e9,
      .help = "pretend KV cache size in blocks (reported as load; limits the batch)"},

@@ -165,7 +165,7 @@ static void s_on_request(tb_request_t *req, const void *payload, size_t len, voi
         s_reject(m, req, TB_ECONTEXT, "context", "%s", why);
         goto done;
     }
-    if (m->n_waiting >= (size_t)m->cfg.max_waiting) {
+    if (m->n_running + m->n_waiting >= (size_t)(m->cfg.max_running + m->cfg.max_waiting)) {
         s_reject(m, req, TB_EOVERLOAD, "overload", "%s",
                  "the mock engine's queue is full: retry later");
         goto done;
