@@ -759,7 +759,8 @@ static int s_start_mhd(struct tb_http *h)
         (size_t)h->cfg.max_header_size, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)(h->cfg.header_timeout_s + 0.999), MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)h->cfg.max_connections, MHD_OPTION_NOTIFY_COMPLETED, s_completed, h,
-        MHD_OPTION_NOTIFY_CONNECTION, s_on_connection, h, MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log, h, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
+        MHD_OPTION_NOTIFY_CONNECTION, s_on_connection, h, MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log,
+        h, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
         MHD_OPTION_END);
     if (!h->mhd) {
         h->host->set_error(h->comp, "cannot listen on %s:%" PRId64 ": %s", h->cfg.host,

@@ -32,7 +32,8 @@ struct tb_oai_error {
 
 /* Fills `e` (any previous content is replaced).  `param` may be NULL. */
 void tb_oai_error_set(struct tb_oai_error *e, int status, const char *type, const char *code,
-                      const char *param, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+                      const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 
 /* Limits the decoder enforces (OpenAI's, where it documents them). */
 #define TB_OAI_MAX_STOP 4

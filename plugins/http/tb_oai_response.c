@@ -366,7 +366,8 @@ char *tb_oai_final_body(const struct tb_oai_head *h, const char *text, size_t le
 struct tb_oai_stream {
     tb_oai_api_t api;
     bool include_usage;
-    struct tb_hbuf head; /* data: {"id":..,"object":..,"created":..,"model":..,"system_fingerprint":..,"choices":[ */
+    /* data: {"id":..,"object":..,"created":..,"model":..,"system_fingerprint":..,"choices":[ */
+    struct tb_hbuf head;
     struct tb_hbuf usage_head; /* the same with "choices":[] for the usage frame */
 };
 
@@ -450,7 +451,8 @@ int tb_oai_stream_text(tb_oai_stream_t *s, struct tb_hbuf *out, const char *text
     size_t mark = out->len;
     int rc = tb_hbuf_reserve(out, s->head.len + len + 128);
     rc = rc ? rc : tb_hbuf_append(out, s->head.data, s->head.len);
-    rc = rc ? rc : tb_hbuf_puts(out, s->api == TB_OAI_CHAT ? "\"delta\":{\"content\":" : "\"text\":");
+    rc = rc ? rc
+            : tb_hbuf_puts(out, s->api == TB_OAI_CHAT ? "\"delta\":{\"content\":" : "\"text\":");
     rc = rc ? rc : tb_oai_json_string(out, text ? text : "", text ? len : 0);
     if (rc == 0 && s->api == TB_OAI_CHAT) {
         rc = tb_hbuf_puts(out, "}");

@@ -159,8 +159,9 @@ static void s_on_request(tb_request_t *req, const void *payload, size_t len, voi
     if (prompt >= ctx || (g->has_max_tokens && prompt + g->max_tokens > ctx)) {
         char why[256];
         snprintf(why, sizeof(why),
-                 "this model's maximum context length is %" PRId64 " tokens; the request has %" PRId64
-                 " prompt tokens and asks for %" PRId64 " more",
+                 "this model's maximum context length is %" PRId64
+                 " tokens; the request has %" PRId64 " prompt tokens and asks for %" PRId64
+                 " more",
                  ctx, prompt, g->has_max_tokens ? g->max_tokens : (int64_t)0);
         s_reject(m, req, TB_ECONTEXT, "context", "%s", why);
         goto done;

@@ -160,7 +160,8 @@ static void test_malformed(void **state)
     parse_bad(TB_OAI_CHAT, "{\"model\":\"m\",\"messages\":[1]}", "messages[0]", "object");
     parse_bad(TB_OAI_CHAT, "{\"model\":\"m\",\"messages\":[{\"content\":\"x\"}]}",
               "messages[0].role", "required");
-    parse_bad(TB_OAI_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"robot\",\"content\":\"x\"}]}",
+    parse_bad(TB_OAI_CHAT,
+              "{\"model\":\"m\",\"messages\":[{\"role\":\"robot\",\"content\":\"x\"}]}",
               "messages[0].role", "robot");
     parse_bad(TB_OAI_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}]}",
               "messages[0].content", "required");
