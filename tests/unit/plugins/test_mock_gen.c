@@ -30,7 +30,9 @@ static void run_all(const struct tb_mock_seq_config *c, size_t k, bool lp, struc
     do {
         assert_int_equal(tb_mock_seq_advance(s, k, &st), 0);
         assert_true(out->len + st.text_len < sizeof(out->text));
-        memcpy(out->text + out->len, st.text, st.text_len);
+        if (st.text_len > 0) {
+            memcpy(out->text + out->len, st.text, st.text_len);
+        }
         out->len += st.text_len;
         for (size_t i = 0; i < st.n_ids; i++) {
             out->ids[out->n_ids++] = st.ids[i];
