@@ -253,3 +253,42 @@ def test_sigwinch_storm_under_load(tmp_path):
         assert 'Window' not in t.log() and 'SIGWINCH' not in t.log()
     finally:
         t.stop()
+
+
+def test_grace_period_cuts_streams_cleanly(tmp_path):
+    # A stream longer than the grace period: the process still stops on time, the client gets
+    # an error event (the engine stops) or a closed connection, never a hang, and nothing leaks.
+    port = free_port()
+    yaml = deployment(port, [
+        http_component(port),
+        mock_component('m', ttft='0s', itl='50ms', output_tokens=1000),
+    ]).replace('grace_period: 20s', 'grace_period: 500ms')
+    t = Turbine(tmp_path, yaml)
+    try:
+        wait_ready(port)
+        streams = [Stream(port, {'model': 'm', 'stream': True,
+                                 'messages': [{'role': 'user', 'content': 'g%d' % i}]},
+                          timeout=10) for i in range(3)]
+        for s in streams:
+            next(s.events())
+        t0 = time.monotonic()
+        t.signal(signal.SIGTERM)
+        for s in streams:
+            try:
+                evs = list(s.events())
+                assert evs[-1] == '[DONE]'
+                # the engine's TB_EDRAINING reply, or (when the bus sees its route removed
+                # first) TB_EGONE
+                assert json.loads(evs[-2])['error']['code'] in ('shutting_down',
+                                                                'upstream_error')
+            except (EOFError, ConnectionError):
+                pass  # cut by the frontend stopping: also an end
+            s.close()
+        rc = t.wait_exit(10)
+        assert time.monotonic() - t0 < 5 * SLOW
+        t.stopped = True
+        t._log.close()
+        t.check_clean(rc)
+        assert 'grace period' in t.log()
+    finally:
+        t.stop()
