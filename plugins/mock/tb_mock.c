@@ -54,6 +54,7 @@ struct tb_mock {
     char topic[160];
     char label[220]; /* "model,instance" */
     int timer_fd;
+    int64_t armed_ns; /* when the timer fires next (INT64_MAX: disarmed) */
     int64_t ttft_ns, itl_ns;
     struct mreq *wait_head, *wait_tail;
     size_t n_waiting;
@@ -363,6 +364,10 @@ static void s_publish_load(struct tb_mock *m, int64_t now)
 
 static void s_arm(struct tb_mock *m, int64_t at_ns)
 {
+    if (at_ns == m->armed_ns) {
+        return; /* already armed for that time (a fired timer was re-armed by the step) */
+    }
+    m->armed_ns = at_ns;
     struct itimerspec its = {0};
     if (at_ns != INT64_MAX) {
         if (at_ns <= 0) {
@@ -440,11 +445,12 @@ static int s_step(void *user, tb_bus_t *bus)
 
 static void s_on_timer(int fd, void *user)
 {
-    (void)user;
+    struct tb_mock *m = user;
     uint64_t n;
     if (read(fd, &n, sizeof(n)) < 0 && errno != EAGAIN) {
         return;
     }
+    m->armed_ns = INT64_MIN; /* fired: the next step arms it again */
 }
 
 static int s_init(void *user, tb_bus_t *bus)
@@ -541,6 +547,7 @@ int tb_mock_new(const struct tb_host *host, tb_component_t *comp,
     m->comp = comp;
     m->cfg = *cfg;
     atomic_init(&m->in_flight, 0);
+    m->armed_ns = INT64_MIN;
     if (cfg->speedup > 0) {
         m->ttft_ns = (int64_t)(cfg->ttft_s / cfg->speedup * 1e9);
         m->itl_ns = (int64_t)(cfg->itl_s / cfg->speedup * 1e9);
