@@ -1,0 +1,285 @@
+#!/usr/bin/env python3
+"""Turbine's serving benchmark: the full path (http -> router -> mock engine at infinite speed)
+against a static nginx answering the same JSON body, both driven by wrk at several concurrency
+levels; then streaming time to first token and inter-token latency against the mock's
+configured values (what the framework adds).
+
+Everything runs on this machine, on loopback ports chosen here; every process started is
+stopped at the end.  Needs nginx and wrk (tools/setup.sh installs them) and a release build.
+
+  .venv/bin/python bench/serving/run.py [--build build/release] [--duration 5]
+      [--concurrency 1,8,32,128] [--nginx-workers 1] [--json out.json]
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+import stream_client  # noqa: E402
+
+MODEL = 'bench-model'
+PROMPT = {'model': MODEL, 'messages': [{'role': 'user', 'content': 'Say something.'}]}
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(('127.0.0.1', 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_http(url, timeout=20.0, status=200):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == status:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError('%s not answering %d within %.0f s' % (url, status, timeout))
+
+
+def post_json(url, body):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                 headers={'Content-Type': 'application/json'})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.read()
+
+
+class Proc:
+    def __init__(self, cmd, log, env=None):
+        self.log = open(log, 'wb')
+        self.p = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(timeout=5)
+        self.log.close()
+
+
+def turbine_yaml(port, mock_cfg, replicas=2):
+    cfg = ''.join('      %s: %s\n' % (k, v) for k, v in mock_cfg.items())
+    return ('namespace: bench\nlog:\n  level: warn\nshutdown:\n  grace_period: 5s\n'
+            'components:\n'
+            '  - name: http\n    plugin: http\n    config:\n      port: %d\n'
+            '      router: router\n      max_in_flight: 100000\n      max_connections: 100000\n'
+            '  - name: router\n    plugin: router\n    config:\n      policy: round_robin\n'
+            '  - name: engine\n    plugin: mock\n    replicas: %d\n    config:\n'
+            '      served_model_name: %s\n%s' % (port, replicas, MODEL, cfg))
+
+
+def start_turbine(build, tmp, name, mock_cfg):
+    port = free_port()
+    path = os.path.join(tmp, name + '.yaml')
+    with open(path, 'w') as f:
+        f.write(turbine_yaml(port, mock_cfg))
+    p = Proc([os.path.join(build, 'bin', 'turbine'), 'serve', path],
+             os.path.join(tmp, name + '.log'))
+    wait_http('http://127.0.0.1:%d/ready' % port)
+    return p, port
+
+
+def start_nginx(tmp, body, workers):
+    port = free_port()
+    prefix = os.path.join(tmp, 'nginx')
+    os.makedirs(os.path.join(prefix, 'logs'), exist_ok=True)
+    text = body.decode()
+    assert '$' not in text, 'the body would need nginx variable escaping'
+    text = text.replace('\\', '\\\\').replace("'", "\\'")
+    conf = os.path.join(prefix, 'nginx.conf')
+    with open(conf, 'w') as f:
+        f.write("""worker_processes %d;
+daemon off;
+master_process on;
+pid %s/nginx.pid;
+error_log %s/logs/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    client_body_temp_path %s/body;
+    proxy_temp_path %s/proxy;
+    fastcgi_temp_path %s/fastcgi;
+    uwsgi_temp_path %s/uwsgi;
+    scgi_temp_path %s/scgi;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:%d;
+        location / {
+            default_type application/json;
+            return 200 '%s';
+        }
+    }
+}
+""" % ((workers, prefix, prefix) + (prefix,) * 5 + (port, text)))
+    nginx = shutil.which('nginx') or '/usr/sbin/nginx'
+    p = Proc([nginx, '-p', prefix, '-c', conf], os.path.join(prefix, 'run.log'))
+    wait_http('http://127.0.0.1:%d/' % port)
+    return p, port
+
+
+def wrk(url, lua, conns, duration, threads):
+    out = subprocess.run(['wrk', '-t%d' % threads, '-c%d' % conns, '-d%ds' % duration,
+                          '--latency', '-s', lua, url],
+                         capture_output=True, text=True, timeout=duration + 60).stdout
+
+    def lat(label):
+        m = re.search(r'^\s*%s\s+([\d.]+)(us|ms|s)\s*$' % re.escape(label), out, re.M)
+        if not m:
+            return float('nan')
+        v = float(m.group(1))
+        return v / 1000.0 if m.group(2) == 'us' else v * 1000.0 if m.group(2) == 's' else v
+    rps = re.search(r'Requests/sec:\s+([\d.]+)', out)
+    errs = re.search(r'Non-2xx or 3xx responses: (\d+)', out)
+    sock = re.search(r'Socket errors: (.*)', out)
+    return {'rps': float(rps.group(1)) if rps else float('nan'), 'p50_ms': lat('50%'),
+            'p99_ms': lat('99%'), 'non2xx': int(errs.group(1)) if errs else 0,
+            'socket_errors': sock.group(1) if sock else None}
+
+
+def median_run(runs):
+    """Per figure, the median over rounds (errors summed)."""
+    def med(key):
+        v = sorted(r[key] for r in runs)
+        return v[len(v) // 2]
+    return {'rps': med('rps'), 'p50_ms': med('p50_ms'), 'p99_ms': med('p99_ms'),
+            'non2xx': sum(r['non2xx'] for r in runs),
+            'socket_errors': '; '.join(r['socket_errors'] for r in runs if r['socket_errors'])
+            or None}
+
+
+def throughput(args, tmp):
+    tb, tport = start_turbine(args.build, tmp, 'throughput',
+                              {'speedup': 0, 'output_tokens': args.output_tokens})
+    ng = None
+    try:
+        url = 'http://127.0.0.1:%d/v1/chat/completions' % tport
+        body = post_json(url, PROMPT)
+        ng, nport = start_nginx(tmp, body, args.nginx_workers)
+        lua = os.path.join(tmp, 'post.lua')
+        with open(lua, 'w') as f:
+            f.write('wrk.method = "POST"\nwrk.body = %s\n'
+                    'wrk.headers["Content-Type"] = "application/json"\n'
+                    % json.dumps(json.dumps(PROMPT)))
+        nurl = 'http://127.0.0.1:%d/v1/chat/completions' % nport
+        rows = []
+        for c in args.concurrency:
+            threads = 1 if c < 4 else args.wrk_threads
+            wrk(url, lua, c, 1, threads)  # warm-up
+            wrk(nurl, lua, c, 1, threads)
+            ts, ns = [], []
+            for _ in range(args.rounds):  # interleaved, so load from elsewhere hits both
+                ts.append(wrk(url, lua, c, args.duration, threads))
+                ns.append(wrk(nurl, lua, c, args.duration, threads))
+            t, n = median_run(ts), median_run(ns)
+            rows.append({'concurrency': c, 'turbine': t, 'nginx': n, 'rounds': {
+                'turbine': ts, 'nginx': ns},
+                'ratio': t['rps'] / n['rps'] if n['rps'] else float('nan')})
+        return rows, len(body)
+    finally:
+        if ng:
+            ng.stop()
+        tb.stop()
+
+
+def streaming(args, tmp):
+    cfg = {'ttft': '%gms' % args.ttft_ms, 'itl': '%gms' % args.itl_ms,
+           'output_tokens': args.stream_tokens, 'speedup': 1}
+    tb, port = start_turbine(args.build, tmp, 'streaming', cfg)
+    try:
+        stream_client.measure('127.0.0.1', port, MODEL, 2, 4, args.stream_tokens)  # warm-up
+        return [stream_client.measure('127.0.0.1', port, MODEL, c, max(c * 4, 16),
+                                      args.stream_tokens)
+                for c in args.stream_concurrency]
+    finally:
+        tb.stop()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--build', default=os.path.join(ROOT, 'build', 'release'))
+    ap.add_argument('--duration', type=int, default=3, help='seconds per wrk run')
+    ap.add_argument('--rounds', type=int, default=3,
+                    help='wrk runs per point and server, interleaved; medians are printed')
+    ap.add_argument('--concurrency', default='1,8,32,128',
+                    type=lambda s: [int(x) for x in s.split(',')])
+    ap.add_argument('--wrk-threads', type=int, default=1)
+    ap.add_argument('--nginx-workers', type=int, default=1,
+                    help='nginx worker processes (1: one event loop, like the http frontend)')
+    ap.add_argument('--output-tokens', type=int, default=16)
+    ap.add_argument('--ttft-ms', type=float, default=50)
+    ap.add_argument('--itl-ms', type=float, default=10)
+    ap.add_argument('--stream-tokens', type=int, default=64)
+    ap.add_argument('--stream-concurrency', default='1,8,32',
+                    type=lambda s: [int(x) for x in s.split(',')])
+    ap.add_argument('--skip-streaming', action='store_true')
+    ap.add_argument('--json', help='also write the results here')
+    a = ap.parse_args()
+    a.build = os.path.abspath(a.build)
+    for tool in ('wrk', 'nginx'):
+        if not shutil.which(tool) and not os.path.exists('/usr/sbin/' + tool):
+            sys.exit('bench: %s not found: run tools/setup.sh' % tool)
+    if not os.path.exists(os.path.join(a.build, 'bin', 'turbine')):
+        sys.exit('bench: no turbine under %s: build it first (scons -Q -j2)' % a.build)
+
+    tmp = tempfile.mkdtemp(prefix='tb-bench-')
+    results = {'cpus': os.cpu_count(), 'load_before': os.getloadavg()}
+    rows, body_len = throughput(a, tmp)
+    results['throughput'] = rows
+    print('\nThroughput: POST /v1/chat/completions, %d-token answers (%d-byte JSON body), '
+          'median of %d interleaved wrk runs of %d s, nginx %d worker(s)'
+          % (a.output_tokens, body_len, a.rounds, a.duration, a.nginx_workers))
+    print('%5s | %11s %8s %8s | %11s %8s %8s | %6s' % ('conns', 'turbine r/s', 'p50 ms',
+                                                       'p99 ms', 'nginx r/s', 'p50 ms',
+                                                       'p99 ms', 'ratio'))
+    for r in rows:
+        t, n = r['turbine'], r['nginx']
+        print('%5d | %11.0f %8.2f %8.2f | %11.0f %8.2f %8.2f | %5.0f%%'
+              % (r['concurrency'], t['rps'], t['p50_ms'], t['p99_ms'], n['rps'], n['p50_ms'],
+                 n['p99_ms'], 100 * r['ratio']))
+        for who in ('turbine', 'nginx'):
+            if r[who]['non2xx'] or r[who]['socket_errors']:
+                print('      %s: %d non-2xx, socket errors: %s'
+                      % (who, r[who]['non2xx'], r[who]['socket_errors']))
+    if not a.skip_streaming:
+        srows = streaming(a, tmp)
+        results['streaming'] = srows
+        print('\nStreaming: mock ttft %g ms, itl %g ms, %d tokens per answer; added = measured '
+              '- configured' % (a.ttft_ms, a.itl_ms, a.stream_tokens))
+        print('%5s | %9s %9s %9s | %9s %9s %9s | %10s %6s' % (
+            'conns', 'ttft p50', 'ttft p99', 'added p99', 'itl p50', 'itl p99', 'added p99',
+            'tokens', 'errors'))
+        for r in srows:
+            print('%5d | %9.3f %9.3f %9.3f | %9.3f %9.3f %9.3f | %10d %6d'
+                  % (r['concurrency'], r['ttft_p50'], r['ttft_p99'], r['ttft_p99'] - a.ttft_ms,
+                     r['itl_p50'], r['itl_p99'], r['itl_p99'] - a.itl_ms, r['tokens'],
+                     r['errors']))
+    results['load_after'] = os.getloadavg()
+    print('\nload average before %.2f, after %.2f (other work on this machine skews the figures)'
+          % (results['load_before'][0], results['load_after'][0]))
+    if a.json:
+        with open(a.json, 'w') as f:
+            json.dump(results, f, indent=2)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main()

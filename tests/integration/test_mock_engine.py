@@ -1,0 +1,110 @@
+"""The mock engine: configured time to first token and inter-token latency (and the speedup
+factor), its config contract (served_model_name required, model accepted), a tokens-kind mock
+staying out of the text frontend, and load events at least every second."""
+import json
+import statistics
+import subprocess
+import time
+
+import pytest
+
+from serving_util import (SLOW, TURBINE, Stream, Turbine, deployment, free_port, get,
+                          http_component, metric_sum, metrics, mock_component, wait_for,
+                          wait_models, wait_ready)
+
+
+@pytest.fixture(scope='module')
+def server(tmp_path_factory):
+    port = free_port()
+    yaml = deployment(port, [
+        http_component(port, router='router'),
+        ('router', 'router', 1, {}),
+        mock_component('timed', name='timed', ttft='200ms', itl='20ms', output_tokens=10),
+        mock_component('timed2x', name='timed2x', ttft='200ms', itl='20ms', output_tokens=10,
+                       speedup=2),
+        mock_component('instant', name='instant', ttft='5s', itl='1s', output_tokens=30,
+                       speedup=0),
+        mock_component('ids', name='ids', kind='tokens'),
+    ])
+    t = Turbine(tmp_path_factory.mktemp('mock'), yaml)
+    try:
+        wait_ready(port)
+        wait_models(port, {'timed', 'timed2x', 'instant'})
+        yield port
+    finally:
+        t.stop()
+
+
+def timed_stream(port, model):
+    """Returns (time to first text, [gaps between texts], total) of one streamed answer."""
+    t0 = time.perf_counter()
+    s = Stream(port, {'model': model, 'stream': True,
+                      'messages': [{'role': 'user', 'content': 'time me'}]})
+    stamps = []
+    try:
+        for ev in s.events():
+            if ev == '[DONE]':
+                break
+            c = json.loads(ev)
+            if c['choices'] and c['choices'][0]['delta'].get('content'):
+                stamps.append(time.perf_counter())
+    finally:
+        s.close()
+    return stamps[0] - t0, [b - a for a, b in zip(stamps, stamps[1:])], time.perf_counter() - t0
+
+
+def test_latencies_follow_config(server):
+    ttft, gaps, total = timed_stream(server, 'timed')
+    assert len(gaps) == 9
+    assert 0.195 <= ttft < 0.200 + 0.1 * SLOW
+    assert 0.015 < statistics.median(gaps) < 0.025 + 0.01 * SLOW
+    assert 0.37 <= total < 0.38 + 0.2 * SLOW
+
+
+def test_speedup(server):
+    ttft, gaps, total = timed_stream(server, 'timed2x')
+    assert 0.095 <= ttft < 0.100 + 0.1 * SLOW
+    assert 0.007 < statistics.median(gaps) < 0.013 + 0.01 * SLOW
+    ttft, gaps, total = timed_stream(server, 'instant')
+    assert total < 0.5 * SLOW  # 5 s + 29 s at speedup 0: as fast as possible
+
+
+def test_tokens_kind_is_not_a_text_model(server):
+    ids = [m['id'] for m in get(server, '/v1/models').json()['data']]
+    assert 'ids' not in ids
+    h = get(server, '/health').json()
+    assert any(r['endpoint'] == 'test.ids.generate' and r['kind'] == 'tokens'
+               for r in h['routes'])
+    assert all(i['model'] != 'ids' for i in h['instances'])
+
+
+def test_load_events_every_second(server):
+    before = metric_sum(metrics(server), 'turbine_router_load_events_total')
+    time.sleep(2.2)
+    after = wait_for(lambda: metric_sum(metrics(server), 'turbine_router_load_events_total'),
+                     2, 'load events')
+    # four mocks, each at least once a second, idle
+    assert after - before >= 8
+    assert metric_sum(metrics(server), 'turbine_mock_num_requests_running') == 0
+
+
+def check(tmp_path, text):
+    p = tmp_path / 'c.yaml'
+    p.write_text(text)
+    return subprocess.run([TURBINE, 'check', str(p)], capture_output=True, text=True,
+                          timeout=30 * SLOW)
+
+
+def test_config_contract(tmp_path):
+    r = check(tmp_path, 'components:\n  - name: e\n    plugin: mock\n    config:\n'
+                        '      ttft: 1s\n')
+    assert r.returncode == 2
+    assert 'served_model_name' in r.stdout + r.stderr
+    folder = tmp_path / 'weights'
+    folder.mkdir()
+    r = check(tmp_path, 'components:\n  - name: e\n    plugin: mock\n    config:\n'
+                        '      served_model_name: llama\n      model: %s\n' % folder)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = check(tmp_path, 'components:\n  - name: e\n    plugin: mock\n    config:\n'
+                        '      served_model_name: llama\n      kind: words\n')
+    assert r.returncode == 2 and 'kind' in r.stdout + r.stderr
