@@ -19,6 +19,10 @@
 
 #define TOK_BLOCK 64
 
+/* Up to this many token rows, Q8_0/Q4_0 weights are streamed one row at a time (see
+ * tb_cpu_avx512.c). */
+#define QUANT_SMALL_BATCH 4
+
 AINLINE float s_hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -370,7 +374,7 @@ AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, co
     for (int tb = 0; tb < a->n_tok; tb += TOK_BLOCK) {
         int te = tb + TOK_BLOCK < a->n_tok ? tb + TOK_BLOCK : a->n_tok;
         int64_t r = r0;
-        for (; r + QR <= r1; r += QR) {
+        for (; a->n_tok > QUANT_SMALL_BATCH && r + QR <= r1; r += QR) {
             for (int t = tb; t < te; t += QT) {
                 int nt = te - t < QT ? te - t : QT;
                 QUANT_TILE_CASES(QR, dt)
