@@ -28,14 +28,16 @@
 
 #define TOK_BLOCK 64 /* token rows kept hot (L2) while a task walks its weight rows */
 
-/* Software prefetch distance (bytes ahead in each weight row) for multi-row tiles: the hardware
- * prefetchers follow one stream per core well but several interleaved ones poorly. */
-#define PF_DIST 1024
-
-/* Up to this many token rows, Q8_0/Q4_0 weights are streamed one row at a time (single-row
- * tiles): measured from DRAM at 2-4 tokens that ran 2-3x faster than 4-row tiles, which
- * stream four rows at once; above it the 4-row tiles' arithmetic reuse wins. */
-#define QUANT_SMALL_BATCH 4
+/* Multi-row tiles read R weight rows side by side, which the hardware prefetchers follow poorly
+ * from DRAM (several interleaved streams).  So while the first token tile of a row tile runs,
+ * it prefetches the next row tile (R contiguous rows: one sequential stream) at the same pace,
+ * and the next tile then finds its rows in cache. */
+AINLINE const uint8_t *s_next_tile(const struct tb_mm_args *a, int64_t r, int t0, const int R) {
+    if (R == 1 || t0 != 0 || r + 2 * R > a->rows) {
+        return NULL;
+    }
+    return a->w + (size_t)(r + R) * a->w_row_bytes;
+}
 
 /* ------------------------------------------------------------------------------------------ */
 /* Activation quantization                                                                     */
@@ -146,14 +148,19 @@ AINLINE void s_mk_float(const struct tb_mm_args *a, int64_t r, int t0, const int
     for (int j = 0; j < T; j++) {
         x[j] = a->x + (size_t)(t0 + j) * a->ldx;
     }
+    const uint8_t *pf = s_next_tile(a, r, t0, R);
+    const int pf_lines = (R * 16 * es + 63) / 64; /* next-tile bytes per step, in lines */
     int64_t k = 0;
     for (; k + 16 <= n; k += 16) {
         __m512 wv[FR];
+        if (pf) {
+#pragma GCC unroll 8
+            for (int l = 0; l < pf_lines; l++) {
+                _mm_prefetch((const char *)(pf + (size_t)k * es * R + 64 * l), _MM_HINT_T0);
+            }
+        }
 #pragma GCC unroll 8
         for (int i = 0; i < R; i++) {
-            if (R > 1 && ((k * es) & 63) == 0) {
-                _mm_prefetch((const char *)(w[i] + k * es + PF_DIST), _MM_HINT_T0);
-            }
             wv[i] = s_load_w(w[i] + k * es, dt, 0, 0);
         }
 #pragma GCC unroll 8
@@ -305,18 +312,22 @@ AINLINE void s_q8_decode(const uint8_t *b0, const int half, __m512i *q, __m512 *
 
 AINLINE void s_mk_quant_step(const struct tb_mm_args *a, const uint8_t *const *w,
                              const uint8_t *const *xr, __m512 acc[QR][QT], int64_t p,
-                             const int half, const int R, const int T, const int dt) {
+                             const int half, const int R, const int T, const int dt,
+                             const uint8_t *pf) {
     const size_t pb = dt == TB_CPU_Q4_0 ? 192 : 128;
     const size_t wb = dt == TB_CPU_Q4_0 ? 36 : 68; /* bytes per block pair */
     (void)a;
     __m512i q[QR];
     __m512 dw[QR];
     __m512i init[QR];
+    if (pf) {
+#pragma GCC unroll 8
+        for (int l = 0; l < (R * (int)wb + 63) / 64; l++) {
+            _mm_prefetch((const char *)(pf + (size_t)p * wb * R + 64 * l), _MM_HINT_T0);
+        }
+    }
 #pragma GCC unroll 8
     for (int i = 0; i < R; i++) {
-        if (R > 1) {
-            _mm_prefetch((const char *)(w[i] + (size_t)p * wb + PF_DIST), _MM_HINT_T0);
-        }
         if (dt == TB_CPU_Q4_0) {
             s_q4_decode(w[i] + (size_t)p * wb, half, &q[i], &dw[i]);
         } else {
@@ -359,12 +370,13 @@ AINLINE void s_mk_quant(const struct tb_mm_args *a, int64_t r, int t0, const int
     for (int j = 0; j < T; j++) {
         xr[j] = a->qx + (size_t)(t0 + j) * a->qx_stride;
     }
+    const uint8_t *pf = s_next_tile(a, r, t0, R);
     int64_t p = 0;
     for (; 2 * p + 2 <= nb; p++) {
-        s_mk_quant_step(a, w, xr, acc, p, 0, R, T, dt);
+        s_mk_quant_step(a, w, xr, acc, p, 0, R, T, dt, pf);
     }
     if (2 * p < nb) {
-        s_mk_quant_step(a, w, xr, acc, p, 1, R, T, dt);
+        s_mk_quant_step(a, w, xr, acc, p, 1, R, T, dt, pf);
     }
 #pragma GCC unroll 8
     for (int i = 0; i < R; i++) {
@@ -387,14 +399,14 @@ AINLINE void s_mv_quant(const struct tb_mm_args *a, int64_t r, const int dt) {
     __m512 acc1[QR][QT] = {{_mm512_setzero_ps()}};
     int64_t p = 0;
     for (; 2 * p + 4 <= nb; p += 2) {
-        s_mk_quant_step(a, wp, xp, acc0, p, 0, 1, 1, dt);
-        s_mk_quant_step(a, wp, xp, acc1, p + 1, 0, 1, 1, dt);
+        s_mk_quant_step(a, wp, xp, acc0, p, 0, 1, 1, dt, NULL);
+        s_mk_quant_step(a, wp, xp, acc1, p + 1, 0, 1, 1, dt, NULL);
     }
     for (; 2 * p + 2 <= nb; p++) {
-        s_mk_quant_step(a, wp, xp, acc0, p, 0, 1, 1, dt);
+        s_mk_quant_step(a, wp, xp, acc0, p, 0, 1, 1, dt, NULL);
     }
     if (2 * p < nb) {
-        s_mk_quant_step(a, wp, xp, acc0, p, 1, 1, 1, dt);
+        s_mk_quant_step(a, wp, xp, acc0, p, 1, 1, 1, dt, NULL);
     }
     a->y[r] =
         _mm512_reduce_add_ps(_mm512_add_ps(acc0[0][0], acc1[0][0])) + (a->bias ? a->bias[r] : 0.0f);
@@ -426,7 +438,7 @@ AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, co
     for (int tb = 0; tb < a->n_tok; tb += TOK_BLOCK) {
         int te = tb + TOK_BLOCK < a->n_tok ? tb + TOK_BLOCK : a->n_tok;
         int64_t r = r0;
-        for (; a->n_tok > QUANT_SMALL_BATCH && r + QR <= r1; r += QR) {
+        for (; r + QR <= r1; r += QR) {
             for (int t = tb; t < te; t += QT) {
                 int nt = te - t < QT ? te - t : QT;
                 QUANT_TILE_CASES(QR, dt)
