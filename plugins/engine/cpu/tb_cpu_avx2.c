@@ -19,9 +19,14 @@
 
 #define TOK_BLOCK 64
 
-/* Up to this many token rows, Q8_0/Q4_0 weights are streamed one row at a time (see
- * tb_cpu_avx512.c). */
-#define QUANT_SMALL_BATCH 4
+/* While the first token tile of a multi-row tile runs, the next row tile is prefetched as one
+ * sequential stream (see tb_cpu_avx512.c). */
+AINLINE const uint8_t *s_next_tile(const struct tb_mm_args *a, int64_t r, int t0, const int R) {
+    if (R == 1 || t0 != 0 || r + 2 * R > a->rows) {
+        return NULL;
+    }
+    return a->w + (size_t)(r + R) * a->w_row_bytes;
+}
 
 AINLINE float s_hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -140,9 +145,16 @@ AINLINE void s_mk_float(const struct tb_mm_args *a, int64_t r, int t0, const int
     for (int j = 0; j < T; j++) {
         x[j] = a->x + (size_t)(t0 + j) * a->ldx;
     }
+    const uint8_t *pf = s_next_tile(a, r, t0, R);
     int64_t k = 0;
     for (; k + 8 <= n; k += 8) {
         __m256 wv[FR];
+        if (pf && ((k * es * R) & 63) == 0) { /* R * 8 * es bytes per step, one line at a time */
+            _mm_prefetch((const char *)(pf + (size_t)k * es * R), _MM_HINT_T0);
+            if (R * 8 * es > 64) {
+                _mm_prefetch((const char *)(pf + (size_t)k * es * R + 64), _MM_HINT_T0);
+            }
+        }
 #pragma GCC unroll 8
         for (int i = 0; i < R; i++) {
             wv[i] = s_load_w(w[i] + k * es, dt);
@@ -259,8 +271,15 @@ AINLINE void s_mk_quant(const struct tb_mm_args *a, int64_t r, int t0, const int
         xd[j] = (const float *)(row + n);
         xs[j] = (const int32_t *)(row + n + nb * 4);
     }
+    const uint8_t *pf = s_next_tile(a, r, t0, R);
     for (int64_t b = 0; b < nb; b++) {
         __m256i wq[QR], wa[QR];
+        if (pf) {
+#pragma GCC unroll 4
+            for (int l = 0; l < (R * (int)bb + 63) / 64; l++) {
+                _mm_prefetch((const char *)(pf + (size_t)b * bb * R + 64 * l), _MM_HINT_T0);
+            }
+        }
         float dw[QR];
 #pragma GCC unroll 8
         for (int i = 0; i < R; i++) {
@@ -374,7 +393,7 @@ AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, co
     for (int tb = 0; tb < a->n_tok; tb += TOK_BLOCK) {
         int te = tb + TOK_BLOCK < a->n_tok ? tb + TOK_BLOCK : a->n_tok;
         int64_t r = r0;
-        for (; a->n_tok > QUANT_SMALL_BATCH && r + QR <= r1; r += QR) {
+        for (; r + QR <= r1; r += QR) {
             for (int t = tb; t < te; t += QT) {
                 int nt = te - t < QT ? te - t : QT;
                 QUANT_TILE_CASES(QR, dt)
