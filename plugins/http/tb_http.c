@@ -361,7 +361,7 @@ static const char *s_ready_reason(struct tb_http *h)
         return "no model is routable: no engine instance has registered";
     }
     if (!tb_model_table_is_ready(h->models)) {
-        return "no engine instance has answered a health probe yet";
+        return "no engine instance answered its last health probe";
     }
     return NULL;
 }

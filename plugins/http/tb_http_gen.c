@@ -303,6 +303,8 @@ static int s_complete(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_
     return rc;
 }
 
+static void s_call_engine(struct tb_http *h, struct tb_hreq *r, uint64_t instance);
+
 static void s_on_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user)
 {
     struct tb_hreq *r = user;
@@ -320,6 +322,20 @@ static void s_on_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user)
         return;
     }
     if (ch->kind == TB_CHUNK_ERROR) {
+        if (ch->code == TB_EGONE && r->state == TB_GEN_WAITING && r->tries < 2) {
+            /* The instance went away before producing anything: nothing was sent, so the
+             * request moves to another instance, once. */
+            struct tb_mt_instance *gone = tb_model_table_get(h->models, r->instance);
+            s_release_instance(h, r);
+            if (gone) {
+                tb_model_table_set_state(h->models, gone, TB_INST_UNHEALTHY);
+            }
+            LOG_DEBUG(h, "request %s: engine instance %016" PRIx64 " went away before "
+                         "answering: trying another",
+                      r->id, r->instance);
+            s_call_engine(h, r, 0);
+            return;
+        }
         s_fail_code(h, r, ch->code, ch->message);
         return;
     }

@@ -121,6 +121,34 @@ def test_instance_death_during_streams(tmp_path):
         head.stop()
 
 
+def test_waiting_request_moves_off_a_dead_instance(tmp_path):
+    # Requests still waiting for their first token when their instance dies go to the other
+    # instance (nothing was sent yet), instead of failing.
+    port, reg = free_port(), free_port()
+    head = Turbine(tmp_path, head_yaml(port, reg))
+    wa = worker(tmp_path, 'wa', reg, 'm', ttft='1500ms', output_tokens=3)
+    wb = worker(tmp_path, 'wb', reg, 'm', ttft='1500ms', output_tokens=3)
+    try:
+        wait_models(port, {'m'})
+        wait_for(lambda: [i['state'] for i in get(port, '/health').json()['instances']]
+                 == ['healthy', 'healthy'], 20, 'two healthy instances')
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(chat(port, model='m')))
+                   for _ in range(2)]  # round robin: one on each
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        wa.kill()
+        for t in threads:
+            t.join(30)
+        assert [r.status for r in results] == [200, 200], [r.body for r in results]
+        assert all(r.json()['usage']['completion_tokens'] == 3 for r in results)
+    finally:
+        wa.kill()
+        wb.stop()
+        head.stop()
+
+
 @pytest.fixture
 def slow_server(tmp_path):
     port = free_port()
