@@ -269,16 +269,18 @@ static int s_items_push(tb_bus_t *bus, void *sock, int fd, enum item_kind kind, 
 static int s_rebuild_items(tb_bus_t *bus)
 {
     bus->n_items = 0;
+    /* Replies before route events: when an instance stops cleanly its last error chunks
+     * (TB_EDRAINING) must reach the caller before the route removal fails the call as gone. */
     int rc = s_items_push(bus, NULL, bus->wake_fd, IT_WAKE, NULL);
-    rc = rc ? rc : s_items_push(bus, bus->sub, 0, IT_SUB, NULL);
-    rc = rc ? rc : s_items_push(bus, bus->reg, 0, IT_REG, NULL);
-    for (size_t i = 0; i < bus->n_eps && rc == 0; i++) {
-        rc = s_items_push(bus, bus->eps[i]->router, 0, IT_ENDPOINT, bus->eps[i]);
-    }
     struct conn *c;
     for (size_t it = 0; rc == 0 && tb_u64map_next(&bus->conns, &it, NULL, (void **)&c);) {
         rc = s_items_push(bus, c->dealer, 0, IT_CONN, c);
     }
+    for (size_t i = 0; i < bus->n_eps && rc == 0; i++) {
+        rc = s_items_push(bus, bus->eps[i]->router, 0, IT_ENDPOINT, bus->eps[i]);
+    }
+    rc = rc ? rc : s_items_push(bus, bus->sub, 0, IT_SUB, NULL);
+    rc = rc ? rc : s_items_push(bus, bus->reg, 0, IT_REG, NULL);
     for (size_t i = 0; i < bus->n_watches && rc == 0; i++) {
         rc = s_items_push(bus, NULL, bus->watches[i].fd, IT_WATCH, NULL);
     }

@@ -628,7 +628,8 @@ static enum MHD_Result s_answer_get(struct tb_http *h, struct MHD_Connection *co
 static enum MHD_Result s_answer(struct tb_http *h, struct MHD_Connection *conn, const char *url,
                                 const char *method)
 {
-    if (strncmp(url, "/v1/", 4) == 0) {
+    bool tokenize = strcmp(url, "/tokenize") == 0 || strcmp(url, "/detokenize") == 0;
+    if (strncmp(url, "/v1/", 4) == 0 || tokenize) {
         const char *why = s_auth(h, conn);
         if (why) {
             struct tb_oai_error e;
@@ -637,7 +638,8 @@ static enum MHD_Result s_answer(struct tb_http *h, struct MHD_Connection *conn, 
             return tb_http_queue_error(h, conn, &e, false, false);
         }
     }
-    if (strcmp(url, "/v1/chat/completions") == 0 || strcmp(url, "/v1/completions") == 0) {
+    if (strcmp(url, "/v1/chat/completions") == 0 || strcmp(url, "/v1/completions") == 0 ||
+        tokenize) {
         return s_method_not_allowed(h, conn, "POST", method, url);
     }
     bool handled;
@@ -659,6 +661,9 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
     if (r) {
         if (r->kind == TB_HR_GENERATE) {
             return tb_http_gen_access(h, r, upload, upload_size);
+        }
+        if (r->kind == TB_HR_TOKENIZE) {
+            return tb_http_tok_access(h, r, upload, upload_size);
         }
         if (*upload_size > 0) {
             *upload_size = 0; /* a body nobody reads: drop it */
@@ -686,6 +691,13 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
         r->api = chat ? TB_OAI_CHAT : TB_OAI_COMPLETIONS;
         return tb_http_gen_begin(h, r);
     }
+    bool tok = strcmp(url, "/tokenize") == 0;
+    bool detok = strcmp(url, "/detokenize") == 0;
+    if ((tok || detok) && s_is(method, MHD_HTTP_METHOD_POST) && !s_auth(h, conn)) {
+        r->kind = TB_HR_TOKENIZE;
+        r->api = tok ? TB_OAI_TOKENIZE : TB_OAI_DETOKENIZE;
+        return tb_http_tok_begin(h, r);
+    }
     return MHD_YES; /* answered when the request is complete */
 }
 
@@ -701,6 +713,8 @@ static void s_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     *req_cls = NULL;
     if (r->kind == TB_HR_GENERATE) {
         tb_http_gen_completed(h, r, toe);
+    } else if (r->kind == TB_HR_TOKENIZE) {
+        tb_http_tok_completed(h, r);
     }
     tb_hbuf_release(&r->body);
     free(r);
@@ -905,7 +919,9 @@ static void s_loop(struct tb_http *h)
             } else {
                 struct tb_hconn *hc = tag;
                 hc->rdhup = true;
-                if (hc->req) {
+                if (hc->req && hc->req->kind == TB_HR_TOKENIZE) {
+                    tb_http_tok_client_gone(h, hc->req);
+                } else if (hc->req) {
                     tb_http_gen_client_gone(h, hc->req);
                 }
             }

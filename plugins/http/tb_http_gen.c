@@ -62,7 +62,7 @@ static void s_cancel_call(struct tb_http *h, struct tb_hreq *r, const char *reas
     }
 }
 
-static void s_link(struct tb_http *h, struct tb_hreq *r)
+void tb_http_gen_link(struct tb_http *h, struct tb_hreq *r)
 {
     r->next = h->gens;
     if (h->gens) {
@@ -72,7 +72,7 @@ static void s_link(struct tb_http *h, struct tb_hreq *r)
     h->n_gens++;
 }
 
-static void s_unlink(struct tb_http *h, struct tb_hreq *r)
+void tb_http_gen_unlink(struct tb_http *h, struct tb_hreq *r)
 {
     if (r->prev) {
         r->prev->next = r->next;
@@ -504,7 +504,7 @@ enum MHD_Result tb_http_gen_begin(struct tb_http *h, struct tb_hreq *r)
     atomic_fetch_add(&h->in_flight, 1);
     r->counted = true;
     r->state = TB_GEN_BODY;
-    s_link(h, r);
+    tb_http_gen_link(h, r);
     return MHD_YES;
 }
 
@@ -718,7 +718,7 @@ void tb_http_gen_completed(struct tb_http *h, struct tb_hreq *r,
         atomic_fetch_sub(&h->in_flight, 1);
         r->counted = false;
     }
-    s_unlink(h, r);
+    tb_http_gen_unlink(h, r);
     tb_oai_request_destroy(&r->oreq);
     h->host->buf_free(&r->msg);
     tb_hbuf_release(&r->out);

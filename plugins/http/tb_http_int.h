@@ -23,6 +23,7 @@
 typedef enum {
     TB_HR_GENERATE = 1, /* POST /v1/chat/completions or /v1/completions */
     TB_HR_ANSWERED = 2, /* answered at once (GET routes, errors) */
+    TB_HR_TOKENIZE = 3, /* POST /tokenize or /detokenize (tb_http_tok.c) */
 } tb_hr_kind_t;
 
 /* Where a generation request stands. */
@@ -155,6 +156,18 @@ void tb_http_gen_completed(struct tb_http *h, struct tb_hreq *r,
 void tb_http_gen_abort_all(struct tb_http *h);
 /* Sets the in-flight and queued gauges from the live requests. */
 void tb_http_gen_update_gauges(struct tb_http *h);
+/* Adds / removes a request past its headers to / from h->gens (every request that may wait on
+ * the bus is there, so stopping reaches it). */
+void tb_http_gen_link(struct tb_http *h, struct tb_hreq *r);
+void tb_http_gen_unlink(struct tb_http *h, struct tb_hreq *r);
+
+/* ---- tb_http_tok.c: POST /tokenize and /detokenize ---- */
+
+enum MHD_Result tb_http_tok_begin(struct tb_http *h, struct tb_hreq *r);
+enum MHD_Result tb_http_tok_access(struct tb_http *h, struct tb_hreq *r, const char *upload,
+                                   size_t *upload_size);
+void tb_http_tok_client_gone(struct tb_http *h, struct tb_hreq *r);
+void tb_http_tok_completed(struct tb_http *h, struct tb_hreq *r);
 
 /* ---- tb_http.c, for tb_http_gen.c ---- */
 

@@ -19,6 +19,8 @@
 typedef enum {
     TB_OAI_CHAT = 1,        /* /v1/chat/completions */
     TB_OAI_COMPLETIONS = 2, /* /v1/completions */
+    TB_OAI_TOKENIZE = 3,    /* /tokenize (tb_http_tok.c; not a tb_oai_request_parse API) */
+    TB_OAI_DETOKENIZE = 4,  /* /detokenize (likewise) */
 } tb_oai_api_t;
 
 /* An error as the API reports it: {"error":{"message","type","param","code"}} with `status`. */

@@ -225,3 +225,53 @@ def test_model_offered_only_while_an_engine_serves_it(tmp_path):
             head.wait_log(r"no engine serves model 'tinystories' any more")
         finally:
             worker.kill()
+
+
+def test_tokenize_and_detokenize_endpoints(server):
+    port, _ = server
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(os.path.join(TINY, 'tokenizer.json'))
+    r = post(port, '/tokenize', {'model': MODEL, 'prompt': 'Once upon a time',
+                                 'return_token_strs': True})
+    assert r.status == 200, r.body
+    body = r.json()
+    assert body['tokens'] == tok.encode('Once upon a time').ids
+    assert body['count'] == len(body['tokens'])
+    assert body['max_model_len'] == 512
+    assert body['token_strs'] == tok.encode('Once upon a time').tokens
+    r = post(port, '/tokenize', {'model': MODEL, 'prompt': 'Once', 'add_special_tokens': False})
+    assert r.json()['tokens'] == tok.encode('Once', add_special_tokens=False).ids
+    # a conversation goes through the chat template (ChatML fallback here)
+    r = post(port, '/tokenize', {'model': MODEL,
+                                 'messages': [{'role': 'user', 'content': 'Hi'}]})
+    assert r.status == 200 and r.json()['count'] > 5
+    ids = tok.encode('Tom had a big red ball.').ids
+    r = post(port, '/detokenize', {'model': MODEL, 'tokens': ids})
+    assert r.status == 200, r.body
+    assert r.json()['prompt'] == tok.decode(ids, skip_special_tokens=False)
+    # errors
+    r = post(port, '/tokenize', {'model': 'nope', 'prompt': 'x'})
+    assert r.status == 404 and r.json()['error']['code'] == 'model_not_found'
+    r = post(port, '/detokenize', {'model': MODEL, 'tokens': [5, 999999]})
+    assert r.status == 400 and 'vocabulary' in r.json()['error']['message']
+    r = post(port, '/detokenize', {'model': MODEL, 'tokens': 'abc'})
+    assert r.status == 400 and r.json()['error']['param'] == 'tokens'
+    assert get(port, '/tokenize').status == 405
+
+
+def test_cli_tokenize_matches_hf():
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(os.path.join(TINY, 'tokenizer.json'))
+    turbine = os.path.join(os.environ.get('TB_BUILD') or os.path.join(ROOT, 'build', 'release'),
+                           'bin', 'turbine')
+    text = 'Lily and Ben played in the park. "Look!" she said.'
+    out = subprocess.run([turbine, 'tokenize', '--model', TINY, '--text', text],
+                         capture_output=True, text=True, check=True).stdout
+    assert [int(x) for x in out.split()] == tok.encode(text).ids
+    out = subprocess.run([turbine, 'tokenize', '--model', TINY, '--pieces'], input=text,
+                         capture_output=True, text=True, check=True).stdout
+    assert [l.split('\t')[1] for l in out.splitlines()] == tok.encode(text).tokens
+    ids = tok.encode(text).ids
+    out = subprocess.run([turbine, 'detokenize', '--model', TINY] + [str(i) for i in ids],
+                         capture_output=True, text=True, check=True).stdout
+    assert out == tok.decode(ids, skip_special_tokens=True) + '\n'
