@@ -630,26 +630,7 @@ enum MHD_Result tb_http_gen_access(struct tb_http *h, struct tb_hreq *r, const c
                                    size_t *upload_size)
 {
     if (*upload_size > 0) {
-        size_t n = *upload_size;
-        *upload_size = 0;
-        if (r->state != TB_GEN_BODY) {
-            return MHD_YES;
-        }
-        if (!r->body_too_big && r->body.len + n > (size_t)h->cfg.max_body_size) {
-            r->body_too_big = true;
-            tb_hbuf_release(&r->body);
-        }
-        if (r->body_too_big) {
-            r->discarded += n;
-            /* A body sent without Content-Length is read (and dropped) up to 4x the limit so
-             * the client can get its 413; past that the connection is closed. */
-            return r->discarded > 4 * (size_t)h->cfg.max_body_size ? MHD_NO : MHD_YES;
-        }
-        if (tb_hbuf_append(&r->body, upload, n) != 0) {
-            r->body_too_big = true;
-            tb_hbuf_release(&r->body);
-        }
-        return MHD_YES;
+        return tb_http_read_body(h, r, upload, upload_size);
     }
     if (r->state == TB_GEN_BODY) {
         return s_start(h, r);
@@ -670,6 +651,31 @@ enum MHD_Result tb_http_gen_access(struct tb_http *h, struct tb_hreq *r, const c
     }
     MHD_suspend_connection(r->conn);
     r->suspended = true;
+    return MHD_YES;
+}
+
+enum MHD_Result tb_http_read_body(struct tb_http *h, struct tb_hreq *r, const char *upload,
+                                  size_t *upload_size)
+{
+    size_t n = *upload_size;
+    *upload_size = 0;
+    if (r->state != TB_GEN_BODY) {
+        return MHD_YES;
+    }
+    if (!r->body_too_big && r->body.len + n > (size_t)h->cfg.max_body_size) {
+        r->body_too_big = true;
+        tb_hbuf_release(&r->body);
+    }
+    if (r->body_too_big) {
+        r->discarded += n;
+        /* A body sent without Content-Length is read (and dropped) up to 4x the limit so the
+         * client can get its 413; past that the connection is closed. */
+        return r->discarded > 4 * (size_t)h->cfg.max_body_size ? MHD_NO : MHD_YES;
+    }
+    if (tb_hbuf_append(&r->body, upload, n) != 0) {
+        r->body_too_big = true;
+        tb_hbuf_release(&r->body);
+    }
     return MHD_YES;
 }
 

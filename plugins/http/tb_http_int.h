@@ -147,6 +147,10 @@ enum MHD_Result tb_http_gen_begin(struct tb_http *h, struct tb_hreq *r);
 /* A piece of body, or the end of it (*upload_size == 0). */
 enum MHD_Result tb_http_gen_access(struct tb_http *h, struct tb_hreq *r, const char *upload,
                                    size_t *upload_size);
+/* Takes a piece of a request body (*upload_size > 0) into r->body, up to max_body_size (past it
+ * the body is dropped and r->body_too_big set, for a 413 once it ends). */
+enum MHD_Result tb_http_read_body(struct tb_http *h, struct tb_hreq *r, const char *upload,
+                                  size_t *upload_size);
 /* The client closed its connection (seen by the loop while the request runs). */
 void tb_http_gen_client_gone(struct tb_http *h, struct tb_hreq *r);
 /* MHD says the request is over (sent, failed or closed): cancel what runs, count, unlink. */
