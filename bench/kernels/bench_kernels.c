@@ -3,7 +3,8 @@
  *
  * Prints: memory-read bandwidth (a multi-threaded streaming read), batch-1 matvec GB/s and % of
  * that bandwidth per dtype on 1.1B-Llama-shaped matrices, a whole 1.1B decode step (every
- * weight of 22 layers + the output head, each read once), GFLOP/s at n_tok = 16 and 512, and
+ * weight of 22 layers + the output head, each read once), the same step for 16 sequences
+ * decoding together (n_tok 16), GFLOP/s at n_tok = 16 and 512, and
  * the thread pool's dispatch overhead.  Weight sets are sized past the last-level cache so every
  * figure comes from DRAM.  Usage: bench_kernels [-t threads] [-q] [-d dtype]
  */
@@ -179,7 +180,7 @@ struct step_result {
     double bytes, seconds; /* seconds 0: not measured */
 };
 
-static struct step_result s_model_step(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt) {
+static struct step_result s_model_step(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, int n_tok) {
     struct step_result res = {0.0, 0.0};
     static const int64_t shapes[7][2] = {{2048, 2048}, {256, 2048},  {256, 2048}, {2048, 2048},
                                          {5632, 2048}, {5632, 2048}, {2048, 5632}};
@@ -217,9 +218,9 @@ static struct step_result s_model_step(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt) {
             memcpy(mem + off[i] + (size_t)r * rb, row, rb);
         }
     }
-    float *x = calloc(5632, sizeof(float));
-    float *y = calloc(32000 + 2 * 5632, sizeof(float));
-    for (int i = 0; i < 5632; i++) {
+    float *x = calloc((size_t)5632 * n_tok, sizeof(float));
+    float *y = calloc((size_t)(32000 + 2 * 5632) * n_tok, sizeof(float));
+    for (int i = 0; i < 5632 * n_tok; i++) {
         x[i] = cosf((float)i);
     }
     /* As a forward pass issues them: Q, K, V in one call, O, gate and up in one call, down. */
@@ -238,13 +239,13 @@ static struct step_result s_model_step(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt) {
                                                   mem + off[i]};
                     o[m] =
                         (struct tb_cpu_matmul_out){&w[m], NULL, y + yoff, (size_t)shapes[i % 7][0]};
-                    yoff += (size_t)shapes[i % 7][0];
+                    yoff += (size_t)shapes[i % 7][0] * (size_t)n_tok;
                 }
-                tb_cpu_matmul_multi(k, x, (size_t)w[0].cols, 1, o, groups[g][1]);
+                tb_cpu_matmul_multi(k, x, (size_t)w[0].cols, n_tok, o, groups[g][1]);
             }
         }
         struct tb_cpu_weight hw = {dt, 32000, 2048, mem + off[n]};
-        tb_cpu_matmul(k, &hw, x, 2048, 1, NULL, y, 32000);
+        tb_cpu_matmul(k, &hw, x, 2048, n_tok, NULL, y, 32000);
         double s = s_now() - t0;
         best = rep > 0 && s < best ? s : best; /* rep 0 warms up */
     }
@@ -382,7 +383,7 @@ int main(int argc, char **argv) {
     struct step_result steps[TB_CPU_DTYPE_COUNT] = {{0, 0}};
     for (int d = quick ? 1 : 0; d < TB_CPU_DTYPE_COUNT; d++) {
         if (only < 0 || d == only) {
-            steps[d] = s_model_step(k, s_all[d]);
+            steps[d] = s_model_step(k, s_all[d], 1);
         }
     }
     bws[2] = s_bandwidth(pool);
@@ -410,6 +411,19 @@ int main(int argc, char **argv) {
                    "%5.1f%%\n",
                    tb_cpu_dtype_info(s_all[d])->name, steps[d].bytes / 1e9, steps[d].seconds * 1e3,
                    1.0 / steps[d].seconds, gbs, 100.0 * gbs / bw);
+        }
+    }
+    printf("\n1.1B Llama batched step, 16 tokens (16 sequences decoding together; matmuls "
+           "only)\n");
+    for (int d = 1; d < TB_CPU_DTYPE_COUNT; d++) {
+        if (only >= 0 && d != only) {
+            continue;
+        }
+        struct step_result r = s_model_step(k, s_all[d], 16);
+        if (r.seconds > 0.0) {
+            printf("  %-5s %7.2f ms per step  %7.1f tokens/s  %6.1f GFLOP/s\n",
+                   tb_cpu_dtype_info(s_all[d])->name, r.seconds * 1e3, 16.0 / r.seconds,
+                   16.0 * 2.0 * 1.1e9 / r.seconds / 1e9);
         }
     }
     printf("\nmatmul throughput\n");

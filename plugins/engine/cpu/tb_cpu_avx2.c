@@ -19,6 +19,15 @@
 
 #define TOK_BLOCK 64
 
+/* While the first token tile of a multi-row tile runs, the next row tile is prefetched as one
+ * sequential stream (see tb_cpu_avx512.c). */
+AINLINE const uint8_t *s_next_tile(const struct tb_mm_args *a, int64_t r, int t0, const int R) {
+    if (R == 1 || t0 != 0 || r + 2 * R > a->rows) {
+        return NULL;
+    }
+    return a->w + (size_t)(r + R) * a->w_row_bytes;
+}
+
 AINLINE float s_hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -136,9 +145,16 @@ AINLINE void s_mk_float(const struct tb_mm_args *a, int64_t r, int t0, const int
     for (int j = 0; j < T; j++) {
         x[j] = a->x + (size_t)(t0 + j) * a->ldx;
     }
+    const uint8_t *pf = s_next_tile(a, r, t0, R);
     int64_t k = 0;
     for (; k + 8 <= n; k += 8) {
         __m256 wv[FR];
+        if (pf && ((k * es * R) & 63) == 0) { /* R * 8 * es bytes per step, one line at a time */
+            _mm_prefetch((const char *)(pf + (size_t)k * es * R), _MM_HINT_T0);
+            if (R * 8 * es > 64) {
+                _mm_prefetch((const char *)(pf + (size_t)k * es * R + 64), _MM_HINT_T0);
+            }
+        }
 #pragma GCC unroll 8
         for (int i = 0; i < R; i++) {
             wv[i] = s_load_w(w[i] + k * es, dt);
@@ -239,8 +255,15 @@ AINLINE void s_mk_quant(const struct tb_mm_args *a, int64_t r, int t0, const int
         xd[j] = (const float *)(row + n);
         xs[j] = (const int32_t *)(row + n + nb * 4);
     }
+    const uint8_t *pf = s_next_tile(a, r, t0, R);
     for (int64_t b = 0; b < nb; b++) {
         __m256i wq[QR], wa[QR];
+        if (pf) {
+#pragma GCC unroll 4
+            for (int l = 0; l < (R * (int)bb + 63) / 64; l++) {
+                _mm_prefetch((const char *)(pf + (size_t)b * bb * R + 64 * l), _MM_HINT_T0);
+            }
+        }
         float dw[QR];
 #pragma GCC unroll 8
         for (int i = 0; i < R; i++) {

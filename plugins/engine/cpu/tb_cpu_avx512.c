@@ -28,6 +28,17 @@
 
 #define TOK_BLOCK 64 /* token rows kept hot (L2) while a task walks its weight rows */
 
+/* Multi-row tiles read R weight rows side by side, which the hardware prefetchers follow poorly
+ * from DRAM (several interleaved streams).  So while the first token tile of a row tile runs,
+ * it prefetches the next row tile (R contiguous rows: one sequential stream) at the same pace,
+ * and the next tile then finds its rows in cache. */
+AINLINE const uint8_t *s_next_tile(const struct tb_mm_args *a, int64_t r, int t0, const int R) {
+    if (R == 1 || t0 != 0 || r + 2 * R > a->rows) {
+        return NULL;
+    }
+    return a->w + (size_t)(r + R) * a->w_row_bytes;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Activation quantization                                                                     */
 /* ------------------------------------------------------------------------------------------ */
@@ -137,9 +148,17 @@ AINLINE void s_mk_float(const struct tb_mm_args *a, int64_t r, int t0, const int
     for (int j = 0; j < T; j++) {
         x[j] = a->x + (size_t)(t0 + j) * a->ldx;
     }
+    const uint8_t *pf = s_next_tile(a, r, t0, R);
+    const int pf_lines = (R * 16 * es + 63) / 64; /* next-tile bytes per step, in lines */
     int64_t k = 0;
     for (; k + 16 <= n; k += 16) {
         __m512 wv[FR];
+        if (pf) {
+#pragma GCC unroll 8
+            for (int l = 0; l < pf_lines; l++) {
+                _mm_prefetch((const char *)(pf + (size_t)k * es * R + 64 * l), _MM_HINT_T0);
+            }
+        }
 #pragma GCC unroll 8
         for (int i = 0; i < R; i++) {
             wv[i] = s_load_w(w[i] + k * es, dt, 0, 0);
@@ -274,13 +293,20 @@ AINLINE void s_q8_decode(const uint8_t *b0, const int half, __m512i *q, __m512 *
 
 AINLINE void s_mk_quant_step(const struct tb_mm_args *a, const uint8_t *const *w,
                              const uint8_t *const *xr, __m512 acc[QR][QT], int64_t p,
-                             const int half, const int R, const int T, const int dt) {
+                             const int half, const int R, const int T, const int dt,
+                             const uint8_t *pf) {
     const size_t pb = dt == TB_CPU_Q4_0 ? 192 : 128;
     const size_t wb = dt == TB_CPU_Q4_0 ? 36 : 68; /* bytes per block pair */
     (void)a;
     __m512i q[QR];
     __m512 dw[QR];
     __m512i init[QR];
+    if (pf) {
+#pragma GCC unroll 8
+        for (int l = 0; l < (R * (int)wb + 63) / 64; l++) {
+            _mm_prefetch((const char *)(pf + (size_t)p * wb * R + 64 * l), _MM_HINT_T0);
+        }
+    }
 #pragma GCC unroll 8
     for (int i = 0; i < R; i++) {
         if (dt == TB_CPU_Q4_0) {
@@ -325,12 +351,13 @@ AINLINE void s_mk_quant(const struct tb_mm_args *a, int64_t r, int t0, const int
     for (int j = 0; j < T; j++) {
         xr[j] = a->qx + (size_t)(t0 + j) * a->qx_stride;
     }
+    const uint8_t *pf = s_next_tile(a, r, t0, R);
     int64_t p = 0;
     for (; 2 * p + 2 <= nb; p++) {
-        s_mk_quant_step(a, w, xr, acc, p, 0, R, T, dt);
+        s_mk_quant_step(a, w, xr, acc, p, 0, R, T, dt, pf);
     }
     if (2 * p < nb) {
-        s_mk_quant_step(a, w, xr, acc, p, 1, R, T, dt);
+        s_mk_quant_step(a, w, xr, acc, p, 1, R, T, dt, pf);
     }
 #pragma GCC unroll 8
     for (int i = 0; i < R; i++) {
