@@ -60,6 +60,23 @@ int tb_detok_set_continuation(tb_detok_t *d)
     return 0;
 }
 
+int tb_detok_set_prefix(tb_detok_t *d, const int32_t *ids, size_t n)
+{
+    const char *text = NULL;
+    size_t len = 0;
+    if (d->started || d->emitted || d->n_hold > 0) {
+        return TB_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int rc = tb_detok_push(d, ids[i], &text, &len);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    tb_tok_buf_clear(&d->out);
+    return 0;
+}
+
 void tb_detok_destroy(tb_detok_t **d_p)
 {
     if (!d_p || !*d_p) {

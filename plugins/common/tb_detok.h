@@ -10,9 +10,11 @@
  *
  * Leading space: a SentencePiece decoder drops the space its encoder prepended, i.e. the leading
  * space of the first token decoded (Hugging Face's Strip / Metaspace decoders).  That is right
- * for a text decoded from its start; a stream that continues a prompt (a completion) must keep
- * the space: call tb_detok_set_continuation before the first push, and the output is then what
- * decode(prompt + ids) adds after decode(prompt).
+ * for a text decoded from its start; a stream that continues a prompt must keep the space:
+ * give the prompt's ids to tb_detok_set_prefix before the first push, and the output is then
+ * what decode(prompt + ids) adds after decode(prompt) (when the prompt decodes to no text, as a
+ * lone BOS with skip_special, the stream is the start of the text and the rule applies).
+ * tb_detok_set_continuation is the shortcut for "some text precedes".
  *
  * A tb_detok_t belongs to one thread; the tokenizer must outlive it.
  */
@@ -38,6 +40,12 @@ int tb_detok_new(const tb_tokenizer_t *tok, bool skip_special, tb_detok_t **out)
 /* Declares that the ids continue existing text: no start-of-text rule applies (no dropped
  * leading space).  Call before the first push; TB_EINVAL afterwards. */
 int tb_detok_set_continuation(tb_detok_t *d);
+
+/* Declares that the ids follow the prompt ids[0..n) (borrowed during the call): they are
+ * decoded into the detokenizer's state without being output; bytes of a character the prompt
+ * leaves incomplete are held for the stream.  Call before the first push; TB_EINVAL
+ * afterwards; TB_ENOMEM. */
+int tb_detok_set_prefix(tb_detok_t *d, const int32_t *ids, size_t n);
 
 /* Pushes one id.  *text / *len receive the newly completed text (possibly empty), borrowed from
  * `d` and valid until its next call.  Ids outside the vocabulary produce nothing.  0 or

@@ -701,6 +701,21 @@ uint64_t tb_gguf_data_offset(const tb_gguf_t *g)
     return g ? g->data_offset : 0;
 }
 
+bool tb_gguf_type_block(uint32_t ggml_type, uint64_t *block_elems, uint64_t *block_bytes)
+{
+    uint64_t b = 0, n = 0;
+    if (!s_ggml_type_size(ggml_type, &b, &n)) {
+        return false;
+    }
+    if (block_elems) {
+        *block_elems = b;
+    }
+    if (block_bytes) {
+        *block_bytes = n;
+    }
+    return true;
+}
+
 size_t tb_gguf_key_count(const tb_gguf_t *g)
 {
     return g ? g->n_kv : 0;

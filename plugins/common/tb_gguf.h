@@ -107,6 +107,11 @@ bool tb_gguf_tensor_find(const tb_gguf_t *g, const char *name, struct tb_gguf_te
 /* File offset of the data section (the tensor offsets are relative to it). */
 uint64_t tb_gguf_data_offset(const tb_gguf_t *g);
 
+/* Block geometry of a GGML tensor type: elements per block and bytes per block (1 and 4 for
+ * F32, 32 and 34 for Q8_0, 256 and 210 for Q6_K, ...).  False for a type this reader does not
+ * know (tb_gguf_open refuses tensors of such types). */
+bool tb_gguf_type_block(uint32_t ggml_type, uint64_t *block_elems, uint64_t *block_bytes);
+
 #ifdef __cplusplus
 }
 #endif

@@ -162,6 +162,11 @@ int tb_tok_regex_find_all(const tb_tok_regex_t *re, const char *s, size_t len,
     size_t pos = 0;
     while (pos <= len) {
         int m = pcre2_match(re->code, (PCRE2_SPTR)s, len, pos, PCRE2_NO_UTF_CHECK, md, NULL);
+        if (m == PCRE2_ERROR_JIT_STACKLIMIT) {
+            /* The JIT's machine stack is small; the interpreter backtracks on the heap. */
+            m = pcre2_match(re->code, (PCRE2_SPTR)s, len, pos, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT,
+                            md, NULL);
+        }
         if (m == PCRE2_ERROR_NOMATCH) {
             break;
         }

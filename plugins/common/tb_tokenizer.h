@@ -39,7 +39,8 @@ typedef enum {
 
 /* Loads `path`: a folder holding tokenizer.json, or a tokenizer.json file.  Reads, when present
  * in the same folder: tokenizer_config.json (add_bos_token, add_eos_token, bos_token,
- * eos_token), generation_config.json and config.json (bos_token_id, eos_token_id: a number or a
+ * eos_token, added tokens of added_tokens_decoder that tokenizer.json lacks),
+ * generation_config.json and config.json (bos_token_id, eos_token_id: a number or a
  * list).  Caller owns *out; destroy with tb_tokenizer_destroy.  Errors: -errno for
  * an unreadable file, TB_EMODEL for invalid JSON or a malformed tokenizer, TB_ENOTSUP for a
  * model, normalizer, pre-tokenizer or decoder type we do not implement (named in err),

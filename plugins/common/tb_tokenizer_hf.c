@@ -558,14 +558,15 @@ static int s_model(struct hf *h, const json_t *root)
     const json_t *added = json_object_get(root, "added_tokens");
     const char *type = s_type(model);
     const char *key;
+    size_t key_len = 0;
     const json_t *v;
     int rc = 0;
 
-    /* Vocabulary: model entries are what the BPE model may produce. */
-    json_object_foreach((json_t *)vocab, key, v)
+    /* Vocabulary: model entries are what the BPE model may produce.  Keys may hold NULs. */
+    json_object_keylen_foreach((json_t *)vocab, key, key_len, v)
     {
         int32_t id = (int32_t)json_integer_value(v);
-        rc = tb_tok_vocab_set(tok->vocab, id, key, strlen(key), true);
+        rc = tb_tok_vocab_set(tok->vocab, id, key, key_len, true);
         if (rc == TB_EEXIST) {
             tb_tok_errf(h->err, h->err_len, "model.vocab: id %d is used twice", id);
             return TB_EMODEL;
@@ -666,6 +667,48 @@ static int s_config_ids(const tb_tokenizer_t *tok, const json_t *cfg, const char
     return 0;
 }
 
+/* tokenizer_config.json's added_tokens_decoder ({"id": {"content": ..., "special": ...}}):
+ * registers the added tokens that tokenizer.json lacks (as transformers does when loading);
+ * entries that tokenizer.json already has are left as they are there. */
+static int s_config_added(tb_tokenizer_t *tok, const json_t *tcfg)
+{
+    const json_t *dec = json_object_get(tcfg, "added_tokens_decoder");
+    const char *key;
+    const json_t *v;
+    if (!json_is_object(dec)) {
+        return 0;
+    }
+    json_object_foreach((json_t *)dec, key, v)
+    {
+        char *end = NULL;
+        long id = strtol(key, &end, 10);
+        const char *content = NULL;
+        size_t len = 0;
+        if (!end || *end || id < 0 || (size_t)id >= tb_tok_vocab_size(tok->vocab) ||
+            !s_str(v, "content", &content, &len) || len == 0 ||
+            (tok->attr[id] & TB_TOK_ATTR_ADDED)) {
+            continue;
+        }
+        size_t plen = 0;
+        const char *piece = tb_tok_vocab_piece(tok->vocab, (int32_t)id, &plen);
+        if (piece && (plen != len || memcmp(piece, content, len) != 0)) {
+            continue; /* the id already names another token */
+        }
+        if (!piece && tb_tok_vocab_set(tok->vocab, (int32_t)id, content, len, false) < 0) {
+            return TB_ENOMEM;
+        }
+        bool special = s_bool(v, "special", false);
+        int rc = tb_tokenizer_add_added(tok, (int32_t)id, content, len, special,
+                                        s_bool(v, "lstrip", false), s_bool(v, "rstrip", false),
+                                        s_bool(v, "single_word", false),
+                                        s_bool(v, "normalized", !special));
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
 /* Applies add_bos_token / add_eos_token: the template's BOS / EOS is added or removed. */
 static int s_apply_add_flags(tb_tokenizer_t *tok, const json_t *tcfg)
 {
@@ -753,6 +796,9 @@ static int s_load(const json_t *root, const json_t *tcfg, const json_t *gcfg, co
     if (rc == 0) {
         rc = s_decoder(&h, json_object_get(root, "decoder"), 0);
     }
+    if (rc == 0) {
+        rc = s_config_added(h.tok, tcfg);
+    }
     if (rc < 0) {
         goto fail;
     }
@@ -793,6 +839,9 @@ static int s_load(const json_t *root, const json_t *tcfg, const json_t *gcfg, co
 fail:
     if (rc == TB_ENOMEM && err && err_len && !err[0]) {
         tb_tok_errf(err, err_len, "out of memory loading the tokenizer");
+    }
+    if (rc == TB_EINVAL || rc == TB_ERANGE || rc == TB_EEXIST) {
+        rc = TB_EMODEL; /* a bad regex or id in the file */
     }
     tb_tokenizer_destroy(&h.tok);
     return rc;

@@ -562,7 +562,8 @@ static void s_on_generate(tb_request_t *in, const void *payload, size_t len, voi
     } else if (ctx > 0) {
         r->max_tokens = ctx - (int64_t)r->n_ids;
     }
-    if (tb_detok_new(p->tok, true, &r->detok) != 0 || tb_detok_set_continuation(r->detok) != 0 ||
+    if (tb_detok_new(p->tok, true, &r->detok) != 0 ||
+        tb_detok_set_prefix(r->detok, r->ids, r->n_ids) != 0 ||
         tb_stop_matcher_new(q->stop, q->stop_count, &r->stop) != 0) {
         s_fail(r, TB_ENOMEM, "out of memory");
         return;

@@ -1,8 +1,9 @@
 /*
  * fuzz_gguf.c - libFuzzer target for the GGUF reader: any byte string is opened; when it opens,
- * every accessor is exercised over every key and tensor so that ASan sees each pointer used.
+ * every accessor is exercised over every key and tensor so that ASan sees each pointer used, and
+ * the tokenizer is loaded from the metadata (and used) when the file has one.
  */
-/* FUZZ_SOURCES: plugins/common/tb_gguf.c */
+/* FUZZ_SOURCES: plugins/common/tb_gguf.c plugins/common/tb_tokenizer.c plugins/common/tb_tokenizer_hf.c plugins/common/tb_tokenizer_gguf.c plugins/common/tb_bpe.c plugins/common/tb_pretok.c plugins/common/tb_detok.c plugins/common/tb_tok_buf.c plugins/common/tb_tok_norm.c plugins/common/tb_tok_regex.c plugins/common/tb_tok_utf8.c plugins/common/tb_tok_vocab.c */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "tb_gguf.h"
+#include "tb_tokenizer.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -70,6 +72,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 s_touch(t.data, t.size);
                 s_touch(t.name.ptr, t.name.len);
             }
+        }
+        tb_tokenizer_t *tok = NULL;
+        if (tb_tokenizer_load_gguf(g, &tok, err, sizeof(err)) == 0) {
+            static const char text[] = "Hello <s> world 123\n\xc3\xa9\xe6\x97\xa5";
+            int32_t *ids = NULL;
+            size_t n = 0;
+            if (tb_tokenizer_encode(tok, text, sizeof(text) - 1, true, true, &ids, &n) == 0) {
+                char *out = NULL;
+                size_t len = 0;
+                if (tb_tokenizer_decode(tok, ids, n, false, &out, &len) == 0) {
+                    s_touch(out, len);
+                    free(out);
+                }
+                free(ids);
+            }
+            tb_tokenizer_destroy(&tok);
         }
         tb_gguf_close(&g);
     }

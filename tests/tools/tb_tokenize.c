@@ -9,9 +9,13 @@
  *   tb_tokenize MODEL --decode [--skip-special] [--stream] [--prefix K] IDS...
  *       prints the text of the ids (exact bytes, no newline added); --stream goes through the
  *       streaming detokenizer one id at a time; --prefix K streams only the ids after the first
- *       K as the continuation of their text.
+ *       K, as the continuation of the text of those K.
  *   tb_tokenize MODEL --info
  *       prints the vocabulary size and special ids.
+ *   --batch (with encode or decode) reads many inputs from stdin separated by NUL bytes (texts,
+ *       or space-separated ids) and writes one result per input: an ids line when encoding,
+ *       the text followed by a NUL byte when decoding.  A decode input "K: ids" streams the ids
+ *       after the first K as a continuation (like --prefix K).
  *
  * MODEL is a folder with tokenizer.json, a tokenizer.json, or a .gguf file.
  */
@@ -58,17 +62,28 @@ static char *s_read_stdin(size_t *len)
     return buf;
 }
 
-static int s_decode(const tb_tokenizer_t *tok, int argc, char **argv, int i, bool skip,
-                    bool stream, long prefix)
+/* Parses space-separated ids from s[0..len). Caller frees *ids. */
+static size_t s_parse_ids(const char *s, size_t len, int32_t **ids)
 {
     size_t n = 0;
-    int32_t *ids = calloc((size_t)argc + 1, sizeof(int32_t));
-    if (!ids) {
-        return 1;
+    *ids = calloc(len / 2 + 2, sizeof(int32_t));
+    const char *p = s, *end = s + len;
+    while (*ids && p < end) {
+        char *next = NULL;
+        long v = strtol(p, &next, 10);
+        if (next == p) {
+            p++;
+            continue;
+        }
+        (*ids)[n++] = (int32_t)v;
+        p = next;
     }
-    for (; i < argc; i++) {
-        ids[n++] = (int32_t)strtol(argv[i], NULL, 10);
-    }
+    return n;
+}
+
+static int s_decode(const tb_tokenizer_t *tok, int32_t *ids, size_t n, bool skip, bool stream,
+                    long prefix)
+{
     int rc = 0;
     if (!stream && prefix == 0) {
         char *text = NULL;
@@ -84,7 +99,7 @@ static int s_decode(const tb_tokenizer_t *tok, int argc, char **argv, int i, boo
         size_t len = 0;
         rc = tb_detok_new(tok, skip, &d);
         if (rc == 0 && prefix > 0) {
-            rc = tb_detok_set_continuation(d);
+            rc = tb_detok_set_prefix(d, ids, (size_t)prefix < n ? (size_t)prefix : n);
         }
         for (size_t k = prefix > 0 ? (size_t)prefix : 0; rc == 0 && k < n; k++) {
             rc = tb_detok_push(d, ids[k], &s, &len);
@@ -100,7 +115,6 @@ static int s_decode(const tb_tokenizer_t *tok, int argc, char **argv, int i, boo
         }
         tb_detok_destroy(&d);
     }
-    free(ids);
     if (rc != 0) {
         fprintf(stderr, "tb_tokenize: decode failed (%d)\n", rc);
         return 1;
@@ -128,7 +142,7 @@ int main(int argc, char **argv)
 {
     const char *text = NULL;
     bool pieces = false, add_special = true, parse_special = true, decode = false;
-    bool skip = false, stream = false, info = false;
+    bool skip = false, stream = false, info = false, batch = false;
     long bench = 0, prefix = 0;
     int i = 2;
     if (argc < 2) {
@@ -155,6 +169,8 @@ int main(int argc, char **argv)
             prefix = strtol(argv[++i], NULL, 10);
         } else if (!strcmp(argv[i], "--info")) {
             info = true;
+        } else if (!strcmp(argv[i], "--batch")) {
+            batch = true;
         } else if (decode) {
             break; /* the ids */
         } else {
@@ -179,8 +195,59 @@ int main(int argc, char **argv)
             printf(" %d", eos[k]);
         }
         printf("\n");
+    } else if (decode && batch) {
+        size_t len = 0;
+        char *in = s_read_stdin(&len);
+        for (size_t at = 0; in && at < len && rc == 0;) {
+            char *nul = memchr(in + at, '\0', len - at);
+            size_t end = nul ? (size_t)(nul - in) : len;
+            int32_t *ids = NULL;
+            long k = prefix;
+            const char *colon = memchr(in + at, ':', end - at);
+            if (colon) {
+                k = strtol(in + at, NULL, 10);
+                at = (size_t)(colon + 1 - in);
+            }
+            size_t n = s_parse_ids(in + at, end - at, &ids);
+            rc = ids ? s_decode(tok, ids, n, skip, stream || k > 0, k) : 1;
+            fputc('\0', stdout);
+            free(ids);
+            at = end + 1;
+        }
+        free(in);
     } else if (decode) {
-        rc = s_decode(tok, argc, argv, i, skip, stream, prefix);
+        int32_t *ids = calloc((size_t)argc + 1, sizeof(int32_t));
+        size_t n = 0;
+        for (; ids && i < argc; i++) {
+            ids[n++] = (int32_t)strtol(argv[i], NULL, 10);
+        }
+        rc = ids ? s_decode(tok, ids, n, skip, stream, prefix) : 1;
+        free(ids);
+    } else if (batch) {
+        size_t len = 0;
+        char *in = s_read_stdin(&len);
+        for (size_t at = 0; in && at < len && rc == 0;) {
+            char *nul = memchr(in + at, '\0', len - at);
+            size_t end = nul ? (size_t)(nul - in) : len;
+            int32_t *ids = NULL;
+            size_t n = 0;
+            int e = tb_tokenizer_encode(tok, in + at, end - at, add_special, parse_special, &ids,
+                                        &n);
+            if (e != 0) {
+                printf("ERROR %d\n", e);
+            } else {
+                for (size_t k = 0; k < n; k++) {
+                    printf(k ? " %d" : "%d", ids[k]);
+                }
+                printf("\n");
+            }
+            free(ids);
+            if (!nul) {
+                break;
+            }
+            at = end + 1;
+        }
+        free(in);
     } else {
         size_t len = 0;
         char *owned = NULL;

@@ -489,6 +489,25 @@ static void test_tensor_errors(void **state)
     assert_int_equal(s_open_expect_fail(&b, "duplicate tensor 'same'"), TB_EMODEL);
 }
 
+static void test_type_blocks(void **state)
+{
+    (void)state;
+    uint64_t be = 0, bb = 0;
+    assert_true(tb_gguf_type_block(0, &be, &bb));
+    assert_int_equal(be, 1);
+    assert_int_equal(bb, 4);
+    assert_true(tb_gguf_type_block(8, &be, &bb)); /* Q8_0 */
+    assert_int_equal(be, 32);
+    assert_int_equal(bb, 34);
+    assert_true(tb_gguf_type_block(14, &be, &bb)); /* Q6_K */
+    assert_int_equal(be, 256);
+    assert_int_equal(bb, 210);
+    assert_true(tb_gguf_type_block(30, NULL, &bb)); /* BF16 */
+    assert_int_equal(bb, 2);
+    assert_false(tb_gguf_type_block(4, &be, &bb));
+    assert_false(tb_gguf_type_block(1000, &be, &bb));
+}
+
 static void test_open_path(void **state)
 {
     (void)state;
@@ -564,6 +583,7 @@ int main(void)
         cmocka_unit_test(test_header_errors),
         cmocka_unit_test(test_metadata_errors),
         cmocka_unit_test(test_tensor_errors),
+        cmocka_unit_test(test_type_blocks),
         cmocka_unit_test(test_open_path),
         cmocka_unit_test(test_shared_vocab_files),
     };
