@@ -185,32 +185,13 @@ AINLINE void s_mk_float(const struct tb_mm_args *a, int64_t r, int t0, const int
     }
 }
 
-/* Batch-1 row: one weight stream at a time (the prefetchers follow it best), four independent
- * accumulators to cover the FMA latency. */
+/* Batch-1 row: one weight stream at a time (the prefetchers follow it best).  It is the tile
+ * kernel at R = T = 1, so a token's outputs are bitwise the same whatever n_tok is and wherever
+ * its row sits in the batch (the engine's batch invariance: a request alone and among others
+ * must get the same tokens); several accumulators would change the summation order. */
 AINLINE void s_mv_float(const struct tb_mm_args *a, int64_t r, const int dt)
 {
-    const int64_t n = a->cols;
-    const int es = dt == TB_CPU_F32 ? 4 : 2;
-    const uint8_t *w = a->w + (size_t)r * a->w_row_bytes;
-    const float *x = a->x;
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-    int64_t k = 0;
-    for (; k + 64 <= n; k += 64) {
-        acc0 = _mm512_fmadd_ps(s_load_w(w + k * es, dt, 0, 0), _mm512_loadu_ps(x + k), acc0);
-        acc1 = _mm512_fmadd_ps(s_load_w(w + (k + 16) * es, dt, 0, 0),
-                               _mm512_loadu_ps(x + k + 16), acc1);
-        acc2 = _mm512_fmadd_ps(s_load_w(w + (k + 32) * es, dt, 0, 0),
-                               _mm512_loadu_ps(x + k + 32), acc2);
-        acc3 = _mm512_fmadd_ps(s_load_w(w + (k + 48) * es, dt, 0, 0),
-                               _mm512_loadu_ps(x + k + 48), acc3);
-    }
-    for (; k < n; k += 16) {
-        __mmask16 m = n - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - k)) - 1);
-        acc0 = _mm512_fmadd_ps(s_load_w(w + k * es, dt, m, 1), _mm512_maskz_loadu_ps(m, x + k),
-                               acc0);
-    }
-    acc0 = _mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3));
-    a->y[r] = _mm512_reduce_add_ps(acc0) + (a->bias ? a->bias[r] : 0.0f);
+    s_mk_float(a, r, 0, 1, 1, dt);
 }
 
 #define FLOAT_TILE_CASES(R, dt)                                                                    \
@@ -364,29 +345,11 @@ AINLINE void s_mk_quant(const struct tb_mm_args *a, int64_t r, int t0, const int
     }
 }
 
-/* Batch-1 row: one weight stream (see s_mv_float), two block pairs per step into two
- * accumulators. */
+/* Batch-1 row: one weight stream, the tile kernel at R = T = 1 (see s_mv_float: batch
+ * invariance). */
 AINLINE void s_mv_quant(const struct tb_mm_args *a, int64_t r, const int dt)
 {
-    const int64_t nb = a->cols / TB_CPU_QBLOCK;
-    const uint8_t *w = a->w + (size_t)r * a->w_row_bytes;
-    const uint8_t *const wp[1] = {w};
-    const uint8_t *const xp[1] = {a->qx};
-    __m512 acc0[QR][QT] = {{_mm512_setzero_ps()}};
-    __m512 acc1[QR][QT] = {{_mm512_setzero_ps()}};
-    int64_t p = 0;
-    for (; 2 * p + 4 <= nb; p += 2) {
-        s_mk_quant_step(a, wp, xp, acc0, p, 0, 1, 1, dt);
-        s_mk_quant_step(a, wp, xp, acc1, p + 1, 0, 1, 1, dt);
-    }
-    for (; 2 * p + 2 <= nb; p++) {
-        s_mk_quant_step(a, wp, xp, acc0, p, 0, 1, 1, dt);
-    }
-    if (2 * p < nb) {
-        s_mk_quant_step(a, wp, xp, acc0, p, 1, 1, 1, dt);
-    }
-    a->y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[0][0], acc1[0][0])) +
-              (a->bias ? a->bias[r] : 0.0f);
+    s_mk_quant(a, r, 0, 1, 1, dt);
 }
 
 #define QUANT_TILE_CASES(R, dt)                                                                    \

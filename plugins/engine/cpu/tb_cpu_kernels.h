@@ -149,6 +149,9 @@ struct tb_cpu_weight {
  *   bias: w->rows floats or NULL.
  * Parallel over output rows.  Each weight tile is decoded once per block of up to 64 token rows
  * and reused across them (register blocking), so n_tok > 1 costs far less than n_tok calls.
+ * Batch invariant: y[t] is bitwise the same whatever n_tok, t's place among the rows and the
+ * thread count (every output sums in one fixed order), which the engine relies on so that a
+ * request gets the same tokens alone and in any batch.
  * Uses the context's scratch for quantized activations (Q8_0/Q4_0): TB_ENOMEM when it cannot
  * grow.  All buffers are borrowed for the duration of the call. */
 int tb_cpu_matmul(tb_cpu_kernels_t *self, const struct tb_cpu_weight *w, const float *x,

@@ -1,0 +1,223 @@
+/*
+ * tb_cpu_weights.c - maps a loaded model's tensors onto the CPU kernels' weight descriptors
+ * (borrowed, in their stored format) and f32 copies of the 1-D tensors.
+ */
+#include "tb_cpu_weights.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "tb_errors.h"
+
+int tb_cpu_weights_dtype(tb_dtype_t dt, tb_cpu_dtype_t *out)
+{
+    switch (dt) {
+    case TB_DTYPE_F32:
+        *out = TB_CPU_F32;
+        return TB_OK;
+    case TB_DTYPE_F16:
+        *out = TB_CPU_F16;
+        return TB_OK;
+    case TB_DTYPE_BF16:
+        *out = TB_CPU_BF16;
+        return TB_OK;
+    case TB_DTYPE_Q8_0:
+        *out = TB_CPU_Q8_0;
+        return TB_OK;
+    case TB_DTYPE_Q4_0:
+        *out = TB_CPU_Q4_0;
+        return TB_OK;
+    default:
+        return TB_ENOTSUP;
+    }
+}
+
+/* Checks tensor `t` (named `name` for messages) against [rows, cols] and describes it. */
+static int s_matrix(const struct tb_tensor *t, const char *name, uint64_t rows, uint64_t cols,
+                    struct tb_cpu_weight *w, char *err, size_t err_len)
+{
+    if (!t || !t->data) {
+        snprintf(err, err_len, "tensor '%s' is missing", name);
+        return TB_EMODEL;
+    }
+    tb_cpu_dtype_t dt;
+    if (tb_cpu_weights_dtype(t->dtype, &dt) != TB_OK) {
+        snprintf(err, err_len, "tensor '%s': dtype %s is not supported by the cpu kernels",
+                 t->name, tb_dtype_name(t->dtype));
+        return TB_EMODEL;
+    }
+    if (t->rows != rows || t->cols != cols) {
+        snprintf(err, err_len, "tensor '%s' has shape [%llu, %llu], expected [%llu, %llu]",
+                 t->name, (unsigned long long)t->rows, (unsigned long long)t->cols,
+                 (unsigned long long)rows, (unsigned long long)cols);
+        return TB_EMODEL;
+    }
+    size_t rb = tb_cpu_dtype_row_bytes(dt, (int64_t)cols);
+    if (rb == 0 || rb != t->row_bytes) {
+        snprintf(err, err_len, "tensor '%s': rows of %llu %s values are not whole blocks",
+                 t->name, (unsigned long long)cols, tb_dtype_name(t->dtype));
+        return TB_EMODEL;
+    }
+    *w = (struct tb_cpu_weight){
+        .dtype = dt, .rows = (int64_t)rows, .cols = (int64_t)cols, .data = t->data};
+    return TB_OK;
+}
+
+/* An f32 copy of 1-D tensor `t` of n values (owned by the caller in *out). */
+static int s_vector(const struct tb_tensor *t, const char *name, uint64_t n, float **out,
+                    char *err, size_t err_len)
+{
+    if (!t || !t->data) {
+        snprintf(err, err_len, "tensor '%s' is missing", name);
+        return TB_EMODEL;
+    }
+    tb_cpu_dtype_t dt;
+    if (tb_cpu_weights_dtype(t->dtype, &dt) != TB_OK || t->rows * t->cols != n ||
+        tb_cpu_dtype_row_bytes(dt, (int64_t)n) != t->size) {
+        snprintf(err, err_len, "tensor '%s': expected %llu values, found %s [%llu, %llu]",
+                 t->name, (unsigned long long)n, tb_dtype_name(t->dtype),
+                 (unsigned long long)t->rows, (unsigned long long)t->cols);
+        return TB_EMODEL;
+    }
+    float *v = malloc((size_t)n * sizeof(float));
+    if (!v) {
+        snprintf(err, err_len, "out of memory");
+        return TB_ENOMEM;
+    }
+    if (tb_cpu_dequantize_row(dt, t->data, v, (int64_t)n) != TB_OK) {
+        free(v);
+        snprintf(err, err_len, "tensor '%s': cannot decode %llu %s values", t->name,
+                 (unsigned long long)n, tb_dtype_name(t->dtype));
+        return TB_EMODEL;
+    }
+    *out = v;
+    return TB_OK;
+}
+
+static int s_layer(const tb_model_t *m, uint32_t l, struct tb_cpu_layer_weights *lw, char *err,
+                   size_t err_len)
+{
+    const struct tb_model_params *p = tb_model_params(m);
+    const uint64_t h = p->hidden, ff = p->intermediate;
+    const uint64_t qd = (uint64_t)p->n_heads * p->head_dim;
+    const uint64_t kvd = (uint64_t)p->n_kv_heads * p->head_dim;
+    char name[48];
+    const struct {
+        tb_layer_tensor_t id;
+        struct tb_cpu_weight *w;
+        uint64_t rows, cols;
+    } mats[] = {
+        {TB_LAYER_WQ, &lw->wq, qd, h},          {TB_LAYER_WK, &lw->wk, kvd, h},
+        {TB_LAYER_WV, &lw->wv, kvd, h},         {TB_LAYER_WO, &lw->wo, h, qd},
+        {TB_LAYER_W_GATE, &lw->w_gate, ff, h},  {TB_LAYER_W_UP, &lw->w_up, ff, h},
+        {TB_LAYER_W_DOWN, &lw->w_down, h, ff},
+    };
+    for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
+        snprintf(name, sizeof name, "layers.%u.%s", l, tb_layer_tensor_name(mats[i].id));
+        int rc = s_matrix(tb_model_layer_tensor(m, l, mats[i].id), name, mats[i].rows,
+                          mats[i].cols, mats[i].w, err, err_len);
+        if (rc != TB_OK) {
+            return rc;
+        }
+    }
+    const struct {
+        tb_layer_tensor_t id;
+        float **v;
+        uint64_t n;
+        bool present;
+    } vecs[] = {
+        {TB_LAYER_ATTN_NORM, &lw->attn_norm, h, true},
+        {TB_LAYER_FFN_NORM, &lw->ffn_norm, h, true},
+        {TB_LAYER_BQ, &lw->bq, qd, p->qkv_bias},
+        {TB_LAYER_BK, &lw->bk, kvd, p->qkv_bias},
+        {TB_LAYER_BV, &lw->bv, kvd, p->qkv_bias},
+    };
+    for (size_t i = 0; i < sizeof vecs / sizeof vecs[0]; i++) {
+        if (!vecs[i].present) {
+            continue;
+        }
+        snprintf(name, sizeof name, "layers.%u.%s", l, tb_layer_tensor_name(vecs[i].id));
+        int rc = s_vector(tb_model_layer_tensor(m, l, vecs[i].id), name, vecs[i].n, vecs[i].v,
+                          err, err_len);
+        if (rc != TB_OK) {
+            return rc;
+        }
+    }
+    return TB_OK;
+}
+
+int tb_cpu_weights_new(const tb_model_t *model, struct tb_cpu_weights **out, char *err,
+                       size_t err_len)
+{
+    char dummy[1];
+    if (!err || err_len == 0) {
+        err = dummy;
+        err_len = sizeof dummy;
+    }
+    int rc = TB_OK;
+    struct tb_cpu_weights *w = NULL;
+    if (!out || !model) {
+        snprintf(err, err_len, "no model");
+        rc = TB_EINVAL;
+        goto done;
+    }
+    *out = NULL;
+    const struct tb_model_params *p = tb_model_params(model);
+    w = calloc(1, sizeof(*w));
+    if (!w || !(w->layers = calloc(p->n_layers ? p->n_layers : 1, sizeof(*w->layers)))) {
+        snprintf(err, err_len, "out of memory");
+        rc = TB_ENOMEM;
+        goto fail;
+    }
+    w->n_layers = p->n_layers;
+    rc = s_matrix(tb_model_tensor(model, TB_TENSOR_TOK_EMBD), "tok_embd", p->vocab, p->hidden,
+                  &w->tok_embd, err, err_len);
+    if (rc != TB_OK) {
+        goto fail;
+    }
+    rc = s_matrix(tb_model_tensor(model, TB_TENSOR_OUTPUT), "output", p->vocab, p->hidden,
+                  &w->output, err, err_len);
+    if (rc != TB_OK) {
+        goto fail;
+    }
+    rc = s_vector(tb_model_tensor(model, TB_TENSOR_OUT_NORM), "out_norm", p->hidden,
+                  &w->out_norm, err, err_len);
+    if (rc != TB_OK) {
+        goto fail;
+    }
+    for (uint32_t l = 0; l < p->n_layers; l++) {
+        rc = s_layer(model, l, &w->layers[l], err, err_len);
+        if (rc != TB_OK) {
+            goto fail;
+        }
+    }
+    *out = w;
+    goto done;
+
+fail:
+    tb_cpu_weights_destroy(&w);
+done:
+    return rc;
+}
+
+void tb_cpu_weights_destroy(struct tb_cpu_weights **self_p)
+{
+    if (!self_p || !*self_p) {
+        return;
+    }
+    struct tb_cpu_weights *w = *self_p;
+    if (w->layers) {
+        for (uint32_t l = 0; l < w->n_layers; l++) {
+            struct tb_cpu_layer_weights *lw = &w->layers[l];
+            free(lw->attn_norm);
+            free(lw->ffn_norm);
+            free(lw->bq);
+            free(lw->bk);
+            free(lw->bv);
+        }
+    }
+    free(w->layers);
+    free(w->out_norm);
+    free(w);
+    *self_p = NULL;
+}

@@ -1,0 +1,56 @@
+/*
+ * tb_cpu_weights.h - a model's tensors as the CPU kernels take them: each weight matrix as a
+ * struct tb_cpu_weight pointing into the model's file mapping in its stored dtype (nothing is
+ * dequantized), and each 1-D tensor (norms, biases) as an f32 copy, since the per-row ops take
+ * f32 vectors and these are a few KB per layer.
+ *
+ * Thread-safety: immutable after tb_cpu_weights_new; any number of threads may read it.
+ */
+#ifndef TB_CPU_WEIGHTS_H
+#define TB_CPU_WEIGHTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tb_cpu_kernels.h"
+#include "tb_model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One transformer layer.  Matrices borrow the model's data; vectors are owned here. */
+struct tb_cpu_layer_weights {
+    struct tb_cpu_weight wq, wk, wv, wo; /* [q_dim, hidden], [kv_dim, hidden] x2, [hidden, q_dim] */
+    struct tb_cpu_weight w_gate, w_up;   /* [intermediate, hidden] */
+    struct tb_cpu_weight w_down;         /* [hidden, intermediate] */
+    float *attn_norm, *ffn_norm;         /* [hidden] */
+    float *bq, *bk, *bv;                 /* [q_dim], [kv_dim], [kv_dim]; NULL without biases */
+};
+
+struct tb_cpu_weights {
+    struct tb_cpu_weight tok_embd; /* [vocab, hidden]: decoded one row per token */
+    struct tb_cpu_weight output;   /* [vocab, hidden]: the same data as tok_embd when tied */
+    float *out_norm;               /* [hidden] */
+    uint32_t n_layers;
+    struct tb_cpu_layer_weights *layers; /* [n_layers] */
+};
+
+/* The kernels' dtype for a model dtype; TB_ENOTSUP for one they lack. */
+int tb_cpu_weights_dtype(tb_dtype_t dt, tb_cpu_dtype_t *out);
+
+/* Describes `model`'s tensors for the kernels.  `model` is borrowed and must outlive the
+ * result.  On success *out is the caller's (free with tb_cpu_weights_destroy).  On failure
+ * TB_EMODEL (a tensor missing, mis-shaped or in a dtype the kernels cannot use; the message
+ * names it) or TB_ENOMEM, with the message in `err` (may be NULL), and *out is NULL. */
+int tb_cpu_weights_new(const tb_model_t *model, struct tb_cpu_weights **out, char *err,
+                       size_t err_len);
+
+/* Frees the vectors and the struct; sets *self_p to NULL; accepts NULL. */
+void tb_cpu_weights_destroy(struct tb_cpu_weights **self_p);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TB_CPU_WEIGHTS_H */
