@@ -1,0 +1,767 @@
+/*
+ * tb_http_gen: one generation request through the frontend (POST /v1/chat/completions and
+ * /v1/completions): admission, body, validation, routing (the router component, or round robin
+ * here), the engine call, chunks into an OpenAI answer or a server-sent event stream, errors into
+ * statuses, and cancellation when the client goes away.
+ *
+ * A request's connection is suspended while it waits on the bus; bus callbacks fill its answer
+ * and resume it; the access handler (unary, errors) or the stream reader then hands the bytes to
+ * libmicrohttpd.  Everything runs on the http thread.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tb_http_int.h"
+
+#define LOG_WARN(h, ...) TB_LOG_WARN((h)->host, (h)->comp, __VA_ARGS__)
+#define LOG_DEBUG(h, ...) TB_LOG_DEBUG((h)->host, (h)->comp, __VA_ARGS__)
+
+#define STREAM_BLOCK (32 * 1024)
+
+static const char *s_endpoint_label(const struct tb_hreq *r)
+{
+    return r->api == TB_OAI_CHAT ? "chat_completions" : "completions";
+}
+
+static bool s_streaming(const struct tb_hreq *r)
+{
+    return r->oreq && r->oreq->stream;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Bookkeeping */
+
+static void s_release_instance(struct tb_http *h, struct tb_hreq *r)
+{
+    if (r->inst_counted) {
+        struct tb_mt_instance *inst = tb_model_table_get(h->models, r->instance);
+        if (inst && inst->in_flight > 0) {
+            inst->in_flight--;
+        }
+        r->inst_counted = false;
+    }
+}
+
+static void s_cancel_call(struct tb_http *h, struct tb_hreq *r, const char *reason)
+{
+    if (!r->call) {
+        return;
+    }
+    h->host->bus_call_cancel(r->call);
+    h->bus_dirty = true;
+    r->call = NULL;
+    s_release_instance(h, r);
+    if (r->state == TB_GEN_WAITING || r->state == TB_GEN_STREAMING ||
+        r->state == TB_GEN_ROUTING) {
+        char v[200];
+        snprintf(v, sizeof(v), "%s,%s", r->model_label, reason);
+        tb_http_metrics_count(&h->metrics, h->metrics.cancels, v, 1);
+    }
+}
+
+static void s_link(struct tb_http *h, struct tb_hreq *r)
+{
+    r->next = h->gens;
+    if (h->gens) {
+        h->gens->prev = r;
+    }
+    h->gens = r;
+    h->n_gens++;
+}
+
+static void s_unlink(struct tb_http *h, struct tb_hreq *r)
+{
+    if (r->prev) {
+        r->prev->next = r->next;
+    } else if (h->gens == r) {
+        h->gens = r->next;
+    } else {
+        return;
+    }
+    if (r->next) {
+        r->next->prev = r->prev;
+    }
+    r->prev = r->next = NULL;
+    h->n_gens--;
+}
+
+static void s_count_request(struct tb_http *h, const struct tb_hreq *r, int status)
+{
+    char v[300];
+    snprintf(v, sizeof(v), "%s,%s,%s,%s,%d", r->model_label, s_endpoint_label(r),
+             s_streaming(r) ? "stream" : "unary", status == 200 ? "success" : "error", status);
+    tb_http_metrics_count(&h->metrics, h->metrics.requests, v, 1);
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Errors */
+
+/* An engine or bus error code as the API reports it. */
+static void s_map_error(int code, const char *msg, const struct tb_hreq *r,
+                        struct tb_oai_error *e, bool *retry_after)
+{
+    *retry_after = false;
+    const char *m = msg && *msg ? msg : "no detail";
+    switch (code) {
+    case TB_EINVAL:
+    case TB_ERANGE:
+    case TB_E2BIG:
+    case TB_EMSGSIZE:
+        tb_oai_error_set(e, 400, "invalid_request_error", "invalid_value", NULL, "%s", m);
+        break;
+    case TB_ENOTSUP:
+        tb_oai_error_set(e, 400, "invalid_request_error", "unsupported_value", NULL, "%s", m);
+        break;
+    case TB_ECONTEXT:
+        tb_oai_error_set(e, 400, "invalid_request_error", "context_length_exceeded",
+                         r->api == TB_OAI_CHAT ? "messages" : "prompt", "%s", m);
+        break;
+    case TB_EOVERLOAD:
+        tb_oai_error_set(e, 503, "server_error", "overloaded", NULL,
+                         "the engine is overloaded, retry later: %s", m);
+        *retry_after = true;
+        break;
+    case TB_EDRAINING:
+        tb_oai_error_set(e, 503, "server_error", "shutting_down", NULL,
+                         "the engine is shutting down, retry later: %s", m);
+        *retry_after = true;
+        break;
+    case TB_ENOROUTE:
+        tb_oai_error_set(e, 503, "server_error", "no_route", NULL,
+                         "no live engine instance serves this model now: %s", m);
+        *retry_after = true;
+        break;
+    case TB_EGONE:
+    case TB_EIO:
+    case TB_EPROTO:
+        tb_oai_error_set(e, 502, "server_error", "upstream_error", NULL,
+                         "the engine instance serving this request failed: %s", m);
+        break;
+    case TB_ETIMEDOUT:
+        tb_oai_error_set(e, 504, "server_error", "timeout",
+                         NULL, "the engine did not finish in time: %s", m);
+        break;
+    case TB_ECANCELED:
+        tb_oai_error_set(e, 503, "server_error", "cancelled", NULL,
+                         "the engine cancelled the request: %s", m);
+        break;
+    default:
+        tb_oai_error_set(e, 500, "server_error", "internal_error", NULL, "%s", m);
+        break;
+    }
+}
+
+/* Ends the request with an error: an error answer when nothing was sent yet, else an error
+ * event closing the stream. */
+static void s_fail(struct tb_http *h, struct tb_hreq *r, const struct tb_oai_error *e,
+                   bool retry_after)
+{
+    s_release_instance(h, r);
+    if (r->stream) {
+        tb_oai_stream_error(r->stream, &r->out, e);
+        r->stream_done = true;
+    } else {
+        free(r->resp_body);
+        r->resp_body = tb_oai_error_body(e, &r->resp_len);
+        r->resp_status = e->status;
+        r->resp_retry_after = retry_after;
+    }
+    r->final_status = e->status;
+    r->state = TB_GEN_DONE;
+    LOG_DEBUG(h, "request %s failed with %d: %s", r->id[0] ? r->id : "(no id)", e->status,
+              e->message);
+    tb_http_resume(h, r);
+}
+
+static void s_fail_code(struct tb_http *h, struct tb_hreq *r, int code, const char *msg)
+{
+    struct tb_oai_error e;
+    bool retry;
+    s_map_error(code, msg, r, &e, &retry);
+    s_fail(h, r, &e, retry);
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Chunks */
+
+static void s_observe_tokens(struct tb_http *h, struct tb_hreq *r, int64_t n_tok, size_t text_len)
+{
+    if (n_tok <= 0 && text_len == 0) {
+        return;
+    }
+    int64_t now = h->host->now_ns();
+    if (!r->t_first_ns) {
+        r->t_first_ns = now;
+        h->host->metric_add(h->metrics.ttft, r->model_label,
+                            (double)(now - r->t_start_ns) / 1e9);
+    } else if (n_tok > 0) {
+        h->host->metric_add(h->metrics.itl, r->model_label,
+                            (double)(now - r->t_last_ns) / 1e9 / (double)n_tok);
+    }
+    r->t_last_ns = now;
+    r->n_tokens += n_tok;
+}
+
+static int s_open_stream(struct tb_http *h, struct tb_hreq *r)
+{
+    struct tb_oai_head head = {.api = r->api, .id = r->id, .model = r->oreq->model,
+                               .created = r->created, .fingerprint = h->fingerprint};
+    r->stream = tb_oai_stream_new(&head, r->oreq->include_usage);
+    if (!r->stream) {
+        return TB_ENOMEM;
+    }
+    int rc = tb_oai_stream_open(r->stream, &r->out);
+    if (rc == 0 && r->oreq->echo && r->oreq->gen.prompt) {
+        const char *p = r->oreq->gen.prompt;
+        rc = tb_oai_stream_text(r->stream, &r->out, p, strlen(p), NULL);
+        if (r->lp) {
+            tb_oai_logprobs_skip(r->lp, strlen(p));
+        }
+    }
+    return rc;
+}
+
+/* Takes one decoded chunk's text, tokens and log-probabilities into the answer. */
+static int s_absorb(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_gen_chunk *c)
+{
+    size_t text_len = c->text ? strlen(c->text) : 0;
+    int64_t n_tok = c->token_ids_count ? (int64_t)c->token_ids_count
+                    : c->logprobs_count ? (int64_t)c->logprobs_count
+                    : text_len ? 1
+                               : 0;
+    s_observe_tokens(h, r, n_tok, text_len);
+    bool has_lp = r->lp && c->logprobs_count > 0;
+    if (has_lp && tb_oai_logprobs_add(r->lp, c->logprobs, c->logprobs_count) != 0) {
+        return TB_ENOMEM;
+    }
+    if (s_streaming(r)) {
+        if (!r->stream && s_open_stream(h, r) != 0) {
+            return TB_ENOMEM;
+        }
+        if (text_len > 0 || has_lp) {
+            if (tb_oai_stream_text(r->stream, &r->out, c->text, text_len,
+                                   has_lp ? tb_oai_logprobs_json(r->lp) : NULL) != 0) {
+                return TB_ENOMEM;
+            }
+            if (has_lp) {
+                tb_oai_logprobs_clear(r->lp);
+            }
+        }
+        tb_http_resume(h, r);
+    } else if (text_len > 0 && tb_hbuf_append(&r->text, c->text, text_len) != 0) {
+        return TB_ENOMEM;
+    }
+    r->state = TB_GEN_STREAMING;
+    return 0;
+}
+
+/* The engine's final chunk: finish the answer. */
+static int s_complete(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_gen_chunk *c)
+{
+    struct tb_oai_usage u = {.prompt_tokens = 0, .completion_tokens = r->n_tokens};
+    if (c && c->usage) {
+        u.prompt_tokens = c->usage->prompt_tokens;
+        u.completion_tokens = c->usage->completion_tokens;
+        u.cached_tokens = c->usage->cached_tokens;
+        u.has_cached_tokens = c->usage->has_cached_tokens;
+    }
+    const char *finish = c && c->finish_reason ? c->finish_reason : "stop";
+    snprintf(r->finish_reason, sizeof(r->finish_reason), "%s", finish);
+    r->usage = u;
+    r->has_usage = true;
+    tb_http_metrics_count(&h->metrics, h->metrics.in_tokens, r->model_label,
+                          (double)u.prompt_tokens);
+    tb_http_metrics_count(&h->metrics, h->metrics.out_tokens, r->model_label,
+                          (double)u.completion_tokens);
+    h->host->metric_add(h->metrics.in_seq, r->model_label, (double)u.prompt_tokens);
+    h->host->metric_add(h->metrics.out_seq, r->model_label, (double)u.completion_tokens);
+    s_release_instance(h, r);
+    int rc = 0;
+    if (s_streaming(r)) {
+        if (!r->stream) {
+            rc = s_open_stream(h, r);
+        }
+        rc = rc ? rc : tb_oai_stream_finish(r->stream, &r->out, r->finish_reason, &u);
+        r->stream_done = rc == 0;
+    } else {
+        struct tb_oai_head head = {.api = r->api, .id = r->id, .model = r->oreq->model,
+                                   .created = r->created, .fingerprint = h->fingerprint};
+        r->resp_body = tb_oai_final_body(&head, r->text.data, r->text.len, r->finish_reason,
+                                         r->lp ? tb_oai_logprobs_json(r->lp) : NULL, &u,
+                                         &r->resp_len);
+        r->resp_status = 200;
+        rc = r->resp_body ? 0 : TB_ENOMEM;
+    }
+    if (rc == 0) {
+        r->final_status = 200;
+        r->state = TB_GEN_DONE;
+        tb_http_resume(h, r);
+    }
+    return rc;
+}
+
+static void s_on_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user)
+{
+    struct tb_hreq *r = user;
+    struct tb_http *h = r->h;
+    const struct tb_host *host = h->host;
+    if (ch->kind != TB_CHUNK_DATA) {
+        r->call = NULL; /* the bus frees the call after its last chunk */
+    }
+    if (r->state == TB_GEN_DONE) {
+        if (r->call == call) {
+            host->bus_call_cancel(call);
+            h->bus_dirty = true;
+            r->call = NULL;
+        }
+        return;
+    }
+    if (ch->kind == TB_CHUNK_ERROR) {
+        s_fail_code(h, r, ch->code, ch->message);
+        return;
+    }
+    struct tb_mt_instance *inst = tb_model_table_get(h->models, r->instance);
+    if (inst && inst->state != TB_INST_HEALTHY) {
+        tb_model_table_set_state(h->models, inst, TB_INST_HEALTHY);
+    }
+    void *msg = NULL;
+    char err[200] = "";
+    int rc = 0;
+    if (ch->len > 0) {
+        rc = host->msg_decode(TB_MSG_GEN_CHUNK, ch->data, ch->len, &msg, err, sizeof(err));
+    }
+    if (rc == 0 && msg) {
+        rc = s_absorb(h, r, msg);
+        snprintf(err, sizeof(err), "out of memory");
+    }
+    if (rc == 0 && ch->kind == TB_CHUNK_FINAL) {
+        rc = s_complete(h, r, msg);
+        snprintf(err, sizeof(err), "out of memory");
+    }
+    host->msg_free(&msg);
+    if (rc != 0) {
+        if (r->call) {
+            s_cancel_call(h, r, "error");
+        }
+        LOG_WARN(h, "request %s: bad chunk from engine instance %016" PRIx64 ": %s", r->id,
+                 r->instance, err);
+        s_fail_code(h, r, rc == TB_ENOMEM ? TB_EINTERNAL : TB_EPROTO, err);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Routing */
+
+static void s_call_engine(struct tb_http *h, struct tb_hreq *r, uint64_t instance)
+{
+    const struct tb_host *host = h->host;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        struct tb_mt_instance *inst = instance ? tb_model_table_get(h->models, instance) : NULL;
+        if (!inst || strcmp(inst->model, r->oreq->model) != 0) {
+            inst = tb_model_table_pick(h->models, r->oreq->model);
+        }
+        if (!inst) {
+            struct tb_oai_error e;
+            tb_oai_error_set(&e, 404, "invalid_request_error", "model_not_found", "model",
+                             "the model '%.200s' does not exist (its last instance left)",
+                             r->oreq->model);
+            s_fail(h, r, &e, false);
+            return;
+        }
+        int timeout_ms = (int)(h->cfg.request_timeout_s * 1000);
+        int rc = host->bus_call(h->bus, inst->endpoint, inst->instance_id, r->msg.data,
+                                r->msg.len, timeout_ms, s_on_chunk, r, &r->call);
+        h->bus_dirty = true;
+        if (rc == 0) {
+            r->instance = inst->instance_id;
+            r->inst_counted = true;
+            inst->in_flight++;
+            inst->served++;
+            r->tries++;
+            r->state = TB_GEN_WAITING;
+            return;
+        }
+        LOG_DEBUG(h, "request %s: cannot call %s (instance %016" PRIx64 "): %s", r->id,
+                  inst->endpoint, inst->instance_id, host->strerror(rc));
+        if (rc != TB_ENOROUTE) {
+            s_fail_code(h, r, rc, host->strerror(rc));
+            return;
+        }
+        instance = 0;
+    }
+    s_fail_code(h, r, TB_ENOROUTE, "every pick was refused");
+}
+
+static void s_on_route_answer(tb_call_t *call, const struct tb_chunk *ch, void *user)
+{
+    (void)call;
+    struct tb_hreq *r = user;
+    struct tb_http *h = r->h;
+    if (ch->kind == TB_CHUNK_DATA) {
+        return;
+    }
+    r->call = NULL;
+    uint64_t instance = 0;
+    if (ch->kind == TB_CHUNK_FINAL && ch->len > 0) {
+        void *msg = NULL;
+        char err[200];
+        if (h->host->msg_decode(TB_MSG_ROUTE_ANSWER, ch->data, ch->len, &msg, err,
+                                sizeof(err)) == 0) {
+            const struct tb_msg_route_answer *a = msg;
+            struct tb_mt_instance *inst = tb_model_table_get(h->models, a->instance_id);
+            if (inst && strcmp(inst->model, r->oreq->model) == 0) {
+                instance = a->instance_id;
+            } else {
+                LOG_DEBUG(h, "request %s: the router chose instance %016" PRIx64
+                             ", unknown here for model '%s': picking here",
+                          r->id, a->instance_id, r->oreq->model);
+            }
+        } else {
+            LOG_WARN(h, "request %s: malformed answer from the router: %s", r->id, err);
+        }
+        h->host->msg_free(&msg);
+    } else if (ch->kind == TB_CHUNK_ERROR) {
+        LOG_DEBUG(h, "request %s: the router answered %s (%s): picking here", r->id,
+                  h->host->strerror(ch->code), ch->message ? ch->message : "");
+    }
+    s_call_engine(h, r, instance);
+}
+
+static void s_route(struct tb_http *h, struct tb_hreq *r)
+{
+    const struct tb_host *host = h->host;
+    if (h->router_ep[0] && h->router_instances > 0) {
+        struct tb_msg_route_query q = {.model = r->oreq->model, .kind = "text"};
+        struct tb_buf b = {0};
+        int rc = host->msg_encode(TB_MSG_ROUTE_QUERY, &q, &b);
+        if (rc == 0) {
+            rc = host->bus_call(h->bus, h->router_ep, 0, b.data, b.len,
+                                (int)(h->cfg.router_timeout_s * 1000), s_on_route_answer, r,
+                                &r->call);
+            h->bus_dirty = true;
+        }
+        host->buf_free(&b);
+        if (rc == 0) {
+            r->state = TB_GEN_ROUTING;
+            return;
+        }
+        LOG_DEBUG(h, "request %s: cannot ask the router: %s", r->id, host->strerror(rc));
+    }
+    s_call_engine(h, r, 0);
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* HTTP side */
+
+enum MHD_Result tb_http_gen_begin(struct tb_http *h, struct tb_hreq *r)
+{
+    struct tb_oai_error e;
+    if (atomic_load(&h->draining)) {
+        tb_oai_error_set(&e, 503, "server_error", "shutting_down", NULL,
+                         "the server is shutting down: send this request to another replica");
+        s_count_request(h, r, 503);
+        return tb_http_queue_error(h, r->conn, &e, true, true);
+    }
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        char *end = NULL;
+        unsigned long long v = strtoull(cl, &end, 10);
+        if (end != cl && v > (unsigned long long)h->cfg.max_body_size) {
+            tb_oai_error_set(&e, 413, "invalid_request_error", "request_too_large", NULL,
+                             "the request body has %llu bytes: the limit is %" PRId64, v,
+                             h->cfg.max_body_size);
+            s_count_request(h, r, 413);
+            return tb_http_queue_error(h, r->conn, &e, false, true);
+        }
+    }
+    if (atomic_load(&h->in_flight) >= (size_t)h->cfg.max_in_flight) {
+        tb_oai_error_set(&e, 503, "server_error", "overloaded", NULL,
+                         "too many requests in flight (%" PRId64 "): retry later",
+                         h->cfg.max_in_flight);
+        s_count_request(h, r, 503);
+        return tb_http_queue_error(h, r->conn, &e, true, false);
+    }
+    atomic_fetch_add(&h->in_flight, 1);
+    r->counted = true;
+    r->state = TB_GEN_BODY;
+    s_link(h, r);
+    return MHD_YES;
+}
+
+static void s_make_id(struct tb_http *h, struct tb_hreq *r)
+{
+    uint64_t a = h->id_seed + 0x9e3779b97f4a7c15ULL * ++h->id_counter;
+    uint64_t z = a;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    snprintf(r->id, sizeof(r->id), "%s-%016" PRIx64 "%08" PRIx32,
+             r->api == TB_OAI_CHAT ? "chatcmpl" : "cmpl", z, (uint32_t)(a >> 11));
+}
+
+/* The whole body is here: decode, check the model, start routing. */
+static enum MHD_Result s_start(struct tb_http *h, struct tb_hreq *r)
+{
+    struct tb_oai_error e;
+    if (r->body_too_big) {
+        tb_oai_error_set(&e, 413, "invalid_request_error", "request_too_large", NULL,
+                         "the request body is larger than the limit of %" PRId64 " bytes",
+                         h->cfg.max_body_size);
+        r->final_status = 413;
+        return tb_http_queue_error(h, r->conn, &e, false, true);
+    }
+    int rc = tb_oai_request_parse(r->api, r->body.data, r->body.len, &r->oreq, &e);
+    tb_hbuf_release(&r->body);
+    if (rc != 0) {
+        r->final_status = e.status;
+        return tb_http_queue_error(h, r->conn, &e, false, false);
+    }
+    if (!tb_model_table_model(h->models, r->oreq->model)) {
+        tb_oai_error_set(&e, 404, "invalid_request_error", "model_not_found", "model",
+                         "the model '%.200s' does not exist", r->oreq->model);
+        r->final_status = 404;
+        return tb_http_queue_error(h, r->conn, &e, false, false);
+    }
+    tb_http_metrics_label(r->oreq->model, r->model_label, sizeof(r->model_label));
+    s_make_id(h, r);
+    r->created = (int64_t)time(NULL);
+    r->oreq->gen.request_id = r->id;
+    rc = h->host->msg_encode(TB_MSG_GEN_REQUEST, &r->oreq->gen, &r->msg);
+    if (rc == 0 && r->oreq->logprobs) {
+        r->lp = tb_oai_logprobs_new(r->api, r->oreq->top_logprobs);
+        rc = r->lp ? 0 : TB_ENOMEM;
+    }
+    if (rc != 0) {
+        tb_oai_error_set(&e, 500, "server_error", "internal_error", NULL,
+                         "cannot encode the request: %s", h->host->strerror(rc));
+        r->final_status = 500;
+        return tb_http_queue_error(h, r->conn, &e, false, false);
+    }
+    if (!s_streaming(r) && r->oreq->echo && r->oreq->gen.prompt) {
+        tb_hbuf_puts(&r->text, r->oreq->gen.prompt);
+        if (r->lp) {
+            tb_oai_logprobs_skip(r->lp, strlen(r->oreq->gen.prompt));
+        }
+    }
+    s_route(h, r);
+    if (r->state == TB_GEN_DONE && r->resp_body) {
+        /* Failed before anything went out: answer now. */
+        r->suspended = false;
+        h->resumed = false;
+        enum MHD_Result q = tb_http_queue_json(h, r->conn, r->resp_status, r->resp_body,
+                                               r->resp_len, r->resp_retry_after, false);
+        r->resp_body = NULL;
+        return q;
+    }
+    MHD_suspend_connection(r->conn);
+    r->suspended = true;
+    if (!tb_http_watch(h, r)) {
+        tb_http_gen_client_gone(h, r); /* closed while its body was read */
+    }
+    return MHD_YES;
+}
+
+static ssize_t s_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    struct tb_hreq *r = cls;
+    if (r->client_gone || r->shutdown) {
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    size_t n = tb_hbuf_pending(&r->out);
+    if (n > 0) {
+        if (n > max) {
+            n = max;
+        }
+        memcpy(buf, r->out.data + r->out.off, n);
+        r->out.off += n;
+        if (r->out.off == r->out.len) {
+            tb_hbuf_reset(&r->out);
+        }
+        return (ssize_t)n;
+    }
+    if (r->stream_done) {
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    /* Nothing to send until the engine's next chunk: sleep until tb_http_resume. */
+    MHD_suspend_connection(r->conn);
+    r->suspended = true;
+    return 0;
+}
+
+static enum MHD_Result s_queue_stream(struct tb_http *h, struct tb_hreq *r)
+{
+    (void)h;
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, s_reader, r, NULL);
+    if (!resp) {
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    enum MHD_Result rc = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    r->stream_started = rc == MHD_YES;
+    return rc;
+}
+
+enum MHD_Result tb_http_gen_access(struct tb_http *h, struct tb_hreq *r, const char *upload,
+                                   size_t *upload_size)
+{
+    if (*upload_size > 0) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (r->state != TB_GEN_BODY) {
+            return MHD_YES;
+        }
+        if (!r->body_too_big && r->body.len + n > (size_t)h->cfg.max_body_size) {
+            r->body_too_big = true;
+            tb_hbuf_release(&r->body);
+        }
+        if (r->body_too_big) {
+            r->discarded += n;
+            /* A body sent without Content-Length is read (and dropped) up to 4x the limit so
+             * the client can get its 413; past that the connection is closed. */
+            return r->discarded > 4 * (size_t)h->cfg.max_body_size ? MHD_NO : MHD_YES;
+        }
+        if (tb_hbuf_append(&r->body, upload, n) != 0) {
+            r->body_too_big = true;
+            tb_hbuf_release(&r->body);
+        }
+        return MHD_YES;
+    }
+    if (r->state == TB_GEN_BODY) {
+        return s_start(h, r);
+    }
+    /* Resumed. */
+    if (r->client_gone || r->shutdown) {
+        return MHD_NO;
+    }
+    if (r->resp_body) {
+        enum MHD_Result q = tb_http_queue_json(h, r->conn, r->resp_status, r->resp_body,
+                                               r->resp_len, r->resp_retry_after, r->resp_close);
+        r->resp_body = NULL;
+        return q;
+    }
+    if (r->stream && !r->stream_started) {
+        return s_queue_stream(h, r);
+    }
+    MHD_suspend_connection(r->conn);
+    r->suspended = true;
+    return MHD_YES;
+}
+
+void tb_http_gen_client_gone(struct tb_http *h, struct tb_hreq *r)
+{
+    tb_http_unwatch(h, r);
+    if (r->client_gone) {
+        return;
+    }
+    r->client_gone = true;
+    if (r->call) {
+        LOG_DEBUG(h, "request %s: the client disconnected: cancelling it upstream", r->id);
+        s_cancel_call(h, r, "disconnect");
+    }
+    tb_http_resume(h, r);
+}
+
+void tb_http_gen_completed(struct tb_http *h, struct tb_hreq *r,
+                           enum MHD_RequestTerminationCode toe)
+{
+    tb_http_unwatch(h, r);
+    bool ok = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && !r->client_gone;
+    if (r->call) {
+        s_cancel_call(h, r, toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN || r->shutdown
+                                ? "shutdown"
+                                : "disconnect");
+    }
+    s_release_instance(h, r);
+    if (r->counted) {
+        int status = r->final_status ? r->final_status : 499;
+        if (!ok && !r->shutdown && r->oreq) {
+            status = 499; /* client closed request (nginx's convention) */
+            tb_http_metrics_count(&h->metrics, h->metrics.disconnects, r->model_label, 1);
+        }
+        s_count_request(h, r, status);
+        if (r->oreq) {
+            h->host->metric_add(h->metrics.duration, r->model_label,
+                                (double)(h->host->now_ns() - r->t_start_ns) / 1e9);
+        }
+        atomic_fetch_sub(&h->in_flight, 1);
+        r->counted = false;
+    }
+    s_unlink(h, r);
+    tb_oai_request_destroy(&r->oreq);
+    h->host->buf_free(&r->msg);
+    tb_hbuf_release(&r->out);
+    tb_hbuf_release(&r->text);
+    tb_oai_stream_destroy(&r->stream);
+    tb_oai_logprobs_destroy(&r->lp);
+    free(r->resp_body);
+    r->resp_body = NULL;
+}
+
+void tb_http_gen_abort_all(struct tb_http *h)
+{
+    for (struct tb_hreq *r = h->gens; r; r = r->next) {
+        r->shutdown = true;
+        s_cancel_call(h, r, "shutdown");
+        tb_http_unwatch(h, r);
+        tb_http_resume(h, r);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Gauges */
+
+static bool s_remember_model(struct tb_http *h, const char *label)
+{
+    for (size_t i = 0; i < h->n_metric_models; i++) {
+        if (strcmp(h->metric_models[i], label) == 0) {
+            return true;
+        }
+    }
+    char **v = realloc(h->metric_models, (h->n_metric_models + 1) * sizeof(*v));
+    if (!v) {
+        return false;
+    }
+    h->metric_models = v;
+    v[h->n_metric_models] = strdup(label);
+    if (!v[h->n_metric_models]) {
+        return false;
+    }
+    h->n_metric_models++;
+    return true;
+}
+
+void tb_http_gen_update_gauges(struct tb_http *h)
+{
+    char label[160];
+    for (size_t i = 0; i < tb_model_table_model_count(h->models); i++) {
+        s_remember_model(h, tb_http_metrics_label(tb_model_table_model_at(h->models, i)->name,
+                                                  label, sizeof(label)));
+    }
+    for (struct tb_hreq *r = h->gens; r; r = r->next) {
+        if (r->model_label[0]) {
+            s_remember_model(h, r->model_label);
+        }
+    }
+    for (size_t i = 0; i < h->n_metric_models; i++) {
+        const char *m = h->metric_models[i];
+        int64_t inflight = 0, queued = 0;
+        for (struct tb_hreq *r = h->gens; r; r = r->next) {
+            if (strcmp(r->model_label, m) != 0) {
+                continue;
+            }
+            inflight++;
+            queued += r->state == TB_GEN_ROUTING || r->state == TB_GEN_WAITING;
+        }
+        h->host->metric_set(h->metrics.inflight, m, (double)inflight);
+        h->host->metric_set(h->metrics.queued, m, (double)queued);
+    }
+}

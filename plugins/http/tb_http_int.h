@@ -1,0 +1,174 @@
+/*
+ * tb_http_int.h - state shared by the frontend's server loop (tb_http.c) and its generation
+ * requests (tb_http_gen.c).  Private to the http plugin.  Everything here belongs to the http
+ * thread except the fields marked atomic.
+ */
+#ifndef TB_HTTP_INT_H
+#define TB_HTTP_INT_H
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tb_hbuf.h"
+#include "tb_http.h"
+#include "tb_http_metrics.h"
+#include "tb_model_table.h"
+#include "tb_oai_request.h"
+#include "tb_oai_response.h"
+
+/* What a request asks for, decided when its headers arrive. */
+typedef enum {
+    TB_HR_GENERATE = 1, /* POST /v1/chat/completions or /v1/completions */
+    TB_HR_ANSWERED = 2, /* answered at once (GET routes, errors) */
+} tb_hr_kind_t;
+
+/* Where a generation request stands. */
+typedef enum {
+    TB_GEN_BODY = 0,    /* receiving the body */
+    TB_GEN_ROUTING,     /* asking the router */
+    TB_GEN_WAITING,     /* engine called, no chunk yet */
+    TB_GEN_STREAMING,   /* chunks arriving */
+    TB_GEN_DONE,        /* upstream ended: the answer (or its end) is ready */
+} tb_gen_state_t;
+
+/* One client connection, from accept to close: its socket is in the loop's epoll for
+ * EPOLLRDHUP (edge-triggered) all along, so a client that goes away while its request waits on
+ * an engine (connection suspended, invisible to libmicrohttpd) is noticed at once. */
+struct tb_hconn {
+    int fd;
+    bool watched;            /* in the loop's epoll */
+    bool rdhup;              /* the client closed (or half-closed) its side */
+    struct tb_hreq *req;     /* the generation request waiting on this connection, or NULL */
+};
+
+/* One HTTP request, from its headers to MHD's completion notice. */
+struct tb_hreq {
+    struct tb_http *h;
+    struct MHD_Connection *conn;
+    tb_hr_kind_t kind;
+    tb_oai_api_t api;
+    int64_t t_start_ns;
+
+    /* body */
+    struct tb_hbuf body;
+    bool body_too_big;
+
+    /* generation */
+    tb_gen_state_t state;
+    struct tb_oai_request *oreq;
+    struct tb_buf msg;           /* the encoded gen_request (host->buf_free) */
+    char id[48];                 /* chatcmpl-... / cmpl-... */
+    char model_label[160];
+    int64_t created;
+    tb_call_t *call;             /* the bus call in progress (router or engine), or NULL */
+    uint64_t instance;           /* the engine instance serving it */
+    int tries;                   /* engine calls started */
+    bool suspended;              /* MHD connection suspended */
+    struct tb_hconn *hc;         /* its connection while it waits on the bus */
+    bool client_gone;            /* the client closed its connection */
+    bool shutdown;               /* the frontend is stopping */
+    bool inst_counted;           /* counted in its instance's in_flight */
+    size_t discarded;            /* body bytes dropped past the limit */
+    bool counted;                /* in h->in_flight */
+    bool stream_started;         /* the 200 event-stream response is queued with MHD */
+    bool stream_done;            /* the last frame is in `out` */
+    struct tb_hbuf out;          /* stream: frames not yet handed to MHD */
+    struct tb_hbuf text;         /* unary: the answer's text */
+    tb_oai_stream_t *stream;
+    tb_oai_logprobs_t *lp;
+    int64_t t_first_ns, t_last_ns;
+    int64_t n_tokens;            /* tokens seen in chunks */
+    struct tb_oai_usage usage;
+    bool has_usage;
+    char finish_reason[24];
+
+    /* the answer MHD sends when the connection resumes (unary, or errors before a stream) */
+    int resp_status;
+    char *resp_body;             /* malloc; handed to MHD */
+    size_t resp_len;
+    bool resp_retry_after;
+    bool resp_close;
+    int final_status;            /* for metrics */
+
+    struct tb_hreq *prev, *next; /* h->gens */
+};
+
+struct tb_http {
+    const struct tb_host *host;
+    tb_component_t *comp;
+    struct tb_http_config cfg;
+    char ns[128];
+    char router_ep[256];         /* "ns.router.route", "" when none configured */
+    char fingerprint[64];
+
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool ready;
+    int start_rc;
+    int wake_fd;
+    atomic_bool stop;
+    atomic_bool draining;
+    atomic_size_t in_flight;
+
+    /* the loop's */
+    tb_bus_t *bus;
+    struct MHD_Daemon *mhd;
+    int epfd;
+    unsigned port;
+    tb_model_table_t *models;
+    size_t router_instances;
+    struct tb_http_metrics metrics;
+    struct tb_hreq *gens;        /* generation requests past their headers */
+    size_t n_gens;
+    bool resumed;                /* a connection was resumed: run MHD again */
+    bool bus_dirty;              /* the bus was used outside bus_run: run it again */
+    int64_t next_bus_tick_ns;
+    int64_t next_flush_ns;       /* when summed counters go to the registry next */
+    uint64_t id_seed;
+    uint64_t id_counter;
+    int64_t started_ns;
+    int64_t now_unix_start;
+    char **metric_models;        /* models whose gauges were ever set */
+    size_t n_metric_models;
+};
+
+/* ---- tb_http_gen.c ---- */
+
+/* The request's headers arrived for a generation route: admission checks (draining, size,
+ * overload).  Returns MHD_YES to read the body, or queues an error answer. */
+enum MHD_Result tb_http_gen_begin(struct tb_http *h, struct tb_hreq *r);
+/* A piece of body, or the end of it (*upload_size == 0). */
+enum MHD_Result tb_http_gen_access(struct tb_http *h, struct tb_hreq *r, const char *upload,
+                                   size_t *upload_size);
+/* The client closed its connection (seen by the loop while the request runs). */
+void tb_http_gen_client_gone(struct tb_http *h, struct tb_hreq *r);
+/* MHD says the request is over (sent, failed or closed): cancel what runs, count, unlink. */
+void tb_http_gen_completed(struct tb_http *h, struct tb_hreq *r,
+                           enum MHD_RequestTerminationCode toe);
+/* Stop: cancel every upstream call and let MHD close the connections. */
+void tb_http_gen_abort_all(struct tb_http *h);
+/* Sets the in-flight and queued gauges from the live requests. */
+void tb_http_gen_update_gauges(struct tb_http *h);
+
+/* ---- tb_http.c, for tb_http_gen.c ---- */
+
+/* Queues a JSON answer.  Takes ownership of `body` (malloc).  Adds Retry-After when asked and
+ * Connection: close when `close`. */
+enum MHD_Result tb_http_queue_json(struct tb_http *h, struct MHD_Connection *conn, int status,
+                                   char *body, size_t len, bool retry_after, bool close);
+/* Queues an OpenAI error answer. */
+enum MHD_Result tb_http_queue_error(struct tb_http *h, struct MHD_Connection *conn,
+                                    const struct tb_oai_error *e, bool retry_after, bool close);
+/* Resumes a suspended connection (no-op otherwise). */
+void tb_http_resume(struct tb_http *h, struct tb_hreq *r);
+/* Ties a waiting request to its connection's disconnect watch; returns false when the client
+ * already closed it.  Unwatch unties it. */
+bool tb_http_watch(struct tb_http *h, struct tb_hreq *r);
+void tb_http_unwatch(struct tb_http *h, struct tb_hreq *r);
+
+#endif /* TB_HTTP_INT_H */

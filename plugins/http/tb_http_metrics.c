@@ -1,0 +1,142 @@
+/* tb_http_metrics: the frontend's metric families (see tb_http_metrics.h). */
+#include "tb_http_metrics.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Latency buckets (seconds) as vLLM and Dynamo use them, so dashboards' quantiles line up. */
+static const double s_ttft_buckets[] = {0.001, 0.005, 0.01,  0.02, 0.04, 0.06, 0.08, 0.1, 0.25,
+                                        0.5,   0.75,  1.0,   2.5,  5.0,  7.5,  10.0, 20.0, 40.0,
+                                        80.0,  160.0, 640.0};
+static const double s_itl_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.02,
+                                       0.025,  0.03,  0.04,   0.05,  0.075, 0.1, 0.15,
+                                       0.2,    0.3,   0.4,    0.5,   0.75, 1.0, 2.5};
+static const double s_dur_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1,  0.25, 0.5,  1.0,  2.5,
+                                       5.0,   10.0, 15.0,  20.0, 30.0, 40.0, 50.0, 60.0, 120.0,
+                                       240.0, 480.0, 960.0};
+static const double s_tok_buckets[] = {1,    8,    16,   32,    64,    128,   256,  512,
+                                       1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072};
+
+#define N(a) (sizeof(a) / sizeof((a)[0]))
+
+static tb_metric_t *s_get(const struct tb_host *host, tb_component_t *comp, const char *prefix,
+                          const char *suffix, tb_metric_kind_t kind, const char *help,
+                          const char *labels, const double *b, size_t nb, bool *ok)
+{
+    char name[200];
+    snprintf(name, sizeof(name), "%s_%s", prefix, suffix);
+    tb_metric_t *m = host->metric_get(comp, name, kind, help, labels, b, nb);
+    if (!m && *ok) {
+        host->set_error(comp, "cannot register metric '%s': check metrics_prefix", name);
+        *ok = false;
+    }
+    return m;
+}
+
+int tb_http_metrics_init(struct tb_http_metrics *m, const struct tb_host *host,
+                         tb_component_t *comp, const char *prefix)
+{
+    bool ok = true;
+    memset(m, 0, sizeof(*m));
+    m->host = host;
+    m->requests = s_get(host, comp, prefix, "requests_total", TB_METRIC_COUNTER,
+                        "HTTP generation requests finished, by model, endpoint, request type "
+                        "(stream or unary), status (success or error) and HTTP status code",
+                        "model,endpoint,request_type,status,code", NULL, 0, &ok);
+    m->inflight = s_get(host, comp, prefix, "inflight_requests", TB_METRIC_GAUGE,
+                        "generation requests accepted and not yet answered completely", "model",
+                        NULL, 0, &ok);
+    m->queued = s_get(host, comp, prefix, "queued_requests", TB_METRIC_GAUGE,
+                      "generation requests waiting for their first token (routing, queue, "
+                      "prefill)",
+                      "model", NULL, 0, &ok);
+    m->ttft = s_get(host, comp, prefix, "time_to_first_token_seconds", TB_METRIC_HISTOGRAM,
+                    "time from a request's arrival to its first generated text", "model",
+                    s_ttft_buckets, N(s_ttft_buckets), &ok);
+    m->itl = s_get(host, comp, prefix, "inter_token_latency_seconds", TB_METRIC_HISTOGRAM,
+                   "time between generated tokens (per chunk, divided by the tokens it carries)",
+                   "model", s_itl_buckets, N(s_itl_buckets), &ok);
+    m->duration = s_get(host, comp, prefix, "request_duration_seconds", TB_METRIC_HISTOGRAM,
+                        "time from a generation request's arrival to its last byte", "model",
+                        s_dur_buckets, N(s_dur_buckets), &ok);
+    m->in_seq = s_get(host, comp, prefix, "input_sequence_tokens", TB_METRIC_HISTOGRAM,
+                      "prompt tokens per request", "model", s_tok_buckets, N(s_tok_buckets), &ok);
+    m->out_seq = s_get(host, comp, prefix, "output_sequence_tokens", TB_METRIC_HISTOGRAM,
+                       "generated tokens per request", "model", s_tok_buckets, N(s_tok_buckets),
+                       &ok);
+    m->in_tokens = s_get(host, comp, prefix, "input_tokens_total", TB_METRIC_COUNTER,
+                         "prompt tokens processed", "model", NULL, 0, &ok);
+    m->out_tokens = s_get(host, comp, prefix, "output_tokens_total", TB_METRIC_COUNTER,
+                          "tokens generated", "model", NULL, 0, &ok);
+    m->disconnects = s_get(host, comp, prefix, "disconnected_clients", TB_METRIC_COUNTER,
+                           "clients that closed their connection before their answer was "
+                           "complete",
+                           "model", NULL, 0, &ok);
+    m->cancels = s_get(host, comp, prefix, "cancelled_requests_total", TB_METRIC_COUNTER,
+                       "generation requests cancelled upstream, by reason (disconnect, shutdown)",
+                       "model,reason", NULL, 0, &ok);
+    return ok ? 0 : TB_EINVAL;
+}
+
+const char *tb_http_metrics_label(const char *model, char *out, size_t out_len)
+{
+    snprintf(out, out_len, "%s", model ? model : "");
+    for (char *p = out; *p; p++) {
+        if (*p == ',') {
+            *p = '_';
+        }
+    }
+    return out;
+}
+
+void tb_http_metrics_count(struct tb_http_metrics *m, tb_metric_t *family, const char *labels,
+                           double v)
+{
+    for (size_t i = 0; i < m->n_pending; i++) {
+        struct tb_http_pending *p = &m->pending[i];
+        if (p->family == family && strcmp(p->labels, labels) == 0) {
+            p->value += v;
+            return;
+        }
+    }
+    if (m->n_pending == m->cap_pending) {
+        size_t cap = m->cap_pending ? m->cap_pending * 2 : 16;
+        struct tb_http_pending *n = realloc(m->pending, cap * sizeof(*n));
+        if (!n) {
+            m->host->metric_add(family, labels, v); /* no room to defer: add at once */
+            return;
+        }
+        m->pending = n;
+        m->cap_pending = cap;
+    }
+    char *copy = strdup(labels);
+    if (!copy) {
+        m->host->metric_add(family, labels, v);
+        return;
+    }
+    m->pending[m->n_pending++] = (struct tb_http_pending){family, copy, v};
+}
+
+void tb_http_metrics_flush(struct tb_http_metrics *m)
+{
+    for (size_t i = 0; i < m->n_pending; i++) {
+        struct tb_http_pending *p = &m->pending[i];
+        if (p->value != 0) {
+            m->host->metric_add(p->family, p->labels, p->value);
+            p->value = 0;
+        }
+    }
+}
+
+void tb_http_metrics_release(struct tb_http_metrics *m)
+{
+    tb_http_metrics_flush(m);
+    for (size_t i = 0; i < m->n_pending; i++) {
+        free(m->pending[i].labels);
+    }
+    free(m->pending);
+    m->pending = NULL;
+    m->n_pending = m->cap_pending = 0;
+}

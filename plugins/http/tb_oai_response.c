@@ -1,0 +1,502 @@
+/* tb_oai_response: OpenAI response bodies and stream frames (see tb_oai_response.h). */
+#include "tb_oai_response.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tb_errors.h"
+
+/* ---- strings ---- */
+
+/* Length of the valid UTF-8 sequence at s (n bytes left), 0 when invalid (RFC 3629: no
+ * overlongs, no surrogates, nothing above U+10FFFF). */
+static size_t s_utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    if (c < 0x80) {
+        return 1;
+    }
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        lo = c == 0xE0 ? 0xA0 : 0x80;
+        hi = c == 0xED ? 0x9F : 0xBF;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        lo = c == 0xF0 ? 0x90 : 0x80;
+        hi = c == 0xF4 ? 0x8F : 0xBF;
+    } else {
+        return 0;
+    }
+    if (n < len || s[1] < lo || s[1] > hi) {
+        return 0;
+    }
+    for (size_t i = 2; i < len; i++) {
+        if (s[i] < 0x80 || s[i] > 0xBF) {
+            return 0;
+        }
+    }
+    return len;
+}
+
+/* A copy of s with each invalid byte replaced by U+FFFD (malloc; NULL when out of memory). */
+static char *s_utf8_repair(const char *s, size_t len, size_t *out_len)
+{
+    char *r = malloc(len * 3 + 1);
+    if (!r) {
+        return NULL;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < len;) {
+        size_t q = s_utf8_seq((const unsigned char *)s + i, len - i);
+        if (q == 0) {
+            memcpy(r + k, "\xEF\xBF\xBD", 3);
+            k += 3;
+            i++;
+        } else {
+            memcpy(r + k, s + i, q);
+            k += q;
+            i += q;
+        }
+    }
+    r[k] = 0;
+    *out_len = k;
+    return r;
+}
+
+int tb_oai_json_string(struct tb_hbuf *b, const char *s, size_t len)
+{
+    /* Printable ASCII without quote or backslash needs no escaping: copy it as is. */
+    size_t i = 0;
+    while (i < len && (unsigned char)s[i] >= 0x20 && (unsigned char)s[i] < 0x7f && s[i] != '"' &&
+           s[i] != '\\') {
+        i++;
+    }
+    if (i == len) {
+        if (tb_hbuf_reserve(b, len + 2) != 0) {
+            return TB_ENOMEM;
+        }
+        b->data[b->len++] = '"';
+        memcpy(b->data + b->len, s, len);
+        b->len += len;
+        b->data[b->len++] = '"';
+        b->data[b->len] = 0;
+        return 0;
+    }
+    char *fixed = NULL;
+    json_t *j = json_stringn(s, len);
+    if (!j) {
+        size_t flen;
+        fixed = s_utf8_repair(s, len, &flen);
+        j = fixed ? json_stringn(fixed, flen) : NULL;
+        len = flen;
+    }
+    int rc = TB_ENOMEM;
+    size_t cap = len * 6 + 2; /* every byte as \u00XX, plus quotes */
+    if (j && tb_hbuf_reserve(b, cap) == 0) {
+        size_t n = json_dumpb(j, b->data + b->len, cap, JSON_ENCODE_ANY);
+        if (n > 0 && n <= cap) {
+            b->len += n;
+            b->data[b->len] = 0;
+            rc = 0;
+        }
+    }
+    json_decref(j);
+    free(fixed);
+    return rc;
+}
+
+/* A json string value from arbitrary bytes (repairing invalid UTF-8); NULL when out of memory. */
+static json_t *s_jstr(const char *s, size_t len)
+{
+    json_t *j = json_stringn(s, len);
+    if (!j) {
+        size_t flen;
+        char *fixed = s_utf8_repair(s, len, &flen);
+        j = fixed ? json_stringn(fixed, flen) : NULL;
+        free(fixed);
+    }
+    return j;
+}
+
+char *tb_oai_error_body(const struct tb_oai_error *e, size_t *len_out)
+{
+    json_t *err = json_object();
+    json_t *root = json_object();
+    char *out = NULL;
+    if (err && root) {
+        json_object_set_new(err, "message", s_jstr(e->message, strlen(e->message)));
+        json_object_set_new(err, "type", json_string(e->type ? e->type : "server_error"));
+        json_object_set_new(err, "param", e->param[0] ? s_jstr(e->param, strlen(e->param))
+                                                      : json_null());
+        json_object_set_new(err, "code", e->code ? json_string(e->code) : json_null());
+        json_object_set(root, "error", err);
+        out = json_dumps(root, JSON_COMPACT);
+    }
+    json_decref(err);
+    json_decref(root);
+    if (out && len_out) {
+        *len_out = strlen(out);
+    }
+    return out;
+}
+
+/* ---- log-probabilities ---- */
+
+struct tb_oai_logprobs {
+    tb_oai_api_t api;
+    int top_n;
+    json_t *root;
+    json_t *content;        /* chat */
+    json_t *tokens, *token_lps, *tops, *offsets; /* completions */
+    size_t offset;
+};
+
+static json_t *s_bytes(const char *s)
+{
+    json_t *a = json_array();
+    for (const unsigned char *p = (const unsigned char *)s; a && *p; p++) {
+        json_array_append_new(a, json_integer(*p));
+    }
+    return a;
+}
+
+/* A log-probability as JSON: -inf (and NaN) become -9999.0, as OpenAI reports them. */
+static json_t *s_lp(double v)
+{
+    return json_real(isfinite(v) ? v : -9999.0);
+}
+
+/* The text of a position, or "token_id:N" when the engine sent no text. */
+static json_t *s_tok_text(const char *text, int64_t id, char *tmp, size_t tmp_len)
+{
+    if (text) {
+        return s_jstr(text, strlen(text));
+    }
+    snprintf(tmp, tmp_len, "token_id:%" PRId64, id);
+    return json_string(tmp);
+}
+
+tb_oai_logprobs_t *tb_oai_logprobs_new(tb_oai_api_t api, int top_n)
+{
+    tb_oai_logprobs_t *lp = calloc(1, sizeof(*lp));
+    if (!lp) {
+        return NULL;
+    }
+    lp->api = api;
+    lp->top_n = top_n;
+    tb_oai_logprobs_clear(lp);
+    if (!lp->root) {
+        free(lp);
+        return NULL;
+    }
+    return lp;
+}
+
+void tb_oai_logprobs_destroy(tb_oai_logprobs_t **lp_p)
+{
+    if (lp_p && *lp_p) {
+        json_decref((*lp_p)->root);
+        free(*lp_p);
+        *lp_p = NULL;
+    }
+}
+
+void tb_oai_logprobs_clear(tb_oai_logprobs_t *lp)
+{
+    json_decref(lp->root);
+    lp->root = json_object();
+    if (!lp->root) {
+        return;
+    }
+    if (lp->api == TB_OAI_CHAT) {
+        lp->content = json_array();
+        json_object_set_new(lp->root, "content", lp->content);
+    } else {
+        lp->tokens = json_array();
+        lp->token_lps = json_array();
+        lp->tops = json_array();
+        lp->offsets = json_array();
+        json_object_set_new(lp->root, "tokens", lp->tokens);
+        json_object_set_new(lp->root, "token_logprobs", lp->token_lps);
+        json_object_set_new(lp->root, "top_logprobs", lp->tops);
+        json_object_set_new(lp->root, "text_offset", lp->offsets);
+    }
+}
+
+void tb_oai_logprobs_skip(tb_oai_logprobs_t *lp, size_t bytes)
+{
+    lp->offset += bytes;
+}
+
+int tb_oai_logprobs_add(tb_oai_logprobs_t *lp, const struct tb_msg_token_logprob *v, size_t n)
+{
+    char tmp[48];
+    if (!lp->root) {
+        return TB_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct tb_msg_token_logprob *t = &v[i];
+        size_t ntop = t->top_count < (size_t)lp->top_n ? t->top_count : (size_t)lp->top_n;
+        if (lp->api == TB_OAI_CHAT) {
+            json_t *e = json_object();
+            json_t *tops = json_array();
+            if (!e || !tops) {
+                json_decref(e);
+                json_decref(tops);
+                return TB_ENOMEM;
+            }
+            json_object_set_new(e, "token", s_tok_text(t->text, t->token_id, tmp, sizeof(tmp)));
+            json_object_set_new(e, "logprob", s_lp(t->logprob));
+            json_object_set_new(e, "bytes", t->text ? s_bytes(t->text) : json_null());
+            for (size_t k = 0; k < ntop; k++) {
+                const struct tb_msg_top_logprob *a = &t->top[k];
+                json_t *o = json_object();
+                if (!o) {
+                    break;
+                }
+                json_object_set_new(o, "token", s_tok_text(a->text, a->token_id, tmp,
+                                                           sizeof(tmp)));
+                json_object_set_new(o, "logprob", s_lp(a->logprob));
+                json_object_set_new(o, "bytes", a->text ? s_bytes(a->text) : json_null());
+                json_array_append_new(tops, o);
+            }
+            json_object_set_new(e, "top_logprobs", tops);
+            json_array_append_new(lp->content, e);
+        } else {
+            json_t *top = json_object();
+            if (!top) {
+                return TB_ENOMEM;
+            }
+            for (size_t k = 0; k < ntop; k++) {
+                const struct tb_msg_top_logprob *a = &t->top[k];
+                char key[48];
+                if (a->text) {
+                    json_object_set_new(top, a->text, s_lp(a->logprob));
+                } else {
+                    snprintf(key, sizeof(key), "token_id:%" PRId64, a->token_id);
+                    json_object_set_new(top, key, s_lp(a->logprob));
+                }
+            }
+            json_array_append_new(lp->tokens, s_tok_text(t->text, t->token_id, tmp, sizeof(tmp)));
+            json_array_append_new(lp->token_lps, s_lp(t->logprob));
+            json_array_append_new(lp->tops, top);
+            json_array_append_new(lp->offsets, json_integer((json_int_t)lp->offset));
+            lp->offset += t->text ? strlen(t->text) : 0;
+        }
+    }
+    return 0;
+}
+
+json_t *tb_oai_logprobs_json(const tb_oai_logprobs_t *lp)
+{
+    return lp->root;
+}
+
+/* ---- complete answers ---- */
+
+/* Appends the usage object. */
+static int s_usage_text(struct tb_hbuf *b, const struct tb_oai_usage *u)
+{
+    int rc = tb_hbuf_printf(b,
+                            "{\"prompt_tokens\":%" PRId64 ",\"completion_tokens\":%" PRId64
+                            ",\"total_tokens\":%" PRId64,
+                            u->prompt_tokens, u->completion_tokens,
+                            u->prompt_tokens + u->completion_tokens);
+    if (rc == 0 && u->has_cached_tokens) {
+        rc = tb_hbuf_printf(b, ",\"prompt_tokens_details\":{\"cached_tokens\":%" PRId64 "}",
+                            u->cached_tokens);
+    }
+    return rc ? rc : tb_hbuf_puts(b, "}");
+}
+
+/* The fixed shape is written directly; every string goes through tb_oai_json_string (jansson
+ * escapes whatever is not plain ASCII) and the log-probabilities object through json_dumps. */
+char *tb_oai_final_body(const struct tb_oai_head *h, const char *text, size_t len,
+                        const char *finish_reason, json_t *logprobs,
+                        const struct tb_oai_usage *usage, size_t *len_out)
+{
+    bool chat = h->api == TB_OAI_CHAT;
+    struct tb_hbuf b;
+    tb_hbuf_init(&b);
+    int rc = tb_hbuf_reserve(&b, len + 512);
+    rc = rc ? rc : tb_hbuf_puts(&b, "{\"id\":");
+    rc = rc ? rc : tb_oai_json_string(&b, h->id, strlen(h->id));
+    rc = rc ? rc : tb_hbuf_printf(&b, ",\"object\":\"%s\",\"created\":%" PRId64 ",\"model\":",
+                                  chat ? "chat.completion" : "text_completion", h->created);
+    rc = rc ? rc : tb_oai_json_string(&b, h->model, strlen(h->model));
+    rc = rc ? rc : tb_hbuf_puts(&b, ",\"system_fingerprint\":");
+    rc = rc ? rc : tb_oai_json_string(&b, h->fingerprint, strlen(h->fingerprint));
+    rc = rc ? rc : tb_hbuf_puts(&b, chat ? ",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+                                           "\"assistant\",\"content\":"
+                                         : ",\"choices\":[{\"index\":0,\"text\":");
+    rc = rc ? rc : tb_oai_json_string(&b, text ? text : "", text ? len : 0);
+    rc = rc ? rc : tb_hbuf_puts(&b, chat ? "},\"logprobs\":" : ",\"logprobs\":");
+    if (rc == 0 && logprobs) {
+        char *lp = json_dumps(logprobs, JSON_COMPACT | JSON_REAL_PRECISION(8));
+        rc = lp ? tb_hbuf_puts(&b, lp) : TB_ENOMEM;
+        free(lp);
+    } else if (rc == 0) {
+        rc = tb_hbuf_puts(&b, "null");
+    }
+    rc = rc ? rc : tb_hbuf_puts(&b, ",\"finish_reason\":");
+    if (rc == 0 && finish_reason) {
+        rc = tb_oai_json_string(&b, finish_reason, strlen(finish_reason));
+    } else if (rc == 0) {
+        rc = tb_hbuf_puts(&b, "null");
+    }
+    rc = rc ? rc : tb_hbuf_puts(&b, "}],\"usage\":");
+    rc = rc ? rc : s_usage_text(&b, usage);
+    rc = rc ? rc : tb_hbuf_puts(&b, "}");
+    if (rc != 0) {
+        tb_hbuf_release(&b);
+        return NULL;
+    }
+    return tb_hbuf_detach(&b, len_out);
+}
+
+/* ---- streams ---- */
+
+struct tb_oai_stream {
+    tb_oai_api_t api;
+    bool include_usage;
+    struct tb_hbuf head; /* data: {"id":..,"object":..,"created":..,"model":..,"system_fingerprint":..,"choices":[ */
+    struct tb_hbuf usage_head; /* the same with "choices":[] for the usage frame */
+};
+
+tb_oai_stream_t *tb_oai_stream_new(const struct tb_oai_head *h, bool include_usage)
+{
+    tb_oai_stream_t *s = calloc(1, sizeof(*s));
+    if (!s) {
+        return NULL;
+    }
+    s->api = h->api;
+    s->include_usage = include_usage;
+    tb_hbuf_init(&s->head);
+    tb_hbuf_init(&s->usage_head);
+    struct tb_hbuf *b = &s->head;
+    const char *obj = h->api == TB_OAI_CHAT ? "chat.completion.chunk" : "text_completion";
+    int rc = tb_hbuf_puts(b, "data: {\"id\":");
+    rc = rc ? rc : tb_oai_json_string(b, h->id, strlen(h->id));
+    rc = rc ? rc : tb_hbuf_printf(b, ",\"object\":\"%s\",\"created\":%" PRId64 ",\"model\":", obj,
+                                  h->created);
+    rc = rc ? rc : tb_oai_json_string(b, h->model, strlen(h->model));
+    rc = rc ? rc : tb_hbuf_puts(b, ",\"system_fingerprint\":");
+    rc = rc ? rc : tb_oai_json_string(b, h->fingerprint, strlen(h->fingerprint));
+    rc = rc ? rc : tb_hbuf_puts(b, ",\"choices\":");
+    rc = rc ? rc : tb_hbuf_append(&s->usage_head, b->data, b->len);
+    rc = rc ? rc : tb_hbuf_puts(&s->usage_head, "[]");
+    rc = rc ? rc : tb_hbuf_puts(b, "[{\"index\":0,");
+    if (rc != 0) {
+        tb_oai_stream_destroy(&s);
+    }
+    return s;
+}
+
+void tb_oai_stream_destroy(tb_oai_stream_t **s_p)
+{
+    if (s_p && *s_p) {
+        tb_hbuf_release(&(*s_p)->head);
+        tb_hbuf_release(&(*s_p)->usage_head);
+        free(*s_p);
+        *s_p = NULL;
+    }
+}
+
+/* Closes a choice frame: logprobs, finish_reason, usage:null, end of event. */
+static int s_tail(tb_oai_stream_t *s, struct tb_hbuf *out, json_t *logprobs,
+                  const char *finish_reason)
+{
+    int rc = tb_hbuf_puts(out, ",\"logprobs\":");
+    if (rc == 0 && logprobs) {
+        char *lp = json_dumps(logprobs, JSON_COMPACT | JSON_REAL_PRECISION(8));
+        rc = lp ? tb_hbuf_puts(out, lp) : TB_ENOMEM;
+        free(lp);
+    } else if (rc == 0) {
+        rc = tb_hbuf_puts(out, "null");
+    }
+    if (rc == 0 && finish_reason) {
+        rc = tb_hbuf_puts(out, ",\"finish_reason\":");
+        rc = rc ? rc : tb_oai_json_string(out, finish_reason, strlen(finish_reason));
+        rc = rc ? rc : tb_hbuf_puts(out, "}]");
+    } else if (rc == 0) {
+        rc = tb_hbuf_puts(out, ",\"finish_reason\":null}]");
+    }
+    if (rc == 0 && s->include_usage) {
+        rc = tb_hbuf_puts(out, ",\"usage\":null");
+    }
+    return rc ? rc : tb_hbuf_puts(out, "}\n\n");
+}
+
+int tb_oai_stream_open(tb_oai_stream_t *s, struct tb_hbuf *out)
+{
+    if (s->api != TB_OAI_CHAT) {
+        return 0;
+    }
+    int rc = tb_hbuf_append(out, s->head.data, s->head.len);
+    rc = rc ? rc : tb_hbuf_puts(out, "\"delta\":{\"role\":\"assistant\",\"content\":\"\"}");
+    return rc ? rc : s_tail(s, out, NULL, NULL);
+}
+
+int tb_oai_stream_text(tb_oai_stream_t *s, struct tb_hbuf *out, const char *text, size_t len,
+                       json_t *logprobs)
+{
+    size_t mark = out->len;
+    int rc = tb_hbuf_reserve(out, s->head.len + len + 128);
+    rc = rc ? rc : tb_hbuf_append(out, s->head.data, s->head.len);
+    rc = rc ? rc : tb_hbuf_puts(out, s->api == TB_OAI_CHAT ? "\"delta\":{\"content\":" : "\"text\":");
+    rc = rc ? rc : tb_oai_json_string(out, text ? text : "", text ? len : 0);
+    if (rc == 0 && s->api == TB_OAI_CHAT) {
+        rc = tb_hbuf_puts(out, "}");
+    }
+    rc = rc ? rc : s_tail(s, out, logprobs, NULL);
+    if (rc != 0) {
+        out->len = mark; /* never leave half a frame */
+    }
+    return rc;
+}
+
+int tb_oai_stream_finish(tb_oai_stream_t *s, struct tb_hbuf *out, const char *finish_reason,
+                         const struct tb_oai_usage *usage)
+{
+    size_t mark = out->len;
+    int rc = tb_hbuf_append(out, s->head.data, s->head.len);
+    rc = rc ? rc : tb_hbuf_puts(out, s->api == TB_OAI_CHAT ? "\"delta\":{}" : "\"text\":\"\"");
+    rc = rc ? rc : s_tail(s, out, NULL, finish_reason ? finish_reason : "stop");
+    if (rc == 0 && s->include_usage && usage) {
+        rc = tb_hbuf_append(out, s->usage_head.data, s->usage_head.len);
+        rc = rc ? rc : tb_hbuf_puts(out, ",\"usage\":");
+        rc = rc ? rc : s_usage_text(out, usage);
+        rc = rc ? rc : tb_hbuf_puts(out, "}\n\n");
+    }
+    rc = rc ? rc : tb_hbuf_puts(out, "data: [DONE]\n\n");
+    if (rc != 0) {
+        out->len = mark;
+    }
+    return rc;
+}
+
+int tb_oai_stream_error(tb_oai_stream_t *s, struct tb_hbuf *out, const struct tb_oai_error *e)
+{
+    (void)s;
+    size_t len;
+    char *body = tb_oai_error_body(e, &len);
+    if (!body) {
+        return TB_ENOMEM;
+    }
+    size_t mark = out->len;
+    int rc = tb_hbuf_puts(out, "data: ");
+    rc = rc ? rc : tb_hbuf_append(out, body, len);
+    rc = rc ? rc : tb_hbuf_puts(out, "\n\ndata: [DONE]\n\n");
+    free(body);
+    if (rc != 0) {
+        out->len = mark;
+    }
+    return rc;
+}

@@ -1,0 +1,265 @@
+/*
+ * tb_router: the router service (see tb_router.h).  One actor thread owns the bus handle, the
+ * policy and its view of instances; every answer is immediate (no queue), so the router adds one
+ * bus round trip to a request and nothing else.
+ */
+#include "tb_router.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tb_actor.h"
+#include "tb_router_policy.h"
+
+#define LOG_INFO(r, ...) TB_LOG_INFO((r)->host, (r)->comp, __VA_ARGS__)
+#define LOG_DEBUG(r, ...) TB_LOG_DEBUG((r)->host, (r)->comp, __VA_ARGS__)
+
+struct tb_router {
+    const struct tb_host *host;
+    tb_component_t *comp;
+    struct tb_router_config cfg;
+    tb_actor_t *actor;
+    tb_rpolicy_t *policy;
+    tb_endpoint_t *ep;
+    char self[256];
+    struct tb_buf enc;
+    tb_metric_t *m_decisions, *m_noroute, *m_load_events;
+    /* decisions not yet in the registry, per instance (added every FLUSH_NS) */
+    struct pending {
+        uint64_t id;
+        char labels[240];
+        int64_t n;
+    } *pend;
+    size_t n_pend, cap_pend;
+    int64_t load_events;
+    int64_t next_flush_ns;
+};
+
+#define FLUSH_NS 100000000 /* 100 ms */
+
+static void s_count_decision(struct tb_router *r, const struct tb_rp_instance *inst)
+{
+    for (size_t i = 0; i < r->n_pend; i++) {
+        if (r->pend[i].id == inst->id) {
+            r->pend[i].n++;
+            return;
+        }
+    }
+    char v[240];
+    snprintf(v, sizeof(v), "%s,%s,%016" PRIx64, tb_rpolicy_name(r->cfg.policy), inst->model,
+             inst->id);
+    if (r->n_pend == r->cap_pend) {
+        size_t cap = r->cap_pend ? r->cap_pend * 2 : 8;
+        struct pending *p = realloc(r->pend, cap * sizeof(*p));
+        if (!p) {
+            r->host->metric_add(r->m_decisions, v, 1);
+            return;
+        }
+        r->pend = p;
+        r->cap_pend = cap;
+    }
+    struct pending *p = &r->pend[r->n_pend++];
+    p->id = inst->id;
+    snprintf(p->labels, sizeof(p->labels), "%s", v);
+    p->n = 1;
+}
+
+static void s_flush(struct tb_router *r)
+{
+    for (size_t i = 0; i < r->n_pend; i++) {
+        if (r->pend[i].n) {
+            r->host->metric_add(r->m_decisions, r->pend[i].labels, (double)r->pend[i].n);
+            r->pend[i].n = 0;
+        }
+    }
+    if (r->load_events) {
+        r->host->metric_add(r->m_load_events, "", (double)r->load_events);
+        r->load_events = 0;
+    }
+}
+
+/* Flushes the counters every FLUSH_NS while there is something to flush. */
+static int s_step(void *user, tb_bus_t *bus)
+{
+    (void)bus;
+    struct tb_router *r = user;
+    int64_t now = r->host->now_ns();
+    bool any = r->load_events > 0;
+    for (size_t i = 0; i < r->n_pend && !any; i++) {
+        any = r->pend[i].n > 0;
+    }
+    if (!any) {
+        return -1;
+    }
+    if (now >= r->next_flush_ns) {
+        s_flush(r);
+        r->next_flush_ns = now + FLUSH_NS;
+        return -1;
+    }
+    return (int)((r->next_flush_ns - now) / 1000000) + 1;
+}
+
+static bool s_engine_kind(const char *kind)
+{
+    return !kind || !*kind || strcmp(kind, "text") == 0 || strcmp(kind, "tokens") == 0;
+}
+
+static void s_on_route(const struct tb_route *rt, bool added, void *user)
+{
+    struct tb_router *r = user;
+    if (!rt->model || !*rt->model || !s_engine_kind(rt->kind)) {
+        return;
+    }
+    if (added) {
+        if (tb_rpolicy_add(r->policy, rt->instance_id, rt->endpoint, rt->model, rt->kind) == 1) {
+            LOG_INFO(r, "routing model '%s' (%s) to %s instance %016" PRIx64, rt->model,
+                     rt->kind && *rt->kind ? rt->kind : "text", rt->endpoint, rt->instance_id);
+        }
+    } else if (tb_rpolicy_remove(r->policy, rt->instance_id)) {
+        LOG_INFO(r, "no longer routing to %s instance %016" PRIx64 " (model '%s')", rt->endpoint,
+                 rt->instance_id, rt->model);
+    }
+}
+
+static void s_on_load(const char *topic, const void *data, size_t len, void *user)
+{
+    (void)topic;
+    struct tb_router *r = user;
+    void *msg = NULL;
+    char err[200];
+    if (r->host->msg_decode(TB_MSG_LOAD_EVENT, data, len, &msg, err, sizeof(err)) != 0) {
+        LOG_DEBUG(r, "dropped a malformed load event: %s", err);
+        return;
+    }
+    const struct tb_msg_load_event *ev = msg;
+    tb_rpolicy_load(r->policy, ev->instance_id, ev->running, ev->waiting,
+                    ev->has_kv_used_blocks ? ev->kv_used_blocks : 0,
+                    ev->has_kv_total_blocks ? ev->kv_total_blocks : 0);
+    r->load_events++;
+    r->host->msg_free(&msg);
+}
+
+static void s_on_request(tb_request_t *req, const void *payload, size_t len, void *user)
+{
+    struct tb_router *r = user;
+    const struct tb_host *h = r->host;
+    void *msg = NULL;
+    char err[200];
+    if (h->msg_decode(TB_MSG_ROUTE_QUERY, payload, len, &msg, err, sizeof(err)) != 0) {
+        h->bus_reply_error(req, TB_EPROTO, "malformed route_query: %s", err);
+        return;
+    }
+    const struct tb_msg_route_query *q = msg;
+    const struct tb_rp_instance *inst = NULL;
+    if (tb_rpolicy_pick(r->policy, q->model, q->kind, &inst) != 0) {
+        char v[200];
+        snprintf(v, sizeof(v), "%s", q->model);
+        for (char *p = v; *p; p++) {
+            *p = *p == ',' ? '_' : *p;
+        }
+        h->metric_add(r->m_noroute, v, 1);
+        h->bus_reply_error(req, TB_ENOROUTE, "no live instance serves model '%s' (kind %s)",
+                           q->model, q->kind);
+        h->msg_free(&msg);
+        return;
+    }
+    struct tb_msg_route_answer a = {.endpoint = inst->endpoint, .instance_id = inst->id};
+    s_count_decision(r, inst);
+    r->enc.len = 0;
+    if (h->msg_encode(TB_MSG_ROUTE_ANSWER, &a, &r->enc) != 0) {
+        h->bus_reply_error(req, TB_EINTERNAL, "cannot encode the answer");
+    } else {
+        h->bus_reply(req, r->enc.data, r->enc.len, true);
+    }
+    h->msg_free(&msg);
+}
+
+static int s_init(void *user, tb_bus_t *bus)
+{
+    struct tb_router *r = user;
+    const struct tb_host *h = r->host;
+    char topic[160];
+    snprintf(topic, sizeof(topic), "load.%s", h->namespace_name(r->comp));
+    int rc = h->bus_subscribe(bus, topic, s_on_load, r);
+    if (rc == 0) {
+        rc = h->bus_routes_watch(bus, s_on_route, r);
+    }
+    if (rc != 0) {
+        h->set_error(r->comp, "cannot follow routes and load: %s", h->strerror(rc));
+        return rc;
+    }
+    struct tb_endpoint_meta meta = {.kind = "route"};
+    rc = h->bus_endpoint_add(bus, r->cfg.endpoint, &meta, s_on_request, NULL, r, &r->ep);
+    if (rc != 0) {
+        h->set_error(r->comp, "cannot serve endpoint '%s': %s", r->cfg.endpoint,
+                     h->strerror(rc));
+        return rc;
+    }
+    LOG_INFO(r, "router serves %s.%s.%s with policy %s", h->namespace_name(r->comp),
+             h->component_name(r->comp), r->cfg.endpoint, tb_rpolicy_name(r->cfg.policy));
+    return 0;
+}
+
+static void s_fini(void *user, tb_bus_t *bus)
+{
+    (void)bus;
+    s_flush(user);
+}
+
+static const struct tb_actor_ops s_ops = {.init = s_init, .step = s_step, .fini = s_fini};
+
+int tb_router_new(const struct tb_host *host, tb_component_t *comp,
+                  const struct tb_router_config *cfg, tb_router_t **out)
+{
+    *out = NULL;
+    struct tb_router *r = calloc(1, sizeof(*r));
+    if (!r) {
+        host->set_error(comp, "out of memory");
+        return TB_ENOMEM;
+    }
+    r->host = host;
+    r->comp = comp;
+    r->cfg = *cfg;
+    r->policy = tb_rpolicy_new((tb_rp_kind_t)cfg->policy, (uint64_t)cfg->seed);
+    if (!r->policy) {
+        free(r);
+        host->set_error(comp, "out of memory");
+        return TB_ENOMEM;
+    }
+    r->m_decisions = host->metric_get(comp, "turbine_router_decisions_total", TB_METRIC_COUNTER,
+                                      "requests routed, by policy, model and instance",
+                                      "policy,model,instance", NULL, 0);
+    r->m_noroute = host->metric_get(comp, "turbine_router_no_route_total", TB_METRIC_COUNTER,
+                                    "queries for a model no live instance serves", "model", NULL,
+                                    0);
+    r->m_load_events = host->metric_get(comp, "turbine_router_load_events_total",
+                                        TB_METRIC_COUNTER, "load events received", "", NULL, 0);
+    *out = r;
+    return 0;
+}
+
+int tb_router_start(tb_router_t *r)
+{
+    return tb_actor_start(&r->actor, r->host, r->comp, &s_ops, r);
+}
+
+void tb_router_stop(tb_router_t *r)
+{
+    tb_actor_stop(&r->actor);
+}
+
+void tb_router_destroy(tb_router_t **r_p)
+{
+    if (!r_p || !*r_p) {
+        return;
+    }
+    struct tb_router *r = *r_p;
+    tb_router_stop(r);
+    tb_rpolicy_destroy(&r->policy);
+    r->host->buf_free(&r->enc);
+    free(r->pend);
+    free(r);
+    *r_p = NULL;
+}
