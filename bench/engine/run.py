@@ -349,7 +349,9 @@ def serving_table(size, dtype, res):
             'llama TTFT p50/p99 ms', 'TTFT p99 ratio', 'ours ITL p50/p99 ms',
             'llama ITL p50/p99 ms']
     lines = ['%s %s' % (size, dtype), '', '| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
-    ours, llama = res.get('ours') or {}, res.get('llama') or {}
+    # concurrency keys are ints in a run and strings in a saved file
+    ours = {int(k): v for k, v in (res.get('ours') or {}).items()}
+    llama = {int(k): v for k, v in (res.get('llama') or {}).items()}
     for c in sorted(set(ours) | set(llama)):
         o, l = ours.get(c) or {}, llama.get(c) or {}
 
@@ -367,6 +369,31 @@ def serving_table(size, dtype, res):
 
 
 # ---------------------------------------------------------------------------------------------
+
+def print_report(results, a):
+    """Prints the tables of a results dict (a run's, or one loaded by --report)."""
+    bw = results.get('bandwidth_best') or results.get('bandwidth')
+    m = results['machine']
+    print('# Turbine engine benchmark\n')
+    print('machine: %s, %s CPUs, %s; load average at start %s, at end %s'
+          % (m.get('Model name'), m.get('CPU(s)'), m.get('MemTotal'),
+             '/'.join('%.1f' % x for x in m['loadavg_start']),
+             '/'.join('%.1f' % x for x in m['loadavg_end'])))
+    if bw:
+        print('memory-read bandwidth: %.1f GB/s (best round of %d thread(s); measured at the '
+              'start and the end of the run)\n' % (bw['gbs'], bw['threads']))
+    if results['speed']:
+        print('tokens/s, best of %d, %d threads; GB/s = decode tok/s x weight bytes per token\n'
+              % (a.reps, a.threads))
+        print(speed_table(results['speed'], bw, a))
+        print()
+    for k, res in results['serving'].items():
+        size, dtype = k.split(':')
+        print('serving: %d-token prompts, %d tokens out, %d slots, %d threads\n'
+              % (a.serve_prompt, a.serve_out, a.slots, a.threads))
+        print(serving_table(size, dtype, res))
+        print()
+
 
 def parse_list(s, allowed=None, conv=str):
     vals = [conv(x) for x in s.split(',') if x]
@@ -399,7 +426,16 @@ def main():
     ap.add_argument('--serve-out', type=int, default=128)
     ap.add_argument('--waves', type=int, default=2,
                     help='requests per level = waves x streams (at least 4)')
+    ap.add_argument('--report', metavar='RESULTS.json',
+                    help='print the tables of a saved run and exit (measures nothing)')
     a = ap.parse_args()
+    if a.report:
+        with open(a.report) as f:
+            results = json.load(f)
+        saved = argparse.Namespace(**results['options'])
+        saved.batch = results['options'].get('batch') or []
+        print_report(results, saved)
+        return 0
     if a.quick:
         a.sizes, a.dtypes, a.reps = '15m,110m', 'q8_0', 2
         a.serve_models, a.concurrency, a.waves, a.batch = '110m:q8_0', '1,4', 1, ''
@@ -479,26 +515,7 @@ def main():
     with open(out, 'w') as f:
         json.dump(results, f, indent=1, default=str)
 
-    m = results['machine']
-    print('# Turbine engine benchmark\n')
-    print('machine: %s, %s CPUs, %s; load average at start %s, at end %s'
-          % (m.get('Model name'), m.get('CPU(s)'), m.get('MemTotal'),
-             '/'.join('%.1f' % x for x in m['loadavg_start']),
-             '/'.join('%.1f' % x for x in m['loadavg_end'])))
-    if bw:
-        print('memory-read bandwidth: %.1f GB/s (best round of %d thread(s); measured at the '
-              'start and the end of the run)\n' % (bw['gbs'], bw['threads']))
-    if results['speed']:
-        print('tokens/s, best of %d, %d threads; GB/s = decode tok/s x weight bytes per token\n'
-              % (a.reps, a.threads))
-        print(speed_table(results['speed'], bw, a))
-        print()
-    for k, res in results['serving'].items():
-        size, dtype = k.split(':')
-        print('serving: %d-token prompts, %d tokens out, %d slots, %d threads\n'
-              % (a.serve_prompt, a.serve_out, a.slots, a.threads))
-        print(serving_table(size, dtype, res))
-        print()
+    print_report(results, a)
     print('all figures: %s' % out)
     return 0
 
