@@ -148,8 +148,8 @@ def run_json_lines(cmd, timeout):
 def bandwidth(build, threads):
     """The best memory-read GB/s seen with `threads` threads (20 rounds of 512 MiB) and with one
     (10 rounds): on a shared machine other work takes cores and memory bandwidth, so the best
-    round is the closest to what the hardware gives; run.py measures at the start and at the
-    end of the run and keeps the better."""
+    round is the closest to what the hardware gives; run.py measures at the start, beside every
+    model and at the end, and keeps the best."""
     exe = os.path.join(build, 'bench', 'bench_membw')
     if not os.path.exists(exe):
         log('%s is absent: run scons -Q -j2 first' % exe)
@@ -322,8 +322,8 @@ def ratio(a, b):
 def speed_table(rows, bw, a):
     gbs = bw['gbs'] if bw else None
     cols = ['model', 'dtype', 'MB', 'ours pp%d' % a.pp, 'llama pp%d' % a.pp, 'pp ratio',
-            'ours tg%d' % a.tg, 'llama tg%d' % a.tg, 'tg ratio', 'ours GB/s', 'ours % bw',
-            'llama GB/s', 'llama % bw']
+            'ours tg%d' % a.tg, 'llama tg%d' % a.tg, 'tg ratio', 'bw GB/s', 'ours GB/s',
+            'ours % bw', 'llama GB/s', 'llama % bw']
     for b in a.batch:
         cols += ['ours tg b%d' % b, 'llama tg b%d' % b, 'b%d ratio' % b]
     lines = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
@@ -332,11 +332,13 @@ def speed_table(rows, bw, a):
         wb = r['weight_bytes_per_token']
         og = o.get('tg') * wb / 1e9 if o.get('tg') else None
         lg = l.get('tg') * wb / 1e9 if l.get('tg') else None
+        # % of the bandwidth measured beside this row (closest in time), else the run's best
+        rbw = (r.get('bandwidth') or {}).get('gbs') or gbs
         cells = [r['size'], r['dtype'], '%.0f' % (r['file_bytes'] / 1e6),
                  fmt(o.get('pp')), fmt(l.get('pp')), ratio(o.get('pp'), l.get('pp')),
                  fmt(o.get('tg')), fmt(l.get('tg')), ratio(o.get('tg'), l.get('tg')),
-                 fmt(og), fmt(100 * og / gbs if og and gbs else None),
-                 fmt(lg), fmt(100 * lg / gbs if lg and gbs else None)]
+                 fmt(rbw), fmt(og), fmt(100 * og / rbw if og and rbw else None),
+                 fmt(lg), fmt(100 * lg / rbw if lg and rbw else None)]
         for b in a.batch:
             k = 'tg_b%d' % b
             cells += [fmt(o.get(k)), fmt(l.get(k)), ratio(o.get(k), l.get(k))]
@@ -380,11 +382,13 @@ def print_report(results, a):
              '/'.join('%.1f' % x for x in m['loadavg_start']),
              '/'.join('%.1f' % x for x in m['loadavg_end'])))
     if bw:
-        print('memory-read bandwidth: %.1f GB/s (best round of %d thread(s); measured at the '
-              'start and the end of the run)\n' % (bw['gbs'], bw['threads']))
+        lo = results.get('bandwidth_range', [bw['gbs']])[0]
+        print('memory-read bandwidth: %.1f GB/s (the best round of %d thread(s) over the run; '
+              'the best of one measurement was as low as %.1f GB/s)\n'
+              % (bw['gbs'], bw['threads'], lo))
     if results['speed']:
-        print('tokens/s, best of %d, %d threads; GB/s = decode tok/s x weight bytes per token\n'
-              % (a.reps, a.threads))
+        print('tokens/s, best of %d, %d threads; GB/s = decode tok/s x weight bytes per token; '
+              'bw = memory-read bandwidth measured just before the row\n' % (a.reps, a.threads))
         print(speed_table(results['speed'], bw, a))
         print()
     for k, res in results['serving'].items():
@@ -466,6 +470,7 @@ def main():
     results['options']['batch'] = a.batch
     bw = bandwidth(build, a.threads)
     results['bandwidth'] = bw
+    bw_seen = [bw] if bw else []
     if bw:
         log('memory-read bandwidth: %.1f GB/s' % bw['gbs'])
 
@@ -479,6 +484,11 @@ def main():
                 row = {'size': size, 'dtype': dtype, 'file': path,
                        'file_bytes': os.path.getsize(path), 'tensor_bytes': total,
                        'weight_bytes_per_token': per_tok}
+                # The bandwidth this machine gives moves with other work on it (and on its
+                # host): sample it beside every row and keep the best seen as the ceiling.
+                if bw:
+                    row['bandwidth'] = bandwidth(build, a.threads)
+                    bw_seen.append(row['bandwidth'])
                 if have_ours:
                     log('ours: %s %s' % (size, dtype))
                     try:
@@ -505,11 +515,14 @@ def main():
 
     bw_end = bandwidth(build, a.threads) if bw else None
     results['bandwidth_end'] = bw_end
-    if bw_end and bw_end['gbs'] > bw['gbs']:
-        bw = dict(bw_end)
+    if bw_end:
+        bw_seen.append(bw_end)
+    bw = max(bw_seen, key=lambda r: r['gbs']) if bw_seen else None
     results['bandwidth_best'] = bw
     if bw:
-        log('memory-read bandwidth, best of start and end: %.1f GB/s' % bw['gbs'])
+        log('memory-read bandwidth, best of %d measurements: %.1f GB/s (lowest %.1f)'
+            % (len(bw_seen), bw['gbs'], min(r['gbs'] for r in bw_seen)))
+        results['bandwidth_range'] = [min(r['gbs'] for r in bw_seen), bw['gbs']]
     results['machine']['loadavg_end'] = os.getloadavg()
     out = os.path.join(bench_dir, 'results-%s.json' % time.strftime('%Y%m%d-%H%M%S'))
     with open(out, 'w') as f:
