@@ -489,11 +489,12 @@ static void s_counts(const float *x, uint32_t n, float m, float inv_t, const flo
 /* Returns the mass (sum of e^d) of the tokens with d >= surv.  Optionally: mass[j], the mass
  * of those with d >= lad[j]; block_mass[b], the survivors' mass within block b (BLOCK
  * tokens).  lad/mass and block_mass may be NULL. */
-static double s_masses(const float *x, uint32_t n, float m, float inv_t, float surv,
-                       const float *lad, double *mass, double *block_mass) {
+static inline __attribute__((always_inline)) double
+s_masses_impl(const float *x, uint32_t n, float m, float inv_t, float surv, const float *lad,
+              double *mass, double *block_mass, bool with_lad) {
     vf vm = s_splat(m), vit = s_splat(inv_t), vs = s_splat(surv);
     vf l0 = s_splat(INFINITY), l1 = l0, l2 = l0, l3 = l0;
-    if (lad) {
+    if (with_lad) {
         l0 = s_splat(lad[0]);
         l1 = s_splat(lad[1]);
         l2 = s_splat(lad[2]);
@@ -515,7 +516,7 @@ static double s_masses(const float *x, uint32_t n, float m, float inv_t, float s
             }
             vi p = (vi)s_exp(d);
             acc += (vf)((d >= vs) & p);
-            if (lad) {
+            if (with_lad) {
                 m0 += (vf)((d >= l0) & p);
                 m1 += (vf)((d >= l1) & p);
                 m2 += (vf)((d >= l2) & p);
@@ -527,7 +528,7 @@ static double s_masses(const float *x, uint32_t n, float m, float inv_t, float s
         if (block_mass) {
             block_mass[b / BLOCK] = bsum;
         }
-        if (lad) {
+        if (with_lad) {
             mass[0] += s_hsum(m0);
             mass[1] += s_hsum(m1);
             mass[2] += s_hsum(m2);
@@ -535,6 +536,14 @@ static double s_masses(const float *x, uint32_t n, float m, float inv_t, float s
         }
     }
     return total;
+}
+
+/* Two copies of the loop, with and without the ladder, so that neither tests `lad` per
+ * element (the passes are called through a table, where nothing is known at compile time). */
+static double s_masses(const float *x, uint32_t n, float m, float inv_t, float surv,
+                       const float *lad, double *mass, double *block_mass) {
+    return lad ? s_masses_impl(x, n, m, inv_t, surv, lad, mass, block_mass, true)
+               : s_masses_impl(x, n, m, inv_t, surv, NULL, mass, block_mass, false);
 }
 
 /* Appends the tokens of [b, e) with d >= t to c (value: e^d when `prob`, else the logit);
@@ -573,7 +582,10 @@ static float s_exp1(float d) {
  * the same order (no FMA: the target is "avx2" alone, so nothing can be contracted); masses
  * keep their 4-lane accumulators, fed the low half of a vector and then its high half, which
  * is exactly the order the 4-wide loop adds them in; the tail of a row or of a block (fewer
- * than 8 elements) runs through the 4-wide code.  Maxima and counts do not depend on order. */
+ * than 8 elements) runs through the 4-wide code.  Maxima and counts do not depend on order.
+ * Each pass clears the upper halves of the vector registers (vzeroupper) before it calls
+ * 4-wide code and before it returns: SSE code that runs while they are dirty runs several
+ * times slower (measured: 4x on the development machine). */
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -641,13 +653,15 @@ AVX2_FN static float s_max_avx2(const float *x, uint32_t n) {
         m1 = s_sel8(b > m1, b, m1);
     }
     m0 = s_sel8(m1 > m0, m1, m0);
-    float m = s_max(x + i, n - i);
+    float m = -INFINITY;
     for (int k = 0; k < VW8; k++) {
         if (m0[k] > m) {
             m = m0[k];
         }
     }
-    return m;
+    _mm256_zeroupper(); /* before 4-wide SSE code: dirty upper halves make it pay */
+    float t = s_max(x + i, n - i);
+    return t > m ? t : m;
 }
 
 AVX2_FN static void s_counts_avx2(const float *x, uint32_t n, float m, float inv_t,
@@ -664,22 +678,28 @@ AVX2_FN static void s_counts_avx2(const float *x, uint32_t n, float m, float inv
         c2 -= d >= l2;
         c3 -= d >= l3;
     }
-    s_counts(x + i, n - i, m, inv_t, lad, cnt);
+    uint32_t sum[N_LADDER] = {0, 0, 0, 0};
     for (int k = 0; k < VW8; k++) {
-        cnt[0] += (uint32_t)c0[k];
-        cnt[1] += (uint32_t)c1[k];
-        cnt[2] += (uint32_t)c2[k];
-        cnt[3] += (uint32_t)c3[k];
+        sum[0] += (uint32_t)c0[k];
+        sum[1] += (uint32_t)c1[k];
+        sum[2] += (uint32_t)c2[k];
+        sum[3] += (uint32_t)c3[k];
+    }
+    _mm256_zeroupper();
+    s_counts(x + i, n - i, m, inv_t, lad, cnt);
+    for (int j = 0; j < N_LADDER; j++) {
+        cnt[j] += sum[j];
     }
 }
 
-AVX2_FN static double s_masses_avx2(const float *x, uint32_t n, float m, float inv_t, float surv,
-                                    const float *lad, double *mass, double *block_mass) {
+AVX2_FN static inline __attribute__((always_inline)) double
+s_masses_avx2_impl(const float *x, uint32_t n, float m, float inv_t, float surv, const float *lad,
+                   double *mass, double *block_mass, bool with_lad) {
     vf8 vm = s_splat8(m), vit = s_splat8(inv_t), vs = s_splat8(surv);
     vf8 l0 = s_splat8(INFINITY), l1 = l0, l2 = l0, l3 = l0;
     vf vm4 = s_splat(m), vit4 = s_splat(inv_t), vs4 = s_splat(surv);
     vf k0 = s_splat(INFINITY), k1 = k0, k2 = k0, k3 = k0;
-    if (lad) {
+    if (with_lad) {
         l0 = s_splat8(lad[0]);
         l1 = s_splat8(lad[1]);
         l2 = s_splat8(lad[2]);
@@ -701,7 +721,7 @@ AVX2_FN static double s_masses_avx2(const float *x, uint32_t n, float m, float i
             vf8 a = (vf8)((d >= vs) & p);
             acc += s_lo(a);
             acc += s_hi(a);
-            if (lad) {
+            if (with_lad) {
                 vf8 t0 = (vf8)((d >= l0) & p), t1 = (vf8)((d >= l1) & p);
                 vf8 t2 = (vf8)((d >= l2) & p), t3 = (vf8)((d >= l3) & p);
                 m0 += s_lo(t0);
@@ -718,7 +738,7 @@ AVX2_FN static double s_masses_avx2(const float *x, uint32_t n, float m, float i
             vf d = s_d(x, i, e, vm4, vit4);
             vi p = (vi)s_exp(d);
             acc += (vf)((d >= vs4) & p);
-            if (lad) {
+            if (with_lad) {
                 m0 += (vf)((d >= k0) & p);
                 m1 += (vf)((d >= k1) & p);
                 m2 += (vf)((d >= k2) & p);
@@ -730,7 +750,7 @@ AVX2_FN static double s_masses_avx2(const float *x, uint32_t n, float m, float i
         if (block_mass) {
             block_mass[b / BLOCK] = bsum;
         }
-        if (lad) {
+        if (with_lad) {
             mass[0] += s_hsum(m0);
             mass[1] += s_hsum(m1);
             mass[2] += s_hsum(m2);
@@ -738,6 +758,12 @@ AVX2_FN static double s_masses_avx2(const float *x, uint32_t n, float m, float i
         }
     }
     return total;
+}
+
+AVX2_FN static double s_masses_avx2(const float *x, uint32_t n, float m, float inv_t, float surv,
+                                    const float *lad, double *mass, double *block_mass) {
+    return lad ? s_masses_avx2_impl(x, n, m, inv_t, surv, lad, mass, block_mass, true)
+               : s_masses_avx2_impl(x, n, m, inv_t, surv, NULL, mass, block_mass, false);
 }
 
 AVX2_FN static uint32_t s_collect_avx2(const float *x, uint32_t b, uint32_t e, float m,
@@ -759,6 +785,7 @@ AVX2_FN static uint32_t s_collect_avx2(const float *x, uint32_t b, uint32_t e, f
             }
         }
     }
+    _mm256_zeroupper();
     return s_collect(x, i, e, m, inv_t, t, prob, c, n);
 }
 #endif
