@@ -322,8 +322,8 @@ def ratio(a, b):
 def speed_table(rows, bw, a):
     gbs = bw['gbs'] if bw else None
     cols = ['model', 'dtype', 'MB', 'ours pp%d' % a.pp, 'llama pp%d' % a.pp, 'pp ratio',
-            'ours tg%d' % a.tg, 'llama tg%d' % a.tg, 'tg ratio', 'bw GB/s', 'ours GB/s',
-            'ours % bw', 'llama GB/s', 'llama % bw']
+            'ours tg%d' % a.tg, 'llama tg%d' % a.tg, 'tg ratio', 'ours GB/s', 'ours % bw',
+            'llama GB/s', 'llama % bw']
     for b in a.batch:
         cols += ['ours tg b%d' % b, 'llama tg b%d' % b, 'b%d ratio' % b]
     lines = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
@@ -332,12 +332,13 @@ def speed_table(rows, bw, a):
         wb = r['weight_bytes_per_token']
         og = o.get('tg') * wb / 1e9 if o.get('tg') else None
         lg = l.get('tg') * wb / 1e9 if l.get('tg') else None
-        # % of the bandwidth measured beside this row (closest in time), else the run's best
-        rbw = (r.get('bandwidth') or {}).get('gbs') or gbs
+        # Against the run's best bandwidth: one measurement beside the row samples a moment, and
+        # decode (best of its repetitions) may have run in a better one.
+        rbw = gbs
         cells = [r['size'], r['dtype'], '%.0f' % (r['file_bytes'] / 1e6),
                  fmt(o.get('pp')), fmt(l.get('pp')), ratio(o.get('pp'), l.get('pp')),
                  fmt(o.get('tg')), fmt(l.get('tg')), ratio(o.get('tg'), l.get('tg')),
-                 fmt(rbw), fmt(og), fmt(100 * og / rbw if og and rbw else None),
+                 fmt(og), fmt(100 * og / rbw if og and rbw else None),
                  fmt(lg), fmt(100 * lg / rbw if lg and rbw else None)]
         for b in a.batch:
             k = 'tg_b%d' % b
@@ -388,7 +389,7 @@ def print_report(results, a):
               % (bw['gbs'], bw['threads'], lo))
     if results['speed']:
         print('tokens/s, best of %d, %d threads; GB/s = decode tok/s x weight bytes per token; '
-              'bw = memory-read bandwidth measured just before the row\n' % (a.reps, a.threads))
+              '%% bw: of the best bandwidth of the run\n' % (a.reps, a.threads))
         print(speed_table(results['speed'], bw, a))
         print()
     for k, res in results['serving'].items():
