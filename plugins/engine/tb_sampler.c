@@ -26,7 +26,11 @@ struct cand {
     int32_t id;
 };
 
+struct passes; /* the vocabulary passes of one instruction set (below) */
+static const struct passes *s_passes_for(bool baseline);
+
 struct tb_sampler {
+    const struct passes *k;
     uint32_t vocab;
     int32_t eos[TB_SAMPLER_MAX_EOS];
     uint32_t n_eos;
@@ -137,6 +141,7 @@ int tb_sampler_new(const struct tb_sampler_config *cfg, tb_sampler_t **out) {
     if (!s) {
         goto fail;
     }
+    s->k = s_passes_for(cfg->baseline_simd);
     s->vocab = cfg->vocab_size;
     memcpy(s->eos, cfg->eos_ids, sizeof s->eos);
     s->n_eos = cfg->n_eos;
@@ -418,25 +423,6 @@ static float s_max(const float *x, uint32_t n) {
     return m;
 }
 
-/* Largest value, ties to the lowest index; NaN never wins.  -1 when every value is -inf/NaN. */
-static int32_t s_argmax(const float *x, uint32_t n) {
-    float m = s_max(x, n);
-    if (!(m > -INFINITY)) {
-        return -1;
-    }
-    vf vm = s_splat(m);
-    for (uint32_t i = 0; i < n; i += VW) {
-        vi eq = s_load(x, i, n) == vm;
-        if (eq[0] | eq[1] | eq[2] | eq[3]) {
-            for (uint32_t k = 0; k < VW; k++) {
-                if (eq[k]) {
-                    return (int32_t)(i + k);
-                }
-            }
-        }
-    }
-    return -1; /* not reached */
-}
 
 /* e^d for d <= 0, 0 where d < -87 (or NaN): 2^(d log2 e) split into an integer power, put in
  * the exponent bits, and a fraction in (-0.5, 0.5] by a degree-6 Taylor polynomial (relative
@@ -503,11 +489,12 @@ static void s_counts(const float *x, uint32_t n, float m, float inv_t, const flo
 /* Returns the mass (sum of e^d) of the tokens with d >= surv.  Optionally: mass[j], the mass
  * of those with d >= lad[j]; block_mass[b], the survivors' mass within block b (BLOCK
  * tokens).  lad/mass and block_mass may be NULL. */
-static double s_masses(const float *x, uint32_t n, float m, float inv_t, float surv,
-                       const float *lad, double *mass, double *block_mass) {
+static inline __attribute__((always_inline)) double
+s_masses_impl(const float *x, uint32_t n, float m, float inv_t, float surv, const float *lad,
+              double *mass, double *block_mass, bool with_lad) {
     vf vm = s_splat(m), vit = s_splat(inv_t), vs = s_splat(surv);
     vf l0 = s_splat(INFINITY), l1 = l0, l2 = l0, l3 = l0;
-    if (lad) {
+    if (with_lad) {
         l0 = s_splat(lad[0]);
         l1 = s_splat(lad[1]);
         l2 = s_splat(lad[2]);
@@ -529,7 +516,7 @@ static double s_masses(const float *x, uint32_t n, float m, float inv_t, float s
             }
             vi p = (vi)s_exp(d);
             acc += (vf)((d >= vs) & p);
-            if (lad) {
+            if (with_lad) {
                 m0 += (vf)((d >= l0) & p);
                 m1 += (vf)((d >= l1) & p);
                 m2 += (vf)((d >= l2) & p);
@@ -541,7 +528,7 @@ static double s_masses(const float *x, uint32_t n, float m, float inv_t, float s
         if (block_mass) {
             block_mass[b / BLOCK] = bsum;
         }
-        if (lad) {
+        if (with_lad) {
             mass[0] += s_hsum(m0);
             mass[1] += s_hsum(m1);
             mass[2] += s_hsum(m2);
@@ -549,6 +536,14 @@ static double s_masses(const float *x, uint32_t n, float m, float inv_t, float s
         }
     }
     return total;
+}
+
+/* Two copies of the loop, with and without the ladder, so that neither tests `lad` per
+ * element (the passes are called through a table, where nothing is known at compile time). */
+static double s_masses(const float *x, uint32_t n, float m, float inv_t, float surv,
+                       const float *lad, double *mass, double *block_mass) {
+    return lad ? s_masses_impl(x, n, m, inv_t, surv, lad, mass, block_mass, true)
+               : s_masses_impl(x, n, m, inv_t, surv, NULL, mass, block_mass, false);
 }
 
 /* Appends the tokens of [b, e) with d >= t to c (value: e^d when `prob`, else the logit);
@@ -577,6 +572,274 @@ static uint32_t s_collect(const float *x, uint32_t b, uint32_t e, float m, float
 /* e^d for one candidate, bit-identical to the vector passes. */
 static float s_exp1(float d) {
     return s_exp(s_splat(d))[0];
+}
+
+/* ---- AVX2 passes ----
+ *
+ * The same passes 8 floats at a time, chosen at run time where the CPU has AVX2 (see
+ * s_passes_for).  They give bit-identical results to the 4-wide ones above, so a sequence
+ * samples the same tokens on every machine: each element goes through the same operations in
+ * the same order (no FMA: the target is "avx2" alone, so nothing can be contracted); masses
+ * keep their 4-lane accumulators, fed the low half of a vector and then its high half, which
+ * is exactly the order the 4-wide loop adds them in; the tail of a row or of a block (fewer
+ * than 8 elements) runs through the 4-wide code.  Maxima and counts do not depend on order.
+ * Each pass clears the upper halves of the vector registers (vzeroupper) before it calls
+ * 4-wide code and before it returns: SSE code that runs while they are dirty runs several
+ * times slower (measured: 4x on the development machine). */
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define TB_SAMPLER_HAVE_AVX2 1
+#define AVX2_FN __attribute__((target("avx2")))
+#define VW8 8
+
+typedef float vf8 __attribute__((vector_size(32)));
+typedef int32_t vi8 __attribute__((vector_size(32)));
+
+AVX2_FN static inline vf8 s_splat8(float a) {
+    return (vf8){a, a, a, a, a, a, a, a};
+}
+
+AVX2_FN static inline vf8 s_load8(const float *x) {
+    vf8 v;
+    memcpy(&v, x, sizeof v);
+    return v;
+}
+
+AVX2_FN static inline vf8 s_sel8(vi8 m, vf8 a, vf8 b) {
+    return (vf8)((m & (vi8)a) | (~m & (vi8)b));
+}
+
+AVX2_FN static inline int s_any8(vi8 m) {
+    return _mm256_movemask_ps((__m256)m);
+}
+
+AVX2_FN static inline vf s_lo(vf8 v) {
+    vf r;
+    memcpy(&r, &v, sizeof r);
+    return r;
+}
+
+AVX2_FN static inline vf s_hi(vf8 v) {
+    vf r;
+    memcpy(&r, (const char *)&v + sizeof r, sizeof r);
+    return r;
+}
+
+/* s_exp, 8 lanes: the same steps. */
+AVX2_FN static inline vf8 s_exp8(vf8 d) {
+    vi8 ok = d >= s_splat8(-87.0f);
+    d = (vf8)((vi8)d & ok);
+    vf8 x = d * s_splat8(1.44269504088896341f);
+    vi8 n = __builtin_convertvector(x - s_splat8(0.5f), vi8);
+    vf8 g = (x - __builtin_convertvector(n, vf8)) * s_splat8(0.693147180559945309f);
+    vf8 p = s_splat8(1.0f / 720.0f);
+    p = p * g + s_splat8(1.0f / 120.0f);
+    p = p * g + s_splat8(1.0f / 24.0f);
+    p = p * g + s_splat8(1.0f / 6.0f);
+    p = p * g + s_splat8(0.5f);
+    p = p * g + s_splat8(1.0f);
+    p = p * g + s_splat8(1.0f);
+    vi8 bits = (n + 127) << 23;
+    return (vf8)((vi8)(p * (vf8)bits) & ok);
+}
+
+AVX2_FN static float s_max_avx2(const float *x, uint32_t n) {
+    vf8 m0 = s_splat8(-INFINITY), m1 = m0;
+    uint32_t i = 0;
+    for (; i + 2 * VW8 <= n; i += 2 * VW8) {
+        vf8 a = s_load8(x + i), b = s_load8(x + i + VW8);
+        m0 = s_sel8(a > m0, a, m0);
+        m1 = s_sel8(b > m1, b, m1);
+    }
+    m0 = s_sel8(m1 > m0, m1, m0);
+    float m = -INFINITY;
+    for (int k = 0; k < VW8; k++) {
+        if (m0[k] > m) {
+            m = m0[k];
+        }
+    }
+    _mm256_zeroupper(); /* before 4-wide SSE code: dirty upper halves make it pay */
+    float t = s_max(x + i, n - i);
+    return t > m ? t : m;
+}
+
+AVX2_FN static void s_counts_avx2(const float *x, uint32_t n, float m, float inv_t,
+                                  const float *lad, uint32_t *cnt) {
+    vf8 vm = s_splat8(m), vit = s_splat8(inv_t);
+    vf8 l0 = s_splat8(lad[0]), l1 = s_splat8(lad[1]), l2 = s_splat8(lad[2]);
+    vf8 l3 = s_splat8(lad[3]);
+    vi8 c0 = {0, 0, 0, 0, 0, 0, 0, 0}, c1 = c0, c2 = c0, c3 = c0;
+    uint32_t i = 0;
+    for (; i + VW8 <= n; i += VW8) {
+        vf8 d = (s_load8(x + i) - vm) * vit;
+        c0 -= d >= l0;
+        c1 -= d >= l1;
+        c2 -= d >= l2;
+        c3 -= d >= l3;
+    }
+    uint32_t sum[N_LADDER] = {0, 0, 0, 0};
+    for (int k = 0; k < VW8; k++) {
+        sum[0] += (uint32_t)c0[k];
+        sum[1] += (uint32_t)c1[k];
+        sum[2] += (uint32_t)c2[k];
+        sum[3] += (uint32_t)c3[k];
+    }
+    _mm256_zeroupper();
+    s_counts(x + i, n - i, m, inv_t, lad, cnt);
+    for (int j = 0; j < N_LADDER; j++) {
+        cnt[j] += sum[j];
+    }
+}
+
+AVX2_FN static inline __attribute__((always_inline)) double
+s_masses_avx2_impl(const float *x, uint32_t n, float m, float inv_t, float surv, const float *lad,
+                   double *mass, double *block_mass, bool with_lad) {
+    vf8 vm = s_splat8(m), vit = s_splat8(inv_t), vs = s_splat8(surv);
+    vf8 l0 = s_splat8(INFINITY), l1 = l0, l2 = l0, l3 = l0;
+    vf vm4 = s_splat(m), vit4 = s_splat(inv_t), vs4 = s_splat(surv);
+    vf k0 = s_splat(INFINITY), k1 = k0, k2 = k0, k3 = k0;
+    if (with_lad) {
+        l0 = s_splat8(lad[0]);
+        l1 = s_splat8(lad[1]);
+        l2 = s_splat8(lad[2]);
+        l3 = s_splat8(lad[3]);
+        k0 = s_splat(lad[0]);
+        k1 = s_splat(lad[1]);
+        k2 = s_splat(lad[2]);
+        k3 = s_splat(lad[3]);
+        mass[0] = mass[1] = mass[2] = mass[3] = 0.0;
+    }
+    double total = 0.0;
+    for (uint32_t b = 0; b < n; b += BLOCK) {
+        uint32_t e = b + BLOCK < n ? b + BLOCK : n;
+        vf acc = s_splat(0.0f), m0 = acc, m1 = acc, m2 = acc, m3 = acc;
+        uint32_t i = b;
+        for (; i + VW8 <= e; i += VW8) {
+            vf8 d = (s_load8(x + i) - vm) * vit;
+            vi8 p = (vi8)s_exp8(d);
+            vf8 a = (vf8)((d >= vs) & p);
+            acc += s_lo(a);
+            acc += s_hi(a);
+            if (with_lad) {
+                vf8 t0 = (vf8)((d >= l0) & p), t1 = (vf8)((d >= l1) & p);
+                vf8 t2 = (vf8)((d >= l2) & p), t3 = (vf8)((d >= l3) & p);
+                m0 += s_lo(t0);
+                m0 += s_hi(t0);
+                m1 += s_lo(t1);
+                m1 += s_hi(t1);
+                m2 += s_lo(t2);
+                m2 += s_hi(t2);
+                m3 += s_lo(t3);
+                m3 += s_hi(t3);
+            }
+        }
+        for (; i < e; i += VW) { /* the 4-wide loop's steps, for the last elements */
+            vf d = s_d(x, i, e, vm4, vit4);
+            vi p = (vi)s_exp(d);
+            acc += (vf)((d >= vs4) & p);
+            if (with_lad) {
+                m0 += (vf)((d >= k0) & p);
+                m1 += (vf)((d >= k1) & p);
+                m2 += (vf)((d >= k2) & p);
+                m3 += (vf)((d >= k3) & p);
+            }
+        }
+        double bsum = s_hsum(acc);
+        total += bsum;
+        if (block_mass) {
+            block_mass[b / BLOCK] = bsum;
+        }
+        if (with_lad) {
+            mass[0] += s_hsum(m0);
+            mass[1] += s_hsum(m1);
+            mass[2] += s_hsum(m2);
+            mass[3] += s_hsum(m3);
+        }
+    }
+    return total;
+}
+
+AVX2_FN static double s_masses_avx2(const float *x, uint32_t n, float m, float inv_t, float surv,
+                                    const float *lad, double *mass, double *block_mass) {
+    return lad ? s_masses_avx2_impl(x, n, m, inv_t, surv, lad, mass, block_mass, true)
+               : s_masses_avx2_impl(x, n, m, inv_t, surv, NULL, mass, block_mass, false);
+}
+
+AVX2_FN static uint32_t s_collect_avx2(const float *x, uint32_t b, uint32_t e, float m,
+                                       float inv_t, float t, bool prob, struct cand *c,
+                                       uint32_t n) {
+    vf8 vm = s_splat8(m), vit = s_splat8(inv_t), vt = s_splat8(t > -87.0f ? t : -87.0f);
+    uint32_t i = b;
+    for (; i + VW8 <= e; i += VW8) {
+        vf8 d = (s_load8(x + i) - vm) * vit;
+        int hit = s_any8(d >= vt);
+        if (hit) {
+            vf8 p = s_exp8(d);
+            for (uint32_t k = 0; k < VW8; k++) {
+                if (hit & (1 << k)) {
+                    c[n].v = prob ? p[k] : x[i + k];
+                    c[n].id = (int32_t)(i + k);
+                    n++;
+                }
+            }
+        }
+    }
+    _mm256_zeroupper();
+    return s_collect(x, i, e, m, inv_t, t, prob, c, n);
+}
+#endif
+
+/* ---- dispatch ---- */
+
+struct passes {
+    const char *name;
+    float (*max)(const float *x, uint32_t n);
+    void (*counts)(const float *x, uint32_t n, float m, float inv_t, const float *lad,
+                   uint32_t *cnt);
+    double (*masses)(const float *x, uint32_t n, float m, float inv_t, float surv,
+                     const float *lad, double *mass, double *block_mass);
+    uint32_t (*collect)(const float *x, uint32_t b, uint32_t e, float m, float inv_t, float t,
+                        bool prob, struct cand *c, uint32_t n);
+};
+
+static const struct passes s_passes_vec4 = {"vec4", s_max, s_counts, s_masses, s_collect};
+#ifdef TB_SAMPLER_HAVE_AVX2
+static const struct passes s_passes_avx2 = {"avx2", s_max_avx2, s_counts_avx2, s_masses_avx2,
+                                            s_collect_avx2};
+#endif
+
+static const struct passes *s_passes_for(bool baseline) {
+#ifdef TB_SAMPLER_HAVE_AVX2
+    if (!baseline && __builtin_cpu_supports("avx2")) {
+        return &s_passes_avx2;
+    }
+#else
+    (void)baseline;
+#endif
+    return &s_passes_vec4;
+}
+
+/* Largest value, ties to the lowest index; NaN never wins.  -1 when every value is -inf/NaN.
+ * (Any maximum will do: the scan compares with ==, so -0 and +0 are the same.) */
+static int32_t s_argmax(const struct passes *k, const float *x, uint32_t n) {
+
+    float m = k->max(x, n);
+    if (!(m > -INFINITY)) {
+        return -1;
+    }
+    vf vm = s_splat(m);
+    for (uint32_t i = 0; i < n; i += VW) {
+        vi eq = s_load(x, i, n) == vm;
+        if (eq[0] | eq[1] | eq[2] | eq[3]) {
+            for (uint32_t l = 0; l < VW; l++) {
+                if (eq[l]) {
+                    return (int32_t)(i + l);
+                }
+            }
+        }
+    }
+    return -1; /* not reached */
 }
 
 /* ---- selection on a candidate array ---- */
@@ -704,10 +967,10 @@ static uint32_t s_top_p(struct cand *c, uint32_t n, double target, double *mass)
 /* ---- the step ---- */
 
 /* Raw log-softmax facts: the chosen token's logprob and the top `n_top` tokens. */
-static void s_logprobs(const float *x, uint32_t vocab, int32_t chosen, uint32_t n_top,
-                       struct tb_sample *out) {
-    float m = s_max(x, vocab);
-    double lse = (double)m + log(s_masses(x, vocab, m, 1.0f, -INFINITY, NULL, NULL, NULL));
+static void s_logprobs(const struct passes *kp, const float *x, uint32_t vocab, int32_t chosen,
+                       uint32_t n_top, struct tb_sample *out) {
+    float m = kp->max(x, vocab);
+    double lse = (double)m + log(kp->masses(x, vocab, m, 1.0f, -INFINITY, NULL, NULL, NULL));
     out->logprob = (float)((double)x[chosen] - lse);
     /* A small descending array; a chunk of four is only looked at when one of its values
      * beats the array's last (most chunks do not). */
@@ -748,13 +1011,14 @@ static void s_logprobs(const float *x, uint32_t vocab, int32_t chosen, uint32_t 
  * can be chosen. */
 static int32_t s_sample_random(tb_sampler_t *self, tb_sampler_seq_t *seq, const float *x) {
     const struct tb_sampling_params *p = &seq->p;
+    const struct passes *kp = self->k;
     uint32_t vocab = self->vocab;
-    float m = s_max(x, vocab);
+    float m = kp->max(x, vocab);
     if (!(m > -INFINITY)) {
         return -1;
     }
     if (m == INFINITY) {
-        return s_argmax(x, vocab);
+        return s_argmax(kp, x, vocab);
     }
     bool top_k = p->top_k > 0 && (uint32_t)p->top_k < vocab;
     float inv_t = 1.0f / p->temperature;
@@ -766,9 +1030,9 @@ static int32_t s_sample_random(tb_sampler_t *self, tb_sampler_seq_t *seq, const 
         /* Straight from the masses: find the block holding the draw, then the token in it. */
         double *bm = self->block_mass;
         uint32_t n_blocks = (vocab + BLOCK - 1) / BLOCK;
-        double total = s_masses(x, vocab, m, inv_t, surv, NULL, NULL, bm);
+        double total = kp->masses(x, vocab, m, inv_t, surv, NULL, NULL, bm);
         if (!(total > 0.0)) {
-            return s_argmax(x, vocab);
+            return s_argmax(kp, x, vocab);
         }
         double u = tb_rng_uniform(&seq->rng) * total;
         uint32_t b = 0;
@@ -776,7 +1040,7 @@ static int32_t s_sample_random(tb_sampler_t *self, tb_sampler_seq_t *seq, const 
             u -= bm[b++];
         }
         uint32_t e = (b + 1) * BLOCK < vocab ? (b + 1) * BLOCK : vocab;
-        n = s_collect(x, b * BLOCK, e, m, inv_t, surv, true, c, 0);
+        n = kp->collect(x, b * BLOCK, e, m, inv_t, surv, true, c, 0);
         double acc = 0.0;
         for (uint32_t i = 0; i < n; i++) {
             acc += c[i].v;
@@ -785,7 +1049,7 @@ static int32_t s_sample_random(tb_sampler_t *self, tb_sampler_seq_t *seq, const 
             }
         }
         /* Rounding left u a hair past the block's sum: its last survivor. */
-        return n > 0 ? c[n - 1].id : s_argmax(x, vocab);
+        return n > 0 ? c[n - 1].id : s_argmax(kp, x, vocab);
     }
 
     /* Pick the highest ladder threshold whose survivors surely hold the answer: at least k
@@ -798,7 +1062,7 @@ static int32_t s_sample_random(tb_sampler_t *self, tb_sampler_seq_t *seq, const 
     float floor_d = surv;
     if (top_k) {
         uint32_t cnt[N_LADDER];
-        s_counts(x, vocab, m, inv_t, lad, cnt);
+        kp->counts(x, vocab, m, inv_t, lad, cnt);
         for (uint32_t j = 0; j + 1 < N_LADDER && lad[j] >= surv; j++) {
             if (cnt[j] >= (uint32_t)p->top_k) {
                 floor_d = lad[j];
@@ -807,9 +1071,9 @@ static int32_t s_sample_random(tb_sampler_t *self, tb_sampler_seq_t *seq, const 
         }
     } else {
         double mass[N_LADDER];
-        total = s_masses(x, vocab, m, inv_t, surv, lad, mass, NULL);
+        total = kp->masses(x, vocab, m, inv_t, surv, lad, mass, NULL);
         if (!(total > 0.0)) {
-            return s_argmax(x, vocab);
+            return s_argmax(kp, x, vocab);
         }
         for (uint32_t j = 0; j + 1 < N_LADDER && lad[j] >= surv; j++) {
             if (mass[j] >= (double)p->top_p * total) {
@@ -818,9 +1082,9 @@ static int32_t s_sample_random(tb_sampler_t *self, tb_sampler_seq_t *seq, const 
             }
         }
     }
-    n = s_collect(x, 0, vocab, m, inv_t, floor_d, !top_k, c, 0);
+    n = kp->collect(x, 0, vocab, m, inv_t, floor_d, !top_k, c, 0);
     if (n == 0) {
-        return s_argmax(x, vocab);
+        return s_argmax(kp, x, vocab);
     }
     double mass = 0.0;
     if (top_k) {
@@ -892,7 +1156,7 @@ int tb_sampler_sample(tb_sampler_t *self, tb_sampler_seq_t *seq, const float *lo
 
     int32_t tok;
     if (p->temperature < TB_SAMPLER_GREEDY_EPS || p->top_k == 1) {
-        tok = s_argmax(x, vocab);
+        tok = s_argmax(self->k, x, vocab);
     } else {
         tok = s_sample_random(self, seq, x);
     }
@@ -901,11 +1165,15 @@ int tb_sampler_sample(tb_sampler_t *self, tb_sampler_seq_t *seq, const float *lo
     }
     out->token = tok;
     if (p->logprobs) {
-        s_logprobs(logits, vocab, tok, p->top_logprobs, out);
+        s_logprobs(self->k, logits, vocab, tok, p->top_logprobs, out);
     }
     if (seq->penalize) {
         s_pen_add(seq, tok, true);
     }
     seq->n_gen++;
     return 0;
+}
+
+const char *tb_sampler_simd(const tb_sampler_t *self) {
+    return self->k->name;
 }

@@ -32,6 +32,8 @@
  *      renormalised result.  vLLM applies min_p, top_k and top_p in the same order.
  *
  * Cost: greedy is one vectorised pass over the vocabulary (two with penalties: the copy).
+ * The passes run 8 floats at a time on CPUs with AVX2 (detected at run time) and 4 otherwise,
+ * with bit-identical results either way.
  * Sampling is two or three vectorised passes (maximum; probability mass or counts above a few
  * thresholds; collection of the tokens that can matter) plus expected-linear selection among
  * those: the vocabulary is never sorted, only the last few top_p candidates are.  Probabilities
@@ -90,6 +92,8 @@ struct tb_sampler_config {
     uint32_t n_eos;
     uint64_t seed; /* seeds the source of seeds for requests that give none
                       (the plugin passes a random value) */
+    bool baseline_simd; /* use the 4-wide passes even where the CPU has AVX2 (for tests and
+                           comparisons: both give bit-identical results) */
 };
 
 /* What one sampling step produced.  Plain data. */
@@ -120,6 +124,11 @@ int tb_sampler_new(const struct tb_sampler_config *cfg, tb_sampler_t **out);
 void tb_sampler_destroy(tb_sampler_t **self_p);
 
 uint32_t tb_sampler_vocab_size(const tb_sampler_t *self);
+
+/* The instruction set of the sampler's passes over the vocabulary: "avx2" (x86-64 CPUs with
+ * AVX2, chosen at creation) or "vec4" (4-wide vectors: SSE2 on x86-64, NEON on arm64).  The
+ * choice never changes a result.  Borrowed, static. */
+const char *tb_sampler_simd(const tb_sampler_t *self);
 
 /* True when `token` is one of the model's end-of-sequence ids. */
 bool tb_sampler_is_eos(const tb_sampler_t *self, int32_t token);
