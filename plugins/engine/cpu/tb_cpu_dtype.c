@@ -232,3 +232,49 @@ void tb_cpu_quantize_act_row(const float *x, int64_t n, int8_t *q, float *d, int
         }
     }
 }
+
+size_t tb_cpu_weight_packed_bytes(const struct tb_cpu_weight *w) {
+    if (!w || w->dtype != TB_CPU_Q4_0 || w->rows < 1 || w->cols < TB_CPU_QBLOCK ||
+        w->cols % TB_CPU_QBLOCK != 0) {
+        return 0;
+    }
+    size_t groups = (size_t)((w->rows + TB_CPU_PACK_ROWS - 1) / TB_CPU_PACK_ROWS);
+    return groups * tb_cpu_q4p_group_bytes(w->cols);
+}
+
+int tb_cpu_weight_pack(const struct tb_cpu_weight *w, void *dst, size_t dst_bytes) {
+    size_t need = tb_cpu_weight_packed_bytes(w);
+    if (need == 0 || !w->data || !dst || ((uintptr_t)dst & 63) != 0 || dst_bytes < need) {
+        return TB_EINVAL;
+    }
+    const int64_t nb = w->cols / TB_CPU_QBLOCK;
+    const int64_t nb_even = (nb + 1) / 2 * 2;
+    const size_t rb = tb_cpu_dtype_row_bytes(TB_CPU_Q4_0, w->cols);
+    const size_t gb = tb_cpu_q4p_group_bytes(w->cols);
+    const int64_t groups = (w->rows + TB_CPU_PACK_ROWS - 1) / TB_CPU_PACK_ROWS;
+    for (int64_t g = 0; g < groups; g++) {
+        uint8_t *gp = (uint8_t *)dst + (size_t)g * gb;
+        /* one row at a time: the source is read in order, the group (a few KB) stays cached */
+        for (int i = 0; i < TB_CPU_PACK_ROWS; i++) {
+            int64_t r = g * TB_CPU_PACK_ROWS + i;
+            const uint8_t *src = r < w->rows ? (const uint8_t *)w->data + (size_t)r * rb : NULL;
+            for (int64_t b = 0; b < nb_even; b++) {
+                uint8_t *sc = (uint8_t *)tb_cpu_q4p_scales(gp, b) + 2 * i;
+                uint8_t *v = (uint8_t *)tb_cpu_q4p_nibbles(gp, b) + 4 * i;
+                if (src && b < nb) {
+                    const uint8_t *blk = src + (size_t)b * 18;
+                    memcpy(sc, blk, 2);
+                    for (int k = 0; k < 4; k++) {
+                        memcpy(v + 64 * k, blk + 2 + 4 * k, 4);
+                    }
+                } else { /* padding: a zero scale and zero nibbles add nothing */
+                    memset(sc, 0, 2);
+                    for (int k = 0; k < 4; k++) {
+                        memset(v + 64 * k, 0, 4);
+                    }
+                }
+            }
+        }
+    }
+    return TB_OK;
+}

@@ -30,11 +30,29 @@ static inline void tb_cpu_store_u16(void *p, uint16_t v) {
  * quantizer reproduces bit for bit. */
 void tb_cpu_quantize_act_row(const float *x, int64_t n, int8_t *q, float *d, int32_t *sum);
 
+/* The matmul dtype of a weight read through its packed Q4_0 copy (tb_mm_args.dtype only; never
+ * a tb_cpu_weight's).  Its quantized activations use the portable layout (q, d, then c) with
+ * c = -8 * sum(q) per block, the accumulator start that folds in the nibbles' -8 offset. */
+#define TB_CPU_Q4_0_PACKED ((tb_cpu_dtype_t)(TB_CPU_DTYPE_COUNT + 1))
+
+/* Packed Q4_0 (tb_cpu_kernels.h): bytes per pair of blocks of a 16-row group and per group. */
+#define TB_CPU_Q4P_PAIR_BYTES 576
+static inline size_t tb_cpu_q4p_group_bytes(int64_t cols) {
+    return (size_t)((cols / TB_CPU_QBLOCK + 1) / 2) * TB_CPU_Q4P_PAIR_BYTES;
+}
+/* Block b of a group: its 16 f16 scales and its four 64-byte nibble vectors. */
+static inline const uint8_t *tb_cpu_q4p_scales(const uint8_t *group, int64_t b) {
+    return group + (size_t)(b >> 1) * TB_CPU_Q4P_PAIR_BYTES + (size_t)(b & 1) * 32;
+}
+static inline const uint8_t *tb_cpu_q4p_nibbles(const uint8_t *group, int64_t b) {
+    return group + (size_t)(b >> 1) * TB_CPU_Q4P_PAIR_BYTES + 64 + (size_t)(b & 1) * 256;
+}
+
 /* One matmul, as the parallel loop sees it. */
 struct tb_mm_args {
-    const uint8_t *w;   /* weight rows */
-    size_t w_row_bytes; /* bytes per weight row */
-    tb_cpu_dtype_t dtype;
+    const uint8_t *w;     /* weight rows (TB_CPU_Q4_0_PACKED: the packed groups) */
+    size_t w_row_bytes;   /* bytes per weight row (TB_CPU_Q4_0_PACKED: per 16-row group) */
+    tb_cpu_dtype_t dtype; /* the weight's, or TB_CPU_Q4_0_PACKED */
     int64_t rows, cols;
     const float *x; /* f32 activations (float paths) */
     size_t ldx;

@@ -193,6 +193,11 @@ struct mm_job {
     int tok_per_task;
 };
 
+/* Whether matmuls read w's packed copy. */
+static bool s_packed(const struct tb_cpu_weight *w) {
+    return w->packed && w->dtype == TB_CPU_Q4_0;
+}
+
 static void s_mm_task(void *arg, int task, int thread) {
     (void)thread;
     struct mm_job *j = arg;
@@ -231,6 +236,7 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
     if (row_bytes == 0 || w0->cols < 1 || ldx < (size_t)w0->cols) {
         return TB_EINVAL;
     }
+    const bool packed = s_packed(w0);
     struct mm_job j = {.impl = self->impl, .n_outs = n_outs};
     int64_t total_rows = 0;
     for (int i = 0; i < n_outs; i++) {
@@ -239,10 +245,19 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
             w->cols != w0->cols || outs[i].ldy < (size_t)w->rows) {
             return TB_EINVAL;
         }
+        if (s_packed(w) != packed) { /* activations differ: one matmul at a time */
+            for (int o = 0; o < n_outs; o++) {
+                int rc = tb_cpu_matmul_multi(self, x, ldx, n_tok, &outs[o], 1);
+                if (rc != TB_OK) {
+                    return rc;
+                }
+            }
+            return TB_OK;
+        }
         j.args[i] = (struct tb_mm_args){
-            .w = w->data,
-            .w_row_bytes = row_bytes,
-            .dtype = w->dtype,
+            .w = packed ? w->packed : w->data,
+            .w_row_bytes = packed ? tb_cpu_q4p_group_bytes(w->cols) : row_bytes,
+            .dtype = packed ? TB_CPU_Q4_0_PACKED : w->dtype,
             .rows = w->rows,
             .cols = w->cols,
             .x = x,
@@ -258,7 +273,7 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
         return TB_OK;
     }
     int nth = s_threads(self);
-    size_t act = self->impl->act_row_bytes(w0->dtype, w0->cols);
+    size_t act = self->impl->act_row_bytes(j.args[0].dtype, w0->cols);
     if (act > 0) {
         int rc = s_scratch(self, act * (size_t)n_tok);
         if (rc != TB_OK) {
@@ -273,7 +288,8 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
         tb_threadpool_run(self->pool, n_qtasks, s_quant_task, &j);
     }
     /* Rows per task: enough tasks to balance the threads, few enough weight bytes per task to
-     * stay in L2 while a block of token rows sweeps them; a multiple of 4 (the row tile). */
+     * stay in L2 while a block of token rows sweeps them; a multiple of 16 (the row tiles, the
+     * packed groups). */
     int64_t per =
         (total_rows + (int64_t)nth * TASKS_PER_THREAD - 1) / ((int64_t)nth * TASKS_PER_THREAD);
     if (n_tok > 1) {
@@ -282,9 +298,9 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
             per = cap;
         }
     }
-    per = (per + 3) / 4 * 4;
-    if (per < 4) {
-        per = 4;
+    per = (per + TB_CPU_PACK_ROWS - 1) / TB_CPU_PACK_ROWS * TB_CPU_PACK_ROWS;
+    if (per < TB_CPU_PACK_ROWS) {
+        per = TB_CPU_PACK_ROWS;
     }
     j.rows_per_task = per;
     int64_t n_tasks = 0;
