@@ -464,7 +464,7 @@ AINLINE __m512i s_bcast4(const int8_t *p) {
  * same order for any G, T and tile position, so a token's outputs do not depend on the batch.
  * Each broadcast activation feeds G groups; each decoded weight vector T tokens. */
 AINLINE void s_mk_q4p(const struct tb_mm_args *a, int64_t g, const int G, int nlast, int t0,
-                      const int T) {
+                      const int T, const uint8_t *pf) {
     const int64_t n = a->cols, nb = n / TB_CPU_QBLOCK;
     const uint8_t *gw[PG];
     const int8_t *xq[PT];
@@ -489,6 +489,12 @@ AINLINE void s_mk_q4p(const struct tb_mm_args *a, int64_t g, const int G, int nl
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     for (int64_t b = 0; b < nb; b++) {
         __m512i s0[PG][PT];
+        if (pf) { /* the next tile's groups, as one stream at this tile's pace */
+#pragma GCC unroll 16
+            for (int l = 0; l < G * 288 / 64; l++) {
+                _mm_prefetch((const char *)(pf + (size_t)b * G * 288 + 64 * l), _MM_HINT_T0);
+            }
+        }
         /* low nibbles (values 0..15 of the block), then high nibbles (16..31) */
 #pragma GCC unroll 2
         for (int half = 0; half < 2; half++) {
@@ -550,16 +556,16 @@ AINLINE void s_mk_q4p(const struct tb_mm_args *a, int64_t g, const int G, int nl
 #define Q4P_TILE_CASES(G)                                                                          \
     switch (nt) {                                                                                  \
     case 1:                                                                                        \
-        s_mk_q4p(a, g, G, nl, t, 1);                                                               \
+        s_mk_q4p(a, g, G, nl, t, 1, tpf);                                                          \
         break;                                                                                     \
     case 2:                                                                                        \
-        s_mk_q4p(a, g, G, nl, t, 2);                                                               \
+        s_mk_q4p(a, g, G, nl, t, 2, tpf);                                                          \
         break;                                                                                     \
     case 3:                                                                                        \
-        s_mk_q4p(a, g, G, nl, t, 3);                                                               \
+        s_mk_q4p(a, g, G, nl, t, 3, tpf);                                                          \
         break;                                                                                     \
     default:                                                                                       \
-        s_mk_q4p(a, g, G, nl, t, 4);                                                               \
+        s_mk_q4p(a, g, G, nl, t, 4, tpf);                                                          \
         break;                                                                                     \
     }
 
@@ -571,8 +577,11 @@ static void s_rows_q4p(const struct tb_mm_args *a, int64_t r0, int64_t r1) {
             const int G = g + PG <= g1 ? PG : 1;
             int64_t left = r1 - (g + G - 1) * TB_CPU_PACK_ROWS;
             int nl = left < TB_CPU_PACK_ROWS ? (int)left : TB_CPU_PACK_ROWS;
+            const uint8_t *pf =
+                g + 2 * G <= g1 ? a->w + (size_t)(g + G) * a->w_row_bytes : NULL;
             for (int t = tb; t < te; t += PT) {
                 int nt = te - t < PT ? te - t : PT;
+                const uint8_t *tpf = t == tb ? pf : NULL; /* the first token tile fetches */
                 if (G == PG) {
                     Q4P_TILE_CASES(PG)
                 } else {
