@@ -54,7 +54,7 @@ AINLINE int32_t s_hsum_i32(__m256i v) {
 /* ------------------------------------------------------------------------------------------ */
 
 static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst) {
-    const int32_t cmul = wdt == TB_CPU_Q4_0_PACKED ? -8 : 1; /* packed Q4_0 wants -8 * sum */
+    const int32_t cmul = tb_cpu_pk_cmul(wdt); /* packed weights want c = cmul * sum */
     const int64_t nb = cols / TB_CPU_QBLOCK;
     int8_t *q = (int8_t *)dst;
     float *d = (float *)(dst + cols);
@@ -89,7 +89,8 @@ static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_
 }
 
 static size_t s_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols) {
-    if (wdt != TB_CPU_Q8_0 && wdt != TB_CPU_Q4_0 && wdt != TB_CPU_Q4_0_PACKED) {
+    if (wdt != TB_CPU_Q8_0 && wdt != TB_CPU_Q4_0 && wdt != TB_CPU_Q4_0_PACKED &&
+        wdt != TB_CPU_Q8_0_PACKED) {
         return 0;
     }
     size_t nb = (size_t)cols / TB_CPU_QBLOCK;
@@ -355,7 +356,7 @@ AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, co
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Packed Q4_0 microkernel                                                                     */
+/* Packed Q4_0 / Q8_0 microkernel                                                              */
 /* ------------------------------------------------------------------------------------------ */
 
 #define PT 4 /* token rows per packed tile (8 weight rows: half a group) */
@@ -366,13 +367,16 @@ AINLINE __m256i s_bcast4(const int8_t *p) {
     return _mm256_set1_epi32(v);
 }
 
-/* Rows 16g + 8h .. + nrows x T tokens from t0; lane i is row 16g + 8h + i.  Per block, eight
- * vpmaddubsw (4 nibbles x 4 activations per lane, as int16 pairs of at most 2 * 15 * 127) are
- * summed in int16 (at most 30480: exact), widened by vpmaddwd and started at -8 * sum(x); the
- * block's sum is scaled by d_w * d_x and added to the row's float sum, block after block (see
- * tb_cpu_avx512.c: the same order for any T). */
-AINLINE void s_mk_q4p(const struct tb_mm_args *a, int64_t g, int h, int nrows, int t0,
-                      const int T) {
+/* Rows 16g + 8h .. + nrows x T tokens from t0; lane i is row 16g + 8h + i.
+ *  - Q4_0: per block, eight vpmaddubsw (4 nibbles x 4 activations per lane, as int16 pairs of
+ *    at most 2 * 15 * 127) are summed in int16 (at most 30480: exact), widened by vpmaddwd and
+ *    started at c = -8 * sum(x).
+ *  - Q8_0: the stored + 128 is removed (xor), and |w| x (x with w's sign) keeps every int16
+ *    pair below 2 * 128 * 127; each vpmaddubsw is widened on its own (c is not used).
+ * The block's sum is scaled by d_w * d_x and added to the row's float sum, block after block
+ * (see tb_cpu_avx512.c: the same order for any T). */
+AINLINE void s_mk_pk(const struct tb_mm_args *a, int64_t g, int h, int nrows, int t0, const int T,
+                     const int q8) {
     const int64_t n = a->cols, nb = n / TB_CPU_QBLOCK;
     const uint8_t *gw = a->w + (size_t)g * a->w_row_bytes;
     const int8_t *xq[PT];
@@ -389,30 +393,63 @@ AINLINE void s_mk_q4p(const struct tb_mm_args *a, int64_t g, int h, int nrows, i
     }
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
     for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *v = tb_cpu_q4p_nibbles(gw, b) + 32 * h;
-        __m256 dw =
-            _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(tb_cpu_q4p_scales(gw, b) + 16 * h)));
-        __m256i lo[4], hi[4];
+        const uint8_t *v = tb_cpu_pk_values(gw, b, q8) + 32 * h;
+        __m256 dw = _mm256_cvtph_ps(
+            _mm_load_si128((const __m128i *)(tb_cpu_pk_scales(gw, b, q8) + 16 * h)));
+        __m256i s32[PT];
+        if (q8) {
+#pragma GCC unroll 8
+            for (int j = 0; j < T; j++) {
+                s32[j] = _mm256_setzero_si256();
+            }
+#pragma GCC unroll 2
+            for (int half = 0; half < 2; half++) {
+                __m256i w[4], aw[4];
 #pragma GCC unroll 4
-        for (int k = 0; k < 4; k++) {
-            __m256i raw = _mm256_load_si256((const __m256i *)(v + 64 * k));
-            lo[k] = _mm256_and_si256(raw, m4);
-            hi[k] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                for (int k = 0; k < 4; k++) {
+                    w[k] = _mm256_xor_si256(
+                        _mm256_load_si256((const __m256i *)(v + 64 * (4 * half + k))), flip);
+                    aw[k] = _mm256_sign_epi8(w[k], w[k]);
+                }
+#pragma GCC unroll 8
+                for (int j = 0; j < T; j++) {
+                    const int8_t *x = xq[j] + b * TB_CPU_QBLOCK + 16 * half;
+#pragma GCC unroll 4
+                    for (int k = 0; k < 4; k++) {
+                        __m256i xs = _mm256_sign_epi8(s_bcast4(x + 4 * k), w[k]);
+                        __m256i p = _mm256_maddubs_epi16(aw[k], xs);
+                        s32[j] = _mm256_add_epi32(s32[j], _mm256_madd_epi16(p, ones));
+                    }
+                }
+            }
+        } else {
+            __m256i lo[4], hi[4];
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                __m256i raw = _mm256_load_si256((const __m256i *)(v + 64 * k));
+                lo[k] = _mm256_and_si256(raw, m4);
+                hi[k] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+            }
+#pragma GCC unroll 8
+            for (int j = 0; j < T; j++) {
+                const int8_t *x = xq[j] + b * TB_CPU_QBLOCK;
+                __m256i p0 = _mm256_maddubs_epi16(lo[0], s_bcast4(x));
+                __m256i p1 = _mm256_maddubs_epi16(hi[0], s_bcast4(x + 16));
+#pragma GCC unroll 4
+                for (int k = 1; k < 4; k++) {
+                    p0 = _mm256_add_epi16(p0, _mm256_maddubs_epi16(lo[k], s_bcast4(x + 4 * k)));
+                    p1 = _mm256_add_epi16(p1,
+                                          _mm256_maddubs_epi16(hi[k], s_bcast4(x + 16 + 4 * k)));
+                }
+                s32[j] = _mm256_add_epi32(_mm256_madd_epi16(_mm256_add_epi16(p0, p1), ones),
+                                          _mm256_set1_epi32(xc[j][b]));
+            }
         }
 #pragma GCC unroll 8
         for (int j = 0; j < T; j++) {
-            const int8_t *x = xq[j] + b * TB_CPU_QBLOCK;
-            __m256i p0 = _mm256_maddubs_epi16(lo[0], s_bcast4(x));
-            __m256i p1 = _mm256_maddubs_epi16(hi[0], s_bcast4(x + 16));
-#pragma GCC unroll 4
-            for (int k = 1; k < 4; k++) {
-                p0 = _mm256_add_epi16(p0, _mm256_maddubs_epi16(lo[k], s_bcast4(x + 4 * k)));
-                p1 = _mm256_add_epi16(p1, _mm256_maddubs_epi16(hi[k], s_bcast4(x + 16 + 4 * k)));
-            }
-            __m256i s32 = _mm256_madd_epi16(_mm256_add_epi16(p0, p1), ones);
-            s32 = _mm256_add_epi32(s32, _mm256_set1_epi32(xc[j][b]));
-            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32),
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[j]),
                                      _mm256_mul_ps(dw, _mm256_set1_ps(xd[j][b])), acc[j]);
         }
     }
@@ -431,7 +468,7 @@ AINLINE void s_mk_q4p(const struct tb_mm_args *a, int64_t g, int h, int nrows, i
     }
 }
 
-static void s_rows_q4p(const struct tb_mm_args *a, int64_t r0, int64_t r1) {
+AINLINE void s_rows_pk(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int q8) {
     for (int tb = 0; tb < a->n_tok; tb += TOK_BLOCK) {
         int te = tb + TOK_BLOCK < a->n_tok ? tb + TOK_BLOCK : a->n_tok;
         for (int64_t r = r0; r < r1; r += 8) {
@@ -441,16 +478,16 @@ static void s_rows_q4p(const struct tb_mm_args *a, int64_t r0, int64_t r1) {
             for (int t = tb; t < te; t += PT) {
                 switch (te - t < PT ? te - t : PT) {
                 case 1:
-                    s_mk_q4p(a, g, h, nr, t, 1);
+                    s_mk_pk(a, g, h, nr, t, 1, q8);
                     break;
                 case 2:
-                    s_mk_q4p(a, g, h, nr, t, 2);
+                    s_mk_pk(a, g, h, nr, t, 2, q8);
                     break;
                 case 3:
-                    s_mk_q4p(a, g, h, nr, t, 3);
+                    s_mk_pk(a, g, h, nr, t, 3, q8);
                     break;
                 default:
-                    s_mk_q4p(a, g, h, nr, t, 4);
+                    s_mk_pk(a, g, h, nr, t, 4, q8);
                     break;
                 }
             }
@@ -460,7 +497,11 @@ static void s_rows_q4p(const struct tb_mm_args *a, int64_t r0, int64_t r1) {
 
 static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1) {
     if (a->dtype == TB_CPU_Q4_0_PACKED) {
-        s_rows_q4p(a, r0, r1);
+        s_rows_pk(a, r0, r1, 0);
+        return;
+    }
+    if (a->dtype == TB_CPU_Q8_0_PACKED) {
+        s_rows_pk(a, r0, r1, 1);
         return;
     }
     switch (a->dtype) {

@@ -48,7 +48,7 @@ static size_t s_pair_bytes(tb_cpu_dtype_t wdt) {
 }
 
 static size_t s_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols) {
-    if (wdt == TB_CPU_Q4_0_PACKED) {
+    if (wdt == TB_CPU_Q4_0_PACKED || wdt == TB_CPU_Q8_0_PACKED) {
         return tb_cpu_simple_act_row_bytes(wdt, cols);
     }
     if (wdt != TB_CPU_Q8_0 && wdt != TB_CPU_Q4_0) {
@@ -72,8 +72,8 @@ AINLINE float s_quant_block(const float *x, __m512i *q_lo, __m512i *q_hi, int32_
     return amax / 127.0f;
 }
 
-/* The portable layout (q in order, d, then c = -8 * sum(q)) for packed Q4_0 weights. */
-static void s_quant_act_q4p(const float *x, int64_t cols, uint8_t *dst) {
+/* The portable layout (q in order, d, then c = cmul * sum(q)) for packed weights. */
+static void s_quant_act_pk(const float *x, int64_t cols, uint8_t *dst, int32_t cmul) {
     const int64_t nb = cols / TB_CPU_QBLOCK;
     int8_t *q = (int8_t *)dst;
     float *d = (float *)(dst + cols);
@@ -84,13 +84,13 @@ static void s_quant_act_q4p(const float *x, int64_t cols, uint8_t *dst) {
         d[b] = s_quant_block(x + b * TB_CPU_QBLOCK, &lo, &hi, &s);
         _mm_storeu_si128((__m128i *)(q + b * TB_CPU_QBLOCK), _mm512_cvtsepi32_epi8(lo));
         _mm_storeu_si128((__m128i *)(q + b * TB_CPU_QBLOCK + 16), _mm512_cvtsepi32_epi8(hi));
-        c[b] = -8 * s;
+        c[b] = cmul * s;
     }
 }
 
 static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst) {
-    if (wdt == TB_CPU_Q4_0_PACKED) {
-        s_quant_act_q4p(x, cols, dst);
+    if (wdt == TB_CPU_Q4_0_PACKED || wdt == TB_CPU_Q8_0_PACKED) {
+        s_quant_act_pk(x, cols, dst, tb_cpu_pk_cmul(wdt));
         return;
     }
     const int64_t nb = cols / TB_CPU_QBLOCK;
@@ -445,7 +445,7 @@ AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, co
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Packed Q4_0 microkernel                                                                     */
+/* Packed Q4_0 / Q8_0 microkernel                                                              */
 /* ------------------------------------------------------------------------------------------ */
 
 #define PT 4 /* token rows per packed tile */
@@ -457,15 +457,19 @@ AINLINE __m512i s_bcast4(const int8_t *p) {
     return _mm512_set1_epi32(v);
 }
 
-/* G groups of 16 rows from group g (the last one's `nlast` rows real) x T tokens from t0.
- * Lane i of a group's vectors is row 16g + i: per block, eight vpdpbusd add 4 nibbles x 4
- * activations each into the block's int32 sum (exact, whatever the order), which is scaled by
- * d_w * d_x and added to the row's float sum, block after block: the same operations in the
- * same order for any G, T and tile position, so a token's outputs do not depend on the batch.
- * Each broadcast activation feeds G groups; each decoded weight vector T tokens. */
-AINLINE void s_mk_q4p(const struct tb_mm_args *a, int64_t g, const int G, int nlast, int t0,
-                      const int T, const uint8_t *pf) {
+/* G groups of 16 rows from group g (the last one's `nlast` rows real) x T tokens from t0, over
+ * packed Q4_0 (q8 = 0) or Q8_0 (q8 = 1) weights.  Lane i of a group's vectors is row 16g + i:
+ * per block, eight vpdpbusd add 4 unsigned weight bytes (nibbles; Q8_0 values + 128) x 4
+ * activations each into the block's int32 sum, started at c (which removes the offset): exact,
+ * whatever the order.  The sum is scaled by d_w * d_x and added to the row's float sum, block
+ * after block: the same operations in the same order for any G, T and tile position, so a
+ * token's outputs do not depend on the batch.  Each broadcast activation feeds G groups; each
+ * weight vector T tokens.  `pf`: the next tile's groups, prefetched at this tile's pace. */
+AINLINE void s_mk_pk(const struct tb_mm_args *a, int64_t g, const int G, int nlast, int t0,
+                     const int T, const uint8_t *pf, const int q8) {
     const int64_t n = a->cols, nb = n / TB_CPU_QBLOCK;
+    const size_t pf_step = (size_t)G * (32 + tb_cpu_pk_vbytes(q8)); /* the tile's bytes per block */
+    const int pf_lines = (int)(pf_step + 63) / 64;
     const uint8_t *gw[PG];
     const int8_t *xq[PT];
     const float *xd[PT];
@@ -489,23 +493,27 @@ AINLINE void s_mk_q4p(const struct tb_mm_args *a, int64_t g, const int G, int nl
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     for (int64_t b = 0; b < nb; b++) {
         __m512i s0[PG][PT];
-        if (pf) { /* the next tile's groups, as one stream at this tile's pace */
-#pragma GCC unroll 16
-            for (int l = 0; l < G * 288 / 64; l++) {
-                _mm_prefetch((const char *)(pf + (size_t)b * G * 288 + 64 * l), _MM_HINT_T0);
+        if (pf) {
+#pragma GCC unroll 32
+            for (int l = 0; l < pf_lines; l++) {
+                _mm_prefetch((const char *)(pf + (size_t)b * pf_step + 64 * l), _MM_HINT_T0);
             }
         }
-        /* low nibbles (values 0..15 of the block), then high nibbles (16..31) */
+        /* values 0..15 of the block (Q4_0: low nibbles), then 16..31 (high nibbles) */
 #pragma GCC unroll 2
         for (int half = 0; half < 2; half++) {
             __m512i wv[PG][4];
 #pragma GCC unroll 4
             for (int h = 0; h < G; h++) {
-                const uint8_t *v = tb_cpu_q4p_nibbles(gw[h], b);
+                const uint8_t *v = tb_cpu_pk_values(gw[h], b, q8);
 #pragma GCC unroll 4
                 for (int k = 0; k < 4; k++) {
-                    __m512i raw = _mm512_load_si512((const __m512i *)(v + 64 * k));
-                    wv[h][k] = _mm512_and_si512(half ? _mm512_srli_epi16(raw, 4) : raw, m4);
+                    if (q8) {
+                        wv[h][k] = _mm512_load_si512((const __m512i *)(v + 64 * (4 * half + k)));
+                    } else {
+                        __m512i raw = _mm512_load_si512((const __m512i *)(v + 64 * k));
+                        wv[h][k] = _mm512_and_si512(half ? _mm512_srli_epi16(raw, 4) : raw, m4);
+                    }
                 }
             }
 #pragma GCC unroll 16
@@ -529,8 +537,8 @@ AINLINE void s_mk_q4p(const struct tb_mm_args *a, int64_t g, const int G, int nl
         }
 #pragma GCC unroll 4
         for (int h = 0; h < G; h++) {
-            __m512 dw =
-                _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)tb_cpu_q4p_scales(gw[h], b)));
+            __m512 dw = _mm512_cvtph_ps(
+                _mm256_load_si256((const __m256i *)tb_cpu_pk_scales(gw[h], b, q8)));
 #pragma GCC unroll 16
             for (int j = 0; j < T; j++) {
                 __m512 sf = _mm512_cvtepi32_ps(s0[h][j]);
@@ -553,23 +561,23 @@ AINLINE void s_mk_q4p(const struct tb_mm_args *a, int64_t g, const int G, int nl
     }
 }
 
-#define Q4P_TILE_CASES(G)                                                                          \
+#define PK_TILE_CASES(G, q8)                                                                       \
     switch (nt) {                                                                                  \
     case 1:                                                                                        \
-        s_mk_q4p(a, g, G, nl, t, 1, tpf);                                                          \
+        s_mk_pk(a, g, G, nl, t, 1, tpf, q8);                                                       \
         break;                                                                                     \
     case 2:                                                                                        \
-        s_mk_q4p(a, g, G, nl, t, 2, tpf);                                                          \
+        s_mk_pk(a, g, G, nl, t, 2, tpf, q8);                                                       \
         break;                                                                                     \
     case 3:                                                                                        \
-        s_mk_q4p(a, g, G, nl, t, 3, tpf);                                                          \
+        s_mk_pk(a, g, G, nl, t, 3, tpf, q8);                                                       \
         break;                                                                                     \
     default:                                                                                       \
-        s_mk_q4p(a, g, G, nl, t, 4, tpf);                                                          \
+        s_mk_pk(a, g, G, nl, t, 4, tpf, q8);                                                       \
         break;                                                                                     \
     }
 
-static void s_rows_q4p(const struct tb_mm_args *a, int64_t r0, int64_t r1) {
+AINLINE void s_rows_pk(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int q8) {
     const int64_t g0 = r0 / TB_CPU_PACK_ROWS, g1 = (r1 + TB_CPU_PACK_ROWS - 1) / TB_CPU_PACK_ROWS;
     for (int tb = 0; tb < a->n_tok; tb += TOK_BLOCK) {
         int te = tb + TOK_BLOCK < a->n_tok ? tb + TOK_BLOCK : a->n_tok;
@@ -583,9 +591,9 @@ static void s_rows_q4p(const struct tb_mm_args *a, int64_t r0, int64_t r1) {
                 int nt = te - t < PT ? te - t : PT;
                 const uint8_t *tpf = t == tb ? pf : NULL; /* the first token tile fetches */
                 if (G == PG) {
-                    Q4P_TILE_CASES(PG)
+                    PK_TILE_CASES(PG, q8)
                 } else {
-                    Q4P_TILE_CASES(1)
+                    PK_TILE_CASES(1, q8)
                 }
             }
             g += G;
@@ -595,7 +603,11 @@ static void s_rows_q4p(const struct tb_mm_args *a, int64_t r0, int64_t r1) {
 
 static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1) {
     if (a->dtype == TB_CPU_Q4_0_PACKED) {
-        s_rows_q4p(a, r0, r1);
+        s_rows_pk(a, r0, r1, 0);
+        return;
+    }
+    if (a->dtype == TB_CPU_Q8_0_PACKED) {
+        s_rows_pk(a, r0, r1, 1);
         return;
     }
     switch (a->dtype) {

@@ -299,7 +299,7 @@ static int s_create(const tb_model_t *model, const struct tb_backend_config *cfg
     b->max_seqs = cfg->max_batch_seqs < cfg->max_batch_tokens ? cfg->max_batch_seqs
                                                                : cfg->max_batch_tokens;
 
-    /* TB_CPU_REPACK=0 keeps Q4_0 matrices in their stored layout only (docs/engine-cpu.md) */
+    /* TB_CPU_REPACK=0 keeps Q4_0/Q8_0 matrices in their stored layout only (docs/engine-cpu.md) */
     const char *repack = getenv("TB_CPU_REPACK");
     if (repack && *repack && strcmp(repack, "0") != 0 && strcmp(repack, "1") != 0) {
         s_err(err, err_len, "TB_CPU_REPACK=%s: unknown (0 or 1)", repack);

@@ -195,7 +195,7 @@ struct mm_job {
 
 /* Whether matmuls read w's packed copy. */
 static bool s_packed(const struct tb_cpu_weight *w) {
-    return w->packed && w->dtype == TB_CPU_Q4_0;
+    return w->packed && (w->dtype == TB_CPU_Q4_0 || w->dtype == TB_CPU_Q8_0);
 }
 
 static void s_mm_task(void *arg, int task, int thread) {
@@ -237,6 +237,7 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
         return TB_EINVAL;
     }
     const bool packed = s_packed(w0);
+    const int q8 = w0->dtype == TB_CPU_Q8_0;
     struct mm_job j = {.impl = self->impl, .n_outs = n_outs};
     int64_t total_rows = 0;
     for (int i = 0; i < n_outs; i++) {
@@ -256,8 +257,8 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
         }
         j.args[i] = (struct tb_mm_args){
             .w = packed ? w->packed : w->data,
-            .w_row_bytes = packed ? tb_cpu_q4p_group_bytes(w->cols) : row_bytes,
-            .dtype = packed ? TB_CPU_Q4_0_PACKED : w->dtype,
+            .w_row_bytes = packed ? tb_cpu_pk_group_bytes(q8, w->cols) : row_bytes,
+            .dtype = !packed ? w->dtype : q8 ? TB_CPU_Q8_0_PACKED : TB_CPU_Q4_0_PACKED,
             .rows = w->rows,
             .cols = w->cols,
             .x = x,
@@ -288,8 +289,9 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
         tb_threadpool_run(self->pool, n_qtasks, s_quant_task, &j);
     }
     /* Rows per task: enough tasks to balance the threads, few enough weight bytes per task to
-     * stay in L2 while a block of token rows sweeps them; a multiple of 16 (the row tiles, the
-     * packed groups). */
+     * stay in L2 while a block of token rows sweeps them; a multiple of the row tiles (packed:
+     * two 16-row groups; else 16). */
+    const int64_t unit = packed ? 2 * TB_CPU_PACK_ROWS : TB_CPU_PACK_ROWS;
     int64_t per =
         (total_rows + (int64_t)nth * TASKS_PER_THREAD - 1) / ((int64_t)nth * TASKS_PER_THREAD);
     if (n_tok > 1) {
@@ -298,9 +300,9 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
             per = cap;
         }
     }
-    per = (per + TB_CPU_PACK_ROWS - 1) / TB_CPU_PACK_ROWS * TB_CPU_PACK_ROWS;
-    if (per < TB_CPU_PACK_ROWS) {
-        per = TB_CPU_PACK_ROWS;
+    per = (per + unit - 1) / unit * unit;
+    if (per < unit) {
+        per = unit;
     }
     j.rows_per_task = per;
     int64_t n_tasks = 0;

@@ -175,7 +175,7 @@ static double s_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Packs every Q4_0 matrix into one allocation (huge pages when the kernel gives them). */
+/* Packs every Q4_0 and Q8_0 matrix into one allocation (huge pages when the kernel gives them). */
 static int s_pack_all(struct tb_cpu_weights *w, char *err, size_t err_len)
 {
     const double t0 = s_now();
@@ -197,7 +197,7 @@ static int s_pack_all(struct tb_cpu_weights *w, char *err, size_t err_len)
     size_t alloc = (total + PACK_ALIGN - 1) / PACK_ALIGN * PACK_ALIGN;
     uint8_t *mem = aligned_alloc(PACK_ALIGN, alloc);
     if (!mem) {
-        snprintf(err, err_len, "out of memory for the packed Q4_0 weights (%zu MB; "
+        snprintf(err, err_len, "out of memory for the packed Q4_0/Q8_0 weights (%zu MB; "
                  "TB_CPU_REPACK=0 runs without them)", alloc >> 20);
         rc = TB_ENOMEM;
         goto done;
@@ -215,7 +215,7 @@ static int s_pack_all(struct tb_cpu_weights *w, char *err, size_t err_len)
         }
         rc = tb_cpu_weight_pack(m[i], mem + off, pb);
         if (rc != TB_OK) {
-            snprintf(err, err_len, "cannot pack a Q4_0 matrix");
+            snprintf(err, err_len, "cannot pack a quantized matrix");
             goto done;
         }
         m[i]->packed = mem + off;

@@ -2,9 +2,10 @@
  * tb_cpu_weights.h - a model's tensors as the CPU kernels take them: each weight matrix as a
  * struct tb_cpu_weight pointing into the model's file mapping in its stored dtype (nothing is
  * dequantized), and each 1-D tensor (norms, biases) as an f32 copy, since the per-row ops take
- * f32 vectors and these are a few KB per layer.  With TB_CPU_WEIGHTS_PACK, Q4_0 matrices also
- * get their packed copy (tb_cpu_weight_pack: the same 4-bit values, interleaved 16 rows at a
- * time), all in one allocation as large as those matrices; the matmuls then read only it.
+ * f32 vectors and these are a few KB per layer.  With TB_CPU_WEIGHTS_PACK, Q4_0 and Q8_0
+ * matrices also get their packed copy (tb_cpu_weight_pack: the same quantized values,
+ * interleaved 16 rows at a time), all in one allocation as large as those matrices; the matmuls
+ * then read only it.
  *
  * Thread-safety: immutable after tb_cpu_weights_new; any number of threads may read it.
  */
@@ -42,7 +43,7 @@ struct tb_cpu_weights {
 };
 
 /* Flags of tb_cpu_weights_new. */
-#define TB_CPU_WEIGHTS_PACK 1u /* give Q4_0 matrices their packed copy */
+#define TB_CPU_WEIGHTS_PACK 1u /* give Q4_0 and Q8_0 matrices their packed copies */
 
 /* The kernels' dtype for a model dtype; TB_ENOTSUP for one they lack. */
 int tb_cpu_weights_dtype(tb_dtype_t dt, tb_cpu_dtype_t *out);

@@ -709,8 +709,8 @@ static void test_bias_and_tied(void **state)
     assert_memory_not_equal(lw, lo, sizeof lw);
 }
 
-/* The kernel property batch invariance rests on: every ISA, every dtype (Q4_0 stored and
- * packed), a token's matmul row is bitwise the same for n_tok = 1 and at any row of a larger
+/* The kernel property batch invariance rests on: every ISA, every dtype (Q8_0 and Q4_0 stored
+ * and packed), a token's matmul row is bitwise the same for n_tok = 1 and at any row of a larger
  * batch. */
 static void test_matmul_rows_batch_invariant(void **state)
 {
@@ -733,16 +733,16 @@ static void test_matmul_rows_batch_invariant(void **state)
     for (int i = 0; i < rows; i++) {
         bias[i] = s_rand();
     }
-    const struct tb_cpu_weight q4 = {TB_CPU_Q4_0, rows, cols, w, NULL};
-    const size_t pb = tb_cpu_weight_packed_bytes(&q4);
-    uint8_t *packed = aligned_alloc(64, pb);
+    const struct tb_cpu_weight q8 = {TB_CPU_Q8_0, rows, cols, w, NULL};
+    const size_t pmax = tb_cpu_weight_packed_bytes(&q8); /* the larger packed form */
+    uint8_t *packed = aligned_alloc(64, pmax);
     assert_non_null(packed);
     for (int isa = TB_CPU_ISA_GENERIC; isa <= (int)tb_cpu_isa_detect(); isa++) {
         assert_int_equal(tb_cpu_kernels_set_isa(k, (tb_cpu_isa_t)isa), 0);
-        /* every dtype as stored, then Q4_0 through its packed copy */
-        for (int v = 0; v <= TB_CPU_DTYPE_COUNT; v++) {
-            const int pack = v == TB_CPU_DTYPE_COUNT;
-            const int dt = pack ? TB_CPU_Q4_0 : v;
+        /* every dtype as stored, then Q8_0 and Q4_0 through their packed copies */
+        for (int v = 0; v < TB_CPU_DTYPE_COUNT + 2; v++) {
+            const int pack = v >= TB_CPU_DTYPE_COUNT;
+            const int dt = !pack ? v : v == TB_CPU_DTYPE_COUNT ? TB_CPU_Q8_0 : TB_CPU_Q4_0;
             size_t rb = tb_cpu_dtype_row_bytes((tb_cpu_dtype_t)dt, cols);
             for (int r = 0; r < rows; r++) {
                 for (int c = 0; c < cols; c++) {
@@ -753,7 +753,7 @@ static void test_matmul_rows_batch_invariant(void **state)
             }
             struct tb_cpu_weight wt = {(tb_cpu_dtype_t)dt, rows, cols, w, NULL};
             if (pack) {
-                assert_int_equal(tb_cpu_weight_pack(&wt, packed, pb), 0);
+                assert_int_equal(tb_cpu_weight_pack(&wt, packed, pmax), 0);
                 wt.packed = packed;
             }
             assert_int_equal(tb_cpu_matmul(k, &wt, x, cols, n_tok, bias, y, rows), 0);

@@ -1,5 +1,5 @@
-/* Unit tests for tb_cpu_matmul: every dtype (and Q4_0 through its packed copy), every ISA this
- * CPU has (generic, AVX2, AVX-512), odd shapes, n_tok 1..70, bias and strides, against scalar
+/* Unit tests for tb_cpu_matmul: every dtype (and Q4_0 / Q8_0 through their packed copies), every
+ * ISA this CPU has (generic, AVX2, AVX-512), odd shapes, n_tok 1..70, bias and strides, against scalar
  * references written here from the documented formats (not from the library's code). */
 #include <math.h>
 #include <setjmp.h>
@@ -94,7 +94,7 @@ static int s_quantized(tb_cpu_dtype_t dt) {
     return dt == TB_CPU_Q8_0 || dt == TB_CPU_Q4_0;
 }
 
-/* Gives `wt` its packed copy (Q4_0): returns the buffer to free. */
+/* Gives `wt` its packed copy (Q4_0, Q8_0): returns the buffer to free. */
 static uint8_t *s_pack(struct tb_cpu_weight *wt) {
     size_t pb = tb_cpu_weight_packed_bytes(wt);
     assert_true(pb > 0 && pb % 64 == 0);
@@ -183,12 +183,13 @@ static double s_check(tb_cpu_kernels_t *k, const struct case_cfg *c, int pack) {
     return worst_float;
 }
 
-/* What the shape tests run: every dtype as stored, and Q4_0 through its packed copy. */
+/* What the shape tests run: every dtype as stored, and Q8_0 / Q4_0 through their packed
+ * copies. */
 static const struct {
     tb_cpu_dtype_t dt;
     int pack;
-} s_variants[] = {{TB_CPU_F32, 0},  {TB_CPU_F16, 0},  {TB_CPU_BF16, 0},
-                  {TB_CPU_Q8_0, 0}, {TB_CPU_Q4_0, 0}, {TB_CPU_Q4_0, 1}};
+} s_variants[] = {{TB_CPU_F32, 0},  {TB_CPU_F16, 0},  {TB_CPU_BF16, 0}, {TB_CPU_Q8_0, 0},
+                  {TB_CPU_Q4_0, 0}, {TB_CPU_Q8_0, 1}, {TB_CPU_Q4_0, 1}};
 #define N_VARIANTS (sizeof(s_variants) / sizeof(s_variants[0]))
 
 /* Runs `fn` for each ISA the CPU has, with a 2-thread pool and without a pool. */
@@ -269,18 +270,18 @@ static void test_activation_quantization_error(void **state) {
     (void)state;
     tb_cpu_kernels_t *k = NULL;
     assert_int_equal(tb_cpu_kernels_new(NULL, &k), TB_OK);
-    for (int q = 0; q < 3; q++) {
-        struct case_cfg c = {q ? TB_CPU_Q4_0 : TB_CPU_Q8_0, 64, 2048, 4, 0, 0};
-        double e = s_check(k, &c, q == 2);
-        print_message("# %s: worst |y - y_float| / sum|w*x| = %.2e\n",
-                      q == 0 ? "q8_0" : q == 1 ? "q4_0" : "q4_0 packed", e);
+    for (int q = 0; q < 4; q++) {
+        struct case_cfg c = {q % 2 ? TB_CPU_Q4_0 : TB_CPU_Q8_0, 64, 2048, 4, 0, 0};
+        double e = s_check(k, &c, q >= 2);
+        print_message("# %s%s: worst |y - y_float| / sum|w*x| = %.2e\n", q % 2 ? "q4_0" : "q8_0",
+                      q >= 2 ? " packed" : "", e);
         assert_true(e < 5e-3);
     }
     tb_cpu_kernels_destroy(&k);
 }
 
-/* tb_cpu_matmul_multi gives bit-identical results to one tb_cpu_matmul per weight (packed Q4_0
- * too, and a mix of packed and stored Q4_0 weights). */
+/* tb_cpu_matmul_multi gives bit-identical results to one tb_cpu_matmul per weight (packed
+ * weights too, and a mix of packed and stored ones). */
 static void s_multi(tb_cpu_kernels_t *k) {
     static const int rows[3] = {37, 5, 6};
     for (size_t d = 0; d < N_VARIANTS; d++) {
@@ -419,60 +420,71 @@ static void test_bad_arguments(void **state) {
     tb_cpu_kernels_destroy(&k);
 }
 
-/* The packed form: its size, its refusals, and that packing moves bytes without changing them
- * (every block's scale and nibbles found where the documented layout puts them). */
+/* The packed forms: their sizes, the refusals, and that packing moves bytes without changing
+ * them (every block's scale and values found where the documented layout puts them; Q8_0 values
+ * + 128). */
 static void test_pack_layout(void **state) {
     (void)state;
     const int R = 21, C = 96; /* a partial second group, an odd block count (3) */
-    const size_t rb = tb_cpu_dtype_row_bytes(TB_CPU_Q4_0, C);
-    uint8_t *w = malloc(rb * R);
-    assert_non_null(w);
-    for (size_t i = 0; i < rb * R; i++) {
-        w[i] = (uint8_t)(i * 131u + 7u);
-    }
-    struct tb_cpu_weight wt = {.dtype = TB_CPU_Q4_0, .rows = R, .cols = C, .data = w};
-    const size_t pb = tb_cpu_weight_packed_bytes(&wt);
-    assert_int_equal(pb, 2 * 2 * 576); /* 2 groups x 2 block pairs */
-    uint8_t *p = aligned_alloc(64, pb + 64);
-    assert_non_null(p);
-    memset(p, 0xa5, pb);
-    assert_int_equal(tb_cpu_weight_pack(&wt, p, pb), TB_OK);
-    for (int r = 0; r < 32; r++) {
-        const uint8_t *g = p + (size_t)(r / 16) * 2 * 576;
-        int i = r % 16;
-        for (int b = 0; b < 4; b++) {
-            const uint8_t *sc = g + (size_t)(b / 2) * 576 + (size_t)(b % 2) * 32 + 2 * i;
-            const uint8_t *v = g + (size_t)(b / 2) * 576 + 64 + (size_t)(b % 2) * 256 + 4 * i;
-            const uint8_t *src = r < R && b < 3 ? w + (size_t)r * rb + (size_t)b * 18 : NULL;
-            assert_int_equal(sc[0], src ? src[0] : 0);
-            assert_int_equal(sc[1], src ? src[1] : 0);
-            for (int j = 0; j < 16; j++) {
-                assert_int_equal(v[64 * (j / 4) + j % 4], src ? src[2 + j] : 0);
+    for (int q8 = 0; q8 < 2; q8++) {
+        const tb_cpu_dtype_t dt = q8 ? TB_CPU_Q8_0 : TB_CPU_Q4_0;
+        const size_t rb = tb_cpu_dtype_row_bytes(dt, C), bb = q8 ? 34 : 18;
+        const size_t pair = q8 ? 1088 : 576, vb = q8 ? 512 : 256;
+        const int nval = q8 ? 32 : 16; /* value bytes per block */
+        uint8_t *w = malloc(rb * R);
+        assert_non_null(w);
+        for (size_t i = 0; i < rb * R; i++) {
+            w[i] = (uint8_t)(i * 131u + 7u);
+        }
+        struct tb_cpu_weight wt = {.dtype = dt, .rows = R, .cols = C, .data = w};
+        const size_t pb = tb_cpu_weight_packed_bytes(&wt);
+        assert_int_equal(pb, 2 * 2 * pair); /* 2 groups x 2 block pairs */
+        uint8_t *p = aligned_alloc(64, pb + 64);
+        assert_non_null(p);
+        memset(p, 0xa5, pb);
+        assert_int_equal(tb_cpu_weight_pack(&wt, p, pb), TB_OK);
+        for (int r = 0; r < 32; r++) {
+            const uint8_t *g = p + (size_t)(r / 16) * 2 * pair;
+            int i = r % 16;
+            for (int b = 0; b < 4; b++) {
+                const uint8_t *sc = g + (size_t)(b / 2) * pair + (size_t)(b % 2) * 32 + 2 * i;
+                const uint8_t *v = g + (size_t)(b / 2) * pair + 64 + (size_t)(b % 2) * vb + 4 * i;
+                const uint8_t *src = r < R && b < 3 ? w + (size_t)r * rb + (size_t)b * bb : NULL;
+                assert_int_equal(sc[0], src ? src[0] : 0);
+                assert_int_equal(sc[1], src ? src[1] : 0);
+                for (int j = 0; j < nval; j++) {
+                    int want = src ? src[2 + j] : 0;
+                    if (q8) {
+                        want ^= 0x80;
+                    }
+                    assert_int_equal(v[64 * (j / 4) + j % 4], want);
+                }
             }
         }
-    }
-    /* refusals */
-    assert_int_equal(tb_cpu_weight_pack(&wt, p, pb - 1), TB_EINVAL);
-    assert_int_equal(tb_cpu_weight_pack(&wt, p + 32, pb), TB_EINVAL);
-    assert_int_equal(tb_cpu_weight_pack(&wt, NULL, pb), TB_EINVAL);
-    assert_int_equal(tb_cpu_weight_pack(NULL, p, pb), TB_EINVAL);
-    struct tb_cpu_weight other = wt;
-    other.data = NULL;
-    assert_int_equal(tb_cpu_weight_pack(&other, p, pb), TB_EINVAL);
-    for (int dt = 0; dt < TB_CPU_DTYPE_COUNT; dt++) {
+        /* refusals */
+        assert_int_equal(tb_cpu_weight_pack(&wt, p, pb - 1), TB_EINVAL);
+        assert_int_equal(tb_cpu_weight_pack(&wt, p + 32, pb), TB_EINVAL);
+        assert_int_equal(tb_cpu_weight_pack(&wt, NULL, pb), TB_EINVAL);
+        assert_int_equal(tb_cpu_weight_pack(NULL, p, pb), TB_EINVAL);
+        struct tb_cpu_weight other = wt;
+        other.data = NULL;
+        assert_int_equal(tb_cpu_weight_pack(&other, p, pb), TB_EINVAL);
+        for (int d = 0; d < TB_CPU_DTYPE_COUNT; d++) {
+            other = wt;
+            other.dtype = (tb_cpu_dtype_t)d;
+            assert_true((tb_cpu_weight_packed_bytes(&other) > 0) ==
+                        (d == TB_CPU_Q4_0 || d == TB_CPU_Q8_0));
+        }
         other = wt;
-        other.dtype = (tb_cpu_dtype_t)dt;
-        assert_true((tb_cpu_weight_packed_bytes(&other) > 0) == (dt == TB_CPU_Q4_0));
+        other.cols = 48;
+        assert_int_equal(tb_cpu_weight_packed_bytes(&other), 0);
+        other.cols = 96;
+        other.rows = 0;
+        assert_int_equal(tb_cpu_weight_packed_bytes(&other), 0);
+        free(p);
+        free(w);
     }
-    other = wt;
-    other.cols = 48;
-    assert_int_equal(tb_cpu_weight_packed_bytes(&other), 0);
-    other.cols = 96;
-    other.rows = 0;
-    assert_int_equal(tb_cpu_weight_packed_bytes(&other), 0);
     assert_int_equal(tb_cpu_weight_packed_bytes(NULL), 0);
-    free(p);
-    free(w);
 }
 
 int main(void) {
