@@ -9,7 +9,7 @@ import pytest
 
 from serving_util import (SLOW, Stream, Turbine, chat, deployment, free_port, get,
                           http_component, metric_sum, metrics, mock_component, post, request,
-                          wait_models, wait_ready)
+                          wait_for, wait_models, wait_ready)
 
 MODEL = 'mock-model'
 
@@ -337,4 +337,6 @@ def test_metrics(server):
     assert d('dynamo_frontend_request_duration_seconds_count', model=MODEL) == 2
     assert metric_sum(after, 'dynamo_frontend_inflight_requests', model=MODEL) == 0
     assert metric_sum(after, 'turbine_mock_requests_total', model=MODEL) >= 2
-    assert metric_sum(after, 'turbine_router_decisions_total', policy='round_robin') >= 2
+    # The router adds its decisions to the registry in batches (at most every FLUSH_NS): wait.
+    wait_for(lambda: metric_sum(metrics(server), 'turbine_router_decisions_total',
+                                policy='round_robin') >= 2, 5, 'router decisions counted')
