@@ -96,12 +96,22 @@ static double s_bandwidth(tb_threadpool_t *pool) {
 static const tb_cpu_dtype_t s_all[] = {TB_CPU_F32, TB_CPU_F16, TB_CPU_BF16, TB_CPU_Q8_0,
                                        TB_CPU_Q4_0};
 
+/* Whether Q4_0 matrices get their packed copy, as the engine gives them (TB_CPU_REPACK=0 measures
+ * the stored layout). */
+static int s_repack = 1;
+
+/* Bytes of w's packed copy when it gets one, else 0. */
+static size_t s_packed_bytes(const struct tb_cpu_weight *w) {
+    return s_repack ? tb_cpu_weight_packed_bytes(w) : 0;
+}
+
 /* A set of `copies` distinct random matrices of one shape, > LLC in total. */
 struct wset {
     struct tb_cpu_weight *w;
     int copies;
     uint8_t *mem;
-    size_t bytes; /* one matrix */
+    uint8_t *packed; /* the packed copies, or NULL */
+    size_t bytes;    /* one matrix */
 };
 
 static int s_wset_init(struct wset *s, tb_cpu_dtype_t dt, int64_t rows, int64_t cols,
@@ -112,6 +122,7 @@ static int s_wset_init(struct wset *s, tb_cpu_dtype_t dt, int64_t rows, int64_t 
     if (s->copies < 1) {
         s->copies = 1;
     }
+    s->packed = NULL;
     s->mem = aligned_alloc(64, (s->bytes * (size_t)s->copies + 63) / 64 * 64);
     s->w = calloc((size_t)s->copies, sizeof(*s->w));
     if (!s->mem || !s->w) {
@@ -129,15 +140,27 @@ static int s_wset_init(struct wset *s, tb_cpu_dtype_t dt, int64_t rows, int64_t 
         for (int64_t r = 0; r < rows; r++) {
             memcpy(m + (size_t)r * rb, row, rb);
         }
-        s->w[c] = (struct tb_cpu_weight){dt, rows, cols, m};
+        s->w[c] = (struct tb_cpu_weight){dt, rows, cols, m, NULL};
     }
     free(src);
     free(row);
+    size_t pb = s_packed_bytes(&s->w[0]);
+    if (pb > 0) {
+        s->packed = aligned_alloc(64, pb * (size_t)s->copies);
+        if (!s->packed) {
+            return -1;
+        }
+        for (int c = 0; c < s->copies; c++) {
+            tb_cpu_weight_pack(&s->w[c], s->packed + (size_t)c * pb, pb);
+            s->w[c].packed = s->packed + (size_t)c * pb;
+        }
+    }
     return 0;
 }
 
 static void s_wset_free(struct wset *s) {
     free(s->mem);
+    free(s->packed);
     free(s->w);
 }
 
@@ -218,6 +241,21 @@ static struct step_result s_model_step(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, i
             memcpy(mem + off[i] + (size_t)r * rb, row, rb);
         }
     }
+    /* the packed copies of every matrix (Q4_0), in the same order */
+    size_t poff[7 * 22 + 2] = {0};
+    uint8_t *pmem = NULL;
+    for (int i = 0; i <= n; i++) {
+        struct tb_cpu_weight w = {dt, i < n ? shapes[i % 7][0] : 32000,
+                                  i < n ? shapes[i % 7][1] : 2048, mem + off[i], NULL};
+        poff[i + 1] = poff[i] + s_packed_bytes(&w);
+    }
+    if (poff[n + 1] > 0 && (pmem = aligned_alloc(64, poff[n + 1])) != NULL) {
+        for (int i = 0; i <= n; i++) {
+            struct tb_cpu_weight w = {dt, i < n ? shapes[i % 7][0] : 32000,
+                                      i < n ? shapes[i % 7][1] : 2048, mem + off[i], NULL};
+            tb_cpu_weight_pack(&w, pmem + poff[i], poff[i + 1] - poff[i]);
+        }
+    }
     float *x = calloc((size_t)5632 * n_tok, sizeof(float));
     float *y = calloc((size_t)(32000 + 2 * 5632) * n_tok, sizeof(float));
     for (int i = 0; i < 5632 * n_tok; i++) {
@@ -236,7 +274,7 @@ static struct step_result s_model_step(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, i
                 for (int m = 0; m < groups[g][1]; m++) {
                     int i = l * 7 + groups[g][0] + m;
                     w[m] = (struct tb_cpu_weight){dt, shapes[i % 7][0], shapes[i % 7][1],
-                                                  mem + off[i]};
+                                                  mem + off[i], pmem ? pmem + poff[i] : NULL};
                     o[m] =
                         (struct tb_cpu_matmul_out){&w[m], NULL, y + yoff, (size_t)shapes[i % 7][0]};
                     yoff += (size_t)shapes[i % 7][0] * (size_t)n_tok;
@@ -244,7 +282,7 @@ static struct step_result s_model_step(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, i
                 tb_cpu_matmul_multi(k, x, (size_t)w[0].cols, n_tok, o, groups[g][1]);
             }
         }
-        struct tb_cpu_weight hw = {dt, 32000, 2048, mem + off[n]};
+        struct tb_cpu_weight hw = {dt, 32000, 2048, mem + off[n], pmem ? pmem + poff[n] : NULL};
         tb_cpu_matmul(k, &hw, x, 2048, n_tok, NULL, y, 32000);
         double s = s_now() - t0;
         best = rep > 0 && s < best ? s : best; /* rep 0 warms up */
@@ -252,6 +290,7 @@ static struct step_result s_model_step(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, i
     free(x);
     free(y);
     free(mem);
+    free(pmem);
     res.bytes = (double)total;
     res.seconds = best;
     return res;
@@ -355,14 +394,17 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
+    const char *rp = getenv("TB_CPU_REPACK");
+    s_repack = !(rp && strcmp(rp, "0") == 0);
     tb_threadpool_t *pool = NULL;
     tb_cpu_kernels_t *k = NULL;
     if (tb_threadpool_new(threads, &pool) != 0 || tb_cpu_kernels_new(pool, &k) != 0) {
         fprintf(stderr, "bench_kernels: cannot create the pool or the kernel context\n");
         return 1;
     }
-    printf("threads %d, isa %s\n", tb_threadpool_size(pool),
-           tb_cpu_isa_name(tb_cpu_kernels_isa(k)));
+    printf("threads %d, isa %s, q4_0 %s\n", tb_threadpool_size(pool),
+           tb_cpu_isa_name(tb_cpu_kernels_isa(k)),
+           s_repack ? "packed (TB_CPU_REPACK=0: stored layout)" : "stored layout");
     /* Bandwidth is measured before and after each DRAM section; the percentages use the highest
      * figure seen, so other load on a shared machine cannot inflate them. */
     double bws[4];

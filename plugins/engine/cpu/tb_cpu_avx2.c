@@ -54,7 +54,7 @@ AINLINE int32_t s_hsum_i32(__m256i v) {
 /* ------------------------------------------------------------------------------------------ */
 
 static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst) {
-    (void)wdt;
+    const int32_t cmul = tb_cpu_pk_cmul(wdt); /* packed weights want c = cmul * sum */
     const int64_t nb = cols / TB_CPU_QBLOCK;
     int8_t *q = (int8_t *)dst;
     float *d = (float *)(dst + cols);
@@ -84,12 +84,13 @@ static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_
         p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256((__m256i *)(q + b * TB_CPU_QBLOCK), p);
         d[b] = amax / 127.0f;
-        sum[b] = s_hsum_i32(s);
+        sum[b] = cmul * s_hsum_i32(s);
     }
 }
 
 static size_t s_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols) {
-    if (wdt != TB_CPU_Q8_0 && wdt != TB_CPU_Q4_0) {
+    if (wdt != TB_CPU_Q8_0 && wdt != TB_CPU_Q4_0 && wdt != TB_CPU_Q4_0_PACKED &&
+        wdt != TB_CPU_Q8_0_PACKED) {
         return 0;
     }
     size_t nb = (size_t)cols / TB_CPU_QBLOCK;
@@ -182,19 +183,21 @@ AINLINE void s_mk_float(const struct tb_mm_args *a, int64_t r, int t0, const int
     }
 }
 
-/* Batch-1 row: one weight stream, the tile kernel at R = T = 1, so a token's outputs are
- * bitwise the same whatever n_tok is and wherever its row sits in the batch (the engine's batch
- * invariance: a request alone and among others must get the same tokens); several accumulators
- * would change the summation order. */
-AINLINE void s_mv_float(const struct tb_mm_args *a, int64_t r, const int dt) {
-    s_mk_float(a, r, 0, 1, 1, dt);
+/* Batch 1: the tile kernel at FR rows x 1 token (see tb_cpu_avx512.c: each (row, token) output
+ * sums in k order whatever the tile's shape, so the results are batch invariant). */
+AINLINE void s_mv_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt) {
+    int64_t r = r0;
+    for (; r + FR <= r1; r += FR) {
+        s_mk_float(a, r, 0, FR, 1, dt);
+    }
+    for (; r < r1; r++) {
+        s_mk_float(a, r, 0, 1, 1, dt);
+    }
 }
 
 AINLINE void s_rows_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt) {
     if (a->n_tok == 1) {
-        for (int64_t r = r0; r < r1; r++) {
-            s_mv_float(a, r, dt);
-        }
+        s_mv_float(a, r0, r1, dt);
         return;
     }
     for (int tb = 0; tb < a->n_tok; tb += TOK_BLOCK) {
@@ -352,7 +355,155 @@ AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, co
     }
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Packed Q4_0 / Q8_0 microkernel                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+#define PT 4 /* token rows per packed tile (8 weight rows: half a group) */
+
+AINLINE __m256i s_bcast4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* Rows 16g + 8h .. + nrows x T tokens from t0; lane i is row 16g + 8h + i.
+ *  - Q4_0: per block, eight vpmaddubsw (4 nibbles x 4 activations per lane, as int16 pairs of
+ *    at most 2 * 15 * 127) are summed in int16 (at most 30480: exact), widened by vpmaddwd and
+ *    started at c = -8 * sum(x).
+ *  - Q8_0: the stored + 128 is removed (xor), and |w| x (x with w's sign) keeps every int16
+ *    pair below 2 * 128 * 127; each vpmaddubsw is widened on its own (c is not used).
+ * The block's sum is scaled by d_w * d_x and added to the row's float sum, block after block
+ * (see tb_cpu_avx512.c: the same order for any T). */
+AINLINE void s_mk_pk(const struct tb_mm_args *a, int64_t g, int h, int nrows, int t0, const int T,
+                     const int q8) {
+    const int64_t n = a->cols, nb = n / TB_CPU_QBLOCK;
+    const uint8_t *gw = a->w + (size_t)g * a->w_row_bytes;
+    const int8_t *xq[PT];
+    const float *xd[PT];
+    const int32_t *xc[PT];
+    __m256 acc[PT];
+#pragma GCC unroll 8
+    for (int j = 0; j < T; j++) {
+        const uint8_t *row = a->qx + (size_t)(t0 + j) * a->qx_stride;
+        xq[j] = (const int8_t *)row;
+        xd[j] = (const float *)(row + n);
+        xc[j] = (const int32_t *)(row + n + nb * 4);
+        acc[j] = _mm256_setzero_ps();
+    }
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *v = tb_cpu_pk_values(gw, b, q8) + 32 * h;
+        __m256 dw = _mm256_cvtph_ps(
+            _mm_load_si128((const __m128i *)(tb_cpu_pk_scales(gw, b, q8) + 16 * h)));
+        __m256i s32[PT];
+        if (q8) {
+#pragma GCC unroll 8
+            for (int j = 0; j < T; j++) {
+                s32[j] = _mm256_setzero_si256();
+            }
+#pragma GCC unroll 2
+            for (int half = 0; half < 2; half++) {
+                __m256i w[4], aw[4];
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; k++) {
+                    w[k] = _mm256_xor_si256(
+                        _mm256_load_si256((const __m256i *)(v + 64 * (4 * half + k))), flip);
+                    aw[k] = _mm256_sign_epi8(w[k], w[k]);
+                }
+#pragma GCC unroll 8
+                for (int j = 0; j < T; j++) {
+                    const int8_t *x = xq[j] + b * TB_CPU_QBLOCK + 16 * half;
+#pragma GCC unroll 4
+                    for (int k = 0; k < 4; k++) {
+                        __m256i xs = _mm256_sign_epi8(s_bcast4(x + 4 * k), w[k]);
+                        __m256i p = _mm256_maddubs_epi16(aw[k], xs);
+                        s32[j] = _mm256_add_epi32(s32[j], _mm256_madd_epi16(p, ones));
+                    }
+                }
+            }
+        } else {
+            __m256i lo[4], hi[4];
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                __m256i raw = _mm256_load_si256((const __m256i *)(v + 64 * k));
+                lo[k] = _mm256_and_si256(raw, m4);
+                hi[k] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+            }
+#pragma GCC unroll 8
+            for (int j = 0; j < T; j++) {
+                const int8_t *x = xq[j] + b * TB_CPU_QBLOCK;
+                __m256i p0 = _mm256_maddubs_epi16(lo[0], s_bcast4(x));
+                __m256i p1 = _mm256_maddubs_epi16(hi[0], s_bcast4(x + 16));
+#pragma GCC unroll 4
+                for (int k = 1; k < 4; k++) {
+                    p0 = _mm256_add_epi16(p0, _mm256_maddubs_epi16(lo[k], s_bcast4(x + 4 * k)));
+                    p1 = _mm256_add_epi16(p1,
+                                          _mm256_maddubs_epi16(hi[k], s_bcast4(x + 16 + 4 * k)));
+                }
+                s32[j] = _mm256_add_epi32(_mm256_madd_epi16(_mm256_add_epi16(p0, p1), ones),
+                                          _mm256_set1_epi32(xc[j][b]));
+            }
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < T; j++) {
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[j]),
+                                     _mm256_mul_ps(dw, _mm256_set1_ps(xd[j][b])), acc[j]);
+        }
+    }
+    const int64_t r = g * TB_CPU_PACK_ROWS + 8 * h;
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(nrows),
+                                         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256 bias = a->bias ? _mm256_maskload_ps(a->bias + r, m) : _mm256_setzero_ps();
+#pragma GCC unroll 8
+    for (int j = 0; j < T; j++) {
+        float *y = a->y + (size_t)(t0 + j) * a->ldy + r;
+        if (nrows == 8) {
+            _mm256_storeu_ps(y, _mm256_add_ps(acc[j], bias));
+        } else {
+            _mm256_maskstore_ps(y, m, _mm256_add_ps(acc[j], bias));
+        }
+    }
+}
+
+AINLINE void s_rows_pk(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int q8) {
+    for (int tb = 0; tb < a->n_tok; tb += TOK_BLOCK) {
+        int te = tb + TOK_BLOCK < a->n_tok ? tb + TOK_BLOCK : a->n_tok;
+        for (int64_t r = r0; r < r1; r += 8) {
+            int64_t g = r / TB_CPU_PACK_ROWS;
+            int h = (int)(r / 8 % 2);
+            int nr = r1 - r < 8 ? (int)(r1 - r) : 8;
+            for (int t = tb; t < te; t += PT) {
+                switch (te - t < PT ? te - t : PT) {
+                case 1:
+                    s_mk_pk(a, g, h, nr, t, 1, q8);
+                    break;
+                case 2:
+                    s_mk_pk(a, g, h, nr, t, 2, q8);
+                    break;
+                case 3:
+                    s_mk_pk(a, g, h, nr, t, 3, q8);
+                    break;
+                default:
+                    s_mk_pk(a, g, h, nr, t, 4, q8);
+                    break;
+                }
+            }
+        }
+    }
+}
+
 static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1) {
+    if (a->dtype == TB_CPU_Q4_0_PACKED) {
+        s_rows_pk(a, r0, r1, 0);
+        return;
+    }
+    if (a->dtype == TB_CPU_Q8_0_PACKED) {
+        s_rows_pk(a, r0, r1, 1);
+        return;
+    }
     switch (a->dtype) {
     case TB_CPU_F32:
         s_rows_float(a, r0, r1, TB_CPU_F32);

@@ -48,6 +48,9 @@ static size_t s_pair_bytes(tb_cpu_dtype_t wdt) {
 }
 
 static size_t s_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols) {
+    if (wdt == TB_CPU_Q4_0_PACKED || wdt == TB_CPU_Q8_0_PACKED) {
+        return tb_cpu_simple_act_row_bytes(wdt, cols);
+    }
     if (wdt != TB_CPU_Q8_0 && wdt != TB_CPU_Q4_0) {
         return 0;
     }
@@ -69,7 +72,27 @@ AINLINE float s_quant_block(const float *x, __m512i *q_lo, __m512i *q_hi, int32_
     return amax / 127.0f;
 }
 
+/* The portable layout (q in order, d, then c = cmul * sum(q)) for packed weights. */
+static void s_quant_act_pk(const float *x, int64_t cols, uint8_t *dst, int32_t cmul) {
+    const int64_t nb = cols / TB_CPU_QBLOCK;
+    int8_t *q = (int8_t *)dst;
+    float *d = (float *)(dst + cols);
+    int32_t *c = (int32_t *)(dst + cols + nb * 4);
+    for (int64_t b = 0; b < nb; b++) {
+        __m512i lo, hi;
+        int32_t s;
+        d[b] = s_quant_block(x + b * TB_CPU_QBLOCK, &lo, &hi, &s);
+        _mm_storeu_si128((__m128i *)(q + b * TB_CPU_QBLOCK), _mm512_cvtsepi32_epi8(lo));
+        _mm_storeu_si128((__m128i *)(q + b * TB_CPU_QBLOCK + 16), _mm512_cvtsepi32_epi8(hi));
+        c[b] = cmul * s;
+    }
+}
+
 static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst) {
+    if (wdt == TB_CPU_Q4_0_PACKED || wdt == TB_CPU_Q8_0_PACKED) {
+        s_quant_act_pk(x, cols, dst, tb_cpu_pk_cmul(wdt));
+        return;
+    }
     const int64_t nb = cols / TB_CPU_QBLOCK;
     const size_t pb = s_pair_bytes(wdt);
     for (int64_t p = 0; p * 2 < nb; p++) {
@@ -198,12 +221,19 @@ AINLINE void s_mk_float(const struct tb_mm_args *a, int64_t r, int t0, const int
     }
 }
 
-/* Batch-1 row: one weight stream at a time (the prefetchers follow it best).  It is the tile
- * kernel at R = T = 1, so a token's outputs are bitwise the same whatever n_tok is and wherever
- * its row sits in the batch (the engine's batch invariance: a request alone and among others
- * must get the same tokens); several accumulators would change the summation order. */
-AINLINE void s_mv_float(const struct tb_mm_args *a, int64_t r, const int dt) {
-    s_mk_float(a, r, 0, 1, 1, dt);
+/* Batch 1: the tile kernel at FR rows x 1 token.  Every (row, token) output has its own
+ * accumulator summed in k order whatever the tile's shape, so a token's outputs are bitwise the
+ * same whatever n_tok is and wherever its row sits in the batch (the engine's batch invariance:
+ * a request alone and among others must get the same tokens); the FR rows give the FMA unit FR
+ * independent chains, and the next tile is prefetched as one stream (s_next_tile). */
+AINLINE void s_mv_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt) {
+    int64_t r = r0;
+    for (; r + FR <= r1; r += FR) {
+        s_mk_float(a, r, 0, FR, 1, dt);
+    }
+    for (; r < r1; r++) {
+        s_mk_float(a, r, 0, 1, 1, dt);
+    }
 }
 
 #define FLOAT_TILE_CASES(R, dt)                                                                    \
@@ -230,9 +260,7 @@ AINLINE void s_mv_float(const struct tb_mm_args *a, int64_t r, const int dt) {
 
 AINLINE void s_rows_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt) {
     if (a->n_tok == 1) {
-        for (int64_t r = r0; r < r1; r++) {
-            s_mv_float(a, r, dt);
-        }
+        s_mv_float(a, r0, r1, dt);
         return;
     }
     for (int tb = 0; tb < a->n_tok; tb += TOK_BLOCK) {
@@ -416,7 +444,172 @@ AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, co
     }
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Packed Q4_0 / Q8_0 microkernel                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+#define PT 4 /* token rows per packed tile */
+#define PG 2 /* groups of 16 rows per packed tile */
+
+AINLINE __m512i s_bcast4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+/* G groups of 16 rows from group g (the last one's `nlast` rows real) x T tokens from t0, over
+ * packed Q4_0 (q8 = 0) or Q8_0 (q8 = 1) weights.  Lane i of a group's vectors is row 16g + i:
+ * per block, eight vpdpbusd add 4 unsigned weight bytes (nibbles; Q8_0 values + 128) x 4
+ * activations each into the block's int32 sum, started at c (which removes the offset): exact,
+ * whatever the order.  The sum is scaled by d_w * d_x and added to the row's float sum, block
+ * after block: the same operations in the same order for any G, T and tile position, so a
+ * token's outputs do not depend on the batch.  Each broadcast activation feeds G groups; each
+ * weight vector T tokens.  `pf`: the next tile's groups, prefetched at this tile's pace. */
+AINLINE void s_mk_pk(const struct tb_mm_args *a, int64_t g, const int G, int nlast, int t0,
+                     const int T, const uint8_t *pf, const int q8) {
+    const int64_t n = a->cols, nb = n / TB_CPU_QBLOCK;
+    const size_t pf_step = (size_t)G * (32 + tb_cpu_pk_vbytes(q8)); /* the tile's bytes per block */
+    const int pf_lines = (int)(pf_step + 63) / 64;
+    const uint8_t *gw[PG];
+    const int8_t *xq[PT];
+    const float *xd[PT];
+    const int32_t *xc[PT];
+    __m512 acc[PG][PT];
+#pragma GCC unroll 4
+    for (int h = 0; h < G; h++) {
+        gw[h] = a->w + (size_t)(g + h) * a->w_row_bytes;
+    }
+#pragma GCC unroll 16
+    for (int j = 0; j < T; j++) {
+        const uint8_t *row = a->qx + (size_t)(t0 + j) * a->qx_stride;
+        xq[j] = (const int8_t *)row;
+        xd[j] = (const float *)(row + n);
+        xc[j] = (const int32_t *)(row + n + nb * 4);
+#pragma GCC unroll 4
+        for (int h = 0; h < G; h++) {
+            acc[h][j] = _mm512_setzero_ps();
+        }
+    }
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    for (int64_t b = 0; b < nb; b++) {
+        __m512i s0[PG][PT];
+        if (pf) {
+#pragma GCC unroll 32
+            for (int l = 0; l < pf_lines; l++) {
+                _mm_prefetch((const char *)(pf + (size_t)b * pf_step + 64 * l), _MM_HINT_T0);
+            }
+        }
+        /* values 0..15 of the block (Q4_0: low nibbles), then 16..31 (high nibbles) */
+#pragma GCC unroll 2
+        for (int half = 0; half < 2; half++) {
+            __m512i wv[PG][4];
+#pragma GCC unroll 4
+            for (int h = 0; h < G; h++) {
+                const uint8_t *v = tb_cpu_pk_values(gw[h], b, q8);
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; k++) {
+                    if (q8) {
+                        wv[h][k] = _mm512_load_si512((const __m512i *)(v + 64 * (4 * half + k)));
+                    } else {
+                        __m512i raw = _mm512_load_si512((const __m512i *)(v + 64 * k));
+                        wv[h][k] = _mm512_and_si512(half ? _mm512_srli_epi16(raw, 4) : raw, m4);
+                    }
+                }
+            }
+#pragma GCC unroll 16
+            for (int j = 0; j < T; j++) {
+                const int8_t *x = xq[j] + b * TB_CPU_QBLOCK + 16 * half;
+#pragma GCC unroll 4
+                for (int h = 0; h < G; h++) {
+                    if (half == 0) {
+                        s0[h][j] = _mm512_set1_epi32(xc[j][b]);
+                    }
+                }
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; k++) {
+                    __m512i xb = s_bcast4(x + 4 * k);
+#pragma GCC unroll 4
+                    for (int h = 0; h < G; h++) {
+                        s0[h][j] = _mm512_dpbusd_epi32(s0[h][j], wv[h][k], xb);
+                    }
+                }
+            }
+        }
+#pragma GCC unroll 4
+        for (int h = 0; h < G; h++) {
+            __m512 dw = _mm512_cvtph_ps(
+                _mm256_load_si256((const __m256i *)tb_cpu_pk_scales(gw[h], b, q8)));
+#pragma GCC unroll 16
+            for (int j = 0; j < T; j++) {
+                __m512 sf = _mm512_cvtepi32_ps(s0[h][j]);
+                acc[h][j] =
+                    _mm512_fmadd_ps(sf, _mm512_mul_ps(dw, _mm512_set1_ps(xd[j][b])), acc[h][j]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int h = 0; h < G; h++) {
+        const int nr = h == G - 1 ? nlast : TB_CPU_PACK_ROWS;
+        const __mmask16 m = (__mmask16)((1u << nr) - 1);
+        const int64_t r = (g + h) * TB_CPU_PACK_ROWS;
+        __m512 bias = a->bias ? _mm512_maskz_loadu_ps(m, a->bias + r) : _mm512_setzero_ps();
+#pragma GCC unroll 16
+        for (int j = 0; j < T; j++) {
+            _mm512_mask_storeu_ps(a->y + (size_t)(t0 + j) * a->ldy + r, m,
+                                  _mm512_add_ps(acc[h][j], bias));
+        }
+    }
+}
+
+#define PK_TILE_CASES(G, q8)                                                                       \
+    switch (nt) {                                                                                  \
+    case 1:                                                                                        \
+        s_mk_pk(a, g, G, nl, t, 1, tpf, q8);                                                       \
+        break;                                                                                     \
+    case 2:                                                                                        \
+        s_mk_pk(a, g, G, nl, t, 2, tpf, q8);                                                       \
+        break;                                                                                     \
+    case 3:                                                                                        \
+        s_mk_pk(a, g, G, nl, t, 3, tpf, q8);                                                       \
+        break;                                                                                     \
+    default:                                                                                       \
+        s_mk_pk(a, g, G, nl, t, 4, tpf, q8);                                                       \
+        break;                                                                                     \
+    }
+
+AINLINE void s_rows_pk(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int q8) {
+    const int64_t g0 = r0 / TB_CPU_PACK_ROWS, g1 = (r1 + TB_CPU_PACK_ROWS - 1) / TB_CPU_PACK_ROWS;
+    for (int tb = 0; tb < a->n_tok; tb += TOK_BLOCK) {
+        int te = tb + TOK_BLOCK < a->n_tok ? tb + TOK_BLOCK : a->n_tok;
+        for (int64_t g = g0; g < g1;) {
+            const int G = g + PG <= g1 ? PG : 1;
+            int64_t left = r1 - (g + G - 1) * TB_CPU_PACK_ROWS;
+            int nl = left < TB_CPU_PACK_ROWS ? (int)left : TB_CPU_PACK_ROWS;
+            const uint8_t *pf =
+                g + 2 * G <= g1 ? a->w + (size_t)(g + G) * a->w_row_bytes : NULL;
+            for (int t = tb; t < te; t += PT) {
+                int nt = te - t < PT ? te - t : PT;
+                const uint8_t *tpf = t == tb ? pf : NULL; /* the first token tile fetches */
+                if (G == PG) {
+                    PK_TILE_CASES(PG, q8)
+                } else {
+                    PK_TILE_CASES(1, q8)
+                }
+            }
+            g += G;
+        }
+    }
+}
+
 static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1) {
+    if (a->dtype == TB_CPU_Q4_0_PACKED) {
+        s_rows_pk(a, r0, r1, 0);
+        return;
+    }
+    if (a->dtype == TB_CPU_Q8_0_PACKED) {
+        s_rows_pk(a, r0, r1, 1);
+        return;
+    }
     switch (a->dtype) {
     case TB_CPU_F32:
         s_rows_float(a, r0, r1, TB_CPU_F32);

@@ -299,7 +299,15 @@ static int s_create(const tb_model_t *model, const struct tb_backend_config *cfg
     b->max_seqs = cfg->max_batch_seqs < cfg->max_batch_tokens ? cfg->max_batch_seqs
                                                                : cfg->max_batch_tokens;
 
-    rc = tb_cpu_weights_new(model, &b->w, err, err_len);
+    /* TB_CPU_REPACK=0 keeps Q4_0/Q8_0 matrices in their stored layout only (docs/engine-cpu.md) */
+    const char *repack = getenv("TB_CPU_REPACK");
+    if (repack && *repack && strcmp(repack, "0") != 0 && strcmp(repack, "1") != 0) {
+        s_err(err, err_len, "TB_CPU_REPACK=%s: unknown (0 or 1)", repack);
+        rc = TB_ECONFIG;
+        goto fail;
+    }
+    unsigned wflags = repack && strcmp(repack, "0") == 0 ? 0u : TB_CPU_WEIGHTS_PACK;
+    rc = tb_cpu_weights_new(model, wflags, &b->w, err, err_len);
     if (rc != TB_OK) {
         goto fail;
     }

@@ -232,3 +232,52 @@ void tb_cpu_quantize_act_row(const float *x, int64_t n, int8_t *q, float *d, int
         }
     }
 }
+
+size_t tb_cpu_weight_packed_bytes(const struct tb_cpu_weight *w) {
+    if (!w || (w->dtype != TB_CPU_Q4_0 && w->dtype != TB_CPU_Q8_0) || w->rows < 1 ||
+        w->cols < TB_CPU_QBLOCK || w->cols % TB_CPU_QBLOCK != 0) {
+        return 0;
+    }
+    size_t groups = (size_t)((w->rows + TB_CPU_PACK_ROWS - 1) / TB_CPU_PACK_ROWS);
+    return groups * tb_cpu_pk_group_bytes(w->dtype == TB_CPU_Q8_0, w->cols);
+}
+
+int tb_cpu_weight_pack(const struct tb_cpu_weight *w, void *dst, size_t dst_bytes) {
+    size_t need = tb_cpu_weight_packed_bytes(w);
+    if (need == 0 || !w->data || !dst || ((uintptr_t)dst & 63) != 0 || dst_bytes < need) {
+        return TB_EINVAL;
+    }
+    const int q8 = w->dtype == TB_CPU_Q8_0;
+    const int nvec = q8 ? 8 : 4;          /* 4-byte pieces of a row's block values */
+    const uint8_t flip = q8 ? 0x80 : 0x00; /* Q8_0 values are stored + 128 (unsigned) */
+    const size_t bb = q8 ? 34 : 18;
+    const int64_t nb = w->cols / TB_CPU_QBLOCK;
+    const int64_t nb_even = (nb + 1) / 2 * 2;
+    const size_t rb = tb_cpu_dtype_row_bytes(w->dtype, w->cols);
+    const size_t gb = tb_cpu_pk_group_bytes(q8, w->cols);
+    const int64_t groups = (w->rows + TB_CPU_PACK_ROWS - 1) / TB_CPU_PACK_ROWS;
+    for (int64_t g = 0; g < groups; g++) {
+        uint8_t *gp = (uint8_t *)dst + (size_t)g * gb;
+        /* one row at a time: the source is read in order, the group (a few KB) stays cached */
+        for (int i = 0; i < TB_CPU_PACK_ROWS; i++) {
+            int64_t r = g * TB_CPU_PACK_ROWS + i;
+            const uint8_t *src = r < w->rows ? (const uint8_t *)w->data + (size_t)r * rb : NULL;
+            for (int64_t b = 0; b < nb_even; b++) {
+                uint8_t *sc = (uint8_t *)tb_cpu_pk_scales(gp, b, q8) + 2 * i;
+                uint8_t *v = (uint8_t *)tb_cpu_pk_values(gp, b, q8) + 4 * i;
+                const uint8_t *blk = src && b < nb ? src + (size_t)b * bb : NULL;
+                if (blk) {
+                    memcpy(sc, blk, 2);
+                } else { /* padding: a zero scale makes the row's or block's products 0 */
+                    memset(sc, 0, 2);
+                }
+                for (int k = 0; k < nvec; k++) {
+                    for (int m = 0; m < 4; m++) {
+                        v[64 * k + m] = blk ? (uint8_t)(blk[2 + 4 * k + m] ^ flip) : flip;
+                    }
+                }
+            }
+        }
+    }
+    return TB_OK;
+}

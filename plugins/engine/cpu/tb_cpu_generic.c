@@ -12,7 +12,8 @@
 #include "tb_cpu_internal.h"
 
 size_t tb_cpu_simple_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols) {
-    if (wdt != TB_CPU_Q8_0 && wdt != TB_CPU_Q4_0) {
+    if (wdt != TB_CPU_Q8_0 && wdt != TB_CPU_Q4_0 && wdt != TB_CPU_Q4_0_PACKED &&
+        wdt != TB_CPU_Q8_0_PACKED) {
         return 0;
     }
     size_t nb = (size_t)cols / TB_CPU_QBLOCK;
@@ -20,10 +21,15 @@ size_t tb_cpu_simple_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols) {
 }
 
 void tb_cpu_simple_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst) {
-    (void)wdt;
     size_t nb = (size_t)cols / TB_CPU_QBLOCK;
-    tb_cpu_quantize_act_row(x, cols, (int8_t *)dst, (float *)(dst + cols),
-                            (int32_t *)(dst + cols + nb * 4));
+    int32_t *sum = (int32_t *)(dst + cols + nb * 4);
+    tb_cpu_quantize_act_row(x, cols, (int8_t *)dst, (float *)(dst + cols), sum);
+    const int32_t cmul = tb_cpu_pk_cmul(wdt);
+    if (cmul != 1) {
+        for (size_t b = 0; b < nb; b++) {
+            sum[b] *= cmul;
+        }
+    }
 }
 
 static float s_dot_row(const struct tb_mm_args *a, const uint8_t *w, int t) {
@@ -84,7 +90,49 @@ static float s_dot_row(const struct tb_mm_args *a, const uint8_t *w, int t) {
     return acc;
 }
 
+/* Packed Q4_0 / Q8_0 (the lanes of the SIMD paths, one row at a time): the same block sums, in
+ * order.  Q8_0 values are stored + 128; the accumulator start c removes 128 * sum(x). */
+static void s_rows_pk(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int q8) {
+    const int64_t n = a->cols, nb = n / TB_CPU_QBLOCK;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *g = a->w + (size_t)(r / TB_CPU_PACK_ROWS) * a->w_row_bytes;
+        const int i = (int)(r % TB_CPU_PACK_ROWS);
+        float bias = a->bias ? a->bias[r] : 0.0f;
+        for (int t = 0; t < a->n_tok; t++) {
+            const uint8_t *row = a->qx + (size_t)t * a->qx_stride;
+            const int8_t *q = (const int8_t *)row;
+            const float *d = (const float *)(row + n);
+            const int32_t *c = (const int32_t *)(row + n + nb * 4);
+            float acc = 0.0f;
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *v = tb_cpu_pk_values(g, b, q8) + 4 * i;
+                const int8_t *qb = q + b * TB_CPU_QBLOCK;
+                int32_t s = c[b];
+                for (int k = 0; k < 4; k++) {
+                    for (int m = 0; m < 4; m++) {
+                        if (q8) {
+                            s += (int32_t)v[64 * k + m] * qb[4 * k + m];
+                            s += (int32_t)v[64 * (k + 4) + m] * qb[16 + 4 * k + m];
+                        } else {
+                            uint8_t byte = v[64 * k + m];
+                            s += (int32_t)(byte & 0x0f) * qb[4 * k + m];
+                            s += (int32_t)(byte >> 4) * qb[16 + 4 * k + m];
+                        }
+                    }
+                }
+                float dw = tb_cpu_f16_to_f32(tb_cpu_load_u16(tb_cpu_pk_scales(g, b, q8) + 2 * i));
+                acc += dw * d[b] * (float)s;
+            }
+            a->y[(size_t)t * a->ldy + r] = acc + bias;
+        }
+    }
+}
+
 static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1) {
+    if (a->dtype == TB_CPU_Q4_0_PACKED || a->dtype == TB_CPU_Q8_0_PACKED) {
+        s_rows_pk(a, r0, r1, a->dtype == TB_CPU_Q8_0_PACKED);
+        return;
+    }
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *w = a->w + (size_t)r * a->w_row_bytes;
         float b = a->bias ? a->bias[r] : 0.0f;

@@ -30,11 +30,42 @@ static inline void tb_cpu_store_u16(void *p, uint16_t v) {
  * quantizer reproduces bit for bit. */
 void tb_cpu_quantize_act_row(const float *x, int64_t n, int8_t *q, float *d, int32_t *sum);
 
+/* The matmul dtypes of weights read through their packed copies (tb_mm_args.dtype only; never
+ * a tb_cpu_weight's).  Their quantized activations use the portable layout (q, d, then c) with
+ * c = -8 * sum(q) (Q4_0: folds in the nibbles' -8 offset) or -128 * sum(q) (Q8_0: folds in the
+ * +128 bias of the packed values) per block: the int32 accumulator start. */
+#define TB_CPU_Q4_0_PACKED ((tb_cpu_dtype_t)(TB_CPU_DTYPE_COUNT + 1))
+#define TB_CPU_Q8_0_PACKED ((tb_cpu_dtype_t)(TB_CPU_DTYPE_COUNT + 2))
+
+/* Packed layouts (tb_cpu_kernels.h), q8 = 0 for Q4_0, 1 for Q8_0: bytes of one block's values
+ * for the 16 rows of a group (4 or 8 vectors of 64), of a pair of blocks (scales first), and of
+ * a group; where block b's 16 f16 scales and its value vectors start. */
+static inline size_t tb_cpu_pk_vbytes(int q8) {
+    return q8 ? 512 : 256;
+}
+static inline size_t tb_cpu_pk_pair_bytes(int q8) {
+    return 64 + 2 * tb_cpu_pk_vbytes(q8);
+}
+static inline size_t tb_cpu_pk_group_bytes(int q8, int64_t cols) {
+    return (size_t)((cols / TB_CPU_QBLOCK + 1) / 2) * tb_cpu_pk_pair_bytes(q8);
+}
+static inline const uint8_t *tb_cpu_pk_scales(const uint8_t *group, int64_t b, int q8) {
+    return group + (size_t)(b >> 1) * tb_cpu_pk_pair_bytes(q8) + (size_t)(b & 1) * 32;
+}
+static inline const uint8_t *tb_cpu_pk_values(const uint8_t *group, int64_t b, int q8) {
+    return group + (size_t)(b >> 1) * tb_cpu_pk_pair_bytes(q8) + 64 +
+           (size_t)(b & 1) * tb_cpu_pk_vbytes(q8);
+}
+/* The accumulator start factor of a packed dtype's activations (see above), 1 for others. */
+static inline int32_t tb_cpu_pk_cmul(tb_cpu_dtype_t wdt) {
+    return wdt == TB_CPU_Q4_0_PACKED ? -8 : wdt == TB_CPU_Q8_0_PACKED ? -128 : 1;
+}
+
 /* One matmul, as the parallel loop sees it. */
 struct tb_mm_args {
-    const uint8_t *w;   /* weight rows */
-    size_t w_row_bytes; /* bytes per weight row */
-    tb_cpu_dtype_t dtype;
+    const uint8_t *w;     /* weight rows (packed dtypes: the packed groups) */
+    size_t w_row_bytes;   /* bytes per weight row (packed dtypes: per 16-row group) */
+    tb_cpu_dtype_t dtype; /* the weight's, or TB_CPU_Q4_0_PACKED / TB_CPU_Q8_0_PACKED */
     int64_t rows, cols;
     const float *x; /* f32 activations (float paths) */
     size_t ldx;

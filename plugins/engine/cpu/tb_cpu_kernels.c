@@ -193,6 +193,11 @@ struct mm_job {
     int tok_per_task;
 };
 
+/* Whether matmuls read w's packed copy. */
+static bool s_packed(const struct tb_cpu_weight *w) {
+    return w->packed && (w->dtype == TB_CPU_Q4_0 || w->dtype == TB_CPU_Q8_0);
+}
+
 static void s_mm_task(void *arg, int task, int thread) {
     (void)thread;
     struct mm_job *j = arg;
@@ -231,6 +236,8 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
     if (row_bytes == 0 || w0->cols < 1 || ldx < (size_t)w0->cols) {
         return TB_EINVAL;
     }
+    const bool packed = s_packed(w0);
+    const int q8 = w0->dtype == TB_CPU_Q8_0;
     struct mm_job j = {.impl = self->impl, .n_outs = n_outs};
     int64_t total_rows = 0;
     for (int i = 0; i < n_outs; i++) {
@@ -239,10 +246,19 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
             w->cols != w0->cols || outs[i].ldy < (size_t)w->rows) {
             return TB_EINVAL;
         }
+        if (s_packed(w) != packed) { /* activations differ: one matmul at a time */
+            for (int o = 0; o < n_outs; o++) {
+                int rc = tb_cpu_matmul_multi(self, x, ldx, n_tok, &outs[o], 1);
+                if (rc != TB_OK) {
+                    return rc;
+                }
+            }
+            return TB_OK;
+        }
         j.args[i] = (struct tb_mm_args){
-            .w = w->data,
-            .w_row_bytes = row_bytes,
-            .dtype = w->dtype,
+            .w = packed ? w->packed : w->data,
+            .w_row_bytes = packed ? tb_cpu_pk_group_bytes(q8, w->cols) : row_bytes,
+            .dtype = !packed ? w->dtype : q8 ? TB_CPU_Q8_0_PACKED : TB_CPU_Q4_0_PACKED,
             .rows = w->rows,
             .cols = w->cols,
             .x = x,
@@ -258,7 +274,7 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
         return TB_OK;
     }
     int nth = s_threads(self);
-    size_t act = self->impl->act_row_bytes(w0->dtype, w0->cols);
+    size_t act = self->impl->act_row_bytes(j.args[0].dtype, w0->cols);
     if (act > 0) {
         int rc = s_scratch(self, act * (size_t)n_tok);
         if (rc != TB_OK) {
@@ -273,7 +289,9 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
         tb_threadpool_run(self->pool, n_qtasks, s_quant_task, &j);
     }
     /* Rows per task: enough tasks to balance the threads, few enough weight bytes per task to
-     * stay in L2 while a block of token rows sweeps them; a multiple of 4 (the row tile). */
+     * stay in L2 while a block of token rows sweeps them; a multiple of the row tiles (packed:
+     * two 16-row groups; else 16). */
+    const int64_t unit = packed ? 2 * TB_CPU_PACK_ROWS : TB_CPU_PACK_ROWS;
     int64_t per =
         (total_rows + (int64_t)nth * TASKS_PER_THREAD - 1) / ((int64_t)nth * TASKS_PER_THREAD);
     if (n_tok > 1) {
@@ -282,9 +300,9 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
             per = cap;
         }
     }
-    per = (per + 3) / 4 * 4;
-    if (per < 4) {
-        per = 4;
+    per = (per + unit - 1) / unit * unit;
+    if (per < unit) {
+        per = unit;
     }
     j.rows_per_task = per;
     int64_t n_tasks = 0;

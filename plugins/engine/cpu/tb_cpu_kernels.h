@@ -141,7 +141,32 @@ struct tb_cpu_weight {
     int64_t rows; /* output features */
     int64_t cols; /* input features */
     const void *data;
+    /* Optional interleaved copy of a Q4_0 or Q8_0 matrix (tb_cpu_weight_pack), or NULL.  When
+     * set, every matmul with this weight reads it instead of `data` (which stays valid for row
+     * lookups such as the embedding). */
+    const void *packed;
 };
+
+/* The packed layouts ("Q4_0x16", "Q8_0x16"): rows in groups of 16 (the last group padded with
+ * zero rows), each group stored whole, one after the other.  Inside a group the blocks go in
+ * pairs: the 16 rows' f16 scales of the first block (32 bytes), those of the second (32), then
+ * per block the values as 64-byte vectors V0..V3 (Q4_0) or V0..V7 (Q8_0), where bytes
+ * 4i..4i+3 of Vk are bytes 4k..4k+3 of row i's block values (Q4_0: its 16 nibble bytes; Q8_0:
+ * its 32 int8 values plus 128, as unsigned bytes); 576 bytes per pair for Q4_0, 1088 for Q8_0.
+ * One 512-bit load thus feeds 16 rows, and an int8 dot-product instruction adds 4 values of
+ * each row into that row's lane.  Values and scales are GGML's, moved (Q8_0: offset), not
+ * rounded: the copy is as large as the stored matrix (plus the padding to whole 16-row groups
+ * and block pairs) and results keep the stored path's accuracy. */
+#define TB_CPU_PACK_ROWS 16
+
+/* Bytes of the packed copy of `w` (64-byte multiple); 0 when its dtype has no packed form
+ * (F32, F16, BF16) or the shape is invalid. */
+size_t tb_cpu_weight_packed_bytes(const struct tb_cpu_weight *w);
+
+/* Writes the packed copy of w->data into dst (tb_cpu_weight_packed_bytes(w) bytes, 64-byte
+ * aligned; borrowed).  TB_EINVAL for a weight without a packed form, a NULL or misaligned dst
+ * or dst_bytes too small.  Reentrant; set w->packed = dst afterwards to use it. */
+int tb_cpu_weight_pack(const struct tb_cpu_weight *w, void *dst, size_t dst_bytes);
 
 /* y[t][o] = sum_i x[t][i] * W[o][i] (+ bias[o]) for t < n_tok, o < w->rows.
  *   x:    n_tok rows of w->cols floats, row stride ldx floats (>= cols).

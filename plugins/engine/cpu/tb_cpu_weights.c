@@ -6,8 +6,12 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <time.h>
 
 #include "tb_errors.h"
+
+#define PACK_ALIGN ((size_t)2 << 20) /* the packed copies start on a huge-page boundary */
 
 int tb_cpu_weights_dtype(tb_dtype_t dt, tb_cpu_dtype_t *out)
 {
@@ -146,8 +150,85 @@ static int s_layer(const tb_model_t *m, uint32_t l, struct tb_cpu_layer_weights 
     return TB_OK;
 }
 
-int tb_cpu_weights_new(const tb_model_t *model, struct tb_cpu_weights **out, char *err,
-                       size_t err_len)
+/* Every matrix of `w` (the output head last), for the packing pass. */
+static size_t s_matrices(struct tb_cpu_weights *w, struct tb_cpu_weight **out, size_t cap)
+{
+    size_t n = 0;
+    for (uint32_t l = 0; l < w->n_layers; l++) {
+        struct tb_cpu_layer_weights *lw = &w->layers[l];
+        struct tb_cpu_weight *m[] = {&lw->wq,     &lw->wk,   &lw->wv,    &lw->wo,
+                                     &lw->w_gate, &lw->w_up, &lw->w_down};
+        for (size_t i = 0; i < sizeof m / sizeof m[0] && n < cap; i++) {
+            out[n++] = m[i];
+        }
+    }
+    if (n < cap) {
+        out[n++] = &w->output;
+    }
+    return n;
+}
+
+static double s_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Packs every Q4_0 and Q8_0 matrix into one allocation (huge pages when the kernel gives them). */
+static int s_pack_all(struct tb_cpu_weights *w, char *err, size_t err_len)
+{
+    const double t0 = s_now();
+    const size_t cap = (size_t)w->n_layers * 7 + 1;
+    struct tb_cpu_weight **m = malloc(cap * sizeof(*m));
+    if (!m) {
+        snprintf(err, err_len, "out of memory");
+        return TB_ENOMEM;
+    }
+    size_t n = s_matrices(w, m, cap);
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        total += tb_cpu_weight_packed_bytes(m[i]);
+    }
+    int rc = TB_OK;
+    if (total == 0) {
+        goto done;
+    }
+    size_t alloc = (total + PACK_ALIGN - 1) / PACK_ALIGN * PACK_ALIGN;
+    uint8_t *mem = aligned_alloc(PACK_ALIGN, alloc);
+    if (!mem) {
+        snprintf(err, err_len, "out of memory for the packed Q4_0/Q8_0 weights (%zu MB; "
+                 "TB_CPU_REPACK=0 runs without them)", alloc >> 20);
+        rc = TB_ENOMEM;
+        goto done;
+    }
+#ifdef MADV_HUGEPAGE
+    (void)madvise(mem, alloc, MADV_HUGEPAGE); /* fewer TLB misses while streaming; optional */
+#endif
+    w->packed = mem;
+    w->packed_bytes = total;
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t pb = tb_cpu_weight_packed_bytes(m[i]);
+        if (pb == 0) {
+            continue;
+        }
+        rc = tb_cpu_weight_pack(m[i], mem + off, pb);
+        if (rc != TB_OK) {
+            snprintf(err, err_len, "cannot pack a quantized matrix");
+            goto done;
+        }
+        m[i]->packed = mem + off;
+        off += pb;
+    }
+    w->pack_seconds = s_now() - t0;
+done:
+    free(m);
+    return rc;
+}
+
+int tb_cpu_weights_new(const tb_model_t *model, unsigned flags, struct tb_cpu_weights **out,
+                       char *err, size_t err_len)
 {
     char dummy[1];
     if (!err || err_len == 0) {
@@ -191,6 +272,12 @@ int tb_cpu_weights_new(const tb_model_t *model, struct tb_cpu_weights **out, cha
             goto fail;
         }
     }
+    if (flags & TB_CPU_WEIGHTS_PACK) {
+        rc = s_pack_all(w, err, err_len);
+        if (rc != TB_OK) {
+            goto fail;
+        }
+    }
     *out = w;
     goto done;
 
@@ -218,6 +305,7 @@ void tb_cpu_weights_destroy(struct tb_cpu_weights **self_p)
     }
     free(w->layers);
     free(w->out_norm);
+    free(w->packed);
     free(w);
     *self_p = NULL;
 }

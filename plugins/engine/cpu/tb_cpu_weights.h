@@ -2,7 +2,10 @@
  * tb_cpu_weights.h - a model's tensors as the CPU kernels take them: each weight matrix as a
  * struct tb_cpu_weight pointing into the model's file mapping in its stored dtype (nothing is
  * dequantized), and each 1-D tensor (norms, biases) as an f32 copy, since the per-row ops take
- * f32 vectors and these are a few KB per layer.
+ * f32 vectors and these are a few KB per layer.  With TB_CPU_WEIGHTS_PACK, Q4_0 and Q8_0
+ * matrices also get their packed copy (tb_cpu_weight_pack: the same quantized values,
+ * interleaved 16 rows at a time), all in one allocation as large as those matrices; the matmuls
+ * then read only it.
  *
  * Thread-safety: immutable after tb_cpu_weights_new; any number of threads may read it.
  */
@@ -34,17 +37,24 @@ struct tb_cpu_weights {
     float *out_norm;               /* [hidden] */
     uint32_t n_layers;
     struct tb_cpu_layer_weights *layers; /* [n_layers] */
+    void *packed;                        /* the packed copies (owned), or NULL */
+    size_t packed_bytes;
+    double pack_seconds; /* time spent packing */
 };
+
+/* Flags of tb_cpu_weights_new. */
+#define TB_CPU_WEIGHTS_PACK 1u /* give Q4_0 and Q8_0 matrices their packed copies */
 
 /* The kernels' dtype for a model dtype; TB_ENOTSUP for one they lack. */
 int tb_cpu_weights_dtype(tb_dtype_t dt, tb_cpu_dtype_t *out);
 
-/* Describes `model`'s tensors for the kernels.  `model` is borrowed and must outlive the
- * result.  On success *out is the caller's (free with tb_cpu_weights_destroy).  On failure
- * TB_EMODEL (a tensor missing, mis-shaped or in a dtype the kernels cannot use; the message
- * names it) or TB_ENOMEM, with the message in `err` (may be NULL), and *out is NULL. */
-int tb_cpu_weights_new(const tb_model_t *model, struct tb_cpu_weights **out, char *err,
-                       size_t err_len);
+/* Describes `model`'s tensors for the kernels; `flags`: TB_CPU_WEIGHTS_PACK or 0.  `model` is
+ * borrowed and must outlive the result.  On success *out is the caller's (free with
+ * tb_cpu_weights_destroy).  On failure TB_EMODEL (a tensor missing, mis-shaped or in a dtype the
+ * kernels cannot use; the message names it) or TB_ENOMEM, with the message in `err` (may be
+ * NULL), and *out is NULL. */
+int tb_cpu_weights_new(const tb_model_t *model, unsigned flags, struct tb_cpu_weights **out,
+                       char *err, size_t err_len);
 
 /* Frees the vectors and the struct; sets *self_p to NULL; accepts NULL. */
 void tb_cpu_weights_destroy(struct tb_cpu_weights **self_p);

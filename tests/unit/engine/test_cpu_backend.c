@@ -338,6 +338,20 @@ static void test_create_refusals(void **state)
     assert_non_null(strstr(err, "TB_CPU_ISA=sse9"));
     assert_null(b);
     assert_int_equal(nb, 0);
+
+    /* the Q4_0 packing switch takes 0 or 1 */
+    setenv("TB_CPU_REPACK", "yes", 1);
+    rc = tb_cpu_backend_ops.create(f->model, &c, &b, &nb, err, sizeof err);
+    assert_int_equal(rc, TB_ECONFIG);
+    assert_non_null(strstr(err, "TB_CPU_REPACK=yes"));
+    assert_null(b);
+    for (int v = 0; v < 2; v++) {
+        setenv("TB_CPU_REPACK", v ? "1" : "0", 1);
+        rc = tb_cpu_backend_ops.create(f->model, &c, &b, &nb, err, sizeof err);
+        assert_int_equal(rc, TB_OK);
+        tb_cpu_backend_ops.destroy(&b);
+    }
+    unsetenv("TB_CPU_REPACK");
 }
 
 static void test_refuses_huge_heads(void **state)
@@ -695,8 +709,9 @@ static void test_bias_and_tied(void **state)
     assert_memory_not_equal(lw, lo, sizeof lw);
 }
 
-/* The kernel property batch invariance rests on: every ISA, every dtype, a token's matmul row
- * is bitwise the same for n_tok = 1 and at any row of a larger batch. */
+/* The kernel property batch invariance rests on: every ISA, every dtype (Q8_0 and Q4_0 stored
+ * and packed), a token's matmul row is bitwise the same for n_tok = 1 and at any row of a larger
+ * batch. */
 static void test_matmul_rows_batch_invariant(void **state)
 {
     (void)state;
@@ -718,9 +733,16 @@ static void test_matmul_rows_batch_invariant(void **state)
     for (int i = 0; i < rows; i++) {
         bias[i] = s_rand();
     }
+    const struct tb_cpu_weight q8 = {TB_CPU_Q8_0, rows, cols, w, NULL};
+    const size_t pmax = tb_cpu_weight_packed_bytes(&q8); /* the larger packed form */
+    uint8_t *packed = aligned_alloc(64, pmax);
+    assert_non_null(packed);
     for (int isa = TB_CPU_ISA_GENERIC; isa <= (int)tb_cpu_isa_detect(); isa++) {
         assert_int_equal(tb_cpu_kernels_set_isa(k, (tb_cpu_isa_t)isa), 0);
-        for (int dt = 0; dt < TB_CPU_DTYPE_COUNT; dt++) {
+        /* every dtype as stored, then Q8_0 and Q4_0 through their packed copies */
+        for (int v = 0; v < TB_CPU_DTYPE_COUNT + 2; v++) {
+            const int pack = v >= TB_CPU_DTYPE_COUNT;
+            const int dt = !pack ? v : v == TB_CPU_DTYPE_COUNT ? TB_CPU_Q8_0 : TB_CPU_Q4_0;
             size_t rb = tb_cpu_dtype_row_bytes((tb_cpu_dtype_t)dt, cols);
             for (int r = 0; r < rows; r++) {
                 for (int c = 0; c < cols; c++) {
@@ -729,26 +751,32 @@ static void test_matmul_rows_batch_invariant(void **state)
                 assert_int_equal(tb_cpu_quantize_row((tb_cpu_dtype_t)dt, src, w + r * rb, cols),
                                  0);
             }
-            struct tb_cpu_weight wt = {(tb_cpu_dtype_t)dt, rows, cols, w};
+            struct tb_cpu_weight wt = {(tb_cpu_dtype_t)dt, rows, cols, w, NULL};
+            if (pack) {
+                assert_int_equal(tb_cpu_weight_pack(&wt, packed, pmax), 0);
+                wt.packed = packed;
+            }
             assert_int_equal(tb_cpu_matmul(k, &wt, x, cols, n_tok, bias, y, rows), 0);
             for (int t = 0; t < n_tok; t++) {
                 assert_int_equal(tb_cpu_matmul(k, &wt, x + t * cols, cols, 1, bias, y1, rows),
                                  0);
                 if (memcmp(y1, y + t * rows, sizeof(float) * rows) != 0) {
-                    fail_msg("isa %s dtype %d: token %d differs at n_tok 1",
-                             tb_cpu_isa_name((tb_cpu_isa_t)isa), dt, t);
+                    fail_msg("isa %s dtype %d%s: token %d differs at n_tok 1",
+                             tb_cpu_isa_name((tb_cpu_isa_t)isa), dt, pack ? " packed" : "", t);
                 }
                 if (t + 3 <= n_tok) {
                     assert_int_equal(
                         tb_cpu_matmul(k, &wt, x + t * cols, cols, 3, bias, y1, rows), 0);
                     if (memcmp(y1, y + t * rows, sizeof(float) * rows * 3) != 0) {
-                        fail_msg("isa %s dtype %d: tokens %d.. differ at n_tok 3",
-                                 tb_cpu_isa_name((tb_cpu_isa_t)isa), dt, t);
+                        fail_msg("isa %s dtype %d%s: tokens %d.. differ at n_tok 3",
+                                 tb_cpu_isa_name((tb_cpu_isa_t)isa), dt, pack ? " packed" : "",
+                                 t);
                     }
                 }
             }
         }
     }
+    free(packed);
     free(x);
     free(y);
     free(y1);

@@ -1,6 +1,6 @@
-/* Unit tests for tb_cpu_matmul: every dtype, every ISA this CPU has (generic, AVX2, AVX-512),
- * odd shapes, n_tok 1..70, bias and strides, against scalar references written here from the
- * documented formats (not from the library's code). */
+/* Unit tests for tb_cpu_matmul: every dtype (and Q4_0 / Q8_0 through their packed copies), every
+ * ISA this CPU has (generic, AVX2, AVX-512), odd shapes, n_tok 1..70, bias and strides, against scalar
+ * references written here from the documented formats (not from the library's code). */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -94,9 +94,22 @@ static int s_quantized(tb_cpu_dtype_t dt) {
     return dt == TB_CPU_Q8_0 || dt == TB_CPU_Q4_0;
 }
 
-/* Runs one matmul and checks every output; returns the worst error relative to sum|w*x|
- * against the pure-float reference (for the accuracy report of quantized activations). */
-static double s_check(tb_cpu_kernels_t *k, const struct case_cfg *c) {
+/* Gives `wt` its packed copy (Q4_0, Q8_0): returns the buffer to free. */
+static uint8_t *s_pack(struct tb_cpu_weight *wt) {
+    size_t pb = tb_cpu_weight_packed_bytes(wt);
+    assert_true(pb > 0 && pb % 64 == 0);
+    uint8_t *p = aligned_alloc(64, pb);
+    assert_non_null(p);
+    memset(p, 0xa5, pb); /* padding must be written too */
+    assert_int_equal(tb_cpu_weight_pack(wt, p, pb), TB_OK);
+    wt->packed = p;
+    return p;
+}
+
+/* Runs one matmul (through the packed copy when `pack`) and checks every output; returns the
+ * worst error relative to sum|w*x| against the pure-float reference (for the accuracy report of
+ * quantized activations). */
+static double s_check(tb_cpu_kernels_t *k, const struct case_cfg *c, int pack) {
     const int64_t R = c->rows, C = c->cols;
     const size_t rb = tb_cpu_dtype_row_bytes(c->dt, C);
     assert_true(rb > 0);
@@ -124,6 +137,7 @@ static double s_check(tb_cpu_kernels_t *k, const struct case_cfg *c) {
         y[i] = 12345.0f; /* padding must stay untouched */
     }
     struct tb_cpu_weight wt = {.dtype = c->dt, .rows = R, .cols = C, .data = w};
+    uint8_t *packed = pack ? s_pack(&wt) : NULL;
     assert_int_equal(tb_cpu_matmul(k, &wt, x, ldx, c->n_tok, c->bias ? bias : NULL, y, ldy), TB_OK);
     double worst_float = 0.0;
     for (int t = 0; t < c->n_tok; t++) {
@@ -146,8 +160,9 @@ static double s_check(tb_cpu_kernels_t *k, const struct case_cfg *c) {
             double got = y[(size_t)t * ldy + r];
             double tol = 2e-5 * mag + 1e-5 * fabs(b) + 1e-6;
             if (fabs(got - (refq + b)) > tol) {
-                print_error("dtype %d rows %d cols %d n_tok %d: y[%d][%d] = %.7g, want %.7g\n",
-                            c->dt, c->rows, c->cols, c->n_tok, t, (int)r, got, refq + b);
+                print_error("dtype %d%s rows %d cols %d n_tok %d: y[%d][%d] = %.7g, want %.7g\n",
+                            c->dt, pack ? " packed" : "", c->rows, c->cols, c->n_tok, t, (int)r,
+                            got, refq + b);
                 fail();
             }
             double e = fabs(got - (ref + b)) / (mag + 1e-30);
@@ -158,6 +173,7 @@ static double s_check(tb_cpu_kernels_t *k, const struct case_cfg *c) {
         }
     }
     free(w);
+    free(packed);
     free(wsrc);
     free(x);
     free(y);
@@ -167,8 +183,14 @@ static double s_check(tb_cpu_kernels_t *k, const struct case_cfg *c) {
     return worst_float;
 }
 
-static const tb_cpu_dtype_t s_dtypes[] = {TB_CPU_F32, TB_CPU_F16, TB_CPU_BF16, TB_CPU_Q8_0,
-                                          TB_CPU_Q4_0};
+/* What the shape tests run: every dtype as stored, and Q8_0 / Q4_0 through their packed
+ * copies. */
+static const struct {
+    tb_cpu_dtype_t dt;
+    int pack;
+} s_variants[] = {{TB_CPU_F32, 0},  {TB_CPU_F16, 0},  {TB_CPU_BF16, 0}, {TB_CPU_Q8_0, 0},
+                  {TB_CPU_Q4_0, 0}, {TB_CPU_Q8_0, 1}, {TB_CPU_Q4_0, 1}};
+#define N_VARIANTS (sizeof(s_variants) / sizeof(s_variants[0]))
 
 /* Runs `fn` for each ISA the CPU has, with a 2-thread pool and without a pool. */
 static void s_for_each_isa(void (*fn)(tb_cpu_kernels_t *k)) {
@@ -193,8 +215,8 @@ static void s_shapes(tb_cpu_kernels_t *k) {
     static const int quant_cols[] = {32, 64, 96, 160, 544};
     static const int rows[] = {1, 5, 37};
     static const int toks[] = {1, 2, 7, 13};
-    for (size_t d = 0; d < sizeof(s_dtypes) / sizeof(s_dtypes[0]); d++) {
-        tb_cpu_dtype_t dt = s_dtypes[d];
+    for (size_t d = 0; d < N_VARIANTS; d++) {
+        tb_cpu_dtype_t dt = s_variants[d].dt;
         const int *cols = s_quantized(dt) ? quant_cols : float_cols;
         size_t nc = s_quantized(dt) ? 5 : 7;
         for (size_t ci = 0; ci < nc; ci++) {
@@ -202,7 +224,7 @@ static void s_shapes(tb_cpu_kernels_t *k) {
                 for (size_t ti = 0; ti < 4; ti++) {
                     struct case_cfg c = {dt,       rows[ri],           cols[ci],
                                          toks[ti], (int)(ci + ti) % 2, (int)(ri + ti) % 2};
-                    s_check(k, &c);
+                    s_check(k, &c, s_variants[d].pack);
                 }
             }
         }
@@ -215,11 +237,11 @@ static void test_shapes_all_isas(void **state) {
 }
 
 static void s_ntok_range(tb_cpu_kernels_t *k) {
-    for (size_t d = 0; d < sizeof(s_dtypes) / sizeof(s_dtypes[0]); d++) {
-        tb_cpu_dtype_t dt = s_dtypes[d];
+    for (size_t d = 0; d < N_VARIANTS; d++) {
+        tb_cpu_dtype_t dt = s_variants[d].dt;
         for (int n = 1; n <= 70; n++) {
             struct case_cfg c = {dt, 23, s_quantized(dt) ? 96 : 45, n, n % 2, n % 3 == 0};
-            s_check(k, &c);
+            s_check(k, &c, s_variants[d].pack);
         }
     }
 }
@@ -231,9 +253,9 @@ static void test_ntok_1_to_70_all_isas(void **state) {
 
 static void s_large(tb_cpu_kernels_t *k) {
     /* Model-like widths (many row tiles, several tasks, a token block edge at 64). */
-    for (size_t d = 0; d < sizeof(s_dtypes) / sizeof(s_dtypes[0]); d++) {
-        struct case_cfg c = {s_dtypes[d], 131, 1024, 66, 1, 0};
-        s_check(k, &c);
+    for (size_t d = 0; d < N_VARIANTS; d++) {
+        struct case_cfg c = {s_variants[d].dt, 131, 1024, 66, 1, 0};
+        s_check(k, &c, s_variants[d].pack);
     }
 }
 
@@ -248,20 +270,23 @@ static void test_activation_quantization_error(void **state) {
     (void)state;
     tb_cpu_kernels_t *k = NULL;
     assert_int_equal(tb_cpu_kernels_new(NULL, &k), TB_OK);
-    for (int q = 0; q < 2; q++) {
-        struct case_cfg c = {q ? TB_CPU_Q4_0 : TB_CPU_Q8_0, 64, 2048, 4, 0, 0};
-        double e = s_check(k, &c);
-        print_message("# %s: worst |y - y_float| / sum|w*x| = %.2e\n", q ? "q4_0" : "q8_0", e);
+    for (int q = 0; q < 4; q++) {
+        struct case_cfg c = {q % 2 ? TB_CPU_Q4_0 : TB_CPU_Q8_0, 64, 2048, 4, 0, 0};
+        double e = s_check(k, &c, q >= 2);
+        print_message("# %s%s: worst |y - y_float| / sum|w*x| = %.2e\n", q % 2 ? "q4_0" : "q8_0",
+                      q >= 2 ? " packed" : "", e);
         assert_true(e < 5e-3);
     }
     tb_cpu_kernels_destroy(&k);
 }
 
-/* tb_cpu_matmul_multi gives bit-identical results to one tb_cpu_matmul per weight. */
+/* tb_cpu_matmul_multi gives bit-identical results to one tb_cpu_matmul per weight (packed
+ * weights too, and a mix of packed and stored ones). */
 static void s_multi(tb_cpu_kernels_t *k) {
     static const int rows[3] = {37, 5, 6};
-    for (size_t d = 0; d < sizeof(s_dtypes) / sizeof(s_dtypes[0]); d++) {
-        tb_cpu_dtype_t dt = s_dtypes[d];
+    for (size_t d = 0; d < N_VARIANTS; d++) {
+        tb_cpu_dtype_t dt = s_variants[d].dt;
+        uint8_t *packed[3] = {NULL, NULL, NULL};
         const int C = 96;
         const int n_tok = 9;
         size_t rb = tb_cpu_dtype_row_bytes(dt, C);
@@ -288,7 +313,10 @@ static void s_multi(tb_cpu_kernels_t *k) {
             for (int r = 0; r < rows[o]; r++) {
                 bias[o][r] = s_rand();
             }
-            wt[o] = (struct tb_cpu_weight){dt, rows[o], C, w[o]};
+            wt[o] = (struct tb_cpu_weight){dt, rows[o], C, w[o], NULL};
+            if (s_variants[d].pack) {
+                packed[o] = s_pack(&wt[o]);
+            }
             outs[o] =
                 (struct tb_cpu_matmul_out){&wt[o], o == 1 ? NULL : bias[o], y2[o], (size_t)rows[o]};
             assert_int_equal(tb_cpu_matmul(k, &wt[o], x, C, n_tok, o == 1 ? NULL : bias[o], y1[o],
@@ -306,6 +334,19 @@ static void s_multi(tb_cpu_kernels_t *k) {
             tb_cpu_matmul(k, &wt[o], x, C, 1, o == 1 ? NULL : bias[o], one, 64);
             assert_memory_equal(one, y2[o], sizeof(float) * (size_t)rows[o]);
         }
+        if (s_variants[d].pack) { /* packed and stored side by side: still the same */
+            struct tb_cpu_weight stored = wt[1];
+            stored.packed = NULL;
+            float *y0 = calloc((size_t)rows[1] * n_tok, sizeof(float));
+            assert_int_equal(tb_cpu_matmul(k, &stored, x, C, n_tok, NULL, y0, (size_t)rows[1]),
+                             TB_OK);
+            outs[1].w = &stored;
+            assert_int_equal(tb_cpu_matmul_multi(k, x, C, n_tok, outs, 3), TB_OK);
+            assert_memory_equal(y1[0], y2[0], sizeof(float) * (size_t)rows[0] * n_tok);
+            assert_memory_equal(y0, y2[1], sizeof(float) * (size_t)rows[1] * n_tok);
+            assert_memory_equal(y1[2], y2[2], sizeof(float) * (size_t)rows[2] * n_tok);
+            free(y0);
+        }
         /* mixed dtypes are refused */
         struct tb_cpu_weight other = wt[1];
         other.dtype = dt == TB_CPU_F32 ? TB_CPU_F16 : TB_CPU_F32;
@@ -313,6 +354,7 @@ static void s_multi(tb_cpu_kernels_t *k) {
         assert_int_equal(tb_cpu_matmul_multi(k, x, C, n_tok, outs, 3), TB_EINVAL);
         for (int o = 0; o < 3; o++) {
             free(w[o]);
+            free(packed[o]);
             free(y1[o]);
             free(y2[o]);
             free(bias[o]);
@@ -378,6 +420,73 @@ static void test_bad_arguments(void **state) {
     tb_cpu_kernels_destroy(&k);
 }
 
+/* The packed forms: their sizes, the refusals, and that packing moves bytes without changing
+ * them (every block's scale and values found where the documented layout puts them; Q8_0 values
+ * + 128). */
+static void test_pack_layout(void **state) {
+    (void)state;
+    const int R = 21, C = 96; /* a partial second group, an odd block count (3) */
+    for (int q8 = 0; q8 < 2; q8++) {
+        const tb_cpu_dtype_t dt = q8 ? TB_CPU_Q8_0 : TB_CPU_Q4_0;
+        const size_t rb = tb_cpu_dtype_row_bytes(dt, C), bb = q8 ? 34 : 18;
+        const size_t pair = q8 ? 1088 : 576, vb = q8 ? 512 : 256;
+        const int nval = q8 ? 32 : 16; /* value bytes per block */
+        uint8_t *w = malloc(rb * R);
+        assert_non_null(w);
+        for (size_t i = 0; i < rb * R; i++) {
+            w[i] = (uint8_t)(i * 131u + 7u);
+        }
+        struct tb_cpu_weight wt = {.dtype = dt, .rows = R, .cols = C, .data = w};
+        const size_t pb = tb_cpu_weight_packed_bytes(&wt);
+        assert_int_equal(pb, 2 * 2 * pair); /* 2 groups x 2 block pairs */
+        uint8_t *p = aligned_alloc(64, pb + 64);
+        assert_non_null(p);
+        memset(p, 0xa5, pb);
+        assert_int_equal(tb_cpu_weight_pack(&wt, p, pb), TB_OK);
+        for (int r = 0; r < 32; r++) {
+            const uint8_t *g = p + (size_t)(r / 16) * 2 * pair;
+            int i = r % 16;
+            for (int b = 0; b < 4; b++) {
+                const uint8_t *sc = g + (size_t)(b / 2) * pair + (size_t)(b % 2) * 32 + 2 * i;
+                const uint8_t *v = g + (size_t)(b / 2) * pair + 64 + (size_t)(b % 2) * vb + 4 * i;
+                const uint8_t *src = r < R && b < 3 ? w + (size_t)r * rb + (size_t)b * bb : NULL;
+                assert_int_equal(sc[0], src ? src[0] : 0);
+                assert_int_equal(sc[1], src ? src[1] : 0);
+                for (int j = 0; j < nval; j++) {
+                    int want = src ? src[2 + j] : 0;
+                    if (q8) {
+                        want ^= 0x80;
+                    }
+                    assert_int_equal(v[64 * (j / 4) + j % 4], want);
+                }
+            }
+        }
+        /* refusals */
+        assert_int_equal(tb_cpu_weight_pack(&wt, p, pb - 1), TB_EINVAL);
+        assert_int_equal(tb_cpu_weight_pack(&wt, p + 32, pb), TB_EINVAL);
+        assert_int_equal(tb_cpu_weight_pack(&wt, NULL, pb), TB_EINVAL);
+        assert_int_equal(tb_cpu_weight_pack(NULL, p, pb), TB_EINVAL);
+        struct tb_cpu_weight other = wt;
+        other.data = NULL;
+        assert_int_equal(tb_cpu_weight_pack(&other, p, pb), TB_EINVAL);
+        for (int d = 0; d < TB_CPU_DTYPE_COUNT; d++) {
+            other = wt;
+            other.dtype = (tb_cpu_dtype_t)d;
+            assert_true((tb_cpu_weight_packed_bytes(&other) > 0) ==
+                        (d == TB_CPU_Q4_0 || d == TB_CPU_Q8_0));
+        }
+        other = wt;
+        other.cols = 48;
+        assert_int_equal(tb_cpu_weight_packed_bytes(&other), 0);
+        other.cols = 96;
+        other.rows = 0;
+        assert_int_equal(tb_cpu_weight_packed_bytes(&other), 0);
+        free(p);
+        free(w);
+    }
+    assert_int_equal(tb_cpu_weight_packed_bytes(NULL), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shapes_all_isas),
@@ -387,6 +496,7 @@ int main(void) {
         cmocka_unit_test(test_multi_all_isas),
         cmocka_unit_test(test_isa_env),
         cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_pack_layout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
