@@ -233,33 +233,41 @@ static void s_run(tb_cpu_kernels_t *k, const struct cfg *c, int window, float *s
     free(vc);
 }
 
-static void test_attention_configs(void **state) {
-    (void)state;
-    static const struct cfg cfgs[] = {
-        {1, 1, 64, 16, TB_CPU_F16},  {4, 8, 64, 16, TB_CPU_F16}, {2, 4, 128, 16, TB_CPU_F32},
-        {3, 2, 20, 5, TB_CPU_F16},   {2, 3, 17, 7, TB_CPU_F32},  {8, 1, 32, 1, TB_CPU_F16},
-        {1, 16, 80, 32, TB_CPU_F16}, {4, 4, 64, 16, TB_CPU_F32},
-    };
+/* Runs `fn` on every ISA the CPU has, with a 2-thread pool. */
+static void s_for_each_isa(void (*fn)(tb_cpu_kernels_t *k)) {
     tb_threadpool_t *pool = NULL;
     assert_int_equal(tb_threadpool_new(2, &pool), TB_OK);
     tb_cpu_kernels_t *k = NULL;
     assert_int_equal(tb_cpu_kernels_new(pool, &k), TB_OK);
     for (int isa = TB_CPU_ISA_GENERIC; isa <= (int)tb_cpu_isa_detect(); isa++) {
         assert_int_equal(tb_cpu_kernels_set_isa(k, (tb_cpu_isa_t)isa), TB_OK);
-        for (size_t i = 0; i < sizeof(cfgs) / sizeof(cfgs[0]); i++) {
-            s_run(k, &cfgs[i], 0, NULL);
-        }
+        fn(k);
     }
     tb_cpu_kernels_destroy(&k);
     tb_threadpool_destroy(&pool);
 }
 
-/* Sliding windows (Mistral's rule: query i sees keys j with i - window < j <= i) against the
- * reference on every ISA: windows smaller than the context, crossing block boundaries (block
- * sizes 16, 5, 7 and 1; windows 2, 5, 16, 17, 40), W = 1 (each query sees only itself), and
- * W >= the context giving exactly the bits of no window. */
-static void test_sliding_window(void **state) {
+static void s_configs(tb_cpu_kernels_t *k) {
+    static const struct cfg cfgs[] = {
+        {1, 1, 64, 16, TB_CPU_F16},  {4, 8, 64, 16, TB_CPU_F16}, {2, 4, 128, 16, TB_CPU_F32},
+        {3, 2, 20, 5, TB_CPU_F16},   {2, 3, 17, 7, TB_CPU_F32},  {8, 1, 32, 1, TB_CPU_F16},
+        {1, 16, 80, 32, TB_CPU_F16}, {4, 4, 64, 16, TB_CPU_F32},
+    };
+    for (size_t i = 0; i < sizeof(cfgs) / sizeof(cfgs[0]); i++) {
+        s_run(k, &cfgs[i], 0, NULL);
+    }
+}
+
+static void test_attention_configs(void **state) {
     (void)state;
+    s_for_each_isa(s_configs);
+}
+
+/* Sliding windows (Mistral's rule: query i sees keys j with i - window < j <= i) against the
+ * reference: windows smaller than the context, crossing block boundaries (block sizes 16, 5, 7
+ * and 1; windows 2, 5, 16, 17, 40), W = 1 (each query sees only itself), and W >= the context
+ * giving exactly the bits of no window. */
+static void s_windows(tb_cpu_kernels_t *k) {
     static const struct cfg cfgs[] = {
         {4, 8, 64, 16, TB_CPU_F16},
         {3, 2, 20, 5, TB_CPU_F16},
@@ -267,34 +275,30 @@ static void test_sliding_window(void **state) {
         {8, 1, 32, 1, TB_CPU_F16},
     };
     static const int windows[] = {1, 2, 5, 16, 17, 40};
-    tb_threadpool_t *pool = NULL;
-    assert_int_equal(tb_threadpool_new(2, &pool), TB_OK);
-    tb_cpu_kernels_t *k = NULL;
-    assert_int_equal(tb_cpu_kernels_new(pool, &k), TB_OK);
-    for (int isa = TB_CPU_ISA_GENERIC; isa <= (int)tb_cpu_isa_detect(); isa++) {
-        assert_int_equal(tb_cpu_kernels_set_isa(k, (tb_cpu_isa_t)isa), TB_OK);
-        for (size_t i = 0; i < sizeof(cfgs) / sizeof(cfgs[0]); i++) {
-            const struct cfg *c = &cfgs[i];
-            for (size_t w = 0; w < sizeof(windows) / sizeof(windows[0]); w++) {
-                s_run(k, c, windows[w], NULL);
-            }
-            /* the longest sequence has 100 tokens: windows of 100 and more cover every query */
-            size_t rows = (size_t)MAXQ * ((size_t)c->n_kv * c->group * c->hd + 1);
-            float *full = calloc(rows, sizeof(float)), *wide = calloc(rows, sizeof(float));
-            static const int wide_windows[] = {100, 1000};
-            s_rng = 0x1234567ull;
-            s_run(k, c, 0, full);
-            for (size_t w = 0; w < 2; w++) {
-                s_rng = 0x1234567ull; /* the same cache and queries */
-                s_run(k, c, wide_windows[w], wide);
-                assert_memory_equal(full, wide, rows * sizeof(float));
-            }
-            free(full);
-            free(wide);
+    static const int wide_windows[] = {100, 1000};
+    for (size_t i = 0; i < sizeof(cfgs) / sizeof(cfgs[0]); i++) {
+        const struct cfg *c = &cfgs[i];
+        for (size_t w = 0; w < sizeof(windows) / sizeof(windows[0]); w++) {
+            s_run(k, c, windows[w], NULL);
         }
+        /* the longest sequence has 100 tokens: windows of 100 and more cover every query */
+        size_t rows = (size_t)MAXQ * ((size_t)c->n_kv * c->group * c->hd + 1);
+        float *full = calloc(rows, sizeof(float)), *wide = calloc(rows, sizeof(float));
+        s_rng = 0x1234567ull;
+        s_run(k, c, 0, full);
+        for (size_t w = 0; w < 2; w++) {
+            s_rng = 0x1234567ull; /* the same cache and queries */
+            s_run(k, c, wide_windows[w], wide);
+            assert_memory_equal(full, wide, rows * sizeof(float));
+        }
+        free(full);
+        free(wide);
     }
-    tb_cpu_kernels_destroy(&k);
-    tb_threadpool_destroy(&pool);
+}
+
+static void test_sliding_window(void **state) {
+    (void)state;
+    s_for_each_isa(s_windows);
 }
 
 static void test_kv_write_bounds(void **state) {
