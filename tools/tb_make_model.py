@@ -204,6 +204,8 @@ def write_gguf(spec, produce, out, dtype, name='turbine-test', tokenizer=None, c
         w.add_value_length(spec.head_dim)
     if arch == 'llama':
         w.add_vocab_size(spec.vocab)
+    if spec.sliding_window:
+        w.add_sliding_window(spec.sliding_window)
     if rtype == 'linear':
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(rs['factor'])
@@ -283,6 +285,8 @@ def main(argv=None):
     tie.add_argument('--tied', dest='tied', action='store_true', default=None)
     tie.add_argument('--untied', dest='tied', action='store_false')
     ap.add_argument('--qkv-bias', action='store_true', help='q/k/v biases (arch qwen2)')
+    ap.add_argument('--sliding-window', type=int,
+                    help='attention window W (Mistral: position i attends to i - W < j <= i)')
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--shard-mb', type=int, default=0,
                     help='hf: split model.safetensors into shards of about this many MiB')
@@ -324,7 +328,7 @@ def main(argv=None):
     over = {'arch': a.arch, 'n_layers': a.layers, 'hidden': a.hidden, 'n_heads': a.heads,
             'n_kv_heads': a.kv_heads, 'head_dim': a.head_dim, 'intermediate': a.intermediate,
             'vocab': a.vocab, 'context': a.context, 'rms_eps': a.rms_eps,
-            'rope_theta': a.rope_theta, 'tied': a.tied}
+            'rope_theta': a.rope_theta, 'tied': a.tied, 'sliding_window': a.sliding_window}
     if a.heads and not a.kv_heads:
         over['n_kv_heads'] = a.heads
     kw.update({k: v for k, v in over.items() if v is not None})

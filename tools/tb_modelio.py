@@ -194,6 +194,8 @@ class Spec:
         self.qkv_bias = kw.get('qkv_bias', self.arch == 'qwen2')
         self.bos_id = kw.get('bos_id', 1)
         self.eos_id = kw.get('eos_id', 2)
+        # Mistral's attention window W (None: none): position i attends to i - W < j <= i
+        self.sliding_window = kw.get('sliding_window') or None
 
     def tensor_shapes(self, with_rope_freqs=False):
         """[(canonical name, shape)] in llama.cpp's file order; matrices are (rows, cols)."""
@@ -234,6 +236,14 @@ class Spec:
         if self.arch == 'llama':
             c['attention_bias'] = False
             c['mlp_bias'] = False
+            if self.sliding_window:
+                c['architectures'] = ['MistralForCausalLM']
+                c['model_type'] = 'mistral'
+                c['sliding_window'] = self.sliding_window
+        elif self.sliding_window:
+            c['use_sliding_window'] = True
+            c['sliding_window'] = self.sliding_window
+            c['max_window_layers'] = 0  # every layer slides
         else:
             c['use_sliding_window'] = False
         if self.head_dim * self.n_heads != self.hidden:
@@ -248,7 +258,8 @@ class Spec:
         if arch not in ('llama', 'qwen2'):
             raise ValueError('model_type %r is not supported' % arch)
         eos = c.get('eos_token_id', 2)
-        return cls(arch=arch, n_layers=c['num_hidden_layers'], hidden=c['hidden_size'],
+        return cls(sliding_window=hf_sliding_window(c, arch),
+                   arch=arch, n_layers=c['num_hidden_layers'], hidden=c['hidden_size'],
                    n_heads=c['num_attention_heads'], n_kv_heads=c.get('num_key_value_heads'),
                    head_dim=c.get('head_dim'), intermediate=c['intermediate_size'],
                    vocab=c['vocab_size'], context=c.get('max_position_embeddings', 2048),
@@ -256,6 +267,24 @@ class Spec:
                    rope_scaling=c.get('rope_scaling'), tied=c.get('tie_word_embeddings', False),
                    qkv_bias=(arch == 'qwen2'), bos_id=c.get('bos_token_id', 1),
                    eos_id=eos[0] if isinstance(eos, list) else eos)
+
+
+def hf_sliding_window(c, arch):
+    """The window transformers applies, or None; like the C loader, a window on some layers
+    only is refused."""
+    w = c.get('sliding_window')
+    if not w or not c.get('use_sliding_window', arch != 'qwen2'):
+        return None
+    n = c['num_hidden_layers']
+    if c.get('layer_types') is not None:
+        n_sliding = sum(t == 'sliding_attention' for t in c['layer_types'])
+    elif arch == 'qwen2':
+        n_sliding = max(0, n - c.get('max_window_layers', 28))
+    else:
+        n_sliding = n
+    if n_sliding not in (0, n):
+        raise ValueError('a sliding window on %d of %d layers is not supported' % (n_sliding, n))
+    return w if n_sliding else None
 
 
 def rope_scaling_type(rs):
@@ -393,7 +422,8 @@ def load_gguf(path):
                 rope_theta=g('rope.freq_base', 10000.0), rope_scaling=rs,
                 tied='output' not in tensors, qkv_bias='layers.0.bq' in tensors,
                 bos_id=meta.get('tokenizer.ggml.bos_token_id', 1),
-                eos_id=meta.get('tokenizer.ggml.eos_token_id', 2))
+                eos_id=meta.get('tokenizer.ggml.eos_token_id', 2),
+                sliding_window=g('attention.sliding_window'))
     layout = 'interleaved' if arch == 'llama' else 'neox'
     return spec, meta, tensors, layout
 

@@ -13,7 +13,9 @@ MODEL is a Hugging Face folder (weights read by our own safetensors reader) or a
   rotate q, k by pos * inv_freq[i] on pairs (i, i + d/2) for HF weights ("neox") or
       (2i, 2i+1) for GGUF llama weights, whose Q/K rows llama.cpp permuted ("interleaved");
       inv_freq[i] = theta^(-2i/d), then divided per rope scaling (linear, llama3, rope_freqs)
-  attention per head with causal mask, scores / sqrt(d); q head j reads kv head j // (H/KV)
+  attention per head with causal mask, scores / sqrt(d); q head j reads kv head j // (H/KV);
+      with a sliding window W (Mistral), position i sees only keys j with i - W < j <= i
+      (transformers' sliding_window_overlay: kv_idx > q_idx - W)
   x += attn Wo^T
   x += W_down (silu(W_gate h2) * (W_up h2)),  h2 = RMSNorm(x) * w_ffn_norm
   logits = RMSNorm(x) * w_out_norm  W_output^T   (W_output = tok_embd when tied)
@@ -105,7 +107,11 @@ class Model:
         H, KV, d = s.n_heads, s.n_kv_heads, s.head_dim
         pos = torch.arange(T)
         x = w['tok_embd'][torch.tensor(tokens, dtype=torch.long)]
-        mask = torch.full((T, T), float('-inf'), dtype=self.dtype).triu(1)
+        i, j = pos[:, None], pos[None, :]
+        seen = j <= i
+        if s.sliding_window:
+            seen &= j > i - s.sliding_window
+        mask = torch.zeros((T, T), dtype=self.dtype).masked_fill(~seen, float('-inf'))
         for i in range(s.n_layers):
             p = 'layers.%d.' % i
             h = self.rmsnorm(x, w[p + 'attn_norm'])

@@ -329,6 +329,50 @@ static int s_rope_scaling(json_t *rs, const char *file, struct tb_model_params *
                  err_len);
 }
 
+/* Which layers the window applies to, as transformers decides: `layer_types` when the config
+ * lists it, else for qwen2 the layers from `max_window_layers` on (default 28), else all.
+ * The window applies to all layers or to none (then sliding_window is cleared); a mix is
+ * refused, since the engines take one window for the whole model. */
+static int s_window_layers(json_t *root, const char *file, struct tb_model_params *p, char *err,
+                           size_t err_len)
+{
+    uint32_t n_sliding = 0;
+    json_t *lt = json_object_get(root, "layer_types");
+    if (lt && !json_is_null(lt)) {
+        if (!json_is_array(lt) || json_array_size(lt) != p->n_layers) {
+            return s_bad(file, "layer_types", lt, "is not a list of one type per layer", err,
+                         err_len);
+        }
+        for (size_t i = 0; i < json_array_size(lt); i++) {
+            const char *t = json_string_value(json_array_get(lt, i));
+            if (t && strcmp(t, "sliding_attention") == 0) {
+                n_sliding++;
+            } else if (!t || strcmp(t, "full_attention") != 0) {
+                return s_bad(file, "layer_types", lt,
+                             "holds a type other than full_attention and sliding_attention", err,
+                             err_len);
+            }
+        }
+    } else if (strcmp(p->arch, "qwen2") == 0) {
+        uint32_t first = 28; /* transformers' Qwen2Config default */
+        int rc = s_u32(root, file, "max_window_layers", false, 0, 1 << 20, &first, err, err_len);
+        if (rc < 0) {
+            return rc;
+        }
+        n_sliding = first < p->n_layers ? p->n_layers - first : 0;
+    } else {
+        n_sliding = p->n_layers;
+    }
+    if (n_sliding == 0) {
+        p->sliding_window = 0;
+    } else if (n_sliding != p->n_layers) {
+        return s_fail(err, err_len,
+                      "%s: a sliding window on %u of %u layers is not supported (all or none)",
+                      file, n_sliding, p->n_layers);
+    }
+    return 0;
+}
+
 int tb_hf_config_parse(const char *text, size_t len, struct tb_model_params *p, char *err,
                        size_t err_len)
 {
@@ -477,6 +521,12 @@ int tb_hf_config_parse(const char *text, size_t len, struct tb_model_params *p, 
     if (use_sw) {
         rc = s_u32(root, F, "sliding_window", false, 1, 1 << 24, &p->sliding_window, err,
                    err_len);
+        if (rc < 0) {
+            goto out;
+        }
+    }
+    if (p->sliding_window) {
+        rc = s_window_layers(root, F, p, err, err_len);
         if (rc < 0) {
             goto out;
         }

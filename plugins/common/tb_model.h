@@ -87,7 +87,7 @@ struct tb_model_params {
     uint32_t head_dim;   /* usually hidden / n_heads; even */
     uint32_t vocab;      /* rows of tok_embd and output */
     uint32_t max_context;    /* max_position_embeddings / context_length */
-    uint32_t sliding_window; /* 0: none (informational; Mistral-style configs) */
+    uint32_t sliding_window; /* 0: none; else attend to positions i - W < j <= i (Mistral) */
     double rms_eps;
     double rope_theta;
     struct tb_rope_scaling rope_scaling;

@@ -186,6 +186,12 @@ static int s_params(const tb_gguf_t *g, const char *arch, struct tb_model_params
     if (kl) {
         p->head_dim = kl;
     }
+    /* Mistral-style sliding window (llama.cpp's key); absent or 0: none */
+    p->sliding_window = 0;
+    if ((rc = s_u32(g, arch, "attention.sliding_window", false, 0, 1 << 24, &p->sliding_window,
+                    err, err_len)) < 0) {
+        return rc;
+    }
     if (vl && vl != p->head_dim) {
         return s_fail(err, err_len, "metadata '%s.attention.value_length' %u differs from the "
                       "key length %u (not supported)", arch, vl, p->head_dim);

@@ -14,6 +14,9 @@ that position's logits; a test asserts the largest over all positions.
   comments), argmax agreement rates, and Q8_0 / Q4_0 on a one-layer model against the reference
   with the kernels' 8-bit activation quantization applied (1e-5).
 - TinyStories (../shared): 120 greedy tokens from BOS equal the reference's.
+- Sliding window (Mistral, W = 5, HF config and GGUF key): prefill and decode within 1e-4 of the
+  reference with the same mask (i - W < j <= i) on every instruction set, the window really
+  changes the logits past position W, and batching leaves them bitwise unchanged.
 - Batches: a prompt alone and among 15 others (different lengths, arriving over time, chunked
   prefill) gives bitwise identical logits and tokens; so do preemption (a small cache), prefix
   reuse (a shared prefix) and chunking.
@@ -60,6 +63,14 @@ SHAPES = {
     'head-dim-gguf': ('gguf', 'f32', ['--layers', 2, '--hidden', 64, '--heads', 4, '--kv-heads',
                                       2, '--head-dim', 32, '--intermediate', 128, '--vocab',
                                       2048, '--untied']),
+    # Mistral-style sliding window of 5: HF config.json sliding_window, GGUF
+    # llama.attention.sliding_window
+    'mistral-swa5-hf': ('hf', 'f32', ['--layers', 2, '--hidden', 64, '--heads', 4, '--kv-heads',
+                                      2, '--intermediate', 128, '--vocab', 300, '--untied',
+                                      '--sliding-window', 5]),
+    'mistral-swa5-gguf': ('gguf', 'f32', ['--layers', 2, '--hidden', 64, '--heads', 4,
+                                          '--kv-heads', 2, '--intermediate', 128, '--vocab', 300,
+                                          '--untied', '--sliding-window', 5]),
 }
 F32_MODELS = sorted(SHAPES)
 
@@ -220,6 +231,31 @@ def test_f32_other_instruction_sets(models, name, isa, tmp_path):
     check_f32(model, tmp_path, env={'TB_CPU_ISA': isa})
 
 
+@pytest.mark.parametrize('isa', ['avx512', 'avx2', 'generic'])
+@pytest.mark.parametrize('name', ['mistral-swa5-hf', 'mistral-swa5-gguf'])
+def test_sliding_window_matches_reference(models, name, isa, tmp_path):
+    # check_f32: a 40-token prompt in chunks of 24 with blocks of 8, then 20 tokens and 12
+    # decode steps with blocks of 4: windows that cross block edges in prefill and decode
+    model = models(name)
+    assert ref(model).spec.sliding_window == 5
+    need_isa(model, isa)
+    check_f32(model, tmp_path, env={'TB_CPU_ISA': isa})
+
+
+def test_sliding_window_is_applied(models, tmp_path):
+    """Not vacuous: the first W positions equal full attention's, later ones do not."""
+    import torch
+    import tb_ref_forward
+    model = models('mistral-swa5-hf')
+    toks = prompt(300, 20, seed=9)
+    ours = all_logits(model, toks, tmp_path, '--kv-f32', '--block-size', 4)
+    full = tb_ref_forward.Model(model, torch.float64)
+    full.spec.sliding_window = None
+    expect = full.forward(toks).numpy()
+    assert rel_err(ours[:5], expect[:5]).max() <= F32_TOL
+    assert rel_err(ours[5:], expect[5:]).min() > 1e-3
+
+
 def test_f32_with_f16_kv_cache(models, tmp_path):
     # measured 2.5e-4 here (1.6e-4 .. 3.4e-4 over the F32 shapes)
     model = models('gqa-untied-llama3-gguf')
@@ -326,7 +362,7 @@ def test_tinystories_greedy_matches_reference(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # batches: nothing but speed may change
 
-BATCH_MODELS = ['gqa-untied-llama3-gguf', 'gguf-q4_0', 'hf-bf16']
+BATCH_MODELS = ['gqa-untied-llama3-gguf', 'gguf-q4_0', 'hf-bf16', 'mistral-swa5-hf']
 
 
 def run_batch(model, prompts, gen, tmp, tag, *extra):

@@ -18,6 +18,13 @@
  *   void  ATT_SCALE(float *y, float a, int n);                         y *= a
  *   float ATT_EXP_BLOCK(float *s, int n, float m);  s[i] = exp(s[i] - m); returns the sum
  *
+ * Sliding window (s->window > 0): the query at position pos attends to positions
+ * (pos - window, pos], Mistral's rule in Hugging Face transformers.  Blocks wholly before the
+ * window are skipped (not read, their table entries not checked); in the block holding the
+ * window's first position the scores and PV start at that slot, by offsetting the K and V
+ * pointers (the helpers take any start: K rows keep their stride bs).  Without a window, or with
+ * one that covers [0, pos], the work is exactly that of full attention, bit for bit.
+ *
  * The block tables were validated by the caller (ids in range, tables long enough).
  */
 #include <math.h>
@@ -29,7 +36,10 @@ static void TB_ATTN_TASK(const struct tb_attn_args *a, int tok, int kvh, float *
     const int bs = L->block_size;
     const int G = a->group;
     const int f16 = L->dtype == TB_CPU_F16;
-    int n_att = s->pos + 1 < s->ctx_len ? s->pos + 1 : s->ctx_len;
+    const int n_att = s->pos + 1 < s->ctx_len ? s->pos + 1 : s->ctx_len;
+    /* first position attended: pos - window + 1 with a window, else 0 */
+    const int lo = s->window > 0 && s->pos - s->window + 1 > 0 ? s->pos - s->window + 1 : 0;
+    const size_t es = f16 ? 2 : 4;
     float *acc = scratch;     /* G * hd running numerators */
     float *sc = acc + G * hd; /* bs scores / probabilities */
     float *m = sc + bs;       /* G running maxima */
@@ -38,7 +48,7 @@ static void TB_ATTN_TASK(const struct tb_attn_args *a, int tok, int kvh, float *
     const float *q0 = a->q + (size_t)tok * a->ldq + (size_t)kvh * G * hd;
     float *o0 = a->out + (size_t)tok * a->ldo + (size_t)kvh * G * hd;
 
-    if (n_att <= 0) {
+    if (n_att <= lo) {
         memset(o0, 0, sizeof(float) * (size_t)G * hd);
         return;
     }
@@ -50,11 +60,14 @@ static void TB_ATTN_TASK(const struct tb_attn_args *a, int tok, int kvh, float *
     for (int i = 0; i < G * hd; i++) {
         qs[i] = q0[i] * a->scale;
     }
-    for (int b = 0; b * bs < n_att; b++) {
-        const int nvalid = n_att - b * bs < bs ? n_att - b * bs : bs;
+    for (int b = lo / bs; b * bs < n_att; b++) {
+        const int first = b * bs < lo ? lo - b * bs : 0; /* first slot in the window */
+        const int nvalid = (n_att - b * bs < bs ? n_att - b * bs : bs) - first;
         const size_t blk = (size_t)s->block_table[b];
-        const uint8_t *kb = a->k + blk * a->block_bytes + (size_t)kvh * a->head_bytes;
-        const uint8_t *vb = a->v + blk * a->block_bytes + (size_t)kvh * a->head_bytes;
+        const uint8_t *kb =
+            a->k + blk * a->block_bytes + (size_t)kvh * a->head_bytes + (size_t)first * es;
+        const uint8_t *vb = a->v + blk * a->block_bytes + (size_t)kvh * a->head_bytes +
+                            (size_t)first * (size_t)hd * es;
         for (int h = 0; h < G; h++) {
             const float *qh = qs + (size_t)h * hd;
             float *acch = acc + (size_t)h * hd;

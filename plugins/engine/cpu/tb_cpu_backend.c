@@ -44,6 +44,7 @@ struct tb_backend {
     float eps;
     float *inv_freq; /* [head_dim / 2] */
     tb_cpu_rope_mode_t rope_mode;
+    int window; /* sliding window (params.sliding_window, at most 2^24 from the loaders); 0: none */
 
     /* KV cache */
     struct tb_cpu_kv_layout kv; /* one layer's geometry (the same for every layer) */
@@ -294,6 +295,7 @@ static int s_create(const tb_model_t *model, const struct tb_backend_config *cfg
     b->vocab = p->vocab;
     b->eps = (float)p->rms_eps;
     b->rope_mode = p->rope_layout == TB_ROPE_NEOX ? TB_CPU_ROPE_NEOX : TB_CPU_ROPE_INTERLEAVED;
+    b->window = (int)p->sliding_window;
     b->max_tokens = cfg->max_batch_tokens;
     /* an entry has at least one token: never more entries than tokens */
     b->max_seqs = cfg->max_batch_seqs < cfg->max_batch_tokens ? cfg->max_batch_seqs
@@ -455,6 +457,7 @@ static int s_prepare(tb_backend_t *b, const struct tb_sched_plan *plan, char *er
                 .n_blocks = (int)need,
                 .ctx_len = (int)e->n_ctx,
                 .pos = (int)ps,
+                .window = b->window,
             };
             b->pos[t] = (int32_t)ps;
             b->slots[t] = (int32_t)plan->slots[t];

@@ -443,15 +443,19 @@ int tb_cpu_attention(tb_cpu_kernels_t *self, const struct tb_cpu_kv_layout *L, c
     /* Every block a query will read must exist: cheap next to the attention itself. */
     for (int t = 0; t < n_tok; t++) {
         const struct tb_cpu_attn_seq *s = &seqs[t];
+        if (s->window < 0) {
+            return TB_EINVAL;
+        }
         int n_att = s->pos + 1 < s->ctx_len ? s->pos + 1 : s->ctx_len;
-        if (n_att <= 0) {
+        int lo = s->window > 0 && s->pos - s->window + 1 > 0 ? s->pos - s->window + 1 : 0;
+        if (n_att <= lo) {
             continue;
         }
         int need = (n_att + L->block_size - 1) / L->block_size;
         if (!s->block_table || s->n_blocks < need) {
             return TB_EINVAL;
         }
-        for (int b = 0; b < need; b++) {
+        for (int b = lo / L->block_size; b < need; b++) {
             if (s->block_table[b] < 0 || s->block_table[b] >= L->n_blocks) {
                 return TB_EINVAL;
             }

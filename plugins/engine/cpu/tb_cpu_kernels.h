@@ -286,6 +286,8 @@ struct tb_cpu_attn_seq {
     int n_blocks;               /* entries in block_table */
     int ctx_len;                /* tokens of the sequence present in the cache */
     int pos;                    /* this query's position: it attends to [0, min(pos+1, ctx_len)) */
+    int window;                 /* sliding window, >= 0: when > 0, only positions
+                                   > pos - window (this one and window - 1 before it) */
 };
 
 /* Attention for a batch of query tokens, each with its own sequence view (several queries of
@@ -295,10 +297,13 @@ struct tb_cpu_attn_seq {
  *   n_heads: a multiple of layout->n_kv_heads (GQA; query head h reads kv head
  *       h / (n_heads / n_kv_heads)).
  *   scale: the score scale; 0 means 1 / sqrt(head_dim).
+ * With a sliding window, blocks wholly before it are neither read nor checked (their table
+ * entries may be anything); a window covering [0, pos] gives the same bits as none.
  * Softmax is computed online per block (running max and sum), in f32.  Parallel over
  * (query token, kv head): one task serves every query head of the group, so each K/V block is
  * read once per group.  A query that attends to no token gets zeros.  TB_EINVAL when a block id
- * is outside [0, n_blocks) or a table is too short for the tokens it must cover; TB_ENOMEM when
+ * it reads is outside [0, n_blocks), a table is too short for the tokens it must cover or a
+ * window is negative; TB_ENOMEM when
  * scratch cannot grow.  Buffers are borrowed for the call. */
 int tb_cpu_attention(tb_cpu_kernels_t *self, const struct tb_cpu_kv_layout *layout,
                      const void *k_cache, const void *v_cache, int n_tok,

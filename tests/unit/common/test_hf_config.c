@@ -93,6 +93,34 @@ static void test_defaults_and_variants(void **state)
     assert_int_equal(p.sliding_window, 4096);
     assert_int_equal(p.eos_id, 5);
     assert_int_equal(p.n_eos_ids, 2);
+    /* which layers slide, as transformers decides: Mistral's null window is none; qwen2 slides
+     * layers >= max_window_layers (default 28); layer_types, when listed, decides */
+    static const struct {
+        const char *arch, *extra;
+        uint32_t want;
+    } win[] = {
+        {"mistral", "\"sliding_window\":null", 0},
+        {"mistral",
+         "\"sliding_window\":5,\"layer_types\":[\"sliding_attention\",\"sliding_attention\"]", 5},
+        {"mistral", "\"sliding_window\":5,\"layer_types\":[\"full_attention\",\"full_attention\"]",
+         0},
+        {"qwen2", "\"use_sliding_window\":true,\"sliding_window\":5", 0},
+        {"qwen2", "\"use_sliding_window\":true,\"sliding_window\":5,\"max_window_layers\":2", 0},
+        {"qwen2", "\"use_sliding_window\":true,\"sliding_window\":5,\"max_window_layers\":0", 5},
+    };
+    for (size_t i = 0; i < sizeof win / sizeof win[0]; i++) {
+        char j[512];
+        snprintf(j, sizeof j,
+                 "{\"model_type\":\"%s\",\"hidden_size\":64,\"intermediate_size\":128,"
+                 "\"num_hidden_layers\":2,\"num_attention_heads\":4,\"vocab_size\":300,%s}",
+                 win[i].arch, win[i].extra);
+        int rc = s_cfg(j, &p, err, sizeof err);
+        if (rc != 0 || p.sliding_window != win[i].want) {
+            fail_msg("window case %zu: rc %d (%s), sliding_window %u, expected %u", i, rc, err,
+                     p.sliding_window, win[i].want);
+        }
+        tb_model_params_release(&p);
+    }
     /* integral reals are accepted for integers */
     assert_int_equal(s_cfg("{" LLAMA_BASE ",\"max_position_embeddings\":4096.0}", &p, err,
                            sizeof err),
@@ -173,6 +201,18 @@ static void test_refusals_name_key_and_value(void **state)
          "\"num_hidden_layers\":1,\"num_attention_heads\":7,\"vocab_size\":1}",
          "hidden_size 100 is not a multiple"},
         {"{" LLAMA_BASE ",\"model_type\":\"llama\"}", "duplicate"},
+        {"{" LLAMA_BASE ",\"sliding_window\":0}", "sliding_window 0: is out of range"},
+        {"{" LLAMA_BASE ",\"sliding_window\":8,\"layer_types\":[\"sliding_attention\","
+         "\"full_attention\"]}",
+         "a sliding window on 1 of 2 layers is not supported"},
+        {"{" LLAMA_BASE ",\"sliding_window\":8,\"layer_types\":[\"sliding_attention\"]}",
+         "layer_types [\"sliding_attention\"]: is not a list of one type per layer"},
+        {"{" LLAMA_BASE ",\"sliding_window\":8,\"layer_types\":[\"local\",\"local\"]}",
+         "holds a type other than"},
+        {"{\"model_type\":\"qwen2\",\"hidden_size\":64,\"intermediate_size\":128,"
+         "\"num_hidden_layers\":4,\"num_attention_heads\":4,\"vocab_size\":300,"
+         "\"use_sliding_window\":true,\"sliding_window\":8,\"max_window_layers\":1}",
+         "a sliding window on 3 of 4 layers is not supported"},
         {NULL, NULL},
     };
     for (size_t i = 0; cases[i].json; i++) {

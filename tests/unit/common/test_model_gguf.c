@@ -298,6 +298,7 @@ static void test_llama_f32(void **state)
     assert_int_equal(p->intermediate, 96);
     assert_int_equal(p->vocab, 20); /* from the token list */
     assert_int_equal(p->max_context, 256);
+    assert_int_equal(p->sliding_window, 0); /* no attention.sliding_window key */
     assert_true(p->rms_eps == (double)1e-5f);
     assert_false(p->tied_embeddings);
     assert_false(p->qkv_bias);
@@ -362,6 +363,22 @@ static void test_qwen2(void **state)
     tb_model_close(&m);
 }
 
+static void test_sliding_window(void **state)
+{
+    struct model *g = *state;
+    const uint32_t windows[2] = {4096, 0}; /* 0 in the file: no window */
+    for (int i = 0; i < 2; i++) {
+        s_llama(g, "llama", 0, false, false);
+        kv_u32(&g->kv, "llama.attention.sliding_window", windows[i]);
+        s_write(g);
+        tb_model_t *m = NULL;
+        char err[512] = "";
+        assert_int_equal(tb_model_open(g->path, &m, err, sizeof err), 0);
+        assert_int_equal(tb_model_params(m)->sliding_window, windows[i]);
+        tb_model_close(&m);
+    }
+}
+
 static void test_rope_freqs(void **state)
 {
     struct model *g = *state;
@@ -413,6 +430,18 @@ static void m_yarn(struct model *g)
 {
     s_llama(g, "llama", 0, false, false);
     kv_str(&g->kv, "llama.rope.scaling.type", "yarn");
+}
+
+static void m_bad_window(struct model *g)
+{
+    s_llama(g, "llama", 0, false, false);
+    kv_f32(&g->kv, "llama.attention.sliding_window", 4096.0f);
+}
+
+static void m_huge_window(struct model *g)
+{
+    s_llama(g, "llama", 0, false, false);
+    kv_u32(&g->kv, "llama.attention.sliding_window", (1u << 24) + 1);
 }
 
 static void m_partial_rope(struct model *g)
@@ -469,6 +498,8 @@ static void test_refusals(void **state)
         {m_missing_key, "metadata 'llama.block_count' is missing"},
         {m_yarn, "metadata 'llama.rope.scaling.type' 'yarn' is not supported"},
         {m_partial_rope, "partial rotary embedding is not supported"},
+        {m_bad_window, "metadata 'llama.attention.sliding_window' is not a non-negative integer"},
+        {m_huge_window, "metadata 'llama.attention.sliding_window' 16777217 is out of range"},
         {m_quant_norm, "dtype q8_0 is not supported for a vector"},
         {m_unknown_tensor, "tensor 'blk.0.attn_output.bias' is not part"},
         {m_bad_shape, "tensor 'layers.0.wk' (blk.0.attn_k.weight) has shape [64, 64]"},
@@ -518,6 +549,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_llama_f32, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_quantized_tied, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_qwen2, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_sliding_window, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_rope_freqs, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_refusals, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_truncated_file, s_setup, s_teardown),

@@ -1,5 +1,6 @@
 /* Unit tests for the paged KV cache and attention: random block tables, GQA ratios, odd head
- * sizes and block sizes, f16 and f32 caches, every ISA, against a direct softmax in double. */
+ * sizes and block sizes, f16 and f32 caches, sliding windows, every ISA, against a direct
+ * softmax in double. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -35,8 +36,13 @@ struct cfg {
 };
 
 #define NSEQ 3
+#define MAXQ 16
 
-static void s_run(tb_cpu_kernels_t *k, const struct cfg *c) {
+/* Writes three sequences (1, 37 and 100 tokens) into a cache and checks decode and prefill
+ * queries against the reference.  window: the queries' sliding window (0: none); the query at
+ * pos attends to positions (pos - window, pos].  save: when not NULL, receives the outputs
+ * (MAXQ rows of stride `(n_heads * hd + 1)` floats) for bitwise comparisons. */
+static void s_run(tb_cpu_kernels_t *k, const struct cfg *c, int window, float *save) {
     const int lens[NSEQ] = {1, 37, 100};
     const int n_heads = c->n_kv * c->group;
     const int kvw = c->n_kv * c->hd, qw = n_heads * c->hd;
@@ -106,22 +112,21 @@ static void s_run(tb_cpu_kernels_t *k, const struct cfg *c) {
     }
     /* Queries: decode steps of each sequence, a prefill-like run of sequence 2, and a query
      * that sees nothing (ctx_len 0). */
-    enum { MAXQ = 16 };
     struct tb_cpu_attn_seq qs[MAXQ];
     int qseq[MAXQ];
     int nq = 0;
     for (int s = 0; s < NSEQ; s++) {
         qs[nq] = (struct tb_cpu_attn_seq){tables[s], (lens[s] + c->bs - 1) / c->bs, lens[s],
-                                          lens[s] - 1};
+                                          lens[s] - 1, window};
         qseq[nq++] = s;
     }
     static const int prefill_pos[] = {0, 4, 5, 15, 16, 17, 63, 64, 99};
     for (size_t i = 0; i < sizeof(prefill_pos) / sizeof(prefill_pos[0]); i++) {
         qs[nq] = (struct tb_cpu_attn_seq){tables[2], (lens[2] + c->bs - 1) / c->bs, lens[2],
-                                          prefill_pos[i]};
+                                          prefill_pos[i], window};
         qseq[nq++] = 2;
     }
-    qs[nq] = (struct tb_cpu_attn_seq){tables[1], 0, 0, 3};
+    qs[nq] = (struct tb_cpu_attn_seq){tables[1], 0, 0, 3, window};
     qseq[nq++] = 1;
     const size_t ldq = (size_t)qw + 3, ldo = (size_t)qw + 1;
     float *q = malloc(sizeof(float) * ldq * nq);
@@ -136,11 +141,13 @@ static void s_run(tb_cpu_kernels_t *k, const struct cfg *c) {
     for (int t = 0; t < nq; t++) {
         int s = qseq[t];
         int n_att = qs[t].pos + 1 < qs[t].ctx_len ? qs[t].pos + 1 : qs[t].ctx_len;
+        /* transformers' sliding-window mask: key j is seen by query i when j > i - window */
+        int lo = window > 0 && qs[t].pos + 1 - window > 0 ? qs[t].pos + 1 - window : 0;
         for (int h = 0; h < n_heads; h++) {
             int g = h / c->group;
             const float *qh = q + (size_t)t * ldq + (size_t)h * c->hd;
             double mx = -INFINITY, sum = 0.0;
-            for (int p = 0; p < n_att; p++) {
+            for (int p = lo; p < n_att; p++) {
                 double d = 0.0;
                 for (int i = 0; i < c->hd; i++) {
                     d += (double)qh[i] * kref[s][(size_t)p * kvw + g * c->hd + i];
@@ -148,33 +155,66 @@ static void s_run(tb_cpu_kernels_t *k, const struct cfg *c) {
                 sc[p] = d * scale;
                 mx = sc[p] > mx ? sc[p] : mx;
             }
-            for (int p = 0; p < n_att; p++) {
+            for (int p = lo; p < n_att; p++) {
                 sc[p] = exp(sc[p] - mx);
                 sum += sc[p];
             }
             for (int i = 0; i < c->hd; i++) {
                 double o = 0.0;
-                for (int p = 0; p < n_att; p++) {
+                for (int p = lo; p < n_att; p++) {
                     o += sc[p] * vref[s][(size_t)p * kvw + g * c->hd + i];
                 }
-                o = n_att > 0 ? o / sum : 0.0;
+                o = n_att > lo ? o / sum : 0.0;
                 double got = out[(size_t)t * ldo + (size_t)h * c->hd + i];
                 if (!(fabs(got - o) <= 2e-5 + 2e-5 * fabs(o))) {
-                    print_error("kv %d group %d hd %d bs %d dt %d isa %s: q %d head %d dim %d: "
-                                "got %.7g want %.7g\n",
-                                c->n_kv, c->group, c->hd, c->bs, c->dt,
+                    print_error("kv %d group %d hd %d bs %d dt %d window %d isa %s: q %d head %d "
+                                "dim %d: got %.7g want %.7g\n",
+                                c->n_kv, c->group, c->hd, c->bs, c->dt, window,
                                 tb_cpu_isa_name(tb_cpu_kernels_isa(k)), t, h, i, got, o);
                     fail();
                 }
             }
         }
     }
-    /* Broken tables are refused. */
+    if (save) {
+        for (int t = 0; t < nq; t++) {
+            memcpy(save + (size_t)t * ldo, out + (size_t)t * ldo, sizeof(float) * (size_t)qw);
+        }
+    }
+    /* With a window, blocks wholly before it are not read: the same query with their table
+     * entries replaced by an invalid id gives the same bits. */
+    if (window > 0) {
+        int32_t table[128];
+        for (int t = 0; t < nq; t++) {
+            int lo = qs[t].pos + 1 - window;
+            if (lo < c->bs || qs[t].ctx_len == 0) {
+                continue;
+            }
+            memcpy(table, qs[t].block_table, sizeof(int32_t) * (size_t)qs[t].n_blocks);
+            for (int b = 0; b < lo / c->bs; b++) {
+                table[b] = -1;
+            }
+            struct tb_cpu_attn_seq one = qs[t];
+            one.block_table = table;
+            float *o1 = malloc(sizeof(float) * ldo);
+            assert_int_equal(
+                tb_cpu_attention(k, &L, kc, vc, 1, &one, q + (size_t)t * ldq, ldq, n_heads, 0.0f,
+                                 o1, ldo),
+                TB_OK);
+            assert_memory_equal(o1, out + (size_t)t * ldo, sizeof(float) * (size_t)qw);
+            free(o1);
+        }
+    }
+    /* Broken tables and windows are refused. */
     int32_t bad[1] = {(int32_t)L.n_blocks};
-    struct tb_cpu_attn_seq bq = {bad, 1, 1, 0};
+    struct tb_cpu_attn_seq bq = {bad, 1, 1, 0, 0};
     assert_int_equal(tb_cpu_attention(k, &L, kc, vc, 1, &bq, q, ldq, n_heads, 0.0f, out, ldo),
                      TB_EINVAL);
-    bq = (struct tb_cpu_attn_seq){tables[2], 1, lens[2], lens[2] - 1}; /* table too short */
+    bq = (struct tb_cpu_attn_seq){tables[2], 1, lens[2], lens[2] - 1, 0}; /* table too short */
+    assert_int_equal(tb_cpu_attention(k, &L, kc, vc, 1, &bq, q, ldq, n_heads, 0.0f, out, ldo),
+                     TB_EINVAL);
+    bq = qs[0];
+    bq.window = -1;
     assert_int_equal(tb_cpu_attention(k, &L, kc, vc, 1, &bq, q, ldq, n_heads, 0.0f, out, ldo),
                      TB_EINVAL);
     if (c->n_kv > 1) { /* n_heads not a multiple of n_kv_heads */
@@ -193,25 +233,72 @@ static void s_run(tb_cpu_kernels_t *k, const struct cfg *c) {
     free(vc);
 }
 
-static void test_attention_configs(void **state) {
-    (void)state;
-    static const struct cfg cfgs[] = {
-        {1, 1, 64, 16, TB_CPU_F16},  {4, 8, 64, 16, TB_CPU_F16}, {2, 4, 128, 16, TB_CPU_F32},
-        {3, 2, 20, 5, TB_CPU_F16},   {2, 3, 17, 7, TB_CPU_F32},  {8, 1, 32, 1, TB_CPU_F16},
-        {1, 16, 80, 32, TB_CPU_F16}, {4, 4, 64, 16, TB_CPU_F32},
-    };
+/* Runs `fn` on every ISA the CPU has, with a 2-thread pool. */
+static void s_for_each_isa(void (*fn)(tb_cpu_kernels_t *k)) {
     tb_threadpool_t *pool = NULL;
     assert_int_equal(tb_threadpool_new(2, &pool), TB_OK);
     tb_cpu_kernels_t *k = NULL;
     assert_int_equal(tb_cpu_kernels_new(pool, &k), TB_OK);
     for (int isa = TB_CPU_ISA_GENERIC; isa <= (int)tb_cpu_isa_detect(); isa++) {
         assert_int_equal(tb_cpu_kernels_set_isa(k, (tb_cpu_isa_t)isa), TB_OK);
-        for (size_t i = 0; i < sizeof(cfgs) / sizeof(cfgs[0]); i++) {
-            s_run(k, &cfgs[i]);
-        }
+        fn(k);
     }
     tb_cpu_kernels_destroy(&k);
     tb_threadpool_destroy(&pool);
+}
+
+static void s_configs(tb_cpu_kernels_t *k) {
+    static const struct cfg cfgs[] = {
+        {1, 1, 64, 16, TB_CPU_F16},  {4, 8, 64, 16, TB_CPU_F16}, {2, 4, 128, 16, TB_CPU_F32},
+        {3, 2, 20, 5, TB_CPU_F16},   {2, 3, 17, 7, TB_CPU_F32},  {8, 1, 32, 1, TB_CPU_F16},
+        {1, 16, 80, 32, TB_CPU_F16}, {4, 4, 64, 16, TB_CPU_F32},
+    };
+    for (size_t i = 0; i < sizeof(cfgs) / sizeof(cfgs[0]); i++) {
+        s_run(k, &cfgs[i], 0, NULL);
+    }
+}
+
+static void test_attention_configs(void **state) {
+    (void)state;
+    s_for_each_isa(s_configs);
+}
+
+/* Sliding windows (Mistral's rule: query i sees keys j with i - window < j <= i) against the
+ * reference: windows smaller than the context, crossing block boundaries (block sizes 16, 5, 7
+ * and 1; windows 2, 5, 16, 17, 40), W = 1 (each query sees only itself), and W >= the context
+ * giving exactly the bits of no window. */
+static void s_windows(tb_cpu_kernels_t *k) {
+    static const struct cfg cfgs[] = {
+        {4, 8, 64, 16, TB_CPU_F16},
+        {3, 2, 20, 5, TB_CPU_F16},
+        {2, 3, 17, 7, TB_CPU_F32},
+        {8, 1, 32, 1, TB_CPU_F16},
+    };
+    static const int windows[] = {1, 2, 5, 16, 17, 40};
+    static const int wide_windows[] = {100, 1000};
+    for (size_t i = 0; i < sizeof(cfgs) / sizeof(cfgs[0]); i++) {
+        const struct cfg *c = &cfgs[i];
+        for (size_t w = 0; w < sizeof(windows) / sizeof(windows[0]); w++) {
+            s_run(k, c, windows[w], NULL);
+        }
+        /* the longest sequence has 100 tokens: windows of 100 and more cover every query */
+        size_t rows = (size_t)MAXQ * ((size_t)c->n_kv * c->group * c->hd + 1);
+        float *full = calloc(rows, sizeof(float)), *wide = calloc(rows, sizeof(float));
+        s_rng = 0x1234567ull;
+        s_run(k, c, 0, full);
+        for (size_t w = 0; w < 2; w++) {
+            s_rng = 0x1234567ull; /* the same cache and queries */
+            s_run(k, c, wide_windows[w], wide);
+            assert_memory_equal(full, wide, rows * sizeof(float));
+        }
+        free(full);
+        free(wide);
+    }
+}
+
+static void test_sliding_window(void **state) {
+    (void)state;
+    s_for_each_isa(s_windows);
 }
 
 static void test_kv_write_bounds(void **state) {
@@ -257,6 +344,7 @@ static void test_kv_write_bounds(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_attention_configs),
+        cmocka_unit_test(test_sliding_window),
         cmocka_unit_test(test_kv_write_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
