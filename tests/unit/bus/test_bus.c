@@ -421,39 +421,63 @@ static void test_join_unreachable_fails_fast(void **state)
     assert_non_null(strstr(err, "did not answer"));
 }
 
+/* A server handle serving t.srv.gen with `chunks` echoes and a client handle that sees its
+ * route, on a fresh head node (`cfg`, or short heartbeats and leases when NULL). */
+struct pair {
+    tb_node_t *n;
+    tb_bus_t *srv, *cli;
+    struct server s;
+    tb_endpoint_t *ep;
+};
+
+static void pair_open(struct pair *p, const struct tb_node_config *cfg, int chunks)
+{
+    struct tb_node_config dflt = {.heartbeat_ms = 100, .lease_ttl_ms = 400};
+    char err[256];
+    assert_int_equal(tb_node_new(cfg ? cfg : &dflt, &p->n, err, sizeof(err)), 0);
+    p->srv = tb_bus_new(p->n, "t", "srv");
+    p->cli = tb_bus_new(p->n, "t", "cli");
+    p->s = (struct server){.chunks = chunks};
+    assert_int_equal(
+        tb_bus_endpoint_add(p->srv, "gen", NULL, on_request, on_cancel, &p->s, &p->ep), 0);
+    wait_route(p->srv, p->cli, "t.srv.gen", 1);
+}
+
+static void pair_close(struct pair *p)
+{
+    tb_bus_destroy(&p->cli);
+    tb_bus_destroy(&p->srv);
+    tb_node_destroy(&p->n);
+}
+
 /* 500 chunks in one answer: more than a run's budget for one socket (256).  Run with a timeout,
  * the handle goes on at once while replies are left; driven by an outside loop that runs it only
  * when tb_bus_fd is readable, it keeps that descriptor readable while replies wait (a ZeroMQ
  * descriptor fires for new messages, not for those left unread). */
 static void budget_run(bool outside_loop)
 {
-    tb_node_t *n = head();
-    tb_bus_t *srv = tb_bus_new(n, "t", "srv");
-    tb_bus_t *cli = tb_bus_new(n, "t", "cli");
-    struct server s = {.chunks = 500};
-    tb_endpoint_t *ep;
-    assert_int_equal(tb_bus_endpoint_add(srv, "gen", NULL, on_request, on_cancel, &s, &ep), 0);
-    wait_route(srv, cli, "t.srv.gen", 1);
-    int fd = outside_loop ? tb_bus_fd(cli) : -1;
+    struct pair p;
+    pair_open(&p, NULL, 500);
+    int fd = outside_loop ? tb_bus_fd(p.cli) : -1;
     struct client c = {0};
     tb_call_t *call;
-    assert_int_equal(tb_bus_call(cli, "t.srv.gen", 0, "x", 1, 5000, on_chunk, &c, &call), 0);
+    assert_int_equal(tb_bus_call(p.cli, "t.srv.gen", 0, "x", 1, 5000, on_chunk, &c, &call), 0);
     int64_t end = now_ms() + 3000;
-    while (s.requests == 0 && now_ms() < end) {
-        tb_bus_run(srv, 5);
+    while (p.s.requests == 0 && now_ms() < end) {
+        tb_bus_run(p.srv, 5);
     }
-    assert_int_equal(s.requests, 1);
+    assert_int_equal(p.s.requests, 1);
     int64_t t0 = now_ms();
     int runs = 0;
     while (!done(&c) && now_ms() < end) {
         if (outside_loop) {
-            struct pollfd p = {.fd = fd, .events = POLLIN};
-            if (poll(&p, 1, 0) != 1) {
+            struct pollfd pfd = {.fd = fd, .events = POLLIN};
+            if (poll(&pfd, 1, 0) != 1) {
                 break; /* not readable now, with replies waiting: they would be stranded */
             }
-            tb_bus_run(cli, 0);
+            tb_bus_run(p.cli, 0);
         } else {
-            tb_bus_run(cli, 1000);
+            tb_bus_run(p.cli, 1000);
         }
         runs++;
     }
@@ -461,9 +485,7 @@ static void budget_run(bool outside_loop)
     assert_int_equal(c.finals, 1);
     assert_true(runs >= 2);
     assert_true(now_ms() - t0 < 500);
-    tb_bus_destroy(&cli);
-    tb_bus_destroy(&srv);
-    tb_node_destroy(&n);
+    pair_close(&p);
 }
 
 static void test_more_than_a_budget(void **state)
@@ -520,32 +542,23 @@ static void test_spin_is_bounded(void **state)
 {
     (void)state;
     struct tb_node_config cfg = {.heartbeat_ms = 100, .lease_ttl_ms = 400, .spin_us = 2000};
-    tb_node_t *n = NULL;
-    char err[256];
-    assert_int_equal(tb_node_new(&cfg, &n, err, sizeof(err)), 0);
-    tb_bus_t *srv = tb_bus_new(n, "t", "srv");
-    tb_bus_t *cli = tb_bus_new(n, "t", "cli");
-    struct server s = {.chunks = 1};
-    tb_endpoint_t *ep;
-    assert_int_equal(tb_bus_endpoint_add(srv, "gen", NULL, on_request, on_cancel, &s, &ep), 0);
-    wait_route(srv, cli, "t.srv.gen", 1);
+    struct pair p;
+    pair_open(&p, &cfg, 1);
     struct client c = {0};
     tb_call_t *call;
-    assert_int_equal(tb_bus_call(cli, "t.srv.gen", 0, "x", 1, 2000, on_chunk, &c, &call), 0);
-    pump(srv, cli, &c, 2000);
+    assert_int_equal(tb_bus_call(p.cli, "t.srv.gen", 0, "x", 1, 2000, on_chunk, &c, &call), 0);
+    pump(p.srv, p.cli, &c, 2000);
     assert_int_equal(c.finals, 1);
     struct timespec a, z;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
     int64_t end = now_ms() + 300;
     while (now_ms() < end) {
-        tb_bus_run(cli, 20);
+        tb_bus_run(p.cli, 20);
     }
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &z);
     int64_t cpu_ms = (z.tv_sec - a.tv_sec) * 1000 + (z.tv_nsec - a.tv_nsec) / 1000000;
     assert_true(cpu_ms < 60);
-    tb_bus_destroy(&cli);
-    tb_bus_destroy(&srv);
-    tb_node_destroy(&n);
+    pair_close(&p);
 }
 
 static void test_names(void **state)
