@@ -89,22 +89,25 @@ class Proc:
         self.log.close()
 
 
-def turbine_yaml(port, mock_cfg, replicas=2):
+def turbine_yaml(port, mock_cfg, replicas=2, spin=None):
+    """spin: bus.spin and the http loop's spin (None: turbine's defaults)."""
     cfg = ''.join('      %s: %s\n' % (k, v) for k, v in mock_cfg.items())
-    return ('namespace: bench\nlog:\n  level: warn\nshutdown:\n  grace_period: 5s\n'
+    bus = 'bus:\n  spin: %s\n' % spin if spin is not None else ''
+    http_spin = '      spin: %s\n' % spin if spin is not None else ''
+    return ('namespace: bench\nlog:\n  level: warn\nshutdown:\n  grace_period: 5s\n%s'
             'components:\n'
             '  - name: http\n    plugin: http\n    config:\n      port: %d\n'
-            '      router: router\n      max_in_flight: 100000\n      max_connections: 100000\n'
+            '      router: router\n      max_in_flight: 100000\n      max_connections: 100000\n%s'
             '  - name: router\n    plugin: router\n    config:\n      policy: round_robin\n'
             '  - name: engine\n    plugin: mock\n    replicas: %d\n    config:\n'
-            '      served_model_name: %s\n%s' % (port, replicas, MODEL, cfg))
+            '      served_model_name: %s\n%s' % (bus, port, http_spin, replicas, MODEL, cfg))
 
 
-def start_turbine(build, tmp, name, mock_cfg):
+def start_turbine(build, tmp, name, mock_cfg, spin=None):
     port = free_port()
     path = os.path.join(tmp, name + '.yaml')
     with open(path, 'w') as f:
-        f.write(turbine_yaml(port, mock_cfg))
+        f.write(turbine_yaml(port, mock_cfg, spin=spin))
     p = Proc([os.path.join(build, 'bin', 'turbine'), 'serve', path],
              os.path.join(tmp, name + '.log'))
     wait_http('http://127.0.0.1:%d/ready' % port)
@@ -203,7 +206,7 @@ def median_run(runs):
 
 def throughput(args, tmp):
     tb, tport = start_turbine(args.build, tmp, 'throughput',
-                              {'speedup': 0, 'output_tokens': args.output_tokens})
+                              {'speedup': 0, 'output_tokens': args.output_tokens}, args.spin)
     ng = None
     try:
         url = 'http://127.0.0.1:%d/v1/chat/completions' % tport
@@ -253,7 +256,7 @@ def streaming(args, tmp):
     --stream-rounds runs (interleaved)."""
     cfg = {'ttft': '%gms' % args.ttft_ms, 'itl': '%gms' % args.itl_ms,
            'output_tokens': args.stream_tokens, 'speedup': 1}
-    tb, port = start_turbine(args.build, tmp, 'streaming', cfg)
+    tb, port = start_turbine(args.build, tmp, 'streaming', cfg, args.spin)
     bl = None
     if CLIENT_CPUS:
         os.sched_setaffinity(0, CLIENT_CPUS)
@@ -309,6 +312,8 @@ def main():
     ap.add_argument('--pin', action='store_true',
                     help='servers (turbine, nginx, the control) on CPU 0, wrk and the streaming '
                          'client on CPU 1: steadier figures on a small machine')
+    ap.add_argument('--spin', help="turbine's bus.spin and http spin, e.g. 0 or 100us (default: "
+                                   "turbine's own, 50us; builds before bus.spin refuse the key)")
     ap.add_argument('--json', help='also write the results here')
     a = ap.parse_args()
     a.build = os.path.abspath(a.build)
