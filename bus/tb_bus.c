@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,11 +38,29 @@ enum {
 };
 
 #define MAX_IDENT 255
-#define DEADLINE_CHECK_NS 20000000 /* 20 ms */
-#define DISPATCH_BUDGET 256
-#define SERVER_DEADLINE_SLACK_NS 500000000 /* 0.5 s */        /* messages per socket per run, for fairness */
+#define DEADLINE_CHECK_NS 20000000          /* 20 ms */
+#define DISPATCH_BUDGET 256                 /* messages per socket per run, for fairness */
+#define SERVER_DEADLINE_SLACK_NS 500000000 /* 0.5 s */
+#define EPOLL_BATCH 64
+
+/* What a watched descriptor stands for. */
+enum src_kind { IT_WAKE, IT_SUB, IT_REG, IT_ENDPOINT, IT_CONN, IT_WATCH };
+
+/* One descriptor in the handle's epoll set: the wake eventfd, a watched fd, or a ZeroMQ socket's
+ * ZMQ_FD.  A ZeroMQ socket's descriptor only says that commands are waiting, and any call on the
+ * socket (a send too) may consume that signal, so a socket is read while `ready` and `ready` is
+ * cleared only when a read found nothing (EAGAIN): from then on a new message signals again. */
+struct src {
+    enum src_kind kind;
+    void *obj;  /* struct conn, struct endpoint or struct watch; NULL otherwise */
+    void *sock; /* the ZeroMQ socket, or NULL */
+    int fd;
+    bool ready;
+    bool tracked; /* in the epoll set */
+};
 
 struct endpoint {
+    struct src src;
     tb_bus_t *bus;
     char *name;
     uint64_t instance;
@@ -66,6 +85,7 @@ struct tb_request {
 };
 
 struct conn {
+    struct src src;
     uint64_t instance;
     void *dealer;
     size_t n_calls;
@@ -92,23 +112,16 @@ struct subscription {
 };
 
 struct watch {
+    struct src src;
     int fd;
     tb_fd_fn fn;
     void *user;
+    struct watch *next_dead;
 };
 
 struct route_watcher {
     tb_route_fn fn;
     void *user;
-};
-
-/* What each poll item stands for. */
-enum item_kind { IT_WAKE, IT_SUB, IT_REG, IT_ENDPOINT, IT_CONN, IT_WATCH };
-
-struct item_ref {
-    enum item_kind kind;
-    void *obj;
-    int fd;
 };
 
 struct tb_bus {
@@ -141,18 +154,22 @@ struct tb_bus {
 
     struct subscription *subs;
     size_t n_subs;
-    struct watch *watches;
+    struct watch **watches;
     size_t n_watches;
+    struct watch *dead_watches;
     struct route_watcher *rwatch;
     size_t n_rwatch;
 
-    zmq_pollitem_t *items;
-    struct item_ref *refs;
-    size_t n_items, cap_items;
+    struct src wake_src, sub_src, reg_src;
+    struct src **order; /* every source in dispatch order (rebuilt when dirty) */
+    size_t n_order, cap_order;
     bool dirty;
     bool in_run;
     int64_t next_deadline_ns;
     int callbacks;
+    int64_t last_activity_ns; /* the end of the last run that ran callbacks */
+    int64_t spin_ns;          /* how long after it s_wait polls before sleeping; 0: never */
+    bool fd_exported;         /* tb_bus_fd was called: an outside loop waits on epfd */
 };
 
 static int64_t s_now(void)
@@ -202,20 +219,6 @@ bool tb_bus_name_is_valid(const char *name, bool full)
 /* ------------------------------------------------------------------------------------------- */
 /* Sockets and the poll set */
 
-static void s_epoll_add(tb_bus_t *bus, int fd)
-{
-    struct epoll_event ev = {.events = EPOLLIN};
-    ev.data.fd = fd;
-    if (epoll_ctl(bus->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno != EEXIST) {
-        TB_CLOG_WARN(bus->log_name, "cannot watch fd %d: %s", fd, strerror(errno));
-    }
-}
-
-static void s_epoll_del(tb_bus_t *bus, int fd)
-{
-    epoll_ctl(bus->epfd, EPOLL_CTL_DEL, fd, NULL);
-}
-
 static int s_zmq_fd(void *sock)
 {
     int fd = -1;
@@ -226,63 +229,71 @@ static int s_zmq_fd(void *sock)
     return fd;
 }
 
-static void s_sock_track(tb_bus_t *bus, void *sock)
+/* Adds a source to the epoll set.  A socket starts ready: it may hold messages already. */
+static void s_src_track(tb_bus_t *bus, struct src *s, enum src_kind kind, void *obj, void *sock,
+                        int fd)
 {
-    int fd = s_zmq_fd(sock);
-    if (fd >= 0) {
-        s_epoll_add(bus, fd);
+    s->kind = kind;
+    s->obj = obj;
+    s->sock = sock;
+    s->fd = sock ? s_zmq_fd(sock) : fd;
+    s->ready = sock != NULL;
+    bus->dirty = true;
+    if (s->fd < 0) {
+        TB_CLOG_WARN(bus->log_name, "cannot get the descriptor of a socket");
+        return;
     }
+    struct epoll_event ev = {.events = EPOLLIN};
+    ev.data.ptr = s;
+    if (epoll_ctl(bus->epfd, EPOLL_CTL_ADD, s->fd, &ev) != 0) {
+        TB_CLOG_WARN(bus->log_name, "cannot watch fd %d: %s", s->fd, strerror(errno));
+        return;
+    }
+    s->tracked = true;
+}
+
+static void s_src_untrack(tb_bus_t *bus, struct src *s)
+{
+    if (s->tracked) {
+        epoll_ctl(bus->epfd, EPOLL_CTL_DEL, s->fd, NULL);
+        s->tracked = false;
+    }
+    s->ready = false;
     bus->dirty = true;
 }
 
-static void s_sock_untrack(tb_bus_t *bus, void *sock)
+static int s_order_push(tb_bus_t *bus, struct src *s)
 {
-    int fd = s_zmq_fd(sock);
-    if (fd >= 0) {
-        s_epoll_del(bus, fd);
-    }
-    bus->dirty = true;
-}
-
-static int s_items_push(tb_bus_t *bus, void *sock, int fd, enum item_kind kind, void *obj)
-{
-    if (bus->n_items == bus->cap_items) {
-        size_t cap = bus->cap_items ? bus->cap_items * 2 : 16;
-        zmq_pollitem_t *items = realloc(bus->items, cap * sizeof(*items));
-        if (!items) {
+    if (bus->n_order == bus->cap_order) {
+        size_t cap = bus->cap_order ? bus->cap_order * 2 : 16;
+        struct src **v = realloc(bus->order, cap * sizeof(*v));
+        if (!v) {
             return TB_ENOMEM;
         }
-        bus->items = items;
-        struct item_ref *refs = realloc(bus->refs, cap * sizeof(*refs));
-        if (!refs) {
-            return TB_ENOMEM;
-        }
-        bus->refs = refs;
-        bus->cap_items = cap;
+        bus->order = v;
+        bus->cap_order = cap;
     }
-    bus->items[bus->n_items] = (zmq_pollitem_t){sock, fd, ZMQ_POLLIN, 0};
-    bus->refs[bus->n_items] = (struct item_ref){kind, obj, fd};
-    bus->n_items++;
+    bus->order[bus->n_order++] = s;
     return 0;
 }
 
-static int s_rebuild_items(tb_bus_t *bus)
+static int s_rebuild_order(tb_bus_t *bus)
 {
-    bus->n_items = 0;
+    bus->n_order = 0;
     /* Replies before route events: when an instance stops cleanly its last error chunks
      * (TB_EDRAINING) must reach the caller before the route removal fails the call as gone. */
-    int rc = s_items_push(bus, NULL, bus->wake_fd, IT_WAKE, NULL);
+    int rc = s_order_push(bus, &bus->wake_src);
     struct conn *c;
     for (size_t it = 0; rc == 0 && tb_u64map_next(&bus->conns, &it, NULL, (void **)&c);) {
-        rc = s_items_push(bus, c->dealer, 0, IT_CONN, c);
+        rc = s_order_push(bus, &c->src);
     }
     for (size_t i = 0; i < bus->n_eps && rc == 0; i++) {
-        rc = s_items_push(bus, bus->eps[i]->router, 0, IT_ENDPOINT, bus->eps[i]);
+        rc = s_order_push(bus, &bus->eps[i]->src);
     }
-    rc = rc ? rc : s_items_push(bus, bus->sub, 0, IT_SUB, NULL);
-    rc = rc ? rc : s_items_push(bus, bus->reg, 0, IT_REG, NULL);
+    rc = rc ? rc : s_order_push(bus, &bus->sub_src);
+    rc = rc ? rc : s_order_push(bus, &bus->reg_src);
     for (size_t i = 0; i < bus->n_watches && rc == 0; i++) {
-        rc = s_items_push(bus, NULL, bus->watches[i].fd, IT_WATCH, NULL);
+        rc = s_order_push(bus, &bus->watches[i]->src);
     }
     if (rc == 0) {
         bus->dirty = false;
@@ -313,6 +324,16 @@ static int s_send_frame(void *sock, const uint8_t *ident, size_t ident_len,
     }
     tb_buf_free(&hdr);
     return rc;
+}
+
+/* Tells the callee of `call` to stop (its connection, if still open). */
+static void s_send_cancel(struct tb_call *call)
+{
+    struct tb_msg_frame f = {.kind = K_CANCEL, .id = call->id};
+    if (call->conn && !call->conn->dead) {
+        s_send_frame(call->conn->dealer, NULL, 0, &f, NULL, 0);
+        call->conn->src.ready = true;
+    }
 }
 
 /* ------------------------------------------------------------------------------------------- */
@@ -373,7 +394,7 @@ static void s_conn_close(tb_bus_t *bus, struct conn *c)
         return;
     }
     tb_u64map_del(&bus->conns, c->instance);
-    s_sock_untrack(bus, c->dealer);
+    s_src_untrack(bus, &c->src);
     c->dead = true;
     c->next_dead = bus->dead_conns;
     bus->dead_conns = c;
@@ -435,7 +456,7 @@ static struct conn *s_conn_get(tb_bus_t *bus, const struct tb_rt_entry *e, int *
         *rc = TB_ENOMEM;
         return NULL;
     }
-    s_sock_track(bus, c->dealer);
+    s_src_track(bus, &c->src, IT_CONN, c, c->dealer, -1);
     return c;
 }
 
@@ -480,6 +501,7 @@ static int s_call_start(tb_bus_t *bus, int kind, const char *endpoint, uint64_t 
     rc = tb_u64map_put(&bus->calls, call->id, call);
     if (rc == 0) {
         rc = s_send_frame(c->dealer, NULL, 0, &f, data, kind == K_PING ? 0 : len);
+        c->src.ready = true; /* the send may have taken the signal of a waiting reply */
         if (rc == -EAGAIN) {
             rc = TB_EOVERLOAD;
         } else if (rc < 0 && rc > -200) {
@@ -522,10 +544,7 @@ void tb_bus_call_cancel(tb_call_t *call)
     if (tb_u64map_get(&bus->calls, call->id) != call) {
         return; /* already finished */
     }
-    struct tb_msg_frame f = {.kind = K_CANCEL, .id = call->id};
-    if (call->conn && !call->conn->dead) {
-        s_send_frame(call->conn->dealer, NULL, 0, &f, NULL, 0);
-    }
+    s_send_cancel(call);
     tb_u64map_del(&bus->calls, call->id);
     s_conn_release_call(bus, call->conn);
     free(call);
@@ -536,13 +555,14 @@ uint64_t tb_bus_call_instance(const tb_call_t *call)
     return call->instance;
 }
 
-static void s_on_conn(tb_bus_t *bus, struct conn *c)
+/* Reads until nothing is left (true) or the budget is spent (false). */
+static bool s_on_conn(tb_bus_t *bus, struct conn *c)
 {
     for (int budget = 0; budget < DISPATCH_BUDGET && !c->dead; budget++) {
         zmq_msg_t parts[TB_ZMQ_MAX_PARTS];
         int n;
         if (tb_zmq_recv(c->dealer, parts, TB_ZMQ_MAX_PARTS, &n, ZMQ_DONTWAIT) != 0) {
-            return;
+            return true;
         }
         void *fmsg = NULL;
         char err[200];
@@ -577,6 +597,7 @@ static void s_on_conn(tb_bus_t *bus, struct conn *c)
         }
         tb_zmq_close_parts(parts, n > TB_ZMQ_MAX_PARTS ? TB_ZMQ_MAX_PARTS : n);
     }
+    return false;
 }
 
 /* ------------------------------------------------------------------------------------------- */
@@ -598,6 +619,7 @@ int tb_bus_reply(tb_request_t *req, const void *data, size_t len, bool final)
     int rc = 0;
     if (!ep->dead) {
         rc = s_send_frame(ep->router, req->ident, req->ident_len, &f, data, len);
+        ep->src.ready = true;
         if (rc == -EHOSTUNREACH) {
             rc = TB_EGONE;
         } else if (rc == -EAGAIN) {
@@ -624,6 +646,7 @@ int tb_bus_vreply_error(tb_request_t *req, int code, const char *fmt, va_list ap
     int rc = req->ep->dead ? TB_EGONE
                            : s_send_frame(req->ep->router, req->ident, req->ident_len, &f,
                                           NULL, 0);
+    req->ep->src.ready = !req->ep->dead;
     s_request_free(req);
     return rc == -EHOSTUNREACH ? TB_EGONE : (rc < 0 && rc > -200 ? TB_EIO : rc);
 }
@@ -665,15 +688,17 @@ static void s_error_to(struct endpoint *ep, const zmq_msg_t *ident, uint64_t id,
     f.has_code = true;
     s_send_frame(ep->router, zmq_msg_data((zmq_msg_t *)ident), zmq_msg_size((zmq_msg_t *)ident),
                  &f, NULL, 0);
+    ep->src.ready = true;
 }
 
-static void s_on_endpoint(tb_bus_t *bus, struct endpoint *ep)
+/* Reads until nothing is left (true) or the budget is spent (false). */
+static bool s_on_endpoint(tb_bus_t *bus, struct endpoint *ep)
 {
     for (int budget = 0; budget < DISPATCH_BUDGET && !ep->dead; budget++) {
         zmq_msg_t parts[TB_ZMQ_MAX_PARTS];
         int n;
         if (tb_zmq_recv(ep->router, parts, TB_ZMQ_MAX_PARTS, &n, ZMQ_DONTWAIT) != 0) {
-            return;
+            return true;
         }
         void *fmsg = NULL;
         char err[200];
@@ -734,6 +759,7 @@ static void s_on_endpoint(tb_bus_t *bus, struct endpoint *ep)
         }
         tb_zmq_close_parts(parts, n > TB_ZMQ_MAX_PARTS ? TB_ZMQ_MAX_PARTS : n);
     }
+    return false;
 }
 
 int tb_bus_endpoint_add(tb_bus_t *bus, const char *name, const struct tb_endpoint_meta *meta,
@@ -808,7 +834,7 @@ int tb_bus_endpoint_add(tb_bus_t *bus, const char *name, const struct tb_endpoin
         bus->cap_eps = cap;
     }
     bus->eps[bus->n_eps++] = ep;
-    s_sock_track(bus, ep->router);
+    s_src_track(bus, &ep->src, IT_ENDPOINT, ep, ep->router, -1);
     TB_CLOG_INFO(bus->log_name, "serving %s (instance %016" PRIx64 ") at %s", full, ep->instance,
                  addrs[n_addrs - 1]);
     for (size_t i = 0; i < n_addrs; i++) {
@@ -837,7 +863,7 @@ static void s_endpoint_close(tb_bus_t *bus, struct endpoint *ep, const char *why
     }
     tb_node_lease_remove(bus->node, ep->instance);
     tb_route_table_remove(bus->routes, ep->instance, NULL);
-    s_sock_untrack(bus, ep->router);
+    s_src_untrack(bus, &ep->src);
     ep->dead = true;
     ep->next_dead = bus->dead_eps;
     bus->dead_eps = ep;
@@ -906,6 +932,7 @@ static void s_request_snapshot(tb_bus_t *bus)
     if (tb_codec_encode(TB_MSG_REG_REQUEST, &q, &buf) == 0) {
         const void *parts[1] = {buf.data};
         size_t lens[1] = {buf.len};
+        bus->reg_src.ready = true;
         if (tb_zmq_send(bus->reg, 1, parts, lens, ZMQ_DONTWAIT) == 0) {
             bus->snapshot_pending = true;
             bus->snapshot_sent_ns = s_now();
@@ -935,13 +962,14 @@ static void s_apply_snapshot(tb_bus_t *bus, const struct tb_msg_reg_reply *rep)
     bus->snapshot_pending = false;
 }
 
-static void s_on_reg(tb_bus_t *bus)
+/* Reads until nothing is left (true) or the budget is spent (false). */
+static bool s_on_reg(tb_bus_t *bus)
 {
     for (int budget = 0; budget < DISPATCH_BUDGET; budget++) {
         zmq_msg_t parts[TB_ZMQ_MAX_PARTS];
         int n;
         if (tb_zmq_recv(bus->reg, parts, TB_ZMQ_MAX_PARTS, &n, ZMQ_DONTWAIT) != 0) {
-            return;
+            return true;
         }
         void *msg = NULL;
         char err[200];
@@ -955,6 +983,7 @@ static void s_on_reg(tb_bus_t *bus)
         }
         tb_zmq_close_parts(parts, n > TB_ZMQ_MAX_PARTS ? TB_ZMQ_MAX_PARTS : n);
     }
+    return false;
 }
 
 static void s_on_route_event(tb_bus_t *bus, const void *data, size_t len)
@@ -987,13 +1016,14 @@ static void s_on_route_event(tb_bus_t *bus, const void *data, size_t len)
     tb_codec_free(&msg);
 }
 
-static void s_on_sub(tb_bus_t *bus)
+/* Reads until nothing is left (true) or the budget is spent (false). */
+static bool s_on_sub(tb_bus_t *bus)
 {
     for (int budget = 0; budget < DISPATCH_BUDGET; budget++) {
         zmq_msg_t parts[TB_ZMQ_MAX_PARTS];
         int n;
         if (tb_zmq_recv(bus->sub, parts, TB_ZMQ_MAX_PARTS, &n, ZMQ_DONTWAIT) != 0) {
-            return;
+            return true;
         }
         if (n == 2) {
             const char *topic = zmq_msg_data(&parts[0]);
@@ -1019,6 +1049,7 @@ static void s_on_sub(tb_bus_t *bus)
         }
         tb_zmq_close_parts(parts, n > TB_ZMQ_MAX_PARTS ? TB_ZMQ_MAX_PARTS : n);
     }
+    return false;
 }
 
 int tb_bus_publish(tb_bus_t *bus, const char *topic, const void *data, size_t len)
@@ -1064,6 +1095,7 @@ int tb_bus_subscribe(tb_bus_t *bus, const char *prefix, tb_event_fn fn, void *us
     s->user = user;
     bus->n_subs++;
     zmq_setsockopt(bus->sub, ZMQ_SUBSCRIBE, prefix, strlen(prefix));
+    bus->sub_src.ready = true; /* any call on the socket may take its descriptor's signal */
     return 0;
 }
 
@@ -1093,30 +1125,37 @@ int tb_bus_routes_find(tb_bus_t *bus, const char *endpoint, const char *model,
 int tb_bus_watch_fd(tb_bus_t *bus, int fd, tb_fd_fn fn, void *user)
 {
     for (size_t i = 0; i < bus->n_watches; i++) {
-        if (bus->watches[i].fd == fd) {
-            bus->watches[i].fn = fn;
-            bus->watches[i].user = user;
+        if (bus->watches[i]->fd == fd) {
+            bus->watches[i]->fn = fn;
+            bus->watches[i]->user = user;
             return 0;
         }
     }
-    struct watch *v = realloc(bus->watches, (bus->n_watches + 1) * sizeof(*v));
+    struct watch **v = realloc(bus->watches, (bus->n_watches + 1) * sizeof(*v));
     if (!v) {
         return TB_ENOMEM;
     }
     bus->watches = v;
-    v[bus->n_watches++] = (struct watch){fd, fn, user};
-    s_epoll_add(bus, fd);
-    bus->dirty = true;
+    struct watch *w = calloc(1, sizeof(*w));
+    if (!w) {
+        return TB_ENOMEM;
+    }
+    *w = (struct watch){.fd = fd, .fn = fn, .user = user};
+    v[bus->n_watches++] = w;
+    s_src_track(bus, &w->src, IT_WATCH, w, NULL, fd);
     return 0;
 }
 
 int tb_bus_unwatch_fd(tb_bus_t *bus, int fd)
 {
     for (size_t i = 0; i < bus->n_watches; i++) {
-        if (bus->watches[i].fd == fd) {
+        struct watch *w = bus->watches[i];
+        if (w->fd == fd) {
             bus->watches[i] = bus->watches[--bus->n_watches];
-            s_epoll_del(bus, fd);
-            bus->dirty = true;
+            s_src_untrack(bus, &w->src);
+            /* Freed at the end of the run: the dispatch loop may still hold it. */
+            w->next_dead = bus->dead_watches;
+            bus->dead_watches = w;
             return 0;
         }
     }
@@ -1140,10 +1179,7 @@ static void s_check_deadlines(tb_bus_t *bus, int64_t now)
         if (!call) {
             continue;
         }
-        struct tb_msg_frame f = {.kind = K_CANCEL, .id = call->id};
-        if (call->conn && !call->conn->dead) {
-            s_send_frame(call->conn->dealer, NULL, 0, &f, NULL, 0);
-        }
+        s_send_cancel(call);
         s_call_fail(bus, call, TB_ETIMEDOUT, "no complete answer within %d ms",
                     call->timeout_ms);
     }
@@ -1199,6 +1235,73 @@ static void s_reap(tb_bus_t *bus)
         free(ep->name);
         free(ep);
     }
+    while (bus->dead_watches) {
+        struct watch *w = bus->dead_watches;
+        bus->dead_watches = w->next_dead;
+        free(w);
+    }
+}
+
+/* Runs the source's handler; false when it may have more to read. */
+static bool s_dispatch(tb_bus_t *bus, struct src *s)
+{
+    switch (s->kind) {
+    case IT_WAKE: {
+        uint64_t v;
+        if (read(bus->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN) {
+            TB_CLOG_WARN(bus->log_name, "wakeup read failed: %s", strerror(errno));
+        }
+        return true;
+    }
+    case IT_SUB:
+        return s_on_sub(bus);
+    case IT_REG:
+        return s_on_reg(bus);
+    case IT_ENDPOINT: {
+        struct endpoint *ep = s->obj;
+        return ep->dead || s_on_endpoint(bus, ep);
+    }
+    case IT_CONN: {
+        struct conn *c = s->obj;
+        return c->dead || s_on_conn(bus, c);
+    }
+    case IT_WATCH: {
+        struct watch *w = s->obj;
+        if (w->src.tracked) {
+            bus->callbacks++;
+            w->fn(w->fd, w->user);
+        }
+        return true; /* level-triggered: the descriptor fires again while readable */
+    }
+    }
+    return true;
+}
+
+/* Waits for events.  A thread that ran callbacks less than spin_ns ago polls until spin_ns after
+ * them before sleeping: under load the next message comes within microseconds, and a sleeping
+ * thread's wake-up costs more than those polls.  An idle thread never spins. */
+static int s_wait(tb_bus_t *bus, struct epoll_event *evs, int timeout_ms)
+{
+    if (timeout_ms == 0 || bus->spin_ns <= 0) {
+        return epoll_wait(bus->epfd, evs, EPOLL_BATCH, timeout_ms);
+    }
+    int64_t start = s_now();
+    int64_t end = bus->last_activity_ns + bus->spin_ns;
+    if (start < end) {
+        int64_t t = start;
+        for (; t < end; t = s_now()) {
+            int n = epoll_wait(bus->epfd, evs, EPOLL_BATCH, 0);
+            if (n != 0) {
+                return n;
+            }
+            sched_yield();
+        }
+        if (timeout_ms > 0) {
+            int64_t left = timeout_ms - (t - start) / 1000000;
+            timeout_ms = left > 0 ? (int)left : 0;
+        }
+    }
+    return epoll_wait(bus->epfd, evs, EPOLL_BATCH, timeout_ms);
 }
 
 int tb_bus_run(tb_bus_t *bus, int timeout_ms)
@@ -1206,12 +1309,18 @@ int tb_bus_run(tb_bus_t *bus, int timeout_ms)
     if (bus->in_run) {
         return TB_EBUSY;
     }
-    if (bus->dirty && s_rebuild_items(bus) != 0) {
+    if (bus->dirty && s_rebuild_order(bus) != 0) {
         return TB_ENOMEM;
     }
+    bool pending = false;
+    for (size_t i = 0; i < bus->n_order && !pending; i++) {
+        pending = bus->order[i]->ready;
+    }
     int64_t now = s_now();
-    if (s_has_deadlines(bus)) {
-        int64_t left_ms = (bus->next_deadline_ns - now) / 1000000;
+    if (pending) {
+        timeout_ms = 0;
+    } else if (s_has_deadlines(bus)) {
+        int64_t left_ms = (bus->next_deadline_ns - now + 999999) / 1000000;
         if (left_ms < 0) {
             left_ms = 0;
         }
@@ -1221,47 +1330,37 @@ int tb_bus_run(tb_bus_t *bus, int timeout_ms)
     }
     bus->in_run = true;
     bus->callbacks = 0;
-    int rc = zmq_poll(bus->items, (int)bus->n_items, timeout_ms);
-    if (rc < 0 && errno != EINTR) {
-        bus->in_run = false;
-        return TB_EIO;
+    struct epoll_event evs[EPOLL_BATCH];
+    for (int round = 0; round < 8; round++) {
+        int n = round == 0 ? s_wait(bus, evs, timeout_ms)
+                           : epoll_wait(bus->epfd, evs, EPOLL_BATCH, 0);
+        if (n < 0 && errno != EINTR) {
+            bus->in_run = false;
+            return TB_EIO;
+        }
+        for (int i = 0; i < n; i++) {
+            ((struct src *)evs[i].data.ptr)->ready = true;
+        }
+        if (n < EPOLL_BATCH) {
+            break;
+        }
     }
-    size_t n = bus->n_items;
-    for (size_t i = 0; rc > 0 && i < n; i++) {
-        if (!(bus->items[i].revents & ZMQ_POLLIN)) {
-            continue;
+    /* In order over a snapshot: callbacks may add sources (dirty, next run) or close them (they
+     * stay allocated until s_reap). */
+    size_t n = bus->n_order;
+    bool left = false;
+    for (size_t i = 0; i < n; i++) {
+        struct src *s = bus->order[i];
+        if (s->ready && s_dispatch(bus, s)) {
+            s->ready = false;
         }
-        struct item_ref ref = bus->refs[i];
-        switch (ref.kind) {
-        case IT_WAKE: {
-            uint64_t v;
-            if (read(bus->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN) {
-                TB_CLOG_WARN(bus->log_name, "wakeup read failed: %s", strerror(errno));
-            }
-            break;
-        }
-        case IT_SUB:
-            s_on_sub(bus);
-            break;
-        case IT_REG:
-            s_on_reg(bus);
-            break;
-        case IT_ENDPOINT:
-            s_on_endpoint(bus, ref.obj);
-            break;
-        case IT_CONN:
-            s_on_conn(bus, ref.obj);
-            break;
-        case IT_WATCH:
-            for (size_t k = 0; k < bus->n_watches; k++) {
-                if (bus->watches[k].fd == ref.fd) {
-                    bus->callbacks++;
-                    bus->watches[k].fn(ref.fd, bus->watches[k].user);
-                    break;
-                }
-            }
-            break;
-        }
+        left = left || s->ready;
+    }
+    /* A source still ready (a budget spent, or a send that may have taken a reply's signal) has
+     * no descriptor event to come: an outside loop watching tb_bus_fd learns of it by the wake-up
+     * eventfd.  tb_bus_run's own next turn checks the flags without it. */
+    if (left && bus->fd_exported) {
+        tb_bus_wakeup(bus);
     }
     now = s_now();
     if (now >= bus->next_deadline_ns) {
@@ -1270,6 +1369,9 @@ int tb_bus_run(tb_bus_t *bus, int timeout_ms)
     }
     s_reap(bus);
     bus->in_run = false;
+    if (bus->callbacks > 0) {
+        bus->last_activity_ns = now;
+    }
     return bus->callbacks;
 }
 
@@ -1283,6 +1385,7 @@ void tb_bus_wakeup(tb_bus_t *bus)
 
 int tb_bus_fd(tb_bus_t *bus)
 {
+    bus->fd_exported = true;
     return bus->epfd;
 }
 
@@ -1298,6 +1401,7 @@ tb_bus_t *tb_bus_new(tb_node_t *node, const char *ns, const char *component)
     bus->wake_fd = -1;
     bus->epfd = -1;
     bus->node = node;
+    bus->spin_ns = (int64_t)tb_node_spin_us(node) * 1000;
     bus->ns = strdup(ns);
     bus->comp = strdup(component);
     snprintf(bus->log_name, sizeof(bus->log_name), "%s", component);
@@ -1320,9 +1424,9 @@ tb_bus_t *tb_bus_new(tb_node_t *node, const char *ns, const char *component)
         goto fail;
     }
     zmq_setsockopt(bus->sub, ZMQ_SUBSCRIBE, "route.", 6);
-    s_epoll_add(bus, bus->wake_fd);
-    s_sock_track(bus, bus->sub);
-    s_sock_track(bus, bus->reg);
+    s_src_track(bus, &bus->wake_src, IT_WAKE, NULL, NULL, bus->wake_fd);
+    s_src_track(bus, &bus->sub_src, IT_SUB, NULL, bus->sub, -1);
+    s_src_track(bus, &bus->reg_src, IT_REG, NULL, bus->reg, -1);
     s_request_snapshot(bus);
     int64_t deadline = s_now() + 3000000000LL;
     while (!bus->synced && s_now() < deadline) {
@@ -1356,10 +1460,7 @@ void tb_bus_destroy(tb_bus_t **bus_p)
         if (!call) {
             continue;
         }
-        struct tb_msg_frame f = {.kind = K_CANCEL, .id = call->id};
-        if (call->conn && !call->conn->dead) {
-            s_send_frame(call->conn->dealer, NULL, 0, &f, NULL, 0);
-        }
+        s_send_cancel(call);
         s_call_fail(bus, call, TB_EDRAINING, "the calling component is stopping");
     }
     free(v);
@@ -1374,11 +1475,13 @@ void tb_bus_destroy(tb_bus_t **bus_p)
         free(bus->subs[i].prefix);
     }
     free(bus->subs);
+    for (size_t i = 0; i < bus->n_watches; i++) {
+        free(bus->watches[i]);
+    }
     free(bus->watches);
     free(bus->rwatch);
     free(bus->eps);
-    free(bus->items);
-    free(bus->refs);
+    free(bus->order);
     if (bus->sub) {
         zmq_close(bus->sub);
     }

@@ -8,12 +8,15 @@
 
 #include "tb_buf.h"
 
-struct series {
+struct tb_metric_series {
+    struct tb_metric *family;
+    char *values; /* the label values as given: "v1,v2" */
     char *labels; /* rendered label set: name="value",... (escaped) */
     double value; /* counter, gauge; histogram: sum */
     double count; /* histogram */
     double *buckets;
-    struct series *next;
+    struct tb_metric_series *alias_of; /* renders like an older series: updates go there */
+    struct tb_metric_series *next;
 };
 
 struct tb_metric {
@@ -25,7 +28,7 @@ struct tb_metric {
     size_t n_labels;
     double *bounds;
     size_t n_bounds;
-    struct series *series;
+    struct tb_metric_series *series;
     struct tb_metric *next;
 };
 
@@ -90,8 +93,9 @@ static void s_free_family(struct tb_metric *m)
     }
     free(m->label_names);
     while (m->series) {
-        struct series *s = m->series;
+        struct tb_metric_series *s = m->series;
         m->series = s->next;
+        free(s->values);
         free(s->labels);
         free(s->buckets);
         free(s);
@@ -183,35 +187,63 @@ static char *s_label_set(const struct tb_metric *m, const char *values)
     return (char *)b.data;
 }
 
-static struct series *s_series(struct tb_metric *m, const char *values)
+/* The series of `values` (caller holds the lock): found by the values as given, so an update
+ * formats and allocates nothing once its series exists. */
+static struct tb_metric_series *s_series(struct tb_metric *m, const char *values)
 {
-    char *labels = s_label_set(m, values);
-    if (!labels) {
-        return NULL;
+    if (!values) {
+        values = "";
     }
-    for (struct series *s = m->series; s; s = s->next) {
-        if (strcmp(s->labels, labels) == 0) {
-            free(labels);
+    for (struct tb_metric_series *s = m->series; s; s = s->next) {
+        if (strcmp(s->values, values) == 0) {
             return s;
         }
     }
-    struct series *s = calloc(1, sizeof(*s));
+    struct tb_metric_series *s = calloc(1, sizeof(*s));
     if (!s) {
-        free(labels);
         return NULL;
     }
-    s->labels = labels;
+    s->family = m;
+    s->values = strdup(values);
+    s->labels = s_label_set(m, values);
     if (m->kind == TB_METRIC_HISTOGRAM) {
         s->buckets = calloc(m->n_bounds + 1, sizeof(double));
-        if (!s->buckets) {
-            free(labels);
-            free(s);
-            return NULL;
+    }
+    if (!s->values || !s->labels || (m->kind == TB_METRIC_HISTOGRAM && !s->buckets)) {
+        free(s->values);
+        free(s->labels);
+        free(s->buckets);
+        free(s);
+        return NULL;
+    }
+    /* Distinct value lists can render alike ("a" and "a," for one label): keep one series per
+     * rendered set, aliases pointing at the first. */
+    for (struct tb_metric_series *o = m->series; o; o = o->next) {
+        if (!o->alias_of && strcmp(o->labels, s->labels) == 0) {
+            s->alias_of = o;
+            break;
         }
     }
     s->next = m->series;
     m->series = s;
     return s;
+}
+
+static void s_observe(struct tb_metric_series *s, double v)
+{
+    struct tb_metric *m = s->family;
+    if (s->alias_of) {
+        s = s->alias_of;
+    }
+    s->value += v;
+    if (m->kind == TB_METRIC_HISTOGRAM) {
+        s->count += 1;
+        for (size_t i = 0; i < m->n_bounds; i++) {
+            if (v <= m->bounds[i]) {
+                s->buckets[i] += 1;
+            }
+        }
+    }
 }
 
 void tb_metric_add(tb_metric_t *m, const char *label_values, double v)
@@ -221,19 +253,9 @@ void tb_metric_add(tb_metric_t *m, const char *label_values, double v)
     }
     tb_metrics_t *r = m->owner;
     pthread_mutex_lock(&r->lock);
-    struct series *s = s_series(m, label_values);
+    struct tb_metric_series *s = s_series(m, label_values);
     if (s) {
-        if (m->kind == TB_METRIC_HISTOGRAM) {
-            s->value += v;
-            s->count += 1;
-            for (size_t i = 0; i < m->n_bounds; i++) {
-                if (v <= m->bounds[i]) {
-                    s->buckets[i] += 1;
-                }
-            }
-        } else {
-            s->value += v;
-        }
+        s_observe(s, v);
     }
     pthread_mutex_unlock(&r->lock);
 }
@@ -245,10 +267,44 @@ void tb_metric_set(tb_metric_t *m, const char *label_values, double v)
     }
     tb_metrics_t *r = m->owner;
     pthread_mutex_lock(&r->lock);
-    struct series *s = s_series(m, label_values);
+    struct tb_metric_series *s = s_series(m, label_values);
     if (s) {
-        s->value = v;
+        (s->alias_of ? s->alias_of : s)->value = v;
     }
+    pthread_mutex_unlock(&r->lock);
+}
+
+tb_metric_series_t *tb_metric_series(tb_metric_t *m, const char *label_values)
+{
+    if (!m) {
+        return NULL;
+    }
+    tb_metrics_t *r = m->owner;
+    pthread_mutex_lock(&r->lock);
+    struct tb_metric_series *s = s_series(m, label_values);
+    pthread_mutex_unlock(&r->lock);
+    return s;
+}
+
+void tb_metric_series_add(tb_metric_series_t *s, double v)
+{
+    if (!s) {
+        return;
+    }
+    tb_metrics_t *r = s->family->owner;
+    pthread_mutex_lock(&r->lock);
+    s_observe(s, v);
+    pthread_mutex_unlock(&r->lock);
+}
+
+void tb_metric_series_set(tb_metric_series_t *s, double v)
+{
+    if (!s || s->family->kind != TB_METRIC_GAUGE) {
+        return;
+    }
+    tb_metrics_t *r = s->family->owner;
+    pthread_mutex_lock(&r->lock);
+    (s->alias_of ? s->alias_of : s)->value = v;
     pthread_mutex_unlock(&r->lock);
 }
 
@@ -270,7 +326,10 @@ int tb_metrics_render(tb_metrics_t *r, struct tb_buf *out)
     for (struct tb_metric *m = r->families; m; m = m->next) {
         tb_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", m->name, m->help, m->name,
                       kinds[m->kind]);
-        for (struct series *s = m->series; s; s = s->next) {
+        for (struct tb_metric_series *s = m->series; s; s = s->next) {
+            if (s->alias_of) {
+                continue;
+            }
             const char *sep = *s->labels ? "," : "";
             if (m->kind != TB_METRIC_HISTOGRAM) {
                 tb_buf_printf(out, "%s%s%s%s ", m->name, *s->labels ? "{" : "", s->labels,

@@ -29,6 +29,12 @@ tb_metric_t *tb_metric_get(tb_metrics_t *r, const char *name, tb_metric_kind_t k
 void tb_metric_add(tb_metric_t *m, const char *label_values, double v);
 /* Gauge: sets v. */
 void tb_metric_set(tb_metric_t *m, const char *label_values, double v);
+/* See tb_host.metric_series: the series of `m` for `label_values`, created if new; borrowed, it
+ * lives as long as the registry.  NULL when `m` is NULL or out of memory. */
+tb_metric_series_t *tb_metric_series(tb_metric_t *m, const char *label_values);
+/* As tb_metric_add / tb_metric_set on a series found once.  Accept NULL (do nothing). */
+void tb_metric_series_add(tb_metric_series_t *s, double v);
+void tb_metric_series_set(tb_metric_series_t *s, double v);
 /* Appends the exposition of every family to `out`. */
 int tb_metrics_render(tb_metrics_t *r, struct tb_buf *out);
 

@@ -49,6 +49,7 @@ struct tb_node {
     char *transport; /* NULL, "tcp", "ipc" */
     char *host;
     int heartbeat_ms;
+    int spin_us;
     int ttl_ms;
     _Atomic uint64_t id_counter;
     uint64_t id_base;
@@ -364,6 +365,7 @@ int tb_node_new(const struct tb_node_config *cfg, tb_node_t **out, char *err, si
     snprintf(n->process_id, sizeof(n->process_id), "%016" PRIx64, rnd[0]);
     n->id_base = rnd[1] & 0xffffffffff000000ULL;
     n->heartbeat_ms = cfg->heartbeat_ms > 0 ? cfg->heartbeat_ms : 1000;
+    n->spin_us = cfg->spin_us > 0 ? cfg->spin_us : 0;
     n->ttl_ms = cfg->lease_ttl_ms > 0 ? cfg->lease_ttl_ms : 3000;
     n->host = strdup(cfg->host ? cfg->host : "127.0.0.1");
     const char *transport = cfg->transport;
@@ -525,6 +527,11 @@ const char *tb_node_listen_addr(const tb_node_t *n)
 int tb_node_heartbeat_ms(const tb_node_t *n)
 {
     return n->heartbeat_ms;
+}
+
+int tb_node_spin_us(const tb_node_t *n)
+{
+    return n->spin_us;
 }
 
 int tb_node_lease_ttl_ms(const tb_node_t *n)

@@ -32,6 +32,8 @@ struct tb_node_config {
     int heartbeat_ms;            /* head: heartbeat interval (1000) */
     int lease_ttl_ms;            /* head: lease TTL (3000) */
     int join_timeout_ms;         /* how long to wait for the registry's first answer (5000) */
+    int spin_us;                 /* how long a bus handle polls after running callbacks before
+                                    it sleeps (0: never; docs/bus.md) */
 };
 
 /* Creates the context, starts the registry (head) and the agent, and says hello to the registry.
@@ -52,6 +54,7 @@ const char *tb_node_hub_sub(const tb_node_t *node);       /* publishers connect 
 const char *tb_node_listen_addr(const tb_node_t *node);   /* head with registry_listen, or NULL */
 int tb_node_heartbeat_ms(const tb_node_t *node);
 int tb_node_lease_ttl_ms(const tb_node_t *node);
+int tb_node_spin_us(const tb_node_t *node); /* tb_node_config.spin_us */
 
 /* A fresh instance id, unique with overwhelming probability (random per process + counter). */
 uint64_t tb_node_new_instance_id(tb_node_t *node);

@@ -197,6 +197,9 @@ static const struct tb_host s_host = {
     .metric_add = tb_metric_add,
     .metric_set = tb_metric_set,
     .metrics_render = s_metrics_render,
+    .metric_series = tb_metric_series,
+    .metric_series_add = tb_metric_series_add,
+    .metric_series_set = tb_metric_series_set,
 };
 
 const struct tb_host *tb_host_table(void)

@@ -44,6 +44,9 @@ static const struct tb_config_field s_bus_fields[] = {
     {.key = "join_timeout", .type = TB_CFG_SECONDS, .offset = OFF(join_timeout_s),
      .default_value = "5s", .has_bounds = true, .min = 0.1, .max = 600,
      .help = "how long --join waits for the head's registry"},
+    {.key = "spin", .type = TB_CFG_SECONDS, .offset = OFF(bus_spin_s), .default_value = "50us",
+     .has_bounds = true, .min = 0, .max = 0.01,
+     .help = "how long a component's bus loop polls after work before it sleeps (0: never)"},
 };
 
 static const struct tb_config_field s_shutdown_fields[] = {

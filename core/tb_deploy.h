@@ -27,6 +27,7 @@ struct tb_core_config {
     const char *bus_host;
     double grace_s;
     double join_timeout_s;
+    double bus_spin_s;
     struct tb_str_list plugin_path;
 };
 

@@ -227,6 +227,7 @@ int tb_serve_main(const struct tb_serve_opts *o)
         .heartbeat_ms = (int)(d->core.heartbeat_s * 1000),
         .lease_ttl_ms = (int)(d->core.lease_ttl_s * 1000),
         .join_timeout_ms = (int)(d->core.join_timeout_s * 1000),
+        .spin_us = (int)(d->core.bus_spin_s * 1e6 + 0.5),
     };
     if (o->join && d->core.registry_listen) {
         TB_CLOG_WARN(LOG_NAME, "registry.listen (%s) is ignored: this process joins %s",

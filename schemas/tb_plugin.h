@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define TB_ABI_MAJOR 1
-#define TB_ABI_MINOR 0
+#define TB_ABI_MINOR 1
 
 /* The name of the one symbol a plugin exports. */
 #define TB_PLUGIN_ENTRY_SYMBOL "tb_plugin_entry"
@@ -116,6 +116,7 @@ typedef struct tb_endpoint tb_endpoint_t;   /* an endpoint this component serves
 typedef struct tb_request tb_request_t;     /* an incoming call being served */
 typedef struct tb_call tb_call_t;           /* an outgoing call */
 typedef struct tb_metric tb_metric_t;       /* a metric family in the process registry */
+typedef struct tb_metric_series tb_metric_series_t; /* one label set of a family (ABI 1.1) */
 
 /* A route: one live instance of an endpoint, as the registry knows it.  Borrowed: valid only
  * during the callback or until the next tb_host.bus_* call on the same bus handle. */
@@ -315,6 +316,16 @@ struct tb_host {
     void (*metric_set)(tb_metric_t *m, const char *label_values, double v);
     /* Appends the Prometheus text exposition of every metric of this process to `out`. */
     int (*metrics_render)(tb_component_t *comp, struct tb_buf *out);
+
+    /* --- added in ABI 1.1 (check with TB_HOST_HAS) --- */
+    /* The series of family `m` for `label_values` (as metric_add takes them), created if new.  A
+     * handle for code that updates the same series often: metric_series_add/_set skip parsing,
+     * escaping and finding the labels on every update.  Borrowed; lives as long as the process.
+     * NULL when `m` is NULL or out of memory (the update functions then do nothing). */
+    tb_metric_series_t *(*metric_series)(tb_metric_t *m, const char *label_values);
+    /* metric_add and metric_set on a series handle (NULL accepted). */
+    void (*metric_series_add)(tb_metric_series_t *s, double v);
+    void (*metric_series_set)(tb_metric_series_t *s, double v);
 };
 
 /* True when the host table is recent enough to have `member`. */

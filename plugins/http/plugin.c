@@ -54,6 +54,9 @@ static const struct tb_config_field s_fields[] = {
      .help = "prefix of the frontend's metric names (Dynamo's by default, for its dashboards)"},
     {.key = "system_fingerprint", .type = TB_CFG_STRING, .offset = OFF(system_fingerprint),
      .help = "system_fingerprint of every answer (absent: derived from the version)"},
+    {.key = "spin", .type = TB_CFG_SECONDS, .offset = OFF(spin_s), .default_value = "50us",
+     .has_bounds = true, .min = 0, .max = 0.01,
+     .help = "how long the event loop polls after work before it sleeps (0: never)"},
 };
 
 static int s_create(const struct tb_host *host, tb_component_t *comp, const void *config,

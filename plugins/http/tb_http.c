@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netdb.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -874,6 +875,34 @@ static void s_bus_pump(struct tb_http *h, bool fd_ready, int64_t now)
     }
 }
 
+/* Waits for events; polls until spin_ns after the last turn that had work before sleeping (the
+ * bus handle does the same, see docs/bus.md).  An idle thread never spins. */
+static int s_wait(struct tb_http *h, struct epoll_event *evs, int timeout)
+{
+    int n = 0;
+    if (h->spin_ns > 0 && timeout != 0) {
+        int64_t start = h->host->now_ns();
+        int64_t t = start;
+        for (; t < h->last_activity_ns + h->spin_ns && n == 0; t = h->host->now_ns()) {
+            n = epoll_wait(h->epfd, evs, 64, 0);
+            if (n == 0) {
+                sched_yield();
+            }
+        }
+        if (n == 0 && timeout > 0) {
+            int64_t left = timeout - (t - start) / 1000000;
+            timeout = left > 0 ? (int)left : 0;
+        }
+    }
+    if (n == 0) {
+        n = epoll_wait(h->epfd, evs, 64, timeout);
+    }
+    if (n > 0 && h->spin_ns > 0) {
+        h->last_activity_ns = h->host->now_ns();
+    }
+    return n;
+}
+
 static void s_loop(struct tb_http *h)
 {
     const struct tb_host *host = h->host;
@@ -897,7 +926,7 @@ static void s_loop(struct tb_http *h)
                 timeout = (int)ms;
             }
         }
-        int n = epoll_wait(h->epfd, evs, 64, timeout);
+        int n = s_wait(h, evs, timeout);
         if (n < 0 && errno != EINTR) {
             LOG_ERROR(h, "epoll_wait failed: %s", strerror(errno));
             break;
@@ -986,6 +1015,7 @@ int tb_http_new(const struct tb_host *host, tb_component_t *comp,
     h->cfg = *cfg;
     h->epfd = -1;
     h->wake_fd = -1;
+    h->spin_ns = (int64_t)(cfg->spin_s * 1e9 + 0.5);
     atomic_init(&h->stop, false);
     atomic_init(&h->draining, false);
     atomic_init(&h->in_flight, 0);

@@ -32,6 +32,7 @@ struct tb_http_config {
     double health_timeout_s;   /* a probe not answered within this fails */
     const char *metrics_prefix;
     const char *system_fingerprint; /* NULL: derived from the version */
+    double spin_s;             /* the loop polls this long after work before sleeping */
 };
 
 typedef struct tb_http tb_http_t;

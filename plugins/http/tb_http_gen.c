@@ -45,7 +45,17 @@ static void s_release_instance(struct tb_http *h, struct tb_hreq *r)
     }
 }
 
-static void s_cancel_call(struct tb_http *h, struct tb_hreq *r, const char *reason)
+/* The request's model metrics (the "" model for a request refused before its model was
+ * known). */
+static struct tb_http_mm *s_mm(struct tb_http *h, struct tb_hreq *r)
+{
+    if (!r->mm) {
+        r->mm = tb_http_metrics_model(&h->metrics, r->model_label);
+    }
+    return r->mm;
+}
+
+static void s_cancel_call(struct tb_http *h, struct tb_hreq *r, tb_hm_reason_t reason)
 {
     if (!r->call) {
         return;
@@ -56,9 +66,10 @@ static void s_cancel_call(struct tb_http *h, struct tb_hreq *r, const char *reas
     s_release_instance(h, r);
     if (r->state == TB_GEN_WAITING || r->state == TB_GEN_STREAMING ||
         r->state == TB_GEN_ROUTING) {
-        char v[200];
-        snprintf(v, sizeof(v), "%s,%s", r->model_label, reason);
-        tb_http_metrics_count(&h->metrics, h->metrics.cancels, v, 1);
+        struct tb_http_mm *mm = s_mm(h, r);
+        if (mm) {
+            mm->cancels[reason] += 1;
+        }
     }
 }
 
@@ -88,12 +99,10 @@ void tb_http_gen_unlink(struct tb_http *h, struct tb_hreq *r)
     h->n_gens--;
 }
 
-static void s_count_request(struct tb_http *h, const struct tb_hreq *r, int status)
+static void s_count_request(struct tb_http *h, struct tb_hreq *r, int status)
 {
-    char v[300];
-    snprintf(v, sizeof(v), "%s,%s,%s,%s,%d", r->model_label, s_endpoint_label(r),
-             s_streaming(r) ? "stream" : "unary", status == 200 ? "success" : "error", status);
-    tb_http_metrics_count(&h->metrics, h->metrics.requests, v, 1);
+    tb_http_metrics_request(&h->metrics, s_mm(h, r), s_endpoint_label(r),
+                            s_streaming(r) ? "stream" : "unary", status);
 }
 
 /* ------------------------------------------------------------------------------------------- */
@@ -195,11 +204,11 @@ static void s_observe_tokens(struct tb_http *h, struct tb_hreq *r, int64_t n_tok
     int64_t now = h->host->now_ns();
     if (!r->t_first_ns) {
         r->t_first_ns = now;
-        h->host->metric_add(h->metrics.ttft, r->model_label,
-                            (double)(now - r->t_start_ns) / 1e9);
+        tb_http_metrics_observe(&h->metrics, r->mm, h->metrics.ttft, r->mm ? r->mm->ttft : NULL,
+                                (double)(now - r->t_start_ns) / 1e9);
     } else if (n_tok > 0) {
-        h->host->metric_add(h->metrics.itl, r->model_label,
-                            (double)(now - r->t_last_ns) / 1e9 / (double)n_tok);
+        tb_http_metrics_observe(&h->metrics, r->mm, h->metrics.itl, r->mm ? r->mm->itl : NULL,
+                                (double)(now - r->t_last_ns) / 1e9 / (double)n_tok);
     }
     r->t_last_ns = now;
     r->n_tokens += n_tok;
@@ -272,12 +281,15 @@ static int s_complete(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_
     snprintf(r->finish_reason, sizeof(r->finish_reason), "%s", finish);
     r->usage = u;
     r->has_usage = true;
-    tb_http_metrics_count(&h->metrics, h->metrics.in_tokens, r->model_label,
-                          (double)u.prompt_tokens);
-    tb_http_metrics_count(&h->metrics, h->metrics.out_tokens, r->model_label,
-                          (double)u.completion_tokens);
-    h->host->metric_add(h->metrics.in_seq, r->model_label, (double)u.prompt_tokens);
-    h->host->metric_add(h->metrics.out_seq, r->model_label, (double)u.completion_tokens);
+    struct tb_http_mm *mm = r->mm;
+    if (mm) {
+        mm->in_tokens += (double)u.prompt_tokens;
+        mm->out_tokens += (double)u.completion_tokens;
+        tb_http_metrics_observe(&h->metrics, mm, h->metrics.in_seq, mm->in_seq,
+                                (double)u.prompt_tokens);
+        tb_http_metrics_observe(&h->metrics, mm, h->metrics.out_seq, mm->out_seq,
+                                (double)u.completion_tokens);
+    }
     s_release_instance(h, r);
     int rc = 0;
     if (s_streaming(r)) {
@@ -360,7 +372,7 @@ static void s_on_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user)
     host->msg_free(&msg);
     if (rc != 0) {
         if (r->call) {
-            s_cancel_call(h, r, "error");
+            s_cancel_call(h, r, TB_HM_ERROR);
         }
         LOG_WARN(h, "request %s: bad chunk from engine instance %016" PRIx64 ": %s", r->id,
                  r->instance, err);
@@ -543,6 +555,7 @@ static enum MHD_Result s_start(struct tb_http *h, struct tb_hreq *r)
         return tb_http_queue_error(h, r->conn, &e, false, false);
     }
     tb_http_metrics_label(r->oreq->model, r->model_label, sizeof(r->model_label));
+    r->mm = tb_http_metrics_model(&h->metrics, r->model_label);
     s_make_id(h, r);
     r->created = (int64_t)time(NULL);
     r->oreq->gen.request_id = r->id;
@@ -694,7 +707,7 @@ void tb_http_gen_client_gone(struct tb_http *h, struct tb_hreq *r)
     r->client_gone = true;
     if (r->call) {
         LOG_DEBUG(h, "request %s: the client disconnected: cancelling it upstream", r->id);
-        s_cancel_call(h, r, "disconnect");
+        s_cancel_call(h, r, TB_HM_DISCONNECT);
     }
     tb_http_resume(h, r);
 }
@@ -706,20 +719,24 @@ void tb_http_gen_completed(struct tb_http *h, struct tb_hreq *r,
     bool ok = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && !r->client_gone;
     if (r->call) {
         s_cancel_call(h, r, toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN || r->shutdown
-                                ? "shutdown"
-                                : "disconnect");
+                                ? TB_HM_SHUTDOWN
+                                : TB_HM_DISCONNECT);
     }
     s_release_instance(h, r);
     if (r->counted) {
         int status = r->final_status ? r->final_status : 499;
         if (!ok && !r->shutdown && r->oreq) {
             status = 499; /* client closed request (nginx's convention) */
-            tb_http_metrics_count(&h->metrics, h->metrics.disconnects, r->model_label, 1);
+            struct tb_http_mm *mm = s_mm(h, r);
+            if (mm) {
+                mm->disconnects += 1;
+            }
         }
         s_count_request(h, r, status);
         if (r->oreq) {
-            h->host->metric_add(h->metrics.duration, r->model_label,
-                                (double)(h->host->now_ns() - r->t_start_ns) / 1e9);
+            tb_http_metrics_observe(&h->metrics, s_mm(h, r), h->metrics.duration,
+                                    r->mm ? r->mm->duration : NULL,
+                                    (double)(h->host->now_ns() - r->t_start_ns) / 1e9);
         }
         atomic_fetch_sub(&h->in_flight, 1);
         r->counted = false;
@@ -739,7 +756,7 @@ void tb_http_gen_abort_all(struct tb_http *h)
 {
     for (struct tb_hreq *r = h->gens; r; r = r->next) {
         r->shutdown = true;
-        s_cancel_call(h, r, "shutdown");
+        s_cancel_call(h, r, TB_HM_SHUTDOWN);
         tb_http_unwatch(h, r);
         tb_http_resume(h, r);
     }

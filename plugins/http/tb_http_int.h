@@ -63,6 +63,7 @@ struct tb_hreq {
     struct tb_buf msg;           /* the encoded gen_request (host->buf_free) */
     char id[48];                 /* chatcmpl-... / cmpl-... */
     char model_label[160];
+    struct tb_http_mm *mm;       /* its model's metrics (found once the model is known) */
     int64_t created;
     tb_call_t *call;             /* the bus call in progress (router or engine), or NULL */
     uint64_t instance;           /* the engine instance serving it */
@@ -135,6 +136,7 @@ struct tb_http {
     uint64_t id_counter;
     int64_t started_ns;
     int64_t now_unix_start;
+    int64_t spin_ns, last_activity_ns;
     char **metric_models;        /* models whose gauges were ever set */
     size_t n_metric_models;
 };

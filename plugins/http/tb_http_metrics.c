@@ -77,6 +77,8 @@ int tb_http_metrics_init(struct tb_http_metrics *m, const struct tb_host *host,
     m->cancels = s_get(host, comp, prefix, "cancelled_requests_total", TB_METRIC_COUNTER,
                        "generation requests cancelled upstream, by reason (disconnect, shutdown)",
                        "model,reason", NULL, 0, &ok);
+    m->series = TB_HOST_HAS(host, metric_series_set) && host->metric_series &&
+                host->metric_series_add;
     return ok ? 0 : TB_EINVAL;
 }
 
@@ -91,41 +93,110 @@ const char *tb_http_metrics_label(const char *model, char *out, size_t out_len)
     return out;
 }
 
-void tb_http_metrics_count(struct tb_http_metrics *m, tb_metric_t *family, const char *labels,
-                           double v)
+struct tb_http_mm *tb_http_metrics_model(struct tb_http_metrics *m, const char *model)
 {
-    for (size_t i = 0; i < m->n_pending; i++) {
-        struct tb_http_pending *p = &m->pending[i];
-        if (p->family == family && strcmp(p->labels, labels) == 0) {
-            p->value += v;
-            return;
+    char label[sizeof(((struct tb_http_mm *)0)->label)];
+    tb_http_metrics_label(model, label, sizeof(label));
+    for (size_t i = 0; i < m->n_models; i++) {
+        if (strcmp(m->models[i]->label, label) == 0) {
+            return m->models[i];
         }
     }
-    if (m->n_pending == m->cap_pending) {
-        size_t cap = m->cap_pending ? m->cap_pending * 2 : 16;
-        struct tb_http_pending *n = realloc(m->pending, cap * sizeof(*n));
-        if (!n) {
-            m->host->metric_add(family, labels, v); /* no room to defer: add at once */
-            return;
+    if (m->n_models == m->cap_models) {
+        size_t cap = m->cap_models ? m->cap_models * 2 : 4;
+        struct tb_http_mm **v = realloc(m->models, cap * sizeof(*v));
+        if (!v) {
+            return NULL;
         }
-        m->pending = n;
-        m->cap_pending = cap;
+        m->models = v;
+        m->cap_models = cap;
     }
-    char *copy = strdup(labels);
-    if (!copy) {
-        m->host->metric_add(family, labels, v);
+    struct tb_http_mm *mm = calloc(1, sizeof(*mm));
+    if (!mm) {
+        return NULL;
+    }
+    memcpy(mm->label, label, sizeof(label));
+    if (m->series) {
+        const struct tb_host *h = m->host;
+        mm->ttft = h->metric_series(m->ttft, label);
+        mm->itl = h->metric_series(m->itl, label);
+        mm->duration = h->metric_series(m->duration, label);
+        mm->in_seq = h->metric_series(m->in_seq, label);
+        mm->out_seq = h->metric_series(m->out_seq, label);
+    }
+    m->models[m->n_models++] = mm;
+    return mm;
+}
+
+void tb_http_metrics_request(struct tb_http_metrics *m, struct tb_http_mm *mm,
+                             const char *endpoint, const char *type, int status)
+{
+    (void)m;
+    if (!mm) {
         return;
     }
-    m->pending[m->n_pending++] = (struct tb_http_pending){family, copy, v};
+    for (size_t i = 0; i < mm->n_req; i++) {
+        struct tb_hm_req_count *c = &mm->req[i];
+        if (c->code == status && c->endpoint == endpoint && c->type == type) {
+            c->n++;
+            return;
+        }
+    }
+    if (mm->n_req == mm->cap_req) {
+        size_t cap = mm->cap_req ? mm->cap_req * 2 : 8;
+        struct tb_hm_req_count *v = realloc(mm->req, cap * sizeof(*v));
+        if (!v) {
+            return;
+        }
+        mm->req = v;
+        mm->cap_req = cap;
+    }
+    mm->req[mm->n_req++] = (struct tb_hm_req_count){endpoint, type, status, 1};
+}
+
+void tb_http_metrics_observe(struct tb_http_metrics *m, struct tb_http_mm *mm, tb_metric_t *family,
+                             tb_metric_series_t *s, double v)
+{
+    if (!mm) {
+        return;
+    }
+    if (m->series) {
+        m->host->metric_series_add(s, v);
+    } else {
+        m->host->metric_add(family, mm->label, v);
+    }
+}
+
+static void s_add(struct tb_http_metrics *m, tb_metric_t *family, const char *labels, double *v)
+{
+    if (*v != 0) {
+        m->host->metric_add(family, labels, *v);
+        *v = 0;
+    }
 }
 
 void tb_http_metrics_flush(struct tb_http_metrics *m)
 {
-    for (size_t i = 0; i < m->n_pending; i++) {
-        struct tb_http_pending *p = &m->pending[i];
-        if (p->value != 0) {
-            m->host->metric_add(p->family, p->labels, p->value);
-            p->value = 0;
+    static const char *const reasons[TB_HM_N_REASONS] = {"disconnect", "shutdown", "error"};
+    char v[300];
+    for (size_t i = 0; i < m->n_models; i++) {
+        struct tb_http_mm *mm = m->models[i];
+        for (size_t k = 0; k < mm->n_req; k++) {
+            struct tb_hm_req_count *c = &mm->req[k];
+            if (c->n != 0) {
+                snprintf(v, sizeof(v), "%s,%s,%s,%s,%d", mm->label, c->endpoint, c->type,
+                         c->code == 200 ? "success" : "error", c->code);
+                s_add(m, m->requests, v, &c->n);
+            }
+        }
+        s_add(m, m->in_tokens, mm->label, &mm->in_tokens);
+        s_add(m, m->out_tokens, mm->label, &mm->out_tokens);
+        s_add(m, m->disconnects, mm->label, &mm->disconnects);
+        for (int k = 0; k < TB_HM_N_REASONS; k++) {
+            if (mm->cancels[k] != 0) {
+                snprintf(v, sizeof(v), "%s,%s", mm->label, reasons[k]);
+                s_add(m, m->cancels, v, &mm->cancels[k]);
+            }
         }
     }
 }
@@ -133,10 +204,11 @@ void tb_http_metrics_flush(struct tb_http_metrics *m)
 void tb_http_metrics_release(struct tb_http_metrics *m)
 {
     tb_http_metrics_flush(m);
-    for (size_t i = 0; i < m->n_pending; i++) {
-        free(m->pending[i].labels);
+    for (size_t i = 0; i < m->n_models; i++) {
+        free(m->models[i]->req);
+        free(m->models[i]);
     }
-    free(m->pending);
-    m->pending = NULL;
-    m->n_pending = m->cap_pending = 0;
+    free(m->models);
+    m->models = NULL;
+    m->n_models = m->cap_models = 0;
 }

@@ -3,10 +3,12 @@
  * frontend names them (prefix configurable, "dynamo_frontend" by default) so existing dashboards
  * read them.  See docs/http.md for the list.
  *
- * The families live in the process registry (host->metric_get).  Counters are summed here and
- * added to the registry by tb_http_metrics_flush (before /metrics renders, and every second), so a
- * request costs a few additions instead of a locked registry update per counter; histograms go
- * to the registry at once.  One thread (the http thread) uses a struct tb_http_metrics.
+ * The families live in the process registry (host->metric_get).  Everything a request touches is
+ * kept per model in a struct tb_http_mm found once per request: its histograms' series handles
+ * (host->metric_series, so an observation neither formats nor looks up labels; hosts older than
+ * ABI 1.1 get metric_add with the label instead) and its counters, summed here and added to the
+ * registry by tb_http_metrics_flush (before /metrics renders, and every second).  One thread (the
+ * http thread) uses a struct tb_http_metrics.
  */
 #ifndef TB_HTTP_METRICS_H
 #define TB_HTTP_METRICS_H
@@ -15,6 +17,32 @@
 #include <stdint.h>
 
 #include "tb_plugin.h"
+
+/* Why a request was cancelled upstream (the `reason` label). */
+typedef enum {
+    TB_HM_DISCONNECT = 0,
+    TB_HM_SHUTDOWN = 1,
+    TB_HM_ERROR = 2,
+    TB_HM_N_REASONS = 3,
+} tb_hm_reason_t;
+
+/* Finished requests of one label set, not yet in the registry. */
+struct tb_hm_req_count {
+    const char *endpoint; /* static strings */
+    const char *type;
+    int code;
+    double n;
+};
+
+/* One model's metrics. */
+struct tb_http_mm {
+    char label[160]; /* the model as a label value (commas replaced) */
+    tb_metric_series_t *ttft, *itl, *duration, *in_seq, *out_seq; /* NULL: use the label */
+    double in_tokens, out_tokens, disconnects; /* counter sums not yet in the registry */
+    double cancels[TB_HM_N_REASONS];
+    struct tb_hm_req_count *req;
+    size_t n_req, cap_req;
+};
 
 struct tb_http_metrics {
     const struct tb_host *host;
@@ -30,14 +58,9 @@ struct tb_http_metrics {
     tb_metric_t *out_tokens;   /* counter {model} */
     tb_metric_t *disconnects;  /* counter {model} */
     tb_metric_t *cancels;      /* counter {model,reason} */
-    struct tb_http_pending *pending; /* counter increments not yet in the registry */
-    size_t n_pending, cap_pending;
-};
-
-struct tb_http_pending {
-    tb_metric_t *family;
-    char *labels;
-    double value;
+    bool series;               /* the host has series handles */
+    struct tb_http_mm **models; /* every model seen (owned) */
+    size_t n_models, cap_models;
 };
 
 /* Registers every family under `prefix` (e.g. "dynamo_frontend").  0, or TB_EINVAL when the
@@ -45,12 +68,20 @@ struct tb_http_pending {
 int tb_http_metrics_init(struct tb_http_metrics *m, const struct tb_host *host,
                          tb_component_t *comp, const char *prefix);
 
-/* Adds `v` to counter `family` for `labels` (summed here until the next flush). */
-void tb_http_metrics_count(struct tb_http_metrics *m, tb_metric_t *family, const char *labels,
-                           double v);
+/* The metrics of `model` (NULL or "" for requests refused before their model was known), created
+ * on first use.  Borrowed until release; NULL only when out of memory (the functions below
+ * accept NULL and drop the update). */
+struct tb_http_mm *tb_http_metrics_model(struct tb_http_metrics *m, const char *model);
+
+/* Counts a finished request (`endpoint`, `type` must be static strings). */
+void tb_http_metrics_request(struct tb_http_metrics *m, struct tb_http_mm *mm,
+                             const char *endpoint, const char *type, int status);
+/* Observes `v` in histogram `family` through its series `s` (see above). */
+void tb_http_metrics_observe(struct tb_http_metrics *m, struct tb_http_mm *mm, tb_metric_t *family,
+                             tb_metric_series_t *s, double v);
 /* Adds the summed counter increments to the registry. */
 void tb_http_metrics_flush(struct tb_http_metrics *m);
-/* Flushes and frees the sums. */
+/* Flushes and frees the per-model state. */
 void tb_http_metrics_release(struct tb_http_metrics *m);
 
 /* A model name usable as a label value (commas would split the value list): copied into `out`

@@ -1,8 +1,10 @@
-"""The benchmark tools of bench/engine: their outputs and bookkeeping, never their speed.
+"""The benchmark tools of bench/engine and bench/serving: their outputs and bookkeeping, never
+their speed.
 
 bench_membw and bench_engine must print well-formed figures; the serving client must count
 tokens, TTFT and ITL the way bench/README.md says; run.py's weight-bytes rule must agree with
-bench_engine's.  No test here asserts how fast anything is.
+bench_engine's; sse_baseline (bench/serving's control) must stream every token, the first no
+sooner than asked.  No test here asserts how fast anything is.
 """
 import asyncio
 import json
@@ -208,3 +210,23 @@ def test_bench_engine_refuses_bad_input(tmp_path):
     assert r.returncode == 1 and 'cannot open' in r.stderr
     r = subprocess.run([exe, '-m', 'x', '-B', '0'], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
+
+
+def test_sse_baseline_streams_at_the_set_times():
+    """bench/serving's control server: every stream has its tokens, the first after ttft."""
+    exe = bench_exe('sse_baseline')
+    if not os.path.exists(exe):
+        pytest.skip('%s absent' % exe)
+    sys.path.insert(0, os.path.join(ROOT, 'bench', 'serving'))
+    import stream_client
+    p = subprocess.Popen([exe, '-t', '20', '-i', '2', '-n', '8'], stdout=subprocess.PIPE)
+    try:
+        line = p.stdout.readline().decode().split()
+        assert len(line) == 2 and line[0] == 'listening', line
+        r = stream_client.measure('127.0.0.1', int(line[1]), 'm', 2, 4, 8)
+        assert r['errors'] == 0, r['first_error']
+        assert r['tokens'] == 4 * 8
+        assert r['ttft_p50'] >= 19
+    finally:
+        p.kill()
+        p.wait()

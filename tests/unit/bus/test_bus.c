@@ -1,9 +1,12 @@
 /* Unit tests of the bus: calls with streamed replies, no_route, cancellation, deadlines, instance
- * loss, pings, events, route events, and the tcp and ipc transports between two nodes. */
+ * loss, pings, events, route events, the tcp and ipc transports between two nodes, and the loop
+ * itself: more than a dispatch budget of replies (bus_run and an outside loop on tb_bus_fd), fd
+ * watches removed from a callback, and the spin after activity staying bounded. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -418,6 +421,146 @@ static void test_join_unreachable_fails_fast(void **state)
     assert_non_null(strstr(err, "did not answer"));
 }
 
+/* A server handle serving t.srv.gen with `chunks` echoes and a client handle that sees its
+ * route, on a fresh head node (`cfg`, or short heartbeats and leases when NULL). */
+struct pair {
+    tb_node_t *n;
+    tb_bus_t *srv, *cli;
+    struct server s;
+    tb_endpoint_t *ep;
+};
+
+static void pair_open(struct pair *p, const struct tb_node_config *cfg, int chunks)
+{
+    struct tb_node_config dflt = {.heartbeat_ms = 100, .lease_ttl_ms = 400};
+    char err[256];
+    assert_int_equal(tb_node_new(cfg ? cfg : &dflt, &p->n, err, sizeof(err)), 0);
+    p->srv = tb_bus_new(p->n, "t", "srv");
+    p->cli = tb_bus_new(p->n, "t", "cli");
+    p->s = (struct server){.chunks = chunks};
+    assert_int_equal(
+        tb_bus_endpoint_add(p->srv, "gen", NULL, on_request, on_cancel, &p->s, &p->ep), 0);
+    wait_route(p->srv, p->cli, "t.srv.gen", 1);
+}
+
+static void pair_close(struct pair *p)
+{
+    tb_bus_destroy(&p->cli);
+    tb_bus_destroy(&p->srv);
+    tb_node_destroy(&p->n);
+}
+
+/* 500 chunks in one answer: more than a run's budget for one socket (256).  Run with a timeout,
+ * the handle goes on at once while replies are left; driven by an outside loop that runs it only
+ * when tb_bus_fd is readable, it keeps that descriptor readable while replies wait (a ZeroMQ
+ * descriptor fires for new messages, not for those left unread). */
+static void budget_run(bool outside_loop)
+{
+    struct pair p;
+    pair_open(&p, NULL, 500);
+    int fd = outside_loop ? tb_bus_fd(p.cli) : -1;
+    struct client c = {0};
+    tb_call_t *call;
+    assert_int_equal(tb_bus_call(p.cli, "t.srv.gen", 0, "x", 1, 5000, on_chunk, &c, &call), 0);
+    int64_t end = now_ms() + 3000;
+    while (p.s.requests == 0 && now_ms() < end) {
+        tb_bus_run(p.srv, 5);
+    }
+    assert_int_equal(p.s.requests, 1);
+    int64_t t0 = now_ms();
+    int runs = 0;
+    while (!done(&c) && now_ms() < end) {
+        if (outside_loop) {
+            struct pollfd pfd = {.fd = fd, .events = POLLIN};
+            if (poll(&pfd, 1, 0) != 1) {
+                break; /* not readable now, with replies waiting: they would be stranded */
+            }
+            tb_bus_run(p.cli, 0);
+        } else {
+            tb_bus_run(p.cli, 1000);
+        }
+        runs++;
+    }
+    assert_int_equal(c.data, 500);
+    assert_int_equal(c.finals, 1);
+    assert_true(runs >= 2);
+    assert_true(now_ms() - t0 < 500);
+    pair_close(&p);
+}
+
+static void test_more_than_a_budget(void **state)
+{
+    (void)state;
+    budget_run(false);
+    budget_run(true);
+}
+
+/* Two readable descriptors whose callbacks each unwatch both: only the first runs. */
+struct unwatch_ctx {
+    tb_bus_t *bus;
+    int fds[2];
+    int calls;
+};
+
+static void on_fd_unwatch(int fd, void *user)
+{
+    (void)fd;
+    struct unwatch_ctx *u = user;
+    u->calls++;
+    tb_bus_unwatch_fd(u->bus, u->fds[0]);
+    tb_bus_unwatch_fd(u->bus, u->fds[1]);
+}
+
+static void test_unwatch_in_callback(void **state)
+{
+    (void)state;
+    tb_node_t *n = head();
+    tb_bus_t *b = tb_bus_new(n, "t", "w");
+    int p1[2], p2[2];
+    assert_int_equal(pipe(p1), 0);
+    assert_int_equal(pipe(p2), 0);
+    struct unwatch_ctx u = {.bus = b, .fds = {p1[0], p2[0]}};
+    assert_int_equal(tb_bus_watch_fd(b, p1[0], on_fd_unwatch, &u), 0);
+    assert_int_equal(tb_bus_watch_fd(b, p2[0], on_fd_unwatch, &u), 0);
+    assert_int_equal(write(p1[1], "x", 1), 1);
+    assert_int_equal(write(p2[1], "x", 1), 1);
+    for (int i = 0; i < 5; i++) {
+        tb_bus_run(b, 10);
+    }
+    assert_int_equal(u.calls, 1);
+    assert_int_equal(tb_bus_unwatch_fd(b, p1[0]), TB_ENOENT);
+    tb_bus_destroy(&b);
+    tb_node_destroy(&n);
+    close(p1[0]);
+    close(p1[1]);
+    close(p2[0]);
+    close(p2[1]);
+}
+
+/* With a 2 ms spin, a handle idle for 300 ms after a call uses a few ms of CPU, not 300. */
+static void test_spin_is_bounded(void **state)
+{
+    (void)state;
+    struct tb_node_config cfg = {.heartbeat_ms = 100, .lease_ttl_ms = 400, .spin_us = 2000};
+    struct pair p;
+    pair_open(&p, &cfg, 1);
+    struct client c = {0};
+    tb_call_t *call;
+    assert_int_equal(tb_bus_call(p.cli, "t.srv.gen", 0, "x", 1, 2000, on_chunk, &c, &call), 0);
+    pump(p.srv, p.cli, &c, 2000);
+    assert_int_equal(c.finals, 1);
+    struct timespec a, z;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
+    int64_t end = now_ms() + 300;
+    while (now_ms() < end) {
+        tb_bus_run(p.cli, 20);
+    }
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &z);
+    int64_t cpu_ms = (z.tv_sec - a.tv_sec) * 1000 + (z.tv_nsec - a.tv_nsec) / 1000000;
+    assert_true(cpu_ms < 60);
+    pair_close(&p);
+}
+
 static void test_names(void **state)
 {
     (void)state;
@@ -445,6 +588,9 @@ int main(void)
         cmocka_unit_test(test_ipc_transport),
         cmocka_unit_test(test_join_unreachable_fails_fast),
         cmocka_unit_test(test_names),
+        cmocka_unit_test(test_more_than_a_budget),
+        cmocka_unit_test(test_unwatch_in_callback),
+        cmocka_unit_test(test_spin_is_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

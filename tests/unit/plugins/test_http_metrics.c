@@ -1,5 +1,6 @@
 /* Unit tests of tb_http_metrics against a stub host: every family is registered under the
- * prefix with Dynamo's names, counters are summed until a flush, label values lose commas. */
+ * prefix with Dynamo's names, counters are summed per model until a flush, histograms go through
+ * series handles when the host has them (metric_add otherwise), label values lose commas. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -99,24 +100,100 @@ static void test_counters_are_summed(void **state)
     struct tb_host host = stub_host();
     struct tb_http_metrics m;
     assert_int_equal(tb_http_metrics_init(&m, &host, NULL, "p"), 0);
-    tb_http_metrics_count(&m, m.requests, "a,chat,unary,success,200", 1);
-    tb_http_metrics_count(&m, m.requests, "a,chat,unary,success,200", 1);
-    tb_http_metrics_count(&m, m.requests, "b,chat,unary,error,404", 1);
-    tb_http_metrics_count(&m, m.out_tokens, "a", 16);
-    tb_http_metrics_count(&m, m.out_tokens, "a", 4);
+    struct tb_http_mm *a = tb_http_metrics_model(&m, "a");
+    struct tb_http_mm *b = tb_http_metrics_model(&m, "b");
+    assert_non_null(a);
+    assert_ptr_equal(tb_http_metrics_model(&m, "a"), a); /* found again, not created */
+    tb_http_metrics_request(&m, a, "chat", "unary", 200);
+    tb_http_metrics_request(&m, a, "chat", "unary", 200);
+    tb_http_metrics_request(&m, b, "chat", "unary", 404);
+    a->out_tokens += 16;
+    a->out_tokens += 4;
+    a->cancels[TB_HM_DISCONNECT] += 1;
     assert_int_equal(s_n_adds, 0); /* nothing reaches the registry before a flush */
     tb_http_metrics_flush(&m);
-    assert_int_equal(s_n_adds, 3);
+    assert_int_equal(s_n_adds, 4);
     assert_string_equal(s_adds[0].labels, "a,chat,unary,success,200");
     assert_true(s_adds[0].v == 2);
-    assert_true(s_adds[1].v == 1);
-    assert_true(s_adds[2].v == 20);
+    assert_string_equal(s_adds[1].labels, "a");
+    assert_true(s_adds[1].v == 20);
+    assert_string_equal(s_adds[2].labels, "a,disconnect");
+    assert_true(s_adds[2].v == 1);
+    assert_string_equal(s_adds[3].labels, "b,chat,unary,error,404");
+    assert_true(s_adds[3].v == 1);
     tb_http_metrics_flush(&m); /* nothing new: nothing added */
-    assert_int_equal(s_n_adds, 3);
-    tb_http_metrics_count(&m, m.out_tokens, "a", 1);
-    tb_http_metrics_release(&m); /* release flushes */
     assert_int_equal(s_n_adds, 4);
-    assert_null(m.pending);
+    b->in_tokens += 1;
+    tb_http_metrics_release(&m); /* release flushes */
+    assert_int_equal(s_n_adds, 5);
+    assert_null(m.models);
+}
+
+/* Without series handles (a host older than ABI 1.1) histograms go through metric_add with the
+ * model label; a model name with commas becomes one label value. */
+static void test_observe_without_series(void **state)
+{
+    (void)state;
+    s_n_names = s_n_adds = 0;
+    struct tb_host host = stub_host();
+    host.struct_size = offsetof(struct tb_host, metric_series);
+    struct tb_http_metrics m;
+    assert_int_equal(tb_http_metrics_init(&m, &host, NULL, "p"), 0);
+    assert_false(m.series);
+    struct tb_http_mm *mm = tb_http_metrics_model(&m, "x,y");
+    assert_string_equal(mm->label, "x_y");
+    assert_null(mm->ttft);
+    tb_http_metrics_observe(&m, mm, m.ttft, mm->ttft, 0.25);
+    assert_int_equal(s_n_adds, 1);
+    assert_int_equal(s_adds[0].family, (int)(intptr_t)m.ttft);
+    assert_string_equal(s_adds[0].labels, "x_y");
+    assert_true(s_adds[0].v == 0.25);
+    tb_http_metrics_release(&m);
+}
+
+/* With series handles each model's histogram series is found once and observed directly. */
+static tb_metric_series_t *stub_series(tb_metric_t *m, const char *labels)
+{
+    assert_string_equal(labels, "m");
+    return (tb_metric_series_t *)m; /* the family stands for its one series here */
+}
+
+static int s_series_adds;
+static tb_metric_series_t *s_last_series;
+
+static void stub_series_add(tb_metric_series_t *s, double v)
+{
+    (void)v;
+    s_series_adds++;
+    s_last_series = s;
+}
+
+static void stub_series_set(tb_metric_series_t *s, double v)
+{
+    (void)s;
+    (void)v;
+}
+
+static void test_observe_with_series(void **state)
+{
+    (void)state;
+    s_n_names = s_n_adds = s_series_adds = 0;
+    struct tb_host host = stub_host();
+    host.metric_series = stub_series;
+    host.metric_series_add = stub_series_add;
+    host.metric_series_set = stub_series_set;
+    struct tb_http_metrics m;
+    assert_int_equal(tb_http_metrics_init(&m, &host, NULL, "p"), 0);
+    assert_true(m.series);
+    struct tb_http_mm *mm = tb_http_metrics_model(&m, "m");
+    assert_ptr_equal(mm->itl, (tb_metric_series_t *)m.itl);
+    tb_http_metrics_observe(&m, mm, m.itl, mm->itl, 0.01);
+    assert_int_equal(s_series_adds, 1);
+    assert_ptr_equal(s_last_series, mm->itl);
+    assert_int_equal(s_n_adds, 0); /* not through metric_add */
+    tb_http_metrics_observe(&m, NULL, m.itl, NULL, 0.01); /* no model metrics: dropped */
+    assert_int_equal(s_series_adds, 1);
+    tb_http_metrics_release(&m);
 }
 
 static void test_label(void **state)
@@ -134,6 +211,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_families),
         cmocka_unit_test(test_counters_are_summed),
+        cmocka_unit_test(test_observe_without_series),
+        cmocka_unit_test(test_observe_with_series),
         cmocka_unit_test(test_label),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
