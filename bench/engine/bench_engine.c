@@ -51,7 +51,6 @@ struct opts {
     int n_batches;
     int64_t kv_mib;
     int kv_f16;
-    int fixed_pool;
 };
 
 /* Everything one run needs; torn down by s_bench_free. */
@@ -124,8 +123,7 @@ static int s_bench_init(struct bench *b, const struct opts *o)
                                    .kv_budget_bytes = o->kv_mib << 20,
                                    .max_batch_tokens = max_tokens,
                                    .max_batch_seqs = max_seqs,
-                                   .kv_f16 = o->kv_f16 != 0,
-                                   .fixed_pool = o->fixed_pool != 0};
+                                   .kv_f16 = o->kv_f16 != 0};
     uint32_t n_blocks = 0;
     rc = b->ops->create(b->model, &bc, &b->backend, &n_blocks, err, sizeof(err));
     if (rc != 0) {
@@ -292,9 +290,8 @@ static void s_usage(const char *argv0)
 {
     fprintf(stderr,
             "usage: %s -m FILE [-t threads] [-p prompt_tokens] [-n gen_tokens] [-r reps]\n"
-            "       [-B batch,batch,...] [-k kv_MiB] [--kv f16|f32] [--fixed-pool]\n"
-            "  -B 1 measures pp and tg at batch 1; B > 1 adds decode of B sequences at once\n"
-            "  --fixed-pool hands every parallel loop to the pool (adaptive_pool: false)\n",
+            "       [-B batch,batch,...] [-k kv_MiB] [--kv f16|f32]\n"
+            "  -B 1 measures pp and tg at batch 1; B > 1 adds decode of B sequences at once\n",
             argv0);
 }
 
@@ -303,7 +300,6 @@ int main(int argc, char **argv)
     struct opts o = {.threads = 2, .n_prompt = 64, .n_gen = 32, .reps = 3, .batches = {1},
                      .n_batches = 1, .kv_mib = 512, .kv_f16 = 1};
     static const struct option longs[] = {{"kv", required_argument, NULL, 'K'},
-                                          {"fixed-pool", no_argument, NULL, 'F'},
                                           {"help", no_argument, NULL, 'h'},
                                           {NULL, 0, NULL, 0}};
     int opt;
@@ -335,9 +331,6 @@ int main(int argc, char **argv)
             break;
         case 'K':
             o.kv_f16 = strcmp(optarg, "f32") != 0;
-            break;
-        case 'F':
-            o.fixed_pool = 1;
             break;
         default:
             s_usage(argv[0]);

@@ -38,8 +38,6 @@ struct tb_backend_config {
     uint32_t max_batch_tokens; /* largest plan->n_tokens the backend must accept */
     uint32_t max_batch_seqs;   /* largest plan->n_seqs */
     bool kv_f16;              /* keys and values stored as f16 (else f32) */
-    bool fixed_pool;          /* CPU: every parallel loop goes to the pool (its adaptive mode
-                               * off); others ignore it */
 };
 
 struct tb_backend_ops {

@@ -46,9 +46,6 @@ const struct tb_config_field tb_engine_config_fields[TB_ENGINE_CONFIG_FIELD_COUN
      .default_value = "true", .help = "reuse the KV blocks of shared prompt prefixes"},
     {.key = "threads", .type = TB_CFG_INT, .offset = OFF(threads), .default_value = "0",
      .has_bounds = true, .min = 0, .max = 1024, .help = "compute threads (0: all cores)"},
-    {.key = "adaptive_pool", .type = TB_CFG_BOOL, .offset = OFF(adaptive_pool),
-     .default_value = "true",
-     .help = "run a parallel loop on the engine thread alone when the pool would be slower"},
     {.key = "seed", .type = TB_CFG_INT, .offset = OFF(seed), .default_value = "0",
      .help = "seeds the seeds of requests that give none (0: random)"},
     {.key = "load_interval", .type = TB_CFG_SECONDS, .offset = OFF(load_interval_s),
@@ -552,7 +549,6 @@ int tb_engine_new(const struct tb_host *host, tb_component_t *comp,
         goto fail;
     }
     struct tb_backend_config bc = {.threads = (int)cfg->threads,
-                                   .fixed_pool = !cfg->adaptive_pool,
                                    .block_size = (uint32_t)cfg->block_size,
                                    .kv_budget_bytes = cfg->kv_cache_bytes,
                                    .max_batch_tokens = (uint32_t)cfg->max_batch_tokens,

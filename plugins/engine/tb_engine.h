@@ -34,7 +34,6 @@ struct tb_engine_config {
     int kv_dtype;             /* 0 f16, 1 f32 */
     bool prefix_caching;
     int64_t threads;          /* 0: all cores */
-    bool adaptive_pool;       /* cpu: loops the pool would slow down run on the engine thread */
     int64_t seed;             /* 0: random; seeds requests that bring none */
     double load_interval_s;   /* publish load at least this often */
 };
@@ -52,7 +51,7 @@ void tb_engine_stop(tb_engine_t *e);
 void tb_engine_destroy(tb_engine_t **e_p);
 
 /* The shared config table (for flavours' descriptors). */
-#define TB_ENGINE_CONFIG_FIELD_COUNT 14
+#define TB_ENGINE_CONFIG_FIELD_COUNT 13
 extern const struct tb_config_field tb_engine_config_fields[TB_ENGINE_CONFIG_FIELD_COUNT];
 
 #endif /* TB_ENGINE_H */

@@ -326,7 +326,6 @@ static int s_create(const tb_model_t *model, const struct tb_backend_config *cfg
         goto fail;
     }
     b->n_threads = tb_threadpool_size(b->pool);
-    tb_threadpool_set_adaptive(b->pool, !cfg->fixed_pool);
     rc = tb_cpu_kernels_new(b->pool, &b->kern);
     if (rc != TB_OK) {
         const char *isa = getenv("TB_CPU_ISA");

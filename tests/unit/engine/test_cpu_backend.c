@@ -199,12 +199,9 @@ static struct tb_backend_config s_cfg(int threads, uint32_t n_blocks, const tb_m
     return c;
 }
 
-/* fixed_pool: every parallel loop goes to the pool's workers (its adaptive mode off) */
-static tb_backend_t *s_backend_pool(const tb_model_t *m, int threads, uint32_t n_blocks,
-                                    bool fixed_pool)
+static tb_backend_t *s_backend(const tb_model_t *m, int threads, uint32_t n_blocks)
 {
     struct tb_backend_config c = s_cfg(threads, n_blocks, m);
-    c.fixed_pool = fixed_pool;
     tb_backend_t *b = NULL;
     uint32_t nb = 0;
     char err[256] = "";
@@ -214,11 +211,6 @@ static tb_backend_t *s_backend_pool(const tb_model_t *m, int threads, uint32_t n
     }
     assert_int_equal(nb, n_blocks);
     return b;
-}
-
-static tb_backend_t *s_backend(const tb_model_t *m, int threads, uint32_t n_blocks)
-{
-    return s_backend_pool(m, threads, n_blocks, false);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -579,12 +571,9 @@ static void test_batch_invariance(void **state)
     assert_int_equal(s_run(b, &c_only, 1, other), 0);
     tb_cpu_backend_ops.destroy(&b);
 
-    /* one thread; two with the adaptive pool (loops on either thread); two, every loop split */
-    for (int run = 0; run < 3; run++) {
-        const int threads = run == 0 ? 1 : 2;
-        const bool fixed = run == 2;
+    for (int threads = 1; threads <= 2; threads++) {
         /* A first, then B's prefill, then C's prefill */
-        b = s_backend_pool(f->model, threads, 12, fixed);
+        b = s_backend(f->model, threads, 12);
         struct part p1[3] = {
             {s_seq_a, 0, 9, ba, 3, true},
             {s_seq_b, 0, 11, bb, 3, true},
@@ -604,7 +593,7 @@ static void test_batch_invariance(void **state)
         tb_cpu_backend_ops.destroy(&b);
 
         /* A's prefill in two chunks, the first without logits, beside C */
-        b = s_backend_pool(f->model, threads, 12, fixed);
+        b = s_backend(f->model, threads, 12);
         struct part q1[2] = {
             {s_seq_c, 0, 3, bc, 1, false},
             {s_seq_a, 0, 5, ba, 2, false},
