@@ -7,7 +7,7 @@ import time
 import pytest
 
 from serving_util import (SLOW, Stream, Turbine, chat, deployment, free_port, get,
-                          http_component, mock_component, post, request, wait_ready)
+                          http_component, mock_component, post, request, wait_for, wait_ready)
 
 KEY = 'sk-test-123'
 
@@ -28,12 +28,21 @@ def server(tmp_path_factory):
     t = Turbine(tmp_path_factory.mktemp('limits'), yaml)
     try:
         wait_ready(port)
+        wait_all_models(port, ['fast', 'slow', 'tiny'])
         yield port
     finally:
         t.stop()
 
 
 AUTH = {'Authorization': 'Bearer ' + KEY}
+
+
+def wait_all_models(port, expected):
+    """/ready needs one routable model; a test may need every one of the deployment's."""
+    def models():
+        r = get(port, '/v1/models', headers=AUTH)
+        return sorted(m['id'] for m in r.json()['data']) if r.status == 200 else r.status
+    wait_for(lambda: models() == sorted(expected), 20, 'models %s' % expected, interval=0.05)
 
 
 def body(model='fast', **kw):
@@ -155,6 +164,7 @@ def deadline_server(tmp_path_factory):
     t = Turbine(tmp_path_factory.mktemp('deadline'), yaml)
     try:
         wait_ready(port)
+        wait_all_models(port, ['slow', 'steady'])
         yield port
     finally:
         t.stop()
