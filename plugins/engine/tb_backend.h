@@ -54,6 +54,10 @@ struct tb_backend_ops {
     /* Bytes one KV block takes (all layers, keys and values), for sizing and metrics. */
     size_t (*block_bytes)(const tb_backend_t *b);
     void (*destroy)(tb_backend_t **b_p);
+    /* Optional (NULL: nothing to add): writes a one-line account of how the backend runs the
+     * model (instruction set, threads, memory it allocated beyond the KV cache), for the
+     * engine's start log line. */
+    void (*describe)(const tb_backend_t *b, char *buf, size_t len);
 };
 
 #ifdef __cplusplus

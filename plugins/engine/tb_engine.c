@@ -629,11 +629,16 @@ int tb_engine_new(const struct tb_host *host, tb_component_t *comp,
                                  "time of one batch step (forward pass and sampling)", lab,
                                  step_buckets, sizeof(step_buckets) / sizeof(step_buckets[0]));
     const struct tb_model_params *mp = e->mp;
+    char desc[160] = "", how[sizeof desc + 3] = "";
+    if (ops->describe) {
+        ops->describe(e->backend, desc, sizeof desc);
+        snprintf(how, sizeof how, " (%s)", desc);
+    }
     LOG_I(e,
           "model '%s' from %s: %s, %u layers, hidden %u, %u/%u heads, vocab %u, context %u, "
-          "weights %s; %s backend: %u KV blocks of %lld tokens (%.1f MiB); loaded in %.0f ms",
+          "weights %s; %s backend%s: %u KV blocks of %lld tokens (%.1f MiB); loaded in %.0f ms",
           cfg->served_model_name, cfg->model, mp->arch, mp->n_layers, mp->hidden, mp->n_heads,
-          mp->n_kv_heads, e->vocab, e->context, tb_dtype_name(mp->dtype), ops->name,
+          mp->n_kv_heads, e->vocab, e->context, tb_dtype_name(mp->dtype), ops->name, how,
           e->n_blocks, (long long)cfg->block_size,
           (double)e->n_blocks * (double)ops->block_bytes(e->backend) / 1048576.0,
           (double)(host->now_ns() - t0) / 1e6);

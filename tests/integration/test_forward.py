@@ -469,3 +469,27 @@ def test_refuses_what_it_cannot_run(models, tmp_path):
     assert 'block_size 300: the cpu backend supports 1..256' in err
     err = run_fwd(model, '--prompt', '1,2', env={'TB_CPU_ISA': 'pentium'}, expect_ok=False)
     assert 'TB_CPU_ISA=pentium: unknown' in err
+
+
+# ---------------------------------------------------------------------------------------------
+# the engine's start line says how the backend runs the model
+
+def test_start_log_names_packed_copies(tmp_path):
+    """A Q4_0 model gets packed copies (the start line gives their size and time), and
+    TB_CPU_REPACK=0 leaves the stored layout only."""
+    need_shared()
+    import tb_make_model
+    from serving_util import Turbine, deployment
+    model = str(tmp_path / 'q4.gguf')
+    argv = ['--out', model, '--format', 'gguf', '--dtype', 'q4_0', '--layers', 1, '--hidden',
+            64, '--heads', 4, '--kv-heads', 2, '--intermediate', 128, '--vocab', 300]
+    assert tb_make_model.main([str(a) for a in argv]) == 0
+    engine = [('engine', 'engine_cpu', 1, {'served_model_name': 'q4', 'model': model,
+                                           'kv_cache': '8MiB', 'threads': 2})]
+    for repack, rx in (('1', r'cpu backend \(\w+, 2 threads, packed Q4_0/Q8_0 copies '
+                              r'[0-9.]+ MiB made in [0-9]+ ms\)'),
+                       ('0', r'cpu backend \(\w+, 2 threads, no packed weights\)')):
+        d = tmp_path / ('repack' + repack)
+        d.mkdir()
+        with Turbine(d, deployment(0, engine), env={'TB_CPU_REPACK': repack}) as t:
+            t.wait_log(rx)

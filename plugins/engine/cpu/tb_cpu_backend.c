@@ -700,12 +700,28 @@ static int s_forward(tb_backend_t *b, const struct tb_sched_plan *plan, float *l
 /* Public                                                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
+static void s_describe(const tb_backend_t *b, char *buf, size_t len)
+{
+    if (!buf || len == 0) {
+        return;
+    }
+    if (b->w->packed_bytes == 0) {
+        snprintf(buf, len, "%s, %d threads, no packed weights", tb_cpu_backend_isa(b),
+                 b->n_threads);
+        return;
+    }
+    snprintf(buf, len, "%s, %d threads, packed Q4_0/Q8_0 copies %.1f MiB made in %.0f ms",
+             tb_cpu_backend_isa(b), b->n_threads, (double)b->w->packed_bytes / 1048576.0,
+             b->w->pack_seconds * 1e3);
+}
+
 const struct tb_backend_ops tb_cpu_backend_ops = {
     .name = "cpu",
     .create = s_create,
     .forward = s_forward,
     .block_bytes = s_block_bytes,
     .destroy = s_destroy,
+    .describe = s_describe,
 };
 
 void tb_cpu_backend_get_stats(const tb_backend_t *b, struct tb_cpu_backend_stats *out)
