@@ -398,6 +398,23 @@ static inline double s_hsum(vf v) {
     return (double)v[0] + (double)v[1] + (double)v[2] + (double)v[3];
 }
 
+/* The end of one block of a mass pass (portable and AVX2 alike): the block's mass into the
+ * total and block_mass[blk], the ladder's partial masses into mass[0..3]. */
+static inline void s_block_done(vf acc, vf m0, vf m1, vf m2, vf m3, bool with_lad, uint32_t blk,
+                                double *total, double *mass, double *block_mass) {
+    double bsum = s_hsum(acc);
+    *total += bsum;
+    if (block_mass) {
+        block_mass[blk] = bsum;
+    }
+    if (with_lad) {
+        mass[0] += s_hsum(m0);
+        mass[1] += s_hsum(m1);
+        mass[2] += s_hsum(m2);
+        mass[3] += s_hsum(m3);
+    }
+}
+
 /* The largest value; NaN is ignored.  -infinity when there is none. */
 static float s_max(const float *x, uint32_t n) {
     vf m0 = s_splat(-INFINITY), m1 = m0;
@@ -523,17 +540,7 @@ s_masses_impl(const float *x, uint32_t n, float m, float inv_t, float surv, cons
                 m3 += (vf)((d >= l3) & p);
             }
         }
-        double bsum = s_hsum(acc);
-        total += bsum;
-        if (block_mass) {
-            block_mass[b / BLOCK] = bsum;
-        }
-        if (with_lad) {
-            mass[0] += s_hsum(m0);
-            mass[1] += s_hsum(m1);
-            mass[2] += s_hsum(m2);
-            mass[3] += s_hsum(m3);
-        }
+        s_block_done(acc, m0, m1, m2, m3, with_lad, b / BLOCK, &total, mass, block_mass);
     }
     return total;
 }
@@ -745,17 +752,7 @@ s_masses_avx2_impl(const float *x, uint32_t n, float m, float inv_t, float surv,
                 m3 += (vf)((d >= k3) & p);
             }
         }
-        double bsum = s_hsum(acc);
-        total += bsum;
-        if (block_mass) {
-            block_mass[b / BLOCK] = bsum;
-        }
-        if (with_lad) {
-            mass[0] += s_hsum(m0);
-            mass[1] += s_hsum(m1);
-            mass[2] += s_hsum(m2);
-            mass[3] += s_hsum(m3);
-        }
+        s_block_done(acc, m0, m1, m2, m3, with_lad, b / BLOCK, &total, mass, block_mass);
     }
     return total;
 }
