@@ -11,7 +11,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +23,7 @@
 #include "tb_codec.h"
 #include "tb_log.h"
 #include "tb_route_table.h"
+#include "tb_spin.h"
 #include "tb_u64map.h"
 #include "tb_zmq.h"
 
@@ -1278,30 +1278,12 @@ static bool s_dispatch(tb_bus_t *bus, struct src *s)
 }
 
 /* Waits for events.  A thread that ran callbacks less than spin_ns ago polls until spin_ns after
- * them before sleeping: under load the next message comes within microseconds, and a sleeping
- * thread's wake-up costs more than those polls.  An idle thread never spins. */
+ * them before sleeping (tb_spin.h): under load the next message comes within microseconds, and
+ * a sleeping thread's wake-up costs more than those polls.  An idle thread never spins. */
 static int s_wait(tb_bus_t *bus, struct epoll_event *evs, int timeout_ms)
 {
-    if (timeout_ms == 0 || bus->spin_ns <= 0) {
-        return epoll_wait(bus->epfd, evs, EPOLL_BATCH, timeout_ms);
-    }
-    int64_t start = s_now();
-    int64_t end = bus->last_activity_ns + bus->spin_ns;
-    if (start < end) {
-        int64_t t = start;
-        for (; t < end; t = s_now()) {
-            int n = epoll_wait(bus->epfd, evs, EPOLL_BATCH, 0);
-            if (n != 0) {
-                return n;
-            }
-            sched_yield();
-        }
-        if (timeout_ms > 0) {
-            int64_t left = timeout_ms - (t - start) / 1000000;
-            timeout_ms = left > 0 ? (int)left : 0;
-        }
-    }
-    return epoll_wait(bus->epfd, evs, EPOLL_BATCH, timeout_ms);
+    const int64_t until = bus->spin_ns > 0 ? bus->last_activity_ns + bus->spin_ns : 0;
+    return tb_epoll_wait_spin(bus->epfd, evs, EPOLL_BATCH, timeout_ms, until);
 }
 
 int tb_bus_run(tb_bus_t *bus, int timeout_ms)

@@ -15,7 +15,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netdb.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +25,7 @@
 #include <unistd.h>
 
 #include "tb_http_int.h"
+#include "tb_spin.h"
 
 #define LOG_ERROR(h, ...) TB_LOG_ERROR((h)->host, (h)->comp, __VA_ARGS__)
 #define LOG_WARN(h, ...) TB_LOG_WARN((h)->host, (h)->comp, __VA_ARGS__)
@@ -875,28 +875,12 @@ static void s_bus_pump(struct tb_http *h, bool fd_ready, int64_t now)
     }
 }
 
-/* Waits for events; polls until spin_ns after the last turn that had work before sleeping (the
- * bus handle does the same, see docs/bus.md).  An idle thread never spins. */
+/* Waits for events; polls until spin_ns after the last turn that had work before sleeping
+ * (tb_spin.h, as the bus handles do; see docs/bus.md).  An idle thread never spins. */
 static int s_wait(struct tb_http *h, struct epoll_event *evs, int timeout)
 {
-    int n = 0;
-    if (h->spin_ns > 0 && timeout != 0) {
-        int64_t start = h->host->now_ns();
-        int64_t t = start;
-        for (; t < h->last_activity_ns + h->spin_ns && n == 0; t = h->host->now_ns()) {
-            n = epoll_wait(h->epfd, evs, 64, 0);
-            if (n == 0) {
-                sched_yield();
-            }
-        }
-        if (n == 0 && timeout > 0) {
-            int64_t left = timeout - (t - start) / 1000000;
-            timeout = left > 0 ? (int)left : 0;
-        }
-    }
-    if (n == 0) {
-        n = epoll_wait(h->epfd, evs, 64, timeout);
-    }
+    const int64_t until = h->spin_ns > 0 ? h->last_activity_ns + h->spin_ns : 0;
+    int n = tb_epoll_wait_spin(h->epfd, evs, 64, timeout, until);
     if (n > 0 && h->spin_ns > 0) {
         h->last_activity_ns = h->host->now_ns();
     }
