@@ -260,7 +260,8 @@ struct tb_host {
 
     /* --- bus: calling --- */
     /* Starts a streamed call of `endpoint` ("ns.comp.ep") on `instance_id` (0: any live instance,
-     * round robin).  Fails at once with TB_ENOROUTE when no live instance serves it.  `timeout_ms`
+     * in turn; for an endpoint that serves a model that bypasses the router, and is logged and
+     * counted as a routing fallback: pass the instance the router chose).  Fails at once with TB_ENOROUTE when no live instance serves it.  `timeout_ms`
      * bounds the whole call (<= 0: no deadline).  `on_chunk` receives zero or more DATA chunks and
      * exactly one FINAL or ERROR chunk; an instance that dies mid-call gives ERROR TB_EGONE within
      * the lease TTL.  On success *call_out is borrowed until that last chunk. */
