@@ -1,7 +1,8 @@
 /* Unit tests of the preprocessor's text out (tb_pp_text) and usage (tb_pp_usage): ids become
  * whole UTF-8 characters, a stop string spanning tokens ends the text without itself (the id
  * completing it counted), text that could begin a stop string is held and released at the end,
- * takes split the text per chunk, logprob token texts; the usage message. */
+ * takes split the text per chunk, logprob token texts, running out of memory is an error and
+ * not a shorter text; the usage message. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -161,6 +165,56 @@ static void test_token_text(void **state)
     free(s);
 }
 
+#ifndef TB_ASAN
+/* In a child whose address space is capped just above what it uses, a text that must grow past
+ * the cap makes the push fail with TB_ENOMEM (it must not return a cut text as success).  Not in
+ * the ASan build: ASan reserves far more address space than any such cap. */
+static void test_out_of_memory_is_an_error(void **state)
+{
+    (void)state;
+    size_t n = 16u << 20; /* 16 Mi ids of 'a': 16 MiB of text */
+    int32_t *ids = malloc(n * sizeof(*ids));
+    assert_non_null(ids);
+    for (size_t i = 0; i < n; i++) {
+        ids[i] = 'a';
+    }
+    tb_pp_text_t *t = NULL;
+    assert_int_equal(tb_pp_text_new(g_tok, NULL, 0, NULL, 0, &t), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        long pages = 0;
+        FILE *f = fopen("/proc/self/statm", "r");
+        if (!f || fscanf(f, "%ld", &pages) != 1) {
+            _exit(3);
+        }
+        fclose(f);
+        rlim_t cap = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (4u << 20);
+        struct rlimit rl = {.rlim_cur = cap, .rlim_max = cap};
+        if (setrlimit(RLIMIT_AS, &rl) != 0) {
+            _exit(4);
+        }
+        size_t used = 0;
+        int rc = tb_pp_text_push(t, ids, n, &used);
+        _exit(rc == TB_ENOMEM ? 0 : rc == 0 ? 1 : 2);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0); /* 1: the push claimed success */
+    /* without the cap the same push succeeds, whole */
+    size_t used = 0;
+    assert_int_equal(tb_pp_text_push(t, ids, n, &used), 0);
+    assert_int_equal(used, n);
+    size_t len = 0;
+    assert_non_null(tb_pp_text_take(t, &len));
+    assert_int_equal(len, n);
+    tb_pp_text_destroy(&t);
+    free(ids);
+}
+#endif
+
 static void test_usage(void **state)
 {
     (void)state;
@@ -189,6 +243,9 @@ int main(void)
         cmocka_unit_test(test_stop_across_tokens),
         cmocka_unit_test(test_finish_releases_held_text),
         cmocka_unit_test(test_token_text),
+#ifndef TB_ASAN
+        cmocka_unit_test(test_out_of_memory_is_an_error),
+#endif
         cmocka_unit_test(test_usage),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
