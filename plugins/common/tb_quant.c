@@ -49,175 +49,178 @@ static uint32_t s_le32(const uint8_t p[4])
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-static void s_q4_0(const struct tb_block_q4_0 *b, float *y)
+/* The 32-element types: one group of 32 codes, scale 1. */
+static void s_one_group(struct tb_quant_unpacked *u, const uint8_t d[2], const uint8_t *m)
 {
-    float d = tb_quant_f16(b->d);
+    u->n = TB_QK;
+    u->group = TB_QK;
+    u->d = tb_quant_f16(d);
+    u->dmin = m ? -tb_quant_f16(m) : 0.0f;
+    u->sc[0] = 1;
+    u->mn[0] = m ? 1 : 0;
+}
+
+static void s_q5(struct tb_quant_unpacked *u, const uint8_t qh4[4], const uint8_t qs[16], int off)
+{
+    uint32_t qh = s_le32(qh4);
     for (int i = 0; i < TB_QK; i++) {
-        y[i] = (float)(s_nib32(b->qs, i) - 8) * d;
+        u->code[i] = (int8_t)((s_nib32(qs, i) | (int)((qh >> i) & 1) << 4) - off);
     }
 }
 
-static void s_q4_1(const struct tb_block_q4_1 *b, float *y)
+static void s_q2_k(struct tb_quant_unpacked *u, const struct tb_block_q2_k *b)
 {
-    float d = tb_quant_f16(b->d), m = tb_quant_f16(b->m);
-    for (int i = 0; i < TB_QK; i++) {
-        y[i] = d * (float)s_nib32(b->qs, i) + m;
+    u->group = 16;
+    u->d = tb_quant_f16(b->d);
+    u->dmin = tb_quant_f16(b->dmin);
+    for (int e = 0; e < TB_QK_K; e++) {
+        int n = e / 128, j = (e / 32) % 4, l = e % 32;
+        u->code[e] = (int8_t)((b->qs[32 * n + l] >> (2 * j)) & 3);
+    }
+    for (int g = 0; g < 16; g++) {
+        u->sc[g] = b->scales[g] & 15;
+        u->mn[g] = b->scales[g] >> 4;
     }
 }
 
-static void s_q5_0(const struct tb_block_q5_0 *b, float *y)
+static void s_q3_k(struct tb_quant_unpacked *u, const struct tb_block_q3_k *b)
 {
-    float d = tb_quant_f16(b->d);
-    uint32_t qh = s_le32(b->qh);
-    for (int i = 0; i < TB_QK; i++) {
-        int q = s_nib32(b->qs, i) | (int)((qh >> i) & 1) << 4;
-        y[i] = d * (float)(q - 16);
-    }
-}
-
-static void s_q5_1(const struct tb_block_q5_1 *b, float *y)
-{
-    float d = tb_quant_f16(b->d), m = tb_quant_f16(b->m);
-    uint32_t qh = s_le32(b->qh);
-    for (int i = 0; i < TB_QK; i++) {
-        int q = s_nib32(b->qs, i) | (int)((qh >> i) & 1) << 4;
-        y[i] = d * (float)q + m;
-    }
-}
-
-static void s_q8_0(const struct tb_block_q8_0 *b, float *y)
-{
-    float d = tb_quant_f16(b->d);
-    for (int i = 0; i < TB_QK; i++) {
-        y[i] = (float)b->qs[i] * d;
-    }
-}
-
-static void s_iq4_nl(const struct tb_block_iq4_nl *b, float *y)
-{
-    float d = tb_quant_f16(b->d);
-    for (int i = 0; i < TB_QK; i++) {
-        y[i] = d * (float)tb_quant_iq4_values[s_nib32(b->qs, i)];
-    }
-}
-
-static void s_q2_k(const struct tb_block_q2_k *b, float *y)
-{
-    float d = tb_quant_f16(b->d), dmin = tb_quant_f16(b->dmin);
+    u->group = 16;
+    u->d = tb_quant_f16(b->d);
     for (int e = 0; e < TB_QK_K; e++) {
         int n = e / 128, j = (e / 32) % 4, l = e % 32;
         int q = (b->qs[32 * n + l] >> (2 * j)) & 3;
-        uint8_t s = b->scales[e / 16];
-        float dl = d * (float)(s & 15), ml = dmin * (float)(s >> 4);
-        y[e] = dl * (float)q - ml;
+        u->code[e] = (int8_t)((b->hmask[l] >> (e / 32)) & 1 ? q : q - 4);
     }
-}
-
-static void s_q3_k(const struct tb_block_q3_k *b, float *y)
-{
-    float d = tb_quant_f16(b->d);
-    for (int e = 0; e < TB_QK_K; e++) {
-        int n = e / 128, j = (e / 32) % 4, l = e % 32;
-        int q = (b->qs[32 * n + l] >> (2 * j)) & 3;
-        if (!((b->hmask[l] >> (e / 32)) & 1)) {
-            q -= 4;
-        }
-        float dl = d * (float)tb_quant_q3_k_scale(b->scales, e / 16);
-        y[e] = dl * (float)q;
+    for (int g = 0; g < 16; g++) {
+        u->sc[g] = (int16_t)tb_quant_q3_k_scale(b->scales, g);
     }
 }
 
 /* Q4_K and Q5_K: `qh` is NULL for Q4_K. */
-static void s_q45_k(const uint8_t dd[2], const uint8_t dm[2], const uint8_t scales[12],
-                    const uint8_t *qh, const uint8_t *qs, float *y)
+static void s_q45_k(struct tb_quant_unpacked *u, const uint8_t d[2], const uint8_t dmin[2],
+                    const uint8_t scales[12], const uint8_t *qh, const uint8_t *qs)
 {
-    float d = tb_quant_f16(dd), dmin = tb_quant_f16(dm);
+    u->group = 32;
+    u->d = tb_quant_f16(d);
+    u->dmin = tb_quant_f16(dmin);
     for (int s = 0; s < TB_QK_K / 32; s++) {
         uint8_t sc, m;
         tb_quant_k_scale_min(scales, s, &sc, &m);
-        float dl = d * (float)sc, ml = dmin * (float)m;
+        u->sc[s] = sc;
+        u->mn[s] = m;
         for (int l = 0; l < 32; l++) {
             int q = (qs[32 * (s / 2) + l] >> (4 * (s % 2))) & 15;
             if (qh) {
                 q |= ((qh[l] >> s) & 1) << 4;
             }
-            y[32 * s + l] = dl * (float)q - ml;
+            u->code[32 * s + l] = (int8_t)q;
         }
     }
 }
 
-static void s_q6_k(const struct tb_block_q6_k *b, float *y)
+static void s_q6_k(struct tb_quant_unpacked *u, const struct tb_block_q6_k *b)
 {
-    float d = tb_quant_f16(b->d);
+    u->group = 16;
+    u->d = tb_quant_f16(b->d);
     for (int e = 0; e < TB_QK_K; e++) {
         int n = e / 128, k = (e / 64) % 2, i = e % 64, j = (e / 32) % 4, l = e % 32;
         int lo = (b->ql[64 * n + i] >> (4 * k)) & 15;
         int hi = (b->qh[32 * n + l] >> (2 * j)) & 3;
-        float dl = d * (float)b->scales[e / 16];
-        y[e] = dl * (float)((lo | hi << 4) - 32);
+        u->code[e] = (int8_t)((lo | hi << 4) - 32);
+    }
+    for (int g = 0; g < 16; g++) {
+        u->sc[g] = b->scales[g];
     }
 }
 
-static void s_iq4_xs(const struct tb_block_iq4_xs *b, float *y)
+static void s_iq4_xs(struct tb_quant_unpacked *u, const struct tb_block_iq4_xs *b)
 {
-    float d = tb_quant_f16(b->d);
+    u->group = 32;
+    u->d = tb_quant_f16(b->d);
     int sh = b->scales_h[0] | b->scales_h[1] << 8;
     for (int s = 0; s < TB_QK_K / 32; s++) {
         int ls = ((b->scales_l[s / 2] >> (4 * (s % 2))) & 15) | ((sh >> (2 * s)) & 3) << 4;
-        float dl = d * (float)(ls - 32);
+        u->sc[s] = (int16_t)(ls - 32);
         for (int i = 0; i < 32; i++) {
-            y[32 * s + i] = dl * (float)tb_quant_iq4_values[s_nib32(b->qs + 16 * s, i)];
+            u->code[32 * s + i] = tb_quant_iq4_values[s_nib32(b->qs + 16 * s, i)];
         }
     }
 }
 
-/* Decodes one block of type `t` (a quantized type) at `p` into `y`. */
-static void s_block(tb_dtype_t t, const uint8_t *p, float *y)
+/* The 32-element types. */
+static void s_unpack_32(tb_dtype_t t, const uint8_t *p, struct tb_quant_unpacked *u)
 {
     switch (t) {
     case TB_DTYPE_Q8_0:
-        s_q8_0((const struct tb_block_q8_0 *)p, y);
+        s_one_group(u, p, NULL);
+        memcpy(u->code, ((const struct tb_block_q8_0 *)p)->qs, TB_QK);
         break;
     case TB_DTYPE_Q4_0:
-        s_q4_0((const struct tb_block_q4_0 *)p, y);
-        break;
     case TB_DTYPE_Q4_1:
-        s_q4_1((const struct tb_block_q4_1 *)p, y);
+    case TB_DTYPE_IQ4_NL: {
+        const uint8_t *qs = p + (t == TB_DTYPE_Q4_1 ? 4 : 2);
+        s_one_group(u, p, t == TB_DTYPE_Q4_1 ? p + 2 : NULL);
+        for (int i = 0; i < TB_QK; i++) {
+            int q = s_nib32(qs, i);
+            u->code[i] = (int8_t)(t == TB_DTYPE_Q4_0   ? q - 8
+                                  : t == TB_DTYPE_Q4_1 ? q
+                                                       : tb_quant_iq4_values[q]);
+        }
         break;
-    case TB_DTYPE_Q5_0:
-        s_q5_0((const struct tb_block_q5_0 *)p, y);
+    }
+    case TB_DTYPE_Q5_0: {
+        const struct tb_block_q5_0 *b = (const void *)p;
+        s_one_group(u, b->d, NULL);
+        s_q5(u, b->qh, b->qs, 16);
         break;
-    case TB_DTYPE_Q5_1:
-        s_q5_1((const struct tb_block_q5_1 *)p, y);
+    }
+    default: { /* Q5_1 */
+        const struct tb_block_q5_1 *b = (const void *)p;
+        s_one_group(u, b->d, b->m);
+        s_q5(u, b->qh, b->qs, 0);
         break;
-    case TB_DTYPE_IQ4_NL:
-        s_iq4_nl((const struct tb_block_iq4_nl *)p, y);
-        break;
+    }
+    }
+}
+
+int tb_quant_unpack(tb_dtype_t t, const void *block, struct tb_quant_unpacked *u)
+{
+    if (!tb_dtype_is_quantized(t)) {
+        return TB_EINVAL;
+    }
+    memset(u, 0, sizeof *u);
+    const uint8_t *p = block;
+    if (tb_dtype_block_elems(t) == TB_QK) {
+        s_unpack_32(t, p, u);
+        return 0;
+    }
+    u->n = TB_QK_K;
+    switch (t) {
     case TB_DTYPE_Q2_K:
-        s_q2_k((const struct tb_block_q2_k *)p, y);
+        s_q2_k(u, (const struct tb_block_q2_k *)p);
         break;
     case TB_DTYPE_Q3_K:
-        s_q3_k((const struct tb_block_q3_k *)p, y);
+        s_q3_k(u, (const struct tb_block_q3_k *)p);
         break;
     case TB_DTYPE_Q4_K: {
         const struct tb_block_q4_k *b = (const void *)p;
-        s_q45_k(b->d, b->dmin, b->scales, NULL, b->qs, y);
+        s_q45_k(u, b->d, b->dmin, b->scales, NULL, b->qs);
         break;
     }
     case TB_DTYPE_Q5_K: {
         const struct tb_block_q5_k *b = (const void *)p;
-        s_q45_k(b->d, b->dmin, b->scales, b->qh, b->qs, y);
+        s_q45_k(u, b->d, b->dmin, b->scales, b->qh, b->qs);
         break;
     }
     case TB_DTYPE_Q6_K:
-        s_q6_k((const struct tb_block_q6_k *)p, y);
+        s_q6_k(u, (const struct tb_block_q6_k *)p);
         break;
-    case TB_DTYPE_IQ4_XS:
-        s_iq4_xs((const struct tb_block_iq4_xs *)p, y);
-        break;
-    default:
+    default: /* IQ4_XS */
+        s_iq4_xs(u, (const struct tb_block_iq4_xs *)p);
         break;
     }
+    return 0;
 }
 
 int tb_quant_dequantize(tb_dtype_t t, const void *src, float *dst, uint64_t n)
@@ -227,8 +230,17 @@ int tb_quant_dequantize(tb_dtype_t t, const void *src, float *dst, uint64_t n)
     }
     size_t be = tb_dtype_block_elems(t), bb = tb_dtype_block_bytes(t);
     const uint8_t *p = src;
+    struct tb_quant_unpacked u;
     for (uint64_t b = 0; b < n / be; b++) {
-        s_block(t, p + b * bb, dst + b * be);
+        tb_quant_unpack(t, p + b * bb, &u);
+        float *y = dst + b * be;
+        for (int g = 0; g < u.n / u.group; g++) {
+            /* the formula of every type: (d * sc) * q - (dmin * m), in this order */
+            float dl = u.d * (float)u.sc[g], ml = u.dmin * (float)u.mn[g];
+            for (int i = g * u.group; i < (g + 1) * u.group; i++) {
+                y[i] = dl * (float)u.code[i] - ml;
+            }
+        }
     }
     return 0;
 }

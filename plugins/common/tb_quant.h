@@ -144,6 +144,25 @@ void tb_quant_k_scale_min(const uint8_t scales[12], int s, uint8_t *sc, uint8_t 
 /* The 6-bit scale of group `g` (0..15) of a Q3_K block's 12 packed bytes, minus 32. */
 int tb_quant_q3_k_scale(const uint8_t scales[12], int g);
 
+/* One weight block as integers: every type's value is
+ *     value[i] = (d * sc[g]) * code[i] - (dmin * mn[g]),   g = i / group
+ * evaluated in f32 in that order (tb_dtype.h's formulas, rearranged exactly: for Q4_1 / Q5_1
+ * sc = 1, mn = 1 and dmin = -m; types without a min have dmin = 0 and mn = 0).  The integer
+ * dot products work on this form: sum(code * qa) per group, scaled once per group. */
+struct tb_quant_unpacked {
+    float d;
+    float dmin;
+    int n;                   /* elements: 32 or 256 */
+    int group;               /* elements per scale: 16 or 32 */
+    int8_t code[TB_QK_K];    /* the signed code of each element (IQ4: the table value) */
+    int16_t sc[TB_QK_K / 16]; /* per group: integer scale (signed for Q3_K, Q6_K, IQ4_XS) */
+    int16_t mn[TB_QK_K / 16]; /* per group: integer min (0 for the types without one) */
+};
+
+/* Unpacks the block of quantized type `t` at `block` (any alignment) into `*u`.  TB_EINVAL
+ * when `t` is not a quantized type; 0 on success. */
+int tb_quant_unpack(tb_dtype_t t, const void *block, struct tb_quant_unpacked *u);
+
 /* Decodes `n` elements of quantized type `t` at `src` (any alignment) into `dst`, bit-exactly
  * as tb_dtype.h's formulas say.  TB_EINVAL when `t` is not a quantized type or `n` is not a
  * whole number of its blocks (nothing written); 0 on success. */
