@@ -4,6 +4,7 @@ file may carry here.  The blocks are random bytes with their f16 scales replaced
 values (random, and the edges: zeros of both signs, subnormals, the smallest normal, +-65504),
 plus blocks whose quant bytes are all 0x00 or all 0xff (all-min / all-max codes) under each edge
 scale."""
+import json
 import os
 import subprocess
 
@@ -118,3 +119,56 @@ def test_tool_refuses_partial_blocks(tmp_path):
                        text=True, timeout=60)
     assert p.returncode == 1
     assert '145 bytes are not whole q4_k blocks of 144' in p.stderr
+
+
+def write_mixed_model(path, rng):
+    """A one-layer llama GGUF written by the gguf package: Q4_K and Q6_K matrices (random
+    blocks, finite scales) and F32 norms, as a "Q4_K_M" file mixes them."""
+    w = gguf.GGUFWriter(str(path), 'llama')
+    h, ff, vocab = 256, 512, 32
+    w.add_block_count(1)
+    w.add_context_length(128)
+    w.add_embedding_length(h)
+    w.add_feed_forward_length(ff)
+    w.add_head_count(2)
+    w.add_head_count_kv(2)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_freq_base(10000.0)
+    q4k, q6k = 'q4_k', 'q6_k'
+    mats = {'token_embd.weight': (vocab, h, q4k), 'blk.0.attn_q.weight': (h, h, q4k),
+            'blk.0.attn_k.weight': (h, h, q4k), 'blk.0.attn_v.weight': (h, h, q6k),
+            'blk.0.attn_output.weight': (h, h, q4k), 'blk.0.ffn_gate.weight': (ff, h, q4k),
+            'blk.0.ffn_up.weight': (ff, h, q4k), 'blk.0.ffn_down.weight': (h, ff, q6k),
+            'output.weight': (vocab, h, q6k)}
+    want = {}
+    for name, (rows, cols, t) in mats.items():
+        qname, bsize, offs = TYPES[t]
+        n_blocks = rows * cols // 256
+        blocks = make_blocks(rng, bsize, offs, n_blocks)[:n_blocks]
+        w.add_tensor(name, blocks.reshape(rows, cols // 256 * bsize),
+                     raw_dtype=getattr(gguf.GGMLQuantizationType, qname))
+        want[name] = (t, blocks.size)
+    for name in ('blk.0.attn_norm.weight', 'blk.0.ffn_norm.weight', 'output_norm.weight'):
+        w.add_tensor(name, np.ones(h, dtype=np.float32))
+        want[name] = ('f32', h * 4)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return want
+
+
+def test_mixed_file_loads_and_cpu_engine_refuses(tmp_path):
+    """tb_model_open takes every tensor of a mixed-type file in its own type; the CPU engine,
+    which has no kernels for the K-quants yet, refuses the model naming the tensor and type."""
+    path = tmp_path / 'mixed.gguf'
+    want = write_mixed_model(path, np.random.default_rng(5))
+    p = subprocess.run([tool('tb_model_info'), str(path)], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    got = {t['source']: (t['dtype'], t['size']) for t in json.loads(p.stdout)['tensors']}
+    assert got == want
+    p = subprocess.run([tool('tb_forward'), str(path), '--prompt', '1'], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 1
+    assert "tensor 'tok_embd': dtype q4_k is not supported by the cpu kernels" in p.stderr
