@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "tb_errors.h"
+#include "tb_quant_kernels_impl.h"
 
 /* Sum of the activation codes of group `g` (`group` elements) of a Q8_K block. */
 static int32_t s_k_group_sum(const struct tb_block_q8_k *a, int group, int g)
@@ -51,7 +52,7 @@ int tb_quant_dot(tb_dtype_t t, const void *w, const void *act, uint64_t n, float
                 msum += u.mn[g] * (ak ? s_k_group_sum(ak, u.group, g) : a32_sum);
             }
         }
-        acc += u.d * da * (float)isum - u.dmin * da * (float)msum;
+        acc += tb_quant_block_sum(u.d, u.dmin, da, isum, msum);
     }
     *out = acc;
     return 0;

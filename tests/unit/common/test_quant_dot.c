@@ -5,7 +5,9 @@
  *       of both terms of every weight value (d*sc*q and dmin*m) times |activation|;
  *   (b) the exact product with the original f32 activations: additionally off by at most
  *       sum_i |w_i| * |x_i - x'_i| (x' the dequantized activation, |x_i - x'_i| <= d/2).
- * And the matrix product: each output equals the dot product of its row. */
+ * And the matrix product: each output equals the dot product of its row.  The SIMD paths of
+ * tb_quant_kernels.h are forced one by one (each test skips, saying so, when the CPU lacks the
+ * instruction set) and must equal the reference bit for bit on every type. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +20,7 @@
 
 #include "tb_errors.h"
 #include "tb_quant_dot.h"
+#include "tb_quant_kernels.h"
 
 static uint64_t s_state = 0x9e3779b97f4a7c15ull;
 
@@ -178,12 +181,83 @@ static void test_refusals(void **state)
     assert_true(out == 0.0f);
 }
 
+/* Every type, rows of 1, 3 and 16 super-blocks, random and edge blocks: bit-equal results. */
+static void s_check_kernels(tb_quant_isa_t isa)
+{
+    const struct tb_quant_kernels *k = tb_quant_kernels_for(isa);
+    if (!k) {
+        skip(); /* this CPU lacks the instruction set */
+    }
+    assert_int_equal(k->isa, isa);
+    static const uint64_t lens[3] = {256, 768, 4096};
+    for (size_t i = 0; i < sizeof s_types / sizeof s_types[0]; i++) {
+        tb_dtype_t t = s_types[i].t;
+        tb_quant_act_t at = tb_quant_act_for(t);
+        for (int mode = 0; mode < 3; mode++) {
+            for (int rep = 0; rep < (mode == 0 ? 10 : 1); rep++) {
+                uint64_t n = lens[rep % 3];
+                uint8_t *w = s_weights(i, n, mode);
+                float *x = malloc(n * sizeof *x);
+                void *qa = malloc(n / tb_quant_act_block_elems(at) * tb_quant_act_block_bytes(at));
+                assert_true(x && qa);
+                for (uint64_t j = 0; j < n; j++) {
+                    x[j] = mode == 1 ? (j % 2 ? 1.0f : -1.0f) : s_uniform() * 8.0f;
+                }
+                assert_int_equal(tb_quant_act_quantize(at, x, qa, n), 0);
+                float want, got;
+                assert_int_equal(tb_quant_dot(t, w, qa, n, &want), 0);
+                assert_int_equal(k->dot(t, w, qa, n, &got), 0);
+                if (memcmp(&want, &got, sizeof got) != 0) {
+                    fail_msg("%s %s mode %d n %llu: %.9g, reference %.9g", k->name,
+                             tb_dtype_name(t), mode, (unsigned long long)n, (double)got,
+                             (double)want);
+                }
+                assert_int_equal(k->dot(t, w, qa, n - tb_dtype_block_elems(t) / 2, &got),
+                                 TB_EINVAL);
+                free(w);
+                free(x);
+                free(qa);
+            }
+        }
+    }
+}
+
+static void test_kernels_generic(void **state)
+{
+    (void)state;
+    s_check_kernels(TB_QUANT_ISA_GENERIC);
+    const struct tb_quant_kernels *best = tb_quant_kernels_best();
+    assert_non_null(best);
+    for (int i = TB_QUANT_ISA_COUNT - 1; i >= 0; i--) {
+        if (tb_quant_kernels_for((tb_quant_isa_t)i)) {
+            assert_int_equal(best->isa, i); /* the best is the highest this CPU runs */
+            break;
+        }
+    }
+    assert_null(tb_quant_kernels_for(TB_QUANT_ISA_COUNT));
+}
+
+static void test_kernels_avx2(void **state)
+{
+    (void)state;
+    s_check_kernels(TB_QUANT_ISA_AVX2);
+}
+
+static void test_kernels_avx512(void **state)
+{
+    (void)state;
+    s_check_kernels(TB_QUANT_ISA_AVX512);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dot_every_type),
         cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_kernels_generic),
+        cmocka_unit_test(test_kernels_avx2),
+        cmocka_unit_test(test_kernels_avx512),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
