@@ -20,22 +20,17 @@ float tb_quant_f16(const uint8_t p[2])
     return tb_f16_to_f32((uint16_t)(p[0] | (p[1] << 8)));
 }
 
-void tb_quant_k_scale_min(const uint8_t scales[12], int s, uint8_t *sc, uint8_t *m)
-{
-    if (s < 4) {
-        *sc = scales[s] & 63;
-        *m = scales[s + 4] & 63;
-    } else {
-        *sc = (uint8_t)((scales[s + 4] & 15) | ((scales[s - 4] >> 6) << 4));
-        *m = (uint8_t)((scales[s + 4] >> 4) | ((scales[s] >> 6) << 4));
-    }
-}
-
 int tb_quant_q3_k_scale(const uint8_t scales[12], int g)
 {
     int lo = (scales[g % 8] >> (g < 8 ? 0 : 4)) & 15;
     int hi = (scales[8 + g % 4] >> (2 * (g / 4))) & 3;
     return (lo | (hi << 4)) - 32;
+}
+
+int tb_quant_iq4_xs_scale(const struct tb_block_iq4_xs *b, int s)
+{
+    int sh = b->scales_h[0] | b->scales_h[1] << 8;
+    return (((b->scales_l[s / 2] >> (4 * (s % 2))) & 15) | ((sh >> (2 * s)) & 3) << 4) - 32;
 }
 
 /* The 4-bit code of element i (< 32) of a 32-element nibble block (low nibbles first). */
@@ -138,10 +133,8 @@ static void s_iq4_xs(struct tb_quant_unpacked *u, const struct tb_block_iq4_xs *
 {
     u->group = 32;
     u->d = tb_quant_f16(b->d);
-    int sh = b->scales_h[0] | b->scales_h[1] << 8;
     for (int s = 0; s < TB_QK_K / 32; s++) {
-        int ls = ((b->scales_l[s / 2] >> (4 * (s % 2))) & 15) | ((sh >> (2 * s)) & 3) << 4;
-        u->sc[s] = (int16_t)(ls - 32);
+        u->sc[s] = (int16_t)tb_quant_iq4_xs_scale(b, s);
         for (int i = 0; i < 32; i++) {
             u->code[32 * s + i] = tb_quant_iq4_values[s_nib32(b->qs + 16 * s, i)];
         }

@@ -138,11 +138,24 @@ extern const int8_t tb_quant_iq4_values[16];
 /* The f16 at `p` (two little-endian bytes, any alignment) as a float. */
 float tb_quant_f16(const uint8_t p[2]);
 
-/* Scale and min of sub-block `s` (0..7) of a Q4_K / Q5_K block's 12 packed bytes. */
-void tb_quant_k_scale_min(const uint8_t scales[12], int s, uint8_t *sc, uint8_t *m);
+/* Scale and min of sub-block `s` (0..7) of a Q4_K / Q5_K block's 12 packed bytes (inline: the
+ * SIMD kernels call it once per sub-block). */
+static inline void tb_quant_k_scale_min(const uint8_t scales[12], int s, uint8_t *sc, uint8_t *m)
+{
+    if (s < 4) {
+        *sc = scales[s] & 63;
+        *m = scales[s + 4] & 63;
+    } else {
+        *sc = (uint8_t)((scales[s + 4] & 15) | ((scales[s - 4] >> 6) << 4));
+        *m = (uint8_t)((scales[s + 4] >> 4) | ((scales[s] >> 6) << 4));
+    }
+}
 
 /* The 6-bit scale of group `g` (0..15) of a Q3_K block's 12 packed bytes, minus 32. */
 int tb_quant_q3_k_scale(const uint8_t scales[12], int g);
+
+/* The 6-bit scale of sub-block `s` (0..7) of an IQ4_XS block, minus 32. */
+int tb_quant_iq4_xs_scale(const struct tb_block_iq4_xs *b, int s);
 
 /* One weight block as integers: every type's value is
  *     value[i] = (d * sc[g]) * code[i] - (dmin * mn[g]),   g = i / group

@@ -1,9 +1,9 @@
 /*
- * tb_quant_avx2.c - AVX2 dot products of K-quant rows with Q8_K activations (built with -mavx2
- * -mfma -mf16c; called only when the CPU has them).  Codes are unsigned bytes times signed
- * activation bytes (vpmaddubsw, no saturation possible: |code| <= 63, |a| <= 127), widened and
- * scaled per group with vpmaddwd; offsets (Q6_K's 32, the K-quant mins) come from the Q8_K
- * block sums.  The integer sums are exact, the f32 step is the reference's: bit-equal results.
+ * tb_quant_avx2.c - AVX2 dot products of K-quant and IQ4_XS rows with Q8_K activations (built
+ * with -mavx2 -mfma -mf16c; called only when the CPU has them).  Codes are unsigned bytes times
+ * signed activation bytes (vpmaddubsw, no saturation possible: code <= 63 or |value| <= 127,
+ * |a| <= 127), widened and scaled per group with vpmaddwd; offsets (Q3_K's 4, Q6_K's 32, the
+ * mins) come from the Q8_K block sums.  The integer sums are exact, the f32 step is the reference's: bit-equal results.
  */
 #include <immintrin.h>
 
@@ -23,6 +23,76 @@ static __m256i s_bit4(__m256i v, int bit)
 {
     __m256i b = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(bit)), _mm256_set1_epi8(1));
     return _mm256_slli_epi16(b, 4);
+}
+
+/* int16 lanes: the first 8 hold `a`, the last 8 hold `b` (two 16-element groups). */
+static __m256i s_halves16(int a, int b)
+{
+    return _mm256_set_m128i(_mm_set1_epi16((short)b), _mm_set1_epi16((short)a));
+}
+
+/* Q2_K (`q3` false) and Q3_K super-blocks: unsigned codes 0..3 (Q3_K: + 4 when the high bit is
+ * set, i.e. the signed code + 4, whose 4 * group sum is taken back through the block sums). */
+static float s_q23_k(const uint8_t *w, const struct tb_block_q8_k *a, uint64_t nb, int q3)
+{
+    const __m256i m2 = _mm256_set1_epi8(3);
+    const size_t bb = q3 ? sizeof(struct tb_block_q3_k) : sizeof(struct tb_block_q2_k);
+    float acc = 0.0f;
+    for (uint64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = w + b * bb;
+        const uint8_t *qs = q3 ? ((const struct tb_block_q3_k *)blk)->qs
+                               : ((const struct tb_block_q2_k *)blk)->qs;
+        const struct tb_block_q8_k *y = a + b;
+        int8_t sc[16], mn[16];
+        tb_quant_q23_k_scales(blk, q3, sc, mn);
+        const __m256i hm = q3 ? _mm256_loadu_si256((const __m256i *)blk) : _mm256_setzero_si256();
+        __m256i vacc = _mm256_setzero_si256();
+        for (int n = 0; n < 2; n++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * n));
+            for (int j = 0; j < 4; j++) {
+                __m256i u = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * j)), m2);
+                if (q3) {
+                    __m256i h = _mm256_srl_epi16(hm, _mm_cvtsi32_si128(4 * n + j));
+                    h = _mm256_and_si256(h, _mm256_set1_epi8(1));
+                    u = _mm256_or_si256(u, _mm256_slli_epi16(h, 2));
+                }
+                __m256i av = _mm256_loadu_si256((const __m256i *)(y->qs + 128 * n + 32 * j));
+                int g = 8 * n + 2 * j;
+                vacc = _mm256_add_epi32(vacc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, av),
+                                                                s_halves16(sc[g], sc[g + 1])));
+            }
+        }
+        acc += tb_quant_q23_k_block_sum(blk, q3, sc, mn, y, s_hsum(vacc));
+    }
+    return acc;
+}
+
+/* IQ4_XS: the table values through vpshufb; |value| times the activation with the value's sign
+ * (vpsignb) keeps vpmaddubsw's unsigned operand. */
+static float s_iq4_xs(const struct tb_block_iq4_xs *w, const struct tb_block_q8_k *a,
+                      uint64_t nb)
+{
+    const __m128i m4 = _mm_set1_epi8(0x0f);
+    const __m256i table =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)tb_quant_iq4_values));
+    float acc = 0.0f;
+    for (uint64_t b = 0; b < nb; b++) {
+        const struct tb_block_iq4_xs *x = w + b;
+        const struct tb_block_q8_k *y = a + b;
+        __m256i vacc = _mm256_setzero_si256();
+        for (int s = 0; s < TB_QK_K / 32; s++) {
+            const __m128i q = _mm_loadu_si128((const __m128i *)(x->qs + 16 * s));
+            const __m256i idx = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m4),
+                                                 _mm_and_si128(q, m4));
+            const __m256i v = _mm256_shuffle_epi8(table, idx);
+            const __m256i av = _mm256_loadu_si256((const __m256i *)(y->qs + 32 * s));
+            const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(av, v));
+            vacc = _mm256_add_epi32(
+                vacc, _mm256_madd_epi16(p, _mm256_set1_epi16((short)tb_quant_iq4_xs_scale(x, s))));
+        }
+        acc += tb_quant_block_sum(tb_quant_f16(x->d), 0.0f, y->d, s_hsum(vacc), 0);
+    }
+    return acc;
 }
 
 /* Q4_K (`q5` false) and Q5_K super-blocks. */
@@ -88,15 +158,16 @@ static float s_q6_k(const struct tb_block_q6_k *w, const struct tb_block_q8_k *a
                 __m256i q = _mm256_or_si256(low[j], _mm256_slli_epi16(hi, 4));
                 __m256i av = _mm256_loadu_si256((const __m256i *)(y->qs + 128 * n + 32 * j));
                 int g = 8 * n + 2 * j;
-                __m256i sc = _mm256_set_m128i(_mm_set1_epi16(x->scales[g + 1]),
-                                              _mm_set1_epi16(x->scales[g]));
-                vacc = _mm256_add_epi32(vacc, _mm256_madd_epi16(_mm256_maddubs_epi16(q, av), sc));
+                vacc = _mm256_add_epi32(vacc, _mm256_madd_epi16(_mm256_maddubs_epi16(q, av),
+                                                                s_halves16(x->scales[g],
+                                                                           x->scales[g + 1])));
             }
         }
-        const int32_t offset = tb_quant_q6_k_offset(x, y);
+        const int32_t offset = tb_quant_group_dot(x->scales, y); /* codes stored + 32 */
         acc += tb_quant_block_sum(tb_quant_f16(x->d), 0.0f, y->d, s_hsum(vacc) - 32 * offset, 0);
     }
     return acc;
 }
 
-const struct tb_quant_k_ops tb_quant_k_ops_avx2 = {.q45_k = s_q45_k, .q6_k = s_q6_k};
+const struct tb_quant_k_ops tb_quant_k_ops_avx2 = {
+    .q23_k = s_q23_k, .q45_k = s_q45_k, .q6_k = s_q6_k, .iq4_xs = s_iq4_xs};

@@ -17,16 +17,28 @@ static const struct tb_quant_kernels s_generic = {TB_QUANT_ISA_GENERIC, "generic
 static int s_k_dot(const struct tb_quant_k_ops *ops, tb_dtype_t t, const void *w,
                    const void *act, uint64_t n, float *out)
 {
-    if (t != TB_DTYPE_Q4_K && t != TB_DTYPE_Q5_K && t != TB_DTYPE_Q6_K) {
+    if (tb_quant_act_for(t) != TB_QUANT_ACT_Q8_K) {
         return tb_quant_dot(t, w, act, n, out);
     }
     if (n % TB_QK_K != 0) {
         return TB_EINVAL;
     }
-    if (t == TB_DTYPE_Q6_K) {
-        *out = ops->q6_k(w, act, n / TB_QK_K);
-    } else {
-        *out = ops->q45_k(w, act, n / TB_QK_K, t == TB_DTYPE_Q5_K);
+    uint64_t nb = n / TB_QK_K;
+    switch (t) {
+    case TB_DTYPE_Q2_K:
+    case TB_DTYPE_Q3_K:
+        *out = ops->q23_k(w, act, nb, t == TB_DTYPE_Q3_K);
+        break;
+    case TB_DTYPE_Q4_K:
+    case TB_DTYPE_Q5_K:
+        *out = ops->q45_k(w, act, nb, t == TB_DTYPE_Q5_K);
+        break;
+    case TB_DTYPE_Q6_K:
+        *out = ops->q6_k(w, act, nb);
+        break;
+    default: /* IQ4_XS */
+        *out = ops->iq4_xs(w, act, nb);
+        break;
     }
     return 0;
 }

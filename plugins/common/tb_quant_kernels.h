@@ -6,8 +6,9 @@
  * Each path computes the integer part of every block exactly and then the same f32 expression
  * per block as tb_quant_dot, in the same order, so its results equal the reference's bit for
  * bit (tests/unit/common/test_quant_kernels.c checks every path the CPU has, forced one by one).
- * Specialised so far: Q4_K, Q5_K and Q6_K with Q8_K activations (what a "Q4_K_M" file's
- * matrices are); every other type falls through to the reference.
+ * Specialised so far: the types with Q8_K activations (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS;
+ * a "Q4_K_M" file's matrices are Q4_K and Q6_K); the 32-element types fall through to the
+ * reference.
  *
  * Thread-safety: the tables are constant; the functions are pure.
  */
