@@ -1,7 +1,8 @@
 /*
- * tb_quant_avx2.c - AVX2 dot products of K-quant and IQ4_XS rows with Q8_K activations (built
- * with -mavx2 -mfma -mf16c; called only when the CPU has them).  Codes are unsigned bytes times
- * signed activation bytes (vpmaddubsw, no saturation possible: code <= 63 or |value| <= 127,
+ * tb_quant_avx2.c - AVX2 dot products of every quantized type: the 32-element types with Q8_32
+ * activations, the K-quants and IQ4_XS with Q8_K (built with -mavx2 -mfma -mf16c; called only
+ * when the CPU has them).  Codes are unsigned bytes times
+ * signed activation bytes (vpmaddubsw, no saturation possible: code <= 63 or |value| <= 128,
  * |a| <= 127), widened and scaled per group with vpmaddwd; offsets (Q3_K's 4, Q6_K's 32, the
  * mins) come from the Q8_K block sums.  The integer sums are exact, the f32 step is the reference's: bit-equal results.
  */
@@ -29,6 +30,67 @@ static __m256i s_bit4(__m256i v, int bit)
 static __m256i s_halves16(int a, int b)
 {
     return _mm256_set_m128i(_mm_set1_epi16((short)b), _mm_set1_epi16((short)a));
+}
+
+/* Bit i of `qh` as 0x10 in byte i (the fifth bit of Q5_0 / Q5_1 element i). */
+static __m256i s_bits_to_bytes(uint32_t qh)
+{
+    const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
+                                          2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), shuf);
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+}
+
+/* The 32 nibbles at `qs` in element order (low nibbles, then high). */
+static __m256i s_nibbles(const uint8_t *qs)
+{
+    const __m128i m4 = _mm_set1_epi8(0x0f);
+    const __m128i q = _mm_loadu_si128((const __m128i *)qs);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m4), _mm_and_si128(q, m4));
+}
+
+/* vpmaddubsw of signed values `v` (|v| <= 128) with activations `a`: |v| times a with v's sign. */
+static __m256i s_signed_madd(__m256i v, __m256i a)
+{
+    return _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(a, v));
+}
+
+float tb_quant_q32_avx2(tb_dtype_t t, const uint8_t *w, const struct tb_block_q8_32 *a,
+                        uint64_t nb)
+{
+    const size_t bb = tb_dtype_block_bytes(t);
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i table =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)tb_quant_iq4_values));
+    const int has_min = t == TB_DTYPE_Q4_1 || t == TB_DTYPE_Q5_1;
+    /* the codes are stored + 8 (Q4_0) or + 16 (Q5_0) */
+    const int32_t offset = t == TB_DTYPE_Q4_0 ? 8 : t == TB_DTYPE_Q5_0 ? 16 : 0;
+    float acc = 0.0f;
+    for (uint64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = w + b * bb;
+        const struct tb_block_q8_32 *y = a + b;
+        const __m256i av = _mm256_loadu_si256((const __m256i *)y->qs);
+        __m256i p;
+        if (t == TB_DTYPE_Q8_0) {
+            p = s_signed_madd(_mm256_loadu_si256((const __m256i *)(blk + 2)), av);
+        } else if (t == TB_DTYPE_IQ4_NL) {
+            p = s_signed_madd(_mm256_shuffle_epi8(table, s_nibbles(blk + 2)), av);
+        } else if (t == TB_DTYPE_Q4_0 || t == TB_DTYPE_Q4_1) {
+            p = _mm256_maddubs_epi16(s_nibbles(blk + (has_min ? 4 : 2)), av);
+        } else { /* Q5_0, Q5_1: qh after d (and m), then the nibbles */
+            const uint8_t *qh = blk + (has_min ? 4 : 2);
+            uint32_t bits = (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 |
+                            (uint32_t)qh[3] << 24;
+            p = _mm256_maddubs_epi16(_mm256_or_si256(s_nibbles(qh + 4), s_bits_to_bytes(bits)),
+                                     av);
+        }
+        int32_t isum = s_hsum(_mm256_madd_epi16(p, ones)) - offset * y->sum;
+        float dmin = has_min ? -tb_quant_f16(blk + 2) : 0.0f;
+        acc += tb_quant_block_sum(tb_quant_f16(blk), dmin, y->d, isum, has_min ? y->sum : 0);
+    }
+    return acc;
 }
 
 /* Q2_K (`q3` false) and Q3_K super-blocks: unsigned codes 0..3 (Q3_K: + 4 when the high bit is
@@ -170,4 +232,8 @@ static float s_q6_k(const struct tb_block_q6_k *w, const struct tb_block_q8_k *a
 }
 
 const struct tb_quant_k_ops tb_quant_k_ops_avx2 = {
-    .q23_k = s_q23_k, .q45_k = s_q45_k, .q6_k = s_q6_k, .iq4_xs = s_iq4_xs};
+    .q32 = tb_quant_q32_avx2,
+    .q23_k = s_q23_k,
+    .q45_k = s_q45_k,
+    .q6_k = s_q6_k,
+    .iq4_xs = s_iq4_xs};

@@ -180,4 +180,8 @@ static float s_q6_k(const struct tb_block_q6_k *w, const struct tb_block_q8_k *a
 }
 
 const struct tb_quant_k_ops tb_quant_k_ops_avx512 = {
-    .q23_k = s_q23_k, .q45_k = s_q45_k, .q6_k = s_q6_k, .iq4_xs = s_iq4_xs};
+    .q32 = tb_quant_q32_avx2,
+    .q23_k = s_q23_k,
+    .q45_k = s_q45_k,
+    .q6_k = s_q6_k,
+    .iq4_xs = s_iq4_xs};

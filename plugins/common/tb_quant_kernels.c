@@ -13,17 +13,19 @@
 
 static const struct tb_quant_kernels s_generic = {TB_QUANT_ISA_GENERIC, "generic", tb_quant_dot};
 
-/* The types `ops` covers through it, every other type through the reference. */
+/* A table's dot product through `ops`. */
 static int s_k_dot(const struct tb_quant_k_ops *ops, tb_dtype_t t, const void *w,
                    const void *act, uint64_t n, float *out)
 {
-    if (tb_quant_act_for(t) != TB_QUANT_ACT_Q8_K) {
-        return tb_quant_dot(t, w, act, n, out);
-    }
-    if (n % TB_QK_K != 0) {
+    tb_quant_act_t at = tb_quant_act_for(t);
+    if (at == TB_QUANT_ACT_NONE || n % tb_dtype_block_elems(t) != 0) {
         return TB_EINVAL;
     }
-    uint64_t nb = n / TB_QK_K;
+    uint64_t nb = n / tb_dtype_block_elems(t);
+    if (at == TB_QUANT_ACT_Q8_32) {
+        *out = ops->q32(t, w, act, nb);
+        return 0;
+    }
     switch (t) {
     case TB_DTYPE_Q2_K:
     case TB_DTYPE_Q3_K:

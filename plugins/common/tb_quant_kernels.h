@@ -1,14 +1,15 @@
 /*
  * tb_quant_kernels.h - SIMD versions of tb_quant_dot, one table per instruction set, for the
  * engines to call once they compute the K-quants (the cpu engine does not yet: this is the
- * shared foundation, kept beside the reference it is tested against).
+ * shared foundation, kept beside the reference it is tested against).  No packed or
+ * interleaved weight layout yet: the rows are read as the file stores them.
  *
  * Each path computes the integer part of every block exactly and then the same f32 expression
  * per block as tb_quant_dot, in the same order, so its results equal the reference's bit for
  * bit (tests/unit/common/test_quant_kernels.c checks every path the CPU has, forced one by one).
- * Specialised so far: the types with Q8_K activations (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS;
- * a "Q4_K_M" file's matrices are Q4_K and Q6_K); the 32-element types fall through to the
- * reference.
+ * Every quantized type has a SIMD path: the K-quants and IQ4_XS (Q8_K activations) one per
+ * instruction set; the 32-element types (Q8_32 activations, one block per 256-bit register) an
+ * AVX2 one, which the AVX-512 table uses as well.
  *
  * Thread-safety: the tables are constant; the functions are pure.
  */

@@ -12,9 +12,11 @@
 #include "tb_quant.h"
 #include "tb_quant_kernels.h"
 
-/* What an instruction set specialises, each over `nb` super-blocks: Q2_K / Q3_K (`q3`),
- * Q4_K / Q5_K (`q5`), Q6_K, IQ4_XS. */
+/* What an instruction set specialises, each over `nb` blocks: the 32-element types of
+ * type `t` with Q8_32 activations; and Q2_K / Q3_K (`q3`), Q4_K / Q5_K (`q5`), Q6_K, IQ4_XS
+ * with Q8_K activations. */
 struct tb_quant_k_ops {
+    float (*q32)(tb_dtype_t t, const uint8_t *w, const struct tb_block_q8_32 *a, uint64_t nb);
     float (*q23_k)(const uint8_t *w, const struct tb_block_q8_k *a, uint64_t nb, int q3);
     float (*q45_k)(const uint8_t *w, const struct tb_block_q8_k *a, uint64_t nb, int q5);
     float (*q6_k)(const struct tb_block_q6_k *w, const struct tb_block_q8_k *a, uint64_t nb);
@@ -24,6 +26,10 @@ struct tb_quant_k_ops {
 
 extern const struct tb_quant_k_ops tb_quant_k_ops_avx2;   /* tb_quant_avx2.c */
 extern const struct tb_quant_k_ops tb_quant_k_ops_avx512; /* tb_quant_avx512.c */
+
+/* The AVX2 32-element kernel, which the AVX-512 table shares (one block is one 256-bit row). */
+float tb_quant_q32_avx2(tb_dtype_t t, const uint8_t *w, const struct tb_block_q8_32 *a,
+                        uint64_t nb);
 
 /* The scales of a Q2_K (`q3` false: sc & 15, and the mins into `mn`) or Q3_K block (the 6-bit
  * scales - 32), one per 16 elements. */
