@@ -5,6 +5,7 @@
  *
  * What must hold: a greedy token is the argmax of the logits row handed out with it; a request's
  * tokens are the same alone and batched with others (chunked prefill, shared prefixes);
+ * a cache too small for all of them at once (preemption) changes nothing either;
  * max_tokens and stop ids end requests with the right finish reason and counts; cancelling
  * returns a sequence's KV blocks at once and nothing more is reported for it; a failing forward
  * pass ends the step's requests with errors and frees their blocks; a sequence exported
@@ -56,8 +57,8 @@ static tb_model_t *s_open_model(void)
 
 static struct tb_cpu_config s_cpu = {.threads = 1};
 
-static tb_runner_t *s_runner_with(const struct tb_backend_ops *ops, uint32_t batch_tokens,
-                                  bool prefix)
+static tb_runner_t *s_runner_blocks(const struct tb_backend_ops *ops, uint32_t batch_tokens,
+                                    bool prefix, uint32_t n_blocks, uint32_t block_size)
 {
     tb_model_t *m = s_open_model();
     if (!m) {
@@ -68,7 +69,8 @@ static tb_runner_t *s_runner_with(const struct tb_backend_ops *ops, uint32_t bat
     c.max_batch_seqs = 8;
     c.max_batch_tokens = batch_tokens;
     c.max_seqs = 16;
-    c.kv_cache_bytes = (int64_t)(64 * tb_cpu_backend_block_bytes_for(m, 16, true));
+    c.block_size = block_size;
+    c.kv_cache_bytes = (int64_t)(n_blocks * tb_cpu_backend_block_bytes_for(m, block_size, true));
     c.prefix_caching = prefix;
     c.seed = 42;
     c.flavour = &s_cpu;
@@ -78,10 +80,16 @@ static tb_runner_t *s_runner_with(const struct tb_backend_ops *ops, uint32_t bat
     if (rc != 0) {
         fail_msg("tb_runner_new: %s", err);
     }
-    assert_int_equal(tb_runner_n_blocks(r), 64);
+    assert_int_equal(tb_runner_n_blocks(r), n_blocks);
     assert_int_equal(tb_runner_vocab(r), 2048);
     assert_int_equal(tb_runner_context(r), 512);
     return r;
+}
+
+static tb_runner_t *s_runner_with(const struct tb_backend_ops *ops, uint32_t batch_tokens,
+                                  bool prefix)
+{
+    return s_runner_blocks(ops, batch_tokens, prefix, 64, 16);
 }
 
 static tb_runner_t *s_runner(uint32_t batch_tokens, bool prefix)
@@ -183,7 +191,7 @@ static void test_alone_equals_batched(void **state)
     int32_t prompts[NREQ][MAXTOK];
     struct tb_sampling_params p;
     s_greedy(&p, 9);
-    struct got alone[NREQ] = {0}, batched[NREQ] = {0};
+    struct got alone[NREQ] = {0}, batched[NREQ] = {0}, squeezed[NREQ] = {0};
     for (uint32_t i = 0; i < NREQ; i++) {
         s_prompt(prompts[i], lens[i], i >= 3 ? 32 : 0, 100 + i);
         tb_runner_t *r = s_runner(512, false);
@@ -211,7 +219,21 @@ static void test_alone_equals_batched(void **state)
     assert_int_equal(ld.kv_used_blocks, 0);
     assert_true(ld.prefix_hit_tokens > 0); /* the shared 32-token prefix was reused */
     tb_runner_destroy(&r);
+    /* All at once in a cache of 13 blocks of 4 tokens: the first three are admitted (8 blocks)
+     * and outgrow it (14): preemptions, recomputes. */
+    r = s_runner_blocks(&tb_cpu_backend_ops, 64, false, 13, 4);
     for (uint32_t i = 0; i < NREQ; i++) {
+        struct tb_runner_request q = {.prompt = prompts[i], .n_prompt = lens[i], .params = &p,
+                                      .user = (void *)(uintptr_t)i};
+        assert_int_equal(tb_runner_submit(r, &q, NULL), 0);
+    }
+    s_drain(r, squeezed, true);
+    tb_runner_get_load(r, &ld);
+    assert_true(ld.preemptions > 0);
+    tb_runner_destroy(&r);
+    for (uint32_t i = 0; i < NREQ; i++) {
+        assert_int_equal(squeezed[i].n, 9);
+        assert_memory_equal(alone[i].toks, squeezed[i].toks, 9 * sizeof(int32_t));
         assert_true(alone[i].ended);
         assert_int_equal(alone[i].finish, TB_FINISH_LENGTH);
         assert_int_equal(alone[i].n, 9);
