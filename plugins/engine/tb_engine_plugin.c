@@ -45,7 +45,9 @@ const struct tb_config_field tb_engine_config_fields[TB_ENGINE_CONFIG_FIELD_COUN
      .help = "publish load at least this often"},
 };
 
-/* The one flavour of this plugin file and its descriptor, built once. */
+/* The one flavour of this plugin file and its descriptor, built once: the descriptor must point
+ * at one field table, shared keys and the flavour's together, which C cannot concatenate at
+ * compile time.  Written once under the lock, read-only afterwards. */
 static struct {
     pthread_mutex_t lock;
     const struct tb_engine_flavour *flavour;
