@@ -2,9 +2,9 @@
  * bench_engine - prefill and decode tokens/s of the CPU engine on one model file, measured the
  * way llama.cpp's llama-bench measures (so bench/engine/run.py can set them side by side).
  *
- * It runs the engine's own loop (scheduler step, the CPU backend's forward pass, the sampler,
- * scheduler completion: what the engine_cpu plugin does per step, minus the bus) and times whole
- * steps, sampling included:
+ * It drives the engine's runner (tb_runner.h: scheduler step, the CPU backend's forward pass,
+ * the sampler, scheduler completion: what the engine_cpu plugin does per step, minus the bus) and
+ * times whole steps, sampling included:
  *   pp N   one request of N random prompt tokens and max_tokens 1: one step computes the whole
  *          prompt (llama-bench "pp N": a batch of N tokens from an empty cache).  N / time.
  *   tg N   one request of 1 token, greedy, ignore_eos, max_tokens N: N steps of one token at
@@ -30,13 +30,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "tb_backend.h"
 #include "tb_cpu_backend.h"
+#include "tb_dtype.h"
 #include "tb_errors.h"
-#include "tb_kv_manager.h"
 #include "tb_model.h"
-#include "tb_sampler.h"
-#include "tb_scheduler.h"
+#include "tb_runner.h"
 
 #define MAX_REPS 100
 #define MAX_BATCHES 8
@@ -55,18 +53,10 @@ struct opts {
 
 /* Everything one run needs; torn down by s_bench_free. */
 struct bench {
-    const struct tb_backend_ops *ops;
     tb_model_t *model;
     const struct tb_model_params *mp;
-    tb_backend_t *backend;
-    tb_kv_manager_t *kv;
-    tb_sampler_t *sampler;
-    tb_scheduler_t *sched;
-    float *logits;
-    int32_t *sampled;
+    tb_runner_t *runner;
     int32_t *prompt;
-    uint32_t max_seqs;
-    uint64_t next_id;
     uint64_t rng;
 };
 
@@ -87,15 +77,8 @@ static uint32_t s_rand(struct bench *b)
 
 static void s_bench_free(struct bench *b)
 {
-    tb_scheduler_destroy(&b->sched);
-    tb_sampler_destroy(&b->sampler);
-    tb_kv_manager_destroy(&b->kv);
-    if (b->backend) {
-        b->ops->destroy(&b->backend);
-    }
+    tb_runner_destroy(&b->runner);
     tb_model_close(&b->model);
-    free(b->logits);
-    free(b->sampled);
     free(b->prompt);
     memset(b, 0, sizeof(*b));
 }
@@ -104,63 +87,36 @@ static int s_bench_init(struct bench *b, const struct opts *o)
 {
     char err[1024] = "";
     memset(b, 0, sizeof(*b));
-    b->ops = &tb_cpu_backend_ops;
     b->rng = 0x2545f4914f6cdd1dull;
     uint32_t max_seqs = 1;
     for (int i = 0; i < o->n_batches; i++) {
         max_seqs = o->batches[i] > max_seqs ? o->batches[i] : max_seqs;
     }
-    b->max_seqs = max_seqs;
-    uint32_t max_tokens = o->n_prompt > max_seqs ? o->n_prompt : max_seqs;
     int rc = tb_model_open(o->model, &b->model, err, sizeof(err));
     if (rc != 0) {
         fprintf(stderr, "bench_engine: cannot open '%s': %s\n", o->model, err);
         goto fail;
     }
     b->mp = tb_model_params(b->model);
-    struct tb_backend_config bc = {.threads = o->threads,
-                                   .block_size = TB_KV_DEFAULT_BLOCK_SIZE,
-                                   .kv_budget_bytes = o->kv_mib << 20,
-                                   .max_batch_tokens = max_tokens,
-                                   .max_batch_seqs = max_seqs,
-                                   .kv_f16 = o->kv_f16 != 0};
-    uint32_t n_blocks = 0;
-    rc = b->ops->create(b->model, &bc, &b->backend, &n_blocks, err, sizeof(err));
+    struct tb_cpu_config cpu = {.threads = o->threads};
+    struct tb_runner_config rc_;
+    tb_runner_config_init(&rc_);
+    rc_.context_length = b->mp->max_context ? 0 : 2048;
+    rc_.max_batch_seqs = max_seqs;
+    rc_.max_batch_tokens = o->n_prompt > max_seqs ? o->n_prompt : max_seqs;
+    rc_.kv_cache_bytes = o->kv_mib << 20;
+    rc_.kv_f16 = o->kv_f16 != 0;
+    rc_.prefix_caching = false;
+    rc_.kv_event_capacity = 0;
+    rc_.seed = 1;
+    rc_.flavour = &cpu;
+    rc = tb_runner_new(b->model, &tb_cpu_backend_ops, &rc_, &b->runner, err, sizeof(err));
     if (rc != 0) {
-        fprintf(stderr, "bench_engine: the %s backend cannot run '%s': %s\n", b->ops->name,
-                o->model, err);
+        fprintf(stderr, "bench_engine: '%s': %s\n", o->model, err);
         goto fail;
     }
-    struct tb_kv_config kc;
-    tb_kv_config_init(&kc);
-    kc.n_blocks = n_blocks;
-    kc.prefix_caching = false;
-    kc.event_capacity = 0;
-    rc = tb_kv_manager_new(&kc, &b->kv);
-    if (rc != 0) {
-        fprintf(stderr, "bench_engine: cannot create the KV manager (%u blocks)\n", n_blocks);
-        goto fail;
-    }
-    struct tb_sampler_config sc = {.vocab_size = b->mp->vocab, .seed = 1};
-    rc = tb_sampler_new(&sc, &b->sampler);
-    if (rc != 0) {
-        fprintf(stderr, "bench_engine: cannot create the sampler\n");
-        goto fail;
-    }
-    struct tb_sched_config scfg;
-    tb_sched_config_init(&scfg);
-    scfg.max_batch_seqs = max_seqs;
-    scfg.max_batch_tokens = max_tokens;
-    scfg.max_model_len = b->mp->max_context ? b->mp->max_context : 2048;
-    rc = tb_scheduler_new(&scfg, b->kv, b->sampler, &b->sched, err, sizeof(err));
-    if (rc != 0) {
-        fprintf(stderr, "bench_engine: cannot create the scheduler: %s\n", err);
-        goto fail;
-    }
-    b->logits = malloc(sizeof(float) * (size_t)max_seqs * b->mp->vocab);
-    b->sampled = calloc(max_seqs, sizeof(int32_t));
     b->prompt = calloc(o->n_prompt, sizeof(int32_t));
-    if (!b->logits || !b->sampled || !b->prompt) {
+    if (!b->prompt) {
         fprintf(stderr, "bench_engine: out of memory\n");
         rc = TB_ENOMEM;
         goto fail;
@@ -186,42 +142,22 @@ static double s_run(struct bench *b, uint32_t n_req, uint32_t n_prompt, uint32_t
         for (uint32_t i = 0; i < n_prompt; i++) {
             b->prompt[i] = (int32_t)(1 + s_rand(b) % (vocab - 1));
         }
-        struct tb_sched_request req = {.id = ++b->next_id, .prompt = b->prompt,
-                                       .n_prompt = n_prompt, .params = &sp};
-        if (tb_scheduler_submit(b->sched, &req) != 0) {
-            fprintf(stderr, "bench_engine: submit: %s\n", tb_scheduler_errmsg(b->sched));
+        struct tb_runner_request req = {.prompt = b->prompt, .n_prompt = n_prompt, .params = &sp};
+        if (tb_runner_submit(b->runner, &req, NULL) != 0) {
+            fprintf(stderr, "bench_engine: submit: %s\n", tb_runner_errmsg(b->runner));
             return -1.0;
         }
     }
     double t0 = s_now();
-    while (tb_scheduler_has_work(b->sched)) {
-        const struct tb_sched_plan *plan;
-        if (tb_scheduler_step(b->sched, &plan) != 0 || plan->n_seqs == 0) {
-            fprintf(stderr, "bench_engine: the scheduler made no plan\n");
-            return -1.0;
-        }
-        char err[512] = "";
-        if (b->ops->forward(b->backend, plan, b->logits, err, sizeof(err)) != 0) {
-            fprintf(stderr, "bench_engine: forward pass failed: %s\n", err);
-            tb_scheduler_abort_step(b->sched);
-            return -1.0;
-        }
-        uint32_t row = 0;
-        for (uint32_t i = 0; i < plan->n_seqs; i++) {
-            const struct tb_sched_entry *en = &plan->seqs[i];
-            b->sampled[i] = -1;
-            if (en->need_logits) {
-                struct tb_sample smp;
-                if (tb_sampler_sample(b->sampler, en->sampler,
-                                      b->logits + (size_t)row * vocab, &smp) == 0) {
-                    b->sampled[i] = smp.token;
-                }
-                row++;
-            }
-        }
-        const struct tb_sched_output *outs;
+    while (tb_runner_has_work(b->runner)) {
+        const struct tb_runner_output *outs;
         uint32_t n_outs;
-        tb_scheduler_complete(b->sched, b->sampled, &outs, &n_outs);
+        int rc = tb_runner_step(b->runner, &outs, &n_outs);
+        if (rc != 0) {
+            fprintf(stderr, "bench_engine: %s\n",
+                    rc == TB_AGAIN ? "the scheduler made no plan" : tb_runner_errmsg(b->runner));
+            return -1.0;
+        }
         for (uint32_t k = 0; k < n_outs; k++) {
             if (outs[k].finish == TB_FINISH_ERROR) {
                 fprintf(stderr, "bench_engine: sampling failed (non-finite logits?)\n");
@@ -353,7 +289,7 @@ int main(int argc, char **argv)
     printf("{\"model\": \"%s\", \"dtype\": \"%s\", \"backend\": \"%s\", \"threads\": %d, "
            "\"layers\": %u, \"hidden\": %u, \"vocab\": %u, \"tensor_bytes\": %llu, "
            "\"weight_bytes_per_token\": %llu, \"kv\": \"%s\"}\n",
-           o.model, tb_dtype_name(mp->dtype), b.ops->name, o.threads, mp->n_layers, mp->hidden,
+           o.model, tb_dtype_name(mp->dtype), tb_runner_ops(b.runner)->name, o.threads, mp->n_layers, mp->hidden,
            mp->vocab, (unsigned long long)all_bytes, (unsigned long long)per_token,
            o.kv_f16 ? "f16" : "f32");
     fflush(stdout);

@@ -1,12 +1,15 @@
 /*
  * tb_backend.h - the line between what engine flavours share and what they do not.
  *
- * Shared (plugins/engine/): the scheduler (tb_scheduler.h), the KV block manager
- * (tb_kv_manager.h), the sampler (tb_sampler.h), the serving loop (requests, cancellation,
- * streaming, load and KV events) and the model files (plugins/common/tb_model.h).
- * Per flavour (plugins/engine/cpu/, plugins/engine/cuda/): a backend, i.e. the memory of the KV
- * cache and the forward pass over a scheduler plan.  A flavour's plugin.c hands its backend ops to
- * the shared serving loop; nothing above this line knows about threads pools, SIMD or devices.
+ * Shared (plugins/engine/, libtb_engine.a): the runner (tb_runner.h) over the scheduler
+ * (tb_scheduler.h), the KV block manager (tb_kv_manager.h) and the sampler (tb_sampler.h); the
+ * bus glue (tb_engine.h: requests, cancellation, streaming, load and KV events); the model files
+ * (plugins/common/tb_model.h).
+ * Per flavour (plugins/engine/cpu/, plugins/engine/cuda/, each its own library and plugin): a
+ * backend, i.e. the memory of the KV cache and the forward pass over a scheduler plan, and the
+ * flavour's own config keys.  A flavour's plugin.c declares its backend ops and keys
+ * (struct tb_engine_flavour); nothing above this line knows about thread pools, SIMD or
+ * devices.
  *
  * The contract of a forward pass: for every token of the plan, in order, compute the layer
  * stack at its position, writing its keys and values into KV slot plan->slots[i] of every layer
@@ -32,12 +35,14 @@ typedef struct tb_backend tb_backend_t;
 
 /* What the serving loop asks of a backend. */
 struct tb_backend_config {
-    int threads;              /* CPU threads (0: all cores); flavours without threads ignore it */
     uint32_t block_size;      /* tokens per KV block */
     int64_t kv_budget_bytes;  /* memory for the KV cache: the backend derives n_blocks from it */
     uint32_t max_batch_tokens; /* largest plan->n_tokens the backend must accept */
     uint32_t max_batch_seqs;   /* largest plan->n_seqs */
     bool kv_f16;              /* keys and values stored as f16 (else f32) */
+    const void *flavour;      /* the flavour's own config struct (the values of the extra keys
+                                 its plugin declares, e.g. the CPU's threads), borrowed for
+                                 create; NULL: the flavour's defaults */
 };
 
 struct tb_backend_ops {

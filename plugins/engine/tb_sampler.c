@@ -345,6 +345,14 @@ bool tb_sampler_seq_is_stop(const tb_sampler_seq_t *seq, int32_t token) {
     return false;
 }
 
+void tb_sampler_seq_get_rng(const tb_sampler_seq_t *seq, struct tb_rng *out) {
+    *out = seq->rng;
+}
+
+void tb_sampler_seq_set_rng(tb_sampler_seq_t *seq, const struct tb_rng *rng) {
+    seq->rng = *rng;
+}
+
 int tb_sampler_seq_accept(tb_sampler_seq_t *seq, int32_t token) {
     if (token < 0 || (uint32_t)token >= seq->vocab) {
         return TB_EINVAL;

@@ -153,6 +153,11 @@ uint32_t tb_sampler_seq_n_generated(const tb_sampler_seq_t *seq);
 /* True when `token` is one of the sequence's stop ids. */
 bool tb_sampler_seq_is_stop(const tb_sampler_seq_t *seq, int32_t token);
 
+/* The sequence's random generator as it stands (*out), and its replacement by a state taken
+ * that way (a sequence resumed elsewhere goes on drawing the same numbers). */
+void tb_sampler_seq_get_rng(const tb_sampler_seq_t *seq, struct tb_rng *out);
+void tb_sampler_seq_set_rng(tb_sampler_seq_t *seq, const struct tb_rng *rng);
+
 /* Samples the sequence's next token from `logits[0..vocab_size)` (borrowed, not modified),
  * writes it to *out and records it as generated (penalties and min_tokens see it from the next
  * step on).  Returns 0; TB_EINVAL when no token can be chosen (every logit NaN or -infinity

@@ -276,6 +276,10 @@ int tb_scheduler_submit(tb_scheduler_t *self, const struct tb_sched_request *req
         s_err(s, "no sampling parameters");
         goto fail;
     }
+    if (req->n_generated >= req->n_prompt) {
+        s_err(s, "a resumed sequence needs at least one prompt token");
+        goto fail;
+    }
     if (s_find(s, req->id)) {
         s_err(s, "request id %llu is already live", (unsigned long long)req->id);
         rc = TB_EEXIST;
@@ -310,11 +314,17 @@ int tb_scheduler_submit(tb_scheduler_t *self, const struct tb_sched_request *req
         rc = TB_E2BIG;
         goto fail;
     }
+    uint32_t n_orig = req->n_prompt - req->n_generated; /* the prompt without resumed tokens */
     uint32_t max_len =
         s->cfg.max_model_len < s->cache_slots ? s->cfg.max_model_len : s->cache_slots;
-    if (req->params->max_tokens > 0 &&
-        (uint64_t)req->n_prompt + req->params->max_tokens < max_len) {
-        max_len = req->n_prompt + req->params->max_tokens;
+    if (req->params->max_tokens > 0 && (uint64_t)n_orig + req->params->max_tokens < max_len) {
+        max_len = n_orig + req->params->max_tokens;
+    }
+    if (req->n_prompt >= max_len) {
+        s_err(s, "the resumed sequence has no token left to generate (%u of %u)", req->n_prompt,
+              max_len);
+        rc = TB_EINVAL;
+        goto fail;
     }
 
     rc = TB_ENOMEM;
@@ -325,7 +335,8 @@ int tb_scheduler_submit(tb_scheduler_t *self, const struct tb_sched_request *req
     }
     q->id = req->id;
     q->user = req->user;
-    q->n_prompt = q->n_tokens = req->n_prompt;
+    q->n_prompt = n_orig;
+    q->n_tokens = req->n_prompt;
     q->max_len = max_len;
     q->plan_index = -1;
     q->tokens = malloc((size_t)max_len * sizeof *q->tokens);
@@ -339,10 +350,20 @@ int tb_scheduler_submit(tb_scheduler_t *self, const struct tb_sched_request *req
         s_err(s, "out of memory for a block table");
         goto fail_seq;
     }
-    rc = tb_sampler_seq_new(s->sampler, req->params, req->prompt, req->n_prompt, &q->sampler);
+    rc = tb_sampler_seq_new(s->sampler, req->params, req->prompt, n_orig, &q->sampler);
     if (rc != 0) {
         s_err(s, "cannot create the sampling state");
         goto fail_seq;
+    }
+    for (uint32_t i = n_orig; i < req->n_prompt && rc == 0; i++) {
+        rc = tb_sampler_seq_accept(q->sampler, req->prompt[i]);
+    }
+    if (rc != 0) {
+        s_err(s, "cannot resume the sampling state");
+        goto fail_seq;
+    }
+    if (req->rng) {
+        tb_sampler_seq_set_rng(q->sampler, req->rng);
     }
     s->live[s->n_live++] = q;
     s_wait_push_back(s, q);
@@ -407,6 +428,13 @@ const int32_t *tb_scheduler_seq_tokens(const tb_scheduler_t *self, uint64_t id, 
     }
     *n = q->n_tokens;
     return q->tokens;
+}
+
+const tb_sampler_seq_t *tb_scheduler_seq_sampler(const tb_scheduler_t *self, uint64_t id,
+                                                 uint32_t *n_prompt) {
+    struct seq *q = s_find(self, id);
+    *n_prompt = q ? q->n_prompt : 0;
+    return q ? q->sampler : NULL;
 }
 
 /* ---- the step ---- */
@@ -527,7 +555,7 @@ static uint32_t s_admit(tb_scheduler_t *s, uint32_t budget) {
     }
     if (!q->admitted_once) {
         q->admitted_once = true;
-        q->n_cached = q->n_computed;
+        q->n_cached = q->n_computed < q->n_prompt ? q->n_computed : q->n_prompt;
     }
     s_wait_pop_front(s);
     q->state = SEQ_RUNNING;

@@ -87,6 +87,11 @@ struct tb_sched_request {
     uint32_t n_prompt;                       /* >= 1 */
     const struct tb_sampling_params *params; /* after defaults; validated here */
     void *user;                              /* the caller's, handed back in plans/outputs */
+    /* A sequence resumed elsewhere (migration): the last n_generated tokens of `prompt` were
+     * generated before; they count against max_tokens, min_tokens and the penalties, and
+     * `rng` (NULL: seed from params) is the sampling generator's state to go on from. */
+    uint32_t n_generated;
+    const struct tb_rng *rng;
 };
 
 /* One sequence's part of a plan.  Borrowed, valid until the next step, complete or abort. */
@@ -193,6 +198,11 @@ void tb_scheduler_get_load(const tb_scheduler_t *self, struct tb_sched_load *out
 /* The token ids of live request `id` (prompt then generated), borrowed until the next call
  * that changes it; *n receives the count.  NULL when `id` is not live. */
 const int32_t *tb_scheduler_seq_tokens(const tb_scheduler_t *self, uint64_t id, uint32_t *n);
+
+/* Live request `id`'s prompt length and sampling state (for migration), borrowed until the
+ * next call that changes it; NULL when `id` is not live. */
+const tb_sampler_seq_t *tb_scheduler_seq_sampler(const tb_scheduler_t *self, uint64_t id,
+                                                 uint32_t *n_prompt);
 
 /* The message of the last failed call (lowercase, no trailing period); "" after success.
  * Borrowed until the next call. */

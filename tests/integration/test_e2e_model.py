@@ -130,6 +130,18 @@ def test_alone_and_among_15_others_same_tokens(server):
     assert results[4]['choices'][0]['text'] == solo['choices'][0]['text']
 
 
+def test_logprobs_come_from_the_engine(server):
+    # engine_cpu sends each token's raw logprob and its top alternatives (it once sent none)
+    port, _ = server
+    r = complete(port, prompt='Once upon a time', max_tokens=6, temperature=0, logprobs=3)
+    lp = r['choices'][0]['logprobs']
+    assert len(lp['tokens']) == 6 and len(lp['token_logprobs']) == 6
+    for chosen, tops in zip(lp['token_logprobs'], lp['top_logprobs']):
+        assert chosen is not None and chosen <= 0
+        assert len(tops) == 3 and all(v <= 0 for v in tops.values())
+        assert abs(chosen - max(tops.values())) < 1e-6  # greedy: the most likely token
+
+
 def test_seeded_sampling_repeats(server):
     port, _ = server
     a = complete(port, prompt='Once upon a time', max_tokens=30, temperature=0.9, seed=7)

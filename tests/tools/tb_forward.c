@@ -1,7 +1,7 @@
 /*
- * tb_forward - runs token ids through the cpu backend with the engine's real scheduler, KV
- * manager and sampler, for the tests that hold the forward pass to the reference
- * (tools/tb_ref_forward.py) and for benchmarks.
+ * tb_forward - runs token ids through the engine's runner (tb_runner.h: the real scheduler, KV
+ * manager and sampler) over the cpu backend, for the tests that hold the forward pass to the
+ * reference (tools/tb_ref_forward.py) and for benchmarks.
  *
  * usage: tb_forward MODEL [options]
  * requests (each one a sequence of the scheduler, all greedy):
@@ -36,14 +36,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "cpu/tb_cpu_backend.h"
 #include "tb_errors.h"
-#include "tb_kv_manager.h"
 #include "tb_model.h"
-#include "tb_sampler.h"
-#include "tb_scheduler.h"
+#include "tb_runner.h"
 
 struct req {
     int32_t *prompt;
@@ -300,13 +297,6 @@ static int s_write_npy(const char *path, const float *data, uint32_t rows, uint3
     return TB_OK;
 }
 
-static double s_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static const char *s_finish(int f)
 {
     switch (f) {
@@ -390,259 +380,216 @@ static json_t *s_bench_json(const struct step_time *st, uint32_t n)
     return o;
 }
 
-int main(int argc, char **argv)
-{
-    int rc = 1;
+/* One run: the options, the model, the runner and the requests it sees. */
+struct run {
     struct opts o;
-    char err[512] = "";
-    tb_model_t *model = NULL;
-    tb_backend_t *be = NULL;
-    tb_kv_manager_t *kv = NULL;
-    tb_sampler_t *sampler = NULL;
-    tb_scheduler_t *sched = NULL;
-    struct req *reqs = NULL;
-    uint32_t n_reqs = 0;
-    float *logits = NULL, **all = NULL;
-    int32_t *sampled = NULL;
-    struct step_time *times = NULL;
-    uint32_t n_times = 0, cap_times = 0;
-    json_t *out = NULL;
-    const struct tb_backend_ops *ops = &tb_cpu_backend_ops;
+    tb_model_t *model;
+    const struct tb_model_params *p;
+    tb_runner_t *runner;
+    struct req *reqs; /* the requests the runner sees (one per prefix with --all-logits) */
+    uint32_t n_reqs;
+    float **all; /* --all-logits: per user prompt, [n_prompt, vocab] */
+    struct step_time *times;
+    uint32_t n_times, cap_times;
+};
 
-    if (s_parse(argc, argv, &o) != TB_OK) {
-        goto done;
-    }
-    if (tb_model_open(o.model, &model, err, sizeof err) != TB_OK) {
-        fprintf(stderr, "tb_forward: %s\n", err);
-        goto done;
-    }
-    const struct tb_model_params *p = tb_model_params(model);
-    if (s_add_random(&o, p->vocab) != TB_OK) {
-        goto done;
-    }
+static int s_oom(void)
+{
+    fprintf(stderr, "tb_forward: out of memory\n");
+    return TB_ENOMEM;
+}
 
-    /* the requests the scheduler sees */
-    if (o.all_logits) {
-        for (uint32_t i = 0; i < o.n_prompts; i++) {
-            n_reqs += o.prompts[i].n_prompt;
-        }
-    } else {
-        n_reqs = o.n_prompts;
+/* Expands the user's prompts into the runner's requests; *need_blocks: KV blocks for all of
+ * them at once. */
+static int s_make_reqs(struct run *r, uint64_t *need_blocks)
+{
+    const struct opts *o = &r->o;
+    uint32_t vocab = r->p->vocab;
+    r->n_reqs = 0;
+    for (uint32_t i = 0; i < o->n_prompts; i++) {
+        r->n_reqs += o->all_logits ? o->prompts[i].n_prompt : 1;
     }
-    reqs = calloc(n_reqs, sizeof(*reqs));
-    all = calloc(o.n_prompts, sizeof(*all));
-    if (!reqs || !all) {
-        fprintf(stderr, "tb_forward: out of memory\n");
-        goto done;
+    r->reqs = calloc(r->n_reqs, sizeof(*r->reqs));
+    r->all = calloc(o->n_prompts, sizeof(*r->all));
+    if (!r->reqs || !r->all) {
+        return s_oom();
     }
     uint32_t k = 0;
-    uint64_t need_blocks = 0;
-    for (uint32_t i = 0; i < o.n_prompts; i++) {
-        struct req *src = &o.prompts[i];
-        uint32_t lens = o.all_logits ? src->n_prompt : 1;
-        if (o.all_logits) {
-            all[i] = calloc((size_t)src->n_prompt * p->vocab, sizeof(float));
-            if (!all[i]) {
-                fprintf(stderr, "tb_forward: out of memory\n");
-                goto done;
-            }
+    *need_blocks = 0;
+    for (uint32_t i = 0; i < o->n_prompts; i++) {
+        const struct req *src = &o->prompts[i];
+        uint32_t lens = o->all_logits ? src->n_prompt : 1;
+        if (o->all_logits && !(r->all[i] = calloc((size_t)src->n_prompt * vocab, sizeof(float)))) {
+            return s_oom();
         }
-        for (uint32_t j = 0; j < lens; j++) {
-            struct req *r = &reqs[k];
-            r->prompt = src->prompt;
-            r->n_prompt = o.all_logits ? j + 1 : src->n_prompt;
-            r->owner = (int)i;
-            r->max_gen = o.all_logits ? 1 : (o.generate ? o.generate : 1);
-            r->submit_at = k * o.stagger;
-            r->gen = calloc(r->max_gen, sizeof(int32_t));
-            if (o.logits_out) {
-                r->rows = calloc((size_t)r->max_gen * p->vocab, sizeof(float));
+        for (uint32_t j = 0; j < lens; j++, k++) {
+            struct req *q = &r->reqs[k];
+            q->prompt = src->prompt;
+            q->n_prompt = o->all_logits ? j + 1 : src->n_prompt;
+            q->owner = (int)i;
+            q->max_gen = o->all_logits ? 1 : (o->generate ? o->generate : 1);
+            q->submit_at = k * o->stagger;
+            q->gen = calloc(q->max_gen, sizeof(int32_t));
+            if (o->logits_out) {
+                q->rows = calloc((size_t)q->max_gen * vocab, sizeof(float));
             }
-            if (!r->gen || (o.logits_out && !r->rows)) {
-                fprintf(stderr, "tb_forward: out of memory\n");
-                goto done;
+            if (!q->gen || (o->logits_out && !q->rows)) {
+                return s_oom();
             }
-            need_blocks += (r->n_prompt + r->max_gen + o.block_size - 1) / o.block_size + 1;
-            k++;
+            *need_blocks += (q->n_prompt + q->max_gen + o->block_size - 1) / o->block_size + 1;
         }
     }
+    return TB_OK;
+}
 
-    struct tb_backend_config bc = {
-        .threads = o.threads,
-        .block_size = o.block_size,
-        .max_batch_tokens = o.max_batch_tokens,
-        .max_batch_seqs = o.max_batch_seqs,
-        .kv_f16 = !o.kv_f32,
-    };
-    size_t bb = tb_cpu_backend_block_bytes_for(model, o.block_size ? o.block_size : 1, bc.kv_f16);
-    uint64_t blocks = o.kv_blocks ? o.kv_blocks : need_blocks;
-    bc.kv_budget_bytes = (int64_t)(blocks * bb);
-    uint32_t n_blocks = 0;
-    if (ops->create(model, &bc, &be, &n_blocks, err, sizeof err) != TB_OK) {
+static int s_new_runner(struct run *r, uint64_t need_blocks)
+{
+    const struct opts *o = &r->o;
+    struct tb_cpu_config cpu = {.threads = o->threads};
+    struct tb_runner_config rc;
+    tb_runner_config_init(&rc);
+    rc.context_length = r->p->max_context >= 2 ? 0 : 2;
+    rc.max_batch_seqs = o->max_batch_seqs;
+    rc.max_batch_tokens = o->max_batch_tokens;
+    rc.max_seqs = r->n_reqs > o->max_batch_seqs ? r->n_reqs : o->max_batch_seqs;
+    rc.block_size = o->block_size;
+    rc.kv_f16 = !o->kv_f32;
+    rc.prefix_caching = !o->no_prefix;
+    rc.chunked_prefill = !o->no_chunked;
+    rc.kv_event_capacity = 0;
+    rc.seed = 1;
+    rc.flavour = &cpu;
+    size_t bb = tb_cpu_backend_block_bytes_for(r->model, o->block_size ? o->block_size : 1,
+                                               rc.kv_f16);
+    rc.kv_cache_bytes = (int64_t)((o->kv_blocks ? o->kv_blocks : need_blocks) * bb);
+    char err[512] = "";
+    if (tb_runner_new(r->model, &tb_cpu_backend_ops, &rc, &r->runner, err, sizeof err) != 0) {
         fprintf(stderr, "tb_forward: %s\n", err);
-        goto done;
+        return TB_EINVAL;
     }
-    struct tb_kv_config kc;
-    tb_kv_config_init(&kc);
-    kc.n_blocks = n_blocks;
-    kc.block_size = o.block_size;
-    kc.prefix_caching = !o.no_prefix;
-    kc.event_capacity = 0;
-    if (tb_kv_manager_new(&kc, &kv) != TB_OK) {
-        fprintf(stderr, "tb_forward: cannot create the KV manager\n");
-        goto done;
-    }
-    struct tb_sampler_config sc = {.vocab_size = p->vocab, .seed = 1};
-    for (uint32_t i = 0; i < p->n_eos_ids && i < TB_SAMPLER_MAX_EOS; i++) {
-        if (p->eos_ids[i] >= 0 && (uint32_t)p->eos_ids[i] < p->vocab) {
-            sc.eos_ids[sc.n_eos++] = p->eos_ids[i];
-        }
-    }
-    if (tb_sampler_new(&sc, &sampler) != TB_OK) {
-        fprintf(stderr, "tb_forward: cannot create the sampler\n");
-        goto done;
-    }
-    struct tb_sched_config scfg;
-    tb_sched_config_init(&scfg);
-    scfg.max_batch_seqs = o.max_batch_seqs;
-    scfg.max_batch_tokens = o.max_batch_tokens;
-    scfg.max_seqs = n_reqs > o.max_batch_seqs ? n_reqs : o.max_batch_seqs;
-    scfg.max_model_len = p->max_context >= 2 ? p->max_context : 2;
-    scfg.chunked_prefill = !o.no_chunked;
-    if (tb_scheduler_new(&scfg, kv, sampler, &sched, err, sizeof err) != TB_OK) {
-        fprintf(stderr, "tb_forward: %s\n", err);
-        goto done;
-    }
-    logits = malloc((size_t)o.max_batch_seqs * p->vocab * sizeof(float));
-    sampled = malloc((size_t)o.max_batch_seqs * sizeof(int32_t));
-    if (!logits || !sampled) {
-        fprintf(stderr, "tb_forward: out of memory\n");
-        goto done;
-    }
+    return TB_OK;
+}
 
+/* Records the timing of the step that just ran (--bench). */
+static int s_time_step(struct run *r)
+{
+    struct tb_runner_step_info si;
+    tb_runner_last_step(r->runner, &si);
+    if (r->n_times == r->cap_times) {
+        r->cap_times = r->cap_times ? 2 * r->cap_times : 256;
+        struct step_time *nt = realloc(r->times, r->cap_times * sizeof(*nt));
+        if (!nt) {
+            return s_oom();
+        }
+        r->times = nt;
+    }
+    r->times[r->n_times++] =
+        (struct step_time){si.n_seqs, si.n_tokens, si.decode, si.forward_seconds};
+    return TB_OK;
+}
+
+/* Keeps what one output brings: its token, finish, logits rows. */
+static void s_record(struct run *r, const struct tb_runner_output *out)
+{
+    struct req *q = out->user;
+    uint32_t vocab = r->p->vocab;
+    if (out->logits && q->rows && q->n_gen < q->max_gen) {
+        memcpy(q->rows + (size_t)q->n_gen * vocab, out->logits, vocab * sizeof(float));
+    }
+    if (out->logits && r->o.all_logits) {
+        memcpy(r->all[q->owner] + (size_t)(q->n_prompt - 1) * vocab, out->logits,
+               vocab * sizeof(float));
+    }
+    if (q->n_gen < q->max_gen) {
+        q->gen[q->n_gen++] = out->token;
+    }
+    q->n_cached = out->n_cached;
+    if (out->finish != TB_FINISH_NONE) {
+        q->done = true;
+        q->finish = out->finish;
+    }
+}
+
+/* Submits each request at its step and runs the runner until everything is done. */
+static int s_loop(struct run *r)
+{
     struct tb_sampling_params sp;
     tb_sampling_params_init(&sp);
     sp.temperature = 0.0f;
-    sp.ignore_eos = !o.stop_eos;
+    sp.ignore_eos = !r->o.stop_eos;
     uint32_t n_submitted = 0;
     for (uint32_t step = 0;; step++) {
-        for (uint32_t i = n_submitted; i < n_reqs && reqs[i].submit_at <= step; i++) {
-            sp.max_tokens = reqs[i].max_gen;
-            struct tb_sched_request rq = {.id = i + 1,
-                                          .prompt = reqs[i].prompt,
-                                          .n_prompt = reqs[i].n_prompt,
-                                          .params = &sp,
-                                          .user = &reqs[i]};
-            if (tb_scheduler_submit(sched, &rq) != TB_OK) {
-                fprintf(stderr, "tb_forward: request %u: %s\n", i,
-                        tb_scheduler_errmsg(sched));
-                goto done;
+        for (uint32_t i = n_submitted; i < r->n_reqs && r->reqs[i].submit_at <= step; i++) {
+            sp.max_tokens = r->reqs[i].max_gen;
+            struct tb_runner_request rq = {.prompt = r->reqs[i].prompt,
+                                           .n_prompt = r->reqs[i].n_prompt, .params = &sp,
+                                           .user = &r->reqs[i]};
+            if (tb_runner_submit(r->runner, &rq, NULL) != TB_OK) {
+                fprintf(stderr, "tb_forward: request %u: %s\n", i, tb_runner_errmsg(r->runner));
+                return TB_EINVAL;
             }
-            reqs[i].submitted = true;
+            r->reqs[i].submitted = true;
             n_submitted++;
         }
-        if (!tb_scheduler_has_work(sched) && n_submitted == n_reqs) {
-            break;
+        if (!tb_runner_has_work(r->runner) && n_submitted == r->n_reqs) {
+            return TB_OK;
         }
-        const struct tb_sched_plan *plan;
-        if (tb_scheduler_step(sched, &plan) != TB_OK) {
-            fprintf(stderr, "tb_forward: %s\n", tb_scheduler_errmsg(sched));
-            goto done;
+        const struct tb_runner_output *outs;
+        uint32_t n_outs;
+        int rc = tb_runner_step(r->runner, &outs, &n_outs);
+        if (rc == TB_AGAIN && n_submitted == r->n_reqs) {
+            fprintf(stderr, "tb_forward: the scheduler has work but planned nothing\n");
+            return TB_EINVAL;
         }
-        if (plan->n_seqs == 0) {
-            if (n_submitted == n_reqs) {
-                fprintf(stderr, "tb_forward: the scheduler has work but planned nothing\n");
-                goto done;
-            }
+        if (rc == TB_AGAIN) {
             continue;
         }
-        double t0 = s_now();
-        if (ops->forward(be, plan, logits, err, sizeof err) != TB_OK) {
-            fprintf(stderr, "tb_forward: step %u: %s\n", step, err);
-            goto done;
+        if (rc != TB_OK) {
+            fprintf(stderr, "tb_forward: step %u: %s\n", step, tb_runner_errmsg(r->runner));
+            return rc;
         }
-        double dt = s_now() - t0;
-        if (o.bench) {
-            if (n_times == cap_times) {
-                cap_times = cap_times ? 2 * cap_times : 256;
-                struct step_time *nt = realloc(times, cap_times * sizeof(*nt));
-                if (!nt) {
-                    fprintf(stderr, "tb_forward: out of memory\n");
-                    goto done;
-                }
-                times = nt;
-            }
-            bool decode = true;
-            for (uint32_t i = 0; i < plan->n_seqs; i++) {
-                decode = decode && plan->seqs[i].n_tokens == 1;
-            }
-            times[n_times++] = (struct step_time){plan->n_seqs, plan->n_tokens, decode, dt};
-        }
-        uint32_t row = 0;
-        for (uint32_t i = 0; i < plan->n_seqs; i++) {
-            const struct tb_sched_entry *e = &plan->seqs[i];
-            sampled[i] = -1;
-            if (!e->need_logits) {
-                continue;
-            }
-            const float *lr = logits + (size_t)row * p->vocab;
-            struct tb_sample smp;
-            if (tb_sampler_sample(sampler, e->sampler, lr, &smp) == TB_OK) {
-                sampled[i] = smp.token;
-            }
-            struct req *r = e->user;
-            if (r->rows && r->n_gen < r->max_gen) {
-                memcpy(r->rows + (size_t)r->n_gen * p->vocab, lr, p->vocab * sizeof(float));
-            }
-            if (o.all_logits) {
-                memcpy(all[r->owner] + (size_t)(r->n_prompt - 1) * p->vocab, lr,
-                       p->vocab * sizeof(float));
-            }
-            row++;
-        }
-        const struct tb_sched_output *outs;
-        uint32_t n_outs;
-        if (tb_scheduler_complete(sched, sampled, &outs, &n_outs) != TB_OK) {
-            fprintf(stderr, "tb_forward: %s\n", tb_scheduler_errmsg(sched));
-            goto done;
+        if (r->o.bench && s_time_step(r) != TB_OK) {
+            return TB_ENOMEM;
         }
         for (uint32_t i = 0; i < n_outs; i++) {
-            struct req *r = outs[i].user;
-            if (r->n_gen < r->max_gen) {
-                r->gen[r->n_gen++] = outs[i].token;
-            }
-            r->n_cached = outs[i].n_cached;
-            if (outs[i].finish != TB_FINISH_NONE) {
-                r->done = true;
-                r->finish = outs[i].finish;
-            }
+            s_record(r, &outs[i]);
         }
     }
+}
 
-    /* outputs */
-    out = json_object();
-    json_object_set_new(out, "model", json_string(o.model));
-    json_object_set_new(out, "isa", json_string(tb_cpu_backend_isa(be)));
-    json_object_set_new(out, "threads", json_integer(tb_cpu_backend_threads(be)));
-    json_object_set_new(out, "n_blocks", json_integer(n_blocks));
-    json_object_set_new(out, "block_bytes", json_integer((json_int_t)ops->block_bytes(be)));
+static json_t *s_requests_json(const struct run *r)
+{
     json_t *ja = json_array();
-    for (uint32_t i = 0; i < n_reqs; i++) {
-        struct req *r = &reqs[i];
+    for (uint32_t i = 0; i < r->n_reqs; i++) {
+        const struct req *q = &r->reqs[i];
         json_t *jr = json_object();
-        json_object_set_new(jr, "prompt_len", json_integer(r->n_prompt));
+        json_object_set_new(jr, "prompt_len", json_integer(q->n_prompt));
         json_t *g = json_array();
-        for (uint32_t t = 0; t < r->n_gen; t++) {
-            json_array_append_new(g, json_integer(r->gen[t]));
+        for (uint32_t t = 0; t < q->n_gen; t++) {
+            json_array_append_new(g, json_integer(q->gen[t]));
         }
         json_object_set_new(jr, "generated", g);
-        json_object_set_new(jr, "finish", json_string(s_finish(r->finish)));
-        json_object_set_new(jr, "n_cached", json_integer(r->n_cached));
+        json_object_set_new(jr, "finish", json_string(s_finish(q->finish)));
+        json_object_set_new(jr, "n_cached", json_integer(q->n_cached));
         json_array_append_new(ja, jr);
     }
-    json_object_set_new(out, "requests", ja);
+    return ja;
+}
+
+/* The JSON the tool prints: backend, requests, load, and with --bench the timings. */
+static json_t *s_result_json(const struct run *r)
+{
+    const tb_backend_t *be = tb_runner_backend(r->runner);
+    json_t *out = json_object();
+    json_object_set_new(out, "model", json_string(r->o.model));
+    json_object_set_new(out, "isa", json_string(tb_cpu_backend_isa(be)));
+    json_object_set_new(out, "threads", json_integer(tb_cpu_backend_threads(be)));
+    json_object_set_new(out, "n_blocks", json_integer(tb_runner_n_blocks(r->runner)));
+    json_object_set_new(out, "block_bytes",
+                        json_integer((json_int_t)tb_runner_block_bytes(r->runner)));
+    json_object_set_new(out, "requests", s_requests_json(r));
     struct tb_sched_load ld;
-    tb_scheduler_get_load(sched, &ld);
+    tb_runner_get_load(r->runner, &ld);
     json_t *jl = json_object();
     json_object_set_new(jl, "steps", json_integer((json_int_t)ld.steps));
     json_object_set_new(jl, "preemptions", json_integer((json_int_t)ld.preemptions));
@@ -650,30 +597,83 @@ int main(int argc, char **argv)
                         json_integer((json_int_t)ld.prefix_query_tokens));
     json_object_set_new(jl, "prefix_hit_tokens", json_integer((json_int_t)ld.prefix_hit_tokens));
     json_object_set_new(out, "load", jl);
-    if (o.bench) {
-        json_t *jb = s_bench_json(times, n_times);
+    if (r->o.bench) {
+        json_t *jb = s_bench_json(r->times, r->n_times);
         struct tb_cpu_backend_stats bs;
         tb_cpu_backend_get_stats(be, &bs);
         json_object_set_new(jb, "forward_seconds", json_real(bs.forward_seconds));
         json_object_set_new(jb, "forward_tokens", json_integer((json_int_t)bs.tokens));
         json_object_set_new(out, "bench", jb);
     }
-    const char *dir = o.all_logits ? o.all_logits : o.logits_out;
-    if (dir) {
-        if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-            fprintf(stderr, "tb_forward: cannot create '%s': %s\n", dir, strerror(errno));
-            goto done;
+    return out;
+}
+
+/* --logits-out / --all-logits: one .npy per request (per user prompt with --all-logits). */
+static int s_write_logits(const struct run *r)
+{
+    const struct opts *o = &r->o;
+    const char *dir = o->all_logits ? o->all_logits : o->logits_out;
+    if (!dir) {
+        return TB_OK;
+    }
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "tb_forward: cannot create '%s': %s\n", dir, strerror(errno));
+        return TB_EIO;
+    }
+    for (uint32_t i = 0; i < (o->all_logits ? o->n_prompts : r->n_reqs); i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%u.npy", dir, i);
+        int w = o->all_logits ? s_write_npy(path, r->all[i], o->prompts[i].n_prompt, r->p->vocab)
+                              : s_write_npy(path, r->reqs[i].rows, r->reqs[i].n_gen, r->p->vocab);
+        if (w != TB_OK) {
+            return w;
         }
-        for (uint32_t i = 0; i < (o.all_logits ? o.n_prompts : n_reqs); i++) {
-            char path[4096];
-            snprintf(path, sizeof path, "%s/%u.npy", dir, i);
-            int w = o.all_logits
-                        ? s_write_npy(path, all[i], o.prompts[i].n_prompt, p->vocab)
-                        : s_write_npy(path, reqs[i].rows, reqs[i].n_gen, p->vocab);
-            if (w != TB_OK) {
-                goto done;
-            }
-        }
+    }
+    return TB_OK;
+}
+
+static void s_run_free(struct run *r)
+{
+    tb_runner_destroy(&r->runner);
+    tb_model_close(&r->model);
+    for (uint32_t i = 0; r->reqs && i < r->n_reqs; i++) {
+        free(r->reqs[i].gen);
+        free(r->reqs[i].rows);
+    }
+    free(r->reqs);
+    for (uint32_t i = 0; r->all && i < r->o.n_prompts; i++) {
+        free(r->all[i]);
+    }
+    free(r->all);
+    for (uint32_t i = 0; i < r->o.n_prompts; i++) {
+        free(r->o.prompts[i].prompt);
+    }
+    free(r->o.prompts);
+    free(r->times);
+}
+
+int main(int argc, char **argv)
+{
+    int rc = 1;
+    struct run r = {0};
+    char err[512] = "";
+    uint64_t need_blocks = 0;
+    json_t *out = NULL;
+    if (s_parse(argc, argv, &r.o) != TB_OK) {
+        goto done;
+    }
+    if (tb_model_open(r.o.model, &r.model, err, sizeof err) != TB_OK) {
+        fprintf(stderr, "tb_forward: %s\n", err);
+        goto done;
+    }
+    r.p = tb_model_params(r.model);
+    if (s_add_random(&r.o, r.p->vocab) != TB_OK || s_make_reqs(&r, &need_blocks) != TB_OK ||
+        s_new_runner(&r, need_blocks) != TB_OK || s_loop(&r) != TB_OK) {
+        goto done;
+    }
+    out = s_result_json(&r);
+    if (s_write_logits(&r) != TB_OK) {
+        goto done;
     }
     char *s = json_dumps(out, JSON_COMPACT);
     if (!s) {
@@ -682,31 +682,8 @@ int main(int argc, char **argv)
     puts(s);
     free(s);
     rc = 0;
-
 done:
     json_decref(out);
-    tb_scheduler_destroy(&sched);
-    tb_sampler_destroy(&sampler);
-    tb_kv_manager_destroy(&kv);
-    if (be) {
-        ops->destroy(&be);
-    }
-    tb_model_close(&model);
-    for (uint32_t i = 0; reqs && i < n_reqs; i++) {
-        free(reqs[i].gen);
-        free(reqs[i].rows);
-    }
-    free(reqs);
-    for (uint32_t i = 0; all && i < o.n_prompts; i++) {
-        free(all[i]);
-    }
-    free(all);
-    for (uint32_t i = 0; i < o.n_prompts; i++) {
-        free(o.prompts[i].prompt);
-    }
-    free(o.prompts);
-    free(logits);
-    free(sampled);
-    free(times);
+    s_run_free(&r);
     return rc;
 }

@@ -168,8 +168,10 @@ static int s_check_model(const struct tb_model_params *p, char *err, size_t err_
 
 static int s_check_config(const struct tb_backend_config *cfg, char *err, size_t err_len)
 {
-    if (cfg->threads < 0) {
-        s_err(err, err_len, "threads %d: must be 0 (all cores) or more", cfg->threads);
+    const struct tb_cpu_config *cc = cfg->flavour;
+    if (cc && (cc->threads < 0 || cc->threads > TB_CPU_MAX_THREADS)) {
+        s_err(err, err_len, "threads %lld: must be 0 (all cores) to %d", (long long)cc->threads,
+              TB_CPU_MAX_THREADS);
         return TB_ECONFIG;
     }
     if (cfg->block_size < 1 || cfg->block_size > MAX_BLOCK_SIZE) {
@@ -330,9 +332,10 @@ static int s_create(const tb_model_t *model, const struct tb_backend_config *cfg
     for (size_t i = 0; i < half; i++) {
         b->inv_freq[i] = (float)freqs[i];
     }
-    rc = tb_threadpool_new(cfg->threads, &b->pool);
+    int threads = cfg->flavour ? (int)((const struct tb_cpu_config *)cfg->flavour)->threads : 0;
+    rc = tb_threadpool_new(threads, &b->pool);
     if (rc != TB_OK) {
-        s_err(err, err_len, "cannot start %d threads: %s", cfg->threads, strerror(-rc));
+        s_err(err, err_len, "cannot start %d threads: %s", threads, strerror(-rc));
         goto fail;
     }
     b->n_threads = tb_threadpool_size(b->pool);

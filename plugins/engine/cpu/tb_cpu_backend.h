@@ -4,10 +4,10 @@
  *
  * The backend implements tb_backend.h (see there for the forward-pass contract); the shared
  * serving loop reaches it only through `tb_cpu_backend_ops`.  What it does:
- *  - create: a thread pool of cfg->threads threads (the caller counted as one), a kernel context,
- *    the KV cache (every layer's keys and values, f16 or f32, in whole blocks of
- *    cfg->block_size token slots: as many blocks as cfg->kv_budget_bytes holds) and the scratch
- *    of one step sized for cfg->max_batch_tokens.  Weight matrices stay in the model's file
+ *  - create: a thread pool of `threads` threads (struct tb_cpu_config below; the caller counted
+ *    as one), a kernel context, the KV cache (every layer's keys and values, f16 or f32, in
+ *    whole blocks of cfg->block_size token slots: as many blocks as cfg->kv_budget_bytes holds)
+ *    and the scratch of one step sized for cfg->max_batch_tokens.  Weight matrices stay in the model's file
  *    mapping in their stored dtype (F32, F16, BF16, Q8_0, Q4_0); only the 1-D tensors (norms,
  *    biases: a few KB per layer) are converted to f32 copies.  Embeddings are decoded row by row
  *    for the plan's tokens.
@@ -38,11 +38,18 @@
 extern "C" {
 #endif
 
+/* The CPU flavour's own config: the keys its plugin adds to the engine's table
+ * (tb_backend_config.flavour points at one; NULL means the defaults). */
+#define TB_CPU_MAX_THREADS 1024
+struct tb_cpu_config {
+    int64_t threads; /* compute threads, the caller's included; 0 (default): one per CPU */
+};
+
 /* The "cpu" backend.  create's errors: TB_EINVAL (NULL arguments), TB_ECONFIG (a configuration
  * the backend cannot honour: block_size outside 1..256, a budget below one block, zero
- * max_batch_tokens or max_batch_seqs, negative threads), TB_EMODEL (a model these kernels cannot
- * run, e.g. head_dim above 512), TB_ENOTSUP (TB_CPU_ISA asks for an instruction set this CPU
- * lacks), TB_ENOMEM (KV cache or scratch), or pthread errors; `err` says which.  forward's
+ * max_batch_tokens or max_batch_seqs, threads outside 0..TB_CPU_MAX_THREADS), TB_EMODEL (a
+ * model these kernels cannot run, e.g. head_dim above 512), TB_ENOTSUP (TB_CPU_ISA asks for an
+ * instruction set this CPU lacks), TB_ENOMEM (KV cache or scratch), or pthread errors; `err` says which.  forward's
  * errors: TB_EINVAL for a plan that breaks the contract (a token outside the vocabulary, a slot
  * or block outside the cache, an entry whose range or block table does not fit, more tokens
  * or entries than configured), with the reason in `err`; nothing is written to the cache then. */

@@ -186,10 +186,14 @@ static int s_teardown(void **state)
     return 0;
 }
 
+/* The CPU flavour's config of the last s_cfg (create reads it at once). */
+static struct tb_cpu_config s_cpu_cfg;
+
 static struct tb_backend_config s_cfg(int threads, uint32_t n_blocks, const tb_model_t *m)
 {
+    s_cpu_cfg.threads = threads;
     struct tb_backend_config c = {
-        .threads = threads,
+        .flavour = &s_cpu_cfg,
         .block_size = BS,
         .max_batch_tokens = 64,
         .max_batch_seqs = 8,
