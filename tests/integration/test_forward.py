@@ -486,9 +486,10 @@ def test_start_log_names_packed_copies(tmp_path):
     assert tb_make_model.main([str(a) for a in argv]) == 0
     engine = [('engine', 'engine_cpu', 1, {'served_model_name': 'q4', 'model': model,
                                            'kv_cache': '8MiB', 'threads': 2})]
-    for repack, rx in (('1', r'cpu backend \(\w+, 2 threads, packed Q4_0/Q8_0 copies '
-                              r'[0-9.]+ MiB made in [0-9]+ ms\)'),
-                       ('0', r'cpu backend \(\w+, 2 threads, no packed weights\)')):
+    types = r'weights q4_0 x 9, f32 x 3'  # 7 layer matrices, embedding, output; 3 norms
+    head = r'cpu backend \(\w+, 2 threads, ' + types
+    for repack, rx in (('1', head + r', packed Q4_0/Q8_0 copies [0-9.]+ MiB made in [0-9]+ ms\)'),
+                       ('0', head + r', no packed weights\)')):
         d = tmp_path / ('repack' + repack)
         d.mkdir()
         with Turbine(d, deployment(0, engine), env={'TB_CPU_REPACK': repack}) as t:
