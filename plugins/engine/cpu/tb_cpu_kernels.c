@@ -237,7 +237,7 @@ static void s_quant_task(void *arg, int task, int thread) {
     int t1 = t0 + j->tok_per_task < a->n_tok ? t0 + j->tok_per_task : a->n_tok;
     for (int t = t0; t < t1; t++) {
         j->quant_act(a->dtype, a->x + (size_t)t * a->ldx, a->cols,
-                           (uint8_t *)a->qx + (size_t)t * a->qx_stride);
+                     (uint8_t *)a->qx + (size_t)t * a->qx_stride);
     }
 }
 
