@@ -218,16 +218,23 @@ int tb_component_create(struct tb_component *c)
 {
     const struct tb_plugin *p = c->lp->desc;
     c->error[0] = 0;
+    /* A plugin built before the newest schema minor hands and expects structs of its own (shorter)
+     * layout: its codec entry points read and write exactly those. */
+    c->host = s_host;
+    if (c->lp->layout) {
+        c->host.msg_encode = c->lp->layout->encode;
+        c->host.msg_decode = c->lp->layout->decode;
+    }
     if (p->probe) {
         char why[512] = "";
-        int rc = p->probe(&s_host, why, sizeof(why));
+        int rc = p->probe(&c->host, why, sizeof(why));
         if (rc != 0) {
             TB_CLOG_ERROR(c->log_name, "plugin %s cannot run here: %s", p->name,
                           why[0] ? why : s_strerror(rc));
             return rc;
         }
     }
-    int rc = p->create(&s_host, c, c->config, &c->state);
+    int rc = p->create(&c->host, c, c->config, &c->state);
     if (rc != 0) {
         TB_CLOG_ERROR(c->log_name, "cannot create component '%s' (plugin %s %s): %s", c->name,
                       p->name, p->version, s_err(c, rc));

@@ -17,8 +17,14 @@
  * likewise check `host->struct_size` before using a member added after the minor it was built for
  * (TB_HOST_HAS).
  *
- * Only C standard headers are needed.  The message structs come from tb_msgs.h, generated from
- * schemas/messages.yaml.
+ * The message structs of tb_msgs.h (generated from schemas/messages.yaml) are part of this ABI: a
+ * schema minor that adds a field comes with an ABI minor, and the host encodes and decodes a
+ * plugin's messages with the layouts of the schema minor its ABI minor shipped with, so a plugin
+ * built before a field was added keeps working and is never read past the end of its structs.
+ * Arrays of structs the host reads from a plugin carry their stride (config_field_size).  The
+ * rules for what a minor may change are in docs/plugins.md.
+ *
+ * Only C standard headers are needed.
  */
 #ifndef TB_PLUGIN_H
 #define TB_PLUGIN_H
@@ -36,7 +42,11 @@ extern "C" {
 #endif
 
 #define TB_ABI_MAJOR 1
-#define TB_ABI_MINOR 1
+#define TB_ABI_MINOR 2
+
+#if TB_SCHEMA_ABI_MINOR > TB_ABI_MINOR
+#error "tb_msgs.h is newer than tb_plugin.h: bump TB_ABI_MINOR with the schema minor"
+#endif
 
 /* The name of the one symbol a plugin exports. */
 #define TB_PLUGIN_ENTRY_SYMBOL "tb_plugin_entry"
@@ -365,6 +375,12 @@ struct tb_plugin {
     void (*stop)(void *state);
     /* Frees the state.  Called after stop, or after a failed start, or alone after create. */
     void (*destroy)(void *state);
+
+    /* --- added in ABI 1.2 --- */
+    /* sizeof(struct tb_config_field) as the plugin was built: the stride of config_fields, so a
+     * later ABI may append members to a row.  0 (as every plugin of ABI 1.0 or 1.1 leaves it)
+     * means the row size of the ABI minor the plugin declares. */
+    size_t config_field_size;
 };
 
 /* The entry point's type.  A plugin defines it as:
