@@ -129,7 +129,8 @@ typedef struct tb_metric tb_metric_t;       /* a metric family in the process re
 typedef struct tb_metric_series tb_metric_series_t; /* one label set of a family (ABI 1.1) */
 
 /* A route: one live instance of an endpoint, as the registry knows it.  Borrowed: valid only
- * during the callback or until the next tb_host.bus_* call on the same bus handle. */
+ * during the callback or until the next tb_host.bus_* call on the same bus handle.  Frozen (the
+ * host fills arrays of it that the plugin sized): a new member means a new struct. */
 struct tb_route {
     const char *endpoint;      /* "namespace.component.endpoint" */
     uint64_t instance_id;      /* unique per registration, never reused in a registry's life */
@@ -141,7 +142,7 @@ struct tb_route {
     bool local;                /* served in this process */
 };
 
-/* What a component announces when it adds an endpoint (copied by the host). */
+/* What a component announces when it adds an endpoint (copied by the host).  Frozen. */
 struct tb_endpoint_meta {
     const char *model;       /* NULL or "" for none */
     const char *kind;        /* NULL means "text" */

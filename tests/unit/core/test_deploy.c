@@ -118,6 +118,12 @@ static const struct bad s_bad[] = {
      13, "plugin", "needs ABI 1.3, newer than this turbine's ABI 1.2", NULL},
     {"plugin descriptor too short", "components:\n  - name: e\n    plugin: stub_short\n", 3, 13,
      "plugin", "smaller than the", NULL},
+    {"config rows shorter than a row", "components:\n  - name: e\n    plugin: stub_badstride\n", 3,
+     13, "plugin", "config_field_size is 8, smaller than", NULL},
+    {"config rows of a future ABI, read with their stride",
+     "components:\n  - name: e\n    plugin: stub_stride\n    config:\n      served_model_name: m\n"
+     "      count: 65\n",
+     6, 14, "config.count", "out of range", "between 1 and 64"},
     {"plugin without the entry symbol", "components:\n  - name: e\n    plugin: stub_nosym\n", 3,
      13, "plugin", "does not export the symbol 'tb_plugin_entry'", NULL},
     {"YAML syntax error", "components:\n  - name: e\n   plugin: [echo\n", 3, 4, NULL,
