@@ -59,6 +59,8 @@ def check_message(msgs, mname, m, minor):
     msince = m.get('since', 0)
     if not is_int(msince, 0, minor):
         fail('%s: since must be a schema minor 0..%d' % (mname, minor))
+    if len(m.get('fields', {})) > 64:
+        fail('%s: more than 64 fields (the decoder tracks them in one 64-bit mask)' % mname)
     last = msince
     for fname, f in m.get('fields', {}).items():
         if not NAME_RE.match(fname) or fname == 'v':
