@@ -337,9 +337,7 @@ static int s_hello(tb_node_t *n, bool remote, int timeout_ms, char *err, size_t 
         }
         /* The registry judged this process if it is the newer one; judge it if this one is. */
         char why[512];
-        if (rep->schema && tb_codec_check_peer((uint32_t)rep->schema->major,
-                                               (uint32_t)rep->schema->minor,
-                                               rep->schema->fingerprint, why, sizeof(why)) != 0) {
+        if (tb_codec_check_peer_schema(rep->schema, why, sizeof(why)) != 0) {
             snprintf(err, err_len, "cannot join the registry at %s: %s", n->registry_addr, why);
             tb_codec_free(&msg);
             return TB_EPROTO;

@@ -132,18 +132,6 @@ static void s_reply(tb_registry_t *r, zmq_msg_t *identity, struct tb_msg_reg_rep
     tb_buf_free(&buf);
 }
 
-/* Whether the peer's schema (absent: a peer of schema 1.0, which predates the fingerprint) can
- * talk to this process's.  0, or TB_EPROTO with why. */
-static int s_check_schema(const struct tb_msg_schema_version *sv, char *why, size_t why_len)
-{
-    if (!sv) {
-        return TB_SCHEMA_MAJOR == 1 ? 0
-                                    : tb_codec_check_peer(1, 0, 0, why, why_len);
-    }
-    return tb_codec_check_peer((uint32_t)sv->major, (uint32_t)sv->minor, sv->fingerprint, why,
-                               why_len);
-}
-
 static void s_handle(tb_registry_t *r, zmq_msg_t *identity, void *decoded)
 {
     struct tb_msg_reg_request *q = decoded;
@@ -169,7 +157,7 @@ static void s_handle(tb_registry_t *r, zmq_msg_t *identity, void *decoded)
         rep.lease_ttl_ms = r->ttl_ms;
         rep.has_lease_ttl_ms = true;
         rep.schema = &self;
-        if (rep.code == 0 && s_check_schema(q->schema, why, sizeof(why)) != 0) {
+        if (rep.code == 0 && tb_codec_check_peer_schema(q->schema, why, sizeof(why)) != 0) {
             rep.code = TB_EPROTO;
             rep.message = why;
             TB_CLOG_WARN(LOG_NAME, "refused process %s: %s", q->process_id ? q->process_id : "?",
@@ -185,7 +173,8 @@ static void s_handle(tb_registry_t *r, zmq_msg_t *identity, void *decoded)
             rt->addresses_count == 0) {
             rep.code = TB_EINVAL;
             rep.message = "register: a route with an instance id and addresses is required";
-        } else if (s_check_schema(rt->schema ? rt->schema : q->schema, why, sizeof(why)) != 0) {
+        } else if (tb_codec_check_peer_schema(rt->schema ? rt->schema : q->schema, why,
+                                              sizeof(why)) != 0) {
             rep.code = TB_EPROTO;
             rep.message = why;
             TB_CLOG_WARN(LOG_NAME, "refused route %s: %s", rt->endpoint, why);

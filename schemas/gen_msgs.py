@@ -215,7 +215,7 @@ def changed_after(msgs, n, minor, seen=None):
     return False
 
 
-def field_row(msgs, n, fname, f, sfx):
+def field_row(msgs, n, fname, f, sfx, wire=False):
     t = f['type']
     req = 'true' if f.get('required', False) else 'false'
     off = 'offsetof(struct tb_msg_%s, %s)' % (n, fname)
@@ -236,32 +236,34 @@ def field_row(msgs, n, fname, f, sfx):
     elif t.endswith('[]'):
         ft = 'TB_FT_MSG_ARR'
         aux = 'offsetof(struct tb_msg_%s, %s_count)' % (n, fname)
-        sub = '&%s' % desc_name(msgs, t[:-2], sfx)
+        sub = '&%s' % desc_name(msgs, t[:-2], sfx, wire)
     else:
         ft = 'TB_FT_MSG'
-        sub = '&%s' % desc_name(msgs, t, sfx)
+        sub = '&%s' % desc_name(msgs, t, sfx, wire)
     return '    {"%s", %d, %s, %s, %s, %s, %s},' % (fname, len(fname), ft, req, off, aux, sub)
 
 
-def desc_name(msgs, n, minor):
-    """The descriptor of message n as schema `minor` lays it out (None: the newest)."""
+def desc_name(msgs, n, minor, wire=False):
+    """The descriptor of message n as schema `minor` lays it out (None: the newest).  wire: the
+    fields of `minor` over today's struct (what a process pinned to `minor` decodes into)."""
     if minor is None or not changed_after(msgs, n, minor):
         return 'tb_msg_desc_%s' % n
-    return 's_desc_%s_m%d' % (n, minor)
+    return 's_%s_%s_m%d' % ('wire' if wire else 'desc', n, minor)
 
 
-def gen_descs(msgs, names, minor):
-    """Field rows and descriptors of every message at `minor` (None: newest) that differs."""
+def gen_descs(msgs, names, minor, wire=False):
+    """Field rows and descriptors of every message at `minor` (None: newest) that differs.
+    wire: sized as today's structs (the process pin) rather than as minor's prefixes (plugins)."""
     c = []
     for n in names:
         m = msgs[n]
         if minor is not None and (m['since'] > minor or not changed_after(msgs, n, minor)):
             continue
-        sfx = '' if minor is None else '_m%d' % minor
+        sfx = '' if minor is None else '_%s%d' % ('w' if wire else 'm', minor)
         fields = fields_at(m, minor) if minor is not None else list(m.get('fields', {}).items())
-        rows = [field_row(msgs, n, fname, f, minor) for fname, f in fields]
+        rows = [field_row(msgs, n, fname, f, minor, wire) for fname, f in fields]
         size = 'sizeof(struct tb_msg_%s)' % n
-        if minor is not None:
+        if minor is not None and not wire:
             # the struct as a plugin built against schema `minor` declared it: a prefix
             c.append('struct s_%s%s {' % (n, sfx))
             members = struct_members(msgs, n, minor)
@@ -277,9 +279,24 @@ def gen_descs(msgs, names, minor):
             fp = 'NULL'
         storage = 'const' if minor is None else 'static const'
         c.append('%s struct tb_msg_desc %s = {"%s", %d, %s, %s, %d};'
-                 % (storage, desc_name(msgs, n, minor), n, m['version'], size, fp, len(rows)))
+                 % (storage, desc_name(msgs, n, minor, wire), n, m['version'], size, fp,
+                    len(rows)))
         c.append('')
     return c
+
+
+def desc_table(msgs, names, sc, minor, wire):
+    newest = minor == sc['minor']
+    tname = 'tb_msg_descs' if newest else 's_%s_m%d' % ('wire' if wire else 'descs', minor)
+    if newest and wire:
+        return []
+    c = ['%sconst struct tb_msg_desc *const %s[TB_MSG__COUNT] = {'
+         % ('' if newest else 'static ', tname)]
+    for n in names:
+        if msgs[n]['since'] <= minor:
+            c.append('    [TB_MSG_%s] = &%s,' % (n.upper(),
+                     desc_name(msgs, n, None if newest else minor, wire)))
+    return c + ['};', '']
 
 
 def gen_source(sc, msgs):
@@ -292,22 +309,19 @@ def gen_source(sc, msgs):
         for n in names:
             if msgs[n]['since'] <= minor and changed_after(msgs, n, minor):
                 c.append('static const struct tb_msg_desc s_desc_%s_m%d;' % (n, minor))
+                c.append('static const struct tb_msg_desc s_wire_%s_m%d;' % (n, minor))
     c.append('')
     c.extend(gen_descs(msgs, names, None))
     for minor in range(sc['minor']):
         c.append('/* ---- schema %d.%d, as plugins built against it lay out the structs ---- */'
                  % (sc['major'], minor))
         c.extend(gen_descs(msgs, names, minor))
+        c.append('/* ---- schema %d.%d over today\'s structs (a process pinned to it) ---- */'
+                 % (sc['major'], minor))
+        c.extend(gen_descs(msgs, names, minor, wire=True))
     for minor in range(sc['minor'] + 1):
-        tname = 'tb_msg_descs' if minor == sc['minor'] else 's_descs_m%d' % minor
-        storage = '' if minor == sc['minor'] else 'static '
-        c.append('%sconst struct tb_msg_desc *const %s[TB_MSG__COUNT] = {' % (storage, tname))
-        for n in names:
-            if msgs[n]['since'] <= minor:
-                c.append('    [TB_MSG_%s] = &%s,' % (n.upper(),
-                         desc_name(msgs, n, None if minor == sc['minor'] else minor)))
-        c.append('};')
-        c.append('')
+        c.extend(desc_table(msgs, names, sc, minor, False))
+        c.extend(desc_table(msgs, names, sc, minor, True))
     for minor in range(sc['minor'] + 1):
         tname = 'tb_msg_descs' if minor == sc['minor'] else 's_descs_m%d' % minor
         c += ['static int s_encode_m%d(tb_msg_type_t type, const void *msg, struct tb_buf *out)'
@@ -319,9 +333,12 @@ def gen_source(sc, msgs):
               '}', '']
     c.append('const struct tb_codec_layout tb_codec_layouts[TB_SCHEMA_MINOR + 1] = {')
     for minor in range(sc['minor'] + 1):
-        tname = 'tb_msg_descs' if minor == sc['minor'] else 's_descs_m%d' % minor
-        c.append('    {%d, %d, 0x%016xULL, %s, s_encode_m%d, s_decode_m%d},'
-                 % (minor, sc['abi_minor'][minor], fingerprint(msgs, minor), tname, minor, minor))
+        newest = minor == sc['minor']
+        tname = 'tb_msg_descs' if newest else 's_descs_m%d' % minor
+        wname = 'tb_msg_descs' if newest else 's_wire_m%d' % minor
+        c.append('    {%d, %d, 0x%016xULL, %s, %s, s_encode_m%d, s_decode_m%d},'
+                 % (minor, sc['abi_minor'][minor], fingerprint(msgs, minor), tname, wname, minor,
+                    minor))
     c.append('};')
     c.append('')
     return '\n'.join(c)

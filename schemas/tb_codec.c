@@ -575,14 +575,15 @@ out_unpacked:
 
 int tb_codec_encode(tb_msg_type_t type, const void *msg, struct tb_buf *out)
 {
-    return tb_codec_encode_in(tb_codec_layouts[tb_codec_schema_minor()].descs, type, msg, out);
+    return tb_codec_encode_in(tb_codec_layouts[tb_codec_schema_minor()].wire_descs, type, msg,
+                              out);
 }
 
 int tb_codec_decode(tb_msg_type_t type, const void *data, size_t len, void **msg_out, char *err,
                     size_t err_len)
 {
-    return tb_codec_decode_in(tb_codec_layouts[tb_codec_schema_minor()].descs, type, data, len,
-                              msg_out, err, err_len);
+    return tb_codec_decode_in(tb_codec_layouts[tb_codec_schema_minor()].wire_descs, type, data,
+                              len, msg_out, err, err_len);
 }
 
 void tb_codec_free(void **msg_p)
@@ -691,4 +692,14 @@ int tb_codec_check_peer(uint32_t major, uint32_t minor, uint64_t fingerprint, ch
         return TB_EPROTO;
     }
     return 0;
+}
+
+int tb_codec_check_peer_schema(const struct tb_msg_schema_version *sv, char *err, size_t err_len)
+{
+    if (!sv) {
+        return tb_codec_check_peer(1, 0, TB_SCHEMA_MAJOR == 1 ? tb_codec_layouts[0].fingerprint : 0,
+                                   err, err_len);
+    }
+    return tb_codec_check_peer((uint32_t)sv->major, (uint32_t)sv->minor, sv->fingerprint, err,
+                               err_len);
 }

@@ -10,8 +10,9 @@
  * Layouts: the generator also writes the tables of every older schema minor of this major
  * (tb_codec_layouts), whose structs are prefixes of today's.  The host decodes and encodes the
  * messages of a plugin built against schema 1.m with minor m's tables, so it never reads or writes
- * past the end of that plugin's structs nor strides its arrays wrongly, and a process pinned to an
- * older minor (TB_SCHEMA_MINOR in the environment, docs/bus.md) speaks exactly that minor.
+ * past the end of that plugin's structs nor strides its arrays wrongly.  A process pinned to an
+ * older minor (TB_SCHEMA_MINOR in the environment, docs/bus.md) speaks exactly that minor: its
+ * own messages are read and written with that minor's fields over today's structs.
  */
 #ifndef TB_CODEC_H
 #define TB_CODEC_H
@@ -70,7 +71,12 @@ struct tb_codec_layout {
     uint32_t minor;       /* schema TB_SCHEMA_MAJOR.minor */
     uint16_t abi_minor;   /* the plugin ABI minor that first carried it */
     uint64_t fingerprint; /* of schema major.minor (gen_msgs.py) */
-    const struct tb_msg_desc *const *descs; /* [TB_MSG__COUNT], NULL where the minor has none */
+    /* [TB_MSG__COUNT], NULL where the minor has none: the minor's fields over the minor's own
+     * structs (prefixes of today's), for plugins built against it */
+    const struct tb_msg_desc *const *descs;
+    /* the minor's fields over today's structs: what tb_codec_encode / _decode use in a process
+     * pinned to the minor, whose own code is compiled against today's structs */
+    const struct tb_msg_desc *const *wire_descs;
     int (*encode)(tb_msg_type_t type, const void *msg, struct tb_buf *out);
     int (*decode)(tb_msg_type_t type, const void *data, size_t len, void **msg_out, char *err,
                   size_t err_len);
@@ -102,6 +108,10 @@ int tb_codec_schema_pin_check(char *err, size_t err_len);
  * to upgrade. */
 int tb_codec_check_peer(uint32_t major, uint32_t minor, uint64_t fingerprint, char *err,
                         size_t err_len);
+
+/* tb_codec_check_peer on a received schema_version; NULL (a peer of schema 1.0, which predates
+ * the fingerprint and sends none) is judged as schema 1.0 with this build's 1.0 fingerprint. */
+int tb_codec_check_peer_schema(const struct tb_msg_schema_version *sv, char *err, size_t err_len);
 
 /* Encode / decode with the tables `descs` (one layout's); tb_codec_encode / _decode below use the
  * process's layout. */

@@ -188,7 +188,9 @@ static void test_refusals(void **state)
     pack_str(&pk, "completion_tokens");
     msgpack_pack_int(&pk, 1);
     assert_int_equal(decode_packed(TB_MSG_USAGE, &sb, err, sizeof(err)), TB_EPROTO);
-    assert_non_null(strstr(err, "newer"));
+    /* both versions named, and what to upgrade */
+    assert_non_null(strstr(err, "message 'usage' is version 99, newer than version 1"));
+    assert_non_null(strstr(err, "upgrade it to a build that knows usage version 99"));
 
     /* an unknown key is an optional field of a newer minor: skipped, whatever its value */
     msgpack_sbuffer_init(&sb);
@@ -381,6 +383,13 @@ static void test_old_layout_sizes_and_strides(void **state)
     assert_int_equal(v10->descs[TB_MSG_GEN_CHUNK]->size, sizeof(struct v10_gen_chunk));
     assert_true(sizeof(struct tb_msg_token_logprob) > sizeof(struct v10_token_logprob));
     assert_null(v10->descs[TB_MSG_SCHEMA_VERSION]); /* added in 1.1 */
+    /* a process pinned to 1.0 reads 1.0's fields into today's structs (its code uses those) */
+    assert_int_equal(v10->wire_descs[TB_MSG_TOKEN_LOGPROB]->size,
+                     sizeof(struct tb_msg_token_logprob));
+    assert_int_equal(v10->wire_descs[TB_MSG_TOKEN_LOGPROB]->n_fields,
+                     v10->descs[TB_MSG_TOKEN_LOGPROB]->n_fields);
+    assert_ptr_equal(v10->wire_descs[TB_MSG_GEN_CHUNK]->fields[2].sub,
+                     v10->wire_descs[TB_MSG_TOKEN_LOGPROB]);
     assert_ptr_equal(tb_codec_layouts[TB_SCHEMA_MINOR].descs, tb_msg_descs);
 
     /* A 1.1 chunk with bytes, read through the 1.0 layout: the key is skipped and the array has
@@ -457,6 +466,8 @@ static void test_peer_schema_check(void **state)
     assert_int_equal(
         tb_codec_check_peer(TB_SCHEMA_MAJOR, 0, tb_codec_layouts[0].fingerprint, err, sizeof(err)),
         0);
+    /* no schema at all: a 1.0 peer */
+    assert_int_equal(tb_codec_check_peer_schema(NULL, err, sizeof(err)), 0);
     /* a newer minor judges itself */
     assert_int_equal(tb_codec_check_peer(TB_SCHEMA_MAJOR, TB_SCHEMA_MINOR + 1, 42, err,
                                          sizeof(err)),
