@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from conftest import BUILD, tool
+from tbproc import run
 from serving_util import (Turbine, deployment, free_port, http_component, mock_component, post,
                           wait_live, wait_models)
 
@@ -70,6 +71,15 @@ def test_old_sdk_plugin_serves_on_new_host(tmp_path):
     # the mock's chunks carried token_logprob.bytes (schema 1.1); the host dropped exactly those
     # keys for the 1.0 plugin and nothing else was lost (the answers above are identical)
     assert chunks > 0 and skipped > 0
+
+
+def test_versions_shown():
+    rc, out = run('plugins', 'relay_v1', '--path', PLUGINS)
+    assert rc == 0 and '(ABI 1.1, message schema 1.0,' in out, out
+    rc, out = run('plugins', 'mock')
+    assert rc == 0 and 'message schema 1.1,' in out, out
+    rc, out = run('version')
+    assert rc == 0 and re.search(r'message schema 1\.1 \(fingerprint [0-9a-f]{16}\)', out), out
 
 
 @pytest.mark.parametrize('older', ['worker', 'head'])
