@@ -42,8 +42,7 @@ struct hop {
 
 /* Re-encodes `c` from exact-size heap copies of the chunk and its logprob entries. */
 static int s_encode_chunk(const struct tb_host *h, const struct tb_msg_gen_chunk *c,
-                          struct tb_buf *out)
-{
+                          struct tb_buf *out) {
     struct tb_msg_gen_chunk *copy = malloc(sizeof(*copy));
     struct tb_msg_token_logprob *lps = NULL;
     int rc = TB_ENOMEM;
@@ -66,8 +65,7 @@ out:
     return rc;
 }
 
-static void on_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user)
-{
+static void on_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user) {
     struct hop *hop = user;
     const struct tb_host *h = hop->r->host;
     (void)call;
@@ -107,8 +105,7 @@ static void on_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user)
     h->buf_free(&buf);
 }
 
-static void on_request(tb_request_t *req, const void *payload, size_t len, void *user)
-{
+static void on_request(tb_request_t *req, const void *payload, size_t len, void *user) {
     struct relay *r = user;
     const struct tb_host *h = r->host;
     void *msg = NULL;
@@ -134,8 +131,7 @@ static void on_request(tb_request_t *req, const void *payload, size_t len, void 
                          &hop->call);
     }
     if (rc != 0) {
-        h->bus_reply_error(req, rc, "relay_v1 cannot call %s: %s", r->cfg->target,
-                           h->strerror(rc));
+        h->bus_reply_error(req, rc, "relay_v1 cannot call %s: %s", r->cfg->target, h->strerror(rc));
         free(hop);
     } else {
         h->bus_request_set_user(req, hop);
@@ -145,8 +141,7 @@ static void on_request(tb_request_t *req, const void *payload, size_t len, void 
     h->msg_free(&msg);
 }
 
-static void on_cancel(tb_request_t *req, void *user)
-{
+static void on_cancel(tb_request_t *req, void *user) {
     struct relay *r = user;
     struct hop *hop = r->host->bus_request_user(req);
     if (hop) {
@@ -156,8 +151,7 @@ static void on_cancel(tb_request_t *req, void *user)
     r->host->bus_reply_error(req, TB_ECANCELED, "cancelled");
 }
 
-static void *s_run(void *arg)
-{
+static void *s_run(void *arg) {
     struct relay *r = arg;
     const struct tb_host *h = r->host;
     struct tb_endpoint_meta meta = {.model = r->cfg->served_model_name, .kind = "text"};
@@ -177,8 +171,7 @@ static void *s_run(void *arg)
 }
 
 static int s_create(const struct tb_host *host, tb_component_t *comp, const void *config,
-                    void **state)
-{
+                    void **state) {
     struct relay *r = calloc(1, sizeof(*r));
     if (!r) {
         host->set_error(comp, "out of memory");
@@ -191,8 +184,7 @@ static int s_create(const struct tb_host *host, tb_component_t *comp, const void
     return 0;
 }
 
-static int s_start(void *state)
-{
+static int s_start(void *state) {
     struct relay *r = state;
     if (pthread_create(&r->thread, NULL, s_run, r) != 0) {
         r->host->set_error(r->comp, "cannot start a thread");
@@ -212,8 +204,7 @@ static int s_start(void *state)
     return 0;
 }
 
-static void s_stop(void *state)
-{
+static void s_stop(void *state) {
     struct relay *r = state;
     atomic_store(&r->stop, true);
     pthread_join(r->thread, NULL);
@@ -223,16 +214,21 @@ static void s_stop(void *state)
                 (unsigned long long)r->chunks, (unsigned long long)r->dropped);
 }
 
-static void s_destroy(void *state)
-{
+static void s_destroy(void *state) {
     free(state);
 }
 
 static const struct tb_config_field s_fields[] = {
-    {.key = "served_model_name", .type = TB_CFG_MODEL_NAME, .required = true,
-     .offset = offsetof(struct relay_config, served_model_name), .help = "model name served"},
-    {.key = "target", .type = TB_CFG_STRING, .required = true,
-     .offset = offsetof(struct relay_config, target), .help = "endpoint relayed to"},
+    {.key = "served_model_name",
+     .type = TB_CFG_MODEL_NAME,
+     .required = true,
+     .offset = offsetof(struct relay_config, served_model_name),
+     .help = "model name served"},
+    {.key = "target",
+     .type = TB_CFG_STRING,
+     .required = true,
+     .offset = offsetof(struct relay_config, target),
+     .help = "endpoint relayed to"},
 };
 
 static const struct tb_plugin s_plugin = {
@@ -251,7 +247,6 @@ static const struct tb_plugin s_plugin = {
     .destroy = s_destroy,
 };
 
-TB_EXPORT const struct tb_plugin *tb_plugin_entry(void)
-{
+TB_EXPORT const struct tb_plugin *tb_plugin_entry(void) {
     return &s_plugin;
 }

@@ -15,8 +15,7 @@
 #include "tb_codec.h"
 #include "tb_zmq.h"
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     if (argc != 5) {
         fprintf(stderr, "usage: tb_bus_schema_peer ADDR MAJOR MINOR FINGERPRINT_HEX\n");
         return 2;
@@ -24,8 +23,12 @@ int main(int argc, char **argv)
     struct tb_msg_schema_version sv = {.major = strtoll(argv[2], NULL, 10),
                                        .minor = strtoll(argv[3], NULL, 10),
                                        .fingerprint = strtoull(argv[4], NULL, 16)};
-    struct tb_msg_reg_request q = {.op = "hello", .seq = 1, .process_id = "schema-peer",
-                                   .remote = true, .has_remote = true, .schema = &sv};
+    struct tb_msg_reg_request q = {.op = "hello",
+                                   .seq = 1,
+                                   .process_id = "schema-peer",
+                                   .remote = true,
+                                   .has_remote = true,
+                                   .schema = &sv};
     struct tb_buf buf = {0};
     int status = 2;
     void *ctx = zmq_ctx_new();
