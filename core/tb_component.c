@@ -200,7 +200,15 @@ static const struct tb_host s_host = {
     .metric_series = tb_metric_series,
     .metric_series_add = tb_metric_series_add,
     .metric_series_set = tb_metric_series_set,
+    .bus_routes_list = tb_bus_routes_list,
 };
+
+/* bus_routes_find writes rows of sizeof(struct tb_route) into arrays plugins of every ABI 1.x
+ * sized: the struct must stay ABI 1.0's size, or bus_routes_find must fill rows of that size. */
+_Static_assert(sizeof(struct tb_route) ==
+                   (offsetof(struct tb_route, local) + sizeof(bool) + _Alignof(struct tb_route) -
+                    1) / _Alignof(struct tb_route) * _Alignof(struct tb_route),
+               "struct tb_route grew: make bus_routes_find fill rows of ABI 1.0's size");
 
 const struct tb_host *tb_host_table(void)
 {

@@ -129,8 +129,8 @@ typedef struct tb_metric tb_metric_t;       /* a metric family in the process re
 typedef struct tb_metric_series tb_metric_series_t; /* one label set of a family (ABI 1.1) */
 
 /* A route: one live instance of an endpoint, as the registry knows it.  Borrowed: valid only
- * during the callback or until the next tb_host.bus_* call on the same bus handle.  Frozen (the
- * host fills arrays of it that the plugin sized): a new member means a new struct. */
+ * during the callback or until the next tb_host.bus_* call on the same bus handle.  Members are
+ * only appended; arrays of it are filled with the plugin's stride (bus_routes_list). */
 struct tb_route {
     const char *endpoint;      /* "namespace.component.endpoint" */
     uint64_t instance_id;      /* unique per registration, never reused in a registry's life */
@@ -337,6 +337,14 @@ struct tb_host {
     /* metric_add and metric_set on a series handle (NULL accepted). */
     void (*metric_series_add)(tb_metric_series_t *s, double v);
     void (*metric_series_set)(tb_metric_series_t *s, double v);
+
+    /* --- added in ABI 1.2 (check with TB_HOST_HAS) --- */
+    /* bus_routes_find into rows of `route_size` bytes: pass sizeof(struct tb_route) as the plugin
+     * was built.  The host fills the members that fit in a row, so struct tb_route may gain members
+     * in a later minor without writing past a plugin's array (bus_routes_find fills rows of ABI
+     * 1.0's size, always).  TB_EINVAL when route_size is smaller than ABI 1.0's struct. */
+    int (*bus_routes_list)(tb_bus_t *bus, const char *endpoint, const char *model, void *out,
+                           size_t route_size, int max);
 };
 
 /* True when the host table is recent enough to have `member`. */
