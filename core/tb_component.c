@@ -204,7 +204,15 @@ static const struct tb_host s_host = {
     .metric_series = tb_metric_series,
     .metric_series_add = tb_metric_series_add,
     .metric_series_set = tb_metric_series_set,
+    .bus_routes_list = tb_bus_routes_list,
 };
+
+/* bus_routes_find writes rows of sizeof(struct tb_route) into arrays plugins of every ABI 1.x
+ * sized: the struct must stay ABI 1.0's size, or bus_routes_find must fill rows of that size. */
+_Static_assert(sizeof(struct tb_route) ==
+                   (offsetof(struct tb_route, local) + sizeof(bool) + _Alignof(struct tb_route) -
+                    1) / _Alignof(struct tb_route) * _Alignof(struct tb_route),
+               "struct tb_route grew: make bus_routes_find fill rows of ABI 1.0's size");
 
 const struct tb_host *tb_host_table(void)
 {
@@ -222,16 +230,23 @@ int tb_component_create(struct tb_component *c)
 {
     const struct tb_plugin *p = c->lp->desc;
     c->error[0] = 0;
+    /* A plugin built before the newest schema minor hands and expects structs of its own (shorter)
+     * layout: its codec entry points read and write exactly those. */
+    c->host = s_host;
+    if (c->lp->layout) {
+        c->host.msg_encode = c->lp->layout->encode;
+        c->host.msg_decode = c->lp->layout->decode;
+    }
     if (p->probe) {
         char why[512] = "";
-        int rc = p->probe(&s_host, why, sizeof(why));
+        int rc = p->probe(&c->host, why, sizeof(why));
         if (rc != 0) {
             TB_CLOG_ERROR(c->log_name, "plugin %s cannot run here: %s", p->name,
                           why[0] ? why : s_strerror(rc));
             return rc;
         }
     }
-    int rc = p->create(&s_host, c, c->config, &c->state);
+    int rc = p->create(&c->host, c, c->config, &c->state);
     if (rc != 0) {
         TB_CLOG_ERROR(c->log_name, "cannot create component '%s' (plugin %s %s): %s", c->name,
                       p->name, p->version, s_err(c, rc));

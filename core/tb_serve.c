@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tb_codec.h"
 #include "tb_component.h"
 #include "tb_deploy.h"
 #include "tb_fields.h"
@@ -302,7 +303,8 @@ out:
 static void s_print_plugin(const struct tb_loaded_plugin *lp)
 {
     const struct tb_plugin *p = lp->desc;
-    printf("%s %s  (ABI %u.%u, %s)\n  %s\n", p->name, p->version, p->abi_major, p->abi_minor,
+    printf("%s %s  (ABI %u.%u, message schema %d.%u, %s)\n  %s\n", p->name, p->version,
+           p->abi_major, p->abi_minor, TB_SCHEMA_MAJOR, lp->layout ? lp->layout->minor : 0u,
            lp->path, p->description ? p->description : "");
     if (p->config_field_count == 0) {
         printf("  config: none\n");

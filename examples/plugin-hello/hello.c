@@ -125,6 +125,7 @@ static const struct tb_plugin plugin = {
     .start = start,
     .stop = stop,
     .destroy = destroy,
+    .config_field_size = sizeof(struct tb_config_field),
 };
 
 TB_EXPORT const struct tb_plugin *tb_plugin_entry(void)

@@ -258,6 +258,10 @@ static void s_logprob(tb_mock_seq_t *s, size_t at, int32_t id, size_t word, bool
     lp->token_id = id;
     lp->logprob = -0.01 - (double)(r % 2000) / 1000.0;
     lp->text = s->cfg.tokens_mode ? NULL : first ? s_vocab[word] + 1 : s_vocab[word];
+    if (lp->text) {
+        lp->bytes = (const uint8_t *)lp->text; /* the mock's words are ASCII */
+        lp->bytes_len = strlen(lp->text);
+    }
     size_t n = (size_t)s->cfg.top_logprobs;
     struct tb_msg_top_logprob *tops = &s->tops[at * MAX_TOP];
     for (size_t k = 0; k < n; k++) {
