@@ -43,6 +43,7 @@ class Results:
         self.skips = collections.Counter()
         self.failures = []
         self.fuzz_runs = 0
+        self.hardware = []  # paths a test did not run because this CPU lacks them
 
     def add(self, kind, outcome, name, why=''):
         self.counts[kind][outcome] += 1
@@ -71,6 +72,8 @@ class Results:
                   % (k, c['passed'], c['failed'], c['skipped'], extra))
         for why, n in sorted(self.skips.items(), key=lambda x: -x[1]):
             print('skipped %4d  %s' % (n, why))
+        for note in self.hardware:
+            print('not run on this CPU: ' + note)
         for f in self.failures[:200]:
             print('FAILED  ' + f)
         print('suite time %.0f s' % seconds)
@@ -141,6 +144,9 @@ def run_unit(build, pattern, res, timeout):
             out = out.decode(errors='replace') if isinstance(out, bytes) else out
             out, rc = out + '\nTIMEOUT after %d s' % timeout, None
         plan, tests, closed = parse_tap(out)
+        for note in re.findall(r'^# hardware: (.*)$', out, re.M):
+            if note not in res.hardware:
+                res.hardware.append(note)
         n = collections.Counter(t[0] for t in tests)
         for outcome, tname, why in tests:
             full = '%s:%s' % (name, tname)

@@ -30,7 +30,8 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, SHARED, tool
+import exitcheck
+from conftest import HARDWARE, ROOT, SHARED, tool
 
 sys.path.insert(0, os.path.join(ROOT, 'tools'))
 
@@ -146,10 +147,9 @@ def run_fwd(model, *args, env=None, expect_ok=True):
     e.update(env or {})
     p = subprocess.run([exe, str(model)] + [str(a) for a in args], capture_output=True,
                        text=True, timeout=600, env=e)
+    exitcheck.check_exit(p.returncode, p.stdout + p.stderr, 0 if expect_ok else 1, 'tb_forward')
     if not expect_ok:
-        assert p.returncode == 1, p.stdout
         return p.stderr.strip()
-    assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
 
 
@@ -187,12 +187,14 @@ def generate(model, tokens, n, tmp, *extra, env=None):
 
 
 def need_isa(model, isa):
-    """Skips (saying so) when this CPU lacks `isa`; otherwise checks the backend uses it."""
+    """Skips (a hardware skip: it stays a skip under CI=true, and the summary names it) when
+    this CPU lacks `isa`; otherwise checks the backend uses it."""
     p = subprocess.run([tool('tb_forward'), model, '--prompt', '1'], capture_output=True,
                        text=True, env=dict(os.environ, TB_CPU_ISA=isa), timeout=120)
     if p.returncode != 0 and 'lacks' in p.stderr:
-        pytest.skip('this CPU has no %s' % isa)
-    assert p.returncode == 0, p.stderr
+        exitcheck.check_exit(p.returncode, p.stderr, 1, 'tb_forward')
+        pytest.skip('%s this CPU has no %s' % (HARDWARE, isa))
+    exitcheck.check_exit(p.returncode, p.stdout + p.stderr, 0, 'tb_forward')
     assert json.loads(p.stdout)['isa'] == isa
 
 

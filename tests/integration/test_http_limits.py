@@ -72,8 +72,6 @@ def test_api_keys(server):
 
 def test_overload_503_with_retry_after(server):
     # two slow requests fill max_in_flight; the third is refused at once
-    streams = [Stream(server, dict(body('slow'), stream=True), timeout=10)
-               for _ in range(0)]
     import threading
     results = []
 
@@ -93,7 +91,6 @@ def test_overload_503_with_retry_after(server):
     for t in threads:
         t.join(30)
     assert results == [200, 200]
-    assert not streams
     assert post(server, '/v1/chat/completions', body(), headers=AUTH).status == 200
 
 

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+import exitcheck
 from conftest import BUILD, ROOT, SHARED, tool
 
 sys.path.insert(0, os.path.join(ROOT, 'tools'))
@@ -41,10 +42,10 @@ def info(path, expect_ok=True):
     exe = tool('tb_model_info')
     assert os.path.exists(exe), 'build %s first' % exe
     p = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=300)
+    exitcheck.check_exit(p.returncode, p.stdout + p.stderr, 0 if expect_ok else 1,
+                         'tb_model_info')
     if not expect_ok:
-        assert p.returncode == 1, p.stdout
         return p.stderr.strip()
-    assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
 
 

@@ -18,21 +18,21 @@ static volatile int s_big = INT_MAX;
 
 static void s_heap_overflow(void)
 {
-    char *buf = malloc(8);
+    volatile char *buf = malloc(8);
     if (buf == NULL) {
         return;
     }
     buf[s_index] = 'x'; /* one past the end */
-    free(buf);
+    free((void *)buf);
 }
 
 static void s_use_after_free(void)
 {
-    char *volatile buf = malloc(8);
+    volatile char *volatile buf = malloc(8);
     if (buf == NULL) {
         return;
     }
-    free(buf);
+    free((void *)buf);
     buf[0] = 'x';
 }
 
@@ -53,7 +53,7 @@ static int s_ub(void)
 
 static void s_segv(void)
 {
-    int *volatile p = NULL;
+    volatile int *volatile p = NULL;
     *p = 1;
 }
 
