@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+import exitcheck
 from serving_util import (SLOW, TURBINE, Stream, Turbine, deployment, free_port, get,
                           http_component, metric_sum, metrics, mock_component, wait_for,
                           wait_models, wait_ready)
@@ -53,20 +54,28 @@ def timed_stream(port, model):
     return stamps[0] - t0, [b - a for a, b in zip(stamps, stamps[1:])], time.perf_counter() - t0
 
 
+# Only the lower bounds are the mock's contract (it never answers sooner than configured); how
+# little the stack adds on top is a speed, measured by bench/serving/mock_timing.py.
+
 def test_latencies_follow_config(server):
     ttft, gaps, total = timed_stream(server, 'timed')
     assert len(gaps) == 9
-    assert 0.195 <= ttft < 0.200 + 0.1 * SLOW
-    assert 0.015 < statistics.median(gaps) < 0.025 + 0.01 * SLOW
-    assert 0.37 <= total < 0.38 + 0.2 * SLOW
+    assert ttft >= 0.195
+    assert statistics.median(gaps) > 0.015
+    assert total >= 0.37
 
 
 def test_speedup(server):
     ttft, gaps, total = timed_stream(server, 'timed2x')
-    assert 0.095 <= ttft < 0.100 + 0.1 * SLOW
-    assert 0.007 < statistics.median(gaps) < 0.013 + 0.01 * SLOW
+    assert len(gaps) == 9
+    assert ttft >= 0.095
+    assert statistics.median(gaps) > 0.007
+    # twice as fast as the same config at speedup 1, measured now (what the stack adds is in
+    # both): 0.19 s against 0.38 s plus the same overhead
+    assert total < 0.8 * timed_stream(server, 'timed')[2]
     ttft, gaps, total = timed_stream(server, 'instant')
-    assert total < 0.5 * SLOW  # 5 s + 29 s at speedup 0: as fast as possible
+    # speedup 0 waits for nothing: 5 s + 29 s configured; 1/10 of that is ample headroom
+    assert total < 3.4 * SLOW
 
 
 def test_tokens_kind_is_not_a_text_model(server):
@@ -98,8 +107,10 @@ def test_load_events_at_least_every_interval(tmp_path):
 def check(tmp_path, text):
     p = tmp_path / 'c.yaml'
     p.write_text(text)
-    return subprocess.run([TURBINE, 'check', str(p)], capture_output=True, text=True,
-                          timeout=30 * SLOW)
+    r = subprocess.run([TURBINE, 'check', str(p)], capture_output=True, text=True,
+                       timeout=30 * SLOW)
+    exitcheck.check_exit(r.returncode, r.stdout + r.stderr, None, 'turbine check')
+    return r
 
 
 def test_config_contract(tmp_path):

@@ -55,6 +55,7 @@ def test_planted_fault_fails_a_pytest_run(fault, tmp_path):
     assert '1 failed' in p.stdout, p.stdout
 
 
+@pytest.mark.pure_python
 def test_sanitizer_options_have_their_own_statuses():
     env = exitcheck.sanitizer_env({'ASAN_OPTIONS': 'detect_leaks=0:exitcode=1:foo=2'})
     assert 'exitcode=%d' % exitcheck.ASAN_EXITCODE in env['ASAN_OPTIONS']
