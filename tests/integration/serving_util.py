@@ -89,6 +89,8 @@ class Turbine:
     def kill(self):
         """SIGKILL: the process reports nothing more.  If it had already ended on its own, or
         printed a sanitizer report before, that fails the test."""
+        if self.stopped:
+            return
         ended_alone = not self.alive()
         if not ended_alone:
             self.proc.kill()

@@ -156,7 +156,7 @@ def test_second_sigterm_stops_at_once():
         t0 = time.time()
         t.signal(signal.SIGTERM)
         assert t.wait(10) == 0
-        assert time.time() - t0 < 3
+        assert time.time() - t0 < 5  # at once (measured under 1 s, asan), not the 10 s grace
         assert 'second SIGTERM' in t.output
         out, _ = client.communicate(timeout=20)
         exitcheck.check_exit(client.returncode, out, 1, 'turbine call')  # an error, no hang
@@ -268,9 +268,10 @@ components:
         worker.proc.kill()
         watcher.wait_for('- t.remote.echo', timeout=5)
         gone_after = time.time() - t_kill
-        # TTL 1 s after the last heartbeat (every 200 ms), checked every 50 ms: about 0.8 to
-        # 1.05 s; the lease, not the socket, removes it (not sooner), and within 3x the TTL
-        assert 0.5 < gone_after < 3.0, gone_after
+        # TTL 1 s after the last heartbeat (every 200 ms), checked every 50 ms: measured 1.0 to
+        # 1.46 s under load (asan); the lease, not the socket, removes it (not sooner), and
+        # within 3x the worst measured
+        assert 0.5 < gone_after < 5.0, gone_after
         assert 'lease expired' in head.output
         assert '- t.local.echo' not in watcher.output
         rc, out = run('call', '--join', f'tcp://127.0.0.1:{port}', 't.remote.echo', timeout=20,
