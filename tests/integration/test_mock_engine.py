@@ -1,8 +1,7 @@
 """The mock engine: configured time to first token and inter-token latency (and the speedup
 factor), its config contract (served_model_name required, model accepted), a tokens-kind mock
-staying out of the text frontend, and load events at least every second."""
+staying out of the text frontend, and load events at least every load_interval."""
 import json
-import statistics
 import subprocess
 import time
 
@@ -21,7 +20,7 @@ def server(tmp_path_factory):
         http_component(port, router='router'),
         ('router', 'router', 1, {}),
         mock_component('timed', name='timed', ttft='200ms', itl='20ms', output_tokens=10),
-        mock_component('timed2x', name='timed2x', ttft='200ms', itl='20ms', output_tokens=10,
+        mock_component('timed2x', name='timed2x', ttft='600ms', itl='60ms', output_tokens=10,
                        speedup=2),
         mock_component('instant', name='instant', ttft='5s', itl='1s', output_tokens=30,
                        speedup=0),
@@ -55,24 +54,22 @@ def timed_stream(port, model):
 
 
 # Only the lower bounds are the mock's contract (it never answers sooner than configured); how
-# little the stack adds on top is a speed, measured by bench/serving/mock_timing.py.
+# little the stack adds on top is a speed, measured by bench/serving/mock_timing.py.  Gaps are
+# not counted one by one: on a loaded machine texts that arrive together share one event.
 
 def test_latencies_follow_config(server):
     ttft, gaps, total = timed_stream(server, 'timed')
-    assert len(gaps) == 9
     assert ttft >= 0.195
-    assert statistics.median(gaps) > 0.015
-    assert total >= 0.37
+    assert total >= 0.37  # 200 ms + 9 x 20 ms: every inter-token wait was kept
 
 
 def test_speedup(server):
     ttft, gaps, total = timed_stream(server, 'timed2x')
-    assert len(gaps) == 9
-    assert ttft >= 0.095
-    assert statistics.median(gaps) > 0.007
-    # twice as fast as the same config at speedup 1, measured now (what the stack adds is in
-    # both): 0.19 s against 0.38 s plus the same overhead
-    assert total < 0.8 * timed_stream(server, 'timed')[2]
+    assert ttft >= 0.295
+    assert total >= 0.565  # (600 ms + 9 x 60 ms) / 2
+    # and not the 1.14 s of speedup 1: the margin is 3x the worst delay the stack added under
+    # load (0.12 s, release)
+    assert total < 1.14 - 3 * 0.12
     ttft, gaps, total = timed_stream(server, 'instant')
     # speedup 0 waits for nothing: 5 s + 29 s configured; 1/10 of that is ample headroom
     assert total < 3.4 * SLOW
