@@ -119,7 +119,7 @@ static int s_feed(struct tb_detok *d, const char *p, size_t n, bool end)
         }
         uint32_t cp = 0;
         size_t cl = 0;
-        tb_utf8_status_t st = tb_tok_utf8_next(buf, have, &cp, &cl);
+        tb_utf8_status_t st = tb_utf8_decode(buf, have, &cp, &cl);
         if (st == TB_UTF8_INCOMPLETE && !end) {
             /* All new bytes belong to the held character. */
             memcpy(d->hold, buf, have);
@@ -154,7 +154,7 @@ static int s_feed(struct tb_detok *d, const char *p, size_t n, bool end)
         }
         uint32_t cp = 0;
         size_t cl = 0;
-        tb_utf8_status_t st = tb_tok_utf8_next((const uint8_t *)p + i, n - i, &cp, &cl);
+        tb_utf8_status_t st = tb_utf8_decode((const uint8_t *)p + i, n - i, &cp, &cl);
         if (st == TB_UTF8_OK) {
             rc = s_put_char(d, p + i, cl, cp);
         } else if (st == TB_UTF8_INVALID) {

@@ -291,7 +291,7 @@ static int s_emit_mapped(struct tb_pretok_words *out, const char *s, size_t len)
     }
     for (size_t i = 0; i < len; i++) {
         char u[4];
-        size_t n = tb_tok_utf8_encode(tb_tok_byte_to_cp((uint8_t)s[i]), u);
+        size_t n = tb_utf8_encode(tb_tok_byte_to_cp((uint8_t)s[i]), u);
         memcpy(out->text.ptr + out->text.len, u, n);
         out->text.len += n;
     }

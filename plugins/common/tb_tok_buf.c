@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "tb_errors.h"
+#include "tb_utf8.h"
 
 void tb_tok_buf_init(struct tb_tok_buf *b)
 {
@@ -58,28 +59,9 @@ int tb_tok_buf_append(struct tb_tok_buf *b, const void *src, size_t n)
 
 int tb_tok_buf_append_cp(struct tb_tok_buf *b, uint32_t cp)
 {
-    uint8_t u[4];
-    size_t n;
-    if (cp < 0x80) {
-        u[0] = (uint8_t)cp;
-        n = 1;
-    } else if (cp < 0x800) {
-        u[0] = (uint8_t)(0xC0 | (cp >> 6));
-        u[1] = (uint8_t)(0x80 | (cp & 0x3F));
-        n = 2;
-    } else if (cp < 0x10000) {
-        u[0] = (uint8_t)(0xE0 | (cp >> 12));
-        u[1] = (uint8_t)(0x80 | ((cp >> 6) & 0x3F));
-        u[2] = (uint8_t)(0x80 | (cp & 0x3F));
-        n = 3;
-    } else {
-        u[0] = (uint8_t)(0xF0 | (cp >> 18));
-        u[1] = (uint8_t)(0x80 | ((cp >> 12) & 0x3F));
-        u[2] = (uint8_t)(0x80 | ((cp >> 6) & 0x3F));
-        u[3] = (uint8_t)(0x80 | (cp & 0x3F));
-        n = 4;
-    }
-    return tb_tok_buf_append(b, u, n);
+    char u[4];
+    size_t n = tb_utf8_encode(cp, u);
+    return n ? tb_tok_buf_append(b, u, n) : TB_EINVAL;
 }
 
 void tb_tok_buf_clear(struct tb_tok_buf *b)

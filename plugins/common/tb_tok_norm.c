@@ -206,7 +206,7 @@ static int s_apply_step(const struct step *st, const char *in, size_t len, struc
         while (rc == 0 && i < len) {
             uint32_t cp = 0;
             size_t cl = 1;
-            tb_tok_utf8_next((const uint8_t *)in + i, len - i, &cp, &cl);
+            tb_utf8_decode((const uint8_t *)in + i, len - i, &cp, &cl);
             if (st->kind == STEP_LOWER) {
                 if (cp == 0x130) { /* the one full mapping longer than a character */
                     rc = tb_tok_buf_append(out, "i\xcc\x87", 3);
@@ -229,7 +229,7 @@ static int s_apply_step(const struct step *st, const char *in, size_t len, struc
         while (st->left && a < b) {
             uint32_t cp = 0;
             size_t cl = 1;
-            tb_tok_utf8_next((const uint8_t *)in + a, b - a, &cp, &cl);
+            tb_utf8_decode((const uint8_t *)in + a, b - a, &cp, &cl);
             if (!tb_tok_is_space(cp)) {
                 break;
             }
@@ -242,7 +242,7 @@ static int s_apply_step(const struct step *st, const char *in, size_t len, struc
             }
             uint32_t cp = 0;
             size_t cl = 1;
-            tb_tok_utf8_next((const uint8_t *)in + k, b - k, &cp, &cl);
+            tb_utf8_decode((const uint8_t *)in + k, b - k, &cp, &cl);
             if (!tb_tok_is_space(cp)) {
                 break;
             }

@@ -186,7 +186,7 @@ int tb_tok_regex_find_all(const tb_tok_regex_t *re, const char *s, size_t len,
             if (ms >= len) {
                 break;
             }
-            pos = ms + tb_tok_utf8_lead_len((uint8_t)s[ms]);
+            pos = ms + tb_utf8_lead_len((uint8_t)s[ms]);
         }
     }
     pcre2_match_data_free(md);

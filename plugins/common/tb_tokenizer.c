@@ -272,7 +272,7 @@ static int s_decode_piece(const struct tb_dec_step *steps, size_t n, const char 
                 uint32_t cp = 0;
                 size_t cl = 1;
                 int b = -1;
-                if (tb_tok_utf8_next((const uint8_t *)cur->ptr + k, cur->len - k, &cp, &cl) ==
+                if (tb_utf8_decode((const uint8_t *)cur->ptr + k, cur->len - k, &cp, &cl) ==
                     TB_UTF8_OK) {
                     b = tb_tok_cp_to_byte(cp);
                 }
@@ -292,7 +292,7 @@ static int s_decode_piece(const struct tb_dec_step *steps, size_t n, const char 
         }
         case TB_DEC_METASPACE: {
             char rep[4];
-            size_t rl = tb_tok_utf8_encode(st->cp, rep);
+            size_t rl = tb_utf8_encode(st->cp, rep);
             for (size_t k = 0; rc == 0 && k < cur->len;) {
                 if (k + rl <= cur->len && !memcmp(cur->ptr + k, rep, rl)) {
                     if (!(first && st->prepend)) {
@@ -308,7 +308,7 @@ static int s_decode_piece(const struct tb_dec_step *steps, size_t n, const char 
         }
         case TB_DEC_STRIP: {
             char c[4];
-            size_t cl = tb_tok_utf8_encode(st->cp, c);
+            size_t cl = tb_utf8_encode(st->cp, c);
             size_t a = 0, b = cur->len;
             for (size_t k = 0; k < st->start && a + cl <= b && !memcmp(cur->ptr + a, c, cl);
                  k++) {
@@ -535,7 +535,7 @@ static uint32_t s_cp_before(const char *s, size_t at)
     }
     uint32_t cp = 0;
     size_t cl = 1;
-    tb_tok_utf8_next((const uint8_t *)s + k, at - k, &cp, &cl);
+    tb_utf8_decode((const uint8_t *)s + k, at - k, &cp, &cl);
     return cp;
 }
 
@@ -543,7 +543,7 @@ static uint32_t s_cp_at(const char *s, size_t len, size_t at)
 {
     uint32_t cp = 0;
     size_t cl = 1;
-    tb_tok_utf8_next((const uint8_t *)s + at, len - at, &cp, &cl);
+    tb_utf8_decode((const uint8_t *)s + at, len - at, &cp, &cl);
     return cp;
 }
 
@@ -588,13 +588,13 @@ static int s_split_added(const struct enc *e, const struct tb_tok_trie *trie, co
         if (t->lstrip) {
             size_t ns = a;
             while (ns > 0 && tb_tok_is_space(s_cp_before(s, ns))) {
-                ns -= tb_tok_utf8_cp_len(s_cp_before(s, ns));
+                ns -= tb_utf8_cp_len(s_cp_before(s, ns));
             }
             a = ns > start_offset ? ns : start_offset;
         }
         if (t->rstrip) {
             while (b < len && tb_tok_is_space(s_cp_at(s, len, b))) {
-                b += tb_tok_utf8_cp_len(s_cp_at(s, len, b));
+                b += tb_utf8_cp_len(s_cp_at(s, len, b));
             }
         }
         if (start_offset < a && s_piece_push(out, start_offset, a, -1) < 0) {
@@ -667,7 +667,7 @@ int tb_tokenizer_encode(const tb_tokenizer_t *tok, const char *text, size_t len,
     if (!text && len > 0) {
         return TB_EINVAL;
     }
-    if (len > 0 && !tb_tok_utf8_is_valid(text, len)) {
+    if (len > 0 && !tb_utf8_is_valid(text, len)) {
         return TB_EINVAL;
     }
     tb_tok_ids_init(&out);

@@ -58,7 +58,7 @@ static bool s_char(const json_t *obj, const char *key, uint32_t *cp)
     if (!s_str(obj, key, &s, &len) || len == 0) {
         return false;
     }
-    return tb_tok_utf8_next((const uint8_t *)s, len, cp, &cl) == TB_UTF8_OK && cl == len;
+    return tb_utf8_decode((const uint8_t *)s, len, cp, &cl) == TB_UTF8_OK && cl == len;
 }
 
 /* {"String": "..."} or {"Regex": "..."}. */
@@ -243,7 +243,7 @@ static int s_pre_tokenizer(struct hf *h, const json_t *p, int depth)
         if (!s_char(p, "replacement", &cp) || !s_prepend_scheme(p, &scheme)) {
             return s_bad(h, "pre_tokenizer", NULL);
         }
-        size_t rl = tb_tok_utf8_encode(cp, rep);
+        size_t rl = tb_utf8_encode(cp, rep);
         return tb_pretok_add_metaspace(pt, rep, rl, scheme, s_bool(p, "split", true));
     }
     if (!strcmp(type, "Digits")) {

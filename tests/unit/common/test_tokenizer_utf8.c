@@ -19,7 +19,7 @@ static void s_expect(const char *bytes, size_t n, tb_utf8_status_t st, size_t le
 {
     uint32_t got_cp = 0;
     size_t got_len = 0;
-    tb_utf8_status_t got = tb_tok_utf8_next((const uint8_t *)bytes, n, &got_cp, &got_len);
+    tb_utf8_status_t got = tb_utf8_decode((const uint8_t *)bytes, n, &got_cp, &got_len);
     assert_int_equal(got, st);
     assert_int_equal(got_len, len);
     if (st == TB_UTF8_OK) {
@@ -53,10 +53,10 @@ static void test_decode_invalid(void **state)
     s_expect("\xff", 1, TB_UTF8_INVALID, 1, 0);
     s_expect("\xe2\x82" "A", 3, TB_UTF8_INVALID, 2, 0);  /* truncated, then ASCII */
     s_expect("\xf0\x9f\x99" "A", 4, TB_UTF8_INVALID, 3, 0);
-    assert_false(tb_tok_utf8_is_valid("ok\xe2\x82", 4));
-    assert_false(tb_tok_utf8_is_valid("\xed\xa0\x80", 3));
-    assert_true(tb_tok_utf8_is_valid("h\xc3\xa9llo \xf0\x9f\x99\x82", 11));
-    assert_true(tb_tok_utf8_is_valid("", 0));
+    assert_false(tb_utf8_is_valid("ok\xe2\x82", 4));
+    assert_false(tb_utf8_is_valid("\xed\xa0\x80", 3));
+    assert_true(tb_utf8_is_valid("h\xc3\xa9llo \xf0\x9f\x99\x82", 11));
+    assert_true(tb_utf8_is_valid("", 0));
 }
 
 static void test_decode_incomplete(void **state)
@@ -74,19 +74,19 @@ static void test_encode_and_lengths(void **state)
 {
     (void)state;
     char out[4];
-    assert_int_equal(tb_tok_utf8_encode(0x7F, out), 1);
-    assert_int_equal(tb_tok_utf8_encode(0x7FF, out), 2);
-    assert_int_equal(tb_tok_utf8_encode(0x2581, out), 3);
+    assert_int_equal(tb_utf8_encode(0x7F, out), 1);
+    assert_int_equal(tb_utf8_encode(0x7FF, out), 2);
+    assert_int_equal(tb_utf8_encode(0x2581, out), 3);
     assert_memory_equal(out, "\xe2\x96\x81", 3);
-    assert_int_equal(tb_tok_utf8_encode(0x1F642, out), 4);
+    assert_int_equal(tb_utf8_encode(0x1F642, out), 4);
     assert_memory_equal(out, "\xf0\x9f\x99\x82", 4);
-    assert_int_equal(tb_tok_utf8_cp_len(0x10000), 4);
-    assert_int_equal(tb_tok_utf8_lead_len(0x41), 1);
-    assert_int_equal(tb_tok_utf8_lead_len(0x80), 1);
-    assert_int_equal(tb_tok_utf8_lead_len(0xC3), 2);
-    assert_int_equal(tb_tok_utf8_lead_len(0xE2), 3);
-    assert_int_equal(tb_tok_utf8_lead_len(0xF0), 4);
-    assert_int_equal(tb_tok_utf8_lead_len(0xFF), 1);
+    assert_int_equal(tb_utf8_cp_len(0x10000), 4);
+    assert_int_equal(tb_utf8_lead_len(0x41), 1);
+    assert_int_equal(tb_utf8_lead_len(0x80), 1);
+    assert_int_equal(tb_utf8_lead_len(0xC3), 2);
+    assert_int_equal(tb_utf8_lead_len(0xE2), 3);
+    assert_int_equal(tb_utf8_lead_len(0xF0), 4);
+    assert_int_equal(tb_utf8_lead_len(0xFF), 1);
 }
 
 /* The byte-level alphabet is a bijection onto 256 printable code points. */
