@@ -91,6 +91,22 @@ int tb_buf_printf(struct tb_buf *b, const char *fmt, ...)
     return rc;
 }
 
+int tb_buf_read_file(struct tb_buf *b, FILE *f)
+{
+    for (;;) {
+        if (tb_buf_reserve(b, b->cap > 65536 ? b->cap / 2 : 65536) != 0) {
+            return TB_ENOMEM;
+        }
+        size_t room = b->cap - b->len - 1;
+        size_t got = fread(b->data + b->len, 1, room, f);
+        b->len += got;
+        b->data[b->len] = 0;
+        if (got < room) {
+            return ferror(f) ? TB_EIO : 0;
+        }
+    }
+}
+
 void tb_buf_clear(struct tb_buf *b)
 {
     b->len = 0;

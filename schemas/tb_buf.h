@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "tb_plugin.h"
 
@@ -35,6 +36,10 @@ int tb_buf_append_cp(struct tb_buf *buf, uint32_t cp);
 /* Appends printf-formatted text.  0, TB_EINVAL (bad format) or TB_ENOMEM. */
 int tb_buf_printf(struct tb_buf *buf, const char *fmt, ...) TB_PRINTF(2, 3);
 int tb_buf_vprintf(struct tb_buf *buf, const char *fmt, va_list ap);
+
+/* Appends everything left to read from `f` (a file, a pipe, stdin).  0, TB_EIO (a read error;
+ * what was read stays appended) or TB_ENOMEM. */
+int tb_buf_read_file(struct tb_buf *buf, FILE *f);
 
 /* Makes room for `extra` more bytes (plus the NUL).  0 or TB_ENOMEM. */
 int tb_buf_reserve(struct tb_buf *buf, size_t extra);

@@ -60,13 +60,26 @@ const char *tb_strerror(int code)
     }
 }
 
+void tb_err_vset(char *err, size_t err_len, const char *fmt, va_list ap)
+{
+    if (err && err_len > 0) {
+        vsnprintf(err, err_len, fmt, ap);
+    }
+}
+
 void tb_err_set(char *err, size_t err_len, const char *fmt, ...)
 {
-    if (!err || err_len == 0) {
-        return;
-    }
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
+    tb_err_vset(err, err_len, fmt, ap);
     va_end(ap);
+}
+
+int tb_err_fail(char *err, size_t err_len, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    tb_err_vset(err, err_len, fmt, ap);
+    va_end(ap);
+    return code;
 }

@@ -11,7 +11,14 @@
 #ifndef TB_ERRORS_H
 #define TB_ERRORS_H
 
+#include <stdarg.h>
 #include <stddef.h>
+
+#if defined(__GNUC__)
+#define TB_ERR_PRINTF(fmt_idx, arg_idx) __attribute__((format(printf, fmt_idx, arg_idx)))
+#else
+#define TB_ERR_PRINTF(fmt_idx, arg_idx)
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -50,13 +57,13 @@ const char *tb_strerror(int code);
 
 /* Formats an error message into err[0..err_len) (always NUL-terminated, truncated to fit).  Does
  * nothing when err is NULL or err_len is 0, so callers may pass an optional buffer through.
- * The caller-supplied-buffer convention of the libraries plugins link (`char *err, size_t
- * err_len` parameters). */
-void tb_err_set(char *err, size_t err_len, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
+ * This is the caller-supplied-buffer convention of the libraries plugins link (`char *err,
+ * size_t err_len` parameters).  Thread-safe (writes only err). */
+void tb_err_set(char *err, size_t err_len, const char *fmt, ...) TB_ERR_PRINTF(3, 4);
+void tb_err_vset(char *err, size_t err_len, const char *fmt, va_list ap);
+
+/* tb_err_set, then returns `code` (a TB_E* code): `return tb_err_fail(err, n, TB_EMODEL, ...)`. */
+int tb_err_fail(char *err, size_t err_len, int code, const char *fmt, ...) TB_ERR_PRINTF(4, 5);
 
 #ifdef __cplusplus
 }

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tb_buf.h"
 #include "tb_errors.h"
 #include "tb_tokenizer.h"
 
@@ -25,28 +26,15 @@ static const char s_usage[] =
     "              one 'id<TAB>piece' line per token; --no-special adds no BOS/EOS\n"
     "  detokenize: print the text of the ids (special tokens left out unless --keep-special)\n";
 
+/* All of `f`, NUL-terminated; malloc'd, or NULL when reading failed. */
 static char *s_read_all(FILE *f, size_t *len)
 {
-    size_t cap = 65536, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) {
-            break;
-        }
-        if (n == cap) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                return NULL;
-            }
-            buf = nb;
-            cap *= 2;
-        }
+    struct tb_buf b = {0};
+    if (tb_buf_read_file(&b, f) != 0) {
+        tb_buf_free(&b);
+        return NULL;
     }
-    *len = n;
-    return buf;
+    return tb_buf_steal(&b, len);
 }
 
 static void s_print_piece(const tb_tokenizer_t *tok, int32_t id)

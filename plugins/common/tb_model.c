@@ -20,18 +20,6 @@ static const char *const s_global_names[TB_TENSOR_GLOBAL_COUNT] = {
 static const char *const s_layer_names[TB_LAYER_TENSOR_COUNT] = {
     "attn_norm", "wq", "wk", "wv", "bq", "bk", "bv", "wo", "ffn_norm", "w_gate", "w_up", "w_down"};
 
-__attribute__((format(printf, 3, 4))) static int s_fail(char *err, size_t err_len,
-                                                        const char *fmt, ...)
-{
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return TB_EMODEL;
-}
-
 const char *tb_rope_layout_name(tb_rope_layout_t l)
 {
     return l == TB_ROPE_NEOX ? "neox" : l == TB_ROPE_INTERLEAVED ? "interleaved" : "?";
@@ -122,11 +110,11 @@ int tb_model_place(tb_model_t *m, const struct tb_slot *slot, const char *source
     bool *has;
     struct tb_tensor *t = s_slot_tensor(m, slot, &has);
     if (*has) {
-        return s_fail(err, err_len, "tensor '%s' appears twice (also as '%s')", source,
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s' appears twice (also as '%s')", source,
                       t->source);
     }
     if (n_dims != 1 && n_dims != 2) {
-        return s_fail(err, err_len, "tensor '%s': %u dimensions (expected 1 or 2)", source,
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': %u dimensions (expected 1 or 2)", source,
                       n_dims);
     }
     uint64_t rows = n_dims == 2 ? dims[0] : 1;
@@ -134,12 +122,12 @@ int tb_model_place(tb_model_t *m, const struct tb_slot *slot, const char *source
     uint64_t row_bytes;
     int rc = tb_dtype_bytes(dtype, cols, &row_bytes);
     if (rc == TB_EINVAL) {
-        return s_fail(err, err_len, "tensor '%s': row length %llu is not a multiple of %s's "
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': row length %llu is not a multiple of %s's "
                       "block of %zu", source, (unsigned long long)cols, tb_dtype_name(dtype),
                       tb_dtype_block_elems(dtype));
     }
     if (rc != 0 || (row_bytes && rows > UINT64_MAX / row_bytes) || rows * row_bytes != size) {
-        return s_fail(err, err_len, "tensor '%s': %llu x %llu %s needs %llu bytes, the file "
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': %llu x %llu %s needs %llu bytes, the file "
                       "gives %llu", source, (unsigned long long)rows, (unsigned long long)cols,
                       tb_dtype_name(dtype),
                       (unsigned long long)(rc == 0 ? rows * row_bytes : 0),
@@ -198,32 +186,32 @@ static int s_check_params(const struct tb_model_params *p, char *err, size_t err
     };
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
         if (c[i].v < c[i].lo || c[i].v > c[i].hi) {
-            return s_fail(err, err_len, "%s %u is out of range %u..%u", c[i].name, c[i].v,
+            return tb_err_fail(err, err_len, TB_EMODEL, "%s %u is out of range %u..%u", c[i].name, c[i].v,
                           c[i].lo, c[i].hi);
         }
     }
     if (p->head_dim % 2 != 0) {
-        return s_fail(err, err_len, "head dimension %u is odd", p->head_dim);
+        return tb_err_fail(err, err_len, TB_EMODEL, "head dimension %u is odd", p->head_dim);
     }
     if (p->n_heads % p->n_kv_heads != 0) {
-        return s_fail(err, err_len, "attention head count %u is not a multiple of the "
+        return tb_err_fail(err, err_len, TB_EMODEL, "attention head count %u is not a multiple of the "
                       "key/value head count %u", p->n_heads, p->n_kv_heads);
     }
     if (!(p->rms_eps > 0 && p->rms_eps < 1)) {
-        return s_fail(err, err_len, "rms norm epsilon %g is out of range (0, 1)", p->rms_eps);
+        return tb_err_fail(err, err_len, TB_EMODEL, "rms norm epsilon %g is out of range (0, 1)", p->rms_eps);
     }
     if (!(p->rope_theta > 0 && isfinite(p->rope_theta))) {
-        return s_fail(err, err_len, "rope theta %g is not positive", p->rope_theta);
+        return tb_err_fail(err, err_len, TB_EMODEL, "rope theta %g is not positive", p->rope_theta);
     }
     const struct tb_rope_scaling *s = &p->rope_scaling;
     if ((s->type == TB_ROPE_SCALING_LINEAR || s->type == TB_ROPE_SCALING_LLAMA3) &&
         !(s->factor > 0 && isfinite(s->factor))) {
-        return s_fail(err, err_len, "rope scaling factor %g is not positive", s->factor);
+        return tb_err_fail(err, err_len, TB_EMODEL, "rope scaling factor %g is not positive", s->factor);
     }
     if (s->type == TB_ROPE_SCALING_LLAMA3 &&
         !(s->low_freq_factor > 0 && s->high_freq_factor > s->low_freq_factor &&
           s->original_max_positions > 0)) {
-        return s_fail(err, err_len, "llama3 rope scaling needs 0 < low_freq_factor (%g) < "
+        return tb_err_fail(err, err_len, TB_EMODEL, "llama3 rope scaling needs 0 < low_freq_factor (%g) < "
                       "high_freq_factor (%g) and original_max_position_embeddings > 0",
                       s->low_freq_factor, s->high_freq_factor);
     }
@@ -249,14 +237,14 @@ static int s_check_shape(const struct tb_tensor *t, uint32_t n_dims, uint64_t ro
         snprintf(got, sizeof got, "[%llu, %llu]", (unsigned long long)t->rows,
                  (unsigned long long)t->cols);
     }
-    return s_fail(err, err_len, "tensor '%s' (%s) has shape %s, the config implies %s", t->name,
+    return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s' (%s) has shape %s, the config implies %s", t->name,
                   t->source, got, want);
 }
 
 static int s_check_vector_dtype(const struct tb_tensor *t, char *err, size_t err_len)
 {
     if (tb_dtype_is_quantized(t->dtype)) {
-        return s_fail(err, err_len, "tensor '%s' (%s): dtype %s is not supported for a vector "
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s' (%s): dtype %s is not supported for a vector "
                       "(f32, f16, bf16)", t->name, t->source, tb_dtype_name(t->dtype));
     }
     return 0;
@@ -286,21 +274,21 @@ int tb_model_finish(tb_model_t *m, char *err, size_t err_len)
     const char *hint = p->format == TB_MODEL_FORMAT_HF ? " (model.embed_tokens.weight)"
                                                        : " (token_embd.weight)";
     if (!hg[TB_TENSOR_TOK_EMBD]) {
-        return s_fail(err, err_len, "tensor 'tok_embd'%s is missing", hint);
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor 'tok_embd'%s is missing", hint);
     }
     if (!hg[TB_TENSOR_OUTPUT]) {
-        return s_fail(err, err_len, "tensor 'output'%s is missing and the embeddings are not "
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor 'output'%s is missing and the embeddings are not "
                       "tied", p->format == TB_MODEL_FORMAT_HF ? " (lm_head.weight)"
                                                                : " (output.weight)");
     }
     if (!hg[TB_TENSOR_OUT_NORM]) {
-        return s_fail(err, err_len, "tensor 'out_norm'%s is missing",
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor 'out_norm'%s is missing",
                       p->format == TB_MODEL_FORMAT_HF ? " (model.norm.weight)"
                                                       : " (output_norm.weight)");
     }
     bool want_freqs = p->rope_scaling.type == TB_ROPE_SCALING_FREQ_FACTORS;
     if (want_freqs != hg[TB_TENSOR_ROPE_FREQS]) {
-        return s_fail(err, err_len, "tensor 'rope_freqs' is %s", want_freqs ? "missing"
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor 'rope_freqs' is %s", want_freqs ? "missing"
                                                                              : "unexpected");
     }
     uint64_t h = p->hidden;
@@ -319,13 +307,13 @@ int tb_model_finish(tb_model_t *m, char *err, size_t err_len)
             return rc;
         }
         if (f->dtype != TB_DTYPE_F32) {
-            return s_fail(err, err_len, "tensor 'rope_freqs': dtype %s (expected f32)",
+            return tb_err_fail(err, err_len, TB_EMODEL, "tensor 'rope_freqs': dtype %s (expected f32)",
                           tb_dtype_name(f->dtype));
         }
         const float *v = f->data;
         for (uint32_t i = 0; i < p->head_dim / 2; i++) {
             if (!(v[i] > 0 && isfinite(v[i]))) {
-                return s_fail(err, err_len, "tensor 'rope_freqs': element %u is %g, not a "
+                return tb_err_fail(err, err_len, TB_EMODEL, "tensor 'rope_freqs': element %u is %g, not a "
                               "positive number", i, (double)v[i]);
             }
         }
@@ -354,7 +342,7 @@ int tb_model_finish(tb_model_t *m, char *err, size_t err_len)
                 if (is_bias && !p->qkv_bias) {
                     continue;
                 }
-                return s_fail(err, err_len, "tensor 'layers.%u.%s' is missing", l,
+                return tb_err_fail(err, err_len, TB_EMODEL, "tensor 'layers.%u.%s' is missing", l,
                               s_layer_names[k]);
             }
             const struct tb_tensor *t = &m->layers[i];
@@ -373,7 +361,7 @@ int tb_model_finish(tb_model_t *m, char *err, size_t err_len)
         for (uint32_t l = 0; l < p->n_layers; l++) {
             for (int k = TB_LAYER_BQ; k <= TB_LAYER_BV; k++) {
                 if (!m->has_layer[(size_t)l * TB_LAYER_TENSOR_COUNT + (size_t)k]) {
-                    return s_fail(err, err_len, "tensor 'layers.%u.%s' is missing (other "
+                    return tb_err_fail(err, err_len, TB_EMODEL, "tensor 'layers.%u.%s' is missing (other "
                                   "layers have q/k/v biases)", l, s_layer_names[k]);
                 }
             }

@@ -22,16 +22,6 @@
 #include "tb_tok_utf8.h"
 #include "tb_tokenizer_impl.h"
 
-void tb_tok_errf(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (err && err_len > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-}
-
 int tb_tokenizer_alloc(size_t n, tb_tokenizer_t **out)
 {
     int rc = 0;
@@ -356,7 +346,7 @@ static int s_build_decoder(tb_tokenizer_t *tok, const struct tb_dec_step *steps,
             if (steps[i].kind == TB_DEC_FUSE) {
                 continue;
             }
-            tb_tok_errf(err, err_len, "unsupported decoder: step %zu after the tokens are fused "
+            tb_err_set(err, err_len, "unsupported decoder: step %zu after the tokens are fused "
                         "(only a leading Strip is supported there)", i);
             return TB_ENOTSUP;
         }
@@ -414,7 +404,7 @@ static int s_build_decoder(tb_tokenizer_t *tok, const struct tb_dec_step *steps,
     }
 done:
     if (rc == TB_ENOMEM) {
-        tb_tok_errf(err, err_len, "out of memory building the decoder tables");
+        tb_err_set(err, err_len, "out of memory building the decoder tables");
     }
     tb_tok_buf_release(&cur);
     tb_tok_buf_release(&tmp);
@@ -459,7 +449,7 @@ int tb_tokenizer_finish(tb_tokenizer_t *tok, const struct tb_dec_step *steps, si
     }
     tb_tok_buf_release(&nb);
     if (rc < 0) {
-        tb_tok_errf(err, err_len, "cannot index the added tokens (%d)", rc);
+        tb_err_set(err, err_len, "cannot index the added tokens (%d)", rc);
         return rc;
     }
     rc = s_build_decoder(tok, steps, n_steps, err, err_len);
@@ -825,7 +815,7 @@ int tb_tokenizer_load(const char *path, tb_tokenizer_t **out, char *err, size_t 
 {
     size_t n = path ? strlen(path) : 0;
     if (!path || !out) {
-        tb_tok_errf(err, err_len, "invalid arguments");
+        tb_err_set(err, err_len, "invalid arguments");
         return TB_EINVAL;
     }
     if (n >= 5 && !strcmp(path + n - 5, ".gguf")) {
