@@ -477,19 +477,31 @@ static tb_jv_t s_eval_call(tb_jeval_t *ev, const tb_jnode_t *nd)
     return r;
 }
 
-static tb_jv_t s_eval_test(tb_jeval_t *ev, const tb_jnode_t *nd)
+/* The input (nd->a) and the arguments of a filter or test node; false (nothing left to free)
+ * on an error. */
+static bool s_eval_input_args(tb_jeval_t *ev, const tb_jnode_t *nd, tb_jv_t *in, s_argbuf_t *b,
+                              tb_jargs_t *a)
 {
-    tb_jv_t in = s_eval(ev, nd->a);
-    if (tb_jv_is_err(in)) {
-        return in;
+    *in = s_eval(ev, nd->a);
+    if (tb_jv_is_err(*in)) {
+        return false;
     }
-    s_argbuf_t b;
-    tb_jargs_t a;
-    if (!s_eval_args(ev, nd, &b, &a)) {
-        tb_jv_unref(in);
-        return tb_jv_err();
+    if (!s_eval_args(ev, nd, b, a)) {
+        tb_jv_unref(*in);
+        return false;
     }
     s_at(ev, nd);
+    return true;
+}
+
+static tb_jv_t s_eval_test(tb_jeval_t *ev, const tb_jnode_t *nd)
+{
+    tb_jv_t in;
+    s_argbuf_t b;
+    tb_jargs_t a;
+    if (!s_eval_input_args(ev, nd, &in, &b, &a)) {
+        return tb_jv_err();
+    }
     int r = tb_jinja_test(ev, nd->str, in, &a);
     s_free_argbuf(&b);
     tb_jv_unref(in);
@@ -604,17 +616,12 @@ static tb_jv_t s_eval_slice(tb_jeval_t *ev, const tb_jnode_t *nd)
  * blocks */
 static tb_jv_t s_eval_filter(tb_jeval_t *ev, const tb_jnode_t *nd)
 {
-    tb_jv_t in = s_eval(ev, nd->a);
-    if (tb_jv_is_err(in)) {
-        return in;
-    }
+    tb_jv_t in;
     s_argbuf_t b;
     tb_jargs_t a;
-    if (!s_eval_args(ev, nd, &b, &a)) {
-        tb_jv_unref(in);
+    if (!s_eval_input_args(ev, nd, &in, &b, &a)) {
         return tb_jv_err();
     }
-    s_at(ev, nd);
     tb_jv_t r = tb_jinja_filter(ev, nd->str, in, &a);
     s_free_argbuf(&b);
     tb_jv_unref(in);
