@@ -237,7 +237,7 @@ static int s_merges(tb_tokenizer_t *tok, const tb_gguf_t *g, char *err, size_t e
 {
     tb_gguf_type_t et;
     uint64_t cnt = 0;
-    struct tb_tok_buf joined;
+    struct tb_buf joined;
     int rc = 0;
     if (!tb_gguf_get_array(g, "tokenizer.ggml.merges", &et, &cnt) || et != TB_GGUF_STRING) {
         tb_err_set(err, err_len, "tokenizer.ggml.merges is missing");
@@ -246,7 +246,7 @@ static int s_merges(tb_tokenizer_t *tok, const tb_gguf_t *g, char *err, size_t e
     if (cnt > UINT32_MAX) {
         return TB_E2BIG;
     }
-    tb_tok_buf_init(&joined);
+    tb_buf_init(&joined);
     for (uint64_t i = 0; i < cnt && rc == 0; i++) {
         struct tb_gguf_str m;
         tb_gguf_array_str(g, "tokenizer.ggml.merges", i, &m);
@@ -255,22 +255,22 @@ static int s_merges(tb_tokenizer_t *tok, const tb_gguf_t *g, char *err, size_t e
             continue; /* llama.cpp records such a line under an empty pair nothing can use */
         }
         size_t al = (size_t)(sp - m.ptr);
-        tb_tok_buf_clear(&joined);
-        rc = tb_tok_buf_append(&joined, m.ptr, al);
+        tb_buf_clear(&joined);
+        rc = tb_buf_append(&joined, m.ptr, al);
         if (rc == 0) {
-            rc = tb_tok_buf_append(&joined, sp + 1, m.len - al - 1);
+            rc = tb_buf_append(&joined, sp + 1, m.len - al - 1);
         }
         if (rc < 0) {
             break;
         }
         int32_t a = tb_tok_vocab_find(tok->vocab, m.ptr, al);
         int32_t b = tb_tok_vocab_find(tok->vocab, sp + 1, m.len - al - 1);
-        int32_t ab = tb_tok_vocab_find(tok->vocab, joined.ptr, joined.len);
+        int32_t ab = tb_tok_vocab_find(tok->vocab, (char *)joined.data, joined.len);
         if (a >= 0 && b >= 0 && ab >= 0) {
             rc = tb_bpe_add_merge(tok->bpe, a, b, ab, (uint32_t)i);
         }
     }
-    tb_tok_buf_release(&joined);
+    tb_buf_free(&joined);
     return rc;
 }
 

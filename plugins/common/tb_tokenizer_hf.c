@@ -495,8 +495,8 @@ static int s_merges(struct hf *h, const json_t *merges)
     if (!json_is_array(merges)) {
         return s_bad(h, "model.merges", NULL);
     }
-    struct tb_tok_buf joined;
-    tb_tok_buf_init(&joined);
+    struct tb_buf joined;
+    tb_buf_init(&joined);
     int rc = 0;
     for (size_t i = 0; i < json_array_size(merges) && rc == 0; i++) {
         const json_t *m = json_array_get(merges, i);
@@ -529,14 +529,14 @@ static int s_merges(struct hf *h, const json_t *merges)
             rc = TB_EMODEL;
             break;
         }
-        tb_tok_buf_clear(&joined);
-        if (tb_tok_buf_append(&joined, a, al) < 0 || tb_tok_buf_append(&joined, b, bl) < 0) {
+        tb_buf_clear(&joined);
+        if (tb_buf_append(&joined, a, al) < 0 || tb_buf_append(&joined, b, bl) < 0) {
             rc = TB_ENOMEM;
             break;
         }
         int32_t ia = tb_tok_vocab_find(tok->vocab, a, al);
         int32_t ib = tb_tok_vocab_find(tok->vocab, b, bl);
-        int32_t im = tb_tok_vocab_find(tok->vocab, joined.ptr, joined.len);
+        int32_t im = tb_tok_vocab_find(tok->vocab, (char *)joined.data, joined.len);
         if (ia < 0 || ib < 0 || im < 0) {
             tb_err_set(h->err, h->err_len, "model.merges[%zu]: a token of '%.*s %.*s' is not in "
                         "the vocabulary", i, (int)(al > 64 ? 64 : al), a,
@@ -546,7 +546,7 @@ static int s_merges(struct hf *h, const json_t *merges)
         }
         rc = tb_bpe_add_merge(tok->bpe, ia, ib, im, rank++);
     }
-    tb_tok_buf_release(&joined);
+    tb_buf_free(&joined);
     return rc;
 }
 

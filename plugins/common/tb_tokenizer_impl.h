@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "tb_bpe.h"
+#include "tb_buf.h"
 #include "tb_errors.h"
 #include "tb_pretok.h"
 #include "tb_tok_buf.h"
@@ -102,7 +103,7 @@ struct tb_tokenizer {
     bool adds_bos;
     bool adds_eos;
     /* Decoder tables: the bytes each id contributes, and for a first token when they differ. */
-    struct tb_tok_buf dec_arena;
+    struct tb_buf dec_arena;
     uint32_t *dec_off;
     uint32_t *dec_len;
     uint32_t *dec_first_off; /* NULL when the first token decodes like the others */

@@ -1,6 +1,7 @@
 /*
  * test_tokenizer_utf8.c - tb_tok_utf8: the byte-level alphabet, whitespace and word classes, the
- * hash; and tb_tok_buf growth.  (UTF-8 decoding itself is the SDK's: tests/unit/sdk/test_utf8.c.)
+ * hash; and tb_tok_ids growth.  (UTF-8 decoding and the byte buffer are the SDK's:
+ * tests/unit/sdk/test_utf8.c, test_buf.c.)
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -57,31 +58,9 @@ static void test_classes_and_hash(void **state)
     assert_true(tb_tok_hash("", 0) != tb_tok_hash("a", 1));
 }
 
-static void test_buffers(void **state)
+static void test_ids(void **state)
 {
     (void)state;
-    struct tb_tok_buf b;
-    tb_tok_buf_init(&b);
-    for (int i = 0; i < 1000; i++) {
-        assert_int_equal(tb_tok_buf_append(&b, "xy", 2), 0);
-    }
-    assert_int_equal(b.len, 2000);
-    assert_int_equal(b.ptr[b.len], '\0');
-    assert_int_equal(tb_tok_buf_append_cp(&b, 0x1F642), 0);
-    assert_memory_equal(b.ptr + 2000, "\xf0\x9f\x99\x82", 4);
-    tb_tok_buf_clear(&b);
-    assert_int_equal(b.len, 0);
-    size_t len = 99;
-    char *s = tb_tok_buf_steal(&b, &len);
-    assert_non_null(s);
-    assert_int_equal(len, 0);
-    assert_null(b.ptr);
-    free(s);
-    s = tb_tok_buf_steal(&b, &len); /* an empty, never-grown buffer yields "" */
-    assert_non_null(s);
-    assert_string_equal(s, "");
-    free(s);
-
     struct tb_tok_ids v;
     tb_tok_ids_init(&v);
     for (int32_t i = 0; i < 100; i++) {
@@ -101,7 +80,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_byte_level_alphabet),
         cmocka_unit_test(test_classes_and_hash),
-        cmocka_unit_test(test_buffers),
+        cmocka_unit_test(test_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
