@@ -11,62 +11,6 @@
 #include "tb_codec.h"
 #include "tb_log.h"
 
-static const char *s_strerror(int code)
-{
-    switch (code) {
-    case TB_OK:
-        return "ok";
-    case TB_AGAIN:
-        return "try again";
-    case TB_ENOENT:
-        return "not found";
-    case TB_EIO:
-        return "input/output error";
-    case TB_E2BIG:
-        return "too big";
-    case TB_ENOMEM:
-        return "out of memory";
-    case TB_EBUSY:
-        return "busy";
-    case TB_EEXIST:
-        return "already exists";
-    case TB_EINVAL:
-        return "invalid argument";
-    case TB_ERANGE:
-        return "out of range";
-    case TB_EPROTO:
-        return "protocol error";
-    case TB_EMSGSIZE:
-        return "message too large";
-    case TB_ENOTSUP:
-        return "not supported";
-    case TB_ETIMEDOUT:
-        return "timed out";
-    case TB_ECANCELED:
-        return "cancelled";
-    case TB_ENOROUTE:
-        return "no route";
-    case TB_EGONE:
-        return "instance gone";
-    case TB_EABI:
-        return "ABI mismatch";
-    case TB_ECONFIG:
-        return "invalid configuration";
-    case TB_EOVERLOAD:
-        return "overloaded";
-    case TB_EDRAINING:
-        return "shutting down";
-    case TB_EMODEL:
-        return "bad model";
-    case TB_ECONTEXT:
-        return "context length exceeded";
-    case TB_EINTERNAL:
-        return "internal error";
-    default:
-        return "unknown error";
-    }
-}
-
 static bool s_log_enabled(const tb_component_t *comp, tb_log_level_t level)
 {
     (void)comp;
@@ -163,7 +107,7 @@ static const struct tb_host s_host = {
     .log_enabled = s_log_enabled,
     .log = s_log,
     .set_error = s_set_error,
-    .strerror = s_strerror,
+    .strerror = tb_strerror,
     .component_name = s_component_name,
     .namespace_name = s_namespace_name,
     .replica_index = s_replica_index,
@@ -223,7 +167,7 @@ const struct tb_host *tb_host_table(void)
 
 static const char *s_err(struct tb_component *c, int rc)
 {
-    return c->error[0] ? c->error : s_strerror(rc);
+    return c->error[0] ? c->error : tb_strerror(rc);
 }
 
 int tb_component_create(struct tb_component *c)
@@ -242,7 +186,7 @@ int tb_component_create(struct tb_component *c)
         int rc = p->probe(&c->host, why, sizeof(why));
         if (rc != 0) {
             TB_CLOG_ERROR(c->log_name, "plugin %s cannot run here: %s", p->name,
-                          why[0] ? why : s_strerror(rc));
+                          why[0] ? why : tb_strerror(rc));
             return rc;
         }
     }
