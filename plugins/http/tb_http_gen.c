@@ -561,7 +561,7 @@ static enum MHD_Result s_start(struct tb_http *h, struct tb_hreq *r)
     r->oreq->gen.request_id = r->id;
     rc = h->host->msg_encode(TB_MSG_GEN_REQUEST, &r->oreq->gen, &r->msg);
     if (rc == 0 && r->oreq->logprobs) {
-        r->lp = tb_oai_logprobs_new(r->api, r->oreq->top_logprobs);
+        r->lp = tb_oai_logprobs_new(r->api, (int)r->oreq->top_logprobs);
         rc = r->lp ? 0 : TB_ENOMEM;
     }
     if (rc != 0) {
