@@ -307,7 +307,7 @@ static int s_keep_prompt(const struct tb_oai_field *f, json_t *v, void *base, co
 
 /* Integers and numbers kept in the message with their has_ flag. */
 #define INT_ROW(key, apis_, member, lo_, hi_)                                                      \
-    {.name = key, .apis = apis_, .types = TB_OAI_J_INT, .keep = TB_OAI_KEEP_INT,                    \
+    {.name = key, .apis = apis_, .types = TB_OAI_J_INT, .keep = TB_OAI_KEEP_INT,                   \
      .off = GEN(member), .has_off = GEN(has_##member), .ilo = lo_, .ihi = hi_}
 #define NUM_ROW(key, member, lo_, hi_, flags_)                                                     \
     {.name = key, .types = TB_OAI_J_NUM, .keep = TB_OAI_KEEP_NUM, .flags = flags_,                 \
