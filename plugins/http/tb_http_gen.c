@@ -383,25 +383,27 @@ static void s_on_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user)
         tb_model_table_set_state(h->models, inst, TB_INST_HEALTHY);
     }
     void *msg = NULL;
-    char err[200] = "";
+    char err[200];
+    err[0] = 0;
+    const char *why = err; /* the decoder's message, or what went wrong after it */
     int rc = 0;
     if (ch->len > 0) {
         rc = host->msg_decode(TB_MSG_GEN_CHUNK, ch->data, ch->len, &msg, err, sizeof(err));
     }
     if (rc == 0 && msg) {
         rc = s_absorb(h, r, msg);
-        snprintf(err, sizeof(err), "out of memory");
+        why = rc ? "out of memory" : why;
     }
     if (rc == 0 && ch->kind == TB_CHUNK_FINAL) {
         rc = s_complete(h, r, msg);
-        snprintf(err, sizeof(err), "out of memory");
+        why = rc ? "out of memory" : why;
     }
     host->msg_free(&msg);
     if (rc != 0) {
         s_cancel_call(h, r, TB_HM_ERROR, true);
         LOG_WARN(h, "request %s: bad chunk from engine instance %016" PRIx64 ": %s", r->id,
-                 r->instance, err);
-        s_fail_code(h, r, rc == TB_ENOMEM ? TB_EINTERNAL : TB_EPROTO, err);
+                 r->instance, why);
+        s_fail_code(h, r, rc == TB_ENOMEM ? TB_EINTERNAL : TB_EPROTO, why);
     }
 }
 

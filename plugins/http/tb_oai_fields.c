@@ -60,6 +60,29 @@ int tb_oai_json_int(const json_t *v, int64_t *out)
     return 0;
 }
 
+const char *tb_oai_path_index(char *buf, size_t len, const char *param, size_t i)
+{
+    char digits[24];
+    size_t nd = 0;
+    do {
+        digits[nd++] = (char)('0' + i % 10);
+        i /= 10;
+    } while (i > 0);
+    size_t at = strlen(param);
+    if (at + nd + 3 > len) {
+        snprintf(buf, len, "%s", param); /* too long for `buf`: the path without the index */
+        return buf;
+    }
+    memmove(buf, param, at);
+    buf[at++] = '[';
+    while (nd > 0) {
+        buf[at++] = digits[--nd];
+    }
+    buf[at++] = ']';
+    buf[at] = 0;
+    return buf;
+}
+
 static void *s_at(void *base, size_t off)
 {
     return (char *)base + off;
@@ -111,6 +134,34 @@ static void s_unsupported(struct tb_oai_error *e, const char *code, const char *
     va_end(ap);
 }
 
+/* A field's path for `param` ("stream_options.include_usage"), built only when an error or a
+ * decoder needs it: most requests never do, and building it per field costs more than checking
+ * the field. */
+struct path {
+    const char *prefix;
+    const char *name;
+    char buf[128];
+    bool built;
+};
+
+static const char *s_param(struct path *pp)
+{
+    if (!pp->built) {
+        size_t a = strlen(pp->prefix), b = strlen(pp->name), at = 0;
+        const size_t cap = sizeof(pp->buf) - 1;
+        memcpy(pp->buf, pp->prefix, a < cap ? a : cap);
+        at = a < cap ? a : cap;
+        if (a > 0 && at < cap) {
+            pp->buf[at++] = '.';
+        }
+        size_t n = b < cap - at ? b : cap - at;
+        memcpy(pp->buf + at, pp->name, n);
+        pp->buf[at + n] = 0;
+        pp->built = true;
+    }
+    return pp->buf;
+}
+
 static void s_set_has(const struct tb_oai_field *f, void *base)
 {
     if (f->has_off != 0) {
@@ -120,14 +171,15 @@ static void s_set_has(const struct tb_oai_field *f, void *base)
 
 /* An absent (or null) field: required, default, or a fn that decides. */
 static int s_absent(const struct tb_oai_field *f, tb_oai_api_t api, void *base,
-                    const char *param, void *ctx, struct tb_oai_error *e)
+                    struct path *pp, void *ctx, struct tb_oai_error *e)
 {
     if (f->flags & TB_OAI_F_REQUIRED) {
+        const char *param = s_param(pp);
         tb_oai_error_invalid(e, param, "'%s' is required", param);
         return -1;
     }
     if (f->keep == TB_OAI_KEEP_FN && (f->flags & TB_OAI_F_FN_ABSENT)) {
-        return f->fn(f, NULL, base, param, ctx, e);
+        return f->fn(f, NULL, base, s_param(pp), ctx, e);
     }
     if (!(f->dflt_apis & TB_OAI_FOR(api))) {
         return 0;
@@ -150,7 +202,7 @@ static int s_absent(const struct tb_oai_field *f, tb_oai_api_t api, void *base,
     return 0;
 }
 
-static int s_check_type(const struct tb_oai_field *f, json_t *v, const char *param,
+static int s_check_type(const struct tb_oai_field *f, json_t *v, struct path *pp,
                         struct tb_oai_error *e)
 {
     if (s_accepts(f->types, v)) {
@@ -159,22 +211,25 @@ static int s_check_type(const struct tb_oai_field *f, json_t *v, const char *par
     char words[96];
     const char *what = f->what ? f->what : s_types_words(f->types, words, sizeof(words));
     bool fractional = json_is_real(v) && (f->types & TB_OAI_J_INT);
+    const char *param = s_param(pp);
     tb_oai_error_invalid(e, param, "'%s' must be %s, not %s", param, what,
                          fractional ? "a fractional number" : tb_oai_json_type_name(v));
     return -1;
 }
 
-static int s_check_int(const struct tb_oai_field *f, json_t *v, const char *param,
+static int s_check_int(const struct tb_oai_field *f, json_t *v, struct path *pp,
                        struct tb_oai_error *e)
 {
     int64_t x = 0;
     tb_oai_json_int(v, &x);
     if ((f->ilo || f->ihi) && (x < f->ilo || x > f->ihi)) {
+        const char *param = s_param(pp);
         tb_oai_error_invalid(e, param, "'%s' is %lld: it must be between %lld and %lld", param,
                              (long long)x, (long long)f->ilo, (long long)f->ihi);
         return -1;
     }
     if ((f->flags & TB_OAI_F_ONLY) && x != f->only) {
+        const char *param = s_param(pp);
         s_unsupported(e, "unsupported_value", param, "'%s' is %lld: only %s=%lld is supported",
                       param, (long long)x, param, (long long)f->only);
         return -1;
@@ -182,12 +237,13 @@ static int s_check_int(const struct tb_oai_field *f, json_t *v, const char *para
     return 0;
 }
 
-static int s_check_num(const struct tb_oai_field *f, json_t *v, const char *param,
+static int s_check_num(const struct tb_oai_field *f, json_t *v, struct path *pp,
                        struct tb_oai_error *e)
 {
     double d = json_number_value(v);
     bool open = (f->flags & TB_OAI_F_LO_OPEN) != 0;
     if (!isfinite(d) || ((f->lo || f->hi) && ((open ? d <= f->lo : d < f->lo) || d > f->hi))) {
+        const char *param = s_param(pp);
         tb_oai_error_invalid(e, param, "'%s' is %g: it must be %s %g and <= %g", param, d,
                              open ? ">" : ">=", f->lo, f->hi);
         return -1;
@@ -195,29 +251,31 @@ static int s_check_num(const struct tb_oai_field *f, json_t *v, const char *para
     return 0;
 }
 
-static int s_check_str(const struct tb_oai_field *f, json_t *v, const char *param,
+static int s_check_str(const struct tb_oai_field *f, json_t *v, struct path *pp,
                        struct tb_oai_error *e)
 {
     const char *s = json_string_value(v);
     if ((f->flags & TB_OAI_F_NONEMPTY) && !*s) {
+        const char *param = s_param(pp);
         tb_oai_error_invalid(e, param, "'%s' must be a non-empty string", param);
         return -1;
     }
     if (!f->one_of) {
         return 0;
     }
-    char list[160];
-    size_t at = 0;
-    list[0] = 0;
     for (int k = 0; f->one_of[k]; k++) {
         if (strcmp(f->one_of[k], s) == 0) {
             return 0;
         }
-        if (at < sizeof(list)) {
-            at += (size_t)snprintf(list + at, sizeof(list) - at, "%s'%s'", k ? ", " : "",
-                                   f->one_of[k]);
-        }
     }
+    char list[160];
+    size_t at = 0;
+    list[0] = 0;
+    for (int k = 0; f->one_of[k] && at < sizeof(list); k++) {
+        at += (size_t)snprintf(list + at, sizeof(list) - at, "%s'%s'", k ? ", " : "",
+                               f->one_of[k]);
+    }
+    const char *param = s_param(pp);
     if (f->flags & TB_OAI_F_UNSUPPORTED) {
         s_unsupported(e, "unsupported_value", param,
                       "'%s' is '%.64s': this server supports only %s", param, s, list);
@@ -227,16 +285,18 @@ static int s_check_str(const struct tb_oai_field *f, json_t *v, const char *para
     return -1;
 }
 
-static int s_check_arr(const struct tb_oai_field *f, json_t *v, const char *param,
+static int s_check_arr(const struct tb_oai_field *f, json_t *v, struct path *pp,
                        struct tb_oai_error *e)
 {
     size_t n = json_array_size(v);
     if (f->ilo > 0 && n < (size_t)f->ilo) {
+        const char *param = s_param(pp);
         tb_oai_error_invalid(e, param, "'%s' must hold at least %s", param,
                              f->ilo == 1 ? "one item" : "more items");
         return -1;
     }
     if (f->ihi > 0 && n > (size_t)f->ihi) {
+        const char *param = s_param(pp);
         tb_oai_error_invalid(e, param, "'%s' has %zu items: at most %lld are allowed", param, n,
                              (long long)f->ihi);
         return -1;
@@ -245,7 +305,7 @@ static int s_check_arr(const struct tb_oai_field *f, json_t *v, const char *para
         json_t *item = json_array_get(v, i);
         if (!s_accepts(f->items, item)) {
             char ip[160], words[96];
-            snprintf(ip, sizeof(ip), "%s[%zu]", param, i);
+            tb_oai_path_index(ip, sizeof(ip), s_param(pp), i);
             tb_oai_error_invalid(e, ip, "'%s' must be %s, not %s", ip,
                                  s_types_words(f->items, words, sizeof(words)),
                                  tb_oai_json_type_name(item));
@@ -263,15 +323,17 @@ static bool s_is_empty(json_t *v)
 }
 
 /* The value's own rules, once its type is right. */
-static int s_check_value(const struct tb_oai_field *f, json_t *v, void *base, const char *param,
+static int s_check_value(const struct tb_oai_field *f, json_t *v, void *base, struct path *pp,
                          struct tb_oai_error *e)
 {
     if (f->needs && !*(bool *)s_at(base, f->needs_off)) {
+        const char *param = s_param(pp);
         tb_oai_error_invalid(e, param, "'%s' is only allowed when '%s' is true", param,
                              f->needs);
         return -1;
     }
     if ((f->flags & TB_OAI_F_EMPTY_ONLY) && !s_is_empty(v)) {
+        const char *param = s_param(pp);
         s_unsupported(e, "unsupported_parameter", param,
                       "'%s' is not supported by this server", param);
         return -1;
@@ -281,22 +343,22 @@ static int s_check_value(const struct tb_oai_field *f, json_t *v, void *base, co
     }
     int64_t x;
     if ((f->types & TB_OAI_J_INT) && tb_oai_json_int(v, &x)) {
-        return s_check_int(f, v, param, e);
+        return s_check_int(f, v, pp, e);
     }
     if (json_is_number(v)) {
-        return s_check_num(f, v, param, e);
+        return s_check_num(f, v, pp, e);
     }
     if (json_is_string(v)) {
-        return s_check_str(f, v, param, e);
+        return s_check_str(f, v, pp, e);
     }
     if (json_is_array(v)) {
-        return s_check_arr(f, v, param, e);
+        return s_check_arr(f, v, pp, e);
     }
     return 0;
 }
 
 static int s_keep(const struct tb_oai_field *f, json_t *v, tb_oai_api_t api, void *base,
-                  const char *param, void *ctx, struct tb_oai_error *e)
+                  struct path *pp, void *ctx, struct tb_oai_error *e)
 {
     void *p = s_at(base, f->off);
     int64_t x = 0;
@@ -317,7 +379,7 @@ static int s_keep(const struct tb_oai_field *f, json_t *v, tb_oai_api_t api, voi
         *(const char **)p = json_string_value(v);
         break;
     case TB_OAI_KEEP_FN: {
-        int rc = f->fn(f, v, base, param, ctx, e);
+        int rc = f->fn(f, v, base, s_param(pp), ctx, e);
         if (rc != 0) {
             return rc;
         }
@@ -328,25 +390,25 @@ static int s_keep(const struct tb_oai_field *f, json_t *v, tb_oai_api_t api, voi
         s_set_has(f, base);
     }
     if (f->sub && json_is_object(v)) {
-        return tb_oai_fields_walk(f->sub, api, v, base, param, ctx, e);
+        return tb_oai_fields_walk(f->sub, api, v, base, s_param(pp), ctx, e);
     }
     return 0;
 }
 
 static int s_field(const struct tb_oai_field *f, json_t *v, tb_oai_api_t api, void *base,
-                   const char *param, void *ctx, struct tb_oai_error *e)
+                   struct path *pp, void *ctx, struct tb_oai_error *e)
 {
     if (!v || json_is_null(v)) {
-        return s_absent(f, api, base, param, ctx, e);
+        return s_absent(f, api, base, pp, ctx, e);
     }
     if ((f->flags & TB_OAI_F_IF_UNSET) && f->has_off != 0 &&
         *(bool *)s_at(base, f->has_off)) {
         return 0;
     }
-    if (s_check_type(f, v, param, e) != 0 || s_check_value(f, v, base, param, e) != 0) {
+    if (s_check_type(f, v, pp, e) != 0 || s_check_value(f, v, base, pp, e) != 0) {
         return -1;
     }
-    return s_keep(f, v, api, base, param, ctx, e);
+    return s_keep(f, v, api, base, pp, ctx, e);
 }
 
 int tb_oai_fields_walk(const struct tb_oai_field *table, tb_oai_api_t api, json_t *o,
@@ -356,9 +418,8 @@ int tb_oai_fields_walk(const struct tb_oai_field *table, tb_oai_api_t api, json_
         if (f->apis && !(f->apis & TB_OAI_FOR(api))) {
             continue;
         }
-        char param[128];
-        snprintf(param, sizeof(param), "%s%s%s", prefix, *prefix ? "." : "", f->name);
-        int rc = s_field(f, json_object_get(o, f->name), api, base, param, ctx, e);
+        struct path pp = {.prefix = prefix, .name = f->name};
+        int rc = s_field(f, json_object_get(o, f->name), api, base, &pp, ctx, e);
         if (rc != 0) {
             return rc;
         }

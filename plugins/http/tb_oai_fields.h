@@ -106,6 +106,10 @@ const char *tb_oai_json_type_name(const json_t *v);
 /* 1 and *out set when `v` is an integer (or a real with an integral value), else 0. */
 int tb_oai_json_int(const json_t *v, int64_t *out);
 
+/* Writes "param[i]" into `buf` (`len` bytes) and returns it; a path too long for `buf` is
+ * written without its index.  Cheaper than snprintf: it runs once per array item. */
+const char *tb_oai_path_index(char *buf, size_t len, const char *param, size_t i);
+
 /* Sets `e` to a 400 invalid_value error on `param`. */
 void tb_oai_error_invalid(struct tb_oai_error *e, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

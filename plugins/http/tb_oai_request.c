@@ -193,7 +193,7 @@ static int s_keep_content(const struct tb_oai_field *f, json_t *v, void *base, c
     size_t n = json_array_size(v), total = 0;
     for (size_t i = 0; i < n; i++) {
         char pp[128];
-        snprintf(pp, sizeof(pp), "%s[%zu]", param, i);
+        tb_oai_path_index(pp, sizeof(pp), param, i);
         struct part p = {0};
         int rc = tb_oai_fields_walk(s_part_fields, r->api, json_array_get(v, i), &p, pp, r, e);
         if (rc != 0) {
@@ -244,7 +244,7 @@ static int s_keep_messages(const struct tb_oai_field *f, json_t *v, void *base,
     memset(m, 0, n * sizeof(*m));
     for (size_t i = 0; i < n; i++) {
         char mp[128];
-        snprintf(mp, sizeof(mp), "%s[%zu]", param, i);
+        tb_oai_path_index(mp, sizeof(mp), param, i);
         int rc = tb_oai_fields_walk(s_message_fields, r->api, json_array_get(v, i), &m[i], mp,
                                     r, e);
         if (rc != 0) {

@@ -212,12 +212,37 @@ static void test_errors(void **state)
     s_bad(TB_OAI_COMPLETIONS, "{\"inner\":{},\"flag\":2}", "flag", "invalid_value", NULL);
 }
 
+static void test_paths(void **state)
+{
+    (void)state;
+    char b[16];
+    assert_string_equal(tb_oai_path_index(b, sizeof(b), "stop", 0), "stop[0]");
+    assert_string_equal(tb_oai_path_index(b, sizeof(b), "m", 1234567), "m[1234567]");
+    assert_string_equal(tb_oai_path_index(b, sizeof(b), "messages", 12345), "messages[12345]");
+    assert_string_equal(tb_oai_path_index(b, sizeof(b), "messages", 123456), "messages");
+    /* a nested path is built from the walk's prefix; a very long one is cut, never overrun */
+    char prefix[200];
+    memset(prefix, 'p', sizeof(prefix) - 1);
+    prefix[sizeof(prefix) - 1] = 0;
+    json_error_t je;
+    json_t *o = json_loads("{\"kind\":7}", 0, &je);
+    struct target t;
+    struct tb_oai_error e;
+    memset(&t, 0, sizeof(t));
+    assert_int_equal(tb_oai_fields_walk(s_table, TB_OAI_CHAT, o, &t, "a.b[3]", &t, &e), -1);
+    assert_string_equal(e.param, "a.b[3].kind");
+    assert_int_equal(tb_oai_fields_walk(s_table, TB_OAI_CHAT, o, &t, prefix, &t, &e), -1);
+    assert_int_equal(strlen(e.param), sizeof(e.param) - 1);
+    json_decref(o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_keeps_values),
         cmocka_unit_test(test_defaults_and_absence),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_paths),
     };
     return cmocka_run_group_tests(tests, NULL, s_teardown);
 }
