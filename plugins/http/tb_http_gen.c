@@ -562,8 +562,20 @@ static void s_make_id(struct tb_http *h, struct tb_hreq *r)
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     z ^= z >> 31;
-    snprintf(r->id, sizeof(r->id), "%s-%016" PRIx64 "%08" PRIx32,
-             r->api == TB_OAI_CHAT ? "chatcmpl" : "cmpl", z, (uint32_t)(a >> 11));
+    /* "<prefix>-" then z as 16 hex digits and the low 32 bits of a >> 11 as 8: written by hand,
+     * snprintf costs more than the rest of this function */
+    static const char hex[] = "0123456789abcdef";
+    const char *prefix = r->api == TB_OAI_CHAT ? "chatcmpl-" : "cmpl-";
+    size_t at = strlen(prefix);
+    memcpy(r->id, prefix, at);
+    for (int k = 15; k >= 0; k--) {
+        r->id[at++] = hex[(z >> (4 * k)) & 15];
+    }
+    uint32_t low = (uint32_t)(a >> 11);
+    for (int k = 7; k >= 0; k--) {
+        r->id[at++] = hex[(low >> (4 * k)) & 15];
+    }
+    r->id[at] = 0;
 }
 
 /* Decodes the body and prepares the gen_request message; 0, or -1 with `e` set (and whether
