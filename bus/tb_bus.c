@@ -22,6 +22,7 @@
 #include "tb_buf.h"
 #include "tb_codec.h"
 #include "tb_log.h"
+#include "tb_metrics.h"
 #include "tb_route_table.h"
 #include "tb_spin.h"
 #include "tb_u64map.h"
@@ -142,6 +143,10 @@ struct tb_bus {
     int64_t snapshot_sent_ns;
     uint64_t reg_seq;
     uint64_t rr_cursor;
+    /* calls that named no instance of a model-serving endpoint: the bus chose (a fallback) */
+    tb_metric_t *m_fallback;
+    int64_t fallback_next_log_ns;
+    int64_t fallback_unlogged;
 
     struct endpoint **eps;
     size_t n_eps, cap_eps;
@@ -460,6 +465,39 @@ static struct conn *s_conn_get(tb_bus_t *bus, const struct tb_rt_entry *e, int *
     return c;
 }
 
+/* A call named no instance of an endpoint that serves a model, so the bus chose one in turn, not
+ * the router: counted in turbine_router_fallback_total{reason="bus_any_instance"} and logged at
+ * warn (the first, then at most one line every 10 s with the number since the last). */
+static void s_note_fallback(tb_bus_t *bus, const struct tb_rt_entry *e)
+{
+    if (bus->m_fallback) {
+        /* label values go comma-separated: a comma inside one would shift the others */
+        char comp[100], model[200], labels[340];
+        snprintf(comp, sizeof(comp), "%s", bus->comp);
+        snprintf(model, sizeof(model), "%s", e->pub.model);
+        for (char *p = comp; *p; p++) {
+            *p = *p == ',' ? '_' : *p;
+        }
+        for (char *p = model; *p; p++) {
+            *p = *p == ',' ? '_' : *p;
+        }
+        snprintf(labels, sizeof(labels), "%s,%s,bus_any_instance", comp, model);
+        tb_metric_add(bus->m_fallback, labels, 1);
+    }
+    bus->fallback_unlogged++;
+    int64_t now = s_now();
+    if (now >= bus->fallback_next_log_ns) {
+        TB_CLOG_WARN(bus->log_name,
+                     "routing fallback (bus_any_instance) for model '%s': a call of %s named no "
+                     "instance, so the bus chose %016" PRIx64 " in turn, not the router; %lld "
+                     "such since the last line (turbine_router_fallback_total)",
+                     e->pub.model, e->pub.endpoint, e->pub.instance_id,
+                     (long long)bus->fallback_unlogged);
+        bus->fallback_unlogged = 0;
+        bus->fallback_next_log_ns = now + 10000000000LL;
+    }
+}
+
 static int s_call_start(tb_bus_t *bus, int kind, const char *endpoint, uint64_t instance_id,
                         const void *data, size_t len, int timeout_ms, tb_chunk_fn on_chunk,
                         void *user, tb_call_t **call_out)
@@ -468,13 +506,17 @@ static int s_call_start(tb_bus_t *bus, int kind, const char *endpoint, uint64_t 
     if (!endpoint || !on_chunk) {
         return TB_EINVAL;
     }
-    if (instance_id == 0) {
+    bool any = instance_id == 0;
+    if (any) {
         instance_id = tb_route_table_pick(bus->routes, endpoint, &bus->rr_cursor);
     }
     const struct tb_rt_entry *e = instance_id ? tb_route_table_get(bus->routes, instance_id)
                                               : NULL;
     if (!e || strcmp(e->pub.endpoint, endpoint) != 0) {
         return TB_ENOROUTE;
+    }
+    if (any && kind == K_REQUEST && e->pub.model && *e->pub.model) {
+        s_note_fallback(bus, e);
     }
     int rc = 0;
     struct conn *c = s_conn_get(bus, e, &rc);
@@ -1422,6 +1464,17 @@ tb_bus_t *tb_bus_new(tb_node_t *node, const char *ns, const char *component)
 fail:
     tb_bus_destroy(&bus);
     return NULL;
+}
+
+void tb_bus_set_metrics(tb_bus_t *bus, tb_metrics_t *metrics)
+{
+    bus->m_fallback = metrics ? tb_metric_get(metrics, "turbine_router_fallback_total",
+                                              TB_METRIC_COUNTER,
+                                              "instances chosen without the router (it could not "
+                                              "be asked or its answer could not be used), by "
+                                              "component, model and why",
+                                              "component,model,reason", NULL, 0)
+                              : NULL;
 }
 
 void tb_bus_destroy(tb_bus_t **bus_p)

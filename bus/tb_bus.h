@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tb_metrics.h"
 #include "tb_node.h"
 #include "tb_plugin.h"
 
@@ -30,6 +31,11 @@
  * first route snapshot.  NULL on failure (logged). */
 tb_bus_t *tb_bus_new(tb_node_t *node, const char *ns, const char *component);
 void tb_bus_destroy(tb_bus_t **bus_p);
+/* Counts the handle's fallbacks in `metrics` (borrowed; it must outlive the handle): a call with
+ * instance 0 on an endpoint that serves a model is the bus's choice, not the router's, and adds 1
+ * to turbine_router_fallback_total{component, model, reason="bus_any_instance"} (see
+ * docs/router.md).  Without it such calls are only logged. */
+void tb_bus_set_metrics(tb_bus_t *bus, tb_metrics_t *metrics);
 
 int tb_bus_run(tb_bus_t *bus, int timeout_ms);
 void tb_bus_wakeup(tb_bus_t *bus);

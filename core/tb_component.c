@@ -121,7 +121,11 @@ static bool s_is_draining(const tb_component_t *comp)
 
 static tb_bus_t *s_bus_new(tb_component_t *comp)
 {
-    return tb_bus_new(comp->core->node, comp->core->ns, comp->name);
+    tb_bus_t *bus = tb_bus_new(comp->core->node, comp->core->ns, comp->name);
+    if (bus) {
+        tb_bus_set_metrics(bus, comp->core->metrics);
+    }
+    return bus;
 }
 
 static int s_msg_encode(tb_msg_type_t type, const void *msg, struct tb_buf *out)

@@ -260,10 +260,12 @@ struct tb_host {
 
     /* --- bus: calling --- */
     /* Starts a streamed call of `endpoint` ("ns.comp.ep") on `instance_id` (0: any live instance,
-     * round robin).  Fails at once with TB_ENOROUTE when no live instance serves it.  `timeout_ms`
-     * bounds the whole call (<= 0: no deadline).  `on_chunk` receives zero or more DATA chunks and
-     * exactly one FINAL or ERROR chunk; an instance that dies mid-call gives ERROR TB_EGONE within
-     * the lease TTL.  On success *call_out is borrowed until that last chunk. */
+     * in turn; for an endpoint that serves a model that bypasses the router, and is logged and
+     * counted as a routing fallback: pass the instance the router chose).  Fails at once with
+     * TB_ENOROUTE when no live instance serves it.  `timeout_ms` bounds the whole call (<= 0: no
+     * deadline).  `on_chunk` receives zero or more DATA chunks and exactly one FINAL or ERROR
+     * chunk; an instance that dies mid-call gives ERROR TB_EGONE within the lease TTL.  On
+     * success *call_out is borrowed until that last chunk. */
     int (*bus_call)(tb_bus_t *bus, const char *endpoint, uint64_t instance_id, const void *data,
                     size_t len, int timeout_ms, tb_chunk_fn on_chunk, void *user,
                     tb_call_t **call_out);

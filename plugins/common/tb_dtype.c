@@ -1,6 +1,7 @@
 /*
- * tb_dtype.c - element types: names, storage sizes, scalar conversions and a reference
- * dequantizer.  The conversions work on bit patterns so they need no compiler half-float support.
+ * tb_dtype.c - element types: names, ggml numbers, storage sizes, scalar conversions and the
+ * reference decoder (tb_quant.c decodes the blocks).  The conversions work on bit patterns so
+ * they need no compiler half-float support.
  */
 #include "tb_dtype.h"
 
@@ -8,18 +9,41 @@
 #include <strings.h>
 
 #include "tb_errors.h"
+#include "tb_quant.h"
 
 static const struct {
     const char *name;
+    uint32_t ggml;
     size_t elems;
     size_t bytes;
 } s_types[TB_DTYPE_COUNT] = {
-    [TB_DTYPE_F32] = {"f32", 1, 4},
-    [TB_DTYPE_F16] = {"f16", 1, 2},
-    [TB_DTYPE_BF16] = {"bf16", 1, 2},
-    [TB_DTYPE_Q8_0] = {"q8_0", TB_QK, 2 + TB_QK},
-    [TB_DTYPE_Q4_0] = {"q4_0", TB_QK, 2 + TB_QK / 2},
+    [TB_DTYPE_F32] = {"f32", 0, 1, 4},
+    [TB_DTYPE_F16] = {"f16", 1, 1, 2},
+    [TB_DTYPE_BF16] = {"bf16", 30, 1, 2},
+    [TB_DTYPE_Q8_0] = {"q8_0", 8, TB_QK, sizeof(struct tb_block_q8_0)},
+    [TB_DTYPE_Q4_0] = {"q4_0", 2, TB_QK, sizeof(struct tb_block_q4_0)},
+    [TB_DTYPE_Q4_1] = {"q4_1", 3, TB_QK, sizeof(struct tb_block_q4_1)},
+    [TB_DTYPE_Q5_0] = {"q5_0", 6, TB_QK, sizeof(struct tb_block_q5_0)},
+    [TB_DTYPE_Q5_1] = {"q5_1", 7, TB_QK, sizeof(struct tb_block_q5_1)},
+    [TB_DTYPE_IQ4_NL] = {"iq4_nl", 20, TB_QK, sizeof(struct tb_block_iq4_nl)},
+    [TB_DTYPE_Q2_K] = {"q2_k", 10, TB_QK_K, sizeof(struct tb_block_q2_k)},
+    [TB_DTYPE_Q3_K] = {"q3_k", 11, TB_QK_K, sizeof(struct tb_block_q3_k)},
+    [TB_DTYPE_Q4_K] = {"q4_k", 12, TB_QK_K, sizeof(struct tb_block_q4_k)},
+    [TB_DTYPE_Q5_K] = {"q5_k", 13, TB_QK_K, sizeof(struct tb_block_q5_k)},
+    [TB_DTYPE_Q6_K] = {"q6_k", 14, TB_QK_K, sizeof(struct tb_block_q6_k)},
+    [TB_DTYPE_IQ4_XS] = {"iq4_xs", 23, TB_QK_K, sizeof(struct tb_block_iq4_xs)},
 };
+
+/* The byte sizes are ggml's; a struct that grew padding would break every file. */
+_Static_assert(sizeof(struct tb_block_q4_1) == 20 && sizeof(struct tb_block_q5_0) == 22 &&
+                   sizeof(struct tb_block_q5_1) == 24 && sizeof(struct tb_block_q8_0) == 34 &&
+                   sizeof(struct tb_block_iq4_nl) == 18 && sizeof(struct tb_block_q4_0) == 18,
+               "32-element block sizes");
+_Static_assert(sizeof(struct tb_block_q2_k) == 84 && sizeof(struct tb_block_q3_k) == 110 &&
+                   sizeof(struct tb_block_q4_k) == 144 && sizeof(struct tb_block_q5_k) == 176 &&
+                   sizeof(struct tb_block_q6_k) == 210 && sizeof(struct tb_block_iq4_xs) == 136 &&
+                   sizeof(struct tb_block_q8_k) == 292,
+               "256-element block sizes");
 
 static bool s_valid(tb_dtype_t t)
 {
@@ -45,6 +69,22 @@ bool tb_dtype_from_name(const char *name, tb_dtype_t *out)
     return false;
 }
 
+bool tb_dtype_from_ggml(uint32_t ggml_type, tb_dtype_t *out)
+{
+    for (int i = 0; i < TB_DTYPE_COUNT; i++) {
+        if (s_types[i].ggml == ggml_type) {
+            *out = (tb_dtype_t)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+uint32_t tb_dtype_ggml_type(tb_dtype_t t)
+{
+    return s_valid(t) ? s_types[t].ggml : UINT32_MAX;
+}
+
 size_t tb_dtype_block_elems(tb_dtype_t t)
 {
     return s_valid(t) ? s_types[t].elems : 0;
@@ -57,7 +97,7 @@ size_t tb_dtype_block_bytes(tb_dtype_t t)
 
 bool tb_dtype_is_quantized(tb_dtype_t t)
 {
-    return t == TB_DTYPE_Q8_0 || t == TB_DTYPE_Q4_0;
+    return s_valid(t) && s_types[t].elems > 1;
 }
 
 int tb_dtype_bytes(tb_dtype_t t, uint64_t n, uint64_t *out)
@@ -180,28 +220,8 @@ int tb_dtype_to_f32(tb_dtype_t t, const void *src, float *dst, uint64_t n)
             dst[i] = tb_bf16_to_f32(s_le16(p + 2 * i));
         }
         break;
-    case TB_DTYPE_Q8_0:
-        for (uint64_t b = 0; b < n / TB_QK; b++) {
-            const uint8_t *blk = p + b * (2 + TB_QK);
-            float d = tb_f16_to_f32(s_le16(blk));
-            for (int i = 0; i < TB_QK; i++) {
-                dst[b * TB_QK + i] = (float)(int8_t)blk[2 + i] * d;
-            }
-        }
-        break;
-    case TB_DTYPE_Q4_0:
-        for (uint64_t b = 0; b < n / TB_QK; b++) {
-            const uint8_t *blk = p + b * (2 + TB_QK / 2);
-            float d = tb_f16_to_f32(s_le16(blk));
-            for (int j = 0; j < TB_QK / 2; j++) {
-                uint8_t q = blk[2 + j];
-                dst[b * TB_QK + j] = (float)((int)(q & 0x0f) - 8) * d;
-                dst[b * TB_QK + j + TB_QK / 2] = (float)((int)(q >> 4) - 8) * d;
-            }
-        }
-        break;
     default:
-        return TB_EINVAL;
+        return tb_quant_dequantize(t, src, dst, n);
     }
     return 0;
 }

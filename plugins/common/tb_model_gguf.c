@@ -2,7 +2,8 @@
  * tb_model_gguf.c - loads a GGUF file written the way llama.cpp writes them: the "llama" and
  * "qwen2" architectures' metadata keys, tokenizer.ggml.* facts and the blk.N.* tensors.
  * llama.cpp's converter permutes llama's Q/K rows so rotary pairs are interleaved; qwen2 files
- * keep the HF ("neox") layout.
+ * keep the HF ("neox") layout.  Every tensor carries its own type and a file mixes them freely
+ * (a "Q4_K_M" file is Q4_K and Q6_K matrices with F32 norms); tb_dtype.h lists the types taken.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -349,26 +350,10 @@ int tb_model_load_gguf(tb_model_t *m, const char *path, char *err, size_t err_le
                           "%u layers", name, p->arch, p->n_layers);
         }
         tb_dtype_t dt;
-        switch (t.ggml_type) {
-        case 0:
-            dt = TB_DTYPE_F32;
-            break;
-        case 1:
-            dt = TB_DTYPE_F16;
-            break;
-        case 30:
-            dt = TB_DTYPE_BF16;
-            break;
-        case 8:
-            dt = TB_DTYPE_Q8_0;
-            break;
-        case 2:
-            dt = TB_DTYPE_Q4_0;
-            break;
-        default:
+        if (!tb_dtype_from_ggml(t.ggml_type, &dt)) {
             return s_fail(err, err_len, "tensor '%s': ggml type %u (%s) is not supported (F32, "
-                          "F16, BF16, Q8_0, Q4_0)", name, t.ggml_type,
-                          s_ggml_type_name(t.ggml_type));
+                          "F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, "
+                          "Q5_K, Q6_K, IQ4_XS)", name, t.ggml_type, s_ggml_type_name(t.ggml_type));
         }
         if (t.n_dims < 1 || t.n_dims > 2) {
             return s_fail(err, err_len, "tensor '%s': %u dimensions (expected 1 or 2)", name,

@@ -13,7 +13,7 @@ static const struct tb_config_field s_fields[] = {
     {.key = "port", .type = TB_CFG_INT, .offset = OFF(port), .default_value = "8000",
      .has_bounds = true, .min = 0, .max = 65535, .help = "TCP port (0: any free port)"},
     {.key = "router", .type = TB_CFG_STRING, .offset = OFF(router),
-     .help = "component name of the router to ask (absent: round robin here)"},
+     .help = "router component to ask (absent: instances in turn here, a counted fallback)"},
     {.key = "router_timeout", .type = TB_CFG_SECONDS, .offset = OFF(router_timeout_s),
      .default_value = "500ms", .has_bounds = true, .min = 0.001, .max = 60,
      .help = "how long to wait for the router before picking here"},

@@ -189,7 +189,7 @@ struct probe {
     tb_call_t *call;
 };
 
-static void s_probe_cancel(struct tb_http *h, struct tb_mt_instance *inst)
+static void s_probe_cancel(struct tb_http *h, struct tb_idir_instance *inst)
 {
     struct probe *p = inst->probe;
     if (p) {
@@ -208,7 +208,7 @@ static void s_on_probe(tb_call_t *call, const struct tb_chunk *ch, void *user)
     if (ch->kind == TB_CHUNK_DATA) {
         return;
     }
-    struct tb_mt_instance *inst = tb_model_table_get(h->models, p->instance);
+    struct tb_idir_instance *inst = tb_instance_dir_get(h->models, p->instance);
     if (inst && inst->probe == p) {
         inst->probe = NULL;
         tb_inst_state_t st = ch->kind == TB_CHUNK_FINAL ? TB_INST_HEALTHY : TB_INST_UNHEALTHY;
@@ -224,15 +224,15 @@ static void s_on_probe(tb_call_t *call, const struct tb_chunk *ch, void *user)
                          ch->message ? ch->message : "no answer");
             }
         }
-        tb_model_table_set_state(h->models, inst, st);
+        tb_instance_dir_set_state(h->models, inst, st);
     }
     free(p);
 }
 
 static void s_probe_due(struct tb_http *h, int64_t now)
 {
-    for (size_t i = 0; i < tb_model_table_count(h->models); i++) {
-        struct tb_mt_instance *inst = tb_model_table_at(h->models, i);
+    for (size_t i = 0; i < tb_instance_dir_count(h->models); i++) {
+        struct tb_idir_instance *inst = tb_instance_dir_at(h->models, i);
         if (inst->probe || now < inst->next_probe_ns) {
             continue;
         }
@@ -249,7 +249,7 @@ static void s_probe_due(struct tb_http *h, int64_t now)
         h->bus_dirty = true;
         if (rc != 0) {
             free(p);
-            tb_model_table_set_state(h->models, inst, TB_INST_UNHEALTHY);
+            tb_instance_dir_set_state(h->models, inst, TB_INST_UNHEALTHY);
             continue;
         }
         inst->probe = p;
@@ -259,8 +259,8 @@ static void s_probe_due(struct tb_http *h, int64_t now)
 static int64_t s_next_probe(struct tb_http *h)
 {
     int64_t next = INT64_MAX;
-    for (size_t i = 0; i < tb_model_table_count(h->models); i++) {
-        struct tb_mt_instance *inst = tb_model_table_at(h->models, i);
+    for (size_t i = 0; i < tb_instance_dir_count(h->models); i++) {
+        struct tb_idir_instance *inst = tb_instance_dir_at(h->models, i);
         if (!inst->probe && inst->next_probe_ns < next) {
             next = inst->next_probe_ns;
         }
@@ -280,13 +280,13 @@ static void s_on_route(const struct tb_route *r, bool added, void *user)
             h->router_instances--;
             LOG_INFO(h, "router %s (instance %016" PRIx64 ") gone%s", r->endpoint,
                      r->instance_id,
-                     h->router_instances ? "" : ": picking engine instances here");
+                     h->router_instances ? "" : ": choosing instances here (a counted fallback)");
         }
         return;
     }
     if (added) {
-        bool is_new = !tb_model_table_model(h->models, r->model ? r->model : "");
-        int rc = tb_model_table_add(h->models, r, (int64_t)time(NULL));
+        bool is_new = !tb_instance_dir_model(h->models, r->model ? r->model : "");
+        int rc = tb_instance_dir_add(h->models, r, (int64_t)time(NULL));
         if (rc == 1) {
             LOG_INFO(h, "engine %s (instance %016" PRIx64 ") serves model '%s'%s", r->endpoint,
                      r->instance_id, r->model, is_new ? ": model added to /v1/models" : "");
@@ -295,7 +295,7 @@ static void s_on_route(const struct tb_route *r, bool added, void *user)
         }
         return;
     }
-    struct tb_mt_instance *inst = tb_model_table_get(h->models, r->instance_id);
+    struct tb_idir_instance *inst = tb_instance_dir_get(h->models, r->instance_id);
     if (!inst) {
         return;
     }
@@ -303,7 +303,7 @@ static void s_on_route(const struct tb_route *r, bool added, void *user)
     char model[160];
     snprintf(model, sizeof(model), "%s", inst->model);
     bool gone = false;
-    tb_model_table_remove(h->models, r->instance_id, &gone);
+    tb_instance_dir_remove(h->models, r->instance_id, &gone);
     LOG_INFO(h, "engine %s (instance %016" PRIx64 ") of model '%s' is gone%s", r->endpoint,
              r->instance_id, model, gone ? ": model removed from /v1/models" : "");
 }
@@ -311,7 +311,7 @@ static void s_on_route(const struct tb_route *r, bool added, void *user)
 /* ------------------------------------------------------------------------------------------- */
 /* Routes answered at once */
 
-static json_t *s_model_json(const struct tb_mt_model *m, tb_model_table_t *t)
+static json_t *s_model_json(const struct tb_idir_model *m, tb_instance_dir_t *t)
 {
     json_t *o = json_object();
     if (!o) {
@@ -322,8 +322,8 @@ static json_t *s_model_json(const struct tb_mt_model *m, tb_model_table_t *t)
     json_object_set_new(o, "created", json_integer(m->created));
     json_object_set_new(o, "owned_by", json_string("turbine"));
     int64_t ctx = 0;
-    for (size_t i = 0; i < tb_model_table_count(t); i++) {
-        struct tb_mt_instance *inst = tb_model_table_at(t, i);
+    for (size_t i = 0; i < tb_instance_dir_count(t); i++) {
+        struct tb_idir_instance *inst = tb_instance_dir_at(t, i);
         if (strcmp(inst->model, m->name) == 0 && inst->context_length > ctx) {
             ctx = inst->context_length;
         }
@@ -337,7 +337,7 @@ static json_t *s_model_json(const struct tb_mt_model *m, tb_model_table_t *t)
 static enum MHD_Result s_models(struct tb_http *h, struct MHD_Connection *conn, const char *id)
 {
     if (id) {
-        const struct tb_mt_model *m = tb_model_table_model(h->models, id);
+        const struct tb_idir_model *m = tb_instance_dir_model(h->models, id);
         if (!m) {
             struct tb_oai_error e;
             tb_oai_error_set(&e, 404, "invalid_request_error", "model_not_found", "model",
@@ -348,8 +348,8 @@ static enum MHD_Result s_models(struct tb_http *h, struct MHD_Connection *conn, 
     }
     json_t *o = json_object();
     json_t *data = json_array();
-    for (size_t i = 0; o && data && i < tb_model_table_model_count(h->models); i++) {
-        json_array_append_new(data, s_model_json(tb_model_table_model_at(h->models, i),
+    for (size_t i = 0; o && data && i < tb_instance_dir_model_count(h->models); i++) {
+        json_array_append_new(data, s_model_json(tb_instance_dir_model_at(h->models, i),
                                                  h->models));
     }
     if (o && data) {
@@ -365,10 +365,10 @@ static const char *s_ready_reason(struct tb_http *h)
     if (atomic_load(&h->draining)) {
         return "draining: the process is shutting down";
     }
-    if (tb_model_table_model_count(h->models) == 0) {
+    if (tb_instance_dir_model_count(h->models) == 0) {
         return "no model is routable: no engine instance has registered";
     }
-    if (!tb_model_table_is_ready(h->models)) {
+    if (!tb_instance_dir_is_ready(h->models)) {
         return "no engine instance answered its last health probe";
     }
     return NULL;
@@ -377,8 +377,8 @@ static const char *s_ready_reason(struct tb_http *h)
 static json_t *s_model_names(struct tb_http *h)
 {
     json_t *a = json_array();
-    for (size_t i = 0; a && i < tb_model_table_model_count(h->models); i++) {
-        json_array_append_new(a, json_string(tb_model_table_model_at(h->models, i)->name));
+    for (size_t i = 0; a && i < tb_instance_dir_model_count(h->models); i++) {
+        json_array_append_new(a, json_string(tb_instance_dir_model_at(h->models, i)->name));
     }
     return a;
 }
@@ -470,8 +470,8 @@ static enum MHD_Result s_health(struct tb_http *h, struct MHD_Connection *conn)
                                                              json_object_get(r, "instances")) +
                                                          1));
     }
-    for (size_t i = 0; i < tb_model_table_model_count(h->models); i++) {
-        const struct tb_mt_model *m = tb_model_table_model_at(h->models, i);
+    for (size_t i = 0; i < tb_instance_dir_model_count(h->models); i++) {
+        const struct tb_idir_model *m = tb_instance_dir_model_at(h->models, i);
         json_t *e = json_object();
         if (e) {
             json_object_set_new(e, "id", json_string(m->name));
@@ -480,8 +480,8 @@ static enum MHD_Result s_health(struct tb_http *h, struct MHD_Connection *conn)
             json_array_append_new(models, e);
         }
     }
-    for (size_t i = 0; i < tb_model_table_count(h->models); i++) {
-        struct tb_mt_instance *inst = tb_model_table_at(h->models, i);
+    for (size_t i = 0; i < tb_instance_dir_count(h->models); i++) {
+        struct tb_idir_instance *inst = tb_instance_dir_at(h->models, i);
         json_t *e = json_object();
         char idbuf[24];
         if (!e) {
@@ -852,8 +852,8 @@ static void s_fini(struct tb_http *h)
         MHD_stop_daemon(h->mhd);
         h->mhd = NULL;
     }
-    for (size_t i = 0; h->models && i < tb_model_table_count(h->models); i++) {
-        s_probe_cancel(h, tb_model_table_at(h->models, i));
+    for (size_t i = 0; h->models && i < tb_instance_dir_count(h->models); i++) {
+        s_probe_cancel(h, tb_instance_dir_at(h->models, i));
     }
     host->bus_destroy(&h->bus);
     tb_http_metrics_release(&h->metrics);
@@ -1027,7 +1027,7 @@ int tb_http_new(const struct tb_host *host, tb_component_t *comp,
     }
     h->id_seed = seed;
     int rc = 0;
-    h->models = tb_model_table_new("text");
+    h->models = tb_instance_dir_new("text");
     h->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (!h->models || h->wake_fd < 0) {
         host->set_error(comp, "out of memory");
@@ -1038,6 +1038,7 @@ int tb_http_new(const struct tb_host *host, tb_component_t *comp,
     if (rc != 0) {
         goto fail;
     }
+    tb_route_fallback_init(&h->fallback, host, comp);
     *out = h;
     return 0;
 fail:
@@ -1105,7 +1106,7 @@ void tb_http_destroy(tb_http_t **h_p)
     }
     struct tb_http *h = *h_p;
     tb_http_stop(h);
-    tb_model_table_destroy(&h->models);
+    tb_instance_dir_destroy(&h->models);
     for (size_t i = 0; i < h->n_metric_models; i++) {
         free(h->metric_models[i]);
     }

@@ -1,8 +1,8 @@
 /*
  * tb_http_gen: one generation request through the frontend (POST /v1/chat/completions and
- * /v1/completions): admission, body, validation, routing (the router component, or round robin
- * here), the engine call, chunks into an OpenAI answer or a server-sent event stream, errors into
- * statuses, and cancellation when the client goes away.
+ * /v1/completions): admission, body, validation, routing (the router component's choice, or a
+ * counted fallback), the engine call, chunks into an OpenAI answer or a server-sent event stream,
+ * errors into statuses, and cancellation when the client goes away.
  *
  * A request's connection is suspended while it waits on the bus; bus callbacks fill its answer
  * and resume it; the access handler (unary, errors) or the stream reader then hands the bytes to
@@ -37,7 +37,7 @@ static bool s_streaming(const struct tb_hreq *r)
 static void s_release_instance(struct tb_http *h, struct tb_hreq *r)
 {
     if (r->inst_counted) {
-        struct tb_mt_instance *inst = tb_model_table_get(h->models, r->instance);
+        struct tb_idir_instance *inst = tb_instance_dir_get(h->models, r->instance);
         if (inst && inst->in_flight > 0) {
             inst->in_flight--;
         }
@@ -341,7 +341,8 @@ static int s_complete(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_
     return rc;
 }
 
-static void s_call_engine(struct tb_http *h, struct tb_hreq *r, uint64_t instance);
+static void s_call_engine(struct tb_http *h, struct tb_hreq *r, uint64_t instance,
+                          tb_rf_reason_t why, const char *detail);
 
 static void s_on_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user)
 {
@@ -364,23 +365,23 @@ static void s_on_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user)
         if (ch->code == TB_EGONE && r->state == TB_HS_WAITING && r->tries < 2) {
             /* The instance went away before producing anything: nothing was sent, so the
              * request moves to another instance, once. */
-            struct tb_mt_instance *gone = tb_model_table_get(h->models, r->instance);
+            struct tb_idir_instance *gone = tb_instance_dir_get(h->models, r->instance);
             s_release_instance(h, r);
             if (gone) {
-                tb_model_table_set_state(h->models, gone, TB_INST_UNHEALTHY);
+                tb_instance_dir_set_state(h->models, gone, TB_INST_UNHEALTHY);
             }
             LOG_DEBUG(h, "request %s: engine instance %016" PRIx64 " went away before "
                          "answering: trying another",
                       r->id, r->instance);
-            s_call_engine(h, r, 0);
+            s_call_engine(h, r, 0, TB_RF_RETRY, "the instance went away before answering");
             return;
         }
         s_fail_code(h, r, ch->code, ch->message);
         return;
     }
-    struct tb_mt_instance *inst = tb_model_table_get(h->models, r->instance);
+    struct tb_idir_instance *inst = tb_instance_dir_get(h->models, r->instance);
     if (inst && inst->state != TB_INST_HEALTHY) {
-        tb_model_table_set_state(h->models, inst, TB_INST_HEALTHY);
+        tb_instance_dir_set_state(h->models, inst, TB_INST_HEALTHY);
     }
     void *msg = NULL;
     char err[200];
@@ -410,13 +411,19 @@ static void s_on_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user)
 /* ------------------------------------------------------------------------------------------- */
 /* Routing */
 
-static void s_call_engine(struct tb_http *h, struct tb_hreq *r, uint64_t instance)
+/* Calls `instance` (the router's choice), or, when it is 0 or cannot be called, an instance
+ * chosen here: a fallback counted and logged with `why`. */
+static void s_call_engine(struct tb_http *h, struct tb_hreq *r, uint64_t instance,
+                          tb_rf_reason_t why, const char *detail)
 {
     const struct tb_host *host = h->host;
     for (int attempt = 0; attempt < 3; attempt++) {
-        struct tb_mt_instance *inst = instance ? tb_model_table_get(h->models, instance) : NULL;
+        struct tb_idir_instance *inst = instance ? tb_instance_dir_get(h->models, instance) : NULL;
         if (!inst || strcmp(inst->model, r->oreq->model) != 0) {
-            inst = tb_model_table_pick(h->models, r->oreq->model);
+            inst = tb_instance_dir_next(h->models, r->oreq->model);
+            if (inst) {
+                tb_route_fallback_note(&h->fallback, r->oreq->model, why, detail);
+            }
         }
         if (!inst) {
             struct tb_oai_error e;
@@ -446,6 +453,8 @@ static void s_call_engine(struct tb_http *h, struct tb_hreq *r, uint64_t instanc
             return;
         }
         instance = 0;
+        why = TB_RF_BAD_ANSWER;
+        detail = "the chosen instance is gone";
     }
     s_fail_code(h, r, TB_ENOROUTE, "every pick was refused");
 }
@@ -460,34 +469,41 @@ static void s_on_route_answer(tb_call_t *call, const struct tb_chunk *ch, void *
     }
     r->call = NULL;
     uint64_t instance = 0;
+    tb_rf_reason_t why = TB_RF_BAD_ANSWER;
+    char detail[200] = "";
     if (ch->kind == TB_CHUNK_FINAL && ch->len > 0) {
         void *msg = NULL;
-        char err[200];
+        char err[160];
         if (h->host->msg_decode(TB_MSG_ROUTE_ANSWER, ch->data, ch->len, &msg, err,
                                 sizeof(err)) == 0) {
             const struct tb_msg_route_answer *a = msg;
-            struct tb_mt_instance *inst = tb_model_table_get(h->models, a->instance_id);
+            struct tb_idir_instance *inst = tb_instance_dir_get(h->models, a->instance_id);
             if (inst && strcmp(inst->model, r->oreq->model) == 0) {
                 instance = a->instance_id;
             } else {
-                LOG_DEBUG(h, "request %s: the router chose instance %016" PRIx64
-                             ", unknown here for model '%s': picking here",
-                          r->id, a->instance_id, r->oreq->model);
+                snprintf(detail, sizeof(detail), "the router chose instance %016" PRIx64
+                         ", unknown here", a->instance_id);
             }
         } else {
-            LOG_WARN(h, "request %s: malformed answer from the router: %s", r->id, err);
+            snprintf(detail, sizeof(detail), "malformed answer: %s", err);
         }
         h->host->msg_free(&msg);
     } else if (ch->kind == TB_CHUNK_ERROR) {
-        LOG_DEBUG(h, "request %s: the router answered %s (%s): picking here", r->id,
-                  h->host->strerror(ch->code), ch->message ? ch->message : "");
+        why = ch->code == TB_ETIMEDOUT || ch->code == TB_EGONE ? TB_RF_ROUTER_DOWN
+                                                              : TB_RF_ROUTER_ERROR;
+        snprintf(detail, sizeof(detail), "%s: %s", h->host->strerror(ch->code),
+                 ch->message ? ch->message : "");
+    } else {
+        snprintf(detail, sizeof(detail), "an empty answer");
     }
-    s_call_engine(h, r, instance);
+    s_call_engine(h, r, instance, why, detail);
 }
 
 static void s_route(struct tb_http *h, struct tb_hreq *r)
 {
     const struct tb_host *host = h->host;
+    tb_rf_reason_t why = h->router_ep[0] ? TB_RF_ROUTER_DOWN : TB_RF_NO_ROUTER;
+    const char *detail = h->router_ep[0] ? "no live router instance" : NULL;
     if (h->router_ep[0] && h->router_instances > 0) {
         struct tb_msg_route_query q = {.model = r->oreq->model, .kind = "text"};
         struct tb_buf b = {0};
@@ -503,9 +519,9 @@ static void s_route(struct tb_http *h, struct tb_hreq *r)
             tb_http_req_step(h, r, TB_HEV_ROUTE);
             return;
         }
-        LOG_DEBUG(h, "request %s: cannot ask the router: %s", r->id, host->strerror(rc));
+        detail = host->strerror(rc);
     }
-    s_call_engine(h, r, 0);
+    s_call_engine(h, r, 0, why, detail);
 }
 
 /* ------------------------------------------------------------------------------------------- */
@@ -595,7 +611,7 @@ static int s_prepare(struct tb_http *h, struct tb_hreq *r, struct tb_oai_error *
     if (rc != 0) {
         return -1;
     }
-    if (!tb_model_table_model(h->models, r->oreq->model)) {
+    if (!tb_instance_dir_model(h->models, r->oreq->model)) {
         tb_oai_error_set(e, 404, "invalid_request_error", "model_not_found", "model",
                          "the model '%.200s' does not exist", r->oreq->model);
         return -1;
@@ -827,8 +843,8 @@ static bool s_remember_model(struct tb_http *h, const char *label)
 void tb_http_gen_update_gauges(struct tb_http *h)
 {
     char label[160];
-    for (size_t i = 0; i < tb_model_table_model_count(h->models); i++) {
-        s_remember_model(h, tb_http_metrics_label(tb_model_table_model_at(h->models, i)->name,
+    for (size_t i = 0; i < tb_instance_dir_model_count(h->models); i++) {
+        s_remember_model(h, tb_http_metrics_label(tb_instance_dir_model_at(h->models, i)->name,
                                                   label, sizeof(label)));
     }
     for (struct tb_hreq *r = h->gens; r; r = r->next) {

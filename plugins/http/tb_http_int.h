@@ -16,9 +16,10 @@
 #include "tb_hreq_fsm.h"
 #include "tb_http.h"
 #include "tb_http_metrics.h"
-#include "tb_model_table.h"
+#include "tb_instance_dir.h"
 #include "tb_oai_request.h"
 #include "tb_oai_response.h"
+#include "tb_route_fallback.h"
 
 /* What a request asks for, decided when its headers arrive. */
 typedef enum {
@@ -113,8 +114,9 @@ struct tb_http {
     struct MHD_Daemon *mhd;
     int epfd;
     unsigned port;
-    tb_model_table_t *models;
+    tb_instance_dir_t *models;
     size_t router_instances;
+    struct tb_route_fallback fallback; /* instances chosen without the router */
     struct tb_http_metrics metrics;
     struct tb_hreq *gens;        /* generation requests past their headers */
     size_t n_gens;

@@ -15,7 +15,7 @@ static const struct tb_config_field s_fields[] = {
     {.key = "chat_template", .type = TB_CFG_PATH, .offset = OFF(chat_template),
      .must_exist = true, .help = "Jinja file to use instead of the model's chat template"},
     {.key = "router", .type = TB_CFG_STRING, .offset = OFF(router),
-     .help = "router component to ask for an engine instance (default: round robin here)"},
+     .help = "router component to ask for an engine (absent: in turn here, a counted fallback)"},
     {.key = "context_length", .type = TB_CFG_INT, .offset = OFF(context_length),
      .default_value = "0", .has_bounds = true, .min = 0, .max = 10000000,
      .help = "cap on prompt + completion tokens (0: the smallest the engines announce)"},

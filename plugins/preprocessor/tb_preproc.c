@@ -1,44 +1,25 @@
-/* tb_preproc: the preprocessor service (see tb_preproc.h). */
+/*
+ * tb_preproc: the preprocessor service (see tb_preproc.h).  This file holds the actor, its
+ * endpoints and the route to an engine; a request's state, its text out (detokenizer + stop
+ * strings) and its usage are classes of their own (tb_pp_request, tb_pp_text, tb_pp_usage).
+ */
 #include "tb_preproc.h"
 
 #include <inttypes.h>
 #include <jansson.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tb_actor.h"
 #include "tb_chat_template.h"
-#include "tb_detok.h"
 #include "tb_gguf.h"
-#include "tb_stop_matcher.h"
+#include "tb_instance_dir.h"
+#include "tb_pp_request.h"
+#include "tb_route_fallback.h"
 #include "tb_tokenizer.h"
 
-#define MAX_ENGINES 64
-
-struct engine {
-    char endpoint[256];
-    uint64_t instance;
-    int64_t context_length;
-};
-
-struct req {
-    tb_preproc_t *p;
-    tb_request_t *in;
-    tb_call_t *router_call;
-    tb_call_t *engine_call;
-    struct tb_msg_gen_request *msg; /* decoded, owned (host->msg_free) */
-    int32_t *ids;
-    size_t n_ids;
-    int64_t max_tokens; /* resolved; 0: the engine's default */
-    tb_detok_t *detok;
-    tb_stop_matcher_t *stop;
-    int64_t completion_tokens;
-    int64_t cached_tokens;
-    int timeout_ms;
-    struct req *prev, *next;
-};
+#define ROUTER_TIMEOUT_MS 2000
 
 struct tb_preproc {
     const struct tb_host *host;
@@ -50,256 +31,133 @@ struct tb_preproc {
     tb_bus_t *bus; /* the actor's, valid on its thread */
     char router_ep[256];
     tb_endpoint_t *gen_ep;
-    struct engine engines[MAX_ENGINES];
-    size_t n_engines;
+    tb_instance_dir_t *engines; /* engines (kind "tokens") of the served model */
     bool engines_changed;
-    uint64_t rr;
-    struct req *reqs;
-    atomic_size_t in_flight;
+    struct tb_route_fallback fallback;
+    struct tb_pp_request_list reqs;
 };
 
 #define LOG_I(p, ...) TB_LOG_INFO((p)->host, (p)->comp, __VA_ARGS__)
 #define LOG_W(p, ...) TB_LOG_WARN((p)->host, (p)->comp, __VA_ARGS__)
-#define LOG_D(p, ...) TB_LOG_DEBUG((p)->host, (p)->comp, __VA_ARGS__)
+
+typedef struct tb_pp_request req_t;
 
 /* ------------------------------------------------------------------------------------------- */
-/* Requests */
+/* The engine's stream back to the caller */
 
-static void s_req_free(struct req *r)
+/* The logprobs of the first `n` ids of `c`, each with its token's text (*texts_out owned, to free
+ * with s_free_texts).  0 or TB_ENOMEM. */
+static int s_logprobs(const tb_tokenizer_t *tok, const struct tb_msg_gen_chunk *c, size_t n,
+                      struct tb_msg_token_logprob **lps_out, char ***texts_out)
 {
-    tb_preproc_t *p = r->p;
-    if (r->prev) {
-        r->prev->next = r->next;
-    } else if (p->reqs == r) {
-        p->reqs = r->next;
+    *lps_out = NULL;
+    *texts_out = NULL;
+    if (n == 0) {
+        return 0;
     }
-    if (r->next) {
-        r->next->prev = r->prev;
+    struct tb_msg_token_logprob *lps = calloc(n, sizeof(*lps));
+    char **texts = calloc(n, sizeof(*texts));
+    int rc = lps && texts ? 0 : TB_ENOMEM;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        lps[i] = c->logprobs[i];
+        rc = tb_pp_token_text(tok, (int32_t)c->logprobs[i].token_id, &texts[i]);
+        lps[i].text = texts[i];
     }
-    if (r->router_call) {
-        p->host->bus_call_cancel(r->router_call);
-    }
-    if (r->engine_call) {
-        p->host->bus_call_cancel(r->engine_call);
-    }
-    void *m = r->msg;
-    p->host->msg_free(&m);
-    free(r->ids);
-    tb_detok_destroy(&r->detok);
-    tb_stop_matcher_destroy(&r->stop);
-    free(r);
-    atomic_fetch_sub(&p->in_flight, 1);
-}
-
-static void s_fail(struct req *r, int code, const char *fmt, ...) TB_PRINTF(3, 4);
-
-static void s_fail(struct req *r, int code, const char *fmt, ...)
-{
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    r->p->host->bus_reply_error(r->in, code, "%s", msg);
-    s_req_free(r);
-}
-
-/* Sends a gen_chunk to the caller; final ends the request. */
-static int s_send(struct req *r, const struct tb_msg_gen_chunk *c, bool final)
-{
-    const struct tb_host *h = r->p->host;
-    struct tb_buf buf = {0};
-    int rc = h->msg_encode(TB_MSG_GEN_CHUNK, c, &buf);
-    if (rc == 0) {
-        rc = h->bus_reply(r->in, buf.data, buf.len, final);
-    } else if (final) {
-        h->bus_reply_error(r->in, TB_EINTERNAL, "cannot encode a reply");
-    }
-    h->buf_free(&buf);
+    *lps_out = lps;
+    *texts_out = texts;
     return rc;
 }
 
-/* The text of one token as it reads inside a longer text (SentencePiece spaces kept). */
-static char *s_token_text(const tb_tokenizer_t *tok, int32_t id)
+static void s_free_texts(char **texts, size_t n)
 {
-    tb_detok_t *d = NULL;
-    const char *s;
-    size_t len;
-    char *out = NULL;
-    size_t n = 0;
-    if (tb_detok_new(tok, false, &d) != 0 || tb_detok_set_continuation(d) != 0) {
-        tb_detok_destroy(&d);
-        return NULL;
+    for (size_t i = 0; texts && i < n; i++) {
+        free(texts[i]);
     }
-    if (tb_detok_push(d, id, &s, &len) == 0) {
-        out = malloc(len + 1);
-        if (out) {
-            memcpy(out, s, len);
-            n = len;
+    free(texts);
+}
+
+/* Builds and sends the caller's chunk for engine chunk `c` (NULL when it had no payload).
+ * `stopped`: a stop string completed; `final`: this ends the request. */
+static void s_forward(req_t *r, const struct tb_msg_gen_chunk *c, size_t used, bool stopped,
+                      bool final, bool engine_done)
+{
+    tb_preproc_t *p = r->owner;
+    const struct tb_host *h = p->host;
+    size_t n_lp = c ? (c->logprobs_count < used ? c->logprobs_count : used) : 0;
+    struct tb_msg_token_logprob *lps = NULL;
+    char **texts = NULL;
+    if (s_logprobs(p->tok, c, n_lp, &lps, &texts) != 0) {
+        s_free_texts(texts, n_lp);
+        free(lps);
+        tb_pp_request_fail(r, TB_ENOMEM, "out of memory while building the logprobs");
+        return;
+    }
+    size_t text_len = 0;
+    const char *text = tb_pp_text_take(r->text, &text_len);
+    struct tb_msg_gen_chunk outc = {.text = (char *)text};
+    outc.token_ids = c ? c->token_ids : NULL;
+    outc.token_ids_count = used;
+    outc.logprobs = lps;
+    outc.logprobs_count = lps ? n_lp : 0;
+    if (final) {
+        if (stopped && r->engine_call && !engine_done) {
+            h->bus_call_cancel(r->engine_call); /* the engine need not go on */
         }
+        r->engine_call = NULL;
+        struct tb_msg_usage u = tb_pp_usage_message(&r->usage);
+        outc.finish_reason = stopped ? "stop" : (c && c->finish_reason) ? c->finish_reason : "stop";
+        outc.usage = &u;
+        tb_pp_request_send(r, &outc, true);
+        tb_pp_request_free(r);
+    } else if ((text_len || used) && tb_pp_request_send(r, &outc, false) == TB_EGONE) {
+        tb_pp_request_fail(r, TB_ECANCELED, "caller gone"); /* cancels the engine too */
     }
-    if (out && tb_detok_flush(d, &s, &len) == 0 && len) {
-        char *o2 = realloc(out, n + len + 1);
-        if (o2) {
-            memcpy(o2 + n, s, len);
-            out = o2;
-            n += len;
-        }
-    }
-    if (out) {
-        out[n] = 0;
-    }
-    tb_detok_destroy(&d);
-    return out;
+    s_free_texts(texts, n_lp);
+    free(lps);
 }
 
 static void s_on_engine_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user)
 {
     (void)call;
-    struct req *r = user;
-    tb_preproc_t *p = r->p;
+    req_t *r = user;
+    tb_preproc_t *p = r->owner;
     const struct tb_host *h = p->host;
+    if (ch->kind != TB_CHUNK_DATA) {
+        r->engine_call = NULL; /* the bus frees the call after its last chunk */
+    }
     if (ch->kind == TB_CHUNK_ERROR) {
-        r->engine_call = NULL;
-        s_fail(r, ch->code, "%s", ch->message);
+        tb_pp_request_fail(r, ch->code, "%s", ch->message);
         return;
     }
     void *m = NULL;
     char err[256];
     if (ch->len && h->msg_decode(TB_MSG_GEN_CHUNK, ch->data, ch->len, &m, err, sizeof(err)) != 0) {
-        if (ch->kind == TB_CHUNK_FINAL) {
-            r->engine_call = NULL;
-        }
-        s_fail(r, TB_EPROTO, "the engine sent an unreadable chunk: %s", err);
+        tb_pp_request_fail(r, TB_EPROTO, "the engine sent an unreadable chunk: %s", err);
         return;
     }
-    struct tb_msg_gen_chunk *c = m;
-    /* Detokenize the new ids and pass the text through the stop matcher. */
-    char *text = NULL;
-    size_t text_len = 0, text_cap = 0;
-    int stopped = 0;
-    size_t used_ids = 0;
-    for (size_t i = 0; c && i < c->token_ids_count && !stopped; i++) {
-        const char *s;
-        size_t len;
-        used_ids++;
-        r->completion_tokens++;
-        if (tb_detok_push(r->detok, c->token_ids[i], &s, &len) != 0) {
-            continue;
-        }
-        const char *out;
-        size_t out_len;
-        stopped = tb_stop_matcher_push(r->stop, s, len, &out, &out_len);
-        if (out_len) {
-            if (text_len + out_len + 1 > text_cap) {
-                text_cap = (text_len + out_len + 1) * 2;
-                char *t = realloc(text, text_cap);
-                if (!t) {
-                    break;
-                }
-                text = t;
-            }
-            memcpy(text + text_len, out, out_len);
-            text_len += out_len;
-            text[text_len] = 0;
-        }
+    const struct tb_msg_gen_chunk *c = m;
+    size_t used = 0;
+    int rc = c ? tb_pp_text_push(r->text, c->token_ids, c->token_ids_count, &used) : 0;
+    tb_pp_usage_add_completion(&r->usage, used);
+    bool final = ch->kind == TB_CHUNK_FINAL || rc == 1;
+    if (rc >= 0 && final && rc != 1) {
+        rc = tb_pp_text_finish(r->text); /* the engine finished: release what is held */
     }
-    bool final = ch->kind == TB_CHUNK_FINAL || stopped == 1;
-    if (final && stopped != 1) {
-        /* The engine finished: release what the detokenizer and the matcher still hold. */
-        const char *s;
-        size_t len;
-        if (tb_detok_flush(r->detok, &s, &len) == 0 && len) {
-            const char *out;
-            size_t out_len;
-            stopped = tb_stop_matcher_push(r->stop, s, len, &out, &out_len);
-            if (out_len) {
-                char *t = realloc(text, text_len + out_len + 1);
-                if (t) {
-                    text = t;
-                    memcpy(text + text_len, out, out_len);
-                    text_len += out_len;
-                    text[text_len] = 0;
-                }
-            }
-        }
-        if (stopped != 1) {
-            const char *out;
-            size_t out_len;
-            tb_stop_matcher_flush(r->stop, &out, &out_len);
-            if (out_len) {
-                char *t = realloc(text, text_len + out_len + 1);
-                if (t) {
-                    text = t;
-                    memcpy(text + text_len, out, out_len);
-                    text_len += out_len;
-                    text[text_len] = 0;
-                }
-            }
-        }
+    if (rc < 0) {
+        tb_pp_request_fail(r, rc, "out of memory while building the text of the answer");
+    } else {
+        tb_pp_usage_engine(&r->usage, c ? c->usage : NULL);
+        s_forward(r, c, used, rc == 1, final, ch->kind == TB_CHUNK_FINAL);
     }
-    if (c && c->usage && c->usage->has_cached_tokens) {
-        r->cached_tokens = c->usage->cached_tokens;
-    }
-    /* Logprobs of the ids used, with each token's text. */
-    struct tb_msg_token_logprob *lps = NULL;
-    char **texts = NULL;
-    size_t n_lp = c ? (c->logprobs_count < used_ids ? c->logprobs_count : used_ids) : 0;
-    if (n_lp) {
-        lps = calloc(n_lp, sizeof(*lps));
-        texts = calloc(n_lp, sizeof(*texts));
-        for (size_t i = 0; lps && texts && i < n_lp; i++) {
-            lps[i] = c->logprobs[i];
-            texts[i] = s_token_text(p->tok, (int32_t)c->logprobs[i].token_id);
-            lps[i].text = texts[i] ? texts[i] : "";
-        }
-    }
-    struct tb_msg_gen_chunk outc = {.text = text};
-    outc.token_ids = c ? c->token_ids : NULL;
-    outc.token_ids_count = used_ids;
-    outc.logprobs = lps;
-    outc.logprobs_count = lps ? n_lp : 0;
-    if (final) {
-        const char *reason = stopped == 1 ? "stop"
-                             : (c && c->finish_reason) ? c->finish_reason
-                                                       : "stop";
-        if (stopped == 1 && r->engine_call && ch->kind != TB_CHUNK_FINAL) {
-            h->bus_call_cancel(r->engine_call); /* the engine need not go on */
-        }
-        r->engine_call = NULL;
-        struct tb_msg_usage u = {.prompt_tokens = (int64_t)r->n_ids,
-                                 .completion_tokens = r->completion_tokens};
-        if (r->cached_tokens > 0) {
-            u.cached_tokens = r->cached_tokens;
-            u.has_cached_tokens = true;
-        }
-        outc.finish_reason = reason;
-        outc.usage = &u;
-        s_send(r, &outc, true);
-        r->in = NULL;
-        s_req_free(r);
-    } else if (text_len || used_ids) {
-        if (s_send(r, &outc, false) == TB_EGONE) {
-            /* The caller is gone: stop the engine too. */
-            h->bus_call_cancel(r->engine_call);
-            r->engine_call = NULL;
-            h->bus_reply_error(r->in, TB_ECANCELED, "caller gone");
-            r->in = NULL;
-            s_req_free(r);
-        }
-    }
-    for (size_t i = 0; texts && i < n_lp; i++) {
-        free(texts[i]);
-    }
-    free(texts);
-    free(lps);
-    free(text);
     h->msg_free(&m);
 }
 
-static int s_call_engine(struct req *r, const char *endpoint, uint64_t instance)
+/* ------------------------------------------------------------------------------------------- */
+/* Routing: the router's choice, or a counted fallback */
+
+static int s_call_engine(req_t *r, const char *endpoint, uint64_t instance)
 {
-    tb_preproc_t *p = r->p;
+    tb_preproc_t *p = r->owner;
     const struct tb_host *h = p->host;
     struct tb_msg_gen_request q = *r->msg;
     q.mode = "tokens";
@@ -326,90 +184,106 @@ static int s_call_engine(struct req *r, const char *endpoint, uint64_t instance)
     return rc;
 }
 
-/* Round robin over the engines serving the model. */
-static int s_call_any_engine(struct req *r)
+/* Without the router: the engines in turn (tb_instance_dir_next), counted and logged as a
+ * fallback with `why`.  Fails the request when none can be called. */
+static void s_fallback(req_t *r, tb_rf_reason_t why, const char *detail)
 {
-    tb_preproc_t *p = r->p;
-    for (size_t tries = 0; tries < p->n_engines; tries++) {
-        const struct engine *e = &p->engines[p->rr++ % p->n_engines];
-        int rc = s_call_engine(r, e->endpoint, e->instance);
-        if (rc != TB_ENOROUTE) {
-            return rc;
+    tb_preproc_t *p = r->owner;
+    const char *model = p->cfg.served_model_name;
+    int rc = TB_ENOROUTE;
+    size_t tries = tb_instance_dir_count(p->engines);
+    for (size_t k = 0; k < tries && rc == TB_ENOROUTE; k++) {
+        struct tb_idir_instance *e = tb_instance_dir_next(p->engines, model);
+        if (!e) {
+            break;
         }
+        if (k == 0) {
+            tb_route_fallback_note(&p->fallback, model, why, detail);
+        }
+        rc = s_call_engine(r, e->endpoint, e->instance_id);
     }
-    return TB_ENOROUTE;
+    if (rc != 0) {
+        tb_pp_request_fail(r, rc, "no engine instance serves model '%s' right now", model);
+    }
 }
 
 static void s_on_router_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user)
 {
     (void)call;
-    struct req *r = user;
-    tb_preproc_t *p = r->p;
+    req_t *r = user;
+    tb_preproc_t *p = r->owner;
     const struct tb_host *h = p->host;
     if (ch->kind == TB_CHUNK_DATA) {
         return;
     }
     r->router_call = NULL;
-    int rc = TB_ENOROUTE;
+    char detail[200];
+    tb_rf_reason_t why = TB_RF_BAD_ANSWER;
     if (ch->kind == TB_CHUNK_FINAL) {
         void *m = NULL;
-        char err[256];
-        if (h->msg_decode(TB_MSG_ROUTE_ANSWER, ch->data, ch->len, &m, err, sizeof(err)) == 0) {
-            struct tb_msg_route_answer *a = m;
-            rc = s_call_engine(r, a->endpoint, a->instance_id);
-            h->msg_free(&m);
+        char err[160];
+        if (h->msg_decode(TB_MSG_ROUTE_ANSWER, ch->data, ch->len, &m, err, sizeof(err)) != 0) {
+            snprintf(detail, sizeof(detail), "malformed answer: %s", err);
         } else {
-            LOG_W(p, "unreadable answer from the router: %s", err);
+            /* Exactly the instance the router named. */
+            struct tb_msg_route_answer *a = m;
+            int rc = s_call_engine(r, a->endpoint, a->instance_id);
+            snprintf(detail, sizeof(detail), "cannot call the instance it chose, %016" PRIx64
+                     ": %s", a->instance_id, h->strerror(rc));
+            h->msg_free(&m);
+            if (rc == 0) {
+                return;
+            }
         }
     } else {
-        LOG_D(p, "router answered %d (%s): choosing an engine here", ch->code, ch->message);
+        why = ch->code == TB_ETIMEDOUT || ch->code == TB_EGONE ? TB_RF_ROUTER_DOWN
+                                                              : TB_RF_ROUTER_ERROR;
+        snprintf(detail, sizeof(detail), "%s: %s", h->strerror(ch->code),
+                 ch->message ? ch->message : "");
     }
-    if (rc != 0) {
-        rc = s_call_any_engine(r);
-    }
-    if (rc != 0) {
-        s_fail(r, rc == TB_ENOROUTE ? TB_ENOROUTE : rc,
-               "no engine instance serves model '%s' right now", p->cfg.served_model_name);
-    }
+    s_fallback(r, why, detail);
 }
 
-static void s_dispatch(struct req *r)
+/* Asks the router which engine serves `r` (one bus round trip), or falls back. */
+static void s_dispatch(req_t *r)
 {
-    tb_preproc_t *p = r->p;
+    tb_preproc_t *p = r->owner;
     const struct tb_host *h = p->host;
-    int rc = TB_ENOROUTE;
-    if (p->router_ep[0]) {
-        struct tb_msg_route_query q = {.model = p->cfg.served_model_name, .kind = "tokens"};
-        q.tokens = r->ids;
-        q.tokens_count = r->n_ids;
-        struct tb_buf buf = {0};
-        if (h->msg_encode(TB_MSG_ROUTE_QUERY, &q, &buf) == 0) {
-            rc = h->bus_call(p->bus, p->router_ep, 0, buf.data, buf.len, 2000, s_on_router_chunk,
-                             r, &r->router_call);
-        }
-        h->buf_free(&buf);
-        if (rc == 0) {
-            return;
-        }
+    if (!p->router_ep[0]) {
+        s_fallback(r, TB_RF_NO_ROUTER, NULL);
+        return;
     }
-    rc = s_call_any_engine(r);
+    struct tb_msg_route_query q = {.model = p->cfg.served_model_name, .kind = "tokens"};
+    q.tokens = r->ids;
+    q.tokens_count = r->n_ids;
+    struct tb_buf buf = {0};
+    int rc = h->msg_encode(TB_MSG_ROUTE_QUERY, &q, &buf);
+    if (rc == 0) {
+        rc = h->bus_call(p->bus, p->router_ep, 0, buf.data, buf.len, ROUTER_TIMEOUT_MS,
+                         s_on_router_chunk, r, &r->router_call);
+    }
+    h->buf_free(&buf);
     if (rc != 0) {
-        s_fail(r, rc, "no engine instance serves model '%s' right now",
-               p->cfg.served_model_name);
+        char detail[400];
+        snprintf(detail, sizeof(detail), "cannot call %.256s: %s", p->router_ep,
+                 h->strerror(rc));
+        s_fallback(r, TB_RF_ROUTER_DOWN, detail);
     }
 }
 
+/* The context a request may fill: the configured cap, or the smallest an engine announces. */
 static int64_t s_context(const tb_preproc_t *p)
 {
     int64_t ctx = p->cfg.context_length;
-    for (size_t i = 0; i < p->n_engines; i++) {
-        int64_t c = p->engines[i].context_length;
-        if (c > 0 && (ctx == 0 || c < ctx)) {
-            ctx = c;
-        }
+    int64_t e = tb_instance_dir_min_context(p->engines, p->cfg.served_model_name);
+    if (e > 0 && (ctx == 0 || e < ctx)) {
+        ctx = e;
     }
     return ctx;
 }
+
+/* ------------------------------------------------------------------------------------------- */
+/* Generate endpoint */
 
 static json_t *s_messages_json(const struct tb_msg_gen_request *q)
 {
@@ -489,6 +363,36 @@ static int s_prompt_ids(tb_preproc_t *p, const struct tb_msg_gen_request *q, boo
     return rc;
 }
 
+
+/* Checks the prompt against the context and resolves max_tokens.  0, or fails `r`. */
+static int s_limits(tb_preproc_t *p, req_t *r, bool chat)
+{
+    const struct tb_msg_gen_request *q = r->msg;
+    int64_t ctx = s_context(p);
+    const char *what = chat ? "messages" : "prompt";
+    if (ctx > 0 && (int64_t)r->n_ids >= ctx) {
+        tb_pp_request_fail(r, TB_ECONTEXT,
+                           "the prompt has %zu tokens but model '%s' has a context of %" PRId64
+                           " tokens (prompt plus completion): shorten the %s",
+                           r->n_ids, p->cfg.served_model_name, ctx, what);
+        return TB_ECONTEXT;
+    }
+    if (q->has_max_tokens) {
+        if (ctx > 0 && (int64_t)r->n_ids + q->max_tokens > ctx) {
+            tb_pp_request_fail(r, TB_ECONTEXT,
+                               "the prompt has %zu tokens and max_tokens asks for %" PRId64
+                               " more, but model '%s' has a context of %" PRId64
+                               " tokens: shorten the %s or lower max_tokens",
+                               r->n_ids, q->max_tokens, p->cfg.served_model_name, ctx, what);
+            return TB_ECONTEXT;
+        }
+        r->max_tokens = q->max_tokens;
+    } else if (ctx > 0) {
+        r->max_tokens = ctx - (int64_t)r->n_ids;
+    }
+    return 0;
+}
+
 static void s_on_generate(tb_request_t *in, const void *payload, size_t len, void *user)
 {
     tb_preproc_t *p = user;
@@ -499,73 +403,39 @@ static void s_on_generate(tb_request_t *in, const void *payload, size_t len, voi
         h->bus_reply_error(in, TB_EPROTO, "unreadable request: %s", err);
         return;
     }
-    struct req *r = calloc(1, sizeof(*r));
-    if (!r) {
+    struct tb_msg_gen_request *q = m;
+    req_t *r = NULL;
+    if (tb_pp_request_new(&p->reqs, p, in, &q, p->cfg.request_timeout_s, &r) != 0) {
         h->msg_free(&m);
         h->bus_reply_error(in, TB_ENOMEM, "out of memory");
         return;
     }
-    atomic_fetch_add(&p->in_flight, 1);
-    r->p = p;
-    r->in = in;
-    r->msg = m;
-    r->next = p->reqs;
-    if (p->reqs) {
-        p->reqs->prev = r;
-    }
-    p->reqs = r;
-    h->bus_request_set_user(in, r);
-    struct tb_msg_gen_request *q = r->msg;
-    int64_t dl = h->bus_request_deadline_ns(in);
-    int64_t left_ms = dl ? (dl - h->now_ns()) / 1000000 : 0;
-    r->timeout_ms = (int)(p->cfg.request_timeout_s * 1000);
-    if (left_ms > 0 && left_ms < r->timeout_ms) {
-        r->timeout_ms = (int)left_ms;
-    }
+    q = r->msg;
     bool chat = strcmp(q->mode, "chat") == 0;
     if (!chat && strcmp(q->mode, "completion") != 0) {
-        s_fail(r, TB_EINVAL, "mode '%s' is not chat or completion", q->mode);
+        tb_pp_request_fail(r, TB_EINVAL, "mode '%s' is not chat or completion", q->mode);
         return;
     }
     if (chat && q->messages_count == 0) {
-        s_fail(r, TB_EINVAL, "messages must not be empty");
+        tb_pp_request_fail(r, TB_EINVAL, "messages must not be empty");
         return;
     }
     int rc = s_prompt_ids(p, q, true, true, &r->ids, &r->n_ids, err, sizeof(err));
     if (rc != 0) {
-        s_fail(r, rc == TB_ENOMEM ? TB_ENOMEM : TB_EINVAL, "%s", err);
+        tb_pp_request_fail(r, rc == TB_ENOMEM ? TB_ENOMEM : TB_EINVAL, "%s", err);
         return;
     }
     if (r->n_ids == 0) {
-        s_fail(r, TB_EINVAL, "the prompt is empty after tokenization");
+        tb_pp_request_fail(r, TB_EINVAL, "the prompt is empty after tokenization");
         return;
     }
-    int64_t ctx = s_context(p);
-    if (ctx > 0 && (int64_t)r->n_ids >= ctx) {
-        s_fail(r, TB_ECONTEXT,
-               "the prompt has %zu tokens but model '%s' has a context of %" PRId64
-               " tokens (prompt plus completion): shorten the %s",
-               r->n_ids, p->cfg.served_model_name, ctx, chat ? "messages" : "prompt");
+    if (s_limits(p, r, chat) != 0) {
         return;
     }
-    if (q->has_max_tokens) {
-        if (ctx > 0 && (int64_t)r->n_ids + q->max_tokens > ctx) {
-            s_fail(r, TB_ECONTEXT,
-                   "the prompt has %zu tokens and max_tokens asks for %" PRId64
-                   " more, but model '%s' has a context of %" PRId64
-                   " tokens: shorten the %s or lower max_tokens",
-                   r->n_ids, q->max_tokens, p->cfg.served_model_name, ctx,
-                   chat ? "messages" : "prompt");
-            return;
-        }
-        r->max_tokens = q->max_tokens;
-    } else if (ctx > 0) {
-        r->max_tokens = ctx - (int64_t)r->n_ids;
-    }
-    if (tb_detok_new(p->tok, true, &r->detok) != 0 ||
-        tb_detok_set_prefix(r->detok, r->ids, r->n_ids) != 0 ||
-        tb_stop_matcher_new(q->stop, q->stop_count, &r->stop) != 0) {
-        s_fail(r, TB_ENOMEM, "out of memory");
+    tb_pp_usage_init(&r->usage, r->n_ids);
+    if (tb_pp_text_new(p->tok, r->ids, r->n_ids, (const char *const *)q->stop, q->stop_count,
+                       &r->text) != 0) {
+        tb_pp_request_fail(r, TB_ENOMEM, "out of memory");
         return;
     }
     s_dispatch(r);
@@ -574,9 +444,9 @@ static void s_on_generate(tb_request_t *in, const void *payload, size_t len, voi
 static void s_on_generate_cancel(tb_request_t *in, void *user)
 {
     tb_preproc_t *p = user;
-    struct req *r = p->host->bus_request_user(in);
+    req_t *r = p->host->bus_request_user(in);
     if (r) {
-        s_fail(r, TB_ECANCELED, "cancelled by the caller");
+        tb_pp_request_fail(r, TB_ECANCELED, "cancelled by the caller");
     }
 }
 
@@ -676,25 +546,18 @@ static void s_on_tokenize_cancel(tb_request_t *in, void *user)
 static void s_on_route(const struct tb_route *r, bool added, void *user)
 {
     tb_preproc_t *p = user;
-    if (strcmp(r->kind, "tokens") != 0 || strcmp(r->model, p->cfg.served_model_name) != 0) {
+    if (!r->model || strcmp(r->model, p->cfg.served_model_name) != 0) {
         return;
     }
     if (added) {
-        if (p->n_engines < MAX_ENGINES) {
-            struct engine *e = &p->engines[p->n_engines++];
-            snprintf(e->endpoint, sizeof(e->endpoint), "%s", r->endpoint);
-            e->instance = r->instance_id;
-            e->context_length = r->context_length;
+        int rc = tb_instance_dir_add(p->engines, r, 0);
+        if (rc < 0) {
+            TB_LOG_ERROR(p->host, p->comp, "cannot track engine %s: out of memory", r->endpoint);
         }
+        p->engines_changed |= rc == 1;
     } else {
-        for (size_t i = 0; i < p->n_engines; i++) {
-            if (p->engines[i].instance == r->instance_id) {
-                p->engines[i] = p->engines[--p->n_engines];
-                break;
-            }
-        }
+        p->engines_changed |= tb_instance_dir_remove(p->engines, r->instance_id, NULL);
     }
-    p->engines_changed = true;
 }
 
 /* Offers the model exactly while an engine serves it (called on the actor thread). */
@@ -705,20 +568,21 @@ static void s_sync_endpoint(tb_preproc_t *p)
         return;
     }
     p->engines_changed = false;
-    if (p->n_engines > 0 && !p->gen_ep && !h->is_draining(p->comp)) {
+    size_t n = tb_instance_dir_count(p->engines);
+    if (n > 0 && !p->gen_ep && !h->is_draining(p->comp)) {
         struct tb_endpoint_meta meta = {.model = p->cfg.served_model_name, .kind = "text",
                                         .context_length = s_context(p)};
         int rc = h->bus_endpoint_add(p->bus, "generate", &meta, s_on_generate,
                                      s_on_generate_cancel, p, &p->gen_ep);
         if (rc == 0) {
             LOG_I(p, "model '%s' is servable: %zu engine instance%s", p->cfg.served_model_name,
-                  p->n_engines, p->n_engines == 1 ? "" : "s");
+                  n, n == 1 ? "" : "s");
         } else {
             LOG_W(p, "cannot offer model '%s': %s", p->cfg.served_model_name, h->strerror(rc));
             p->gen_ep = NULL;
             p->engines_changed = true; /* try again on the next step */
         }
-    } else if (p->n_engines == 0 && p->gen_ep) {
+    } else if (n == 0 && p->gen_ep) {
         h->bus_endpoint_remove(p->bus, p->gen_ep);
         p->gen_ep = NULL;
         LOG_I(p, "no engine serves model '%s' any more: no longer offering it",
@@ -753,6 +617,10 @@ static int s_init(void *user, tb_bus_t *bus)
         LOG_I(p, "waiting for an engine serving model '%s' (kind tokens)",
               p->cfg.served_model_name);
     }
+    if (!p->router_ep[0]) {
+        LOG_I(p, "no router configured: engines are chosen here in turn, each choice a counted "
+                 "fallback (turbine_router_fallback_total)");
+    }
     return 0;
 }
 
@@ -768,8 +636,8 @@ static void s_fini(void *user, tb_bus_t *bus)
 {
     (void)bus;
     tb_preproc_t *p = user;
-    while (p->reqs) {
-        s_fail(p->reqs, TB_EDRAINING, "the preprocessor is stopping");
+    while (p->reqs.head) {
+        tb_pp_request_fail(p->reqs.head, TB_EDRAINING, "the preprocessor is stopping");
     }
 }
 
@@ -856,7 +724,14 @@ int tb_preproc_new(const struct tb_host *host, tb_component_t *comp,
     p->host = host;
     p->comp = comp;
     p->cfg = *cfg;
-    atomic_init(&p->in_flight, 0);
+    tb_pp_request_list_init(&p->reqs, host);
+    tb_route_fallback_init(&p->fallback, host, comp);
+    p->engines = tb_instance_dir_new("tokens");
+    if (!p->engines) {
+        free(p);
+        host->set_error(comp, "out of memory");
+        return TB_ENOMEM;
+    }
     if (cfg->router && *cfg->router) {
         snprintf(p->router_ep, sizeof(p->router_ep), "%s.%s.route", host->namespace_name(comp),
                  cfg->router);
@@ -879,6 +754,7 @@ int tb_preproc_new(const struct tb_host *host, tb_component_t *comp,
 fail:
     tb_chat_template_destroy(&p->tmpl);
     tb_tokenizer_destroy(&p->tok);
+    tb_instance_dir_destroy(&p->engines);
     free(p);
     return rc;
 }
@@ -890,7 +766,7 @@ int tb_preproc_start(tb_preproc_t *p)
 
 size_t tb_preproc_in_flight(tb_preproc_t *p)
 {
-    return atomic_load(&p->in_flight);
+    return atomic_load(&p->reqs.in_flight);
 }
 
 void tb_preproc_stop(tb_preproc_t *p)
@@ -906,6 +782,7 @@ void tb_preproc_destroy(tb_preproc_t **p_p)
     tb_preproc_t *p = *p_p;
     tb_chat_template_destroy(&p->tmpl);
     tb_tokenizer_destroy(&p->tok);
+    tb_instance_dir_destroy(&p->engines);
     free(p);
     *p_p = NULL;
 }

@@ -6,10 +6,11 @@
  * It serves `<ns>.<component>.generate` (kind "text", the model's served name) only while at
  * least one engine instance of kind "tokens" serves that model, so the http frontend lists the
  * model exactly while it can be served; and `<ns>.<component>.tokenize` (kind "tokenize") always.
- * Per request: chat template or prompt, tokenize, check the context length, ask the router (or
- * pick round robin) for an engine instance, stream ids in and text out through a streaming
- * detokenizer and a stop-string matcher, count usage.  A cancel from the caller cancels the
- * engine call.
+ * Per request: chat template or prompt, tokenize, check the context length, ask the router
+ * which engine instance serves the tokens and call exactly that one (without a router: the
+ * engines in turn, a fallback logged and counted), stream ids in and text out through a
+ * streaming detokenizer and a stop-string matcher, count usage.  A cancel from the caller
+ * cancels the engine call.
  */
 #ifndef TB_PREPROC_H
 #define TB_PREPROC_H

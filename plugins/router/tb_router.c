@@ -1,7 +1,7 @@
 /*
  * tb_router: the router service (see tb_router.h).  One actor thread owns the bus handle, the
- * policy and its view of instances; every answer is immediate (no queue), so the router adds one
- * bus round trip to a request and nothing else.
+ * instance directory (fed by route and load events) and the policy over it; every answer is
+ * immediate (no queue), so the router adds one bus round trip to a request and nothing else.
  */
 #include "tb_router.h"
 
@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "tb_actor.h"
+#include "tb_instance_dir.h"
 #include "tb_router_policy.h"
 
 #define LOG_INFO(r, ...) TB_LOG_INFO((r)->host, (r)->comp, __VA_ARGS__)
@@ -21,6 +22,7 @@ struct tb_router {
     tb_component_t *comp;
     struct tb_router_config cfg;
     tb_actor_t *actor;
+    tb_instance_dir_t *dir; /* engines ("tokens") and text-level servers ("text") */
     tb_rpolicy_t *policy;
     tb_endpoint_t *ep;
     char self[256];
@@ -39,17 +41,17 @@ struct tb_router {
 
 #define FLUSH_NS 100000000 /* 100 ms */
 
-static void s_count_decision(struct tb_router *r, const struct tb_rp_instance *inst)
+static void s_count_decision(struct tb_router *r, const struct tb_idir_instance *inst)
 {
     for (size_t i = 0; i < r->n_pend; i++) {
-        if (r->pend[i].id == inst->id) {
+        if (r->pend[i].id == inst->instance_id) {
             r->pend[i].n++;
             return;
         }
     }
     char v[240];
     snprintf(v, sizeof(v), "%s,%s,%016" PRIx64, tb_rpolicy_name(r->cfg.policy), inst->model,
-             inst->id);
+             inst->instance_id);
     if (r->n_pend == r->cap_pend) {
         size_t cap = r->cap_pend ? r->cap_pend * 2 : 8;
         struct pending *p = realloc(r->pend, cap * sizeof(*p));
@@ -61,7 +63,7 @@ static void s_count_decision(struct tb_router *r, const struct tb_rp_instance *i
         r->cap_pend = cap;
     }
     struct pending *p = &r->pend[r->n_pend++];
-    p->id = inst->id;
+    p->id = inst->instance_id;
     snprintf(p->labels, sizeof(p->labels), "%s", v);
     p->n = 1;
 }
@@ -101,23 +103,19 @@ static int s_step(void *user, tb_bus_t *bus)
     return (int)((r->next_flush_ns - now) / 1000000) + 1;
 }
 
-static bool s_engine_kind(const char *kind)
-{
-    return !kind || !*kind || strcmp(kind, "text") == 0 || strcmp(kind, "tokens") == 0;
-}
-
 static void s_on_route(const struct tb_route *rt, bool added, void *user)
 {
     struct tb_router *r = user;
-    if (!rt->model || !*rt->model || !s_engine_kind(rt->kind)) {
-        return;
-    }
     if (added) {
-        if (tb_rpolicy_add(r->policy, rt->instance_id, rt->endpoint, rt->model, rt->kind) == 1) {
+        int rc = tb_instance_dir_add(r->dir, rt, 0);
+        if (rc == 1) {
             LOG_INFO(r, "routing model '%s' (%s) to %s instance %016" PRIx64, rt->model,
                      rt->kind && *rt->kind ? rt->kind : "text", rt->endpoint, rt->instance_id);
+        } else if (rc < 0) {
+            TB_LOG_ERROR(r->host, r->comp, "cannot track route %s: out of memory",
+                         rt->endpoint);
         }
-    } else if (tb_rpolicy_remove(r->policy, rt->instance_id)) {
+    } else if (tb_instance_dir_remove(r->dir, rt->instance_id, NULL)) {
         LOG_INFO(r, "no longer routing to %s instance %016" PRIx64 " (model '%s')", rt->endpoint,
                  rt->instance_id, rt->model);
     }
@@ -134,7 +132,7 @@ static void s_on_load(const char *topic, const void *data, size_t len, void *use
         return;
     }
     const struct tb_msg_load_event *ev = msg;
-    tb_rpolicy_load(r->policy, ev->instance_id, ev->running, ev->waiting,
+    tb_instance_dir_load(r->dir, ev->instance_id, ev->running, ev->waiting,
                     ev->has_kv_used_blocks ? ev->kv_used_blocks : 0,
                     ev->has_kv_total_blocks ? ev->kv_total_blocks : 0);
     r->load_events++;
@@ -152,8 +150,16 @@ static void s_on_request(tb_request_t *req, const void *payload, size_t len, voi
         return;
     }
     const struct tb_msg_route_query *q = msg;
-    const struct tb_rp_instance *inst = NULL;
-    if (tb_rpolicy_pick(r->policy, q->model, q->kind, &inst) != 0) {
+    struct tb_idir_instance *inst = NULL;
+    struct tb_rp_query rq = {.model = q->model, .kind = q->kind, .tokens = q->tokens,
+                             .n_tokens = q->tokens_count};
+    int rc = tb_rpolicy_pick(r->policy, r->dir, &rq, &inst);
+    if (rc == TB_ENOMEM) {
+        h->bus_reply_error(req, TB_ENOMEM, "out of memory");
+        h->msg_free(&msg);
+        return;
+    }
+    if (rc != 0) {
         char v[200];
         snprintf(v, sizeof(v), "%s", q->model);
         for (char *p = v; *p; p++) {
@@ -165,7 +171,7 @@ static void s_on_request(tb_request_t *req, const void *payload, size_t len, voi
         h->msg_free(&msg);
         return;
     }
-    struct tb_msg_route_answer a = {.endpoint = inst->endpoint, .instance_id = inst->id};
+    struct tb_msg_route_answer a = {.endpoint = inst->endpoint, .instance_id = inst->instance_id};
     s_count_decision(r, inst);
     r->enc.len = 0;
     if (h->msg_encode(TB_MSG_ROUTE_ANSWER, &a, &r->enc) != 0) {
@@ -223,7 +229,10 @@ int tb_router_new(const struct tb_host *host, tb_component_t *comp,
     r->comp = comp;
     r->cfg = *cfg;
     r->policy = tb_rpolicy_new((tb_rp_kind_t)cfg->policy, (uint64_t)cfg->seed);
-    if (!r->policy) {
+    r->dir = tb_instance_dir_new("text,tokens");
+    if (!r->policy || !r->dir) {
+        tb_rpolicy_destroy(&r->policy);
+        tb_instance_dir_destroy(&r->dir);
         free(r);
         host->set_error(comp, "out of memory");
         return TB_ENOMEM;
@@ -258,6 +267,7 @@ void tb_router_destroy(tb_router_t **r_p)
     struct tb_router *r = *r_p;
     tb_router_stop(r);
     tb_rpolicy_destroy(&r->policy);
+    tb_instance_dir_destroy(&r->dir);
     r->host->buf_free(&r->enc);
     free(r->pend);
     free(r);

@@ -1,10 +1,16 @@
 /*
- * tb_router_policy.h - the router's decision: which live instance of a model (and kind) serves
- * the next request, by policy: round_robin, random, or least_loaded (fewest running + waiting
- * requests as the engines last reported, plus the requests sent to each since that report, so a
- * burst between two reports spreads out; ties go round robin).
+ * tb_router_policy.h - the router's decision: which live instance of the instance directory
+ * serves the next request for a model (and kind), by policy: round_robin, random, or
+ * least_loaded (fewest running + waiting requests as the engines last reported, plus the
+ * requests sent to each since that report, so a burst between two reports spreads out; ties go
+ * round robin).
  *
- * Pure: no I/O.  Not thread-safe (the router thread owns it).
+ * The only routing policy in Turbine: other components ask the router, and choose an instance
+ * themselves only as a counted fallback (tb_route_fallback).  A decision is made from a query
+ * (model, kind, the prompt's tokens) so that a policy that looks at the tokens (a KV-aware one)
+ * fits the same call; it names the instance by id.
+ *
+ * Pure: no I/O.  Not thread-safe (the router thread owns it and its directory).
  */
 #ifndef TB_ROUTER_POLICY_H
 #define TB_ROUTER_POLICY_H
@@ -13,25 +19,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tb_instance_dir.h"
+
 typedef enum {
     TB_RP_ROUND_ROBIN = 0,
     TB_RP_RANDOM = 1,
     TB_RP_LEAST_LOADED = 2,
 } tb_rp_kind_t;
 
-/* One instance as the policy knows it (strings owned by the policy). */
-struct tb_rp_instance {
-    uint64_t id;
-    char *endpoint;
-    char *model;
-    char *kind;
-    bool has_load;    /* a load event arrived */
-    int64_t running;  /* from its last load event */
-    int64_t waiting;
-    int64_t kv_used;
-    int64_t kv_total;
-    int64_t pending;  /* picks since its last load event */
-    int64_t picked;   /* picks in total */
+/* What a decision is asked about (borrowed for the call). */
+struct tb_rp_query {
+    const char *model;
+    const char *kind;      /* endpoint kind wanted ("text", "tokens"); NULL: any */
+    const int32_t *tokens; /* the prompt's ids when known (NULL otherwise) */
+    size_t n_tokens;
 };
 
 typedef struct tb_rpolicy tb_rpolicy_t;
@@ -41,22 +42,13 @@ typedef struct tb_rpolicy tb_rpolicy_t;
 tb_rpolicy_t *tb_rpolicy_new(tb_rp_kind_t kind, uint64_t seed);
 void tb_rpolicy_destroy(tb_rpolicy_t **p_p);
 
-/* Adds an instance (strings copied).  1 added, 0 already known, TB_ENOMEM. */
-int tb_rpolicy_add(tb_rpolicy_t *p, uint64_t id, const char *endpoint, const char *model,
-                   const char *kind);
-/* Removes an instance; true when it was known. */
-bool tb_rpolicy_remove(tb_rpolicy_t *p, uint64_t id);
-/* Records an instance's reported load; false when the instance is unknown. */
-bool tb_rpolicy_load(tb_rpolicy_t *p, uint64_t id, int64_t running, int64_t waiting,
-                     int64_t kv_used, int64_t kv_total);
+/* Picks an instance of `dir` serving q->model with endpoint kind q->kind, and counts the pick on
+ * it (`pending` and `served`).  0 with *out borrowed (valid until `dir` changes), TB_ENOROUTE
+ * when none serves it, TB_ENOMEM. */
+int tb_rpolicy_pick(tb_rpolicy_t *p, tb_instance_dir_t *dir, const struct tb_rp_query *q,
+                    struct tb_idir_instance **out);
 
-/* Picks an instance serving `model` with endpoint kind `kind`.  0 with *out borrowed (valid until
- * the policy changes), or TB_ENOROUTE when none serves it. */
-int tb_rpolicy_pick(tb_rpolicy_t *p, const char *model, const char *kind,
-                    const struct tb_rp_instance **out);
-
-size_t tb_rpolicy_count(const tb_rpolicy_t *p);
-const struct tb_rp_instance *tb_rpolicy_at(const tb_rpolicy_t *p, size_t i);
+tb_rp_kind_t tb_rpolicy_kind(const tb_rpolicy_t *p);
 
 /* "round_robin", "random", "least_loaded". */
 const char *tb_rpolicy_name(tb_rp_kind_t kind);

@@ -1,21 +1,44 @@
 /*
  * fuzz_gguf.c - libFuzzer target for the GGUF reader: any byte string is opened; when it opens,
- * every accessor is exercised over every key and tensor so that ASan sees each pointer used, and
- * the tokenizer is loaded from the metadata (and used) when the file has one.
+ * every accessor is exercised over every key and tensor so that ASan sees each pointer used, the
+ * first rows of every tensor of a weight type tb_dtype knows are decoded by the reference
+ * dequantizer (every block format, on whatever bytes the file holds), and the tokenizer is
+ * loaded from the metadata (and used) when the file has one.
  */
-/* FUZZ_SOURCES: plugins/common/tb_gguf.c plugins/common/tb_tokenizer.c plugins/common/tb_tokenizer_hf.c plugins/common/tb_tokenizer_gguf.c plugins/common/tb_bpe.c plugins/common/tb_pretok.c plugins/common/tb_detok.c plugins/common/tb_tok_buf.c plugins/common/tb_tok_norm.c plugins/common/tb_tok_regex.c plugins/common/tb_tok_utf8.c plugins/common/tb_tok_vocab.c */
+/* FUZZ_SOURCES: plugins/common/tb_gguf.c plugins/common/tb_dtype.c plugins/common/tb_quant.c plugins/common/tb_tokenizer.c plugins/common/tb_tokenizer_hf.c plugins/common/tb_tokenizer_gguf.c plugins/common/tb_bpe.c plugins/common/tb_pretok.c plugins/common/tb_detok.c plugins/common/tb_tok_buf.c plugins/common/tb_tok_norm.c plugins/common/tb_tok_regex.c plugins/common/tb_tok_utf8.c plugins/common/tb_tok_vocab.c */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "tb_dtype.h"
 #include "tb_gguf.h"
 #include "tb_tokenizer.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static volatile uint64_t s_sink;
+static volatile float s_fsink;
+
+/* Decodes up to 4096 elements of tensor `t` (whole rows, as an engine would read them). */
+static void s_decode(const struct tb_gguf_tensor *t)
+{
+    tb_dtype_t dt;
+    uint64_t row_bytes;
+    if (!tb_dtype_from_ggml(t->ggml_type, &dt) || tb_dtype_bytes(dt, t->dims[0], &row_bytes) ||
+        row_bytes == 0 || t->dims[0] > 4096) {
+        return;
+    }
+    uint64_t rows = 4096 / t->dims[0];
+    if (rows * row_bytes > t->size) {
+        rows = t->size / row_bytes;
+    }
+    static float out[4096];
+    if (rows > 0 && tb_dtype_to_f32(dt, t->data, out, rows * t->dims[0]) == 0) {
+        s_fsink += out[0] + out[rows * t->dims[0] - 1];
+    }
+}
 
 static void s_touch(const void *p, uint64_t n)
 {
@@ -71,6 +94,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (tb_gguf_tensor_at(g, i, &t)) {
                 s_touch(t.data, t.size);
                 s_touch(t.name.ptr, t.name.len);
+                s_decode(&t);
             }
         }
         tb_tokenizer_t *tok = NULL;

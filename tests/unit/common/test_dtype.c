@@ -31,11 +31,61 @@ static void test_sizes_and_names(void **state)
     tb_dtype_t t;
     assert_true(tb_dtype_from_name("BF16", &t));
     assert_int_equal(t, TB_DTYPE_BF16);
-    assert_false(tb_dtype_from_name("q4_k", &t));
+    assert_true(tb_dtype_from_name("Q4_K", &t));
+    assert_int_equal(t, TB_DTYPE_Q4_K);
+    assert_false(tb_dtype_from_name("q8_k", &t)); /* an activation format, not a file type */
+    assert_false(tb_dtype_from_name("iq2_xxs", &t));
     assert_true(tb_dtype_is_quantized(TB_DTYPE_Q4_0));
     assert_false(tb_dtype_is_quantized(TB_DTYPE_F16));
     assert_int_equal(tb_dtype_block_elems(TB_DTYPE_Q8_0), 32);
     assert_int_equal(tb_dtype_block_bytes(TB_DTYPE_Q4_0), 18);
+}
+
+/* Every type: ggml's number, block shape and byte size (ggml's GGML_QUANT_SIZES). */
+static void test_block_table(void **state)
+{
+    (void)state;
+    static const struct {
+        tb_dtype_t t;
+        const char *name;
+        uint32_t ggml;
+        size_t elems, bytes;
+    } want[] = {
+        {TB_DTYPE_F32, "f32", 0, 1, 4},          {TB_DTYPE_F16, "f16", 1, 1, 2},
+        {TB_DTYPE_BF16, "bf16", 30, 1, 2},       {TB_DTYPE_Q8_0, "q8_0", 8, 32, 34},
+        {TB_DTYPE_Q4_0, "q4_0", 2, 32, 18},      {TB_DTYPE_Q4_1, "q4_1", 3, 32, 20},
+        {TB_DTYPE_Q5_0, "q5_0", 6, 32, 22},      {TB_DTYPE_Q5_1, "q5_1", 7, 32, 24},
+        {TB_DTYPE_IQ4_NL, "iq4_nl", 20, 32, 18}, {TB_DTYPE_Q2_K, "q2_k", 10, 256, 84},
+        {TB_DTYPE_Q3_K, "q3_k", 11, 256, 110},   {TB_DTYPE_Q4_K, "q4_k", 12, 256, 144},
+        {TB_DTYPE_Q5_K, "q5_k", 13, 256, 176},   {TB_DTYPE_Q6_K, "q6_k", 14, 256, 210},
+        {TB_DTYPE_IQ4_XS, "iq4_xs", 23, 256, 136},
+    };
+    assert_int_equal(sizeof want / sizeof want[0], TB_DTYPE_COUNT);
+    for (size_t i = 0; i < TB_DTYPE_COUNT; i++) {
+        tb_dtype_t t = want[i].t, back;
+        assert_string_equal(tb_dtype_name(t), want[i].name);
+        assert_int_equal(tb_dtype_ggml_type(t), want[i].ggml);
+        assert_true(tb_dtype_from_ggml(want[i].ggml, &back));
+        assert_int_equal(back, t);
+        assert_int_equal(tb_dtype_block_elems(t), want[i].elems);
+        assert_int_equal(tb_dtype_block_bytes(t), want[i].bytes);
+        assert_int_equal(tb_dtype_is_quantized(t), want[i].elems > 1);
+        uint64_t n;
+        /* a row of 4 blocks; one element more is not whole blocks */
+        assert_int_equal(tb_dtype_bytes(t, 4 * want[i].elems, &n), 0);
+        assert_int_equal(n, 4 * want[i].bytes);
+        if (want[i].elems > 1) {
+            assert_int_equal(tb_dtype_bytes(t, 4 * want[i].elems + 1, &n), TB_EINVAL);
+            assert_int_equal(tb_dtype_bytes(t, want[i].elems / 2, &n), TB_EINVAL);
+        }
+    }
+    /* ggml types that are not file types here */
+    static const uint32_t refused[] = {4, 5, 9, 15, 16, 17, 18, 19, 21, 22, 24, 28, 29, 31, 99};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        tb_dtype_t t = TB_DTYPE_F32;
+        assert_false(tb_dtype_from_ggml(refused[i], &t));
+    }
+    assert_int_equal(tb_dtype_ggml_type(TB_DTYPE_COUNT), UINT32_MAX);
 }
 
 static void test_f16(void **state)
@@ -110,6 +160,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sizes_and_names),
+        cmocka_unit_test(test_block_table),
         cmocka_unit_test(test_f16),
         cmocka_unit_test(test_bf16),
         cmocka_unit_test(test_dequant),

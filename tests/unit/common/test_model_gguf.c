@@ -1,5 +1,7 @@
 /* Unit tests for tb_model over GGUF files built here byte by byte: llama and qwen2 metadata,
- * F32/Q8_0/Q4_0 tensors, tied output, rope_freqs, and refusals naming the key and value. */
+ * F32/Q8_0/Q4_0 tensors, every other weight type mixed in one file, tied output, rope_freqs,
+ * and refusals naming the key and value (unknown types, rows that are not whole blocks,
+ * truncated super-blocks). */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -110,6 +112,7 @@ struct gt {
 };
 
 struct model {
+    uint32_t hidden, ff; /* 0: 64 and 96 */
     char path[64];
     struct kvs kv;
     struct gt t[64];
@@ -119,18 +122,16 @@ struct model {
 static uint64_t s_tsize(const struct gt *t)
 {
     uint64_t n = t->dims[0] * (t->n_dims == 2 ? t->dims[1] : 1);
+    tb_dtype_t dt;
+    uint64_t bytes = 0;
+    if (tb_dtype_from_ggml(t->type, &dt)) {
+        return tb_dtype_bytes(dt, n, &bytes) == 0 ? bytes : n;
+    }
     switch (t->type) {
-    case 0:
-        return n * 4;
-    case 1:
-    case 30:
-        return n * 2;
-    case 8:
-        return n / 32 * 34;
-    case 2:
-        return n / 32 * 18;
-    case 12: /* Q4_K: 256-element blocks of 144 bytes */
-        return n / 256 * 144;
+    case 15: /* Q8_K: 256-element blocks of 292 bytes */
+        return n / 256 * 292;
+    case 16: /* IQ2_XXS: 256-element blocks of 66 bytes */
+        return n / 256 * 66;
     default:
         return n;
     }
@@ -208,6 +209,7 @@ static void s_write(struct model *m)
 static void s_llama(struct model *m, const char *arch, uint32_t wtype, bool tied, bool tokens)
 {
     char k[96];
+    const uint32_t h = m->hidden ? m->hidden : 64, ff = m->ff ? m->ff : 96;
     m->kv.b.n = 0;
     m->kv.n = 0;
     m->n = 0;
@@ -215,13 +217,13 @@ static void s_llama(struct model *m, const char *arch, uint32_t wtype, bool tied
 #define KEY(s) (snprintf(k, sizeof k, "%s.%s", arch, s), k)
     kv_u32(&m->kv, KEY("block_count"), 2);
     kv_u32(&m->kv, KEY("context_length"), 256);
-    kv_u32(&m->kv, KEY("embedding_length"), 64);
-    kv_u32(&m->kv, KEY("feed_forward_length"), 96);
+    kv_u32(&m->kv, KEY("embedding_length"), h);
+    kv_u32(&m->kv, KEY("feed_forward_length"), ff);
     kv_u32(&m->kv, KEY("attention.head_count"), 2);
     kv_u32(&m->kv, KEY("attention.head_count_kv"), 1);
     kv_f32(&m->kv, KEY("attention.layer_norm_rms_epsilon"), 1e-5f);
     kv_f32(&m->kv, KEY("rope.freq_base"), 10000.0f);
-    kv_u32(&m->kv, KEY("rope.dimension_count"), 32);
+    kv_u32(&m->kv, KEY("rope.dimension_count"), h / 2);
 #undef KEY
     if (tokens) {
         kv_str(&m->kv, "tokenizer.ggml.model", "llama");
@@ -232,29 +234,29 @@ static void s_llama(struct model *m, const char *arch, uint32_t wtype, bool tied
         kv_bool(&m->kv, "tokenizer.ggml.add_bos_token", true);
         kv_str(&m->kv, "tokenizer.chat_template", "{{ x }}");
     }
-    s_tensor(m, "token_embd.weight", wtype, 2, 20, 64);
+    s_tensor(m, "token_embd.weight", wtype, 2, 20, h);
     for (int l = 0; l < 2; l++) {
         char n[64];
 #define T(s, ty, nd, r, c) (snprintf(n, sizeof n, "blk.%d.%s", l, s), s_tensor(m, n, ty, nd, r, c))
-        T("attn_norm.weight", 0, 1, 1, 64);
-        T("attn_q.weight", wtype, 2, 64, 64);
-        T("attn_k.weight", wtype, 2, 32, 64);
-        T("attn_v.weight", wtype, 2, 32, 64);
+        T("attn_norm.weight", 0, 1, 1, h);
+        T("attn_q.weight", wtype, 2, h, h);
+        T("attn_k.weight", wtype, 2, h / 2, h);
+        T("attn_v.weight", wtype, 2, h / 2, h);
         if (strcmp(arch, "qwen2") == 0) {
-            T("attn_q.bias", 0, 1, 1, 64);
-            T("attn_k.bias", 0, 1, 1, 32);
-            T("attn_v.bias", 0, 1, 1, 32);
+            T("attn_q.bias", 0, 1, 1, h);
+            T("attn_k.bias", 0, 1, 1, h / 2);
+            T("attn_v.bias", 0, 1, 1, h / 2);
         }
-        T("attn_output.weight", wtype, 2, 64, 64);
-        T("ffn_norm.weight", 0, 1, 1, 64);
-        T("ffn_gate.weight", wtype, 2, 96, 64);
-        T("ffn_up.weight", wtype, 2, 96, 64);
-        T("ffn_down.weight", wtype, 2, 64, 96);
+        T("attn_output.weight", wtype, 2, h, h);
+        T("ffn_norm.weight", 0, 1, 1, h);
+        T("ffn_gate.weight", wtype, 2, ff, h);
+        T("ffn_up.weight", wtype, 2, ff, h);
+        T("ffn_down.weight", wtype, 2, h, ff);
 #undef T
     }
-    s_tensor(m, "output_norm.weight", 0, 1, 1, 64);
+    s_tensor(m, "output_norm.weight", 0, 1, 1, h);
     if (!tied) {
-        s_tensor(m, "output.weight", wtype, 2, 20, 64);
+        s_tensor(m, "output.weight", wtype, 2, 20, h);
     }
 }
 
@@ -411,11 +413,37 @@ static void m_arch(struct model *g)
     s_llama(g, "gpt2", 0, false, false);
 }
 
-static void m_q4k(struct model *g)
+static void m_iq2(struct model *g)
 {
     s_llama(g, "llama", 0, false, false);
-    g->t[2].type = 12;
-    g->t[2].dims[0] = 256; /* a Q4_K-sized row so the GGUF reader accepts the file */
+    g->t[2].type = 16;
+    g->t[2].dims[0] = 256; /* an IQ2_XXS-sized row so the GGUF reader accepts the file */
+}
+
+static void m_q8k(struct model *g)
+{
+    s_llama(g, "llama", 0, false, false);
+    g->t[3].type = 15; /* Q8_K: ggml's activation format, never a weight */
+    g->t[3].dims[0] = 256;
+}
+
+static void m_q4k_row(struct model *g)
+{
+    s_llama(g, "llama", 0, false, false);
+    g->t[2].type = 12; /* Q4_K rows of 64: a quarter of a super-block */
+}
+
+static void m_q6k_shape(struct model *g)
+{
+    s_llama(g, "llama", 14, false, false); /* Q6_K with hidden 64: no tensor is whole blocks */
+}
+
+static void m_q4k_norm(struct model *g)
+{
+    g->hidden = 256;
+    g->ff = 512;
+    s_llama(g, "llama", 12, false, false);
+    g->t[1].type = 12; /* blk.0.attn_norm.weight as one Q4_K super-block */
 }
 
 static void m_missing_key(struct model *g)
@@ -494,7 +522,15 @@ static void test_refusals(void **state)
     struct model *g = *state;
     const struct bad cases[] = {
         {m_arch, "metadata 'general.architecture' 'gpt2' is not supported"},
-        {m_q4k, "tensor 'blk.0.attn_q.weight': ggml type 12 (Q4_K) is not supported"},
+        {m_iq2, "tensor 'blk.0.attn_q.weight': ggml type 16 (IQ2_XXS) is not supported (F32, "
+                "F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, "
+                "IQ4_XS)"},
+        {m_q8k, "tensor 'blk.0.attn_k.weight': ggml type 15 (Q8_K) is not supported"},
+        {m_q4k_row, "tensor 'blk.0.attn_q.weight': row length 64 is not a multiple of the "
+                    "type's block 256"},
+        {m_q6k_shape, "tensor 'token_embd.weight': row length 64 is not a multiple of the "
+                      "type's block 256"},
+        {m_q4k_norm, "dtype q4_k is not supported for a vector"},
         {m_missing_key, "metadata 'llama.block_count' is missing"},
         {m_yarn, "metadata 'llama.rope.scaling.type' 'yarn' is not supported"},
         {m_partial_rope, "partial rotary embedding is not supported"},
@@ -509,6 +545,7 @@ static void test_refusals(void **state)
         {NULL, NULL},
     };
     for (size_t i = 0; cases[i].mutate; i++) {
+        g->hidden = g->ff = 0;
         cases[i].mutate(g);
         s_write(g);
         tb_model_t *m = NULL;
@@ -518,6 +555,98 @@ static void test_refusals(void **state)
             fail_msg("case %zu: rc %d, message '%s', expected '%s'", i, rc, err,
                      cases[i].expect);
         }
+    }
+}
+
+/* A "Q4_K_M"-like file and then some: every weight type in one model, F32 norms. */
+static const uint32_t s_mixed[21] = {
+    [0] = 12,                                                /* token_embd: Q4_K */
+    [2] = 12, [3] = 13, [4] = 14, [5] = 11, [7] = 10, [8] = 23, [9] = 14, /* layer 0 */
+    [11] = 3, [12] = 6, [13] = 7, [14] = 20, [16] = 8, [17] = 2, [18] = 1, /* layer 1 */
+    [20] = 14,                                               /* output: Q6_K */
+};
+
+static void s_mixed_model(struct model *g)
+{
+    g->hidden = 256;
+    g->ff = 512;
+    s_llama(g, "llama", 0, false, false);
+    for (int i = 0; i < g->n; i++) {
+        if (s_mixed[i]) {
+            g->t[i].type = s_mixed[i];
+        }
+    }
+}
+
+static void test_mixed_types(void **state)
+{
+    struct model *g = *state;
+    s_mixed_model(g);
+    s_write(g);
+    tb_model_t *m = NULL;
+    char err[512] = "";
+    assert_int_equal(tb_model_open(g->path, &m, err, sizeof err), 0);
+    assert_int_equal(tb_model_params(m)->dtype, TB_DTYPE_Q4_K); /* layer 0's wq */
+    static const tb_layer_tensor_t kinds[9] = {
+        TB_LAYER_ATTN_NORM, TB_LAYER_WQ,     TB_LAYER_WK,   TB_LAYER_WV,     TB_LAYER_WO,
+        TB_LAYER_FFN_NORM,  TB_LAYER_W_GATE, TB_LAYER_W_UP, TB_LAYER_W_DOWN,
+    };
+    for (int i = 0; i < g->n; i++) {
+        const struct tb_tensor *t = NULL;
+        if (i == 0) {
+            t = tb_model_tensor(m, TB_TENSOR_TOK_EMBD);
+        } else if (i == 20) {
+            t = tb_model_tensor(m, TB_TENSOR_OUTPUT);
+        } else if (i < 19) {
+            t = tb_model_layer_tensor(m, (uint32_t)(i - 1) / 9, kinds[(i - 1) % 9]);
+        } else {
+            t = tb_model_tensor(m, TB_TENSOR_OUT_NORM);
+        }
+        tb_dtype_t want;
+        assert_true(tb_dtype_from_ggml(g->t[i].type, &want));
+        if (t->dtype != want) {
+            fail_msg("tensor %d (%s): dtype %s, want %s", i, t->source, tb_dtype_name(t->dtype),
+                     tb_dtype_name(want));
+        }
+        uint64_t rb;
+        assert_int_equal(tb_dtype_bytes(want, g->t[i].dims[0], &rb), 0);
+        assert_int_equal(t->row_bytes, rb);
+        assert_int_equal(t->size, rb * t->rows);
+        /* the bytes are this tensor's: s_write's pattern j * 7 + i (f16 scales of 1.0 in the
+         * first two bytes of Q8_0 / Q4_0 blocks) */
+        if (want != TB_DTYPE_F32) {
+            assert_int_equal(((const uint8_t *)t->data)[2], (uint8_t)(2 * 7 + i));
+        }
+        float *row = malloc(t->cols * sizeof *row);
+        assert_non_null(row);
+        assert_int_equal(tb_dtype_to_f32(t->dtype, t->data, row, t->cols), 0);
+        free(row);
+    }
+    tb_model_close(&m);
+}
+
+/* Truncations inside the quantized data (the last tensor is a Q6_K matrix of 20 rows of one
+ * super-block each): clean errors, never a read past the end. */
+static void test_truncated_superblocks(void **state)
+{
+    struct model *g = *state;
+    s_mixed_model(g);
+    s_write(g);
+    FILE *f = fopen(g->path, "rb");
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fclose(f);
+    const long pad = (32 - 20 * 210 % 32) % 32; /* the file ends with padding to 32 bytes */
+    const long cut[] = {1, 2, 105, 209, 210, 211, 20 * 210 - 1, 20 * 210 + 7, 30000};
+    for (size_t i = 0; i < sizeof cut / sizeof cut[0]; i++) {
+        assert_int_equal(truncate(g->path, len - pad - cut[i]), 0);
+        tb_model_t *m = NULL;
+        char err[512] = "";
+        int rc = tb_model_open(g->path, &m, err, sizeof err);
+        if (rc >= 0 || m || !strstr(err, "past the end of the file")) {
+            fail_msg("cut %ld bytes: rc %d, message '%s'", cut[i], rc, err);
+        }
+        s_write(g);
     }
 }
 
@@ -553,6 +682,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rope_freqs, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_refusals, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_truncated_file, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_mixed_types, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_truncated_superblocks, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

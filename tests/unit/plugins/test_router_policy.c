@@ -1,6 +1,7 @@
 /* Unit tests of tb_router_policy: round robin is even, random covers every instance and is
  * reproducible with a seed, least_loaded follows reported load and spreads a burst, only the
- * asked model and kind are candidates, and a removed instance is never picked. */
+ * asked model and kind are candidates, and a removed instance is never picked.  The policy
+ * decides over an instance directory (tb_instance_dir), as the router's does. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,27 +13,49 @@
 #include "../../../plugins/router/tb_router_policy.h" /* plugin-private header */
 #include "tb_errors.h"
 
+/* One directory per test, as the router keeps it (engines and text-level servers). */
+static tb_instance_dir_t *g_dir;
+
+static void add(uint64_t id, const char *endpoint, const char *model, const char *kind, int want)
+{
+    struct tb_route r = {.endpoint = endpoint, .instance_id = id, .model = model, .kind = kind,
+                         .info = "{}"};
+    assert_int_equal(tb_instance_dir_add(g_dir, &r, 0), want);
+}
+
 static tb_rpolicy_t *three(tb_rp_kind_t kind, uint64_t seed)
 {
     tb_rpolicy_t *p = tb_rpolicy_new(kind, seed);
     assert_non_null(p);
-    assert_int_equal(tb_rpolicy_add(p, 1, "ns.a.generate", "m", "text"), 1);
-    assert_int_equal(tb_rpolicy_add(p, 2, "ns.b.generate", "m", "text"), 1);
-    assert_int_equal(tb_rpolicy_add(p, 3, "ns.c.generate", "m", "text"), 1);
-    assert_int_equal(tb_rpolicy_add(p, 3, "ns.c.generate", "m", "text"), 0);
-    assert_int_equal(tb_rpolicy_add(p, 4, "ns.t.generate", "m", "tokens"), 1);
-    assert_int_equal(tb_rpolicy_add(p, 5, "ns.o.generate", "other", "text"), 1);
+    if (!g_dir) {
+        g_dir = tb_instance_dir_new("text,tokens");
+        assert_non_null(g_dir);
+        add(1, "ns.a.generate", "m", "text", 1);
+        add(2, "ns.b.generate", "m", "text", 1);
+        add(3, "ns.c.generate", "m", "text", 1);
+        add(3, "ns.c.generate", "m", "text", 0);
+        add(4, "ns.t.generate", "m", "tokens", 1);
+        add(5, "ns.o.generate", "other", "text", 1);
+    }
     return p;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    tb_instance_dir_destroy(&g_dir);
+    return 0;
 }
 
 static uint64_t pick(tb_rpolicy_t *p, const char *model, const char *kind)
 {
-    const struct tb_rp_instance *i = NULL;
-    assert_int_equal(tb_rpolicy_pick(p, model, kind, &i), 0);
+    struct tb_idir_instance *i = NULL;
+    struct tb_rp_query q = {.model = model, .kind = kind};
+    assert_int_equal(tb_rpolicy_pick(p, g_dir, &q, &i), 0);
     assert_non_null(i);
     assert_string_equal(i->model, model);
     assert_string_equal(i->kind, kind);
-    return i->id;
+    return i->instance_id;
 }
 
 static void test_round_robin(void **state)
@@ -49,11 +72,16 @@ static void test_round_robin(void **state)
     assert_int_equal(n[4], 0);
     assert_int_equal(pick(p, "m", "tokens"), 4);
     assert_int_equal(pick(p, "other", "text"), 5);
-    const struct tb_rp_instance *i;
-    assert_int_equal(tb_rpolicy_pick(p, "absent", "text", &i), TB_ENOROUTE);
+    struct tb_idir_instance *i;
+    struct tb_rp_query absent = {.model = "absent", .kind = "text"};
+    assert_int_equal(tb_rpolicy_pick(p, g_dir, &absent, &i), TB_ENOROUTE);
     assert_null(i);
-    assert_true(tb_rpolicy_remove(p, 2));
-    assert_false(tb_rpolicy_remove(p, 2));
+    /* any kind when the query names none */
+    struct tb_rp_query any = {.model = "other"};
+    assert_int_equal(tb_rpolicy_pick(p, g_dir, &any, &i), 0);
+    assert_int_equal(i->instance_id, 5);
+    assert_true(tb_instance_dir_remove(g_dir, 2, NULL));
+    assert_false(tb_instance_dir_remove(g_dir, 2, NULL));
     for (int k = 0; k < 10; k++) {
         assert_int_not_equal(pick(p, "m", "text"), 2);
     }
@@ -83,10 +111,10 @@ static void test_least_loaded(void **state)
 {
     (void)state;
     tb_rpolicy_t *p = three(TB_RP_LEAST_LOADED, 1);
-    assert_true(tb_rpolicy_load(p, 1, 5, 2, 10, 100));
-    assert_true(tb_rpolicy_load(p, 2, 0, 0, 0, 100));
-    assert_true(tb_rpolicy_load(p, 3, 3, 0, 5, 100));
-    assert_false(tb_rpolicy_load(p, 99, 0, 0, 0, 0));
+    assert_true(tb_instance_dir_load(g_dir, 1, 5, 2, 10, 100));
+    assert_true(tb_instance_dir_load(g_dir, 2, 0, 0, 0, 100));
+    assert_true(tb_instance_dir_load(g_dir, 3, 3, 0, 5, 100));
+    assert_false(tb_instance_dir_load(g_dir, 99, 0, 0, 0, 0));
     /* the idle one first; picks since the report count as load, so a burst spreads */
     assert_int_equal(pick(p, "m", "text"), 2);
     int n[6] = {0};
@@ -98,12 +126,12 @@ static void test_least_loaded(void **state)
     assert_int_equal(n[2] + n[3], 8);
     assert_true(n[2] >= 5);
     /* a new report resets what was counted since */
-    assert_true(tb_rpolicy_load(p, 1, 0, 0, 0, 100));
+    assert_true(tb_instance_dir_load(g_dir, 1, 0, 0, 0, 100));
     assert_int_equal(pick(p, "m", "text"), 1);
     /* KV use breaks ties */
-    tb_rpolicy_load(p, 1, 1, 0, 90, 100);
-    tb_rpolicy_load(p, 2, 1, 0, 10, 100);
-    tb_rpolicy_load(p, 3, 1, 0, 50, 100);
+    tb_instance_dir_load(g_dir, 1, 1, 0, 90, 100);
+    tb_instance_dir_load(g_dir, 2, 1, 0, 10, 100);
+    tb_instance_dir_load(g_dir, 3, 1, 0, 50, 100);
     assert_int_equal(pick(p, "m", "text"), 2);
     tb_rpolicy_destroy(&p);
 }
@@ -119,18 +147,20 @@ static void test_least_loaded_without_reports(void **state)
     assert_int_equal(n[1], 3);
     assert_int_equal(n[2], 3);
     assert_int_equal(n[3], 3);
-    assert_int_equal(tb_rpolicy_count(p), 5);
-    assert_int_equal(tb_rpolicy_at(p, 0)->picked, 3);
+    assert_int_equal(tb_instance_dir_count(g_dir), 5);
+    assert_int_equal(tb_instance_dir_at(g_dir, 0)->served, 3);
+    assert_int_equal(tb_instance_dir_at(g_dir, 0)->pending, 3); /* no report since */
+    assert_int_equal(tb_rpolicy_kind(p), TB_RP_LEAST_LOADED);
     tb_rpolicy_destroy(&p);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_robin),
-        cmocka_unit_test(test_random),
-        cmocka_unit_test(test_least_loaded),
-        cmocka_unit_test(test_least_loaded_without_reports),
+        cmocka_unit_test_teardown(test_round_robin, teardown),
+        cmocka_unit_test_teardown(test_random, teardown),
+        cmocka_unit_test_teardown(test_least_loaded, teardown),
+        cmocka_unit_test_teardown(test_least_loaded_without_reports, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,195 @@
+/* tb_pp_text: ids to text with stop strings, for one request (see tb_pp_text.h). */
+#include "tb_pp_text.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "tb_detok.h"
+#include "tb_errors.h"
+#include "tb_stop_matcher.h"
+
+struct tb_pp_text {
+    tb_detok_t *detok;
+    tb_stop_matcher_t *stop;
+    bool stopped;
+    char *buf; /* released text not yet taken, NUL-terminated */
+    size_t len, cap;
+    bool taken; /* the next push starts a new text */
+};
+
+int tb_pp_text_new(const tb_tokenizer_t *tok, const int32_t *prompt, size_t n_prompt,
+                   const char *const *stops, size_t n_stops, tb_pp_text_t **out)
+{
+    *out = NULL;
+    tb_pp_text_t *t = calloc(1, sizeof(*t));
+    if (!t) {
+        return TB_ENOMEM;
+    }
+    int rc = tb_detok_new(tok, true, &t->detok);
+    if (rc == 0) {
+        rc = tb_detok_set_prefix(t->detok, prompt, n_prompt);
+    }
+    if (rc == 0) {
+        rc = tb_stop_matcher_new(stops, n_stops, &t->stop);
+    }
+    if (rc != 0) {
+        tb_pp_text_destroy(&t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
+void tb_pp_text_destroy(tb_pp_text_t **t_p)
+{
+    if (!t_p || !*t_p) {
+        return;
+    }
+    tb_pp_text_t *t = *t_p;
+    tb_detok_destroy(&t->detok);
+    tb_stop_matcher_destroy(&t->stop);
+    free(t->buf);
+    free(t);
+    *t_p = NULL;
+}
+
+/* A push after a take starts a new text. */
+static void s_begin(tb_pp_text_t *t)
+{
+    if (t->taken) {
+        t->len = 0;
+        t->taken = false;
+    }
+}
+
+static int s_append(tb_pp_text_t *t, const char *s, size_t n)
+{
+    if (n == 0) {
+        return 0;
+    }
+    if (t->len + n + 1 > t->cap) {
+        size_t cap = (t->len + n + 1) * 2;
+        char *b = realloc(t->buf, cap);
+        if (!b) {
+            return TB_ENOMEM;
+        }
+        t->buf = b;
+        t->cap = cap;
+    }
+    memcpy(t->buf + t->len, s, n);
+    t->len += n;
+    t->buf[t->len] = 0;
+    return 0;
+}
+
+/* Text through the stop matcher into the buffer: 1 stopped, 0, TB_ENOMEM. */
+static int s_match(tb_pp_text_t *t, const char *s, size_t n)
+{
+    const char *out;
+    size_t out_len;
+    int stopped = tb_stop_matcher_push(t->stop, s, n, &out, &out_len);
+    if (stopped < 0) {
+        return stopped;
+    }
+    int rc = s_append(t, out, out_len);
+    if (rc != 0) {
+        return rc;
+    }
+    t->stopped = stopped == 1;
+    return stopped;
+}
+
+int tb_pp_text_push(tb_pp_text_t *t, const int32_t *ids, size_t n, size_t *used)
+{
+    *used = 0;
+    s_begin(t);
+    for (size_t i = 0; i < n && !t->stopped; i++) {
+        const char *s;
+        size_t len;
+        int rc = tb_detok_push(t->detok, ids[i], &s, &len);
+        if (rc == 0) {
+            rc = s_match(t, s, len);
+        }
+        if (rc < 0) {
+            return rc;
+        }
+        (*used)++;
+    }
+    return t->stopped ? 1 : 0;
+}
+
+int tb_pp_text_finish(tb_pp_text_t *t)
+{
+    s_begin(t);
+    if (t->stopped) {
+        return 1;
+    }
+    const char *s;
+    size_t len;
+    int rc = tb_detok_flush(t->detok, &s, &len);
+    if (rc == 0 && len) {
+        rc = s_match(t, s, len);
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    if (t->stopped) {
+        return 1;
+    }
+    tb_stop_matcher_flush(t->stop, &s, &len);
+    return s_append(t, s, len);
+}
+
+bool tb_pp_text_stopped(const tb_pp_text_t *t)
+{
+    return t->stopped;
+}
+
+const char *tb_pp_text_take(tb_pp_text_t *t, size_t *len)
+{
+    const char *out = !t->taken && t->len ? t->buf : NULL;
+    *len = out ? t->len : 0;
+    t->taken = true;
+    return out;
+}
+
+int tb_pp_token_text(const tb_tokenizer_t *tok, int32_t id, char **out)
+{
+    *out = NULL;
+    tb_detok_t *d = NULL;
+    const char *s, *tail = NULL;
+    size_t len = 0, tail_len = 0;
+    int rc = tb_detok_new(tok, false, &d);
+    if (rc == 0) {
+        rc = tb_detok_set_continuation(d);
+    }
+    if (rc == 0) {
+        rc = tb_detok_push(d, id, &s, &len);
+    }
+    char *text = NULL;
+    if (rc == 0) {
+        text = malloc(len + 1);
+        rc = text ? 0 : TB_ENOMEM;
+    }
+    if (rc == 0) {
+        memcpy(text, s, len);
+        rc = tb_detok_flush(d, &tail, &tail_len);
+    }
+    if (rc == 0 && tail_len) {
+        char *t2 = realloc(text, len + tail_len + 1);
+        rc = t2 ? 0 : TB_ENOMEM;
+        if (t2) {
+            text = t2;
+            memcpy(text + len, tail, tail_len);
+            len += tail_len;
+        }
+    }
+    if (rc == 0) {
+        text[len] = 0;
+        *out = text;
+    } else {
+        free(text);
+    }
+    tb_detok_destroy(&d);
+    return rc;
+}
