@@ -6,16 +6,20 @@
  * (tb_launch, TB_SHARED, TB_DYNAMIC_SHARED, the f16/bf16 helpers).  Otherwise it emulates the
  * subset of CUDA that our kernels use:
  *
- *  - Threads: tb_launch runs the grid one block at a time; a block is blockDim host threads
- *    (pthreads, created once per launch and reused for every block).  threadIdx, blockIdx,
- *    blockDim and gridDim are thread-local variables.  The launch is synchronous; streams are
- *    ignored.
- *  - __syncthreads is a barrier over the block's threads (mutex + condition variable, so TSan
- *    sees the happens-before edges it creates and nothing more: a missing barrier between a
- *    shared-memory write and another thread's read is a TSan report).  Every thread of a block
- *    must reach every barrier: a block may return early only as a whole.  A thread that
- *    finishes the block while others wait in __syncthreads is reported and aborts, instead of
- *    silently pairing with the wrong barrier.
+ *  - Threads: tb_launch runs the grid one block at a time on the calling thread; each CUDA
+ *    thread of a block is a fiber (ucontext, its own stack), created once per launch and run
+ *    through every block.  A fiber runs until it waits at a barrier, then the next one runs, so
+ *    a launch is deterministic and cheap (no OS threads, no locks).  threadIdx, blockIdx,
+ *    blockDim and gridDim are thread-locals the scheduler sets on each switch.  The launch is
+ *    synchronous; streams are ignored.
+ *  - __syncthreads is a barrier over the block's fibers.  Under TSan every fiber is a TSan
+ *    fiber switched without synchronisation, and a barrier is the only happens-before edge
+ *    between them (each arrival releases, each departure acquires): a missing barrier between
+ *    a shared-memory write and another thread's read is a TSan report, although the fibers
+ *    never run at the same time.  Under ASan the stack switches are announced.  Every thread of
+ *    a block must reach every barrier: a block may return early only as a whole.  Threads that
+ *    reach different barriers (a __syncthreads and the end of the block) or a barrier that can
+ *    never complete are reported and abort.
  *  - Shared memory: TB_SHARED(T, name, n) declares a block-shared array.  In the emulation
  *    every thread of the block gets the same address because each thread carves its arrays,
  *    in declaration order, from the block's arena (48 KiB, the static limit on the GPU).
@@ -72,10 +76,10 @@ TB_DEV float tb_bf16_to_f32(uint16_t h) { return __uint_as_float((uint32_t)h << 
 /* Host emulation                                                                              */
 /* ------------------------------------------------------------------------------------------ */
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ucontext.h>
 
 #include <tuple>
 #include <type_traits>
@@ -114,72 +118,161 @@ typedef void *tb_stream_t;
 
 #define TB_EMU_MAX_THREADS 1024
 #define TB_EMU_SHARED_BYTES (48 * 1024)
+#define TB_EMU_STACK (128 * 1024) /* bytes of stack per emulated thread */
 
-/* A reusable barrier; `site` tells a __syncthreads from the end of a block (see above). */
+/* Sanitizer hooks: TSan must see each emulated thread as a fiber of its own that synchronises
+ * only at barriers; ASan must know which stack is live.  Nothing without sanitizers. */
+#if defined(__SANITIZE_THREAD__)
+extern "C" {
+void *__tsan_get_current_fiber(void);
+void *__tsan_create_fiber(unsigned flags);
+void __tsan_destroy_fiber(void *fiber);
+void __tsan_switch_to_fiber(void *fiber, unsigned flags);
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+void __tsan_ignore_thread_begin(void);
+void __tsan_ignore_thread_end(void);
+}
+#define TB_EMU_TSAN(x) x
+#else
+#define TB_EMU_TSAN(x)
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define TB_EMU_ASAN(x) x
+#else
+#define TB_EMU_ASAN(x)
+#endif
+
+/* A barrier over `count` emulated threads; `site` tells a __syncthreads from the end of a
+ * block (see above). */
 struct tb_emu_barrier {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
     unsigned count, waiting, gen;
     int site;
 };
 
 enum { TB_EMU_SITE_SYNC = 1, TB_EMU_SITE_END = 2 };
 
-/* One block's state, shared by its threads. */
-struct tb_emu_block {
-    tb_emu_barrier bar;                        /* all the block's threads */
-    tb_emu_barrier warp_bar[TB_EMU_MAX_THREADS / 32];
-    uint64_t xchg[TB_EMU_MAX_THREADS];         /* one shuffle slot per thread */
-    alignas(16) unsigned char shared[TB_EMU_SHARED_BYTES];
-    unsigned char *dynamic;                    /* the launch's dynamic shared memory */
+/* One emulated CUDA thread: a fiber with its own stack. */
+struct tb_emu_fiber {
+    ucontext_t ctx;
+    unsigned char *stack;
+    dim3 thread, block;
+    size_t shared_off; /* its next free byte of the block's static shared arena */
+    unsigned xchg_bank;
+    bool done;
+    void *tsan;
 };
 
+/* One launch: its fibers and the state of the block they run. */
+struct tb_emu_block {
+    tb_emu_barrier bar;                               /* all the block's threads */
+    tb_emu_barrier warp_bar[TB_EMU_MAX_THREADS / 32];
+    uint64_t xchg[2][TB_EMU_MAX_THREADS];            /* shuffle slots, two banks */
+    alignas(16) unsigned char shared[TB_EMU_SHARED_BYTES];
+    unsigned char *dynamic;                           /* the launch's dynamic shared memory */
+    tb_emu_fiber *fib;
+    unsigned n, cur, n_done, stalled;
+    ucontext_t main;
+    void *main_tsan;
+    const void *main_stack;
+    size_t main_stack_size;
+    dim3 grid, blockdim;
+    void (*body)(void *);
+    void *ctx;
+};
+
+/* The CUDA built-ins and the running fiber.  Only the scheduler writes them (on a switch, in a
+ * region TSan ignores); kernels read them. */
 inline thread_local dim3 threadIdx(0, 0, 0), blockIdx(0, 0, 0), blockDim, gridDim;
 inline thread_local tb_emu_block *tb_emu_cur;
-inline thread_local size_t tb_emu_shared_off; /* this thread's next free arena byte */
 
 [[noreturn]] static inline void tb_emu_die(const char *what) {
     fprintf(stderr, "tb_cuda emulation: %s\n", what);
     abort();
 }
 
+static inline unsigned tb_emu_tid(void) {
+    return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+}
+
+/* Makes fiber `to` run; returns when this fiber is switched back to.  `last`: this fiber has
+ * finished and is never resumed. */
+static inline void tb_emu_switch(tb_emu_block *L, unsigned to, bool last) {
+    TB_EMU_TSAN(__tsan_ignore_thread_begin()); /* scheduler state is shared by all fibers */
+    tb_emu_fiber *self = &L->fib[L->cur];
+    const bool to_main = to >= L->n;
+    ucontext_t *dst = to_main ? &L->main : &L->fib[to].ctx;
+    void *to_tsan = to_main ? L->main_tsan : L->fib[to].tsan;
+    const void *to_stack = to_main ? L->main_stack : (const void *)L->fib[to].stack;
+    const size_t to_size = to_main ? L->main_stack_size : TB_EMU_STACK;
+    (void)to_tsan, (void)to_stack, (void)to_size;
+    L->cur = to;
+    if (last) {
+        /* before the switch (TSan's state is per fiber), and after the last read of L, which
+         * the launching thread frees once every fiber is done */
+        TB_EMU_TSAN(__tsan_ignore_thread_end());
+    }
+    TB_EMU_TSAN(__tsan_switch_to_fiber(to_tsan, 1));
+    void *fake = NULL;
+    TB_EMU_ASAN(__sanitizer_start_switch_fiber(last ? NULL : &fake, to_stack, to_size));
+    if (last) {
+        setcontext(dst);
+    }
+    swapcontext(&self->ctx, dst);
+    TB_EMU_ASAN(__sanitizer_finish_switch_fiber(fake, NULL, NULL));
+    (void)fake;
+    threadIdx = self->thread; /* this fiber's own values back */
+    blockIdx = self->block;
+    TB_EMU_TSAN(__tsan_ignore_thread_end());
+}
+
+/* Runs the next unfinished fiber after the current one. */
+static inline void tb_emu_yield(tb_emu_block *L) {
+    unsigned to = L->cur;
+    do {
+        to = (to + 1) % L->n;
+    } while (L->fib[to].done);
+    if (to != L->cur) {
+        tb_emu_switch(L, to, false);
+    }
+}
+
 static inline void tb_emu_barrier_init(tb_emu_barrier *b, unsigned count) {
-    pthread_mutex_init(&b->mu, NULL);
-    pthread_cond_init(&b->cv, NULL);
     b->count = count;
     b->waiting = 0;
     b->gen = 0;
     b->site = 0;
 }
 
-static inline void tb_emu_barrier_release(tb_emu_barrier *b) {
-    pthread_mutex_destroy(&b->mu);
-    pthread_cond_destroy(&b->cv);
-}
-
+/* Waits until all `count` threads arrived.  The bookkeeping is invisible to TSan; what it sees
+ * is each arrival releasing and each departure acquiring the barrier. */
 static inline void tb_emu_barrier_wait(tb_emu_barrier *b, int site) {
-    pthread_mutex_lock(&b->mu);
+    tb_emu_block *L = tb_emu_cur;
+    TB_EMU_TSAN(__tsan_release(b));
+    TB_EMU_TSAN(__tsan_ignore_thread_begin());
     if (b->waiting == 0) {
         b->site = site;
     } else if (b->site != site) {
         tb_emu_die("threads of one block reached different barriers (a thread returned early "
                    "or __syncthreads sits in divergent code)");
     }
+    L->stalled = 0;
     if (++b->waiting == b->count) {
         b->waiting = 0;
         b->gen++;
-        pthread_cond_broadcast(&b->cv);
     } else {
-        unsigned gen = b->gen;
+        const unsigned gen = b->gen;
         while (gen == b->gen) {
-            pthread_cond_wait(&b->cv, &b->mu);
+            if (++L->stalled > L->n) {
+                tb_emu_die("deadlock: every thread waits at a barrier that cannot complete "
+                           "(a thread left early, or a shuffle in divergent code)");
+            }
+            tb_emu_yield(L);
         }
     }
-    pthread_mutex_unlock(&b->mu);
-}
-
-static inline unsigned tb_emu_tid(void) {
-    return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+    TB_EMU_TSAN(__tsan_ignore_thread_end());
+    TB_EMU_TSAN(__tsan_acquire(b));
 }
 
 static inline void __syncthreads(void) { tb_emu_barrier_wait(&tb_emu_cur->bar, TB_EMU_SITE_SYNC); }
@@ -190,12 +283,14 @@ static inline void __syncwarp(unsigned mask = 0xffffffffu) {
 }
 
 static inline void *tb_emu_shared_take(size_t bytes, size_t align) {
-    size_t off = (tb_emu_shared_off + align - 1) & ~(align - 1);
+    tb_emu_block *L = tb_emu_cur;
+    tb_emu_fiber *f = &L->fib[L->cur];
+    size_t off = (f->shared_off + align - 1) & ~(align - 1);
     if (off + bytes > TB_EMU_SHARED_BYTES) {
         tb_emu_die("static shared memory beyond 48 KiB");
     }
-    tb_emu_shared_off = off + bytes;
-    return tb_emu_cur->shared + off;
+    f->shared_off = off + bytes;
+    return L->shared + off;
 }
 
 #define TB_SHARED(T, name, n) T *name = static_cast<T *>(tb_emu_shared_take(sizeof(T) * (n), alignof(T)))
@@ -209,14 +304,18 @@ template <typename T> static inline T tb_emu_exchange(unsigned mask, T v, int sr
     if (!(mask & (1u << lane))) {
         tb_emu_die("shuffle mask leaves out the calling lane");
     }
-    tb_emu_block *b = tb_emu_cur;
-    memcpy(&b->xchg[tid], &v, sizeof(T));
-    tb_emu_barrier_wait(&b->warp_bar[tid / 32], TB_EMU_SITE_SYNC);
+    tb_emu_block *L = tb_emu_cur;
+    tb_emu_fiber *f = &L->fib[L->cur];
+    /* Two banks: a lane writes bank k only after every lane passed the barrier of the shuffle
+     * that read it last (two shuffles ago), so one barrier per shuffle suffices. */
+    uint64_t *slots = L->xchg[f->xchg_bank];
+    f->xchg_bank ^= 1;
+    memcpy(&slots[tid], &v, sizeof(T));
+    tb_emu_barrier_wait(&L->warp_bar[tid / 32], TB_EMU_SITE_SYNC);
     T r = v;
     if (src >= 0 && src < 32) {
-        memcpy(&r, &b->xchg[base + (unsigned)src], sizeof(T));
+        memcpy(&r, &slots[base + (unsigned)src], sizeof(T));
     }
-    tb_emu_barrier_wait(&b->warp_bar[tid / 32], TB_EMU_SITE_SYNC); /* slots free again */
     return r;
 }
 
@@ -315,83 +414,128 @@ static inline uint16_t tb_f32_to_f16(float f) {
 
 static inline float tb_bf16_to_f32(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
 
-/* What each host thread runs: every block of the grid, in order. */
-struct tb_emu_launch {
-    dim3 grid, block;
-    tb_emu_block *blk;
-    void (*body)(void *);
-    void *ctx;
-    unsigned tid;
-};
-
-static inline void *tb_emu_thread(void *arg) {
-    const tb_emu_launch *l = static_cast<const tb_emu_launch *>(arg);
-    gridDim = l->grid;
-    blockDim = l->block;
-    threadIdx = dim3(l->tid % l->block.x, l->tid / l->block.x % l->block.y,
-                     l->tid / (l->block.x * l->block.y));
-    tb_emu_cur = l->blk;
-    for (unsigned z = 0; z < l->grid.z; z++) {
-        for (unsigned y = 0; y < l->grid.y; y++) {
-            for (unsigned x = 0; x < l->grid.x; x++) {
-                blockIdx = dim3(x, y, z);
-                tb_emu_shared_off = 0;
-                l->body(l->ctx);
-                tb_emu_barrier_wait(&l->blk->bar, TB_EMU_SITE_END);
+/* A fiber's life: every block of the grid in order, then hand over to the next fiber (the last
+ * one back to the launching thread). */
+static inline void tb_emu_fiber_main(void) {
+    TB_EMU_TSAN(__tsan_acquire(&tb_emu_cur)); /* the launching thread's setup */
+    tb_emu_block *L = tb_emu_cur;
+    /* the first fiber is entered from the launching thread: note that thread's stack */
+    TB_EMU_ASAN(__sanitizer_finish_switch_fiber(NULL, L->cur == 0 ? &L->main_stack : NULL,
+                                                L->cur == 0 ? &L->main_stack_size : NULL));
+    TB_EMU_TSAN(__tsan_ignore_thread_begin()); /* the built-ins are written by every fiber */
+    tb_emu_fiber *self = &L->fib[L->cur];
+    threadIdx = self->thread;
+    TB_EMU_TSAN(__tsan_ignore_thread_end());
+    for (unsigned z = 0; z < L->grid.z; z++) {
+        for (unsigned y = 0; y < L->grid.y; y++) {
+            for (unsigned x = 0; x < L->grid.x; x++) {
+                TB_EMU_TSAN(__tsan_ignore_thread_begin());
+                self->block = blockIdx = dim3(x, y, z);
+                TB_EMU_TSAN(__tsan_ignore_thread_end());
+                self->shared_off = 0;
+                L->body(L->ctx);
+                tb_emu_barrier_wait(&L->bar, TB_EMU_SITE_END);
             }
         }
     }
-    return NULL;
+    TB_EMU_TSAN(__tsan_release(&tb_emu_cur)); /* for the launching thread */
+    TB_EMU_TSAN(__tsan_ignore_thread_begin());
+    self->done = true;
+    L->stalled = 0;
+    unsigned to = L->n; /* the launching thread, once every fiber is done */
+    if (++L->n_done < L->n) {
+        to = L->cur;
+        do {
+            to = (to + 1) % L->n;
+        } while (L->fib[to].done);
+    }
+    TB_EMU_TSAN(__tsan_ignore_thread_end());
+    tb_emu_switch(L, to, true);
+}
+
+/* Prepares fiber `f` to start in tb_emu_fiber_main on `stack` (TB_EMU_STACK bytes).  Its own
+ * function, as getcontext returns twice. */
+__attribute__((noinline)) static void tb_emu_fiber_init(tb_emu_fiber *f, unsigned char *stack,
+                                                        dim3 thread) {
+    f->stack = stack;
+    f->thread = thread;
+    getcontext(&f->ctx);
+    f->ctx.uc_stack.ss_sp = stack;
+    f->ctx.uc_stack.ss_size = TB_EMU_STACK;
+    f->ctx.uc_link = NULL;
+    makecontext(&f->ctx, tb_emu_fiber_main, 0);
+    TB_EMU_TSAN(f->tsan = __tsan_create_fiber(0));
+}
+
+/* Switches from the launching thread to the first fiber; returns when the last one finished.
+ * (Its own function: swapcontext returns twice, which would clobber the caller's locals.) */
+__attribute__((noinline)) static void tb_emu_enter(tb_emu_block *L) {
+    void *fake = NULL;
+    TB_EMU_TSAN(__tsan_switch_to_fiber(L->fib[0].tsan, 1));
+    TB_EMU_ASAN(__sanitizer_start_switch_fiber(&fake, L->fib[0].stack, TB_EMU_STACK));
+    swapcontext(&L->main, &L->fib[0].ctx);
+    TB_EMU_ASAN(__sanitizer_finish_switch_fiber(fake, NULL, NULL));
+    (void)fake;
 }
 
 /* Runs body(ctx) as every thread of every block; 0, or 1 (cudaErrorInvalidValue's value) for a
- * bad shape, 2 (cudaErrorMemoryAllocation) when memory or threads run out. */
+ * bad shape, 2 (cudaErrorMemoryAllocation) when memory runs out.  Blocks run one after the
+ * other on the calling thread, their threads as fibers switched at barriers. */
 static inline int tb_emu_run(dim3 grid, dim3 block, size_t shmem, void (*body)(void *), void *ctx) {
-    unsigned n = block.x * block.y * block.z;
-    if (n == 0 || n > TB_EMU_MAX_THREADS || grid.x == 0 || grid.y == 0 || grid.z == 0) {
-        return 1;
-    }
-    if (shmem > 227 * 1024) {
+    const unsigned n = block.x * block.y * block.z;
+    if (n == 0 || n > TB_EMU_MAX_THREADS || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
+        shmem > 227 * 1024) {
         return 1;
     }
     int rc = 0;
-    unsigned started = 0;
-    tb_emu_block *blk = static_cast<tb_emu_block *>(calloc(1, sizeof(tb_emu_block)));
+    tb_emu_block *L = static_cast<tb_emu_block *>(calloc(1, sizeof(tb_emu_block)));
     unsigned char *dyn = static_cast<unsigned char *>(aligned_alloc(16, (shmem + 16) & ~(size_t)15));
-    tb_emu_launch *ls = static_cast<tb_emu_launch *>(calloc(n, sizeof(tb_emu_launch)));
-    pthread_t *th = static_cast<pthread_t *>(calloc(n, sizeof(pthread_t)));
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, 1 << 20);
-    if (!blk || !dyn || !ls || !th) {
+    tb_emu_fiber *fib = static_cast<tb_emu_fiber *>(calloc(n, sizeof(tb_emu_fiber)));
+    unsigned char *stacks = static_cast<unsigned char *>(aligned_alloc(64, (size_t)n * TB_EMU_STACK));
+    tb_emu_block *outer = tb_emu_cur;
+    const dim3 outer_t = threadIdx, outer_b = blockIdx, outer_bd = blockDim, outer_gd = gridDim;
+    if (!L || !dyn || !fib || !stacks) {
         rc = 2;
         goto out;
     }
-    blk->dynamic = dyn;
-    tb_emu_barrier_init(&blk->bar, n);
+    L->dynamic = dyn;
+    L->fib = fib;
+    L->n = n;
+    L->grid = grid;
+    L->blockdim = block;
+    L->body = body;
+    L->ctx = ctx;
+    tb_emu_barrier_init(&L->bar, n);
     for (unsigned w = 0; w < (n + 31) / 32; w++) {
-        tb_emu_barrier_init(&blk->warp_bar[w], n - w * 32 < 32 ? n - w * 32 : 32);
+        tb_emu_barrier_init(&L->warp_bar[w], n - w * 32 < 32 ? n - w * 32 : 32);
     }
     for (unsigned i = 0; i < n; i++) {
-        ls[i] = tb_emu_launch{grid, block, blk, body, ctx, i};
-        if (pthread_create(&th[i], &attr, tb_emu_thread, &ls[i]) != 0) {
-            tb_emu_die("cannot start a block's threads"); /* the others wait for them forever */
-        }
-        started++;
+        tb_emu_fiber_init(&fib[i], stacks + (size_t)i * TB_EMU_STACK,
+                          dim3(i % block.x, i / block.x % block.y, i / (block.x * block.y)));
     }
-    for (unsigned i = 0; i < started; i++) {
-        pthread_join(th[i], NULL);
-    }
-    tb_emu_barrier_release(&blk->bar);
-    for (unsigned w = 0; w < (n + 31) / 32; w++) {
-        tb_emu_barrier_release(&blk->warp_bar[w]);
+    TB_EMU_TSAN(L->main_tsan = __tsan_get_current_fiber());
+    tb_emu_cur = L;
+    blockDim = block;
+    gridDim = grid;
+    L->cur = 0;
+    threadIdx = fib[0].thread;
+    TB_EMU_TSAN(__tsan_release(&tb_emu_cur)); /* every fiber acquires it on entry */
+    tb_emu_enter(L);
+    TB_EMU_TSAN(__tsan_acquire(&tb_emu_cur)); /* every fiber released it at its end */
+    for (unsigned i = 0; i < n; i++) {
+        TB_EMU_TSAN(__tsan_destroy_fiber(fib[i].tsan));
     }
 out:
-    pthread_attr_destroy(&attr);
-    free(th);
-    free(ls);
+    tb_emu_cur = outer; /* a launch from inside an emulated kernel is not supported, but keep
+                           the caller's view intact */
+    threadIdx = outer_t;
+    blockIdx = outer_b;
+    blockDim = outer_bd;
+    gridDim = outer_gd;
+    free(stacks);
+    free(fib);
     free(dyn);
-    free(blk);
+    free(L);
     return rc;
 }
 
