@@ -149,6 +149,7 @@ void __tsan_ignore_thread_end(void);
 struct tb_emu_barrier {
     unsigned count, waiting, gen;
     int site;
+    char sync[2]; /* TSan sync objects of even and odd generations (see tb_emu_barrier_wait) */
 };
 
 enum { TB_EMU_SITE_SYNC = 1, TB_EMU_SITE_END = 2 };
@@ -246,11 +247,15 @@ static inline void tb_emu_barrier_init(tb_emu_barrier *b, unsigned count) {
 }
 
 /* Waits until all `count` threads arrived.  The bookkeeping is invisible to TSan; what it sees
- * is each arrival releasing and each departure acquiring the barrier. */
+ * is each arrival releasing and each departure acquiring a sync object of this generation.
+ * (One object for all generations would be wrong: a fast thread's arrival at the next
+ * barrier would be acquired by a slow one still leaving this one, hiding the race between
+ * them.  Two alternate, as no thread can reach generation g + 2 before all left g.) */
 static inline void tb_emu_barrier_wait(tb_emu_barrier *b, int site) {
     tb_emu_block *L = tb_emu_cur;
-    TB_EMU_TSAN(__tsan_release(b));
     TB_EMU_TSAN(__tsan_ignore_thread_begin());
+    const unsigned gen = b->gen;
+    TB_EMU_TSAN(__tsan_release(&b->sync[gen & 1]));
     if (b->waiting == 0) {
         b->site = site;
     } else if (b->site != site) {
@@ -262,7 +267,6 @@ static inline void tb_emu_barrier_wait(tb_emu_barrier *b, int site) {
         b->waiting = 0;
         b->gen++;
     } else {
-        const unsigned gen = b->gen;
         while (gen == b->gen) {
             if (++L->stalled > L->n) {
                 tb_emu_die("deadlock: every thread waits at a barrier that cannot complete "
@@ -271,8 +275,8 @@ static inline void tb_emu_barrier_wait(tb_emu_barrier *b, int site) {
             tb_emu_yield(L);
         }
     }
+    TB_EMU_TSAN(__tsan_acquire(&b->sync[gen & 1]));
     TB_EMU_TSAN(__tsan_ignore_thread_end());
-    TB_EMU_TSAN(__tsan_acquire(b));
 }
 
 static inline void __syncthreads(void) { tb_emu_barrier_wait(&tb_emu_cur->bar, TB_EMU_SITE_SYNC); }
