@@ -39,13 +39,13 @@ __global__ void __launch_bounds__(TB_ATT_THREADS)
     }
     const int n = ctx - t_begin < split ? ctx - t_begin : split;
     const int G = n_heads / n_kv_heads;
-    const int L = hd / 8;                 /* lanes per K/V row (one 16-byte chunk each) */
+    const int L = hd / 8; /* lanes per K/V row (one 16-byte chunk each) */
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
     const int32_t *table = tables + (size_t)s * max_blocks;
     TB_DYNAMIC_SHARED(float, smem);
-    float *q_s = smem;                    /* G * hd scaled queries */
-    float *p_s = q_s + G * hd;            /* G * split scores, then probabilities */
-    float *red = p_s + G * split;         /* TB_ATT_RED partial outputs */
+    float *q_s = smem;            /* G * hd scaled queries */
+    float *p_s = q_s + G * hd;    /* G * split scores, then probabilities */
+    float *red = p_s + G * split; /* TB_ATT_RED partial outputs */
     float *m_s = red + TB_ATT_RED, *l_s = m_s + G;
 
     const float *q0 = q + (size_t)s * ldq + (size_t)kvh * G * hd;
@@ -177,7 +177,8 @@ __global__ void tb_attn_combine_kernel(const int32_t *__restrict__ ctx_lens, int
     }
     float den = 0.0f;
     for (int i = 0; i < ns; i++) {
-        den += M == -INFINITY ? 0.0f : expf(part_ml[2 * (base + i)] - M) * part_ml[2 * (base + i) + 1];
+        den +=
+            M == -INFINITY ? 0.0f : expf(part_ml[2 * (base + i)] - M) * part_ml[2 * (base + i) + 1];
     }
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float num = 0.0f;
@@ -189,7 +190,9 @@ __global__ void tb_attn_combine_kernel(const int32_t *__restrict__ ctx_lens, int
     }
 }
 
-static int tb_attn_splits(int max_ctx, int split) { return (max_ctx + split - 1) / split; }
+static int tb_attn_splits(int max_ctx, int split) {
+    return (max_ctx + split - 1) / split;
+}
 
 extern "C" size_t tb_cuda_attn_decode_scratch_floats(int n_seqs, int n_heads, int head_dim,
                                                      int max_ctx, int split) {
@@ -202,19 +205,18 @@ extern "C" size_t tb_cuda_attn_decode_scratch_floats(int n_seqs, int n_heads, in
 
 extern "C" int tb_cuda_attn_decode(const struct tb_cuda_kv_layout *L, const uint16_t *k_cache,
                                    const uint16_t *v_cache, const struct tb_cuda_attn_batch *b,
-                                   const float *q, size_t ldq, int n_heads, float scale,
-                                   int split, float *scratch, float *out, size_t ldo,
-                                   void *stream) {
+                                   const float *q, size_t ldq, int n_heads, float scale, int split,
+                                   float *scratch, float *out, size_t ldo, void *stream) {
     int rc = tb_cuda_kv_layout_check(L);
     if (rc) {
         return rc;
     }
     const int hd = L->head_dim;
-    if (!k_cache || !v_cache || !b || !q || !out || !scratch || b->n_seqs < 0 ||
-        !b->block_tables || b->max_blocks < 1 || !b->ctx_lens || b->max_ctx < 1 ||
-        n_heads < L->n_kv_heads || n_heads % L->n_kv_heads || ldq < (size_t)n_heads * hd ||
-        ldo < (size_t)n_heads * hd || split < 32 || split > 256 || split % 32 ||
-        !tb_is_aligned16(k_cache) || !tb_is_aligned16(v_cache) || !(scale >= 0.0f)) {
+    if (!k_cache || !v_cache || !b || !q || !out || !scratch || b->n_seqs < 0 || !b->block_tables ||
+        b->max_blocks < 1 || !b->ctx_lens || b->max_ctx < 1 || n_heads < L->n_kv_heads ||
+        n_heads % L->n_kv_heads || ldq < (size_t)n_heads * hd || ldo < (size_t)n_heads * hd ||
+        split < 32 || split > 256 || split % 32 || !tb_is_aligned16(k_cache) ||
+        !tb_is_aligned16(v_cache) || !(scale >= 0.0f)) {
         return TB_EINVAL;
     }
     if (b->n_seqs == 0) {
@@ -232,14 +234,15 @@ extern "C" int tb_cuda_attn_decode(const struct tb_cuda_kv_layout *L, const uint
     float *part_o = scratch;
     float *part_ml = scratch + (size_t)b->n_seqs * n_heads * ns * hd;
     const tb_stream_t st = (tb_stream_t)stream;
-    rc = tb_launch(tb_attn_split_kernel, dim3((unsigned)ns, (unsigned)L->n_kv_heads, (unsigned)b->n_seqs),
+    rc = tb_launch(tb_attn_split_kernel,
+                   dim3((unsigned)ns, (unsigned)L->n_kv_heads, (unsigned)b->n_seqs),
                    dim3(TB_ATT_THREADS), shmem, st, L->block_size, L->n_kv_heads, hd, L->n_blocks,
                    k_cache, v_cache, b->block_tables, b->max_blocks, b->ctx_lens, q, ldq, n_heads,
                    scale, split, ns, part_o, part_ml);
     if (rc == 0) {
         rc = tb_launch(tb_attn_combine_kernel, dim3((unsigned)n_heads, (unsigned)b->n_seqs),
-                       dim3(128), 0, st, b->ctx_lens, n_heads, hd, split, ns,
-                       (const float *)part_o, (const float *)part_ml, out, ldo);
+                       dim3(128), 0, st, b->ctx_lens, n_heads, hd, split, ns, (const float *)part_o,
+                       (const float *)part_ml, out, ldo);
     }
     return tb_cuda_status(rc);
 }

@@ -24,8 +24,7 @@ static size_t tb_pf_shmem(int hd) {
  * for blocks outside the cache); ok_s[j] says whether row j may be attended to. */
 TB_DEV void tb_pf_load_tile(const uint16_t *kc, const uint16_t *vc, const int32_t *table,
                             int max_blocks, int64_t n_blocks, int n_kv_heads, int bs, int hd,
-                            int kvh, int k0, int kend, uint16_t *k_s, uint16_t *v_s,
-                            float *ok_s) {
+                            int kvh, int k0, int kend, uint16_t *k_s, uint16_t *v_s, float *ok_s) {
     const int L = hd / 8;
     for (int i = threadIdx.x; i < TB_PF_BK * L; i += blockDim.x) {
         const int j = i / L, c = i % L, pos = k0 + j;
@@ -49,10 +48,10 @@ __global__ void __launch_bounds__(TB_PF_THREADS)
     tb_attn_prefill_kernel(int bs, int n_kv_heads, int hd, int64_t n_blocks,
                            const uint16_t *__restrict__ kc, const uint16_t *__restrict__ vc,
                            const int32_t *__restrict__ tables, int max_blocks,
-                           const int32_t *__restrict__ ctx_lens, const int32_t *__restrict__ q_start,
-                           const int32_t *__restrict__ q_lens, const float *__restrict__ q,
-                           size_t ldq, int n_heads, float scale, float *__restrict__ out,
-                           size_t ldo) {
+                           const int32_t *__restrict__ ctx_lens,
+                           const int32_t *__restrict__ q_start, const int32_t *__restrict__ q_lens,
+                           const float *__restrict__ q, size_t ldq, int n_heads, float scale,
+                           float *__restrict__ out, size_t ldo) {
     const int tile = blockIdx.x, h = blockIdx.y, s = blockIdx.z;
     const int q_len = q_lens[s];
     if (tile * TB_PF_BQ >= q_len) {
@@ -81,8 +80,8 @@ __global__ void __launch_bounds__(TB_PF_THREADS)
     }
     const int kend = pos0 + nq; /* keys past the tile's last query are never attended */
     for (int k0 = 0; k0 < kend; k0 += TB_PF_BK) {
-        tb_pf_load_tile(kc, vc, table, max_blocks, n_blocks, n_kv_heads, bs, hd, kvh, k0, kend,
-                        k_s, v_s, ok_s);
+        tb_pf_load_tile(kc, vc, table, max_blocks, n_blocks, n_kv_heads, bs, hd, kvh, k0, kend, k_s,
+                        v_s, ok_s);
         __syncthreads();
         for (int i = tid; i < TB_PF_BQ * TB_PF_BK; i += TB_PF_THREADS) {
             const int r = i / TB_PF_BK, j = i % TB_PF_BK;
@@ -158,7 +157,7 @@ extern "C" int tb_cuda_attn_prefill(const struct tb_cuda_kv_layout *L, const uin
                     (unsigned)b->n_seqs);
     rc = tb_launch(tb_attn_prefill_kernel, grid, dim3(TB_PF_THREADS), tb_pf_shmem(hd),
                    (tb_stream_t)stream, L->block_size, L->n_kv_heads, hd, L->n_blocks, k_cache,
-                   v_cache, b->block_tables, b->max_blocks, b->ctx_lens, b->q_start, b->q_lens,
-                   q, ldq, n_heads, scale, out, ldo);
+                   v_cache, b->block_tables, b->max_blocks, b->ctx_lens, b->q_start, b->q_lens, q,
+                   ldq, n_heads, scale, out, ldo);
     return tb_cuda_status(rc);
 }

@@ -16,9 +16,13 @@
 #define TB_FULL_MASK 0xffffffffu
 
 /* Launch status as a TB_E* code. */
-static inline int tb_cuda_status(int launch_rc) { return launch_rc ? TB_EIO : 0; }
+static inline int tb_cuda_status(int launch_rc) {
+    return launch_rc ? TB_EIO : 0;
+}
 
-static inline bool tb_is_aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+static inline bool tb_is_aligned16(const void *p) {
+    return ((uintptr_t)p & 15) == 0;
+}
 
 /* Sum over groups of `width` lanes (a power of two <= 32); every lane of a group gets the same
  * value, reduced in the same butterfly order whatever the data: the fixed order that batch
@@ -30,7 +34,9 @@ TB_DEV float tb_group_sum(float v, int width) {
     return v;
 }
 
-TB_DEV float tb_warp_sum(float v) { return tb_group_sum(v, 32); }
+TB_DEV float tb_warp_sum(float v) {
+    return tb_group_sum(v, 32);
+}
 
 TB_DEV int tb_warp_sum_int(int v) {
     for (int o = 16; o > 0; o >>= 1) {
@@ -65,7 +71,9 @@ TB_DEV float tb_block_sum(float v, float *red) {
 }
 
 /* One 128-bit load (LDG.E.128 on the GPU); p must be 16-byte aligned. */
-TB_DEV uint4 tb_ld128(const void *p) { return *reinterpret_cast<const uint4 *>(p); }
+TB_DEV uint4 tb_ld128(const void *p) {
+    return *reinterpret_cast<const uint4 *>(p);
+}
 
 /* The eight f16 values of a 128-bit word, as floats. */
 TB_DEV void tb_f16x8(uint4 u, float *f) {

@@ -75,8 +75,8 @@ __global__ void __launch_bounds__(TB_GEMV_WARPS * 32)
     }
 }
 
-extern "C" int tb_cuda_gemv(const struct tb_cuda_weight *w, const float *x, size_t ldx,
-                            int n_tok, const float *bias, float *y, size_t ldy, void *stream) {
+extern "C" int tb_cuda_gemv(const struct tb_cuda_weight *w, const float *x, size_t ldx, int n_tok,
+                            const float *bias, float *y, size_t ldy, void *stream) {
     if (!w || !w->data || !x || !y || n_tok < 0 || w->rows < 1 || w->cols < 1 ||
         ldx < (size_t)w->cols || ldy < (size_t)w->rows || ldx % 4 || !tb_is_aligned16(x) ||
         !tb_is_aligned16(w->data)) {
@@ -98,14 +98,14 @@ extern "C" int tb_cuda_gemv(const struct tb_cuda_weight *w, const float *x, size
     const uint8_t *d = (const uint8_t *)w->data;
     int rc;
     if (w->dtype == TB_CUDA_F32) {
-        rc = tb_launch(tb_gemv_kernel<TB_CUDA_F32>, grid, block, 0, s, d, w->rows, w->cols, x,
-                       ldx, n_tok, bias, y, ldy);
+        rc = tb_launch(tb_gemv_kernel<TB_CUDA_F32>, grid, block, 0, s, d, w->rows, w->cols, x, ldx,
+                       n_tok, bias, y, ldy);
     } else if (w->dtype == TB_CUDA_F16) {
-        rc = tb_launch(tb_gemv_kernel<TB_CUDA_F16>, grid, block, 0, s, d, w->rows, w->cols, x,
-                       ldx, n_tok, bias, y, ldy);
+        rc = tb_launch(tb_gemv_kernel<TB_CUDA_F16>, grid, block, 0, s, d, w->rows, w->cols, x, ldx,
+                       n_tok, bias, y, ldy);
     } else {
-        rc = tb_launch(tb_gemv_kernel<TB_CUDA_BF16>, grid, block, 0, s, d, w->rows, w->cols, x,
-                       ldx, n_tok, bias, y, ldy);
+        rc = tb_launch(tb_gemv_kernel<TB_CUDA_BF16>, grid, block, 0, s, d, w->rows, w->cols, x, ldx,
+                       n_tok, bias, y, ldy);
     }
     return tb_cuda_status(rc);
 }

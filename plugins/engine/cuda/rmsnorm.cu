@@ -38,7 +38,6 @@ extern "C" int tb_cuda_rmsnorm(float *y, float *x, const float *residual, const 
     if (n_rows == 0) {
         return 0;
     }
-    return tb_cuda_status(tb_launch(tb_rmsnorm_kernel, dim3((unsigned)n_rows),
-                                    dim3(TB_RMS_THREADS), 0, (tb_stream_t)stream, y, x, residual,
-                                    weight, n, eps));
+    return tb_cuda_status(tb_launch(tb_rmsnorm_kernel, dim3((unsigned)n_rows), dim3(TB_RMS_THREADS),
+                                    0, (tb_stream_t)stream, y, x, residual, weight, n, eps));
 }

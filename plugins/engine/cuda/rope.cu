@@ -42,12 +42,12 @@ __global__ void tb_rope_kernel(float *q, size_t ldq, int n_q_heads, float *k, si
 }
 
 extern "C" int tb_cuda_rope(float *q, size_t ldq, int n_q_heads, float *k, size_t ldk,
-                            int n_k_heads, int n_tok, const int32_t *pos, int head_dim,
-                            int rot_dim, const float *inv_freq, int mode, void *stream) {
+                            int n_k_heads, int n_tok, const int32_t *pos, int head_dim, int rot_dim,
+                            const float *inv_freq, int mode, void *stream) {
     if (!q || !pos || !inv_freq || n_tok < 0 || n_q_heads < 1 || head_dim < 2 || rot_dim < 2 ||
         rot_dim % 2 || rot_dim > head_dim || (mode != 0 && mode != 1) ||
-        ldq < (size_t)n_q_heads * head_dim || (k && (n_k_heads < 1 ||
-                                                     ldk < (size_t)n_k_heads * head_dim))) {
+        ldq < (size_t)n_q_heads * head_dim ||
+        (k && (n_k_heads < 1 || ldk < (size_t)n_k_heads * head_dim))) {
         return TB_EINVAL;
     }
     if (n_tok == 0) {

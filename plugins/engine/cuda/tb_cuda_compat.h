@@ -53,8 +53,8 @@
 #define TB_DEV __device__ __forceinline__
 #define TB_UNROLL _Pragma("unroll")
 #define TB_SHARED(T, name, n) __shared__ T name[n]
-#define TB_DYNAMIC_SHARED(T, name)                                                                \
-    extern __shared__ __align__(16) unsigned char tb_dyn_smem_[];                                 \
+#define TB_DYNAMIC_SHARED(T, name)                                                                 \
+    extern __shared__ __align__(16) unsigned char tb_dyn_smem_[];                                  \
     T *name = reinterpret_cast<T *>(tb_dyn_smem_)
 
 typedef cudaStream_t tb_stream_t;
@@ -67,9 +67,15 @@ static inline int tb_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t 
     return (int)cudaGetLastError();
 }
 
-TB_DEV float tb_f16_to_f32(uint16_t h) { return __half2float(__ushort_as_half(h)); }
-TB_DEV uint16_t tb_f32_to_f16(float f) { return __half_as_ushort(__float2half_rn(f)); }
-TB_DEV float tb_bf16_to_f32(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
+TB_DEV float tb_f16_to_f32(uint16_t h) {
+    return __half2float(__ushort_as_half(h));
+}
+TB_DEV uint16_t tb_f32_to_f16(float f) {
+    return __half_as_ushort(__float2half_rn(f));
+}
+TB_DEV float tb_bf16_to_f32(uint16_t h) {
+    return __uint_as_float((uint32_t)h << 16);
+}
 
 #else
 /* ------------------------------------------------------------------------------------------ */
@@ -97,7 +103,8 @@ TB_DEV float tb_bf16_to_f32(uint16_t h) { return __uint_as_float((uint32_t)h << 
 
 struct dim3 {
     unsigned x, y, z;
-    dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+    dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {
+    }
 };
 struct alignas(16) uint4 {
     unsigned x, y, z, w;
@@ -111,8 +118,12 @@ struct alignas(16) float4 {
 struct alignas(8) float2 {
     float x, y;
 };
-static inline float2 make_float2(float x, float y) { return float2{x, y}; }
-static inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+static inline float2 make_float2(float x, float y) {
+    return float2{x, y};
+}
+static inline float4 make_float4(float x, float y, float z, float w) {
+    return float4{x, y, z, w};
+}
 
 typedef void *tb_stream_t;
 
@@ -167,11 +178,11 @@ struct tb_emu_fiber {
 
 /* One launch: its fibers and the state of the block they run. */
 struct tb_emu_block {
-    tb_emu_barrier bar;                               /* all the block's threads */
+    tb_emu_barrier bar; /* all the block's threads */
     tb_emu_barrier warp_bar[TB_EMU_MAX_THREADS / 32];
-    uint64_t xchg[2][TB_EMU_MAX_THREADS];            /* shuffle slots, two banks */
+    uint64_t xchg[2][TB_EMU_MAX_THREADS]; /* shuffle slots, two banks */
     alignas(16) unsigned char shared[TB_EMU_SHARED_BYTES];
-    unsigned char *dynamic;                           /* the launch's dynamic shared memory */
+    unsigned char *dynamic; /* the launch's dynamic shared memory */
     tb_emu_fiber *fib;
     unsigned n, cur, n_done, stalled;
     ucontext_t main;
@@ -279,7 +290,9 @@ static inline void tb_emu_barrier_wait(tb_emu_barrier *b, int site) {
     TB_EMU_TSAN(__tsan_ignore_thread_end());
 }
 
-static inline void __syncthreads(void) { tb_emu_barrier_wait(&tb_emu_cur->bar, TB_EMU_SITE_SYNC); }
+static inline void __syncthreads(void) {
+    tb_emu_barrier_wait(&tb_emu_cur->bar, TB_EMU_SITE_SYNC);
+}
 
 static inline void __syncwarp(unsigned mask = 0xffffffffu) {
     (void)mask;
@@ -297,7 +310,8 @@ static inline void *tb_emu_shared_take(size_t bytes, size_t align) {
     return L->shared + off;
 }
 
-#define TB_SHARED(T, name, n) T *name = static_cast<T *>(tb_emu_shared_take(sizeof(T) * (n), alignof(T)))
+#define TB_SHARED(T, name, n)                                                                      \
+    T *name = static_cast<T *>(tb_emu_shared_take(sizeof(T) * (n), alignof(T)))
 #define TB_DYNAMIC_SHARED(T, name) T *name = reinterpret_cast<T *>(tb_emu_cur->dynamic)
 
 /* Lane `src` of this thread's warp (its own lane when `src` is outside the warp). */
@@ -323,24 +337,29 @@ template <typename T> static inline T tb_emu_exchange(unsigned mask, T v, int sr
     return r;
 }
 
-template <typename T> static inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+template <typename T>
+static inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
     int lane = (int)(tb_emu_tid() % 32);
     int src = lane ^ lane_mask;
     return tb_emu_exchange(mask, v, (src / width == lane / width) ? src : lane);
 }
 
-template <typename T> static inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+template <typename T>
+static inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
     int lane = (int)(tb_emu_tid() % 32);
     int src = lane + (int)delta;
     return tb_emu_exchange(mask, v, (src / width == lane / width) ? src : lane);
 }
 
-template <typename T> static inline T __shfl_sync(unsigned mask, T v, int src_lane, int width = 32) {
+template <typename T>
+static inline T __shfl_sync(unsigned mask, T v, int src_lane, int width = 32) {
     int lane = (int)(tb_emu_tid() % 32);
     return tb_emu_exchange(mask, v, (lane / width) * width + src_lane % width);
 }
 
-static inline int atomicAdd(int *p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+static inline int atomicAdd(int *p, int v) {
+    return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
+}
 static inline unsigned atomicAdd(unsigned *p, unsigned v) {
     return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
 }
@@ -349,14 +368,13 @@ static inline float atomicAdd(float *p, float v) {
     __atomic_load(p, &old, __ATOMIC_SEQ_CST);
     do {
         sum = old + v;
-    } while (!__atomic_compare_exchange(p, &old, &sum, false, __ATOMIC_SEQ_CST,
-                                        __ATOMIC_SEQ_CST));
+    } while (!__atomic_compare_exchange(p, &old, &sum, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
     return old;
 }
 static inline int atomicMax(int *p, int v) {
     int old = __atomic_load_n(p, __ATOMIC_SEQ_CST);
-    while (old < v && !__atomic_compare_exchange_n(p, &old, v, false, __ATOMIC_SEQ_CST,
-                                                   __ATOMIC_SEQ_CST)) {
+    while (old < v &&
+           !__atomic_compare_exchange_n(p, &old, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
     }
     return old;
 }
@@ -382,8 +400,12 @@ static inline int __float_as_int(float f) {
     memcpy(&i, &f, 4);
     return i;
 }
-static inline unsigned __float_as_uint(float f) { return (unsigned)__float_as_int(f); }
-static inline float __uint_as_float(unsigned u) { return __int_as_float((int)u); }
+static inline unsigned __float_as_uint(float f) {
+    return (unsigned)__float_as_int(f);
+}
+static inline float __uint_as_float(unsigned u) {
+    return __int_as_float((int)u);
+}
 
 /* IEEE binary16 to float, subnormals, inf and NaN included. */
 static inline float tb_f16_to_f32(uint16_t h) {
@@ -416,7 +438,9 @@ static inline uint16_t tb_f32_to_f16(float f) {
     return (uint16_t)(sign | ((r - 0x38000000u) >> 13));
 }
 
-static inline float tb_bf16_to_f32(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
+static inline float tb_bf16_to_f32(uint16_t h) {
+    return __uint_as_float((uint32_t)h << 16);
+}
 
 /* A fiber's life: every block of the grid in order, then hand over to the next fiber (the last
  * one back to the launching thread). */
@@ -493,9 +517,11 @@ static inline int tb_emu_run(dim3 grid, dim3 block, size_t shmem, void (*body)(v
     }
     int rc = 0;
     tb_emu_block *L = static_cast<tb_emu_block *>(calloc(1, sizeof(tb_emu_block)));
-    unsigned char *dyn = static_cast<unsigned char *>(aligned_alloc(16, (shmem + 16) & ~(size_t)15));
+    unsigned char *dyn =
+        static_cast<unsigned char *>(aligned_alloc(16, (shmem + 16) & ~(size_t)15));
     tb_emu_fiber *fib = static_cast<tb_emu_fiber *>(calloc(n, sizeof(tb_emu_fiber)));
-    unsigned char *stacks = static_cast<unsigned char *>(aligned_alloc(64, (size_t)n * TB_EMU_STACK));
+    unsigned char *stacks =
+        static_cast<unsigned char *>(aligned_alloc(64, (size_t)n * TB_EMU_STACK));
     tb_emu_block *outer = tb_emu_cur;
     const dim3 outer_t = threadIdx, outer_b = blockIdx, outer_bd = blockDim, outer_gd = gridDim;
     if (!L || !dyn || !fib || !stacks) {

@@ -73,8 +73,8 @@ int tb_cuda_repack_q(tb_cuda_dtype_t dtype, const void *blocks, int64_t rows, in
 
 /* out[t] = row tokens[t] of `table` as floats (the embedding lookup), n_tok rows of
  * table->cols floats with stride ldo.  An id outside [0, rows) gives a row of zeros. */
-int tb_cuda_embed(const struct tb_cuda_weight *table, const int32_t *tokens, int n_tok,
-                  float *out, size_t ldo, void *stream);
+int tb_cuda_embed(const struct tb_cuda_weight *table, const int32_t *tokens, int n_tok, float *out,
+                  size_t ldo, void *stream);
 
 /* RMSNorm over n_rows rows of n floats (stride n), fused with the residual add before it:
  * when `residual` is not NULL, first x += residual (written back to x); then
@@ -128,9 +128,9 @@ struct tb_cuda_kv_layout {
 
 /* Writes n_tok tokens' K and V (rows of n_kv_heads * head_dim floats, strides ldk / ldv) into
  * flat slots `slots[t]`, as f16; a negative slot skips the token, one beyond the cache too. */
-int tb_cuda_kv_write(const struct tb_cuda_kv_layout *layout, uint16_t *k_cache,
-                     uint16_t *v_cache, int n_tok, const int32_t *slots, const float *k,
-                     size_t ldk, const float *v, size_t ldv, void *stream);
+int tb_cuda_kv_write(const struct tb_cuda_kv_layout *layout, uint16_t *k_cache, uint16_t *v_cache,
+                     int n_tok, const int32_t *slots, const float *k, size_t ldk, const float *v,
+                     size_t ldv, void *stream);
 
 /* The sequences of one attention call.  block_tables is n_seqs rows of max_blocks block ids;
  * ctx_lens[s] is how many tokens of sequence s are in the cache (its new tokens included).

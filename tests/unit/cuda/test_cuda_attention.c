@@ -80,7 +80,9 @@ static void s_world_make(struct world *w, const struct cfg *c) {
     free(perm);
 }
 
-static void s_world_free(struct world *w) { free(w->kc), free(w->vc), free(w->tables); }
+static void s_world_free(struct world *w) {
+    free(w->kc), free(w->vc), free(w->tables);
+}
 
 /* Cached K (which = 0) or V value of sequence s, position p, kv head h, dimension d. */
 static double s_kv(const struct world *w, int which, int s, int p, int h, int d) {
@@ -213,11 +215,10 @@ static void test_prefill_against_reference(void **state) {
         float *q = s_rand_floats((size_t)n_rows * qw, 2.0f);
         float *out = (float *)s_alloc(sizeof(float) * (size_t)n_rows * qw);
         double *ref = (double *)s_alloc(sizeof(double) * (size_t)w.c.hd);
-        const struct tb_cuda_attn_batch b = {NSEQ, w.tables, w.max_blocks, w.lens, q_start, q_lens,
-                                             70, 37};
-        assert_int_equal(tb_cuda_attn_prefill(&w.L, w.kc, w.vc, &b, q, qw, n_heads, 0.0f, out, qw,
-                                              NULL),
-                         0);
+        const struct tb_cuda_attn_batch b = {NSEQ,    w.tables, w.max_blocks, w.lens,
+                                             q_start, q_lens,   70,           37};
+        assert_int_equal(
+            tb_cuda_attn_prefill(&w.L, w.kc, w.vc, &b, q, qw, n_heads, 0.0f, out, qw, NULL), 0);
         for (int s = 0; s < NSEQ; s++) {
             for (int i = 0; i < q_lens[s]; i++) {
                 const int row = q_start[s] + i, pos = w.lens[s] - q_lens[s] + i;
@@ -241,21 +242,21 @@ static void test_attention_arguments(void **state) {
     const int n_heads = 8, qw = n_heads * 32;
     float q[8 * 32] = {0}, out[8 * 32], scratch[4096];
     const struct tb_cuda_attn_batch b = {1, w.tables, w.max_blocks, w.lens, NULL, NULL, 1, 0};
-    assert_int_equal(tb_cuda_attn_decode(&w.L, w.kc, w.vc, &b, q, qw, n_heads, 0, 48, scratch, out,
-                                         qw, NULL),
-                     TB_EINVAL); /* split not a multiple of 32 */
-    assert_int_equal(tb_cuda_attn_decode(&w.L, w.kc, w.vc, &b, q, qw, 3, 0, 32, scratch, out, qw,
-                                         NULL),
-                     TB_EINVAL); /* 3 query heads over 2 kv heads */
-    assert_int_equal(tb_cuda_attn_decode(&w.L, w.kc, w.vc, &b, q, qw, n_heads, 0, 32, scratch, out,
-                                         qw, NULL),
-                     0); /* the same call, valid */
+    assert_int_equal(
+        tb_cuda_attn_decode(&w.L, w.kc, w.vc, &b, q, qw, n_heads, 0, 48, scratch, out, qw, NULL),
+        TB_EINVAL); /* split not a multiple of 32 */
+    assert_int_equal(
+        tb_cuda_attn_decode(&w.L, w.kc, w.vc, &b, q, qw, 3, 0, 32, scratch, out, qw, NULL),
+        TB_EINVAL); /* 3 query heads over 2 kv heads */
+    assert_int_equal(
+        tb_cuda_attn_decode(&w.L, w.kc, w.vc, &b, q, qw, n_heads, 0, 32, scratch, out, qw, NULL),
+        0); /* the same call, valid */
     struct tb_cuda_kv_layout big = w.L;
     big.head_dim = 256;
     const struct tb_cuda_attn_batch pb = {1, w.tables, w.max_blocks, w.lens, w.lens, w.lens, 1, 1};
-    assert_int_equal(tb_cuda_attn_prefill(&big, w.kc, w.vc, &pb, q, 2 * 256, 2, 0, out, 2 * 256,
-                                          NULL),
-                     TB_ENOTSUP);
+    assert_int_equal(
+        tb_cuda_attn_prefill(&big, w.kc, w.vc, &pb, q, 2 * 256, 2, 0, out, 2 * 256, NULL),
+        TB_ENOTSUP);
     s_world_free(&w);
 }
 

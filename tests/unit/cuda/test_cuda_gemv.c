@@ -16,8 +16,8 @@
 #include "tb_cuda_test_util.h"
 #include "tb_errors.h"
 
-#define ROWS 37  /* not a multiple of the 4 rows a block serves */
-#define NTOK 11  /* more than the 8 tokens a block serves */
+#define ROWS 37 /* not a multiple of the 4 rows a block serves */
+#define NTOK 11 /* more than the 8 tokens a block serves */
 #define LDY (ROWS + 3)
 
 /* A weight in the GPU layout plus its stored values decoded in double. */
@@ -188,7 +188,8 @@ static void test_gemv_batch_invariance(void **state) {
     float *x = s_rand_floats(NTOK * ldx, 1.0f), *bias = s_rand_floats(ROWS, 1.0f);
     float *x3 = s_rand_floats(3 * ldx, 1.0f);
     float *y = (float *)s_alloc(sizeof(float) * NTOK * LDY);
-    float *y1 = (float *)s_alloc(sizeof(float) * LDY), *y3 = (float *)s_alloc(sizeof(float) * 3 * LDY);
+    float *y1 = (float *)s_alloc(sizeof(float) * LDY),
+          *y3 = (float *)s_alloc(sizeof(float) * 3 * LDY);
     memcpy(x3, x + 9 * ldx, sizeof(float) * cols);
     for (int dt = TB_CUDA_F32; dt <= TB_CUDA_Q4_0; dt++) {
         struct mat m;

@@ -158,10 +158,12 @@ static void test_rope_llama3_long_positions(void **state) {
     for (int mode = 0; mode <= 1; mode++) {
         const size_t ldq = NQ * HD + 4, ldk = NK * HD;
         float *q = s_rand_floats(T * ldq, 1.0f), *k = s_rand_floats(T * ldk, 1.0f);
-        float *q0 = (float *)s_alloc(sizeof(float) * T * ldq), *k0 = (float *)s_alloc(sizeof(float) * T * ldk);
+        float *q0 = (float *)s_alloc(sizeof(float) * T * ldq),
+              *k0 = (float *)s_alloc(sizeof(float) * T * ldk);
         memcpy(q0, q, sizeof(float) * T * ldq);
         memcpy(k0, k, sizeof(float) * T * ldk);
-        assert_int_equal(tb_cuda_rope(q, ldq, NQ, k, ldk, NK, T, pos, HD, ROT, inv_freq, mode, NULL), 0);
+        assert_int_equal(
+            tb_cuda_rope(q, ldq, NQ, k, ldk, NK, T, pos, HD, ROT, inv_freq, mode, NULL), 0);
         for (int t = 0; t < T; t++) {
             for (int h = 0; h < NQ + NK; h++) {
                 const float *in = h < NQ ? q0 + t * ldq + h * HD : k0 + t * ldk + (h - NQ) * HD;
@@ -207,7 +209,8 @@ static void test_kv_write_slots(void **state) {
         const int blk = slots[t] / L.block_size, row = slots[t] % L.block_size;
         for (int h = 0; h < L.n_kv_heads; h++) {
             for (int d = 0; d < L.head_dim; d++) {
-                const size_t at = ((size_t)(blk * L.n_kv_heads + h) * L.block_size + row) * L.head_dim + d;
+                const size_t at =
+                    ((size_t)(blk * L.n_kv_heads + h) * L.block_size + row) * L.head_dim + d;
                 assert_int_equal(kc[at], tb_cpu_f32_to_f16(k[t * W + h * L.head_dim + d]));
                 assert_int_equal(vc[at], tb_cpu_f32_to_f16(v[t * W + h * L.head_dim + d]));
             }
@@ -227,10 +230,8 @@ static void test_kv_write_slots(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_embed_every_dtype),
-        cmocka_unit_test(test_rmsnorm_fused_residual),
-        cmocka_unit_test(test_add_and_swiglu),
-        cmocka_unit_test(test_rope_llama3_long_positions),
+        cmocka_unit_test(test_embed_every_dtype), cmocka_unit_test(test_rmsnorm_fused_residual),
+        cmocka_unit_test(test_add_and_swiglu),    cmocka_unit_test(test_rope_llama3_long_positions),
         cmocka_unit_test(test_kv_write_slots),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
