@@ -1161,6 +1161,12 @@ int tb_bus_routes_find(tb_bus_t *bus, const char *endpoint, const char *model,
     return tb_route_table_find(bus->routes, endpoint, model, out, max);
 }
 
+int tb_bus_routes_list(tb_bus_t *bus, const char *endpoint, const char *model, void *out,
+                       size_t route_size, int max)
+{
+    return tb_route_table_find_sized(bus->routes, endpoint, model, out, route_size, max);
+}
+
 /* ------------------------------------------------------------------------------------------- */
 /* Watched descriptors */
 

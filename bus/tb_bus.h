@@ -74,6 +74,9 @@ int tb_bus_subscribe(tb_bus_t *bus, const char *prefix, tb_event_fn fn, void *us
 int tb_bus_routes_watch(tb_bus_t *bus, tb_route_fn fn, void *user);
 int tb_bus_routes_find(tb_bus_t *bus, const char *endpoint, const char *model,
                        struct tb_route *out, int max);
+/* tb_host.bus_routes_list: rows of the caller's route_size (tb_route_table_find_sized). */
+int tb_bus_routes_list(tb_bus_t *bus, const char *endpoint, const char *model, void *out,
+                       size_t route_size, int max);
 
 /* Validates an endpoint name part ([a-z0-9_-]+) or a full dotted name (three such parts). */
 bool tb_bus_name_is_valid(const char *name, bool full);

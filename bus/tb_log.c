@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -14,6 +13,7 @@
 #include <unistd.h>
 
 #include "tb_buf.h"
+#include "tb_utf8.h"
 
 static _Atomic int s_level = TB_LOG_INFO;
 static _Atomic int s_format = TB_LOG_FORMAT_TEXT;
@@ -117,6 +117,39 @@ static void s_timestamp(char *out, size_t n)
     snprintf(out + k, n - k, ".%03ldZ", ts.tv_nsec / 1000000);
 }
 
+/* Appends s[0..len) as a JSON string, ASCII only: quotes, backslashes and control characters
+ * escaped, other characters as \uXXXX (surrogate pairs past U+FFFF), an ill-formed UTF-8
+ * sequence as \uFFFD, so every log line is valid JSON whatever the message holds. */
+static void s_json_string(struct tb_buf *b, const char *s, size_t len)
+{
+    tb_buf_append(b, "\"", 1);
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+            tb_buf_append(b, &s[i++], 1);
+            continue;
+        }
+        const char *esc = c == '"' ? "\\\"" : c == '\\' ? "\\\\" : c == '\n' ? "\\n"
+                        : c == '\r' ? "\\r" : c == '\t' ? "\\t" : c == '\b' ? "\\b"
+                        : c == '\f' ? "\\f" : NULL;
+        if (esc) {
+            tb_buf_puts(b, esc);
+            i++;
+            continue;
+        }
+        uint32_t cp = c < 0x80 ? c : tb_utf8_next(s, len, &i);
+        i += c < 0x80;
+        if (cp >= 0x10000) {
+            cp -= 0x10000;
+            tb_buf_printf(b, "\\u%04X\\u%04X", 0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF));
+        } else {
+            tb_buf_printf(b, "\\u%04X", cp);
+        }
+    }
+    tb_buf_append(b, "\"", 1);
+}
+
 void tb_log_vwrite(tb_log_level_t level, const char *component, const char *fmt, va_list ap)
 {
     char ts[40];
@@ -127,15 +160,13 @@ void tb_log_vwrite(tb_log_level_t level, const char *component, const char *fmt,
         return;
     }
     if (atomic_load(&s_format) == TB_LOG_FORMAT_JSON) {
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s%}", "ts", ts, "level", tb_log_level_name(level),
-                              "component", component ? component : "core", "msg",
-                              (const char *)msg.data, msg.len);
-        char *s = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
-        if (s) {
-            tb_buf_printf(&line, "%s\n", s);
-        }
-        free(s);
-        json_decref(o);
+        const char *name = component ? component : "core";
+        tb_buf_printf(&line, "{\"ts\":\"%s\",\"level\":\"%s\",\"component\":", ts,
+                      tb_log_level_name(level));
+        s_json_string(&line, name, strlen(name));
+        tb_buf_puts(&line, ",\"msg\":");
+        s_json_string(&line, (const char *)msg.data, msg.len);
+        tb_buf_puts(&line, "}\n");
     } else {
         char lvl[8];
         snprintf(lvl, sizeof(lvl), "%s", tb_log_level_name(level));

@@ -289,9 +289,12 @@ static void s_wake(tb_node_t *n)
 /* The first exchange with the registry, on the caller's thread before the agent starts. */
 static int s_hello(tb_node_t *n, bool remote, int timeout_ms, char *err, size_t err_len)
 {
+    struct tb_msg_schema_version self;
+    tb_codec_schema_self(&self);
     struct tb_msg_reg_request q = {.op = "hello", .seq = ++n->seq, .process_id = n->process_id};
     q.remote = remote;
     q.has_remote = true;
+    q.schema = &self; /* not sent by a process pinned to schema 1.0, as a 1.0 build would not */
     int rc = s_send_request(n, &q);
     if (rc != 0) {
         snprintf(err, err_len, "cannot send to the registry at %s: %s", n->registry_addr,
@@ -332,6 +335,13 @@ static int s_hello(tb_node_t *n, bool remote, int timeout_ms, char *err, size_t 
             tb_codec_free(&msg);
             return TB_EPROTO;
         }
+        /* The registry judged this process if it is the newer one; judge it if this one is. */
+        char why[512];
+        if (tb_codec_check_peer_schema(rep->schema, why, sizeof(why)) != 0) {
+            snprintf(err, err_len, "cannot join the registry at %s: %s", n->registry_addr, why);
+            tb_codec_free(&msg);
+            return TB_EPROTO;
+        }
         n->hub_pub = strdup(rep->hub_pub);
         n->hub_sub = strdup(rep->hub_sub);
         if (rep->has_heartbeat_ms && rep->heartbeat_ms > 0) {
@@ -349,6 +359,9 @@ int tb_node_new(const struct tb_node_config *cfg, tb_node_t **out, char *err, si
 {
     int rc = TB_ENOMEM;
     *out = NULL;
+    if (tb_codec_schema_pin_check(err, err_len) != 0) {
+        return TB_EINVAL;
+    }
     tb_node_t *n = calloc(1, sizeof(*n));
     if (!n) {
         snprintf(err, err_len, "out of memory");
@@ -423,8 +436,8 @@ int tb_node_new(const struct tb_node_config *cfg, tb_node_t **out, char *err, si
     }
     n->agent_started = true;
     if (cfg->join) {
-        TB_CLOG_INFO(LOG_NAME, "joined the registry at %s (process %s)", cfg->join,
-                     n->process_id);
+        TB_CLOG_INFO(LOG_NAME, "joined the registry at %s (process %s, message schema %d.%u)",
+                     cfg->join, n->process_id, TB_SCHEMA_MAJOR, tb_codec_schema_minor());
     }
     *out = n;
     return 0;
@@ -592,7 +605,14 @@ int tb_node_lease_add(tb_node_t *n, const struct tb_msg_route *route, int timeou
     struct lease *l = calloc(1, sizeof(*l));
     struct cmd *c = calloc(1, sizeof(*c));
     int rc = TB_ENOMEM;
-    if (!l || !c || tb_codec_encode(TB_MSG_ROUTE, route, &buf) != 0 ||
+    /* The route says which schema its messages are in: this process's. */
+    struct tb_msg_schema_version self;
+    tb_codec_schema_self(&self);
+    struct tb_msg_route copy = *route;
+    if (!copy.schema) {
+        copy.schema = &self;
+    }
+    if (!l || !c || tb_codec_encode(TB_MSG_ROUTE, &copy, &buf) != 0 ||
         tb_codec_decode(TB_MSG_ROUTE, buf.data, buf.len, &l->route_msg, err, err_len) != 0) {
         snprintf(err, err_len, "cannot copy the route");
         free(l);

@@ -140,6 +140,9 @@ static void s_handle(tb_registry_t *r, zmq_msg_t *identity, void *decoded)
     uint64_t *unknown = NULL;
     struct tb_msg_route *routes = NULL;
     bool keep = false;
+    struct tb_msg_schema_version self;
+    char why[600];
+    tb_codec_schema_self(&self);
 
     if (strcmp(q->op, "hello") == 0) {
         bool remote = q->has_remote && q->remote;
@@ -153,14 +156,28 @@ static void s_handle(tb_registry_t *r, zmq_msg_t *identity, void *decoded)
         rep.has_heartbeat_ms = true;
         rep.lease_ttl_ms = r->ttl_ms;
         rep.has_lease_ttl_ms = true;
-        TB_CLOG_DEBUG(LOG_NAME, "hello from process %s%s", q->process_id ? q->process_id : "?",
-                      remote ? " (remote)" : "");
+        rep.schema = &self;
+        if (rep.code == 0 && tb_codec_check_peer_schema(q->schema, why, sizeof(why)) != 0) {
+            rep.code = TB_EPROTO;
+            rep.message = why;
+            TB_CLOG_WARN(LOG_NAME, "refused process %s: %s", q->process_id ? q->process_id : "?",
+                         why);
+        }
+        TB_CLOG_DEBUG(LOG_NAME, "hello from process %s%s, message schema %lld.%lld",
+                      q->process_id ? q->process_id : "?", remote ? " (remote)" : "",
+                      q->schema ? (long long)q->schema->major : 1LL,
+                      q->schema ? (long long)q->schema->minor : 0LL);
     } else if (strcmp(q->op, "register") == 0) {
         const struct tb_msg_route *rt = q->route;
         if (!rt || rt->instance_id == 0 || rt->instance_id == UINT64_MAX ||
             rt->addresses_count == 0) {
             rep.code = TB_EINVAL;
             rep.message = "register: a route with an instance id and addresses is required";
+        } else if (tb_codec_check_peer_schema(rt->schema ? rt->schema : q->schema, why,
+                                              sizeof(why)) != 0) {
+            rep.code = TB_EPROTO;
+            rep.message = why;
+            TB_CLOG_WARN(LOG_NAME, "refused route %s: %s", rt->endpoint, why);
         } else if (tb_u64map_get(&r->leases, rt->instance_id)) {
             struct lease *l = tb_u64map_get(&r->leases, rt->instance_id);
             l->expires_ns = now + (int64_t)r->ttl_ms * 1000000;

@@ -144,6 +144,16 @@ const struct tb_rt_entry *tb_route_table_at(const tb_route_table_t *t, size_t i)
 int tb_route_table_find(const tb_route_table_t *t, const char *endpoint, const char *model,
                         struct tb_route *out, int max)
 {
+    return tb_route_table_find_sized(t, endpoint, model, out, sizeof(*out), max);
+}
+
+int tb_route_table_find_sized(const tb_route_table_t *t, const char *endpoint, const char *model,
+                              void *out, size_t route_size, int max)
+{
+    if (route_size < offsetof(struct tb_route, local) + sizeof(bool)) {
+        return TB_EINVAL;
+    }
+    size_t copy = route_size < sizeof(struct tb_route) ? route_size : sizeof(struct tb_route);
     int found = 0;
     for (size_t i = 0; i < t->n; i++) {
         const struct tb_route *r = &t->v[i].pub;
@@ -152,7 +162,7 @@ int tb_route_table_find(const tb_route_table_t *t, const char *endpoint, const c
             continue;
         }
         if (found < max && out) {
-            out[found] = *r;
+            memcpy((char *)out + (size_t)found * route_size, r, copy);
         }
         found++;
     }

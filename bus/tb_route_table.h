@@ -52,6 +52,12 @@ const struct tb_rt_entry *tb_route_table_at(const tb_route_table_t *t, size_t i)
 int tb_route_table_find(const tb_route_table_t *t, const char *endpoint, const char *model,
                         struct tb_route *out, int max);
 
+/* tb_route_table_find into rows of `route_size` bytes (a plugin's sizeof(struct tb_route)): each
+ * row gets the first min(route_size, sizeof(struct tb_route)) bytes of the route, the rest of it
+ * is left as it was.  TB_EINVAL when route_size is smaller than the ABI 1.0 members. */
+int tb_route_table_find_sized(const tb_route_table_t *t, const char *endpoint, const char *model,
+                              void *out, size_t route_size, int max);
+
 /* Picks an instance of `endpoint` round robin (advancing *cursor); 0 when none. */
 uint64_t tb_route_table_pick(const tb_route_table_t *t, const char *endpoint, uint64_t *cursor);
 

@@ -158,10 +158,13 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         if (s_wants_help(argc, argv)) {
-            printf("usage: turbine version\n\nPrints turbine's version and plugin ABI.\n");
+            printf("usage: turbine version\n\nPrints turbine's version, plugin ABI and message "
+                   "schema.\n");
             return 0;
         }
-        printf("turbine %s (plugin ABI %d.%d)\n", TB_VERSION, TB_ABI_MAJOR, TB_ABI_MINOR);
+        printf("turbine %s (plugin ABI %d.%d) message schema %d.%d (fingerprint %016llx)\n",
+               TB_VERSION, TB_ABI_MAJOR, TB_ABI_MINOR, TB_SCHEMA_MAJOR, TB_SCHEMA_MINOR,
+               (unsigned long long)TB_SCHEMA_FINGERPRINT);
         return 0;
     }
     fprintf(stderr, "turbine: unknown command '%s'\n\n%s", cmd, s_usage);

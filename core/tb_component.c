@@ -11,62 +11,6 @@
 #include "tb_codec.h"
 #include "tb_log.h"
 
-static const char *s_strerror(int code)
-{
-    switch (code) {
-    case TB_OK:
-        return "ok";
-    case TB_AGAIN:
-        return "try again";
-    case TB_ENOENT:
-        return "not found";
-    case TB_EIO:
-        return "input/output error";
-    case TB_E2BIG:
-        return "too big";
-    case TB_ENOMEM:
-        return "out of memory";
-    case TB_EBUSY:
-        return "busy";
-    case TB_EEXIST:
-        return "already exists";
-    case TB_EINVAL:
-        return "invalid argument";
-    case TB_ERANGE:
-        return "out of range";
-    case TB_EPROTO:
-        return "protocol error";
-    case TB_EMSGSIZE:
-        return "message too large";
-    case TB_ENOTSUP:
-        return "not supported";
-    case TB_ETIMEDOUT:
-        return "timed out";
-    case TB_ECANCELED:
-        return "cancelled";
-    case TB_ENOROUTE:
-        return "no route";
-    case TB_EGONE:
-        return "instance gone";
-    case TB_EABI:
-        return "ABI mismatch";
-    case TB_ECONFIG:
-        return "invalid configuration";
-    case TB_EOVERLOAD:
-        return "overloaded";
-    case TB_EDRAINING:
-        return "shutting down";
-    case TB_EMODEL:
-        return "bad model";
-    case TB_ECONTEXT:
-        return "context length exceeded";
-    case TB_EINTERNAL:
-        return "internal error";
-    default:
-        return "unknown error";
-    }
-}
-
 static bool s_log_enabled(const tb_component_t *comp, tb_log_level_t level)
 {
     (void)comp;
@@ -163,7 +107,7 @@ static const struct tb_host s_host = {
     .log_enabled = s_log_enabled,
     .log = s_log,
     .set_error = s_set_error,
-    .strerror = s_strerror,
+    .strerror = tb_strerror,
     .component_name = s_component_name,
     .namespace_name = s_namespace_name,
     .replica_index = s_replica_index,
@@ -204,7 +148,15 @@ static const struct tb_host s_host = {
     .metric_series = tb_metric_series,
     .metric_series_add = tb_metric_series_add,
     .metric_series_set = tb_metric_series_set,
+    .bus_routes_list = tb_bus_routes_list,
 };
+
+/* bus_routes_find writes rows of sizeof(struct tb_route) into arrays plugins of every ABI 1.x
+ * sized: the struct must stay ABI 1.0's size, or bus_routes_find must fill rows of that size. */
+_Static_assert(sizeof(struct tb_route) ==
+                   (offsetof(struct tb_route, local) + sizeof(bool) + _Alignof(struct tb_route) -
+                    1) / _Alignof(struct tb_route) * _Alignof(struct tb_route),
+               "struct tb_route grew: make bus_routes_find fill rows of ABI 1.0's size");
 
 const struct tb_host *tb_host_table(void)
 {
@@ -215,23 +167,30 @@ const struct tb_host *tb_host_table(void)
 
 static const char *s_err(struct tb_component *c, int rc)
 {
-    return c->error[0] ? c->error : s_strerror(rc);
+    return c->error[0] ? c->error : tb_strerror(rc);
 }
 
 int tb_component_create(struct tb_component *c)
 {
     const struct tb_plugin *p = c->lp->desc;
     c->error[0] = 0;
+    /* A plugin built before the newest schema minor hands and expects structs of its own (shorter)
+     * layout: its codec entry points read and write exactly those. */
+    c->host = s_host;
+    if (c->lp->layout) {
+        c->host.msg_encode = c->lp->layout->encode;
+        c->host.msg_decode = c->lp->layout->decode;
+    }
     if (p->probe) {
         char why[512] = "";
-        int rc = p->probe(&s_host, why, sizeof(why));
+        int rc = p->probe(&c->host, why, sizeof(why));
         if (rc != 0) {
             TB_CLOG_ERROR(c->log_name, "plugin %s cannot run here: %s", p->name,
-                          why[0] ? why : s_strerror(rc));
+                          why[0] ? why : tb_strerror(rc));
             return rc;
         }
     }
-    int rc = p->create(&s_host, c, c->config, &c->state);
+    int rc = p->create(&c->host, c, c->config, &c->state);
     if (rc != 0) {
         TB_CLOG_ERROR(c->log_name, "cannot create component '%s' (plugin %s %s): %s", c->name,
                       p->name, p->version, s_err(c, rc));

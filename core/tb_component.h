@@ -35,9 +35,12 @@ struct tb_component {
     bool created;
     bool started;
     char error[1024];
+    /* The table this component's plugin receives: the static one, with the message codec of the
+     * schema minor the plugin was built against (tb_component_create fills it). */
+    struct tb_host host;
 };
 
-/* The host table handed to every plugin (static, constant). */
+/* The host table of the newest ABI and schema (static, constant). */
 const struct tb_host *tb_host_table(void);
 
 /* Lifecycle helpers: they log the start ("component 'x' (plugin y 0.1.0) started"), and on

@@ -228,26 +228,73 @@ static bool s_name_ok(const char *s)
     return true;
 }
 
-/* One entry of `components`. */
-static void s_component(struct loader_ctx *c, tb_loader_t *loader, yaml_node_t *node, size_t idx,
-                        struct tb_deploy *d)
+/* Appends " name" for each plugin the loader can find to fix[k..size); returns the new k. */
+static size_t s_append_available(tb_loader_t *loader, char *fix, size_t size, size_t k)
 {
-    struct tb_deploy_component *comp = &d->comps[d->n_comps];
-    char prefix[64];
-    snprintf(prefix, sizeof(prefix), "components[%zu]", idx);
-    comp->line = s_line(node);
-    comp->column = s_col(node);
-    comp->replicas = 1;
-    if (node->type != YAML_MAPPING_NODE) {
-        tb_diag_addf(c->diag, c->file, s_line(node), s_col(node), prefix, NULL,
-                     "write '- name: ...' then 'plugin: ...' under it",
-                     "expected a component mapping, found a %s", s_kind(node));
-        return;
+    char **avail = NULL;
+    size_t na = tb_loader_available(loader, &avail);
+    for (size_t i = 0; i < na; i++) {
+        if (k < size) {
+            k += (size_t)snprintf(fix + k, size - k, " %s", avail[i]);
+        }
+        free(avail[i]);
     }
-    yaml_node_t *config_node = NULL;
-    yaml_node_t *plugin_node = NULL;
+    free(avail);
+    return k;
+}
+
+/* The value of a component's `name` (ki 0), `plugin` (1) or `replicas` (2) key into comp. */
+static bool s_component_value(struct loader_ctx *c, struct tb_deploy_component *comp, int ki,
+                              yaml_node_t *v, const char *path)
+{
+    const char *val = s_scalar(v);
+    if (!val) {
+        tb_diag_addf(c->diag, c->file, s_line(v), s_col(v), path, NULL,
+                     "write a single value", "expected a value, found a %s", s_kind(v));
+        return false;
+    }
+    char *exp = NULL;
+    char err[256];
+    if (!tb_expand_env(val, &exp, err, sizeof(err))) {
+        tb_diag_add(c->diag, c->file, s_line(v), s_col(v), path, val, err,
+                    "export the variable, or give a default: ${NAME:-value}");
+        return false;
+    }
     bool ok = true;
-    bool seen[4] = {false, false, false, false};
+    if (ki == 0) {
+        if (!s_name_ok(exp)) {
+            tb_diag_add(c->diag, c->file, s_line(v), s_col(v), path, exp,
+                        "a component name is 1-64 characters of [a-z0-9_-]",
+                        "use lowercase letters, digits, '_' and '-', e.g. 'engine-1'");
+            ok = false;
+        } else {
+            comp->name = tb_arena_strndup(c->arena, exp, strlen(exp));
+        }
+    } else if (ki == 1) {
+        comp->plugin = tb_arena_strndup(c->arena, exp, strlen(exp));
+    } else {
+        char *end;
+        long long r = strtoll(exp, &end, 10);
+        if (end == exp || *end || r < 1 || r > 64) {
+            tb_diag_add(c->diag, c->file, s_line(v), s_col(v), path, exp,
+                        "replicas must be a whole number between 1 and 64",
+                        "write e.g. 'replicas: 2'");
+            ok = false;
+        } else {
+            comp->replicas = r;
+        }
+    }
+    free(exp);
+    return ok;
+}
+
+/* The keys of one component mapping: name, plugin and replicas into comp; the `config` node
+ * and the `plugin` value node (for messages) are handed back; seen[] marks the keys given. */
+static bool s_component_keys(struct loader_ctx *c, yaml_node_t *node, const char *prefix,
+                             struct tb_deploy_component *comp, yaml_node_t **config_node,
+                             yaml_node_t **plugin_node, bool seen[4])
+{
+    bool ok = true;
     for (yaml_node_pair_t *p = node->data.mapping.pairs.start; p < node->data.mapping.pairs.top;
          p++) {
         yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
@@ -280,50 +327,23 @@ static void s_component(struct loader_ctx *c, tb_loader_t *loader, yaml_node_t *
         }
         seen[ki] = true;
         if (ki == 3) {
-            config_node = v;
+            *config_node = v;
             continue;
         }
-        const char *val = s_scalar(v);
-        if (!val) {
-            tb_diag_addf(c->diag, c->file, s_line(v), s_col(v), path, NULL,
-                         "write a single value", "expected a value, found a %s", s_kind(v));
-            ok = false;
-            continue;
+        if (ki == 1) {
+            *plugin_node = v;
         }
-        char *exp = NULL;
-        char err[256];
-        if (!tb_expand_env(val, &exp, err, sizeof(err))) {
-            tb_diag_add(c->diag, c->file, s_line(v), s_col(v), path, val, err,
-                        "export the variable, or give a default: ${NAME:-value}");
-            ok = false;
-            continue;
-        }
-        if (ki == 0) {
-            if (!s_name_ok(exp)) {
-                tb_diag_add(c->diag, c->file, s_line(v), s_col(v), path, exp,
-                            "a component name is 1-64 characters of [a-z0-9_-]",
-                            "use lowercase letters, digits, '_' and '-', e.g. 'engine-1'");
-                ok = false;
-            } else {
-                comp->name = tb_arena_strndup(c->arena, exp, strlen(exp));
-            }
-        } else if (ki == 1) {
-            comp->plugin = tb_arena_strndup(c->arena, exp, strlen(exp));
-            plugin_node = v;
-        } else {
-            char *end;
-            long long r = strtoll(exp, &end, 10);
-            if (end == exp || *end || r < 1 || r > 64) {
-                tb_diag_add(c->diag, c->file, s_line(v), s_col(v), path, exp,
-                            "replicas must be a whole number between 1 and 64",
-                            "write e.g. 'replicas: 2'");
-                ok = false;
-            } else {
-                comp->replicas = r;
-            }
-        }
-        free(exp);
+        ok = s_component_value(c, comp, ki, v, path) && ok;
     }
+    return ok;
+}
+
+/* Diagnostics for a missing name or plugin, and for a name used by an earlier component. */
+static bool s_component_check(struct loader_ctx *c, tb_loader_t *loader, yaml_node_t *node,
+                              const char *prefix, const bool seen[4], const struct tb_deploy *d)
+{
+    const struct tb_deploy_component *comp = &d->comps[d->n_comps];
+    bool ok = true;
     if (!seen[0]) {
         tb_diag_add(c->diag, c->file, s_line(node), s_col(node), prefix, NULL,
                     "required key 'name' is missing",
@@ -332,84 +352,104 @@ static void s_component(struct loader_ctx *c, tb_loader_t *loader, yaml_node_t *
     }
     if (!seen[1]) {
         char fix[1024];
-        char **avail = NULL;
-        size_t na = tb_loader_available(loader, &avail);
         size_t k = (size_t)snprintf(fix, sizeof(fix), "add 'plugin: <name>'; available:");
-        for (size_t i = 0; i < na; i++) {
-            if (k < sizeof(fix)) {
-                k += (size_t)snprintf(fix + k, sizeof(fix) - k, " %s", avail[i]);
-            }
-            free(avail[i]);
-        }
-        free(avail);
+        s_append_available(loader, fix, sizeof(fix), k);
         tb_diag_add(c->diag, c->file, s_line(node), s_col(node), prefix, NULL,
                     "required key 'plugin' is missing", fix);
         ok = false;
     }
-    if (comp->name) {
-        for (size_t i = 0; i < d->n_comps; i++) {
-            if (d->comps[i].name && strcmp(d->comps[i].name, comp->name) == 0) {
-                tb_diag_addf(c->diag, c->file, comp->line, comp->column, prefix, comp->name,
-                             "give each component its own name (use 'replicas: N' for copies)",
-                             "component name already used on line %d", d->comps[i].line);
-                ok = false;
-            }
-        }
-    }
-    if (comp->plugin) {
-        char err[2048];
-        int rc = tb_loader_load(loader, comp->plugin, &comp->lp, err, sizeof(err));
-        if (rc != 0) {
-            char fix[1024] = "check the plugin name, TURBINE_PLUGIN_PATH and plugin_path";
-            if (rc == TB_ENOENT) {
-                char **avail = NULL;
-                size_t na = tb_loader_available(loader, &avail);
-                const char *near = tb_closest(comp->plugin, (const char *const *)avail);
-                size_t k = (size_t)snprintf(fix, sizeof(fix), "%s%s%savailable plugins:",
-                                            near ? "did you mean '" : "", near ? near : "",
-                                            near ? "'? " : "");
-                for (size_t i = 0; i < na; i++) {
-                    if (k < sizeof(fix)) {
-                        k += (size_t)snprintf(fix + k, sizeof(fix) - k, " %s", avail[i]);
-                    }
-                }
-                for (size_t i = 0; i < na; i++) {
-                    free(avail[i]);
-                }
-                free(avail);
-            } else if (rc == TB_EABI) {
-                snprintf(fix, sizeof(fix), "rebuild the plugin against this turbine");
-            }
-            char ppath[96];
-            snprintf(ppath, sizeof(ppath), "%s.plugin", prefix);
-            tb_diag_add(c->diag, c->file, plugin_node ? s_line(plugin_node) : comp->line,
-                        plugin_node ? s_col(plugin_node) : comp->column, ppath, comp->plugin, err,
-                        fix);
-            comp->lp = NULL;
+    for (size_t i = 0; comp->name && i < d->n_comps; i++) {
+        if (d->comps[i].name && strcmp(d->comps[i].name, comp->name) == 0) {
+            tb_diag_addf(c->diag, c->file, comp->line, comp->column, prefix, comp->name,
+                         "give each component its own name (use 'replicas: N' for copies)",
+                         "component name already used on line %d", d->comps[i].line);
             ok = false;
         }
+    }
+    return ok;
+}
+
+/* Loads comp->plugin; on failure says why at the `plugin` key (plugin_node, when given) with a
+ * fix (the closest available name, or a rebuild for an ABI mismatch) and leaves comp->lp NULL. */
+static bool s_component_load(struct loader_ctx *c, tb_loader_t *loader,
+                             struct tb_deploy_component *comp, const char *prefix,
+                             yaml_node_t *plugin_node)
+{
+    char err[2048];
+    int rc = tb_loader_load(loader, comp->plugin, &comp->lp, err, sizeof(err));
+    if (rc == 0) {
+        return true;
+    }
+    char fix[1024] = "check the plugin name, TURBINE_PLUGIN_PATH and plugin_path";
+    if (rc == TB_ENOENT) {
+        char **avail = NULL;
+        size_t na = tb_loader_available(loader, &avail);
+        const char *near = tb_closest(comp->plugin, (const char *const *)avail);
+        size_t k = (size_t)snprintf(fix, sizeof(fix), "%s%s%savailable plugins:",
+                                    near ? "did you mean '" : "", near ? near : "",
+                                    near ? "'? " : "");
+        for (size_t i = 0; i < na; i++) {
+            free(avail[i]);
+        }
+        free(avail);
+        s_append_available(loader, fix, sizeof(fix), k);
+    } else if (rc == TB_EABI) {
+        snprintf(fix, sizeof(fix), "rebuild the plugin against this turbine");
+    }
+    char ppath[96];
+    snprintf(ppath, sizeof(ppath), "%s.plugin", prefix);
+    tb_diag_add(c->diag, c->file, plugin_node ? s_line(plugin_node) : comp->line,
+                plugin_node ? s_col(plugin_node) : comp->column, ppath, comp->plugin, err, fix);
+    comp->lp = NULL;
+    return false;
+}
+
+/* Applies the plugin's config fields to the component's `config` block (or to an empty one:
+ * defaults only, required keys still required). */
+static bool s_component_config(struct loader_ctx *c, struct tb_deploy_component *comp,
+                               size_t idx, yaml_node_t *node, yaml_node_t *config_node)
+{
+    const struct tb_plugin *pd = comp->lp->desc;
+    comp->config = tb_arena_alloc(c->arena, pd->config_size ? pd->config_size : 1);
+    if (!comp->config) {
+        return false;
+    }
+    char cprefix[160];
+    snprintf(cprefix, sizeof(cprefix), "components[%zu](%s).config", idx,
+             comp->name ? comp->name : "?");
+    yaml_node_t empty = {.type = YAML_MAPPING_NODE, .start_mark = node->start_mark};
+    return s_apply_mapping(c, config_node ? config_node : &empty, pd->config_fields,
+                           pd->config_field_count, comp->config, cprefix);
+}
+
+/* One entry of `components`.  Every problem becomes a diagnostic; the entry is kept either way
+ * so that later entries can be checked against it. */
+static void s_component(struct loader_ctx *c, tb_loader_t *loader, yaml_node_t *node, size_t idx,
+                        struct tb_deploy *d)
+{
+    struct tb_deploy_component *comp = &d->comps[d->n_comps];
+    char prefix[64];
+    snprintf(prefix, sizeof(prefix), "components[%zu]", idx);
+    comp->line = s_line(node);
+    comp->column = s_col(node);
+    comp->replicas = 1;
+    if (node->type != YAML_MAPPING_NODE) {
+        tb_diag_addf(c->diag, c->file, s_line(node), s_col(node), prefix, NULL,
+                     "write '- name: ...' then 'plugin: ...' under it",
+                     "expected a component mapping, found a %s", s_kind(node));
+        return;
+    }
+    yaml_node_t *config_node = NULL;
+    yaml_node_t *plugin_node = NULL;
+    bool seen[4] = {false, false, false, false};
+    s_component_keys(c, node, prefix, comp, &config_node, &plugin_node, seen);
+    s_component_check(c, loader, node, prefix, seen, d);
+    if (comp->plugin) {
+        s_component_load(c, loader, comp, prefix, plugin_node);
     }
     if (comp->lp) {
-        const struct tb_plugin *pd = comp->lp->desc;
-        comp->config = tb_arena_alloc(c->arena, pd->config_size ? pd->config_size : 1);
-        char cprefix[160];
-        snprintf(cprefix, sizeof(cprefix), "components[%zu](%s).config", idx,
-                 comp->name ? comp->name : "?");
-        if (!comp->config) {
-            ok = false;
-        } else if (config_node) {
-            ok = s_apply_mapping(c, config_node, pd->config_fields, pd->config_field_count,
-                                 comp->config, cprefix) &&
-                 ok;
-        } else {
-            /* No config block: only defaults; required keys are still required. */
-            yaml_node_t empty = {.type = YAML_MAPPING_NODE, .start_mark = node->start_mark};
-            ok = s_apply_mapping(c, &empty, pd->config_fields, pd->config_field_count,
-                                 comp->config, cprefix) &&
-                 ok;
-        }
+        s_component_config(c, comp, idx, node, config_node);
     }
-    (void)ok;
     d->n_comps++;
 }
 
@@ -460,6 +500,108 @@ static yaml_node_t *s_get(yaml_document_t *doc, yaml_node_t *map, const char *ke
     return NULL;
 }
 
+/* Unknown and repeated top-level keys. */
+static void s_check_top_keys(struct loader_ctx *c, yaml_node_t *root)
+{
+    for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+        const char *key = s_scalar(k);
+        bool known = false;
+        for (int i = 0; key && s_top_keys[i]; i++) {
+            known = known || strcmp(key, s_top_keys[i]) == 0;
+        }
+        int dup = 0;
+        for (yaml_node_pair_t *q = root->data.mapping.pairs.start; q < p; q++) {
+            const char *qk = s_scalar(yaml_document_get_node(c->doc, q->key));
+            dup += key && qk && strcmp(qk, key) == 0;
+        }
+        if (!known) {
+            const char *near = key ? tb_closest(key, s_top_keys) : NULL;
+            char fix[300];
+            snprintf(fix, sizeof(fix),
+                     "%s%s%stop-level keys: namespace, plugin_path, log, registry, bus, shutdown, "
+                     "components",
+                     near ? "did you mean '" : "", near ? near : "", near ? "'? " : "");
+            tb_diag_add(c->diag, c->file, k ? s_line(k) : 0, k ? s_col(k) : 0, key ? key : "?",
+                        NULL, "unknown key", fix);
+        } else if (dup) {
+            tb_diag_add(c->diag, c->file, s_line(k), s_col(k), key, NULL,
+                        "the key appears twice", "keep one of them");
+        }
+    }
+}
+
+/* The core's own settings: namespace and plugin_path, then the log, registry, bus and shutdown
+ * sections (defaults for an absent one), then the checks across keys. */
+static void s_core_settings(struct loader_ctx *c, yaml_node_t *root, struct tb_deploy *d)
+{
+    /* namespace and plugin_path: apply through a synthetic mapping of just those keys. */
+    for (size_t i = 0; i < sizeof(s_top_fields) / sizeof(s_top_fields[0]); i++) {
+        char err[256];
+        const struct tb_config_field *f = &s_top_fields[i];
+        tb_field_apply_default(f, &d->core, d->arena, err, sizeof(err));
+        yaml_node_t *v = s_get(c->doc, root, f->key, NULL);
+        if (v) {
+            struct tb_field_ctx fc = {.file = c->file, .key = f->key, .diag = c->diag,
+                                      .arena = d->arena};
+            tb_field_apply(f, c->doc, v, &d->core, &fc);
+        }
+    }
+    if (d->core.ns && !s_name_ok(d->core.ns)) {
+        yaml_node_t *v = s_get(c->doc, root, "namespace", NULL);
+        tb_diag_add(c->diag, c->file, v ? s_line(v) : 0, v ? s_col(v) : 0, "namespace",
+                    d->core.ns, "a namespace is 1-64 characters of [a-z0-9_-]",
+                    "e.g. 'namespace: demo'");
+    }
+    for (size_t s = 0; s < N_SECTIONS; s++) {
+        yaml_node_t *v = s_get(c->doc, root, s_sections[s].name, NULL);
+        yaml_node_t empty = {.type = YAML_MAPPING_NODE};
+        s_apply_mapping(c, v ? v : &empty, s_sections[s].fields, s_sections[s].n, &d->core,
+                        s_sections[s].name);
+    }
+    if (d->core.lease_ttl_s <= d->core.heartbeat_s) {
+        yaml_node_t *reg = s_get(c->doc, root, "registry", NULL);
+        yaml_node_t *v = reg && reg->type == YAML_MAPPING_NODE
+                             ? s_get(c->doc, reg, "lease_ttl", NULL)
+                             : NULL;
+        v = v ? v : reg;
+        tb_diag_addf(c->diag, c->file, v ? s_line(v) : 0, v ? s_col(v) : 0,
+                     "registry.lease_ttl", NULL, "make lease_ttl at least twice heartbeat_interval",
+                     "lease_ttl (%g s) must be longer than heartbeat_interval (%g s)",
+                     d->core.lease_ttl_s, d->core.heartbeat_s);
+    }
+}
+
+/* The `components` list: at least one, each checked and its plugin loaded through loader. */
+static void s_components(struct loader_ctx *c, yaml_node_t *root, tb_loader_t *loader,
+                         struct tb_deploy *d)
+{
+    yaml_node_t *ck = NULL;
+    yaml_node_t *comps = s_get(c->doc, root, "components", &ck);
+    if (!comps || comps->type != YAML_SEQUENCE_NODE ||
+        comps->data.sequence.items.top == comps->data.sequence.items.start) {
+        tb_diag_add(c->diag, c->file, ck ? s_line(ck) : s_line(root),
+                    ck ? s_col(ck) : s_col(root), "components", NULL,
+                    comps && comps->type != YAML_SEQUENCE_NODE
+                        ? "components must be a list"
+                        : "no components: nothing would run",
+                    "list them: 'components:' then '- name: http' / '  plugin: http' lines");
+        return;
+    }
+    size_t n = (size_t)(comps->data.sequence.items.top - comps->data.sequence.items.start);
+    d->comps = tb_arena_alloc(d->arena, n * sizeof(*d->comps));
+    if (!d->comps) {
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *cn = yaml_document_get_node(c->doc, comps->data.sequence.items.start[i]);
+        if (cn) {
+            s_component(c, loader, cn, i, d);
+        }
+    }
+}
+
 int tb_deploy_load(const char *file, tb_loader_t **loader_out, struct tb_deploy **out,
                    struct tb_diag *diag)
 {
@@ -489,101 +631,14 @@ int tb_deploy_load(const char *file, tb_loader_t **loader_out, struct tb_deploy 
                      "the file must be a mapping of settings, found a %s", s_kind(root));
         goto done;
     }
-    /* Top-level keys: the scalar ones via the field table, sections via theirs. */
-    for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top;
-         p++) {
-        yaml_node_t *k = yaml_document_get_node(&doc, p->key);
-        const char *key = s_scalar(k);
-        bool known = false;
-        for (int i = 0; key && s_top_keys[i]; i++) {
-            known = known || strcmp(key, s_top_keys[i]) == 0;
-        }
-        int dup = 0;
-        for (yaml_node_pair_t *q = root->data.mapping.pairs.start; q < p; q++) {
-            const char *qk = s_scalar(yaml_document_get_node(&doc, q->key));
-            dup += key && qk && strcmp(qk, key) == 0;
-        }
-        if (!known) {
-            const char *near = key ? tb_closest(key, s_top_keys) : NULL;
-            char fix[300];
-            snprintf(fix, sizeof(fix),
-                     "%s%s%stop-level keys: namespace, plugin_path, log, registry, bus, shutdown, "
-                     "components",
-                     near ? "did you mean '" : "", near ? near : "", near ? "'? " : "");
-            tb_diag_add(diag, file, k ? s_line(k) : 0, k ? s_col(k) : 0, key ? key : "?", NULL,
-                        "unknown key", fix);
-        } else if (dup) {
-            tb_diag_add(diag, file, s_line(k), s_col(k), key, NULL, "the key appears twice",
-                        "keep one of them");
-        }
-    }
-    /* namespace and plugin_path: apply through a synthetic mapping of just those keys. */
-    for (size_t i = 0; i < sizeof(s_top_fields) / sizeof(s_top_fields[0]); i++) {
-        char err[256];
-        const struct tb_config_field *f = &s_top_fields[i];
-        tb_field_apply_default(f, &d->core, d->arena, err, sizeof(err));
-        yaml_node_t *v = s_get(&doc, root, f->key, NULL);
-        if (v) {
-            struct tb_field_ctx fc = {.file = file, .key = f->key, .diag = diag,
-                                      .arena = d->arena};
-            tb_field_apply(f, &doc, v, &d->core, &fc);
-        }
-    }
-    if (d->core.ns && !s_name_ok(d->core.ns)) {
-        yaml_node_t *v = s_get(&doc, root, "namespace", NULL);
-        tb_diag_add(diag, file, v ? s_line(v) : 0, v ? s_col(v) : 0, "namespace", d->core.ns,
-                    "a namespace is 1-64 characters of [a-z0-9_-]", "e.g. 'namespace: demo'");
-    }
-    for (size_t s = 0; s < N_SECTIONS; s++) {
-        yaml_node_t *v = s_get(&doc, root, s_sections[s].name, NULL);
-        if (v) {
-            s_apply_mapping(&c, v, s_sections[s].fields, s_sections[s].n, &d->core,
-                            s_sections[s].name);
-        } else {
-            yaml_node_t empty = {.type = YAML_MAPPING_NODE};
-            s_apply_mapping(&c, &empty, s_sections[s].fields, s_sections[s].n, &d->core,
-                            s_sections[s].name);
-        }
-    }
-    if (d->core.lease_ttl_s <= d->core.heartbeat_s) {
-        yaml_node_t *reg = s_get(&doc, root, "registry", NULL);
-        yaml_node_t *v = reg && reg->type == YAML_MAPPING_NODE
-                             ? s_get(&doc, reg, "lease_ttl", NULL)
-                             : NULL;
-        v = v ? v : reg;
-        tb_diag_addf(diag, file, v ? s_line(v) : 0, v ? s_col(v) : 0, "registry.lease_ttl", NULL,
-                     "make lease_ttl at least twice heartbeat_interval",
-                     "lease_ttl (%g s) must be longer than heartbeat_interval (%g s)",
-                     d->core.lease_ttl_s, d->core.heartbeat_s);
-    }
+    s_check_top_keys(&c, root);
+    s_core_settings(&c, root, d);
     *loader_out = tb_loader_new(d->core.plugin_path.items, d->core.plugin_path.count);
     if (!*loader_out) {
         tb_diag_add(diag, file, 0, 0, NULL, NULL, "out of memory", NULL);
         goto done;
     }
-    yaml_node_t *ck = NULL;
-    yaml_node_t *comps = s_get(&doc, root, "components", &ck);
-    if (!comps || comps->type != YAML_SEQUENCE_NODE ||
-        comps->data.sequence.items.top == comps->data.sequence.items.start) {
-        tb_diag_add(diag, file, ck ? s_line(ck) : s_line(root), ck ? s_col(ck) : s_col(root),
-                    "components", NULL,
-                    comps && comps->type != YAML_SEQUENCE_NODE
-                        ? "components must be a list"
-                        : "no components: nothing would run",
-                    "list them: 'components:' then '- name: http' / '  plugin: http' lines");
-        goto done;
-    }
-    size_t n = (size_t)(comps->data.sequence.items.top - comps->data.sequence.items.start);
-    d->comps = tb_arena_alloc(d->arena, n * sizeof(*d->comps));
-    if (!d->comps) {
-        goto done;
-    }
-    for (size_t i = 0; i < n; i++) {
-        yaml_node_t *cn = yaml_document_get_node(&doc, comps->data.sequence.items.start[i]);
-        if (cn) {
-            s_component(&c, *loader_out, cn, i, d);
-        }
-    }
+    s_components(&c, root, *loader_out, d);
 done:
     yaml_document_delete(&doc);
     if (diag->n > errors_before) {

@@ -328,10 +328,128 @@ static void s_bounds_text(const struct tb_config_field *f, char *buf, size_t len
 #define AT(cfg, off, type) ((type *)((uint8_t *)(cfg) + (off)))
 
 /* Checks and stores a scalar text value.  `why`/`fix` receive the problem on failure. */
+/* TB_CFG_INT and TB_CFG_BYTES: a whole number (or a size with a unit) within the bounds. */
+static bool s_apply_int(const struct tb_config_field *f, const char *text, void *config,
+                        char *why, size_t why_len, char *fix, size_t fix_len)
+{
+    int64_t v;
+    char *end;
+    errno = 0;
+    if (f->type == TB_CFG_INT) {
+        long long ll = strtoll(text, &end, 10);
+        if (end == text || *end || errno) {
+            snprintf(why, why_len, "expected an integer");
+            snprintf(fix, fix_len, "write a whole number, e.g. %g", f->has_bounds ? f->min : 1.0);
+            return false;
+        }
+        v = ll;
+    } else if (!tb_parse_bytes(text, &v)) {
+        snprintf(why, why_len, "expected a size in bytes");
+        snprintf(fix, fix_len, "write e.g. 1048576, 512MiB or 4GiB");
+        return false;
+    }
+    if (f->has_bounds && ((double)v < f->min || (double)v > f->max)) {
+        char bounds[128];
+        s_bounds_text(f, bounds, sizeof(bounds));
+        snprintf(why, why_len, "out of range: must be between %s", bounds);
+        snprintf(fix, fix_len, "use a value between %s", bounds);
+        return false;
+    }
+    *AT(config, f->offset, int64_t) = v;
+    return true;
+}
+
+/* TB_CFG_DOUBLE and TB_CFG_SECONDS: a finite number (or a duration) within the bounds. */
+static bool s_apply_double(const struct tb_config_field *f, const char *text, void *config,
+                           char *why, size_t why_len, char *fix, size_t fix_len)
+{
+    double v;
+    char *end;
+    errno = 0;
+    if (f->type == TB_CFG_DOUBLE) {
+        v = strtod(text, &end);
+        if (end == text || *end || errno || !isfinite(v)) {
+            snprintf(why, why_len, "expected a number");
+            snprintf(fix, fix_len, "write a number such as 0.5");
+            return false;
+        }
+    } else if (!tb_parse_seconds(text, &v)) {
+        snprintf(why, why_len, "expected a duration");
+        snprintf(fix, fix_len, "write seconds (1.5) or a unit: 250ms, 2s, 1m");
+        return false;
+    }
+    if (f->has_bounds && (v < f->min || v > f->max)) {
+        char bounds[128];
+        s_bounds_text(f, bounds, sizeof(bounds));
+        snprintf(why, why_len, "out of range: must be between %s%s", bounds,
+                 f->type == TB_CFG_SECONDS ? " seconds" : "");
+        snprintf(fix, fix_len, "use a value between %s", bounds);
+        return false;
+    }
+    *AT(config, f->offset, double) = v;
+    return true;
+}
+
+/* TB_CFG_ENUM: one of f->choices, stored as its index; the fix names the closest. */
+static bool s_apply_enum(const struct tb_config_field *f, const char *text, void *config,
+                         char *why, size_t why_len, char *fix, size_t fix_len)
+{
+    for (int i = 0; f->choices[i]; i++) {
+        if (strcmp(text, f->choices[i]) == 0) {
+            *AT(config, f->offset, int) = i;
+            return true;
+        }
+    }
+    char allowed[128];
+    s_choices(f, allowed, sizeof(allowed));
+    snprintf(why, why_len, "not one of the allowed values");
+    const char *near = tb_closest(text, (const char *const *)f->choices);
+    if (near) {
+        snprintf(fix, fix_len, "did you mean '%s'? allowed: %s", near, allowed);
+    } else {
+        snprintf(fix, fix_len, "use one of: %s", allowed);
+    }
+    return false;
+}
+
+/* TB_CFG_PATH: not empty, and present when the field says it must exist. */
+static bool s_check_path(const struct tb_config_field *f, const char *text, char *why,
+                         size_t why_len, char *fix, size_t fix_len)
+{
+    struct stat st;
+    if (!*text) {
+        snprintf(why, why_len, "a path cannot be empty");
+        snprintf(fix, fix_len, "write a file or folder path");
+        return false;
+    }
+    if (f->must_exist && stat(text, &st) != 0) {
+        snprintf(why, why_len, "cannot access it: %s", strerror(errno));
+        snprintf(fix, fix_len, "check the path (relative paths start from the directory "
+                               "turbine runs in)");
+        return false;
+    }
+    return true;
+}
+
+/* TB_CFG_STR_LIST from a single scalar: a one-element list. */
+static bool s_apply_one_item_list(const struct tb_config_field *f, const char *text,
+                                  void *config, tb_arena_t *arena, char *why, size_t why_len)
+{
+    const char **items = tb_arena_alloc(arena, sizeof(char *));
+    char *copy = items ? tb_arena_strndup(arena, text, strlen(text)) : NULL;
+    if (!copy) {
+        snprintf(why, why_len, "out of memory");
+        return false;
+    }
+    items[0] = copy;
+    AT(config, f->offset, struct tb_str_list)->items = items;
+    AT(config, f->offset, struct tb_str_list)->count = 1;
+    return true;
+}
+
 static bool s_apply_text(const struct tb_config_field *f, const char *text, void *config,
                          tb_arena_t *arena, char *why, size_t why_len, char *fix, size_t fix_len)
 {
-    char bounds[128];
     fix[0] = 0;
     switch (f->type) {
     case TB_CFG_BOOL: {
@@ -345,113 +463,27 @@ static bool s_apply_text(const struct tb_config_field *f, const char *text, void
         return true;
     }
     case TB_CFG_INT:
-    case TB_CFG_BYTES: {
-        int64_t v;
-        char *end;
-        errno = 0;
-        if (f->type == TB_CFG_INT) {
-            long long ll = strtoll(text, &end, 10);
-            if (end == text || *end || errno) {
-                snprintf(why, why_len, "expected an integer");
-                snprintf(fix, fix_len, "write a whole number, e.g. %g",
-                         f->has_bounds ? f->min : 1.0);
-                return false;
-            }
-            v = ll;
-        } else if (!tb_parse_bytes(text, &v)) {
-            snprintf(why, why_len, "expected a size in bytes");
-            snprintf(fix, fix_len, "write e.g. 1048576, 512MiB or 4GiB");
-            return false;
-        }
-        if (f->has_bounds && ((double)v < f->min || (double)v > f->max)) {
-            s_bounds_text(f, bounds, sizeof(bounds));
-            snprintf(why, why_len, "out of range: must be between %s", bounds);
-            snprintf(fix, fix_len, "use a value between %s", bounds);
-            return false;
-        }
-        *AT(config, f->offset, int64_t) = v;
-        return true;
-    }
+    case TB_CFG_BYTES:
+        return s_apply_int(f, text, config, why, why_len, fix, fix_len);
     case TB_CFG_DOUBLE:
-    case TB_CFG_SECONDS: {
-        double v;
-        char *end;
-        errno = 0;
-        if (f->type == TB_CFG_DOUBLE) {
-            v = strtod(text, &end);
-            if (end == text || *end || errno || !isfinite(v)) {
-                snprintf(why, why_len, "expected a number");
-                snprintf(fix, fix_len, "write a number such as 0.5");
-                return false;
-            }
-        } else if (!tb_parse_seconds(text, &v)) {
-            snprintf(why, why_len, "expected a duration");
-            snprintf(fix, fix_len, "write seconds (1.5) or a unit: 250ms, 2s, 1m");
-            return false;
-        }
-        if (f->has_bounds && (v < f->min || v > f->max)) {
-            s_bounds_text(f, bounds, sizeof(bounds));
-            snprintf(why, why_len, "out of range: must be between %s%s", bounds,
-                     f->type == TB_CFG_SECONDS ? " seconds" : "");
-            snprintf(fix, fix_len, "use a value between %s", bounds);
-            return false;
-        }
-        *AT(config, f->offset, double) = v;
-        return true;
-    }
+    case TB_CFG_SECONDS:
+        return s_apply_double(f, text, config, why, why_len, fix, fix_len);
     case TB_CFG_ENUM:
-        for (int i = 0; f->choices[i]; i++) {
-            if (strcmp(text, f->choices[i]) == 0) {
-                *AT(config, f->offset, int) = i;
-                return true;
-            }
-        }
-        s_choices(f, bounds, sizeof(bounds));
-        snprintf(why, why_len, "not one of the allowed values");
-        {
-            const char *near = tb_closest(text, (const char *const *)f->choices);
-            if (near) {
-                snprintf(fix, fix_len, "did you mean '%s'? allowed: %s", near, bounds);
-            } else {
-                snprintf(fix, fix_len, "use one of: %s", bounds);
-            }
-        }
-        return false;
+        return s_apply_enum(f, text, config, why, why_len, fix, fix_len);
     case TB_CFG_MODEL_NAME:
         if (!tb_model_name_check(text, why, why_len, fix, fix_len)) {
             return false;
         }
         break;
-    case TB_CFG_PATH: {
-        struct stat st;
-        if (!*text) {
-            snprintf(why, why_len, "a path cannot be empty");
-            snprintf(fix, fix_len, "write a file or folder path");
-            return false;
-        }
-        if (f->must_exist && stat(text, &st) != 0) {
-            snprintf(why, why_len, "cannot access it: %s", strerror(errno));
-            snprintf(fix, fix_len, "check the path (relative paths start from the directory "
-                                   "turbine runs in)");
+    case TB_CFG_PATH:
+        if (!s_check_path(f, text, why, why_len, fix, fix_len)) {
             return false;
         }
         break;
-    }
     case TB_CFG_STRING:
         break;
-    case TB_CFG_STR_LIST: {
-        /* A single scalar stands for a one-element list. */
-        const char **items = tb_arena_alloc(arena, sizeof(char *));
-        char *copy = items ? tb_arena_strndup(arena, text, strlen(text)) : NULL;
-        if (!copy) {
-            snprintf(why, why_len, "out of memory");
-            return false;
-        }
-        items[0] = copy;
-        AT(config, f->offset, struct tb_str_list)->items = items;
-        AT(config, f->offset, struct tb_str_list)->count = 1;
-        return true;
-    }
+    case TB_CFG_STR_LIST:
+        return s_apply_one_item_list(f, text, config, arena, why, why_len);
     }
     char *copy = tb_arena_strndup(arena, text, strlen(text));
     if (!copy) {

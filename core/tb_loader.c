@@ -11,7 +11,29 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tb_codec.h"
 #include "tb_fields.h"
+
+/* The size of a struct tb_config_field row in ABI 1.0 to 1.2 (it has not grown yet): the stride
+ * of a plugin that leaves config_field_size 0.  A later ABI minor that appends to the row keeps
+ * this for plugins declaring an older minor. */
+#define CONFIG_FIELD_SIZE_1_0 (offsetof(struct tb_config_field, help) + sizeof(const char *))
+
+/* True when the plugin's descriptor is long enough to hold `member`. */
+#define DESC_HAS(d, member)                                                                       \
+    ((d)->struct_size >= offsetof(struct tb_plugin, member) + sizeof((d)->member))
+
+static size_t s_field_stride(const struct tb_plugin *d)
+{
+    return DESC_HAS(d, config_field_size) && d->config_field_size ? d->config_field_size
+                                                                 : CONFIG_FIELD_SIZE_1_0;
+}
+
+/* Row i of the plugin's config table, read with the plugin's stride. */
+static const struct tb_config_field *s_row(const struct tb_plugin *d, size_t stride, size_t i)
+{
+    return (const struct tb_config_field *)((const char *)d->config_fields + i * stride);
+}
 
 struct tb_loader {
     char **dirs;
@@ -96,6 +118,7 @@ void tb_loader_destroy(tb_loader_t **l_p)
 #endif
         free(p->name);
         free(p->path);
+        free(p->rows);
         free(p);
     }
     free(l->loaded);
@@ -152,6 +175,23 @@ int tb_loader_check_descriptor(const struct tb_plugin *d, const char *expect_nam
                  expect_name, d->name);
         return TB_EINVAL;
     }
+    const struct tb_codec_layout *layout = tb_codec_layout_for_abi(d->abi_minor);
+    if (layout->minor > tb_codec_schema_minor()) {
+        snprintf(err, err_len,
+                 "plugin ABI %u.%u carries message schema %d.%u, newer than the %d.%u this process "
+                 "speaks (pinned by TB_SCHEMA_MINOR): unset it, or use a plugin built for %d.%u",
+                 d->abi_major, d->abi_minor, TB_SCHEMA_MAJOR, layout->minor, TB_SCHEMA_MAJOR,
+                 tb_codec_schema_minor(), TB_SCHEMA_MAJOR, tb_codec_schema_minor());
+        return TB_EABI;
+    }
+    size_t stride = s_field_stride(d);
+    if (stride < CONFIG_FIELD_SIZE_1_0) {
+        snprintf(err, err_len,
+                 "config_field_size is %zu, smaller than the %zu bytes of a config row "
+                 "(it must be sizeof(struct tb_config_field))",
+                 stride, (size_t)CONFIG_FIELD_SIZE_1_0);
+        return TB_EABI;
+    }
     if (d->config_field_count > 0 && !d->config_fields) {
         snprintf(err, err_len, "config_field_count is %zu but config_fields is NULL",
                  d->config_field_count);
@@ -159,18 +199,43 @@ int tb_loader_check_descriptor(const struct tb_plugin *d, const char *expect_nam
     }
     for (size_t i = 0; i < d->config_field_count; i++) {
         char why[256];
-        if (!tb_field_check_decl(&d->config_fields[i], d->config_size, why, sizeof(why))) {
+        if (!tb_field_check_decl(s_row(d, stride, i), d->config_size, why, sizeof(why))) {
             snprintf(err, err_len, "bad config table: %s", why);
             return TB_EINVAL;
         }
         for (size_t k = 0; k < i; k++) {
-            if (strcmp(d->config_fields[k].key, d->config_fields[i].key) == 0) {
+            if (strcmp(s_row(d, stride, k)->key, s_row(d, stride, i)->key) == 0) {
                 snprintf(err, err_len, "bad config table: key '%s' declared twice",
-                         d->config_fields[i].key);
+                         s_row(d, stride, i)->key);
                 return TB_EINVAL;
             }
         }
     }
+    return 0;
+}
+
+/* Copies the descriptor and its config rows into `p` as this host lays them out: members and row
+ * bytes the plugin did not declare are zero.  0 or TB_ENOMEM. */
+static int s_normalize(struct tb_loaded_plugin *p, const struct tb_plugin *d)
+{
+    size_t n = d->struct_size < sizeof(p->desc_copy) ? d->struct_size : sizeof(p->desc_copy);
+    memset(&p->desc_copy, 0, sizeof(p->desc_copy));
+    memcpy(&p->desc_copy, d, n);
+    size_t stride = s_field_stride(d);
+    size_t row = stride < sizeof(*p->rows) ? stride : sizeof(*p->rows);
+    if (d->config_field_count > 0) {
+        p->rows = calloc(d->config_field_count, sizeof(*p->rows));
+        if (!p->rows) {
+            return TB_ENOMEM;
+        }
+        for (size_t i = 0; i < d->config_field_count; i++) {
+            memcpy(&p->rows[i], s_row(d, stride, i), row);
+        }
+    }
+    p->desc_copy.config_fields = p->rows;
+    p->desc_copy.config_field_size = sizeof(*p->rows);
+    p->desc = &p->desc_copy;
+    p->layout = tb_codec_layout_for_abi(d->abi_minor);
     return 0;
 }
 
@@ -245,7 +310,10 @@ int tb_loader_load(tb_loader_t *l, const char *name, const struct tb_loaded_plug
     if (v) {
         l->loaded = v;
     }
-    if (!p || !v) {
+    if (!p || !v || s_normalize(p, d) != 0) {
+        if (p) {
+            free(p->rows);
+        }
         free(p);
         dlclose(h);
         snprintf(err, err_len, "out of memory");
@@ -254,7 +322,6 @@ int tb_loader_load(tb_loader_t *l, const char *name, const struct tb_loaded_plug
     p->name = strdup(name);
     p->path = strdup(path);
     p->handle = h;
-    p->desc = d;
     l->loaded[l->n_loaded++] = p;
     *out = p;
     return 0;

@@ -16,11 +16,20 @@
 
 typedef struct tb_loader tb_loader_t;
 
+struct tb_codec_layout;
+
 struct tb_loaded_plugin {
     char *name;
     char *path;
     void *handle; /* dlopen handle */
+    /* The plugin's descriptor as this host reads it: members its struct_size does not cover are
+     * zero, and config_fields are copied into rows of this host's struct tb_config_field (the
+     * strings stay the plugin's).  Owned by the loader. */
     const struct tb_plugin *desc;
+    /* The message layouts the plugin was built with (its ABI minor's schema minor). */
+    const struct tb_codec_layout *layout;
+    struct tb_plugin desc_copy;    /* private: what desc points to */
+    struct tb_config_field *rows;  /* private: desc_copy.config_fields (owned) */
 };
 
 /* A loader searching `dirs` (copied; may be NULL when n_dirs is 0) before the default places.
@@ -37,8 +46,9 @@ void tb_loader_destroy(tb_loader_t **l_p);
 int tb_loader_load(tb_loader_t *l, const char *name, const struct tb_loaded_plugin **out,
                    char *err, size_t err_len);
 
-/* Checks a descriptor against this host's ABI and the expected name.  0, TB_EABI or TB_EINVAL
- * with `err`. */
+/* Checks a descriptor against this host's ABI and the expected name (reading config rows with the
+ * plugin's stride; refusing a plugin built for a newer message schema minor than the process
+ * speaks).  0, TB_EABI or TB_EINVAL with `err`. */
 int tb_loader_check_descriptor(const struct tb_plugin *d, const char *expect_name, char *err,
                                size_t err_len);
 

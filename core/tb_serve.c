@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tb_codec.h"
 #include "tb_component.h"
 #include "tb_deploy.h"
 #include "tb_fields.h"
@@ -164,24 +165,15 @@ static void s_loop(struct run *r, int sig_fd, double grace_s)
     }
 }
 
-int tb_serve_main(const struct tb_serve_opts *o)
+/* Log level, format and file from the deployment, overridden by the command line.  0, or 2
+ * (the exit status for bad arguments) after saying why on stderr. */
+static int s_setup_log(const struct tb_serve_opts *o, const struct tb_deploy *d)
 {
-    tb_loader_t *loader = NULL;
-    struct tb_deploy *d = NULL;
-    struct run r = {0};
-    int status = 1;
-    int sig_fd = -1;
-
-    if (s_load(o->file, &loader, &d) != 0) {
-        tb_loader_destroy(&loader);
-        return 2;
-    }
     tb_log_level_t level = (tb_log_level_t)d->core.log_level;
     if (o->log_level && !tb_log_level_parse(o->log_level, &level)) {
         fprintf(stderr, "turbine: unknown log level '%s': use error, warn, info, debug or trace\n",
                 o->log_level);
-        status = 2;
-        goto out;
+        return 2;
     }
     tb_log_set_level(level);
     int fmt = d->core.log_format;
@@ -193,8 +185,7 @@ int tb_serve_main(const struct tb_serve_opts *o)
         } else {
             fprintf(stderr, "turbine: unknown log format '%s': use text or json\n",
                     o->log_format);
-            status = 2;
-            goto out;
+            return 2;
         }
     }
     tb_log_set_format(fmt ? TB_LOG_FORMAT_JSON : TB_LOG_FORMAT_TEXT);
@@ -203,21 +194,18 @@ int tb_serve_main(const struct tb_serve_opts *o)
         if (rc != 0) {
             fprintf(stderr, "turbine: cannot open log file '%s': %s\n", d->core.log_file,
                     strerror(-rc));
-            status = 2;
-            goto out;
+            return 2;
         }
     }
-    sig_fd = tb_signals_install();
-    if (sig_fd < 0) {
-        TB_CLOG_ERROR(LOG_NAME, "cannot install signal handlers: %s", strerror(-sig_fd));
-        goto out;
-    }
-    TB_CLOG_INFO(LOG_NAME, "turbine %s starting %s (namespace '%s', pid %d)", TB_VERSION, o->file,
-                 d->core.ns, (int)getpid());
+    return 0;
+}
 
-    r.core.metrics = tb_metrics_new();
-    r.core.ns = d->core.ns;
-    atomic_init(&r.core.draining, false);
+/* The process's metrics and bus node (the embedded registry, or a join to another's). */
+static int s_start_bus(const struct tb_serve_opts *o, const struct tb_deploy *d, struct run *r)
+{
+    r->core.metrics = tb_metrics_new();
+    r->core.ns = d->core.ns;
+    atomic_init(&r->core.draining, false);
     static const char *const transports[] = {NULL, "tcp", "ipc"};
     struct tb_node_config nc = {
         .join = o->join,
@@ -234,24 +222,30 @@ int tb_serve_main(const struct tb_serve_opts *o)
                      d->core.registry_listen, o->join);
     }
     char err[1024];
-    if (!r.core.metrics || tb_node_new(&nc, &r.core.node, err, sizeof(err)) != 0) {
+    if (!r->core.metrics || tb_node_new(&nc, &r->core.node, err, sizeof(err)) != 0) {
         TB_CLOG_ERROR(LOG_NAME, "cannot start the bus: %s",
-                      r.core.metrics ? err : "out of memory");
-        goto out;
+                      r->core.metrics ? err : "out of memory");
+        return TB_EIO;
     }
+    return 0;
+}
+
+/* One tb_component per replica of each deployment entry ("name#k" in logs when replicated). */
+static int s_make_components(const struct tb_deploy *d, struct run *r)
+{
     size_t total = 0;
     for (size_t i = 0; i < d->n_comps; i++) {
         total += (size_t)d->comps[i].replicas;
     }
-    r.comps = calloc(total, sizeof(*r.comps));
-    if (!r.comps) {
+    r->comps = calloc(total, sizeof(*r->comps));
+    if (!r->comps) {
         TB_CLOG_ERROR(LOG_NAME, "out of memory");
-        goto out;
+        return TB_ENOMEM;
     }
     for (size_t i = 0; i < d->n_comps; i++) {
         for (int64_t k = 0; k < d->comps[i].replicas; k++) {
-            struct tb_component *c = &r.comps[r.n++];
-            c->core = &r.core;
+            struct tb_component *c = &r->comps[r->n++];
+            c->core = &r->core;
             c->lp = d->comps[i].lp;
             c->name = d->comps[i].name;
             c->replica = (int)k;
@@ -262,6 +256,35 @@ int tb_serve_main(const struct tb_serve_opts *o)
                 snprintf(c->log_name, sizeof(c->log_name), "%s", c->name);
             }
         }
+    }
+    return 0;
+}
+
+int tb_serve_main(const struct tb_serve_opts *o)
+{
+    tb_loader_t *loader = NULL;
+    struct tb_deploy *d = NULL;
+    struct run r = {0};
+    int status = 1;
+    int sig_fd = -1;
+
+    if (s_load(o->file, &loader, &d) != 0) {
+        tb_loader_destroy(&loader);
+        return 2;
+    }
+    if (s_setup_log(o, d) != 0) {
+        status = 2;
+        goto out;
+    }
+    sig_fd = tb_signals_install();
+    if (sig_fd < 0) {
+        TB_CLOG_ERROR(LOG_NAME, "cannot install signal handlers: %s", strerror(-sig_fd));
+        goto out;
+    }
+    TB_CLOG_INFO(LOG_NAME, "turbine %s starting %s (namespace '%s', pid %d)", TB_VERSION, o->file,
+                 d->core.ns, (int)getpid());
+    if (s_start_bus(o, d, &r) != 0 || s_make_components(d, &r) != 0) {
+        goto out;
     }
     for (size_t i = 0; i < r.n; i++) {
         if (tb_component_create(&r.comps[i]) != 0) {
@@ -302,7 +325,8 @@ out:
 static void s_print_plugin(const struct tb_loaded_plugin *lp)
 {
     const struct tb_plugin *p = lp->desc;
-    printf("%s %s  (ABI %u.%u, %s)\n  %s\n", p->name, p->version, p->abi_major, p->abi_minor,
+    printf("%s %s  (ABI %u.%u, message schema %d.%u, %s)\n  %s\n", p->name, p->version,
+           p->abi_major, p->abi_minor, TB_SCHEMA_MAJOR, lp->layout ? lp->layout->minor : 0u,
            lp->path, p->description ? p->description : "");
     if (p->config_field_count == 0) {
         printf("  config: none\n");

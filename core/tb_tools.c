@@ -1,168 +1,55 @@
-/* tb_tools: `turbine tokenize` and `turbine detokenize` over the tokenizer library. */
+/*
+ * tb_tools: `turbine tokenize` and `turbine detokenize`.  The core links no tokenizer: these
+ * commands exec the turbine-tokenize tool installed beside the turbine executable, with the same
+ * arguments, so its output, messages and exit status are the command's.
+ */
 #include "tb_tools.h"
 
 #include <errno.h>
-#include <getopt.h>
-#include <stdbool.h>
+#include <limits.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
-#include "tb_errors.h"
-#include "tb_tokenizer.h"
+#define TOOL_NAME "turbine-tokenize"
 
-static const char s_usage[] =
-    "usage: turbine tokenize --model PATH [--text TEXT] [--pieces] [--no-special]\n"
-    "       turbine detokenize --model PATH [--keep-special] IDS...\n"
-    "\n"
-    "PATH is a model folder with tokenizer.json, a tokenizer.json, or a .gguf file.\n"
-    "  tokenize:   encode TEXT (or all of stdin) and print the ids on one line; --pieces prints\n"
-    "              one 'id<TAB>piece' line per token; --no-special adds no BOS/EOS\n"
-    "  detokenize: print the text of the ids (special tokens left out unless --keep-special)\n";
-
-static char *s_read_all(FILE *f, size_t *len)
+/* Writes "<folder of this executable>/turbine-tokenize" into path.  0, or -1 when it does not
+ * fit or /proc/self/exe cannot be read. */
+static int s_tool_path(char *path, size_t size)
 {
-    size_t cap = 65536, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) {
-            break;
-        }
-        if (n == cap) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                return NULL;
-            }
-            buf = nb;
-            cap *= 2;
-        }
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0) {
+        return -1;
     }
-    *len = n;
-    return buf;
-}
-
-static void s_print_piece(const tb_tokenizer_t *tok, int32_t id)
-{
-    size_t len = 0;
-    const char *p = tb_tokenizer_piece(tok, id, &len);
-    printf("%d\t", (int)id);
-    for (size_t i = 0; p && i < len; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if (c < 0x20 || c == 0x7f || c == '\\') {
-            printf("\\x%02x", c);
-        } else {
-            putchar(c);
-        }
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    if (!slash) {
+        return -1;
     }
-    putchar('\n');
+    *slash = '\0';
+    int w = snprintf(path, size, "%s/%s", self, TOOL_NAME);
+    return w > 0 && (size_t)w < size ? 0 : -1;
 }
 
 int tb_tools_main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"model", required_argument, NULL, 'm'},
-                                         {"text", required_argument, NULL, 't'},
-                                         {"pieces", no_argument, NULL, 'p'},
-                                         {"no-special", no_argument, NULL, 'n'},
-                                         {"keep-special", no_argument, NULL, 'k'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    bool detok = strcmp(argv[0], "detokenize") == 0;
-    const char *model = NULL;
-    const char *text = NULL;
-    bool pieces = false, special = true, keep = false;
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'm':
-            model = optarg;
-            break;
-        case 't':
-            text = optarg;
-            break;
-        case 'p':
-            pieces = true;
-            break;
-        case 'n':
-            special = false;
-            break;
-        case 'k':
-            keep = true;
-            break;
-        case 'h':
-            fputs(s_usage, stdout);
-            return 0;
-        default:
-            fputs(s_usage, stderr);
-            return 2;
-        }
-    }
-    if (!model || (detok && optind >= argc) || (!detok && optind != argc)) {
-        fputs(s_usage, stderr);
-        return 2;
-    }
-    tb_tokenizer_t *tok = NULL;
-    char err[512];
-    if (tb_tokenizer_load(model, &tok, err, sizeof(err)) != 0) {
-        fprintf(stderr, "turbine %s: cannot load a tokenizer from '%s': %s\n", argv[0], model,
-                err);
+    char path[PATH_MAX];
+    if (s_tool_path(path, sizeof(path)) != 0) {
+        fprintf(stderr, "turbine %s: cannot find the folder of the turbine executable\n",
+                argv[0]);
         return 1;
     }
-    int status = 0;
-    if (detok) {
-        size_t n = (size_t)(argc - optind);
-        int32_t *ids = calloc(n, sizeof(*ids));
-        for (size_t i = 0; ids && i < n; i++) {
-            char *end;
-            errno = 0;
-            long v = strtol(argv[optind + (int)i], &end, 10);
-            if (*end || errno || v < 0 || v > INT32_MAX) {
-                fprintf(stderr, "turbine detokenize: '%s' is not a token id\n",
-                        argv[optind + (int)i]);
-                status = 2;
-                break;
-            }
-            ids[i] = (int32_t)v;
-        }
-        char *out = NULL;
-        size_t len = 0;
-        if (status == 0 && ids && tb_tokenizer_decode(tok, ids, n, !keep, &out, &len) == 0) {
-            fwrite(out, 1, len, stdout);
-            putchar('\n');
-        } else if (status == 0) {
-            status = 1;
-        }
-        free(out);
-        free(ids);
-    } else {
-        size_t len = 0;
-        char *buf = text ? strdup(text) : s_read_all(stdin, &len);
-        if (text && buf) {
-            len = strlen(buf);
-        }
-        int32_t *ids = NULL;
-        size_t n = 0;
-        int rc = buf ? tb_tokenizer_encode(tok, buf, len, special, true, &ids, &n) : TB_ENOMEM;
-        if (rc != 0) {
-            fprintf(stderr, "turbine tokenize: %s\n",
-                    rc == TB_EINVAL ? "the text is not valid UTF-8" : "encoding failed");
-            status = 1;
-        } else if (pieces) {
-            for (size_t i = 0; i < n; i++) {
-                s_print_piece(tok, ids[i]);
-            }
-        } else {
-            for (size_t i = 0; i < n; i++) {
-                printf(i ? " %d" : "%d", (int)ids[i]);
-            }
-            putchar('\n');
-        }
-        free(ids);
-        free(buf);
+    /* The tool's argv: its own name, then "tokenize"/"detokenize" and the options. */
+    char *args[argc + 2];
+    args[0] = (char *)TOOL_NAME;
+    for (int i = 0; i < argc; i++) {
+        args[i + 1] = argv[i];
     }
-    tb_tokenizer_destroy(&tok);
-    return status;
+    args[argc + 1] = NULL;
+    fflush(NULL);
+    execv(path, args);
+    fprintf(stderr, "turbine %s: cannot run '%s': %s (it is built and installed beside turbine)\n",
+            argv[0], path, strerror(errno));
+    return 1;
 }

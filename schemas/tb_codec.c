@@ -1,9 +1,12 @@
 /* tb_codec: table-driven msgpack encoding and decoding of the bus messages (see tb_codec.h). */
 #include "tb_codec.h"
 
+#include <inttypes.h>
 #include <msgpack.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tb_arena.h"
@@ -150,15 +153,16 @@ static int s_encode(const struct tb_msg_desc *d, const void *msg, msgpack_packer
     return rc;
 }
 
-int tb_codec_encode(tb_msg_type_t type, const void *msg, struct tb_buf *out)
+int tb_codec_encode_in(const struct tb_msg_desc *const *descs, tb_msg_type_t type, const void *msg,
+                       struct tb_buf *out)
 {
-    if ((int)type <= 0 || type >= TB_MSG__COUNT || !msg) {
+    if ((int)type <= 0 || type >= TB_MSG__COUNT || !descs[type] || !msg) {
         return TB_EINVAL;
     }
     size_t mark = out->len;
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, s_write);
-    int rc = s_encode(tb_msg_descs[type], msg, &pk, 0);
+    int rc = s_encode(descs[type], msg, &pk, 0);
     if (rc != 0) {
         out->len = mark; /* leave the buffer as it was */
     }
@@ -365,8 +369,13 @@ static int s_decode(struct dec *d, const struct tb_msg_desc *md, const msgpack_o
                 return s_fail(d, "message '%s': bad version", md->name);
             }
             if (val->via.u64 > md->version) {
-                return s_fail(d, "message '%s': version %llu is newer than %u, the newest known",
-                              md->name, (unsigned long long)val->via.u64, md->version);
+                return s_fail(d,
+                              "message '%s' is version %llu, newer than version %u that this "
+                              "process (schema %d.%u) knows: upgrade it to a build that knows "
+                              "%s version %llu",
+                              md->name, (unsigned long long)val->via.u64, md->version,
+                              TB_SCHEMA_MAJOR, tb_codec_schema_minor(), md->name,
+                              (unsigned long long)val->via.u64);
             }
             have_version = true;
             continue;
@@ -379,8 +388,7 @@ static int s_decode(struct dec *d, const struct tb_msg_desc *md, const msgpack_o
             }
         }
         if (fi == md->n_fields) {
-            return s_fail(d, "message '%s': unknown field '%.*s'", md->name,
-                          (int)(kn > 64 ? 64 : kn), kp);
+            continue; /* an optional field of a newer minor: skip it (docs/bus.md) */
         }
         if (seen & ((uint64_t)1 << fi)) {
             return s_fail(d, "message '%s': field '%s' appears twice", md->name,
@@ -494,8 +502,8 @@ static bool s_counts_plausible(const uint8_t *p, size_t len)
     return true;
 }
 
-int tb_codec_decode(tb_msg_type_t type, const void *data, size_t len, void **msg_out, char *err,
-                    size_t err_len)
+int tb_codec_decode_in(const struct tb_msg_desc *const *descs, tb_msg_type_t type,
+                       const void *data, size_t len, void **msg_out, char *err, size_t err_len)
 {
     struct dec d = {.err = err, .err_len = err_len};
     msgpack_unpacked up;
@@ -504,7 +512,7 @@ int tb_codec_decode(tb_msg_type_t type, const void *data, size_t len, void **msg
     if (err && err_len) {
         err[0] = 0;
     }
-    if ((int)type <= 0 || type >= TB_MSG__COUNT) {
+    if ((int)type <= 0 || type >= TB_MSG__COUNT || !descs[type]) {
         s_fail(&d, "unknown message type %d", (int)type);
         return TB_EINVAL;
     }
@@ -513,7 +521,7 @@ int tb_codec_decode(tb_msg_type_t type, const void *data, size_t len, void **msg
                TB_CODEC_MAX_BYTES);
         return TB_EMSGSIZE;
     }
-    const struct tb_msg_desc *md = tb_msg_descs[type];
+    const struct tb_msg_desc *md = descs[type];
     msgpack_unpacked_init(&up);
     if (!s_counts_plausible(data, len)) {
         rc = s_fail(&d, "message '%s': a declared length exceeds the input", md->name);
@@ -565,6 +573,19 @@ out_unpacked:
     return rc;
 }
 
+int tb_codec_encode(tb_msg_type_t type, const void *msg, struct tb_buf *out)
+{
+    return tb_codec_encode_in(tb_codec_layouts[tb_codec_schema_minor()].wire_descs, type, msg,
+                              out);
+}
+
+int tb_codec_decode(tb_msg_type_t type, const void *data, size_t len, void **msg_out, char *err,
+                    size_t err_len)
+{
+    return tb_codec_decode_in(tb_codec_layouts[tb_codec_schema_minor()].wire_descs, type, data,
+                              len, msg_out, err, err_len);
+}
+
 void tb_codec_free(void **msg_p)
 {
     if (!msg_p || !*msg_p) {
@@ -577,8 +598,108 @@ void tb_codec_free(void **msg_p)
 
 const char *tb_codec_type_name(tb_msg_type_t type)
 {
-    if ((int)type <= 0 || type >= TB_MSG__COUNT) {
+    if ((int)type <= 0 || type >= TB_MSG__COUNT || !tb_msg_descs[type]) {
         return "?";
     }
     return tb_msg_descs[type]->name;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Schema versions */
+
+const struct tb_codec_layout *tb_codec_layout_for_abi(uint32_t abi_minor)
+{
+    const struct tb_codec_layout *l = &tb_codec_layouts[0];
+    for (uint32_t m = 1; m <= TB_SCHEMA_MINOR; m++) {
+        if (tb_codec_layouts[m].abi_minor <= abi_minor) {
+            l = &tb_codec_layouts[m];
+        }
+    }
+    return l;
+}
+
+/* The pin is the environment's, fixed for the process's life: read once, then only read. */
+static pthread_once_t s_pin_once = PTHREAD_ONCE_INIT;
+static uint32_t s_pin_minor = TB_SCHEMA_MINOR;
+static bool s_pin_bad;
+
+static void s_read_pin(void)
+{
+    const char *v = getenv("TB_SCHEMA_MINOR");
+    if (!v || !*v) {
+        return;
+    }
+    char *end = NULL;
+    unsigned long m = strtoul(v, &end, 10);
+    if (*end || v[0] == '-' || m > TB_SCHEMA_MINOR) {
+        s_pin_bad = true;
+        return;
+    }
+    s_pin_minor = (uint32_t)m;
+}
+
+uint32_t tb_codec_schema_minor(void)
+{
+    pthread_once(&s_pin_once, s_read_pin);
+    return s_pin_minor;
+}
+
+void tb_codec_schema_self(struct tb_msg_schema_version *out)
+{
+    uint32_t m = tb_codec_schema_minor();
+    *out = (struct tb_msg_schema_version){
+        .major = TB_SCHEMA_MAJOR, .minor = m, .fingerprint = tb_codec_layouts[m].fingerprint};
+}
+
+int tb_codec_schema_pin_check(char *err, size_t err_len)
+{
+    pthread_once(&s_pin_once, s_read_pin);
+    if (s_pin_bad) {
+        snprintf(err, err_len,
+                 "TB_SCHEMA_MINOR='%s' is not a schema minor of this build (%d.0 to %d.%d)",
+                 getenv("TB_SCHEMA_MINOR"), TB_SCHEMA_MAJOR, TB_SCHEMA_MAJOR, TB_SCHEMA_MINOR);
+        return TB_EINVAL;
+    }
+    return 0;
+}
+
+int tb_codec_check_peer(uint32_t major, uint32_t minor, uint64_t fingerprint, char *err,
+                        size_t err_len)
+{
+    uint32_t mine = tb_codec_schema_minor();
+    uint64_t my_fp = tb_codec_layouts[mine].fingerprint;
+    if (major != TB_SCHEMA_MAJOR) {
+        snprintf(err, err_len,
+                 "the peer speaks message schema %u.%u (fingerprint %016" PRIx64 "), this process "
+                 "%d.%u (fingerprint %016" PRIx64 "): different majors cannot be bridged; "
+                 "upgrade %s to a build of schema major %u",
+                 major, minor, fingerprint, TB_SCHEMA_MAJOR, mine, my_fp,
+                 major < TB_SCHEMA_MAJOR ? "the peer" : "this process",
+                 major < TB_SCHEMA_MAJOR ? (unsigned)TB_SCHEMA_MAJOR : major);
+        return TB_EPROTO;
+    }
+    if (minor > mine) {
+        return 0; /* the newer side judges */
+    }
+    if (tb_codec_layouts[minor].fingerprint != fingerprint) {
+        snprintf(err, err_len,
+                 "the peer speaks message schema %u.%u with fingerprint %016" PRIx64 ", but "
+                 "schema %d.%u of this process has fingerprint %016" PRIx64 " (it speaks %d.%u, "
+                 "%016" PRIx64 "): one was built from a modified messages.yaml; run builds of "
+                 "one source line on both",
+                 major, minor, fingerprint, TB_SCHEMA_MAJOR, minor,
+                 tb_codec_layouts[minor].fingerprint, TB_SCHEMA_MAJOR, mine, my_fp);
+        return TB_EPROTO;
+    }
+    return 0;
+}
+
+int tb_codec_check_peer_schema(const struct tb_msg_schema_version *sv, char *err, size_t err_len)
+{
+    if (!sv) {
+        return tb_codec_check_peer(1, 0, TB_SCHEMA_MAJOR == 1 ? tb_codec_layouts[0].fingerprint : 0,
+                                   err, err_len);
+    }
+    return tb_codec_check_peer((uint32_t)sv->major, (uint32_t)sv->minor, sv->fingerprint, err,
+                               err_len);
 }

@@ -17,8 +17,14 @@
  * likewise check `host->struct_size` before using a member added after the minor it was built for
  * (TB_HOST_HAS).
  *
- * Only C standard headers are needed.  The message structs come from tb_msgs.h, generated from
- * schemas/messages.yaml.
+ * The message structs of tb_msgs.h (generated from schemas/messages.yaml) are part of this ABI: a
+ * schema minor that adds a field comes with an ABI minor, and the host encodes and decodes a
+ * plugin's messages with the layouts of the schema minor its ABI minor shipped with, so a plugin
+ * built before a field was added keeps working and is never read past the end of its structs.
+ * Arrays of structs the host reads from a plugin carry their stride (config_field_size).  The
+ * rules for what a minor may change are in docs/plugins.md.
+ *
+ * Only C standard headers are needed.
  */
 #ifndef TB_PLUGIN_H
 #define TB_PLUGIN_H
@@ -36,7 +42,11 @@ extern "C" {
 #endif
 
 #define TB_ABI_MAJOR 1
-#define TB_ABI_MINOR 1
+#define TB_ABI_MINOR 2
+
+#if TB_SCHEMA_ABI_MINOR > TB_ABI_MINOR
+#error "tb_msgs.h is newer than tb_plugin.h: bump TB_ABI_MINOR with the schema minor"
+#endif
 
 /* The name of the one symbol a plugin exports. */
 #define TB_PLUGIN_ENTRY_SYMBOL "tb_plugin_entry"
@@ -119,7 +129,8 @@ typedef struct tb_metric tb_metric_t;       /* a metric family in the process re
 typedef struct tb_metric_series tb_metric_series_t; /* one label set of a family (ABI 1.1) */
 
 /* A route: one live instance of an endpoint, as the registry knows it.  Borrowed: valid only
- * during the callback or until the next tb_host.bus_* call on the same bus handle. */
+ * during the callback or until the next tb_host.bus_* call on the same bus handle.  Members are
+ * only appended; arrays of it are filled with the plugin's stride (bus_routes_list). */
 struct tb_route {
     const char *endpoint;      /* "namespace.component.endpoint" */
     uint64_t instance_id;      /* unique per registration, never reused in a registry's life */
@@ -131,7 +142,7 @@ struct tb_route {
     bool local;                /* served in this process */
 };
 
-/* What a component announces when it adds an endpoint (copied by the host). */
+/* What a component announces when it adds an endpoint (copied by the host).  Frozen. */
 struct tb_endpoint_meta {
     const char *model;       /* NULL or "" for none */
     const char *kind;        /* NULL means "text" */
@@ -328,6 +339,14 @@ struct tb_host {
     /* metric_add and metric_set on a series handle (NULL accepted). */
     void (*metric_series_add)(tb_metric_series_t *s, double v);
     void (*metric_series_set)(tb_metric_series_t *s, double v);
+
+    /* --- added in ABI 1.2 (check with TB_HOST_HAS) --- */
+    /* bus_routes_find into rows of `route_size` bytes: pass sizeof(struct tb_route) as the plugin
+     * was built.  The host fills the members that fit in a row, so struct tb_route may gain members
+     * in a later minor without writing past a plugin's array (bus_routes_find fills rows of ABI
+     * 1.0's size, always).  TB_EINVAL when route_size is smaller than ABI 1.0's struct. */
+    int (*bus_routes_list)(tb_bus_t *bus, const char *endpoint, const char *model, void *out,
+                           size_t route_size, int max);
 };
 
 /* True when the host table is recent enough to have `member`. */
@@ -367,6 +386,12 @@ struct tb_plugin {
     void (*stop)(void *state);
     /* Frees the state.  Called after stop, or after a failed start, or alone after create. */
     void (*destroy)(void *state);
+
+    /* --- added in ABI 1.2 --- */
+    /* sizeof(struct tb_config_field) as the plugin was built: the stride of config_fields, so a
+     * later ABI may append members to a row.  0 (as every plugin of ABI 1.0 or 1.1 leaves it)
+     * means the row size of the ABI minor the plugin declares. */
+    size_t config_field_size;
 };
 
 /* The entry point's type.  A plugin defines it as:

@@ -1,23 +1,131 @@
 #!/usr/bin/env python3
 """Turbine's test runner: unit binaries (cmocka, TAP output), Python tests (pytest) and fuzz
-targets.  Ends with one line: "N passed, N failed, N skipped"."""
+targets (libFuzzer, asan build), over one or more builds.  docs/testing.md says what each count
+means.  Prints a breakdown by kind, the reasons of every skip, the failures, and ends with one
+line: "N passed, N failed, N skipped"; exits non-zero on any failure.
+
+Trusts no exit code alone: a unit binary must run every test its TAP plan announced; a fuzz
+target must report the number of runs it was asked for; a sanitizer report or a death by signal
+is a failure whatever the status; under CI=true a skip for anything but the hardware is a
+failure."""
 import argparse
+import collections
 import os
 import re
 import shutil
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
+import xml.etree.ElementTree as ET
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, 'tests', 'integration'))
+import exitcheck  # noqa: E402
+
+# A skip whose reason starts with this is about the machine (an instruction set the CPU lacks),
+# not a missing dependency: it stays a skip under CI=true.
+HARDWARE = 'hardware:'
 
 
-def run_unit(build, pattern, results):
+def is_ci():
+    return os.environ.get('CI', '').strip().lower() in ('1', 'true', 'yes')
+
+
+class Results:
+    """Counts by kind ('unit', 'integration', 'fuzz'), skip reasons, failure names."""
+
+    KINDS = ('unit', 'integration', 'fuzz')
+
+    def __init__(self, ci):
+        self.ci = ci
+        self.counts = {k: collections.Counter() for k in self.KINDS}
+        self.skips = collections.Counter()
+        self.failures = []
+        self.fuzz_runs = 0
+        self.hardware = []  # paths a test did not run because this CPU lacks them
+
+    def add(self, kind, outcome, name, why=''):
+        self.counts[kind][outcome] += 1
+        if outcome == 'skipped':
+            self.skips[why or 'no reason given'] += 1
+        elif outcome == 'failed':
+            self.failures.append('%s %s%s' % (kind, name, ': ' + why if why else ''))
+
+    def skip(self, kind, name, why):
+        """A skip, or under CI=true (unless the hardware is why) a failure naming the reason."""
+        if self.ci and not why.startswith(HARDWARE):
+            self.add(kind, 'failed', name, 'skipped under CI=true: ' + why)
+        else:
+            self.add(kind, 'skipped', name, why)
+
+    def total(self, outcome):
+        return sum(c[outcome] for c in self.counts.values())
+
+    def report(self, seconds):
+        print('\n== summary')
+        for k in self.KINDS:
+            c = self.counts[k]
+            extra = ' (%d targets, %d fuzz runs executed)' % (sum(c.values()), self.fuzz_runs) \
+                if k == 'fuzz' else ''
+            print('%-12s %5d passed %3d failed %3d skipped%s'
+                  % (k, c['passed'], c['failed'], c['skipped'], extra))
+        for why, n in sorted(self.skips.items(), key=lambda x: -x[1]):
+            print('skipped %4d  %s' % (n, why))
+        for note in self.hardware:
+            print('not run on this CPU: ' + note)
+        for f in self.failures[:200]:
+            print('FAILED  ' + f)
+        print('suite time %.0f s' % seconds)
+        print('%d passed, %d failed, %d skipped' % (self.total('passed'), self.total('failed'),
+                                                  self.total('skipped')))
+
+
+def tail(text, n):
+    return '\n'.join('    ' + l for l in text.splitlines()[-n:])
+
+
+# ---- unit ------------------------------------------------------------------------------------
+
+TAP_RESULT = re.compile(r'^(not ok|ok)\s+(\d+)\s*-?\s*(.*)$')
+TAP_PLAN = re.compile(r'^1\.\.(\d+)\s*$')
+SKIP_REASON = re.compile(r'^#\s*skip:\s*(.*)$')
+
+
+def parse_tap(out):
+    """(plan or None, [(outcome, name, skip reason)], saw cmocka's closing '# ok/not ok' line).
+    A test states why it skips on a '# skip: REASON' line just before cmocka's skip line."""
+    plan, tests, closed, reason = None, [], False, None
+    for line in out.splitlines():
+        m = TAP_PLAN.match(line)
+        if m and plan is None:
+            plan = int(m.group(1))
+            continue
+        m = SKIP_REASON.match(line)
+        if m:
+            reason = m.group(1).strip()
+            continue
+        if re.match(r'^# (not )?ok - ', line):
+            closed = True
+            continue
+        m = TAP_RESULT.match(line)
+        if not m:
+            continue
+        name = m.group(3)
+        if '# SKIP' in line:
+            tests.append(('skipped', name.split('#')[0].strip(), reason or 'no reason given'))
+        elif m.group(1) == 'ok':
+            tests.append(('passed', name, None))
+        else:
+            tests.append(('failed', name, None))
+        reason = None
+    return plan, tests, closed
+
+
+def run_unit(build, pattern, res, timeout):
     udir = os.path.join(build, 'tests', 'unit')
     if not os.path.isdir(udir):
-        print('no unit tests built under %s' % udir)
-        results['failed'] += 1
+        res.add('unit', 'failed', udir, 'no unit tests built')
         return
     env = dict(os.environ, CMOCKA_MESSAGE_OUTPUT='TAP', TB_ROOT=ROOT, TB_BUILD=build)
     for name in sorted(os.listdir(udir)):
@@ -29,36 +137,50 @@ def run_unit(build, pattern, results):
         t0 = time.time()
         try:
             p = subprocess.run([path], cwd=ROOT, env=env, capture_output=True, text=True,
-                               timeout=600)
+                               errors='replace', timeout=timeout)
             out, rc = p.stdout + p.stderr, p.returncode
         except subprocess.TimeoutExpired as ex:
-            out, rc = (ex.stdout or '') + '\nTIMEOUT after 600 s', -1
-            if isinstance(out, bytes):
-                out = out.decode(errors='replace')
-        ok = failed = skipped = 0
-        for line in out.splitlines():
-            m = re.match(r'^(not ok|ok)\s+\d+\s*-?\s*(.*)$', line)
-            if not m:
-                continue
-            if '# SKIP' in line:
-                skipped += 1
-            elif m.group(1) == 'ok':
-                ok += 1
+            out = ex.stdout or ''
+            out = out.decode(errors='replace') if isinstance(out, bytes) else out
+            out, rc = out + '\nTIMEOUT after %d s' % timeout, None
+        plan, tests, closed = parse_tap(out)
+        for note in re.findall(r'^# hardware: (.*)$', out, re.M):
+            if note not in res.hardware:
+                res.hardware.append(note)
+        n = collections.Counter(t[0] for t in tests)
+        for outcome, tname, why in tests:
+            full = '%s:%s' % (name, tname)
+            if outcome == 'skipped':
+                res.skip('unit', full, why)
             else:
-                failed += 1
-        if rc != 0 and failed == 0:
-            failed = 1  # crashed or exited non-zero without a TAP failure line
-        results['passed'] += ok
-        results['failed'] += failed
-        results['skipped'] += skipped
-        status = 'FAIL' if failed else 'ok'
-        print('%-4s unit %-32s %3d passed %2d failed %2d skipped  %.1fs'
-              % (status, name, ok, failed, skipped, time.time() - t0))
-        if failed:
-            print('\n'.join('    ' + l for l in out.splitlines()[-60:]))
+                res.add('unit', outcome, full)
+        # The binary as a whole: its plan kept, its status and output those of a clean run.
+        why = None
+        if rc is None:
+            why = 'timed out after %d s' % timeout
+        elif plan is None:
+            why = 'printed no TAP plan'
+        elif len(tests) != plan:
+            why = 'planned %d tests, ran %d' % (plan, len(tests))
+        elif not closed:
+            why = 'stopped before its closing summary line'
+        else:
+            why = exitcheck.problem(rc, out)
+            if why is None and rc != 0 and n['failed'] == 0:
+                why = 'exit status %d without a failed test' % rc
+        if why:
+            res.add('unit', 'failed', name, why)
+        status = 'FAIL' if why or n['failed'] else 'ok'
+        print('%-4s unit %-32s %3d passed %2d failed %2d skipped  %.1fs%s'
+              % (status, name, n['passed'], n['failed'] + (1 if why else 0), n['skipped'],
+                 time.time() - t0, '  (' + why + ')' if why else ''))
+        if status == 'FAIL':
+            print(tail(out, 60))
 
 
-def run_pytest(build, pattern, results):
+# ---- integration -----------------------------------------------------------------------------
+
+def run_pytest(build, pattern, res, first_build):
     tdir = os.path.join(ROOT, 'tests', 'integration')
     files = sorted(f for f in os.listdir(tdir) if f.startswith('test_') and f.endswith('.py'))
     if pattern:
@@ -69,32 +191,58 @@ def run_pytest(build, pattern, results):
     if os.path.exists(junit):
         os.unlink(junit)
     env = dict(os.environ, TB_ROOT=ROOT, TB_BUILD=build, PYTHONUNBUFFERED='1')
+    # a module that fails to import (or, under CI=true, skips as a whole) is one failure; the
+    # other modules still run
     cmd = [sys.executable, '-m', 'pytest', '-q', '-rfEs', '-p', 'no:cacheprovider',
-           '--junitxml', junit] + [os.path.join(tdir, f) for f in files]
-    print('pytest: ' + ' '.join(files))
+           '--continue-on-collection-errors', '--junitxml', junit]
+    if not first_build:
+        # A test that runs no built program is the same test in every build: counted once.
+        cmd += ['-m', 'not pure_python']
+    cmd += [os.path.join(tdir, f) for f in files]
+    print('pytest%s: %s' % ('' if first_build else ' (build-dependent tests only)',
+                            ' '.join(files)))
     p = subprocess.run(cmd, cwd=ROOT, env=env)
-    import xml.etree.ElementTree as ET
     try:
         root = ET.parse(junit).getroot()
     except (OSError, ET.ParseError):
-        results['failed'] += 1
+        res.add('integration', 'failed', 'pytest', 'no junit report (status %d)' % p.returncode)
         return
-    suites = [root] if root.tag == 'testsuite' else list(root)
-    for s in suites:
-        tests = int(s.get('tests', 0))
-        fail = int(s.get('failures', 0)) + int(s.get('errors', 0))
-        skip = int(s.get('skipped', 0))
-        results['passed'] += tests - fail - skip
-        results['failed'] += fail
-        results['skipped'] += skip
-    if p.returncode not in (0, 1, 5) and results['failed'] == 0:
-        results['failed'] += 1
+    failed_before = res.counts['integration']['failed']
+    for case in root.iter('testcase'):
+        name = '%s::%s' % (case.get('classname', ''), case.get('name', ''))
+        if case.find('failure') is not None or case.find('error') is not None:
+            el = case.find('failure') if case.find('failure') is not None else case.find('error')
+            why = el.get('message') or ''
+            if why == 'collection failure' and el.text:
+                why = el.text.strip().splitlines()[-1]
+            res.add('integration', 'failed', name, why[:200])
+        elif case.find('skipped') is not None:
+            msg = case.find('skipped').get('message') or ''
+            msg = re.sub(r'^Skipped:\s*', '', msg)
+            res.skip('integration', name, msg)
+        else:
+            res.add('integration', 'passed', name)
+    # 0 all passed, 1 some failed, 5 nothing collected (a -k that matched no test here)
+    if p.returncode not in (0, 1, 5) or (p.returncode == 1 and
+                                         res.counts['integration']['failed'] == failed_before):
+        res.add('integration', 'failed', 'pytest', 'pytest exited with status %d'
+                % p.returncode)
 
 
-def run_fuzz(build, pattern, results, runs):
+# ---- fuzz ------------------------------------------------------------------------------------
+
+FUZZ_DONE = re.compile(r'^Done (\d+) runs in ', re.M)
+
+
+def run_fuzz(build, pattern, res, runs, timeout, required):
     fdir = os.path.join(build, 'tests', 'fuzz')
     if not os.path.isdir(fdir):
+        if required:
+            # the asan build always has fuzz targets when clang is installed (tools/setup.sh)
+            res.skip('fuzz', fdir, 'no fuzz targets built under %s (is clang installed?)'
+                     % os.path.relpath(fdir, ROOT))
         return
+    art_root = os.path.join(build, 'fuzz-artifacts')
     for name in sorted(os.listdir(fdir)):
         path = os.path.join(fdir, name)
         if not name.startswith('fuzz_') or '.' in name or not os.access(path, os.X_OK):
@@ -103,20 +251,50 @@ def run_fuzz(build, pattern, results, runs):
             continue
         corpus = os.path.join(ROOT, 'tests', 'fuzz', 'corpus', name[len('fuzz_'):])
         # libFuzzer writes new inputs into its first corpus folder: give it a scratch one so the
-        # repository's seed corpus stays as committed.
+        # repository's seed corpus stays as committed; crash, leak and timeout artifacts go
+        # under the build folder, never into the repository.
         scratch = tempfile.mkdtemp(prefix='tb-fuzz-')
-        args = [path, '-runs=%d' % runs, '-max_len=65536', '-rss_limit_mb=2048', scratch]
+        arts = os.path.join(art_root, name)
+        shutil.rmtree(arts, ignore_errors=True)
+        os.makedirs(arts)
+        args = [path, '-runs=%d' % runs, '-seed=1', '-max_len=65536', '-rss_limit_mb=2048',
+                '-timeout=60', '-artifact_prefix=' + arts + '/', scratch]
         if os.path.isdir(corpus):
             args.append(corpus)
         t0 = time.time()
-        p = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+        try:
+            p = subprocess.run(args, cwd=arts, capture_output=True, text=True, errors='replace',
+                               timeout=timeout)
+            out, rc = p.stdout + p.stderr, p.returncode
+        except subprocess.TimeoutExpired as ex:
+            out = ex.stderr or ''
+            out = out.decode(errors='replace') if isinstance(out, bytes) else out
+            out, rc = out, None
         shutil.rmtree(scratch, ignore_errors=True)
-        ok = p.returncode == 0
-        results['passed' if ok else 'failed'] += 1
-        print('%-4s fuzz %-32s %d runs  %.1fs' % ('ok' if ok else 'FAIL', name, runs,
-                                                   time.time() - t0))
-        if not ok:
-            print('\n'.join('    ' + l for l in (p.stdout + p.stderr).splitlines()[-40:]))
+        done = [int(x) for x in FUZZ_DONE.findall(out)]
+        ran = done[-1] if done else 0
+        res.fuzz_runs += ran
+        if rc is None:
+            why = 'hung: killed after %d s (--fuzz-timeout)' % timeout
+        elif rc != 0:
+            why = exitcheck.problem(rc, out) or 'exit status %d' % rc
+        elif not done:
+            why = 'libFuzzer reported no "Done N runs" line'
+        elif ran < runs:
+            why = 'ran %d of %d runs' % (ran, runs)
+        else:
+            why = exitcheck.problem(rc, out)
+        res.add('fuzz', 'failed' if why else 'passed', name, why or '')
+        kept = sorted(os.listdir(arts))
+        if not kept:
+            os.rmdir(arts)
+        print('%-4s fuzz %-32s %d runs  %.1fs%s' % ('FAIL' if why else 'ok', name, ran,
+                                                    time.time() - t0,
+                                                    '  (' + why + ')' if why else ''))
+        if why:
+            print(tail(out, 40))
+            for k in kept:
+                print('    artifact: %s' % os.path.join(arts, k))
 
 
 def main():
@@ -126,22 +304,28 @@ def main():
     ap.add_argument('--only', choices=['unit', 'py', 'fuzz'], default=None)
     ap.add_argument('-k', dest='pattern', default=None, help='regex on test file names')
     ap.add_argument('--fuzz-runs', type=int, default=20000)
+    ap.add_argument('--fuzz-timeout', type=int, default=600,
+                    help='seconds one fuzz target may take before it counts as hung')
+    ap.add_argument('--unit-timeout', type=int, default=600)
     a = ap.parse_args()
+    exitcheck.sanitizer_env()
     builds = [os.path.abspath(b) for b in (a.build or [os.path.join(ROOT, 'build', 'release')])]
-    results = {'passed': 0, 'failed': 0, 'skipped': 0}
+    res = Results(is_ci())
+    if res.ci:
+        print('CI=true: a skip for a missing dependency counts as a failure')
     t0 = time.time()
-    for build in builds:
+    for i, build in enumerate(builds):
         print('== %s' % os.path.relpath(build, ROOT))
         if a.only in (None, 'unit'):
-            run_unit(build, a.pattern, results)
+            run_unit(build, a.pattern, res, a.unit_timeout)
         if a.only in (None, 'py'):
-            run_pytest(build, a.pattern, results)
+            run_pytest(build, a.pattern, res, i == 0)
         if a.only in (None, 'fuzz'):
-            run_fuzz(build, a.pattern, results, a.fuzz_runs)
-    print('suite time %.0f s' % (time.time() - t0))
-    print('%d passed, %d failed, %d skipped' % (results['passed'], results['failed'],
-                                              results['skipped']))
-    sys.exit(1 if results['failed'] else 0)
+            asan = 'asan' in os.path.basename(build)
+            run_fuzz(build, a.pattern, res, a.fuzz_runs, a.fuzz_timeout,
+                     asan and not a.pattern)
+    res.report(time.time() - t0)
+    sys.exit(1 if res.total('failed') else 0)
 
 
 if __name__ == '__main__':

@@ -181,8 +181,8 @@ def main(argv=None):
     ap.add_argument('--json', action='store_true', help='print one JSON object')
     ap.add_argument('--text', action='store_true', help='decode the tokens with tokenizer.json')
     ap.add_argument('--check-transformers', action='store_true',
-                    help='HF folders: also run transformers (if installed; not a project '
-                         'dependency) in float64 on the same tokens and print the difference')
+                    help='HF folders: also run transformers (tools/requirements.txt) in '
+                         'float64 on the same tokens and print the difference')
     a = ap.parse_args(argv)
     torch.set_grad_enabled(False)
     m = Model(a.model, torch.float32 if a.float32 else torch.float64)

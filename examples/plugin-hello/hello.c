@@ -1,15 +1,13 @@
 /* An out-of-tree Turbine plugin: serves <namespace>.<component>.hello and answers each request
- * with "hello, <payload>" in one final chunk.  Build (docs/plugins.md):
+ * with "hello, <payload>" in one final chunk.  Its thread comes from the SDK helper library
+ * (tb_actor.h).  Build (docs/plugins.md):
  *   cc -std=c11 -shared -fPIC -fvisibility=hidden $(pkg-config --cflags turbine-plugin) \
- *      -o tb_hello.so hello.c -lpthread
+ *      -o tb_hello.so hello.c $(pkg-config --libs turbine-plugin) -lpthread
  */
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <time.h>
 
+#include "tb_actor.h"
 #include "tb_plugin.h"
 
 struct hello_config {
@@ -20,9 +18,7 @@ struct hello {
     const struct tb_host *host;
     tb_component_t *comp;
     const struct hello_config *cfg;
-    pthread_t thread;
-    atomic_bool stop;
-    atomic_int ready; /* 0 starting, 1 serving, -1 failed */
+    tb_actor_t *actor;
 };
 
 static void on_request(tb_request_t *req, const void *payload, size_t len, void *user)
@@ -40,24 +36,19 @@ static void on_cancel(tb_request_t *req, void *user)
     (void)req; /* every request is answered at once: nothing to stop */
 }
 
-/* The plugin's one thread: it owns a bus handle and runs the bus loop. */
-static void *run(void *arg)
+/* On the plugin's thread (an actor), with its own bus handle: start waits for this. */
+static int init(void *user, tb_bus_t *bus)
 {
-    struct hello *h = arg;
-    tb_bus_t *bus = h->host->bus_new(h->comp);
+    struct hello *h = user;
     tb_endpoint_t *ep;
-    if (!bus || h->host->bus_endpoint_add(bus, "hello", NULL, on_request, on_cancel, h, &ep)) {
-        h->host->bus_destroy(&bus);
-        atomic_store(&h->ready, -1);
-        return NULL;
+    int rc = h->host->bus_endpoint_add(bus, "hello", NULL, on_request, on_cancel, h, &ep);
+    if (rc != 0) {
+        h->host->set_error(h->comp, "cannot serve the hello endpoint: %s", h->host->strerror(rc));
     }
-    atomic_store(&h->ready, 1);
-    while (!atomic_load(&h->stop)) {
-        h->host->bus_run(bus, 100);
-    }
-    h->host->bus_destroy(&bus);
-    return NULL;
+    return rc;
 }
+
+static const struct tb_actor_ops ops = {.init = init};
 
 static int create(const struct tb_host *host, tb_component_t *comp, const void *config,
                   void **state)
@@ -77,28 +68,17 @@ static int create(const struct tb_host *host, tb_component_t *comp, const void *
 static int start(void *state)
 {
     struct hello *h = state;
-    if (pthread_create(&h->thread, NULL, run, h) != 0) {
-        h->host->set_error(h->comp, "cannot start a thread");
-        return TB_EIO;
+    int rc = tb_actor_start(&h->actor, h->host, h->comp, &ops, h);
+    if (rc == 0) {
+        TB_LOG_INFO(h->host, h->comp, "saying '%s'", h->cfg->greeting);
     }
-    while (atomic_load(&h->ready) == 0) {
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
-    if (atomic_load(&h->ready) < 0) {
-        pthread_join(h->thread, NULL);
-        h->host->set_error(h->comp, "cannot serve the hello endpoint");
-        return TB_EIO;
-    }
-    TB_LOG_INFO(h->host, h->comp, "saying '%s'", h->cfg->greeting);
-    return 0;
+    return rc;
 }
 
 static void stop(void *state)
 {
     struct hello *h = state;
-    atomic_store(&h->stop, true);
-    pthread_join(h->thread, NULL);
+    tb_actor_stop(&h->actor);
 }
 
 static void destroy(void *state)
@@ -125,6 +105,7 @@ static const struct tb_plugin plugin = {
     .start = start,
     .stop = stop,
     .destroy = destroy,
+    .config_field_size = sizeof(struct tb_config_field),
 };
 
 TB_EXPORT const struct tb_plugin *tb_plugin_entry(void)

@@ -322,7 +322,7 @@ static int s_initial_hf(const struct tb_bpe *b, const char *word, size_t len, st
     size_t unk_start = 0, unk_len = 0;
     size_t i = 0;
     while (i < len) {
-        size_t cl = tb_tok_utf8_lead_len((uint8_t)word[i]);
+        size_t cl = tb_utf8_lead_len((uint8_t)word[i]);
         if (cl > len - i) {
             cl = len - i;
         }
@@ -377,7 +377,7 @@ static int s_initial_chars(const struct tb_bpe *b, const char *word, size_t len,
 {
     size_t i = 0;
     while (i < len) {
-        size_t cl = tb_tok_utf8_lead_len((uint8_t)word[i]);
+        size_t cl = tb_utf8_lead_len((uint8_t)word[i]);
         if (cl > len - i) {
             cl = len - i;
         }

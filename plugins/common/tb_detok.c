@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tb_buf.h"
 #include "tb_errors.h"
 #include "tb_tok_buf.h"
 #include "tb_tok_utf8.h"
@@ -23,7 +24,7 @@ struct tb_detok {
     bool emitted;       /* a character has been output */
     uint8_t hold[4];    /* an incomplete character */
     size_t n_hold;
-    struct tb_tok_buf out;
+    struct tb_buf out;
 };
 
 static void s_reset(struct tb_detok *d)
@@ -43,7 +44,7 @@ int tb_detok_new(const tb_tokenizer_t *tok, bool skip_special, tb_detok_t **out)
     }
     d->tok = tok;
     d->skip_special = skip_special;
-    tb_tok_buf_init(&d->out);
+    tb_buf_init(&d->out);
     s_reset(d);
     *out = d;
     return 0;
@@ -73,7 +74,7 @@ int tb_detok_set_prefix(tb_detok_t *d, const int32_t *ids, size_t n)
             return rc;
         }
     }
-    tb_tok_buf_clear(&d->out);
+    tb_buf_clear(&d->out);
     return 0;
 }
 
@@ -82,7 +83,7 @@ void tb_detok_destroy(tb_detok_t **d_p)
     if (!d_p || !*d_p) {
         return;
     }
-    tb_tok_buf_release(&(*d_p)->out);
+    tb_buf_free(&(*d_p)->out);
     free(*d_p);
     *d_p = NULL;
 }
@@ -98,7 +99,7 @@ static int s_put_char(struct tb_detok *d, const char *c, size_t n, uint32_t cp)
         d->strip_left = 0;
     }
     d->emitted = true;
-    return tb_tok_buf_append(&d->out, c, n);
+    return tb_buf_append(&d->out, c, n);
 }
 
 /* Feeds bytes through the UTF-8 assembler.  At `end`, an incomplete tail is flushed as
@@ -119,7 +120,7 @@ static int s_feed(struct tb_detok *d, const char *p, size_t n, bool end)
         }
         uint32_t cp = 0;
         size_t cl = 0;
-        tb_utf8_status_t st = tb_tok_utf8_next(buf, have, &cp, &cl);
+        tb_utf8_status_t st = tb_utf8_decode(buf, have, &cp, &cl);
         if (st == TB_UTF8_INCOMPLETE && !end) {
             /* All new bytes belong to the held character. */
             memcpy(d->hold, buf, have);
@@ -154,7 +155,7 @@ static int s_feed(struct tb_detok *d, const char *p, size_t n, bool end)
         }
         uint32_t cp = 0;
         size_t cl = 0;
-        tb_utf8_status_t st = tb_tok_utf8_next((const uint8_t *)p + i, n - i, &cp, &cl);
+        tb_utf8_status_t st = tb_utf8_decode((const uint8_t *)p + i, n - i, &cp, &cl);
         if (st == TB_UTF8_OK) {
             rc = s_put_char(d, p + i, cl, cp);
         } else if (st == TB_UTF8_INVALID) {
@@ -174,7 +175,7 @@ int tb_detok_push(tb_detok_t *d, int32_t id, const char **text, size_t *len)
 {
     int rc = 0;
     const tb_tokenizer_t *tok = d->tok;
-    tb_tok_buf_clear(&d->out);
+    tb_buf_clear(&d->out);
     *text = "";
     *len = 0;
     if (id < 0 || (size_t)id >= tb_tok_vocab_size(tok->vocab) ||
@@ -194,8 +195,8 @@ int tb_detok_push(tb_detok_t *d, int32_t id, const char **text, size_t *len)
     if (rc == 0) {
         rc = s_feed(d, bytes, n, false);
     }
-    if (rc == 0 && d->out.ptr) {
-        *text = d->out.ptr;
+    if (rc == 0 && d->out.data) {
+        *text = (char *)d->out.data;
         *len = d->out.len;
     }
     return rc;
@@ -204,14 +205,14 @@ int tb_detok_push(tb_detok_t *d, int32_t id, const char **text, size_t *len)
 int tb_detok_flush(tb_detok_t *d, const char **text, size_t *len)
 {
     int rc = 0;
-    tb_tok_buf_clear(&d->out);
+    tb_buf_clear(&d->out);
     *text = "";
     *len = 0;
     if (d->n_hold > 0) {
         rc = s_feed(d, "", 0, true);
     }
-    if (rc == 0 && d->out.ptr) {
-        *text = d->out.ptr;
+    if (rc == 0 && d->out.data) {
+        *text = (char *)d->out.data;
         *len = d->out.len;
     }
     s_reset(d);

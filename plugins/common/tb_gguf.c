@@ -577,32 +577,19 @@ static int s_parse(struct tb_gguf *g, char *err, size_t err_len)
     return 0;
 }
 
-static void s_set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void s_set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (err && err_len > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-}
-
 int tb_gguf_open_memory(const void *data, size_t len, tb_gguf_t **out, char *err,
                         size_t err_len)
 {
     int rc = 0;
     struct tb_gguf *g = NULL;
     if (!out || (!data && len > 0)) {
-        s_set_err(err, err_len, "invalid arguments");
+        tb_err_set(err, err_len, "invalid arguments");
         return TB_EINVAL;
     }
     *out = NULL;
     g = calloc(1, sizeof(*g));
     if (!g) {
-        s_set_err(err, err_len, "out of memory");
+        tb_err_set(err, err_len, "out of memory");
         rc = TB_ENOMEM;
         goto fail;
     }
@@ -629,30 +616,30 @@ int tb_gguf_open(const char *path, tb_gguf_t **out, char *err, size_t err_len)
     char msg[512] = "";
 
     if (!path || !out) {
-        s_set_err(err, err_len, "invalid arguments");
+        tb_err_set(err, err_len, "invalid arguments");
         return TB_EINVAL;
     }
     *out = NULL;
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         rc = -errno;
-        s_set_err(err, err_len, "cannot open model '%s': %s", path, strerror(errno));
+        tb_err_set(err, err_len, "cannot open model '%s': %s", path, strerror(errno));
         goto done;
     }
     if (fstat(fd, &st) < 0) {
         rc = -errno;
-        s_set_err(err, err_len, "cannot stat model '%s': %s", path, strerror(errno));
+        tb_err_set(err, err_len, "cannot stat model '%s': %s", path, strerror(errno));
         goto close_fd;
     }
     if (!S_ISREG(st.st_mode)) {
         rc = TB_EINVAL;
-        s_set_err(err, err_len, "cannot open model '%s': not a regular file", path);
+        tb_err_set(err, err_len, "cannot open model '%s': not a regular file", path);
         goto close_fd;
     }
     len = (size_t)st.st_size;
     if (len < 4) {
         rc = TB_EMODEL;
-        s_set_err(err, err_len, "cannot open model '%s': not a GGUF file (%zu bytes)", path,
+        tb_err_set(err, err_len, "cannot open model '%s': not a GGUF file (%zu bytes)", path,
                   len);
         goto close_fd;
     }
@@ -660,12 +647,12 @@ int tb_gguf_open(const char *path, tb_gguf_t **out, char *err, size_t err_len)
     if (map == MAP_FAILED) {
         rc = -errno;
         map = NULL;
-        s_set_err(err, err_len, "cannot map model '%s': %s", path, strerror(errno));
+        tb_err_set(err, err_len, "cannot map model '%s': %s", path, strerror(errno));
         goto close_fd;
     }
     rc = tb_gguf_open_memory(map, len, out, msg, sizeof(msg));
     if (rc < 0) {
-        s_set_err(err, err_len, "cannot open model '%s': %s", path, msg);
+        tb_err_set(err, err_len, "cannot open model '%s': %s", path, msg);
         munmap(map, len);
         goto close_fd;
     }

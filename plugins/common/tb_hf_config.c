@@ -19,18 +19,6 @@
 
 enum { ABSENT = 1 }; /* helper result: key absent or null, nothing written */
 
-__attribute__((format(printf, 3, 4))) static int s_fail(char *err, size_t err_len,
-                                                        const char *fmt, ...)
-{
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return TB_EMODEL;
-}
-
 /* A short printable rendering of a JSON value for messages (static buffer per call site is
  * avoided: the caller passes one). */
 static const char *s_show(json_t *v, char *buf, size_t n)
@@ -51,7 +39,7 @@ static int s_bad(const char *file, const char *key, json_t *v, const char *why, 
                  size_t err_len)
 {
     char buf[72];
-    return s_fail(err, err_len, "%s: %s %s: %s", file, key, s_show(v, buf, sizeof buf), why);
+    return tb_err_fail(err, err_len, TB_EMODEL, "%s: %s %s: %s", file, key, s_show(v, buf, sizeof buf), why);
 }
 
 /* Integer in [lo, hi]; integral reals (2048.0) are accepted. */
@@ -86,7 +74,7 @@ static int s_u32(json_t *obj, const char *file, const char *key, bool required, 
     long long x;
     int rc = s_int(obj, file, key, lo, hi, &x, err, err_len);
     if (rc == ABSENT && required) {
-        return s_fail(err, err_len, "%s: required key '%s' is missing", file, key);
+        return tb_err_fail(err, err_len, TB_EMODEL, "%s: required key '%s' is missing", file, key);
     }
     if (rc == 0) {
         *out = (uint32_t)x;
@@ -193,13 +181,13 @@ static json_t *s_load(const char *file, const char *text, size_t len, char *err,
     }
     json_t *root = json_loadb(text, len, flags, &jerr);
     if (!root) {
-        *rc = s_fail(err, err_len, "%s: invalid JSON at line %d column %d: %s", file, jerr.line,
+        *rc = tb_err_fail(err, err_len, TB_EMODEL, "%s: invalid JSON at line %d column %d: %s", file, jerr.line,
                      jerr.column, jerr.text);
         return NULL;
     }
     if (!json_is_object(root)) {
         json_decref(root);
-        *rc = s_fail(err, err_len, "%s: the top level is not a JSON object", file);
+        *rc = tb_err_fail(err, err_len, TB_EMODEL, "%s: the top level is not a JSON object", file);
         return NULL;
     }
     *rc = 0;
@@ -256,7 +244,7 @@ static int s_arch(json_t *root, const char *file, struct tb_model_params *p, cha
         }
     }
     if (found < 0) {
-        return s_fail(err, err_len, "%s: neither model_type nor architectures is given", file);
+        return tb_err_fail(err, err_len, TB_EMODEL, "%s: neither model_type nor architectures is given", file);
     }
     snprintf(p->arch, sizeof p->arch, "%s", s_arch_names[found][0]);
     return 0;
@@ -279,7 +267,7 @@ static int s_rope_scaling(json_t *rs, const char *file, struct tb_model_params *
         tkey = "rope_scaling.type";
     }
     if (!t || json_is_null(t)) {
-        return s_fail(err, err_len, "%s: rope_scaling has no rope_type", file);
+        return tb_err_fail(err, err_len, TB_EMODEL, "%s: rope_scaling has no rope_type", file);
     }
     if (!json_is_string(t)) {
         return s_bad(file, tkey, t, "is not a string", err, err_len);
@@ -295,7 +283,7 @@ static int s_rope_scaling(json_t *rs, const char *file, struct tb_model_params *
         s->type = TB_ROPE_SCALING_LINEAR;
         rc = s_num(rs, file, "factor", 1e-6, 1e6, &s->factor, err, err_len);
         if (rc == ABSENT) {
-            return s_fail(err, err_len, "%s: rope_scaling type linear needs 'factor'", file);
+            return tb_err_fail(err, err_len, TB_EMODEL, "%s: rope_scaling type linear needs 'factor'", file);
         }
         return rc;
     }
@@ -306,7 +294,7 @@ static int s_rope_scaling(json_t *rs, const char *file, struct tb_model_params *
         for (int i = 0; i < 3; i++) {
             rc = s_num(rs, file, keys[i], 1e-6, 1e6, vals[i], err, err_len);
             if (rc == ABSENT) {
-                return s_fail(err, err_len, "%s: rope_scaling type llama3 needs '%s'", file,
+                return tb_err_fail(err, err_len, TB_EMODEL, "%s: rope_scaling type llama3 needs '%s'", file,
                               keys[i]);
             }
             if (rc != 0) {
@@ -319,7 +307,7 @@ static int s_rope_scaling(json_t *rs, const char *file, struct tb_model_params *
             return rc;
         }
         if (!(s->high_freq_factor > s->low_freq_factor)) {
-            return s_fail(err, err_len,
+            return tb_err_fail(err, err_len, TB_EMODEL,
                           "%s: rope_scaling high_freq_factor %g must exceed low_freq_factor %g",
                           file, s->high_freq_factor, s->low_freq_factor);
         }
@@ -366,9 +354,192 @@ static int s_window_layers(json_t *root, const char *file, struct tb_model_param
     if (n_sliding == 0) {
         p->sliding_window = 0;
     } else if (n_sliding != p->n_layers) {
-        return s_fail(err, err_len,
+        return tb_err_fail(err, err_len, TB_EMODEL,
                       "%s: a sliding window on %u of %u layers is not supported (all or none)",
                       file, n_sliding, p->n_layers);
+    }
+    return 0;
+}
+
+/* Layer count, widths, heads and head_dim, with their consistency checks. */
+static int s_shape(json_t *root, const char *F, struct tb_model_params *p, char *err,
+                   size_t err_len)
+{
+    int rc;
+    struct {
+        const char *key;
+        long long hi;
+        uint32_t *dst;
+    } req[] = {
+        {"num_hidden_layers", 1024, &p->n_layers},
+        {"hidden_size", 1 << 16, &p->hidden},
+        {"intermediate_size", 1 << 20, &p->intermediate},
+        {"num_attention_heads", 1024, &p->n_heads},
+        {"vocab_size", 1 << 22, &p->vocab},
+    };
+    for (size_t i = 0; i < sizeof req / sizeof req[0]; i++) {
+        rc = s_u32(root, F, req[i].key, true, 1, req[i].hi, req[i].dst, err, err_len);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    p->n_kv_heads = p->n_heads;
+    rc = s_u32(root, F, "num_key_value_heads", false, 1, 1024, &p->n_kv_heads, err, err_len);
+    if (rc < 0) {
+        return rc;
+    }
+    if (p->n_heads % p->n_kv_heads != 0) {
+        rc = tb_err_fail(err, err_len, TB_EMODEL,
+                    "%s: num_attention_heads %u is not a multiple of num_key_value_heads %u", F,
+                    p->n_heads, p->n_kv_heads);
+        return rc;
+    }
+    p->head_dim = 0;
+    rc = s_u32(root, F, "head_dim", false, 2, 1024, &p->head_dim, err, err_len);
+    if (rc < 0) {
+        return rc;
+    }
+    if (rc == ABSENT) {
+        if (p->hidden % p->n_heads != 0) {
+            rc = tb_err_fail(err, err_len, TB_EMODEL,
+                        "%s: hidden_size %u is not a multiple of num_attention_heads %u "
+                        "and head_dim is not given",
+                        F, p->hidden, p->n_heads);
+            return rc;
+        }
+        p->head_dim = p->hidden / p->n_heads;
+    }
+    if (p->head_dim % 2 != 0 || p->head_dim < 2 || p->head_dim > 1024) {
+        rc = tb_err_fail(err, err_len, TB_EMODEL,
+                    "%s: head_dim %u (given or hidden_size / num_attention_heads) must be "
+                    "even and in 2..1024",
+                    F, p->head_dim);
+        return rc;
+    }
+    return 0;
+}
+
+/* Context length, norm epsilon, RoPE (theta, scaling, partial rotary) and the activation. */
+static int s_positions(json_t *root, const char *F, struct tb_model_params *p, char *err,
+                       size_t err_len)
+{
+    int rc;
+    p->max_context = strcmp(p->arch, "llama") == 0 ? 2048 : 32768;
+    rc = s_u32(root, F, "max_position_embeddings", false, 1, 1 << 24, &p->max_context, err,
+               err_len);
+    if (rc < 0) {
+        return rc;
+    }
+    p->rms_eps = 1e-6;
+    rc = s_num(root, F, "rms_norm_eps", 1e-12, 0.5, &p->rms_eps, err, err_len);
+    if (rc < 0) {
+        return rc;
+    }
+    json_t *rp = json_object_get(root, "rope_parameters"); /* transformers 5 layout */
+    if (rp && !json_is_null(rp) && !json_is_object(rp)) {
+        rc = s_bad(F, "rope_parameters", rp, "is not an object", err, err_len);
+        return rc;
+    }
+    p->rope_theta = 10000.0;
+    rc = s_num(json_is_object(rp) ? rp : root, F, "rope_theta", 1e-3, 1e12, &p->rope_theta, err,
+               err_len);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = s_rope_scaling(json_is_object(rp) ? rp : json_object_get(root, "rope_scaling"), F, p,
+                        err, err_len);
+    if (rc != 0) {
+        return rc;
+    }
+    double prf = 1.0;
+    rc = s_num(root, F, "partial_rotary_factor", 0.0, 1.0, &prf, err, err_len);
+    if (rc < 0) {
+        return rc;
+    }
+    if (prf != 1.0) {
+        rc = s_bad(F, "partial_rotary_factor", json_object_get(root, "partial_rotary_factor"),
+                   "is not supported (only 1.0)", err, err_len);
+        return rc;
+    }
+    json_t *act = json_object_get(root, "hidden_act");
+    if (act && !json_is_null(act) &&
+        !(json_is_string(act) && strcmp(json_string_value(act), "silu") == 0)) {
+        rc = s_bad(F, "hidden_act", act, "is not supported (only silu)", err, err_len);
+        return rc;
+    }
+    return 0;
+}
+
+/* Biases, tied embeddings and the sliding window. */
+static int s_biases_window(json_t *root, const char *F, struct tb_model_params *p, char *err,
+                           size_t err_len)
+{
+    int rc;
+    bool b = false;
+    rc = s_bool(root, F, "attention_bias", &b, err, err_len);
+    if (rc < 0) {
+        return rc;
+    }
+    p->qkv_bias = strcmp(p->arch, "qwen2") == 0;
+    if (b && !p->qkv_bias) {
+        rc = s_bad(F, "attention_bias", json_object_get(root, "attention_bias"),
+                   "is not supported for this model_type (it adds an o_proj bias)", err,
+                   err_len);
+        return rc;
+    }
+    b = false;
+    rc = s_bool(root, F, "mlp_bias", &b, err, err_len);
+    if (rc < 0) {
+        return rc;
+    }
+    if (b) {
+        rc = s_bad(F, "mlp_bias", json_object_get(root, "mlp_bias"), "is not supported", err,
+                   err_len);
+        return rc;
+    }
+    p->tied_embeddings = false;
+    rc = s_bool(root, F, "tie_word_embeddings", &p->tied_embeddings, err, err_len);
+    if (rc < 0) {
+        return rc;
+    }
+    p->sliding_window = 0;
+    bool use_sw = strcmp(p->arch, "qwen2") != 0;
+    rc = s_bool(root, F, "use_sliding_window", &use_sw, err, err_len);
+    if (rc < 0) {
+        return rc;
+    }
+    if (use_sw) {
+        rc = s_u32(root, F, "sliding_window", false, 1, 1 << 24, &p->sliding_window, err,
+                   err_len);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    if (p->sliding_window) {
+        rc = s_window_layers(root, F, p, err, err_len);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* BOS, EOS (one id or a list) and PAD. */
+static int s_special_ids(json_t *root, const char *F, struct tb_model_params *p, char *err,
+                         size_t err_len)
+{
+    int rc;
+    rc = s_ids(root, F, "bos_token_id", false, &p->bos_id, NULL, err, err_len);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = s_ids(root, F, "eos_token_id", true, &p->eos_id, p, err, err_len);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = s_ids(root, F, "pad_token_id", false, &p->pad_id, NULL, err, err_len);
+    if (rc < 0) {
+        return rc;
     }
     return 0;
 }
@@ -389,161 +560,19 @@ int tb_hf_config_parse(const char *text, size_t len, struct tb_model_params *p, 
     p->format = TB_MODEL_FORMAT_HF;
     p->rope_layout = TB_ROPE_NEOX;
     if (json_object_get(root, "text_config")) {
-        rc = s_fail(err, err_len, "%s: text_config (a multimodal wrapper) is not supported", F);
+        rc = tb_err_fail(err, err_len, TB_EMODEL, "%s: text_config (a multimodal wrapper) is not supported", F);
         goto out;
     }
-    struct {
-        const char *key;
-        long long hi;
-        uint32_t *dst;
-    } req[] = {
-        {"num_hidden_layers", 1024, &p->n_layers},
-        {"hidden_size", 1 << 16, &p->hidden},
-        {"intermediate_size", 1 << 20, &p->intermediate},
-        {"num_attention_heads", 1024, &p->n_heads},
-        {"vocab_size", 1 << 22, &p->vocab},
-    };
-    for (size_t i = 0; i < sizeof req / sizeof req[0]; i++) {
-        rc = s_u32(root, F, req[i].key, true, 1, req[i].hi, req[i].dst, err, err_len);
-        if (rc != 0) {
-            goto out;
-        }
+    rc = s_shape(root, F, p, err, err_len);
+    if (rc == 0) {
+        rc = s_positions(root, F, p, err, err_len);
     }
-    p->n_kv_heads = p->n_heads;
-    rc = s_u32(root, F, "num_key_value_heads", false, 1, 1024, &p->n_kv_heads, err, err_len);
-    if (rc < 0) {
-        goto out;
+    if (rc == 0) {
+        rc = s_biases_window(root, F, p, err, err_len);
     }
-    if (p->n_heads % p->n_kv_heads != 0) {
-        rc = s_fail(err, err_len,
-                    "%s: num_attention_heads %u is not a multiple of num_key_value_heads %u", F,
-                    p->n_heads, p->n_kv_heads);
-        goto out;
+    if (rc == 0) {
+        rc = s_special_ids(root, F, p, err, err_len);
     }
-    p->head_dim = 0;
-    rc = s_u32(root, F, "head_dim", false, 2, 1024, &p->head_dim, err, err_len);
-    if (rc < 0) {
-        goto out;
-    }
-    if (rc == ABSENT) {
-        if (p->hidden % p->n_heads != 0) {
-            rc = s_fail(err, err_len,
-                        "%s: hidden_size %u is not a multiple of num_attention_heads %u "
-                        "and head_dim is not given",
-                        F, p->hidden, p->n_heads);
-            goto out;
-        }
-        p->head_dim = p->hidden / p->n_heads;
-    }
-    if (p->head_dim % 2 != 0 || p->head_dim < 2 || p->head_dim > 1024) {
-        rc = s_fail(err, err_len,
-                    "%s: head_dim %u (given or hidden_size / num_attention_heads) must be "
-                    "even and in 2..1024",
-                    F, p->head_dim);
-        goto out;
-    }
-    p->max_context = strcmp(p->arch, "llama") == 0 ? 2048 : 32768;
-    rc = s_u32(root, F, "max_position_embeddings", false, 1, 1 << 24, &p->max_context, err,
-               err_len);
-    if (rc < 0) {
-        goto out;
-    }
-    p->rms_eps = 1e-6;
-    rc = s_num(root, F, "rms_norm_eps", 1e-12, 0.5, &p->rms_eps, err, err_len);
-    if (rc < 0) {
-        goto out;
-    }
-    json_t *rp = json_object_get(root, "rope_parameters"); /* transformers 5 layout */
-    if (rp && !json_is_null(rp) && !json_is_object(rp)) {
-        rc = s_bad(F, "rope_parameters", rp, "is not an object", err, err_len);
-        goto out;
-    }
-    p->rope_theta = 10000.0;
-    rc = s_num(json_is_object(rp) ? rp : root, F, "rope_theta", 1e-3, 1e12, &p->rope_theta, err,
-               err_len);
-    if (rc < 0) {
-        goto out;
-    }
-    rc = s_rope_scaling(json_is_object(rp) ? rp : json_object_get(root, "rope_scaling"), F, p,
-                        err, err_len);
-    if (rc != 0) {
-        goto out;
-    }
-    double prf = 1.0;
-    rc = s_num(root, F, "partial_rotary_factor", 0.0, 1.0, &prf, err, err_len);
-    if (rc < 0) {
-        goto out;
-    }
-    if (prf != 1.0) {
-        rc = s_bad(F, "partial_rotary_factor", json_object_get(root, "partial_rotary_factor"),
-                   "is not supported (only 1.0)", err, err_len);
-        goto out;
-    }
-    json_t *act = json_object_get(root, "hidden_act");
-    if (act && !json_is_null(act) &&
-        !(json_is_string(act) && strcmp(json_string_value(act), "silu") == 0)) {
-        rc = s_bad(F, "hidden_act", act, "is not supported (only silu)", err, err_len);
-        goto out;
-    }
-    bool b = false;
-    rc = s_bool(root, F, "attention_bias", &b, err, err_len);
-    if (rc < 0) {
-        goto out;
-    }
-    p->qkv_bias = strcmp(p->arch, "qwen2") == 0;
-    if (b && !p->qkv_bias) {
-        rc = s_bad(F, "attention_bias", json_object_get(root, "attention_bias"),
-                   "is not supported for this model_type (it adds an o_proj bias)", err,
-                   err_len);
-        goto out;
-    }
-    b = false;
-    rc = s_bool(root, F, "mlp_bias", &b, err, err_len);
-    if (rc < 0) {
-        goto out;
-    }
-    if (b) {
-        rc = s_bad(F, "mlp_bias", json_object_get(root, "mlp_bias"), "is not supported", err,
-                   err_len);
-        goto out;
-    }
-    p->tied_embeddings = false;
-    rc = s_bool(root, F, "tie_word_embeddings", &p->tied_embeddings, err, err_len);
-    if (rc < 0) {
-        goto out;
-    }
-    p->sliding_window = 0;
-    bool use_sw = strcmp(p->arch, "qwen2") != 0;
-    rc = s_bool(root, F, "use_sliding_window", &use_sw, err, err_len);
-    if (rc < 0) {
-        goto out;
-    }
-    if (use_sw) {
-        rc = s_u32(root, F, "sliding_window", false, 1, 1 << 24, &p->sliding_window, err,
-                   err_len);
-        if (rc < 0) {
-            goto out;
-        }
-    }
-    if (p->sliding_window) {
-        rc = s_window_layers(root, F, p, err, err_len);
-        if (rc < 0) {
-            goto out;
-        }
-    }
-    rc = s_ids(root, F, "bos_token_id", false, &p->bos_id, NULL, err, err_len);
-    if (rc < 0) {
-        goto out;
-    }
-    rc = s_ids(root, F, "eos_token_id", true, &p->eos_id, p, err, err_len);
-    if (rc < 0) {
-        goto out;
-    }
-    rc = s_ids(root, F, "pad_token_id", false, &p->pad_id, NULL, err, err_len);
-    if (rc < 0) {
-        goto out;
-    }
-    rc = 0;
 out:
     json_decref(root);
     return rc;
@@ -810,7 +839,7 @@ static int s_file(const char *dir, const char *name, bool required, parse_fn fn,
 {
     char path[4096];
     if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path) {
-        return s_fail(err, err_len, "path too long: '%s/%s'", dir, name);
+        return tb_err_fail(err, err_len, TB_EMODEL, "path too long: '%s/%s'", dir, name);
     }
     char *text = NULL;
     size_t len = 0;
@@ -819,7 +848,7 @@ static int s_file(const char *dir, const char *name, bool required, parse_fn fn,
         return 0;
     }
     if (rc != 0) {
-        return rc == TB_ENOENT ? s_fail(err, err_len, "'%s': no such file", path) : rc;
+        return rc == TB_ENOENT ? tb_err_fail(err, err_len, TB_EMODEL, "'%s': no such file", path) : rc;
     }
     rc = fn(text, len, p, err, err_len);
     free(text);
@@ -869,7 +898,7 @@ int tb_hf_config_load_folder(const char *dir, struct tb_model_params *p, char *e
     }
     char path[4096];
     if ((size_t)snprintf(path, sizeof path, "%s/tokenizer.json", dir) >= sizeof path) {
-        return s_fail(err, err_len, "path too long: '%s'", dir);
+        return tb_err_fail(err, err_len, TB_EMODEL, "path too long: '%s'", dir);
     }
     struct stat sb;
     if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode)) {

@@ -178,6 +178,125 @@ static tb_jv_t s_repeat(tb_jeval_t *ev, tb_jv_t seq, int64_t times)
     return r;
 }
 
+/* Arithmetic on two floats (Python's semantics: floored modulo, ** refusing a negative base
+ * with a fractional exponent).  Division is handled by the caller. */
+static tb_jv_t s_float_binop(tb_jeval_t *ev, int op, double x, double y)
+{
+    switch (op) {
+    case TB_JOP_ADD:
+        return tb_jv_float(x + y);
+    case TB_JOP_SUB:
+        return tb_jv_float(x - y);
+    case TB_JOP_MUL:
+        return tb_jv_float(x * y);
+    case TB_JOP_FLOORDIV:
+    case TB_JOP_MOD: {
+        if (y == 0.0) {
+            return tb_jrt_fail(&ev->rt, TB_EINVAL, "float modulo or division by zero");
+        }
+        double m = fmod(x, y);
+        if (m != 0.0 && ((m < 0) != (y < 0))) {
+            m += y;
+        }
+        if (op == TB_JOP_MOD) {
+            return tb_jv_float(m);
+        }
+        return tb_jv_float(floor((x - m) / y + 0.5));
+    }
+    default: {
+        double r = pow(x, y);
+        if (x < 0 && y != floor(y)) {
+            return tb_jrt_fail(&ev->rt, TB_EINVAL, "negative number raised to a fractional power");
+        }
+        return tb_jv_float(r);
+    }
+    }
+}
+
+/* x ** y for integers: exact, an error on overflow; a negative exponent gives a float. */
+static tb_jv_t s_int_pow(tb_jeval_t *ev, int64_t x, int64_t y)
+{
+    if (y < 0) {
+        return tb_jv_float(pow((double)x, (double)y));
+    }
+    int64_t r = 1;
+    for (int64_t k = 0; k < y; k++) {
+        if (__builtin_mul_overflow(r, x, &r)) {
+            return tb_jrt_fail(&ev->rt, TB_ERANGE, "integer overflow in **");
+        }
+        if (r == 0 || r == 1) {
+            break; /* stays put */
+        }
+        if (r == -1) {
+            r = ((y - k - 1) % 2 == 0) ? -1 : 1;
+            break;
+        }
+    }
+    return tb_jv_int(r);
+}
+
+/* Arithmetic on two integers: exact, floored division and modulo, an error on overflow
+ * (Jinja's Python ints are unbounded; ours are 64-bit).  Division is handled by the caller. */
+static tb_jv_t s_int_binop(tb_jeval_t *ev, int op, int64_t x, int64_t y)
+{
+    int64_t r = 0;
+    switch (op) {
+    case TB_JOP_ADD:
+        if (__builtin_add_overflow(x, y, &r)) {
+            break;
+        }
+        return tb_jv_int(r);
+    case TB_JOP_SUB:
+        if (__builtin_sub_overflow(x, y, &r)) {
+            break;
+        }
+        return tb_jv_int(r);
+    case TB_JOP_MUL:
+        if (__builtin_mul_overflow(x, y, &r)) {
+            break;
+        }
+        return tb_jv_int(r);
+    case TB_JOP_FLOORDIV:
+    case TB_JOP_MOD: {
+        if (y == 0) {
+            return tb_jrt_fail(&ev->rt, TB_EINVAL, "integer division or modulo by zero");
+        }
+        if (x == INT64_MIN && y == -1) {
+            if (op == TB_JOP_MOD) {
+                return tb_jv_int(0);
+            }
+            break;
+        }
+        int64_t q = x / y, m = x % y;
+        if (m != 0 && ((m < 0) != (y < 0))) {
+            m += y;
+            q -= 1;
+        }
+        return tb_jv_int(op == TB_JOP_MOD ? m : q);
+    }
+    default:
+        return s_int_pow(ev, x, y);
+    }
+    return tb_jrt_fail(&ev->rt, TB_ERANGE, "integer overflow in %s", s_opname(op));
+}
+
+/* list + list (or tuple + tuple): a new sequence of both. */
+static tb_jv_t s_seq_cat(tb_jeval_t *ev, tb_jv_t a, tb_jv_t b)
+{
+    tb_jv_t r = tb_jv_list_new(&ev->rt, a.u.l->n + b.u.l->n);
+    if (!tb_jv_is_err(r)) {
+        r.u.l->tuple = a.u.l->tuple;
+    }
+    for (size_t i = 0; !tb_jv_is_err(r) && i < a.u.l->n + b.u.l->n; i++) {
+        tb_jv_t it = i < a.u.l->n ? a.u.l->items[i] : b.u.l->items[i - a.u.l->n];
+        if (!tb_jv_list_push(&ev->rt, r.u.l, tb_jv_ref(it))) {
+            tb_jv_unref(r);
+            r = tb_jv_err();
+        }
+    }
+    return r;
+}
+
 tb_jv_t tb_jinja_binop(tb_jeval_t *ev, int op, tb_jv_t a, tb_jv_t b)
 {
     if (a.kind == TB_JV_UNDEFINED) {
@@ -187,119 +306,23 @@ tb_jv_t tb_jinja_binop(tb_jeval_t *ev, int op, tb_jv_t a, tb_jv_t b)
         return tb_jinja_undefined_error(ev, b);
     }
     if (s_num(a) && s_num(b)) {
-        bool fl = a.kind == TB_JV_FLOAT || b.kind == TB_JV_FLOAT;
         if (op == TB_JOP_DIV) {
             if (s_f(b) == 0.0) {
                 return tb_jrt_fail(&ev->rt, TB_EINVAL, "division by zero");
             }
             return tb_jv_float(s_f(a) / s_f(b));
         }
-        if (fl) {
-            double x = s_f(a), y = s_f(b);
-            switch (op) {
-            case TB_JOP_ADD:
-                return tb_jv_float(x + y);
-            case TB_JOP_SUB:
-                return tb_jv_float(x - y);
-            case TB_JOP_MUL:
-                return tb_jv_float(x * y);
-            case TB_JOP_FLOORDIV:
-            case TB_JOP_MOD: {
-                if (y == 0.0) {
-                    return tb_jrt_fail(&ev->rt, TB_EINVAL, "float modulo or division by zero");
-                }
-                double m = fmod(x, y);
-                if (m != 0.0 && ((m < 0) != (y < 0))) {
-                    m += y;
-                }
-                if (op == TB_JOP_MOD) {
-                    return tb_jv_float(m);
-                }
-                return tb_jv_float(floor((x - m) / y + 0.5));
-            }
-            default: {
-                double r = pow(x, y);
-                if (x < 0 && y != floor(y)) {
-                    return tb_jrt_fail(&ev->rt, TB_EINVAL,
-                                       "negative number raised to a fractional power");
-                }
-                return tb_jv_float(r);
-            }
-            }
+        if (a.kind == TB_JV_FLOAT || b.kind == TB_JV_FLOAT) {
+            return s_float_binop(ev, op, s_f(a), s_f(b));
         }
-        int64_t x = s_i(a), y = s_i(b), r = 0;
-        switch (op) {
-        case TB_JOP_ADD:
-            if (__builtin_add_overflow(x, y, &r)) {
-                break;
-            }
-            return tb_jv_int(r);
-        case TB_JOP_SUB:
-            if (__builtin_sub_overflow(x, y, &r)) {
-                break;
-            }
-            return tb_jv_int(r);
-        case TB_JOP_MUL:
-            if (__builtin_mul_overflow(x, y, &r)) {
-                break;
-            }
-            return tb_jv_int(r);
-        case TB_JOP_FLOORDIV:
-        case TB_JOP_MOD: {
-            if (y == 0) {
-                return tb_jrt_fail(&ev->rt, TB_EINVAL, "integer division or modulo by zero");
-            }
-            if (x == INT64_MIN && y == -1) {
-                if (op == TB_JOP_MOD) {
-                    return tb_jv_int(0);
-                }
-                break;
-            }
-            int64_t q = x / y, m = x % y;
-            if (m != 0 && ((m < 0) != (y < 0))) {
-                m += y;
-                q -= 1;
-            }
-            return tb_jv_int(op == TB_JOP_MOD ? m : q);
-        }
-        default: /* pow */
-            if (y < 0) {
-                return tb_jv_float(pow((double)x, (double)y));
-            }
-            r = 1;
-            for (int64_t k = 0; k < y; k++) {
-                if (__builtin_mul_overflow(r, x, &r)) {
-                    return tb_jrt_fail(&ev->rt, TB_ERANGE, "integer overflow in **");
-                }
-                if (r == 0 || r == 1) {
-                    break; /* stays put */
-                }
-                if (r == -1) {
-                    r = ((y - k - 1) % 2 == 0) ? -1 : 1;
-                    break;
-                }
-            }
-            return tb_jv_int(r);
-        }
-        return tb_jrt_fail(&ev->rt, TB_ERANGE, "integer overflow in %s", s_opname(op));
+        return s_int_binop(ev, op, s_i(a), s_i(b));
     }
     if (op == TB_JOP_ADD && a.kind == TB_JV_STR && b.kind == TB_JV_STR) {
         return tb_jv_str_cat(&ev->rt, a.u.s->data, a.u.s->len, b.u.s->data, b.u.s->len);
     }
     if (op == TB_JOP_ADD && a.kind == TB_JV_LIST && b.kind == TB_JV_LIST &&
         a.u.l->tuple == b.u.l->tuple) {
-        tb_jv_t r = tb_jv_list_new(&ev->rt, a.u.l->n + b.u.l->n);
-        if (!tb_jv_is_err(r)) {
-            r.u.l->tuple = a.u.l->tuple;
-        }
-        for (size_t i = 0; !tb_jv_is_err(r) && i < a.u.l->n + b.u.l->n; i++) {
-            tb_jv_t it = i < a.u.l->n ? a.u.l->items[i] : b.u.l->items[i - a.u.l->n];
-            if (!tb_jv_list_push(&ev->rt, r.u.l, tb_jv_ref(it))) {
-                tb_jv_unref(r);
-                r = tb_jv_err();
-            }
-        }
-        return r;
+        return s_seq_cat(ev, a, b);
     }
     if (op == TB_JOP_MUL) {
         if ((a.kind == TB_JV_STR || a.kind == TB_JV_LIST) &&
@@ -738,14 +761,25 @@ static bool s_test_takes_arg(const char *name)
     return false;
 }
 
-int tb_jinja_test(tb_jeval_t *ev, const char *name, tb_jv_t v, const tb_jargs_t *a)
+/* Result of a test helper that does not know the name. */
+enum { NOT_MINE = -2 };
+
+/* The tests on a value's kind ("defined", "string", "mapping", ...): 0/1, or NOT_MINE. */
+static int s_kind_test(const char *name, tb_jv_t v)
 {
     uint8_t k = v.kind;
-    size_t want = s_test_takes_arg(name) ? 1 : 0;
-    if (a->npos + a->nkw > want) {
-        tb_jrt_fail(&ev->rt, TB_EINVAL, "test '%.40s' takes %zu argument(s), got %zu", name,
-                    want, a->npos + a->nkw);
-        return -1;
+    bool map = k == TB_JV_DICT && !v.u.d->ns; /* a namespace() is not a mapping */
+    static const struct {
+        const char *name;
+        int kind;
+    } simple[] = {
+        {"none", TB_JV_NONE},      {"boolean", TB_JV_BOOL}, {"integer", TB_JV_INT},
+        {"float", TB_JV_FLOAT},    {"string", TB_JV_STR},   {"callable", TB_JV_FUNC},
+    };
+    for (size_t i = 0; i < sizeof(simple) / sizeof(simple[0]); i++) {
+        if (!strcmp(name, simple[i].name)) {
+            return k == simple[i].kind;
+        }
     }
     if (!strcmp(name, "defined")) {
         return k != TB_JV_UNDEFINED;
@@ -753,125 +787,134 @@ int tb_jinja_test(tb_jeval_t *ev, const char *name, tb_jv_t v, const tb_jargs_t 
     if (!strcmp(name, "undefined")) {
         return k == TB_JV_UNDEFINED;
     }
-    if (!strcmp(name, "none")) {
-        return k == TB_JV_NONE;
-    }
-    if (!strcmp(name, "boolean")) {
-        return k == TB_JV_BOOL;
-    }
     if (!strcmp(name, "true")) {
         return k == TB_JV_BOOL && v.u.b;
     }
     if (!strcmp(name, "false")) {
         return k == TB_JV_BOOL && !v.u.b;
     }
-    if (!strcmp(name, "integer")) {
-        return k == TB_JV_INT;
-    }
-    if (!strcmp(name, "float")) {
-        return k == TB_JV_FLOAT;
-    }
     if (!strcmp(name, "number")) {
         return s_num(v);
     }
-    if (!strcmp(name, "string")) {
-        return k == TB_JV_STR;
-    }
     if (!strcmp(name, "mapping")) {
-        return k == TB_JV_DICT && !v.u.d->ns;
+        return map;
     }
-    if (!strcmp(name, "iterable")) {
-        return k == TB_JV_STR || k == TB_JV_LIST || (k == TB_JV_DICT && !v.u.d->ns) ||
-               k == TB_JV_UNDEFINED;
-    }
-    if (!strcmp(name, "sequence")) {
-        return k == TB_JV_STR || k == TB_JV_LIST || (k == TB_JV_DICT && !v.u.d->ns) ||
-               k == TB_JV_UNDEFINED;
-    }
-    if (!strcmp(name, "callable")) {
-        return k == TB_JV_FUNC;
+    if (!strcmp(name, "iterable") || !strcmp(name, "sequence")) {
+        return k == TB_JV_STR || k == TB_JV_LIST || map || k == TB_JV_UNDEFINED;
     }
     if (!strcmp(name, "escaped")) {
         return 0;
     }
-    if (!strcmp(name, "sameas")) {
-        const tb_jv_t *o = tb_jarg(a, 0, NULL);
+    return NOT_MINE;
+}
+
+/* "sameas": the same object for containers and functions, equality for plain values. */
+static int s_sameas_test(tb_jeval_t *ev, tb_jv_t v, const tb_jargs_t *a)
+{
+    const tb_jv_t *o = tb_jarg(a, 0, NULL);
+    if (!o) {
+        tb_jrt_fail(&ev->rt, TB_EINVAL, "sameas needs an argument");
+        return -1;
+    }
+    if (o->kind != v.kind) {
+        return 0;
+    }
+    switch (v.kind) {
+    case TB_JV_STR:
+        return v.u.s == o->u.s;
+    case TB_JV_LIST:
+        return v.u.l == o->u.l;
+    case TB_JV_DICT:
+        return v.u.d == o->u.d;
+    case TB_JV_FUNC:
+        return v.u.fn == o->u.fn;
+    case TB_JV_LOOP:
+        return v.u.loop == o->u.loop;
+    default:
+        return tb_jv_equal(v, *o);
+    }
+}
+
+/* "odd", "even" and "divisibleby(num)", through the % operator. */
+static int s_parity_test(tb_jeval_t *ev, const char *name, tb_jv_t v, const tb_jargs_t *a)
+{
+    uint8_t k = v.kind;
+    if (k == TB_JV_UNDEFINED) {
+        tb_jinja_undefined_error(ev, v);
+        return -1;
+    }
+    if (k != TB_JV_INT && k != TB_JV_BOOL && k != TB_JV_FLOAT) {
+        s_type_error(ev, "unsupported operand type for %", v);
+        return -1;
+    }
+    tb_jv_t d = tb_jv_int(2);
+    if (name[0] == 'd') {
+        const tb_jv_t *o = tb_jarg(a, 0, "num");
         if (!o) {
-            tb_jrt_fail(&ev->rt, TB_EINVAL, "sameas needs an argument");
+            tb_jrt_fail(&ev->rt, TB_EINVAL, "divisibleby needs an argument");
             return -1;
         }
-        if (o->kind != k) {
-            return 0;
+        d = *o;
+    }
+    tb_jv_t m = tb_jinja_binop(ev, TB_JOP_MOD, v, d);
+    if (tb_jv_is_err(m)) {
+        return -1;
+    }
+    bool zero = !tb_jv_truthy(m);
+    return name[0] == 'o' ? !zero : zero;
+}
+
+/* The comparison tests ("eq", "lessthan", "<=", "in", ...): 0/1, -1, or NOT_MINE. */
+static int s_compare_test(tb_jeval_t *ev, const char *name, tb_jv_t v, const tb_jargs_t *a)
+{
+    static const struct {
+        const char *name;
+        int op;
+    } ops[] = {
+        {"eq", TB_JOP_EQ},       {"equalto", TB_JOP_EQ}, {"==", TB_JOP_EQ},
+        {"ne", TB_JOP_NE},       {"!=", TB_JOP_NE},      {"lt", TB_JOP_LT},
+        {"lessthan", TB_JOP_LT}, {"<", TB_JOP_LT},       {"le", TB_JOP_LTEQ},
+        {"<=", TB_JOP_LTEQ},     {"gt", TB_JOP_GT},      {"greaterthan", TB_JOP_GT},
+        {">", TB_JOP_GT},        {"ge", TB_JOP_GTEQ},    {">=", TB_JOP_GTEQ},
+        {"in", TB_JCMP_IN},
+    };
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+        if (!strcmp(name, ops[i].name)) {
+            return s_cmp_test(ev, ops[i].op, v, a);
         }
-        switch (k) {
-        case TB_JV_STR:
-            return v.u.s == o->u.s;
-        case TB_JV_LIST:
-            return v.u.l == o->u.l;
-        case TB_JV_DICT:
-            return v.u.d == o->u.d;
-        case TB_JV_FUNC:
-            return v.u.fn == o->u.fn;
-        case TB_JV_LOOP:
-            return v.u.loop == o->u.loop;
-        default:
-            return tb_jv_equal(v, *o);
-        }
+    }
+    return NOT_MINE;
+}
+
+int tb_jinja_test(tb_jeval_t *ev, const char *name, tb_jv_t v, const tb_jargs_t *a)
+{
+    size_t want = s_test_takes_arg(name) ? 1 : 0;
+    if (a->npos + a->nkw > want) {
+        tb_jrt_fail(&ev->rt, TB_EINVAL, "test '%.40s' takes %zu argument(s), got %zu", name,
+                    want, a->npos + a->nkw);
+        return -1;
+    }
+    int r = s_kind_test(name, v);
+    if (r == NOT_MINE) {
+        r = s_compare_test(ev, name, v, a);
+    }
+    if (r != NOT_MINE) {
+        return r;
+    }
+    if (!strcmp(name, "sameas")) {
+        return s_sameas_test(ev, v, a);
     }
     if (!strcmp(name, "odd") || !strcmp(name, "even") || !strcmp(name, "divisibleby")) {
-        if (k == TB_JV_UNDEFINED) {
-            tb_jinja_undefined_error(ev, v);
-            return -1;
-        }
-        if (k != TB_JV_INT && k != TB_JV_BOOL && k != TB_JV_FLOAT) {
-            s_type_error(ev, "unsupported operand type for %", v);
-            return -1;
-        }
-        tb_jv_t d = tb_jv_int(2);
-        if (name[0] == 'd') {
-            const tb_jv_t *o = tb_jarg(a, 0, "num");
-            if (!o) {
-                tb_jrt_fail(&ev->rt, TB_EINVAL, "divisibleby needs an argument");
-                return -1;
-            }
-            d = *o;
-        }
-        tb_jv_t m = tb_jinja_binop(ev, TB_JOP_MOD, v, d);
-        if (tb_jv_is_err(m)) {
-            return -1;
-        }
-        bool zero = !tb_jv_truthy(m);
-        return name[0] == 'o' ? !zero : zero;
-    }
-    if (!strcmp(name, "eq") || !strcmp(name, "equalto") || !strcmp(name, "==")) {
-        return s_cmp_test(ev, TB_JOP_EQ, v, a);
-    }
-    if (!strcmp(name, "ne") || !strcmp(name, "!=")) {
-        return s_cmp_test(ev, TB_JOP_NE, v, a);
-    }
-    if (!strcmp(name, "lt") || !strcmp(name, "lessthan") || !strcmp(name, "<")) {
-        return s_cmp_test(ev, TB_JOP_LT, v, a);
-    }
-    if (!strcmp(name, "le") || !strcmp(name, "<=")) {
-        return s_cmp_test(ev, TB_JOP_LTEQ, v, a);
-    }
-    if (!strcmp(name, "gt") || !strcmp(name, "greaterthan") || !strcmp(name, ">")) {
-        return s_cmp_test(ev, TB_JOP_GT, v, a);
-    }
-    if (!strcmp(name, "ge") || !strcmp(name, ">=")) {
-        return s_cmp_test(ev, TB_JOP_GTEQ, v, a);
-    }
-    if (!strcmp(name, "in")) {
-        return s_cmp_test(ev, TB_JCMP_IN, v, a);
+        return s_parity_test(ev, name, v, a);
     }
     if (!strcmp(name, "lower") || !strcmp(name, "upper")) {
         tb_jv_t s = tb_jv_to_str(&ev->rt, v);
         if (tb_jv_is_err(s)) {
             return -1;
         }
-        bool r = tb_jinja_str_is_cased_as(ev, s.u.s, name[0] == 'u');
+        bool cased = tb_jinja_str_is_cased_as(ev, s.u.s, name[0] == 'u');
         tb_jv_unref(s);
-        return r;
+        return cased;
     }
     if (!strcmp(name, "filter") || !strcmp(name, "test")) {
         const tb_jv_t *o = tb_jarg(a, 0, NULL);

@@ -477,19 +477,31 @@ static tb_jv_t s_eval_call(tb_jeval_t *ev, const tb_jnode_t *nd)
     return r;
 }
 
-static tb_jv_t s_eval_test(tb_jeval_t *ev, const tb_jnode_t *nd)
+/* The input (nd->a) and the arguments of a filter or test node; false (nothing left to free)
+ * on an error. */
+static bool s_eval_input_args(tb_jeval_t *ev, const tb_jnode_t *nd, tb_jv_t *in, s_argbuf_t *b,
+                              tb_jargs_t *a)
 {
-    tb_jv_t in = s_eval(ev, nd->a);
-    if (tb_jv_is_err(in)) {
-        return in;
+    *in = s_eval(ev, nd->a);
+    if (tb_jv_is_err(*in)) {
+        return false;
     }
-    s_argbuf_t b;
-    tb_jargs_t a;
-    if (!s_eval_args(ev, nd, &b, &a)) {
-        tb_jv_unref(in);
-        return tb_jv_err();
+    if (!s_eval_args(ev, nd, b, a)) {
+        tb_jv_unref(*in);
+        return false;
     }
     s_at(ev, nd);
+    return true;
+}
+
+static tb_jv_t s_eval_test(tb_jeval_t *ev, const tb_jnode_t *nd)
+{
+    tb_jv_t in;
+    s_argbuf_t b;
+    tb_jargs_t a;
+    if (!s_eval_input_args(ev, nd, &in, &b, &a)) {
+        return tb_jv_err();
+    }
     int r = tb_jinja_test(ev, nd->str, in, &a);
     s_free_argbuf(&b);
     tb_jv_unref(in);
@@ -540,6 +552,101 @@ static tb_jv_t s_eval_compare(tb_jeval_t *ev, const tb_jnode_t *nd)
     return tb_jv_bool(true);
 }
 
+/* obj.name */
+static tb_jv_t s_eval_getattr(tb_jeval_t *ev, const tb_jnode_t *nd)
+{
+    tb_jv_t obj = s_eval(ev, nd->a);
+    if (tb_jv_is_err(obj)) {
+        return obj;
+    }
+    s_at(ev, nd);
+    tb_jv_t r = obj.kind == TB_JV_UNDEFINED ? tb_jinja_undefined_error(ev, obj)
+                                            : tb_jinja_getattr(ev, obj, nd->str, nd->len);
+    tb_jv_unref(obj);
+    return r;
+}
+
+/* obj[key] */
+static tb_jv_t s_eval_getitem(tb_jeval_t *ev, const tb_jnode_t *nd)
+{
+    tb_jv_t obj = s_eval(ev, nd->a);
+    if (tb_jv_is_err(obj)) {
+        return obj;
+    }
+    tb_jv_t key = s_eval(ev, nd->b);
+    if (tb_jv_is_err(key)) {
+        tb_jv_unref(obj);
+        return key;
+    }
+    s_at(ev, nd);
+    tb_jv_t r = obj.kind == TB_JV_UNDEFINED ? tb_jinja_undefined_error(ev, obj)
+                                            : tb_jinja_getitem(ev, obj, key);
+    tb_jv_unref(obj);
+    tb_jv_unref(key);
+    return r;
+}
+
+/* obj[start:stop:step] (nd->a the object, b..d the parts, each optional) */
+static tb_jv_t s_eval_slice(tb_jeval_t *ev, const tb_jnode_t *nd)
+{
+    tb_jv_t parts[4] = {tb_jv_none(), tb_jv_none(), tb_jv_none(), tb_jv_none()};
+    const tb_jnode_t *src[4] = {nd->a, nd->b, nd->c, nd->d};
+    for (int i = 0; i < 4; i++) {
+        if (src[i]) {
+            parts[i] = s_eval(ev, src[i]);
+            if (tb_jv_is_err(parts[i])) {
+                for (int k = 0; k < i; k++) {
+                    tb_jv_unref(parts[k]);
+                }
+                return tb_jv_err();
+            }
+        }
+    }
+    s_at(ev, nd);
+    tb_jv_t r = parts[0].kind == TB_JV_UNDEFINED
+                    ? tb_jinja_undefined_error(ev, parts[0])
+                    : tb_jinja_slice(ev, parts[0], parts[1], parts[2], parts[3]);
+    for (int i = 0; i < 4; i++) {
+        tb_jv_unref(parts[i]);
+    }
+    return r;
+}
+
+/* in | name(args): a filter expression has an input; chains without one only occur in
+ * blocks */
+static tb_jv_t s_eval_filter(tb_jeval_t *ev, const tb_jnode_t *nd)
+{
+    tb_jv_t in;
+    s_argbuf_t b;
+    tb_jargs_t a;
+    if (!s_eval_input_args(ev, nd, &in, &b, &a)) {
+        return tb_jv_err();
+    }
+    tb_jv_t r = tb_jinja_filter(ev, nd->str, in, &a);
+    s_free_argbuf(&b);
+    tb_jv_unref(in);
+    return r;
+}
+
+/* a <op> b for the arithmetic operators */
+static tb_jv_t s_eval_binop(tb_jeval_t *ev, const tb_jnode_t *nd)
+{
+    tb_jv_t a = s_eval(ev, nd->a);
+    if (tb_jv_is_err(a)) {
+        return a;
+    }
+    tb_jv_t b = s_eval(ev, nd->b);
+    if (tb_jv_is_err(b)) {
+        tb_jv_unref(a);
+        return b;
+    }
+    s_at(ev, nd);
+    tb_jv_t r = tb_jinja_binop(ev, nd->op, a, b);
+    tb_jv_unref(a);
+    tb_jv_unref(b);
+    return r;
+}
+
 static tb_jv_t s_eval_inner(tb_jeval_t *ev, const tb_jnode_t *nd)
 {
     switch (nd->kind) {
@@ -552,95 +659,20 @@ static tb_jv_t s_eval_inner(tb_jeval_t *ev, const tb_jnode_t *nd)
         return s_eval_list(ev, nd);
     case TB_JN_DICT:
         return s_eval_dict(ev, nd);
-    case TB_JN_GETATTR: {
-        tb_jv_t obj = s_eval(ev, nd->a);
-        if (tb_jv_is_err(obj)) {
-            return obj;
-        }
-        s_at(ev, nd);
-        tb_jv_t r = obj.kind == TB_JV_UNDEFINED ? tb_jinja_undefined_error(ev, obj)
-                                                : tb_jinja_getattr(ev, obj, nd->str, nd->len);
-        tb_jv_unref(obj);
-        return r;
-    }
-    case TB_JN_GETITEM: {
-        tb_jv_t obj = s_eval(ev, nd->a);
-        if (tb_jv_is_err(obj)) {
-            return obj;
-        }
-        tb_jv_t key = s_eval(ev, nd->b);
-        if (tb_jv_is_err(key)) {
-            tb_jv_unref(obj);
-            return key;
-        }
-        s_at(ev, nd);
-        tb_jv_t r = obj.kind == TB_JV_UNDEFINED ? tb_jinja_undefined_error(ev, obj)
-                                                : tb_jinja_getitem(ev, obj, key);
-        tb_jv_unref(obj);
-        tb_jv_unref(key);
-        return r;
-    }
-    case TB_JN_SLICE: {
-        tb_jv_t parts[4] = {tb_jv_none(), tb_jv_none(), tb_jv_none(), tb_jv_none()};
-        const tb_jnode_t *src[4] = {nd->a, nd->b, nd->c, nd->d};
-        for (int i = 0; i < 4; i++) {
-            if (src[i]) {
-                parts[i] = s_eval(ev, src[i]);
-                if (tb_jv_is_err(parts[i])) {
-                    for (int k = 0; k < i; k++) {
-                        tb_jv_unref(parts[k]);
-                    }
-                    return tb_jv_err();
-                }
-            }
-        }
-        s_at(ev, nd);
-        tb_jv_t r = parts[0].kind == TB_JV_UNDEFINED
-                        ? tb_jinja_undefined_error(ev, parts[0])
-                        : tb_jinja_slice(ev, parts[0], parts[1], parts[2], parts[3]);
-        for (int i = 0; i < 4; i++) {
-            tb_jv_unref(parts[i]);
-        }
-        return r;
-    }
+    case TB_JN_GETATTR:
+        return s_eval_getattr(ev, nd);
+    case TB_JN_GETITEM:
+        return s_eval_getitem(ev, nd);
+    case TB_JN_SLICE:
+        return s_eval_slice(ev, nd);
     case TB_JN_CALL:
         return s_eval_call(ev, nd);
-    case TB_JN_FILTER: {
-        /* a filter expression has an input; chains without one only occur in blocks */
-        tb_jv_t in = s_eval(ev, nd->a);
-        if (tb_jv_is_err(in)) {
-            return in;
-        }
-        s_argbuf_t b;
-        tb_jargs_t a;
-        if (!s_eval_args(ev, nd, &b, &a)) {
-            tb_jv_unref(in);
-            return tb_jv_err();
-        }
-        s_at(ev, nd);
-        tb_jv_t r = tb_jinja_filter(ev, nd->str, in, &a);
-        s_free_argbuf(&b);
-        tb_jv_unref(in);
-        return r;
-    }
+    case TB_JN_FILTER:
+        return s_eval_filter(ev, nd);
     case TB_JN_TEST:
         return s_eval_test(ev, nd);
-    case TB_JN_BINOP: {
-        tb_jv_t a = s_eval(ev, nd->a);
-        if (tb_jv_is_err(a)) {
-            return a;
-        }
-        tb_jv_t b = s_eval(ev, nd->b);
-        if (tb_jv_is_err(b)) {
-            tb_jv_unref(a);
-            return b;
-        }
-        s_at(ev, nd);
-        tb_jv_t r = tb_jinja_binop(ev, nd->op, a, b);
-        tb_jv_unref(a);
-        tb_jv_unref(b);
-        return r;
-    }
+    case TB_JN_BINOP:
+        return s_eval_binop(ev, nd);
     case TB_JN_NEG:
     case TB_JN_POS: {
         tb_jv_t a = s_eval(ev, nd->a);

@@ -61,9 +61,9 @@ tb_jv_t tb_jinja_str_strip(tb_jeval_t *ev, tb_jv_str_t *s, const tb_jv_t *chars,
 static bool s_put_cp(tb_jbuf_t *b, uint32_t cp)
 {
     char enc[4];
-    size_t n = tb_utf8_put(cp, enc);
+    size_t n = tb_utf8_encode(cp, enc);
     if (n == 0) {
-        n = tb_utf8_put(0xFFFD, enc);
+        n = tb_utf8_encode(0xFFFD, enc);
     }
     return tb_jbuf_add(b, enc, n);
 }

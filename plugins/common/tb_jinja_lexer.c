@@ -338,7 +338,7 @@ static int s_unescape(s_lex_t *lx, size_t a, size_t b, tb_jtok_t *t)
             i++;
         }
         char enc[4];
-        size_t n = tb_utf8_put(cp, enc);
+        size_t n = tb_utf8_encode(cp, enc);
         if (n == 0) {
             return s_fail(lx, i, "%s", "escape is not a valid Unicode scalar value");
         }
@@ -583,7 +583,7 @@ static int s_tag(s_lex_t *lx, bool is_block, bool *line_starting)
                 char ch[8];
                 size_t j = at;
                 uint32_t cp = tb_utf8_next(lx->s, lx->len, &j);
-                size_t n = tb_utf8_put(cp, ch);
+                size_t n = tb_utf8_encode(cp, ch);
                 ch[n] = '\0';
                 return s_fail(lx, at, "unexpected char '%s'", ch);
             }

@@ -21,6 +21,7 @@
 #include <jansson.h>
 
 #include "tb_jinja.h"
+#include "tb_utf8.h"
 
 typedef enum {
     TB_JV_ERROR = 0, /* not a value: the runtime holds the error */
@@ -227,13 +228,7 @@ tb_jv_t tb_jv_to_str(tb_jrt_t *rt, tb_jv_t v);
 /* Python's repr() of a float into buf (at least 32 bytes). */
 void tb_jv_float_repr(double f, char *buf, size_t size);
 
-/* --- UTF-8 and Python string helpers --- */
-/* Decodes one code point at s[*i] (valid UTF-8 assumed) and advances *i. */
-uint32_t tb_utf8_next(const char *s, size_t len, size_t *i);
-/* Encodes cp into out (4 bytes), returns the length (0 for an invalid code point). */
-size_t tb_utf8_put(uint32_t cp, char *out);
-/* Length of the valid UTF-8 prefix of s. */
-size_t tb_utf8_valid_prefix(const char *s, size_t len);
+/* --- Python string helpers (UTF-8 decoding and encoding: the SDK's tb_utf8.h) --- */
 /* Python's str.isspace() for one code point. */
 bool tb_py_isspace(uint32_t cp);
 /* Byte offset of code point number `cp` (cp <= number of code points). */

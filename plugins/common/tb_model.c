@@ -20,18 +20,6 @@ static const char *const s_global_names[TB_TENSOR_GLOBAL_COUNT] = {
 static const char *const s_layer_names[TB_LAYER_TENSOR_COUNT] = {
     "attn_norm", "wq", "wk", "wv", "bq", "bk", "bv", "wo", "ffn_norm", "w_gate", "w_up", "w_down"};
 
-__attribute__((format(printf, 3, 4))) static int s_fail(char *err, size_t err_len,
-                                                        const char *fmt, ...)
-{
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return TB_EMODEL;
-}
-
 const char *tb_rope_layout_name(tb_rope_layout_t l)
 {
     return l == TB_ROPE_NEOX ? "neox" : l == TB_ROPE_INTERLEAVED ? "interleaved" : "?";
@@ -122,11 +110,11 @@ int tb_model_place(tb_model_t *m, const struct tb_slot *slot, const char *source
     bool *has;
     struct tb_tensor *t = s_slot_tensor(m, slot, &has);
     if (*has) {
-        return s_fail(err, err_len, "tensor '%s' appears twice (also as '%s')", source,
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s' appears twice (also as '%s')", source,
                       t->source);
     }
     if (n_dims != 1 && n_dims != 2) {
-        return s_fail(err, err_len, "tensor '%s': %u dimensions (expected 1 or 2)", source,
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': %u dimensions (expected 1 or 2)", source,
                       n_dims);
     }
     uint64_t rows = n_dims == 2 ? dims[0] : 1;
@@ -134,12 +122,12 @@ int tb_model_place(tb_model_t *m, const struct tb_slot *slot, const char *source
     uint64_t row_bytes;
     int rc = tb_dtype_bytes(dtype, cols, &row_bytes);
     if (rc == TB_EINVAL) {
-        return s_fail(err, err_len, "tensor '%s': row length %llu is not a multiple of %s's "
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': row length %llu is not a multiple of %s's "
                       "block of %zu", source, (unsigned long long)cols, tb_dtype_name(dtype),
                       tb_dtype_block_elems(dtype));
     }
     if (rc != 0 || (row_bytes && rows > UINT64_MAX / row_bytes) || rows * row_bytes != size) {
-        return s_fail(err, err_len, "tensor '%s': %llu x %llu %s needs %llu bytes, the file "
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': %llu x %llu %s needs %llu bytes, the file "
                       "gives %llu", source, (unsigned long long)rows, (unsigned long long)cols,
                       tb_dtype_name(dtype),
                       (unsigned long long)(rc == 0 ? rows * row_bytes : 0),
@@ -198,32 +186,32 @@ static int s_check_params(const struct tb_model_params *p, char *err, size_t err
     };
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
         if (c[i].v < c[i].lo || c[i].v > c[i].hi) {
-            return s_fail(err, err_len, "%s %u is out of range %u..%u", c[i].name, c[i].v,
+            return tb_err_fail(err, err_len, TB_EMODEL, "%s %u is out of range %u..%u", c[i].name, c[i].v,
                           c[i].lo, c[i].hi);
         }
     }
     if (p->head_dim % 2 != 0) {
-        return s_fail(err, err_len, "head dimension %u is odd", p->head_dim);
+        return tb_err_fail(err, err_len, TB_EMODEL, "head dimension %u is odd", p->head_dim);
     }
     if (p->n_heads % p->n_kv_heads != 0) {
-        return s_fail(err, err_len, "attention head count %u is not a multiple of the "
+        return tb_err_fail(err, err_len, TB_EMODEL, "attention head count %u is not a multiple of the "
                       "key/value head count %u", p->n_heads, p->n_kv_heads);
     }
     if (!(p->rms_eps > 0 && p->rms_eps < 1)) {
-        return s_fail(err, err_len, "rms norm epsilon %g is out of range (0, 1)", p->rms_eps);
+        return tb_err_fail(err, err_len, TB_EMODEL, "rms norm epsilon %g is out of range (0, 1)", p->rms_eps);
     }
     if (!(p->rope_theta > 0 && isfinite(p->rope_theta))) {
-        return s_fail(err, err_len, "rope theta %g is not positive", p->rope_theta);
+        return tb_err_fail(err, err_len, TB_EMODEL, "rope theta %g is not positive", p->rope_theta);
     }
     const struct tb_rope_scaling *s = &p->rope_scaling;
     if ((s->type == TB_ROPE_SCALING_LINEAR || s->type == TB_ROPE_SCALING_LLAMA3) &&
         !(s->factor > 0 && isfinite(s->factor))) {
-        return s_fail(err, err_len, "rope scaling factor %g is not positive", s->factor);
+        return tb_err_fail(err, err_len, TB_EMODEL, "rope scaling factor %g is not positive", s->factor);
     }
     if (s->type == TB_ROPE_SCALING_LLAMA3 &&
         !(s->low_freq_factor > 0 && s->high_freq_factor > s->low_freq_factor &&
           s->original_max_positions > 0)) {
-        return s_fail(err, err_len, "llama3 rope scaling needs 0 < low_freq_factor (%g) < "
+        return tb_err_fail(err, err_len, TB_EMODEL, "llama3 rope scaling needs 0 < low_freq_factor (%g) < "
                       "high_freq_factor (%g) and original_max_position_embeddings > 0",
                       s->low_freq_factor, s->high_freq_factor);
     }
@@ -249,87 +237,108 @@ static int s_check_shape(const struct tb_tensor *t, uint32_t n_dims, uint64_t ro
         snprintf(got, sizeof got, "[%llu, %llu]", (unsigned long long)t->rows,
                  (unsigned long long)t->cols);
     }
-    return s_fail(err, err_len, "tensor '%s' (%s) has shape %s, the config implies %s", t->name,
+    return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s' (%s) has shape %s, the config implies %s", t->name,
                   t->source, got, want);
 }
 
 static int s_check_vector_dtype(const struct tb_tensor *t, char *err, size_t err_len)
 {
     if (tb_dtype_is_quantized(t->dtype)) {
-        return s_fail(err, err_len, "tensor '%s' (%s): dtype %s is not supported for a vector "
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s' (%s): dtype %s is not supported for a vector "
                       "(f32, f16, bf16)", t->name, t->source, tb_dtype_name(t->dtype));
     }
     return 0;
 }
 
-int tb_model_finish(tb_model_t *m, char *err, size_t err_len)
+/* Ties the embeddings when the config says so (either tensor stands for both). */
+static void s_tie_embeddings(tb_model_t *m)
 {
-    struct tb_model_params *p = &m->params;
-    int rc = s_check_params(p, err, err_len);
+    struct tb_tensor *g = m->globals;
+    bool *hg = m->has_global;
+    if (!hg[TB_TENSOR_TOK_EMBD] && hg[TB_TENSOR_OUTPUT]) {
+        g[TB_TENSOR_TOK_EMBD] = g[TB_TENSOR_OUTPUT];
+        hg[TB_TENSOR_TOK_EMBD] = true;
+    }
+    if (hg[TB_TENSOR_TOK_EMBD]) {
+        g[TB_TENSOR_OUTPUT] = g[TB_TENSOR_TOK_EMBD];
+        hg[TB_TENSOR_OUTPUT] = true;
+    }
+    snprintf(g[TB_TENSOR_TOK_EMBD].name, sizeof g->name, "tok_embd");
+    snprintf(g[TB_TENSOR_OUTPUT].name, sizeof g->name, "output");
+}
+
+/* rope_freqs (llama3 frequency factors): head_dim / 2 positive f32 values. */
+static int s_check_rope_freqs(const tb_model_t *m, char *err, size_t err_len)
+{
+    const struct tb_model_params *p = &m->params;
+    const struct tb_tensor *f = &m->globals[TB_TENSOR_ROPE_FREQS];
+    int rc = s_check_shape(f, 1, 1, p->head_dim / 2, err, err_len);
     if (rc != 0) {
         return rc;
     }
-    struct tb_tensor *g = m->globals;
-    bool *hg = m->has_global;
-    if (p->tied_embeddings) {
-        if (!hg[TB_TENSOR_TOK_EMBD] && hg[TB_TENSOR_OUTPUT]) {
-            g[TB_TENSOR_TOK_EMBD] = g[TB_TENSOR_OUTPUT];
-            hg[TB_TENSOR_TOK_EMBD] = true;
-        }
-        if (hg[TB_TENSOR_TOK_EMBD]) {
-            g[TB_TENSOR_OUTPUT] = g[TB_TENSOR_TOK_EMBD];
-            hg[TB_TENSOR_OUTPUT] = true;
-        }
-        snprintf(g[TB_TENSOR_TOK_EMBD].name, sizeof g->name, "tok_embd");
-        snprintf(g[TB_TENSOR_OUTPUT].name, sizeof g->name, "output");
+    if (f->dtype != TB_DTYPE_F32) {
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "tensor 'rope_freqs': dtype %s (expected f32)",
+                           tb_dtype_name(f->dtype));
     }
-    const char *hint = p->format == TB_MODEL_FORMAT_HF ? " (model.embed_tokens.weight)"
-                                                       : " (token_embd.weight)";
+    const float *v = f->data;
+    for (uint32_t i = 0; i < p->head_dim / 2; i++) {
+        if (!(v[i] > 0 && isfinite(v[i]))) {
+            return tb_err_fail(err, err_len, TB_EMODEL,
+                               "tensor 'rope_freqs': element %u is %g, not a positive number", i,
+                               (double)v[i]);
+        }
+    }
+    return 0;
+}
+
+/* The model-wide tensors: present (embeddings, output, final norm, rope_freqs exactly when
+ * the scaling uses them) and of the right shapes. */
+static int s_check_globals(tb_model_t *m, char *err, size_t err_len)
+{
+    const struct tb_model_params *p = &m->params;
+    const struct tb_tensor *g = m->globals;
+    const bool *hg = m->has_global;
+    bool hf = p->format == TB_MODEL_FORMAT_HF;
     if (!hg[TB_TENSOR_TOK_EMBD]) {
-        return s_fail(err, err_len, "tensor 'tok_embd'%s is missing", hint);
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor 'tok_embd'%s is missing",
+                           hf ? " (model.embed_tokens.weight)" : " (token_embd.weight)");
     }
     if (!hg[TB_TENSOR_OUTPUT]) {
-        return s_fail(err, err_len, "tensor 'output'%s is missing and the embeddings are not "
-                      "tied", p->format == TB_MODEL_FORMAT_HF ? " (lm_head.weight)"
-                                                               : " (output.weight)");
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "tensor 'output'%s is missing and the embeddings are not tied",
+                           hf ? " (lm_head.weight)" : " (output.weight)");
     }
     if (!hg[TB_TENSOR_OUT_NORM]) {
-        return s_fail(err, err_len, "tensor 'out_norm'%s is missing",
-                      p->format == TB_MODEL_FORMAT_HF ? " (model.norm.weight)"
-                                                      : " (output_norm.weight)");
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor 'out_norm'%s is missing",
+                           hf ? " (model.norm.weight)" : " (output_norm.weight)");
     }
     bool want_freqs = p->rope_scaling.type == TB_ROPE_SCALING_FREQ_FACTORS;
     if (want_freqs != hg[TB_TENSOR_ROPE_FREQS]) {
-        return s_fail(err, err_len, "tensor 'rope_freqs' is %s", want_freqs ? "missing"
-                                                                             : "unexpected");
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor 'rope_freqs' is %s",
+                           want_freqs ? "missing" : "unexpected");
     }
     uint64_t h = p->hidden;
-    uint64_t qd = (uint64_t)p->n_heads * p->head_dim;
-    uint64_t kvd = (uint64_t)p->n_kv_heads * p->head_dim;
-    uint64_t ff = p->intermediate;
+    int rc;
     if ((rc = s_check_shape(&g[TB_TENSOR_TOK_EMBD], 2, p->vocab, h, err, err_len)) != 0 ||
         (rc = s_check_shape(&g[TB_TENSOR_OUTPUT], 2, p->vocab, h, err, err_len)) != 0 ||
         (rc = s_check_shape(&g[TB_TENSOR_OUT_NORM], 1, 1, h, err, err_len)) != 0 ||
         (rc = s_check_vector_dtype(&g[TB_TENSOR_OUT_NORM], err, err_len)) != 0) {
         return rc;
     }
-    if (want_freqs) {
-        const struct tb_tensor *f = &g[TB_TENSOR_ROPE_FREQS];
-        if ((rc = s_check_shape(f, 1, 1, p->head_dim / 2, err, err_len)) != 0) {
-            return rc;
-        }
-        if (f->dtype != TB_DTYPE_F32) {
-            return s_fail(err, err_len, "tensor 'rope_freqs': dtype %s (expected f32)",
-                          tb_dtype_name(f->dtype));
-        }
-        const float *v = f->data;
-        for (uint32_t i = 0; i < p->head_dim / 2; i++) {
-            if (!(v[i] > 0 && isfinite(v[i]))) {
-                return s_fail(err, err_len, "tensor 'rope_freqs': element %u is %g, not a "
-                              "positive number", i, (double)v[i]);
-            }
-        }
-    }
+    return want_freqs ? s_check_rope_freqs(m, err, err_len) : 0;
+}
+
+/* Every layer's tensors present (q/k/v biases only when the model has them) and shaped for
+ * the params.  GGUF llama files may carry q/k/v biases: then every layer must have all three,
+ * and params.qkv_bias is set. */
+static int s_check_layers(tb_model_t *m, char *err, size_t err_len)
+{
+    struct tb_model_params *p = &m->params;
+    uint64_t h = p->hidden;
+    uint64_t qd = (uint64_t)p->n_heads * p->head_dim;
+    uint64_t kvd = (uint64_t)p->n_kv_heads * p->head_dim;
+    uint64_t ff = p->intermediate;
     const struct {
         uint32_t n_dims;
         uint64_t rows;
@@ -354,11 +363,11 @@ int tb_model_finish(tb_model_t *m, char *err, size_t err_len)
                 if (is_bias && !p->qkv_bias) {
                     continue;
                 }
-                return s_fail(err, err_len, "tensor 'layers.%u.%s' is missing", l,
-                              s_layer_names[k]);
+                return tb_err_fail(err, err_len, TB_EMODEL, "tensor 'layers.%u.%s' is missing",
+                                   l, s_layer_names[k]);
             }
             const struct tb_tensor *t = &m->layers[i];
-            rc = s_check_shape(t, want[k].n_dims, want[k].rows, want[k].cols, err, err_len);
+            int rc = s_check_shape(t, want[k].n_dims, want[k].rows, want[k].cols, err, err_len);
             if (rc == 0 && want[k].n_dims == 1) {
                 rc = s_check_vector_dtype(t, err, err_len);
             }
@@ -368,18 +377,25 @@ int tb_model_finish(tb_model_t *m, char *err, size_t err_len)
         }
     }
     if (any_bias && !p->qkv_bias) {
-        /* GGUF llama files may carry q/k/v biases: then every layer must have all three. */
         p->qkv_bias = true;
         for (uint32_t l = 0; l < p->n_layers; l++) {
             for (int k = TB_LAYER_BQ; k <= TB_LAYER_BV; k++) {
                 if (!m->has_layer[(size_t)l * TB_LAYER_TENSOR_COUNT + (size_t)k]) {
-                    return s_fail(err, err_len, "tensor 'layers.%u.%s' is missing (other "
-                                  "layers have q/k/v biases)", l, s_layer_names[k]);
+                    return tb_err_fail(err, err_len, TB_EMODEL,
+                                       "tensor 'layers.%u.%s' is missing (other layers have "
+                                       "q/k/v biases)",
+                                       l, s_layer_names[k]);
                 }
             }
         }
     }
-    p->dtype = m->layers[TB_LAYER_WQ].dtype;
+    return 0;
+}
+
+/* m->list: every present tensor (globals first), and the weight bytes (a tied output once). */
+static int s_list_tensors(tb_model_t *m, char *err, size_t err_len)
+{
+    const struct tb_model_params *p = &m->params;
     size_t cap = TB_TENSOR_GLOBAL_COUNT + (size_t)p->n_layers * TB_LAYER_TENSOR_COUNT;
     m->list = calloc(cap, sizeof *m->list);
     if (!m->list) {
@@ -388,10 +404,10 @@ int tb_model_finish(tb_model_t *m, char *err, size_t err_len)
     }
     m->weight_bytes = 0;
     for (int i = 0; i < TB_TENSOR_GLOBAL_COUNT; i++) {
-        if (hg[i]) {
-            m->list[m->n_list++] = &g[i];
+        if (m->has_global[i]) {
+            m->list[m->n_list++] = &m->globals[i];
             if (!(i == TB_TENSOR_OUTPUT && p->tied_embeddings)) {
-                m->weight_bytes += g[i].size;
+                m->weight_bytes += m->globals[i].size;
             }
         }
     }
@@ -402,6 +418,27 @@ int tb_model_finish(tb_model_t *m, char *err, size_t err_len)
         }
     }
     return 0;
+}
+
+int tb_model_finish(tb_model_t *m, char *err, size_t err_len)
+{
+    struct tb_model_params *p = &m->params;
+    int rc = s_check_params(p, err, err_len);
+    if (rc != 0) {
+        return rc;
+    }
+    if (p->tied_embeddings) {
+        s_tie_embeddings(m);
+    }
+    rc = s_check_globals(m, err, err_len);
+    if (rc == 0) {
+        rc = s_check_layers(m, err, err_len);
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    p->dtype = m->layers[TB_LAYER_WQ].dtype;
+    return s_list_tensors(m, err, err_len);
 }
 
 int tb_model_open(const char *path, tb_model_t **out, char *err, size_t err_len)

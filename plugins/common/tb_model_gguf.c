@@ -13,18 +13,6 @@
 #include "tb_errors.h"
 #include "tb_model_internal.h"
 
-__attribute__((format(printf, 3, 4))) static int s_fail(char *err, size_t err_len,
-                                                        const char *fmt, ...)
-{
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return TB_EMODEL;
-}
-
 static const char *s_ggml_type_name(uint32_t t)
 {
     static const char *const names[] = {
@@ -45,15 +33,15 @@ static int s_u32(const tb_gguf_t *g, const char *arch, const char *key, bool req
     uint64_t v;
     if (!tb_gguf_get_u64(g, full, &v)) {
         if (tb_gguf_find_key(g, full) >= 0) {
-            return s_fail(err, err_len, "metadata '%s' is not a non-negative integer", full);
+            return tb_err_fail(err, err_len, TB_EMODEL, "metadata '%s' is not a non-negative integer", full);
         }
         if (required) {
-            return s_fail(err, err_len, "metadata '%s' is missing", full);
+            return tb_err_fail(err, err_len, TB_EMODEL, "metadata '%s' is missing", full);
         }
         return 1;
     }
     if (v < lo || v > hi) {
-        return s_fail(err, err_len, "metadata '%s' %llu is out of range %llu..%llu", full,
+        return tb_err_fail(err, err_len, TB_EMODEL, "metadata '%s' %llu is out of range %llu..%llu", full,
                       (unsigned long long)v, (unsigned long long)lo, (unsigned long long)hi);
     }
     *out = (uint32_t)v;
@@ -64,7 +52,7 @@ static int s_f64(const tb_gguf_t *g, const char *full, double *out, char *err, s
 {
     if (!tb_gguf_get_f64(g, full, out)) {
         if (tb_gguf_find_key(g, full) >= 0) {
-            return s_fail(err, err_len, "metadata '%s' is not a number", full);
+            return tb_err_fail(err, err_len, TB_EMODEL, "metadata '%s' is not a number", full);
         }
         return 1;
     }
@@ -76,12 +64,12 @@ static int s_id(const tb_gguf_t *g, const char *key, int32_t *out, char *err, si
     uint64_t v;
     if (!tb_gguf_get_u64(g, key, &v)) {
         if (tb_gguf_find_key(g, key) >= 0) {
-            return s_fail(err, err_len, "metadata '%s' is not a token id", key);
+            return tb_err_fail(err, err_len, TB_EMODEL, "metadata '%s' is not a token id", key);
         }
         return 1;
     }
     if (v > INT32_MAX) {
-        return s_fail(err, err_len, "metadata '%s' %llu is not a token id", key,
+        return tb_err_fail(err, err_len, TB_EMODEL, "metadata '%s' %llu is not a token id", key,
                       (unsigned long long)v);
     }
     *out = (int32_t)v;
@@ -174,7 +162,7 @@ static int s_params(const tb_gguf_t *g, const char *arch, struct tb_model_params
         return rc;
     }
     if (p->hidden % p->n_heads != 0) {
-        return s_fail(err, err_len, "%s.embedding_length %u is not a multiple of "
+        return tb_err_fail(err, err_len, TB_EMODEL, "%s.embedding_length %u is not a multiple of "
                       "%s.attention.head_count %u", arch, p->hidden, arch, p->n_heads);
     }
     p->head_dim = p->hidden / p->n_heads;
@@ -194,11 +182,11 @@ static int s_params(const tb_gguf_t *g, const char *arch, struct tb_model_params
         return rc;
     }
     if (vl && vl != p->head_dim) {
-        return s_fail(err, err_len, "metadata '%s.attention.value_length' %u differs from the "
+        return tb_err_fail(err, err_len, TB_EMODEL, "metadata '%s.attention.value_length' %u differs from the "
                       "key length %u (not supported)", arch, vl, p->head_dim);
     }
     if (rd && rd != p->head_dim) {
-        return s_fail(err, err_len, "metadata '%s.rope.dimension_count' %u differs from the "
+        return tb_err_fail(err, err_len, TB_EMODEL, "metadata '%s.rope.dimension_count' %u differs from the "
                       "head dimension %u (partial rotary embedding is not supported)", arch, rd,
                       p->head_dim);
     }
@@ -206,7 +194,7 @@ static int s_params(const tb_gguf_t *g, const char *arch, struct tb_model_params
     snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", arch);
     rc = s_f64(g, key, &p->rms_eps, err, err_len);
     if (rc == 1) {
-        return s_fail(err, err_len, "metadata '%s' is missing", key);
+        return tb_err_fail(err, err_len, TB_EMODEL, "metadata '%s' is missing", key);
     }
     if (rc < 0) {
         return rc;
@@ -228,17 +216,17 @@ static int s_params(const tb_gguf_t *g, const char *arch, struct tb_model_params
             /* nothing */
         } else if (st.len == 6 && memcmp(st.ptr, "linear", 6) == 0) {
             if (rc == 1) {
-                return s_fail(err, err_len, "metadata '%s' is missing for linear scaling",
+                return tb_err_fail(err, err_len, TB_EMODEL, "metadata '%s' is missing for linear scaling",
                               fkey);
             }
             p->rope_scaling.type = TB_ROPE_SCALING_LINEAR;
             p->rope_scaling.factor = factor;
         } else {
-            return s_fail(err, err_len, "metadata '%s' '%.*s' is not supported (none, linear)",
+            return tb_err_fail(err, err_len, TB_EMODEL, "metadata '%s' '%.*s' is not supported (none, linear)",
                           key, (int)(st.len > 32 ? 32 : st.len), st.ptr);
         }
     } else if (tb_gguf_find_key(g, key) >= 0) {
-        return s_fail(err, err_len, "metadata '%s' is not a string", key);
+        return tb_err_fail(err, err_len, TB_EMODEL, "metadata '%s' is not a string", key);
     }
     snprintf(key, sizeof key, "%s.rope.scale_linear", arch); /* older files */
     if ((rc = s_f64(g, key, &factor, err, err_len)) < 0) {
@@ -318,7 +306,7 @@ int tb_model_load_gguf(tb_model_t *m, const char *path, char *err, size_t err_le
     p->format = TB_MODEL_FORMAT_GGUF;
     struct tb_gguf_str a;
     if (!tb_gguf_get_str(g, "general.architecture", &a)) {
-        return s_fail(err, err_len, "metadata 'general.architecture' is missing or not a "
+        return tb_err_fail(err, err_len, TB_EMODEL, "metadata 'general.architecture' is missing or not a "
                       "string");
     }
     if (a.len == 5 && memcmp(a.ptr, "llama", 5) == 0) {
@@ -327,7 +315,7 @@ int tb_model_load_gguf(tb_model_t *m, const char *path, char *err, size_t err_le
         p->rope_layout = TB_ROPE_NEOX;
         p->qkv_bias = true;
     } else {
-        return s_fail(err, err_len, "metadata 'general.architecture' '%.*s' is not supported "
+        return tb_err_fail(err, err_len, TB_EMODEL, "metadata 'general.architecture' '%.*s' is not supported "
                       "(llama, qwen2)", (int)(a.len > 32 ? 32 : a.len), a.ptr);
     }
     memcpy(p->arch, a.ptr, a.len);
@@ -346,17 +334,18 @@ int tb_model_load_gguf(tb_model_t *m, const char *path, char *err, size_t err_le
                  t.name.ptr);
         struct tb_slot slot;
         if (t.name.len > 120 || !s_map_name(name, p->n_layers, &slot)) {
-            return s_fail(err, err_len, "tensor '%s' is not part of a supported %s model with "
+            return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s' is not part of a supported %s model with "
                           "%u layers", name, p->arch, p->n_layers);
         }
         tb_dtype_t dt;
         if (!tb_dtype_from_ggml(t.ggml_type, &dt)) {
-            return s_fail(err, err_len, "tensor '%s': ggml type %u (%s) is not supported (F32, "
-                          "F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, "
-                          "Q5_K, Q6_K, IQ4_XS)", name, t.ggml_type, s_ggml_type_name(t.ggml_type));
+            return tb_err_fail(err, err_len, TB_EMODEL,
+                               "tensor '%s': ggml type %u (%s) is not supported (F32, F16, BF16, "
+                               "Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, "
+                               "IQ4_XS)", name, t.ggml_type, s_ggml_type_name(t.ggml_type));
         }
         if (t.n_dims < 1 || t.n_dims > 2) {
-            return s_fail(err, err_len, "tensor '%s': %u dimensions (expected 1 or 2)", name,
+            return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': %u dimensions (expected 1 or 2)", name,
                           t.n_dims);
         }
         uint64_t dims[2] = {t.n_dims == 2 ? t.dims[1] : t.dims[0], t.dims[0]};
@@ -371,7 +360,7 @@ int tb_model_load_gguf(tb_model_t *m, const char *path, char *err, size_t err_le
     p->tied_embeddings = !has_output;
     if (m->has_global[TB_TENSOR_ROPE_FREQS]) {
         if (p->rope_scaling.type != TB_ROPE_SCALING_NONE) {
-            return s_fail(err, err_len, "tensor 'rope_freqs.weight' together with rope scaling "
+            return tb_err_fail(err, err_len, TB_EMODEL, "tensor 'rope_freqs.weight' together with rope scaling "
                           "type %s is not supported", tb_rope_scaling_name(p->rope_scaling.type));
         }
         p->rope_scaling.type = TB_ROPE_SCALING_FREQ_FACTORS;

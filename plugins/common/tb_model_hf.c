@@ -16,18 +16,6 @@
 
 #define MAX_INDEX (64u << 20)
 
-__attribute__((format(printf, 3, 4))) static int s_fail(char *err, size_t err_len,
-                                                        const char *fmt, ...)
-{
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return TB_EMODEL;
-}
-
 static const struct {
     const char *suffix;
     tb_layer_tensor_t kind;
@@ -99,7 +87,7 @@ static int s_place(tb_model_t *m, const struct tb_st_tensor *t, char *err, size_
         return 0;
     }
     if (r < 0) {
-        return s_fail(err, err_len, "tensor '%.96s' is not part of a supported %s model "
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%.96s' is not part of a supported %s model "
                       "with %u layers", t->name, m->params.arch, m->params.n_layers);
     }
     tb_dtype_t dt;
@@ -114,7 +102,7 @@ static int s_place(tb_model_t *m, const struct tb_st_tensor *t, char *err, size_
         dt = TB_DTYPE_BF16;
         break;
     default:
-        return s_fail(err, err_len, "tensor '%.96s': dtype '%s' is not supported (F32, F16, "
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%.96s': dtype '%s' is not supported (F32, F16, "
                       "BF16)", t->name, tb_st_dtype_name(t->dtype));
     }
     return tb_model_place(m, &slot, t->name, dt, t->n_dims, t->shape, t->data, t->size, err,
@@ -125,11 +113,11 @@ static int s_open_shard(tb_model_t *m, const char *dir, const char *file, char *
                         size_t err_len)
 {
     if (m->n_shards >= TB_MODEL_MAX_SHARDS) {
-        return s_fail(err, err_len, "more than %d safetensors shards", TB_MODEL_MAX_SHARDS);
+        return tb_err_fail(err, err_len, TB_EMODEL, "more than %d safetensors shards", TB_MODEL_MAX_SHARDS);
     }
     char path[4096];
     if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, file) >= sizeof path) {
-        return s_fail(err, err_len, "path too long: '%s/%s'", dir, file);
+        return tb_err_fail(err, err_len, TB_EMODEL, "path too long: '%s/%s'", dir, file);
     }
     char inner[512];
     int rc = tb_safetensors_open(path, &m->shards[m->n_shards], inner, sizeof inner);
@@ -162,13 +150,13 @@ static int s_load_sharded(tb_model_t *m, const char *dir, const char *index_path
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     free(text);
     if (!root) {
-        return s_fail(err, err_len, "%s: invalid JSON at line %d column %d: %s", F, jerr.line,
+        return tb_err_fail(err, err_len, TB_EMODEL, "%s: invalid JSON at line %d column %d: %s", F, jerr.line,
                       jerr.column, jerr.text);
     }
     json_t *map = json_object_get(root, "weight_map");
     const char **names = NULL;
     if (!json_is_object(root) || !json_is_object(map) || json_object_size(map) == 0) {
-        rc = s_fail(err, err_len, "%s: 'weight_map' missing, empty or not an object", F);
+        rc = tb_err_fail(err, err_len, TB_EMODEL, "%s: 'weight_map' missing, empty or not an object", F);
         goto out;
     }
     /* Open each distinct shard once, in first-mention order. */
@@ -183,7 +171,7 @@ static int s_load_sharded(tb_model_t *m, const char *dir, const char *index_path
     json_object_foreach(map, key, val)
     {
         if (!json_is_string(val) || !s_plain_name(json_string_value(val))) {
-            rc = s_fail(err, err_len, "%s: weight_map['%.96s'] is not a file name in the folder",
+            rc = tb_err_fail(err, err_len, TB_EMODEL, "%s: weight_map['%.96s'] is not a file name in the folder",
                         F, key);
             goto out;
         }
@@ -207,7 +195,7 @@ static int s_load_sharded(tb_model_t *m, const char *dir, const char *index_path
         }
         struct tb_st_tensor t;
         if (!tb_safetensors_find(m->shards[s], key, &t)) {
-            rc = s_fail(err, err_len, "%s lists tensor '%.96s' in '%s', which does not hold it",
+            rc = tb_err_fail(err, err_len, TB_EMODEL, "%s lists tensor '%.96s' in '%s', which does not hold it",
                         F, key, names[s]);
             goto out;
         }
@@ -222,7 +210,7 @@ static int s_load_sharded(tb_model_t *m, const char *dir, const char *index_path
             tb_safetensors_at(m->shards[s], i, &t);
             const char *where = json_string_value(json_object_get(map, t.name));
             if (!where || strcmp(where, names[s]) != 0) {
-                rc = s_fail(err, err_len, "tensor '%.96s' in '%s' is not listed there by %s",
+                rc = tb_err_fail(err, err_len, TB_EMODEL, "tensor '%.96s' in '%s' is not listed there by %s",
                             t.name, names[s], F);
                 goto out;
             }
@@ -249,7 +237,7 @@ int tb_model_load_hf(tb_model_t *m, const char *dir, char *err, size_t err_len)
     struct stat sb;
     if ((size_t)snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir) >=
         sizeof path) {
-        return s_fail(err, err_len, "path too long");
+        return tb_err_fail(err, err_len, TB_EMODEL, "path too long");
     }
     if (stat(path, &sb) == 0) {
         return s_load_sharded(m, dir, path, err, err_len);
@@ -258,7 +246,7 @@ int tb_model_load_hf(tb_model_t *m, const char *dir, char *err, size_t err_len)
     if (stat(path, &sb) != 0) {
         snprintf(path, sizeof path, "%s/pytorch_model.bin", dir);
         bool bin = stat(path, &sb) == 0;
-        return s_fail(err, err_len, "no model.safetensors or model.safetensors.index.json%s",
+        return tb_err_fail(err, err_len, TB_EMODEL, "no model.safetensors or model.safetensors.index.json%s",
                       bin ? " (PyTorch .bin weights are not supported)" : "");
     }
     rc = s_open_shard(m, dir, "model.safetensors", err, err_len);

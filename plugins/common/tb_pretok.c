@@ -163,9 +163,9 @@ int tb_pretok_add_whitespace_split(tb_pretok_t *p)
 
 void tb_pretok_work_release(struct tb_pretok_work *w)
 {
-    tb_tok_buf_release(&w->out.text);
+    tb_buf_free(&w->out.text);
     tb_tok_spans_release(&w->out.spans);
-    tb_tok_buf_release(&w->tmp.text);
+    tb_buf_free(&w->tmp.text);
     tb_tok_spans_release(&w->tmp.spans);
     tb_tok_spans_release(&w->matches);
 }
@@ -177,7 +177,7 @@ static int s_emit(struct tb_pretok_words *out, const char *s, size_t len)
         return 0;
     }
     size_t start = out->text.len;
-    if (tb_tok_buf_append(&out->text, s, len) < 0) {
+    if (tb_buf_append(&out->text, s, len) < 0) {
         return TB_ENOMEM;
     }
     return tb_tok_spans_push(&out->spans, start, start + len);
@@ -286,16 +286,16 @@ static int s_emit_mapped(struct tb_pretok_words *out, const char *s, size_t len)
         return 0;
     }
     size_t start = out->text.len;
-    if (tb_tok_buf_reserve(&out->text, len * 2) < 0) {
+    if (tb_buf_reserve(&out->text, len * 2) < 0) {
         return TB_ENOMEM;
     }
     for (size_t i = 0; i < len; i++) {
         char u[4];
-        size_t n = tb_tok_utf8_encode(tb_tok_byte_to_cp((uint8_t)s[i]), u);
-        memcpy(out->text.ptr + out->text.len, u, n);
+        size_t n = tb_utf8_encode(tb_tok_byte_to_cp((uint8_t)s[i]), u);
+        memcpy((char *)out->text.data + out->text.len, u, n);
         out->text.len += n;
     }
-    out->text.ptr[out->text.len] = '\0';
+    ((char *)out->text.data)[out->text.len] = '\0';
     return tb_tok_spans_push(&out->spans, start, out->text.len);
 }
 
@@ -303,13 +303,13 @@ static int s_step(const struct step *st, const struct tb_pretok_words *in, bool 
                   struct tb_pretok_words *out, struct tb_tok_spans *matches, bool *first_out)
 {
     int rc = 0;
-    struct tb_tok_buf tmp;
-    tb_tok_buf_init(&tmp);
-    tb_tok_buf_clear(&out->text);
+    struct tb_buf tmp;
+    tb_buf_init(&tmp);
+    tb_buf_clear(&out->text);
     out->spans.n = 0;
     *first_out = false;
     for (size_t i = 0; i < in->spans.n && rc == 0; i++) {
-        const char *s = in->text.ptr + in->spans.a[i].start;
+        const char *s = (char *)in->text.data + in->spans.a[i].start;
         size_t len = in->spans.a[i].end - in->spans.a[i].start;
         bool zero = false;
         size_t before = out->spans.n;
@@ -322,15 +322,15 @@ static int s_step(const struct step *st, const struct tb_pretok_words *in, bool 
             }
             break;
         case STEP_BYTE_LEVEL: {
-            tb_tok_buf_clear(&tmp);
+            tb_buf_clear(&tmp);
             if (st->add_prefix_space && (len == 0 || s[0] != ' ')) {
-                rc = tb_tok_buf_append(&tmp, " ", 1);
+                rc = tb_buf_append(&tmp, " ", 1);
             }
             if (rc == 0) {
-                rc = tb_tok_buf_append(&tmp, s, len);
+                rc = tb_buf_append(&tmp, s, len);
             }
             if (rc == 0 && st->re) {
-                rc = tb_tok_regex_find_all(st->re, tmp.ptr, tmp.len, matches);
+                rc = tb_tok_regex_find_all(st->re, (char *)tmp.data, tmp.len, matches);
             } else if (rc == 0) {
                 rc = tb_tok_spans_push(matches, 0, tmp.len);
             }
@@ -339,10 +339,10 @@ static int s_step(const struct step *st, const struct tb_pretok_words *in, bool 
             for (size_t k = 0; rc == 0 && k <= matches->n; k++) {
                 size_t a = k < matches->n ? matches->a[k].start : tmp.len;
                 if (a > at) {
-                    rc = s_emit_mapped(out, tmp.ptr + at, a - at);
+                    rc = s_emit_mapped(out, (char *)tmp.data + at, a - at);
                 }
                 if (rc == 0 && k < matches->n) {
-                    rc = s_emit_mapped(out, tmp.ptr + a, matches->a[k].end - a);
+                    rc = s_emit_mapped(out, (char *)tmp.data + a, matches->a[k].end - a);
                     at = matches->a[k].end;
                 }
             }
@@ -350,24 +350,24 @@ static int s_step(const struct step *st, const struct tb_pretok_words *in, bool 
             break;
         }
         case STEP_METASPACE: {
-            tb_tok_buf_clear(&tmp);
+            tb_buf_clear(&tmp);
             bool starts = len > 0 && (s[0] == ' ' || (len >= st->repl_len &&
                                                       !memcmp(s, st->repl, st->repl_len)));
             bool prepend = !starts && (st->scheme == TB_PREPEND_ALWAYS ||
                                        (st->scheme == TB_PREPEND_FIRST && i == 0 && first));
             if (prepend) {
-                rc = tb_tok_buf_append(&tmp, st->repl, st->repl_len);
+                rc = tb_buf_append(&tmp, st->repl, st->repl_len);
             }
             for (size_t k = 0; rc == 0 && k < len; k++) {
                 if (s[k] == ' ') {
-                    rc = tb_tok_buf_append(&tmp, st->repl, st->repl_len);
+                    rc = tb_buf_append(&tmp, st->repl, st->repl_len);
                 } else {
-                    rc = tb_tok_buf_append(&tmp, s + k, 1);
+                    rc = tb_buf_append(&tmp, s + k, 1);
                 }
             }
             if (rc == 0 && st->split) {
                 for (size_t k = 0; rc == 0 && k + st->repl_len <= tmp.len;) {
-                    if (!memcmp(tmp.ptr + k, st->repl, st->repl_len)) {
+                    if (!memcmp((char *)tmp.data + k, st->repl, st->repl_len)) {
                         rc = tb_tok_spans_push(matches, k, k + st->repl_len);
                         k += st->repl_len;
                     } else {
@@ -375,11 +375,11 @@ static int s_step(const struct step *st, const struct tb_pretok_words *in, bool 
                     }
                 }
                 if (rc == 0) {
-                    rc = s_split(tmp.ptr, tmp.len, matches, TB_SPLIT_MERGED_WITH_NEXT, false, out,
+                    rc = s_split((char *)tmp.data, tmp.len, matches, TB_SPLIT_MERGED_WITH_NEXT, false, out,
                                  &zero);
                 }
             } else if (rc == 0) {
-                rc = s_emit(out, tmp.ptr, tmp.len);
+                rc = s_emit(out, (char *)tmp.data, tmp.len);
                 zero = true;
             }
             break;
@@ -389,7 +389,7 @@ static int s_step(const struct step *st, const struct tb_pretok_words *in, bool 
             *first_out = true;
         }
     }
-    tb_tok_buf_release(&tmp);
+    tb_buf_free(&tmp);
     return rc;
 }
 
@@ -399,11 +399,11 @@ int tb_pretok_run(const tb_pretok_t *p, const char *text, size_t len, bool first
     int rc = 0;
     struct tb_pretok_words *cur = &w->out;
     struct tb_pretok_words *nxt = &w->tmp;
-    tb_tok_buf_clear(&cur->text);
+    tb_buf_clear(&cur->text);
     cur->spans.n = 0;
     rc = s_emit(cur, text, len);
-    if (rc == 0 && cur->text.ptr == NULL) {
-        rc = tb_tok_buf_append(&cur->text, "", 0);
+    if (rc == 0 && cur->text.data == NULL) {
+        rc = tb_buf_append(&cur->text, "", 0);
     }
     for (size_t i = 0; rc == 0 && i < p->n; i++) {
         bool f = false;

@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "tb_buf.h"
 #include "tb_tok_buf.h"
 #include "tb_tok_regex.h"
 
@@ -46,7 +47,7 @@ typedef enum {
 
 /* The pieces of one text: pieces[i] is text.ptr[spans.a[i].start .. spans.a[i].end). */
 struct tb_pretok_words {
-    struct tb_tok_buf text;
+    struct tb_buf text;
     struct tb_tok_spans spans;
 };
 

@@ -60,19 +60,6 @@ size_t tb_st_dtype_size(tb_st_dtype_t t)
     return ((int)t >= 0 && t < TB_ST_DTYPE_COUNT) ? s_dtypes[t].size : 0;
 }
 
-__attribute__((format(printf, 3, 4))) static int s_fail(char *err, size_t err_len,
-                                                        const char *fmt, ...)
-{
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return TB_EMODEL;
-}
-
-
 static int s_cmp_begin(const void *a, const void *b)
 {
     const struct entry *x = a;
@@ -103,12 +90,12 @@ static int s_parse_entry(const char *name, json_t *obj, uint64_t data_len, struc
                          char *err, size_t err_len)
 {
     if (!json_is_object(obj)) {
-        return s_fail(err, err_len, "tensor '%s': header entry is not an object", name);
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': header entry is not an object", name);
     }
     e->name = name;
     json_t *dt = json_object_get(obj, "dtype");
     if (!json_is_string(dt)) {
-        return s_fail(err, err_len, "tensor '%s': 'dtype' missing or not a string", name);
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': 'dtype' missing or not a string", name);
     }
     int found = -1;
     for (int i = 0; i < TB_ST_DTYPE_COUNT; i++) {
@@ -118,16 +105,16 @@ static int s_parse_entry(const char *name, json_t *obj, uint64_t data_len, struc
         }
     }
     if (found < 0) {
-        return s_fail(err, err_len, "tensor '%s': unknown dtype '%.32s'", name,
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': unknown dtype '%.32s'", name,
                       json_string_value(dt));
     }
     e->dtype = (tb_st_dtype_t)found;
     json_t *shape = json_object_get(obj, "shape");
     if (!json_is_array(shape)) {
-        return s_fail(err, err_len, "tensor '%s': 'shape' missing or not an array", name);
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': 'shape' missing or not an array", name);
     }
     if (json_array_size(shape) > TB_ST_MAX_DIMS) {
-        return s_fail(err, err_len, "tensor '%s': shape has %zu dimensions (at most %d)", name,
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': shape has %zu dimensions (at most %d)", name,
                       json_array_size(shape), TB_ST_MAX_DIMS);
     }
     e->n_dims = (uint32_t)json_array_size(shape);
@@ -135,7 +122,7 @@ static int s_parse_entry(const char *name, json_t *obj, uint64_t data_len, struc
     bool overflow = false;
     for (uint32_t d = 0; d < e->n_dims; d++) {
         if (s_parse_u64(json_array_get(shape, d), &e->shape[d]) != 0) {
-            return s_fail(err, err_len, "tensor '%s': shape[%u] is not a non-negative integer",
+            return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': shape[%u] is not a non-negative integer",
                           name, d);
         }
         if (e->shape[d] != 0 && count > UINT64_MAX / e->shape[d]) {
@@ -145,23 +132,23 @@ static int s_parse_entry(const char *name, json_t *obj, uint64_t data_len, struc
     }
     uint64_t esize = s_dtypes[e->dtype].size;
     if (overflow || count > UINT64_MAX / esize) {
-        return s_fail(err, err_len, "tensor '%s': shape too large", name);
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': shape too large", name);
     }
     json_t *offs = json_object_get(obj, "data_offsets");
     if (!json_is_array(offs) || json_array_size(offs) != 2 ||
         s_parse_u64(json_array_get(offs, 0), &e->begin) != 0 ||
         s_parse_u64(json_array_get(offs, 1), &e->end) != 0) {
-        return s_fail(err, err_len,
+        return tb_err_fail(err, err_len, TB_EMODEL,
                       "tensor '%s': 'data_offsets' must be two non-negative integers", name);
     }
     if (e->begin > e->end || e->end > data_len) {
-        return s_fail(err, err_len,
+        return tb_err_fail(err, err_len, TB_EMODEL,
                       "tensor '%s': data_offsets [%llu, %llu] outside the data area (%llu bytes)",
                       name, (unsigned long long)e->begin, (unsigned long long)e->end,
                       (unsigned long long)data_len);
     }
     if (e->end - e->begin != count * esize) {
-        return s_fail(err, err_len,
+        return tb_err_fail(err, err_len, TB_EMODEL,
                       "tensor '%s': data_offsets span %llu bytes but shape and dtype %s need %llu",
                       name, (unsigned long long)(e->end - e->begin), s_dtypes[e->dtype].name,
                       (unsigned long long)(count * esize));
@@ -172,7 +159,7 @@ static int s_parse_entry(const char *name, json_t *obj, uint64_t data_len, struc
     {
         if (strcmp(extra, "dtype") != 0 && strcmp(extra, "shape") != 0 &&
             strcmp(extra, "data_offsets") != 0) {
-            return s_fail(err, err_len, "tensor '%s': unknown field '%.64s'", name, extra);
+            return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': unknown field '%.64s'", name, extra);
         }
     }
     return 0;
@@ -181,7 +168,7 @@ static int s_parse_entry(const char *name, json_t *obj, uint64_t data_len, struc
 static int s_parse(tb_safetensors_t *st, char *err, size_t err_len)
 {
     if (st->len < 8) {
-        return s_fail(err, err_len, "file is %zu bytes, shorter than the 8-byte header length",
+        return tb_err_fail(err, err_len, TB_EMODEL, "file is %zu bytes, shorter than the 8-byte header length",
                       st->len);
     }
     uint64_t hlen = 0;
@@ -189,15 +176,15 @@ static int s_parse(tb_safetensors_t *st, char *err, size_t err_len)
         hlen = (hlen << 8) | st->base[i];
     }
     if (hlen > TB_ST_MAX_HEADER) {
-        return s_fail(err, err_len, "header length %llu exceeds the %u-byte limit",
+        return tb_err_fail(err, err_len, TB_EMODEL, "header length %llu exceeds the %u-byte limit",
                       (unsigned long long)hlen, TB_ST_MAX_HEADER);
     }
     if (hlen > st->len - 8) {
-        return s_fail(err, err_len, "header length %llu runs past the end of the file (%zu bytes)",
+        return tb_err_fail(err, err_len, TB_EMODEL, "header length %llu runs past the end of the file (%zu bytes)",
                       (unsigned long long)hlen, st->len);
     }
     if (hlen < 2) {
-        return s_fail(err, err_len, "header length %llu is too short for a JSON object",
+        return tb_err_fail(err, err_len, TB_EMODEL, "header length %llu is too short for a JSON object",
                       (unsigned long long)hlen);
     }
     st->data_start = 8 + hlen;
@@ -205,22 +192,22 @@ static int s_parse(tb_safetensors_t *st, char *err, size_t err_len)
     json_error_t jerr;
     st->root = json_loadb((const char *)st->base + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
     if (!st->root) {
-        return s_fail(err, err_len, "header JSON: %s at byte %d", jerr.text, jerr.position);
+        return tb_err_fail(err, err_len, TB_EMODEL, "header JSON: %s at byte %d", jerr.text, jerr.position);
     }
     if (!json_is_object(st->root)) {
-        return s_fail(err, err_len, "header JSON is not an object");
+        return tb_err_fail(err, err_len, TB_EMODEL, "header JSON is not an object");
     }
     json_t *meta = json_object_get(st->root, "__metadata__");
     if (meta) {
         const char *k;
         json_t *v;
         if (!json_is_object(meta)) {
-            return s_fail(err, err_len, "'__metadata__' is not an object");
+            return tb_err_fail(err, err_len, TB_EMODEL, "'__metadata__' is not an object");
         }
         json_object_foreach(meta, k, v)
         {
             if (!json_is_string(v)) {
-                return s_fail(err, err_len, "'__metadata__.%.64s' is not a string", k);
+                return tb_err_fail(err, err_len, TB_EMODEL, "'__metadata__.%.64s' is not a string", k);
             }
         }
     }
@@ -251,7 +238,7 @@ static int s_parse(tb_safetensors_t *st, char *err, size_t err_len)
         const struct entry *a = &st->ents[i - 1];
         const struct entry *b = &st->ents[i];
         if (b->begin < a->end) {
-            return s_fail(err, err_len, "tensors '%s' and '%s' overlap in the data area",
+            return tb_err_fail(err, err_len, TB_EMODEL, "tensors '%s' and '%s' overlap in the data area",
                           a->name, b->name);
         }
     }

@@ -1,5 +1,5 @@
 /*
- * tb_tok_buf.c - growable byte buffer and int32 vector used by the tokenizer classes.
+ * tb_tok_buf.c - the growable int32 vector of the tokenizer classes.
  */
 #include "tb_tok_buf.h"
 
@@ -7,103 +7,6 @@
 #include <string.h>
 
 #include "tb_errors.h"
-
-void tb_tok_buf_init(struct tb_tok_buf *b)
-{
-    b->ptr = NULL;
-    b->len = 0;
-    b->cap = 0;
-}
-
-void tb_tok_buf_release(struct tb_tok_buf *b)
-{
-    free(b->ptr);
-    tb_tok_buf_init(b);
-}
-
-int tb_tok_buf_reserve(struct tb_tok_buf *b, size_t extra)
-{
-    if (extra > SIZE_MAX / 2 - b->len - 1) {
-        return TB_ENOMEM;
-    }
-    size_t need = b->len + extra + 1;
-    if (need <= b->cap) {
-        return 0;
-    }
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < need) {
-        cap *= 2;
-    }
-    char *p = realloc(b->ptr, cap);
-    if (!p) {
-        return TB_ENOMEM;
-    }
-    b->ptr = p;
-    b->cap = cap;
-    return 0;
-}
-
-int tb_tok_buf_append(struct tb_tok_buf *b, const void *src, size_t n)
-{
-    if (tb_tok_buf_reserve(b, n) < 0) {
-        return TB_ENOMEM;
-    }
-    if (n > 0) {
-        memcpy(b->ptr + b->len, src, n);
-    }
-    b->len += n;
-    b->ptr[b->len] = '\0';
-    return 0;
-}
-
-int tb_tok_buf_append_cp(struct tb_tok_buf *b, uint32_t cp)
-{
-    uint8_t u[4];
-    size_t n;
-    if (cp < 0x80) {
-        u[0] = (uint8_t)cp;
-        n = 1;
-    } else if (cp < 0x800) {
-        u[0] = (uint8_t)(0xC0 | (cp >> 6));
-        u[1] = (uint8_t)(0x80 | (cp & 0x3F));
-        n = 2;
-    } else if (cp < 0x10000) {
-        u[0] = (uint8_t)(0xE0 | (cp >> 12));
-        u[1] = (uint8_t)(0x80 | ((cp >> 6) & 0x3F));
-        u[2] = (uint8_t)(0x80 | (cp & 0x3F));
-        n = 3;
-    } else {
-        u[0] = (uint8_t)(0xF0 | (cp >> 18));
-        u[1] = (uint8_t)(0x80 | ((cp >> 12) & 0x3F));
-        u[2] = (uint8_t)(0x80 | ((cp >> 6) & 0x3F));
-        u[3] = (uint8_t)(0x80 | (cp & 0x3F));
-        n = 4;
-    }
-    return tb_tok_buf_append(b, u, n);
-}
-
-void tb_tok_buf_clear(struct tb_tok_buf *b)
-{
-    b->len = 0;
-    if (b->cap > 0) {
-        b->ptr[0] = '\0';
-    }
-}
-
-char *tb_tok_buf_steal(struct tb_tok_buf *b, size_t *len)
-{
-    char *p = b->ptr;
-    size_t n = b->len;
-    if (!p) {
-        p = calloc(1, 1);
-        n = 0;
-    }
-    tb_tok_buf_init(b);
-    if (len) {
-        *len = p ? n : 0;
-    }
-    return p;
-}
 
 void tb_tok_ids_init(struct tb_tok_ids *v)
 {

@@ -150,17 +150,17 @@ bool tb_tok_norm_is_empty(const tb_tok_norm_t *n)
     return !n || n->n == 0;
 }
 
-static int s_apply_step(const struct step *st, const char *in, size_t len, struct tb_tok_buf *out)
+static int s_apply_step(const struct step *st, const char *in, size_t len, struct tb_buf *out)
 {
     int rc = 0;
-    tb_tok_buf_clear(out);
+    tb_buf_clear(out);
     switch (st->kind) {
     case STEP_PREPEND:
         if (len > 0) {
-            rc = tb_tok_buf_append(out, st->s, st->s_len);
+            rc = tb_buf_append(out, st->s, st->s_len);
         }
         if (rc == 0) {
-            rc = tb_tok_buf_append(out, in, len);
+            rc = tb_buf_append(out, in, len);
         }
         return rc;
     case STEP_REPLACE: {
@@ -168,14 +168,14 @@ static int s_apply_step(const struct step *st, const char *in, size_t len, struc
         rc = tb_tok_regex_find_all(st->re, in, len, &sp);
         size_t at = 0;
         for (size_t i = 0; rc == 0 && i < sp.n; i++) {
-            rc = tb_tok_buf_append(out, in + at, sp.a[i].start - at);
+            rc = tb_buf_append(out, in + at, sp.a[i].start - at);
             if (rc == 0) {
-                rc = tb_tok_buf_append(out, st->s, st->s_len);
+                rc = tb_buf_append(out, st->s, st->s_len);
             }
             at = sp.a[i].end;
         }
         if (rc == 0) {
-            rc = tb_tok_buf_append(out, in + at, len - at);
+            rc = tb_buf_append(out, in + at, len - at);
         }
         tb_tok_spans_release(&sp);
         return rc;
@@ -188,7 +188,7 @@ static int s_apply_step(const struct step *st, const char *in, size_t len, struc
             UTF8PROC_STABLE | UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT,
         };
         if (len == 0) {
-            return tb_tok_buf_append(out, "", 0);
+            return tb_buf_append(out, "", 0);
         }
         utf8proc_uint8_t *dst = NULL;
         utf8proc_ssize_t n = utf8proc_map((const utf8proc_uint8_t *)in, (utf8proc_ssize_t)len,
@@ -196,7 +196,7 @@ static int s_apply_step(const struct step *st, const char *in, size_t len, struc
         if (n < 0) {
             return n == UTF8PROC_ERROR_NOMEM ? TB_ENOMEM : TB_EINTERNAL;
         }
-        rc = tb_tok_buf_append(out, dst, (size_t)n);
+        rc = tb_buf_append(out, dst, (size_t)n);
         free(dst);
         return rc;
     }
@@ -206,30 +206,30 @@ static int s_apply_step(const struct step *st, const char *in, size_t len, struc
         while (rc == 0 && i < len) {
             uint32_t cp = 0;
             size_t cl = 1;
-            tb_tok_utf8_next((const uint8_t *)in + i, len - i, &cp, &cl);
+            tb_utf8_decode((const uint8_t *)in + i, len - i, &cp, &cl);
             if (st->kind == STEP_LOWER) {
                 if (cp == 0x130) { /* the one full mapping longer than a character */
-                    rc = tb_tok_buf_append(out, "i\xcc\x87", 3);
+                    rc = tb_buf_append(out, "i\xcc\x87", 3);
                 } else {
-                    rc = tb_tok_buf_append_cp(out, (uint32_t)utf8proc_tolower((int32_t)cp));
+                    rc = tb_buf_append_cp(out, (uint32_t)utf8proc_tolower((int32_t)cp));
                 }
             } else {
                 utf8proc_category_t cat = utf8proc_category((int32_t)cp);
                 if (cat != UTF8PROC_CATEGORY_MN && cat != UTF8PROC_CATEGORY_MC &&
                     cat != UTF8PROC_CATEGORY_ME) {
-                    rc = tb_tok_buf_append(out, in + i, cl);
+                    rc = tb_buf_append(out, in + i, cl);
                 }
             }
             i += cl;
         }
-        return rc == 0 ? tb_tok_buf_append(out, "", 0) : rc;
+        return rc == 0 ? tb_buf_append(out, "", 0) : rc;
     }
     case STEP_STRIP: {
         size_t a = 0, b = len;
         while (st->left && a < b) {
             uint32_t cp = 0;
             size_t cl = 1;
-            tb_tok_utf8_next((const uint8_t *)in + a, b - a, &cp, &cl);
+            tb_utf8_decode((const uint8_t *)in + a, b - a, &cp, &cl);
             if (!tb_tok_is_space(cp)) {
                 break;
             }
@@ -242,33 +242,33 @@ static int s_apply_step(const struct step *st, const char *in, size_t len, struc
             }
             uint32_t cp = 0;
             size_t cl = 1;
-            tb_tok_utf8_next((const uint8_t *)in + k, b - k, &cp, &cl);
+            tb_utf8_decode((const uint8_t *)in + k, b - k, &cp, &cl);
             if (!tb_tok_is_space(cp)) {
                 break;
             }
             b = k;
         }
-        return tb_tok_buf_append(out, in + a, b - a);
+        return tb_buf_append(out, in + a, b - a);
     }
     }
     return TB_EINTERNAL;
 }
 
-int tb_tok_norm_apply(const tb_tok_norm_t *n, const char *in, size_t len, struct tb_tok_buf *out)
+int tb_tok_norm_apply(const tb_tok_norm_t *n, const char *in, size_t len, struct tb_buf *out)
 {
     int rc = 0;
-    struct tb_tok_buf tmp;
-    tb_tok_buf_init(&tmp);
-    tb_tok_buf_clear(out);
-    rc = tb_tok_buf_append(out, in, len);
+    struct tb_buf tmp;
+    tb_buf_init(&tmp);
+    tb_buf_clear(out);
+    rc = tb_buf_append(out, in, len);
     for (size_t i = 0; rc == 0 && n && i < n->n; i++) {
-        rc = s_apply_step(&n->steps[i], out->ptr, out->len, &tmp);
+        rc = s_apply_step(&n->steps[i], (char *)out->data, out->len, &tmp);
         if (rc == 0) {
-            struct tb_tok_buf t = *out;
+            struct tb_buf t = *out;
             *out = tmp;
             tmp = t;
         }
     }
-    tb_tok_buf_release(&tmp);
+    tb_buf_free(&tmp);
     return rc;
 }

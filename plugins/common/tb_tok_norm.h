@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "tb_buf.h"
 #include "tb_tok_buf.h"
 
 #ifdef __cplusplus
@@ -46,7 +47,7 @@ bool tb_tok_norm_is_empty(const tb_tok_norm_t *n);
 
 /* Normalizes in[0..len) (valid UTF-8) into `out` (cleared first).  0, TB_ENOMEM or
  * TB_EINTERNAL. */
-int tb_tok_norm_apply(const tb_tok_norm_t *n, const char *in, size_t len, struct tb_tok_buf *out);
+int tb_tok_norm_apply(const tb_tok_norm_t *n, const char *in, size_t len, struct tb_buf *out);
 
 #ifdef __cplusplus
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tb_buf.h"
 #include "tb_errors.h"
 #include "tb_tok_buf.h"
 #include "tb_tok_utf8.h"
@@ -19,7 +20,7 @@ struct tb_tok_regex {
 
 /* Rewrites \s and \S so that they include U+0085 (NEXT LINE), which Oniguruma, Rust and
  * llama.cpp count as whitespace and PCRE2 does not. */
-static int s_widen_space(const char *p, size_t n, struct tb_tok_buf *out)
+static int s_widen_space(const char *p, size_t n, struct tb_buf *out)
 {
     int depth = 0; /* inside a character class */
     for (size_t i = 0; i < n; i++) {
@@ -33,10 +34,10 @@ static int s_widen_space(const char *p, size_t n, struct tb_tok_buf *out)
                 rep = "[^\\s\\x{85}]";
             }
             if (rep) {
-                if (tb_tok_buf_append(out, rep, strlen(rep)) < 0) {
+                if (tb_buf_append(out, rep, strlen(rep)) < 0) {
                     return TB_ENOMEM;
                 }
-            } else if (tb_tok_buf_append(out, p + i, 2) < 0) {
+            } else if (tb_buf_append(out, p + i, 2) < 0) {
                 return TB_ENOMEM;
             }
             i++;
@@ -50,7 +51,7 @@ static int s_widen_space(const char *p, size_t n, struct tb_tok_buf *out)
                 j++;
             }
             if (j < n && p[j] == ']') {
-                if (tb_tok_buf_append(out, p + i, j + 1 - i) < 0) {
+                if (tb_buf_append(out, p + i, j + 1 - i) < 0) {
                     return TB_ENOMEM;
                 }
                 i = j;
@@ -59,7 +60,7 @@ static int s_widen_space(const char *p, size_t n, struct tb_tok_buf *out)
         } else if (c == ']' && depth) {
             depth = 0;
         }
-        if (tb_tok_buf_append(out, &c, 1) < 0) {
+        if (tb_buf_append(out, &c, 1) < 0) {
             return TB_ENOMEM;
         }
     }
@@ -70,15 +71,15 @@ int tb_tok_regex_new(const char *pattern, size_t len, bool literal, tb_tok_regex
                      char *err, size_t err_len)
 {
     int rc = 0;
-    struct tb_tok_buf pat;
+    struct tb_buf pat;
     struct tb_tok_regex *re = NULL;
     int errcode = 0;
     PCRE2_SIZE erroff = 0;
 
     *out = NULL;
-    tb_tok_buf_init(&pat);
+    tb_buf_init(&pat);
     if (literal) {
-        rc = tb_tok_buf_append(&pat, pattern, len);
+        rc = tb_buf_append(&pat, pattern, len);
     } else {
         rc = s_widen_space(pattern, len, &pat);
     }
@@ -91,7 +92,7 @@ int tb_tok_regex_new(const char *pattern, size_t len, bool literal, tb_tok_regex
         goto done;
     }
     uint32_t opts = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
-    re->code = pcre2_compile((PCRE2_SPTR)(pat.ptr ? pat.ptr : ""), pat.len, opts, &errcode,
+    re->code = pcre2_compile((PCRE2_SPTR)(pat.data ? (char *)pat.data : ""), pat.len, opts, &errcode,
                              &erroff, NULL);
     if (!re->code) {
         PCRE2_UCHAR msg[160];
@@ -112,7 +113,7 @@ done:
         pcre2_code_free(re->code);
         free(re);
     }
-    tb_tok_buf_release(&pat);
+    tb_buf_free(&pat);
     return rc;
 }
 
@@ -186,7 +187,7 @@ int tb_tok_regex_find_all(const tb_tok_regex_t *re, const char *s, size_t len,
             if (ms >= len) {
                 break;
             }
-            pos = ms + tb_tok_utf8_lead_len((uint8_t)s[ms]);
+            pos = ms + tb_utf8_lead_len((uint8_t)s[ms]);
         }
     }
     pcre2_match_data_free(md);

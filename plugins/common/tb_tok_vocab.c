@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tb_buf.h"
 #include "tb_errors.h"
 #include "tb_tok_buf.h"
 #include "tb_tok_utf8.h"
@@ -22,7 +23,7 @@ struct entry {
 struct tb_tok_vocab {
     size_t n;
     struct entry *e;
-    struct tb_tok_buf arena;
+    struct tb_buf arena;
     int32_t *slots; /* ids, -1 empty */
     uint32_t *slot_hash;
     size_t mask;
@@ -49,7 +50,7 @@ int tb_tok_vocab_new(size_t n, tb_tok_vocab_t **out)
         v->e[i].len = 0;
         v->e[i].indexed = false;
     }
-    tb_tok_buf_init(&v->arena);
+    tb_buf_init(&v->arena);
     *out = v;
     return 0;
 }
@@ -61,7 +62,7 @@ void tb_tok_vocab_destroy(tb_tok_vocab_t **v_p)
     }
     struct tb_tok_vocab *v = *v_p;
     free(v->e);
-    tb_tok_buf_release(&v->arena);
+    tb_buf_free(&v->arena);
     free(v->slots);
     free(v->slot_hash);
     free(v);
@@ -80,7 +81,7 @@ int tb_tok_vocab_set(tb_tok_vocab_t *v, int32_t id, const char *s, size_t len, b
         return TB_E2BIG;
     }
     uint32_t off = (uint32_t)v->arena.len;
-    if (tb_tok_buf_append(&v->arena, s, len) < 0 || tb_tok_buf_append(&v->arena, "", 1) < 0) {
+    if (tb_buf_append(&v->arena, s, len) < 0 || tb_buf_append(&v->arena, "", 1) < 0) {
         return TB_ENOMEM;
     }
     v->e[id].off = off;
@@ -92,7 +93,7 @@ int tb_tok_vocab_set(tb_tok_vocab_t *v, int32_t id, const char *s, size_t len, b
 static bool s_eq(const struct tb_tok_vocab *v, int32_t id, const char *s, size_t len)
 {
     const struct entry *e = &v->e[id];
-    return e->len == len && memcmp(v->arena.ptr + e->off, s, len) == 0;
+    return e->len == len && memcmp((char *)v->arena.data + e->off, s, len) == 0;
 }
 
 int tb_tok_vocab_build_index(tb_tok_vocab_t *v)
@@ -119,7 +120,7 @@ int tb_tok_vocab_build_index(tb_tok_vocab_t *v)
         if (e->off == UNSET || !e->indexed) {
             continue;
         }
-        const char *s = v->arena.ptr + e->off;
+        const char *s = (char *)v->arena.data + e->off;
         uint64_t h = tb_tok_hash(s, e->len);
         size_t pos = (size_t)h & v->mask;
         while (v->slots[pos] >= 0) {
@@ -167,5 +168,5 @@ const char *tb_tok_vocab_piece(const tb_tok_vocab_t *v, int32_t id, size_t *len)
     if (len) {
         *len = v->e[id].len;
     }
-    return v->arena.ptr + v->e[id].off;
+    return (char *)v->arena.data + v->e[id].off;
 }

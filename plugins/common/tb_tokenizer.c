@@ -22,16 +22,6 @@
 #include "tb_tok_utf8.h"
 #include "tb_tokenizer_impl.h"
 
-void tb_tok_errf(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (err && err_len > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-}
-
 int tb_tokenizer_alloc(size_t n, tb_tokenizer_t **out)
 {
     int rc = 0;
@@ -86,7 +76,7 @@ void tb_tokenizer_destroy(tb_tokenizer_t **tok_p)
     tb_tok_ids_release(&tok->prefix);
     tb_tok_ids_release(&tok->suffix);
     tb_tok_ids_release(&tok->eos_ids);
-    tb_tok_buf_release(&tok->dec_arena);
+    tb_buf_free(&tok->dec_arena);
     free(tok->dec_off);
     free(tok->dec_len);
     free(tok->dec_first_off);
@@ -225,12 +215,12 @@ static bool s_hex(char c, unsigned *v)
 
 /* Runs the per-token decoder steps (those before the text is fused) over one piece. */
 static int s_decode_piece(const struct tb_dec_step *steps, size_t n, const char *piece,
-                          size_t len, bool first, struct tb_tok_buf *cur, struct tb_tok_buf *tmp)
+                          size_t len, bool first, struct tb_buf *cur, struct tb_buf *tmp)
 {
     int rc = 0;
     bool raw_byte = false;
-    tb_tok_buf_clear(cur);
-    rc = tb_tok_buf_append(cur, piece, len);
+    tb_buf_clear(cur);
+    rc = tb_buf_append(cur, piece, len);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         const struct tb_dec_step *st = &steps[i];
         if (st->kind == TB_DEC_FUSE) {
@@ -239,29 +229,29 @@ static int s_decode_piece(const struct tb_dec_step *steps, size_t n, const char 
         if (raw_byte) {
             continue;
         }
-        tb_tok_buf_clear(tmp);
+        tb_buf_clear(tmp);
         switch (st->kind) {
         case TB_DEC_REPLACE:
             for (size_t k = 0; rc == 0 && k < cur->len;) {
                 if (st->pattern_len > 0 && k + st->pattern_len <= cur->len &&
-                    !memcmp(cur->ptr + k, st->pattern, st->pattern_len)) {
-                    rc = tb_tok_buf_append(tmp, st->content, st->content_len);
+                    !memcmp((char *)cur->data + k, st->pattern, st->pattern_len)) {
+                    rc = tb_buf_append(tmp, st->content, st->content_len);
                     k += st->pattern_len;
                 } else {
-                    rc = tb_tok_buf_append(tmp, cur->ptr + k, 1);
+                    rc = tb_buf_append(tmp, (char *)cur->data + k, 1);
                     k++;
                 }
             }
             break;
         case TB_DEC_BYTE_FALLBACK: {
             unsigned hi, lo;
-            if (cur->len == 6 && !memcmp(cur->ptr, "<0x", 3) && cur->ptr[5] == '>' &&
-                s_hex(cur->ptr[3], &hi) && s_hex(cur->ptr[4], &lo)) {
+            if (cur->len == 6 && !memcmp((char *)cur->data, "<0x", 3) && ((char *)cur->data)[5] == '>' &&
+                s_hex(((char *)cur->data)[3], &hi) && s_hex(((char *)cur->data)[4], &lo)) {
                 char b = (char)(hi * 16 + lo);
-                rc = tb_tok_buf_append(tmp, &b, 1);
+                rc = tb_buf_append(tmp, &b, 1);
                 raw_byte = true;
             } else {
-                rc = tb_tok_buf_append(tmp, cur->ptr, cur->len);
+                rc = tb_buf_append(tmp, (char *)cur->data, cur->len);
             }
             break;
         }
@@ -272,7 +262,7 @@ static int s_decode_piece(const struct tb_dec_step *steps, size_t n, const char 
                 uint32_t cp = 0;
                 size_t cl = 1;
                 int b = -1;
-                if (tb_tok_utf8_next((const uint8_t *)cur->ptr + k, cur->len - k, &cp, &cl) ==
+                if (tb_utf8_decode(cur->data + k, cur->len - k, &cp, &cl) ==
                     TB_UTF8_OK) {
                     b = tb_tok_cp_to_byte(cp);
                 }
@@ -281,26 +271,26 @@ static int s_decode_piece(const struct tb_dec_step *steps, size_t n, const char 
                     break;
                 }
                 char c = (char)b;
-                rc = tb_tok_buf_append(tmp, &c, 1);
+                rc = tb_buf_append(tmp, &c, 1);
                 k += cl;
             }
             if (rc == 0 && !all) {
-                tb_tok_buf_clear(tmp);
-                rc = tb_tok_buf_append(tmp, cur->ptr, cur->len);
+                tb_buf_clear(tmp);
+                rc = tb_buf_append(tmp, (char *)cur->data, cur->len);
             }
             break;
         }
         case TB_DEC_METASPACE: {
             char rep[4];
-            size_t rl = tb_tok_utf8_encode(st->cp, rep);
+            size_t rl = tb_utf8_encode(st->cp, rep);
             for (size_t k = 0; rc == 0 && k < cur->len;) {
-                if (k + rl <= cur->len && !memcmp(cur->ptr + k, rep, rl)) {
+                if (k + rl <= cur->len && !memcmp((char *)cur->data + k, rep, rl)) {
                     if (!(first && st->prepend)) {
-                        rc = tb_tok_buf_append(tmp, " ", 1);
+                        rc = tb_buf_append(tmp, " ", 1);
                     }
                     k += rl;
                 } else {
-                    rc = tb_tok_buf_append(tmp, cur->ptr + k, 1);
+                    rc = tb_buf_append(tmp, (char *)cur->data + k, 1);
                     k++;
                 }
             }
@@ -308,23 +298,23 @@ static int s_decode_piece(const struct tb_dec_step *steps, size_t n, const char 
         }
         case TB_DEC_STRIP: {
             char c[4];
-            size_t cl = tb_tok_utf8_encode(st->cp, c);
+            size_t cl = tb_utf8_encode(st->cp, c);
             size_t a = 0, b = cur->len;
-            for (size_t k = 0; k < st->start && a + cl <= b && !memcmp(cur->ptr + a, c, cl);
+            for (size_t k = 0; k < st->start && a + cl <= b && !memcmp((char *)cur->data + a, c, cl);
                  k++) {
                 a += cl;
             }
-            for (size_t k = 0; k < st->stop && b >= a + cl && !memcmp(cur->ptr + b - cl, c, cl);
+            for (size_t k = 0; k < st->stop && b >= a + cl && !memcmp((char *)cur->data + b - cl, c, cl);
                  k++) {
                 b -= cl;
             }
-            rc = tb_tok_buf_append(tmp, cur->ptr + a, b - a);
+            rc = tb_buf_append(tmp, (char *)cur->data + a, b - a);
             break;
         }
         case TB_DEC_FUSE:
             break;
         }
-        struct tb_tok_buf t = *cur;
+        struct tb_buf t = *cur;
         *cur = *tmp;
         *tmp = t;
         if (st->kind == TB_DEC_BYTE_LEVEL) {
@@ -339,9 +329,9 @@ static int s_build_decoder(tb_tokenizer_t *tok, const struct tb_dec_step *steps,
 {
     int rc = 0;
     size_t nv = tb_tok_vocab_size(tok->vocab);
-    struct tb_tok_buf cur, tmp;
-    tb_tok_buf_init(&cur);
-    tb_tok_buf_init(&tmp);
+    struct tb_buf cur, tmp;
+    tb_buf_init(&cur);
+    tb_buf_init(&tmp);
 
     tok->dec_join = steps == NULL || n == 0;
     /* Steps after the fuse point act on the whole text: only a leading Strip is supported. */
@@ -356,7 +346,7 @@ static int s_build_decoder(tb_tokenizer_t *tok, const struct tb_dec_step *steps,
             if (steps[i].kind == TB_DEC_FUSE) {
                 continue;
             }
-            tb_tok_errf(err, err_len, "unsupported decoder: step %zu after the tokens are fused "
+            tb_err_set(err, err_len, "unsupported decoder: step %zu after the tokens are fused "
                         "(only a leading Strip is supported there)", i);
             return TB_ENOTSUP;
         }
@@ -386,10 +376,10 @@ static int s_build_decoder(tb_tokenizer_t *tok, const struct tb_dec_step *steps,
         }
         for (int variant = 0; variant < (first_variant ? 2 : 1) && rc == 0; variant++) {
             if (tok->attr[id] & TB_TOK_ATTR_EMPTY) {
-                tb_tok_buf_clear(&cur);
+                tb_buf_clear(&cur);
             } else if (tok->attr[id] & TB_TOK_ATTR_RAW) {
-                tb_tok_buf_clear(&cur);
-                rc = tb_tok_buf_append(&cur, piece, len);
+                tb_buf_clear(&cur);
+                rc = tb_buf_append(&cur, piece, len);
             } else {
                 rc = s_decode_piece(steps, n, piece, len, variant == 1, &cur, &tmp);
             }
@@ -398,7 +388,7 @@ static int s_build_decoder(tb_tokenizer_t *tok, const struct tb_dec_step *steps,
             }
             if (rc == 0) {
                 uint32_t off = (uint32_t)tok->dec_arena.len;
-                rc = tb_tok_buf_append(&tok->dec_arena, cur.ptr ? cur.ptr : "", cur.len);
+                rc = tb_buf_append(&tok->dec_arena, cur.data ? (char *)cur.data : "", cur.len);
                 if (variant == 0) {
                     tok->dec_off[id] = off;
                     tok->dec_len[id] = (uint32_t)cur.len;
@@ -409,15 +399,15 @@ static int s_build_decoder(tb_tokenizer_t *tok, const struct tb_dec_step *steps,
             }
         }
     }
-    if (rc == 0 && !tok->dec_arena.ptr) {
-        rc = tb_tok_buf_append(&tok->dec_arena, "", 0);
+    if (rc == 0 && !tok->dec_arena.data) {
+        rc = tb_buf_append(&tok->dec_arena, "", 0);
     }
 done:
     if (rc == TB_ENOMEM) {
-        tb_tok_errf(err, err_len, "out of memory building the decoder tables");
+        tb_err_set(err, err_len, "out of memory building the decoder tables");
     }
-    tb_tok_buf_release(&cur);
-    tb_tok_buf_release(&tmp);
+    tb_buf_free(&cur);
+    tb_buf_free(&tmp);
     return rc;
 }
 
@@ -425,18 +415,18 @@ const char *tb_tok_dec_bytes(const tb_tokenizer_t *tok, int32_t id, bool first, 
 {
     if (first && tok->dec_first_off) {
         *len = tok->dec_first_len[id];
-        return tok->dec_arena.ptr + tok->dec_first_off[id];
+        return (char *)tok->dec_arena.data + tok->dec_first_off[id];
     }
     *len = tok->dec_len[id];
-    return tok->dec_arena.ptr + tok->dec_off[id];
+    return (char *)tok->dec_arena.data + tok->dec_off[id];
 }
 
 int tb_tokenizer_finish(tb_tokenizer_t *tok, const struct tb_dec_step *steps, size_t n_steps,
                         char *err, size_t err_len)
 {
     int rc = 0;
-    struct tb_tok_buf nb;
-    tb_tok_buf_init(&nb);
+    struct tb_buf nb;
+    tb_buf_init(&nb);
     for (size_t i = 0; i < tok->n_added && rc == 0; i++) {
         struct tb_tok_added *a = &tok->added[i];
         if (a->normalized && !tb_tok_norm_is_empty(tok->norm)) {
@@ -447,7 +437,7 @@ int tb_tokenizer_finish(tb_tokenizer_t *tok, const struct tb_dec_step *steps, si
                     rc = TB_ENOMEM;
                     break;
                 }
-                memcpy(c, nb.ptr, nb.len + 1);
+                memcpy(c, (char *)nb.data, nb.len + 1);
                 a->content = c;
                 a->len = nb.len;
             }
@@ -457,9 +447,9 @@ int tb_tokenizer_finish(tb_tokenizer_t *tok, const struct tb_dec_step *steps, si
                                a->len, (int32_t)i);
         }
     }
-    tb_tok_buf_release(&nb);
+    tb_buf_free(&nb);
     if (rc < 0) {
-        tb_tok_errf(err, err_len, "cannot index the added tokens (%d)", rc);
+        tb_err_set(err, err_len, "cannot index the added tokens (%d)", rc);
         return rc;
     }
     rc = s_build_decoder(tok, steps, n_steps, err, err_len);
@@ -496,7 +486,7 @@ struct enc {
     const tb_tokenizer_t *tok;
     bool parse_special;
     struct tb_tok_ids *ids;
-    struct tb_tok_buf norm;
+    struct tb_buf norm;
     struct tb_pretok_work pw;
     struct tb_bpe_work bw;
 };
@@ -535,7 +525,7 @@ static uint32_t s_cp_before(const char *s, size_t at)
     }
     uint32_t cp = 0;
     size_t cl = 1;
-    tb_tok_utf8_next((const uint8_t *)s + k, at - k, &cp, &cl);
+    tb_utf8_decode((const uint8_t *)s + k, at - k, &cp, &cl);
     return cp;
 }
 
@@ -543,7 +533,7 @@ static uint32_t s_cp_at(const char *s, size_t len, size_t at)
 {
     uint32_t cp = 0;
     size_t cl = 1;
-    tb_tok_utf8_next((const uint8_t *)s + at, len - at, &cp, &cl);
+    tb_utf8_decode((const uint8_t *)s + at, len - at, &cp, &cl);
     return cp;
 }
 
@@ -588,13 +578,13 @@ static int s_split_added(const struct enc *e, const struct tb_tok_trie *trie, co
         if (t->lstrip) {
             size_t ns = a;
             while (ns > 0 && tb_tok_is_space(s_cp_before(s, ns))) {
-                ns -= tb_tok_utf8_cp_len(s_cp_before(s, ns));
+                ns -= tb_utf8_cp_len(s_cp_before(s, ns));
             }
             a = ns > start_offset ? ns : start_offset;
         }
         if (t->rstrip) {
             while (b < len && tb_tok_is_space(s_cp_at(s, len, b))) {
-                b += tb_tok_utf8_cp_len(s_cp_at(s, len, b));
+                b += tb_utf8_cp_len(s_cp_at(s, len, b));
             }
         }
         if (start_offset < a && s_piece_push(out, start_offset, a, -1) < 0) {
@@ -617,7 +607,7 @@ static int s_encode_words(struct enc *e, const char *s, size_t len, bool first)
     int rc = tb_pretok_run(e->tok->pretok, s, len, first, &e->pw);
     const struct tb_pretok_words *w = &e->pw.out;
     for (size_t i = 0; rc == 0 && i < w->spans.n; i++) {
-        rc = tb_bpe_encode(e->tok->bpe, w->text.ptr + w->spans.a[i].start,
+        rc = tb_bpe_encode(e->tok->bpe, (char *)w->text.data + w->spans.a[i].start,
                            w->spans.a[i].end - w->spans.a[i].start, &e->bw, e->ids);
     }
     return rc;
@@ -635,7 +625,7 @@ static int s_encode_text(struct enc *e, const char *s, size_t len, bool first)
         if (rc < 0) {
             return rc;
         }
-        ns = e->norm.ptr;
+        ns = (char *)e->norm.data;
         nlen = e->norm.len;
     }
     rc = s_split_added(e, &e->tok->norm_trie, ns, nlen, &ps);
@@ -667,7 +657,7 @@ int tb_tokenizer_encode(const tb_tokenizer_t *tok, const char *text, size_t len,
     if (!text && len > 0) {
         return TB_EINVAL;
     }
-    if (len > 0 && !tb_tok_utf8_is_valid(text, len)) {
+    if (len > 0 && !tb_utf8_is_valid(text, len)) {
         return TB_EINVAL;
     }
     tb_tok_ids_init(&out);
@@ -675,7 +665,7 @@ int tb_tokenizer_encode(const tb_tokenizer_t *tok, const char *text, size_t len,
     e.tok = tok;
     e.parse_special = parse_special;
     e.ids = &out;
-    tb_tok_buf_init(&e.norm);
+    tb_buf_init(&e.norm);
 
     if (add_special) {
         rc = tb_tok_ids_append(&out, tok->prefix.ptr, tok->prefix.len);
@@ -696,7 +686,7 @@ int tb_tokenizer_encode(const tb_tokenizer_t *tok, const char *text, size_t len,
         rc = tb_tok_ids_append(&out, tok->suffix.ptr, tok->suffix.len);
     }
     free(ps.p);
-    tb_tok_buf_release(&e.norm);
+    tb_buf_free(&e.norm);
     tb_pretok_work_release(&e.pw);
     tb_bpe_work_release(&e.bw);
     if (rc < 0) {
@@ -721,7 +711,7 @@ int tb_tokenizer_decode(const tb_tokenizer_t *tok, const int32_t *ids, size_t n_
 {
     int rc = 0;
     tb_detok_t *d = NULL;
-    struct tb_tok_buf out;
+    struct tb_buf out;
     const char *s = NULL;
     size_t n = 0;
 
@@ -729,26 +719,26 @@ int tb_tokenizer_decode(const tb_tokenizer_t *tok, const int32_t *ids, size_t n_
     if (len) {
         *len = 0;
     }
-    tb_tok_buf_init(&out);
+    tb_buf_init(&out);
     rc = tb_detok_new(tok, skip_special, &d);
     for (size_t i = 0; rc == 0 && i < n_ids; i++) {
         rc = tb_detok_push(d, ids[i], &s, &n);
         if (rc == 0) {
-            rc = tb_tok_buf_append(&out, s, n);
+            rc = tb_buf_append(&out, s, n);
         }
     }
     if (rc == 0) {
         rc = tb_detok_flush(d, &s, &n);
     }
     if (rc == 0) {
-        rc = tb_tok_buf_append(&out, s, n);
+        rc = tb_buf_append(&out, s, n);
     }
     tb_detok_destroy(&d);
     if (rc < 0) {
-        tb_tok_buf_release(&out);
+        tb_buf_free(&out);
         return rc;
     }
-    *text = tb_tok_buf_steal(&out, len);
+    *text = tb_buf_steal(&out, len);
     return *text ? 0 : TB_ENOMEM;
 }
 
@@ -825,7 +815,7 @@ int tb_tokenizer_load(const char *path, tb_tokenizer_t **out, char *err, size_t 
 {
     size_t n = path ? strlen(path) : 0;
     if (!path || !out) {
-        tb_tok_errf(err, err_len, "invalid arguments");
+        tb_err_set(err, err_len, "invalid arguments");
         return TB_EINVAL;
     }
     if (n >= 5 && !strcmp(path + n - 5, ".gguf")) {

@@ -101,7 +101,7 @@ static int s_token_id(const tb_gguf_t *g, const char *key, size_t n, int32_t *id
         return 0;
     }
     if (!tb_gguf_get_u64(g, key, &v)) {
-        tb_tok_errf(err, err_len, "%s is not an unsigned integer", key);
+        tb_err_set(err, err_len, "%s is not an unsigned integer", key);
         return TB_EMODEL;
     }
     if (v >= n) {
@@ -128,14 +128,14 @@ static int s_vocab(tb_tokenizer_t *tok, const tb_gguf_t *g, size_t n, bool spm, 
 
     if (tb_gguf_get_array(g, "tokenizer.ggml.scores", &et, &cnt)) {
         if (et != TB_GGUF_FLOAT32 || cnt != n) {
-            tb_tok_errf(err, err_len, "tokenizer.ggml.scores: expected %zu float32 values", n);
+            tb_err_set(err, err_len, "tokenizer.ggml.scores: expected %zu float32 values", n);
             return TB_EMODEL;
         }
         scores = tb_gguf_array_data(g, "tokenizer.ggml.scores");
     }
     if (tb_gguf_get_array(g, "tokenizer.ggml.token_type", &et, &cnt)) {
         if (et != TB_GGUF_INT32 || cnt != n) {
-            tb_tok_errf(err, err_len, "tokenizer.ggml.token_type: expected %zu int32 values", n);
+            tb_err_set(err, err_len, "tokenizer.ggml.token_type: expected %zu int32 values", n);
             return TB_EMODEL;
         }
         types = tb_gguf_array_data(g, "tokenizer.ggml.token_type");
@@ -237,16 +237,16 @@ static int s_merges(tb_tokenizer_t *tok, const tb_gguf_t *g, char *err, size_t e
 {
     tb_gguf_type_t et;
     uint64_t cnt = 0;
-    struct tb_tok_buf joined;
+    struct tb_buf joined;
     int rc = 0;
     if (!tb_gguf_get_array(g, "tokenizer.ggml.merges", &et, &cnt) || et != TB_GGUF_STRING) {
-        tb_tok_errf(err, err_len, "tokenizer.ggml.merges is missing");
+        tb_err_set(err, err_len, "tokenizer.ggml.merges is missing");
         return TB_EMODEL;
     }
     if (cnt > UINT32_MAX) {
         return TB_E2BIG;
     }
-    tb_tok_buf_init(&joined);
+    tb_buf_init(&joined);
     for (uint64_t i = 0; i < cnt && rc == 0; i++) {
         struct tb_gguf_str m;
         tb_gguf_array_str(g, "tokenizer.ggml.merges", i, &m);
@@ -255,22 +255,170 @@ static int s_merges(tb_tokenizer_t *tok, const tb_gguf_t *g, char *err, size_t e
             continue; /* llama.cpp records such a line under an empty pair nothing can use */
         }
         size_t al = (size_t)(sp - m.ptr);
-        tb_tok_buf_clear(&joined);
-        rc = tb_tok_buf_append(&joined, m.ptr, al);
+        tb_buf_clear(&joined);
+        rc = tb_buf_append(&joined, m.ptr, al);
         if (rc == 0) {
-            rc = tb_tok_buf_append(&joined, sp + 1, m.len - al - 1);
+            rc = tb_buf_append(&joined, sp + 1, m.len - al - 1);
         }
         if (rc < 0) {
             break;
         }
         int32_t a = tb_tok_vocab_find(tok->vocab, m.ptr, al);
         int32_t b = tb_tok_vocab_find(tok->vocab, sp + 1, m.len - al - 1);
-        int32_t ab = tb_tok_vocab_find(tok->vocab, joined.ptr, joined.len);
+        int32_t ab = tb_tok_vocab_find(tok->vocab, (char *)joined.data, joined.len);
         if (a >= 0 && b >= 0 && ab >= 0) {
             rc = tb_bpe_add_merge(tok->bpe, a, b, ab, (uint32_t)i);
         }
     }
-    tb_tok_buf_release(&joined);
+    tb_buf_free(&joined);
+    return rc;
+}
+
+/* What tokenizer.ggml.* describes: SPM ("llama") or byte-level BPE ("gpt2", with a known
+ * pre-tokenizer family *fam), and the vocabulary size *n.  0 or a TB_E* code with a message. */
+static int s_kind(const tb_gguf_t *g, bool *spm, const struct pre_family **fam, uint64_t *n,
+                  char *err, size_t err_len)
+{
+    struct tb_gguf_str model, pre = {"", 0};
+    tb_gguf_type_t et;
+    if (!tb_gguf_get_str(g, "tokenizer.ggml.model", &model)) {
+        tb_err_set(err, err_len, "the GGUF file has no tokenizer (tokenizer.ggml.model)");
+        return TB_EMODEL;
+    }
+    *spm = model.len == 5 && !memcmp(model.ptr, "llama", 5);
+    bool bpe = model.len == 4 && !memcmp(model.ptr, "gpt2", 4);
+    if (!*spm && !bpe) {
+        tb_err_set(err, err_len, "tokenizer model '%.*s' is not supported (llama and gpt2 are)",
+                   (int)(model.len > 64 ? 64 : model.len), model.ptr);
+        return TB_ENOTSUP;
+    }
+    if (!tb_gguf_get_array(g, "tokenizer.ggml.tokens", &et, n) || et != TB_GGUF_STRING ||
+        *n == 0) {
+        tb_err_set(err, err_len, "tokenizer.ggml.tokens is missing or empty");
+        return TB_EMODEL;
+    }
+    if (*n >= INT32_MAX) {
+        tb_err_set(err, err_len, "tokenizer.ggml.tokens has %llu entries",
+                   (unsigned long long)*n);
+        return TB_E2BIG;
+    }
+    *fam = NULL;
+    if (bpe) {
+        tb_gguf_get_str(g, "tokenizer.ggml.pre", &pre);
+        const char *want = pre.len ? pre.ptr : "default";
+        size_t wlen = pre.len ? pre.len : strlen("default");
+        for (size_t i = 0; i < sizeof(s_families) / sizeof(s_families[0]); i++) {
+            if (s_name_in(s_families[i].names, want, wlen)) {
+                *fam = &s_families[i];
+                break;
+            }
+        }
+        if (!*fam) {
+            tb_err_set(err, err_len, "unknown pre-tokenizer '%.*s' (tokenizer.ggml.pre)",
+                       (int)(wlen > 64 ? 64 : wlen), want);
+            return TB_ENOTSUP;
+        }
+    }
+    return 0;
+}
+
+/* Special ids (defaults as llama.cpp has them), the extra end-of-generation ids, and the BOS/EOS
+ * the encoder adds.  *unk receives the unknown id; *add_space_prefix the SPM space prefix. */
+static int s_specials(tb_tokenizer_t *tok, const tb_gguf_t *g, size_t n, bool spm,
+                      const struct pre_family *fam, int32_t *unk, bool *add_space_prefix,
+                      char *err, size_t err_len)
+{
+    *unk = spm && n > 0 ? 0 : -1;
+    tok->bos = spm && n > 1 ? 1 : -1;
+    tok->eos = spm && n > 2 ? 2 : -1;
+    int32_t eot = -1, eom = -1;
+    int rc = s_token_id(g, "tokenizer.ggml.bos_token_id", n, &tok->bos, err, err_len);
+    if (rc == 0) {
+        rc = s_token_id(g, "tokenizer.ggml.eos_token_id", n, &tok->eos, err, err_len);
+    }
+    if (rc == 0) {
+        rc = s_token_id(g, "tokenizer.ggml.unknown_token_id", n, unk, err, err_len);
+    }
+    if (rc == 0) {
+        rc = s_token_id(g, "tokenizer.ggml.eot_token_id", n, &eot, err, err_len);
+    }
+    if (rc == 0) {
+        rc = s_token_id(g, "tokenizer.ggml.eom_token_id", n, &eom, err, err_len);
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    if ((eot >= 0 && tb_tok_ids_push(&tok->eos_ids, eot) < 0) ||
+        (eom >= 0 && tb_tok_ids_push(&tok->eos_ids, eom) < 0)) {
+        return TB_ENOMEM;
+    }
+    bool b = false;
+    bool add_bos = spm || (fam && fam->add_bos);
+    bool add_eos = false;
+    *add_space_prefix = spm;
+    if (tb_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &b)) {
+        add_bos = b;
+    }
+    if (tb_gguf_get_bool(g, "tokenizer.ggml.add_eos_token", &b)) {
+        add_eos = b;
+    }
+    if (tb_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &b)) {
+        *add_space_prefix = b;
+    }
+    if ((add_bos && tok->bos >= 0 && tb_tok_ids_push(&tok->prefix, tok->bos) < 0) ||
+        (add_eos && tok->eos >= 0 && tb_tok_ids_push(&tok->suffix, tok->eos) < 0)) {
+        return TB_ENOMEM;
+    }
+    return 0;
+}
+
+/* SPM: the U+2581 space normalizer, score-driven merges with byte fallback, and the decoder
+ * steps that undo them (dec[0..4)). */
+static int s_spm_pipeline(tb_tokenizer_t *tok, bool add_space_prefix, struct tb_bpe_config *cfg,
+                          struct tb_dec_step *dec, size_t *n_dec, char *err, size_t err_len)
+{
+    int rc = 0;
+    if (add_space_prefix) {
+        rc = tb_tok_norm_add_prepend(tok->norm, "\xe2\x96\x81", 3);
+    }
+    if (rc == 0) {
+        rc = tb_tok_norm_add_replace(tok->norm, " ", 1, false, "\xe2\x96\x81", 3, err, err_len);
+    }
+    cfg->mode = TB_BPE_SCORES;
+    cfg->missing = TB_BPE_MISSING_BYTES;
+    cfg->scores = tok->scores;
+    dec[0].kind = TB_DEC_REPLACE;
+    dec[0].pattern = "\xe2\x96\x81";
+    dec[0].pattern_len = 3;
+    dec[0].content = " ";
+    dec[0].content_len = 1;
+    dec[1].kind = TB_DEC_BYTE_FALLBACK;
+    dec[2].kind = TB_DEC_FUSE;
+    dec[3].kind = TB_DEC_STRIP;
+    dec[3].cp = ' ';
+    dec[3].start = add_space_prefix ? 1 : 0;
+    *n_dec = 4;
+    return rc;
+}
+
+/* Byte-level BPE: the family's split regexes, the byte-level alphabet, ranked merges (dec[0]). */
+static int s_bpe_pipeline(tb_tokenizer_t *tok, const struct pre_family *fam,
+                          struct tb_bpe_config *cfg, struct tb_dec_step *dec, size_t *n_dec,
+                          char *err, size_t err_len)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < 6 && fam->regex[i]; i++) {
+        rc = tb_pretok_add_split(tok->pretok, fam->regex[i], strlen(fam->regex[i]), true,
+                                 TB_SPLIT_ISOLATED, false, err, err_len);
+    }
+    if (rc == 0) {
+        rc = tb_pretok_add_byte_level(tok->pretok, false, false);
+    }
+    cfg->mode = TB_BPE_RANKS;
+    cfg->missing = TB_BPE_MISSING_RAW_BYTE;
+    cfg->ignore_merges = fam->ignore_merges;
+    dec[0].kind = TB_DEC_BYTE_LEVEL;
+    *n_dec = 1;
     return rc;
 }
 
@@ -278,60 +426,25 @@ int tb_tokenizer_load_gguf(const tb_gguf_t *g, tb_tokenizer_t **out, char *err, 
 {
     int rc = 0;
     tb_tokenizer_t *tok = NULL;
-    struct tb_gguf_str model, pre = {"", 0};
-    tb_gguf_type_t et;
     uint64_t n = 0;
     const struct pre_family *fam = NULL;
-    bool b = false;
+    bool spm = false;
 
     if (err && err_len) {
         err[0] = '\0';
     }
     if (!g || !out) {
-        tb_tok_errf(err, err_len, "invalid arguments");
+        tb_err_set(err, err_len, "invalid arguments");
         return TB_EINVAL;
     }
     *out = NULL;
-    if (!tb_gguf_get_str(g, "tokenizer.ggml.model", &model)) {
-        tb_tok_errf(err, err_len, "the GGUF file has no tokenizer (tokenizer.ggml.model)");
-        return TB_EMODEL;
-    }
-    bool spm = model.len == 5 && !memcmp(model.ptr, "llama", 5);
-    bool bpe = model.len == 4 && !memcmp(model.ptr, "gpt2", 4);
-    if (!spm && !bpe) {
-        tb_tok_errf(err, err_len, "tokenizer model '%.*s' is not supported (llama and gpt2 are)",
-                    (int)(model.len > 64 ? 64 : model.len), model.ptr);
-        return TB_ENOTSUP;
-    }
-    if (!tb_gguf_get_array(g, "tokenizer.ggml.tokens", &et, &n) || et != TB_GGUF_STRING ||
-        n == 0) {
-        tb_tok_errf(err, err_len, "tokenizer.ggml.tokens is missing or empty");
-        return TB_EMODEL;
-    }
-    if (n >= INT32_MAX) {
-        tb_tok_errf(err, err_len, "tokenizer.ggml.tokens has %llu entries",
-                    (unsigned long long)n);
-        return TB_E2BIG;
-    }
-    if (bpe) {
-        tb_gguf_get_str(g, "tokenizer.ggml.pre", &pre);
-        const char *want = pre.len ? pre.ptr : "default";
-        size_t wlen = pre.len ? pre.len : strlen("default");
-        for (size_t i = 0; i < sizeof(s_families) / sizeof(s_families[0]); i++) {
-            if (s_name_in(s_families[i].names, want, wlen)) {
-                fam = &s_families[i];
-                break;
-            }
-        }
-        if (!fam) {
-            tb_tok_errf(err, err_len, "unknown pre-tokenizer '%.*s' (tokenizer.ggml.pre)",
-                        (int)(wlen > 64 ? 64 : wlen), want);
-            return TB_ENOTSUP;
-        }
+    rc = s_kind(g, &spm, &fam, &n, err, err_len);
+    if (rc != 0) {
+        return rc;
     }
     rc = tb_tokenizer_alloc((size_t)n, &tok);
     if (rc < 0) {
-        tb_tok_errf(err, err_len, "out of memory for %llu tokens", (unsigned long long)n);
+        tb_err_set(err, err_len, "out of memory for %llu tokens", (unsigned long long)n);
         return rc;
     }
     tok->gguf = true;
@@ -346,101 +459,26 @@ int tb_tokenizer_load_gguf(const tb_gguf_t *g, tb_tokenizer_t **out, char *err, 
     if (rc == 0) {
         rc = tb_pretok_new(&tok->pretok);
     }
-    if (rc < 0) {
-        goto fail;
-    }
-
-    /* Special ids, defaults as llama.cpp has them. */
-    int32_t unk = spm && n > 0 ? 0 : -1;
-    tok->bos = spm && n > 1 ? 1 : -1;
-    tok->eos = spm && n > 2 ? 2 : -1;
-    int32_t eot = -1, eom = -1;
-    rc = s_token_id(g, "tokenizer.ggml.bos_token_id", (size_t)n, &tok->bos, err, err_len);
+    int32_t unk = -1;
+    bool add_space_prefix = false;
     if (rc == 0) {
-        rc = s_token_id(g, "tokenizer.ggml.eos_token_id", (size_t)n, &tok->eos, err, err_len);
-    }
-    if (rc == 0) {
-        rc = s_token_id(g, "tokenizer.ggml.unknown_token_id", (size_t)n, &unk, err, err_len);
-    }
-    if (rc == 0) {
-        rc = s_token_id(g, "tokenizer.ggml.eot_token_id", (size_t)n, &eot, err, err_len);
-    }
-    if (rc == 0) {
-        rc = s_token_id(g, "tokenizer.ggml.eom_token_id", (size_t)n, &eom, err, err_len);
+        rc = s_specials(tok, g, (size_t)n, spm, fam, &unk, &add_space_prefix, err, err_len);
     }
     if (rc < 0) {
         goto fail;
     }
-    if ((eot >= 0 && tb_tok_ids_push(&tok->eos_ids, eot) < 0) ||
-        (eom >= 0 && tb_tok_ids_push(&tok->eos_ids, eom) < 0)) {
-        rc = TB_ENOMEM;
-        goto fail;
-    }
-
-    bool add_bos = spm || (fam && fam->add_bos);
-    bool add_eos = false;
-    bool add_space_prefix = spm;
-    if (tb_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &b)) {
-        add_bos = b;
-    }
-    if (tb_gguf_get_bool(g, "tokenizer.ggml.add_eos_token", &b)) {
-        add_eos = b;
-    }
-    if (tb_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &b)) {
-        add_space_prefix = b;
-    }
-    if ((add_bos && tok->bos >= 0 && tb_tok_ids_push(&tok->prefix, tok->bos) < 0) ||
-        (add_eos && tok->eos >= 0 && tb_tok_ids_push(&tok->suffix, tok->eos) < 0)) {
-        rc = TB_ENOMEM;
-        goto fail;
-    }
-
     struct tb_bpe_config cfg = {0};
     cfg.vocab = tok->vocab;
     cfg.unk_id = unk;
     struct tb_dec_step dec[4];
     size_t n_dec = 0;
     memset(dec, 0, sizeof(dec));
-    if (spm) {
-        if (add_space_prefix) {
-            rc = tb_tok_norm_add_prepend(tok->norm, "\xe2\x96\x81", 3);
-        }
-        if (rc == 0) {
-            rc = tb_tok_norm_add_replace(tok->norm, " ", 1, false, "\xe2\x96\x81", 3, err,
-                                         err_len);
-        }
-        cfg.mode = TB_BPE_SCORES;
-        cfg.missing = TB_BPE_MISSING_BYTES;
-        cfg.scores = tok->scores;
-        dec[0].kind = TB_DEC_REPLACE;
-        dec[0].pattern = "\xe2\x96\x81";
-        dec[0].pattern_len = 3;
-        dec[0].content = " ";
-        dec[0].content_len = 1;
-        dec[1].kind = TB_DEC_BYTE_FALLBACK;
-        dec[2].kind = TB_DEC_FUSE;
-        dec[3].kind = TB_DEC_STRIP;
-        dec[3].cp = ' ';
-        dec[3].start = add_space_prefix ? 1 : 0;
-        n_dec = 4;
-    } else {
-        for (size_t i = 0; rc == 0 && i < 6 && fam->regex[i]; i++) {
-            rc = tb_pretok_add_split(tok->pretok, fam->regex[i], strlen(fam->regex[i]), true,
-                                     TB_SPLIT_ISOLATED, false, err, err_len);
-        }
-        if (rc == 0) {
-            rc = tb_pretok_add_byte_level(tok->pretok, false, false);
-        }
-        cfg.mode = TB_BPE_RANKS;
-        cfg.missing = TB_BPE_MISSING_RAW_BYTE;
-        cfg.ignore_merges = fam->ignore_merges;
-        dec[0].kind = TB_DEC_BYTE_LEVEL;
-        n_dec = 1;
-    }
+    rc = spm ? s_spm_pipeline(tok, add_space_prefix, &cfg, dec, &n_dec, err, err_len)
+             : s_bpe_pipeline(tok, fam, &cfg, dec, &n_dec, err, err_len);
     if (rc == 0) {
         rc = tb_bpe_new(&cfg, &tok->bpe);
     }
-    if (rc == 0 && bpe) {
+    if (rc == 0 && !spm) {
         rc = s_merges(tok, g, err, err_len);
     }
     if (rc == 0) {
@@ -453,7 +491,7 @@ int tb_tokenizer_load_gguf(const tb_gguf_t *g, tb_tokenizer_t **out, char *err, 
     return 0;
 fail:
     if (rc == TB_ENOMEM && err && err_len && !err[0]) {
-        tb_tok_errf(err, err_len, "out of memory loading the tokenizer");
+        tb_err_set(err, err_len, "out of memory loading the tokenizer");
     }
     tb_tokenizer_destroy(&tok);
     return rc;

@@ -58,7 +58,7 @@ static bool s_char(const json_t *obj, const char *key, uint32_t *cp)
     if (!s_str(obj, key, &s, &len) || len == 0) {
         return false;
     }
-    return tb_tok_utf8_next((const uint8_t *)s, len, cp, &cl) == TB_UTF8_OK && cl == len;
+    return tb_utf8_decode((const uint8_t *)s, len, cp, &cl) == TB_UTF8_OK && cl == len;
 }
 
 /* {"String": "..."} or {"Regex": "..."}. */
@@ -122,10 +122,10 @@ static bool s_prepend_scheme(const json_t *obj, tb_prepend_scheme_t *out)
 static int s_bad(struct hf *h, const char *what, const char *type)
 {
     if (type) {
-        tb_tok_errf(h->err, h->err_len, "unsupported %s type '%s'", what, type);
+        tb_err_set(h->err, h->err_len, "unsupported %s type '%s'", what, type);
         return TB_ENOTSUP;
     }
-    tb_tok_errf(h->err, h->err_len, "malformed %s in tokenizer.json", what);
+    tb_err_set(h->err, h->err_len, "malformed %s in tokenizer.json", what);
     return TB_EMODEL;
 }
 
@@ -243,7 +243,7 @@ static int s_pre_tokenizer(struct hf *h, const json_t *p, int depth)
         if (!s_char(p, "replacement", &cp) || !s_prepend_scheme(p, &scheme)) {
             return s_bad(h, "pre_tokenizer", NULL);
         }
-        size_t rl = tb_tok_utf8_encode(cp, rep);
+        size_t rl = tb_utf8_encode(cp, rep);
         return tb_pretok_add_metaspace(pt, rep, rl, scheme, s_bool(p, "split", true));
     }
     if (!strcmp(type, "Digits")) {
@@ -289,7 +289,7 @@ static int s_decoder(struct hf *h, const json_t *d, int depth)
         return 0;
     }
     if (h->n_dec == MAX_DEC_STEPS) {
-        tb_tok_errf(h->err, h->err_len, "decoder has more than %d steps", MAX_DEC_STEPS);
+        tb_err_set(h->err, h->err_len, "decoder has more than %d steps", MAX_DEC_STEPS);
         return TB_ENOTSUP;
     }
     struct tb_dec_step *st = &h->dec[h->n_dec];
@@ -302,7 +302,7 @@ static int s_decoder(struct hf *h, const json_t *d, int depth)
             return s_bad(h, "decoder", NULL);
         }
         if (regex) {
-            tb_tok_errf(h->err, h->err_len, "unsupported decoder: Replace with a regex");
+            tb_err_set(h->err, h->err_len, "unsupported decoder: Replace with a regex");
             return TB_ENOTSUP;
         }
     } else if (!strcmp(type, "ByteFallback")) {
@@ -345,7 +345,7 @@ static int s_template_ids(struct hf *h, const json_t *special, const char *name,
     const json_t *t = json_object_get(special, name);
     const json_t *ids = json_object_get(t, "ids");
     if (!json_is_array(ids)) {
-        tb_tok_errf(h->err, h->err_len, "post_processor: special token '%s' is not defined",
+        tb_err_set(h->err, h->err_len, "post_processor: special token '%s' is not defined",
                     name);
         return TB_EMODEL;
     }
@@ -353,7 +353,7 @@ static int s_template_ids(struct hf *h, const json_t *special, const char *name,
         const json_t *v = json_array_get(ids, i);
         if (!json_is_integer(v) || json_integer_value(v) < 0 ||
             (size_t)json_integer_value(v) >= tb_tok_vocab_size(h->tok->vocab)) {
-            tb_tok_errf(h->err, h->err_len, "post_processor: bad id for '%s'", name);
+            tb_err_set(h->err, h->err_len, "post_processor: bad id for '%s'", name);
             return TB_EMODEL;
         }
         if (tb_tok_ids_push(out, (int32_t)json_integer_value(v)) < 0) {
@@ -457,7 +457,7 @@ static int s_vocab_size(struct hf *h, const json_t *vocab, const json_t *added, 
     json_object_foreach((json_t *)vocab, key, v)
     {
         if (!json_is_integer(v) || json_integer_value(v) < 0) {
-            tb_tok_errf(h->err, h->err_len, "model.vocab: '%.64s' has no valid id", key);
+            tb_err_set(h->err, h->err_len, "model.vocab: '%.64s' has no valid id", key);
             return TB_EMODEL;
         }
         if (json_integer_value(v) > max) {
@@ -467,7 +467,7 @@ static int s_vocab_size(struct hf *h, const json_t *vocab, const json_t *added, 
     for (size_t i = 0; i < json_array_size(added); i++) {
         const json_t *id = json_object_get(json_array_get(added, i), "id");
         if (!json_is_integer(id) || json_integer_value(id) < 0) {
-            tb_tok_errf(h->err, h->err_len, "added_tokens[%zu]: no valid id", i);
+            tb_err_set(h->err, h->err_len, "added_tokens[%zu]: no valid id", i);
             return TB_EMODEL;
         }
         if (json_integer_value(id) > max) {
@@ -475,11 +475,11 @@ static int s_vocab_size(struct hf *h, const json_t *vocab, const json_t *added, 
         }
     }
     if (max < 0) {
-        tb_tok_errf(h->err, h->err_len, "empty vocabulary");
+        tb_err_set(h->err, h->err_len, "empty vocabulary");
         return TB_EMODEL;
     }
     if ((size_t)max >= entries * 2 + 1024 || max >= INT32_MAX) {
-        tb_tok_errf(h->err, h->err_len,
+        tb_err_set(h->err, h->err_len,
                     "vocabulary ids reach %lld for %zu entries: ids must be dense",
                     (long long)max, entries);
         return TB_EMODEL;
@@ -495,8 +495,8 @@ static int s_merges(struct hf *h, const json_t *merges)
     if (!json_is_array(merges)) {
         return s_bad(h, "model.merges", NULL);
     }
-    struct tb_tok_buf joined;
-    tb_tok_buf_init(&joined);
+    struct tb_buf joined;
+    tb_buf_init(&joined);
     int rc = 0;
     for (size_t i = 0; i < json_array_size(merges) && rc == 0; i++) {
         const json_t *m = json_array_get(merges, i);
@@ -510,7 +510,7 @@ static int s_merges(struct hf *h, const json_t *merges)
             }
             const char *sp = memchr(s, ' ', len);
             if (!sp || memchr(sp + 1, ' ', len - (size_t)(sp + 1 - s))) {
-                tb_tok_errf(h->err, h->err_len, "model.merges[%zu] is not 'a b'", i);
+                tb_err_set(h->err, h->err_len, "model.merges[%zu] is not 'a b'", i);
                 rc = TB_EMODEL;
                 break;
             }
@@ -525,20 +525,20 @@ static int s_merges(struct hf *h, const json_t *merges)
             b = json_string_value(json_array_get(m, 1));
             bl = json_string_length(json_array_get(m, 1));
         } else {
-            tb_tok_errf(h->err, h->err_len, "model.merges[%zu] is malformed", i);
+            tb_err_set(h->err, h->err_len, "model.merges[%zu] is malformed", i);
             rc = TB_EMODEL;
             break;
         }
-        tb_tok_buf_clear(&joined);
-        if (tb_tok_buf_append(&joined, a, al) < 0 || tb_tok_buf_append(&joined, b, bl) < 0) {
+        tb_buf_clear(&joined);
+        if (tb_buf_append(&joined, a, al) < 0 || tb_buf_append(&joined, b, bl) < 0) {
             rc = TB_ENOMEM;
             break;
         }
         int32_t ia = tb_tok_vocab_find(tok->vocab, a, al);
         int32_t ib = tb_tok_vocab_find(tok->vocab, b, bl);
-        int32_t im = tb_tok_vocab_find(tok->vocab, joined.ptr, joined.len);
+        int32_t im = tb_tok_vocab_find(tok->vocab, (char *)joined.data, joined.len);
         if (ia < 0 || ib < 0 || im < 0) {
-            tb_tok_errf(h->err, h->err_len, "model.merges[%zu]: a token of '%.*s %.*s' is not in "
+            tb_err_set(h->err, h->err_len, "model.merges[%zu]: a token of '%.*s %.*s' is not in "
                         "the vocabulary", i, (int)(al > 64 ? 64 : al), a,
                         (int)(bl > 64 ? 64 : bl), b);
             rc = TB_EMODEL;
@@ -546,7 +546,7 @@ static int s_merges(struct hf *h, const json_t *merges)
         }
         rc = tb_bpe_add_merge(tok->bpe, ia, ib, im, rank++);
     }
-    tb_tok_buf_release(&joined);
+    tb_buf_free(&joined);
     return rc;
 }
 
@@ -568,7 +568,7 @@ static int s_model(struct hf *h, const json_t *root)
         int32_t id = (int32_t)json_integer_value(v);
         rc = tb_tok_vocab_set(tok->vocab, id, key, key_len, true);
         if (rc == TB_EEXIST) {
-            tb_tok_errf(h->err, h->err_len, "model.vocab: id %d is used twice", id);
+            tb_err_set(h->err, h->err_len, "model.vocab: id %d is used twice", id);
             return TB_EMODEL;
         }
         if (rc < 0) {
@@ -582,7 +582,7 @@ static int s_model(struct hf *h, const json_t *root)
         size_t len = 0;
         int32_t id = s_id(json_object_get(a, "id"), tb_tok_vocab_size(tok->vocab));
         if (id < 0 || !s_str(a, "content", &content, &len) || len == 0) {
-            tb_tok_errf(h->err, h->err_len, "added_tokens[%zu] is malformed", i);
+            tb_err_set(h->err, h->err_len, "added_tokens[%zu] is malformed", i);
             return TB_EMODEL;
         }
         if (!tb_tok_vocab_piece(tok->vocab, id, NULL)) {
@@ -608,7 +608,7 @@ static int s_model(struct hf *h, const json_t *root)
     size_t unk_len = 0, slen = 0;
     if ((s_str(model, "continuing_subword_prefix", &s, &slen) && slen > 0) ||
         (s_str(model, "end_of_word_suffix", &s, &slen) && slen > 0)) {
-        tb_tok_errf(h->err, h->err_len, "unsupported BPE option: continuing_subword_prefix or "
+        tb_err_set(h->err, h->err_len, "unsupported BPE option: continuing_subword_prefix or "
                     "end_of_word_suffix");
         return TB_ENOTSUP;
     }
@@ -754,17 +754,17 @@ static int s_load(const json_t *root, const json_t *tcfg, const json_t *gcfg, co
     const json_t *model = json_object_get(root, "model");
     const char *type = s_type(model);
     if (!json_is_object(root) || !json_is_object(model)) {
-        tb_tok_errf(err, err_len, "tokenizer.json has no model object");
+        tb_err_set(err, err_len, "tokenizer.json has no model object");
         return TB_EMODEL;
     }
     if (type && strcmp(type, "BPE") != 0) {
-        tb_tok_errf(err, err_len, "tokenizer model '%s' is not supported (BPE only)", type);
+        tb_err_set(err, err_len, "tokenizer model '%s' is not supported (BPE only)", type);
         return TB_ENOTSUP;
     }
     const json_t *vocab = json_object_get(model, "vocab");
     const json_t *added = json_object_get(root, "added_tokens");
     if (!json_is_object(vocab) || (added && !json_is_array(added) && !json_is_null(added))) {
-        tb_tok_errf(err, err_len, "tokenizer.json: model.vocab must be an object and "
+        tb_err_set(err, err_len, "tokenizer.json: model.vocab must be an object and "
                     "added_tokens a list");
         return TB_EMODEL;
     }
@@ -774,7 +774,7 @@ static int s_load(const json_t *root, const json_t *tcfg, const json_t *gcfg, co
     }
     rc = tb_tokenizer_alloc(n, &h.tok);
     if (rc < 0) {
-        tb_tok_errf(err, err_len, "out of memory for %zu tokens", n);
+        tb_err_set(err, err_len, "out of memory for %zu tokens", n);
         return rc;
     }
     rc = tb_tok_norm_new(&h.tok->norm);
@@ -838,7 +838,7 @@ static int s_load(const json_t *root, const json_t *tcfg, const json_t *gcfg, co
     return 0;
 fail:
     if (rc == TB_ENOMEM && err && err_len && !err[0]) {
-        tb_tok_errf(err, err_len, "out of memory loading the tokenizer");
+        tb_err_set(err, err_len, "out of memory loading the tokenizer");
     }
     if (rc == TB_EINVAL || rc == TB_ERANGE || rc == TB_EEXIST) {
         rc = TB_EMODEL; /* a bad regex or id in the file */
@@ -858,19 +858,19 @@ int tb_tokenizer_load_hf_memory(const char *json, size_t len, const char *config
         err[0] = '\0';
     }
     if (!out || (!json && len > 0)) {
-        tb_tok_errf(err, err_len, "invalid arguments");
+        tb_err_set(err, err_len, "invalid arguments");
         return TB_EINVAL;
     }
     *out = NULL;
     root = json_loadb(json, len, JSON_ALLOW_NUL, &je);
     if (!root) {
-        tb_tok_errf(err, err_len, "tokenizer.json:%d:%d: %s", je.line, je.column, je.text);
+        tb_err_set(err, err_len, "tokenizer.json:%d:%d: %s", je.line, je.column, je.text);
         return TB_EMODEL;
     }
     if (config) {
         tcfg = json_loadb(config, config_len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
         if (!tcfg) {
-            tb_tok_errf(err, err_len, "tokenizer_config.json:%d:%d: %s", je.line, je.column,
+            tb_err_set(err, err_len, "tokenizer_config.json:%d:%d: %s", je.line, je.column,
                         je.text);
             rc = TB_EMODEL;
         }
@@ -890,7 +890,7 @@ static int s_optional(const char *dir, const char *name, json_t **out, char *err
     json_error_t je;
     *out = NULL;
     if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path)) {
-        tb_tok_errf(err, err_len, "path too long: '%s'", dir);
+        tb_err_set(err, err_len, "path too long: '%s'", dir);
         return TB_EINVAL;
     }
     struct stat st;
@@ -900,7 +900,7 @@ static int s_optional(const char *dir, const char *name, json_t **out, char *err
     /* Configs may hold integers beyond 64 bits (model_max_length): read numbers as reals. */
     *out = json_load_file(path, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
     if (!*out) {
-        tb_tok_errf(err, err_len, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+        tb_err_set(err, err_len, "%s:%d:%d: %s", path, je.line, je.column, je.text);
         return TB_EMODEL;
     }
     return 0;
@@ -918,24 +918,24 @@ int tb_tokenizer_load_hf(const char *path, tb_tokenizer_t **out, char *err, size
         err[0] = '\0';
     }
     if (!path || !out) {
-        tb_tok_errf(err, err_len, "invalid arguments");
+        tb_err_set(err, err_len, "invalid arguments");
         return TB_EINVAL;
     }
     *out = NULL;
     if (stat(path, &st) != 0) {
         rc = -errno;
-        tb_tok_errf(err, err_len, "cannot open tokenizer '%s': %s", path, strerror(errno));
+        tb_err_set(err, err_len, "cannot open tokenizer '%s': %s", path, strerror(errno));
         return rc;
     }
     if (S_ISDIR(st.st_mode)) {
         if ((size_t)snprintf(dir, sizeof(dir), "%s", path) >= sizeof(dir) ||
             (size_t)snprintf(file, sizeof(file), "%s/tokenizer.json", path) >= sizeof(file)) {
-            tb_tok_errf(err, err_len, "path too long: '%s'", path);
+            tb_err_set(err, err_len, "path too long: '%s'", path);
             return TB_EINVAL;
         }
     } else {
         if ((size_t)snprintf(file, sizeof(file), "%s", path) >= sizeof(file)) {
-            tb_tok_errf(err, err_len, "path too long: '%s'", path);
+            tb_err_set(err, err_len, "path too long: '%s'", path);
             return TB_EINVAL;
         }
         snprintf(dir, sizeof(dir), "%s", path);
@@ -948,12 +948,12 @@ int tb_tokenizer_load_hf(const char *path, tb_tokenizer_t **out, char *err, size
     }
     if (stat(file, &st) != 0) {
         rc = -errno;
-        tb_tok_errf(err, err_len, "cannot open tokenizer '%s': %s", file, strerror(errno));
+        tb_err_set(err, err_len, "cannot open tokenizer '%s': %s", file, strerror(errno));
         return rc;
     }
     root = json_load_file(file, JSON_ALLOW_NUL, &je);
     if (!root) {
-        tb_tok_errf(err, err_len, "%s:%d:%d: %s", file, je.line, je.column, je.text);
+        tb_err_set(err, err_len, "%s:%d:%d: %s", file, je.line, je.column, je.text);
         return TB_EMODEL;
     }
     rc = s_optional(dir, "tokenizer_config.json", &tcfg, err, err_len);
@@ -967,7 +967,7 @@ int tb_tokenizer_load_hf(const char *path, tb_tokenizer_t **out, char *err, size
         char msg[512] = "";
         rc = s_load(root, tcfg, gcfg, mcfg, out, msg, sizeof(msg));
         if (rc < 0) {
-            tb_tok_errf(err, err_len, "cannot load tokenizer '%s': %s", file, msg);
+            tb_err_set(err, err_len, "cannot load tokenizer '%s': %s", file, msg);
         }
     }
     json_decref(root);

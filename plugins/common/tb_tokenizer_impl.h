@@ -14,6 +14,8 @@
 #include <stdint.h>
 
 #include "tb_bpe.h"
+#include "tb_buf.h"
+#include "tb_errors.h"
 #include "tb_pretok.h"
 #include "tb_tok_buf.h"
 #include "tb_tok_norm.h"
@@ -101,7 +103,7 @@ struct tb_tokenizer {
     bool adds_bos;
     bool adds_eos;
     /* Decoder tables: the bytes each id contributes, and for a first token when they differ. */
-    struct tb_tok_buf dec_arena;
+    struct tb_buf dec_arena;
     uint32_t *dec_off;
     uint32_t *dec_len;
     uint32_t *dec_first_off; /* NULL when the first token decodes like the others */
@@ -126,10 +128,6 @@ int tb_tokenizer_add_added(tb_tokenizer_t *tok, int32_t id, const char *content,
  * 0, TB_ENOMEM or TB_ENOTSUP with a message in err. */
 int tb_tokenizer_finish(tb_tokenizer_t *tok, const struct tb_dec_step *steps, size_t n_steps,
                         char *err, size_t err_len);
-
-/* Loader helpers: format into err (when err_len > 0). */
-void tb_tok_errf(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 
 /* The bytes id contributes to decoded text; `first`: it is the first token decoded. */
 const char *tb_tok_dec_bytes(const tb_tokenizer_t *tok, int32_t id, bool first, size_t *len);

@@ -116,6 +116,13 @@ void tb_http_resume(struct tb_http *h, struct tb_hreq *r)
     }
 }
 
+void tb_http_suspend(struct tb_http *h, struct tb_hreq *r)
+{
+    (void)h;
+    MHD_suspend_connection(r->conn);
+    r->suspended = true;
+}
+
 bool tb_http_watch(struct tb_http *h, struct tb_hreq *r)
 {
     (void)h;
@@ -932,10 +939,8 @@ static void s_loop(struct tb_http *h)
             } else {
                 struct tb_hconn *hc = tag;
                 hc->rdhup = true;
-                if (hc->req && hc->req->kind == TB_HR_TOKENIZE) {
-                    tb_http_tok_client_gone(h, hc->req);
-                } else if (hc->req) {
-                    tb_http_gen_client_gone(h, hc->req);
+                if (hc->req) {
+                    tb_http_req_client_gone(h, hc->req);
                 }
             }
         }

@@ -55,7 +55,8 @@ static struct tb_http_mm *s_mm(struct tb_http *h, struct tb_hreq *r)
     return r->mm;
 }
 
-static void s_cancel_call(struct tb_http *h, struct tb_hreq *r, tb_hm_reason_t reason)
+/* Cancels the open bus call, if any; `count` puts it in the model's cancel counter. */
+static void s_cancel_call(struct tb_http *h, struct tb_hreq *r, tb_hm_reason_t reason, bool count)
 {
     if (!r->call) {
         return;
@@ -64,13 +65,25 @@ static void s_cancel_call(struct tb_http *h, struct tb_hreq *r, tb_hm_reason_t r
     h->bus_dirty = true;
     r->call = NULL;
     s_release_instance(h, r);
-    if (r->state == TB_GEN_WAITING || r->state == TB_GEN_STREAMING ||
-        r->state == TB_GEN_ROUTING) {
+    if (count && r->kind == TB_HR_GENERATE) {
         struct tb_http_mm *mm = s_mm(h, r);
         if (mm) {
             mm->cancels[reason] += 1;
         }
     }
+}
+
+unsigned tb_http_req_step(struct tb_http *h, struct tb_hreq *r, tb_hreq_event_t ev)
+{
+    unsigned act = tb_hreq_fsm_apply(&r->state, ev);
+    if (act & TB_HACT_CANCEL) {
+        /* only ever from a state with an upstream call: count it */
+        s_cancel_call(h, r, ev == TB_HEV_STOP ? TB_HM_SHUTDOWN : TB_HM_DISCONNECT, true);
+    }
+    if (act & TB_HACT_RESUME) {
+        tb_http_resume(h, r);
+    }
+    return act;
 }
 
 void tb_http_gen_link(struct tb_http *h, struct tb_hreq *r)
@@ -163,26 +176,41 @@ static void s_map_error(int code, const char *msg, const struct tb_hreq *r,
     }
 }
 
-/* Ends the request with an error: an error answer when nothing was sent yet, else an error
- * event closing the stream. */
-static void s_fail(struct tb_http *h, struct tb_hreq *r, const struct tb_oai_error *e,
-                   bool retry_after)
+void tb_http_req_fail(struct tb_http *h, struct tb_hreq *r, const struct tb_oai_error *e,
+                      bool retry_after)
 {
     s_release_instance(h, r);
-    if (r->stream) {
+    unsigned act = tb_http_req_step(h, r, TB_HEV_FAIL);
+    if (act & TB_HACT_ERROR_EVENT) {
         tb_oai_stream_error(r->stream, &r->out, e);
-        r->stream_done = true;
-    } else {
+    } else if (act & TB_HACT_ERROR_BODY) {
         free(r->resp_body);
         r->resp_body = tb_oai_error_body(e, &r->resp_len);
         r->resp_status = e->status;
         r->resp_retry_after = retry_after;
     }
-    r->final_status = e->status;
-    r->state = TB_GEN_DONE;
+    if (!(act & TB_HACT_DROP)) {
+        r->final_status = e->status;
+    }
     LOG_DEBUG(h, "request %s failed with %d: %s", r->id[0] ? r->id : "(no id)", e->status,
               e->message);
-    tb_http_resume(h, r);
+}
+
+enum MHD_Result tb_http_req_hand_over(struct tb_http *h, struct tb_hreq *r)
+{
+    enum MHD_Result q = tb_http_queue_json(h, r->conn, r->resp_status, r->resp_body, r->resp_len,
+                                           r->resp_retry_after, r->resp_close);
+    r->resp_body = NULL;
+    tb_http_req_step(h, r, TB_HEV_HANDED);
+    return q;
+}
+
+enum MHD_Result tb_http_req_refuse(struct tb_http *h, struct tb_hreq *r,
+                                   const struct tb_oai_error *e, bool retry_after, bool close)
+{
+    tb_http_req_fail(h, r, e, retry_after);
+    r->resp_close = close;
+    return tb_http_req_hand_over(h, r);
 }
 
 static void s_fail_code(struct tb_http *h, struct tb_hreq *r, int code, const char *msg)
@@ -190,7 +218,7 @@ static void s_fail_code(struct tb_http *h, struct tb_hreq *r, int code, const ch
     struct tb_oai_error e;
     bool retry;
     s_map_error(code, msg, r, &e, &retry);
-    s_fail(h, r, &e, retry);
+    tb_http_req_fail(h, r, &e, retry);
 }
 
 /* ------------------------------------------------------------------------------------------- */
@@ -259,11 +287,13 @@ static int s_absorb(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_ge
                 tb_oai_logprobs_clear(r->lp);
             }
         }
-        tb_http_resume(h, r);
-    } else if (text_len > 0 && tb_hbuf_append(&r->text, c->text, text_len) != 0) {
-        return TB_ENOMEM;
+        tb_http_req_step(h, r, TB_HEV_FRAME); /* resumes: the frames go out */
+    } else {
+        if (text_len > 0 && tb_hbuf_append(&r->text, c->text, text_len) != 0) {
+            return TB_ENOMEM;
+        }
+        tb_http_req_step(h, r, TB_HEV_CHUNK);
     }
-    r->state = TB_GEN_STREAMING;
     return 0;
 }
 
@@ -279,8 +309,6 @@ static int s_complete(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_
     }
     const char *finish = c && c->finish_reason ? c->finish_reason : "stop";
     snprintf(r->finish_reason, sizeof(r->finish_reason), "%s", finish);
-    r->usage = u;
-    r->has_usage = true;
     struct tb_http_mm *mm = r->mm;
     if (mm) {
         mm->in_tokens += (double)u.prompt_tokens;
@@ -297,7 +325,6 @@ static int s_complete(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_
             rc = s_open_stream(h, r);
         }
         rc = rc ? rc : tb_oai_stream_finish(r->stream, &r->out, r->finish_reason, &u);
-        r->stream_done = rc == 0;
     } else {
         struct tb_oai_head head = {.api = r->api, .id = r->id, .model = r->oreq->model,
                                    .created = r->created, .fingerprint = h->fingerprint};
@@ -309,8 +336,7 @@ static int s_complete(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_
     }
     if (rc == 0) {
         r->final_status = 200;
-        r->state = TB_GEN_DONE;
-        tb_http_resume(h, r);
+        tb_http_req_step(h, r, TB_HEV_END); /* resumes: the rest of the answer goes out */
     }
     return rc;
 }
@@ -326,7 +352,8 @@ static void s_on_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user)
     if (ch->kind != TB_CHUNK_DATA) {
         r->call = NULL; /* the bus frees the call after its last chunk */
     }
-    if (r->state == TB_GEN_DONE) {
+    if (!tb_hreq_fsm_is_upstream(r->state)) {
+        /* late: the answer is complete, or nobody is left to send it to */
         if (r->call == call) {
             host->bus_call_cancel(call);
             h->bus_dirty = true;
@@ -335,7 +362,7 @@ static void s_on_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user)
         return;
     }
     if (ch->kind == TB_CHUNK_ERROR) {
-        if (ch->code == TB_EGONE && r->state == TB_GEN_WAITING && r->tries < 2) {
+        if (ch->code == TB_EGONE && r->state == TB_HS_WAITING && r->tries < 2) {
             /* The instance went away before producing anything: nothing was sent, so the
              * request moves to another instance, once. */
             struct tb_idir_instance *gone = tb_instance_dir_get(h->models, r->instance);
@@ -357,27 +384,27 @@ static void s_on_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user)
         tb_instance_dir_set_state(h->models, inst, TB_INST_HEALTHY);
     }
     void *msg = NULL;
-    char err[200] = "";
+    char err[200];
+    err[0] = 0;
+    const char *why = err; /* the decoder's message, or what went wrong after it */
     int rc = 0;
     if (ch->len > 0) {
         rc = host->msg_decode(TB_MSG_GEN_CHUNK, ch->data, ch->len, &msg, err, sizeof(err));
     }
     if (rc == 0 && msg) {
         rc = s_absorb(h, r, msg);
-        snprintf(err, sizeof(err), "out of memory");
+        why = rc ? "out of memory" : why;
     }
     if (rc == 0 && ch->kind == TB_CHUNK_FINAL) {
         rc = s_complete(h, r, msg);
-        snprintf(err, sizeof(err), "out of memory");
+        why = rc ? "out of memory" : why;
     }
     host->msg_free(&msg);
     if (rc != 0) {
-        if (r->call) {
-            s_cancel_call(h, r, TB_HM_ERROR);
-        }
+        s_cancel_call(h, r, TB_HM_ERROR, true);
         LOG_WARN(h, "request %s: bad chunk from engine instance %016" PRIx64 ": %s", r->id,
-                 r->instance, err);
-        s_fail_code(h, r, rc == TB_ENOMEM ? TB_EINTERNAL : TB_EPROTO, err);
+                 r->instance, why);
+        s_fail_code(h, r, rc == TB_ENOMEM ? TB_EINTERNAL : TB_EPROTO, why);
     }
 }
 
@@ -403,7 +430,7 @@ static void s_call_engine(struct tb_http *h, struct tb_hreq *r, uint64_t instanc
             tb_oai_error_set(&e, 404, "invalid_request_error", "model_not_found", "model",
                              "the model '%.200s' does not exist (its last instance left)",
                              r->oreq->model);
-            s_fail(h, r, &e, false);
+            tb_http_req_fail(h, r, &e, false);
             return;
         }
         int timeout_ms = (int)(h->cfg.request_timeout_s * 1000);
@@ -416,7 +443,7 @@ static void s_call_engine(struct tb_http *h, struct tb_hreq *r, uint64_t instanc
             inst->in_flight++;
             inst->served++;
             r->tries++;
-            r->state = TB_GEN_WAITING;
+            tb_http_req_step(h, r, TB_HEV_CALL);
             return;
         }
         LOG_DEBUG(h, "request %s: cannot call %s (instance %016" PRIx64 "): %s", r->id,
@@ -489,7 +516,7 @@ static void s_route(struct tb_http *h, struct tb_hreq *r)
         }
         host->buf_free(&b);
         if (rc == 0) {
-            r->state = TB_GEN_ROUTING;
+            tb_http_req_step(h, r, TB_HEV_ROUTE);
             return;
         }
         detail = host->strerror(rc);
@@ -500,40 +527,48 @@ static void s_route(struct tb_http *h, struct tb_hreq *r)
 /* ------------------------------------------------------------------------------------------- */
 /* HTTP side */
 
+bool tb_http_req_too_long(struct tb_http *h, struct tb_hreq *r, struct tb_oai_error *e)
+{
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (!cl) {
+        return false;
+    }
+    char *end = NULL;
+    unsigned long long v = strtoull(cl, &end, 10);
+    if (end == cl || v <= (unsigned long long)h->cfg.max_body_size) {
+        return false;
+    }
+    tb_oai_error_set(e, 413, "invalid_request_error", "request_too_large", NULL,
+                     "the request body has %llu bytes: the limit is %" PRId64, v,
+                     h->cfg.max_body_size);
+    return true;
+}
+
 enum MHD_Result tb_http_gen_begin(struct tb_http *h, struct tb_hreq *r)
 {
     struct tb_oai_error e;
+    bool retry = false, close = false;
     if (atomic_load(&h->draining)) {
         tb_oai_error_set(&e, 503, "server_error", "shutting_down", NULL,
                          "the server is shutting down: send this request to another replica");
-        s_count_request(h, r, 503);
-        return tb_http_queue_error(h, r->conn, &e, true, true);
-    }
-    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl) {
-        char *end = NULL;
-        unsigned long long v = strtoull(cl, &end, 10);
-        if (end != cl && v > (unsigned long long)h->cfg.max_body_size) {
-            tb_oai_error_set(&e, 413, "invalid_request_error", "request_too_large", NULL,
-                             "the request body has %llu bytes: the limit is %" PRId64, v,
-                             h->cfg.max_body_size);
-            s_count_request(h, r, 413);
-            return tb_http_queue_error(h, r->conn, &e, false, true);
-        }
-    }
-    if (atomic_load(&h->in_flight) >= (size_t)h->cfg.max_in_flight) {
+        retry = close = true;
+    } else if (tb_http_req_too_long(h, r, &e)) {
+        close = true;
+    } else if (atomic_load(&h->in_flight) >= (size_t)h->cfg.max_in_flight) {
         tb_oai_error_set(&e, 503, "server_error", "overloaded", NULL,
                          "too many requests in flight (%" PRId64 "): retry later",
                          h->cfg.max_in_flight);
-        s_count_request(h, r, 503);
-        return tb_http_queue_error(h, r->conn, &e, true, false);
+        retry = true;
+    } else {
+        atomic_fetch_add(&h->in_flight, 1);
+        r->counted = true;
+        tb_http_req_step(h, r, TB_HEV_ADMIT);
+        tb_http_gen_link(h, r);
+        return MHD_YES;
     }
-    atomic_fetch_add(&h->in_flight, 1);
-    r->counted = true;
-    r->state = TB_GEN_BODY;
-    tb_http_gen_link(h, r);
-    return MHD_YES;
+    s_count_request(h, r, e.status);
+    return tb_http_req_refuse(h, r, &e, retry, close);
 }
 
 static void s_make_id(struct tb_http *h, struct tb_hreq *r)
@@ -543,32 +578,43 @@ static void s_make_id(struct tb_http *h, struct tb_hreq *r)
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     z ^= z >> 31;
-    snprintf(r->id, sizeof(r->id), "%s-%016" PRIx64 "%08" PRIx32,
-             r->api == TB_OAI_CHAT ? "chatcmpl" : "cmpl", z, (uint32_t)(a >> 11));
+    /* "<prefix>-" then z as 16 hex digits and the low 32 bits of a >> 11 as 8: written by hand,
+     * snprintf costs more than the rest of this function */
+    static const char hex[] = "0123456789abcdef";
+    const char *prefix = r->api == TB_OAI_CHAT ? "chatcmpl-" : "cmpl-";
+    size_t at = strlen(prefix);
+    memcpy(r->id, prefix, at);
+    for (int k = 15; k >= 0; k--) {
+        r->id[at++] = hex[(z >> (4 * k)) & 15];
+    }
+    uint32_t low = (uint32_t)(a >> 11);
+    for (int k = 7; k >= 0; k--) {
+        r->id[at++] = hex[(low >> (4 * k)) & 15];
+    }
+    r->id[at] = 0;
 }
 
-/* The whole body is here: decode, check the model, start routing. */
-static enum MHD_Result s_start(struct tb_http *h, struct tb_hreq *r)
+/* Decodes the body and prepares the gen_request message; 0, or -1 with `e` set (and whether
+ * the connection must close). */
+static int s_prepare(struct tb_http *h, struct tb_hreq *r, struct tb_oai_error *e, bool *close)
 {
-    struct tb_oai_error e;
+    *close = false;
     if (r->body_too_big) {
-        tb_oai_error_set(&e, 413, "invalid_request_error", "request_too_large", NULL,
+        tb_oai_error_set(e, 413, "invalid_request_error", "request_too_large", NULL,
                          "the request body is larger than the limit of %" PRId64 " bytes",
                          h->cfg.max_body_size);
-        r->final_status = 413;
-        return tb_http_queue_error(h, r->conn, &e, false, true);
+        *close = true;
+        return -1;
     }
-    int rc = tb_oai_request_parse(r->api, r->body.data, r->body.len, &r->oreq, &e);
+    int rc = tb_oai_request_parse(r->api, r->body.data, r->body.len, &r->oreq, e);
     tb_hbuf_release(&r->body);
     if (rc != 0) {
-        r->final_status = e.status;
-        return tb_http_queue_error(h, r->conn, &e, false, false);
+        return -1;
     }
     if (!tb_instance_dir_model(h->models, r->oreq->model)) {
-        tb_oai_error_set(&e, 404, "invalid_request_error", "model_not_found", "model",
+        tb_oai_error_set(e, 404, "invalid_request_error", "model_not_found", "model",
                          "the model '%.200s' does not exist", r->oreq->model);
-        r->final_status = 404;
-        return tb_http_queue_error(h, r->conn, &e, false, false);
+        return -1;
     }
     tb_http_metrics_label(r->oreq->model, r->model_label, sizeof(r->model_label));
     r->mm = tb_http_metrics_model(&h->metrics, r->model_label);
@@ -577,14 +623,13 @@ static enum MHD_Result s_start(struct tb_http *h, struct tb_hreq *r)
     r->oreq->gen.request_id = r->id;
     rc = h->host->msg_encode(TB_MSG_GEN_REQUEST, &r->oreq->gen, &r->msg);
     if (rc == 0 && r->oreq->logprobs) {
-        r->lp = tb_oai_logprobs_new(r->api, r->oreq->top_logprobs);
+        r->lp = tb_oai_logprobs_new(r->api, (int)r->oreq->top_logprobs);
         rc = r->lp ? 0 : TB_ENOMEM;
     }
     if (rc != 0) {
-        tb_oai_error_set(&e, 500, "server_error", "internal_error", NULL,
+        tb_oai_error_set(e, 500, "server_error", "internal_error", NULL,
                          "cannot encode the request: %s", h->host->strerror(rc));
-        r->final_status = 500;
-        return tb_http_queue_error(h, r->conn, &e, false, false);
+        return -1;
     }
     if (!s_streaming(r) && r->oreq->echo && r->oreq->gen.prompt) {
         tb_hbuf_puts(&r->text, r->oreq->gen.prompt);
@@ -592,29 +637,34 @@ static enum MHD_Result s_start(struct tb_http *h, struct tb_hreq *r)
             tb_oai_logprobs_skip(r->lp, strlen(r->oreq->gen.prompt));
         }
     }
-    s_route(h, r);
-    if (r->state == TB_GEN_DONE && r->resp_body) {
-        /* Failed before anything went out: answer now. */
-        r->suspended = false;
-        h->resumed = false;
-        enum MHD_Result q = tb_http_queue_json(h, r->conn, r->resp_status, r->resp_body,
-                                               r->resp_len, r->resp_retry_after, false);
-        r->resp_body = NULL;
-        return q;
+    return 0;
+}
+
+/* The whole body is here: decode, check the model, start routing. */
+static enum MHD_Result s_start(struct tb_http *h, struct tb_hreq *r)
+{
+    struct tb_oai_error e;
+    bool close;
+    if (s_prepare(h, r, &e, &close) != 0) {
+        return tb_http_req_refuse(h, r, &e, false, close);
     }
-    MHD_suspend_connection(r->conn);
-    r->suspended = true;
+    s_route(h, r);
+    if (r->state == TB_HS_ANSWERED) {
+        return tb_http_req_hand_over(h, r); /* failed before anything went out: answer now */
+    }
+    tb_http_suspend(h, r);
     if (!tb_http_watch(h, r)) {
-        tb_http_gen_client_gone(h, r); /* closed while its body was read */
+        tb_http_req_client_gone(h, r); /* closed while its body was read */
     }
     return MHD_YES;
 }
 
+/* libmicrohttpd's content reader of a stream: hands it the frames written so far. */
 static ssize_t s_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     (void)pos;
     struct tb_hreq *r = cls;
-    if (r->client_gone || r->shutdown) {
+    if (tb_hreq_fsm_is_dead(r->state)) {
         return MHD_CONTENT_READER_END_WITH_ERROR;
     }
     size_t n = tb_hbuf_pending(&r->out);
@@ -626,15 +676,20 @@ static ssize_t s_reader(void *cls, uint64_t pos, char *buf, size_t max)
         r->out.off += n;
         if (r->out.off == r->out.len) {
             tb_hbuf_reset(&r->out);
+            if (r->state == TB_HS_ANSWERED) {
+                tb_http_req_step(r->h, r, TB_HEV_HANDED); /* that was the last frame */
+            }
         }
         return (ssize_t)n;
     }
-    if (r->stream_done) {
+    if (r->state == TB_HS_ANSWERED) {
+        tb_http_req_step(r->h, r, TB_HEV_HANDED);
+    }
+    if (r->state == TB_HS_SENT) {
         return MHD_CONTENT_READER_END_OF_STREAM;
     }
     /* Nothing to send until the engine's next chunk: sleep until tb_http_resume. */
-    MHD_suspend_connection(r->conn);
-    r->suspended = true;
+    tb_http_suspend(r->h, r);
     return 0;
 }
 
@@ -651,7 +706,7 @@ static enum MHD_Result s_queue_stream(struct tb_http *h, struct tb_hreq *r)
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
     enum MHD_Result rc = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
     MHD_destroy_response(resp);
-    r->stream_started = rc == MHD_YES;
+    r->sse_queued = rc == MHD_YES;
     return rc;
 }
 
@@ -661,25 +716,20 @@ enum MHD_Result tb_http_gen_access(struct tb_http *h, struct tb_hreq *r, const c
     if (*upload_size > 0) {
         return tb_http_read_body(h, r, upload, upload_size);
     }
-    if (r->state == TB_GEN_BODY) {
+    if (r->state == TB_HS_BODY) {
         return s_start(h, r);
     }
     /* Resumed. */
-    if (r->client_gone || r->shutdown) {
+    if (tb_hreq_fsm_is_dead(r->state)) {
         return MHD_NO;
     }
     if (r->resp_body) {
-        enum MHD_Result q = tb_http_queue_json(h, r->conn, r->resp_status, r->resp_body,
-                                               r->resp_len, r->resp_retry_after, r->resp_close);
-        r->resp_body = NULL;
-        r->answer_queued = true;
-        return q;
+        return tb_http_req_hand_over(h, r);
     }
-    if (r->stream && !r->stream_started) {
+    if (r->stream && !r->sse_queued) {
         return s_queue_stream(h, r);
     }
-    MHD_suspend_connection(r->conn);
-    r->suspended = true;
+    tb_http_suspend(h, r);
     return MHD_YES;
 }
 
@@ -688,7 +738,7 @@ enum MHD_Result tb_http_read_body(struct tb_http *h, struct tb_hreq *r, const ch
 {
     size_t n = *upload_size;
     *upload_size = 0;
-    if (r->state != TB_GEN_BODY) {
+    if (r->state != TB_HS_BODY) {
         return MHD_YES;
     }
     if (!r->body_too_big && r->body.len + n > (size_t)h->cfg.max_body_size) {
@@ -708,40 +758,31 @@ enum MHD_Result tb_http_read_body(struct tb_http *h, struct tb_hreq *r, const ch
     return MHD_YES;
 }
 
-void tb_http_gen_client_gone(struct tb_http *h, struct tb_hreq *r)
+void tb_http_req_client_gone(struct tb_http *h, struct tb_hreq *r)
 {
     tb_http_unwatch(h, r);
-    if (r->client_gone) {
-        return;
+    if (r->call && r->state != TB_HS_GONE) {
+        LOG_DEBUG(h, "request %s: the client disconnected: cancelling it upstream",
+                  r->id[0] ? r->id : "(no id)");
     }
-    if (r->state == TB_GEN_DONE &&
-        (r->answer_queued || (r->stream_done && tb_hbuf_pending(&r->out) == 0))) {
-        /* The whole answer is with libmicrohttpd: a client closing after reading it is the
-         * normal end; a failed write shows in the completion code. */
-        return;
-    }
-    r->client_gone = true;
-    if (r->call) {
-        LOG_DEBUG(h, "request %s: the client disconnected: cancelling it upstream", r->id);
-        s_cancel_call(h, r, TB_HM_DISCONNECT);
-    }
-    tb_http_resume(h, r);
+    tb_http_req_step(h, r, TB_HEV_CLIENT_GONE);
 }
 
 void tb_http_gen_completed(struct tb_http *h, struct tb_hreq *r,
                            enum MHD_RequestTerminationCode toe)
 {
     tb_http_unwatch(h, r);
-    bool ok = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && !r->client_gone;
-    if (r->call) {
-        s_cancel_call(h, r, toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN || r->shutdown
-                                ? TB_HM_SHUTDOWN
-                                : TB_HM_DISCONNECT);
-    }
+    bool ok = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && r->state != TB_HS_GONE;
+    bool stopped = r->state == TB_HS_STOPPED;
+    s_cancel_call(h, r,
+                  toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN || stopped ? TB_HM_SHUTDOWN
+                                                                           : TB_HM_DISCONNECT,
+                  tb_hreq_fsm_is_upstream(r->state));
+    tb_http_req_step(h, r, TB_HEV_COMPLETED);
     s_release_instance(h, r);
     if (r->counted) {
         int status = r->final_status ? r->final_status : 499;
-        if (!ok && !r->shutdown && r->oreq) {
+        if (!ok && !stopped && r->oreq) {
             status = 499; /* client closed request (nginx's convention) */
             struct tb_http_mm *mm = s_mm(h, r);
             if (mm) {
@@ -771,10 +812,8 @@ void tb_http_gen_completed(struct tb_http *h, struct tb_hreq *r,
 void tb_http_gen_abort_all(struct tb_http *h)
 {
     for (struct tb_hreq *r = h->gens; r; r = r->next) {
-        r->shutdown = true;
-        s_cancel_call(h, r, TB_HM_SHUTDOWN);
         tb_http_unwatch(h, r);
-        tb_http_resume(h, r);
+        tb_http_req_step(h, r, TB_HEV_STOP); /* cancels upstream, resumes */
     }
 }
 
@@ -821,7 +860,7 @@ void tb_http_gen_update_gauges(struct tb_http *h)
                 continue;
             }
             inflight++;
-            queued += r->state == TB_GEN_ROUTING || r->state == TB_GEN_WAITING;
+            queued += r->state == TB_HS_ROUTING || r->state == TB_HS_WAITING;
         }
         h->host->metric_set(h->metrics.inflight, m, (double)inflight);
         h->host->metric_set(h->metrics.queued, m, (double)queued);

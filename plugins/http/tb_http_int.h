@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "tb_hbuf.h"
+#include "tb_hreq_fsm.h"
 #include "tb_http.h"
 #include "tb_http_metrics.h"
 #include "tb_instance_dir.h"
@@ -27,15 +28,6 @@ typedef enum {
     TB_HR_TOKENIZE = 3, /* POST /tokenize or /detokenize (tb_http_tok.c) */
 } tb_hr_kind_t;
 
-/* Where a generation request stands. */
-typedef enum {
-    TB_GEN_BODY = 0,    /* receiving the body */
-    TB_GEN_ROUTING,     /* asking the router */
-    TB_GEN_WAITING,     /* engine called, no chunk yet */
-    TB_GEN_STREAMING,   /* chunks arriving */
-    TB_GEN_DONE,        /* upstream ended: the answer (or its end) is ready */
-} tb_gen_state_t;
-
 /* One client connection, from accept to close: its socket is in the loop's epoll for
  * EPOLLRDHUP (edge-triggered) all along, so a client that goes away while its request waits on
  * an engine (connection suspended, invisible to libmicrohttpd) is noticed at once. */
@@ -46,50 +38,48 @@ struct tb_hconn {
     struct tb_hreq *req;     /* the generation request waiting on this connection, or NULL */
 };
 
-/* One HTTP request, from its headers to MHD's completion notice. */
+/* One HTTP request, from its headers to MHD's completion notice.  A request that waits on the
+ * bus (kind GENERATE or TOKENIZE) moves through the states of tb_hreq_fsm.h; only
+ * tb_http_req_step changes `state`.  The other flags say which resources it holds. */
 struct tb_hreq {
     struct tb_http *h;
     struct MHD_Connection *conn;
     tb_hr_kind_t kind;
     tb_oai_api_t api;
+    tb_hreq_state_t state;
     int64_t t_start_ns;
 
     /* body */
     struct tb_hbuf body;
     bool body_too_big;
+    size_t discarded;            /* body bytes dropped past the limit */
+
+    /* resources held (released at completion) */
+    bool counted;                /* in h->in_flight */
+    bool inst_counted;           /* in its instance's in_flight */
+    bool suspended;              /* MHD connection suspended */
+    struct tb_hconn *hc;         /* its connection's disconnect watch while it waits */
+    tb_call_t *call;             /* the bus call in progress (router or engine), or NULL */
 
     /* generation */
-    tb_gen_state_t state;
     struct tb_oai_request *oreq;
     struct tb_buf msg;           /* the encoded gen_request (host->buf_free) */
     char id[48];                 /* chatcmpl-... / cmpl-... */
     char model_label[160];
     struct tb_http_mm *mm;       /* its model's metrics (found once the model is known) */
     int64_t created;
-    tb_call_t *call;             /* the bus call in progress (router or engine), or NULL */
     uint64_t instance;           /* the engine instance serving it */
     int tries;                   /* engine calls started */
-    bool suspended;              /* MHD connection suspended */
-    struct tb_hconn *hc;         /* its connection while it waits on the bus */
-    bool client_gone;            /* the client closed its connection */
-    bool shutdown;               /* the frontend is stopping */
-    bool inst_counted;           /* counted in its instance's in_flight */
-    size_t discarded;            /* body bytes dropped past the limit */
-    bool counted;                /* in h->in_flight */
-    bool stream_started;         /* the 200 event-stream response is queued with MHD */
-    bool stream_done;            /* the last frame is in `out` */
-    bool answer_queued;          /* the unary answer (or error) is with libmicrohttpd */
+    bool sse_queued;             /* the 200 event-stream response is queued with MHD */
     struct tb_hbuf out;          /* stream: frames not yet handed to MHD */
     struct tb_hbuf text;         /* unary: the answer's text */
     tb_oai_stream_t *stream;
     tb_oai_logprobs_t *lp;
     int64_t t_first_ns, t_last_ns;
     int64_t n_tokens;            /* tokens seen in chunks */
-    struct tb_oai_usage usage;
-    bool has_usage;
     char finish_reason[24];
 
-    /* the answer MHD sends when the connection resumes (unary, or errors before a stream) */
+    /* the answer MHD gets when the connection resumes (unary, or errors before a stream) */
     int resp_status;
     char *resp_body;             /* malloc; handed to MHD */
     size_t resp_len;
@@ -143,7 +133,29 @@ struct tb_http {
     size_t n_metric_models;
 };
 
-/* ---- tb_http_gen.c ---- */
+/* ---- tb_http_gen.c: the request lifecycle shared by generations and tokenize ---- */
+
+/* Feeds `ev` to the request's state machine (tb_hreq_fsm.h) and carries out the actions every
+ * caller needs: cancelling an open upstream call (counted as a disconnect, or a shutdown for
+ * TB_HEV_STOP) and resuming the connection (which only schedules libmicrohttpd's next look).
+ * Returns the actions, for the caller's own (error shape, late event).  The only writer of
+ * r->state. */
+unsigned tb_http_req_step(struct tb_http *h, struct tb_hreq *r, tb_hreq_event_t ev);
+/* Ends the request with an error (TB_HEV_FAIL): an error answer when nothing was sent yet, else
+ * an error event closing the stream. */
+void tb_http_req_fail(struct tb_http *h, struct tb_hreq *r, const struct tb_oai_error *e,
+                      bool retry_after);
+/* Hands the ready answer (r->resp_body, taken) to libmicrohttpd (TB_HEV_HANDED). */
+enum MHD_Result tb_http_req_hand_over(struct tb_http *h, struct tb_hreq *r);
+/* Refuses the request at once (admission, validation): fails it and hands the error answer to
+ * libmicrohttpd now, with Connection: close when `close`. */
+enum MHD_Result tb_http_req_refuse(struct tb_http *h, struct tb_hreq *r,
+                                   const struct tb_oai_error *e, bool retry_after, bool close);
+/* True, with `e` set to a 413, when the request's Content-Length is over max_body_size: it is
+ * refused before the body is read (a JSON 413, no 100 Continue). */
+bool tb_http_req_too_long(struct tb_http *h, struct tb_hreq *r, struct tb_oai_error *e);
+/* The client closed its connection (seen by the loop while the request runs). */
+void tb_http_req_client_gone(struct tb_http *h, struct tb_hreq *r);
 
 /* The request's headers arrived for a generation route: admission checks (draining, size,
  * overload).  Returns MHD_YES to read the body, or queues an error answer. */
@@ -155,8 +167,6 @@ enum MHD_Result tb_http_gen_access(struct tb_http *h, struct tb_hreq *r, const c
  * the body is dropped and r->body_too_big set, for a 413 once it ends). */
 enum MHD_Result tb_http_read_body(struct tb_http *h, struct tb_hreq *r, const char *upload,
                                   size_t *upload_size);
-/* The client closed its connection (seen by the loop while the request runs). */
-void tb_http_gen_client_gone(struct tb_http *h, struct tb_hreq *r);
 /* MHD says the request is over (sent, failed or closed): cancel what runs, count, unlink. */
 void tb_http_gen_completed(struct tb_http *h, struct tb_hreq *r,
                            enum MHD_RequestTerminationCode toe);
@@ -174,7 +184,6 @@ void tb_http_gen_unlink(struct tb_http *h, struct tb_hreq *r);
 enum MHD_Result tb_http_tok_begin(struct tb_http *h, struct tb_hreq *r);
 enum MHD_Result tb_http_tok_access(struct tb_http *h, struct tb_hreq *r, const char *upload,
                                    size_t *upload_size);
-void tb_http_tok_client_gone(struct tb_http *h, struct tb_hreq *r);
 void tb_http_tok_completed(struct tb_http *h, struct tb_hreq *r);
 
 /* ---- tb_http.c, for tb_http_gen.c ---- */
@@ -188,6 +197,8 @@ enum MHD_Result tb_http_queue_error(struct tb_http *h, struct MHD_Connection *co
                                     const struct tb_oai_error *e, bool retry_after, bool close);
 /* Resumes a suspended connection (no-op otherwise). */
 void tb_http_resume(struct tb_http *h, struct tb_hreq *r);
+/* Suspends the request's connection until tb_http_resume. */
+void tb_http_suspend(struct tb_http *h, struct tb_hreq *r);
 /* Ties a waiting request to its connection's disconnect watch; returns false when the client
  * already closed it.  Unwatch unties it. */
 bool tb_http_watch(struct tb_http *h, struct tb_hreq *r);

@@ -84,12 +84,15 @@ int tb_http_metrics_init(struct tb_http_metrics *m, const struct tb_host *host,
 
 const char *tb_http_metrics_label(const char *model, char *out, size_t out_len)
 {
-    snprintf(out, out_len, "%s", model ? model : "");
-    for (char *p = out; *p; p++) {
-        if (*p == ',') {
-            *p = '_';
-        }
+    /* once or twice per request: a copy loop, not snprintf */
+    size_t i = 0;
+    if (out_len == 0) {
+        return out;
     }
+    for (; model && model[i] && i + 1 < out_len; i++) {
+        out[i] = model[i] == ',' ? '_' : model[i];
+    }
+    out[i] = 0;
     return out;
 }
 

@@ -19,22 +19,15 @@
 
 #define TOKENIZE_TIMEOUT_MS 30000
 
-/* Sets the answer the resumed connection sends. */
-static void s_answer(struct tb_http *h, struct tb_hreq *r, int status, char *body)
+/* Sets the answer the resumed connection sends (TB_HEV_END resumes it). */
+static void s_answer(struct tb_http *h, struct tb_hreq *r, char *body)
 {
     free(r->resp_body);
-    r->resp_status = status;
+    r->resp_status = 200;
     r->resp_body = body;
-    r->resp_len = body ? strlen(body) : 0;
-    r->final_status = status;
-    tb_http_resume(h, r);
-}
-
-static void s_answer_error(struct tb_http *h, struct tb_hreq *r, const struct tb_oai_error *e)
-{
-    size_t len;
-    char *body = tb_oai_error_body(e, &len);
-    s_answer(h, r, e->status, body);
+    r->resp_len = strlen(body);
+    r->final_status = 200;
+    tb_http_req_step(h, r, TB_HEV_END);
 }
 
 static void s_on_reply(tb_call_t *call, const struct tb_chunk *ch, void *user)
@@ -47,7 +40,9 @@ static void s_on_reply(tb_call_t *call, const struct tb_chunk *ch, void *user)
         return;
     }
     r->call = NULL;
-    r->state = TB_GEN_DONE;
+    if (!tb_hreq_fsm_is_upstream(r->state)) {
+        return; /* late: nobody is left to answer */
+    }
     if (ch->kind == TB_CHUNK_ERROR) {
         int status = ch->code == TB_EINVAL || ch->code == TB_E2BIG || ch->code == TB_ERANGE
                          ? 400
@@ -55,7 +50,7 @@ static void s_on_reply(tb_call_t *call, const struct tb_chunk *ch, void *user)
         tb_oai_error_set(&e, status, status == 400 ? "invalid_request_error" : "server_error",
                          status == 400 ? "invalid_value" : "upstream_error", NULL, "%s",
                          ch->message ? ch->message : "error");
-        s_answer_error(h, r, &e);
+        tb_http_req_fail(h, r, &e, false);
         return;
     }
     void *m = NULL;
@@ -64,7 +59,7 @@ static void s_on_reply(tb_call_t *call, const struct tb_chunk *ch, void *user)
         0) {
         tb_oai_error_set(&e, 502, "server_error", "upstream_error", NULL,
                          "unreadable answer from the preprocessor: %s", err);
-        s_answer_error(h, r, &e);
+        tb_http_req_fail(h, r, &e, false);
         return;
     }
     struct tb_msg_tokenize_reply *rep = m;
@@ -96,10 +91,10 @@ static void s_on_reply(tb_call_t *call, const struct tb_chunk *ch, void *user)
     h->host->msg_free(&m);
     if (!body) {
         tb_oai_error_set(&e, 500, "server_error", "internal_error", NULL, "out of memory");
-        s_answer_error(h, r, &e);
+        tb_http_req_fail(h, r, &e, false);
         return;
     }
-    s_answer(h, r, 200, body);
+    s_answer(h, r, body);
 }
 
 /* The preprocessor's tokenize endpoint for `model`, round robin; false when none. */
@@ -230,19 +225,10 @@ out:
 enum MHD_Result tb_http_tok_begin(struct tb_http *h, struct tb_hreq *r)
 {
     struct tb_oai_error e;
-    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl) {
-        char *end = NULL;
-        unsigned long long v = strtoull(cl, &end, 10);
-        if (end != cl && v > (unsigned long long)h->cfg.max_body_size) {
-            tb_oai_error_set(&e, 413, "invalid_request_error", "request_too_large", NULL,
-                             "the request body has %llu bytes: the limit is %" PRId64, v,
-                             h->cfg.max_body_size);
-            return tb_http_queue_error(h, r->conn, &e, false, true);
-        }
+    if (tb_http_req_too_long(h, r, &e)) {
+        return tb_http_req_refuse(h, r, &e, false, true);
     }
-    r->state = TB_GEN_BODY;
+    tb_http_req_step(h, r, TB_HEV_ADMIT);
     tb_http_gen_link(h, r);
     return MHD_YES;
 }
@@ -253,22 +239,21 @@ static enum MHD_Result s_start(struct tb_http *h, struct tb_hreq *r)
     char model[256];
     char endpoint[256];
     uint64_t instance = 0;
-    r->state = TB_GEN_WAITING;
     if (r->body_too_big) {
         tb_oai_error_set(&e, 413, "invalid_request_error", "request_too_large", NULL,
                          "the request body is larger than the limit of %" PRId64 " bytes",
                          h->cfg.max_body_size);
-        return tb_http_queue_error(h, r->conn, &e, false, true);
+        return tb_http_req_refuse(h, r, &e, false, true);
     }
     int rc = s_build(h, r, model, sizeof(model), &e);
     tb_hbuf_release(&r->body);
     if (rc != 0) {
-        return tb_http_queue_error(h, r->conn, &e, false, false);
+        return tb_http_req_refuse(h, r, &e, false, false);
     }
     if (!s_find(h, model, endpoint, sizeof(endpoint), &instance)) {
         tb_oai_error_set(&e, 404, "invalid_request_error", "model_not_found", "model",
                          "no preprocessor tokenizes model '%.200s'", model);
-        return tb_http_queue_error(h, r->conn, &e, false, false);
+        return tb_http_req_refuse(h, r, &e, false, false);
     }
     rc = h->host->bus_call(h->bus, endpoint, instance, r->msg.data, r->msg.len,
                            TOKENIZE_TIMEOUT_MS, s_on_reply, r, &r->call);
@@ -277,12 +262,12 @@ static enum MHD_Result s_start(struct tb_http *h, struct tb_hreq *r)
         tb_oai_error_set(&e, 503, "server_error", "no_route", NULL,
                          "the preprocessor of model '%.200s' is not reachable: %s", model,
                          h->host->strerror(rc));
-        return tb_http_queue_error(h, r->conn, &e, true, false);
+        return tb_http_req_refuse(h, r, &e, true, false);
     }
-    MHD_suspend_connection(r->conn);
-    r->suspended = true;
+    tb_http_req_step(h, r, TB_HEV_CALL);
+    tb_http_suspend(h, r);
     if (!tb_http_watch(h, r)) {
-        tb_http_tok_client_gone(h, r);
+        tb_http_req_client_gone(h, r);
     }
     return MHD_YES;
 }
@@ -293,37 +278,17 @@ enum MHD_Result tb_http_tok_access(struct tb_http *h, struct tb_hreq *r, const c
     if (*upload_size > 0) {
         return tb_http_read_body(h, r, upload, upload_size);
     }
-    if (r->state == TB_GEN_BODY) {
+    if (r->state == TB_HS_BODY) {
         return s_start(h, r);
     }
-    if (r->client_gone || r->shutdown) {
+    if (tb_hreq_fsm_is_dead(r->state)) {
         return MHD_NO;
     }
     if (r->resp_body) {
-        enum MHD_Result q = tb_http_queue_json(h, r->conn, r->resp_status, r->resp_body,
-                                               r->resp_len, false, false);
-        r->resp_body = NULL;
-        r->answer_queued = true;
-        return q;
+        return tb_http_req_hand_over(h, r);
     }
-    MHD_suspend_connection(r->conn);
-    r->suspended = true;
+    tb_http_suspend(h, r);
     return MHD_YES;
-}
-
-void tb_http_tok_client_gone(struct tb_http *h, struct tb_hreq *r)
-{
-    tb_http_unwatch(h, r);
-    if (r->client_gone || r->answer_queued) {
-        return;
-    }
-    r->client_gone = true;
-    if (r->call) {
-        h->host->bus_call_cancel(r->call);
-        h->bus_dirty = true;
-        r->call = NULL;
-    }
-    tb_http_resume(h, r);
 }
 
 void tb_http_tok_completed(struct tb_http *h, struct tb_hreq *r)
@@ -334,6 +299,7 @@ void tb_http_tok_completed(struct tb_http *h, struct tb_hreq *r)
         h->bus_dirty = true;
         r->call = NULL;
     }
+    tb_http_req_step(h, r, TB_HEV_COMPLETED);
     tb_http_gen_unlink(h, r);
     h->host->buf_free(&r->msg);
     free(r->resp_body);

@@ -53,7 +53,7 @@ struct tb_oai_request {
     bool stream;
     bool include_usage; /* stream_options.include_usage */
     bool logprobs;      /* the answer must carry log-probabilities */
-    int top_logprobs;   /* alternatives per position (0..20) */
+    int64_t top_logprobs; /* alternatives per position (0..20) */
     bool echo;          /* completions: the answer starts with the prompt */
     /* Ready to encode; request_id is NULL (the server assigns it).  mode is "chat" or
      * "completion"; a completion prompt given as token ids fills `tokens`. */

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tb_buf.h"
 #include "tb_errors.h"
 
 /* Every word carries its leading space; the first token of a sequence drops it. */
@@ -33,8 +34,7 @@ struct tb_mock_seq {
     const char *finish_reason;
     bool logprobs;
 
-    char *text;      /* every generated word (text mode) */
-    size_t len, cap;
+    struct tb_buf text; /* every generated word (text mode) */
     size_t sent;     /* bytes of `text` handed out */
 
     int32_t *ids;    /* this advance's ids */
@@ -138,7 +138,7 @@ void tb_mock_seq_destroy(tb_mock_seq_t **s_p)
     }
     free(s->stop);
     free(s->stop_ids);
-    free(s->text);
+    tb_buf_free(&s->text);
     free(s->ids);
     free(s->lps);
     free(s->tops);
@@ -182,37 +182,17 @@ static int s_reserve_step(tb_mock_seq_t *s, size_t k)
     return 0;
 }
 
-static int s_append_text(tb_mock_seq_t *s, const char *w, size_t n)
-{
-    if (s->len + n + 1 > s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 256;
-        while (cap < s->len + n + 1) {
-            cap *= 2;
-        }
-        char *t = realloc(s->text, cap);
-        if (!t) {
-            return TB_ENOMEM;
-        }
-        s->text = t;
-        s->cap = cap;
-    }
-    memcpy(s->text + s->len, w, n);
-    s->len += n;
-    s->text[s->len] = 0;
-    return 0;
-}
-
 /* Earliest position in text[from..len) where a stop string starts and is complete, or -1. */
 static long s_find_stop(const tb_mock_seq_t *s, size_t from)
 {
     long best = -1;
     for (size_t i = 0; i < s->cfg.n_stop; i++) {
         size_t sl = strlen(s->stop[i]);
-        if (sl == 0 || s->len < sl) {
+        if (sl == 0 || s->text.len < sl) {
             continue;
         }
-        for (size_t p = from; p + sl <= s->len; p++) {
-            if (memcmp(s->text + p, s->stop[i], sl) == 0) {
+        for (size_t p = from; p + sl <= s->text.len; p++) {
+            if (memcmp(s->text.data + p, s->stop[i], sl) == 0) {
                 if (best < 0 || (long)p < best) {
                     best = (long)p;
                 }
@@ -226,12 +206,12 @@ static long s_find_stop(const tb_mock_seq_t *s, size_t from)
 /* Length of the longest suffix of text[from..len) that is a proper prefix of a stop string. */
 static size_t s_holdback(const tb_mock_seq_t *s, size_t from)
 {
-    size_t avail = s->len - from;
+    size_t avail = s->text.len - from;
     size_t best = 0;
     for (size_t i = 0; i < s->cfg.n_stop; i++) {
         size_t sl = strlen(s->stop[i]);
         for (size_t n = sl > 0 ? sl - 1 : 0; n > best; n--) {
-            if (n <= avail && memcmp(s->text + s->len - n, s->stop[i], n) == 0) {
+            if (n <= avail && memcmp(s->text.data + s->text.len - n, s->stop[i], n) == 0) {
                 best = n;
                 break;
             }
@@ -258,6 +238,10 @@ static void s_logprob(tb_mock_seq_t *s, size_t at, int32_t id, size_t word, bool
     lp->token_id = id;
     lp->logprob = -0.01 - (double)(r % 2000) / 1000.0;
     lp->text = s->cfg.tokens_mode ? NULL : first ? s_vocab[word] + 1 : s_vocab[word];
+    if (lp->text) {
+        lp->bytes = (const uint8_t *)lp->text; /* the mock's words are ASCII */
+        lp->bytes_len = strlen(lp->text);
+    }
     size_t n = (size_t)s->cfg.top_logprobs;
     struct tb_msg_top_logprob *tops = &s->tops[at * MAX_TOP];
     for (size_t k = 0; k < n; k++) {
@@ -309,13 +293,13 @@ int tb_mock_seq_advance(tb_mock_seq_t *s, size_t k, struct tb_mock_step *out)
         s->ids[n++] = id;
         if (!s->cfg.tokens_mode) {
             const char *w = first ? s_vocab[word] + 1 : s_vocab[word];
-            if (s_append_text(s, w, strlen(w)) != 0) {
+            if (tb_buf_puts(&s->text, w) != 0) {
                 return TB_ENOMEM;
             }
             long at = s->cfg.n_stop ? s_find_stop(s, s->sent) : -1;
             if (at >= 0) {
-                s->len = (size_t)at;
-                s->text[s->len] = 0;
+                s->text.len = (size_t)at;
+                s->text.data[at] = 0;
                 s->finished = true;
                 s->finish_reason = "stop";
                 break;
@@ -334,9 +318,9 @@ int tb_mock_seq_advance(tb_mock_seq_t *s, size_t k, struct tb_mock_step *out)
     out->n_ids = n;
     out->logprobs = s->logprobs && n ? s->lps : NULL;
     size_t hold = s->finished ? 0 : s_holdback(s, s->sent);
-    size_t upto = s->len - hold;
+    size_t upto = s->text.len - hold;
     if (upto > s->sent) {
-        out->text = s->text + s->sent;
+        out->text = (const char *)s->text.data + s->sent;
         out->text_len = upto - s->sent;
         s->sent = upto;
     }

@@ -59,7 +59,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         s_exercise(tok, texts[i], strlen(texts[i]));
     }
     size_t n = size < 256 ? size : 256;
-    if (tb_tok_utf8_is_valid((const char *)data, n)) {
+    if (tb_utf8_is_valid((const char *)data, n)) {
         s_exercise(tok, (const char *)data, n);
     }
     tb_tokenizer_destroy(&tok);

@@ -1,6 +1,7 @@
 """Helpers for the serving integration tests: start the real `turbine serve` on generated YAML
 and free ports, wait for it, talk HTTP with timeouts everywhere, read Prometheus metrics, and
-stop processes cleanly (checking sanitizer reports after a clean stop)."""
+stop processes cleanly (checking sanitizer reports after a clean stop, and a crash or a sanitizer
+report whenever a process ended on its own: exitcheck.py)."""
 import http.client
 import json
 import os
@@ -10,13 +11,14 @@ import socket
 import subprocess
 import time
 
+import exitcheck
 from conftest import BUILD, ROOT
 
 TURBINE = os.path.join(BUILD, 'bin', 'turbine')
 ASAN = 'asan' in os.path.basename(os.path.normpath(BUILD))
 # Everything is slower under the sanitizers; scale waits, never the assertions about order.
 SLOW = 3.0 if ASAN else 1.0
-SANITIZER_MARKS = ('ERROR: AddressSanitizer', 'runtime error', 'ERROR: LeakSanitizer')
+SANITIZER_MARKS = exitcheck.SANITIZER_MARKS
 
 
 def free_port():
@@ -54,9 +56,9 @@ class Turbine:
         if join:
             cmd += ['--join', join]
         e = dict(os.environ)
-        e.setdefault('ASAN_OPTIONS', 'detect_leaks=1')
         if env:
             e.update(env)
+        exitcheck.sanitizer_env(e)
         self._log = open(self.log_path, 'wb')
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=e,
                                      cwd=ROOT)
@@ -85,20 +87,29 @@ class Turbine:
             self.proc.send_signal(sig)
 
     def kill(self):
-        """SIGKILL: nothing is reported, nothing is checked."""
-        if self.alive():
+        """SIGKILL: the process reports nothing more.  If it had already ended on its own, or
+        printed a sanitizer report before, that fails the test."""
+        if self.stopped:
+            return
+        ended_alone = not self.alive()
+        if not ended_alone:
             self.proc.kill()
-        self.proc.wait(timeout=10)
+        rc = self.proc.wait(timeout=10)
         self._log.close()
         self.stopped = True
+        why = exitcheck.problem(rc if ended_alone else None, self.log())
+        assert why is None, '%s: %s\n%s' % (self.name, why, self.log()[-6000:])
 
     def wait_exit(self, timeout):
+        """Waits for the exit and returns the status; a crash fails the test (exitcheck)."""
         try:
-            return self.proc.wait(timeout=timeout * SLOW)
+            rc = self.proc.wait(timeout=timeout * SLOW)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=10)
             raise AssertionError('%s did not exit within %.1f s' % (self.name, timeout * SLOW))
+        exitcheck.check_exit(rc, self.log(), None, self.name)
+        return rc
 
     def stop(self, check=True, timeout=20):
         """SIGTERM, wait for exit 0, and (when `check`) fail on sanitizer reports."""
@@ -119,10 +130,8 @@ class Turbine:
             self.check_clean(rc)
 
     def check_clean(self, rc):
-        text = self.log()
-        for mark in SANITIZER_MARKS:
-            assert mark not in text, '%s reported "%s":\n%s' % (self.name, mark, text[-6000:])
-        assert rc == 0, '%s exited with %r:\n%s' % (self.name, rc, text[-4000:])
+        """Exit status 0 and no sanitizer report."""
+        exitcheck.check_exit(rc, self.log(), 0, self.name)
 
 
 def deployment(port, components, namespace='test', extra=''):

@@ -1,5 +1,6 @@
 """Helpers for tests that start real `turbine` processes: free ports, deployment files, and a
-process wrapper that always stops what it started and checks sanitizer reports."""
+process wrapper that always stops what it started and checks sanitizer reports (exitcheck.py:
+a crash or a sanitizer report fails the test whatever status the caller expects)."""
 import os
 import signal
 import socket
@@ -8,10 +9,11 @@ import tempfile
 import threading
 import time
 
+import exitcheck
 from conftest import BUILD
 
 TURBINE = os.path.join(BUILD, 'bin', 'turbine')
-SANITIZER_MARKS = ('ERROR: AddressSanitizer', 'ERROR: LeakSanitizer', 'runtime error:')
+SANITIZER_MARKS = exitcheck.SANITIZER_MARKS
 
 
 def free_port():
@@ -32,9 +34,9 @@ class Turbine:
 
     def __init__(self, *args, env=None):
         e = dict(os.environ)
-        e.setdefault('ASAN_OPTIONS', 'detect_leaks=1:abort_on_error=0')
         if env:
             e.update(env)
+        exitcheck.sanitizer_env(e)
         self.args = [TURBINE] + list(args)
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      env=e, text=True, errors='replace')
@@ -72,11 +74,17 @@ class Turbine:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
 
-    def wait(self, timeout=20):
+    def wait(self, timeout=20, killed=False):
+        """Waits for the exit and returns the status; a sanitizer report, a sanitizer's exit
+        status or (unless `killed`: we sent SIGKILL) a death by signal fails the test."""
         try:
             rc = self.proc.wait(timeout=timeout)
         finally:
             self._reader.join(timeout=5)
+        why = exitcheck.problem(None if killed and rc == -signal.SIGKILL else rc, self.output)
+        if why:
+            raise AssertionError('%s: %s\n%s' % (' '.join(self.args[1:2]), why,
+                                                 self.output[-6000:]))
         return rc
 
     def stop(self, timeout=20):
@@ -86,14 +94,15 @@ class Turbine:
             return self.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            self.wait(5)
+            self.wait(5, killed=True)
             raise AssertionError('turbine did not stop within %ss of SIGTERM:\n%s'
                                  % (timeout, self.output))
 
     def kill(self):
+        """SIGKILL if still running; an earlier crash or sanitizer report still fails."""
         if self.proc.poll() is None:
             self.proc.kill()
-        self.wait(5)
+        self.wait(5, killed=True)
 
     def assert_clean(self):
         """No sanitizer report in the output (meaningful after a clean exit)."""
@@ -101,8 +110,11 @@ class Turbine:
             assert mark not in self.output, self.output
 
 
-def run(*args, timeout=30, input=None):
-    """Runs turbine to completion; returns (status, output)."""
+def run(*args, timeout=30, input=None, expect=None):
+    """Runs turbine to completion; returns (status, output).  A crash or a sanitizer report
+    fails the test whatever the status; `expect` (optional) is the exact status wanted."""
     p = subprocess.run([TURBINE] + list(args), capture_output=True, text=True, timeout=timeout,
-                       input=input, errors='replace')
-    return p.returncode, p.stdout + p.stderr
+                       input=input, errors='replace', env=exitcheck.sanitizer_env(dict(os.environ)))
+    out = p.stdout + p.stderr
+    exitcheck.check_exit(p.returncode, out, expect, 'turbine ' + ' '.join(args[:1]))
+    return p.returncode, out

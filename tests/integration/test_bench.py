@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+import exitcheck
 from conftest import BUILD, ROOT, SHARED
 
 sys.path.insert(0, os.path.join(ROOT, 'bench', 'engine'))
@@ -51,10 +52,11 @@ def test_membw_refuses_bad_options():
         pytest.skip('%s absent' % exe)
     for args in (['-t', '0'], ['-r', '0'], ['-m', '1'], ['-x']):
         r = subprocess.run([exe] + args, capture_output=True, text=True, timeout=30)
-        assert r.returncode == 2, args
+        exitcheck.check_exit(r.returncode, r.stdout + r.stderr, 2, 'bench_membw %s' % args)
         assert r.stdout == ''
 
 
+@pytest.mark.pure_python
 def test_percentile_matches_linear_interpolation():
     vals = [5.0, 1.0, 3.0, 2.0, 4.0]
     assert serve_client._percentile(vals, 50) == 3.0
@@ -64,6 +66,7 @@ def test_percentile_matches_linear_interpolation():
     assert serve_client._percentile([7.0], 99) == 7.0
 
 
+@pytest.mark.pure_python
 def test_summary_counts_tokens_errors_and_lengths():
     recs = [
         {'ttft': 0.1, 'itl': [0.01, 0.03], 'chunks': 3, 'completion_tokens': 3,
@@ -88,6 +91,7 @@ def test_summary_counts_tokens_errors_and_lengths():
     assert s['itl_p99_ms'] == pytest.approx(49.2)
 
 
+@pytest.mark.pure_python
 def test_prompts_are_distinct_and_in_range():
     p = serve_client.make_prompts(16, 64, 32000, 5)
     assert len(p) == 16 and all(len(x) == 64 for x in p)
@@ -118,6 +122,7 @@ async def _fake_sse_server(chunks, requests_seen):
     return await asyncio.start_server(handle, '127.0.0.1', 0)
 
 
+@pytest.mark.pure_python
 def test_client_parses_a_stream():
     tok = [{'choices': [{'text': t, 'index': 0, 'finish_reason': None}]}
            for t in ['a', '', 'b', 'c']]
@@ -146,6 +151,7 @@ def test_client_parses_a_stream():
         assert len(body['prompt']) == 6 and body['model'] == 'm'
 
 
+@pytest.mark.pure_python
 def test_client_reports_http_errors():
     async def go():
         async def handle(reader, writer):
@@ -204,12 +210,14 @@ def test_bench_engine_refuses_bad_input(tmp_path):
     if not os.path.exists(exe):
         pytest.skip('%s absent (built once plugins/engine/cpu/tb_cpu_backend.c exists)' % exe)
     r = subprocess.run([exe], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 2 and 'usage' in r.stderr
+    exitcheck.check_exit(r.returncode, r.stdout + r.stderr, 2, 'bench_engine')
+    assert 'usage' in r.stderr
     r = subprocess.run([exe, '-m', str(tmp_path / 'none.gguf')], capture_output=True, text=True,
                        timeout=30)
-    assert r.returncode == 1 and 'cannot open' in r.stderr
+    exitcheck.check_exit(r.returncode, r.stdout + r.stderr, 1, 'bench_engine')
+    assert 'cannot open' in r.stderr
     r = subprocess.run([exe, '-m', 'x', '-B', '0'], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 2
+    exitcheck.check_exit(r.returncode, r.stdout + r.stderr, 2, 'bench_engine')
 
 
 def test_sse_baseline_streams_at_the_set_times():

@@ -259,11 +259,9 @@ def test_openai_client(server):
     ({'model': MODEL, 'messages': [{'role': 'user', 'content': 'x'}], 'stream': 1}, 'stream'),
 ])
 def test_bad_requests(server, body, param):
-    t0 = time.monotonic()
     r = post(server, '/v1/chat/completions', body if not isinstance(body, str) else body.encode())
     err = error_of(r, 400, param)
     assert err['type'] == 'invalid_request_error'
-    assert time.monotonic() - t0 < 5 * SLOW
 
 
 def test_unknown_model_is_404_at_once(server):

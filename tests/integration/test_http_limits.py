@@ -72,8 +72,6 @@ def test_api_keys(server):
 
 def test_overload_503_with_retry_after(server):
     # two slow requests fill max_in_flight; the third is refused at once
-    streams = [Stream(server, dict(body('slow'), stream=True), timeout=10)
-               for _ in range(0)]
     import threading
     results = []
 
@@ -93,7 +91,6 @@ def test_overload_503_with_retry_after(server):
     for t in threads:
         t.join(30)
     assert results == [200, 200]
-    assert not streams
     assert post(server, '/v1/chat/completions', body(), headers=AUTH).status == 200
 
 
@@ -135,7 +132,7 @@ def test_header_timeout_closes_silent_connections(server):
     finally:
         s.close()
     assert data == b'' or b'408' in data
-    assert 0.5 < waited < 5 * SLOW
+    assert 0.5 < waited < 6 * SLOW  # 1 s configured: 3x headroom over 2 s
 
 
 def test_idle_timeout_closes_keepalive(server):
@@ -150,7 +147,7 @@ def test_idle_timeout_closes_keepalive(server):
     finally:
         s.close()
     assert rest == b''
-    assert 1.0 < waited < 6 * SLOW
+    assert 1.0 < waited < 9 * SLOW  # 2 s configured: 3x headroom over 3 s
 
 
 @pytest.fixture(scope='module')

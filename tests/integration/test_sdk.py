@@ -1,5 +1,5 @@
-"""The plugin SDK: a plugin built out of tree with only the installed header and pkg-config
-loads, validates its config and serves on the bus."""
+"""The plugin SDK: a plugin built out of tree with only the installed headers, the helper library
+and pkg-config loads, validates its config and serves on the bus."""
 import os
 import subprocess
 
@@ -11,10 +11,14 @@ def test_out_of_tree_plugin(tmp_path):
     env = dict(os.environ, PKG_CONFIG_PATH=os.path.join(BUILD, 'lib', 'pkgconfig'))
     cflags = subprocess.run(['pkg-config', '--cflags', 'turbine-plugin'], env=env, check=True,
                             capture_output=True, text=True).stdout.split()
+    libs = subprocess.run(['pkg-config', '--libs', 'turbine-plugin'], env=env, check=True,
+                          capture_output=True, text=True).stdout.split()
+    assert '-ltb_sdk' in libs, libs
     so = tmp_path / 'tb_hello.so'
     src = os.path.join(ROOT, 'examples', 'plugin-hello', 'hello.c')
     subprocess.run(['cc', '-std=c11', '-D_GNU_SOURCE', '-Wall', '-Wextra', '-Werror', '-shared',
-                    '-fPIC', '-fvisibility=hidden'] + cflags + ['-o', str(so), src, '-lpthread'],
+                    '-fPIC', '-fvisibility=hidden'] + cflags + ['-o', str(so), src] + libs
+                   + ['-lpthread'],
                    check=True)
     # the plugin exports exactly one symbol
     syms = subprocess.run(['nm', '-D', '--defined-only', str(so)], capture_output=True,

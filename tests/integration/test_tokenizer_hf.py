@@ -12,11 +12,10 @@ streaming decode and continuation of a prompt.  The ids are computed by tests/to
 """
 import os
 import random
-import subprocess
 
 import pytest
 
-from conftest import SHARED, tool
+from conftest import SHARED, run_tool as run_built
 
 tokenizers = pytest.importorskip('tokenizers')
 gguf = pytest.importorskip('gguf')
@@ -254,10 +253,7 @@ NAMES = ['gpt2', 'llama3_style', 'qwen2_style', 'falcon_style', 'mpt_style', 'sp
 # ---- driving tb_tokenize -------------------------------------------------------------------
 
 def run_tool(args, data):
-    p = subprocess.run([tool('tb_tokenize')] + args, input=data, capture_output=True,
-                       timeout=600)
-    assert p.returncode == 0, p.stderr.decode(errors='replace')
-    return p.stdout
+    return run_built('tb_tokenize', args, input=data).stdout
 
 
 def our_encode(model, texts, *flags):
@@ -285,14 +281,6 @@ def model_or_skip(models_dir, name):
     return models_dir[name]
 
 
-def test_tool_built():
-    assert os.access(tool('tb_tokenize'), os.X_OK), 'build tests/tools/tb_tokenize first'
-
-
-def test_corpus_is_large_enough():
-    assert len(corpus(['<s>'])) >= 200
-
-
 # ---- encode --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('name', NAMES)
@@ -305,6 +293,7 @@ def test_encode_matches_hf(models_dir, name, mode):
              'no_parse_special': ['--no-special', '--no-parse-special']}[mode]
     if mode == 'no_parse_special':
         hf.encode_special_tokens = True
+    assert len(texts) >= 200, 'the corpus the module docstring promises'
     expected = [hf.encode(t, add_special_tokens=(mode == 'add_special')).ids for t in texts]
     got = our_encode(path, texts, *flags)
     bad = [(t, e, g) for t, e, g in zip(texts, expected, got) if e != g]
@@ -425,17 +414,15 @@ def test_config_add_eos_and_eos_list(models_dir, tmp_path):
 
 
 def test_unsupported_and_malformed_are_errors(tmp_path):
+    def refused(path):
+        return run_built('tb_tokenize', [path, '--text', 'a'], expect=1).stderr
     bad = tmp_path / 'wordpiece.json'
     bad.write_text('{"model": {"type": "WordPiece", "vocab": {"a": 0}}}')
-    p = subprocess.run([tool('tb_tokenize'), str(bad), '--text', 'a'], capture_output=True)
-    assert p.returncode != 0 and b'WordPiece' in p.stderr
+    assert b'WordPiece' in refused(bad)
     broken = tmp_path / 'broken.json'
     broken.write_text('{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]}}')
-    p = subprocess.run([tool('tb_tokenize'), str(broken), '--text', 'a'], capture_output=True)
-    assert p.returncode != 0 and b'merges[0]' in p.stderr
-    p = subprocess.run([tool('tb_tokenize'), str(tmp_path / 'none'), '--text', 'a'],
-                       capture_output=True)
-    assert p.returncode != 0 and b'cannot open tokenizer' in p.stderr
+    assert b'merges[0]' in refused(broken)
+    assert b'cannot open tokenizer' in refused(tmp_path / 'none')
 
 
 # ---- GGUF families against the equivalent tokenizer.json -----------------------------------

@@ -2,11 +2,10 @@
 .gguf vocabulary and .inp text (no BOS/EOS, special-token text not parsed, as the reference
 produced them), and decode(encode(text)) == text for each of those texts."""
 import os
-import subprocess
 
 import pytest
 
-from conftest import SHARED, tool
+from conftest import SHARED, run_tool
 
 VECTORS = os.path.join(SHARED, 'tokenizer-vectors')
 FILES = ['ggml-vocab-llama-spm.gguf', 'ggml-vocab-phi-3.gguf', 'ggml-vocab-gpt-2.gguf',
@@ -30,10 +29,7 @@ def read_cases(name):
 
 
 def run(args, data):
-    p = subprocess.run([tool('tb_tokenize')] + args, input=data, capture_output=True,
-                       timeout=300)
-    assert p.returncode == 0, p.stderr.decode(errors='replace')
-    return p.stdout
+    return run_tool('tb_tokenize', args, input=data, timeout=300).stdout
 
 
 @pytest.mark.parametrize('name', FILES)

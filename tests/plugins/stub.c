@@ -1,7 +1,9 @@
 /* Stub plugins for the loader's edge cases, one source built several times (tests/plugins/
  * SConscript):  STUB_OK (every config field type), STUB_MAJOR (wrong ABI major), STUB_MINOR (newer
  * minor), STUB_SHORT (struct_size too small), STUB_NOSYM (no entry symbol), STUB_INITFAIL (create
- * fails with its own message), STUB_STARTFAIL (start fails after create succeeded). */
+ * fails with its own message), STUB_STARTFAIL (start fails after create succeeded), STUB_STRIDE
+ * (config rows of a future ABI, 16 bytes longer: read with config_field_size), STUB_BADSTRIDE
+ * (config_field_size smaller than a row). */
 #include <stdlib.h>
 
 #include "tb_plugin.h"
@@ -88,6 +90,15 @@ static void s_destroy(void *state)
     free(state);
 }
 
+#ifdef STUB_STRIDE
+/* A config row as a later ABI minor might append to it. */
+struct future_row {
+    struct tb_config_field f;
+    uint64_t added_later[2];
+};
+static struct future_row s_rows[sizeof(s_fields) / sizeof(s_fields[0])];
+#endif
+
 static const struct tb_plugin s_plugin = {
 #ifdef STUB_SHORT
     .struct_size = 48,
@@ -107,7 +118,16 @@ static const struct tb_plugin s_plugin = {
     .name = STUB_NAME,
     .version = "9.9.9",
     .description = "loader test stub",
+#ifdef STUB_STRIDE
+    .config_fields = &s_rows[0].f,
+    .config_field_size = sizeof(struct future_row),
+#elif defined(STUB_BADSTRIDE)
     .config_fields = s_fields,
+    .config_field_size = 8,
+#else
+    .config_fields = s_fields,
+    .config_field_size = sizeof(struct tb_config_field),
+#endif
     .config_field_count = sizeof(s_fields) / sizeof(s_fields[0]),
     .config_size = sizeof(struct stub_config),
     .create = s_create,
@@ -119,6 +139,12 @@ static const struct tb_plugin s_plugin = {
 #ifndef STUB_NOSYM
 TB_EXPORT const struct tb_plugin *tb_plugin_entry(void)
 {
+#ifdef STUB_STRIDE
+    for (size_t i = 0; i < sizeof(s_fields) / sizeof(s_fields[0]); i++) {
+        s_rows[i].f = s_fields[i];
+        s_rows[i].added_later[0] = s_rows[i].added_later[1] = ~(uint64_t)0;
+    }
+#endif
     return &s_plugin;
 }
 #else

@@ -22,6 +22,7 @@
 
 #include <jansson.h>
 
+#include "tb_buf.h"
 #include "tb_chat_template.h"
 #include "tb_jinja.h"
 
@@ -31,28 +32,14 @@ static char *s_read(const char *path, size_t *len)
     if (!f) {
         return NULL;
     }
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (n < cap) {
-            break;
-        }
-        char *nb = realloc(buf, cap * 2);
-        if (!nb) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = nb;
-        cap *= 2;
-    }
+    struct tb_buf b = {0};
+    int rc = tb_buf_read_file(&b, f);
     fclose(f);
-    if (buf) {
-        *len = n;
+    if (rc != 0) {
+        tb_buf_free(&b);
+        return NULL;
     }
-    return buf;
+    return tb_buf_steal(&b, len);
 }
 
 /* Template source of TEMPLATE (raw file, or the chat_template of a JSON file); malloc'd. */

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "tb_buf.h"
 #include "tb_detok.h"
 #include "tb_tokenizer.h"
 
@@ -40,26 +41,12 @@ static int s_usage(void)
 
 static char *s_read_stdin(size_t *len)
 {
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t got = fread(buf + n, 1, cap - n, stdin);
-        n += got;
-        if (got == 0) {
-            break;
-        }
-        if (n == cap) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                return NULL;
-            }
-            buf = nb;
-            cap *= 2;
-        }
+    struct tb_buf b = {0};
+    if (tb_buf_read_file(&b, stdin) != 0) {
+        tb_buf_free(&b);
+        return NULL;
     }
-    *len = n;
-    return buf;
+    return tb_buf_steal(&b, len);
 }
 
 /* Parses space-separated ids from s[0..len). Caller frees *ids. */
@@ -138,44 +125,202 @@ static void s_print_piece(const tb_tokenizer_t *tok, int32_t id)
     putchar('\n');
 }
 
-int main(int argc, char **argv)
+struct opts {
+    const char *text;
+    bool pieces, add_special, parse_special, decode, skip, stream, info, batch;
+    long bench, prefix;
+    int first_id; /* argv index of the first id (decode) */
+};
+
+/* 0, or -1 for a usage error. */
+static int s_parse_args(int argc, char **argv, struct opts *o)
 {
-    const char *text = NULL;
-    bool pieces = false, add_special = true, parse_special = true, decode = false;
-    bool skip = false, stream = false, info = false, batch = false;
-    long bench = 0, prefix = 0;
+    *o = (struct opts){.add_special = true, .parse_special = true};
     int i = 2;
-    if (argc < 2) {
-        return s_usage();
-    }
     for (; i < argc; i++) {
         if (!strcmp(argv[i], "--text") && i + 1 < argc) {
-            text = argv[++i];
+            o->text = argv[++i];
         } else if (!strcmp(argv[i], "--pieces")) {
-            pieces = true;
+            o->pieces = true;
         } else if (!strcmp(argv[i], "--no-special")) {
-            add_special = false;
+            o->add_special = false;
         } else if (!strcmp(argv[i], "--no-parse-special")) {
-            parse_special = false;
+            o->parse_special = false;
         } else if (!strcmp(argv[i], "--bench") && i + 1 < argc) {
-            bench = strtol(argv[++i], NULL, 10);
+            o->bench = strtol(argv[++i], NULL, 10);
         } else if (!strcmp(argv[i], "--decode")) {
-            decode = true;
+            o->decode = true;
         } else if (!strcmp(argv[i], "--skip-special")) {
-            skip = true;
+            o->skip = true;
         } else if (!strcmp(argv[i], "--stream")) {
-            stream = true;
+            o->stream = true;
         } else if (!strcmp(argv[i], "--prefix") && i + 1 < argc) {
-            prefix = strtol(argv[++i], NULL, 10);
+            o->prefix = strtol(argv[++i], NULL, 10);
         } else if (!strcmp(argv[i], "--info")) {
-            info = true;
+            o->info = true;
         } else if (!strcmp(argv[i], "--batch")) {
-            batch = true;
-        } else if (decode) {
+            o->batch = true;
+        } else if (o->decode) {
             break; /* the ids */
         } else {
-            return s_usage();
+            return -1;
         }
+    }
+    o->first_id = i;
+    return 0;
+}
+
+static void s_info(const tb_tokenizer_t *tok)
+{
+    const int32_t *eos = NULL;
+    size_t n_eos = tb_tokenizer_eos_ids(tok, &eos);
+    printf("kind %s\nvocab_size %zu\nbos %d\neos %d\nadds_bos %d\nadds_eos %d\neos_ids",
+           tb_tokenizer_kind(tok) == TB_TOKENIZER_SPM ? "spm" : "byte_level",
+           tb_tokenizer_vocab_size(tok), tb_tokenizer_bos(tok), tb_tokenizer_eos(tok),
+           tb_tokenizer_adds_bos(tok), tb_tokenizer_adds_eos(tok));
+    for (size_t k = 0; k < n_eos; k++) {
+        printf(" %d", eos[k]);
+    }
+    printf("\n");
+}
+
+/* --decode --batch: NUL-separated id lists on stdin ("K: ids" continues after the first K). */
+static int s_decode_batch(const tb_tokenizer_t *tok, const struct opts *o)
+{
+    int rc = 0;
+    size_t len = 0;
+    char *in = s_read_stdin(&len);
+    for (size_t at = 0; in && at < len && rc == 0;) {
+        char *nul = memchr(in + at, '\0', len - at);
+        size_t end = nul ? (size_t)(nul - in) : len;
+        int32_t *ids = NULL;
+        long k = o->prefix;
+        const char *colon = memchr(in + at, ':', end - at);
+        if (colon) {
+            k = strtol(in + at, NULL, 10);
+            at = (size_t)(colon + 1 - in);
+        }
+        size_t n = s_parse_ids(in + at, end - at, &ids);
+        rc = ids ? s_decode(tok, ids, n, o->skip, o->stream || k > 0, k) : 1;
+        fputc('\0', stdout);
+        free(ids);
+        at = end + 1;
+    }
+    free(in);
+    return rc;
+}
+
+/* --decode IDS... from the command line. */
+static int s_decode_args(const tb_tokenizer_t *tok, const struct opts *o, int argc, char **argv)
+{
+    int32_t *ids = calloc((size_t)argc + 1, sizeof(int32_t));
+    size_t n = 0;
+    for (int i = o->first_id; ids && i < argc; i++) {
+        ids[n++] = (int32_t)strtol(argv[i], NULL, 10);
+    }
+    int rc = ids ? s_decode(tok, ids, n, o->skip, o->stream, o->prefix) : 1;
+    free(ids);
+    return rc;
+}
+
+static void s_print_ids(const int32_t *ids, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        printf(k ? " %d" : "%d", ids[k]);
+    }
+    printf("\n");
+}
+
+/* --batch: NUL-separated texts on stdin, one ids line (or "ERROR code") each. */
+static int s_encode_batch(const tb_tokenizer_t *tok, const struct opts *o)
+{
+    size_t len = 0;
+    char *in = s_read_stdin(&len);
+    for (size_t at = 0; in && at < len;) {
+        char *nul = memchr(in + at, '\0', len - at);
+        size_t end = nul ? (size_t)(nul - in) : len;
+        int32_t *ids = NULL;
+        size_t n = 0;
+        int e = tb_tokenizer_encode(tok, in + at, end - at, o->add_special, o->parse_special,
+                                    &ids, &n);
+        if (e != 0) {
+            printf("ERROR %d\n", e);
+        } else {
+            s_print_ids(ids, n);
+        }
+        free(ids);
+        if (!nul) {
+            break;
+        }
+        at = end + 1;
+    }
+    free(in);
+    return 0;
+}
+
+/* --bench N: encodes the text N more times and prints the throughput. */
+static int s_bench(const tb_tokenizer_t *tok, const struct opts *o, const char *text, size_t len,
+                   size_t n)
+{
+    struct timespec t0, t1;
+    size_t total = 0;
+    int e = 0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (long k = 0; k < o->bench && e == 0; k++) {
+        int32_t *again = NULL;
+        size_t m = 0;
+        e = tb_tokenizer_encode(tok, text, len, o->add_special, o->parse_special, &again, &m);
+        total += m;
+        free(again);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double sec = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+    printf("bytes %zu tokens %zu runs %ld seconds %.4f tokens_per_s %.0f MB_per_s %.2f\n", len,
+           n, o->bench, sec, (double)total / sec, (double)len * o->bench / sec / 1e6);
+    return e;
+}
+
+/* Encodes --text (or all of stdin): ids, pieces, or a benchmark. */
+static int s_encode_one(const tb_tokenizer_t *tok, const struct opts *o)
+{
+    size_t len = 0;
+    char *owned = NULL;
+    const char *text = o->text;
+    if (text) {
+        len = strlen(text);
+    } else {
+        owned = s_read_stdin(&len);
+        text = owned;
+    }
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int e = text ? tb_tokenizer_encode(tok, text, len, o->add_special, o->parse_special, &ids,
+                                       &n)
+                 : -12;
+    if (e == 0 && o->bench > 0) {
+        e = s_bench(tok, o, text, len, n);
+    } else if (e == 0 && o->pieces) {
+        for (size_t k = 0; k < n; k++) {
+            s_print_piece(tok, ids[k]);
+        }
+    } else if (e == 0) {
+        s_print_ids(ids, n);
+    }
+    int rc = 0;
+    if (e != 0) {
+        fprintf(stderr, "tb_tokenize: encode failed (%d)\n", e);
+        rc = 1;
+    }
+    free(ids);
+    free(owned);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    struct opts o;
+    if (argc < 2 || s_parse_args(argc, argv, &o) != 0) {
+        return s_usage();
     }
     char err[512] = "";
     tb_tokenizer_t *tok = NULL;
@@ -184,114 +329,16 @@ int main(int argc, char **argv)
         return 1;
     }
     int rc = 0;
-    if (info) {
-        const int32_t *eos = NULL;
-        size_t n_eos = tb_tokenizer_eos_ids(tok, &eos);
-        printf("kind %s\nvocab_size %zu\nbos %d\neos %d\nadds_bos %d\nadds_eos %d\neos_ids",
-               tb_tokenizer_kind(tok) == TB_TOKENIZER_SPM ? "spm" : "byte_level",
-               tb_tokenizer_vocab_size(tok), tb_tokenizer_bos(tok), tb_tokenizer_eos(tok),
-               tb_tokenizer_adds_bos(tok), tb_tokenizer_adds_eos(tok));
-        for (size_t k = 0; k < n_eos; k++) {
-            printf(" %d", eos[k]);
-        }
-        printf("\n");
-    } else if (decode && batch) {
-        size_t len = 0;
-        char *in = s_read_stdin(&len);
-        for (size_t at = 0; in && at < len && rc == 0;) {
-            char *nul = memchr(in + at, '\0', len - at);
-            size_t end = nul ? (size_t)(nul - in) : len;
-            int32_t *ids = NULL;
-            long k = prefix;
-            const char *colon = memchr(in + at, ':', end - at);
-            if (colon) {
-                k = strtol(in + at, NULL, 10);
-                at = (size_t)(colon + 1 - in);
-            }
-            size_t n = s_parse_ids(in + at, end - at, &ids);
-            rc = ids ? s_decode(tok, ids, n, skip, stream || k > 0, k) : 1;
-            fputc('\0', stdout);
-            free(ids);
-            at = end + 1;
-        }
-        free(in);
-    } else if (decode) {
-        int32_t *ids = calloc((size_t)argc + 1, sizeof(int32_t));
-        size_t n = 0;
-        for (; ids && i < argc; i++) {
-            ids[n++] = (int32_t)strtol(argv[i], NULL, 10);
-        }
-        rc = ids ? s_decode(tok, ids, n, skip, stream, prefix) : 1;
-        free(ids);
-    } else if (batch) {
-        size_t len = 0;
-        char *in = s_read_stdin(&len);
-        for (size_t at = 0; in && at < len && rc == 0;) {
-            char *nul = memchr(in + at, '\0', len - at);
-            size_t end = nul ? (size_t)(nul - in) : len;
-            int32_t *ids = NULL;
-            size_t n = 0;
-            int e = tb_tokenizer_encode(tok, in + at, end - at, add_special, parse_special, &ids,
-                                        &n);
-            if (e != 0) {
-                printf("ERROR %d\n", e);
-            } else {
-                for (size_t k = 0; k < n; k++) {
-                    printf(k ? " %d" : "%d", ids[k]);
-                }
-                printf("\n");
-            }
-            free(ids);
-            if (!nul) {
-                break;
-            }
-            at = end + 1;
-        }
-        free(in);
+    if (o.info) {
+        s_info(tok);
+    } else if (o.decode && o.batch) {
+        rc = s_decode_batch(tok, &o);
+    } else if (o.decode) {
+        rc = s_decode_args(tok, &o, argc, argv);
+    } else if (o.batch) {
+        rc = s_encode_batch(tok, &o);
     } else {
-        size_t len = 0;
-        char *owned = NULL;
-        if (text) {
-            len = strlen(text);
-        } else {
-            owned = s_read_stdin(&len);
-            text = owned;
-        }
-        int32_t *ids = NULL;
-        size_t n = 0;
-        int e = text ? tb_tokenizer_encode(tok, text, len, add_special, parse_special, &ids, &n)
-                     : -12;
-        if (e == 0 && bench > 0) {
-            struct timespec t0, t1;
-            size_t total = 0;
-            clock_gettime(CLOCK_MONOTONIC, &t0);
-            for (long k = 0; k < bench && e == 0; k++) {
-                int32_t *again = NULL;
-                size_t m = 0;
-                e = tb_tokenizer_encode(tok, text, len, add_special, parse_special, &again, &m);
-                total += m;
-                free(again);
-            }
-            clock_gettime(CLOCK_MONOTONIC, &t1);
-            double sec = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
-            printf("bytes %zu tokens %zu runs %ld seconds %.4f tokens_per_s %.0f MB_per_s %.2f\n",
-                   len, n, bench, sec, (double)total / sec, (double)len * bench / sec / 1e6);
-        } else if (e == 0 && pieces) {
-            for (size_t k = 0; k < n; k++) {
-                s_print_piece(tok, ids[k]);
-            }
-        } else if (e == 0) {
-            for (size_t k = 0; k < n; k++) {
-                printf(k ? " %d" : "%d", ids[k]);
-            }
-            printf("\n");
-        }
-        if (e != 0) {
-            fprintf(stderr, "tb_tokenize: encode failed (%d)\n", e);
-            rc = 1;
-        }
-        free(ids);
-        free(owned);
+        rc = s_encode_one(tok, &o);
     }
     tb_tokenizer_destroy(&tok);
     return rc;

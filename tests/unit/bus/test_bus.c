@@ -137,6 +137,18 @@ static void test_call_streams_chunks(void **state)
     assert_string_equal(r.kind, "text");
     assert_int_equal(r.context_length, 512);
     assert_true(r.local);
+    /* rows of a plugin whose struct tb_route is longer (a later ABI) or exactly ABI 1.0's: filled
+     * with its stride, the bytes the host has no member for left alone */
+    struct {
+        struct tb_route r;
+        uint64_t later[2];
+    } rows[2];
+    memset(rows, 0xab, sizeof(rows));
+    assert_int_equal(tb_bus_routes_list(cli, NULL, "m1", rows, sizeof(rows[0]), 2), 1);
+    assert_string_equal(rows[0].r.endpoint, "t.srv.gen");
+    assert_int_equal(rows[0].later[1], 0xababababababababULL);
+    assert_int_equal(rows[1].r.instance_id, 0xababababababababULL);
+    assert_int_equal(tb_bus_routes_list(cli, NULL, "m1", rows, 16, 2), TB_EINVAL);
 
     struct client c = {0};
     tb_call_t *call;

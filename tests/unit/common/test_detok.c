@@ -38,7 +38,7 @@ static tb_tokenizer_t *s_byte_level(void)
                           EOT);
     for (int b = 0; b < 256; b++) {
         char u[5] = {0};
-        tb_tok_utf8_encode(tb_tok_byte_to_cp((uint8_t)b), u);
+        tb_utf8_encode(tb_tok_byte_to_cp((uint8_t)b), u);
         n += (size_t)snprintf(j + n, cap - n, "%s\"%s%s\":%d", b ? "," : "",
                               (u[0] == '"' || u[0] == '\\') ? "\\" : "", u, b);
     }
@@ -227,7 +227,7 @@ static void s_property(tb_tokenizer_t *tok, int32_t n_ids, unsigned seed)
             char *want = NULL;
             size_t want_len = 0;
             assert_int_equal(tb_tokenizer_decode(tok, ids, n, skip, &want, &want_len), 0);
-            assert_true(tb_tok_utf8_is_valid(want, want_len));
+            assert_true(tb_utf8_is_valid(want, want_len));
             tb_detok_t *d = NULL;
             assert_int_equal(tb_detok_new(tok, skip, &d), 0);
             char got[1024];
@@ -240,7 +240,7 @@ static void s_property(tb_tokenizer_t *tok, int32_t n_ids, unsigned seed)
                 } else {
                     assert_int_equal(tb_detok_flush(d, &t, &len), 0);
                 }
-                assert_true(tb_tok_utf8_is_valid(t, len));
+                assert_true(tb_utf8_is_valid(t, len));
                 assert_true(got_len + len < sizeof(got));
                 memcpy(got + got_len, t, len);
                 got_len += len;

@@ -549,7 +549,8 @@ static void test_shared_vocab_files(void **state)
     snprintf(path, sizeof(path), "%s/../shared/tokenizer-vectors/ggml-vocab-llama-spm.gguf",
              root ? root : ".");
     if (access(path, R_OK) != 0) {
-        skip(); /* ../shared/tokenizer-vectors absent */
+        printf("# skip: %s absent\n", path);
+        skip();
     }
     tb_gguf_t *g = NULL;
     char err[512] = "";

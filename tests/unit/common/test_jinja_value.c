@@ -60,8 +60,8 @@ static void test_utf8(void **state)
     assert_int_equal(tb_utf8_valid_prefix("\xf4\x90\x80\x80", 4), 0);  /* > U+10FFFF */
     assert_int_equal(tb_utf8_valid_prefix("\xf0\x9f\x98\x80", 4), 4);  /* emoji */
     char out[4];
-    assert_int_equal(tb_utf8_put(0x1F600, out), 4);
-    assert_int_equal(tb_utf8_put(0xD800, out), 0);
+    assert_int_equal(tb_utf8_encode(0x1F600, out), 4);
+    assert_int_equal(tb_utf8_encode(0xD800, out), 0);
     size_t i = 0;
     assert_int_equal(tb_utf8_next("\xe2\x82\xac", 3, &i), 0x20AC);
     assert_int_equal(i, 3);

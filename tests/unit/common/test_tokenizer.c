@@ -629,7 +629,8 @@ static void test_tinystories(void **state)
     char path[1024];
     snprintf(path, sizeof(path), "%s/../shared/models/tinystories-656k", root ? root : ".");
     if (access(path, R_OK) != 0) {
-        skip(); /* ../shared/models absent */
+        printf("# skip: %s absent\n", path);
+        skip();
     }
     tb_tokenizer_t *tok = NULL;
     char err[512];
@@ -653,7 +654,8 @@ static void test_gguf_vector_file(void **state)
     snprintf(path, sizeof(path), "%s/../shared/tokenizer-vectors/ggml-vocab-gpt-2.gguf",
              root ? root : ".");
     if (access(path, R_OK) != 0) {
-        skip(); /* ../shared/tokenizer-vectors absent */
+        printf("# skip: %s absent\n", path);
+        skip();
     }
     tb_tokenizer_t *tok = NULL;
     char err[512];

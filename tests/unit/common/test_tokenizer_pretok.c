@@ -30,14 +30,14 @@ static void s_check(const tb_pretok_t *p, const char *text, bool first, const ch
     bool ok = w.out.spans.n == n;
     for (size_t i = 0; ok && i < n; i++) {
         size_t len = w.out.spans.a[i].end - w.out.spans.a[i].start;
-        ok = len == strlen(want[i]) && !memcmp(w.out.text.ptr + w.out.spans.a[i].start, want[i],
+        ok = len == strlen(want[i]) && !memcmp((char *)w.out.text.data + w.out.spans.a[i].start, want[i],
                                                 len);
     }
     if (!ok) {
         fprintf(stderr, "text '%s' gave:", text);
         for (size_t i = 0; i < w.out.spans.n; i++) {
             fprintf(stderr, " [%.*s]", (int)(w.out.spans.a[i].end - w.out.spans.a[i].start),
-                    w.out.text.ptr + w.out.spans.a[i].start);
+                    (char *)w.out.text.data + w.out.spans.a[i].start);
         }
         fprintf(stderr, "\n");
         fail_msg("unexpected words");
@@ -239,12 +239,12 @@ static void test_regex(void **state)
 
 static void s_norm(const tb_tok_norm_t *n, const char *in, const char *want)
 {
-    struct tb_tok_buf out;
-    tb_tok_buf_init(&out);
+    struct tb_buf out;
+    tb_buf_init(&out);
     assert_int_equal(tb_tok_norm_apply(n, in, strlen(in), &out), 0);
     assert_int_equal(out.len, strlen(want));
-    assert_memory_equal(out.ptr, want, out.len);
-    tb_tok_buf_release(&out);
+    assert_memory_equal((char *)out.data, want, out.len);
+    tb_buf_free(&out);
 }
 
 static void test_normalizers(void **state)

@@ -1,7 +1,7 @@
 /*
- * test_tokenizer_utf8.c - tb_tok_utf8: strict decoding with maximal-subpart replacement units,
- * incomplete sequences, the byte-level alphabet, whitespace and word classes, the hash; and
- * tb_tok_buf growth.
+ * test_tokenizer_utf8.c - tb_tok_utf8: the byte-level alphabet, whitespace and word classes, the
+ * hash; and tb_tok_ids growth.  (UTF-8 decoding and the byte buffer are the SDK's:
+ * tests/unit/sdk/test_utf8.c, test_buf.c.)
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,80 +14,6 @@
 
 #include "tb_tok_buf.h"
 #include "tb_tok_utf8.h"
-
-static void s_expect(const char *bytes, size_t n, tb_utf8_status_t st, size_t len, uint32_t cp)
-{
-    uint32_t got_cp = 0;
-    size_t got_len = 0;
-    tb_utf8_status_t got = tb_tok_utf8_next((const uint8_t *)bytes, n, &got_cp, &got_len);
-    assert_int_equal(got, st);
-    assert_int_equal(got_len, len);
-    if (st == TB_UTF8_OK) {
-        assert_int_equal(got_cp, cp);
-    }
-}
-
-static void test_decode_valid(void **state)
-{
-    (void)state;
-    s_expect("A", 1, TB_UTF8_OK, 1, 'A');
-    s_expect("\xc3\xa9", 2, TB_UTF8_OK, 2, 0xE9);
-    s_expect("\xe2\x96\x81", 3, TB_UTF8_OK, 3, 0x2581);
-    s_expect("\xf0\x9f\x99\x82", 4, TB_UTF8_OK, 4, 0x1F642);
-    s_expect("\xf4\x8f\xbf\xbf", 4, TB_UTF8_OK, 4, 0x10FFFF);
-    s_expect("\xed\x9f\xbf", 3, TB_UTF8_OK, 3, 0xD7FF);
-}
-
-/* The Unicode "maximal subpart" examples: each ill-formed piece is one replacement unit. */
-static void test_decode_invalid(void **state)
-{
-    (void)state;
-    s_expect("\x80", 1, TB_UTF8_INVALID, 1, 0);
-    s_expect("\xc0\xaf", 2, TB_UTF8_INVALID, 1, 0);     /* overlong lead */
-    s_expect("\xc1\xbf", 2, TB_UTF8_INVALID, 1, 0);
-    s_expect("\xe0\x80\xaf", 3, TB_UTF8_INVALID, 1, 0); /* E0 needs A0..BF */
-    s_expect("\xed\xa0\x80", 3, TB_UTF8_INVALID, 1, 0); /* surrogate */
-    s_expect("\xf0\x80\x80\x80", 4, TB_UTF8_INVALID, 1, 0);
-    s_expect("\xf4\x90\x80\x80", 4, TB_UTF8_INVALID, 1, 0); /* beyond U+10FFFF */
-    s_expect("\xf5\x80", 2, TB_UTF8_INVALID, 1, 0);
-    s_expect("\xff", 1, TB_UTF8_INVALID, 1, 0);
-    s_expect("\xe2\x82" "A", 3, TB_UTF8_INVALID, 2, 0);  /* truncated, then ASCII */
-    s_expect("\xf0\x9f\x99" "A", 4, TB_UTF8_INVALID, 3, 0);
-    assert_false(tb_tok_utf8_is_valid("ok\xe2\x82", 4));
-    assert_false(tb_tok_utf8_is_valid("\xed\xa0\x80", 3));
-    assert_true(tb_tok_utf8_is_valid("h\xc3\xa9llo \xf0\x9f\x99\x82", 11));
-    assert_true(tb_tok_utf8_is_valid("", 0));
-}
-
-static void test_decode_incomplete(void **state)
-{
-    (void)state;
-    s_expect("\xe2", 1, TB_UTF8_INCOMPLETE, 1, 0);
-    s_expect("\xe2\x82", 2, TB_UTF8_INCOMPLETE, 2, 0);
-    s_expect("\xf0\x9f\x99", 3, TB_UTF8_INCOMPLETE, 3, 0);
-    s_expect("\xc3", 1, TB_UTF8_INCOMPLETE, 1, 0);
-    /* An impossible second byte is known to be invalid without waiting. */
-    s_expect("\xe0\x80", 2, TB_UTF8_INVALID, 1, 0);
-}
-
-static void test_encode_and_lengths(void **state)
-{
-    (void)state;
-    char out[4];
-    assert_int_equal(tb_tok_utf8_encode(0x7F, out), 1);
-    assert_int_equal(tb_tok_utf8_encode(0x7FF, out), 2);
-    assert_int_equal(tb_tok_utf8_encode(0x2581, out), 3);
-    assert_memory_equal(out, "\xe2\x96\x81", 3);
-    assert_int_equal(tb_tok_utf8_encode(0x1F642, out), 4);
-    assert_memory_equal(out, "\xf0\x9f\x99\x82", 4);
-    assert_int_equal(tb_tok_utf8_cp_len(0x10000), 4);
-    assert_int_equal(tb_tok_utf8_lead_len(0x41), 1);
-    assert_int_equal(tb_tok_utf8_lead_len(0x80), 1);
-    assert_int_equal(tb_tok_utf8_lead_len(0xC3), 2);
-    assert_int_equal(tb_tok_utf8_lead_len(0xE2), 3);
-    assert_int_equal(tb_tok_utf8_lead_len(0xF0), 4);
-    assert_int_equal(tb_tok_utf8_lead_len(0xFF), 1);
-}
 
 /* The byte-level alphabet is a bijection onto 256 printable code points. */
 static void test_byte_level_alphabet(void **state)
@@ -132,31 +58,9 @@ static void test_classes_and_hash(void **state)
     assert_true(tb_tok_hash("", 0) != tb_tok_hash("a", 1));
 }
 
-static void test_buffers(void **state)
+static void test_ids(void **state)
 {
     (void)state;
-    struct tb_tok_buf b;
-    tb_tok_buf_init(&b);
-    for (int i = 0; i < 1000; i++) {
-        assert_int_equal(tb_tok_buf_append(&b, "xy", 2), 0);
-    }
-    assert_int_equal(b.len, 2000);
-    assert_int_equal(b.ptr[b.len], '\0');
-    assert_int_equal(tb_tok_buf_append_cp(&b, 0x1F642), 0);
-    assert_memory_equal(b.ptr + 2000, "\xf0\x9f\x99\x82", 4);
-    tb_tok_buf_clear(&b);
-    assert_int_equal(b.len, 0);
-    size_t len = 99;
-    char *s = tb_tok_buf_steal(&b, &len);
-    assert_non_null(s);
-    assert_int_equal(len, 0);
-    assert_null(b.ptr);
-    free(s);
-    s = tb_tok_buf_steal(&b, &len); /* an empty, never-grown buffer yields "" */
-    assert_non_null(s);
-    assert_string_equal(s, "");
-    free(s);
-
     struct tb_tok_ids v;
     tb_tok_ids_init(&v);
     for (int32_t i = 0; i < 100; i++) {
@@ -174,10 +78,9 @@ static void test_buffers(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_decode_valid),      cmocka_unit_test(test_decode_invalid),
-        cmocka_unit_test(test_decode_incomplete), cmocka_unit_test(test_encode_and_lengths),
-        cmocka_unit_test(test_byte_level_alphabet), cmocka_unit_test(test_classes_and_hash),
-        cmocka_unit_test(test_buffers),
+        cmocka_unit_test(test_byte_level_alphabet),
+        cmocka_unit_test(test_classes_and_hash),
+        cmocka_unit_test(test_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +14,8 @@
 
 #include "cpu/tb_cpu_kernels.h"
 #include "tb_errors.h"
+
+#include "../tb_test_isa.h"
 
 static uint64_t s_rng = 0x9e3779b97f4a7c15ull;
 
@@ -239,10 +242,13 @@ static void s_for_each_isa(void (*fn)(tb_cpu_kernels_t *k)) {
     assert_int_equal(tb_threadpool_new(2, &pool), TB_OK);
     tb_cpu_kernels_t *k = NULL;
     assert_int_equal(tb_cpu_kernels_new(pool, &k), TB_OK);
+    int ran = 0;
     for (int isa = TB_CPU_ISA_GENERIC; isa <= (int)tb_cpu_isa_detect(); isa++) {
         assert_int_equal(tb_cpu_kernels_set_isa(k, (tb_cpu_isa_t)isa), TB_OK);
         fn(k);
+        ran++;
     }
+    tb_test_isa_ran("attention", ran);
     tb_cpu_kernels_destroy(&k);
     tb_threadpool_destroy(&pool);
 }

@@ -21,6 +21,8 @@
 #include "cpu/tb_cpu_backend.h"
 #include "cpu/tb_cpu_kernels.h"
 #include "tb_errors.h"
+
+#include "../tb_test_isa.h"
 #include "tb_model.h"
 
 /* ------------------------------------------------------------------------------------------ */
@@ -780,6 +782,7 @@ static void test_matmul_rows_batch_invariant(void **state)
             }
         }
     }
+    tb_test_isa_ran("matmul batch invariance", (int)tb_cpu_isa_detect() + 1);
     free(packed);
     free(x);
     free(y);

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +14,8 @@
 
 #include "cpu/tb_cpu_kernels.h"
 #include "tb_errors.h"
+
+#include "../tb_test_isa.h"
 
 static uint64_t s_rng = 88172645463325252ull;
 
@@ -199,11 +202,14 @@ static void s_for_each_isa(void (*fn)(tb_cpu_kernels_t *k)) {
     for (int use_pool = 0; use_pool < 2; use_pool++) {
         tb_cpu_kernels_t *k = NULL;
         assert_int_equal(tb_cpu_kernels_new(use_pool ? pool : NULL, &k), TB_OK);
+        int ran = 0;
         for (int isa = TB_CPU_ISA_GENERIC; isa <= (int)tb_cpu_isa_detect(); isa++) {
             assert_int_equal(tb_cpu_kernels_set_isa(k, (tb_cpu_isa_t)isa), TB_OK);
             assert_int_equal(tb_cpu_kernels_isa(k), isa);
             fn(k);
+            ran++;
         }
+        tb_test_isa_ran(use_pool ? "matmul (2-thread pool)" : "matmul (no pool)", ran);
         tb_cpu_kernels_destroy(&k);
         assert_null(k);
     }

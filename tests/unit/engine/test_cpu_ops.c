@@ -93,29 +93,41 @@ static void test_rope(void **state) {
     assert_int_equal(tb_cpu_rope(x, 8, 1, &p, 1, 16, 16, f, TB_CPU_ROPE_NEOX), TB_EINVAL);
 }
 
+static double s_rope_dot(tb_cpu_rope_mode_t mode, const float *freq, int32_t pq, int32_t pk) {
+    enum { HD = 64 };
+    float q[HD], k[HD];
+    for (int i = 0; i < HD; i++) {
+        q[i] = s_val(i);
+        k[i] = s_val(i + 99);
+    }
+    assert_int_equal(tb_cpu_rope(q, HD, 1, &pq, 1, HD, HD, freq, mode), TB_OK);
+    assert_int_equal(tb_cpu_rope(k, HD, 1, &pk, 1, HD, HD, freq, mode), TB_OK);
+    double dot = 0.0;
+    for (int i = 0; i < HD; i++) {
+        dot += (double)q[i] * k[i];
+    }
+    return dot;
+}
+
 static void test_rope_relative(void **state) {
     (void)state;
-    /* The property attention relies on: <rope(q, m), rope(k, n)> depends on m - n only. */
+    /* The property attention relies on: <rope(q, m), rope(k, n)> depends on m - n only, and
+     * does depend on it (a rotation that did nothing would pass the first half alone). */
     enum { HD = 64 };
     float freq[HD / 2];
     tb_cpu_rope_freqs(freq, HD, 10000.0f);
+    double plain = 0.0;
+    for (int i = 0; i < HD; i++) {
+        plain += (double)s_val(i) * s_val(i + 99);
+    }
     for (int mode = 0; mode < 2; mode++) {
-        double dots[2];
-        for (int c = 0; c < 2; c++) {
-            float q[HD], k[HD];
-            for (int i = 0; i < HD; i++) {
-                q[i] = s_val(i);
-                k[i] = s_val(i + 99);
-            }
-            int32_t pq = 50 + 300 * c, pk = 20 + 300 * c;
-            tb_cpu_rope(q, HD, 1, &pq, 1, HD, HD, freq, (tb_cpu_rope_mode_t)mode);
-            tb_cpu_rope(k, HD, 1, &pk, 1, HD, HD, freq, (tb_cpu_rope_mode_t)mode);
-            dots[c] = 0.0;
-            for (int i = 0; i < HD; i++) {
-                dots[c] += (double)q[i] * k[i];
-            }
-        }
-        assert_float_equal(dots[0], dots[1], 1e-3);
+        const tb_cpu_rope_mode_t m = (tb_cpu_rope_mode_t)mode;
+        const double d30 = s_rope_dot(m, freq, 50, 20);
+        assert_float_equal(s_rope_dot(m, freq, 350, 320), d30, 1e-3);
+        assert_float_equal(s_rope_dot(m, freq, 20, 20), plain, 1e-3); /* offset 0: no turn */
+        assert_float_equal(s_rope_dot(m, freq, 333, 333), plain, 1e-3);
+        assert_true(fabs(d30 - plain) > 0.1 * fabs(plain) + 0.1);
+        assert_true(fabs(s_rope_dot(m, freq, 51, 20) - d30) > 1e-2);
     }
 }
 

@@ -20,6 +20,7 @@
 #include "../../../plugins/preprocessor/tb_pp_usage.h" /* plugin-private header */
 #include "tb_errors.h"
 #include "tb_tok_utf8.h"
+#include "tb_utf8.h"
 #include "tb_tokenizer.h"
 
 /* A byte-level BPE vocabulary without merges: token id b is byte b. */
@@ -35,7 +36,7 @@ static int setup(void **state)
                           "\"model\":{\"type\":\"BPE\",\"merges\":[],\"vocab\":{");
     for (int b = 0; b < 256; b++) {
         char cp[5] = {0};
-        tb_tok_utf8_encode(tb_tok_byte_to_cp((uint8_t)b), cp);
+        tb_utf8_encode(tb_tok_byte_to_cp((uint8_t)b), cp);
         bool esc = cp[0] == '"' || cp[0] == '\\';
         n += sprintf(json + n, "%s\"%s%s\":%d", b == 0 ? "" : ",", esc ? "\\" : "", cp, b);
     }

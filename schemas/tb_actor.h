@@ -2,6 +2,7 @@
  * tb_actor.h - a plugin thread that owns a bus handle and runs its loop (CZMQ's zactor idea):
  * start blocks until the thread's init (adding endpoints, subscribing) succeeded or failed, so a
  * component's start reports errors synchronously; stop wakes the loop and joins the thread.
+ * Part of the SDK helper library (libtb_sdk.a); needs -pthread.
  */
 #ifndef TB_ACTOR_H
 #define TB_ACTOR_H
@@ -9,6 +10,10 @@
 #include <stdbool.h>
 
 #include "tb_plugin.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef struct tb_actor tb_actor_t;
 
@@ -33,5 +38,9 @@ void tb_actor_stop(tb_actor_t **a_p);
 
 /* Makes the loop run another step soon.  Any thread. */
 void tb_actor_wake(tb_actor_t *a);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* TB_ACTOR_H */

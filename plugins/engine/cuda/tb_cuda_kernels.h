@@ -1,0 +1,179 @@
+/*
+ * tb_cuda_kernels.h - the CUDA engine's kernels, one launch function per op (each op lives in
+ * its own .cu file beside this header).  The backend glue that allocates device memory, runs a
+ * forward pass with these and plugs into the engine runner is not written yet.
+ *
+ * Two builds of the same sources (docs/engine-cuda.md):
+ *  - nvcc for sm_80 / sm_90 (+ compute_90 PTX): pointers are device pointers, launches are
+ *    asynchronous on `stream` (a cudaStream_t; NULL is the default stream).
+ *  - the host emulation (tb_cuda_compat.h, libtb_cuda_emu.a): pointers are host pointers,
+ *    launches run to completion before returning; `stream` is ignored.  The unit tests use it.
+ *
+ * Errors: every function returns 0, TB_EINVAL for arguments that break the documented contract
+ * (checked on the host, cheaply, before launching), TB_ENOTSUP for a shape the kernels do not
+ * cover, or TB_EIO when the launch itself fails.  Nothing here allocates; buffers are borrowed
+ * for the call (for the stream's work, in the GPU build).
+ *
+ * Batch invariance: every output of the GEMVs and of decode attention is reduced in one fixed
+ * order that depends only on its own row, token and sequence, so a sequence's results are bit
+ * for bit the same whatever else shares the launch.
+ *
+ * Thread-safety: reentrant; no global state.
+ */
+#ifndef TB_CUDA_KERNELS_H
+#define TB_CUDA_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Stored element formats; the values match tb_cpu_dtype_t and GGML's meaning of Q8_0/Q4_0. */
+typedef enum {
+    TB_CUDA_F32 = 0,
+    TB_CUDA_F16 = 1,
+    TB_CUDA_BF16 = 2,
+    TB_CUDA_Q8_0 = 3,
+    TB_CUDA_Q4_0 = 4,
+} tb_cuda_dtype_t;
+
+#define TB_CUDA_QBLOCK 32 /* values per Q8_0 / Q4_0 / q8_1 block */
+
+/* A weight matrix in the layout the GEMV and embedding kernels read (`rows` outputs, each
+ * `cols` inputs long).  F32/F16/BF16: `data` is rows x cols elements, row-major; cols must be a
+ * multiple of 8 (F16/BF16) or 4 (F32) so rows stay 16-byte aligned.  Q8_0/Q4_0: the GGML
+ * blocks split by tb_cuda_repack_q into `data` (Q8_0: rows x cols int8; Q4_0: rows x cols/2
+ * bytes, each 16-byte group holding one block's nibbles in GGML's order: byte j = value j in
+ * the low nibble, value j + 16 in the high one) and `scales` (rows x cols/32 f16 block
+ * scales); cols a multiple of 32.  `data` 16-byte aligned. */
+struct tb_cuda_weight {
+    tb_cuda_dtype_t dtype;
+    int64_t rows;
+    int64_t cols;
+    const void *data;
+    const uint16_t *scales; /* Q8_0/Q4_0 only, else NULL */
+};
+
+/* Activations quantized for the integer GEMV ("q8_1": 32 int8 values per block with the
+ * block's scale and scaled sum): qs is n_tok x cols int8 (16-byte aligned rows: cols a
+ * multiple of 32), ds is n_tok x cols/32 pairs {d, d * sum(q)}. */
+struct tb_cuda_q8_act {
+    int8_t *qs;
+    float *ds;
+    int64_t cols;
+    int n_tok;
+};
+
+/* Splits `rows` x `cols` GGML Q8_0 or Q4_0 blocks (`blocks`, rows contiguous, no alignment
+ * needed) into the layout above: `qs` (rows x cols or rows x cols/2 bytes) and `scales`. */
+int tb_cuda_repack_q(tb_cuda_dtype_t dtype, const void *blocks, int64_t rows, int64_t cols,
+                     void *qs, uint16_t *scales, void *stream);
+
+/* out[t] = row tokens[t] of `table` as floats (the embedding lookup), n_tok rows of
+ * table->cols floats with stride ldo.  An id outside [0, rows) gives a row of zeros. */
+int tb_cuda_embed(const struct tb_cuda_weight *table, const int32_t *tokens, int n_tok, float *out,
+                  size_t ldo, void *stream);
+
+/* RMSNorm over n_rows rows of n floats (stride n), fused with the residual add before it:
+ * when `residual` is not NULL, first x += residual (written back to x); then
+ * y = x / sqrt(mean(x^2) + eps) * weight (weight NULL: no scaling).  y may equal x. */
+int tb_cuda_rmsnorm(float *y, float *x, const float *residual, const float *weight, int64_t n,
+                    int n_rows, float eps, void *stream);
+
+/* out[i] = a[i] + b[i] for n floats; out may equal a or b. */
+int tb_cuda_add(float *out, const float *a, const float *b, int64_t n, void *stream);
+
+/* out[i] = silu(gate[i]) * up[i] for n floats; out may equal gate or up. */
+int tb_cuda_swiglu(float *out, const float *gate, const float *up, int64_t n, void *stream);
+
+/* Rotary embedding of q and k in one launch, in place.  q: n_tok rows of n_q_heads * head_dim
+ * floats (stride ldq); k likewise with n_k_heads (k may be NULL).  Token t is at position
+ * pos[t]; pair i turns by pos * inv_freq[i] (rot_dim / 2 frequencies, Llama-3 or other scaling
+ * already applied: tb_model_rope_inv_freq computes them).  mode 0: NEOX pairs (i, i + rot/2);
+ * 1: interleaved pairs (2i, 2i + 1).  rot_dim even, <= head_dim; the rest passes through. */
+int tb_cuda_rope(float *q, size_t ldq, int n_q_heads, float *k, size_t ldk, int n_k_heads,
+                 int n_tok, const int32_t *pos, int head_dim, int rot_dim, const float *inv_freq,
+                 int mode, void *stream);
+
+/* y[t][o] = sum_i x[t][i] * W[o][i] (+ bias[o]) for F32/F16/BF16 weights.  x: n_tok rows of
+ * w->cols floats (stride ldx, a multiple of 4, 16-byte aligned); y: n_tok rows, stride ldy.
+ * The bias is how a model's Q/K/V bias is added (fused). */
+int tb_cuda_gemv(const struct tb_cuda_weight *w, const float *x, size_t ldx, int n_tok,
+                 const float *bias, float *y, size_t ldy, void *stream);
+
+/* Quantizes n_tok rows of `cols` floats (stride ldx) into `act` (act->cols == cols, act->n_tok
+ * >= n_tok): per block of 32, d = max|x| / 127, q = round-to-nearest-even(x / d). */
+int tb_cuda_quantize_q8_1(const float *x, size_t ldx, int n_tok, const struct tb_cuda_q8_act *act,
+                          void *stream);
+
+/* y[t][o] = sum over blocks of d_w * (d_x * dot(q_w, q_x)) for Q8_0/Q4_0 weights (Q4_0 values
+ * are nibble - 8), integer dot products (dp4a), (+ bias[o]).  `act` from tb_cuda_quantize_q8_1
+ * with act->cols == w->cols; n_tok <= act->n_tok. */
+int tb_cuda_gemv_q(const struct tb_cuda_weight *w, const struct tb_cuda_q8_act *act, int n_tok,
+                   const float *bias, float *y, size_t ldy, void *stream);
+
+/* One layer's paged K (and as much V) cache, f16: n_blocks blocks, each n_kv_heads tiles of
+ * block_size rows of head_dim values ([block][kv_head][slot][head_dim]), so a key or value row
+ * is contiguous and read with 128-bit loads.  Block ids and the slot mapping are those of the
+ * engine's KV manager: token slot `pos` of a sequence is block table[pos / block_size], row
+ * pos % block_size; a flat slot is block * block_size + row. */
+struct tb_cuda_kv_layout {
+    int block_size; /* 1..256 */
+    int n_kv_heads; /* >= 1 */
+    int head_dim;   /* 8, 16, 32, 64, 128 or 256 */
+    int64_t n_blocks;
+};
+
+/* Writes n_tok tokens' K and V (rows of n_kv_heads * head_dim floats, strides ldk / ldv) into
+ * flat slots `slots[t]`, as f16; a negative slot skips the token, one beyond the cache too. */
+int tb_cuda_kv_write(const struct tb_cuda_kv_layout *layout, uint16_t *k_cache, uint16_t *v_cache,
+                     int n_tok, const int32_t *slots, const float *k, size_t ldk, const float *v,
+                     size_t ldv, void *stream);
+
+/* The sequences of one attention call.  block_tables is n_seqs rows of max_blocks block ids;
+ * ctx_lens[s] is how many tokens of sequence s are in the cache (its new tokens included).
+ * Prefill only: q_start[s] is the first row of q / out holding s's queries and q_lens[s] how
+ * many there are; they are its last q_lens[s] positions (ctx_len - q_len .. ctx_len - 1).
+ * Decode: row s of q is sequence s's one query, at position ctx_len - 1.  Block ids outside
+ * [0, n_blocks) are not read (their tokens are skipped): the caller validates tables. */
+struct tb_cuda_attn_batch {
+    int n_seqs;
+    const int32_t *block_tables;
+    int max_blocks;
+    const int32_t *ctx_lens;
+    const int32_t *q_start; /* prefill only */
+    const int32_t *q_lens;  /* prefill only */
+    int max_ctx;            /* >= every ctx_len (sizes the grid) */
+    int max_q_len;          /* prefill only: >= every q_len */
+};
+
+/* Floats of scratch tb_cuda_attn_decode needs for this shape. */
+size_t tb_cuda_attn_decode_scratch_floats(int n_seqs, int n_heads, int head_dim, int max_ctx,
+                                          int split);
+
+/* Decode attention: one query per sequence (q row s: n_heads * head_dim floats after rope,
+ * stride ldq), GQA (query head h reads kv head h / (n_heads / n_kv_heads)), over the paged
+ * cache.  Each sequence's context is cut into splits of `split` tokens (a multiple of 32, at
+ * most 256; fixed by the caller for a whole deployment), each split's softmax partials go to
+ * `scratch` and a second kernel combines them in split order.  scale 0 means
+ * 1 / sqrt(head_dim).  A sequence with ctx_len 0 gets zeros. */
+int tb_cuda_attn_decode(const struct tb_cuda_kv_layout *layout, const uint16_t *k_cache,
+                        const uint16_t *v_cache, const struct tb_cuda_attn_batch *batch,
+                        const float *q, size_t ldq, int n_heads, float scale, int split,
+                        float *scratch, float *out, size_t ldo, void *stream);
+
+/* Prefill attention: tiles of 16 queries against tiles of 32 keys read from the paged cache
+ * (the chunk's own K/V written first with tb_cuda_kv_write), causal, online softmax, GQA.
+ * head_dim at most 128 here.  Layout of q / out as tb_cuda_attn_decode, rows per batch. */
+int tb_cuda_attn_prefill(const struct tb_cuda_kv_layout *layout, const uint16_t *k_cache,
+                         const uint16_t *v_cache, const struct tb_cuda_attn_batch *batch,
+                         const float *q, size_t ldq, int n_heads, float scale, float *out,
+                         size_t ldo, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TB_CUDA_KERNELS_H */
