@@ -6,11 +6,21 @@ converts an existing HF folder to GGUF.  Run with .venv/bin/python (numpy + the 
   tb_make_model.py --layers 2 --hidden 64 --heads 4 --kv-heads 2 --intermediate 128 \\
                    --vocab 2048 --format hf --dtype bf16 --out /tmp/tiny
   tb_make_model.py --from ../shared/models/tinystories-656k --format gguf --dtype f16 --out x.gguf
+  tb_make_model.py --preset 1b --format gguf --block-types q4_k_m --out /tmp/1b-q4_k_m.gguf
 
 Weights are N(0, 0.02) (norms 1 + N(0, 0.05)), drawn per tensor from (seed, canonical name),
 so the same seed gives the same weights in every format.  GGUF files follow llama.cpp's
 conventions (llama.* keys, permuted Q/K rows, tokenizer.ggml.* metadata, 1-D tensors in F32,
 rope_freqs.weight for Llama-3 rope scaling) so llama.cpp can load them.  See docs/models.md.
+
+--block-types (GGUF, random weights) writes the matrices in GGUF block types the gguf package
+cannot quantize into (the K-quants, IQ4_XS, ...): each is made of random valid blocks (random
+bytes, per-block f16 scales, the mins set so a block's values centre on zero), scaled so the
+matrix's RMS is 0.02 like the f32 weights'; 1-D tensors stay F32.  The recipe is q4_k_m
+(llama.cpp's mix: Q4_K, with Q6_K for the output head and for attn_v / ffn_down of every other
+layer) or a comma list of types given to the matrices in file order, cyclically.  These
+weights are not the seed's f32 weights quantized: compare against the file's own dequantized
+values (tb_ref_forward.py reads them so).
 """
 import argparse
 import json
@@ -49,6 +59,54 @@ CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}
 
 GGUF_TYPES = {'f32': 'F32', 'f16': 'F16', 'bf16': 'BF16', 'q8_0': 'Q8_0', 'q4_0': 'Q4_0'}
 FILE_TYPES = {'f32': 0, 'f16': 1, 'q4_0': 2, 'q8_0': 7, 'bf16': 32}
+
+# --block-types: where each block type keeps its f16 scale d (byte offset), and its min m (Q4_1,
+# Q5_1: value = q * d + m) or dmin (K-quants: value = d * sc * q - dmin * mn) as (offset,
+# factor of d) that centres the values on zero for uniform random codes and scales.
+BLOCK_F16 = {'q4_1': (0, (2, -7.5)), 'q5_0': (0, None), 'q5_1': (0, (2, -15.5)),
+             'iq4_nl': (0, None), 'q2_k': (80, (82, 1.5)), 'q3_k': (108, None),
+             'q4_k': (0, (2, 7.5)), 'q5_k': (0, (2, 15.5)), 'q6_k': (208, None),
+             'iq4_xs': (0, None), 'q8_0': (0, None), 'q4_0': (0, None)}
+BLOCK_RMS = 0.02
+
+
+def block_type_for(recipe, cname, index):
+    """The type of matrix `cname`, the index-th matrix in file order, under `recipe`."""
+    if recipe == 'q4_k_m':
+        kind = cname.split('.')[-1]
+        if kind == 'output':
+            return 'q6_k'
+        if kind in ('wv', 'w_down') and int(cname.split('.')[1]) % 2 == 0:
+            return 'q6_k'
+        return 'q4_k'
+    types = recipe.split(',')
+    return types[index % len(types)]
+
+
+def random_blocks(rng, btype, shape):
+    """A [rows, cols] matrix of random valid `btype` blocks with RMS BLOCK_RMS, as the raw
+    uint8 array [rows, row bytes] the gguf writer takes."""
+    import gguf
+    qt = getattr(gguf.GGMLQuantizationType, btype.upper())
+    be, bb = gguf.GGML_QUANT_SIZES[qt]
+    rows, cols = shape
+    if cols % be:
+        raise SystemExit('tb_make_model: %s needs row lengths that are multiples of %d (got %d)'
+                         % (btype, be, cols))
+    n = rows * cols // be
+    blocks = rng.integers(0, 256, size=(n, bb), dtype=np.uint8)
+    d = rng.uniform(0.5, 1.5, size=(n, 1))
+    d_off, mn = BLOCK_F16[btype]
+
+    def set_scales(mult):
+        blocks[:, d_off:d_off + 2] = (d * mult).astype(np.float16).view(np.uint8)
+        if mn is not None:
+            blocks[:, mn[0]:mn[0] + 2] = (d * mult * mn[1]).astype(np.float16).view(np.uint8)
+
+    set_scales(1.0)
+    rms = float(np.sqrt(np.mean(gguf.quants.dequantize(blocks, qt).astype(np.float64) ** 2)))
+    set_scales(BLOCK_RMS / rms)
+    return blocks.reshape(rows, cols // be * bb)
 
 
 def parse_rope_scaling(s):
@@ -170,8 +228,9 @@ def gguf_tensor_bytes(a, dtype):
 
 
 def write_gguf(spec, produce, out, dtype, name='turbine-test', tokenizer=None, chat_template=None,
-               add_bos=True, add_eos=False):
-    """`tokenizer` is (tokens, scores, types) or None to choose one from the vocab size."""
+               add_bos=True, add_eos=False, block_types=None, seed=0):
+    """`tokenizer` is (tokens, scores, types) or None to choose one from the vocab size;
+    `block_types` a --block-types recipe (the matrices are then random blocks from `seed`)."""
     import gguf
     if dtype not in GGUF_TYPES:
         raise SystemExit('tb_make_model: unknown dtype %s' % dtype)
@@ -187,7 +246,10 @@ def write_gguf(spec, produce, out, dtype, name='turbine-test', tokenizer=None, c
         raise SystemExit('tb_make_model: rope scaling %s is not supported' % rtype)
     w = gguf.GGUFWriter(out, arch)
     w.add_name(name)
-    w.add_file_type(FILE_TYPES[dtype])
+    if block_types == 'q4_k_m':
+        w.add_file_type(15)  # llama.cpp's MOSTLY_Q4_K_M
+    elif block_types is None:
+        w.add_file_type(FILE_TYPES[dtype])
     if dtype in ('q8_0', 'q4_0'):
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     w.add_context_length(spec.context)
@@ -234,12 +296,18 @@ def write_gguf(spec, produce, out, dtype, name='turbine-test', tokenizer=None, c
     llama3 = rtype == 'llama3'
     shapes = spec.tensor_shapes(with_rope_freqs=llama3)
     plan = []
+    n_mat = 0
     for cname, shape in shapes:
         td = 'f32' if len(shape) == 1 else dtype
+        if len(shape) == 2 and block_types:
+            td = block_type_for(block_types, cname, n_mat)
+            n_mat += 1
+            if td not in BLOCK_F16:
+                raise SystemExit('tb_make_model: unknown block type %s' % td)
         elems = int(np.prod(shape))
-        nbytes = {'f32': 4 * elems, 'f16': 2 * elems, 'bf16': 2 * elems,
-                  'q8_0': elems // 32 * 34, 'q4_0': elems // 32 * 18}[td]
-        raw = getattr(gguf.GGMLQuantizationType, GGUF_TYPES[td])
+        raw = getattr(gguf.GGMLQuantizationType, GGUF_TYPES.get(td, td.upper()))
+        be, bb = gguf.GGML_QUANT_SIZES[raw]
+        nbytes = elems // be * bb
         w.add_tensor_info(mio.gguf_name(cname), shape, np.dtype(np.float32), nbytes,
                           raw_dtype=raw)
         plan.append((cname, shape, td))
@@ -249,6 +317,10 @@ def write_gguf(spec, produce, out, dtype, name='turbine-test', tokenizer=None, c
     for cname, shape, td in plan:
         if cname == 'rope_freqs':
             a = mio.llama3_rope_factors(spec.head_dim, spec.rope_theta, rs)
+        elif td in BLOCK_F16 and block_types:
+            rng = np.random.default_rng(mio.tensor_seed(seed, cname))
+            w.write_tensor_data(random_blocks(rng, td, shape))
+            continue
         else:
             a = produce(cname, shape)
             kind = cname.split('.')[-1]
@@ -293,7 +365,12 @@ def main(argv=None):
     ap.add_argument('--generation', default=None,
                     help='hf: JSON object merged into generation_config.json')
     ap.add_argument('--name', default='turbine-test')
+    ap.add_argument('--block-types', default=None,
+                    help='gguf: matrices as random blocks of these types: q4_k_m, or a comma '
+                         'list (q5_k,q3_k,iq4_xs,...) given to the matrices in turn')
     a = ap.parse_args(argv)
+    if a.block_types and (a.format != 'gguf' or a.src):
+        raise SystemExit('tb_make_model: --block-types writes random-weight GGUF files only')
 
     if a.src:
         spec, config, tensors = mio.load_hf(a.src)
@@ -347,9 +424,10 @@ def main(argv=None):
         write_hf(spec, produce, a.out, a.dtype, a.shard_mb,
                  json.loads(a.generation) if a.generation else None)
     else:
-        write_gguf(spec, produce, a.out, a.dtype, name=a.name)
+        write_gguf(spec, produce, a.out, a.dtype, name=a.name, block_types=a.block_types,
+                   seed=a.seed)
     print('tb_make_model: wrote %s (%s, %s, %.1fM parameters)'
-          % (a.out, a.format, a.dtype, spec.n_params() / 1e6))
+          % (a.out, a.format, a.block_types or a.dtype, spec.n_params() / 1e6))
     return 0
 
 

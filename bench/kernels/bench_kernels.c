@@ -384,7 +384,7 @@ int main(int argc, char **argv) {
         } else if (opt == 'q') {
             quick = 1;
         } else if (opt == 'd') {
-            for (int i = 0; i < TB_CPU_DTYPE_COUNT; i++) {
+            for (int i = 0; i < TB_CPU_DTYPE_WRITABLE; i++) {
                 if (strcmp(optarg, tb_cpu_dtype_info((tb_cpu_dtype_t)i)->name) == 0) {
                     only = i;
                 }
@@ -415,15 +415,15 @@ int main(int argc, char **argv) {
 
     static const int64_t shapes[5][2] = {
         {2048, 2048}, {256, 2048}, {5632, 2048}, {2048, 5632}, {32000, 2048}};
-    double mv_gbs[TB_CPU_DTYPE_COUNT][5] = {{0}}, mv_us[TB_CPU_DTYPE_COUNT][5] = {{0}};
-    for (int d = 0; d < TB_CPU_DTYPE_COUNT; d++) {
+    double mv_gbs[TB_CPU_DTYPE_WRITABLE][5] = {{0}}, mv_us[TB_CPU_DTYPE_WRITABLE][5] = {{0}};
+    for (int d = 0; d < TB_CPU_DTYPE_WRITABLE; d++) {
         for (int s = 0; s < 5 && (only < 0 || d == only); s++) {
             mv_gbs[d][s] = s_matvec_gbs(k, s_all[d], shapes[s][0], shapes[s][1], &mv_us[d][s]);
         }
     }
     bws[1] = s_bandwidth(pool);
-    struct step_result steps[TB_CPU_DTYPE_COUNT] = {{0, 0}};
-    for (int d = quick ? 1 : 0; d < TB_CPU_DTYPE_COUNT; d++) {
+    struct step_result steps[TB_CPU_DTYPE_WRITABLE] = {{0, 0}};
+    for (int d = quick ? 1 : 0; d < TB_CPU_DTYPE_WRITABLE; d++) {
         if (only < 0 || d == only) {
             steps[d] = s_model_step(k, s_all[d], 1);
         }
@@ -438,7 +438,7 @@ int main(int argc, char **argv) {
            "sections; percentages use the highest)\n",
            tb_threadpool_size(pool), bw, bws[0], bws[1], bws[2]);
     printf("\nbatch-1 matvec (weights > LLC, read from DRAM)\n");
-    for (int d = 0; d < TB_CPU_DTYPE_COUNT; d++) {
+    for (int d = 0; d < TB_CPU_DTYPE_WRITABLE; d++) {
         for (int s = 0; s < 5 && (only < 0 || d == only); s++) {
             printf("  %-5s %5lldx%-5lld %8.1f us  %6.1f GB/s  %5.1f%% of bandwidth\n",
                    tb_cpu_dtype_info(s_all[d])->name, (long long)shapes[s][0],
@@ -446,7 +446,7 @@ int main(int argc, char **argv) {
         }
     }
     printf("\n1.1B Llama decode step, batch 1 (all 155 weight matrices once)\n");
-    for (int d = 0; d < TB_CPU_DTYPE_COUNT; d++) {
+    for (int d = 0; d < TB_CPU_DTYPE_WRITABLE; d++) {
         if (steps[d].seconds > 0.0) {
             double gbs = steps[d].bytes / steps[d].seconds / 1e9;
             printf("  %-5s %6.2f GB/step  %7.2f ms  %6.1f tok/s (matmuls only)  %6.1f GB/s  "
@@ -457,7 +457,7 @@ int main(int argc, char **argv) {
     }
     printf("\n1.1B Llama batched step, 16 tokens (16 sequences decoding together; matmuls "
            "only)\n");
-    for (int d = 1; d < TB_CPU_DTYPE_COUNT; d++) {
+    for (int d = 1; d < TB_CPU_DTYPE_WRITABLE; d++) {
         if (only >= 0 && d != only) {
             continue;
         }
@@ -469,7 +469,7 @@ int main(int argc, char **argv) {
         }
     }
     printf("\nmatmul throughput\n");
-    for (int d = 0; d < TB_CPU_DTYPE_COUNT; d++) {
+    for (int d = 0; d < TB_CPU_DTYPE_WRITABLE; d++) {
         if (only >= 0 && d != only) {
             continue;
         }

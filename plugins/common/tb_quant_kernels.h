@@ -1,8 +1,8 @@
 /*
- * tb_quant_kernels.h - SIMD versions of tb_quant_dot, one table per instruction set, for the
- * engines to call once they compute the K-quants (the cpu engine does not yet: this is the
- * shared foundation, kept beside the reference it is tested against).  No packed or
- * interleaved weight layout yet: the rows are read as the file stores them.
+ * tb_quant_kernels.h - SIMD versions of tb_quant_dot, one table per instruction set, kept
+ * beside the reference they are tested against; the cpu engine's matmuls of these types call
+ * them (plugins/engine/cpu/tb_cpu_quant.c).  No packed or interleaved weight layout yet: the
+ * rows are read as the file stores them.
  *
  * Each path computes the integer part of every block exactly and then the same f32 expression
  * per block as tb_quant_dot, in the same order, so its results equal the reference's bit for

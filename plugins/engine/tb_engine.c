@@ -443,7 +443,7 @@ static void s_log_start(tb_engine_t *e, int64_t t0)
 {
     const struct tb_model_params *mp = e->mp;
     const struct tb_backend_ops *ops = e->flavour->ops;
-    char desc[160] = "", how[sizeof desc + 3] = "";
+    char desc[320] = "", how[sizeof desc + 3] = "";
     if (ops->describe) {
         ops->describe(tb_runner_backend(e->runner), desc, sizeof desc);
         snprintf(how, sizeof how, " (%s)", desc);

@@ -121,9 +121,11 @@ def test_tool_refuses_partial_blocks(tmp_path):
     assert '145 bytes are not whole q4_k blocks of 144' in p.stderr
 
 
-def write_mixed_model(path, rng):
+def write_mixed_model(path, rng, types=None):
     """A one-layer llama GGUF written by the gguf package: Q4_K and Q6_K matrices (random
-    blocks, finite scales) and F32 norms, as a "Q4_K_M" file mixes them."""
+    blocks, finite scales) and F32 norms, as a "Q4_K_M" file mixes them.  `types` overrides the
+    type of some tensors (raw blocks of that type's size: ggml names as keys of TYPES, or a
+    (ggml name, block bytes) pair for a type the loader refuses)."""
     w = gguf.GGUFWriter(str(path), 'llama')
     h, ff, vocab = 256, 512, 32
     w.add_block_count(1)
@@ -142,7 +144,8 @@ def write_mixed_model(path, rng):
             'output.weight': (vocab, h, q6k)}
     want = {}
     for name, (rows, cols, t) in mats.items():
-        qname, bsize, offs = TYPES[t]
+        t = (types or {}).get(name, t)
+        qname, bsize, offs = TYPES[t] if t in TYPES else (t[0], t[1], [0])
         n_blocks = rows * cols // 256
         blocks = make_blocks(rng, bsize, offs, n_blocks)[:n_blocks]
         w.add_tensor(name, blocks.reshape(rows, cols // 256 * bsize),
@@ -158,9 +161,9 @@ def write_mixed_model(path, rng):
     return want
 
 
-def test_mixed_file_loads_and_cpu_engine_refuses(tmp_path):
-    """tb_model_open takes every tensor of a mixed-type file in its own type; the CPU engine,
-    which has no kernels for the K-quants yet, refuses the model naming the tensor and type."""
+def test_mixed_file_loads_and_cpu_engine_runs(tmp_path):
+    """tb_model_open takes every tensor of a mixed-type file in its own type, and the CPU engine
+    computes it (the logits' accuracy is test_forward_quant.py's)."""
     path = tmp_path / 'mixed.gguf'
     want = write_mixed_model(path, np.random.default_rng(5))
     p = subprocess.run([tool('tb_model_info'), str(path)], capture_output=True, text=True,
@@ -168,7 +171,18 @@ def test_mixed_file_loads_and_cpu_engine_refuses(tmp_path):
     assert p.returncode == 0, p.stderr
     got = {t['source']: (t['dtype'], t['size']) for t in json.loads(p.stdout)['tensors']}
     assert got == want
+    p = subprocess.run([tool('tb_forward'), str(path), '--prompt', '1,2,3', '--generate', '2'],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+
+
+def test_unsupported_type_refused_at_load(tmp_path):
+    """A type the loader does not know (IQ2_XXS: 66-byte blocks of 256) is refused when the
+    model opens, naming the tensor and type, before any engine sees it."""
+    path = tmp_path / 'iq2.gguf'
+    write_mixed_model(path, np.random.default_rng(6),
+                      {'blk.0.attn_q.weight': ('IQ2_XXS', 66)})
     p = subprocess.run([tool('tb_forward'), str(path), '--prompt', '1'], capture_output=True,
                        text=True, timeout=120)
     assert p.returncode == 1
-    assert "tensor 'tok_embd': dtype q4_k is not supported by the cpu kernels" in p.stderr
+    assert "tensor 'blk.0.attn_q.weight': ggml type 16 (IQ2_XXS) is not supported" in p.stderr

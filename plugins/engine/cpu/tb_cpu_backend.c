@@ -703,19 +703,45 @@ static int s_forward(tb_backend_t *b, const struct tb_sched_plan *plan, float *l
 /* Public                                                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
+/* "q4_k x 154, q6_k x 1, f32 x 45": the model's tensors by type, most numerous first. */
+static void s_describe_types(const struct tb_cpu_weights *w, char *buf, size_t len)
+{
+    size_t off = 0;
+    bool done[TB_DTYPE_COUNT] = {false};
+    buf[0] = '\0';
+    for (;;) {
+        int best = -1;
+        for (int t = 0; t < TB_DTYPE_COUNT; t++) {
+            if (!done[t] && w->dtype_tensors[t] > 0 &&
+                (best < 0 || w->dtype_tensors[t] > w->dtype_tensors[best])) {
+                best = t;
+            }
+        }
+        if (best < 0 || off >= len) {
+            return;
+        }
+        done[best] = true;
+        int n = snprintf(buf + off, len - off, "%s%s x %u", off ? ", " : "",
+                         tb_dtype_name((tb_dtype_t)best), w->dtype_tensors[best]);
+        off = n < 0 ? len : off + (size_t)n;
+    }
+}
+
 static void s_describe(const tb_backend_t *b, char *buf, size_t len)
 {
     if (!buf || len == 0) {
         return;
     }
+    char types[256];
+    s_describe_types(b->w, types, sizeof types);
     if (b->w->packed_bytes == 0) {
-        snprintf(buf, len, "%s, %d threads, no packed weights", tb_cpu_backend_isa(b),
-                 b->n_threads);
+        snprintf(buf, len, "%s, %d threads, weights %s, no packed weights",
+                 tb_cpu_backend_isa(b), b->n_threads, types);
         return;
     }
-    snprintf(buf, len, "%s, %d threads, packed Q4_0/Q8_0 copies %.1f MiB made in %.0f ms",
-             tb_cpu_backend_isa(b), b->n_threads, (double)b->w->packed_bytes / 1048576.0,
-             b->w->pack_seconds * 1e3);
+    snprintf(buf, len, "%s, %d threads, weights %s, packed Q4_0/Q8_0 copies %.1f MiB made in "
+             "%.0f ms", tb_cpu_backend_isa(b), b->n_threads, types,
+             (double)b->w->packed_bytes / 1048576.0, b->w->pack_seconds * 1e3);
 }
 
 const struct tb_backend_ops tb_cpu_backend_ops = {

@@ -8,6 +8,7 @@
 
 #include "tb_cpu_internal.h"
 #include "tb_errors.h"
+#include "tb_quant.h"
 
 static const struct tb_cpu_dtype_info s_info[TB_CPU_DTYPE_COUNT] = {
     [TB_CPU_F32] = {"f32", 1, 4, 0},
@@ -15,7 +16,31 @@ static const struct tb_cpu_dtype_info s_info[TB_CPU_DTYPE_COUNT] = {
     [TB_CPU_BF16] = {"bf16", 1, 2, 30},
     [TB_CPU_Q8_0] = {"q8_0", TB_CPU_QBLOCK, 2 + TB_CPU_QBLOCK, 8},
     [TB_CPU_Q4_0] = {"q4_0", TB_CPU_QBLOCK, 2 + TB_CPU_QBLOCK / 2, 2},
+    [TB_CPU_Q4_1] = {"q4_1", TB_QK, sizeof(struct tb_block_q4_1), 3},
+    [TB_CPU_Q5_0] = {"q5_0", TB_QK, sizeof(struct tb_block_q5_0), 6},
+    [TB_CPU_Q5_1] = {"q5_1", TB_QK, sizeof(struct tb_block_q5_1), 7},
+    [TB_CPU_IQ4_NL] = {"iq4_nl", TB_QK, sizeof(struct tb_block_iq4_nl), 20},
+    [TB_CPU_Q2_K] = {"q2_k", TB_QK_K, sizeof(struct tb_block_q2_k), 10},
+    [TB_CPU_Q3_K] = {"q3_k", TB_QK_K, sizeof(struct tb_block_q3_k), 11},
+    [TB_CPU_Q4_K] = {"q4_k", TB_QK_K, sizeof(struct tb_block_q4_k), 12},
+    [TB_CPU_Q5_K] = {"q5_k", TB_QK_K, sizeof(struct tb_block_q5_k), 13},
+    [TB_CPU_Q6_K] = {"q6_k", TB_QK_K, sizeof(struct tb_block_q6_k), 14},
+    [TB_CPU_IQ4_XS] = {"iq4_xs", TB_QK_K, sizeof(struct tb_block_iq4_xs), 23},
 };
+
+bool tb_cpu_dtype_gguf(tb_cpu_dtype_t dt, tb_dtype_t *out) {
+    if ((unsigned)dt < TB_CPU_DTYPE_WRITABLE || (unsigned)dt >= TB_CPU_DTYPE_COUNT) {
+        return false;
+    }
+    tb_dtype_t t;
+    if (!tb_dtype_from_ggml(s_info[dt].ggml_type, &t)) {
+        return false;
+    }
+    if (out) {
+        *out = t;
+    }
+    return true;
+}
 
 const struct tb_cpu_dtype_info *tb_cpu_dtype_info(tb_cpu_dtype_t dt) {
     if ((unsigned)dt >= TB_CPU_DTYPE_COUNT) {
@@ -111,6 +136,10 @@ int tb_cpu_dequantize_row(tb_cpu_dtype_t dt, const void *src, float *dst, int64_
     if (!src || !dst || (tb_cpu_dtype_row_bytes(dt, n) == 0 && n != 0)) {
         return TB_EINVAL;
     }
+    tb_dtype_t gt;
+    if (tb_cpu_dtype_gguf(dt, &gt)) {
+        return tb_quant_dequantize(gt, src, dst, (uint64_t)n) == 0 ? TB_OK : TB_EINVAL;
+    }
     const uint8_t *p = src;
     switch (dt) {
     case TB_CPU_F32:
@@ -152,6 +181,9 @@ int tb_cpu_dequantize_row(tb_cpu_dtype_t dt, const void *src, float *dst, int64_
 int tb_cpu_quantize_row(tb_cpu_dtype_t dt, const float *src, void *dst, int64_t n) {
     if (!src || !dst || (tb_cpu_dtype_row_bytes(dt, n) == 0 && n != 0)) {
         return TB_EINVAL;
+    }
+    if ((unsigned)dt >= TB_CPU_DTYPE_WRITABLE) {
+        return TB_ENOTSUP;
     }
     uint8_t *p = dst;
     switch (dt) {

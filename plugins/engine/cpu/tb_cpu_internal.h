@@ -10,10 +10,13 @@
 #ifndef TB_CPU_INTERNAL_H
 #define TB_CPU_INTERNAL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "tb_cpu_kernels.h"
+#include "tb_dtype.h"
+#include "tb_quant_kernels.h"
 
 static inline uint16_t tb_cpu_load_u16(const void *p) {
     uint16_t v;
@@ -75,6 +78,7 @@ struct tb_mm_args {
     const float *bias;
     float *y;
     size_t ldy;
+    const struct tb_quant_kernels *qk; /* the GGUF block dtypes' dots (tb_cpu_quant.c), or NULL */
 };
 
 /* One attention call, as the parallel loop sees it. */
@@ -110,6 +114,19 @@ struct tb_cpu_isa_impl {
  * int32 sum[cols/32], padded to 64 bytes. */
 size_t tb_cpu_simple_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols);
 void tb_cpu_simple_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst);
+
+/* The GGUF block dtypes (TB_CPU_Q4_1 .. TB_CPU_IQ4_XS, tb_cpu_quant.c): true, with the model
+ * type in *out (may be NULL), for one of them; false for the others. */
+bool tb_cpu_dtype_gguf(tb_cpu_dtype_t dt, tb_dtype_t *out);
+
+/* Their quantized activation row: the blocks of tb_quant_act_for(type), padded to 64 bytes
+ * (0 for other dtypes); the quantizer (tb_quant_act_quantize, portable C on every ISA); and
+ * output rows [r0, r1) of a matmul through a->qk's dot, all n_tok tokens: every output is one
+ * dot of a weight row with a token's activations, so results are batch invariant and, the
+ * kernels being bit-equal to the reference, the same on every ISA. */
+size_t tb_cpu_quant_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols);
+void tb_cpu_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst);
+void tb_cpu_quant_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1);
 
 extern const struct tb_cpu_isa_impl tb_cpu_impl_generic;
 extern const struct tb_cpu_isa_impl tb_cpu_impl_avx2;

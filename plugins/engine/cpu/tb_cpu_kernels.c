@@ -20,6 +20,7 @@
 struct tb_cpu_kernels {
     tb_threadpool_t *pool; /* borrowed */
     const struct tb_cpu_isa_impl *impl;
+    const struct tb_quant_kernels *qk; /* the GGUF block dtypes' dots, for the same ISA */
     uint8_t *scratch; /* 64-byte aligned */
     size_t scratch_bytes;
 };
@@ -75,6 +76,16 @@ const char *tb_cpu_isa_name(tb_cpu_isa_t isa) {
     return "unknown";
 }
 
+/* The shared quantized-dot table of the same instruction set (tb_quant_kernels.h needs a
+ * subset of the features tb_cpu_isa_detect asks for, so it is there whenever the ISA is). */
+static const struct tb_quant_kernels *s_qk_of(tb_cpu_isa_t isa) {
+    const struct tb_quant_kernels *qk =
+        tb_quant_kernels_for(isa == TB_CPU_ISA_AVX512 ? TB_QUANT_ISA_AVX512
+                             : isa == TB_CPU_ISA_AVX2 ? TB_QUANT_ISA_AVX2
+                                                      : TB_QUANT_ISA_GENERIC);
+    return qk ? qk : tb_quant_kernels_for(TB_QUANT_ISA_GENERIC);
+}
+
 static const struct tb_cpu_isa_impl *s_impl_of(tb_cpu_isa_t isa) {
 #if defined(__x86_64__)
     if (isa == TB_CPU_ISA_AVX512) {
@@ -95,6 +106,7 @@ int tb_cpu_kernels_set_isa(tb_cpu_kernels_t *self, tb_cpu_isa_t isa) {
         return TB_ENOTSUP;
     }
     self->impl = s_impl_of(isa);
+    self->qk = s_qk_of(isa);
     return TB_OK;
 }
 
@@ -121,6 +133,7 @@ int tb_cpu_kernels_new(tb_threadpool_t *pool, tb_cpu_kernels_t **out) {
     }
     k->pool = pool;
     k->impl = s_impl_of(tb_cpu_isa_detect());
+    k->qk = s_qk_of(k->impl->isa);
     const char *env = getenv("TB_CPU_ISA");
     if (env && *env) {
         tb_cpu_isa_t want;
@@ -190,6 +203,7 @@ struct mm_job {
     int first_task[MM_MAX_OUTS + 1];     /* tasks of output i: [first_task[i], first_task[i+1]) */
     int64_t rows_per_task;
     /* activation quantization */
+    void (*quant_act)(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst);
     int tok_per_task;
 };
 
@@ -208,7 +222,11 @@ static void s_mm_task(void *arg, int task, int thread) {
     const struct tb_mm_args *a = &j->args[o];
     int64_t r0 = (int64_t)(task - j->first_task[o]) * j->rows_per_task;
     int64_t r1 = r0 + j->rows_per_task < a->rows ? r0 + j->rows_per_task : a->rows;
-    j->impl->matmul_rows(a, r0, r1);
+    if (a->qk) {
+        tb_cpu_quant_rows(a, r0, r1);
+    } else {
+        j->impl->matmul_rows(a, r0, r1);
+    }
 }
 
 static void s_quant_task(void *arg, int task, int thread) {
@@ -218,8 +236,8 @@ static void s_quant_task(void *arg, int task, int thread) {
     int t0 = task * j->tok_per_task;
     int t1 = t0 + j->tok_per_task < a->n_tok ? t0 + j->tok_per_task : a->n_tok;
     for (int t = t0; t < t1; t++) {
-        j->impl->quant_act(a->dtype, a->x + (size_t)t * a->ldx, a->cols,
-                           (uint8_t *)a->qx + (size_t)t * a->qx_stride);
+        j->quant_act(a->dtype, a->x + (size_t)t * a->ldx, a->cols,
+                     (uint8_t *)a->qx + (size_t)t * a->qx_stride);
     }
 }
 
@@ -238,7 +256,10 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
     }
     const bool packed = s_packed(w0);
     const int q8 = w0->dtype == TB_CPU_Q8_0;
-    struct mm_job j = {.impl = self->impl, .n_outs = n_outs};
+    const bool gguf = tb_cpu_dtype_gguf(w0->dtype, NULL);
+    struct mm_job j = {.impl = self->impl,
+                       .n_outs = n_outs,
+                       .quant_act = gguf ? tb_cpu_quant_act : self->impl->quant_act};
     int64_t total_rows = 0;
     for (int i = 0; i < n_outs; i++) {
         const struct tb_cpu_weight *w = outs[i].w;
@@ -267,6 +288,7 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
             .bias = outs[i].bias,
             .y = outs[i].y,
             .ldy = outs[i].ldy,
+            .qk = gguf ? self->qk : NULL,
         };
         total_rows += w->rows;
     }
@@ -274,7 +296,8 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
         return TB_OK;
     }
     int nth = s_threads(self);
-    size_t act = self->impl->act_row_bytes(j.args[0].dtype, w0->cols);
+    size_t act = gguf ? tb_cpu_quant_act_row_bytes(w0->dtype, w0->cols)
+                      : self->impl->act_row_bytes(j.args[0].dtype, w0->cols);
     if (act > 0) {
         int rc = s_scratch(self, act * (size_t)n_tok);
         if (rc != TB_OK) {

@@ -14,7 +14,11 @@
  *  - Activations are f32.  For Q8_0/Q4_0 weights each activation row is first quantized to 8-bit
  *    blocks of 32 (scale = max|x| / 127, round to nearest even), as llama.cpp does, and the dot
  *    products run on int8 instructions (AVX512-VNNI vpdpbusd, AVX2 vpmaddubsw).  docs/kernels.md
- *    gives the accuracy this costs.
+ *    gives the accuracy this costs.  The other GGUF block types take their activations in the
+ *    format they are designed for (tb_quant.h: Q8_K blocks of 256 for the K-quants and IQ4_XS,
+ *    Q8_32 blocks of 32 for Q4_1, Q5_0, Q5_1, IQ4_NL), quantized once per matmul, and the dots
+ *    are tb_quant_kernels.h's for the context's ISA: bit-equal to the reference tb_quant_dot
+ *    on every ISA.
  *
  * Thread-safety: a context is used by one thread at a time (the thread that drives the forward
  * pass); the pool's workers run inside calls only.  The pure functions (dtype helpers, ops) are
@@ -45,24 +49,41 @@ extern "C" {
  *  Q8_0: f16 scale d, then 32 int8 q; value = d * q.                      34 bytes per block.
  *  Q4_0: f16 scale d, then 16 bytes; byte j holds value j in its low nibble and value j + 16 in
  *        its high nibble; value = d * (nibble - 8).                       18 bytes per block.
- * These are bit-identical to GGML's block_q8_0 / block_q4_0. */
+ * These are bit-identical to GGML's block_q8_0 / block_q4_0.
+ * The other GGUF block types (Q4_1 .. IQ4_XS) are the model's tb_dtype_t types of the same
+ * name, laid out as plugins/common/tb_dtype.h documents (32-element blocks for Q4_1, Q5_0, Q5_1,
+ * IQ4_NL; 256-element super-blocks for the K-quants and IQ4_XS).  The kernels compute them with
+ * the shared integer dots of tb_quant_kernels.h; tb_cpu_quantize_row does not write them. */
 typedef enum {
     TB_CPU_F32 = 0,
     TB_CPU_F16 = 1,
     TB_CPU_BF16 = 2,
     TB_CPU_Q8_0 = 3,
     TB_CPU_Q4_0 = 4,
-    TB_CPU_DTYPE_COUNT = 5,
+    TB_CPU_Q4_1 = 5,
+    TB_CPU_Q5_0 = 6,
+    TB_CPU_Q5_1 = 7,
+    TB_CPU_IQ4_NL = 8,
+    TB_CPU_Q2_K = 9,
+    TB_CPU_Q3_K = 10,
+    TB_CPU_Q4_K = 11,
+    TB_CPU_Q5_K = 12,
+    TB_CPU_Q6_K = 13,
+    TB_CPU_IQ4_XS = 14,
+    TB_CPU_DTYPE_COUNT = 15,
 } tb_cpu_dtype_t;
+
+/* The dtypes below this one are the ones tb_cpu_quantize_row can write (F32 .. Q4_0). */
+#define TB_CPU_DTYPE_WRITABLE 5
 
 #define TB_CPU_QBLOCK 32 /* values per Q8_0 / Q4_0 block */
 
 /* Static description of a dtype. */
 struct tb_cpu_dtype_info {
-    const char *name;   /* "f32", "f16", "bf16", "q8_0", "q4_0" */
-    int block_size;     /* values per block: 1 for F32/F16/BF16, 32 for Q8_0/Q4_0 */
-    int block_bytes;    /* bytes per block: 4, 2, 2, 34, 18 */
-    uint32_t ggml_type; /* GGML type id: 0, 1, 30, 8, 2 */
+    const char *name;   /* "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", ... (tb_dtype_name's) */
+    int block_size;     /* values per block: 1 for F32/F16/BF16, 32 or 256 for the block types */
+    int block_bytes;    /* bytes per block: 4, 2, 2, 34, 18, ... */
+    uint32_t ggml_type; /* GGML type id: 0, 1, 30, 8, 2, ... */
 };
 
 /* Descriptor of `dt`, or NULL when out of range.  Points to static storage. */
@@ -82,7 +103,8 @@ uint16_t tb_cpu_f32_to_f16(float f);
 float tb_cpu_bf16_to_f32(uint16_t h);
 uint16_t tb_cpu_f32_to_bf16(float f);
 
-/* Decodes one stored row of `n` values into `dst` (n floats): the embedding lookup.  TB_EINVAL
+/* Decodes one stored row of `n` values into `dst` (n floats): the embedding lookup (every dtype;
+ * the GGUF block types through tb_quant_dequantize, bit-exact with the gguf package).  TB_EINVAL
  * when n is not a multiple of the block size.  Buffers are borrowed; no allocation. */
 int tb_cpu_dequantize_row(tb_cpu_dtype_t dt, const void *src, float *dst, int64_t n);
 
@@ -90,7 +112,8 @@ int tb_cpu_dequantize_row(tb_cpu_dtype_t dt, const void *src, float *dst, int64_
  * same rounding as GGML's reference quantizers (Q8_0: d = max|x|/127, q = roundf(x/d), halves
  * away from zero; Q4_0: d = (the value of largest magnitude)/-8, q = min(15, trunc(x/d + 8.5))),
  * so rows it writes match files GGML tools write.  F16/BF16 round to nearest even.  For tests,
- * tools and writing test models; TB_EINVAL as above. */
+ * tools and writing test models; TB_EINVAL as above, TB_ENOTSUP for the dtypes from
+ * TB_CPU_DTYPE_WRITABLE on (no encoder here). */
 int tb_cpu_quantize_row(tb_cpu_dtype_t dt, const float *src, void *dst, int64_t n);
 
 /* ------------------------------------------------------------------------------------------ */
@@ -134,8 +157,9 @@ tb_threadpool_t *tb_cpu_kernels_pool(const tb_cpu_kernels_t *self);
 /* ------------------------------------------------------------------------------------------ */
 
 /* A weight matrix in its stored format (borrowed: typically points into a memory-mapped model
- * file).  Row r starts at data + r * tb_cpu_dtype_row_bytes(dtype, cols).  For Q8_0/Q4_0 `cols`
- * must be a multiple of 32; other dtypes take any cols >= 1.  No alignment is required. */
+ * file).  Row r starts at data + r * tb_cpu_dtype_row_bytes(dtype, cols).  For a block dtype
+ * `cols` must be a whole number of its blocks (32 or 256 values); F32/F16/BF16 take any
+ * cols >= 1.  No alignment is required. */
 struct tb_cpu_weight {
     tb_cpu_dtype_t dtype;
     int64_t rows; /* output features */
@@ -177,8 +201,8 @@ int tb_cpu_weight_pack(const struct tb_cpu_weight *w, void *dst, size_t dst_byte
  * Batch invariant: y[t] is bitwise the same whatever n_tok, t's place among the rows and the
  * thread count (every output sums in one fixed order), which the engine relies on so that a
  * request gets the same tokens alone and in any batch.
- * Uses the context's scratch for quantized activations (Q8_0/Q4_0): TB_ENOMEM when it cannot
- * grow.  All buffers are borrowed for the duration of the call. */
+ * Uses the context's scratch for quantized activations (every block dtype): TB_ENOMEM when it
+ * cannot grow.  All buffers are borrowed for the duration of the call. */
 int tb_cpu_matmul(tb_cpu_kernels_t *self, const struct tb_cpu_weight *w, const float *x, size_t ldx,
                   int n_tok, const float *bias, float *y, size_t ldy);
 

@@ -15,25 +15,8 @@
 
 int tb_cpu_weights_dtype(tb_dtype_t dt, tb_cpu_dtype_t *out)
 {
-    switch (dt) {
-    case TB_DTYPE_F32:
-        *out = TB_CPU_F32;
-        return TB_OK;
-    case TB_DTYPE_F16:
-        *out = TB_CPU_F16;
-        return TB_OK;
-    case TB_DTYPE_BF16:
-        *out = TB_CPU_BF16;
-        return TB_OK;
-    case TB_DTYPE_Q8_0:
-        *out = TB_CPU_Q8_0;
-        return TB_OK;
-    case TB_DTYPE_Q4_0:
-        *out = TB_CPU_Q4_0;
-        return TB_OK;
-    default:
-        return TB_ENOTSUP;
-    }
+    uint32_t ggml = tb_dtype_ggml_type(dt);
+    return ggml == UINT32_MAX ? TB_ENOTSUP : tb_cpu_dtype_from_ggml(ggml, out);
 }
 
 /* Checks tensor `t` (named `name` for messages) against [rows, cols] and describes it. */
@@ -270,6 +253,12 @@ int tb_cpu_weights_new(const tb_model_t *model, unsigned flags, struct tb_cpu_we
         rc = s_layer(model, l, &w->layers[l], err, err_len);
         if (rc != TB_OK) {
             goto fail;
+        }
+    }
+    for (size_t i = 0; i < tb_model_tensor_count(model); i++) {
+        const struct tb_tensor *t = tb_model_tensor_at(model, i);
+        if (t && (unsigned)t->dtype < TB_DTYPE_COUNT) {
+            w->dtype_tensors[t->dtype]++;
         }
     }
     if (flags & TB_CPU_WEIGHTS_PACK) {

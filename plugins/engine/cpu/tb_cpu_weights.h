@@ -5,7 +5,8 @@
  * f32 vectors and these are a few KB per layer.  With TB_CPU_WEIGHTS_PACK, Q4_0 and Q8_0
  * matrices also get their packed copy (tb_cpu_weight_pack: the same quantized values,
  * interleaved 16 rows at a time), all in one allocation as large as those matrices; the matmuls
- * then read only it.
+ * then read only it.  The other GGUF block types (Q4_1 .. IQ4_XS, mixed per tensor as
+ * llama.cpp's Q4_K_M and friends mix them) are used as stored.
  *
  * Thread-safety: immutable after tb_cpu_weights_new; any number of threads may read it.
  */
@@ -40,12 +41,14 @@ struct tb_cpu_weights {
     void *packed;                        /* the packed copies (owned), or NULL */
     size_t packed_bytes;
     double pack_seconds; /* time spent packing */
+    uint32_t dtype_tensors[TB_DTYPE_COUNT]; /* how many of the model's tensors each type has */
 };
 
 /* Flags of tb_cpu_weights_new. */
 #define TB_CPU_WEIGHTS_PACK 1u /* give Q4_0 and Q8_0 matrices their packed copies */
 
-/* The kernels' dtype for a model dtype; TB_ENOTSUP for one they lack. */
+/* The kernels' dtype for a model dtype (every tb_dtype_t has one); TB_ENOTSUP for a value out
+ * of range. */
 int tb_cpu_weights_dtype(tb_dtype_t dt, tb_cpu_dtype_t *out);
 
 /* Describes `model`'s tensors for the kernels; `flags`: TB_CPU_WEIGHTS_PACK or 0.  `model` is

@@ -746,9 +746,9 @@ static void test_matmul_rows_batch_invariant(void **state)
     for (int isa = TB_CPU_ISA_GENERIC; isa <= (int)tb_cpu_isa_detect(); isa++) {
         assert_int_equal(tb_cpu_kernels_set_isa(k, (tb_cpu_isa_t)isa), 0);
         /* every dtype as stored, then Q8_0 and Q4_0 through their packed copies */
-        for (int v = 0; v < TB_CPU_DTYPE_COUNT + 2; v++) {
-            const int pack = v >= TB_CPU_DTYPE_COUNT;
-            const int dt = !pack ? v : v == TB_CPU_DTYPE_COUNT ? TB_CPU_Q8_0 : TB_CPU_Q4_0;
+        for (int v = 0; v < TB_CPU_DTYPE_WRITABLE + 2; v++) {
+            const int pack = v >= TB_CPU_DTYPE_WRITABLE;
+            const int dt = !pack ? v : v == TB_CPU_DTYPE_WRITABLE ? TB_CPU_Q8_0 : TB_CPU_Q4_0;
             size_t rb = tb_cpu_dtype_row_bytes((tb_cpu_dtype_t)dt, cols);
             for (int r = 0; r < rows; r++) {
                 for (int c = 0; c < cols; c++) {

@@ -36,7 +36,15 @@ static void test_descriptors(void **state) {
         assert_int_equal(dt, want[i].dt);
     }
     assert_null(tb_cpu_dtype_info(TB_CPU_DTYPE_COUNT));
-    assert_int_equal(tb_cpu_dtype_from_ggml(12, NULL), TB_ENOTSUP); /* Q4_K */
+    tb_cpu_dtype_t k4;
+    assert_int_equal(tb_cpu_dtype_from_ggml(12, &k4), TB_OK); /* Q4_K */
+    assert_int_equal(k4, TB_CPU_Q4_K);
+    assert_string_equal(tb_cpu_dtype_info(TB_CPU_Q4_K)->name, "q4_k");
+    assert_int_equal(tb_cpu_dtype_info(TB_CPU_Q6_K)->block_bytes, 210);
+    assert_int_equal(tb_cpu_dtype_row_bytes(TB_CPU_IQ4_XS, 512), 272);
+    assert_int_equal(tb_cpu_dtype_row_bytes(TB_CPU_Q5_0, 64), 44);
+    assert_int_equal(tb_cpu_dtype_row_bytes(TB_CPU_Q2_K, 128), 0);
+    assert_int_equal(tb_cpu_dtype_from_ggml(16, NULL), TB_ENOTSUP); /* IQ2_XXS */
     assert_int_equal(tb_cpu_dtype_row_bytes(TB_CPU_Q4_0, 64), 36);
     assert_int_equal(tb_cpu_dtype_row_bytes(TB_CPU_Q8_0, 96), 102);
     assert_int_equal(tb_cpu_dtype_row_bytes(TB_CPU_Q8_0, 33), 0);
