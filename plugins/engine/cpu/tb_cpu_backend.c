@@ -68,20 +68,6 @@ struct tb_backend {
 /* Helpers                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 
-static void s_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void s_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (!err || err_len == 0) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 static double s_now(void)
 {
     struct timespec ts;
@@ -140,27 +126,27 @@ static int s_check_model(const struct tb_model_params *p, char *err, size_t err_
 {
     if (p->n_layers < 1 || p->hidden < 1 || p->vocab < 1 || p->intermediate < 1 ||
         p->n_heads < 1 || p->n_kv_heads < 1) {
-        s_err(err, err_len, "model has an empty dimension (layers %u, hidden %u, vocab %u)",
+        tb_err_set(err, err_len, "model has an empty dimension (layers %u, hidden %u, vocab %u)",
               p->n_layers, p->hidden, p->vocab);
         return TB_EMODEL;
     }
     if (p->head_dim < 2 || p->head_dim % 2 != 0 || p->head_dim > MAX_HEAD_DIM) {
-        s_err(err, err_len, "head_dim %u: the cpu backend supports even sizes 2..%d",
+        tb_err_set(err, err_len, "head_dim %u: the cpu backend supports even sizes 2..%d",
               p->head_dim, MAX_HEAD_DIM);
         return TB_EMODEL;
     }
     if (p->n_heads % p->n_kv_heads != 0) {
-        s_err(err, err_len, "%u attention heads are not a multiple of %u kv heads", p->n_heads,
+        tb_err_set(err, err_len, "%u attention heads are not a multiple of %u kv heads", p->n_heads,
               p->n_kv_heads);
         return TB_EMODEL;
     }
     if ((uint64_t)p->n_heads * p->head_dim > (1u << 24) || p->hidden > (1u << 24) ||
         p->intermediate > (1u << 26)) {
-        s_err(err, err_len, "model dimensions too large for the cpu backend");
+        tb_err_set(err, err_len, "model dimensions too large for the cpu backend");
         return TB_EMODEL;
     }
     if (p->rope_layout != TB_ROPE_NEOX && p->rope_layout != TB_ROPE_INTERLEAVED) {
-        s_err(err, err_len, "unknown rope layout %d", (int)p->rope_layout);
+        tb_err_set(err, err_len, "unknown rope layout %d", (int)p->rope_layout);
         return TB_EMODEL;
     }
     return TB_OK;
@@ -170,22 +156,22 @@ static int s_check_config(const struct tb_backend_config *cfg, char *err, size_t
 {
     const struct tb_cpu_config *cc = cfg->flavour;
     if (cc && (cc->threads < 0 || cc->threads > TB_CPU_MAX_THREADS)) {
-        s_err(err, err_len, "threads %lld: must be 0 (all cores) to %d", (long long)cc->threads,
+        tb_err_set(err, err_len, "threads %lld: must be 0 (all cores) to %d", (long long)cc->threads,
               TB_CPU_MAX_THREADS);
         return TB_ECONFIG;
     }
     if (cfg->block_size < 1 || cfg->block_size > MAX_BLOCK_SIZE) {
-        s_err(err, err_len, "block_size %u: the cpu backend supports 1..%d", cfg->block_size,
+        tb_err_set(err, err_len, "block_size %u: the cpu backend supports 1..%d", cfg->block_size,
               MAX_BLOCK_SIZE);
         return TB_ECONFIG;
     }
     if (cfg->max_batch_tokens < 1 || cfg->max_batch_tokens > MAX_BATCH_TOKENS) {
-        s_err(err, err_len, "max_batch_tokens %u: must be 1..%u", cfg->max_batch_tokens,
+        tb_err_set(err, err_len, "max_batch_tokens %u: must be 1..%u", cfg->max_batch_tokens,
               MAX_BATCH_TOKENS);
         return TB_ECONFIG;
     }
     if (cfg->max_batch_seqs < 1) {
-        s_err(err, err_len, "max_batch_seqs 0: must be at least 1");
+        tb_err_set(err, err_len, "max_batch_seqs 0: must be at least 1");
         return TB_ECONFIG;
     }
     return TB_OK;
@@ -198,7 +184,7 @@ static int s_alloc_kv(tb_backend_t *b, const struct tb_backend_config *cfg, char
     b->block_bytes = tb_cpu_backend_block_bytes_for(b->model, cfg->block_size, cfg->kv_f16);
     uint64_t n = cfg->kv_budget_bytes > 0 ? (uint64_t)cfg->kv_budget_bytes / b->block_bytes : 0;
     if (n < 1) {
-        s_err(err, err_len,
+        tb_err_set(err, err_len,
               "kv budget of %lld bytes holds no KV block: one block of %u tokens needs %zu bytes",
               (long long)cfg->kv_budget_bytes, cfg->block_size, b->block_bytes);
         return TB_ECONFIG;
@@ -219,14 +205,14 @@ static int s_alloc_kv(tb_backend_t *b, const struct tb_backend_config *cfg, char
     b->kv_layer_bytes = tb_cpu_kv_bytes(&b->kv);
     b->kv_mem_bytes = b->kv_layer_bytes * 2 * b->p->n_layers;
     if (b->kv_layer_bytes == 0) {
-        s_err(err, err_len, "invalid KV cache geometry");
+        tb_err_set(err, err_len, "invalid KV cache geometry");
         return TB_ECONFIG;
     }
     /* anonymous memory: zeroed and committed page by page as blocks are first used */
     void *mem = mmap(NULL, b->kv_mem_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                      -1, 0);
     if (mem == MAP_FAILED) {
-        s_err(err, err_len, "cannot map %zu bytes for the KV cache", b->kv_mem_bytes);
+        tb_err_set(err, err_len, "cannot map %zu bytes for the KV cache", b->kv_mem_bytes);
         return TB_ENOMEM;
     }
     b->kv_mem = mem;
@@ -250,7 +236,7 @@ static int s_alloc_scratch(tb_backend_t *b, char *err, size_t err_len)
     b->aseq = malloc(T * sizeof(*b->aseq));
     if (!b->x || !b->xn || !b->tmp || !b->work || !b->xl || !b->pos || !b->slots ||
         !b->logit_rows || !b->aseq) {
-        s_err(err, err_len, "cannot allocate the scratch of %zu tokens (%zu bytes)", T,
+        tb_err_set(err, err_len, "cannot allocate the scratch of %zu tokens (%zu bytes)", T,
               T * ((3 * (size_t)b->hidden + b->work_stride) * sizeof(float) + 8 +
                    sizeof(*b->aseq)));
         return TB_ENOMEM;
@@ -264,7 +250,7 @@ static int s_create(const tb_model_t *model, const struct tb_backend_config *cfg
     int rc = TB_OK;
     tb_backend_t *b = NULL;
     if (!model || !cfg || !out || !n_blocks) {
-        s_err(err, err_len, "cpu backend: missing argument");
+        tb_err_set(err, err_len, "cpu backend: missing argument");
         rc = TB_EINVAL;
         goto done;
     }
@@ -281,7 +267,7 @@ static int s_create(const tb_model_t *model, const struct tb_backend_config *cfg
     }
     b = calloc(1, sizeof(*b));
     if (!b) {
-        s_err(err, err_len, "out of memory");
+        tb_err_set(err, err_len, "out of memory");
         rc = TB_ENOMEM;
         goto done;
     }
@@ -306,7 +292,7 @@ static int s_create(const tb_model_t *model, const struct tb_backend_config *cfg
     /* TB_CPU_REPACK=0 keeps Q4_0/Q8_0 matrices in their stored layout only (docs/engine-cpu.md) */
     const char *repack = getenv("TB_CPU_REPACK");
     if (repack && *repack && strcmp(repack, "0") != 0 && strcmp(repack, "1") != 0) {
-        s_err(err, err_len, "TB_CPU_REPACK=%s: unknown (0 or 1)", repack);
+        tb_err_set(err, err_len, "TB_CPU_REPACK=%s: unknown (0 or 1)", repack);
         rc = TB_ECONFIG;
         goto fail;
     }
@@ -319,13 +305,13 @@ static int s_create(const tb_model_t *model, const struct tb_backend_config *cfg
     double freqs[MAX_HEAD_DIM / 2];
     b->inv_freq = malloc(half * sizeof(float));
     if (!b->inv_freq) {
-        s_err(err, err_len, "out of memory");
+        tb_err_set(err, err_len, "out of memory");
         rc = TB_ENOMEM;
         goto fail;
     }
     rc = tb_model_rope_inv_freq(model, freqs, half);
     if (rc != TB_OK) {
-        s_err(err, err_len, "cannot compute the rotary frequencies");
+        tb_err_set(err, err_len, "cannot compute the rotary frequencies");
         rc = TB_EMODEL;
         goto fail;
     }
@@ -335,7 +321,7 @@ static int s_create(const tb_model_t *model, const struct tb_backend_config *cfg
     int threads = cfg->flavour ? (int)((const struct tb_cpu_config *)cfg->flavour)->threads : 0;
     rc = tb_threadpool_new(threads, &b->pool);
     if (rc != TB_OK) {
-        s_err(err, err_len, "cannot start %d threads: %s", threads, strerror(-rc));
+        tb_err_set(err, err_len, "cannot start %d threads: %s", threads, strerror(-rc));
         goto fail;
     }
     b->n_threads = tb_threadpool_size(b->pool);
@@ -343,11 +329,11 @@ static int s_create(const tb_model_t *model, const struct tb_backend_config *cfg
     if (rc != TB_OK) {
         const char *isa = getenv("TB_CPU_ISA");
         if (rc == TB_ENOTSUP || rc == TB_EINVAL) {
-            s_err(err, err_len, "TB_CPU_ISA=%s: %s", isa ? isa : "",
+            tb_err_set(err, err_len, "TB_CPU_ISA=%s: %s", isa ? isa : "",
                   rc == TB_ENOTSUP ? "this CPU lacks that instruction set"
                                    : "unknown (generic, avx2 or avx512)");
         } else {
-            s_err(err, err_len, "cannot create the kernel context");
+            tb_err_set(err, err_len, "cannot create the kernel context");
         }
         goto fail;
     }
@@ -385,28 +371,28 @@ static int s_prepare(tb_backend_t *b, const struct tb_sched_plan *plan, char *er
 {
     const uint32_t T = plan->n_tokens;
     if (T > b->max_tokens) {
-        s_err(err, err_len, "plan has %u tokens; the backend was sized for %u", T,
+        tb_err_set(err, err_len, "plan has %u tokens; the backend was sized for %u", T,
               b->max_tokens);
         return TB_EINVAL;
     }
     if (plan->n_seqs > b->max_seqs) {
-        s_err(err, err_len, "plan has %u sequences; the backend was sized for %u",
+        tb_err_set(err, err_len, "plan has %u sequences; the backend was sized for %u",
               plan->n_seqs, b->max_seqs);
         return TB_EINVAL;
     }
     if (!plan->tokens || !plan->positions || !plan->slots || !plan->seqs) {
-        s_err(err, err_len, "plan lacks tokens, positions, slots or entries");
+        tb_err_set(err, err_len, "plan lacks tokens, positions, slots or entries");
         return TB_EINVAL;
     }
     const uint64_t n_slots = (uint64_t)b->n_blocks * b->block_size;
     for (uint32_t t = 0; t < T; t++) {
         if (plan->tokens[t] < 0 || (uint32_t)plan->tokens[t] >= b->vocab) {
-            s_err(err, err_len, "token %u: id %d is outside the vocabulary (%u)", t,
+            tb_err_set(err, err_len, "token %u: id %d is outside the vocabulary (%u)", t,
                   plan->tokens[t], b->vocab);
             return TB_EINVAL;
         }
         if (plan->slots[t] >= n_slots) {
-            s_err(err, err_len, "token %u: slot %u is outside the cache (%llu slots)", t,
+            tb_err_set(err, err_len, "token %u: slot %u is outside the cache (%llu slots)", t,
                   plan->slots[t], (unsigned long long)n_slots);
             return TB_EINVAL;
         }
@@ -416,25 +402,25 @@ static int s_prepare(tb_backend_t *b, const struct tb_sched_plan *plan, char *er
     for (uint32_t s = 0; s < plan->n_seqs; s++) {
         const struct tb_sched_entry *e = &plan->seqs[s];
         if (e->n_tokens < 1 || e->start > T || e->n_tokens > T - e->start) {
-            s_err(err, err_len, "entry %u: tokens [%u, +%u) outside the plan's %u", s, e->start,
+            tb_err_set(err, err_len, "entry %u: tokens [%u, +%u) outside the plan's %u", s, e->start,
                   e->n_tokens, T);
             return TB_EINVAL;
         }
         if (e->pos > (uint32_t)INT32_MAX - e->n_tokens || e->n_ctx != e->pos + e->n_tokens) {
-            s_err(err, err_len, "entry %u: n_ctx %u is not pos %u + n_tokens %u", s, e->n_ctx,
+            tb_err_set(err, err_len, "entry %u: n_ctx %u is not pos %u + n_tokens %u", s, e->n_ctx,
                   e->pos, e->n_tokens);
             return TB_EINVAL;
         }
         if (!e->block_table || e->n_blocks > (uint32_t)INT32_MAX ||
             (uint64_t)e->n_blocks * b->block_size < e->n_ctx) {
-            s_err(err, err_len, "entry %u: %u blocks do not cover %u tokens", s, e->n_blocks,
+            tb_err_set(err, err_len, "entry %u: %u blocks do not cover %u tokens", s, e->n_blocks,
                   e->n_ctx);
             return TB_EINVAL;
         }
         uint32_t need = (e->n_ctx + b->block_size - 1) / b->block_size;
         for (uint32_t i = 0; i < need; i++) {
             if (e->block_table[i] >= b->n_blocks) {
-                s_err(err, err_len, "entry %u: block %u is outside the cache (%u blocks)", s,
+                tb_err_set(err, err_len, "entry %u: block %u is outside the cache (%u blocks)", s,
                       e->block_table[i], b->n_blocks);
                 return TB_EINVAL;
             }
@@ -445,11 +431,11 @@ static int s_prepare(tb_backend_t *b, const struct tb_sched_plan *plan, char *er
             uint64_t want = (uint64_t)e->block_table[ps / b->block_size] * b->block_size +
                             ps % b->block_size;
             if (b->aseq[t].block_table) {
-                s_err(err, err_len, "token %u belongs to two entries", t);
+                tb_err_set(err, err_len, "token %u belongs to two entries", t);
                 return TB_EINVAL;
             }
             if (plan->positions[t] != ps || plan->slots[t] != want) {
-                s_err(err, err_len,
+                tb_err_set(err, err_len,
                       "token %u: position %u / slot %u, entry %u implies %u / %llu", t,
                       plan->positions[t], plan->slots[t], s, ps, (unsigned long long)want);
                 return TB_EINVAL;
@@ -471,12 +457,12 @@ static int s_prepare(tb_backend_t *b, const struct tb_sched_plan *plan, char *er
     }
     for (uint32_t t = 0; t < T; t++) {
         if (!b->aseq[t].block_table) {
-            s_err(err, err_len, "token %u belongs to no entry", t);
+            tb_err_set(err, err_len, "token %u belongs to no entry", t);
             return TB_EINVAL;
         }
     }
     if (n_logits != plan->n_logits) {
-        s_err(err, err_len, "plan says %u logits rows, its entries ask for %u", plan->n_logits,
+        tb_err_set(err, err_len, "plan says %u logits rows, its entries ask for %u", plan->n_logits,
               n_logits);
         return TB_EINVAL;
     }
@@ -655,7 +641,7 @@ static int s_forward(tb_backend_t *b, const struct tb_sched_plan *plan, float *l
                      size_t err_len)
 {
     if (!b || !plan) {
-        s_err(err, err_len, "cpu backend: missing argument");
+        tb_err_set(err, err_len, "cpu backend: missing argument");
         return TB_EINVAL;
     }
     if (plan->n_tokens == 0 && plan->n_seqs == 0) {
@@ -667,7 +653,7 @@ static int s_forward(tb_backend_t *b, const struct tb_sched_plan *plan, float *l
         return rc;
     }
     if (plan->n_logits > 0 && !logits) {
-        s_err(err, err_len, "plan needs %u logits rows and no buffer was given",
+        tb_err_set(err, err_len, "plan needs %u logits rows and no buffer was given",
               plan->n_logits);
         return TB_EINVAL;
     }
@@ -688,7 +674,7 @@ static int s_forward(tb_backend_t *b, const struct tb_sched_plan *plan, float *l
                            b->vocab);
     }
     if (rc != TB_OK) {
-        s_err(err, err_len, "cpu forward failed: %s",
+        tb_err_set(err, err_len, "cpu forward failed: %s",
               rc == TB_ENOMEM ? "out of memory for kernel scratch" : "kernel refused its input");
         return rc;
     }
