@@ -14,7 +14,6 @@
  */
 #include "tb_cpu_backend.h"
 
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
