@@ -15,9 +15,18 @@
 /* ------------------------------------------------------------------------------------------- */
 /* Encoding */
 
+/* msgpack's writer: called for every header and value (about 40 times for a gen_request), each
+ * a few bytes, so the common case (room already there) stays inline. */
 static int s_write(void *data, const char *buf, size_t len)
 {
-    return tb_buf_append(data, buf, len) == 0 ? 0 : -1;
+    struct tb_buf *b = data;
+    if (b->cap - b->len > len) { /* room for the bytes and the NUL (cap is 0 without data) */
+        memcpy(b->data + b->len, buf, len);
+        b->len += len;
+        b->data[b->len] = 0;
+        return 0;
+    }
+    return tb_buf_append(b, buf, len) == 0 ? 0 : -1;
 }
 
 #define AT(base, off, type) ((type *)((const uint8_t *)(base) + (off)))
