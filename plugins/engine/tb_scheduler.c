@@ -71,7 +71,7 @@ static void s_err(tb_scheduler_t *s, const char *fmt, ...) __attribute__((format
 static void s_err(tb_scheduler_t *s, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(s->err, sizeof s->err, fmt, ap);
+    tb_err_vset(s->err, sizeof s->err, fmt, ap);
     va_end(ap);
 }
 

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tb_errors.h"
 #include "tb_http_int.h"
 #include "tb_spin.h"
 
@@ -91,7 +92,7 @@ static enum MHD_Result s_error(struct tb_http *h, struct MHD_Connection *conn, i
     tb_oai_error_set(&e, status, type, code, NULL, "%s", "");
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e.message, sizeof(e.message), fmt, ap);
+    tb_err_vset(e.message, sizeof(e.message), fmt, ap);
     va_end(ap);
     return tb_http_queue_error(h, conn, &e, false, false);
 }
@@ -724,7 +725,7 @@ static void s_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     } else if (r->kind == TB_HR_TOKENIZE) {
         tb_http_tok_completed(h, r);
     }
-    tb_hbuf_release(&r->body);
+    tb_buf_free(&r->body);
     free(r);
 }
 
@@ -1046,6 +1047,12 @@ fail:
     return rc;
 }
 
+/* The thread is started here rather than with tb_actor_start (tb_actor.h): an actor's loop
+ * waits in bus_run, on the bus alone, while this one waits in one epoll set over libmicrohttpd's
+ * listening socket, the client sockets (peer hang-ups), the wakeup eventfd and the bus's fd,
+ * with its own timeouts (MHD's, the bus tick, instance probes) and the optional spin.  Fitting
+ * it into an actor would mean blocking inside step and calling bus_run with no wait, which hides
+ * the loop's real shape; the handshake below is the same as the actor's. */
 int tb_http_start(tb_http_t *h)
 {
     h->started_ns = h->host->now_ns();

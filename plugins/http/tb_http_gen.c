@@ -289,7 +289,7 @@ static int s_absorb(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_ge
         }
         tb_http_req_step(h, r, TB_HEV_FRAME); /* resumes: the frames go out */
     } else {
-        if (text_len > 0 && tb_hbuf_append(&r->text, c->text, text_len) != 0) {
+        if (text_len > 0 && tb_buf_append(&r->text, c->text, text_len) != 0) {
             return TB_ENOMEM;
         }
         tb_http_req_step(h, r, TB_HEV_CHUNK);
@@ -328,7 +328,7 @@ static int s_complete(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_
     } else {
         struct tb_oai_head head = {.api = r->api, .id = r->id, .model = r->oreq->model,
                                    .created = r->created, .fingerprint = h->fingerprint};
-        r->resp_body = tb_oai_final_body(&head, r->text.data, r->text.len, r->finish_reason,
+        r->resp_body = tb_oai_final_body(&head, (const char *)r->text.data, r->text.len, r->finish_reason,
                                          r->lp ? tb_oai_logprobs_json(r->lp) : NULL, &u,
                                          &r->resp_len);
         r->resp_status = 200;
@@ -607,7 +607,7 @@ static int s_prepare(struct tb_http *h, struct tb_hreq *r, struct tb_oai_error *
         return -1;
     }
     int rc = tb_oai_request_parse(r->api, r->body.data, r->body.len, &r->oreq, e);
-    tb_hbuf_release(&r->body);
+    tb_buf_free(&r->body);
     if (rc != 0) {
         return -1;
     }
@@ -632,7 +632,7 @@ static int s_prepare(struct tb_http *h, struct tb_hreq *r, struct tb_oai_error *
         return -1;
     }
     if (!s_streaming(r) && r->oreq->echo && r->oreq->gen.prompt) {
-        tb_hbuf_puts(&r->text, r->oreq->gen.prompt);
+        tb_buf_puts(&r->text, r->oreq->gen.prompt);
         if (r->lp) {
             tb_oai_logprobs_skip(r->lp, strlen(r->oreq->gen.prompt));
         }
@@ -667,15 +667,16 @@ static ssize_t s_reader(void *cls, uint64_t pos, char *buf, size_t max)
     if (tb_hreq_fsm_is_dead(r->state)) {
         return MHD_CONTENT_READER_END_WITH_ERROR;
     }
-    size_t n = tb_hbuf_pending(&r->out);
+    size_t n = r->out.len - r->out_off;
     if (n > 0) {
         if (n > max) {
             n = max;
         }
-        memcpy(buf, r->out.data + r->out.off, n);
-        r->out.off += n;
-        if (r->out.off == r->out.len) {
-            tb_hbuf_reset(&r->out);
+        memcpy(buf, r->out.data + r->out_off, n);
+        r->out_off += n;
+        if (r->out_off == r->out.len) {
+            tb_buf_clear(&r->out);
+            r->out_off = 0;
             if (r->state == TB_HS_ANSWERED) {
                 tb_http_req_step(r->h, r, TB_HEV_HANDED); /* that was the last frame */
             }
@@ -743,7 +744,7 @@ enum MHD_Result tb_http_read_body(struct tb_http *h, struct tb_hreq *r, const ch
     }
     if (!r->body_too_big && r->body.len + n > (size_t)h->cfg.max_body_size) {
         r->body_too_big = true;
-        tb_hbuf_release(&r->body);
+        tb_buf_free(&r->body);
     }
     if (r->body_too_big) {
         r->discarded += n;
@@ -751,9 +752,9 @@ enum MHD_Result tb_http_read_body(struct tb_http *h, struct tb_hreq *r, const ch
          * client can get its 413; past that the connection is closed. */
         return r->discarded > 4 * (size_t)h->cfg.max_body_size ? MHD_NO : MHD_YES;
     }
-    if (tb_hbuf_append(&r->body, upload, n) != 0) {
+    if (tb_buf_append(&r->body, upload, n) != 0) {
         r->body_too_big = true;
-        tb_hbuf_release(&r->body);
+        tb_buf_free(&r->body);
     }
     return MHD_YES;
 }
@@ -801,8 +802,8 @@ void tb_http_gen_completed(struct tb_http *h, struct tb_hreq *r,
     tb_http_gen_unlink(h, r);
     tb_oai_request_destroy(&r->oreq);
     h->host->buf_free(&r->msg);
-    tb_hbuf_release(&r->out);
-    tb_hbuf_release(&r->text);
+    tb_buf_free(&r->out);
+    tb_buf_free(&r->text);
     tb_oai_stream_destroy(&r->stream);
     tb_oai_logprobs_destroy(&r->lp);
     free(r->resp_body);

@@ -12,7 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "tb_hbuf.h"
+#include "tb_buf.h"
 #include "tb_hreq_fsm.h"
 #include "tb_http.h"
 #include "tb_http_metrics.h"
@@ -50,7 +50,7 @@ struct tb_hreq {
     int64_t t_start_ns;
 
     /* body */
-    struct tb_hbuf body;
+    struct tb_buf body;
     bool body_too_big;
     size_t discarded;            /* body bytes dropped past the limit */
 
@@ -71,8 +71,9 @@ struct tb_hreq {
     uint64_t instance;           /* the engine instance serving it */
     int tries;                   /* engine calls started */
     bool sse_queued;             /* the 200 event-stream response is queued with MHD */
-    struct tb_hbuf out;          /* stream: frames not yet handed to MHD */
-    struct tb_hbuf text;         /* unary: the answer's text */
+    struct tb_buf out;           /* stream: frames not yet handed to MHD */
+    size_t out_off;              /* bytes of `out` already handed to MHD */
+    struct tb_buf text;          /* unary: the answer's text */
     tb_oai_stream_t *stream;
     tb_oai_logprobs_t *lp;
     int64_t t_first_ns, t_last_ns;

@@ -140,7 +140,7 @@ static int s_build(struct tb_http *h, struct tb_hreq *r, char *model, size_t mod
                    struct tb_oai_error *e)
 {
     json_error_t je;
-    json_t *o = json_loadb(r->body.data, r->body.len, JSON_REJECT_DUPLICATES, &je);
+    json_t *o = json_loadb((const char *)r->body.data, r->body.len, JSON_REJECT_DUPLICATES, &je);
     int rc = -1;
     struct tb_oai_request *oreq = NULL;
     int32_t *ids = NULL;
@@ -246,7 +246,7 @@ static enum MHD_Result s_start(struct tb_http *h, struct tb_hreq *r)
         return tb_http_req_refuse(h, r, &e, false, true);
     }
     int rc = s_build(h, r, model, sizeof(model), &e);
-    tb_hbuf_release(&r->body);
+    tb_buf_free(&r->body);
     if (rc != 0) {
         return tb_http_req_refuse(h, r, &e, false, false);
     }

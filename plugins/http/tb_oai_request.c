@@ -66,7 +66,7 @@ void tb_oai_error_set(struct tb_oai_error *e, int status, const char *type, cons
     snprintf(e->param, sizeof(e->param), "%s", param ? param : "");
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->message, sizeof(e->message), fmt, ap);
+    tb_err_vset(e->message, sizeof(e->message), fmt, ap);
     va_end(ap);
 }
 

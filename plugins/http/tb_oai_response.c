@@ -8,69 +8,37 @@
 #include <string.h>
 
 #include "tb_errors.h"
+#include "tb_utf8.h"
 
 /* ---- strings ---- */
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), 0 when invalid (RFC 3629: no
- * overlongs, no surrogates, nothing above U+10FFFF). */
-static size_t s_utf8_seq(const unsigned char *s, size_t n)
+/* A copy of s with each ill-formed sequence (its maximal subpart, tb_utf8.h) replaced by one
+ * U+FFFD, in `out` (emptied first).  0 or TB_ENOMEM. */
+static int s_utf8_repair(struct tb_buf *out, const char *s, size_t len)
 {
-    unsigned char c = s[0];
-    if (c < 0x80) {
-        return 1;
+    tb_buf_clear(out);
+    if (tb_buf_reserve(out, len + 8) != 0) {
+        return TB_ENOMEM;
     }
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        lo = c == 0xE0 ? 0xA0 : 0x80;
-        hi = c == 0xED ? 0x9F : 0xBF;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        lo = c == 0xF0 ? 0x90 : 0x80;
-        hi = c == 0xF4 ? 0x8F : 0xBF;
-    } else {
-        return 0;
-    }
-    if (n < len || s[1] < lo || s[1] > hi) {
-        return 0;
-    }
-    for (size_t i = 2; i < len; i++) {
-        if (s[i] < 0x80 || s[i] > 0xBF) {
-            return 0;
-        }
-    }
-    return len;
-}
-
-/* A copy of s with each invalid byte replaced by U+FFFD (malloc; NULL when out of memory). */
-static char *s_utf8_repair(const char *s, size_t len, size_t *out_len)
-{
-    char *r = malloc(len * 3 + 1);
-    if (!r) {
-        return NULL;
-    }
-    size_t k = 0;
+    const uint8_t *u = (const uint8_t *)s;
     for (size_t i = 0; i < len;) {
-        size_t q = s_utf8_seq((const unsigned char *)s + i, len - i);
-        if (q == 0) {
-            memcpy(r + k, "\xEF\xBF\xBD", 3);
-            k += 3;
-            i++;
+        uint32_t cp;
+        size_t q;
+        int rc;
+        if (tb_utf8_decode(u + i, len - i, &cp, &q) == TB_UTF8_OK) {
+            rc = tb_buf_append(out, u + i, q);
         } else {
-            memcpy(r + k, s + i, q);
-            k += q;
-            i += q;
+            rc = tb_buf_append(out, "\xEF\xBF\xBD", 3);
         }
+        if (rc != 0) {
+            return rc;
+        }
+        i += q;
     }
-    r[k] = 0;
-    *out_len = k;
-    return r;
+    return 0;
 }
 
-int tb_oai_json_string(struct tb_hbuf *b, const char *s, size_t len)
+int tb_oai_json_string(struct tb_buf *b, const char *s, size_t len)
 {
     /* Printable ASCII without quote or backslash needs no escaping: copy it as is. */
     size_t i = 0;
@@ -79,7 +47,7 @@ int tb_oai_json_string(struct tb_hbuf *b, const char *s, size_t len)
         i++;
     }
     if (i == len) {
-        if (tb_hbuf_reserve(b, len + 2) != 0) {
+        if (tb_buf_reserve(b, len + 2) != 0) {
             return TB_ENOMEM;
         }
         b->data[b->len++] = '"';
@@ -89,18 +57,18 @@ int tb_oai_json_string(struct tb_hbuf *b, const char *s, size_t len)
         b->data[b->len] = 0;
         return 0;
     }
-    char *fixed = NULL;
+    struct tb_buf fixed = {0};
     json_t *j = json_stringn(s, len);
     if (!j) {
-        size_t flen;
-        fixed = s_utf8_repair(s, len, &flen);
-        j = fixed ? json_stringn(fixed, flen) : NULL;
-        len = flen;
+        j = s_utf8_repair(&fixed, s, len) == 0
+                ? json_stringn((const char *)fixed.data, fixed.len)
+                : NULL;
+        len = fixed.len;
     }
     int rc = TB_ENOMEM;
     size_t cap = len * 6 + 2; /* every byte as \u00XX, plus quotes */
-    if (j && tb_hbuf_reserve(b, cap) == 0) {
-        size_t n = json_dumpb(j, b->data + b->len, cap, JSON_ENCODE_ANY);
+    if (j && tb_buf_reserve(b, cap) == 0) {
+        size_t n = json_dumpb(j, (char *)b->data + b->len, cap, JSON_ENCODE_ANY);
         if (n > 0 && n <= cap) {
             b->len += n;
             b->data[b->len] = 0;
@@ -108,7 +76,7 @@ int tb_oai_json_string(struct tb_hbuf *b, const char *s, size_t len)
         }
     }
     json_decref(j);
-    free(fixed);
+    tb_buf_free(&fixed);
     return rc;
 }
 
@@ -117,10 +85,11 @@ static json_t *s_jstr(const char *s, size_t len)
 {
     json_t *j = json_stringn(s, len);
     if (!j) {
-        size_t flen;
-        char *fixed = s_utf8_repair(s, len, &flen);
-        j = fixed ? json_stringn(fixed, flen) : NULL;
-        free(fixed);
+        struct tb_buf fixed = {0};
+        if (s_utf8_repair(&fixed, s, len) == 0) {
+            j = json_stringn((const char *)fixed.data, fixed.len);
+        }
+        tb_buf_free(&fixed);
     }
     return j;
 }
@@ -302,18 +271,18 @@ json_t *tb_oai_logprobs_json(const tb_oai_logprobs_t *lp)
 /* ---- complete answers ---- */
 
 /* Appends the usage object. */
-static int s_usage_text(struct tb_hbuf *b, const struct tb_oai_usage *u)
+static int s_usage_text(struct tb_buf *b, const struct tb_oai_usage *u)
 {
-    int rc = tb_hbuf_printf(b,
+    int rc = tb_buf_printf(b,
                             "{\"prompt_tokens\":%" PRId64 ",\"completion_tokens\":%" PRId64
                             ",\"total_tokens\":%" PRId64,
                             u->prompt_tokens, u->completion_tokens,
                             u->prompt_tokens + u->completion_tokens);
     if (rc == 0 && u->has_cached_tokens) {
-        rc = tb_hbuf_printf(b, ",\"prompt_tokens_details\":{\"cached_tokens\":%" PRId64 "}",
+        rc = tb_buf_printf(b, ",\"prompt_tokens_details\":{\"cached_tokens\":%" PRId64 "}",
                             u->cached_tokens);
     }
-    return rc ? rc : tb_hbuf_puts(b, "}");
+    return rc ? rc : tb_buf_puts(b, "}");
 }
 
 /* The fixed shape is written directly; every string goes through tb_oai_json_string (jansson
@@ -323,42 +292,42 @@ char *tb_oai_final_body(const struct tb_oai_head *h, const char *text, size_t le
                         const struct tb_oai_usage *usage, size_t *len_out)
 {
     bool chat = h->api == TB_OAI_CHAT;
-    struct tb_hbuf b;
-    tb_hbuf_init(&b);
-    int rc = tb_hbuf_reserve(&b, len + 512);
-    rc = rc ? rc : tb_hbuf_puts(&b, "{\"id\":");
+    struct tb_buf b;
+    tb_buf_init(&b);
+    int rc = tb_buf_reserve(&b, len + 512);
+    rc = rc ? rc : tb_buf_puts(&b, "{\"id\":");
     rc = rc ? rc : tb_oai_json_string(&b, h->id, strlen(h->id));
-    rc = rc ? rc : tb_hbuf_printf(&b, ",\"object\":\"%s\",\"created\":%" PRId64 ",\"model\":",
+    rc = rc ? rc : tb_buf_printf(&b, ",\"object\":\"%s\",\"created\":%" PRId64 ",\"model\":",
                                   chat ? "chat.completion" : "text_completion", h->created);
     rc = rc ? rc : tb_oai_json_string(&b, h->model, strlen(h->model));
-    rc = rc ? rc : tb_hbuf_puts(&b, ",\"system_fingerprint\":");
+    rc = rc ? rc : tb_buf_puts(&b, ",\"system_fingerprint\":");
     rc = rc ? rc : tb_oai_json_string(&b, h->fingerprint, strlen(h->fingerprint));
-    rc = rc ? rc : tb_hbuf_puts(&b, chat ? ",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+    rc = rc ? rc : tb_buf_puts(&b, chat ? ",\"choices\":[{\"index\":0,\"message\":{\"role\":"
                                            "\"assistant\",\"content\":"
                                          : ",\"choices\":[{\"index\":0,\"text\":");
     rc = rc ? rc : tb_oai_json_string(&b, text ? text : "", text ? len : 0);
-    rc = rc ? rc : tb_hbuf_puts(&b, chat ? "},\"logprobs\":" : ",\"logprobs\":");
+    rc = rc ? rc : tb_buf_puts(&b, chat ? "},\"logprobs\":" : ",\"logprobs\":");
     if (rc == 0 && logprobs) {
         char *lp = json_dumps(logprobs, JSON_COMPACT | JSON_REAL_PRECISION(8));
-        rc = lp ? tb_hbuf_puts(&b, lp) : TB_ENOMEM;
+        rc = lp ? tb_buf_puts(&b, lp) : TB_ENOMEM;
         free(lp);
     } else if (rc == 0) {
-        rc = tb_hbuf_puts(&b, "null");
+        rc = tb_buf_puts(&b, "null");
     }
-    rc = rc ? rc : tb_hbuf_puts(&b, ",\"finish_reason\":");
+    rc = rc ? rc : tb_buf_puts(&b, ",\"finish_reason\":");
     if (rc == 0 && finish_reason) {
         rc = tb_oai_json_string(&b, finish_reason, strlen(finish_reason));
     } else if (rc == 0) {
-        rc = tb_hbuf_puts(&b, "null");
+        rc = tb_buf_puts(&b, "null");
     }
-    rc = rc ? rc : tb_hbuf_puts(&b, "}],\"usage\":");
+    rc = rc ? rc : tb_buf_puts(&b, "}],\"usage\":");
     rc = rc ? rc : s_usage_text(&b, usage);
-    rc = rc ? rc : tb_hbuf_puts(&b, "}");
+    rc = rc ? rc : tb_buf_puts(&b, "}");
     if (rc != 0) {
-        tb_hbuf_release(&b);
+        tb_buf_free(&b);
         return NULL;
     }
-    return tb_hbuf_detach(&b, len_out);
+    return tb_buf_steal(&b, len_out);
 }
 
 /* ---- streams ---- */
@@ -367,8 +336,8 @@ struct tb_oai_stream {
     tb_oai_api_t api;
     bool include_usage;
     /* data: {"id":..,"object":..,"created":..,"model":..,"system_fingerprint":..,"choices":[ */
-    struct tb_hbuf head;
-    struct tb_hbuf usage_head; /* the same with "choices":[] for the usage frame */
+    struct tb_buf head;
+    struct tb_buf usage_head; /* the same with "choices":[] for the usage frame */
 };
 
 tb_oai_stream_t *tb_oai_stream_new(const struct tb_oai_head *h, bool include_usage)
@@ -379,21 +348,21 @@ tb_oai_stream_t *tb_oai_stream_new(const struct tb_oai_head *h, bool include_usa
     }
     s->api = h->api;
     s->include_usage = include_usage;
-    tb_hbuf_init(&s->head);
-    tb_hbuf_init(&s->usage_head);
-    struct tb_hbuf *b = &s->head;
+    tb_buf_init(&s->head);
+    tb_buf_init(&s->usage_head);
+    struct tb_buf *b = &s->head;
     const char *obj = h->api == TB_OAI_CHAT ? "chat.completion.chunk" : "text_completion";
-    int rc = tb_hbuf_puts(b, "data: {\"id\":");
+    int rc = tb_buf_puts(b, "data: {\"id\":");
     rc = rc ? rc : tb_oai_json_string(b, h->id, strlen(h->id));
-    rc = rc ? rc : tb_hbuf_printf(b, ",\"object\":\"%s\",\"created\":%" PRId64 ",\"model\":", obj,
+    rc = rc ? rc : tb_buf_printf(b, ",\"object\":\"%s\",\"created\":%" PRId64 ",\"model\":", obj,
                                   h->created);
     rc = rc ? rc : tb_oai_json_string(b, h->model, strlen(h->model));
-    rc = rc ? rc : tb_hbuf_puts(b, ",\"system_fingerprint\":");
+    rc = rc ? rc : tb_buf_puts(b, ",\"system_fingerprint\":");
     rc = rc ? rc : tb_oai_json_string(b, h->fingerprint, strlen(h->fingerprint));
-    rc = rc ? rc : tb_hbuf_puts(b, ",\"choices\":");
-    rc = rc ? rc : tb_hbuf_append(&s->usage_head, b->data, b->len);
-    rc = rc ? rc : tb_hbuf_puts(&s->usage_head, "[]");
-    rc = rc ? rc : tb_hbuf_puts(b, "[{\"index\":0,");
+    rc = rc ? rc : tb_buf_puts(b, ",\"choices\":");
+    rc = rc ? rc : tb_buf_append(&s->usage_head, b->data, b->len);
+    rc = rc ? rc : tb_buf_puts(&s->usage_head, "[]");
+    rc = rc ? rc : tb_buf_puts(b, "[{\"index\":0,");
     if (rc != 0) {
         tb_oai_stream_destroy(&s);
     }
@@ -403,59 +372,59 @@ tb_oai_stream_t *tb_oai_stream_new(const struct tb_oai_head *h, bool include_usa
 void tb_oai_stream_destroy(tb_oai_stream_t **s_p)
 {
     if (s_p && *s_p) {
-        tb_hbuf_release(&(*s_p)->head);
-        tb_hbuf_release(&(*s_p)->usage_head);
+        tb_buf_free(&(*s_p)->head);
+        tb_buf_free(&(*s_p)->usage_head);
         free(*s_p);
         *s_p = NULL;
     }
 }
 
 /* Closes a choice frame: logprobs, finish_reason, usage:null, end of event. */
-static int s_tail(tb_oai_stream_t *s, struct tb_hbuf *out, json_t *logprobs,
+static int s_tail(tb_oai_stream_t *s, struct tb_buf *out, json_t *logprobs,
                   const char *finish_reason)
 {
-    int rc = tb_hbuf_puts(out, ",\"logprobs\":");
+    int rc = tb_buf_puts(out, ",\"logprobs\":");
     if (rc == 0 && logprobs) {
         char *lp = json_dumps(logprobs, JSON_COMPACT | JSON_REAL_PRECISION(8));
-        rc = lp ? tb_hbuf_puts(out, lp) : TB_ENOMEM;
+        rc = lp ? tb_buf_puts(out, lp) : TB_ENOMEM;
         free(lp);
     } else if (rc == 0) {
-        rc = tb_hbuf_puts(out, "null");
+        rc = tb_buf_puts(out, "null");
     }
     if (rc == 0 && finish_reason) {
-        rc = tb_hbuf_puts(out, ",\"finish_reason\":");
+        rc = tb_buf_puts(out, ",\"finish_reason\":");
         rc = rc ? rc : tb_oai_json_string(out, finish_reason, strlen(finish_reason));
-        rc = rc ? rc : tb_hbuf_puts(out, "}]");
+        rc = rc ? rc : tb_buf_puts(out, "}]");
     } else if (rc == 0) {
-        rc = tb_hbuf_puts(out, ",\"finish_reason\":null}]");
+        rc = tb_buf_puts(out, ",\"finish_reason\":null}]");
     }
     if (rc == 0 && s->include_usage) {
-        rc = tb_hbuf_puts(out, ",\"usage\":null");
+        rc = tb_buf_puts(out, ",\"usage\":null");
     }
-    return rc ? rc : tb_hbuf_puts(out, "}\n\n");
+    return rc ? rc : tb_buf_puts(out, "}\n\n");
 }
 
-int tb_oai_stream_open(tb_oai_stream_t *s, struct tb_hbuf *out)
+int tb_oai_stream_open(tb_oai_stream_t *s, struct tb_buf *out)
 {
     if (s->api != TB_OAI_CHAT) {
         return 0;
     }
-    int rc = tb_hbuf_append(out, s->head.data, s->head.len);
-    rc = rc ? rc : tb_hbuf_puts(out, "\"delta\":{\"role\":\"assistant\",\"content\":\"\"}");
+    int rc = tb_buf_append(out, s->head.data, s->head.len);
+    rc = rc ? rc : tb_buf_puts(out, "\"delta\":{\"role\":\"assistant\",\"content\":\"\"}");
     return rc ? rc : s_tail(s, out, NULL, NULL);
 }
 
-int tb_oai_stream_text(tb_oai_stream_t *s, struct tb_hbuf *out, const char *text, size_t len,
+int tb_oai_stream_text(tb_oai_stream_t *s, struct tb_buf *out, const char *text, size_t len,
                        json_t *logprobs)
 {
     size_t mark = out->len;
-    int rc = tb_hbuf_reserve(out, s->head.len + len + 128);
-    rc = rc ? rc : tb_hbuf_append(out, s->head.data, s->head.len);
+    int rc = tb_buf_reserve(out, s->head.len + len + 128);
+    rc = rc ? rc : tb_buf_append(out, s->head.data, s->head.len);
     rc = rc ? rc
-            : tb_hbuf_puts(out, s->api == TB_OAI_CHAT ? "\"delta\":{\"content\":" : "\"text\":");
+            : tb_buf_puts(out, s->api == TB_OAI_CHAT ? "\"delta\":{\"content\":" : "\"text\":");
     rc = rc ? rc : tb_oai_json_string(out, text ? text : "", text ? len : 0);
     if (rc == 0 && s->api == TB_OAI_CHAT) {
-        rc = tb_hbuf_puts(out, "}");
+        rc = tb_buf_puts(out, "}");
     }
     rc = rc ? rc : s_tail(s, out, logprobs, NULL);
     if (rc != 0) {
@@ -464,27 +433,27 @@ int tb_oai_stream_text(tb_oai_stream_t *s, struct tb_hbuf *out, const char *text
     return rc;
 }
 
-int tb_oai_stream_finish(tb_oai_stream_t *s, struct tb_hbuf *out, const char *finish_reason,
+int tb_oai_stream_finish(tb_oai_stream_t *s, struct tb_buf *out, const char *finish_reason,
                          const struct tb_oai_usage *usage)
 {
     size_t mark = out->len;
-    int rc = tb_hbuf_append(out, s->head.data, s->head.len);
-    rc = rc ? rc : tb_hbuf_puts(out, s->api == TB_OAI_CHAT ? "\"delta\":{}" : "\"text\":\"\"");
+    int rc = tb_buf_append(out, s->head.data, s->head.len);
+    rc = rc ? rc : tb_buf_puts(out, s->api == TB_OAI_CHAT ? "\"delta\":{}" : "\"text\":\"\"");
     rc = rc ? rc : s_tail(s, out, NULL, finish_reason ? finish_reason : "stop");
     if (rc == 0 && s->include_usage && usage) {
-        rc = tb_hbuf_append(out, s->usage_head.data, s->usage_head.len);
-        rc = rc ? rc : tb_hbuf_puts(out, ",\"usage\":");
+        rc = tb_buf_append(out, s->usage_head.data, s->usage_head.len);
+        rc = rc ? rc : tb_buf_puts(out, ",\"usage\":");
         rc = rc ? rc : s_usage_text(out, usage);
-        rc = rc ? rc : tb_hbuf_puts(out, "}\n\n");
+        rc = rc ? rc : tb_buf_puts(out, "}\n\n");
     }
-    rc = rc ? rc : tb_hbuf_puts(out, "data: [DONE]\n\n");
+    rc = rc ? rc : tb_buf_puts(out, "data: [DONE]\n\n");
     if (rc != 0) {
         out->len = mark;
     }
     return rc;
 }
 
-int tb_oai_stream_error(tb_oai_stream_t *s, struct tb_hbuf *out, const struct tb_oai_error *e)
+int tb_oai_stream_error(tb_oai_stream_t *s, struct tb_buf *out, const struct tb_oai_error *e)
 {
     (void)s;
     size_t len;
@@ -493,9 +462,9 @@ int tb_oai_stream_error(tb_oai_stream_t *s, struct tb_hbuf *out, const struct tb
         return TB_ENOMEM;
     }
     size_t mark = out->len;
-    int rc = tb_hbuf_puts(out, "data: ");
-    rc = rc ? rc : tb_hbuf_append(out, body, len);
-    rc = rc ? rc : tb_hbuf_puts(out, "\n\ndata: [DONE]\n\n");
+    int rc = tb_buf_puts(out, "data: ");
+    rc = rc ? rc : tb_buf_append(out, body, len);
+    rc = rc ? rc : tb_buf_puts(out, "\n\ndata: [DONE]\n\n");
     free(body);
     if (rc != 0) {
         out->len = mark;

@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tb_hbuf.h"
+#include "tb_buf.h"
 #include "tb_msgs.h"
 #include "tb_oai_request.h"
 
@@ -37,7 +37,7 @@ struct tb_oai_usage {
 
 /* Appends `len` bytes of `s` as a JSON string literal, quotes included.  Invalid UTF-8 is
  * replaced by U+FFFD so the body stays valid JSON.  0 or TB_ENOMEM. */
-int tb_oai_json_string(struct tb_hbuf *b, const char *s, size_t len);
+int tb_oai_json_string(struct tb_buf *b, const char *s, size_t len);
 
 /* The error body {"error":{"message","type","param","code"}}.  Caller frees the result (malloc);
  * NULL when out of memory. */
@@ -83,14 +83,14 @@ void tb_oai_stream_destroy(tb_oai_stream_t **s_p);
 /* Each function appends complete "data: ...\n\n" frames to `out`; 0 or TB_ENOMEM. */
 
 /* The opening frame: chat sends the assistant role with empty content; completions nothing. */
-int tb_oai_stream_open(tb_oai_stream_t *s, struct tb_hbuf *out);
+int tb_oai_stream_open(tb_oai_stream_t *s, struct tb_buf *out);
 /* New text (and its log-probabilities, NULL for none). */
-int tb_oai_stream_text(tb_oai_stream_t *s, struct tb_hbuf *out, const char *text, size_t len,
+int tb_oai_stream_text(tb_oai_stream_t *s, struct tb_buf *out, const char *text, size_t len,
                        json_t *logprobs);
 /* The finishing frame, the usage frame when asked for, then "data: [DONE]". */
-int tb_oai_stream_finish(tb_oai_stream_t *s, struct tb_hbuf *out, const char *finish_reason,
+int tb_oai_stream_finish(tb_oai_stream_t *s, struct tb_buf *out, const char *finish_reason,
                          const struct tb_oai_usage *usage);
 /* An error event {"error":{...}} then "data: [DONE]": how a stream that already started fails. */
-int tb_oai_stream_error(tb_oai_stream_t *s, struct tb_hbuf *out, const struct tb_oai_error *e);
+int tb_oai_stream_error(tb_oai_stream_t *s, struct tb_buf *out, const struct tb_oai_error *e);
 
 #endif /* TB_OAI_RESPONSE_H */

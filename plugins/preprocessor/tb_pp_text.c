@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tb_buf.h"
 #include "tb_detok.h"
 #include "tb_errors.h"
 #include "tb_stop_matcher.h"
@@ -12,8 +13,7 @@ struct tb_pp_text {
     tb_detok_t *detok;
     tb_stop_matcher_t *stop;
     bool stopped;
-    char *buf; /* released text not yet taken, NUL-terminated */
-    size_t len, cap;
+    struct tb_buf text; /* released text not yet taken, NUL-terminated */
     bool taken; /* the next push starts a new text */
 };
 
@@ -48,7 +48,7 @@ void tb_pp_text_destroy(tb_pp_text_t **t_p)
     tb_pp_text_t *t = *t_p;
     tb_detok_destroy(&t->detok);
     tb_stop_matcher_destroy(&t->stop);
-    free(t->buf);
+    tb_buf_free(&t->text);
     free(t);
     *t_p = NULL;
 }
@@ -57,29 +57,9 @@ void tb_pp_text_destroy(tb_pp_text_t **t_p)
 static void s_begin(tb_pp_text_t *t)
 {
     if (t->taken) {
-        t->len = 0;
+        tb_buf_clear(&t->text);
         t->taken = false;
     }
-}
-
-static int s_append(tb_pp_text_t *t, const char *s, size_t n)
-{
-    if (n == 0) {
-        return 0;
-    }
-    if (t->len + n + 1 > t->cap) {
-        size_t cap = (t->len + n + 1) * 2;
-        char *b = realloc(t->buf, cap);
-        if (!b) {
-            return TB_ENOMEM;
-        }
-        t->buf = b;
-        t->cap = cap;
-    }
-    memcpy(t->buf + t->len, s, n);
-    t->len += n;
-    t->buf[t->len] = 0;
-    return 0;
 }
 
 /* Text through the stop matcher into the buffer: 1 stopped, 0, TB_ENOMEM. */
@@ -91,7 +71,7 @@ static int s_match(tb_pp_text_t *t, const char *s, size_t n)
     if (stopped < 0) {
         return stopped;
     }
-    int rc = s_append(t, out, out_len);
+    int rc = tb_buf_append(&t->text, out, out_len);
     if (rc != 0) {
         return rc;
     }
@@ -137,7 +117,7 @@ int tb_pp_text_finish(tb_pp_text_t *t)
         return 1;
     }
     tb_stop_matcher_flush(t->stop, &s, &len);
-    return s_append(t, s, len);
+    return tb_buf_append(&t->text, s, len);
 }
 
 bool tb_pp_text_stopped(const tb_pp_text_t *t)
@@ -147,8 +127,8 @@ bool tb_pp_text_stopped(const tb_pp_text_t *t)
 
 const char *tb_pp_text_take(tb_pp_text_t *t, size_t *len)
 {
-    const char *out = !t->taken && t->len ? t->buf : NULL;
-    *len = out ? t->len : 0;
+    const char *out = !t->taken && t->text.len ? (const char *)t->text.data : NULL;
+    *len = out ? t->text.len : 0;
     t->taken = true;
     return out;
 }
@@ -166,30 +146,21 @@ int tb_pp_token_text(const tb_tokenizer_t *tok, int32_t id, char **out)
     if (rc == 0) {
         rc = tb_detok_push(d, id, &s, &len);
     }
-    char *text = NULL;
+    struct tb_buf text = {0};
     if (rc == 0) {
-        text = malloc(len + 1);
-        rc = text ? 0 : TB_ENOMEM;
+        rc = tb_buf_append(&text, s, len);
     }
     if (rc == 0) {
-        memcpy(text, s, len);
         rc = tb_detok_flush(d, &tail, &tail_len);
     }
-    if (rc == 0 && tail_len) {
-        char *t2 = realloc(text, len + tail_len + 1);
-        rc = t2 ? 0 : TB_ENOMEM;
-        if (t2) {
-            text = t2;
-            memcpy(text + len, tail, tail_len);
-            len += tail_len;
-        }
+    if (rc == 0) {
+        rc = tb_buf_append(&text, tail, tail_len);
     }
     if (rc == 0) {
-        text[len] = 0;
-        *out = text;
-    } else {
-        free(text);
+        *out = tb_buf_steal(&text, NULL);
+        rc = *out ? 0 : TB_ENOMEM;
     }
+    tb_buf_free(&text);
     tb_detok_destroy(&d);
     return rc;
 }

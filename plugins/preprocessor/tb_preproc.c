@@ -12,7 +12,9 @@
 #include <string.h>
 
 #include "tb_actor.h"
+#include "tb_buf.h"
 #include "tb_chat_template.h"
+#include "tb_errors.h"
 #include "tb_gguf.h"
 #include "tb_instance_dir.h"
 #include "tb_pp_request.h"
@@ -645,26 +647,19 @@ static const struct tb_actor_ops s_ops = {.init = s_init, .step = s_step, .fini 
 
 /* ------------------------------------------------------------------------------------------- */
 
-static char *s_read_file(const char *path, size_t *len)
+/* Reads a chat template file (at most 16 MiB) into `out`.  0, or TB_EIO / TB_ENOMEM / TB_E2BIG. */
+static int s_read_file(const char *path, struct tb_buf *out)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        return NULL;
+        return TB_EIO;
     }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = n >= 0 && n < (1 << 24) ? malloc((size_t)n + 1) : NULL;
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
+    int rc = tb_buf_read_file(out, f);
     fclose(f);
-    if (buf) {
-        buf[n] = 0;
-        *len = (size_t)n;
+    if (rc == 0 && out->len >= (1u << 24)) {
+        rc = TB_E2BIG;
     }
-    return buf;
+    return rc;
 }
 
 static bool s_is_gguf(const char *path)
@@ -685,14 +680,16 @@ static int s_load_template(tb_preproc_t *p, char *err, size_t err_len)
         eos = tb_tokenizer_piece(p->tok, e, NULL);
     }
     if (p->cfg.chat_template) {
-        size_t len = 0;
-        char *src = s_read_file(p->cfg.chat_template, &len);
-        if (!src) {
-            snprintf(err, err_len, "cannot read chat_template '%s'", p->cfg.chat_template);
-            return TB_EIO;
+        struct tb_buf src = {0};
+        int rc = s_read_file(p->cfg.chat_template, &src);
+        if (rc != 0) {
+            tb_buf_free(&src);
+            return tb_err_fail(err, err_len, TB_EIO, "cannot read chat_template '%s' (%s)",
+                               p->cfg.chat_template, tb_strerror(rc));
         }
-        int rc = tb_chat_template_new(src, len, bos, eos, NULL, &p->tmpl, err, err_len);
-        free(src);
+        rc = tb_chat_template_new((const char *)src.data, src.len, bos, eos, NULL, &p->tmpl,
+                                  err, err_len);
+        tb_buf_free(&src);
         return rc;
     }
     if (s_is_gguf(p->cfg.model)) {

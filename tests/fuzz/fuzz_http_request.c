@@ -1,7 +1,7 @@
 /* libFuzzer target: the http frontend's JSON request decoder (both APIs) and the string escaper
  * answers are built with.  Any input must give a request or a 400-class error, never a crash or a
  * leak; escaped output must always be valid JSON.
- * FUZZ_SOURCES: plugins/http/tb_oai_request.c plugins/http/tb_oai_fields.c plugins/http/tb_oai_response.c plugins/http/tb_hbuf.c */
+ * FUZZ_SOURCES: plugins/http/tb_oai_request.c plugins/http/tb_oai_fields.c plugins/http/tb_oai_response.c */
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -50,15 +50,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     /* Raw bytes through the escaper: always a JSON string. */
-    struct tb_hbuf b;
-    tb_hbuf_init(&b);
+    struct tb_buf b;
+    tb_buf_init(&b);
     if (tb_oai_json_string(&b, body, len) == 0) {
-        json_t *j = json_loadb(b.data, b.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+        json_t *j = json_loadb((const char *)b.data, b.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
         if (!j || !json_is_string(j)) {
             abort();
         }
         json_decref(j);
     }
-    tb_hbuf_release(&b);
+    tb_buf_free(&b);
     return 0;
 }

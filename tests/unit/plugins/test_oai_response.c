@@ -1,4 +1,4 @@
-/* Unit tests of tb_oai_response (and tb_hbuf under it): every body and frame parses as JSON with
+/* Unit tests of tb_oai_response (over the SDK's struct tb_buf): every body and frame parses as JSON with
  * the OpenAI shape, strings are escaped (invalid UTF-8 repaired), streams frame correctly. */
 #include <jansson.h>
 #include <setjmp.h>
@@ -24,58 +24,30 @@ static json_t *load(const char *s, size_t len)
     return j;
 }
 
-static void test_hbuf(void **state)
-{
-    (void)state;
-    struct tb_hbuf b;
-    tb_hbuf_init(&b);
-    assert_int_equal(tb_hbuf_puts(&b, "ab"), 0);
-    assert_int_equal(tb_hbuf_printf(&b, "-%d-", 42), 0);
-    char big[1000];
-    memset(big, 'x', sizeof(big) - 1);
-    big[sizeof(big) - 1] = 0;
-    assert_int_equal(tb_hbuf_printf(&b, "%s", big), 0);
-    assert_int_equal(b.len, 2 + 4 + 999);
-    assert_memory_equal(b.data, "ab-42-x", 7);
-    assert_int_equal(b.data[b.len], 0);
-    b.off = 3;
-    assert_int_equal(tb_hbuf_pending(&b), b.len - 3);
-    tb_hbuf_reset(&b);
-    assert_int_equal(b.len, 0);
-    assert_int_equal(tb_hbuf_pending(&b), 0);
-    size_t n = 99;
-    char *d = tb_hbuf_detach(&b, &n);
-    assert_non_null(d);
-    assert_int_equal(n, 0);
-    assert_null(b.data);
-    free(d);
-    tb_hbuf_release(&b);
-}
-
 static void test_json_string(void **state)
 {
     (void)state;
-    struct tb_hbuf b;
-    tb_hbuf_init(&b);
+    struct tb_buf b;
+    tb_buf_init(&b);
     assert_int_equal(tb_oai_json_string(&b, "plain", 5), 0);
     assert_string_equal(b.data, "\"plain\"");
-    tb_hbuf_reset(&b);
+    tb_buf_clear(&b);
     const char tricky[] = "q\"b\\n\nt\t\x01 \xc3\xa9 \xe2\x82\xac";
     assert_int_equal(tb_oai_json_string(&b, tricky, sizeof(tricky) - 1), 0);
-    json_t *j = load(b.data, b.len);
+    json_t *j = load((const char *)b.data, b.len);
     assert_true(json_is_string(j));
     assert_string_equal(json_string_value(j), tricky);
     json_decref(j);
-    tb_hbuf_reset(&b);
+    tb_buf_clear(&b);
     /* invalid UTF-8 (lone continuation, truncated sequence, overlong) becomes U+FFFD */
     const char bad[] = "a\x80z\xe2\x82\xc0\xaf" "b";
     assert_int_equal(tb_oai_json_string(&b, bad, sizeof(bad) - 1), 0);
-    j = load(b.data, b.len);
+    j = load((const char *)b.data, b.len);
     const char *v = json_string_value(j);
     assert_non_null(strstr(v, "a\xef\xbf\xbdz"));
     assert_int_equal(v[strlen(v) - 1], 'b');
     json_decref(j);
-    tb_hbuf_release(&b);
+    tb_buf_free(&b);
 }
 
 static void test_error_body(void **state)
@@ -229,8 +201,8 @@ static void test_stream_chat(void **state)
     (void)state;
     tb_oai_stream_t *s = tb_oai_stream_new(&s_chat, true);
     assert_non_null(s);
-    struct tb_hbuf b;
-    tb_hbuf_init(&b);
+    struct tb_buf b;
+    tb_buf_init(&b);
     assert_int_equal(tb_oai_stream_open(s, &b), 0);
     assert_int_equal(tb_oai_stream_text(s, &b, "He", 2, NULL), 0);
     assert_int_equal(tb_oai_stream_text(s, &b, "llo\n", 4, NULL), 0);
@@ -238,7 +210,7 @@ static void test_stream_chat(void **state)
     assert_int_equal(tb_oai_stream_finish(s, &b, "stop", &u), 0);
     json_t *f[8];
     bool done;
-    int n = frames(b.data, b.len, f, 8, &done);
+    int n = frames((const char *)b.data, b.len, f, 8, &done);
     assert_true(done);
     assert_int_equal(n, 5);
     for (int i = 0; i < n; i++) {
@@ -266,7 +238,7 @@ static void test_stream_chat(void **state)
     for (int i = 0; i < n; i++) {
         json_decref(f[i]);
     }
-    tb_hbuf_release(&b);
+    tb_buf_free(&b);
     tb_oai_stream_destroy(&s);
     assert_null(s);
 }
@@ -275,8 +247,8 @@ static void test_stream_completions_and_error(void **state)
 {
     (void)state;
     tb_oai_stream_t *s = tb_oai_stream_new(&s_cmpl, false);
-    struct tb_hbuf b;
-    tb_hbuf_init(&b);
+    struct tb_buf b;
+    tb_buf_init(&b);
     assert_int_equal(tb_oai_stream_open(s, &b), 0);
     assert_int_equal(b.len, 0); /* completions have no role frame */
     assert_int_equal(tb_oai_stream_text(s, &b, "x", 1, NULL), 0);
@@ -285,7 +257,7 @@ static void test_stream_completions_and_error(void **state)
     assert_int_equal(tb_oai_stream_error(s, &b, &e), 0);
     json_t *f[4];
     bool done;
-    int n = frames(b.data, b.len, f, 4, &done);
+    int n = frames((const char *)b.data, b.len, f, 4, &done);
     assert_true(done);
     assert_int_equal(n, 2);
     json_t *c0 = json_array_get(json_object_get(f[0], "choices"), 0);
@@ -295,14 +267,13 @@ static void test_stream_completions_and_error(void **state)
     assert_string_equal(json_string_value(json_object_get(err, "code")), "upstream_error");
     json_decref(f[0]);
     json_decref(f[1]);
-    tb_hbuf_release(&b);
+    tb_buf_free(&b);
     tb_oai_stream_destroy(&s);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hbuf),
         cmocka_unit_test(test_json_string),
         cmocka_unit_test(test_error_body),
         cmocka_unit_test(test_final_chat),
