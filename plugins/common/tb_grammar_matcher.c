@@ -1,0 +1,236 @@
+/*
+ * tb_grammar_matcher.c - a request's stack set over a shared grammar cache: masks from the
+ * cached accepted sets plus a check of each uncertain token against the full stacks; accept
+ * advances the set byte by byte and compacts it into a second pool.
+ */
+#include "tb_grammar_matcher.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "tb_errors.h"
+#include "tb_grammar_impl.h"
+
+struct tb_grammar_matcher {
+    const struct tb_grammar_cache *c;
+    struct tb_gstacks cur;  /* the live set is cur.set[0, n_live) */
+    struct tb_gstacks next; /* compaction target */
+    size_t n_live;
+    bool done;
+};
+
+int tb_grammar_matcher_new(const tb_grammar_cache_t *c, tb_grammar_matcher_t **out)
+{
+    *out = NULL;
+    struct tb_grammar_matcher *m = calloc(1, sizeof(*m));
+    if (!m) {
+        return TB_ENOMEM;
+    }
+    m->c = c;
+    int rc = tb_gstacks_expand_rule(c->g, &m->cur, c->g->root);
+    if (rc != 0) {
+        tb_grammar_matcher_destroy(&m);
+        return rc;
+    }
+    m->n_live = m->cur.n_set;
+    *out = m;
+    return 0;
+}
+
+void tb_grammar_matcher_destroy(tb_grammar_matcher_t **m_p)
+{
+    if (!m_p || !*m_p) {
+        return;
+    }
+    tb_gstacks_release(&(*m_p)->cur);
+    tb_gstacks_release(&(*m_p)->next);
+    free(*m_p);
+    *m_p = NULL;
+}
+
+size_t tb_grammar_matcher_mask_words(const tb_grammar_matcher_t *m)
+{
+    return m->c->words;
+}
+
+bool tb_grammar_matcher_is_done(const tb_grammar_matcher_t *m)
+{
+    return m->done;
+}
+
+bool tb_grammar_matcher_can_end(const tb_grammar_matcher_t *m)
+{
+    for (size_t i = 0; i < m->n_live; i++) {
+        if (m->cur.set[i] == TB_GS_DONE) {
+            return !m->done;
+        }
+    }
+    return false;
+}
+
+/* Advances the stacks cur.set[lo, hi) over bytes; on success [*lo_out, *hi_out) delimits the result
+ * (possibly empty).  Scratch nodes and sets are appended after the live ones. */
+static int s_run(struct tb_grammar_matcher *m, size_t lo, size_t hi, const uint8_t *b, size_t n,
+                 size_t *lo_out, size_t *hi_out)
+{
+    struct tb_gstacks *s = &m->cur;
+    for (size_t k = 0; k < n && lo < hi; k++) {
+        size_t start = s->n_set;
+        int rc = tb_gstacks_advance(m->c->g, s, lo, hi, b[k]);
+        if (rc != 0) {
+            return rc;
+        }
+        lo = start;
+        hi = s->n_set;
+    }
+    *lo_out = lo;
+    *hi_out = hi;
+    return 0;
+}
+
+/* Whether the token's bytes are accepted from the single stack `top`. */
+static int s_check(struct tb_grammar_matcher *m, uint32_t top, const uint8_t *b, size_t n,
+                   bool *ok)
+{
+    struct tb_gstacks *s = &m->cur;
+    size_t nodes = s->n_nodes, sets = s->n_set;
+    size_t lo = 0, hi = 0;
+    /* a copy of the top node over the same parent: the single-stack set to advance */
+    int rc = tb_gstacks_expand(m->c->g, s, s->nodes[top].pos, s->nodes[top].parent);
+    rc = rc != 0 ? rc : s_run(m, sets, s->n_set, b, n, &lo, &hi);
+    *ok = rc == 0 && hi > lo;
+    s->n_nodes = nodes;
+    s->n_set = sets;
+    return rc;
+}
+
+static void s_allow_eos(const struct tb_grammar_matcher *m, uint32_t *mask)
+{
+    if (!tb_grammar_matcher_can_end(m)) {
+        return;
+    }
+    const int32_t *eos = NULL;
+    size_t n = tb_token_trie_eos(m->c->trie, &eos);
+    for (size_t i = 0; i < n; i++) {
+        mask[eos[i] >> 5] |= 1u << (eos[i] & 31);
+    }
+}
+
+int tb_grammar_matcher_fill_mask(tb_grammar_matcher_t *m, uint32_t *mask)
+{
+    const struct tb_grammar_cache *c = m->c;
+    memset(mask, 0, c->words * sizeof(*mask));
+    if (m->done) {
+        return 0;
+    }
+    for (size_t i = 0; i < m->n_live; i++) {
+        uint32_t top = m->cur.set[i];
+        if (top >= TB_GS_UNKNOWN) {
+            continue;
+        }
+        const struct tb_gcache_entry *e = &c->entries[c->entry_of[m->cur.nodes[top].pos]];
+        if (e->acc_bits) {
+            const uint32_t *b = c->bits + e->acc_off;
+            for (size_t w = 0; w < c->words; w++) {
+                mask[w] |= b[w];
+            }
+        } else {
+            for (const int32_t *id = c->ids + e->acc_off, *end = id + e->acc_n; id < end; id++) {
+                mask[*id >> 5] |= 1u << (*id & 31);
+            }
+        }
+    }
+    for (size_t i = 0; i < m->n_live; i++) {
+        uint32_t top = m->cur.set[i];
+        if (top >= TB_GS_UNKNOWN) {
+            continue;
+        }
+        const struct tb_gcache_entry *e = &c->entries[c->entry_of[m->cur.nodes[top].pos]];
+        for (const int32_t *id = c->ids + e->unc_off, *end = id + e->unc_n; id < end; id++) {
+            if ((mask[*id >> 5] >> (*id & 31)) & 1) {
+                continue;
+            }
+            size_t n = 0;
+            const uint8_t *b = tb_token_trie_bytes(c->trie, *id, &n);
+            bool ok = false;
+            int rc = s_check(m, top, b, n, &ok);
+            if (rc != 0) {
+                return rc;
+            }
+            if (ok) {
+                mask[*id >> 5] |= 1u << (*id & 31);
+            }
+        }
+    }
+    s_allow_eos(m, mask);
+    return 0;
+}
+
+int tb_grammar_matcher_fill_mask_slow(tb_grammar_matcher_t *m, uint32_t *mask)
+{
+    const struct tb_grammar_cache *c = m->c;
+    memset(mask, 0, c->words * sizeof(*mask));
+    if (m->done) {
+        return 0;
+    }
+    size_t vocab = tb_token_trie_vocab_size(c->trie);
+    struct tb_gstacks *s = &m->cur;
+    for (size_t id = 0; id < vocab; id++) {
+        size_t n = 0, lo = 0, hi = 0, nodes = s->n_nodes, sets = s->n_set;
+        const uint8_t *b = tb_token_trie_bytes(c->trie, (int32_t)id, &n);
+        if (!b) {
+            continue;
+        }
+        int rc = s_run(m, 0, m->n_live, b, n, &lo, &hi);
+        s->n_nodes = nodes;
+        s->n_set = sets;
+        if (rc != 0) {
+            return rc;
+        }
+        if (hi > lo) {
+            mask[id >> 5] |= 1u << (id & 31);
+        }
+    }
+    s_allow_eos(m, mask);
+    return 0;
+}
+
+int tb_grammar_matcher_accept(tb_grammar_matcher_t *m, int32_t id)
+{
+    const struct tb_grammar_cache *c = m->c;
+    if (m->done) {
+        return TB_EINVAL;
+    }
+    const int32_t *eos = NULL;
+    size_t n_eos = tb_token_trie_eos(c->trie, &eos);
+    for (size_t i = 0; i < n_eos; i++) {
+        if (eos[i] == id) {
+            if (!tb_grammar_matcher_can_end(m)) {
+                return TB_EINVAL;
+            }
+            m->done = true;
+            return 0;
+        }
+    }
+    size_t n = 0, lo = 0, hi = 0;
+    const uint8_t *b = tb_token_trie_bytes(c->trie, id, &n);
+    struct tb_gstacks *s = &m->cur;
+    size_t nodes = s->n_nodes, sets = s->n_set;
+    int rc = b ? s_run(m, 0, m->n_live, b, n, &lo, &hi) : TB_EINVAL;
+    if (rc == 0 && hi == lo) {
+        rc = TB_EINVAL;
+    }
+    if (rc == 0) {
+        rc = tb_gstacks_copy(s, lo, hi, &m->next);
+    }
+    if (rc != 0) {
+        s->n_nodes = nodes;
+        s->n_set = sets;
+        return rc;
+    }
+    struct tb_gstacks t = m->cur;
+    m->cur = m->next;
+    m->next = t;
+    m->n_live = m->cur.n_set;
+    return 0;
+}
