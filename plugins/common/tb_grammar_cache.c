@@ -138,6 +138,7 @@ static int s_build(struct tb_grammar_cache *c, struct walk *w)
     for (size_t i = 0; i < t.n; i++) {
         max_depth = t.depth[i] > max_depth ? t.depth[i] : max_depth;
     }
+    c->max_len = max_depth;
     w->st.static_mode = true;
     w->lv = malloc((max_depth + 1) * sizeof(*w->lv));
     w->acc = malloc((t.n_tokens + 1) * sizeof(*w->acc));

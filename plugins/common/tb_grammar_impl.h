@@ -97,7 +97,8 @@ struct tb_token_trie;
 struct tb_grammar_cache {
     const tb_grammar_t *g;
     const struct tb_token_trie *trie;
-    size_t words; /* mask words */
+    size_t words;   /* mask words */
+    size_t max_len; /* bytes of the longest token */
     uint32_t *entry_of; /* per element: entry index (byte-class elements only) */
     struct tb_gcache_entry *entries;
     size_t n_entries;

@@ -11,12 +11,17 @@
 #include "tb_errors.h"
 #include "tb_grammar_impl.h"
 
+struct level {
+    size_t lo, hi, nodes; /* a stack set and the node count after it */
+};
+
 struct tb_grammar_matcher {
     const struct tb_grammar_cache *c;
     struct tb_gstacks cur;  /* the live set is cur.set[0, n_live) */
     struct tb_gstacks next; /* compaction target */
     size_t n_live;
     bool done;
+    struct level *levels; /* one per byte of the longest token, and one */
 };
 
 int tb_grammar_matcher_new(const tb_grammar_cache_t *c, tb_grammar_matcher_t **out)
@@ -27,7 +32,9 @@ int tb_grammar_matcher_new(const tb_grammar_cache_t *c, tb_grammar_matcher_t **o
         return TB_ENOMEM;
     }
     m->c = c;
-    int rc = tb_gstacks_expand_rule(c->g, &m->cur, c->g->root);
+    m->levels = malloc((c->max_len + 1) * sizeof(*m->levels));
+    int rc = m->levels ? 0 : TB_ENOMEM;
+    rc = rc != 0 ? rc : tb_gstacks_expand_rule(c->g, &m->cur, c->g->root);
     if (rc != 0) {
         tb_grammar_matcher_destroy(&m);
         return rc;
@@ -44,6 +51,7 @@ void tb_grammar_matcher_destroy(tb_grammar_matcher_t **m_p)
     }
     tb_gstacks_release(&(*m_p)->cur);
     tb_gstacks_release(&(*m_p)->next);
+    free((*m_p)->levels);
     free(*m_p);
     *m_p = NULL;
 }
@@ -88,17 +96,52 @@ static int s_run(struct tb_grammar_matcher *m, size_t lo, size_t hi, const uint8
     return 0;
 }
 
-/* Whether the token's bytes are accepted from the single stack `top`. */
-static int s_check(struct tb_grammar_matcher *m, uint32_t top, const uint8_t *b, size_t n,
-                   bool *ok)
+/* Sets the mask bit of each uncertain token ids[0..n) (in trie pre-order) that the single stack
+ * `top` accepts.  Consecutive tokens share their common prefix's stack sets (levels), and a
+ * rejected prefix rejects the tokens after it that extend it. */
+static int s_check_uncertain(struct tb_grammar_matcher *m, uint32_t top, const int32_t *ids,
+                             size_t n, uint32_t *mask)
 {
     struct tb_gstacks *s = &m->cur;
+    const struct tb_grammar_cache *c = m->c;
     size_t nodes = s->n_nodes, sets = s->n_set;
-    size_t lo = 0, hi = 0;
     /* a copy of the top node over the same parent: the single-stack set to advance */
-    int rc = tb_gstacks_expand(m->c->g, s, s->nodes[top].pos, s->nodes[top].parent);
-    rc = rc != 0 ? rc : s_run(m, sets, s->n_set, b, n, &lo, &hi);
-    *ok = rc == 0 && hi > lo;
+    int rc = tb_gstacks_expand(c->g, s, s->nodes[top].pos, s->nodes[top].parent);
+    struct level *lv = m->levels;
+    lv[0] = (struct level){sets, s->n_set, s->n_nodes};
+    const uint8_t *prev = NULL;
+    size_t prev_len = 0, valid = 0, dead = SIZE_MAX;
+    for (size_t j = 0; j < n && rc == 0; j++) {
+        int32_t id = ids[j];
+        if ((mask[id >> 5] >> (id & 31)) & 1) {
+            continue;
+        }
+        size_t len = 0, lcp = 0;
+        const uint8_t *b = tb_token_trie_bytes(c->trie, id, &len);
+        while (prev && lcp < len && lcp < prev_len && prev[lcp] == b[lcp]) {
+            lcp++;
+        }
+        prev = b;
+        prev_len = len;
+        if (dead != SIZE_MAX && lcp >= dead) {
+            continue;
+        }
+        dead = SIZE_MAX;
+        for (size_t k = lcp < valid ? lcp : valid; k < len && rc == 0; k++) {
+            s->n_nodes = lv[k].nodes;
+            s->n_set = lv[k].hi;
+            rc = tb_gstacks_advance(c->g, s, lv[k].lo, lv[k].hi, b[k]);
+            if (s->n_set == lv[k].hi) {
+                dead = k + 1;
+                break;
+            }
+            lv[k + 1] = (struct level){lv[k].hi, s->n_set, s->n_nodes};
+        }
+        valid = dead == SIZE_MAX ? len : dead - 1;
+        if (rc == 0 && dead == SIZE_MAX) {
+            mask[id >> 5] |= 1u << (id & 31);
+        }
+    }
     s->n_nodes = nodes;
     s->n_set = sets;
     return rc;
@@ -146,20 +189,9 @@ int tb_grammar_matcher_fill_mask(tb_grammar_matcher_t *m, uint32_t *mask)
             continue;
         }
         const struct tb_gcache_entry *e = &c->entries[c->entry_of[m->cur.nodes[top].pos]];
-        for (const int32_t *id = c->ids + e->unc_off, *end = id + e->unc_n; id < end; id++) {
-            if ((mask[*id >> 5] >> (*id & 31)) & 1) {
-                continue;
-            }
-            size_t n = 0;
-            const uint8_t *b = tb_token_trie_bytes(c->trie, *id, &n);
-            bool ok = false;
-            int rc = s_check(m, top, b, n, &ok);
-            if (rc != 0) {
-                return rc;
-            }
-            if (ok) {
-                mask[*id >> 5] |= 1u << (*id & 31);
-            }
+        int rc = s_check_uncertain(m, top, c->ids + e->unc_off, e->unc_n, mask);
+        if (rc != 0) {
+            return rc;
         }
     }
     s_allow_eos(m, mask);
