@@ -114,7 +114,7 @@ static int32_t s_pick(const tb_token_trie_t *t, const int32_t *closer, const uin
 /* Single-byte tokens of the closers, -1 where the vocabulary has none. */
 static void s_closers(const tb_token_trie_t *t, int32_t *closer)
 {
-    const char *c = "\"}]01tfn-{[a.,: ";
+    const char *c = "\"}].01tfn-{[a,: ";
     for (size_t i = 0; i < 16; i++) {
         closer[i] = -1;
     }

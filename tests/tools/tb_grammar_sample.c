@@ -235,7 +235,7 @@ int main(int argc, char **argv)
     c.words = (tb_token_trie_vocab_size(trie) + 31) / 32;
     c.mask = calloc(c.words, sizeof(uint32_t));
     c.slow = calloc(c.words, sizeof(uint32_t));
-    const char *closers = "\"}]01tfn-{[a.,: ";
+    const char *closers = "\"}].01tfn-{[a,: ";
     for (size_t i = 0; i < 16; i++) {
         c.closer[i] = tb_tokenizer_find(tok, closers + i, 1); /* single-byte pieces */
         size_t len = 0;
