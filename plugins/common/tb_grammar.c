@@ -729,6 +729,99 @@ static void s_continuations(struct tb_grammar *g)
     }
 }
 
+#define MAX_CONTS 64
+
+struct cont_lists {
+    uint32_t *v; /* MAX_CONTS per rule */
+    uint32_t *n;
+    bool *over; /* more than MAX_CONTS */
+    bool changed;
+};
+
+static void s_cont_add(struct cont_lists *l, uint32_t r, uint32_t v)
+{
+    if (l->over[r]) {
+        return;
+    }
+    for (uint32_t i = 0; i < l->n[r]; i++) {
+        if (l->v[(size_t)r * MAX_CONTS + i] == v) {
+            return;
+        }
+    }
+    if (l->n[r] == MAX_CONTS) {
+        l->over[r] = true;
+    } else {
+        l->v[(size_t)r * MAX_CONTS + l->n[r]++] = v;
+    }
+    l->changed = true;
+}
+
+/* One pass over the call sites of rules with several continuations. */
+static void s_cont_pass(const struct tb_grammar *g, struct cont_lists *l)
+{
+    for (size_t i = 0; i < g->n_elems; i++) {
+        uint32_t r = g->elems[i].val, next = g->elems[i + 1].type;
+        if (g->elems[i].type != TB_GE_REF || g->cont[r] != TB_GCONT_MANY) {
+            continue;
+        }
+        if (next != TB_GE_END && next != TB_GE_RULE_END) {
+            s_cont_add(l, r, (uint32_t)i + 1);
+            continue;
+        }
+        uint32_t r2 = g->rule_of[i], c2 = g->cont[r2];
+        if (c2 == TB_GCONT_END || (c2 != TB_GCONT_MANY && c2 != TB_GCONT_NONE)) {
+            s_cont_add(l, r, c2);
+        } else if (c2 == TB_GCONT_MANY && l->over[r2] && !l->over[r]) {
+            l->over[r] = l->changed = true;
+        } else if (c2 == TB_GCONT_MANY) {
+            for (uint32_t k = 0; k < l->n[r2]; k++) {
+                s_cont_add(l, r, l->v[(size_t)r2 * MAX_CONTS + k]);
+            }
+        }
+    }
+}
+
+/* The continuations of each rule that has several (tb_grammar_impl.h). */
+static int s_cont_lists(struct tb_grammar *g)
+{
+    struct cont_lists l = {0};
+    l.v = malloc(g->n_rules * MAX_CONTS * sizeof(*l.v) + 1);
+    l.n = calloc(g->n_rules + 1, sizeof(*l.n));
+    l.over = calloc(g->n_rules + 1, sizeof(*l.over));
+    g->conts_at = calloc(g->n_rules + 1, sizeof(*g->conts_at));
+    g->conts_n = calloc(g->n_rules + 1, sizeof(*g->conts_n));
+    int rc = TB_ENOMEM;
+    if (!l.v || !l.n || !l.over || !g->conts_at || !g->conts_n) {
+        goto done;
+    }
+    if (g->cont[g->root] == TB_GCONT_MANY) {
+        s_cont_add(&l, g->root, TB_GCONT_END);
+    }
+    for (l.changed = true; l.changed;) {
+        l.changed = false;
+        s_cont_pass(g, &l);
+    }
+    size_t total = 0;
+    for (size_t r = 0; r < g->n_rules; r++) {
+        g->conts_at[r] = (uint32_t)total;
+        g->conts_n[r] = l.over[r] ? 0 : l.n[r];
+        total += g->conts_n[r];
+    }
+    g->conts = malloc((total + 1) * sizeof(*g->conts));
+    if (!g->conts) {
+        goto done;
+    }
+    for (size_t r = 0; r < g->n_rules; r++) {
+        memcpy(g->conts + g->conts_at[r], l.v + r * MAX_CONTS, g->conts_n[r] * sizeof(uint32_t));
+    }
+    rc = 0;
+done:
+    free(l.v);
+    free(l.n);
+    free(l.over);
+    return rc;
+}
+
 /* Left recursion: a rule that can reach itself before consuming a byte. */
 static int s_left_dfs(struct parser *p, const struct tb_grammar *g, const bool *nullable,
                       uint8_t *color, uint32_t r, int depth)
@@ -855,7 +948,8 @@ static int s_parse(struct parser *p, struct tb_grammar *g)
     if (rc == 0) {
         g->root = root;
         s_continuations(g);
-        rc = s_check_left_recursion(p, g);
+        rc = s_cont_lists(g);
+        rc = rc != 0 ? rc : s_check_left_recursion(p, g);
     }
     return rc;
 }
@@ -902,6 +996,9 @@ void tb_grammar_destroy(tb_grammar_t **g_p)
     free(g->rule_of);
     free(g->rule_start);
     free(g->cont);
+    free(g->conts_at);
+    free(g->conts_n);
+    free(g->conts);
     free(g->classes);
     free(g);
     *g_p = NULL;

@@ -52,14 +52,17 @@ static int s_walk(const tb_grammar_t *g, const struct tb_token_trie_nodes *t, st
         if (rc != 0) {
             return rc;
         }
-        bool live = false, unknown = false;
+        bool live = false, unknown = false, exact = false, approx = false;
         for (size_t k = up->hi; k < s->n_set; k++) {
-            unknown |= s->set[k] == TB_GS_UNKNOWN;
-            live |= s->set[k] < TB_GS_UNKNOWN;
+            uint32_t m = s->set[k];
+            unknown |= m == TB_GS_UNKNOWN;
+            live |= m < TB_GS_SPECIAL;
+            exact |= m == TB_GS_DONE || (m < TB_GS_SPECIAL && !s->nodes[m].approx);
+            approx |= m == TB_GS_DONE_APPROX || (m < TB_GS_SPECIAL && s->nodes[m].approx);
         }
-        if (s->n_set > up->hi) {
+        if (exact) {
             s_take(w->acc, &w->n_acc, t->tokens, t->tok_at[i], t->tok_at[i + 1]);
-        } else if (up->unknown) {
+        } else if (approx || unknown || up->unknown) {
             s_take(w->unc, &w->n_unc, t->tokens, t->tok_at[i], t->tok_at[i + 1]);
         }
         bool below_unknown = up->unknown || unknown;

@@ -5,7 +5,12 @@
  * A stack is a chain of nodes (position, parent) in a node pool; its top is always a byte class
  * element.  A stack set is an array of top-node indices, deduplicated by content.  Two special
  * set members: TB_GS_DONE (the start rule is complete: nothing more may follow) and, in static
- * mode only, TB_GS_UNKNOWN (the rule ended where its continuation depends on the caller).
+ * mode only, TB_GS_UNKNOWN (a rule ended where its continuation is not known).
+ *
+ * Static mode (tb_grammar_cache.c) runs stacks whose bottom is unknown: where a rule ends over
+ * the bottom, it continues at the rule's statically known continuation; where the rule has
+ * several, at all of them, over TB_GS_BOTTOM_APPROX: such "approximate" stacks over-approximate
+ * what may follow, so a token they alone accept is uncertain, and one they reject is rejected.
  */
 #ifndef TB_GRAMMAR_IMPL_H
 #define TB_GRAMMAR_IMPL_H
@@ -33,6 +38,9 @@ struct tb_grammar {
     uint32_t *rule_start;
     uint32_t *rule_of; /* rule of each element */
     uint32_t *cont;    /* per rule: the element after its only call site, or TB_GCONT_* */
+    uint32_t *conts_at; /* per rule with TB_GCONT_MANY: its continuations are */
+    uint32_t *conts_n;  /* conts[conts_at[r] .. + conts_n[r]] (0: too many to list) */
+    uint32_t *conts;    /* elements, or TB_GCONT_END */
     char **rule_names;
     size_t n_rules;
     uint8_t (*classes)[32]; /* 256-bit byte sets */
@@ -43,10 +51,14 @@ struct tb_grammar {
 #define TB_GS_BOTTOM UINT32_MAX
 #define TB_GS_DONE (UINT32_MAX - 1)
 #define TB_GS_UNKNOWN (UINT32_MAX - 2)
+#define TB_GS_BOTTOM_APPROX (UINT32_MAX - 3)
+#define TB_GS_DONE_APPROX (UINT32_MAX - 4) /* complete, along an approximate continuation */
+#define TB_GS_SPECIAL TB_GS_DONE_APPROX    /* set members >= this are not nodes */
 
 struct tb_gnode {
     uint32_t pos;
-    uint32_t parent; /* node index or TB_GS_BOTTOM */
+    uint32_t parent; /* node index, TB_GS_BOTTOM or TB_GS_BOTTOM_APPROX */
+    uint32_t approx; /* the chain ends at TB_GS_BOTTOM_APPROX */
 };
 
 /* Growable node pool and stack-set buffer; a walk marks and truncates them. */

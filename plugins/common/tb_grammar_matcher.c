@@ -168,7 +168,7 @@ int tb_grammar_matcher_fill_mask(tb_grammar_matcher_t *m, uint32_t *mask)
     }
     for (size_t i = 0; i < m->n_live; i++) {
         uint32_t top = m->cur.set[i];
-        if (top >= TB_GS_UNKNOWN) {
+        if (top >= TB_GS_SPECIAL) {
             continue;
         }
         const struct tb_gcache_entry *e = &c->entries[c->entry_of[m->cur.nodes[top].pos]];
@@ -185,7 +185,7 @@ int tb_grammar_matcher_fill_mask(tb_grammar_matcher_t *m, uint32_t *mask)
     }
     for (size_t i = 0; i < m->n_live; i++) {
         uint32_t top = m->cur.set[i];
-        if (top >= TB_GS_UNKNOWN) {
+        if (top >= TB_GS_SPECIAL) {
             continue;
         }
         const struct tb_gcache_entry *e = &c->entries[c->entry_of[m->cur.nodes[top].pos]];

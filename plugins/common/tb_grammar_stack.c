@@ -23,7 +23,7 @@ static int s_node(struct tb_gstacks *s, uint32_t pos, uint32_t parent, uint32_t 
 {
     if (s->n_nodes == s->cap_nodes) {
         size_t cap = s->cap_nodes ? s->cap_nodes * 2 : 256;
-        if (cap >= TB_GS_UNKNOWN) {
+        if (cap >= TB_GS_SPECIAL) {
             return TB_E2BIG;
         }
         struct tb_gnode *n = realloc(s->nodes, cap * sizeof(*n));
@@ -33,7 +33,9 @@ static int s_node(struct tb_gstacks *s, uint32_t pos, uint32_t parent, uint32_t 
         s->nodes = n;
         s->cap_nodes = cap;
     }
-    s->nodes[s->n_nodes] = (struct tb_gnode){pos, parent};
+    uint32_t approx = parent == TB_GS_BOTTOM_APPROX ||
+                      (parent < TB_GS_SPECIAL && s->nodes[parent].approx);
+    s->nodes[s->n_nodes] = (struct tb_gnode){pos, parent, approx};
     *idx = (uint32_t)s->n_nodes++;
     return 0;
 }
@@ -41,7 +43,7 @@ static int s_node(struct tb_gstacks *s, uint32_t pos, uint32_t parent, uint32_t 
 static bool s_same(const struct tb_gstacks *s, uint32_t a, uint32_t b)
 {
     while (a != b) {
-        if (a >= TB_GS_UNKNOWN || b >= TB_GS_UNKNOWN || s->nodes[a].pos != s->nodes[b].pos) {
+        if (a >= TB_GS_SPECIAL || b >= TB_GS_SPECIAL || s->nodes[a].pos != s->nodes[b].pos) {
             return false;
         }
         a = s->nodes[a].parent;
@@ -96,29 +98,42 @@ static int s_expand_rule(const tb_grammar_t *g, struct tb_gstacks *s, uint32_t r
 static int s_pop(const tb_grammar_t *g, struct tb_gstacks *s, uint32_t pos, uint32_t parent,
                  size_t lo, int depth)
 {
-    if (parent != TB_GS_BOTTOM) {
+    if (parent < TB_GS_SPECIAL) {
         struct tb_gnode n = s->nodes[parent];
         return s_expand(g, s, n.pos, n.parent, lo, depth + 1);
     }
     if (!s->static_mode) {
         return s_set_add(s, TB_GS_DONE, lo);
     }
-    uint32_t c = g->cont[g->rule_of[pos]];
+    bool approx = parent == TB_GS_BOTTOM_APPROX;
+    uint32_t r = g->rule_of[pos], c = g->cont[r];
     if (c == TB_GCONT_END) {
-        return s_set_add(s, TB_GS_DONE, lo);
+        return s_set_add(s, approx ? TB_GS_DONE_APPROX : TB_GS_DONE, lo);
     }
-    if (c == TB_GCONT_MANY || c == TB_GCONT_NONE) {
+    if (c == TB_GCONT_NONE || (c == TB_GCONT_MANY && g->conts_n[r] == 0)) {
         return s_set_add(s, TB_GS_UNKNOWN, lo);
     }
-    return s_expand(g, s, c, TB_GS_BOTTOM, lo, depth + 1);
+    if (c != TB_GCONT_MANY) {
+        return s_expand(g, s, c, approx ? TB_GS_BOTTOM_APPROX : TB_GS_BOTTOM, lo, depth + 1);
+    }
+    for (uint32_t i = 0; i < g->conts_n[r]; i++) {
+        uint32_t k = g->conts[g->conts_at[r] + i];
+        int rc = k == TB_GCONT_END
+                     ? s_set_add(s, TB_GS_DONE_APPROX, lo)
+                     : s_expand(g, s, k, TB_GS_BOTTOM_APPROX, lo, depth + 1);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
 }
 
 static int s_expand(const tb_grammar_t *g, struct tb_gstacks *s, uint32_t pos, uint32_t parent,
                     size_t lo, int depth)
 {
     int rc = 0;
-    if (depth > MAX_EXPAND_DEPTH) {
-        return TB_E2BIG;
+    if (depth > MAX_EXPAND_DEPTH) { /* static mode: continuations may cycle */
+        return s->static_mode ? s_set_add(s, TB_GS_UNKNOWN, lo) : TB_E2BIG;
     }
     const struct tb_gelem e = g->elems[pos];
     if (e.type == TB_GE_CHAR) {
@@ -153,7 +168,7 @@ int tb_gstacks_advance(const tb_grammar_t *g, struct tb_gstacks *s, size_t lo, s
     size_t out_lo = s->n_set;
     for (size_t i = lo; i < hi; i++) {
         uint32_t top = s->set[i];
-        if (top >= TB_GS_UNKNOWN) {
+        if (top >= TB_GS_SPECIAL) {
             continue;
         }
         struct tb_gnode n = s->nodes[top];
@@ -170,7 +185,7 @@ int tb_gstacks_advance(const tb_grammar_t *g, struct tb_gstacks *s, size_t lo, s
 static int s_copy_chain(const struct tb_gstacks *from, uint32_t top, struct tb_gstacks *to,
                         uint32_t *out)
 {
-    if (top >= TB_GS_UNKNOWN) {
+    if (top >= TB_GS_SPECIAL) {
         *out = top;
         return 0;
     }
