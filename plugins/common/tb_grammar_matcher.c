@@ -15,6 +15,17 @@ struct level {
     size_t lo, hi, nodes; /* a stack set and the node count after it */
 };
 
+#define MEMO_SLOTS 4
+#define MEMO_KEY 128
+
+/* A recent step's mask, keyed by the live stack set: inside a string or a number the same
+ * stacks come back step after step. */
+struct memo {
+    uint32_t n; /* 0: unused */
+    uint32_t key[MEMO_KEY];
+    uint32_t *bits;
+};
+
 struct tb_grammar_matcher {
     const struct tb_grammar_cache *c;
     struct tb_gstacks cur;  /* the live set is cur.set[0, n_live) */
@@ -22,6 +33,8 @@ struct tb_grammar_matcher {
     size_t n_live;
     bool done;
     struct level *levels; /* one per byte of the longest token, and one */
+    struct memo memo[MEMO_SLOTS];
+    size_t memo_next;
 };
 
 int tb_grammar_matcher_new(const tb_grammar_cache_t *c, tb_grammar_matcher_t **out)
@@ -52,6 +65,9 @@ void tb_grammar_matcher_destroy(tb_grammar_matcher_t **m_p)
     tb_gstacks_release(&(*m_p)->cur);
     tb_gstacks_release(&(*m_p)->next);
     free((*m_p)->levels);
+    for (size_t i = 0; i < MEMO_SLOTS; i++) {
+        free((*m_p)->memo[i].bits);
+    }
     free(*m_p);
     *m_p = NULL;
 }
@@ -159,13 +175,30 @@ static void s_allow_eos(const struct tb_grammar_matcher *m, uint32_t *mask)
     }
 }
 
-int tb_grammar_matcher_fill_mask(tb_grammar_matcher_t *m, uint32_t *mask)
+/* The live set written out (each stack's positions from the top, then a separator; the
+ * special members as they are); false when longer than MEMO_KEY. */
+static bool s_memo_key(const struct tb_grammar_matcher *m, uint32_t *key, uint32_t *n)
+{
+    *n = 0;
+    for (size_t i = 0; i < m->n_live; i++) {
+        for (uint32_t k = m->cur.set[i];; k = m->cur.nodes[k].parent) {
+            if (*n == MEMO_KEY) {
+                return false;
+            }
+            key[(*n)++] = k < TB_GS_SPECIAL ? m->cur.nodes[k].pos : k;
+            if (k >= TB_GS_SPECIAL) {
+                break;
+            }
+        }
+    }
+    return true;
+}
+
+/* ORs the accepted sets of the stack tops into mask (cleared first). */
+static void s_accepted(struct tb_grammar_matcher *m, uint32_t *mask)
 {
     const struct tb_grammar_cache *c = m->c;
     memset(mask, 0, c->words * sizeof(*mask));
-    if (m->done) {
-        return 0;
-    }
     for (size_t i = 0; i < m->n_live; i++) {
         uint32_t top = m->cur.set[i];
         if (top >= TB_GS_SPECIAL) {
@@ -183,6 +216,58 @@ int tb_grammar_matcher_fill_mask(tb_grammar_matcher_t *m, uint32_t *mask)
             }
         }
     }
+}
+
+/* The memo entry for the live set (key[0..*n)), or NULL. */
+static const struct memo *s_memo_find(const struct tb_grammar_matcher *m, uint32_t *key,
+                                      uint32_t *n)
+{
+    if (!s_memo_key(m, key, n)) {
+        *n = 0;
+        return NULL;
+    }
+    for (size_t i = 0; i < MEMO_SLOTS; i++) {
+        const struct memo *e = &m->memo[i];
+        if (e->n == *n && memcmp(e->key, key, *n * sizeof(*key)) == 0) {
+            return e;
+        }
+    }
+    return NULL;
+}
+
+static void s_memo_store(struct tb_grammar_matcher *m, const uint32_t *key, uint32_t n,
+                         const uint32_t *mask)
+{
+    size_t words = m->c->words;
+    struct memo *e = &m->memo[m->memo_next];
+    if (n == 0) {
+        return;
+    }
+    if (!e->bits) {
+        e->bits = malloc(words * sizeof(*e->bits)); /* no memo when this fails */
+    }
+    if (e->bits) {
+        memcpy(e->bits, mask, words * sizeof(*mask));
+        memcpy(e->key, key, n * sizeof(*key));
+        e->n = n;
+        m->memo_next = (m->memo_next + 1) % MEMO_SLOTS;
+    }
+}
+
+int tb_grammar_matcher_fill_mask(tb_grammar_matcher_t *m, uint32_t *mask)
+{
+    const struct tb_grammar_cache *c = m->c;
+    if (m->done) {
+        memset(mask, 0, c->words * sizeof(*mask));
+        return 0;
+    }
+    uint32_t key[MEMO_KEY], n = 0;
+    const struct memo *hit = s_memo_find(m, key, &n);
+    if (hit) {
+        memcpy(mask, hit->bits, c->words * sizeof(*mask));
+        return 0;
+    }
+    s_accepted(m, mask);
     for (size_t i = 0; i < m->n_live; i++) {
         uint32_t top = m->cur.set[i];
         if (top >= TB_GS_SPECIAL) {
@@ -195,6 +280,7 @@ int tb_grammar_matcher_fill_mask(tb_grammar_matcher_t *m, uint32_t *mask)
         }
     }
     s_allow_eos(m, mask);
+    s_memo_store(m, key, n, mask);
     return 0;
 }
 
