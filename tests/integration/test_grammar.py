@@ -11,6 +11,7 @@ import datetime
 import json
 import os
 import random
+import re
 import subprocess
 
 import jsonschema
@@ -181,3 +182,22 @@ def test_refused_by_name():
     assert replies[1]['error'] == "unsupported string format 'email' at '/'"
     assert replies[2]['error'] == '2:13: unterminated character class'
     assert replies[2]['code'] == -22
+
+
+def test_bench_grammar_reports_figures():
+    """bench/grammar prints a median and p99 for each grammar (no speed is asserted)."""
+    exe = os.path.join(BUILD, 'bench', 'bench_grammar')
+    path = os.path.join(VECTORS, VOCABS[0])
+    if not os.path.exists(path):
+        pytest.skip('../shared/tokenizer-vectors absent')
+    p = subprocess.run([exe, '-n', '2', '-m', '100', path], capture_output=True, timeout=600)
+    assert p.returncode == 0, p.stderr.decode(errors='replace')
+    out = p.stdout.decode()
+    for label in ['nested', 'flat', 'json_object']:
+        line = next(x for x in out.splitlines() if x.strip().startswith(label))
+        fields = line.split()
+        median = float(fields[fields.index('median') + 1])
+        p99 = float(fields[fields.index('p99') + 1])
+        assert 0 < median <= p99, line
+        assert re.search(r'\(\d+ steps, [0-2]/2 samples ended\)$', line), line
+    assert out.count('compile ') == 3
