@@ -35,6 +35,7 @@ struct tb_grammar_matcher {
     struct level *levels; /* one per byte of the longest token, and one */
     struct memo memo[MEMO_SLOTS];
     size_t memo_next;
+    bool no_memo;
 };
 
 int tb_grammar_matcher_new(const tb_grammar_cache_t *c, tb_grammar_matcher_t **out)
@@ -70,6 +71,11 @@ void tb_grammar_matcher_destroy(tb_grammar_matcher_t **m_p)
     }
     free(*m_p);
     *m_p = NULL;
+}
+
+void tb_grammar_matcher_set_memo(tb_grammar_matcher_t *m, bool on)
+{
+    m->no_memo = !on;
 }
 
 size_t tb_grammar_matcher_mask_words(const tb_grammar_matcher_t *m)
@@ -222,7 +228,7 @@ static void s_accepted(struct tb_grammar_matcher *m, uint32_t *mask)
 static const struct memo *s_memo_find(const struct tb_grammar_matcher *m, uint32_t *key,
                                       uint32_t *n)
 {
-    if (!s_memo_key(m, key, n)) {
+    if (m->no_memo || !s_memo_key(m, key, n)) {
         *n = 0;
         return NULL;
     }

@@ -35,6 +35,11 @@ size_t tb_grammar_matcher_mask_words(const tb_grammar_matcher_t *m);
 /* Writes the allowed tokens of the next step into mask (every word written).  0, TB_ENOMEM. */
 int tb_grammar_matcher_fill_mask(tb_grammar_matcher_t *m, uint32_t *mask);
 
+/* Turns the memo of recent masks off or on (on by default): a step whose live stacks equal
+ * those of one of the last 4 computed steps (as inside a string) copies that step's mask.
+ * Benchmarks turn it off to measure the computed mask. */
+void tb_grammar_matcher_set_memo(tb_grammar_matcher_t *m, bool on);
+
 /* The same mask by trying every token against the full stacks: the slow reference the tests
  * compare fill_mask with. */
 int tb_grammar_matcher_fill_mask_slow(tb_grammar_matcher_t *m, uint32_t *mask);

@@ -185,7 +185,8 @@ def test_refused_by_name():
 
 
 def test_bench_grammar_reports_figures():
-    """bench/grammar prints a median and p99 for each grammar (no speed is asserted)."""
+    """bench/grammar prints a median and p99 for each grammar, memo off and on (no speed is
+    asserted)."""
     exe = os.path.join(BUILD, 'bench', 'bench_grammar')
     path = os.path.join(VECTORS, VOCABS[0])
     if not os.path.exists(path):
@@ -199,5 +200,5 @@ def test_bench_grammar_reports_figures():
         median = float(fields[fields.index('median') + 1])
         p99 = float(fields[fields.index('p99') + 1])
         assert 0 < median <= p99, line
-        assert re.search(r'\(\d+ steps, [0-2]/2 samples ended\)$', line), line
-    assert out.count('compile ') == 3
+        assert re.search(r'\(\d+ steps, [0-2]/2 samples ended\) memo off$', line), line
+    assert out.count("compile ") == 3 and out.count(" memo on") == 3

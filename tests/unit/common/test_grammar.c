@@ -227,6 +227,7 @@ static void s_walks(const char *grammar, int walks, int steps, uint64_t seed)
         tb_grammar_matcher_t *m = NULL;
         assert_int_equal(tb_grammar_matcher_new(c, &m), 0);
         for (int s = 0; s < steps && !tb_grammar_matcher_is_done(m); s++) {
+            tb_grammar_matcher_set_memo(m, w % 2 == 0); /* both paths, memo on and off */
             assert_int_equal(tb_grammar_matcher_fill_mask(m, fast), 0);
             assert_int_equal(tb_grammar_matcher_fill_mask_slow(m, slow), 0);
             assert_memory_equal(fast, slow, sizeof(fast));
