@@ -148,8 +148,9 @@ static int s_build(struct tb_grammar_cache *c, struct walk *w)
     w->unc = malloc((t.n_tokens + 1) * sizeof(*w->unc));
     c->entry_of = malloc((g->n_elems + 1) * sizeof(*c->entry_of));
     c->entries = calloc(g->n_elems + 1, sizeof(*c->entries));
-    if (!w->lv || !w->acc || !w->unc || !c->entry_of || !c->entries) {
-        return TB_ENOMEM;
+    if (!w->lv || !w->acc || !w->unc || !c->entry_of || !c->entries ||
+        s_reserve((void **)&c->ids, &c->cap_ids, 1, sizeof(int32_t)) != 0) {
+        return TB_ENOMEM; /* (ids is never NULL: entries point into it even when empty) */
     }
     for (size_t p = 0; p < g->n_elems; p++) {
         c->entry_of[p] = UINT32_MAX;

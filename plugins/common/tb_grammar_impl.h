@@ -68,6 +68,7 @@ struct tb_gstacks {
     uint32_t *set;
     size_t n_set, cap_set;
     bool static_mode; /* rule ends at the bottom follow tb_grammar.cont */
+    size_t work;      /* expansion steps of the current call, bounded (ambiguous grammars) */
 };
 
 void tb_gstacks_release(struct tb_gstacks *s);
@@ -79,7 +80,8 @@ static inline bool tb_gclass_has(const tb_grammar_t *g, uint32_t pos, uint8_t b)
 
 /* Appends to s->set every stack reached from `pos` over `parent` by expanding references and
  * popping finished rules, until byte classes are on top.  0, TB_ENOMEM, or TB_E2BIG (runaway
- * expansion). */
+ * expansion: nesting past 2048 or 2^18 steps in one call; in static mode the outcome becomes
+ * TB_GS_UNKNOWN instead). */
 int tb_gstacks_expand(const tb_grammar_t *g, struct tb_gstacks *s, uint32_t pos, uint32_t parent);
 
 /* Appends the stacks that start `rule` (over an empty stack).  Same codes. */

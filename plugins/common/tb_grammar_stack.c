@@ -11,6 +11,7 @@
 #include "tb_grammar_impl.h"
 
 #define MAX_EXPAND_DEPTH 2048
+#define MAX_WORK (1u << 18) /* expansion steps per public call */
 
 void tb_gstacks_release(struct tb_gstacks *s)
 {
@@ -54,6 +55,7 @@ static bool s_same(const struct tb_gstacks *s, uint32_t a, uint32_t b)
 
 static int s_set_add(struct tb_gstacks *s, uint32_t top, size_t lo)
 {
+    s->work += s->n_set - lo; /* the scan below: large sets come from ambiguous grammars */
     for (size_t i = lo; i < s->n_set; i++) {
         if (s_same(s, s->set[i], top)) {
             return 0;
@@ -132,7 +134,8 @@ static int s_expand(const tb_grammar_t *g, struct tb_gstacks *s, uint32_t pos, u
                     size_t lo, int depth)
 {
     int rc = 0;
-    if (depth > MAX_EXPAND_DEPTH) { /* static mode: continuations may cycle */
+    /* static mode: continuations may cycle, and an unknown outcome is always safe there */
+    if (depth > MAX_EXPAND_DEPTH || ++s->work > MAX_WORK) {
         return s->static_mode ? s_set_add(s, TB_GS_UNKNOWN, lo) : TB_E2BIG;
     }
     const struct tb_gelem e = g->elems[pos];
@@ -154,11 +157,13 @@ static int s_expand(const tb_grammar_t *g, struct tb_gstacks *s, uint32_t pos, u
 
 int tb_gstacks_expand(const tb_grammar_t *g, struct tb_gstacks *s, uint32_t pos, uint32_t parent)
 {
+    s->work = 0;
     return s_expand(g, s, pos, parent, s->n_set, 0);
 }
 
 int tb_gstacks_expand_rule(const tb_grammar_t *g, struct tb_gstacks *s, uint32_t rule)
 {
+    s->work = 0;
     return s_expand_rule(g, s, rule, TB_GS_BOTTOM, s->n_set, 0);
 }
 
@@ -166,6 +171,7 @@ int tb_gstacks_advance(const tb_grammar_t *g, struct tb_gstacks *s, size_t lo, s
                        uint8_t b)
 {
     size_t out_lo = s->n_set;
+    s->work = 0;
     for (size_t i = lo; i < hi; i++) {
         uint32_t top = s->set[i];
         if (top >= TB_GS_SPECIAL) {
