@@ -479,6 +479,14 @@ static int s_array(struct gen *g, const json_t *schema, struct sbuf *out, int de
     }
     struct sbuf it = {0};
     rc = items ? s_sub(g, items, &it, depth, "items") : s_generic(g, &it);
+    if (rc == 0 && (hi > 1 || lo > 2)) {
+        /* bounded: the item appears in several copies; one shared rule keeps the grammar (and
+         * the cache's positions) from growing with the bounds */
+        int id = ++g->n_rules;
+        rc = s_put(&g->rules, "i%d ::= %s\n", id, it.p);
+        it.n = 0;
+        rc = rc != 0 ? rc : s_put(&it, "i%d", id);
+    }
     char b[64];
     s_bounds(b, sizeof(b), lo > 0 ? lo - 1 : 0, hi < 0 ? -1 : hi - 1);
     if (rc == 0) {
