@@ -15,7 +15,7 @@
 
 #include "tb_errors.h"
 #include "tb_grammar_impl.h"
-#include "tb_tok_utf8.h"
+#include "tb_utf8.h"
 
 #define MAX_ELEMS (4u << 20)
 #define MAX_REPEAT 100000u
@@ -198,7 +198,7 @@ static int s_push_range(struct parser *p, struct evec *out, uint8_t lo, uint8_t 
 
 static size_t s_utf8(uint32_t cp, uint8_t *o)
 {
-    return tb_tok_utf8_encode(cp, (char *)o);
+    return tb_utf8_encode(cp, (char *)o);
 }
 
 /* Appends to `alts` one alternative per run of byte ranges that spells the code points

@@ -4,7 +4,7 @@
  * steps over a small vocabulary, choosing tokens from the input, with the fast mask checked
  * against the brute-force mask at every step.  Must never crash, leak, hang, or disagree.
  *
- * FUZZ_SOURCES: plugins/common/tb_grammar.c plugins/common/tb_grammar_stack.c plugins/common/tb_grammar_cache.c plugins/common/tb_grammar_matcher.c plugins/common/tb_token_trie.c plugins/common/tb_json_schema.c plugins/common/tb_tok_utf8.c
+ * FUZZ_SOURCES: plugins/common/tb_grammar.c plugins/common/tb_grammar_stack.c plugins/common/tb_grammar_cache.c plugins/common/tb_grammar_matcher.c plugins/common/tb_token_trie.c plugins/common/tb_json_schema.c schemas/tb_utf8.c
  */
 #include <stddef.h>
 #include <stdint.h>
