@@ -39,8 +39,8 @@ enum {
 };
 
 #define MAX_IDENT 255
-#define DEADLINE_CHECK_NS 20000000          /* 20 ms */
-#define DISPATCH_BUDGET 256                 /* messages per socket per run, for fairness */
+#define DEADLINE_CHECK_NS 20000000         /* 20 ms */
+#define DISPATCH_BUDGET 256                /* messages per socket per run, for fairness */
 #define SERVER_DEADLINE_SLACK_NS 500000000 /* 0.5 s */
 #define EPOLL_BATCH 64
 
@@ -609,8 +609,8 @@ static bool s_on_conn(tb_bus_t *bus, struct conn *c)
         void *fmsg = NULL;
         char err[200];
         if ((n == 1 || n == 2) &&
-            tb_codec_decode(TB_MSG_FRAME, zmq_msg_data(&parts[0]), zmq_msg_size(&parts[0]),
-                            &fmsg, err, sizeof(err)) == 0) {
+            tb_codec_decode(TB_MSG_FRAME, zmq_msg_data(&parts[0]), zmq_msg_size(&parts[0]), &fmsg,
+                            err, sizeof(err)) == 0) {
             struct tb_msg_frame *f = fmsg;
             struct tb_call *call = tb_u64map_get(&bus->calls, f->id);
             if (call && call->conn == c) {
@@ -685,9 +685,9 @@ int tb_bus_vreply_error(tb_request_t *req, int code, const char *fmt, va_list ap
     struct tb_msg_frame f = {.kind = K_ERROR, .id = req->id, .message = msg};
     f.code = code;
     f.has_code = true;
-    int rc = req->ep->dead ? TB_EGONE
-                           : s_send_frame(req->ep->router, req->ident, req->ident_len, &f,
-                                          NULL, 0);
+    int rc = req->ep->dead
+                 ? TB_EGONE
+                 : s_send_frame(req->ep->router, req->ident, req->ident_len, &f, NULL, 0);
     req->ep->src.ready = !req->ep->dead;
     s_request_free(req);
     return rc == -EHOSTUNREACH ? TB_EGONE : (rc < 0 && rc > -200 ? TB_EIO : rc);
@@ -746,8 +746,8 @@ static bool s_on_endpoint(tb_bus_t *bus, struct endpoint *ep)
         char err[200];
         size_t ilen = n >= 1 ? zmq_msg_size(&parts[0]) : 0;
         if ((n == 2 || n == 3) && ilen <= MAX_IDENT &&
-            tb_codec_decode(TB_MSG_FRAME, zmq_msg_data(&parts[1]), zmq_msg_size(&parts[1]),
-                            &fmsg, err, sizeof(err)) == 0) {
+            tb_codec_decode(TB_MSG_FRAME, zmq_msg_data(&parts[1]), zmq_msg_size(&parts[1]), &fmsg,
+                            err, sizeof(err)) == 0) {
             struct tb_msg_frame *f = fmsg;
             const uint8_t *ident = zmq_msg_data(&parts[0]);
             uint64_t key = s_mix(ident, ilen, f->id);
@@ -1228,8 +1228,7 @@ static void s_check_deadlines(tb_bus_t *bus, int64_t now)
             continue;
         }
         s_send_cancel(call);
-        s_call_fail(bus, call, TB_ETIMEDOUT, "no complete answer within %d ms",
-                    call->timeout_ms);
+        s_call_fail(bus, call, TB_ETIMEDOUT, "no complete answer within %d ms", call->timeout_ms);
     }
     free(v);
     for (size_t i = 0; i < bus->n_eps; i++) {

@@ -48,11 +48,11 @@ void tb_log_write(tb_log_level_t level, const char *component, const char *fmt, 
 void tb_log_vwrite(tb_log_level_t level, const char *component, const char *fmt, va_list ap);
 
 /* Level-checked macros: arguments are not evaluated when the level is off. */
-#define TB_CLOG(level, comp, ...)                                                                 \
-    do {                                                                                          \
-        if (tb_log_enabled(level)) {                                                              \
-            tb_log_write((level), (comp), __VA_ARGS__);                                           \
-        }                                                                                         \
+#define TB_CLOG(level, comp, ...)                                                                \
+    do {                                                                                         \
+        if (tb_log_enabled(level)) {                                                             \
+            tb_log_write((level), (comp), __VA_ARGS__);                                          \
+        }                                                                                        \
     } while (0)
 #define TB_CLOG_ERROR(comp, ...) TB_CLOG(TB_LOG_ERROR, comp, __VA_ARGS__)
 #define TB_CLOG_WARN(comp, ...) TB_CLOG(TB_LOG_WARN, comp, __VA_ARGS__)

@@ -106,8 +106,9 @@ static void s_free_family(struct tb_metric *m)
     free(m);
 }
 
-tb_metric_t *tb_metric_get(tb_metrics_t *r, const char *name, tb_metric_kind_t kind, const char *help,
-                           const char *label_names, const double *buckets, size_t n_buckets)
+tb_metric_t *tb_metric_get(tb_metrics_t *r, const char *name, tb_metric_kind_t kind,
+                           const char *help, const char *label_names, const double *buckets,
+                           size_t n_buckets)
 {
     if (!s_valid_name(name)) {
         return NULL;

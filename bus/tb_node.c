@@ -61,9 +61,9 @@ struct tb_node {
     bool agent_started;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    struct lease *leases;  /* held */
-    struct cmd *queue;     /* to send */
-    struct cmd *inflight;  /* adds sent, awaiting answers */
+    struct lease *leases; /* held */
+    struct cmd *queue;    /* to send */
+    struct cmd *inflight; /* adds sent, awaiting answers */
     bool stopping;
     uint64_t seq;
 };
@@ -131,8 +131,9 @@ static void s_on_reply(tb_node_t *n, struct tb_msg_reg_reply *rep)
     for (size_t i = 0; i < rep->unknown_count; i++) {
         for (struct lease *l = n->leases; l; l = l->next) {
             if (l->id == rep->unknown[i]) {
-                TB_CLOG_INFO(LOG_NAME, "re-registering instance %016" PRIx64
-                                       " that the registry no longer held",
+                TB_CLOG_INFO(LOG_NAME,
+                             "re-registering instance %016" PRIx64
+                             " that the registry no longer held",
                              l->id);
                 s_send_register(n, l, ++n->seq);
             }
@@ -229,8 +230,9 @@ static void *s_agent(void *arg)
             }
             void *msg = NULL;
             char err[200];
-            if (np == 1 && tb_codec_decode(TB_MSG_REG_REPLY, zmq_msg_data(&parts[0]),
-                                           zmq_msg_size(&parts[0]), &msg, err, sizeof(err)) == 0) {
+            if (np == 1 &&
+                tb_codec_decode(TB_MSG_REG_REPLY, zmq_msg_data(&parts[0]),
+                                zmq_msg_size(&parts[0]), &msg, err, sizeof(err)) == 0) {
                 last_answer = s_now_ms();
                 if (silent) {
                     TB_CLOG_INFO(LOG_NAME, "registry at %s answers again", n->registry_addr);
@@ -424,8 +426,8 @@ int tb_node_new(const struct tb_node_config *cfg, tb_node_t **out, char *err, si
         rc = TB_EINVAL;
         goto fail;
     }
-    rc = s_hello(n, cfg->join != NULL,
-                 cfg->join_timeout_ms > 0 ? cfg->join_timeout_ms : 5000, err, err_len);
+    rc = s_hello(n, cfg->join != NULL, cfg->join_timeout_ms > 0 ? cfg->join_timeout_ms : 5000,
+                 err, err_len);
     if (rc != 0) {
         goto fail;
     }

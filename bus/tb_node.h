@@ -24,7 +24,7 @@
 typedef struct tb_node tb_node_t;
 
 struct tb_node_config {
-    const char *join;            /* NULL: host the registry here; else its tcp:// / ipc:// address */
+    const char *join; /* NULL: host the registry here; else its tcp:// / ipc:// address */
     const char *registry_listen; /* head only: also accept joins at this address (NULL: no) */
     const char *transport;       /* "tcp" or "ipc": how endpoints are reached from other
                                     processes; NULL: tcp when joined or listening, else none */

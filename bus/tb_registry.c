@@ -19,7 +19,7 @@
 #define LOG_NAME "registry"
 
 struct lease {
-    void *req;                      /* the decoded reg_request that registered it (owned) */
+    void *req;                        /* the decoded reg_request that registered it (owned) */
     const struct tb_msg_route *route; /* inside req */
     int64_t expires_ns;
 };

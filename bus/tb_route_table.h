@@ -21,9 +21,9 @@ typedef struct tb_route_table tb_route_table_t;
 
 /* One entry: the public view plus where to connect. */
 struct tb_rt_entry {
-    struct tb_route pub;     /* strings owned by the entry */
+    struct tb_route pub; /* strings owned by the entry */
     char *process_id;
-    char *address;           /* the address this process should connect to */
+    char *address; /* the address this process should connect to */
 };
 
 /* A table for a process whose id is `process_id` (copied): routes from that process are marked

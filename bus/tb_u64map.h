@@ -16,9 +16,9 @@
 struct tb_u64map {
     uint64_t *keys; /* 0 = empty, UINT64_MAX = deleted */
     void **vals;
-    size_t cap;     /* power of two */
+    size_t cap; /* power of two */
     size_t count;
-    size_t used;    /* count + tombstones */
+    size_t used; /* count + tombstones */
 };
 
 void tb_u64map_init(struct tb_u64map *m);

@@ -46,13 +46,15 @@ static const char s_check_usage[] =
     "usage: turbine check FILE\n"
     "\n"
     "Validates a deployment file and the config of every component against its plugin, without\n"
-    "starting anything or binding any port.  Prints each error as FILE:LINE:COLUMN with the key,\n"
+    "starting anything or binding any port.  Prints each error as FILE:LINE:COLUMN with the "
+    "key,\n"
     "the value, why it is wrong and how to fix it.  Exit 0 when valid, 2 otherwise.\n";
 
 static const char s_plugins_usage[] =
     "usage: turbine plugins [NAME] [--path DIR]...\n"
     "\n"
-    "Lists the plugins found on the search path (--path DIRs, then TURBINE_PLUGIN_PATH, then this\n"
+    "Lists the plugins found on the search path (--path DIRs, then TURBINE_PLUGIN_PATH, then "
+    "this\n"
     "build's plugins folder) with their versions and config keys: type, default, bounds, help.\n";
 
 static bool s_wants_help(int argc, char **argv)

@@ -6,8 +6,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "tb_bus.h"
 #include "tb_buf.h"
+#include "tb_bus.h"
 #include "tb_codec.h"
 #include "tb_log.h"
 
@@ -153,9 +153,10 @@ static const struct tb_host s_host = {
 
 /* bus_routes_find writes rows of sizeof(struct tb_route) into arrays plugins of every ABI 1.x
  * sized: the struct must stay ABI 1.0's size, or bus_routes_find must fill rows of that size. */
-_Static_assert(sizeof(struct tb_route) ==
-                   (offsetof(struct tb_route, local) + sizeof(bool) + _Alignof(struct tb_route) -
-                    1) / _Alignof(struct tb_route) * _Alignof(struct tb_route),
+_Static_assert(sizeof(struct tb_route) == (offsetof(struct tb_route, local) + sizeof(bool) +
+                                           _Alignof(struct tb_route) - 1) /
+                                              _Alignof(struct tb_route) *
+                                              _Alignof(struct tb_route),
                "struct tb_route grew: make bus_routes_find fill rows of ABI 1.0's size");
 
 const struct tb_host *tb_host_table(void)

@@ -27,8 +27,8 @@ struct tb_core {
 struct tb_component {
     struct tb_core *core;
     const struct tb_loaded_plugin *lp;
-    const char *name;   /* the component's name (replicas share it) */
-    char log_name[96];  /* "name" or "name#2" */
+    const char *name;  /* the component's name (replicas share it) */
+    char log_name[96]; /* "name" or "name#2" */
     int replica;
     const void *config; /* validated config, borrowed from the deployment */
     void *state;        /* the plugin's */

@@ -16,49 +16,98 @@ static const char *const s_formats[] = {"text", "json", NULL};
 static const char *const s_transports[] = {"auto", "tcp", "ipc", NULL};
 
 static const struct tb_config_field s_log_fields[] = {
-    {.key = "level", .type = TB_CFG_ENUM, .offset = OFF(log_level), .default_value = "info",
-     .choices = s_levels, .help = "least severe level written"},
-    {.key = "format", .type = TB_CFG_ENUM, .offset = OFF(log_format), .default_value = "text",
-     .choices = s_formats, .help = "text lines or JSON lines"},
-    {.key = "file", .type = TB_CFG_STRING, .offset = OFF(log_file),
+    {.key = "level",
+     .type = TB_CFG_ENUM,
+     .offset = OFF(log_level),
+     .default_value = "info",
+     .choices = s_levels,
+     .help = "least severe level written"},
+    {.key = "format",
+     .type = TB_CFG_ENUM,
+     .offset = OFF(log_format),
+     .default_value = "text",
+     .choices = s_formats,
+     .help = "text lines or JSON lines"},
+    {.key = "file",
+     .type = TB_CFG_STRING,
+     .offset = OFF(log_file),
      .help = "append to this file (reopened on SIGHUP) instead of stderr"},
 };
 
 static const struct tb_config_field s_registry_fields[] = {
-    {.key = "listen", .type = TB_CFG_STRING, .offset = OFF(registry_listen),
+    {.key = "listen",
+     .type = TB_CFG_STRING,
+     .offset = OFF(registry_listen),
      .help = "tcp://HOST:PORT or ipc://PATH where other processes join this one"},
-    {.key = "heartbeat_interval", .type = TB_CFG_SECONDS, .offset = OFF(heartbeat_s),
-     .default_value = "1s", .has_bounds = true, .min = 0.05, .max = 60,
+    {.key = "heartbeat_interval",
+     .type = TB_CFG_SECONDS,
+     .offset = OFF(heartbeat_s),
+     .default_value = "1s",
+     .has_bounds = true,
+     .min = 0.05,
+     .max = 60,
      .help = "how often leases are renewed"},
-    {.key = "lease_ttl", .type = TB_CFG_SECONDS, .offset = OFF(lease_ttl_s),
-     .default_value = "3s", .has_bounds = true, .min = 0.1, .max = 600,
+    {.key = "lease_ttl",
+     .type = TB_CFG_SECONDS,
+     .offset = OFF(lease_ttl_s),
+     .default_value = "3s",
+     .has_bounds = true,
+     .min = 0.1,
+     .max = 600,
      .help = "a route whose lease is not renewed for this long is removed"},
 };
 
 static const struct tb_config_field s_bus_fields[] = {
-    {.key = "transport", .type = TB_CFG_ENUM, .offset = OFF(transport), .default_value = "auto",
+    {.key = "transport",
+     .type = TB_CFG_ENUM,
+     .offset = OFF(transport),
+     .default_value = "auto",
      .choices = s_transports,
-     .help = "how endpoints are reached from other processes (auto: tcp when joined or listening)"},
-    {.key = "host", .type = TB_CFG_STRING, .offset = OFF(bus_host), .default_value = "127.0.0.1",
+     .help =
+         "how endpoints are reached from other processes (auto: tcp when joined or listening)"},
+    {.key = "host",
+     .type = TB_CFG_STRING,
+     .offset = OFF(bus_host),
+     .default_value = "127.0.0.1",
      .help = "tcp: address endpoints bind and advertise"},
-    {.key = "join_timeout", .type = TB_CFG_SECONDS, .offset = OFF(join_timeout_s),
-     .default_value = "5s", .has_bounds = true, .min = 0.1, .max = 600,
+    {.key = "join_timeout",
+     .type = TB_CFG_SECONDS,
+     .offset = OFF(join_timeout_s),
+     .default_value = "5s",
+     .has_bounds = true,
+     .min = 0.1,
+     .max = 600,
      .help = "how long --join waits for the head's registry"},
-    {.key = "spin", .type = TB_CFG_SECONDS, .offset = OFF(bus_spin_s), .default_value = "50us",
-     .has_bounds = true, .min = 0, .max = 0.01,
+    {.key = "spin",
+     .type = TB_CFG_SECONDS,
+     .offset = OFF(bus_spin_s),
+     .default_value = "50us",
+     .has_bounds = true,
+     .min = 0,
+     .max = 0.01,
      .help = "how long a component's bus loop polls after work before it sleeps (0: never)"},
 };
 
 static const struct tb_config_field s_shutdown_fields[] = {
-    {.key = "grace_period", .type = TB_CFG_SECONDS, .offset = OFF(grace_s),
-     .default_value = "30s", .has_bounds = true, .min = 0, .max = 3600,
+    {.key = "grace_period",
+     .type = TB_CFG_SECONDS,
+     .offset = OFF(grace_s),
+     .default_value = "30s",
+     .has_bounds = true,
+     .min = 0,
+     .max = 3600,
      .help = "on SIGTERM/SIGINT, how long in-flight work may finish"},
 };
 
 static const struct tb_config_field s_top_fields[] = {
-    {.key = "namespace", .type = TB_CFG_STRING, .offset = OFF(ns), .default_value = "turbine",
+    {.key = "namespace",
+     .type = TB_CFG_STRING,
+     .offset = OFF(ns),
+     .default_value = "turbine",
      .help = "first part of every endpoint name"},
-    {.key = "plugin_path", .type = TB_CFG_STR_LIST, .offset = OFF(plugin_path),
+    {.key = "plugin_path",
+     .type = TB_CFG_STR_LIST,
+     .offset = OFF(plugin_path),
      .help = "folders searched first for tb_<name>.so"},
 };
 
@@ -76,8 +125,8 @@ static const struct section s_sections[] = {
 };
 #define N_SECTIONS (sizeof(s_sections) / sizeof(s_sections[0]))
 
-static const char *const s_top_keys[] = {"namespace", "plugin_path", "log", "registry", "bus",
-                                         "shutdown", "components", NULL};
+static const char *const s_top_keys[] = {"namespace", "plugin_path", "log",        "registry",
+                                         "bus",       "shutdown",    "components", NULL};
 static const char *const s_comp_keys[] = {"name", "plugin", "replicas", "config", NULL};
 
 size_t tb_deploy_core_sections(const char *const **names)
@@ -112,8 +161,9 @@ static const char *s_scalar(const yaml_node_t *n)
 
 static const char *s_kind(const yaml_node_t *n)
 {
-    return n->type == YAML_MAPPING_NODE ? "mapping" : n->type == YAML_SEQUENCE_NODE ? "list"
-                                                                                   : "value";
+    return n->type == YAML_MAPPING_NODE    ? "mapping"
+           : n->type == YAML_SEQUENCE_NODE ? "list"
+                                           : "value";
 }
 
 /* Applies `fields` to mapping `node`: defaults first, then each key; unknown and duplicate keys
@@ -133,8 +183,8 @@ static bool s_apply_mapping(struct loader_ctx *c, yaml_node_t *node,
     }
     if (node->type != YAML_MAPPING_NODE) {
         tb_diag_addf(c->diag, c->file, s_line(node), s_col(node), prefix, NULL,
-                     "write 'key: value' lines indented under it", "expected a mapping, found a %s",
-                     s_kind(node));
+                     "write 'key: value' lines indented under it",
+                     "expected a mapping, found a %s", s_kind(node));
         return false;
     }
     bool *seen = calloc(n + 1, sizeof(bool));
@@ -180,8 +230,7 @@ static bool s_apply_mapping(struct loader_ctx *c, yaml_node_t *node,
             if (near) {
                 snprintf(fix, sizeof(fix), "did you mean '%s'? known keys: %s", near, allowed);
             } else {
-                snprintf(fix, sizeof(fix), "remove it; known keys: %s",
-                         n ? allowed : "(none)");
+                snprintf(fix, sizeof(fix), "remove it; known keys: %s", n ? allowed : "(none)");
             }
             tb_diag_add(c->diag, c->file, s_line(k), s_col(k), path, NULL, "unknown key", fix);
             ok = false;
@@ -194,7 +243,9 @@ static bool s_apply_mapping(struct loader_ctx *c, yaml_node_t *node,
             continue;
         }
         seen[fi] = true;
-        struct tb_field_ctx fc = {.file = c->file, .key = path, .diag = c->diag,
+        struct tb_field_ctx fc = {.file = c->file,
+                                  .key = path,
+                                  .diag = c->diag,
                                   .arena = c->arena};
         ok = tb_field_apply(&fields[fi], c->doc, v, config, &fc) && ok;
     }
@@ -249,8 +300,8 @@ static bool s_component_value(struct loader_ctx *c, struct tb_deploy_component *
 {
     const char *val = s_scalar(v);
     if (!val) {
-        tb_diag_addf(c->diag, c->file, s_line(v), s_col(v), path, NULL,
-                     "write a single value", "expected a value, found a %s", s_kind(v));
+        tb_diag_addf(c->diag, c->file, s_line(v), s_col(v), path, NULL, "write a single value",
+                     "expected a value, found a %s", s_kind(v));
         return false;
     }
     char *exp = NULL;
@@ -311,7 +362,8 @@ static bool s_component_keys(struct loader_ctx *c, yaml_node_t *node, const char
         if (ki < 0 || !v) {
             const char *near = key ? tb_closest(key, s_comp_keys) : NULL;
             char fix[256];
-            snprintf(fix, sizeof(fix), "%s%s%sa component has: name, plugin, replicas, config "
+            snprintf(fix, sizeof(fix),
+                     "%s%s%sa component has: name, plugin, replicas, config "
                      "(plugin settings go under 'config')",
                      near ? "did you mean '" : "", near ? near : "", near ? "'? " : "");
             tb_diag_add(c->diag, c->file, k ? s_line(k) : 0, k ? s_col(k) : 0, path, NULL,
@@ -385,9 +437,9 @@ static bool s_component_load(struct loader_ctx *c, tb_loader_t *loader,
         char **avail = NULL;
         size_t na = tb_loader_available(loader, &avail);
         const char *near = tb_closest(comp->plugin, (const char *const *)avail);
-        size_t k = (size_t)snprintf(fix, sizeof(fix), "%s%s%savailable plugins:",
-                                    near ? "did you mean '" : "", near ? near : "",
-                                    near ? "'? " : "");
+        size_t k = (size_t)snprintf(fix, sizeof(fix),
+                                    "%s%s%savailable plugins:", near ? "did you mean '" : "",
+                                    near ? near : "", near ? "'? " : "");
         for (size_t i = 0; i < na; i++) {
             free(avail[i]);
         }
@@ -406,8 +458,8 @@ static bool s_component_load(struct loader_ctx *c, tb_loader_t *loader,
 
 /* Applies the plugin's config fields to the component's `config` block (or to an empty one:
  * defaults only, required keys still required). */
-static bool s_component_config(struct loader_ctx *c, struct tb_deploy_component *comp,
-                               size_t idx, yaml_node_t *node, yaml_node_t *config_node)
+static bool s_component_config(struct loader_ctx *c, struct tb_deploy_component *comp, size_t idx,
+                               yaml_node_t *node, yaml_node_t *config_node)
 {
     const struct tb_plugin *pd = comp->lp->desc;
     comp->config = tb_arena_alloc(c->arena, pd->config_size ? pd->config_size : 1);
@@ -519,15 +571,16 @@ static void s_check_top_keys(struct loader_ctx *c, yaml_node_t *root)
         if (!known) {
             const char *near = key ? tb_closest(key, s_top_keys) : NULL;
             char fix[300];
-            snprintf(fix, sizeof(fix),
-                     "%s%s%stop-level keys: namespace, plugin_path, log, registry, bus, shutdown, "
-                     "components",
-                     near ? "did you mean '" : "", near ? near : "", near ? "'? " : "");
+            snprintf(
+                fix, sizeof(fix),
+                "%s%s%stop-level keys: namespace, plugin_path, log, registry, bus, shutdown, "
+                "components",
+                near ? "did you mean '" : "", near ? near : "", near ? "'? " : "");
             tb_diag_add(c->diag, c->file, k ? s_line(k) : 0, k ? s_col(k) : 0, key ? key : "?",
                         NULL, "unknown key", fix);
         } else if (dup) {
-            tb_diag_add(c->diag, c->file, s_line(k), s_col(k), key, NULL,
-                        "the key appears twice", "keep one of them");
+            tb_diag_add(c->diag, c->file, s_line(k), s_col(k), key, NULL, "the key appears twice",
+                        "keep one of them");
         }
     }
 }
@@ -543,7 +596,9 @@ static void s_core_settings(struct loader_ctx *c, yaml_node_t *root, struct tb_d
         tb_field_apply_default(f, &d->core, d->arena, err, sizeof(err));
         yaml_node_t *v = s_get(c->doc, root, f->key, NULL);
         if (v) {
-            struct tb_field_ctx fc = {.file = c->file, .key = f->key, .diag = c->diag,
+            struct tb_field_ctx fc = {.file = c->file,
+                                      .key = f->key,
+                                      .diag = c->diag,
                                       .arena = d->arena};
             tb_field_apply(f, c->doc, v, &d->core, &fc);
         }
@@ -566,8 +621,8 @@ static void s_core_settings(struct loader_ctx *c, yaml_node_t *root, struct tb_d
                              ? s_get(c->doc, reg, "lease_ttl", NULL)
                              : NULL;
         v = v ? v : reg;
-        tb_diag_addf(c->diag, c->file, v ? s_line(v) : 0, v ? s_col(v) : 0,
-                     "registry.lease_ttl", NULL, "make lease_ttl at least twice heartbeat_interval",
+        tb_diag_addf(c->diag, c->file, v ? s_line(v) : 0, v ? s_col(v) : 0, "registry.lease_ttl",
+                     NULL, "make lease_ttl at least twice heartbeat_interval",
                      "lease_ttl (%g s) must be longer than heartbeat_interval (%g s)",
                      d->core.lease_ttl_s, d->core.heartbeat_s);
     }

@@ -16,14 +16,14 @@
 
 /* The core's settings (docs/config.md).  Strings live in the deployment's arena. */
 struct tb_core_config {
-    const char *ns;          /* namespace */
-    int log_level;           /* tb_log_level_t */
-    int log_format;          /* 0 text, 1 json */
-    const char *log_file;    /* NULL: stderr */
+    const char *ns;       /* namespace */
+    int log_level;        /* tb_log_level_t */
+    int log_format;       /* 0 text, 1 json */
+    const char *log_file; /* NULL: stderr */
     const char *registry_listen;
     double heartbeat_s;
     double lease_ttl_s;
-    int transport;           /* 0 auto, 1 tcp, 2 ipc */
+    int transport; /* 0 auto, 1 tcp, 2 ipc */
     const char *bus_host;
     double grace_s;
     double join_timeout_s;

@@ -17,7 +17,7 @@ struct tb_diag_entry {
     char *key;   /* e.g. "components[1].config.served_model_name" */
     char *value; /* the offending value as written, or NULL */
     char *why;
-    char *fix;   /* NULL when there is nothing to suggest */
+    char *fix; /* NULL when there is nothing to suggest */
 };
 
 struct tb_diag {

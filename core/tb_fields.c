@@ -179,9 +179,18 @@ bool tb_parse_bytes(const char *s, int64_t *out)
     static const struct {
         const char *suffix;
         double mult;
-    } units[] = {{"", 1},          {"B", 1},           {"KiB", 1024.0},     {"MiB", 1048576.0},
-                 {"GiB", 1073741824.0}, {"TiB", 1099511627776.0}, {"KB", 1e3}, {"MB", 1e6},
-                 {"GB", 1e9},      {"TB", 1e12},       {"K", 1024.0},       {"M", 1048576.0},
+    } units[] = {{"", 1},
+                 {"B", 1},
+                 {"KiB", 1024.0},
+                 {"MiB", 1048576.0},
+                 {"GiB", 1073741824.0},
+                 {"TiB", 1099511627776.0},
+                 {"KB", 1e3},
+                 {"MB", 1e6},
+                 {"GB", 1e9},
+                 {"TB", 1e12},
+                 {"K", 1024.0},
+                 {"M", 1048576.0},
                  {"G", 1073741824.0}};
     for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
         if (strcmp(end, units[i].suffix) == 0) {
@@ -275,7 +284,8 @@ bool tb_model_name_check(const char *name, char *why, size_t why_len, char *fix,
         return false;
     }
     if (len > 128) {
-        snprintf(why, why_len, "a served model name is at most 128 bytes (this one has %zu)", len);
+        snprintf(why, why_len, "a served model name is at most 128 bytes (this one has %zu)",
+                 len);
         snprintf(fix, fix_len, "use a shorter name such as 'llama-3-8b'");
         return false;
     }
@@ -424,16 +434,17 @@ static bool s_check_path(const struct tb_config_field *f, const char *text, char
     }
     if (f->must_exist && stat(text, &st) != 0) {
         snprintf(why, why_len, "cannot access it: %s", strerror(errno));
-        snprintf(fix, fix_len, "check the path (relative paths start from the directory "
-                               "turbine runs in)");
+        snprintf(fix, fix_len,
+                 "check the path (relative paths start from the directory "
+                 "turbine runs in)");
         return false;
     }
     return true;
 }
 
 /* TB_CFG_STR_LIST from a single scalar: a one-element list. */
-static bool s_apply_one_item_list(const struct tb_config_field *f, const char *text,
-                                  void *config, tb_arena_t *arena, char *why, size_t why_len)
+static bool s_apply_one_item_list(const struct tb_config_field *f, const char *text, void *config,
+                                  tb_arena_t *arena, char *why, size_t why_len)
 {
     const char **items = tb_arena_alloc(arena, sizeof(char *));
     char *copy = items ? tb_arena_strndup(arena, text, strlen(text)) : NULL;
@@ -586,8 +597,8 @@ bool tb_field_apply_default(const struct tb_config_field *f, void *config, tb_ar
         return copy != NULL;
     }
     if (!s_apply_text(f, f->default_value, config, arena, why, sizeof(why), fix, sizeof(fix))) {
-        snprintf(err, err_len, "default '%s' of key '%s' is invalid: %s", f->default_value, f->key,
-                 why);
+        snprintf(err, err_len, "default '%s' of key '%s' is invalid: %s", f->default_value,
+                 f->key, why);
         return false;
     }
     return true;

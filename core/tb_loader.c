@@ -20,13 +20,13 @@
 #define CONFIG_FIELD_SIZE_1_0 (offsetof(struct tb_config_field, help) + sizeof(const char *))
 
 /* True when the plugin's descriptor is long enough to hold `member`. */
-#define DESC_HAS(d, member)                                                                       \
+#define DESC_HAS(d, member)                                                                      \
     ((d)->struct_size >= offsetof(struct tb_plugin, member) + sizeof((d)->member))
 
 static size_t s_field_stride(const struct tb_plugin *d)
 {
     return DESC_HAS(d, config_field_size) && d->config_field_size ? d->config_field_size
-                                                                 : CONFIG_FIELD_SIZE_1_0;
+                                                                  : CONFIG_FIELD_SIZE_1_0;
 }
 
 /* Row i of the plugin's config table, read with the plugin's stride. */
@@ -150,10 +150,11 @@ int tb_loader_check_descriptor(const struct tb_plugin *d, const char *expect_nam
         return TB_EABI;
     }
     if (d->abi_minor > TB_ABI_MINOR) {
-        snprintf(err, err_len,
-                 "plugin needs ABI %u.%u, newer than this turbine's ABI %d.%d: upgrade turbine or "
-                 "rebuild the plugin against this version",
-                 d->abi_major, d->abi_minor, TB_ABI_MAJOR, TB_ABI_MINOR);
+        snprintf(
+            err, err_len,
+            "plugin needs ABI %u.%u, newer than this turbine's ABI %d.%d: upgrade turbine or "
+            "rebuild the plugin against this version",
+            d->abi_major, d->abi_minor, TB_ABI_MAJOR, TB_ABI_MINOR);
         return TB_EABI;
     }
     /* Every member of ABI 1.0 is required; later minors only append. */
@@ -177,11 +178,12 @@ int tb_loader_check_descriptor(const struct tb_plugin *d, const char *expect_nam
     }
     const struct tb_codec_layout *layout = tb_codec_layout_for_abi(d->abi_minor);
     if (layout->minor > tb_codec_schema_minor()) {
-        snprintf(err, err_len,
-                 "plugin ABI %u.%u carries message schema %d.%u, newer than the %d.%u this process "
-                 "speaks (pinned by TB_SCHEMA_MINOR): unset it, or use a plugin built for %d.%u",
-                 d->abi_major, d->abi_minor, TB_SCHEMA_MAJOR, layout->minor, TB_SCHEMA_MAJOR,
-                 tb_codec_schema_minor(), TB_SCHEMA_MAJOR, tb_codec_schema_minor());
+        snprintf(
+            err, err_len,
+            "plugin ABI %u.%u carries message schema %d.%u, newer than the %d.%u this process "
+            "speaks (pinned by TB_SCHEMA_MINOR): unset it, or use a plugin built for %d.%u",
+            d->abi_major, d->abi_minor, TB_SCHEMA_MAJOR, layout->minor, TB_SCHEMA_MAJOR,
+            tb_codec_schema_minor(), TB_SCHEMA_MAJOR, tb_codec_schema_minor());
         return TB_EABI;
     }
     size_t stride = s_field_stride(d);

@@ -28,8 +28,8 @@ struct tb_loaded_plugin {
     const struct tb_plugin *desc;
     /* The message layouts the plugin was built with (its ABI minor's schema minor). */
     const struct tb_codec_layout *layout;
-    struct tb_plugin desc_copy;    /* private: what desc points to */
-    struct tb_config_field *rows;  /* private: desc_copy.config_fields (owned) */
+    struct tb_plugin desc_copy;   /* private: what desc points to */
+    struct tb_config_field *rows; /* private: desc_copy.config_fields (owned) */
 };
 
 /* A loader searching `dirs` (copied; may be NULL when n_dirs is 0) before the default places.

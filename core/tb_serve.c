@@ -112,8 +112,9 @@ static void s_loop(struct run *r, int sig_fd, double grace_s)
         while ((sig = tb_signals_next(sig_fd)) != 0) {
             if (sig == SIGINT || sig == SIGTERM) {
                 if (draining) {
-                    TB_CLOG_WARN(LOG_NAME, "second %s: stopping now without waiting for %zu "
-                                           "in-flight request%s",
+                    TB_CLOG_WARN(LOG_NAME,
+                                 "second %s: stopping now without waiting for %zu "
+                                 "in-flight request%s",
                                  sig == SIGINT ? "SIGINT" : "SIGTERM", s_in_flight(r),
                                  s_in_flight(r) == 1 ? "" : "s");
                     return;
@@ -171,7 +172,8 @@ static int s_setup_log(const struct tb_serve_opts *o, const struct tb_deploy *d)
 {
     tb_log_level_t level = (tb_log_level_t)d->core.log_level;
     if (o->log_level && !tb_log_level_parse(o->log_level, &level)) {
-        fprintf(stderr, "turbine: unknown log level '%s': use error, warn, info, debug or trace\n",
+        fprintf(stderr,
+                "turbine: unknown log level '%s': use error, warn, info, debug or trace\n",
                 o->log_level);
         return 2;
     }

@@ -49,7 +49,8 @@ int tb_tools_main(int argc, char **argv)
     args[argc + 1] = NULL;
     fflush(NULL);
     execv(path, args);
-    fprintf(stderr, "turbine %s: cannot run '%s': %s (it is built and installed beside turbine)\n",
+    fprintf(stderr,
+            "turbine %s: cannot run '%s': %s (it is built and installed beside turbine)\n",
             argv[0], path, strerror(errno));
     return 1;
 }

@@ -162,8 +162,8 @@ static int s_encode(const struct tb_msg_desc *d, const void *msg, msgpack_packer
     return rc;
 }
 
-int tb_codec_encode_in(const struct tb_msg_desc *const *descs, tb_msg_type_t type, const void *msg,
-                       struct tb_buf *out)
+int tb_codec_encode_in(const struct tb_msg_desc *const *descs, tb_msg_type_t type,
+                       const void *msg, struct tb_buf *out)
 {
     if ((int)type <= 0 || type >= TB_MSG__COUNT || !descs[type] || !msg) {
         return TB_EINVAL;
@@ -235,8 +235,8 @@ static int s_str(struct dec *d, const msgpack_object *o, const char *name, const
 static int s_decode(struct dec *d, const struct tb_msg_desc *md, const msgpack_object *o,
                     void *msg, int depth);
 
-static int s_field(struct dec *d, const struct tb_field_desc *f, const msgpack_object *v, void *msg,
-                   int depth)
+static int s_field(struct dec *d, const struct tb_field_desc *f, const msgpack_object *v,
+                   void *msg, int depth)
 {
     int64_t i;
     switch (f->type) {
@@ -458,28 +458,85 @@ static bool s_counts_plausible(const uint8_t *p, size_t len)
             n = b & 0x1f;
         } else {
             switch (b) {
-            case 0xc4: case 0xd9: hdr = 1; break;             /* bin8, str8 */
-            case 0xc5: case 0xda: hdr = 2; break;             /* bin16, str16 */
-            case 0xc6: case 0xdb: hdr = 4; break;             /* bin32, str32 */
-            case 0xc7: hdr = 1; n = 1; break;                 /* ext8 (+type) */
-            case 0xc8: hdr = 2; n = 1; break;
-            case 0xc9: hdr = 4; n = 1; break;
-            case 0xca: n = 4; break;
-            case 0xcb: n = 8; break;
-            case 0xcc: case 0xd0: n = 1; break;
-            case 0xcd: case 0xd1: n = 2; break;
-            case 0xce: case 0xd2: n = 4; break;
-            case 0xcf: case 0xd3: n = 8; break;
-            case 0xd4: n = 2; break;                          /* fixext 1..16 (+type) */
-            case 0xd5: n = 3; break;
-            case 0xd6: n = 5; break;
-            case 0xd7: n = 9; break;
-            case 0xd8: n = 17; break;
-            case 0xdc: hdr = 2; kind = 1; break;              /* array16 */
-            case 0xdd: hdr = 4; kind = 1; break;              /* array32 */
-            case 0xde: hdr = 2; kind = 2; break;              /* map16 */
-            case 0xdf: hdr = 4; kind = 2; break;              /* map32 */
-            default: return true;                             /* 0xc1: msgpack-c refuses it */
+            case 0xc4:
+            case 0xd9:
+                hdr = 1;
+                break; /* bin8, str8 */
+            case 0xc5:
+            case 0xda:
+                hdr = 2;
+                break; /* bin16, str16 */
+            case 0xc6:
+            case 0xdb:
+                hdr = 4;
+                break; /* bin32, str32 */
+            case 0xc7:
+                hdr = 1;
+                n = 1;
+                break; /* ext8 (+type) */
+            case 0xc8:
+                hdr = 2;
+                n = 1;
+                break;
+            case 0xc9:
+                hdr = 4;
+                n = 1;
+                break;
+            case 0xca:
+                n = 4;
+                break;
+            case 0xcb:
+                n = 8;
+                break;
+            case 0xcc:
+            case 0xd0:
+                n = 1;
+                break;
+            case 0xcd:
+            case 0xd1:
+                n = 2;
+                break;
+            case 0xce:
+            case 0xd2:
+                n = 4;
+                break;
+            case 0xcf:
+            case 0xd3:
+                n = 8;
+                break;
+            case 0xd4:
+                n = 2;
+                break; /* fixext 1..16 (+type) */
+            case 0xd5:
+                n = 3;
+                break;
+            case 0xd6:
+                n = 5;
+                break;
+            case 0xd7:
+                n = 9;
+                break;
+            case 0xd8:
+                n = 17;
+                break;
+            case 0xdc:
+                hdr = 2;
+                kind = 1;
+                break; /* array16 */
+            case 0xdd:
+                hdr = 4;
+                kind = 1;
+                break; /* array32 */
+            case 0xde:
+                hdr = 2;
+                kind = 2;
+                break; /* map16 */
+            case 0xdf:
+                hdr = 4;
+                kind = 2;
+                break; /* map32 */
+            default:
+                return true; /* 0xc1: msgpack-c refuses it */
             }
         }
         if (hdr) {
@@ -703,8 +760,9 @@ uint32_t tb_codec_schema_minor(void)
 void tb_codec_schema_self(struct tb_msg_schema_version *out)
 {
     uint32_t m = tb_codec_schema_minor();
-    *out = (struct tb_msg_schema_version){
-        .major = TB_SCHEMA_MAJOR, .minor = m, .fingerprint = tb_codec_layouts[m].fingerprint};
+    *out = (struct tb_msg_schema_version){.major = TB_SCHEMA_MAJOR,
+                                          .minor = m,
+                                          .fingerprint = tb_codec_layouts[m].fingerprint};
 }
 
 int tb_codec_schema_pin_check(char *err, size_t err_len)
@@ -726,7 +784,8 @@ int tb_codec_check_peer(uint32_t major, uint32_t minor, uint64_t fingerprint, ch
     uint64_t my_fp = tb_codec_layouts[mine].fingerprint;
     if (major != TB_SCHEMA_MAJOR) {
         snprintf(err, err_len,
-                 "the peer speaks message schema %u.%u (fingerprint %016" PRIx64 "), this process "
+                 "the peer speaks message schema %u.%u (fingerprint %016" PRIx64
+                 "), this process "
                  "%d.%u (fingerprint %016" PRIx64 "): different majors cannot be bridged; "
                  "upgrade %s to a build of schema major %u",
                  major, minor, fingerprint, TB_SCHEMA_MAJOR, mine, my_fp,
@@ -753,7 +812,8 @@ int tb_codec_check_peer(uint32_t major, uint32_t minor, uint64_t fingerprint, ch
 int tb_codec_check_peer_schema(const struct tb_msg_schema_version *sv, char *err, size_t err_len)
 {
     if (!sv) {
-        return tb_codec_check_peer(1, 0, TB_SCHEMA_MAJOR == 1 ? tb_codec_layouts[0].fingerprint : 0,
+        return tb_codec_check_peer(1, 0,
+                                   TB_SCHEMA_MAJOR == 1 ? tb_codec_layouts[0].fingerprint : 0,
                                    err, err_len);
     }
     return tb_codec_check_peer((uint32_t)sv->major, (uint32_t)sv->minor, sv->fingerprint, err,

@@ -115,8 +115,8 @@ int tb_codec_check_peer_schema(const struct tb_msg_schema_version *sv, char *err
 
 /* Encode / decode with the tables `descs` (one layout's); tb_codec_encode / _decode below use the
  * process's layout. */
-int tb_codec_encode_in(const struct tb_msg_desc *const *descs, tb_msg_type_t type, const void *msg,
-                       struct tb_buf *out);
+int tb_codec_encode_in(const struct tb_msg_desc *const *descs, tb_msg_type_t type,
+                       const void *msg, struct tb_buf *out);
 int tb_codec_decode_in(const struct tb_msg_desc *const *descs, tb_msg_type_t type,
                        const void *data, size_t len, void **msg_out, char *err, size_t err_len);
 

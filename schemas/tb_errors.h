@@ -40,15 +40,15 @@ enum {
     TB_ENOTSUP = -95,
     TB_ETIMEDOUT = -110,
     TB_ECANCELED = -125,
-    TB_ENOROUTE = -1001,   /* no live instance serves the endpoint */
-    TB_EGONE = -1002,      /* the serving instance died or left mid-call */
-    TB_EABI = -1003,       /* plugin ABI mismatch */
-    TB_ECONFIG = -1004,    /* invalid configuration */
-    TB_EOVERLOAD = -1005,  /* too much work queued: try later */
-    TB_EDRAINING = -1006,  /* the process is shutting down */
-    TB_EMODEL = -1007,     /* bad or unsupported model file */
-    TB_ECONTEXT = -1008,   /* prompt longer than the model's context */
-    TB_EINTERNAL = -1009,  /* a bug: reported, never silent */
+    TB_ENOROUTE = -1001,  /* no live instance serves the endpoint */
+    TB_EGONE = -1002,     /* the serving instance died or left mid-call */
+    TB_EABI = -1003,      /* plugin ABI mismatch */
+    TB_ECONFIG = -1004,   /* invalid configuration */
+    TB_EOVERLOAD = -1005, /* too much work queued: try later */
+    TB_EDRAINING = -1006, /* the process is shutting down */
+    TB_EMODEL = -1007,    /* bad or unsupported model file */
+    TB_ECONTEXT = -1008,  /* prompt longer than the model's context */
+    TB_EINTERNAL = -1009, /* a bug: reported, never silent */
 };
 
 /* A static, lowercase description of a TB_E* code ("no route", "timed out"); "unknown error"

@@ -105,7 +105,7 @@ struct tb_str_list {
 };
 
 struct tb_config_field {
-    const char *key;           /* YAML key, [a-z0-9_]+ */
+    const char *key; /* YAML key, [a-z0-9_]+ */
     tb_cfg_type_t type;
     size_t offset;             /* offsetof(the plugin's config struct, member) */
     bool required;             /* absent and no default: error */
@@ -120,35 +120,35 @@ struct tb_config_field {
 /* ---------------------------------------------------------------------------------------------
  * Opaque handles the host gives out.  All are owned by the host.
  */
-typedef struct tb_component tb_component_t; /* one running instance of a plugin */
-typedef struct tb_bus tb_bus_t;             /* a bus handle: use from one thread only */
-typedef struct tb_endpoint tb_endpoint_t;   /* an endpoint this component serves */
-typedef struct tb_request tb_request_t;     /* an incoming call being served */
-typedef struct tb_call tb_call_t;           /* an outgoing call */
-typedef struct tb_metric tb_metric_t;       /* a metric family in the process registry */
+typedef struct tb_component tb_component_t;         /* one running instance of a plugin */
+typedef struct tb_bus tb_bus_t;                     /* a bus handle: use from one thread only */
+typedef struct tb_endpoint tb_endpoint_t;           /* an endpoint this component serves */
+typedef struct tb_request tb_request_t;             /* an incoming call being served */
+typedef struct tb_call tb_call_t;                   /* an outgoing call */
+typedef struct tb_metric tb_metric_t;               /* a metric family in the process registry */
 typedef struct tb_metric_series tb_metric_series_t; /* one label set of a family (ABI 1.1) */
 
 /* A route: one live instance of an endpoint, as the registry knows it.  Borrowed: valid only
  * during the callback or until the next tb_host.bus_* call on the same bus handle.  Members are
  * only appended; arrays of it are filled with the plugin's stride (bus_routes_list). */
 struct tb_route {
-    const char *endpoint;      /* "namespace.component.endpoint" */
-    uint64_t instance_id;      /* unique per registration, never reused in a registry's life */
-    const char *model;         /* served model name, "" when the endpoint serves none */
-    const char *kind;          /* what the endpoint takes: "text", "tokens", "route", ... */
-    int64_t context_length;    /* 0 when not applicable */
-    int64_t kv_block_size;     /* 0 when not applicable */
-    const char *info;          /* free-form JSON object from the registrant, "{}" when none */
-    bool local;                /* served in this process */
+    const char *endpoint;   /* "namespace.component.endpoint" */
+    uint64_t instance_id;   /* unique per registration, never reused in a registry's life */
+    const char *model;      /* served model name, "" when the endpoint serves none */
+    const char *kind;       /* what the endpoint takes: "text", "tokens", "route", ... */
+    int64_t context_length; /* 0 when not applicable */
+    int64_t kv_block_size;  /* 0 when not applicable */
+    const char *info;       /* free-form JSON object from the registrant, "{}" when none */
+    bool local;             /* served in this process */
 };
 
 /* What a component announces when it adds an endpoint (copied by the host).  Frozen. */
 struct tb_endpoint_meta {
-    const char *model;       /* NULL or "" for none */
-    const char *kind;        /* NULL means "text" */
+    const char *model; /* NULL or "" for none */
+    const char *kind;  /* NULL means "text" */
     int64_t context_length;
     int64_t kv_block_size;
-    const char *info;        /* NULL or a JSON object */
+    const char *info; /* NULL or a JSON object */
 };
 
 /* One chunk of a streamed reply, as a caller receives it.  Borrowed for the callback only. */
@@ -310,8 +310,8 @@ struct tb_host {
     /* Decodes msgpack `data` as `type`.  On success *msg_out is one heap block the caller owns
      * (strings and arrays inside it); free with msg_free.  Malformed, truncated or mistyped input
      * gives TB_EPROTO and never reads outside `data`.  `err` (may be NULL) receives why. */
-    int (*msg_decode)(tb_msg_type_t type, const void *data, size_t len, void **msg_out,
-                      char *err, size_t err_len);
+    int (*msg_decode)(tb_msg_type_t type, const void *data, size_t len, void **msg_out, char *err,
+                      size_t err_len);
     void (*msg_free)(void **msg_p);
     void (*buf_free)(struct tb_buf *buf);
 
@@ -320,8 +320,8 @@ struct tb_host {
      * HISTOGRAM takes `buckets` (upper bounds, increasing); others ignore it.  Borrowed; lives as
      * long as the process. */
     tb_metric_t *(*metric_get)(tb_component_t *comp, const char *name, tb_metric_kind_t kind,
-                               const char *help,
-                               const char *label_names, const double *buckets, size_t n_buckets);
+                               const char *help, const char *label_names, const double *buckets,
+                               size_t n_buckets);
     /* Adds `v` to a counter or gauge, or observes `v` in a histogram, for the label values given
      * as a comma-separated list in the order of label_names ("" for none). */
     void (*metric_add)(tb_metric_t *m, const char *label_values, double v);
@@ -350,7 +350,7 @@ struct tb_host {
 };
 
 /* True when the host table is recent enough to have `member`. */
-#define TB_HOST_HAS(host, member)                                                                 \
+#define TB_HOST_HAS(host, member)                                                                \
     ((host)->struct_size >= offsetof(struct tb_host, member) + sizeof((host)->member))
 
 /* ---------------------------------------------------------------------------------------------
@@ -399,11 +399,11 @@ struct tb_plugin {
 typedef const struct tb_plugin *(*tb_plugin_entry_fn)(void);
 
 /* Convenience macros for plugin code: check the level before evaluating arguments. */
-#define TB_LOG(host, comp, level, ...)                                                            \
-    do {                                                                                          \
-        if ((host)->log_enabled((comp), (level))) {                                               \
-            (host)->log((comp), (level), __VA_ARGS__);                                            \
-        }                                                                                         \
+#define TB_LOG(host, comp, level, ...)                                                           \
+    do {                                                                                         \
+        if ((host)->log_enabled((comp), (level))) {                                              \
+            (host)->log((comp), (level), __VA_ARGS__);                                           \
+        }                                                                                        \
     } while (0)
 #define TB_LOG_ERROR(host, comp, ...) TB_LOG(host, comp, TB_LOG_ERROR, __VA_ARGS__)
 #define TB_LOG_WARN(host, comp, ...) TB_LOG(host, comp, TB_LOG_WARN, __VA_ARGS__)

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: set up, build release and asan (ASan+UBSan), run unit
 # tests, integration tests (the real turbine process over HTTP and the bus) and fuzz targets in
-# both builds.  Ends with one line: "N passed, N failed, N skipped" (docs/testing.md says what
+# both builds, after checking that every source is formatted as .clang-format says.  Ends with one line: "N passed, N failed, N skipped" (docs/testing.md says what
 # each count means).  Under CI=true a skip for a missing dependency is a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./tools/setup.sh
+# One formatting style, enforced: a file that differs from .clang-format fails the run here,
+# before anything is built (tools/format.sh rewrites them).
+./tools/format.sh --check
 jobs=$(nproc 2>/dev/null || echo 2)
 scons -Q -j"$jobs"
 scons -Q -j"$jobs" --mode=asan

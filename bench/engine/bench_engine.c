@@ -233,8 +233,14 @@ static void s_usage(const char *argv0)
 
 int main(int argc, char **argv)
 {
-    struct opts o = {.threads = 2, .n_prompt = 64, .n_gen = 32, .reps = 3, .batches = {1},
-                     .n_batches = 1, .kv_mib = 512, .kv_f16 = 1};
+    struct opts o = {.threads = 2,
+                     .n_prompt = 64,
+                     .n_gen = 32,
+                     .reps = 3,
+                     .batches = {1},
+                     .n_batches = 1,
+                     .kv_mib = 512,
+                     .kv_f16 = 1};
     static const struct option longs[] = {{"kv", required_argument, NULL, 'K'},
                                           {"help", no_argument, NULL, 'h'},
                                           {NULL, 0, NULL, 0}};
@@ -289,9 +295,9 @@ int main(int argc, char **argv)
     printf("{\"model\": \"%s\", \"dtype\": \"%s\", \"backend\": \"%s\", \"threads\": %d, "
            "\"layers\": %u, \"hidden\": %u, \"vocab\": %u, \"tensor_bytes\": %llu, "
            "\"weight_bytes_per_token\": %llu, \"kv\": \"%s\"}\n",
-           o.model, tb_dtype_name(mp->dtype), tb_runner_ops(b.runner)->name, o.threads, mp->n_layers, mp->hidden,
-           mp->vocab, (unsigned long long)all_bytes, (unsigned long long)per_token,
-           o.kv_f16 ? "f16" : "f32");
+           o.model, tb_dtype_name(mp->dtype), tb_runner_ops(b.runner)->name, o.threads,
+           mp->n_layers, mp->hidden, mp->vocab, (unsigned long long)all_bytes,
+           (unsigned long long)per_token, o.kv_f16 ? "f16" : "f32");
     fflush(stdout);
     double samples[MAX_REPS];
     /* Warm-up: page the weights in, spin up the threads. */

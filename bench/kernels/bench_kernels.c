@@ -19,7 +19,8 @@
 #include "cpu/tb_cpu_kernels.h"
 #include "cpu/tb_threadpool.h"
 
-static double s_now(void) {
+static double s_now(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
@@ -35,7 +36,8 @@ struct bw_job {
     double sink[256];
 };
 
-__attribute__((target("avx2"))) static double s_read_avx2(const uint8_t *p, size_t n) {
+__attribute__((target("avx2"))) static double s_read_avx2(const uint8_t *p, size_t n)
+{
     __m256 a = _mm256_setzero_ps(), b = a, c = a, d = a;
     for (size_t i = 0; i + 128 <= n; i += 128) {
         a = _mm256_add_ps(a, _mm256_load_ps((const float *)(p + i)));
@@ -49,7 +51,8 @@ __attribute__((target("avx2"))) static double s_read_avx2(const uint8_t *p, size
     return t[0] + t[7];
 }
 
-__attribute__((target("avx512f"))) static double s_read_avx512(const uint8_t *p, size_t n) {
+__attribute__((target("avx512f"))) static double s_read_avx512(const uint8_t *p, size_t n)
+{
     __m512 a = _mm512_setzero_ps(), b = a, c = a, d = a;
     for (size_t i = 0; i + 256 <= n; i += 256) {
         a = _mm512_add_ps(a, _mm512_load_ps((const float *)(p + i)));
@@ -60,7 +63,8 @@ __attribute__((target("avx512f"))) static double s_read_avx512(const uint8_t *p,
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a, b), _mm512_add_ps(c, d)));
 }
 
-static void s_bw_task(void *arg, int task, int thread) {
+static void s_bw_task(void *arg, int task, int thread)
+{
     (void)thread;
     struct bw_job *j = arg;
     size_t chunk = j->bytes / (size_t)j->parts / 4096 * 4096;
@@ -68,7 +72,8 @@ static void s_bw_task(void *arg, int task, int thread) {
     j->sink[task] = j->avx512 ? s_read_avx512(p, chunk) : s_read_avx2(p, chunk);
 }
 
-static double s_bandwidth(tb_threadpool_t *pool) {
+static double s_bandwidth(tb_threadpool_t *pool)
+{
     size_t bytes = (size_t)1 << 30;
     uint8_t *buf = aligned_alloc(4096, bytes);
     if (!buf) {
@@ -101,7 +106,8 @@ static const tb_cpu_dtype_t s_all[] = {TB_CPU_F32, TB_CPU_F16, TB_CPU_BF16, TB_C
 static int s_repack = 1;
 
 /* Bytes of w's packed copy when it gets one, else 0. */
-static size_t s_packed_bytes(const struct tb_cpu_weight *w) {
+static size_t s_packed_bytes(const struct tb_cpu_weight *w)
+{
     return s_repack ? tb_cpu_weight_packed_bytes(w) : 0;
 }
 
@@ -115,7 +121,8 @@ struct wset {
 };
 
 static int s_wset_init(struct wset *s, tb_cpu_dtype_t dt, int64_t rows, int64_t cols,
-                       size_t min_total) {
+                       size_t min_total)
+{
     size_t rb = tb_cpu_dtype_row_bytes(dt, cols);
     s->bytes = rb * (size_t)rows;
     s->copies = (int)((min_total + s->bytes - 1) / s->bytes);
@@ -158,7 +165,8 @@ static int s_wset_init(struct wset *s, tb_cpu_dtype_t dt, int64_t rows, int64_t 
     return 0;
 }
 
-static void s_wset_free(struct wset *s) {
+static void s_wset_free(struct wset *s)
+{
     free(s->mem);
     free(s->packed);
     free(s->w);
@@ -167,7 +175,8 @@ static void s_wset_free(struct wset *s) {
 /* ---------------- matvec ---------------- */
 
 static double s_matvec_gbs(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, int64_t rows, int64_t cols,
-                           double *us_per_call) {
+                           double *us_per_call)
+{
     struct wset s;
     if (s_wset_init(&s, dt, rows, cols, (size_t)256 << 20) != 0) {
         return 0.0;
@@ -203,7 +212,8 @@ struct step_result {
     double bytes, seconds; /* seconds 0: not measured */
 };
 
-static struct step_result s_model_step(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, int n_tok) {
+static struct step_result s_model_step(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, int n_tok)
+{
     struct step_result res = {0.0, 0.0};
     static const int64_t shapes[7][2] = {{2048, 2048}, {256, 2048},  {256, 2048}, {2048, 2048},
                                          {5632, 2048}, {5632, 2048}, {2048, 5632}};
@@ -222,8 +232,8 @@ static struct step_result s_model_step(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, i
     total += head;
     uint8_t *mem = aligned_alloc(64, (total + 63) / 64 * 64);
     if (!mem) {
-        fprintf(stderr, "  %-5s model step: cannot allocate %.1f GB\n", tb_cpu_dtype_info(dt)->name,
-                (double)total / 1e9);
+        fprintf(stderr, "  %-5s model step: cannot allocate %.1f GB\n",
+                tb_cpu_dtype_info(dt)->name, (double)total / 1e9);
         return res;
     }
     /* fill with valid blocks: small random-ish values */
@@ -275,8 +285,8 @@ static struct step_result s_model_step(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, i
                     int i = l * 7 + groups[g][0] + m;
                     w[m] = (struct tb_cpu_weight){dt, shapes[i % 7][0], shapes[i % 7][1],
                                                   mem + off[i], pmem ? pmem + poff[i] : NULL};
-                    o[m] =
-                        (struct tb_cpu_matmul_out){&w[m], NULL, y + yoff, (size_t)shapes[i % 7][0]};
+                    o[m] = (struct tb_cpu_matmul_out){&w[m], NULL, y + yoff,
+                                                      (size_t)shapes[i % 7][0]};
                     yoff += (size_t)shapes[i % 7][0] * (size_t)n_tok;
                 }
                 tb_cpu_matmul_multi(k, x, (size_t)w[0].cols, n_tok, o, groups[g][1]);
@@ -299,7 +309,8 @@ static struct step_result s_model_step(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, i
 /* ---------------- matmul GFLOP/s ---------------- */
 
 static void s_gflops(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, int64_t rows, int64_t cols,
-                     int n_tok) {
+                     int n_tok)
+{
     struct wset s;
     if (s_wset_init(&s, dt, rows, cols, 0) != 0) {
         return;
@@ -319,8 +330,8 @@ static void s_gflops(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, int64_t rows, int64
         best = e < best ? e : best;
     }
     double gf = 2.0 * (double)rows * (double)cols * n_tok / best / 1e9;
-    printf("  %-5s %5lldx%-5lld n_tok %3d  %8.1f GFLOP/s  %8.3f ms\n", tb_cpu_dtype_info(dt)->name,
-           (long long)rows, (long long)cols, n_tok, gf, best * 1e3);
+    printf("  %-5s %5lldx%-5lld n_tok %3d  %8.1f GFLOP/s  %8.3f ms\n",
+           tb_cpu_dtype_info(dt)->name, (long long)rows, (long long)cols, n_tok, gf, best * 1e3);
     free(x);
     free(y);
     s_wset_free(&s);
@@ -328,13 +339,15 @@ static void s_gflops(tb_cpu_kernels_t *k, tb_cpu_dtype_t dt, int64_t rows, int64
 
 /* ---------------- pool overhead ---------------- */
 
-static void s_nop(void *arg, int task, int thread) {
+static void s_nop(void *arg, int task, int thread)
+{
     (void)arg;
     (void)task;
     (void)thread;
 }
 
-static void s_busy(void *arg, int task, int thread) {
+static void s_busy(void *arg, int task, int thread)
+{
     (void)task;
     (void)thread;
     double until = s_now() + *(const double *)arg;
@@ -342,7 +355,8 @@ static void s_busy(void *arg, int task, int thread) {
     }
 }
 
-static void s_overhead(tb_threadpool_t *pool) {
+static void s_overhead(tb_threadpool_t *pool)
+{
     int nth = tb_threadpool_size(pool);
     for (int nt = 2; nt <= 64; nt *= 8) {
         int n = 20000;
@@ -374,7 +388,8 @@ static void s_overhead(tb_threadpool_t *pool) {
            nt, nth, best, best - 5.0);
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     int threads = 2, quick = 0;
     int only = -1;
     int opt;
@@ -451,8 +466,8 @@ int main(int argc, char **argv) {
             double gbs = steps[d].bytes / steps[d].seconds / 1e9;
             printf("  %-5s %6.2f GB/step  %7.2f ms  %6.1f tok/s (matmuls only)  %6.1f GB/s  "
                    "%5.1f%%\n",
-                   tb_cpu_dtype_info(s_all[d])->name, steps[d].bytes / 1e9, steps[d].seconds * 1e3,
-                   1.0 / steps[d].seconds, gbs, 100.0 * gbs / bw);
+                   tb_cpu_dtype_info(s_all[d])->name, steps[d].bytes / 1e9,
+                   steps[d].seconds * 1e3, 1.0 / steps[d].seconds, gbs, 100.0 * gbs / bw);
         }
     }
     printf("\n1.1B Llama batched step, 16 tokens (16 sequences decoding together; matmuls "

@@ -195,7 +195,8 @@ int main(int argc, char **argv)
             sv.tokens = atoi(optarg);
             break;
         default:
-            fprintf(stderr, "usage: sse_baseline [-p port] [-t ttft_ms] [-i itl_ms] [-n tokens]\n");
+            fprintf(stderr,
+                    "usage: sse_baseline [-p port] [-t ttft_ms] [-i itl_ms] [-n tokens]\n");
             return 2;
         }
     }

@@ -87,8 +87,11 @@ static void destroy(void *state)
 }
 
 static const struct tb_config_field fields[] = {
-    {.key = "greeting", .type = TB_CFG_STRING, .offset = offsetof(struct hello_config, greeting),
-     .default_value = "hello", .help = "what to say"},
+    {.key = "greeting",
+     .type = TB_CFG_STRING,
+     .offset = offsetof(struct hello_config, greeting),
+     .default_value = "hello",
+     .help = "what to say"},
 };
 
 static const struct tb_plugin plugin = {

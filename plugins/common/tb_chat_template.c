@@ -15,7 +15,7 @@
 
 struct tb_chat_template {
     tb_jinja_t *tpl;
-    json_t *base;     /* special tokens: bos_token, eos_token, ... */
+    json_t *base; /* special tokens: bos_token, eos_token, ... */
     bool fallback;
 };
 
@@ -111,8 +111,10 @@ static int s_token(const json_t *cfg, const char *key, json_t *base, char *err, 
         v = json_object_get(v, "content");
     }
     if (!json_is_string(v)) {
-        snprintf(err, err_len, "tokenizer_config.json: '%s' must be a string or an object with "
-                 "a string 'content'", key);
+        snprintf(err, err_len,
+                 "tokenizer_config.json: '%s' must be a string or an object with "
+                 "a string 'content'",
+                 key);
         return TB_EMODEL;
     }
     json_object_set(base, key, (json_t *)v);
@@ -214,14 +216,16 @@ int tb_chat_template_new_from_hf_dir(const char *dir, const struct tb_jinja_limi
             }
             t = pick ? json_object_get(pick, "template") : NULL;
             if (pick && !json_is_string(t)) {
-                snprintf(err, err_len, "tokenizer_config.json: a named chat_template has no "
+                snprintf(err, err_len,
+                         "tokenizer_config.json: a named chat_template has no "
                          "string 'template'");
                 rc = TB_EMODEL;
                 goto done;
             }
         }
         if (t && !json_is_null(t) && !json_is_string(t)) {
-            snprintf(err, err_len, "tokenizer_config.json: 'chat_template' must be a string or "
+            snprintf(err, err_len,
+                     "tokenizer_config.json: 'chat_template' must be a string or "
                      "a list of {name, template}");
             rc = TB_EMODEL;
             goto done;
@@ -277,16 +281,21 @@ static json_t *s_message(const json_t *m, size_t idx, char *err, size_t err_len)
             json_object_set_new(copy, "content", json_null());
             return copy;
         }
-        snprintf(err, err_len, "messages[%zu].content: must be a string or an array of text "
-                 "parts", idx);
+        snprintf(err, err_len,
+                 "messages[%zu].content: must be a string or an array of text "
+                 "parts",
+                 idx);
         json_decref(copy);
         return NULL;
     }
     if (!json_is_array(content)) {
-        snprintf(err, err_len, "messages[%zu].content: must be a string or an array of text "
-                 "parts, not %s", idx,
-                 json_is_object(content) ? "an object" : json_is_number(content) ? "a number"
-                                                                                 : "a boolean");
+        snprintf(err, err_len,
+                 "messages[%zu].content: must be a string or an array of text "
+                 "parts, not %s",
+                 idx,
+                 json_is_object(content)   ? "an object"
+                 : json_is_number(content) ? "a number"
+                                           : "a boolean");
         json_decref(copy);
         return NULL;
     }
@@ -299,14 +308,18 @@ static json_t *s_message(const json_t *m, size_t idx, char *err, size_t err_len)
         const json_t *type = json_object_get(part, "type");
         const json_t *text = json_object_get(part, "text");
         if (!json_is_object(part) || !json_is_string(type)) {
-            snprintf(err, err_len, "messages[%zu].content[%zu]: must be an object with a "
-                     "string 'type'", idx, i);
+            snprintf(err, err_len,
+                     "messages[%zu].content[%zu]: must be an object with a "
+                     "string 'type'",
+                     idx, i);
             json_decref(copy);
             return NULL;
         }
         if (strcmp(json_string_value(type), "text") != 0) {
-            snprintf(err, err_len, "messages[%zu].content[%zu]: content parts of type '%.40s' "
-                     "are not supported (text only)", idx, i, json_string_value(type));
+            snprintf(err, err_len,
+                     "messages[%zu].content[%zu]: content parts of type '%.40s' "
+                     "are not supported (text only)",
+                     idx, i, json_string_value(type));
             json_decref(copy);
             return NULL;
         }
@@ -367,9 +380,10 @@ int tb_chat_template_apply(const tb_chat_template_t *ct, const json_t *messages,
         snprintf(err, err_len, "extra template variables must be an object");
         return TB_EINVAL;
     }
-    if (extra && (json_object_get(extra, "messages") ||
-                  json_object_get(extra, "add_generation_prompt"))) {
-        snprintf(err, err_len, "extra template variables may not set 'messages' or "
+    if (extra &&
+        (json_object_get(extra, "messages") || json_object_get(extra, "add_generation_prompt"))) {
+        snprintf(err, err_len,
+                 "extra template variables may not set 'messages' or "
                  "'add_generation_prompt'");
         return TB_EINVAL;
     }
@@ -401,8 +415,8 @@ int tb_chat_template_apply(const tb_chat_template_t *ct, const json_t *messages,
     json_object_set_new(ctx, "tools", json_null());
     json_object_set_new(ctx, "documents", json_null());
     json_object_set_new(ctx, "add_generation_prompt", json_boolean(add_generation_prompt));
-    if (json_object_update(ctx, ct->base) != 0 || (extra && json_object_update(ctx,
-                                                                             (json_t *)extra))) {
+    if (json_object_update(ctx, ct->base) != 0 ||
+        (extra && json_object_update(ctx, (json_t *)extra))) {
         snprintf(err, err_len, "out of memory");
         rc = TB_ENOMEM;
         goto done;

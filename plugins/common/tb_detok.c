@@ -19,10 +19,10 @@
 struct tb_detok {
     const tb_tokenizer_t *tok;
     bool skip_special;
-    bool started;       /* a token has been decoded */
-    size_t strip_left;  /* leading strip characters still to drop */
-    bool emitted;       /* a character has been output */
-    uint8_t hold[4];    /* an incomplete character */
+    bool started;      /* a token has been decoded */
+    size_t strip_left; /* leading strip characters still to drop */
+    bool emitted;      /* a character has been output */
+    uint8_t hold[4];   /* an incomplete character */
     size_t n_hold;
     struct tb_buf out;
 };

@@ -139,7 +139,7 @@ float tb_f16_to_f32(uint16_t h)
         bits = sign | ((exp + 112u) << 23) | (man << 13);
     } else if (man == 0) { /* zero */
         bits = sign;
-    } else { /* subnormal: value = man * 2^-24 */
+    } else {                                            /* subnormal: value = man * 2^-24 */
         float v = (float)man * s_bits_f32(0x33800000u); /* 2^-24 */
         return sign ? -v : v;
     }
@@ -157,7 +157,7 @@ uint16_t tb_f32_to_f16(float f)
     if (ax >= 0x477ff000u) { /* rounds to >= 65520: overflow to inf */
         return (uint16_t)(sign | 0x7c00u);
     }
-    if (ax < 0x38800000u) { /* below the smallest normal half (2^-14): subnormal or zero */
+    if (ax < 0x38800000u) {     /* below the smallest normal half (2^-14): subnormal or zero */
         if (ax < 0x33000000u) { /* below half of the smallest subnormal: zero */
             return sign;
         }

@@ -184,16 +184,17 @@ static int s_skip_array_body(struct cursor *c, uint32_t elem, uint64_t count, in
     }
     if (esz > 0) {
         if (count > s_left(c) / esz) {
-            s_err(c, "truncated file: array of %llu elements of %zu bytes at offset %zu, "
-                     "%zu bytes left",
+            s_err(c,
+                  "truncated file: array of %llu elements of %zu bytes at offset %zu, "
+                  "%zu bytes left",
                   (unsigned long long)count, esz, c->off, s_left(c));
             return TB_EMODEL;
         }
         if (elem == TB_GGUF_BOOL) {
             for (uint64_t i = 0; i < count; i++) {
                 if (c->p[c->off + i] > 1) {
-                    s_err(c, "bool array element %llu is %u, not 0 or 1",
-                          (unsigned long long)i, c->p[c->off + i]);
+                    s_err(c, "bool array element %llu is %u, not 0 or 1", (unsigned long long)i,
+                          c->p[c->off + i]);
                     return TB_EMODEL;
                 }
             }
@@ -258,8 +259,8 @@ static int s_read_kv(struct cursor *c, size_t idx, struct gguf_kv *kv)
         return TB_EMODEL;
     }
     if (!s_type_known(type)) {
-        s_err(c, "key '%.*s': unknown value type %u", (int)(kv->key.len > 200 ? 200 : kv->key.len),
-              kv->key.ptr, type);
+        s_err(c, "key '%.*s': unknown value type %u",
+              (int)(kv->key.len > 200 ? 200 : kv->key.len), kv->key.ptr, type);
         return TB_EMODEL;
     }
     kv->type = (tb_gguf_type_t)type;
@@ -324,15 +325,15 @@ static bool s_ggml_type_size(uint32_t type, uint64_t *block, uint64_t *bytes)
         uint16_t block;
         uint16_t bytes;
     } table[] = {
-        [0] = {1, 4},     [1] = {1, 2},     [2] = {32, 18},   [3] = {32, 20},
-        [6] = {32, 22},   [7] = {32, 24},   [8] = {32, 34},   [9] = {32, 40},
-        [10] = {256, 84}, [11] = {256, 110}, [12] = {256, 144}, [13] = {256, 176},
-        [14] = {256, 210}, [15] = {256, 292}, [16] = {256, 66}, [17] = {256, 74},
-        [18] = {256, 98}, [19] = {256, 50}, [20] = {32, 18},  [21] = {256, 110},
-        [22] = {256, 82}, [23] = {256, 136}, [24] = {1, 1},   [25] = {1, 2},
-        [26] = {1, 4},    [27] = {1, 8},    [28] = {1, 8},    [29] = {256, 56},
-        [30] = {1, 2},    [31] = {32, 18},  [32] = {32, 18},  [33] = {32, 18},
-        [34] = {256, 54}, [35] = {256, 66}, [39] = {32, 17},
+        [0] = {1, 4},      [1] = {1, 2},      [2] = {32, 18},    [3] = {32, 20},
+        [6] = {32, 22},    [7] = {32, 24},    [8] = {32, 34},    [9] = {32, 40},
+        [10] = {256, 84},  [11] = {256, 110}, [12] = {256, 144}, [13] = {256, 176},
+        [14] = {256, 210}, [15] = {256, 292}, [16] = {256, 66},  [17] = {256, 74},
+        [18] = {256, 98},  [19] = {256, 50},  [20] = {32, 18},   [21] = {256, 110},
+        [22] = {256, 82},  [23] = {256, 136}, [24] = {1, 1},     [25] = {1, 2},
+        [26] = {1, 4},     [27] = {1, 8},     [28] = {1, 8},     [29] = {256, 56},
+        [30] = {1, 2},     [31] = {32, 18},   [32] = {32, 18},   [33] = {32, 18},
+        [34] = {256, 54},  [35] = {256, 66},  [39] = {32, 17},
     };
     if (type >= sizeof(table) / sizeof(table[0]) || table[type].block == 0) {
         return false;
@@ -566,8 +567,9 @@ static int s_parse(struct tb_gguf *g, char *err, size_t err_len)
             return TB_EMODEL;
         }
         if (t->offset > data_len || t->size > data_len - t->offset) {
-            s_err(&c, "tensor '%.*s': data [%llu, +%llu) lies past the end of the file "
-                      "(data section is %llu bytes)",
+            s_err(&c,
+                  "tensor '%.*s': data [%llu, +%llu) lies past the end of the file "
+                  "(data section is %llu bytes)",
                   nl, t->name.ptr, (unsigned long long)t->offset, (unsigned long long)t->size,
                   (unsigned long long)data_len);
             return TB_EMODEL;
@@ -577,8 +579,7 @@ static int s_parse(struct tb_gguf *g, char *err, size_t err_len)
     return 0;
 }
 
-int tb_gguf_open_memory(const void *data, size_t len, tb_gguf_t **out, char *err,
-                        size_t err_len)
+int tb_gguf_open_memory(const void *data, size_t len, tb_gguf_t **out, char *err, size_t err_len)
 {
     int rc = 0;
     struct tb_gguf *g = NULL;
@@ -640,7 +641,7 @@ int tb_gguf_open(const char *path, tb_gguf_t **out, char *err, size_t err_len)
     if (len < 4) {
         rc = TB_EMODEL;
         tb_err_set(err, err_len, "cannot open model '%s': not a GGUF file (%zu bytes)", path,
-                  len);
+                   len);
         goto close_fd;
     }
     map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -732,8 +733,7 @@ tb_gguf_type_t tb_gguf_key_type(const tb_gguf_t *g, size_t idx)
 }
 
 /* Reads a stored integer of any width as a sign-tagged 64-bit value. */
-static bool s_int_value(tb_gguf_type_t type, const uint8_t *p, uint64_t *u, int64_t *s,
-                        bool *neg)
+static bool s_int_value(tb_gguf_type_t type, const uint8_t *p, uint64_t *u, int64_t *s, bool *neg)
 {
     *neg = false;
     switch (type) {

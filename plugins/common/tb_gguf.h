@@ -61,8 +61,7 @@ struct tb_gguf_tensor {
 int tb_gguf_open(const char *path, tb_gguf_t **out, char *err, size_t err_len);
 
 /* Same over a caller's buffer, borrowed until close (used by the fuzz target). */
-int tb_gguf_open_memory(const void *data, size_t len, tb_gguf_t **out, char *err,
-                        size_t err_len);
+int tb_gguf_open_memory(const void *data, size_t len, tb_gguf_t **out, char *err, size_t err_len);
 
 /* Unmaps and frees; sets *g_p to NULL; accepts NULL. */
 void tb_gguf_close(tb_gguf_t **g_p);

@@ -387,14 +387,34 @@ static int s_char(struct parser *p, uint32_t *cp)
         char e = p->pos < p->len ? p->s[p->pos++] : 0;
         int rc = 0;
         switch (e) {
-        case 'n': *cp = '\n'; break;
-        case 't': *cp = '\t'; break;
-        case 'r': *cp = '\r'; break;
-        case '\\': case '"': case '[': case ']': case '-': case '^': *cp = (uint32_t)e; break;
-        case 'x': rc = s_hex(p, 2, cp); break;
-        case 'u': rc = s_hex(p, 4, cp); break;
-        case 'U': rc = s_hex(p, 8, cp); break;
-        default: return s_fail(p, at, TB_EINVAL, "unknown escape '\\%c'", e ? e : '0');
+        case 'n':
+            *cp = '\n';
+            break;
+        case 't':
+            *cp = '\t';
+            break;
+        case 'r':
+            *cp = '\r';
+            break;
+        case '\\':
+        case '"':
+        case '[':
+        case ']':
+        case '-':
+        case '^':
+            *cp = (uint32_t)e;
+            break;
+        case 'x':
+            rc = s_hex(p, 2, cp);
+            break;
+        case 'u':
+            rc = s_hex(p, 4, cp);
+            break;
+        case 'U':
+            rc = s_hex(p, 8, cp);
+            break;
+        default:
+            return s_fail(p, at, TB_EINVAL, "unknown escape '\\%c'", e ? e : '0');
         }
         if (rc == 0 && (*cp > 0x10FFFF || (*cp >= 0xD800 && *cp <= 0xDFFF))) {
             return s_fail(p, at, TB_EINVAL, "escape is not a Unicode character");
@@ -560,8 +580,8 @@ static int s_bounds(struct parser *p, bool *has, uint32_t *min, uint32_t *max)
 
 /* A helper rule "X rest | " (rest: a rule or none), whose X is `first` when given, else a fresh
  * copy of the atom at `at`. */
-static int s_opt_rule(struct parser *p, uint32_t rule, size_t at, struct evec *first,
-                      uint32_t id, int64_t rest)
+static int s_opt_rule(struct parser *p, uint32_t rule, size_t at, struct evec *first, uint32_t id,
+                      int64_t rest)
 {
     struct evec body = {0};
     int rc = first ? s_append(p, &body, first) : s_reparse(p, at, rule, &body);
@@ -719,7 +739,7 @@ static void s_continuations(struct tb_grammar *g)
             }
             uint32_t r = g->elems[i].val, next = g->elems[i + 1].type;
             uint32_t v = (next == TB_GE_END || next == TB_GE_RULE_END) ? g->cont[g->rule_of[i]]
-                                                                        : (uint32_t)i + 1;
+                                                                       : (uint32_t)i + 1;
             uint32_t m = s_merge(g->cont[r], v);
             if (m != g->cont[r]) {
                 g->cont[r] = m;

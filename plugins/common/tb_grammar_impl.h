@@ -36,8 +36,8 @@ struct tb_grammar {
     struct tb_gelem *elems; /* per rule: alternatives each closed by END, then RULE_END */
     size_t n_elems;
     uint32_t *rule_start;
-    uint32_t *rule_of; /* rule of each element */
-    uint32_t *cont;    /* per rule: the element after its only call site, or TB_GCONT_* */
+    uint32_t *rule_of;  /* rule of each element */
+    uint32_t *cont;     /* per rule: the element after its only call site, or TB_GCONT_* */
     uint32_t *conts_at; /* per rule with TB_GCONT_MANY: its continuations are */
     uint32_t *conts_n;  /* conts[conts_at[r] .. + conts_n[r]] (0: too many to list) */
     uint32_t *conts;    /* elements, or TB_GCONT_END */
@@ -111,8 +111,8 @@ struct tb_token_trie;
 struct tb_grammar_cache {
     const tb_grammar_t *g;
     const struct tb_token_trie *trie;
-    size_t words;   /* mask words */
-    size_t max_len; /* bytes of the longest token */
+    size_t words;       /* mask words */
+    size_t max_len;     /* bytes of the longest token */
     uint32_t *entry_of; /* per element: entry index (byte-class elements only) */
     struct tb_gcache_entry *entries;
     size_t n_entries;

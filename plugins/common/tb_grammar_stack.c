@@ -77,8 +77,8 @@ static int s_set_add(struct tb_gstacks *s, uint32_t top, size_t lo)
 static int s_expand(const tb_grammar_t *g, struct tb_gstacks *s, uint32_t pos, uint32_t parent,
                     size_t lo, int depth);
 
-static int s_expand_rule(const tb_grammar_t *g, struct tb_gstacks *s, uint32_t rule,
-                         uint32_t ret, size_t lo, int depth)
+static int s_expand_rule(const tb_grammar_t *g, struct tb_gstacks *s, uint32_t rule, uint32_t ret,
+                         size_t lo, int depth)
 {
     uint32_t a = g->rule_start[rule];
     for (;;) {
@@ -120,9 +120,8 @@ static int s_pop(const tb_grammar_t *g, struct tb_gstacks *s, uint32_t pos, uint
     }
     for (uint32_t i = 0; i < g->conts_n[r]; i++) {
         uint32_t k = g->conts[g->conts_at[r] + i];
-        int rc = k == TB_GCONT_END
-                     ? s_set_add(s, TB_GS_DONE_APPROX, lo)
-                     : s_expand(g, s, k, TB_GS_BOTTOM_APPROX, lo, depth + 1);
+        int rc = k == TB_GCONT_END ? s_set_add(s, TB_GS_DONE_APPROX, lo)
+                                   : s_expand(g, s, k, TB_GS_BOTTOM_APPROX, lo, depth + 1);
         if (rc != 0) {
             return rc;
         }

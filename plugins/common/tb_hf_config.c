@@ -39,7 +39,8 @@ static int s_bad(const char *file, const char *key, json_t *v, const char *why, 
                  size_t err_len)
 {
     char buf[72];
-    return tb_err_fail(err, err_len, TB_EMODEL, "%s: %s %s: %s", file, key, s_show(v, buf, sizeof buf), why);
+    return tb_err_fail(err, err_len, TB_EMODEL, "%s: %s %s: %s", file, key,
+                       s_show(v, buf, sizeof buf), why);
 }
 
 /* Integer in [lo, hi]; integral reals (2048.0) are accepted. */
@@ -74,7 +75,8 @@ static int s_u32(json_t *obj, const char *file, const char *key, bool required, 
     long long x;
     int rc = s_int(obj, file, key, lo, hi, &x, err, err_len);
     if (rc == ABSENT && required) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "%s: required key '%s' is missing", file, key);
+        return tb_err_fail(err, err_len, TB_EMODEL, "%s: required key '%s' is missing", file,
+                           key);
     }
     if (rc == 0) {
         *out = (uint32_t)x;
@@ -181,13 +183,14 @@ static json_t *s_load(const char *file, const char *text, size_t len, char *err,
     }
     json_t *root = json_loadb(text, len, flags, &jerr);
     if (!root) {
-        *rc = tb_err_fail(err, err_len, TB_EMODEL, "%s: invalid JSON at line %d column %d: %s", file, jerr.line,
-                     jerr.column, jerr.text);
+        *rc = tb_err_fail(err, err_len, TB_EMODEL, "%s: invalid JSON at line %d column %d: %s",
+                          file, jerr.line, jerr.column, jerr.text);
         return NULL;
     }
     if (!json_is_object(root)) {
         json_decref(root);
-        *rc = tb_err_fail(err, err_len, TB_EMODEL, "%s: the top level is not a JSON object", file);
+        *rc = tb_err_fail(err, err_len, TB_EMODEL, "%s: the top level is not a JSON object",
+                          file);
         return NULL;
     }
     *rc = 0;
@@ -208,8 +211,7 @@ static int s_arch(json_t *root, const char *file, struct tb_model_params *p, cha
     json_t *archs = json_object_get(root, "architectures");
     json_t *a0 = json_is_array(archs) ? json_array_get(archs, 0) : NULL;
     if (archs && !json_is_null(archs) && !(json_is_array(archs) && json_is_string(a0))) {
-        return s_bad(file, "architectures", archs, "is not a list of class names", err,
-                     err_len);
+        return s_bad(file, "architectures", archs, "is not a list of class names", err, err_len);
     }
     int found = -1;
     if (mt && !json_is_null(mt)) {
@@ -244,7 +246,8 @@ static int s_arch(json_t *root, const char *file, struct tb_model_params *p, cha
         }
     }
     if (found < 0) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "%s: neither model_type nor architectures is given", file);
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "%s: neither model_type nor architectures is given", file);
     }
     snprintf(p->arch, sizeof p->arch, "%s", s_arch_names[found][0]);
     return 0;
@@ -283,7 +286,8 @@ static int s_rope_scaling(json_t *rs, const char *file, struct tb_model_params *
         s->type = TB_ROPE_SCALING_LINEAR;
         rc = s_num(rs, file, "factor", 1e-6, 1e6, &s->factor, err, err_len);
         if (rc == ABSENT) {
-            return tb_err_fail(err, err_len, TB_EMODEL, "%s: rope_scaling type linear needs 'factor'", file);
+            return tb_err_fail(err, err_len, TB_EMODEL,
+                               "%s: rope_scaling type linear needs 'factor'", file);
         }
         return rc;
     }
@@ -294,8 +298,8 @@ static int s_rope_scaling(json_t *rs, const char *file, struct tb_model_params *
         for (int i = 0; i < 3; i++) {
             rc = s_num(rs, file, keys[i], 1e-6, 1e6, vals[i], err, err_len);
             if (rc == ABSENT) {
-                return tb_err_fail(err, err_len, TB_EMODEL, "%s: rope_scaling type llama3 needs '%s'", file,
-                              keys[i]);
+                return tb_err_fail(err, err_len, TB_EMODEL,
+                                   "%s: rope_scaling type llama3 needs '%s'", file, keys[i]);
             }
             if (rc != 0) {
                 return rc;
@@ -307,9 +311,10 @@ static int s_rope_scaling(json_t *rs, const char *file, struct tb_model_params *
             return rc;
         }
         if (!(s->high_freq_factor > s->low_freq_factor)) {
-            return tb_err_fail(err, err_len, TB_EMODEL,
-                          "%s: rope_scaling high_freq_factor %g must exceed low_freq_factor %g",
-                          file, s->high_freq_factor, s->low_freq_factor);
+            return tb_err_fail(
+                err, err_len, TB_EMODEL,
+                "%s: rope_scaling high_freq_factor %g must exceed low_freq_factor %g", file,
+                s->high_freq_factor, s->low_freq_factor);
         }
         return 0;
     }
@@ -354,9 +359,10 @@ static int s_window_layers(json_t *root, const char *file, struct tb_model_param
     if (n_sliding == 0) {
         p->sliding_window = 0;
     } else if (n_sliding != p->n_layers) {
-        return tb_err_fail(err, err_len, TB_EMODEL,
-                      "%s: a sliding window on %u of %u layers is not supported (all or none)",
-                      file, n_sliding, p->n_layers);
+        return tb_err_fail(
+            err, err_len, TB_EMODEL,
+            "%s: a sliding window on %u of %u layers is not supported (all or none)", file,
+            n_sliding, p->n_layers);
     }
     return 0;
 }
@@ -390,8 +396,8 @@ static int s_shape(json_t *root, const char *F, struct tb_model_params *p, char 
     }
     if (p->n_heads % p->n_kv_heads != 0) {
         rc = tb_err_fail(err, err_len, TB_EMODEL,
-                    "%s: num_attention_heads %u is not a multiple of num_key_value_heads %u", F,
-                    p->n_heads, p->n_kv_heads);
+                         "%s: num_attention_heads %u is not a multiple of num_key_value_heads %u",
+                         F, p->n_heads, p->n_kv_heads);
         return rc;
     }
     p->head_dim = 0;
@@ -402,18 +408,18 @@ static int s_shape(json_t *root, const char *F, struct tb_model_params *p, char 
     if (rc == ABSENT) {
         if (p->hidden % p->n_heads != 0) {
             rc = tb_err_fail(err, err_len, TB_EMODEL,
-                        "%s: hidden_size %u is not a multiple of num_attention_heads %u "
-                        "and head_dim is not given",
-                        F, p->hidden, p->n_heads);
+                             "%s: hidden_size %u is not a multiple of num_attention_heads %u "
+                             "and head_dim is not given",
+                             F, p->hidden, p->n_heads);
             return rc;
         }
         p->head_dim = p->hidden / p->n_heads;
     }
     if (p->head_dim % 2 != 0 || p->head_dim < 2 || p->head_dim > 1024) {
         rc = tb_err_fail(err, err_len, TB_EMODEL,
-                    "%s: head_dim %u (given or hidden_size / num_attention_heads) must be "
-                    "even and in 2..1024",
-                    F, p->head_dim);
+                         "%s: head_dim %u (given or hidden_size / num_attention_heads) must be "
+                         "even and in 2..1024",
+                         F, p->head_dim);
         return rc;
     }
     return 0;
@@ -483,8 +489,7 @@ static int s_biases_window(json_t *root, const char *F, struct tb_model_params *
     p->qkv_bias = strcmp(p->arch, "qwen2") == 0;
     if (b && !p->qkv_bias) {
         rc = s_bad(F, "attention_bias", json_object_get(root, "attention_bias"),
-                   "is not supported for this model_type (it adds an o_proj bias)", err,
-                   err_len);
+                   "is not supported for this model_type (it adds an o_proj bias)", err, err_len);
         return rc;
     }
     b = false;
@@ -560,7 +565,8 @@ int tb_hf_config_parse(const char *text, size_t len, struct tb_model_params *p, 
     p->format = TB_MODEL_FORMAT_HF;
     p->rope_layout = TB_ROPE_NEOX;
     if (json_object_get(root, "text_config")) {
-        rc = tb_err_fail(err, err_len, TB_EMODEL, "%s: text_config (a multimodal wrapper) is not supported", F);
+        rc = tb_err_fail(err, err_len, TB_EMODEL,
+                         "%s: text_config (a multimodal wrapper) is not supported", F);
         goto out;
     }
     rc = s_shape(root, F, p, err, err_len);
@@ -697,8 +703,8 @@ static int s_chat_template(json_t *v, const char *file, struct tb_model_params *
                              "is not a list of {\"name\", \"template\"} strings", err, err_len);
             }
             if (!pick || strcmp(json_string_value(name), "default") == 0) {
-                if (!pick || strcmp(json_string_value(json_object_get(pick, "name")),
-                                    "default") != 0) {
+                if (!pick ||
+                    strcmp(json_string_value(json_object_get(pick, "name")), "default") != 0) {
                     pick = item;
                 }
             }
@@ -755,8 +761,7 @@ int tb_hf_tokenizer_config_parse(const char *text, size_t len, struct tb_model_p
         }
         const char *want = s_token_text(v);
         if (!want) {
-            rc = s_bad(F, keys[i], v, "is not a string or {\"content\": string}", err,
-                       err_len);
+            rc = s_bad(F, keys[i], v, "is not a string or {\"content\": string}", err, err_len);
             goto out;
         }
         if (*ids[i] >= 0 || !json_is_object(dec)) {
@@ -848,7 +853,8 @@ static int s_file(const char *dir, const char *name, bool required, parse_fn fn,
         return 0;
     }
     if (rc != 0) {
-        return rc == TB_ENOENT ? tb_err_fail(err, err_len, TB_EMODEL, "'%s': no such file", path) : rc;
+        return rc == TB_ENOENT ? tb_err_fail(err, err_len, TB_EMODEL, "'%s': no such file", path)
+                               : rc;
     }
     rc = fn(text, len, p, err, err_len);
     free(text);

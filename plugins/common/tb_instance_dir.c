@@ -87,8 +87,7 @@ static struct tb_idir_model *s_model(tb_instance_dir_t *t, const char *name)
 int tb_instance_dir_add(tb_instance_dir_t *t, const struct tb_route *r, int64_t now_unix)
 {
     const char *kind = r->kind && *r->kind ? r->kind : "text";
-    if (!r->model || !*r->model || !s_wants(t, kind) ||
-        tb_instance_dir_get(t, r->instance_id)) {
+    if (!r->model || !*r->model || !s_wants(t, kind) || tb_instance_dir_get(t, r->instance_id)) {
         return 0;
     }
     if (t->n_insts == t->cap_insts) {
@@ -165,8 +164,7 @@ bool tb_instance_dir_remove(tb_instance_dir_t *t, uint64_t instance_id, bool *ou
             if (m->instances == 0) {
                 size_t mi = (size_t)(m - t->models);
                 free(m->name);
-                memmove(&t->models[mi], &t->models[mi + 1],
-                        (t->n_models - mi - 1) * sizeof(*m));
+                memmove(&t->models[mi], &t->models[mi + 1], (t->n_models - mi - 1) * sizeof(*m));
                 t->n_models--;
                 if (out_model_gone) {
                     *out_model_gone = true;
@@ -246,7 +244,7 @@ const struct tb_idir_model *tb_instance_dir_model(const tb_instance_dir_t *t, co
 }
 
 void tb_instance_dir_set_state(tb_instance_dir_t *t, struct tb_idir_instance *inst,
-                              tb_inst_state_t state)
+                               tb_inst_state_t state)
 {
     if (inst->state == state) {
         return;

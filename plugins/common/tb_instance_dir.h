@@ -39,14 +39,15 @@ struct tb_idir_instance {
     int64_t context_length; /* 0 when not announced */
     int64_t kv_block_size;  /* 0 when not announced */
     bool local;
-    tb_inst_state_t state;  /* tb_instance_dir_set_state */
+    tb_inst_state_t state; /* tb_instance_dir_set_state */
     /* Load as the instance last reported it (tb_instance_dir_load). */
     bool has_load;
     int64_t running;
     int64_t waiting;
     int64_t kv_used;  /* KV blocks in use */
     int64_t kv_total; /* KV blocks in all, 0 when not reported */
-    int64_t pending;  /* (caller) requests sent since that report; tb_instance_dir_load zeroes it */
+    int64_t
+        pending; /* (caller) requests sent since that report; tb_instance_dir_load zeroes it */
     int64_t in_flight;     /* (caller) requests the caller has on it now */
     int64_t served;        /* (caller) requests sent to it so far */
     int64_t next_probe_ns; /* (caller) when to probe next */
@@ -59,7 +60,7 @@ struct tb_idir_model {
     int64_t created; /* unix seconds when its first instance appeared */
     size_t instances;
     size_t healthy;
-    size_t cursor;   /* tb_instance_dir_next's position */
+    size_t cursor; /* tb_instance_dir_next's position */
 };
 
 typedef struct tb_instance_dir tb_instance_dir_t;

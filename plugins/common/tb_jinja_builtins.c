@@ -50,9 +50,10 @@ static tb_jv_t s_str1(tb_jeval_t *ev, const char *s, size_t n)
 /* Items of a container, for charging work proportional to its size. */
 static size_t s_size(tb_jv_t v)
 {
-    return v.kind == TB_JV_LIST ? v.u.l->n : v.kind == TB_JV_DICT ? v.u.d->n
-                                         : v.kind == TB_JV_STR  ? v.u.s->len
-                                                                : 0;
+    return v.kind == TB_JV_LIST   ? v.u.l->n
+           : v.kind == TB_JV_DICT ? v.u.d->n
+           : v.kind == TB_JV_STR  ? v.u.s->len
+                                  : 0;
 }
 
 tb_jv_t tb_jinja_to_list(tb_jeval_t *ev, tb_jv_t v)
@@ -87,8 +88,9 @@ tb_jv_t tb_jinja_to_list(tb_jeval_t *ev, tb_jv_t v)
         }
         tb_jv_t l = tb_jv_list_new(&ev->rt, v.u.d->n);
         for (size_t i = 0; !tb_jv_is_err(l) && i < v.u.d->n; i++) {
-            if (!tb_jv_list_push(&ev->rt, l.u.l, tb_jv_ref((tb_jv_t){
-                                                    .kind = TB_JV_STR, .u.s = v.u.d->keys[i]}))) {
+            if (!tb_jv_list_push(&ev->rt, l.u.l,
+                                 tb_jv_ref(
+                                     (tb_jv_t){.kind = TB_JV_STR, .u.s = v.u.d->keys[i]}))) {
                 tb_jv_unref(l);
                 l = tb_jv_err();
             }
@@ -206,7 +208,8 @@ static tb_jv_t s_float_binop(tb_jeval_t *ev, int op, double x, double y)
     default: {
         double r = pow(x, y);
         if (x < 0 && y != floor(y)) {
-            return tb_jrt_fail(&ev->rt, TB_EINVAL, "negative number raised to a fractional power");
+            return tb_jrt_fail(&ev->rt, TB_EINVAL,
+                               "negative number raised to a fractional power");
         }
         return tb_jv_float(r);
     }
@@ -454,9 +457,9 @@ int tb_jinja_compare(tb_jeval_t *ev, int op, tb_jv_t a, tb_jv_t b)
 {
     int c = 0;
     /* == on containers and `in` walk them */
-    if (!tb_jinja_eval_step(ev, (a.kind == TB_JV_LIST || a.kind == TB_JV_DICT ? s_size(a) : 0) +
-                                    (b.kind == TB_JV_LIST || b.kind == TB_JV_DICT ? s_size(b)
-                                                                                  : 0))) {
+    if (!tb_jinja_eval_step(ev,
+                            (a.kind == TB_JV_LIST || a.kind == TB_JV_DICT ? s_size(a) : 0) +
+                                (b.kind == TB_JV_LIST || b.kind == TB_JV_DICT ? s_size(b) : 0))) {
         return -1;
     }
     switch (op) {
@@ -721,10 +724,12 @@ tb_jv_t tb_jinja_slice(tb_jeval_t *ev, tb_jv_t obj, tb_jv_t start, tb_jv_t stop,
 /* ------------------------------------------------------------------ tests */
 
 static const char *const s_test_names[] = {
-    "defined", "undefined", "none", "boolean", "true", "false", "integer", "float", "number",
-    "string", "mapping", "iterable", "sequence", "callable", "sameas", "escaped", "odd", "even",
-    "divisibleby", "eq", "equalto", "==", "ne", "!=", "lt", "lessthan", "<", "le", "<=", "gt",
-    "greaterthan", ">", "ge", ">=", "in", "lower", "upper", "filter", "test",
+    "defined", "undefined", "none",        "boolean", "true",        "false",    "integer",
+    "float",   "number",    "string",      "mapping", "iterable",    "sequence", "callable",
+    "sameas",  "escaped",   "odd",         "even",    "divisibleby", "eq",       "equalto",
+    "==",      "ne",        "!=",          "lt",      "lessthan",    "<",        "le",
+    "<=",      "gt",        "greaterthan", ">",       "ge",          ">=",       "in",
+    "lower",   "upper",     "filter",      "test",
 };
 
 bool tb_jinja_test_exists(const char *name)
@@ -750,9 +755,10 @@ static int s_cmp_test(tb_jeval_t *ev, int op, tb_jv_t v, const tb_jargs_t *a)
 /* Tests taking one argument; all others take none. */
 static bool s_test_takes_arg(const char *name)
 {
-    static const char *const one[] = {"sameas", "divisibleby", "eq", "equalto", "==", "ne",
-                                      "!=", "lt", "lessthan", "<", "le", "<=", "gt",
-                                      "greaterthan", ">", "ge", ">=", "in", "filter", "test"};
+    static const char *const one[] = {"sameas", "divisibleby", "eq", "equalto",     "==",
+                                      "ne",     "!=",          "lt", "lessthan",    "<",
+                                      "le",     "<=",          "gt", "greaterthan", ">",
+                                      "ge",     ">=",          "in", "filter",      "test"};
     for (size_t i = 0; i < sizeof(one) / sizeof(one[0]); i++) {
         if (!strcmp(one[i], name)) {
             return true;
@@ -773,8 +779,8 @@ static int s_kind_test(const char *name, tb_jv_t v)
         const char *name;
         int kind;
     } simple[] = {
-        {"none", TB_JV_NONE},      {"boolean", TB_JV_BOOL}, {"integer", TB_JV_INT},
-        {"float", TB_JV_FLOAT},    {"string", TB_JV_STR},   {"callable", TB_JV_FUNC},
+        {"none", TB_JV_NONE},   {"boolean", TB_JV_BOOL}, {"integer", TB_JV_INT},
+        {"float", TB_JV_FLOAT}, {"string", TB_JV_STR},   {"callable", TB_JV_FUNC},
     };
     for (size_t i = 0; i < sizeof(simple) / sizeof(simple[0]); i++) {
         if (!strcmp(name, simple[i].name)) {
@@ -890,8 +896,8 @@ int tb_jinja_test(tb_jeval_t *ev, const char *name, tb_jv_t v, const tb_jargs_t 
 {
     size_t want = s_test_takes_arg(name) ? 1 : 0;
     if (a->npos + a->nkw > want) {
-        tb_jrt_fail(&ev->rt, TB_EINVAL, "test '%.40s' takes %zu argument(s), got %zu", name,
-                    want, a->npos + a->nkw);
+        tb_jrt_fail(&ev->rt, TB_EINVAL, "test '%.40s' takes %zu argument(s), got %zu", name, want,
+                    a->npos + a->nkw);
         return -1;
     }
     int r = s_kind_test(name, v);

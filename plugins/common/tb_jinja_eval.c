@@ -234,8 +234,7 @@ static void s_free_argbuf(s_argbuf_t *b)
     b->n = 0;
 }
 
-static bool s_eval_args_vals(tb_jeval_t *ev, const tb_jnode_t *nd, tb_jv_t *vals,
-                             tb_jargs_t *a);
+static bool s_eval_args_vals(tb_jeval_t *ev, const tb_jnode_t *nd, tb_jv_t *vals, tb_jargs_t *a);
 
 /* Evaluates the arguments of a CALL/FILTER/TEST node into `b` (release with s_free_argbuf). */
 static bool s_eval_args(tb_jeval_t *ev, const tb_jnode_t *nd, s_argbuf_t *b, tb_jargs_t *a)

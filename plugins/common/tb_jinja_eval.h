@@ -21,11 +21,11 @@ typedef struct tb_jscope tb_jscope_t;
 /* State of one render.  Owned by tb_jinja_eval_render. */
 typedef struct tb_jeval {
     tb_jrt_t rt;
-    tb_jv_t ctx;         /* dict of the caller's variables */
-    tb_jscope_t *scope;  /* innermost scope */
-    tb_jscope_t *root;   /* template-level scope */
-    tb_jbuf_t *out;      /* where output goes (captures swap it) */
-    uint32_t max_stack;  /* bound on rt.depth */
+    tb_jv_t ctx;        /* dict of the caller's variables */
+    tb_jscope_t *scope; /* innermost scope */
+    tb_jscope_t *root;  /* template-level scope */
+    tb_jbuf_t *out;     /* where output goes (captures swap it) */
+    uint32_t max_stack; /* bound on rt.depth */
 } tb_jeval_t;
 
 /* Arguments of a call: positional, then keyword (names parallel to values).  Borrowed. */

@@ -80,10 +80,10 @@ static const struct {
     uint32_t cp;
     const char *map[3];
 } s_special[] = {
-    {0x00DF, {"SS", NULL, "Ss"}},                      /* sharp s */
-    {0x0130, {NULL, "i\xcc\x87", NULL}},               /* capital I with dot */
-    {0x0149, {"\xca\xbcN", NULL, "\xca\xbcN"}},          /* n preceded by apostrophe */
-    {0x01F0, {"J\xcc\x8c", NULL, "J\xcc\x8c"}},          /* j with caron */
+    {0x00DF, {"SS", NULL, "Ss"}},                             /* sharp s */
+    {0x0130, {NULL, "i\xcc\x87", NULL}},                      /* capital I with dot */
+    {0x0149, {"\xca\xbcN", NULL, "\xca\xbcN"}},               /* n preceded by apostrophe */
+    {0x01F0, {"J\xcc\x8c", NULL, "J\xcc\x8c"}},               /* j with caron */
     {0x0587, {"\xd4\xb5\xd5\x92", NULL, "\xd4\xb5\xd6\x82"}}, /* Armenian ech yiwn */
     {0xFB00, {"FF", NULL, "Ff"}},
     {0xFB01, {"FI", NULL, "Fi"}},
@@ -259,9 +259,9 @@ tb_jv_t tb_jinja_percent_format(tb_jeval_t *ev, tb_jv_str_t *fmt, tb_jv_t args)
                    (v.kind == TB_JV_INT || v.kind == TB_JV_BOOL || v.kind == TB_JV_FLOAT)) {
             char tmp[64];
             double dv = v.kind == TB_JV_FLOAT ? v.u.f
-                        : (double)(v.kind == TB_JV_INT ? v.u.i : v.u.b);
+                                              : (double)(v.kind == TB_JV_INT ? v.u.i : v.u.b);
             int64_t iv = v.kind == TB_JV_FLOAT ? (int64_t)v.u.f
-                         : (v.kind == TB_JV_INT ? v.u.i : v.u.b);
+                                               : (v.kind == TB_JV_INT ? v.u.i : v.u.b);
             if (c == 'f') {
                 snprintf(tmp, sizeof(tmp), "%f", dv);
             } else if (c == 'x') {
@@ -559,8 +559,8 @@ static tb_jv_t s_f_tojson(tb_jeval_t *ev, tb_jv_t in, const tb_jargs_t *a)
     }
     const char *item_sep = NULL, *key_sep = NULL;
     if (sep && sep->kind != TB_JV_NONE) {
-        if (sep->kind != TB_JV_LIST || sep->u.l->n != 2 ||
-            sep->u.l->items[0].kind != TB_JV_STR || sep->u.l->items[1].kind != TB_JV_STR) {
+        if (sep->kind != TB_JV_LIST || sep->u.l->n != 2 || sep->u.l->items[0].kind != TB_JV_STR ||
+            sep->u.l->items[1].kind != TB_JV_STR) {
             return tb_jrt_fail(&ev->rt, TB_EINVAL, "tojson separators must be two strings");
         }
         item_sep = sep->u.l->items[0].u.s->data;
@@ -821,8 +821,7 @@ static tb_jv_t s_f_replace(tb_jeval_t *ev, tb_jv_t in, const tb_jargs_t *a)
     tb_jv_t ns = tb_jv_to_str(&ev->rt, *n);
     tb_jv_t r = tb_jv_err();
     if (!tb_jv_is_err(s) && !tb_jv_is_err(os) && !tb_jv_is_err(ns)) {
-        r = tb_jinja_str_replace(ev, s.u.s, os, ns,
-                                 c && c->kind == TB_JV_INT ? c->u.i : -1);
+        r = tb_jinja_str_replace(ev, s.u.s, os, ns, c && c->kind == TB_JV_INT ? c->u.i : -1);
     }
     tb_jv_unref(s);
     tb_jv_unref(os);
@@ -878,7 +877,8 @@ static tb_jv_t s_f_dictsort(tb_jeval_t *ev, tb_jv_t in, const tb_jargs_t *a)
         if (ok) {
             pair.u.l->tuple = true;
             ok = tb_jv_list_push(&ev->rt, pair.u.l,
-                                 tb_jv_ref((tb_jv_t){.kind = TB_JV_STR, .u.s = in.u.d->keys[i]})) &&
+                                 tb_jv_ref(
+                                     (tb_jv_t){.kind = TB_JV_STR, .u.s = in.u.d->keys[i]})) &&
                  tb_jv_list_push(&ev->rt, pair.u.l, tb_jv_ref(in.u.d->vals[i]));
         }
         if (!ok || !tb_jv_list_push(&ev->rt, items.u.l, pair)) {
@@ -923,9 +923,9 @@ static tb_jv_t s_f_unique(tb_jeval_t *ev, tb_jv_t in, const tb_jargs_t *a)
                 dup = tb_jv_equal(seen.u.l->items[j], key);
             }
         }
-        if (tb_jv_is_err(key) || (!dup && (!tb_jv_list_push(&ev->rt, seen.u.l, key) ||
-                                           !tb_jv_list_push(&ev->rt, r.u.l,
-                                                            tb_jv_ref(l.u.l->items[i]))))) {
+        if (tb_jv_is_err(key) ||
+            (!dup && (!tb_jv_list_push(&ev->rt, seen.u.l, key) ||
+                      !tb_jv_list_push(&ev->rt, r.u.l, tb_jv_ref(l.u.l->items[i]))))) {
             tb_jv_unref(r);
             r = tb_jv_err();
             break;
@@ -1014,8 +1014,7 @@ static tb_jv_t s_f_items(tb_jeval_t *ev, tb_jv_t in, const tb_jargs_t *a)
 }
 
 /* select/reject/selectattr/rejectattr: `attr` picks the tested value, `select` keeps matches. */
-static tb_jv_t s_select(tb_jeval_t *ev, tb_jv_t in, const tb_jargs_t *a, bool attr,
-                        bool select)
+static tb_jv_t s_select(tb_jeval_t *ev, tb_jv_t in, const tb_jargs_t *a, bool attr, bool select)
 {
     size_t off = 0;
     const tb_jv_t *attribute = NULL;
@@ -1053,8 +1052,8 @@ static tb_jv_t s_select(tb_jeval_t *ev, tb_jv_t in, const tb_jargs_t *a, bool at
             t = test ? tb_jinja_test(ev, test->u.s->data, v, &targs) : tb_jv_truthy(v);
         }
         tb_jv_unref(v);
-        if (t < 0 || (t == select && !tb_jv_list_push(&ev->rt, r.u.l,
-                                                      tb_jv_ref(l.u.l->items[i])))) {
+        if (t < 0 ||
+            (t == select && !tb_jv_list_push(&ev->rt, r.u.l, tb_jv_ref(l.u.l->items[i])))) {
             tb_jv_unref(r);
             r = tb_jv_err();
         }

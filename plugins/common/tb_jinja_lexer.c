@@ -484,13 +484,13 @@ static const struct {
     const char *s;
     uint8_t op;
 } s_ops[] = {
-    {"//", TB_JOP_FLOORDIV}, {"**", TB_JOP_POW}, {"==", TB_JOP_EQ}, {"!=", TB_JOP_NE},
-    {">=", TB_JOP_GTEQ},     {"<=", TB_JOP_LTEQ}, {"+", TB_JOP_ADD}, {"-", TB_JOP_SUB},
-    {"/", TB_JOP_DIV},       {"*", TB_JOP_MUL},   {"%", TB_JOP_MOD}, {"~", TB_JOP_TILDE},
-    {"[", TB_JOP_LBRACKET},  {"]", TB_JOP_RBRACKET}, {"(", TB_JOP_LPAREN},
-    {")", TB_JOP_RPAREN},    {"{", TB_JOP_LBRACE}, {"}", TB_JOP_RBRACE}, {">", TB_JOP_GT},
-    {"<", TB_JOP_LT},        {"=", TB_JOP_ASSIGN}, {".", TB_JOP_DOT},  {":", TB_JOP_COLON},
-    {"|", TB_JOP_PIPE},      {",", TB_JOP_COMMA},  {";", TB_JOP_SEMICOLON},
+    {"//", TB_JOP_FLOORDIV}, {"**", TB_JOP_POW},      {"==", TB_JOP_EQ},    {"!=", TB_JOP_NE},
+    {">=", TB_JOP_GTEQ},     {"<=", TB_JOP_LTEQ},     {"+", TB_JOP_ADD},    {"-", TB_JOP_SUB},
+    {"/", TB_JOP_DIV},       {"*", TB_JOP_MUL},       {"%", TB_JOP_MOD},    {"~", TB_JOP_TILDE},
+    {"[", TB_JOP_LBRACKET},  {"]", TB_JOP_RBRACKET},  {"(", TB_JOP_LPAREN}, {")", TB_JOP_RPAREN},
+    {"{", TB_JOP_LBRACE},    {"}", TB_JOP_RBRACE},    {">", TB_JOP_GT},     {"<", TB_JOP_LT},
+    {"=", TB_JOP_ASSIGN},    {".", TB_JOP_DOT},       {":", TB_JOP_COLON},  {"|", TB_JOP_PIPE},
+    {",", TB_JOP_COMMA},     {";", TB_JOP_SEMICOLON},
 };
 
 /* Lexes the inside of a {{ }} or {% %} tag starting at pos.  `is_block` selects the end

@@ -21,9 +21,9 @@
 typedef struct tb_jarena_chunk tb_jarena_chunk_t;
 typedef struct {
     tb_jarena_chunk_t *head;
-    size_t used;     /* bytes used in head */
-    size_t total;    /* bytes allocated in all chunks */
-    size_t limit;    /* refuse to grow past this many bytes */
+    size_t used;  /* bytes used in head */
+    size_t total; /* bytes allocated in all chunks */
+    size_t limit; /* refuse to grow past this many bytes */
 } tb_jarena_t;
 
 void tb_jarena_init(tb_jarena_t *a, size_t limit);
@@ -48,10 +48,31 @@ typedef enum {
 } tb_jtok_type_t;
 
 typedef enum {
-    TB_JOP_ADD = 1, TB_JOP_SUB, TB_JOP_DIV, TB_JOP_FLOORDIV, TB_JOP_MUL, TB_JOP_MOD, TB_JOP_POW,
-    TB_JOP_TILDE, TB_JOP_LBRACKET, TB_JOP_RBRACKET, TB_JOP_LPAREN, TB_JOP_RPAREN,
-    TB_JOP_LBRACE, TB_JOP_RBRACE, TB_JOP_EQ, TB_JOP_NE, TB_JOP_GT, TB_JOP_GTEQ, TB_JOP_LT,
-    TB_JOP_LTEQ, TB_JOP_ASSIGN, TB_JOP_DOT, TB_JOP_COLON, TB_JOP_PIPE, TB_JOP_COMMA,
+    TB_JOP_ADD = 1,
+    TB_JOP_SUB,
+    TB_JOP_DIV,
+    TB_JOP_FLOORDIV,
+    TB_JOP_MUL,
+    TB_JOP_MOD,
+    TB_JOP_POW,
+    TB_JOP_TILDE,
+    TB_JOP_LBRACKET,
+    TB_JOP_RBRACKET,
+    TB_JOP_LPAREN,
+    TB_JOP_RPAREN,
+    TB_JOP_LBRACE,
+    TB_JOP_RBRACE,
+    TB_JOP_EQ,
+    TB_JOP_NE,
+    TB_JOP_GT,
+    TB_JOP_GTEQ,
+    TB_JOP_LT,
+    TB_JOP_LTEQ,
+    TB_JOP_ASSIGN,
+    TB_JOP_DOT,
+    TB_JOP_COLON,
+    TB_JOP_PIPE,
+    TB_JOP_COMMA,
     TB_JOP_SEMICOLON,
 } tb_jop_t;
 

@@ -18,16 +18,41 @@
 #define S_MAX_RANGE 100000
 
 enum {
-    B_RANGE = 1, B_NAMESPACE, B_DICT, B_RAISE, B_STRFTIME,
+    B_RANGE = 1,
+    B_NAMESPACE,
+    B_DICT,
+    B_RAISE,
+    B_STRFTIME,
     /* str methods */
-    B_S_STRIP, B_S_LSTRIP, B_S_RSTRIP, B_S_STARTSWITH, B_S_ENDSWITH, B_S_SPLIT, B_S_UPPER,
-    B_S_LOWER, B_S_TITLE, B_S_CAPITALIZE, B_S_REPLACE, B_S_FIND, B_S_COUNT, B_S_JOIN,
-    B_S_ISDIGIT, B_S_ISSPACE, B_S_ISALPHA, B_S_ISUPPER, B_S_ISLOWER, B_S_SPLITLINES,
+    B_S_STRIP,
+    B_S_LSTRIP,
+    B_S_RSTRIP,
+    B_S_STARTSWITH,
+    B_S_ENDSWITH,
+    B_S_SPLIT,
+    B_S_UPPER,
+    B_S_LOWER,
+    B_S_TITLE,
+    B_S_CAPITALIZE,
+    B_S_REPLACE,
+    B_S_FIND,
+    B_S_COUNT,
+    B_S_JOIN,
+    B_S_ISDIGIT,
+    B_S_ISSPACE,
+    B_S_ISALPHA,
+    B_S_ISUPPER,
+    B_S_ISLOWER,
+    B_S_SPLITLINES,
     B_S_FORMAT,
     /* dict methods */
-    B_D_ITEMS, B_D_KEYS, B_D_VALUES, B_D_GET,
+    B_D_ITEMS,
+    B_D_KEYS,
+    B_D_VALUES,
+    B_D_GET,
     /* list methods */
-    B_L_INDEX, B_L_COUNT,
+    B_L_INDEX,
+    B_L_COUNT,
     /* loop methods */
     B_LOOP_CYCLE,
 };
@@ -36,7 +61,7 @@ static const struct {
     const char *name;
     int id;
 } s_globals[] = {
-    {"range", B_RANGE},         {"namespace", B_NAMESPACE},     {"dict", B_DICT},
+    {"range", B_RANGE},           {"namespace", B_NAMESPACE},   {"dict", B_DICT},
     {"raise_exception", B_RAISE}, {"strftime_now", B_STRFTIME},
 };
 
@@ -45,21 +70,20 @@ static const struct {
     const char *name;
     int id;
 } s_methods[] = {
-    {TB_JV_STR, "strip", B_S_STRIP},         {TB_JV_STR, "lstrip", B_S_LSTRIP},
-    {TB_JV_STR, "rstrip", B_S_RSTRIP},       {TB_JV_STR, "startswith", B_S_STARTSWITH},
-    {TB_JV_STR, "endswith", B_S_ENDSWITH},   {TB_JV_STR, "split", B_S_SPLIT},
-    {TB_JV_STR, "upper", B_S_UPPER},         {TB_JV_STR, "lower", B_S_LOWER},
-    {TB_JV_STR, "title", B_S_TITLE},         {TB_JV_STR, "capitalize", B_S_CAPITALIZE},
-    {TB_JV_STR, "replace", B_S_REPLACE},     {TB_JV_STR, "find", B_S_FIND},
-    {TB_JV_STR, "count", B_S_COUNT},         {TB_JV_STR, "join", B_S_JOIN},
-    {TB_JV_STR, "isdigit", B_S_ISDIGIT},     {TB_JV_STR, "isspace", B_S_ISSPACE},
-    {TB_JV_STR, "isalpha", B_S_ISALPHA},     {TB_JV_STR, "isupper", B_S_ISUPPER},
-    {TB_JV_STR, "islower", B_S_ISLOWER},     {TB_JV_STR, "splitlines", B_S_SPLITLINES},
-    {TB_JV_STR, "format", B_S_FORMAT},
-    {TB_JV_DICT, "items", B_D_ITEMS},        {TB_JV_DICT, "keys", B_D_KEYS},
-    {TB_JV_DICT, "values", B_D_VALUES},      {TB_JV_DICT, "get", B_D_GET},
-    {TB_JV_LIST, "index", B_L_INDEX},        {TB_JV_LIST, "count", B_L_COUNT},
-    {TB_JV_LOOP, "cycle", B_LOOP_CYCLE},
+    {TB_JV_STR, "strip", B_S_STRIP},       {TB_JV_STR, "lstrip", B_S_LSTRIP},
+    {TB_JV_STR, "rstrip", B_S_RSTRIP},     {TB_JV_STR, "startswith", B_S_STARTSWITH},
+    {TB_JV_STR, "endswith", B_S_ENDSWITH}, {TB_JV_STR, "split", B_S_SPLIT},
+    {TB_JV_STR, "upper", B_S_UPPER},       {TB_JV_STR, "lower", B_S_LOWER},
+    {TB_JV_STR, "title", B_S_TITLE},       {TB_JV_STR, "capitalize", B_S_CAPITALIZE},
+    {TB_JV_STR, "replace", B_S_REPLACE},   {TB_JV_STR, "find", B_S_FIND},
+    {TB_JV_STR, "count", B_S_COUNT},       {TB_JV_STR, "join", B_S_JOIN},
+    {TB_JV_STR, "isdigit", B_S_ISDIGIT},   {TB_JV_STR, "isspace", B_S_ISSPACE},
+    {TB_JV_STR, "isalpha", B_S_ISALPHA},   {TB_JV_STR, "isupper", B_S_ISUPPER},
+    {TB_JV_STR, "islower", B_S_ISLOWER},   {TB_JV_STR, "splitlines", B_S_SPLITLINES},
+    {TB_JV_STR, "format", B_S_FORMAT},     {TB_JV_DICT, "items", B_D_ITEMS},
+    {TB_JV_DICT, "keys", B_D_KEYS},        {TB_JV_DICT, "values", B_D_VALUES},
+    {TB_JV_DICT, "get", B_D_GET},          {TB_JV_LIST, "index", B_L_INDEX},
+    {TB_JV_LIST, "count", B_L_COUNT},      {TB_JV_LOOP, "cycle", B_LOOP_CYCLE},
 };
 
 static tb_jv_t s_type_error(tb_jeval_t *ev, const char *what, tb_jv_t v)
@@ -102,8 +126,8 @@ tb_jv_t tb_jinja_global(tb_jeval_t *ev, const char *name)
 {
     for (size_t i = 0; i < sizeof(s_globals) / sizeof(s_globals[0]); i++) {
         if (!strcmp(s_globals[i].name, name)) {
-            return tb_jv_func_new(&ev->rt, s_globals[i].name, s_globals[i].id,
-                                  tb_jv_undef(NULL), NULL);
+            return tb_jv_func_new(&ev->rt, s_globals[i].name, s_globals[i].id, tb_jv_undef(NULL),
+                                  NULL);
         }
     }
     return tb_jv_undef(name);
@@ -137,7 +161,8 @@ static tb_jv_t s_range(tb_jeval_t *ev, const tb_jargs_t *a)
     uint64_t count = span <= 0 ? 0 : (uint64_t)ceil(span);
     if (count > S_MAX_RANGE) {
         return tb_jrt_fail(&ev->rt, TB_ERANGE,
-                           "range too big: the sandbox blocks ranges larger than %d", S_MAX_RANGE);
+                           "range too big: the sandbox blocks ranges larger than %d",
+                           S_MAX_RANGE);
     }
     tb_jv_t l = tb_jv_list_new(&ev->rt, count);
     for (uint64_t i = 0; !tb_jv_is_err(l) && i < count; i++) {
@@ -236,7 +261,8 @@ static tb_jv_t s_startswith(tb_jeval_t *ev, tb_jv_str_t *s, const tb_jargs_t *a,
         return tb_jv_bool(false);
     }
     if (p->kind != TB_JV_STR) {
-        return s_type_error(ev, "startswith/endswith first arg must be str or a tuple of str, not",
+        return s_type_error(ev,
+                            "startswith/endswith first arg must be str or a tuple of str, not",
                             *p);
     }
     return tb_jv_bool(s_prefix_match(s, *p, end));
@@ -354,7 +380,8 @@ static tb_jv_t s_splitlines(tb_jeval_t *ev, tb_jv_str_t *s)
         }
         i = j;
     }
-    if (!tb_jv_is_err(l) && start < s->len && !s_push_str(ev, l, s->data + start, s->len - start)) {
+    if (!tb_jv_is_err(l) && start < s->len &&
+        !s_push_str(ev, l, s->data + start, s->len - start)) {
         tb_jv_unref(l);
         return tb_jv_err();
     }

@@ -310,8 +310,8 @@ static tb_jnode_t *s_expression(s_parser_t *p, bool with_condexpr)
     return e1;
 }
 
-static tb_jnode_t *s_binary(s_parser_t *p, uint8_t kind, uint8_t op, tb_jnode_t *a,
-                            tb_jnode_t *b, const tb_jtok_t *at)
+static tb_jnode_t *s_binary(s_parser_t *p, uint8_t kind, uint8_t op, tb_jnode_t *a, tb_jnode_t *b,
+                            const tb_jtok_t *at)
 {
     if (!a || !b) {
         return NULL;
@@ -384,9 +384,9 @@ static tb_jnode_t *s_compare(s_parser_t *p)
     for (;;) {
         const tb_jtok_t *t = s_cur(p);
         uint8_t op = 0;
-        if (t->type == TB_JT_OP && (t->op == TB_JOP_EQ || t->op == TB_JOP_NE ||
-                                    t->op == TB_JOP_GT || t->op == TB_JOP_GTEQ ||
-                                    t->op == TB_JOP_LT || t->op == TB_JOP_LTEQ)) {
+        if (t->type == TB_JT_OP &&
+            (t->op == TB_JOP_EQ || t->op == TB_JOP_NE || t->op == TB_JOP_GT ||
+             t->op == TB_JOP_GTEQ || t->op == TB_JOP_LT || t->op == TB_JOP_LTEQ)) {
             op = t->op;
             s_next(p);
         } else if (s_is_name(t, "in")) {
@@ -826,7 +826,7 @@ static tb_jnode_t *s_filter_or_test(s_parser_t *p, tb_jnode_t *input, uint8_t ki
         return NULL;
     }
     if (p->in_if == 0 && (kind == TB_JN_FILTER ? !tb_jinja_filter_exists(name->str)
-                                                : !tb_jinja_test_exists(name->str))) {
+                                               : !tb_jinja_test_exists(name->str))) {
         s_fail_at(p, name, "no %s named '%.60s'", kind == TB_JN_FILTER ? "filter" : "test",
                   name->str);
         return NULL;
@@ -1221,8 +1221,7 @@ fail:
     return NULL;
 }
 
-static tb_jnode_t *s_stmt_block(s_parser_t *p, const tb_jtok_t *at, uint8_t kind,
-                                const char *end)
+static tb_jnode_t *s_stmt_block(s_parser_t *p, const tb_jtok_t *at, uint8_t kind, const char *end)
 {
     const char *ends[] = {end, NULL};
     tb_jnode_t *nd = s_node(p, kind, at);

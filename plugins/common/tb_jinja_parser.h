@@ -18,41 +18,41 @@
 
 typedef enum {
     /* statements */
-    TB_JN_BODY = 1,   /* list: statements */
-    TB_JN_DATA,       /* str/len */
-    TB_JN_OUTPUT,     /* a: expression */
-    TB_JN_IF,         /* a: condition, list: then, list2: else (elif is a nested IF) */
-    TB_JN_FOR,        /* a: target, b: iterable, c: filter or NULL, list: body, list2: else */
-    TB_JN_SET,        /* a: target (NAME, TUPLE of NAMEs, NSREF), b: value */
-    TB_JN_SET_BLOCK,  /* a: target, c: filter chain over a NULL input or NULL, list: body */
-    TB_JN_MACRO,      /* str: name, names/list2: parameters and defaults, list: body */
+    TB_JN_BODY = 1,  /* list: statements */
+    TB_JN_DATA,      /* str/len */
+    TB_JN_OUTPUT,    /* a: expression */
+    TB_JN_IF,        /* a: condition, list: then, list2: else (elif is a nested IF) */
+    TB_JN_FOR,       /* a: target, b: iterable, c: filter or NULL, list: body, list2: else */
+    TB_JN_SET,       /* a: target (NAME, TUPLE of NAMEs, NSREF), b: value */
+    TB_JN_SET_BLOCK, /* a: target, c: filter chain over a NULL input or NULL, list: body */
+    TB_JN_MACRO,     /* str: name, names/list2: parameters and defaults, list: body */
     TB_JN_BREAK,
     TB_JN_CONTINUE,
     TB_JN_FILTER_BLOCK, /* c: filter chain over a NULL input, list: body */
-    TB_JN_WITH,       /* list2: targets (NAME), names unused, a..: values in list3, list: body */
-    TB_JN_SCOPE,      /* list: body rendered in its own scope (generation blocks) */
+    TB_JN_WITH,  /* list2: targets (NAME), names unused, a..: values in list3, list: body */
+    TB_JN_SCOPE, /* list: body rendered in its own scope (generation blocks) */
     /* expressions */
-    TB_JN_CONST,      /* lit_kind + ival/fval/str */
-    TB_JN_NAME,       /* str */
-    TB_JN_NSREF,      /* str: namespace name, str2: attribute (assignment target only) */
-    TB_JN_LIST,       /* list: items */
-    TB_JN_TUPLE,      /* list: items */
-    TB_JN_DICT,       /* list: keys, list2: values */
-    TB_JN_GETATTR,    /* a: object, str: attribute */
-    TB_JN_GETITEM,    /* a: object, b: key */
-    TB_JN_SLICE,      /* a: object, b/c/d: start, stop, step (each may be NULL) */
-    TB_JN_CALL,       /* a: callee, list: positional args, names/list2: keyword args */
-    TB_JN_FILTER,     /* a: input (NULL in filter blocks), str: name, args as CALL */
-    TB_JN_TEST,       /* a: input, str: name, args as CALL, flag: negated */
-    TB_JN_BINOP,      /* op (TB_JOP_ADD..POW), a, b */
-    TB_JN_NEG,        /* a */
-    TB_JN_POS,        /* a */
-    TB_JN_NOT,        /* a */
-    TB_JN_AND,        /* a, b */
-    TB_JN_OR,         /* a, b */
-    TB_JN_CONCAT,     /* list: operands */
-    TB_JN_COMPARE,    /* a: first operand, list: other operands, ops: operators */
-    TB_JN_CONDEXPR,   /* a: condition, b: value if true, c: value if false or NULL */
+    TB_JN_CONST,    /* lit_kind + ival/fval/str */
+    TB_JN_NAME,     /* str */
+    TB_JN_NSREF,    /* str: namespace name, str2: attribute (assignment target only) */
+    TB_JN_LIST,     /* list: items */
+    TB_JN_TUPLE,    /* list: items */
+    TB_JN_DICT,     /* list: keys, list2: values */
+    TB_JN_GETATTR,  /* a: object, str: attribute */
+    TB_JN_GETITEM,  /* a: object, b: key */
+    TB_JN_SLICE,    /* a: object, b/c/d: start, stop, step (each may be NULL) */
+    TB_JN_CALL,     /* a: callee, list: positional args, names/list2: keyword args */
+    TB_JN_FILTER,   /* a: input (NULL in filter blocks), str: name, args as CALL */
+    TB_JN_TEST,     /* a: input, str: name, args as CALL, flag: negated */
+    TB_JN_BINOP,    /* op (TB_JOP_ADD..POW), a, b */
+    TB_JN_NEG,      /* a */
+    TB_JN_POS,      /* a */
+    TB_JN_NOT,      /* a */
+    TB_JN_AND,      /* a, b */
+    TB_JN_OR,       /* a, b */
+    TB_JN_CONCAT,   /* list: operands */
+    TB_JN_COMPARE,  /* a: first operand, list: other operands, ops: operators */
+    TB_JN_CONDEXPR, /* a: condition, b: value if true, c: value if false or NULL */
 } tb_jnode_kind_t;
 
 /* Most arguments (positional + keyword) one call, filter, test or with-block takes. */
@@ -88,7 +88,7 @@ struct tb_jnode {
     tb_jnodes_t list3;
     const char **names; /* keyword / parameter names, parallel to list2 */
     size_t nnames;
-    uint8_t *ops;       /* COMPARE operators, parallel to list */
+    uint8_t *ops; /* COMPARE operators, parallel to list */
 };
 
 /* Parses tokens into a tree allocated in `arena`.  `max_depth` bounds nesting.  On success

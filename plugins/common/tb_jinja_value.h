@@ -31,10 +31,10 @@ typedef enum {
     TB_JV_INT,
     TB_JV_FLOAT,
     TB_JV_STR,
-    TB_JV_LIST,  /* also tuples (flag on the list) */
-    TB_JV_DICT,  /* also namespaces (flag on the dict) */
-    TB_JV_FUNC,  /* builtin functions, bound methods, macros */
-    TB_JV_LOOP,  /* the `loop` variable of a for loop */
+    TB_JV_LIST, /* also tuples (flag on the list) */
+    TB_JV_DICT, /* also namespaces (flag on the dict) */
+    TB_JV_FUNC, /* builtin functions, bound methods, macros */
+    TB_JV_LOOP, /* the `loop` variable of a for loop */
 } tb_jv_kind_t;
 
 typedef struct tb_jv_str tb_jv_str_t;
@@ -60,9 +60,9 @@ typedef struct {
 
 struct tb_jv_str {
     uint32_t refs;
-    size_t len;       /* bytes, excluding the NUL */
-    size_t ncp;       /* code points, or SIZE_MAX when not counted yet */
-    char data[];      /* valid UTF-8, NUL-terminated */
+    size_t len;  /* bytes, excluding the NUL */
+    size_t ncp;  /* code points, or SIZE_MAX when not counted yet */
+    char data[]; /* valid UTF-8, NUL-terminated */
 };
 
 struct tb_jv_list {
@@ -74,11 +74,11 @@ struct tb_jv_list {
 
 struct tb_jv_dict {
     uint32_t refs;
-    bool ns;            /* a namespace() object: attribute assignment allowed */
+    bool ns; /* a namespace() object: attribute assignment allowed */
     size_t n, cap;
     tb_jv_str_t **keys; /* insertion order */
     tb_jv_t *vals;
-    uint32_t *index;    /* open-addressing table of entry numbers + 1, or NULL when small */
+    uint32_t *index; /* open-addressing table of entry numbers + 1, or NULL when small */
     size_t index_cap;
 };
 
@@ -96,14 +96,14 @@ struct tb_jv_func {
 struct tb_jv_loop {
     uint32_t refs;
     size_t index0, length;
-    tb_jv_t seq;       /* owned list being iterated (previtem/nextitem) */
+    tb_jv_t seq; /* owned list being iterated (previtem/nextitem) */
 };
 
 /* Runtime of one render: error state, limits and counters.  Owned by the renderer. */
 typedef struct tb_jrt {
     char *err;
     size_t err_len;
-    int code;          /* 0 or the TB_E* of the first failure */
+    int code; /* 0 or the TB_E* of the first failure */
     struct tb_jinja_limits limits;
     uint64_t alloc_bytes;
     uint64_t steps;

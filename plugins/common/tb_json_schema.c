@@ -71,7 +71,8 @@ static int s_put(struct sbuf *b, const char *fmt, ...)
     }
 }
 
-static int s_fail(struct gen *g, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int s_fail(struct gen *g, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static int s_fail(struct gen *g, int rc, const char *fmt, ...)
 {
@@ -116,13 +117,16 @@ static int s_json_lit(struct sbuf *b, const json_t *v)
     return rc;
 }
 
-static const char *const s_annotations[] = {
-    "title", "description", "$schema", "$id", "$comment", "default", "examples", "deprecated",
-    "readOnly", "writeOnly", "$defs", "definitions", "strict", NULL};
+static const char *const s_annotations[] = {"title",    "description", "$schema",  "$id",
+                                            "$comment", "default",     "examples", "deprecated",
+                                            "readOnly", "writeOnly",   "$defs",    "definitions",
+                                            "strict",   NULL};
 
 static const char *const s_supported[] = {
-    "type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems",
-    "enum", "const", "anyOf", "format", "minLength", "maxLength", "$ref", NULL};
+    "type",      "properties", "required", "additionalProperties",
+    "items",     "minItems",   "maxItems", "enum",
+    "const",     "anyOf",      "format",   "minLength",
+    "maxLength", "$ref",       NULL};
 
 static bool s_in(const char *const *list, const char *k)
 {
@@ -140,7 +144,8 @@ static int s_check_keys(struct gen *g, const json_t *schema, const char *const *
 {
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)schema, k, v) {
+    json_object_foreach((json_t *)schema, k, v)
+    {
         if (s_in(s_annotations, k)) {
             continue;
         }
@@ -203,12 +208,12 @@ static void s_bounds(char *buf, size_t n, int64_t lo, int64_t hi)
     }
 }
 
-#define DATE                                                                                   \
-    "[1-9] [0-9]{3} \"-\" ( \"02-\" ( \"0\" [1-9] | \"1\" [0-9] | \"2\" [0-8] ) | ( \"0\" "   \
-    "[13-9] | \"1\" [0-2] ) \"-\" ( \"0\" [1-9] | [12] [0-9] | \"30\" ) | ( \"0\" [13578] | "  \
+#define DATE                                                                                     \
+    "[1-9] [0-9]{3} \"-\" ( \"02-\" ( \"0\" [1-9] | \"1\" [0-9] | \"2\" [0-8] ) | ( \"0\" "      \
+    "[13-9] | \"1\" [0-2] ) \"-\" ( \"0\" [1-9] | [12] [0-9] | \"30\" ) | ( \"0\" [13578] | "    \
     "\"1\" [02] ) \"-31\" )"
-#define TIME                                                                                   \
-    "( [01] [0-9] | \"2\" [0-3] ) \":\" [0-5] [0-9] \":\" [0-5] [0-9] ( \".\" [0-9]{1,6} )? "  \
+#define TIME                                                                                     \
+    "( [01] [0-9] | \"2\" [0-3] ) \":\" [0-5] [0-9] \":\" [0-5] [0-9] ( \".\" [0-9]{1,6} )? "    \
     "( \"Z\" | [+-] ( [01] [0-9] | \"2\" [0-3] ) \":\" [0-5] [0-9] )"
 #define OCTET "( \"25\" [0-5] | \"2\" [0-4] [0-9] | \"1\" [0-9] [0-9] | [1-9]? [0-9] )"
 
@@ -283,7 +288,8 @@ static bool s_value_typed(const json_t *type, const json_t *v)
     }
     size_t i;
     json_t *t;
-    json_array_foreach(type, i, t) {
+    json_array_foreach(type, i, t)
+    {
         if (json_is_string(t) && s_type_matches(json_string_value(t), v)) {
             return true;
         }
@@ -307,7 +313,8 @@ static int s_enum(struct gen *g, const json_t *schema, struct sbuf *out)
     size_t n = 0, i;
     json_t *v;
     rc = s_put(out, "(");
-    json_array_foreach(e, i, v) {
+    json_array_foreach(e, i, v)
+    {
         if (rc == 0 && (!c || json_equal(c, v)) && s_value_typed(type, v)) {
             rc = s_put(out, "%s", n++ ? " | " : " ");
             rc = rc != 0 ? rc : s_json_lit(out, v);
@@ -330,7 +337,8 @@ static int s_members(struct gen *g, const json_t *props, struct sbuf *kv, int de
     const char *k;
     json_t *v;
     size_t i = 0;
-    json_object_foreach((json_t *)props, k, v) {
+    json_object_foreach((json_t *)props, k, v)
+    {
         json_t *key = json_string(k);
         int rc = key ? s_json_lit(&kv[i], key) : TB_ENOMEM;
         json_decref(key);
@@ -350,7 +358,8 @@ static bool s_is_required(const json_t *req, const char *k)
 {
     size_t j;
     json_t *r;
-    json_array_foreach(req, j, r) {
+    json_array_foreach(req, j, r)
+    {
         if (strcmp(json_string_value(r), k) == 0) {
             return true;
         }
@@ -360,14 +369,15 @@ static bool s_is_required(const json_t *req, const char *k)
 
 /* Optional properties: a chain of rules F_i (nothing written yet), A_i (after a member) and B_i
  * (member i then A_{i+1}), all tail-called so the chain has one continuation. */
-static int s_member_chain(struct gen *g, const json_t *props, const json_t *req,
-                          struct sbuf *kv, struct sbuf *out)
+static int s_member_chain(struct gen *g, const json_t *props, const json_t *req, struct sbuf *kv,
+                          struct sbuf *out)
 {
     int id = ++g->n_rules, rc = 0;
     size_t n = json_object_size(props), i = 0;
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)props, k, v) {
+    json_object_foreach((json_t *)props, k, v)
+    {
         (void)v;
         bool required = s_is_required(req, k);
         rc = s_put(&g->rules, "o%d-b%zu ::= %s o%d-a%zu\n", id, i, kv[i].p, id, i + 1);
@@ -375,8 +385,9 @@ static int s_member_chain(struct gen *g, const json_t *props, const json_t *req,
         if (rc == 0 && !required) {
             rc = s_put(&g->rules, " | o%d-f%zu", id, i + 1);
         }
-        rc = rc != 0 ? rc : s_put(&g->rules, "\no%d-a%zu ::= " WS " \",\" " WS " o%d-b%zu", id,
-                                  i, id, i);
+        rc = rc != 0
+                 ? rc
+                 : s_put(&g->rules, "\no%d-a%zu ::= " WS " \",\" " WS " o%d-b%zu", id, i, id, i);
         if (rc == 0 && !required) {
             rc = s_put(&g->rules, " | o%d-a%zu", id, i + 1);
         }
@@ -403,10 +414,11 @@ static int s_map(struct gen *g, const json_t *schema, struct sbuf *out, int dept
     int rc = json_is_object(addl) ? s_sub(g, addl, &v, depth, "additionalProperties")
                                   : s_generic(g, &v);
     const char *kv = "\"\\\"\" " CHAR "* \"\\\"\" " WS " \":\" " WS;
-    rc = rc != 0 ? rc
-                 : s_put(out,
-                         "( \"{\" " WS " ( %s %s ( " WS " \",\" " WS " %s %s )* )? " WS " \"}\" )",
-                         kv, v.p, kv, v.p);
+    rc = rc != 0
+             ? rc
+             : s_put(out,
+                     "( \"{\" " WS " ( %s %s ( " WS " \",\" " WS " %s %s )* )? " WS " \"}\" )",
+                     kv, v.p, kv, v.p);
     free(v.p);
     return rc;
 }
@@ -416,18 +428,19 @@ static int s_object(struct gen *g, const json_t *schema, struct sbuf *out, int d
     const json_t *props = json_object_get(schema, "properties");
     const json_t *req = json_object_get(schema, "required");
     if ((props && !json_is_object(props)) || (req && !json_is_array(req))) {
-        return s_fail(g, TB_EINVAL, "invalid '%s'", props && !json_is_object(props)
-                                                           ? "properties"
-                                                           : "required");
+        return s_fail(g, TB_EINVAL, "invalid '%s'",
+                      props && !json_is_object(props) ? "properties" : "required");
     }
     size_t j;
     json_t *r;
-    json_array_foreach(req, j, r) {
+    json_array_foreach(req, j, r)
+    {
         if (!json_is_string(r)) {
             return s_fail(g, TB_EINVAL, "invalid 'required' (names expected)");
         }
         if (!json_object_get(props, json_string_value(r))) {
-            return s_fail(g, TB_ENOTSUP, "unsupported 'required' property '%s' not in 'properties'",
+            return s_fail(g, TB_ENOTSUP,
+                          "unsupported 'required' property '%s' not in 'properties'",
                           json_string_value(r));
         }
     }
@@ -440,7 +453,8 @@ static int s_object(struct gen *g, const json_t *schema, struct sbuf *out, int d
     size_t n_req = 0;
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)props, k, v) {
+    json_object_foreach((json_t *)props, k, v)
+    {
         n_req += s_is_required(req, k);
     }
     if (rc == 0 && n_req == n) { /* all required: inline */
@@ -515,8 +529,10 @@ static int s_ref(struct gen *g, const json_t *schema, struct sbuf *out, int dept
         target = json_object_get(json_object_get(g->root, "definitions"), r + 14);
     }
     if (!target) {
-        return s_fail(g, r ? TB_ENOTSUP : TB_EINVAL, "unsupported '$ref' '%s' (a local "
-                      "#/$defs/NAME, #/definitions/NAME or # expected)", r ? r : "");
+        return s_fail(g, r ? TB_ENOTSUP : TB_EINVAL,
+                      "unsupported '$ref' '%s' (a local "
+                      "#/$defs/NAME, #/definitions/NAME or # expected)",
+                      r ? r : "");
     }
     const json_t *name = json_object_get(g->refs, r);
     if (name) {
@@ -545,7 +561,8 @@ static int s_any_of(struct gen *g, const json_t *schema, struct sbuf *out, int d
     rc = rc != 0 ? rc : s_put(out, "(");
     size_t i;
     json_t *v;
-    json_array_foreach(a, i, v) {
+    json_array_foreach(a, i, v)
+    {
         char seg[32];
         snprintf(seg, sizeof(seg), "anyOf/%zu", i);
         rc = rc != 0 ? rc : s_put(out, "%s", i ? " | " : " ");
@@ -639,7 +656,8 @@ static int s_value(struct gen *g, const json_t *schema, struct sbuf *out, int de
     rc = s_put(out, "(");
     size_t i;
     json_t *t;
-    json_array_foreach(type, i, t) {
+    json_array_foreach(type, i, t)
+    {
         if (rc == 0 && !json_is_string(t)) {
             rc = s_fail(g, TB_EINVAL, "invalid 'type'");
         }
@@ -662,8 +680,8 @@ static const char s_generic_rules[] =
 
 /* root ::= the expression `gen_root` writes, then the named rules. */
 static int s_document(struct gen *g, struct sbuf *out,
-                      int (*gen_root)(struct gen *, const void *, struct sbuf *),
-                      const void *arg, char **gbnf, size_t *len)
+                      int (*gen_root)(struct gen *, const void *, struct sbuf *), const void *arg,
+                      char **gbnf, size_t *len)
 {
     g->refs = json_object();
     int rc = g->refs ? s_put(out, "root ::= ") : TB_ENOMEM;
@@ -728,19 +746,23 @@ static int s_tools_root(struct gen *g, const void *arg, struct sbuf *out)
     int rc = json_is_array(tools) && json_array_size(tools) > 0
                  ? s_put(out, "(")
                  : s_fail(g, TB_EINVAL, "tools must be a non-empty array");
-    json_array_foreach(tools, i, t) {
+    json_array_foreach(tools, i, t)
+    {
         const json_t *f = json_object_get(t, "function") ? json_object_get(t, "function") : t;
-        const json_t *name = json_object_get(f, "name"), *params = json_object_get(f, "parameters");
+        const json_t *name = json_object_get(f, "name"),
+                     *params = json_object_get(f, "parameters");
         snprintf(g->path, sizeof(g->path), "/%zu", i);
         if (rc == 0 && !json_is_string(name)) {
             rc = s_fail(g, TB_EINVAL, "a tool without a string 'name'");
         }
         g->root = params;
-        rc = rc != 0 ? rc : s_put(out, "%s\"{\" " WS " \"\\\"name\\\"\" " WS " \":\" " WS " ",
-                                  i ? " | " : " ");
+        rc = rc != 0 ? rc
+                     : s_put(out, "%s\"{\" " WS " \"\\\"name\\\"\" " WS " \":\" " WS " ",
+                             i ? " | " : " ");
         rc = rc != 0 ? rc : s_json_lit(out, name);
-        rc = rc != 0 ? rc : s_put(out, " " WS " \",\" " WS " \"\\\"arguments\\\"\" " WS " \":\" "
-                                       WS " ");
+        rc = rc != 0
+                 ? rc
+                 : s_put(out, " " WS " \",\" " WS " \"\\\"arguments\\\"\" " WS " \":\" " WS " ");
         if (rc == 0 && params) {
             rc = s_sub(g, params, out, 0, "parameters");
         } else if (rc == 0) {

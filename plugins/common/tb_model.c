@@ -15,10 +15,12 @@
 
 #include "tb_errors.h"
 
-static const char *const s_global_names[TB_TENSOR_GLOBAL_COUNT] = {
-    "tok_embd", "out_norm", "output", "rope_freqs"};
-static const char *const s_layer_names[TB_LAYER_TENSOR_COUNT] = {
-    "attn_norm", "wq", "wk", "wv", "bq", "bk", "bv", "wo", "ffn_norm", "w_gate", "w_up", "w_down"};
+static const char *const s_global_names[TB_TENSOR_GLOBAL_COUNT] = {"tok_embd", "out_norm",
+                                                                   "output", "rope_freqs"};
+static const char *const s_layer_names[TB_LAYER_TENSOR_COUNT] = {"attn_norm", "wq",   "wk",
+                                                                 "wv",        "bq",   "bk",
+                                                                 "bv",        "wo",   "ffn_norm",
+                                                                 "w_gate",    "w_up", "w_down"};
 
 const char *tb_rope_layout_name(tb_rope_layout_t l)
 {
@@ -110,28 +112,32 @@ int tb_model_place(tb_model_t *m, const struct tb_slot *slot, const char *source
     bool *has;
     struct tb_tensor *t = s_slot_tensor(m, slot, &has);
     if (*has) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s' appears twice (also as '%s')", source,
-                      t->source);
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s' appears twice (also as '%s')",
+                           source, t->source);
     }
     if (n_dims != 1 && n_dims != 2) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': %u dimensions (expected 1 or 2)", source,
-                      n_dims);
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "tensor '%s': %u dimensions (expected 1 or 2)", source, n_dims);
     }
     uint64_t rows = n_dims == 2 ? dims[0] : 1;
     uint64_t cols = n_dims == 2 ? dims[1] : dims[0];
     uint64_t row_bytes;
     int rc = tb_dtype_bytes(dtype, cols, &row_bytes);
     if (rc == TB_EINVAL) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': row length %llu is not a multiple of %s's "
-                      "block of %zu", source, (unsigned long long)cols, tb_dtype_name(dtype),
-                      tb_dtype_block_elems(dtype));
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "tensor '%s': row length %llu is not a multiple of %s's "
+                           "block of %zu",
+                           source, (unsigned long long)cols, tb_dtype_name(dtype),
+                           tb_dtype_block_elems(dtype));
     }
     if (rc != 0 || (row_bytes && rows > UINT64_MAX / row_bytes) || rows * row_bytes != size) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': %llu x %llu %s needs %llu bytes, the file "
-                      "gives %llu", source, (unsigned long long)rows, (unsigned long long)cols,
-                      tb_dtype_name(dtype),
-                      (unsigned long long)(rc == 0 ? rows * row_bytes : 0),
-                      (unsigned long long)size);
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "tensor '%s': %llu x %llu %s needs %llu bytes, the file "
+                           "gives %llu",
+                           source, (unsigned long long)rows, (unsigned long long)cols,
+                           tb_dtype_name(dtype),
+                           (unsigned long long)(rc == 0 ? rows * row_bytes : 0),
+                           (unsigned long long)size);
     }
     memset(t, 0, sizeof *t);
     tb_model_slot_name(slot, t->name, sizeof t->name);
@@ -186,40 +192,46 @@ static int s_check_params(const struct tb_model_params *p, char *err, size_t err
     };
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
         if (c[i].v < c[i].lo || c[i].v > c[i].hi) {
-            return tb_err_fail(err, err_len, TB_EMODEL, "%s %u is out of range %u..%u", c[i].name, c[i].v,
-                          c[i].lo, c[i].hi);
+            return tb_err_fail(err, err_len, TB_EMODEL, "%s %u is out of range %u..%u", c[i].name,
+                               c[i].v, c[i].lo, c[i].hi);
         }
     }
     if (p->head_dim % 2 != 0) {
         return tb_err_fail(err, err_len, TB_EMODEL, "head dimension %u is odd", p->head_dim);
     }
     if (p->n_heads % p->n_kv_heads != 0) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "attention head count %u is not a multiple of the "
-                      "key/value head count %u", p->n_heads, p->n_kv_heads);
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "attention head count %u is not a multiple of the "
+                           "key/value head count %u",
+                           p->n_heads, p->n_kv_heads);
     }
     if (!(p->rms_eps > 0 && p->rms_eps < 1)) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "rms norm epsilon %g is out of range (0, 1)", p->rms_eps);
+        return tb_err_fail(err, err_len, TB_EMODEL, "rms norm epsilon %g is out of range (0, 1)",
+                           p->rms_eps);
     }
     if (!(p->rope_theta > 0 && isfinite(p->rope_theta))) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "rope theta %g is not positive", p->rope_theta);
+        return tb_err_fail(err, err_len, TB_EMODEL, "rope theta %g is not positive",
+                           p->rope_theta);
     }
     const struct tb_rope_scaling *s = &p->rope_scaling;
     if ((s->type == TB_ROPE_SCALING_LINEAR || s->type == TB_ROPE_SCALING_LLAMA3) &&
         !(s->factor > 0 && isfinite(s->factor))) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "rope scaling factor %g is not positive", s->factor);
+        return tb_err_fail(err, err_len, TB_EMODEL, "rope scaling factor %g is not positive",
+                           s->factor);
     }
     if (s->type == TB_ROPE_SCALING_LLAMA3 &&
         !(s->low_freq_factor > 0 && s->high_freq_factor > s->low_freq_factor &&
           s->original_max_positions > 0)) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "llama3 rope scaling needs 0 < low_freq_factor (%g) < "
-                      "high_freq_factor (%g) and original_max_position_embeddings > 0",
-                      s->low_freq_factor, s->high_freq_factor);
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "llama3 rope scaling needs 0 < low_freq_factor (%g) < "
+                           "high_freq_factor (%g) and original_max_position_embeddings > 0",
+                           s->low_freq_factor, s->high_freq_factor);
     }
     return 0;
 }
 
-static int s_check_shape(const struct tb_tensor *t, uint32_t n_dims, uint64_t rows,
-                         uint64_t cols, char *err, size_t err_len)
+static int s_check_shape(const struct tb_tensor *t, uint32_t n_dims, uint64_t rows, uint64_t cols,
+                         char *err, size_t err_len)
 {
     if (t->n_dims == n_dims && t->rows == rows && t->cols == cols) {
         return 0;
@@ -237,15 +249,18 @@ static int s_check_shape(const struct tb_tensor *t, uint32_t n_dims, uint64_t ro
         snprintf(got, sizeof got, "[%llu, %llu]", (unsigned long long)t->rows,
                  (unsigned long long)t->cols);
     }
-    return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s' (%s) has shape %s, the config implies %s", t->name,
-                  t->source, got, want);
+    return tb_err_fail(err, err_len, TB_EMODEL,
+                       "tensor '%s' (%s) has shape %s, the config implies %s", t->name, t->source,
+                       got, want);
 }
 
 static int s_check_vector_dtype(const struct tb_tensor *t, char *err, size_t err_len)
 {
     if (tb_dtype_is_quantized(t->dtype)) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s' (%s): dtype %s is not supported for a vector "
-                      "(f32, f16, bf16)", t->name, t->source, tb_dtype_name(t->dtype));
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "tensor '%s' (%s): dtype %s is not supported for a vector "
+                           "(f32, f16, bf16)",
+                           t->name, t->source, tb_dtype_name(t->dtype));
     }
     return 0;
 }
@@ -363,8 +378,8 @@ static int s_check_layers(tb_model_t *m, char *err, size_t err_len)
                 if (is_bias && !p->qkv_bias) {
                     continue;
                 }
-                return tb_err_fail(err, err_len, TB_EMODEL, "tensor 'layers.%u.%s' is missing",
-                                   l, s_layer_names[k]);
+                return tb_err_fail(err, err_len, TB_EMODEL, "tensor 'layers.%u.%s' is missing", l,
+                                   s_layer_names[k]);
             }
             const struct tb_tensor *t = &m->layers[i];
             int rc = s_check_shape(t, want[k].n_dims, want[k].rows, want[k].cols, err, err_len);

@@ -83,9 +83,9 @@ struct tb_model_params {
     uint32_t hidden;       /* model width */
     uint32_t intermediate; /* MLP width */
     uint32_t n_heads;
-    uint32_t n_kv_heads; /* == n_heads for MHA, a divisor of it for GQA */
-    uint32_t head_dim;   /* usually hidden / n_heads; even */
-    uint32_t vocab;      /* rows of tok_embd and output */
+    uint32_t n_kv_heads;     /* == n_heads for MHA, a divisor of it for GQA */
+    uint32_t head_dim;       /* usually hidden / n_heads; even */
+    uint32_t vocab;          /* rows of tok_embd and output */
     uint32_t max_context;    /* max_position_embeddings / context_length */
     uint32_t sliding_window; /* 0: none; else attend to positions i - W < j <= i (Mistral) */
     double rms_eps;
@@ -140,14 +140,14 @@ typedef enum {
  * each row is cols / 32 blocks.  `data` is borrowed from the model, aligned to at least the
  * element size (2 for the block types, whose blocks start with an f16). */
 struct tb_tensor {
-    char name[32];        /* canonical: "tok_embd", "layers.3.wq", ... */
-    char source[96];      /* the name in the file ("model.layers.3.self_attn.q_proj.weight") */
+    char name[32];   /* canonical: "tok_embd", "layers.3.wq", ... */
+    char source[96]; /* the name in the file ("model.layers.3.self_attn.q_proj.weight") */
     tb_dtype_t dtype;
-    uint32_t n_dims;      /* 1 or 2 */
+    uint32_t n_dims; /* 1 or 2 */
     uint64_t rows;
     uint64_t cols;
-    uint64_t row_bytes;   /* bytes per row */
-    uint64_t size;        /* rows * row_bytes */
+    uint64_t row_bytes; /* bytes per row */
+    uint64_t size;      /* rows * row_bytes */
     const void *data;
 };
 

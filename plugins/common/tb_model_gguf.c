@@ -16,10 +16,10 @@
 static const char *s_ggml_type_name(uint32_t t)
 {
     static const char *const names[] = {
-        "F32",  "F16",  "Q4_0", "Q4_1", "Q4_2", "Q4_3", "Q5_0",    "Q5_1",    "Q8_0",    "Q8_1",
-        "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS",  "IQ3_XXS", "IQ1_S",
-        "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "I8", "I16", "I32",  "I64",     "F64",     "IQ1_M",
-        "BF16",
+        "F32",     "F16",    "Q4_0",    "Q4_1",  "Q4_2",   "Q4_3",  "Q5_0",  "Q5_1",
+        "Q8_0",    "Q8_1",   "Q2_K",    "Q3_K",  "Q4_K",   "Q5_K",  "Q6_K",  "Q8_K",
+        "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS",
+        "I8",      "I16",    "I32",     "I64",   "F64",    "IQ1_M", "BF16",
     };
     return t < sizeof names / sizeof names[0] ? names[t] : "unknown";
 }
@@ -33,7 +33,8 @@ static int s_u32(const tb_gguf_t *g, const char *arch, const char *key, bool req
     uint64_t v;
     if (!tb_gguf_get_u64(g, full, &v)) {
         if (tb_gguf_find_key(g, full) >= 0) {
-            return tb_err_fail(err, err_len, TB_EMODEL, "metadata '%s' is not a non-negative integer", full);
+            return tb_err_fail(err, err_len, TB_EMODEL,
+                               "metadata '%s' is not a non-negative integer", full);
         }
         if (required) {
             return tb_err_fail(err, err_len, TB_EMODEL, "metadata '%s' is missing", full);
@@ -41,8 +42,9 @@ static int s_u32(const tb_gguf_t *g, const char *arch, const char *key, bool req
         return 1;
     }
     if (v < lo || v > hi) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "metadata '%s' %llu is out of range %llu..%llu", full,
-                      (unsigned long long)v, (unsigned long long)lo, (unsigned long long)hi);
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "metadata '%s' %llu is out of range %llu..%llu", full,
+                           (unsigned long long)v, (unsigned long long)lo, (unsigned long long)hi);
     }
     *out = (uint32_t)v;
     return 0;
@@ -70,7 +72,7 @@ static int s_id(const tb_gguf_t *g, const char *key, int32_t *out, char *err, si
     }
     if (v > INT32_MAX) {
         return tb_err_fail(err, err_len, TB_EMODEL, "metadata '%s' %llu is not a token id", key,
-                      (unsigned long long)v);
+                           (unsigned long long)v);
     }
     *out = (int32_t)v;
     return 0;
@@ -88,8 +90,8 @@ static void s_add_eos(struct tb_model_params *p, int32_t id)
     }
 }
 
-static int s_tokenizer(const tb_gguf_t *g, const char *path, struct tb_model_params *p,
-                       char *err, size_t err_len)
+static int s_tokenizer(const tb_gguf_t *g, const char *path, struct tb_model_params *p, char *err,
+                       size_t err_len)
 {
     struct tb_gguf_str s;
     int rc;
@@ -146,12 +148,12 @@ static int s_params(const tb_gguf_t *g, const char *arch, struct tb_model_params
 {
     int rc;
     if ((rc = s_u32(g, arch, "block_count", true, 1, 1024, &p->n_layers, err, err_len)) != 0 ||
-        (rc = s_u32(g, arch, "embedding_length", true, 1, 1 << 16, &p->hidden, err,
-                    err_len)) != 0 ||
+        (rc = s_u32(g, arch, "embedding_length", true, 1, 1 << 16, &p->hidden, err, err_len)) !=
+            0 ||
         (rc = s_u32(g, arch, "feed_forward_length", true, 1, 1 << 20, &p->intermediate, err,
                     err_len)) != 0 ||
-        (rc = s_u32(g, arch, "attention.head_count", true, 1, 1024, &p->n_heads, err,
-                    err_len)) != 0 ||
+        (rc = s_u32(g, arch, "attention.head_count", true, 1, 1024, &p->n_heads, err, err_len)) !=
+            0 ||
         (rc = s_u32(g, arch, "context_length", true, 1, 1 << 24, &p->max_context, err,
                     err_len)) != 0) {
         return rc;
@@ -162,8 +164,10 @@ static int s_params(const tb_gguf_t *g, const char *arch, struct tb_model_params
         return rc;
     }
     if (p->hidden % p->n_heads != 0) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "%s.embedding_length %u is not a multiple of "
-                      "%s.attention.head_count %u", arch, p->hidden, arch, p->n_heads);
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "%s.embedding_length %u is not a multiple of "
+                           "%s.attention.head_count %u",
+                           arch, p->hidden, arch, p->n_heads);
     }
     p->head_dim = p->hidden / p->n_heads;
     uint32_t kl = 0, vl = 0, rd = 0;
@@ -182,13 +186,16 @@ static int s_params(const tb_gguf_t *g, const char *arch, struct tb_model_params
         return rc;
     }
     if (vl && vl != p->head_dim) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "metadata '%s.attention.value_length' %u differs from the "
-                      "key length %u (not supported)", arch, vl, p->head_dim);
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "metadata '%s.attention.value_length' %u differs from the "
+                           "key length %u (not supported)",
+                           arch, vl, p->head_dim);
     }
     if (rd && rd != p->head_dim) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "metadata '%s.rope.dimension_count' %u differs from the "
-                      "head dimension %u (partial rotary embedding is not supported)", arch, rd,
-                      p->head_dim);
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "metadata '%s.rope.dimension_count' %u differs from the "
+                           "head dimension %u (partial rotary embedding is not supported)",
+                           arch, rd, p->head_dim);
     }
     char key[128];
     snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", arch);
@@ -216,14 +223,15 @@ static int s_params(const tb_gguf_t *g, const char *arch, struct tb_model_params
             /* nothing */
         } else if (st.len == 6 && memcmp(st.ptr, "linear", 6) == 0) {
             if (rc == 1) {
-                return tb_err_fail(err, err_len, TB_EMODEL, "metadata '%s' is missing for linear scaling",
-                              fkey);
+                return tb_err_fail(err, err_len, TB_EMODEL,
+                                   "metadata '%s' is missing for linear scaling", fkey);
             }
             p->rope_scaling.type = TB_ROPE_SCALING_LINEAR;
             p->rope_scaling.factor = factor;
         } else {
-            return tb_err_fail(err, err_len, TB_EMODEL, "metadata '%s' '%.*s' is not supported (none, linear)",
-                          key, (int)(st.len > 32 ? 32 : st.len), st.ptr);
+            return tb_err_fail(err, err_len, TB_EMODEL,
+                               "metadata '%s' '%.*s' is not supported (none, linear)", key,
+                               (int)(st.len > 32 ? 32 : st.len), st.ptr);
         }
     } else if (tb_gguf_find_key(g, key) >= 0) {
         return tb_err_fail(err, err_len, TB_EMODEL, "metadata '%s' is not a string", key);
@@ -243,18 +251,26 @@ static const struct {
     const char *suffix;
     tb_layer_tensor_t kind;
 } s_layer_map[] = {
-    {"attn_norm.weight", TB_LAYER_ATTN_NORM}, {"attn_q.weight", TB_LAYER_WQ},
-    {"attn_k.weight", TB_LAYER_WK},           {"attn_v.weight", TB_LAYER_WV},
-    {"attn_q.bias", TB_LAYER_BQ},             {"attn_k.bias", TB_LAYER_BK},
-    {"attn_v.bias", TB_LAYER_BV},             {"attn_output.weight", TB_LAYER_WO},
-    {"ffn_norm.weight", TB_LAYER_FFN_NORM},   {"ffn_gate.weight", TB_LAYER_W_GATE},
-    {"ffn_up.weight", TB_LAYER_W_UP},         {"ffn_down.weight", TB_LAYER_W_DOWN},
+    {"attn_norm.weight", TB_LAYER_ATTN_NORM},
+    {"attn_q.weight", TB_LAYER_WQ},
+    {"attn_k.weight", TB_LAYER_WK},
+    {"attn_v.weight", TB_LAYER_WV},
+    {"attn_q.bias", TB_LAYER_BQ},
+    {"attn_k.bias", TB_LAYER_BK},
+    {"attn_v.bias", TB_LAYER_BV},
+    {"attn_output.weight", TB_LAYER_WO},
+    {"ffn_norm.weight", TB_LAYER_FFN_NORM},
+    {"ffn_gate.weight", TB_LAYER_W_GATE},
+    {"ffn_up.weight", TB_LAYER_W_UP},
+    {"ffn_down.weight", TB_LAYER_W_DOWN},
 };
 
 static bool s_map_name(const char *name, uint32_t n_layers, struct tb_slot *slot)
 {
-    static const char *const globals[TB_TENSOR_GLOBAL_COUNT] = {
-        "token_embd.weight", "output_norm.weight", "output.weight", "rope_freqs.weight"};
+    static const char *const globals[TB_TENSOR_GLOBAL_COUNT] = {"token_embd.weight",
+                                                                "output_norm.weight",
+                                                                "output.weight",
+                                                                "rope_freqs.weight"};
     memset(slot, 0, sizeof *slot);
     for (int i = 0; i < TB_TENSOR_GLOBAL_COUNT; i++) {
         if (strcmp(name, globals[i]) == 0) {
@@ -306,8 +322,9 @@ int tb_model_load_gguf(tb_model_t *m, const char *path, char *err, size_t err_le
     p->format = TB_MODEL_FORMAT_GGUF;
     struct tb_gguf_str a;
     if (!tb_gguf_get_str(g, "general.architecture", &a)) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "metadata 'general.architecture' is missing or not a "
-                      "string");
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "metadata 'general.architecture' is missing or not a "
+                           "string");
     }
     if (a.len == 5 && memcmp(a.ptr, "llama", 5) == 0) {
         p->rope_layout = TB_ROPE_INTERLEAVED;
@@ -315,8 +332,10 @@ int tb_model_load_gguf(tb_model_t *m, const char *path, char *err, size_t err_le
         p->rope_layout = TB_ROPE_NEOX;
         p->qkv_bias = true;
     } else {
-        return tb_err_fail(err, err_len, TB_EMODEL, "metadata 'general.architecture' '%.*s' is not supported "
-                      "(llama, qwen2)", (int)(a.len > 32 ? 32 : a.len), a.ptr);
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "metadata 'general.architecture' '%.*s' is not supported "
+                           "(llama, qwen2)",
+                           (int)(a.len > 32 ? 32 : a.len), a.ptr);
     }
     memcpy(p->arch, a.ptr, a.len);
     p->arch[a.len] = '\0';
@@ -334,19 +353,23 @@ int tb_model_load_gguf(tb_model_t *m, const char *path, char *err, size_t err_le
                  t.name.ptr);
         struct tb_slot slot;
         if (t.name.len > 120 || !s_map_name(name, p->n_layers, &slot)) {
-            return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s' is not part of a supported %s model with "
-                          "%u layers", name, p->arch, p->n_layers);
+            return tb_err_fail(err, err_len, TB_EMODEL,
+                               "tensor '%s' is not part of a supported %s model with "
+                               "%u layers",
+                               name, p->arch, p->n_layers);
         }
         tb_dtype_t dt;
         if (!tb_dtype_from_ggml(t.ggml_type, &dt)) {
-            return tb_err_fail(err, err_len, TB_EMODEL,
-                               "tensor '%s': ggml type %u (%s) is not supported (F32, F16, BF16, "
-                               "Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, "
-                               "IQ4_XS)", name, t.ggml_type, s_ggml_type_name(t.ggml_type));
+            return tb_err_fail(
+                err, err_len, TB_EMODEL,
+                "tensor '%s': ggml type %u (%s) is not supported (F32, F16, BF16, "
+                "Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, "
+                "IQ4_XS)",
+                name, t.ggml_type, s_ggml_type_name(t.ggml_type));
         }
         if (t.n_dims < 1 || t.n_dims > 2) {
-            return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': %u dimensions (expected 1 or 2)", name,
-                          t.n_dims);
+            return tb_err_fail(err, err_len, TB_EMODEL,
+                               "tensor '%s': %u dimensions (expected 1 or 2)", name, t.n_dims);
         }
         uint64_t dims[2] = {t.n_dims == 2 ? t.dims[1] : t.dims[0], t.dims[0]};
         if (slot.global == TB_TENSOR_OUTPUT && !slot.is_layer) {
@@ -360,8 +383,10 @@ int tb_model_load_gguf(tb_model_t *m, const char *path, char *err, size_t err_le
     p->tied_embeddings = !has_output;
     if (m->has_global[TB_TENSOR_ROPE_FREQS]) {
         if (p->rope_scaling.type != TB_ROPE_SCALING_NONE) {
-            return tb_err_fail(err, err_len, TB_EMODEL, "tensor 'rope_freqs.weight' together with rope scaling "
-                          "type %s is not supported", tb_rope_scaling_name(p->rope_scaling.type));
+            return tb_err_fail(err, err_len, TB_EMODEL,
+                               "tensor 'rope_freqs.weight' together with rope scaling "
+                               "type %s is not supported",
+                               tb_rope_scaling_name(p->rope_scaling.type));
         }
         p->rope_scaling.type = TB_ROPE_SCALING_FREQ_FACTORS;
     }

@@ -87,8 +87,10 @@ static int s_place(tb_model_t *m, const struct tb_st_tensor *t, char *err, size_
         return 0;
     }
     if (r < 0) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%.96s' is not part of a supported %s model "
-                      "with %u layers", t->name, m->params.arch, m->params.n_layers);
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "tensor '%.96s' is not part of a supported %s model "
+                           "with %u layers",
+                           t->name, m->params.arch, m->params.n_layers);
     }
     tb_dtype_t dt;
     switch (t->dtype) {
@@ -102,8 +104,10 @@ static int s_place(tb_model_t *m, const struct tb_st_tensor *t, char *err, size_
         dt = TB_DTYPE_BF16;
         break;
     default:
-        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%.96s': dtype '%s' is not supported (F32, F16, "
-                      "BF16)", t->name, tb_st_dtype_name(t->dtype));
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "tensor '%.96s': dtype '%s' is not supported (F32, F16, "
+                           "BF16)",
+                           t->name, tb_st_dtype_name(t->dtype));
     }
     return tb_model_place(m, &slot, t->name, dt, t->n_dims, t->shape, t->data, t->size, err,
                           err_len);
@@ -113,7 +117,8 @@ static int s_open_shard(tb_model_t *m, const char *dir, const char *file, char *
                         size_t err_len)
 {
     if (m->n_shards >= TB_MODEL_MAX_SHARDS) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "more than %d safetensors shards", TB_MODEL_MAX_SHARDS);
+        return tb_err_fail(err, err_len, TB_EMODEL, "more than %d safetensors shards",
+                           TB_MODEL_MAX_SHARDS);
     }
     char path[4096];
     if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, file) >= sizeof path) {
@@ -150,13 +155,14 @@ static int s_load_sharded(tb_model_t *m, const char *dir, const char *index_path
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     free(text);
     if (!root) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "%s: invalid JSON at line %d column %d: %s", F, jerr.line,
-                      jerr.column, jerr.text);
+        return tb_err_fail(err, err_len, TB_EMODEL, "%s: invalid JSON at line %d column %d: %s",
+                           F, jerr.line, jerr.column, jerr.text);
     }
     json_t *map = json_object_get(root, "weight_map");
     const char **names = NULL;
     if (!json_is_object(root) || !json_is_object(map) || json_object_size(map) == 0) {
-        rc = tb_err_fail(err, err_len, TB_EMODEL, "%s: 'weight_map' missing, empty or not an object", F);
+        rc = tb_err_fail(err, err_len, TB_EMODEL,
+                         "%s: 'weight_map' missing, empty or not an object", F);
         goto out;
     }
     /* Open each distinct shard once, in first-mention order. */
@@ -171,8 +177,8 @@ static int s_load_sharded(tb_model_t *m, const char *dir, const char *index_path
     json_object_foreach(map, key, val)
     {
         if (!json_is_string(val) || !s_plain_name(json_string_value(val))) {
-            rc = tb_err_fail(err, err_len, TB_EMODEL, "%s: weight_map['%.96s'] is not a file name in the folder",
-                        F, key);
+            rc = tb_err_fail(err, err_len, TB_EMODEL,
+                             "%s: weight_map['%.96s'] is not a file name in the folder", F, key);
             goto out;
         }
         bool seen = false;
@@ -195,8 +201,9 @@ static int s_load_sharded(tb_model_t *m, const char *dir, const char *index_path
         }
         struct tb_st_tensor t;
         if (!tb_safetensors_find(m->shards[s], key, &t)) {
-            rc = tb_err_fail(err, err_len, TB_EMODEL, "%s lists tensor '%.96s' in '%s', which does not hold it",
-                        F, key, names[s]);
+            rc = tb_err_fail(err, err_len, TB_EMODEL,
+                             "%s lists tensor '%.96s' in '%s', which does not hold it", F, key,
+                             names[s]);
             goto out;
         }
         rc = s_place(m, &t, err, err_len);
@@ -210,8 +217,9 @@ static int s_load_sharded(tb_model_t *m, const char *dir, const char *index_path
             tb_safetensors_at(m->shards[s], i, &t);
             const char *where = json_string_value(json_object_get(map, t.name));
             if (!where || strcmp(where, names[s]) != 0) {
-                rc = tb_err_fail(err, err_len, TB_EMODEL, "tensor '%.96s' in '%s' is not listed there by %s",
-                            t.name, names[s], F);
+                rc = tb_err_fail(err, err_len, TB_EMODEL,
+                                 "tensor '%.96s' in '%s' is not listed there by %s", t.name,
+                                 names[s], F);
                 goto out;
             }
         }
@@ -246,8 +254,9 @@ int tb_model_load_hf(tb_model_t *m, const char *dir, char *err, size_t err_len)
     if (stat(path, &sb) != 0) {
         snprintf(path, sizeof path, "%s/pytorch_model.bin", dir);
         bool bin = stat(path, &sb) == 0;
-        return tb_err_fail(err, err_len, TB_EMODEL, "no model.safetensors or model.safetensors.index.json%s",
-                      bin ? " (PyTorch .bin weights are not supported)" : "");
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "no model.safetensors or model.safetensors.index.json%s",
+                           bin ? " (PyTorch .bin weights are not supported)" : "");
     }
     rc = s_open_shard(m, dir, "model.safetensors", err, err_len);
     if (rc != 0) {

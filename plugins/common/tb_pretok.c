@@ -12,7 +12,7 @@
 #include "tb_tok_utf8.h"
 
 /* The GPT-2 split of the byte-level pre-tokenizer. */
-#define GPT2_PATTERN                                                                          \
+#define GPT2_PATTERN                                                                             \
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
 #define WORD_CLASS "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}"
 
@@ -375,8 +375,8 @@ static int s_step(const struct step *st, const struct tb_pretok_words *in, bool 
                     }
                 }
                 if (rc == 0) {
-                    rc = s_split((char *)tmp.data, tmp.len, matches, TB_SPLIT_MERGED_WITH_NEXT, false, out,
-                                 &zero);
+                    rc = s_split((char *)tmp.data, tmp.len, matches, TB_SPLIT_MERGED_WITH_NEXT,
+                                 false, out, &zero);
                 }
             } else if (rc == 0) {
                 rc = s_emit(out, (char *)tmp.data, tmp.len);

@@ -253,7 +253,7 @@ size_t tb_quant_act_block_elems(tb_quant_act_t a)
 
 size_t tb_quant_act_block_bytes(tb_quant_act_t a)
 {
-    return a == TB_QUANT_ACT_Q8_32 ? sizeof(struct tb_block_q8_32)
+    return a == TB_QUANT_ACT_Q8_32  ? sizeof(struct tb_block_q8_32)
            : a == TB_QUANT_ACT_Q8_K ? sizeof(struct tb_block_q8_k)
                                     : 0;
 }

@@ -165,9 +165,9 @@ int tb_quant_iq4_xs_scale(const struct tb_block_iq4_xs *b, int s);
 struct tb_quant_unpacked {
     float d;
     float dmin;
-    int n;                   /* elements: 32 or 256 */
-    int group;               /* elements per scale: 16 or 32 */
-    int8_t code[TB_QK_K];    /* the signed code of each element (IQ4: the table value) */
+    int n;                    /* elements: 32 or 256 */
+    int group;                /* elements per scale: 16 or 32 */
+    int8_t code[TB_QK_K];     /* the signed code of each element (IQ4: the table value) */
     int16_t sc[TB_QK_K / 16]; /* per group: integer scale (signed for Q3_K, Q6_K, IQ4_XS) */
     int16_t mn[TB_QK_K / 16]; /* per group: integer min (0 for the types without one) */
 };

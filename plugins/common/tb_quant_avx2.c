@@ -22,7 +22,8 @@ static int32_t s_hsum(__m256i v)
 /* Bit `bit` of every byte of `v`, moved to bit 4. */
 static __m256i s_bit4(__m256i v, int bit)
 {
-    __m256i b = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(bit)), _mm256_set1_epi8(1));
+    __m256i b = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(bit)),
+                                 _mm256_set1_epi8(1));
     return _mm256_slli_epi16(b, 4);
 }
 
@@ -62,8 +63,8 @@ float tb_quant_q32_avx2(tb_dtype_t t, const uint8_t *w, const struct tb_block_q8
 {
     const size_t bb = tb_dtype_block_bytes(t);
     const __m256i ones = _mm256_set1_epi16(1);
-    const __m256i table =
-        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)tb_quant_iq4_values));
+    const __m256i table = _mm256_broadcastsi128_si256(
+        _mm_loadu_si128((const __m128i *)tb_quant_iq4_values));
     const int has_min = t == TB_DTYPE_Q4_1 || t == TB_DTYPE_Q5_1;
     /* the codes are stored + 8 (Q4_0) or + 16 (Q5_0) */
     const int32_t offset = t == TB_DTYPE_Q4_0 ? 8 : t == TB_DTYPE_Q5_0 ? 16 : 0;
@@ -131,12 +132,11 @@ static float s_q23_k(const uint8_t *w, const struct tb_block_q8_k *a, uint64_t n
 
 /* IQ4_XS: the table values through vpshufb; |value| times the activation with the value's sign
  * (vpsignb) keeps vpmaddubsw's unsigned operand. */
-static float s_iq4_xs(const struct tb_block_iq4_xs *w, const struct tb_block_q8_k *a,
-                      uint64_t nb)
+static float s_iq4_xs(const struct tb_block_iq4_xs *w, const struct tb_block_q8_k *a, uint64_t nb)
 {
     const __m128i m4 = _mm_set1_epi8(0x0f);
-    const __m256i table =
-        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)tb_quant_iq4_values));
+    const __m256i table = _mm256_broadcastsi128_si256(
+        _mm_loadu_si128((const __m128i *)tb_quant_iq4_values));
     float acc = 0.0f;
     for (uint64_t b = 0; b < nb; b++) {
         const struct tb_block_iq4_xs *x = w + b;
@@ -148,9 +148,11 @@ static float s_iq4_xs(const struct tb_block_iq4_xs *w, const struct tb_block_q8_
                                                  _mm_and_si128(q, m4));
             const __m256i v = _mm256_shuffle_epi8(table, idx);
             const __m256i av = _mm256_loadu_si256((const __m256i *)(y->qs + 32 * s));
-            const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(av, v));
-            vacc = _mm256_add_epi32(
-                vacc, _mm256_madd_epi16(p, _mm256_set1_epi16((short)tb_quant_iq4_xs_scale(x, s))));
+            const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(v, v),
+                                                   _mm256_sign_epi8(av, v));
+            vacc = _mm256_add_epi32(vacc,
+                                    _mm256_madd_epi16(p, _mm256_set1_epi16((
+                                                             short)tb_quant_iq4_xs_scale(x, s))));
         }
         acc += tb_quant_block_sum(tb_quant_f16(x->d), 0.0f, y->d, s_hsum(vacc), 0);
     }
@@ -185,10 +187,10 @@ static float s_q45_k(const uint8_t *w, const struct tb_block_q8_k *a, uint64_t n
             tb_quant_k_scale_min(scales, 2 * n + 1, &sc1, &m1);
             const __m256i a0 = _mm256_loadu_si256((const __m256i *)(y->qs + 64 * n));
             const __m256i a1 = _mm256_loadu_si256((const __m256i *)(y->qs + 64 * n + 32));
-            const __m256i p0 =
-                _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a0), _mm256_set1_epi16(sc0));
-            const __m256i p1 =
-                _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a1), _mm256_set1_epi16(sc1));
+            const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, a0),
+                                                 _mm256_set1_epi16(sc0));
+            const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, a1),
+                                                 _mm256_set1_epi16(sc1));
             vacc = _mm256_add_epi32(vacc, _mm256_add_epi32(p0, p1));
             msum += m0 * (y->bsums[4 * n] + y->bsums[4 * n + 1]) +
                     m1 * (y->bsums[4 * n + 2] + y->bsums[4 * n + 3]);
@@ -211,10 +213,9 @@ static float s_q6_k(const struct tb_block_q6_k *w, const struct tb_block_q8_k *a
             const __m256i l0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * n));
             const __m256i l1 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * n + 32));
             const __m256i h = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * n));
-            const __m256i low[4] = {
-                _mm256_and_si256(l0, m4), _mm256_and_si256(l1, m4),
-                _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4)};
+            const __m256i low[4] = {_mm256_and_si256(l0, m4), _mm256_and_si256(l1, m4),
+                                    _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                    _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4)};
             for (int j = 0; j < 4; j++) {
                 __m256i hi = _mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(2 * j)), m2);
                 __m256i q = _mm256_or_si256(low[j], _mm256_slli_epi16(hi, 4));
@@ -231,9 +232,8 @@ static float s_q6_k(const struct tb_block_q6_k *w, const struct tb_block_q8_k *a
     return acc;
 }
 
-const struct tb_quant_k_ops tb_quant_k_ops_avx2 = {
-    .q32 = tb_quant_q32_avx2,
-    .q23_k = s_q23_k,
-    .q45_k = s_q45_k,
-    .q6_k = s_q6_k,
-    .iq4_xs = s_iq4_xs};
+const struct tb_quant_k_ops tb_quant_k_ops_avx2 = {.q32 = tb_quant_q32_avx2,
+                                                   .q23_k = s_q23_k,
+                                                   .q45_k = s_q45_k,
+                                                   .q6_k = s_q6_k,
+                                                   .iq4_xs = s_iq4_xs};

@@ -60,8 +60,9 @@ static float s_q23_k(const uint8_t *w, const struct tb_block_q8_k *a, uint64_t n
                     u = _mm512_or_si512(u, _mm512_slli_epi16(h, 2));
                 }
                 const __m512i av = _mm512_loadu_si512((const void *)(y->qs + 128 * n + 64 * k));
-                vacc = _mm512_add_epi32(vacc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, av),
-                                                                s_quarters16(sc + 8 * n + 4 * k)));
+                vacc = _mm512_add_epi32(vacc,
+                                        _mm512_madd_epi16(_mm512_maddubs_epi16(u, av),
+                                                          s_quarters16(sc + 8 * n + 4 * k)));
             }
         }
         acc += tb_quant_q23_k_block_sum(blk, q3, sc, mn, y, _mm512_reduce_add_epi32(vacc));
@@ -71,12 +72,11 @@ static float s_q23_k(const uint8_t *w, const struct tb_block_q8_k *a, uint64_t n
 
 /* IQ4_XS, two sub-blocks per register: table values through vpshufb, |value| times the
  * activation negated where the value is negative. */
-static float s_iq4_xs(const struct tb_block_iq4_xs *w, const struct tb_block_q8_k *a,
-                      uint64_t nb)
+static float s_iq4_xs(const struct tb_block_iq4_xs *w, const struct tb_block_q8_k *a, uint64_t nb)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    const __m512i table =
-        _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)tb_quant_iq4_values));
+    const __m512i table = _mm512_broadcast_i32x4(
+        _mm_loadu_si128((const __m128i *)tb_quant_iq4_values));
     float acc = 0.0f;
     for (uint64_t b = 0; b < nb; b++) {
         const struct tb_block_iq4_xs *x = w + b;
@@ -86,9 +86,9 @@ static float s_iq4_xs(const struct tb_block_iq4_xs *w, const struct tb_block_q8_
             const __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * m));
             const __m256i lo = _mm256_and_si256(q, m4);
             const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            const __m512i idx =
-                _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_permute2x128_si256(lo, hi, 0x20)),
-                                   _mm256_permute2x128_si256(lo, hi, 0x31), 1);
+            const __m512i idx = _mm512_inserti64x4(_mm512_castsi256_si512(
+                                                       _mm256_permute2x128_si256(lo, hi, 0x20)),
+                                                   _mm256_permute2x128_si256(lo, hi, 0x31), 1);
             const __m512i v = _mm512_shuffle_epi8(table, idx);
             const __m512i av = _mm512_loadu_si512((const void *)(y->qs + 64 * m));
             const __m512i sa = _mm512_mask_sub_epi8(av, _mm512_movepi8_mask(v),
@@ -179,9 +179,8 @@ static float s_q6_k(const struct tb_block_q6_k *w, const struct tb_block_q8_k *a
     return acc;
 }
 
-const struct tb_quant_k_ops tb_quant_k_ops_avx512 = {
-    .q32 = tb_quant_q32_avx2,
-    .q23_k = s_q23_k,
-    .q45_k = s_q45_k,
-    .q6_k = s_q6_k,
-    .iq4_xs = s_iq4_xs};
+const struct tb_quant_k_ops tb_quant_k_ops_avx512 = {.q32 = tb_quant_q32_avx2,
+                                                     .q23_k = s_q23_k,
+                                                     .q45_k = s_q45_k,
+                                                     .q6_k = s_q6_k,
+                                                     .iq4_xs = s_iq4_xs};

@@ -14,8 +14,8 @@
 static const struct tb_quant_kernels s_generic = {TB_QUANT_ISA_GENERIC, "generic", tb_quant_dot};
 
 /* A table's dot product through `ops`. */
-static int s_k_dot(const struct tb_quant_k_ops *ops, tb_dtype_t t, const void *w,
-                   const void *act, uint64_t n, float *out)
+static int s_k_dot(const struct tb_quant_k_ops *ops, tb_dtype_t t, const void *w, const void *act,
+                   uint64_t n, float *out)
 {
     tb_quant_act_t at = tb_quant_act_for(t);
     if (at == TB_QUANT_ACT_NONE || n % tb_dtype_block_elems(t) != 0) {
@@ -96,4 +96,3 @@ const struct tb_quant_kernels *tb_quant_kernels_best(void)
     }
     return &s_generic;
 }
-

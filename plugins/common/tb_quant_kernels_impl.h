@@ -20,8 +20,7 @@ struct tb_quant_k_ops {
     float (*q23_k)(const uint8_t *w, const struct tb_block_q8_k *a, uint64_t nb, int q3);
     float (*q45_k)(const uint8_t *w, const struct tb_block_q8_k *a, uint64_t nb, int q5);
     float (*q6_k)(const struct tb_block_q6_k *w, const struct tb_block_q8_k *a, uint64_t nb);
-    float (*iq4_xs)(const struct tb_block_iq4_xs *w, const struct tb_block_q8_k *a,
-                    uint64_t nb);
+    float (*iq4_xs)(const struct tb_block_iq4_xs *w, const struct tb_block_q8_k *a, uint64_t nb);
 };
 
 extern const struct tb_quant_k_ops tb_quant_k_ops_avx2;   /* tb_quant_avx2.c */
@@ -33,8 +32,7 @@ float tb_quant_q32_avx2(tb_dtype_t t, const uint8_t *w, const struct tb_block_q8
 
 /* The scales of a Q2_K (`q3` false: sc & 15, and the mins into `mn`) or Q3_K block (the 6-bit
  * scales - 32), one per 16 elements. */
-static inline void tb_quant_q23_k_scales(const uint8_t *blk, int q3, int8_t sc[16],
-                                         int8_t mn[16])
+static inline void tb_quant_q23_k_scales(const uint8_t *blk, int q3, int8_t sc[16], int8_t mn[16])
 {
     for (int g = 0; g < 16; g++) {
         if (q3) {
@@ -58,10 +56,8 @@ static inline int32_t tb_quant_group_dot(const int8_t w[16], const struct tb_blo
     return s;
 }
 
-
 /* A block's contribution: (d * da) * isum - (dmin * da) * msum, in this order. */
-static inline float tb_quant_block_sum(float d, float dmin, float da, int32_t isum,
-                                       int32_t msum)
+static inline float tb_quant_block_sum(float d, float dmin, float da, int32_t isum, int32_t msum)
 {
     return d * da * (float)isum - dmin * da * (float)msum;
 }

@@ -43,8 +43,8 @@ static void s_label(char *out, size_t cap, const char *in)
     }
 }
 
-void tb_route_fallback_note(struct tb_route_fallback *f, const char *model,
-                            tb_rf_reason_t reason, const char *detail)
+void tb_route_fallback_note(struct tb_route_fallback *f, const char *model, tb_rf_reason_t reason,
+                            const char *detail)
 {
     const struct tb_host *h = f->host;
     const char *why = tb_route_fallback_reason(reason);

@@ -43,8 +43,8 @@ void tb_route_fallback_init(struct tb_route_fallback *f, const struct tb_host *h
 
 /* Counts one fallback for `model` and logs it when due.  `detail` (may be NULL) says what
  * happened, e.g. the router's error message. */
-void tb_route_fallback_note(struct tb_route_fallback *f, const char *model,
-                            tb_rf_reason_t reason, const char *detail);
+void tb_route_fallback_note(struct tb_route_fallback *f, const char *model, tb_rf_reason_t reason,
+                            const char *detail);
 
 /* The label value of `reason` ("no_router", ...). */
 const char *tb_route_fallback_reason(tb_rf_reason_t reason);

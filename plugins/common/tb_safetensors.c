@@ -33,8 +33,8 @@ struct tb_safetensors {
     bool mapped;
     uint64_t data_start; /* 8 + header length */
     json_t *root;
-    struct entry *ents;   /* sorted by begin */
-    size_t *by_name;      /* indexes into ents, sorted by name */
+    struct entry *ents; /* sorted by begin */
+    size_t *by_name;    /* indexes into ents, sorted by name */
     size_t n;
 };
 
@@ -42,11 +42,13 @@ static const struct {
     const char *name;
     size_t size;
 } s_dtypes[TB_ST_DTYPE_COUNT] = {
-    [TB_ST_BOOL] = {"BOOL", 1},       [TB_ST_U8] = {"U8", 1},     [TB_ST_I8] = {"I8", 1},
-    [TB_ST_F8_E4M3] = {"F8_E4M3", 1}, [TB_ST_F8_E5M2] = {"F8_E5M2", 1},
-    [TB_ST_I16] = {"I16", 2},         [TB_ST_U16] = {"U16", 2},   [TB_ST_F16] = {"F16", 2},
-    [TB_ST_BF16] = {"BF16", 2},       [TB_ST_I32] = {"I32", 4},   [TB_ST_U32] = {"U32", 4},
-    [TB_ST_F32] = {"F32", 4},         [TB_ST_I64] = {"I64", 8},   [TB_ST_U64] = {"U64", 8},
+    [TB_ST_BOOL] = {"BOOL", 1},       [TB_ST_U8] = {"U8", 1},
+    [TB_ST_I8] = {"I8", 1},           [TB_ST_F8_E4M3] = {"F8_E4M3", 1},
+    [TB_ST_F8_E5M2] = {"F8_E5M2", 1}, [TB_ST_I16] = {"I16", 2},
+    [TB_ST_U16] = {"U16", 2},         [TB_ST_F16] = {"F16", 2},
+    [TB_ST_BF16] = {"BF16", 2},       [TB_ST_I32] = {"I32", 4},
+    [TB_ST_U32] = {"U32", 4},         [TB_ST_F32] = {"F32", 4},
+    [TB_ST_I64] = {"I64", 8},         [TB_ST_U64] = {"U64", 8},
     [TB_ST_F64] = {"F64", 8},
 };
 
@@ -90,12 +92,14 @@ static int s_parse_entry(const char *name, json_t *obj, uint64_t data_len, struc
                          char *err, size_t err_len)
 {
     if (!json_is_object(obj)) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': header entry is not an object", name);
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': header entry is not an object",
+                           name);
     }
     e->name = name;
     json_t *dt = json_object_get(obj, "dtype");
     if (!json_is_string(dt)) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': 'dtype' missing or not a string", name);
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "tensor '%s': 'dtype' missing or not a string", name);
     }
     int found = -1;
     for (int i = 0; i < TB_ST_DTYPE_COUNT; i++) {
@@ -106,24 +110,26 @@ static int s_parse_entry(const char *name, json_t *obj, uint64_t data_len, struc
     }
     if (found < 0) {
         return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': unknown dtype '%.32s'", name,
-                      json_string_value(dt));
+                           json_string_value(dt));
     }
     e->dtype = (tb_st_dtype_t)found;
     json_t *shape = json_object_get(obj, "shape");
     if (!json_is_array(shape)) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': 'shape' missing or not an array", name);
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "tensor '%s': 'shape' missing or not an array", name);
     }
     if (json_array_size(shape) > TB_ST_MAX_DIMS) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': shape has %zu dimensions (at most %d)", name,
-                      json_array_size(shape), TB_ST_MAX_DIMS);
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "tensor '%s': shape has %zu dimensions (at most %d)", name,
+                           json_array_size(shape), TB_ST_MAX_DIMS);
     }
     e->n_dims = (uint32_t)json_array_size(shape);
     uint64_t count = 1;
     bool overflow = false;
     for (uint32_t d = 0; d < e->n_dims; d++) {
         if (s_parse_u64(json_array_get(shape, d), &e->shape[d]) != 0) {
-            return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': shape[%u] is not a non-negative integer",
-                          name, d);
+            return tb_err_fail(err, err_len, TB_EMODEL,
+                               "tensor '%s': shape[%u] is not a non-negative integer", name, d);
         }
         if (e->shape[d] != 0 && count > UINT64_MAX / e->shape[d]) {
             overflow = true;
@@ -139,19 +145,21 @@ static int s_parse_entry(const char *name, json_t *obj, uint64_t data_len, struc
         s_parse_u64(json_array_get(offs, 0), &e->begin) != 0 ||
         s_parse_u64(json_array_get(offs, 1), &e->end) != 0) {
         return tb_err_fail(err, err_len, TB_EMODEL,
-                      "tensor '%s': 'data_offsets' must be two non-negative integers", name);
+                           "tensor '%s': 'data_offsets' must be two non-negative integers", name);
     }
     if (e->begin > e->end || e->end > data_len) {
-        return tb_err_fail(err, err_len, TB_EMODEL,
-                      "tensor '%s': data_offsets [%llu, %llu] outside the data area (%llu bytes)",
-                      name, (unsigned long long)e->begin, (unsigned long long)e->end,
-                      (unsigned long long)data_len);
+        return tb_err_fail(
+            err, err_len, TB_EMODEL,
+            "tensor '%s': data_offsets [%llu, %llu] outside the data area (%llu bytes)", name,
+            (unsigned long long)e->begin, (unsigned long long)e->end,
+            (unsigned long long)data_len);
     }
     if (e->end - e->begin != count * esize) {
-        return tb_err_fail(err, err_len, TB_EMODEL,
-                      "tensor '%s': data_offsets span %llu bytes but shape and dtype %s need %llu",
-                      name, (unsigned long long)(e->end - e->begin), s_dtypes[e->dtype].name,
-                      (unsigned long long)(count * esize));
+        return tb_err_fail(
+            err, err_len, TB_EMODEL,
+            "tensor '%s': data_offsets span %llu bytes but shape and dtype %s need %llu", name,
+            (unsigned long long)(e->end - e->begin), s_dtypes[e->dtype].name,
+            (unsigned long long)(count * esize));
     }
     const char *extra = NULL;
     json_t *val;
@@ -159,7 +167,8 @@ static int s_parse_entry(const char *name, json_t *obj, uint64_t data_len, struc
     {
         if (strcmp(extra, "dtype") != 0 && strcmp(extra, "shape") != 0 &&
             strcmp(extra, "data_offsets") != 0) {
-            return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': unknown field '%.64s'", name, extra);
+            return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': unknown field '%.64s'",
+                               name, extra);
         }
     }
     return 0;
@@ -168,31 +177,36 @@ static int s_parse_entry(const char *name, json_t *obj, uint64_t data_len, struc
 static int s_parse(tb_safetensors_t *st, char *err, size_t err_len)
 {
     if (st->len < 8) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "file is %zu bytes, shorter than the 8-byte header length",
-                      st->len);
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "file is %zu bytes, shorter than the 8-byte header length", st->len);
     }
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) {
         hlen = (hlen << 8) | st->base[i];
     }
     if (hlen > TB_ST_MAX_HEADER) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "header length %llu exceeds the %u-byte limit",
-                      (unsigned long long)hlen, TB_ST_MAX_HEADER);
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "header length %llu exceeds the %u-byte limit",
+                           (unsigned long long)hlen, TB_ST_MAX_HEADER);
     }
     if (hlen > st->len - 8) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "header length %llu runs past the end of the file (%zu bytes)",
-                      (unsigned long long)hlen, st->len);
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "header length %llu runs past the end of the file (%zu bytes)",
+                           (unsigned long long)hlen, st->len);
     }
     if (hlen < 2) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "header length %llu is too short for a JSON object",
-                      (unsigned long long)hlen);
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "header length %llu is too short for a JSON object",
+                           (unsigned long long)hlen);
     }
     st->data_start = 8 + hlen;
     uint64_t data_len = st->len - st->data_start;
     json_error_t jerr;
-    st->root = json_loadb((const char *)st->base + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
+    st->root = json_loadb((const char *)st->base + 8, (size_t)hlen, JSON_REJECT_DUPLICATES,
+                          &jerr);
     if (!st->root) {
-        return tb_err_fail(err, err_len, TB_EMODEL, "header JSON: %s at byte %d", jerr.text, jerr.position);
+        return tb_err_fail(err, err_len, TB_EMODEL, "header JSON: %s at byte %d", jerr.text,
+                           jerr.position);
     }
     if (!json_is_object(st->root)) {
         return tb_err_fail(err, err_len, TB_EMODEL, "header JSON is not an object");
@@ -207,7 +221,8 @@ static int s_parse(tb_safetensors_t *st, char *err, size_t err_len)
         json_object_foreach(meta, k, v)
         {
             if (!json_is_string(v)) {
-                return tb_err_fail(err, err_len, TB_EMODEL, "'__metadata__.%.64s' is not a string", k);
+                return tb_err_fail(err, err_len, TB_EMODEL,
+                                   "'__metadata__.%.64s' is not a string", k);
             }
         }
     }
@@ -238,8 +253,9 @@ static int s_parse(tb_safetensors_t *st, char *err, size_t err_len)
         const struct entry *a = &st->ents[i - 1];
         const struct entry *b = &st->ents[i];
         if (b->begin < a->end) {
-            return tb_err_fail(err, err_len, TB_EMODEL, "tensors '%s' and '%s' overlap in the data area",
-                          a->name, b->name);
+            return tb_err_fail(err, err_len, TB_EMODEL,
+                               "tensors '%s' and '%s' overlap in the data area", a->name,
+                               b->name);
         }
     }
     for (i = 0; i < n; i++) {
@@ -249,8 +265,7 @@ static int s_parse(tb_safetensors_t *st, char *err, size_t err_len)
     return 0;
 }
 
-static int s_open_common(tb_safetensors_t *st, tb_safetensors_t **out, char *err,
-                         size_t err_len)
+static int s_open_common(tb_safetensors_t *st, tb_safetensors_t **out, char *err, size_t err_len)
 {
     int rc = s_parse(st, err, err_len);
     if (rc != 0) {

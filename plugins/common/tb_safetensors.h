@@ -48,7 +48,7 @@ typedef enum {
     TB_ST_DTYPE_COUNT
 } tb_st_dtype_t;
 
-#define TB_ST_MAX_DIMS 8            /* more dimensions than this are refused */
+#define TB_ST_MAX_DIMS 8              /* more dimensions than this are refused */
 #define TB_ST_MAX_HEADER (100u << 20) /* header JSON larger than 100 MiB is refused */
 
 /* One tensor of the index.  `name` is borrowed from the tb_safetensors_t; `data` points into the

@@ -13,7 +13,7 @@ struct tb_stop_matcher {
     size_t max_len;
     char *held; /* pending text: released later or dropped */
     size_t held_len, held_cap;
-    char *out;  /* what the last call released */
+    char *out; /* what the last call released */
     size_t out_cap;
     bool stopped;
     int which;

@@ -92,8 +92,8 @@ int tb_tok_regex_new(const char *pattern, size_t len, bool literal, tb_tok_regex
         goto done;
     }
     uint32_t opts = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
-    re->code = pcre2_compile((PCRE2_SPTR)(pat.data ? (char *)pat.data : ""), pat.len, opts, &errcode,
-                             &erroff, NULL);
+    re->code = pcre2_compile((PCRE2_SPTR)(pat.data ? (char *)pat.data : ""), pat.len, opts,
+                             &errcode, &erroff, NULL);
     if (!re->code) {
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(errcode, msg, sizeof(msg));

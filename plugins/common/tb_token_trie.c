@@ -15,9 +15,9 @@
 
 struct tb_token_trie {
     size_t vocab_size;
-    uint8_t *blob;      /* every token's bytes */
-    uint32_t *off;      /* vocab_size + 1 offsets into blob */
-    uint8_t *present;   /* 1 when the id is in the trie */
+    uint8_t *blob;    /* every token's bytes */
+    uint32_t *off;    /* vocab_size + 1 offsets into blob */
+    uint8_t *present; /* 1 when the id is in the trie */
     int32_t *eos;
     size_t n_eos;
     size_t n_nodes;

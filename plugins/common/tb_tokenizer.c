@@ -245,8 +245,9 @@ static int s_decode_piece(const struct tb_dec_step *steps, size_t n, const char 
             break;
         case TB_DEC_BYTE_FALLBACK: {
             unsigned hi, lo;
-            if (cur->len == 6 && !memcmp((char *)cur->data, "<0x", 3) && ((char *)cur->data)[5] == '>' &&
-                s_hex(((char *)cur->data)[3], &hi) && s_hex(((char *)cur->data)[4], &lo)) {
+            if (cur->len == 6 && !memcmp((char *)cur->data, "<0x", 3) &&
+                ((char *)cur->data)[5] == '>' && s_hex(((char *)cur->data)[3], &hi) &&
+                s_hex(((char *)cur->data)[4], &lo)) {
                 char b = (char)(hi * 16 + lo);
                 rc = tb_buf_append(tmp, &b, 1);
                 raw_byte = true;
@@ -262,8 +263,7 @@ static int s_decode_piece(const struct tb_dec_step *steps, size_t n, const char 
                 uint32_t cp = 0;
                 size_t cl = 1;
                 int b = -1;
-                if (tb_utf8_decode(cur->data + k, cur->len - k, &cp, &cl) ==
-                    TB_UTF8_OK) {
+                if (tb_utf8_decode(cur->data + k, cur->len - k, &cp, &cl) == TB_UTF8_OK) {
                     b = tb_tok_cp_to_byte(cp);
                 }
                 if (b < 0) {
@@ -300,12 +300,12 @@ static int s_decode_piece(const struct tb_dec_step *steps, size_t n, const char 
             char c[4];
             size_t cl = tb_utf8_encode(st->cp, c);
             size_t a = 0, b = cur->len;
-            for (size_t k = 0; k < st->start && a + cl <= b && !memcmp((char *)cur->data + a, c, cl);
-                 k++) {
+            for (size_t k = 0;
+                 k < st->start && a + cl <= b && !memcmp((char *)cur->data + a, c, cl); k++) {
                 a += cl;
             }
-            for (size_t k = 0; k < st->stop && b >= a + cl && !memcmp((char *)cur->data + b - cl, c, cl);
-                 k++) {
+            for (size_t k = 0;
+                 k < st->stop && b >= a + cl && !memcmp((char *)cur->data + b - cl, c, cl); k++) {
                 b -= cl;
             }
             rc = tb_buf_append(tmp, (char *)cur->data + a, b - a);
@@ -346,8 +346,10 @@ static int s_build_decoder(tb_tokenizer_t *tok, const struct tb_dec_step *steps,
             if (steps[i].kind == TB_DEC_FUSE) {
                 continue;
             }
-            tb_err_set(err, err_len, "unsupported decoder: step %zu after the tokens are fused "
-                        "(only a leading Strip is supported there)", i);
+            tb_err_set(err, err_len,
+                       "unsupported decoder: step %zu after the tokens are fused "
+                       "(only a leading Strip is supported there)",
+                       i);
             return TB_ENOTSUP;
         }
         if (steps[i].kind == TB_DEC_FUSE || steps[i].kind == TB_DEC_BYTE_LEVEL) {

@@ -28,7 +28,7 @@ enum {
 
 /* Split regexes (applied in order, each isolating its matches) per pre-tokenizer family. */
 #define RE_GPT2 "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)"
-#define RE_LLAMA3_HEAD                                                                        \
+#define RE_LLAMA3_HEAD                                                                           \
     "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
 #define RE_LLAMA3_TAIL " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 #define RE_LLAMA3 RE_LLAMA3_HEAD "\\p{N}{1,3}|" RE_LLAMA3_TAIL
@@ -43,7 +43,9 @@ struct pre_family {
 };
 
 static const struct pre_family s_families[] = {
-    {"default", {"[\\p{P}\\$\\+<=>\\^~\\|]+", RE_GPT2, "\\p{N}+", "[0-9][0-9][0-9]"}, false,
+    {"default",
+     {"[\\p{P}\\$\\+<=>\\^~\\|]+", RE_GPT2, "\\p{N}+", "[0-9][0-9][0-9]"},
+     false,
      false},
     {"llama3|llama-v3|llama-bpe|falcon3", {RE_LLAMA3}, true, true},
     {"dbrx|smaug-bpe|chatglm-bpe", {RE_LLAMA3}, false, false},
@@ -53,7 +55,9 @@ static const struct pre_family s_families[] = {
      {RE_GPT2},
      false,
      false},
-    {"starcoder|refact|command-r|smollm|codeshell|exaone|minerva-7b", {"\\p{N}", RE_GPT2}, false,
+    {"starcoder|refact|command-r|smollm|codeshell|exaone|minerva-7b",
+     {"\\p{N}", RE_GPT2},
+     false,
      false},
     {"qwen2|deepseek-r1-qwen|stablelm2|megrez", {RE_QWEN2}, false, false},
     {"poro-chat|bloom|gpt3-finnish", {RE_BLOOM}, false, false},
@@ -114,7 +118,8 @@ static int s_token_id(const tb_gguf_t *g, const char *key, size_t n, int32_t *id
 
 /* Texts that end generation, as llama.cpp recognises them. */
 static const char *const s_eog_texts[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>",
+    "<|eot_id|>",    "<|im_end|>", "<|end|>", "<end_of_turn>",
+    "<|endoftext|>", "<|eom_id|>", "<EOT>",
 };
 
 static int s_vocab(tb_tokenizer_t *tok, const tb_gguf_t *g, size_t n, bool spm, char *err,

@@ -345,8 +345,7 @@ static int s_template_ids(struct hf *h, const json_t *special, const char *name,
     const json_t *t = json_object_get(special, name);
     const json_t *ids = json_object_get(t, "ids");
     if (!json_is_array(ids)) {
-        tb_err_set(h->err, h->err_len, "post_processor: special token '%s' is not defined",
-                    name);
+        tb_err_set(h->err, h->err_len, "post_processor: special token '%s' is not defined", name);
         return TB_EMODEL;
     }
     for (size_t i = 0; i < json_array_size(ids); i++) {
@@ -417,8 +416,8 @@ static int s_post_processor(struct hf *h, const json_t *p, int depth)
             if (json_object_get(item, "Sequence")) {
                 seen_seq = true;
             } else if (s_str(st, "id", &name, &len)) {
-                rc = s_template_ids(h, special, name, seen_seq ? &h->tok->suffix
-                                                               : &h->tok->prefix);
+                rc = s_template_ids(h, special, name,
+                                    seen_seq ? &h->tok->suffix : &h->tok->prefix);
             } else {
                 return s_bad(h, "post_processor", NULL);
             }
@@ -480,8 +479,8 @@ static int s_vocab_size(struct hf *h, const json_t *vocab, const json_t *added, 
     }
     if ((size_t)max >= entries * 2 + 1024 || max >= INT32_MAX) {
         tb_err_set(h->err, h->err_len,
-                    "vocabulary ids reach %lld for %zu entries: ids must be dense",
-                    (long long)max, entries);
+                   "vocabulary ids reach %lld for %zu entries: ids must be dense", (long long)max,
+                   entries);
         return TB_EMODEL;
     }
     *n = (size_t)max + 1;
@@ -538,9 +537,10 @@ static int s_merges(struct hf *h, const json_t *merges)
         int32_t ib = tb_tok_vocab_find(tok->vocab, b, bl);
         int32_t im = tb_tok_vocab_find(tok->vocab, (char *)joined.data, joined.len);
         if (ia < 0 || ib < 0 || im < 0) {
-            tb_err_set(h->err, h->err_len, "model.merges[%zu]: a token of '%.*s %.*s' is not in "
-                        "the vocabulary", i, (int)(al > 64 ? 64 : al), a,
-                        (int)(bl > 64 ? 64 : bl), b);
+            tb_err_set(h->err, h->err_len,
+                       "model.merges[%zu]: a token of '%.*s %.*s' is not in "
+                       "the vocabulary",
+                       i, (int)(al > 64 ? 64 : al), a, (int)(bl > 64 ? 64 : bl), b);
             rc = TB_EMODEL;
             break;
         }
@@ -608,8 +608,9 @@ static int s_model(struct hf *h, const json_t *root)
     size_t unk_len = 0, slen = 0;
     if ((s_str(model, "continuing_subword_prefix", &s, &slen) && slen > 0) ||
         (s_str(model, "end_of_word_suffix", &s, &slen) && slen > 0)) {
-        tb_err_set(h->err, h->err_len, "unsupported BPE option: continuing_subword_prefix or "
-                    "end_of_word_suffix");
+        tb_err_set(h->err, h->err_len,
+                   "unsupported BPE option: continuing_subword_prefix or "
+                   "end_of_word_suffix");
         return TB_ENOTSUP;
     }
     struct tb_bpe_config cfg = {0};
@@ -764,8 +765,9 @@ static int s_load(const json_t *root, const json_t *tcfg, const json_t *gcfg, co
     const json_t *vocab = json_object_get(model, "vocab");
     const json_t *added = json_object_get(root, "added_tokens");
     if (!json_is_object(vocab) || (added && !json_is_array(added) && !json_is_null(added))) {
-        tb_err_set(err, err_len, "tokenizer.json: model.vocab must be an object and "
-                    "added_tokens a list");
+        tb_err_set(err, err_len,
+                   "tokenizer.json: model.vocab must be an object and "
+                   "added_tokens a list");
         return TB_EMODEL;
     }
     rc = s_vocab_size(&h, vocab, added, &n);
@@ -871,7 +873,7 @@ int tb_tokenizer_load_hf_memory(const char *json, size_t len, const char *config
         tcfg = json_loadb(config, config_len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
         if (!tcfg) {
             tb_err_set(err, err_len, "tokenizer_config.json:%d:%d: %s", je.line, je.column,
-                        je.text);
+                       je.text);
             rc = TB_EMODEL;
         }
     }

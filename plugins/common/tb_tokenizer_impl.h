@@ -77,9 +77,9 @@ struct tb_dec_step {
     size_t pattern_len;
     const char *content; /* REPLACE */
     size_t content_len;
-    uint32_t cp;         /* STRIP content, METASPACE replacement */
-    size_t start, stop;  /* STRIP */
-    bool prepend;        /* METASPACE: prepend_scheme is not "never" */
+    uint32_t cp;        /* STRIP content, METASPACE replacement */
+    size_t start, stop; /* STRIP */
+    bool prepend;       /* METASPACE: prepend_scheme is not "never" */
 };
 
 struct tb_tokenizer {

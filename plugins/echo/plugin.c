@@ -5,14 +5,27 @@
 #include "tb_plugin.h"
 
 static const struct tb_config_field s_fields[] = {
-    {.key = "chunks", .type = TB_CFG_INT, .offset = offsetof(struct tb_echo_config, chunks),
-     .default_value = "3", .has_bounds = true, .min = 1, .max = 1000000,
+    {.key = "chunks",
+     .type = TB_CFG_INT,
+     .offset = offsetof(struct tb_echo_config, chunks),
+     .default_value = "3",
+     .has_bounds = true,
+     .min = 1,
+     .max = 1000000,
      .help = "pieces each payload is streamed back in"},
-    {.key = "delay", .type = TB_CFG_SECONDS, .offset = offsetof(struct tb_echo_config, delay_s),
-     .default_value = "0", .has_bounds = true, .min = 0, .max = 60,
+    {.key = "delay",
+     .type = TB_CFG_SECONDS,
+     .offset = offsetof(struct tb_echo_config, delay_s),
+     .default_value = "0",
+     .has_bounds = true,
+     .min = 0,
+     .max = 60,
      .help = "pause before each piece"},
-    {.key = "endpoint", .type = TB_CFG_STRING, .offset = offsetof(struct tb_echo_config, endpoint),
-     .default_value = "echo", .help = "endpoint name (namespace.component.<endpoint>)"},
+    {.key = "endpoint",
+     .type = TB_CFG_STRING,
+     .offset = offsetof(struct tb_echo_config, endpoint),
+     .default_value = "echo",
+     .help = "endpoint name (namespace.component.<endpoint>)"},
 };
 
 static int s_create(const struct tb_host *host, tb_component_t *comp, const void *config,

@@ -10,8 +10,8 @@
 #include "tb_plugin.h"
 
 struct tb_echo_config {
-    int64_t chunks;     /* pieces each payload is cut into */
-    double delay_s;     /* pause before each chunk */
+    int64_t chunks; /* pieces each payload is cut into */
+    double delay_s; /* pause before each chunk */
     const char *endpoint;
 };
 

@@ -35,12 +35,12 @@ typedef struct tb_backend tb_backend_t;
 
 /* What the serving loop asks of a backend. */
 struct tb_backend_config {
-    uint32_t block_size;      /* tokens per KV block */
-    int64_t kv_budget_bytes;  /* memory for the KV cache: the backend derives n_blocks from it */
+    uint32_t block_size;       /* tokens per KV block */
+    int64_t kv_budget_bytes;   /* memory for the KV cache: the backend derives n_blocks from it */
     uint32_t max_batch_tokens; /* largest plan->n_tokens the backend must accept */
     uint32_t max_batch_seqs;   /* largest plan->n_seqs */
-    bool kv_f16;              /* keys and values stored as f16 (else f32) */
-    const void *flavour;      /* the flavour's own config struct (the values of the extra keys
+    bool kv_f16;               /* keys and values stored as f16 (else f32) */
+    const void *flavour;       /* the flavour's own config struct (the values of the extra keys
                                  its plugin declares, e.g. the CPU's threads), borrowed for
                                  create; NULL: the flavour's defaults */
 };

@@ -10,7 +10,8 @@
 #define MUL 0xc6a4a7935bd1e995ULL
 #define SHIFT 47
 
-uint64_t tb_block_hash(uint64_t parent, const int32_t *tokens, uint32_t n) {
+uint64_t tb_block_hash(uint64_t parent, const int32_t *tokens, uint32_t n)
+{
     uint64_t len = (uint64_t)n * 4u;
     uint64_t h = parent ^ (len * MUL);
     uint32_t i = 0;
@@ -32,8 +33,9 @@ uint64_t tb_block_hash(uint64_t parent, const int32_t *tokens, uint32_t n) {
     return h;
 }
 
-uint32_t tb_block_hash_chain(uint64_t root, const int32_t *tokens, uint32_t n, uint32_t block_size,
-                             uint64_t *out, uint32_t max_out) {
+uint32_t tb_block_hash_chain(uint64_t root, const int32_t *tokens, uint32_t n,
+                             uint32_t block_size, uint64_t *out, uint32_t max_out)
+{
     if (block_size == 0) {
         return 0;
     }

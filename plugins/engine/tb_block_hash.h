@@ -34,8 +34,8 @@ uint64_t tb_block_hash(uint64_t parent, const int32_t *tokens, uint32_t n);
 /* Hashes the full blocks of `tokens[0..n)` in order: writes hash(block i) to `out[i]` for
  * i < n / block_size and returns how many it wrote (at most `max_out`).  Convenience for the
  * router and for tests.  block_size 0 writes nothing and returns 0. */
-uint32_t tb_block_hash_chain(uint64_t root, const int32_t *tokens, uint32_t n, uint32_t block_size,
-                             uint64_t *out, uint32_t max_out);
+uint32_t tb_block_hash_chain(uint64_t root, const int32_t *tokens, uint32_t n,
+                             uint32_t block_size, uint64_t *out, uint32_t max_out);
 
 #ifdef __cplusplus
 }

@@ -32,16 +32,16 @@
 struct tb_engine_config {
     const char *served_model_name;
     const char *model;
-    int64_t context_length;   /* 0: the model's */
+    int64_t context_length; /* 0: the model's */
     int64_t max_batch_seqs;
     int64_t max_batch_tokens;
     int64_t max_seqs;
     int64_t kv_cache_bytes;
     int64_t block_size;
-    int kv_dtype;             /* 0 f16, 1 f32 */
+    int kv_dtype; /* 0 f16, 1 f32 */
     bool prefix_caching;
-    int64_t seed;             /* 0: random; seeds requests that bring none */
-    double load_interval_s;   /* publish load at least this often */
+    int64_t seed;           /* 0: random; seeds requests that bring none */
+    double load_interval_s; /* publish load at least this often */
 };
 
 /* Where a flavour's own config struct starts in the config the host fills. */

@@ -44,7 +44,8 @@ struct tb_kv_manager {
     uint64_t query_tokens, hit_tokens, evictions, events_lost;
 };
 
-void tb_kv_config_init(struct tb_kv_config *cfg) {
+void tb_kv_config_init(struct tb_kv_config *cfg)
+{
     memset(cfg, 0, sizeof *cfg);
     cfg->block_size = TB_KV_DEFAULT_BLOCK_SIZE;
     cfg->prefix_caching = true;
@@ -54,7 +55,8 @@ void tb_kv_config_init(struct tb_kv_config *cfg) {
 
 /* ---- free list ---- */
 
-static void s_unlink(tb_kv_manager_t *kv, uint32_t b) {
+static void s_unlink(tb_kv_manager_t *kv, uint32_t b)
+{
     struct block *bl = kv->blocks;
     bl[bl[b].prev].next = bl[b].next;
     bl[bl[b].next].prev = bl[b].prev;
@@ -64,7 +66,8 @@ static void s_unlink(tb_kv_manager_t *kv, uint32_t b) {
     }
 }
 
-static void s_push_front(tb_kv_manager_t *kv, uint32_t b) {
+static void s_push_front(tb_kv_manager_t *kv, uint32_t b)
+{
     struct block *bl = kv->blocks;
     uint32_t s = kv->n_blocks;
     bl[b].prev = s;
@@ -74,7 +77,8 @@ static void s_push_front(tb_kv_manager_t *kv, uint32_t b) {
     kv->n_free++;
 }
 
-static void s_push_back(tb_kv_manager_t *kv, uint32_t b) {
+static void s_push_back(tb_kv_manager_t *kv, uint32_t b)
+{
     struct block *bl = kv->blocks;
     uint32_t s = kv->n_blocks;
     bl[b].next = s;
@@ -87,8 +91,9 @@ static void s_push_back(tb_kv_manager_t *kv, uint32_t b) {
 
 /* ---- events ---- */
 
-static void s_event(tb_kv_manager_t *kv, enum tb_kv_event_type type, uint64_t hash, uint64_t parent,
-                    uint32_t block) {
+static void s_event(tb_kv_manager_t *kv, enum tb_kv_event_type type, uint64_t hash,
+                    uint64_t parent, uint32_t block)
+{
     if (kv->ev_cap == 0) {
         return;
     }
@@ -110,7 +115,8 @@ static void s_event(tb_kv_manager_t *kv, enum tb_kv_event_type type, uint64_t ha
     kv->ev_count++;
 }
 
-int tb_kv_manager_pop_event(tb_kv_manager_t *self, struct tb_kv_event *ev) {
+int tb_kv_manager_pop_event(tb_kv_manager_t *self, struct tb_kv_event *ev)
+{
     if (self->ev_count == 0) {
         return TB_AGAIN;
     }
@@ -122,11 +128,13 @@ int tb_kv_manager_pop_event(tb_kv_manager_t *self, struct tb_kv_event *ev) {
 
 /* ---- hash map ---- */
 
-static uint32_t s_home(const tb_kv_manager_t *kv, uint64_t key) {
+static uint32_t s_home(const tb_kv_manager_t *kv, uint64_t key)
+{
     return (uint32_t)(key ^ (key >> 32)) & kv->map_mask;
 }
 
-static uint32_t s_map_find(const tb_kv_manager_t *kv, uint64_t key) {
+static uint32_t s_map_find(const tb_kv_manager_t *kv, uint64_t key)
+{
     uint32_t i = s_home(kv, key);
     while (kv->map[i].block != TB_KV_NO_BLOCK) {
         if (kv->map[i].key == key) {
@@ -137,7 +145,8 @@ static uint32_t s_map_find(const tb_kv_manager_t *kv, uint64_t key) {
     return TB_KV_NO_BLOCK;
 }
 
-static void s_map_insert(tb_kv_manager_t *kv, uint64_t key, uint32_t block) {
+static void s_map_insert(tb_kv_manager_t *kv, uint64_t key, uint32_t block)
+{
     uint32_t i = s_home(kv, key);
     while (kv->map[i].block != TB_KV_NO_BLOCK) {
         i = (i + 1) & kv->map_mask;
@@ -146,7 +155,8 @@ static void s_map_insert(tb_kv_manager_t *kv, uint64_t key, uint32_t block) {
     kv->map[i].block = block;
 }
 
-static void s_map_remove(tb_kv_manager_t *kv, uint64_t key) {
+static void s_map_remove(tb_kv_manager_t *kv, uint64_t key)
+{
     uint32_t i = s_home(kv, key);
     while (kv->map[i].block != TB_KV_NO_BLOCK && kv->map[i].key != key) {
         i = (i + 1) & kv->map_mask;
@@ -175,7 +185,8 @@ static void s_map_remove(tb_kv_manager_t *kv, uint64_t key) {
 
 /* ---- lifecycle ---- */
 
-int tb_kv_manager_new(const struct tb_kv_config *cfg, tb_kv_manager_t **out) {
+int tb_kv_manager_new(const struct tb_kv_config *cfg, tb_kv_manager_t **out)
+{
     int rc = TB_ECONFIG;
     tb_kv_manager_t *kv = NULL;
     if (cfg->n_blocks == 0 || cfg->n_blocks >= (UINT32_MAX >> 2) || cfg->block_size == 0 ||
@@ -239,7 +250,8 @@ fail:
     return rc;
 }
 
-void tb_kv_manager_destroy(tb_kv_manager_t **self_p) {
+void tb_kv_manager_destroy(tb_kv_manager_t **self_p)
+{
     if (!self_p || !*self_p) {
         return;
     }
@@ -252,19 +264,23 @@ void tb_kv_manager_destroy(tb_kv_manager_t **self_p) {
     *self_p = NULL;
 }
 
-uint32_t tb_kv_manager_block_size(const tb_kv_manager_t *self) {
+uint32_t tb_kv_manager_block_size(const tb_kv_manager_t *self)
+{
     return self->block_size;
 }
 
-uint32_t tb_kv_manager_n_blocks(const tb_kv_manager_t *self) {
+uint32_t tb_kv_manager_n_blocks(const tb_kv_manager_t *self)
+{
     return self->n_blocks;
 }
 
-uint32_t tb_kv_manager_n_free(const tb_kv_manager_t *self) {
+uint32_t tb_kv_manager_n_free(const tb_kv_manager_t *self)
+{
     return self->n_free;
 }
 
-void tb_kv_manager_get_usage(const tb_kv_manager_t *self, struct tb_kv_usage *out) {
+void tb_kv_manager_get_usage(const tb_kv_manager_t *self, struct tb_kv_usage *out)
+{
     memset(out, 0, sizeof *out);
     out->total = self->n_blocks;
     out->free = self->n_free;
@@ -279,7 +295,8 @@ void tb_kv_manager_get_usage(const tb_kv_manager_t *self, struct tb_kv_usage *ou
 
 /* ---- single blocks ---- */
 
-static void s_evict(tb_kv_manager_t *kv, uint32_t b) {
+static void s_evict(tb_kv_manager_t *kv, uint32_t b)
+{
     struct block *bl = &kv->blocks[b];
     s_map_remove(kv, bl->hash);
     bl->hashed = 0;
@@ -287,7 +304,8 @@ static void s_evict(tb_kv_manager_t *kv, uint32_t b) {
     s_event(kv, TB_KV_EVENT_REMOVED, bl->hash, bl->parent, b);
 }
 
-int tb_kv_manager_alloc(tb_kv_manager_t *self, uint32_t *block) {
+int tb_kv_manager_alloc(tb_kv_manager_t *self, uint32_t *block)
+{
     uint32_t s = self->n_blocks;
     uint32_t b = self->blocks[s].next;
     if (b == s) {
@@ -304,7 +322,8 @@ int tb_kv_manager_alloc(tb_kv_manager_t *self, uint32_t *block) {
 
 /* The registered block for (parent, tokens), verified, or TB_KV_NO_BLOCK. */
 static uint32_t s_lookup(const tb_kv_manager_t *kv, uint64_t parent, const int32_t *tokens,
-                         uint64_t *hash) {
+                         uint64_t *hash)
+{
     uint64_t h = tb_block_hash(parent, tokens, kv->block_size);
     *hash = h;
     uint32_t b = s_map_find(kv, h);
@@ -320,7 +339,8 @@ static uint32_t s_lookup(const tb_kv_manager_t *kv, uint64_t parent, const int32
 }
 
 int tb_kv_manager_acquire_cached(tb_kv_manager_t *self, uint64_t parent, const int32_t *tokens,
-                                 uint32_t *block, uint64_t *hash) {
+                                 uint32_t *block, uint64_t *hash)
+{
     if (!self->prefix_caching) {
         *hash = tb_block_hash(parent, tokens, self->block_size);
         return TB_ENOENT;
@@ -338,7 +358,8 @@ int tb_kv_manager_acquire_cached(tb_kv_manager_t *self, uint64_t parent, const i
 }
 
 int tb_kv_manager_register(tb_kv_manager_t *self, uint32_t block, uint64_t parent,
-                           const int32_t *tokens, uint64_t *hash) {
+                           const int32_t *tokens, uint64_t *hash)
+{
     if (block >= self->n_blocks || self->blocks[block].ref == 0 || self->blocks[block].hashed) {
         return TB_EINVAL;
     }
@@ -363,7 +384,8 @@ int tb_kv_manager_register(tb_kv_manager_t *self, uint32_t block, uint64_t paren
     return 0;
 }
 
-void tb_kv_manager_release(tb_kv_manager_t *self, uint32_t block) {
+void tb_kv_manager_release(tb_kv_manager_t *self, uint32_t block)
+{
     if (block >= self->n_blocks || self->blocks[block].ref == 0) {
         return;
     }
@@ -377,11 +399,13 @@ void tb_kv_manager_release(tb_kv_manager_t *self, uint32_t block) {
     }
 }
 
-uint32_t tb_kv_manager_ref_count(const tb_kv_manager_t *self, uint32_t block) {
+uint32_t tb_kv_manager_ref_count(const tb_kv_manager_t *self, uint32_t block)
+{
     return block < self->n_blocks ? self->blocks[block].ref : 0;
 }
 
-bool tb_kv_manager_is_hashed(const tb_kv_manager_t *self, uint32_t block, uint64_t *hash) {
+bool tb_kv_manager_is_hashed(const tb_kv_manager_t *self, uint32_t block, uint64_t *hash)
+{
     if (block >= self->n_blocks || !self->blocks[block].hashed) {
         return false;
     }
@@ -391,7 +415,8 @@ bool tb_kv_manager_is_hashed(const tb_kv_manager_t *self, uint32_t block, uint64
     return true;
 }
 
-void tb_kv_manager_clear_cache(tb_kv_manager_t *self) {
+void tb_kv_manager_clear_cache(tb_kv_manager_t *self)
+{
     uint32_t s = self->n_blocks;
     for (uint32_t b = self->blocks[s].next; b != s; b = self->blocks[b].next) {
         if (self->blocks[b].hashed) {
@@ -403,7 +428,8 @@ void tb_kv_manager_clear_cache(tb_kv_manager_t *self) {
 
 /* ---- sequences ---- */
 
-int tb_kv_seq_init(struct tb_kv_seq *seq, uint32_t max_blocks) {
+int tb_kv_seq_init(struct tb_kv_seq *seq, uint32_t max_blocks)
+{
     memset(seq, 0, sizeof *seq);
     if (max_blocks == 0) {
         return TB_EINVAL;
@@ -416,13 +442,15 @@ int tb_kv_seq_init(struct tb_kv_seq *seq, uint32_t max_blocks) {
     return 0;
 }
 
-void tb_kv_seq_release(struct tb_kv_seq *seq) {
+void tb_kv_seq_release(struct tb_kv_seq *seq)
+{
     free(seq->blocks);
     memset(seq, 0, sizeof *seq);
 }
 
 uint32_t tb_kv_manager_seq_match(tb_kv_manager_t *self, struct tb_kv_seq *seq,
-                                 const int32_t *tokens, uint32_t n) {
+                                 const int32_t *tokens, uint32_t n)
+{
     if (!self->prefix_caching || seq->n_blocks > 0 || n == 0) {
         return 0;
     }
@@ -451,12 +479,14 @@ uint32_t tb_kv_manager_seq_match(tb_kv_manager_t *self, struct tb_kv_seq *seq,
 }
 
 uint32_t tb_kv_manager_seq_blocks_needed(const tb_kv_manager_t *self, const struct tb_kv_seq *seq,
-                                         uint32_t n_slots) {
+                                         uint32_t n_slots)
+{
     uint32_t want = (uint32_t)(((uint64_t)n_slots + self->block_size - 1) / self->block_size);
     return want > seq->n_blocks ? want - seq->n_blocks : 0;
 }
 
-int tb_kv_manager_seq_grow(tb_kv_manager_t *self, struct tb_kv_seq *seq, uint32_t n_slots) {
+int tb_kv_manager_seq_grow(tb_kv_manager_t *self, struct tb_kv_seq *seq, uint32_t n_slots)
+{
     uint32_t need = tb_kv_manager_seq_blocks_needed(self, seq, n_slots);
     if (need == 0) {
         return 0;
@@ -475,7 +505,8 @@ int tb_kv_manager_seq_grow(tb_kv_manager_t *self, struct tb_kv_seq *seq, uint32_
 }
 
 void tb_kv_manager_seq_commit(tb_kv_manager_t *self, struct tb_kv_seq *seq, const int32_t *tokens,
-                              uint32_t n_computed) {
+                              uint32_t n_computed)
+{
     if (!self->prefix_caching) {
         return;
     }
@@ -494,7 +525,8 @@ void tb_kv_manager_seq_commit(tb_kv_manager_t *self, struct tb_kv_seq *seq, cons
     }
 }
 
-void tb_kv_manager_seq_free(tb_kv_manager_t *self, struct tb_kv_seq *seq) {
+void tb_kv_manager_seq_free(tb_kv_manager_t *self, struct tb_kv_seq *seq)
+{
     while (seq->n_blocks > 0) {
         tb_kv_manager_release(self, seq->blocks[--seq->n_blocks]);
     }

@@ -172,8 +172,7 @@ int tb_runner_new(const tb_model_t *model, const struct tb_backend_ops *ops,
     r->outs = calloc(r->max_seqs, sizeof *r->outs);
     r->entry_ids = calloc(r->max_seqs, sizeof *r->entry_ids);
     r->entry_rows = calloc(r->max_seqs, sizeof *r->entry_rows);
-    if (!r->logits || !r->samples || !r->sampled || !r->outs || !r->entry_ids ||
-        !r->entry_rows) {
+    if (!r->logits || !r->samples || !r->sampled || !r->outs || !r->entry_ids || !r->entry_rows) {
         s_err(r, "out of memory for %u rows of logits", r->max_seqs);
         rc = TB_ENOMEM;
         goto fail;
@@ -228,8 +227,10 @@ static int s_submit(tb_runner_t *r, struct tb_sched_request *sr, uint64_t *id)
 
 int tb_runner_submit(tb_runner_t *self, const struct tb_runner_request *req, uint64_t *id)
 {
-    struct tb_sched_request sr = {.prompt = req->prompt, .n_prompt = req->n_prompt,
-                                  .params = req->params, .user = req->user};
+    struct tb_sched_request sr = {.prompt = req->prompt,
+                                  .n_prompt = req->n_prompt,
+                                  .params = req->params,
+                                  .user = req->user};
     return s_submit(self, &sr, id);
 }
 
@@ -246,7 +247,9 @@ static uint32_t s_fail_plan(tb_runner_t *r, const struct tb_sched_plan *plan)
     uint32_t n = 0;
     for (uint32_t i = 0; i < plan->n_seqs; i++) {
         const struct tb_sched_entry *en = &plan->seqs[i];
-        r->outs[n++] = (struct tb_runner_output){.id = en->id, .user = en->user, .token = -1,
+        r->outs[n++] = (struct tb_runner_output){.id = en->id,
+                                                 .user = en->user,
+                                                 .token = -1,
                                                  .finish = TB_FINISH_ERROR};
     }
     tb_scheduler_abort_step(r->sched);
@@ -289,9 +292,14 @@ static uint32_t s_outputs(tb_runner_t *r, const struct tb_sched_output *so, uint
         }
         bool ok = so[k].finish != TB_FINISH_ERROR && e < r->n_entries && r->entry_rows[e] >= 0;
         r->outs[k] = (struct tb_runner_output){
-            .id = so[k].id, .user = so[k].user, .token = so[k].token, .finish = so[k].finish,
-            .n_prompt = so[k].n_prompt, .n_generated = so[k].n_generated,
-            .n_cached = so[k].n_cached, .sample = ok ? &r->samples[e] : NULL,
+            .id = so[k].id,
+            .user = so[k].user,
+            .token = so[k].token,
+            .finish = so[k].finish,
+            .n_prompt = so[k].n_prompt,
+            .n_generated = so[k].n_generated,
+            .n_cached = so[k].n_cached,
+            .sample = ok ? &r->samples[e] : NULL,
             .logits = ok ? r->logits + (size_t)r->entry_rows[e] * r->vocab : NULL};
     }
     return n;
@@ -394,9 +402,12 @@ int tb_runner_import(tb_runner_t *self, const struct tb_runner_seq_state *st, vo
         s_err(self, "not an exported sequence");
         return TB_EINVAL;
     }
-    struct tb_sched_request sr = {.prompt = st->tokens, .n_prompt = st->n_tokens,
-                                  .params = &st->params, .user = user,
-                                  .n_generated = st->n_tokens - st->n_prompt, .rng = &st->rng};
+    struct tb_sched_request sr = {.prompt = st->tokens,
+                                  .n_prompt = st->n_tokens,
+                                  .params = &st->params,
+                                  .user = user,
+                                  .n_generated = st->n_tokens - st->n_prompt,
+                                  .rng = &st->rng};
     return s_submit(self, &sr, id);
 }
 

@@ -48,15 +48,15 @@ typedef struct tb_runner tb_runner_t;
 
 /* What a runner is built with; fill with tb_runner_config_init, then override. */
 struct tb_runner_config {
-    uint32_t context_length;   /* tokens of prompt + completion at most; 0: the model's */
-    uint32_t max_batch_seqs;   /* sequences in one step at most (default 64) */
-    uint32_t max_batch_tokens; /* tokens in one step at most (default 512) */
-    uint32_t max_seqs;         /* requests running or waiting at most (default 1024) */
-    int64_t kv_cache_bytes;    /* memory for the KV cache (default 1 GiB) */
-    uint32_t block_size;       /* tokens per KV block (default 16) */
-    bool kv_f16;               /* keys and values stored as f16 (default), else f32 */
-    bool prefix_caching;       /* reuse the KV blocks of shared prompt prefixes (default on) */
-    bool chunked_prefill;      /* cut long prompts into chunks (default on) */
+    uint32_t context_length;    /* tokens of prompt + completion at most; 0: the model's */
+    uint32_t max_batch_seqs;    /* sequences in one step at most (default 64) */
+    uint32_t max_batch_tokens;  /* tokens in one step at most (default 512) */
+    uint32_t max_seqs;          /* requests running or waiting at most (default 1024) */
+    int64_t kv_cache_bytes;     /* memory for the KV cache (default 1 GiB) */
+    uint32_t block_size;        /* tokens per KV block (default 16) */
+    bool kv_f16;                /* keys and values stored as f16 (default), else f32 */
+    bool prefix_caching;        /* reuse the KV blocks of shared prompt prefixes (default on) */
+    bool chunked_prefill;       /* cut long prompts into chunks (default on) */
     uint32_t kv_event_capacity; /* KV events kept until drained; 0: no events (default 4096) */
     uint64_t seed;              /* seeds the seeds of requests that bring none */
     const void *flavour;        /* the flavour's own config (its extra keys), borrowed for
@@ -100,7 +100,7 @@ struct tb_runner_step_info {
 
 /* A sequence as tb_runner_export copies it.  Release with tb_runner_seq_state_release. */
 struct tb_runner_seq_state {
-    int32_t *tokens;                  /* prompt then generated, owned */
+    int32_t *tokens; /* prompt then generated, owned */
     uint32_t n_tokens;
     uint32_t n_prompt;                /* tokens[0..n_prompt) are the prompt */
     struct tb_sampling_params params; /* with the seed it drew; stop_ids point into stop_ids */

@@ -61,22 +61,25 @@ struct tb_sampler_seq {
 
 /* ---- parameters ---- */
 
-void tb_sampling_params_init(struct tb_sampling_params *p) {
+void tb_sampling_params_init(struct tb_sampling_params *p)
+{
     memset(p, 0, sizeof *p);
     p->temperature = 1.0f;
     p->top_p = 1.0f;
     p->repetition_penalty = 1.0f;
 }
 
-static int s_invalid(char *err, uint32_t err_len, const char *msg) {
+static int s_invalid(char *err, uint32_t err_len, const char *msg)
+{
     if (err && err_len > 0) {
         snprintf(err, err_len, "%s", msg);
     }
     return TB_EINVAL;
 }
 
-int tb_sampling_params_validate(const struct tb_sampling_params *p, uint32_t vocab_size, char *err,
-                                uint32_t err_len) {
+int tb_sampling_params_validate(const struct tb_sampling_params *p, uint32_t vocab_size,
+                                char *err, uint32_t err_len)
+{
     /* Written so that NaN fails every range check. */
     if (!(p->temperature >= 0.0f && p->temperature <= 1e4f)) {
         return s_invalid(err, err_len, "'temperature' must be between 0 and 10000");
@@ -125,11 +128,12 @@ int tb_sampling_params_validate(const struct tb_sampling_params *p, uint32_t voc
 
 /* ---- sampler ---- */
 
-int tb_sampler_new(const struct tb_sampler_config *cfg, tb_sampler_t **out) {
+int tb_sampler_new(const struct tb_sampler_config *cfg, tb_sampler_t **out)
+{
     int rc = TB_ECONFIG;
     tb_sampler_t *s = NULL;
-    bool ok =
-        cfg->vocab_size > 0 && cfg->vocab_size <= (1u << 30) && cfg->n_eos <= TB_SAMPLER_MAX_EOS;
+    bool ok = cfg->vocab_size > 0 && cfg->vocab_size <= (1u << 30) &&
+              cfg->n_eos <= TB_SAMPLER_MAX_EOS;
     for (uint32_t i = 0; ok && i < cfg->n_eos; i++) {
         ok = cfg->eos_ids[i] >= 0 && (uint32_t)cfg->eos_ids[i] < cfg->vocab_size;
     }
@@ -161,7 +165,8 @@ fail:
     return rc;
 }
 
-void tb_sampler_destroy(tb_sampler_t **self_p) {
+void tb_sampler_destroy(tb_sampler_t **self_p)
+{
     if (!self_p || !*self_p) {
         return;
     }
@@ -173,11 +178,13 @@ void tb_sampler_destroy(tb_sampler_t **self_p) {
     *self_p = NULL;
 }
 
-uint32_t tb_sampler_vocab_size(const tb_sampler_t *self) {
+uint32_t tb_sampler_vocab_size(const tb_sampler_t *self)
+{
     return self->vocab;
 }
 
-bool tb_sampler_is_eos(const tb_sampler_t *self, int32_t token) {
+bool tb_sampler_is_eos(const tb_sampler_t *self, int32_t token)
+{
     for (uint32_t i = 0; i < self->n_eos; i++) {
         if (self->eos[i] == token) {
             return true;
@@ -188,12 +195,14 @@ bool tb_sampler_is_eos(const tb_sampler_t *self, int32_t token) {
 
 /* ---- per-sequence penalty map ---- */
 
-static uint32_t s_tok_home(int32_t tok, uint32_t mask) {
+static uint32_t s_tok_home(int32_t tok, uint32_t mask)
+{
     return ((uint32_t)tok * 2654435761u) & mask;
 }
 
 /* The entry index of `tok`, or UINT32_MAX; *slot receives where it is or would go. */
-static uint32_t s_pen_find(const tb_sampler_seq_t *q, int32_t tok, uint32_t *slot) {
+static uint32_t s_pen_find(const tb_sampler_seq_t *q, int32_t tok, uint32_t *slot)
+{
     uint32_t i = s_tok_home(tok, q->map_mask);
     while (q->map[i] != UINT32_MAX) {
         if (q->ent[q->map[i]].tok == tok) {
@@ -207,7 +216,8 @@ static uint32_t s_pen_find(const tb_sampler_seq_t *q, int32_t tok, uint32_t *slo
 }
 
 /* Sizes the map for `cap` entries (load <= 1/2) and rebuilds it.  0 or TB_ENOMEM (unchanged). */
-static int s_pen_reserve(tb_sampler_seq_t *q, uint32_t cap) {
+static int s_pen_reserve(tb_sampler_seq_t *q, uint32_t cap)
+{
     if (cap <= q->cap_ent) {
         return 0;
     }
@@ -238,7 +248,8 @@ static int s_pen_reserve(tb_sampler_seq_t *q, uint32_t cap) {
 }
 
 /* Counts `tok` (output when `out`).  Capacity must have been reserved. */
-static void s_pen_add(tb_sampler_seq_t *q, int32_t tok, bool out) {
+static void s_pen_add(tb_sampler_seq_t *q, int32_t tok, bool out)
+{
     uint32_t slot;
     uint32_t e = s_pen_find(q, tok, &slot);
     if (e == UINT32_MAX) {
@@ -253,7 +264,8 @@ static void s_pen_add(tb_sampler_seq_t *q, int32_t tok, bool out) {
 }
 
 /* Ensures one more distinct token fits. */
-static int s_pen_room(tb_sampler_seq_t *q) {
+static int s_pen_room(tb_sampler_seq_t *q)
+{
     if (q->n_ent < q->cap_ent) {
         return 0;
     }
@@ -265,7 +277,8 @@ static int s_pen_room(tb_sampler_seq_t *q) {
 }
 
 int tb_sampler_seq_new(tb_sampler_t *self, const struct tb_sampling_params *params,
-                       const int32_t *prompt, uint32_t n_prompt, tb_sampler_seq_t **out) {
+                       const int32_t *prompt, uint32_t n_prompt, tb_sampler_seq_t **out)
+{
     tb_sampler_seq_t *q = NULL;
     int rc = tb_sampling_params_validate(params, self->vocab, NULL, 0);
     if (rc != 0) {
@@ -316,7 +329,8 @@ fail:
     return rc;
 }
 
-void tb_sampler_seq_destroy(tb_sampler_seq_t **seq_p) {
+void tb_sampler_seq_destroy(tb_sampler_seq_t **seq_p)
+{
     if (!seq_p || !*seq_p) {
         return;
     }
@@ -328,15 +342,18 @@ void tb_sampler_seq_destroy(tb_sampler_seq_t **seq_p) {
     *seq_p = NULL;
 }
 
-const struct tb_sampling_params *tb_sampler_seq_params(const tb_sampler_seq_t *seq) {
+const struct tb_sampling_params *tb_sampler_seq_params(const tb_sampler_seq_t *seq)
+{
     return &seq->p;
 }
 
-uint32_t tb_sampler_seq_n_generated(const tb_sampler_seq_t *seq) {
+uint32_t tb_sampler_seq_n_generated(const tb_sampler_seq_t *seq)
+{
     return seq->n_gen;
 }
 
-bool tb_sampler_seq_is_stop(const tb_sampler_seq_t *seq, int32_t token) {
+bool tb_sampler_seq_is_stop(const tb_sampler_seq_t *seq, int32_t token)
+{
     for (uint32_t i = 0; i < seq->p.n_stop_ids; i++) {
         if (seq->stop[i] == token) {
             return true;
@@ -345,15 +362,18 @@ bool tb_sampler_seq_is_stop(const tb_sampler_seq_t *seq, int32_t token) {
     return false;
 }
 
-void tb_sampler_seq_get_rng(const tb_sampler_seq_t *seq, struct tb_rng *out) {
+void tb_sampler_seq_get_rng(const tb_sampler_seq_t *seq, struct tb_rng *out)
+{
     *out = seq->rng;
 }
 
-void tb_sampler_seq_set_rng(tb_sampler_seq_t *seq, const struct tb_rng *rng) {
+void tb_sampler_seq_set_rng(tb_sampler_seq_t *seq, const struct tb_rng *rng)
+{
     seq->rng = *rng;
 }
 
-int tb_sampler_seq_accept(tb_sampler_seq_t *seq, int32_t token) {
+int tb_sampler_seq_accept(tb_sampler_seq_t *seq, int32_t token)
+{
     if (token < 0 || (uint32_t)token >= seq->vocab) {
         return TB_EINVAL;
     }
@@ -379,12 +399,14 @@ int tb_sampler_seq_accept(tb_sampler_seq_t *seq, int32_t token) {
 typedef float vf __attribute__((vector_size(16)));
 typedef int32_t vi __attribute__((vector_size(16)));
 
-static inline vf s_splat(float a) {
+static inline vf s_splat(float a)
+{
     return (vf){a, a, a, a};
 }
 
 /* x[i, i+4), lanes at or past n read as -infinity. */
-static inline vf s_load(const float *x, uint32_t i, uint32_t n) {
+static inline vf s_load(const float *x, uint32_t i, uint32_t n)
+{
     vf v;
     if (i + VW <= n) {
         memcpy(&v, x + i, sizeof v);
@@ -398,18 +420,21 @@ static inline vf s_load(const float *x, uint32_t i, uint32_t n) {
     return v;
 }
 
-static inline vf s_sel(vi m, vf a, vf b) {
+static inline vf s_sel(vi m, vf a, vf b)
+{
     return (vf)((m & (vi)a) | (~m & (vi)b));
 }
 
-static inline double s_hsum(vf v) {
+static inline double s_hsum(vf v)
+{
     return (double)v[0] + (double)v[1] + (double)v[2] + (double)v[3];
 }
 
 /* The end of one block of a mass pass (portable and AVX2 alike): the block's mass into the
  * total and block_mass[blk], the ladder's partial masses into mass[0..3]. */
 static inline void s_block_done(vf acc, vf m0, vf m1, vf m2, vf m3, bool with_lad, uint32_t blk,
-                                double *total, double *mass, double *block_mass) {
+                                double *total, double *mass, double *block_mass)
+{
     double bsum = s_hsum(acc);
     *total += bsum;
     if (block_mass) {
@@ -424,7 +449,8 @@ static inline void s_block_done(vf acc, vf m0, vf m1, vf m2, vf m3, bool with_la
 }
 
 /* The largest value; NaN is ignored.  -infinity when there is none. */
-static float s_max(const float *x, uint32_t n) {
+static float s_max(const float *x, uint32_t n)
+{
     vf m0 = s_splat(-INFINITY), m1 = m0;
     uint32_t i = 0;
     for (; i + 2 * VW <= n; i += 2 * VW) {
@@ -448,11 +474,11 @@ static float s_max(const float *x, uint32_t n) {
     return m;
 }
 
-
 /* e^d for d <= 0, 0 where d < -87 (or NaN): 2^(d log2 e) split into an integer power, put in
  * the exponent bits, and a fraction in (-0.5, 0.5] by a degree-6 Taylor polynomial (relative
  * error about 1e-7). */
-static inline vf s_exp(vf d) {
+static inline vf s_exp(vf d)
+{
     vi ok = d >= s_splat(-87.0f);
     d = (vf)((vi)d & ok);
     vf x = d * s_splat(1.44269504088896341f);
@@ -478,13 +504,15 @@ static inline vf s_exp(vf d) {
 #define N_LADDER 4
 static const float s_ladder[N_LADDER - 1] = {-4.6f, -9.2f, -13.8f}; /* 1e-2, 1e-4, 1e-6 */
 
-static inline vf s_d(const float *x, uint32_t i, uint32_t e, vf vm, vf vit) {
+static inline vf s_d(const float *x, uint32_t i, uint32_t e, vf vm, vf vit)
+{
     return (s_load(x, i, e) - vm) * vit;
 }
 
 /* cnt[j]: how many d >= lad[j].  (The ladder is spelled out lane by lane, in registers.) */
 static void s_counts(const float *x, uint32_t n, float m, float inv_t, const float *lad,
-                     uint32_t *cnt) {
+                     uint32_t *cnt)
+{
     vf vm = s_splat(m), vit = s_splat(inv_t);
     vf l0 = s_splat(lad[0]), l1 = s_splat(lad[1]), l2 = s_splat(lad[2]), l3 = s_splat(lad[3]);
     vi c0 = {0, 0, 0, 0}, c1 = c0, c2 = c0, c3 = c0;
@@ -516,7 +544,8 @@ static void s_counts(const float *x, uint32_t n, float m, float inv_t, const flo
  * tokens).  lad/mass and block_mass may be NULL. */
 static inline __attribute__((always_inline)) double
 s_masses_impl(const float *x, uint32_t n, float m, float inv_t, float surv, const float *lad,
-              double *mass, double *block_mass, bool with_lad) {
+              double *mass, double *block_mass, bool with_lad)
+{
     vf vm = s_splat(m), vit = s_splat(inv_t), vs = s_splat(surv);
     vf l0 = s_splat(INFINITY), l1 = l0, l2 = l0, l3 = l0;
     if (with_lad) {
@@ -556,7 +585,8 @@ s_masses_impl(const float *x, uint32_t n, float m, float inv_t, float surv, cons
 /* Two copies of the loop, with and without the ladder, so that neither tests `lad` per
  * element (the passes are called through a table, where nothing is known at compile time). */
 static double s_masses(const float *x, uint32_t n, float m, float inv_t, float surv,
-                       const float *lad, double *mass, double *block_mass) {
+                       const float *lad, double *mass, double *block_mass)
+{
     return lad ? s_masses_impl(x, n, m, inv_t, surv, lad, mass, block_mass, true)
                : s_masses_impl(x, n, m, inv_t, surv, NULL, mass, block_mass, false);
 }
@@ -565,7 +595,8 @@ static double s_masses(const float *x, uint32_t n, float m, float inv_t, float s
  * returns the new count.  Tokens below -87 (probability 0 in s_exp: masked ones among them)
  * are never collected. */
 static uint32_t s_collect(const float *x, uint32_t b, uint32_t e, float m, float inv_t, float t,
-                          bool prob, struct cand *c, uint32_t n) {
+                          bool prob, struct cand *c, uint32_t n)
+{
     vf vm = s_splat(m), vit = s_splat(inv_t), vt = s_splat(t > -87.0f ? t : -87.0f);
     for (uint32_t i = b; i < e; i += VW) {
         vf d = s_d(x, i, e, vm, vit);
@@ -585,7 +616,8 @@ static uint32_t s_collect(const float *x, uint32_t b, uint32_t e, float m, float
 }
 
 /* e^d for one candidate, bit-identical to the vector passes. */
-static float s_exp1(float d) {
+static float s_exp1(float d)
+{
     return s_exp(s_splat(d))[0];
 }
 
@@ -611,38 +643,45 @@ static float s_exp1(float d) {
 typedef float vf8 __attribute__((vector_size(32)));
 typedef int32_t vi8 __attribute__((vector_size(32)));
 
-AVX2_FN static inline vf8 s_splat8(float a) {
+AVX2_FN static inline vf8 s_splat8(float a)
+{
     return (vf8){a, a, a, a, a, a, a, a};
 }
 
-AVX2_FN static inline vf8 s_load8(const float *x) {
+AVX2_FN static inline vf8 s_load8(const float *x)
+{
     vf8 v;
     memcpy(&v, x, sizeof v);
     return v;
 }
 
-AVX2_FN static inline vf8 s_sel8(vi8 m, vf8 a, vf8 b) {
+AVX2_FN static inline vf8 s_sel8(vi8 m, vf8 a, vf8 b)
+{
     return (vf8)((m & (vi8)a) | (~m & (vi8)b));
 }
 
-AVX2_FN static inline int s_any8(vi8 m) {
+AVX2_FN static inline int s_any8(vi8 m)
+{
     return _mm256_movemask_ps((__m256)m);
 }
 
-AVX2_FN static inline vf s_lo(vf8 v) {
+AVX2_FN static inline vf s_lo(vf8 v)
+{
     vf r;
     memcpy(&r, &v, sizeof r);
     return r;
 }
 
-AVX2_FN static inline vf s_hi(vf8 v) {
+AVX2_FN static inline vf s_hi(vf8 v)
+{
     vf r;
     memcpy(&r, (const char *)&v + sizeof r, sizeof r);
     return r;
 }
 
 /* s_exp, 8 lanes: the same steps. */
-AVX2_FN static inline vf8 s_exp8(vf8 d) {
+AVX2_FN static inline vf8 s_exp8(vf8 d)
+{
     vi8 ok = d >= s_splat8(-87.0f);
     d = (vf8)((vi8)d & ok);
     vf8 x = d * s_splat8(1.44269504088896341f);
@@ -659,7 +698,8 @@ AVX2_FN static inline vf8 s_exp8(vf8 d) {
     return (vf8)((vi8)(p * (vf8)bits) & ok);
 }
 
-AVX2_FN static float s_max_avx2(const float *x, uint32_t n) {
+AVX2_FN static float s_max_avx2(const float *x, uint32_t n)
+{
     vf8 m0 = s_splat8(-INFINITY), m1 = m0;
     uint32_t i = 0;
     for (; i + 2 * VW8 <= n; i += 2 * VW8) {
@@ -680,7 +720,8 @@ AVX2_FN static float s_max_avx2(const float *x, uint32_t n) {
 }
 
 AVX2_FN static void s_counts_avx2(const float *x, uint32_t n, float m, float inv_t,
-                                  const float *lad, uint32_t *cnt) {
+                                  const float *lad, uint32_t *cnt)
+{
     vf8 vm = s_splat8(m), vit = s_splat8(inv_t);
     vf8 l0 = s_splat8(lad[0]), l1 = s_splat8(lad[1]), l2 = s_splat8(lad[2]);
     vf8 l3 = s_splat8(lad[3]);
@@ -709,7 +750,8 @@ AVX2_FN static void s_counts_avx2(const float *x, uint32_t n, float m, float inv
 
 AVX2_FN static inline __attribute__((always_inline)) double
 s_masses_avx2_impl(const float *x, uint32_t n, float m, float inv_t, float surv, const float *lad,
-                   double *mass, double *block_mass, bool with_lad) {
+                   double *mass, double *block_mass, bool with_lad)
+{
     vf8 vm = s_splat8(m), vit = s_splat8(inv_t), vs = s_splat8(surv);
     vf8 l0 = s_splat8(INFINITY), l1 = l0, l2 = l0, l3 = l0;
     vf vm4 = s_splat(m), vit4 = s_splat(inv_t), vs4 = s_splat(surv);
@@ -766,14 +808,16 @@ s_masses_avx2_impl(const float *x, uint32_t n, float m, float inv_t, float surv,
 }
 
 AVX2_FN static double s_masses_avx2(const float *x, uint32_t n, float m, float inv_t, float surv,
-                                    const float *lad, double *mass, double *block_mass) {
+                                    const float *lad, double *mass, double *block_mass)
+{
     return lad ? s_masses_avx2_impl(x, n, m, inv_t, surv, lad, mass, block_mass, true)
                : s_masses_avx2_impl(x, n, m, inv_t, surv, NULL, mass, block_mass, false);
 }
 
 AVX2_FN static uint32_t s_collect_avx2(const float *x, uint32_t b, uint32_t e, float m,
                                        float inv_t, float t, bool prob, struct cand *c,
-                                       uint32_t n) {
+                                       uint32_t n)
+{
     vf8 vm = s_splat8(m), vit = s_splat8(inv_t), vt = s_splat8(t > -87.0f ? t : -87.0f);
     uint32_t i = b;
     for (; i + VW8 <= e; i += VW8) {
@@ -814,7 +858,8 @@ static const struct passes s_passes_avx2 = {"avx2", s_max_avx2, s_counts_avx2, s
                                             s_collect_avx2};
 #endif
 
-static const struct passes *s_passes_for(bool baseline) {
+static const struct passes *s_passes_for(bool baseline)
+{
 #ifdef TB_SAMPLER_HAVE_AVX2
     if (!baseline && __builtin_cpu_supports("avx2")) {
         return &s_passes_avx2;
@@ -827,7 +872,8 @@ static const struct passes *s_passes_for(bool baseline) {
 
 /* Largest value, ties to the lowest index; NaN never wins.  -1 when every value is -inf/NaN.
  * (Any maximum will do: the scan compares with ==, so -0 and +0 are the same.) */
-static int32_t s_argmax(const struct passes *k, const float *x, uint32_t n) {
+static int32_t s_argmax(const struct passes *k, const float *x, uint32_t n)
+{
 
     float m = k->max(x, n);
     if (!(m > -INFINITY)) {
@@ -849,14 +895,16 @@ static int32_t s_argmax(const struct passes *k, const float *x, uint32_t n) {
 
 /* ---- selection on a candidate array ---- */
 
-static void s_swap(struct cand *a, struct cand *b) {
+static void s_swap(struct cand *a, struct cand *b)
+{
     struct cand t = *a;
     *a = *b;
     *b = t;
 }
 
 /* Median of three values by `v`, a deterministic pivot. */
-static float s_pivot(const struct cand *c, uint32_t lo, uint32_t hi) {
+static float s_pivot(const struct cand *c, uint32_t lo, uint32_t hi)
+{
     float a = c[lo].v, b = c[lo + (hi - lo) / 2].v, d = c[hi - 1].v;
     if (a > b) {
         float t = a;
@@ -872,7 +920,8 @@ static float s_pivot(const struct cand *c, uint32_t lo, uint32_t hi) {
 /* Three-way partition of c[lo, hi) in descending order around `pv`: [lo, lo+*n_gt) greater,
  * then *n_eq equal, then smaller; *sum_gt and *sum_eq receive the sums of the first two. */
 static void s_partition(struct cand *c, uint32_t lo, uint32_t hi, float pv, uint32_t *n_gt,
-                        uint32_t *n_eq, double *sum_gt, double *sum_eq) {
+                        uint32_t *n_eq, double *sum_gt, double *sum_eq)
+{
     uint32_t gt = lo, i = lo, lt = hi;
     double sg = 0.0, se = 0.0;
     while (i < lt) {
@@ -895,7 +944,8 @@ static void s_partition(struct cand *c, uint32_t lo, uint32_t hi, float pv, uint
 
 /* Keeps the candidates whose value is at least the k-th largest (ties included), 1 <= k < n;
  * returns how many remain, at the front.  Expected linear (quickselect). */
-static uint32_t s_top_k(struct cand *c, uint32_t n, uint32_t k) {
+static uint32_t s_top_k(struct cand *c, uint32_t n, uint32_t k)
+{
     uint32_t lo = 0, hi = n;
     float kth;
     for (;;) {
@@ -922,7 +972,8 @@ static uint32_t s_top_k(struct cand *c, uint32_t n, uint32_t k) {
     return m;
 }
 
-static void s_sort_desc(struct cand *c, uint32_t lo, uint32_t hi) {
+static void s_sort_desc(struct cand *c, uint32_t lo, uint32_t hi)
+{
     for (uint32_t i = lo + 1; i < hi; i++) {
         struct cand x = c[i];
         uint32_t j = i;
@@ -939,7 +990,8 @@ static void s_sort_desc(struct cand *c, uint32_t lo, uint32_t hi) {
  * front, returns its size and sets *mass to its mass.  Expected linear: partitions around
  * pivots and goes on in the side that holds the boundary; only the last small range is
  * sorted. */
-static uint32_t s_top_p(struct cand *c, uint32_t n, double target, double *mass) {
+static uint32_t s_top_p(struct cand *c, uint32_t n, double target, double *mass)
+{
     uint32_t lo = 0, hi = n;
     double acc = 0.0; /* mass of c[0, lo), all kept */
     while (hi - lo > 32) {
@@ -973,7 +1025,8 @@ static uint32_t s_top_p(struct cand *c, uint32_t n, double target, double *mass)
 
 /* Raw log-softmax facts: the chosen token's logprob and the top `n_top` tokens. */
 static void s_logprobs(const struct passes *kp, const float *x, uint32_t vocab, int32_t chosen,
-                       uint32_t n_top, struct tb_sample *out) {
+                       uint32_t n_top, struct tb_sample *out)
+{
     float m = kp->max(x, vocab);
     double lse = (double)m + log(kp->masses(x, vocab, m, 1.0f, -INFINITY, NULL, NULL, NULL));
     out->logprob = (float)((double)x[chosen] - lse);
@@ -1014,7 +1067,8 @@ static void s_logprobs(const struct passes *kp, const float *x, uint32_t vocab, 
 
 /* Temperature sampling with min_p, top_k and top_p from processed logits x; -1 when nothing
  * can be chosen. */
-static int32_t s_sample_random(tb_sampler_t *self, tb_sampler_seq_t *seq, const float *x) {
+static int32_t s_sample_random(tb_sampler_t *self, tb_sampler_seq_t *seq, const float *x)
+{
     const struct tb_sampling_params *p = &seq->p;
     const struct passes *kp = self->k;
     uint32_t vocab = self->vocab;
@@ -1121,7 +1175,8 @@ static int32_t s_sample_random(tb_sampler_t *self, tb_sampler_seq_t *seq, const 
 }
 
 int tb_sampler_sample(tb_sampler_t *self, tb_sampler_seq_t *seq, const float *logits,
-                      struct tb_sample *out) {
+                      struct tb_sample *out)
+{
     const struct tb_sampling_params *p = &seq->p;
     uint32_t vocab = self->vocab;
     memset(out, 0, sizeof *out);
@@ -1179,6 +1234,7 @@ int tb_sampler_sample(tb_sampler_t *self, tb_sampler_seq_t *seq, const float *lo
     return 0;
 }
 
-const char *tb_sampler_simd(const tb_sampler_t *self) {
+const char *tb_sampler_simd(const tb_sampler_t *self)
+{
     return self->k->name;
 }

@@ -90,7 +90,7 @@ struct tb_sampler_config {
     uint32_t vocab_size;                 /* logits per row, >= 1 */
     int32_t eos_ids[TB_SAMPLER_MAX_EOS]; /* the model's end-of-sequence ids */
     uint32_t n_eos;
-    uint64_t seed; /* seeds the source of seeds for requests that give none
+    uint64_t seed;      /* seeds the source of seeds for requests that give none
                       (the plugin passes a random value) */
     bool baseline_simd; /* use the 4-wide passes even where the CPU has AVX2 (for tests and
                            comparisons: both give bit-identical results) */
@@ -112,8 +112,8 @@ void tb_sampling_params_init(struct tb_sampling_params *p);
 /* Checks `p` against the ranges above and `vocab_size` (stop ids must be token ids).  Returns 0
  * or TB_EINVAL with a message (lowercase, naming the field and the allowed range) written to
  * `err` (may be NULL) of `err_len` bytes. */
-int tb_sampling_params_validate(const struct tb_sampling_params *p, uint32_t vocab_size, char *err,
-                                uint32_t err_len);
+int tb_sampling_params_validate(const struct tb_sampling_params *p, uint32_t vocab_size,
+                                char *err, uint32_t err_len);
 
 /* Creates a sampler.  `cfg` is borrowed for the call.  On success *out is the caller's; destroy
  * with tb_sampler_destroy.  Errors: TB_ECONFIG (vocab_size 0, n_eos too large, an eos id out of

@@ -47,8 +47,9 @@ void tb_sampling_params_from_msg(struct tb_sampling_params *out,
         p->top_p = (float)q->top_p;
     }
     if (q->has_top_k) {
-        p->top_k = q->top_k > INT32_MAX ? INT32_MAX : q->top_k < INT32_MIN ? INT32_MIN
-                                                                           : (int32_t)q->top_k;
+        p->top_k = q->top_k > INT32_MAX   ? INT32_MAX
+                   : q->top_k < INT32_MIN ? INT32_MIN
+                                          : (int32_t)q->top_k;
     }
     if (q->has_min_p) {
         p->min_p = (float)q->min_p;

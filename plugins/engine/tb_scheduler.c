@@ -68,14 +68,16 @@ struct tb_scheduler {
 
 static void s_err(tb_scheduler_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-static void s_err(tb_scheduler_t *s, const char *fmt, ...) {
+static void s_err(tb_scheduler_t *s, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
     tb_err_vset(s->err, sizeof s->err, fmt, ap);
     va_end(ap);
 }
 
-void tb_sched_config_init(struct tb_sched_config *cfg) {
+void tb_sched_config_init(struct tb_sched_config *cfg)
+{
     memset(cfg, 0, sizeof *cfg);
     cfg->max_batch_seqs = 64;
     cfg->max_batch_tokens = 2048;
@@ -85,7 +87,8 @@ void tb_sched_config_init(struct tb_sched_config *cfg) {
 
 /* ---- sequences ---- */
 
-static void s_seq_free(tb_scheduler_t *s, struct seq *q) {
+static void s_seq_free(tb_scheduler_t *s, struct seq *q)
+{
     if (!q) {
         return;
     }
@@ -96,7 +99,8 @@ static void s_seq_free(tb_scheduler_t *s, struct seq *q) {
     free(q);
 }
 
-static void s_live_remove(tb_scheduler_t *s, struct seq *q) {
+static void s_live_remove(tb_scheduler_t *s, struct seq *q)
+{
     for (uint32_t i = 0; i < s->n_live; i++) {
         if (s->live[i] == q) {
             s->live[i] = s->live[--s->n_live];
@@ -105,7 +109,8 @@ static void s_live_remove(tb_scheduler_t *s, struct seq *q) {
     }
 }
 
-static struct seq *s_find(const tb_scheduler_t *s, uint64_t id) {
+static struct seq *s_find(const tb_scheduler_t *s, uint64_t id)
+{
     for (uint32_t i = 0; i < s->n_live; i++) {
         if (s->live[i]->id == id) {
             return s->live[i];
@@ -114,28 +119,33 @@ static struct seq *s_find(const tb_scheduler_t *s, uint64_t id) {
     return NULL;
 }
 
-static struct seq **s_wait_at(tb_scheduler_t *s, uint32_t i) {
+static struct seq **s_wait_at(tb_scheduler_t *s, uint32_t i)
+{
     return &s->waiting[(s->wait_head + i) % s->cfg.max_seqs];
 }
 
-static void s_wait_push_back(tb_scheduler_t *s, struct seq *q) {
+static void s_wait_push_back(tb_scheduler_t *s, struct seq *q)
+{
     *s_wait_at(s, s->n_waiting++) = q;
     q->state = SEQ_WAITING;
 }
 
-static void s_wait_push_front(tb_scheduler_t *s, struct seq *q) {
+static void s_wait_push_front(tb_scheduler_t *s, struct seq *q)
+{
     s->wait_head = (s->wait_head + s->cfg.max_seqs - 1) % s->cfg.max_seqs;
     s->waiting[s->wait_head] = q;
     s->n_waiting++;
     q->state = SEQ_WAITING;
 }
 
-static void s_wait_pop_front(tb_scheduler_t *s) {
+static void s_wait_pop_front(tb_scheduler_t *s)
+{
     s->wait_head = (s->wait_head + 1) % s->cfg.max_seqs;
     s->n_waiting--;
 }
 
-static void s_wait_remove(tb_scheduler_t *s, struct seq *q) {
+static void s_wait_remove(tb_scheduler_t *s, struct seq *q)
+{
     for (uint32_t i = 0; i < s->n_waiting; i++) {
         if (*s_wait_at(s, i) == q) {
             for (uint32_t j = i; j + 1 < s->n_waiting; j++) {
@@ -147,13 +157,15 @@ static void s_wait_remove(tb_scheduler_t *s, struct seq *q) {
     }
 }
 
-static void s_run_remove_at(tb_scheduler_t *s, uint32_t i) {
+static void s_run_remove_at(tb_scheduler_t *s, uint32_t i)
+{
     memmove(&s->running[i], &s->running[i + 1],
             (size_t)(s->n_running - i - 1) * sizeof *s->running);
     s->n_running--;
 }
 
-static void s_run_remove(tb_scheduler_t *s, struct seq *q) {
+static void s_run_remove(tb_scheduler_t *s, struct seq *q)
+{
     for (uint32_t i = 0; i < s->n_running; i++) {
         if (s->running[i] == q) {
             s_run_remove_at(s, i);
@@ -164,8 +176,9 @@ static void s_run_remove(tb_scheduler_t *s, struct seq *q) {
 
 /* ---- lifecycle ---- */
 
-int tb_scheduler_new(const struct tb_sched_config *cfg, tb_kv_manager_t *kv, tb_sampler_t *sampler,
-                     tb_scheduler_t **out, char *err, size_t err_len) {
+int tb_scheduler_new(const struct tb_sched_config *cfg, tb_kv_manager_t *kv,
+                     tb_sampler_t *sampler, tb_scheduler_t **out, char *err, size_t err_len)
+{
     tb_scheduler_t *s = NULL;
     char msg[256] = "";
     int rc = TB_ECONFIG;
@@ -232,7 +245,8 @@ fail:
     return rc;
 }
 
-void tb_scheduler_destroy(tb_scheduler_t **self_p) {
+void tb_scheduler_destroy(tb_scheduler_t **self_p)
+{
     if (!self_p || !*self_p) {
         return;
     }
@@ -257,13 +271,15 @@ void tb_scheduler_destroy(tb_scheduler_t **self_p) {
     *self_p = NULL;
 }
 
-const char *tb_scheduler_errmsg(const tb_scheduler_t *self) {
+const char *tb_scheduler_errmsg(const tb_scheduler_t *self)
+{
     return self->err;
 }
 
 /* ---- requests ---- */
 
-int tb_scheduler_submit(tb_scheduler_t *self, const struct tb_sched_request *req) {
+int tb_scheduler_submit(tb_scheduler_t *self, const struct tb_sched_request *req)
+{
     tb_scheduler_t *s = self;
     struct seq *q = NULL;
     int rc = TB_EINVAL;
@@ -315,8 +331,8 @@ int tb_scheduler_submit(tb_scheduler_t *self, const struct tb_sched_request *req
         goto fail;
     }
     uint32_t n_orig = req->n_prompt - req->n_generated; /* the prompt without resumed tokens */
-    uint32_t max_len =
-        s->cfg.max_model_len < s->cache_slots ? s->cfg.max_model_len : s->cache_slots;
+    uint32_t max_len = s->cfg.max_model_len < s->cache_slots ? s->cfg.max_model_len
+                                                             : s->cache_slots;
     if (req->params->max_tokens > 0 && (uint64_t)n_orig + req->params->max_tokens < max_len) {
         max_len = n_orig + req->params->max_tokens;
     }
@@ -375,7 +391,8 @@ fail:
     return rc;
 }
 
-int tb_scheduler_cancel(tb_scheduler_t *self, uint64_t id) {
+int tb_scheduler_cancel(tb_scheduler_t *self, uint64_t id)
+{
     tb_scheduler_t *s = self;
     struct seq *q = s_find(s, id);
     if (!q) {
@@ -401,11 +418,13 @@ int tb_scheduler_cancel(tb_scheduler_t *self, uint64_t id) {
     return 0;
 }
 
-bool tb_scheduler_has_work(const tb_scheduler_t *self) {
+bool tb_scheduler_has_work(const tb_scheduler_t *self)
+{
     return self->n_live > 0;
 }
 
-void tb_scheduler_get_load(const tb_scheduler_t *self, struct tb_sched_load *out) {
+void tb_scheduler_get_load(const tb_scheduler_t *self, struct tb_sched_load *out)
+{
     struct tb_kv_usage u;
     tb_kv_manager_get_usage(self->kv, &u);
     memset(out, 0, sizeof *out);
@@ -420,7 +439,8 @@ void tb_scheduler_get_load(const tb_scheduler_t *self, struct tb_sched_load *out
     out->prefix_hit_tokens = u.hit_tokens;
 }
 
-const int32_t *tb_scheduler_seq_tokens(const tb_scheduler_t *self, uint64_t id, uint32_t *n) {
+const int32_t *tb_scheduler_seq_tokens(const tb_scheduler_t *self, uint64_t id, uint32_t *n)
+{
     struct seq *q = s_find(self, id);
     if (!q) {
         *n = 0;
@@ -431,7 +451,8 @@ const int32_t *tb_scheduler_seq_tokens(const tb_scheduler_t *self, uint64_t id, 
 }
 
 const tb_sampler_seq_t *tb_scheduler_seq_sampler(const tb_scheduler_t *self, uint64_t id,
-                                                 uint32_t *n_prompt) {
+                                                 uint32_t *n_prompt)
+{
     struct seq *q = s_find(self, id);
     *n_prompt = q ? q->n_prompt : 0;
     return q ? q->sampler : NULL;
@@ -439,7 +460,8 @@ const tb_sampler_seq_t *tb_scheduler_seq_sampler(const tb_scheduler_t *self, uin
 
 /* ---- the step ---- */
 
-static void s_add(tb_scheduler_t *s, struct seq *q, uint32_t n) {
+static void s_add(tb_scheduler_t *s, struct seq *q, uint32_t n)
+{
     struct tb_sched_plan *p = &s->plan;
     uint32_t e = p->n_seqs++;
     struct tb_sched_entry *en = &s->entries[e];
@@ -457,8 +479,8 @@ static void s_add(tb_scheduler_t *s, struct seq *q, uint32_t n) {
         uint32_t pos = q->n_computed + i;
         s->tokens[p->n_tokens] = q->tokens[pos];
         s->positions[p->n_tokens] = pos;
-        s->slots[p->n_tokens] =
-            q->kv.blocks[pos / s->block_size] * s->block_size + pos % s->block_size;
+        s->slots[p->n_tokens] = q->kv.blocks[pos / s->block_size] * s->block_size +
+                                pos % s->block_size;
         p->n_tokens++;
     }
     p->n_logits += en->need_logits;
@@ -467,7 +489,8 @@ static void s_add(tb_scheduler_t *s, struct seq *q, uint32_t n) {
 }
 
 /* Preempts running[i]: returns its blocks and requeues it at the front to recompute. */
-static void s_preempt(tb_scheduler_t *s, uint32_t i) {
+static void s_preempt(tb_scheduler_t *s, uint32_t i)
+{
     struct seq *q = s->running[i];
     s_run_remove_at(s, i);
     tb_kv_manager_seq_free(s->kv, &q->kv);
@@ -479,7 +502,8 @@ static void s_preempt(tb_scheduler_t *s, uint32_t i) {
 
 /* Index of the newest running sequence not in the plan, if it is newer than `than` (or is it,
  * when `self_ok`); -1 otherwise. */
-static int32_t s_victim(const tb_scheduler_t *s, uint32_t than, bool self_ok) {
+static int32_t s_victim(const tb_scheduler_t *s, uint32_t than, bool self_ok)
+{
     for (uint32_t i = s->n_running; i-- > than;) {
         if (s->running[i]->plan_index < 0 && (i > than || self_ok)) {
             return (int32_t)i;
@@ -489,7 +513,8 @@ static int32_t s_victim(const tb_scheduler_t *s, uint32_t than, bool self_ok) {
 }
 
 /* Pass 1: a decode for running[*i].  Returns false when it preempted running[*i] itself. */
-static bool s_schedule_decode(tb_scheduler_t *s, uint32_t i) {
+static bool s_schedule_decode(tb_scheduler_t *s, uint32_t i)
+{
     struct seq *q = s->running[i];
     uint32_t need = tb_kv_manager_seq_blocks_needed(s->kv, &q->kv, q->n_computed + 1);
     while (need > tb_kv_manager_n_free(s->kv)) {
@@ -510,7 +535,8 @@ static bool s_schedule_decode(tb_scheduler_t *s, uint32_t i) {
 
 /* Pass 2: the next prefill chunk of running[i], at most `budget` tokens.  Returns the tokens
  * scheduled (0: none this step). */
-static uint32_t s_schedule_chunk(tb_scheduler_t *s, uint32_t i, uint32_t budget) {
+static uint32_t s_schedule_chunk(tb_scheduler_t *s, uint32_t i, uint32_t budget)
+{
     struct seq *q = s->running[i];
     uint32_t bs = s->block_size;
     uint32_t n = q->n_tokens - q->n_computed;
@@ -525,8 +551,8 @@ static uint32_t s_schedule_chunk(tb_scheduler_t *s, uint32_t i, uint32_t budget)
         }
         s_preempt(s, (uint32_t)v);
     }
-    uint64_t room =
-        (uint64_t)q->kv.n_blocks * bs - q->n_computed + (uint64_t)tb_kv_manager_n_free(s->kv) * bs;
+    uint64_t room = (uint64_t)q->kv.n_blocks * bs - q->n_computed +
+                    (uint64_t)tb_kv_manager_n_free(s->kv) * bs;
     if (n > room) {
         n = (uint32_t)room;
     }
@@ -538,7 +564,8 @@ static uint32_t s_schedule_chunk(tb_scheduler_t *s, uint32_t i, uint32_t budget)
 }
 
 /* Pass 3: admits the front of the queue.  Returns the tokens scheduled, 0 when it must wait. */
-static uint32_t s_admit(tb_scheduler_t *s, uint32_t budget) {
+static uint32_t s_admit(tb_scheduler_t *s, uint32_t budget)
+{
     struct seq *q = *s_wait_at(s, 0);
     if (q->kv.n_blocks == 0) {
         q->n_computed = tb_kv_manager_seq_match(s->kv, &q->kv, q->tokens, q->n_tokens);
@@ -570,7 +597,8 @@ wait:
     return 0;
 }
 
-int tb_scheduler_step(tb_scheduler_t *self, const struct tb_sched_plan **plan) {
+int tb_scheduler_step(tb_scheduler_t *self, const struct tb_sched_plan **plan)
+{
     tb_scheduler_t *s = self;
     if (s->pending) {
         s_err(s, "the previous plan was neither completed nor aborted");
@@ -614,14 +642,16 @@ int tb_scheduler_step(tb_scheduler_t *self, const struct tb_sched_plan **plan) {
     return 0;
 }
 
-static void s_release_zombies(tb_scheduler_t *s) {
+static void s_release_zombies(tb_scheduler_t *s)
+{
     for (uint32_t i = 0; i < s->n_zombies; i++) {
         s_seq_free(s, s->zombies[i]);
     }
     s->n_zombies = 0;
 }
 
-static void s_end_plan(tb_scheduler_t *s) {
+static void s_end_plan(tb_scheduler_t *s)
+{
     for (uint32_t e = 0; e < s->plan.n_seqs; e++) {
         s->entry_seq[e]->plan_index = -1;
     }
@@ -631,7 +661,8 @@ static void s_end_plan(tb_scheduler_t *s) {
 }
 
 /* Whether `q`, having just appended `tok`, is done, and why. */
-static enum tb_finish_reason s_finished(const tb_scheduler_t *s, const struct seq *q, int32_t tok) {
+static enum tb_finish_reason s_finished(const tb_scheduler_t *s, const struct seq *q, int32_t tok)
+{
     const struct tb_sampling_params *p = tb_sampler_seq_params(q->sampler);
     uint32_t n_gen = q->n_tokens - q->n_prompt;
     if (n_gen >= p->min_tokens && ((!p->ignore_eos && tb_sampler_is_eos(s->sampler, tok)) ||
@@ -645,7 +676,8 @@ static enum tb_finish_reason s_finished(const tb_scheduler_t *s, const struct se
 }
 
 int tb_scheduler_complete(tb_scheduler_t *self, const int32_t *sampled,
-                          const struct tb_sched_output **outs, uint32_t *n_outs) {
+                          const struct tb_sched_output **outs, uint32_t *n_outs)
+{
     tb_scheduler_t *s = self;
     *outs = s->outs;
     *n_outs = 0;
@@ -697,7 +729,8 @@ int tb_scheduler_complete(tb_scheduler_t *self, const int32_t *sampled,
     return 0;
 }
 
-void tb_scheduler_abort_step(tb_scheduler_t *self) {
+void tb_scheduler_abort_step(tb_scheduler_t *self)
+{
     if (self->pending) {
         s_end_plan(self);
     }

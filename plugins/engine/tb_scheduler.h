@@ -150,8 +150,8 @@ struct tb_sched_load {
  * to the same thread.  `cfg` is borrowed for the call.  On success *out is the caller's;
  * destroy with tb_scheduler_destroy.  Errors: TB_ECONFIG (message in `err`, may be NULL, of
  * `err_len` bytes), TB_ENOMEM. */
-int tb_scheduler_new(const struct tb_sched_config *cfg, tb_kv_manager_t *kv, tb_sampler_t *sampler,
-                     tb_scheduler_t **out, char *err, size_t err_len);
+int tb_scheduler_new(const struct tb_sched_config *cfg, tb_kv_manager_t *kv,
+                     tb_sampler_t *sampler, tb_scheduler_t **out, char *err, size_t err_len);
 
 /* Destroys the scheduler, returning every sequence's blocks, and sets *self_p to NULL;
  * NULL-safe. */

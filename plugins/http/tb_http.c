@@ -215,12 +215,14 @@ static void s_on_probe(tb_call_t *call, const struct tb_chunk *ch, void *user)
         tb_inst_state_t st = ch->kind == TB_CHUNK_FINAL ? TB_INST_HEALTHY : TB_INST_UNHEALTHY;
         if (st != inst->state) {
             if (st == TB_INST_HEALTHY) {
-                LOG_INFO(h, "engine %s (instance %016" PRIx64 ", model '%s') answered its "
-                            "health probe",
+                LOG_INFO(h,
+                         "engine %s (instance %016" PRIx64 ", model '%s') answered its "
+                         "health probe",
                          inst->endpoint, inst->instance_id, inst->model);
             } else {
-                LOG_WARN(h, "engine %s (instance %016" PRIx64 ", model '%s') failed its health "
-                            "probe: %s",
+                LOG_WARN(h,
+                         "engine %s (instance %016" PRIx64 ", model '%s') failed its health "
+                         "probe: %s",
                          inst->endpoint, inst->instance_id, inst->model,
                          ch->message ? ch->message : "no answer");
             }
@@ -279,8 +281,7 @@ static void s_on_route(const struct tb_route *r, bool added, void *user)
                      r->instance_id);
         } else if (h->router_instances > 0) {
             h->router_instances--;
-            LOG_INFO(h, "router %s (instance %016" PRIx64 ") gone%s", r->endpoint,
-                     r->instance_id,
+            LOG_INFO(h, "router %s (instance %016" PRIx64 ") gone%s", r->endpoint, r->instance_id,
                      h->router_instances ? "" : ": choosing instances here (a counted fallback)");
         }
         return;
@@ -350,8 +351,8 @@ static enum MHD_Result s_models(struct tb_http *h, struct MHD_Connection *conn, 
     json_t *o = json_object();
     json_t *data = json_array();
     for (size_t i = 0; o && data && i < tb_instance_dir_model_count(h->models); i++) {
-        json_array_append_new(data, s_model_json(tb_instance_dir_model_at(h->models, i),
-                                                 h->models));
+        json_array_append_new(data,
+                              s_model_json(tb_instance_dir_model_at(h->models, i), h->models));
     }
     if (o && data) {
         json_object_set_new(o, "object", json_string("list"));
@@ -467,9 +468,9 @@ static enum MHD_Result s_health(struct tb_http *h, struct MHD_Connection *conn)
             json_object_set_new(r, "instances", json_integer(0));
             json_array_append_new(routes, r);
         }
-        json_object_set_new(r, "instances", json_integer(json_integer_value(
-                                                             json_object_get(r, "instances")) +
-                                                         1));
+        json_object_set_new(r, "instances",
+                            json_integer(json_integer_value(json_object_get(r, "instances")) +
+                                         1));
     }
     for (size_t i = 0; i < tb_instance_dir_model_count(h->models); i++) {
         const struct tb_idir_model *m = tb_instance_dir_model_at(h->models, i);
@@ -516,8 +517,8 @@ static enum MHD_Result s_metrics(struct tb_http *h, struct MHD_Connection *conn)
         h->host->buf_free(&b);
         return s_error(h, conn, 500, "server_error", NULL, "cannot render the metrics");
     }
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(b.len, b.data, MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(b.len, b.data,
+                                                                MHD_RESPMEM_MUST_COPY);
     h->host->buf_free(&b);
     if (!resp) {
         return MHD_NO;
@@ -586,8 +587,9 @@ static enum MHD_Result s_method_not_allowed(struct tb_http *h, struct MHD_Connec
                      "method %.16s is not allowed on %.200s: use %s", method, url, allow);
     size_t len;
     char *body = tb_oai_error_body(&e, &len);
-    struct MHD_Response *resp =
-        body ? MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE) : NULL;
+    struct MHD_Response *resp = body ? MHD_create_response_from_buffer(len, body,
+                                                                       MHD_RESPMEM_MUST_FREE)
+                                     : NULL;
     if (!resp) {
         free(body);
         return MHD_NO;
@@ -748,7 +750,8 @@ static void s_mhd_log(void *cls, const char *fmt, va_list ap)
 
 static int s_bind_addr(struct tb_http *h, struct sockaddr_storage *ss, bool *v6)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     char port[16];
@@ -776,15 +779,16 @@ static int s_start_mhd(struct tb_http *h)
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
                      MHD_USE_TURBO | (v6 ? MHD_USE_IPv6 : 0);
     errno = 0;
-    h->mhd = MHD_start_daemon(
-        flags, (uint16_t)h->cfg.port, NULL, NULL, s_access, h, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)h->cfg.max_header_size, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)(h->cfg.header_timeout_s + 0.999), MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)h->cfg.max_connections, MHD_OPTION_NOTIFY_COMPLETED, s_completed, h,
-        MHD_OPTION_NOTIFY_CONNECTION, s_on_connection, h, MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log,
-        h, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
-        MHD_OPTION_END);
+    h->mhd = MHD_start_daemon(flags, (uint16_t)h->cfg.port, NULL, NULL, s_access, h,
+                              MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+                              MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)h->cfg.max_header_size,
+                              MHD_OPTION_CONNECTION_TIMEOUT,
+                              (unsigned)(h->cfg.header_timeout_s + 0.999),
+                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->cfg.max_connections,
+                              MHD_OPTION_NOTIFY_COMPLETED, s_completed, h,
+                              MHD_OPTION_NOTIFY_CONNECTION, s_on_connection, h,
+                              MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log, h,
+                              MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
     if (!h->mhd) {
         h->host->set_error(h->comp, "cannot listen on %s:%" PRId64 ": %s", h->cfg.host,
                            h->cfg.port, errno ? strerror(errno) : "libmicrohttpd refused");
@@ -836,8 +840,9 @@ static int s_init(struct tb_http *h)
     if (rc != 0) {
         return rc;
     }
-    LOG_INFO(h, "http listening on %s%s%s:%u (OpenAI API under /v1, health on /live /ready "
-                "/health, metrics on /metrics%s)",
+    LOG_INFO(h,
+             "http listening on %s%s%s:%u (OpenAI API under /v1, health on /live /ready "
+             "/health, metrics on /metrics%s)",
              strchr(h->cfg.host, ':') ? "[" : "", h->cfg.host,
              strchr(h->cfg.host, ':') ? "]" : "", h->port,
              h->cfg.api_keys.count ? ", API keys required" : "");

@@ -15,24 +15,24 @@
 #include "tb_plugin.h"
 
 struct tb_http_config {
-    const char *host;          /* address to listen on */
-    int64_t port;              /* 0: any free port */
-    const char *router;        /* router component name, NULL: pick instances here */
-    double router_timeout_s;   /* how long to wait for the router's answer */
-    double request_timeout_s;  /* bus deadline of one generation */
-    int64_t max_body_size;     /* bytes */
-    int64_t max_header_size;   /* bytes: request line + headers */
-    double header_timeout_s;   /* a new connection's headers must not pause longer */
-    double idle_timeout_s;     /* longest pause once headers arrived, and between requests */
+    const char *host;         /* address to listen on */
+    int64_t port;             /* 0: any free port */
+    const char *router;       /* router component name, NULL: pick instances here */
+    double router_timeout_s;  /* how long to wait for the router's answer */
+    double request_timeout_s; /* bus deadline of one generation */
+    int64_t max_body_size;    /* bytes */
+    int64_t max_header_size;  /* bytes: request line + headers */
+    double header_timeout_s;  /* a new connection's headers must not pause longer */
+    double idle_timeout_s;    /* longest pause once headers arrived, and between requests */
     int64_t max_connections;
-    int64_t max_in_flight;     /* generation requests at once; more get 503 */
-    int64_t retry_after_s;     /* Retry-After of 503 answers */
+    int64_t max_in_flight;       /* generation requests at once; more get 503 */
+    int64_t retry_after_s;       /* Retry-After of 503 answers */
     struct tb_str_list api_keys; /* empty: no authentication */
-    double health_interval_s;  /* how often each engine instance is probed */
-    double health_timeout_s;   /* a probe not answered within this fails */
+    double health_interval_s;    /* how often each engine instance is probed */
+    double health_timeout_s;     /* a probe not answered within this fails */
     const char *metrics_prefix;
     const char *system_fingerprint; /* NULL: derived from the version */
-    double spin_s;             /* the loop polls this long after work before sleeping */
+    double spin_s;                  /* the loop polls this long after work before sleeping */
 };
 
 typedef struct tb_http tb_http_t;

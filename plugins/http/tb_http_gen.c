@@ -163,8 +163,8 @@ static void s_map_error(int code, const char *msg, const struct tb_hreq *r,
                          "the engine instance serving this request failed: %s", m);
         break;
     case TB_ETIMEDOUT:
-        tb_oai_error_set(e, 504, "server_error", "timeout",
-                         NULL, "the engine did not finish in time: %s", m);
+        tb_oai_error_set(e, 504, "server_error", "timeout", NULL,
+                         "the engine did not finish in time: %s", m);
         break;
     case TB_ECANCELED:
         tb_oai_error_set(e, 503, "server_error", "cancelled", NULL,
@@ -244,8 +244,11 @@ static void s_observe_tokens(struct tb_http *h, struct tb_hreq *r, int64_t n_tok
 
 static int s_open_stream(struct tb_http *h, struct tb_hreq *r)
 {
-    struct tb_oai_head head = {.api = r->api, .id = r->id, .model = r->oreq->model,
-                               .created = r->created, .fingerprint = h->fingerprint};
+    struct tb_oai_head head = {.api = r->api,
+                               .id = r->id,
+                               .model = r->oreq->model,
+                               .created = r->created,
+                               .fingerprint = h->fingerprint};
     r->stream = tb_oai_stream_new(&head, r->oreq->include_usage);
     if (!r->stream) {
         return TB_ENOMEM;
@@ -265,10 +268,10 @@ static int s_open_stream(struct tb_http *h, struct tb_hreq *r)
 static int s_absorb(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_gen_chunk *c)
 {
     size_t text_len = c->text ? strlen(c->text) : 0;
-    int64_t n_tok = c->token_ids_count ? (int64_t)c->token_ids_count
+    int64_t n_tok = c->token_ids_count  ? (int64_t)c->token_ids_count
                     : c->logprobs_count ? (int64_t)c->logprobs_count
-                    : text_len ? 1
-                               : 0;
+                    : text_len          ? 1
+                                        : 0;
     s_observe_tokens(h, r, n_tok, text_len);
     bool has_lp = r->lp && c->logprobs_count > 0;
     if (has_lp && tb_oai_logprobs_add(r->lp, c->logprobs, c->logprobs_count) != 0) {
@@ -326,9 +329,13 @@ static int s_complete(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_
         }
         rc = rc ? rc : tb_oai_stream_finish(r->stream, &r->out, r->finish_reason, &u);
     } else {
-        struct tb_oai_head head = {.api = r->api, .id = r->id, .model = r->oreq->model,
-                                   .created = r->created, .fingerprint = h->fingerprint};
-        r->resp_body = tb_oai_final_body(&head, (const char *)r->text.data, r->text.len, r->finish_reason,
+        struct tb_oai_head head = {.api = r->api,
+                                   .id = r->id,
+                                   .model = r->oreq->model,
+                                   .created = r->created,
+                                   .fingerprint = h->fingerprint};
+        r->resp_body = tb_oai_final_body(&head, (const char *)r->text.data, r->text.len,
+                                         r->finish_reason,
                                          r->lp ? tb_oai_logprobs_json(r->lp) : NULL, &u,
                                          &r->resp_len);
         r->resp_status = 200;
@@ -370,8 +377,9 @@ static void s_on_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user)
             if (gone) {
                 tb_instance_dir_set_state(h->models, gone, TB_INST_UNHEALTHY);
             }
-            LOG_DEBUG(h, "request %s: engine instance %016" PRIx64 " went away before "
-                         "answering: trying another",
+            LOG_DEBUG(h,
+                      "request %s: engine instance %016" PRIx64 " went away before "
+                      "answering: trying another",
                       r->id, r->instance);
             s_call_engine(h, r, 0, TB_RF_RETRY, "the instance went away before answering");
             return;
@@ -418,7 +426,8 @@ static void s_call_engine(struct tb_http *h, struct tb_hreq *r, uint64_t instanc
 {
     const struct tb_host *host = h->host;
     for (int attempt = 0; attempt < 3; attempt++) {
-        struct tb_idir_instance *inst = instance ? tb_instance_dir_get(h->models, instance) : NULL;
+        struct tb_idir_instance *inst = instance ? tb_instance_dir_get(h->models, instance)
+                                                 : NULL;
         if (!inst || strcmp(inst->model, r->oreq->model) != 0) {
             inst = tb_instance_dir_next(h->models, r->oreq->model);
             if (inst) {
@@ -474,15 +483,16 @@ static void s_on_route_answer(tb_call_t *call, const struct tb_chunk *ch, void *
     if (ch->kind == TB_CHUNK_FINAL && ch->len > 0) {
         void *msg = NULL;
         char err[160];
-        if (h->host->msg_decode(TB_MSG_ROUTE_ANSWER, ch->data, ch->len, &msg, err,
-                                sizeof(err)) == 0) {
+        if (h->host->msg_decode(TB_MSG_ROUTE_ANSWER, ch->data, ch->len, &msg, err, sizeof(err)) ==
+            0) {
             const struct tb_msg_route_answer *a = msg;
             struct tb_idir_instance *inst = tb_instance_dir_get(h->models, a->instance_id);
             if (inst && strcmp(inst->model, r->oreq->model) == 0) {
                 instance = a->instance_id;
             } else {
-                snprintf(detail, sizeof(detail), "the router chose instance %016" PRIx64
-                         ", unknown here", a->instance_id);
+                snprintf(detail, sizeof(detail),
+                         "the router chose instance %016" PRIx64 ", unknown here",
+                         a->instance_id);
             }
         } else {
             snprintf(detail, sizeof(detail), "malformed answer: %s", err);
@@ -490,7 +500,7 @@ static void s_on_route_answer(tb_call_t *call, const struct tb_chunk *ch, void *
         h->host->msg_free(&msg);
     } else if (ch->kind == TB_CHUNK_ERROR) {
         why = ch->code == TB_ETIMEDOUT || ch->code == TB_EGONE ? TB_RF_ROUTER_DOWN
-                                                              : TB_RF_ROUTER_ERROR;
+                                                               : TB_RF_ROUTER_ERROR;
         snprintf(detail, sizeof(detail), "%s: %s", h->host->strerror(ch->code),
                  ch->message ? ch->message : "");
     } else {
@@ -697,8 +707,8 @@ static ssize_t s_reader(void *cls, uint64_t pos, char *buf, size_t max)
 static enum MHD_Result s_queue_stream(struct tb_http *h, struct tb_hreq *r)
 {
     (void)h;
-    struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, s_reader, r, NULL);
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK,
+                                                                  s_reader, r, NULL);
     if (!resp) {
         return MHD_NO;
     }

@@ -33,9 +33,9 @@ typedef enum {
  * an engine (connection suspended, invisible to libmicrohttpd) is noticed at once. */
 struct tb_hconn {
     int fd;
-    bool watched;            /* in the loop's epoll */
-    bool rdhup;              /* the client closed (or half-closed) its side */
-    struct tb_hreq *req;     /* the generation request waiting on this connection, or NULL */
+    bool watched;        /* in the loop's epoll */
+    bool rdhup;          /* the client closed (or half-closed) its side */
+    struct tb_hreq *req; /* the generation request waiting on this connection, or NULL */
 };
 
 /* One HTTP request, from its headers to MHD's completion notice.  A request that waits on the
@@ -52,41 +52,41 @@ struct tb_hreq {
     /* body */
     struct tb_buf body;
     bool body_too_big;
-    size_t discarded;            /* body bytes dropped past the limit */
+    size_t discarded; /* body bytes dropped past the limit */
 
     /* resources held (released at completion) */
-    bool counted;                /* in h->in_flight */
-    bool inst_counted;           /* in its instance's in_flight */
-    bool suspended;              /* MHD connection suspended */
-    struct tb_hconn *hc;         /* its connection's disconnect watch while it waits */
-    tb_call_t *call;             /* the bus call in progress (router or engine), or NULL */
+    bool counted;        /* in h->in_flight */
+    bool inst_counted;   /* in its instance's in_flight */
+    bool suspended;      /* MHD connection suspended */
+    struct tb_hconn *hc; /* its connection's disconnect watch while it waits */
+    tb_call_t *call;     /* the bus call in progress (router or engine), or NULL */
 
     /* generation */
     struct tb_oai_request *oreq;
-    struct tb_buf msg;           /* the encoded gen_request (host->buf_free) */
-    char id[48];                 /* chatcmpl-... / cmpl-... */
+    struct tb_buf msg; /* the encoded gen_request (host->buf_free) */
+    char id[48];       /* chatcmpl-... / cmpl-... */
     char model_label[160];
-    struct tb_http_mm *mm;       /* its model's metrics (found once the model is known) */
+    struct tb_http_mm *mm; /* its model's metrics (found once the model is known) */
     int64_t created;
-    uint64_t instance;           /* the engine instance serving it */
-    int tries;                   /* engine calls started */
-    bool sse_queued;             /* the 200 event-stream response is queued with MHD */
-    struct tb_buf out;           /* stream: frames not yet handed to MHD */
-    size_t out_off;              /* bytes of `out` already handed to MHD */
-    struct tb_buf text;          /* unary: the answer's text */
+    uint64_t instance;  /* the engine instance serving it */
+    int tries;          /* engine calls started */
+    bool sse_queued;    /* the 200 event-stream response is queued with MHD */
+    struct tb_buf out;  /* stream: frames not yet handed to MHD */
+    size_t out_off;     /* bytes of `out` already handed to MHD */
+    struct tb_buf text; /* unary: the answer's text */
     tb_oai_stream_t *stream;
     tb_oai_logprobs_t *lp;
     int64_t t_first_ns, t_last_ns;
-    int64_t n_tokens;            /* tokens seen in chunks */
+    int64_t n_tokens; /* tokens seen in chunks */
     char finish_reason[24];
 
     /* the answer MHD gets when the connection resumes (unary, or errors before a stream) */
     int resp_status;
-    char *resp_body;             /* malloc; handed to MHD */
+    char *resp_body; /* malloc; handed to MHD */
     size_t resp_len;
     bool resp_retry_after;
     bool resp_close;
-    int final_status;            /* for metrics */
+    int final_status; /* for metrics */
 
     struct tb_hreq *prev, *next; /* h->gens */
 };
@@ -96,7 +96,7 @@ struct tb_http {
     tb_component_t *comp;
     struct tb_http_config cfg;
     char ns[128];
-    char router_ep[256];         /* "ns.router.route", "" when none configured */
+    char router_ep[256]; /* "ns.router.route", "" when none configured */
     char fingerprint[64];
 
     pthread_t thread;
@@ -119,18 +119,18 @@ struct tb_http {
     size_t router_instances;
     struct tb_route_fallback fallback; /* instances chosen without the router */
     struct tb_http_metrics metrics;
-    struct tb_hreq *gens;        /* generation requests past their headers */
+    struct tb_hreq *gens; /* generation requests past their headers */
     size_t n_gens;
-    bool resumed;                /* a connection was resumed: run MHD again */
-    bool bus_dirty;              /* the bus was used outside bus_run: run it again */
+    bool resumed;   /* a connection was resumed: run MHD again */
+    bool bus_dirty; /* the bus was used outside bus_run: run it again */
     int64_t next_bus_tick_ns;
-    int64_t next_flush_ns;       /* when summed counters go to the registry next */
+    int64_t next_flush_ns; /* when summed counters go to the registry next */
     uint64_t id_seed;
     uint64_t id_counter;
     int64_t started_ns;
     int64_t now_unix_start;
     int64_t spin_ns, last_activity_ns;
-    char **metric_models;        /* models whose gauges were ever set */
+    char **metric_models; /* models whose gauges were ever set */
     size_t n_metric_models;
 };
 

@@ -7,16 +7,16 @@
 #include <string.h>
 
 /* Latency buckets (seconds) as vLLM and Dynamo use them, so dashboards' quantiles line up. */
-static const double s_ttft_buckets[] = {0.001, 0.005, 0.01,  0.02, 0.04, 0.06, 0.08, 0.1, 0.25,
-                                        0.5,   0.75,  1.0,   2.5,  5.0,  7.5,  10.0, 20.0, 40.0,
-                                        80.0,  160.0, 640.0};
-static const double s_itl_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.02,
-                                       0.025,  0.03,  0.04,   0.05,  0.075, 0.1, 0.15,
-                                       0.2,    0.3,   0.4,    0.5,   0.75, 1.0, 2.5};
-static const double s_dur_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1,  0.25, 0.5,  1.0,  2.5,
-                                       5.0,   10.0, 15.0,  20.0, 30.0, 40.0, 50.0, 60.0, 120.0,
-                                       240.0, 480.0, 960.0};
-static const double s_tok_buckets[] = {1,    8,    16,   32,    64,    128,   256,  512,
+static const double s_ttft_buckets[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06,  0.08,
+                                        0.1,   0.25,  0.5,  0.75, 1.0,  2.5,   5.0,
+                                        7.5,   10.0,  20.0, 40.0, 80.0, 160.0, 640.0};
+static const double s_itl_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01,  0.015, 0.02,
+                                       0.025,  0.03,  0.04,   0.05,  0.075, 0.1,   0.15,
+                                       0.2,    0.3,   0.4,    0.5,   0.75,  1.0,   2.5};
+static const double s_dur_buckets[] = {0.005, 0.01, 0.025, 0.05,  0.1,   0.25,  0.5,
+                                       1.0,   2.5,  5.0,   10.0,  15.0,  20.0,  30.0,
+                                       40.0,  50.0, 60.0,  120.0, 240.0, 480.0, 960.0};
+static const double s_tok_buckets[] = {1,    8,    16,   32,   64,    128,   256,   512,
                                        1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072};
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
@@ -157,8 +157,8 @@ void tb_http_metrics_request(struct tb_http_metrics *m, struct tb_http_mm *mm,
     mm->req[mm->n_req++] = (struct tb_hm_req_count){endpoint, type, status, 1};
 }
 
-void tb_http_metrics_observe(struct tb_http_metrics *m, struct tb_http_mm *mm, tb_metric_t *family,
-                             tb_metric_series_t *s, double v)
+void tb_http_metrics_observe(struct tb_http_metrics *m, struct tb_http_mm *mm,
+                             tb_metric_t *family, tb_metric_series_t *s, double v)
 {
     if (!mm) {
         return;

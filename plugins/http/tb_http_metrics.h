@@ -46,19 +46,19 @@ struct tb_http_mm {
 
 struct tb_http_metrics {
     const struct tb_host *host;
-    tb_metric_t *requests;     /* counter {model,endpoint,request_type,status,code} */
-    tb_metric_t *inflight;     /* gauge {model} */
-    tb_metric_t *queued;       /* gauge {model} */
-    tb_metric_t *ttft;         /* histogram {model} seconds */
-    tb_metric_t *itl;          /* histogram {model} seconds */
-    tb_metric_t *duration;     /* histogram {model} seconds */
-    tb_metric_t *in_seq;       /* histogram {model} tokens */
-    tb_metric_t *out_seq;      /* histogram {model} tokens */
-    tb_metric_t *in_tokens;    /* counter {model} */
-    tb_metric_t *out_tokens;   /* counter {model} */
-    tb_metric_t *disconnects;  /* counter {model} */
-    tb_metric_t *cancels;      /* counter {model,reason} */
-    bool series;               /* the host has series handles */
+    tb_metric_t *requests;      /* counter {model,endpoint,request_type,status,code} */
+    tb_metric_t *inflight;      /* gauge {model} */
+    tb_metric_t *queued;        /* gauge {model} */
+    tb_metric_t *ttft;          /* histogram {model} seconds */
+    tb_metric_t *itl;           /* histogram {model} seconds */
+    tb_metric_t *duration;      /* histogram {model} seconds */
+    tb_metric_t *in_seq;        /* histogram {model} tokens */
+    tb_metric_t *out_seq;       /* histogram {model} tokens */
+    tb_metric_t *in_tokens;     /* counter {model} */
+    tb_metric_t *out_tokens;    /* counter {model} */
+    tb_metric_t *disconnects;   /* counter {model} */
+    tb_metric_t *cancels;       /* counter {model,reason} */
+    bool series;                /* the host has series handles */
     struct tb_http_mm **models; /* every model seen (owned) */
     size_t n_models, cap_models;
 };
@@ -77,8 +77,8 @@ struct tb_http_mm *tb_http_metrics_model(struct tb_http_metrics *m, const char *
 void tb_http_metrics_request(struct tb_http_metrics *m, struct tb_http_mm *mm,
                              const char *endpoint, const char *type, int status);
 /* Observes `v` in histogram `family` through its series `s` (see above). */
-void tb_http_metrics_observe(struct tb_http_metrics *m, struct tb_http_mm *mm, tb_metric_t *family,
-                             tb_metric_series_t *s, double v);
+void tb_http_metrics_observe(struct tb_http_metrics *m, struct tb_http_mm *mm,
+                             tb_metric_t *family, tb_metric_series_t *s, double v);
 /* Adds the summed counter increments to the registry. */
 void tb_http_metrics_flush(struct tb_http_metrics *m);
 /* Flushes and frees the per-model state. */

@@ -44,9 +44,9 @@ static void s_on_reply(tb_call_t *call, const struct tb_chunk *ch, void *user)
         return; /* late: nobody is left to answer */
     }
     if (ch->kind == TB_CHUNK_ERROR) {
-        int status = ch->code == TB_EINVAL || ch->code == TB_E2BIG || ch->code == TB_ERANGE
-                         ? 400
-                         : ch->code == TB_ETIMEDOUT ? 504 : 502;
+        int status = ch->code == TB_EINVAL || ch->code == TB_E2BIG || ch->code == TB_ERANGE ? 400
+                     : ch->code == TB_ETIMEDOUT                                             ? 504
+                                                                                            : 502;
         tb_oai_error_set(&e, status, status == 400 ? "invalid_request_error" : "server_error",
                          status == 400 ? "invalid_value" : "upstream_error", NULL, "%s",
                          ch->message ? ch->message : "error");
@@ -70,9 +70,9 @@ static void s_on_reply(tb_call_t *call, const struct tb_chunk *ch, void *user)
             json_array_append_new(toks, json_integer(rep->tokens[i]));
         }
         json_object_set_new(o, "count", json_integer((json_int_t)rep->tokens_count));
-        json_object_set_new(o, "max_model_len", rep->has_max_model_len
-                                                    ? json_integer(rep->max_model_len)
-                                                    : json_null());
+        json_object_set_new(o, "max_model_len",
+                            rep->has_max_model_len ? json_integer(rep->max_model_len)
+                                                   : json_null());
         json_object_set_new(o, "tokens", toks);
         if (rep->pieces_count) {
             json_t *strs = json_array();
@@ -146,8 +146,7 @@ static int s_build(struct tb_http *h, struct tb_hreq *r, char *model, size_t mod
     int32_t *ids = NULL;
     if (!o || !json_is_object(o)) {
         tb_oai_error_set(e, 400, "invalid_request_error", "invalid_json", NULL,
-                         "the body is not a JSON object%s%s", o ? "" : ": ",
-                         o ? "" : je.text);
+                         "the body is not a JSON object%s%s", o ? "" : ": ", o ? "" : je.text);
         goto out;
     }
     json_t *mv = json_object_get(o, "model");

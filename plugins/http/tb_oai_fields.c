@@ -170,8 +170,8 @@ static void s_set_has(const struct tb_oai_field *f, void *base)
 }
 
 /* An absent (or null) field: required, default, or a fn that decides. */
-static int s_absent(const struct tb_oai_field *f, tb_oai_api_t api, void *base,
-                    struct path *pp, void *ctx, struct tb_oai_error *e)
+static int s_absent(const struct tb_oai_field *f, tb_oai_api_t api, void *base, struct path *pp,
+                    void *ctx, struct tb_oai_error *e)
 {
     if (f->flags & TB_OAI_F_REQUIRED) {
         const char *param = s_param(pp);
@@ -328,14 +328,13 @@ static int s_check_value(const struct tb_oai_field *f, json_t *v, void *base, st
 {
     if (f->needs && !*(bool *)s_at(base, f->needs_off)) {
         const char *param = s_param(pp);
-        tb_oai_error_invalid(e, param, "'%s' is only allowed when '%s' is true", param,
-                             f->needs);
+        tb_oai_error_invalid(e, param, "'%s' is only allowed when '%s' is true", param, f->needs);
         return -1;
     }
     if ((f->flags & TB_OAI_F_EMPTY_ONLY) && !s_is_empty(v)) {
         const char *param = s_param(pp);
-        s_unsupported(e, "unsupported_parameter", param,
-                      "'%s' is not supported by this server", param);
+        s_unsupported(e, "unsupported_parameter", param, "'%s' is not supported by this server",
+                      param);
         return -1;
     }
     if (json_is_boolean(v)) {
@@ -401,8 +400,7 @@ static int s_field(const struct tb_oai_field *f, json_t *v, tb_oai_api_t api, vo
     if (!v || json_is_null(v)) {
         return s_absent(f, api, base, pp, ctx, e);
     }
-    if ((f->flags & TB_OAI_F_IF_UNSET) && f->has_off != 0 &&
-        *(bool *)s_at(base, f->has_off)) {
+    if ((f->flags & TB_OAI_F_IF_UNSET) && f->has_off != 0 && *(bool *)s_at(base, f->has_off)) {
         return 0;
     }
     if (s_check_type(f, v, pp, e) != 0 || s_check_value(f, v, base, pp, e) != 0) {
@@ -411,8 +409,8 @@ static int s_field(const struct tb_oai_field *f, json_t *v, tb_oai_api_t api, vo
     return s_keep(f, v, api, base, pp, ctx, e);
 }
 
-int tb_oai_fields_walk(const struct tb_oai_field *table, tb_oai_api_t api, json_t *o,
-                       void *base, const char *prefix, void *ctx, struct tb_oai_error *e)
+int tb_oai_fields_walk(const struct tb_oai_field *table, tb_oai_api_t api, json_t *o, void *base,
+                       const char *prefix, void *ctx, struct tb_oai_error *e)
 {
     for (const struct tb_oai_field *f = table; f->name; f++) {
         if (f->apis && !(f->apis & TB_OAI_FOR(api))) {

@@ -71,8 +71,8 @@ typedef int (*tb_oai_field_fn)(const struct tb_oai_field *f, json_t *v, void *ba
 /* One field.  Rows are checked in table order; a table ends with a row whose name is NULL. */
 struct tb_oai_field {
     const char *name;
-    unsigned apis;             /* TB_OAI_FOR(...) mask; 0: every endpoint */
-    unsigned types;            /* TB_OAI_J_* mask */
+    unsigned apis;  /* TB_OAI_FOR(...) mask; 0: every endpoint */
+    unsigned types; /* TB_OAI_J_* mask */
     tb_oai_keep_t keep;
     unsigned flags;            /* TB_OAI_F_* */
     size_t off;                /* where the value goes, from the base pointer */
@@ -85,20 +85,20 @@ struct tb_oai_field {
     const char *const *one_of; /* strings: the accepted values, NULL-terminated (NULL: any) */
     unsigned items;            /* arrays: the JSON types every item must have (0: any) */
     const struct tb_oai_field *sub; /* objects: their own fields, walked with the same base */
-    const char *needs;         /* a boolean field that must be true for this one to be given */
-    size_t needs_off;          /* ... where that boolean was kept, from the base pointer */
-    unsigned dflt_apis;        /* endpoints on which an absent field takes `dflt` (0: none) */
-    double dflt;               /* the default, converted to the kept type */
-    tb_oai_field_fn fn;        /* TB_OAI_KEEP_FN */
-    const char *what;          /* the accepted types in words for errors (NULL: from `types`) */
+    const char *needs;  /* a boolean field that must be true for this one to be given */
+    size_t needs_off;   /* ... where that boolean was kept, from the base pointer */
+    unsigned dflt_apis; /* endpoints on which an absent field takes `dflt` (0: none) */
+    double dflt;        /* the default, converted to the kept type */
+    tb_oai_field_fn fn; /* TB_OAI_KEEP_FN */
+    const char *what;   /* the accepted types in words for errors (NULL: from `types`) */
 };
 
 /* Checks every row of `table` that applies to `api` against object `o` (a JSON object), stores
  * what the rows keep at their offsets from `base`, and applies defaults.  `prefix` is the path
  * of `o` for `param` ("" at the top level).  Returns 0, -1 with `e` set (400), or -2 with `e`
  * set (500, out of memory, from a row's fn).  Stops at the first error. */
-int tb_oai_fields_walk(const struct tb_oai_field *table, tb_oai_api_t api, json_t *o,
-                       void *base, const char *prefix, void *ctx, struct tb_oai_error *e);
+int tb_oai_fields_walk(const struct tb_oai_field *table, tb_oai_api_t api, json_t *o, void *base,
+                       const char *prefix, void *ctx, struct tb_oai_error *e);
 
 /* "a string", "an array", ... for error messages. */
 const char *tb_oai_json_type_name(const json_t *v);

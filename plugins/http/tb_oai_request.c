@@ -78,8 +78,8 @@ static int s_oom(struct tb_oai_error *e)
 
 /* ---- decoders for the shapes a table row cannot say (tb_oai_field_fn) ---- */
 
-#define UNUSED_FN_ARGS                                                                             \
-    (void)f;                                                                                       \
+#define UNUSED_FN_ARGS                                                                           \
+    (void)f;                                                                                     \
     (void)base
 
 /* An array of token ids (integers 0..INT32_MAX) into the arena; 0, -1 or -2. */
@@ -164,10 +164,16 @@ struct part {
 static const char *const s_part_types[] = {"text", NULL};
 
 static const struct tb_oai_field s_part_fields[] = {
-    {.name = "type", .types = TB_OAI_J_STR, .keep = TB_OAI_KEEP_STR,
-     .flags = TB_OAI_F_REQUIRED | TB_OAI_F_UNSUPPORTED, .one_of = s_part_types,
+    {.name = "type",
+     .types = TB_OAI_J_STR,
+     .keep = TB_OAI_KEEP_STR,
+     .flags = TB_OAI_F_REQUIRED | TB_OAI_F_UNSUPPORTED,
+     .one_of = s_part_types,
      .off = offsetof(struct part, type)},
-    {.name = "text", .types = TB_OAI_J_STR, .keep = TB_OAI_KEEP_STR, .flags = TB_OAI_F_REQUIRED,
+    {.name = "text",
+     .types = TB_OAI_J_STR,
+     .keep = TB_OAI_KEEP_STR,
+     .flags = TB_OAI_F_REQUIRED,
      .off = offsetof(struct part, text)},
     {.name = NULL},
 };
@@ -216,23 +222,33 @@ static int s_keep_content(const struct tb_oai_field *f, json_t *v, void *base, c
     return 0;
 }
 
-static const char *const s_roles[] = {"system", "developer", "user",    "assistant",
+static const char *const s_roles[] = {"system", "developer", "user", "assistant",
                                       "tool",   "function",  NULL};
 
 static const struct tb_oai_field s_message_fields[] = {
-    {.name = "role", .types = TB_OAI_J_STR, .keep = TB_OAI_KEEP_STR, .flags = TB_OAI_F_REQUIRED,
-     .one_of = s_roles, .off = offsetof(struct tb_msg_chat_message, role)},
-    {.name = "content", .types = TB_OAI_J_STR | TB_OAI_J_ARR, .items = TB_OAI_J_OBJ,
-     .keep = TB_OAI_KEEP_FN, .fn = s_keep_content, .flags = TB_OAI_F_FN_ABSENT,
+    {.name = "role",
+     .types = TB_OAI_J_STR,
+     .keep = TB_OAI_KEEP_STR,
+     .flags = TB_OAI_F_REQUIRED,
+     .one_of = s_roles,
+     .off = offsetof(struct tb_msg_chat_message, role)},
+    {.name = "content",
+     .types = TB_OAI_J_STR | TB_OAI_J_ARR,
+     .items = TB_OAI_J_OBJ,
+     .keep = TB_OAI_KEEP_FN,
+     .fn = s_keep_content,
+     .flags = TB_OAI_F_FN_ABSENT,
      .what = "a string or an array of content parts"},
-    {.name = "name", .types = TB_OAI_J_STR, .keep = TB_OAI_KEEP_STR,
+    {.name = "name",
+     .types = TB_OAI_J_STR,
+     .keep = TB_OAI_KEEP_STR,
      .off = offsetof(struct tb_msg_chat_message, name)},
     {.name = NULL},
 };
 
 /* messages: the row checked that it is a non-empty array of objects; each is walked. */
-static int s_keep_messages(const struct tb_oai_field *f, json_t *v, void *base,
-                           const char *param, void *ctx, struct tb_oai_error *e)
+static int s_keep_messages(const struct tb_oai_field *f, json_t *v, void *base, const char *param,
+                           void *ctx, struct tb_oai_error *e)
 {
     UNUSED_FN_ARGS;
     struct tb_oai_request *r = ctx;
@@ -245,8 +261,8 @@ static int s_keep_messages(const struct tb_oai_field *f, json_t *v, void *base,
     for (size_t i = 0; i < n; i++) {
         char mp[128];
         tb_oai_path_index(mp, sizeof(mp), param, i);
-        int rc = tb_oai_fields_walk(s_message_fields, r->api, json_array_get(v, i), &m[i], mp,
-                                    r, e);
+        int rc = tb_oai_fields_walk(s_message_fields, r->api, json_array_get(v, i), &m[i], mp, r,
+                                    e);
         if (rc != 0) {
             return rc;
         }
@@ -280,8 +296,10 @@ static int s_keep_prompt(const struct tb_oai_field *f, json_t *v, void *base, co
         return s_token_ids(r, v, param, &g->tokens, &g->tokens_count, e);
     }
     if (!json_is_string(first) && !json_is_array(first)) {
-        tb_oai_error_invalid(e, param, "'%s' must be a string, an array of token ids or an "
-                                       "array of one of those", param);
+        tb_oai_error_invalid(e, param,
+                             "'%s' must be a string, an array of token ids or an "
+                             "array of one of those",
+                             param);
         return -1;
     }
     if (json_array_size(v) > 1) {
@@ -306,15 +324,21 @@ static int s_keep_prompt(const struct tb_oai_field *f, json_t *v, void *base, co
 #define GEN(member) offsetof(struct tb_oai_request, gen.member)
 
 /* Integers and numbers kept in the message with their has_ flag. */
-#define INT_ROW(key, apis_, member, lo_, hi_)                                                      \
-    {.name = key, .apis = apis_, .types = TB_OAI_J_INT, .keep = TB_OAI_KEEP_INT,                   \
-     .off = GEN(member), .has_off = GEN(has_##member), .ilo = lo_, .ihi = hi_}
-#define NUM_ROW(key, member, lo_, hi_, flags_)                                                     \
-    {.name = key, .types = TB_OAI_J_NUM, .keep = TB_OAI_KEEP_NUM, .flags = flags_,                 \
-     .off = GEN(member), .has_off = GEN(has_##member), .lo = lo_, .hi = hi_}
+#define INT_ROW(key, apis_, member, lo_, hi_)                                                    \
+    {                                                                                            \
+        .name = key, .apis = apis_, .types = TB_OAI_J_INT, .keep = TB_OAI_KEEP_INT,              \
+        .off = GEN(member), .has_off = GEN(has_##member), .ilo = lo_, .ihi = hi_                 \
+    }
+#define NUM_ROW(key, member, lo_, hi_, flags_)                                                   \
+    {                                                                                            \
+        .name = key, .types = TB_OAI_J_NUM, .keep = TB_OAI_KEEP_NUM, .flags = flags_,            \
+        .off = GEN(member), .has_off = GEN(has_##member), .lo = lo_, .hi = hi_                   \
+    }
 
 static const struct tb_oai_field s_stream_options_fields[] = {
-    {.name = "include_usage", .types = TB_OAI_J_BOOL, .keep = TB_OAI_KEEP_BOOL,
+    {.name = "include_usage",
+     .types = TB_OAI_J_BOOL,
+     .keep = TB_OAI_KEEP_BOOL,
      .off = REQ(include_usage)},
     {.name = NULL},
 };
@@ -322,7 +346,9 @@ static const struct tb_oai_field s_stream_options_fields[] = {
 static const char *const s_response_formats[] = {"text", NULL};
 
 static const struct tb_oai_field s_response_format_fields[] = {
-    {.name = "type", .types = TB_OAI_J_STR, .flags = TB_OAI_F_REQUIRED | TB_OAI_F_UNSUPPORTED,
+    {.name = "type",
+     .types = TB_OAI_J_STR,
+     .flags = TB_OAI_F_REQUIRED | TB_OAI_F_UNSUPPORTED,
      .one_of = s_response_formats},
     {.name = NULL},
 };
@@ -330,43 +356,95 @@ static const struct tb_oai_field s_response_format_fields[] = {
 /* Checked in this order; the first error is the answer.  The endpoint-specific shape (messages,
  * prompt) comes first, as a request missing it is the likeliest mistake. */
 static const struct tb_oai_field s_request_fields[] = {
-    {.name = "model", .types = TB_OAI_J_STR, .keep = TB_OAI_KEEP_STR,
-     .flags = TB_OAI_F_REQUIRED | TB_OAI_F_NONEMPTY, .off = REQ(model)},
-    {.name = "messages", .apis = CHAT, .types = TB_OAI_J_ARR, .items = TB_OAI_J_OBJ, .ilo = 1,
-     .keep = TB_OAI_KEEP_FN, .fn = s_keep_messages, .flags = TB_OAI_F_REQUIRED},
-    {.name = "prompt", .apis = CMPL, .types = TB_OAI_J_STR | TB_OAI_J_ARR, .ilo = 1,
-     .keep = TB_OAI_KEEP_FN, .fn = s_keep_prompt, .flags = TB_OAI_F_REQUIRED},
+    {.name = "model",
+     .types = TB_OAI_J_STR,
+     .keep = TB_OAI_KEEP_STR,
+     .flags = TB_OAI_F_REQUIRED | TB_OAI_F_NONEMPTY,
+     .off = REQ(model)},
+    {.name = "messages",
+     .apis = CHAT,
+     .types = TB_OAI_J_ARR,
+     .items = TB_OAI_J_OBJ,
+     .ilo = 1,
+     .keep = TB_OAI_KEEP_FN,
+     .fn = s_keep_messages,
+     .flags = TB_OAI_F_REQUIRED},
+    {.name = "prompt",
+     .apis = CMPL,
+     .types = TB_OAI_J_STR | TB_OAI_J_ARR,
+     .ilo = 1,
+     .keep = TB_OAI_KEEP_FN,
+     .fn = s_keep_prompt,
+     .flags = TB_OAI_F_REQUIRED},
     /* chat: logprobs is a switch, top_logprobs the alternatives per position */
-    {.name = "logprobs", .apis = CHAT, .types = TB_OAI_J_BOOL, .keep = TB_OAI_KEEP_BOOL,
+    {.name = "logprobs",
+     .apis = CHAT,
+     .types = TB_OAI_J_BOOL,
+     .keep = TB_OAI_KEEP_BOOL,
      .off = REQ(logprobs)},
-    {.name = "top_logprobs", .apis = CHAT, .types = TB_OAI_J_INT, .keep = TB_OAI_KEEP_INT,
-     .off = REQ(top_logprobs), .ilo = 0,
-     .ihi = TB_OAI_MAX_TOP_LOGPROBS_CHAT, .needs = "logprobs", .needs_off = REQ(logprobs)},
+    {.name = "top_logprobs",
+     .apis = CHAT,
+     .types = TB_OAI_J_INT,
+     .keep = TB_OAI_KEEP_INT,
+     .off = REQ(top_logprobs),
+     .ilo = 0,
+     .ihi = TB_OAI_MAX_TOP_LOGPROBS_CHAT,
+     .needs = "logprobs",
+     .needs_off = REQ(logprobs)},
     /* completions: logprobs is the count of alternatives, and giving it asks for them */
-    {.name = "logprobs", .apis = CMPL, .types = TB_OAI_J_INT, .keep = TB_OAI_KEEP_INT,
-     .off = REQ(top_logprobs), .has_off = REQ(logprobs), .ilo = 0,
+    {.name = "logprobs",
+     .apis = CMPL,
+     .types = TB_OAI_J_INT,
+     .keep = TB_OAI_KEEP_INT,
+     .off = REQ(top_logprobs),
+     .has_off = REQ(logprobs),
+     .ilo = 0,
      .ihi = TB_OAI_MAX_LOGPROBS_COMPLETIONS},
-    {.name = "add_generation_prompt", .apis = CHAT, .types = TB_OAI_J_BOOL,
-     .keep = TB_OAI_KEEP_BOOL, .off = GEN(add_generation_prompt),
-     .has_off = GEN(has_add_generation_prompt), .dflt_apis = CHAT, .dflt = 1},
-    {.name = "tools", .apis = CHAT, .types = TB_OAI_J_ARR, .items = TB_OAI_J_OBJ,
-     .keep = TB_OAI_KEEP_FN, .fn = s_keep_tools},
+    {.name = "add_generation_prompt",
+     .apis = CHAT,
+     .types = TB_OAI_J_BOOL,
+     .keep = TB_OAI_KEEP_BOOL,
+     .off = GEN(add_generation_prompt),
+     .has_off = GEN(has_add_generation_prompt),
+     .dflt_apis = CHAT,
+     .dflt = 1},
+    {.name = "tools",
+     .apis = CHAT,
+     .types = TB_OAI_J_ARR,
+     .items = TB_OAI_J_OBJ,
+     .keep = TB_OAI_KEEP_FN,
+     .fn = s_keep_tools},
     {.name = "tool_choice", .apis = CHAT, .types = TB_OAI_J_STR | TB_OAI_J_OBJ},
-    {.name = "response_format", .apis = CHAT, .types = TB_OAI_J_OBJ,
+    {.name = "response_format",
+     .apis = CHAT,
+     .types = TB_OAI_J_OBJ,
      .sub = s_response_format_fields},
-    {.name = "echo", .apis = CMPL, .types = TB_OAI_J_BOOL, .keep = TB_OAI_KEEP_BOOL,
+    {.name = "echo",
+     .apis = CMPL,
+     .types = TB_OAI_J_BOOL,
+     .keep = TB_OAI_KEEP_BOOL,
      .off = REQ(echo)},
-    {.name = "best_of", .apis = CMPL, .types = TB_OAI_J_INT, .ilo = 1, .ihi = 128,
-     .flags = TB_OAI_F_ONLY, .only = 1},
+    {.name = "best_of",
+     .apis = CMPL,
+     .types = TB_OAI_J_INT,
+     .ilo = 1,
+     .ihi = 128,
+     .flags = TB_OAI_F_ONLY,
+     .only = 1},
     {.name = "suffix", .apis = CMPL, .types = TB_OAI_J_STR, .flags = TB_OAI_F_EMPTY_ONLY},
     /* sampling, both endpoints */
-    {.name = "n", .types = TB_OAI_J_INT, .ilo = 1, .ihi = 128, .flags = TB_OAI_F_ONLY,
-     .only = 1},
+    {.name = "n", .types = TB_OAI_J_INT, .ilo = 1, .ihi = 128, .flags = TB_OAI_F_ONLY, .only = 1},
     /* max_completion_tokens (chat) wins over max_tokens: max_tokens is skipped when it came */
     INT_ROW("max_completion_tokens", CHAT, max_tokens, 1, INT32_MAX),
-    {.name = "max_tokens", .types = TB_OAI_J_INT, .keep = TB_OAI_KEEP_INT,
-     .flags = TB_OAI_F_IF_UNSET, .off = GEN(max_tokens), .has_off = GEN(has_max_tokens),
-     .ilo = 1, .ihi = INT32_MAX, .dflt_apis = CMPL,
+    {.name = "max_tokens",
+     .types = TB_OAI_J_INT,
+     .keep = TB_OAI_KEEP_INT,
+     .flags = TB_OAI_F_IF_UNSET,
+     .off = GEN(max_tokens),
+     .has_off = GEN(has_max_tokens),
+     .ilo = 1,
+     .ihi = INT32_MAX,
+     .dflt_apis = CMPL,
      .dflt = TB_OAI_COMPLETIONS_DEFAULT_MAX_TOKENS},
     INT_ROW("min_tokens", 0, min_tokens, 0, INT32_MAX),
     NUM_ROW("temperature", temperature, 0, 2, 0),
@@ -377,19 +455,32 @@ static const struct tb_oai_field s_request_fields[] = {
     NUM_ROW("presence_penalty", presence_penalty, -2, 2, 0),
     NUM_ROW("frequency_penalty", frequency_penalty, -2, 2, 0),
     NUM_ROW("repetition_penalty", repetition_penalty, 0, 2, TB_OAI_F_LO_OPEN),
-    {.name = "ignore_eos", .types = TB_OAI_J_BOOL, .keep = TB_OAI_KEEP_BOOL,
-     .off = GEN(ignore_eos), .has_off = GEN(has_ignore_eos)},
-    {.name = "stop", .types = TB_OAI_J_STR | TB_OAI_J_ARR, .items = TB_OAI_J_STR,
-     .ihi = TB_OAI_MAX_STOP, .keep = TB_OAI_KEEP_FN, .fn = s_keep_stop,
+    {.name = "ignore_eos",
+     .types = TB_OAI_J_BOOL,
+     .keep = TB_OAI_KEEP_BOOL,
+     .off = GEN(ignore_eos),
+     .has_off = GEN(has_ignore_eos)},
+    {.name = "stop",
+     .types = TB_OAI_J_STR | TB_OAI_J_ARR,
+     .items = TB_OAI_J_STR,
+     .ihi = TB_OAI_MAX_STOP,
+     .keep = TB_OAI_KEEP_FN,
+     .fn = s_keep_stop,
      .what = "a string or an array of strings"},
-    {.name = "stop_token_ids", .types = TB_OAI_J_ARR, .keep = TB_OAI_KEEP_FN,
-     .fn = s_keep_stop_token_ids, .what = "an array of integers"},
+    {.name = "stop_token_ids",
+     .types = TB_OAI_J_ARR,
+     .keep = TB_OAI_KEEP_FN,
+     .fn = s_keep_stop_token_ids,
+     .what = "an array of integers"},
     /* a bias the engines cannot apply is refused, not ignored */
     {.name = "logit_bias", .types = TB_OAI_J_OBJ, .flags = TB_OAI_F_EMPTY_ONLY},
     {.name = "user", .types = TB_OAI_J_STR},
     {.name = "stream", .types = TB_OAI_J_BOOL, .keep = TB_OAI_KEEP_BOOL, .off = REQ(stream)},
-    {.name = "stream_options", .types = TB_OAI_J_OBJ, .sub = s_stream_options_fields,
-     .needs = "stream", .needs_off = REQ(stream)},
+    {.name = "stream_options",
+     .types = TB_OAI_J_OBJ,
+     .sub = s_stream_options_fields,
+     .needs = "stream",
+     .needs_off = REQ(stream)},
     {.name = NULL},
 };
 
@@ -400,8 +491,9 @@ static int s_finish(struct tb_oai_request *r, struct tb_oai_error *e)
     g->model = r->model;
     g->mode = r->api == TB_OAI_CHAT ? "chat" : "completion";
     if (g->has_min_tokens && g->has_max_tokens && g->min_tokens > g->max_tokens) {
-        tb_oai_error_invalid(e, "min_tokens", "'min_tokens' (%lld) must not exceed max_tokens "
-                                              "(%lld)",
+        tb_oai_error_invalid(e, "min_tokens",
+                             "'min_tokens' (%lld) must not exceed max_tokens "
+                             "(%lld)",
                              (long long)g->min_tokens, (long long)g->max_tokens);
         return -1;
     }

@@ -25,10 +25,10 @@ typedef enum {
 
 /* An error as the API reports it: {"error":{"message","type","param","code"}} with `status`. */
 struct tb_oai_error {
-    int status;          /* HTTP status */
-    const char *type;    /* static: "invalid_request_error", "server_error", ... */
-    const char *code;    /* static or NULL: "model_not_found", "invalid_value", ... */
-    char param[128];     /* "" when no single parameter is at fault */
+    int status;       /* HTTP status */
+    const char *type; /* static: "invalid_request_error", "server_error", ... */
+    const char *code; /* static or NULL: "model_not_found", "invalid_value", ... */
+    char param[128];  /* "" when no single parameter is at fault */
     char message[640];
 };
 
@@ -51,10 +51,10 @@ struct tb_oai_request {
     tb_oai_api_t api;
     const char *model;
     bool stream;
-    bool include_usage; /* stream_options.include_usage */
-    bool logprobs;      /* the answer must carry log-probabilities */
+    bool include_usage;   /* stream_options.include_usage */
+    bool logprobs;        /* the answer must carry log-probabilities */
     int64_t top_logprobs; /* alternatives per position (0..20) */
-    bool echo;          /* completions: the answer starts with the prompt */
+    bool echo;            /* completions: the answer starts with the prompt */
     /* Ready to encode; request_id is NULL (the server assigns it).  mode is "chat" or
      * "completion"; a completion prompt given as token ids fills `tokens`. */
     struct tb_msg_gen_request gen;

@@ -60,9 +60,8 @@ int tb_oai_json_string(struct tb_buf *b, const char *s, size_t len)
     struct tb_buf fixed = {0};
     json_t *j = json_stringn(s, len);
     if (!j) {
-        j = s_utf8_repair(&fixed, s, len) == 0
-                ? json_stringn((const char *)fixed.data, fixed.len)
-                : NULL;
+        j = s_utf8_repair(&fixed, s, len) == 0 ? json_stringn((const char *)fixed.data, fixed.len)
+                                               : NULL;
         len = fixed.len;
     }
     int rc = TB_ENOMEM;
@@ -102,8 +101,8 @@ char *tb_oai_error_body(const struct tb_oai_error *e, size_t *len_out)
     if (err && root) {
         json_object_set_new(err, "message", s_jstr(e->message, strlen(e->message)));
         json_object_set_new(err, "type", json_string(e->type ? e->type : "server_error"));
-        json_object_set_new(err, "param", e->param[0] ? s_jstr(e->param, strlen(e->param))
-                                                      : json_null());
+        json_object_set_new(err, "param",
+                            e->param[0] ? s_jstr(e->param, strlen(e->param)) : json_null());
         json_object_set_new(err, "code", e->code ? json_string(e->code) : json_null());
         json_object_set(root, "error", err);
         out = json_dumps(root, JSON_COMPACT);
@@ -122,7 +121,7 @@ struct tb_oai_logprobs {
     tb_oai_api_t api;
     int top_n;
     json_t *root;
-    json_t *content;        /* chat */
+    json_t *content;                             /* chat */
     json_t *tokens, *token_lps, *tops, *offsets; /* completions */
     size_t offset;
 };
@@ -230,8 +229,8 @@ int tb_oai_logprobs_add(tb_oai_logprobs_t *lp, const struct tb_msg_token_logprob
                 if (!o) {
                     break;
                 }
-                json_object_set_new(o, "token", s_tok_text(a->text, a->token_id, tmp,
-                                                           sizeof(tmp)));
+                json_object_set_new(o, "token",
+                                    s_tok_text(a->text, a->token_id, tmp, sizeof(tmp)));
                 json_object_set_new(o, "logprob", s_lp(a->logprob));
                 json_object_set_new(o, "bytes", a->text ? s_bytes(a->text) : json_null());
                 json_array_append_new(tops, o);
@@ -274,13 +273,13 @@ json_t *tb_oai_logprobs_json(const tb_oai_logprobs_t *lp)
 static int s_usage_text(struct tb_buf *b, const struct tb_oai_usage *u)
 {
     int rc = tb_buf_printf(b,
-                            "{\"prompt_tokens\":%" PRId64 ",\"completion_tokens\":%" PRId64
-                            ",\"total_tokens\":%" PRId64,
-                            u->prompt_tokens, u->completion_tokens,
-                            u->prompt_tokens + u->completion_tokens);
+                           "{\"prompt_tokens\":%" PRId64 ",\"completion_tokens\":%" PRId64
+                           ",\"total_tokens\":%" PRId64,
+                           u->prompt_tokens, u->completion_tokens,
+                           u->prompt_tokens + u->completion_tokens);
     if (rc == 0 && u->has_cached_tokens) {
         rc = tb_buf_printf(b, ",\"prompt_tokens_details\":{\"cached_tokens\":%" PRId64 "}",
-                            u->cached_tokens);
+                           u->cached_tokens);
     }
     return rc ? rc : tb_buf_puts(b, "}");
 }
@@ -297,14 +296,16 @@ char *tb_oai_final_body(const struct tb_oai_head *h, const char *text, size_t le
     int rc = tb_buf_reserve(&b, len + 512);
     rc = rc ? rc : tb_buf_puts(&b, "{\"id\":");
     rc = rc ? rc : tb_oai_json_string(&b, h->id, strlen(h->id));
-    rc = rc ? rc : tb_buf_printf(&b, ",\"object\":\"%s\",\"created\":%" PRId64 ",\"model\":",
-                                  chat ? "chat.completion" : "text_completion", h->created);
+    rc = rc ? rc
+            : tb_buf_printf(&b, ",\"object\":\"%s\",\"created\":%" PRId64 ",\"model\":",
+                            chat ? "chat.completion" : "text_completion", h->created);
     rc = rc ? rc : tb_oai_json_string(&b, h->model, strlen(h->model));
     rc = rc ? rc : tb_buf_puts(&b, ",\"system_fingerprint\":");
     rc = rc ? rc : tb_oai_json_string(&b, h->fingerprint, strlen(h->fingerprint));
-    rc = rc ? rc : tb_buf_puts(&b, chat ? ",\"choices\":[{\"index\":0,\"message\":{\"role\":"
-                                           "\"assistant\",\"content\":"
-                                         : ",\"choices\":[{\"index\":0,\"text\":");
+    rc = rc ? rc
+            : tb_buf_puts(&b, chat ? ",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+                                     "\"assistant\",\"content\":"
+                                   : ",\"choices\":[{\"index\":0,\"text\":");
     rc = rc ? rc : tb_oai_json_string(&b, text ? text : "", text ? len : 0);
     rc = rc ? rc : tb_buf_puts(&b, chat ? "},\"logprobs\":" : ",\"logprobs\":");
     if (rc == 0 && logprobs) {
@@ -354,8 +355,9 @@ tb_oai_stream_t *tb_oai_stream_new(const struct tb_oai_head *h, bool include_usa
     const char *obj = h->api == TB_OAI_CHAT ? "chat.completion.chunk" : "text_completion";
     int rc = tb_buf_puts(b, "data: {\"id\":");
     rc = rc ? rc : tb_oai_json_string(b, h->id, strlen(h->id));
-    rc = rc ? rc : tb_buf_printf(b, ",\"object\":\"%s\",\"created\":%" PRId64 ",\"model\":", obj,
-                                  h->created);
+    rc = rc ? rc
+            : tb_buf_printf(b, ",\"object\":\"%s\",\"created\":%" PRId64 ",\"model\":", obj,
+                            h->created);
     rc = rc ? rc : tb_oai_json_string(b, h->model, strlen(h->model));
     rc = rc ? rc : tb_buf_puts(b, ",\"system_fingerprint\":");
     rc = rc ? rc : tb_oai_json_string(b, h->fingerprint, strlen(h->fingerprint));

@@ -21,7 +21,7 @@
 /* The fixed facts of one answer.  Strings are borrowed for the calls that take them. */
 struct tb_oai_head {
     tb_oai_api_t api;
-    const char *id;          /* "chatcmpl-...", "cmpl-..." */
+    const char *id; /* "chatcmpl-...", "cmpl-..." */
     const char *model;
     int64_t created;         /* unix seconds */
     const char *fingerprint; /* system_fingerprint */

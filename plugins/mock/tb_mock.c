@@ -32,9 +32,9 @@ struct mreq {
     tb_request_t *req;
     tb_mock_seq_t *seq;
     int64_t prompt_tokens;
-    int64_t limit;      /* tokens it may generate at most */
-    int64_t next_ns;    /* when its next token is due */
-    int64_t kv_blocks;  /* blocks it holds */
+    int64_t limit;     /* tokens it may generate at most */
+    int64_t next_ns;   /* when its next token is due */
+    int64_t kv_blocks; /* blocks it holds */
     bool cancelled;
     struct mreq *next;
 };
@@ -145,8 +145,9 @@ static void s_on_request(tb_request_t *req, const void *payload, size_t len, voi
         goto done;
     }
     if (!tokens_kind && !(strcmp(g->mode, "chat") == 0 || strcmp(g->mode, "completion") == 0)) {
-        s_reject(m, req, TB_EINVAL, "mode", "mode '%s' is not served here: use chat or "
-                                            "completion",
+        s_reject(m, req, TB_EINVAL, "mode",
+                 "mode '%s' is not served here: use chat or "
+                 "completion",
                  g->mode);
         goto done;
     }
@@ -173,8 +174,8 @@ static void s_on_request(tb_request_t *req, const void *payload, size_t len, voi
         goto done;
     }
     struct tb_mock_seq_config sc = {
-        .seed = (uint64_t)m->cfg.seed ^ (g->has_seed ? (uint64_t)g->seed * 0x9e3779b97f4a7c15ULL
-                                                     : hash),
+        .seed = (uint64_t)m->cfg.seed ^
+                (g->has_seed ? (uint64_t)g->seed * 0x9e3779b97f4a7c15ULL : hash),
         .tokens_mode = tokens_kind,
         .natural_length = m->cfg.output_tokens,
         .max_tokens = g->has_max_tokens ? g->max_tokens : ctx - prompt,
@@ -477,8 +478,7 @@ static int s_init(void *user, tb_bus_t *bus)
     }
     rc = h->bus_endpoint_add(bus, m->cfg.endpoint, &meta, s_on_request, s_on_cancel, m, &m->ep);
     if (rc != 0) {
-        h->set_error(m->comp, "cannot serve endpoint '%s': %s", m->cfg.endpoint,
-                     h->strerror(rc));
+        h->set_error(m->comp, "cannot serve endpoint '%s': %s", m->cfg.endpoint, h->strerror(rc));
         return rc;
     }
     m->instance = h->bus_endpoint_instance(m->ep);
@@ -493,8 +493,9 @@ static int s_init(void *user, tb_bus_t *bus)
         }
     }
     snprintf(m->label, sizeof(m->label), "%s,%016" PRIx64, model, m->instance);
-    LOG_INFO(m, "mock engine serves model '%s' (%s) at %s: ttft %.3f s, itl %.3f s, speedup %g, "
-                "%" PRId64 " tokens per answer",
+    LOG_INFO(m,
+             "mock engine serves model '%s' (%s) at %s: ttft %.3f s, itl %.3f s, speedup %g, "
+             "%" PRId64 " tokens per answer",
              m->cfg.served_model_name, meta.kind, m->endpoint, m->cfg.ttft_s, m->cfg.itl_s,
              m->cfg.speedup, m->cfg.output_tokens);
     s_publish_load(m, h->now_ns());
@@ -566,8 +567,8 @@ int tb_mock_new(const struct tb_host *host, tb_component_t *comp,
                                       "cancelled (caller gone, disconnect, deadline)",
                                       "model,instance", NULL, 0);
     m->m_rejected = host->metric_get(comp, "turbine_mock_rejected_total", TB_METRIC_COUNTER,
-                                     "requests refused, by reason", "model,instance,reason",
-                                     NULL, 0);
+                                     "requests refused, by reason", "model,instance,reason", NULL,
+                                     0);
     m->m_running = host->metric_get(comp, "turbine_mock_num_requests_running", TB_METRIC_GAUGE,
                                     "requests in the batch", "model,instance", NULL, 0);
     m->m_waiting = host->metric_get(comp, "turbine_mock_num_requests_waiting", TB_METRIC_GAUGE,

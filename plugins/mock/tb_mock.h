@@ -16,21 +16,21 @@
 
 struct tb_mock_config {
     const char *served_model_name;
-    const char *model;          /* a model folder the mock ignores (swap-in compatibility) */
+    const char *model; /* a model folder the mock ignores (swap-in compatibility) */
     const char *endpoint;
-    int kind;                   /* 0 text, 1 tokens */
+    int kind; /* 0 text, 1 tokens */
     double ttft_s;
     double itl_s;
-    double speedup;             /* 0: as fast as possible */
-    int64_t output_tokens;      /* natural length of an answer */
+    double speedup;        /* 0: as fast as possible */
+    int64_t output_tokens; /* natural length of an answer */
     int64_t seed;
     int64_t context_length;
-    int64_t max_running;        /* batch size */
-    int64_t max_waiting;        /* queue beyond the batch; more get TB_EOVERLOAD */
+    int64_t max_running; /* batch size */
+    int64_t max_waiting; /* queue beyond the batch; more get TB_EOVERLOAD */
     int64_t kv_blocks;
     int64_t kv_block_size;
-    double load_interval_s;     /* load published at least this often */
-    int64_t token_id_min;       /* tokens mode: ids generated */
+    double load_interval_s; /* load published at least this often */
+    int64_t token_id_min;   /* tokens mode: ids generated */
     int64_t token_id_max;
 };
 

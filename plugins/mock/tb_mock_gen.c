@@ -9,16 +9,19 @@
 
 /* Every word carries its leading space; the first token of a sequence drops it. */
 static const char *const s_vocab[] = {
-    " lorem",   " ipsum",  " dolor",   " sit",     " amet",    " consectetur", " adipiscing",
-    " elit",    " sed",    " do",      " eiusmod", " tempor",  " incididunt",  " ut",
-    " labore",  " et",     " dolore",  " magna",   " aliqua",  " enim",        " ad",
-    " minim",   " veniam", " quis",    " nostrud", " ullamco", " laboris",     " nisi",
-    " aliquip", " ex",     " ea",      " commodo", " duis",    " aute",        " irure",
-    " in",      " reprehenderit", " voluptate", " velit", " esse", " cillum",  " fugiat",
-    " nulla",   " pariatur", " excepteur", " sint", " occaecat", " cupidatat", " non",
-    " proident", " sunt",  " culpa",   " qui",     " officia", " deserunt",    " mollit",
-    " anim",    " id",     " est",     " laborum", " turbine", " token",       " stream",
-    " model"};
+    " lorem",       " ipsum",         " dolor",      " sit",      " amet",
+    " consectetur", " adipiscing",    " elit",       " sed",      " do",
+    " eiusmod",     " tempor",        " incididunt", " ut",       " labore",
+    " et",          " dolore",        " magna",      " aliqua",   " enim",
+    " ad",          " minim",         " veniam",     " quis",     " nostrud",
+    " ullamco",     " laboris",       " nisi",       " aliquip",  " ex",
+    " ea",          " commodo",       " duis",       " aute",     " irure",
+    " in",          " reprehenderit", " voluptate",  " velit",    " esse",
+    " cillum",      " fugiat",        " nulla",      " pariatur", " excepteur",
+    " sint",        " occaecat",      " cupidatat",  " non",      " proident",
+    " sunt",        " culpa",         " qui",        " officia",  " deserunt",
+    " mollit",      " anim",          " id",         " est",      " laborum",
+    " turbine",     " token",         " stream",     " model"};
 #define VOCAB_N (sizeof(s_vocab) / sizeof(s_vocab[0]))
 #define VOCAB_BASE 1000 /* text-mode token id of word 0 */
 #define MAX_TOP 20
@@ -35,9 +38,9 @@ struct tb_mock_seq {
     bool logprobs;
 
     struct tb_buf text; /* every generated word (text mode) */
-    size_t sent;     /* bytes of `text` handed out */
+    size_t sent;        /* bytes of `text` handed out */
 
-    int32_t *ids;    /* this advance's ids */
+    int32_t *ids; /* this advance's ids */
     struct tb_msg_token_logprob *lps;
     struct tb_msg_top_logprob *tops;
     size_t cap_step;
@@ -246,8 +249,9 @@ static void s_logprob(tb_mock_seq_t *s, size_t at, int32_t id, size_t word, bool
     struct tb_msg_top_logprob *tops = &s->tops[at * MAX_TOP];
     for (size_t k = 0; k < n; k++) {
         size_t w = (word + k) % VOCAB_N;
-        tops[k].token_id = k == 0 ? id : (s->cfg.tokens_mode ? id + (int32_t)k
-                                                             : (int32_t)(VOCAB_BASE + w));
+        tops[k].token_id = k == 0 ? id
+                                  : (s->cfg.tokens_mode ? id + (int32_t)k
+                                                        : (int32_t)(VOCAB_BASE + w));
         tops[k].logprob = lp->logprob - (double)k * 0.5;
         tops[k].text = s->cfg.tokens_mode ? NULL : s_vocab[w] + (first ? 1 : 0);
     }

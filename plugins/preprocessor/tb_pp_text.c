@@ -14,7 +14,7 @@ struct tb_pp_text {
     tb_stop_matcher_t *stop;
     bool stopped;
     struct tb_buf text; /* released text not yet taken, NUL-terminated */
-    bool taken; /* the next push starts a new text */
+    bool taken;         /* the next push starts a new text */
 };
 
 int tb_pp_text_new(const tb_tokenizer_t *tok, const int32_t *prompt, size_t n_prompt,

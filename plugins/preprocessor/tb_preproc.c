@@ -107,7 +107,9 @@ static void s_forward(req_t *r, const struct tb_msg_gen_chunk *c, size_t used, b
         }
         r->engine_call = NULL;
         struct tb_msg_usage u = tb_pp_usage_message(&r->usage);
-        outc.finish_reason = stopped ? "stop" : (c && c->finish_reason) ? c->finish_reason : "stop";
+        outc.finish_reason = stopped                   ? "stop"
+                             : (c && c->finish_reason) ? c->finish_reason
+                                                       : "stop";
         outc.usage = &u;
         tb_pp_request_send(r, &outc, true);
         tb_pp_request_free(r);
@@ -133,7 +135,8 @@ static void s_on_engine_chunk(tb_call_t *call, const struct tb_chunk *ch, void *
     }
     void *m = NULL;
     char err[256];
-    if (ch->len && h->msg_decode(TB_MSG_GEN_CHUNK, ch->data, ch->len, &m, err, sizeof(err)) != 0) {
+    if (ch->len &&
+        h->msg_decode(TB_MSG_GEN_CHUNK, ch->data, ch->len, &m, err, sizeof(err)) != 0) {
         tb_pp_request_fail(r, TB_EPROTO, "the engine sent an unreadable chunk: %s", err);
         return;
     }
@@ -230,8 +233,9 @@ static void s_on_router_chunk(tb_call_t *call, const struct tb_chunk *ch, void *
             /* Exactly the instance the router named. */
             struct tb_msg_route_answer *a = m;
             int rc = s_call_engine(r, a->endpoint, a->instance_id);
-            snprintf(detail, sizeof(detail), "cannot call the instance it chose, %016" PRIx64
-                     ": %s", a->instance_id, h->strerror(rc));
+            snprintf(detail, sizeof(detail),
+                     "cannot call the instance it chose, %016" PRIx64 ": %s", a->instance_id,
+                     h->strerror(rc));
             h->msg_free(&m);
             if (rc == 0) {
                 return;
@@ -239,7 +243,7 @@ static void s_on_router_chunk(tb_call_t *call, const struct tb_chunk *ch, void *
         }
     } else {
         why = ch->code == TB_ETIMEDOUT || ch->code == TB_EGONE ? TB_RF_ROUTER_DOWN
-                                                              : TB_RF_ROUTER_ERROR;
+                                                               : TB_RF_ROUTER_ERROR;
         snprintf(detail, sizeof(detail), "%s: %s", h->strerror(ch->code),
                  ch->message ? ch->message : "");
     }
@@ -267,8 +271,7 @@ static void s_dispatch(req_t *r)
     h->buf_free(&buf);
     if (rc != 0) {
         char detail[400];
-        snprintf(detail, sizeof(detail), "cannot call %.256s: %s", p->router_ep,
-                 h->strerror(rc));
+        snprintf(detail, sizeof(detail), "cannot call %.256s: %s", p->router_ep, h->strerror(rc));
         s_fallback(r, TB_RF_ROUTER_DOWN, detail);
     }
 }
@@ -364,7 +367,6 @@ static int s_prompt_ids(tb_preproc_t *p, const struct tb_msg_gen_request *q, boo
     }
     return rc;
 }
-
 
 /* Checks the prompt against the context and resolves max_tokens.  0, or fails `r`. */
 static int s_limits(tb_preproc_t *p, req_t *r, bool chat)
@@ -572,13 +574,14 @@ static void s_sync_endpoint(tb_preproc_t *p)
     p->engines_changed = false;
     size_t n = tb_instance_dir_count(p->engines);
     if (n > 0 && !p->gen_ep && !h->is_draining(p->comp)) {
-        struct tb_endpoint_meta meta = {.model = p->cfg.served_model_name, .kind = "text",
+        struct tb_endpoint_meta meta = {.model = p->cfg.served_model_name,
+                                        .kind = "text",
                                         .context_length = s_context(p)};
         int rc = h->bus_endpoint_add(p->bus, "generate", &meta, s_on_generate,
                                      s_on_generate_cancel, p, &p->gen_ep);
         if (rc == 0) {
-            LOG_I(p, "model '%s' is servable: %zu engine instance%s", p->cfg.served_model_name,
-                  n, n == 1 ? "" : "s");
+            LOG_I(p, "model '%s' is servable: %zu engine instance%s", p->cfg.served_model_name, n,
+                  n == 1 ? "" : "s");
         } else {
             LOG_W(p, "cannot offer model '%s': %s", p->cfg.served_model_name, h->strerror(rc));
             p->gen_ep = NULL;
@@ -687,8 +690,8 @@ static int s_load_template(tb_preproc_t *p, char *err, size_t err_len)
             return tb_err_fail(err, err_len, TB_EIO, "cannot read chat_template '%s' (%s)",
                                p->cfg.chat_template, tb_strerror(rc));
         }
-        rc = tb_chat_template_new((const char *)src.data, src.len, bos, eos, NULL, &p->tmpl,
-                                  err, err_len);
+        rc = tb_chat_template_new((const char *)src.data, src.len, bos, eos, NULL, &p->tmpl, err,
+                                  err_len);
         tb_buf_free(&src);
         return rc;
     }

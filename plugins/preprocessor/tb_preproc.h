@@ -22,11 +22,11 @@
 
 struct tb_preproc_config {
     const char *served_model_name;
-    const char *model;          /* HF folder or .gguf: tokenizer and chat template */
-    const char *chat_template;  /* optional file overriding the model's template */
-    const char *router;         /* optional router component name */
-    int64_t context_length;     /* 0: the smallest the engines announce */
-    double request_timeout_s;   /* whole request, engine included */
+    const char *model;         /* HF folder or .gguf: tokenizer and chat template */
+    const char *chat_template; /* optional file overriding the model's template */
+    const char *router;        /* optional router component name */
+    int64_t context_length;    /* 0: the smallest the engines announce */
+    double request_timeout_s;  /* whole request, engine included */
 };
 
 typedef struct tb_preproc tb_preproc_t;

@@ -11,12 +11,21 @@
 static const char *const s_policies[] = {"round_robin", "random", "least_loaded", NULL};
 
 static const struct tb_config_field s_fields[] = {
-    {.key = "policy", .type = TB_CFG_ENUM, .offset = OFF(policy),
-     .default_value = "round_robin", .choices = s_policies,
+    {.key = "policy",
+     .type = TB_CFG_ENUM,
+     .offset = OFF(policy),
+     .default_value = "round_robin",
+     .choices = s_policies,
      .help = "how an instance is chosen: round_robin, random, least_loaded (reported load)"},
-    {.key = "endpoint", .type = TB_CFG_STRING, .offset = OFF(endpoint), .default_value = "route",
+    {.key = "endpoint",
+     .type = TB_CFG_STRING,
+     .offset = OFF(endpoint),
+     .default_value = "route",
      .help = "endpoint name (namespace.component.<endpoint>)"},
-    {.key = "seed", .type = TB_CFG_INT, .offset = OFF(seed), .default_value = "0",
+    {.key = "seed",
+     .type = TB_CFG_INT,
+     .offset = OFF(seed),
+     .default_value = "0",
      .help = "random policy seed (0: from the clock)"},
 };
 

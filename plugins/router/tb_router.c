@@ -33,7 +33,7 @@ struct tb_router {
         uint64_t id;
         char labels[240];
         int64_t n;
-    } *pend;
+    } * pend;
     size_t n_pend, cap_pend;
     int64_t load_events;
     int64_t next_flush_ns;
@@ -112,8 +112,7 @@ static void s_on_route(const struct tb_route *rt, bool added, void *user)
             LOG_INFO(r, "routing model '%s' (%s) to %s instance %016" PRIx64, rt->model,
                      rt->kind && *rt->kind ? rt->kind : "text", rt->endpoint, rt->instance_id);
         } else if (rc < 0) {
-            TB_LOG_ERROR(r->host, r->comp, "cannot track route %s: out of memory",
-                         rt->endpoint);
+            TB_LOG_ERROR(r->host, r->comp, "cannot track route %s: out of memory", rt->endpoint);
         }
     } else if (tb_instance_dir_remove(r->dir, rt->instance_id, NULL)) {
         LOG_INFO(r, "no longer routing to %s instance %016" PRIx64 " (model '%s')", rt->endpoint,
@@ -133,8 +132,8 @@ static void s_on_load(const char *topic, const void *data, size_t len, void *use
     }
     const struct tb_msg_load_event *ev = msg;
     tb_instance_dir_load(r->dir, ev->instance_id, ev->running, ev->waiting,
-                    ev->has_kv_used_blocks ? ev->kv_used_blocks : 0,
-                    ev->has_kv_total_blocks ? ev->kv_total_blocks : 0);
+                         ev->has_kv_used_blocks ? ev->kv_used_blocks : 0,
+                         ev->has_kv_total_blocks ? ev->kv_total_blocks : 0);
     r->load_events++;
     r->host->msg_free(&msg);
 }
@@ -151,7 +150,9 @@ static void s_on_request(tb_request_t *req, const void *payload, size_t len, voi
     }
     const struct tb_msg_route_query *q = msg;
     struct tb_idir_instance *inst = NULL;
-    struct tb_rp_query rq = {.model = q->model, .kind = q->kind, .tokens = q->tokens,
+    struct tb_rp_query rq = {.model = q->model,
+                             .kind = q->kind,
+                             .tokens = q->tokens,
                              .n_tokens = q->tokens_count};
     int rc = tb_rpolicy_pick(r->policy, r->dir, &rq, &inst);
     if (rc == TB_ENOMEM) {
@@ -199,8 +200,7 @@ static int s_init(void *user, tb_bus_t *bus)
     struct tb_endpoint_meta meta = {.kind = "route"};
     rc = h->bus_endpoint_add(bus, r->cfg.endpoint, &meta, s_on_request, NULL, r, &r->ep);
     if (rc != 0) {
-        h->set_error(r->comp, "cannot serve endpoint '%s': %s", r->cfg.endpoint,
-                     h->strerror(rc));
+        h->set_error(r->comp, "cannot serve endpoint '%s': %s", r->cfg.endpoint, h->strerror(rc));
         return rc;
     }
     LOG_INFO(r, "router serves %s.%s.%s with policy %s", h->namespace_name(r->comp),

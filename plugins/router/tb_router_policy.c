@@ -90,7 +90,8 @@ static int s_candidates(tb_rpolicy_t *p, tb_instance_dir_t *dir, const struct tb
     int n = 0;
     for (size_t i = 0; i < total; i++) {
         struct tb_idir_instance *inst = tb_instance_dir_at(dir, i);
-        if (strcmp(inst->model, q->model) == 0 && (!q->kind || strcmp(inst->kind, q->kind) == 0)) {
+        if (strcmp(inst->model, q->model) == 0 &&
+            (!q->kind || strcmp(inst->kind, q->kind) == 0)) {
             p->cand[n++] = inst;
         }
     }

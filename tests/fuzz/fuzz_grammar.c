@@ -57,10 +57,13 @@ const char *tb_tok_dec_bytes(const tb_tokenizer_t *tok, int32_t id, bool first, 
     return NULL;
 }
 
-static const char *const s_tokens[] = {
-    "a", "b", "0", "1", "9", "-", ".", "e", "\"", "\\", "{", "}", "[", "]", ",", ":", " ", "\n",
-    "t", "n", "u", "\xc3", "\xa9", "\xe2\x82\xac", "ab", "{\"", "\"}", "\",", "\":", "12",
-    "true", "null", "a\"", "],", "}]", "é", "  ", "x"};
+static const char *const s_tokens[] = {"a",    "b",    "0",   "1",    "9",    "-",
+                                       ".",    "e",    "\"",  "\\",   "{",    "}",
+                                       "[",    "]",    ",",   ":",    " ",    "\n",
+                                       "t",    "n",    "u",   "\xc3", "\xa9", "\xe2\x82\xac",
+                                       "ab",   "{\"",  "\"}", "\",",  "\":",  "12",
+                                       "true", "null", "a\"", "],",   "}]",   "é",
+                                       "  ",   "x"};
 #define N_TOK (sizeof(s_tokens) / sizeof(*s_tokens))
 #define VOCAB (N_TOK + 1)
 #define WORDS ((VOCAB + 31) / 32)
@@ -116,7 +119,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
             }
             size_t pick = data[(step * 7 + 1) % size] % VOCAB, k = 0;
-            for (; k < VOCAB && !((fast[(pick + k) % VOCAB / 32] >> ((pick + k) % VOCAB % 32)) & 1);
+            for (;
+                 k < VOCAB && !((fast[(pick + k) % VOCAB / 32] >> ((pick + k) % VOCAB % 32)) & 1);
                  k++) {
             }
             if (k == VOCAB || tb_grammar_matcher_accept(m, (int32_t)((pick + k) % VOCAB)) != 0) {

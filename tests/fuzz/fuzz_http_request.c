@@ -30,8 +30,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         }
         /* The decoded strings go back out through the escaper: the result must parse. */
-        struct tb_oai_head h = {.api = api, .id = "x", .model = r->model, .created = 1,
-                                .fingerprint = "fp"};
+        struct tb_oai_head h = {
+            .api = api, .id = "x", .model = r->model, .created = 1, .fingerprint = "fp"};
         struct tb_oai_usage u = {0};
         const char *text = r->gen.prompt ? r->gen.prompt : "";
         size_t blen = 0;
@@ -53,7 +53,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct tb_buf b;
     tb_buf_init(&b);
     if (tb_oai_json_string(&b, body, len) == 0) {
-        json_t *j = json_loadb((const char *)b.data, b.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+        json_t *j = json_loadb((const char *)b.data, b.len, JSON_DECODE_ANY | JSON_ALLOW_NUL,
+                               NULL);
         if (!j || !json_is_string(j)) {
             abort();
         }

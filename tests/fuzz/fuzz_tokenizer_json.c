@@ -46,13 +46,16 @@ static void s_exercise(const tb_tokenizer_t *tok, const char *text, size_t len)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const char *const texts[] = {
-        "Hello world", " 12345 x\n\n  y", "caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x99\x82",
-        "<s><|endoftext|></s>[INST]", "",
+        "Hello world",
+        " 12345 x\n\n  y",
+        "caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x99\x82",
+        "<s><|endoftext|></s>[INST]",
+        "",
     };
     tb_tokenizer_t *tok = NULL;
     char err[256];
-    if (tb_tokenizer_load_hf_memory((const char *)data, size, NULL, 0, &tok, err,
-                                    sizeof(err)) != 0) {
+    if (tb_tokenizer_load_hf_memory((const char *)data, size, NULL, 0, &tok, err, sizeof(err)) !=
+        0) {
         return 0;
     }
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {

@@ -42,7 +42,8 @@ struct hop {
 
 /* Re-encodes `c` from exact-size heap copies of the chunk and its logprob entries. */
 static int s_encode_chunk(const struct tb_host *h, const struct tb_msg_gen_chunk *c,
-                          struct tb_buf *out) {
+                          struct tb_buf *out)
+{
     struct tb_msg_gen_chunk *copy = malloc(sizeof(*copy));
     struct tb_msg_token_logprob *lps = NULL;
     int rc = TB_ENOMEM;
@@ -65,12 +66,14 @@ out:
     return rc;
 }
 
-static void on_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user) {
+static void on_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user)
+{
     struct hop *hop = user;
     const struct tb_host *h = hop->r->host;
     (void)call;
     if (ch->kind == TB_CHUNK_ERROR) {
-        h->bus_reply_error(hop->req, ch->code, "%s", ch->message ? ch->message : "upstream error");
+        h->bus_reply_error(hop->req, ch->code, "%s",
+                           ch->message ? ch->message : "upstream error");
         free(hop);
         return;
     }
@@ -105,7 +108,8 @@ static void on_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user) {
     h->buf_free(&buf);
 }
 
-static void on_request(tb_request_t *req, const void *payload, size_t len, void *user) {
+static void on_request(tb_request_t *req, const void *payload, size_t len, void *user)
+{
     struct relay *r = user;
     const struct tb_host *h = r->host;
     void *msg = NULL;
@@ -131,7 +135,8 @@ static void on_request(tb_request_t *req, const void *payload, size_t len, void 
                          &hop->call);
     }
     if (rc != 0) {
-        h->bus_reply_error(req, rc, "relay_v1 cannot call %s: %s", r->cfg->target, h->strerror(rc));
+        h->bus_reply_error(req, rc, "relay_v1 cannot call %s: %s", r->cfg->target,
+                           h->strerror(rc));
         free(hop);
     } else {
         h->bus_request_set_user(req, hop);
@@ -141,7 +146,8 @@ static void on_request(tb_request_t *req, const void *payload, size_t len, void 
     h->msg_free(&msg);
 }
 
-static void on_cancel(tb_request_t *req, void *user) {
+static void on_cancel(tb_request_t *req, void *user)
+{
     struct relay *r = user;
     struct hop *hop = r->host->bus_request_user(req);
     if (hop) {
@@ -151,13 +157,15 @@ static void on_cancel(tb_request_t *req, void *user) {
     r->host->bus_reply_error(req, TB_ECANCELED, "cancelled");
 }
 
-static void *s_run(void *arg) {
+static void *s_run(void *arg)
+{
     struct relay *r = arg;
     const struct tb_host *h = r->host;
     struct tb_endpoint_meta meta = {.model = r->cfg->served_model_name, .kind = "text"};
     tb_endpoint_t *ep;
     r->bus = h->bus_new(r->comp);
-    if (!r->bus || h->bus_endpoint_add(r->bus, "generate", &meta, on_request, on_cancel, r, &ep)) {
+    if (!r->bus ||
+        h->bus_endpoint_add(r->bus, "generate", &meta, on_request, on_cancel, r, &ep)) {
         h->bus_destroy(&r->bus);
         atomic_store(&r->ready, -1);
         return NULL;
@@ -171,7 +179,8 @@ static void *s_run(void *arg) {
 }
 
 static int s_create(const struct tb_host *host, tb_component_t *comp, const void *config,
-                    void **state) {
+                    void **state)
+{
     struct relay *r = calloc(1, sizeof(*r));
     if (!r) {
         host->set_error(comp, "out of memory");
@@ -184,7 +193,8 @@ static int s_create(const struct tb_host *host, tb_component_t *comp, const void
     return 0;
 }
 
-static int s_start(void *state) {
+static int s_start(void *state)
+{
     struct relay *r = state;
     if (pthread_create(&r->thread, NULL, s_run, r) != 0) {
         r->host->set_error(r->comp, "cannot start a thread");
@@ -204,7 +214,8 @@ static int s_start(void *state) {
     return 0;
 }
 
-static void s_stop(void *state) {
+static void s_stop(void *state)
+{
     struct relay *r = state;
     atomic_store(&r->stop, true);
     pthread_join(r->thread, NULL);
@@ -214,7 +225,8 @@ static void s_stop(void *state) {
                 (unsigned long long)r->chunks, (unsigned long long)r->dropped);
 }
 
-static void s_destroy(void *state) {
+static void s_destroy(void *state)
+{
     free(state);
 }
 
@@ -247,6 +259,7 @@ static const struct tb_plugin s_plugin = {
     .destroy = s_destroy,
 };
 
-TB_EXPORT const struct tb_plugin *tb_plugin_entry(void) {
+TB_EXPORT const struct tb_plugin *tb_plugin_entry(void)
+{
     return &s_plugin;
 }

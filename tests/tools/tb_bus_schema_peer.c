@@ -15,7 +15,8 @@
 #include "tb_codec.h"
 #include "tb_zmq.h"
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     if (argc != 5) {
         fprintf(stderr, "usage: tb_bus_schema_peer ADDR MAJOR MINOR FINGERPRINT_HEX\n");
         return 2;

@@ -419,7 +419,8 @@ static int s_make_reqs(struct run *r, uint64_t *need_blocks)
     for (uint32_t i = 0; i < o->n_prompts; i++) {
         const struct req *src = &o->prompts[i];
         uint32_t lens = o->all_logits ? src->n_prompt : 1;
-        if (o->all_logits && !(r->all[i] = calloc((size_t)src->n_prompt * vocab, sizeof(float)))) {
+        if (o->all_logits &&
+            !(r->all[i] = calloc((size_t)src->n_prompt * vocab, sizeof(float)))) {
             return s_oom();
         }
         for (uint32_t j = 0; j < lens; j++, k++) {
@@ -483,8 +484,8 @@ static int s_time_step(struct run *r)
         }
         r->times = nt;
     }
-    r->times[r->n_times++] =
-        (struct step_time){si.n_seqs, si.n_tokens, si.decode, si.forward_seconds};
+    r->times[r->n_times++] = (struct step_time){si.n_seqs, si.n_tokens, si.decode,
+                                                si.forward_seconds};
     return TB_OK;
 }
 
@@ -522,7 +523,8 @@ static int s_loop(struct run *r)
         for (uint32_t i = n_submitted; i < r->n_reqs && r->reqs[i].submit_at <= step; i++) {
             sp.max_tokens = r->reqs[i].max_gen;
             struct tb_runner_request rq = {.prompt = r->reqs[i].prompt,
-                                           .n_prompt = r->reqs[i].n_prompt, .params = &sp,
+                                           .n_prompt = r->reqs[i].n_prompt,
+                                           .params = &sp,
                                            .user = &r->reqs[i]};
             if (tb_runner_submit(r->runner, &rq, NULL) != TB_OK) {
                 fprintf(stderr, "tb_forward: request %u: %s\n", i, tb_runner_errmsg(r->runner));

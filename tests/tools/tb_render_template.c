@@ -134,8 +134,10 @@ int main(int argc, char **argv)
     bool chat = argc == 4 && !strcmp(argv[1], "--chat");
     bool chat_dir = argc == 4 && !strcmp(argv[1], "--chat-dir");
     if (argc != 3 && !chat && !chat_dir) {
-        fprintf(stderr, "usage: %s [--chat] TEMPLATE CONTEXT.json | --chat-dir MODEL_DIR "
-                "CONTEXT.json | --print-fallback\n", argv[0]);
+        fprintf(stderr,
+                "usage: %s [--chat] TEMPLATE CONTEXT.json | --chat-dir MODEL_DIR "
+                "CONTEXT.json | --print-fallback\n",
+                argv[0]);
         return 2;
     }
     const char *tpath = argv[argc - 2];

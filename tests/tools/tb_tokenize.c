@@ -275,8 +275,8 @@ static int s_bench(const tb_tokenizer_t *tok, const struct opts *o, const char *
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double sec = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
-    printf("bytes %zu tokens %zu runs %ld seconds %.4f tokens_per_s %.0f MB_per_s %.2f\n", len,
-           n, o->bench, sec, (double)total / sec, (double)len * o->bench / sec / 1e6);
+    printf("bytes %zu tokens %zu runs %ld seconds %.4f tokens_per_s %.0f MB_per_s %.2f\n", len, n,
+           o->bench, sec, (double)total / sec, (double)len * o->bench / sec / 1e6);
     return e;
 }
 
@@ -294,8 +294,7 @@ static int s_encode_one(const tb_tokenizer_t *tok, const struct opts *o)
     }
     int32_t *ids = NULL;
     size_t n = 0;
-    int e = text ? tb_tokenizer_encode(tok, text, len, o->add_special, o->parse_special, &ids,
-                                       &n)
+    int e = text ? tb_tokenizer_encode(tok, text, len, o->add_special, o->parse_special, &ids, &n)
                  : -12;
     if (e == 0 && o->bench > 0) {
         e = s_bench(tok, o, text, len, n);

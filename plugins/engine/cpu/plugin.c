@@ -7,8 +7,13 @@
 #include "tb_plugin.h"
 
 static const struct tb_config_field s_cpu_fields[] = {
-    {.key = "threads", .type = TB_CFG_INT, .offset = offsetof(struct tb_cpu_config, threads),
-     .default_value = "0", .has_bounds = true, .min = 0, .max = TB_CPU_MAX_THREADS,
+    {.key = "threads",
+     .type = TB_CFG_INT,
+     .offset = offsetof(struct tb_cpu_config, threads),
+     .default_value = "0",
+     .has_bounds = true,
+     .min = 0,
+     .max = TB_CPU_MAX_THREADS,
      .help = "compute threads (0: all cores)"},
 };
 

@@ -29,7 +29,8 @@
  */
 #include <math.h>
 
-static void TB_ATTN_TASK(const struct tb_attn_args *a, int tok, int kvh, float *scratch) {
+static void TB_ATTN_TASK(const struct tb_attn_args *a, int tok, int kvh, float *scratch)
+{
     const struct tb_cpu_kv_layout *L = a->layout;
     const struct tb_cpu_attn_seq *s = &a->seqs[tok];
     const int hd = L->head_dim;
@@ -64,8 +65,8 @@ static void TB_ATTN_TASK(const struct tb_attn_args *a, int tok, int kvh, float *
         const int first = b * bs < lo ? lo - b * bs : 0; /* first slot in the window */
         const int nvalid = (n_att - b * bs < bs ? n_att - b * bs : bs) - first;
         const size_t blk = (size_t)s->block_table[b];
-        const uint8_t *kb =
-            a->k + blk * a->block_bytes + (size_t)kvh * a->head_bytes + (size_t)first * es;
+        const uint8_t *kb = a->k + blk * a->block_bytes + (size_t)kvh * a->head_bytes +
+                            (size_t)first * es;
         const uint8_t *vb = a->v + blk * a->block_bytes + (size_t)kvh * a->head_bytes +
                             (size_t)first * (size_t)hd * es;
         for (int h = 0; h < G; h++) {

@@ -21,28 +21,32 @@
 
 /* While the first token tile of a multi-row tile runs, the next row tile is prefetched as one
  * sequential stream (see tb_cpu_avx512.c). */
-AINLINE const uint8_t *s_next_tile(const struct tb_mm_args *a, int64_t r, int t0, const int R) {
+AINLINE const uint8_t *s_next_tile(const struct tb_mm_args *a, int64_t r, int t0, const int R)
+{
     if (R == 1 || t0 != 0 || r + 2 * R > a->rows) {
         return NULL;
     }
     return a->w + (size_t)(r + R) * a->w_row_bytes;
 }
 
-AINLINE float s_hsum(__m256 v) {
+AINLINE float s_hsum(__m256 v)
+{
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
 
-AINLINE float s_hmax(__m256 v) {
+AINLINE float s_hmax(__m256 v)
+{
     __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_max_ps(s, _mm_movehl_ps(s, s));
     s = _mm_max_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
 
-AINLINE int32_t s_hsum_i32(__m256i v) {
+AINLINE int32_t s_hsum_i32(__m256i v)
+{
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
@@ -53,7 +57,8 @@ AINLINE int32_t s_hsum_i32(__m256i v) {
 /* Activation quantization (portable layout, same numbers as tb_cpu_quantize_act_row)          */
 /* ------------------------------------------------------------------------------------------ */
 
-static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst) {
+static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst)
+{
     const int32_t cmul = tb_cpu_pk_cmul(wdt); /* packed weights want c = cmul * sum */
     const int64_t nb = cols / TB_CPU_QBLOCK;
     int8_t *q = (int8_t *)dst;
@@ -88,7 +93,8 @@ static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_
     }
 }
 
-static size_t s_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols) {
+static size_t s_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols)
+{
     if (wdt != TB_CPU_Q8_0 && wdt != TB_CPU_Q4_0 && wdt != TB_CPU_Q4_0_PACKED &&
         wdt != TB_CPU_Q8_0_PACKED) {
         return 0;
@@ -104,7 +110,8 @@ static size_t s_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols) {
 #define FR 4
 #define FT 2
 
-AINLINE __m256 s_load_w(const uint8_t *p, const int dt) {
+AINLINE __m256 s_load_w(const uint8_t *p, const int dt)
+{
     if (dt == TB_CPU_F32) {
         return _mm256_loadu_ps((const float *)p);
     }
@@ -115,7 +122,8 @@ AINLINE __m256 s_load_w(const uint8_t *p, const int dt) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
-AINLINE float s_load_w1(const uint8_t *p, const int dt) {
+AINLINE float s_load_w1(const uint8_t *p, const int dt)
+{
     if (dt == TB_CPU_F32) {
         float f;
         memcpy(&f, p, 4);
@@ -128,7 +136,8 @@ AINLINE float s_load_w1(const uint8_t *p, const int dt) {
 }
 
 AINLINE void s_mk_float(const struct tb_mm_args *a, int64_t r, int t0, const int R, const int T,
-                        const int dt) {
+                        const int dt)
+{
     const int64_t n = a->cols;
     const int es = dt == TB_CPU_F32 ? 4 : 2;
     const uint8_t *w[FR];
@@ -185,7 +194,8 @@ AINLINE void s_mk_float(const struct tb_mm_args *a, int64_t r, int t0, const int
 
 /* Batch 1: the tile kernel at FR rows x 1 token (see tb_cpu_avx512.c: each (row, token) output
  * sums in k order whatever the tile's shape, so the results are batch invariant). */
-AINLINE void s_mv_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt) {
+AINLINE void s_mv_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt)
+{
     int64_t r = r0;
     for (; r + FR <= r1; r += FR) {
         s_mk_float(a, r, 0, FR, 1, dt);
@@ -195,7 +205,8 @@ AINLINE void s_mv_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, cons
     }
 }
 
-AINLINE void s_rows_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt) {
+AINLINE void s_rows_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt)
+{
     if (a->n_tok == 1) {
         s_mv_float(a, r0, r1, dt);
         return;
@@ -232,7 +243,8 @@ AINLINE void s_rows_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, co
 #define QT 3
 
 AINLINE void s_mk_quant(const struct tb_mm_args *a, int64_t r, int t0, const int R, const int T,
-                        const int dt) {
+                        const int dt)
+{
     const int64_t n = a->cols;
     const int64_t nb = n / TB_CPU_QBLOCK;
     const size_t bb = dt == TB_CPU_Q4_0 ? 18 : 34;
@@ -274,8 +286,8 @@ AINLINE void s_mk_quant(const struct tb_mm_args *a, int64_t r, int t0, const int
             dw[i] = _cvtsh_ss(tb_cpu_load_u16(blk));
             if (dt == TB_CPU_Q4_0) {
                 __m128i qs = _mm_loadu_si128((const __m128i *)(blk + 2));
-                __m256i y =
-                    _mm256_inserti128_si256(_mm256_castsi128_si256(qs), _mm_srli_epi16(qs, 4), 1);
+                __m256i y = _mm256_inserti128_si256(_mm256_castsi128_si256(qs),
+                                                    _mm_srli_epi16(qs, 4), 1);
                 wq[i] = _mm256_and_si256(y, m4);
             } else {
                 wq[i] = _mm256_loadu_si256((const __m256i *)(blk + 2));
@@ -293,11 +305,12 @@ AINLINE void s_mk_quant(const struct tb_mm_args *a, int64_t r, int t0, const int
                     p = _mm256_madd_epi16(_mm256_maddubs_epi16(wq[i], xv), ones);
                     p = _mm256_sub_epi32(p, _mm256_set1_epi32(xs[j][b]));
                 } else {
-                    p = _mm256_madd_epi16(_mm256_maddubs_epi16(wa[i], _mm256_sign_epi8(xv, wq[i])),
+                    p = _mm256_madd_epi16(_mm256_maddubs_epi16(wa[i],
+                                                               _mm256_sign_epi8(xv, wq[i])),
                                           ones);
                 }
-                acc[i][j] =
-                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw[i] * dx), acc[i][j]);
+                acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw[i] * dx),
+                                            acc[i][j]);
             }
         }
     }
@@ -311,26 +324,28 @@ AINLINE void s_mk_quant(const struct tb_mm_args *a, int64_t r, int t0, const int
     }
 }
 
-#define QUANT_TILE_CASES(R, dt)                                                                    \
-    switch (nt) {                                                                                  \
-    case 1:                                                                                        \
-        s_mk_quant(a, r, t, R, 1, dt);                                                             \
-        break;                                                                                     \
-    case 2:                                                                                        \
-        s_mk_quant(a, r, t, R, 2, dt);                                                             \
-        break;                                                                                     \
-    default:                                                                                       \
-        s_mk_quant(a, r, t, R, 3, dt);                                                             \
-        break;                                                                                     \
+#define QUANT_TILE_CASES(R, dt)                                                                  \
+    switch (nt) {                                                                                \
+    case 1:                                                                                      \
+        s_mk_quant(a, r, t, R, 1, dt);                                                           \
+        break;                                                                                   \
+    case 2:                                                                                      \
+        s_mk_quant(a, r, t, R, 2, dt);                                                           \
+        break;                                                                                   \
+    default:                                                                                     \
+        s_mk_quant(a, r, t, R, 3, dt);                                                           \
+        break;                                                                                   \
     }
 
 /* Batch-1 row: one weight stream, the tile kernel at R = T = 1 (see s_mv_float: batch
  * invariance). */
-AINLINE void s_mv_quant(const struct tb_mm_args *a, int64_t r, const int dt) {
+AINLINE void s_mv_quant(const struct tb_mm_args *a, int64_t r, const int dt)
+{
     s_mk_quant(a, r, 0, 1, 1, dt);
 }
 
-AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt) {
+AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt)
+{
     if (a->n_tok == 1) {
         for (int64_t r = r0; r < r1; r++) {
             s_mv_quant(a, r, dt);
@@ -361,7 +376,8 @@ AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, co
 
 #define PT 4 /* token rows per packed tile (8 weight rows: half a group) */
 
-AINLINE __m256i s_bcast4(const int8_t *p) {
+AINLINE __m256i s_bcast4(const int8_t *p)
+{
     int32_t v;
     memcpy(&v, p, 4);
     return _mm256_set1_epi32(v);
@@ -376,7 +392,8 @@ AINLINE __m256i s_bcast4(const int8_t *p) {
  * The block's sum is scaled by d_w * d_x and added to the row's float sum, block after block
  * (see tb_cpu_avx512.c: the same order for any T). */
 AINLINE void s_mk_pk(const struct tb_mm_args *a, int64_t g, int h, int nrows, int t0, const int T,
-                     const int q8) {
+                     const int q8)
+{
     const int64_t n = a->cols, nb = n / TB_CPU_QBLOCK;
     const uint8_t *gw = a->w + (size_t)g * a->w_row_bytes;
     const int8_t *xq[PT];
@@ -409,8 +426,9 @@ AINLINE void s_mk_pk(const struct tb_mm_args *a, int64_t g, int h, int nrows, in
                 __m256i w[4], aw[4];
 #pragma GCC unroll 4
                 for (int k = 0; k < 4; k++) {
-                    w[k] = _mm256_xor_si256(
-                        _mm256_load_si256((const __m256i *)(v + 64 * (4 * half + k))), flip);
+                    w[k] = _mm256_xor_si256(_mm256_load_si256(
+                                                (const __m256i *)(v + 64 * (4 * half + k))),
+                                            flip);
                     aw[k] = _mm256_sign_epi8(w[k], w[k]);
                 }
 #pragma GCC unroll 8
@@ -468,7 +486,8 @@ AINLINE void s_mk_pk(const struct tb_mm_args *a, int64_t g, int h, int nrows, in
     }
 }
 
-AINLINE void s_rows_pk(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int q8) {
+AINLINE void s_rows_pk(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int q8)
+{
     for (int tb = 0; tb < a->n_tok; tb += TOK_BLOCK) {
         int te = tb + TOK_BLOCK < a->n_tok ? tb + TOK_BLOCK : a->n_tok;
         for (int64_t r = r0; r < r1; r += 8) {
@@ -495,7 +514,8 @@ AINLINE void s_rows_pk(const struct tb_mm_args *a, int64_t r0, int64_t r1, const
     }
 }
 
-static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1) {
+static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1)
+{
     if (a->dtype == TB_CPU_Q4_0_PACKED) {
         s_rows_pk(a, r0, r1, 0);
         return;
@@ -529,14 +549,16 @@ static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1) {
 /* Attention helpers                                                                           */
 /* ------------------------------------------------------------------------------------------ */
 
-AINLINE __m256 s_kv_load8(const uint8_t *base, size_t i, int f16) {
+AINLINE __m256 s_kv_load8(const uint8_t *base, size_t i, int f16)
+{
     if (f16) {
         return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(base + 2 * i)));
     }
     return _mm256_loadu_ps((const float *)(base + 4 * i));
 }
 
-AINLINE float s_kv_load1(const uint8_t *base, size_t i, int f16) {
+AINLINE float s_kv_load1(const uint8_t *base, size_t i, int f16)
+{
     if (f16) {
         return _cvtsh_ss(tb_cpu_load_u16(base + 2 * i));
     }
@@ -546,8 +568,9 @@ AINLINE float s_kv_load1(const uint8_t *base, size_t i, int f16) {
 }
 
 /* Scores, 8 slots per step, 4 accumulators over d. */
-static inline float s_att_scores(float *s, const float *q, const uint8_t *kt, int hd, int n, int bs,
-                                 int f16) {
+static inline float s_att_scores(float *s, const float *q, const uint8_t *kt, int hd, int n,
+                                 int bs, int f16)
+{
     __m256 vmax = _mm256_set1_ps(-INFINITY);
     float mx = -INFINITY;
     int j0 = 0;
@@ -563,8 +586,8 @@ static inline float s_att_scores(float *s, const float *q, const uint8_t *kt, in
             }
         }
         for (; d < hd; d++) {
-            acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(q[d]), s_kv_load8(kt, (size_t)d * bs + j0, f16),
-                                     acc[0]);
+            acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(q[d]),
+                                     s_kv_load8(kt, (size_t)d * bs + j0, f16), acc[0]);
         }
         __m256 sc = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
         _mm256_storeu_ps(s + j0, sc);
@@ -582,7 +605,8 @@ static inline float s_att_scores(float *s, const float *q, const uint8_t *kt, in
     return vm > mx ? vm : mx;
 }
 
-static inline void s_att_pv(float *acc, const float *p, const uint8_t *v, int hd, int n, int f16) {
+static inline void s_att_pv(float *acc, const float *p, const uint8_t *v, int hd, int n, int f16)
+{
     for (int j = 0; j < n; j++) {
         __m256 pj = _mm256_set1_ps(p[j]);
         size_t row = (size_t)j * hd;
@@ -597,7 +621,8 @@ static inline void s_att_pv(float *acc, const float *p, const uint8_t *v, int hd
     }
 }
 
-static inline void s_att_scale(float *y, float a, int n) {
+static inline void s_att_scale(float *y, float a, int n)
+{
     __m256 va = _mm256_set1_ps(a);
     int i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -609,7 +634,8 @@ static inline void s_att_scale(float *y, float a, int n) {
 }
 
 /* exp(x) for x <= 0 (clamped at -87): 2^n * p(r) as in tb_cpu_avx512.c. */
-AINLINE __m256 s_exp(__m256 x) {
+AINLINE __m256 s_exp(__m256 x)
+{
     x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
     __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504089f)),
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -622,12 +648,13 @@ AINLINE __m256 s_exp(__m256 x) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    __m256i e =
-        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
+                                  23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-static inline float s_att_exp_block(float *s, int n, float mx) {
+static inline float s_att_exp_block(float *s, int n, float mx)
+{
     __m256 vm = _mm256_set1_ps(mx);
     __m256 sum = _mm256_setzero_ps();
     int i = 0;

@@ -32,7 +32,8 @@
  * from DRAM (several interleaved streams).  So while the first token tile of a row tile runs,
  * it prefetches the next row tile (R contiguous rows: one sequential stream) at the same pace,
  * and the next tile then finds its rows in cache. */
-AINLINE const uint8_t *s_next_tile(const struct tb_mm_args *a, int64_t r, int t0, const int R) {
+AINLINE const uint8_t *s_next_tile(const struct tb_mm_args *a, int64_t r, int t0, const int R)
+{
     if (R == 1 || t0 != 0 || r + 2 * R > a->rows) {
         return NULL;
     }
@@ -43,11 +44,13 @@ AINLINE const uint8_t *s_next_tile(const struct tb_mm_args *a, int64_t r, int t0
 /* Activation quantization                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 
-static size_t s_pair_bytes(tb_cpu_dtype_t wdt) {
+static size_t s_pair_bytes(tb_cpu_dtype_t wdt)
+{
     return wdt == TB_CPU_Q4_0 ? 192 : 128;
 }
 
-static size_t s_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols) {
+static size_t s_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols)
+{
     if (wdt == TB_CPU_Q4_0_PACKED || wdt == TB_CPU_Q8_0_PACKED) {
         return tb_cpu_simple_act_row_bytes(wdt, cols);
     }
@@ -59,7 +62,8 @@ static size_t s_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols) {
 }
 
 /* Quantizes one block of 32: q (16 int32 per half) and returns d; *sum gets sum(q). */
-AINLINE float s_quant_block(const float *x, __m512i *q_lo, __m512i *q_hi, int32_t *sum) {
+AINLINE float s_quant_block(const float *x, __m512i *q_lo, __m512i *q_hi, int32_t *sum)
+{
     __m512 a = _mm512_loadu_ps(x);
     __m512 b = _mm512_loadu_ps(x + 16);
     __m512 m = _mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b));
@@ -73,7 +77,8 @@ AINLINE float s_quant_block(const float *x, __m512i *q_lo, __m512i *q_hi, int32_
 }
 
 /* The portable layout (q in order, d, then c = cmul * sum(q)) for packed weights. */
-static void s_quant_act_pk(const float *x, int64_t cols, uint8_t *dst, int32_t cmul) {
+static void s_quant_act_pk(const float *x, int64_t cols, uint8_t *dst, int32_t cmul)
+{
     const int64_t nb = cols / TB_CPU_QBLOCK;
     int8_t *q = (int8_t *)dst;
     float *d = (float *)(dst + cols);
@@ -88,7 +93,8 @@ static void s_quant_act_pk(const float *x, int64_t cols, uint8_t *dst, int32_t c
     }
 }
 
-static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst) {
+static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst)
+{
     if (wdt == TB_CPU_Q4_0_PACKED || wdt == TB_CPU_Q8_0_PACKED) {
         s_quant_act_pk(x, cols, dst, tb_cpu_pk_cmul(wdt));
         return;
@@ -118,8 +124,8 @@ static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_
             __m512 dv = _mm512_setr_ps(d[0], d[0], d[0], d[0], d[1], d[1], d[1], d[1], d[0], d[0],
                                        d[0], d[0], d[1], d[1], d[1], d[1]);
             _mm512_store_ps((float *)(rec + 64), dv);
-            __m512i init =
-                _mm512_setr_epi32(-8 * s[0], 0, 0, 0, -8 * s[1], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+            __m512i init = _mm512_setr_epi32(-8 * s[0], 0, 0, 0, -8 * s[1], 0, 0, 0, 0, 0, 0, 0,
+                                             0, 0, 0, 0);
             _mm512_store_si512((__m512i *)(rec + 128), init);
         } else {
             const __m128i bias = _mm_set1_epi8((char)0x80);
@@ -141,7 +147,8 @@ static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_
 #define FR 4 /* weight rows per tile */
 #define FT 6 /* token rows per tile */
 
-AINLINE __m512 s_load_w(const uint8_t *p, int dt, __mmask16 m, int masked) {
+AINLINE __m512 s_load_w(const uint8_t *p, int dt, __mmask16 m, int masked)
+{
     if (dt == TB_CPU_F32) {
         return masked ? _mm512_maskz_loadu_ps(m, p) : _mm512_loadu_ps(p);
     }
@@ -153,7 +160,8 @@ AINLINE __m512 s_load_w(const uint8_t *p, int dt, __mmask16 m, int masked) {
 }
 
 AINLINE void s_mk_float(const struct tb_mm_args *a, int64_t r, int t0, const int R, const int T,
-                        const int dt) {
+                        const int dt)
+{
     const int64_t n = a->cols;
     const int es = dt == TB_CPU_F32 ? 4 : 2;
     const uint8_t *w[FR];
@@ -226,7 +234,8 @@ AINLINE void s_mk_float(const struct tb_mm_args *a, int64_t r, int t0, const int
  * same whatever n_tok is and wherever its row sits in the batch (the engine's batch invariance:
  * a request alone and among others must get the same tokens); the FR rows give the FMA unit FR
  * independent chains, and the next tile is prefetched as one stream (s_next_tile). */
-AINLINE void s_mv_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt) {
+AINLINE void s_mv_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt)
+{
     int64_t r = r0;
     for (; r + FR <= r1; r += FR) {
         s_mk_float(a, r, 0, FR, 1, dt);
@@ -236,29 +245,30 @@ AINLINE void s_mv_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, cons
     }
 }
 
-#define FLOAT_TILE_CASES(R, dt)                                                                    \
-    switch (nt) {                                                                                  \
-    case 1:                                                                                        \
-        s_mk_float(a, r, t, R, 1, dt);                                                             \
-        break;                                                                                     \
-    case 2:                                                                                        \
-        s_mk_float(a, r, t, R, 2, dt);                                                             \
-        break;                                                                                     \
-    case 3:                                                                                        \
-        s_mk_float(a, r, t, R, 3, dt);                                                             \
-        break;                                                                                     \
-    case 4:                                                                                        \
-        s_mk_float(a, r, t, R, 4, dt);                                                             \
-        break;                                                                                     \
-    case 5:                                                                                        \
-        s_mk_float(a, r, t, R, 5, dt);                                                             \
-        break;                                                                                     \
-    default:                                                                                       \
-        s_mk_float(a, r, t, R, 6, dt);                                                             \
-        break;                                                                                     \
+#define FLOAT_TILE_CASES(R, dt)                                                                  \
+    switch (nt) {                                                                                \
+    case 1:                                                                                      \
+        s_mk_float(a, r, t, R, 1, dt);                                                           \
+        break;                                                                                   \
+    case 2:                                                                                      \
+        s_mk_float(a, r, t, R, 2, dt);                                                           \
+        break;                                                                                   \
+    case 3:                                                                                      \
+        s_mk_float(a, r, t, R, 3, dt);                                                           \
+        break;                                                                                   \
+    case 4:                                                                                      \
+        s_mk_float(a, r, t, R, 4, dt);                                                           \
+        break;                                                                                   \
+    case 5:                                                                                      \
+        s_mk_float(a, r, t, R, 5, dt);                                                           \
+        break;                                                                                   \
+    default:                                                                                     \
+        s_mk_float(a, r, t, R, 6, dt);                                                           \
+        break;                                                                                   \
     }
 
-AINLINE void s_rows_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt) {
+AINLINE void s_rows_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt)
+{
     if (a->n_tok == 1) {
         s_mv_float(a, r0, r1, dt);
         return;
@@ -290,7 +300,8 @@ AINLINE void s_rows_float(const struct tb_mm_args *a, int64_t r0, int64_t r1, co
 
 /* Decodes blocks 2p and 2p+1 of a Q4_0 row (block 2p+1 absent when `half`): nibbles in
  * [lo0 | lo1 | hi0 | hi1] order, scales as [d0 x4, d1 x4, d0 x4, d1 x4]. */
-AINLINE void s_q4_decode(const uint8_t *b0, const int half, __m512i *q, __m512 *dw) {
+AINLINE void s_q4_decode(const uint8_t *b0, const int half, __m512i *q, __m512 *dw)
+{
     const uint8_t *b1 = b0 + 18;
     __m128i q0 = _mm_loadu_si128((const __m128i *)(b0 + 2));
     __m128i q1 = half ? _mm_setzero_si128() : _mm_loadu_si128((const __m128i *)(b1 + 2));
@@ -305,7 +316,8 @@ AINLINE void s_q4_decode(const uint8_t *b0, const int half, __m512i *q, __m512 *
 
 /* Decodes blocks 2p and 2p+1 of a Q8_0 row: values in order, scales as [d0 x8, d1 x8], and the
  * accumulator start -128 * sum(weights) per lane. */
-AINLINE void s_q8_decode(const uint8_t *b0, const int half, __m512i *q, __m512 *dw, __m512i *init) {
+AINLINE void s_q8_decode(const uint8_t *b0, const int half, __m512i *q, __m512 *dw, __m512i *init)
+{
     const uint8_t *b1 = b0 + 34;
     __m256i w0 = _mm256_loadu_si256((const __m256i *)(b0 + 2));
     __m256i w1 = half ? _mm256_setzero_si256() : _mm256_loadu_si256((const __m256i *)(b1 + 2));
@@ -314,15 +326,16 @@ AINLINE void s_q8_decode(const uint8_t *b0, const int half, __m512i *q, __m512 *
     *init = _mm512_sub_epi32(_mm512_setzero_si512(), c);
     short h0 = (short)tb_cpu_load_u16(b0);
     short h1 = half ? 0 : (short)tb_cpu_load_u16(b1);
-    __m256i hv =
-        _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(h0)), _mm_set1_epi16(h1), 1);
+    __m256i hv = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(h0)),
+                                         _mm_set1_epi16(h1), 1);
     *dw = _mm512_cvtph_ps(hv);
 }
 
 AINLINE void s_mk_quant_step(const struct tb_mm_args *a, const uint8_t *const *w,
                              const uint8_t *const *xr, __m512 acc[QR][QT], int64_t p,
                              const int half, const int R, const int T, const int dt,
-                             const uint8_t *pf) {
+                             const uint8_t *pf)
+{
     const size_t pb = dt == TB_CPU_Q4_0 ? 192 : 128;
     const size_t wb = dt == TB_CPU_Q4_0 ? 36 : 68; /* bytes per block pair */
     (void)a;
@@ -352,17 +365,20 @@ AINLINE void s_mk_quant_step(const struct tb_mm_args *a, const uint8_t *const *w
         for (int i = 0; i < R; i++) {
             __m512i s;
             if (dt == TB_CPU_Q4_0) {
-                s = _mm512_dpbusd_epi32(_mm512_load_si512((const __m512i *)(rec + 128)), q[i], xv);
+                s = _mm512_dpbusd_epi32(_mm512_load_si512((const __m512i *)(rec + 128)), q[i],
+                                        xv);
             } else {
                 s = _mm512_dpbusd_epi32(init[i], xv, q[i]);
             }
-            acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw[i], dx), acc[i][j]);
+            acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw[i], dx),
+                                        acc[i][j]);
         }
     }
 }
 
 AINLINE void s_mk_quant(const struct tb_mm_args *a, int64_t r, int t0, const int R, const int T,
-                        const int dt) {
+                        const int dt)
+{
     const int64_t nb = a->cols / TB_CPU_QBLOCK;
     const uint8_t *w[QR];
     const uint8_t *xr[QT];
@@ -399,27 +415,29 @@ AINLINE void s_mk_quant(const struct tb_mm_args *a, int64_t r, int t0, const int
 
 /* Batch-1 row: one weight stream, the tile kernel at R = T = 1 (see s_mv_float: batch
  * invariance). */
-AINLINE void s_mv_quant(const struct tb_mm_args *a, int64_t r, const int dt) {
+AINLINE void s_mv_quant(const struct tb_mm_args *a, int64_t r, const int dt)
+{
     s_mk_quant(a, r, 0, 1, 1, dt);
 }
 
-#define QUANT_TILE_CASES(R, dt)                                                                    \
-    switch (nt) {                                                                                  \
-    case 1:                                                                                        \
-        s_mk_quant(a, r, t, R, 1, dt);                                                             \
-        break;                                                                                     \
-    case 2:                                                                                        \
-        s_mk_quant(a, r, t, R, 2, dt);                                                             \
-        break;                                                                                     \
-    case 3:                                                                                        \
-        s_mk_quant(a, r, t, R, 3, dt);                                                             \
-        break;                                                                                     \
-    default:                                                                                       \
-        s_mk_quant(a, r, t, R, 4, dt);                                                             \
-        break;                                                                                     \
+#define QUANT_TILE_CASES(R, dt)                                                                  \
+    switch (nt) {                                                                                \
+    case 1:                                                                                      \
+        s_mk_quant(a, r, t, R, 1, dt);                                                           \
+        break;                                                                                   \
+    case 2:                                                                                      \
+        s_mk_quant(a, r, t, R, 2, dt);                                                           \
+        break;                                                                                   \
+    case 3:                                                                                      \
+        s_mk_quant(a, r, t, R, 3, dt);                                                           \
+        break;                                                                                   \
+    default:                                                                                     \
+        s_mk_quant(a, r, t, R, 4, dt);                                                           \
+        break;                                                                                   \
     }
 
-AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt) {
+AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int dt)
+{
     if (a->n_tok == 1) {
         for (int64_t r = r0; r < r1; r++) {
             s_mv_quant(a, r, dt);
@@ -451,7 +469,8 @@ AINLINE void s_rows_quant(const struct tb_mm_args *a, int64_t r0, int64_t r1, co
 #define PT 4 /* token rows per packed tile */
 #define PG 2 /* groups of 16 rows per packed tile */
 
-AINLINE __m512i s_bcast4(const int8_t *p) {
+AINLINE __m512i s_bcast4(const int8_t *p)
+{
     int32_t v;
     memcpy(&v, p, 4);
     return _mm512_set1_epi32(v);
@@ -466,9 +485,11 @@ AINLINE __m512i s_bcast4(const int8_t *p) {
  * token's outputs do not depend on the batch.  Each broadcast activation feeds G groups; each
  * weight vector T tokens.  `pf`: the next tile's groups, prefetched at this tile's pace. */
 AINLINE void s_mk_pk(const struct tb_mm_args *a, int64_t g, const int G, int nlast, int t0,
-                     const int T, const uint8_t *pf, const int q8) {
+                     const int T, const uint8_t *pf, const int q8)
+{
     const int64_t n = a->cols, nb = n / TB_CPU_QBLOCK;
-    const size_t pf_step = (size_t)G * (32 + tb_cpu_pk_vbytes(q8)); /* the tile's bytes per block */
+    const size_t pf_step = (size_t)G *
+                           (32 + tb_cpu_pk_vbytes(q8)); /* the tile's bytes per block */
     const int pf_lines = (int)(pf_step + 63) / 64;
     const uint8_t *gw[PG];
     const int8_t *xq[PT];
@@ -542,8 +563,8 @@ AINLINE void s_mk_pk(const struct tb_mm_args *a, int64_t g, const int G, int nla
 #pragma GCC unroll 16
             for (int j = 0; j < T; j++) {
                 __m512 sf = _mm512_cvtepi32_ps(s0[h][j]);
-                acc[h][j] =
-                    _mm512_fmadd_ps(sf, _mm512_mul_ps(dw, _mm512_set1_ps(xd[j][b])), acc[h][j]);
+                acc[h][j] = _mm512_fmadd_ps(sf, _mm512_mul_ps(dw, _mm512_set1_ps(xd[j][b])),
+                                            acc[h][j]);
             }
         }
     }
@@ -561,23 +582,24 @@ AINLINE void s_mk_pk(const struct tb_mm_args *a, int64_t g, const int G, int nla
     }
 }
 
-#define PK_TILE_CASES(G, q8)                                                                       \
-    switch (nt) {                                                                                  \
-    case 1:                                                                                        \
-        s_mk_pk(a, g, G, nl, t, 1, tpf, q8);                                                       \
-        break;                                                                                     \
-    case 2:                                                                                        \
-        s_mk_pk(a, g, G, nl, t, 2, tpf, q8);                                                       \
-        break;                                                                                     \
-    case 3:                                                                                        \
-        s_mk_pk(a, g, G, nl, t, 3, tpf, q8);                                                       \
-        break;                                                                                     \
-    default:                                                                                       \
-        s_mk_pk(a, g, G, nl, t, 4, tpf, q8);                                                       \
-        break;                                                                                     \
+#define PK_TILE_CASES(G, q8)                                                                     \
+    switch (nt) {                                                                                \
+    case 1:                                                                                      \
+        s_mk_pk(a, g, G, nl, t, 1, tpf, q8);                                                     \
+        break;                                                                                   \
+    case 2:                                                                                      \
+        s_mk_pk(a, g, G, nl, t, 2, tpf, q8);                                                     \
+        break;                                                                                   \
+    case 3:                                                                                      \
+        s_mk_pk(a, g, G, nl, t, 3, tpf, q8);                                                     \
+        break;                                                                                   \
+    default:                                                                                     \
+        s_mk_pk(a, g, G, nl, t, 4, tpf, q8);                                                     \
+        break;                                                                                   \
     }
 
-AINLINE void s_rows_pk(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int q8) {
+AINLINE void s_rows_pk(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int q8)
+{
     const int64_t g0 = r0 / TB_CPU_PACK_ROWS, g1 = (r1 + TB_CPU_PACK_ROWS - 1) / TB_CPU_PACK_ROWS;
     for (int tb = 0; tb < a->n_tok; tb += TOK_BLOCK) {
         int te = tb + TOK_BLOCK < a->n_tok ? tb + TOK_BLOCK : a->n_tok;
@@ -585,8 +607,7 @@ AINLINE void s_rows_pk(const struct tb_mm_args *a, int64_t r0, int64_t r1, const
             const int G = g + PG <= g1 ? PG : 1;
             int64_t left = r1 - (g + G - 1) * TB_CPU_PACK_ROWS;
             int nl = left < TB_CPU_PACK_ROWS ? (int)left : TB_CPU_PACK_ROWS;
-            const uint8_t *pf =
-                g + 2 * G <= g1 ? a->w + (size_t)(g + G) * a->w_row_bytes : NULL;
+            const uint8_t *pf = g + 2 * G <= g1 ? a->w + (size_t)(g + G) * a->w_row_bytes : NULL;
             for (int t = tb; t < te; t += PT) {
                 int nt = te - t < PT ? te - t : PT;
                 const uint8_t *tpf = t == tb ? pf : NULL; /* the first token tile fetches */
@@ -601,7 +622,8 @@ AINLINE void s_rows_pk(const struct tb_mm_args *a, int64_t r0, int64_t r1, const
     }
 }
 
-static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1) {
+static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1)
+{
     if (a->dtype == TB_CPU_Q4_0_PACKED) {
         s_rows_pk(a, r0, r1, 0);
         return;
@@ -635,11 +657,13 @@ static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1) {
 /* Attention helpers                                                                           */
 /* ------------------------------------------------------------------------------------------ */
 
-AINLINE __mmask16 s_tail_mask(int left) {
+AINLINE __mmask16 s_tail_mask(int left)
+{
     return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
 }
 
-AINLINE __m512 s_kv_load(const uint8_t *base, size_t i, __mmask16 m, int f16) {
+AINLINE __m512 s_kv_load(const uint8_t *base, size_t i, __mmask16 m, int f16)
+{
     if (f16) {
         return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, base + 2 * i));
     }
@@ -648,8 +672,9 @@ AINLINE __m512 s_kv_load(const uint8_t *base, size_t i, __mmask16 m, int f16) {
 
 /* Scores of up to 16 slots per step: hd multiply-adds of a broadcast query value with one K row
  * (8 independent accumulators over d to cover the FMA latency). */
-static inline float s_att_scores(float *s, const float *q, const uint8_t *kt, int hd, int n, int bs,
-                                 int f16) {
+static inline float s_att_scores(float *s, const float *q, const uint8_t *kt, int hd, int n,
+                                 int bs, int f16)
+{
     __m512 vmax = _mm512_set1_ps(-INFINITY);
     for (int j0 = 0; j0 < n; j0 += 16) {
         __mmask16 m = s_tail_mask(n - j0);
@@ -679,7 +704,8 @@ static inline float s_att_scores(float *s, const float *q, const uint8_t *kt, in
 }
 
 /* acc += p . V over n slots; up to 128 dims of acc stay in registers across the slots. */
-static inline void s_att_pv(float *acc, const float *p, const uint8_t *v, int hd, int n, int f16) {
+static inline void s_att_pv(float *acc, const float *p, const uint8_t *v, int hd, int n, int f16)
+{
     for (int d0 = 0; d0 < hd; d0 += 128) {
         int nc = (hd - d0 + 15) / 16;
         nc = nc < 8 ? nc : 8;
@@ -707,7 +733,8 @@ static inline void s_att_pv(float *acc, const float *p, const uint8_t *v, int hd
     }
 }
 
-static inline void s_att_scale(float *y, float a, int n) {
+static inline void s_att_scale(float *y, float a, int n)
+{
     __m512 va = _mm512_set1_ps(a);
     for (int i = 0; i < n; i += 16) {
         __mmask16 m = s_tail_mask(n - i);
@@ -717,7 +744,8 @@ static inline void s_att_scale(float *y, float a, int n) {
 
 /* exp(x) for x <= 0 (clamped at -87): 2^n * p(r), |r| <= ln2/2, degree-6 polynomial;
  * relative error about 2e-7. */
-AINLINE __m512 s_exp(__m512 x) {
+AINLINE __m512 s_exp(__m512 x)
+{
     x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504089f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -733,7 +761,8 @@ AINLINE __m512 s_exp(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
-static inline float s_att_exp_block(float *s, int n, float mx) {
+static inline float s_att_exp_block(float *s, int n, float mx)
+{
     __m512 vm = _mm512_set1_ps(mx);
     __m512 sum = _mm512_setzero_ps();
     for (int i = 0; i < n; i += 16) {

@@ -126,17 +126,17 @@ static int s_check_model(const struct tb_model_params *p, char *err, size_t err_
     if (p->n_layers < 1 || p->hidden < 1 || p->vocab < 1 || p->intermediate < 1 ||
         p->n_heads < 1 || p->n_kv_heads < 1) {
         tb_err_set(err, err_len, "model has an empty dimension (layers %u, hidden %u, vocab %u)",
-              p->n_layers, p->hidden, p->vocab);
+                   p->n_layers, p->hidden, p->vocab);
         return TB_EMODEL;
     }
     if (p->head_dim < 2 || p->head_dim % 2 != 0 || p->head_dim > MAX_HEAD_DIM) {
         tb_err_set(err, err_len, "head_dim %u: the cpu backend supports even sizes 2..%d",
-              p->head_dim, MAX_HEAD_DIM);
+                   p->head_dim, MAX_HEAD_DIM);
         return TB_EMODEL;
     }
     if (p->n_heads % p->n_kv_heads != 0) {
-        tb_err_set(err, err_len, "%u attention heads are not a multiple of %u kv heads", p->n_heads,
-              p->n_kv_heads);
+        tb_err_set(err, err_len, "%u attention heads are not a multiple of %u kv heads",
+                   p->n_heads, p->n_kv_heads);
         return TB_EMODEL;
     }
     if ((uint64_t)p->n_heads * p->head_dim > (1u << 24) || p->hidden > (1u << 24) ||
@@ -155,18 +155,18 @@ static int s_check_config(const struct tb_backend_config *cfg, char *err, size_t
 {
     const struct tb_cpu_config *cc = cfg->flavour;
     if (cc && (cc->threads < 0 || cc->threads > TB_CPU_MAX_THREADS)) {
-        tb_err_set(err, err_len, "threads %lld: must be 0 (all cores) to %d", (long long)cc->threads,
-              TB_CPU_MAX_THREADS);
+        tb_err_set(err, err_len, "threads %lld: must be 0 (all cores) to %d",
+                   (long long)cc->threads, TB_CPU_MAX_THREADS);
         return TB_ECONFIG;
     }
     if (cfg->block_size < 1 || cfg->block_size > MAX_BLOCK_SIZE) {
         tb_err_set(err, err_len, "block_size %u: the cpu backend supports 1..%d", cfg->block_size,
-              MAX_BLOCK_SIZE);
+                   MAX_BLOCK_SIZE);
         return TB_ECONFIG;
     }
     if (cfg->max_batch_tokens < 1 || cfg->max_batch_tokens > MAX_BATCH_TOKENS) {
         tb_err_set(err, err_len, "max_batch_tokens %u: must be 1..%u", cfg->max_batch_tokens,
-              MAX_BATCH_TOKENS);
+                   MAX_BATCH_TOKENS);
         return TB_ECONFIG;
     }
     if (cfg->max_batch_seqs < 1) {
@@ -183,9 +183,10 @@ static int s_alloc_kv(tb_backend_t *b, const struct tb_backend_config *cfg, char
     b->block_bytes = tb_cpu_backend_block_bytes_for(b->model, cfg->block_size, cfg->kv_f16);
     uint64_t n = cfg->kv_budget_bytes > 0 ? (uint64_t)cfg->kv_budget_bytes / b->block_bytes : 0;
     if (n < 1) {
-        tb_err_set(err, err_len,
-              "kv budget of %lld bytes holds no KV block: one block of %u tokens needs %zu bytes",
-              (long long)cfg->kv_budget_bytes, cfg->block_size, b->block_bytes);
+        tb_err_set(
+            err, err_len,
+            "kv budget of %lld bytes holds no KV block: one block of %u tokens needs %zu bytes",
+            (long long)cfg->kv_budget_bytes, cfg->block_size, b->block_bytes);
         return TB_ECONFIG;
     }
     /* slots are int32 in the kernels; block ids must stay below TB_KV_NO_BLOCK */
@@ -236,8 +237,8 @@ static int s_alloc_scratch(tb_backend_t *b, char *err, size_t err_len)
     if (!b->x || !b->xn || !b->tmp || !b->work || !b->xl || !b->pos || !b->slots ||
         !b->logit_rows || !b->aseq) {
         tb_err_set(err, err_len, "cannot allocate the scratch of %zu tokens (%zu bytes)", T,
-              T * ((3 * (size_t)b->hidden + b->work_stride) * sizeof(float) + 8 +
-                   sizeof(*b->aseq)));
+                   T * ((3 * (size_t)b->hidden + b->work_stride) * sizeof(float) + 8 +
+                        sizeof(*b->aseq)));
         return TB_ENOMEM;
     }
     return TB_OK;
@@ -286,7 +287,7 @@ static int s_create(const tb_model_t *model, const struct tb_backend_config *cfg
     b->max_tokens = cfg->max_batch_tokens;
     /* an entry has at least one token: never more entries than tokens */
     b->max_seqs = cfg->max_batch_seqs < cfg->max_batch_tokens ? cfg->max_batch_seqs
-                                                               : cfg->max_batch_tokens;
+                                                              : cfg->max_batch_tokens;
 
     /* TB_CPU_REPACK=0 keeps Q4_0/Q8_0 matrices in their stored layout only (docs/engine-cpu.md) */
     const char *repack = getenv("TB_CPU_REPACK");
@@ -329,8 +330,8 @@ static int s_create(const tb_model_t *model, const struct tb_backend_config *cfg
         const char *isa = getenv("TB_CPU_ISA");
         if (rc == TB_ENOTSUP || rc == TB_EINVAL) {
             tb_err_set(err, err_len, "TB_CPU_ISA=%s: %s", isa ? isa : "",
-                  rc == TB_ENOTSUP ? "this CPU lacks that instruction set"
-                                   : "unknown (generic, avx2 or avx512)");
+                       rc == TB_ENOTSUP ? "this CPU lacks that instruction set"
+                                        : "unknown (generic, avx2 or avx512)");
         } else {
             tb_err_set(err, err_len, "cannot create the kernel context");
         }
@@ -365,18 +366,17 @@ static size_t s_block_bytes(const tb_backend_t *b)
 
 /* Checks `plan` against the contract and fills pos, slots, aseq and logit_rows.  Nothing is
  * written to the cache before this passes. */
-static int s_prepare(tb_backend_t *b, const struct tb_sched_plan *plan, char *err,
-                     size_t err_len)
+static int s_prepare(tb_backend_t *b, const struct tb_sched_plan *plan, char *err, size_t err_len)
 {
     const uint32_t T = plan->n_tokens;
     if (T > b->max_tokens) {
         tb_err_set(err, err_len, "plan has %u tokens; the backend was sized for %u", T,
-              b->max_tokens);
+                   b->max_tokens);
         return TB_EINVAL;
     }
     if (plan->n_seqs > b->max_seqs) {
         tb_err_set(err, err_len, "plan has %u sequences; the backend was sized for %u",
-              plan->n_seqs, b->max_seqs);
+                   plan->n_seqs, b->max_seqs);
         return TB_EINVAL;
     }
     if (!plan->tokens || !plan->positions || !plan->slots || !plan->seqs) {
@@ -387,12 +387,12 @@ static int s_prepare(tb_backend_t *b, const struct tb_sched_plan *plan, char *er
     for (uint32_t t = 0; t < T; t++) {
         if (plan->tokens[t] < 0 || (uint32_t)plan->tokens[t] >= b->vocab) {
             tb_err_set(err, err_len, "token %u: id %d is outside the vocabulary (%u)", t,
-                  plan->tokens[t], b->vocab);
+                       plan->tokens[t], b->vocab);
             return TB_EINVAL;
         }
         if (plan->slots[t] >= n_slots) {
             tb_err_set(err, err_len, "token %u: slot %u is outside the cache (%llu slots)", t,
-                  plan->slots[t], (unsigned long long)n_slots);
+                       plan->slots[t], (unsigned long long)n_slots);
             return TB_EINVAL;
         }
         b->aseq[t].block_table = NULL; /* marks "not covered by an entry yet" */
@@ -401,26 +401,26 @@ static int s_prepare(tb_backend_t *b, const struct tb_sched_plan *plan, char *er
     for (uint32_t s = 0; s < plan->n_seqs; s++) {
         const struct tb_sched_entry *e = &plan->seqs[s];
         if (e->n_tokens < 1 || e->start > T || e->n_tokens > T - e->start) {
-            tb_err_set(err, err_len, "entry %u: tokens [%u, +%u) outside the plan's %u", s, e->start,
-                  e->n_tokens, T);
+            tb_err_set(err, err_len, "entry %u: tokens [%u, +%u) outside the plan's %u", s,
+                       e->start, e->n_tokens, T);
             return TB_EINVAL;
         }
         if (e->pos > (uint32_t)INT32_MAX - e->n_tokens || e->n_ctx != e->pos + e->n_tokens) {
-            tb_err_set(err, err_len, "entry %u: n_ctx %u is not pos %u + n_tokens %u", s, e->n_ctx,
-                  e->pos, e->n_tokens);
+            tb_err_set(err, err_len, "entry %u: n_ctx %u is not pos %u + n_tokens %u", s,
+                       e->n_ctx, e->pos, e->n_tokens);
             return TB_EINVAL;
         }
         if (!e->block_table || e->n_blocks > (uint32_t)INT32_MAX ||
             (uint64_t)e->n_blocks * b->block_size < e->n_ctx) {
             tb_err_set(err, err_len, "entry %u: %u blocks do not cover %u tokens", s, e->n_blocks,
-                  e->n_ctx);
+                       e->n_ctx);
             return TB_EINVAL;
         }
         uint32_t need = (e->n_ctx + b->block_size - 1) / b->block_size;
         for (uint32_t i = 0; i < need; i++) {
             if (e->block_table[i] >= b->n_blocks) {
                 tb_err_set(err, err_len, "entry %u: block %u is outside the cache (%u blocks)", s,
-                      e->block_table[i], b->n_blocks);
+                           e->block_table[i], b->n_blocks);
                 return TB_EINVAL;
             }
         }
@@ -435,8 +435,8 @@ static int s_prepare(tb_backend_t *b, const struct tb_sched_plan *plan, char *er
             }
             if (plan->positions[t] != ps || plan->slots[t] != want) {
                 tb_err_set(err, err_len,
-                      "token %u: position %u / slot %u, entry %u implies %u / %llu", t,
-                      plan->positions[t], plan->slots[t], s, ps, (unsigned long long)want);
+                           "token %u: position %u / slot %u, entry %u implies %u / %llu", t,
+                           plan->positions[t], plan->slots[t], s, ps, (unsigned long long)want);
                 return TB_EINVAL;
             }
             /* uint32 -> int32 views: the values were checked to fit */
@@ -461,8 +461,8 @@ static int s_prepare(tb_backend_t *b, const struct tb_sched_plan *plan, char *er
         }
     }
     if (n_logits != plan->n_logits) {
-        tb_err_set(err, err_len, "plan says %u logits rows, its entries ask for %u", plan->n_logits,
-              n_logits);
+        tb_err_set(err, err_len, "plan says %u logits rows, its entries ask for %u",
+                   plan->n_logits, n_logits);
         return TB_EINVAL;
     }
     return TB_OK;
@@ -515,8 +515,8 @@ static void s_row_task(void *arg, int task, int thread)
     }
     case OP_ROPE_KV: {
         const size_t qs = (size_t)b->q_dim, ks = (size_t)b->kv_dim;
-        int rc = tb_cpu_rope(j->q + (size_t)r0 * qs, qs, n, b->pos + r0, b->n_heads,
-                             b->head_dim, b->head_dim, b->inv_freq, b->rope_mode);
+        int rc = tb_cpu_rope(j->q + (size_t)r0 * qs, qs, n, b->pos + r0, b->n_heads, b->head_dim,
+                             b->head_dim, b->inv_freq, b->rope_mode);
         if (rc == TB_OK) {
             rc = tb_cpu_rope(j->k + (size_t)r0 * ks, ks, n, b->pos + r0, b->n_kv_heads,
                              b->head_dim, b->head_dim, b->inv_freq, b->rope_mode);
@@ -591,8 +591,9 @@ static int s_layer(tb_backend_t *b, uint32_t l, int T)
     float *v = k + (size_t)T * kvd;
     float *att = v + (size_t)T * kvd;
     /* xn holds norm(x) * attn_norm (from the embedding step or the previous layer) */
-    const struct tb_cpu_matmul_out qkv[3] = {
-        {&lw->wq, lw->bq, q, qd}, {&lw->wk, lw->bk, k, kvd}, {&lw->wv, lw->bv, v, kvd}};
+    const struct tb_cpu_matmul_out qkv[3] = {{&lw->wq, lw->bq, q, qd},
+                                             {&lw->wk, lw->bk, k, kvd},
+                                             {&lw->wv, lw->bv, v, kvd}};
     int rc = s_matmuls(b, b->xn, h, T, qkv, 3);
     if (rc != TB_OK) {
         return rc;
@@ -653,12 +654,14 @@ static int s_forward(tb_backend_t *b, const struct tb_sched_plan *plan, float *l
     }
     if (plan->n_logits > 0 && !logits) {
         tb_err_set(err, err_len, "plan needs %u logits rows and no buffer was given",
-              plan->n_logits);
+                   plan->n_logits);
         return TB_EINVAL;
     }
     const int T = (int)plan->n_tokens;
-    struct row_job rj = {
-        .op = OP_EMBED, .n_rows = T, .tokens = plan->tokens, .norm_w = b->w->layers[0].attn_norm};
+    struct row_job rj = {.op = OP_EMBED,
+                         .n_rows = T,
+                         .tokens = plan->tokens,
+                         .norm_w = b->w->layers[0].attn_norm};
     rc = s_rows(b, &rj);
     for (uint32_t l = 0; rc == TB_OK && l < b->w->n_layers; l++) {
         rc = s_layer(b, l, T);
@@ -674,7 +677,8 @@ static int s_forward(tb_backend_t *b, const struct tb_sched_plan *plan, float *l
     }
     if (rc != TB_OK) {
         tb_err_set(err, err_len, "cpu forward failed: %s",
-              rc == TB_ENOMEM ? "out of memory for kernel scratch" : "kernel refused its input");
+                   rc == TB_ENOMEM ? "out of memory for kernel scratch"
+                                   : "kernel refused its input");
         return rc;
     }
     b->stats.forwards++;
@@ -720,13 +724,15 @@ static void s_describe(const tb_backend_t *b, char *buf, size_t len)
     char types[256];
     s_describe_types(b->w, types, sizeof types);
     if (b->w->packed_bytes == 0) {
-        snprintf(buf, len, "%s, %d threads, weights %s, no packed weights",
-                 tb_cpu_backend_isa(b), b->n_threads, types);
+        snprintf(buf, len, "%s, %d threads, weights %s, no packed weights", tb_cpu_backend_isa(b),
+                 b->n_threads, types);
         return;
     }
-    snprintf(buf, len, "%s, %d threads, weights %s, packed Q4_0/Q8_0 copies %.1f MiB made in "
-             "%.0f ms", tb_cpu_backend_isa(b), b->n_threads, types,
-             (double)b->w->packed_bytes / 1048576.0, b->w->pack_seconds * 1e3);
+    snprintf(buf, len,
+             "%s, %d threads, weights %s, packed Q4_0/Q8_0 copies %.1f MiB made in "
+             "%.0f ms",
+             tb_cpu_backend_isa(b), b->n_threads, types, (double)b->w->packed_bytes / 1048576.0,
+             b->w->pack_seconds * 1e3);
 }
 
 const struct tb_backend_ops tb_cpu_backend_ops = {

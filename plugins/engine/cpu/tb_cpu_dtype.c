@@ -28,7 +28,8 @@ static const struct tb_cpu_dtype_info s_info[TB_CPU_DTYPE_COUNT] = {
     [TB_CPU_IQ4_XS] = {"iq4_xs", TB_QK_K, sizeof(struct tb_block_iq4_xs), 23},
 };
 
-bool tb_cpu_dtype_gguf(tb_cpu_dtype_t dt, tb_dtype_t *out) {
+bool tb_cpu_dtype_gguf(tb_cpu_dtype_t dt, tb_dtype_t *out)
+{
     if ((unsigned)dt < TB_CPU_DTYPE_WRITABLE || (unsigned)dt >= TB_CPU_DTYPE_COUNT) {
         return false;
     }
@@ -42,14 +43,16 @@ bool tb_cpu_dtype_gguf(tb_cpu_dtype_t dt, tb_dtype_t *out) {
     return true;
 }
 
-const struct tb_cpu_dtype_info *tb_cpu_dtype_info(tb_cpu_dtype_t dt) {
+const struct tb_cpu_dtype_info *tb_cpu_dtype_info(tb_cpu_dtype_t dt)
+{
     if ((unsigned)dt >= TB_CPU_DTYPE_COUNT) {
         return NULL;
     }
     return &s_info[dt];
 }
 
-int tb_cpu_dtype_from_ggml(uint32_t ggml_type, tb_cpu_dtype_t *out) {
+int tb_cpu_dtype_from_ggml(uint32_t ggml_type, tb_cpu_dtype_t *out)
+{
     for (int i = 0; i < TB_CPU_DTYPE_COUNT; i++) {
         if (s_info[i].ggml_type == ggml_type) {
             if (out) {
@@ -61,7 +64,8 @@ int tb_cpu_dtype_from_ggml(uint32_t ggml_type, tb_cpu_dtype_t *out) {
     return TB_ENOTSUP;
 }
 
-size_t tb_cpu_dtype_row_bytes(tb_cpu_dtype_t dt, int64_t n) {
+size_t tb_cpu_dtype_row_bytes(tb_cpu_dtype_t dt, int64_t n)
+{
     const struct tb_cpu_dtype_info *in = tb_cpu_dtype_info(dt);
     if (!in || n < 0 || n % in->block_size != 0) {
         return 0;
@@ -69,19 +73,22 @@ size_t tb_cpu_dtype_row_bytes(tb_cpu_dtype_t dt, int64_t n) {
     return (size_t)(n / in->block_size) * (size_t)in->block_bytes;
 }
 
-static uint32_t s_bits(float f) {
+static uint32_t s_bits(float f)
+{
     uint32_t u;
     memcpy(&u, &f, 4);
     return u;
 }
 
-static float s_float(uint32_t u) {
+static float s_float(uint32_t u)
+{
     float f;
     memcpy(&f, &u, 4);
     return f;
 }
 
-float tb_cpu_f16_to_f32(uint16_t h) {
+float tb_cpu_f16_to_f32(uint16_t h)
+{
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f;
     uint32_t man = h & 0x3ff;
@@ -96,7 +103,8 @@ float tb_cpu_f16_to_f32(uint16_t h) {
     return s_float(sign | ((exp + 112) << 23) | (man << 13));
 }
 
-uint16_t tb_cpu_f32_to_f16(float f) {
+uint16_t tb_cpu_f32_to_f16(float f)
+{
     uint32_t u = s_bits(f);
     uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
     uint32_t a = u & 0x7fffffffu;
@@ -119,11 +127,13 @@ uint16_t tb_cpu_f32_to_f16(float f) {
     return (uint16_t)(sign | (r >> 13));
 }
 
-float tb_cpu_bf16_to_f32(uint16_t h) {
+float tb_cpu_bf16_to_f32(uint16_t h)
+{
     return s_float((uint32_t)h << 16);
 }
 
-uint16_t tb_cpu_f32_to_bf16(float f) {
+uint16_t tb_cpu_f32_to_bf16(float f)
+{
     uint32_t u = s_bits(f);
     if ((u & 0x7fffffffu) > 0x7f800000u) {
         return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
@@ -132,7 +142,8 @@ uint16_t tb_cpu_f32_to_bf16(float f) {
     return (uint16_t)(u >> 16);
 }
 
-int tb_cpu_dequantize_row(tb_cpu_dtype_t dt, const void *src, float *dst, int64_t n) {
+int tb_cpu_dequantize_row(tb_cpu_dtype_t dt, const void *src, float *dst, int64_t n)
+{
     if (!src || !dst || (tb_cpu_dtype_row_bytes(dt, n) == 0 && n != 0)) {
         return TB_EINVAL;
     }
@@ -178,7 +189,8 @@ int tb_cpu_dequantize_row(tb_cpu_dtype_t dt, const void *src, float *dst, int64_
     return TB_OK;
 }
 
-int tb_cpu_quantize_row(tb_cpu_dtype_t dt, const float *src, void *dst, int64_t n) {
+int tb_cpu_quantize_row(tb_cpu_dtype_t dt, const float *src, void *dst, int64_t n)
+{
     if (!src || !dst || (tb_cpu_dtype_row_bytes(dt, n) == 0 && n != 0)) {
         return TB_EINVAL;
     }
@@ -243,7 +255,8 @@ int tb_cpu_quantize_row(tb_cpu_dtype_t dt, const float *src, void *dst, int64_t 
     return TB_OK;
 }
 
-void tb_cpu_quantize_act_row(const float *x, int64_t n, int8_t *q, float *d, int32_t *sum) {
+void tb_cpu_quantize_act_row(const float *x, int64_t n, int8_t *q, float *d, int32_t *sum)
+{
     for (int64_t b = 0; b < n / TB_CPU_QBLOCK; b++) {
         const float *xb = x + b * TB_CPU_QBLOCK;
         float amax = 0.0f;
@@ -265,7 +278,8 @@ void tb_cpu_quantize_act_row(const float *x, int64_t n, int8_t *q, float *d, int
     }
 }
 
-size_t tb_cpu_weight_packed_bytes(const struct tb_cpu_weight *w) {
+size_t tb_cpu_weight_packed_bytes(const struct tb_cpu_weight *w)
+{
     if (!w || (w->dtype != TB_CPU_Q4_0 && w->dtype != TB_CPU_Q8_0) || w->rows < 1 ||
         w->cols < TB_CPU_QBLOCK || w->cols % TB_CPU_QBLOCK != 0) {
         return 0;
@@ -274,13 +288,14 @@ size_t tb_cpu_weight_packed_bytes(const struct tb_cpu_weight *w) {
     return groups * tb_cpu_pk_group_bytes(w->dtype == TB_CPU_Q8_0, w->cols);
 }
 
-int tb_cpu_weight_pack(const struct tb_cpu_weight *w, void *dst, size_t dst_bytes) {
+int tb_cpu_weight_pack(const struct tb_cpu_weight *w, void *dst, size_t dst_bytes)
+{
     size_t need = tb_cpu_weight_packed_bytes(w);
     if (need == 0 || !w->data || !dst || ((uintptr_t)dst & 63) != 0 || dst_bytes < need) {
         return TB_EINVAL;
     }
     const int q8 = w->dtype == TB_CPU_Q8_0;
-    const int nvec = q8 ? 8 : 4;          /* 4-byte pieces of a row's block values */
+    const int nvec = q8 ? 8 : 4;           /* 4-byte pieces of a row's block values */
     const uint8_t flip = q8 ? 0x80 : 0x00; /* Q8_0 values are stored + 128 (unsigned) */
     const size_t bb = q8 ? 34 : 18;
     const int64_t nb = w->cols / TB_CPU_QBLOCK;

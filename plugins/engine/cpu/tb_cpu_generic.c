@@ -11,7 +11,8 @@
 
 #include "tb_cpu_internal.h"
 
-size_t tb_cpu_simple_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols) {
+size_t tb_cpu_simple_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols)
+{
     if (wdt != TB_CPU_Q8_0 && wdt != TB_CPU_Q4_0 && wdt != TB_CPU_Q4_0_PACKED &&
         wdt != TB_CPU_Q8_0_PACKED) {
         return 0;
@@ -20,7 +21,8 @@ size_t tb_cpu_simple_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols) {
     return ((size_t)cols + nb * 8 + 63) / 64 * 64;
 }
 
-void tb_cpu_simple_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst) {
+void tb_cpu_simple_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst)
+{
     size_t nb = (size_t)cols / TB_CPU_QBLOCK;
     int32_t *sum = (int32_t *)(dst + cols + nb * 4);
     tb_cpu_quantize_act_row(x, cols, (int8_t *)dst, (float *)(dst + cols), sum);
@@ -32,7 +34,8 @@ void tb_cpu_simple_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, u
     }
 }
 
-static float s_dot_row(const struct tb_mm_args *a, const uint8_t *w, int t) {
+static float s_dot_row(const struct tb_mm_args *a, const uint8_t *w, int t)
+{
     const int64_t n = a->cols;
     if (a->dtype == TB_CPU_Q8_0 || a->dtype == TB_CPU_Q4_0) {
         const int64_t nb = n / TB_CPU_QBLOCK;
@@ -92,7 +95,8 @@ static float s_dot_row(const struct tb_mm_args *a, const uint8_t *w, int t) {
 
 /* Packed Q4_0 / Q8_0 (the lanes of the SIMD paths, one row at a time): the same block sums, in
  * order.  Q8_0 values are stored + 128; the accumulator start c removes 128 * sum(x). */
-static void s_rows_pk(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int q8) {
+static void s_rows_pk(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int q8)
+{
     const int64_t n = a->cols, nb = n / TB_CPU_QBLOCK;
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *g = a->w + (size_t)(r / TB_CPU_PACK_ROWS) * a->w_row_bytes;
@@ -128,7 +132,8 @@ static void s_rows_pk(const struct tb_mm_args *a, int64_t r0, int64_t r1, const 
     }
 }
 
-static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1) {
+static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1)
+{
     if (a->dtype == TB_CPU_Q4_0_PACKED || a->dtype == TB_CPU_Q8_0_PACKED) {
         s_rows_pk(a, r0, r1, a->dtype == TB_CPU_Q8_0_PACKED);
         return;
@@ -143,7 +148,8 @@ static void s_matmul_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1) {
 }
 
 /* Attention helpers for tb_cpu_attn_impl.h. */
-static inline float s_kv_at(const uint8_t *p, size_t i, int f16) {
+static inline float s_kv_at(const uint8_t *p, size_t i, int f16)
+{
     if (f16) {
         return tb_cpu_f16_to_f32(tb_cpu_load_u16(p + 2 * i));
     }
@@ -152,8 +158,9 @@ static inline float s_kv_at(const uint8_t *p, size_t i, int f16) {
     return f;
 }
 
-static inline float s_att_scores(float *s, const float *q, const uint8_t *kt, int hd, int n, int bs,
-                                 int f16) {
+static inline float s_att_scores(float *s, const float *q, const uint8_t *kt, int hd, int n,
+                                 int bs, int f16)
+{
     for (int j = 0; j < n; j++) {
         s[j] = 0.0f;
     }
@@ -169,7 +176,8 @@ static inline float s_att_scores(float *s, const float *q, const uint8_t *kt, in
     return mx;
 }
 
-static inline void s_att_pv(float *acc, const float *p, const uint8_t *v, int hd, int n, int f16) {
+static inline void s_att_pv(float *acc, const float *p, const uint8_t *v, int hd, int n, int f16)
+{
     for (int j = 0; j < n; j++) {
         for (int d = 0; d < hd; d++) {
             acc[d] += p[j] * s_kv_at(v, (size_t)j * hd + d, f16);
@@ -177,13 +185,15 @@ static inline void s_att_pv(float *acc, const float *p, const uint8_t *v, int hd
     }
 }
 
-static inline void s_att_scale(float *y, float a, int n) {
+static inline void s_att_scale(float *y, float a, int n)
+{
     for (int i = 0; i < n; i++) {
         y[i] *= a;
     }
 }
 
-static inline float s_att_exp_block(float *s, int n, float m) {
+static inline float s_att_exp_block(float *s, int n, float m)
+{
     float sum = 0.0f;
     for (int i = 0; i < n; i++) {
         s[i] = expf(s[i] - m);

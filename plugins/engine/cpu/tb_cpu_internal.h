@@ -18,13 +18,15 @@
 #include "tb_dtype.h"
 #include "tb_quant_kernels.h"
 
-static inline uint16_t tb_cpu_load_u16(const void *p) {
+static inline uint16_t tb_cpu_load_u16(const void *p)
+{
     uint16_t v;
     memcpy(&v, p, 2);
     return v;
 }
 
-static inline void tb_cpu_store_u16(void *p, uint16_t v) {
+static inline void tb_cpu_store_u16(void *p, uint16_t v)
+{
     memcpy(p, &v, 2);
 }
 
@@ -43,24 +45,30 @@ void tb_cpu_quantize_act_row(const float *x, int64_t n, int8_t *q, float *d, int
 /* Packed layouts (tb_cpu_kernels.h), q8 = 0 for Q4_0, 1 for Q8_0: bytes of one block's values
  * for the 16 rows of a group (4 or 8 vectors of 64), of a pair of blocks (scales first), and of
  * a group; where block b's 16 f16 scales and its value vectors start. */
-static inline size_t tb_cpu_pk_vbytes(int q8) {
+static inline size_t tb_cpu_pk_vbytes(int q8)
+{
     return q8 ? 512 : 256;
 }
-static inline size_t tb_cpu_pk_pair_bytes(int q8) {
+static inline size_t tb_cpu_pk_pair_bytes(int q8)
+{
     return 64 + 2 * tb_cpu_pk_vbytes(q8);
 }
-static inline size_t tb_cpu_pk_group_bytes(int q8, int64_t cols) {
+static inline size_t tb_cpu_pk_group_bytes(int q8, int64_t cols)
+{
     return (size_t)((cols / TB_CPU_QBLOCK + 1) / 2) * tb_cpu_pk_pair_bytes(q8);
 }
-static inline const uint8_t *tb_cpu_pk_scales(const uint8_t *group, int64_t b, int q8) {
+static inline const uint8_t *tb_cpu_pk_scales(const uint8_t *group, int64_t b, int q8)
+{
     return group + (size_t)(b >> 1) * tb_cpu_pk_pair_bytes(q8) + (size_t)(b & 1) * 32;
 }
-static inline const uint8_t *tb_cpu_pk_values(const uint8_t *group, int64_t b, int q8) {
+static inline const uint8_t *tb_cpu_pk_values(const uint8_t *group, int64_t b, int q8)
+{
     return group + (size_t)(b >> 1) * tb_cpu_pk_pair_bytes(q8) + 64 +
            (size_t)(b & 1) * tb_cpu_pk_vbytes(q8);
 }
 /* The accumulator start factor of a packed dtype's activations (see above), 1 for others. */
-static inline int32_t tb_cpu_pk_cmul(tb_cpu_dtype_t wdt) {
+static inline int32_t tb_cpu_pk_cmul(tb_cpu_dtype_t wdt)
+{
     return wdt == TB_CPU_Q4_0_PACKED ? -8 : wdt == TB_CPU_Q8_0_PACKED ? -128 : 1;
 }
 

@@ -21,7 +21,7 @@ struct tb_cpu_kernels {
     tb_threadpool_t *pool; /* borrowed */
     const struct tb_cpu_isa_impl *impl;
     const struct tb_quant_kernels *qk; /* the GGUF block dtypes' dots, for the same ISA */
-    uint8_t *scratch; /* 64-byte aligned */
+    uint8_t *scratch;                  /* 64-byte aligned */
     size_t scratch_bytes;
 };
 
@@ -31,14 +31,16 @@ struct tb_cpu_kernels {
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 /* XCR0: which register states the OS saves (AVX needs bits 1-2, AVX-512 also 5-7). */
-static uint64_t s_xgetbv0(void) {
+static uint64_t s_xgetbv0(void)
+{
     uint32_t lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     return ((uint64_t)hi << 32) | lo;
 }
 #endif
 
-tb_cpu_isa_t tb_cpu_isa_detect(void) {
+tb_cpu_isa_t tb_cpu_isa_detect(void)
+{
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d)) {
@@ -64,7 +66,8 @@ tb_cpu_isa_t tb_cpu_isa_detect(void) {
     return TB_CPU_ISA_GENERIC;
 }
 
-const char *tb_cpu_isa_name(tb_cpu_isa_t isa) {
+const char *tb_cpu_isa_name(tb_cpu_isa_t isa)
+{
     switch (isa) {
     case TB_CPU_ISA_GENERIC:
         return "generic";
@@ -78,15 +81,17 @@ const char *tb_cpu_isa_name(tb_cpu_isa_t isa) {
 
 /* The shared quantized-dot table of the same instruction set (tb_quant_kernels.h needs a
  * subset of the features tb_cpu_isa_detect asks for, so it is there whenever the ISA is). */
-static const struct tb_quant_kernels *s_qk_of(tb_cpu_isa_t isa) {
-    const struct tb_quant_kernels *qk =
-        tb_quant_kernels_for(isa == TB_CPU_ISA_AVX512 ? TB_QUANT_ISA_AVX512
-                             : isa == TB_CPU_ISA_AVX2 ? TB_QUANT_ISA_AVX2
-                                                      : TB_QUANT_ISA_GENERIC);
+static const struct tb_quant_kernels *s_qk_of(tb_cpu_isa_t isa)
+{
+    const struct tb_quant_kernels *qk = tb_quant_kernels_for(
+        isa == TB_CPU_ISA_AVX512 ? TB_QUANT_ISA_AVX512
+        : isa == TB_CPU_ISA_AVX2 ? TB_QUANT_ISA_AVX2
+                                 : TB_QUANT_ISA_GENERIC);
     return qk ? qk : tb_quant_kernels_for(TB_QUANT_ISA_GENERIC);
 }
 
-static const struct tb_cpu_isa_impl *s_impl_of(tb_cpu_isa_t isa) {
+static const struct tb_cpu_isa_impl *s_impl_of(tb_cpu_isa_t isa)
+{
 #if defined(__x86_64__)
     if (isa == TB_CPU_ISA_AVX512) {
         return &tb_cpu_impl_avx512;
@@ -98,7 +103,8 @@ static const struct tb_cpu_isa_impl *s_impl_of(tb_cpu_isa_t isa) {
     return &tb_cpu_impl_generic;
 }
 
-int tb_cpu_kernels_set_isa(tb_cpu_kernels_t *self, tb_cpu_isa_t isa) {
+int tb_cpu_kernels_set_isa(tb_cpu_kernels_t *self, tb_cpu_isa_t isa)
+{
     if (!self || (unsigned)isa > TB_CPU_ISA_AVX512) {
         return TB_EINVAL;
     }
@@ -110,15 +116,18 @@ int tb_cpu_kernels_set_isa(tb_cpu_kernels_t *self, tb_cpu_isa_t isa) {
     return TB_OK;
 }
 
-tb_cpu_isa_t tb_cpu_kernels_isa(const tb_cpu_kernels_t *self) {
+tb_cpu_isa_t tb_cpu_kernels_isa(const tb_cpu_kernels_t *self)
+{
     return self ? self->impl->isa : TB_CPU_ISA_GENERIC;
 }
 
-tb_threadpool_t *tb_cpu_kernels_pool(const tb_cpu_kernels_t *self) {
+tb_threadpool_t *tb_cpu_kernels_pool(const tb_cpu_kernels_t *self)
+{
     return self ? self->pool : NULL;
 }
 
-int tb_cpu_kernels_new(tb_threadpool_t *pool, tb_cpu_kernels_t **out) {
+int tb_cpu_kernels_new(tb_threadpool_t *pool, tb_cpu_kernels_t **out)
+{
     int rc = TB_OK;
     tb_cpu_kernels_t *k = NULL;
     if (!out) {
@@ -161,7 +170,8 @@ done:
     return rc;
 }
 
-void tb_cpu_kernels_destroy(tb_cpu_kernels_t **self_p) {
+void tb_cpu_kernels_destroy(tb_cpu_kernels_t **self_p)
+{
     if (!self_p || !*self_p) {
         return;
     }
@@ -171,7 +181,8 @@ void tb_cpu_kernels_destroy(tb_cpu_kernels_t **self_p) {
 }
 
 /* Makes the scratch at least `bytes` long (contents not kept). */
-static int s_scratch(tb_cpu_kernels_t *k, size_t bytes) {
+static int s_scratch(tb_cpu_kernels_t *k, size_t bytes)
+{
     if (bytes <= k->scratch_bytes) {
         return TB_OK;
     }
@@ -186,7 +197,8 @@ static int s_scratch(tb_cpu_kernels_t *k, size_t bytes) {
     return TB_OK;
 }
 
-static int s_threads(const tb_cpu_kernels_t *k) {
+static int s_threads(const tb_cpu_kernels_t *k)
+{
     return k->pool ? tb_threadpool_size(k->pool) : 1;
 }
 
@@ -208,11 +220,13 @@ struct mm_job {
 };
 
 /* Whether matmuls read w's packed copy. */
-static bool s_packed(const struct tb_cpu_weight *w) {
+static bool s_packed(const struct tb_cpu_weight *w)
+{
     return w->packed && (w->dtype == TB_CPU_Q4_0 || w->dtype == TB_CPU_Q8_0);
 }
 
-static void s_mm_task(void *arg, int task, int thread) {
+static void s_mm_task(void *arg, int task, int thread)
+{
     (void)thread;
     struct mm_job *j = arg;
     int o = 0;
@@ -229,7 +243,8 @@ static void s_mm_task(void *arg, int task, int thread) {
     }
 }
 
-static void s_quant_task(void *arg, int task, int thread) {
+static void s_quant_task(void *arg, int task, int thread)
+{
     (void)thread;
     struct mm_job *j = arg;
     const struct tb_mm_args *a = &j->args[0];
@@ -242,7 +257,8 @@ static void s_quant_task(void *arg, int task, int thread) {
 }
 
 int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int n_tok,
-                        const struct tb_cpu_matmul_out *outs, int n_outs) {
+                        const struct tb_cpu_matmul_out *outs, int n_outs)
+{
     if (!self || !x || !outs || n_tok < 0 || n_outs < 1 || n_outs > MM_MAX_OUTS) {
         return TB_EINVAL;
     }
@@ -279,7 +295,9 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
         j.args[i] = (struct tb_mm_args){
             .w = packed ? w->packed : w->data,
             .w_row_bytes = packed ? tb_cpu_pk_group_bytes(q8, w->cols) : row_bytes,
-            .dtype = !packed ? w->dtype : q8 ? TB_CPU_Q8_0_PACKED : TB_CPU_Q4_0_PACKED,
+            .dtype = !packed ? w->dtype
+                     : q8    ? TB_CPU_Q8_0_PACKED
+                             : TB_CPU_Q4_0_PACKED,
             .rows = w->rows,
             .cols = w->cols,
             .x = x,
@@ -315,8 +333,8 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
      * stay in L2 while a block of token rows sweeps them; a multiple of the row tiles (packed:
      * two 16-row groups; else 16). */
     const int64_t unit = packed ? 2 * TB_CPU_PACK_ROWS : TB_CPU_PACK_ROWS;
-    int64_t per =
-        (total_rows + (int64_t)nth * TASKS_PER_THREAD - 1) / ((int64_t)nth * TASKS_PER_THREAD);
+    int64_t per = (total_rows + (int64_t)nth * TASKS_PER_THREAD - 1) /
+                  ((int64_t)nth * TASKS_PER_THREAD);
     if (n_tok > 1) {
         int64_t cap = (int64_t)(TASK_W_BYTES / row_bytes);
         if (per > cap) {
@@ -341,8 +359,9 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
     return TB_OK;
 }
 
-int tb_cpu_matmul(tb_cpu_kernels_t *self, const struct tb_cpu_weight *w, const float *x, size_t ldx,
-                  int n_tok, const float *bias, float *y, size_t ldy) {
+int tb_cpu_matmul(tb_cpu_kernels_t *self, const struct tb_cpu_weight *w, const float *x,
+                  size_t ldx, int n_tok, const float *bias, float *y, size_t ldy)
+{
     struct tb_cpu_matmul_out o = {.w = w, .bias = bias, .y = y, .ldy = ldy};
     return tb_cpu_matmul_multi(self, x, ldx, n_tok, &o, 1);
 }
@@ -351,7 +370,8 @@ int tb_cpu_matmul(tb_cpu_kernels_t *self, const struct tb_cpu_weight *w, const f
 /* KV cache and attention                                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
-int tb_cpu_kv_check(const struct tb_cpu_kv_layout *L) {
+int tb_cpu_kv_check(const struct tb_cpu_kv_layout *L)
+{
     if (!L || L->block_size < 1 || L->block_size > 256 || L->n_kv_heads < 1 || L->head_dim < 1 ||
         L->head_dim > 512 || L->n_blocks < 1 ||
         (L->dtype != TB_CPU_F16 && L->dtype != TB_CPU_F32)) {
@@ -360,11 +380,13 @@ int tb_cpu_kv_check(const struct tb_cpu_kv_layout *L) {
     return TB_OK;
 }
 
-static size_t s_kv_elem(const struct tb_cpu_kv_layout *L) {
+static size_t s_kv_elem(const struct tb_cpu_kv_layout *L)
+{
     return L->dtype == TB_CPU_F16 ? 2 : 4;
 }
 
-size_t tb_cpu_kv_bytes(const struct tb_cpu_kv_layout *L) {
+size_t tb_cpu_kv_bytes(const struct tb_cpu_kv_layout *L)
+{
     if (tb_cpu_kv_check(L) != TB_OK) {
         return 0;
     }
@@ -373,7 +395,8 @@ size_t tb_cpu_kv_bytes(const struct tb_cpu_kv_layout *L) {
 }
 
 int tb_cpu_kv_write(const struct tb_cpu_kv_layout *L, void *k_cache, void *v_cache, int n_tok,
-                    const int32_t *slots, const float *k, size_t ldk, const float *v, size_t ldv) {
+                    const int32_t *slots, const float *k, size_t ldk, const float *v, size_t ldv)
+{
     if (tb_cpu_kv_check(L) != TB_OK || !k_cache || !v_cache || n_tok < 0 ||
         (n_tok > 0 && (!slots || !k || !v))) {
         return TB_EINVAL;
@@ -422,14 +445,15 @@ int tb_cpu_kv_write(const struct tb_cpu_kv_layout *L, void *k_cache, void *v_cac
 }
 
 int tb_cpu_kv_copy_block(const struct tb_cpu_kv_layout *L, void *k_cache, void *v_cache,
-                         int32_t src, int32_t dst) {
+                         int32_t src, int32_t dst)
+{
     if (tb_cpu_kv_check(L) != TB_OK || !k_cache || !v_cache || src < 0 || dst < 0 ||
         src >= L->n_blocks || dst >= L->n_blocks) {
         return TB_EINVAL;
     }
     if (src != dst) {
-        size_t bb =
-            (size_t)L->n_kv_heads * (size_t)L->block_size * (size_t)L->head_dim * s_kv_elem(L);
+        size_t bb = (size_t)L->n_kv_heads * (size_t)L->block_size * (size_t)L->head_dim *
+                    s_kv_elem(L);
         memcpy((uint8_t *)k_cache + (size_t)dst * bb, (uint8_t *)k_cache + (size_t)src * bb, bb);
         memcpy((uint8_t *)v_cache + (size_t)dst * bb, (uint8_t *)v_cache + (size_t)src * bb, bb);
     }
@@ -442,17 +466,20 @@ struct attn_job {
     int n_kv_heads;
 };
 
-static void s_attn_task(void *arg, int task, int thread) {
+static void s_attn_task(void *arg, int task, int thread)
+{
     struct attn_job *j = arg;
     float *scratch = j->args.scratch + (size_t)thread * j->args.scratch_floats;
     j->impl->attn_task(&j->args, task / j->n_kv_heads, task % j->n_kv_heads, scratch);
 }
 
-int tb_cpu_attention(tb_cpu_kernels_t *self, const struct tb_cpu_kv_layout *L, const void *k_cache,
-                     const void *v_cache, int n_tok, const struct tb_cpu_attn_seq *seqs,
-                     const float *q, size_t ldq, int n_heads, float scale, float *out, size_t ldo) {
-    if (!self || tb_cpu_kv_check(L) != TB_OK || !k_cache || !v_cache || n_tok < 0 || n_heads < 1 ||
-        n_heads % L->n_kv_heads != 0 || !isfinite(scale)) {
+int tb_cpu_attention(tb_cpu_kernels_t *self, const struct tb_cpu_kv_layout *L,
+                     const void *k_cache, const void *v_cache, int n_tok,
+                     const struct tb_cpu_attn_seq *seqs, const float *q, size_t ldq, int n_heads,
+                     float scale, float *out, size_t ldo)
+{
+    if (!self || tb_cpu_kv_check(L) != TB_OK || !k_cache || !v_cache || n_tok < 0 ||
+        n_heads < 1 || n_heads % L->n_kv_heads != 0 || !isfinite(scale)) {
         return TB_EINVAL;
     }
     if (n_tok == 0) {
@@ -486,9 +513,9 @@ int tb_cpu_attention(tb_cpu_kernels_t *self, const struct tb_cpu_kv_layout *L, c
     }
     const int group = n_heads / L->n_kv_heads;
     /* acc and pre-scaled queries (group * head_dim each), scores (block_size), max and sum */
-    const size_t per_thread =
-        (2 * (size_t)group * (size_t)L->head_dim + (size_t)L->block_size + 2 * (size_t)group + 15) /
-        16 * 16;
+    const size_t per_thread = (2 * (size_t)group * (size_t)L->head_dim + (size_t)L->block_size +
+                               2 * (size_t)group + 15) /
+                              16 * 16;
     const int nth = s_threads(self);
     int rc = s_scratch(self, per_thread * sizeof(float) * (size_t)nth);
     if (rc != TB_OK) {

@@ -203,8 +203,8 @@ int tb_cpu_weight_pack(const struct tb_cpu_weight *w, void *dst, size_t dst_byte
  * request gets the same tokens alone and in any batch.
  * Uses the context's scratch for quantized activations (every block dtype): TB_ENOMEM when it
  * cannot grow.  All buffers are borrowed for the duration of the call. */
-int tb_cpu_matmul(tb_cpu_kernels_t *self, const struct tb_cpu_weight *w, const float *x, size_t ldx,
-                  int n_tok, const float *bias, float *y, size_t ldy);
+int tb_cpu_matmul(tb_cpu_kernels_t *self, const struct tb_cpu_weight *w, const float *x,
+                  size_t ldx, int n_tok, const float *bias, float *y, size_t ldy);
 
 /* One output of tb_cpu_matmul_multi: y = x . w^T (+ bias), as in tb_cpu_matmul.  Borrowed. */
 struct tb_cpu_matmul_out {
@@ -295,8 +295,9 @@ int tb_cpu_kv_check(const struct tb_cpu_kv_layout *layout);
  * block slots[t] / block_size (slots[t] = block_id * block_size + offset, as vLLM's slot
  * mapping).  k and v: n_tok rows of n_kv_heads * head_dim floats, strides ldk / ldv floats.
  * A negative slot skips the token (padding).  TB_EINVAL for a slot beyond the cache. */
-int tb_cpu_kv_write(const struct tb_cpu_kv_layout *layout, void *k_cache, void *v_cache, int n_tok,
-                    const int32_t *slots, const float *k, size_t ldk, const float *v, size_t ldv);
+int tb_cpu_kv_write(const struct tb_cpu_kv_layout *layout, void *k_cache, void *v_cache,
+                    int n_tok, const int32_t *slots, const float *k, size_t ldk, const float *v,
+                    size_t ldv);
 
 /* Copies block `src` to block `dst` in both caches (copy-on-write of a shared prefix block
  * before a sequence appends to it).  TB_EINVAL for ids outside [0, n_blocks); src == dst does
@@ -309,8 +310,8 @@ struct tb_cpu_attn_seq {
     const int32_t *block_table; /* the sequence's block ids, in order (borrowed) */
     int n_blocks;               /* entries in block_table */
     int ctx_len;                /* tokens of the sequence present in the cache */
-    int pos;                    /* this query's position: it attends to [0, min(pos+1, ctx_len)) */
-    int window;                 /* sliding window, >= 0: when > 0, only positions
+    int pos;    /* this query's position: it attends to [0, min(pos+1, ctx_len)) */
+    int window; /* sliding window, >= 0: when > 0, only positions
                                    > pos - window (this one and window - 1 before it) */
 };
 

@@ -9,7 +9,8 @@
 #include "tb_errors.h"
 
 void tb_cpu_rmsnorm(float *y, const float *x, const float *weight, int64_t n, int n_rows,
-                    float eps) {
+                    float eps)
+{
     if (!y || !x || n < 1) {
         return;
     }
@@ -43,14 +44,16 @@ void tb_cpu_rmsnorm(float *y, const float *x, const float *weight, int64_t n, in
     }
 }
 
-void tb_cpu_rope_freqs(float *inv_freq, int rot_dim, float base) {
+void tb_cpu_rope_freqs(float *inv_freq, int rot_dim, float base)
+{
     for (int i = 0; i < rot_dim / 2; i++) {
         inv_freq[i] = (float)pow((double)base, -2.0 * i / (double)rot_dim);
     }
 }
 
 int tb_cpu_rope(float *x, size_t ldx, int n_tok, const int32_t *pos, int n_heads, int head_dim,
-                int rot_dim, const float *inv_freq, tb_cpu_rope_mode_t mode) {
+                int rot_dim, const float *inv_freq, tb_cpu_rope_mode_t mode)
+{
     if (!x || !pos || !inv_freq || n_tok < 0 || n_heads < 1 || head_dim < 2 || rot_dim < 2 ||
         rot_dim % 2 != 0 || rot_dim > head_dim || rot_dim > 1024 ||
         ldx < (size_t)n_heads * (size_t)head_dim ||
@@ -87,20 +90,23 @@ int tb_cpu_rope(float *x, size_t ldx, int n_tok, const int32_t *pos, int n_heads
     return TB_OK;
 }
 
-void tb_cpu_silu_mul(float *out, const float *gate, const float *up, int64_t n) {
+void tb_cpu_silu_mul(float *out, const float *gate, const float *up, int64_t n)
+{
     for (int64_t i = 0; i < n; i++) {
         float g = gate[i];
         out[i] = g / (1.0f + expf(-g)) * up[i];
     }
 }
 
-void tb_cpu_add(float *out, const float *a, const float *b, int64_t n) {
+void tb_cpu_add(float *out, const float *a, const float *b, int64_t n)
+{
     for (int64_t i = 0; i < n; i++) {
         out[i] = a[i] + b[i];
     }
 }
 
-void tb_cpu_softmax(float *x, int64_t n) {
+void tb_cpu_softmax(float *x, int64_t n)
+{
     if (!x || n < 1) {
         return;
     }
@@ -119,7 +125,8 @@ void tb_cpu_softmax(float *x, int64_t n) {
     }
 }
 
-int64_t tb_cpu_argmax(const float *x, int64_t n) {
+int64_t tb_cpu_argmax(const float *x, int64_t n)
+{
     if (!x || n < 1) {
         return -1;
     }

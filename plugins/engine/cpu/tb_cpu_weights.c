@@ -45,8 +45,10 @@ static int s_matrix(const struct tb_tensor *t, const char *name, uint64_t rows, 
                  t->name, (unsigned long long)cols, tb_dtype_name(t->dtype));
         return TB_EMODEL;
     }
-    *w = (struct tb_cpu_weight){
-        .dtype = dt, .rows = (int64_t)rows, .cols = (int64_t)cols, .data = t->data};
+    *w = (struct tb_cpu_weight){.dtype = dt,
+                                .rows = (int64_t)rows,
+                                .cols = (int64_t)cols,
+                                .data = t->data};
     return TB_OK;
 }
 
@@ -94,9 +96,9 @@ static int s_layer(const tb_model_t *m, uint32_t l, struct tb_cpu_layer_weights 
         struct tb_cpu_weight *w;
         uint64_t rows, cols;
     } mats[] = {
-        {TB_LAYER_WQ, &lw->wq, qd, h},          {TB_LAYER_WK, &lw->wk, kvd, h},
-        {TB_LAYER_WV, &lw->wv, kvd, h},         {TB_LAYER_WO, &lw->wo, h, qd},
-        {TB_LAYER_W_GATE, &lw->w_gate, ff, h},  {TB_LAYER_W_UP, &lw->w_up, ff, h},
+        {TB_LAYER_WQ, &lw->wq, qd, h},         {TB_LAYER_WK, &lw->wk, kvd, h},
+        {TB_LAYER_WV, &lw->wv, kvd, h},        {TB_LAYER_WO, &lw->wo, h, qd},
+        {TB_LAYER_W_GATE, &lw->w_gate, ff, h}, {TB_LAYER_W_UP, &lw->w_up, ff, h},
         {TB_LAYER_W_DOWN, &lw->w_down, h, ff},
     };
     for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
@@ -180,8 +182,10 @@ static int s_pack_all(struct tb_cpu_weights *w, char *err, size_t err_len)
     size_t alloc = (total + PACK_ALIGN - 1) / PACK_ALIGN * PACK_ALIGN;
     uint8_t *mem = aligned_alloc(PACK_ALIGN, alloc);
     if (!mem) {
-        snprintf(err, err_len, "out of memory for the packed Q4_0/Q8_0 weights (%zu MB; "
-                 "TB_CPU_REPACK=0 runs without them)", alloc >> 20);
+        snprintf(err, err_len,
+                 "out of memory for the packed Q4_0/Q8_0 weights (%zu MB; "
+                 "TB_CPU_REPACK=0 runs without them)",
+                 alloc >> 20);
         rc = TB_ENOMEM;
         goto done;
     }
@@ -244,8 +248,8 @@ int tb_cpu_weights_new(const tb_model_t *model, unsigned flags, struct tb_cpu_we
     if (rc != TB_OK) {
         goto fail;
     }
-    rc = s_vector(tb_model_tensor(model, TB_TENSOR_OUT_NORM), "out_norm", p->hidden,
-                  &w->out_norm, err, err_len);
+    rc = s_vector(tb_model_tensor(model, TB_TENSOR_OUT_NORM), "out_norm", p->hidden, &w->out_norm,
+                  err, err_len);
     if (rc != TB_OK) {
         goto fail;
     }

@@ -25,11 +25,12 @@ extern "C" {
 
 /* One transformer layer.  Matrices borrow the model's data; vectors are owned here. */
 struct tb_cpu_layer_weights {
-    struct tb_cpu_weight wq, wk, wv, wo; /* [q_dim, hidden], [kv_dim, hidden] x2, [hidden, q_dim] */
-    struct tb_cpu_weight w_gate, w_up;   /* [intermediate, hidden] */
-    struct tb_cpu_weight w_down;         /* [hidden, intermediate] */
-    float *attn_norm, *ffn_norm;         /* [hidden] */
-    float *bq, *bk, *bv;                 /* [q_dim], [kv_dim], [kv_dim]; NULL without biases */
+    struct tb_cpu_weight wq, wk, wv,
+        wo;                            /* [q_dim, hidden], [kv_dim, hidden] x2, [hidden, q_dim] */
+    struct tb_cpu_weight w_gate, w_up; /* [intermediate, hidden] */
+    struct tb_cpu_weight w_down;       /* [hidden, intermediate] */
+    float *attn_norm, *ffn_norm;       /* [hidden] */
+    float *bq, *bk, *bv;               /* [q_dim], [kv_dim], [kv_dim]; NULL without biases */
 };
 
 struct tb_cpu_weights {
@@ -40,7 +41,7 @@ struct tb_cpu_weights {
     struct tb_cpu_layer_weights *layers; /* [n_layers] */
     void *packed;                        /* the packed copies (owned), or NULL */
     size_t packed_bytes;
-    double pack_seconds; /* time spent packing */
+    double pack_seconds;                    /* time spent packing */
     uint32_t dtype_tensors[TB_DTYPE_COUNT]; /* how many of the model's tensors each type has */
 };
 

@@ -53,28 +53,33 @@ struct worker_arg {
     int index;
 };
 
-static void s_futex_wait(atomic_int *addr, int val) {
+static void s_futex_wait(atomic_int *addr, int val)
+{
     syscall(SYS_futex, (int *)addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
 }
 
-static void s_futex_wake(atomic_int *addr, int n) {
+static void s_futex_wake(atomic_int *addr, int n)
+{
     syscall(SYS_futex, (int *)addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
 }
 
-static inline void s_pause(void) {
+static inline void s_pause(void)
+{
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
 }
 
-static int64_t s_now_ns(void) {
+static int64_t s_now_ns(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /* Claims and runs tasks of generation `g` until none is left. */
-static void s_run_tasks(tb_threadpool_t *p, uint32_t g, int thread) {
+static void s_run_tasks(tb_threadpool_t *p, uint32_t g, int thread)
+{
     const struct job *j = &p->jobs[g & 1];
     tb_threadpool_fn fn = atomic_load_explicit(&j->fn, memory_order_relaxed);
     void *arg = atomic_load_explicit(&j->arg, memory_order_relaxed);
@@ -98,7 +103,8 @@ static void s_run_tasks(tb_threadpool_t *p, uint32_t g, int thread) {
     }
 }
 
-static void *s_worker(void *varg) {
+static void *s_worker(void *varg)
+{
     struct worker_arg *wa = varg;
     tb_threadpool_t *p = wa->pool;
     int index = wa->index;
@@ -135,7 +141,8 @@ static void *s_worker(void *varg) {
 }
 
 /* Publishes generation `g` (jobs slot already filled) and wakes sleeping workers. */
-static void s_publish(tb_threadpool_t *p, int g) {
+static void s_publish(tb_threadpool_t *p, int g)
+{
     atomic_store_explicit(&p->done, 0, memory_order_relaxed);
     atomic_store_explicit(&p->work, (uint64_t)(uint32_t)g << 32, memory_order_release);
     atomic_store(&p->gen, g);
@@ -144,7 +151,8 @@ static void s_publish(tb_threadpool_t *p, int g) {
     }
 }
 
-static void s_stop_workers(tb_threadpool_t *p) {
+static void s_stop_workers(tb_threadpool_t *p)
+{
     atomic_store(&p->stop, 1);
     int g = (int)((unsigned)atomic_load(&p->gen) + 1u);
     g = g == 0 ? 1 : g;
@@ -155,7 +163,8 @@ static void s_stop_workers(tb_threadpool_t *p) {
     }
 }
 
-int tb_threadpool_new(int n_threads, tb_threadpool_t **out) {
+int tb_threadpool_new(int n_threads, tb_threadpool_t **out)
+{
     int rc = TB_OK;
     tb_threadpool_t *p = NULL;
     if (!out || n_threads < 0) {
@@ -212,7 +221,8 @@ fail:
     return rc;
 }
 
-void tb_threadpool_destroy(tb_threadpool_t **self_p) {
+void tb_threadpool_destroy(tb_threadpool_t **self_p)
+{
     if (!self_p || !*self_p) {
         return;
     }
@@ -223,17 +233,20 @@ void tb_threadpool_destroy(tb_threadpool_t **self_p) {
     *self_p = NULL;
 }
 
-int tb_threadpool_size(const tb_threadpool_t *self) {
+int tb_threadpool_size(const tb_threadpool_t *self)
+{
     return self ? self->n_threads : 1;
 }
 
-void tb_threadpool_set_spin_us(tb_threadpool_t *self, int spin_us) {
+void tb_threadpool_set_spin_us(tb_threadpool_t *self, int spin_us)
+{
     if (self) {
         atomic_store(&self->spin_us, spin_us < 0 ? 0 : spin_us);
     }
 }
 
-void tb_threadpool_run(tb_threadpool_t *self, int n_tasks, tb_threadpool_fn fn, void *arg) {
+void tb_threadpool_run(tb_threadpool_t *self, int n_tasks, tb_threadpool_fn fn, void *arg)
+{
     if (n_tasks <= 0 || !fn) {
         return;
     }

@@ -20,7 +20,8 @@
 
 /* Address of the f16 row of (block, kv head, row). */
 TB_DEV const uint16_t *tb_kv_row(const uint16_t *cache, int64_t blk, int kvh, int row,
-                                 int n_kv_heads, int bs, int hd) {
+                                 int n_kv_heads, int bs, int hd)
+{
     return cache + ((size_t)(blk * n_kv_heads + kvh) * bs + row) * hd;
 }
 
@@ -30,7 +31,8 @@ __global__ void __launch_bounds__(TB_ATT_THREADS)
                          const int32_t *__restrict__ tables, int max_blocks,
                          const int32_t *__restrict__ ctx_lens, const float *__restrict__ q,
                          size_t ldq, int n_heads, float scale, int split, int n_splits,
-                         float *__restrict__ part_o, float *__restrict__ part_ml) {
+                         float *__restrict__ part_o, float *__restrict__ part_ml)
+{
     const int sp = blockIdx.x, kvh = blockIdx.y, s = blockIdx.z;
     const int ctx = ctx_lens[s];
     const int t_begin = sp * split;
@@ -167,7 +169,8 @@ __global__ void __launch_bounds__(TB_ATT_THREADS)
 __global__ void tb_attn_combine_kernel(const int32_t *__restrict__ ctx_lens, int n_heads, int hd,
                                        int split, int n_splits, const float *__restrict__ part_o,
                                        const float *__restrict__ part_ml, float *__restrict__ out,
-                                       size_t ldo) {
+                                       size_t ldo)
+{
     const int h = blockIdx.x, s = blockIdx.y;
     const int ns = (ctx_lens[s] + split - 1) / split;
     const size_t base = ((size_t)s * n_heads + h) * n_splits;
@@ -177,8 +180,8 @@ __global__ void tb_attn_combine_kernel(const int32_t *__restrict__ ctx_lens, int
     }
     float den = 0.0f;
     for (int i = 0; i < ns; i++) {
-        den +=
-            M == -INFINITY ? 0.0f : expf(part_ml[2 * (base + i)] - M) * part_ml[2 * (base + i) + 1];
+        den += M == -INFINITY ? 0.0f
+                              : expf(part_ml[2 * (base + i)] - M) * part_ml[2 * (base + i) + 1];
     }
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float num = 0.0f;
@@ -190,12 +193,14 @@ __global__ void tb_attn_combine_kernel(const int32_t *__restrict__ ctx_lens, int
     }
 }
 
-static int tb_attn_splits(int max_ctx, int split) {
+static int tb_attn_splits(int max_ctx, int split)
+{
     return (max_ctx + split - 1) / split;
 }
 
 extern "C" size_t tb_cuda_attn_decode_scratch_floats(int n_seqs, int n_heads, int head_dim,
-                                                     int max_ctx, int split) {
+                                                     int max_ctx, int split)
+{
     if (n_seqs < 1 || n_heads < 1 || head_dim < 1 || max_ctx < 1 || split < 1) {
         return 0;
     }
@@ -205,25 +210,28 @@ extern "C" size_t tb_cuda_attn_decode_scratch_floats(int n_seqs, int n_heads, in
 
 extern "C" int tb_cuda_attn_decode(const struct tb_cuda_kv_layout *L, const uint16_t *k_cache,
                                    const uint16_t *v_cache, const struct tb_cuda_attn_batch *b,
-                                   const float *q, size_t ldq, int n_heads, float scale, int split,
-                                   float *scratch, float *out, size_t ldo, void *stream) {
+                                   const float *q, size_t ldq, int n_heads, float scale,
+                                   int split, float *scratch, float *out, size_t ldo,
+                                   void *stream)
+{
     int rc = tb_cuda_kv_layout_check(L);
     if (rc) {
         return rc;
     }
     const int hd = L->head_dim;
-    if (!k_cache || !v_cache || !b || !q || !out || !scratch || b->n_seqs < 0 || !b->block_tables ||
-        b->max_blocks < 1 || !b->ctx_lens || b->max_ctx < 1 || n_heads < L->n_kv_heads ||
-        n_heads % L->n_kv_heads || ldq < (size_t)n_heads * hd || ldo < (size_t)n_heads * hd ||
-        split < 32 || split > 256 || split % 32 || !tb_is_aligned16(k_cache) ||
-        !tb_is_aligned16(v_cache) || !(scale >= 0.0f)) {
+    if (!k_cache || !v_cache || !b || !q || !out || !scratch || b->n_seqs < 0 ||
+        !b->block_tables || b->max_blocks < 1 || !b->ctx_lens || b->max_ctx < 1 ||
+        n_heads < L->n_kv_heads || n_heads % L->n_kv_heads || ldq < (size_t)n_heads * hd ||
+        ldo < (size_t)n_heads * hd || split < 32 || split > 256 || split % 32 ||
+        !tb_is_aligned16(k_cache) || !tb_is_aligned16(v_cache) || !(scale >= 0.0f)) {
         return TB_EINVAL;
     }
     if (b->n_seqs == 0) {
         return 0;
     }
     const int G = n_heads / L->n_kv_heads;
-    const size_t shmem = sizeof(float) * ((size_t)G * hd + (size_t)G * split + TB_ATT_RED + 2 * G);
+    const size_t shmem = sizeof(float) *
+                         ((size_t)G * hd + (size_t)G * split + TB_ATT_RED + 2 * G);
     if (shmem > 48 * 1024) {
         return TB_ENOTSUP;
     }
@@ -241,8 +249,8 @@ extern "C" int tb_cuda_attn_decode(const struct tb_cuda_kv_layout *L, const uint
                    scale, split, ns, part_o, part_ml);
     if (rc == 0) {
         rc = tb_launch(tb_attn_combine_kernel, dim3((unsigned)n_heads, (unsigned)b->n_seqs),
-                       dim3(128), 0, st, b->ctx_lens, n_heads, hd, split, ns, (const float *)part_o,
-                       (const float *)part_ml, out, ldo);
+                       dim3(128), 0, st, b->ctx_lens, n_heads, hd, split, ns,
+                       (const float *)part_o, (const float *)part_ml, out, ldo);
     }
     return tb_cuda_status(rc);
 }

@@ -15,7 +15,8 @@
 #define TB_PF_BK 32
 
 /* Shared memory of one block: q and o as floats, the K and V tiles as f16. */
-static size_t tb_pf_shmem(int hd) {
+static size_t tb_pf_shmem(int hd)
+{
     return sizeof(float) * (2 * TB_PF_BQ * hd + TB_PF_BQ * TB_PF_BK + 3 * TB_PF_BQ + TB_PF_BK) +
            sizeof(uint16_t) * 2 * TB_PF_BK * hd;
 }
@@ -24,7 +25,8 @@ static size_t tb_pf_shmem(int hd) {
  * for blocks outside the cache); ok_s[j] says whether row j may be attended to. */
 TB_DEV void tb_pf_load_tile(const uint16_t *kc, const uint16_t *vc, const int32_t *table,
                             int max_blocks, int64_t n_blocks, int n_kv_heads, int bs, int hd,
-                            int kvh, int k0, int kend, uint16_t *k_s, uint16_t *v_s, float *ok_s) {
+                            int kvh, int k0, int kend, uint16_t *k_s, uint16_t *v_s, float *ok_s)
+{
     const int L = hd / 8;
     for (int i = threadIdx.x; i < TB_PF_BK * L; i += blockDim.x) {
         const int j = i / L, c = i % L, pos = k0 + j;
@@ -44,14 +46,13 @@ TB_DEV void tb_pf_load_tile(const uint16_t *kc, const uint16_t *vc, const int32_
     }
 }
 
-__global__ void __launch_bounds__(TB_PF_THREADS)
-    tb_attn_prefill_kernel(int bs, int n_kv_heads, int hd, int64_t n_blocks,
-                           const uint16_t *__restrict__ kc, const uint16_t *__restrict__ vc,
-                           const int32_t *__restrict__ tables, int max_blocks,
-                           const int32_t *__restrict__ ctx_lens,
-                           const int32_t *__restrict__ q_start, const int32_t *__restrict__ q_lens,
-                           const float *__restrict__ q, size_t ldq, int n_heads, float scale,
-                           float *__restrict__ out, size_t ldo) {
+__global__ void __launch_bounds__(TB_PF_THREADS) tb_attn_prefill_kernel(
+    int bs, int n_kv_heads, int hd, int64_t n_blocks, const uint16_t *__restrict__ kc,
+    const uint16_t *__restrict__ vc, const int32_t *__restrict__ tables, int max_blocks,
+    const int32_t *__restrict__ ctx_lens, const int32_t *__restrict__ q_start,
+    const int32_t *__restrict__ q_lens, const float *__restrict__ q, size_t ldq, int n_heads,
+    float scale, float *__restrict__ out, size_t ldo)
+{
     const int tile = blockIdx.x, h = blockIdx.y, s = blockIdx.z;
     const int q_len = q_lens[s];
     if (tile * TB_PF_BQ >= q_len) {
@@ -80,8 +81,8 @@ __global__ void __launch_bounds__(TB_PF_THREADS)
     }
     const int kend = pos0 + nq; /* keys past the tile's last query are never attended */
     for (int k0 = 0; k0 < kend; k0 += TB_PF_BK) {
-        tb_pf_load_tile(kc, vc, table, max_blocks, n_blocks, n_kv_heads, bs, hd, kvh, k0, kend, k_s,
-                        v_s, ok_s);
+        tb_pf_load_tile(kc, vc, table, max_blocks, n_blocks, n_kv_heads, bs, hd, kvh, k0, kend,
+                        k_s, v_s, ok_s);
         __syncthreads();
         for (int i = tid; i < TB_PF_BQ * TB_PF_BK; i += TB_PF_THREADS) {
             const int r = i / TB_PF_BK, j = i % TB_PF_BK;
@@ -131,7 +132,8 @@ __global__ void __launch_bounds__(TB_PF_THREADS)
 extern "C" int tb_cuda_attn_prefill(const struct tb_cuda_kv_layout *L, const uint16_t *k_cache,
                                     const uint16_t *v_cache, const struct tb_cuda_attn_batch *b,
                                     const float *q, size_t ldq, int n_heads, float scale,
-                                    float *out, size_t ldo, void *stream) {
+                                    float *out, size_t ldo, void *stream)
+{
     int rc = tb_cuda_kv_layout_check(L);
     if (rc) {
         return rc;

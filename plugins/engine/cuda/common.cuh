@@ -16,36 +16,42 @@
 #define TB_FULL_MASK 0xffffffffu
 
 /* Launch status as a TB_E* code. */
-static inline int tb_cuda_status(int launch_rc) {
+static inline int tb_cuda_status(int launch_rc)
+{
     return launch_rc ? TB_EIO : 0;
 }
 
-static inline bool tb_is_aligned16(const void *p) {
+static inline bool tb_is_aligned16(const void *p)
+{
     return ((uintptr_t)p & 15) == 0;
 }
 
 /* Sum over groups of `width` lanes (a power of two <= 32); every lane of a group gets the same
  * value, reduced in the same butterfly order whatever the data: the fixed order that batch
  * invariance needs.  All 32 lanes must call. */
-TB_DEV float tb_group_sum(float v, int width) {
+TB_DEV float tb_group_sum(float v, int width)
+{
     for (int o = width / 2; o > 0; o >>= 1) {
         v += __shfl_xor_sync(TB_FULL_MASK, v, o);
     }
     return v;
 }
 
-TB_DEV float tb_warp_sum(float v) {
+TB_DEV float tb_warp_sum(float v)
+{
     return tb_group_sum(v, 32);
 }
 
-TB_DEV int tb_warp_sum_int(int v) {
+TB_DEV int tb_warp_sum_int(int v)
+{
     for (int o = 16; o > 0; o >>= 1) {
         v += __shfl_xor_sync(TB_FULL_MASK, v, o);
     }
     return v;
 }
 
-TB_DEV float tb_warp_max(float v) {
+TB_DEV float tb_warp_max(float v)
+{
     for (int o = 16; o > 0; o >>= 1) {
         v = fmaxf(v, __shfl_xor_sync(TB_FULL_MASK, v, o));
     }
@@ -55,7 +61,8 @@ TB_DEV float tb_warp_max(float v) {
 /* Sum over the block (blockDim.x a multiple of 32, at most 1024): warp sums, then every thread
  * adds the warp sums in warp order.  `red` is 32 floats of shared memory.  Every thread of the
  * block must call; all get the result. */
-TB_DEV float tb_block_sum(float v, float *red) {
+TB_DEV float tb_block_sum(float v, float *red)
+{
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
     v = tb_warp_sum(v);
     if (lane == 0) {
@@ -71,12 +78,14 @@ TB_DEV float tb_block_sum(float v, float *red) {
 }
 
 /* One 128-bit load (LDG.E.128 on the GPU); p must be 16-byte aligned. */
-TB_DEV uint4 tb_ld128(const void *p) {
+TB_DEV uint4 tb_ld128(const void *p)
+{
     return *reinterpret_cast<const uint4 *>(p);
 }
 
 /* The eight f16 values of a 128-bit word, as floats. */
-TB_DEV void tb_f16x8(uint4 u, float *f) {
+TB_DEV void tb_f16x8(uint4 u, float *f)
+{
     const uint32_t w[4] = {u.x, u.y, u.z, u.w};
     TB_UNROLL
     for (int i = 0; i < 4; i++) {
@@ -86,7 +95,8 @@ TB_DEV void tb_f16x8(uint4 u, float *f) {
 }
 
 /* The eight bf16 values of a 128-bit word, as floats. */
-TB_DEV void tb_bf16x8(uint4 u, float *f) {
+TB_DEV void tb_bf16x8(uint4 u, float *f)
+{
     const uint32_t w[4] = {u.x, u.y, u.z, u.w};
     TB_UNROLL
     for (int i = 0; i < 4; i++) {

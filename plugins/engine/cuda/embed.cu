@@ -5,7 +5,8 @@
 #include "common.cuh"
 
 TB_DEV float tb_embed_value(tb_cuda_dtype_t dt, const uint8_t *data, const uint16_t *scales,
-                            int64_t row, int64_t cols, int64_t i) {
+                            int64_t row, int64_t cols, int64_t i)
+{
     switch (dt) {
     case TB_CUDA_F32:
         return reinterpret_cast<const float *>(data)[row * cols + i];
@@ -30,7 +31,8 @@ TB_DEV float tb_embed_value(tb_cuda_dtype_t dt, const uint8_t *data, const uint1
 __global__ void tb_embed_kernel(tb_cuda_dtype_t dt, const uint8_t *__restrict__ data,
                                 const uint16_t *__restrict__ scales, int64_t rows, int64_t cols,
                                 const int32_t *__restrict__ tokens, float *__restrict__ out,
-                                size_t ldo) {
+                                size_t ldo)
+{
     const int32_t id = tokens[blockIdx.x];
     float *o = out + blockIdx.x * ldo;
     for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
@@ -39,7 +41,8 @@ __global__ void tb_embed_kernel(tb_cuda_dtype_t dt, const uint8_t *__restrict__ 
 }
 
 extern "C" int tb_cuda_embed(const struct tb_cuda_weight *t, const int32_t *tokens, int n_tok,
-                             float *out, size_t ldo, void *stream) {
+                             float *out, size_t ldo, void *stream)
+{
     if (!t || !t->data || !tokens || !out || n_tok < 0 || t->rows < 1 || t->cols < 1 ||
         ldo < (size_t)t->cols || (unsigned)t->dtype > TB_CUDA_Q4_0 ||
         ((t->dtype == TB_CUDA_Q8_0 || t->dtype == TB_CUDA_Q4_0) &&

@@ -13,7 +13,8 @@
 #define TB_GEMV_TOK 8
 
 /* Decodes one 16-byte chunk of weights into EPC floats. */
-template <int DT> TB_DEV void tb_gemv_decode(uint4 u, float *w) {
+template <int DT> TB_DEV void tb_gemv_decode(uint4 u, float *w)
+{
     if (DT == TB_CUDA_F16) {
         tb_f16x8(u, w);
     } else if (DT == TB_CUDA_BF16) {
@@ -30,7 +31,8 @@ template <int DT>
 __global__ void __launch_bounds__(TB_GEMV_WARPS * 32)
     tb_gemv_kernel(const uint8_t *__restrict__ w, int64_t rows, int64_t cols,
                    const float *__restrict__ x, size_t ldx, int n_tok,
-                   const float *__restrict__ bias, float *__restrict__ y, size_t ldy) {
+                   const float *__restrict__ bias, float *__restrict__ y, size_t ldy)
+{
     constexpr int EPC = DT == TB_CUDA_F32 ? 4 : 8; /* elements per 16-byte chunk */
     const int lane = threadIdx.x % 32;
     const int64_t row = (int64_t)blockIdx.x * TB_GEMV_WARPS + threadIdx.x / 32;
@@ -76,7 +78,8 @@ __global__ void __launch_bounds__(TB_GEMV_WARPS * 32)
 }
 
 extern "C" int tb_cuda_gemv(const struct tb_cuda_weight *w, const float *x, size_t ldx, int n_tok,
-                            const float *bias, float *y, size_t ldy, void *stream) {
+                            const float *bias, float *y, size_t ldy, void *stream)
+{
     if (!w || !w->data || !x || !y || n_tok < 0 || w->rows < 1 || w->cols < 1 ||
         ldx < (size_t)w->cols || ldy < (size_t)w->rows || ldx % 4 || !tb_is_aligned16(x) ||
         !tb_is_aligned16(w->data)) {
@@ -98,14 +101,14 @@ extern "C" int tb_cuda_gemv(const struct tb_cuda_weight *w, const float *x, size
     const uint8_t *d = (const uint8_t *)w->data;
     int rc;
     if (w->dtype == TB_CUDA_F32) {
-        rc = tb_launch(tb_gemv_kernel<TB_CUDA_F32>, grid, block, 0, s, d, w->rows, w->cols, x, ldx,
-                       n_tok, bias, y, ldy);
+        rc = tb_launch(tb_gemv_kernel<TB_CUDA_F32>, grid, block, 0, s, d, w->rows, w->cols, x,
+                       ldx, n_tok, bias, y, ldy);
     } else if (w->dtype == TB_CUDA_F16) {
-        rc = tb_launch(tb_gemv_kernel<TB_CUDA_F16>, grid, block, 0, s, d, w->rows, w->cols, x, ldx,
-                       n_tok, bias, y, ldy);
+        rc = tb_launch(tb_gemv_kernel<TB_CUDA_F16>, grid, block, 0, s, d, w->rows, w->cols, x,
+                       ldx, n_tok, bias, y, ldy);
     } else {
-        rc = tb_launch(tb_gemv_kernel<TB_CUDA_BF16>, grid, block, 0, s, d, w->rows, w->cols, x, ldx,
-                       n_tok, bias, y, ldy);
+        rc = tb_launch(tb_gemv_kernel<TB_CUDA_BF16>, grid, block, 0, s, d, w->rows, w->cols, x,
+                       ldx, n_tok, bias, y, ldy);
     }
     return tb_cuda_status(rc);
 }

@@ -14,7 +14,8 @@
 #define TB_GEMVQ_TOK 8
 
 /* sum of the 16 products of int8 vectors a and b */
-TB_DEV int tb_dot16(uint4 a, uint4 b) {
+TB_DEV int tb_dot16(uint4 a, uint4 b)
+{
     int s = __dp4a((int)a.x, (int)b.x, 0);
     s = __dp4a((int)a.y, (int)b.y, s);
     s = __dp4a((int)a.z, (int)b.z, s);
@@ -22,19 +23,23 @@ TB_DEV int tb_dot16(uint4 a, uint4 b) {
 }
 
 /* Low and high nibbles of a 128-bit word of Q4_0 values, as two vectors of 16 bytes. */
-TB_DEV uint4 tb_lo_nibbles(uint4 u) {
+TB_DEV uint4 tb_lo_nibbles(uint4 u)
+{
     return uint4{u.x & 0x0f0f0f0fu, u.y & 0x0f0f0f0fu, u.z & 0x0f0f0f0fu, u.w & 0x0f0f0f0fu};
 }
-TB_DEV uint4 tb_hi_nibbles(uint4 u) {
+TB_DEV uint4 tb_hi_nibbles(uint4 u)
+{
     return uint4{(u.x >> 4) & 0x0f0f0f0fu, (u.y >> 4) & 0x0f0f0f0fu, (u.z >> 4) & 0x0f0f0f0fu,
                  (u.w >> 4) & 0x0f0f0f0fu};
 }
 
 template <int DT>
 __global__ void __launch_bounds__(TB_GEMVQ_WARPS * 32)
-    tb_gemv_q_kernel(const uint8_t *__restrict__ wq, const uint16_t *__restrict__ wd, int64_t rows,
-                     int64_t cols, const int8_t *__restrict__ xq, const float2 *__restrict__ xd,
-                     int n_tok, const float *__restrict__ bias, float *__restrict__ y, size_t ldy) {
+    tb_gemv_q_kernel(const uint8_t *__restrict__ wq, const uint16_t *__restrict__ wd,
+                     int64_t rows, int64_t cols, const int8_t *__restrict__ xq,
+                     const float2 *__restrict__ xd, int n_tok, const float *__restrict__ bias,
+                     float *__restrict__ y, size_t ldy)
+{
     constexpr int VPC = DT == TB_CUDA_Q8_0 ? 16 : 32; /* values per 16-byte chunk */
     const int lane = threadIdx.x % 32;
     const int64_t row = (int64_t)blockIdx.x * TB_GEMVQ_WARPS + threadIdx.x / 32;
@@ -81,11 +86,12 @@ __global__ void __launch_bounds__(TB_GEMVQ_WARPS * 32)
 }
 
 extern "C" int tb_cuda_gemv_q(const struct tb_cuda_weight *w, const struct tb_cuda_q8_act *act,
-                              int n_tok, const float *bias, float *y, size_t ldy, void *stream) {
+                              int n_tok, const float *bias, float *y, size_t ldy, void *stream)
+{
     if (!w || !w->data || !w->scales || !act || !act->qs || !act->ds || !y || n_tok < 0 ||
-        n_tok > act->n_tok || w->rows < 1 || w->cols < 32 || w->cols % 32 || act->cols != w->cols ||
-        ldy < (size_t)w->rows || !tb_is_aligned16(w->data) || !tb_is_aligned16(act->qs) ||
-        ((uintptr_t)act->ds & 7)) {
+        n_tok > act->n_tok || w->rows < 1 || w->cols < 32 || w->cols % 32 ||
+        act->cols != w->cols || ldy < (size_t)w->rows || !tb_is_aligned16(w->data) ||
+        !tb_is_aligned16(act->qs) || ((uintptr_t)act->ds & 7)) {
         return TB_EINVAL;
     }
     if (w->dtype != TB_CUDA_Q8_0 && w->dtype != TB_CUDA_Q4_0) {

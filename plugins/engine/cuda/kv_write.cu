@@ -8,7 +8,8 @@
 __global__ void tb_kv_write_kernel(int block_size, int n_kv_heads, int head_dim, int64_t n_blocks,
                                    uint16_t *__restrict__ kc, uint16_t *__restrict__ vc,
                                    const int32_t *__restrict__ slots, const float *__restrict__ k,
-                                   size_t ldk, const float *__restrict__ v, size_t ldv) {
+                                   size_t ldk, const float *__restrict__ v, size_t ldv)
+{
     const int32_t slot = slots[blockIdx.x];
     if (slot < 0 || slot / block_size >= n_blocks) {
         return; /* the whole block: padding or out of range */
@@ -24,7 +25,8 @@ __global__ void tb_kv_write_kernel(int block_size, int n_kv_heads, int head_dim,
 }
 
 /* The shape checks every attention entry point shares. */
-int tb_cuda_kv_layout_check(const struct tb_cuda_kv_layout *L) {
+int tb_cuda_kv_layout_check(const struct tb_cuda_kv_layout *L)
+{
     if (!L || L->block_size < 1 || L->block_size > 256 || L->n_kv_heads < 1 || L->n_blocks < 1) {
         return TB_EINVAL;
     }
@@ -36,8 +38,10 @@ int tb_cuda_kv_layout_check(const struct tb_cuda_kv_layout *L) {
 }
 
 extern "C" int tb_cuda_kv_write(const struct tb_cuda_kv_layout *L, uint16_t *k_cache,
-                                uint16_t *v_cache, int n_tok, const int32_t *slots, const float *k,
-                                size_t ldk, const float *v, size_t ldv, void *stream) {
+                                uint16_t *v_cache, int n_tok, const int32_t *slots,
+                                const float *k, size_t ldk, const float *v, size_t ldv,
+                                void *stream)
+{
     int rc = tb_cuda_kv_layout_check(L);
     if (rc) {
         return rc;
@@ -50,6 +54,7 @@ extern "C" int tb_cuda_kv_write(const struct tb_cuda_kv_layout *L, uint16_t *k_c
         return 0;
     }
     return tb_cuda_status(tb_launch(tb_kv_write_kernel, dim3((unsigned)n_tok), dim3(128), 0,
-                                    (tb_stream_t)stream, L->block_size, L->n_kv_heads, L->head_dim,
-                                    L->n_blocks, k_cache, v_cache, slots, k, ldk, v, ldv));
+                                    (tb_stream_t)stream, L->block_size, L->n_kv_heads,
+                                    L->head_dim, L->n_blocks, k_cache, v_cache, slots, k, ldk, v,
+                                    ldv));
 }

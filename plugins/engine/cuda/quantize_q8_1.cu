@@ -9,7 +9,8 @@
 /* One warp per block of 32 values, one lane per value. */
 __global__ void tb_quantize_q8_1_kernel(const float *__restrict__ x, size_t ldx, int64_t cols,
                                         int64_t n_total, int8_t *__restrict__ qs,
-                                        float *__restrict__ ds) {
+                                        float *__restrict__ ds)
+{
     const int lane = threadIdx.x % 32;
     const int64_t g = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     if (g >= n_total) {
@@ -29,7 +30,8 @@ __global__ void tb_quantize_q8_1_kernel(const float *__restrict__ x, size_t ldx,
 }
 
 extern "C" int tb_cuda_quantize_q8_1(const float *x, size_t ldx, int n_tok,
-                                     const struct tb_cuda_q8_act *act, void *stream) {
+                                     const struct tb_cuda_q8_act *act, void *stream)
+{
     if (!x || !act || !act->qs || !act->ds || n_tok < 0 || n_tok > act->n_tok ||
         act->cols < TB_CUDA_QBLOCK || act->cols % TB_CUDA_QBLOCK || ldx < (size_t)act->cols) {
         return TB_EINVAL;

@@ -10,7 +10,8 @@
  * the x it wrote needs no barrier. */
 __global__ void __launch_bounds__(TB_RMS_THREADS)
     tb_rmsnorm_kernel(float *__restrict__ y, float *x, const float *__restrict__ residual,
-                      const float *__restrict__ weight, int64_t n, float eps) {
+                      const float *__restrict__ weight, int64_t n, float eps)
+{
     TB_SHARED(float, red, 32);
     float *xr = x + blockIdx.x * n;
     float *yr = y + blockIdx.x * n;
@@ -31,13 +32,15 @@ __global__ void __launch_bounds__(TB_RMS_THREADS)
 }
 
 extern "C" int tb_cuda_rmsnorm(float *y, float *x, const float *residual, const float *weight,
-                               int64_t n, int n_rows, float eps, void *stream) {
+                               int64_t n, int n_rows, float eps, void *stream)
+{
     if (!y || !x || n < 1 || n_rows < 0 || !(eps >= 0.0f)) {
         return TB_EINVAL;
     }
     if (n_rows == 0) {
         return 0;
     }
-    return tb_cuda_status(tb_launch(tb_rmsnorm_kernel, dim3((unsigned)n_rows), dim3(TB_RMS_THREADS),
-                                    0, (tb_stream_t)stream, y, x, residual, weight, n, eps));
+    return tb_cuda_status(tb_launch(tb_rmsnorm_kernel, dim3((unsigned)n_rows),
+                                    dim3(TB_RMS_THREADS), 0, (tb_stream_t)stream, y, x, residual,
+                                    weight, n, eps));
 }

@@ -11,7 +11,8 @@
 #include "common.cuh"
 
 /* sin and cos of p * f, to about 1e-6 absolute for |p * f| up to 2^20. */
-TB_DEV void tb_rope_sincos(float p, float f, float *s, float *c) {
+TB_DEV void tb_rope_sincos(float p, float f, float *s, float *c)
+{
     const float hi = p * f;
     const float lo = fmaf(p, f, -hi); /* p * f == hi + lo exactly */
     const float k = rintf(hi * 0.15915493667125702f);
@@ -24,14 +25,16 @@ TB_DEV void tb_rope_sincos(float p, float f, float *s, float *c) {
 /* One block per token; each thread turns whole pairs, so no two threads touch one value. */
 __global__ void tb_rope_kernel(float *q, size_t ldq, int n_q_heads, float *k, size_t ldk,
                                int n_k_heads, const int32_t *__restrict__ pos, int head_dim,
-                               int rot_dim, const float *__restrict__ inv_freq, int mode) {
+                               int rot_dim, const float *__restrict__ inv_freq, int mode)
+{
     const int half = rot_dim / 2;
     const float p = (float)pos[blockIdx.x];
     const int n_pairs = (n_q_heads + n_k_heads) * half;
     for (int w = threadIdx.x; w < n_pairs; w += blockDim.x) {
         const int head = w / half, i = w % half;
-        float *x = head < n_q_heads ? q + blockIdx.x * ldq + (size_t)head * head_dim
-                                    : k + blockIdx.x * ldk + (size_t)(head - n_q_heads) * head_dim;
+        float *x = head < n_q_heads
+                       ? q + blockIdx.x * ldq + (size_t)head * head_dim
+                       : k + blockIdx.x * ldk + (size_t)(head - n_q_heads) * head_dim;
         float sn, cs;
         tb_rope_sincos(p, inv_freq[i], &sn, &cs);
         const int a = mode ? 2 * i : i, b = mode ? 2 * i + 1 : i + half;
@@ -42,8 +45,9 @@ __global__ void tb_rope_kernel(float *q, size_t ldq, int n_q_heads, float *k, si
 }
 
 extern "C" int tb_cuda_rope(float *q, size_t ldq, int n_q_heads, float *k, size_t ldk,
-                            int n_k_heads, int n_tok, const int32_t *pos, int head_dim, int rot_dim,
-                            const float *inv_freq, int mode, void *stream) {
+                            int n_k_heads, int n_tok, const int32_t *pos, int head_dim,
+                            int rot_dim, const float *inv_freq, int mode, void *stream)
+{
     if (!q || !pos || !inv_freq || n_tok < 0 || n_q_heads < 1 || head_dim < 2 || rot_dim < 2 ||
         rot_dim % 2 || rot_dim > head_dim || (mode != 0 && mode != 1) ||
         ldq < (size_t)n_q_heads * head_dim ||

@@ -3,7 +3,8 @@
  */
 #include "common.cuh"
 
-__global__ void tb_swiglu_kernel(float *out, const float *gate, const float *up, int64_t n) {
+__global__ void tb_swiglu_kernel(float *out, const float *gate, const float *up, int64_t n)
+{
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
         const float g = gate[i];
@@ -12,7 +13,8 @@ __global__ void tb_swiglu_kernel(float *out, const float *gate, const float *up,
 }
 
 extern "C" int tb_cuda_swiglu(float *out, const float *gate, const float *up, int64_t n,
-                              void *stream) {
+                              void *stream)
+{
     if (!out || !gate || !up || n < 0) {
         return TB_EINVAL;
     }

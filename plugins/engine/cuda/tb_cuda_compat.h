@@ -53,8 +53,8 @@
 #define TB_DEV __device__ __forceinline__
 #define TB_UNROLL _Pragma("unroll")
 #define TB_SHARED(T, name, n) __shared__ T name[n]
-#define TB_DYNAMIC_SHARED(T, name)                                                                 \
-    extern __shared__ __align__(16) unsigned char tb_dyn_smem_[];                                  \
+#define TB_DYNAMIC_SHARED(T, name)                                                               \
+    extern __shared__ __align__(16) unsigned char tb_dyn_smem_[];                                \
     T *name = reinterpret_cast<T *>(tb_dyn_smem_)
 
 typedef cudaStream_t tb_stream_t;
@@ -62,18 +62,22 @@ typedef cudaStream_t tb_stream_t;
 /* Launches `kernel` on `stream`; returns 0 or the launch error (cudaError_t, > 0). */
 template <typename... P, typename... A>
 static inline int tb_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t shmem,
-                            tb_stream_t stream, A... args) {
+                            tb_stream_t stream, A... args)
+{
     kernel<<<grid, block, shmem, stream>>>(args...);
     return (int)cudaGetLastError();
 }
 
-TB_DEV float tb_f16_to_f32(uint16_t h) {
+TB_DEV float tb_f16_to_f32(uint16_t h)
+{
     return __half2float(__ushort_as_half(h));
 }
-TB_DEV uint16_t tb_f32_to_f16(float f) {
+TB_DEV uint16_t tb_f32_to_f16(float f)
+{
     return __half_as_ushort(__float2half_rn(f));
 }
-TB_DEV float tb_bf16_to_f32(uint16_t h) {
+TB_DEV float tb_bf16_to_f32(uint16_t h)
+{
     return __uint_as_float((uint32_t)h << 16);
 }
 
@@ -103,7 +107,8 @@ TB_DEV float tb_bf16_to_f32(uint16_t h) {
 
 struct dim3 {
     unsigned x, y, z;
-    dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {
+    dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_)
+    {
     }
 };
 struct alignas(16) uint4 {
@@ -118,10 +123,12 @@ struct alignas(16) float4 {
 struct alignas(8) float2 {
     float x, y;
 };
-static inline float2 make_float2(float x, float y) {
+static inline float2 make_float2(float x, float y)
+{
     return float2{x, y};
 }
-static inline float4 make_float4(float x, float y, float z, float w) {
+static inline float4 make_float4(float x, float y, float z, float w)
+{
     return float4{x, y, z, w};
 }
 
@@ -199,18 +206,21 @@ struct tb_emu_block {
 inline thread_local dim3 threadIdx(0, 0, 0), blockIdx(0, 0, 0), blockDim, gridDim;
 inline thread_local tb_emu_block *tb_emu_cur;
 
-[[noreturn]] static inline void tb_emu_die(const char *what) {
+[[noreturn]] static inline void tb_emu_die(const char *what)
+{
     fprintf(stderr, "tb_cuda emulation: %s\n", what);
     abort();
 }
 
-static inline unsigned tb_emu_tid(void) {
+static inline unsigned tb_emu_tid(void)
+{
     return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
 }
 
 /* Makes fiber `to` run; returns when this fiber is switched back to.  `last`: this fiber has
  * finished and is never resumed. */
-static inline void tb_emu_switch(tb_emu_block *L, unsigned to, bool last) {
+static inline void tb_emu_switch(tb_emu_block *L, unsigned to, bool last)
+{
     TB_EMU_TSAN(__tsan_ignore_thread_begin()); /* scheduler state is shared by all fibers */
     tb_emu_fiber *self = &L->fib[L->cur];
     const bool to_main = to >= L->n;
@@ -240,7 +250,8 @@ static inline void tb_emu_switch(tb_emu_block *L, unsigned to, bool last) {
 }
 
 /* Runs the next unfinished fiber after the current one. */
-static inline void tb_emu_yield(tb_emu_block *L) {
+static inline void tb_emu_yield(tb_emu_block *L)
+{
     unsigned to = L->cur;
     do {
         to = (to + 1) % L->n;
@@ -250,7 +261,8 @@ static inline void tb_emu_yield(tb_emu_block *L) {
     }
 }
 
-static inline void tb_emu_barrier_init(tb_emu_barrier *b, unsigned count) {
+static inline void tb_emu_barrier_init(tb_emu_barrier *b, unsigned count)
+{
     b->count = count;
     b->waiting = 0;
     b->gen = 0;
@@ -262,7 +274,8 @@ static inline void tb_emu_barrier_init(tb_emu_barrier *b, unsigned count) {
  * (One object for all generations would be wrong: a fast thread's arrival at the next
  * barrier would be acquired by a slow one still leaving this one, hiding the race between
  * them.  Two alternate, as no thread can reach generation g + 2 before all left g.) */
-static inline void tb_emu_barrier_wait(tb_emu_barrier *b, int site) {
+static inline void tb_emu_barrier_wait(tb_emu_barrier *b, int site)
+{
     tb_emu_block *L = tb_emu_cur;
     TB_EMU_TSAN(__tsan_ignore_thread_begin());
     const unsigned gen = b->gen;
@@ -290,16 +303,19 @@ static inline void tb_emu_barrier_wait(tb_emu_barrier *b, int site) {
     TB_EMU_TSAN(__tsan_ignore_thread_end());
 }
 
-static inline void __syncthreads(void) {
+static inline void __syncthreads(void)
+{
     tb_emu_barrier_wait(&tb_emu_cur->bar, TB_EMU_SITE_SYNC);
 }
 
-static inline void __syncwarp(unsigned mask = 0xffffffffu) {
+static inline void __syncwarp(unsigned mask = 0xffffffffu)
+{
     (void)mask;
     tb_emu_barrier_wait(&tb_emu_cur->warp_bar[tb_emu_tid() / 32], TB_EMU_SITE_SYNC);
 }
 
-static inline void *tb_emu_shared_take(size_t bytes, size_t align) {
+static inline void *tb_emu_shared_take(size_t bytes, size_t align)
+{
     tb_emu_block *L = tb_emu_cur;
     tb_emu_fiber *f = &L->fib[L->cur];
     size_t off = (f->shared_off + align - 1) & ~(align - 1);
@@ -310,12 +326,13 @@ static inline void *tb_emu_shared_take(size_t bytes, size_t align) {
     return L->shared + off;
 }
 
-#define TB_SHARED(T, name, n)                                                                      \
+#define TB_SHARED(T, name, n)                                                                    \
     T *name = static_cast<T *>(tb_emu_shared_take(sizeof(T) * (n), alignof(T)))
 #define TB_DYNAMIC_SHARED(T, name) T *name = reinterpret_cast<T *>(tb_emu_cur->dynamic)
 
 /* Lane `src` of this thread's warp (its own lane when `src` is outside the warp). */
-template <typename T> static inline T tb_emu_exchange(unsigned mask, T v, int src) {
+template <typename T> static inline T tb_emu_exchange(unsigned mask, T v, int src)
+{
     static_assert(sizeof(T) <= 8 && std::is_trivially_copyable<T>::value, "shuffle type");
     unsigned tid = tb_emu_tid();
     unsigned lane = tid % 32, base = tid - lane;
@@ -338,40 +355,48 @@ template <typename T> static inline T tb_emu_exchange(unsigned mask, T v, int sr
 }
 
 template <typename T>
-static inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+static inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32)
+{
     int lane = (int)(tb_emu_tid() % 32);
     int src = lane ^ lane_mask;
     return tb_emu_exchange(mask, v, (src / width == lane / width) ? src : lane);
 }
 
 template <typename T>
-static inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+static inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32)
+{
     int lane = (int)(tb_emu_tid() % 32);
     int src = lane + (int)delta;
     return tb_emu_exchange(mask, v, (src / width == lane / width) ? src : lane);
 }
 
 template <typename T>
-static inline T __shfl_sync(unsigned mask, T v, int src_lane, int width = 32) {
+static inline T __shfl_sync(unsigned mask, T v, int src_lane, int width = 32)
+{
     int lane = (int)(tb_emu_tid() % 32);
     return tb_emu_exchange(mask, v, (lane / width) * width + src_lane % width);
 }
 
-static inline int atomicAdd(int *p, int v) {
+static inline int atomicAdd(int *p, int v)
+{
     return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
 }
-static inline unsigned atomicAdd(unsigned *p, unsigned v) {
+static inline unsigned atomicAdd(unsigned *p, unsigned v)
+{
     return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
 }
-static inline float atomicAdd(float *p, float v) {
+static inline float atomicAdd(float *p, float v)
+{
     float old, sum;
     __atomic_load(p, &old, __ATOMIC_SEQ_CST);
     do {
         sum = old + v;
-    } while (!__atomic_compare_exchange(p, &old, &sum, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+    } while (
+        !__atomic_compare_exchange(p, &old, &sum, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
     return old;
 }
-static inline int atomicMax(int *p, int v) {
+static inline int atomicMax(int *p, int v)
+{
     int old = __atomic_load_n(p, __ATOMIC_SEQ_CST);
     while (old < v &&
            !__atomic_compare_exchange_n(p, &old, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
@@ -382,7 +407,8 @@ static inline int atomicMax(int *p, int v) {
 #define __sincosf(x, s, c) sincosf(x, s, c) /* glibc has a __sincosf of its own */
 
 /* Sum of the four signed byte products of a and b, plus c. */
-static inline int __dp4a(int a, int b, int c) {
+static inline int __dp4a(int a, int b, int c)
+{
     for (int i = 0; i < 4; i++) {
         c += (int)(int8_t)(uint8_t)((unsigned)a >> (8 * i)) *
              (int)(int8_t)(uint8_t)((unsigned)b >> (8 * i));
@@ -390,25 +416,30 @@ static inline int __dp4a(int a, int b, int c) {
     return c;
 }
 
-static inline float __int_as_float(int i) {
+static inline float __int_as_float(int i)
+{
     float f;
     memcpy(&f, &i, 4);
     return f;
 }
-static inline int __float_as_int(float f) {
+static inline int __float_as_int(float f)
+{
     int i;
     memcpy(&i, &f, 4);
     return i;
 }
-static inline unsigned __float_as_uint(float f) {
+static inline unsigned __float_as_uint(float f)
+{
     return (unsigned)__float_as_int(f);
 }
-static inline float __uint_as_float(unsigned u) {
+static inline float __uint_as_float(unsigned u)
+{
     return __int_as_float((int)u);
 }
 
 /* IEEE binary16 to float, subnormals, inf and NaN included. */
-static inline float tb_f16_to_f32(uint16_t h) {
+static inline float tb_f16_to_f32(uint16_t h)
+{
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
     if (exp == 0x1f) {
         return __uint_as_float(sign | 0x7f800000u | (man << 13));
@@ -421,7 +452,8 @@ static inline float tb_f16_to_f32(uint16_t h) {
 }
 
 /* float to binary16, round to nearest even, overflow to inf, NaN stays NaN. */
-static inline uint16_t tb_f32_to_f16(float f) {
+static inline uint16_t tb_f32_to_f16(float f)
+{
     uint32_t x = __float_as_uint(f), sign = (x >> 16) & 0x8000;
     uint32_t ax = x & 0x7fffffffu;
     if (ax >= 0x7f800000u) {
@@ -438,13 +470,15 @@ static inline uint16_t tb_f32_to_f16(float f) {
     return (uint16_t)(sign | ((r - 0x38000000u) >> 13));
 }
 
-static inline float tb_bf16_to_f32(uint16_t h) {
+static inline float tb_bf16_to_f32(uint16_t h)
+{
     return __uint_as_float((uint32_t)h << 16);
 }
 
 /* A fiber's life: every block of the grid in order, then hand over to the next fiber (the last
  * one back to the launching thread). */
-static inline void tb_emu_fiber_main(void) {
+static inline void tb_emu_fiber_main(void)
+{
     TB_EMU_TSAN(__tsan_acquire(&tb_emu_cur)); /* the launching thread's setup */
     tb_emu_block *L = tb_emu_cur;
     /* the first fiber is entered from the launching thread: note that thread's stack */
@@ -484,7 +518,8 @@ static inline void tb_emu_fiber_main(void) {
 /* Prepares fiber `f` to start in tb_emu_fiber_main on `stack` (TB_EMU_STACK bytes).  Its own
  * function, as getcontext returns twice. */
 __attribute__((noinline)) static void tb_emu_fiber_init(tb_emu_fiber *f, unsigned char *stack,
-                                                        dim3 thread) {
+                                                        dim3 thread)
+{
     f->stack = stack;
     f->thread = thread;
     getcontext(&f->ctx);
@@ -497,7 +532,8 @@ __attribute__((noinline)) static void tb_emu_fiber_init(tb_emu_fiber *f, unsigne
 
 /* Switches from the launching thread to the first fiber; returns when the last one finished.
  * (Its own function: swapcontext returns twice, which would clobber the caller's locals.) */
-__attribute__((noinline)) static void tb_emu_enter(tb_emu_block *L) {
+__attribute__((noinline)) static void tb_emu_enter(tb_emu_block *L)
+{
     void *fake = NULL;
     TB_EMU_TSAN(__tsan_switch_to_fiber(L->fib[0].tsan, 1));
     TB_EMU_ASAN(__sanitizer_start_switch_fiber(&fake, L->fib[0].stack, TB_EMU_STACK));
@@ -509,7 +545,8 @@ __attribute__((noinline)) static void tb_emu_enter(tb_emu_block *L) {
 /* Runs body(ctx) as every thread of every block; 0, or 1 (cudaErrorInvalidValue's value) for a
  * bad shape, 2 (cudaErrorMemoryAllocation) when memory runs out.  Blocks run one after the
  * other on the calling thread, their threads as fibers switched at barriers. */
-static inline int tb_emu_run(dim3 grid, dim3 block, size_t shmem, void (*body)(void *), void *ctx) {
+static inline int tb_emu_run(dim3 grid, dim3 block, size_t shmem, void (*body)(void *), void *ctx)
+{
     const unsigned n = block.x * block.y * block.z;
     if (n == 0 || n > TB_EMU_MAX_THREADS || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
         shmem > 227 * 1024) {
@@ -517,11 +554,11 @@ static inline int tb_emu_run(dim3 grid, dim3 block, size_t shmem, void (*body)(v
     }
     int rc = 0;
     tb_emu_block *L = static_cast<tb_emu_block *>(calloc(1, sizeof(tb_emu_block)));
-    unsigned char *dyn =
-        static_cast<unsigned char *>(aligned_alloc(16, (shmem + 16) & ~(size_t)15));
+    unsigned char *dyn = static_cast<unsigned char *>(
+        aligned_alloc(16, (shmem + 16) & ~(size_t)15));
     tb_emu_fiber *fib = static_cast<tb_emu_fiber *>(calloc(n, sizeof(tb_emu_fiber)));
-    unsigned char *stacks =
-        static_cast<unsigned char *>(aligned_alloc(64, (size_t)n * TB_EMU_STACK));
+    unsigned char *stacks = static_cast<unsigned char *>(
+        aligned_alloc(64, (size_t)n * TB_EMU_STACK));
     tb_emu_block *outer = tb_emu_cur;
     const dim3 outer_t = threadIdx, outer_b = blockIdx, outer_bd = blockDim, outer_gd = gridDim;
     if (!L || !dyn || !fib || !stacks) {
@@ -572,7 +609,8 @@ out:
 template <typename... P> struct tb_emu_call {
     void (*kernel)(P...);
     std::tuple<P...> args;
-    static void run(void *self) {
+    static void run(void *self)
+    {
         tb_emu_call *c = static_cast<tb_emu_call *>(self);
         std::apply(c->kernel, c->args);
     }
@@ -581,7 +619,8 @@ template <typename... P> struct tb_emu_call {
 /* Runs `kernel` over the grid and returns when it is done; 0 or an error as tb_emu_run. */
 template <typename... P, typename... A>
 static inline int tb_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t shmem,
-                            tb_stream_t stream, A... args) {
+                            tb_stream_t stream, A... args)
+{
     (void)stream;
     tb_emu_call<P...> call{kernel, std::tuple<P...>(args...)};
     return tb_emu_run(grid, block, shmem, &tb_emu_call<P...>::run, &call);

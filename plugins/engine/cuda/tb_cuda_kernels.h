@@ -73,8 +73,8 @@ int tb_cuda_repack_q(tb_cuda_dtype_t dtype, const void *blocks, int64_t rows, in
 
 /* out[t] = row tokens[t] of `table` as floats (the embedding lookup), n_tok rows of
  * table->cols floats with stride ldo.  An id outside [0, rows) gives a row of zeros. */
-int tb_cuda_embed(const struct tb_cuda_weight *table, const int32_t *tokens, int n_tok, float *out,
-                  size_t ldo, void *stream);
+int tb_cuda_embed(const struct tb_cuda_weight *table, const int32_t *tokens, int n_tok,
+                  float *out, size_t ldo, void *stream);
 
 /* RMSNorm over n_rows rows of n floats (stride n), fused with the residual add before it:
  * when `residual` is not NULL, first x += residual (written back to x); then

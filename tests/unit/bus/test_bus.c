@@ -2,11 +2,11 @@
  * loss, pings, events, route events, the tcp and ipc transports between two nodes, and the loop
  * itself: more than a dispatch budget of replies (bus_run and an outside loop on tb_bus_fd), fd
  * watches removed from a callback, and the spin after activity staying bounded. */
+#include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -29,7 +29,7 @@ static int64_t now_ms(void)
 struct server {
     const struct tb_host *unused;
     int chunks;
-    bool hold;              /* keep requests open (for cancel/deadline tests) */
+    bool hold; /* keep requests open (for cancel/deadline tests) */
     tb_request_t *held;
     int requests;
     int cancels;
@@ -247,8 +247,10 @@ static void test_lost_instance_ends_calls(void **state)
     tb_bus_t *cli = tb_bus_new(n, "t", "cli");
     /* A route whose address nobody serves: calls to it get no answer until the route goes. */
     const char *addrs[1] = {"inproc://tb-test-nowhere"};
-    struct tb_msg_route r = {.endpoint = "t.ghost.gen", .instance_id = 4242,
-                             .process_id = tb_node_process_id(n), .addresses = addrs,
+    struct tb_msg_route r = {.endpoint = "t.ghost.gen",
+                             .instance_id = 4242,
+                             .process_id = tb_node_process_id(n),
+                             .addresses = addrs,
                              .addresses_count = 1};
     char err[256];
     assert_int_equal(tb_node_lease_add(n, &r, 2000, err, sizeof(err)), 0);
@@ -373,8 +375,10 @@ static void test_route_events(void **state)
 /* Two nodes, the second joined to the first's registry: a cross-node call over `transport`. */
 static void joined_call(const char *listen, const char *transport)
 {
-    struct tb_node_config hc = {.registry_listen = listen, .transport = transport,
-                                .heartbeat_ms = 100, .lease_ttl_ms = 400};
+    struct tb_node_config hc = {.registry_listen = listen,
+                                .transport = transport,
+                                .heartbeat_ms = 100,
+                                .lease_ttl_ms = 400};
     tb_node_t *h = NULL;
     tb_node_t *w = NULL;
     char err[256];
@@ -450,8 +454,9 @@ static void pair_open(struct pair *p, const struct tb_node_config *cfg, int chun
     p->srv = tb_bus_new(p->n, "t", "srv");
     p->cli = tb_bus_new(p->n, "t", "cli");
     p->s = (struct server){.chunks = chunks};
-    assert_int_equal(
-        tb_bus_endpoint_add(p->srv, "gen", NULL, on_request, on_cancel, &p->s, &p->ep), 0);
+    assert_int_equal(tb_bus_endpoint_add(p->srv, "gen", NULL, on_request, on_cancel, &p->s,
+                                         &p->ep),
+                     0);
     wait_route(p->srv, p->cli, "t.srv.gen", 1);
 }
 

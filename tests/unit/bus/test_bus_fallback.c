@@ -97,8 +97,8 @@ static void test_bus_choice_is_counted(void **state)
     }
     const char *labels = "component=\"cli\",model=\"m1\",reason=\"bus_any_instance\"";
     call(srv, cli, "t.srv.gen", tb_bus_endpoint_instance(gen)); /* named: the caller's choice */
-    call(srv, cli, "t.srv.echo", 0);                             /* no model: not routing */
-    assert_true(counted(metrics, labels) < 0); /* no such series yet */
+    call(srv, cli, "t.srv.echo", 0);                            /* no model: not routing */
+    assert_true(counted(metrics, labels) < 0);                  /* no such series yet */
     call(srv, cli, "t.srv.gen", 0);
     call(srv, cli, "t.srv.gen", 0);
     assert_true(counted(metrics, labels) == 2);

@@ -18,7 +18,9 @@ static void test_gen_request_round_trip(void **state)
 {
     (void)state;
     struct tb_msg_chat_message msgs[2] = {{.role = "system", .content = "be brief"},
-                                          {.role = "user", .content = "h\xc3\xa9llo", .name = "u"}};
+                                          {.role = "user",
+                                           .content = "h\xc3\xa9llo",
+                                           .name = "u"}};
     const char *stops[2] = {"\n\n", "END"};
     int32_t toks[3] = {1, -5, 2147483647};
     struct tb_msg_gen_request q = {.request_id = "chatcmpl-1", .model = "m", .mode = "chat"};
@@ -72,10 +74,13 @@ static void test_nested_and_u64(void **state)
     (void)state;
     struct tb_msg_top_logprob tops[2] = {{.token_id = 5, .logprob = -0.5, .text = "a"},
                                          {.token_id = 6, .logprob = -1.5}};
-    struct tb_msg_token_logprob lp = {.token_id = 5, .logprob = -0.5, .top = tops, .top_count = 2};
+    struct tb_msg_token_logprob lp = {.token_id = 5,
+                                      .logprob = -0.5,
+                                      .top = tops,
+                                      .top_count = 2};
     struct tb_msg_usage u = {.prompt_tokens = 3, .completion_tokens = 4};
-    struct tb_msg_gen_chunk c = {.text = "x", .logprobs = &lp, .logprobs_count = 1,
-                                 .finish_reason = "stop", .usage = &u};
+    struct tb_msg_gen_chunk c = {
+        .text = "x", .logprobs = &lp, .logprobs_count = 1, .finish_reason = "stop", .usage = &u};
     struct tb_buf b = {0};
     assert_int_equal(tb_codec_encode(TB_MSG_GEN_CHUNK, &c, &b), 0);
     void *out = NULL;
@@ -91,7 +96,9 @@ static void test_nested_and_u64(void **state)
     tb_buf_free(&b);
 
     uint64_t ids[2] = {UINT64_MAX - 1, 1};
-    struct tb_msg_kv_event kv = {.instance_id = UINT64_MAX, .block_size = 16, .stored = ids,
+    struct tb_msg_kv_event kv = {.instance_id = UINT64_MAX,
+                                 .block_size = 16,
+                                 .stored = ids,
                                  .stored_count = 2};
     assert_int_equal(tb_codec_encode(TB_MSG_KV_EVENT, &kv, &b), 0);
     assert_int_equal(tb_codec_decode(TB_MSG_KV_EVENT, b.data, b.len, &out, NULL, 0), 0);
@@ -191,7 +198,6 @@ static void test_refusals(void **state)
     /* both versions named, and what to upgrade */
     assert_non_null(strstr(err, "message 'usage' is version 99, newer than version 1"));
     assert_non_null(strstr(err, "upgrade it to a build that knows usage version 99"));
-
 }
 
 /* An unknown key is an optional field of a newer minor: skipped, whatever its value. */
@@ -226,7 +232,6 @@ static void test_unknown_keys_skipped(void **state)
     assert_false(((struct tb_msg_usage *)um)->has_cached_tokens);
     tb_codec_free(&um);
     msgpack_sbuffer_destroy(&sb);
-
 }
 
 static void test_refusals_fields(void **state)
@@ -359,7 +364,6 @@ static void test_every_type_has_a_name_and_version(void **state)
     assert_string_equal(tb_codec_type_name((tb_msg_type_t)0), "?");
 }
 
-
 /* struct tb_msg_token_logprob as schema 1.0 (ABI 1.1, tests/plugins/sdk-v1/tb_msgs.h) declared it:
  * what a plugin built before `bytes` was added allocates and strides by. */
 struct v10_token_logprob {
@@ -413,8 +417,15 @@ static void test_old_layout_sizes_and_strides(void **state)
     /* A 1.1 chunk with bytes, read through the 1.0 layout: the key is skipped and the array has
      * the 1.0 stride. */
     struct tb_msg_token_logprob lps[3] = {
-        {.token_id = 7, .logprob = -0.5, .text = "a", .bytes = (const uint8_t *)"a", .bytes_len = 1},
-        {.token_id = 8, .logprob = -1.5, .text = "bc", .bytes = (const uint8_t *)"bc",
+        {.token_id = 7,
+         .logprob = -0.5,
+         .text = "a",
+         .bytes = (const uint8_t *)"a",
+         .bytes_len = 1},
+        {.token_id = 8,
+         .logprob = -1.5,
+         .text = "bc",
+         .bytes = (const uint8_t *)"bc",
          .bytes_len = 2},
         {.token_id = 9, .logprob = -2.5, .text = "d"},
     };
@@ -481,9 +492,9 @@ static void test_peer_schema_check(void **state)
                                          err, sizeof(err)),
                      0);
     /* an older minor presenting the fingerprint this build knows for it: an ancestor */
-    assert_int_equal(
-        tb_codec_check_peer(TB_SCHEMA_MAJOR, 0, tb_codec_layouts[0].fingerprint, err, sizeof(err)),
-        0);
+    assert_int_equal(tb_codec_check_peer(TB_SCHEMA_MAJOR, 0, tb_codec_layouts[0].fingerprint, err,
+                                         sizeof(err)),
+                     0);
     /* no schema at all: a 1.0 peer */
     assert_int_equal(tb_codec_check_peer_schema(NULL, err, sizeof(err)), 0);
     /* a newer minor judges itself */

@@ -66,8 +66,8 @@ static void test_same_name_same_family_other_kind_refused(void **state)
     assert_null(tb_metric_get(r, "x_total", TB_METRIC_GAUGE, "x", "", NULL, 0));
     assert_null(tb_metric_get(r, "1bad", TB_METRIC_GAUGE, "x", "", NULL, 0));
     assert_null(tb_metric_get(r, "bad-name", TB_METRIC_GAUGE, "x", "", NULL, 0));
-    assert_non_null(tb_metric_get(r, "vllm:num_requests_running", TB_METRIC_GAUGE, "x", "",
-                                  NULL, 0));
+    assert_non_null(
+        tb_metric_get(r, "vllm:num_requests_running", TB_METRIC_GAUGE, "x", "", NULL, 0));
     tb_metric_add(NULL, "", 1); /* accepted, does nothing */
     tb_metrics_destroy(&r);
 }
@@ -133,8 +133,8 @@ static void test_series_histogram_and_gauge(void **state)
     (void)state;
     tb_metrics_t *r = tb_metrics_new();
     static const double bounds[] = {0.1, 1.0};
-    tb_metric_t *h = tb_metric_get(r, "lat_seconds", TB_METRIC_HISTOGRAM, "help", "model",
-                                   bounds, 2);
+    tb_metric_t *h = tb_metric_get(r, "lat_seconds", TB_METRIC_HISTOGRAM, "help", "model", bounds,
+                                   2);
     tb_metric_t *g = tb_metric_get(r, "q", TB_METRIC_GAUGE, "help", "model", NULL, 0);
     tb_metric_series_t *hs = tb_metric_series(h, "m");
     tb_metric_series_add(hs, 0.05);

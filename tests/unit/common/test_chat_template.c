@@ -33,8 +33,7 @@ static int s_apply(const char *tpl, const char *bos, const char *eos, const char
                    bool agp, const char *extra, char **out, char *err, size_t err_len)
 {
     tb_chat_template_t *ct = NULL;
-    int rc = tb_chat_template_new(tpl, tpl ? strlen(tpl) : 0, bos, eos, NULL, &ct, err,
-                                  err_len);
+    int rc = tb_chat_template_new(tpl, tpl ? strlen(tpl) : 0, bos, eos, NULL, &ct, err, err_len);
     if (rc != 0) {
         *out = NULL;
         return rc;
@@ -97,8 +96,9 @@ static const char *ZEPHYR =
 static void test_fallback_is_chatml(void **state)
 {
     (void)state;
-    s_expect(NULL, "[{\"role\": \"system\", \"content\": \"Be nice.\"},"
-                   " {\"role\": \"user\", \"content\": \"Hi\"}]",
+    s_expect(NULL,
+             "[{\"role\": \"system\", \"content\": \"Be nice.\"},"
+             " {\"role\": \"user\", \"content\": \"Hi\"}]",
              true,
              "<|im_start|>system\nBe nice.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
              "<|im_start|>assistant\n");
@@ -110,8 +110,9 @@ static void test_fallback_is_chatml(void **state)
 static void test_published_template_shape(void **state)
 {
     (void)state;
-    s_expect(ZEPHYR, "[{\"role\": \"system\", \"content\": \"S\"}, {\"role\": \"user\", "
-                     "\"content\": \"U\"}]",
+    s_expect(ZEPHYR,
+             "[{\"role\": \"system\", \"content\": \"S\"}, {\"role\": \"user\", "
+             "\"content\": \"U\"}]",
              true, "<|system|>\nS</s>\n<|user|>\nU</s>\n<|assistant|>\n");
     s_expect(ZEPHYR, "[{\"role\": \"user\", \"content\": \"U\"}]", false, "<|user|>\nU</s>\n");
 }
@@ -131,8 +132,8 @@ static void test_variables(void **state)
     free(out);
     /* absent special tokens are undefined, as for a tokenizer without them */
     assert_int_equal(s_apply("[{{ bos_token }}]{{ bos_token is defined }}", NULL, NULL,
-                             "[{\"role\": \"user\", \"content\": \"x\"}]", false, NULL, &out,
-                             err, sizeof(err)),
+                             "[{\"role\": \"user\", \"content\": \"x\"}]", false, NULL, &out, err,
+                             sizeof(err)),
                      0);
     assert_string_equal(out, "[]False");
     free(out);
@@ -174,8 +175,9 @@ static void test_invalid_messages(void **state)
     s_expect_err(tpl, "[1]", NULL, TB_EINVAL, "messages[0]: must be an object");
     s_expect_err(tpl, "[{\"content\": \"x\"}]", NULL, TB_EINVAL, "messages[0].role");
     s_expect_err(tpl, "[{\"role\": \"\", \"content\": \"x\"}]", NULL, TB_EINVAL, "role");
-    s_expect_err(tpl, "[{\"role\": \"user\", \"content\": \"x\"}, {\"role\": \"user\", "
-                      "\"content\": 3}]",
+    s_expect_err(tpl,
+                 "[{\"role\": \"user\", \"content\": \"x\"}, {\"role\": \"user\", "
+                 "\"content\": 3}]",
                  NULL, TB_EINVAL, "messages[1].content: must be a string");
     s_expect_err(tpl, "[{\"role\": \"user\", \"content\": null}]", NULL, TB_EINVAL,
                  "messages[0].content");
@@ -238,11 +240,12 @@ static void test_hf_folder(void **state)
     tb_chat_template_destroy(&ct);
 
     snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
-    s_write(path, "{\"bos_token\": {\"content\": \"<B>\"}, \"eos_token\": \"<E>\", "
-                  "\"model_max_length\": 1000000000000000019884624838656, "
-                  "\"chat_template\": [{\"name\": \"rag\", \"template\": \"R\"}, "
-                  "{\"name\": \"default\", \"template\": \"{{ bos_token }}{{ messages[0].content }}"
-                  "{{ eos_token }}\"}]}");
+    s_write(path,
+            "{\"bos_token\": {\"content\": \"<B>\"}, \"eos_token\": \"<E>\", "
+            "\"model_max_length\": 1000000000000000019884624838656, "
+            "\"chat_template\": [{\"name\": \"rag\", \"template\": \"R\"}, "
+            "{\"name\": \"default\", \"template\": \"{{ bos_token }}{{ messages[0].content }}"
+            "{{ eos_token }}\"}]}");
     assert_int_equal(tb_chat_template_new_from_hf_dir(dir, NULL, &ct, err, sizeof(err)), 0);
     assert_false(tb_chat_template_is_fallback(ct));
     assert_int_equal(tb_chat_template_apply(ct, m, false, NULL, &out, NULL, err, sizeof(err)), 0);

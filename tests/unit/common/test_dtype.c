@@ -51,13 +51,20 @@ static void test_block_table(void **state)
         uint32_t ggml;
         size_t elems, bytes;
     } want[] = {
-        {TB_DTYPE_F32, "f32", 0, 1, 4},          {TB_DTYPE_F16, "f16", 1, 1, 2},
-        {TB_DTYPE_BF16, "bf16", 30, 1, 2},       {TB_DTYPE_Q8_0, "q8_0", 8, 32, 34},
-        {TB_DTYPE_Q4_0, "q4_0", 2, 32, 18},      {TB_DTYPE_Q4_1, "q4_1", 3, 32, 20},
-        {TB_DTYPE_Q5_0, "q5_0", 6, 32, 22},      {TB_DTYPE_Q5_1, "q5_1", 7, 32, 24},
-        {TB_DTYPE_IQ4_NL, "iq4_nl", 20, 32, 18}, {TB_DTYPE_Q2_K, "q2_k", 10, 256, 84},
-        {TB_DTYPE_Q3_K, "q3_k", 11, 256, 110},   {TB_DTYPE_Q4_K, "q4_k", 12, 256, 144},
-        {TB_DTYPE_Q5_K, "q5_k", 13, 256, 176},   {TB_DTYPE_Q6_K, "q6_k", 14, 256, 210},
+        {TB_DTYPE_F32, "f32", 0, 1, 4},
+        {TB_DTYPE_F16, "f16", 1, 1, 2},
+        {TB_DTYPE_BF16, "bf16", 30, 1, 2},
+        {TB_DTYPE_Q8_0, "q8_0", 8, 32, 34},
+        {TB_DTYPE_Q4_0, "q4_0", 2, 32, 18},
+        {TB_DTYPE_Q4_1, "q4_1", 3, 32, 20},
+        {TB_DTYPE_Q5_0, "q5_0", 6, 32, 22},
+        {TB_DTYPE_Q5_1, "q5_1", 7, 32, 24},
+        {TB_DTYPE_IQ4_NL, "iq4_nl", 20, 32, 18},
+        {TB_DTYPE_Q2_K, "q2_k", 10, 256, 84},
+        {TB_DTYPE_Q3_K, "q3_k", 11, 256, 110},
+        {TB_DTYPE_Q4_K, "q4_k", 12, 256, 144},
+        {TB_DTYPE_Q5_K, "q5_k", 13, 256, 176},
+        {TB_DTYPE_Q6_K, "q6_k", 14, 256, 210},
         {TB_DTYPE_IQ4_XS, "iq4_xs", 23, 256, 136},
     };
     assert_int_equal(sizeof want / sizeof want[0], TB_DTYPE_COUNT);
@@ -96,8 +103,8 @@ static void test_f16(void **state)
     assert_int_equal(tb_f32_to_f16(65504.0f), 0x7bff);
     assert_int_equal(tb_f32_to_f16(65520.0f), 0x7c00); /* rounds to infinity */
     assert_int_equal(tb_f32_to_f16(0.0f), 0);
-    assert_int_equal(tb_f32_to_f16(5.9604645e-8f), 0x0001); /* smallest subnormal */
-    assert_int_equal(tb_f32_to_f16(2.9802322e-8f), 0x0000); /* half of it: ties to even */
+    assert_int_equal(tb_f32_to_f16(5.9604645e-8f), 0x0001);      /* smallest subnormal */
+    assert_int_equal(tb_f32_to_f16(2.9802322e-8f), 0x0000);      /* half of it: ties to even */
     assert_int_equal(tb_f32_to_f16(1.0f + 1.0f / 2048), 0x3c00); /* tie to even */
     assert_int_equal(tb_f32_to_f16(1.0f + 3.0f / 2048), 0x3c02);
     assert_true(isnan(tb_f16_to_f32(tb_f32_to_f16(NAN))));
@@ -144,8 +151,8 @@ static void test_dequant(void **state)
     }
     assert_int_equal(tb_dtype_to_f32(TB_DTYPE_Q4_0, q4, out, 32), 0);
     for (int j = 0; j < 16; j++) {
-        assert_true(out[j] == 2.0f * (float)(j - 8));             /* low nibbles: 0..15 */
-        assert_true(out[j + 16] == 2.0f * (float)(15 - j - 8));   /* high nibbles: 16..31 */
+        assert_true(out[j] == 2.0f * (float)(j - 8));           /* low nibbles: 0..15 */
+        assert_true(out[j + 16] == 2.0f * (float)(15 - j - 8)); /* high nibbles: 16..31 */
     }
     assert_int_equal(tb_dtype_to_f32(TB_DTYPE_Q4_0, q4, out, 31), TB_EINVAL);
     uint16_t h[2] = {0x3c00, 0xc000};

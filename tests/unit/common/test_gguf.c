@@ -579,14 +579,10 @@ static void test_shared_vocab_files(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full_roundtrip),
-        cmocka_unit_test(test_every_truncation_fails),
-        cmocka_unit_test(test_header_errors),
-        cmocka_unit_test(test_metadata_errors),
-        cmocka_unit_test(test_tensor_errors),
-        cmocka_unit_test(test_type_blocks),
-        cmocka_unit_test(test_open_path),
-        cmocka_unit_test(test_shared_vocab_files),
+        cmocka_unit_test(test_full_roundtrip), cmocka_unit_test(test_every_truncation_fails),
+        cmocka_unit_test(test_header_errors),  cmocka_unit_test(test_metadata_errors),
+        cmocka_unit_test(test_tensor_errors),  cmocka_unit_test(test_type_blocks),
+        cmocka_unit_test(test_open_path),      cmocka_unit_test(test_shared_vocab_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,9 +22,10 @@
 
 /* Ids 0..255: the single bytes; then multi-byte tokens; then one left out (a special token);
  * then EOS. */
-static const char *const s_multi[] = {
-    "ab", "abc", "ba", "{\"", "\"}", "\",", "\":", "12", "1.5", "true", "null", "é", "\xc3",
-    "\xa9", "aé", "  ", "\n\n", "}]", "],", "a\"", "xyz", "0,", "\"a\"", "ééé"};
+static const char *const s_multi[] = {"ab",   "abc",  "ba",  "{\"",  "\"}",   "\",",
+                                      "\":",  "12",   "1.5", "true", "null",  "é",
+                                      "\xc3", "\xa9", "aé",  "  ",   "\n\n",  "}]",
+                                      "],",   "a\"",  "xyz", "0,",   "\"a\"", "ééé"};
 #define N_MULTI (sizeof(s_multi) / sizeof(*s_multi))
 #define ID_SPECIAL (256 + (int32_t)N_MULTI)
 #define ID_EOS (ID_SPECIAL + 1)
@@ -122,11 +123,15 @@ static void test_classes(void **state)
 {
     (void)state;
     const char *g = "root ::= [^\"\\\\a-c]+ [α-ω] . [\\x00-\\x1f\\]]\n";
-    assert_true(s_accepts(g, "xyz\xce\xb1" "d]"));
+    assert_true(s_accepts(g, "xyz\xce\xb1"
+                             "d]"));
     assert_true(s_accepts(g, "\xe2\x82\xac\xcf\x89\xf0\x9f\x98\x80\n"));
-    assert_false(s_accepts(g, "a\xce\xb1" "d]"));
-    assert_false(s_accepts(g, "x\xce\xb1" "dd"));
-    assert_false(s_accepts(g, "\"\xce\xb1" "d]"));
+    assert_false(s_accepts(g, "a\xce\xb1"
+                              "d]"));
+    assert_false(s_accepts(g, "x\xce\xb1"
+                              "dd"));
+    assert_false(s_accepts(g, "\"\xce\xb1"
+                              "d]"));
     /* invalid UTF-8 is never accepted by a negated class or '.' */
     assert_false(s_accepts("root ::= .\n", "\xc3"));
     assert_false(s_accepts("root ::= [^a]\n", "\xff"));
@@ -161,7 +166,8 @@ static void test_errors(void **state)
     for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
         char err[256] = "";
         tb_grammar_t *g = NULL;
-        int rc = tb_grammar_parse_gbnf(cases[i].text, strlen(cases[i].text), &g, err, sizeof(err));
+        int rc = tb_grammar_parse_gbnf(cases[i].text, strlen(cases[i].text), &g, err,
+                                       sizeof(err));
         if (!cases[i].msg) {
             assert_int_equal(rc, 0); /* a literal may span lines */
             tb_grammar_destroy(&g);
@@ -266,8 +272,9 @@ static void test_mask_equals_brute_force(void **state)
             40, 60, 7);
     s_walks("root ::= ( item \",\" )* item\nitem ::= [a-c]+ | \"xyz\" | \"é\"+\n", 40, 40, 3);
     s_walks("root ::= a b a\na ::= \"a\"? \"b\"?\nb ::= \"1\" | \"12\" | \"1.5\" a\n", 60, 20, 5);
-    s_walks("root ::= \"{\\\"\" [a-z]{0,3} \"\\\":\" ( \"true\" | \"null\" | [0-9]{1,2} ) \"}\"\n",
-            60, 20, 11);
+    s_walks(
+        "root ::= \"{\\\"\" [a-z]{0,3} \"\\\":\" ( \"true\" | \"null\" | [0-9]{1,2} ) \"}\"\n",
+        60, 20, 11);
 }
 
 static void test_trie(void **state)

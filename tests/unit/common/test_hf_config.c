@@ -13,9 +13,9 @@
 #include "tb_errors.h"
 #include "tb_hf_config.h"
 
-#define LLAMA_BASE                                                                             \
-    "\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\","                       \
-    "\"hidden_size\":128,\"intermediate_size\":384,\"num_hidden_layers\":2,"                   \
+#define LLAMA_BASE                                                                               \
+    "\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\","                         \
+    "\"hidden_size\":128,\"intermediate_size\":384,\"num_hidden_layers\":2,"                     \
     "\"num_attention_heads\":8,\"vocab_size\":2048"
 
 static int s_cfg(const char *json, struct tb_model_params *p, char *err, size_t n)
@@ -102,8 +102,8 @@ static void test_defaults_and_variants(void **state)
         {"mistral", "\"sliding_window\":null", 0},
         {"mistral",
          "\"sliding_window\":5,\"layer_types\":[\"sliding_attention\",\"sliding_attention\"]", 5},
-        {"mistral", "\"sliding_window\":5,\"layer_types\":[\"full_attention\",\"full_attention\"]",
-         0},
+        {"mistral",
+         "\"sliding_window\":5,\"layer_types\":[\"full_attention\",\"full_attention\"]", 0},
         {"qwen2", "\"use_sliding_window\":true,\"sliding_window\":5", 0},
         {"qwen2", "\"use_sliding_window\":true,\"sliding_window\":5,\"max_window_layers\":2", 0},
         {"qwen2", "\"use_sliding_window\":true,\"sliding_window\":5,\"max_window_layers\":0", 5},
@@ -133,12 +133,12 @@ static void test_rope_scaling(void **state)
     (void)state;
     struct tb_model_params p;
     char err[256] = "";
-    assert_int_equal(
-        s_cfg("{" LLAMA_BASE ",\"rope_theta\":500000.0,\"rope_scaling\":{\"factor\":8.0,"
-              "\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,"
-              "\"original_max_position_embeddings\":8192,\"rope_type\":\"llama3\"}}",
-              &p, err, sizeof err),
-        0);
+    assert_int_equal(s_cfg("{" LLAMA_BASE
+                           ",\"rope_theta\":500000.0,\"rope_scaling\":{\"factor\":8.0,"
+                           "\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,"
+                           "\"original_max_position_embeddings\":8192,\"rope_type\":\"llama3\"}}",
+                           &p, err, sizeof err),
+                     0);
     assert_int_equal(p.rope_scaling.type, TB_ROPE_SCALING_LLAMA3);
     assert_true(p.rope_scaling.factor == 8.0);
     assert_true(p.rope_scaling.low_freq_factor == 1.0);
@@ -221,8 +221,7 @@ static void test_refusals_name_key_and_value(void **state)
         int rc = s_cfg(cases[i].json, &p, err, sizeof err);
         if (rc != TB_EMODEL || !strstr(err, cases[i].expect) ||
             strncmp(err, "config.json: ", 13) != 0) {
-            fail_msg("case %zu: rc %d, message '%s', expected '%s'", i, rc, err,
-                     cases[i].expect);
+            fail_msg("case %zu: rc %d, message '%s', expected '%s'", i, rc, err, cases[i].expect);
         }
         tb_model_params_release(&p);
     }
@@ -263,8 +262,7 @@ static void test_generation_config(void **state)
         {"[1]", "not a JSON object"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        int rc = tb_hf_generation_config_parse(bad[i][0], strlen(bad[i][0]), &p, err,
-                                               sizeof err);
+        int rc = tb_hf_generation_config_parse(bad[i][0], strlen(bad[i][0]), &p, err, sizeof err);
         if (rc != TB_EMODEL || !strstr(err, bad[i][1])) {
             fail_msg("case %zu: rc %d, message '%s'", i, rc, err);
         }

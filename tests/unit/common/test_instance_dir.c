@@ -13,8 +13,13 @@
 
 static struct tb_route route(uint64_t id, const char *model, const char *kind)
 {
-    struct tb_route r = {.endpoint = "ns.engine.generate", .instance_id = id, .model = model,
-                         .kind = kind, .context_length = 4096, .info = "{}", .local = true};
+    struct tb_route r = {.endpoint = "ns.engine.generate",
+                         .instance_id = id,
+                         .model = model,
+                         .kind = kind,
+                         .context_length = 4096,
+                         .info = "{}",
+                         .local = true};
     return r;
 }
 
@@ -123,9 +128,9 @@ static void test_several_kinds(void **state)
     assert_non_null(d);
     struct tb_route a = route(1, "m", "tokens");
     struct tb_route b = route(2, "m", "text");
-    struct tb_route c = route(3, "m", NULL);   /* text */
+    struct tb_route c = route(3, "m", NULL); /* text */
     struct tb_route r = route(4, "m", "route");
-    struct tb_route t = route(5, "m", "tok");  /* a prefix of a wanted kind */
+    struct tb_route t = route(5, "m", "tok"); /* a prefix of a wanted kind */
     struct tb_route x = route(6, "m", "text,tokens");
     assert_int_equal(tb_instance_dir_add(d, &a, 1), 1);
     assert_int_equal(tb_instance_dir_add(d, &b, 1), 1);

@@ -60,9 +60,8 @@ static void s_expect(const char *src, const char *ctx, const char *want)
 }
 
 /* Expects failure `code` with an error starting with `pos` ("L:C:") and containing `what`. */
-static void s_expect_err_lim(const char *src, const char *ctx,
-                             const struct tb_jinja_limits *lim, int code, const char *pos,
-                             const char *what)
+static void s_expect_err_lim(const char *src, const char *ctx, const struct tb_jinja_limits *lim,
+                             int code, const char *pos, const char *what)
 {
     char *out = NULL;
     char err[512];
@@ -110,7 +109,7 @@ static void test_data_and_output(void **state)
 static void test_whitespace_control(void **state)
 {
     (void)state;
-    s_expect("{% if true %}\nx\n{% endif %}\ny", NULL, "x\ny"); /* trim_blocks */
+    s_expect("{% if true %}\nx\n{% endif %}\ny", NULL, "x\ny");             /* trim_blocks */
     s_expect("  {% if true %}\n  x\n  {% endif %}\n  y", NULL, "  x\n  y"); /* lstrip */
     s_expect("a  {%- if true -%}  b  {%- endif -%}  c", NULL, "abc");
     s_expect("a  {{- 'b' -}}  c", NULL, "abc");
@@ -139,7 +138,8 @@ static void test_loops(void **state)
              "{% if i is odd %}{% continue %}{% endif %}{{ i }}{% endfor %}",
              NULL, "02");
     s_expect("{% for x in [1, 2] %}{{ loop.cycle('a', 'b') }}{% if not loop.first %}"
-             "{{ loop.previtem }}{% endif %}{% endfor %}", NULL, "ab1");
+             "{{ loop.previtem }}{% endif %}{% endfor %}",
+             NULL, "ab1");
     /* loop scope: assignments do not leak, each iteration starts fresh */
     s_expect("{% set x = 5 %}{% for i in [1, 2] %}[{{ x }}]{% set x = i %}{% endfor %}{{ x }}",
              NULL, "[5][5]5");
@@ -211,8 +211,8 @@ static void test_filters_and_methods(void **state)
     s_expect("{{ s|length }} {{ messages|length }} {{ missing|length }} {{ d.a|first }} "
              "{{ d.a|last }} {{ [3, 1, 2]|sort|join(',') }} {{ [1, 2]|reverse|list }}",
              CTX, "5 2 0 1 True 1,2,3 [2, 1]");
-    s_expect("{{ missing|default('x') }} {{ e|default('y', true) }} {{ none|default('z') }}",
-             CTX, "x y None");
+    s_expect("{{ missing|default('x') }} {{ e|default('y', true) }} {{ none|default('z') }}", CTX,
+             "x y None");
     s_expect("{{ messages|map(attribute='role')|join('/') }} "
              "{{ messages|selectattr('role', 'equalto', 'user')|list|length }} "
              "{{ [1, 2, 3]|select('odd')|list }} {{ [1, 2, 3]|reject('odd')|list }}",
@@ -247,7 +247,8 @@ static void test_tests(void **state)
 static void test_syntax_errors_have_positions(void **state)
 {
     (void)state;
-    s_expect_err("{% for x in %}{% endfor %}", NULL, TB_EINVAL, "1:13:", "expected an expression");
+    s_expect_err("{% for x in %}{% endfor %}", NULL, TB_EINVAL,
+                 "1:13:", "expected an expression");
     s_expect_err("line\n  {% if true %}open", NULL, TB_EINVAL, "2:20:", "expected 'endif'");
     s_expect_err("{% endif %}", NULL, TB_EINVAL, "1:4:", "unexpected 'endif'");
     s_expect_err("{{ [1, 2 }}", NULL, TB_EINVAL, "1:10:", "unexpected '}'");
@@ -263,28 +264,28 @@ static void test_syntax_errors_have_positions(void **state)
     s_expect_err("{{ '\\u12' }}", NULL, TB_EINVAL, "1:", "truncated");
     /* an unknown filter inside an if-body only fails when it runs, as in jinja2 */
     s_expect("{% if false %}{{ x|nosuch }}{% endif %}ok", NULL, "ok");
-    s_expect_err("{% if true %}{{ x|nosuch }}{% endif %}", NULL, TB_EINVAL, "1:19:",
-                 "no filter named");
+    s_expect_err("{% if true %}{{ x|nosuch }}{% endif %}", NULL, TB_EINVAL,
+                 "1:19:", "no filter named");
 }
 
 static void test_render_errors_have_positions(void **state)
 {
     (void)state;
-    s_expect_err("ab\n {{ raise_exception('Roles must alternate') }}", NULL, TB_EINVAL, "2:5:",
-                 "raise_exception: Roles must alternate");
+    s_expect_err("ab\n {{ raise_exception('Roles must alternate') }}", NULL, TB_EINVAL,
+                 "2:5:", "raise_exception: Roles must alternate");
     s_expect_err("{{ foo.bar }}", NULL, TB_EINVAL, "1:", "'foo' is undefined");
     s_expect_err("{{ 'a' + 1 }}", NULL, TB_EINVAL, "1:8:", "can only concatenate str");
     s_expect_err("{{ 1 // 0 }}", NULL, TB_EINVAL, "1:6:", "division or modulo by zero");
     s_expect_err("{{ 1 < 'a' }}", NULL, TB_EINVAL, "1:", "not supported between");
     s_expect_err("{{ [1].append(2) }}", NULL, TB_EINVAL, "1:", "'append' is undefined");
     s_expect_err("{% set x = 1 %}{% set x.y = 2 %}", NULL, TB_EINVAL, "1:", "non-namespace");
-    s_expect_err("{% set ns = namespace() %}{% set ns.me = [ns] %}", NULL, TB_EINVAL, "1:",
-                 "cannot contain itself");
-    s_expect_err("{% for a, b in [[1, 2, 3]] %}{% endfor %}", NULL, TB_EINVAL, "1:",
-                 "too many values to unpack");
+    s_expect_err("{% set ns = namespace() %}{% set ns.me = [ns] %}", NULL, TB_EINVAL,
+                 "1:", "cannot contain itself");
+    s_expect_err("{% for a, b in [[1, 2, 3]] %}{% endfor %}", NULL, TB_EINVAL,
+                 "1:", "too many values to unpack");
     s_expect_err("{{ 9223372036854775807 + 1 }}", NULL, TB_ERANGE, "1:", "integer overflow");
-    s_expect_err("{% macro m(a) %}{% endmacro %}{{ m(1, 2) }}", NULL, TB_EINVAL, "1:",
-                 "takes not more than 1");
+    s_expect_err("{% macro m(a) %}{% endmacro %}{{ m(1, 2) }}", NULL, TB_EINVAL,
+                 "1:", "takes not more than 1");
     s_expect_err("{{ none.x.y }}", NULL, TB_EINVAL, "1:", "undefined");
 }
 
@@ -295,8 +296,8 @@ static void test_limits(void **state)
     memset(&lim, 0, sizeof(lim));
 
     lim.max_output_bytes = 100;
-    s_expect_err_lim("{% for i in range(50) %}abcd{% endfor %}", NULL, &lim, TB_E2BIG, "1:",
-                     "over the 100-byte bound");
+    s_expect_err_lim("{% for i in range(50) %}abcd{% endfor %}", NULL, &lim, TB_E2BIG,
+                     "1:", "over the 100-byte bound");
     s_expect_err_lim("{{ 'x' * 1000 }}", NULL, &lim, TB_E2BIG, "1:", "bound");
 
     memset(&lim, 0, sizeof(lim));
@@ -427,8 +428,9 @@ static void *s_render_loop(void *p)
 static void test_concurrent_renders_share_a_template(void **state)
 {
     (void)state;
-    const char *src = "{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + 1 %}"
-                      "[{{ m.role|upper }}:{{ m.content|trim }}]{% endfor %}{{ ns.n }}";
+    const char *src =
+        "{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + 1 %}"
+        "[{{ m.role|upper }}:{{ m.content|trim }}]{% endfor %}{{ ns.n }}";
     char err[256];
     tb_jinja_t *tpl = NULL;
     assert_int_equal(tb_jinja_parse(src, strlen(src), &tpl, err, sizeof(err)), 0);

@@ -33,14 +33,24 @@ static void test_float_repr_matches_python(void **state)
         double v;
         const char *want;
     } cases[] = {
-        {0.0, "0.0"},         {-0.0, "-0.0"},       {1.0, "1.0"},
-        {0.1, "0.1"},         {0.1 + 0.2, "0.30000000000000004"},
-        {1e16, "1e+16"},      {1e15, "1000000000000000.0"},
+        {0.0, "0.0"},
+        {-0.0, "-0.0"},
+        {1.0, "1.0"},
+        {0.1, "0.1"},
+        {0.1 + 0.2, "0.30000000000000004"},
+        {1e16, "1e+16"},
+        {1e15, "1000000000000000.0"},
         {123456789012345678.0, "1.2345678901234568e+17"},
-        {0.0001, "0.0001"},   {0.00001, "1e-05"},   {1.5e-7, "1.5e-07"},
-        {2.5, "2.5"},         {-3.25, "-3.25"},     {1.0 / 3, "0.3333333333333333"},
-        {5e-324, "5e-324"},   {1.7976931348623157e308, "1.7976931348623157e+308"},
-        {1e100, "1e+100"},    {12345.678, "12345.678"},
+        {0.0001, "0.0001"},
+        {0.00001, "1e-05"},
+        {1.5e-7, "1.5e-07"},
+        {2.5, "2.5"},
+        {-3.25, "-3.25"},
+        {1.0 / 3, "0.3333333333333333"},
+        {5e-324, "5e-324"},
+        {1.7976931348623157e308, "1.7976931348623157e+308"},
+        {1e100, "1e+100"},
+        {12345.678, "12345.678"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char buf[64];
@@ -54,11 +64,11 @@ static void test_utf8(void **state)
     (void)state;
     assert_int_equal(tb_utf8_valid_prefix("abc", 3), 3);
     assert_int_equal(tb_utf8_valid_prefix("a\xc3\xa9", 3), 3);
-    assert_int_equal(tb_utf8_valid_prefix("a\xc3", 2), 1);             /* truncated */
-    assert_int_equal(tb_utf8_valid_prefix("\xc0\xaf", 2), 0);          /* overlong */
-    assert_int_equal(tb_utf8_valid_prefix("\xed\xa0\x80", 3), 0);      /* surrogate */
-    assert_int_equal(tb_utf8_valid_prefix("\xf4\x90\x80\x80", 4), 0);  /* > U+10FFFF */
-    assert_int_equal(tb_utf8_valid_prefix("\xf0\x9f\x98\x80", 4), 4);  /* emoji */
+    assert_int_equal(tb_utf8_valid_prefix("a\xc3", 2), 1);            /* truncated */
+    assert_int_equal(tb_utf8_valid_prefix("\xc0\xaf", 2), 0);         /* overlong */
+    assert_int_equal(tb_utf8_valid_prefix("\xed\xa0\x80", 3), 0);     /* surrogate */
+    assert_int_equal(tb_utf8_valid_prefix("\xf4\x90\x80\x80", 4), 0); /* > U+10FFFF */
+    assert_int_equal(tb_utf8_valid_prefix("\xf0\x9f\x98\x80", 4), 4); /* emoji */
     char out[4];
     assert_int_equal(tb_utf8_encode(0x1F600, out), 4);
     assert_int_equal(tb_utf8_encode(0xD800, out), 0);
@@ -77,8 +87,9 @@ static void test_json_writer(void **state)
     tb_jrt_t rt;
     s_rt(&rt, err, sizeof(err));
     tb_jv_t d = tb_jv_dict_new(&rt, 0);
-    assert_true(tb_jv_dict_set(&rt, d.u.d, "s", 1,
-                               tb_jv_str_new(&rt, "\x01\x1f\"\\\t/\xc3\xa9\xf0\x9f\x98\x80", 12)));
+    assert_true(
+        tb_jv_dict_set(&rt, d.u.d, "s", 1,
+                       tb_jv_str_new(&rt, "\x01\x1f\"\\\t/\xc3\xa9\xf0\x9f\x98\x80", 12)));
     assert_true(tb_jv_dict_set(&rt, d.u.d, "f", 1, tb_jv_float(1e16)));
     assert_true(tb_jv_dict_set(&rt, d.u.d, "e", 1, tb_jv_list_new(&rt, 0)));
     tb_jbuf_t b;

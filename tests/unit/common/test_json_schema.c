@@ -99,10 +99,12 @@ static void test_scalars(void **state)
     (void)state;
     s_schema("{\"type\":\"integer\"}", L("0", "-12", "1234567890123456"),
              L("01", "1.5", "+1", "", "\"1\"", "12345678901234567"));
-    s_schema("{\"type\":\"number\"}", L("0", "-1.25", "3e10", "2.5E-3"), L(".5", "1.", "1e", "-"));
+    s_schema("{\"type\":\"number\"}", L("0", "-1.25", "3e10", "2.5E-3"),
+             L(".5", "1.", "1e", "-"));
     s_schema("{\"type\":\"boolean\"}", L("true", "false"), L("True", "1", "null"));
     s_schema("{\"type\":\"null\"}", L("null"), L("nul", "0"));
-    s_schema("{\"type\":\"string\"}", L("\"\"", "\"a b\"", "\"\\\"\\\\\\n\\u00e9\"", "\"\xc3\xa9\""),
+    s_schema("{\"type\":\"string\"}",
+             L("\"\"", "\"a b\"", "\"\\\"\\\\\\n\\u00e9\"", "\"\xc3\xa9\""),
              L("\"\n\"", "\"\\x\"", "\"a", "a", "\"\xc3\""));
     s_schema("{\"type\":\"string\",\"minLength\":2,\"maxLength\":3}",
              L("\"ab\"", "\"\xc3\xa9\xc3\xa9\xc3\xa9\"", "\"\\n\\t\""), L("\"a\"", "\"abcd\""));
@@ -130,8 +132,8 @@ static void test_formats(void **state)
 static void test_enum_const(void **state)
 {
     (void)state;
-    s_schema("{\"enum\":[\"a\",1,null,{\"k\":[true]}]}", L("\"a\"", "1", "null", "{\"k\":[true]}"),
-             L("\"b\"", "2", "{}"));
+    s_schema("{\"enum\":[\"a\",1,null,{\"k\":[true]}]}",
+             L("\"a\"", "1", "null", "{\"k\":[true]}"), L("\"b\"", "2", "{}"));
     s_schema("{\"const\":\"x\\\"y\"}", L("\"x\\\"y\""), L("\"x\"", "\"xy\""));
     s_schema("{\"type\":\"string\",\"enum\":[\"a\",1]}", L("\"a\""), L("1"));
 }
@@ -142,12 +144,15 @@ static void test_objects(void **state)
     const char *s = "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},"
                     "\"b\":{\"type\":\"string\"},\"c\":{\"type\":\"boolean\"}},"
                     "\"required\":[\"b\"],\"additionalProperties\":false}";
-    s_schema(s, L("{\"b\":\"x\"}", "{\"a\":1,\"b\":\"x\"}", "{ \"a\" : 1 , \"b\" : \"\" , \"c\":true }",
-                  "{\"b\":\"x\",\"c\":false}"),
-             L("{}", "{\"a\":1}", "{\"b\":\"x\",\"a\":1}", "{\"b\":\"x\",}", "{\"b\":\"x\",\"d\":1}"));
-    s_schema("{\"properties\":{\"x\":{\"properties\":{\"y\":{\"const\":1}},\"required\":[\"y\"]}},"
-             "\"required\":[\"x\"]}",
-             L("{\"x\":{\"y\":1}}"), L("{\"x\":{}}", "{\"x\":{\"y\":2}}"));
+    s_schema(s,
+             L("{\"b\":\"x\"}", "{\"a\":1,\"b\":\"x\"}",
+               "{ \"a\" : 1 , \"b\" : \"\" , \"c\":true }", "{\"b\":\"x\",\"c\":false}"),
+             L("{}", "{\"a\":1}", "{\"b\":\"x\",\"a\":1}", "{\"b\":\"x\",}",
+               "{\"b\":\"x\",\"d\":1}"));
+    s_schema(
+        "{\"properties\":{\"x\":{\"properties\":{\"y\":{\"const\":1}},\"required\":[\"y\"]}},"
+        "\"required\":[\"x\"]}",
+        L("{\"x\":{\"y\":1}}"), L("{\"x\":{}}", "{\"x\":{\"y\":2}}"));
     /* no properties: a map, of any values or of the additionalProperties schema */
     s_schema("{\"type\":\"object\"}", L("{}", "{\"k\":[1,{\"z\":null}],\"j\":\"v\"}"), L("[]"));
     s_schema("{\"type\":\"object\",\"additionalProperties\":{\"type\":\"integer\"}}",
@@ -158,17 +163,20 @@ static void test_objects(void **state)
 static void test_arrays_anyof_refs(void **state)
 {
     (void)state;
-    s_schema("{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":1,\"maxItems\":3}",
-             L("[1]", "[1, 2,3]"), L("[]", "[1,2,3,4]", "[1,]", "[\"a\"]"));
+    s_schema(
+        "{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":1,\"maxItems\":3}",
+        L("[1]", "[1, 2,3]"), L("[]", "[1,2,3,4]", "[1,]", "[\"a\"]"));
     s_schema("{\"type\":\"array\",\"maxItems\":0}", L("[]"), L("[1]"));
     s_schema("{\"type\":\"array\"}", L("[]", "[1,\"a\",[null]]"), L("[,]"));
-    s_schema("{\"anyOf\":[{\"type\":\"integer\"},{\"type\":\"array\",\"items\":{\"const\":\"x\"}}]}",
-             L("1", "[\"x\",\"x\"]"), L("[1]", "\"x\""));
-    s_schema("{\"$defs\":{\"node\":{\"type\":\"object\",\"properties\":{\"v\":{\"type\":\"integer\"},"
-             "\"kids\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/node\"}}},"
-             "\"required\":[\"v\",\"kids\"]}},\"$ref\":\"#/$defs/node\"}",
-             L("{\"v\":1,\"kids\":[]}", "{\"v\":1,\"kids\":[{\"v\":2,\"kids\":[]}]}"),
-             L("{\"v\":1,\"kids\":[{}]}"));
+    s_schema(
+        "{\"anyOf\":[{\"type\":\"integer\"},{\"type\":\"array\",\"items\":{\"const\":\"x\"}}]}",
+        L("1", "[\"x\",\"x\"]"), L("[1]", "\"x\""));
+    s_schema(
+        "{\"$defs\":{\"node\":{\"type\":\"object\",\"properties\":{\"v\":{\"type\":\"integer\"},"
+        "\"kids\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/node\"}}},"
+        "\"required\":[\"v\",\"kids\"]}},\"$ref\":\"#/$defs/node\"}",
+        L("{\"v\":1,\"kids\":[]}", "{\"v\":1,\"kids\":[{\"v\":2,\"kids\":[]}]}"),
+        L("{\"v\":1,\"kids\":[{}]}"));
     s_schema("{\"title\":\"t\",\"description\":\"d\",\"type\":\"integer\",\"default\":1}", L("1"),
              L("\"1\""));
 }
@@ -206,36 +214,46 @@ static void test_refusals(void **state)
         const char *schema, *msg;
         int rc;
     } cases[] = {
-        {"{\"type\":\"string\",\"pattern\":\"a+\"}", "unsupported JSON schema keyword 'pattern' at '/'", TB_ENOTSUP},
+        {"{\"type\":\"string\",\"pattern\":\"a+\"}",
+         "unsupported JSON schema keyword 'pattern' at '/'", TB_ENOTSUP},
         {"{\"type\":\"integer\",\"minimum\":0}", "keyword 'minimum'", TB_ENOTSUP},
         {"{\"type\":\"integer\",\"maximum\":9}", "keyword 'maximum'", TB_ENOTSUP},
-        {"{\"type\":\"number\",\"exclusiveMinimum\":0}", "keyword 'exclusiveMinimum'", TB_ENOTSUP},
-        {"{\"type\":\"number\",\"exclusiveMaximum\":0}", "keyword 'exclusiveMaximum'", TB_ENOTSUP},
+        {"{\"type\":\"number\",\"exclusiveMinimum\":0}", "keyword 'exclusiveMinimum'",
+         TB_ENOTSUP},
+        {"{\"type\":\"number\",\"exclusiveMaximum\":0}", "keyword 'exclusiveMaximum'",
+         TB_ENOTSUP},
         {"{\"type\":\"number\",\"multipleOf\":2}", "keyword 'multipleOf'", TB_ENOTSUP},
         {"{\"oneOf\":[{\"type\":\"null\"}]}", "keyword 'oneOf'", TB_ENOTSUP},
         {"{\"allOf\":[{\"type\":\"null\"}]}", "keyword 'allOf'", TB_ENOTSUP},
         {"{\"not\":{\"type\":\"null\"}}", "keyword 'not'", TB_ENOTSUP},
         {"{\"if\":{},\"then\":{}}", "keyword 'if'", TB_ENOTSUP},
-        {"{\"type\":\"object\",\"patternProperties\":{}}", "keyword 'patternProperties'", TB_ENOTSUP},
+        {"{\"type\":\"object\",\"patternProperties\":{}}", "keyword 'patternProperties'",
+         TB_ENOTSUP},
         {"{\"type\":\"object\",\"propertyNames\":{}}", "keyword 'propertyNames'", TB_ENOTSUP},
         {"{\"type\":\"object\",\"minProperties\":1}", "keyword 'minProperties'", TB_ENOTSUP},
         {"{\"type\":\"object\",\"maxProperties\":1}", "keyword 'maxProperties'", TB_ENOTSUP},
-        {"{\"type\":\"object\",\"dependentRequired\":{}}", "keyword 'dependentRequired'", TB_ENOTSUP},
+        {"{\"type\":\"object\",\"dependentRequired\":{}}", "keyword 'dependentRequired'",
+         TB_ENOTSUP},
         {"{\"type\":\"array\",\"uniqueItems\":true}", "keyword 'uniqueItems'", TB_ENOTSUP},
         {"{\"type\":\"array\",\"contains\":{}}", "keyword 'contains'", TB_ENOTSUP},
         {"{\"type\":\"array\",\"prefixItems\":[]}", "keyword 'prefixItems'", TB_ENOTSUP},
         {"{\"type\":\"array\",\"items\":[{}]}", "keyword 'items' as an array", TB_ENOTSUP},
-        {"{\"type\":\"string\",\"format\":\"email\"}", "unsupported string format 'email'", TB_ENOTSUP},
-        {"{\"type\":\"string\",\"format\":\"date\",\"maxLength\":3}", "'maxLength' beside 'format'", TB_ENOTSUP},
-        {"{\"properties\":{\"a\":{\"type\":\"string\",\"pattern\":\"x\"}}}", "keyword 'pattern' at '/properties/a'", TB_ENOTSUP},
+        {"{\"type\":\"string\",\"format\":\"email\"}", "unsupported string format 'email'",
+         TB_ENOTSUP},
+        {"{\"type\":\"string\",\"format\":\"date\",\"maxLength\":3}",
+         "'maxLength' beside 'format'", TB_ENOTSUP},
+        {"{\"properties\":{\"a\":{\"type\":\"string\",\"pattern\":\"x\"}}}",
+         "keyword 'pattern' at '/properties/a'", TB_ENOTSUP},
         {"{\"$ref\":\"http://x/s.json\"}", "unsupported '$ref' 'http://x/s.json'", TB_ENOTSUP},
         {"{\"enum\":[1],\"minimum\":0}", "keyword 'minimum'", TB_ENOTSUP},
         {"{\"enum\":[\"a\"],\"maxLength\":3}", "keyword 'maxLength' beside 'enum'", TB_ENOTSUP},
         {"{\"anyOf\":[{}],\"type\":\"string\"}", "keyword 'type' beside 'anyOf'", TB_ENOTSUP},
-        {"{\"properties\":{},\"required\":[\"x\"]}", "'required' property 'x' not in 'properties'", TB_ENOTSUP},
+        {"{\"properties\":{},\"required\":[\"x\"]}",
+         "'required' property 'x' not in 'properties'", TB_ENOTSUP},
         {"{\"type\":\"strin\"}", "unknown type 'strin'", TB_EINVAL},
         {"{\"type\":\"array\",\"minItems\":-1}", "invalid 'minItems'", TB_EINVAL},
-        {"{\"type\":\"array\",\"minItems\":3,\"maxItems\":2}", "'maxItems' below 'minItems'", TB_EINVAL},
+        {"{\"type\":\"array\",\"minItems\":3,\"maxItems\":2}", "'maxItems' below 'minItems'",
+         TB_EINVAL},
         {"{\"enum\":[]}", "invalid 'enum'", TB_EINVAL},
         {"{\"type\":\"string\",\"enum\":[1]}", "no value satisfies", TB_EINVAL},
         {"false", "a schema must be an object or true", TB_EINVAL},
@@ -258,8 +276,8 @@ static void test_refusals(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_scalars),          cmocka_unit_test(test_formats),
-        cmocka_unit_test(test_enum_const),       cmocka_unit_test(test_objects),
+        cmocka_unit_test(test_scalars),           cmocka_unit_test(test_formats),
+        cmocka_unit_test(test_enum_const),        cmocka_unit_test(test_objects),
         cmocka_unit_test(test_arrays_anyof_refs), cmocka_unit_test(test_object_and_tools),
         cmocka_unit_test(test_refusals),
     };

@@ -237,7 +237,8 @@ static void s_llama(struct model *m, const char *arch, uint32_t wtype, bool tied
     s_tensor(m, "token_embd.weight", wtype, 2, 20, h);
     for (int l = 0; l < 2; l++) {
         char n[64];
-#define T(s, ty, nd, r, c) (snprintf(n, sizeof n, "blk.%d.%s", l, s), s_tensor(m, n, ty, nd, r, c))
+#define T(s, ty, nd, r, c)                                                                       \
+    (snprintf(n, sizeof n, "blk.%d.%s", l, s), s_tensor(m, n, ty, nd, r, c))
         T("attn_norm.weight", 0, 1, 1, h);
         T("attn_q.weight", wtype, 2, h, h);
         T("attn_k.weight", wtype, 2, h / 2, h);
@@ -552,18 +553,17 @@ static void test_refusals(void **state)
         char err[512] = "";
         int rc = tb_model_open(g->path, &m, err, sizeof err);
         if (rc != TB_EMODEL || !strstr(err, cases[i].expect) || m) {
-            fail_msg("case %zu: rc %d, message '%s', expected '%s'", i, rc, err,
-                     cases[i].expect);
+            fail_msg("case %zu: rc %d, message '%s', expected '%s'", i, rc, err, cases[i].expect);
         }
     }
 }
 
 /* A "Q4_K_M"-like file and then some: every weight type in one model, F32 norms. */
 static const uint32_t s_mixed[21] = {
-    [0] = 12,                                                /* token_embd: Q4_K */
-    [2] = 12, [3] = 13, [4] = 14, [5] = 11, [7] = 10, [8] = 23, [9] = 14, /* layer 0 */
-    [11] = 3, [12] = 6, [13] = 7, [14] = 20, [16] = 8, [17] = 2, [18] = 1, /* layer 1 */
-    [20] = 14,                                               /* output: Q6_K */
+    [0] = 12,                                                               /* token_embd: Q4_K */
+    [2] = 12,  [3] = 13, [4] = 14, [5] = 11,  [7] = 10, [8] = 23, [9] = 14, /* layer 0 */
+    [11] = 3,  [12] = 6, [13] = 7, [14] = 20, [16] = 8, [17] = 2, [18] = 1, /* layer 1 */
+    [20] = 14,                                                              /* output: Q6_K */
 };
 
 static void s_mixed_model(struct model *g)

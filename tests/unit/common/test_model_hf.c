@@ -15,9 +15,9 @@
 #include "tb_model.h"
 
 /* Tiny shape: 2 layers, hidden 8, 2 heads of 4, 1 kv head, intermediate 16, vocab 10. */
-#define CONFIG                                                                                 \
-    "{\"model_type\":\"llama\",\"hidden_size\":8,\"intermediate_size\":16,"                    \
-    "\"num_hidden_layers\":2,\"num_attention_heads\":2,\"num_key_value_heads\":1,"             \
+#define CONFIG                                                                                   \
+    "{\"model_type\":\"llama\",\"hidden_size\":8,\"intermediate_size\":16,"                      \
+    "\"num_hidden_layers\":2,\"num_attention_heads\":2,\"num_key_value_heads\":1,"               \
     "\"vocab_size\":10,\"rms_norm_eps\":1e-5,\"bos_token_id\":1,\"eos_token_id\":2%s}"
 
 struct ten {
@@ -61,10 +61,10 @@ static void s_standard(struct folder *f, bool tied, bool lm_head_only, const cha
             int nd;
             long r, c;
         } k[] = {
-            {"input_layernorm.weight", 1, 8, 0},   {"self_attn.q_proj.weight", 2, 8, 8},
-            {"self_attn.k_proj.weight", 2, 4, 8},  {"self_attn.v_proj.weight", 2, 4, 8},
-            {"self_attn.o_proj.weight", 2, 8, 8},  {"post_attention_layernorm.weight", 1, 8, 0},
-            {"mlp.gate_proj.weight", 2, 16, 8},    {"mlp.up_proj.weight", 2, 16, 8},
+            {"input_layernorm.weight", 1, 8, 0},  {"self_attn.q_proj.weight", 2, 8, 8},
+            {"self_attn.k_proj.weight", 2, 4, 8}, {"self_attn.v_proj.weight", 2, 4, 8},
+            {"self_attn.o_proj.weight", 2, 8, 8}, {"post_attention_layernorm.weight", 1, 8, 0},
+            {"mlp.gate_proj.weight", 2, 16, 8},   {"mlp.up_proj.weight", 2, 16, 8},
             {"mlp.down_proj.weight", 2, 8, 16},
         };
         for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
@@ -245,8 +245,8 @@ static void test_tied_from_lm_head_only(void **state)
     assert_string_equal(e->source, "lm_head.weight");
     /* the alias is listed but its bytes are counted once */
     assert_int_equal(tb_model_weight_bytes(m) + o->size,
-                     (uint64_t)(10 * 8 * 2 * 2 + 8 * 2 + 2 * (8 * 2 * 2 + (64 + 32 + 32 + 64 +
-                                                                          128 * 3) * 2)));
+                     (uint64_t)(10 * 8 * 2 * 2 + 8 * 2 +
+                                2 * (8 * 2 * 2 + (64 + 32 + 32 + 64 + 128 * 3) * 2)));
     tb_model_close(&m);
 }
 
@@ -297,8 +297,10 @@ static void test_sharded(void **state)
     char idx[8192];
     int n = snprintf(idx, sizeof idx, "{\"metadata\":{},\"weight_map\":{");
     for (int i = 0; i < f->n; i++) {
-        n += snprintf(idx + n, sizeof idx - (size_t)n, "%s\"%s\":\"model-0000%d-of-00002"
-                      ".safetensors\"", i ? "," : "", f->t[i].name, i < 10 ? 1 : 2);
+        n += snprintf(idx + n, sizeof idx - (size_t)n,
+                      "%s\"%s\":\"model-0000%d-of-00002"
+                      ".safetensors\"",
+                      i ? "," : "", f->t[i].name, i < 10 ? 1 : 2);
     }
     snprintf(idx + n, sizeof idx - (size_t)n, "}}");
     s_text(f, "model.safetensors.index.json", idx);
@@ -326,8 +328,9 @@ static void test_sharded(void **state)
     assert_int_equal(s_open(f, &m, err, sizeof err), TB_EMODEL);
     assert_non_null(strstr(err, "nope.safetensors: cannot open"));
     /* a shard holds a tensor the index does not list */
-    s_text(f, "model.safetensors.index.json",
-           "{\"weight_map\":{\"model.embed_tokens.weight\":\"model-00001-of-00002.safetensors\"}}");
+    s_text(
+        f, "model.safetensors.index.json",
+        "{\"weight_map\":{\"model.embed_tokens.weight\":\"model-00001-of-00002.safetensors\"}}");
     assert_int_equal(s_open(f, &m, err, sizeof err), TB_EMODEL);
     assert_non_null(strstr(err, "is not listed there"));
     s_text(f, "model.safetensors.index.json", "{\"weight_map\":[]}");
@@ -405,8 +408,9 @@ static void test_refusals(void **state)
     struct folder *f = *state;
     const struct bad_case cases[] = {
         {"", s_drop_up, "tensor 'layers.1.w_up' is missing"},
-        {"", s_bad_shape, "tensor 'layers.0.wk' (model.layers.0.self_attn.k_proj.weight) has "
-                          "shape [8, 4], the config implies [4, 8]"},
+        {"", s_bad_shape,
+         "tensor 'layers.0.wk' (model.layers.0.self_attn.k_proj.weight) has "
+         "shape [8, 4], the config implies [4, 8]"},
         {"", s_extra_layer, "tensor 'model.layers.2.input_layernorm.weight' is not part"},
         {"", s_unknown, "tensor 'model.layers.0.self_attn.o_proj.bias' is not part"},
         {"", s_int8, "dtype 'I8' is not supported"},
@@ -427,8 +431,7 @@ static void test_refusals(void **state)
         int rc = s_open(f, &m, err, sizeof err);
         if (rc != TB_EMODEL || !strstr(err, cases[i].expect) || m != NULL ||
             !strstr(err, "cannot load model '/tmp/tb_model_hf_")) {
-            fail_msg("case %zu: rc %d, message '%s', expected '%s'", i, rc, err,
-                     cases[i].expect);
+            fail_msg("case %zu: rc %d, message '%s', expected '%s'", i, rc, err, cases[i].expect);
         }
     }
 }

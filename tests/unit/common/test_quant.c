@@ -335,8 +335,8 @@ static void test_act_formats(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_32_element_types), cmocka_unit_test(test_q2_k_q3_k),
-        cmocka_unit_test(test_q4_k_q5_k),        cmocka_unit_test(test_q6_k_iq4_xs),
+        cmocka_unit_test(test_32_element_types),  cmocka_unit_test(test_q2_k_q3_k),
+        cmocka_unit_test(test_q4_k_q5_k),         cmocka_unit_test(test_q6_k_iq4_xs),
         cmocka_unit_test(test_dequantize_errors), cmocka_unit_test(test_act_formats),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -43,10 +43,10 @@ static const struct {
     int off[2];
     int n_off;
 } s_types[] = {
-    {TB_DTYPE_Q8_0, {0}, 1},   {TB_DTYPE_Q4_0, {0}, 1},      {TB_DTYPE_Q4_1, {0, 2}, 2},
-    {TB_DTYPE_Q5_0, {0}, 1},   {TB_DTYPE_Q5_1, {0, 2}, 2},   {TB_DTYPE_IQ4_NL, {0}, 1},
-    {TB_DTYPE_Q2_K, {80, 82}, 2}, {TB_DTYPE_Q3_K, {108}, 1}, {TB_DTYPE_Q4_K, {0, 2}, 2},
-    {TB_DTYPE_Q5_K, {0, 2}, 2}, {TB_DTYPE_Q6_K, {208}, 1},  {TB_DTYPE_IQ4_XS, {0}, 1},
+    {TB_DTYPE_Q8_0, {0}, 1},      {TB_DTYPE_Q4_0, {0}, 1},    {TB_DTYPE_Q4_1, {0, 2}, 2},
+    {TB_DTYPE_Q5_0, {0}, 1},      {TB_DTYPE_Q5_1, {0, 2}, 2}, {TB_DTYPE_IQ4_NL, {0}, 1},
+    {TB_DTYPE_Q2_K, {80, 82}, 2}, {TB_DTYPE_Q3_K, {108}, 1},  {TB_DTYPE_Q4_K, {0, 2}, 2},
+    {TB_DTYPE_Q5_K, {0, 2}, 2},   {TB_DTYPE_Q6_K, {208}, 1},  {TB_DTYPE_IQ4_XS, {0}, 1},
 };
 
 /* Random blocks for `n` elements of type i; mode 0: random scales and codes; 1: the largest
@@ -117,8 +117,8 @@ static void s_check_type(size_t i, uint64_t n, int mode)
     double tol = 1e-5 * s_magnitude(t, w, xq, n) + 1e-30;
     if (!(fabs(got - exact_q) <= tol) || !(fabs(got - exact_x) <= tol + act_err * 1.000001)) {
         fail_msg("%s mode %d: dot %.9g, exact with quantized activations %.9g (tolerance %.3g), "
-                 "with f32 activations %.9g (tolerance %.3g)", tb_dtype_name(t), mode,
-                 (double)got, exact_q, tol, exact_x, tol + act_err);
+                 "with f32 activations %.9g (tolerance %.3g)",
+                 tb_dtype_name(t), mode, (double)got, exact_q, tol, exact_x, tol + act_err);
     }
     free(w);
     free(x);
@@ -198,7 +198,8 @@ static void s_check_kernels(tb_quant_isa_t isa)
                 uint64_t n = lens[rep % 3];
                 uint8_t *w = s_weights(i, n, mode);
                 float *x = malloc(n * sizeof *x);
-                void *qa = malloc(n / tb_quant_act_block_elems(at) * tb_quant_act_block_bytes(at));
+                void *qa = malloc(n / tb_quant_act_block_elems(at) *
+                                  tb_quant_act_block_bytes(at));
                 assert_true(x && qa);
                 for (uint64_t j = 0; j < n; j++) {
                     x[j] = mode == 1 ? (j % 2 ? 1.0f : -1.0f) : s_uniform() * 8.0f;
@@ -252,12 +253,9 @@ static void test_kernels_avx512(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_dot_every_type),
-        cmocka_unit_test(test_matmul),
-        cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_kernels_generic),
-        cmocka_unit_test(test_kernels_avx2),
-        cmocka_unit_test(test_kernels_avx512),
+        cmocka_unit_test(test_dot_every_type), cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_refusals),       cmocka_unit_test(test_kernels_generic),
+        cmocka_unit_test(test_kernels_avx2),   cmocka_unit_test(test_kernels_avx512),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -47,9 +47,9 @@ static int s_try(const char *header, size_t data_len, char *err, size_t err_len)
     return rc;
 }
 
-#define GOOD                                                                                   \
-    "{\"__metadata__\":{\"format\":\"pt\"},"                                                  \
-    "\"b\":{\"dtype\":\"F16\",\"shape\":[2,3],\"data_offsets\":[16,28]},"                     \
+#define GOOD                                                                                     \
+    "{\"__metadata__\":{\"format\":\"pt\"},"                                                     \
+    "\"b\":{\"dtype\":\"F16\",\"shape\":[2,3],\"data_offsets\":[16,28]},"                        \
     "\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}"
 
 static void test_valid_file(void **state)
@@ -159,12 +159,15 @@ static void test_malformed_headers(void **state)
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[-4],\"data_offsets\":[0,16]}}", 16, "shape[0]"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,16]}}", 16, "shape[0]"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":4,\"data_offsets\":[0,16]}}", 16, "'shape'"},
-        {"{\"a\":{\"dtype\":\"Q4\",\"shape\":[4],\"data_offsets\":[0,16]}}", 16, "unknown dtype 'Q4'"},
+        {"{\"a\":{\"dtype\":\"Q4\",\"shape\":[4],\"data_offsets\":[0,16]}}", 16,
+         "unknown dtype 'Q4'"},
         {"{\"a\":{\"dtype\":7,\"shape\":[4],\"data_offsets\":[0,16]}}", 16, "'dtype'"},
         {"{\"a\":{\"shape\":[4],\"data_offsets\":[0,16]}}", 16, "'dtype'"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0]}}", 16, "data_offsets"},
-        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,-16]}}", 16, "data_offsets"},
-        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":\"0-16\"}}", 16, "data_offsets"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,-16]}}", 16,
+         "data_offsets"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":\"0-16\"}}", 16,
+         "data_offsets"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16],\"x\":1}}", 16,
          "unknown field 'x'"},
         {"{\"a\":[1,2]}", 16, "not an object"},
@@ -181,8 +184,7 @@ static void test_malformed_headers(void **state)
         char err[256] = "";
         int rc = s_try(cases[i].header, cases[i].data_len, err, sizeof err);
         if (rc != TB_EMODEL || !strstr(err, cases[i].expect)) {
-            fail_msg("case %zu: rc %d, message '%s', expected '%s'", i, rc, err,
-                     cases[i].expect);
+            fail_msg("case %zu: rc %d, message '%s', expected '%s'", i, rc, err, cases[i].expect);
         }
     }
 }

@@ -4,6 +4,7 @@
  * and small GGUF vocabularies of both families: encode / decode rules, accessors, loader errors;
  * the TinyStories tokenizer and the GGUF vectors when ../shared is present.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <pthread.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -47,35 +47,37 @@ enum {
 
 static char *s_spm_json(void)
 {
-    static const char *const words[] = {META, "a", "b", META "a", "ab", META "ab", "c", "H", "i",
-                                        "Hi", META "Hi"};
+    static const char *const words[] = {META, "a", "b", META "a", "ab",     META "ab",
+                                        "c",  "H", "i", "Hi",     META "Hi"};
     size_t cap = 1 << 16, n = 0;
     char *j = malloc(cap);
     assert_non_null(j);
-    n += (size_t)snprintf(j + n, cap - n,
-                          "{\"version\":\"1.0\",\"added_tokens\":["
-                          "{\"id\":0,\"content\":\"<unk>\",\"special\":true,\"normalized\":false},"
-                          "{\"id\":1,\"content\":\"<s>\",\"special\":true,\"normalized\":false},"
-                          "{\"id\":2,\"content\":\"</s>\",\"special\":true,\"normalized\":false},"
-                          "{\"id\":%d,\"content\":\"<|user|>\",\"special\":true,"
-                          "\"normalized\":false,\"rstrip\":true},"
-                          "{\"id\":%d,\"content\":\"foo\",\"special\":false,"
-                          "\"normalized\":false,\"single_word\":true}],",
-                          T_USER, T_FOO);
-    n += (size_t)snprintf(j + n, cap - n,
-                          "\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":["
-                          "{\"type\":\"Prepend\",\"prepend\":\"" META "\"},"
-                          "{\"type\":\"Replace\",\"pattern\":{\"String\":\" \"},\"content\":\"" META
-                          "\"}]},\"pre_tokenizer\":null,"
-                          "\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":["
-                          "{\"SpecialToken\":{\"id\":\"<s>\",\"type_id\":0}},"
-                          "{\"Sequence\":{\"id\":\"A\",\"type_id\":0}}],\"pair\":[],"
-                          "\"special_tokens\":{\"<s>\":{\"id\":\"<s>\",\"ids\":[1],"
-                          "\"tokens\":[\"<s>\"]}}},"
-                          "\"decoder\":{\"type\":\"Sequence\",\"decoders\":["
-                          "{\"type\":\"Replace\",\"pattern\":{\"String\":\"" META "\"},"
-                          "\"content\":\" \"},{\"type\":\"ByteFallback\"},{\"type\":\"Fuse\"},"
-                          "{\"type\":\"Strip\",\"content\":\" \",\"start\":1,\"stop\":0}]},");
+    n += (size_t)
+        snprintf(j + n, cap - n,
+                 "{\"version\":\"1.0\",\"added_tokens\":["
+                 "{\"id\":0,\"content\":\"<unk>\",\"special\":true,\"normalized\":false},"
+                 "{\"id\":1,\"content\":\"<s>\",\"special\":true,\"normalized\":false},"
+                 "{\"id\":2,\"content\":\"</s>\",\"special\":true,\"normalized\":false},"
+                 "{\"id\":%d,\"content\":\"<|user|>\",\"special\":true,"
+                 "\"normalized\":false,\"rstrip\":true},"
+                 "{\"id\":%d,\"content\":\"foo\",\"special\":false,"
+                 "\"normalized\":false,\"single_word\":true}],",
+                 T_USER, T_FOO);
+    n += (size_t)
+        snprintf(j + n, cap - n,
+                 "\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":["
+                 "{\"type\":\"Prepend\",\"prepend\":\"" META "\"},"
+                 "{\"type\":\"Replace\",\"pattern\":{\"String\":\" \"},\"content\":\"" META
+                 "\"}]},\"pre_tokenizer\":null,"
+                 "\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":["
+                 "{\"SpecialToken\":{\"id\":\"<s>\",\"type_id\":0}},"
+                 "{\"Sequence\":{\"id\":\"A\",\"type_id\":0}}],\"pair\":[],"
+                 "\"special_tokens\":{\"<s>\":{\"id\":\"<s>\",\"ids\":[1],"
+                 "\"tokens\":[\"<s>\"]}}},"
+                 "\"decoder\":{\"type\":\"Sequence\",\"decoders\":["
+                 "{\"type\":\"Replace\",\"pattern\":{\"String\":\"" META "\"},"
+                 "\"content\":\" \"},{\"type\":\"ByteFallback\"},{\"type\":\"Fuse\"},"
+                 "{\"type\":\"Strip\",\"content\":\" \",\"start\":1,\"stop\":0}]},");
     n += (size_t)snprintf(j + n, cap - n,
                           "\"model\":{\"type\":\"BPE\",\"unk_token\":\"<unk>\",\"fuse_unk\":true,"
                           "\"byte_fallback\":true,\"vocab\":{\"<unk>\":0,\"<s>\":1,\"</s>\":2");
@@ -188,7 +190,9 @@ static void test_spm_decode_and_accessors(void **state)
     s_dec(tok, (int32_t[]){BOS, T_META_AB}, 2, false, "<s> ab");
     s_dec(tok, (int32_t[]){T_META_HI, T_META_AB}, 2, true, "Hi ab");
     s_dec(tok, (int32_t[]){T_META, BYTE0 + 0xC3, BYTE0 + 0xA9}, 3, true, "\xc3\xa9");
-    s_dec(tok, (int32_t[]){T_A, BYTE0 + 0xC3, T_B}, 3, true, "a\xef\xbf\xbd" "b");
+    s_dec(tok, (int32_t[]){T_A, BYTE0 + 0xC3, T_B}, 3, true,
+          "a\xef\xbf\xbd"
+          "b");
     s_dec(tok, (int32_t[]){T_A, -5, 99999, T_B}, 4, true, "ab"); /* unknown ids ignored */
     s_dec(tok, NULL, 0, true, "");
     s_dec(tok, (int32_t[]){T_USER, T_META_A}, 2, false, "<|user|> a");
@@ -249,10 +253,10 @@ static void test_hf_errors(void **state)
                TB_EMODEL, "used twice");
     s_bad_json("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[\"a a\"]}}",
                TB_EMODEL, "merges[0]");
-    s_bad_json("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[\"a\"]}}",
-               TB_EMODEL, "merges[0]");
-    s_bad_json("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[[1,2]]}}",
-               TB_EMODEL, "merges[0]");
+    s_bad_json("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[\"a\"]}}", TB_EMODEL,
+               "merges[0]");
+    s_bad_json("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[[1,2]]}}", TB_EMODEL,
+               "merges[0]");
     s_bad_json("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":{}}}", TB_EMODEL,
                "merges");
     s_bad_json("{\"added_tokens\":[{\"id\":0}],\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},"
@@ -306,19 +310,16 @@ static void test_hf_errors(void **state)
     const char *ok = "{\"model\":{\"vocab\":{\"a\":0,\"b\":1},\"merges\":[]}}";
     tb_tokenizer_t *tok = NULL;
     char err[256];
-    assert_int_equal(tb_tokenizer_load_hf_memory(ok, strlen(ok), NULL, 0, &tok, err,
-                                                 sizeof(err)),
+    assert_int_equal(tb_tokenizer_load_hf_memory(ok, strlen(ok), NULL, 0, &tok, err, sizeof(err)),
                      0);
     s_enc(tok, "ab", true, true, (int32_t[]){0, 1}, 2);
     s_dec(tok, (int32_t[]){0, 1, 0}, 3, false, "a b a");
     assert_int_equal(tb_tokenizer_bos(tok), -1);
     tb_tokenizer_destroy(&tok);
     /* Files that cannot be opened. */
-    assert_int_equal(tb_tokenizer_load_hf("/nonexistent/tok", &tok, err, sizeof(err)),
-                     TB_ENOENT);
+    assert_int_equal(tb_tokenizer_load_hf("/nonexistent/tok", &tok, err, sizeof(err)), TB_ENOENT);
     assert_non_null(strstr(err, "cannot open tokenizer '/nonexistent/tok'"));
-    assert_int_equal(tb_tokenizer_load("/nonexistent/x.gguf", &tok, err, sizeof(err)),
-                     TB_ENOENT);
+    assert_int_equal(tb_tokenizer_load("/nonexistent/x.gguf", &tok, err, sizeof(err)), TB_ENOENT);
 }
 
 /* tokenizer_config.json: added_tokens_decoder adds what tokenizer.json lacks, add_eos_token
@@ -348,7 +349,7 @@ static void test_hf_config(void **state)
     assert_int_equal(tb_tokenizer_eos(tok), 3);
     assert_false(tb_tokenizer_adds_bos(tok));
     assert_true(tb_tokenizer_adds_eos(tok));
-    assert_true(tb_tokenizer_is_special(tok, 3)); /* from added_tokens_decoder */
+    assert_true(tb_tokenizer_is_special(tok, 3));  /* from added_tokens_decoder */
     assert_false(tb_tokenizer_is_special(tok, 0)); /* content did not match: ignored */
     s_enc(tok, "a</s>b", true, true, (int32_t[]){0, 3, 1, 3}, 4);
     s_enc(tok, "a</s>b", false, false, (int32_t[]){0, 1}, 2); /* '<', '/', ... not in vocab */
@@ -438,8 +439,9 @@ static int s_load_gguf(struct buf *b, tb_tokenizer_t **tok, char *err, size_t er
 }
 
 /* A "llama" vocabulary: <unk> <s> </s>, byte tokens, and scored pieces. */
-static const char *const s_gspm_tokens[] = {"<unk>", "<s>", "</s>", "<0x0A>", "<0xC3>",
-                                            "<0xA9>", META, "a", "b", "ab", META "ab", "<|end|>"};
+static const char *const s_gspm_tokens[] = {"<unk>",  "<s>",    "</s>",    "<0x0A>",
+                                            "<0xC3>", "<0xA9>", META,      "a",
+                                            "b",      "ab",     META "ab", "<|end|>"};
 
 static void s_gspm(struct buf *b, const char *model, bool with_scores)
 {
@@ -492,7 +494,7 @@ static void test_gguf_bpe(void **state)
 {
     (void)state;
     static const char *const toks[] = {"<|endoftext|>", "H", "i", "\xc4\xa0", "Hi",
-                                       "\xc4\xa0Hi", "1", "2", "12", "\xc4\x8a"};
+                                       "\xc4\xa0Hi",    "1", "2", "12",       "\xc4\x8a"};
     static const char *const merges[] = {"H i", "\xc4\xa0 Hi", "1 2", "broken"};
     int32_t types[10] = {3, 1, 1, 1, 1, 1, 1, 1, 1, 1};
     struct buf b = {0};
@@ -672,14 +674,10 @@ static void test_gguf_vector_file(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_spm_encode),
-        cmocka_unit_test(test_spm_decode_and_accessors),
-        cmocka_unit_test(test_hf_errors),
-        cmocka_unit_test(test_hf_config),
-        cmocka_unit_test(test_gguf_spm),
-        cmocka_unit_test(test_gguf_bpe),
-        cmocka_unit_test(test_threads),
-        cmocka_unit_test(test_tinystories),
+        cmocka_unit_test(test_spm_encode),       cmocka_unit_test(test_spm_decode_and_accessors),
+        cmocka_unit_test(test_hf_errors),        cmocka_unit_test(test_hf_config),
+        cmocka_unit_test(test_gguf_spm),         cmocka_unit_test(test_gguf_bpe),
+        cmocka_unit_test(test_threads),          cmocka_unit_test(test_tinystories),
         cmocka_unit_test(test_gguf_vector_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -77,8 +77,8 @@ static void test_vocab(void **state)
 }
 
 enum { A, B, C, AB, BC, ABC, UNK, BX, AA, AAAA, AC, N_TOK };
-static const char *const s_pieces[N_TOK] = {"a", "b", "c", "ab", "bc", "abc", "<unk>", "<0x78>",
-                                            "aa", "aaaa", "ac"};
+static const char *const s_pieces[N_TOK] = {"a",     "b",      "c",  "ab",   "bc", "abc",
+                                            "<unk>", "<0x78>", "aa", "aaaa", "ac"};
 
 static tb_bpe_t *s_ranked(const tb_tok_vocab_t *v, bool byte_fallback, int32_t unk, bool fuse,
                           bool ignore)
@@ -115,8 +115,8 @@ static void test_ranks(void **state)
     s_encode(b, "aaaa", (int32_t[]){AAAA}, 1);
     s_encode(b, "aaaaa", (int32_t[]){AAAA, A}, 2);
     s_encode(b, "cab", (int32_t[]){C, AB}, 2);
-    s_encode(b, "ac", (int32_t[]){A, C}, 2); /* no merge although "ac" is a token */
-    s_encode(b, "x", (int32_t[]){BX}, 1);    /* byte fallback */
+    s_encode(b, "ac", (int32_t[]){A, C}, 2);        /* no merge although "ac" is a token */
+    s_encode(b, "x", (int32_t[]){BX}, 1);           /* byte fallback */
     s_encode(b, "ayyb", (int32_t[]){A, UNK, B}, 3); /* 'y' has no byte token: fused unk */
     s_encode(b, "yax", (int32_t[]){UNK, A, BX}, 3);
     tb_bpe_destroy(&b);
@@ -154,8 +154,8 @@ static void test_last_merge_wins(void **state)
 static void test_scores(void **state)
 {
     (void)state;
-    static const char *const pieces[] = {"<unk>", "a", "b", "c", "ab", "bc", "abc", "<0x78>",
-                                         "\xc3"};
+    static const char *const pieces[] = {"<unk>", "a",   "b",      "c",   "ab",
+                                         "bc",    "abc", "<0x78>", "\xc3"};
     float scores[] = {0, 0, 0, 0, -1.0f, -0.5f, -2.0f, 0, 0};
     tb_tok_vocab_t *v = s_vocab(pieces, 9);
     struct tb_bpe_config cfg = {0};
@@ -170,7 +170,7 @@ static void test_scores(void **state)
     s_encode(b, "abc", (int32_t[]){6}, 1);
     s_encode(b, "abab", (int32_t[]){4, 4}, 2);
     s_encode(b, "cab", (int32_t[]){3, 4}, 2);
-    s_encode(b, "ax", (int32_t[]){1, 7}, 2);     /* <0x78> */
+    s_encode(b, "ax", (int32_t[]){1, 7}, 2);       /* <0x78> */
     s_encode(b, "\xc3\xa9", (int32_t[]){0, 0}, 2); /* no <0xC3>/<0xA9> tokens: unknown */
     tb_bpe_destroy(&b);
 
@@ -214,7 +214,7 @@ static void test_long_word(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_vocab),  cmocka_unit_test(test_ranks),
+        cmocka_unit_test(test_vocab),           cmocka_unit_test(test_ranks),
         cmocka_unit_test(test_last_merge_wins), cmocka_unit_test(test_scores),
         cmocka_unit_test(test_long_word),
     };

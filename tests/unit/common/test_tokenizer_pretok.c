@@ -30,8 +30,8 @@ static void s_check(const tb_pretok_t *p, const char *text, bool first, const ch
     bool ok = w.out.spans.n == n;
     for (size_t i = 0; ok && i < n; i++) {
         size_t len = w.out.spans.a[i].end - w.out.spans.a[i].start;
-        ok = len == strlen(want[i]) && !memcmp((char *)w.out.text.data + w.out.spans.a[i].start, want[i],
-                                                len);
+        ok = len == strlen(want[i]) &&
+             !memcmp((char *)w.out.text.data + w.out.spans.a[i].start, want[i], len);
     }
     if (!ok) {
         fprintf(stderr, "text '%s' gave:", text);
@@ -99,9 +99,13 @@ static void test_byte_level(void **state)
     tb_pretok_t *p = NULL;
     assert_int_equal(tb_pretok_new(&p), 0);
     assert_int_equal(tb_pretok_add_byte_level(p, false, true), 0);
-    s_check(p, "Hello world\n", true, (const char *[]){"Hello", "\xc4\xa0world", "\xc4\x8a", NULL});
+    s_check(p, "Hello world\n", true,
+            (const char *[]){"Hello", "\xc4\xa0world", "\xc4\x8a", NULL});
     s_check(p, "I'm  3.5", true,
-            (const char *[]){"I", "'m", "\xc4\xa0", "\xc4\xa0" "3", ".", "5", NULL});
+            (const char *[]){"I", "'m", "\xc4\xa0",
+                             "\xc4\xa0"
+                             "3",
+                             ".", "5", NULL});
     s_check(p, "caf\xc3\xa9", true, (const char *[]){"caf\xc3\x83\xc2\xa9", NULL});
     tb_pretok_destroy(&p);
     assert_int_equal(tb_pretok_new(&p), 0);
@@ -119,18 +123,36 @@ static void test_metaspace(void **state)
     assert_int_equal(tb_pretok_new(&p), 0);
     assert_int_equal(tb_pretok_add_metaspace(p, rep, 3, TB_PREPEND_ALWAYS, true), 0);
     s_check(p, "Hey friend!", false,
-            (const char *[]){"\xe2\x96\x81Hey", "\xe2\x96\x81" "friend!", NULL});
+            (const char *[]){"\xe2\x96\x81Hey",
+                             "\xe2\x96\x81"
+                             "friend!",
+                             NULL});
     s_check(p, "a  b", true,
-            (const char *[]){"\xe2\x96\x81" "a", "\xe2\x96\x81", "\xe2\x96\x81" "b", NULL});
+            (const char *[]){"\xe2\x96\x81"
+                             "a",
+                             "\xe2\x96\x81",
+                             "\xe2\x96\x81"
+                             "b",
+                             NULL});
     tb_pretok_destroy(&p);
     assert_int_equal(tb_pretok_new(&p), 0);
     assert_int_equal(tb_pretok_add_metaspace(p, rep, 3, TB_PREPEND_FIRST, false), 0);
-    s_check(p, "Hey friend", true, (const char *[]){"\xe2\x96\x81Hey\xe2\x96\x81" "friend", NULL});
-    s_check(p, "Hey friend", false, (const char *[]){"Hey\xe2\x96\x81" "friend", NULL});
+    s_check(p, "Hey friend", true,
+            (const char *[]){"\xe2\x96\x81Hey\xe2\x96\x81"
+                             "friend",
+                             NULL});
+    s_check(p, "Hey friend", false,
+            (const char *[]){"Hey\xe2\x96\x81"
+                             "friend",
+                             NULL});
     tb_pretok_destroy(&p);
     assert_int_equal(tb_pretok_new(&p), 0);
     assert_int_equal(tb_pretok_add_metaspace(p, rep, 3, TB_PREPEND_NEVER, true), 0);
-    s_check(p, "Hey friend", true, (const char *[]){"Hey", "\xe2\x96\x81" "friend", NULL});
+    s_check(p, "Hey friend", true,
+            (const char *[]){"Hey",
+                             "\xe2\x96\x81"
+                             "friend",
+                             NULL});
     tb_pretok_destroy(&p);
     assert_int_equal(tb_pretok_new(&p), 0);
     assert_int_equal(tb_pretok_add_metaspace(p, "", 0, TB_PREPEND_NEVER, true), TB_EINVAL);
@@ -197,7 +219,8 @@ static void test_regex(void **state)
     const char *pat = "\\s+|[\\s]|\\S+";
     assert_int_equal(tb_tok_regex_new(pat, strlen(pat), false, &re, err, sizeof(err)), 0);
     struct tb_tok_spans sp = {0};
-    const char *t = "a\xc2\x85" "b";
+    const char *t = "a\xc2\x85"
+                    "b";
     assert_int_equal(tb_tok_regex_find_all(re, t, strlen(t), &sp), 0);
     assert_int_equal(sp.n, 3);
     assert_int_equal(sp.a[1].start, 1);
@@ -286,7 +309,11 @@ static void test_normalizers(void **state)
     tb_tok_norm_destroy(&n);
     assert_int_equal(tb_tok_norm_new(&n), 0);
     assert_int_equal(tb_tok_norm_add_lowercase(n), 0);
-    s_norm(n, "\xc3\x80" "B \xc4\xb0", "\xc3\xa0" "b i\xcc\x87");
+    s_norm(n,
+           "\xc3\x80"
+           "B \xc4\xb0",
+           "\xc3\xa0"
+           "b i\xcc\x87");
     tb_tok_norm_destroy(&n);
     assert_int_equal(tb_tok_norm_new(&n), 0);
     assert_int_equal(tb_tok_norm_add_strip(n, true, false), 0);

@@ -31,23 +31,24 @@ struct bad {
     const char *name;
     const char *yaml;
     int line, column;
-    const char *key;  /* substring of the key path, or NULL */
-    const char *why;  /* substring of why */
-    const char *fix;  /* substring of the fix, or NULL */
+    const char *key; /* substring of the key path, or NULL */
+    const char *why; /* substring of why */
+    const char *fix; /* substring of the fix, or NULL */
 };
 
 #define HEAD "components:\n  - name: e\n    plugin: stub_ok\n    config:\n"
 
 static const struct bad s_bad[] = {
     {"dynamo 847: a path as served_model_name",
-     HEAD "      served_model_name: /app/modelscope/models/deepseek-ai/DeepSeek-R1-Distill-Llama-8B\n",
+     HEAD
+     "      served_model_name: /app/modelscope/models/deepseek-ai/DeepSeek-R1-Distill-Llama-8B\n",
      5, 26, "served_model_name", "looks like a filesystem path",
      "use a short name such as 'deepseek-r1-distill-llama-8b'"},
     {"path under served_model_name also says where it goes",
      HEAD "      served_model_name: ./models/tiny\n", 5, 26, "served_model_name",
      "filesystem path", "put the path under 'model'"},
-    {"empty served_model_name", HEAD "      served_model_name: \"\"\n", 5, 26, "served_model_name",
-     "cannot be empty", NULL},
+    {"empty served_model_name", HEAD "      served_model_name: \"\"\n", 5, 26,
+     "served_model_name", "cannot be empty", NULL},
     {"whitespace in served_model_name", HEAD "      served_model_name: my model\n", 5, 26,
      "served_model_name", "whitespace", "replace spaces"},
     {"control character in served_model_name", HEAD "      served_model_name: \"a\\tb\"\n", 5, 26,
@@ -57,14 +58,15 @@ static const struct bad s_bad[] = {
     {"dot-dot in served_model_name", HEAD "      served_model_name: a/../b\n", 5, 26,
      "served_model_name", "filesystem path", NULL},
     {"served_model_name over 128 bytes",
-     HEAD "      served_model_name: "
-          "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-          "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n",
+     HEAD
+     "      served_model_name: "
+     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n",
      5, 26, "served_model_name", "at most 128 bytes", NULL},
     {"required served_model_name missing", HEAD "      count: 2\n", 5, 7, "served_model_name",
      "required key is missing", "add 'served_model_name:"},
-    {"unknown plugin key with a suggestion", HEAD "      served_model_name: m\n      cout: 3\n", 6,
-     7, "config.cout", "unknown key", "did you mean 'count'?"},
+    {"unknown plugin key with a suggestion", HEAD "      served_model_name: m\n      cout: 3\n",
+     6, 7, "config.cout", "unknown key", "did you mean 'count'?"},
     {"integer out of range", HEAD "      served_model_name: m\n      count: 0\n", 6, 14,
      "config.count", "out of range", "between 1 and 64"},
     {"integer that is not one", HEAD "      served_model_name: m\n      count: four\n", 6, 14,
@@ -91,8 +93,9 @@ static const struct bad s_bad[] = {
      "${NAME:-value}"},
     {"unclosed variable reference", HEAD "      served_model_name: ${OOPS\n", 5, 26,
      "served_model_name", "without a closing", NULL},
-    {"duplicate key in a config", HEAD "      served_model_name: m\n      count: 2\n      count: 3\n",
-     7, 7, "config.count", "appears twice", NULL},
+    {"duplicate key in a config",
+     HEAD "      served_model_name: m\n      count: 2\n      count: 3\n", 7, 7, "config.count",
+     "appears twice", NULL},
     {"unknown top-level key", "componets:\n  - name: e\n", 1, 1, "componets", "unknown key",
      "did you mean 'components'?"},
     {"no components", "namespace: demo\n", 1, 1, "components", "no components", NULL},
@@ -110,18 +113,19 @@ static const struct bad s_bad[] = {
     {"plugin setting at component level",
      "components:\n  - name: e\n    plugin: stub_ok\n    served_model_name: m\n", 4, 5,
      "components[0].served_model_name", "unknown key", "plugin settings go under 'config'"},
-    {"unknown plugin with a suggestion", "components:\n  - name: e\n    plugin: stub_okk\n", 3, 13,
-     "components[0].plugin", "not found", "did you mean 'stub_ok'?"},
-    {"plugin built for another ABI major", "components:\n  - name: e\n    plugin: stub_major\n", 3,
-     13, "plugin", "plugin ABI 2.2 does not match this turbine's ABI 1.2", "rebuild"},
+    {"unknown plugin with a suggestion", "components:\n  - name: e\n    plugin: stub_okk\n", 3,
+     13, "components[0].plugin", "not found", "did you mean 'stub_ok'?"},
+    {"plugin built for another ABI major", "components:\n  - name: e\n    plugin: stub_major\n",
+     3, 13, "plugin", "plugin ABI 2.2 does not match this turbine's ABI 1.2", "rebuild"},
     {"plugin needing a newer ABI minor", "components:\n  - name: e\n    plugin: stub_minor\n", 3,
      13, "plugin", "needs ABI 1.3, newer than this turbine's ABI 1.2", NULL},
     {"plugin descriptor too short", "components:\n  - name: e\n    plugin: stub_short\n", 3, 13,
      "plugin", "smaller than the", NULL},
-    {"config rows shorter than a row", "components:\n  - name: e\n    plugin: stub_badstride\n", 3,
-     13, "plugin", "config_field_size is 8, smaller than", NULL},
+    {"config rows shorter than a row", "components:\n  - name: e\n    plugin: stub_badstride\n",
+     3, 13, "plugin", "config_field_size is 8, smaller than", NULL},
     {"config rows of a future ABI, read with their stride",
-     "components:\n  - name: e\n    plugin: stub_stride\n    config:\n      served_model_name: m\n"
+     "components:\n  - name: e\n    plugin: stub_stride\n    config:\n      served_model_name: "
+     "m\n"
      "      count: 65\n",
      6, 14, "config.count", "out of range", "between 1 and 64"},
     {"plugin without the entry symbol", "components:\n  - name: e\n    plugin: stub_nosym\n", 3,
@@ -133,7 +137,8 @@ static const struct bad s_bad[] = {
     {"replicas out of range", "components:\n  - name: e\n    plugin: echo\n    replicas: 0\n", 4,
      15, "replicas", "between 1 and 64", NULL},
     {"lease ttl not above heartbeat",
-     "registry:\n  heartbeat_interval: 2s\n  lease_ttl: 1s\ncomponents:\n  - name: e\n    plugin: "
+     "registry:\n  heartbeat_interval: 2s\n  lease_ttl: 1s\ncomponents:\n  - name: e\n    "
+     "plugin: "
      "echo\n",
      3, 14, "registry.lease_ttl", "must be longer than heartbeat_interval", NULL},
     {"bad log level", "log:\n  level: loud\ncomponents:\n  - name: e\n    plugin: echo\n", 2, 10,
@@ -190,18 +195,19 @@ static void test_valid_config_with_defaults(void **state)
 {
     (void)state;
     setenv("TB_TEST_MODEL_NAME", "tiny-stories", 1);
-    const char *path = write_file("namespace: demo\n"
-                                  "shutdown:\n  grace_period: 250ms\n"
-                                  "components:\n"
-                                  "  - name: e\n    plugin: stub_ok\n    replicas: 3\n"
-                                  "    config:\n"
-                                  "      served_model_name: ${TB_TEST_MODEL_NAME}\n"
-                                  "      label: ${TB_TEST_UNSET_VAR:-fallback}\n"
-                                  "      budget: 2GiB\n"
-                                  "      stops: [\"a\", \"b\"]\n"
-                                  "      model: /tmp\n"
-                                  "  - name: org-name\n    plugin: stub_ok\n"
-                                  "    config:\n      served_model_name: meta-llama/Llama-3-8B\n");
+    const char *path = write_file(
+        "namespace: demo\n"
+        "shutdown:\n  grace_period: 250ms\n"
+        "components:\n"
+        "  - name: e\n    plugin: stub_ok\n    replicas: 3\n"
+        "    config:\n"
+        "      served_model_name: ${TB_TEST_MODEL_NAME}\n"
+        "      label: ${TB_TEST_UNSET_VAR:-fallback}\n"
+        "      budget: 2GiB\n"
+        "      stops: [\"a\", \"b\"]\n"
+        "      model: /tmp\n"
+        "  - name: org-name\n    plugin: stub_ok\n"
+        "    config:\n      served_model_name: meta-llama/Llama-3-8B\n");
     struct tb_diag diag;
     tb_diag_init(&diag);
     tb_loader_t *loader = NULL;

@@ -104,7 +104,9 @@ static void test_declaration_checks(void **state)
 {
     (void)state;
     char err[256];
-    struct tb_config_field ok = {.key = "n", .type = TB_CFG_INT, .offset = offsetof(struct cfg, n)};
+    struct tb_config_field ok = {.key = "n",
+                                 .type = TB_CFG_INT,
+                                 .offset = offsetof(struct cfg, n)};
     assert_true(tb_field_check_decl(&ok, sizeof(struct cfg), err, sizeof(err)));
     struct tb_config_field bad_key = ok;
     bad_key.key = "Bad-Key";

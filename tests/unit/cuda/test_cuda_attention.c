@@ -35,7 +35,8 @@ struct world {
 
 static const int s_lens[NSEQ] = {1, 37, 70};
 
-static void s_world_make(struct world *w, const struct cfg *c) {
+static void s_world_make(struct world *w, const struct cfg *c)
+{
     memset(w, 0, sizeof(*w));
     w->c = *c;
     int total = 0;
@@ -73,19 +74,23 @@ static void s_world_make(struct world *w, const struct cfg *c) {
         for (int p = 0; p < n; p++) {
             slots[p] = w->tables[s * w->max_blocks + p / c->bs] * c->bs + p % c->bs;
         }
-        float *k = s_rand_floats((size_t)n * kvw, 1.0f), *v = s_rand_floats((size_t)n * kvw, 1.0f);
-        assert_int_equal(tb_cuda_kv_write(&w->L, w->kc, w->vc, n, slots, k, kvw, v, kvw, NULL), 0);
+        float *k = s_rand_floats((size_t)n * kvw, 1.0f),
+              *v = s_rand_floats((size_t)n * kvw, 1.0f);
+        assert_int_equal(tb_cuda_kv_write(&w->L, w->kc, w->vc, n, slots, k, kvw, v, kvw, NULL),
+                         0);
         free(slots), free(k), free(v);
     }
     free(perm);
 }
 
-static void s_world_free(struct world *w) {
+static void s_world_free(struct world *w)
+{
     free(w->kc), free(w->vc), free(w->tables);
 }
 
 /* Cached K (which = 0) or V value of sequence s, position p, kv head h, dimension d. */
-static double s_kv(const struct world *w, int which, int s, int p, int h, int d) {
+static double s_kv(const struct world *w, int which, int s, int p, int h, int d)
+{
     const struct cfg *c = &w->c;
     const int32_t blk = w->tables[s * w->max_blocks + p / c->bs];
     const size_t at = ((size_t)(blk * c->n_kv + h) * c->bs + p % c->bs) * c->hd + d;
@@ -94,7 +99,8 @@ static double s_kv(const struct world *w, int which, int s, int p, int h, int d)
 
 /* out[0..hd) = attention of query q (one head, pre-scale) at position pos of sequence s. */
 static void s_reference(const struct world *w, int s, int pos, int head, const float *q,
-                        double *out) {
+                        double *out)
+{
     const struct cfg *c = &w->c;
     const int kvh = head / c->group;
     const double scale = 1.0 / sqrt((double)c->hd);
@@ -124,7 +130,8 @@ static void s_reference(const struct world *w, int s, int pos, int head, const f
 }
 
 /* Decode for sequences `seqs[0..n)` of the world, in that order; out rows follow. */
-static void s_decode(const struct world *w, const int *seqs, int n, const float *q, float *out) {
+static void s_decode(const struct world *w, const int *seqs, int n, const float *q, float *out)
+{
     const int n_heads = w->c.n_kv * w->c.group, qw = n_heads * w->c.hd;
     int32_t *tables = (int32_t *)s_alloc(sizeof(int32_t) * (size_t)(n * w->max_blocks));
     int32_t lens[NSEQ];
@@ -152,7 +159,8 @@ static const struct cfg s_cfgs[] = {
     {1, 2, 8, 16},  /* head_dim 8: one lane per row */
 };
 
-static void test_decode_against_reference(void **state) {
+static void test_decode_against_reference(void **state)
+{
     (void)state;
     for (size_t ci = 0; ci < sizeof(s_cfgs) / sizeof(s_cfgs[0]); ci++) {
         struct world w;
@@ -177,7 +185,8 @@ static void test_decode_against_reference(void **state) {
 }
 
 /* Sequence 2 decoded alone, first of a batch and last of a batch: the same bits. */
-static void test_decode_batch_invariance(void **state) {
+static void test_decode_batch_invariance(void **state)
+{
     (void)state;
     struct world w;
     s_world_make(&w, &s_cfgs[0]);
@@ -204,7 +213,8 @@ static void test_decode_batch_invariance(void **state) {
 
 /* A prefill batch: sequence 0's whole prompt (1 token), sequence 1's whole prompt (37 tokens:
  * three query tiles) and the last 20 tokens of sequence 2 (a chunk after 50 cached ones). */
-static void test_prefill_against_reference(void **state) {
+static void test_prefill_against_reference(void **state)
+{
     (void)state;
     for (size_t ci = 0; ci < 3; ci++) {
         struct world w;
@@ -217,8 +227,9 @@ static void test_prefill_against_reference(void **state) {
         double *ref = (double *)s_alloc(sizeof(double) * (size_t)w.c.hd);
         const struct tb_cuda_attn_batch b = {NSEQ,    w.tables, w.max_blocks, w.lens,
                                              q_start, q_lens,   70,           37};
-        assert_int_equal(
-            tb_cuda_attn_prefill(&w.L, w.kc, w.vc, &b, q, qw, n_heads, 0.0f, out, qw, NULL), 0);
+        assert_int_equal(tb_cuda_attn_prefill(&w.L, w.kc, w.vc, &b, q, qw, n_heads, 0.0f, out, qw,
+                                              NULL),
+                         0);
         for (int s = 0; s < NSEQ; s++) {
             for (int i = 0; i < q_lens[s]; i++) {
                 const int row = q_start[s] + i, pos = w.lens[s] - q_lens[s] + i;
@@ -235,32 +246,35 @@ static void test_prefill_against_reference(void **state) {
     }
 }
 
-static void test_attention_arguments(void **state) {
+static void test_attention_arguments(void **state)
+{
     (void)state;
     struct world w;
     s_world_make(&w, &s_cfgs[0]);
     const int n_heads = 8, qw = n_heads * 32;
     float q[8 * 32] = {0}, out[8 * 32], scratch[4096];
     const struct tb_cuda_attn_batch b = {1, w.tables, w.max_blocks, w.lens, NULL, NULL, 1, 0};
-    assert_int_equal(
-        tb_cuda_attn_decode(&w.L, w.kc, w.vc, &b, q, qw, n_heads, 0, 48, scratch, out, qw, NULL),
-        TB_EINVAL); /* split not a multiple of 32 */
-    assert_int_equal(
-        tb_cuda_attn_decode(&w.L, w.kc, w.vc, &b, q, qw, 3, 0, 32, scratch, out, qw, NULL),
-        TB_EINVAL); /* 3 query heads over 2 kv heads */
-    assert_int_equal(
-        tb_cuda_attn_decode(&w.L, w.kc, w.vc, &b, q, qw, n_heads, 0, 32, scratch, out, qw, NULL),
-        0); /* the same call, valid */
+    assert_int_equal(tb_cuda_attn_decode(&w.L, w.kc, w.vc, &b, q, qw, n_heads, 0, 48, scratch,
+                                         out, qw, NULL),
+                     TB_EINVAL); /* split not a multiple of 32 */
+    assert_int_equal(tb_cuda_attn_decode(&w.L, w.kc, w.vc, &b, q, qw, 3, 0, 32, scratch, out, qw,
+                                         NULL),
+                     TB_EINVAL); /* 3 query heads over 2 kv heads */
+    assert_int_equal(tb_cuda_attn_decode(&w.L, w.kc, w.vc, &b, q, qw, n_heads, 0, 32, scratch,
+                                         out, qw, NULL),
+                     0); /* the same call, valid */
     struct tb_cuda_kv_layout big = w.L;
     big.head_dim = 256;
-    const struct tb_cuda_attn_batch pb = {1, w.tables, w.max_blocks, w.lens, w.lens, w.lens, 1, 1};
-    assert_int_equal(
-        tb_cuda_attn_prefill(&big, w.kc, w.vc, &pb, q, 2 * 256, 2, 0, out, 2 * 256, NULL),
-        TB_ENOTSUP);
+    const struct tb_cuda_attn_batch pb = {1, w.tables, w.max_blocks, w.lens, w.lens, w.lens,
+                                          1, 1};
+    assert_int_equal(tb_cuda_attn_prefill(&big, w.kc, w.vc, &pb, q, 2 * 256, 2, 0, out, 2 * 256,
+                                          NULL),
+                     TB_ENOTSUP);
     s_world_free(&w);
 }
 
-int main(void) {
+int main(void)
+{
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_decode_against_reference),
         cmocka_unit_test(test_decode_batch_invariance),

@@ -24,7 +24,8 @@ extern "C" {
 
 /* out[block][thread] = linear ids, written after a barrier from a block-shared copy that the
  * neighbouring thread stored: wrong without a working barrier and a shared arena. */
-__global__ void k_indices(unsigned *out) {
+__global__ void k_indices(unsigned *out)
+{
     TB_SHARED(unsigned, s, 64);
     const unsigned n = blockDim.x * blockDim.y * blockDim.z;
     const unsigned t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
@@ -34,7 +35,8 @@ __global__ void k_indices(unsigned *out) {
     out[b * n + t] = s[(t + 1) % n];
 }
 
-static void test_grid_and_shared(void **state) {
+static void test_grid_and_shared(void **state)
+{
     (void)state;
     unsigned out[2 * 3 * 2 * 24];
     memset(out, 0xff, sizeof(out));
@@ -48,7 +50,8 @@ static void test_grid_and_shared(void **state) {
 }
 
 /* Dynamic shared memory: each block reverses its slice through it. */
-__global__ void k_reverse(const float *in, float *out, int n) {
+__global__ void k_reverse(const float *in, float *out, int n)
+{
     TB_DYNAMIC_SHARED(float, s);
     const int i = threadIdx.x;
     s[i] = in[blockIdx.x * n + i];
@@ -56,7 +59,8 @@ __global__ void k_reverse(const float *in, float *out, int n) {
     out[blockIdx.x * n + i] = s[n - 1 - i];
 }
 
-static void test_dynamic_shared(void **state) {
+static void test_dynamic_shared(void **state)
+{
     (void)state;
     float in[3 * 96], out[3 * 96];
     for (int i = 0; i < 3 * 96; i++) {
@@ -73,7 +77,8 @@ static void test_dynamic_shared(void **state) {
 }
 
 /* Per thread: xor with 5, down by 3, broadcast of lane 7, and the same within 8-lane groups. */
-__global__ void k_shuffles(int *out) {
+__global__ void k_shuffles(int *out)
+{
     const int t = threadIdx.x, lane = t % 32;
     const int v = 100 * t;
     out[6 * t + 0] = __shfl_xor_sync(0xffffffffu, v, 5);
@@ -85,7 +90,8 @@ __global__ void k_shuffles(int *out) {
     (void)lane;
 }
 
-static void test_shuffles(void **state) {
+static void test_shuffles(void **state)
+{
     (void)state;
     int out[64 * 6];
     assert_int_equal(tb_launch(k_shuffles, dim3(1), dim3(64), 0, NULL, out), 0);
@@ -100,13 +106,15 @@ static void test_shuffles(void **state) {
     }
 }
 
-__global__ void k_atomics(float *f, int *i, int *m) {
+__global__ void k_atomics(float *f, int *i, int *m)
+{
     atomicAdd(f, 0.5f);
     atomicAdd(i, (int)threadIdx.x);
     atomicMax(m, (int)(blockIdx.x * blockDim.x + threadIdx.x));
 }
 
-static void test_atomics_and_dp4a(void **state) {
+static void test_atomics_and_dp4a(void **state)
+{
     (void)state;
     float f = 0;
     int i = 0, m = -5;
@@ -120,7 +128,8 @@ static void test_atomics_and_dp4a(void **state) {
     assert_int_equal(__dp4a(a, b, 10), 10 - 1 - 6 + 254 + 16384);
 }
 
-static void test_half_conversions(void **state) {
+static void test_half_conversions(void **state)
+{
     (void)state;
     for (uint32_t h = 0; h < 65536; h++) {
         const float f = tb_f16_to_f32((uint16_t)h), want = tb_cpu_f16_to_f32((uint16_t)h);
@@ -140,7 +149,8 @@ static void test_half_conversions(void **state) {
 }
 
 /* Thread 0 returns while the others wait at __syncthreads: a bug the emulation must report. */
-__global__ void k_divergent(int *out) {
+__global__ void k_divergent(int *out)
+{
     if (threadIdx.x == 0) {
         return;
     }
@@ -148,7 +158,8 @@ __global__ void k_divergent(int *out) {
     out[threadIdx.x] = 1;
 }
 
-static void test_divergent_barrier_aborts(void **state) {
+static void test_divergent_barrier_aborts(void **state)
+{
     (void)state;
     fflush(NULL);
     const pid_t pid = fork();
@@ -168,7 +179,8 @@ static void test_divergent_barrier_aborts(void **state) {
     assert_int_equal(WTERMSIG(status), SIGABRT);
 }
 
-int main(void) {
+int main(void)
+{
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grid_and_shared),  cmocka_unit_test(test_dynamic_shared),
         cmocka_unit_test(test_shuffles),         cmocka_unit_test(test_atomics_and_dp4a),

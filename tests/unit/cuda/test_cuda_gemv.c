@@ -28,7 +28,8 @@ struct mat {
     double *ref;
 };
 
-static void s_mat_make(struct mat *m, tb_cuda_dtype_t dt, int64_t cols) {
+static void s_mat_make(struct mat *m, tb_cuda_dtype_t dt, int64_t cols)
+{
     const size_t rb = tb_cpu_dtype_row_bytes((tb_cpu_dtype_t)dt, cols);
     float *x = s_rand_floats((size_t)cols, 1.0f);
     memset(m, 0, sizeof(*m));
@@ -57,20 +58,23 @@ static void s_mat_make(struct mat *m, tb_cuda_dtype_t dt, int64_t cols) {
     free(x);
 }
 
-static void s_mat_free(struct mat *m) {
+static void s_mat_free(struct mat *m)
+{
     free(m->stored), free(m->qs), free(m->scales), free(m->ref);
 }
 
 /* Runs the GEMV of `dt` on n_tok rows of x (stride ldx); quantizes them first for Q8_0/Q4_0. */
 static void s_gemv(const struct mat *m, const float *x, size_t ldx, int n_tok, const float *bias,
-                   float *y, struct tb_cuda_q8_act *act_out) {
+                   float *y, struct tb_cuda_q8_act *act_out)
+{
     const int64_t cols = m->w.cols;
     if (m->w.dtype != TB_CUDA_Q8_0 && m->w.dtype != TB_CUDA_Q4_0) {
         assert_int_equal(tb_cuda_gemv(&m->w, x, ldx, n_tok, bias, y, LDY, NULL), 0);
         return;
     }
     struct tb_cuda_q8_act act = {(int8_t *)s_alloc((size_t)(n_tok * cols)),
-                                 (float *)s_alloc(sizeof(float) * 2 * (size_t)(n_tok * cols / 32)),
+                                 (float *)s_alloc(sizeof(float) * 2 *
+                                                  (size_t)(n_tok * cols / 32)),
                                  cols, n_tok};
     assert_int_equal(tb_cuda_quantize_q8_1(x, ldx, n_tok, &act, NULL), 0);
     assert_int_equal(tb_cuda_gemv_q(&m->w, &act, n_tok, bias, y, LDY, NULL), 0);
@@ -81,7 +85,8 @@ static void s_gemv(const struct mat *m, const float *x, size_t ldx, int n_tok, c
     }
 }
 
-static void test_gemv_float_dtypes(void **state) {
+static void test_gemv_float_dtypes(void **state)
+{
     (void)state;
     const int64_t cols = 264; /* 33 chunks of 8: lanes wrap around once */
     const size_t ldx = cols + 4;
@@ -105,14 +110,16 @@ static void test_gemv_float_dtypes(void **state) {
     }
     struct mat m;
     s_mat_make(&m, TB_CUDA_F16, cols);
-    assert_int_equal(tb_cuda_gemv(&m.w, x + 1, ldx, 1, NULL, y, LDY, NULL), TB_EINVAL); /* align */
+    assert_int_equal(tb_cuda_gemv(&m.w, x + 1, ldx, 1, NULL, y, LDY, NULL),
+                     TB_EINVAL); /* align */
     m.w.cols = 260;
     assert_int_equal(tb_cuda_gemv(&m.w, x, ldx, 1, NULL, y, LDY, NULL), TB_EINVAL); /* cols % 8 */
     s_mat_free(&m);
     free(x), free(bias), free(y);
 }
 
-static void test_quantize_q8_1_values(void **state) {
+static void test_quantize_q8_1_values(void **state)
+{
     (void)state;
     const int64_t cols = 96;
     const int n_tok = 3;
@@ -144,7 +151,8 @@ static void test_quantize_q8_1_values(void **state) {
     free(x), free(act.qs), free(act.ds);
 }
 
-static void test_gemv_quantized(void **state) {
+static void test_gemv_quantized(void **state)
+{
     (void)state;
     const int64_t cols = 1056; /* 33 blocks: Q4_0 lanes wrap around once, Q8_0 twice */
     const size_t ldx = cols + 8;
@@ -181,7 +189,8 @@ static void test_gemv_quantized(void **state) {
 
 /* Token 9 of an 11-token batch, token 0 of a 3-token batch and the token alone give the same
  * bits, for every dtype. */
-static void test_gemv_batch_invariance(void **state) {
+static void test_gemv_batch_invariance(void **state)
+{
     (void)state;
     const int64_t cols = 512;
     const size_t ldx = cols;
@@ -204,7 +213,8 @@ static void test_gemv_batch_invariance(void **state) {
     free(x), free(bias), free(x3), free(y), free(y1), free(y3);
 }
 
-int main(void) {
+int main(void)
+{
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemv_float_dtypes),
         cmocka_unit_test(test_quantize_q8_1_values),

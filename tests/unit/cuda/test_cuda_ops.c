@@ -22,7 +22,8 @@ struct qmat {
     double *ref; /* rows x cols: the stored values, decoded in double */
 };
 
-static void s_qmat_make(struct qmat *m, tb_cuda_dtype_t dt, int64_t rows, int64_t cols) {
+static void s_qmat_make(struct qmat *m, tb_cuda_dtype_t dt, int64_t rows, int64_t cols)
+{
     const float *x = s_rand_floats((size_t)(rows * cols), 1.0f);
     const size_t rb = tb_cpu_dtype_row_bytes((tb_cpu_dtype_t)dt, cols);
     float *row = (float *)s_alloc((size_t)cols * sizeof(float));
@@ -50,7 +51,8 @@ static void s_qmat_make(struct qmat *m, tb_cuda_dtype_t dt, int64_t rows, int64_
     free((void *)x);
 }
 
-static void s_qmat_free(struct qmat *m) {
+static void s_qmat_free(struct qmat *m)
+{
     if (m->w.data != m->blocks) {
         free((void *)m->w.data);
         free((void *)m->w.scales);
@@ -59,7 +61,8 @@ static void s_qmat_free(struct qmat *m) {
     free(m->ref);
 }
 
-static void test_embed_every_dtype(void **state) {
+static void test_embed_every_dtype(void **state)
+{
     (void)state;
     const int64_t rows = 7, cols = 64;
     const int32_t tokens[5] = {3, 0, 6, -1, 7}; /* the last two are out of range */
@@ -70,7 +73,8 @@ static void test_embed_every_dtype(void **state) {
         assert_int_equal(tb_cuda_embed(&m.w, tokens, 5, out, 80, NULL), 0);
         for (int t = 0; t < 5; t++) {
             for (int64_t c = 0; c < cols; c++) {
-                double want = tokens[t] >= 0 && tokens[t] < rows ? m.ref[tokens[t] * cols + c] : 0;
+                double want = tokens[t] >= 0 && tokens[t] < rows ? m.ref[tokens[t] * cols + c]
+                                                                 : 0;
                 assert_true(s_close(out[t * 80 + c], want, 1e-6, 1e-6));
             }
         }
@@ -79,7 +83,8 @@ static void test_embed_every_dtype(void **state) {
     }
 }
 
-static void test_rmsnorm_fused_residual(void **state) {
+static void test_rmsnorm_fused_residual(void **state)
+{
     (void)state;
     const int n = 200, rows = 3;
     float *x = s_rand_floats((size_t)n * rows, 2.0f), *r = s_rand_floats((size_t)n * rows, 1.0f);
@@ -115,7 +120,8 @@ static void test_rmsnorm_fused_residual(void **state) {
     free(x), free(r), free(w), free(y), free(sum);
 }
 
-static void test_add_and_swiglu(void **state) {
+static void test_add_and_swiglu(void **state)
+{
     (void)state;
     const int n = 1000;
     float *a = s_rand_floats(n, 8.0f), *b = s_rand_floats(n, 3.0f);
@@ -134,7 +140,8 @@ static void test_add_and_swiglu(void **state) {
 }
 
 /* Llama-3.1's frequency scaling (factor 8, low 1, high 4, original context 8192), in double. */
-static void s_llama3_freqs(float *inv_freq, int rot_dim, double base) {
+static void s_llama3_freqs(float *inv_freq, int rot_dim, double base)
+{
     const double factor = 8, lo = 1, hi = 4, orig = 8192, pi = 3.14159265358979323846;
     for (int i = 0; i < rot_dim / 2; i++) {
         const double f = pow(base, -2.0 * i / rot_dim), wavelen = 2 * pi / f;
@@ -149,7 +156,8 @@ static void s_llama3_freqs(float *inv_freq, int rot_dim, double base) {
     }
 }
 
-static void test_rope_llama3_long_positions(void **state) {
+static void test_rope_llama3_long_positions(void **state)
+{
     (void)state;
     enum { HD = 64, ROT = 48, NQ = 4, NK = 2, T = 4 };
     const int32_t pos[T] = {0, 17, 8191, 131000};
@@ -162,8 +170,9 @@ static void test_rope_llama3_long_positions(void **state) {
               *k0 = (float *)s_alloc(sizeof(float) * T * ldk);
         memcpy(q0, q, sizeof(float) * T * ldq);
         memcpy(k0, k, sizeof(float) * T * ldk);
-        assert_int_equal(
-            tb_cuda_rope(q, ldq, NQ, k, ldk, NK, T, pos, HD, ROT, inv_freq, mode, NULL), 0);
+        assert_int_equal(tb_cuda_rope(q, ldq, NQ, k, ldk, NK, T, pos, HD, ROT, inv_freq, mode,
+                                      NULL),
+                         0);
         for (int t = 0; t < T; t++) {
             for (int h = 0; h < NQ + NK; h++) {
                 const float *in = h < NQ ? q0 + t * ldq + h * HD : k0 + t * ldk + (h - NQ) * HD;
@@ -187,10 +196,12 @@ static void test_rope_llama3_long_positions(void **state) {
         free(q), free(k), free(q0), free(k0);
     }
     float x[8] = {0};
-    assert_int_equal(tb_cuda_rope(x, 8, 1, NULL, 0, 0, 1, pos, 8, 7, inv_freq, 0, NULL), TB_EINVAL);
+    assert_int_equal(tb_cuda_rope(x, 8, 1, NULL, 0, 0, 1, pos, 8, 7, inv_freq, 0, NULL),
+                     TB_EINVAL);
 }
 
-static void test_kv_write_slots(void **state) {
+static void test_kv_write_slots(void **state)
+{
     (void)state;
     const struct tb_cuda_kv_layout L = {5, 2, 16, 4};
     const size_t cache = (size_t)L.n_blocks * L.block_size * L.n_kv_heads * L.head_dim;
@@ -209,8 +220,9 @@ static void test_kv_write_slots(void **state) {
         const int blk = slots[t] / L.block_size, row = slots[t] % L.block_size;
         for (int h = 0; h < L.n_kv_heads; h++) {
             for (int d = 0; d < L.head_dim; d++) {
-                const size_t at =
-                    ((size_t)(blk * L.n_kv_heads + h) * L.block_size + row) * L.head_dim + d;
+                const size_t at = ((size_t)(blk * L.n_kv_heads + h) * L.block_size + row) *
+                                      L.head_dim +
+                                  d;
                 assert_int_equal(kc[at], tb_cpu_f32_to_f16(k[t * W + h * L.head_dim + d]));
                 assert_int_equal(vc[at], tb_cpu_f32_to_f16(v[t * W + h * L.head_dim + d]));
             }
@@ -228,10 +240,13 @@ static void test_kv_write_slots(void **state) {
     free(kc), free(vc), free(k), free(v);
 }
 
-int main(void) {
+int main(void)
+{
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_embed_every_dtype), cmocka_unit_test(test_rmsnorm_fused_residual),
-        cmocka_unit_test(test_add_and_swiglu),    cmocka_unit_test(test_rope_llama3_long_positions),
+        cmocka_unit_test(test_embed_every_dtype),
+        cmocka_unit_test(test_rmsnorm_fused_residual),
+        cmocka_unit_test(test_add_and_swiglu),
+        cmocka_unit_test(test_rope_llama3_long_positions),
         cmocka_unit_test(test_kv_write_slots),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -19,14 +19,16 @@
 
 static uint64_t s_rng = 0x9e3779b97f4a7c15ull;
 
-static float s_rand(void) {
+static float s_rand(void)
+{
     s_rng ^= s_rng << 13;
     s_rng ^= s_rng >> 7;
     s_rng ^= s_rng << 17;
     return (float)((s_rng >> 40) & 0xffffff) / 8388608.0f - 1.0f;
 }
 
-static uint32_t s_randu(uint32_t n) {
+static uint32_t s_randu(uint32_t n)
+{
     s_rng ^= s_rng << 13;
     s_rng ^= s_rng >> 7;
     s_rng ^= s_rng << 17;
@@ -45,7 +47,8 @@ struct cfg {
  * queries against the reference.  window: the queries' sliding window (0: none); the query at
  * pos attends to positions (pos - window, pos].  save: when not NULL, receives the outputs
  * (MAXQ rows of stride `(n_heads * hd + 1)` floats) for bitwise comparisons. */
-static void s_run(tb_cpu_kernels_t *k, const struct cfg *c, int window, float *save) {
+static void s_run(tb_cpu_kernels_t *k, const struct cfg *c, int window, float *save)
+{
     const int lens[NSEQ] = {1, 37, 100};
     const int n_heads = c->n_kv * c->group;
     const int kvw = c->n_kv * c->hd, qw = n_heads * c->hd;
@@ -88,12 +91,12 @@ static void s_run(tb_cpu_kernels_t *k, const struct cfg *c, int window, float *s
             for (int i = 0; i < kvw; i++) {
                 kin[p * kvw + i] = s_rand() * 2.0f;
                 vin[p * kvw + i] = s_rand();
-                kref[s][p * kvw + i] = c->dt == TB_CPU_F16
-                                           ? tb_cpu_f16_to_f32(tb_cpu_f32_to_f16(kin[p * kvw + i]))
-                                           : kin[p * kvw + i];
-                vref[s][p * kvw + i] = c->dt == TB_CPU_F16
-                                           ? tb_cpu_f16_to_f32(tb_cpu_f32_to_f16(vin[p * kvw + i]))
-                                           : vin[p * kvw + i];
+                kref[s][p * kvw + i] = c->dt == TB_CPU_F16 ? tb_cpu_f16_to_f32(tb_cpu_f32_to_f16(
+                                                                 kin[p * kvw + i]))
+                                                           : kin[p * kvw + i];
+                vref[s][p * kvw + i] = c->dt == TB_CPU_F16 ? tb_cpu_f16_to_f32(tb_cpu_f32_to_f16(
+                                                                 vin[p * kvw + i]))
+                                                           : vin[p * kvw + i];
             }
         }
         /* write in two calls, the second with a padding slot (-1) in between */
@@ -200,10 +203,9 @@ static void s_run(tb_cpu_kernels_t *k, const struct cfg *c, int window, float *s
             struct tb_cpu_attn_seq one = qs[t];
             one.block_table = table;
             float *o1 = malloc(sizeof(float) * ldo);
-            assert_int_equal(
-                tb_cpu_attention(k, &L, kc, vc, 1, &one, q + (size_t)t * ldq, ldq, n_heads, 0.0f,
-                                 o1, ldo),
-                TB_OK);
+            assert_int_equal(tb_cpu_attention(k, &L, kc, vc, 1, &one, q + (size_t)t * ldq, ldq,
+                                              n_heads, 0.0f, o1, ldo),
+                             TB_OK);
             assert_memory_equal(o1, out + (size_t)t * ldo, sizeof(float) * (size_t)qw);
             free(o1);
         }
@@ -221,8 +223,9 @@ static void s_run(tb_cpu_kernels_t *k, const struct cfg *c, int window, float *s
     assert_int_equal(tb_cpu_attention(k, &L, kc, vc, 1, &bq, q, ldq, n_heads, 0.0f, out, ldo),
                      TB_EINVAL);
     if (c->n_kv > 1) { /* n_heads not a multiple of n_kv_heads */
-        assert_int_equal(
-            tb_cpu_attention(k, &L, kc, vc, 1, qs, q, ldq, n_heads + 1, 0.0f, out, ldo), TB_EINVAL);
+        assert_int_equal(tb_cpu_attention(k, &L, kc, vc, 1, qs, q, ldq, n_heads + 1, 0.0f, out,
+                                          ldo),
+                         TB_EINVAL);
     }
     for (int s = 0; s < NSEQ; s++) {
         free(kref[s]);
@@ -237,7 +240,8 @@ static void s_run(tb_cpu_kernels_t *k, const struct cfg *c, int window, float *s
 }
 
 /* Runs `fn` on every ISA the CPU has, with a 2-thread pool. */
-static void s_for_each_isa(void (*fn)(tb_cpu_kernels_t *k)) {
+static void s_for_each_isa(void (*fn)(tb_cpu_kernels_t *k))
+{
     tb_threadpool_t *pool = NULL;
     assert_int_equal(tb_threadpool_new(2, &pool), TB_OK);
     tb_cpu_kernels_t *k = NULL;
@@ -253,7 +257,8 @@ static void s_for_each_isa(void (*fn)(tb_cpu_kernels_t *k)) {
     tb_threadpool_destroy(&pool);
 }
 
-static void s_configs(tb_cpu_kernels_t *k) {
+static void s_configs(tb_cpu_kernels_t *k)
+{
     static const struct cfg cfgs[] = {
         {1, 1, 64, 16, TB_CPU_F16},  {4, 8, 64, 16, TB_CPU_F16}, {2, 4, 128, 16, TB_CPU_F32},
         {3, 2, 20, 5, TB_CPU_F16},   {2, 3, 17, 7, TB_CPU_F32},  {8, 1, 32, 1, TB_CPU_F16},
@@ -264,7 +269,8 @@ static void s_configs(tb_cpu_kernels_t *k) {
     }
 }
 
-static void test_attention_configs(void **state) {
+static void test_attention_configs(void **state)
+{
     (void)state;
     s_for_each_isa(s_configs);
 }
@@ -273,7 +279,8 @@ static void test_attention_configs(void **state) {
  * reference: windows smaller than the context, crossing block boundaries (block sizes 16, 5, 7
  * and 1; windows 2, 5, 16, 17, 40), W = 1 (each query sees only itself), and W >= the context
  * giving exactly the bits of no window. */
-static void s_windows(tb_cpu_kernels_t *k) {
+static void s_windows(tb_cpu_kernels_t *k)
+{
     static const struct cfg cfgs[] = {
         {4, 8, 64, 16, TB_CPU_F16},
         {3, 2, 20, 5, TB_CPU_F16},
@@ -302,12 +309,14 @@ static void s_windows(tb_cpu_kernels_t *k) {
     }
 }
 
-static void test_sliding_window(void **state) {
+static void test_sliding_window(void **state)
+{
     (void)state;
     s_for_each_isa(s_windows);
 }
 
-static void test_kv_write_bounds(void **state) {
+static void test_kv_write_bounds(void **state)
+{
     (void)state;
     struct tb_cpu_kv_layout L = {16, 2, 8, TB_CPU_F16, 4};
     size_t bytes = tb_cpu_kv_bytes(&L);
@@ -347,7 +356,8 @@ static void test_kv_write_bounds(void **state) {
     free(vc);
 }
 
-int main(void) {
+int main(void)
+{
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_attention_configs),
         cmocka_unit_test(test_sliding_window),

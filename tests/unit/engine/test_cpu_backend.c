@@ -64,14 +64,14 @@ static void s_write_model(const char *dir, const struct shape *sh, const char *h
     struct wt t[128];
     int n = 0;
     const long qd = (long)sh->n_heads * sh->head_dim, kvd = (long)sh->n_kv_heads * sh->head_dim;
-#define ADD(nm, nd, r, c, isnorm)                                                              \
-    do {                                                                                       \
-        snprintf(t[n].name, sizeof t[n].name, "%s", nm);                                      \
-        t[n].n_dims = nd;                                                                      \
-        t[n].rows = r;                                                                         \
-        t[n].cols = c;                                                                         \
-        t[n].norm = isnorm;                                                                    \
-        n++;                                                                                   \
+#define ADD(nm, nd, r, c, isnorm)                                                                \
+    do {                                                                                         \
+        snprintf(t[n].name, sizeof t[n].name, "%s", nm);                                         \
+        t[n].n_dims = nd;                                                                        \
+        t[n].rows = r;                                                                           \
+        t[n].cols = c;                                                                           \
+        t[n].norm = isnorm;                                                                      \
+        n++;                                                                                     \
     } while (0)
     ADD("model.embed_tokens.weight", 2, VOCAB, HIDDEN, false);
     if (!sh->tied) {
@@ -81,10 +81,10 @@ static void s_write_model(const char *dir, const struct shape *sh, const char *h
     for (int l = 0; l < sh->n_layers; l++) {
         char p[64], nm[96];
         snprintf(p, sizeof p, "model.layers.%d.", l);
-#define LADD(suffix, nd, r, c, isnorm)                                                         \
-    do {                                                                                       \
-        snprintf(nm, sizeof nm, "%s%s", p, suffix);                                            \
-        ADD(nm, nd, r, c, isnorm);                                                             \
+#define LADD(suffix, nd, r, c, isnorm)                                                           \
+    do {                                                                                         \
+        snprintf(nm, sizeof nm, "%s%s", p, suffix);                                              \
+        ADD(nm, nd, r, c, isnorm);                                                               \
     } while (0)
         LADD("input_layernorm.weight", 1, HIDDEN, 1, true);
         LADD("self_attn.q_proj.weight", 2, qd, HIDDEN, false);
@@ -146,9 +146,8 @@ static void s_write_model(const char *dir, const struct shape *sh, const char *h
             "\"num_hidden_layers\":%d,\"num_attention_heads\":%d,\"num_key_value_heads\":%d,"
             "\"vocab_size\":%d,\"rms_norm_eps\":1e-5,\"bos_token_id\":1,\"eos_token_id\":2,"
             "\"max_position_embeddings\":256,\"tie_word_embeddings\":%s%s}",
-            sh->bias ? "qwen2" : "llama", HIDDEN, FF, sh->n_layers, sh->n_heads,
-            sh->n_kv_heads, VOCAB, sh->tied ? "true" : "false",
-            head_dim_override ? head_dim_override : "");
+            sh->bias ? "qwen2" : "llama", HIDDEN, FF, sh->n_layers, sh->n_heads, sh->n_kv_heads,
+            VOCAB, sh->tied ? "true" : "false", head_dim_override ? head_dim_override : "");
     fclose(fp);
 }
 
@@ -439,37 +438,31 @@ static void test_bad_plans(void **state)
 
     s_plan(&pb, &good, 1);
     pb.tok[2] = VOCAB;
-    assert_int_equal(tb_cpu_backend_ops.forward(b, &pb.plan, logits, err, sizeof err),
-                     TB_EINVAL);
+    assert_int_equal(tb_cpu_backend_ops.forward(b, &pb.plan, logits, err, sizeof err), TB_EINVAL);
     assert_non_null(strstr(err, "outside the vocabulary"));
 
     s_plan(&pb, &good, 1);
     pb.slot[1] = 8 * BS;
-    assert_int_equal(tb_cpu_backend_ops.forward(b, &pb.plan, logits, err, sizeof err),
-                     TB_EINVAL);
+    assert_int_equal(tb_cpu_backend_ops.forward(b, &pb.plan, logits, err, sizeof err), TB_EINVAL);
     assert_non_null(strstr(err, "outside the cache"));
 
     s_plan(&pb, &good, 1);
     pb.slot[1] = blocks[1] * BS; /* a slot the block table does not imply */
-    assert_int_equal(tb_cpu_backend_ops.forward(b, &pb.plan, logits, err, sizeof err),
-                     TB_EINVAL);
+    assert_int_equal(tb_cpu_backend_ops.forward(b, &pb.plan, logits, err, sizeof err), TB_EINVAL);
     assert_non_null(strstr(err, "implies"));
 
     s_plan(&pb, &good, 1);
     pb.pos[3] = 9;
-    assert_int_equal(tb_cpu_backend_ops.forward(b, &pb.plan, logits, err, sizeof err),
-                     TB_EINVAL);
+    assert_int_equal(tb_cpu_backend_ops.forward(b, &pb.plan, logits, err, sizeof err), TB_EINVAL);
 
     s_plan(&pb, &good, 1);
     pb.e[0].n_ctx = 7;
-    assert_int_equal(tb_cpu_backend_ops.forward(b, &pb.plan, logits, err, sizeof err),
-                     TB_EINVAL);
+    assert_int_equal(tb_cpu_backend_ops.forward(b, &pb.plan, logits, err, sizeof err), TB_EINVAL);
     assert_non_null(strstr(err, "n_ctx"));
 
     s_plan(&pb, &good, 1);
     pb.e[0].n_blocks = 1; /* 6 tokens need 2 blocks of 4 */
-    assert_int_equal(tb_cpu_backend_ops.forward(b, &pb.plan, logits, err, sizeof err),
-                     TB_EINVAL);
+    assert_int_equal(tb_cpu_backend_ops.forward(b, &pb.plan, logits, err, sizeof err), TB_EINVAL);
     assert_non_null(strstr(err, "do not cover"));
 
     const uint32_t bad_blocks[2] = {3, 8};
@@ -477,26 +470,22 @@ static void test_bad_plans(void **state)
     bad.blocks = bad_blocks;
     s_plan(&pb, &bad, 1);
     pb.slot[4] = pb.slot[5] = 0; /* keep slots inside the cache: the block id is the fault */
-    assert_int_equal(tb_cpu_backend_ops.forward(b, &pb.plan, logits, err, sizeof err),
-                     TB_EINVAL);
+    assert_int_equal(tb_cpu_backend_ops.forward(b, &pb.plan, logits, err, sizeof err), TB_EINVAL);
     assert_non_null(strstr(err, "block 8"));
 
     s_plan(&pb, &good, 1);
     pb.e[0].n_tokens = 5; /* token 5 belongs to no entry */
     pb.e[0].n_ctx = 5;
-    assert_int_equal(tb_cpu_backend_ops.forward(b, &pb.plan, logits, err, sizeof err),
-                     TB_EINVAL);
+    assert_int_equal(tb_cpu_backend_ops.forward(b, &pb.plan, logits, err, sizeof err), TB_EINVAL);
     assert_non_null(strstr(err, "no entry"));
 
     s_plan(&pb, &good, 1);
     pb.e[0].start = 1;
-    assert_int_equal(tb_cpu_backend_ops.forward(b, &pb.plan, logits, err, sizeof err),
-                     TB_EINVAL);
+    assert_int_equal(tb_cpu_backend_ops.forward(b, &pb.plan, logits, err, sizeof err), TB_EINVAL);
 
     s_plan(&pb, &good, 1);
     pb.plan.n_logits = 2;
-    assert_int_equal(tb_cpu_backend_ops.forward(b, &pb.plan, logits, err, sizeof err),
-                     TB_EINVAL);
+    assert_int_equal(tb_cpu_backend_ops.forward(b, &pb.plan, logits, err, sizeof err), TB_EINVAL);
     assert_non_null(strstr(err, "logits rows"));
 
     s_plan(&pb, &good, 1);
@@ -504,8 +493,7 @@ static void test_bad_plans(void **state)
 
     s_plan(&pb, &good, 1);
     pb.plan.n_tokens = 65; /* above max_batch_tokens */
-    assert_int_equal(tb_cpu_backend_ops.forward(b, &pb.plan, logits, err, sizeof err),
-                     TB_EINVAL);
+    assert_int_equal(tb_cpu_backend_ops.forward(b, &pb.plan, logits, err, sizeof err), TB_EINVAL);
     assert_non_null(strstr(err, "sized for 64"));
 
     /* two entries claiming the same token */
@@ -513,8 +501,7 @@ static void test_bad_plans(void **state)
     s_plan(&pb, two, 2);
     pb.e[1].start = 0;
     pb.plan.n_tokens = 6;
-    assert_int_equal(tb_cpu_backend_ops.forward(b, &pb.plan, logits, err, sizeof err),
-                     TB_EINVAL);
+    assert_int_equal(tb_cpu_backend_ops.forward(b, &pb.plan, logits, err, sizeof err), TB_EINVAL);
     assert_non_null(strstr(err, "two entries"));
 
     /* after all that, a good plan still gives the same logits as the first time */
@@ -764,15 +751,14 @@ static void test_matmul_rows_batch_invariant(void **state)
             }
             assert_int_equal(tb_cpu_matmul(k, &wt, x, cols, n_tok, bias, y, rows), 0);
             for (int t = 0; t < n_tok; t++) {
-                assert_int_equal(tb_cpu_matmul(k, &wt, x + t * cols, cols, 1, bias, y1, rows),
-                                 0);
+                assert_int_equal(tb_cpu_matmul(k, &wt, x + t * cols, cols, 1, bias, y1, rows), 0);
                 if (memcmp(y1, y + t * rows, sizeof(float) * rows) != 0) {
                     fail_msg("isa %s dtype %d%s: token %d differs at n_tok 1",
                              tb_cpu_isa_name((tb_cpu_isa_t)isa), dt, pack ? " packed" : "", t);
                 }
                 if (t + 3 <= n_tok) {
-                    assert_int_equal(
-                        tb_cpu_matmul(k, &wt, x + t * cols, cols, 3, bias, y1, rows), 0);
+                    assert_int_equal(tb_cpu_matmul(k, &wt, x + t * cols, cols, 3, bias, y1, rows),
+                                     0);
                     if (memcmp(y1, y + t * rows, sizeof(float) * rows * 3) != 0) {
                         fail_msg("isa %s dtype %d%s: tokens %d.. differ at n_tok 3",
                                  tb_cpu_isa_name((tb_cpu_isa_t)isa), dt, pack ? " packed" : "",

@@ -13,7 +13,8 @@
 #include "cpu/tb_cpu_kernels.h"
 #include "tb_errors.h"
 
-static void test_descriptors(void **state) {
+static void test_descriptors(void **state)
+{
     (void)state;
     static const struct {
         tb_cpu_dtype_t dt;
@@ -52,13 +53,15 @@ static void test_descriptors(void **state) {
 }
 
 /* Independent references, in double arithmetic straight from the binary16 definition. */
-static double s_ref_half_value(uint16_t h) {
+static double s_ref_half_value(uint16_t h)
+{
     int e = (h >> 10) & 0x1f, m = h & 0x3ff;
     double v = e == 0 ? ldexp(m, -24) : ldexp(1024 + m, e - 25);
     return (h & 0x8000) ? -v : v;
 }
 
-static uint16_t s_ref_f32_to_half(float f) { /* finite f; round to nearest, ties to even */
+static uint16_t s_ref_f32_to_half(float f)
+{ /* finite f; round to nearest, ties to even */
     uint16_t sign = signbit(f) ? 0x8000 : 0;
     double a = fabs((double)f);
     if (a >= 65520.0) {
@@ -80,7 +83,8 @@ static uint16_t s_ref_f32_to_half(float f) { /* finite f; round to nearest, ties
     return (uint16_t)(sign | (E << 10) | ((int)r - 1024));
 }
 
-static void test_f16_exhaustive(void **state) {
+static void test_f16_exhaustive(void **state)
+{
     (void)state;
     for (uint32_t h = 0; h < 65536; h++) {
         uint16_t hb = (uint16_t)h;
@@ -100,7 +104,8 @@ static void test_f16_exhaustive(void **state) {
     }
 }
 
-static void test_f32_to_f16_rounding(void **state) {
+static void test_f32_to_f16_rounding(void **state)
+{
     (void)state;
     /* Random floats across the whole half range and beyond, and exact halfway cases. */
     uint64_t s = 12345;
@@ -126,7 +131,8 @@ static void test_f32_to_f16_rounding(void **state) {
     }
 }
 
-static void test_bf16(void **state) {
+static void test_bf16(void **state)
+{
     (void)state;
     assert_true(tb_cpu_bf16_to_f32(0x3f80) == 1.0f);
     assert_int_equal(tb_cpu_f32_to_bf16(1.0f), 0x3f80);
@@ -143,7 +149,8 @@ static void test_bf16(void **state) {
     }
 }
 
-static void test_q8_0_known_block(void **state) {
+static void test_q8_0_known_block(void **state)
+{
     (void)state;
     float x[32];
     for (int i = 0; i < 32; i++) {
@@ -163,7 +170,8 @@ static void test_q8_0_known_block(void **state) {
     }
 }
 
-static void test_q4_0_known_block(void **state) {
+static void test_q4_0_known_block(void **state)
+{
     (void)state;
     float x[32];
     for (int i = 0; i < 32; i++) {
@@ -182,7 +190,8 @@ static void test_q4_0_known_block(void **state) {
     assert_true(fabsf(back[31] - 23.0f) < 0.02f);
 }
 
-static void test_roundtrip_errors(void **state) {
+static void test_roundtrip_errors(void **state)
+{
     (void)state;
     enum { N = 4096 };
     float *x = malloc(N * sizeof(float)), *y = malloc(N * sizeof(float));
@@ -233,7 +242,8 @@ static void test_roundtrip_errors(void **state) {
     free(row);
 }
 
-int main(void) {
+int main(void)
+{
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_descriptors),         cmocka_unit_test(test_f16_exhaustive),
         cmocka_unit_test(test_f32_to_f16_rounding), cmocka_unit_test(test_bf16),

@@ -28,13 +28,15 @@ static float s_rand(void) /* uniform in [-1, 1) */
 }
 
 /* Reference decoding of one stored value, straight from the format description. */
-static double s_ref_half(uint16_t h) {
+static double s_ref_half(uint16_t h)
+{
     int e = (h >> 10) & 0x1f, m = h & 0x3ff;
     double v = e == 0 ? ldexp(m, -24) : ldexp(1024 + m, e - 25);
     return (h & 0x8000) ? -v : v;
 }
 
-static void s_ref_dequant(tb_cpu_dtype_t dt, const uint8_t *row, int64_t n, double *out) {
+static void s_ref_dequant(tb_cpu_dtype_t dt, const uint8_t *row, int64_t n, double *out)
+{
     for (int64_t i = 0; i < n; i++) {
         switch (dt) {
         case TB_CPU_F32: {
@@ -73,7 +75,8 @@ static void s_ref_dequant(tb_cpu_dtype_t dt, const uint8_t *row, int64_t n, doub
 
 /* The documented activation quantization: per 32 values, d = amax / 127, q = round-half-even of
  * x * (127 / amax); returns the dequantized values. */
-static void s_ref_quant_act(const float *x, int64_t n, double *out) {
+static void s_ref_quant_act(const float *x, int64_t n, double *out)
+{
     for (int64_t b = 0; b < n / 32; b++) {
         float amax = 0.0f;
         for (int j = 0; j < 32; j++) {
@@ -93,12 +96,14 @@ struct case_cfg {
     int bias, pad;
 };
 
-static int s_quantized(tb_cpu_dtype_t dt) {
+static int s_quantized(tb_cpu_dtype_t dt)
+{
     return dt == TB_CPU_Q8_0 || dt == TB_CPU_Q4_0;
 }
 
 /* Gives `wt` its packed copy (Q4_0, Q8_0): returns the buffer to free. */
-static uint8_t *s_pack(struct tb_cpu_weight *wt) {
+static uint8_t *s_pack(struct tb_cpu_weight *wt)
+{
     size_t pb = tb_cpu_weight_packed_bytes(wt);
     assert_true(pb > 0 && pb % 64 == 0);
     uint8_t *p = aligned_alloc(64, pb);
@@ -112,7 +117,8 @@ static uint8_t *s_pack(struct tb_cpu_weight *wt) {
 /* Runs one matmul (through the packed copy when `pack`) and checks every output; returns the
  * worst error relative to sum|w*x| against the pure-float reference (for the accuracy report of
  * quantized activations). */
-static double s_check(tb_cpu_kernels_t *k, const struct case_cfg *c, int pack) {
+static double s_check(tb_cpu_kernels_t *k, const struct case_cfg *c, int pack)
+{
     const int64_t R = c->rows, C = c->cols;
     const size_t rb = tb_cpu_dtype_row_bytes(c->dt, C);
     assert_true(rb > 0);
@@ -141,7 +147,8 @@ static double s_check(tb_cpu_kernels_t *k, const struct case_cfg *c, int pack) {
     }
     struct tb_cpu_weight wt = {.dtype = c->dt, .rows = R, .cols = C, .data = w};
     uint8_t *packed = pack ? s_pack(&wt) : NULL;
-    assert_int_equal(tb_cpu_matmul(k, &wt, x, ldx, c->n_tok, c->bias ? bias : NULL, y, ldy), TB_OK);
+    assert_int_equal(tb_cpu_matmul(k, &wt, x, ldx, c->n_tok, c->bias ? bias : NULL, y, ldy),
+                     TB_OK);
     double worst_float = 0.0;
     for (int t = 0; t < c->n_tok; t++) {
         const float *xt = x + (size_t)t * ldx;
@@ -196,7 +203,8 @@ static const struct {
 #define N_VARIANTS (sizeof(s_variants) / sizeof(s_variants[0]))
 
 /* Runs `fn` for each ISA the CPU has, with a 2-thread pool and without a pool. */
-static void s_for_each_isa(void (*fn)(tb_cpu_kernels_t *k)) {
+static void s_for_each_isa(void (*fn)(tb_cpu_kernels_t *k))
+{
     tb_threadpool_t *pool = NULL;
     assert_int_equal(tb_threadpool_new(2, &pool), TB_OK);
     for (int use_pool = 0; use_pool < 2; use_pool++) {
@@ -216,7 +224,8 @@ static void s_for_each_isa(void (*fn)(tb_cpu_kernels_t *k)) {
     tb_threadpool_destroy(&pool);
 }
 
-static void s_shapes(tb_cpu_kernels_t *k) {
+static void s_shapes(tb_cpu_kernels_t *k)
+{
     static const int float_cols[] = {1, 7, 16, 17, 33, 100, 257};
     static const int quant_cols[] = {32, 64, 96, 160, 544};
     static const int rows[] = {1, 5, 37};
@@ -237,12 +246,14 @@ static void s_shapes(tb_cpu_kernels_t *k) {
     }
 }
 
-static void test_shapes_all_isas(void **state) {
+static void test_shapes_all_isas(void **state)
+{
     (void)state;
     s_for_each_isa(s_shapes);
 }
 
-static void s_ntok_range(tb_cpu_kernels_t *k) {
+static void s_ntok_range(tb_cpu_kernels_t *k)
+{
     for (size_t d = 0; d < N_VARIANTS; d++) {
         tb_cpu_dtype_t dt = s_variants[d].dt;
         for (int n = 1; n <= 70; n++) {
@@ -252,12 +263,14 @@ static void s_ntok_range(tb_cpu_kernels_t *k) {
     }
 }
 
-static void test_ntok_1_to_70_all_isas(void **state) {
+static void test_ntok_1_to_70_all_isas(void **state)
+{
     (void)state;
     s_for_each_isa(s_ntok_range);
 }
 
-static void s_large(tb_cpu_kernels_t *k) {
+static void s_large(tb_cpu_kernels_t *k)
+{
     /* Model-like widths (many row tiles, several tasks, a token block edge at 64). */
     for (size_t d = 0; d < N_VARIANTS; d++) {
         struct case_cfg c = {s_variants[d].dt, 131, 1024, 66, 1, 0};
@@ -265,14 +278,16 @@ static void s_large(tb_cpu_kernels_t *k) {
     }
 }
 
-static void test_large_all_isas(void **state) {
+static void test_large_all_isas(void **state)
+{
     (void)state;
     s_for_each_isa(s_large);
 }
 
 /* The accuracy quantized activations cost, against the float product of the same weights:
  * bounded well under 1% of sum|w*x| (docs/kernels.md reports the measured figure). */
-static void test_activation_quantization_error(void **state) {
+static void test_activation_quantization_error(void **state)
+{
     (void)state;
     tb_cpu_kernels_t *k = NULL;
     assert_int_equal(tb_cpu_kernels_new(NULL, &k), TB_OK);
@@ -288,7 +303,8 @@ static void test_activation_quantization_error(void **state) {
 
 /* tb_cpu_matmul_multi gives bit-identical results to one tb_cpu_matmul per weight (packed
  * weights too, and a mix of packed and stored ones). */
-static void s_multi(tb_cpu_kernels_t *k) {
+static void s_multi(tb_cpu_kernels_t *k)
+{
     static const int rows[3] = {37, 5, 6};
     for (size_t d = 0; d < N_VARIANTS; d++) {
         tb_cpu_dtype_t dt = s_variants[d].dt;
@@ -323,8 +339,8 @@ static void s_multi(tb_cpu_kernels_t *k) {
             if (s_variants[d].pack) {
                 packed[o] = s_pack(&wt[o]);
             }
-            outs[o] =
-                (struct tb_cpu_matmul_out){&wt[o], o == 1 ? NULL : bias[o], y2[o], (size_t)rows[o]};
+            outs[o] = (struct tb_cpu_matmul_out){&wt[o], o == 1 ? NULL : bias[o], y2[o],
+                                                 (size_t)rows[o]};
             assert_int_equal(tb_cpu_matmul(k, &wt[o], x, C, n_tok, o == 1 ? NULL : bias[o], y1[o],
                                            (size_t)rows[o]),
                              TB_OK);
@@ -369,14 +385,16 @@ static void s_multi(tb_cpu_kernels_t *k) {
     }
 }
 
-static void test_multi_all_isas(void **state) {
+static void test_multi_all_isas(void **state)
+{
     (void)state;
     s_for_each_isa(s_multi);
 }
 
 /* TB_CPU_ISA lowers the level chosen at creation; unknown names and levels above the CPU's are
  * refused. */
-static void test_isa_env(void **state) {
+static void test_isa_env(void **state)
+{
     (void)state;
     tb_cpu_kernels_t *k = NULL;
     assert_int_equal(setenv("TB_CPU_ISA", "generic", 1), 0);
@@ -405,7 +423,8 @@ static void test_isa_env(void **state) {
     tb_cpu_kernels_destroy(&k);
 }
 
-static void test_bad_arguments(void **state) {
+static void test_bad_arguments(void **state)
+{
     (void)state;
     tb_cpu_kernels_t *k = NULL;
     assert_int_equal(tb_cpu_kernels_new(NULL, &k), TB_OK);
@@ -429,7 +448,8 @@ static void test_bad_arguments(void **state) {
 /* The packed forms: their sizes, the refusals, and that packing moves bytes without changing
  * them (every block's scale and values found where the documented layout puts them; Q8_0 values
  * + 128). */
-static void test_pack_layout(void **state) {
+static void test_pack_layout(void **state)
+{
     (void)state;
     const int R = 21, C = 96; /* a partial second group, an odd block count (3) */
     for (int q8 = 0; q8 < 2; q8++) {
@@ -493,7 +513,8 @@ static void test_pack_layout(void **state) {
     assert_int_equal(tb_cpu_weight_packed_bytes(NULL), 0);
 }
 
-int main(void) {
+int main(void)
+{
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shapes_all_isas),
         cmocka_unit_test(test_ntok_1_to_70_all_isas),

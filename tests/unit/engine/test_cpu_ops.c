@@ -13,11 +13,13 @@
 #include "cpu/tb_cpu_kernels.h"
 #include "tb_errors.h"
 
-static float s_val(int i) {
+static float s_val(int i)
+{
     return sinf((float)i * 0.731f) * 3.0f + 0.1f;
 }
 
-static void test_rmsnorm(void **state) {
+static void test_rmsnorm(void **state)
+{
     (void)state;
     enum { N = 203, ROWS = 3 };
     float x[N * ROWS], y[N * ROWS], w[N];
@@ -48,7 +50,8 @@ static void test_rmsnorm(void **state) {
     assert_float_equal(ss / N, 1.0, 1e-3);
 }
 
-static void s_rope_check(tb_cpu_rope_mode_t mode, int rot_dim) {
+static void s_rope_check(tb_cpu_rope_mode_t mode, int rot_dim)
+{
     enum { NT = 3, NH = 2, HD = 16 };
     float x[NT * NH * HD], orig[NT * NH * HD], freq[HD / 2];
     int32_t pos[NT] = {0, 7, 100000};
@@ -80,7 +83,8 @@ static void s_rope_check(tb_cpu_rope_mode_t mode, int rot_dim) {
     }
 }
 
-static void test_rope(void **state) {
+static void test_rope(void **state)
+{
     (void)state;
     s_rope_check(TB_CPU_ROPE_NEOX, 16);
     s_rope_check(TB_CPU_ROPE_INTERLEAVED, 16);
@@ -93,7 +97,8 @@ static void test_rope(void **state) {
     assert_int_equal(tb_cpu_rope(x, 8, 1, &p, 1, 16, 16, f, TB_CPU_ROPE_NEOX), TB_EINVAL);
 }
 
-static double s_rope_dot(tb_cpu_rope_mode_t mode, const float *freq, int32_t pq, int32_t pk) {
+static double s_rope_dot(tb_cpu_rope_mode_t mode, const float *freq, int32_t pq, int32_t pk)
+{
     enum { HD = 64 };
     float q[HD], k[HD];
     for (int i = 0; i < HD; i++) {
@@ -109,7 +114,8 @@ static double s_rope_dot(tb_cpu_rope_mode_t mode, const float *freq, int32_t pq,
     return dot;
 }
 
-static void test_rope_relative(void **state) {
+static void test_rope_relative(void **state)
+{
     (void)state;
     /* The property attention relies on: <rope(q, m), rope(k, n)> depends on m - n only, and
      * does depend on it (a rotation that did nothing would pass the first half alone). */
@@ -131,7 +137,8 @@ static void test_rope_relative(void **state) {
     }
 }
 
-static void test_silu_add(void **state) {
+static void test_silu_add(void **state)
+{
     (void)state;
     enum { N = 77 };
     float g[N], u[N], o[N];
@@ -155,7 +162,8 @@ static void test_silu_add(void **state) {
     assert_true(fabsf(r) < 1e-20f && !isnan(r));
 }
 
-static void test_softmax_argmax(void **state) {
+static void test_softmax_argmax(void **state)
+{
     (void)state;
     float x[5] = {1000.0f, 1001.0f, 999.0f, -INFINITY, 1001.0f};
     float c[5];
@@ -174,7 +182,8 @@ static void test_softmax_argmax(void **state) {
     assert_true(one == 1.0f);
 }
 
-int main(void) {
+int main(void)
+{
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rmsnorm),        cmocka_unit_test(test_rope),
         cmocka_unit_test(test_rope_relative),  cmocka_unit_test(test_silu_add),

@@ -51,11 +51,11 @@ static const struct {
     int f16_off[2];
     int n_f16;
 } s_types[] = {
-    {TB_CPU_Q4_1, TB_DTYPE_Q4_1, {0, 2}, 2},     {TB_CPU_Q5_0, TB_DTYPE_Q5_0, {0, 0}, 1},
-    {TB_CPU_Q5_1, TB_DTYPE_Q5_1, {0, 2}, 2},     {TB_CPU_IQ4_NL, TB_DTYPE_IQ4_NL, {0, 0}, 1},
-    {TB_CPU_Q2_K, TB_DTYPE_Q2_K, {80, 82}, 2},   {TB_CPU_Q3_K, TB_DTYPE_Q3_K, {108, 0}, 1},
-    {TB_CPU_Q4_K, TB_DTYPE_Q4_K, {0, 2}, 2},     {TB_CPU_Q5_K, TB_DTYPE_Q5_K, {0, 2}, 2},
-    {TB_CPU_Q6_K, TB_DTYPE_Q6_K, {208, 0}, 1},   {TB_CPU_IQ4_XS, TB_DTYPE_IQ4_XS, {0, 0}, 1},
+    {TB_CPU_Q4_1, TB_DTYPE_Q4_1, {0, 2}, 2},   {TB_CPU_Q5_0, TB_DTYPE_Q5_0, {0, 0}, 1},
+    {TB_CPU_Q5_1, TB_DTYPE_Q5_1, {0, 2}, 2},   {TB_CPU_IQ4_NL, TB_DTYPE_IQ4_NL, {0, 0}, 1},
+    {TB_CPU_Q2_K, TB_DTYPE_Q2_K, {80, 82}, 2}, {TB_CPU_Q3_K, TB_DTYPE_Q3_K, {108, 0}, 1},
+    {TB_CPU_Q4_K, TB_DTYPE_Q4_K, {0, 2}, 2},   {TB_CPU_Q5_K, TB_DTYPE_Q5_K, {0, 2}, 2},
+    {TB_CPU_Q6_K, TB_DTYPE_Q6_K, {208, 0}, 1}, {TB_CPU_IQ4_XS, TB_DTYPE_IQ4_XS, {0, 0}, 1},
 };
 #define N_TYPES (sizeof s_types / sizeof s_types[0])
 
@@ -169,9 +169,9 @@ static void s_check(const struct fixture *f, const float *y, bool with_bias, con
             }
             const float got = y[(size_t)t * f->ldy + (size_t)r];
             if (!(fabs(got - exact) <= bound + 1e-5 * mag + 1e-6)) {
-                fail_msg("%s %s: token %d row %lld: %.7g, f32 reference %.7g, bound %.3g",
-                         what, tb_cpu_dtype_info(s_types[f->type].cpu)->name, t, (long long)r,
-                         got, exact, bound + 1e-5 * mag);
+                fail_msg("%s %s: token %d row %lld: %.7g, f32 reference %.7g, bound %.3g", what,
+                         tb_cpu_dtype_info(s_types[f->type].cpu)->name, t, (long long)r, got,
+                         exact, bound + 1e-5 * mag);
             }
             const float want = f->ref[(size_t)t * (size_t)f->rows + (size_t)r] +
                                (with_bias ? f->bias[r] : 0.0f);
@@ -214,8 +214,8 @@ static void test_matmul_all_types_all_isas(void **state)
                     s_check(&f, y, with_bias, what);
                     /* batch invariance: each token alone, and 6 tokens from each offset */
                     for (int t = 0; t < 9; t++) {
-                        assert_int_equal(tb_cpu_matmul(k, &wt, f.x + (size_t)t * f.ldx, f.ldx,
-                                                       1, bias, y1, f.ldy),
+                        assert_int_equal(tb_cpu_matmul(k, &wt, f.x + (size_t)t * f.ldx, f.ldx, 1,
+                                                       bias, y1, f.ldy),
                                          0);
                         if (memcmp(y1, y + (size_t)t * f.ldy, sizeof(float) * rows) != 0) {
                             fail_msg("%s %s: token %d alone differs from the batch", what,
@@ -223,8 +223,8 @@ static void test_matmul_all_types_all_isas(void **state)
                         }
                     }
                     for (int t0 = 0; t0 + 6 <= 9; t0++) {
-                        assert_int_equal(tb_cpu_matmul(k, &wt, f.x + (size_t)t0 * f.ldx, f.ldx,
-                                                       6, bias, y1, f.ldy),
+                        assert_int_equal(tb_cpu_matmul(k, &wt, f.x + (size_t)t0 * f.ldx, f.ldx, 6,
+                                                       bias, y1, f.ldy),
                                          0);
                         for (int t = 0; t < 6; t++) {
                             if (memcmp(y1 + (size_t)t * f.ldy, y + (size_t)(t0 + t) * f.ldy,

@@ -19,7 +19,8 @@ struct count_ctx {
     int n_threads;
 };
 
-static void s_count(void *arg, int task, int thread) {
+static void s_count(void *arg, int task, int thread)
+{
     struct count_ctx *c = arg;
     atomic_fetch_add(&c->hits[task], 1);
     if (thread < 0 || thread >= c->n_threads) {
@@ -27,7 +28,8 @@ static void s_count(void *arg, int task, int thread) {
     }
 }
 
-static void s_run_many(int n_threads, int spin_us, int loops) {
+static void s_run_many(int n_threads, int spin_us, int loops)
+{
     tb_threadpool_t *p = NULL;
     assert_int_equal(tb_threadpool_new(n_threads, &p), TB_OK);
     assert_non_null(p);
@@ -53,27 +55,32 @@ static void s_run_many(int n_threads, int spin_us, int loops) {
     assert_null(p);
 }
 
-static void test_two_threads_spinning(void **state) {
+static void test_two_threads_spinning(void **state)
+{
     (void)state;
     s_run_many(2, 200, 2000);
 }
 
-static void test_sleeping_workers(void **state) {
+static void test_sleeping_workers(void **state)
+{
     (void)state;
     s_run_many(2, 0, 500);
 }
 
-static void test_oversubscribed(void **state) {
+static void test_oversubscribed(void **state)
+{
     (void)state;
     s_run_many(5, 50, 300);
 }
 
-static void test_single_thread(void **state) {
+static void test_single_thread(void **state)
+{
     (void)state;
     s_run_many(1, 0, 50);
 }
 
-static void test_default_size_and_null(void **state) {
+static void test_default_size_and_null(void **state)
+{
     (void)state;
     tb_threadpool_t *p = NULL;
     assert_int_equal(tb_threadpool_new(0, &p), TB_OK);
@@ -94,7 +101,8 @@ struct sum_ctx {
     int64_t *partial; /* per task */
 };
 
-static void s_sum(void *arg, int task, int thread) {
+static void s_sum(void *arg, int task, int thread)
+{
     (void)thread;
     struct sum_ctx *c = arg;
     int64_t s = 0;
@@ -104,7 +112,8 @@ static void s_sum(void *arg, int task, int thread) {
     c->partial[task] = s; /* plain store: run() must publish it to the caller */
 }
 
-static void test_results_visible(void **state) {
+static void test_results_visible(void **state)
+{
     (void)state;
     tb_threadpool_t *p = NULL;
     assert_int_equal(tb_threadpool_new(2, &p), TB_OK);
@@ -124,7 +133,8 @@ static void test_results_visible(void **state) {
     tb_threadpool_destroy(&p);
 }
 
-static void s_slow(void *arg, int task, int thread) {
+static void s_slow(void *arg, int task, int thread)
+{
     (void)thread;
     struct timespec ts = {0, 200000 * (task % 3)};
     nanosleep(&ts, NULL);
@@ -133,7 +143,8 @@ static void s_slow(void *arg, int task, int thread) {
 
 /* Tasks that sleep: the caller finishes its share first and must wait (spin, then futex) for
  * the tasks still running on a worker; every task still runs exactly once. */
-static void test_slow_tasks_and_sleeping_caller(void **state) {
+static void test_slow_tasks_and_sleeping_caller(void **state)
+{
     (void)state;
     tb_threadpool_t *p = NULL;
     assert_int_equal(tb_threadpool_new(3, &p), TB_OK);
@@ -151,7 +162,8 @@ static void test_slow_tasks_and_sleeping_caller(void **state) {
     tb_threadpool_destroy(&p);
 }
 
-int main(void) {
+int main(void)
+{
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_threads_spinning),
         cmocka_unit_test(test_sleeping_workers),

@@ -29,8 +29,11 @@ static void test_defaults_without_anything(void **state)
 static void test_model_defaults_then_request(void **state)
 {
     (void)state;
-    struct tb_generation_defaults g = {.temperature = 0.6, .top_p = 0.9, .top_k = 40,
-                                       .repetition_penalty = 1.2, .do_sample = -1,
+    struct tb_generation_defaults g = {.temperature = 0.6,
+                                       .top_p = 0.9,
+                                       .top_k = 40,
+                                       .repetition_penalty = 1.2,
+                                       .do_sample = -1,
                                        .max_new_tokens = 77};
     struct tb_msg_gen_request q = {.mode = "tokens"};
     struct tb_sampling_params p;
@@ -48,15 +51,33 @@ static void test_model_defaults_then_request(void **state)
 
     /* every field the request sets wins */
     static const int32_t stops[] = {5, 9};
-    q = (struct tb_msg_gen_request){
-        .mode = "tokens", .temperature = 1.3, .has_temperature = true, .top_p = 0.5,
-        .has_top_p = true, .top_k = 3, .has_top_k = true, .min_p = 0.1, .has_min_p = true,
-        .presence_penalty = 0.25, .has_presence_penalty = true, .frequency_penalty = -0.5,
-        .has_frequency_penalty = true, .repetition_penalty = 1.05,
-        .has_repetition_penalty = true, .seed = 1234, .has_seed = true, .max_tokens = 10,
-        .has_max_tokens = true, .min_tokens = 2, .has_min_tokens = true, .ignore_eos = true,
-        .has_ignore_eos = true, .stop_token_ids = stops, .stop_token_ids_count = 2,
-        .top_logprobs = 50, .has_top_logprobs = true};
+    q = (struct tb_msg_gen_request){.mode = "tokens",
+                                    .temperature = 1.3,
+                                    .has_temperature = true,
+                                    .top_p = 0.5,
+                                    .has_top_p = true,
+                                    .top_k = 3,
+                                    .has_top_k = true,
+                                    .min_p = 0.1,
+                                    .has_min_p = true,
+                                    .presence_penalty = 0.25,
+                                    .has_presence_penalty = true,
+                                    .frequency_penalty = -0.5,
+                                    .has_frequency_penalty = true,
+                                    .repetition_penalty = 1.05,
+                                    .has_repetition_penalty = true,
+                                    .seed = 1234,
+                                    .has_seed = true,
+                                    .max_tokens = 10,
+                                    .has_max_tokens = true,
+                                    .min_tokens = 2,
+                                    .has_min_tokens = true,
+                                    .ignore_eos = true,
+                                    .has_ignore_eos = true,
+                                    .stop_token_ids = stops,
+                                    .stop_token_ids_count = 2,
+                                    .top_logprobs = 50,
+                                    .has_top_logprobs = true};
     tb_sampling_params_from_msg(&p, &q, &g);
     assert_float_equal(p.temperature, 1.3f, 1e-6);
     assert_float_equal(p.top_p, 0.5f, 1e-6);
@@ -76,8 +97,11 @@ static void test_model_defaults_then_request(void **state)
     assert_int_equal(p.top_logprobs, TB_SAMPLER_MAX_TOP_LOGPROBS);
 
     /* max_tokens 0 or less is unset: the model's max_new_tokens stays */
-    q = (struct tb_msg_gen_request){.mode = "tokens", .max_tokens = 0, .has_max_tokens = true,
-                                    .logprobs = true, .has_logprobs = true};
+    q = (struct tb_msg_gen_request){.mode = "tokens",
+                                    .max_tokens = 0,
+                                    .has_max_tokens = true,
+                                    .logprobs = true,
+                                    .has_logprobs = true};
     tb_sampling_params_from_msg(&p, &q, &g);
     assert_int_equal(p.max_tokens, 77);
     assert_true(p.logprobs);
@@ -92,10 +116,15 @@ struct fake_config {
 };
 
 static const struct tb_config_field s_fake_fields[] = {
-    {.key = "streams", .type = TB_CFG_INT, .offset = offsetof(struct fake_config, streams),
-     .default_value = "2", .help = "streams"},
-    {.key = "gpu_memory_utilization", .type = TB_CFG_DOUBLE,
-     .offset = offsetof(struct fake_config, memory_fraction), .default_value = "0.9",
+    {.key = "streams",
+     .type = TB_CFG_INT,
+     .offset = offsetof(struct fake_config, streams),
+     .default_value = "2",
+     .help = "streams"},
+    {.key = "gpu_memory_utilization",
+     .type = TB_CFG_DOUBLE,
+     .offset = offsetof(struct fake_config, memory_fraction),
+     .default_value = "0.9",
      .help = "fraction of device memory"},
 };
 
@@ -147,7 +176,8 @@ static void test_flavour_descriptor(void **state)
     }
     const struct tb_config_field *f = &pl->config_fields[TB_ENGINE_CONFIG_FIELD_COUNT];
     assert_string_equal(f[0].key, "streams");
-    assert_int_equal(f[0].offset, TB_ENGINE_FLAVOUR_OFFSET + offsetof(struct fake_config, streams));
+    assert_int_equal(f[0].offset,
+                     TB_ENGINE_FLAVOUR_OFFSET + offsetof(struct fake_config, streams));
     assert_string_equal(f[1].key, "gpu_memory_utilization");
     assert_int_equal(f[1].offset,
                      TB_ENGINE_FLAVOUR_OFFSET + offsetof(struct fake_config, memory_fraction));

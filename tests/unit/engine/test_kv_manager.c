@@ -16,7 +16,8 @@
 #include "tb_kv_manager.h"
 #include "tb_rng.h"
 
-static tb_kv_manager_t *s_new(uint32_t n_blocks, uint32_t bs, bool caching, uint32_t ev_cap) {
+static tb_kv_manager_t *s_new(uint32_t n_blocks, uint32_t bs, bool caching, uint32_t ev_cap)
+{
     struct tb_kv_config cfg;
     tb_kv_config_init(&cfg);
     cfg.n_blocks = n_blocks;
@@ -29,13 +30,15 @@ static tb_kv_manager_t *s_new(uint32_t n_blocks, uint32_t bs, bool caching, uint
     return kv;
 }
 
-static void s_fill(int32_t *t, uint32_t n, int32_t base) {
+static void s_fill(int32_t *t, uint32_t n, int32_t base)
+{
     for (uint32_t i = 0; i < n; i++) {
         t[i] = base + (int32_t)i;
     }
 }
 
-static uint32_t s_drain(tb_kv_manager_t *kv, struct tb_kv_event *evs, uint32_t max) {
+static uint32_t s_drain(tb_kv_manager_t *kv, struct tb_kv_event *evs, uint32_t max)
+{
     uint32_t n = 0;
     struct tb_kv_event ev;
     while (tb_kv_manager_pop_event(kv, &ev) == 0) {
@@ -47,7 +50,8 @@ static uint32_t s_drain(tb_kv_manager_t *kv, struct tb_kv_event *evs, uint32_t m
     return n;
 }
 
-static void test_config_errors(void **state) {
+static void test_config_errors(void **state)
+{
     (void)state;
     struct tb_kv_config cfg;
     tb_kv_config_init(&cfg);
@@ -69,7 +73,8 @@ static void test_config_errors(void **state) {
 
 /* Golden values from an independent byte-wise MurmurHash64A written in Python over the
  * little-endian int32 bytes: other implementations (the router) must agree with these. */
-static void test_hash_golden(void **state) {
+static void test_hash_golden(void **state)
+{
     (void)state;
     int32_t a[3] = {1, 2, 3};
     int32_t b[16], c[16];
@@ -84,7 +89,8 @@ static void test_hash_golden(void **state) {
     assert_true(tb_block_hash(0, d, 3) == 0x9923c690f3a91a8bULL);
 }
 
-static void test_hash_chain(void **state) {
+static void test_hash_chain(void **state)
+{
     (void)state;
     int32_t t[64], u[64];
     s_fill(t, 64, 10);
@@ -106,7 +112,8 @@ static void test_hash_chain(void **state) {
     assert_true(tb_block_hash(0, x, 2) != tb_block_hash(0, y, 2));
 }
 
-static void test_alloc_release_refcounts(void **state) {
+static void test_alloc_release_refcounts(void **state)
+{
     (void)state;
     tb_kv_manager_t *kv = s_new(4, 16, true, 16);
     assert_int_equal(tb_kv_manager_n_blocks(kv), 4);
@@ -148,7 +155,8 @@ static void test_alloc_release_refcounts(void **state) {
     assert_null(kv);
 }
 
-static void test_seq_grow_all_or_nothing(void **state) {
+static void test_seq_grow_all_or_nothing(void **state)
+{
     (void)state;
     tb_kv_manager_t *kv = s_new(5, 4, true, 16);
     struct tb_kv_seq a, b;
@@ -177,7 +185,8 @@ static void test_seq_grow_all_or_nothing(void **state) {
 }
 
 /* A computes 40 tokens (2 full blocks of 16 and a partial one); B shares its first 35. */
-static void test_prefix_reuse(void **state) {
+static void test_prefix_reuse(void **state)
+{
     (void)state;
     tb_kv_manager_t *kv = s_new(16, 16, true, 64);
     int32_t ta[40], tb[50];
@@ -253,7 +262,8 @@ static void test_prefix_reuse(void **state) {
 
 /* Unhashed free blocks are taken first; then cached ones, least recently used first, with a
  * REMOVED event; a sequence's tail goes before its prefix. */
-static void test_lru_eviction(void **state) {
+static void test_lru_eviction(void **state)
+{
     (void)state;
     tb_kv_manager_t *kv = s_new(6, 4, true, 64);
     int32_t t1[12], t2[8];
@@ -309,7 +319,8 @@ static void test_lru_eviction(void **state) {
 }
 
 /* A hit on a cached free block moves it out of the free list, so it is not evicted. */
-static void test_hit_protects_from_eviction(void **state) {
+static void test_hit_protects_from_eviction(void **state)
+{
     (void)state;
     tb_kv_manager_t *kv = s_new(3, 4, true, 0); /* events off */
     int32_t t[9];
@@ -339,7 +350,8 @@ static void test_hit_protects_from_eviction(void **state) {
 
 /* Two sequences compute the same prompt at once: the first commit registers, the second
  * copy stays private and is not announced; reuse finds the first. */
-static void test_concurrent_twins(void **state) {
+static void test_concurrent_twins(void **state)
+{
     (void)state;
     tb_kv_manager_t *kv = s_new(8, 4, true, 16);
     int32_t t[9];
@@ -358,7 +370,8 @@ static void test_concurrent_twins(void **state) {
     struct tb_kv_event ev[8];
     assert_int_equal(s_drain(kv, ev, 8), 2);
     uint64_t h;
-    assert_int_equal(tb_kv_manager_register(kv, b.blocks[0], TB_BLOCK_HASH_ROOT, t, &h), TB_EEXIST);
+    assert_int_equal(tb_kv_manager_register(kv, b.blocks[0], TB_BLOCK_HASH_ROOT, t, &h),
+                     TB_EEXIST);
     assert_int_equal(tb_kv_manager_register(kv, a.blocks[0], TB_BLOCK_HASH_ROOT, t, &h),
                      TB_EINVAL); /* already hashed */
     assert_int_equal(tb_kv_manager_register(kv, 7, TB_BLOCK_HASH_ROOT, t, &h),
@@ -375,7 +388,8 @@ static void test_concurrent_twins(void **state) {
     tb_kv_manager_destroy(&kv);
 }
 
-static void test_caching_off(void **state) {
+static void test_caching_off(void **state)
+{
     (void)state;
     tb_kv_manager_t *kv = s_new(4, 4, false, 16);
     int32_t t[9];
@@ -392,7 +406,8 @@ static void test_caching_off(void **state) {
     tb_kv_manager_seq_free(kv, &a);
     assert_int_equal(tb_kv_manager_seq_match(kv, &b, t, 9), 0);
     uint32_t blk;
-    assert_int_equal(tb_kv_manager_acquire_cached(kv, TB_BLOCK_HASH_ROOT, t, &blk, &h), TB_ENOENT);
+    assert_int_equal(tb_kv_manager_acquire_cached(kv, TB_BLOCK_HASH_ROOT, t, &blk, &h),
+                     TB_ENOENT);
     struct tb_kv_event ev;
     assert_int_equal(tb_kv_manager_pop_event(kv, &ev), TB_AGAIN);
     tb_kv_seq_release(&a);
@@ -401,7 +416,8 @@ static void test_caching_off(void **state) {
 }
 
 /* A full queue turns into CLEARED + the newest event; the loss is counted. */
-static void test_event_overflow(void **state) {
+static void test_event_overflow(void **state)
+{
     (void)state;
     tb_kv_manager_t *kv = s_new(8, 2, true, 3);
     int32_t t[16];
@@ -426,7 +442,8 @@ static void test_event_overflow(void **state) {
     tb_kv_manager_destroy(&kv);
 }
 
-static void test_clear_cache(void **state) {
+static void test_clear_cache(void **state)
+{
     (void)state;
     tb_kv_manager_t *kv = s_new(6, 2, true, 32);
     int32_t t[6], u6[6];
@@ -465,7 +482,8 @@ static void test_clear_cache(void **state) {
 
 /* Many sequences with shared prefixes over a small cache: after every operation the counts
  * add up, every hashed block is found by its hash, and reused blocks hold the right tokens. */
-static void test_churn_invariants(void **state) {
+static void test_churn_invariants(void **state)
+{
     (void)state;
     enum { NB = 48, BS = 4, NSEQ = 12, LEN = 40 };
     tb_kv_manager_t *kv = s_new(NB, BS, true, 8);
@@ -565,7 +583,8 @@ static void test_churn_invariants(void **state) {
     tb_kv_manager_destroy(&kv);
 }
 
-int main(void) {
+int main(void)
+{
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_hash_golden),

@@ -195,7 +195,9 @@ static void test_alone_equals_batched(void **state)
     for (uint32_t i = 0; i < NREQ; i++) {
         s_prompt(prompts[i], lens[i], i >= 3 ? 32 : 0, 100 + i);
         tb_runner_t *r = s_runner(512, false);
-        struct tb_runner_request q = {.prompt = prompts[i], .n_prompt = lens[i], .params = &p,
+        struct tb_runner_request q = {.prompt = prompts[i],
+                                      .n_prompt = lens[i],
+                                      .params = &p,
                                       .user = (void *)(uintptr_t)i};
         uint64_t id = 0;
         assert_int_equal(tb_runner_submit(r, &q, &id), 0);
@@ -207,7 +209,9 @@ static void test_alone_equals_batched(void **state)
     /* All at once, 16 tokens a step (prefills in chunks beside decodes), prefix reuse on. */
     tb_runner_t *r = s_runner(16, true);
     for (uint32_t i = 0; i < NREQ; i++) {
-        struct tb_runner_request q = {.prompt = prompts[i], .n_prompt = lens[i], .params = &p,
+        struct tb_runner_request q = {.prompt = prompts[i],
+                                      .n_prompt = lens[i],
+                                      .params = &p,
                                       .user = (void *)(uintptr_t)i};
         uint64_t id = 0;
         assert_int_equal(tb_runner_submit(r, &q, &id), 0);
@@ -223,7 +227,9 @@ static void test_alone_equals_batched(void **state)
      * and outgrow it (14): preemptions, recomputes. */
     r = s_runner_blocks(&tb_cpu_backend_ops, 64, false, 13, 4);
     for (uint32_t i = 0; i < NREQ; i++) {
-        struct tb_runner_request q = {.prompt = prompts[i], .n_prompt = lens[i], .params = &p,
+        struct tb_runner_request q = {.prompt = prompts[i],
+                                      .n_prompt = lens[i],
+                                      .params = &p,
                                       .user = (void *)(uintptr_t)i};
         assert_int_equal(tb_runner_submit(r, &q, NULL), 0);
     }
@@ -299,9 +305,13 @@ static void test_cancel_frees_blocks(void **state)
     struct tb_sampling_params p;
     s_greedy(&p, 50);
     uint64_t ida = 0, idb = 0;
-    struct tb_runner_request qa = {.prompt = a, .n_prompt = 40, .params = &p,
+    struct tb_runner_request qa = {.prompt = a,
+                                   .n_prompt = 40,
+                                   .params = &p,
                                    .user = (void *)(uintptr_t)0};
-    struct tb_runner_request qb = {.prompt = b, .n_prompt = 40, .params = &p,
+    struct tb_runner_request qb = {.prompt = b,
+                                   .n_prompt = 40,
+                                   .params = &p,
                                    .user = (void *)(uintptr_t)1};
     assert_int_equal(tb_runner_submit(r, &qa, &ida), 0);
     assert_int_equal(tb_runner_submit(r, &qb, &idb), 0);

@@ -20,7 +20,8 @@
 #include "tb_rng.h"
 #include "tb_sampler.h"
 
-static tb_sampler_t *s_sampler(uint32_t vocab, int32_t eos) {
+static tb_sampler_t *s_sampler(uint32_t vocab, int32_t eos)
+{
     struct tb_sampler_config cfg = {.vocab_size = vocab, .seed = 1234};
     if (eos >= 0) {
         cfg.eos_ids[0] = eos;
@@ -32,26 +33,30 @@ static tb_sampler_t *s_sampler(uint32_t vocab, int32_t eos) {
 }
 
 static tb_sampler_seq_t *s_seq(tb_sampler_t *s, const struct tb_sampling_params *p,
-                               const int32_t *prompt, uint32_t n) {
+                               const int32_t *prompt, uint32_t n)
+{
     tb_sampler_seq_t *q = NULL;
     assert_int_equal(tb_sampler_seq_new(s, p, prompt, n, &q), 0);
     return q;
 }
 
-static int32_t s_draw(tb_sampler_t *s, tb_sampler_seq_t *q, const float *logits) {
+static int32_t s_draw(tb_sampler_t *s, tb_sampler_seq_t *q, const float *logits)
+{
     struct tb_sample out;
     assert_int_equal(tb_sampler_sample(s, q, logits, &out), 0);
     return out.token;
 }
 
 /* Logits whose softmax is exactly `p` (up to a constant). */
-static void s_logits_from_probs(float *x, const double *p, uint32_t n) {
+static void s_logits_from_probs(float *x, const double *p, uint32_t n)
+{
     for (uint32_t i = 0; i < n; i++) {
         x[i] = p[i] > 0 ? (float)log(p[i]) : -INFINITY;
     }
 }
 
-static void test_params(void **state) {
+static void test_params(void **state)
+{
     (void)state;
     struct tb_sampling_params p;
     tb_sampling_params_init(&p);
@@ -108,7 +113,8 @@ static void test_params(void **state) {
     tb_sampler_destroy(&s);
 }
 
-static void test_config(void **state) {
+static void test_config(void **state)
+{
     (void)state;
     tb_sampler_t *s = NULL;
     struct tb_sampler_config cfg = {.vocab_size = 0};
@@ -129,7 +135,8 @@ static void test_config(void **state) {
     tb_sampler_destroy(&s);
 }
 
-static void test_greedy(void **state) {
+static void test_greedy(void **state)
+{
     (void)state;
     tb_sampler_t *s = s_sampler(8, -1);
     struct tb_sampling_params p;
@@ -173,7 +180,8 @@ static void test_greedy(void **state) {
 
 /* Samples `n` tokens and counts them per id. */
 static void s_histogram(tb_sampler_t *s, const struct tb_sampling_params *p, const float *x,
-                        uint32_t vocab, uint32_t n, uint32_t *counts) {
+                        uint32_t vocab, uint32_t n, uint32_t *counts)
+{
     memset(counts, 0, vocab * sizeof *counts);
     tb_sampler_seq_t *q = s_seq(s, p, NULL, 0);
     for (uint32_t i = 0; i < n; i++) {
@@ -186,7 +194,8 @@ static void s_histogram(tb_sampler_t *s, const struct tb_sampling_params *p, con
 
 /* Empirical frequencies within 4.5 standard deviations of the expected ones, and zero outside
  * the support. */
-static void s_check_freq(const uint32_t *counts, const double *expect, uint32_t vocab, uint32_t n) {
+static void s_check_freq(const uint32_t *counts, const double *expect, uint32_t vocab, uint32_t n)
+{
     for (uint32_t i = 0; i < vocab; i++) {
         if (expect[i] == 0.0) {
             assert_int_equal(counts[i], 0);
@@ -200,7 +209,8 @@ static void s_check_freq(const uint32_t *counts, const double *expect, uint32_t 
     }
 }
 
-static void test_support_sets(void **state) {
+static void test_support_sets(void **state)
+{
     (void)state;
     enum { V = 6, N = 20000 };
     tb_sampler_t *s = s_sampler(V, -1);
@@ -278,7 +288,8 @@ static void test_support_sets(void **state) {
 }
 
 /* Ties at the top_k boundary are kept. */
-static void test_top_k_ties(void **state) {
+static void test_top_k_ties(void **state)
+{
     (void)state;
     enum { V = 5 };
     tb_sampler_t *s = s_sampler(V, -1);
@@ -294,14 +305,16 @@ static void test_top_k_ties(void **state) {
     tb_sampler_destroy(&s);
 }
 
-static int s_cmp_desc(const void *a, const void *b) {
+static int s_cmp_desc(const void *a, const void *b)
+{
     float x = *(const float *)a, y = *(const float *)b;
     return (x < y) - (x > y);
 }
 
 /* At real vocabulary sizes the selection paths (partitioning, no full sort) agree with a
  * reference computed by sorting: every sampled token lies in the reference support set. */
-static void test_large_vocab_support(void **state) {
+static void test_large_vocab_support(void **state)
+{
     (void)state;
     const uint32_t sizes[3] = {32000, 50000, 152064};
     float *x = malloc(152064 * sizeof *x);
@@ -385,7 +398,8 @@ static void test_large_vocab_support(void **state) {
     free(sorted);
 }
 
-static void test_seed_determinism(void **state) {
+static void test_seed_determinism(void **state)
+{
     (void)state;
     enum { V = 64, STEPS = 40 };
     tb_sampler_t *s = s_sampler(V, -1);
@@ -443,7 +457,8 @@ static void test_seed_determinism(void **state) {
     tb_sampler_destroy(&s);
 }
 
-static void test_repetition_penalty(void **state) {
+static void test_repetition_penalty(void **state)
+{
     (void)state;
     tb_sampler_t *s = s_sampler(8, -1);
     struct tb_sampling_params p;
@@ -472,7 +487,8 @@ static void test_repetition_penalty(void **state) {
     tb_sampler_destroy(&s);
 }
 
-static void test_presence_frequency(void **state) {
+static void test_presence_frequency(void **state)
+{
     (void)state;
     tb_sampler_t *s = s_sampler(4, -1);
     struct tb_sampling_params p;
@@ -515,7 +531,8 @@ static void test_presence_frequency(void **state) {
 }
 
 /* Many distinct tokens: the penalty map grows past its first size and keeps every count. */
-static void test_penalty_growth(void **state) {
+static void test_penalty_growth(void **state)
+{
     (void)state;
     enum { V = 3000 };
     tb_sampler_t *s = s_sampler(V, -1);
@@ -535,7 +552,8 @@ static void test_penalty_growth(void **state) {
     tb_sampler_destroy(&s);
 }
 
-static void test_min_tokens(void **state) {
+static void test_min_tokens(void **state)
+{
     (void)state;
     tb_sampler_t *s = s_sampler(6, 5);
     struct tb_sampling_params p;
@@ -565,7 +583,8 @@ static void test_min_tokens(void **state) {
     tb_sampler_destroy(&s);
 }
 
-static void test_logprobs(void **state) {
+static void test_logprobs(void **state)
+{
     (void)state;
     enum { V = 16 };
     tb_sampler_t *s = s_sampler(V, -1);
@@ -636,13 +655,15 @@ static void test_logprobs(void **state) {
     tb_sampler_destroy(&s);
 }
 
-static double s_now(void) {
+static double s_now(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static tb_sampler_t *s_sampler_simd(uint32_t vocab, bool baseline) {
+static tb_sampler_t *s_sampler_simd(uint32_t vocab, bool baseline)
+{
     struct tb_sampler_config cfg = {.vocab_size = vocab, .seed = 1234, .baseline_simd = baseline};
     cfg.eos_ids[0] = 2;
     cfg.n_eos = 1;
@@ -651,7 +672,8 @@ static tb_sampler_t *s_sampler_simd(uint32_t vocab, bool baseline) {
     return s;
 }
 
-static bool s_have_avx2(void) {
+static bool s_have_avx2(void)
+{
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
     return __builtin_cpu_supports("avx2");
 #else
@@ -659,7 +681,8 @@ static bool s_have_avx2(void) {
 #endif
 }
 
-static void test_simd_name(void **state) {
+static void test_simd_name(void **state)
+{
     (void)state;
     tb_sampler_t *base = s_sampler_simd(100, true), *any = s_sampler_simd(100, false);
     assert_string_equal(tb_sampler_simd(base), "vec4");
@@ -670,7 +693,8 @@ static void test_simd_name(void **state) {
 
 /* A language-model-like row: a Gaussian bulk of standard deviation `sd` and a few tokens well
  * above it; optionally some -infinity, NaN and signed zeros. */
-static void s_lm_row(float *x, uint32_t v, struct tb_rng *rng, double sd, bool odd_values) {
+static void s_lm_row(float *x, uint32_t v, struct tb_rng *rng, double sd, bool odd_values)
+{
     for (uint32_t i = 0; i < v; i++) {
         double u1 = tb_rng_uniform(rng) + 1e-12, u2 = tb_rng_uniform(rng);
         x[i] = (float)(sd * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
@@ -688,7 +712,8 @@ static void s_lm_row(float *x, uint32_t v, struct tb_rng *rng, double sd, bool o
 
 /* The AVX2 passes and the 4-wide ones give the same tokens and bit-identical logprobs: same
  * seeds, every sampling mode, vocabularies that are not multiples of 8 or of the block. */
-static void test_simd_paths_agree(void **state) {
+static void test_simd_paths_agree(void **state)
+{
     (void)state;
     if (!s_have_avx2()) {
         printf("# skip: hardware: no AVX2 on this CPU, only the 4-wide path exists\n");
@@ -700,11 +725,11 @@ static void test_simd_paths_agree(void **state) {
         int32_t top_k;
         uint32_t top_logprobs;
     } cases[] = {
-        {0.0f, 1.0f, 0.0f, 1.0f, 0, 0},    {1.0f, 1.0f, 0.0f, 1.0f, 0, 0},
-        {0.7f, 0.9f, 0.0f, 1.0f, 0, 0},    {1.3f, 0.5f, 0.0f, 1.0f, 0, 3},
-        {0.8f, 1.0f, 0.0f, 1.0f, 40, 0},   {0.8f, 0.95f, 0.0f, 1.0f, 7, 0},
-        {1.0f, 1.0f, 0.05f, 1.0f, 0, 0},   {1.0f, 0.9f, 0.1f, 1.0f, 20, 5},
-        {0.9f, 0.99f, 0.0f, 1.2f, 0, 20},  {2.0f, 0.999f, 0.0f, 1.0f, 0, 0},
+        {0.0f, 1.0f, 0.0f, 1.0f, 0, 0},   {1.0f, 1.0f, 0.0f, 1.0f, 0, 0},
+        {0.7f, 0.9f, 0.0f, 1.0f, 0, 0},   {1.3f, 0.5f, 0.0f, 1.0f, 0, 3},
+        {0.8f, 1.0f, 0.0f, 1.0f, 40, 0},  {0.8f, 0.95f, 0.0f, 1.0f, 7, 0},
+        {1.0f, 1.0f, 0.05f, 1.0f, 0, 0},  {1.0f, 0.9f, 0.1f, 1.0f, 20, 5},
+        {0.9f, 0.99f, 0.0f, 1.2f, 0, 20}, {2.0f, 0.999f, 0.0f, 1.0f, 0, 0},
     };
     uint32_t compared = 0;
     for (size_t vi = 0; vi < sizeof vocabs / sizeof vocabs[0]; vi++) {
@@ -756,7 +781,8 @@ static void test_simd_paths_agree(void **state) {
 /* Cost of one step at vocabulary 152064 with the 4-wide passes and with the ones this CPU
  * picks, printed (figures only: nothing here asserts a speed); both must pick the same
  * tokens. */
-static void test_speed(void **state) {
+static void test_speed(void **state)
+{
     (void)state;
     enum { V = 152064, REPS = 10 };
     tb_sampler_t *sp[2] = {s_sampler_simd(V, true), s_sampler_simd(V, false)};
@@ -824,7 +850,8 @@ static void test_speed(void **state) {
     tb_sampler_destroy(&sp[1]);
 }
 
-int main(void) {
+int main(void)
+{
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_params),
         cmocka_unit_test(test_config),

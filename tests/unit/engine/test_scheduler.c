@@ -35,12 +35,15 @@
 
 /* ---- the fake model ---- */
 
-static uint64_t s_mix(uint64_t prev, int32_t tok, uint32_t pos) {
-    uint64_t st = prev ^ ((uint64_t)(uint32_t)tok * 0x9e3779b97f4a7c15ULL) ^ ((uint64_t)pos << 40);
+static uint64_t s_mix(uint64_t prev, int32_t tok, uint32_t pos)
+{
+    uint64_t st = prev ^ ((uint64_t)(uint32_t)tok * 0x9e3779b97f4a7c15ULL) ^
+                  ((uint64_t)pos << 40);
     return tb_rng_splitmix64(&st);
 }
 
-static void s_logits(uint64_t h, float *row) {
+static void s_logits(uint64_t h, float *row)
+{
     for (uint32_t v = 0; v < V; v++) {
         uint64_t st = h + v * 0xd1b54a32d192ed03ULL;
         row[v] = (float)(tb_rng_splitmix64(&st) >> 40) * (8.0f / 16777216.0f);
@@ -83,7 +86,8 @@ struct harness {
 };
 
 static void s_open(struct harness *h, uint32_t n_blocks, uint32_t bs, bool caching,
-                   const struct tb_sched_config *cfg) {
+                   const struct tb_sched_config *cfg)
+{
     memset(h, 0, sizeof *h);
     h->n_blocks = n_blocks;
     h->bs = bs;
@@ -105,7 +109,8 @@ static void s_open(struct harness *h, uint32_t n_blocks, uint32_t bs, bool cachi
     assert_non_null(h->snap);
 }
 
-static void s_close(struct harness *h) {
+static void s_close(struct harness *h)
+{
     tb_scheduler_destroy(&h->s);
     assert_null(h->s);
     /* Everything returned: no block is referenced. */
@@ -119,14 +124,16 @@ static void s_close(struct harness *h) {
 }
 
 static void s_cfg(struct tb_sched_config *c, uint32_t batch_seqs, uint32_t batch_tokens,
-                  uint32_t model_len) {
+                  uint32_t model_len)
+{
     tb_sched_config_init(c);
     c->max_batch_seqs = batch_seqs;
     c->max_batch_tokens = batch_tokens;
     c->max_model_len = model_len;
 }
 
-static uint32_t s_slot(const struct tb_sched_entry *e, uint32_t pos, uint32_t bs) {
+static uint32_t s_slot(const struct tb_sched_entry *e, uint32_t pos, uint32_t bs)
+{
     assert_true(pos / bs < e->n_blocks);
     return e->block_table[pos / bs] * bs + pos % bs;
 }
@@ -134,7 +141,8 @@ static uint32_t s_slot(const struct tb_sched_entry *e, uint32_t pos, uint32_t bs
 /* Runs one plan on the fake cache, checking it; samples (or forces) the tokens.  As in a real
  * batched forward pass, a token sees the cache as it was when the step began plus the tokens
  * of its own chunk, never what another sequence writes in the same step. */
-static void s_forward(struct harness *h, const struct tb_sched_plan *p, int32_t *sampled) {
+static void s_forward(struct harness *h, const struct tb_sched_plan *p, int32_t *sampled)
+{
     memcpy(h->snap, h->mem, (size_t)h->n_blocks * h->bs * sizeof *h->mem);
     assert_true(p->n_tokens <= h->cfg.max_batch_tokens);
     assert_true(p->n_seqs <= h->cfg.max_batch_seqs);
@@ -197,7 +205,8 @@ static void s_forward(struct harness *h, const struct tb_sched_plan *p, int32_t 
     assert_int_equal(n_logits, p->n_logits);
 }
 
-static void s_collect_outs(struct harness *h, const struct tb_sched_output *outs, uint32_t n) {
+static void s_collect_outs(struct harness *h, const struct tb_sched_output *outs, uint32_t n)
+{
     for (uint32_t i = 0; i < n; i++) {
         const struct tb_sched_output *o = &outs[i];
         assert_true(o->id < MAXREQ);
@@ -217,7 +226,8 @@ static void s_collect_outs(struct harness *h, const struct tb_sched_output *outs
 }
 
 /* One step: plan, fake forward, complete.  Returns the plan's sequence count. */
-static uint32_t s_step(struct harness *h) {
+static uint32_t s_step(struct harness *h)
+{
     const struct tb_sched_plan *p;
     assert_int_equal(tb_scheduler_step(h->s, &p), 0);
     if (p->n_seqs == 0) {
@@ -241,7 +251,8 @@ static uint32_t s_step(struct harness *h) {
     return n_seqs;
 }
 
-static void s_submit(struct harness *h, const struct req *r) {
+static void s_submit(struct harness *h, const struct req *r)
+{
     struct tb_sched_request q = {.id = r->id,
                                  .prompt = r->prompt,
                                  .n_prompt = r->n_prompt,
@@ -254,7 +265,8 @@ static void s_submit(struct harness *h, const struct req *r) {
 }
 
 /* Steps until idle; every step with work left must schedule something. */
-static void s_run(struct harness *h) {
+static void s_run(struct harness *h)
+{
     for (uint32_t guard = 0; tb_scheduler_has_work(h->s); guard++) {
         assert_true(guard < 100000);
         assert_true(s_step(h) > 0);
@@ -263,7 +275,8 @@ static void s_run(struct harness *h) {
 
 /* The tokens request `r` must produce: the same model and sampler, no scheduler, no cache. */
 static void s_reference(const struct req *r, uint32_t model_len, uint32_t cache_slots,
-                        struct result *out) {
+                        struct result *out)
+{
     memset(out, 0, sizeof *out);
     struct tb_sampler_config sc = {.vocab_size = V, .eos_ids = {EOS}, .n_eos = 1, .seed = 77};
     tb_sampler_t *smp;
@@ -301,7 +314,8 @@ static void s_reference(const struct req *r, uint32_t model_len, uint32_t cache_
     tb_sampler_destroy(&smp);
 }
 
-static void s_expect_reference(const struct harness *h, const struct req *r) {
+static void s_expect_reference(const struct harness *h, const struct req *r)
+{
     struct result ref;
     s_reference(r, h->cfg.max_model_len, h->n_blocks * h->bs, &ref);
     const struct result *got = &h->res[r->id];
@@ -319,7 +333,8 @@ static void s_expect_reference(const struct harness *h, const struct req *r) {
 
 /* A request with a prompt made from `seed`; the first `shared` tokens come from seed 0 so
  * that requests share prefixes. */
-static void s_make(struct req *r, uint64_t id, uint32_t n_prompt, uint32_t shared, uint64_t seed) {
+static void s_make(struct req *r, uint64_t id, uint32_t n_prompt, uint32_t shared, uint64_t seed)
+{
     memset(r, 0, sizeof *r);
     r->id = id;
     r->n_prompt = n_prompt;
@@ -337,7 +352,8 @@ static void s_make(struct req *r, uint64_t id, uint32_t n_prompt, uint32_t share
 
 /* ---- tests ---- */
 
-static void test_config_errors(void **state) {
+static void test_config_errors(void **state)
+{
     (void)state;
     struct tb_kv_config kc;
     tb_kv_config_init(&kc);
@@ -377,7 +393,8 @@ static void test_config_errors(void **state) {
     tb_kv_manager_destroy(&kv);
 }
 
-static void test_submit_errors(void **state) {
+static void test_submit_errors(void **state)
+{
     (void)state;
     struct harness h;
     struct tb_sched_config c;
@@ -432,7 +449,8 @@ static void test_submit_errors(void **state) {
 
 /* The headline property: alone, or among 15 others (sharing prefixes, different lengths), a
  * request yields the same greedy tokens, which are the reference's. */
-static void test_alone_vs_batched(void **state) {
+static void test_alone_vs_batched(void **state)
+{
     (void)state;
     enum { N = 16 };
     struct req *r = calloc(N, sizeof *r);
@@ -476,7 +494,8 @@ static void test_alone_vs_batched(void **state) {
 }
 
 /* Seeded random sampling (temperature, top_p, penalties) is as reproducible as greedy. */
-static void test_seeded_sampling_batched(void **state) {
+static void test_seeded_sampling_batched(void **state)
+{
     (void)state;
     enum { N = 8 };
     struct req *r = calloc(N, sizeof *r);
@@ -510,7 +529,8 @@ static void test_seeded_sampling_batched(void **state) {
 
 /* A long prompt arriving while three sequences decode is cut into chunks that fit beside the
  * decodes: every decode gets its token at every step. */
-static void test_chunked_prefill_interleaves(void **state) {
+static void test_chunked_prefill_interleaves(void **state)
+{
     (void)state;
     struct tb_sched_config c;
     s_cfg(&c, 8, 16, 256);
@@ -567,7 +587,8 @@ static void test_chunked_prefill_interleaves(void **state) {
 /* A cache far too small for the load: sequences are preempted and recomputed over and over,
  * yet every request finishes with the reference tokens, the oldest is never preempted, and
  * no step is empty while work remains. */
-static void test_preemption_tiny_cache(void **state) {
+static void test_preemption_tiny_cache(void **state)
+{
     (void)state;
     for (int caching = 0; caching < 2; caching++) {
         enum { N = 8 };
@@ -602,7 +623,8 @@ static void test_preemption_tiny_cache(void **state) {
 }
 
 /* The oldest sequence, short of blocks, preempts the newer one rather than itself. */
-static void test_preempts_newest(void **state) {
+static void test_preempts_newest(void **state)
+{
     (void)state;
     struct tb_sched_config c;
     s_cfg(&c, 4, 32, 64);
@@ -627,7 +649,8 @@ static void test_preempts_newest(void **state) {
 /* A block is offered for reuse only once all its tokens are computed: B, whose prompt is A's
  * prompt plus A's first generated token, arrives while that token's keys and values are still
  * being computed (in the same step) and must not read them from A's block. */
-static void test_no_reuse_before_computed(void **state) {
+static void test_no_reuse_before_computed(void **state)
+{
     (void)state;
     struct tb_sched_config c;
     s_cfg(&c, 4, 64, 128);
@@ -653,7 +676,8 @@ static void test_no_reuse_before_computed(void **state) {
 
 /* Requests arriving at random times, random lengths, a small cache, prefix sharing: the
  * outputs are the reference's, whatever happened. */
-static void test_random_arrivals(void **state) {
+static void test_random_arrivals(void **state)
+{
     (void)state;
     enum { N = MAXREQ };
     struct req *r = calloc(N, sizeof *r);
@@ -688,7 +712,8 @@ static void test_random_arrivals(void **state) {
 
 /* The same prompt again reuses the cached blocks (all but the last token), with the same
  * output; a request arriving while the first still runs shares its blocks too. */
-static void test_prefix_reuse(void **state) {
+static void test_prefix_reuse(void **state)
+{
     (void)state;
     struct tb_sched_config c;
     s_cfg(&c, 8, 64, 256);
@@ -728,7 +753,8 @@ static void test_prefix_reuse(void **state) {
     s_close(&h);
 }
 
-static void test_cancel(void **state) {
+static void test_cancel(void **state)
+{
     (void)state;
     struct tb_sched_config c;
     s_cfg(&c, 8, 64, 256);
@@ -782,7 +808,8 @@ static void test_cancel(void **state) {
 
 /* max_batch_seqs bounds the running set, max_batch_tokens each step (checked in s_forward);
  * the rest waits in order. */
-static void test_limits(void **state) {
+static void test_limits(void **state)
+{
     (void)state;
     struct tb_sched_config c;
     s_cfg(&c, 2, 10, 256);
@@ -814,7 +841,8 @@ static void test_limits(void **state) {
 }
 
 /* Without chunked prefill a prompt runs whole in one step. */
-static void test_unchunked(void **state) {
+static void test_unchunked(void **state)
+{
     (void)state;
     struct tb_sched_config c;
     s_cfg(&c, 4, 64, 64);
@@ -849,7 +877,8 @@ static void test_unchunked(void **state) {
 }
 
 /* eos, stop ids, min_tokens, ignore_eos, max_tokens, the context, a failed sample. */
-static void test_finish_reasons(void **state) {
+static void test_finish_reasons(void **state)
+{
     (void)state;
     struct tb_sched_config c;
     s_cfg(&c, 4, 64, 12);
@@ -923,7 +952,8 @@ static void test_finish_reasons(void **state) {
 }
 
 /* The step protocol: a pending plan blocks the next step; an aborted plan runs again. */
-static void test_step_protocol(void **state) {
+static void test_step_protocol(void **state)
+{
     (void)state;
     struct tb_sched_config c;
     s_cfg(&c, 4, 64, 64);
@@ -959,7 +989,8 @@ static void test_step_protocol(void **state) {
     s_close(&h);
 }
 
-int main(void) {
+int main(void)
+{
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_submit_errors),

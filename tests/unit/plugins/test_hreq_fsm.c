@@ -193,10 +193,14 @@ static void test_table(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_unary_answer),          cmocka_unit_test(test_stream_answer),
-        cmocka_unit_test(test_disconnect_mid_stream), cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_timeouts),              cmocka_unit_test(test_shutdown_and_retry),
-        cmocka_unit_test(test_impossible),            cmocka_unit_test(test_table),
+        cmocka_unit_test(test_unary_answer),
+        cmocka_unit_test(test_stream_answer),
+        cmocka_unit_test(test_disconnect_mid_stream),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_timeouts),
+        cmocka_unit_test(test_shutdown_and_retry),
+        cmocka_unit_test(test_impossible),
+        cmocka_unit_test(test_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -78,11 +78,18 @@ static void test_families(void **state)
     struct tb_host host = stub_host();
     struct tb_http_metrics m;
     assert_int_equal(tb_http_metrics_init(&m, &host, NULL, "dynamo_frontend"), 0);
-    const char *want[] = {"requests_total", "inflight_requests", "queued_requests",
-                          "time_to_first_token_seconds", "inter_token_latency_seconds",
-                          "request_duration_seconds", "input_sequence_tokens",
-                          "output_sequence_tokens", "input_tokens_total", "output_tokens_total",
-                          "disconnected_clients", "cancelled_requests_total"};
+    const char *want[] = {"requests_total",
+                          "inflight_requests",
+                          "queued_requests",
+                          "time_to_first_token_seconds",
+                          "inter_token_latency_seconds",
+                          "request_duration_seconds",
+                          "input_sequence_tokens",
+                          "output_sequence_tokens",
+                          "input_tokens_total",
+                          "output_tokens_total",
+                          "disconnected_clients",
+                          "cancelled_requests_total"};
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
         char n[128];
         snprintf(n, sizeof(n), "dynamo_frontend_%s", want[i]);
@@ -190,7 +197,7 @@ static void test_observe_with_series(void **state)
     tb_http_metrics_observe(&m, mm, m.itl, mm->itl, 0.01);
     assert_int_equal(s_series_adds, 1);
     assert_ptr_equal(s_last_series, mm->itl);
-    assert_int_equal(s_n_adds, 0); /* not through metric_add */
+    assert_int_equal(s_n_adds, 0);                        /* not through metric_add */
     tb_http_metrics_observe(&m, NULL, m.itl, NULL, 0.01); /* no model metrics: dropped */
     assert_int_equal(s_series_adds, 1);
     tb_http_metrics_release(&m);

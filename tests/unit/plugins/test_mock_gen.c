@@ -55,7 +55,9 @@ static void run_all(const struct tb_mock_seq_config *c, size_t k, bool lp, struc
 
 static struct tb_mock_seq_config base(void)
 {
-    struct tb_mock_seq_config c = {.seed = 7, .natural_length = 12, .token_id_min = 1000,
+    struct tb_mock_seq_config c = {.seed = 7,
+                                   .natural_length = 12,
+                                   .token_id_min = 1000,
                                    .token_id_max = 1999};
     return c;
 }
@@ -126,8 +128,8 @@ static void test_stop_strings(void **state)
         struct run r;
         run_all(&c, k, false, &r);
         assert_string_equal(r.finish, "stop");
-        assert_int_equal(r.len, cut);                 /* cut before the stop string */
-        assert_memory_equal(r.text, full.text, cut);  /* nothing of it was sent early */
+        assert_int_equal(r.len, cut);                /* cut before the stop string */
+        assert_memory_equal(r.text, full.text, cut); /* nothing of it was sent early */
         assert_null(strstr(r.text, stop));
     }
 }
@@ -176,10 +178,8 @@ static void test_logprobs(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_deterministic),
-        cmocka_unit_test(test_max_tokens),
-        cmocka_unit_test(test_stop_strings),
-        cmocka_unit_test(test_stop_ids_and_tokens_mode),
+        cmocka_unit_test(test_deterministic), cmocka_unit_test(test_max_tokens),
+        cmocka_unit_test(test_stop_strings),  cmocka_unit_test(test_stop_ids_and_tokens_mode),
         cmocka_unit_test(test_logprobs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -29,8 +29,8 @@ struct target {
     const char *inner;
 };
 
-static int s_fn(const struct tb_oai_field *f, json_t *v, void *base, const char *param,
-                void *ctx, struct tb_oai_error *e)
+static int s_fn(const struct tb_oai_field *f, json_t *v, void *base, const char *param, void *ctx,
+                struct tb_oai_error *e)
 {
     (void)f;
     struct target *t = base;
@@ -48,7 +48,10 @@ static const char *const s_kinds[] = {"a", "b", NULL};
 static const char *const s_modes[] = {"plain", NULL};
 
 static const struct tb_oai_field s_inner[] = {
-    {.name = "name", .types = TB_OAI_J_STR, .keep = TB_OAI_KEEP_STR, .flags = TB_OAI_F_REQUIRED,
+    {.name = "name",
+     .types = TB_OAI_J_STR,
+     .keep = TB_OAI_KEEP_STR,
+     .flags = TB_OAI_F_REQUIRED,
      .off = offsetof(struct target, inner)},
     {.name = "mode", .types = TB_OAI_J_STR, .flags = TB_OAI_F_UNSUPPORTED, .one_of = s_modes},
     {.name = NULL},
@@ -58,31 +61,69 @@ static const struct tb_oai_field s_inner[] = {
 #define A2 TB_OAI_FOR(TB_OAI_COMPLETIONS)
 
 static const struct tb_oai_field s_table[] = {
-    {.name = "flag", .types = TB_OAI_J_BOOL, .keep = TB_OAI_KEEP_BOOL,
+    {.name = "flag",
+     .types = TB_OAI_J_BOOL,
+     .keep = TB_OAI_KEEP_BOOL,
      .off = offsetof(struct target, flag)},
-    {.name = "count", .types = TB_OAI_J_INT, .keep = TB_OAI_KEEP_INT, .ilo = 1, .ihi = 10,
-     .off = offsetof(struct target, count), .has_off = offsetof(struct target, has_count),
-     .dflt_apis = A2, .dflt = 7},
-    {.name = "ratio", .types = TB_OAI_J_NUM, .keep = TB_OAI_KEEP_NUM, .lo = 0, .hi = 1,
-     .flags = TB_OAI_F_LO_OPEN, .off = offsetof(struct target, ratio),
+    {.name = "count",
+     .types = TB_OAI_J_INT,
+     .keep = TB_OAI_KEEP_INT,
+     .ilo = 1,
+     .ihi = 10,
+     .off = offsetof(struct target, count),
+     .has_off = offsetof(struct target, has_count),
+     .dflt_apis = A2,
+     .dflt = 7},
+    {.name = "ratio",
+     .types = TB_OAI_J_NUM,
+     .keep = TB_OAI_KEEP_NUM,
+     .lo = 0,
+     .hi = 1,
+     .flags = TB_OAI_F_LO_OPEN,
+     .off = offsetof(struct target, ratio),
      .has_off = offsetof(struct target, has_ratio)},
-    {.name = "kind", .apis = A1, .types = TB_OAI_J_STR, .keep = TB_OAI_KEEP_STR,
-     .flags = TB_OAI_F_REQUIRED | TB_OAI_F_NONEMPTY, .one_of = s_kinds,
+    {.name = "kind",
+     .apis = A1,
+     .types = TB_OAI_J_STR,
+     .keep = TB_OAI_KEEP_STR,
+     .flags = TB_OAI_F_REQUIRED | TB_OAI_F_NONEMPTY,
+     .one_of = s_kinds,
      .off = offsetof(struct target, kind)},
-    {.name = "on", .types = TB_OAI_J_BOOL, .keep = TB_OAI_KEEP_BOOL,
+    {.name = "on",
+     .types = TB_OAI_J_BOOL,
+     .keep = TB_OAI_KEEP_BOOL,
      .off = offsetof(struct target, on)},
-    {.name = "level", .types = TB_OAI_J_INT, .keep = TB_OAI_KEEP_INT, .ilo = 0, .ihi = 5,
-     .needs = "on", .needs_off = offsetof(struct target, on),
-     .off = offsetof(struct target, level), .has_off = offsetof(struct target, has_level)},
-    {.name = "level_max", .types = TB_OAI_J_INT, .keep = TB_OAI_KEEP_INT,
-     .flags = TB_OAI_F_IF_UNSET, .off = offsetof(struct target, level),
+    {.name = "level",
+     .types = TB_OAI_J_INT,
+     .keep = TB_OAI_KEEP_INT,
+     .ilo = 0,
+     .ihi = 5,
+     .needs = "on",
+     .needs_off = offsetof(struct target, on),
+     .off = offsetof(struct target, level),
      .has_off = offsetof(struct target, has_level)},
-    {.name = "copies", .types = TB_OAI_J_INT, .ilo = 1, .ihi = 9, .flags = TB_OAI_F_ONLY,
+    {.name = "level_max",
+     .types = TB_OAI_J_INT,
+     .keep = TB_OAI_KEEP_INT,
+     .flags = TB_OAI_F_IF_UNSET,
+     .off = offsetof(struct target, level),
+     .has_off = offsetof(struct target, has_level)},
+    {.name = "copies",
+     .types = TB_OAI_J_INT,
+     .ilo = 1,
+     .ihi = 9,
+     .flags = TB_OAI_F_ONLY,
      .only = 1},
     {.name = "bias", .types = TB_OAI_J_OBJ, .flags = TB_OAI_F_EMPTY_ONLY},
-    {.name = "words", .types = TB_OAI_J_STR | TB_OAI_J_ARR, .items = TB_OAI_J_STR, .ilo = 1,
+    {.name = "words",
+     .types = TB_OAI_J_STR | TB_OAI_J_ARR,
+     .items = TB_OAI_J_STR,
+     .ilo = 1,
      .ihi = 2},
-    {.name = "list", .types = TB_OAI_J_ARR, .keep = TB_OAI_KEEP_FN, .fn = s_fn,
+    {.name = "list",
+     .types = TB_OAI_J_ARR,
+     .keep = TB_OAI_KEEP_FN,
+     .fn = s_fn,
      .flags = TB_OAI_F_FN_ABSENT},
     {.name = "inner", .types = TB_OAI_J_OBJ, .sub = s_inner},
     {.name = NULL},
@@ -181,7 +222,8 @@ static void test_errors(void **state)
     s_bad(TB_OAI_CHAT, "{\"kind\":null}", "kind", "invalid_value", "required");
     s_bad(TB_OAI_CHAT, "{\"kind\":\"\"}", "kind", "invalid_value", "non-empty");
     s_bad(TB_OAI_CHAT, "{\"kind\":\"z\"}", "kind", "invalid_value", "'a', 'b'");
-    s_bad(TB_OAI_CHAT, "{\"kind\":1}", "kind", "invalid_value", "must be a string, not an integer");
+    s_bad(TB_OAI_CHAT, "{\"kind\":1}", "kind", "invalid_value",
+          "must be a string, not an integer");
     s_bad(TB_OAI_COMPLETIONS, "{\"flag\":1}", "flag", "invalid_value", "boolean");
     s_bad(TB_OAI_COMPLETIONS, "{\"count\":0}", "count", "invalid_value", "between 1 and 10");
     s_bad(TB_OAI_COMPLETIONS, "{\"count\":11}", "count", "invalid_value", NULL);

@@ -9,8 +9,8 @@
 
 #include <cmocka.h>
 
-#include "tb_errors.h"
 #include "../../../plugins/http/tb_oai_request.h" /* plugin-private header */
+#include "tb_errors.h"
 
 static struct tb_oai_request *parse_ok(tb_oai_api_t api, const char *body)
 {
@@ -116,9 +116,9 @@ static void test_chat_full(void **state)
 static void test_completions(void **state)
 {
     (void)state;
-    struct tb_oai_request *r =
-        parse_ok(TB_OAI_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"once\",\"logprobs\":2,"
-                                     "\"echo\":true,\"stop\":\"\\n\"}");
+    struct tb_oai_request *r = parse_ok(TB_OAI_COMPLETIONS,
+                                        "{\"model\":\"m\",\"prompt\":\"once\",\"logprobs\":2,"
+                                        "\"echo\":true,\"stop\":\"\\n\"}");
     assert_string_equal(r->gen.mode, "completion");
     assert_string_equal(r->gen.prompt, "once");
     assert_true(r->gen.has_max_tokens);
@@ -171,14 +171,14 @@ static void test_malformed(void **state)
               "messages[0].content[0].type", "image_url");
     /* a NUL byte inside a string is refused by the parser */
     parse_bad(TB_OAI_CHAT,
-              "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"a\\u0000b\"}]}", "",
-              "not valid JSON");
+              "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"a\\u0000b\"}]}",
+              "", "not valid JSON");
 }
 
 static const char *s_chat_with(const char *extra, char *buf, size_t len)
 {
-    snprintf(buf, len, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],%s}",
-             extra);
+    snprintf(buf, len,
+             "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],%s}", extra);
     return buf;
 }
 
@@ -186,7 +186,8 @@ static void test_ranges_and_types(void **state)
 {
     (void)state;
     char b[512];
-    parse_bad(TB_OAI_CHAT, s_chat_with("\"temperature\":2.5", b, sizeof(b)), "temperature", "2.5");
+    parse_bad(TB_OAI_CHAT, s_chat_with("\"temperature\":2.5", b, sizeof(b)), "temperature",
+              "2.5");
     parse_bad(TB_OAI_CHAT, s_chat_with("\"temperature\":-0.1", b, sizeof(b)), "temperature",
               NULL);
     parse_bad(TB_OAI_CHAT, s_chat_with("\"temperature\":\"hot\"", b, sizeof(b)), "temperature",
@@ -211,11 +212,12 @@ static void test_ranges_and_types(void **state)
     parse_bad(TB_OAI_CHAT, s_chat_with("\"n\":2", b, sizeof(b)), "n", "n=1");
     parse_bad(TB_OAI_CHAT, s_chat_with("\"n\":0", b, sizeof(b)), "n", NULL);
     parse_bad(TB_OAI_CHAT, s_chat_with("\"stream\":\"yes\"", b, sizeof(b)), "stream", "boolean");
-    parse_bad(TB_OAI_CHAT, s_chat_with("\"stream_options\":{\"include_usage\":true}", b,
-                                       sizeof(b)),
+    parse_bad(TB_OAI_CHAT,
+              s_chat_with("\"stream_options\":{\"include_usage\":true}", b, sizeof(b)),
               "stream_options", "stream");
-    parse_bad(TB_OAI_CHAT, s_chat_with("\"stream\":true,\"stream_options\":{\"include_usage\":1}",
-                                       b, sizeof(b)),
+    parse_bad(TB_OAI_CHAT,
+              s_chat_with("\"stream\":true,\"stream_options\":{\"include_usage\":1}", b,
+                          sizeof(b)),
               "stream_options.include_usage", NULL);
     parse_bad(TB_OAI_CHAT, s_chat_with("\"top_logprobs\":2", b, sizeof(b)), "top_logprobs",
               "logprobs");
@@ -223,16 +225,17 @@ static void test_ranges_and_types(void **state)
               "top_logprobs", NULL);
     parse_bad(TB_OAI_CHAT, s_chat_with("\"logit_bias\":{\"12\":5}", b, sizeof(b)), "logit_bias",
               "not supported");
-    parse_bad(TB_OAI_CHAT, s_chat_with("\"response_format\":{\"type\":\"json_object\"}", b,
-                                       sizeof(b)),
+    parse_bad(TB_OAI_CHAT,
+              s_chat_with("\"response_format\":{\"type\":\"json_object\"}", b, sizeof(b)),
               "response_format.type", NULL);
     parse_bad(TB_OAI_CHAT, s_chat_with("\"seed\":\"x\"", b, sizeof(b)), "seed", NULL);
     parse_bad(TB_OAI_CHAT, s_chat_with("\"min_tokens\":9,\"max_tokens\":3", b, sizeof(b)),
               "min_tokens", NULL);
     parse_bad(TB_OAI_CHAT, s_chat_with("\"tools\":{}", b, sizeof(b)), "tools", NULL);
     /* null means absent */
-    struct tb_oai_request *r =
-        parse_ok(TB_OAI_CHAT, s_chat_with("\"temperature\":null,\"stop\":null", b, sizeof(b)));
+    struct tb_oai_request *r = parse_ok(TB_OAI_CHAT,
+                                        s_chat_with("\"temperature\":null,\"stop\":null", b,
+                                                    sizeof(b)));
     assert_false(r->gen.has_temperature);
     assert_int_equal(r->gen.stop_count, 0);
     tb_oai_request_destroy(&r);
@@ -251,12 +254,12 @@ static void test_completions_errors(void **state)
     parse_bad(TB_OAI_COMPLETIONS, "{\"model\":\"m\",\"prompt\":[]}", "prompt", NULL);
     parse_bad(TB_OAI_COMPLETIONS, "{\"model\":\"m\",\"prompt\":[1,-2]}", "prompt", "token id");
     parse_bad(TB_OAI_COMPLETIONS, "{\"model\":\"m\",\"prompt\":{}}", "prompt", NULL);
-    parse_bad(TB_OAI_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"a\",\"logprobs\":6}",
-              "logprobs", NULL);
+    parse_bad(TB_OAI_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"a\",\"logprobs\":6}", "logprobs",
+              NULL);
     parse_bad(TB_OAI_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"a\",\"best_of\":3}", "best_of",
               NULL);
-    parse_bad(TB_OAI_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"a\",\"suffix\":\"z\"}",
-              "suffix", NULL);
+    parse_bad(TB_OAI_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"a\",\"suffix\":\"z\"}", "suffix",
+              NULL);
     parse_bad(TB_OAI_COMPLETIONS, "{\"model\":\"m\",\"prompt\":\"a\",\"echo\":1}", "echo", NULL);
 }
 

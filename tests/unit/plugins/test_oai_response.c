@@ -40,7 +40,8 @@ static void test_json_string(void **state)
     json_decref(j);
     tb_buf_clear(&b);
     /* invalid UTF-8 (lone continuation, truncated sequence, overlong) becomes U+FFFD */
-    const char bad[] = "a\x80z\xe2\x82\xc0\xaf" "b";
+    const char bad[] = "a\x80z\xe2\x82\xc0\xaf"
+                       "b";
     assert_int_equal(tb_oai_json_string(&b, bad, sizeof(bad) - 1), 0);
     j = load((const char *)b.data, b.len);
     const char *v = json_string_value(j);
@@ -62,8 +63,7 @@ static void test_error_body(void **state)
     json_t *err = json_object_get(j, "error");
     assert_string_equal(json_string_value(json_object_get(err, "message")),
                         "the model 'x\"y' does not exist");
-    assert_string_equal(json_string_value(json_object_get(err, "type")),
-                        "invalid_request_error");
+    assert_string_equal(json_string_value(json_object_get(err, "type")), "invalid_request_error");
     assert_string_equal(json_string_value(json_object_get(err, "param")), "model");
     assert_string_equal(json_string_value(json_object_get(err, "code")), "model_not_found");
     json_decref(j);
@@ -78,15 +78,20 @@ static void test_error_body(void **state)
     free(body);
 }
 
-static const struct tb_oai_head s_chat = {.api = TB_OAI_CHAT, .id = "chatcmpl-1", .model = "m/1",
-                                          .created = 1700000000, .fingerprint = "fp_x"};
-static const struct tb_oai_head s_cmpl = {.api = TB_OAI_COMPLETIONS, .id = "cmpl-1",
-                                          .model = "m", .created = 5, .fingerprint = "fp_y"};
+static const struct tb_oai_head s_chat = {.api = TB_OAI_CHAT,
+                                          .id = "chatcmpl-1",
+                                          .model = "m/1",
+                                          .created = 1700000000,
+                                          .fingerprint = "fp_x"};
+static const struct tb_oai_head s_cmpl = {
+    .api = TB_OAI_COMPLETIONS, .id = "cmpl-1", .model = "m", .created = 5, .fingerprint = "fp_y"};
 
 static void test_final_chat(void **state)
 {
     (void)state;
-    struct tb_oai_usage u = {.prompt_tokens = 3, .completion_tokens = 4, .cached_tokens = 2,
+    struct tb_oai_usage u = {.prompt_tokens = 3,
+                             .completion_tokens = 4,
+                             .cached_tokens = 2,
                              .has_cached_tokens = true};
     size_t len;
     char *body = tb_oai_final_body(&s_chat, "h\xc3\xa9llo \"x\"", 10, "stop", NULL, &u, &len);
@@ -107,9 +112,9 @@ static void test_final_chat(void **state)
     assert_int_equal(json_integer_value(json_object_get(us, "prompt_tokens")), 3);
     assert_int_equal(json_integer_value(json_object_get(us, "completion_tokens")), 4);
     assert_int_equal(json_integer_value(json_object_get(us, "total_tokens")), 7);
-    assert_int_equal(json_integer_value(json_object_get(json_object_get(us,
-                                                                        "prompt_tokens_details"),
-                                                        "cached_tokens")),
+    assert_int_equal(json_integer_value(
+                         json_object_get(json_object_get(us, "prompt_tokens_details"),
+                                         "cached_tokens")),
                      2);
     json_decref(j);
     free(body);
@@ -159,8 +164,8 @@ static void test_chat_logprobs(void **state)
     (void)state;
     tb_oai_logprobs_t *lp = tb_oai_logprobs_new(TB_OAI_CHAT, 2);
     struct tb_msg_top_logprob top[1] = {{.token_id = 1, .logprob = -0.25, .text = "A"}};
-    struct tb_msg_token_logprob v = {.token_id = 1, .logprob = -0.25, .text = "A", .top = top,
-                                     .top_count = 1};
+    struct tb_msg_token_logprob v = {
+        .token_id = 1, .logprob = -0.25, .text = "A", .top = top, .top_count = 1};
     assert_int_equal(tb_oai_logprobs_add(lp, &v, 1), 0);
     json_t *c = json_object_get(tb_oai_logprobs_json(lp), "content");
     assert_int_equal(json_array_size(c), 1);
@@ -223,8 +228,8 @@ static void test_stream_chat(void **state)
     assert_string_equal(json_string_value(json_object_get(d0, "role")), "assistant");
     assert_string_equal(json_string_value(json_object_get(d0, "content")), "");
     json_t *c2 = json_array_get(json_object_get(f[2], "choices"), 0);
-    assert_string_equal(json_string_value(json_object_get(json_object_get(c2, "delta"),
-                                                          "content")),
+    assert_string_equal(json_string_value(
+                            json_object_get(json_object_get(c2, "delta"), "content")),
                         "llo\n");
     assert_true(json_is_null(json_object_get(c2, "finish_reason")));
     assert_true(json_is_null(json_object_get(f[2], "usage")));
@@ -232,8 +237,8 @@ static void test_stream_chat(void **state)
     assert_string_equal(json_string_value(json_object_get(c3, "finish_reason")), "stop");
     assert_int_equal(json_object_size(json_object_get(c3, "delta")), 0);
     assert_int_equal(json_array_size(json_object_get(f[4], "choices")), 0);
-    assert_int_equal(json_integer_value(json_object_get(json_object_get(f[4], "usage"),
-                                                        "total_tokens")),
+    assert_int_equal(json_integer_value(
+                         json_object_get(json_object_get(f[4], "usage"), "total_tokens")),
                      4);
     for (int i = 0; i < n; i++) {
         json_decref(f[i]);

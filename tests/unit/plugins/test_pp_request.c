@@ -114,7 +114,8 @@ static struct tb_pp_request *make(struct tb_pp_request_list *l, double timeout_s
     struct tb_msg_gen_request *m = calloc(1, sizeof(*m));
     assert_non_null(m);
     struct tb_pp_request *r = NULL;
-    assert_int_equal(tb_pp_request_new(l, (void *)l, (tb_request_t *)&g_in, &m, timeout_s, &r), 0);
+    assert_int_equal(tb_pp_request_new(l, (void *)l, (tb_request_t *)&g_in, &m, timeout_s, &r),
+                     0);
     assert_null(m); /* taken */
     assert_non_null(r);
     assert_ptr_equal(g.user_set, r);

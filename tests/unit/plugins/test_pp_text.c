@@ -20,8 +20,8 @@
 #include "../../../plugins/preprocessor/tb_pp_usage.h" /* plugin-private header */
 #include "tb_errors.h"
 #include "tb_tok_utf8.h"
-#include "tb_utf8.h"
 #include "tb_tokenizer.h"
+#include "tb_utf8.h"
 
 /* A byte-level BPE vocabulary without merges: token id b is byte b. */
 static tb_tokenizer_t *g_tok;
@@ -31,9 +31,10 @@ static int setup(void **state)
     (void)state;
     char *json = malloc(8192);
     assert_non_null(json);
-    int n = sprintf(json, "{\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false},"
-                          "\"decoder\":{\"type\":\"ByteLevel\"},"
-                          "\"model\":{\"type\":\"BPE\",\"merges\":[],\"vocab\":{");
+    int n = sprintf(json,
+                    "{\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false},"
+                    "\"decoder\":{\"type\":\"ByteLevel\"},"
+                    "\"model\":{\"type\":\"BPE\",\"merges\":[],\"vocab\":{");
     for (int b = 0; b < 256; b++) {
         char cp[5] = {0};
         tb_utf8_encode(tb_tok_byte_to_cp((uint8_t)b), cp);

@@ -18,8 +18,8 @@ static tb_instance_dir_t *g_dir;
 
 static void add(uint64_t id, const char *endpoint, const char *model, const char *kind, int want)
 {
-    struct tb_route r = {.endpoint = endpoint, .instance_id = id, .model = model, .kind = kind,
-                         .info = "{}"};
+    struct tb_route r = {
+        .endpoint = endpoint, .instance_id = id, .model = model, .kind = kind, .info = "{}"};
     assert_int_equal(tb_instance_dir_add(g_dir, &r, 0), want);
 }
 

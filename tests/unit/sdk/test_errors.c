@@ -16,10 +16,10 @@ static void test_strerror(void **state)
 {
     (void)state;
     static const int codes[] = {
-        TB_OK,        TB_AGAIN,     TB_ENOENT,     TB_EIO,       TB_E2BIG,      TB_ENOMEM,
-        TB_EBUSY,     TB_EEXIST,    TB_EINVAL,     TB_ERANGE,    TB_EPROTO,     TB_EMSGSIZE,
-        TB_ENOTSUP,   TB_ETIMEDOUT, TB_ECANCELED,  TB_ENOROUTE,  TB_EGONE,      TB_EABI,
-        TB_ECONFIG,   TB_EOVERLOAD, TB_EDRAINING,  TB_EMODEL,    TB_ECONTEXT,   TB_EINTERNAL,
+        TB_OK,      TB_AGAIN,     TB_ENOENT,    TB_EIO,      TB_E2BIG,    TB_ENOMEM,
+        TB_EBUSY,   TB_EEXIST,    TB_EINVAL,    TB_ERANGE,   TB_EPROTO,   TB_EMSGSIZE,
+        TB_ENOTSUP, TB_ETIMEDOUT, TB_ECANCELED, TB_ENOROUTE, TB_EGONE,    TB_EABI,
+        TB_ECONFIG, TB_EOVERLOAD, TB_EDRAINING, TB_EMODEL,   TB_ECONTEXT, TB_EINTERNAL,
     };
     size_t n = sizeof(codes) / sizeof(codes[0]);
     for (size_t i = 0; i < n; i++) {
@@ -40,7 +40,7 @@ static void test_formatters(void **state)
     char err[16];
     tb_err_set(err, sizeof(err), "cannot open '%s'", "model.gguf");
     assert_string_equal(err, "cannot open 'mo"); /* truncated, terminated */
-    tb_err_set(NULL, 0, "ignored %d", 1);      /* no buffer: nothing happens */
+    tb_err_set(NULL, 0, "ignored %d", 1);        /* no buffer: nothing happens */
     memset(err, 'x', sizeof(err));
     tb_err_set(err, 0, "ignored");
     assert_int_equal(err[0], 'x');

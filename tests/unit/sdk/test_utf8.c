@@ -41,7 +41,7 @@ static void test_decode_invalid(void **state)
 {
     (void)state;
     s_expect("\x80", 1, TB_UTF8_INVALID, 1, 0);
-    s_expect("\xc0\xaf", 2, TB_UTF8_INVALID, 1, 0);     /* overlong lead */
+    s_expect("\xc0\xaf", 2, TB_UTF8_INVALID, 1, 0); /* overlong lead */
     s_expect("\xc1\xbf", 2, TB_UTF8_INVALID, 1, 0);
     s_expect("\xe0\x80\xaf", 3, TB_UTF8_INVALID, 1, 0); /* E0 needs A0..BF */
     s_expect("\xed\xa0\x80", 3, TB_UTF8_INVALID, 1, 0); /* surrogate */
@@ -49,8 +49,12 @@ static void test_decode_invalid(void **state)
     s_expect("\xf4\x90\x80\x80", 4, TB_UTF8_INVALID, 1, 0); /* beyond U+10FFFF */
     s_expect("\xf5\x80", 2, TB_UTF8_INVALID, 1, 0);
     s_expect("\xff", 1, TB_UTF8_INVALID, 1, 0);
-    s_expect("\xe2\x82" "A", 3, TB_UTF8_INVALID, 2, 0);  /* truncated, then ASCII */
-    s_expect("\xf0\x9f\x99" "A", 4, TB_UTF8_INVALID, 3, 0);
+    s_expect("\xe2\x82"
+             "A",
+             3, TB_UTF8_INVALID, 2, 0); /* truncated, then ASCII */
+    s_expect("\xf0\x9f\x99"
+             "A",
+             4, TB_UTF8_INVALID, 3, 0);
     assert_false(tb_utf8_is_valid("ok\xe2\x82", 4));
     assert_false(tb_utf8_is_valid("\xed\xa0\x80", 3));
     assert_true(tb_utf8_is_valid("h\xc3\xa9llo \xf0\x9f\x99\x82", 11));
@@ -120,7 +124,7 @@ static void test_validation(void **state)
     assert_false(tb_utf8_is_valid("\xc0\xaf", 2));         /* overlong */
     assert_false(tb_utf8_is_valid("\xed\xa0\x80", 3));     /* surrogate */
     assert_false(tb_utf8_is_valid("\xf4\x90\x80\x80", 4)); /* past U+10FFFF */
-    assert_false(tb_utf8_is_valid("ab\xe2\x96", 4));        /* cut */
+    assert_false(tb_utf8_is_valid("ab\xe2\x96", 4));       /* cut */
     assert_int_equal(tb_utf8_valid_prefix("ab\xe2\x96", 4), 2);
     assert_int_equal(tb_utf8_valid_prefix("abc", 3), 3);
     assert_int_equal(tb_utf8_valid_prefix("\xff", 1), 0);
@@ -134,9 +138,12 @@ static void test_validation(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_decode_valid),      cmocka_unit_test(test_decode_invalid),
-        cmocka_unit_test(test_decode_incomplete), cmocka_unit_test(test_encode_and_lengths),
-        cmocka_unit_test(test_next),              cmocka_unit_test(test_validation),
+        cmocka_unit_test(test_decode_valid),
+        cmocka_unit_test(test_decode_invalid),
+        cmocka_unit_test(test_decode_incomplete),
+        cmocka_unit_test(test_encode_and_lengths),
+        cmocka_unit_test(test_next),
+        cmocka_unit_test(test_validation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
