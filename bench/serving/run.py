@@ -89,11 +89,14 @@ class Proc:
         self.log.close()
 
 
-def turbine_yaml(port, mock_cfg, replicas=2, spin=None):
-    """spin: bus.spin and the http loop's spin (None: turbine's defaults)."""
+def turbine_yaml(port, mock_cfg, replicas=2, spin=None, max_header=None):
+    """spin: bus.spin and the http loop's spin; max_header: the http plugin's max_header_size
+    (None: turbine's defaults)."""
     cfg = ''.join('      %s: %s\n' % (k, v) for k, v in mock_cfg.items())
     bus = 'bus:\n  spin: %s\n' % spin if spin is not None else ''
     http_spin = '      spin: %s\n' % spin if spin is not None else ''
+    if max_header is not None:
+        http_spin += '      max_header_size: %s\n' % max_header
     return ('namespace: bench\nlog:\n  level: warn\nshutdown:\n  grace_period: 5s\n%s'
             'components:\n'
             '  - name: http\n    plugin: http\n    config:\n      port: %d\n'
@@ -103,11 +106,11 @@ def turbine_yaml(port, mock_cfg, replicas=2, spin=None):
             '      served_model_name: %s\n%s' % (bus, port, http_spin, replicas, MODEL, cfg))
 
 
-def start_turbine(build, tmp, name, mock_cfg, spin=None):
+def start_turbine(build, tmp, name, mock_cfg, spin=None, max_header=None):
     port = free_port()
     path = os.path.join(tmp, name + '.yaml')
     with open(path, 'w') as f:
-        f.write(turbine_yaml(port, mock_cfg, spin=spin))
+        f.write(turbine_yaml(port, mock_cfg, spin=spin, max_header=max_header))
     p = Proc([os.path.join(build, 'bin', 'turbine'), 'serve', path],
              os.path.join(tmp, name + '.log'))
     wait_http('http://127.0.0.1:%d/ready' % port)
@@ -206,7 +209,8 @@ def median_run(runs):
 
 def throughput(args, tmp):
     tb, tport = start_turbine(args.build, tmp, 'throughput',
-                              {'speedup': 0, 'output_tokens': args.output_tokens}, args.spin)
+                              {'speedup': 0, 'output_tokens': args.output_tokens}, args.spin,
+                              args.max_header_size)
     ng = None
     try:
         url = 'http://127.0.0.1:%d/v1/chat/completions' % tport
@@ -312,6 +316,10 @@ def main():
     ap.add_argument('--pin', action='store_true',
                     help='servers (turbine, nginx, the control) on CPU 0, wrk and the streaming '
                          'client on CPU 1: steadier figures on a small machine')
+    ap.add_argument('--max-header-size', default=None,
+                    help="the http plugin's max_header_size for the throughput runs, e.g. 16KiB "
+                         "(default: turbine's own, 32KiB; it sizes libmicrohttpd's per-connection "
+                         "pool, which is zeroed for every request)")
     ap.add_argument('--spin', help="turbine's bus.spin and http spin, e.g. 0 or 100us (default: "
                                    "turbine's own, 50us; builds before bus.spin refuse the key)")
     ap.add_argument('--json', help='also write the results here')
