@@ -27,6 +27,10 @@ if [ -z "$cf" ]; then
 fi
 mapfile -t files < <(git ls-files '*.c' '*.h' '*.cpp' '*.cu' '*.cuh' |
                      grep -v -e '^tests/fuzz/corpus/' -e '^tests/plugins/sdk-v1/')
+if [ "${#files[@]}" -eq 0 ]; then
+  echo "format: no sources found (git ls-files listed none: run from a git checkout)" >&2
+  exit 2
+fi
 bad=0
 for f in "${files[@]}"; do
   [ -f "$f" ] || continue
