@@ -320,14 +320,14 @@ static int s_hello(tb_node_t *n, bool remote, int timeout_ms, char *err, size_t 
             continue;
         }
         void *msg = NULL;
-        char derr[200];
+        char derr[512] = "not one frame";
         rc = np == 1 ? tb_codec_decode(TB_MSG_REG_REPLY, zmq_msg_data(&parts[0]),
                                        zmq_msg_size(&parts[0]), &msg, derr, sizeof(derr))
                      : TB_EPROTO;
         tb_zmq_close_parts(parts, np > TB_ZMQ_MAX_PARTS ? TB_ZMQ_MAX_PARTS : np);
         if (rc != 0) {
-            snprintf(err, err_len, "registry at %s answered something unreadable",
-                     n->registry_addr);
+            snprintf(err, err_len, "registry at %s answered something unreadable: %s",
+                     n->registry_addr, derr);
             return TB_EPROTO;
         }
         struct tb_msg_reg_reply *rep = msg;

@@ -279,8 +279,8 @@ static bool s_name_ok(const char *s)
     return true;
 }
 
-/* Appends " name" for each plugin the loader can find to fix[k..size); returns the new k. */
-static size_t s_append_available(tb_loader_t *loader, char *fix, size_t size, size_t k)
+/* Appends " name" for each plugin the loader can find to fix[k..size). */
+static void s_append_available(tb_loader_t *loader, char *fix, size_t size, size_t k)
 {
     char **avail = NULL;
     size_t na = tb_loader_available(loader, &avail);
@@ -291,7 +291,6 @@ static size_t s_append_available(tb_loader_t *loader, char *fix, size_t size, si
         free(avail[i]);
     }
     free(avail);
-    return k;
 }
 
 /* The value of a component's `name` (ki 0), `plugin` (1) or `replicas` (2) key into comp. */

@@ -634,6 +634,7 @@ int tb_codec_decode_in(const struct tb_msg_desc *const *descs, tb_msg_type_t typ
     const struct tb_msg_desc *md = descs[type];
     zone = s_zone_get(&own_zone);
     if (!zone) {
+        s_fail(&d, "out of memory for message '%s'", md->name);
         return TB_ENOMEM;
     }
     if (!s_counts_plausible(data, len)) {

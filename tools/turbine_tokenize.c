@@ -126,6 +126,8 @@ static int s_tools_main(int argc, char **argv)
             fwrite(out, 1, len, stdout);
             putchar('\n');
         } else if (status == 0) {
+            fprintf(stderr, "turbine detokenize: %s\n",
+                    ids ? "decoding failed" : "out of memory");
             status = 1;
         }
         free(out);
@@ -139,7 +141,11 @@ static int s_tools_main(int argc, char **argv)
         int32_t *ids = NULL;
         size_t n = 0;
         int rc = buf ? tb_tokenizer_encode(tok, buf, len, special, true, &ids, &n) : TB_ENOMEM;
-        if (rc != 0) {
+        if (!buf) {
+            fprintf(stderr, "turbine tokenize: %s\n",
+                    text ? "out of memory" : "cannot read the text from standard input");
+            status = 1;
+        } else if (rc != 0) {
             fprintf(stderr, "turbine tokenize: %s\n",
                     rc == TB_EINVAL ? "the text is not valid UTF-8" : "encoding failed");
             status = 1;

@@ -42,7 +42,7 @@ static void s_err(tb_runner_t *r, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(r->err, sizeof r->err, fmt, ap);
+    tb_err_vset(r->err, sizeof r->err, fmt, ap);
     va_end(ap);
 }
 
@@ -136,7 +136,7 @@ int tb_runner_new(const tb_model_t *model, const struct tb_backend_ops *ops,
     *out = NULL;
     tb_runner_t *r = calloc(1, sizeof *r);
     if (!r) {
-        snprintf(err, err_len, "out of memory");
+        tb_err_set(err, err_len, "out of memory");
         return TB_ENOMEM;
     }
     const struct tb_model_params *mp = tb_model_params(model);
@@ -181,7 +181,7 @@ int tb_runner_new(const tb_model_t *model, const struct tb_backend_ops *ops,
     *out = r;
     return 0;
 fail:
-    snprintf(err, err_len, "%s", r->err);
+    tb_err_set(err, err_len, "%s", r->err);
     tb_runner_destroy(&r);
     return rc;
 }
@@ -316,7 +316,12 @@ int tb_runner_step(tb_runner_t *self, const struct tb_runner_output **outs, uint
     }
     double t0 = s_now();
     const struct tb_sched_plan *plan;
-    if (tb_scheduler_step(r->sched, &plan) != 0 || plan->n_seqs == 0) {
+    int src = tb_scheduler_step(r->sched, &plan);
+    if (src != 0) {
+        s_err(r, "%s", tb_scheduler_errmsg(r->sched));
+        return src;
+    }
+    if (plan->n_seqs == 0) {
         return TB_AGAIN; /* waiting requests that cannot be admitted yet */
     }
     r->last.n_seqs = plan->n_seqs;

@@ -81,7 +81,7 @@ static void s_free_texts(char **texts, size_t n)
 /* Builds and sends the caller's chunk for engine chunk `c` (NULL when it had no payload).
  * `stopped`: a stop string completed; `final`: this ends the request. */
 static void s_forward(req_t *r, const struct tb_msg_gen_chunk *c, size_t used, bool stopped,
-                      bool final, bool engine_done)
+                      bool final)
 {
     tb_preproc_t *p = r->owner;
     const struct tb_host *h = p->host;
@@ -102,8 +102,9 @@ static void s_forward(req_t *r, const struct tb_msg_gen_chunk *c, size_t used, b
     outc.logprobs = lps;
     outc.logprobs_count = lps ? n_lp : 0;
     if (final) {
-        if (stopped && r->engine_call && !engine_done) {
-            h->bus_call_cancel(r->engine_call); /* the engine need not go on */
+        if (stopped && r->engine_call) {
+            /* the engine need not go on (engine_call is NULL once its last chunk came) */
+            h->bus_call_cancel(r->engine_call);
         }
         r->engine_call = NULL;
         struct tb_msg_usage u = tb_pp_usage_message(&r->usage);
@@ -152,7 +153,7 @@ static void s_on_engine_chunk(tb_call_t *call, const struct tb_chunk *ch, void *
         tb_pp_request_fail(r, rc, "out of memory while building the text of the answer");
     } else {
         tb_pp_usage_engine(&r->usage, c ? c->usage : NULL);
-        s_forward(r, c, used, rc == 1, final, ch->kind == TB_CHUNK_FINAL);
+        s_forward(r, c, used, rc == 1, final);
     }
     h->msg_free(&m);
 }
