@@ -128,12 +128,14 @@ def run_unit(build, pattern, res, timeout):
         res.add('unit', 'failed', udir, 'no unit tests built')
         return
     env = dict(os.environ, CMOCKA_MESSAGE_OUTPUT='TAP', TB_ROOT=ROOT, TB_BUILD=build)
+    ran = 0
     for name in sorted(os.listdir(udir)):
         path = os.path.join(udir, name)
         if not name.startswith('test_') or not os.access(path, os.X_OK) or '.' in name:
             continue
         if pattern and not re.search(pattern, name):
             continue
+        ran += 1
         t0 = time.time()
         try:
             p = subprocess.run([path], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -179,6 +181,9 @@ def run_unit(build, pattern, res, timeout):
 
 
 # ---- integration -----------------------------------------------------------------------------
+    if not ran and not pattern:
+        res.add('unit', 'failed', udir, 'no unit test binaries found')
+
 
 def run_pytest(build, pattern, res, first_build):
     tdir = os.path.join(ROOT, 'tests', 'integration')
@@ -222,7 +227,10 @@ def run_pytest(build, pattern, res, first_build):
             res.skip('integration', name, msg)
         else:
             res.add('integration', 'passed', name)
-    # 0 all passed, 1 some failed, 5 nothing collected (a -k that matched no test here)
+    # 0 all passed, 1 some failed, 5 nothing collected (a -k that matched no test here; without
+    # -k it is a failure)
+    if p.returncode == 5 and not pattern:
+        res.add('integration', 'failed', 'pytest', 'collected no tests')
     if p.returncode not in (0, 1, 5) or (p.returncode == 1 and
                                          res.counts['integration']['failed'] == failed_before):
         res.add('integration', 'failed', 'pytest', 'pytest exited with status %d'

@@ -67,9 +67,9 @@ def test_speedup(server):
     ttft, gaps, total = timed_stream(server, 'timed2x')
     assert ttft >= 0.295
     assert total >= 0.565  # (600 ms + 9 x 60 ms) / 2
-    # and not the 1.14 s of speedup 1: the margin is 3x the worst delay the stack added under
-    # load (0.12 s, release)
-    assert total < 1.14 - 3 * 0.12
+    # and not the 1.14 s speedup 1 would take at the least (how little the stack adds on top is
+    # a speed: bench/serving/mock_timing.py)
+    assert total < 1.14
     ttft, gaps, total = timed_stream(server, 'instant')
     # speedup 0 waits for nothing: 5 s + 29 s configured; 1/10 of that is ample headroom
     assert total < 3.4 * SLOW

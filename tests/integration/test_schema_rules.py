@@ -19,6 +19,7 @@ def test_schema_1_0_is_the_frozen_schema():
         frozen = yaml.safe_load(f)['messages']
     with open(CURRENT) as f:
         current = yaml.safe_load(f)['messages']
+    assert frozen, FROZEN
     for pos, (name, old) in enumerate(frozen.items()):
         new = current[name]
         assert new['id'] == pos + 1, name  # the positional id old plugins compiled in

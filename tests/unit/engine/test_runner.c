@@ -62,7 +62,8 @@ static tb_runner_t *s_runner_blocks(const struct tb_backend_ops *ops, uint32_t b
 {
     tb_model_t *m = s_open_model();
     if (!m) {
-        skip(); /* ../shared/models/tinystories-656k absent */
+        printf("# skip: ../shared/models/tinystories-656k absent\n");
+        skip();
     }
     struct tb_runner_config c;
     tb_runner_config_init(&c);
