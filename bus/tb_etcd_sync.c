@@ -38,6 +38,8 @@ struct tb_etcd_sync {
     char **endpoints;
     char *prefix;
     char *routes_prefix; /* prefix + "routes/" */
+    char *hubs_prefix;   /* prefix + "hubs/" */
+    char *hub_export;    /* ours, or NULL */
     char *process_id;
     atomic_int stop;
     pthread_t sync_thread, watch_thread;
@@ -46,6 +48,7 @@ struct tb_etcd_sync {
     /* Shared: what the watch thread last saw in etcd (instance id -> struct blob *). */
     pthread_mutex_t lock;
     struct tb_u64map remote;
+    struct tb_u64map hubs;   /* process id (as a number) -> struct blob * (its export address) */
     uint64_t remote_version; /* bumped at every change */
 
     /* The sync thread's own state. */
@@ -55,6 +58,10 @@ struct tb_etcd_sync {
     struct tb_u64map imported; /* instance id -> decoded route registered locally */
     void *dealer;              /* to the local registry */
     uint64_t seq;
+    bool hub_written;          /* our export address is in etcd under the current lease */
+    void *import_pub;          /* to the local hub's import socket */
+    void *hub_sub;             /* subscribed to the other processes' exports */
+    struct tb_u64map hub_conn; /* process id -> strdup'ed address hub_sub is connected to */
 };
 
 static int64_t s_now_ms(void)
@@ -101,23 +108,36 @@ static void s_clear_remote(struct tb_u64map *m)
 
 /* ---- the watch thread: etcd -> s->remote ----------------------------------------------------- */
 
-/* The instance id of a key "<prefix>routes/<16 hex digits>"; 0 when the key is not one. */
-static uint64_t s_key_id(const tb_etcd_sync_t *s, const char *key)
+/* The number of a key "<kind prefix><16 hex digits>" (an instance or a process id); 0 when the
+ * key is not one of that kind. */
+static uint64_t s_key_id(const char *kind, const char *key)
 {
-    size_t n = strlen(s->routes_prefix);
-    if (strncmp(key, s->routes_prefix, n) != 0 || strlen(key + n) != 16)
+    size_t n = strlen(kind);
+    if (strncmp(key, kind, n) != 0 || strlen(key + n) != 16)
         return 0;
     char *end;
     uint64_t id = strtoull(key + n, &end, 16);
     return *end ? 0 : id;
 }
 
-/* Records key = value in `m` (the watch thread's map or a fresh listing). */
-static int s_remote_put(tb_etcd_sync_t *s, struct tb_u64map *m, const struct tb_etcd_kv *kv)
+/* The map a key belongs in (routes or hubs of `maps`) and its number; NULL for other keys. */
+static struct tb_u64map *s_key_map(const tb_etcd_sync_t *s, struct tb_u64map *maps[2],
+                                   const char *key, uint64_t *id)
 {
-    uint64_t id = s_key_id(s, kv->key);
-    if (id == 0)
-        return 0; /* not a route key: ignored */
+    if ((*id = s_key_id(s->routes_prefix, key)) != 0)
+        return maps[0];
+    if ((*id = s_key_id(s->hubs_prefix, key)) != 0)
+        return maps[1];
+    return NULL;
+}
+
+/* Records key = value in the routes or hubs map of `maps`. */
+static int s_remote_put(tb_etcd_sync_t *s, struct tb_u64map *maps[2], const struct tb_etcd_kv *kv)
+{
+    uint64_t id;
+    struct tb_u64map *m = s_key_map(s, maps, kv->key, &id);
+    if (!m)
+        return 0; /* not one of ours: ignored */
     struct blob *b = calloc(1, sizeof(*b));
     if (!b || !(b->data = malloc(kv->value_len ? kv->value_len : 1))) {
         free(b);
@@ -140,32 +160,42 @@ static int s_on_listed(void *ud, const struct tb_etcd_kv *kv)
 static int s_on_event(void *ud, enum tb_etcd_event_type type, const struct tb_etcd_kv *kv)
 {
     tb_etcd_sync_t *s = ud;
+    struct tb_u64map *maps[2] = {&s->remote, &s->hubs};
     pthread_mutex_lock(&s->lock);
+    uint64_t id;
+    struct tb_u64map *m;
     if (type == TB_ETCD_EVENT_PUT)
-        s_remote_put(s, &s->remote, kv);
-    else
-        s_blob_free(tb_u64map_del(&s->remote, s_key_id(s, kv->key)));
+        s_remote_put(s, maps, kv);
+    else if ((m = s_key_map(s, maps, kv->key, &id)) != NULL)
+        s_blob_free(tb_u64map_del(m, id));
     s->remote_version++;
     pthread_mutex_unlock(&s->lock);
     return 0;
 }
 
-/* Lists the routes; on success replaces s->remote with them and returns the revision. */
+/* Lists the namespace; on success replaces the routes and hubs with it and returns the
+ * revision. */
 static int s_relist(tb_etcd_sync_t *s, tb_etcd_t *e, int64_t *revision, char *err, size_t len)
 {
-    struct tb_u64map fresh;
-    tb_u64map_init(&fresh);
-    void *args[2] = {s, &fresh};
-    int rc = tb_etcd_list(e, s->routes_prefix, s_on_listed, args, revision, err, len);
+    struct tb_u64map routes, hubs;
+    tb_u64map_init(&routes);
+    tb_u64map_init(&hubs);
+    struct tb_u64map *fresh[2] = {&routes, &hubs};
+    void *args[2] = {s, fresh};
+    int rc = tb_etcd_list(e, s->prefix, s_on_listed, args, revision, err, len);
     pthread_mutex_lock(&s->lock);
     if (rc == 0) {
         s_clear_remote(&s->remote);
-        s->remote = fresh;
+        s_clear_remote(&s->hubs);
+        s->remote = routes;
+        s->hubs = hubs;
         s->remote_version++;
     }
     pthread_mutex_unlock(&s->lock);
-    if (rc != 0)
-        s_clear_remote(&fresh);
+    if (rc != 0) {
+        s_clear_remote(&routes);
+        s_clear_remote(&hubs);
+    }
     return rc;
 }
 
@@ -191,7 +221,7 @@ static void *s_watch_main(void *arg)
         }
         if (rc == 0) {
             delay = 0;
-            rc = tb_etcd_watch(e, s->routes_prefix, last + 1, s_on_event, s, &s->stop, &last, err,
+            rc = tb_etcd_watch(e, s->prefix, last + 1, s_on_event, s, &s->stop, &last, err,
                                sizeof(err));
         }
         if (atomic_load(&s->stop))
@@ -295,6 +325,7 @@ static int s_hold_lease(tb_etcd_sync_t *s, int64_t *next_keepalive, char *err, s
         /* Everything is written again under the new lease. */
         tb_u64map_release(&s->exported);
         tb_u64map_init(&s->exported);
+        s->hub_written = false;
         TB_CLOG_INFO(LOG_NAME, "etcd at %s: lease %016" PRIx64 " (%d s), routes under %s",
                      tb_etcd_endpoint(s->etcd), (uint64_t)s->lease, granted, s->routes_prefix);
     }
@@ -305,9 +336,18 @@ static int s_hold_lease(tb_etcd_sync_t *s, int64_t *next_keepalive, char *err, s
 /* Writes this process's new routes to etcd and deletes the ones that left. */
 static int s_export(tb_etcd_sync_t *s, const struct tb_msg_reg_reply *snap, char *err, size_t len)
 {
+    int rc = 0;
+    if (s->hub_export && !s->hub_written) {
+        char key[512];
+        snprintf(key, sizeof(key), "%s%s", s->hubs_prefix, s->process_id);
+        rc = tb_etcd_put(s->etcd, key, s->hub_export, strlen(s->hub_export), s->lease, 0, NULL,
+                         err, len);
+        if (rc != 0)
+            return rc;
+        s->hub_written = true;
+    }
     struct tb_u64map live;
     tb_u64map_init(&live);
-    int rc = 0;
     for (size_t i = 0; rc == 0 && i < snap->routes_count; i++) {
         const struct tb_msg_route *rt = &snap->routes[i];
         if (strcmp(rt->process_id, s->process_id) != 0)
@@ -406,6 +446,69 @@ static void s_import(tb_etcd_sync_t *s)
     free(kept);
 }
 
+/* Connects the event subscriber to every other process's export and drops the ones that left. */
+static void s_follow_hubs(tb_etcd_sync_t *s)
+{
+    if (!s->hub_sub)
+        return;
+    uint64_t self = strtoull(s->process_id, NULL, 16);
+    uint64_t id;
+    struct blob *b;
+    char *addr;
+    pthread_mutex_lock(&s->lock);
+    for (size_t it = 0; tb_u64map_next(&s->hub_conn, &it, &id, (void **)&addr);) {
+        b = tb_u64map_get(&s->hubs, id);
+        if (b && strlen(addr) == b->len && memcmp(addr, b->data, b->len) == 0)
+            continue;
+        zmq_disconnect(s->hub_sub, addr);
+        TB_CLOG_DEBUG(LOG_NAME, "no longer importing events from process %016" PRIx64, id);
+        free(tb_u64map_del(&s->hub_conn, id));
+        it = 0; /* the map changed under the iterator: start over */
+    }
+    for (size_t it = 0; tb_u64map_next(&s->hubs, &it, &id, (void **)&b);) {
+        if (id == self || tb_u64map_get(&s->hub_conn, id))
+            continue;
+        addr = strndup((const char *)b->data, b->len);
+        if (!addr || zmq_connect(s->hub_sub, addr) != 0 ||
+            tb_u64map_put(&s->hub_conn, id, addr) != 0) {
+            TB_CLOG_WARN(LOG_NAME, "cannot import events from process %016" PRIx64 " at %s", id,
+                         addr ? addr : "?");
+            free(addr);
+            continue;
+        }
+        TB_CLOG_DEBUG(LOG_NAME, "importing events from process %016" PRIx64 " at %s", id, addr);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Waits `ms`, meanwhile handing the events other processes export to the local hub.  Returns
+ * true when asked to stop. */
+static bool s_pump(tb_etcd_sync_t *s, int ms)
+{
+    if (!s->hub_sub)
+        return s_nap(s, ms);
+    for (int64_t end = s_now_ms() + ms; !atomic_load(&s->stop);) {
+        int64_t left = end - s_now_ms();
+        if (left <= 0)
+            break;
+        zmq_pollitem_t it = {s->hub_sub, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, left < 100 ? (long)left : 100) <= 0)
+            continue;
+        for (int budget = 0; budget < 1000; budget++) {
+            zmq_msg_t parts[TB_ZMQ_MAX_PARTS];
+            int n;
+            if (tb_zmq_recv(s->hub_sub, parts, TB_ZMQ_MAX_PARTS, &n, ZMQ_DONTWAIT) != 0)
+                break;
+            int keep = n > TB_ZMQ_MAX_PARTS ? TB_ZMQ_MAX_PARTS : n;
+            for (int i = 0; n <= TB_ZMQ_MAX_PARTS && i < n; i++)
+                zmq_msg_send(&parts[i], s->import_pub,
+                             (i + 1 < n ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT);
+            tb_zmq_close_parts(parts, keep);
+        }
+    }
+    return atomic_load(&s->stop) != 0;
+}
+
 static void *s_sync_main(void *arg)
 {
     tb_etcd_sync_t *s = arg;
@@ -422,6 +525,7 @@ static void *s_sync_main(void *arg)
             tb_codec_free(&m);
         }
         s_import(s);
+        s_follow_hubs(s);
         while (s_registry_reply(s, 0))
             ; /* drain the replies to registrations and heartbeats */
         if (rc != 0) {
@@ -430,12 +534,12 @@ static void *s_sync_main(void *arg)
             TB_CLOG_INFO(LOG_NAME, "etcd not reachable%s: %s; again in %d ms",
                          reported ? "" : " yet", err, wait);
             reported = true;
-            if (s_nap(s, wait))
+            if (s_pump(s, wait))
                 break;
             continue;
         }
         delay = 0;
-        s_nap(s, tick);
+        s_pump(s, tick);
     }
     return NULL;
 }
@@ -449,8 +553,19 @@ static void s_free(tb_etcd_sync_t *s)
     free(s->endpoints);
     free(s->prefix);
     free(s->routes_prefix);
+    free(s->hubs_prefix);
+    free(s->hub_export);
     free(s->process_id);
     s_clear_remote(&s->remote);
+    s_clear_remote(&s->hubs);
+    char *addr;
+    for (size_t it = 0; tb_u64map_next(&s->hub_conn, &it, NULL, (void **)&addr);)
+        free(addr);
+    tb_u64map_release(&s->hub_conn);
+    if (s->hub_sub)
+        zmq_close(s->hub_sub);
+    if (s->import_pub)
+        zmq_close(s->import_pub);
     tb_u64map_release(&s->exported);
     void *route;
     for (size_t it = 0; tb_u64map_next(&s->imported, &it, NULL, &route);)
@@ -475,6 +590,8 @@ int tb_etcd_sync_start(const struct tb_etcd_sync_config *cfg, tb_etcd_sync_t **o
         return tb_err_fail(err, err_len, TB_ENOMEM, "etcd discovery: out of memory");
     pthread_mutex_init(&s->lock, NULL);
     tb_u64map_init(&s->remote);
+    tb_u64map_init(&s->hubs);
+    tb_u64map_init(&s->hub_conn);
     tb_u64map_init(&s->exported);
     tb_u64map_init(&s->imported);
     s->cfg = *cfg;
@@ -486,6 +603,20 @@ int tb_etcd_sync_start(const struct tb_etcd_sync_config *cfg, tb_etcd_sync_t **o
         asprintf(&s->routes_prefix, "%sroutes/", cfg->prefix) < 0) {
         s->routes_prefix = NULL;
         goto fail;
+    }
+    if (asprintf(&s->hubs_prefix, "%shubs/", cfg->prefix) < 0) {
+        s->hubs_prefix = NULL;
+        goto fail;
+    }
+    if (cfg->hub_export) {
+        static const char all[] = "";
+        s->hub_export = strdup(cfg->hub_export);
+        s->import_pub = tb_zmq_socket(cfg->zctx, ZMQ_PUB);
+        s->hub_sub = tb_zmq_socket(cfg->zctx, ZMQ_SUB);
+        if (!s->hub_export || !s->import_pub || !s->hub_sub ||
+            zmq_connect(s->import_pub, TB_HUB_IMPORT_INPROC) != 0 ||
+            zmq_setsockopt(s->hub_sub, ZMQ_SUBSCRIBE, all, 0) != 0)
+            goto fail;
     }
     for (size_t i = 0; i < cfg->n_endpoints; i++)
         if (!(s->endpoints[i] = strdup(cfg->endpoints[i])))

@@ -17,6 +17,11 @@
  * backoff (up to 5 s apart) and logged at info; a lease etcd forgot (this process stalled past its
  * TTL, or the cluster lost it) is granted again and the routes written again, never an exit.
  *
+ * Events (load, KV) cross processes the same way: each process's registry exports what its own
+ * publishers send on a tcp PUB socket whose address is written as `<prefix>hubs/<process id>`;
+ * the sync thread subscribes to every other process's and hands their events to the local hub,
+ * which gives them to local subscribers only (never exporting them again, so nothing loops).
+ *
  * Lives in libturbine-etcd.so, which the node opens with dlopen only when a deployment names the
  * etcd backend, so processes that do not use etcd never load libcurl.
  */
@@ -38,6 +43,10 @@ struct tb_etcd_sync_config {
     int lease_ttl_ms;       /* the etcd lease, >= 2000 (etcd counts in seconds) */
     int heartbeat_ms; /* the local registry's heartbeat: imported routes renewed this often */
     int timeout_ms;   /* per etcd request */
+    /* NULL, or where this process's events are published for others (tb_registry_export_addr):
+     * written as <prefix>hubs/<process id>; every other process's such address is subscribed
+     * to and its events handed to the local hub at TB_HUB_IMPORT_INPROC. */
+    const char *hub_export;
 };
 
 /* Starts the threads; contacts nothing synchronously (etcd may come later).  Caller owns *out

@@ -398,7 +398,8 @@ static int s_start_etcd(tb_node_t *n, const struct tb_node_config *cfg, char *er
         .zctx = n->zctx,
         .lease_ttl_ms = cfg->etcd_lease_ttl_ms > 0 ? cfg->etcd_lease_ttl_ms : 10000,
         .heartbeat_ms = n->heartbeat_ms,
-        .timeout_ms = cfg->etcd_timeout_ms > 0 ? cfg->etcd_timeout_ms : 2000};
+        .timeout_ms = cfg->etcd_timeout_ms > 0 ? cfg->etcd_timeout_ms : 2000,
+        .hub_export = tb_registry_export_addr(n->registry)};
     int rc = start(&sc, &n->etcd_sync, err, err_len);
     if (rc == 0) {
         TB_CLOG_INFO(LOG_NAME, "discovery on etcd (%zu endpoint%s, keys under %s, process %s)",
@@ -454,7 +455,9 @@ int tb_node_new(const struct tb_node_config *cfg, tb_node_t **out, char *err, si
     if (!cfg->join) {
         struct tb_registry_config rc_cfg = {.listen = cfg->registry_listen,
                                             .heartbeat_ms = n->heartbeat_ms,
-                                            .lease_ttl_ms = n->ttl_ms};
+                                            .lease_ttl_ms = n->ttl_ms,
+                                            .export_host = cfg->n_etcd_endpoints ? n->host
+                                                                                 : NULL};
         rc = tb_registry_start(n->zctx, &rc_cfg, &n->registry, err, err_len);
         if (rc != 0) {
             goto fail;
