@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "tb_api_keys.h"
 #include "tb_buf.h"
 #include "tb_hreq_fsm.h"
 #include "tb_http.h"
@@ -95,6 +96,7 @@ struct tb_http {
     const struct tb_host *host;
     tb_component_t *comp;
     struct tb_http_config cfg;
+    struct tb_api_keys keys; /* api_keys and api_keys_file: empty, no authentication */
     char ns[128];
     char router_ep[256]; /* "ns.router.route", "" when none configured */
     char fingerprint[64];
