@@ -7,11 +7,14 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "tb_buf.h"
 #include "tb_errors.h"
@@ -220,6 +223,23 @@ static size_t s_on_data(char *data, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
+/* Sockets that notice a dead peer in seconds, not the kernel's two hours: a watch stream to a
+ * member cut off by a partition must break (and resume elsewhere) well within a lease TTL. */
+static int s_on_socket(void *ud, curl_socket_t fd, curlsocktype purpose)
+{
+    const tb_etcd_t *e = ud;
+    if (purpose != CURLSOCKTYPE_IPCXN)
+        return CURL_SOCKOPT_OK;
+    int one = 1, idle = 1, intvl = 1, cnt = 2;
+    unsigned user_timeout = (unsigned)e->timeout_ms;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout));
+    return CURL_SOCKOPT_OK;
+}
+
 static int s_on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
 {
     (void)a, (void)b, (void)c, (void)d;
@@ -241,7 +261,8 @@ static CURLcode s_post_once(tb_etcd_t *e, size_t i, const char *path, const char
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)e->timeout_ms);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, total_timeout_ms);
-    curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(c, CURLOPT_SOCKOPTFUNCTION, s_on_socket);
+    curl_easy_setopt(c, CURLOPT_SOCKOPTDATA, e);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, s_on_data);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, sink);
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);

@@ -621,8 +621,12 @@ int tb_etcd_sync_start(const struct tb_etcd_sync_config *cfg, tb_etcd_sync_t **o
     for (size_t i = 0; i < cfg->n_endpoints; i++)
         if (!(s->endpoints[i] = strdup(cfg->endpoints[i])))
             goto fail;
+    /* A renewal must be able to fail over to the next endpoint and still arrive in time: no
+     * request may take more than a quarter of the TTL. */
+    if (s->cfg.timeout_ms > cfg->lease_ttl_ms / 4)
+        s->cfg.timeout_ms = cfg->lease_ttl_ms / 4;
     struct tb_etcd_config ec = {(const char *const *)s->endpoints, cfg->n_endpoints,
-                                cfg->timeout_ms};
+                                s->cfg.timeout_ms};
     rc = tb_etcd_new(&ec, &s->etcd, err, err_len);
     if (rc != 0)
         goto fail_quiet;
