@@ -172,3 +172,30 @@ def test_a_late_router_asks_for_a_snapshot(tmp_path):
         if router:
             router.stop()
         head.stop()
+
+
+def test_cpu_engines_publish_kv_events_the_router_follows(tmp_path):
+    # The real engine's KV events (CPU flavour, the tiny model): repeats of a prefix land on
+    # the engine that cached it.  Each request waits for the engines' idle load report (they
+    # report within load_interval): a report from the middle of the previous answer would still
+    # count its blocks as decoding and send the repeat elsewhere.
+    c = {'served_model_name': MODEL, 'model': TINY, 'kv_cache': '16MiB', 'threads': 1,
+         'block_size': 16, 'load_interval': '50ms'}
+    port, reg = free_port(), free_port()
+    head = Turbine(tmp_path, head_yaml(port, reg))
+    workers = [Turbine(tmp_path, deployment(0, [('engine', 'engine_cpu', 1, c)]),
+                       name='w%d' % i, join='tcp://127.0.0.1:%d' % reg) for i in range(2)]
+    try:
+        wait_models(port, {MODEL}, timeout=30)
+        wait_for(lambda: _engines(head) >= 2, 20, 'two engines known')
+        for g in range(3):
+            time.sleep(0.15)
+            first = complete(port, system_prompt(g, 100) + ' zero')
+            wait_for(lambda: metric_sum(metrics(port), 'turbine_router_kv_events_total')
+                     >= g + 1, 5, 'kv events of group %d' % g)
+            for q in range(1, 3):
+                time.sleep(0.15)
+                r = complete(port, system_prompt(g, 100) + ' question %d' % q)
+                assert cached(r) >= first['usage']['prompt_tokens'] - 32, (g, q, r['usage'])
+    finally:
+        stop_all(head, workers)

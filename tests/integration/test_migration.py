@@ -207,3 +207,36 @@ def test_exhausted_migrations_end_in_an_error(tmp_path):
                 or 'no engine instance serves' in error['message']), error
     finally:
         stop_all(head, workers)
+
+
+def test_cancel_follows_the_migrated_request(tmp_path):
+    # The stream starts while only w0 serves, so it is there; w1 joins, w0 is killed, the
+    # stream moves to w1; the client then goes away and w1's sequence is cancelled (the mock
+    # logs each cancellation at debug).
+    head, workers, port = start(tmp_path, 1, output_tokens=400)
+    w1 = None
+    try:
+        s = open_streams(port, 1, max_tokens=400)[0]  # 16 s unbroken
+        events = s.events()
+        next(events)
+        c = {'served_model_name': MODEL, 'kind': 'tokens', 'token_id_min': 3,
+             'token_id_max': 2047, 'ttft': '0s', 'itl': '40ms', 'output_tokens': 400}
+        yaml = deployment(0, [('engine', 'mock', 1, c)]).replace('level: info', 'level: debug')
+        w1 = Turbine(tmp_path, yaml, name='w1', join='tcp://127.0.0.1:%d' % reg_of(head))
+        wait_for(lambda: head.log().count("routing model '%s' (tokens)" % MODEL) >= 2, 20,
+                 'w1 routed')
+        workers[0].kill()
+        head.wait_log('moving it to another instance', timeout=3 * TTL + 2)
+        wait_for(lambda: metric_sum(metrics(port), 'turbine_migration_seconds_count') >= 1,
+                 5, 'the stream resumed on w1')
+        s.close()  # the client goes away
+        w1.wait_log(r'cancelled \(.*\) after \d+ tokens', timeout=5)
+    finally:
+        if w1:
+            w1.stop(check=False)
+        stop_all(head, workers)
+
+
+def reg_of(head):
+    with open(head.yaml_path) as f:
+        return int(f.read().split('listen: tcp://127.0.0.1:')[1].split()[0])
