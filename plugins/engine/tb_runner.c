@@ -436,6 +436,11 @@ size_t tb_runner_block_bytes(const tb_runner_t *self)
     return self->ops->block_bytes(self->backend);
 }
 
+const tb_kv_manager_t *tb_runner_kv(const tb_runner_t *self)
+{
+    return self->kv;
+}
+
 tb_backend_t *tb_runner_backend(const tb_runner_t *self)
 {
     return self->backend;

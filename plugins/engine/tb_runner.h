@@ -172,6 +172,7 @@ uint32_t tb_runner_context(const tb_runner_t *self); /* the effective context le
 uint32_t tb_runner_n_blocks(const tb_runner_t *self);
 size_t tb_runner_block_bytes(const tb_runner_t *self);
 tb_backend_t *tb_runner_backend(const tb_runner_t *self);
+const tb_kv_manager_t *tb_runner_kv(const tb_runner_t *self); /* for KV snapshots */
 const struct tb_backend_ops *tb_runner_ops(const tb_runner_t *self);
 
 /* The message of the last failed call (lowercase, no trailing period); "" after success.

@@ -43,6 +43,15 @@ static const struct tb_config_field s_fields[] = {
      .min = 0.1,
      .max = 86400,
      .help = "longest a request may take, engine included"},
+    {.key = "migration_limit",
+     .type = TB_CFG_INT,
+     .offset = OFF(migration_limit),
+     .default_value = "3",
+     .has_bounds = true,
+     .min = 0,
+     .max = 100,
+     .help = "times a request moves to another engine instance when its stream breaks (the "
+             "instance died or stopped); 0: the caller gets the error"},
 };
 
 static int s_create(const struct tb_host *host, tb_component_t *comp, const void *config,

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "tb_plugin.h"
+#include "tb_pp_migrate.h"
 #include "tb_pp_text.h"
 #include "tb_pp_usage.h"
 
@@ -45,6 +46,8 @@ struct tb_pp_request {
     tb_pp_text_t *text; /* owned */
     struct tb_pp_usage usage;
     struct tb_pp_request *prev, *next;
+    struct tb_pp_migrate mig; /* what migration needs (tb_pp_migrate.h) */
+    int64_t started_ns;       /* when the request came in (the engine call's remaining time) */
 };
 
 void tb_pp_request_list_init(struct tb_pp_request_list *l, const struct tb_host *host);

@@ -37,6 +37,7 @@ struct tb_preproc {
     bool engines_changed;
     struct tb_route_fallback fallback;
     struct tb_pp_request_list reqs;
+    tb_metric_t *m_migrations, *m_mig_exhausted, *m_mig_seconds;
 };
 
 #define LOG_I(p, ...) TB_LOG_INFO((p)->host, (p)->comp, __VA_ARGS__)
@@ -121,6 +122,53 @@ static void s_forward(req_t *r, const struct tb_msg_gen_chunk *c, size_t used, b
     free(lps);
 }
 
+static void s_dispatch(req_t *r);
+
+/* The engine's stream broke with `code`: sends the request to another instance with the tokens
+ * generated so far (tb_pp_migrate.h), or ends it with an error saying so.  True when it did
+ * either; false when the error is not a broken stream. */
+static bool s_migrate(req_t *r, int code, const char *why)
+{
+    tb_preproc_t *p = r->owner;
+    const struct tb_host *h = p->host;
+    uint64_t from = r->mig.instance;
+    const char *model = p->cfg.served_model_name;
+    switch (tb_pp_migrate_on_break(&r->mig, code, p->cfg.migration_limit, r->ids, r->n_ids,
+                                   h->now_ns())) {
+    case TB_PP_MIGRATE_NO:
+        return false;
+    case TB_PP_MIGRATE_EXHAUSTED:
+        h->metric_add(p->m_mig_exhausted, model, 1);
+        tb_pp_request_fail(r, code,
+                           "the engine instance streaming the answer broke off (%s) and the "
+                           "request already moved %" PRId64 " times (migration_limit %" PRId64
+                           ")",
+                           why ? why : h->strerror(code), r->mig.migrations,
+                           p->cfg.migration_limit);
+        return true;
+    case TB_PP_MIGRATE_GO:
+        break;
+    }
+    h->metric_add(p->m_migrations, model, 1);
+    LOG_I(p,
+          "request '%s': the stream from instance %016" PRIx64 " broke off (%s) after %zu "
+          "tokens: moving it to another instance (migration %" PRId64 " of at most %" PRId64 ")",
+          r->msg->request_id, from, why ? why : h->strerror(code), r->mig.n_generated,
+          r->mig.migrations, p->cfg.migration_limit);
+    if (r->max_tokens > 0 && (int64_t)r->mig.n_generated >= r->max_tokens) {
+        /* every token was sent; only the final chunk was lost */
+        struct tb_msg_gen_chunk fin = {.finish_reason = "length"};
+        if (tb_pp_text_finish(r->text) < 0) {
+            tb_pp_request_fail(r, TB_ENOMEM, "out of memory");
+        } else {
+            s_forward(r, &fin, 0, false, true);
+        }
+        return true;
+    }
+    s_dispatch(r);
+    return true;
+}
+
 static void s_on_engine_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user)
 {
     (void)call;
@@ -131,8 +179,16 @@ static void s_on_engine_chunk(tb_call_t *call, const struct tb_chunk *ch, void *
         r->engine_call = NULL; /* the bus frees the call after its last chunk */
     }
     if (ch->kind == TB_CHUNK_ERROR) {
-        tb_pp_request_fail(r, ch->code, "%s", ch->message);
+        if (!s_migrate(r, ch->code, ch->message)) {
+            tb_pp_request_fail(r, ch->code, "%s", ch->message);
+        }
         return;
+    }
+    if (r->mig.broke_ns) {
+        /* the first answer after a migration: how long the caller waited for it */
+        h->metric_add(p->m_mig_seconds, p->cfg.served_model_name,
+                      (double)(h->now_ns() - r->mig.broke_ns) / 1e9);
+        r->mig.broke_ns = 0;
     }
     void *m = NULL;
     char err[256];
@@ -145,6 +201,9 @@ static void s_on_engine_chunk(tb_call_t *call, const struct tb_chunk *ch, void *
     size_t used = 0;
     int rc = c ? tb_pp_text_push(r->text, c->token_ids, c->token_ids_count, &used) : 0;
     tb_pp_usage_add_completion(&r->usage, used);
+    if (rc >= 0 && c && p->cfg.migration_limit > 0) {
+        rc = tb_pp_migrate_note(&r->mig, c->token_ids, used) == 0 ? rc : TB_ENOMEM;
+    }
     bool final = ch->kind == TB_CHUNK_FINAL || rc == 1;
     if (rc >= 0 && final && rc != 1) {
         rc = tb_pp_text_finish(r->text); /* the engine finished: release what is held */
@@ -174,19 +233,36 @@ static int s_call_engine(req_t *r, const char *endpoint, uint64_t instance)
     q.stop = NULL;
     q.stop_count = 0;
     q.has_add_generation_prompt = false;
-    q.tokens = r->ids;
-    q.tokens_count = r->n_ids;
+    q.tokens = tb_pp_migrate_tokens(&r->mig, r->ids, r->n_ids, &q.tokens_count);
     if (r->max_tokens > 0) {
         q.max_tokens = r->max_tokens;
         q.has_max_tokens = true;
     }
+    int timeout_ms = r->timeout_ms;
+    size_t resumed = tb_pp_migrate_resumed(&r->mig);
+    if (resumed > 0) {
+        /* a migrated request: the answer so far is part of the prompt; the limits count on */
+        q.resumed_tokens = (int64_t)resumed;
+        q.has_resumed_tokens = true;
+        q.max_tokens -= q.has_max_tokens ? (int64_t)resumed : 0;
+        q.min_tokens = q.min_tokens > (int64_t)resumed ? q.min_tokens - (int64_t)resumed : 0;
+        if (timeout_ms > 0) {
+            timeout_ms -= (int)((h->now_ns() - r->started_ns) / 1000000);
+            if (timeout_ms <= 0) {
+                return TB_ETIMEDOUT;
+            }
+        }
+    }
     struct tb_buf buf = {0};
     int rc = h->msg_encode(TB_MSG_GEN_REQUEST, &q, &buf);
     if (rc == 0) {
-        rc = h->bus_call(p->bus, endpoint, instance, buf.data, buf.len, r->timeout_ms,
+        rc = h->bus_call(p->bus, endpoint, instance, buf.data, buf.len, timeout_ms,
                          s_on_engine_chunk, r, &r->engine_call);
     }
     h->buf_free(&buf);
+    if (rc == 0) {
+        r->mig.instance = instance ? instance : h->bus_call_instance(r->engine_call);
+    }
     return rc;
 }
 
@@ -261,8 +337,9 @@ static void s_dispatch(req_t *r)
         return;
     }
     struct tb_msg_route_query q = {.model = p->cfg.served_model_name, .kind = "tokens"};
-    q.tokens = r->ids;
-    q.tokens_count = r->n_ids;
+    q.tokens = tb_pp_migrate_tokens(&r->mig, r->ids, r->n_ids, &q.tokens_count);
+    q.exclude = r->mig.failed;
+    q.exclude_count = r->mig.n_failed;
     struct tb_buf buf = {0};
     int rc = h->msg_encode(TB_MSG_ROUTE_QUERY, &q, &buf);
     if (rc == 0) {
@@ -589,6 +666,13 @@ static void s_sync_endpoint(tb_preproc_t *p)
             p->engines_changed = true; /* try again on the next step */
         }
     } else if (n == 0 && p->gen_ep) {
+        /* Requests still open (a migrating one between two engines) end here, with the reason,
+         * before the endpoint goes and takes their callers with it. */
+        while (p->reqs.head) {
+            tb_pp_request_fail(p->reqs.head, TB_ENOROUTE,
+                               "no engine instance serves model '%s' any more",
+                               p->cfg.served_model_name);
+        }
         h->bus_endpoint_remove(p->bus, p->gen_ep);
         p->gen_ep = NULL;
         LOG_I(p, "no engine serves model '%s' any more: no longer offering it",
@@ -712,6 +796,25 @@ static int s_load_template(tb_preproc_t *p, char *err, size_t err_len)
     return tb_chat_template_new_from_hf_dir(p->cfg.model, NULL, &p->tmpl, err, err_len);
 }
 
+static void s_migration_metrics(tb_preproc_t *p)
+{
+    const struct tb_host *h = p->host;
+    p->m_migrations = h->metric_get(p->comp, "turbine_migrations_total", TB_METRIC_COUNTER,
+                                    "requests moved to another engine instance after their "
+                                    "stream broke",
+                                    "model", NULL, 0);
+    p->m_mig_exhausted = h->metric_get(p->comp, "turbine_migrations_exhausted_total",
+                                       TB_METRIC_COUNTER,
+                                       "broken streams that ended in an error: migration_limit "
+                                       "was used up",
+                                       "model", NULL, 0);
+    static const double buckets[] = {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30};
+    p->m_mig_seconds = h->metric_get(p->comp, "turbine_migration_seconds", TB_METRIC_HISTOGRAM,
+                                     "from a stream breaking to the first answer from the next "
+                                     "instance",
+                                     "model", buckets, sizeof(buckets) / sizeof(buckets[0]));
+}
+
 int tb_preproc_new(const struct tb_host *host, tb_component_t *comp,
                    const struct tb_preproc_config *cfg, tb_preproc_t **out)
 {
@@ -727,6 +830,7 @@ int tb_preproc_new(const struct tb_host *host, tb_component_t *comp,
     p->cfg = *cfg;
     tb_pp_request_list_init(&p->reqs, host);
     tb_route_fallback_init(&p->fallback, host, comp);
+    s_migration_metrics(p);
     p->engines = tb_instance_dir_new("tokens");
     if (!p->engines) {
         free(p);

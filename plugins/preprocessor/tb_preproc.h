@@ -27,6 +27,7 @@ struct tb_preproc_config {
     const char *router;        /* optional router component name */
     int64_t context_length;    /* 0: the smallest the engines announce */
     double request_timeout_s;  /* whole request, engine included */
+    int64_t migration_limit;   /* times a request may move after its stream broke (0: never) */
 };
 
 typedef struct tb_preproc tb_preproc_t;
