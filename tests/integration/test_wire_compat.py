@@ -77,9 +77,9 @@ def test_versions_shown():
     rc, out = run('plugins', 'relay_v1', '--path', PLUGINS)
     assert rc == 0 and '(ABI 1.1, message schema 1.0,' in out, out
     rc, out = run('plugins', 'mock')
-    assert rc == 0 and 'message schema 1.1,' in out, out
+    assert rc == 0 and 'message schema 1.2,' in out, out
     rc, out = run('version')
-    assert rc == 0 and re.search(r'message schema 1\.1 \(fingerprint [0-9a-f]{16}\)', out), out
+    assert rc == 0 and re.search(r'message schema 1\.2 \(fingerprint [0-9a-f]{16}\)', out), out
 
 
 @pytest.mark.parametrize('older', ['worker', 'head'])
@@ -107,7 +107,7 @@ def test_schema_minors_exchange_requests_over_tcp(tmp_path, older):
             worker.wait_log(r'joined the registry at \S+ \(process \w+, message schema 1\.0\)')
         else:
             worker = Turbine(tmp_path, deployment(port, new_comps), name='worker', join=join)
-            worker.wait_log(r'joined the registry at \S+ \(process \w+, message schema 1\.1\)')
+            worker.wait_log(r'joined the registry at \S+ \(process \w+, message schema 1\.2\)')
             wait_live(port)
         wait_models(port, {'direct', 'relayed'})
         assert_same_answers(port, 'direct', 'relayed')
@@ -128,7 +128,7 @@ def test_pinned_process_refuses_newer_plugins(tmp_path):
     p = Turbine(tmp_path, yaml, env={'TB_SCHEMA_MINOR': '0'})
     rc = p.wait_exit(20)
     assert rc != 0
-    assert 'carries message schema 1.1, newer than the 1.0 this process speaks' in p.log()
+    assert 'carries message schema 1.2, newer than the 1.0 this process speaks' in p.log()
     p = Turbine(tmp_path, yaml, name='bad', env={'TB_SCHEMA_MINOR': '7'})
     assert p.wait_exit(20) != 0
     assert "TB_SCHEMA_MINOR='7' is not a schema minor of this build" in p.log()
