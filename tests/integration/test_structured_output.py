@@ -367,3 +367,41 @@ def test_openai_client_response_format_and_parse(randw, tiny):
         response_format={'type': 'json_schema', 'json_schema': {
             'name': 'c', 'schema': {'enum': ['red', 'green', 'blue']}}}, max_tokens=20)
     assert json.loads(r.choices[0].message.content) in ('red', 'green', 'blue')
+
+
+def test_openai_client_include_usage_and_logprobs_shapes(tiny):
+    """stream_options.include_usage through the official client (a last chunk with usage and
+    no choices), and the logprobs shapes of both endpoints complete: every alternative has its
+    text and bytes (chat), completions' top_logprobs are keyed by text with text_offset."""
+    openai = pytest.importorskip('openai')
+    client = openai.OpenAI(base_url='http://127.0.0.1:%d/v1' % tiny, api_key='none')
+    chunks = list(client.chat.completions.create(
+        model='tiny', messages=[{'role': 'user', 'content': 'Hi'}], max_tokens=12,
+        temperature=0, stream=True, stream_options={'include_usage': True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    assert all(c.usage is None for c in chunks[:-1])
+    text = ''.join(c.choices[0].delta.content or '' for c in chunks[:-1] if c.choices)
+    assert chunks[-1].usage.completion_tokens >= 1 and text
+
+    r = client.chat.completions.create(
+        model='tiny', messages=[{'role': 'user', 'content': 'Hi'}], max_tokens=8,
+        temperature=0, logprobs=True, top_logprobs=3)
+    content = r.choices[0].logprobs.content
+    assert len(content) == r.usage.completion_tokens
+    for e in content:
+        assert len(e.top_logprobs) == 3
+        assert e.top_logprobs[0].logprob >= e.top_logprobs[1].logprob >= e.top_logprobs[2].logprob
+        for t in e.top_logprobs:
+            assert not t.token.startswith('token_id:'), t
+            assert bytes(t.bytes).decode('utf-8', 'replace') == t.token
+    assert ''.join(e.token for e in content) == r.choices[0].message.content
+
+    c = client.completions.create(model='tiny', prompt='The cat', max_tokens=6,
+                                  temperature=0, logprobs=2)
+    lp = c.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 6
+    assert ''.join(lp.tokens) == c.choices[0].text
+    assert lp.text_offset[0] == 0
+    for i, top in enumerate(lp.top_logprobs):
+        assert len(top) == 2 and not any(k.startswith('token_id:') for k in top), top
+        assert lp.tokens[i] in top  # greedy: the chosen token is the most likely
