@@ -1226,18 +1226,26 @@ static int s_grammar_mask(tb_sampler_t *self, tb_sampler_seq_t *seq, const float
     }
     float *w = self->gwork;
     uint32_t vocab = self->vocab;
-    for (uint32_t b = 0; b < vocab; b += 32) {
-        uint32_t e = b + 32 < vocab ? b + 32 : vocab;
-        uint32_t bits = (size_t)(b / 32) < words ? self->gmask[b / 32] : 0;
-        if (bits == 0) {
-            for (uint32_t i = b; i < e; i++) {
-                w[i] = -INFINITY;
+    uint32_t full = vocab / 32; /* whole words: fixed-length loops the compiler vectorises */
+    for (uint32_t k = 0; k < full; k++) {
+        uint32_t bits = k < words ? self->gmask[k] : 0;
+        float *o = w + (size_t)k * 32;
+        const float *x = logits + (size_t)k * 32;
+        if (bits == 0) { /* most words of a JSON grammar's mask */
+            for (int j = 0; j < 32; j++) {
+                o[j] = -INFINITY;
             }
+        } else if (bits == UINT32_MAX) {
+            memcpy(o, x, 32 * sizeof *o);
         } else {
-            for (uint32_t i = b; i < e; i++) {
-                w[i] = (bits >> (i - b)) & 1u ? logits[i] : -INFINITY;
+            for (int j = 0; j < 32; j++) {
+                o[j] = (bits >> j) & 1u ? x[j] : -INFINITY;
             }
         }
+    }
+    uint32_t bits = full < words ? self->gmask[full] : 0;
+    for (uint32_t i = full * 32; i < vocab; i++) {
+        w[i] = (bits >> (i - full * 32)) & 1u ? logits[i] : -INFINITY;
     }
     return 0;
 }
