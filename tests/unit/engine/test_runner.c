@@ -414,6 +414,17 @@ static void test_forward_failure_ends_the_step(void **state)
 
 /* A sampled request moved to another runner after `cut` tokens ends with the same tokens as one
  * that ran through; the KV events name the prompt's full blocks by their chained hashes. */
+/* Steps `r` until its one sequence (user 0) has `n` tokens in got[0]. */
+static void s_step_until(tb_runner_t *r, struct got *got, uint32_t n)
+{
+    while (got[0].n < n) {
+        const struct tb_runner_output *outs;
+        uint32_t k;
+        assert_int_equal(tb_runner_step(r, &outs, &k), 0);
+        s_collect(r, outs, k, got, false);
+    }
+}
+
 static void test_export_import_and_kv_events(void **state)
 {
     (void)state;
@@ -432,12 +443,7 @@ static void test_export_import_and_kv_events(void **state)
     uint64_t id;
     assert_int_equal(tb_runner_submit(a, &q, &id), 0);
     struct got part[1] = {0};
-    while (part[0].n < 5) {
-        const struct tb_runner_output *outs;
-        uint32_t n;
-        assert_int_equal(tb_runner_step(a, &outs, &n), 0);
-        s_collect(a, outs, n, part, false);
-    }
+    s_step_until(a, part, 5);
     struct tb_runner_seq_state st;
     assert_int_equal(tb_runner_export(a, id, &st), 0);
     assert_int_equal(st.n_prompt, 40);
@@ -548,12 +554,7 @@ static void test_grammar_follow_export_import(void **state)
     uint64_t id;
     assert_int_equal(tb_runner_submit(a, &q, &id), 0);
     struct got part[1] = {0};
-    while (part[0].n < 3) {
-        const struct tb_runner_output *outs;
-        uint32_t n;
-        assert_int_equal(tb_runner_step(a, &outs, &n), 0);
-        s_collect(a, outs, n, part, false);
-    }
+    s_step_until(a, part, 3);
     struct tb_runner_seq_state st;
     assert_int_equal(tb_runner_export(a, id, &st), 0);
     assert_non_null(st.grammar);
