@@ -19,6 +19,7 @@ struct seq {
     uint64_t id;
     tb_request_t *req;
     bool logprobs;
+    bool grammar; /* it follows a grammar */
     struct seq *prev, *next;
 };
 
@@ -99,7 +100,9 @@ static int s_submit_resumed(tb_engine_t *e, const struct tb_msg_gen_request *q,
     struct tb_runner_seq_state st = {.tokens = (int32_t *)q->tokens,
                                      .n_tokens = n,
                                      .n_prompt = n - resumed,
-                                     .params = *sp};
+                                     .params = *sp,
+                                     /* borrowed: import compiles it (or finds it compiled) */
+                                     .grammar = (char *)q->grammar};
     if (st.params.max_tokens > 0) {
         st.params.max_tokens += resumed;
     }
@@ -144,10 +147,12 @@ static void s_on_request(tb_request_t *req, const void *payload, size_t len, voi
     }
     s->req = req;
     s->logprobs = sp.logprobs;
+    s->grammar = q->grammar != NULL;
     struct tb_runner_request rr = {.prompt = q->tokens,
                                    .n_prompt = (uint32_t)q->tokens_count,
                                    .params = &sp,
-                                   .user = s};
+                                   .user = s,
+                                   .grammar = q->grammar};
     int rc = q->has_resumed_tokens && q->resumed_tokens > 0
                  ? s_submit_resumed(e, q, &sp, s)
                  : tb_runner_submit(e->runner, &rr, &s->id);
@@ -349,6 +354,12 @@ static void s_emit(tb_engine_t *e, const struct tb_runner_output *o, bool failed
     if (o->finish == TB_FINISH_ERROR) {
         if (failed) {
             h->bus_reply_error(s->req, TB_EINTERNAL, "%s", tb_runner_errmsg(e->runner));
+        } else if (s->grammar) {
+            /* the likeliest cause: the vocabulary cannot spell what the grammar requires */
+            h->bus_reply_error(s->req, TB_EINVAL,
+                               "sampling failed: the grammar allows no token of this model's "
+                               "vocabulary here (after %u generated tokens)",
+                               o->n_generated);
         } else {
             h->bus_reply_error(s->req, TB_EINTERNAL, "sampling failed");
         }

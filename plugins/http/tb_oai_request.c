@@ -16,6 +16,8 @@
 #include <string.h>
 
 #include "tb_errors.h"
+#include "tb_grammar.h"
+#include "tb_json_schema.h"
 #include "tb_oai_fields.h"
 
 /* ---- a small bump arena: everything is freed at once with the request ---- */
@@ -29,7 +31,11 @@ struct block {
 struct tb_oai_req_priv {
     json_t *root;
     struct block *blocks;
-    char *tools_json; /* json_dumps output (malloc) */
+    char *tools_json;    /* json_dumps output (malloc) */
+    const char *rf_type; /* response_format.type, NULL when absent */
+    json_t *rf_schema;   /* response_format.json_schema.schema (borrowed from root) */
+    const char *grammar; /* the raw `grammar` body field (borrowed from root) */
+    char *gbnf;          /* the grammar the request sends (malloc), NULL for none */
 };
 
 static void *s_alloc(struct tb_oai_req_priv *p, size_t n)
@@ -343,15 +349,61 @@ static const struct tb_oai_field s_stream_options_fields[] = {
     {.name = NULL},
 };
 
-static const char *const s_response_formats[] = {"text", NULL};
+static const char *const s_response_formats[] = {"text", "json_object", "json_schema", NULL};
+
+static int s_keep_rf_type(const struct tb_oai_field *f, json_t *v, void *base, const char *param,
+                          void *ctx, struct tb_oai_error *e)
+{
+    UNUSED_FN_ARGS;
+    (void)param;
+    (void)e;
+    ((struct tb_oai_request *)ctx)->priv->rf_type = json_string_value(v);
+    return 0;
+}
+
+static int s_keep_rf_schema(const struct tb_oai_field *f, json_t *v, void *base,
+                            const char *param, void *ctx, struct tb_oai_error *e)
+{
+    UNUSED_FN_ARGS;
+    (void)param;
+    (void)e;
+    ((struct tb_oai_request *)ctx)->priv->rf_schema = v;
+    return 0;
+}
+
+/* A JSON schema is an object or a boolean. */
+static const struct tb_oai_field s_json_schema_fields[] = {
+    {.name = "name", .types = TB_OAI_J_STR, .flags = TB_OAI_F_REQUIRED | TB_OAI_F_NONEMPTY},
+    {.name = "description", .types = TB_OAI_J_STR},
+    {.name = "schema",
+     .types = TB_OAI_J_OBJ | TB_OAI_J_BOOL,
+     .keep = TB_OAI_KEEP_FN,
+     .fn = s_keep_rf_schema,
+     .what = "a JSON schema (an object)"},
+    {.name = "strict", .types = TB_OAI_J_BOOL},
+    {.name = NULL},
+};
 
 static const struct tb_oai_field s_response_format_fields[] = {
     {.name = "type",
      .types = TB_OAI_J_STR,
      .flags = TB_OAI_F_REQUIRED | TB_OAI_F_UNSUPPORTED,
-     .one_of = s_response_formats},
+     .one_of = s_response_formats,
+     .keep = TB_OAI_KEEP_FN,
+     .fn = s_keep_rf_type},
+    {.name = "json_schema", .types = TB_OAI_J_OBJ, .sub = s_json_schema_fields},
     {.name = NULL},
 };
+
+static int s_keep_grammar(const struct tb_oai_field *f, json_t *v, void *base, const char *param,
+                          void *ctx, struct tb_oai_error *e)
+{
+    UNUSED_FN_ARGS;
+    (void)param;
+    (void)e;
+    ((struct tb_oai_request *)ctx)->priv->grammar = json_string_value(v);
+    return 0;
+}
 
 /* Checked in this order; the first error is the answer.  The endpoint-specific shape (messages,
  * prompt) comes first, as a request missing it is the likeliest mistake. */
@@ -415,10 +467,13 @@ static const struct tb_oai_field s_request_fields[] = {
      .keep = TB_OAI_KEEP_FN,
      .fn = s_keep_tools},
     {.name = "tool_choice", .apis = CHAT, .types = TB_OAI_J_STR | TB_OAI_J_OBJ},
-    {.name = "response_format",
-     .apis = CHAT,
-     .types = TB_OAI_J_OBJ,
-     .sub = s_response_format_fields},
+    {.name = "response_format", .types = TB_OAI_J_OBJ, .sub = s_response_format_fields},
+    /* our extension: a GBNF grammar the output must follow (docs/http.md) */
+    {.name = "grammar",
+     .types = TB_OAI_J_STR,
+     .flags = TB_OAI_F_NONEMPTY,
+     .keep = TB_OAI_KEEP_FN,
+     .fn = s_keep_grammar},
     {.name = "echo",
      .apis = CMPL,
      .types = TB_OAI_J_BOOL,
@@ -484,6 +539,58 @@ static const struct tb_oai_field s_request_fields[] = {
     {.name = NULL},
 };
 
+/* The grammar the request asks for (response_format json_object / json_schema, or the raw
+ * `grammar` field) as GBNF in gen.grammar; 0, -1 or -2. */
+static int s_grammar(struct tb_oai_request *r, struct tb_oai_error *e)
+{
+    struct tb_oai_req_priv *p = r->priv;
+    bool rf = p->rf_type && strcmp(p->rf_type, "text") != 0;
+    if (rf && p->grammar) {
+        tb_oai_error_invalid(e, "grammar",
+                             "'grammar' and a response_format of type '%s' cannot be combined",
+                             p->rf_type);
+        return -1;
+    }
+    char err[512] = "";
+    size_t len = 0;
+    int rc = 0;
+    const char *param = "grammar";
+    if (p->grammar) {
+        tb_grammar_t *g = NULL;
+        rc = tb_grammar_parse_gbnf(p->grammar, strlen(p->grammar), &g, err, sizeof err);
+        tb_grammar_destroy(&g);
+        if (rc == 0) {
+            r->gen.grammar = p->grammar;
+            return 0;
+        }
+    } else if (rf && strcmp(p->rf_type, "json_object") == 0) {
+        rc = tb_json_schema_object_gbnf(&p->gbnf, &len);
+    } else if (rf) {
+        param = "response_format.json_schema";
+        if (!p->rf_schema) {
+            tb_oai_error_invalid(e, param,
+                                 "response_format of type 'json_schema' needs 'json_schema' "
+                                 "with a 'schema'");
+            return -1;
+        }
+        param = "response_format.json_schema.schema";
+        rc = tb_json_schema_to_gbnf(p->rf_schema, &p->gbnf, &len, err, sizeof err);
+    }
+    if (rc == TB_ENOMEM) {
+        return s_oom(e);
+    }
+    if (rc == TB_ENOTSUP) {
+        tb_oai_error_set(e, 400, "invalid_request_error", "unsupported_value", param, "%s", err);
+        return -1;
+    }
+    if (rc != 0) {
+        tb_oai_error_invalid(e, param, "%s: %s", param, err);
+        return -1;
+    }
+    r->gen.grammar = p->gbnf;
+    return 0;
+}
+
 /* Rules between fields, and what the message carries that the table does not set directly. */
 static int s_finish(struct tb_oai_request *r, struct tb_oai_error *e)
 {
@@ -507,7 +614,7 @@ static int s_finish(struct tb_oai_request *r, struct tb_oai_error *e)
         g->echo = true;
         g->has_echo = true;
     }
-    return 0;
+    return s_grammar(r, e);
 }
 
 /* ---- entry points ---- */
@@ -568,6 +675,7 @@ void tb_oai_request_destroy(struct tb_oai_request **r_p)
     if (r->priv) {
         json_decref(r->priv->root);
         free(r->priv->tools_json);
+        free(r->priv->gbnf);
         while (r->priv->blocks) {
             struct block *b = r->priv->blocks;
             r->priv->blocks = b->next;

@@ -189,6 +189,13 @@ static void s_on_request(tb_request_t *req, const void *payload, size_t len, voi
         s_reject(m, req, TB_EINVAL, "mode", "%s", "a chat request needs messages");
         goto done;
     }
+    if (g->grammar) {
+        /* its text is made up: it cannot follow a grammar, and must not pretend to */
+        s_reject(m, req, TB_ENOTSUP, "grammar", "%s",
+                 "the mock engine cannot follow a grammar (response_format json_object / "
+                 "json_schema, grammar, forced tool calls): serve a real engine");
+        goto done;
+    }
     uint64_t hash;
     int64_t prompt = s_prompt_tokens(g, &hash);
     int64_t ctx = m->cfg.context_length;

@@ -48,35 +48,67 @@ typedef struct tb_pp_request req_t;
 /* ------------------------------------------------------------------------------------------- */
 /* The engine's stream back to the caller */
 
-/* The logprobs of the first `n` ids of `c`, each with its token's text (*texts_out owned, to free
- * with s_free_texts).  0 or TB_ENOMEM. */
-static int s_logprobs(const tb_tokenizer_t *tok, const struct tb_msg_gen_chunk *c, size_t n,
-                      struct tb_msg_token_logprob **lps_out, char ***texts_out)
+/* The logprobs of a chunk with the texts of the chosen tokens and of their alternatives: what
+ * s_logprobs builds, freed with s_lp_free. */
+struct lp_build {
+    struct tb_msg_token_logprob *lps;
+    struct tb_msg_top_logprob *tops; /* every position's alternatives, one block */
+    char **texts;
+    size_t n_texts;
+};
+
+static void s_lp_free(struct lp_build *b)
 {
-    *lps_out = NULL;
-    *texts_out = NULL;
-    if (n == 0) {
-        return 0;
+    for (size_t i = 0; b->texts && i < b->n_texts; i++) {
+        free(b->texts[i]);
     }
-    struct tb_msg_token_logprob *lps = calloc(n, sizeof(*lps));
-    char **texts = calloc(n, sizeof(*texts));
-    int rc = lps && texts ? 0 : TB_ENOMEM;
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        lps[i] = c->logprobs[i];
-        rc = tb_pp_token_text(tok, (int32_t)c->logprobs[i].token_id, &texts[i]);
-        lps[i].text = texts[i];
-    }
-    *lps_out = lps;
-    *texts_out = texts;
+    free(b->texts);
+    free(b->tops);
+    free(b->lps);
+    memset(b, 0, sizeof(*b));
+}
+
+/* The text of token `id` into b->texts (owned there); 0 or TB_ENOMEM. */
+static int s_lp_text(const tb_tokenizer_t *tok, struct lp_build *b, int64_t id, const char **out)
+{
+    char *t = NULL;
+    int rc = tb_pp_token_text(tok, (int32_t)id, &t);
+    b->texts[b->n_texts++] = t;
+    *out = t;
     return rc;
 }
 
-static void s_free_texts(char **texts, size_t n)
+/* The logprobs of the first `n` ids of `c`, each with its token's text, and each alternative
+ * with its own.  0 or TB_ENOMEM (what was built is in *b either way). */
+static int s_logprobs(const tb_tokenizer_t *tok, const struct tb_msg_gen_chunk *c, size_t n,
+                      struct lp_build *b)
 {
-    for (size_t i = 0; texts && i < n; i++) {
-        free(texts[i]);
+    memset(b, 0, sizeof(*b));
+    if (n == 0) {
+        return 0;
     }
-    free(texts);
+    size_t n_top = 0;
+    for (size_t i = 0; i < n; i++) {
+        n_top += c->logprobs[i].top_count;
+    }
+    b->lps = calloc(n, sizeof(*b->lps));
+    b->tops = calloc(n_top + 1, sizeof(*b->tops));
+    b->texts = calloc(n + n_top, sizeof(*b->texts));
+    int rc = b->lps && b->tops && b->texts ? 0 : TB_ENOMEM;
+    size_t at = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const struct tb_msg_token_logprob *in = &c->logprobs[i];
+        b->lps[i] = *in;
+        rc = s_lp_text(tok, b, in->token_id, &b->lps[i].text);
+        struct tb_msg_top_logprob *top = b->tops + at;
+        for (size_t k = 0; rc == 0 && k < in->top_count; k++) {
+            top[k] = in->top[k];
+            rc = s_lp_text(tok, b, in->top[k].token_id, &top[k].text);
+        }
+        b->lps[i].top = in->top_count ? top : NULL;
+        at += in->top_count;
+    }
+    return rc;
 }
 
 /* Builds and sends the caller's chunk for engine chunk `c` (NULL when it had no payload).
@@ -87,14 +119,13 @@ static void s_forward(req_t *r, const struct tb_msg_gen_chunk *c, size_t used, b
     tb_preproc_t *p = r->owner;
     const struct tb_host *h = p->host;
     size_t n_lp = c ? (c->logprobs_count < used ? c->logprobs_count : used) : 0;
-    struct tb_msg_token_logprob *lps = NULL;
-    char **texts = NULL;
-    if (s_logprobs(p->tok, c, n_lp, &lps, &texts) != 0) {
-        s_free_texts(texts, n_lp);
-        free(lps);
+    struct lp_build lpb;
+    if (s_logprobs(p->tok, c, n_lp, &lpb) != 0) {
+        s_lp_free(&lpb);
         tb_pp_request_fail(r, TB_ENOMEM, "out of memory while building the logprobs");
         return;
     }
+    struct tb_msg_token_logprob *lps = lpb.lps;
     size_t text_len = 0;
     const char *text = tb_pp_text_take(r->text, &text_len);
     struct tb_msg_gen_chunk outc = {.text = (char *)text};
@@ -118,8 +149,7 @@ static void s_forward(req_t *r, const struct tb_msg_gen_chunk *c, size_t used, b
     } else if ((text_len || used) && tb_pp_request_send(r, &outc, false) == TB_EGONE) {
         tb_pp_request_fail(r, TB_ECANCELED, "caller gone"); /* cancels the engine too */
     }
-    s_free_texts(texts, n_lp);
-    free(lps);
+    s_lp_free(&lpb);
 }
 
 static void s_dispatch(req_t *r);

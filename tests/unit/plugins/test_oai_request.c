@@ -225,8 +225,7 @@ static void test_ranges_and_types(void **state)
               "top_logprobs", NULL);
     parse_bad(TB_OAI_CHAT, s_chat_with("\"logit_bias\":{\"12\":5}", b, sizeof(b)), "logit_bias",
               "not supported");
-    parse_bad(TB_OAI_CHAT,
-              s_chat_with("\"response_format\":{\"type\":\"json_object\"}", b, sizeof(b)),
+    parse_bad(TB_OAI_CHAT, s_chat_with("\"response_format\":{\"type\":\"xml\"}", b, sizeof(b)),
               "response_format.type", NULL);
     parse_bad(TB_OAI_CHAT, s_chat_with("\"seed\":\"x\"", b, sizeof(b)), "seed", NULL);
     parse_bad(TB_OAI_CHAT, s_chat_with("\"min_tokens\":9,\"max_tokens\":3", b, sizeof(b)),
@@ -243,6 +242,62 @@ static void test_ranges_and_types(void **state)
     r = parse_ok(TB_OAI_CHAT, s_chat_with("\"max_tokens\":16.0,\"temperature\":0", b, sizeof(b)));
     assert_int_equal(r->gen.max_tokens, 16);
     tb_oai_request_destroy(&r);
+}
+
+/* response_format and the raw grammar: GBNF on the message, or a 400 naming the fault. */
+static void test_structured_output(void **state)
+{
+    (void)state;
+    char b[1024];
+    struct tb_oai_request *r = parse_ok(TB_OAI_CHAT, s_chat_with("\"response_format\":{\"type\":"
+                                                                 "\"text\"}",
+                                                                 b, sizeof(b)));
+    assert_null(r->gen.grammar);
+    tb_oai_request_destroy(&r);
+    r = parse_ok(TB_OAI_CHAT,
+                 s_chat_with("\"response_format\":{\"type\":\"json_object\"}", b, sizeof(b)));
+    assert_non_null(r->gen.grammar);
+    assert_non_null(strstr(r->gen.grammar, "root ::="));
+    tb_oai_request_destroy(&r);
+    r = parse_ok(TB_OAI_COMPLETIONS,
+                 "{\"model\":\"m\",\"prompt\":\"p\",\"response_format\":{\"type\":"
+                 "\"json_schema\",\"json_schema\":{\"name\":\"n\",\"strict\":true,\"schema\":{"
+                 "\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}}}}}}");
+    assert_non_null(r->gen.grammar);
+    tb_oai_request_destroy(&r);
+    r = parse_ok(TB_OAI_COMPLETIONS,
+                 "{\"model\":\"m\",\"prompt\":\"p\",\"grammar\":\"root ::= [a-z]+\"}");
+    assert_string_equal(r->gen.grammar, "root ::= [a-z]+");
+    tb_oai_request_destroy(&r);
+
+    parse_bad(TB_OAI_CHAT,
+              s_chat_with("\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{"
+                          "\"name\":\"n\",\"schema\":{\"properties\":{\"x\":{\"type\":"
+                          "\"string\",\"pattern\":\"a+\"}}}}}",
+                          b, sizeof(b)),
+              "response_format.json_schema.schema", "'pattern' at '/properties/x'");
+    parse_bad(TB_OAI_CHAT,
+              s_chat_with("\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{"
+                          "\"name\":\"n\",\"schema\":{\"type\":\"strin\"}}}",
+                          b, sizeof(b)),
+              "response_format.json_schema.schema", "strin");
+    parse_bad(TB_OAI_CHAT,
+              s_chat_with("\"response_format\":{\"type\":\"json_schema\"}", b, sizeof(b)),
+              "response_format.json_schema", "needs");
+    parse_bad(TB_OAI_CHAT,
+              s_chat_with("\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{"
+                          "\"schema\":{}}}",
+                          b, sizeof(b)),
+              "response_format.json_schema.name", NULL);
+    parse_bad(TB_OAI_CHAT, s_chat_with("\"grammar\":\"root ::= (\"", b, sizeof(b)), "grammar",
+              "1:");
+    parse_bad(TB_OAI_CHAT, s_chat_with("\"grammar\":\"\"", b, sizeof(b)), "grammar", NULL);
+    parse_bad(TB_OAI_CHAT, s_chat_with("\"grammar\":7", b, sizeof(b)), "grammar", NULL);
+    parse_bad(TB_OAI_CHAT,
+              s_chat_with("\"grammar\":\"root ::= \\\"a\\\"\",\"response_format\":{\"type\":"
+                          "\"json_object\"}",
+                          b, sizeof(b)),
+              "grammar", "cannot be combined");
 }
 
 static void test_completions_errors(void **state)
@@ -266,9 +321,10 @@ static void test_completions_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_chat_minimal),     cmocka_unit_test(test_chat_full),
-        cmocka_unit_test(test_completions),      cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_ranges_and_types), cmocka_unit_test(test_completions_errors),
+        cmocka_unit_test(test_chat_minimal),      cmocka_unit_test(test_chat_full),
+        cmocka_unit_test(test_completions),       cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_ranges_and_types),  cmocka_unit_test(test_completions_errors),
+        cmocka_unit_test(test_structured_output),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
