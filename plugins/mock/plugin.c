@@ -131,6 +131,12 @@ static const struct tb_config_field s_fields[] = {
      .min = 0,
      .max = 2147483647.0,
      .help = "tokens kind: largest token id generated"},
+    {.key = "script",
+     .type = TB_CFG_PATH,
+     .offset = OFF(script),
+     .must_exist = true,
+     .help = "tokens kind: a file of scripted answers, one per line as token ids; a request "
+             "gets answer (seed mod lines), the first without a seed"},
 };
 
 static int s_create(const struct tb_host *host, tb_component_t *comp, const void *config,

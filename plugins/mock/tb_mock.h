@@ -32,6 +32,7 @@ struct tb_mock_config {
     double load_interval_s; /* load published at least this often */
     int64_t token_id_min;   /* tokens mode: ids generated */
     int64_t token_id_max;
+    const char *script; /* tokens kind: a file of scripted answers (token ids), or NULL */
 };
 
 typedef struct tb_mock tb_mock_t;

@@ -66,6 +66,8 @@ void tb_pp_request_free(struct tb_pp_request *r)
     h->msg_free(&m);
     free(r->ids);
     tb_pp_text_destroy(&r->text);
+    tb_pp_parse_destroy(&r->parse);
+    free(r->grammar);
     free(r);
     atomic_fetch_sub(&l->in_flight, 1);
 }
