@@ -485,11 +485,12 @@ struct tb_tool_parser {
     struct tb_buf in; /* text not yet released, from `at` */
     size_t at;
     st_t st;
-    const char *lit; /* ST_LIT, ST_NAME */
-    st_t next;       /* ST_LIT */
-    bool text_seen;  /* llama3: calls only open the answer */
-    bool in_array;   /* mistral: [TOOL_CALLS][...] */
-    bool ds_fenced;  /* deepseek: arguments in a ```json fence */
+    const char *lit;  /* ST_LIT, ST_NAME */
+    st_t next;        /* ST_LIT */
+    bool text_seen;   /* llama3: calls only open the answer */
+    bool in_array;    /* mistral: [TOOL_CALLS][...] */
+    bool ds_fenced;   /* deepseek: arguments in a ```json fence */
+    size_t seq_calls; /* calls completed since the markup opened */
 
     /* the call being read */
     size_t call_start; /* in `in`: its raw text starts here */
@@ -698,7 +699,7 @@ size_t tb_tool_parser_calls(const tb_tool_parser_t *p)
 
 static const char *s_buf(const tb_tool_parser_t *p)
 {
-    return (const char *)p->in.data;
+    return p->in.data ? (const char *)p->in.data : "";
 }
 
 static size_t s_left(const tb_tool_parser_t *p)
@@ -834,6 +835,7 @@ static int s_complete(tb_tool_parser_t *p, const char *args, size_t n, bool raw_
     }
     p->started = false;
     p->call_start = p->at; /* a failure after this call leaves it released */
+    p->seq_calls++;
     return rc;
 }
 
@@ -916,7 +918,7 @@ static int s_obj_byte(tb_tool_parser_t *p, size_t i)
                             (js->st == J_AFTER && js->depth == 1 &&
                              !(d0 == 1 && (before == J_AFTER || before == J_ATOM))));
     if (ended) {
-        size_t end = before == J_ATOM ? i : i + 1;
+        size_t end = before == J_ATOM && d0 == 1 ? i : i + 1; /* a depth-1 atom's terminator */
         if (p->cur == 1 && !p->named && s_buf(p)[p->vstart] == '"') {
             if (s_name(p, s_buf(p) + p->vstart + 1, end - p->vstart - 2) != 0) {
                 return -1;
@@ -1068,6 +1070,7 @@ static int s_step_text(tb_tool_parser_t *p)
         return rc;
     }
     s_begin_call(p, p->at);
+    p->seq_calls = 0;
     if (p->fmt == TB_TOOL_FORMAT_HERMES) {
         p->at += strlen("<tool_call>");
         p->st = ST_LIT;
@@ -1198,7 +1201,7 @@ static int s_step_ds_pre(tb_tool_parser_t *p)
 static int s_step_ds_after(tb_tool_parser_t *p)
 {
     if (!s_skip_ws(p)) {
-        return p->eof ? (p->st = ST_TEXT, 0) : 0;
+        return !p->eof ? 0 : p->seq_calls ? (p->st = ST_TEXT, 0) : s_fail(p);
     }
     const char *const next[] = {DS_CALLS_BEGIN, DS_CALL_BEGIN, DS_CALLS_END};
     for (int k = 0; k < 3; k++) {
@@ -1208,14 +1211,21 @@ static int s_step_ds_after(tb_tool_parser_t *p)
             return 0;
         }
         if (t == 1 && k == 1) {
-            s_begin_call(p, at);
+            /* the first call's raw text starts at the markup that opened the calls */
+            s_begin_call(p, p->seq_calls ? at : p->call_start);
             p->st = ST_DS_PRE;
             return 0;
+        }
+        if (t == 1 && k == 2 && !p->seq_calls) {
+            return s_fail(p); /* markup without a call is not a call */
         }
         if (t == 1) {
             p->st = k == 0 ? ST_DS_AFTER : ST_WS_TEXT;
             return 0;
         }
+    }
+    if (!p->seq_calls) {
+        return s_fail(p);
     }
     p->st = ST_TEXT;
     return 0;

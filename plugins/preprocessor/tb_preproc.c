@@ -566,7 +566,8 @@ static int s_answer_parts(tb_preproc_t *p, req_t *r, bool think_open)
     int rc = s_forced_call(p, r, tools, fmt);
     if (rc == 0 && (fmt != TB_TOOL_FORMAT_NONE || p->reasoning_fmt != TB_REASONING_NONE)) {
         struct tb_pp_parse_config pc = {.reasoning = p->reasoning_fmt,
-                                        .think_open = think_open,
+                                        /* a forced call starts at once: no thinking */
+                                        .think_open = think_open && !r->grammar,
                                         .tools_format = fmt,
                                         .tools = tools,
                                         .stream = q->has_stream && q->stream,
@@ -626,11 +627,12 @@ static void s_on_generate(tb_request_t *in, const void *payload, size_t len, voi
         tb_pp_request_fail(r, TB_ENOMEM, "out of memory");
         return;
     }
-    if (tb_pp_text_keep_special(r->text, p->keep_ids, p->n_keep) != 0) {
-        tb_pp_request_fail(r, TB_ENOMEM, "out of memory");
+    if (chat && s_answer_parts(p, r, think_open) != 0) {
         return;
     }
-    if (chat && s_answer_parts(p, r, think_open) != 0) {
+    /* the markup's special tokens come out only where a parser takes them away again */
+    if (r->parse && tb_pp_text_keep_special(r->text, p->keep_ids, p->n_keep) != 0) {
+        tb_pp_request_fail(r, TB_ENOMEM, "out of memory");
         return;
     }
     s_dispatch(r);

@@ -167,6 +167,19 @@ static void test_hermes(void **state)
             "\"unit\": \"c\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_time\", "
             "\"arguments\": {}}\n</tool_call>\n",
             &two);
+    /* arguments ending in a number, a literal, a nested array */
+    struct expect atoms = {"",
+                           1,
+                           {"get_weather"},
+                           {"{\"n\": 3, \"ok\": true, \"l\": [1, null]}"}};
+    s_check(TB_TOOL_FORMAT_HERMES,
+            "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"n\": 3, \"ok\": true, "
+            "\"l\": [1, null]}}</tool_call>",
+            &atoms);
+    struct expect atom_last = {"", 1, {"get_weather"}, {"{\"n\": 3}"}};
+    s_check(TB_TOOL_FORMAT_HERMES,
+            "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"n\": 3}}</tool_call>",
+            &atom_last);
     struct expect open_end = {"", 1, {"get_time"}, {"{}"}};
     s_check(TB_TOOL_FORMAT_HERMES, "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}",
             &open_end);
