@@ -68,11 +68,13 @@ int tb_oai_keep_tools(const struct tb_oai_field *f, json_t *v, void *base, const
     (void)f;
     (void)base;
     struct tb_oai_request *r = ctx;
+    int scratch = 0; /* the walks' base: their rows only check */
     size_t n = json_array_size(v);
     for (size_t i = 0; i < n; i++) {
         char tp[128];
         tb_oai_path_index(tp, sizeof(tp), param, i);
-        int rc = tb_oai_fields_walk(s_tool_fields, r->api, json_array_get(v, i), NULL, tp, r, e);
+        int rc = tb_oai_fields_walk(s_tool_fields, r->api, json_array_get(v, i), &scratch, tp, r,
+                                    e);
         if (rc != 0) {
             return rc;
         }
@@ -207,11 +209,13 @@ int tb_oai_keep_msg_tool_calls(const struct tb_oai_field *f, json_t *v, void *ba
         tb_oai_error_invalid(e, param, "'%s' is only for role 'assistant'", param);
         return -1;
     }
+    int scratch = 0; /* the walks' base: their rows only check */
     size_t n = json_array_size(v);
     for (size_t i = 0; i < n; i++) {
         char cp[128];
         tb_oai_path_index(cp, sizeof(cp), param, i);
-        int rc = tb_oai_fields_walk(s_call_fields, r->api, json_array_get(v, i), NULL, cp, r, e);
+        int rc = tb_oai_fields_walk(s_call_fields, r->api, json_array_get(v, i), &scratch, cp, r,
+                                    e);
         if (rc != 0) {
             return rc;
         }
