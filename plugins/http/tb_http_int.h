@@ -77,6 +77,7 @@ struct tb_hreq {
     struct tb_buf text; /* unary: the answer's text */
     tb_oai_stream_t *stream;
     tb_oai_logprobs_t *lp;
+    tb_oai_parts_t *parts; /* unary chat: reasoning and tool calls, once any came */
     int64_t t_first_ns, t_last_ns;
     int64_t n_tokens; /* tokens seen in chunks */
     char finish_reason[24];

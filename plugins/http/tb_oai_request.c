@@ -19,6 +19,7 @@
 #include "tb_grammar.h"
 #include "tb_json_schema.h"
 #include "tb_oai_fields.h"
+#include "tb_oai_tools.h"
 
 /* ---- a small bump arena: everything is freed at once with the request ---- */
 
@@ -31,7 +32,6 @@ struct block {
 struct tb_oai_req_priv {
     json_t *root;
     struct block *blocks;
-    char *tools_json;    /* json_dumps output (malloc) */
     const char *rf_type; /* response_format.type, NULL when absent */
     json_t *rf_schema;   /* response_format.json_schema.schema (borrowed from root) */
     const char *grammar; /* the raw `grammar` body field (borrowed from root) */
@@ -144,23 +144,6 @@ static int s_keep_stop(const struct tb_oai_field *f, json_t *v, void *base, cons
     return 0;
 }
 
-static int s_keep_tools(const struct tb_oai_field *f, json_t *v, void *base, const char *param,
-                        void *ctx, struct tb_oai_error *e)
-{
-    UNUSED_FN_ARGS;
-    (void)param;
-    struct tb_oai_request *r = ctx;
-    if (json_array_size(v) == 0) {
-        return 0;
-    }
-    r->priv->tools_json = json_dumps(v, JSON_COMPACT);
-    if (!r->priv->tools_json) {
-        return s_oom(e);
-    }
-    r->gen.tools_json = r->priv->tools_json;
-    return 0;
-}
-
 /* A content part: {"type": "text", "text": "..."}. */
 struct part {
     const char *type;
@@ -249,6 +232,16 @@ static const struct tb_oai_field s_message_fields[] = {
      .types = TB_OAI_J_STR,
      .keep = TB_OAI_KEEP_STR,
      .off = offsetof(struct tb_msg_chat_message, name)},
+    {.name = "tool_calls",
+     .types = TB_OAI_J_ARR,
+     .items = TB_OAI_J_OBJ,
+     .keep = TB_OAI_KEEP_FN,
+     .fn = tb_oai_keep_msg_tool_calls},
+    {.name = "tool_call_id",
+     .types = TB_OAI_J_STR,
+     .keep = TB_OAI_KEEP_FN,
+     .fn = tb_oai_keep_msg_tool_call_id,
+     .flags = TB_OAI_F_FN_ABSENT},
     {.name = NULL},
 };
 
@@ -465,8 +458,18 @@ static const struct tb_oai_field s_request_fields[] = {
      .types = TB_OAI_J_ARR,
      .items = TB_OAI_J_OBJ,
      .keep = TB_OAI_KEEP_FN,
-     .fn = s_keep_tools},
-    {.name = "tool_choice", .apis = CHAT, .types = TB_OAI_J_STR | TB_OAI_J_OBJ},
+     .fn = tb_oai_keep_tools},
+    {.name = "tool_choice",
+     .apis = CHAT,
+     .types = TB_OAI_J_STR | TB_OAI_J_OBJ,
+     .keep = TB_OAI_KEEP_FN,
+     .fn = tb_oai_keep_tool_choice},
+    {.name = "parallel_tool_calls",
+     .apis = CHAT,
+     .types = TB_OAI_J_BOOL,
+     .keep = TB_OAI_KEEP_BOOL,
+     .off = GEN(parallel_tool_calls),
+     .has_off = GEN(has_parallel_tool_calls)},
     {.name = "response_format", .types = TB_OAI_J_OBJ, .sub = s_response_format_fields},
     /* our extension: a GBNF grammar the output must follow (docs/http.md) */
     {.name = "grammar",
@@ -614,6 +617,10 @@ static int s_finish(struct tb_oai_request *r, struct tb_oai_error *e)
         g->echo = true;
         g->has_echo = true;
     }
+    if (r->stream) {
+        g->stream = true; /* the preprocessor may then send tool-call arguments as they come */
+        g->has_stream = true;
+    }
     return s_grammar(r, e);
 }
 
@@ -666,6 +673,21 @@ fail:
     return rc;
 }
 
+const char *tb_oai_request_keep_string(struct tb_oai_request *r, const char *s)
+{
+    size_t n = strlen(s);
+    char *c = s_alloc(r->priv, n + 1);
+    if (c) {
+        memcpy(c, s, n + 1);
+    }
+    return c;
+}
+
+json_t *tb_oai_request_body(const struct tb_oai_request *r)
+{
+    return r->priv->root;
+}
+
 void tb_oai_request_destroy(struct tb_oai_request **r_p)
 {
     if (!r_p || !*r_p) {
@@ -674,7 +696,6 @@ void tb_oai_request_destroy(struct tb_oai_request **r_p)
     struct tb_oai_request *r = *r_p;
     if (r->priv) {
         json_decref(r->priv->root);
-        free(r->priv->tools_json);
         free(r->priv->gbnf);
         while (r->priv->blocks) {
             struct block *b = r->priv->blocks;

@@ -145,6 +145,12 @@ static const struct tb_config_field s_fields[] = {
      .offset = OFF(kv_events),
      .default_value = "true",
      .help = "tokens kind: publish the pretend prefix cache's KV events (for kv_aware routing)"},
+    {.key = "script",
+     .type = TB_CFG_PATH,
+     .offset = OFF(script),
+     .must_exist = true,
+     .help = "tokens kind: a file of scripted answers, one per line as token ids; a request "
+             "gets answer (seed mod lines), the first without a seed"},
 };
 
 static int s_create(const struct tb_host *host, tb_component_t *comp, const void *config,

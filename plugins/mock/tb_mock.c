@@ -48,6 +48,9 @@ struct tb_mock {
     const struct tb_host *host;
     tb_component_t *comp;
     struct tb_mock_config cfg;
+    int32_t **answers; /* the script's answers (cfg.script), n_answers of them */
+    size_t *answer_lens;
+    size_t n_answers;
     tb_actor_t *actor;
     atomic_size_t in_flight;
 
@@ -231,6 +234,11 @@ static void s_on_request(tb_request_t *req, const void *payload, size_t len, voi
         .token_id_max = (int32_t)m->cfg.token_id_max,
         .top_logprobs = g->has_top_logprobs ? (int)g->top_logprobs : 0,
     };
+    if (m->n_answers) {
+        size_t pick = g->has_seed ? (size_t)((uint64_t)g->seed % m->n_answers) : 0;
+        sc.script = m->answers[pick];
+        sc.natural_length = (int64_t)m->answer_lens[pick];
+    }
     struct mreq *r = calloc(1, sizeof(*r));
     if (r) {
         r->seq = tb_mock_seq_new(&sc, g->has_logprobs && g->logprobs);
@@ -660,6 +668,86 @@ static const struct tb_actor_ops s_ops = {.init = s_init, .step = s_step, .fini 
 /* ------------------------------------------------------------------------------------------- */
 /* Lifecycle */
 
+static void s_free_script(struct tb_mock *m)
+{
+    for (size_t i = 0; i < m->n_answers; i++) {
+        free(m->answers[i]);
+    }
+    free(m->answers);
+    free(m->answer_lens);
+    m->answers = NULL;
+    m->answer_lens = NULL;
+    m->n_answers = 0;
+}
+
+/* One line of the script: whitespace-separated token ids.  0, TB_EINVAL, TB_ENOMEM. */
+static int s_script_line(struct tb_mock *m, const char *line)
+{
+    size_t cap = strlen(line) / 2 + 1, n = 0;
+    int32_t *ids = malloc(cap * sizeof(*ids));
+    int32_t **a = realloc(m->answers, (m->n_answers + 1) * sizeof(*a));
+    m->answers = a ? a : m->answers;
+    size_t *l = realloc(m->answer_lens, (m->n_answers + 1) * sizeof(*l));
+    m->answer_lens = l ? l : m->answer_lens;
+    if (!ids || !a || !l) {
+        free(ids);
+        return TB_ENOMEM;
+    }
+    for (const char *p = line; *p;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p) {
+            if (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') {
+                p++;
+                continue;
+            }
+            free(ids);
+            return TB_EINVAL;
+        }
+        if (v < 0 || v > INT32_MAX) {
+            free(ids);
+            return TB_EINVAL;
+        }
+        ids[n++] = (int32_t)v;
+        p = end;
+    }
+    if (n == 0) {
+        free(ids);
+        return 0; /* blank lines are skipped */
+    }
+    m->answers[m->n_answers] = ids;
+    m->answer_lens[m->n_answers++] = n;
+    return 0;
+}
+
+/* Reads cfg.script: one answer per line. */
+static int s_load_script(struct tb_mock *m)
+{
+    FILE *f = fopen(m->cfg.script, "r");
+    if (!f) {
+        m->host->set_error(m->comp, "cannot open script '%s': %s", m->cfg.script,
+                           strerror(errno));
+        return TB_EIO;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    int rc = 0;
+    for (size_t no = 1; rc == 0 && getline(&line, &cap, f) >= 0; no++) {
+        rc = s_script_line(m, line);
+        if (rc == TB_EINVAL) {
+            m->host->set_error(m->comp, "script '%s' line %zu: not a list of token ids",
+                               m->cfg.script, no);
+        }
+    }
+    free(line);
+    fclose(f);
+    if (rc == 0 && m->n_answers == 0) {
+        m->host->set_error(m->comp, "script '%s' holds no answer", m->cfg.script);
+        rc = TB_ECONFIG;
+    }
+    return rc == TB_EINVAL ? TB_ECONFIG : rc;
+}
+
 int tb_mock_new(const struct tb_host *host, tb_component_t *comp,
                 const struct tb_mock_config *cfg, tb_mock_t **out)
 {
@@ -677,6 +765,19 @@ int tb_mock_new(const struct tb_host *host, tb_component_t *comp,
     m->host = host;
     m->comp = comp;
     m->cfg = *cfg;
+    if (cfg->script && cfg->kind != 1) {
+        host->set_error(comp, "script needs kind: tokens (the answers are token ids)");
+        free(m);
+        return TB_ECONFIG;
+    }
+    if (cfg->script) {
+        int rc = s_load_script(m);
+        if (rc != 0) {
+            s_free_script(m);
+            free(m);
+            return rc;
+        }
+    }
     atomic_init(&m->in_flight, 0);
     m->armed_ns = INT64_MIN;
     if (cfg->speedup > 0) {
@@ -696,6 +797,7 @@ int tb_mock_new(const struct tb_host *host, tb_component_t *comp,
     if (m->timer_fd < 0) {
         host->set_error(comp, "cannot create a timer: %s", strerror(errno));
         tb_mock_kv_destroy(&m->kv);
+        s_free_script(m);
         free(m);
         return TB_EIO;
     }
@@ -751,6 +853,7 @@ void tb_mock_destroy(tb_mock_t **m_p)
     m->host->buf_free(&m->enc);
     tb_mock_kv_destroy(&m->kv);
     free(m->scratch);
+    s_free_script(m);
     free(m);
     *m_p = NULL;
 }

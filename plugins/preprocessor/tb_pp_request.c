@@ -68,6 +68,8 @@ void tb_pp_request_free(struct tb_pp_request *r)
     free(r->ids);
     tb_pp_text_destroy(&r->text);
     tb_pp_migrate_release(&r->mig);
+    tb_pp_parse_destroy(&r->parse);
+    free(r->grammar);
     free(r);
     atomic_fetch_sub(&l->in_flight, 1);
 }

@@ -18,8 +18,10 @@
 #include "tb_gguf.h"
 #include "tb_instance_dir.h"
 #include "tb_pp_request.h"
+#include "tb_reasoning_parser.h"
 #include "tb_route_fallback.h"
 #include "tb_tokenizer.h"
+#include "tb_tool_parser.h"
 
 #define ROUTER_TIMEOUT_MS 2000
 
@@ -38,6 +40,10 @@ struct tb_preproc {
     struct tb_route_fallback fallback;
     struct tb_pp_request_list reqs;
     tb_metric_t *m_migrations, *m_mig_exhausted, *m_mig_seconds;
+    tb_tool_format_t tool_fmt;           /* how the model writes tool calls */
+    tb_reasoning_format_t reasoning_fmt; /* how it writes its thinking */
+    int32_t keep_ids[16];                /* special tokens that are markup of either */
+    size_t n_keep;
 };
 
 #define LOG_I(p, ...) TB_LOG_INFO((p)->host, (p)->comp, __VA_ARGS__)
@@ -111,6 +117,18 @@ static int s_logprobs(const tb_tokenizer_t *tok, const struct tb_msg_gen_chunk *
     return rc;
 }
 
+/* The chunk's text (and with a parser: reasoning and tool calls) released since the last
+ * chunk.  0 or TB_ENOMEM. */
+static int s_take_text(req_t *r, struct tb_msg_gen_chunk *outc)
+{
+    if (r->parse) {
+        return tb_pp_parse_take(r->parse, outc);
+    }
+    size_t len = 0;
+    outc->text = tb_pp_text_take(r->text, &len);
+    return 0;
+}
+
 /* Builds and sends the caller's chunk for engine chunk `c` (NULL when it had no payload).
  * `stopped`: a stop string completed; `final`: this ends the request. */
 static void s_forward(req_t *r, const struct tb_msg_gen_chunk *c, size_t used, bool stopped,
@@ -126,9 +144,13 @@ static void s_forward(req_t *r, const struct tb_msg_gen_chunk *c, size_t used, b
         return;
     }
     struct tb_msg_token_logprob *lps = lpb.lps;
-    size_t text_len = 0;
-    const char *text = tb_pp_text_take(r->text, &text_len);
-    struct tb_msg_gen_chunk outc = {.text = (char *)text};
+    struct tb_msg_gen_chunk outc = {0};
+    if (s_take_text(r, &outc) != 0) {
+        s_lp_free(&lpb);
+        tb_pp_request_fail(r, TB_ENOMEM, "out of memory while building the tool calls");
+        return;
+    }
+    bool any = outc.text || outc.reasoning || outc.tool_calls_count;
     outc.token_ids = c ? c->token_ids : NULL;
     outc.token_ids_count = used;
     outc.logprobs = lps;
@@ -143,10 +165,18 @@ static void s_forward(req_t *r, const struct tb_msg_gen_chunk *c, size_t used, b
         outc.finish_reason = stopped                   ? "stop"
                              : (c && c->finish_reason) ? c->finish_reason
                                                        : "stop";
+        if (r->parse && tb_pp_parse_has_reasoning(r->parse)) {
+            u.reasoning_tokens = tb_pp_parse_reasoning_tokens(r->parse);
+            u.has_reasoning_tokens = true;
+        }
+        if (r->parse && tb_pp_parse_calls(r->parse) > 0 &&
+            strcmp(outc.finish_reason, "stop") == 0) {
+            outc.finish_reason = "tool_calls";
+        }
         outc.usage = &u;
         tb_pp_request_send(r, &outc, true);
         tb_pp_request_free(r);
-    } else if ((text_len || used) && tb_pp_request_send(r, &outc, false) == TB_EGONE) {
+    } else if ((any || used) && tb_pp_request_send(r, &outc, false) == TB_EGONE) {
         tb_pp_request_fail(r, TB_ECANCELED, "caller gone"); /* cancels the engine too */
     }
     s_lp_free(&lpb);
@@ -199,6 +229,33 @@ static bool s_migrate(req_t *r, int code, const char *why)
     return true;
 }
 
+/* The text tb_pp_text released, into the parser.  0 or TB_ENOMEM. */
+static int s_parse_text(req_t *r, bool counted)
+{
+    size_t len = 0;
+    const char *t = tb_pp_text_take(r->text, &len);
+    return tb_pp_parse_push(r->parse, t ? t : "", len, counted);
+}
+
+/* Generated ids to text (one at a time with a parser, which counts reasoning tokens).  As
+ * tb_pp_text_push: 1 a stop string completed, 0, or TB_ENOMEM. */
+static int s_push_ids(req_t *r, const int32_t *ids, size_t n, size_t *used)
+{
+    if (!r->parse) {
+        return tb_pp_text_push(r->text, ids, n, used);
+    }
+    int rc = 0;
+    *used = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        size_t one = 0;
+        rc = tb_pp_text_push(r->text, ids + i, 1, &one);
+        *used += one;
+        int prc = rc >= 0 && one ? s_parse_text(r, true) : 0;
+        rc = prc ? prc : rc;
+    }
+    return rc;
+}
+
 static void s_on_engine_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user)
 {
     (void)call;
@@ -229,7 +286,7 @@ static void s_on_engine_chunk(tb_call_t *call, const struct tb_chunk *ch, void *
     }
     const struct tb_msg_gen_chunk *c = m;
     size_t used = 0;
-    int rc = c ? tb_pp_text_push(r->text, c->token_ids, c->token_ids_count, &used) : 0;
+    int rc = c ? s_push_ids(r, c->token_ids, c->token_ids_count, &used) : 0;
     tb_pp_usage_add_completion(&r->usage, used);
     if (rc >= 0 && c && p->cfg.migration_limit > 0) {
         rc = tb_pp_migrate_note(&r->mig, c->token_ids, used) == 0 ? rc : TB_ENOMEM;
@@ -237,6 +294,11 @@ static void s_on_engine_chunk(tb_call_t *call, const struct tb_chunk *ch, void *
     bool final = ch->kind == TB_CHUNK_FINAL || rc == 1;
     if (rc >= 0 && final && rc != 1) {
         rc = tb_pp_text_finish(r->text); /* the engine finished: release what is held */
+    }
+    if (rc >= 0 && final && r->parse) {
+        int prc = s_parse_text(r, false);
+        prc = prc ? prc : tb_pp_parse_finish(r->parse);
+        rc = prc ? prc : rc;
     }
     if (rc < 0) {
         tb_pp_request_fail(r, rc, "out of memory while building the text of the answer");
@@ -260,6 +322,13 @@ static int s_call_engine(req_t *r, const char *endpoint, uint64_t instance)
     q.messages_count = 0;
     q.prompt = NULL;
     q.tools_json = NULL;
+    q.tool_choice = NULL;
+    q.tool_choice_function = NULL;
+    q.has_parallel_tool_calls = false;
+    q.has_stream = false;
+    if (r->grammar) {
+        q.grammar = r->grammar;
+    }
     q.stop = NULL;
     q.stop_count = 0;
     q.has_add_generation_prompt = false;
@@ -398,6 +467,28 @@ static int64_t s_context(const tb_preproc_t *p)
 /* ------------------------------------------------------------------------------------------- */
 /* Generate endpoint */
 
+/* An assistant message's tool calls for the template: OpenAI's array, with each call's
+ * arguments (a JSON string) also parsed into an object, as templates index them. */
+static json_t *s_tool_calls_json(const char *text)
+{
+    json_error_t je;
+    json_t *calls = json_loads(text, 0, &je);
+    size_t i;
+    json_t *c;
+    json_array_foreach(calls, i, c)
+    {
+        json_t *fn = json_object_get(c, "function");
+        const char *args = json_string_value(json_object_get(fn, "arguments"));
+        json_t *parsed = args ? json_loads(args, 0, &je) : NULL;
+        if (json_is_object(parsed)) {
+            json_object_set_new(fn, "arguments", parsed);
+        } else {
+            json_decref(parsed);
+        }
+    }
+    return calls ? calls : json_array();
+}
+
 static json_t *s_messages_json(const struct tb_msg_gen_request *q)
 {
     json_t *arr = json_array();
@@ -409,15 +500,28 @@ static json_t *s_messages_json(const struct tb_msg_gen_request *q)
         if (m->name) {
             json_object_set_new(o, "name", json_string(m->name));
         }
+        if (m->tool_call_id) {
+            json_object_set_new(o, "tool_call_id", json_string(m->tool_call_id));
+        }
+        if (m->tool_calls_json) {
+            json_object_set_new(o, "tool_calls", s_tool_calls_json(m->tool_calls_json));
+        }
         json_array_append_new(arr, o);
     }
     return arr;
 }
 
 /* Renders the prompt ids of a text request: 0, or a code with `err`. */
+static bool s_tool_choice_is(const struct tb_msg_gen_request *q, const char *what)
+{
+    return q->tool_choice && strcmp(q->tool_choice, what) == 0;
+}
+
+/* Renders the prompt ids of a text request: 0, or a code with `err`.  *think_open (may be NULL)
+ * says whether the prompt leaves a reasoning block open. */
 static int s_prompt_ids(tb_preproc_t *p, const struct tb_msg_gen_request *q, bool add_gen_default,
-                        bool add_special_default, int32_t **ids, size_t *n, char *err,
-                        size_t err_len)
+                        bool add_special_default, int32_t **ids, size_t *n, bool *think_open,
+                        char *err, size_t err_len)
 {
     int rc;
     *ids = NULL;
@@ -425,7 +529,8 @@ static int s_prompt_ids(tb_preproc_t *p, const struct tb_msg_gen_request *q, boo
     if (q->messages_count > 0) {
         json_t *msgs = s_messages_json(q);
         json_t *extra = NULL;
-        if (q->tools_json) {
+        /* tool_choice none: the model is not told of the tools, so it does not call them */
+        if (q->tools_json && !s_tool_choice_is(q, "none")) {
             json_error_t je;
             json_t *tools = json_loads(q->tools_json, 0, &je);
             if (!tools) {
@@ -447,6 +552,9 @@ static int s_prompt_ids(tb_preproc_t *p, const struct tb_msg_gen_request *q, boo
         }
         /* The template writes the special tokens itself (BOS included). */
         rc = tb_tokenizer_encode(p->tok, text, len, false, true, ids, n);
+        if (think_open) {
+            *think_open = tb_reasoning_prompt_opens(text, len);
+        }
         free(text);
     } else if (q->tokens_count > 0) {
         size_t vocab = tb_tokenizer_vocab_size(p->tok);
@@ -505,6 +613,80 @@ static int s_limits(tb_preproc_t *p, req_t *r, bool chat)
     return 0;
 }
 
+/* A forced call (tool_choice required or a named function): the GBNF the engine must follow.
+ * 0, or fails `r`. */
+static int s_forced_call(tb_preproc_t *p, req_t *r, const json_t *tools, tb_tool_format_t fmt)
+{
+    const struct tb_msg_gen_request *q = r->msg;
+    bool named = s_tool_choice_is(q, "function");
+    if (!s_tool_choice_is(q, "required") && !named) {
+        return 0;
+    }
+    char err[512];
+    if (q->grammar) {
+        tb_pp_request_fail(r, TB_EINVAL,
+                           "tool_choice '%s' cannot be combined with another "
+                           "constraint on the answer (response_format or a grammar)",
+                           q->tool_choice);
+        return TB_EINVAL;
+    }
+    if (!tools || (named && !q->tool_choice_function)) {
+        tb_pp_request_fail(r, TB_EINVAL, "tool_choice '%s' needs tools%s", q->tool_choice,
+                           named ? " and a function name" : "");
+        return TB_EINVAL;
+    }
+    bool parallel = !named && (!q->has_parallel_tool_calls || q->parallel_tool_calls);
+    size_t len = 0;
+    int rc = tb_tool_format_gbnf(fmt, tools, named ? q->tool_choice_function : NULL, parallel,
+                                 &r->grammar, &len, err, sizeof(err));
+    if (rc != 0) {
+        tb_pp_request_fail(r, rc == TB_ENOMEM ? TB_ENOMEM : rc, "%s", err);
+        return rc;
+    }
+    (void)p;
+    return 0;
+}
+
+/* How the answer of a chat request is split: reasoning apart (when the model thinks), tool calls
+ * apart (when the request has tools and tool_choice is not none); a forced call's grammar.
+ * 0, or fails `r`. */
+static int s_answer_parts(tb_preproc_t *p, req_t *r, bool think_open)
+{
+    const struct tb_msg_gen_request *q = r->msg;
+    json_t *tools = NULL;
+    if (q->tools_json && !s_tool_choice_is(q, "none")) {
+        json_error_t je;
+        tools = json_loads(q->tools_json, 0, &je);
+        if (!json_is_array(tools) || json_array_size(tools) == 0) {
+            json_decref(tools);
+            tools = NULL;
+        }
+    }
+    /* a model with no known call format gets the hermes markup when a call is forced */
+    tb_tool_format_t fmt = p->tool_fmt != TB_TOOL_FORMAT_NONE ? p->tool_fmt
+                                                              : TB_TOOL_FORMAT_HERMES;
+    bool forced = s_tool_choice_is(q, "required") || s_tool_choice_is(q, "function");
+    if (!tools || (p->tool_fmt == TB_TOOL_FORMAT_NONE && !forced)) {
+        fmt = TB_TOOL_FORMAT_NONE;
+    }
+    int rc = s_forced_call(p, r, tools, fmt);
+    if (rc == 0 && (fmt != TB_TOOL_FORMAT_NONE || p->reasoning_fmt != TB_REASONING_NONE)) {
+        struct tb_pp_parse_config pc = {.reasoning = p->reasoning_fmt,
+                                        /* a forced call starts at once: no thinking */
+                                        .think_open = think_open && !r->grammar,
+                                        .tools_format = fmt,
+                                        .tools = tools,
+                                        .stream = q->has_stream && q->stream,
+                                        .seed = p->host->now_ns() ^ (uint64_t)(uintptr_t)r};
+        rc = tb_pp_parse_new(&pc, &r->parse);
+        if (rc != 0) {
+            tb_pp_request_fail(r, rc, "out of memory");
+        }
+    }
+    json_decref(tools);
+    return rc;
+}
+
 static void s_on_generate(tb_request_t *in, const void *payload, size_t len, void *user)
 {
     tb_preproc_t *p = user;
@@ -532,7 +714,8 @@ static void s_on_generate(tb_request_t *in, const void *payload, size_t len, voi
         tb_pp_request_fail(r, TB_EINVAL, "messages must not be empty");
         return;
     }
-    int rc = s_prompt_ids(p, q, true, true, &r->ids, &r->n_ids, err, sizeof(err));
+    bool think_open = false;
+    int rc = s_prompt_ids(p, q, true, true, &r->ids, &r->n_ids, &think_open, err, sizeof(err));
     if (rc != 0) {
         tb_pp_request_fail(r, rc == TB_ENOMEM ? TB_ENOMEM : TB_EINVAL, "%s", err);
         return;
@@ -547,6 +730,14 @@ static void s_on_generate(tb_request_t *in, const void *payload, size_t len, voi
     tb_pp_usage_init(&r->usage, r->n_ids);
     if (tb_pp_text_new(p->tok, r->ids, r->n_ids, (const char *const *)q->stop, q->stop_count,
                        &r->text) != 0) {
+        tb_pp_request_fail(r, TB_ENOMEM, "out of memory");
+        return;
+    }
+    if (chat && s_answer_parts(p, r, think_open) != 0) {
+        return;
+    }
+    /* the markup's special tokens come out only where a parser takes them away again */
+    if (r->parse && tb_pp_text_keep_special(r->text, p->keep_ids, p->n_keep) != 0) {
         tb_pp_request_fail(r, TB_ENOMEM, "out of memory");
         return;
     }
@@ -613,7 +804,7 @@ static void s_on_tokenize(tb_request_t *in, const void *payload, size_t len, voi
         g.add_generation_prompt = q->add_generation_prompt;
         g.has_add_generation_prompt = q->has_add_generation_prompt;
         bool add_special = q->has_add_special ? q->add_special : true;
-        rc = s_prompt_ids(p, &g, true, add_special, &ids, &n, err, sizeof(err));
+        rc = s_prompt_ids(p, &g, true, add_special, &ids, &n, NULL, err, sizeof(err));
         rep.tokens = ids;
         rep.tokens_count = n;
         if (rc == 0 && q->has_with_pieces && q->with_pieces) {
@@ -845,6 +1036,51 @@ static void s_migration_metrics(tb_preproc_t *p)
                                      "model", buckets, sizeof(buckets) / sizeof(buckets[0]));
 }
 
+/* Tool-call and reasoning formats: configured, or told by the chat template's markup, else by
+ * the vocabulary; and the special tokens among their markup (kept in the text). */
+static void s_choose_parsers(tb_preproc_t *p)
+{
+    static const char *const tools[] = TB_PREPROC_TOOL_PARSERS;
+    static const char *const reasoning[] = TB_PREPROC_REASONING_PARSERS;
+    size_t len = 0;
+    const char *src = tb_chat_template_source(p->tmpl, &len);
+    int tc = p->cfg.tool_call_parser, rc = p->cfg.reasoning_parser;
+    if (tc > 0) {
+        tb_tool_format_from_name(tools[tc], &p->tool_fmt);
+    } else {
+        p->tool_fmt = tb_tool_format_from_template(src, len);
+        for (int f = TB_TOOL_FORMAT_HERMES; f <= TB_TOOL_FORMAT_DEEPSEEK && !p->tool_fmt; f++) {
+            const char *m = tb_tool_format_marker((tb_tool_format_t)f);
+            if (tb_tokenizer_find(p->tok, m, strlen(m)) >= 0) {
+                p->tool_fmt = (tb_tool_format_t)f;
+            }
+        }
+    }
+    if (rc > 0) {
+        tb_reasoning_format_from_name(reasoning[rc], &p->reasoning_fmt);
+    } else {
+        p->reasoning_fmt = tb_reasoning_format_from_template(src, len);
+        if (tb_tokenizer_find(p->tok, "</think>", 8) >= 0 &&
+            tb_tokenizer_find(p->tok, "<think>", 7) >= 0) {
+            p->reasoning_fmt = TB_REASONING_THINK;
+        }
+    }
+    const char *const *markup = tb_tool_format_markup(p->tool_fmt);
+    const char *think[] = {"<think>", "</think>", NULL};
+    for (int k = 0; k < 2; k++) {
+        const char *const *m = k == 0 ? markup : p->reasoning_fmt ? think : NULL;
+        for (size_t i = 0; m && m[i] && p->n_keep < 16; i++) {
+            int32_t id = tb_tokenizer_find(p->tok, m[i], strlen(m[i]));
+            if (id >= 0 && tb_tokenizer_is_special(p->tok, id)) {
+                p->keep_ids[p->n_keep++] = id;
+            }
+        }
+    }
+    TB_LOG_INFO(p->host, p->comp, "tool calls: %s%s; reasoning: %s%s",
+                tb_tool_format_name(p->tool_fmt), tc > 0 ? " (configured)" : "",
+                p->reasoning_fmt ? "think" : "none", rc > 0 ? " (configured)" : "");
+}
+
 int tb_preproc_new(const struct tb_host *host, tb_component_t *comp,
                    const struct tb_preproc_config *cfg, tb_preproc_t **out)
 {
@@ -881,6 +1117,7 @@ int tb_preproc_new(const struct tb_host *host, tb_component_t *comp,
         host->set_error(comp, "cannot load the chat template of '%s': %s", cfg->model, err);
         goto fail;
     }
+    s_choose_parsers(p);
     TB_LOG_INFO(host, comp, "model '%s' from %s: vocabulary %zu, %s chat template",
                 cfg->served_model_name, cfg->model, tb_tokenizer_vocab_size(p->tok),
                 tb_chat_template_is_fallback(p->tmpl) ? "fallback (ChatML)" : "the model's");

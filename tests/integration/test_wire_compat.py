@@ -2,7 +2,7 @@
 - a plugin built against the frozen ABI 1.1 / schema 1.0 SDK (tests/plugins/sdk-v1) loads into
   today's host and serves, relaying to a mock engine whose chunks carry a field added since
   (token_logprob.bytes), with answers identical to the mock's own;
-- a process speaking schema 1.0 (TB_SCHEMA_MINOR=0) joins a schema 1.1 head over tcp and the two
+- a process speaking schema 1.0 (TB_SCHEMA_MINOR=0) joins a current (1.2) head over tcp and the two
   exchange requests both ways;
 - a peer whose schema cannot be bridged is refused at join, both fingerprints named."""
 import os
@@ -84,8 +84,9 @@ def test_versions_shown():
 
 @pytest.mark.parametrize('older', ['worker', 'head'])
 def test_schema_minors_exchange_requests_over_tcp(tmp_path, older):
-    """A schema 1.0 process and a 1.1 one joined over tcp, either being the head: requests go
-    http (1.1) -> relay (1.0) -> mock (1.1) -> back, across the two processes both ways."""
+    """A schema 1.0 process and a current (1.2) one joined over tcp, either being the head:
+    requests go http (1.2) -> relay (1.0) -> mock (1.2) -> back, across the two processes both
+    ways."""
     port, reg = free_port(), free_port()
     new_comps = [http_component(port), mock_component('direct', speedup=0, output_tokens=8)]
     old_comps = [relay_component('relayed')]
