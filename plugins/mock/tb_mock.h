@@ -36,7 +36,7 @@ struct tb_mock_config {
     int64_t token_id_max;
     double prefill_per_token_s; /* prefill cost of each prompt token not found cached */
     bool kv_events;             /* tokens kind: publish the pretend cache's kv events */
-    const char *script; /* tokens kind: a file of scripted answers (token ids), or NULL */
+    const char *script;         /* tokens kind: a file of scripted answers (token ids), or NULL */
 };
 
 typedef struct tb_mock tb_mock_t;

@@ -185,12 +185,76 @@ def test_tool_choice_none_leaves_text_alone(client):
         model='hermes', messages=USER, tools=TOOLS, seed=1).usage.prompt_tokens
 
 
-def test_tool_choice_required_and_named(client):
-    for choice in ('required', {'type': 'function', 'function': {'name': 'get_weather'}}):
-        r = client.chat.completions.create(model='hermes', messages=USER, tools=TOOLS, seed=0,
-                                           tool_choice=choice)
-        assert r.choices[0].finish_reason == 'tool_calls'
-        assert r.choices[0].message.tool_calls[0].function.name == 'get_weather'
+def test_tool_choice_required_and_named_refused_by_the_mock(client):
+    """The mock makes its text up: a forced call's grammar is refused, never ignored."""
+    import openai
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model='hermes', messages=USER, tools=TOOLS, seed=0,
+                                       tool_choice='required')
+    assert 'cannot follow a grammar' in str(e.value)
+
+
+@pytest.fixture(scope='module')
+def real_engine(tmp_path_factory):
+    """The CPU engine on a random-weight Llama model (32k SentencePiece vocabulary with byte
+    tokens: it can spell any call) behind the Hermes template: its free text is noise, so every
+    well-formed call below is the grammar's doing."""
+    import sys
+    from conftest import ROOT
+    spm = os.path.join(SHARED, 'tokenizer-vectors', 'ggml-vocab-llama-spm.gguf')
+    if not os.path.exists(spm):
+        pytest.skip('../shared/tokenizer-vectors absent')
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    import tb_make_model
+    d = tmp_path_factory.mktemp('tools-real')
+    path = str(d / 'rand')
+    assert tb_make_model.main(['--out', path, '--format', 'hf', '--dtype', 'f32', '--layers', '1',
+                               '--hidden', '64', '--heads', '4', '--kv-heads', '2',
+                               '--intermediate', '96', '--vocab', '32000', '--tied',
+                               '--context', '4096']) == 0
+    tmpl = str(d / 'hermes.jinja')
+    with open(tmpl, 'w') as f:
+        f.write(HERMES_TEMPLATE)
+    port = free_port()
+    comps = [http_component(port),
+             ('pre', 'preprocessor', 1, {'served_model_name': 'rand', 'model': path,
+                                         'chat_template': tmpl, 'tool_call_parser': 'hermes'}),
+             ('engine', 'engine_cpu', 1, {'served_model_name': 'rand', 'model': path,
+                                          'kv_cache': '64MiB', 'threads': 2})]
+    t = Turbine(d, deployment(port, comps))
+    try:
+        wait_ready(port, timeout=60)
+        import openai
+        yield openai.OpenAI(base_url='http://127.0.0.1:%d/v1' % port, api_key='none')
+    finally:
+        t.stop()
+
+
+# The same tools with bounded strings: a random-weight model writes a free string until
+# max_tokens, and a call cut by max_tokens is not a call (the grammar has no say in its length).
+BOUNDED_TOOLS = json.loads(json.dumps(TOOLS).replace('{"type": "string"}',
+                                                     '{"type": "string", "maxLength": 12}'))
+
+
+def test_tool_choice_required_and_named_always_give_a_valid_call(real_engine):
+    import jsonschema
+    schemas = {t['function']['name']: t['function']['parameters'] for t in BOUNDED_TOOLS}
+    assert schemas['get_time']['properties']['zone']['maxLength'] == 12
+    for seed in range(6):
+        for choice in ('required', {'type': 'function', 'function': {'name': 'get_weather'}},
+                       {'type': 'function', 'function': {'name': 'get_time'}}):
+            r = real_engine.chat.completions.create(model='rand', messages=USER,
+                                                    tools=BOUNDED_TOOLS,
+                                                    seed=seed, temperature=1.0, max_tokens=600,
+                                                    tool_choice=choice)
+            c = r.choices[0]
+            assert c.finish_reason == 'tool_calls', (seed, choice, c)
+            assert c.message.tool_calls, (seed, choice, c)
+            for call in c.message.tool_calls:
+                name = call.function.name
+                if isinstance(choice, dict):
+                    assert name == choice['function']['name']
+                jsonschema.validate(json.loads(call.function.arguments), schemas[name])
 
 
 def test_forced_call_with_a_schema_the_grammar_cannot_express(client):

@@ -397,14 +397,10 @@ static void test_completions_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_chat_minimal),
-        cmocka_unit_test(test_chat_full),
-        cmocka_unit_test(test_completions),
-        cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_ranges_and_types),
-        cmocka_unit_test(test_completions_errors),
-        cmocka_unit_test(test_structured_output),
-        cmocka_unit_test(test_tools),
+        cmocka_unit_test(test_chat_minimal),      cmocka_unit_test(test_chat_full),
+        cmocka_unit_test(test_completions),       cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_ranges_and_types),  cmocka_unit_test(test_completions_errors),
+        cmocka_unit_test(test_structured_output), cmocka_unit_test(test_tools),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
