@@ -1,0 +1,131 @@
+"""Gemma 2, Gemma 3 and Phi-3 (docs/models.md): random-weight models of each family from
+tools/tb_make_model.py, as HF folders and GGUF files, through the cpu backend (tests/tools/
+tb_forward: the engine's scheduler, KV manager and sampler) against the PyTorch reference
+(tools/tb_ref_forward.py, float64), and the reference against transformers' own Gemma2 / Phi3
+implementations where the installed transformers has them (Gemma 3 came after 4.46).
+
+- F32 weights, f32 KV cache: every prompt position (chunked prefill) and 12 greedy decode steps
+  within 1e-4 relative of the reference, with the reference's greedy tokens.
+- What each family exercises: Gemma 2's sliding/global alternation (window 5 over 40 tokens),
+  attention and final soft-caps, query_pre_attn_scalar other than head_dim, GeGLU, (1 + w)
+  norms, post-norms, embedding scaling; Gemma 3's q/k norms, local RoPE base against a scaled
+  global one, a pattern of every 3rd layer global; Phi-3's fused qkv / gate_up matrices, a
+  window on every layer and LongRoPE (short factors within the original context of 48,
+  attention factor from 64 / 48).
+- Bad files are errors naming the tensor: a fused matrix that does not match the heads, a q_norm
+  of the wrong length, a Gemma 3 tensor in a Gemma 2 config.
+"""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import test_forward as tf
+from test_models import info
+
+COMMON = ['--layers', 4, '--hidden', 64, '--heads', 4, '--kv-heads', 2, '--intermediate', 96,
+          '--vocab', 300]
+FAMILY = {
+    'gemma2': ['--arch', 'gemma2', '--head-dim', 16, '--sliding-window', 5, '--attn-softcap', 3,
+               '--final-softcap', 2, '--query-pre-attn-scalar', 24],
+    'gemma3': ['--arch', 'gemma3', '--head-dim', 16, '--sliding-window', 5, '--window-period', 3,
+               '--rope-theta', 1000000, '--rope-scaling', 'linear:4'],
+    'phi3': ['--arch', 'phi3', '--untied', '--sliding-window', 9, '--longrope',
+             '--original-context', 48, '--context', 64],
+}
+NAMES = ['%s-%s' % (f, fmt) for f in sorted(FAMILY) for fmt in ('hf', 'gguf')]
+
+
+@pytest.fixture(scope='session')
+def fam_models(tmp_path_factory):
+    base = tmp_path_factory.mktemp('fam-models')
+    made = {}
+
+    def get(name):
+        if name not in made:
+            tf.need_shared()
+            import tb_make_model
+            fam, fmt = name.rsplit('-', 1)
+            out = str(base / (name + ('.gguf' if fmt == 'gguf' else '')))
+            argv = ['--out', out, '--format', fmt, '--dtype', 'f32', '--seed', 5] + COMMON + \
+                FAMILY[fam]
+            assert tb_make_model.main([str(a) for a in argv]) == 0
+            made[name] = out
+        return made[name]
+    return get
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_family_logits_match_reference(fam_models, name, tmp_path):
+    tf.check_f32(fam_models(name), tmp_path)
+
+
+@pytest.mark.parametrize('fam', sorted(FAMILY))
+def test_hf_and_gguf_give_the_same_reference(fam_models, fam):
+    toks = tf.prompt(300, 24, seed=2)
+    a = tf.ref_logits(fam_models(fam + '-hf'), toks)
+    b = tf.ref_logits(fam_models(fam + '-gguf'), toks)
+    assert tf.rel_err(b, a).max() < 1e-6
+
+
+@pytest.mark.parametrize('fam', ['gemma2', 'phi3'])
+def test_reference_matches_transformers(fam_models, fam):
+    transformers = pytest.importorskip('transformers')
+    import torch
+    torch.set_grad_enabled(False)
+    path = fam_models(fam + '-hf')
+    toks = tf.prompt(300, 15, seed=3)  # Phi-3: within original_max_position_embeddings (48)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(
+        path, torch_dtype=torch.float64, attn_implementation='eager')
+    theirs = hf(torch.tensor([toks]), use_cache=False).logits[0].numpy()
+    assert tf.rel_err(tf.ref_logits(path, toks), theirs).max() < 1e-5
+
+
+def test_gemma_settings_change_the_logits(fam_models, tmp_path):
+    """The soft-caps and the window are applied: without them the logits differ."""
+    path = fam_models('gemma2-hf')
+    toks = tf.prompt(300, 30, seed=4)
+    ours = tf.all_logits(path, toks, tmp_path / 'a', '--kv-f32')
+    assert np.abs(ours).max() <= 2.0 + 1e-6  # final soft-cap 2
+    plain = str(tmp_path / 'plain')
+    shutil.copytree(path, plain)
+    with open(os.path.join(plain, 'config.json')) as f:
+        c = json.load(f)
+    c.update(attn_logit_softcapping=None, final_logit_softcapping=None, sliding_window=4096)
+    with open(os.path.join(plain, 'config.json'), 'w') as f:
+        json.dump(c, f)
+    other = tf.all_logits(plain, toks, tmp_path / 'b', '--kv-f32')
+    assert tf.rel_err(other, ours).max() > 1e-2
+
+
+def _edit_config(src, dst, **changes):
+    shutil.copytree(src, dst)
+    with open(os.path.join(dst, 'config.json')) as f:
+        c = json.load(f)
+    c.update(changes)
+    with open(os.path.join(dst, 'config.json'), 'w') as f:
+        json.dump(c, f)
+    return dst
+
+
+def test_bad_family_files_are_errors(fam_models, tmp_path):
+    phi = _edit_config(fam_models('phi3-hf'), str(tmp_path / 'phi'), num_key_value_heads=4)
+    err = info(phi, expect_ok=False)
+    assert "tensor 'model.layers.0.self_attn.qkv_proj.weight' has 128 rows, the config " \
+           "implies 192" in err
+    g3 = _edit_config(fam_models('gemma3-hf'), str(tmp_path / 'g3'), model_type='gemma2',
+                      architectures=['Gemma2ForCausalLM'])
+    assert "q_norm.weight' is not part of a gemma2 model" in info(g3, expect_ok=False)
+    g3h = _edit_config(fam_models('gemma3-hf'), str(tmp_path / 'g3h'), head_dim=32,
+                       num_attention_heads=2, num_key_value_heads=1)
+    assert 'has shape' in info(g3h, expect_ok=False)
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_family_params_read_back(fam_models, name):
+    p = info(fam_models(name))['params']
+    fam = name.rsplit('-', 1)[0]
+    assert p['arch'] == fam
+    assert p['sliding_window'] == {'gemma2': 5, 'gemma3': 5, 'phi3': 9}[fam]
