@@ -413,6 +413,10 @@ def parse_family(a, kw):
         kw['window_period'] = a.window_period
     if a.original_context:
         kw['original_context'] = a.original_context
+    if a.full_layers:
+        if a.format != 'hf' or not a.sliding_window:
+            raise SystemExit('tb_make_model: --full-layers needs --format hf and --sliding-window')
+        kw['full_layers'] = {int(x) for x in a.full_layers.split(',')}
     if a.longrope:
         rng = np.random.default_rng(a.seed + 7)
         d = (kw.get('head_dim') or kw['hidden'] // kw['n_heads']) // 2
@@ -436,6 +440,9 @@ def main(argv=None):
     ap.add_argument('--query-pre-attn-scalar', type=float, help='gemma: scores * this^-0.5')
     ap.add_argument('--window-period', type=int, help='gemma: every Nth layer global')
     ap.add_argument('--original-context', type=int, help='phi3: LongRoPE original context')
+    ap.add_argument('--full-layers', default=None,
+                    help='hf, with --sliding-window: comma list of layers without the window '
+                         '(config.json layer_types)')
     ap.add_argument('--longrope', action='store_true',
                     help='phi3: random LongRoPE short/long factors')
     ap.add_argument('--layers', type=int)

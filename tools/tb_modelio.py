@@ -229,6 +229,9 @@ class Spec:
         self.rope_local_theta = kw.get('rope_local_theta', 10000.0) if g3 else None
         self.window_period = kw.get('window_period') or (6 if g3 else 2)
         self.original_context = kw.get('original_context')
+        # layers that attend globally although the model has a window (HF layer_types, qwen2's
+        # max_window_layers); None: Gemma's pattern or, for other archs, none
+        self.full_layers = kw.get('full_layers')
         if self.is_gemma:
             self.tied = True
 
@@ -238,6 +241,8 @@ class Spec:
 
     def layer_full(self, i):
         """Whether layer i attends globally although the model has a window."""
+        if self.full_layers is not None:
+            return i in self.full_layers
         if not self.is_gemma:
             return False
         return i % self.window_period == self.window_period - 1
@@ -302,6 +307,12 @@ class Spec:
             c['use_sliding_window'] = False
         if self.head_dim * self.n_heads != self.hidden:
             c['head_dim'] = self.head_dim
+        if self.sliding_window and self.full_layers and self.arch == 'qwen2' and \
+                self.full_layers == set(range(len(self.full_layers))):
+            c['max_window_layers'] = len(self.full_layers)  # qwen2: layers from it on slide
+        elif self.sliding_window and self.full_layers:
+            c['layer_types'] = ['full_attention' if i in self.full_layers else 'sliding_attention'
+                                for i in range(self.n_layers)]
         return c
 
     @classmethod
@@ -314,7 +325,7 @@ class Spec:
         if arch not in ('llama', 'qwen2'):
             raise ValueError('model_type %r is not supported' % arch)
         eos = c.get('eos_token_id', 2)
-        return cls(sliding_window=hf_sliding_window(c, arch),
+        return cls(sliding_window=hf_sliding_window(c, arch), full_layers=hf_full_layers(c, arch),
                    arch=arch, n_layers=c['num_hidden_layers'], hidden=c['hidden_size'],
                    n_heads=c['num_attention_heads'], n_kv_heads=c.get('num_key_value_heads'),
                    head_dim=c.get('head_dim'), intermediate=c['intermediate_size'],
@@ -381,21 +392,23 @@ def family_spec_from_hf(cls, c):
 
 
 def hf_sliding_window(c, arch):
-    """The window transformers applies, or None; like the C loader, a window on some layers
-    only is refused."""
+    """The window transformers applies (on the layers hf_full_layers does not name), or None."""
     w = c.get('sliding_window')
     if not w or not c.get('use_sliding_window', arch != 'qwen2'):
         return None
     n = c['num_hidden_layers']
+    return w if len(hf_full_layers(c, arch) or ()) < n else None
+
+
+def hf_full_layers(c, arch):
+    """The layers without the window, as transformers decides: layer_types when listed, else
+    qwen2's layers below max_window_layers (default 28); None: every layer slides."""
+    n = c['num_hidden_layers']
     if c.get('layer_types') is not None:
-        n_sliding = sum(t == 'sliding_attention' for t in c['layer_types'])
-    elif arch == 'qwen2':
-        n_sliding = max(0, n - c.get('max_window_layers', 28))
-    else:
-        n_sliding = n
-    if n_sliding not in (0, n):
-        raise ValueError('a sliding window on %d of %d layers is not supported' % (n_sliding, n))
-    return w if n_sliding else None
+        return {i for i, t in enumerate(c['layer_types']) if t != 'sliding_attention'}
+    if arch == 'qwen2':
+        return set(range(min(n, c.get('max_window_layers', 28))))
+    return None
 
 
 def rope_scaling_type(rs):
@@ -579,7 +592,8 @@ def load_gguf(path):
                 tied='output' not in tensors, qkv_bias='layers.0.bq' in tensors,
                 bos_id=meta.get('tokenizer.ggml.bos_token_id', 1),
                 eos_id=meta.get('tokenizer.ggml.eos_token_id', 2),
-                sliding_window=g('attention.sliding_window'))
+                sliding_window=g('attention.sliding_window',
+                                 4096 if arch in GEMMA_ARCHS else None))
     layout = 'interleaved' if arch == 'llama' else 'neox'
     return spec, meta, tensors, layout
 

@@ -32,7 +32,8 @@ norms multiply by (1 + weight) (the loader folds the 1 in: GGUF files store it s
 Phi-3: Llama's layer on the fused qkv / gate_up matrices (split by rows), sliding window on
 every layer, LongRoPE: inv_freq[i] = theta^(-2i/d) / factor[i] with the short factors, or the
 long ones when the sequence is longer than original_max_position_embeddings (transformers'
-rule), and cos, sin multiplied by the attention factor.
+rule; Model.longrope_per_position picks the set per position instead, as the engines do), and
+cos, sin multiplied by the attention factor.
 
 Prints the argmax per position and the greedy continuation; --logits saves every position's
 logits (prompt and generated) as a float64 or float32 .npy array of shape [positions, vocab].
@@ -65,6 +66,10 @@ class Model:
         if 'output' not in self.w:
             self.w['output'] = self.w['tok_embd']
         self.dtype = dtype
+        # LongRoPE: False picks one factor set by the sequence length (transformers); True the
+        # set per position, long from original_max_position_embeddings on (the engines' rule,
+        # which a KV cache can keep)
+        self.longrope_per_position = False
         self.inv_freq = torch.tensor(self._inv_freq(rope_freqs), dtype=torch.float64)
 
     def _inv_freq(self, rope_freqs):
@@ -107,8 +112,14 @@ class Model:
         rs = s.rope_scaling or {}
         if mio.rope_scaling_type(rs) in ('longrope', 'su'):
             orig = s.original_context or s.context
-            fac = rs['long_factor'] if T > orig else rs['short_factor']
-            inv = self.inv_freq / torch.tensor([float(f) for f in fac], dtype=torch.float64)
+            f64 = lambda v: torch.tensor([float(f) for f in v], dtype=torch.float64)
+            if self.longrope_per_position:  # the engines' rule: the long set from orig on
+                lng = (torch.arange(T) >= orig)[:, None]
+                inv = torch.where(lng, self.inv_freq / f64(rs['long_factor']),
+                                  self.inv_freq / f64(rs['short_factor']))
+            else:
+                fac = rs['long_factor'] if T > orig else rs['short_factor']
+                inv = self.inv_freq / f64(fac)
             scale = s.context / orig
             af = rs.get('attention_factor') or (
                 math.sqrt(1 + math.log(scale) / math.log(orig)) if scale > 1 else 1.0)
@@ -123,7 +134,9 @@ class Model:
         """x: [T, heads, d]; rotates pair i by pos * inv_freq[i]; cos, sin times `factor`."""
         d = x.shape[-1]
         inv_freq = self.inv_freq if inv_freq is None else inv_freq
-        ang = pos[:, None].to(torch.float64) * inv_freq[None, :]  # [T, d/2]
+        if inv_freq.dim() == 1:
+            inv_freq = inv_freq[None, :]
+        ang = pos[:, None].to(torch.float64) * inv_freq  # [T, d/2]
         cos = (torch.cos(ang) * factor).to(x.dtype)[:, None, :]
         sin = (torch.sin(ang) * factor).to(x.dtype)[:, None, :]
         if self.layout == 'neox':

@@ -269,12 +269,30 @@ static const struct {
     {"attn_k_norm.weight", TB_LAYER_K_NORM},
 };
 
+/* attention.sliding_window_pattern as a list of one bool per layer (true: sliding), the form
+ * newer llama.cpp converters write for some models. */
+static int s_window_flags(const tb_gguf_t *g, const char *key, tb_gguf_type_t et, uint64_t n,
+                          struct tb_model_params *p, char *err, size_t err_len)
+{
+    if ((et != TB_GGUF_BOOL && et != TB_GGUF_UINT8) || n != p->n_layers) {
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "metadata '%s' is not a list of %u booleans (one per layer)", key,
+                           p->n_layers);
+    }
+    const uint8_t *v = tb_gguf_array_data(g, key);
+    for (uint32_t l = 0; l < p->n_layers; l++) {
+        p->layer_full[l] = v[l] == 0;
+    }
+    return 0;
+}
+
 /* Gemma 2/3 (llama.cpp's gemma2 / gemma3): GeGLU, post-norms (the converter stores norms as
  * 1 + weight), embeddings times sqrt(hidden), soft-caps from their keys, the score scale
  * (attention.scale, else llama.cpp's rule: 1/sqrt(hidden / heads) for the 27B shapes of 46 or 62
  * layers, 1/sqrt(head_dim) otherwise), the sliding pattern (every 2nd / 6th layer global, or
  * attention.sliding_window_pattern) and Gemma 3's q/k norms and local RoPE base
- * (rope.freq_base_swa, else 10000). */
+ * (rope.freq_base_swa, else 10000); without attention.sliding_window the window is 4096, as
+ * llama.cpp assumes. */
 static int s_gemma_params(const tb_gguf_t *g, const char *arch, struct tb_model_params *p,
                           char *err, size_t err_len)
 {
@@ -300,7 +318,17 @@ static int s_gemma_params(const tb_gguf_t *g, const char *arch, struct tb_model_
             return rc;
         }
     }
+    snprintf(key, sizeof key, "%s.attention.sliding_window", arch);
+    if (tb_gguf_find_key(g, key) < 0) {
+        p->sliding_window = 4096; /* llama.cpp's default for Gemma files without the key */
+    }
     uint32_t period = g3 ? 6 : 2;
+    snprintf(key, sizeof key, "%s.attention.sliding_window_pattern", arch);
+    tb_gguf_type_t et;
+    uint64_t n = 0;
+    if (tb_gguf_get_array(g, key, &et, &n)) {
+        return s_window_flags(g, key, et, n, p, err, err_len);
+    }
     if ((rc = s_u32(g, arch, "attention.sliding_window_pattern", false, 1, 1 << 20, &period, err,
                     err_len)) < 0) {
         return rc;

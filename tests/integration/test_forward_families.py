@@ -129,3 +129,49 @@ def test_family_params_read_back(fam_models, name):
     fam = name.rsplit('-', 1)[0]
     assert p['arch'] == fam
     assert p['sliding_window'] == {'gemma2': 5, 'gemma3': 5, 'phi3': 9}[fam]
+
+
+# Per-layer windows for Llama-family configs: config.json layer_types (Mistral) and qwen2's
+# max_window_layers mark some layers full, the others slide (refused before this change).
+MIXED = {
+    'mistral-layer-types-hf': ['--sliding-window', 5, '--full-layers', '1,2', '--untied'],
+    'qwen2-window-layers-hf': ['--arch', 'qwen2', '--qkv-bias', '--sliding-window', 5,
+                               '--full-layers', '0'],
+}
+
+
+@pytest.mark.parametrize('name', sorted(MIXED))
+def test_per_layer_windows_match_reference(name, tmp_path):
+    tf.need_shared()
+    import tb_make_model
+    out = str(tmp_path / name)
+    argv = ['--out', out, '--format', 'hf', '--dtype', 'f32', '--seed', 6] + COMMON + MIXED[name]
+    assert tb_make_model.main([str(a) for a in argv]) == 0
+    spec = tf.ref(out).spec
+    full = [spec.layer_full(i) for i in range(spec.n_layers)]
+    assert spec.sliding_window == 5 and any(full) and not all(full)
+    with open(os.path.join(out, 'config.json')) as f:
+        c = json.load(f)
+    assert ('max_window_layers' in c) == (spec.arch == 'qwen2')
+    tf.check_f32(out, tmp_path)
+
+
+def test_longrope_long_factors_from_the_original_context(fam_models, tmp_path):
+    """Past original_max_position_embeddings (48) each position turns with the long factors
+    (docs/models.md: the set is chosen per position so cached keys stay valid); the positions
+    before keep the short ones.  transformers instead recomputes the whole sequence with the
+    long set once it is longer than 48, which a KV cache cannot do."""
+    for fmt in ('hf', 'gguf'):
+        path = fam_models('phi3-' + fmt)
+        toks = tf.prompt(300, 60, seed=8)
+        ours = tf.all_logits(path, toks, tmp_path / fmt, '--kv-f32', '--block-size', 8,
+                             '--max-batch-tokens', 24)
+        m = tf.ref(path)
+        m.longrope_per_position = True
+        try:
+            expect = m.forward(toks).numpy()
+        finally:
+            m.longrope_per_position = False
+        assert tf.rel_err(ours, expect).max() <= tf.F32_TOL
+        whole = m.forward(toks).numpy()  # transformers' rule differs before position 48
+        assert tf.rel_err(ours[:48], whole[:48]).max() > 1e-3
