@@ -3,8 +3,9 @@
  * generation defaults and weight tensors, from a Hugging Face folder or a GGUF v3 file.
  *
  * Supported: the Llama family as transformers describes it (Llama 2/3 incl. Llama-3 RoPE
- * scaling, TinyLlama, Mistral-style, Qwen2-style QKV bias), MHA or GQA, tied or untied
- * embeddings, weights in F32/F16/BF16 (both sources) and Q8_0/Q4_0 (GGUF).  Anything else is
+ * scaling, TinyLlama, Mistral-style, Qwen2-style QKV bias), Gemma 2 / Gemma 3 and Phi-3 (their
+ * per-family settings below, per-layer windows), MHA or GQA, tied or untied embeddings,
+ * weights in F32/F16/BF16 (both sources) and the GGUF block types (docs/models.md).  Anything else is
  * refused with TB_EMODEL and a message naming the file, the key and the value.
  *
  * Weights stay in the file mappings: a tensor's `data` points into the mmap.  The only copies
@@ -91,7 +92,7 @@ struct tb_generation_defaults {
 #define TB_MODEL_MAX_EOS 8
 
 struct tb_model_params {
-    char arch[16];            /* "llama", "mistral" or "qwen2" */
+    char arch[16];            /* "llama", "mistral", "qwen2", "gemma2", "gemma3" or "phi3" */
     tb_model_format_t format; /* where it was loaded from */
     uint32_t n_layers;
     uint32_t hidden;       /* model width */

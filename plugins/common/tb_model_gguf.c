@@ -1,6 +1,7 @@
 /*
- * tb_model_gguf.c - loads a GGUF file written the way llama.cpp writes them: the "llama" and
- * "qwen2" architectures' metadata keys, tokenizer.ggml.* facts and the blk.N.* tensors.
+ * tb_model_gguf.c - loads a GGUF file written the way llama.cpp writes them: the "llama",
+ * "qwen2", "gemma2", "gemma3" and "phi3" architectures' metadata keys, tokenizer.ggml.* facts
+ * and the blk.N.* tensors.
  * llama.cpp's converter permutes llama's Q/K rows so rotary pairs are interleaved; qwen2 files
  * keep the HF ("neox") layout.  Every tensor carries its own type and a file mixes them freely
  * (a "Q4_K_M" file is Q4_K and Q6_K matrices with F32 norms); tb_dtype.h lists the types taken.
