@@ -130,7 +130,7 @@ def parse_rope_scaling(s):
 
 def vocab_for(spec):
     """(tokens, scores, types, tokenizer.json dict or None to copy TinyStories' files)."""
-    if spec.vocab == 2048 and os.path.isdir(TINYSTORIES):
+    if spec.vocab == 2048 and os.path.isdir(TINYSTORIES) and not spec.is_gemma:
         with open(os.path.join(TINYSTORIES, 'tokenizer.json')) as f:
             tj = json.load(f)
         t, s, ty = mio.spm_vocab_from_tokenizer_json(tj)
@@ -139,7 +139,10 @@ def vocab_for(spec):
         raise SystemExit('tb_make_model: %s is absent: it is needed to build a vocabulary of %d '
                          'tokens' % (SPM_VOCAB, spec.vocab))
     t, s, ty = mio.spm_vocab_resized(*mio.spm_vocab_from_gguf(SPM_VOCAB), spec.vocab)
-    return t, s, ty, mio.tokenizer_json_from_spm(t, s, ty, spec.bos_id, spec.eos_id, 0)
+    tj = mio.tokenizer_json_from_spm(t, s, ty, spec.bos_id, spec.eos_id, 0)
+    if spec.is_gemma:
+        mio.gemma_style_tokenizer(tj)
+    return t, s, ty, tj
 
 
 def write_hf_tokenizer(spec, out):
@@ -329,6 +332,8 @@ def write_gguf(spec, produce, out, dtype, name='turbine-test', tokenizer=None, c
     w.add_unk_token_id(0)
     w.add_add_bos_token(add_bos)
     w.add_add_eos_token(add_eos)
+    if spec.is_gemma:
+        w.add_add_space_prefix(False)  # Gemma's SentencePiece adds no dummy prefix
     if chat_template:
         w.add_chat_template(chat_template)
 

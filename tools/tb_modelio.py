@@ -658,6 +658,14 @@ def spm_vocab_from_tokenizer_json(tj):
     return tokens, scores, types
 
 
+def gemma_style_tokenizer(tj):
+    """Makes a tokenizer.json from tokenizer_json_from_spm Gemma's: SentencePiece without the
+    dummy prefix (spaces become U+2581, nothing is prepended, the decoder strips nothing)."""
+    tj['normalizer'] = {'type': 'Replace', 'pattern': {'String': ' '}, 'content': '\u2581'}
+    tj['decoder']['decoders'] = [d for d in tj['decoder']['decoders'] if d['type'] != 'Strip']
+    return tj
+
+
 def tokenizer_json_from_spm(tokens, scores, types, bos_id=1, eos_id=2, unk_id=0):
     """An HF tokenizer.json (BPE with byte fallback, SentencePiece-style normalizer) equivalent
     to an SPM vocabulary: a merge (a, b) exists for every split of a normal piece into two

@@ -175,3 +175,33 @@ def test_longrope_long_factors_from_the_original_context(fam_models, tmp_path):
         assert tf.rel_err(ours, expect).max() <= tf.F32_TOL
         whole = m.forward(toks).numpy()  # transformers' rule differs before position 48
         assert tf.rel_err(ours[:48], whole[:48]).max() > 1e-3
+
+
+def test_gemma_sentencepiece_without_prefix_space(tmp_path):
+    """Gemma's SentencePiece adds no dummy prefix: its tokenizer.json (normalizer: spaces to
+    U+2581 only) and the GGUF vocabulary (tokenizer.ggml.add_space_prefix false) give the ids
+    Hugging Face tokenizers gives, through the existing SentencePiece paths (llama's 32000-piece
+    vocabulary: a cut-down one lacks pieces such as U+2581 itself)."""
+    tf.need_shared()
+    import tb_make_model
+    from conftest import run_tool
+    from tokenizers import Tokenizer
+    paths = []
+    for fmt in ('hf', 'gguf'):
+        out = str(tmp_path / ('g2tok' + ('.gguf' if fmt == 'gguf' else '')))
+        argv = ['--arch', 'gemma2', '--layers', 1, '--hidden', 32, '--heads', 2, '--head-dim',
+                16, '--intermediate', 32, '--vocab', 32000, '--format', fmt, '--out', out]
+        assert tb_make_model.main([str(a) for a in argv]) == 0
+        paths.append(out)
+    texts = ['Hello world', ' leading space', 'two  spaces\nand a newline', 'ümlaut ß 日本',
+             'x', '']
+    hf = Tokenizer.from_file(os.path.join(paths[0], 'tokenizer.json'))
+    want = [hf.encode(t, add_special_tokens=False).ids for t in texts]
+    data = b''.join(t.encode('utf-8') + b'\0' for t in texts)
+    for path in paths:
+        out = run_tool('tb_tokenize', [path, '--batch', '--no-special', '--no-parse-special'],
+                       input=data, timeout=120).stdout.decode()
+        got = [[int(x) for x in line.split()] for line in out.split('\n')[:-1]]
+        assert got == want, path
+    # no dummy prefix: "Hello" at the start is not "▁Hello"
+    assert want[0][0] != hf.encode(' Hello world', add_special_tokens=False).ids[0]
