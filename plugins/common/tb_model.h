@@ -231,6 +231,13 @@ uint32_t tb_model_layer_window(const tb_model_t *m, uint32_t layer);
 int tb_model_layer_rope_inv_freq(const tb_model_t *m, uint32_t layer, bool long_factors,
                                  double *out, size_t n);
 
+/* The per-family settings a model uses beyond Llama's layer (GeGLU, (1 + w) norms, post-norms,
+ * q/k norms, embedding or score scale, soft-caps, partial rotary, local RoPE base, per-layer
+ * windows, LongRoPE), as a comma-separated list in buf ("" when none; may be NULL); returns
+ * how many.  An engine that implements only Llama's layer refuses a model with any, naming
+ * them. */
+int tb_model_params_family_features(const struct tb_model_params *p, char *buf, size_t len);
+
 /* Total bytes of distinct weight data, and how many of them had to be copied for alignment. */
 uint64_t tb_model_weight_bytes(const tb_model_t *m);
 uint64_t tb_model_copied_bytes(const tb_model_t *m);

@@ -141,3 +141,43 @@ int tb_model_layer_rope_inv_freq(const tb_model_t *m, uint32_t layer, bool long_
     tb_model_rope_freqs_scaled(m, p->rope_theta, dim, &p->rope_scaling, long_factors, out, n);
     return 0;
 }
+
+int tb_model_params_family_features(const struct tb_model_params *p, char *buf, size_t len)
+{
+    bool mixed = false;
+    for (uint32_t l = 0; l < p->n_layers && l < TB_MODEL_MAX_LAYERS; l++) {
+        mixed = mixed || (p->sliding_window > 0 && p->layer_full[l]);
+    }
+    const struct {
+        bool on;
+        const char *name;
+    } f[] = {
+        {p->ffn_act != TB_FFN_SILU, "GeGLU"},
+        {p->norm_plus_one, "(1 + weight) norms"},
+        {p->post_norms, "post-norms"},
+        {p->qk_norm, "q/k norms"},
+        {p->embed_scale > 0, "embedding scale"},
+        {p->attn_scale > 0, "attention scale"},
+        {p->attn_softcap > 0 || p->final_softcap > 0, "logit soft-caps"},
+        {p->rope_dim != 0 && p->rope_dim != p->head_dim, "partial rotary"},
+        {p->rope_theta_local > 0, "local RoPE base"},
+        {mixed, "per-layer sliding windows"},
+        {p->rope_scaling.type == TB_ROPE_SCALING_LONGROPE, "LongRoPE"},
+    };
+    int n = 0;
+    size_t off = 0;
+    if (buf && len) {
+        buf[0] = '\0';
+    }
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        if (!f[i].on) {
+            continue;
+        }
+        if (buf && off < len) {
+            int w = snprintf(buf + off, len - off, "%s%s", n ? ", " : "", f[i].name);
+            off = w < 0 ? len : off + (size_t)w;
+        }
+        n++;
+    }
+    return n;
+}

@@ -442,10 +442,21 @@ static void test_families(void **state)
     assert_true(p.rope_scaling.short_factor[3] == 4.0 && p.rope_scaling.long_factor[0] == 2.0);
     /* sqrt(1 + ln(64 / 16) / ln(16)) */
     assert_true(fabs(p.rope_scaling.attn_factor - sqrt(1.5)) < 1e-12);
+    char feats[256];
+    assert_int_equal(tb_model_params_family_features(&p, feats, sizeof feats), 1);
+    assert_string_equal(feats, "LongRoPE");
     tb_model_params_release(&p);
     const char *partial = "{" PHI3_BASE ",\"partial_rotary_factor\":0.75}";
     assert_int_equal(s_cfg(partial, &p, err, sizeof err), 0);
     assert_int_equal(p.rope_dim, 6);
+    tb_model_params_release(&p);
+    assert_int_equal(s_cfg("{" GEMMA2_BASE "}", &p, err, sizeof err), 0);
+    assert_int_equal(tb_model_params_family_features(&p, feats, sizeof feats), 7);
+    assert_string_equal(feats, "GeGLU, (1 + weight) norms, post-norms, embedding scale, "
+                               "attention scale, logit soft-caps, per-layer sliding windows");
+    tb_model_params_release(&p);
+    assert_int_equal(s_cfg("{" LLAMA_BASE "}", &p, err, sizeof err), 0);
+    assert_int_equal(tb_model_params_family_features(&p, NULL, 0), 0);
     tb_model_params_release(&p);
 }
 
