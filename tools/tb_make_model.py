@@ -24,6 +24,7 @@ values (tb_ref_forward.py reads them so).
 """
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -129,7 +130,7 @@ def parse_rope_scaling(s):
 
 def vocab_for(spec):
     """(tokens, scores, types, tokenizer.json dict or None to copy TinyStories' files)."""
-    if spec.vocab == 2048 and os.path.isdir(TINYSTORIES):
+    if spec.vocab == 2048 and os.path.isdir(TINYSTORIES) and not spec.is_gemma:
         with open(os.path.join(TINYSTORIES, 'tokenizer.json')) as f:
             tj = json.load(f)
         t, s, ty = mio.spm_vocab_from_tokenizer_json(tj)
@@ -138,7 +139,10 @@ def vocab_for(spec):
         raise SystemExit('tb_make_model: %s is absent: it is needed to build a vocabulary of %d '
                          'tokens' % (SPM_VOCAB, spec.vocab))
     t, s, ty = mio.spm_vocab_resized(*mio.spm_vocab_from_gguf(SPM_VOCAB), spec.vocab)
-    return t, s, ty, mio.tokenizer_json_from_spm(t, s, ty, spec.bos_id, spec.eos_id, 0)
+    tj = mio.tokenizer_json_from_spm(t, s, ty, spec.bos_id, spec.eos_id, 0)
+    if spec.is_gemma:
+        mio.gemma_style_tokenizer(tj)
+    return t, s, ty, tj
 
 
 def write_hf_tokenizer(spec, out):
@@ -172,6 +176,43 @@ def hf_dtype(d):
     return m[d]
 
 
+def file_tensors(spec, hf, with_rope_freqs=False):
+    """[(file name, shape, [canonical parts])]: one part per tensor, except Phi-3's fused
+    qkv_proj / gate_up_proj (attn_qkv / ffn_up), made of their canonical parts' rows."""
+    out = []
+    fused = {}
+    for h, g, parts in mio.PHI3_FUSED if spec.arch == 'phi3' else []:
+        fused[parts[0]] = (h if hf else g, parts)
+    skip = {p for _, _, parts in mio.PHI3_FUSED for p in parts[1:]} if fused else set()
+    for cname, shape in spec.tensor_shapes(with_rope_freqs=with_rope_freqs):
+        kind = cname.split('.')[-1]
+        if kind in skip:
+            continue
+        if kind in fused:
+            fname, parts = fused[kind]
+            layer = cname.split('.')[1]
+            pre = 'model.layers.%s.' % layer if hf else 'blk.%s.' % layer
+            names = ['layers.%s.%s' % (layer, k) for k in parts]
+            shapes = dict(spec.tensor_shapes())
+            rows = sum(shapes[n][0] for n in names)
+            out.append((pre + fname, (rows, shape[1]), names))
+            continue
+        out.append((mio.hf_name(cname, spec.arch) if hf else mio.gguf_name(cname, spec.arch),
+                    shape, [cname]))
+    return out
+
+
+def file_tensor_data(spec, produce, parts, hf):
+    """The f32 data of one file tensor: its parts' rows stacked; Gemma's HF norms store
+    weight = factor - 1 (its RMSNorm multiplies by 1 + weight)."""
+    shapes = dict(spec.tensor_shapes())
+    a = np.concatenate([produce(n, shapes[n]) for n in parts], axis=0) if len(parts) > 1 \
+        else produce(parts[0], shapes[parts[0]])
+    if hf and spec.is_gemma and parts[0].endswith('norm'):
+        a = a - np.float32(1.0)
+    return a
+
+
 def write_hf(spec, produce, out, dtype, shard_mb=0, generation=None):
     """`produce(canonical name, shape)` returns float32 weights."""
     st = hf_dtype(dtype)
@@ -183,7 +224,8 @@ def write_hf(spec, produce, out, dtype, shard_mb=0, generation=None):
     gen.update(generation or {})
     with open(os.path.join(out, 'generation_config.json'), 'w') as f:
         json.dump(gen, f, indent=2)
-    shapes = spec.tensor_shapes()
+    shapes = [(fn, shape) for fn, shape, _ in file_tensors(spec, True)]
+    parts_of = {fn: parts for fn, _, parts in file_tensors(spec, True)}
     esize = {'F32': 4, 'F16': 2, 'BF16': 2}[st]
     groups = [[]]
     size = 0
@@ -202,12 +244,11 @@ def write_hf(spec, produce, out, dtype, shard_mb=0, generation=None):
         fn = 'model.safetensors' if len(groups) == 1 else \
             'model-%05d-of-%05d.safetensors' % (gi + 1, len(groups))
         w = mio.SafetensorsWriter(os.path.join(out, fn), {'format': 'pt'})
-        by_hf = {}
         for name, shape in group:
-            w.declare(mio.hf_name(name), st, shape)
-            by_hf[mio.hf_name(name)] = (name, shape)
-            weight_map[mio.hf_name(name)] = fn
-        w.write(lambda hn: mio.to_st_bytes(produce(*by_hf[hn]), st))
+            w.declare(name, st, shape)
+            weight_map[name] = fn
+        w.write(lambda hn: mio.to_st_bytes(file_tensor_data(spec, produce, parts_of[hn], True),
+                                           st))
     if len(groups) > 1:
         total = sum(esize * int(np.prod(s)) for _, s in shapes)
         with open(os.path.join(out, 'model.safetensors.index.json'), 'w') as f:
@@ -242,7 +283,7 @@ def write_gguf(spec, produce, out, dtype, name='turbine-test', tokenizer=None, c
     arch = spec.arch
     rs = spec.rope_scaling
     rtype = mio.rope_scaling_type(rs)
-    if rtype not in ('none', 'default', 'linear', 'llama3'):
+    if rtype not in ('none', 'default', 'linear', 'llama3', 'longrope'):
         raise SystemExit('tb_make_model: rope scaling %s is not supported' % rtype)
     w = gguf.GGUFWriter(out, arch)
     w.add_name(name)
@@ -268,6 +309,7 @@ def write_gguf(spec, produce, out, dtype, name='turbine-test', tokenizer=None, c
         w.add_vocab_size(spec.vocab)
     if spec.sliding_window:
         w.add_sliding_window(spec.sliding_window)
+    write_gguf_family_keys(w, spec)
     if rtype == 'linear':
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(rs['factor'])
@@ -290,14 +332,22 @@ def write_gguf(spec, produce, out, dtype, name='turbine-test', tokenizer=None, c
     w.add_unk_token_id(0)
     w.add_add_bos_token(add_bos)
     w.add_add_eos_token(add_eos)
+    if spec.is_gemma:
+        w.add_add_space_prefix(False)  # Gemma's SentencePiece adds no dummy prefix
     if chat_template:
         w.add_chat_template(chat_template)
 
     llama3 = rtype == 'llama3'
-    shapes = spec.tensor_shapes(with_rope_freqs=llama3)
     plan = []
     n_mat = 0
-    for cname, shape in shapes:
+    if rtype == 'longrope':
+        for which in ('long', 'short'):
+            a = np.array(rs[which + '_factor'], dtype=np.float32)
+            w.add_tensor_info('rope_factors_%s.weight' % which, a.shape, np.dtype(np.float32),
+                              a.nbytes, raw_dtype=gguf.GGMLQuantizationType.F32)
+            plan.append(('rope_factors_%s.weight' % which, a, 'raw', None))
+    for fname, shape, parts in file_tensors(spec, False, with_rope_freqs=llama3):
+        cname = parts[0]
         td = 'f32' if len(shape) == 1 else dtype
         if len(shape) == 2 and block_types:
             td = block_type_for(block_types, cname, n_mat)
@@ -308,13 +358,15 @@ def write_gguf(spec, produce, out, dtype, name='turbine-test', tokenizer=None, c
         raw = getattr(gguf.GGMLQuantizationType, GGUF_TYPES.get(td, td.upper()))
         be, bb = gguf.GGML_QUANT_SIZES[raw]
         nbytes = elems // be * bb
-        w.add_tensor_info(mio.gguf_name(cname), shape, np.dtype(np.float32), nbytes,
-                          raw_dtype=raw)
-        plan.append((cname, shape, td))
+        w.add_tensor_info(fname, shape, np.dtype(np.float32), nbytes, raw_dtype=raw)
+        plan.append((cname, shape, td, parts))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
-    for cname, shape, td in plan:
+    for cname, shape, td, parts in plan:
+        if td == 'raw':
+            w.write_tensor_data(shape)
+            continue
         if cname == 'rope_freqs':
             a = mio.llama3_rope_factors(spec.head_dim, spec.rope_theta, rs)
         elif td in BLOCK_F16 and block_types:
@@ -322,7 +374,7 @@ def write_gguf(spec, produce, out, dtype, name='turbine-test', tokenizer=None, c
             w.write_tensor_data(random_blocks(rng, td, shape))
             continue
         else:
-            a = produce(cname, shape)
+            a = file_tensor_data(spec, produce, parts, False)
             kind = cname.split('.')[-1]
             if arch == 'llama' and kind in ('wq', 'bq'):
                 a = mio.permute_qk(a, spec.n_heads)
@@ -330,6 +382,52 @@ def write_gguf(spec, produce, out, dtype, name='turbine-test', tokenizer=None, c
                 a = mio.permute_qk(a, spec.n_kv_heads)
         w.write_tensor_data(gguf_tensor_bytes(a, td))
     w.close()
+
+
+def write_gguf_family_keys(w, spec):
+    """The keys llama.cpp's converter writes for Gemma 2/3 and Phi-3."""
+    arch = spec.arch
+    if spec.is_gemma:
+        if spec.attn_softcap:
+            w.add_float32('%s.attn_logit_softcapping' % arch, spec.attn_softcap)
+        if spec.final_softcap:
+            w.add_float32('%s.final_logit_softcapping' % arch, spec.final_softcap)
+        if spec.query_pre_attn_scalar != spec.head_dim:
+            w.add_float32('%s.attention.scale' % arch, spec.query_pre_attn_scalar ** -0.5)
+        if arch == 'gemma3' and spec.rope_local_theta != 10000.0:
+            w.add_float32('gemma3.rope.freq_base_swa', spec.rope_local_theta)
+        if spec.window_period != (6 if arch == 'gemma3' else 2):
+            w.add_uint32('%s.attention.sliding_window_pattern' % arch, spec.window_period)
+    if arch == 'phi3' and mio.rope_scaling_type(spec.rope_scaling) == 'longrope':
+        orig = spec.original_context or spec.context
+        w.add_uint32('phi3.rope.scaling.original_context_length', orig)
+        scale = spec.context / orig
+        af = math.sqrt(1 + math.log(scale) / math.log(orig)) if scale > 1 else 1.0
+        w.add_float32('phi3.rope.scaling.attn_factor', af)
+
+
+def parse_family(a, kw):
+    """--arch gemma2/gemma3/phi3 options into Spec keywords."""
+    if a.attn_softcap is not None:
+        kw['attn_softcap'] = a.attn_softcap
+    if a.final_softcap is not None:
+        kw['final_softcap'] = a.final_softcap
+    if a.query_pre_attn_scalar:
+        kw['query_pre_attn_scalar'] = a.query_pre_attn_scalar
+    if a.window_period:
+        kw['window_period'] = a.window_period
+    if a.original_context:
+        kw['original_context'] = a.original_context
+    if a.full_layers:
+        if a.format != 'hf' or not a.sliding_window:
+            raise SystemExit('tb_make_model: --full-layers needs --format hf and --sliding-window')
+        kw['full_layers'] = {int(x) for x in a.full_layers.split(',')}
+    if a.longrope:
+        rng = np.random.default_rng(a.seed + 7)
+        d = (kw.get('head_dim') or kw['hidden'] // kw['n_heads']) // 2
+        kw['rope_scaling'] = {'type': 'longrope',
+                              'short_factor': [float(x) for x in 1 + rng.random(d)],
+                              'long_factor': [float(x) for x in 1 + 8 * rng.random(d)]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,7 +439,17 @@ def main(argv=None):
     ap.add_argument('--dtype', default='f32', choices=sorted(GGUF_TYPES))
     ap.add_argument('--from', dest='src', help='convert this HF folder (to gguf or hf)')
     ap.add_argument('--preset', choices=sorted(PRESETS))
-    ap.add_argument('--arch', choices=['llama', 'qwen2'])
+    ap.add_argument('--arch', choices=['llama', 'qwen2', 'gemma2', 'gemma3', 'phi3'])
+    ap.add_argument('--attn-softcap', type=float, help='gemma: attention logit soft-cap (0: none)')
+    ap.add_argument('--final-softcap', type=float, help='gemma: final logit soft-cap (0: none)')
+    ap.add_argument('--query-pre-attn-scalar', type=float, help='gemma: scores * this^-0.5')
+    ap.add_argument('--window-period', type=int, help='gemma: every Nth layer global')
+    ap.add_argument('--original-context', type=int, help='phi3: LongRoPE original context')
+    ap.add_argument('--full-layers', default=None,
+                    help='hf, with --sliding-window: comma list of layers without the window '
+                         '(config.json layer_types)')
+    ap.add_argument('--longrope', action='store_true',
+                    help='phi3: random LongRoPE short/long factors')
     ap.add_argument('--layers', type=int)
     ap.add_argument('--hidden', type=int)
     ap.add_argument('--heads', type=int)
@@ -413,6 +521,7 @@ def main(argv=None):
         kw['arch'] = 'qwen2'
     if a.rope_scaling is not None:
         kw['rope_scaling'] = parse_rope_scaling(a.rope_scaling)
+    parse_family(a, kw)
     spec = mio.Spec(**kw)
     if spec.n_heads % spec.n_kv_heads:
         raise SystemExit('tb_make_model: heads %d is not a multiple of kv heads %d'

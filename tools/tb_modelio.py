@@ -28,6 +28,29 @@ LAYER_KINDS = [
     ('w_up', 'mlp.up_proj.weight', 'ffn_up.weight'),
     ('w_down', 'mlp.down_proj.weight', 'ffn_down.weight'),
 ]
+# The kinds Gemma adds (HF names as Gemma2/Gemma3 write them; Gemma's post_attention_layernorm
+# normalises the attention output, and its pre_feedforward_layernorm is the MLP's input norm).
+FAMILY_KINDS = [
+    ('attn_post_norm', 'post_attention_layernorm.weight', 'post_attention_norm.weight'),
+    ('ffn_post_norm', 'post_feedforward_layernorm.weight', 'post_ffw_norm.weight'),
+    ('q_norm', 'self_attn.q_norm.weight', 'attn_q_norm.weight'),
+    ('k_norm', 'self_attn.k_norm.weight', 'attn_k_norm.weight'),
+]
+GEMMA_HF_FFN_NORM = 'pre_feedforward_layernorm.weight'
+GEMMA_ARCHS = ('gemma2', 'gemma3')
+# Phi-3's fused matrices: (HF suffix, GGUF suffix, canonical parts)
+PHI3_FUSED = [('self_attn.qkv_proj.weight', 'attn_qkv.weight', ('wq', 'wk', 'wv')),
+              ('mlp.gate_up_proj.weight', 'ffn_up.weight', ('w_gate', 'w_up'))]
+
+
+def _layer_kinds(arch):
+    """(kind, HF suffix, GGUF suffix) of `arch`'s per-layer tensors."""
+    if arch not in GEMMA_ARCHS:
+        return LAYER_KINDS
+    out = [(k, GEMMA_HF_FFN_NORM if k == 'ffn_norm' else h, g) for k, h, g in LAYER_KINDS]
+    return out + FAMILY_KINDS
+
+
 GLOBALS = [
     ('tok_embd', 'model.embed_tokens.weight', 'token_embd.weight'),
     ('out_norm', 'model.norm.weight', 'output_norm.weight'),
@@ -36,47 +59,47 @@ GLOBALS = [
 ]
 
 
-def hf_name(canon):
+def hf_name(canon, arch='llama'):
     for c, h, _ in GLOBALS:
         if c == canon:
             return h
     _, layer, kind = canon.split('.')
-    for k, h, _ in LAYER_KINDS:
+    for k, h, _ in _layer_kinds(arch):
         if k == kind:
             return 'model.layers.%s.%s' % (layer, h)
     raise KeyError(canon)
 
 
-def gguf_name(canon):
+def gguf_name(canon, arch='llama'):
     for c, _, g in GLOBALS:
         if c == canon:
             return g
     _, layer, kind = canon.split('.')
-    for k, _, g in LAYER_KINDS:
+    for k, _, g in _layer_kinds(arch):
         if k == kind:
             return 'blk.%s.%s' % (layer, g)
     raise KeyError(canon)
 
 
-def canon_from_hf(name):
+def canon_from_hf(name, arch='llama'):
     for c, h, _ in GLOBALS:
         if h == name:
             return c
     if name.startswith('model.layers.'):
         layer, rest = name[len('model.layers.'):].split('.', 1)
-        for k, h, _ in LAYER_KINDS:
+        for k, h, _ in _layer_kinds(arch):
             if h == rest:
                 return 'layers.%d.%s' % (int(layer), k)
     return None
 
 
-def canon_from_gguf(name):
+def canon_from_gguf(name, arch='llama'):
     for c, _, g in GLOBALS:
         if g == name:
             return c
     if name.startswith('blk.'):
         layer, rest = name[len('blk.'):].split('.', 1)
-        for k, _, g in LAYER_KINDS:
+        for k, _, g in _layer_kinds(arch):
             if g == rest:
                 return 'layers.%d.%s' % (int(layer), k)
     return None
@@ -196,6 +219,33 @@ class Spec:
         self.eos_id = kw.get('eos_id', 2)
         # Mistral's attention window W (None: none): position i attends to i - W < j <= i
         self.sliding_window = kw.get('sliding_window') or None
+        # Gemma 2/3 and Phi-3 (docs/models.md): soft-caps (0: none), the query scale's
+        # query_pre_attn_scalar (None: head_dim), Gemma 3's local RoPE base, the sliding/global
+        # pattern (every period-th layer global), Phi-3's original context for LongRoPE
+        g3 = self.arch == 'gemma3'
+        self.attn_softcap = kw.get('attn_softcap', 50.0 if self.arch == 'gemma2' else 0.0)
+        self.final_softcap = kw.get('final_softcap', 30.0 if self.arch == 'gemma2' else 0.0)
+        self.query_pre_attn_scalar = kw.get('query_pre_attn_scalar') or self.head_dim
+        self.rope_local_theta = kw.get('rope_local_theta', 10000.0) if g3 else None
+        self.window_period = kw.get('window_period') or (6 if g3 else 2)
+        self.original_context = kw.get('original_context')
+        # layers that attend globally although the model has a window (HF layer_types, qwen2's
+        # max_window_layers); None: Gemma's pattern or, for other archs, none
+        self.full_layers = kw.get('full_layers')
+        if self.is_gemma:
+            self.tied = True
+
+    @property
+    def is_gemma(self):
+        return self.arch in GEMMA_ARCHS
+
+    def layer_full(self, i):
+        """Whether layer i attends globally although the model has a window."""
+        if self.full_layers is not None:
+            return i in self.full_layers
+        if not self.is_gemma:
+            return False
+        return i % self.window_period == self.window_period - 1
 
     def tensor_shapes(self, with_rope_freqs=False):
         """[(canonical name, shape)] in llama.cpp's file order; matrices are (rows, cols)."""
@@ -209,9 +259,16 @@ class Spec:
                     (p + 'wv', (kvd, h))]
             if self.qkv_bias:
                 out += [(p + 'bq', (qd,)), (p + 'bk', (kvd,)), (p + 'bv', (kvd,))]
-            out += [(p + 'wo', (h, qd)), (p + 'ffn_norm', (h,)),
+            if self.arch == 'gemma3':
+                out += [(p + 'q_norm', (self.head_dim,)), (p + 'k_norm', (self.head_dim,))]
+            out.append((p + 'wo', (h, qd)))
+            if self.is_gemma:
+                out.append((p + 'attn_post_norm', (h,)))
+            out += [(p + 'ffn_norm', (h,)),
                     (p + 'w_gate', (self.intermediate, h)), (p + 'w_up', (self.intermediate, h)),
                     (p + 'w_down', (h, self.intermediate))]
+            if self.is_gemma:
+                out.append((p + 'ffn_post_norm', (h,)))
         out.append(('out_norm', (h,)))
         if not self.tied:
             out.append(('output', (self.vocab, h)))
@@ -221,6 +278,8 @@ class Spec:
         return sum(int(np.prod(s)) for n, s in self.tensor_shapes())
 
     def hf_config(self, torch_dtype='float32'):
+        if self.is_gemma or self.arch == 'phi3':
+            return family_hf_config(self, torch_dtype)
         cls = {'llama': 'LlamaForCausalLM', 'qwen2': 'Qwen2ForCausalLM'}[self.arch]
         c = {
             'architectures': [cls], 'model_type': self.arch, 'hidden_act': 'silu',
@@ -248,6 +307,12 @@ class Spec:
             c['use_sliding_window'] = False
         if self.head_dim * self.n_heads != self.hidden:
             c['head_dim'] = self.head_dim
+        if self.sliding_window and self.full_layers and self.arch == 'qwen2' and \
+                self.full_layers == set(range(len(self.full_layers))):
+            c['max_window_layers'] = len(self.full_layers)  # qwen2: layers from it on slide
+        elif self.sliding_window and self.full_layers:
+            c['layer_types'] = ['full_attention' if i in self.full_layers else 'sliding_attention'
+                                for i in range(self.n_layers)]
         return c
 
     @classmethod
@@ -255,10 +320,12 @@ class Spec:
         arch = c.get('model_type', 'llama')
         if arch == 'mistral':
             arch = 'llama'
+        if arch in ('gemma2', 'gemma3_text', 'phi3'):
+            return family_spec_from_hf(cls, c)
         if arch not in ('llama', 'qwen2'):
             raise ValueError('model_type %r is not supported' % arch)
         eos = c.get('eos_token_id', 2)
-        return cls(sliding_window=hf_sliding_window(c, arch),
+        return cls(sliding_window=hf_sliding_window(c, arch), full_layers=hf_full_layers(c, arch),
                    arch=arch, n_layers=c['num_hidden_layers'], hidden=c['hidden_size'],
                    n_heads=c['num_attention_heads'], n_kv_heads=c.get('num_key_value_heads'),
                    head_dim=c.get('head_dim'), intermediate=c['intermediate_size'],
@@ -269,22 +336,79 @@ class Spec:
                    eos_id=eos[0] if isinstance(eos, list) else eos)
 
 
+def family_hf_config(spec, torch_dtype):
+    """config.json of a Gemma 2 / Gemma 3 / Phi-3 test model, keys as transformers writes them."""
+    s = spec
+    c = {'hidden_size': s.hidden, 'intermediate_size': s.intermediate,
+         'num_hidden_layers': s.n_layers, 'num_attention_heads': s.n_heads,
+         'num_key_value_heads': s.n_kv_heads, 'head_dim': s.head_dim, 'vocab_size': s.vocab,
+         'max_position_embeddings': s.context, 'rms_norm_eps': s.rms_eps,
+         'rope_theta': s.rope_theta, 'rope_scaling': s.rope_scaling,
+         'tie_word_embeddings': s.tied, 'bos_token_id': s.bos_id, 'eos_token_id': s.eos_id,
+         'torch_dtype': torch_dtype, 'attention_dropout': 0.0, 'attention_bias': False,
+         'initializer_range': 0.02, 'use_cache': True}
+    if s.arch == 'phi3':
+        c.update({'architectures': ['Phi3ForCausalLM'], 'model_type': 'phi3',
+                  'hidden_act': 'silu', 'sliding_window': s.sliding_window,
+                  'original_max_position_embeddings': s.original_context or s.context,
+                  'embd_pdrop': 0.0, 'resid_pdrop': 0.0, 'pad_token_id': None})
+        return c
+    c.update({'hidden_activation': 'gelu_pytorch_tanh', 'hidden_act': 'gelu_pytorch_tanh',
+              'query_pre_attn_scalar': s.query_pre_attn_scalar,
+              'attn_logit_softcapping': s.attn_softcap or None,
+              'final_logit_softcapping': s.final_softcap or None,
+              'sliding_window': s.sliding_window or 4096, 'pad_token_id': 0})
+    if s.arch == 'gemma2':
+        c.update({'architectures': ['Gemma2ForCausalLM'], 'model_type': 'gemma2',
+                  'cache_implementation': 'hybrid'})
+    else:
+        c.update({'architectures': ['Gemma3ForCausalLM'], 'model_type': 'gemma3_text',
+                  'rope_local_base_freq': s.rope_local_theta,
+                  'sliding_window_pattern': s.window_period})
+    return c
+
+
+def family_spec_from_hf(cls, c):
+    arch = 'gemma3' if c['model_type'] == 'gemma3_text' else c['model_type']
+    eos = c.get('eos_token_id', 2)
+    gemma = arch in GEMMA_ARCHS
+    kw = dict(arch=arch, n_layers=c['num_hidden_layers'], hidden=c['hidden_size'],
+              n_heads=c['num_attention_heads'], n_kv_heads=c.get('num_key_value_heads'),
+              head_dim=c.get('head_dim'), intermediate=c['intermediate_size'],
+              vocab=c['vocab_size'], context=c.get('max_position_embeddings', 2048),
+              rms_eps=c.get('rms_norm_eps', 1e-6),
+              rope_theta=c.get('rope_theta', 1e6 if arch == 'gemma3' else 10000.0),
+              rope_scaling=c.get('rope_scaling'), tied=c.get('tie_word_embeddings', gemma),
+              bos_id=c.get('bos_token_id', 1), eos_id=eos[0] if isinstance(eos, list) else eos,
+              sliding_window=c.get('sliding_window'),
+              original_context=c.get('original_max_position_embeddings'))
+    if gemma:
+        kw.update(attn_softcap=c.get('attn_logit_softcapping') or 0.0,
+                  final_softcap=c.get('final_logit_softcapping') or 0.0,
+                  query_pre_attn_scalar=c.get('query_pre_attn_scalar', 256),
+                  rope_local_theta=c.get('rope_local_base_freq', 10000.0),
+                  window_period=c.get('sliding_window_pattern'))
+    return cls(**kw)
+
+
 def hf_sliding_window(c, arch):
-    """The window transformers applies, or None; like the C loader, a window on some layers
-    only is refused."""
+    """The window transformers applies (on the layers hf_full_layers does not name), or None."""
     w = c.get('sliding_window')
     if not w or not c.get('use_sliding_window', arch != 'qwen2'):
         return None
     n = c['num_hidden_layers']
+    return w if len(hf_full_layers(c, arch) or ()) < n else None
+
+
+def hf_full_layers(c, arch):
+    """The layers without the window, as transformers decides: layer_types when listed, else
+    qwen2's layers below max_window_layers (default 28); None: every layer slides."""
+    n = c['num_hidden_layers']
     if c.get('layer_types') is not None:
-        n_sliding = sum(t == 'sliding_attention' for t in c['layer_types'])
-    elif arch == 'qwen2':
-        n_sliding = max(0, n - c.get('max_window_layers', 28))
-    else:
-        n_sliding = n
-    if n_sliding not in (0, n):
-        raise ValueError('a sliding window on %d of %d layers is not supported' % (n_sliding, n))
-    return w if n_sliding else None
+        return {i for i, t in enumerate(c['layer_types']) if t != 'sliding_attention'}
+    if arch == 'qwen2':
+        return set(range(min(n, c.get('max_window_layers', 28))))
+    return None
 
 
 def rope_scaling_type(rs):
@@ -331,7 +455,8 @@ def random_tensor(spec, seed, name, shape):
     biases N(0, 0.02).  Deterministic per (seed, canonical name), whatever the output format."""
     rng = np.random.default_rng(tensor_seed(seed, name))
     kind = name.split('.')[-1]
-    if kind in ('attn_norm', 'ffn_norm', 'out_norm'):
+    if kind in ('attn_norm', 'ffn_norm', 'out_norm', 'attn_post_norm', 'ffn_post_norm', 'q_norm',
+                'k_norm'):
         return (1.0 + 0.05 * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
     if kind == 'rope_freqs':
         raise ValueError('rope_freqs is computed, not random')
@@ -357,17 +482,39 @@ def load_hf(folder):
         raw = read_safetensors(os.path.join(folder, 'model.safetensors'))[0]
     tensors = {}
     for name, a in raw.items():
-        c = canon_from_hf(name)
+        if split_fused(name, a, spec, tensors, hf=True):
+            continue
+        c = canon_from_hf(name, spec.arch)
         if c is None:
             if name.endswith('rotary_emb.inv_freq'):
                 continue
             raise ValueError('unexpected tensor %s' % name)
         tensors[c] = a
+    if spec.is_gemma:  # Gemma's RMSNorm multiplies by 1 + weight: canonical holds the factor
+        for c in tensors:
+            if c.endswith('norm'):
+                tensors[c] = tensors[c] + np.float32(1.0)
     if spec.tied:
         emb = tensors.get('tok_embd', tensors.get('output'))
         tensors['tok_embd'] = emb
         tensors.pop('output', None)
     return spec, config, tensors
+
+
+def split_fused(name, a, spec, tensors, hf):
+    """Phi-3's fused qkv / gate_up matrices into their canonical parts; False for others."""
+    prefix = 'model.layers.' if hf else 'blk.'
+    if spec.arch != 'phi3' or not name.startswith(prefix):
+        return False
+    layer, rest = name[len(prefix):].split('.', 1)
+    for h, g, parts in PHI3_FUSED:
+        if rest == (h if hf else g):
+            qd, kvd = spec.n_heads * spec.head_dim, spec.n_kv_heads * spec.head_dim
+            rows = [qd, kvd, kvd] if len(parts) == 3 else [spec.intermediate] * 2
+            for part, piece in zip(parts, np.split(a, np.cumsum(rows)[:-1], axis=0)):
+                tensors['layers.%d.%s' % (int(layer), part)] = piece
+            return True
+    return False
 
 
 def gguf_field(reader, key):
@@ -394,36 +541,59 @@ def load_gguf(path):
     import gguf
     r = gguf.GGUFReader(path)
     arch = gguf_field(r, 'general.architecture')
-    if arch not in ('llama', 'qwen2'):
+    if arch not in ('llama', 'qwen2', 'gemma2', 'gemma3', 'phi3'):
         raise ValueError('architecture %r is not supported' % arch)
     g = lambda k, d=None: (lambda v: d if v is None else v)(gguf_field(r, '%s.%s' % (arch, k)))
     meta = {f: gguf_field(r, f) for f in r.fields}
-    tensors = {}
+    n_heads = g('attention.head_count')
+    hidden = g('embedding_length')
+    head_dim = g('attention.key_length', hidden // n_heads)
+    raw = {}
     for t in r.tensors:
-        c = canon_from_gguf(t.name)
-        if c is None:
-            raise ValueError('unexpected tensor %s' % t.name)
         shape = [int(x) for x in reversed(t.shape.tolist())]  # rows first
         if t.tensor_type == gguf.GGMLQuantizationType.BF16:
             a = bf16_bits_to_f32(np.asarray(t.data).view(np.uint16))
         else:
             a = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type)
-        tensors[c] = np.asarray(a, dtype=np.float32).reshape(shape)
-    n_heads = g('attention.head_count')
-    hidden = g('embedding_length')
+        raw[t.name] = np.asarray(a, dtype=np.float32).reshape(shape)
     rs = None
     if g('rope.scaling.type') == 'linear':
         rs = {'rope_type': 'linear', 'factor': g('rope.scaling.factor')}
-    spec = Spec(arch=arch, n_layers=g('block_count'), hidden=hidden, n_heads=n_heads,
+    if 'rope_factors_short.weight' in raw:
+        rs = {'rope_type': 'longrope', 'short_factor': raw.pop('rope_factors_short.weight'),
+              'long_factor': raw.pop('rope_factors_long.weight'),
+              'attention_factor': g('rope.scaling.attn_factor', 1.0)}
+    fam = {}
+    if arch in GEMMA_ARCHS:
+        big = g('block_count') == (62 if arch == 'gemma3' else 46)
+        scale = g('attention.scale', None)
+        qpas = 1.0 / scale ** 2 if scale else (hidden / n_heads if big else head_dim)
+        fam = dict(attn_softcap=g('attn_logit_softcapping', 0.0),
+                   final_softcap=g('final_logit_softcapping', 0.0), query_pre_attn_scalar=qpas,
+                   rope_local_theta=g('rope.freq_base_swa', 10000.0),
+                   window_period=g('attention.sliding_window_pattern'))
+    probe = Spec(arch=arch, n_layers=g('block_count'), hidden=hidden, n_heads=n_heads,
+                 n_kv_heads=g('attention.head_count_kv', n_heads), head_dim=head_dim,
+                 intermediate=g('feed_forward_length'), vocab=1)
+    tensors = {}
+    for name, a in raw.items():
+        if split_fused(name, a, probe, tensors, hf=False):
+            continue
+        c = canon_from_gguf(name, arch)
+        if c is None:
+            raise ValueError('unexpected tensor %s' % name)
+        tensors[c] = a
+    spec = Spec(arch=arch, original_context=g('rope.scaling.original_context_length'), **fam, n_layers=g('block_count'), hidden=hidden, n_heads=n_heads,
                 n_kv_heads=g('attention.head_count_kv', n_heads),
-                head_dim=g('attention.key_length', hidden // n_heads),
+                head_dim=head_dim,
                 intermediate=g('feed_forward_length'), vocab=tensors['tok_embd'].shape[0],
                 context=g('context_length'), rms_eps=g('attention.layer_norm_rms_epsilon'),
                 rope_theta=g('rope.freq_base', 10000.0), rope_scaling=rs,
                 tied='output' not in tensors, qkv_bias='layers.0.bq' in tensors,
                 bos_id=meta.get('tokenizer.ggml.bos_token_id', 1),
                 eos_id=meta.get('tokenizer.ggml.eos_token_id', 2),
-                sliding_window=g('attention.sliding_window'))
+                sliding_window=g('attention.sliding_window',
+                                 4096 if arch in GEMMA_ARCHS else None))
     layout = 'interleaved' if arch == 'llama' else 'neox'
     return spec, meta, tensors, layout
 
@@ -486,6 +656,14 @@ def spm_vocab_from_tokenizer_json(tj):
     if unk in vocab:
         types[vocab[unk]] = UNKNOWN_TOKEN
     return tokens, scores, types
+
+
+def gemma_style_tokenizer(tj):
+    """Makes a tokenizer.json from tokenizer_json_from_spm Gemma's: SentencePiece without the
+    dummy prefix (spaces become U+2581, nothing is prepended, the decoder strips nothing)."""
+    tj['normalizer'] = {'type': 'Replace', 'pattern': {'String': ' '}, 'content': '\u2581'}
+    tj['decoder']['decoders'] = [d for d in tj['decoder']['decoders'] if d['type'] != 'Strip']
+    return tj
 
 
 def tokenizer_json_from_spm(tokens, scores, types, bos_id=1, eos_id=2, unk_id=0):

@@ -20,6 +20,21 @@ MODEL is a Hugging Face folder (weights read by our own safetensors reader) or a
   x += W_down (silu(W_gate h2) * (W_up h2)),  h2 = RMSNorm(x) * w_ffn_norm
   logits = RMSNorm(x) * w_out_norm  W_output^T   (W_output = tok_embd when tied)
 
+Gemma 2 / Gemma 3 (transformers' Gemma2/Gemma3 definitions): x = embedding * sqrt(hidden);
+norms multiply by (1 + weight) (the loader folds the 1 in: GGUF files store it so); per layer
+  h = RMSNorm(x)*w_in;  q, k, v;  Gemma 3: q, k = RMSNorm per head * w_q_norm, w_k_norm
+  RoPE (Gemma 3: sliding layers with rope_local_base_freq and no scaling)
+  scores = q k^T * query_pre_attn_scalar^-0.5, then c * tanh(scores / c) (attn soft-cap),
+      sliding layers (Gemma 2: even ones; Gemma 3: all but every 6th) masked to the window
+  x += RMSNorm(attn Wo^T) * w_post_attn
+  x += RMSNorm(W_down (gelu_tanh(W_gate h2) * (W_up h2))) * w_post_ffn,  h2 = RMSNorm(x) * w_pre_ffn
+  logits = c * tanh(logits / c) with the final soft-cap.
+Phi-3: Llama's layer on the fused qkv / gate_up matrices (split by rows), sliding window on
+every layer, LongRoPE: inv_freq[i] = theta^(-2i/d) / factor[i] with the short factors, or the
+long ones when the sequence is longer than original_max_position_embeddings (transformers'
+rule; Model.longrope_per_position picks the set per position instead, as the engines do), and
+cos, sin multiplied by the attention factor.
+
 Prints the argmax per position and the greedy continuation; --logits saves every position's
 logits (prompt and generated) as a float64 or float32 .npy array of shape [positions, vocab].
 """
@@ -51,6 +66,10 @@ class Model:
         if 'output' not in self.w:
             self.w['output'] = self.w['tok_embd']
         self.dtype = dtype
+        # LongRoPE: False picks one factor set by the sequence length (transformers); True the
+        # set per position, long from original_max_position_embeddings on (the engines' rule,
+        # which a KV cache can keep)
+        self.longrope_per_position = False
         self.inv_freq = torch.tensor(self._inv_freq(rope_freqs), dtype=torch.float64)
 
     def _inv_freq(self, rope_freqs):
@@ -78,6 +97,8 @@ class Model:
                     smooth = (old / wavelen - lo) / (hi - lo)
                     out.append((1 - smooth) * f / factor + smooth * f)
             return out
+        if kind in ('longrope', 'su'):
+            return base  # per forward (_longrope): the factor set depends on the length
         if kind not in ('none', 'default'):
             raise SystemExit('tb_ref_forward: rope scaling %s is not implemented' % kind)
         return base
@@ -85,12 +106,39 @@ class Model:
     def rmsnorm(self, x, w):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.spec.rms_eps) * w
 
-    def rope(self, x, pos):
-        """x: [T, heads, d]; rotates pair i by pos * inv_freq[i]."""
+    def _layer_rope(self, layer, T):
+        """(inv_freq, cos/sin factor) of layer `layer` for a sequence of T tokens."""
+        s = self.spec
+        rs = s.rope_scaling or {}
+        if mio.rope_scaling_type(rs) in ('longrope', 'su'):
+            orig = s.original_context or s.context
+            f64 = lambda v: torch.tensor([float(f) for f in v], dtype=torch.float64)
+            if self.longrope_per_position:  # the engines' rule: the long set from orig on
+                lng = (torch.arange(T) >= orig)[:, None]
+                inv = torch.where(lng, self.inv_freq / f64(rs['long_factor']),
+                                  self.inv_freq / f64(rs['short_factor']))
+            else:
+                fac = rs['long_factor'] if T > orig else rs['short_factor']
+                inv = self.inv_freq / f64(fac)
+            scale = s.context / orig
+            af = rs.get('attention_factor') or (
+                math.sqrt(1 + math.log(scale) / math.log(orig)) if scale > 1 else 1.0)
+            return inv, af
+        if s.arch == 'gemma3' and s.sliding_window and not s.layer_full(layer):
+            d = s.head_dim
+            return torch.tensor([s.rope_local_theta ** (-(2.0 * i) / d) for i in range(d // 2)],
+                                dtype=torch.float64), 1.0
+        return self.inv_freq, 1.0
+
+    def rope(self, x, pos, inv_freq=None, factor=1.0):
+        """x: [T, heads, d]; rotates pair i by pos * inv_freq[i]; cos, sin times `factor`."""
         d = x.shape[-1]
-        ang = pos[:, None].to(torch.float64) * self.inv_freq[None, :]  # [T, d/2]
-        cos = torch.cos(ang).to(x.dtype)[:, None, :]
-        sin = torch.sin(ang).to(x.dtype)[:, None, :]
+        inv_freq = self.inv_freq if inv_freq is None else inv_freq
+        if inv_freq.dim() == 1:
+            inv_freq = inv_freq[None, :]
+        ang = pos[:, None].to(torch.float64) * inv_freq  # [T, d/2]
+        cos = (torch.cos(ang) * factor).to(x.dtype)[:, None, :]
+        sin = (torch.sin(ang) * factor).to(x.dtype)[:, None, :]
         if self.layout == 'neox':
             a, b = x[..., :d // 2], x[..., d // 2:]
             return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
@@ -104,37 +152,63 @@ class Model:
         """Logits [T, vocab] for every position of `tokens` (one sequence from position 0)."""
         s, w = self.spec, self.w
         T = len(tokens)
-        H, KV, d = s.n_heads, s.n_kv_heads, s.head_dim
         pos = torch.arange(T)
         x = w['tok_embd'][torch.tensor(tokens, dtype=torch.long)]
+        if s.is_gemma:
+            x = x * math.sqrt(s.hidden)
         i, j = pos[:, None], pos[None, :]
-        seen = j <= i
+        full = torch.zeros((T, T), dtype=self.dtype).masked_fill(~(j <= i), float('-inf'))
+        slide = full
         if s.sliding_window:
-            seen &= j > i - s.sliding_window
-        mask = torch.zeros((T, T), dtype=self.dtype).masked_fill(~seen, float('-inf'))
-        for i in range(s.n_layers):
-            p = 'layers.%d.' % i
-            h = self.rmsnorm(x, w[p + 'attn_norm'])
-            q = h @ w[p + 'wq'].T
-            k = h @ w[p + 'wk'].T
-            v = h @ w[p + 'wv'].T
-            if s.qkv_bias:
-                q, k, v = q + w[p + 'bq'], k + w[p + 'bk'], v + w[p + 'bv']
-            q = self.rope(q.view(T, H, d), pos)
-            k = self.rope(k.view(T, KV, d), pos)
-            v = v.view(T, KV, d)
-            rep = H // KV
-            k = k.repeat_interleave(rep, dim=1)  # q head j uses kv head j // rep
-            v = v.repeat_interleave(rep, dim=1)
-            att = torch.einsum('thd,shd->hts', q, k) / math.sqrt(d) + mask
-            att = torch.softmax(att, dim=-1)
-            o = torch.einsum('hts,shd->thd', att, v).reshape(T, H * d)
-            x = x + o @ w[p + 'wo'].T
-            h = self.rmsnorm(x, w[p + 'ffn_norm'])
-            g = h @ w[p + 'w_gate'].T
-            u = h @ w[p + 'w_up'].T
-            x = x + (torch.nn.functional.silu(g) * u) @ w[p + 'w_down'].T
-        return self.rmsnorm(x, w['out_norm']) @ w['output'].T
+            seen = (j <= i) & (j > i - s.sliding_window)
+            slide = torch.zeros((T, T), dtype=self.dtype).masked_fill(~seen, float('-inf'))
+        for li in range(s.n_layers):
+            mask = full if s.layer_full(li) else slide
+            x = self.layer(li, x, pos, mask)
+        logits = self.rmsnorm(x, w['out_norm']) @ w['output'].T
+        if s.final_softcap:
+            logits = torch.tanh(logits / s.final_softcap) * s.final_softcap
+        return logits
+
+    def layer(self, li, x, pos, mask):
+        s, w = self.spec, self.w
+        T = x.shape[0]
+        H, KV, d = s.n_heads, s.n_kv_heads, s.head_dim
+        p = 'layers.%d.' % li
+        h = self.rmsnorm(x, w[p + 'attn_norm'])
+        q = h @ w[p + 'wq'].T
+        k = h @ w[p + 'wk'].T
+        v = h @ w[p + 'wv'].T
+        if s.qkv_bias:
+            q, k, v = q + w[p + 'bq'], k + w[p + 'bk'], v + w[p + 'bv']
+        q, k, v = q.view(T, H, d), k.view(T, KV, d), v.view(T, KV, d)
+        if p + 'q_norm' in w:
+            q = self.rmsnorm(q, w[p + 'q_norm'])
+            k = self.rmsnorm(k, w[p + 'k_norm'])
+        inv, af = self._layer_rope(li, T)
+        q = self.rope(q, pos, inv, af)
+        k = self.rope(k, pos, inv, af)
+        rep = H // KV
+        k = k.repeat_interleave(rep, dim=1)  # q head j uses kv head j // rep
+        v = v.repeat_interleave(rep, dim=1)
+        scale = s.query_pre_attn_scalar ** -0.5 if s.is_gemma else 1 / math.sqrt(d)
+        att = torch.einsum('thd,shd->hts', q, k) * scale
+        if s.is_gemma and s.attn_softcap:
+            att = torch.tanh(att / s.attn_softcap) * s.attn_softcap
+        att = torch.softmax(att + mask, dim=-1)
+        o = torch.einsum('hts,shd->thd', att, v).reshape(T, H * d) @ w[p + 'wo'].T
+        if s.is_gemma:
+            o = self.rmsnorm(o, w[p + 'attn_post_norm'])
+        x = x + o
+        h = self.rmsnorm(x, w[p + 'ffn_norm'])
+        g = h @ w[p + 'w_gate'].T
+        u = h @ w[p + 'w_up'].T
+        act = torch.nn.functional.gelu(g, approximate='tanh') if s.is_gemma else \
+            torch.nn.functional.silu(g)
+        f = (act * u) @ w[p + 'w_down'].T
+        if s.is_gemma:
+            f = self.rmsnorm(f, w[p + 'ffn_post_norm'])
+        return x + f
 
     def generate(self, tokens, n, stop_at_eos=True):
         """Greedy continuation; returns (all tokens, logits of every position)."""

@@ -197,11 +197,17 @@ static json_t *s_load(const char *file, const char *text, size_t len, char *err,
     return root;
 }
 
-static const char *const s_arch_names[][2] = {
-    {"llama", "LlamaForCausalLM"},
-    {"mistral", "MistralForCausalLM"},
-    {"qwen2", "Qwen2ForCausalLM"},
+/* model_type, architectures[0], the arch Turbine records */
+static const char *const s_arch_names[][3] = {
+    {"llama", "LlamaForCausalLM", "llama"},         {"mistral", "MistralForCausalLM", "mistral"},
+    {"qwen2", "Qwen2ForCausalLM", "qwen2"},         {"gemma2", "Gemma2ForCausalLM", "gemma2"},
+    {"gemma3_text", "Gemma3ForCausalLM", "gemma3"}, {"phi3", "Phi3ForCausalLM", "phi3"},
 };
+
+static bool s_is_gemma(const struct tb_model_params *p)
+{
+    return strcmp(p->arch, "gemma2") == 0 || strcmp(p->arch, "gemma3") == 0;
+}
 #define N_ARCH (sizeof s_arch_names / sizeof s_arch_names[0])
 
 static int s_arch(json_t *root, const char *file, struct tb_model_params *p, char *err,
@@ -225,7 +231,9 @@ static int s_arch(json_t *root, const char *file, struct tb_model_params *p, cha
         }
         if (found < 0) {
             return s_bad(file, "model_type", mt,
-                         "is not supported (supported: llama, mistral, qwen2)", err, err_len);
+                         "is not supported (supported: llama, mistral, qwen2, gemma2, "
+                         "gemma3_text, phi3)",
+                         err, err_len);
         }
     }
     if (a0) {
@@ -238,7 +246,8 @@ static int s_arch(json_t *root, const char *file, struct tb_model_params *p, cha
         if (by_class < 0) {
             return s_bad(file, "architectures[0]", a0,
                          "is not supported (supported: LlamaForCausalLM, MistralForCausalLM, "
-                         "Qwen2ForCausalLM)",
+                         "Qwen2ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, "
+                         "Phi3ForCausalLM)",
                          err, err_len);
         }
         if (found < 0) {
@@ -249,7 +258,71 @@ static int s_arch(json_t *root, const char *file, struct tb_model_params *p, cha
         return tb_err_fail(err, err_len, TB_EMODEL,
                            "%s: neither model_type nor architectures is given", file);
     }
-    snprintf(p->arch, sizeof p->arch, "%s", s_arch_names[found][0]);
+    snprintf(p->arch, sizeof p->arch, "%s", s_arch_names[found][2]);
+    return 0;
+}
+
+/* One longrope factor list: rope_dim / 2 positive numbers. */
+static int s_factor_list(json_t *rs, const char *file, const char *key, uint32_t n, double *out,
+                         char *err, size_t err_len)
+{
+    json_t *v = json_object_get(rs, key);
+    if (!json_is_array(v) || json_array_size(v) != n) {
+        char why[96];
+        snprintf(why, sizeof why, "is not a list of %u factors (rotary dimensions / 2)", n);
+        return s_bad(file, key, v ? v : json_null(), why, err, err_len);
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        json_t *x = json_array_get(v, i);
+        if (!json_is_number(x) || !(json_number_value(x) > 0 && json_number_value(x) < 1e12)) {
+            return s_bad(file, key, x, "is not a positive number", err, err_len);
+        }
+        out[i] = json_number_value(x);
+    }
+    return 0;
+}
+
+/* Phi-3's LongRoPE ("longrope", formerly "su"): short and long factor lists, the original
+ * context (config.json's original_max_position_embeddings, else rope_scaling's, else
+ * max_position_embeddings) and the attention factor (given, else transformers' formula
+ * sqrt(1 + ln(max / original) / ln(original)) when max > original, else 1). */
+static int s_longrope(json_t *rs, const char *file, struct tb_model_params *p, char *err,
+                      size_t err_len)
+{
+    struct tb_rope_scaling *s = &p->rope_scaling;
+    s->type = TB_ROPE_SCALING_LONGROPE;
+    uint32_t n = p->rope_dim / 2;
+    if (n > TB_MODEL_MAX_ROPE_PAIRS) {
+        return tb_err_fail(err, err_len, TB_EMODEL, "%s: longrope over %u rotary pairs", file, n);
+    }
+    int rc = s_factor_list(rs, file, "short_factor", n, s->short_factor, err, err_len);
+    if (rc == 0) {
+        rc = s_factor_list(rs, file, "long_factor", n, s->long_factor, err, err_len);
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    if (s->original_max_positions == 0) {
+        rc = s_u32(rs, file, "original_max_position_embeddings", false, 1, 1 << 24,
+                   &s->original_max_positions, err, err_len);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    if (s->original_max_positions == 0) {
+        s->original_max_positions = p->max_context;
+    }
+    s->attn_factor = 0;
+    rc = s_num(rs, file, "attention_factor", 1e-6, 1e6, &s->attn_factor, err, err_len);
+    if (rc < 0) {
+        return rc;
+    }
+    double scale = (double)p->max_context / (double)s->original_max_positions;
+    if (rc == ABSENT) {
+        s->attn_factor = scale > 1.0 && s->original_max_positions > 1
+                             ? sqrt(1.0 + log(scale) / log((double)s->original_max_positions))
+                             : 1.0;
+    }
     return 0;
 }
 
@@ -318,14 +391,18 @@ static int s_rope_scaling(json_t *rs, const char *file, struct tb_model_params *
         }
         return 0;
     }
-    return s_bad(file, tkey, t, "is not supported (supported: default, linear, llama3)", err,
-                 err_len);
+    if (strcmp(name, "longrope") == 0 || strcmp(name, "su") == 0) {
+        return s_longrope(rs, file, p, err, err_len);
+    }
+    return s_bad(file, tkey, t, "is not supported (supported: default, linear, llama3, longrope)",
+                 err, err_len);
 }
 
 /* Which layers the window applies to, as transformers decides: `layer_types` when the config
- * lists it, else for qwen2 the layers from `max_window_layers` on (default 28), else all.
- * The window applies to all layers or to none (then sliding_window is cleared); a mix is
- * refused, since the engines take one window for the whole model. */
+ * lists it, else for qwen2 the layers from `max_window_layers` on (default 28), else for Gemma
+ * its pattern (Gemma 2: every second layer global; Gemma 3: every sliding_window_pattern-th,
+ * default 6), else all.  The others are marked full (params.layer_full); none sliding clears
+ * the window. */
 static int s_window_layers(json_t *root, const char *file, struct tb_model_params *p, char *err,
                            size_t err_len)
 {
@@ -338,7 +415,9 @@ static int s_window_layers(json_t *root, const char *file, struct tb_model_param
         }
         for (size_t i = 0; i < json_array_size(lt); i++) {
             const char *t = json_string_value(json_array_get(lt, i));
+            p->layer_full[i] = true;
             if (t && strcmp(t, "sliding_attention") == 0) {
+                p->layer_full[i] = false;
                 n_sliding++;
             } else if (!t || strcmp(t, "full_attention") != 0) {
                 return s_bad(file, "layer_types", lt,
@@ -352,17 +431,28 @@ static int s_window_layers(json_t *root, const char *file, struct tb_model_param
         if (rc < 0) {
             return rc;
         }
-        n_sliding = first < p->n_layers ? p->n_layers - first : 0;
+        for (uint32_t l = 0; l < p->n_layers; l++) {
+            p->layer_full[l] = l < first;
+            n_sliding += l >= first;
+        }
+    } else if (s_is_gemma(p)) {
+        uint32_t period = strcmp(p->arch, "gemma2") == 0 ? 2 : 6;
+        int rc = strcmp(p->arch, "gemma3") == 0 ? s_u32(root, file, "sliding_window_pattern",
+                                                        false, 1, 1 << 20, &period, err, err_len)
+                                                : 0;
+        if (rc < 0) {
+            return rc;
+        }
+        tb_model_set_window_pattern(p, period);
+        for (uint32_t l = 0; l < p->n_layers; l++) {
+            n_sliding += !p->layer_full[l];
+        }
     } else {
         n_sliding = p->n_layers;
     }
     if (n_sliding == 0) {
         p->sliding_window = 0;
-    } else if (n_sliding != p->n_layers) {
-        return tb_err_fail(
-            err, err_len, TB_EMODEL,
-            "%s: a sliding window on %u of %u layers is not supported (all or none)", file,
-            n_sliding, p->n_layers);
+        memset(p->layer_full, 0, sizeof p->layer_full);
     }
     return 0;
 }
@@ -405,7 +495,9 @@ static int s_shape(json_t *root, const char *F, struct tb_model_params *p, char 
     if (rc < 0) {
         return rc;
     }
-    if (rc == ABSENT) {
+    if (rc == ABSENT && s_is_gemma(p)) {
+        p->head_dim = 256; /* transformers' Gemma2Config / Gemma3TextConfig default */
+    } else if (rc == ABSENT) {
         if (p->hidden % p->n_heads != 0) {
             rc = tb_err_fail(err, err_len, TB_EMODEL,
                              "%s: hidden_size %u is not a multiple of num_attention_heads %u "
@@ -425,12 +517,19 @@ static int s_shape(json_t *root, const char *F, struct tb_model_params *p, char 
     return 0;
 }
 
+static int s_rotary_dims(json_t *root, const char *F, struct tb_model_params *p, char *err,
+                         size_t err_len);
+
 /* Context length, norm epsilon, RoPE (theta, scaling, partial rotary) and the activation. */
 static int s_positions(json_t *root, const char *F, struct tb_model_params *p, char *err,
                        size_t err_len)
 {
     int rc;
-    p->max_context = strcmp(p->arch, "llama") == 0 ? 2048 : 32768;
+    p->max_context = strcmp(p->arch, "llama") == 0    ? 2048
+                     : strcmp(p->arch, "gemma2") == 0 ? 8192
+                     : strcmp(p->arch, "gemma3") == 0 ? 131072
+                     : strcmp(p->arch, "phi3") == 0   ? 4096
+                                                      : 32768;
     rc = s_u32(root, F, "max_position_embeddings", false, 1, 1 << 24, &p->max_context, err,
                err_len);
     if (rc < 0) {
@@ -446,33 +545,66 @@ static int s_positions(json_t *root, const char *F, struct tb_model_params *p, c
         rc = s_bad(F, "rope_parameters", rp, "is not an object", err, err_len);
         return rc;
     }
-    p->rope_theta = 10000.0;
+    p->rope_theta = strcmp(p->arch, "gemma3") == 0 ? 1000000.0 : 10000.0;
     rc = s_num(json_is_object(rp) ? rp : root, F, "rope_theta", 1e-3, 1e12, &p->rope_theta, err,
                err_len);
     if (rc < 0) {
         return rc;
+    }
+    rc = s_rotary_dims(root, F, p, err, err_len);
+    if (rc != 0) {
+        return rc;
+    }
+    if (strcmp(p->arch, "phi3") == 0) {
+        rc = s_u32(root, F, "original_max_position_embeddings", false, 1, 1 << 24,
+                   &p->rope_scaling.original_max_positions, err, err_len);
+        if (rc < 0) {
+            return rc;
+        }
     }
     rc = s_rope_scaling(json_is_object(rp) ? rp : json_object_get(root, "rope_scaling"), F, p,
                         err, err_len);
     if (rc != 0) {
         return rc;
     }
+    json_t *act = json_object_get(root, s_is_gemma(p) ? "hidden_activation" : "hidden_act");
+    if (s_is_gemma(p) && (!act || json_is_null(act))) {
+        act = json_object_get(root, "hidden_act");
+    }
+    const char *want = s_is_gemma(p) ? "gelu_pytorch_tanh" : "silu";
+    if (act && !json_is_null(act) &&
+        !(json_is_string(act) && strcmp(json_string_value(act), want) == 0)) {
+        char why[64];
+        snprintf(why, sizeof why, "is not supported (only %s for this model_type)", want);
+        rc = s_bad(F, s_is_gemma(p) ? "hidden_activation" : "hidden_act", act, why, err, err_len);
+        return rc;
+    }
+    p->ffn_act = s_is_gemma(p) ? TB_FFN_GELU_TANH : TB_FFN_SILU;
+    return 0;
+}
+
+/* partial_rotary_factor (Phi-3 family only): the rotating dimensions, rope_dim. */
+static int s_rotary_dims(json_t *root, const char *F, struct tb_model_params *p, char *err,
+                         size_t err_len)
+{
     double prf = 1.0;
-    rc = s_num(root, F, "partial_rotary_factor", 0.0, 1.0, &prf, err, err_len);
+    int rc = s_num(root, F, "partial_rotary_factor", 0.0, 1.0, &prf, err, err_len);
     if (rc < 0) {
         return rc;
     }
-    if (prf != 1.0) {
-        rc = s_bad(F, "partial_rotary_factor", json_object_get(root, "partial_rotary_factor"),
-                   "is not supported (only 1.0)", err, err_len);
-        return rc;
+    p->rope_dim = p->head_dim;
+    if (prf == 1.0) {
+        return 0;
     }
-    json_t *act = json_object_get(root, "hidden_act");
-    if (act && !json_is_null(act) &&
-        !(json_is_string(act) && strcmp(json_string_value(act), "silu") == 0)) {
-        rc = s_bad(F, "hidden_act", act, "is not supported (only silu)", err, err_len);
-        return rc;
+    uint32_t dim = (uint32_t)((double)p->head_dim * prf);
+    if (strcmp(p->arch, "phi3") != 0 || dim < 2 || dim % 2 != 0) {
+        return s_bad(F, "partial_rotary_factor", json_object_get(root, "partial_rotary_factor"),
+                     strcmp(p->arch, "phi3") != 0
+                         ? "is not supported for this model_type (only 1.0)"
+                         : "does not give an even number of rotary dimensions",
+                     err, err_len);
     }
+    p->rope_dim = dim;
     return 0;
 }
 
@@ -507,7 +639,7 @@ static int s_biases_window(json_t *root, const char *F, struct tb_model_params *
     if (rc < 0) {
         return rc;
     }
-    p->sliding_window = 0;
+    p->sliding_window = s_is_gemma(p) ? 4096 : 0; /* transformers' Gemma configs' default */
     bool use_sw = strcmp(p->arch, "qwen2") != 0;
     rc = s_bool(root, F, "use_sliding_window", &use_sw, err, err_len);
     if (rc < 0) {
@@ -522,6 +654,54 @@ static int s_biases_window(json_t *root, const char *F, struct tb_model_params *
     }
     if (p->sliding_window) {
         rc = s_window_layers(root, F, p, err, err_len);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* A soft-cap: a number >= 0; JSON null: none (0); absent: `def`. */
+static int s_softcap(json_t *root, const char *F, const char *key, double def, double *out,
+                     char *err, size_t err_len)
+{
+    json_t *v = json_object_get(root, key);
+    *out = !v ? def : 0.0;
+    int rc = s_num(root, F, key, 0.0, 1e9, out, err, err_len);
+    return rc < 0 ? rc : 0;
+}
+
+/* Gemma 2 / 3: (1 + weight) norms, post-norms, embeddings times sqrt(hidden), scores scaled by
+ * query_pre_attn_scalar^-0.5, soft-caps (Gemma 2's defaults 50 and 30), tied embeddings by
+ * default, and Gemma 3's q/k norms and local RoPE base (rope_local_base_freq, default 10000);
+ * defaults as transformers' Gemma2Config / Gemma3TextConfig. */
+static int s_gemma(json_t *root, const char *F, struct tb_model_params *p, char *err,
+                   size_t err_len)
+{
+    bool g3 = strcmp(p->arch, "gemma3") == 0;
+    p->norm_plus_one = true;
+    p->post_norms = true;
+    p->qk_norm = g3;
+    p->embed_scale = sqrt((double)p->hidden);
+    double qpas = 256.0;
+    int rc = s_num(root, F, "query_pre_attn_scalar", 1e-6, 1e9, &qpas, err, err_len);
+    if (rc < 0) {
+        return rc;
+    }
+    p->attn_scale = 1.0 / sqrt(qpas);
+    if ((rc = s_softcap(root, F, "attn_logit_softcapping", g3 ? 0.0 : 50.0, &p->attn_softcap, err,
+                        err_len)) < 0 ||
+        (rc = s_softcap(root, F, "final_logit_softcapping", g3 ? 0.0 : 30.0, &p->final_softcap,
+                        err, err_len)) < 0) {
+        return rc;
+    }
+    if (!json_object_get(root, "tie_word_embeddings")) {
+        p->tied_embeddings = true;
+    }
+    if (g3) {
+        p->rope_theta_local = 10000.0;
+        rc = s_num(root, F, "rope_local_base_freq", 1e-3, 1e12, &p->rope_theta_local, err,
+                   err_len);
         if (rc < 0) {
             return rc;
         }
@@ -575,6 +755,9 @@ int tb_hf_config_parse(const char *text, size_t len, struct tb_model_params *p, 
     }
     if (rc == 0) {
         rc = s_biases_window(root, F, p, err, err_len);
+    }
+    if (rc == 0 && s_is_gemma(p)) {
+        rc = s_gemma(root, F, p, err, err_len);
     }
     if (rc == 0) {
         rc = s_special_ids(root, F, p, err, err_len);

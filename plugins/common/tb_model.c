@@ -17,10 +17,22 @@
 
 static const char *const s_global_names[TB_TENSOR_GLOBAL_COUNT] = {"tok_embd", "out_norm",
                                                                    "output", "rope_freqs"};
-static const char *const s_layer_names[TB_LAYER_TENSOR_COUNT] = {"attn_norm", "wq",   "wk",
-                                                                 "wv",        "bq",   "bk",
-                                                                 "bv",        "wo",   "ffn_norm",
-                                                                 "w_gate",    "w_up", "w_down"};
+static const char *const s_layer_names[TB_LAYER_TENSOR_COUNT] = {"attn_norm",
+                                                                 "wq",
+                                                                 "wk",
+                                                                 "wv",
+                                                                 "bq",
+                                                                 "bk",
+                                                                 "bv",
+                                                                 "wo",
+                                                                 "ffn_norm",
+                                                                 "w_gate",
+                                                                 "w_up",
+                                                                 "w_down",
+                                                                 "attn_post_norm",
+                                                                 "ffn_post_norm",
+                                                                 "q_norm",
+                                                                 "k_norm"};
 
 const char *tb_rope_layout_name(tb_rope_layout_t l)
 {
@@ -29,7 +41,7 @@ const char *tb_rope_layout_name(tb_rope_layout_t l)
 
 const char *tb_rope_scaling_name(tb_rope_scaling_type_t t)
 {
-    static const char *const n[] = {"none", "linear", "llama3", "freq_factors"};
+    static const char *const n[] = {"none", "linear", "llama3", "freq_factors", "longrope"};
     return (int)t >= 0 && (size_t)t < sizeof n / sizeof n[0] ? n[t] : "?";
 }
 
@@ -227,7 +239,7 @@ static int s_check_params(const struct tb_model_params *p, char *err, size_t err
                            "high_freq_factor (%g) and original_max_position_embeddings > 0",
                            s->low_freq_factor, s->high_freq_factor);
     }
-    return 0;
+    return tb_model_check_family(p, err, err_len);
 }
 
 static int s_check_shape(const struct tb_tensor *t, uint32_t n_dims, uint64_t rows, uint64_t cols,
@@ -359,12 +371,22 @@ static int s_check_layers(tb_model_t *m, char *err, size_t err_len)
         uint64_t rows;
         uint64_t cols;
     } want[TB_LAYER_TENSOR_COUNT] = {
-        [TB_LAYER_ATTN_NORM] = {1, 1, h}, [TB_LAYER_WQ] = {2, qd, h},
-        [TB_LAYER_WK] = {2, kvd, h},      [TB_LAYER_WV] = {2, kvd, h},
-        [TB_LAYER_BQ] = {1, 1, qd},       [TB_LAYER_BK] = {1, 1, kvd},
-        [TB_LAYER_BV] = {1, 1, kvd},      [TB_LAYER_WO] = {2, h, qd},
-        [TB_LAYER_FFN_NORM] = {1, 1, h},  [TB_LAYER_W_GATE] = {2, ff, h},
-        [TB_LAYER_W_UP] = {2, ff, h},     [TB_LAYER_W_DOWN] = {2, h, ff},
+        [TB_LAYER_ATTN_NORM] = {1, 1, h},
+        [TB_LAYER_WQ] = {2, qd, h},
+        [TB_LAYER_WK] = {2, kvd, h},
+        [TB_LAYER_WV] = {2, kvd, h},
+        [TB_LAYER_BQ] = {1, 1, qd},
+        [TB_LAYER_BK] = {1, 1, kvd},
+        [TB_LAYER_BV] = {1, 1, kvd},
+        [TB_LAYER_WO] = {2, h, qd},
+        [TB_LAYER_FFN_NORM] = {1, 1, h},
+        [TB_LAYER_W_GATE] = {2, ff, h},
+        [TB_LAYER_W_UP] = {2, ff, h},
+        [TB_LAYER_W_DOWN] = {2, h, ff},
+        [TB_LAYER_ATTN_POST_NORM] = {1, 1, h},
+        [TB_LAYER_FFN_POST_NORM] = {1, 1, h},
+        [TB_LAYER_Q_NORM] = {1, 1, p->head_dim},
+        [TB_LAYER_K_NORM] = {1, 1, p->head_dim},
     };
     bool any_bias = false;
     for (uint32_t l = 0; l < p->n_layers; l++) {
@@ -374,8 +396,14 @@ static int s_check_layers(tb_model_t *m, char *err, size_t err_len)
             if (is_bias && m->has_layer[i]) {
                 any_bias = true;
             }
+            bool wanted = tb_model_layer_tensor_wanted(p, (tb_layer_tensor_t)k);
+            if (m->has_layer[i] && !wanted && !is_bias) {
+                return tb_err_fail(err, err_len, TB_EMODEL,
+                                   "tensor '%s' is not part of a %s model", m->layers[i].source,
+                                   p->arch);
+            }
             if (!m->has_layer[i]) {
-                if (is_bias && !p->qkv_bias) {
+                if (!wanted || (is_bias && !p->qkv_bias)) {
                     continue;
                 }
                 return tb_err_fail(err, err_len, TB_EMODEL, "tensor 'layers.%u.%s' is missing", l,
@@ -438,6 +466,9 @@ static int s_list_tensors(tb_model_t *m, char *err, size_t err_len)
 int tb_model_finish(tb_model_t *m, char *err, size_t err_len)
 {
     struct tb_model_params *p = &m->params;
+    if (p->rope_dim == 0) {
+        p->rope_dim = p->head_dim;
+    }
     int rc = s_check_params(p, err, err_len);
     if (rc != 0) {
         return rc;
@@ -558,18 +589,17 @@ const struct tb_tensor *tb_model_find_tensor(const tb_model_t *m, const char *na
     return NULL;
 }
 
-int tb_model_rope_inv_freq(const tb_model_t *m, double *out, size_t n)
+/* Frequencies of base `theta` over `dim` rotating dimensions, scaled per `s` (`long_set`
+ * picks LONGROPE's long factors). */
+void tb_model_rope_freqs_scaled(const tb_model_t *m, double theta, uint32_t dim,
+                                const struct tb_rope_scaling *s, bool long_set, double *out,
+                                size_t n)
 {
-    const struct tb_model_params *p = &m->params;
-    if (n != p->head_dim / 2) {
-        return TB_EINVAL;
-    }
-    const struct tb_rope_scaling *s = &p->rope_scaling;
     const float *factors = s->type == TB_ROPE_SCALING_FREQ_FACTORS
                                ? m->globals[TB_TENSOR_ROPE_FREQS].data
                                : NULL;
     for (size_t i = 0; i < n; i++) {
-        double f = pow(p->rope_theta, -(double)(2 * i) / (double)p->head_dim);
+        double f = pow(theta, -(double)(2 * i) / (double)dim);
         switch (s->type) {
         case TB_ROPE_SCALING_LINEAR:
             f /= s->factor;
@@ -589,11 +619,24 @@ int tb_model_rope_inv_freq(const tb_model_t *m, double *out, size_t n)
         case TB_ROPE_SCALING_FREQ_FACTORS:
             f /= (double)factors[i];
             break;
+        case TB_ROPE_SCALING_LONGROPE:
+            f /= long_set ? s->long_factor[i] : s->short_factor[i];
+            break;
         default:
             break;
         }
         out[i] = f;
     }
+}
+
+int tb_model_rope_inv_freq(const tb_model_t *m, double *out, size_t n)
+{
+    const struct tb_model_params *p = &m->params;
+    uint32_t dim = p->rope_dim ? p->rope_dim : p->head_dim;
+    if (n != dim / 2) {
+        return TB_EINVAL;
+    }
+    tb_model_rope_freqs_scaled(m, p->rope_theta, dim, &p->rope_scaling, false, out, n);
     return 0;
 }
 

@@ -3,8 +3,9 @@
  * generation defaults and weight tensors, from a Hugging Face folder or a GGUF v3 file.
  *
  * Supported: the Llama family as transformers describes it (Llama 2/3 incl. Llama-3 RoPE
- * scaling, TinyLlama, Mistral-style, Qwen2-style QKV bias), MHA or GQA, tied or untied
- * embeddings, weights in F32/F16/BF16 (both sources) and Q8_0/Q4_0 (GGUF).  Anything else is
+ * scaling, TinyLlama, Mistral-style, Qwen2-style QKV bias), Gemma 2 / Gemma 3 and Phi-3 (their
+ * per-family settings below, per-layer windows), MHA or GQA, tied or untied embeddings,
+ * weights in F32/F16/BF16 (both sources) and the GGUF block types (docs/models.md).  Anything else is
  * refused with TB_EMODEL and a message naming the file, the key and the value.
  *
  * Weights stay in the file mappings: a tensor's `data` points into the mmap.  The only copies
@@ -43,17 +44,31 @@ typedef enum { TB_ROPE_NEOX = 0, TB_ROPE_INTERLEAVED = 1 } tb_rope_layout_t;
 
 typedef enum {
     TB_ROPE_SCALING_NONE = 0,
-    TB_ROPE_SCALING_LINEAR = 1,      /* inv_freq / factor */
-    TB_ROPE_SCALING_LLAMA3 = 2,      /* factor, low/high_freq_factor, original_max_positions */
-    TB_ROPE_SCALING_FREQ_FACTORS = 3 /* per-pair divisors from the GGUF tensor rope_freqs */
+    TB_ROPE_SCALING_LINEAR = 1,       /* inv_freq / factor */
+    TB_ROPE_SCALING_LLAMA3 = 2,       /* factor, low/high_freq_factor, original_max_positions */
+    TB_ROPE_SCALING_FREQ_FACTORS = 3, /* per-pair divisors from the GGUF tensor rope_freqs */
+    TB_ROPE_SCALING_LONGROPE = 4      /* Phi-3: per-pair divisors, short and long sets */
 } tb_rope_scaling_type_t;
+
+#define TB_MODEL_MAX_LAYERS 1024
+#define TB_MODEL_MAX_ROPE_PAIRS 512
+
+/* The feed-forward's gate activation: SwiGLU (Llama) or GeGLU with GELU's tanh approximation
+ * (Gemma's gelu_pytorch_tanh). */
+typedef enum { TB_FFN_SILU = 0, TB_FFN_GELU_TANH = 1 } tb_ffn_act_t;
 
 struct tb_rope_scaling {
     tb_rope_scaling_type_t type;
     double factor;                   /* LINEAR, LLAMA3 */
     double low_freq_factor;          /* LLAMA3 */
     double high_freq_factor;         /* LLAMA3 */
-    uint32_t original_max_positions; /* LLAMA3 */
+    uint32_t original_max_positions; /* LLAMA3, LONGROPE */
+    /* LONGROPE: divisors of pair i's frequency, rope_dim / 2 each: short for positions below
+     * original_max_positions, long from there on; attn_factor multiplies cos and sin (so the
+     * scores by its square; 0 or 1: none). */
+    double attn_factor;
+    double short_factor[TB_MODEL_MAX_ROPE_PAIRS];
+    double long_factor[TB_MODEL_MAX_ROPE_PAIRS];
 };
 
 typedef enum {
@@ -77,7 +92,7 @@ struct tb_generation_defaults {
 #define TB_MODEL_MAX_EOS 8
 
 struct tb_model_params {
-    char arch[16];            /* "llama", "mistral" or "qwen2" */
+    char arch[16];            /* "llama", "mistral", "qwen2", "gemma2", "gemma3" or "phi3" */
     tb_model_format_t format; /* where it was loaded from */
     uint32_t n_layers;
     uint32_t hidden;       /* model width */
@@ -107,6 +122,25 @@ struct tb_model_params {
     char *chat_template; /* NUL-terminated Jinja source, or NULL when the model has none */
     tb_tokenizer_source_t tokenizer_source;
     char *tokenizer_path; /* tokenizer.json or the .gguf file; NULL with TB_TOKENIZER_NONE */
+
+    /* Per-family settings (Gemma 2/3, Phi-3); the zero values are Llama's behaviour. */
+    tb_ffn_act_t ffn_act; /* SwiGLU or GeGLU */
+    bool norm_plus_one;   /* every RMSNorm multiplies by (1 + weight) (Gemma in HF layout; the
+                              GGUF converter stores 1 + weight) */
+    bool post_norms;      /* attn_post_norm / ffn_post_norm normalise the attention and MLP
+                              outputs before the residual add (Gemma 2/3) */
+    bool qk_norm;         /* q_norm / k_norm: per-head RMSNorm of q and k before RoPE (Gemma 3) */
+    double embed_scale;   /* 0: none; the embeddings are multiplied by it (Gemma: sqrt(hidden)) */
+    double attn_scale;    /* 0: 1 / sqrt(head_dim); else the scores' scale (query_pre_attn_scalar
+                              ^ -0.5) */
+    double attn_softcap;  /* 0: none; scores become c * tanh(scores / c) (after the scale) */
+    double final_softcap; /* 0: none; logits become c * tanh(logits / c) */
+    uint32_t rope_dim;    /* dimensions of a head that rotate (partial rotary); = head_dim */
+    double rope_theta_local; /* 0: none; the RoPE base of sliding-window layers, which then take
+                                no rope scaling (Gemma 3's rope_local_base_freq) */
+    /* layer_full[l]: layer l attends globally although sliding_window is set (Gemma's pattern,
+     * layer_types).  All false (the zero value): the window, if any, applies to every layer. */
+    bool layer_full[TB_MODEL_MAX_LAYERS];
 };
 
 /* Global tensors. */
@@ -120,18 +154,22 @@ typedef enum {
 
 /* Per-layer tensors (q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim). */
 typedef enum {
-    TB_LAYER_ATTN_NORM = 0, /* [hidden] */
-    TB_LAYER_WQ,            /* [q_dim, hidden] */
-    TB_LAYER_WK,            /* [kv_dim, hidden] */
-    TB_LAYER_WV,            /* [kv_dim, hidden] */
-    TB_LAYER_BQ,            /* [q_dim], only with qkv_bias */
-    TB_LAYER_BK,            /* [kv_dim], only with qkv_bias */
-    TB_LAYER_BV,            /* [kv_dim], only with qkv_bias */
-    TB_LAYER_WO,            /* [hidden, q_dim] */
-    TB_LAYER_FFN_NORM,      /* [hidden] */
-    TB_LAYER_W_GATE,        /* [intermediate, hidden] */
-    TB_LAYER_W_UP,          /* [intermediate, hidden] */
-    TB_LAYER_W_DOWN,        /* [hidden, intermediate] */
+    TB_LAYER_ATTN_NORM = 0,  /* [hidden] */
+    TB_LAYER_WQ,             /* [q_dim, hidden] */
+    TB_LAYER_WK,             /* [kv_dim, hidden] */
+    TB_LAYER_WV,             /* [kv_dim, hidden] */
+    TB_LAYER_BQ,             /* [q_dim], only with qkv_bias */
+    TB_LAYER_BK,             /* [kv_dim], only with qkv_bias */
+    TB_LAYER_BV,             /* [kv_dim], only with qkv_bias */
+    TB_LAYER_WO,             /* [hidden, q_dim] */
+    TB_LAYER_FFN_NORM,       /* [hidden] */
+    TB_LAYER_W_GATE,         /* [intermediate, hidden] */
+    TB_LAYER_W_UP,           /* [intermediate, hidden] */
+    TB_LAYER_W_DOWN,         /* [hidden, intermediate] */
+    TB_LAYER_ATTN_POST_NORM, /* [hidden], only with post_norms */
+    TB_LAYER_FFN_POST_NORM,  /* [hidden], only with post_norms */
+    TB_LAYER_Q_NORM,         /* [head_dim], only with qk_norm */
+    TB_LAYER_K_NORM,         /* [head_dim], only with qk_norm */
     TB_LAYER_TENSOR_COUNT
 } tb_layer_tensor_t;
 
@@ -184,6 +222,22 @@ const struct tb_tensor *tb_model_find_tensor(const tb_model_t *m, const char *na
  * n != head_dim / 2. */
 int tb_model_rope_inv_freq(const tb_model_t *m, double *out, size_t n);
 
+/* Layer `layer`'s attention: its window (0: none; params.sliding_window unless the layer is
+ * marked full) and its rotary inverse frequencies (rope_dim / 2 values in out; n must equal
+ * that): a sliding layer of a model with rope_theta_local uses that base unscaled, others as
+ * tb_model_rope_inv_freq.  With LONGROPE, `long_factors` picks the long set (positions from
+ * original_max_positions on); otherwise it is ignored.  0, or TB_EINVAL for a bad n/layer. */
+uint32_t tb_model_layer_window(const tb_model_t *m, uint32_t layer);
+int tb_model_layer_rope_inv_freq(const tb_model_t *m, uint32_t layer, bool long_factors,
+                                 double *out, size_t n);
+
+/* The per-family settings a model uses beyond Llama's layer (GeGLU, (1 + w) norms, post-norms,
+ * q/k norms, embedding or score scale, soft-caps, partial rotary, local RoPE base, per-layer
+ * windows, LongRoPE), as a comma-separated list in buf ("" when none; may be NULL); returns
+ * how many.  An engine that implements only Llama's layer refuses a model with any, naming
+ * them. */
+int tb_model_params_family_features(const struct tb_model_params *p, char *buf, size_t len);
+
 /* Total bytes of distinct weight data, and how many of them had to be copied for alignment. */
 uint64_t tb_model_weight_bytes(const tb_model_t *m);
 uint64_t tb_model_copied_bytes(const tb_model_t *m);
@@ -192,6 +246,9 @@ uint64_t tb_model_copied_bytes(const tb_model_t *m);
  * NULL).  Used by the loaders and by tests that fill params by hand. */
 void tb_model_params_init(struct tb_model_params *p);
 void tb_model_params_release(struct tb_model_params *p);
+/* Marks the layers l with l % period == period - 1 full attention (Gemma's pattern: every
+ * period-th layer global, the others sliding); period 0 or 1 marks none. */
+void tb_model_set_window_pattern(struct tb_model_params *p, uint32_t period);
 
 /* Names for printing: "neox"/"interleaved", "none"/"linear"/"llama3"/"freq_factors",
  * "hf"/"gguf", "none"/"hf_json"/"gguf". */

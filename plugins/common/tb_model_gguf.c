@@ -1,10 +1,12 @@
 /*
- * tb_model_gguf.c - loads a GGUF file written the way llama.cpp writes them: the "llama" and
- * "qwen2" architectures' metadata keys, tokenizer.ggml.* facts and the blk.N.* tensors.
+ * tb_model_gguf.c - loads a GGUF file written the way llama.cpp writes them: the "llama",
+ * "qwen2", "gemma2", "gemma3" and "phi3" architectures' metadata keys, tokenizer.ggml.* facts
+ * and the blk.N.* tensors.
  * llama.cpp's converter permutes llama's Q/K rows so rotary pairs are interleaved; qwen2 files
  * keep the HF ("neox") layout.  Every tensor carries its own type and a file mixes them freely
  * (a "Q4_K_M" file is Q4_K and Q6_K matrices with F32 norms); tb_dtype.h lists the types taken.
  */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -163,22 +165,19 @@ static int s_params(const tb_gguf_t *g, const char *arch, struct tb_model_params
                     err_len)) < 0) {
         return rc;
     }
-    if (p->hidden % p->n_heads != 0) {
-        return tb_err_fail(err, err_len, TB_EMODEL,
-                           "%s.embedding_length %u is not a multiple of "
-                           "%s.attention.head_count %u",
-                           arch, p->hidden, arch, p->n_heads);
-    }
-    p->head_dim = p->hidden / p->n_heads;
     uint32_t kl = 0, vl = 0, rd = 0;
     if ((rc = s_u32(g, arch, "attention.key_length", false, 2, 1024, &kl, err, err_len)) < 0 ||
         (rc = s_u32(g, arch, "attention.value_length", false, 2, 1024, &vl, err, err_len)) < 0 ||
         (rc = s_u32(g, arch, "rope.dimension_count", false, 2, 1024, &rd, err, err_len)) < 0) {
         return rc;
     }
-    if (kl) {
-        p->head_dim = kl;
+    if (!kl && p->hidden % p->n_heads != 0) {
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "%s.embedding_length %u is not a multiple of "
+                           "%s.attention.head_count %u",
+                           arch, p->hidden, arch, p->n_heads);
     }
+    p->head_dim = kl ? kl : p->hidden / p->n_heads;
     /* Mistral-style sliding window (llama.cpp's key); absent or 0: none */
     p->sliding_window = 0;
     if ((rc = s_u32(g, arch, "attention.sliding_window", false, 0, 1 << 24, &p->sliding_window,
@@ -191,7 +190,8 @@ static int s_params(const tb_gguf_t *g, const char *arch, struct tb_model_params
                            "key length %u (not supported)",
                            arch, vl, p->head_dim);
     }
-    if (rd && rd != p->head_dim) {
+    p->rope_dim = rd ? rd : p->head_dim;
+    if (rd && rd != p->head_dim && !(strcmp(arch, "phi3") == 0 && rd < p->head_dim)) {
         return tb_err_fail(err, err_len, TB_EMODEL,
                            "metadata '%s.rope.dimension_count' %u differs from the "
                            "head dimension %u (partial rotary embedding is not supported)",
@@ -219,7 +219,8 @@ static int s_params(const tb_gguf_t *g, const char *arch, struct tb_model_params
         return rc;
     }
     if (tb_gguf_get_str(g, key, &st)) {
-        if (st.len == 4 && memcmp(st.ptr, "none", 4) == 0) {
+        if ((st.len == 4 && memcmp(st.ptr, "none", 4) == 0) ||
+            (strcmp(arch, "phi3") == 0 && st.len == 8 && memcmp(st.ptr, "longrope", 8) == 0)) {
             /* nothing */
         } else if (st.len == 6 && memcmp(st.ptr, "linear", 6) == 0) {
             if (rc == 1) {
@@ -263,23 +264,145 @@ static const struct {
     {"ffn_gate.weight", TB_LAYER_W_GATE},
     {"ffn_up.weight", TB_LAYER_W_UP},
     {"ffn_down.weight", TB_LAYER_W_DOWN},
+    {"post_attention_norm.weight", TB_LAYER_ATTN_POST_NORM},
+    {"post_ffw_norm.weight", TB_LAYER_FFN_POST_NORM},
+    {"attn_q_norm.weight", TB_LAYER_Q_NORM},
+    {"attn_k_norm.weight", TB_LAYER_K_NORM},
 };
 
-static bool s_map_name(const char *name, uint32_t n_layers, struct tb_slot *slot)
+/* attention.sliding_window_pattern as a list of one bool per layer (true: sliding), the form
+ * newer llama.cpp converters write for some models. */
+static int s_window_flags(const tb_gguf_t *g, const char *key, tb_gguf_type_t et, uint64_t n,
+                          struct tb_model_params *p, char *err, size_t err_len)
+{
+    if ((et != TB_GGUF_BOOL && et != TB_GGUF_UINT8) || n != p->n_layers) {
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "metadata '%s' is not a list of %u booleans (one per layer)", key,
+                           p->n_layers);
+    }
+    const uint8_t *v = tb_gguf_array_data(g, key);
+    for (uint32_t l = 0; l < p->n_layers; l++) {
+        p->layer_full[l] = v[l] == 0;
+    }
+    return 0;
+}
+
+/* Gemma 2/3 (llama.cpp's gemma2 / gemma3): GeGLU, post-norms (the converter stores norms as
+ * 1 + weight), embeddings times sqrt(hidden), soft-caps from their keys, the score scale
+ * (attention.scale, else llama.cpp's rule: 1/sqrt(hidden / heads) for the 27B shapes of 46 or 62
+ * layers, 1/sqrt(head_dim) otherwise), the sliding pattern (every 2nd / 6th layer global, or
+ * attention.sliding_window_pattern) and Gemma 3's q/k norms and local RoPE base
+ * (rope.freq_base_swa, else 10000); without attention.sliding_window the window is 4096, as
+ * llama.cpp assumes. */
+static int s_gemma_params(const tb_gguf_t *g, const char *arch, struct tb_model_params *p,
+                          char *err, size_t err_len)
+{
+    bool g3 = strcmp(arch, "gemma3") == 0;
+    char key[128];
+    int rc;
+    p->ffn_act = TB_FFN_GELU_TANH;
+    p->post_norms = true;
+    p->qk_norm = g3;
+    p->embed_scale = sqrt((double)p->hidden);
+    bool big = p->n_layers == (g3 ? 62u : 46u);
+    p->attn_scale = 1.0 / sqrt(big ? (double)p->hidden / p->n_heads : (double)p->head_dim);
+    const char *f64_keys[4] = {"attention.scale", "attn_logit_softcapping",
+                               "final_logit_softcapping", "rope.freq_base_swa"};
+    double *f64_dst[4] = {&p->attn_scale, &p->attn_softcap, &p->final_softcap,
+                          &p->rope_theta_local};
+    if (g3) {
+        p->rope_theta_local = 10000.0;
+    }
+    for (int i = 0; i < 4; i++) {
+        snprintf(key, sizeof key, "%s.%s", arch, f64_keys[i]);
+        if ((rc = s_f64(g, key, f64_dst[i], err, err_len)) < 0) {
+            return rc;
+        }
+    }
+    snprintf(key, sizeof key, "%s.attention.sliding_window", arch);
+    if (tb_gguf_find_key(g, key) < 0) {
+        p->sliding_window = 4096; /* llama.cpp's default for Gemma files without the key */
+    }
+    uint32_t period = g3 ? 6 : 2;
+    snprintf(key, sizeof key, "%s.attention.sliding_window_pattern", arch);
+    tb_gguf_type_t et;
+    uint64_t n = 0;
+    if (tb_gguf_get_array(g, key, &et, &n)) {
+        return s_window_flags(g, key, et, n, p, err, err_len);
+    }
+    if ((rc = s_u32(g, arch, "attention.sliding_window_pattern", false, 1, 1 << 20, &period, err,
+                    err_len)) < 0) {
+        return rc;
+    }
+    tb_model_set_window_pattern(p, period);
+    return 0;
+}
+
+/* Phi-3's LongRoPE: the rope_factors_short / _long tensors (rope_dim / 2 f32 values each). */
+static int s_longrope_tensor(struct tb_model_params *p, const struct tb_gguf_tensor *t, bool lng,
+                             const char *name, char *err, size_t err_len)
+{
+    uint32_t n = p->rope_dim / 2;
+    if (t->ggml_type != 0 || t->n_dims != 1 || t->dims[0] != n || t->size != (uint64_t)n * 4 ||
+        n > TB_MODEL_MAX_ROPE_PAIRS) {
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "tensor '%s': expected %u f32 values (rotary dimensions / 2)", name,
+                           n);
+    }
+    double *dst = lng ? p->rope_scaling.long_factor : p->rope_scaling.short_factor;
+    for (uint32_t i = 0; i < n; i++) {
+        float v;
+        memcpy(&v, (const uint8_t *)t->data + (size_t)i * 4, 4);
+        dst[i] = v;
+    }
+    p->rope_scaling.type = TB_ROPE_SCALING_LONGROPE;
+    return 0;
+}
+
+/* Phi-3: LongRoPE's original context and attention factor keys. */
+static int s_phi3_params(const tb_gguf_t *g, const char *arch, struct tb_model_params *p,
+                         char *err, size_t err_len)
+{
+    int rc = s_u32(g, arch, "rope.scaling.original_context_length", false, 1, 1 << 24,
+                   &p->rope_scaling.original_max_positions, err, err_len);
+    if (rc < 0) {
+        return rc;
+    }
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.attn_factor", arch);
+    rc = s_f64(g, key, &p->rope_scaling.attn_factor, err, err_len);
+    return rc < 0 ? rc : 0;
+}
+
+/* Where tensor `name` goes: MAP_SLOT (*slot, *fused for Phi-3's fused matrices), MAP_SHORT /
+ * MAP_LONG (Phi-3's rope factors), or MAP_UNKNOWN. */
+enum { MAP_UNKNOWN = 0, MAP_SLOT, MAP_SHORT, MAP_LONG };
+enum { FUSED_NONE = 0, FUSED_QKV, FUSED_GATE_UP };
+
+static int s_map_name(const char *name, const struct tb_model_params *params,
+                      struct tb_slot *slot, int *fused)
 {
     static const char *const globals[TB_TENSOR_GLOBAL_COUNT] = {"token_embd.weight",
                                                                 "output_norm.weight",
                                                                 "output.weight",
                                                                 "rope_freqs.weight"};
+    const bool phi3 = strcmp(params->arch, "phi3") == 0;
     memset(slot, 0, sizeof *slot);
+    *fused = FUSED_NONE;
     for (int i = 0; i < TB_TENSOR_GLOBAL_COUNT; i++) {
         if (strcmp(name, globals[i]) == 0) {
             slot->global = (tb_tensor_id_t)i;
-            return true;
+            return MAP_SLOT;
         }
     }
+    if (phi3 && strcmp(name, "rope_factors_short.weight") == 0) {
+        return MAP_SHORT;
+    }
+    if (phi3 && strcmp(name, "rope_factors_long.weight") == 0) {
+        return MAP_LONG;
+    }
     if (strncmp(name, "blk.", 4) != 0) {
-        return false;
+        return MAP_UNKNOWN;
     }
     const char *p = name + 4;
     const char *digits = p;
@@ -288,19 +411,46 @@ static bool s_map_name(const char *name, uint32_t n_layers, struct tb_slot *slot
         layer = layer * 10 + (uint64_t)(*p - '0');
         p++;
     }
-    if (p == digits || *p != '.' || (p - digits > 1 && *digits == '0') || layer >= n_layers) {
-        return false;
+    if (p == digits || *p != '.' || (p - digits > 1 && *digits == '0') ||
+        layer >= params->n_layers) {
+        return MAP_UNKNOWN;
     }
     p++;
+    slot->is_layer = true;
+    slot->layer = (uint32_t)layer;
+    if (phi3 && (strcmp(p, "attn_qkv.weight") == 0 || strcmp(p, "ffn_up.weight") == 0)) {
+        *fused = p[0] == 'a' ? FUSED_QKV : FUSED_GATE_UP;
+        return MAP_SLOT;
+    }
     for (size_t i = 0; i < sizeof s_layer_map / sizeof s_layer_map[0]; i++) {
         if (strcmp(p, s_layer_map[i].suffix) == 0) {
-            slot->is_layer = true;
-            slot->layer = (uint32_t)layer;
             slot->kind = s_layer_map[i].kind;
-            return true;
+            return MAP_SLOT;
         }
     }
-    return false;
+    return MAP_UNKNOWN;
+}
+
+/* Places one file tensor per its mapping (fused matrices split into views). */
+static int s_place_tensor(tb_model_t *m, const struct tb_slot *slot, int fused, const char *name,
+                          tb_dtype_t dt, const struct tb_gguf_tensor *t, char *err,
+                          size_t err_len)
+{
+    const struct tb_model_params *p = &m->params;
+    uint64_t dims[2] = {t->n_dims == 2 ? t->dims[1] : t->dims[0], t->dims[0]};
+    if (fused == FUSED_NONE) {
+        return tb_model_place(m, slot, name, dt, t->n_dims, dims, t->data, t->size, err, err_len);
+    }
+    const uint64_t qd = (uint64_t)p->n_heads * p->head_dim;
+    const uint64_t kvd = (uint64_t)p->n_kv_heads * p->head_dim;
+    const tb_layer_tensor_t qkv[3] = {TB_LAYER_WQ, TB_LAYER_WK, TB_LAYER_WV};
+    const tb_layer_tensor_t gu[2] = {TB_LAYER_W_GATE, TB_LAYER_W_UP};
+    const uint64_t qkv_rows[3] = {qd, kvd, kvd};
+    const uint64_t gu_rows[2] = {p->intermediate, p->intermediate};
+    bool is_qkv = fused == FUSED_QKV;
+    return tb_model_place_fused(m, slot->layer, is_qkv ? qkv : gu, is_qkv ? qkv_rows : gu_rows,
+                                is_qkv ? 3 : 2, name, dt, t->n_dims, dims, t->data, t->size, err,
+                                err_len);
 }
 
 int tb_model_load_gguf(tb_model_t *m, const char *path, char *err, size_t err_len)
@@ -331,15 +481,23 @@ int tb_model_load_gguf(tb_model_t *m, const char *path, char *err, size_t err_le
     } else if (a.len == 5 && memcmp(a.ptr, "qwen2", 5) == 0) {
         p->rope_layout = TB_ROPE_NEOX;
         p->qkv_bias = true;
+    } else if ((a.len == 6 &&
+                (memcmp(a.ptr, "gemma2", 6) == 0 || memcmp(a.ptr, "gemma3", 6) == 0)) ||
+               (a.len == 4 && memcmp(a.ptr, "phi3", 4) == 0)) {
+        p->rope_layout = TB_ROPE_NEOX; /* llama.cpp's converter keeps HF's rows */
     } else {
         return tb_err_fail(err, err_len, TB_EMODEL,
                            "metadata 'general.architecture' '%.*s' is not supported "
-                           "(llama, qwen2)",
+                           "(llama, qwen2, gemma2, gemma3, phi3)",
                            (int)(a.len > 32 ? 32 : a.len), a.ptr);
     }
     memcpy(p->arch, a.ptr, a.len);
     p->arch[a.len] = '\0';
+    bool gemma = strncmp(p->arch, "gemma", 5) == 0;
     if ((rc = s_params(g, p->arch, p, err, err_len)) != 0 ||
+        (gemma && (rc = s_gemma_params(g, p->arch, p, err, err_len)) != 0) ||
+        (strcmp(p->arch, "phi3") == 0 &&
+         (rc = s_phi3_params(g, p->arch, p, err, err_len)) != 0) ||
         (rc = s_tokenizer(g, path, p, err, err_len)) != 0 ||
         (rc = tb_model_alloc_layers(m, err, err_len)) != 0) {
         return rc;
@@ -352,11 +510,19 @@ int tb_model_load_gguf(tb_model_t *m, const char *path, char *err, size_t err_le
         snprintf(name, sizeof name, "%.*s", (int)(t.name.len > 120 ? 120 : t.name.len),
                  t.name.ptr);
         struct tb_slot slot;
-        if (t.name.len > 120 || !s_map_name(name, p->n_layers, &slot)) {
+        int fused;
+        int where = t.name.len > 120 ? MAP_UNKNOWN : s_map_name(name, p, &slot, &fused);
+        if (where == MAP_UNKNOWN) {
             return tb_err_fail(err, err_len, TB_EMODEL,
                                "tensor '%s' is not part of a supported %s model with "
                                "%u layers",
                                name, p->arch, p->n_layers);
+        }
+        if (where == MAP_SHORT || where == MAP_LONG) {
+            if ((rc = s_longrope_tensor(p, &t, where == MAP_LONG, name, err, err_len)) != 0) {
+                return rc;
+            }
+            continue;
         }
         tb_dtype_t dt;
         if (!tb_dtype_from_ggml(t.ggml_type, &dt)) {
@@ -371,11 +537,10 @@ int tb_model_load_gguf(tb_model_t *m, const char *path, char *err, size_t err_le
             return tb_err_fail(err, err_len, TB_EMODEL,
                                "tensor '%s': %u dimensions (expected 1 or 2)", name, t.n_dims);
         }
-        uint64_t dims[2] = {t.n_dims == 2 ? t.dims[1] : t.dims[0], t.dims[0]};
         if (slot.global == TB_TENSOR_OUTPUT && !slot.is_layer) {
             has_output = true;
         }
-        rc = tb_model_place(m, &slot, name, dt, t.n_dims, dims, t.data, t.size, err, err_len);
+        rc = s_place_tensor(m, &slot, fused, name, dt, &t, err, err_len);
         if (rc != 0) {
             return rc;
         }

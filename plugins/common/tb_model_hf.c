@@ -32,12 +32,23 @@ static const struct {
     {"mlp.gate_proj.weight", TB_LAYER_W_GATE},
     {"mlp.up_proj.weight", TB_LAYER_W_UP},
     {"mlp.down_proj.weight", TB_LAYER_W_DOWN},
+    {"pre_feedforward_layernorm.weight", TB_LAYER_FFN_NORM},
+    {"post_feedforward_layernorm.weight", TB_LAYER_FFN_POST_NORM},
+    {"self_attn.q_norm.weight", TB_LAYER_Q_NORM},
+    {"self_attn.k_norm.weight", TB_LAYER_K_NORM},
 };
 
-/* 1: mapped into *slot; 0: a tensor to ignore; -1: unknown. */
-static int s_map_name(const char *name, uint32_t n_layers, struct tb_slot *slot)
+/* Fused matrices (Phi-3): placed as row ranges of their parts. */
+enum { FUSED_NONE = 0, FUSED_QKV = 1, FUSED_GATE_UP = 2 };
+
+/* 1: mapped into *slot (*fused: FUSED_* for a fused matrix of slot->layer); 0: a tensor to
+ * ignore; -1: unknown. */
+static int s_map_name(const char *name, const struct tb_model_params *params,
+                      struct tb_slot *slot, int *fused)
 {
+    const uint32_t n_layers = params->n_layers;
     memset(slot, 0, sizeof *slot);
+    *fused = FUSED_NONE;
     if (strcmp(name, "model.embed_tokens.weight") == 0) {
         slot->global = TB_TENSOR_TOK_EMBD;
         return 1;
@@ -68,21 +79,52 @@ static int s_map_name(const char *name, uint32_t n_layers, struct tb_slot *slot)
     if (strcmp(p, "self_attn.rotary_emb.inv_freq") == 0) {
         return 0; /* a cache some old checkpoints saved; recomputed from the config */
     }
+    slot->is_layer = true;
+    slot->layer = (uint32_t)layer;
+    if (strcmp(p, "self_attn.qkv_proj.weight") == 0 ||
+        strcmp(p, "mlp.gate_up_proj.weight") == 0) {
+        *fused = p[0] == 's' ? FUSED_QKV : FUSED_GATE_UP;
+        return strcmp(params->arch, "phi3") == 0 ? 1 : -1;
+    }
     for (size_t i = 0; i < sizeof s_layer_map / sizeof s_layer_map[0]; i++) {
         if (strcmp(p, s_layer_map[i].suffix) == 0) {
-            slot->is_layer = true;
-            slot->layer = (uint32_t)layer;
             slot->kind = s_layer_map[i].kind;
+            /* Gemma: post_attention_layernorm normalises the attention output, and
+             * pre_feedforward_layernorm is the MLP's input norm */
+            if (slot->kind == TB_LAYER_FFN_NORM && params->post_norms) {
+                slot->kind = p[0] == 'p' && p[1] == 'o' ? TB_LAYER_ATTN_POST_NORM
+                                                        : TB_LAYER_FFN_NORM;
+            } else if (slot->kind == TB_LAYER_FFN_NORM && p[1] == 'r') {
+                return -1; /* pre_feedforward_layernorm outside Gemma */
+            }
             return 1;
         }
     }
     return -1;
 }
 
+/* Places a Phi-3 fused matrix into its parts. */
+static int s_place_fused(tb_model_t *m, const struct tb_slot *slot, int fused, tb_dtype_t dt,
+                         const struct tb_st_tensor *t, char *err, size_t err_len)
+{
+    const struct tb_model_params *p = &m->params;
+    const uint64_t qd = (uint64_t)p->n_heads * p->head_dim;
+    const uint64_t kvd = (uint64_t)p->n_kv_heads * p->head_dim;
+    const tb_layer_tensor_t qkv[3] = {TB_LAYER_WQ, TB_LAYER_WK, TB_LAYER_WV};
+    const tb_layer_tensor_t gu[2] = {TB_LAYER_W_GATE, TB_LAYER_W_UP};
+    const uint64_t qkv_rows[3] = {qd, kvd, kvd};
+    const uint64_t gu_rows[2] = {p->intermediate, p->intermediate};
+    bool is_qkv = fused == FUSED_QKV;
+    return tb_model_place_fused(m, slot->layer, is_qkv ? qkv : gu, is_qkv ? qkv_rows : gu_rows,
+                                is_qkv ? 3 : 2, t->name, dt, t->n_dims, t->shape, t->data,
+                                t->size, err, err_len);
+}
+
 static int s_place(tb_model_t *m, const struct tb_st_tensor *t, char *err, size_t err_len)
 {
     struct tb_slot slot;
-    int r = s_map_name(t->name, m->params.n_layers, &slot);
+    int fused;
+    int r = s_map_name(t->name, &m->params, &slot, &fused);
     if (r == 0) {
         return 0;
     }
@@ -108,6 +150,9 @@ static int s_place(tb_model_t *m, const struct tb_st_tensor *t, char *err, size_
                            "tensor '%.96s': dtype '%s' is not supported (F32, F16, "
                            "BF16)",
                            t->name, tb_st_dtype_name(t->dtype));
+    }
+    if (fused != FUSED_NONE) {
+        return s_place_fused(m, &slot, fused, dt, t, err, err_len);
     }
     return tb_model_place(m, &slot, t->name, dt, t->n_dims, t->shape, t->data, t->size, err,
                           err_len);

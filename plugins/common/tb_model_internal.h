@@ -54,6 +54,24 @@ int tb_model_finish(tb_model_t *m, char *err, size_t err_len);
 int tb_model_load_hf(tb_model_t *m, const char *dir, char *err, size_t err_len);
 int tb_model_load_gguf(tb_model_t *m, const char *path, char *err, size_t err_len);
 
+/* Per-family parts (tb_model_family.c). */
+/* Checks the per-family params (rope_dim, soft-caps, scales, longrope factors). */
+int tb_model_check_family(const struct tb_model_params *p, char *err, size_t err_len);
+/* Whether a layer tensor kind belongs to models with these params (biases: by qkv_bias). */
+bool tb_model_layer_tensor_wanted(const struct tb_model_params *p, tb_layer_tensor_t kind);
+/* Places a fused matrix (Phi-3's qkv_proj, gate_up_proj) as n row ranges of `rows[i]` rows into
+ * layer `layer`'s `kinds[i]`: every part is a view of the file's rows.  The fused shape must be
+ * [sum of rows, cols]; a mismatch is refused naming the tensor. */
+int tb_model_place_fused(tb_model_t *m, uint32_t layer, const tb_layer_tensor_t *kinds,
+                         const uint64_t *rows, size_t n, const char *source, tb_dtype_t dtype,
+                         uint32_t n_dims, const uint64_t *dims, const void *data, uint64_t size,
+                         char *err, size_t err_len);
+/* Frequencies of base `theta` over `dim` rotating dimensions with scaling `s` (LONGROPE: the
+ * long set when `long_set`). */
+void tb_model_rope_freqs_scaled(const tb_model_t *m, double theta, uint32_t dim,
+                                const struct tb_rope_scaling *s, bool long_set, double *out,
+                                size_t n);
+
 /* Canonical names. */
 void tb_model_slot_name(const struct tb_slot *slot, char *buf, size_t n);
 

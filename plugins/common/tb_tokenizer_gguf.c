@@ -34,6 +34,33 @@ enum {
 #define RE_LLAMA3 RE_LLAMA3_HEAD "\\p{N}{1,3}|" RE_LLAMA3_TAIL
 #define RE_QWEN2 RE_LLAMA3_HEAD "\\p{N}|" RE_LLAMA3_TAIL
 #define RE_BLOOM " ?[^(\\s|.,!?…。，、।۔،)]+"
+/* DeepSeek LLM's letters (its tokenizer.json's class: the cased letters, Latin, Greek,
+ * Cyrillic, Armenian, Georgian, Cherokee...; the code points as docs/models.md lists them) */
+#define RE_DEEPSEEK_LLM_LETTERS                                                                        \
+    "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶ-ͷͻ-ͽͿΆΈ-ΊΌ"                            \
+    "Ύ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚ"                \
+    "Ḁ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ί" \
+    "ῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃ-ↄ"   \
+    "Ⰰ-ⱻⱾ-ⳤⳫ-ⳮⳲ-ⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-"         \
+    "Ｚ"                                                                                              \
+    "ａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+"
+#define RE_DEEPSEEK_V3                                                                           \
+    "[!\"#$%&'()*+,\\-./"                                                                        \
+    ":;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\\r\\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+|"            \
+    " ?[\\p{P}\\p{S}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+/* GPT-4o's o200k split (tokenizer.json's own, PCRE2 takes its (?i:...)) */
+#define RE_O200K_CONTRACTION "(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+#define RE_O200K_UPPER "[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]"
+#define RE_O200K_LOWER "[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]"
+#define RE_O200K                                                                                 \
+    "[^\\r\\n\\p{L}\\p{N}]?" RE_O200K_UPPER "*" RE_O200K_LOWER "+" RE_O200K_CONTRACTION          \
+    "|[^\\r\\n\\p{L}\\p{N}]?" RE_O200K_UPPER "+" RE_O200K_LOWER "*" RE_O200K_CONTRACTION         \
+    "|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+#define RE_SEED_CODER                                                                            \
+    RE_LLAMA3_HEAD "\\p{N}{1}| ?[^\\s\\p{L}\\p{N}\\r\\n]+|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+#define RE_BAILING                                                                               \
+    "'(?:[sSdDmMtT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}|"           \
+    " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]|\\s+(?!\\S)|\\s+"
 
 struct pre_family {
     const char *names; /* '|'-separated tokenizer.ggml.pre values */
@@ -47,11 +74,14 @@ static const struct pre_family s_families[] = {
      {"[\\p{P}\\$\\+<=>\\^~\\|]+", RE_GPT2, "\\p{N}+", "[0-9][0-9][0-9]"},
      false,
      false},
-    {"llama3|llama-v3|llama-bpe|falcon3", {RE_LLAMA3}, true, true},
-    {"dbrx|smaug-bpe|chatglm-bpe", {RE_LLAMA3}, false, false},
+    {"llama3|llama-v3|llama-bpe|falcon3|falcon-h1|pixtral|midm-2.0|lfm2",
+     {RE_LLAMA3},
+     true,
+     true},
+    {"dbrx|smaug-bpe|chatglm-bpe|glm4", {RE_LLAMA3}, false, false},
     {"falcon", {"[\\p{P}\\$\\+<=>\\^~\\|`]+", RE_GPT2, "[0-9][0-9][0-9]"}, false, false},
     {"gpt-2|phi-2|jina-es|jina-de|gigachat|jina-v1-en|jina-v2-es|jina-v2-de|jina-v2-code|"
-     "roberta-bpe|mpt|olmo|jais",
+     "roberta-bpe|mpt|olmo|jais|a.x-4.0|mellum|exaone4|trillion|granite-docling",
      {RE_GPT2},
      false,
      false},
@@ -59,7 +89,19 @@ static const struct pre_family s_families[] = {
      {"\\p{N}", RE_GPT2},
      false,
      false},
-    {"qwen2|deepseek-r1-qwen|stablelm2|megrez", {RE_QWEN2}, false, false},
+    {"qwen2|deepseek-r1-qwen|stablelm2|megrez|kormo|hunyuan|grok-2", {RE_QWEN2}, false, false},
+    {"deepseek-llm",
+     {"[\\r\\n]", RE_DEEPSEEK_LLM_LETTERS, "\\s?[!-/:-~！-／：-～‘-‟　-。]+", "\\s+$",
+      "[一-龥ࠀ-一가-퟿]+", "\\p{N}+"},
+     false,
+     false},
+    {"deepseek-v3|hunyuan-dense",
+     {"\\p{N}{1,3}", "[一-龥぀-ゟ゠-ヿ]+", RE_DEEPSEEK_V3},
+     false,
+     false},
+    {"gpt-4o|llama4|minimax-m2", {RE_O200K}, false, false},
+    {"seed-coder", {RE_SEED_CODER}, false, false},
+    {"bailingmoe|bailingmoe2|llada-moe", {RE_BAILING}, false, false},
     {"poro-chat|bloom|gpt3-finnish", {RE_BLOOM}, false, false},
     {"viking", {RE_BLOOM, "\\p{N}"}, false, false},
     {"deepseek-coder",

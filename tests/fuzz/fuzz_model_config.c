@@ -1,6 +1,6 @@
 /* libFuzzer target: config.json, generation_config.json and tokenizer_config.json parsing over
  * arbitrary bytes (each parser sees the same input). */
-/* FUZZ_SOURCES: plugins/common/tb_hf_config.c plugins/common/tb_model.c plugins/common/tb_model_hf.c plugins/common/tb_model_gguf.c plugins/common/tb_safetensors.c plugins/common/tb_gguf.c plugins/common/tb_dtype.c plugins/common/tb_quant.c */
+/* FUZZ_SOURCES: plugins/common/tb_hf_config.c plugins/common/tb_model.c plugins/common/tb_model_family.c plugins/common/tb_model_hf.c plugins/common/tb_model_gguf.c plugins/common/tb_safetensors.c plugins/common/tb_gguf.c plugins/common/tb_dtype.c plugins/common/tb_quant.c */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>

@@ -102,8 +102,8 @@ int main(int argc, char **argv)
     const struct tb_model_params *p = tb_model_params(m);
     double *inv = calloc(p->head_dim / 2, sizeof *inv);
     json_t *freqs = json_array();
-    if (inv && tb_model_rope_inv_freq(m, inv, p->head_dim / 2) == 0) {
-        for (uint32_t i = 0; i < p->head_dim / 2; i++) {
+    if (inv && tb_model_rope_inv_freq(m, inv, p->rope_dim / 2) == 0) {
+        for (uint32_t i = 0; i < p->rope_dim / 2; i++) {
             json_array_append_new(freqs, json_real(inv[i]));
         }
     }

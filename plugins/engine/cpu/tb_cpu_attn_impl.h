@@ -29,6 +29,18 @@
  */
 #include <math.h>
 
+/* Soft-capping of n scores: s = cap * tanh(s / cap); returns the new maximum. */
+static float s_attn_softcap(float *s, int n, float cap)
+{
+    float mx = -INFINITY;
+    const float inv = 1.0f / cap;
+    for (int i = 0; i < n; i++) {
+        s[i] = cap * tanhf(s[i] * inv);
+        mx = s[i] > mx ? s[i] : mx;
+    }
+    return mx;
+}
+
 static void TB_ATTN_TASK(const struct tb_attn_args *a, int tok, int kvh, float *scratch)
 {
     const struct tb_cpu_kv_layout *L = a->layout;
@@ -73,6 +85,9 @@ static void TB_ATTN_TASK(const struct tb_attn_args *a, int tok, int kvh, float *
             const float *qh = qs + (size_t)h * hd;
             float *acch = acc + (size_t)h * hd;
             float bmax = ATT_SCORES(sc, qh, kb, hd, nvalid, bs, f16);
+            if (a->softcap > 0.0f) {
+                bmax = s_attn_softcap(sc, nvalid, a->softcap);
+            }
             float mnew = bmax > m[h] ? bmax : m[h];
             if (mnew > m[h] && l[h] > 0.0f) {
                 float corr = expf(m[h] - mnew);

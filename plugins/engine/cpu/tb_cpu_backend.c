@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "tb_cpu_kernels.h"
+#include "tb_cpu_layer_cfg.h"
 #include "tb_cpu_weights.h"
 #include "tb_errors.h"
 #include "tb_threadpool.h"
@@ -41,9 +42,8 @@ struct tb_backend {
     int hidden, q_dim, kv_dim, inter, n_heads, n_kv_heads, head_dim;
     uint32_t vocab;
     float eps;
-    float *inv_freq; /* [head_dim / 2] */
     tb_cpu_rope_mode_t rope_mode;
-    int window; /* sliding window (params.sliding_window, at most 2^24 from the loaders); 0: none */
+    struct tb_cpu_layer_cfgs lc; /* per-layer window and rotary frequencies, family settings */
 
     /* KV cache */
     struct tb_cpu_kv_layout kv; /* one layer's geometry (the same for every layer) */
@@ -112,7 +112,7 @@ static void s_destroy(tb_backend_t **b_p)
     free(b->slots);
     free(b->logit_rows);
     free(b->aseq);
-    free(b->inv_freq);
+    tb_cpu_layer_cfgs_release(&b->lc);
     tb_cpu_weights_destroy(&b->w);
     tb_cpu_kernels_destroy(&b->kern);
     tb_threadpool_destroy(&b->pool);
@@ -283,7 +283,6 @@ static int s_create(const tb_model_t *model, const struct tb_backend_config *cfg
     b->vocab = p->vocab;
     b->eps = (float)p->rms_eps;
     b->rope_mode = p->rope_layout == TB_ROPE_NEOX ? TB_CPU_ROPE_NEOX : TB_CPU_ROPE_INTERLEAVED;
-    b->window = (int)p->sliding_window;
     b->max_tokens = cfg->max_batch_tokens;
     /* an entry has at least one token: never more entries than tokens */
     b->max_seqs = cfg->max_batch_seqs < cfg->max_batch_tokens ? cfg->max_batch_seqs
@@ -301,22 +300,9 @@ static int s_create(const tb_model_t *model, const struct tb_backend_config *cfg
     if (rc != TB_OK) {
         goto fail;
     }
-    size_t half = (size_t)b->head_dim / 2;
-    double freqs[MAX_HEAD_DIM / 2];
-    b->inv_freq = malloc(half * sizeof(float));
-    if (!b->inv_freq) {
-        tb_err_set(err, err_len, "out of memory");
-        rc = TB_ENOMEM;
-        goto fail;
-    }
-    rc = tb_model_rope_inv_freq(model, freqs, half);
+    rc = tb_cpu_layer_cfgs_init(&b->lc, model, err, err_len);
     if (rc != TB_OK) {
-        tb_err_set(err, err_len, "cannot compute the rotary frequencies");
-        rc = TB_EMODEL;
         goto fail;
-    }
-    for (size_t i = 0; i < half; i++) {
-        b->inv_freq[i] = (float)freqs[i];
     }
     int threads = cfg->flavour ? (int)((const struct tb_cpu_config *)cfg->flavour)->threads : 0;
     rc = tb_threadpool_new(threads, &b->pool);
@@ -445,7 +431,7 @@ static int s_prepare(tb_backend_t *b, const struct tb_sched_plan *plan, char *er
                 .n_blocks = (int)need,
                 .ctx_len = (int)e->n_ctx,
                 .pos = (int)ps,
-                .window = b->window,
+                .window = 0, /* set per layer (s_layer) */
             };
             b->pos[t] = (int32_t)ps;
             b->slots[t] = (int32_t)plan->slots[t];
@@ -476,7 +462,7 @@ enum row_op {
     OP_EMBED,    /* x[t] = tok_embd[token t]; xn[t] = norm(x[t]) * layer 0's attn_norm */
     OP_ROPE_KV,  /* rope q[t] and k[t]; write k[t], v[t] to slot t of layer `layer` */
     OP_ADD_NORM, /* x[t] += tmp[t]; xn[t] = norm(x[t]) * norm_w (no norm without norm_w) */
-    OP_SILU,     /* gate[t] = silu(gate[t]) * up[t] */
+    OP_SILU,     /* gate[t] = act(gate[t]) * up[t] (SiLU, or GELU-tanh for GeGLU) */
 };
 
 struct row_job {
@@ -485,10 +471,43 @@ struct row_job {
     int n_rows;
     const int32_t *tokens;
     const float *norm_w;
+    const float *post_w; /* OP_ADD_NORM: tmp[t] = norm(tmp[t]) * post_w first (Gemma) */
     uint32_t layer;
     float *q, *k, *v, *gate, *up;
     int rc; /* first failure of a task (all tasks check the same validated data) */
 };
+
+/* Rows [r0, r0 + n) of q and k: the per-head q/k norms when the model has them (Gemma 3), then
+ * RoPE with the layer's frequencies (LongRoPE: each row's set by its position). */
+static int s_qk_norm_rope(tb_backend_t *b, const struct row_job *j, int r0, int n)
+{
+    const struct tb_cpu_layer_weights *lw = &b->w->layers[j->layer];
+    const struct tb_cpu_layer_cfg *lc = &b->lc.layers[j->layer];
+    const size_t qs = (size_t)b->q_dim, ks = (size_t)b->kv_dim;
+    float *q = j->q + (size_t)r0 * qs, *k = j->k + (size_t)r0 * ks;
+    if (lw->q_norm) {
+        tb_cpu_rmsnorm(q, q, lw->q_norm, b->head_dim, n * b->n_heads, b->eps);
+        tb_cpu_rmsnorm(k, k, lw->k_norm, b->head_dim, n * b->n_kv_heads, b->eps);
+    }
+    int rc = TB_OK;
+    for (int t = 0; rc == TB_OK && t < n;) {
+        /* a run of rows that take the same frequency set */
+        bool lng = lc->inv_freq_long && b->pos[r0 + t] >= b->lc.long_from;
+        int e = t + 1;
+        while (e < n && (lc->inv_freq_long && b->pos[r0 + e] >= b->lc.long_from) == lng) {
+            e++;
+        }
+        const float *f = lng ? lc->inv_freq_long : lc->inv_freq;
+        rc = tb_cpu_rope(q + (size_t)t * qs, qs, e - t, b->pos + r0 + t, b->n_heads, b->head_dim,
+                         b->lc.rot_dim, f, b->rope_mode);
+        if (rc == TB_OK) {
+            rc = tb_cpu_rope(k + (size_t)t * ks, ks, e - t, b->pos + r0 + t, b->n_kv_heads,
+                             b->head_dim, b->lc.rot_dim, f, b->rope_mode);
+        }
+        t = e;
+    }
+    return rc;
+}
 
 static void s_row_task(void *arg, int task, int thread)
 {
@@ -509,18 +528,16 @@ static void s_row_task(void *arg, int task, int thread)
                 j->rc = TB_EINTERNAL;
             }
         }
+        if (b->lc.embed_scale > 0.0f) {
+            tb_cpu_scale(b->x + (size_t)r0 * h, (int64_t)((size_t)n * h), b->lc.embed_scale);
+        }
         tb_cpu_rmsnorm(b->xn + (size_t)r0 * h, b->x + (size_t)r0 * h, j->norm_w, (int64_t)h, n,
                        b->eps);
         break;
     }
     case OP_ROPE_KV: {
-        const size_t qs = (size_t)b->q_dim, ks = (size_t)b->kv_dim;
-        int rc = tb_cpu_rope(j->q + (size_t)r0 * qs, qs, n, b->pos + r0, b->n_heads, b->head_dim,
-                             b->head_dim, b->inv_freq, b->rope_mode);
-        if (rc == TB_OK) {
-            rc = tb_cpu_rope(j->k + (size_t)r0 * ks, ks, n, b->pos + r0, b->n_kv_heads,
-                             b->head_dim, b->head_dim, b->inv_freq, b->rope_mode);
-        }
+        const size_t ks = (size_t)b->kv_dim;
+        int rc = s_qk_norm_rope(b, j, r0, n);
         if (rc == TB_OK) {
             uint8_t *kc = b->kv_mem + (size_t)j->layer * 2 * b->kv_layer_bytes;
             rc = tb_cpu_kv_write(&b->kv, kc, kc + b->kv_layer_bytes, n, b->slots + r0,
@@ -532,6 +549,10 @@ static void s_row_task(void *arg, int task, int thread)
         break;
     }
     case OP_ADD_NORM:
+        if (j->post_w) {
+            tb_cpu_rmsnorm(b->tmp + (size_t)r0 * h, b->tmp + (size_t)r0 * h, j->post_w,
+                           (int64_t)h, n, b->eps);
+        }
         tb_cpu_add(b->x + (size_t)r0 * h, b->x + (size_t)r0 * h, b->tmp + (size_t)r0 * h,
                    (int64_t)((size_t)n * h));
         if (!j->norm_w) {
@@ -542,8 +563,13 @@ static void s_row_task(void *arg, int task, int thread)
         break;
     case OP_SILU: {
         const size_t ff = (size_t)b->inter;
-        tb_cpu_silu_mul(j->gate + (size_t)r0 * ff, j->gate + (size_t)r0 * ff,
-                        j->up + (size_t)r0 * ff, (int64_t)((size_t)n * ff));
+        if (b->p->ffn_act == TB_FFN_GELU_TANH) {
+            tb_cpu_gelu_tanh_mul(j->gate + (size_t)r0 * ff, j->gate + (size_t)r0 * ff,
+                                 j->up + (size_t)r0 * ff, (int64_t)((size_t)n * ff));
+        } else {
+            tb_cpu_silu_mul(j->gate + (size_t)r0 * ff, j->gate + (size_t)r0 * ff,
+                            j->up + (size_t)r0 * ff, (int64_t)((size_t)n * ff));
+        }
         break;
     }
     }
@@ -604,15 +630,21 @@ static int s_layer(tb_backend_t *b, uint32_t l, int T)
         return rc;
     }
     const uint8_t *kc = b->kv_mem + (size_t)l * 2 * b->kv_layer_bytes;
-    rc = tb_cpu_attention(b->kern, &b->kv, kc, kc + b->kv_layer_bytes, T, b->aseq, q, qd,
-                          b->n_heads, 0.0f, att, qd);
+    for (int t = 0; t < T; t++) {
+        b->aseq[t].window = b->lc.layers[l].window;
+    }
+    rc = tb_cpu_attention_capped(b->kern, &b->kv, kc, kc + b->kv_layer_bytes, T, b->aseq, q, qd,
+                                 b->n_heads, b->lc.attn_scale, b->lc.attn_softcap, att, qd);
     if (rc == TB_OK) {
         rc = tb_cpu_matmul(b->kern, &lw->wo, att, qd, T, NULL, b->tmp, h);
     }
     if (rc != TB_OK) {
         return rc;
     }
-    rj = (struct row_job){.op = OP_ADD_NORM, .n_rows = T, .norm_w = lw->ffn_norm};
+    rj = (struct row_job){.op = OP_ADD_NORM,
+                          .n_rows = T,
+                          .norm_w = lw->ffn_norm,
+                          .post_w = lw->attn_post_norm};
     s_rows(b, &rj);
     const size_t ff = (size_t)b->inter;
     float *gate = b->work;
@@ -632,7 +664,10 @@ static int s_layer(tb_backend_t *b, uint32_t l, int T)
     /* residual, then the next layer's input norm (the last layer's output is normed with
      * out_norm only for the logits rows) */
     const float *next = l + 1 < b->w->n_layers ? b->w->layers[l + 1].attn_norm : NULL;
-    rj = (struct row_job){.op = OP_ADD_NORM, .n_rows = T, .norm_w = next};
+    rj = (struct row_job){.op = OP_ADD_NORM,
+                          .n_rows = T,
+                          .norm_w = next,
+                          .post_w = lw->ffn_post_norm};
     s_rows(b, &rj);
     return TB_OK;
 }
@@ -674,6 +709,9 @@ static int s_forward(tb_backend_t *b, const struct tb_sched_plan *plan, float *l
         tb_cpu_rmsnorm(b->xl, b->xl, b->w->out_norm, (int64_t)h, (int)plan->n_logits, b->eps);
         rc = tb_cpu_matmul(b->kern, &b->w->output, b->xl, h, (int)plan->n_logits, NULL, logits,
                            b->vocab);
+        if (rc == TB_OK && b->lc.final_softcap > 0.0f) {
+            tb_cpu_softcap(logits, (int64_t)plan->n_logits * b->vocab, b->lc.final_softcap);
+        }
     }
     if (rc != TB_OK) {
         tb_err_set(err, err_len, "cpu forward failed: %s",

@@ -100,6 +100,7 @@ struct tb_attn_args {
     size_t ldq;
     int n_heads, group;
     float scale;
+    float softcap; /* 0: none; else scores become softcap * tanh(score / softcap) */
     float *out;
     size_t ldo;
     float *scratch;        /* per-thread scratch, scratch_floats each */

@@ -478,8 +478,18 @@ int tb_cpu_attention(tb_cpu_kernels_t *self, const struct tb_cpu_kv_layout *L,
                      const struct tb_cpu_attn_seq *seqs, const float *q, size_t ldq, int n_heads,
                      float scale, float *out, size_t ldo)
 {
+    return tb_cpu_attention_capped(self, L, k_cache, v_cache, n_tok, seqs, q, ldq, n_heads, scale,
+                                   0.0f, out, ldo);
+}
+
+int tb_cpu_attention_capped(tb_cpu_kernels_t *self, const struct tb_cpu_kv_layout *L,
+                            const void *k_cache, const void *v_cache, int n_tok,
+                            const struct tb_cpu_attn_seq *seqs, const float *q, size_t ldq,
+                            int n_heads, float scale, float softcap, float *out, size_t ldo)
+{
     if (!self || tb_cpu_kv_check(L) != TB_OK || !k_cache || !v_cache || n_tok < 0 ||
-        n_heads < 1 || n_heads % L->n_kv_heads != 0 || !isfinite(scale)) {
+        n_heads < 1 || n_heads % L->n_kv_heads != 0 || !isfinite(scale) ||
+        !(softcap >= 0.0f && isfinite(softcap))) {
         return TB_EINVAL;
     }
     if (n_tok == 0) {
@@ -534,6 +544,7 @@ int tb_cpu_attention(tb_cpu_kernels_t *self, const struct tb_cpu_kv_layout *L,
         .n_heads = n_heads,
         .group = group,
         .scale = scale != 0.0f ? scale : 1.0f / sqrtf((float)L->head_dim),
+        .softcap = softcap,
         .out = out,
         .ldo = ldo,
         .scratch = (float *)self->scratch,

@@ -335,6 +335,13 @@ int tb_cpu_attention(tb_cpu_kernels_t *self, const struct tb_cpu_kv_layout *layo
                      const struct tb_cpu_attn_seq *seqs, const float *q, size_t ldq, int n_heads,
                      float scale, float *out, size_t ldo);
 
+/* The same with logit soft-capping (Gemma 2): each scaled score s becomes
+ * softcap * tanh(s / softcap) before the softmax; softcap 0 is tb_cpu_attention. */
+int tb_cpu_attention_capped(tb_cpu_kernels_t *self, const struct tb_cpu_kv_layout *layout,
+                            const void *k_cache, const void *v_cache, int n_tok,
+                            const struct tb_cpu_attn_seq *seqs, const float *q, size_t ldq,
+                            int n_heads, float scale, float softcap, float *out, size_t ldo);
+
 #ifdef __cplusplus
 }
 #endif

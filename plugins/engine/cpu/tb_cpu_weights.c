@@ -83,6 +83,14 @@ static int s_vector(const struct tb_tensor *t, const char *name, uint64_t n, flo
     return TB_OK;
 }
 
+/* Gemma's HF norms multiply by 1 + weight: the stored vector becomes that factor. */
+static void s_norm_plus_one(const struct tb_model_params *p, float *v, uint64_t n)
+{
+    for (uint64_t i = 0; p->norm_plus_one && i < n; i++) {
+        v[i] += 1.0f;
+    }
+}
+
 static int s_layer(const tb_model_t *m, uint32_t l, struct tb_cpu_layer_weights *lw, char *err,
                    size_t err_len)
 {
@@ -120,6 +128,10 @@ static int s_layer(const tb_model_t *m, uint32_t l, struct tb_cpu_layer_weights 
         {TB_LAYER_BQ, &lw->bq, qd, p->qkv_bias},
         {TB_LAYER_BK, &lw->bk, kvd, p->qkv_bias},
         {TB_LAYER_BV, &lw->bv, kvd, p->qkv_bias},
+        {TB_LAYER_ATTN_POST_NORM, &lw->attn_post_norm, h, p->post_norms},
+        {TB_LAYER_FFN_POST_NORM, &lw->ffn_post_norm, h, p->post_norms},
+        {TB_LAYER_Q_NORM, &lw->q_norm, p->head_dim, p->qk_norm},
+        {TB_LAYER_K_NORM, &lw->k_norm, p->head_dim, p->qk_norm},
     };
     for (size_t i = 0; i < sizeof vecs / sizeof vecs[0]; i++) {
         if (!vecs[i].present) {
@@ -130,6 +142,11 @@ static int s_layer(const tb_model_t *m, uint32_t l, struct tb_cpu_layer_weights 
                           err, err_len);
         if (rc != TB_OK) {
             return rc;
+        }
+        bool is_bias = vecs[i].id == TB_LAYER_BQ || vecs[i].id == TB_LAYER_BK ||
+                       vecs[i].id == TB_LAYER_BV;
+        if (!is_bias) {
+            s_norm_plus_one(p, *vecs[i].v, vecs[i].n);
         }
     }
     return TB_OK;
@@ -253,6 +270,7 @@ int tb_cpu_weights_new(const tb_model_t *model, unsigned flags, struct tb_cpu_we
     if (rc != TB_OK) {
         goto fail;
     }
+    s_norm_plus_one(p, w->out_norm, p->hidden);
     for (uint32_t l = 0; l < p->n_layers; l++) {
         rc = s_layer(model, l, &w->layers[l], err, err_len);
         if (rc != TB_OK) {
@@ -294,6 +312,10 @@ void tb_cpu_weights_destroy(struct tb_cpu_weights **self_p)
             free(lw->bq);
             free(lw->bk);
             free(lw->bv);
+            free(lw->attn_post_norm);
+            free(lw->ffn_post_norm);
+            free(lw->q_norm);
+            free(lw->k_norm);
         }
     }
     free(w->layers);

@@ -31,6 +31,8 @@ struct tb_cpu_layer_weights {
     struct tb_cpu_weight w_down;       /* [hidden, intermediate] */
     float *attn_norm, *ffn_norm;       /* [hidden] */
     float *bq, *bk, *bv;               /* [q_dim], [kv_dim], [kv_dim]; NULL without biases */
+    float *attn_post_norm, *ffn_post_norm; /* [hidden]; NULL without post_norms (Gemma) */
+    float *q_norm, *k_norm;                /* [head_dim]; NULL without qk_norm (Gemma 3) */
 };
 
 struct tb_cpu_weights {
@@ -44,6 +46,9 @@ struct tb_cpu_weights {
     double pack_seconds;                    /* time spent packing */
     uint32_t dtype_tensors[TB_DTYPE_COUNT]; /* how many of the model's tensors each type has */
 };
+
+/* Norm vectors hold the factor the kernels multiply by: 1 + weight for a model with
+ * norm_plus_one (Gemma's HF layout), the weight otherwise. */
 
 /* Flags of tb_cpu_weights_new. */
 #define TB_CPU_WEIGHTS_PACK 1u /* give Q4_0 and Q8_0 matrices their packed copies */

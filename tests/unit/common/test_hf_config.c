@@ -1,4 +1,5 @@
 /* Unit tests for tb_hf_config: config.json, generation_config.json, tokenizer_config.json. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +18,15 @@
     "\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\","                         \
     "\"hidden_size\":128,\"intermediate_size\":384,\"num_hidden_layers\":2,"                     \
     "\"num_attention_heads\":8,\"vocab_size\":2048"
+
+#define GEMMA2_BASE                                                                              \
+    "\"architectures\":[\"Gemma2ForCausalLM\"],\"model_type\":\"gemma2\","                       \
+    "\"hidden_size\":64,\"intermediate_size\":128,\"num_hidden_layers\":4,"                      \
+    "\"num_attention_heads\":4,\"num_key_value_heads\":2,\"head_dim\":16,\"vocab_size\":300"
+#define PHI3_BASE                                                                                \
+    "\"model_type\":\"phi3\",\"hidden_size\":64,\"intermediate_size\":128,"                      \
+    "\"num_hidden_layers\":2,\"num_attention_heads\":8,\"vocab_size\":300,"                      \
+    "\"max_position_embeddings\":64,\"original_max_position_embeddings\":16"
 
 static int s_cfg(const char *json, struct tb_model_params *p, char *err, size_t n)
 {
@@ -202,17 +212,20 @@ static void test_refusals_name_key_and_value(void **state)
          "hidden_size 100 is not a multiple"},
         {"{" LLAMA_BASE ",\"model_type\":\"llama\"}", "duplicate"},
         {"{" LLAMA_BASE ",\"sliding_window\":0}", "sliding_window 0: is out of range"},
-        {"{" LLAMA_BASE ",\"sliding_window\":8,\"layer_types\":[\"sliding_attention\","
-         "\"full_attention\"]}",
-         "a sliding window on 1 of 2 layers is not supported"},
         {"{" LLAMA_BASE ",\"sliding_window\":8,\"layer_types\":[\"sliding_attention\"]}",
          "layer_types [\"sliding_attention\"]: is not a list of one type per layer"},
         {"{" LLAMA_BASE ",\"sliding_window\":8,\"layer_types\":[\"local\",\"local\"]}",
          "holds a type other than"},
-        {"{\"model_type\":\"qwen2\",\"hidden_size\":64,\"intermediate_size\":128,"
-         "\"num_hidden_layers\":4,\"num_attention_heads\":4,\"vocab_size\":300,"
-         "\"use_sliding_window\":true,\"sliding_window\":8,\"max_window_layers\":1}",
-         "a sliding window on 3 of 4 layers is not supported"},
+        {"{" GEMMA2_BASE ",\"hidden_activation\":\"gelu\"}",
+         "hidden_activation \"gelu\": is not supported (only gelu_pytorch_tanh"},
+        {"{" GEMMA2_BASE ",\"attn_logit_softcapping\":-1}", "attn_logit_softcapping -1"},
+        {"{" PHI3_BASE ",\"rope_scaling\":{\"type\":\"longrope\",\"short_factor\":[1,1],"
+         "\"long_factor\":[1,1,1,1]}}",
+         "short_factor [1,1]: is not a list of 4 factors"},
+        {"{" PHI3_BASE ",\"rope_scaling\":{\"type\":\"longrope\",\"short_factor\":[1,1,1,0],"
+         "\"long_factor\":[1,1,1,1]}}",
+         "short_factor 0: is not a positive number"},
+        {"{" LLAMA_BASE ",\"partial_rotary_factor\":0.5}", "only 1.0"},
         {NULL, NULL},
     };
     for (size_t i = 0; cases[i].json; i++) {
@@ -366,9 +379,91 @@ static void test_load_folder(void **state)
     rmdir(dir);
 }
 
+/* Per-layer windows (layer_types, qwen2's max_window_layers, Gemma's patterns), Gemma's and
+ * Phi-3's settings with transformers' defaults. */
+static void test_families(void **state)
+{
+    (void)state;
+    struct tb_model_params p;
+    char err[256] = "";
+    const char *mixed = "{" LLAMA_BASE ",\"sliding_window\":8,\"layer_types\":["
+                        "\"sliding_attention\",\"full_attention\"]}";
+    assert_int_equal(s_cfg(mixed, &p, err, sizeof err), 0);
+    assert_int_equal(p.sliding_window, 8);
+    assert_false(p.layer_full[0]);
+    assert_true(p.layer_full[1]);
+    tb_model_params_release(&p);
+    const char *qwen =
+        "{\"model_type\":\"qwen2\",\"hidden_size\":64,\"intermediate_size\":128,"
+        "\"num_hidden_layers\":4,\"num_attention_heads\":4,\"vocab_size\":300,"
+        "\"use_sliding_window\":true,\"sliding_window\":8,\"max_window_layers\":1}";
+    assert_int_equal(s_cfg(qwen, &p, err, sizeof err), 0);
+    assert_int_equal(p.sliding_window, 8);
+    assert_true(p.layer_full[0]);
+    assert_false(p.layer_full[1] || p.layer_full[2] || p.layer_full[3]);
+    tb_model_params_release(&p);
+
+    assert_int_equal(s_cfg("{" GEMMA2_BASE "}", &p, err, sizeof err), 0);
+    assert_string_equal(p.arch, "gemma2");
+    assert_int_equal(p.ffn_act, TB_FFN_GELU_TANH);
+    assert_true(p.norm_plus_one && p.post_norms && !p.qk_norm && p.tied_embeddings);
+    assert_int_equal(p.sliding_window, 4096);
+    assert_true(!p.layer_full[0] && p.layer_full[1] && !p.layer_full[2] && p.layer_full[3]);
+    assert_true(p.attn_softcap == 50.0 && p.final_softcap == 30.0);
+    assert_true(p.attn_scale == 1.0 / 16.0); /* query_pre_attn_scalar 256 */
+    assert_true(p.embed_scale == 8.0);
+    tb_model_params_release(&p);
+    const char *g2 = "{" GEMMA2_BASE ",\"attn_logit_softcapping\":null,\"sliding_window\":5,"
+                     "\"final_logit_softcapping\":7.5,\"query_pre_attn_scalar\":64}";
+    assert_int_equal(s_cfg(g2, &p, err, sizeof err), 0);
+    assert_true(p.attn_softcap == 0.0 && p.final_softcap == 7.5 && p.attn_scale == 0.125);
+    assert_int_equal(p.sliding_window, 5);
+    tb_model_params_release(&p);
+    const char *g3 = "{\"model_type\":\"gemma3_text\",\"hidden_size\":64,\"intermediate_size\":"
+                     "128,\"num_hidden_layers\":7,\"num_attention_heads\":4,\"vocab_size\":300,"
+                     "\"sliding_window\":5,\"rope_scaling\":{\"rope_type\":\"linear\","
+                     "\"factor\":8.0}}";
+    assert_int_equal(s_cfg(g3, &p, err, sizeof err), 0);
+    assert_string_equal(p.arch, "gemma3");
+    assert_true(p.qk_norm && p.attn_softcap == 0.0 && p.final_softcap == 0.0);
+    assert_true(p.rope_theta == 1e6 && p.rope_theta_local == 1e4);
+    assert_int_equal(p.head_dim, 256);
+    for (uint32_t l = 0; l < 7; l++) {
+        assert_int_equal(p.layer_full[l], l == 5);
+    }
+    tb_model_params_release(&p);
+
+    const char *phi = "{" PHI3_BASE ",\"rope_scaling\":{\"type\":\"longrope\","
+                      "\"short_factor\":[1,1.5,2,4],\"long_factor\":[2,3,4,8]}}";
+    assert_int_equal(s_cfg(phi, &p, err, sizeof err), 0);
+    assert_string_equal(p.arch, "phi3");
+    assert_int_equal(p.rope_scaling.type, TB_ROPE_SCALING_LONGROPE);
+    assert_int_equal(p.rope_scaling.original_max_positions, 16);
+    assert_true(p.rope_scaling.short_factor[3] == 4.0 && p.rope_scaling.long_factor[0] == 2.0);
+    /* sqrt(1 + ln(64 / 16) / ln(16)) */
+    assert_true(fabs(p.rope_scaling.attn_factor - sqrt(1.5)) < 1e-12);
+    char feats[256];
+    assert_int_equal(tb_model_params_family_features(&p, feats, sizeof feats), 1);
+    assert_string_equal(feats, "LongRoPE");
+    tb_model_params_release(&p);
+    const char *partial = "{" PHI3_BASE ",\"partial_rotary_factor\":0.75}";
+    assert_int_equal(s_cfg(partial, &p, err, sizeof err), 0);
+    assert_int_equal(p.rope_dim, 6);
+    tb_model_params_release(&p);
+    assert_int_equal(s_cfg("{" GEMMA2_BASE "}", &p, err, sizeof err), 0);
+    assert_int_equal(tb_model_params_family_features(&p, feats, sizeof feats), 7);
+    assert_string_equal(feats, "GeGLU, (1 + weight) norms, post-norms, embedding scale, "
+                               "attention scale, logit soft-caps, per-layer sliding windows");
+    tb_model_params_release(&p);
+    assert_int_equal(s_cfg("{" LLAMA_BASE "}", &p, err, sizeof err), 0);
+    assert_int_equal(tb_model_params_family_features(&p, NULL, 0), 0);
+    tb_model_params_release(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_families),
         cmocka_unit_test(test_tinystories_like),
         cmocka_unit_test(test_defaults_and_variants),
         cmocka_unit_test(test_rope_scaling),

@@ -115,7 +115,7 @@ struct model {
     uint32_t hidden, ff; /* 0: 64 and 96 */
     char path[64];
     struct kvs kv;
-    struct gt t[64];
+    struct gt t[64]; /* s_tensor refuses more */
     int n;
 };
 
@@ -140,6 +140,7 @@ static uint64_t s_tsize(const struct gt *t)
 static void s_tensor(struct model *m, const char *name, uint32_t type, uint32_t n_dims,
                      uint64_t rows, uint64_t cols)
 {
+    assert_true(m->n < (int)(sizeof m->t / sizeof m->t[0]));
     struct gt *t = &m->t[m->n++];
     snprintf(t->name, sizeof t->name, "%s", name);
     t->type = type;
@@ -259,6 +260,188 @@ static void s_llama(struct model *m, const char *arch, uint32_t wtype, bool tied
     if (!tied) {
         s_tensor(m, "output.weight", wtype, 2, 20, h);
     }
+}
+
+/* Gemma 3 (q/k norms, post-norms, 4 layers of 2 heads of 16, window 4, every 3rd layer global
+ * by attention.sliding_window_pattern) or Phi-3 (fused
+ * attn_qkv and gate/up ffn_up, LongRoPE factor tensors, partial rotary 12 of 16). */
+static void s_family(struct model *m, const char *arch)
+{
+    char k[96];
+    const bool phi3 = strcmp(arch, "phi3") == 0;
+    const uint32_t h = 64, ff = 96, layers = phi3 ? 2 : 4;
+    m->kv.b.n = 0;
+    m->kv.n = 0;
+    m->n = 0;
+    kv_str(&m->kv, "general.architecture", arch);
+#define KEY(s) (snprintf(k, sizeof k, "%s.%s", arch, s), k)
+    kv_u32(&m->kv, KEY("block_count"), layers);
+    kv_u32(&m->kv, KEY("context_length"), 256);
+    kv_u32(&m->kv, KEY("embedding_length"), h);
+    kv_u32(&m->kv, KEY("feed_forward_length"), ff);
+    kv_u32(&m->kv, KEY("attention.head_count"), 2);
+    kv_u32(&m->kv, KEY("attention.head_count_kv"), 1);
+    kv_u32(&m->kv, KEY("attention.key_length"), 16);
+    kv_u32(&m->kv, KEY("attention.value_length"), 16);
+    kv_f32(&m->kv, KEY("attention.layer_norm_rms_epsilon"), 1e-6f);
+    kv_f32(&m->kv, KEY("rope.freq_base"), 1000000.0f);
+    kv_u32(&m->kv, KEY("rope.dimension_count"), phi3 ? 12 : 16);
+    if (phi3) {
+        kv_u32(&m->kv, KEY("rope.scaling.original_context_length"), 64);
+        kv_f32(&m->kv, KEY("rope.scaling.attn_factor"), 1.25f);
+    } else {
+        kv_u32(&m->kv, KEY("attention.sliding_window"), 4);
+        kv_u32(&m->kv, KEY("attention.sliding_window_pattern"), 3);
+    }
+#undef KEY
+    s_tensor(m, "token_embd.weight", 0, 2, 20, h);
+    if (phi3) {
+        s_tensor(m, "rope_factors_long.weight", 0, 1, 1, 6);
+        s_tensor(m, "rope_factors_short.weight", 0, 1, 1, 6);
+    }
+    for (uint32_t l = 0; l < layers; l++) {
+        char n[64];
+#define T(s, nd, r, c) (snprintf(n, sizeof n, "blk.%u.%s", l, s), s_tensor(m, n, 0, nd, r, c))
+        T("attn_norm.weight", 1, 1, h);
+        if (phi3) {
+            T("attn_qkv.weight", 2, 32 + 16 + 16, h);
+        } else {
+            T("attn_q.weight", 2, 32, h);
+            T("attn_k.weight", 2, 16, h);
+            T("attn_v.weight", 2, 16, h);
+            T("attn_q_norm.weight", 1, 1, 16);
+            T("attn_k_norm.weight", 1, 1, 16);
+            T("post_attention_norm.weight", 1, 1, h);
+            T("post_ffw_norm.weight", 1, 1, h);
+            T("ffn_gate.weight", 2, ff, h);
+        }
+        T("attn_output.weight", 2, h, 32);
+        T("ffn_norm.weight", 1, 1, h);
+        T("ffn_up.weight", 2, phi3 ? 2 * ff : ff, h);
+        T("ffn_down.weight", 2, h, ff);
+#undef T
+    }
+    s_tensor(m, "output_norm.weight", 0, 1, 1, h);
+    if (phi3) {
+        s_tensor(m, "output.weight", 0, 2, 20, h);
+    }
+}
+
+static void test_gemma3(void **state)
+{
+    struct model *g = *state;
+    s_family(g, "gemma3");
+    s_write(g);
+    tb_model_t *m = NULL;
+    char err[512] = "";
+    assert_int_equal(tb_model_open(g->path, &m, err, sizeof err), 0);
+    const struct tb_model_params *p = tb_model_params(m);
+    assert_string_equal(p->arch, "gemma3");
+    assert_true(p->qk_norm && p->post_norms && !p->norm_plus_one && p->tied_embeddings);
+    assert_int_equal(p->ffn_act, TB_FFN_GELU_TANH);
+    assert_true(fabs(p->embed_scale - 8.0) < 1e-12 && fabs(p->attn_scale - 0.25) < 1e-12);
+    for (uint32_t l = 0; l < 4; l++) { /* every 3rd layer global */
+        assert_int_equal(tb_model_layer_window(m, l), l == 2 ? 0 : 4);
+    }
+    double local[8], global[8];
+    assert_int_equal(tb_model_layer_rope_inv_freq(m, 0, false, local, 8), 0);
+    assert_int_equal(tb_model_layer_rope_inv_freq(m, 2, false, global, 8), 0);
+    assert_true(fabs(local[1] - pow(10000.0, -2.0 / 16)) < 1e-12);
+    assert_true(fabs(global[1] - pow(1e6, -2.0 / 16)) < 1e-9);
+    assert_int_equal(tb_model_layer_tensor(m, 3, TB_LAYER_K_NORM)->cols, 16);
+    assert_non_null(tb_model_layer_tensor(m, 3, TB_LAYER_FFN_POST_NORM));
+    tb_model_close(&m);
+}
+
+static void test_phi3(void **state)
+{
+    struct model *g = *state;
+    s_family(g, "phi3");
+    s_write(g);
+    tb_model_t *m = NULL;
+    char err[512] = "";
+    assert_int_equal(tb_model_open(g->path, &m, err, sizeof err), 0);
+    const struct tb_model_params *p = tb_model_params(m);
+    assert_int_equal(p->rope_dim, 12);
+    assert_int_equal(p->rope_scaling.type, TB_ROPE_SCALING_LONGROPE);
+    assert_int_equal(p->rope_scaling.original_max_positions, 64);
+    assert_true(fabs(p->rope_scaling.attn_factor - 1.25) < 1e-6);
+    /* rope_factors_short is tensor 2: values 2 + j/1000 */
+    assert_true(fabs(p->rope_scaling.short_factor[3] - 2.003) < 1e-6);
+    double inv[6];
+    assert_int_equal(tb_model_layer_rope_inv_freq(m, 1, true, inv, 6), 0);
+    assert_true(fabs(inv[3] - pow(1e6, -6.0 / 12) / 1.003) < 1e-9); /* long: tensor 1 */
+    assert_int_equal(tb_model_rope_inv_freq(m, inv, 8), TB_EINVAL);
+    /* the fused matrices are views: q, k, v and gate, up are consecutive row ranges */
+    const struct tb_tensor *q = tb_model_layer_tensor(m, 0, TB_LAYER_WQ);
+    const struct tb_tensor *k = tb_model_layer_tensor(m, 0, TB_LAYER_WK);
+    const struct tb_tensor *v = tb_model_layer_tensor(m, 0, TB_LAYER_WV);
+    assert_true(q->rows == 32 && k->rows == 16 && v->rows == 16);
+    assert_ptr_equal((const uint8_t *)q->data + q->size, k->data);
+    assert_ptr_equal((const uint8_t *)k->data + k->size, v->data);
+    const struct tb_tensor *gt = tb_model_layer_tensor(m, 1, TB_LAYER_W_GATE);
+    const struct tb_tensor *up = tb_model_layer_tensor(m, 1, TB_LAYER_W_UP);
+    assert_true(gt->rows == 96 && up->rows == 96);
+    assert_ptr_equal((const uint8_t *)gt->data + gt->size, up->data);
+    assert_string_equal(up->source, "blk.1.ffn_up.weight");
+    tb_model_close(&m);
+}
+
+static void s_set_tensor(struct model *g, const char *name, uint32_t n_dims, uint64_t rows,
+                         uint64_t cols)
+{
+    for (int i = 0; i < g->n; i++) {
+        if (strcmp(g->t[i].name, name) == 0) {
+            g->t[i].n_dims = n_dims;
+            g->t[i].dims[0] = cols;
+            g->t[i].dims[1] = rows;
+        }
+    }
+}
+
+static void test_family_refusals(void **state)
+{
+    struct model *g = *state;
+    static const struct {
+        const char *arch, *tensor;
+        uint32_t n_dims;
+        uint64_t rows, cols;
+        const char *expect;
+    } cases[] = {
+        {"phi3", "blk.0.attn_qkv.weight", 2, 48, 64,
+         "tensor 'blk.0.attn_qkv.weight' has 48 rows, the config implies 64"},
+        {"phi3", "blk.1.ffn_up.weight", 2, 96, 64,
+         "tensor 'blk.1.ffn_up.weight' has 96 rows, the config implies 192"},
+        {"phi3", "rope_factors_long.weight", 1, 1, 8,
+         "tensor 'rope_factors_long.weight': expected 6 f32 values"},
+        {"gemma3", "blk.2.attn_q_norm.weight", 1, 1, 32,
+         "tensor 'layers.2.q_norm' (blk.2.attn_q_norm.weight) has shape [32]"},
+        {"gemma3", "blk.0.post_ffw_norm.weight", 2, 2, 32, "has shape [2, 32]"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        s_family(g, cases[i].arch);
+        s_set_tensor(g, cases[i].tensor, cases[i].n_dims, cases[i].rows, cases[i].cols);
+        s_write(g);
+        tb_model_t *m = NULL;
+        char err[512] = "";
+        int rc = tb_model_open(g->path, &m, err, sizeof err);
+        if (rc != TB_EMODEL || !strstr(err, cases[i].expect) || m) {
+            fail_msg("case %zu: rc %d, message '%s', expected '%s'", i, rc, err, cases[i].expect);
+        }
+    }
+    /* a Gemma 3 tensor in a llama file, a phi3 fused matrix in a llama file */
+    s_llama(g, "llama", 0, false, false);
+    s_tensor(g, "blk.0.attn_q_norm.weight", 0, 1, 1, 32);
+    s_write(g);
+    tb_model_t *m = NULL;
+    char err[512] = "";
+    assert_int_equal(tb_model_open(g->path, &m, err, sizeof err), TB_EMODEL);
+    assert_non_null(strstr(err, "is not part of a llama model"));
+    s_llama(g, "llama", 0, false, false);
+    s_tensor(g, "blk.0.attn_qkv.weight", 0, 2, 128, 64);
+    s_write(g);
+    assert_int_equal(tb_model_open(g->path, &m, err, sizeof err), TB_EMODEL);
+    assert_non_null(strstr(err, "tensor 'blk.0.attn_qkv.weight' is not part of a supported"));
 }
 
 static int s_setup(void **state)
@@ -684,6 +867,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_truncated_file, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_mixed_types, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_truncated_superblocks, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_gemma3, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_phi3, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_family_refusals, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
