@@ -65,7 +65,8 @@ static inline int tb_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t 
                             tb_stream_t stream, A... args)
 {
     kernel<<<grid, block, shmem, stream>>>(args...);
-    return (int)cudaGetLastError();
+    /* peek, not get: the backend takes the error with its message (tb_cu_take_error) */
+    return (int)cudaPeekAtLastError();
 }
 
 TB_DEV float tb_f16_to_f32(uint16_t h)
@@ -79,6 +80,10 @@ TB_DEV uint16_t tb_f32_to_f16(float f)
 TB_DEV float tb_bf16_to_f32(uint16_t h)
 {
     return __uint_as_float((uint32_t)h << 16);
+}
+TB_DEV uint16_t tb_f32_to_bf16(float f)
+{
+    return __bfloat16_as_ushort(__float2bfloat16_rn(f));
 }
 
 #else
@@ -156,6 +161,7 @@ void __tsan_ignore_thread_end(void);
 #define TB_EMU_TSAN(x)
 #endif
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #define TB_EMU_ASAN(x) x
 #else
@@ -475,6 +481,16 @@ static inline float tb_bf16_to_f32(uint16_t h)
     return __uint_as_float((uint32_t)h << 16);
 }
 
+/* float to bfloat16, round to nearest even; NaN stays a (quiet) NaN. */
+static inline uint16_t tb_f32_to_bf16(float f)
+{
+    uint32_t x = __float_as_uint(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) {
+        return (uint16_t)((x >> 16) | 0x40);
+    }
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
+}
+
 /* A fiber's life: every block of the grid in order, then hand over to the next fiber (the last
  * one back to the launching thread). */
 static inline void tb_emu_fiber_main(void)
@@ -542,6 +558,30 @@ __attribute__((noinline)) static void tb_emu_enter(tb_emu_block *L)
     (void)fake;
 }
 
+/* The fibers' stacks: one buffer per launching thread, kept for the next launch (mapping and
+ * touching fresh stacks on every launch cost more than the kernels when a forward pass makes
+ * hundreds of launches); freed when the thread ends.  NULL when memory runs out. */
+struct tb_emu_stack_cache {
+    unsigned char *p = nullptr;
+    size_t bytes = 0;
+    ~tb_emu_stack_cache()
+    {
+        free(p);
+    }
+};
+static inline unsigned char *tb_emu_stacks(size_t bytes)
+{
+    static thread_local tb_emu_stack_cache c;
+    if (c.bytes < bytes) {
+        free(c.p);
+        c.p = static_cast<unsigned char *>(aligned_alloc(64, bytes));
+        c.bytes = c.p ? bytes : 0;
+    }
+    /* the last launch's fibers left their frames' redzones poisoned: start clean */
+    TB_EMU_ASAN(if (c.p) __asan_unpoison_memory_region(c.p, c.bytes));
+    return c.p;
+}
+
 /* Runs body(ctx) as every thread of every block; 0, or 1 (cudaErrorInvalidValue's value) for a
  * bad shape, 2 (cudaErrorMemoryAllocation) when memory runs out.  Blocks run one after the
  * other on the calling thread, their threads as fibers switched at barriers. */
@@ -557,8 +597,7 @@ static inline int tb_emu_run(dim3 grid, dim3 block, size_t shmem, void (*body)(v
     unsigned char *dyn = static_cast<unsigned char *>(
         aligned_alloc(16, (shmem + 16) & ~(size_t)15));
     tb_emu_fiber *fib = static_cast<tb_emu_fiber *>(calloc(n, sizeof(tb_emu_fiber)));
-    unsigned char *stacks = static_cast<unsigned char *>(
-        aligned_alloc(64, (size_t)n * TB_EMU_STACK));
+    unsigned char *stacks = tb_emu_stacks((size_t)n * TB_EMU_STACK);
     tb_emu_block *outer = tb_emu_cur;
     const dim3 outer_t = threadIdx, outer_b = blockIdx, outer_bd = blockDim, outer_gd = gridDim;
     if (!L || !dyn || !fib || !stacks) {
@@ -599,7 +638,6 @@ out:
     blockIdx = outer_b;
     blockDim = outer_bd;
     gridDim = outer_gd;
-    free(stacks);
     free(fib);
     free(dyn);
     free(L);
@@ -616,12 +654,42 @@ template <typename... P> struct tb_emu_call {
     }
 };
 
-/* Runs `kernel` over the grid and returns when it is done; 0 or an error as tb_emu_run. */
+/* A launch as a graph node: the call with its arguments copied by value (what a CUDA graph
+ * keeps of a captured launch), run by tb_emu_run when the graph is replayed. */
+struct tb_emu_node {
+    dim3 grid, block;
+    size_t shmem;
+    void (*run)(void *call);
+    void (*destroy)(void *call);
+    void *call;
+};
+
+/* Defined by the emulated runtime (tb_cuda_rt_emu.cpp) when it is linked: takes `node` into the
+ * graph `stream` is capturing and returns 1, or returns 0 when the stream is not capturing (the
+ * launch then runs now).  Weak: programs without the runtime run every launch at once. */
+extern "C" int tb_emu_stream_record(tb_stream_t stream, const struct tb_emu_node *node)
+    __attribute__((weak));
+
+template <typename... P> static void tb_emu_call_delete(void *self)
+{
+    delete static_cast<tb_emu_call<P...> *>(self);
+}
+
+/* Runs `kernel` over the grid and returns when it is done (0 or an error as tb_emu_run), or,
+ * on a stream that is capturing a graph, records it for the graph's replays. */
 template <typename... P, typename... A>
 static inline int tb_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t shmem,
                             tb_stream_t stream, A... args)
 {
-    (void)stream;
+    if (stream && tb_emu_stream_record) {
+        auto *rec = new tb_emu_call<P...>{kernel, std::tuple<P...>(args...)};
+        const tb_emu_node node = {
+            grid, block, shmem, &tb_emu_call<P...>::run, &tb_emu_call_delete<P...>, rec};
+        if (tb_emu_stream_record(stream, &node)) {
+            return 0;
+        }
+        delete rec;
+    }
     tb_emu_call<P...> call{kernel, std::tuple<P...>(args...)};
     return tb_emu_run(grid, block, shmem, &tb_emu_call<P...>::run, &call);
 }
