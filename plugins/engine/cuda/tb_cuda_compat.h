@@ -7,7 +7,8 @@
  * subset of CUDA that our kernels use:
  *
  *  - Threads: tb_launch runs the grid one block at a time on the calling thread; each CUDA
- *    thread of a block is a fiber (ucontext, its own stack), created once per launch and run
+ *    thread of a block is a fiber (its own stack, started through a ucontext, switched with
+ *    __builtin_setjmp / __builtin_longjmp), created once per launch and run
  *    through every block.  A fiber runs until it waits at a barrier, then the next one runs, so
  *    a launch is deterministic and cheap (no OS threads, no locks).  threadIdx, blockIdx,
  *    blockDim and gridDim are thread-locals the scheduler sets on each switch.  The launch is
@@ -186,6 +187,8 @@ struct tb_emu_fiber {
     size_t shared_off; /* its next free byte of the block's static shared arena */
     unsigned xchg_bank;
     bool done;
+    bool started; /* entered once through its ucontext; later switches use jb */
+    void *jb[5];  /* __builtin_setjmp buffer: where it resumes */
     void *tsan;
 };
 
@@ -198,7 +201,7 @@ struct tb_emu_block {
     unsigned char *dynamic; /* the launch's dynamic shared memory */
     tb_emu_fiber *fib;
     unsigned n, cur, n_done, stalled;
-    ucontext_t main;
+    void *main_jb[5]; /* where the launching thread resumes */
     void *main_tsan;
     const void *main_stack;
     size_t main_stack_size;
@@ -223,6 +226,26 @@ static inline unsigned tb_emu_tid(void)
     return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
 }
 
+/* Continues fiber `to` (L->n: the launching thread) where it last stopped; a fiber that never
+ * ran starts through its ucontext.  Switches go through __builtin_setjmp / __builtin_longjmp
+ * rather than swapcontext, which makes a signal-mask system call on every switch: with a few
+ * hundred launches per forward pass those calls cost more than the kernels. */
+/* Not instrumented by TSan: it never returns, so TSan's shadow call stack of the fiber would
+ * grow by one frame per switch. */
+[[noreturn]] __attribute__((noinline, no_sanitize("thread"))) static void
+tb_emu_jump(tb_emu_block *L, unsigned to)
+{
+    if (to >= L->n) {
+        __builtin_longjmp(L->main_jb, 1);
+    }
+    tb_emu_fiber *f = &L->fib[to];
+    if (!f->started) {
+        f->started = true;
+        setcontext(&f->ctx);
+    }
+    __builtin_longjmp(f->jb, 1);
+}
+
 /* Makes fiber `to` run; returns when this fiber is switched back to.  `last`: this fiber has
  * finished and is never resumed. */
 static inline void tb_emu_switch(tb_emu_block *L, unsigned to, bool last)
@@ -230,7 +253,6 @@ static inline void tb_emu_switch(tb_emu_block *L, unsigned to, bool last)
     TB_EMU_TSAN(__tsan_ignore_thread_begin()); /* scheduler state is shared by all fibers */
     tb_emu_fiber *self = &L->fib[L->cur];
     const bool to_main = to >= L->n;
-    ucontext_t *dst = to_main ? &L->main : &L->fib[to].ctx;
     void *to_tsan = to_main ? L->main_tsan : L->fib[to].tsan;
     const void *to_stack = to_main ? L->main_stack : (const void *)L->fib[to].stack;
     const size_t to_size = to_main ? L->main_stack_size : TB_EMU_STACK;
@@ -245,9 +267,11 @@ static inline void tb_emu_switch(tb_emu_block *L, unsigned to, bool last)
     void *fake = NULL;
     TB_EMU_ASAN(__sanitizer_start_switch_fiber(last ? NULL : &fake, to_stack, to_size));
     if (last) {
-        setcontext(dst);
+        tb_emu_jump(L, to);
     }
-    swapcontext(&self->ctx, dst);
+    if (__builtin_setjmp(self->jb) == 0) {
+        tb_emu_jump(L, to);
+    }
     TB_EMU_ASAN(__sanitizer_finish_switch_fiber(fake, NULL, NULL));
     (void)fake;
     threadIdx = self->thread; /* this fiber's own values back */
@@ -547,13 +571,16 @@ __attribute__((noinline)) static void tb_emu_fiber_init(tb_emu_fiber *f, unsigne
 }
 
 /* Switches from the launching thread to the first fiber; returns when the last one finished.
- * (Its own function: swapcontext returns twice, which would clobber the caller's locals.) */
+ * (Its own function: __builtin_setjmp returns twice, which would clobber the caller's
+ * locals.) */
 __attribute__((noinline)) static void tb_emu_enter(tb_emu_block *L)
 {
     void *fake = NULL;
     TB_EMU_TSAN(__tsan_switch_to_fiber(L->fib[0].tsan, 1));
     TB_EMU_ASAN(__sanitizer_start_switch_fiber(&fake, L->fib[0].stack, TB_EMU_STACK));
-    swapcontext(&L->main, &L->fib[0].ctx);
+    if (__builtin_setjmp(L->main_jb) == 0) {
+        tb_emu_jump(L, 0);
+    }
     TB_EMU_ASAN(__sanitizer_finish_switch_fiber(fake, NULL, NULL));
     (void)fake;
 }
