@@ -122,7 +122,7 @@ def no_gpu_here():
 def test_plugin_refuses_without_device(root, tmp_path):
     plugin = os.path.join(BUILD, 'plugins', 'tb_engine_cuda.so')
     if not os.path.exists(plugin):
-        pytest.skip('hardware: nvcc absent, the cuda plugin is not built')
+        pytest.skip('nvcc absent: the cuda plugin is not built')
     if not no_gpu_here():
         pytest.skip('hardware: a GPU is present (tests/gpu/verify.sh covers that case)')
     need_shared()

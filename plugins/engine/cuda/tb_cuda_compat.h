@@ -12,7 +12,8 @@
  *    through every block.  A fiber runs until it waits at a barrier, then the next one runs, so
  *    a launch is deterministic and cheap (no OS threads, no locks).  threadIdx, blockIdx,
  *    blockDim and gridDim are thread-locals the scheduler sets on each switch.  The launch is
- *    synchronous; streams are ignored.
+ *    synchronous; streams are ignored, except that a launch on a stream the emulated runtime
+ *    (tb_cuda_rt_emu.cpp) is capturing is recorded for the graph instead (tb_emu_node).
  *  - __syncthreads is a barrier over the block's fibers.  Under TSan every fiber is a TSan
  *    fiber switched without synchronisation, and a barrier is the only happens-before edge
  *    between them (each arrival releases, each departure acquires): a missing barrier between
