@@ -188,6 +188,7 @@ int tb_component_create(struct tb_component *c)
         if (rc != 0) {
             TB_CLOG_ERROR(c->log_name, "plugin %s cannot run here: %s", p->name,
                           why[0] ? why : tb_strerror(rc));
+            c->declined = true;
             return rc;
         }
     }

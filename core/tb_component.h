@@ -34,6 +34,7 @@ struct tb_component {
     void *state;        /* the plugin's */
     bool created;
     bool started;
+    bool declined; /* its plugin's probe refused this machine (serve then exits 2) */
     char error[1024];
     /* The table this component's plugin receives: the static one, with the message codec of the
      * schema minor the plugin was built against (tb_component_create fills it). */

@@ -279,6 +279,7 @@ int tb_serve_main(const struct tb_serve_opts *o)
     struct tb_deploy *d = NULL;
     struct run r = {0};
     int status = 1;
+    bool declined = false;
     int sig_fd = -1;
 
     if (s_load(o->file, &loader, &d) != 0) {
@@ -301,6 +302,7 @@ int tb_serve_main(const struct tb_serve_opts *o)
     }
     for (size_t i = 0; i < r.n; i++) {
         if (tb_component_create(&r.comps[i]) != 0) {
+            declined = r.comps[i].declined;
             goto fail_components;
         }
     }
@@ -320,7 +322,7 @@ int tb_serve_main(const struct tb_serve_opts *o)
 fail_components:
     TB_CLOG_ERROR(LOG_NAME, "startup failed: stopping what was started");
     s_stop_all(&r);
-    status = 1;
+    status = declined ? 2 : 1; /* a plugin that cannot run here: like a refused config */
 out:
     free(r.comps);
     tb_node_destroy(&r.core.node);

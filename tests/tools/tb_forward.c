@@ -22,6 +22,10 @@
  *   --threads N (2)  --block-size N (16)  --kv-blocks N (default: all requests fit at once)
  *   --max-batch-tokens N (2048)  --max-batch-seqs N (64)  --kv-f32 (default f16)
  *   --no-prefix-cache  --no-chunked-prefill
+ *   --backend cpu|cuda   the engine flavour (default cpu).  cuda is the CUDA backend linked
+ *                        into this binary: the emulation (tb_cuda_rt_emu.cpp) in tb_forward,
+ *                        the GPU in tb_forward_gpu (built where nvcc exists)
+ *   --no-cuda-graphs     cuda: run decode steps without graphs
  *
  * Prints one JSON object on stdout: the backend (isa, threads, n_blocks, block_bytes), per
  * request its prompt length, generated ids, finish reason and cached prompt tokens, the
@@ -38,6 +42,7 @@
 #include <sys/stat.h>
 
 #include "cpu/tb_cpu_backend.h"
+#include "cuda/tb_cuda_backend.h"
 #include "tb_errors.h"
 #include "tb_model.h"
 #include "tb_runner.h"
@@ -64,6 +69,7 @@ struct opts {
     uint32_t generate;
     const char *logits_out, *all_logits;
     bool bench, stop_eos, kv_f32, no_prefix, no_chunked;
+    bool cuda, no_graphs; /* --backend cuda, --no-cuda-graphs */
     int threads;
     uint32_t block_size, kv_blocks, max_batch_tokens, max_batch_seqs;
 };
@@ -81,7 +87,8 @@ static void s_usage(void)
             "       [--seed N] [--stagger K] [--generate N] [--logits-out DIR]\n"
             "       [--all-logits DIR] [--bench] [--stop-eos] [--threads N] [--block-size N]\n"
             "       [--kv-blocks N] [--max-batch-tokens N] [--max-batch-seqs N] [--kv-f32]\n"
-            "       [--no-prefix-cache] [--no-chunked-prefill]\n");
+            "       [--no-prefix-cache] [--no-chunked-prefill] [--backend cpu|cuda]\n"
+            "       [--no-cuda-graphs]\n");
 }
 
 static bool s_uint(const char *s, uint32_t *out)
@@ -186,6 +193,9 @@ static int s_parse(int argc, char **argv, struct opts *o)
             ok = s_uint(v, &o->max_batch_tokens);
         } else if (strcmp(a, "--max-batch-seqs") == 0 && v) {
             ok = s_uint(v, &o->max_batch_seqs);
+        } else if (strcmp(a, "--backend") == 0 && v) {
+            ok = strcmp(v, "cpu") == 0 || strcmp(v, "cuda") == 0;
+            o->cuda = strcmp(v, "cuda") == 0;
         } else {
             used = false;
             if (strcmp(a, "--bench") == 0) {
@@ -198,6 +208,8 @@ static int s_parse(int argc, char **argv, struct opts *o)
                 o->no_prefix = true;
             } else if (strcmp(a, "--no-chunked-prefill") == 0) {
                 o->no_chunked = true;
+            } else if (strcmp(a, "--no-cuda-graphs") == 0) {
+                o->no_graphs = true;
             } else if (a[0] != '-' && !o->model) {
                 o->model = a;
             } else {
@@ -447,6 +459,8 @@ static int s_new_runner(struct run *r, uint64_t need_blocks)
 {
     const struct opts *o = &r->o;
     struct tb_cpu_config cpu = {.threads = o->threads};
+    /* the cuda flavour sizes its KV cache from kv_cache bytes here (utilization 0) */
+    struct tb_cuda_config cuda = {.cuda_graphs = !o->no_graphs};
     struct tb_runner_config rc;
     tb_runner_config_init(&rc);
     rc.context_length = r->p->max_context >= 2 ? 0 : 2;
@@ -459,12 +473,13 @@ static int s_new_runner(struct run *r, uint64_t need_blocks)
     rc.chunked_prefill = !o->no_chunked;
     rc.kv_event_capacity = 0;
     rc.seed = 1;
-    rc.flavour = &cpu;
+    rc.flavour = o->cuda ? (const void *)&cuda : (const void *)&cpu;
     size_t bb = tb_cpu_backend_block_bytes_for(r->model, o->block_size ? o->block_size : 1,
                                                rc.kv_f16);
     rc.kv_cache_bytes = (int64_t)((o->kv_blocks ? o->kv_blocks : need_blocks) * bb);
     char err[512] = "";
-    if (tb_runner_new(r->model, &tb_cpu_backend_ops, &rc, &r->runner, err, sizeof err) != 0) {
+    const struct tb_backend_ops *ops = o->cuda ? &tb_cuda_backend_ops : &tb_cpu_backend_ops;
+    if (tb_runner_new(r->model, ops, &rc, &r->runner, err, sizeof err) != 0) {
         fprintf(stderr, "tb_forward: %s\n", err);
         return TB_EINVAL;
     }
@@ -578,14 +593,37 @@ static json_t *s_requests_json(const struct run *r)
     return ja;
 }
 
+/* The cuda backend's figures: graphs captured and replayed, memory. */
+static void s_cuda_json(json_t *out, const tb_backend_t *be)
+{
+    struct tb_cuda_backend_stats cs;
+    tb_cuda_backend_get_stats(be, &cs);
+    json_t *j = json_object();
+    json_object_set_new(j, "graph_captures", json_integer((json_int_t)cs.graph_captures));
+    json_object_set_new(j, "graph_replays", json_integer((json_int_t)cs.graph_replays));
+    json_object_set_new(j, "direct_decodes", json_integer((json_int_t)cs.direct_decodes));
+    json_object_set_new(j, "gemm_calls", json_integer((json_int_t)cs.gemm_calls));
+    json_object_set_new(j, "weight_bytes", json_integer((json_int_t)cs.weight_bytes));
+    json_object_set_new(j, "kv_bytes", json_integer((json_int_t)cs.kv_bytes));
+    json_object_set_new(j, "forward_seconds", json_real(cs.forward_seconds));
+    json_object_set_new(out, "cuda", j);
+}
+
 /* The JSON the tool prints: backend, requests, load, and with --bench the timings. */
 static json_t *s_result_json(const struct run *r)
 {
     const tb_backend_t *be = tb_runner_backend(r->runner);
     json_t *out = json_object();
     json_object_set_new(out, "model", json_string(r->o.model));
-    json_object_set_new(out, "isa", json_string(tb_cpu_backend_isa(be)));
-    json_object_set_new(out, "threads", json_integer(tb_cpu_backend_threads(be)));
+    if (r->o.cuda) {
+        char desc[512] = "";
+        tb_cuda_backend_ops.describe(be, desc, sizeof desc);
+        json_object_set_new(out, "backend", json_string(desc));
+        s_cuda_json(out, be);
+    } else {
+        json_object_set_new(out, "isa", json_string(tb_cpu_backend_isa(be)));
+        json_object_set_new(out, "threads", json_integer(tb_cpu_backend_threads(be)));
+    }
     json_object_set_new(out, "n_blocks", json_integer(tb_runner_n_blocks(r->runner)));
     json_object_set_new(out, "block_bytes",
                         json_integer((json_int_t)tb_runner_block_bytes(r->runner)));
@@ -601,10 +639,12 @@ static json_t *s_result_json(const struct run *r)
     json_object_set_new(out, "load", jl);
     if (r->o.bench) {
         json_t *jb = s_bench_json(r->times, r->n_times);
-        struct tb_cpu_backend_stats bs;
-        tb_cpu_backend_get_stats(be, &bs);
-        json_object_set_new(jb, "forward_seconds", json_real(bs.forward_seconds));
-        json_object_set_new(jb, "forward_tokens", json_integer((json_int_t)bs.tokens));
+        if (!r->o.cuda) {
+            struct tb_cpu_backend_stats bs;
+            tb_cpu_backend_get_stats(be, &bs);
+            json_object_set_new(jb, "forward_seconds", json_real(bs.forward_seconds));
+            json_object_set_new(jb, "forward_tokens", json_integer((json_int_t)bs.tokens));
+        }
         json_object_set_new(out, "bench", jb);
     }
     return out;

@@ -7,11 +7,13 @@
  * subset of CUDA that our kernels use:
  *
  *  - Threads: tb_launch runs the grid one block at a time on the calling thread; each CUDA
- *    thread of a block is a fiber (ucontext, its own stack), created once per launch and run
+ *    thread of a block is a fiber (its own stack, started through a ucontext, switched with
+ *    __builtin_setjmp / __builtin_longjmp), created once per launch and run
  *    through every block.  A fiber runs until it waits at a barrier, then the next one runs, so
  *    a launch is deterministic and cheap (no OS threads, no locks).  threadIdx, blockIdx,
  *    blockDim and gridDim are thread-locals the scheduler sets on each switch.  The launch is
- *    synchronous; streams are ignored.
+ *    synchronous; streams are ignored, except that a launch on a stream the emulated runtime
+ *    (tb_cuda_rt_emu.cpp) is capturing is recorded for the graph instead (tb_emu_node).
  *  - __syncthreads is a barrier over the block's fibers.  Under TSan every fiber is a TSan
  *    fiber switched without synchronisation, and a barrier is the only happens-before edge
  *    between them (each arrival releases, each departure acquires): a missing barrier between
@@ -65,7 +67,8 @@ static inline int tb_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t 
                             tb_stream_t stream, A... args)
 {
     kernel<<<grid, block, shmem, stream>>>(args...);
-    return (int)cudaGetLastError();
+    /* peek, not get: the backend takes the error with its message (tb_cu_take_error) */
+    return (int)cudaPeekAtLastError();
 }
 
 TB_DEV float tb_f16_to_f32(uint16_t h)
@@ -79,6 +82,10 @@ TB_DEV uint16_t tb_f32_to_f16(float f)
 TB_DEV float tb_bf16_to_f32(uint16_t h)
 {
     return __uint_as_float((uint32_t)h << 16);
+}
+TB_DEV uint16_t tb_f32_to_bf16(float f)
+{
+    return __bfloat16_as_ushort(__float2bfloat16_rn(f));
 }
 
 #else
@@ -156,6 +163,7 @@ void __tsan_ignore_thread_end(void);
 #define TB_EMU_TSAN(x)
 #endif
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #define TB_EMU_ASAN(x) x
 #else
@@ -180,6 +188,8 @@ struct tb_emu_fiber {
     size_t shared_off; /* its next free byte of the block's static shared arena */
     unsigned xchg_bank;
     bool done;
+    bool started; /* entered once through its ucontext; later switches use jb */
+    void *jb[5];  /* __builtin_setjmp buffer: where it resumes */
     void *tsan;
 };
 
@@ -192,7 +202,7 @@ struct tb_emu_block {
     unsigned char *dynamic; /* the launch's dynamic shared memory */
     tb_emu_fiber *fib;
     unsigned n, cur, n_done, stalled;
-    ucontext_t main;
+    void *main_jb[5]; /* where the launching thread resumes */
     void *main_tsan;
     const void *main_stack;
     size_t main_stack_size;
@@ -217,6 +227,26 @@ static inline unsigned tb_emu_tid(void)
     return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
 }
 
+/* Continues fiber `to` (L->n: the launching thread) where it last stopped; a fiber that never
+ * ran starts through its ucontext.  Switches go through __builtin_setjmp / __builtin_longjmp
+ * rather than swapcontext, which makes a signal-mask system call on every switch: with a few
+ * hundred launches per forward pass those calls cost more than the kernels. */
+/* Not instrumented by TSan: it never returns, so TSan's shadow call stack of the fiber would
+ * grow by one frame per switch. */
+[[noreturn]] __attribute__((noinline, no_sanitize("thread"))) static void
+tb_emu_jump(tb_emu_block *L, unsigned to)
+{
+    if (to >= L->n) {
+        __builtin_longjmp(L->main_jb, 1);
+    }
+    tb_emu_fiber *f = &L->fib[to];
+    if (!f->started) {
+        f->started = true;
+        setcontext(&f->ctx);
+    }
+    __builtin_longjmp(f->jb, 1);
+}
+
 /* Makes fiber `to` run; returns when this fiber is switched back to.  `last`: this fiber has
  * finished and is never resumed. */
 static inline void tb_emu_switch(tb_emu_block *L, unsigned to, bool last)
@@ -224,7 +254,6 @@ static inline void tb_emu_switch(tb_emu_block *L, unsigned to, bool last)
     TB_EMU_TSAN(__tsan_ignore_thread_begin()); /* scheduler state is shared by all fibers */
     tb_emu_fiber *self = &L->fib[L->cur];
     const bool to_main = to >= L->n;
-    ucontext_t *dst = to_main ? &L->main : &L->fib[to].ctx;
     void *to_tsan = to_main ? L->main_tsan : L->fib[to].tsan;
     const void *to_stack = to_main ? L->main_stack : (const void *)L->fib[to].stack;
     const size_t to_size = to_main ? L->main_stack_size : TB_EMU_STACK;
@@ -239,9 +268,11 @@ static inline void tb_emu_switch(tb_emu_block *L, unsigned to, bool last)
     void *fake = NULL;
     TB_EMU_ASAN(__sanitizer_start_switch_fiber(last ? NULL : &fake, to_stack, to_size));
     if (last) {
-        setcontext(dst);
+        tb_emu_jump(L, to);
     }
-    swapcontext(&self->ctx, dst);
+    if (__builtin_setjmp(self->jb) == 0) {
+        tb_emu_jump(L, to);
+    }
     TB_EMU_ASAN(__sanitizer_finish_switch_fiber(fake, NULL, NULL));
     (void)fake;
     threadIdx = self->thread; /* this fiber's own values back */
@@ -475,6 +506,16 @@ static inline float tb_bf16_to_f32(uint16_t h)
     return __uint_as_float((uint32_t)h << 16);
 }
 
+/* float to bfloat16, round to nearest even; NaN stays a (quiet) NaN. */
+static inline uint16_t tb_f32_to_bf16(float f)
+{
+    uint32_t x = __float_as_uint(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) {
+        return (uint16_t)((x >> 16) | 0x40);
+    }
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
+}
+
 /* A fiber's life: every block of the grid in order, then hand over to the next fiber (the last
  * one back to the launching thread). */
 static inline void tb_emu_fiber_main(void)
@@ -531,15 +572,42 @@ __attribute__((noinline)) static void tb_emu_fiber_init(tb_emu_fiber *f, unsigne
 }
 
 /* Switches from the launching thread to the first fiber; returns when the last one finished.
- * (Its own function: swapcontext returns twice, which would clobber the caller's locals.) */
+ * (Its own function: __builtin_setjmp returns twice, which would clobber the caller's
+ * locals.) */
 __attribute__((noinline)) static void tb_emu_enter(tb_emu_block *L)
 {
     void *fake = NULL;
     TB_EMU_TSAN(__tsan_switch_to_fiber(L->fib[0].tsan, 1));
     TB_EMU_ASAN(__sanitizer_start_switch_fiber(&fake, L->fib[0].stack, TB_EMU_STACK));
-    swapcontext(&L->main, &L->fib[0].ctx);
+    if (__builtin_setjmp(L->main_jb) == 0) {
+        tb_emu_jump(L, 0);
+    }
     TB_EMU_ASAN(__sanitizer_finish_switch_fiber(fake, NULL, NULL));
     (void)fake;
+}
+
+/* The fibers' stacks: one buffer per launching thread, kept for the next launch (mapping and
+ * touching fresh stacks on every launch cost more than the kernels when a forward pass makes
+ * hundreds of launches); freed when the thread ends.  NULL when memory runs out. */
+struct tb_emu_stack_cache {
+    unsigned char *p = nullptr;
+    size_t bytes = 0;
+    ~tb_emu_stack_cache()
+    {
+        free(p);
+    }
+};
+static inline unsigned char *tb_emu_stacks(size_t bytes)
+{
+    static thread_local tb_emu_stack_cache c;
+    if (c.bytes < bytes) {
+        free(c.p);
+        c.p = static_cast<unsigned char *>(aligned_alloc(64, bytes));
+        c.bytes = c.p ? bytes : 0;
+    }
+    /* the last launch's fibers left their frames' redzones poisoned: start clean */
+    TB_EMU_ASAN(if (c.p) __asan_unpoison_memory_region(c.p, c.bytes));
+    return c.p;
 }
 
 /* Runs body(ctx) as every thread of every block; 0, or 1 (cudaErrorInvalidValue's value) for a
@@ -557,8 +625,7 @@ static inline int tb_emu_run(dim3 grid, dim3 block, size_t shmem, void (*body)(v
     unsigned char *dyn = static_cast<unsigned char *>(
         aligned_alloc(16, (shmem + 16) & ~(size_t)15));
     tb_emu_fiber *fib = static_cast<tb_emu_fiber *>(calloc(n, sizeof(tb_emu_fiber)));
-    unsigned char *stacks = static_cast<unsigned char *>(
-        aligned_alloc(64, (size_t)n * TB_EMU_STACK));
+    unsigned char *stacks = tb_emu_stacks((size_t)n * TB_EMU_STACK);
     tb_emu_block *outer = tb_emu_cur;
     const dim3 outer_t = threadIdx, outer_b = blockIdx, outer_bd = blockDim, outer_gd = gridDim;
     if (!L || !dyn || !fib || !stacks) {
@@ -599,7 +666,6 @@ out:
     blockIdx = outer_b;
     blockDim = outer_bd;
     gridDim = outer_gd;
-    free(stacks);
     free(fib);
     free(dyn);
     free(L);
@@ -616,12 +682,42 @@ template <typename... P> struct tb_emu_call {
     }
 };
 
-/* Runs `kernel` over the grid and returns when it is done; 0 or an error as tb_emu_run. */
+/* A launch as a graph node: the call with its arguments copied by value (what a CUDA graph
+ * keeps of a captured launch), run by tb_emu_run when the graph is replayed. */
+struct tb_emu_node {
+    dim3 grid, block;
+    size_t shmem;
+    void (*run)(void *call);
+    void (*destroy)(void *call);
+    void *call;
+};
+
+/* Defined by the emulated runtime (tb_cuda_rt_emu.cpp) when it is linked: takes `node` into the
+ * graph `stream` is capturing and returns 1, or returns 0 when the stream is not capturing (the
+ * launch then runs now).  Weak: programs without the runtime run every launch at once. */
+extern "C" int tb_emu_stream_record(tb_stream_t stream, const struct tb_emu_node *node)
+    __attribute__((weak));
+
+template <typename... P> static void tb_emu_call_delete(void *self)
+{
+    delete static_cast<tb_emu_call<P...> *>(self);
+}
+
+/* Runs `kernel` over the grid and returns when it is done (0 or an error as tb_emu_run), or,
+ * on a stream that is capturing a graph, records it for the graph's replays. */
 template <typename... P, typename... A>
 static inline int tb_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t shmem,
                             tb_stream_t stream, A... args)
 {
-    (void)stream;
+    if (stream && tb_emu_stream_record) {
+        auto *rec = new tb_emu_call<P...>{kernel, std::tuple<P...>(args...)};
+        const tb_emu_node node = {
+            grid, block, shmem, &tb_emu_call<P...>::run, &tb_emu_call_delete<P...>, rec};
+        if (tb_emu_stream_record(stream, &node)) {
+            return 0;
+        }
+        delete rec;
+    }
     tb_emu_call<P...> call{kernel, std::tuple<P...>(args...)};
     return tb_emu_run(grid, block, shmem, &tb_emu_call<P...>::run, &call);
 }

@@ -1,7 +1,7 @@
 /*
  * tb_cuda_kernels.h - the CUDA engine's kernels, one launch function per op (each op lives in
- * its own .cu file beside this header).  The backend glue that allocates device memory, runs a
- * forward pass with these and plugs into the engine runner is not written yet.
+ * its own .cu file beside this header).  The backend (tb_cuda_backend.c) runs a forward pass
+ * with these over device memory from tb_cuda_rt.h.
  *
  * Two builds of the same sources (docs/engine-cuda.md):
  *  - nvcc for sm_80 / sm_90 (+ compute_90 PTX): pointers are device pointers, launches are
@@ -87,6 +87,16 @@ int tb_cuda_add(float *out, const float *a, const float *b, int64_t n, void *str
 
 /* out[i] = silu(gate[i]) * up[i] for n floats; out may equal gate or up. */
 int tb_cuda_swiglu(float *out, const float *gate, const float *up, int64_t n, void *stream);
+
+/* y[t][c] = x[t][c] as f16 or bf16 (dtype TB_CUDA_F16 / TB_CUDA_BF16; round to nearest even)
+ * for n_tok rows of `cols` values (strides ldx, ldy in elements): the activations of the
+ * prefill GEMMs. */
+int tb_cuda_convert(const float *x, size_t ldx, int n_tok, int64_t cols, tb_cuda_dtype_t dtype,
+                    void *y, size_t ldy, void *stream);
+
+/* y[t][o] += bias[o] for n_tok rows of `rows` floats (stride ldy). */
+int tb_cuda_bias_add(float *y, size_t ldy, int n_tok, int64_t rows, const float *bias,
+                     void *stream);
 
 /* Rotary embedding of q and k in one launch, in place.  q: n_tok rows of n_q_heads * head_dim
  * floats (stride ldq); k likewise with n_k_heads (k may be NULL).  Token t is at position

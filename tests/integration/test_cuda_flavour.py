@@ -1,0 +1,143 @@
+"""The cuda engine flavour where no GPU exists (docs/engine-cuda.md "What is tested where").
+
+The emulated build of the whole backend (host code, the emulated runtime with graphs recorded
+and replayed by value, the kernels as fibers) runs the engine's runner through tests/tools/
+tb_forward --backend cuda, against the cpu flavour on the same models:
+- logits of every prompt position within the documented tolerance (CUDA_TOL), per weight type;
+- the TinyStories model's greedy tokens equal;
+- a prompt alone and among others in staggered batches (mixed prefill/decode steps): the same
+  tokens and bitwise the same logits;
+- decode graphs on and off: bitwise the same logits (the graphs did replay);
+- an emulated device too small for the model: a refusal naming the allocation.
+And the real plugin (tb_engine_cuda.so, built where nvcc exists) on this machine without a GPU:
+`turbine check` accepts a cuda deployment; `turbine serve` exits 2 before any component starts
+(no port bound), saying no CUDA device was found and the CUDA error.
+"""
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+import exitcheck
+from conftest import BUILD, SHARED, need
+from serving_util import free_port
+from test_forward import ids, models, need_shared, prompt, rel_err, run_fwd  # noqa: F401
+
+TINYSTORIES = os.path.join(SHARED, 'models', 'tinystories-656k')
+
+# Largest relative error (per position: max |cuda - cpu| / max |cpu|) of the emulated cuda
+# flavour against the cpu flavour, 24 positions.  f32 and the quantized types compute the same
+# products in another order; f16 / bf16 weights take their prefill activations rounded to the
+# weight's type in the cuBLASLt GEMM (the cpu flavour keeps them f32).  Measured: see
+# docs/engine-cuda.md.
+CUDA_TOL = {'f32': 1e-4, 'gguf-f16': 1e-2, 'gguf-bf16': 5e-2, 'gguf-q8_0': 1e-4,
+            'gguf-q4_0': 3e-2, 'qwen2-bias-hf': 1e-4, 'gqa-untied-llama3-hf': 1e-4}
+
+
+def logits_both(model, tokens, tmp, *extra):
+    out = {}
+    for backend in ('cpu', 'cuda'):
+        d = os.path.join(str(tmp), backend)
+        run_fwd(model, '--prompt', ids(tokens), '--all-logits', d, '--backend', backend,
+                '--block-size', 8, '--max-batch-tokens', 64, *extra)
+        out[backend] = np.load(os.path.join(d, '0.npy'))
+    return out['cpu'], out['cuda']
+
+
+@pytest.mark.parametrize('name', ['gguf-f16', 'gguf-bf16', 'gguf-q8_0', 'gguf-q4_0',
+                                  'qwen2-bias-hf', 'gqa-untied-llama3-hf'])
+def test_logits_match_cpu_flavour(models, name, tmp_path):
+    model = models(name)
+    cpu, cuda = logits_both(model, prompt(300, 24, seed=11), tmp_path)
+    rel = rel_err(cuda, cpu)
+    print('%s: worst relative error %.3g' % (name, rel.max()))
+    assert rel.max() <= CUDA_TOL[name], '%s: worst %.3g at %d' % (name, rel.max(), rel.argmax())
+    assert (cuda.argmax(-1) == cpu.argmax(-1)).mean() >= 0.95
+
+
+def test_tinystories_logits_and_greedy_tokens(tmp_path):
+    need(TINYSTORIES, 'the TinyStories model')
+    cpu, cuda = logits_both(TINYSTORIES, [1] + list(range(300, 320)), tmp_path)
+    assert rel_err(cuda, cpu).max() <= CUDA_TOL['f32']
+    prompts = [[1, 450, 300, 12, 99], [1] + list(range(7, 20))]
+    args = []
+    for p in prompts:
+        args += ['--prompt', ids(p)]
+    a = run_fwd(TINYSTORIES, *args, '--generate', 16, '--backend', 'cpu')
+    b = run_fwd(TINYSTORIES, *args, '--generate', 16, '--backend', 'cuda')
+    assert [r['generated'] for r in a['requests']] == [r['generated'] for r in b['requests']]
+    assert b['cuda']['graph_replays'] >= 14 and b['cuda']['graph_captures'] >= 1
+
+
+def run_gen(model, prompts, gen, tmp, tag, *extra):
+    out = os.path.join(str(tmp), tag)
+    args = []
+    for p in prompts:
+        args += ['--prompt', ids(p)]
+    res = run_fwd(model, *args, '--generate', gen, '--logits-out', out, '--backend', 'cuda',
+                  '--block-size', 8, *extra)
+    rows = [np.load(os.path.join(out, '%d.npy' % i)) for i in range(len(prompts))]
+    return res, [r['generated'] for r in res['requests']], rows
+
+
+def test_alone_equals_batched_and_graphs_on_equal_off(models, tmp_path):
+    model = models('gguf-f16')
+    target = prompt(2048, 13, seed=77)
+    others = [prompt(2048, n, seed=100 + n) for n in (3, 21, 9)]
+    _, alone_toks, alone_rows = run_gen(model, [target], 8, tmp_path, 'alone')
+    # staggered: the target decodes while the others prefill (mixed steps, GEMM path)
+    res, toks, rows = run_gen(model, others[:1] + [target] + others[1:], 8, tmp_path, 'batch',
+                              '--stagger', 1)
+    assert toks[1] == alone_toks[0]
+    assert np.array_equal(rows[1], alone_rows[0])
+    assert res['cuda']['gemm_calls'] > 0 and res['cuda']['graph_replays'] > 0
+    res_off, toks_off, rows_off = run_gen(model, others[:1] + [target] + others[1:], 8,
+                                          tmp_path, 'nographs', '--stagger', 1,
+                                          '--no-cuda-graphs')
+    assert res_off['cuda']['graph_replays'] == 0 and res_off['cuda']['direct_decodes'] > 0
+    assert toks_off == toks
+    for a, b in zip(rows, rows_off):
+        assert np.array_equal(a, b)
+
+
+def test_device_too_small_is_refused(models):
+    model = models('gguf-f16')
+    err = run_fwd(model, '--prompt', '1,2,3', '--generate', 1, '--backend', 'cuda',
+                  env={'TB_CUDA_EMU_MEM': '200000'}, expect_ok=False)
+    assert 'out of device memory loading the model' in err and 'cudaMalloc of' in err, err
+
+
+# ---------------------------------------------------------------------------------------------
+# The real plugin on a machine without a GPU
+
+def no_gpu_here():
+    try:
+        return subprocess.run(['nvidia-smi', '-L'], capture_output=True,
+                              timeout=20).returncode != 0
+    except (OSError, subprocess.TimeoutExpired):
+        return True
+
+
+def test_plugin_refuses_without_device(root, tmp_path):
+    plugin = os.path.join(BUILD, 'plugins', 'tb_engine_cuda.so')
+    if not os.path.exists(plugin):
+        pytest.skip('nvcc absent: the cuda plugin is not built')
+    if not no_gpu_here():
+        pytest.skip('hardware: a GPU is present (tests/gpu/verify.sh covers that case)')
+    need_shared()
+    turbine = os.path.join(BUILD, 'bin', 'turbine')
+    env = dict(os.environ, TURBINE_HTTP_PORT=str(free_port()))
+    example = os.path.join(root, 'examples', 'cuda.yaml')
+    p = subprocess.run([turbine, 'check', example], capture_output=True, text=True, env=env,
+                       cwd=root, timeout=120)
+    exitcheck.check_exit(p.returncode, p.stdout + p.stderr, 0, 'turbine check')
+    assert 'engine[engine_cuda]' in p.stdout
+    p = subprocess.run([turbine, 'serve', example], capture_output=True, text=True, env=env,
+                       cwd=root, timeout=120)
+    log = p.stdout + p.stderr
+    exitcheck.check_exit(p.returncode, log, 2, 'turbine serve')
+    assert 'plugin engine_cuda cannot run here: no CUDA device was found (cudaGetDeviceCount: ' \
+        in log, log
+    # nothing started: components are all created before any starts (the http one binds then)
+    assert 'started (plugin' not in log, log
