@@ -141,3 +141,20 @@ def test_plugin_refuses_without_device(root, tmp_path):
         in log, log
     # nothing started: components are all created before any starts (the http one binds then)
     assert 'started (plugin' not in log, log
+
+
+def test_family_features_beyond_llama_are_refused(tmp_path):
+    """A Gemma 2 model (GeGLU, (1 + w) norms, post-norms, soft-caps) is refused by name, never
+    computed as if it were Llama (the cuda kernels implement Llama's layer only)."""
+    import sys
+    from conftest import ROOT
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    import tb_make_model
+    out = str(tmp_path / 'g2.gguf')
+    argv = ['--out', out, '--format', 'gguf', '--dtype', 'f32', '--arch', 'gemma2', '--layers', 1,
+            '--hidden', 64, '--heads', 4, '--kv-heads', 2, '--head-dim', 16, '--intermediate', 96,
+            '--vocab', 300, '--attn-softcap', 3]
+    assert tb_make_model.main([str(a) for a in argv]) == 0
+    err = run_fwd(out, '--prompt', '1,2,3', '--generate', 1, '--backend', 'cuda',
+                  expect_ok=False)
+    assert "computes Llama's layer only" in err and 'soft' in err, err

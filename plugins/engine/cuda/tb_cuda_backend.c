@@ -502,16 +502,16 @@ static int s_check(const struct tb_model_params *p, const struct tb_backend_conf
                            "intermediate %u must be multiples of 32; heads %u / kv heads %u)",
                            p->hidden, p->intermediate, p->n_heads, p->n_kv_heads);
     }
-    if (p->sliding_window) {
-        return tb_err_fail(err, err_len, TB_EMODEL,
-                           "sliding-window attention is not supported by the cuda flavour yet");
-    }
     char features[256];
     if (tb_model_params_family_features(p, features, sizeof(features)) > 0) {
         return tb_err_fail(err, err_len, TB_EMODEL,
                            "the cuda flavour computes Llama's layer only; this model also uses: "
                            "%s (serve it with engine_cpu)",
                            features);
+    }
+    if (p->sliding_window) {
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "sliding-window attention is not supported by the cuda flavour yet");
     }
     if (p->rope_layout != TB_ROPE_NEOX && p->rope_layout != TB_ROPE_INTERLEAVED) {
         return tb_err_fail(err, err_len, TB_EMODEL, "unknown rope layout %d",
