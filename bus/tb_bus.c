@@ -1540,6 +1540,15 @@ int tb_bus_run(tb_bus_t *bus, int timeout_ms)
         }
         left = left || s->ready;
     }
+    /* Direct answers to calls that callbacks made after the queue's turn: delivered now (they
+     * cost no system call), so a loop driven through tb_bus_fd never waits on them.  Bounded:
+     * their callbacks may call again. */
+    for (int k = 0; k < 4 && bus->direct_src.ready; k++) {
+        if (s_on_direct(bus)) {
+            bus->direct_src.ready = false;
+        }
+    }
+    left = left || bus->direct_src.ready;
     /* A source still ready (a budget spent, or a send that may have taken a reply's signal) has
      * no descriptor event to come: an outside loop watching tb_bus_fd learns of it by the wake-up
      * eventfd.  tb_bus_run's own next turn checks the flags without it. */

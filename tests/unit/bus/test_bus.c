@@ -651,6 +651,69 @@ static void test_direct_call(void **state)
     tb_node_destroy(&n);
 }
 
+/* A handler that asks a direct endpoint and answers its own caller with the result. */
+struct relay {
+    tb_bus_t *bus;
+    tb_request_t *req;
+    int requests;
+    int answers;
+};
+
+static void relay_on_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user)
+{
+    (void)call;
+    struct relay *r = user;
+    if (ch->kind != TB_CHUNK_DATA) {
+        r->answers++;
+        tb_bus_reply(r->req, "ok", 2, true);
+    }
+}
+
+static void relay_on_request(tb_request_t *req, const void *payload, size_t len, void *user)
+{
+    struct relay *r = user;
+    r->requests++;
+    r->req = req;
+    tb_call_t *call;
+    assert_int_equal(tb_bus_call(r->bus, "t.srv.route", 0, payload, len, 1000, relay_on_chunk, r,
+                                 &call),
+                     0);
+}
+
+/* A direct call made by a callback inside tb_bus_run is answered within that same run. */
+static void test_direct_call_from_callback(void **state)
+{
+    (void)state;
+    tb_node_t *n = head();
+    tb_bus_t *srv = tb_bus_new(n, "t", "srv");
+    tb_bus_t *mid = tb_bus_new(n, "t", "mid");
+    tb_bus_t *cli = tb_bus_new(n, "t", "cli");
+    struct server s = {.chunks = 0};
+    struct relay r = {.bus = mid};
+    tb_endpoint_t *ep, *ep2;
+    assert_int_equal(tb_bus_endpoint_add(srv, "route", NULL, on_request, on_cancel, &s, &ep), 0);
+    assert_int_equal(tb_bus_endpoint_set_direct(ep, true), 0);
+    assert_int_equal(tb_bus_endpoint_add(mid, "mid", NULL, relay_on_request, NULL, &r, &ep2), 0);
+    wait_route(srv, mid, "t.srv.route", 1);
+    wait_route(mid, cli, "t.mid.mid", 1);
+    struct client c = {0};
+    tb_call_t *call;
+    assert_int_equal(tb_bus_call(cli, "t.mid.mid", 0, "q", 1, 2000, on_chunk, &c, &call), 0);
+    int64_t end = now_ms() + 2000;
+    while (now_ms() < end && !done(&c)) {
+        tb_bus_run(cli, 5);
+        tb_bus_run(mid, 5);
+        assert_int_equal(r.answers, r.requests); /* never left for a later run */
+    }
+    assert_int_equal(c.finals, 1);
+    assert_int_equal(r.requests, 1);
+    assert_int_equal(s.requests, 1);
+    tb_bus_destroy(&cli);
+    tb_bus_destroy(&mid);
+    tb_bus_destroy(&srv);
+    tb_node_destroy(&n);
+}
+
 static void test_names(void **state)
 {
     (void)state;
@@ -679,6 +742,7 @@ int main(void)
         cmocka_unit_test(test_join_unreachable_fails_fast),
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_direct_call),
+        cmocka_unit_test(test_direct_call_from_callback),
         cmocka_unit_test(test_more_than_a_budget),
         cmocka_unit_test(test_unwatch_in_callback),
         cmocka_unit_test(test_spin_is_bounded),
