@@ -4,7 +4,8 @@
  * queue).  The endpoint is direct (docs/bus.md, "Direct calls"): a caller in this process runs
  * s_on_request on its own thread, so asking the router costs no thread hand-off; callers in other
  * processes reach it over its socket.  The directory, the policy and the counters are shared by
- * those threads under `lock`.
+ * those threads under `lock`: every handler that feeds what the policy reads (route and load
+ * events here, and any later event such as KV events) changes it under that lock.
  */
 #include "tb_router.h"
 
