@@ -1,6 +1,7 @@
 /* tb_node: the process's bus context and its registration agent (see tb_node.h). */
 #include "tb_node.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -15,6 +16,7 @@
 
 #include "tb_buf.h"
 #include "tb_codec.h"
+#include "tb_etcd_sync.h"
 #include "tb_log.h"
 #include "tb_registry.h"
 #include "tb_zmq.h"
@@ -75,6 +77,11 @@ struct tb_node {
     } * direct;
     size_t n_direct_slots;
     _Atomic size_t n_direct; /* read without the lock: none is the common case */
+
+    /* discovery on etcd (libturbine-etcd.so, opened only when configured) */
+    void *etcd_lib;
+    tb_etcd_sync_t *etcd_sync;
+    tb_etcd_sync_stop_fn etcd_stop;
 };
 
 static int64_t s_now_ms(void)
@@ -366,6 +373,50 @@ static int s_hello(tb_node_t *n, bool remote, int timeout_ms, char *err, size_t 
     }
 }
 
+/* Opens libturbine-etcd.so from the folder this library was loaded from (else the loader's
+ * search path) and starts the etcd mirror of the local registry. */
+static int s_start_etcd(tb_node_t *n, const struct tb_node_config *cfg, char *err, size_t err_len)
+{
+    Dl_info info;
+    char path[4096] = "libturbine-etcd.so";
+    if (dladdr((void *)tb_node_new, &info) && info.dli_fname && strchr(info.dli_fname, '/')) {
+        snprintf(path, sizeof(path), "%.*s/libturbine-etcd.so",
+                 (int)(strrchr(info.dli_fname, '/') - info.dli_fname), info.dli_fname);
+    }
+    n->etcd_lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!n->etcd_lib) {
+        n->etcd_lib = dlopen("libturbine-etcd.so", RTLD_NOW | RTLD_LOCAL);
+    }
+    tb_etcd_sync_start_fn start = NULL;
+    if (n->etcd_lib) {
+        *(void **)&start = dlsym(n->etcd_lib, "tb_etcd_sync_start");
+        *(void **)&n->etcd_stop = dlsym(n->etcd_lib, "tb_etcd_sync_stop");
+    }
+    if (!start || !n->etcd_stop) {
+        snprintf(err, err_len,
+                 "discovery on etcd needs libturbine-etcd.so (built beside "
+                 "libturbine-bus.so): %s",
+                 dlerror());
+        return TB_EIO;
+    }
+    struct tb_etcd_sync_config sc = {
+        .endpoints = cfg->etcd_endpoints,
+        .n_endpoints = cfg->n_etcd_endpoints,
+        .prefix = cfg->etcd_prefix ? cfg->etcd_prefix : "/turbine/",
+        .process_id = n->process_id,
+        .zctx = n->zctx,
+        .lease_ttl_ms = cfg->etcd_lease_ttl_ms > 0 ? cfg->etcd_lease_ttl_ms : 10000,
+        .heartbeat_ms = n->heartbeat_ms,
+        .timeout_ms = cfg->etcd_timeout_ms > 0 ? cfg->etcd_timeout_ms : 2000,
+        .hub_export = tb_registry_export_addr(n->registry)};
+    int rc = start(&sc, &n->etcd_sync, err, err_len);
+    if (rc == 0) {
+        TB_CLOG_INFO(LOG_NAME, "discovery on etcd (%zu endpoint%s, keys under %s, process %s)",
+                     sc.n_endpoints, sc.n_endpoints == 1 ? "" : "s", sc.prefix, n->process_id);
+    }
+    return rc;
+}
+
 int tb_node_new(const struct tb_node_config *cfg, tb_node_t **out, char *err, size_t err_len)
 {
     int rc = TB_ENOMEM;
@@ -394,7 +445,7 @@ int tb_node_new(const struct tb_node_config *cfg, tb_node_t **out, char *err, si
     n->ttl_ms = cfg->lease_ttl_ms > 0 ? cfg->lease_ttl_ms : 3000;
     n->host = strdup(cfg->host ? cfg->host : "127.0.0.1");
     const char *transport = cfg->transport;
-    if (!transport && (cfg->join || cfg->registry_listen)) {
+    if (!transport && (cfg->join || cfg->registry_listen || cfg->n_etcd_endpoints)) {
         transport = "tcp";
     }
     if (transport && strcmp(transport, "tcp") != 0 && strcmp(transport, "ipc") != 0 &&
@@ -414,7 +465,9 @@ int tb_node_new(const struct tb_node_config *cfg, tb_node_t **out, char *err, si
     if (!cfg->join) {
         struct tb_registry_config rc_cfg = {.listen = cfg->registry_listen,
                                             .heartbeat_ms = n->heartbeat_ms,
-                                            .lease_ttl_ms = n->ttl_ms};
+                                            .lease_ttl_ms = n->ttl_ms,
+                                            .export_host = cfg->n_etcd_endpoints ? n->host
+                                                                                 : NULL};
         rc = tb_registry_start(n->zctx, &rc_cfg, &n->registry, err, err_len);
         if (rc != 0) {
             goto fail;
@@ -447,6 +500,12 @@ int tb_node_new(const struct tb_node_config *cfg, tb_node_t **out, char *err, si
         goto fail;
     }
     n->agent_started = true;
+    if (cfg->n_etcd_endpoints && !cfg->join) {
+        rc = s_start_etcd(n, cfg, err, err_len);
+        if (rc != 0) {
+            goto fail;
+        }
+    }
     if (cfg->join) {
         TB_CLOG_INFO(LOG_NAME, "joined the registry at %s (process %s, message schema %d.%u)",
                      cfg->join, n->process_id, TB_SCHEMA_MAJOR, tb_codec_schema_minor());
@@ -464,6 +523,9 @@ void tb_node_destroy(tb_node_t **node_p)
         return;
     }
     tb_node_t *n = *node_p;
+    if (n->etcd_sync) {
+        n->etcd_stop(&n->etcd_sync); /* first: the routes leave the other processes at once */
+    }
     if (n->agent_started) {
         pthread_mutex_lock(&n->lock);
         n->stopping = true;
@@ -517,6 +579,9 @@ void tb_node_destroy(tb_node_t **node_p)
     free(n->hub_sub);
     free(n->transport);
     free(n->host);
+    if (n->etcd_lib) {
+        dlclose(n->etcd_lib);
+    }
     free(n);
     *node_p = NULL;
 }

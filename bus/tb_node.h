@@ -34,6 +34,13 @@ struct tb_node_config {
     int join_timeout_ms;         /* how long to wait for the registry's first answer (5000) */
     int spin_us;                 /* how long a bus handle polls after running callbacks before
                                     it sleeps (0: never; docs/bus.md) */
+    /* Discovery on etcd (docs/bus.md "Discovery on etcd"): with endpoints, this process hosts
+     * its own registry and mirrors routes through etcd (libturbine-etcd.so, opened here). */
+    const char *const *etcd_endpoints;
+    size_t n_etcd_endpoints;
+    const char *etcd_prefix; /* keys live under this, e.g. "/turbine/demo/" */
+    int etcd_lease_ttl_ms;   /* >= 2000 */
+    int etcd_timeout_ms;     /* per request */
 };
 
 /* Creates the context, starts the registry (head) and the agent, and says hello to the registry.

@@ -29,6 +29,9 @@ struct tb_registry {
     void *router;
     void *xsub;
     void *xpub;
+    void *export_pub;  /* export_host: local publishers' events, for other processes */
+    void *import_xsub; /* export_host: other processes' events, for local subscribers only */
+    char *export_addr;
     int stop_fd;
     pthread_t thread;
     int heartbeat_ms;
@@ -267,6 +270,31 @@ static void s_on_router(tb_registry_t *r)
     }
 }
 
+/* Moves the waiting messages from `from` to `to` and, when `also` is set, a copy to `also`. */
+static void s_forward_tee(void *from, void *to, void *also)
+{
+    for (int budget = 0; budget < 1000; budget++) {
+        int more = 1;
+        for (int part = 0; more; part++) {
+            zmq_msg_t m, c;
+            zmq_msg_init(&m);
+            if (zmq_msg_recv(&m, from, part == 0 ? ZMQ_DONTWAIT : 0) < 0) {
+                zmq_msg_close(&m);
+                return;
+            }
+            more = zmq_msg_more(&m);
+            int flags = (more ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT;
+            zmq_msg_init(&c);
+            if (also && zmq_msg_copy(&c, &m) == 0) {
+                zmq_msg_send(&c, also, flags);
+            }
+            zmq_msg_close(&c);
+            zmq_msg_send(&m, to, flags);
+            zmq_msg_close(&m);
+        }
+    }
+}
+
 static void s_forward(void *from, void *to)
 {
     for (int budget = 0; budget < 1000; budget++) {
@@ -308,12 +336,12 @@ static void s_expire(tb_registry_t *r, int64_t now)
 static void *s_thread(void *arg)
 {
     tb_registry_t *r = arg;
-    zmq_pollitem_t items[4] = {
-        {r->router, 0, ZMQ_POLLIN, 0},
-        {r->xsub, 0, ZMQ_POLLIN, 0},
-        {r->xpub, 0, ZMQ_POLLIN, 0},
-        {NULL, r->stop_fd, ZMQ_POLLIN, 0},
+    zmq_pollitem_t items[5] = {
+        {r->router, 0, ZMQ_POLLIN, 0},      {r->xsub, 0, ZMQ_POLLIN, 0},
+        {r->xpub, 0, ZMQ_POLLIN, 0},        {NULL, r->stop_fd, ZMQ_POLLIN, 0},
+        {r->import_xsub, 0, ZMQ_POLLIN, 0},
     };
+    int n_items = r->import_xsub ? 5 : 4;
     r->next_tick_ns = s_now() + (int64_t)r->heartbeat_ms * 1000000;
     for (;;) {
         int64_t now = s_now();
@@ -323,7 +351,7 @@ static void *s_thread(void *arg)
             wait_ns = 50000000;
         }
         long timeout = wait_ns > 0 ? (long)(wait_ns / 1000000) : 0;
-        if (zmq_poll(items, 4, timeout) < 0 && errno != EINTR) {
+        if (zmq_poll(items, n_items, timeout) < 0 && errno != EINTR) {
             TB_CLOG_ERROR(LOG_NAME, "poll failed: %s", zmq_strerror(errno));
             break;
         }
@@ -334,7 +362,10 @@ static void *s_thread(void *arg)
             s_on_router(r);
         }
         if (items[1].revents & ZMQ_POLLIN) {
-            s_forward(r->xsub, r->xpub);
+            s_forward_tee(r->xsub, r->xpub, r->export_pub);
+        }
+        if (n_items > 4 && (items[4].revents & ZMQ_POLLIN)) {
+            s_forward(r->import_xsub, r->xpub);
         }
         if (items[2].revents & ZMQ_POLLIN) {
             s_forward(r->xpub, r->xsub);
@@ -366,6 +397,13 @@ static void s_free(tb_registry_t *r)
     if (r->xpub) {
         zmq_close(r->xpub);
     }
+    if (r->export_pub) {
+        zmq_close(r->export_pub);
+    }
+    if (r->import_xsub) {
+        zmq_close(r->import_xsub);
+    }
+    free(r->export_addr);
     if (r->stop_fd >= 0) {
         close(r->stop_fd);
     }
@@ -373,6 +411,28 @@ static void s_free(tb_registry_t *r)
     free(r->hub_pub);
     free(r->hub_sub);
     free(r);
+}
+
+/* The export PUB (tcp://host:*) and the import XSUB (inproc), subscribed to everything. */
+static int s_bind_export(tb_registry_t *r, const char *host, char *err, size_t err_len)
+{
+    char addr[300];
+    snprintf(addr, sizeof(addr), "tcp://%s:*", host);
+    r->export_pub = tb_zmq_socket(r->zctx, ZMQ_PUB);
+    r->import_xsub = tb_zmq_socket(r->zctx, ZMQ_XSUB);
+    if (!r->export_pub || !r->import_xsub || zmq_bind(r->export_pub, addr) != 0 ||
+        zmq_bind(r->import_xsub, TB_HUB_IMPORT_INPROC) != 0) {
+        snprintf(err, err_len, "cannot bind the event export on %s: %s", addr,
+                 zmq_strerror(errno));
+        return TB_EIO;
+    }
+    /* Every local publication must reach the hub to be exported, whether or not a subscriber
+     * in this process wants it (a PUB sends only what some upstream XSUB subscribed to). */
+    const char subscribe_all = 1;
+    zmq_send(r->import_xsub, &subscribe_all, 1, ZMQ_DONTWAIT);
+    zmq_send(r->xsub, &subscribe_all, 1, ZMQ_DONTWAIT);
+    r->export_addr = s_last_endpoint(r->export_pub);
+    return r->export_addr ? 0 : TB_ENOMEM;
 }
 
 int tb_registry_start(void *zctx, const struct tb_registry_config *cfg, tb_registry_t **out,
@@ -424,6 +484,9 @@ int tb_registry_start(void *zctx, const struct tb_registry_config *cfg, tb_regis
         }
         rc = TB_EIO;
     }
+    if (cfg->export_host && s_bind_export(r, cfg->export_host, err, err_len) != 0) {
+        goto fail;
+    }
     if (pthread_create(&r->thread, NULL, s_thread, r) != 0) {
         snprintf(err, err_len, "cannot start the registry thread");
         goto fail;
@@ -465,6 +528,11 @@ const char *tb_registry_listen_addr(const tb_registry_t *r)
 const char *tb_registry_hub_pub_addr(const tb_registry_t *r)
 {
     return r->hub_pub;
+}
+
+const char *tb_registry_export_addr(const tb_registry_t *r)
+{
+    return r->export_addr;
 }
 
 const char *tb_registry_hub_sub_addr(const tb_registry_t *r)

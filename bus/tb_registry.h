@@ -22,6 +22,9 @@
 #define TB_REGISTRY_INPROC "inproc://tb-registry"
 #define TB_HUB_IN_INPROC "inproc://tb-hub-in"
 #define TB_HUB_OUT_INPROC "inproc://tb-hub-out"
+/* With export_host: events other processes' hubs exported, published here (by the etcd sync
+ * thread) reach this hub's subscribers only and are never exported again. */
+#define TB_HUB_IMPORT_INPROC "inproc://tb-hub-import"
 
 typedef struct tb_registry tb_registry_t;
 
@@ -29,6 +32,10 @@ struct tb_registry_config {
     const char *listen; /* NULL, or "tcp://HOST:PORT" / "ipc://PATH" for other processes */
     int heartbeat_ms;   /* > 0 */
     int lease_ttl_ms;   /* > heartbeat_ms */
+    /* NULL, or a host: the events this process's publishers send are also published on a PUB
+     * socket bound at tcp://HOST:<ephemeral> (tb_registry_export_addr) for other processes'
+     * hubs to import (discovery on etcd, docs/bus.md). */
+    const char *export_host;
 };
 
 /* Binds the registry's sockets (so a busy port is reported here) and starts its thread.  On
@@ -44,6 +51,8 @@ void tb_registry_stop(tb_registry_t **r_p);
 const char *tb_registry_listen_addr(const tb_registry_t *r);
 const char *tb_registry_hub_pub_addr(const tb_registry_t *r);
 const char *tb_registry_hub_sub_addr(const tb_registry_t *r);
+/* With export_host: where other processes subscribe to this process's events; else NULL. */
+const char *tb_registry_export_addr(const tb_registry_t *r);
 
 #pragma GCC visibility pop
 

@@ -14,6 +14,7 @@
 static const char *const s_levels[] = {"error", "warn", "info", "debug", "trace", NULL};
 static const char *const s_formats[] = {"text", "json", NULL};
 static const char *const s_transports[] = {"auto", "tcp", "ipc", NULL};
+static const char *const s_discovery_backends[] = {"embedded", "etcd", NULL};
 
 static const struct tb_config_field s_log_fields[] = {
     {.key = "level",
@@ -88,6 +89,41 @@ static const struct tb_config_field s_bus_fields[] = {
      .help = "how long a component's bus loop polls after work before it sleeps (0: never)"},
 };
 
+static const struct tb_config_field s_discovery_fields[] = {
+    {.key = "backend",
+     .type = TB_CFG_ENUM,
+     .offset = OFF(discovery),
+     .default_value = "embedded",
+     .choices = s_discovery_backends,
+     .help = "embedded: one process holds the registry (--join it); etcd: every process "
+             "registers its routes in etcd and sees everyone else's"},
+    {.key = "endpoints",
+     .type = TB_CFG_STR_LIST,
+     .offset = OFF(etcd_endpoints),
+     .help = "etcd: the cluster's client URLs, http://HOST:PORT"},
+    {.key = "prefix",
+     .type = TB_CFG_STRING,
+     .offset = OFF(etcd_prefix),
+     .default_value = "/turbine/",
+     .help = "etcd: keys live under PREFIX<namespace>/"},
+    {.key = "lease_ttl",
+     .type = TB_CFG_SECONDS,
+     .offset = OFF(etcd_lease_ttl_s),
+     .default_value = "10s",
+     .has_bounds = true,
+     .min = 2,
+     .max = 600,
+     .help = "etcd: a process that stops renewing its lease for this long loses its routes"},
+    {.key = "request_timeout",
+     .type = TB_CFG_SECONDS,
+     .offset = OFF(etcd_timeout_s),
+     .default_value = "2s",
+     .has_bounds = true,
+     .min = 0.1,
+     .max = 60,
+     .help = "etcd: how long one request to an endpoint may take before the next is tried"},
+};
+
 static const struct tb_config_field s_shutdown_fields[] = {
     {.key = "grace_period",
      .type = TB_CFG_SECONDS,
@@ -122,11 +158,13 @@ static const struct section s_sections[] = {
     {"registry", s_registry_fields, sizeof(s_registry_fields) / sizeof(s_registry_fields[0])},
     {"bus", s_bus_fields, sizeof(s_bus_fields) / sizeof(s_bus_fields[0])},
     {"shutdown", s_shutdown_fields, sizeof(s_shutdown_fields) / sizeof(s_shutdown_fields[0])},
+    {"discovery", s_discovery_fields, sizeof(s_discovery_fields) / sizeof(s_discovery_fields[0])},
 };
 #define N_SECTIONS (sizeof(s_sections) / sizeof(s_sections[0]))
 
-static const char *const s_top_keys[] = {"namespace", "plugin_path", "log",        "registry",
-                                         "bus",       "shutdown",    "components", NULL};
+static const char *const s_top_keys[] = {"namespace", "plugin_path", "log",
+                                         "registry",  "bus",         "shutdown",
+                                         "discovery", "components",  NULL};
 static const char *const s_comp_keys[] = {"name", "plugin", "replicas", "config", NULL};
 
 size_t tb_deploy_core_sections(const char *const **names)
@@ -573,7 +611,7 @@ static void s_check_top_keys(struct loader_ctx *c, yaml_node_t *root)
             snprintf(
                 fix, sizeof(fix),
                 "%s%s%stop-level keys: namespace, plugin_path, log, registry, bus, shutdown, "
-                "components",
+                "discovery, components",
                 near ? "did you mean '" : "", near ? near : "", near ? "'? " : "");
             tb_diag_add(c->diag, c->file, k ? s_line(k) : 0, k ? s_col(k) : 0, key ? key : "?",
                         NULL, "unknown key", fix);
@@ -581,6 +619,38 @@ static void s_check_top_keys(struct loader_ctx *c, yaml_node_t *root)
             tb_diag_add(c->diag, c->file, s_line(k), s_col(k), key, NULL, "the key appears twice",
                         "keep one of them");
         }
+    }
+}
+
+/* discovery: the etcd backend needs its endpoints, each an http(s) URL, and a /prefix/. */
+static void s_check_discovery(struct loader_ctx *c, yaml_node_t *root, const struct tb_deploy *d)
+{
+    yaml_node_t *sec = s_get(c->doc, root, "discovery", NULL);
+    yaml_node_t *eps = sec && sec->type == YAML_MAPPING_NODE
+                           ? s_get(c->doc, sec, "endpoints", NULL)
+                           : NULL;
+    yaml_node_t *at = eps ? eps : sec;
+    const struct tb_str_list *l = &d->core.etcd_endpoints;
+    if (d->core.discovery == 1 && l->count == 0) {
+        tb_diag_add(c->diag, c->file, at ? s_line(at) : 0, at ? s_col(at) : 0,
+                    "discovery.endpoints", NULL,
+                    "the etcd backend needs the cluster's client URLs",
+                    "e.g. 'endpoints: [http://10.0.0.1:2379, http://10.0.0.2:2379]'");
+    }
+    for (size_t i = 0; i < l->count; i++) {
+        if (strncmp(l->items[i], "http://", 7) != 0 && strncmp(l->items[i], "https://", 8) != 0) {
+            tb_diag_add(c->diag, c->file, at ? s_line(at) : 0, at ? s_col(at) : 0,
+                        "discovery.endpoints", l->items[i], "an etcd endpoint is a client URL",
+                        "write it as http://HOST:PORT (etcd's client port, usually 2379)");
+        }
+    }
+    const char *p = d->core.etcd_prefix;
+    if (p && (p[0] != '/' || p[strlen(p) - 1] != '/')) {
+        yaml_node_t *v = sec && sec->type == YAML_MAPPING_NODE
+                             ? s_get(c->doc, sec, "prefix", NULL)
+                             : NULL;
+        tb_diag_add(c->diag, c->file, v ? s_line(v) : 0, v ? s_col(v) : 0, "discovery.prefix", p,
+                    "a key prefix starts and ends with '/'", "e.g. 'prefix: /turbine/'");
     }
 }
 
@@ -625,6 +695,7 @@ static void s_core_settings(struct loader_ctx *c, yaml_node_t *root, struct tb_d
                      "lease_ttl (%g s) must be longer than heartbeat_interval (%g s)",
                      d->core.lease_ttl_s, d->core.heartbeat_s);
     }
+    s_check_discovery(c, root, d);
 }
 
 /* The `components` list: at least one, each checked and its plugin loaded through loader. */

@@ -29,6 +29,11 @@ struct tb_core_config {
     double join_timeout_s;
     double bus_spin_s;
     struct tb_str_list plugin_path;
+    int discovery;                     /* 0 embedded, 1 etcd */
+    struct tb_str_list etcd_endpoints; /* discovery.endpoints */
+    const char *etcd_prefix;           /* discovery.prefix */
+    double etcd_lease_ttl_s;           /* discovery.lease_ttl */
+    double etcd_timeout_s;             /* discovery.request_timeout */
 };
 
 struct tb_deploy_component {

@@ -219,6 +219,17 @@ static int s_start_bus(const struct tb_serve_opts *o, const struct tb_deploy *d,
         .join_timeout_ms = (int)(d->core.join_timeout_s * 1000),
         .spin_us = (int)(d->core.bus_spin_s * 1e6 + 0.5),
     };
+    char etcd_prefix[512];
+    if (d->core.discovery == 1 && !o->join) {
+        snprintf(etcd_prefix, sizeof(etcd_prefix), "%s%s/", d->core.etcd_prefix, d->core.ns);
+        nc.etcd_endpoints = (const char *const *)d->core.etcd_endpoints.items;
+        nc.n_etcd_endpoints = d->core.etcd_endpoints.count;
+        nc.etcd_prefix = etcd_prefix;
+        nc.etcd_lease_ttl_ms = (int)(d->core.etcd_lease_ttl_s * 1000);
+        nc.etcd_timeout_ms = (int)(d->core.etcd_timeout_s * 1000);
+    } else if (d->core.discovery == 1) {
+        TB_CLOG_WARN(LOG_NAME, "discovery on etcd is off in this process: it joins %s", o->join);
+    }
     if (o->join && d->core.registry_listen) {
         TB_CLOG_WARN(LOG_NAME, "registry.listen (%s) is ignored: this process joins %s",
                      d->core.registry_listen, o->join);

@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 PKGS=(
   build-essential pkg-config scons clang clang-format libclang-rt-14-dev
   libzmq3-dev libmsgpack-dev libyaml-dev libjansson-dev libpcre2-dev libcmocka-dev
-  libmicrohttpd-dev libutf8proc-dev
+  libmicrohttpd-dev libutf8proc-dev libsodium-dev libcurl4-openssl-dev etcd-server
   python3 python3-venv python3-yaml python3-numpy python3-torch libopenblas0-pthread
-  curl nginx-light wrk
+  curl nginx-light wrk iproute2
 )
 
 missing=()

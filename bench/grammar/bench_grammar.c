@@ -18,7 +18,13 @@
  *
  * The token sequence is sampled at random among the allowed tokens with a growing preference
  * for tokens that close the JSON text, as tests/tools/tb_grammar_sample does, so steps inside
- * strings, numbers, keys and structure are all measured.
+ * strings, numbers, keys and structure are all measured.  The matcher's advance by the chosen
+ * token (accept) is timed too.
+ *
+ * For the nested schema it also times the engine's whole sampling step (tb_sampler_sample:
+ * mask, masked copy of the row, sampling at temperature 1, advance) against the same step
+ * without a grammar on the same random logits rows, alternating the two, as the decode loop
+ * pays it.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -31,7 +37,9 @@
 #include "tb_grammar.h"
 #include "tb_grammar_cache.h"
 #include "tb_grammar_matcher.h"
+#include "tb_grammar_set.h"
 #include "tb_json_schema.h"
+#include "tb_sampler.h"
 #include "tb_token_trie.h"
 #include "tb_tokenizer.h"
 
@@ -134,6 +142,7 @@ static void s_closers(const tb_token_trie_t *t, int32_t *closer)
 
 struct run {
     double *t, *t_off; /* mask times with the memo, and computed (memo off) */
+    double *t_acc;     /* accept times */
     size_t n, cap, samples_ended;
 };
 
@@ -159,8 +168,12 @@ static void s_sample(const tb_grammar_cache_t *cache, const tb_token_trie_t *tri
             r->t[r->n++] = t2 - t1;
         }
         int32_t id = s_pick(trie, closer, mask, words, rng, step, max_tokens);
+        double t3 = s_now();
         if (id < 0 || tb_grammar_matcher_accept(m, id) != 0) {
             break;
+        }
+        if (r->n <= r->cap) {
+            r->t_acc[r->n - 1] = s_now() - t3;
         }
         if (tb_grammar_matcher_is_done(m)) {
             r->samples_ended++;
@@ -196,8 +209,9 @@ static void s_bench(const char *label, const char *gbnf, size_t len, const tb_to
     struct run r = {.cap = (size_t)samples * (size_t)max_tokens};
     r.t = malloc(r.cap * sizeof(double));
     r.t_off = malloc(r.cap * sizeof(double));
+    r.t_acc = calloc(r.cap, sizeof(double));
     uint64_t rng = 0x9E3779B97F4A7C15ull;
-    for (int i = 0; mask && r.t && r.t_off && i < samples; i++) {
+    for (int i = 0; mask && r.t && r.t_off && r.t_acc && i < samples; i++) {
         s_sample(cache, trie, closer, mask, max_tokens, &rng, &r);
     }
     for (int k = 0; k < 2 && r.n > 0; k++) {
@@ -213,15 +227,109 @@ static void s_bench(const char *label, const char *gbnf, size_t len, const tb_to
                sum / (double)r.n * 1e6, r.n, r.samples_ended, samples,
                k == 0 ? " memo off" : " memo on");
     }
+    if (r.n > 0) {
+        qsort(r.t_acc, r.n, sizeof(double), s_cmp_double);
+        printf("  %-12s accept median %5.1f us  p99 %7.1f us\n", "", r.t_acc[r.n / 2] * 1e6,
+               r.t_acc[r.n * 99 / 100] * 1e6);
+    }
     printf("  %-12s compile %.1f ms (grammar %.1f ms, %zu rules, %zu elements; cache %.1f ms, "
            "%zu positions, %zu uncertain tokens, %.1f MB)\n",
            "", (t2 - t0) * 1e3, (t1 - t0) * 1e3, tb_grammar_n_rules(g), tb_grammar_n_elements(g),
            (t2 - t1) * 1e3, st.positions, st.uncertain, (double)st.bytes / 1e6);
     free(r.t);
     free(r.t_off);
+    free(r.t_acc);
     free(mask);
     tb_grammar_cache_destroy(&cache);
     tb_grammar_destroy(&g);
+}
+
+/* One timed tb_sampler_sample; its seconds.  A failed step (the grammar ended) is -1. */
+static double s_step(tb_sampler_t *sp, tb_sampler_seq_t *q, const float *row)
+{
+    struct tb_sample out;
+    double t0 = s_now();
+    int rc = tb_sampler_sample(sp, q, row, &out);
+    return rc == 0 ? s_now() - t0 : -1;
+}
+
+/* The engine's sampling step with the grammar gbnf and without, alternating, on `rows` random
+ * logits rows; prints the medians. */
+static void s_bench_sampler(const char *gbnf, size_t len, const tb_token_trie_t *trie,
+                            int samples, int max_tokens)
+{
+    uint32_t vocab = (uint32_t)tb_token_trie_vocab_size(trie);
+    const int32_t *eos = NULL;
+    size_t n_eos = tb_token_trie_eos(trie, &eos);
+    struct tb_sampler_config sc = {.vocab_size = vocab, .seed = 1};
+    for (size_t i = 0; i < n_eos && sc.n_eos < TB_SAMPLER_MAX_EOS; i++) {
+        sc.eos_ids[sc.n_eos++] = eos[i];
+    }
+    enum { ROWS = 16 };
+    tb_sampler_t *sp = NULL;
+    tb_grammar_set_t *set = NULL;
+    tb_grammar_ref_t *ref = NULL;
+    float *rows = malloc((size_t)ROWS * vocab * sizeof(float));
+    size_t cap = (size_t)samples * (size_t)max_tokens, n = 0;
+    double *tg = malloc(cap * sizeof(double)), *tp = malloc(cap * sizeof(double));
+    char err[256] = "";
+    if (!rows || !tg || !tp || tb_sampler_new(&sc, &sp) != 0 ||
+        tb_grammar_set_new_trie(trie, 1, &set) != 0 ||
+        tb_grammar_set_get(set, gbnf, len, &ref, err, sizeof(err)) != 0) {
+        printf("  sampler step: cannot set up %s\n", err);
+        goto done;
+    }
+    uint64_t rng = 12345;
+    for (size_t i = 0; i < (size_t)ROWS * vocab; i++) { /* logits ~ uniform in [-8, 8) */
+        rows[i] = (float)((double)(s_rand(&rng) >> 11) * 0x1p-53 * 16.0 - 8.0);
+    }
+    struct tb_sampling_params pg, pp;
+    tb_sampling_params_init(&pg);
+    pg.grammar = ref;
+    tb_sampling_params_init(&pp);
+    int32_t prompt = 0;
+    for (int s = 0; s < samples; s++) {
+        tb_sampler_seq_t *qg = NULL, *qp = NULL;
+        if (tb_sampler_seq_new(sp, &pg, &prompt, 1, &qg) != 0 ||
+            tb_sampler_seq_new(sp, &pp, &prompt, 1, &qp) != 0) {
+            tb_sampler_seq_destroy(&qg);
+            break;
+        }
+        for (int k = 0; k < max_tokens && n < cap && !tb_sampler_seq_grammar_done(qg); k++) {
+            const float *row = rows + (size_t)((s * 7 + k) % ROWS) * vocab;
+            tg[n] = s_step(sp, qg, row);
+            tp[n] = s_step(sp, qp, row);
+            if (tg[n] < 0 || tp[n] < 0) {
+                break;
+            }
+            n++;
+        }
+        tb_sampler_seq_destroy(&qg);
+        tb_sampler_seq_destroy(&qp);
+    }
+    if (n > 0) {
+        double *d = malloc(n * sizeof(double));
+        for (size_t i = 0; d && i < n; i++) {
+            d[i] = tg[i] - tp[i];
+        }
+        qsort(tg, n, sizeof(double), s_cmp_double);
+        qsort(tp, n, sizeof(double), s_cmp_double);
+        if (d) {
+            qsort(d, n, sizeof(double), s_cmp_double);
+        }
+        printf("  %-12s sampler step median: with the grammar %.1f us, without %.1f us; "
+               "added per step median %.1f us, p99 %.1f us (%zu steps, temperature 1)\n",
+               "", tg[n / 2] * 1e6, tp[n / 2] * 1e6, d ? d[n / 2] * 1e6 : 0.0,
+               d ? d[n * 99 / 100] * 1e6 : 0.0, n);
+        free(d);
+    }
+done:
+    tb_grammar_ref_release(&ref);
+    tb_grammar_set_destroy(&set);
+    tb_sampler_destroy(&sp);
+    free(rows);
+    free(tg);
+    free(tp);
 }
 
 static void s_bench_vocab(const char *name, const tb_token_trie_t *trie, int samples,
@@ -238,6 +346,9 @@ static void s_bench_vocab(const char *name, const tb_token_trie_t *trie, int sam
             printf("  %s: schema error %s %s\n", schemas[i][0], je.text, err);
         } else {
             s_bench(schemas[i][0], gbnf, len, trie, samples, max_tokens);
+            if (i == 0) {
+                s_bench_sampler(gbnf, len, trie, samples, max_tokens);
+            }
         }
         free(gbnf);
         json_decref(s);

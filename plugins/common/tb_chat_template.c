@@ -17,6 +17,8 @@ struct tb_chat_template {
     tb_jinja_t *tpl;
     json_t *base; /* special tokens: bos_token, eos_token, ... */
     bool fallback;
+    char *source; /* a copy, for tb_chat_template_source */
+    size_t source_len;
 };
 
 /* ChatML, the de-facto default of Hugging Face chat models; content that is not a string
@@ -38,6 +40,12 @@ bool tb_chat_template_is_fallback(const tb_chat_template_t *ct)
     return ct && ct->fallback;
 }
 
+const char *tb_chat_template_source(const tb_chat_template_t *ct, size_t *len)
+{
+    *len = ct->source_len;
+    return ct->source;
+}
+
 void tb_chat_template_destroy(tb_chat_template_t **self_p)
 {
     if (!self_p || !*self_p) {
@@ -46,6 +54,7 @@ void tb_chat_template_destroy(tb_chat_template_t **self_p)
     tb_chat_template_t *ct = *self_p;
     tb_jinja_destroy(&ct->tpl);
     json_decref(ct->base);
+    free(ct->source);
     free(ct);
     *self_p = NULL;
 }
@@ -70,6 +79,15 @@ static int s_new(const char *source, size_t len, json_t *base,
         source = s_fallback;
         len = strlen(s_fallback);
     }
+    ct->source = malloc(len + 1);
+    if (!ct->source) {
+        snprintf(err, err_len, "out of memory");
+        tb_chat_template_destroy(&ct);
+        return TB_ENOMEM;
+    }
+    memcpy(ct->source, source, len);
+    ct->source[len] = 0;
+    ct->source_len = len;
     rc = tb_jinja_parse_with_limits(source, len, limits, &ct->tpl, jerr, sizeof(jerr));
     if (rc != 0) {
         snprintf(err, err_len, "chat template does not parse: %s", jerr);

@@ -67,6 +67,11 @@ int tb_chat_template_apply(const tb_chat_template_t *ct, const json_t *messages,
 /* True when the model had no template and the fallback is in use. */
 bool tb_chat_template_is_fallback(const tb_chat_template_t *ct);
 
+/* The template's Jinja source (the fallback's when it is in use), NUL-terminated, *len bytes;
+ * borrowed for the template's life.  For telling which tool-call and reasoning markup the model
+ * uses. */
+const char *tb_chat_template_source(const tb_chat_template_t *ct, size_t *len);
+
 /* The fallback template's Jinja source (static storage). */
 const char *tb_chat_template_fallback_source(void);
 

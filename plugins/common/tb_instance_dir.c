@@ -192,6 +192,20 @@ bool tb_instance_dir_load(tb_instance_dir_t *d, uint64_t instance_id, int64_t ru
     i->kv_used = kv_used;
     i->kv_total = kv_total;
     i->pending = 0;
+    i->pending_prefill = 0;
+    return true;
+}
+
+bool tb_instance_dir_load_blocks(tb_instance_dir_t *d, uint64_t instance_id,
+                                 int64_t prefill_blocks, int64_t decode_blocks)
+{
+    struct tb_idir_instance *i = tb_instance_dir_get(d, instance_id);
+    if (!i) {
+        return false;
+    }
+    i->has_block_load = true;
+    i->prefill_blocks = prefill_blocks;
+    i->decode_blocks = decode_blocks;
     return true;
 }
 

@@ -52,6 +52,13 @@ struct tb_idir_instance {
     int64_t served;        /* (caller) requests sent to it so far */
     int64_t next_probe_ns; /* (caller) when to probe next */
     void *probe;           /* (caller) the probe in flight, NULL when none */
+    /* KV block load as the instance last reported it (tb_instance_dir_load_blocks), for kv_aware
+     * routing: prompt blocks still to compute, blocks of sequences decoding. */
+    bool has_block_load;
+    int64_t prefill_blocks;
+    int64_t decode_blocks;
+    int64_t pending_prefill; /* (caller) prompt blocks sent since the last load report;
+                                tb_instance_dir_load zeroes it */
 };
 
 /* A model: `instances` live instances, `healthy` of them answered their last probe. */
@@ -82,6 +89,11 @@ bool tb_instance_dir_remove(tb_instance_dir_t *d, uint64_t instance_id, bool *ou
 /* Records an instance's reported load (and zeroes its `pending`); false when it is unknown. */
 bool tb_instance_dir_load(tb_instance_dir_t *d, uint64_t instance_id, int64_t running,
                           int64_t waiting, int64_t kv_used, int64_t kv_total);
+
+/* Records an instance's reported KV block load (load_event prefill_blocks, decode_blocks);
+ * false when it is unknown.  Call it with tb_instance_dir_load, which zeroes pending_prefill. */
+bool tb_instance_dir_load_blocks(tb_instance_dir_t *d, uint64_t instance_id,
+                                 int64_t prefill_blocks, int64_t decode_blocks);
 
 /* Instances: lookup by id (NULL when absent), count and index, in the order they were added
  * (borrowed until the directory changes). */

@@ -5,6 +5,8 @@
  */
 #include "tb_token_trie.h"
 
+#include <stdbool.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -160,28 +162,54 @@ fail:
 
 int tb_token_trie_from_tokenizer(const tb_tokenizer_t *tok, tb_token_trie_t **out)
 {
+    return tb_token_trie_from_tokenizer_eos(tok, NULL, 0, out);
+}
+
+/* True when id is one of eos[0..n). */
+static bool s_in(const int32_t *eos, size_t n, int32_t id)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (eos[i] == id) {
+            return true;
+        }
+    }
+    return false;
+}
+
+int tb_token_trie_from_tokenizer_eos(const tb_tokenizer_t *tok, const int32_t *extra_eos,
+                                     size_t n_extra, tb_token_trie_t **out)
+{
     size_t n = tb_tokenizer_vocab_size(tok);
+    const int32_t *teos = NULL;
+    size_t n_teos = tb_tokenizer_eos_ids(tok, &teos);
     const char **bytes = calloc(n + 1, sizeof(*bytes));
     size_t *lens = calloc(n + 1, sizeof(*lens));
+    int32_t *eos = malloc((n_teos + n_extra + 1) * sizeof(*eos));
     int rc = TB_ENOMEM;
     *out = NULL;
-    if (!bytes || !lens) {
+    if (!bytes || !lens || !eos) {
         goto done;
+    }
+    size_t n_eos = 0;
+    for (size_t i = 0; i < n_teos + n_extra; i++) {
+        int32_t id = i < n_teos ? teos[i] : extra_eos[i - n_teos];
+        if (id >= 0 && (size_t)id < n && !s_in(eos, n_eos, id)) {
+            eos[n_eos++] = id;
+        }
     }
     for (size_t i = 0; i < n; i++) {
         int32_t id = (int32_t)i;
         if (!tb_tokenizer_piece(tok, id, NULL) || tb_tokenizer_is_special(tok, id) ||
-            tb_tokenizer_is_eos(tok, id)) {
+            tb_tokenizer_is_eos(tok, id) || s_in(eos, n_eos, id)) {
             continue;
         }
         bytes[i] = tb_tok_dec_bytes(tok, id, false, &lens[i]);
     }
-    const int32_t *eos = NULL;
-    size_t n_eos = tb_tokenizer_eos_ids(tok, &eos);
     rc = tb_token_trie_new(n, bytes, lens, eos, n_eos, out);
 done:
     free(bytes);
     free(lens);
+    free(eos);
     return rc;
 }
 

@@ -38,6 +38,11 @@ int tb_token_trie_new(size_t vocab_size, const char *const *bytes, const size_t 
  * tokenizer's end-of-generation ids as EOS.  Same ownership and errors. */
 int tb_token_trie_from_tokenizer(const tb_tokenizer_t *tok, tb_token_trie_t **out);
 
+/* The same with extra end-of-sequence ids (a model's own, from its config) added to the
+ * tokenizer's: ids outside the vocabulary are skipped, each EOS id is left out of the trie. */
+int tb_token_trie_from_tokenizer_eos(const tb_tokenizer_t *tok, const int32_t *extra_eos,
+                                     size_t n_extra, tb_token_trie_t **out);
+
 void tb_token_trie_destroy(tb_token_trie_t **trie_p);
 
 /* Number of ids (the mask width). */

@@ -19,6 +19,7 @@ struct seq {
     uint64_t id;
     tb_request_t *req;
     bool logprobs;
+    bool grammar; /* it follows a grammar */
     struct seq *prev, *next;
 };
 
@@ -37,6 +38,9 @@ struct tb_engine {
     uint64_t instance;
     char load_topic[128];
     char kv_topic[128];
+    char kv_sync_topic[128];
+    uint64_t kv_seq;  /* of the last kv_event published */
+    bool kv_snapshot; /* a router asked for a snapshot */
     struct seq *seqs;
     atomic_size_t in_flight;
     int64_t last_load_ns;
@@ -83,6 +87,38 @@ static int s_send_chunk(tb_engine_t *e, struct seq *s, const struct tb_msg_gen_c
     return rc;
 }
 
+/* A migrated request (resumed_tokens): the last tokens of its prompt are the answer an earlier
+ * attempt had generated.  It continues as that answer: they count as generated (max_tokens,
+ * min_tokens and penalties see them), and a seeded sampler's generator is advanced by one draw
+ * per such token, the draws a sampling step takes, so a seeded answer goes on as it would have
+ * (greedy ones need no generator). */
+static int s_submit_resumed(tb_engine_t *e, const struct tb_msg_gen_request *q,
+                            const struct tb_sampling_params *sp, struct seq *s)
+{
+    uint32_t n = (uint32_t)q->tokens_count;
+    uint32_t resumed = q->resumed_tokens < (int64_t)n ? (uint32_t)q->resumed_tokens : n - 1;
+    struct tb_runner_seq_state st = {.tokens = (int32_t *)q->tokens,
+                                     .n_tokens = n,
+                                     .n_prompt = n - resumed,
+                                     .params = *sp,
+                                     /* borrowed: import compiles it (or finds it compiled) */
+                                     .grammar = (char *)q->grammar};
+    if (st.params.max_tokens > 0) {
+        st.params.max_tokens += resumed;
+    }
+    if (st.params.min_tokens > 0) {
+        st.params.min_tokens += resumed;
+    }
+    if (!st.params.has_seed) {
+        st.params.seed = (uint64_t)e->host->now_ns() ^ s->id ^ (uintptr_t)s;
+    }
+    tb_rng_seed(&st.rng, st.params.seed);
+    for (uint32_t i = 0; i < resumed && st.params.temperature > 0; i++) {
+        (void)tb_rng_uniform(&st.rng);
+    }
+    return tb_runner_import(e->runner, &st, s, &s->id);
+}
+
 static void s_on_request(tb_request_t *req, const void *payload, size_t len, void *user)
 {
     tb_engine_t *e = user;
@@ -111,11 +147,15 @@ static void s_on_request(tb_request_t *req, const void *payload, size_t len, voi
     }
     s->req = req;
     s->logprobs = sp.logprobs;
+    s->grammar = q->grammar != NULL;
     struct tb_runner_request rr = {.prompt = q->tokens,
                                    .n_prompt = (uint32_t)q->tokens_count,
                                    .params = &sp,
-                                   .user = s};
-    int rc = tb_runner_submit(e->runner, &rr, &s->id);
+                                   .user = s,
+                                   .grammar = q->grammar};
+    int rc = q->has_resumed_tokens && q->resumed_tokens > 0
+                 ? s_submit_resumed(e, q, &sp, s)
+                 : tb_runner_submit(e->runner, &rr, &s->id);
     if (rc != 0) {
         h->bus_reply_error(req, rc, "%s", tb_runner_errmsg(e->runner));
         free(s);
@@ -193,10 +233,43 @@ static void s_publish_load(tb_engine_t *e, bool force)
     e->last_ph = ld.prefix_hit_tokens;
 }
 
+/* Every block hash the cache holds, as one kv_event (snapshot), for a router that saw a gap. */
+static void s_publish_kv_snapshot(tb_engine_t *e)
+{
+    const struct tb_host *h = e->host;
+    const tb_kv_manager_t *kv = tb_runner_kv(e->runner);
+    uint32_t nb = tb_kv_manager_n_blocks(kv);
+    uint64_t *all = malloc((size_t)nb * sizeof(*all) + 1);
+    if (!all) {
+        return; /* the router asks again */
+    }
+    size_t n = 0;
+    for (uint32_t b = 0; b < nb; b++) {
+        if (tb_kv_manager_is_hashed(kv, b, &all[n])) {
+            n++;
+        }
+    }
+    struct tb_msg_kv_event k = {.instance_id = e->instance,
+                                .block_size = e->cfg.block_size,
+                                .stored = all,
+                                .stored_count = n,
+                                .seq = e->kv_seq,
+                                .has_seq = true,
+                                .snapshot = true,
+                                .has_snapshot = true,
+                                .model = e->cfg.served_model_name};
+    struct tb_buf buf = {0};
+    if (h->msg_encode(TB_MSG_KV_EVENT, &k, &buf) == 0) {
+        h->bus_publish(e->bus, e->kv_topic, buf.data, buf.len);
+    }
+    h->buf_free(&buf);
+    free(all);
+}
+
 static void s_publish_kv_events(tb_engine_t *e)
 {
     const struct tb_host *h = e->host;
-    uint64_t stored[256], removed[256];
+    uint64_t stored[256], parents[256], removed[256];
     size_t ns = 0, nr = 0;
     bool cleared = false;
     struct tb_kv_event ev;
@@ -204,6 +277,7 @@ static void s_publish_kv_events(tb_engine_t *e)
         bool more = tb_runner_pop_kv_event(e->runner, &ev) == 0;
         if (more) {
             if (ev.type == TB_KV_EVENT_STORED) {
+                parents[ns] = ev.parent_hash;
                 stored[ns++] = ev.hash;
             } else if (ev.type == TB_KV_EVENT_REMOVED) {
                 removed[nr++] = ev.hash;
@@ -221,6 +295,11 @@ static void s_publish_kv_events(tb_engine_t *e)
             k.removed_count = nr;
             k.cleared = cleared;
             k.has_cleared = cleared;
+            k.parents = parents;
+            k.parents_count = ns;
+            k.seq = ++e->kv_seq;
+            k.has_seq = true;
+            k.model = e->cfg.served_model_name;
             struct tb_buf buf = {0};
             if (h->msg_encode(TB_MSG_KV_EVENT, &k, &buf) == 0) {
                 h->bus_publish(e->bus, e->kv_topic, buf.data, buf.len);
@@ -232,6 +311,25 @@ static void s_publish_kv_events(tb_engine_t *e)
         if (!more) {
             break;
         }
+    }
+    if (e->kv_snapshot) {
+        e->kv_snapshot = false;
+        s_publish_kv_snapshot(e);
+    }
+}
+
+static void s_on_kv_sync(const char *topic, const void *data, size_t len, void *user)
+{
+    (void)topic;
+    tb_engine_t *e = user;
+    void *msg = NULL;
+    if (e->host->msg_decode(TB_MSG_KV_SNAPSHOT_REQUEST, data, len, &msg, NULL, 0) == 0) {
+        const struct tb_msg_kv_snapshot_request *q = msg;
+        if (q->instance_id == e->instance) {
+            e->kv_snapshot = true; /* answered after the events queued before it */
+            s_publish_kv_events(e);
+        }
+        e->host->msg_free(&msg);
     }
 }
 
@@ -256,6 +354,12 @@ static void s_emit(tb_engine_t *e, const struct tb_runner_output *o, bool failed
     if (o->finish == TB_FINISH_ERROR) {
         if (failed) {
             h->bus_reply_error(s->req, TB_EINTERNAL, "%s", tb_runner_errmsg(e->runner));
+        } else if (s->grammar) {
+            /* the likeliest cause: the vocabulary cannot spell what the grammar requires */
+            h->bus_reply_error(s->req, TB_EINVAL,
+                               "sampling failed: the grammar allows no token of this model's "
+                               "vocabulary here (after %u generated tokens)",
+                               o->n_generated);
         } else {
             h->bus_reply_error(s->req, TB_EINTERNAL, "sampling failed");
         }
@@ -356,6 +460,11 @@ static int s_init(void *user, tb_bus_t *bus)
         return rc;
     }
     e->instance = h->bus_endpoint_instance(e->ep);
+    rc = h->bus_subscribe(bus, e->kv_sync_topic, s_on_kv_sync, e);
+    if (rc != 0) {
+        h->set_error(e->comp, "cannot follow kv snapshot requests: %s", h->strerror(rc));
+        return rc;
+    }
     s_publish_load(e, true);
     return 0;
 }
@@ -488,6 +597,7 @@ int tb_engine_new(const struct tb_host *host, tb_component_t *comp, const void *
     const char *ns = host->namespace_name(comp);
     snprintf(e->load_topic, sizeof(e->load_topic), "load.%s", ns);
     snprintf(e->kv_topic, sizeof(e->kv_topic), "kv.%s", ns);
+    snprintf(e->kv_sync_topic, sizeof(e->kv_sync_topic), "kvsync.%s", ns);
     snprintf(e->labels, sizeof(e->labels), "%s,%s", e->cfg.served_model_name,
              host->component_name(comp));
     s_metrics(e);

@@ -20,6 +20,7 @@ struct tb_runner {
     tb_kv_manager_t *kv;
     tb_sampler_t *sampler;
     tb_scheduler_t *sched;
+    tb_grammar_set_t *grammars; /* compiled grammars by text, the token trie */
     uint32_t vocab;
     uint32_t context;
     uint32_t n_blocks;
@@ -74,6 +75,7 @@ void tb_runner_seq_state_release(struct tb_runner_seq_state *st)
     }
     free(st->tokens);
     free(st->stop_ids);
+    free(st->grammar);
     memset(st, 0, sizeof *st);
 }
 
@@ -112,6 +114,12 @@ static int s_new_parts(tb_runner_t *r, const struct tb_model_params *mp,
     rc = tb_sampler_new(&sc, &r->sampler);
     if (rc != 0) {
         s_err(r, "cannot create the sampler");
+        return rc;
+    }
+    rc = tb_grammar_set_new(mp->tokenizer_path, sc.eos_ids, sc.n_eos,
+                            TB_GRAMMAR_SET_DEFAULT_CAPACITY, &r->grammars);
+    if (rc != 0) {
+        s_err(r, "cannot create the grammar set");
         return rc;
     }
     struct tb_sched_config sched;
@@ -193,6 +201,7 @@ void tb_runner_destroy(tb_runner_t **self_p)
     }
     tb_runner_t *r = *self_p;
     tb_scheduler_destroy(&r->sched);
+    tb_grammar_set_destroy(&r->grammars);
     tb_sampler_destroy(&r->sampler);
     tb_kv_manager_destroy(&r->kv);
     if (r->backend) {
@@ -208,11 +217,26 @@ void tb_runner_destroy(tb_runner_t **self_p)
     *self_p = NULL;
 }
 
-/* Hands `sr` (its id set here) to the scheduler. */
-static int s_submit(tb_runner_t *r, struct tb_sched_request *sr, uint64_t *id)
+/* Hands `sr` (its id set here) to the scheduler, with the compiled `grammar` (NULL: none) in
+ * a copy of its parameters. */
+static int s_submit(tb_runner_t *r, struct tb_sched_request *sr, const char *grammar,
+                    uint64_t *id)
 {
+    struct tb_sampling_params params = *sr->params;
+    params.grammar = NULL;
+    sr->params = &params;
+    if (grammar) {
+        char gerr[320];
+        int rc = tb_grammar_set_get(r->grammars, grammar, strlen(grammar), &params.grammar, gerr,
+                                    sizeof gerr);
+        if (rc != 0) {
+            s_err(r, "%s", gerr);
+            return rc;
+        }
+    }
     sr->id = r->next_id + 1;
     int rc = tb_scheduler_submit(r->sched, sr);
+    tb_grammar_ref_release(&params.grammar); /* the sequence holds its own reference */
     if (rc != 0) {
         s_err(r, "%s", tb_scheduler_errmsg(r->sched));
         return rc;
@@ -231,7 +255,7 @@ int tb_runner_submit(tb_runner_t *self, const struct tb_runner_request *req, uin
                                   .n_prompt = req->n_prompt,
                                   .params = req->params,
                                   .user = req->user};
-    return s_submit(self, &sr, id);
+    return s_submit(self, &sr, req->grammar, id);
 }
 
 int tb_runner_cancel(tb_runner_t *self, uint64_t id)
@@ -381,7 +405,8 @@ int tb_runner_export(tb_runner_t *self, uint64_t id, struct tb_runner_seq_state 
     const struct tb_sampling_params *p = tb_sampler_seq_params(sq);
     st->tokens = malloc((size_t)n_tokens * sizeof *st->tokens);
     st->stop_ids = p->n_stop_ids ? malloc((size_t)p->n_stop_ids * sizeof *st->stop_ids) : NULL;
-    if (!st->tokens || (p->n_stop_ids && !st->stop_ids)) {
+    st->grammar = p->grammar ? strdup(tb_grammar_ref_text(p->grammar)) : NULL;
+    if (!st->tokens || (p->n_stop_ids && !st->stop_ids) || (p->grammar && !st->grammar)) {
         tb_runner_seq_state_release(st);
         s_err(self, "out of memory");
         return TB_ENOMEM;
@@ -395,6 +420,7 @@ int tb_runner_export(tb_runner_t *self, uint64_t id, struct tb_runner_seq_state 
     st->params = *p;
     st->params.has_seed = true; /* the seed it drew, so that the copy is complete */
     st->params.stop_ids = st->stop_ids;
+    st->params.grammar = NULL;
     tb_sampler_seq_get_rng(sq, &st->rng);
     self->err[0] = '\0';
     return 0;
@@ -413,7 +439,7 @@ int tb_runner_import(tb_runner_t *self, const struct tb_runner_seq_state *st, vo
                                   .user = user,
                                   .n_generated = st->n_tokens - st->n_prompt,
                                   .rng = &st->rng};
-    return s_submit(self, &sr, id);
+    return s_submit(self, &sr, st->grammar, id);
 }
 
 uint32_t tb_runner_vocab(const tb_runner_t *self)
@@ -434,6 +460,11 @@ uint32_t tb_runner_n_blocks(const tb_runner_t *self)
 size_t tb_runner_block_bytes(const tb_runner_t *self)
 {
     return self->ops->block_bytes(self->backend);
+}
+
+const tb_kv_manager_t *tb_runner_kv(const tb_runner_t *self)
+{
+    return self->kv;
 }
 
 tb_backend_t *tb_runner_backend(const tb_runner_t *self)

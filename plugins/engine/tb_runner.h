@@ -70,8 +70,11 @@ void tb_runner_config_init(struct tb_runner_config *cfg);
 struct tb_runner_request {
     const int32_t *prompt;                   /* token ids */
     uint32_t n_prompt;                       /* >= 1 */
-    const struct tb_sampling_params *params; /* after defaults (tb_sampling_msg.h) */
+    const struct tb_sampling_params *params; /* after defaults (tb_sampling_msg.h); its
+                                                `grammar` is ignored: use the one below */
     void *user;                              /* the caller's, handed back in outputs */
+    const char *grammar; /* GBNF text (root rule `root`) the tokens must follow, NULL for none:
+                            compiled once per distinct text (tb_grammar_set.h) */
 };
 
 /* What one step did to one sequence.  Borrowed, valid until the next step or destroy. */
@@ -106,6 +109,8 @@ struct tb_runner_seq_state {
     struct tb_sampling_params params; /* with the seed it drew; stop_ids point into stop_ids */
     int32_t *stop_ids;                /* owned */
     struct tb_rng rng;                /* its random generator, as it stands */
+    char *grammar;                    /* owned: its grammar's GBNF text, NULL for none
+                                         (params.grammar is NULL: import compiles it again) */
 };
 
 /* Frees what `st` owns and zeroes it; safe on a zeroed or released struct. */
@@ -125,7 +130,9 @@ void tb_runner_destroy(tb_runner_t **self_p);
 
 /* Queues a request; *id (may be NULL) receives its id, unique in this runner.  Returns 0, or
  * the scheduler's refusal (TB_EINVAL, TB_EOVERLOAD, TB_ECONTEXT, TB_E2BIG, TB_ENOMEM) with the
- * message in tb_runner_errmsg. */
+ * message in tb_runner_errmsg.  A request with a grammar is compiled here (in the caller's
+ * thread) the first time its text is seen: a grammar that does not compile is TB_EINVAL with
+ * "grammar: LINE:COL: what"; a model without a tokenizer gives TB_ENOTSUP. */
 int tb_runner_submit(tb_runner_t *self, const struct tb_runner_request *req, uint64_t *id);
 
 /* Ends request `id` now and returns its KV blocks; no output mentions it afterwards.  Returns 0
@@ -172,6 +179,7 @@ uint32_t tb_runner_context(const tb_runner_t *self); /* the effective context le
 uint32_t tb_runner_n_blocks(const tb_runner_t *self);
 size_t tb_runner_block_bytes(const tb_runner_t *self);
 tb_backend_t *tb_runner_backend(const tb_runner_t *self);
+const tb_kv_manager_t *tb_runner_kv(const tb_runner_t *self); /* for KV snapshots */
 const struct tb_backend_ops *tb_runner_ops(const tb_runner_t *self);
 
 /* The message of the last failed call (lowercase, no trailing period); "" after success.

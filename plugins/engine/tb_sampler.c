@@ -12,6 +12,7 @@
 #include "tb_sampler.h"
 
 #include "tb_errors.h"
+#include "tb_grammar_matcher.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -36,6 +37,9 @@ struct tb_sampler {
     uint32_t n_eos;
     uint64_t seed_state;
     float *work;        /* the penalised and masked copy of a row */
+    float *gwork;       /* the grammar-masked copy of a row */
+    uint32_t *gmask;    /* a grammar step's token mask */
+    size_t gmask_words; /* its capacity in 32-bit words */
     double *block_mass; /* a row's probability mass per BLOCK tokens */
     struct cand *cand;
 };
@@ -57,6 +61,8 @@ struct tb_sampler_seq {
     struct pen_entry *ent;
     uint32_t n_ent;
     uint32_t cap_ent;
+    tb_grammar_ref_t *grammar;     /* own reference, NULL without a grammar */
+    tb_grammar_matcher_t *matcher; /* the grammar's state */
 };
 
 /* ---- parameters ---- */
@@ -151,9 +157,10 @@ int tb_sampler_new(const struct tb_sampler_config *cfg, tb_sampler_t **out)
     s->n_eos = cfg->n_eos;
     s->seed_state = cfg->seed;
     s->work = malloc((size_t)s->vocab * sizeof *s->work);
+    s->gwork = malloc((size_t)s->vocab * sizeof *s->gwork);
     s->cand = malloc((size_t)s->vocab * sizeof *s->cand);
     s->block_mass = malloc(((size_t)s->vocab / BLOCK + 1) * sizeof *s->block_mass);
-    if (!s->work || !s->cand || !s->block_mass) {
+    if (!s->work || !s->gwork || !s->cand || !s->block_mass) {
         goto fail_sampler;
     }
     *out = s;
@@ -172,6 +179,8 @@ void tb_sampler_destroy(tb_sampler_t **self_p)
     }
     tb_sampler_t *s = *self_p;
     free(s->work);
+    free(s->gwork);
+    free(s->gmask);
     free(s->block_mass);
     free(s->cand);
     free(s);
@@ -299,6 +308,14 @@ int tb_sampler_seq_new(tb_sampler_t *self, const struct tb_sampling_params *para
         memcpy(q->stop, params->stop_ids, (size_t)params->n_stop_ids * sizeof *q->stop);
     }
     q->p.stop_ids = q->stop;
+    if (params->grammar) {
+        q->grammar = tb_grammar_ref_acquire(params->grammar);
+        rc = tb_grammar_matcher_new(tb_grammar_ref_cache(q->grammar), &q->matcher);
+        if (rc != 0) {
+            goto fail_seq;
+        }
+        rc = TB_ENOMEM;
+    }
     if (!q->p.has_seed) {
         q->p.seed = tb_rng_splitmix64(&self->seed_state);
     }
@@ -335,6 +352,9 @@ void tb_sampler_seq_destroy(tb_sampler_seq_t **seq_p)
         return;
     }
     tb_sampler_seq_t *q = *seq_p;
+    tb_grammar_matcher_destroy(&q->matcher);
+    tb_grammar_ref_release(&q->grammar);
+    q->p.grammar = NULL;
     free(q->stop);
     free(q->map);
     free(q->ent);
@@ -382,10 +402,23 @@ int tb_sampler_seq_accept(tb_sampler_seq_t *seq, int32_t token)
         if (rc != 0) {
             return rc;
         }
+    }
+    if (seq->matcher) {
+        int rc = tb_grammar_matcher_accept(seq->matcher, token);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    if (seq->penalize) {
         s_pen_add(seq, token, true);
     }
     seq->n_gen++;
     return 0;
+}
+
+bool tb_sampler_seq_grammar_done(const tb_sampler_seq_t *seq)
+{
+    return seq->matcher && tb_grammar_matcher_is_done(seq->matcher);
 }
 
 /* ---- passes over the vocabulary ----
@@ -1174,6 +1207,49 @@ static int32_t s_sample_random(tb_sampler_t *self, tb_sampler_seq_t *seq, const 
     return c[n - 1].id;
 }
 
+/* The grammar's mask for this step applied to a copy of `logits` (self->gwork): tokens the
+ * grammar does not allow, and ids past the trie's vocabulary, become -infinity.  0, TB_ENOMEM. */
+static int s_grammar_mask(tb_sampler_t *self, tb_sampler_seq_t *seq, const float *logits)
+{
+    size_t words = tb_grammar_matcher_mask_words(seq->matcher);
+    if (words > self->gmask_words) {
+        uint32_t *m = realloc(self->gmask, words * sizeof *m);
+        if (!m) {
+            return TB_ENOMEM;
+        }
+        self->gmask = m;
+        self->gmask_words = words;
+    }
+    int rc = tb_grammar_matcher_fill_mask(seq->matcher, self->gmask);
+    if (rc != 0) {
+        return rc;
+    }
+    float *w = self->gwork;
+    uint32_t vocab = self->vocab;
+    uint32_t full = vocab / 32; /* whole words: fixed-length loops the compiler vectorises */
+    for (uint32_t k = 0; k < full; k++) {
+        uint32_t bits = k < words ? self->gmask[k] : 0;
+        float *o = w + (size_t)k * 32;
+        const float *x = logits + (size_t)k * 32;
+        if (bits == 0) { /* most words of a JSON grammar's mask */
+            for (int j = 0; j < 32; j++) {
+                o[j] = -INFINITY;
+            }
+        } else if (bits == UINT32_MAX) {
+            memcpy(o, x, 32 * sizeof *o);
+        } else {
+            for (int j = 0; j < 32; j++) {
+                o[j] = (bits >> j) & 1u ? x[j] : -INFINITY;
+            }
+        }
+    }
+    uint32_t bits = full < words ? self->gmask[full] : 0;
+    for (uint32_t i = full * 32; i < vocab; i++) {
+        w[i] = (bits >> (i - full * 32)) & 1u ? logits[i] : -INFINITY;
+    }
+    return 0;
+}
+
 int tb_sampler_sample(tb_sampler_t *self, tb_sampler_seq_t *seq, const float *logits,
                       struct tb_sample *out)
 {
@@ -1183,6 +1259,16 @@ int tb_sampler_sample(tb_sampler_t *self, tb_sampler_seq_t *seq, const float *lo
     out->token = -1;
     if (seq->penalize && s_pen_room(seq) != 0) {
         return TB_ENOMEM;
+    }
+    /* With a grammar, its masked copy stands for the model's row from here on. */
+    bool can_end = false;
+    if (seq->matcher) {
+        int rc = s_grammar_mask(self, seq, logits);
+        if (rc != 0) {
+            return rc;
+        }
+        logits = self->gwork;
+        can_end = tb_grammar_matcher_can_end(seq->matcher);
     }
 
     /* Penalties and masks work on a copy: the raw row stays intact for logprobs. */
@@ -1207,7 +1293,7 @@ int tb_sampler_sample(tb_sampler_t *self, tb_sampler_seq_t *seq, const float *lo
             for (uint32_t i = 0; i < p->n_stop_ids; i++) {
                 w[seq->stop[i]] = -INFINITY;
             }
-            for (uint32_t i = 0; !p->ignore_eos && i < self->n_eos; i++) {
+            for (uint32_t i = 0; !p->ignore_eos && !can_end && i < self->n_eos; i++) {
                 w[self->eos[i]] = -INFINITY;
             }
         }
@@ -1222,6 +1308,12 @@ int tb_sampler_sample(tb_sampler_t *self, tb_sampler_seq_t *seq, const float *lo
     }
     if (tok < 0) {
         return TB_EINVAL;
+    }
+    if (seq->matcher) {
+        int rc = tb_grammar_matcher_accept(seq->matcher, tok);
+        if (rc != 0) {
+            return rc;
+        }
     }
     out->token = tok;
     if (p->logprobs) {

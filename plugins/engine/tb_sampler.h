@@ -11,6 +11,16 @@
  *                     its own logits and seed, never on the batch around it.
  *
  * The pipeline for one step, in this order:
+ *   0. grammar (when the sequence has one): the grammar matcher's mask for this step
+ *      (tb_grammar_matcher.h) sets every token the grammar does not allow next to -infinity in
+ *      a copy of the row; everything below works on that copy as if it were the model's row:
+ *      logprobs and top_logprobs are those of the MASKED distribution (renormalised over the
+ *      allowed tokens, and only allowed tokens are listed), as vLLM reports them with
+ *      structured output; greedy, top_k, top_p and min_p choose among the allowed tokens.  The
+ *      end-of-sequence ids are allowed only where the grammar is complete, and min_tokens does
+ *      not hold them back there.  The sampled token advances the matcher; once it accepted an
+ *      end-of-sequence id the sequence is done (tb_sampler_seq_grammar_done), even with
+ *      ignore_eos.
  *   1. logprobs: when asked, log-softmax of the RAW logits as the model produced them (before
  *      penalties, masks and temperature), for the chosen token and the top_logprobs most likely
  *      tokens.  This is vLLM's default (its logprobs mode "raw_logprobs", V1 engine); OpenAI's
@@ -45,6 +55,7 @@
 #ifndef TB_SAMPLER_H
 #define TB_SAMPLER_H
 
+#include "tb_grammar_set.h"
 #include "tb_rng.h"
 
 #include <stdbool.h>
@@ -80,9 +91,11 @@ struct tb_sampling_params {
     const int32_t *stop_ids; /* extra token ids that end the sequence; borrowed, copied by
                                 tb_sampler_seq_new */
     uint32_t n_stop_ids;
-    bool logprobs;         /* report the chosen token's logprob */
-    uint32_t top_logprobs; /* and this many alternatives, 0..TB_SAMPLER_MAX_TOP_LOGPROBS;
+    bool logprobs;             /* report the chosen token's logprob */
+    uint32_t top_logprobs;     /* and this many alternatives, 0..TB_SAMPLER_MAX_TOP_LOGPROBS;
                               needs logprobs */
+    tb_grammar_ref_t *grammar; /* a grammar the tokens must follow (tb_grammar_set.h), NULL for
+                                  none; borrowed: tb_sampler_seq_new takes its own reference */
 };
 
 /* The sampler's configuration. */
@@ -161,15 +174,21 @@ void tb_sampler_seq_set_rng(tb_sampler_seq_t *seq, const struct tb_rng *rng);
 /* Samples the sequence's next token from `logits[0..vocab_size)` (borrowed, not modified),
  * writes it to *out and records it as generated (penalties and min_tokens see it from the next
  * step on).  Returns 0; TB_EINVAL when no token can be chosen (every logit NaN or -infinity
- * after masking); TB_ENOMEM when the penalty state could not grow for a new distinct token.
- * On error out->token is -1 and nothing is recorded.  Uses the sampler's scratch memory:
- * allocates nothing (but for that rare growth). */
+ * after masking, a grammar that allows nothing here); TB_ENOMEM when the penalty state or the
+ * grammar matcher could not grow.  On error out->token is -1 and nothing is recorded.  Uses the
+ * sampler's scratch memory: allocates nothing (but for that rare growth, and the grammar mask's
+ * buffer on the first grammar step). */
 int tb_sampler_sample(tb_sampler_t *self, tb_sampler_seq_t *seq, const float *logits,
                       struct tb_sample *out);
 
-/* Records `token` as generated without sampling it (a token forced by the caller).  Returns 0,
- * or TB_EINVAL for a token outside the vocabulary. */
+/* Records `token` as generated without sampling it (a token forced by the caller, or one of a
+ * resumed sequence).  With a grammar the token advances it too.  Returns 0, TB_EINVAL for a
+ * token outside the vocabulary or one the grammar does not allow, TB_ENOMEM. */
 int tb_sampler_seq_accept(tb_sampler_seq_t *seq, int32_t token);
+
+/* True when the sequence follows a grammar and the grammar has accepted an end-of-sequence id:
+ * the sequence must end (the scheduler ends it with "stop"). */
+bool tb_sampler_seq_grammar_done(const tb_sampler_seq_t *seq);
 
 #ifdef __cplusplus
 }

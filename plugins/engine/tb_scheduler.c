@@ -665,6 +665,9 @@ static enum tb_finish_reason s_finished(const tb_scheduler_t *s, const struct se
 {
     const struct tb_sampling_params *p = tb_sampler_seq_params(q->sampler);
     uint32_t n_gen = q->n_tokens - q->n_prompt;
+    if (tb_sampler_seq_grammar_done(q->sampler)) {
+        return TB_FINISH_STOP; /* its grammar accepted an end-of-sequence id */
+    }
     if (n_gen >= p->min_tokens && ((!p->ignore_eos && tb_sampler_is_eos(s->sampler, tok)) ||
                                    tb_sampler_seq_is_stop(q->sampler, tok))) {
         return TB_FINISH_STOP;

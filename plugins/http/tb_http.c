@@ -533,20 +533,10 @@ static enum MHD_Result s_metrics(struct tb_http *h, struct MHD_Connection *conn)
 /* ------------------------------------------------------------------------------------------- */
 /* Authentication */
 
-static bool s_equal_ct(const char *a, size_t alen, const char *b)
-{
-    size_t blen = strlen(b);
-    unsigned char diff = alen != blen;
-    for (size_t i = 0; i < alen; i++) {
-        diff |= (unsigned char)a[i] ^ (unsigned char)b[i % (blen ? blen : 1)];
-    }
-    return diff == 0;
-}
-
 /* NULL when authorised, else why not. */
 static const char *s_auth(struct tb_http *h, struct MHD_Connection *conn)
 {
-    if (h->cfg.api_keys.count == 0) {
+    if (h->keys.count == 0) {
         return NULL;
     }
     const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
@@ -561,12 +551,7 @@ static const char *s_auth(struct tb_http *h, struct MHD_Connection *conn)
     while (*key == ' ') {
         key++;
     }
-    size_t len = strlen(key);
-    bool ok = false;
-    for (size_t i = 0; i < h->cfg.api_keys.count; i++) {
-        ok |= s_equal_ct(key, len, h->cfg.api_keys.items[i]);
-    }
-    return ok ? NULL : "incorrect API key provided";
+    return tb_api_keys_match(&h->keys, key, strlen(key)) ? NULL : "incorrect API key provided";
 }
 
 /* ------------------------------------------------------------------------------------------- */
@@ -846,7 +831,7 @@ static int s_init(struct tb_http *h)
              "/health, metrics on /metrics%s)",
              strchr(h->cfg.host, ':') ? "[" : "", h->cfg.host,
              strchr(h->cfg.host, ':') ? "]" : "", h->port,
-             h->cfg.api_keys.count ? ", API keys required" : "");
+             h->keys.count ? ", API keys required" : "");
     return 0;
 }
 
@@ -1046,6 +1031,12 @@ int tb_http_new(const struct tb_host *host, tb_component_t *comp,
         goto fail;
     }
     tb_route_fallback_init(&h->fallback, host, comp);
+    char err[512];
+    rc = tb_api_keys_load(&h->keys, &cfg->api_keys, cfg->api_keys_file, err, sizeof(err));
+    if (rc != 0) {
+        host->set_error(comp, err);
+        goto fail;
+    }
     *out = h;
     return 0;
 fail:
@@ -1119,6 +1110,7 @@ void tb_http_destroy(tb_http_t **h_p)
     }
     struct tb_http *h = *h_p;
     tb_http_stop(h);
+    tb_api_keys_release(&h->keys);
     tb_instance_dir_destroy(&h->models);
     for (size_t i = 0; i < h->n_metric_models; i++) {
         free(h->metric_models[i]);

@@ -27,7 +27,8 @@ struct tb_http_config {
     int64_t max_connections;
     int64_t max_in_flight;       /* generation requests at once; more get 503 */
     int64_t retry_after_s;       /* Retry-After of 503 answers */
-    struct tb_str_list api_keys; /* empty: no authentication */
+    struct tb_str_list api_keys; /* empty (and no api_keys_file): no authentication */
+    const char *api_keys_file;   /* NULL, or a file of keys, one per line */
     double health_interval_s;    /* how often each engine instance is probed */
     double health_timeout_s;     /* a probe not answered within this fails */
     const char *metrics_prefix;

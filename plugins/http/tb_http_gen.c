@@ -281,6 +281,12 @@ static int s_absorb(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_ge
         if (!r->stream && s_open_stream(h, r) != 0) {
             return TB_ENOMEM;
         }
+        struct tb_msg_gen_chunk thought = {.reasoning = c->reasoning};
+        struct tb_msg_gen_chunk calls = {.tool_calls = c->tool_calls,
+                                         .tool_calls_count = c->tool_calls_count};
+        if (c->reasoning && tb_oai_stream_parts(r->stream, &r->out, &thought) != 0) {
+            return TB_ENOMEM;
+        }
         if (text_len > 0 || has_lp) {
             if (tb_oai_stream_text(r->stream, &r->out, c->text, text_len,
                                    has_lp ? tb_oai_logprobs_json(r->lp) : NULL) != 0) {
@@ -290,9 +296,19 @@ static int s_absorb(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_ge
                 tb_oai_logprobs_clear(r->lp);
             }
         }
+        if (c->tool_calls_count && tb_oai_stream_parts(r->stream, &r->out, &calls) != 0) {
+            return TB_ENOMEM;
+        }
         tb_http_req_step(h, r, TB_HEV_FRAME); /* resumes: the frames go out */
     } else {
         if (text_len > 0 && tb_buf_append(&r->text, c->text, text_len) != 0) {
+            return TB_ENOMEM;
+        }
+        if ((c->reasoning || c->tool_calls_count) && !r->parts &&
+            !(r->parts = tb_oai_parts_new())) {
+            return TB_ENOMEM;
+        }
+        if (r->parts && tb_oai_parts_add(r->parts, c) != 0) {
             return TB_ENOMEM;
         }
         tb_http_req_step(h, r, TB_HEV_CHUNK);
@@ -309,6 +325,8 @@ static int s_complete(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_
         u.completion_tokens = c->usage->completion_tokens;
         u.cached_tokens = c->usage->cached_tokens;
         u.has_cached_tokens = c->usage->has_cached_tokens;
+        u.reasoning_tokens = c->usage->reasoning_tokens;
+        u.has_reasoning_tokens = c->usage->has_reasoning_tokens;
     }
     const char *finish = c && c->finish_reason ? c->finish_reason : "stop";
     snprintf(r->finish_reason, sizeof(r->finish_reason), "%s", finish);
@@ -334,10 +352,10 @@ static int s_complete(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_
                                    .model = r->oreq->model,
                                    .created = r->created,
                                    .fingerprint = h->fingerprint};
-        r->resp_body = tb_oai_final_body(&head, (const char *)r->text.data, r->text.len,
-                                         r->finish_reason,
-                                         r->lp ? tb_oai_logprobs_json(r->lp) : NULL, &u,
-                                         &r->resp_len);
+        r->resp_body = tb_oai_final_body_parts(&head, (const char *)r->text.data, r->text.len,
+                                               r->parts, r->finish_reason,
+                                               r->lp ? tb_oai_logprobs_json(r->lp) : NULL, &u,
+                                               &r->resp_len);
         r->resp_status = 200;
         rc = r->resp_body ? 0 : TB_ENOMEM;
     }
@@ -815,6 +833,7 @@ void tb_http_gen_completed(struct tb_http *h, struct tb_hreq *r,
     tb_buf_free(&r->out);
     tb_buf_free(&r->text);
     tb_oai_stream_destroy(&r->stream);
+    tb_oai_parts_destroy(&r->parts);
     tb_oai_logprobs_destroy(&r->lp);
     free(r->resp_body);
     r->resp_body = NULL;

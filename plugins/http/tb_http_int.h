@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "tb_api_keys.h"
 #include "tb_buf.h"
 #include "tb_hreq_fsm.h"
 #include "tb_http.h"
@@ -76,6 +77,7 @@ struct tb_hreq {
     struct tb_buf text; /* unary: the answer's text */
     tb_oai_stream_t *stream;
     tb_oai_logprobs_t *lp;
+    tb_oai_parts_t *parts; /* unary chat: reasoning and tool calls, once any came */
     int64_t t_first_ns, t_last_ns;
     int64_t n_tokens; /* tokens seen in chunks */
     char finish_reason[24];
@@ -95,6 +97,7 @@ struct tb_http {
     const struct tb_host *host;
     tb_component_t *comp;
     struct tb_http_config cfg;
+    struct tb_api_keys keys; /* api_keys and api_keys_file: empty, no authentication */
     char ns[128];
     char router_ep[256]; /* "ns.router.route", "" when none configured */
     char fingerprint[64];

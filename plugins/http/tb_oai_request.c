@@ -16,7 +16,10 @@
 #include <string.h>
 
 #include "tb_errors.h"
+#include "tb_grammar.h"
+#include "tb_json_schema.h"
 #include "tb_oai_fields.h"
+#include "tb_oai_tools.h"
 
 /* ---- a small bump arena: everything is freed at once with the request ---- */
 
@@ -29,7 +32,10 @@ struct block {
 struct tb_oai_req_priv {
     json_t *root;
     struct block *blocks;
-    char *tools_json; /* json_dumps output (malloc) */
+    const char *rf_type; /* response_format.type, NULL when absent */
+    json_t *rf_schema;   /* response_format.json_schema.schema (borrowed from root) */
+    const char *grammar; /* the raw `grammar` body field (borrowed from root) */
+    char *gbnf;          /* the grammar the request sends (malloc), NULL for none */
 };
 
 static void *s_alloc(struct tb_oai_req_priv *p, size_t n)
@@ -141,23 +147,6 @@ static int s_keep_stop(const struct tb_oai_field *f, json_t *v, void *base, cons
     return 0;
 }
 
-static int s_keep_tools(const struct tb_oai_field *f, json_t *v, void *base, const char *param,
-                        void *ctx, struct tb_oai_error *e)
-{
-    UNUSED_FN_ARGS;
-    (void)param;
-    struct tb_oai_request *r = ctx;
-    if (json_array_size(v) == 0) {
-        return 0;
-    }
-    r->priv->tools_json = json_dumps(v, JSON_COMPACT);
-    if (!r->priv->tools_json) {
-        return s_oom(e);
-    }
-    r->gen.tools_json = r->priv->tools_json;
-    return 0;
-}
-
 /* A content part: {"type": "text", "text": "..."}. */
 struct part {
     const char *type;
@@ -246,6 +235,16 @@ static const struct tb_oai_field s_message_fields[] = {
      .types = TB_OAI_J_STR,
      .keep = TB_OAI_KEEP_STR,
      .off = offsetof(struct tb_msg_chat_message, name)},
+    {.name = "tool_calls",
+     .types = TB_OAI_J_ARR,
+     .items = TB_OAI_J_OBJ,
+     .keep = TB_OAI_KEEP_FN,
+     .fn = tb_oai_keep_msg_tool_calls},
+    {.name = "tool_call_id",
+     .types = TB_OAI_J_STR,
+     .keep = TB_OAI_KEEP_FN,
+     .fn = tb_oai_keep_msg_tool_call_id,
+     .flags = TB_OAI_F_FN_ABSENT},
     {.name = NULL},
 };
 
@@ -346,15 +345,61 @@ static const struct tb_oai_field s_stream_options_fields[] = {
     {.name = NULL},
 };
 
-static const char *const s_response_formats[] = {"text", NULL};
+static const char *const s_response_formats[] = {"text", "json_object", "json_schema", NULL};
+
+static int s_keep_rf_type(const struct tb_oai_field *f, json_t *v, void *base, const char *param,
+                          void *ctx, struct tb_oai_error *e)
+{
+    UNUSED_FN_ARGS;
+    (void)param;
+    (void)e;
+    ((struct tb_oai_request *)ctx)->priv->rf_type = json_string_value(v);
+    return 0;
+}
+
+static int s_keep_rf_schema(const struct tb_oai_field *f, json_t *v, void *base,
+                            const char *param, void *ctx, struct tb_oai_error *e)
+{
+    UNUSED_FN_ARGS;
+    (void)param;
+    (void)e;
+    ((struct tb_oai_request *)ctx)->priv->rf_schema = v;
+    return 0;
+}
+
+/* A JSON schema is an object or a boolean. */
+static const struct tb_oai_field s_json_schema_fields[] = {
+    {.name = "name", .types = TB_OAI_J_STR, .flags = TB_OAI_F_REQUIRED | TB_OAI_F_NONEMPTY},
+    {.name = "description", .types = TB_OAI_J_STR},
+    {.name = "schema",
+     .types = TB_OAI_J_OBJ | TB_OAI_J_BOOL,
+     .keep = TB_OAI_KEEP_FN,
+     .fn = s_keep_rf_schema,
+     .what = "a JSON schema (an object)"},
+    {.name = "strict", .types = TB_OAI_J_BOOL},
+    {.name = NULL},
+};
 
 static const struct tb_oai_field s_response_format_fields[] = {
     {.name = "type",
      .types = TB_OAI_J_STR,
      .flags = TB_OAI_F_REQUIRED | TB_OAI_F_UNSUPPORTED,
-     .one_of = s_response_formats},
+     .one_of = s_response_formats,
+     .keep = TB_OAI_KEEP_FN,
+     .fn = s_keep_rf_type},
+    {.name = "json_schema", .types = TB_OAI_J_OBJ, .sub = s_json_schema_fields},
     {.name = NULL},
 };
+
+static int s_keep_grammar(const struct tb_oai_field *f, json_t *v, void *base, const char *param,
+                          void *ctx, struct tb_oai_error *e)
+{
+    UNUSED_FN_ARGS;
+    (void)param;
+    (void)e;
+    ((struct tb_oai_request *)ctx)->priv->grammar = json_string_value(v);
+    return 0;
+}
 
 /* Checked in this order; the first error is the answer.  The endpoint-specific shape (messages,
  * prompt) comes first, as a request missing it is the likeliest mistake. */
@@ -416,12 +461,25 @@ static const struct tb_oai_field s_request_fields[] = {
      .types = TB_OAI_J_ARR,
      .items = TB_OAI_J_OBJ,
      .keep = TB_OAI_KEEP_FN,
-     .fn = s_keep_tools},
-    {.name = "tool_choice", .apis = CHAT, .types = TB_OAI_J_STR | TB_OAI_J_OBJ},
-    {.name = "response_format",
+     .fn = tb_oai_keep_tools},
+    {.name = "tool_choice",
      .apis = CHAT,
-     .types = TB_OAI_J_OBJ,
-     .sub = s_response_format_fields},
+     .types = TB_OAI_J_STR | TB_OAI_J_OBJ,
+     .keep = TB_OAI_KEEP_FN,
+     .fn = tb_oai_keep_tool_choice},
+    {.name = "parallel_tool_calls",
+     .apis = CHAT,
+     .types = TB_OAI_J_BOOL,
+     .keep = TB_OAI_KEEP_BOOL,
+     .off = GEN(parallel_tool_calls),
+     .has_off = GEN(has_parallel_tool_calls)},
+    {.name = "response_format", .types = TB_OAI_J_OBJ, .sub = s_response_format_fields},
+    /* our extension: a GBNF grammar the output must follow (docs/http.md) */
+    {.name = "grammar",
+     .types = TB_OAI_J_STR,
+     .flags = TB_OAI_F_NONEMPTY,
+     .keep = TB_OAI_KEEP_FN,
+     .fn = s_keep_grammar},
     {.name = "echo",
      .apis = CMPL,
      .types = TB_OAI_J_BOOL,
@@ -487,6 +545,58 @@ static const struct tb_oai_field s_request_fields[] = {
     {.name = NULL},
 };
 
+/* The grammar the request asks for (response_format json_object / json_schema, or the raw
+ * `grammar` field) as GBNF in gen.grammar; 0, -1 or -2. */
+static int s_grammar(struct tb_oai_request *r, struct tb_oai_error *e)
+{
+    struct tb_oai_req_priv *p = r->priv;
+    bool rf = p->rf_type && strcmp(p->rf_type, "text") != 0;
+    if (rf && p->grammar) {
+        tb_oai_error_invalid(e, "grammar",
+                             "'grammar' and a response_format of type '%s' cannot be combined",
+                             p->rf_type);
+        return -1;
+    }
+    char err[512] = "";
+    size_t len = 0;
+    int rc = 0;
+    const char *param = "grammar";
+    if (p->grammar) {
+        tb_grammar_t *g = NULL;
+        rc = tb_grammar_parse_gbnf(p->grammar, strlen(p->grammar), &g, err, sizeof err);
+        tb_grammar_destroy(&g);
+        if (rc == 0) {
+            r->gen.grammar = p->grammar;
+            return 0;
+        }
+    } else if (rf && strcmp(p->rf_type, "json_object") == 0) {
+        rc = tb_json_schema_object_gbnf(&p->gbnf, &len);
+    } else if (rf) {
+        param = "response_format.json_schema";
+        if (!p->rf_schema) {
+            tb_oai_error_invalid(e, param,
+                                 "response_format of type 'json_schema' needs 'json_schema' "
+                                 "with a 'schema'");
+            return -1;
+        }
+        param = "response_format.json_schema.schema";
+        rc = tb_json_schema_to_gbnf(p->rf_schema, &p->gbnf, &len, err, sizeof err);
+    }
+    if (rc == TB_ENOMEM) {
+        return s_oom(e);
+    }
+    if (rc == TB_ENOTSUP) {
+        tb_oai_error_set(e, 400, "invalid_request_error", "unsupported_value", param, "%s", err);
+        return -1;
+    }
+    if (rc != 0) {
+        tb_oai_error_invalid(e, param, "%s: %s", param, err);
+        return -1;
+    }
+    r->gen.grammar = p->gbnf;
+    return 0;
+}
+
 /* Rules between fields, and what the message carries that the table does not set directly. */
 static int s_finish(struct tb_oai_request *r, struct tb_oai_error *e)
 {
@@ -510,7 +620,11 @@ static int s_finish(struct tb_oai_request *r, struct tb_oai_error *e)
         g->echo = true;
         g->has_echo = true;
     }
-    return 0;
+    if (r->stream) {
+        g->stream = true; /* the preprocessor may then send tool-call arguments as they come */
+        g->has_stream = true;
+    }
+    return s_grammar(r, e);
 }
 
 /* ---- entry points ---- */
@@ -562,6 +676,21 @@ fail:
     return rc;
 }
 
+const char *tb_oai_request_keep_string(struct tb_oai_request *r, const char *s)
+{
+    size_t n = strlen(s);
+    char *c = s_alloc(r->priv, n + 1);
+    if (c) {
+        memcpy(c, s, n + 1);
+    }
+    return c;
+}
+
+json_t *tb_oai_request_body(const struct tb_oai_request *r)
+{
+    return r->priv->root;
+}
+
 void tb_oai_request_destroy(struct tb_oai_request **r_p)
 {
     if (!r_p || !*r_p) {
@@ -570,7 +699,7 @@ void tb_oai_request_destroy(struct tb_oai_request **r_p)
     struct tb_oai_request *r = *r_p;
     if (r->priv) {
         json_decref(r->priv->root);
-        free(r->priv->tools_json);
+        free(r->priv->gbnf);
         while (r->priv->blocks) {
             struct block *b = r->priv->blocks;
             r->priv->blocks = b->next;

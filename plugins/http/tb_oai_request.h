@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "tb_msgs.h"
 
 typedef enum {
@@ -66,6 +68,13 @@ struct tb_oai_request {
  * for every client mistake) and the return is TB_EINVAL, or TB_ENOMEM (status 500). */
 int tb_oai_request_parse(tb_oai_api_t api, const void *body, size_t len,
                          struct tb_oai_request **out, struct tb_oai_error *err);
+
+/* A copy of `s` that lives as long as the request (its arena), or NULL when out of memory.
+ * For the field decoders (tb_oai_tools.c). */
+const char *tb_oai_request_keep_string(struct tb_oai_request *r, const char *s);
+
+/* The parsed body (borrowed, lives as long as the request). */
+json_t *tb_oai_request_body(const struct tb_oai_request *r);
 
 /* Frees the request; sets *r_p to NULL; accepts NULL. */
 void tb_oai_request_destroy(struct tb_oai_request **r_p);

@@ -281,14 +281,125 @@ static int s_usage_text(struct tb_buf *b, const struct tb_oai_usage *u)
         rc = tb_buf_printf(b, ",\"prompt_tokens_details\":{\"cached_tokens\":%" PRId64 "}",
                            u->cached_tokens);
     }
+    if (rc == 0 && u->has_reasoning_tokens) {
+        rc = tb_buf_printf(b, ",\"completion_tokens_details\":{\"reasoning_tokens\":%" PRId64 "}",
+                           u->reasoning_tokens);
+    }
     return rc ? rc : tb_buf_puts(b, "}");
+}
+
+/* ---- reasoning and tool calls ---- */
+
+struct call {
+    char *id, *name;
+    struct tb_buf args;
+};
+
+struct tb_oai_parts {
+    struct tb_buf reasoning;
+    struct call *calls;
+    size_t n_calls;
+};
+
+tb_oai_parts_t *tb_oai_parts_new(void)
+{
+    return calloc(1, sizeof(tb_oai_parts_t));
+}
+
+void tb_oai_parts_destroy(tb_oai_parts_t **p_p)
+{
+    if (!p_p || !*p_p) {
+        return;
+    }
+    tb_oai_parts_t *p = *p_p;
+    for (size_t i = 0; i < p->n_calls; i++) {
+        free(p->calls[i].id);
+        free(p->calls[i].name);
+        tb_buf_free(&p->calls[i].args);
+    }
+    free(p->calls);
+    tb_buf_free(&p->reasoning);
+    free(p);
+    *p_p = NULL;
+}
+
+int tb_oai_parts_add(tb_oai_parts_t *p, const struct tb_msg_gen_chunk *c)
+{
+    int rc = c->reasoning ? tb_buf_puts(&p->reasoning, c->reasoning) : 0;
+    for (size_t i = 0; rc == 0 && i < c->tool_calls_count; i++) {
+        const struct tb_msg_tool_call_delta *d = &c->tool_calls[i];
+        if (d->index < 0 || d->index > (int64_t)p->n_calls) {
+            continue; /* not the next call nor one started: nothing to add it to */
+        }
+        if (d->index == (int64_t)p->n_calls) {
+            struct call *m = realloc(p->calls, (p->n_calls + 1) * sizeof(*m));
+            if (!m) {
+                return TB_ENOMEM;
+            }
+            p->calls = m;
+            memset(&m[p->n_calls], 0, sizeof(*m));
+            p->n_calls++;
+        }
+        struct call *k = &p->calls[d->index];
+        if (d->id && !k->id && !(k->id = strdup(d->id))) {
+            return TB_ENOMEM;
+        }
+        if (d->name && !k->name && !(k->name = strdup(d->name))) {
+            return TB_ENOMEM;
+        }
+        rc = tb_buf_puts(&k->args, d->arguments ? d->arguments : "");
+    }
+    return rc;
+}
+
+/* ,"tool_calls":[...] of a message, or of a streamed delta (`deltas`). */
+static int s_calls_text(struct tb_buf *b, const struct tb_msg_tool_call_delta *d, size_t n,
+                        const tb_oai_parts_t *p)
+{
+    int rc = tb_buf_puts(b, ",\"tool_calls\":[");
+    size_t count = d ? n : p->n_calls;
+    for (size_t i = 0; rc == 0 && i < count; i++) {
+        const char *id = d ? d[i].id : p->calls[i].id;
+        const char *name = d ? d[i].name : p->calls[i].name;
+        const char *args = d ? d[i].arguments : (const char *)p->calls[i].args.data;
+        args = args ? args : "";
+        rc = tb_buf_printf(b, "%s{\"index\":%zu", i ? "," : "", d ? (size_t)d[i].index : i);
+        if (rc == 0 && (id || name)) {
+            rc = tb_buf_puts(b, ",\"id\":");
+            rc = rc ? rc : tb_oai_json_string(b, id ? id : "", id ? strlen(id) : 0);
+            rc = rc ? rc : tb_buf_puts(b, ",\"type\":\"function\",\"function\":{\"name\":");
+            rc = rc ? rc : tb_oai_json_string(b, name ? name : "", name ? strlen(name) : 0);
+            rc = rc ? rc : tb_buf_puts(b, ",\"arguments\":");
+        } else {
+            rc = rc ? rc : tb_buf_puts(b, ",\"function\":{\"arguments\":");
+        }
+        rc = rc ? rc : tb_oai_json_string(b, args, strlen(args));
+        rc = rc ? rc : tb_buf_puts(b, "}}");
+    }
+    return rc ? rc : tb_buf_puts(b, "]");
+}
+
+/* ,"reasoning_content":R,"reasoning":R */
+static int s_reasoning_text(struct tb_buf *b, const char *r, size_t n)
+{
+    int rc = tb_buf_puts(b, ",\"reasoning_content\":");
+    rc = rc ? rc : tb_oai_json_string(b, r, n);
+    rc = rc ? rc : tb_buf_puts(b, ",\"reasoning\":");
+    return rc ? rc : tb_oai_json_string(b, r, n);
+}
+
+char *tb_oai_final_body(const struct tb_oai_head *h, const char *text, size_t len,
+                        const char *finish_reason, json_t *logprobs,
+                        const struct tb_oai_usage *usage, size_t *len_out)
+{
+    return tb_oai_final_body_parts(h, text, len, NULL, finish_reason, logprobs, usage, len_out);
 }
 
 /* The fixed shape is written directly; every string goes through tb_oai_json_string (jansson
  * escapes whatever is not plain ASCII) and the log-probabilities object through json_dumps. */
-char *tb_oai_final_body(const struct tb_oai_head *h, const char *text, size_t len,
-                        const char *finish_reason, json_t *logprobs,
-                        const struct tb_oai_usage *usage, size_t *len_out)
+char *tb_oai_final_body_parts(const struct tb_oai_head *h, const char *text, size_t len,
+                              const tb_oai_parts_t *parts, const char *finish_reason,
+                              json_t *logprobs, const struct tb_oai_usage *usage, size_t *len_out)
 {
     bool chat = h->api == TB_OAI_CHAT;
     struct tb_buf b;
@@ -306,7 +417,19 @@ char *tb_oai_final_body(const struct tb_oai_head *h, const char *text, size_t le
             : tb_buf_puts(&b, chat ? ",\"choices\":[{\"index\":0,\"message\":{\"role\":"
                                      "\"assistant\",\"content\":"
                                    : ",\"choices\":[{\"index\":0,\"text\":");
-    rc = rc ? rc : tb_oai_json_string(&b, text ? text : "", text ? len : 0);
+    bool has_parts = chat && parts && (parts->reasoning.len || parts->n_calls);
+    if (has_parts && (!text || !len)) {
+        rc = rc ? rc : tb_buf_puts(&b, "null");
+    } else {
+        rc = rc ? rc : tb_oai_json_string(&b, text ? text : "", text ? len : 0);
+    }
+    if (has_parts && parts->reasoning.len) {
+        rc = rc ? rc
+                : s_reasoning_text(&b, (const char *)parts->reasoning.data, parts->reasoning.len);
+    }
+    if (has_parts && parts->n_calls) {
+        rc = rc ? rc : s_calls_text(&b, NULL, 0, parts);
+    }
     rc = rc ? rc : tb_buf_puts(&b, chat ? "},\"logprobs\":" : ",\"logprobs\":");
     if (rc == 0 && logprobs) {
         char *lp = json_dumps(logprobs, JSON_COMPACT | JSON_REAL_PRECISION(8));
@@ -431,6 +554,33 @@ int tb_oai_stream_text(tb_oai_stream_t *s, struct tb_buf *out, const char *text,
     rc = rc ? rc : s_tail(s, out, logprobs, NULL);
     if (rc != 0) {
         out->len = mark; /* never leave half a frame */
+    }
+    return rc;
+}
+
+int tb_oai_stream_parts(tb_oai_stream_t *s, struct tb_buf *out, const struct tb_msg_gen_chunk *c)
+{
+    size_t mark = out->len;
+    int rc = 0;
+    if (s->api != TB_OAI_CHAT) {
+        return 0;
+    }
+    if (c->reasoning && c->reasoning[0]) {
+        rc = tb_buf_append(out, s->head.data, s->head.len);
+        rc = rc ? rc : tb_buf_puts(out, "\"delta\":{\"content\":null");
+        rc = rc ? rc : s_reasoning_text(out, c->reasoning, strlen(c->reasoning));
+        rc = rc ? rc : tb_buf_puts(out, "}");
+        rc = rc ? rc : s_tail(s, out, NULL, NULL);
+    }
+    if (rc == 0 && c->tool_calls_count) {
+        rc = tb_buf_append(out, s->head.data, s->head.len);
+        rc = rc ? rc : tb_buf_puts(out, "\"delta\":{\"content\":null");
+        rc = rc ? rc : s_calls_text(out, c->tool_calls, c->tool_calls_count, NULL);
+        rc = rc ? rc : tb_buf_puts(out, "}");
+        rc = rc ? rc : s_tail(s, out, NULL, NULL);
+    }
+    if (rc != 0) {
+        out->len = mark;
     }
     return rc;
 }

@@ -33,6 +33,8 @@ struct tb_oai_usage {
     int64_t completion_tokens;
     int64_t cached_tokens;
     bool has_cached_tokens;
+    int64_t reasoning_tokens; /* completion_tokens_details.reasoning_tokens */
+    bool has_reasoning_tokens;
 };
 
 /* Appends `len` bytes of `s` as a JSON string literal, quotes included.  Invalid UTF-8 is
@@ -62,6 +64,18 @@ void tb_oai_logprobs_clear(tb_oai_logprobs_t *lp);
 /* Moves the completions text offset (echo puts the prompt first). */
 void tb_oai_logprobs_skip(tb_oai_logprobs_t *lp, size_t bytes);
 
+/* ---- reasoning and tool calls, accumulated across chunks (complete answers) ---- */
+
+typedef struct tb_oai_parts tb_oai_parts_t;
+
+/* A collector of a chat answer's reasoning text and tool calls.  Caller owns it; NULL when out
+ * of memory. */
+tb_oai_parts_t *tb_oai_parts_new(void);
+void tb_oai_parts_destroy(tb_oai_parts_t **p_p);
+/* Adds a chunk's reasoning and tool-call deltas (a call's first delta starts it; the next ones
+ * append to its arguments).  0 or TB_ENOMEM. */
+int tb_oai_parts_add(tb_oai_parts_t *p, const struct tb_msg_gen_chunk *c);
+
 /* ---- complete answers ---- */
 
 /* The body of a non-streamed answer: chat.completion or text_completion with one choice whose
@@ -70,6 +84,14 @@ void tb_oai_logprobs_skip(tb_oai_logprobs_t *lp, size_t bytes);
 char *tb_oai_final_body(const struct tb_oai_head *h, const char *text, size_t len,
                         const char *finish_reason, json_t *logprobs,
                         const struct tb_oai_usage *usage, size_t *len_out);
+
+/* The same for a chat answer with reasoning and tool calls (`parts` NULL: none): the message
+ * carries "reasoning_content" and "reasoning" (the same text) when there was reasoning,
+ * "tool_calls" when there were calls, and "content": null when its text is empty beside them. */
+char *tb_oai_final_body_parts(const struct tb_oai_head *h, const char *text, size_t len,
+                              const tb_oai_parts_t *parts, const char *finish_reason,
+                              json_t *logprobs, const struct tb_oai_usage *usage,
+                              size_t *len_out);
 
 /* ---- streamed answers ---- */
 
@@ -87,6 +109,10 @@ int tb_oai_stream_open(tb_oai_stream_t *s, struct tb_buf *out);
 /* New text (and its log-probabilities, NULL for none). */
 int tb_oai_stream_text(tb_oai_stream_t *s, struct tb_buf *out, const char *text, size_t len,
                        json_t *logprobs);
+/* A chunk's reasoning (delta "reasoning_content" and "reasoning") and tool-call deltas (delta
+ * "tool_calls": index, and id, type and name in a call's first delta, arguments), one frame each
+ * when present; chat only. */
+int tb_oai_stream_parts(tb_oai_stream_t *s, struct tb_buf *out, const struct tb_msg_gen_chunk *c);
 /* The finishing frame, the usage frame when asked for, then "data: [DONE]". */
 int tb_oai_stream_finish(tb_oai_stream_t *s, struct tb_buf *out, const char *finish_reason,
                          const struct tb_oai_usage *usage);

@@ -131,6 +131,26 @@ static const struct tb_config_field s_fields[] = {
      .min = 0,
      .max = 2147483647.0,
      .help = "tokens kind: largest token id generated"},
+    {.key = "prefill_per_token",
+     .type = TB_CFG_SECONDS,
+     .offset = OFF(prefill_per_token_s),
+     .default_value = "0s",
+     .has_bounds = true,
+     .min = 0,
+     .max = 60,
+     .help = "prefill time per prompt token not found in the pretend prefix cache (before "
+             "speedup); prefills run one at a time"},
+    {.key = "kv_events",
+     .type = TB_CFG_BOOL,
+     .offset = OFF(kv_events),
+     .default_value = "true",
+     .help = "tokens kind: publish the pretend prefix cache's KV events (for kv_aware routing)"},
+    {.key = "script",
+     .type = TB_CFG_PATH,
+     .offset = OFF(script),
+     .must_exist = true,
+     .help = "tokens kind: a file of scripted answers, one per line as token ids; a request "
+             "gets answer (seed mod lines), the first without a seed"},
 };
 
 static int s_create(const struct tb_host *host, tb_component_t *comp, const void *config,

@@ -21,6 +21,7 @@
 
 #include "tb_actor.h"
 #include "tb_mock_gen.h"
+#include "tb_mock_kv.h"
 
 #define LOG_INFO(m, ...) TB_LOG_INFO((m)->host, (m)->comp, __VA_ARGS__)
 #define LOG_WARN(m, ...) TB_LOG_WARN((m)->host, (m)->comp, __VA_ARGS__)
@@ -35,6 +36,10 @@ struct mreq {
     int64_t limit;     /* tokens it may generate at most */
     int64_t next_ns;   /* when its next token is due */
     int64_t kv_blocks; /* blocks it holds */
+    int64_t uncached;  /* prompt tokens to prefill (not found in the pretend cache) */
+    int64_t cached;    /* prompt tokens found there */
+    int64_t resumed;   /* of the prompt, tokens an earlier attempt generated (migration) */
+    bool prefilling;   /* admitted, first token not yet sent */
     bool cancelled;
     struct mreq *next;
 };
@@ -43,6 +48,9 @@ struct tb_mock {
     const struct tb_host *host;
     tb_component_t *comp;
     struct tb_mock_config cfg;
+    int32_t **answers; /* the script's answers (cfg.script), n_answers of them */
+    size_t *answer_lens;
+    size_t n_answers;
     tb_actor_t *actor;
     atomic_size_t in_flight;
 
@@ -66,6 +74,13 @@ struct tb_mock {
     struct tb_buf enc;
     char *scratch;
     size_t scratch_cap;
+
+    /* the pretend prefix cache (tokens kind) and the prefill lane */
+    tb_mock_kv_t *kv;
+    char kv_topic[160];
+    bool kv_snapshot;        /* a router asked for a snapshot */
+    int64_t prefill_ns;      /* per uncached prompt token */
+    int64_t prefill_free_ns; /* when the prefill lane is free */
 
     tb_metric_t *m_requests, *m_cancelled, *m_rejected, *m_running, *m_waiting, *m_gen_tokens,
         *m_prompt_tokens;
@@ -100,12 +115,25 @@ static int s_reject(struct tb_mock *m, tb_request_t *req, int code, const char *
     return m->host->bus_reply_error(req, code, fmt, detail);
 }
 
+/* Tokens of a token prompt that an earlier attempt of the request generated (0..count). */
+static int64_t s_resumed(const struct tb_msg_gen_request *g)
+{
+    if (!g->has_resumed_tokens || g->resumed_tokens <= 0 || g->tokens_count == 0) {
+        return 0;
+    }
+    return g->resumed_tokens < (int64_t)g->tokens_count ? g->resumed_tokens
+                                                        : (int64_t)g->tokens_count - 1;
+}
+
+/* Counts the prompt and hashes it into the sequence's seed; a migrated request hashes only the
+ * original prompt, so that it continues the answer it had begun. */
 static int64_t s_prompt_tokens(const struct tb_msg_gen_request *g, uint64_t *hash)
 {
     int64_t n = 0;
     uint64_t h = 0;
     if (g->tokens_count > 0) {
-        h = tb_mock_hash(g->tokens, g->tokens_count * sizeof(int32_t), h);
+        size_t orig = g->tokens_count - (size_t)s_resumed(g);
+        h = tb_mock_hash(g->tokens, orig * sizeof(int32_t), h);
         n = (int64_t)g->tokens_count;
     } else if (g->messages_count > 0) {
         for (size_t i = 0; i < g->messages_count; i++) {
@@ -124,6 +152,15 @@ static int64_t s_prompt_tokens(const struct tb_msg_gen_request *g, uint64_t *has
     }
     *hash = h;
     return n;
+}
+
+/* A migrated request: replays the `resumed` tokens the earlier attempt generated (the same
+ * seed gives the same tokens), so the answer goes on where it broke.  0 or TB_ENOMEM. */
+static int s_resume(struct mreq *r, int64_t resumed)
+{
+    r->resumed = resumed;
+    struct tb_mock_step st;
+    return resumed > 0 ? tb_mock_seq_advance(r->seq, (size_t)resumed, &st) : 0;
 }
 
 static void s_on_request(tb_request_t *req, const void *payload, size_t len, void *user)
@@ -155,6 +192,13 @@ static void s_on_request(tb_request_t *req, const void *payload, size_t len, voi
         s_reject(m, req, TB_EINVAL, "mode", "%s", "a chat request needs messages");
         goto done;
     }
+    if (g->grammar) {
+        /* its text is made up: it cannot follow a grammar, and must not pretend to */
+        s_reject(m, req, TB_ENOTSUP, "grammar", "%s",
+                 "the mock engine cannot follow a grammar (response_format json_object / "
+                 "json_schema, grammar, forced tool calls): serve a real engine");
+        goto done;
+    }
     uint64_t hash;
     int64_t prompt = s_prompt_tokens(g, &hash);
     int64_t ctx = m->cfg.context_length;
@@ -173,13 +217,14 @@ static void s_on_request(tb_request_t *req, const void *payload, size_t len, voi
                  "the mock engine's queue is full: retry later");
         goto done;
     }
+    int64_t resumed = s_resumed(g);
     struct tb_mock_seq_config sc = {
         .seed = (uint64_t)m->cfg.seed ^
                 (g->has_seed ? (uint64_t)g->seed * 0x9e3779b97f4a7c15ULL : hash),
         .tokens_mode = tokens_kind,
         .natural_length = m->cfg.output_tokens,
-        .max_tokens = g->has_max_tokens ? g->max_tokens : ctx - prompt,
-        .min_tokens = g->has_min_tokens ? g->min_tokens : 0,
+        .max_tokens = resumed + (g->has_max_tokens ? g->max_tokens : ctx - prompt),
+        .min_tokens = g->has_min_tokens ? resumed + g->min_tokens : 0,
         .ignore_eos = g->has_ignore_eos && g->ignore_eos,
         .stop = g->stop,
         .n_stop = g->stop_count,
@@ -189,6 +234,11 @@ static void s_on_request(tb_request_t *req, const void *payload, size_t len, voi
         .token_id_max = (int32_t)m->cfg.token_id_max,
         .top_logprobs = g->has_top_logprobs ? (int)g->top_logprobs : 0,
     };
+    if (m->n_answers) {
+        size_t pick = g->has_seed ? (size_t)((uint64_t)g->seed % m->n_answers) : 0;
+        sc.script = m->answers[pick];
+        sc.natural_length = (int64_t)m->answer_lens[pick];
+    }
     struct mreq *r = calloc(1, sizeof(*r));
     if (r) {
         r->seq = tb_mock_seq_new(&sc, g->has_logprobs && g->logprobs);
@@ -198,8 +248,19 @@ static void s_on_request(tb_request_t *req, const void *payload, size_t len, voi
         s_reject(m, req, TB_ENOMEM, "memory", "%s", "out of memory");
         goto done;
     }
+    if (s_resume(r, resumed) != 0) {
+        tb_mock_seq_destroy(&r->seq);
+        free(r);
+        s_reject(m, req, TB_ENOMEM, "memory", "%s", "out of memory");
+        goto done;
+    }
     r->req = req;
     r->prompt_tokens = prompt;
+    r->uncached = prompt;
+    if (m->kv && g->tokens_count > 0) {
+        r->cached = tb_mock_kv_prefill(m->kv, g->tokens, (uint32_t)g->tokens_count);
+        r->uncached = prompt - r->cached;
+    }
     r->limit = sc.max_tokens;
     if (!sc.ignore_eos) {
         int64_t natural = sc.natural_length > sc.min_tokens ? sc.natural_length : sc.min_tokens;
@@ -262,7 +323,11 @@ static void s_admit(struct tb_mock *m, int64_t now)
         m->n_running++;
         r->kv_blocks = need;
         m->kv_used += need;
-        r->next_ns = now + m->ttft_ns;
+        /* prefills run one at a time, each costing its uncached tokens */
+        int64_t start = m->prefill_free_ns > now ? m->prefill_free_ns : now;
+        m->prefill_free_ns = start + r->uncached * m->prefill_ns;
+        r->next_ns = m->prefill_free_ns + m->ttft_ns;
+        r->prefilling = true;
         m->load_dirty = true;
     }
 }
@@ -305,7 +370,12 @@ static bool s_emit(struct tb_mock *m, struct mreq *r, int64_t now)
     c.logprobs = st.logprobs;
     c.logprobs_count = st.logprobs ? st.n_ids : 0;
     struct tb_msg_usage u = {.prompt_tokens = r->prompt_tokens,
-                             .completion_tokens = tb_mock_seq_generated(r->seq)};
+                             .completion_tokens = tb_mock_seq_generated(r->seq) - r->resumed};
+    if (m->kv) {
+        u.cached_tokens = r->cached;
+        u.has_cached_tokens = true;
+    }
+    r->prefilling = false;
     if (st.finished) {
         c.finish_reason = st.finish_reason;
         c.usage = &u;
@@ -331,6 +401,62 @@ static bool s_emit(struct tb_mock *m, struct mreq *r, int64_t now)
     return false;
 }
 
+/* The load kv_aware routing weighs: prompt blocks still to prefill (queued or admitted before
+ * their first token), and the blocks of the sequences decoding. */
+static void s_block_load(const struct tb_mock *m, struct tb_msg_load_event *ev)
+{
+    int64_t prefill = 0, decode = 0;
+    for (const struct mreq *r = m->wait_head; r; r = r->next) {
+        prefill += s_blocks(m, r->uncached);
+    }
+    for (const struct mreq *r = m->running; r; r = r->next) {
+        if (r->prefilling) {
+            prefill += s_blocks(m, r->uncached);
+        } else {
+            decode += r->kv_blocks;
+        }
+    }
+    ev->prefill_blocks = prefill;
+    ev->has_prefill_blocks = true;
+    ev->decode_blocks = decode;
+    ev->has_decode_blocks = true;
+}
+
+static void s_kv_emit(const struct tb_msg_kv_event *ev, void *user)
+{
+    struct tb_mock *m = user;
+    m->enc.len = 0;
+    if (m->host->msg_encode(TB_MSG_KV_EVENT, ev, &m->enc) == 0) {
+        m->host->bus_publish(m->bus, m->kv_topic, m->enc.data, m->enc.len);
+    }
+}
+
+/* Publishes the pretend cache's new events (and a snapshot when one was asked for). */
+static void s_publish_kv(struct tb_mock *m)
+{
+    if (m->kv && m->cfg.kv_events) {
+        tb_mock_kv_drain(m->kv, m->instance, m->cfg.served_model_name, m->kv_snapshot, s_kv_emit,
+                         m);
+        m->kv_snapshot = false;
+    }
+}
+
+static void s_on_kv_sync(const char *topic, const void *data, size_t len, void *user)
+{
+    (void)topic;
+    struct tb_mock *m = user;
+    void *msg = NULL;
+    if (m->host->msg_decode(TB_MSG_KV_SNAPSHOT_REQUEST, data, len, &msg, NULL, 0) == 0) {
+        const struct tb_msg_kv_snapshot_request *q = msg;
+        if (q->instance_id == m->instance) {
+            LOG_DEBUG(m, "a router asked for a snapshot of the KV events");
+            m->kv_snapshot = true;
+            s_publish_kv(m);
+        }
+        m->host->msg_free(&msg);
+    }
+}
+
 static void s_publish_load(struct tb_mock *m, int64_t now)
 {
     struct tb_msg_load_event ev = {
@@ -344,6 +470,7 @@ static void s_publish_load(struct tb_mock *m, int64_t now)
         .kv_total_blocks = m->cfg.kv_blocks,
         .has_kv_total_blocks = true,
     };
+    s_block_load(m, &ev);
     m->enc.len = 0;
     if (m->host->msg_encode(TB_MSG_LOAD_EVENT, &ev, &m->enc) == 0) {
         m->host->bus_publish(m->bus, m->topic, m->enc.data, m->enc.len);
@@ -431,6 +558,7 @@ static int s_step(void *user, tb_bus_t *bus)
         s_admit(m, now);
         next = INT64_MAX;
     }
+    s_publish_kv(m);
     int64_t interval = (int64_t)(m->cfg.load_interval_s * 1e9);
     if ((m->load_dirty && now - m->last_pub_ns >= LOAD_MIN_GAP_NS) ||
         now - m->last_pub_ns >= interval) {
@@ -485,6 +613,16 @@ static int s_init(void *user, tb_bus_t *bus)
     snprintf(m->endpoint, sizeof(m->endpoint), "%s.%s.%s", h->namespace_name(m->comp),
              h->component_name(m->comp), m->cfg.endpoint);
     snprintf(m->topic, sizeof(m->topic), "load.%s", h->namespace_name(m->comp));
+    if (m->kv && m->cfg.kv_events) {
+        snprintf(m->kv_topic, sizeof(m->kv_topic), "kv.%s", h->namespace_name(m->comp));
+        char sync[160];
+        snprintf(sync, sizeof(sync), "kvsync.%s", h->namespace_name(m->comp));
+        rc = h->bus_subscribe(bus, sync, s_on_kv_sync, m);
+        if (rc != 0) {
+            h->set_error(m->comp, "cannot follow snapshot requests: %s", h->strerror(rc));
+            return rc;
+        }
+    }
     char model[160];
     snprintf(model, sizeof(model), "%s", m->cfg.served_model_name);
     for (char *p = model; *p; p++) {
@@ -530,6 +668,86 @@ static const struct tb_actor_ops s_ops = {.init = s_init, .step = s_step, .fini 
 /* ------------------------------------------------------------------------------------------- */
 /* Lifecycle */
 
+static void s_free_script(struct tb_mock *m)
+{
+    for (size_t i = 0; i < m->n_answers; i++) {
+        free(m->answers[i]);
+    }
+    free(m->answers);
+    free(m->answer_lens);
+    m->answers = NULL;
+    m->answer_lens = NULL;
+    m->n_answers = 0;
+}
+
+/* One line of the script: whitespace-separated token ids.  0, TB_EINVAL, TB_ENOMEM. */
+static int s_script_line(struct tb_mock *m, const char *line)
+{
+    size_t cap = strlen(line) / 2 + 1, n = 0;
+    int32_t *ids = malloc(cap * sizeof(*ids));
+    int32_t **a = realloc(m->answers, (m->n_answers + 1) * sizeof(*a));
+    m->answers = a ? a : m->answers;
+    size_t *l = realloc(m->answer_lens, (m->n_answers + 1) * sizeof(*l));
+    m->answer_lens = l ? l : m->answer_lens;
+    if (!ids || !a || !l) {
+        free(ids);
+        return TB_ENOMEM;
+    }
+    for (const char *p = line; *p;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p) {
+            if (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') {
+                p++;
+                continue;
+            }
+            free(ids);
+            return TB_EINVAL;
+        }
+        if (v < 0 || v > INT32_MAX) {
+            free(ids);
+            return TB_EINVAL;
+        }
+        ids[n++] = (int32_t)v;
+        p = end;
+    }
+    if (n == 0) {
+        free(ids);
+        return 0; /* blank lines are skipped */
+    }
+    m->answers[m->n_answers] = ids;
+    m->answer_lens[m->n_answers++] = n;
+    return 0;
+}
+
+/* Reads cfg.script: one answer per line. */
+static int s_load_script(struct tb_mock *m)
+{
+    FILE *f = fopen(m->cfg.script, "r");
+    if (!f) {
+        m->host->set_error(m->comp, "cannot open script '%s': %s", m->cfg.script,
+                           strerror(errno));
+        return TB_EIO;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    int rc = 0;
+    for (size_t no = 1; rc == 0 && getline(&line, &cap, f) >= 0; no++) {
+        rc = s_script_line(m, line);
+        if (rc == TB_EINVAL) {
+            m->host->set_error(m->comp, "script '%s' line %zu: not a list of token ids",
+                               m->cfg.script, no);
+        }
+    }
+    free(line);
+    fclose(f);
+    if (rc == 0 && m->n_answers == 0) {
+        m->host->set_error(m->comp, "script '%s' holds no answer", m->cfg.script);
+        rc = TB_ECONFIG;
+    }
+    return rc == TB_EINVAL ? TB_ECONFIG : rc;
+}
+
 int tb_mock_new(const struct tb_host *host, tb_component_t *comp,
                 const struct tb_mock_config *cfg, tb_mock_t **out)
 {
@@ -547,15 +765,39 @@ int tb_mock_new(const struct tb_host *host, tb_component_t *comp,
     m->host = host;
     m->comp = comp;
     m->cfg = *cfg;
+    if (cfg->script && cfg->kind != 1) {
+        host->set_error(comp, "script needs kind: tokens (the answers are token ids)");
+        free(m);
+        return TB_ECONFIG;
+    }
+    if (cfg->script) {
+        int rc = s_load_script(m);
+        if (rc != 0) {
+            s_free_script(m);
+            free(m);
+            return rc;
+        }
+    }
     atomic_init(&m->in_flight, 0);
     m->armed_ns = INT64_MIN;
     if (cfg->speedup > 0) {
         m->ttft_ns = (int64_t)(cfg->ttft_s / cfg->speedup * 1e9);
         m->itl_ns = (int64_t)(cfg->itl_s / cfg->speedup * 1e9);
+        m->prefill_ns = (int64_t)(cfg->prefill_per_token_s / cfg->speedup * 1e9);
+    }
+    if (cfg->kind == 1) {
+        int rc = tb_mock_kv_new((uint32_t)cfg->kv_blocks, (uint32_t)cfg->kv_block_size, &m->kv);
+        if (rc != 0) {
+            host->set_error(comp, "cannot make the pretend KV cache: %s", host->strerror(rc));
+            free(m);
+            return rc;
+        }
     }
     m->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
     if (m->timer_fd < 0) {
         host->set_error(comp, "cannot create a timer: %s", strerror(errno));
+        tb_mock_kv_destroy(&m->kv);
+        s_free_script(m);
         free(m);
         return TB_EIO;
     }
@@ -609,7 +851,9 @@ void tb_mock_destroy(tb_mock_t **m_p)
         close(m->timer_fd);
     }
     m->host->buf_free(&m->enc);
+    tb_mock_kv_destroy(&m->kv);
     free(m->scratch);
+    s_free_script(m);
     free(m);
     *m_p = NULL;
 }

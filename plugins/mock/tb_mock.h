@@ -3,7 +3,9 @@
  * engine (kind "text" or "tokens", the served model name, a context length), queues and runs
  * requests with a batch limit, streams deterministic tokens with a configured time to first token
  * and inter-token latency (scaled by a speedup factor; 0 = as fast as possible), honours
- * max_tokens, stop strings and ids, cancellation and deadlines, and publishes its load.
+ * max_tokens, stop strings and ids, cancellation and deadlines, and publishes its load; in the
+ * tokens kind it keeps a pretend prefix cache (tb_mock_kv) whose hits save a per-token prefill
+ * cost, publishes its KV events, and continues a migrated answer (resumed_tokens) exactly.
  * See docs/mock.md.
  */
 #ifndef TB_MOCK_H
@@ -32,6 +34,9 @@ struct tb_mock_config {
     double load_interval_s; /* load published at least this often */
     int64_t token_id_min;   /* tokens mode: ids generated */
     int64_t token_id_max;
+    double prefill_per_token_s; /* prefill cost of each prompt token not found cached */
+    bool kv_events;             /* tokens kind: publish the pretend cache's kv events */
+    const char *script;         /* tokens kind: a file of scripted answers (token ids), or NULL */
 };
 
 typedef struct tb_mock tb_mock_t;

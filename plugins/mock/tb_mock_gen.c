@@ -278,7 +278,14 @@ int tb_mock_seq_advance(tb_mock_seq_t *s, size_t k, struct tb_mock_step *out)
         uint64_t r = s_next(&s->rng);
         int32_t id;
         size_t word = (size_t)(r % VOCAB_N);
-        if (s->cfg.tokens_mode) {
+        if (s->cfg.script && s->generated >= s->cfg.natural_length) {
+            s->finished = true; /* the scripted answer is all there is */
+            s->finish_reason = "stop";
+            break;
+        }
+        if (s->cfg.tokens_mode && s->cfg.script) {
+            id = s->cfg.script[s->generated];
+        } else if (s->cfg.tokens_mode) {
             uint64_t span = (uint64_t)(s->cfg.token_id_max - s->cfg.token_id_min) + 1;
             id = s->cfg.token_id_min + (int32_t)(r % span);
         } else {

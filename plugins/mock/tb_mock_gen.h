@@ -28,7 +28,9 @@ struct tb_mock_seq_config {
     size_t n_stop_ids;
     int32_t token_id_min; /* token ids are drawn from [min, max] (tokens mode) */
     int32_t token_id_max;
-    int top_logprobs; /* alternatives per position when log-probabilities are asked */
+    int top_logprobs;      /* alternatives per position when log-probabilities are asked */
+    const int32_t *script; /* tokens mode: the answer's ids in order (natural_length of them),
+                              borrowed for the sequence's life; NULL: drawn at random */
 };
 
 /* What one advance produced.  Pointers are borrowed from the sequence until its next advance. */

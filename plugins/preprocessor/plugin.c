@@ -6,6 +6,9 @@
 
 #define OFF(m) offsetof(struct tb_preproc_config, m)
 
+static const char *const s_tool_parsers[] = TB_PREPROC_TOOL_PARSERS;
+static const char *const s_reasoning_parsers[] = TB_PREPROC_REASONING_PARSERS;
+
 static const struct tb_config_field s_fields[] = {
     {.key = "served_model_name",
      .type = TB_CFG_MODEL_NAME,
@@ -43,6 +46,28 @@ static const struct tb_config_field s_fields[] = {
      .min = 0.1,
      .max = 86400,
      .help = "longest a request may take, engine included"},
+    {.key = "migration_limit",
+     .type = TB_CFG_INT,
+     .offset = OFF(migration_limit),
+     .default_value = "3",
+     .has_bounds = true,
+     .min = 0,
+     .max = 100,
+     .help = "times a request moves to another engine instance when its stream breaks (the "
+             "instance died or stopped); 0: the caller gets the error"},
+    {.key = "tool_call_parser",
+     .type = TB_CFG_ENUM,
+     .offset = OFF(tool_call_parser),
+     .default_value = "auto",
+     .choices = s_tool_parsers,
+     .help = "how the model writes tool calls (auto: from its chat template and tokenizer)"},
+    {.key = "reasoning_parser",
+     .type = TB_CFG_ENUM,
+     .offset = OFF(reasoning_parser),
+     .default_value = "auto",
+     .choices = s_reasoning_parsers,
+     .help = "how the model writes its thinking: think is <think>...</think> (auto: from its "
+             "chat template and tokenizer)"},
 };
 
 static int s_create(const struct tb_host *host, tb_component_t *comp, const void *config,

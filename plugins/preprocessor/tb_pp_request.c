@@ -30,6 +30,7 @@ int tb_pp_request_new(struct tb_pp_request_list *l, void *owner, tb_request_t *i
     int64_t dl = h->bus_request_deadline_ns(in);
     int64_t left_ms = dl ? (dl - h->now_ns()) / 1000000 : 0;
     r->timeout_ms = (int)(timeout_s * 1000);
+    r->started_ns = h->now_ns();
     if (left_ms > 0 && left_ms < r->timeout_ms) {
         r->timeout_ms = (int)left_ms;
     }
@@ -66,6 +67,9 @@ void tb_pp_request_free(struct tb_pp_request *r)
     h->msg_free(&m);
     free(r->ids);
     tb_pp_text_destroy(&r->text);
+    tb_pp_migrate_release(&r->mig);
+    tb_pp_parse_destroy(&r->parse);
+    free(r->grammar);
     free(r);
     atomic_fetch_sub(&l->in_flight, 1);
 }

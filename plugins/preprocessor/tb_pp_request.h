@@ -19,6 +19,8 @@
 #include <stdint.h>
 
 #include "tb_plugin.h"
+#include "tb_pp_migrate.h"
+#include "tb_pp_parse.h"
 #include "tb_pp_text.h"
 #include "tb_pp_usage.h"
 
@@ -40,11 +42,15 @@ struct tb_pp_request {
     struct tb_msg_gen_request *msg; /* decoded request (owned; host->msg_free) */
     int32_t *ids;                   /* the prompt ids (owned) */
     size_t n_ids;
-    int64_t max_tokens; /* resolved; 0: the engine's default */
-    int timeout_ms;     /* for the engine call */
-    tb_pp_text_t *text; /* owned */
+    int64_t max_tokens;   /* resolved; 0: the engine's default */
+    int timeout_ms;       /* for the engine call */
+    tb_pp_text_t *text;   /* owned */
+    tb_pp_parse_t *parse; /* owned; NULL when the answer is text only */
+    char *grammar;        /* owned: a forced tool call's GBNF, or NULL */
     struct tb_pp_usage usage;
     struct tb_pp_request *prev, *next;
+    struct tb_pp_migrate mig; /* what migration needs (tb_pp_migrate.h) */
+    int64_t started_ns;       /* when the request came in (the engine call's remaining time) */
 };
 
 void tb_pp_request_list_init(struct tb_pp_request_list *l, const struct tb_host *host);

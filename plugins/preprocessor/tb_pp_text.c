@@ -10,6 +10,9 @@
 #include "tb_stop_matcher.h"
 
 struct tb_pp_text {
+    const tb_tokenizer_t *tok;
+    int32_t *keep; /* special ids whose text comes out */
+    size_t n_keep;
     tb_detok_t *detok;
     tb_stop_matcher_t *stop;
     bool stopped;
@@ -25,6 +28,7 @@ int tb_pp_text_new(const tb_tokenizer_t *tok, const int32_t *prompt, size_t n_pr
     if (!t) {
         return TB_ENOMEM;
     }
+    t->tok = tok;
     int rc = tb_detok_new(tok, true, &t->detok);
     if (rc == 0) {
         rc = tb_detok_set_prefix(t->detok, prompt, n_prompt);
@@ -49,6 +53,7 @@ void tb_pp_text_destroy(tb_pp_text_t **t_p)
     tb_detok_destroy(&t->detok);
     tb_stop_matcher_destroy(&t->stop);
     tb_buf_free(&t->text);
+    free(t->keep);
     free(t);
     *t_p = NULL;
 }
@@ -79,6 +84,34 @@ static int s_match(tb_pp_text_t *t, const char *s, size_t n)
     return stopped;
 }
 
+int tb_pp_text_keep_special(tb_pp_text_t *t, const int32_t *ids, size_t n)
+{
+    int32_t *k = n ? malloc(n * sizeof(*k)) : NULL;
+    if (n && !k) {
+        return TB_ENOMEM;
+    }
+    if (n) {
+        memcpy(k, ids, n * sizeof(*k));
+    }
+    free(t->keep);
+    t->keep = k;
+    t->n_keep = n;
+    return 0;
+}
+
+/* One id's text: a kept special token's piece as it is, anything else through the detokenizer
+ * (which leaves special tokens out). */
+static int s_detok(tb_pp_text_t *t, int32_t id, const char **s, size_t *len)
+{
+    for (size_t k = 0; k < t->n_keep; k++) {
+        if (t->keep[k] == id) {
+            *s = tb_tokenizer_piece(t->tok, id, len);
+            return *s ? 0 : tb_detok_push(t->detok, id, s, len);
+        }
+    }
+    return tb_detok_push(t->detok, id, s, len);
+}
+
 int tb_pp_text_push(tb_pp_text_t *t, const int32_t *ids, size_t n, size_t *used)
 {
     *used = 0;
@@ -86,7 +119,7 @@ int tb_pp_text_push(tb_pp_text_t *t, const int32_t *ids, size_t n, size_t *used)
     for (size_t i = 0; i < n && !t->stopped; i++) {
         const char *s;
         size_t len;
-        int rc = tb_detok_push(t->detok, ids[i], &s, &len);
+        int rc = s_detok(t, ids[i], &s, &len);
         if (rc == 0) {
             rc = s_match(t, s, len);
         }

@@ -29,6 +29,11 @@ int tb_pp_text_new(const tb_tokenizer_t *tok, const int32_t *prompt, size_t n_pr
 /* Frees; sets *t_p to NULL; accepts NULL. */
 void tb_pp_text_destroy(tb_pp_text_t **t_p);
 
+/* Special tokens whose text must come out even so (tool-call or reasoning markup that the
+ * model's tokenizer marks special, such as Mistral's [TOOL_CALLS]): ids[0..n) copied.  0 or
+ * TB_ENOMEM. */
+int tb_pp_text_keep_special(tb_pp_text_t *t, const int32_t *ids, size_t n);
+
 /* Pushes generated ids until one completes a stop string.  *used receives how many ids were
  * consumed (the one completing the stop string included: it counts as generated).  Returns 1
  * when a stop string completed (nothing more is released after it), 0 when not, TB_ENOMEM.

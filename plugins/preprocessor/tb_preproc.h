@@ -27,7 +27,20 @@ struct tb_preproc_config {
     const char *router;        /* optional router component name */
     int64_t context_length;    /* 0: the smallest the engines announce */
     double request_timeout_s;  /* whole request, engine included */
+    int64_t migration_limit;   /* times a request may move after its stream broke (0: never) */
+    int tool_call_parser;      /* index into TB_PREPROC_TOOL_PARSERS: 0 auto, 1 none, 2... */
+    int reasoning_parser;      /* index into TB_PREPROC_REASONING_PARSERS: 0 auto, 1 none, 2... */
 };
+
+/* The choices of the two config keys (NULL-terminated initializers). */
+#define TB_PREPROC_TOOL_PARSERS                                                                  \
+    {                                                                                            \
+        "auto", "none", "hermes", "llama3_json", "mistral", "deepseek_v3", NULL                  \
+    }
+#define TB_PREPROC_REASONING_PARSERS                                                             \
+    {                                                                                            \
+        "auto", "none", "think", "deepseek_r1", "qwen3", NULL                                    \
+    }
 
 typedef struct tb_preproc tb_preproc_t;
 

@@ -17,6 +17,7 @@
 
 #include "tb_actor.h"
 #include "tb_instance_dir.h"
+#include "tb_kv_index.h"
 #include "tb_router_policy.h"
 
 #define LOG_INFO(r, ...) TB_LOG_INFO((r)->host, (r)->comp, __VA_ARGS__)
@@ -45,7 +46,17 @@ struct tb_router {
     int64_t load_events;
     int64_t next_flush_ns;
     bool flush_armed; /* the actor knows there is something to flush */
+    struct kv_state {
+        tb_kv_index_t *index; /* kv_aware only */
+        tb_bus_t *bus;
+        char sync_topic[160];
+        tb_metric_series_t *overlap, *events, *gaps, *snap_asked, *blocks;
+        int64_t next_expire_ns;
+    } kv;
 };
+
+#define KV_SNAPSHOT_INTERVAL_NS 1000000000 /* one snapshot request per instance per second */
+#define KV_EXPIRE_NS 1000000000            /* approximate mode: sweep expired predictions */
 
 #define FLUSH_NS 100000000 /* 100 ms */
 
@@ -95,6 +106,141 @@ static void s_flush(struct tb_router *r)
     }
 }
 
+/* ---- kv_aware: the prefix index ------------------------------------------------------------ */
+
+static void s_kv_ask_snapshot(struct tb_router *r, uint64_t instance_id)
+{
+    const struct tb_host *h = r->host;
+    if (!tb_kv_index_snapshot_due(r->kv.index, instance_id, h->now_ns(),
+                                  KV_SNAPSHOT_INTERVAL_NS)) {
+        return;
+    }
+    struct tb_msg_kv_snapshot_request q = {.instance_id = instance_id};
+    struct tb_buf buf = {0};
+    if (h->msg_encode(TB_MSG_KV_SNAPSHOT_REQUEST, &q, &buf) == 0) {
+        h->bus_publish(r->kv.bus, r->kv.sync_topic, buf.data, buf.len);
+        h->metric_series_add(r->kv.snap_asked, 1);
+        LOG_DEBUG(r, "kv events of instance %016" PRIx64 " skipped some: asked for a snapshot",
+                  instance_id);
+    }
+    h->buf_free(&buf);
+}
+
+static void s_on_kv(const char *topic, const void *data, size_t len, void *user)
+{
+    (void)topic;
+    struct tb_router *r = user;
+    const struct tb_host *h = r->host;
+    void *msg = NULL;
+    char err[200];
+    if (h->msg_decode(TB_MSG_KV_EVENT, data, len, &msg, err, sizeof(err)) != 0) {
+        LOG_DEBUG(r, "dropped a malformed kv event: %s", err);
+        return;
+    }
+    const struct tb_msg_kv_event *ev = msg;
+    h->metric_series_add(r->kv.events, 1);
+    /* the index is what kv_aware reads, on direct callers' threads too: under the lock */
+    pthread_mutex_lock(&r->lock);
+    /* An instance the router does not (or no longer) know: its events would outlive it.  When it
+     * appears, its next event shows a gap and a snapshot fills the index. */
+    if (tb_instance_dir_get(r->dir, ev->instance_id)) {
+        struct tb_kv_index_event ie = {
+            .instance_id = ev->instance_id,
+            .seq = ev->has_seq ? ev->seq : 0,
+            .stored = ev->stored,
+            .parents = ev->parents_count == ev->stored_count ? ev->parents : NULL,
+            .n_stored = ev->stored_count,
+            .removed = ev->removed,
+            .n_removed = ev->removed_count,
+            .cleared = ev->has_cleared && ev->cleared,
+            .snapshot = ev->has_snapshot && ev->snapshot,
+        };
+        int rc = tb_kv_index_apply(r->kv.index, &ie);
+        if (ie.snapshot) {
+            LOG_DEBUG(r, "kv snapshot of instance %016" PRIx64 ": %zu blocks", ie.instance_id,
+                      ie.n_stored);
+        }
+        if (rc == TB_KV_INDEX_GAP) {
+            h->metric_series_add(r->kv.gaps, 1);
+        }
+        if (rc != 0) {
+            s_kv_ask_snapshot(r, ev->instance_id); /* on the actor: its bus handle */
+        }
+    }
+    pthread_mutex_unlock(&r->lock);
+    h->msg_free(&msg);
+}
+
+/* The decision's overlap in the histogram, and a debug line. */
+static void s_kv_note_decision(struct tb_router *r, const struct tb_idir_instance *inst)
+{
+    const struct tb_rp_kv_decision *d = tb_rpolicy_last_kv(r->policy);
+    r->host->metric_series_add(r->kv.overlap, (double)d->overlap_blocks);
+    LOG_DEBUG(r,
+              "kv_aware: model '%s' to instance %016" PRIx64 ": %u of %u prompt blocks cached "
+              "there (best %u), cost %.1f",
+              inst->model, inst->instance_id, d->overlap_blocks, d->prompt_blocks,
+              d->best_overlap, d->cost);
+}
+
+/* Approximate mode: frees expired predictions now and then; the index size as a gauge. */
+static void s_kv_housekeeping(struct tb_router *r, int64_t now)
+{
+    if (now < r->kv.next_expire_ns) {
+        return;
+    }
+    r->kv.next_expire_ns = now + KV_EXPIRE_NS;
+    tb_kv_index_expire(r->kv.index, now);
+    /* a snapshot request (or its answer) can be lost like any event: ask again */
+    for (size_t i = 0; i < tb_instance_dir_count(r->dir); i++) {
+        s_kv_ask_snapshot(r, tb_instance_dir_at(r->dir, i)->instance_id);
+    }
+    struct tb_kv_index_stats st;
+    tb_kv_index_get_stats(r->kv.index, &st);
+    r->host->metric_series_set(r->kv.blocks, (double)st.entries);
+}
+
+static int s_kv_init(struct tb_router *r, tb_bus_t *bus)
+{
+    const struct tb_host *h = r->host;
+    r->kv.bus = bus;
+    const char *ns = h->namespace_name(r->comp);
+    snprintf(r->kv.sync_topic, sizeof(r->kv.sync_topic), "kvsync.%s", ns);
+    static const double buckets[] = {0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+    tb_metric_t *m = h->metric_get(
+        r->comp, "turbine_router_kv_overlap_blocks", TB_METRIC_HISTOGRAM,
+        "kv_aware: prompt blocks already cached on the instance chosen (queries with tokens)", "",
+        buckets, sizeof(buckets) / sizeof(buckets[0]));
+    r->kv.overlap = h->metric_series(m, "");
+    m = h->metric_get(r->comp, "turbine_router_kv_events_total", TB_METRIC_COUNTER,
+                      "kv events received", "", NULL, 0);
+    r->kv.events = h->metric_series(m, "");
+    m = h->metric_get(r->comp, "turbine_router_kv_gaps_total", TB_METRIC_COUNTER,
+                      "kv events that skipped sequence numbers (a snapshot is asked for)", "",
+                      NULL, 0);
+    r->kv.gaps = h->metric_series(m, "");
+    m = h->metric_get(r->comp, "turbine_router_kv_snapshot_requests_total", TB_METRIC_COUNTER,
+                      "snapshots asked of engines", "", NULL, 0);
+    r->kv.snap_asked = h->metric_series(m, "");
+    m = h->metric_get(r->comp, "turbine_router_kv_index_blocks", TB_METRIC_GAUGE,
+                      "(block, instance) entries in the prefix index", "", NULL, 0);
+    r->kv.blocks = h->metric_series(m, "");
+    if (r->cfg.kv_mode != TB_RP_KV_EVENTS) {
+        return 0;
+    }
+    /* Publishing connects a socket on first use, and what is published before the connection
+     * is up is lost: publish a request for no instance now, so the first real one arrives. */
+    struct tb_msg_kv_snapshot_request none = {.instance_id = 0};
+    struct tb_buf buf = {0};
+    if (h->msg_encode(TB_MSG_KV_SNAPSHOT_REQUEST, &none, &buf) == 0) {
+        h->bus_publish(bus, r->kv.sync_topic, buf.data, buf.len);
+    }
+    h->buf_free(&buf);
+    char topic[160];
+    snprintf(topic, sizeof(topic), "kv.%s", ns);
+    return h->bus_subscribe(bus, topic, s_on_kv, r);
+}
+
 /* Flushes the counters every FLUSH_NS while there is something to flush. */
 static int s_step(void *user, tb_bus_t *bus)
 {
@@ -103,6 +249,11 @@ static int s_step(void *user, tb_bus_t *bus)
     int64_t now = r->host->now_ns();
     int wait_ms = -1;
     pthread_mutex_lock(&r->lock);
+    int kv_wait = -1;
+    if (r->kv.index) {
+        s_kv_housekeeping(r, now);
+        kv_wait = (int)((r->kv.next_expire_ns - now) / 1000000) + 1;
+    }
     bool any = r->load_events > 0;
     for (size_t i = 0; i < r->n_pend && !any; i++) {
         any = r->pend[i].n > 0;
@@ -117,7 +268,7 @@ static int s_step(void *user, tb_bus_t *bus)
         wait_ms = (int)((r->next_flush_ns - now) / 1000000) + 1;
     }
     pthread_mutex_unlock(&r->lock);
-    return wait_ms;
+    return kv_wait >= 0 && (wait_ms < 0 || kv_wait < wait_ms) ? kv_wait : wait_ms;
 }
 
 static void s_on_route(const struct tb_route *rt, bool added, void *user)
@@ -133,6 +284,9 @@ static void s_on_route(const struct tb_route *rt, bool added, void *user)
             TB_LOG_ERROR(r->host, r->comp, "cannot track route %s: out of memory", rt->endpoint);
         }
     } else if (tb_instance_dir_remove(r->dir, rt->instance_id, NULL)) {
+        if (r->kv.index) {
+            tb_kv_index_remove_instance(r->kv.index, rt->instance_id);
+        }
         LOG_INFO(r, "no longer routing to %s instance %016" PRIx64 " (model '%s')", rt->endpoint,
                  rt->instance_id, rt->model);
     }
@@ -154,6 +308,10 @@ static void s_on_load(const char *topic, const void *data, size_t len, void *use
     tb_instance_dir_load(r->dir, ev->instance_id, ev->running, ev->waiting,
                          ev->has_kv_used_blocks ? ev->kv_used_blocks : 0,
                          ev->has_kv_total_blocks ? ev->kv_total_blocks : 0);
+    if (ev->has_prefill_blocks || ev->has_decode_blocks) {
+        tb_instance_dir_load_blocks(r->dir, ev->instance_id, ev->prefill_blocks,
+                                    ev->decode_blocks);
+    }
     r->load_events++;
     pthread_mutex_unlock(&r->lock);
     r->host->msg_free(&msg);
@@ -167,8 +325,14 @@ static void s_answer(struct tb_router *r, tb_request_t *req, const struct tb_msg
     struct tb_rp_query rq = {.model = q->model,
                              .kind = q->kind,
                              .tokens = q->tokens,
-                             .n_tokens = q->tokens_count};
+                             .n_tokens = q->tokens_count,
+                             .exclude = q->exclude,
+                             .n_exclude = q->exclude_count,
+                             .now_ns = r->kv.index ? h->now_ns() : 0};
     int rc = tb_rpolicy_pick(r->policy, r->dir, &rq, &inst);
+    if (rc == 0 && r->kv.index && q->tokens_count > 0) {
+        s_kv_note_decision(r, inst);
+    }
     if (rc == TB_ENOMEM) {
         h->bus_reply_error(req, TB_ENOMEM, "out of memory");
         return;
@@ -218,6 +382,9 @@ static int s_init(void *user, tb_bus_t *bus)
     char topic[160];
     snprintf(topic, sizeof(topic), "load.%s", h->namespace_name(r->comp));
     int rc = h->bus_subscribe(bus, topic, s_on_load, r);
+    if (rc == 0 && r->kv.index) {
+        rc = s_kv_init(r, bus);
+    }
     if (rc == 0) {
         rc = h->bus_routes_watch(bus, s_on_route, r);
     }
@@ -238,8 +405,12 @@ static int s_init(void *user, tb_bus_t *bus)
     if (TB_HOST_HAS(h, bus_endpoint_set_direct) && h->bus_endpoint_set_direct(r->ep, true) != 0) {
         LOG_INFO(r, "router answers over its socket only (no direct calls)");
     }
-    LOG_INFO(r, "router serves %s.%s.%s with policy %s", h->namespace_name(r->comp),
-             h->component_name(r->comp), r->cfg.endpoint, tb_rpolicy_name(r->cfg.policy));
+    LOG_INFO(r, "router serves %s.%s.%s with policy %s%s", h->namespace_name(r->comp),
+             h->component_name(r->comp), r->cfg.endpoint, tb_rpolicy_name(r->cfg.policy),
+             !r->kv.index ? ""
+             : r->cfg.kv_mode == TB_RP_KV_EVENTS
+                 ? " (from the engines' kv events)"
+                 : " (approximate: predicted from its own decisions)");
     return 0;
 }
 
@@ -275,7 +446,19 @@ int tb_router_new(const struct tb_host *host, tb_component_t *comp,
     pthread_mutex_init(&r->lock, NULL);
     r->policy = tb_rpolicy_new((tb_rp_kind_t)cfg->policy, (uint64_t)cfg->seed);
     r->dir = tb_instance_dir_new("text,tokens");
-    if (!r->policy || !r->dir) {
+    if (cfg->policy == TB_RP_KV_AWARE) {
+        r->kv.index = tb_kv_index_new();
+        struct tb_rp_kv_config kc = {.prefill_weight = cfg->kv_prefill_weight,
+                                     .temperature = cfg->kv_temperature,
+                                     .mode = (tb_rp_kv_mode_t)cfg->kv_mode,
+                                     .approx_ttl_ns = (int64_t)(cfg->kv_approx_ttl * 1e9),
+                                     .block_size = (uint32_t)cfg->kv_block_size};
+        if (r->policy && r->kv.index) {
+            tb_rpolicy_set_kv(r->policy, &kc, r->kv.index);
+        }
+    }
+    if (!r->policy || !r->dir || (cfg->policy == TB_RP_KV_AWARE && !r->kv.index)) {
+        tb_kv_index_destroy(&r->kv.index);
         tb_rpolicy_destroy(&r->policy);
         tb_instance_dir_destroy(&r->dir);
         pthread_mutex_destroy(&r->lock);
@@ -314,6 +497,7 @@ void tb_router_destroy(tb_router_t **r_p)
     tb_router_stop(r);
     tb_rpolicy_destroy(&r->policy);
     tb_instance_dir_destroy(&r->dir);
+    tb_kv_index_destroy(&r->kv.index);
     r->host->buf_free(&r->enc);
     free(r->pend);
     pthread_mutex_destroy(&r->lock);

@@ -1,7 +1,8 @@
 /* libFuzzer target: the http frontend's JSON request decoder (both APIs) and the string escaper
  * answers are built with.  Any input must give a request or a 400-class error, never a crash or a
  * leak; escaped output must always be valid JSON.
- * FUZZ_SOURCES: plugins/http/tb_oai_request.c plugins/http/tb_oai_fields.c plugins/http/tb_oai_response.c */
+ * FUZZ_SOURCES: plugins/http/tb_oai_request.c plugins/http/tb_oai_tools.c plugins/http/tb_oai_fields.c plugins/http/tb_oai_response.c plugins/common/tb_grammar.c plugins/common/tb_grammar_stack.c plugins/common/tb_json_schema.c */
+
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>

@@ -185,8 +185,8 @@ def test_refused_by_name():
 
 
 def test_bench_grammar_reports_figures():
-    """bench/grammar prints a median and p99 for each grammar, memo off and on (no speed is
-    asserted)."""
+    """bench/grammar prints a median and p99 for each grammar, memo off and on, the accept
+    time, and the sampling step with and without the nested schema (no speed is asserted)."""
     exe = os.path.join(BUILD, 'bench', 'bench_grammar')
     path = os.path.join(VECTORS, VOCABS[0])
     if not os.path.exists(path):
@@ -202,3 +202,6 @@ def test_bench_grammar_reports_figures():
         assert 0 < median <= p99, line
         assert re.search(r'\(\d+ steps, [0-2]/2 samples ended\) memo off$', line), line
     assert out.count("compile ") == 3 and out.count(" memo on") == 3
+    assert out.count("accept median") == 3
+    m = re.search(r'sampler step median: with the grammar ([\d.]+) us, without ([\d.]+) us', out)
+    assert m and float(m.group(1)) > 0 and float(m.group(2)) > 0, out

@@ -182,3 +182,43 @@ def test_request_timeout_is_504(deadline_server):
         s.close()
     assert events[-1] == '[DONE]'
     assert json.loads(events[-2])['error']['code'] == 'timeout'
+
+
+def test_api_keys_file(tmp_path):
+    """Keys from a file (comments and blank lines skipped) add to api_keys; no key is logged."""
+    keys = tmp_path / 'keys.txt'
+    keys.write_text('# frontend keys\n\n  sk-file-one  \nsk-file-two\n')
+    port = free_port()
+    yaml = deployment(port, [http_component(port, api_keys=['${TB_TEST_KEY}'],
+                                            api_keys_file=str(keys)),
+                             mock_component('fast', name='fast', speedup=0)])
+    import os
+    os.environ['TB_TEST_KEY'] = 'sk-from-env'
+    t = Turbine(tmp_path, yaml)
+    try:
+        wait_ready(port)
+        for key in ('sk-file-one', 'sk-file-two', 'sk-from-env'):
+            assert get(port, '/v1/models', headers={'Authorization': 'Bearer ' + key}).status == 200
+        assert get(port, '/v1/models', headers={'Authorization': 'Bearer # frontend keys'}
+                   ).status == 401
+        assert get(port, '/v1/models').status == 401
+    finally:
+        t.stop()
+        del os.environ['TB_TEST_KEY']
+    log = t.log()
+    assert 'API keys required' in log
+    for key in ('sk-file-one', 'sk-file-two', 'sk-from-env'):
+        assert key not in log
+
+
+@pytest.mark.parametrize('text, why', [('', 'holds no key'),
+                                       ('# only a comment\n', 'holds no key'),
+                                       ('sk-ok\nsk bad key\n', 'line 2')])
+def test_api_keys_file_refused(tmp_path, text, why):
+    from tbproc import run, write_yaml
+    keys = tmp_path / 'keys.txt'
+    keys.write_text(text)
+    path = write_yaml(deployment(free_port(), [http_component(0, api_keys_file=str(keys))]))
+    rc, out = run('serve', path, timeout=30 * SLOW)
+    assert rc != 0 and why in out and str(keys) in out, out
+    assert 'bad key' not in out and 'sk-ok' not in out

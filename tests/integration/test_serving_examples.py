@@ -1,8 +1,10 @@
 """The serving examples: each passes `turbine check`, the one-process deployment answers on the
 port TURBINE_HTTP_PORT names, and the two-process one serves the worker's model through the
-head."""
+head, and the etcd pair serves the engine host's model through the frontend with no head."""
 import os
 import subprocess
+
+from etcd_cluster import Cluster, need_etcd
 
 from serving_util import (ROOT, SLOW, TURBINE, Turbine, chat, free_port, wait_models,
                           wait_ready)
@@ -16,7 +18,8 @@ def example(name):
 
 
 def test_examples_check():
-    for name in ('serving.yaml', 'head.yaml', 'worker.yaml'):
+    for name in ('serving.yaml', 'head.yaml', 'worker.yaml', 'etcd-frontend.yaml',
+                 'etcd-engine.yaml'):
         p = subprocess.run([TURBINE, 'check', os.path.join(EXAMPLES, name)], capture_output=True,
                            text=True, timeout=30 * SLOW)
         assert p.returncode == 0, name + ': ' + p.stdout + p.stderr
@@ -44,3 +47,23 @@ def test_two_process_example(tmp_path):
             assert r.status == 200
         wait_models(port, set(), timeout=10)
         assert head.alive()
+
+
+def test_etcd_example(tmp_path):
+    need_etcd()
+    cluster = Cluster(1).start()
+    try:
+        port = free_port()
+        env = {'TURBINE_HTTP_PORT': str(port), 'ETCD_ENDPOINTS': cluster.endpoints()}
+        with Turbine(tmp_path, example('etcd-frontend.yaml'), env=env) as front:
+            with Turbine(tmp_path, example('etcd-engine.yaml'), name='engine', env=env):
+                wait_models(port, {'mock-llama'})
+                wait_ready(port)
+                r = chat(port, model='mock-llama', max_tokens=2)
+                assert r.status == 200 and r.json()['usage']['completion_tokens'] == 2
+            # The engine host stopped cleanly: its lease is revoked and the model leaves at once
+            # (well inside the 10 s lease TTL).
+            wait_models(port, set(), timeout=5)
+            assert front.alive()
+    finally:
+        cluster.stop()

@@ -2,7 +2,7 @@
 - a plugin built against the frozen ABI 1.1 / schema 1.0 SDK (tests/plugins/sdk-v1) loads into
   today's host and serves, relaying to a mock engine whose chunks carry a field added since
   (token_logprob.bytes), with answers identical to the mock's own;
-- a process speaking schema 1.0 (TB_SCHEMA_MINOR=0) joins a schema 1.1 head over tcp and the two
+- a process speaking schema 1.0 (TB_SCHEMA_MINOR=0) joins a current (1.2) head over tcp and the two
   exchange requests both ways;
 - a peer whose schema cannot be bridged is refused at join, both fingerprints named."""
 import os
@@ -77,15 +77,16 @@ def test_versions_shown():
     rc, out = run('plugins', 'relay_v1', '--path', PLUGINS)
     assert rc == 0 and '(ABI 1.1, message schema 1.0,' in out, out
     rc, out = run('plugins', 'mock')
-    assert rc == 0 and 'message schema 1.1,' in out, out
+    assert rc == 0 and 'message schema 1.2,' in out, out
     rc, out = run('version')
-    assert rc == 0 and re.search(r'message schema 1\.1 \(fingerprint [0-9a-f]{16}\)', out), out
+    assert rc == 0 and re.search(r'message schema 1\.2 \(fingerprint [0-9a-f]{16}\)', out), out
 
 
 @pytest.mark.parametrize('older', ['worker', 'head'])
 def test_schema_minors_exchange_requests_over_tcp(tmp_path, older):
-    """A schema 1.0 process and a 1.1 one joined over tcp, either being the head: requests go
-    http (1.1) -> relay (1.0) -> mock (1.1) -> back, across the two processes both ways."""
+    """A schema 1.0 process and a current (1.2) one joined over tcp, either being the head:
+    requests go http (1.2) -> relay (1.0) -> mock (1.2) -> back, across the two processes both
+    ways."""
     port, reg = free_port(), free_port()
     new_comps = [http_component(port), mock_component('direct', speedup=0, output_tokens=8)]
     old_comps = [relay_component('relayed')]
@@ -107,7 +108,7 @@ def test_schema_minors_exchange_requests_over_tcp(tmp_path, older):
             worker.wait_log(r'joined the registry at \S+ \(process \w+, message schema 1\.0\)')
         else:
             worker = Turbine(tmp_path, deployment(port, new_comps), name='worker', join=join)
-            worker.wait_log(r'joined the registry at \S+ \(process \w+, message schema 1\.1\)')
+            worker.wait_log(r'joined the registry at \S+ \(process \w+, message schema 1\.2\)')
             wait_live(port)
         wait_models(port, {'direct', 'relayed'})
         assert_same_answers(port, 'direct', 'relayed')
@@ -128,7 +129,7 @@ def test_pinned_process_refuses_newer_plugins(tmp_path):
     p = Turbine(tmp_path, yaml, env={'TB_SCHEMA_MINOR': '0'})
     rc = p.wait_exit(20)
     assert rc != 0
-    assert 'carries message schema 1.1, newer than the 1.0 this process speaks' in p.log()
+    assert 'carries message schema 1.2, newer than the 1.0 this process speaks' in p.log()
     p = Turbine(tmp_path, yaml, name='bad', env={'TB_SCHEMA_MINOR': '7'})
     assert p.wait_exit(20) != 0
     assert "TB_SCHEMA_MINOR='7' is not a schema minor of this build" in p.log()

@@ -28,6 +28,7 @@
 #include "tb_block_hash.h"
 #include "tb_errors.h"
 #include "tb_runner.h"
+#include "tb_tokenizer.h"
 
 #define MAXTOK 128
 #define NREQ 6
@@ -413,6 +414,17 @@ static void test_forward_failure_ends_the_step(void **state)
 
 /* A sampled request moved to another runner after `cut` tokens ends with the same tokens as one
  * that ran through; the KV events name the prompt's full blocks by their chained hashes. */
+/* Steps `r` until its one sequence (user 0) has `n` tokens in got[0]. */
+static void s_step_until(tb_runner_t *r, struct got *got, uint32_t n)
+{
+    while (got[0].n < n) {
+        const struct tb_runner_output *outs;
+        uint32_t k;
+        assert_int_equal(tb_runner_step(r, &outs, &k), 0);
+        s_collect(r, outs, k, got, false);
+    }
+}
+
 static void test_export_import_and_kv_events(void **state)
 {
     (void)state;
@@ -431,12 +443,7 @@ static void test_export_import_and_kv_events(void **state)
     uint64_t id;
     assert_int_equal(tb_runner_submit(a, &q, &id), 0);
     struct got part[1] = {0};
-    while (part[0].n < 5) {
-        const struct tb_runner_output *outs;
-        uint32_t n;
-        assert_int_equal(tb_runner_step(a, &outs, &n), 0);
-        s_collect(a, outs, n, part, false);
-    }
+    s_step_until(a, part, 5);
     struct tb_runner_seq_state st;
     assert_int_equal(tb_runner_export(a, id, &st), 0);
     assert_int_equal(st.n_prompt, 40);
@@ -493,6 +500,81 @@ static void test_export_import_and_kv_events(void **state)
     tb_runner_destroy(&b);
 }
 
+/* A grammar through the runner: the sequence follows it and ends where it is complete; an
+ * export carries its text and the imported sequence goes on exactly as an uninterrupted one; a
+ * grammar that does not compile or that the vocabulary cannot start is refused at submit. */
+static void test_grammar_follow_export_import(void **state)
+{
+    (void)state;
+    const char *g =
+        "root ::= (\"yes\" | \"no\") \", \" [a-z]{2,12} (\" \" [a-z]{2,12}){0,3} \".\"";
+    int32_t prompt[12];
+    s_prompt(prompt, 12, 0, 3);
+    struct tb_sampling_params p;
+    tb_sampling_params_init(&p);
+    p.temperature = 0.9f;
+    p.has_seed = true;
+    p.seed = 77;
+    p.max_tokens = 100;
+    tb_runner_t *c = s_runner(512, false);
+    struct tb_runner_request q = {.prompt = prompt, .n_prompt = 12, .params = &p, .grammar = g};
+    assert_int_equal(tb_runner_submit(c, &q, NULL), 0);
+    struct got ref[1] = {0};
+    s_drain(c, ref, false);
+    assert_int_equal(ref[0].finish, TB_FINISH_STOP);
+    assert_true(ref[0].n >= 4);
+    assert_int_equal(ref[0].toks[ref[0].n - 1], 2); /* the model's EOS, where it is complete */
+    tb_tokenizer_t *tok = NULL;
+    char terr[256] = "", *text = NULL;
+    size_t len = 0;
+    assert_int_equal(tb_tokenizer_load(tb_model_params(s_model)->tokenizer_path, &tok, terr,
+                                       sizeof terr),
+                     0);
+    assert_int_equal(tb_tokenizer_decode(tok, ref[0].toks, ref[0].n - 1, true, &text, &len), 0);
+    size_t head = strncmp(text, "yes, ", 5) == 0 ? 5 : strncmp(text, "no, ", 4) == 0 ? 4 : 0;
+    assert_true(head > 0 && len > head + 2 && text[len - 1] == '.');
+    for (size_t i = head; i + 1 < len; i++) {
+        assert_true((text[i] >= 'a' && text[i] <= 'z') || text[i] == ' ');
+    }
+    free(text);
+    tb_tokenizer_destroy(&tok);
+
+    /* refusals at submit, with the reason */
+    struct tb_runner_request bad = q;
+    bad.grammar = "root ::= (\"a\"";
+    assert_int_equal(tb_runner_submit(c, &bad, NULL), TB_EINVAL);
+    assert_non_null(strstr(tb_runner_errmsg(c), "grammar: 1:"));
+    bad.grammar = "root ::= \"{\"";
+    assert_int_equal(tb_runner_submit(c, &bad, NULL), TB_EINVAL);
+    assert_non_null(strstr(tb_runner_errmsg(c), "cannot spell"));
+    tb_runner_destroy(&c);
+
+    /* the same request interrupted after 3 tokens and moved to another runner */
+    tb_runner_t *a = s_runner(512, true);
+    uint64_t id;
+    assert_int_equal(tb_runner_submit(a, &q, &id), 0);
+    struct got part[1] = {0};
+    s_step_until(a, part, 3);
+    struct tb_runner_seq_state st;
+    assert_int_equal(tb_runner_export(a, id, &st), 0);
+    assert_non_null(st.grammar);
+    assert_string_equal(st.grammar, g);
+    assert_null(st.params.grammar);
+    assert_int_equal(tb_runner_cancel(a, id), 0);
+    tb_runner_destroy(&a);
+    tb_runner_t *b = s_runner(512, true);
+    assert_int_equal(tb_runner_import(b, &st, NULL, &id), 0);
+    tb_runner_seq_state_release(&st);
+    struct got rest[1] = {0};
+    rest[0].n = 3;
+    memcpy(rest[0].toks, part[0].toks, 3 * sizeof(int32_t));
+    s_drain(b, rest, false);
+    assert_int_equal(rest[0].finish, TB_FINISH_STOP);
+    assert_int_equal(rest[0].n, ref[0].n);
+    assert_memory_equal(rest[0].toks, ref[0].toks, ref[0].n * sizeof(int32_t));
+    tb_runner_destroy(&b);
+}
+
 static int s_teardown(void **state)
 {
     (void)state;
@@ -508,6 +590,7 @@ int main(void)
         cmocka_unit_test(test_cancel_frees_blocks),
         cmocka_unit_test(test_forward_failure_ends_the_step),
         cmocka_unit_test(test_export_import_and_kv_events),
+        cmocka_unit_test(test_grammar_follow_export_import),
     };
     return cmocka_run_group_tests(tests, NULL, s_teardown);
 }

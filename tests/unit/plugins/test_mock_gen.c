@@ -162,6 +162,35 @@ static void test_stop_ids_and_tokens_mode(void **state)
     assert_int_equal(s.n_ids, first); /* the stop id itself is not output */
 }
 
+/* A scripted answer: its ids in order, then the end; max_tokens and stop ids still cut it. */
+static void test_script(void **state)
+{
+    (void)state;
+    static const int32_t script[] = {40, 41, 42, 43, 44};
+    struct tb_mock_seq_config c = base();
+    c.tokens_mode = true;
+    c.script = script;
+    c.natural_length = 5;
+    c.min_tokens = 9; /* cannot stretch a script */
+    struct run r;
+    run_all(&c, 2, false, &r);
+    assert_int_equal(r.n_ids, 5);
+    assert_memory_equal(r.ids, script, sizeof(script));
+    assert_string_equal(r.finish, "stop");
+    c.min_tokens = 0;
+    c.max_tokens = 3;
+    run_all(&c, 1, false, &r);
+    assert_int_equal(r.n_ids, 3);
+    assert_string_equal(r.finish, "length");
+    c.max_tokens = 0;
+    int32_t stop_id = 43;
+    c.stop_ids = &stop_id;
+    c.n_stop_ids = 1;
+    run_all(&c, 1, false, &r);
+    assert_int_equal(r.n_ids, 3);
+    assert_string_equal(r.finish, "stop");
+}
+
 static void test_logprobs(void **state)
 {
     (void)state;
@@ -180,7 +209,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deterministic), cmocka_unit_test(test_max_tokens),
         cmocka_unit_test(test_stop_strings),  cmocka_unit_test(test_stop_ids_and_tokens_mode),
-        cmocka_unit_test(test_logprobs),
+        cmocka_unit_test(test_logprobs),      cmocka_unit_test(test_script),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

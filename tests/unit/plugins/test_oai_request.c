@@ -78,7 +78,8 @@ static void test_chat_full(void **state)
         "\"stop\":[\"x\",\"\",\"yz\"],\"presence_penalty\":-2,\"frequency_penalty\":2,"
         "\"logprobs\":true,\"top_logprobs\":3,\"n\":1,\"user\":\"u\",\"top_k\":40,"
         "\"min_p\":0.1,\"repetition_penalty\":1.1,\"ignore_eos\":true,\"min_tokens\":2,"
-        "\"stop_token_ids\":[2,7],\"tools\":[{\"type\":\"function\"}],\"tool_choice\":\"auto\","
+        "\"stop_token_ids\":[2,7],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}"
+        "}],\"tool_choice\":\"auto\","
         "\"response_format\":{\"type\":\"text\"},\"logit_bias\":{},\"unknown_field\":[1]}");
     const struct tb_msg_gen_request *g = &r->gen;
     assert_int_equal(g->messages_count, 3);
@@ -182,6 +183,81 @@ static const char *s_chat_with(const char *extra, char *buf, size_t len)
     return buf;
 }
 
+/* Tools, tool_choice and the tool messages of a conversation. */
+static void test_tools(void **state)
+{
+    (void)state;
+    char b[2048];
+    const char *tools =
+        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+        "\"parameters\":{\"type\":\"object\"}}},{\"type\":\"function\","
+        "\"function\":{\"name\":\"get_time\"}}]";
+    char with[1024];
+    snprintf(with, sizeof(with),
+             "%s,\"tool_choice\":{\"type\":\"function\",\"function\":"
+             "{\"name\":\"get_time\"}},\"parallel_tool_calls\":false",
+             tools);
+    struct tb_oai_request *r = parse_ok(TB_OAI_CHAT, s_chat_with(with, b, sizeof(b)));
+    assert_string_equal(r->gen.tool_choice, "function");
+    assert_string_equal(r->gen.tool_choice_function, "get_time");
+    assert_true(r->gen.has_parallel_tool_calls);
+    assert_false(r->gen.parallel_tool_calls);
+    assert_non_null(strstr(r->gen.tools_json, "get_weather"));
+    tb_oai_request_destroy(&r);
+    snprintf(with, sizeof(with), "%s,\"tool_choice\":\"required\",\"stream\":true", tools);
+    r = parse_ok(TB_OAI_CHAT, s_chat_with(with, b, sizeof(b)));
+    assert_string_equal(r->gen.tool_choice, "required");
+    assert_true(r->gen.has_stream && r->gen.stream);
+    tb_oai_request_destroy(&r);
+    /* a conversation with a call and its result */
+    r = parse_ok(
+        TB_OAI_CHAT,
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_1\","
+        "\"type\":\"function\",\"function\":{\"name\":\"get_time\",\"arguments\":"
+        "\"{}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"call_1\",\"content\":\"noon\"}]}");
+    assert_non_null(strstr(r->gen.messages[1].tool_calls_json, "call_1"));
+    assert_string_equal(r->gen.messages[2].tool_call_id, "call_1");
+    tb_oai_request_destroy(&r);
+    /* malformed definitions and choices: 400 naming the field */
+    struct {
+        const char *extra, *param;
+    } bad[] = {
+        {"\"tools\":[{\"type\":\"function\"}]", "tools[0].function"},
+        {"\"tools\":[{\"type\":\"code\",\"function\":{\"name\":\"f\"}}]", "tools[0].type"},
+        {"\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"a b\"}}]",
+         "tools[0].function.name"},
+        {"\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":3}}]",
+         "tools[0].function.parameters"},
+        {"\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}},{\"type\":"
+         "\"function\",\"function\":{\"name\":\"f\"}}]",
+         "tools[1].function.name"},
+        {"\"tools\":[3]", "tools[0]"},
+        {"\"tool_choice\":\"required\"", "tool_choice"},
+        {"\"tool_choice\":\"always\"", "tool_choice"},
+        {"\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":"
+         "{\"type\":\"function\",\"function\":{\"name\":\"g\"}}",
+         "tool_choice.function.name"},
+        {"\"parallel_tool_calls\":1", "parallel_tool_calls"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+        parse_bad(TB_OAI_CHAT, s_chat_with(bad[i].extra, b, sizeof(b)), bad[i].param, NULL);
+    }
+    parse_bad(TB_OAI_CHAT,
+              "{\"model\":\"m\",\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}",
+              "messages[0].tool_call_id", "required");
+    parse_bad(
+        TB_OAI_CHAT,
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":"
+        "\"c\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{\"}}]}]}",
+        "messages[0].tool_calls[0].function.arguments", NULL);
+    parse_bad(
+        TB_OAI_CHAT,
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\",\"tool_calls\":"
+        "[]}]}",
+        "messages[0].tool_calls", "assistant");
+}
+
 static void test_ranges_and_types(void **state)
 {
     (void)state;
@@ -225,8 +301,7 @@ static void test_ranges_and_types(void **state)
               "top_logprobs", NULL);
     parse_bad(TB_OAI_CHAT, s_chat_with("\"logit_bias\":{\"12\":5}", b, sizeof(b)), "logit_bias",
               "not supported");
-    parse_bad(TB_OAI_CHAT,
-              s_chat_with("\"response_format\":{\"type\":\"json_object\"}", b, sizeof(b)),
+    parse_bad(TB_OAI_CHAT, s_chat_with("\"response_format\":{\"type\":\"xml\"}", b, sizeof(b)),
               "response_format.type", NULL);
     parse_bad(TB_OAI_CHAT, s_chat_with("\"seed\":\"x\"", b, sizeof(b)), "seed", NULL);
     parse_bad(TB_OAI_CHAT, s_chat_with("\"min_tokens\":9,\"max_tokens\":3", b, sizeof(b)),
@@ -243,6 +318,62 @@ static void test_ranges_and_types(void **state)
     r = parse_ok(TB_OAI_CHAT, s_chat_with("\"max_tokens\":16.0,\"temperature\":0", b, sizeof(b)));
     assert_int_equal(r->gen.max_tokens, 16);
     tb_oai_request_destroy(&r);
+}
+
+/* response_format and the raw grammar: GBNF on the message, or a 400 naming the fault. */
+static void test_structured_output(void **state)
+{
+    (void)state;
+    char b[1024];
+    struct tb_oai_request *r = parse_ok(TB_OAI_CHAT, s_chat_with("\"response_format\":{\"type\":"
+                                                                 "\"text\"}",
+                                                                 b, sizeof(b)));
+    assert_null(r->gen.grammar);
+    tb_oai_request_destroy(&r);
+    r = parse_ok(TB_OAI_CHAT,
+                 s_chat_with("\"response_format\":{\"type\":\"json_object\"}", b, sizeof(b)));
+    assert_non_null(r->gen.grammar);
+    assert_non_null(strstr(r->gen.grammar, "root ::="));
+    tb_oai_request_destroy(&r);
+    r = parse_ok(TB_OAI_COMPLETIONS,
+                 "{\"model\":\"m\",\"prompt\":\"p\",\"response_format\":{\"type\":"
+                 "\"json_schema\",\"json_schema\":{\"name\":\"n\",\"strict\":true,\"schema\":{"
+                 "\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}}}}}}");
+    assert_non_null(r->gen.grammar);
+    tb_oai_request_destroy(&r);
+    r = parse_ok(TB_OAI_COMPLETIONS,
+                 "{\"model\":\"m\",\"prompt\":\"p\",\"grammar\":\"root ::= [a-z]+\"}");
+    assert_string_equal(r->gen.grammar, "root ::= [a-z]+");
+    tb_oai_request_destroy(&r);
+
+    parse_bad(TB_OAI_CHAT,
+              s_chat_with("\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{"
+                          "\"name\":\"n\",\"schema\":{\"properties\":{\"x\":{\"type\":"
+                          "\"string\",\"pattern\":\"a+\"}}}}}",
+                          b, sizeof(b)),
+              "response_format.json_schema.schema", "'pattern' at '/properties/x'");
+    parse_bad(TB_OAI_CHAT,
+              s_chat_with("\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{"
+                          "\"name\":\"n\",\"schema\":{\"type\":\"strin\"}}}",
+                          b, sizeof(b)),
+              "response_format.json_schema.schema", "strin");
+    parse_bad(TB_OAI_CHAT,
+              s_chat_with("\"response_format\":{\"type\":\"json_schema\"}", b, sizeof(b)),
+              "response_format.json_schema", "needs");
+    parse_bad(TB_OAI_CHAT,
+              s_chat_with("\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{"
+                          "\"schema\":{}}}",
+                          b, sizeof(b)),
+              "response_format.json_schema.name", NULL);
+    parse_bad(TB_OAI_CHAT, s_chat_with("\"grammar\":\"root ::= (\"", b, sizeof(b)), "grammar",
+              "1:");
+    parse_bad(TB_OAI_CHAT, s_chat_with("\"grammar\":\"\"", b, sizeof(b)), "grammar", NULL);
+    parse_bad(TB_OAI_CHAT, s_chat_with("\"grammar\":7", b, sizeof(b)), "grammar", NULL);
+    parse_bad(TB_OAI_CHAT,
+              s_chat_with("\"grammar\":\"root ::= \\\"a\\\"\",\"response_format\":{\"type\":"
+                          "\"json_object\"}",
+                          b, sizeof(b)),
+              "grammar", "cannot be combined");
 }
 
 static void test_completions_errors(void **state)
@@ -266,9 +397,10 @@ static void test_completions_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_chat_minimal),     cmocka_unit_test(test_chat_full),
-        cmocka_unit_test(test_completions),      cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_ranges_and_types), cmocka_unit_test(test_completions_errors),
+        cmocka_unit_test(test_chat_minimal),      cmocka_unit_test(test_chat_full),
+        cmocka_unit_test(test_completions),       cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_ranges_and_types),  cmocka_unit_test(test_completions_errors),
+        cmocka_unit_test(test_structured_output), cmocka_unit_test(test_tools),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -120,6 +120,84 @@ static void test_final_chat(void **state)
     free(body);
 }
 
+/* Reasoning and tool calls accumulated from deltas into the message; streamed as deltas. */
+static void test_parts(void **state)
+{
+    (void)state;
+    tb_oai_parts_t *p = tb_oai_parts_new();
+    assert_non_null(p);
+    struct tb_msg_tool_call_delta d1[] = {
+        {.index = 0, .id = "call_a", .name = "get_weather", .arguments = ""},
+        {.index = 0, .arguments = "{\"city\": "}};
+    struct tb_msg_tool_call_delta d2[] = {
+        {.index = 0, .arguments = "\"Paris\"}"},
+        {.index = 1, .id = "call_b", .name = "f", .arguments = "{}"}};
+    struct tb_msg_gen_chunk c1 = {.reasoning = "thinking ",
+                                  .tool_calls = d1,
+                                  .tool_calls_count = 2};
+    struct tb_msg_gen_chunk c2 = {.reasoning = "done", .tool_calls = d2, .tool_calls_count = 2};
+    assert_int_equal(tb_oai_parts_add(p, &c1), 0);
+    assert_int_equal(tb_oai_parts_add(p, &c2), 0);
+    struct tb_oai_usage u = {.prompt_tokens = 3,
+                             .completion_tokens = 9,
+                             .reasoning_tokens = 2,
+                             .has_reasoning_tokens = true};
+    size_t len;
+    char *body = tb_oai_final_body_parts(&s_chat, "", 0, p, "tool_calls", NULL, &u, &len);
+    json_t *j = load(body, len);
+    json_t *c = json_array_get(json_object_get(j, "choices"), 0);
+    json_t *msg = json_object_get(c, "message");
+    assert_true(json_is_null(json_object_get(msg, "content")));
+    assert_string_equal(json_string_value(json_object_get(msg, "reasoning_content")),
+                        "thinking done");
+    assert_string_equal(json_string_value(json_object_get(msg, "reasoning")), "thinking done");
+    json_t *calls = json_object_get(msg, "tool_calls");
+    assert_int_equal(json_array_size(calls), 2);
+    json_t *k0 = json_array_get(calls, 0);
+    assert_string_equal(json_string_value(json_object_get(k0, "id")), "call_a");
+    assert_string_equal(json_string_value(json_object_get(k0, "type")), "function");
+    json_t *f0 = json_object_get(k0, "function");
+    assert_string_equal(json_string_value(json_object_get(f0, "name")), "get_weather");
+    assert_string_equal(json_string_value(json_object_get(f0, "arguments")),
+                        "{\"city\": \"Paris\"}");
+    assert_string_equal(json_string_value(json_object_get(c, "finish_reason")), "tool_calls");
+    json_t *det = json_object_get(json_object_get(j, "usage"), "completion_tokens_details");
+    assert_int_equal(json_integer_value(json_object_get(det, "reasoning_tokens")), 2);
+    json_decref(j);
+    free(body);
+    tb_oai_parts_destroy(&p);
+    assert_null(p);
+
+    /* streamed: one frame for the reasoning, one for the calls */
+    tb_oai_stream_t *st = tb_oai_stream_new(&s_chat, false);
+    struct tb_buf out;
+    tb_buf_init(&out);
+    assert_int_equal(tb_oai_stream_parts(st, &out, &c1), 0);
+    const char *f1 = (const char *)out.data;
+    assert_memory_equal(f1, "data: ", 6);
+    const char *f2 = strstr(f1 + 6, "\n\ndata: ");
+    assert_non_null(f2);
+    json_t *e1 = load(f1 + 6, (size_t)(f2 - f1 - 6));
+    json_t *e2 = load(f2 + 8, strlen(f2 + 8) - 2);
+    json_t *dl1 = json_object_get(json_array_get(json_object_get(e1, "choices"), 0), "delta");
+    assert_string_equal(json_string_value(json_object_get(dl1, "reasoning_content")),
+                        "thinking ");
+    json_t *dl2 = json_object_get(json_array_get(json_object_get(e2, "choices"), 0), "delta");
+    json_t *tc = json_object_get(dl2, "tool_calls");
+    assert_int_equal(json_array_size(tc), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(tc, 0), "id")),
+                        "call_a");
+    assert_null(json_object_get(json_array_get(tc, 1), "id")); /* a later piece: no id */
+    assert_string_equal(json_string_value(
+                            json_object_get(json_object_get(json_array_get(tc, 1), "function"),
+                                            "arguments")),
+                        "{\"city\": ");
+    json_decref(e1);
+    json_decref(e2);
+    tb_buf_free(&out);
+    tb_oai_stream_destroy(&st);
+}
+
 static void test_final_completions_logprobs(void **state)
 {
     (void)state;
@@ -282,6 +360,7 @@ int main(void)
         cmocka_unit_test(test_json_string),
         cmocka_unit_test(test_error_body),
         cmocka_unit_test(test_final_chat),
+        cmocka_unit_test(test_parts),
         cmocka_unit_test(test_final_completions_logprobs),
         cmocka_unit_test(test_chat_logprobs),
         cmocka_unit_test(test_stream_chat),

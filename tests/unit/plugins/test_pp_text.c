@@ -16,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include "../../../plugins/preprocessor/tb_pp_parse.h" /* plugin-private header */
 #include "../../../plugins/preprocessor/tb_pp_text.h"  /* plugin-private header */
 #include "../../../plugins/preprocessor/tb_pp_usage.h" /* plugin-private header */
 #include "tb_errors.h"
@@ -31,10 +32,11 @@ static int setup(void **state)
     (void)state;
     char *json = malloc(8192);
     assert_non_null(json);
-    int n = sprintf(json,
-                    "{\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false},"
-                    "\"decoder\":{\"type\":\"ByteLevel\"},"
-                    "\"model\":{\"type\":\"BPE\",\"merges\":[],\"vocab\":{");
+    int n = sprintf(
+        json, "{\"added_tokens\":[{\"id\":256,\"content\":\"[TOOL_CALLS]\",\"special\":true}],"
+              "\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false},"
+              "\"decoder\":{\"type\":\"ByteLevel\"},"
+              "\"model\":{\"type\":\"BPE\",\"merges\":[],\"vocab\":{");
     for (int b = 0; b < 256; b++) {
         char cp[5] = {0};
         tb_utf8_encode(tb_tok_byte_to_cp((uint8_t)b), cp);
@@ -114,6 +116,68 @@ static void test_plain_text_and_utf8(void **state)
     tb_pp_text_destroy(&t);
     assert_null(t);
     tb_pp_text_destroy(&t);
+}
+
+/* A special token is left out, unless it is markup a parser needs (kept). */
+static void test_keep_special(void **state)
+{
+    (void)state;
+    int32_t ids[] = {'a', 256, 'b'};
+    for (int keep = 0; keep < 2; keep++) {
+        tb_pp_text_t *t = NULL;
+        assert_int_equal(tb_pp_text_new(g_tok, NULL, 0, NULL, 0, &t), 0);
+        int32_t k = 256;
+        assert_int_equal(tb_pp_text_keep_special(t, &k, keep ? 1 : 0), 0);
+        size_t used = 0, len = 0;
+        assert_int_equal(tb_pp_text_push(t, ids, 3, &used), 0);
+        assert_int_equal(used, 3);
+        assert_string_equal(tb_pp_text_take(t, &len), keep ? "a[TOOL_CALLS]b" : "ab");
+        tb_pp_text_destroy(&t);
+    }
+}
+
+/* Reasoning, content and tool calls apart; reasoning tokens counted. */
+static void test_parse(void **state)
+{
+    (void)state;
+    json_error_t je;
+    json_t *tools = json_loads("[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]", 0, &je);
+    struct tb_pp_parse_config cfg = {.reasoning = TB_REASONING_THINK,
+                                     .think_open = true,
+                                     .tools_format = TB_TOOL_FORMAT_HERMES,
+                                     .tools = tools,
+                                     .seed = 1};
+    tb_pp_parse_t *p = NULL;
+    assert_int_equal(tb_pp_parse_new(&cfg, &p), 0);
+    json_decref(tools);
+    const char *pieces[] = {
+        "hmm",  " ok",   "</think>",
+        "\n\n", "Sure.", "<tool_call>{\"name\": \"f\", \"arguments\": {}}</tool_call>"};
+    char reasoning[64] = "", content[64] = "";
+    size_t calls = 0;
+    for (size_t i = 0; i <= 6; i++) {
+        if (i < 6) {
+            assert_int_equal(tb_pp_parse_push(p, pieces[i], strlen(pieces[i]), true), 0);
+        } else {
+            assert_int_equal(tb_pp_parse_finish(p), 0);
+        }
+        struct tb_msg_gen_chunk c = {0};
+        assert_int_equal(tb_pp_parse_take(p, &c), 0);
+        strcat(reasoning, c.reasoning ? c.reasoning : "");
+        strcat(content, c.text ? c.text : "");
+        for (size_t k = 0; k < c.tool_calls_count; k++) {
+            if (c.tool_calls[k].name) {
+                assert_string_equal(c.tool_calls[k].name, "f");
+                calls++;
+            }
+        }
+    }
+    assert_string_equal(reasoning, "hmm ok");
+    assert_string_equal(content, "Sure.");
+    assert_int_equal(calls, 1);
+    assert_int_equal(tb_pp_parse_calls(p), 1);
+    assert_int_equal(tb_pp_parse_reasoning_tokens(p), 3); /* "hmm", " ok", "</think>" */
+    tb_pp_parse_destroy(&p);
 }
 
 static void test_stop_across_tokens(void **state)
@@ -243,6 +307,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plain_text_and_utf8),
         cmocka_unit_test(test_stop_across_tokens),
+        cmocka_unit_test(test_keep_special),
+        cmocka_unit_test(test_parse),
         cmocka_unit_test(test_finish_releases_held_text),
         cmocka_unit_test(test_token_text),
 #ifndef TB_ASAN
