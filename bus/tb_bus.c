@@ -45,7 +45,7 @@ enum {
 #define EPOLL_BATCH 64
 
 /* What a watched descriptor stands for. */
-enum src_kind { IT_WAKE, IT_SUB, IT_REG, IT_ENDPOINT, IT_CONN, IT_WATCH };
+enum src_kind { IT_WAKE, IT_SUB, IT_REG, IT_ENDPOINT, IT_CONN, IT_WATCH, IT_DIRECT };
 
 /* One descriptor in the handle's epoll set: the wake eventfd, a watched fd, or a ZeroMQ socket's
  * ZMQ_FD.  A ZeroMQ socket's descriptor only says that commands are waiting, and any call on the
@@ -70,6 +70,7 @@ struct endpoint {
     tb_cancel_fn on_cancel;
     void *user;
     struct tb_u64map reqs; /* key: mix(identity, id) */
+    bool direct;           /* callers in this process run on_request (tb_node_direct_*) */
     bool dead;             /* removed: closed at the end of the run */
     struct endpoint *next_dead;
 };
@@ -81,6 +82,9 @@ struct tb_request {
     int64_t deadline_ns;
     void *user;
     bool cancelled;
+    /* a direct request (on the caller's stack): the caller's handle, where its chunks queue */
+    tb_bus_t *caller;
+    bool answered; /* direct: its final or error chunk is queued */
     size_t ident_len;
     uint8_t ident[MAX_IDENT];
 };
@@ -125,6 +129,18 @@ struct route_watcher {
     void *user;
 };
 
+/* A chunk a direct endpoint answered, queued for the caller's next run (its on_chunk must not run
+ * inside bus_call). */
+struct dchunk {
+    struct dchunk *next;
+    uint64_t call_id;
+    tb_chunk_kind_t kind;
+    int code;
+    char *message; /* ERROR: points into data, after the payload */
+    size_t len;
+    uint8_t data[];
+};
+
 struct tb_bus {
     tb_node_t *node;
     char *ns;
@@ -165,7 +181,9 @@ struct tb_bus {
     struct route_watcher *rwatch;
     size_t n_rwatch;
 
-    struct src wake_src, sub_src, reg_src;
+    struct dchunk *dq_head, *dq_tail; /* direct endpoints' answers, in order */
+
+    struct src wake_src, sub_src, reg_src, direct_src;
     struct src **order; /* every source in dispatch order (rebuilt when dirty) */
     size_t n_order, cap_order;
     bool dirty;
@@ -292,6 +310,7 @@ static int s_rebuild_order(tb_bus_t *bus)
     for (size_t it = 0; rc == 0 && tb_u64map_next(&bus->conns, &it, NULL, (void **)&c);) {
         rc = s_order_push(bus, &c->src);
     }
+    rc = rc ? rc : s_order_push(bus, &bus->direct_src);
     for (size_t i = 0; i < bus->n_eps && rc == 0; i++) {
         rc = s_order_push(bus, &bus->eps[i]->src);
     }
@@ -498,6 +517,91 @@ static void s_note_fallback(tb_bus_t *bus, const struct tb_rt_entry *e)
     }
 }
 
+/* ------------------------------------------------------------------------------------------- */
+/* Direct calls: an endpoint of this process declared callable on its callers' threads
+ * (tb_bus_endpoint_set_direct) runs on_request inside bus_call; its chunks wait in the caller's
+ * queue for the caller's next run, so on_chunk never runs inside bus_call. */
+
+/* Queues a chunk of a direct answer; 0 or TB_ENOMEM. */
+static int s_direct_push(tb_bus_t *bus, uint64_t call_id, tb_chunk_kind_t kind, int code,
+                         const char *message, const void *data, size_t len)
+{
+    size_t mlen = message ? strlen(message) + 1 : 0;
+    struct dchunk *d = malloc(sizeof(*d) + len + mlen);
+    if (!d) {
+        return TB_ENOMEM;
+    }
+    d->next = NULL;
+    d->call_id = call_id;
+    d->kind = kind;
+    d->code = code;
+    d->len = len;
+    if (len) {
+        memcpy(d->data, data, len);
+    }
+    d->message = NULL;
+    if (message) {
+        d->message = (char *)d->data + len;
+        memcpy(d->message, message, mlen);
+    }
+    if (bus->dq_tail) {
+        bus->dq_tail->next = d;
+    } else {
+        bus->dq_head = d;
+    }
+    bus->dq_tail = d;
+    bus->direct_src.ready = true;
+    return 0;
+}
+
+/* Delivers the queued chunks (those of calls since cancelled are dropped); true when the queue is
+ * empty afterwards (a callback may have queued more). */
+static bool s_on_direct(tb_bus_t *bus)
+{
+    struct dchunk *d = bus->dq_head;
+    bus->dq_head = bus->dq_tail = NULL;
+    while (d) {
+        struct dchunk *next = d->next;
+        struct tb_call *call = tb_u64map_get(&bus->calls, d->call_id);
+        if (call) {
+            struct tb_chunk ch = {.kind = d->kind,
+                                  .data = d->len ? d->data : NULL,
+                                  .len = d->len};
+            ch.code = d->code;
+            ch.message = d->message;
+            if (d->kind == TB_CHUNK_DATA) {
+                bus->callbacks++;
+                call->cb(call, &ch, call->user);
+            } else {
+                s_call_finish(bus, call, &ch);
+            }
+        }
+        free(d);
+        d = next;
+    }
+    return bus->dq_head == NULL;
+}
+
+/* Runs `ep`'s handler for `call` here; it answers before it returns (docs/bus.md). */
+static void s_call_direct(tb_bus_t *bus, struct endpoint *ep, struct tb_call *call,
+                          const void *data, size_t len)
+{
+    struct tb_request req = {.ep = ep, .id = call->id, .caller = bus};
+    if (call->timeout_ms > 0) {
+        req.deadline_ns = call->deadline_ns + SERVER_DEADLINE_SLACK_NS;
+    }
+    ep->on_request(&req, data, len, ep->user);
+    if (!req.answered) {
+        TB_CLOG_ERROR(bus->log_name, "'%s' did not answer a direct call before returning",
+                      ep->name);
+        if (s_direct_push(bus, call->id, TB_CHUNK_ERROR, TB_EINTERNAL,
+                          "the endpoint did not answer a direct call", NULL, 0) != 0) {
+            /* no memory for the error: the call ends at its deadline */
+            TB_CLOG_ERROR(bus->log_name, "out of memory for the error of a direct call");
+        }
+    }
+}
+
 static int s_call_start(tb_bus_t *bus, int kind, const char *endpoint, uint64_t instance_id,
                         const void *data, size_t len, int timeout_ms, tb_chunk_fn on_chunk,
                         void *user, tb_call_t **call_out)
@@ -519,14 +623,19 @@ static int s_call_start(tb_bus_t *bus, int kind, const char *endpoint, uint64_t 
         s_note_fallback(bus, e);
     }
     int rc = 0;
-    struct conn *c = s_conn_get(bus, e, &rc);
-    if (!c) {
-        return rc;
-    }
-    struct tb_call *call = calloc(1, sizeof(*call));
+    struct endpoint *direct = kind == K_REQUEST ? tb_node_direct_acquire(bus->node, instance_id)
+                                                : NULL;
+    struct conn *c = direct ? NULL : s_conn_get(bus, e, &rc);
+    /* malloc, not calloc: glibc's calloc bypasses the per-thread cache, and this runs for every
+     * call */
+    struct tb_call *call = direct || c ? malloc(sizeof(*call)) : NULL;
     if (!call) {
-        return TB_ENOMEM;
+        if (direct) {
+            tb_node_direct_release(bus->node);
+        }
+        return c || direct ? TB_ENOMEM : rc;
     }
+    *call = (struct tb_call){0};
     call->bus = bus;
     call->id = ++bus->next_call_id;
     call->instance = instance_id;
@@ -541,7 +650,12 @@ static int s_call_start(tb_bus_t *bus, int kind, const char *endpoint, uint64_t 
     f.timeout_ms = timeout_ms > 0 ? timeout_ms : 0;
     f.has_timeout_ms = true;
     rc = tb_u64map_put(&bus->calls, call->id, call);
-    if (rc == 0) {
+    if (direct) {
+        if (rc == 0) {
+            s_call_direct(bus, direct, call, data, len);
+        }
+        tb_node_direct_release(bus->node);
+    } else if (rc == 0) {
         rc = s_send_frame(c->dealer, NULL, 0, &f, data, kind == K_PING ? 0 : len);
         c->src.ready = true; /* the send may have taken the signal of a waiting reply */
         if (rc == -EAGAIN) {
@@ -557,7 +671,9 @@ static int s_call_start(tb_bus_t *bus, int kind, const char *endpoint, uint64_t 
         free(call);
         return rc;
     }
-    c->n_calls++;
+    if (c) {
+        c->n_calls++;
+    }
     *call_out = call;
     return 0;
 }
@@ -656,6 +772,15 @@ static void s_request_free(struct tb_request *req)
 
 int tb_bus_reply(tb_request_t *req, const void *data, size_t len, bool final)
 {
+    if (req->caller) {
+        if (req->answered) {
+            return TB_EINVAL;
+        }
+        int rc = s_direct_push(req->caller, req->id, final ? TB_CHUNK_FINAL : TB_CHUNK_DATA, 0,
+                               NULL, data, len);
+        req->answered = final && rc == 0;
+        return rc;
+    }
     struct endpoint *ep = req->ep;
     struct tb_msg_frame f = {.kind = final ? K_FINAL : K_DATA, .id = req->id};
     int rc = 0;
@@ -682,6 +807,14 @@ int tb_bus_vreply_error(tb_request_t *req, int code, const char *fmt, va_list ap
 {
     char msg[1024];
     vsnprintf(msg, sizeof(msg), fmt, ap);
+    if (req->caller) {
+        if (req->answered) {
+            return TB_EINVAL;
+        }
+        int rc = s_direct_push(req->caller, req->id, TB_CHUNK_ERROR, code, msg, NULL, 0);
+        req->answered = rc == 0;
+        return rc;
+    }
     struct tb_msg_frame f = {.kind = K_ERROR, .id = req->id, .message = msg};
     f.code = code;
     f.has_code = true;
@@ -769,10 +902,11 @@ static bool s_on_endpoint(tb_bus_t *bus, struct endpoint *ep)
                     s_error_to(ep, &parts[0], f->id, TB_ENOROUTE,
                                "this instance does not serve that endpoint");
                 } else {
-                    struct tb_request *req = calloc(1, sizeof(*req));
+                    struct tb_request *req = malloc(sizeof(*req)); /* as in s_call_start */
                     if (!req) {
                         s_error_to(ep, &parts[0], f->id, TB_ENOMEM, "out of memory");
                     } else {
+                        *req = (struct tb_request){0};
                         req->ep = ep;
                         req->id = f->id;
                         req->key = key;
@@ -897,8 +1031,31 @@ fail:
     return rc;
 }
 
+int tb_bus_endpoint_set_direct(tb_endpoint_t *handle, bool on)
+{
+    struct endpoint *ep = (struct endpoint *)handle;
+    if (ep->dead) {
+        return TB_EGONE;
+    }
+    if (on) {
+        int rc = tb_node_direct_add(ep->bus->node, ep->instance, ep);
+        ep->direct = rc == 0;
+        return rc;
+    }
+    if (ep->direct) {
+        tb_node_direct_remove(ep->bus->node, ep->instance);
+        ep->direct = false;
+    }
+    return 0;
+}
+
 static void s_endpoint_close(tb_bus_t *bus, struct endpoint *ep, const char *why)
 {
+    if (ep->direct) {
+        /* waits for callers inside its handler: after this only its own thread sees it */
+        tb_node_direct_remove(bus->node, ep->instance);
+        ep->direct = false;
+    }
     struct tb_request *req;
     for (size_t it = 0; tb_u64map_next(&ep->reqs, &it, NULL, (void **)&req);) {
         tb_bus_reply_error(req, TB_EDRAINING, "%s", why);
@@ -1312,6 +1469,8 @@ static bool s_dispatch(tb_bus_t *bus, struct src *s)
         struct conn *c = s->obj;
         return c->dead || s_on_conn(bus, c);
     }
+    case IT_DIRECT:
+        return s_on_direct(bus);
     case IT_WATCH: {
         struct watch *w = s->obj;
         if (w->src.tracked) {
@@ -1385,6 +1544,15 @@ int tb_bus_run(tb_bus_t *bus, int timeout_ms)
         }
         left = left || s->ready;
     }
+    /* Direct answers to calls that callbacks made after the queue's turn: delivered now (they
+     * cost no system call), so a loop driven through tb_bus_fd never waits on them.  Bounded:
+     * their callbacks may call again. */
+    for (int k = 0; k < 4 && bus->direct_src.ready; k++) {
+        if (s_on_direct(bus)) {
+            bus->direct_src.ready = false;
+        }
+    }
+    left = left || bus->direct_src.ready;
     /* A source still ready (a budget spent, or a send that may have taken a reply's signal) has
      * no descriptor event to come: an outside loop watching tb_bus_fd learns of it by the wake-up
      * eventfd.  tb_bus_run's own next turn checks the flags without it. */
@@ -1453,6 +1621,7 @@ tb_bus_t *tb_bus_new(tb_node_t *node, const char *ns, const char *component)
         goto fail;
     }
     zmq_setsockopt(bus->sub, ZMQ_SUBSCRIBE, "route.", 6);
+    bus->direct_src.kind = IT_DIRECT; /* no descriptor: ready when a direct answer is queued */
     s_src_track(bus, &bus->wake_src, IT_WAKE, NULL, NULL, bus->wake_fd);
     s_src_track(bus, &bus->sub_src, IT_SUB, NULL, bus->sub, -1);
     s_src_track(bus, &bus->reg_src, IT_REG, NULL, bus->reg, -1);
@@ -1509,6 +1678,11 @@ void tb_bus_destroy(tb_bus_t **bus_p)
         s_conn_close(bus, c);
     }
     s_reap(bus);
+    while (bus->dq_head) {
+        struct dchunk *d = bus->dq_head;
+        bus->dq_head = d->next;
+        free(d);
+    }
     tb_u64map_release(&bus->calls);
     tb_u64map_release(&bus->conns);
     for (size_t i = 0; i < bus->n_subs; i++) {

@@ -49,6 +49,7 @@ int tb_bus_endpoint_add(tb_bus_t *bus, const char *name, const struct tb_endpoin
                         tb_endpoint_t **ep_out);
 int tb_bus_endpoint_remove(tb_bus_t *bus, tb_endpoint_t *ep);
 uint64_t tb_bus_endpoint_instance(const tb_endpoint_t *ep);
+int tb_bus_endpoint_set_direct(tb_endpoint_t *ep, bool on);
 
 int tb_bus_reply(tb_request_t *req, const void *data, size_t len, bool final);
 int tb_bus_reply_error(tb_request_t *req, int code, const char *fmt, ...) TB_PRINTF(3, 4);

@@ -69,6 +69,15 @@ struct tb_node {
     bool stopping;
     uint64_t seq;
 
+    /* direct endpoints: read-locked while a caller runs one's handler */
+    pthread_rwlock_t direct_lock;
+    struct direct {
+        uint64_t instance;
+        void *obj;
+    } * direct;
+    size_t n_direct_slots;
+    _Atomic size_t n_direct; /* read without the lock: none is the common case */
+
     /* discovery on etcd (libturbine-etcd.so, opened only when configured) */
     void *etcd_lib;
     tb_etcd_sync_t *etcd_sync;
@@ -422,6 +431,7 @@ int tb_node_new(const struct tb_node_config *cfg, tb_node_t **out, char *err, si
     }
     pthread_mutex_init(&n->lock, NULL);
     pthread_cond_init(&n->cond, NULL);
+    pthread_rwlock_init(&n->direct_lock, NULL);
     n->wake_fd = -1;
     uint64_t rnd[2] = {0, 0};
     if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd)) {
@@ -562,6 +572,8 @@ void tb_node_destroy(tb_node_t **node_p)
     }
     pthread_mutex_destroy(&n->lock);
     pthread_cond_destroy(&n->cond);
+    pthread_rwlock_destroy(&n->direct_lock);
+    free(n->direct);
     free(n->registry_addr);
     free(n->hub_pub);
     free(n->hub_sub);
@@ -748,4 +760,72 @@ void tb_node_lease_remove(tb_node_t *n, uint64_t instance_id)
     *pc = c;
     pthread_mutex_unlock(&n->lock);
     s_wake(n);
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Direct endpoints */
+
+int tb_node_direct_add(tb_node_t *n, uint64_t instance_id, void *obj)
+{
+    int rc = 0;
+    pthread_rwlock_wrlock(&n->direct_lock);
+    size_t count = atomic_load(&n->n_direct);
+    size_t i = 0;
+    while (i < count && n->direct[i].instance != instance_id) {
+        i++;
+    }
+    if (i == count && count == n->n_direct_slots) {
+        size_t cap = count ? count * 2 : 4;
+        struct direct *v = realloc(n->direct, cap * sizeof(*v));
+        if (v) {
+            n->direct = v;
+            n->n_direct_slots = cap;
+        } else {
+            rc = TB_ENOMEM;
+        }
+    }
+    if (rc == 0) {
+        n->direct[i].instance = instance_id;
+        n->direct[i].obj = obj;
+        if (i == count) {
+            atomic_store(&n->n_direct, count + 1);
+        }
+    }
+    pthread_rwlock_unlock(&n->direct_lock);
+    return rc;
+}
+
+void tb_node_direct_remove(tb_node_t *n, uint64_t instance_id)
+{
+    pthread_rwlock_wrlock(&n->direct_lock);
+    size_t count = atomic_load(&n->n_direct);
+    for (size_t i = 0; i < count; i++) {
+        if (n->direct[i].instance == instance_id) {
+            n->direct[i] = n->direct[count - 1];
+            atomic_store(&n->n_direct, count - 1);
+            break;
+        }
+    }
+    pthread_rwlock_unlock(&n->direct_lock);
+}
+
+void *tb_node_direct_acquire(tb_node_t *n, uint64_t instance_id)
+{
+    if (atomic_load_explicit(&n->n_direct, memory_order_relaxed) == 0) {
+        return NULL;
+    }
+    pthread_rwlock_rdlock(&n->direct_lock);
+    size_t count = atomic_load(&n->n_direct);
+    for (size_t i = 0; i < count; i++) {
+        if (n->direct[i].instance == instance_id) {
+            return n->direct[i].obj; /* still read-locked: tb_node_direct_release unlocks */
+        }
+    }
+    pthread_rwlock_unlock(&n->direct_lock);
+    return NULL;
+}
+
+void tb_node_direct_release(tb_node_t *n)
+{
+    pthread_rwlock_unlock(&n->direct_lock);
 }

@@ -80,6 +80,18 @@ int tb_node_lease_add(tb_node_t *node, const struct tb_msg_route *route, int tim
 /* Deregisters an instance (asynchronously; the route event follows). */
 void tb_node_lease_remove(tb_node_t *node, uint64_t instance_id);
 
+/* Direct endpoints (docs/bus.md, "Direct calls"): instances whose request handler a caller in this
+ * process runs on its own thread.  `obj` (borrowed) is what tb_node_direct_acquire returns for
+ * `instance_id`.  Add: 0 or TB_ENOMEM; adding an instance again replaces its object. */
+int tb_node_direct_add(tb_node_t *node, uint64_t instance_id, void *obj);
+/* Removes the instance; returns once no caller is inside tb_node_direct_acquire/_release for
+ * it, so `obj` may be freed afterwards. */
+void tb_node_direct_remove(tb_node_t *node, uint64_t instance_id);
+/* The object of a direct instance, or NULL (nothing held).  When not NULL, the caller must call
+ * tb_node_direct_release once it is done with it; until then the instance cannot be removed. */
+void *tb_node_direct_acquire(tb_node_t *node, uint64_t instance_id);
+void tb_node_direct_release(tb_node_t *node);
+
 #pragma GCC visibility pop
 
 #endif /* TB_NODE_H */

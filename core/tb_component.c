@@ -149,6 +149,7 @@ static const struct tb_host s_host = {
     .metric_series_add = tb_metric_series_add,
     .metric_series_set = tb_metric_series_set,
     .bus_routes_list = tb_bus_routes_list,
+    .bus_endpoint_set_direct = tb_bus_endpoint_set_direct,
 };
 
 /* bus_routes_find writes rows of sizeof(struct tb_route) into arrays plugins of every ABI 1.x

@@ -347,6 +347,20 @@ struct tb_host {
      * 1.0's size, always).  TB_EINVAL when route_size is smaller than ABI 1.0's struct. */
     int (*bus_routes_list)(tb_bus_t *bus, const char *endpoint, const char *model, void *out,
                            size_t route_size, int max);
+
+    /* --- added in ABI 1.3 (check with TB_HOST_HAS) --- */
+    /* Makes `ep` (on=true) a direct endpoint: a caller in this process runs its on_request on the
+     * caller's own thread, inside bus_call, instead of sending the request to the thread that
+     * serves it; callers in other processes still reach it through its socket (docs/bus.md,
+     * "Direct calls").  Such an on_request must (1) be safe to run on any thread, concurrently
+     * with itself and with the serving thread's callbacks (the component locks its own state),
+     * (2) answer every request before it returns (bus_reply with final=true, or
+     * bus_reply_error), never keeping `req`, and (3) call no bus_* function other than those
+     * replies and the bus_request_* accessors.  on_cancel is never called for a direct request.
+     * The answer reaches the caller's on_chunk from its next bus_run, like any answer.  On the
+     * serving thread; 0, TB_ENOMEM, or TB_EGONE for a removed endpoint.  on=false: back to the
+     * socket only. */
+    int (*bus_endpoint_set_direct)(tb_endpoint_t *ep, bool on);
 };
 
 /* True when the host table is recent enough to have `member`. */

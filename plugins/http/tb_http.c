@@ -667,11 +667,12 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *conn, const ch
         }
         return s_answer(h, conn, url, method);
     }
-    /* The headers arrived. */
-    r = calloc(1, sizeof(*r));
+    /* The headers arrived.  malloc, not calloc: glibc's calloc bypasses the per-thread cache. */
+    r = malloc(sizeof(*r));
     if (!r) {
         return MHD_NO;
     }
+    *r = (struct tb_hreq){0};
     r->h = h;
     r->conn = conn;
     r->kind = TB_HR_ANSWERED;

@@ -46,7 +46,10 @@ static void *s_alloc(struct tb_oai_req_priv *p, size_t n)
     }
     struct block *b = p->blocks;
     if (!b || b->cap - b->used < n) {
-        size_t cap = n > 4096 ? n : 4096;
+        /* the first block fits glibc's per-thread cache (1 KiB with its header): most requests
+         * need no more, and a larger first block took malloc's slow path on every request */
+        size_t cap = !b ? 992 : b->cap < 65536 ? b->cap * 2 : b->cap;
+        cap = cap < n ? n : cap;
         b = malloc(sizeof(*b) + cap);
         if (!b) {
             return NULL;

@@ -1,11 +1,16 @@
 /*
- * tb_router: the router service (see tb_router.h).  One actor thread owns the bus handle, the
- * instance directory (fed by route and load events) and the policy over it; every answer is
- * immediate (no queue), so the router adds one bus round trip to a request and nothing else.
+ * tb_router: the router service (see tb_router.h).  One actor thread owns the bus handle and
+ * follows route and load events into the instance directory; every answer is immediate (no
+ * queue).  The endpoint is direct (docs/bus.md, "Direct calls"): a caller in this process runs
+ * s_on_request on its own thread, so asking the router costs no thread hand-off; callers in other
+ * processes reach it over its socket.  The directory, the policy and the counters are shared by
+ * those threads under `lock`: every handler that feeds what the policy reads (route and load
+ * events here, and any later event such as KV events) changes it under that lock.
  */
 #include "tb_router.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,9 +28,11 @@ struct tb_router {
     tb_component_t *comp;
     struct tb_router_config cfg;
     tb_actor_t *actor;
+    pthread_mutex_t lock;   /* over everything below: direct callers and the actor share it */
     tb_instance_dir_t *dir; /* engines ("tokens") and text-level servers ("text") */
     tb_rpolicy_t *policy;
     tb_endpoint_t *ep;
+    tb_bus_t *bus; /* the actor's; set in s_init, for wake-ups from direct callers */
     char self[256];
     struct tb_buf enc;
     tb_metric_t *m_decisions, *m_noroute, *m_load_events;
@@ -38,6 +45,7 @@ struct tb_router {
     size_t n_pend, cap_pend;
     int64_t load_events;
     int64_t next_flush_ns;
+    bool flush_armed; /* the actor knows there is something to flush */
     struct kv_state {
         tb_kv_index_t *index; /* kv_aware only */
         tb_bus_t *bus;
@@ -54,6 +62,11 @@ struct tb_router {
 
 static void s_count_decision(struct tb_router *r, const struct tb_idir_instance *inst)
 {
+    if (!r->flush_armed && r->bus) {
+        /* a direct caller's decision: the actor may be asleep with nothing to flush */
+        r->flush_armed = true;
+        r->host->bus_wakeup(r->bus);
+    }
     for (size_t i = 0; i < r->n_pend; i++) {
         if (r->pend[i].id == inst->instance_id) {
             r->pend[i].n++;
@@ -126,6 +139,8 @@ static void s_on_kv(const char *topic, const void *data, size_t len, void *user)
     }
     const struct tb_msg_kv_event *ev = msg;
     h->metric_series_add(r->kv.events, 1);
+    /* the index is what kv_aware reads, on direct callers' threads too: under the lock */
+    pthread_mutex_lock(&r->lock);
     /* An instance the router does not (or no longer) know: its events would outlive it.  When it
      * appears, its next event shows a gap and a snapshot fills the index. */
     if (tb_instance_dir_get(r->dir, ev->instance_id)) {
@@ -149,9 +164,10 @@ static void s_on_kv(const char *topic, const void *data, size_t len, void *user)
             h->metric_series_add(r->kv.gaps, 1);
         }
         if (rc != 0) {
-            s_kv_ask_snapshot(r, ev->instance_id);
+            s_kv_ask_snapshot(r, ev->instance_id); /* on the actor: its bus handle */
         }
     }
+    pthread_mutex_unlock(&r->lock);
     h->msg_free(&msg);
 }
 
@@ -231,6 +247,8 @@ static int s_step(void *user, tb_bus_t *bus)
     (void)bus;
     struct tb_router *r = user;
     int64_t now = r->host->now_ns();
+    int wait_ms = -1;
+    pthread_mutex_lock(&r->lock);
     int kv_wait = -1;
     if (r->kv.index) {
         s_kv_housekeeping(r, now);
@@ -240,21 +258,23 @@ static int s_step(void *user, tb_bus_t *bus)
     for (size_t i = 0; i < r->n_pend && !any; i++) {
         any = r->pend[i].n > 0;
     }
-    if (!any) {
-        return kv_wait;
-    }
-    if (now >= r->next_flush_ns) {
+    if (any && now >= r->next_flush_ns) {
         s_flush(r);
         r->next_flush_ns = now + FLUSH_NS;
-        return kv_wait;
+        any = false;
     }
-    int wait = (int)((r->next_flush_ns - now) / 1000000) + 1;
-    return kv_wait >= 0 && kv_wait < wait ? kv_wait : wait;
+    r->flush_armed = any;
+    if (any) {
+        wait_ms = (int)((r->next_flush_ns - now) / 1000000) + 1;
+    }
+    pthread_mutex_unlock(&r->lock);
+    return kv_wait >= 0 && (wait_ms < 0 || kv_wait < wait_ms) ? kv_wait : wait_ms;
 }
 
 static void s_on_route(const struct tb_route *rt, bool added, void *user)
 {
     struct tb_router *r = user;
+    pthread_mutex_lock(&r->lock);
     if (added) {
         int rc = tb_instance_dir_add(r->dir, rt, 0);
         if (rc == 1) {
@@ -270,6 +290,7 @@ static void s_on_route(const struct tb_route *rt, bool added, void *user)
         LOG_INFO(r, "no longer routing to %s instance %016" PRIx64 " (model '%s')", rt->endpoint,
                  rt->instance_id, rt->model);
     }
+    pthread_mutex_unlock(&r->lock);
 }
 
 static void s_on_load(const char *topic, const void *data, size_t len, void *user)
@@ -283,6 +304,7 @@ static void s_on_load(const char *topic, const void *data, size_t len, void *use
         return;
     }
     const struct tb_msg_load_event *ev = msg;
+    pthread_mutex_lock(&r->lock);
     tb_instance_dir_load(r->dir, ev->instance_id, ev->running, ev->waiting,
                          ev->has_kv_used_blocks ? ev->kv_used_blocks : 0,
                          ev->has_kv_total_blocks ? ev->kv_total_blocks : 0);
@@ -291,20 +313,14 @@ static void s_on_load(const char *topic, const void *data, size_t len, void *use
                                     ev->decode_blocks);
     }
     r->load_events++;
+    pthread_mutex_unlock(&r->lock);
     r->host->msg_free(&msg);
 }
 
-static void s_on_request(tb_request_t *req, const void *payload, size_t len, void *user)
+/* The answer to one decoded query, under the lock (the directory may change on the actor). */
+static void s_answer(struct tb_router *r, tb_request_t *req, const struct tb_msg_route_query *q)
 {
-    struct tb_router *r = user;
     const struct tb_host *h = r->host;
-    void *msg = NULL;
-    char err[200];
-    if (h->msg_decode(TB_MSG_ROUTE_QUERY, payload, len, &msg, err, sizeof(err)) != 0) {
-        h->bus_reply_error(req, TB_EPROTO, "malformed route_query: %s", err);
-        return;
-    }
-    const struct tb_msg_route_query *q = msg;
     struct tb_idir_instance *inst = NULL;
     struct tb_rp_query rq = {.model = q->model,
                              .kind = q->kind,
@@ -319,7 +335,6 @@ static void s_on_request(tb_request_t *req, const void *payload, size_t len, voi
     }
     if (rc == TB_ENOMEM) {
         h->bus_reply_error(req, TB_ENOMEM, "out of memory");
-        h->msg_free(&msg);
         return;
     }
     if (rc != 0) {
@@ -331,7 +346,6 @@ static void s_on_request(tb_request_t *req, const void *payload, size_t len, voi
         h->metric_add(r->m_noroute, v, 1);
         h->bus_reply_error(req, TB_ENOROUTE, "no live instance serves model '%s' (kind %s)",
                            q->model, q->kind);
-        h->msg_free(&msg);
         return;
     }
     struct tb_msg_route_answer a = {.endpoint = inst->endpoint, .instance_id = inst->instance_id};
@@ -342,6 +356,22 @@ static void s_on_request(tb_request_t *req, const void *payload, size_t len, voi
     } else {
         h->bus_reply(req, r->enc.data, r->enc.len, true);
     }
+}
+
+/* On the actor, or on a caller's thread (a direct call): answers before it returns. */
+static void s_on_request(tb_request_t *req, const void *payload, size_t len, void *user)
+{
+    struct tb_router *r = user;
+    const struct tb_host *h = r->host;
+    void *msg = NULL;
+    char err[200];
+    if (h->msg_decode(TB_MSG_ROUTE_QUERY, payload, len, &msg, err, sizeof(err)) != 0) {
+        h->bus_reply_error(req, TB_EPROTO, "malformed route_query: %s", err);
+        return;
+    }
+    pthread_mutex_lock(&r->lock);
+    s_answer(r, req, msg);
+    pthread_mutex_unlock(&r->lock);
     h->msg_free(&msg);
 }
 
@@ -363,10 +393,17 @@ static int s_init(void *user, tb_bus_t *bus)
         return rc;
     }
     struct tb_endpoint_meta meta = {.kind = "route"};
+    pthread_mutex_lock(&r->lock);
+    r->bus = bus;
+    pthread_mutex_unlock(&r->lock);
     rc = h->bus_endpoint_add(bus, r->cfg.endpoint, &meta, s_on_request, NULL, r, &r->ep);
     if (rc != 0) {
         h->set_error(r->comp, "cannot serve endpoint '%s': %s", r->cfg.endpoint, h->strerror(rc));
         return rc;
+    }
+    /* Without it (an older host, or no memory) every query comes over the socket: slower only. */
+    if (TB_HOST_HAS(h, bus_endpoint_set_direct) && h->bus_endpoint_set_direct(r->ep, true) != 0) {
+        LOG_INFO(r, "router answers over its socket only (no direct calls)");
     }
     LOG_INFO(r, "router serves %s.%s.%s with policy %s%s", h->namespace_name(r->comp),
              h->component_name(r->comp), r->cfg.endpoint, tb_rpolicy_name(r->cfg.policy),
@@ -380,7 +417,16 @@ static int s_init(void *user, tb_bus_t *bus)
 static void s_fini(void *user, tb_bus_t *bus)
 {
     (void)bus;
-    s_flush(user);
+    struct tb_router *r = user;
+    if (r->ep) {
+        /* no direct caller may run s_on_request once the bus handle is gone */
+        r->host->bus_endpoint_remove(bus, r->ep);
+        r->ep = NULL;
+    }
+    pthread_mutex_lock(&r->lock);
+    s_flush(r);
+    r->bus = NULL;
+    pthread_mutex_unlock(&r->lock);
 }
 
 static const struct tb_actor_ops s_ops = {.init = s_init, .step = s_step, .fini = s_fini};
@@ -397,6 +443,7 @@ int tb_router_new(const struct tb_host *host, tb_component_t *comp,
     r->host = host;
     r->comp = comp;
     r->cfg = *cfg;
+    pthread_mutex_init(&r->lock, NULL);
     r->policy = tb_rpolicy_new((tb_rp_kind_t)cfg->policy, (uint64_t)cfg->seed);
     r->dir = tb_instance_dir_new("text,tokens");
     if (cfg->policy == TB_RP_KV_AWARE) {
@@ -414,6 +461,7 @@ int tb_router_new(const struct tb_host *host, tb_component_t *comp,
         tb_kv_index_destroy(&r->kv.index);
         tb_rpolicy_destroy(&r->policy);
         tb_instance_dir_destroy(&r->dir);
+        pthread_mutex_destroy(&r->lock);
         free(r);
         host->set_error(comp, "out of memory");
         return TB_ENOMEM;
@@ -452,6 +500,7 @@ void tb_router_destroy(tb_router_t **r_p)
     tb_kv_index_destroy(&r->kv.index);
     r->host->buf_free(&r->enc);
     free(r->pend);
+    pthread_mutex_destroy(&r->lock);
     free(r);
     *r_p = NULL;
 }

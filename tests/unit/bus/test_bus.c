@@ -1,7 +1,7 @@
 /* Unit tests of the bus: calls with streamed replies, no_route, cancellation, deadlines, instance
  * loss, pings, events, route events, the tcp and ipc transports between two nodes, and the loop
  * itself: more than a dispatch budget of replies (bus_run and an outside loop on tb_bus_fd), fd
- * watches removed from a callback, and the spin after activity staying bounded. */
+ * watches removed from a callback, the spin after activity staying bounded, and direct calls. */
 #include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -578,6 +578,142 @@ static void test_spin_is_bounded(void **state)
     pair_close(&p);
 }
 
+/* A direct endpoint: the caller runs its handler inside tb_bus_call; the answer waits for the
+ * caller's next run; cancel before that drops it; a handler that does not answer ends the call
+ * with an error; pings and a handle with direct calls off still go over the socket. */
+static void test_direct_call(void **state)
+{
+    (void)state;
+    tb_node_t *n = head();
+    tb_bus_t *srv = tb_bus_new(n, "t", "srv");
+    tb_bus_t *cli = tb_bus_new(n, "t", "cli");
+    struct server s = {.chunks = 2};
+    tb_endpoint_t *ep;
+    assert_int_equal(tb_bus_endpoint_add(srv, "route", NULL, on_request, on_cancel, &s, &ep), 0);
+    assert_int_equal(tb_bus_endpoint_set_direct(ep, true), 0);
+    wait_route(srv, cli, "t.srv.route", 1);
+
+    struct client c = {0};
+    tb_call_t *call;
+    assert_int_equal(tb_bus_call(cli, "t.srv.route", 0, "hello", 5, 2000, on_chunk, &c, &call),
+                     0);
+    assert_int_equal(s.requests, 1); /* ran here, inside the call */
+    assert_int_equal(c.data + c.finals + c.errors, 0);
+    assert_true(tb_bus_run(cli, 0) > 0); /* delivered by the caller's next run, without waiting */
+    assert_int_equal(c.data, 2);
+    assert_int_equal(c.finals, 1);
+    assert_string_equal(c.payload, "hello");
+
+    /* cancelled before its answer was delivered: nothing comes, on_cancel is not called */
+    struct client c2 = {0};
+    assert_int_equal(tb_bus_call(cli, "t.srv.route", 0, "x", 1, 2000, on_chunk, &c2, &call), 0);
+    tb_bus_call_cancel(call);
+    tb_bus_run(cli, 0);
+    assert_int_equal(c2.data + c2.finals + c2.errors, 0);
+    assert_int_equal(s.cancels, 0);
+
+    /* a handler that returns without answering: the call still ends, with an error */
+    s.hold = true;
+    struct client c3 = {0};
+    assert_int_equal(tb_bus_call(cli, "t.srv.route", 0, "x", 1, 2000, on_chunk, &c3, &call), 0);
+    tb_bus_run(cli, 0);
+    assert_int_equal(c3.errors, 1);
+    assert_int_equal(c3.last_code, TB_EINTERNAL);
+    s.hold = false;
+    s.held = NULL;
+
+    /* a ping is answered by the serving thread's loop */
+    struct client c4 = {0};
+    assert_int_equal(tb_bus_ping(cli, "t.srv.route", 0, 2000, on_chunk, &c4, &call), 0);
+    pump(srv, cli, &c4, 2000);
+    assert_int_equal(c4.finals, 1);
+
+    /* direct off: the request travels to the serving handle */
+    assert_int_equal(tb_bus_endpoint_set_direct(ep, false), 0);
+    int before = s.requests;
+    struct client c5 = {0};
+    assert_int_equal(tb_bus_call(cli, "t.srv.route", 0, "x", 1, 2000, on_chunk, &c5, &call), 0);
+    assert_int_equal(s.requests, before);
+    pump(srv, cli, &c5, 2000);
+    assert_int_equal(s.requests, before + 1);
+    assert_int_equal(c5.finals, 1);
+
+    /* a removed direct endpoint is no longer called directly */
+    assert_int_equal(tb_bus_endpoint_set_direct(ep, true), 0);
+    uint64_t instance = tb_bus_endpoint_instance(ep);
+    assert_non_null(tb_node_direct_acquire(n, instance));
+    tb_node_direct_release(n);
+    assert_int_equal(tb_bus_endpoint_remove(srv, ep), 0);
+    assert_null(tb_node_direct_acquire(n, instance));
+
+    tb_bus_destroy(&cli);
+    tb_bus_destroy(&srv);
+    tb_node_destroy(&n);
+}
+
+/* A handler that asks a direct endpoint and answers its own caller with the result. */
+struct relay {
+    tb_bus_t *bus;
+    tb_request_t *req;
+    int requests;
+    int answers;
+};
+
+static void relay_on_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user)
+{
+    (void)call;
+    struct relay *r = user;
+    if (ch->kind != TB_CHUNK_DATA) {
+        r->answers++;
+        tb_bus_reply(r->req, "ok", 2, true);
+    }
+}
+
+static void relay_on_request(tb_request_t *req, const void *payload, size_t len, void *user)
+{
+    struct relay *r = user;
+    r->requests++;
+    r->req = req;
+    tb_call_t *call;
+    assert_int_equal(tb_bus_call(r->bus, "t.srv.route", 0, payload, len, 1000, relay_on_chunk, r,
+                                 &call),
+                     0);
+}
+
+/* A direct call made by a callback inside tb_bus_run is answered within that same run. */
+static void test_direct_call_from_callback(void **state)
+{
+    (void)state;
+    tb_node_t *n = head();
+    tb_bus_t *srv = tb_bus_new(n, "t", "srv");
+    tb_bus_t *mid = tb_bus_new(n, "t", "mid");
+    tb_bus_t *cli = tb_bus_new(n, "t", "cli");
+    struct server s = {.chunks = 0};
+    struct relay r = {.bus = mid};
+    tb_endpoint_t *ep, *ep2;
+    assert_int_equal(tb_bus_endpoint_add(srv, "route", NULL, on_request, on_cancel, &s, &ep), 0);
+    assert_int_equal(tb_bus_endpoint_set_direct(ep, true), 0);
+    assert_int_equal(tb_bus_endpoint_add(mid, "mid", NULL, relay_on_request, NULL, &r, &ep2), 0);
+    wait_route(srv, mid, "t.srv.route", 1);
+    wait_route(mid, cli, "t.mid.mid", 1);
+    struct client c = {0};
+    tb_call_t *call;
+    assert_int_equal(tb_bus_call(cli, "t.mid.mid", 0, "q", 1, 2000, on_chunk, &c, &call), 0);
+    int64_t end = now_ms() + 2000;
+    while (now_ms() < end && !done(&c)) {
+        tb_bus_run(cli, 5);
+        tb_bus_run(mid, 5);
+        assert_int_equal(r.answers, r.requests); /* never left for a later run */
+    }
+    assert_int_equal(c.finals, 1);
+    assert_int_equal(r.requests, 1);
+    assert_int_equal(s.requests, 1);
+    tb_bus_destroy(&cli);
+    tb_bus_destroy(&mid);
+    tb_bus_destroy(&srv);
+    tb_node_destroy(&n);
+}
+
 static void test_names(void **state)
 {
     (void)state;
@@ -605,6 +741,8 @@ int main(void)
         cmocka_unit_test(test_ipc_transport),
         cmocka_unit_test(test_join_unreachable_fails_fast),
         cmocka_unit_test(test_names),
+        cmocka_unit_test(test_direct_call),
+        cmocka_unit_test(test_direct_call_from_callback),
         cmocka_unit_test(test_more_than_a_budget),
         cmocka_unit_test(test_unwatch_in_callback),
         cmocka_unit_test(test_spin_is_bounded),
