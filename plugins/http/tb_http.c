@@ -46,6 +46,13 @@ static char s_tag_bus;
 enum MHD_Result tb_http_queue_json(struct tb_http *h, struct MHD_Connection *conn, int status,
                                    char *body, size_t len, bool retry_after, bool close)
 {
+    return tb_http_queue_json_as(h, conn, status, body, len, retry_after, close, NULL);
+}
+
+enum MHD_Result tb_http_queue_json_as(struct tb_http *h, struct MHD_Connection *conn, int status,
+                                      char *body, size_t len, bool retry_after, bool close,
+                                      const char *instance)
+{
     struct MHD_Response *resp = NULL;
     if (body) {
         resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
@@ -67,6 +74,9 @@ enum MHD_Result tb_http_queue_json(struct tb_http *h, struct MHD_Connection *con
     }
     if (status == MHD_HTTP_UNAUTHORIZED) {
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    }
+    if (instance) {
+        MHD_add_response_header(resp, "x-turbine-instance", instance);
     }
     enum MHD_Result rc = MHD_queue_response(conn, (unsigned)status, resp);
     MHD_destroy_response(resp);

@@ -198,8 +198,14 @@ void tb_http_req_fail(struct tb_http *h, struct tb_hreq *r, const struct tb_oai_
 
 enum MHD_Result tb_http_req_hand_over(struct tb_http *h, struct tb_hreq *r)
 {
-    enum MHD_Result q = tb_http_queue_json(h, r->conn, r->resp_status, r->resp_body, r->resp_len,
-                                           r->resp_retry_after, r->resp_close);
+    char inst[24] = "";
+    uint64_t id = r->served_by ? r->served_by : r->instance;
+    if (r->resp_status == 200 && id) {
+        snprintf(inst, sizeof(inst), "%016" PRIx64, id);
+    }
+    enum MHD_Result q = tb_http_queue_json_as(h, r->conn, r->resp_status, r->resp_body,
+                                              r->resp_len, r->resp_retry_after, r->resp_close,
+                                              inst[0] ? inst : NULL);
     r->resp_body = NULL;
     tb_http_req_step(h, r, TB_HEV_HANDED);
     return q;
@@ -267,6 +273,9 @@ static int s_open_stream(struct tb_http *h, struct tb_hreq *r)
 /* Takes one decoded chunk's text, tokens and log-probabilities into the answer. */
 static int s_absorb(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_gen_chunk *c)
 {
+    if (c->has_instance_id) {
+        r->served_by = c->instance_id;
+    }
     size_t text_len = c->text ? strlen(c->text) : 0;
     int64_t n_tok = c->token_ids_count  ? (int64_t)c->token_ids_count
                     : c->logprobs_count ? (int64_t)c->logprobs_count
@@ -722,6 +731,18 @@ static ssize_t s_reader(void *cls, uint64_t pos, char *buf, size_t max)
     return 0;
 }
 
+/* x-turbine-instance: the engine instance that generated the answer (16 hex digits), for tests
+ * and operators (docs/http.md). */
+static void s_instance_header(const struct tb_hreq *r, struct MHD_Response *resp)
+{
+    uint64_t id = r->served_by ? r->served_by : r->instance;
+    if (id) {
+        char v[24];
+        snprintf(v, sizeof(v), "%016" PRIx64, id);
+        MHD_add_response_header(resp, "x-turbine-instance", v);
+    }
+}
+
 static enum MHD_Result s_queue_stream(struct tb_http *h, struct tb_hreq *r)
 {
     (void)h;
@@ -733,6 +754,7 @@ static enum MHD_Result s_queue_stream(struct tb_http *h, struct tb_hreq *r)
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    s_instance_header(r, resp);
     enum MHD_Result rc = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
     MHD_destroy_response(resp);
     r->sse_queued = rc == MHD_YES;

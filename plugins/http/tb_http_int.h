@@ -70,6 +70,7 @@ struct tb_hreq {
     struct tb_http_mm *mm; /* its model's metrics (found once the model is known) */
     int64_t created;
     uint64_t instance;  /* the engine instance serving it */
+    uint64_t served_by; /* the engine instance generating, as the chunks say (0: `instance`) */
     int tries;          /* engine calls started */
     bool sse_queued;    /* the 200 event-stream response is queued with MHD */
     struct tb_buf out;  /* stream: frames not yet handed to MHD */
@@ -196,6 +197,10 @@ void tb_http_tok_completed(struct tb_http *h, struct tb_hreq *r);
  * Connection: close when `close`. */
 enum MHD_Result tb_http_queue_json(struct tb_http *h, struct MHD_Connection *conn, int status,
                                    char *body, size_t len, bool retry_after, bool close);
+/* The same, with the x-turbine-instance header when `instance` (16 hex digits) is given. */
+enum MHD_Result tb_http_queue_json_as(struct tb_http *h, struct MHD_Connection *conn, int status,
+                                      char *body, size_t len, bool retry_after, bool close,
+                                      const char *instance);
 /* Queues an OpenAI error answer. */
 enum MHD_Result tb_http_queue_error(struct tb_http *h, struct MHD_Connection *conn,
                                     const struct tb_oai_error *e, bool retry_after, bool close);

@@ -151,6 +151,10 @@ static void s_forward(req_t *r, const struct tb_msg_gen_chunk *c, size_t used, b
         return;
     }
     bool any = outc.text || outc.reasoning || outc.tool_calls_count;
+    if (r->mig.instance) {
+        outc.instance_id = r->mig.instance; /* the frontend's x-turbine-instance header */
+        outc.has_instance_id = true;
+    }
     outc.token_ids = c ? c->token_ids : NULL;
     outc.token_ids_count = used;
     outc.logprobs = lps;

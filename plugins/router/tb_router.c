@@ -138,7 +138,6 @@ static void s_on_kv(const char *topic, const void *data, size_t len, void *user)
         return;
     }
     const struct tb_msg_kv_event *ev = msg;
-    h->metric_series_add(r->kv.events, 1);
     /* the index is what kv_aware reads, on direct callers' threads too: under the lock */
     pthread_mutex_lock(&r->lock);
     /* An instance the router does not (or no longer) know: its events would outlive it.  When it
@@ -168,6 +167,8 @@ static void s_on_kv(const char *topic, const void *data, size_t len, void *user)
         }
     }
     pthread_mutex_unlock(&r->lock);
+    /* Counted once applied: a direct caller that saw the count sees the blocks too. */
+    h->metric_series_add(r->kv.events, 1);
     h->msg_free(&msg);
 }
 

@@ -84,7 +84,9 @@ def complete(port, prompt, **kw):
     body.update(kw)
     r = post(port, '/v1/completions', body, timeout=30)
     assert r.status == 200, r.body
-    return r.json()
+    out = r.json()
+    out['instance'] = r.header('x-turbine-instance')  # the engine instance that answered
+    return out
 
 
 def cached(resp):
@@ -106,6 +108,7 @@ def test_same_prefix_requests_land_where_the_prefix_is_cached(tmp_path):
         for g in range(groups):
             first = complete(port, system_prompt(g) + ' question zero')
             assert cached(first) == 0
+            assert first['instance'] and len(first['instance']) == 16, first
             prefix_tokens = first['usage']['prompt_tokens']
             # the stored blocks reach the router as kv events before the next request
             wait_for(lambda: metric_sum(metrics(port), 'turbine_router_kv_events_total')
@@ -114,8 +117,15 @@ def test_same_prefix_requests_land_where_the_prefix_is_cached(tmp_path):
                 r = complete(port, system_prompt(g) + ' question %d' % q)
                 # all but the last partial block and the differing tail came from the cache
                 assert cached(r) >= prefix_tokens - 32, (g, q, r['usage'], prefix_tokens)
+                # and the header names the instance that holds the prefix: the first one's
+                assert r['instance'] == first['instance'], (g, q)
+        # a streamed answer names its instance too (headers go out with the first chunk)
+        s = Stream(port, {'model': MODEL, 'prompt': system_prompt(0) + ' streamed',
+                          'max_tokens': 2, 'stream': True}, path='/v1/completions', timeout=30)
+        assert s.status == 200 and len(s.headers.get('x-turbine-instance', '')) == 16, s.headers
+        s.sock.close()
         ms = metrics(port)
-        assert metric_sum(ms, 'turbine_router_kv_overlap_blocks_count') == 4 * groups
+        assert metric_sum(ms, 'turbine_router_kv_overlap_blocks_count') == 4 * groups + 1
         assert metric_sum(ms, 'turbine_router_kv_overlap_blocks_sum') >= 3 * groups * 5
         wait_for(lambda: metric_sum(metrics(port), 'turbine_router_decisions_total',
                                     policy='kv_aware') >= 8 * groups, 5, 'decisions counted')
