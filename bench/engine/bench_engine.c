@@ -117,10 +117,11 @@ static void s_print_memory(const struct opts *o)
     uint64_t file = stat(o->model, &st) == 0 ? (uint64_t)st.st_size : 0;
     uint64_t kv = (uint64_t)o->kv_mib << 20;
     printf("{\"test\": \"mem\", \"rss_bytes\": %llu, \"rss_peak_bytes\": %llu, "
-           "\"rss_file_bytes\": %llu, \"file_bytes\": %llu, \"kv_budget_bytes\": %llu, \"rss_over_file_plus_kv\": %.4f}\n",
+           "\"rss_file_bytes\": %llu, \"file_bytes\": %llu, \"kv_budget_bytes\": %llu, "
+           "\"rss_over_file_plus_kv\": %.4f}\n",
            (unsigned long long)rss, (unsigned long long)hwm, (unsigned long long)rss_file,
-           (unsigned long long)file,
-           (unsigned long long)kv, file + kv ? (double)rss / (double)(file + kv) : 0.0);
+           (unsigned long long)file, (unsigned long long)kv,
+           file + kv ? (double)rss / (double)(file + kv) : 0.0);
 }
 
 static int s_bench_init(struct bench *b, const struct opts *o)

@@ -72,7 +72,7 @@ static inline int32_t tb_cpu_pk_cmul(tb_cpu_dtype_t wdt)
     return wdt == TB_CPU_Q4_0_PACKED ? -8 : wdt == TB_CPU_Q8_0_PACKED ? -128 : 1;
 }
 
-/* The packed K-quant layout "Kx16" (tb_cpu_kpack.c) of Q4_K, Q5_K and Q6_K matrices: rows in
+/* The packed K-quant layout "Kx16" (tb_cpu_kpack.c) of Q4_K, Q5_K, Q6_K and IQ4_XS matrices: rows in
  * groups of 16 (the last padded with zero rows), each group's super-blocks one after another as
  * 64-byte aligned records of every row's block b, lane i of each vector being row i:
  *   d[16] f32; Q4_K/Q5_K: dmin[16] f32, sc[8][16] u8, mn[8][16] u8 (per 32-element sub-block);
@@ -84,26 +84,36 @@ static inline int32_t tb_cpu_pk_cmul(tb_cpu_dtype_t wdt)
  *     fifth bit of element 64c + l in bit 2c and of 64c + 32 + l in bit 2c + 1 (GGUF's qh);
  *   Q6_K: 16 vectors of a 64-byte plane whose byte 32(c >> 1) + l holds the two high bits of
  *     element 64c + l at bit 4(c & 1) and of 64c + 32 + l at bit 4(c & 1) + 2.
+ * IQ4_XS: d[16] f32, sc[8][16] i8 (its 6-bit scales - 32), the nibble plane of its 4-bit table
+ * indices (no high bits).
  * Codes are stored unsigned (Q6_K: + 32, as in the file).  Record bytes: 2432 (Q4_K, 144 * 16 =
- * 2304 stored), 2944 (Q5_K, 2816), 3392 (Q6_K, 3360).  Values, scales and mins are the file's,
+ * 2304 stored), 2944 (Q5_K, 2816), 3392 (Q6_K, 3360), 2240 (IQ4_XS, 2176).  Values, scales and mins are the file's,
  * moved, not rounded (d and dmin widened to f32 exactly): the dots stay bit-equal to
  * tb_quant_dot. */
 static inline int tb_cpu_kp_kind(tb_cpu_dtype_t dt)
 {
-    return dt == TB_CPU_Q4_K ? 4 : dt == TB_CPU_Q5_K ? 5 : dt == TB_CPU_Q6_K ? 6 : 0;
+    return dt == TB_CPU_Q4_K     ? 4
+           : dt == TB_CPU_Q5_K   ? 5
+           : dt == TB_CPU_Q6_K   ? 6
+           : dt == TB_CPU_IQ4_XS ? 7
+                                 : 0;
+}
+static inline bool tb_cpu_kp_has_min(int kind) /* Q4_K, Q5_K */
+{
+    return kind == 4 || kind == 5;
 }
 static inline size_t tb_cpu_kp_block_bytes(int kind)
 {
-    return kind == 4 ? 2432 : kind == 5 ? 2944 : 3392;
+    return kind == 4 ? 2432 : kind == 5 ? 2944 : kind == 6 ? 3392 : 2240;
 }
 static inline size_t tb_cpu_kp_sc_off(int kind)
 {
-    return kind == 6 ? 64 : 128;
+    return kind >= 6 ? 64 : 128;
 }
 #define TB_CPU_KP_MN_OFF 256 /* Q4_K / Q5_K */
 static inline size_t tb_cpu_kp_nib_off(int kind)
 {
-    return kind == 6 ? 320 : 384;
+    return kind == 6 ? 320 : kind == 7 ? 192 : 384;
 }
 static inline size_t tb_cpu_kp_hi_off(int kind)
 {

@@ -1,6 +1,6 @@
 /*
  * tb_cpu_kpack.c - the packed K-quant layout "Kx16" (tb_cpu_internal.h): the packing of Q4_K,
- * Q5_K and Q6_K matrices, written from each block's integer form (tb_quant_unpack, the
+ * Q5_K, Q6_K and IQ4_XS matrices, written from each block's integer form (tb_quant_unpack, the
  * reference decoder), and the portable matmul over it, the definition the AVX2 and AVX-512
  * kernels (tb_cpu_kpack_avx2.c, tb_cpu_kpack_avx512.c) reproduce bit for bit.
  *
@@ -16,7 +16,27 @@
 
 static tb_dtype_t s_model_type(int kind)
 {
-    return kind == 4 ? TB_DTYPE_Q4_K : kind == 5 ? TB_DTYPE_Q5_K : TB_DTYPE_Q6_K;
+    return kind == 4   ? TB_DTYPE_Q4_K
+           : kind == 5 ? TB_DTYPE_Q5_K
+           : kind == 6 ? TB_DTYPE_Q6_K
+                       : TB_DTYPE_IQ4_XS;
+}
+
+/* The code stored for value code `v` of a block of this kind: Q6_K's + 32, IQ4_XS's index in
+ * the table of its values. */
+static int s_stored(int kind, int v)
+{
+    if (kind == 6) {
+        return v + 32;
+    }
+    if (kind == 7) {
+        for (int k = 0; k < 16; k++) {
+            if (tb_quant_iq4_values[k] == v) {
+                return k;
+            }
+        }
+    }
+    return v;
 }
 
 size_t tb_cpu_kpack_bytes(const struct tb_cpu_weight *w)
@@ -33,24 +53,23 @@ size_t tb_cpu_kpack_bytes(const struct tb_cpu_weight *w)
  * all zero). */
 static void s_pack_block(uint8_t *rec, int kind, int i, const struct tb_quant_unpacked *u)
 {
-    const int off = kind == 6 ? 32 : 0; /* Q6_K's codes are stored + 32 */
     float d = u ? u->d : 0.0f, dmin = u ? u->dmin : 0.0f;
     memcpy(rec + 4 * i, &d, 4);
-    if (kind != 6) {
+    if (tb_cpu_kp_has_min(kind)) {
         memcpy(rec + 64 + 4 * i, &dmin, 4);
     }
     uint8_t *sc = rec + tb_cpu_kp_sc_off(kind);
     for (int g = 0; g < (kind == 6 ? 16 : 8); g++) {
         sc[16 * g + i] = u ? (uint8_t)u->sc[g] : 0;
-        if (kind != 6) {
+        if (tb_cpu_kp_has_min(kind)) {
             rec[TB_CPU_KP_MN_OFF + 16 * g + i] = u ? (uint8_t)u->mn[g] : 0;
         }
     }
     uint8_t *nib = rec + tb_cpu_kp_nib_off(kind), *hi = rec + tb_cpu_kp_hi_off(kind);
     for (int c = 0; c < 4; c++) {
         for (int l = 0; l < 32; l++) {
-            int lo = u ? u->code[64 * c + l] + off : 0,
-                up = u ? u->code[64 * c + 32 + l] + off : 0;
+            int lo = u ? s_stored(kind, u->code[64 * c + l]) : 0;
+            int up = u ? s_stored(kind, u->code[64 * c + 32 + l]) : 0;
             int p = 32 * c + l;
             nib[64 * (p / 4) + 4 * i + p % 4] = (uint8_t)((lo & 15) | (up & 15) << 4);
             if (kind == 5) {
@@ -96,7 +115,8 @@ int tb_cpu_kpack(const struct tb_cpu_weight *w, void *dst, size_t dst_bytes)
     return TB_OK;
 }
 
-/* The unsigned code of element e (64c + 32h + l) of row i in record `rec`. */
+/* The unsigned code of element e (64c + 32h + l) of row i in record `rec` (IQ4_XS: its value
+ * + 128). */
 static int s_code(const uint8_t *rec, int kind, int i, int e)
 {
     const int c = e / 64, h = (e / 32) % 2, l = e % 32, p = 32 * c + l;
@@ -107,6 +127,8 @@ static int s_code(const uint8_t *rec, int kind, int i, int e)
     } else if (kind == 6) {
         int q = 32 * (c >> 1) + l;
         v |= ((hi[64 * (q / 4) + 4 * i + q % 4] >> (4 * (c & 1) + 2 * h)) & 3) << 4;
+    } else if (kind == 7) {
+        v = tb_quant_iq4_values[v] + 128;
     }
     return v;
 }
@@ -114,7 +136,7 @@ static int s_code(const uint8_t *rec, int kind, int i, int e)
 /* Row i's contribution of one record with the Q8_K block `y` (the reference's f32 step). */
 static float s_block(const uint8_t *rec, int kind, int i, const struct tb_block_q8_k *y)
 {
-    const int group = kind == 6 ? 16 : 32, off = kind == 6 ? 32 : 0;
+    const int group = kind == 6 ? 16 : 32, off = kind == 6 ? 32 : kind == 7 ? 128 : 0;
     const uint8_t *sc = rec + tb_cpu_kp_sc_off(kind);
     int32_t isum = 0, msum = 0;
     for (int g = 0; g < TB_QK_K / group; g++) {
@@ -125,15 +147,15 @@ static float s_block(const uint8_t *rec, int kind, int i, const struct tb_block_
         for (int k = g * group / 16; k < (g + 1) * group / 16; k++) {
             as += y->bsums[k];
         }
-        const int scale = kind == 6 ? (int8_t)sc[16 * g + i] : sc[16 * g + i];
+        const int scale = kind >= 6 ? (int8_t)sc[16 * g + i] : sc[16 * g + i];
         isum += scale * (s - off * as);
-        if (kind != 6) {
+        if (tb_cpu_kp_has_min(kind)) {
             msum += rec[TB_CPU_KP_MN_OFF + 16 * g + i] * as;
         }
     }
     float d, dmin = 0.0f;
     memcpy(&d, rec + 4 * i, 4);
-    if (kind != 6) {
+    if (tb_cpu_kp_has_min(kind)) {
         memcpy(&dmin, rec + 64 + 4 * i, 4);
     }
     return d * y->d * (float)isum - dmin * y->d * (float)msum;

@@ -2,7 +2,8 @@
  * tb_cpu_kpack_avx2.c - the Kx16 matmul (Q4_K, Q5_K, Q6_K packed 16 rows at a time,
  * tb_cpu_internal.h) with AVX2 (compiled with -mavx2 -mfma -mf16c; called only after runtime
  * detection): tb_cpu_kpack_avx512.c's method on each 8-row half of a group, vpdpbusd replaced
- * by vpmaddubsw + vpmaddwd (codes <= 63 and |activation| <= 127: no int16 saturation).  The
+ * by vpmaddubsw + vpmaddwd (codes <= 63 and |activation| <= 127: no int16 saturation; IQ4_XS's
+ * signed values as |value| times the activation with the value's sign, no + 128).  The
  * integer sums are exact and the f32 step per block is the reference's, in lanes: bit-equal to
  * tb_quant_dot and batch invariant.
  */
@@ -30,13 +31,24 @@ AINLINE __m256i s_dp(__m256i acc, __m256i w, __m256i x)
                             _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)));
 }
 
-/* The unsigned codes of rows 8 * half .. + 7, slot h of nibble vector k of chunk c. */
+/* acc + the sum of each lane's 4 products of signed w (|w| <= 127) and signed x bytes. */
+AINLINE __m256i s_dp_signed(__m256i acc, __m256i w, __m256i x)
+{
+    return s_dp(acc, _mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+}
+
+/* The unsigned codes (IQ4_XS: signed values) of rows 8 * half .. + 7, slot h of nibble vector k of chunk c. */
 AINLINE __m256i s_codes(const uint8_t *rec, const int kind, int half, int c, int h, int k)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     const __m256i raw = _mm256_load_si256(
         (const __m256i *)(rec + tb_cpu_kp_nib_off(kind) + 64 * (8 * c + k) + 32 * half));
     __m256i v = _mm256_and_si256(h ? _mm256_srli_epi16(raw, 4) : raw, m4);
+    if (kind == 7) { /* IQ4_XS: the signed table value (s_dp_signed) */
+        const __m256i table = _mm256_broadcastsi128_si256(
+            _mm_loadu_si128((const __m128i *)tb_quant_iq4_values));
+        return _mm256_shuffle_epi8(table, v);
+    }
     const uint8_t *hi = rec + tb_cpu_kp_hi_off(kind) + 32 * half;
     if (kind == 5) {
         const __m256i hv = _mm256_load_si256((const __m256i *)(hi + 64 * k));
@@ -70,7 +82,7 @@ AINLINE void s_block_sums(const uint8_t *rec, const struct tb_block_q8_k *const 
             for (int q = 0; q < 8 / kg; q++) {
                 const int gi = kind == 6 ? 4 * c + 2 * h + q : 2 * c + h;
                 const __m128i s8 = _mm_loadl_epi64((const __m128i *)(sc + 16 * gi));
-                const __m256i scv = kind == 6 ? _mm256_cvtepi8_epi32(s8)
+                const __m256i scv = kind >= 6 ? _mm256_cvtepi8_epi32(s8)
                                               : _mm256_cvtepu8_epi32(s8);
                 __m256i dot[KT];
 #pragma GCC unroll 4
@@ -83,7 +95,8 @@ AINLINE void s_block_sums(const uint8_t *rec, const struct tb_block_q8_k *const 
                     const __m256i w = s_codes(rec, kind, half, c, h, k);
 #pragma GCC unroll 4
                     for (int j = 0; j < T; j++) {
-                        dot[j] = s_dp(dot[j], w, s_bcast4(x[j][b].qs + 64 * c + 32 * h + 4 * k));
+                        const __m256i xb = s_bcast4(x[j][b].qs + 64 * c + 32 * h + 4 * k);
+                        dot[j] = kind == 7 ? s_dp_signed(dot[j], w, xb) : s_dp(dot[j], w, xb);
                     }
                 }
 #pragma GCC unroll 4
@@ -118,7 +131,7 @@ AINLINE void s_tile(const struct tb_mm_args *a, int64_t g, int half, int t0, con
         for (int j = 0; j < T; j++) {
             const __m256 da = _mm256_set1_ps(x[j][b].d);
             __m256 t = _mm256_mul_ps(_mm256_mul_ps(dv, da), _mm256_cvtepi32_ps(isum[j]));
-            if (kind != 6) {
+            if (tb_cpu_kp_has_min(kind)) {
                 __m256i ms = _mm256_setzero_si256();
 #pragma GCC unroll 8
                 for (int s = 0; s < 8; s++) {
@@ -183,6 +196,9 @@ void tb_cpu_kpack_rows_avx2(const struct tb_mm_args *a, int64_t r0, int64_t r1)
         break;
     case 6:
         s_rows(a, r0, r1, 6);
+        break;
+    case 7:
+        s_rows(a, r0, r1, 7);
         break;
     default:
         break;

@@ -5,7 +5,8 @@
  *
  * Lane i of every vector is weight row i of the group, so nothing is summed across lanes: per
  * 4 elements one vpdpbusd adds (unsigned codes) x (4 broadcast activation bytes) into each row's
- * int32 group sum (started at -32 * the activations' group sum for Q6_K's stored + 32), which a
+ * int32 group sum (started at -32 * the activations' group sum for Q6_K's stored + 32, -128 *
+ * it for IQ4_XS, whose table values are looked up with vpshufb and taken + 128), which a
  * vpmulld scales by the row's group scale into the block's int32 sum.  The mins come from the
  * Q8_K block sums, and the f32 step per block is tb_quant_dot's, in lanes: bit-equal to the
  * reference, the same for any token tile, so a token's outputs do not depend on the batch.
@@ -35,6 +36,11 @@ AINLINE __m512i s_codes(const uint8_t *rec, const int kind, int c, int h, int k)
     const __m512i raw = _mm512_load_si512(
         (const void *)(rec + tb_cpu_kp_nib_off(kind) + 64 * (8 * c + k)));
     __m512i v = _mm512_and_si512(h ? _mm512_srli_epi16(raw, 4) : raw, m4);
+    if (kind == 7) { /* IQ4_XS: the table value + 128, unsigned */
+        const __m512i table = _mm512_broadcast_i32x4(
+            _mm_loadu_si128((const __m128i *)tb_quant_iq4_values));
+        return _mm512_xor_si512(_mm512_shuffle_epi8(table, v), _mm512_set1_epi8((char)0x80));
+    }
     const uint8_t *hi = rec + tb_cpu_kp_hi_off(kind);
     if (kind == 5) {
         const __m512i hv = _mm512_load_si512((const void *)(hi + 64 * k));
@@ -80,13 +86,16 @@ AINLINE void s_tile(const struct tb_mm_args *a, int64_t g, int t0, const int T, 
                 for (int q = 0; q < 8 / kg; q++) {
                     const int gi = kind == 6 ? 4 * c + 2 * h + q : 2 * c + h;
                     const __m128i s8 = _mm_loadu_si128((const __m128i *)(sc + 16 * gi));
-                    const __m512i scv = kind == 6 ? _mm512_cvtepi8_epi32(s8)
+                    const __m512i scv = kind >= 6 ? _mm512_cvtepi8_epi32(s8)
                                                   : _mm512_cvtepu8_epi32(s8);
                     __m512i dot[KT];
 #pragma GCC unroll 4
                     for (int j = 0; j < T; j++) {
-                        dot[j] = kind == 6 ? _mm512_set1_epi32(-32 * x[j][b].bsums[gi])
-                                           : _mm512_setzero_si512();
+                        const int16_t *bs = x[j][b].bsums;
+                        dot[j] = kind == 6 ? _mm512_set1_epi32(-32 * bs[gi])
+                                 : kind == 7
+                                     ? _mm512_set1_epi32(-128 * (bs[2 * gi] + bs[2 * gi + 1]))
+                                     : _mm512_setzero_si512();
                     }
 #pragma GCC unroll 8
                     for (int k = q * kg; k < (q + 1) * kg; k++) {
@@ -110,7 +119,7 @@ AINLINE void s_tile(const struct tb_mm_args *a, int64_t g, int t0, const int T, 
         for (int j = 0; j < T; j++) {
             const __m512 da = _mm512_set1_ps(x[j][b].d);
             __m512 t = _mm512_mul_ps(_mm512_mul_ps(dv, da), _mm512_cvtepi32_ps(isum[j]));
-            if (kind != 6) {
+            if (tb_cpu_kp_has_min(kind)) {
                 __m512i ms = _mm512_setzero_si512();
 #pragma GCC unroll 8
                 for (int s = 0; s < 8; s++) {
@@ -179,6 +188,9 @@ void tb_cpu_kpack_rows_avx512(const struct tb_mm_args *a, int64_t r0, int64_t r1
         break;
     case 6:
         s_rows(a, r0, r1, 6);
+        break;
+    case 7:
+        s_rows(a, r0, r1, 7);
         break;
     default:
         break;

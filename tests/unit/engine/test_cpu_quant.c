@@ -8,7 +8,7 @@
  *    error the 8-bit activations allow, |y - ref| <= sum_i |w_i| * d_i / 2 (d_i the scale of
  *    x_i's activation block, max|x| / 127), plus 1e-5 of sum_i |w_i x_i| for f32 rounding;
  *  - bit-equal to tb_quant_matmul (the portable integer reference), whatever the ISA, from the
- *    stored rows and (Q4_K, Q5_K, Q6_K) from the packed Kx16 copy;
+ *    stored rows and (Q4_K, Q5_K, Q6_K, IQ4_XS) from the packed Kx16 copy;
  *  - batch invariance: a token's outputs are the same bits alone, in a batch, and at any place
  *    in it, with any thread count;
  *  - tb_cpu_matmul_multi equals separate calls; the embedding lookup (tb_cpu_dequantize_row)
@@ -385,10 +385,11 @@ static void test_refusals(void **state)
         assert_int_equal(tb_cpu_quantize_row(s_types[i].cpu, x, out, 256), TB_ENOTSUP);
         const struct tb_cpu_weight wt = {s_types[i].cpu, 16, 256, w, NULL};
         const tb_cpu_dtype_t dt = s_types[i].cpu;
-        const size_t want = dt == TB_CPU_Q4_K   ? 2432
-                            : dt == TB_CPU_Q5_K ? 2944
-                            : dt == TB_CPU_Q6_K ? 3392
-                                                : 0; /* one 16-row group, one super-block */
+        const size_t want = dt == TB_CPU_Q4_K     ? 2432
+                            : dt == TB_CPU_Q5_K   ? 2944
+                            : dt == TB_CPU_Q6_K   ? 3392
+                            : dt == TB_CPU_IQ4_XS ? 2240
+                                                  : 0; /* one 16-row group, one super-block */
         assert_int_equal(tb_cpu_weight_packed_bytes(&wt), want);
         const struct tb_cpu_weight half = {s_types[i].cpu, 16, 128, w, NULL};
         assert_int_equal(tb_cpu_weight_packed_bytes(&half), 0);
