@@ -110,7 +110,9 @@ def quantized_model(bench_dir, size, dtype, python, llama_dir):
     src = ensure_model(bench_dir, size, 'f16', python)
     if not src:
         return None
-    tmp = path + '.part.gguf'
+    # a name without a type in it: llama-quantize takes an output name that parses as a type
+    # for the type itself
+    tmp = os.path.join(os.path.dirname(path), 'quantize-%d.tmp' % os.getpid())
     kind = 'Q4_0' if dtype == 'q4_0_lq' else dtype.upper()
     log('llama-quantize %s %s' % (src, kind))
     r = subprocess.run([exe, src, tmp, kind, '2'], capture_output=True, text=True)

@@ -3,11 +3,11 @@
  * struct tb_cpu_weight pointing into the model's file mapping in its stored dtype (nothing is
  * dequantized), and each 1-D tensor (norms, biases) as an f32 copy, since the per-row ops take
  * f32 vectors and these are a few KB per layer.  With TB_CPU_WEIGHTS_PACK, Q4_0, Q8_0, Q4_K,
- * Q5_K and Q6_K matrices also get their packed copy (tb_cpu_weight_pack: the same quantized
+ * Q5_K, Q6_K and IQ4_XS matrices also get their packed copy (tb_cpu_weight_pack: the same quantized
  * values, interleaved 16 rows at a time), all in one allocation about as large as those
  * matrices; the matmuls then read only it, and the pages of the file mapping they came from are
  * released (madvise MADV_DONTNEED; never touched again), so the process holds one copy.  The
- * other GGUF block types (Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, IQ4_XS) are used as stored.
+ * other GGUF block types (Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K) are used as stored.
  *
  * Thread-safety: immutable after tb_cpu_weights_new; any number of threads may read it.
  */
@@ -48,7 +48,7 @@ struct tb_cpu_weights {
 };
 
 /* Flags of tb_cpu_weights_new. */
-#define TB_CPU_WEIGHTS_PACK 1u /* give Q4_0, Q8_0, Q4_K, Q5_K, Q6_K matrices packed copies */
+#define TB_CPU_WEIGHTS_PACK 1u /* packed copies of Q4_0, Q8_0, Q4_K..Q6_K, IQ4_XS */
 
 /* The kernels' dtype for a model dtype (every tb_dtype_t has one); TB_ENOTSUP for a value out
  * of range. */
