@@ -78,7 +78,6 @@ AINLINE void s_block_sums(const uint8_t *rec, const struct tb_block_q8_k *const 
     for (int c = 0; c < 4; c++) {
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
-#pragma GCC unroll 2
             for (int q = 0; q < 8 / kg; q++) {
                 const int gi = kind == 6 ? 4 * c + 2 * h + q : 2 * c + h;
                 const __m128i s8 = _mm_loadl_epi64((const __m128i *)(sc + 16 * gi));

@@ -82,7 +82,6 @@ AINLINE void s_tile(const struct tb_mm_args *a, int64_t g, int t0, const int T, 
         for (int c = 0; c < 4; c++) {
 #pragma GCC unroll 2
             for (int h = 0; h < 2; h++) {
-#pragma GCC unroll 2
                 for (int q = 0; q < 8 / kg; q++) {
                     const int gi = kind == 6 ? 4 * c + 2 * h + q : 2 * c + h;
                     const __m128i s8 = _mm_loadu_si128((const __m128i *)(sc + 16 * gi));
