@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "tb_cpu_backend.h"
@@ -81,6 +82,46 @@ static void s_bench_free(struct bench *b)
     tb_model_close(&b->model);
     free(b->prompt);
     memset(b, 0, sizeof(*b));
+}
+
+/* This process's resident memory (VmRSS), its peak (VmHWM) and the file-backed part of it
+ * (RssFile: pages of the model's mapping among them), in bytes; 0 when unknown. */
+static void s_rss(uint64_t *rss, uint64_t *hwm, uint64_t *file)
+{
+    *rss = *hwm = *file = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) {
+        return;
+    }
+    char line[256];
+    unsigned long long kb;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "VmRSS: %llu kB", &kb) == 1) {
+            *rss = kb * 1024;
+        } else if (sscanf(line, "VmHWM: %llu kB", &kb) == 1) {
+            *hwm = kb * 1024;
+        } else if (sscanf(line, "RssFile: %llu kB", &kb) == 1) {
+            *file = kb * 1024;
+        }
+    }
+    fclose(f);
+}
+
+/* The memory line: resident bytes after every test against the file size plus the KV budget
+ * (the engine's budget is mapped whole; only the blocks used become resident). */
+static void s_print_memory(const struct opts *o)
+{
+    uint64_t rss, hwm, rss_file;
+    s_rss(&rss, &hwm, &rss_file);
+    struct stat st;
+    uint64_t file = stat(o->model, &st) == 0 ? (uint64_t)st.st_size : 0;
+    uint64_t kv = (uint64_t)o->kv_mib << 20;
+    printf("{\"test\": \"mem\", \"rss_bytes\": %llu, \"rss_peak_bytes\": %llu, "
+           "\"rss_file_bytes\": %llu, \"file_bytes\": %llu, \"kv_budget_bytes\": %llu, "
+           "\"rss_over_file_plus_kv\": %.4f}\n",
+           (unsigned long long)rss, (unsigned long long)hwm, (unsigned long long)rss_file,
+           (unsigned long long)file, (unsigned long long)kv,
+           file + kv ? (double)rss / (double)(file + kv) : 0.0);
 }
 
 static int s_bench_init(struct bench *b, const struct opts *o)
@@ -326,6 +367,7 @@ int main(int argc, char **argv)
         }
         s_print_samples("tg", o.n_gen, batch, samples, o.reps);
     }
+    s_print_memory(&o);
     rc = 0;
 done:
     s_bench_free(&b);

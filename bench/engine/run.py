@@ -5,11 +5,15 @@
   .venv/bin/python bench/engine/run.py --quick    # 15m and 110m, q8_0, short serving run
 
 1. Writes the GGUF files (tools/tb_make_model.py; presets 15m, 110m, 1b; f32, f16, q8_0, q4_0)
-   into $TB_BENCH_DIR/models (default /tmp/tb-bench), reusing those already there.
+   into $TB_BENCH_DIR/models (default /tmp/tb-bench), reusing those already there; the llama.cpp
+   types (--dtypes q4_k_m,q5_k_m,q6_k,q3_k_m,iq4_xs,q4_0_lq) come from llama-quantize run on
+   the f16 file.
 2. Measures the memory-read bandwidth (build/<mode>/bench/bench_membw).
 3. Per file: prefill (pp) and decode (tg) tokens/s of our engine (build/<mode>/bench/bench_engine)
-   and of llama.cpp's llama-bench, same threads, sizes and repetitions; decode GB/s and % of the
-   bandwidth; optionally decode of B sequences at once (ours, llama-batched-bench).
+   and of llama.cpp's llama-bench, same threads, sizes and repetitions, one repetition of each
+   in turn (A B A B: ratios per pair are printed too); decode GB/s and % of the bandwidth;
+   optionally decode of B sequences at once (ours, llama-batched-bench); our resident memory
+   after the runs against the file size.
 4. Serving: `turbine serve bench/engine/serve.yaml` and `llama-server` on the same file with the
    same parallel sequences and threads, driven by bench/engine/serve_client.py at 1, 4 and 16
    concurrent streams; total output tokens/s, TTFT and ITL percentiles, ratios.
@@ -25,6 +29,7 @@ import os
 import platform
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -37,6 +42,10 @@ sys.path.insert(0, HERE)
 
 SIZES = ['15m', '110m', '1b']
 DTYPES = ['f32', 'f16', 'q8_0', 'q4_0']
+# Made by llama.cpp's llama-quantize from the f16 file (LLAMA_CPP_DIR), with its default recipes:
+# the files users download.  Not in the default run.
+QUANTIZED = ['q4_k_m', 'q5_k_m', 'q6_k', 'q3_k_m', 'iq4_xs', 'q4_0_lq']
+ALL_DTYPES = DTYPES + QUANTIZED
 # Parameters per preset (for the memory check before writing a file).
 PARAMS = {'15m': 15.2e6, '110m': 110e6, '1b': 1.1e9}
 BYTES_PER_PARAM = {'f32': 4.0, 'f16': 2.0, 'q8_0': 34 / 32, 'q4_0': 18 / 32}
@@ -89,7 +98,34 @@ def model_path(bench_dir, size, dtype):
     return os.path.join(bench_dir, 'models', '%s-%s.gguf' % (size, dtype))
 
 
-def ensure_model(bench_dir, size, dtype, python):
+def quantized_model(bench_dir, size, dtype, python, llama_dir):
+    """The f16 file of `size` through llama-quantize to `dtype` (q4_0_lq: its Q4_0 recipe)."""
+    path = model_path(bench_dir, size, dtype)
+    if os.path.exists(path):
+        return path
+    exe = os.path.join(llama_dir, 'llama-quantize')
+    if not os.path.exists(exe):
+        log('skipping %s %s: %s is absent (set LLAMA_CPP_DIR)' % (size, dtype, exe))
+        return None
+    src = ensure_model(bench_dir, size, 'f16', python)
+    if not src:
+        return None
+    # a name without a type in it: llama-quantize takes an output name that parses as a type
+    # for the type itself
+    tmp = os.path.join(os.path.dirname(path), 'quantize-%d.tmp' % os.getpid())
+    kind = 'Q4_0' if dtype == 'q4_0_lq' else dtype.upper()
+    log('llama-quantize %s %s' % (src, kind))
+    r = subprocess.run([exe, src, tmp, kind, '2'], capture_output=True, text=True)
+    if r.returncode != 0:
+        log('llama-quantize failed for %s %s: %s' % (size, dtype, r.stderr.strip()[-500:]))
+        return None
+    os.replace(tmp, path)
+    return path
+
+
+def ensure_model(bench_dir, size, dtype, python, llama_dir=None):
+    if dtype in QUANTIZED:
+        return quantized_model(bench_dir, size, dtype, python, llama_dir or '')
     path = model_path(bench_dir, size, dtype)
     if os.path.exists(path):
         return path
@@ -161,14 +197,16 @@ def bandwidth(build, threads):
     return {'gbs': best['gbs'], 'threads': best['threads'], 'runs': runs}
 
 
-def ours_speed(build, path, a):
+def ours_speed(build, path, a, reps=None):
     exe = os.path.join(build, 'bench', 'bench_engine')
     cmd = [exe, '-m', path, '-t', str(a.threads), '-p', str(a.pp), '-n', str(a.tg),
-           '-r', str(a.reps), '-B', ','.join(str(b) for b in [1] + a.batch)]
+           '-r', str(reps or a.reps), '-B', ','.join(str(b) for b in [1] + a.batch)]
     lines = run_json_lines(cmd, 3600)
     out = {'info': lines[0]}
     for ln in lines[1:]:
-        if ln['test'] == 'pp':
+        if ln['test'] == 'mem':
+            out['mem'] = ln
+        elif ln['test'] == 'pp':
             out['pp'] = ln['best_tok_s']
         elif ln['batch'] == 1:
             out['tg'] = ln['best_tok_s']
@@ -178,10 +216,10 @@ def ours_speed(build, path, a):
     return out
 
 
-def llama_speed(llama_dir, path, a):
+def llama_speed(llama_dir, path, a, reps=None):
     exe = os.path.join(llama_dir, 'llama-bench')
     cmd = [exe, '-m', path, '-t', str(a.threads), '-p', str(a.pp), '-n', str(a.tg),
-           '-r', str(a.reps), '-o', 'json']
+           '-r', str(reps or a.reps), '-o', 'json']
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     if r.returncode != 0:
         raise RuntimeError('llama-bench exited %d: %s' % (r.returncode, r.stderr.strip()[-800:]))
@@ -199,13 +237,53 @@ def llama_speed(llama_dir, path, a):
         cmd = [exe, '-m', path, '-t', str(a.threads), '-c', str(b * (a.tg + 16)), '-npp', '1',
                '-ntg', str(a.tg), '-npl', str(b), '--output-format', 'jsonl']
         best = 0.0
-        for _ in range(a.reps):
+        for _ in range(reps or a.reps):
             rr = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
             for line in rr.stdout.splitlines():
                 if line.startswith('{') and '"speed_tg"' in line:
                     best = max(best, json.loads(line)['speed_tg'])
         out['tg_b%d' % b] = best or None
     return out
+
+
+SPEED_KEYS = ('pp', 'tg')
+
+
+def alternate(row, a, build, llama_dir, path, have_ours, have_llama):
+    """Ours and llama.cpp one repetition each, in turn (A B A B ...), so that both see the same
+    moments of a shared machine: row['ours'] / row['llama'] hold the best of each figure, and
+    row['pairs'] the ratio of each repetition's pair."""
+    runs = {'ours': [], 'llama': []}
+    for rep in range(a.reps):
+        for who, ok, fn, where in (('ours', have_ours, ours_speed, build),
+                                   ('llama', have_llama, llama_speed, llama_dir)):
+            if not ok or row.get(who + '_error'):
+                continue
+            log('%s: %s %s (repetition %d of %d)' % (who, row['size'], row['dtype'], rep + 1,
+                                                      a.reps))
+            try:
+                runs[who].append(fn(where, path, a, reps=1))
+            except (RuntimeError, subprocess.TimeoutExpired) as ex:
+                row[who + '_error'] = str(ex)
+                log('%s failed: %s' % (who, ex))
+    keys = list(SPEED_KEYS) + ['tg_b%d' % b for b in a.batch]
+    for who, rs in runs.items():
+        if not rs:
+            continue
+        best = {k: max((r.get(k) or 0.0) for r in rs) or None for k in keys}
+        best['raw'] = [r.get('raw') for r in rs]
+        if who == 'ours':
+            best['info'] = rs[0].get('info')
+            mems = [r['mem'] for r in rs if r.get('mem')]
+            best['mem'] = max(mems, key=lambda m: m['rss_bytes']) if mems else None
+        row[who] = best
+    pairs = {}
+    for k in keys:
+        rs = [o[k] / l[k] for o, l in zip(runs['ours'], runs['llama']) if o.get(k) and l.get(k)]
+        if rs:
+            pairs[k] = {'median': statistics.median(rs), 'min': min(rs), 'max': max(rs),
+                        'all': rs}
+    row['pairs'] = pairs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,9 +404,11 @@ def speed_table(rows, bw, a):
             'llama GB/s', 'llama % bw']
     for b in a.batch:
         cols += ['ours tg b%d' % b, 'llama tg b%d' % b, 'b%d ratio' % b]
+    cols += ['ours RSS MB', 'RSS / file']
     lines = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
     for r in rows:
         o, l = r.get('ours') or {}, r.get('llama') or {}
+        mem = o.get('mem') or {}
         wb = r['weight_bytes_per_token']
         og = o.get('tg') * wb / 1e9 if o.get('tg') else None
         lg = l.get('tg') * wb / 1e9 if l.get('tg') else None
@@ -343,6 +423,24 @@ def speed_table(rows, bw, a):
         for b in a.batch:
             k = 'tg_b%d' % b
             cells += [fmt(o.get(k)), fmt(l.get(k)), ratio(o.get(k), l.get(k))]
+        cells += [fmt(mem['rss_bytes'] / 1e6, 0) if mem else '-',
+                  fmt(mem['rss_bytes'] / r['file_bytes'], 2) if mem else '-']
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def pairs_table(rows, a):
+    """Ours / llama.cpp per alternated pair of repetitions: median [lowest - highest]."""
+    keys = list(SPEED_KEYS) + ['tg_b%d' % b for b in a.batch]
+    names = {'pp': 'pp%d' % a.pp, 'tg': 'tg%d' % a.tg}
+    cols = ['model', 'dtype'] + [names.get(k, k.replace('_', ' ')) for k in keys]
+    lines = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
+    for r in rows:
+        p = r.get('pairs') or {}
+        cells = [r['size'], r['dtype']]
+        for k in keys:
+            v = p.get(k)
+            cells.append('-' if not v else '%.2f [%.2f-%.2f]' % (v['median'], v['min'], v['max']))
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
@@ -388,10 +486,14 @@ def print_report(results, a):
               'the best of one measurement was as low as %.1f GB/s)\n'
               % (bw['gbs'], bw['threads'], lo))
     if results['speed']:
-        print('tokens/s, best of %d, %d threads; GB/s = decode tok/s x weight bytes per token; '
+        print('tokens/s, best of %d (ours and llama.cpp alternated), %d threads; GB/s = decode tok/s x weight bytes per token; '
               '%% bw: of the best bandwidth of the run\n' % (a.reps, a.threads))
         print(speed_table(results['speed'], bw, a))
         print()
+        if any(r.get('pairs') for r in results['speed']):
+            print('ours / llama.cpp per alternated pair of repetitions: median [range]\n')
+            print(pairs_table(results['speed'], a))
+            print()
     for k, res in results['serving'].items():
         size, dtype = k.split(':')
         print('serving: %d-token prompts, %d tokens out, %d slots, %d threads\n'
@@ -412,7 +514,9 @@ def parse_list(s, allowed=None, conv=str):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--sizes', default=','.join(SIZES), help='15m,110m,1b')
-    ap.add_argument('--dtypes', default=','.join(DTYPES), help='f32,f16,q8_0,q4_0')
+    ap.add_argument('--dtypes', default=','.join(DTYPES),
+                    help='f32,f16,q8_0,q4_0 (ours); q4_k_m,q5_k_m,q6_k,q3_k_m,iq4_xs,q4_0_lq '
+                    '(llama-quantize from the f16 file)')
     ap.add_argument('--quick', action='store_true',
                     help='15m and 110m q8_0, 2 repetitions, serving 110m q8_0 at 1 and 4 streams')
     ap.add_argument('--threads', type=int, default=2)
@@ -445,7 +549,7 @@ def main():
         a.sizes, a.dtypes, a.reps = '15m,110m', 'q8_0', 2
         a.serve_models, a.concurrency, a.waves, a.batch = '110m:q8_0', '1,4', 1, ''
     sizes = parse_list(a.sizes, SIZES)
-    dtypes = parse_list(a.dtypes, DTYPES)
+    dtypes = parse_list(a.dtypes, ALL_DTYPES)
     a.batch = parse_list(a.batch, conv=int) if a.batch else []
     a.concurrency = parse_list(a.concurrency, conv=int)
     serve_models = [tuple(x.split(':')) for x in a.serve_models.split(',') if x]
@@ -478,7 +582,7 @@ def main():
     if not a.no_speed:
         for size in sizes:
             for dtype in dtypes:
-                path = ensure_model(bench_dir, size, dtype, python)
+                path = ensure_model(bench_dir, size, dtype, python, llama_dir)
                 if not path:
                     continue
                 total, per_tok = weight_bytes_per_token(path)
@@ -490,25 +594,12 @@ def main():
                 if bw:
                     row['bandwidth'] = bandwidth(build, a.threads)
                     bw_seen.append(row['bandwidth'])
-                if have_ours:
-                    log('ours: %s %s' % (size, dtype))
-                    try:
-                        row['ours'] = ours_speed(build, path, a)
-                    except (RuntimeError, subprocess.TimeoutExpired) as ex:
-                        row['ours_error'] = str(ex)
-                        log('ours failed: %s' % ex)
-                if have_llama:
-                    log('llama.cpp: %s %s' % (size, dtype))
-                    try:
-                        row['llama'] = llama_speed(llama_dir, path, a)
-                    except (RuntimeError, subprocess.TimeoutExpired) as ex:
-                        row['llama_error'] = str(ex)
-                        log('llama.cpp failed: %s' % ex)
+                alternate(row, a, build, llama_dir, path, have_ours, have_llama)
                 results['speed'].append(row)
 
     if not a.no_serving:
         for size, dtype in serve_models:
-            if not ensure_model(bench_dir, size, dtype, python):
+            if not ensure_model(bench_dir, size, dtype, python, llama_dir):
                 continue
             log('serving: %s %s' % (size, dtype))
             results['serving']['%s:%s' % (size, dtype)] = serving(a, build, llama_dir, bench_dir,

@@ -689,6 +689,15 @@ uint64_t tb_gguf_data_offset(const tb_gguf_t *g)
     return g ? g->data_offset : 0;
 }
 
+bool tb_gguf_in_file_map(const tb_gguf_t *g, const void *p, size_t n)
+{
+    if (!g || !g->map || !p) {
+        return false;
+    }
+    uintptr_t a = (uintptr_t)p, base = (uintptr_t)g->map;
+    return a >= base && a - base <= g->map_len && n <= g->map_len - (a - base);
+}
+
 bool tb_gguf_type_block(uint32_t ggml_type, uint64_t *block_elems, uint64_t *block_bytes)
 {
     uint64_t b = 0, n = 0;

@@ -106,6 +106,11 @@ bool tb_gguf_tensor_find(const tb_gguf_t *g, const char *name, struct tb_gguf_te
 /* File offset of the data section (the tensor offsets are relative to it). */
 uint64_t tb_gguf_data_offset(const tb_gguf_t *g);
 
+/* True when `g` was opened from a file (tb_gguf_open: a private read-only mapping of it) and
+ * the `n` bytes at `p` lie inside that mapping: pages a reader may release with
+ * madvise(MADV_DONTNEED), since they read back from the file. */
+bool tb_gguf_in_file_map(const tb_gguf_t *g, const void *p, size_t n);
+
 /* Block geometry of a GGML tensor type: elements per block and bytes per block (1 and 4 for
  * F32, 32 and 34 for Q8_0, 256 and 210 for Q6_K, ...).  False for a type this reader does not
  * know (tb_gguf_open refuses tensors of such types). */

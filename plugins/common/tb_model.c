@@ -649,3 +649,8 @@ uint64_t tb_model_copied_bytes(const tb_model_t *m)
 {
     return m->copied_bytes;
 }
+
+bool tb_model_in_file_map(const tb_model_t *m, const void *p, uint64_t n)
+{
+    return m && n <= SIZE_MAX && tb_gguf_in_file_map(m->gguf, p, (size_t)n);
+}

@@ -259,6 +259,11 @@ const char *tb_tokenizer_source_name(tb_tokenizer_source_t s);
 const char *tb_layer_tensor_name(tb_layer_tensor_t t);
 const char *tb_tensor_id_name(tb_tensor_id_t id);
 
+/* True when the `n` bytes at `p` lie in the mapping of a GGUF model's file (not a copy), so
+ * that an engine which has made its own copy of them may release the pages
+ * (madvise(MADV_DONTNEED): they would read back from the file). */
+bool tb_model_in_file_map(const tb_model_t *m, const void *p, uint64_t n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -133,9 +133,11 @@ def test_serve_q4_k_m(qmodels, tmp_path):
                                           'kv_cache': '16MiB', 'threads': 2})]
     with Turbine(tmp_path, deployment(port, comps)) as t:
         # q4_k: the embedding, 5 matrices of layer 0, 7 of layer 1; q6_k: the output head,
-        # layer 0's attn_v and ffn_down; f32: 2 norms per layer and the output norm
+        # layer 0's attn_v and ffn_down; f32: 2 norms per layer and the output norm.  Every
+        # matrix but the embedding gets its packed Kx16 copy, whose file pages are released
         t.wait_log(r'cpu backend \(\w+, 2 threads, weights q4_k x 13, f32 x 5, q6_k x 3, '
-                   r'no packed weights\)', timeout=30)
+                   r'packed copies [0-9.]+ MiB made in [0-9]+ ms '
+                   r'\(file pages released [0-9.]+ MiB\)\)', timeout=30)
         wait_ready(port, timeout=30)
         r = post(port, '/v1/completions', {'model': 'qk', 'prompt': 'Once upon a time',
                                            'max_tokens': 8, 'temperature': 0,

@@ -787,5 +787,6 @@ const struct tb_cpu_isa_impl tb_cpu_impl_avx512 = {
     .act_row_bytes = s_act_row_bytes,
     .quant_act = s_quant_act,
     .matmul_rows = s_matmul_rows,
+    .kpack_rows = tb_cpu_kpack_rows_avx512,
     .attn_task = s_attn_task,
 };

@@ -767,10 +767,10 @@ static void s_describe(const tb_backend_t *b, char *buf, size_t len)
         return;
     }
     snprintf(buf, len,
-             "%s, %d threads, weights %s, packed Q4_0/Q8_0 copies %.1f MiB made in "
-             "%.0f ms",
+             "%s, %d threads, weights %s, packed copies %.1f MiB made in %.0f ms "
+             "(file pages released %.1f MiB)",
              tb_cpu_backend_isa(b), b->n_threads, types, (double)b->w->packed_bytes / 1048576.0,
-             b->w->pack_seconds * 1e3);
+             b->w->pack_seconds * 1e3, (double)b->w->released_bytes / 1048576.0);
 }
 
 const struct tb_backend_ops tb_cpu_backend_ops = {

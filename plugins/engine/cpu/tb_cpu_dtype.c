@@ -280,6 +280,9 @@ void tb_cpu_quantize_act_row(const float *x, int64_t n, int8_t *q, float *d, int
 
 size_t tb_cpu_weight_packed_bytes(const struct tb_cpu_weight *w)
 {
+    if (w && tb_cpu_kp_kind(w->dtype)) {
+        return tb_cpu_kpack_bytes(w);
+    }
     if (!w || (w->dtype != TB_CPU_Q4_0 && w->dtype != TB_CPU_Q8_0) || w->rows < 1 ||
         w->cols < TB_CPU_QBLOCK || w->cols % TB_CPU_QBLOCK != 0) {
         return 0;
@@ -290,6 +293,9 @@ size_t tb_cpu_weight_packed_bytes(const struct tb_cpu_weight *w)
 
 int tb_cpu_weight_pack(const struct tb_cpu_weight *w, void *dst, size_t dst_bytes)
 {
+    if (w && tb_cpu_kp_kind(w->dtype)) {
+        return tb_cpu_kpack(w, dst, dst_bytes);
+    }
     size_t need = tb_cpu_weight_packed_bytes(w);
     if (need == 0 || !w->data || !dst || ((uintptr_t)dst & 63) != 0 || dst_bytes < need) {
         return TB_EINVAL;

@@ -214,5 +214,6 @@ const struct tb_cpu_isa_impl tb_cpu_impl_generic = {
     .act_row_bytes = tb_cpu_simple_act_row_bytes,
     .quant_act = tb_cpu_simple_quant_act,
     .matmul_rows = s_matmul_rows,
+    .kpack_rows = tb_cpu_kpack_rows_generic,
     .attn_task = s_attn_task,
 };

@@ -72,6 +72,61 @@ static inline int32_t tb_cpu_pk_cmul(tb_cpu_dtype_t wdt)
     return wdt == TB_CPU_Q4_0_PACKED ? -8 : wdt == TB_CPU_Q8_0_PACKED ? -128 : 1;
 }
 
+/* The packed K-quant layout "Kx16" (tb_cpu_kpack.c) of Q4_K, Q5_K, Q6_K and IQ4_XS matrices: rows in
+ * groups of 16 (the last padded with zero rows), each group's super-blocks one after another as
+ * 64-byte aligned records of every row's block b, lane i of each vector being row i:
+ *   d[16] f32; Q4_K/Q5_K: dmin[16] f32, sc[8][16] u8, mn[8][16] u8 (per 32-element sub-block);
+ *   Q6_K: sc[16][16] i8 (per 16 elements);
+ *   nibbles: 32 vectors of 64 bytes; bytes 4i..4i+3 of vector k are bytes 4k..4k+3 of row i's
+ *     128-byte nibble plane, whose byte 32c + l holds the low 4 bits of element 64c + l (low
+ *     nibble) and of element 64c + 32 + l (high nibble): GGUF's Q4_K order;
+ *   Q5_K: 8 vectors (vector k: bytes 4k..4k+3 of row i's 32-byte plane) whose byte l holds the
+ *     fifth bit of element 64c + l in bit 2c and of 64c + 32 + l in bit 2c + 1 (GGUF's qh);
+ *   Q6_K: 16 vectors of a 64-byte plane whose byte 32(c >> 1) + l holds the two high bits of
+ *     element 64c + l at bit 4(c & 1) and of 64c + 32 + l at bit 4(c & 1) + 2.
+ * IQ4_XS: d[16] f32, sc[8][16] i8 (its 6-bit scales - 32), the nibble plane of its 4-bit table
+ * indices (no high bits).
+ * Codes are stored unsigned (Q6_K: + 32, as in the file).  Record bytes: 2432 (Q4_K, 144 * 16 =
+ * 2304 stored), 2944 (Q5_K, 2816), 3392 (Q6_K, 3360), 2240 (IQ4_XS, 2176).  Values, scales and mins are the file's,
+ * moved, not rounded (d and dmin widened to f32 exactly): the dots stay bit-equal to
+ * tb_quant_dot. */
+static inline int tb_cpu_kp_kind(tb_cpu_dtype_t dt)
+{
+    return dt == TB_CPU_Q4_K     ? 4
+           : dt == TB_CPU_Q5_K   ? 5
+           : dt == TB_CPU_Q6_K   ? 6
+           : dt == TB_CPU_IQ4_XS ? 7
+                                 : 0;
+}
+static inline bool tb_cpu_kp_has_min(int kind) /* Q4_K, Q5_K */
+{
+    return kind == 4 || kind == 5;
+}
+static inline size_t tb_cpu_kp_block_bytes(int kind)
+{
+    return kind == 4 ? 2432 : kind == 5 ? 2944 : kind == 6 ? 3392 : 2240;
+}
+static inline size_t tb_cpu_kp_sc_off(int kind)
+{
+    return kind >= 6 ? 64 : 128;
+}
+#define TB_CPU_KP_MN_OFF 256 /* Q4_K / Q5_K */
+static inline size_t tb_cpu_kp_nib_off(int kind)
+{
+    return kind == 6 ? 320 : kind == 7 ? 192 : 384;
+}
+static inline size_t tb_cpu_kp_hi_off(int kind)
+{
+    return kind == 6 ? 2368 : 2432;
+}
+/* Bytes of one 16-row group of a Kx16 matrix of `cols` columns. */
+static inline size_t tb_cpu_kp_group_bytes(int kind, int64_t cols)
+{
+    return (size_t)(cols / 256) * tb_cpu_kp_block_bytes(kind);
+}
+size_t tb_cpu_kpack_bytes(const struct tb_cpu_weight *w);
+int tb_cpu_kpack(const struct tb_cpu_weight *w, void *dst, size_t dst_bytes);
+
 /* One matmul, as the parallel loop sees it. */
 struct tb_mm_args {
     const uint8_t *w;     /* weight rows (packed dtypes: the packed groups) */
@@ -87,6 +142,7 @@ struct tb_mm_args {
     float *y;
     size_t ldy;
     const struct tb_quant_kernels *qk; /* the GGUF block dtypes' dots (tb_cpu_quant.c), or NULL */
+    bool kpacked; /* w is a Kx16 copy (dtype Q4_K, Q5_K or Q6_K; w_row_bytes per 16-row group) */
 };
 
 /* One attention call, as the parallel loop sees it. */
@@ -115,6 +171,9 @@ struct tb_cpu_isa_impl {
     void (*quant_act)(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst);
     /* Output rows [r0, r1) of a matmul, all n_tok tokens. */
     void (*matmul_rows)(const struct tb_mm_args *a, int64_t r0, int64_t r1);
+    /* Output rows [r0, r1) (r0 a multiple of 16) of a matmul over Kx16 weights, Q8_K
+     * activations (tb_cpu_quant_act), all n_tok tokens; bit-equal to tb_quant_dot. */
+    void (*kpack_rows)(const struct tb_mm_args *a, int64_t r0, int64_t r1);
     /* Every query head of kv head `kvh` for query token `tok`; scratch: this thread's. */
     void (*attn_task)(const struct tb_attn_args *a, int tok, int kvh, float *scratch);
 };
@@ -136,6 +195,10 @@ bool tb_cpu_dtype_gguf(tb_cpu_dtype_t dt, tb_dtype_t *out);
 size_t tb_cpu_quant_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols);
 void tb_cpu_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst);
 void tb_cpu_quant_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1);
+
+void tb_cpu_kpack_rows_generic(const struct tb_mm_args *a, int64_t r0, int64_t r1);
+void tb_cpu_kpack_rows_avx2(const struct tb_mm_args *a, int64_t r0, int64_t r1);
+void tb_cpu_kpack_rows_avx512(const struct tb_mm_args *a, int64_t r0, int64_t r1);
 
 extern const struct tb_cpu_isa_impl tb_cpu_impl_generic;
 extern const struct tb_cpu_isa_impl tb_cpu_impl_avx2;

@@ -222,7 +222,8 @@ struct mm_job {
 /* Whether matmuls read w's packed copy. */
 static bool s_packed(const struct tb_cpu_weight *w)
 {
-    return w->packed && (w->dtype == TB_CPU_Q4_0 || w->dtype == TB_CPU_Q8_0);
+    return w->packed &&
+           (w->dtype == TB_CPU_Q4_0 || w->dtype == TB_CPU_Q8_0 || tb_cpu_kp_kind(w->dtype));
 }
 
 static void s_mm_task(void *arg, int task, int thread)
@@ -236,7 +237,9 @@ static void s_mm_task(void *arg, int task, int thread)
     const struct tb_mm_args *a = &j->args[o];
     int64_t r0 = (int64_t)(task - j->first_task[o]) * j->rows_per_task;
     int64_t r1 = r0 + j->rows_per_task < a->rows ? r0 + j->rows_per_task : a->rows;
-    if (a->qk) {
+    if (a->kpacked) {
+        j->impl->kpack_rows(a, r0, r1);
+    } else if (a->qk) {
         tb_cpu_quant_rows(a, r0, r1);
     } else {
         j->impl->matmul_rows(a, r0, r1);
@@ -272,6 +275,7 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
     }
     const bool packed = s_packed(w0);
     const int q8 = w0->dtype == TB_CPU_Q8_0;
+    const int kind = tb_cpu_kp_kind(w0->dtype); /* Q4_K, Q5_K, Q6_K: Kx16 when packed */
     const bool gguf = tb_cpu_dtype_gguf(w0->dtype, NULL);
     struct mm_job j = {.impl = self->impl,
                        .n_outs = n_outs,
@@ -294,10 +298,13 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
         }
         j.args[i] = (struct tb_mm_args){
             .w = packed ? w->packed : w->data,
-            .w_row_bytes = packed ? tb_cpu_pk_group_bytes(q8, w->cols) : row_bytes,
-            .dtype = !packed ? w->dtype
-                     : q8    ? TB_CPU_Q8_0_PACKED
-                             : TB_CPU_Q4_0_PACKED,
+            .w_row_bytes = !packed ? row_bytes
+                           : kind  ? tb_cpu_kp_group_bytes(kind, w->cols)
+                                   : tb_cpu_pk_group_bytes(q8, w->cols),
+            .dtype = !packed || kind ? w->dtype
+                     : q8            ? TB_CPU_Q8_0_PACKED
+                                     : TB_CPU_Q4_0_PACKED,
+            .kpacked = packed && kind,
             .rows = w->rows,
             .cols = w->cols,
             .x = x,
@@ -332,7 +339,7 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
     /* Rows per task: enough tasks to balance the threads, few enough weight bytes per task to
      * stay in L2 while a block of token rows sweeps them; a multiple of the row tiles (packed:
      * two 16-row groups; else 16). */
-    const int64_t unit = packed ? 2 * TB_CPU_PACK_ROWS : TB_CPU_PACK_ROWS;
+    const int64_t unit = packed && !kind ? 2 * TB_CPU_PACK_ROWS : TB_CPU_PACK_ROWS;
     int64_t per = (total_rows + (int64_t)nth * TASKS_PER_THREAD - 1) /
                   ((int64_t)nth * TASKS_PER_THREAD);
     if (n_tok > 1) {

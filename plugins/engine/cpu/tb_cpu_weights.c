@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "tb_errors.h"
 
@@ -177,8 +178,30 @@ static double s_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Packs every Q4_0 and Q8_0 matrix into one allocation (huge pages when the kernel gives them). */
-static int s_pack_all(struct tb_cpu_weights *w, char *err, size_t err_len)
+/* Releases the file pages of matrix `m`, now read only through its packed copy: the whole pages
+ * inside its bytes (a page shared with a neighbouring tensor stays), when they are the model
+ * file's mapping and not the token embedding's (which row lookups still read).  The pages would
+ * read back from the file, but nothing touches them again.  Returns the bytes released. */
+static size_t s_release(const tb_model_t *model, const struct tb_cpu_weights *w,
+                        const struct tb_cpu_weight *m)
+{
+    size_t n = tb_cpu_dtype_row_bytes(m->dtype, m->cols) * (size_t)m->rows;
+    long ps = sysconf(_SC_PAGESIZE);
+    if (m->data == w->tok_embd.data || ps <= 0 || !tb_model_in_file_map(model, m->data, n)) {
+        return 0;
+    }
+    uintptr_t a = (uintptr_t)m->data, e = a + n, page = (uintptr_t)ps;
+    uintptr_t a0 = (a + page - 1) / page * page, e0 = e / page * page;
+    if (e0 <= a0 || madvise((void *)a0, e0 - a0, MADV_DONTNEED) != 0) {
+        return 0;
+    }
+    return e0 - a0;
+}
+
+/* Packs every Q4_0, Q8_0, Q4_K, Q5_K and Q6_K matrix into one allocation (huge pages when the
+ * kernel gives them) and releases the file pages the packed matrices came from. */
+static int s_pack_all(const tb_model_t *model, struct tb_cpu_weights *w, char *err,
+                      size_t err_len)
 {
     const double t0 = s_now();
     const size_t cap = (size_t)w->n_layers * 7 + 1;
@@ -200,7 +223,7 @@ static int s_pack_all(struct tb_cpu_weights *w, char *err, size_t err_len)
     uint8_t *mem = aligned_alloc(PACK_ALIGN, alloc);
     if (!mem) {
         snprintf(err, err_len,
-                 "out of memory for the packed Q4_0/Q8_0 weights (%zu MB; "
+                 "out of memory for the packed quantized weights (%zu MB; "
                  "TB_CPU_REPACK=0 runs without them)",
                  alloc >> 20);
         rc = TB_ENOMEM;
@@ -224,6 +247,7 @@ static int s_pack_all(struct tb_cpu_weights *w, char *err, size_t err_len)
         }
         m[i]->packed = mem + off;
         off += pb;
+        w->released_bytes += s_release(model, w, m[i]);
     }
     w->pack_seconds = s_now() - t0;
 done:
@@ -284,7 +308,7 @@ int tb_cpu_weights_new(const tb_model_t *model, unsigned flags, struct tb_cpu_we
         }
     }
     if (flags & TB_CPU_WEIGHTS_PACK) {
-        rc = s_pack_all(w, err, err_len);
+        rc = s_pack_all(model, w, err, err_len);
         if (rc != TB_OK) {
             goto fail;
         }

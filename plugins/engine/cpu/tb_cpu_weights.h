@@ -2,11 +2,12 @@
  * tb_cpu_weights.h - a model's tensors as the CPU kernels take them: each weight matrix as a
  * struct tb_cpu_weight pointing into the model's file mapping in its stored dtype (nothing is
  * dequantized), and each 1-D tensor (norms, biases) as an f32 copy, since the per-row ops take
- * f32 vectors and these are a few KB per layer.  With TB_CPU_WEIGHTS_PACK, Q4_0 and Q8_0
- * matrices also get their packed copy (tb_cpu_weight_pack: the same quantized values,
- * interleaved 16 rows at a time), all in one allocation as large as those matrices; the matmuls
- * then read only it.  The other GGUF block types (Q4_1 .. IQ4_XS, mixed per tensor as
- * llama.cpp's Q4_K_M and friends mix them) are used as stored.
+ * f32 vectors and these are a few KB per layer.  With TB_CPU_WEIGHTS_PACK, Q4_0, Q8_0, Q4_K,
+ * Q5_K, Q6_K and IQ4_XS matrices also get their packed copy (tb_cpu_weight_pack: the same quantized
+ * values, interleaved 16 rows at a time), all in one allocation about as large as those
+ * matrices; the matmuls then read only it, and the pages of the file mapping they came from are
+ * released (madvise MADV_DONTNEED; never touched again), so the process holds one copy.  The
+ * other GGUF block types (Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K) are used as stored.
  *
  * Thread-safety: immutable after tb_cpu_weights_new; any number of threads may read it.
  */
@@ -43,7 +44,8 @@ struct tb_cpu_weights {
     struct tb_cpu_layer_weights *layers; /* [n_layers] */
     void *packed;                        /* the packed copies (owned), or NULL */
     size_t packed_bytes;
-    double pack_seconds;                    /* time spent packing */
+    double pack_seconds;   /* time spent packing */
+    size_t released_bytes; /* file-mapping pages of packed matrices released (MADV_DONTNEED) */
     uint32_t dtype_tensors[TB_DTYPE_COUNT]; /* how many of the model's tensors each type has */
 };
 
@@ -51,7 +53,7 @@ struct tb_cpu_weights {
  * norm_plus_one (Gemma's HF layout), the weight otherwise. */
 
 /* Flags of tb_cpu_weights_new. */
-#define TB_CPU_WEIGHTS_PACK 1u /* give Q4_0 and Q8_0 matrices their packed copies */
+#define TB_CPU_WEIGHTS_PACK 1u /* packed copies of Q4_0, Q8_0, Q4_K..Q6_K, IQ4_XS */
 
 /* The kernels' dtype for a model dtype (every tb_dtype_t has one); TB_ENOTSUP for a value out
  * of range. */

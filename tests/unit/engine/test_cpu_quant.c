@@ -7,7 +7,8 @@
  *  - against the dequantized-F32 weights times the f32 activations (double sums): within the
  *    error the 8-bit activations allow, |y - ref| <= sum_i |w_i| * d_i / 2 (d_i the scale of
  *    x_i's activation block, max|x| / 127), plus 1e-5 of sum_i |w_i x_i| for f32 rounding;
- *  - bit-equal to tb_quant_matmul (the portable integer reference), whatever the ISA;
+ *  - bit-equal to tb_quant_matmul (the portable integer reference), whatever the ISA, from the
+ *    stored rows and (Q4_K, Q5_K, Q6_K, IQ4_XS) from the packed Kx16 copy;
  *  - batch invariance: a token's outputs are the same bits alone, in a batch, and at any place
  *    in it, with any thread count;
  *  - tb_cpu_matmul_multi equals separate calls; the embedding lookup (tb_cpu_dequantize_row)
@@ -17,6 +18,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -185,8 +187,24 @@ static void s_check(const struct fixture *f, const float *y, bool with_bias, con
     free(half);
 }
 
-/* Every type, every ISA, pool or not, batch 1 and 6 (with bias) and batch 9: against both
- * references, and each token alone gives the batch's bits. */
+/* `wt` with its packed copy (Kx16 for Q4_K, Q5_K, Q6_K), in memory the caller frees; NULL
+ * (and wt unchanged) for a type without one. */
+static void *s_pack(struct tb_cpu_weight *wt)
+{
+    const size_t pb = tb_cpu_weight_packed_bytes(wt);
+    if (pb == 0) {
+        return NULL;
+    }
+    void *mem = aligned_alloc(64, pb);
+    assert_non_null(mem);
+    assert_int_equal(tb_cpu_weight_pack(wt, mem, pb), TB_OK);
+    wt->packed = mem;
+    return mem;
+}
+
+/* Every type, every ISA, pool or not, stored and (Q4_K, Q5_K, Q6_K) packed, batch 1 and 6
+ * (with bias) and batch 9: against both references, and each token alone gives the batch's
+ * bits. */
 static void test_matmul_all_types_all_isas(void **state)
 {
     (void)state;
@@ -201,13 +219,19 @@ static void test_matmul_all_types_all_isas(void **state)
         float *y = malloc(sizeof(float) * f.ldy * 9);
         float *y1 = malloc(sizeof(float) * f.ldy * 9);
         assert_true(y && y1);
-        const struct tb_cpu_weight wt = {s_types[i].cpu, rows, cols, f.w, NULL};
-        for (int use_pool = 0; use_pool < 2; use_pool++) {
+        struct tb_cpu_weight wt = {s_types[i].cpu, rows, cols, f.w, NULL};
+        void *packed = NULL;
+        for (int use_pool = 0; use_pool < 4; use_pool++) {
+            if (use_pool == 2 && !(packed = s_pack(&wt))) {
+                break; /* no packed form: the stored layout only */
+            }
             tb_cpu_kernels_t *k = NULL;
-            assert_int_equal(tb_cpu_kernels_new(use_pool ? pool : NULL, &k), TB_OK);
+            assert_int_equal(tb_cpu_kernels_new(use_pool % 2 ? pool : NULL, &k), TB_OK);
             for (int isa = 0; isa <= (int)tb_cpu_isa_detect(); isa++) {
                 assert_int_equal(tb_cpu_kernels_set_isa(k, (tb_cpu_isa_t)isa), TB_OK);
-                const char *what = tb_cpu_isa_name((tb_cpu_isa_t)isa);
+                char what[64];
+                snprintf(what, sizeof what, "%s%s", tb_cpu_isa_name((tb_cpu_isa_t)isa),
+                         packed ? " packed" : "");
                 for (int with_bias = 0; with_bias < 2; with_bias++) {
                     const float *bias = with_bias ? f.bias : NULL;
                     assert_int_equal(tb_cpu_matmul(k, &wt, f.x, f.ldx, 9, bias, y, f.ldy), 0);
@@ -239,6 +263,7 @@ static void test_matmul_all_types_all_isas(void **state)
             }
             tb_cpu_kernels_destroy(&k);
         }
+        free(packed);
         free(y);
         free(y1);
         s_fixture_free(&f);
@@ -260,17 +285,24 @@ static void test_matmul_threads_large(void **state)
         float *y = malloc(sizeof(float) * f.ldy * 3);
         float *y1 = malloc(sizeof(float) * f.ldy * 3);
         assert_true(y && y1);
-        const struct tb_cpu_weight wt = {s_types[pick[p]].cpu, f.rows, f.cols, f.w, NULL};
+        struct tb_cpu_weight wt = {s_types[pick[p]].cpu, f.rows, f.cols, f.w, NULL};
         tb_cpu_kernels_t *kp = NULL, *k1 = NULL;
         assert_int_equal(tb_cpu_kernels_new(pool, &kp), TB_OK);
         assert_int_equal(tb_cpu_kernels_new(NULL, &k1), TB_OK);
-        assert_int_equal(tb_cpu_matmul(kp, &wt, f.x, f.ldx, 3, NULL, y, f.ldy), 0);
-        assert_int_equal(tb_cpu_matmul(k1, &wt, f.x, f.ldx, 3, NULL, y1, f.ldy), 0);
-        s_check(&f, y, false, "4 threads");
-        for (int t = 0; t < 3; t++) {
-            assert_memory_equal(y + (size_t)t * f.ldy, y1 + (size_t)t * f.ldy,
-                                sizeof(float) * (size_t)f.rows);
+        void *packed = NULL;
+        for (int pass = 0; pass < 2; pass++) { /* stored, then packed where the type has it */
+            if (pass == 1 && !(packed = s_pack(&wt))) {
+                break;
+            }
+            assert_int_equal(tb_cpu_matmul(kp, &wt, f.x, f.ldx, 3, NULL, y, f.ldy), 0);
+            assert_int_equal(tb_cpu_matmul(k1, &wt, f.x, f.ldx, 3, NULL, y1, f.ldy), 0);
+            s_check(&f, y, false, pass ? "4 threads packed" : "4 threads");
+            for (int t = 0; t < 3; t++) {
+                assert_memory_equal(y + (size_t)t * f.ldy, y1 + (size_t)t * f.ldy,
+                                    sizeof(float) * (size_t)f.rows);
+            }
         }
+        free(packed);
         tb_cpu_kernels_destroy(&kp);
         tb_cpu_kernels_destroy(&k1);
         free(y);
@@ -352,7 +384,15 @@ static void test_refusals(void **state)
         uint8_t out[512];
         assert_int_equal(tb_cpu_quantize_row(s_types[i].cpu, x, out, 256), TB_ENOTSUP);
         const struct tb_cpu_weight wt = {s_types[i].cpu, 16, 256, w, NULL};
-        assert_int_equal(tb_cpu_weight_packed_bytes(&wt), 0);
+        const tb_cpu_dtype_t dt = s_types[i].cpu;
+        const size_t want = dt == TB_CPU_Q4_K     ? 2432
+                            : dt == TB_CPU_Q5_K   ? 2944
+                            : dt == TB_CPU_Q6_K   ? 3392
+                            : dt == TB_CPU_IQ4_XS ? 2240
+                                                  : 0; /* one 16-row group, one super-block */
+        assert_int_equal(tb_cpu_weight_packed_bytes(&wt), want);
+        const struct tb_cpu_weight half = {s_types[i].cpu, 16, 128, w, NULL};
+        assert_int_equal(tb_cpu_weight_packed_bytes(&half), 0);
     }
     tb_cpu_kernels_destroy(&k);
 }

@@ -1,0 +1,205 @@
+/*
+ * tb_cpu_kpack_avx2.c - the Kx16 matmul (Q4_K, Q5_K, Q6_K packed 16 rows at a time,
+ * tb_cpu_internal.h) with AVX2 (compiled with -mavx2 -mfma -mf16c; called only after runtime
+ * detection): tb_cpu_kpack_avx512.c's method on each 8-row half of a group, vpdpbusd replaced
+ * by vpmaddubsw + vpmaddwd (codes <= 63 and |activation| <= 127: no int16 saturation; IQ4_XS's
+ * signed values as |value| times the activation with the value's sign, no + 128).  The
+ * integer sums are exact and the f32 step per block is the reference's, in lanes: bit-equal to
+ * tb_quant_dot and batch invariant.
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "tb_cpu_internal.h"
+#include "tb_quant.h"
+
+#define AINLINE static inline __attribute__((always_inline))
+
+#define KT 4 /* tokens per tile */
+
+AINLINE __m256i s_bcast4(const int8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* acc + the sum of each lane's 4 products of unsigned w and signed x bytes. */
+AINLINE __m256i s_dp(__m256i acc, __m256i w, __m256i x)
+{
+    return _mm256_add_epi32(acc,
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)));
+}
+
+/* acc + the sum of each lane's 4 products of signed w (|w| <= 127) and signed x bytes. */
+AINLINE __m256i s_dp_signed(__m256i acc, __m256i w, __m256i x)
+{
+    return s_dp(acc, _mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+}
+
+/* The unsigned codes (IQ4_XS: signed values) of rows 8 * half .. + 7, slot h of nibble vector k of chunk c. */
+AINLINE __m256i s_codes(const uint8_t *rec, const int kind, int half, int c, int h, int k)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i raw = _mm256_load_si256(
+        (const __m256i *)(rec + tb_cpu_kp_nib_off(kind) + 64 * (8 * c + k) + 32 * half));
+    __m256i v = _mm256_and_si256(h ? _mm256_srli_epi16(raw, 4) : raw, m4);
+    if (kind == 7) { /* IQ4_XS: the signed table value (s_dp_signed) */
+        const __m256i table = _mm256_broadcastsi128_si256(
+            _mm_loadu_si128((const __m128i *)tb_quant_iq4_values));
+        return _mm256_shuffle_epi8(table, v);
+    }
+    const uint8_t *hi = rec + tb_cpu_kp_hi_off(kind) + 32 * half;
+    if (kind == 5) {
+        const __m256i hv = _mm256_load_si256((const __m256i *)(hi + 64 * k));
+        const __m256i b = _mm256_and_si256(_mm256_srl_epi16(hv, _mm_cvtsi32_si128(2 * c + h)),
+                                           _mm256_set1_epi8(1));
+        v = _mm256_or_si256(v, _mm256_slli_epi16(b, 4));
+    } else if (kind == 6) {
+        const __m256i hv = _mm256_load_si256((const __m256i *)(hi + 64 * (8 * (c >> 1) + k)));
+        const __m256i b = _mm256_and_si256(
+            _mm256_srl_epi16(hv, _mm_cvtsi32_si128(4 * (c & 1) + 2 * h)), _mm256_set1_epi8(3));
+        v = _mm256_or_si256(v, _mm256_slli_epi16(b, 4));
+    }
+    return v;
+}
+
+/* The int32 block sums of rows 8 * half .. + 7 for T tokens (isum; Q4_K/Q5_K also msum). */
+AINLINE void s_block_sums(const uint8_t *rec, const struct tb_block_q8_k *const *x, int64_t b,
+                          int half, const int T, const int kind, __m256i *isum)
+{
+    const int kg = kind == 6 ? 4 : 8; /* nibble vectors per scale group */
+    const int8_t *sc = (const int8_t *)(rec + tb_cpu_kp_sc_off(kind)) + 8 * half;
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++) {
+        isum[j] = _mm256_setzero_si256();
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            for (int q = 0; q < 8 / kg; q++) {
+                const int gi = kind == 6 ? 4 * c + 2 * h + q : 2 * c + h;
+                const __m128i s8 = _mm_loadl_epi64((const __m128i *)(sc + 16 * gi));
+                const __m256i scv = kind >= 6 ? _mm256_cvtepi8_epi32(s8)
+                                              : _mm256_cvtepu8_epi32(s8);
+                __m256i dot[KT];
+#pragma GCC unroll 4
+                for (int j = 0; j < T; j++) {
+                    dot[j] = kind == 6 ? _mm256_set1_epi32(-32 * x[j][b].bsums[gi])
+                                       : _mm256_setzero_si256();
+                }
+#pragma GCC unroll 8
+                for (int k = q * kg; k < (q + 1) * kg; k++) {
+                    const __m256i w = s_codes(rec, kind, half, c, h, k);
+#pragma GCC unroll 4
+                    for (int j = 0; j < T; j++) {
+                        const __m256i xb = s_bcast4(x[j][b].qs + 64 * c + 32 * h + 4 * k);
+                        dot[j] = kind == 7 ? s_dp_signed(dot[j], w, xb) : s_dp(dot[j], w, xb);
+                    }
+                }
+#pragma GCC unroll 4
+                for (int j = 0; j < T; j++) {
+                    isum[j] = _mm256_add_epi32(isum[j], _mm256_mullo_epi32(dot[j], scv));
+                }
+            }
+        }
+    }
+}
+
+/* Rows 8 * half .. + 7 of group `g` x T tokens from t0. */
+AINLINE void s_tile(const struct tb_mm_args *a, int64_t g, int half, int t0, const int T,
+                    const int kind)
+{
+    const int64_t nb = a->cols / TB_QK_K;
+    const size_t rec_bytes = tb_cpu_kp_block_bytes(kind);
+    const uint8_t *gp = a->w + (size_t)g * a->w_row_bytes;
+    const struct tb_block_q8_k *x[KT];
+    __m256 acc[KT];
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++) {
+        x[j] = (const struct tb_block_q8_k *)(a->qx + (size_t)(t0 + j) * a->qx_stride);
+        acc[j] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *rec = gp + (size_t)b * rec_bytes;
+        __m256i isum[KT];
+        s_block_sums(rec, x, b, half, T, kind, isum);
+        const __m256 dv = _mm256_load_ps((const float *)rec + 8 * half);
+#pragma GCC unroll 4
+        for (int j = 0; j < T; j++) {
+            const __m256 da = _mm256_set1_ps(x[j][b].d);
+            __m256 t = _mm256_mul_ps(_mm256_mul_ps(dv, da), _mm256_cvtepi32_ps(isum[j]));
+            if (tb_cpu_kp_has_min(kind)) {
+                __m256i ms = _mm256_setzero_si256();
+#pragma GCC unroll 8
+                for (int s = 0; s < 8; s++) {
+                    const __m256i mn = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                        (const __m128i *)(rec + TB_CPU_KP_MN_OFF + 16 * s + 8 * half)));
+                    const int32_t bs = x[j][b].bsums[2 * s] + x[j][b].bsums[2 * s + 1];
+                    ms = _mm256_add_epi32(ms, _mm256_mullo_epi32(mn, _mm256_set1_epi32(bs)));
+                }
+                const __m256 dmv = _mm256_load_ps((const float *)(rec + 64) + 8 * half);
+                t = _mm256_sub_ps(t,
+                                  _mm256_mul_ps(_mm256_mul_ps(dmv, da), _mm256_cvtepi32_ps(ms)));
+            }
+            acc[j] = _mm256_add_ps(acc[j], t);
+        }
+    }
+    const int64_t r = g * TB_CPU_PACK_ROWS + 8 * half;
+    const int nr = a->rows - r < 8 ? (int)(a->rows - r) : 8;
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++) {
+        float v[8];
+        _mm256_storeu_ps(v, acc[j]);
+        float *y = a->y + (size_t)(t0 + j) * a->ldy + r;
+        for (int i = 0; i < nr; i++) {
+            y[i] = v[i] + (a->bias ? a->bias[r + i] : 0.0f);
+        }
+    }
+}
+
+AINLINE void s_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int kind)
+{
+    for (int64_t g = r0 / TB_CPU_PACK_ROWS; g * TB_CPU_PACK_ROWS < r1; g++) {
+        for (int half = 0; half < 2 && g * TB_CPU_PACK_ROWS + 8 * half < a->rows; half++) {
+            int t = 0;
+            for (; t + KT <= a->n_tok; t += KT) {
+                s_tile(a, g, half, t, KT, kind);
+            }
+            switch (a->n_tok - t) {
+            case 1:
+                s_tile(a, g, half, t, 1, kind);
+                break;
+            case 2:
+                s_tile(a, g, half, t, 2, kind);
+                break;
+            case 3:
+                s_tile(a, g, half, t, 3, kind);
+                break;
+            default:
+                break;
+            }
+        }
+    }
+}
+
+void tb_cpu_kpack_rows_avx2(const struct tb_mm_args *a, int64_t r0, int64_t r1)
+{
+    switch (tb_cpu_kp_kind(a->dtype)) {
+    case 4:
+        s_rows(a, r0, r1, 4);
+        break;
+    case 5:
+        s_rows(a, r0, r1, 5);
+        break;
+    case 6:
+        s_rows(a, r0, r1, 6);
+        break;
+    case 7:
+        s_rows(a, r0, r1, 7);
+        break;
+    default:
+        break;
+    }
+}

@@ -1,0 +1,197 @@
+/*
+ * tb_cpu_kpack_avx512.c - the Kx16 matmul (Q4_K, Q5_K, Q6_K packed 16 rows at a time,
+ * tb_cpu_internal.h) with AVX-512 VNNI (compiled with the AVX-512 F/BW/VL/DQ/VNNI flags; called
+ * only after runtime detection).
+ *
+ * Lane i of every vector is weight row i of the group, so nothing is summed across lanes: per
+ * 4 elements one vpdpbusd adds (unsigned codes) x (4 broadcast activation bytes) into each row's
+ * int32 group sum (started at -32 * the activations' group sum for Q6_K's stored + 32, -128 *
+ * it for IQ4_XS, whose table values are looked up with vpshufb and taken + 128), which a
+ * vpmulld scales by the row's group scale into the block's int32 sum.  The mins come from the
+ * Q8_K block sums, and the f32 step per block is tb_quant_dot's, in lanes: bit-equal to the
+ * reference, the same for any token tile, so a token's outputs do not depend on the batch.
+ * Each weight vector is decoded once per block and used for every token of the tile.
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "tb_cpu_internal.h"
+#include "tb_quant.h"
+
+#define AINLINE static inline __attribute__((always_inline))
+
+#define KT 4 /* tokens per tile */
+
+AINLINE __m512i s_bcast4(const int8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+/* The unsigned codes of slot h (0: low nibbles, 1: high) of nibble vector k of chunk c. */
+AINLINE __m512i s_codes(const uint8_t *rec, const int kind, int c, int h, int k)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const __m512i raw = _mm512_load_si512(
+        (const void *)(rec + tb_cpu_kp_nib_off(kind) + 64 * (8 * c + k)));
+    __m512i v = _mm512_and_si512(h ? _mm512_srli_epi16(raw, 4) : raw, m4);
+    if (kind == 7) { /* IQ4_XS: the table value + 128, unsigned */
+        const __m512i table = _mm512_broadcast_i32x4(
+            _mm_loadu_si128((const __m128i *)tb_quant_iq4_values));
+        return _mm512_xor_si512(_mm512_shuffle_epi8(table, v), _mm512_set1_epi8((char)0x80));
+    }
+    const uint8_t *hi = rec + tb_cpu_kp_hi_off(kind);
+    if (kind == 5) {
+        const __m512i hv = _mm512_load_si512((const void *)(hi + 64 * k));
+        const __m512i b = _mm512_and_si512(_mm512_srl_epi16(hv, _mm_cvtsi32_si128(2 * c + h)),
+                                           _mm512_set1_epi8(1));
+        v = _mm512_or_si512(v, _mm512_slli_epi16(b, 4));
+    } else if (kind == 6) {
+        const __m512i hv = _mm512_load_si512((const void *)(hi + 64 * (8 * (c >> 1) + k)));
+        const __m512i b = _mm512_and_si512(
+            _mm512_srl_epi16(hv, _mm_cvtsi32_si128(4 * (c & 1) + 2 * h)), _mm512_set1_epi8(3));
+        v = _mm512_or_si512(v, _mm512_slli_epi16(b, 4));
+    }
+    return v;
+}
+
+/* Group `g` (16 rows) x T tokens from t0. */
+AINLINE void s_tile(const struct tb_mm_args *a, int64_t g, int t0, const int T, const int kind)
+{
+    const int64_t nb = a->cols / TB_QK_K;
+    const size_t rec_bytes = tb_cpu_kp_block_bytes(kind);
+    const int kg = kind == 6 ? 4 : 8; /* nibble vectors per scale group */
+    const uint8_t *gp = a->w + (size_t)g * a->w_row_bytes;
+    const struct tb_block_q8_k *x[KT];
+    __m512 acc[KT];
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++) {
+        x[j] = (const struct tb_block_q8_k *)(a->qx + (size_t)(t0 + j) * a->qx_stride);
+        acc[j] = _mm512_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *rec = gp + (size_t)b * rec_bytes;
+        const int8_t *sc = (const int8_t *)(rec + tb_cpu_kp_sc_off(kind));
+        __m512i isum[KT];
+#pragma GCC unroll 4
+        for (int j = 0; j < T; j++) {
+            isum[j] = _mm512_setzero_si512();
+        }
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                for (int q = 0; q < 8 / kg; q++) {
+                    const int gi = kind == 6 ? 4 * c + 2 * h + q : 2 * c + h;
+                    const __m128i s8 = _mm_loadu_si128((const __m128i *)(sc + 16 * gi));
+                    const __m512i scv = kind >= 6 ? _mm512_cvtepi8_epi32(s8)
+                                                  : _mm512_cvtepu8_epi32(s8);
+                    __m512i dot[KT];
+#pragma GCC unroll 4
+                    for (int j = 0; j < T; j++) {
+                        const int16_t *bs = x[j][b].bsums;
+                        dot[j] = kind == 6 ? _mm512_set1_epi32(-32 * bs[gi])
+                                 : kind == 7
+                                     ? _mm512_set1_epi32(-128 * (bs[2 * gi] + bs[2 * gi + 1]))
+                                     : _mm512_setzero_si512();
+                    }
+#pragma GCC unroll 8
+                    for (int k = q * kg; k < (q + 1) * kg; k++) {
+                        const __m512i w = s_codes(rec, kind, c, h, k);
+#pragma GCC unroll 4
+                        for (int j = 0; j < T; j++) {
+                            dot[j] = _mm512_dpbusd_epi32(dot[j], w,
+                                                         s_bcast4(x[j][b].qs + 64 * c + 32 * h +
+                                                                  4 * k));
+                        }
+                    }
+#pragma GCC unroll 4
+                    for (int j = 0; j < T; j++) {
+                        isum[j] = _mm512_add_epi32(isum[j], _mm512_mullo_epi32(dot[j], scv));
+                    }
+                }
+            }
+        }
+        const __m512 dv = _mm512_load_ps((const float *)rec);
+#pragma GCC unroll 4
+        for (int j = 0; j < T; j++) {
+            const __m512 da = _mm512_set1_ps(x[j][b].d);
+            __m512 t = _mm512_mul_ps(_mm512_mul_ps(dv, da), _mm512_cvtepi32_ps(isum[j]));
+            if (tb_cpu_kp_has_min(kind)) {
+                __m512i ms = _mm512_setzero_si512();
+#pragma GCC unroll 8
+                for (int s = 0; s < 8; s++) {
+                    const __m512i mn = _mm512_cvtepu8_epi32(
+                        _mm_load_si128((const __m128i *)(rec + TB_CPU_KP_MN_OFF + 16 * s)));
+                    const int32_t bs = x[j][b].bsums[2 * s] + x[j][b].bsums[2 * s + 1];
+                    ms = _mm512_add_epi32(ms, _mm512_mullo_epi32(mn, _mm512_set1_epi32(bs)));
+                }
+                const __m512 dmv = _mm512_load_ps((const float *)(rec + 64));
+                t = _mm512_sub_ps(t,
+                                  _mm512_mul_ps(_mm512_mul_ps(dmv, da), _mm512_cvtepi32_ps(ms)));
+            }
+            acc[j] = _mm512_add_ps(acc[j], t);
+        }
+    }
+    const int64_t r = g * TB_CPU_PACK_ROWS;
+    const int nr = a->rows - r < TB_CPU_PACK_ROWS ? (int)(a->rows - r) : TB_CPU_PACK_ROWS;
+    const __m512 bias = a->bias && nr == TB_CPU_PACK_ROWS ? _mm512_loadu_ps(a->bias + r)
+                                                          : _mm512_setzero_ps();
+#pragma GCC unroll 4
+    for (int j = 0; j < T; j++) {
+        float *y = a->y + (size_t)(t0 + j) * a->ldy + r;
+        if (nr == TB_CPU_PACK_ROWS) {
+            _mm512_storeu_ps(y, _mm512_add_ps(acc[j], bias));
+        } else {
+            float v[TB_CPU_PACK_ROWS];
+            _mm512_storeu_ps(v, acc[j]);
+            for (int i = 0; i < nr; i++) {
+                y[i] = v[i] + (a->bias ? a->bias[r + i] : 0.0f);
+            }
+        }
+    }
+}
+
+AINLINE void s_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int kind)
+{
+    for (int64_t g = r0 / TB_CPU_PACK_ROWS; g * TB_CPU_PACK_ROWS < r1; g++) {
+        int t = 0;
+        for (; t + KT <= a->n_tok; t += KT) {
+            s_tile(a, g, t, KT, kind);
+        }
+        switch (a->n_tok - t) {
+        case 1:
+            s_tile(a, g, t, 1, kind);
+            break;
+        case 2:
+            s_tile(a, g, t, 2, kind);
+            break;
+        case 3:
+            s_tile(a, g, t, 3, kind);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+void tb_cpu_kpack_rows_avx512(const struct tb_mm_args *a, int64_t r0, int64_t r1)
+{
+    switch (tb_cpu_kp_kind(a->dtype)) {
+    case 4:
+        s_rows(a, r0, r1, 4);
+        break;
+    case 5:
+        s_rows(a, r0, r1, 5);
+        break;
+    case 6:
+        s_rows(a, r0, r1, 6);
+        break;
+    case 7:
+        s_rows(a, r0, r1, 7);
+        break;
+    default:
+        break;
+    }
+}
