@@ -55,15 +55,47 @@ static struct tb_http_mm *s_mm(struct tb_http *h, struct tb_hreq *r)
     return r->mm;
 }
 
-/* Cancels the open bus call, if any; `count` puts it in the model's cancel counter. */
+static void s_release_choice(struct tb_http *h, struct tb_hreq *r, struct tb_hchoice *c)
+{
+    if (c->inst_counted) {
+        struct tb_idir_instance *inst = tb_instance_dir_get(h->models, r->instance);
+        if (inst && inst->in_flight > 0) {
+            inst->in_flight--;
+        }
+        c->inst_counted = false;
+    }
+}
+
+/* Cancels the open engine calls of the choices (n > 1); true when one was open. */
+static bool s_cancel_choices(struct tb_http *h, struct tb_hreq *r)
+{
+    bool any = false;
+    for (size_t i = 0; i < r->n_choices; i++) {
+        struct tb_hchoice *c = &r->choices[i];
+        if (c->call) {
+            h->host->bus_call_cancel(c->call);
+            h->bus_dirty = true;
+            c->call = NULL;
+            any = true;
+        }
+        s_release_choice(h, r, c);
+    }
+    return any;
+}
+
+/* Cancels the open bus calls, if any; `count` puts them in the model's cancel counter (once
+ * per request). */
 static void s_cancel_call(struct tb_http *h, struct tb_hreq *r, tb_hm_reason_t reason, bool count)
 {
-    if (!r->call) {
+    bool any = s_cancel_choices(h, r);
+    if (!r->call && !any) {
         return;
     }
-    h->host->bus_call_cancel(r->call);
-    h->bus_dirty = true;
-    r->call = NULL;
+    if (r->call) {
+        h->host->bus_call_cancel(r->call);
+        h->bus_dirty = true;
+        r->call = NULL;
+    }
     s_release_instance(h, r);
     if (count && r->kind == TB_HR_GENERATE) {
         struct tb_http_mm *mm = s_mm(h, r);
@@ -248,31 +280,55 @@ static void s_observe_tokens(struct tb_http *h, struct tb_hreq *r, int64_t n_tok
     r->n_tokens += n_tok;
 }
 
+static struct tb_oai_head s_head(const struct tb_http *h, const struct tb_hreq *r)
+{
+    return (struct tb_oai_head){.api = r->api,
+                                .id = r->id,
+                                .model = r->oreq->model,
+                                .created = r->created,
+                                .fingerprint = h->fingerprint};
+}
+
+/* The whole answer is ready (in r->out or r->resp_body): 0. */
+static int s_answered(struct tb_http *h, struct tb_hreq *r)
+{
+    r->final_status = 200;
+    tb_http_req_step(h, r, TB_HEV_END); /* resumes: the rest of the answer goes out */
+    return 0;
+}
+
 static int s_open_stream(struct tb_http *h, struct tb_hreq *r)
 {
-    struct tb_oai_head head = {.api = r->api,
-                               .id = r->id,
-                               .model = r->oreq->model,
-                               .created = r->created,
-                               .fingerprint = h->fingerprint};
+    struct tb_oai_head head = s_head(h, r);
     r->stream = tb_oai_stream_new(&head, r->oreq->include_usage);
     if (!r->stream) {
         return TB_ENOMEM;
     }
-    int rc = tb_oai_stream_open(r->stream, &r->out);
-    if (rc == 0 && r->oreq->echo && r->oreq->gen.prompt) {
-        const char *p = r->oreq->gen.prompt;
-        rc = tb_oai_stream_text(r->stream, &r->out, p, strlen(p), NULL);
-        if (r->lp) {
-            tb_oai_logprobs_skip(r->lp, strlen(p));
+    int rc = 0;
+    size_t n = r->choices ? r->n_choices : 1;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        tb_oai_logprobs_t *lp = r->choices ? r->choices[i].lp : r->lp;
+        rc = r->choices ? tb_oai_stream_set_index(r->stream, i) : 0;
+        rc = rc ? rc : tb_oai_stream_open(r->stream, &r->out);
+        if (rc == 0 && r->oreq->echo && r->oreq->gen.prompt) {
+            const char *p = r->oreq->gen.prompt;
+            rc = tb_oai_stream_text(r->stream, &r->out, p, strlen(p), NULL);
+            if (lp) {
+                tb_oai_logprobs_skip(lp, strlen(p));
+            }
         }
     }
     return rc;
 }
 
-/* Takes one decoded chunk's text, tokens and log-probabilities into the answer. */
-static int s_absorb(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_gen_chunk *c)
+/* Takes one decoded chunk's text, tokens and log-probabilities into the answer (into choice
+ * `ch`'s when the request has several). */
+static int s_absorb(struct tb_http *h, struct tb_hreq *r, struct tb_hchoice *ch,
+                    const struct tb_msg_gen_chunk *c)
 {
+    struct tb_buf *text = ch ? &ch->text : &r->text;
+    tb_oai_logprobs_t *lp = ch ? ch->lp : r->lp;
+    tb_oai_parts_t **parts = ch ? &ch->parts : &r->parts;
     if (c->has_instance_id) {
         r->served_by = c->instance_id;
     }
@@ -282,12 +338,18 @@ static int s_absorb(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_ge
                     : text_len          ? 1
                                         : 0;
     s_observe_tokens(h, r, n_tok, text_len);
-    bool has_lp = r->lp && c->logprobs_count > 0;
-    if (has_lp && tb_oai_logprobs_add(r->lp, c->logprobs, c->logprobs_count) != 0) {
+    if (ch) {
+        ch->n_tokens += n_tok;
+    }
+    bool has_lp = lp && c->logprobs_count > 0;
+    if (has_lp && tb_oai_logprobs_add(lp, c->logprobs, c->logprobs_count) != 0) {
         return TB_ENOMEM;
     }
     if (s_streaming(r)) {
         if (!r->stream && s_open_stream(h, r) != 0) {
+            return TB_ENOMEM;
+        }
+        if (ch && tb_oai_stream_set_index(r->stream, ch->index) != 0) {
             return TB_ENOMEM;
         }
         struct tb_msg_gen_chunk thought = {.reasoning = c->reasoning};
@@ -298,11 +360,11 @@ static int s_absorb(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_ge
         }
         if (text_len > 0 || has_lp) {
             if (tb_oai_stream_text(r->stream, &r->out, c->text, text_len,
-                                   has_lp ? tb_oai_logprobs_json(r->lp) : NULL) != 0) {
+                                   has_lp ? tb_oai_logprobs_json(lp) : NULL) != 0) {
                 return TB_ENOMEM;
             }
             if (has_lp) {
-                tb_oai_logprobs_clear(r->lp);
+                tb_oai_logprobs_clear(lp);
             }
         }
         if (c->tool_calls_count && tb_oai_stream_parts(r->stream, &r->out, &calls) != 0) {
@@ -310,14 +372,13 @@ static int s_absorb(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_ge
         }
         tb_http_req_step(h, r, TB_HEV_FRAME); /* resumes: the frames go out */
     } else {
-        if (text_len > 0 && tb_buf_append(&r->text, c->text, text_len) != 0) {
+        if (text_len > 0 && tb_buf_append(text, c->text, text_len) != 0) {
             return TB_ENOMEM;
         }
-        if ((c->reasoning || c->tool_calls_count) && !r->parts &&
-            !(r->parts = tb_oai_parts_new())) {
+        if ((c->reasoning || c->tool_calls_count) && !*parts && !(*parts = tb_oai_parts_new())) {
             return TB_ENOMEM;
         }
-        if (r->parts && tb_oai_parts_add(r->parts, c) != 0) {
+        if (*parts && tb_oai_parts_add(*parts, c) != 0) {
             return TB_ENOMEM;
         }
         tb_http_req_step(h, r, TB_HEV_CHUNK);
@@ -325,10 +386,10 @@ static int s_absorb(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_ge
     return 0;
 }
 
-/* The engine's final chunk: finish the answer. */
-static int s_complete(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_gen_chunk *c)
+/* The usage a final chunk reports (`n_tokens` counted when it reports none). */
+static struct tb_oai_usage s_usage(const struct tb_msg_gen_chunk *c, int64_t n_tokens)
 {
-    struct tb_oai_usage u = {.prompt_tokens = 0, .completion_tokens = r->n_tokens};
+    struct tb_oai_usage u = {.prompt_tokens = 0, .completion_tokens = n_tokens};
     if (c && c->usage) {
         u.prompt_tokens = c->usage->prompt_tokens;
         u.completion_tokens = c->usage->completion_tokens;
@@ -337,17 +398,29 @@ static int s_complete(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_
         u.reasoning_tokens = c->usage->reasoning_tokens;
         u.has_reasoning_tokens = c->usage->has_reasoning_tokens;
     }
-    const char *finish = c && c->finish_reason ? c->finish_reason : "stop";
-    snprintf(r->finish_reason, sizeof(r->finish_reason), "%s", finish);
+    return u;
+}
+
+static void s_count_tokens(struct tb_http *h, struct tb_hreq *r, const struct tb_oai_usage *u)
+{
     struct tb_http_mm *mm = r->mm;
     if (mm) {
-        mm->in_tokens += (double)u.prompt_tokens;
-        mm->out_tokens += (double)u.completion_tokens;
+        mm->in_tokens += (double)u->prompt_tokens;
+        mm->out_tokens += (double)u->completion_tokens;
         tb_http_metrics_observe(&h->metrics, mm, h->metrics.in_seq, mm->in_seq,
-                                (double)u.prompt_tokens);
+                                (double)u->prompt_tokens);
         tb_http_metrics_observe(&h->metrics, mm, h->metrics.out_seq, mm->out_seq,
-                                (double)u.completion_tokens);
+                                (double)u->completion_tokens);
     }
+}
+
+/* The engine's final chunk: finish the answer. */
+static int s_complete(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_gen_chunk *c)
+{
+    struct tb_oai_usage u = s_usage(c, r->n_tokens);
+    const char *finish = c && c->finish_reason ? c->finish_reason : "stop";
+    snprintf(r->finish_reason, sizeof(r->finish_reason), "%s", finish);
+    s_count_tokens(h, r, &u);
     s_release_instance(h, r);
     int rc = 0;
     if (s_streaming(r)) {
@@ -356,11 +429,7 @@ static int s_complete(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_
         }
         rc = rc ? rc : tb_oai_stream_finish(r->stream, &r->out, r->finish_reason, &u);
     } else {
-        struct tb_oai_head head = {.api = r->api,
-                                   .id = r->id,
-                                   .model = r->oreq->model,
-                                   .created = r->created,
-                                   .fingerprint = h->fingerprint};
+        struct tb_oai_head head = s_head(h, r);
         r->resp_body = tb_oai_final_body_parts(&head, (const char *)r->text.data, r->text.len,
                                                r->parts, r->finish_reason,
                                                r->lp ? tb_oai_logprobs_json(r->lp) : NULL, &u,
@@ -368,11 +437,211 @@ static int s_complete(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_
         r->resp_status = 200;
         rc = r->resp_body ? 0 : TB_ENOMEM;
     }
-    if (rc == 0) {
-        r->final_status = 200;
-        tb_http_req_step(h, r, TB_HEV_END); /* resumes: the rest of the answer goes out */
+    return rc ? rc : s_answered(h, r);
+}
+
+/* Forgets the call in `*slot` after its last chunk (the bus frees it).  True when the chunk came
+ * late (the answer is complete, or nobody is left to send it to): the call, if still open, is
+ * cancelled and the chunk dropped. */
+static bool s_chunk_late(struct tb_http *h, struct tb_hreq *r, tb_call_t **slot, tb_call_t *call,
+                         const struct tb_chunk *ch)
+{
+    if (ch->kind != TB_CHUNK_DATA) {
+        *slot = NULL;
     }
+    if (tb_hreq_fsm_is_upstream(r->state)) {
+        return false;
+    }
+    if (*slot == call) {
+        h->host->bus_call_cancel(call);
+        h->bus_dirty = true;
+        *slot = NULL;
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Several choices (n > 1): one engine call each, on the instance choice 0 went to */
+
+/* Every choice ended: the usage (the prompt counted once, the completions summed) and the end
+ * of the answer. */
+static int s_complete_choices(struct tb_http *h, struct tb_hreq *r)
+{
+    struct tb_oai_usage u = r->choices[0].usage;
+    for (size_t i = 1; i < r->n_choices; i++) {
+        u.completion_tokens += r->choices[i].usage.completion_tokens;
+        u.reasoning_tokens += r->choices[i].usage.reasoning_tokens;
+    }
+    s_count_tokens(h, r, &u);
+    int rc = 0;
+    if (s_streaming(r)) {
+        rc = tb_oai_stream_end(r->stream, &r->out, &u);
+    } else {
+        struct tb_oai_choice *v = calloc(r->n_choices, sizeof(*v));
+        if (!v) {
+            return TB_ENOMEM;
+        }
+        for (size_t i = 0; i < r->n_choices; i++) {
+            struct tb_hchoice *c = &r->choices[i];
+            v[i] = (struct tb_oai_choice){.text = (const char *)c->text.data,
+                                          .len = c->text.len,
+                                          .parts = c->parts,
+                                          .finish_reason = c->finish_reason,
+                                          .logprobs = c->lp ? tb_oai_logprobs_json(c->lp) : NULL};
+        }
+        struct tb_oai_head head = s_head(h, r);
+        r->resp_body = tb_oai_final_body_choices(&head, v, r->n_choices, &u, &r->resp_len);
+        free(v);
+        r->resp_status = 200;
+        rc = r->resp_body ? 0 : TB_ENOMEM;
+    }
+    return rc ? rc : s_answered(h, r);
+}
+
+/* A choice's final chunk: its finish frame (streams), then the whole answer once it was the
+ * last. */
+static int s_complete_choice(struct tb_http *h, struct tb_hreq *r, struct tb_hchoice *ch,
+                             const struct tb_msg_gen_chunk *c)
+{
+    ch->usage = s_usage(c, ch->n_tokens);
+    const char *finish = c && c->finish_reason ? c->finish_reason : "stop";
+    snprintf(ch->finish_reason, sizeof(ch->finish_reason), "%s", finish);
+    ch->done = true;
+    r->n_done++;
+    s_release_choice(h, r, ch);
+    if (s_streaming(r)) {
+        int rc = r->stream ? 0 : s_open_stream(h, r);
+        rc = rc ? rc : tb_oai_stream_set_index(r->stream, ch->index);
+        rc = rc ? rc : tb_oai_stream_finish_choice(r->stream, &r->out, ch->finish_reason);
+        if (rc != 0) {
+            return rc;
+        }
+        tb_http_req_step(h, r, TB_HEV_FRAME);
+    } else {
+        tb_http_req_step(h, r, TB_HEV_CHUNK);
+    }
+    return r->n_done == r->n_choices ? s_complete_choices(h, r) : 0;
+}
+
+static void s_on_choice_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user);
+
+/* Calls choices 1..n-1 on the instance that answers choice 0 (its first chunk came, so the
+ * prompt's blocks are in that instance's prefix cache).  0 or the bus's error. */
+static int s_start_choices(struct tb_http *h, struct tb_hreq *r)
+{
+    r->choices_started = true;
+    struct tb_idir_instance *inst = tb_instance_dir_get(h->models, r->instance);
+    if (!inst) {
+        return TB_EGONE;
+    }
+    int timeout_ms = (int)(h->cfg.request_timeout_s * 1000);
+    for (size_t i = 1; i < r->n_choices; i++) {
+        struct tb_hchoice *c = &r->choices[i];
+        int rc = h->host->bus_call(h->bus, inst->endpoint, inst->instance_id, c->msg.data,
+                                   c->msg.len, timeout_ms, s_on_choice_chunk, c, &c->call);
+        h->bus_dirty = true;
+        if (rc != 0) {
+            return rc;
+        }
+        c->inst_counted = true;
+        inst->in_flight++;
+        inst->served++;
+    }
+    return 0;
+}
+
+/* A chunk of one choice's call.  Any failure fails the whole request (no retry elsewhere). */
+static void s_on_choice_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user)
+{
+    struct tb_hchoice *c = user;
+    struct tb_hreq *r = c->r;
+    struct tb_http *h = r->h;
+    const struct tb_host *host = h->host;
+    if (s_chunk_late(h, r, &c->call, call, ch)) {
+        return;
+    }
+    if (ch->kind == TB_CHUNK_ERROR) {
+        s_cancel_call(h, r, TB_HM_ERROR, true);
+        s_fail_code(h, r, ch->code, ch->message);
+        return;
+    }
+    void *msg = NULL;
+    char err[200];
+    err[0] = 0;
+    const char *why = err;
+    int rc = 0, code = TB_EPROTO;
+    if (c->index == 0 && !r->choices_started && (rc = s_start_choices(h, r)) != 0) {
+        code = rc;
+        why = host->strerror(rc);
+    }
+    if (rc == 0 && ch->len > 0) {
+        rc = host->msg_decode(TB_MSG_GEN_CHUNK, ch->data, ch->len, &msg, err, sizeof(err));
+    }
+    if (rc == 0 && msg) {
+        rc = s_absorb(h, r, c, msg);
+        why = rc ? "out of memory" : why;
+    }
+    if (rc == 0 && ch->kind == TB_CHUNK_FINAL) {
+        rc = s_complete_choice(h, r, c, msg);
+        why = rc ? "out of memory" : why;
+    }
+    host->msg_free(&msg);
+    if (rc != 0) {
+        s_cancel_call(h, r, TB_HM_ERROR, true);
+        LOG_WARN(h, "request %s: choice %zu on engine instance %016" PRIx64 " failed: %s", r->id,
+                 c->index, r->instance, why);
+        s_fail_code(h, r, rc == TB_ENOMEM ? TB_EINTERNAL : code, why);
+    }
+}
+
+/* n > 1: a gen_request per choice (choice i's seed is seed + i when the request has a seed),
+ * and each choice's collectors.  0 or an error code. */
+static int s_prepare_choices(struct tb_http *h, struct tb_hreq *r)
+{
+    size_t n = (size_t)r->oreq->n;
+    r->choices = calloc(n, sizeof(*r->choices));
+    if (!r->choices) {
+        return TB_ENOMEM;
+    }
+    r->n_choices = n;
+    struct tb_msg_gen_request *g = &r->oreq->gen;
+    int64_t seed = g->seed;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        struct tb_hchoice *c = &r->choices[i];
+        c->r = r;
+        c->index = i;
+        if (g->has_seed) {
+            g->seed = (int64_t)((uint64_t)seed + i); /* wraps, as the engines' seeds do */
+        }
+        rc = h->host->msg_encode(TB_MSG_GEN_REQUEST, g, &c->msg);
+        if (rc == 0 && r->oreq->logprobs) {
+            c->lp = tb_oai_logprobs_new(r->api, (int)r->oreq->top_logprobs);
+            rc = c->lp ? 0 : TB_ENOMEM;
+        }
+        if (rc == 0 && !s_streaming(r) && r->oreq->echo && g->prompt) {
+            rc = tb_buf_puts(&c->text, g->prompt);
+            if (c->lp) {
+                tb_oai_logprobs_skip(c->lp, strlen(g->prompt));
+            }
+        }
+    }
+    g->seed = seed;
     return rc;
+}
+
+static void s_free_choices(struct tb_http *h, struct tb_hreq *r)
+{
+    for (size_t i = 0; i < r->n_choices; i++) {
+        struct tb_hchoice *c = &r->choices[i];
+        h->host->buf_free(&c->msg);
+        tb_buf_free(&c->text);
+        tb_oai_logprobs_destroy(&c->lp);
+        tb_oai_parts_destroy(&c->parts);
+    }
+    free(r->choices);
+    r->choices = NULL;
+    r->n_choices = 0;
 }
 
 static void s_call_engine(struct tb_http *h, struct tb_hreq *r, uint64_t instance,
@@ -383,16 +652,7 @@ static void s_on_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user)
     struct tb_hreq *r = user;
     struct tb_http *h = r->h;
     const struct tb_host *host = h->host;
-    if (ch->kind != TB_CHUNK_DATA) {
-        r->call = NULL; /* the bus frees the call after its last chunk */
-    }
-    if (!tb_hreq_fsm_is_upstream(r->state)) {
-        /* late: the answer is complete, or nobody is left to send it to */
-        if (r->call == call) {
-            host->bus_call_cancel(call);
-            h->bus_dirty = true;
-            r->call = NULL;
-        }
+    if (s_chunk_late(h, r, &r->call, call, ch)) {
         return;
     }
     if (ch->kind == TB_CHUNK_ERROR) {
@@ -427,7 +687,7 @@ static void s_on_chunk(tb_call_t *call, const struct tb_chunk *ch, void *user)
         rc = host->msg_decode(TB_MSG_GEN_CHUNK, ch->data, ch->len, &msg, err, sizeof(err));
     }
     if (rc == 0 && msg) {
-        rc = s_absorb(h, r, msg);
+        rc = s_absorb(h, r, NULL, msg);
         why = rc ? "out of memory" : why;
     }
     if (rc == 0 && ch->kind == TB_CHUNK_FINAL) {
@@ -470,12 +730,15 @@ static void s_call_engine(struct tb_http *h, struct tb_hreq *r, uint64_t instanc
             return;
         }
         int timeout_ms = (int)(h->cfg.request_timeout_s * 1000);
-        int rc = host->bus_call(h->bus, inst->endpoint, inst->instance_id, r->msg.data,
-                                r->msg.len, timeout_ms, s_on_chunk, r, &r->call);
+        struct tb_hchoice *c0 = r->choices; /* n > 1: choice 0 goes first */
+        int rc = c0 ? host->bus_call(h->bus, inst->endpoint, inst->instance_id, c0->msg.data,
+                                     c0->msg.len, timeout_ms, s_on_choice_chunk, c0, &c0->call)
+                    : host->bus_call(h->bus, inst->endpoint, inst->instance_id, r->msg.data,
+                                     r->msg.len, timeout_ms, s_on_chunk, r, &r->call);
         h->bus_dirty = true;
         if (rc == 0) {
             r->instance = inst->instance_id;
-            r->inst_counted = true;
+            *(c0 ? &c0->inst_counted : &r->inst_counted) = true;
             inst->in_flight++;
             inst->served++;
             r->tries++;
@@ -668,6 +931,14 @@ static int s_prepare(struct tb_http *h, struct tb_hreq *r, struct tb_oai_error *
                          "cannot encode the request: %s", h->host->strerror(rc));
         return -1;
     }
+    if (rc == 0 && r->oreq->n > 1) {
+        rc = s_prepare_choices(h, r);
+        if (rc != 0) {
+            tb_oai_error_set(e, 500, "server_error", "internal_error", NULL,
+                             "cannot prepare the choices: %s", h->host->strerror(rc));
+            return -1;
+        }
+    }
     if (!s_streaming(r) && r->oreq->echo && r->oreq->gen.prompt) {
         tb_buf_puts(&r->text, r->oreq->gen.prompt);
         if (r->lp) {
@@ -857,6 +1128,7 @@ void tb_http_gen_completed(struct tb_http *h, struct tb_hreq *r,
     tb_oai_stream_destroy(&r->stream);
     tb_oai_parts_destroy(&r->parts);
     tb_oai_logprobs_destroy(&r->lp);
+    s_free_choices(h, r);
     free(r->resp_body);
     r->resp_body = NULL;
 }

@@ -39,6 +39,24 @@ struct tb_hconn {
     struct tb_hreq *req; /* the generation request waiting on this connection, or NULL */
 };
 
+/* One choice of a generation asked for with n > 1 (docs/http.md "Several choices"): its own
+ * engine call on the instance choice 0 went to, and its own answer.  A request with n = 1 has
+ * none (its one answer is in struct tb_hreq). */
+struct tb_hchoice {
+    struct tb_hreq *r;
+    size_t index;
+    tb_call_t *call;   /* its engine call, or NULL */
+    bool inst_counted; /* in the instance's in_flight */
+    bool done;
+    struct tb_buf msg;  /* its gen_request (its own seed) (host->buf_free) */
+    struct tb_buf text; /* unary: its text */
+    tb_oai_logprobs_t *lp;
+    tb_oai_parts_t *parts;
+    int64_t n_tokens;
+    char finish_reason[24];
+    struct tb_oai_usage usage;
+};
+
 /* One HTTP request, from its headers to MHD's completion notice.  A request that waits on the
  * bus (kind GENERATE or TOKENIZE) moves through the states of tb_hreq_fsm.h; only
  * tb_http_req_step changes `state`.  The other flags say which resources it holds. */
@@ -82,6 +100,9 @@ struct tb_hreq {
     int64_t t_first_ns, t_last_ns;
     int64_t n_tokens; /* tokens seen in chunks */
     char finish_reason[24];
+    struct tb_hchoice *choices; /* n > 1: n of them (malloc), else NULL */
+    size_t n_choices, n_done;
+    bool choices_started; /* choices 1..n-1 were called (choice 0's first chunk came) */
 
     /* the answer MHD gets when the connection resumes (unary, or errors before a stream) */
     int resp_status;

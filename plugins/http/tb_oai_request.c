@@ -494,7 +494,12 @@ static const struct tb_oai_field s_request_fields[] = {
      .only = 1},
     {.name = "suffix", .apis = CMPL, .types = TB_OAI_J_STR, .flags = TB_OAI_F_EMPTY_ONLY},
     /* sampling, both endpoints */
-    {.name = "n", .types = TB_OAI_J_INT, .ilo = 1, .ihi = 128, .flags = TB_OAI_F_ONLY, .only = 1},
+    {.name = "n",
+     .types = TB_OAI_J_INT,
+     .keep = TB_OAI_KEEP_INT,
+     .off = REQ(n),
+     .ilo = 1,
+     .ihi = TB_OAI_MAX_N},
     /* max_completion_tokens (chat) wins over max_tokens: max_tokens is skipped when it came */
     INT_ROW("max_completion_tokens", CHAT, max_tokens, 1, INT32_MAX),
     {.name = "max_tokens",

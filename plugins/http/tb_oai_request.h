@@ -43,6 +43,8 @@ void tb_oai_error_set(struct tb_oai_error *e, int status, const char *type, cons
 #define TB_OAI_MAX_STOP 4
 #define TB_OAI_MAX_TOP_LOGPROBS_CHAT 20
 #define TB_OAI_MAX_LOGPROBS_COMPLETIONS 5
+/* Choices one request may ask for (`n`): each is one engine call (docs/http.md). */
+#define TB_OAI_MAX_N 16
 /* Completions default to 16 new tokens when max_tokens is absent (OpenAI's default). */
 #define TB_OAI_COMPLETIONS_DEFAULT_MAX_TOKENS 16
 
@@ -57,6 +59,7 @@ struct tb_oai_request {
     bool logprobs;        /* the answer must carry log-probabilities */
     int64_t top_logprobs; /* alternatives per position (0..20) */
     bool echo;            /* completions: the answer starts with the prompt */
+    int64_t n;            /* choices asked for; 0 when absent (one) */
     /* Ready to encode; request_id is NULL (the server assigns it).  mode is "chat" or
      * "completion"; a completion prompt given as token ids fills `tokens`. */
     struct tb_msg_gen_request gen;

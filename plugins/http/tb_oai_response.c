@@ -395,16 +395,65 @@ char *tb_oai_final_body(const struct tb_oai_head *h, const char *text, size_t le
     return tb_oai_final_body_parts(h, text, len, NULL, finish_reason, logprobs, usage, len_out);
 }
 
-/* The fixed shape is written directly; every string goes through tb_oai_json_string (jansson
- * escapes whatever is not plain ASCII) and the log-probabilities object through json_dumps. */
+/* One choice object {"index",message or text,"logprobs","finish_reason"}. */
+static int s_choice_text(struct tb_buf *b, bool chat, size_t index, const struct tb_oai_choice *c)
+{
+    int rc = tb_buf_printf(b, "{\"index\":%zu,", index);
+    rc = rc ? rc
+            : tb_buf_puts(b, chat ? "\"message\":{\"role\":\"assistant\",\"content\":"
+                                  : "\"text\":");
+    bool has_parts = chat && c->parts && (c->parts->reasoning.len || c->parts->n_calls);
+    if (has_parts && (!c->text || !c->len)) {
+        rc = rc ? rc : tb_buf_puts(b, "null");
+    } else {
+        rc = rc ? rc : tb_oai_json_string(b, c->text ? c->text : "", c->text ? c->len : 0);
+    }
+    if (has_parts && c->parts->reasoning.len) {
+        rc = rc ? rc
+                : s_reasoning_text(b, (const char *)c->parts->reasoning.data,
+                                   c->parts->reasoning.len);
+    }
+    if (has_parts && c->parts->n_calls) {
+        rc = rc ? rc : s_calls_text(b, NULL, 0, c->parts);
+    }
+    rc = rc ? rc : tb_buf_puts(b, chat ? "},\"logprobs\":" : ",\"logprobs\":");
+    if (rc == 0 && c->logprobs) {
+        char *lp = json_dumps(c->logprobs, JSON_COMPACT | JSON_REAL_PRECISION(8));
+        rc = lp ? tb_buf_puts(b, lp) : TB_ENOMEM;
+        free(lp);
+    } else if (rc == 0) {
+        rc = tb_buf_puts(b, "null");
+    }
+    rc = rc ? rc : tb_buf_puts(b, ",\"finish_reason\":");
+    if (rc == 0 && c->finish_reason) {
+        rc = tb_oai_json_string(b, c->finish_reason, strlen(c->finish_reason));
+    } else if (rc == 0) {
+        rc = tb_buf_puts(b, "null");
+    }
+    return rc ? rc : tb_buf_puts(b, "}");
+}
+
 char *tb_oai_final_body_parts(const struct tb_oai_head *h, const char *text, size_t len,
                               const tb_oai_parts_t *parts, const char *finish_reason,
                               json_t *logprobs, const struct tb_oai_usage *usage, size_t *len_out)
 {
+    struct tb_oai_choice c = {.text = text,
+                              .len = len,
+                              .parts = parts,
+                              .finish_reason = finish_reason,
+                              .logprobs = logprobs};
+    return tb_oai_final_body_choices(h, &c, 1, usage, len_out);
+}
+
+/* The fixed shape is written directly; every string goes through tb_oai_json_string (jansson
+ * escapes whatever is not plain ASCII) and the log-probabilities object through json_dumps. */
+char *tb_oai_final_body_choices(const struct tb_oai_head *h, const struct tb_oai_choice *c,
+                                size_t n, const struct tb_oai_usage *usage, size_t *len_out)
+{
     bool chat = h->api == TB_OAI_CHAT;
     struct tb_buf b;
     tb_buf_init(&b);
-    int rc = tb_buf_reserve(&b, len + 512);
+    int rc = tb_buf_reserve(&b, (n ? c[0].len : 0) + 512);
     rc = rc ? rc : tb_buf_puts(&b, "{\"id\":");
     rc = rc ? rc : tb_oai_json_string(&b, h->id, strlen(h->id));
     rc = rc ? rc
@@ -413,38 +462,12 @@ char *tb_oai_final_body_parts(const struct tb_oai_head *h, const char *text, siz
     rc = rc ? rc : tb_oai_json_string(&b, h->model, strlen(h->model));
     rc = rc ? rc : tb_buf_puts(&b, ",\"system_fingerprint\":");
     rc = rc ? rc : tb_oai_json_string(&b, h->fingerprint, strlen(h->fingerprint));
-    rc = rc ? rc
-            : tb_buf_puts(&b, chat ? ",\"choices\":[{\"index\":0,\"message\":{\"role\":"
-                                     "\"assistant\",\"content\":"
-                                   : ",\"choices\":[{\"index\":0,\"text\":");
-    bool has_parts = chat && parts && (parts->reasoning.len || parts->n_calls);
-    if (has_parts && (!text || !len)) {
-        rc = rc ? rc : tb_buf_puts(&b, "null");
-    } else {
-        rc = rc ? rc : tb_oai_json_string(&b, text ? text : "", text ? len : 0);
+    rc = rc ? rc : tb_buf_puts(&b, ",\"choices\":[");
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        rc = i ? tb_buf_puts(&b, ",") : 0;
+        rc = rc ? rc : s_choice_text(&b, chat, i, &c[i]);
     }
-    if (has_parts && parts->reasoning.len) {
-        rc = rc ? rc
-                : s_reasoning_text(&b, (const char *)parts->reasoning.data, parts->reasoning.len);
-    }
-    if (has_parts && parts->n_calls) {
-        rc = rc ? rc : s_calls_text(&b, NULL, 0, parts);
-    }
-    rc = rc ? rc : tb_buf_puts(&b, chat ? "},\"logprobs\":" : ",\"logprobs\":");
-    if (rc == 0 && logprobs) {
-        char *lp = json_dumps(logprobs, JSON_COMPACT | JSON_REAL_PRECISION(8));
-        rc = lp ? tb_buf_puts(&b, lp) : TB_ENOMEM;
-        free(lp);
-    } else if (rc == 0) {
-        rc = tb_buf_puts(&b, "null");
-    }
-    rc = rc ? rc : tb_buf_puts(&b, ",\"finish_reason\":");
-    if (rc == 0 && finish_reason) {
-        rc = tb_oai_json_string(&b, finish_reason, strlen(finish_reason));
-    } else if (rc == 0) {
-        rc = tb_buf_puts(&b, "null");
-    }
-    rc = rc ? rc : tb_buf_puts(&b, "}],\"usage\":");
+    rc = rc ? rc : tb_buf_puts(&b, "],\"usage\":");
     rc = rc ? rc : s_usage_text(&b, usage);
     rc = rc ? rc : tb_buf_puts(&b, "}");
     if (rc != 0) {
@@ -462,6 +485,7 @@ struct tb_oai_stream {
     /* data: {"id":..,"object":..,"created":..,"model":..,"system_fingerprint":..,"choices":[ */
     struct tb_buf head;
     struct tb_buf usage_head; /* the same with "choices":[] for the usage frame */
+    size_t head_fixed;        /* `head` up to its choice's "index" */
 };
 
 tb_oai_stream_t *tb_oai_stream_new(const struct tb_oai_head *h, bool include_usage)
@@ -487,7 +511,9 @@ tb_oai_stream_t *tb_oai_stream_new(const struct tb_oai_head *h, bool include_usa
     rc = rc ? rc : tb_buf_puts(b, ",\"choices\":");
     rc = rc ? rc : tb_buf_append(&s->usage_head, b->data, b->len);
     rc = rc ? rc : tb_buf_puts(&s->usage_head, "[]");
-    rc = rc ? rc : tb_buf_puts(b, "[{\"index\":0,");
+    rc = rc ? rc : tb_buf_puts(b, "[{");
+    s->head_fixed = b->len;
+    rc = rc ? rc : tb_buf_puts(b, "\"index\":0,");
     if (rc != 0) {
         tb_oai_stream_destroy(&s);
     }
@@ -585,20 +611,47 @@ int tb_oai_stream_parts(tb_oai_stream_t *s, struct tb_buf *out, const struct tb_
     return rc;
 }
 
-int tb_oai_stream_finish(tb_oai_stream_t *s, struct tb_buf *out, const char *finish_reason,
-                         const struct tb_oai_usage *usage)
+int tb_oai_stream_set_index(tb_oai_stream_t *s, size_t index)
+{
+    s->head.len = s->head_fixed;
+    return tb_buf_printf(&s->head, "\"index\":%zu,", index);
+}
+
+int tb_oai_stream_finish_choice(tb_oai_stream_t *s, struct tb_buf *out, const char *finish_reason)
 {
     size_t mark = out->len;
     int rc = tb_buf_append(out, s->head.data, s->head.len);
     rc = rc ? rc : tb_buf_puts(out, s->api == TB_OAI_CHAT ? "\"delta\":{}" : "\"text\":\"\"");
     rc = rc ? rc : s_tail(s, out, NULL, finish_reason ? finish_reason : "stop");
-    if (rc == 0 && s->include_usage && usage) {
+    if (rc != 0) {
+        out->len = mark;
+    }
+    return rc;
+}
+
+int tb_oai_stream_end(tb_oai_stream_t *s, struct tb_buf *out, const struct tb_oai_usage *usage)
+{
+    size_t mark = out->len;
+    int rc = 0;
+    if (s->include_usage && usage) {
         rc = tb_buf_append(out, s->usage_head.data, s->usage_head.len);
         rc = rc ? rc : tb_buf_puts(out, ",\"usage\":");
         rc = rc ? rc : s_usage_text(out, usage);
         rc = rc ? rc : tb_buf_puts(out, "}\n\n");
     }
     rc = rc ? rc : tb_buf_puts(out, "data: [DONE]\n\n");
+    if (rc != 0) {
+        out->len = mark;
+    }
+    return rc;
+}
+
+int tb_oai_stream_finish(tb_oai_stream_t *s, struct tb_buf *out, const char *finish_reason,
+                         const struct tb_oai_usage *usage)
+{
+    size_t mark = out->len;
+    int rc = tb_oai_stream_finish_choice(s, out, finish_reason);
+    rc = rc ? rc : tb_oai_stream_end(s, out, usage);
     if (rc != 0) {
         out->len = mark;
     }

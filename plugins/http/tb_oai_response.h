@@ -93,6 +93,19 @@ char *tb_oai_final_body_parts(const struct tb_oai_head *h, const char *text, siz
                               json_t *logprobs, const struct tb_oai_usage *usage,
                               size_t *len_out);
 
+/* One choice of a complete answer (strings borrowed; `parts`, `logprobs` NULL: none). */
+struct tb_oai_choice {
+    const char *text;
+    size_t len;
+    const tb_oai_parts_t *parts;
+    const char *finish_reason;
+    json_t *logprobs;
+};
+
+/* The same with `n` choices, index 0..n-1 in order (`n` > 1: the request's `n`). */
+char *tb_oai_final_body_choices(const struct tb_oai_head *h, const struct tb_oai_choice *c,
+                                size_t n, const struct tb_oai_usage *usage, size_t *len_out);
+
 /* ---- streamed answers ---- */
 
 typedef struct tb_oai_stream tb_oai_stream_t;
@@ -113,6 +126,13 @@ int tb_oai_stream_text(tb_oai_stream_t *s, struct tb_buf *out, const char *text,
  * "tool_calls": index, and id, type and name in a call's first delta, arguments), one frame each
  * when present; chat only. */
 int tb_oai_stream_parts(tb_oai_stream_t *s, struct tb_buf *out, const struct tb_msg_gen_chunk *c);
+/* The choice index the next frames carry (0 until set).  0 or TB_ENOMEM. */
+int tb_oai_stream_set_index(tb_oai_stream_t *s, size_t index);
+/* One choice's finishing frame. */
+int tb_oai_stream_finish_choice(tb_oai_stream_t *s, struct tb_buf *out,
+                                const char *finish_reason);
+/* The usage frame when asked for, then "data: [DONE]": after every choice finished. */
+int tb_oai_stream_end(tb_oai_stream_t *s, struct tb_buf *out, const struct tb_oai_usage *usage);
 /* The finishing frame, the usage frame when asked for, then "data: [DONE]". */
 int tb_oai_stream_finish(tb_oai_stream_t *s, struct tb_buf *out, const char *finish_reason,
                          const struct tb_oai_usage *usage);

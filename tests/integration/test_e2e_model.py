@@ -13,9 +13,9 @@ import sys
 import pytest
 
 from conftest import ROOT, SHARED
-from serving_util import (Stream, Turbine, deployment, free_port, get, http_component, post,
-                          wait_live,
-                          wait_for, wait_models, wait_ready)
+from serving_util import (Stream, Turbine, deployment, free_port, get, http_component,
+                          metric_sum, metrics, post, wait_live, wait_for, wait_models,
+                          wait_ready)
 
 TINY = os.path.join(SHARED, 'models', 'tinystories-656k')
 MODEL = 'tinystories'
@@ -287,3 +287,27 @@ def test_cli_tokenize_matches_hf():
     out = subprocess.run([turbine, 'detokenize', '--model', TINY] + [str(i) for i in ids],
                          capture_output=True, text=True, check=True).stdout
     assert out == tok.decode(ids, skip_special_tokens=True) + '\n'
+
+
+def test_n_choices_share_the_prompt(server):
+    """n = 3 with a seed: three different stories, usage summed over them, and choices 1 and 2
+    (started once choice 0's first token came) find the prompt in the engine's prefix cache."""
+    port, _ = server
+    prompt = ('Once upon a time there was a little girl named Lily who lived in a small house '
+              'near the big green park with her mother, her father and a fluffy white dog '
+              'called Max. Every morning Lily and Max ran to the park to play')
+    hits = lambda: metric_sum(metrics(port), 'vllm:prefix_cache_hits_total')
+    before = hits()
+    r = complete(port, prompt=prompt, max_tokens=12, temperature=1.0, seed=42, n=3,
+                 ignore_eos=True)
+    assert [c['index'] for c in r['choices']] == [0, 1, 2]
+    assert len({c['text'] for c in r['choices']}) == 3
+    assert all(c['finish_reason'] == 'length' for c in r['choices'])
+    assert r['usage']['completion_tokens'] == 3 * 12
+    # choices 1 and 2 each found most of the prompt (its full blocks) in the prefix cache; the
+    # engine adds to the registry in batches: wait
+    p = r['usage']['prompt_tokens']
+    wait_for(lambda: hits() - before >= p, 10, 'the prompt found in the prefix cache')
+    one = complete(port, prompt=prompt, max_tokens=12, temperature=1.0, seed=42, ignore_eos=True)
+    assert one['choices'][0]['text'] == r['choices'][0]['text']  # choice 0 keeps the seed
+    assert r['usage']['prompt_tokens'] == one['usage']['prompt_tokens']

@@ -255,7 +255,7 @@ def test_openai_client(server):
      'max_tokens'),
     ({'model': MODEL, 'messages': [{'role': 'user', 'content': 'x'}], 'stop': list('abcde')},
      'stop'),
-    ({'model': MODEL, 'messages': [{'role': 'user', 'content': 'x'}], 'n': 3}, 'n'),
+    ({'model': MODEL, 'messages': [{'role': 'user', 'content': 'x'}], 'n': 17}, 'n'),
     ({'model': MODEL, 'messages': [{'role': 'user', 'content': 'x'}], 'stream': 1}, 'stream'),
 ])
 def test_bad_requests(server, body, param):

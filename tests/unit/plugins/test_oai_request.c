@@ -285,7 +285,10 @@ static void test_ranges_and_types(void **state)
               "presence_penalty", NULL);
     parse_bad(TB_OAI_CHAT, s_chat_with("\"frequency_penalty\":-2.5", b, sizeof(b)),
               "frequency_penalty", NULL);
-    parse_bad(TB_OAI_CHAT, s_chat_with("\"n\":2", b, sizeof(b)), "n", "n=1");
+    parse_bad(TB_OAI_CHAT, s_chat_with("\"n\":17", b, sizeof(b)), "n", "between 1 and 16");
+    struct tb_oai_request *rn = parse_ok(TB_OAI_CHAT, s_chat_with("\"n\":16", b, sizeof(b)));
+    assert_int_equal(rn->n, 16);
+    tb_oai_request_destroy(&rn);
     parse_bad(TB_OAI_CHAT, s_chat_with("\"n\":0", b, sizeof(b)), "n", NULL);
     parse_bad(TB_OAI_CHAT, s_chat_with("\"stream\":\"yes\"", b, sizeof(b)), "stream", "boolean");
     parse_bad(TB_OAI_CHAT,
