@@ -89,7 +89,7 @@ def random_blocks(rng, btype, shape):
     import gguf
     qt = getattr(gguf.GGMLQuantizationType, btype.upper())
     be, bb = gguf.GGML_QUANT_SIZES[qt]
-    rows, cols = shape
+    rows, cols = int(np.prod(shape[:-1])), shape[-1]
     if cols % be:
         raise SystemExit('tb_make_model: %s needs row lengths that are multiples of %d (got %d)'
                          % (btype, be, cols))
@@ -106,7 +106,7 @@ def random_blocks(rng, btype, shape):
     set_scales(1.0)
     rms = float(np.sqrt(np.mean(gguf.quants.dequantize(blocks, qt).astype(np.float64) ** 2)))
     set_scales(BLOCK_RMS / rms)
-    return blocks.reshape(rows, cols // be * bb)
+    return blocks.reshape(tuple(shape[:-1]) + (cols // be * bb,))
 
 
 def parse_rope_scaling(s):
@@ -204,9 +204,10 @@ def write_hf(spec, produce, out, dtype, shard_mb=0, generation=None):
         w = mio.SafetensorsWriter(os.path.join(out, fn), {'format': 'pt'})
         by_hf = {}
         for name, shape in group:
-            w.declare(mio.hf_name(name), st, shape)
-            by_hf[mio.hf_name(name)] = (name, shape)
-            weight_map[mio.hf_name(name)] = fn
+            hn = mio.hf_name(name, spec.arch)
+            w.declare(hn, st, shape)
+            by_hf[hn] = (name, shape)
+            weight_map[hn] = fn
         w.write(lambda hn: mio.to_st_bytes(produce(*by_hf[hn]), st))
     if len(groups) > 1:
         total = sum(esize * int(np.prod(s)) for _, s in shapes)
@@ -235,11 +236,12 @@ def write_gguf(spec, produce, out, dtype, name='turbine-test', tokenizer=None, c
     if dtype not in GGUF_TYPES:
         raise SystemExit('tb_make_model: unknown dtype %s' % dtype)
     if dtype in ('q8_0', 'q4_0'):
-        for n in (spec.hidden, spec.intermediate, spec.n_heads * spec.head_dim):
+        for n in (spec.hidden, spec.intermediate, spec.n_heads * spec.head_dim,
+                  spec.expert_intermediate, spec.shared_intermediate or 32):
             if n % 32:
                 raise SystemExit('tb_make_model: %s needs row lengths that are multiples of 32 '
                                  '(got %d)' % (dtype, n))
-    arch = spec.arch
+    arch = spec.gguf_arch
     rs = spec.rope_scaling
     rtype = mio.rope_scaling_type(rs)
     if rtype not in ('none', 'default', 'linear', 'llama3'):
@@ -268,6 +270,8 @@ def write_gguf(spec, produce, out, dtype, name='turbine-test', tokenizer=None, c
         w.add_vocab_size(spec.vocab)
     if spec.sliding_window:
         w.add_sliding_window(spec.sliding_window)
+    if spec.n_experts:
+        write_gguf_moe_keys(w, spec)
     if rtype == 'linear':
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(rs['factor'])
@@ -294,22 +298,25 @@ def write_gguf(spec, produce, out, dtype, name='turbine-test', tokenizer=None, c
         w.add_chat_template(chat_template)
 
     llama3 = rtype == 'llama3'
-    shapes = spec.tensor_shapes(with_rope_freqs=llama3)
+    shapes = gguf_tensor_shapes(spec, llama3)
     plan = []
     n_mat = 0
     for cname, shape in shapes:
-        td = 'f32' if len(shape) == 1 else dtype
-        if len(shape) == 2 and block_types:
+        kind = cname.split('.')[-1]
+        vector = len(shape) == 1 or kind in ('router', 'sh_gate_inp')  # llama.cpp keeps F32
+        td = 'f32' if vector else dtype
+        if not vector and block_types:
             td = block_type_for(block_types, cname, n_mat)
             n_mat += 1
             if td not in BLOCK_F16:
                 raise SystemExit('tb_make_model: unknown block type %s' % td)
+        if kind == 'sh_gate_inp':
+            shape = (spec.hidden,)
         elems = int(np.prod(shape))
         raw = getattr(gguf.GGMLQuantizationType, GGUF_TYPES.get(td, td.upper()))
         be, bb = gguf.GGML_QUANT_SIZES[raw]
         nbytes = elems // be * bb
-        w.add_tensor_info(mio.gguf_name(cname), shape, np.dtype(np.float32), nbytes,
-                          raw_dtype=raw)
+        w.add_tensor_info(gguf_name(cname), shape, np.dtype(np.float32), nbytes, raw_dtype=raw)
         plan.append((cname, shape, td))
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -321,8 +328,12 @@ def write_gguf(spec, produce, out, dtype, name='turbine-test', tokenizer=None, c
             rng = np.random.default_rng(mio.tensor_seed(seed, cname))
             w.write_tensor_data(random_blocks(rng, td, shape))
             continue
+        elif '.experts.*.' in cname:  # every expert of a layer, stacked: [n_experts, rows, cols]
+            a = np.stack([produce(cname.replace('*', str(e)), shape[1:])
+                          for e in range(shape[0])])
         else:
-            a = produce(cname, shape)
+            a = produce(cname, (1, spec.hidden) if cname.endswith('sh_gate_inp') else shape)
+            a = a.reshape(shape)
             kind = cname.split('.')[-1]
             if arch == 'llama' and kind in ('wq', 'bq'):
                 a = mio.permute_qk(a, spec.n_heads)
@@ -330,6 +341,39 @@ def write_gguf(spec, produce, out, dtype, name='turbine-test', tokenizer=None, c
                 a = mio.permute_qk(a, spec.n_kv_heads)
         w.write_tensor_data(gguf_tensor_bytes(a, td))
     w.close()
+
+
+def gguf_name(cname):
+    return mio.gguf_name(cname.replace('*', '0'))
+
+
+def gguf_tensor_shapes(spec, llama3):
+    """spec.tensor_shapes with each layer's experts as 3-D tensors 'layers.N.experts.*.KIND' of
+    shape [n_experts, rows, cols], as llama.cpp stores them (ffn_gate_exps ...)."""
+    out = []
+    for cname, shape in spec.tensor_shapes(with_rope_freqs=llama3):
+        parts = cname.split('.')
+        if len(parts) == 5:
+            if parts[3] != '0':
+                continue
+            cname = '.'.join(parts[:3] + ['*', parts[4]])
+            shape = (spec.n_experts,) + tuple(shape)
+        out.append((cname, shape))
+    return out
+
+
+def write_gguf_moe_keys(w, spec):
+    """llama.cpp's expert keys: count, used count, widths; expert_weights_norm when the top-k
+    weights are not renormalised (Qwen MoE with norm_topk_prob false)."""
+    w.add_expert_count(spec.n_experts)
+    w.add_expert_used_count(spec.n_experts_used)
+    if spec.gguf_arch != 'llama':
+        w.add_expert_feed_forward_length(spec.expert_intermediate)
+    if spec.shared_intermediate:
+        w.add_expert_shared_feed_forward_length(spec.shared_intermediate)
+    default_norm = spec.gguf_arch != 'qwen2moe'
+    if spec.norm_topk_prob != default_norm:
+        w.add_bool('%s.expert_weights_norm' % spec.gguf_arch, bool(spec.norm_topk_prob))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,7 +385,18 @@ def main(argv=None):
     ap.add_argument('--dtype', default='f32', choices=sorted(GGUF_TYPES))
     ap.add_argument('--from', dest='src', help='convert this HF folder (to gguf or hf)')
     ap.add_argument('--preset', choices=sorted(PRESETS))
-    ap.add_argument('--arch', choices=['llama', 'qwen2'])
+    ap.add_argument('--arch', choices=sorted(mio.ARCHS),
+                    help='HF model_type: llama, qwen2, qwen3, and the mixtures of experts '
+                         'mixtral, qwen3_moe, qwen2_moe (which need --experts)')
+    ap.add_argument('--experts', type=int, help='routed experts per layer (MoE archs)')
+    ap.add_argument('--experts-used', type=int, help='top-k: experts per token')
+    ap.add_argument('--expert-intermediate', type=int,
+                    help="each expert's FFN width (default --intermediate)")
+    ap.add_argument('--shared-intermediate', type=int,
+                    help="the shared expert's FFN width (qwen2_moe)")
+    ap.add_argument('--no-norm-topk-prob', dest='norm_topk_prob', action='store_false',
+                    default=True, help='Qwen MoE: keep the top-k softmax probabilities as '
+                                       'they are (norm_topk_prob false)')
     ap.add_argument('--layers', type=int)
     ap.add_argument('--hidden', type=int)
     ap.add_argument('--heads', type=int)
@@ -405,19 +460,26 @@ def main(argv=None):
     over = {'arch': a.arch, 'n_layers': a.layers, 'hidden': a.hidden, 'n_heads': a.heads,
             'n_kv_heads': a.kv_heads, 'head_dim': a.head_dim, 'intermediate': a.intermediate,
             'vocab': a.vocab, 'context': a.context, 'rms_eps': a.rms_eps,
-            'rope_theta': a.rope_theta, 'tied': a.tied, 'sliding_window': a.sliding_window}
+            'rope_theta': a.rope_theta, 'tied': a.tied, 'sliding_window': a.sliding_window,
+            'n_experts': a.experts, 'n_experts_used': a.experts_used,
+            'expert_intermediate': a.expert_intermediate,
+            'shared_intermediate': a.shared_intermediate}
     if a.heads and not a.kv_heads:
         over['n_kv_heads'] = a.heads
     kw.update({k: v for k, v in over.items() if v is not None})
-    if a.qkv_bias:
+    if a.qkv_bias and kw.get('arch', 'llama') == 'llama':
         kw['arch'] = 'qwen2'
     if a.rope_scaling is not None:
         kw['rope_scaling'] = parse_rope_scaling(a.rope_scaling)
-    spec = mio.Spec(**kw)
+    kw['norm_topk_prob'] = a.norm_topk_prob or kw.get('arch') == 'mixtral'
+    try:
+        spec = mio.Spec(**kw)
+    except ValueError as ex:
+        raise SystemExit('tb_make_model: %s' % ex)
     if spec.n_heads % spec.n_kv_heads:
         raise SystemExit('tb_make_model: heads %d is not a multiple of kv heads %d'
                          % (spec.n_heads, spec.n_kv_heads))
-    if spec.arch == 'qwen2' and mio.rope_scaling_type(spec.rope_scaling) == 'llama3':
+    if spec.arch != 'llama' and mio.rope_scaling_type(spec.rope_scaling) == 'llama3':
         raise SystemExit('tb_make_model: llama3 rope scaling needs arch llama')
     produce = lambda n, s: mio.random_tensor(spec, a.seed, n, s)
     if a.format == 'hf':

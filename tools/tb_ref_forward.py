@@ -20,6 +20,16 @@ MODEL is a Hugging Face folder (weights read by our own safetensors reader) or a
   x += W_down (silu(W_gate h2) * (W_up h2)),  h2 = RMSNorm(x) * w_ffn_norm
   logits = RMSNorm(x) * w_out_norm  W_output^T   (W_output = tok_embd when tied)
 
+Qwen3 (transformers' Qwen3Attention): before RoPE, every head of q and k is RMS-normed over its
+head_dim values and scaled by q_norm / k_norm (eps = rms_norm_eps).
+
+Mixture of experts (Mixtral: MixtralSparseMoeBlock; Qwen3-MoE / Qwen2-MoE: *SparseMoeBlock) in
+place of the MLP:
+  r = h2 Router^T; p = softmax(r) over all experts; the k largest p (top-k);
+  weights: renormalised to sum 1 (Mixtral always, Qwen with norm_topk_prob), else as they are;
+  x += sum over the chosen experts e of weight_e * W_down_e (silu(W_gate_e h2) * (W_up_e h2))
+  Qwen2-MoE adds sigmoid(h2 . w_sh_gate_inp) * (the shared expert's MLP of h2).
+
 Prints the argmax per position and the greedy continuation; --logits saves every position's
 logits (prompt and generated) as a float64 or float32 .npy array of shape [positions, vocab].
 """
@@ -120,8 +130,11 @@ class Model:
             v = h @ w[p + 'wv'].T
             if s.qkv_bias:
                 q, k, v = q + w[p + 'bq'], k + w[p + 'bk'], v + w[p + 'bv']
-            q = self.rope(q.view(T, H, d), pos)
-            k = self.rope(k.view(T, KV, d), pos)
+            q, k = q.view(T, H, d), k.view(T, KV, d)
+            if s.qk_norm:
+                q, k = self.rmsnorm(q, w[p + 'q_norm']), self.rmsnorm(k, w[p + 'k_norm'])
+            q = self.rope(q, pos)
+            k = self.rope(k, pos)
             v = v.view(T, KV, d)
             rep = H // KV
             k = k.repeat_interleave(rep, dim=1)  # q head j uses kv head j // rep
@@ -131,10 +144,33 @@ class Model:
             o = torch.einsum('hts,shd->thd', att, v).reshape(T, H * d)
             x = x + o @ w[p + 'wo'].T
             h = self.rmsnorm(x, w[p + 'ffn_norm'])
-            g = h @ w[p + 'w_gate'].T
-            u = h @ w[p + 'w_up'].T
-            x = x + (torch.nn.functional.silu(g) * u) @ w[p + 'w_down'].T
+            x = x + (self.moe(h, p) if s.n_experts else self.mlp(h, p))
         return self.rmsnorm(x, w['out_norm']) @ w['output'].T
+
+    def mlp(self, h, p):
+        w = self.w
+        g = h @ w[p + 'w_gate'].T
+        u = h @ w[p + 'w_up'].T
+        return (torch.nn.functional.silu(g) * u) @ w[p + 'w_down'].T
+
+    def moe(self, h, p):
+        """The sparse MoE block: each token's top-k experts, weighted (see the header)."""
+        s, w = self.spec, self.w
+        probs = torch.softmax(h @ w[p + 'router'].T, dim=-1)  # [T, E]
+        top_p, top_e = torch.topk(probs, s.n_experts_used, dim=-1)
+        if s.norm_topk_prob:
+            top_p = top_p / top_p.sum(-1, keepdim=True)
+        out = torch.zeros_like(h)
+        for e in range(s.n_experts):
+            rows, slot = torch.nonzero(top_e == e, as_tuple=True)
+            if len(rows) == 0:
+                continue
+            out[rows] += top_p[rows, slot, None] * self.mlp(h[rows], '%sexperts.%d.' % (p, e))
+        if s.shared_intermediate:
+            gate = torch.sigmoid(h @ w[p + 'sh_gate_inp'].reshape(-1))
+            g = torch.nn.functional.silu(h @ w[p + 'sh_gate'].T) * (h @ w[p + 'sh_up'].T)
+            out = out + gate[:, None] * (g @ w[p + 'sh_down'].T)
+        return out
 
     def generate(self, tokens, n, stop_at_eos=True):
         """Greedy continuation; returns (all tokens, logits of every position)."""

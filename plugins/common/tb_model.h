@@ -3,7 +3,8 @@
  * generation defaults and weight tensors, from a Hugging Face folder or a GGUF v3 file.
  *
  * Supported: the Llama family as transformers describes it (Llama 2/3 incl. Llama-3 RoPE
- * scaling, TinyLlama, Mistral-style, Qwen2-style QKV bias), MHA or GQA, tied or untied
+ * scaling, TinyLlama, Mistral-style, Qwen2-style QKV bias), Qwen3 (per-head q/k norms) and the
+ * mixtures of experts Mixtral, Qwen3-MoE and Qwen2-MoE (routed experts, shared expert), MHA or GQA, tied or untied
  * embeddings, weights in F32/F16/BF16 (both sources) and Q8_0/Q4_0 (GGUF).  Anything else is
  * refused with TB_EMODEL and a message naming the file, the key and the value.
  *
@@ -62,6 +63,12 @@ typedef enum {
     TB_TOKENIZER_GGUF = 2     /* tokenizer.ggml.* metadata inside the GGUF at tokenizer_path */
 } tb_tokenizer_source_t;
 
+/* How a mixture-of-experts layer weighs its top-k experts, from the router logits r:
+ *   SOFTMAX_TOPK (Mixtral; Qwen MoE with norm_topk_prob): softmax over the k largest logits;
+ *   SOFTMAX_ALL (Qwen MoE without norm_topk_prob): softmax over all experts, the k largest
+ *   probabilities kept as they are (they sum to less than 1). */
+typedef enum { TB_MOE_SOFTMAX_TOPK = 0, TB_MOE_SOFTMAX_ALL = 1 } tb_moe_gating_t;
+
 /* Sampling defaults from generation_config.json (HF only; GGUF files carry none).  A member
  * holds its "unset" value when the file does not say. */
 struct tb_generation_defaults {
@@ -77,7 +84,7 @@ struct tb_generation_defaults {
 #define TB_MODEL_MAX_EOS 8
 
 struct tb_model_params {
-    char arch[16];            /* "llama", "mistral" or "qwen2" */
+    char arch[16];            /* "llama", "mistral", "qwen2", "qwen3", "mixtral", ... */
     tb_model_format_t format; /* where it was loaded from */
     uint32_t n_layers;
     uint32_t hidden;       /* model width */
@@ -107,6 +114,13 @@ struct tb_model_params {
     char *chat_template; /* NUL-terminated Jinja source, or NULL when the model has none */
     tb_tokenizer_source_t tokenizer_source;
     char *tokenizer_path; /* tokenizer.json or the .gguf file; NULL with TB_TOKENIZER_NONE */
+    /* Qwen3 and mixture of experts (docs/models.md); all 0/false for a dense Llama model. */
+    bool qk_norm;                 /* RMSNorm per head on q and k before RoPE (q_norm, k_norm) */
+    uint32_t n_experts;           /* 0: dense MLP in every layer; else routed experts */
+    uint32_t n_experts_used;      /* top-k: experts per token, 1..n_experts */
+    uint32_t expert_intermediate; /* each routed expert's FFN width */
+    uint32_t shared_intermediate; /* 0: no shared expert; else its FFN width (Qwen2-MoE) */
+    tb_moe_gating_t moe_gating;
 };
 
 /* Global tensors. */
@@ -132,15 +146,32 @@ typedef enum {
     TB_LAYER_W_GATE,        /* [intermediate, hidden] */
     TB_LAYER_W_UP,          /* [intermediate, hidden] */
     TB_LAYER_W_DOWN,        /* [hidden, intermediate] */
+    TB_LAYER_Q_NORM,        /* [head_dim], only with qk_norm */
+    TB_LAYER_K_NORM,        /* [head_dim], only with qk_norm */
+    TB_LAYER_ROUTER,        /* [n_experts, hidden], only with n_experts (replaces w_gate..) */
+    TB_LAYER_SH_GATE,       /* [shared_intermediate, hidden], only with a shared expert */
+    TB_LAYER_SH_UP,         /* [shared_intermediate, hidden] */
+    TB_LAYER_SH_DOWN,       /* [hidden, shared_intermediate] */
+    TB_LAYER_SH_GATE_INP,   /* [hidden]: the shared expert's sigmoid gate (a 1-row matrix) */
     TB_LAYER_TENSOR_COUNT
 } tb_layer_tensor_t;
+
+/* Each routed expert's FFN (n_experts per layer): [expert_intermediate, hidden] for gate and up,
+ * [hidden, expert_intermediate] for down.  A GGUF file stores them as 3-D tensors (one per kind
+ * and layer); each expert is then a 2-D slice of it. */
+typedef enum {
+    TB_EXPERT_GATE = 0,
+    TB_EXPERT_UP,
+    TB_EXPERT_DOWN,
+    TB_EXPERT_TENSOR_COUNT
+} tb_expert_tensor_t;
 
 /* One weight tensor.  Matrices are row-major with rows = output features and cols = input
  * features (y = W x); vectors have n_dims 1, rows 1 and cols = length.  For quantized dtypes
  * each row is cols / 32 blocks.  `data` is borrowed from the model, aligned to at least the
  * element size (2 for the block types, whose blocks start with an f16). */
 struct tb_tensor {
-    char name[32];   /* canonical: "tok_embd", "layers.3.wq", ... */
+    char name[40];   /* canonical: "tok_embd", "layers.3.wq", "layers.3.experts.7.w_up" ... */
     char source[96]; /* the name in the file ("model.layers.3.self_attn.q_proj.weight") */
     tb_dtype_t dtype;
     uint32_t n_dims; /* 1 or 2 */
@@ -173,7 +204,13 @@ const struct tb_tensor *tb_model_tensor(const tb_model_t *m, tb_tensor_id_t id);
 const struct tb_tensor *tb_model_layer_tensor(const tb_model_t *m, uint32_t layer,
                                               tb_layer_tensor_t t);
 
-/* All present tensors, globals first then layer by layer (the aliased output included). */
+/* Expert `e`'s tensor of a mixture-of-experts layer, or NULL (a dense model, out of range).
+ * Borrowed. */
+const struct tb_tensor *tb_model_expert_tensor(const tb_model_t *m, uint32_t layer, uint32_t e,
+                                               tb_expert_tensor_t t);
+
+/* All present tensors, globals first, then layer by layer, then the experts layer by layer
+ * (the aliased output included). */
 size_t tb_model_tensor_count(const tb_model_t *m);
 const struct tb_tensor *tb_model_tensor_at(const tb_model_t *m, size_t idx);
 /* By canonical name, NULL when absent. */
@@ -201,6 +238,8 @@ const char *tb_model_format_name(tb_model_format_t f);
 const char *tb_tokenizer_source_name(tb_tokenizer_source_t s);
 const char *tb_layer_tensor_name(tb_layer_tensor_t t);
 const char *tb_tensor_id_name(tb_tensor_id_t id);
+const char *tb_expert_tensor_name(tb_expert_tensor_t t); /* "w_gate", "w_up", "w_down" */
+const char *tb_moe_gating_name(tb_moe_gating_t g);       /* "softmax_topk", "softmax_all" */
 
 #ifdef __cplusplus
 }

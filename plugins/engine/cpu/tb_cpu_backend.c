@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "tb_cpu_kernels.h"
+#include "tb_cpu_moe.h"
 #include "tb_cpu_weights.h"
 #include "tb_errors.h"
 #include "tb_threadpool.h"
@@ -59,6 +60,7 @@ struct tb_backend {
     float *x, *xn, *tmp, *work, *xl;
     int32_t *pos, *slots, *logit_rows;
     struct tb_cpu_attn_seq *aseq;
+    tb_cpu_moe_t *moe; /* the mixture-of-experts step's scratch, or NULL (dense model) */
 
     struct tb_cpu_backend_stats stats;
 };
@@ -113,6 +115,7 @@ static void s_destroy(tb_backend_t **b_p)
     free(b->logit_rows);
     free(b->aseq);
     free(b->inv_freq);
+    tb_cpu_moe_destroy(&b->moe);
     tb_cpu_weights_destroy(&b->w);
     tb_cpu_kernels_destroy(&b->kern);
     tb_threadpool_destroy(&b->pool);
@@ -223,7 +226,7 @@ static int s_alloc_scratch(tb_backend_t *b, char *err, size_t err_len)
 {
     const size_t T = b->max_tokens;
     size_t att = 2 * (size_t)b->q_dim + 2 * (size_t)b->kv_dim;
-    size_t mlp = 2 * (size_t)b->inter;
+    size_t mlp = b->p->n_experts ? 0 : 2 * (size_t)b->inter; /* experts: tb_cpu_moe's own */
     b->work_stride = att > mlp ? att : mlp;
     b->x = s_falloc(T * (size_t)b->hidden);
     b->xn = s_falloc(T * (size_t)b->hidden);
@@ -234,6 +237,10 @@ static int s_alloc_scratch(tb_backend_t *b, char *err, size_t err_len)
     b->slots = malloc(T * sizeof(int32_t));
     b->logit_rows = malloc((size_t)b->max_seqs * sizeof(int32_t));
     b->aseq = malloc(T * sizeof(*b->aseq));
+    if (b->p->n_experts > 0 && tb_cpu_moe_new(b->p, b->max_tokens, &b->moe) != TB_OK) {
+        tb_err_set(err, err_len, "cannot allocate the expert scratch of %zu tokens", T);
+        return TB_ENOMEM;
+    }
     if (!b->x || !b->xn || !b->tmp || !b->work || !b->xl || !b->pos || !b->slots ||
         !b->logit_rows || !b->aseq) {
         tb_err_set(err, err_len, "cannot allocate the scratch of %zu tokens (%zu bytes)", T,
@@ -515,6 +522,13 @@ static void s_row_task(void *arg, int task, int thread)
     }
     case OP_ROPE_KV: {
         const size_t qs = (size_t)b->q_dim, ks = (size_t)b->kv_dim;
+        const struct tb_cpu_layer_weights *lw = &b->w->layers[j->layer];
+        if (lw->q_norm) { /* Qwen3: RMSNorm of every head of q and k before RoPE */
+            tb_cpu_rmsnorm(j->q + (size_t)r0 * qs, j->q + (size_t)r0 * qs, lw->q_norm,
+                           b->head_dim, n * b->n_heads, b->eps);
+            tb_cpu_rmsnorm(j->k + (size_t)r0 * ks, j->k + (size_t)r0 * ks, lw->k_norm,
+                           b->head_dim, n * b->n_kv_heads, b->eps);
+        }
         int rc = tb_cpu_rope(j->q + (size_t)r0 * qs, qs, n, b->pos + r0, b->n_heads, b->head_dim,
                              b->head_dim, b->inv_freq, b->rope_mode);
         if (rc == TB_OK) {
@@ -582,6 +596,8 @@ static int s_matmuls(tb_backend_t *b, const float *x, size_t ldx, int T,
     return rc;
 }
 
+static int s_mlp(tb_backend_t *b, const struct tb_cpu_layer_weights *lw, int T);
+
 static int s_layer(tb_backend_t *b, uint32_t l, int T)
 {
     const struct tb_cpu_layer_weights *lw = &b->w->layers[l];
@@ -614,18 +630,8 @@ static int s_layer(tb_backend_t *b, uint32_t l, int T)
     }
     rj = (struct row_job){.op = OP_ADD_NORM, .n_rows = T, .norm_w = lw->ffn_norm};
     s_rows(b, &rj);
-    const size_t ff = (size_t)b->inter;
-    float *gate = b->work;
-    float *up = gate + (size_t)T * ff;
-    const struct tb_cpu_matmul_out gu[2] = {{&lw->w_gate, NULL, gate, ff},
-                                            {&lw->w_up, NULL, up, ff}};
-    rc = s_matmuls(b, b->xn, h, T, gu, 2);
-    if (rc != TB_OK) {
-        return rc;
-    }
-    rj = (struct row_job){.op = OP_SILU, .n_rows = T, .gate = gate, .up = up};
-    s_rows(b, &rj);
-    rc = tb_cpu_matmul(b->kern, &lw->w_down, gate, ff, T, NULL, b->tmp, h);
+    rc = lw->moe ? tb_cpu_moe_ffn(b->moe, b->kern, b->pool, lw->moe, b->xn, T, b->tmp)
+                 : s_mlp(b, lw, T);
     if (rc != TB_OK) {
         return rc;
     }
@@ -635,6 +641,24 @@ static int s_layer(tb_backend_t *b, uint32_t l, int T)
     rj = (struct row_job){.op = OP_ADD_NORM, .n_rows = T, .norm_w = next};
     s_rows(b, &rj);
     return TB_OK;
+}
+
+/* The dense SwiGLU MLP of xn into tmp. */
+static int s_mlp(tb_backend_t *b, const struct tb_cpu_layer_weights *lw, int T)
+{
+    const size_t h = (size_t)b->hidden;
+    const size_t ff = (size_t)b->inter;
+    float *gate = b->work;
+    float *up = gate + (size_t)T * ff;
+    const struct tb_cpu_matmul_out gu[2] = {{&lw->w_gate, NULL, gate, ff},
+                                            {&lw->w_up, NULL, up, ff}};
+    int rc = s_matmuls(b, b->xn, h, T, gu, 2);
+    if (rc != TB_OK) {
+        return rc;
+    }
+    struct row_job rj = {.op = OP_SILU, .n_rows = T, .gate = gate, .up = up};
+    s_rows(b, &rj);
+    return tb_cpu_matmul(b->kern, &lw->w_down, gate, ff, T, NULL, b->tmp, h);
 }
 
 static int s_forward(tb_backend_t *b, const struct tb_sched_plan *plan, float *logits, char *err,
