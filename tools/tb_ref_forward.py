@@ -61,6 +61,7 @@ class Model:
         if 'output' not in self.w:
             self.w['output'] = self.w['tok_embd']
         self.dtype = dtype
+        self.act_quant = None
         self.inv_freq = torch.tensor(self._inv_freq(rope_freqs), dtype=torch.float64)
 
     def _inv_freq(self, rope_freqs):
@@ -91,6 +92,13 @@ class Model:
         if kind not in ('none', 'default'):
             raise SystemExit('tb_ref_forward: rope scaling %s is not implemented' % kind)
         return base
+
+    def lin(self, x, name):
+        """x W^T for weight `name`; with act_quant set (tests), x as act_quant(x, name) gives it:
+        the engines' int8 kernels quantize a matmul's input, which a test can simulate."""
+        if self.act_quant is not None:
+            x = self.act_quant(x, name)
+        return x @ self.w[name].T
 
     def rmsnorm(self, x, w):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.spec.rms_eps) * w
@@ -125,9 +133,9 @@ class Model:
         for i in range(s.n_layers):
             p = 'layers.%d.' % i
             h = self.rmsnorm(x, w[p + 'attn_norm'])
-            q = h @ w[p + 'wq'].T
-            k = h @ w[p + 'wk'].T
-            v = h @ w[p + 'wv'].T
+            q = self.lin(h, p + 'wq')
+            k = self.lin(h, p + 'wk')
+            v = self.lin(h, p + 'wv')
             if s.qkv_bias:
                 q, k, v = q + w[p + 'bq'], k + w[p + 'bk'], v + w[p + 'bv']
             q, k = q.view(T, H, d), k.view(T, KV, d)
@@ -142,21 +150,20 @@ class Model:
             att = torch.einsum('thd,shd->hts', q, k) / math.sqrt(d) + mask
             att = torch.softmax(att, dim=-1)
             o = torch.einsum('hts,shd->thd', att, v).reshape(T, H * d)
-            x = x + o @ w[p + 'wo'].T
+            x = x + self.lin(o, p + 'wo')
             h = self.rmsnorm(x, w[p + 'ffn_norm'])
             x = x + (self.moe(h, p) if s.n_experts else self.mlp(h, p))
-        return self.rmsnorm(x, w['out_norm']) @ w['output'].T
+        return self.lin(self.rmsnorm(x, w['out_norm']), 'output')
 
     def mlp(self, h, p):
-        w = self.w
-        g = h @ w[p + 'w_gate'].T
-        u = h @ w[p + 'w_up'].T
-        return (torch.nn.functional.silu(g) * u) @ w[p + 'w_down'].T
+        g = self.lin(h, p + 'w_gate')
+        u = self.lin(h, p + 'w_up')
+        return self.lin(torch.nn.functional.silu(g) * u, p + 'w_down')
 
     def moe(self, h, p):
         """The sparse MoE block: each token's top-k experts, weighted (see the header)."""
         s, w = self.spec, self.w
-        probs = torch.softmax(h @ w[p + 'router'].T, dim=-1)  # [T, E]
+        probs = torch.softmax(self.lin(h, p + 'router'), dim=-1)  # [T, E]
         top_p, top_e = torch.topk(probs, s.n_experts_used, dim=-1)
         if s.norm_topk_prob:
             top_p = top_p / top_p.sum(-1, keepdim=True)
@@ -168,8 +175,8 @@ class Model:
             out[rows] += top_p[rows, slot, None] * self.mlp(h[rows], '%sexperts.%d.' % (p, e))
         if s.shared_intermediate:
             gate = torch.sigmoid(h @ w[p + 'sh_gate_inp'].reshape(-1))
-            g = torch.nn.functional.silu(h @ w[p + 'sh_gate'].T) * (h @ w[p + 'sh_up'].T)
-            out = out + gate[:, None] * (g @ w[p + 'sh_down'].T)
+            g = torch.nn.functional.silu(self.lin(h, p + 'sh_gate')) * self.lin(h, p + 'sh_up')
+            out = out + gate[:, None] * self.lin(g, p + 'sh_down')
         return out
 
     def generate(self, tokens, n, stop_at_eos=True):
