@@ -51,6 +51,11 @@ PRESETS = {
     # TinyLlama-1.1B's shape
     '1b': dict(n_layers=22, hidden=2048, n_heads=32, n_kv_heads=4, intermediate=5632,
                vocab=32000, context=2048, tied=False, rms_eps=1e-5),
+    # a Mixtral-style mixture of experts of about 1.1B parameters (0.33B active per token):
+    # 8 experts of width 2560 per layer, top-2
+    'moe1b': dict(arch='mixtral', n_layers=16, hidden=1024, n_heads=16, n_kv_heads=4,
+                  intermediate=2560, n_experts=8, n_experts_used=2, vocab=32000, context=2048,
+                  tied=False, rms_eps=1e-5),
 }
 
 # Our own minimal chat template for generated models (Zephyr-like turn markers).

@@ -745,8 +745,13 @@ static void s_describe(const tb_backend_t *b, char *buf, size_t len)
     if (!buf || len == 0) {
         return;
     }
-    char types[256];
+    char types[320];
     s_describe_types(b->w, types, sizeof types);
+    if (b->p->n_experts > 0) {
+        size_t n = strlen(types);
+        snprintf(types + n, sizeof types - n, ", %u experts, top %u", b->p->n_experts,
+                 b->p->n_experts_used);
+    }
     if (b->w->packed_bytes == 0) {
         snprintf(buf, len, "%s, %d threads, weights %s, no packed weights", tb_cpu_backend_isa(b),
                  b->n_threads, types);
