@@ -327,3 +327,38 @@ def test_gguf_llama_without_experts_refuses_expert_tensors(tmp_path):
                           keys=lambda w, spec: None)
     err = info_error(path)
     assert "tensor 'blk.0.ffn_gate_inp.weight'" in err or 'ffn_gate_exps' in err, err
+
+
+# ---------------------------------------------------------------------------------------------
+# the loader: both layouts give the same model
+
+def model_info(path):
+    p = subprocess.run([tool('tb_model_info'), str(path)], capture_output=True, text=True,
+                       timeout=120)
+    exitcheck.check_exit(p.returncode, p.stdout + p.stderr, 0, 'tb_model_info')
+    return json.loads(p.stdout)
+
+
+@pytest.mark.parametrize('family', ['qwen3', 'qwen3moe', 'qwen2moe'])
+def test_hf_and_gguf_load_the_same_experts(moe_models, family):
+    """The same seed as an HF folder (one tensor per expert) and a GGUF file (3-D tensors cut
+    into one 2-D slice per expert): equal params and every tensor byte for byte."""
+    hf = model_info(moe_models(family + '-hf'))
+    gg = model_info(moe_models(family + '-gguf'))
+    keys = ('n_layers', 'hidden', 'n_heads', 'n_kv_heads', 'head_dim', 'qk_norm', 'qkv_bias',
+            'n_experts', 'n_experts_used', 'expert_intermediate', 'shared_intermediate',
+            'moe_gating', 'rope_layout')
+    assert {k: hf['params'][k] for k in keys} == {k: gg['params'][k] for k in keys}
+    spec = ref(moe_models(family + '-hf')).spec
+    assert hf['params']['n_experts'] == spec.n_experts
+    by_name = {t['name']: t for t in gg['tensors']}
+    assert set(by_name) == {t['name'] for t in hf['tensors']}
+    n_expert_tensors = 0
+    for t in hf['tensors']:
+        g = by_name[t['name']]
+        assert (t['dtype'], t['fnv1a64']) == (g['dtype'], g['fnv1a64']), t['name']
+        if '.experts.' in t['name']:
+            n_expert_tensors += 1
+            assert '_exps.weight[' in g['source']
+    assert n_expert_tensors == spec.n_layers * spec.n_experts * 3
+    assert hf['weight_bytes'] == gg['weight_bytes']
