@@ -362,3 +362,42 @@ def test_hf_and_gguf_load_the_same_experts(moe_models, family):
             assert '_exps.weight[' in g['source']
     assert n_expert_tensors == spec.n_layers * spec.n_experts * 3
     assert hf['weight_bytes'] == gg['weight_bytes']
+
+
+# ---------------------------------------------------------------------------------------------
+# served: the whole stack (http, router, preprocessor, the cpu engine)
+
+def test_served_moe_greedy_matches_reference(moe_models, tmp_path):
+    """A Qwen3-MoE folder served by `turbine serve`: the start line names its experts, and a
+    greedy completion of a token prompt is the reference's continuation: the log-probability
+    of every token it chose equals the reference's for the reference's choice (a different
+    token or different logits would not)."""
+    import torch
+    from serving_util import Turbine, deployment, free_port, http_component, post, wait_ready
+    model = moe_models('qwen3moe-hf')
+    port = free_port()
+    comps = [http_component(port, router='router'),
+             ('router', 'router', 1, {'policy': 'least_loaded'}),
+             ('pre', 'preprocessor', 1, {'served_model_name': 'moe', 'model': model,
+                                         'router': 'router'}),
+             ('engine', 'engine_cpu', 1, {'served_model_name': 'moe', 'model': model,
+                                          'kv_cache': '16MiB', 'kv_dtype': 'f32',
+                                          'threads': 2})]
+    toks = prompt(300, 12, seed=31)
+    n = 16
+    expect, logits = ref(model).generate(toks, n, stop_at_eos=False)
+    lp = torch.log_softmax(logits, dim=-1).numpy()
+    want = [lp[len(toks) - 1 + i, expect[len(toks) + i]] for i in range(n)]
+    with Turbine(tmp_path, deployment(port, comps)) as t:
+        t.wait_log(r'cpu backend \(\w+, 2 threads, weights f32 x \d+, 8 experts, top 3', 30)
+        wait_ready(port, timeout=30)
+        r = post(port, '/v1/completions', {'model': 'moe', 'prompt': toks, 'max_tokens': n,
+                                           'temperature': 0, 'ignore_eos': True,
+                                           'logprobs': 0}, timeout=60)
+        assert r.status == 200, r.body
+        got = r.json()
+    assert got['usage']['completion_tokens'] == n
+    assert got['usage']['prompt_tokens'] == len(toks)
+    have = got['choices'][0]['logprobs']['token_logprobs']
+    assert len(have) == n
+    assert np.allclose(have, want, rtol=0, atol=1e-4), (have, want)
