@@ -67,6 +67,17 @@ bool tb_model_layer_tensor_wanted(const struct tb_model_params *p, tb_layer_tens
     case TB_LAYER_Q_NORM:
     case TB_LAYER_K_NORM:
         return p->qk_norm;
+    case TB_LAYER_W_GATE:
+    case TB_LAYER_W_UP:
+    case TB_LAYER_W_DOWN:
+        return p->n_experts == 0;
+    case TB_LAYER_ROUTER:
+        return p->n_experts > 0;
+    case TB_LAYER_SH_GATE:
+    case TB_LAYER_SH_UP:
+    case TB_LAYER_SH_DOWN:
+    case TB_LAYER_SH_GATE_INP:
+        return p->n_experts > 0 && p->shared_intermediate > 0;
     default:
         return true;
     }
@@ -163,6 +174,7 @@ int tb_model_params_family_features(const struct tb_model_params *p, char *buf, 
         {p->rope_theta_local > 0, "local RoPE base"},
         {mixed, "per-layer sliding windows"},
         {p->rope_scaling.type == TB_ROPE_SCALING_LONGROPE, "LongRoPE"},
+        {p->n_experts > 0, "mixture of experts"},
     };
     int n = 0;
     size_t off = 0;
