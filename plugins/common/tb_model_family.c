@@ -1,6 +1,7 @@
 /*
  * tb_model_family.c - what the Gemma 2/3 and Phi-3 families add to the loaded model: checks of
- * their parameters, which per-layer tensors they carry, fused matrices split into views, the
+ * their parameters, which per-layer tensors a model carries (also Qwen3's q/k norms and the
+ * experts' router and shared expert), fused matrices split into views, the
  * sliding/global layer pattern and the per-layer attention settings engines read
  * (tb_model_layer_window, tb_model_layer_rope_inv_freq).  See docs/models.md.
  */

@@ -62,7 +62,8 @@ int tb_model_load_gguf(tb_model_t *m, const char *path, char *err, size_t err_le
 /* Per-family parts (tb_model_family.c). */
 /* Checks the per-family params (rope_dim, soft-caps, scales, longrope factors). */
 int tb_model_check_family(const struct tb_model_params *p, char *err, size_t err_len);
-/* Whether a layer tensor kind belongs to models with these params (biases: by qkv_bias). */
+/* Whether a layer tensor kind belongs to models with these params: post-norms, q/k norms, the
+ * dense MLP or the router and shared expert (biases: decided by qkv_bias or the file). */
 bool tb_model_layer_tensor_wanted(const struct tb_model_params *p, tb_layer_tensor_t kind);
 /* Places a fused matrix (Phi-3's qkv_proj, gate_up_proj) as n row ranges of `rows[i]` rows into
  * layer `layer`'s `kinds[i]`: every part is a view of the file's rows.  The fused shape must be
