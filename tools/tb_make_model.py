@@ -52,6 +52,11 @@ PRESETS = {
     # TinyLlama-1.1B's shape
     '1b': dict(n_layers=22, hidden=2048, n_heads=32, n_kv_heads=4, intermediate=5632,
                vocab=32000, context=2048, tied=False, rms_eps=1e-5),
+    # a Mixtral-style mixture of experts of about 1.1B parameters (0.33B active per token):
+    # 8 experts of width 2560 per layer, top-2
+    'moe1b': dict(arch='mixtral', n_layers=16, hidden=1024, n_heads=16, n_kv_heads=4,
+                  intermediate=2560, n_experts=8, n_experts_used=2, vocab=32000, context=2048,
+                  tied=False, rms_eps=1e-5),
 }
 
 # Our own minimal chat template for generated models (Zephyr-like turn markers).
@@ -90,7 +95,7 @@ def random_blocks(rng, btype, shape):
     import gguf
     qt = getattr(gguf.GGMLQuantizationType, btype.upper())
     be, bb = gguf.GGML_QUANT_SIZES[qt]
-    rows, cols = shape
+    rows, cols = int(np.prod(shape[:-1])), shape[-1]
     if cols % be:
         raise SystemExit('tb_make_model: %s needs row lengths that are multiples of %d (got %d)'
                          % (btype, be, cols))
@@ -107,7 +112,7 @@ def random_blocks(rng, btype, shape):
     set_scales(1.0)
     rms = float(np.sqrt(np.mean(gguf.quants.dequantize(blocks, qt).astype(np.float64) ** 2)))
     set_scales(BLOCK_RMS / rms)
-    return blocks.reshape(rows, cols // be * bb)
+    return blocks.reshape(tuple(shape[:-1]) + (cols // be * bb,))
 
 
 def parse_rope_scaling(s):
@@ -178,13 +183,16 @@ def hf_dtype(d):
 
 def file_tensors(spec, hf, with_rope_freqs=False):
     """[(file name, shape, [canonical parts])]: one part per tensor, except Phi-3's fused
-    qkv_proj / gate_up_proj (attn_qkv / ffn_up), made of their canonical parts' rows."""
+    qkv_proj / gate_up_proj (attn_qkv / ffn_up), made of their canonical parts' rows; in GGUF
+    each layer's experts are one 3-D tensor per kind (gguf_tensor_shapes)."""
     out = []
     fused = {}
     for h, g, parts in mio.PHI3_FUSED if spec.arch == 'phi3' else []:
         fused[parts[0]] = (h if hf else g, parts)
     skip = {p for _, _, parts in mio.PHI3_FUSED for p in parts[1:]} if fused else set()
-    for cname, shape in spec.tensor_shapes(with_rope_freqs=with_rope_freqs):
+    shapes = spec.tensor_shapes(with_rope_freqs=with_rope_freqs) if hf else \
+        gguf_tensor_shapes(spec, with_rope_freqs)
+    for cname, shape in shapes:
         kind = cname.split('.')[-1]
         if kind in skip:
             continue
@@ -276,11 +284,12 @@ def write_gguf(spec, produce, out, dtype, name='turbine-test', tokenizer=None, c
     if dtype not in GGUF_TYPES:
         raise SystemExit('tb_make_model: unknown dtype %s' % dtype)
     if dtype in ('q8_0', 'q4_0'):
-        for n in (spec.hidden, spec.intermediate, spec.n_heads * spec.head_dim):
+        for n in (spec.hidden, spec.intermediate, spec.n_heads * spec.head_dim,
+                  spec.expert_intermediate, spec.shared_intermediate or 32):
             if n % 32:
                 raise SystemExit('tb_make_model: %s needs row lengths that are multiples of 32 '
                                  '(got %d)' % (dtype, n))
-    arch = spec.arch
+    arch = spec.gguf_arch
     rs = spec.rope_scaling
     rtype = mio.rope_scaling_type(rs)
     if rtype not in ('none', 'default', 'linear', 'llama3', 'longrope'):
@@ -310,6 +319,8 @@ def write_gguf(spec, produce, out, dtype, name='turbine-test', tokenizer=None, c
     if spec.sliding_window:
         w.add_sliding_window(spec.sliding_window)
     write_gguf_family_keys(w, spec)
+    if spec.n_experts:
+        write_gguf_moe_keys(w, spec)
     if rtype == 'linear':
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(rs['factor'])
@@ -348,8 +359,10 @@ def write_gguf(spec, produce, out, dtype, name='turbine-test', tokenizer=None, c
             plan.append(('rope_factors_%s.weight' % which, a, 'raw', None))
     for fname, shape, parts in file_tensors(spec, False, with_rope_freqs=llama3):
         cname = parts[0]
-        td = 'f32' if len(shape) == 1 else dtype
-        if len(shape) == 2 and block_types:
+        kind = cname.split('.')[-1]
+        vector = len(shape) == 1 or kind in ('router', 'sh_gate_inp')  # llama.cpp keeps F32
+        td = 'f32' if vector else dtype
+        if not vector and block_types:
             td = block_type_for(block_types, cname, n_mat)
             n_mat += 1
             if td not in BLOCK_F16:
@@ -373,8 +386,11 @@ def write_gguf(spec, produce, out, dtype, name='turbine-test', tokenizer=None, c
             rng = np.random.default_rng(mio.tensor_seed(seed, cname))
             w.write_tensor_data(random_blocks(rng, td, shape))
             continue
+        elif '.experts.*.' in cname:  # every expert of a layer, stacked: [n_experts, rows, cols]
+            a = np.stack([produce(cname.replace('*', str(e)), shape[1:])
+                          for e in range(shape[0])])
         else:
-            a = file_tensor_data(spec, produce, parts, False)
+            a = file_tensor_data(spec, produce, parts, False).reshape(shape)
             kind = cname.split('.')[-1]
             if arch == 'llama' and kind in ('wq', 'bq'):
                 a = mio.permute_qk(a, spec.n_heads)
@@ -430,6 +446,38 @@ def parse_family(a, kw):
                               'long_factor': [float(x) for x in 1 + 8 * rng.random(d)]}
 
 
+def gguf_tensor_shapes(spec, llama3):
+    """spec.tensor_shapes with each layer's experts as 3-D tensors 'layers.N.experts.*.KIND' of
+    shape [n_experts, rows, cols], as llama.cpp stores them (ffn_gate_exps ...), and the shared
+    expert's gate as the vector llama.cpp writes."""
+    out = []
+    for cname, shape in spec.tensor_shapes(with_rope_freqs=llama3):
+        parts = cname.split('.')
+        if len(parts) == 5:
+            if parts[3] != '0':
+                continue
+            cname = '.'.join(parts[:3] + ['*', parts[4]])
+            shape = (spec.n_experts,) + tuple(shape)
+        elif parts[-1] == 'sh_gate_inp':
+            shape = (spec.hidden,)
+        out.append((cname, shape))
+    return out
+
+
+def write_gguf_moe_keys(w, spec):
+    """llama.cpp's expert keys: count, used count, widths; expert_weights_norm when the top-k
+    weights are not renormalised (Qwen MoE with norm_topk_prob false)."""
+    w.add_expert_count(spec.n_experts)
+    w.add_expert_used_count(spec.n_experts_used)
+    if spec.gguf_arch != 'llama':
+        w.add_expert_feed_forward_length(spec.expert_intermediate)
+    if spec.shared_intermediate:
+        w.add_expert_shared_feed_forward_length(spec.shared_intermediate)
+    default_norm = spec.gguf_arch != 'qwen2moe'
+    if spec.norm_topk_prob != default_norm:
+        w.add_bool('%s.expert_weights_norm' % spec.gguf_arch, bool(spec.norm_topk_prob))
+
+
 # ---------------------------------------------------------------------------------------------
 
 def main(argv=None):
@@ -439,7 +487,10 @@ def main(argv=None):
     ap.add_argument('--dtype', default='f32', choices=sorted(GGUF_TYPES))
     ap.add_argument('--from', dest='src', help='convert this HF folder (to gguf or hf)')
     ap.add_argument('--preset', choices=sorted(PRESETS))
-    ap.add_argument('--arch', choices=['llama', 'qwen2', 'gemma2', 'gemma3', 'phi3'])
+    ap.add_argument('--arch', choices=sorted(mio.ARCHS) + ['gemma2', 'gemma3', 'phi3'],
+                    help='HF model_type: llama, qwen2, qwen3, gemma2, gemma3 (gemma3_text), phi3, '
+                         'and the mixtures of experts mixtral, qwen3_moe, qwen2_moe (which need '
+                         '--experts)')
     ap.add_argument('--attn-softcap', type=float, help='gemma: attention logit soft-cap (0: none)')
     ap.add_argument('--final-softcap', type=float, help='gemma: final logit soft-cap (0: none)')
     ap.add_argument('--query-pre-attn-scalar', type=float, help='gemma: scores * this^-0.5')
@@ -450,6 +501,15 @@ def main(argv=None):
                          '(config.json layer_types)')
     ap.add_argument('--longrope', action='store_true',
                     help='phi3: random LongRoPE short/long factors')
+    ap.add_argument('--experts', type=int, help='routed experts per layer (MoE archs)')
+    ap.add_argument('--experts-used', type=int, help='top-k: experts per token')
+    ap.add_argument('--expert-intermediate', type=int,
+                    help="each expert's FFN width (default --intermediate)")
+    ap.add_argument('--shared-intermediate', type=int,
+                    help="the shared expert's FFN width (qwen2_moe)")
+    ap.add_argument('--no-norm-topk-prob', dest='norm_topk_prob', action='store_false',
+                    default=True, help='Qwen MoE: keep the top-k softmax probabilities as '
+                                       'they are (norm_topk_prob false)')
     ap.add_argument('--layers', type=int)
     ap.add_argument('--hidden', type=int)
     ap.add_argument('--heads', type=int)
@@ -513,20 +573,27 @@ def main(argv=None):
     over = {'arch': a.arch, 'n_layers': a.layers, 'hidden': a.hidden, 'n_heads': a.heads,
             'n_kv_heads': a.kv_heads, 'head_dim': a.head_dim, 'intermediate': a.intermediate,
             'vocab': a.vocab, 'context': a.context, 'rms_eps': a.rms_eps,
-            'rope_theta': a.rope_theta, 'tied': a.tied, 'sliding_window': a.sliding_window}
+            'rope_theta': a.rope_theta, 'tied': a.tied, 'sliding_window': a.sliding_window,
+            'n_experts': a.experts, 'n_experts_used': a.experts_used,
+            'expert_intermediate': a.expert_intermediate,
+            'shared_intermediate': a.shared_intermediate}
     if a.heads and not a.kv_heads:
         over['n_kv_heads'] = a.heads
     kw.update({k: v for k, v in over.items() if v is not None})
-    if a.qkv_bias:
+    if a.qkv_bias and kw.get('arch', 'llama') == 'llama':
         kw['arch'] = 'qwen2'
     if a.rope_scaling is not None:
         kw['rope_scaling'] = parse_rope_scaling(a.rope_scaling)
     parse_family(a, kw)
-    spec = mio.Spec(**kw)
+    kw['norm_topk_prob'] = a.norm_topk_prob or kw.get('arch') == 'mixtral'
+    try:
+        spec = mio.Spec(**kw)
+    except ValueError as ex:
+        raise SystemExit('tb_make_model: %s' % ex)
     if spec.n_heads % spec.n_kv_heads:
         raise SystemExit('tb_make_model: heads %d is not a multiple of kv heads %d'
                          % (spec.n_heads, spec.n_kv_heads))
-    if spec.arch == 'qwen2' and mio.rope_scaling_type(spec.rope_scaling) == 'llama3':
+    if spec.arch != 'llama' and mio.rope_scaling_type(spec.rope_scaling) == 'llama3':
         raise SystemExit('tb_make_model: llama3 rope scaling needs arch llama')
     produce = lambda n, s: mio.random_tensor(spec, a.seed, n, s)
     if a.format == 'hf':

@@ -27,14 +27,35 @@ LAYER_KINDS = [
     ('w_gate', 'mlp.gate_proj.weight', 'ffn_gate.weight'),
     ('w_up', 'mlp.up_proj.weight', 'ffn_up.weight'),
     ('w_down', 'mlp.down_proj.weight', 'ffn_down.weight'),
+    ('q_norm', 'self_attn.q_norm.weight', 'attn_q_norm.weight'),  # Qwen3
+    ('k_norm', 'self_attn.k_norm.weight', 'attn_k_norm.weight'),
+    ('router', 'mlp.gate.weight', 'ffn_gate_inp.weight'),  # MoE (Mixtral: MIXTRAL_HF below)
+    ('sh_gate', 'mlp.shared_expert.gate_proj.weight', 'ffn_gate_shexp.weight'),  # Qwen2-MoE
+    ('sh_up', 'mlp.shared_expert.up_proj.weight', 'ffn_up_shexp.weight'),
+    ('sh_down', 'mlp.shared_expert.down_proj.weight', 'ffn_down_shexp.weight'),
+    ('sh_gate_inp', 'mlp.shared_expert_gate.weight', 'ffn_gate_inp_shexp.weight'),
 ]
+# Each routed expert: canonical layers.N.experts.E.KIND; HF names per expert (Qwen MoE, Mixtral),
+# GGUF one 3-D tensor per layer and kind holding every expert (blk.N.ffn_gate_exps.weight).
+EXPERT_KINDS = [
+    # kind,    Qwen MoE HF,        Mixtral HF,  GGUF 3-D
+    ('w_gate', 'gate_proj.weight', 'w1.weight', 'ffn_gate_exps.weight'),
+    ('w_up', 'up_proj.weight', 'w3.weight', 'ffn_up_exps.weight'),
+    ('w_down', 'down_proj.weight', 'w2.weight', 'ffn_down_exps.weight'),
+]
+MIXTRAL_HF = {'router': 'block_sparse_moe.gate.weight'}
+# HF model_type -> (GGUF architecture, HF class) of the archs written by the generic path
+# (Gemma and Phi-3 have their own: family_hf_config)
+ARCHS = {'llama': ('llama', 'LlamaForCausalLM'), 'qwen2': ('qwen2', 'Qwen2ForCausalLM'),
+         'qwen3': ('qwen3', 'Qwen3ForCausalLM'), 'mixtral': ('llama', 'MixtralForCausalLM'),
+         'qwen3_moe': ('qwen3moe', 'Qwen3MoeForCausalLM'),
+         'qwen2_moe': ('qwen2moe', 'Qwen2MoeForCausalLM')}
 # The kinds Gemma adds (HF names as Gemma2/Gemma3 write them; Gemma's post_attention_layernorm
 # normalises the attention output, and its pre_feedforward_layernorm is the MLP's input norm).
+# Gemma 3's q_norm / k_norm are LAYER_KINDS' (shared with Qwen3).
 FAMILY_KINDS = [
     ('attn_post_norm', 'post_attention_layernorm.weight', 'post_attention_norm.weight'),
     ('ffn_post_norm', 'post_feedforward_layernorm.weight', 'post_ffw_norm.weight'),
-    ('q_norm', 'self_attn.q_norm.weight', 'attn_q_norm.weight'),
-    ('k_norm', 'self_attn.k_norm.weight', 'attn_k_norm.weight'),
 ]
 GEMMA_HF_FFN_NORM = 'pre_feedforward_layernorm.weight'
 GEMMA_ARCHS = ('gemma2', 'gemma3')
@@ -50,7 +71,6 @@ def _layer_kinds(arch):
     out = [(k, GEMMA_HF_FFN_NORM if k == 'ffn_norm' else h, g) for k, h, g in LAYER_KINDS]
     return out + FAMILY_KINDS
 
-
 GLOBALS = [
     ('tok_embd', 'model.embed_tokens.weight', 'token_embd.weight'),
     ('out_norm', 'model.norm.weight', 'output_norm.weight'),
@@ -63,7 +83,18 @@ def hf_name(canon, arch='llama'):
     for c, h, _ in GLOBALS:
         if c == canon:
             return h
-    _, layer, kind = canon.split('.')
+    parts = canon.split('.')
+    if len(parts) == 5:  # layers.N.experts.E.KIND
+        _, layer, _, e, kind = parts
+        for k, qh, mh, _ in EXPERT_KINDS:
+            if k == kind:
+                if arch == 'mixtral':
+                    return 'model.layers.%s.block_sparse_moe.experts.%s.%s' % (layer, e, mh)
+                return 'model.layers.%s.mlp.experts.%s.%s' % (layer, e, qh)
+        raise KeyError(canon)
+    _, layer, kind = parts
+    if arch == 'mixtral' and kind in MIXTRAL_HF:
+        return 'model.layers.%s.%s' % (layer, MIXTRAL_HF[kind])
     for k, h, _ in _layer_kinds(arch):
         if k == kind:
             return 'model.layers.%s.%s' % (layer, h)
@@ -71,10 +102,17 @@ def hf_name(canon, arch='llama'):
 
 
 def gguf_name(canon, arch='llama'):
+    """The GGUF name; for an expert, the 3-D tensor of its layer and kind that holds it."""
     for c, _, g in GLOBALS:
         if c == canon:
             return g
-    _, layer, kind = canon.split('.')
+    parts = canon.split('.')
+    if len(parts) == 5:
+        for k, _, _, g in EXPERT_KINDS:
+            if k == parts[4]:
+                return 'blk.%s.%s' % (parts[1], g)
+        raise KeyError(canon)
+    _, layer, kind = parts
     for k, _, g in _layer_kinds(arch):
         if k == kind:
             return 'blk.%s.%s' % (layer, g)
@@ -90,10 +128,19 @@ def canon_from_hf(name, arch='llama'):
         for k, h, _ in _layer_kinds(arch):
             if h == rest:
                 return 'layers.%d.%s' % (int(layer), k)
+        if rest == MIXTRAL_HF['router']:
+            return 'layers.%d.router' % int(layer)
+        for pre, col in (('mlp.experts.', 1), ('block_sparse_moe.experts.', 2)):
+            if rest.startswith(pre):
+                e, suffix = rest[len(pre):].split('.', 1)
+                for row in EXPERT_KINDS:
+                    if row[col] == suffix:
+                        return 'layers.%d.experts.%d.%s' % (int(layer), int(e), row[0])
     return None
 
 
 def canon_from_gguf(name, arch='llama'):
+    """The canonical name, or for a 3-D expert tensor 'layers.N.experts.*.KIND'."""
     for c, _, g in GLOBALS:
         if g == name:
             return c
@@ -102,6 +149,9 @@ def canon_from_gguf(name, arch='llama'):
         for k, _, g in _layer_kinds(arch):
             if g == rest:
                 return 'layers.%d.%s' % (int(layer), k)
+        for k, _, _, g in EXPERT_KINDS:
+            if g == rest:
+                return 'layers.%d.experts.*.%s' % (int(layer), k)
     return None
 
 
@@ -198,10 +248,14 @@ def to_st_bytes(a, dtype):
 # model description
 
 class Spec:
-    """The shape and hyper-parameters of a Llama-family model."""
+    """The shape and hyper-parameters of a Llama-family model (Llama, Mistral, Qwen2, Qwen3), of
+    Gemma 2/3 or Phi-3, or of a mixture of experts (Mixtral, Qwen3-MoE, Qwen2-MoE).  `arch` is the
+    HF model_type ('gemma3' for gemma3_text)."""
 
     def __init__(self, **kw):
         self.arch = kw.get('arch', 'llama')
+        if self.arch not in ARCHS and self.arch not in GEMMA_ARCHS + ('phi3',):
+            raise ValueError('arch %r is not supported' % self.arch)
         self.n_layers = kw['n_layers']
         self.hidden = kw['hidden']
         self.n_heads = kw['n_heads']
@@ -214,7 +268,7 @@ class Spec:
         self.rope_theta = kw.get('rope_theta', 10000.0)
         self.rope_scaling = kw.get('rope_scaling')  # None or an HF rope_scaling dict
         self.tied = kw.get('tied', False)
-        self.qkv_bias = kw.get('qkv_bias', self.arch == 'qwen2')
+        self.qkv_bias = kw.get('qkv_bias', self.arch in ('qwen2', 'qwen2_moe'))
         self.bos_id = kw.get('bos_id', 1)
         self.eos_id = kw.get('eos_id', 2)
         # Mistral's attention window W (None: none): position i attends to i - W < j <= i
@@ -234,6 +288,23 @@ class Spec:
         self.full_layers = kw.get('full_layers')
         if self.is_gemma:
             self.tied = True
+        # per-head RMSNorm on q and k before RoPE: Qwen3's plain weight, Gemma 3's (1 + weight)
+        self.qk_norm = self.arch in ('qwen3', 'qwen3_moe', 'gemma3')
+        # mixture of experts: 0 experts is a dense MLP
+        self.n_experts = kw.get('n_experts') or 0
+        self.n_experts_used = kw.get('n_experts_used') or 0
+        self.expert_intermediate = kw.get('expert_intermediate') or self.intermediate
+        if self.arch == 'mixtral':  # Mixtral's intermediate_size is each expert's width
+            self.intermediate = self.expert_intermediate
+        # top-k weights: softmax over the k chosen logits (Mixtral, norm_topk_prob) or the
+        # chosen entries of the softmax over all experts (Qwen MoE without norm_topk_prob)
+        self.norm_topk_prob = kw.get('norm_topk_prob', True)
+        self.shared_intermediate = kw.get('shared_intermediate') or 0
+        if self.arch in ('mixtral', 'qwen3_moe', 'qwen2_moe') and not self.n_experts:
+            raise ValueError('arch %s needs experts' % self.arch)
+        if self.n_experts and not 1 <= self.n_experts_used <= self.n_experts:
+            raise ValueError('experts used %d is out of range 1..%d'
+                             % (self.n_experts_used, self.n_experts))
 
     @property
     def is_gemma(self):
@@ -247,6 +318,10 @@ class Spec:
             return False
         return i % self.window_period == self.window_period - 1
 
+    @property
+    def gguf_arch(self):
+        return ARCHS[self.arch][0] if self.arch in ARCHS else self.arch
+
     def tensor_shapes(self, with_rope_freqs=False):
         """[(canonical name, shape)] in llama.cpp's file order; matrices are (rows, cols)."""
         h, qd, kvd = self.hidden, self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
@@ -259,16 +334,27 @@ class Spec:
                     (p + 'wv', (kvd, h))]
             if self.qkv_bias:
                 out += [(p + 'bq', (qd,)), (p + 'bk', (kvd,)), (p + 'bv', (kvd,))]
-            if self.arch == 'gemma3':
+            if self.qk_norm:
                 out += [(p + 'q_norm', (self.head_dim,)), (p + 'k_norm', (self.head_dim,))]
             out.append((p + 'wo', (h, qd)))
             if self.is_gemma:
                 out.append((p + 'attn_post_norm', (h,)))
-            out += [(p + 'ffn_norm', (h,)),
-                    (p + 'w_gate', (self.intermediate, h)), (p + 'w_up', (self.intermediate, h)),
-                    (p + 'w_down', (h, self.intermediate))]
-            if self.is_gemma:
-                out.append((p + 'ffn_post_norm', (h,)))
+            out.append((p + 'ffn_norm', (h,)))
+            if not self.n_experts:
+                out += [(p + 'w_gate', (self.intermediate, h)),
+                        (p + 'w_up', (self.intermediate, h)),
+                        (p + 'w_down', (h, self.intermediate))]
+                if self.is_gemma:
+                    out.append((p + 'ffn_post_norm', (h,)))
+                continue
+            ff, sh = self.expert_intermediate, self.shared_intermediate
+            out.append((p + 'router', (self.n_experts, h)))
+            for e in range(self.n_experts):
+                q = '%sexperts.%d.' % (p, e)
+                out += [(q + 'w_gate', (ff, h)), (q + 'w_up', (ff, h)), (q + 'w_down', (h, ff))]
+            if sh:
+                out += [(p + 'sh_gate', (sh, h)), (p + 'sh_up', (sh, h)),
+                        (p + 'sh_down', (h, sh)), (p + 'sh_gate_inp', (1, h))]
         out.append(('out_norm', (h,)))
         if not self.tied:
             out.append(('output', (self.vocab, h)))
@@ -280,7 +366,7 @@ class Spec:
     def hf_config(self, torch_dtype='float32'):
         if self.is_gemma or self.arch == 'phi3':
             return family_hf_config(self, torch_dtype)
-        cls = {'llama': 'LlamaForCausalLM', 'qwen2': 'Qwen2ForCausalLM'}[self.arch]
+        cls = ARCHS[self.arch][1]
         c = {
             'architectures': [cls], 'model_type': self.arch, 'hidden_act': 'silu',
             'hidden_size': self.hidden, 'intermediate_size': self.intermediate,
@@ -292,27 +378,41 @@ class Spec:
             'eos_token_id': self.eos_id, 'torch_dtype': torch_dtype,
             'attention_dropout': 0.0, 'initializer_range': 0.02, 'use_cache': True,
         }
-        if self.arch == 'llama':
+        if self.arch in ('llama', 'mixtral'):
             c['attention_bias'] = False
-            c['mlp_bias'] = False
-            if self.sliding_window:
+            if self.arch == 'llama':
+                c['mlp_bias'] = False
+            if self.sliding_window and self.arch == 'llama':
                 c['architectures'] = ['MistralForCausalLM']
                 c['model_type'] = 'mistral'
-                c['sliding_window'] = self.sliding_window
+            c['sliding_window'] = self.sliding_window
         elif self.sliding_window:
             c['use_sliding_window'] = True
             c['sliding_window'] = self.sliding_window
             c['max_window_layers'] = 0  # every layer slides
         else:
             c['use_sliding_window'] = False
-        if self.head_dim * self.n_heads != self.hidden:
+        if self.head_dim * self.n_heads != self.hidden or self.qk_norm:
             c['head_dim'] = self.head_dim
-        if self.sliding_window and self.full_layers and self.arch == 'qwen2' and \
+        if self.sliding_window and self.full_layers and self.arch.startswith('qwen') and \
                 self.full_layers == set(range(len(self.full_layers))):
-            c['max_window_layers'] = len(self.full_layers)  # qwen2: layers from it on slide
+            c['max_window_layers'] = len(self.full_layers)  # qwen: layers from it on slide
         elif self.sliding_window and self.full_layers:
             c['layer_types'] = ['full_attention' if i in self.full_layers else 'sliding_attention'
                                 for i in range(self.n_layers)]
+        if self.qk_norm:
+            c['attention_bias'] = False
+        if self.arch == 'mixtral':
+            c.update(num_local_experts=self.n_experts, num_experts_per_tok=self.n_experts_used,
+                     intermediate_size=self.expert_intermediate, router_jitter_noise=0.0,
+                     output_router_logits=False)
+        elif self.n_experts:
+            c.update(num_experts=self.n_experts, num_experts_per_tok=self.n_experts_used,
+                     moe_intermediate_size=self.expert_intermediate,
+                     norm_topk_prob=self.norm_topk_prob, decoder_sparse_step=1,
+                     mlp_only_layers=[], output_router_logits=False)
+            if self.arch == 'qwen2_moe':
+                c['shared_expert_intermediate_size'] = self.shared_intermediate
         return c
 
     @classmethod
@@ -322,9 +422,21 @@ class Spec:
             arch = 'llama'
         if arch in ('gemma2', 'gemma3_text', 'phi3'):
             return family_spec_from_hf(cls, c)
-        if arch not in ('llama', 'qwen2'):
+        if arch not in ARCHS:
             raise ValueError('model_type %r is not supported' % arch)
         eos = c.get('eos_token_id', 2)
+        moe = {}
+        if arch == 'mixtral':
+            moe = dict(n_experts=c['num_local_experts'],
+                       n_experts_used=c.get('num_experts_per_tok', 2),
+                       expert_intermediate=c['intermediate_size'], norm_topk_prob=True)
+        elif arch in ('qwen3_moe', 'qwen2_moe'):
+            moe = dict(n_experts=c['num_experts'],
+                       n_experts_used=c.get('num_experts_per_tok',
+                                            8 if arch == 'qwen3_moe' else 4),
+                       expert_intermediate=c['moe_intermediate_size'],
+                       norm_topk_prob=bool(c.get('norm_topk_prob', False)),
+                       shared_intermediate=c.get('shared_expert_intermediate_size', 0))
         return cls(sliding_window=hf_sliding_window(c, arch), full_layers=hf_full_layers(c, arch),
                    arch=arch, n_layers=c['num_hidden_layers'], hidden=c['hidden_size'],
                    n_heads=c['num_attention_heads'], n_kv_heads=c.get('num_key_value_heads'),
@@ -332,8 +444,8 @@ class Spec:
                    vocab=c['vocab_size'], context=c.get('max_position_embeddings', 2048),
                    rms_eps=c.get('rms_norm_eps', 1e-6), rope_theta=c.get('rope_theta', 10000.0),
                    rope_scaling=c.get('rope_scaling'), tied=c.get('tie_word_embeddings', False),
-                   qkv_bias=(arch == 'qwen2'), bos_id=c.get('bos_token_id', 1),
-                   eos_id=eos[0] if isinstance(eos, list) else eos)
+                   qkv_bias=(arch in ('qwen2', 'qwen2_moe')), bos_id=c.get('bos_token_id', 1),
+                   eos_id=eos[0] if isinstance(eos, list) else eos, **moe)
 
 
 def family_hf_config(spec, torch_dtype):
@@ -394,7 +506,7 @@ def family_spec_from_hf(cls, c):
 def hf_sliding_window(c, arch):
     """The window transformers applies (on the layers hf_full_layers does not name), or None."""
     w = c.get('sliding_window')
-    if not w or not c.get('use_sliding_window', arch != 'qwen2'):
+    if not w or not c.get('use_sliding_window', not arch.startswith('qwen')):
         return None
     n = c['num_hidden_layers']
     return w if len(hf_full_layers(c, arch) or ()) < n else None
@@ -406,7 +518,7 @@ def hf_full_layers(c, arch):
     n = c['num_hidden_layers']
     if c.get('layer_types') is not None:
         return {i for i, t in enumerate(c['layer_types']) if t != 'sliding_attention'}
-    if arch == 'qwen2':
+    if arch.startswith('qwen'):
         return set(range(min(n, c.get('max_window_layers', 28))))
     return None
 
@@ -541,7 +653,7 @@ def load_gguf(path):
     import gguf
     r = gguf.GGUFReader(path)
     arch = gguf_field(r, 'general.architecture')
-    if arch not in ('llama', 'qwen2', 'gemma2', 'gemma3', 'phi3'):
+    if arch not in ('llama', 'qwen2', 'qwen3', 'qwen3moe', 'qwen2moe', 'gemma2', 'gemma3', 'phi3'):
         raise ValueError('architecture %r is not supported' % arch)
     g = lambda k, d=None: (lambda v: d if v is None else v)(gguf_field(r, '%s.%s' % (arch, k)))
     meta = {f: gguf_field(r, f) for f in r.fields}
@@ -572,9 +684,18 @@ def load_gguf(path):
                    final_softcap=g('final_logit_softcapping', 0.0), query_pre_attn_scalar=qpas,
                    rope_local_theta=g('rope.freq_base_swa', 10000.0),
                    window_period=g('attention.sliding_window_pattern'))
-    probe = Spec(arch=arch, n_layers=g('block_count'), hidden=hidden, n_heads=n_heads,
+    hf_arch = {'qwen3moe': 'qwen3_moe', 'qwen2moe': 'qwen2_moe'}.get(arch, arch)
+    moe = {}
+    if g('expert_count'):
+        hf_arch = 'mixtral' if arch == 'llama' else hf_arch
+        moe = dict(n_experts=g('expert_count'), n_experts_used=g('expert_used_count'),
+                   expert_intermediate=g('expert_feed_forward_length',
+                                         g('feed_forward_length')),
+                   norm_topk_prob=g('expert_weights_norm', arch != 'qwen2moe'),
+                   shared_intermediate=g('expert_shared_feed_forward_length', 0))
+    probe = Spec(arch=hf_arch, n_layers=g('block_count'), hidden=hidden, n_heads=n_heads,
                  n_kv_heads=g('attention.head_count_kv', n_heads), head_dim=head_dim,
-                 intermediate=g('feed_forward_length'), vocab=1)
+                 intermediate=g('feed_forward_length'), vocab=1, **moe)
     tensors = {}
     for name, a in raw.items():
         if split_fused(name, a, probe, tensors, hf=False):
@@ -582,8 +703,13 @@ def load_gguf(path):
         c = canon_from_gguf(name, arch)
         if c is None:
             raise ValueError('unexpected tensor %s' % name)
-        tensors[c] = a
-    spec = Spec(arch=arch, original_context=g('rope.scaling.original_context_length'), **fam, n_layers=g('block_count'), hidden=hidden, n_heads=n_heads,
+        if '.experts.*.' in c:  # a 3-D tensor of every expert: one 2-D tensor each
+            for e in range(a.shape[0]):
+                tensors[c.replace('*', str(e))] = a[e]
+        else:
+            tensors[c] = a
+    spec = Spec(arch=hf_arch, original_context=g('rope.scaling.original_context_length'), **fam,
+                **moe, n_layers=g('block_count'), hidden=hidden, n_heads=n_heads,
                 n_kv_heads=g('attention.head_count_kv', n_heads),
                 head_dim=head_dim,
                 intermediate=g('feed_forward_length'), vocab=tensors['tok_embd'].shape[0],

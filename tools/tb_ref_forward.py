@@ -35,6 +35,17 @@ long ones when the sequence is longer than original_max_position_embeddings (tra
 rule; Model.longrope_per_position picks the set per position instead, as the engines do), and
 cos, sin multiplied by the attention factor.
 
+Qwen3 (transformers' Qwen3Attention): before RoPE, every head of q and k is RMS-normed over its
+head_dim values and scaled by q_norm / k_norm (eps = rms_norm_eps), the same step as Gemma 3's
+with the plain weight.
+
+Mixture of experts (Mixtral: MixtralSparseMoeBlock; Qwen3-MoE / Qwen2-MoE: *SparseMoeBlock) in
+place of the MLP:
+  r = h2 Router^T; p = softmax(r) over all experts; the k largest p (top-k);
+  weights: renormalised to sum 1 (Mixtral always, Qwen with norm_topk_prob), else as they are;
+  x += sum over the chosen experts e of weight_e * W_down_e (silu(W_gate_e h2) * (W_up_e h2))
+  Qwen2-MoE adds sigmoid(h2 . w_sh_gate_inp) * (the shared expert's MLP of h2).
+
 Prints the argmax per position and the greedy continuation; --logits saves every position's
 logits (prompt and generated) as a float64 or float32 .npy array of shape [positions, vocab].
 """
@@ -70,6 +81,7 @@ class Model:
         # set per position, long from original_max_position_embeddings on (the engines' rule,
         # which a KV cache can keep)
         self.longrope_per_position = False
+        self.act_quant = None
         self.inv_freq = torch.tensor(self._inv_freq(rope_freqs), dtype=torch.float64)
 
     def _inv_freq(self, rope_freqs):
@@ -102,6 +114,13 @@ class Model:
         if kind not in ('none', 'default'):
             raise SystemExit('tb_ref_forward: rope scaling %s is not implemented' % kind)
         return base
+
+    def lin(self, x, name):
+        """x W^T for weight `name`; with act_quant set (tests), x as act_quant(x, name) gives it:
+        the engines' int8 kernels quantize a matmul's input, which a test can simulate."""
+        if self.act_quant is not None:
+            x = self.act_quant(x, name)
+        return x @ self.w[name].T
 
     def rmsnorm(self, x, w):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.spec.rms_eps) * w
@@ -165,7 +184,7 @@ class Model:
         for li in range(s.n_layers):
             mask = full if s.layer_full(li) else slide
             x = self.layer(li, x, pos, mask)
-        logits = self.rmsnorm(x, w['out_norm']) @ w['output'].T
+        logits = self.lin(self.rmsnorm(x, w['out_norm']), 'output')
         if s.final_softcap:
             logits = torch.tanh(logits / s.final_softcap) * s.final_softcap
         return logits
@@ -176,13 +195,13 @@ class Model:
         H, KV, d = s.n_heads, s.n_kv_heads, s.head_dim
         p = 'layers.%d.' % li
         h = self.rmsnorm(x, w[p + 'attn_norm'])
-        q = h @ w[p + 'wq'].T
-        k = h @ w[p + 'wk'].T
-        v = h @ w[p + 'wv'].T
+        q = self.lin(h, p + 'wq')
+        k = self.lin(h, p + 'wk')
+        v = self.lin(h, p + 'wv')
         if s.qkv_bias:
             q, k, v = q + w[p + 'bq'], k + w[p + 'bk'], v + w[p + 'bv']
         q, k, v = q.view(T, H, d), k.view(T, KV, d), v.view(T, KV, d)
-        if p + 'q_norm' in w:
+        if s.qk_norm:  # Qwen3, Gemma 3 (its 1 + weight folded in by the loader)
             q = self.rmsnorm(q, w[p + 'q_norm'])
             k = self.rmsnorm(k, w[p + 'k_norm'])
         inv, af = self._layer_rope(li, T)
@@ -196,19 +215,41 @@ class Model:
         if s.is_gemma and s.attn_softcap:
             att = torch.tanh(att / s.attn_softcap) * s.attn_softcap
         att = torch.softmax(att + mask, dim=-1)
-        o = torch.einsum('hts,shd->thd', att, v).reshape(T, H * d) @ w[p + 'wo'].T
+        o = self.lin(torch.einsum('hts,shd->thd', att, v).reshape(T, H * d), p + 'wo')
         if s.is_gemma:
             o = self.rmsnorm(o, w[p + 'attn_post_norm'])
         x = x + o
         h = self.rmsnorm(x, w[p + 'ffn_norm'])
-        g = h @ w[p + 'w_gate'].T
-        u = h @ w[p + 'w_up'].T
-        act = torch.nn.functional.gelu(g, approximate='tanh') if s.is_gemma else \
-            torch.nn.functional.silu(g)
-        f = (act * u) @ w[p + 'w_down'].T
+        f = self.moe(h, p) if s.n_experts else self.mlp(h, p)
         if s.is_gemma:
             f = self.rmsnorm(f, w[p + 'ffn_post_norm'])
         return x + f
+
+    def mlp(self, h, p):
+        g = self.lin(h, p + 'w_gate')
+        u = self.lin(h, p + 'w_up')
+        act = torch.nn.functional.gelu(g, approximate='tanh') if self.spec.is_gemma else \
+            torch.nn.functional.silu(g)
+        return self.lin(act * u, p + 'w_down')
+
+    def moe(self, h, p):
+        """The sparse MoE block: each token's top-k experts, weighted (see the header)."""
+        s, w = self.spec, self.w
+        probs = torch.softmax(self.lin(h, p + 'router'), dim=-1)  # [T, E]
+        top_p, top_e = torch.topk(probs, s.n_experts_used, dim=-1)
+        if s.norm_topk_prob:
+            top_p = top_p / top_p.sum(-1, keepdim=True)
+        out = torch.zeros_like(h)
+        for e in range(s.n_experts):
+            rows, slot = torch.nonzero(top_e == e, as_tuple=True)
+            if len(rows) == 0:
+                continue
+            out[rows] += top_p[rows, slot, None] * self.mlp(h[rows], '%sexperts.%d.' % (p, e))
+        if s.shared_intermediate:
+            gate = torch.sigmoid(h @ w[p + 'sh_gate_inp'].reshape(-1))
+            g = torch.nn.functional.silu(self.lin(h, p + 'sh_gate')) * self.lin(h, p + 'sh_up')
+            out = out + gate[:, None] * self.lin(g, p + 'sh_down')
+        return out
 
     def generate(self, tokens, n, stop_at_eos=True):
         """Greedy continuation; returns (all tokens, logits of every position)."""

@@ -4,8 +4,9 @@
   .venv/bin/python bench/engine/run.py            # everything (tens of minutes on 2 cores)
   .venv/bin/python bench/engine/run.py --quick    # 15m and 110m, q8_0, short serving run
 
-1. Writes the GGUF files (tools/tb_make_model.py; presets 15m, 110m, 1b; f32, f16, q8_0, q4_0)
-   into $TB_BENCH_DIR/models (default /tmp/tb-bench), reusing those already there; the llama.cpp
+1. Writes the GGUF files (tools/tb_make_model.py; presets 15m, 110m, 1b and the mixture of experts
+   moe1b (Mixtral-style, 8 experts, top-2, 1.1B parameters); f32, f16, q8_0, q4_0) into
+   $TB_BENCH_DIR/models (default /tmp/tb-bench), reusing those already there; the llama.cpp
    types (--dtypes q4_k_m,q5_k_m,q6_k,q3_k_m,iq4_xs,q4_0_lq) come from llama-quantize run on
    the f16 file.
 2. Measures the memory-read bandwidth (build/<mode>/bench/bench_membw).
@@ -40,14 +41,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-SIZES = ['15m', '110m', '1b']
+SIZES = ['15m', '110m', '1b', 'moe1b']
 DTYPES = ['f32', 'f16', 'q8_0', 'q4_0']
 # Made by llama.cpp's llama-quantize from the f16 file (LLAMA_CPP_DIR), with its default recipes:
 # the files users download.  Not in the default run.
 QUANTIZED = ['q4_k_m', 'q5_k_m', 'q6_k', 'q3_k_m', 'iq4_xs', 'q4_0_lq']
 ALL_DTYPES = DTYPES + QUANTIZED
 # Parameters per preset (for the memory check before writing a file).
-PARAMS = {'15m': 15.2e6, '110m': 110e6, '1b': 1.1e9}
+PARAMS = {'15m': 15.2e6, '110m': 110e6, '1b': 1.1e9, 'moe1b': 1.11e9}
 BYTES_PER_PARAM = {'f32': 4.0, 'f16': 2.0, 'q8_0': 34 / 32, 'q4_0': 18 / 32}
 
 
@@ -149,9 +150,14 @@ def ensure_model(bench_dir, size, dtype, python, llama_dir=None):
 
 def weight_bytes_per_token(path):
     """Bytes of weights a decode step reads: every matrix once (the output head included), of
-    the token embedding one row unless it is also the output head.  Same rule as bench_engine."""
+    the token embedding one row unless it is also the output head.  Same rule as bench_engine.
+    Of a mixture of experts' 3-D expert tensors, the share of the experts a token uses."""
     import gguf
     r = gguf.GGUFReader(path)
+    arch = bytes(r.fields['general.architecture'].parts[-1]).decode()
+    used = r.fields.get('%s.expert_used_count' % arch)
+    count = r.fields.get('%s.expert_count' % arch)
+    share = float(used.parts[-1][0]) / float(count.parts[-1][0]) if used and count else 1.0
     names = {t.name: t for t in r.tensors}
     total = per_tok = 0
     embd = names.get('token_embd.weight')
@@ -165,6 +171,8 @@ def weight_bytes_per_token(path):
             per_tok += nb // int(t.shape[-1])  # the looked-up row of the [vocab, hidden] table
             if tied:
                 per_tok += nb  # and all of it as the output head
+        elif t.name.endswith('_exps.weight'):
+            per_tok += int(nb * share)  # a token's top-k experts
         else:
             per_tok += nb
     return total, per_tok
@@ -513,7 +521,7 @@ def parse_list(s, allowed=None, conv=str):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--sizes', default=','.join(SIZES), help='15m,110m,1b')
+    ap.add_argument('--sizes', default=','.join(SIZES), help='15m,110m,1b,moe1b')
     ap.add_argument('--dtypes', default=','.join(DTYPES),
                     help='f32,f16,q8_0,q4_0 (ours); q4_k_m,q5_k_m,q6_k,q3_k_m,iq4_xs,q4_0_lq '
                     '(llama-quantize from the f16 file)')

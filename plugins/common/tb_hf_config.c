@@ -199,9 +199,16 @@ static json_t *s_load(const char *file, const char *text, size_t len, char *err,
 
 /* model_type, architectures[0], the arch Turbine records */
 static const char *const s_arch_names[][3] = {
-    {"llama", "LlamaForCausalLM", "llama"},         {"mistral", "MistralForCausalLM", "mistral"},
-    {"qwen2", "Qwen2ForCausalLM", "qwen2"},         {"gemma2", "Gemma2ForCausalLM", "gemma2"},
-    {"gemma3_text", "Gemma3ForCausalLM", "gemma3"}, {"phi3", "Phi3ForCausalLM", "phi3"},
+    {"llama", "LlamaForCausalLM", "llama"},
+    {"mistral", "MistralForCausalLM", "mistral"},
+    {"qwen2", "Qwen2ForCausalLM", "qwen2"},
+    {"gemma2", "Gemma2ForCausalLM", "gemma2"},
+    {"gemma3_text", "Gemma3ForCausalLM", "gemma3"},
+    {"phi3", "Phi3ForCausalLM", "phi3"},
+    {"qwen3", "Qwen3ForCausalLM", "qwen3"},
+    {"mixtral", "MixtralForCausalLM", "mixtral"},
+    {"qwen3_moe", "Qwen3MoeForCausalLM", "qwen3_moe"},
+    {"qwen2_moe", "Qwen2MoeForCausalLM", "qwen2_moe"},
 };
 
 static bool s_is_gemma(const struct tb_model_params *p)
@@ -232,7 +239,7 @@ static int s_arch(json_t *root, const char *file, struct tb_model_params *p, cha
         if (found < 0) {
             return s_bad(file, "model_type", mt,
                          "is not supported (supported: llama, mistral, qwen2, gemma2, "
-                         "gemma3_text, phi3)",
+                         "gemma3_text, phi3, qwen3, mixtral, qwen3_moe, qwen2_moe)",
                          err, err_len);
         }
     }
@@ -247,7 +254,8 @@ static int s_arch(json_t *root, const char *file, struct tb_model_params *p, cha
             return s_bad(file, "architectures[0]", a0,
                          "is not supported (supported: LlamaForCausalLM, MistralForCausalLM, "
                          "Qwen2ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, "
-                         "Phi3ForCausalLM)",
+                         "Phi3ForCausalLM, Qwen3ForCausalLM, MixtralForCausalLM, "
+                         "Qwen3MoeForCausalLM, Qwen2MoeForCausalLM)",
                          err, err_len);
         }
         if (found < 0) {
@@ -425,8 +433,8 @@ static int s_window_layers(json_t *root, const char *file, struct tb_model_param
                              err_len);
             }
         }
-    } else if (strcmp(p->arch, "qwen2") == 0) {
-        uint32_t first = 28; /* transformers' Qwen2Config default */
+    } else if (strncmp(p->arch, "qwen", 4) == 0) {
+        uint32_t first = 28; /* transformers' Qwen2Config default (Qwen3's too) */
         int rc = s_u32(root, file, "max_window_layers", false, 0, 1 << 20, &first, err, err_len);
         if (rc < 0) {
             return rc;
@@ -618,7 +626,7 @@ static int s_biases_window(json_t *root, const char *F, struct tb_model_params *
     if (rc < 0) {
         return rc;
     }
-    p->qkv_bias = strcmp(p->arch, "qwen2") == 0;
+    p->qkv_bias = strcmp(p->arch, "qwen2") == 0 || strcmp(p->arch, "qwen2_moe") == 0;
     if (b && !p->qkv_bias) {
         rc = s_bad(F, "attention_bias", json_object_get(root, "attention_bias"),
                    "is not supported for this model_type (it adds an o_proj bias)", err, err_len);
@@ -639,8 +647,8 @@ static int s_biases_window(json_t *root, const char *F, struct tb_model_params *
     if (rc < 0) {
         return rc;
     }
-    p->sliding_window = s_is_gemma(p) ? 4096 : 0; /* transformers' Gemma configs' default */
-    bool use_sw = strcmp(p->arch, "qwen2") != 0;
+    p->sliding_window = s_is_gemma(p) ? 4096 : 0;   /* transformers' Gemma configs' default */
+    bool use_sw = strncmp(p->arch, "qwen", 4) != 0; /* the Qwen configs default to false */
     rc = s_bool(root, F, "use_sliding_window", &use_sw, err, err_len);
     if (rc < 0) {
         return rc;
@@ -709,6 +717,87 @@ static int s_gemma(json_t *root, const char *F, struct tb_model_params *p, char 
     return 0;
 }
 
+/* Mixtral's routed experts: num_local_experts, num_experts_per_tok, each intermediate_size
+ * wide, top-k weights a softmax over the k chosen logits. */
+static int s_moe_mixtral(json_t *root, const char *F, struct tb_model_params *p, char *err,
+                         size_t err_len)
+{
+    int rc = s_u32(root, F, "num_local_experts", true, 1, 1024, &p->n_experts, err, err_len);
+    if (rc != 0) {
+        return rc;
+    }
+    p->n_experts_used = 2; /* transformers' MixtralConfig default */
+    rc = s_u32(root, F, "num_experts_per_tok", false, 1, 1024, &p->n_experts_used, err, err_len);
+    p->expert_intermediate = p->intermediate;
+    p->moe_gating = TB_MOE_SOFTMAX_TOPK;
+    return rc < 0 ? rc : 0;
+}
+
+/* Qwen2-MoE / Qwen3-MoE: num_experts of moe_intermediate_size, num_experts_per_tok,
+ * norm_topk_prob (renormalise the top-k probabilities; default false), Qwen2-MoE's shared
+ * expert (shared_expert_intermediate_size); every layer sparse (decoder_sparse_step 1, no
+ * mlp_only_layers). */
+static int s_moe_qwen(json_t *root, const char *F, struct tb_model_params *p, char *err,
+                      size_t err_len)
+{
+    int rc;
+    if ((rc = s_u32(root, F, "num_experts", true, 1, 1024, &p->n_experts, err, err_len)) != 0 ||
+        (rc = s_u32(root, F, "moe_intermediate_size", true, 1, 1 << 20, &p->expert_intermediate,
+                    err, err_len)) != 0) {
+        return rc;
+    }
+    p->n_experts_used = strcmp(p->arch, "qwen3_moe") == 0 ? 8 : 4; /* the config defaults */
+    rc = s_u32(root, F, "num_experts_per_tok", false, 1, 1024, &p->n_experts_used, err, err_len);
+    if (rc < 0) {
+        return rc;
+    }
+    bool norm = false;
+    if ((rc = s_bool(root, F, "norm_topk_prob", &norm, err, err_len)) < 0) {
+        return rc;
+    }
+    p->moe_gating = norm ? TB_MOE_SOFTMAX_TOPK : TB_MOE_SOFTMAX_ALL;
+    if (strcmp(p->arch, "qwen2_moe") == 0 &&
+        (rc = s_u32(root, F, "shared_expert_intermediate_size", true, 0, 1 << 20,
+                    &p->shared_intermediate, err, err_len)) != 0) {
+        return rc;
+    }
+    uint32_t step = 1;
+    if ((rc = s_u32(root, F, "decoder_sparse_step", false, 1, 1 << 20, &step, err, err_len)) <
+        0) {
+        return rc;
+    }
+    json_t *dense = json_object_get(root, "mlp_only_layers");
+    if (step != 1 || (dense && !json_is_null(dense) &&
+                      !(json_is_array(dense) && json_array_size(dense) == 0))) {
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "%s: decoder_sparse_step %u / mlp_only_layers: dense layers among "
+                           "the expert layers are not supported (every layer sparse)",
+                           F, step);
+    }
+    return 0;
+}
+
+/* The family's own parts: Qwen3's q/k norms, the experts of the MoE families. */
+static int s_family(json_t *root, const char *F, struct tb_model_params *p, char *err,
+                    size_t err_len)
+{
+    int rc = 0;
+    if (strcmp(p->arch, "qwen3") == 0 || strcmp(p->arch, "qwen3_moe") == 0) {
+        p->qk_norm = true; /* plain weight (Gemma 3's are set with norm_plus_one) */
+    }
+    if (strcmp(p->arch, "mixtral") == 0) {
+        rc = s_moe_mixtral(root, F, p, err, err_len);
+    } else if (strcmp(p->arch, "qwen3_moe") == 0 || strcmp(p->arch, "qwen2_moe") == 0) {
+        rc = s_moe_qwen(root, F, p, err, err_len);
+    }
+    if (rc == 0 && p->n_experts_used > p->n_experts) {
+        rc = tb_err_fail(err, err_len, TB_EMODEL,
+                         "%s: num_experts_per_tok %u is more than the %u experts", F,
+                         p->n_experts_used, p->n_experts);
+    }
+    return rc;
+}
+
 /* BOS, EOS (one id or a list) and PAD. */
 static int s_special_ids(json_t *root, const char *F, struct tb_model_params *p, char *err,
                          size_t err_len)
@@ -761,6 +850,9 @@ int tb_hf_config_parse(const char *text, size_t len, struct tb_model_params *p, 
     }
     if (rc == 0) {
         rc = s_special_ids(root, F, p, err, err_len);
+    }
+    if (rc == 0) {
+        rc = s_family(root, F, p, err, err_len);
     }
 out:
     json_decref(root);

@@ -32,7 +32,12 @@ static const char *const s_layer_names[TB_LAYER_TENSOR_COUNT] = {"attn_norm",
                                                                  "attn_post_norm",
                                                                  "ffn_post_norm",
                                                                  "q_norm",
-                                                                 "k_norm"};
+                                                                 "k_norm",
+                                                                 "router",
+                                                                 "sh_gate",
+                                                                 "sh_up",
+                                                                 "sh_down",
+                                                                 "sh_gate_inp"};
 
 const char *tb_rope_layout_name(tb_rope_layout_t l)
 {
@@ -68,7 +73,10 @@ const char *tb_tensor_id_name(tb_tensor_id_t id)
 
 void tb_model_slot_name(const struct tb_slot *slot, char *buf, size_t n)
 {
-    if (slot->is_layer) {
+    if (slot->is_layer && slot->is_expert) {
+        snprintf(buf, n, "layers.%u.experts.%u.%s", slot->layer, slot->expert,
+                 tb_expert_tensor_name(slot->ekind));
+    } else if (slot->is_layer) {
         snprintf(buf, n, "layers.%u.%s", slot->layer, s_layer_names[slot->kind]);
     } else {
         snprintf(buf, n, "%s", s_global_names[slot->global]);
@@ -103,11 +111,30 @@ int tb_model_alloc_layers(tb_model_t *m, char *err, size_t err_len)
         snprintf(err, err_len, "out of memory for %u layers", m->params.n_layers);
         return TB_ENOMEM;
     }
+    if (m->params.n_experts > 0) {
+        int rc = tb_model_check_moe(&m->params, err, err_len);
+        if (rc != 0) {
+            return rc;
+        }
+        size_t ne = (size_t)m->params.n_layers * m->params.n_experts * TB_EXPERT_TENSOR_COUNT;
+        m->experts = calloc(ne, sizeof *m->experts);
+        m->has_expert = calloc(ne, sizeof *m->has_expert);
+        if (!m->experts || !m->has_expert) {
+            snprintf(err, err_len, "out of memory for %u experts", m->params.n_experts);
+            return TB_ENOMEM;
+        }
+    }
     return 0;
 }
 
 static struct tb_tensor *s_slot_tensor(tb_model_t *m, const struct tb_slot *s, bool **has)
 {
+    if (s->is_layer && s->is_expert) {
+        size_t i = ((size_t)s->layer * m->params.n_experts + s->expert) * TB_EXPERT_TENSOR_COUNT +
+                   s->ekind;
+        *has = &m->has_expert[i];
+        return &m->experts[i];
+    }
     if (s->is_layer) {
         size_t i = (size_t)s->layer * TB_LAYER_TENSOR_COUNT + s->kind;
         *has = &m->has_layer[i];
@@ -216,6 +243,12 @@ static int s_check_params(const struct tb_model_params *p, char *err, size_t err
                            "attention head count %u is not a multiple of the "
                            "key/value head count %u",
                            p->n_heads, p->n_kv_heads);
+    }
+    if (p->n_experts > 0) {
+        int rc = tb_model_check_moe(p, err, err_len);
+        if (rc != 0) {
+            return rc;
+        }
     }
     if (!(p->rms_eps > 0 && p->rms_eps < 1)) {
         return tb_err_fail(err, err_len, TB_EMODEL, "rms norm epsilon %g is out of range (0, 1)",
@@ -356,16 +389,15 @@ static int s_check_globals(tb_model_t *m, char *err, size_t err_len)
     return want_freqs ? s_check_rope_freqs(m, err, err_len) : 0;
 }
 
-/* Every layer's tensors present (q/k/v biases only when the model has them) and shaped for
- * the params.  GGUF llama files may carry q/k/v biases: then every layer must have all three,
- * and params.qkv_bias is set. */
-static int s_check_layers(tb_model_t *m, char *err, size_t err_len)
+/* One present layer tensor against its expected shape (the shared expert's gate may be a
+ * vector or a one-row matrix: GGUF and HF store it so). */
+static int s_check_layer_tensor(const struct tb_model_params *p, const struct tb_tensor *t, int k,
+                                char *err, size_t err_len)
 {
-    struct tb_model_params *p = &m->params;
     uint64_t h = p->hidden;
     uint64_t qd = (uint64_t)p->n_heads * p->head_dim;
     uint64_t kvd = (uint64_t)p->n_kv_heads * p->head_dim;
-    uint64_t ff = p->intermediate;
+    uint64_t ff = p->intermediate, sh = p->shared_intermediate;
     const struct {
         uint32_t n_dims;
         uint64_t rows;
@@ -387,7 +419,30 @@ static int s_check_layers(tb_model_t *m, char *err, size_t err_len)
         [TB_LAYER_FFN_POST_NORM] = {1, 1, h},
         [TB_LAYER_Q_NORM] = {1, 1, p->head_dim},
         [TB_LAYER_K_NORM] = {1, 1, p->head_dim},
+        [TB_LAYER_ROUTER] = {2, p->n_experts, h},
+        [TB_LAYER_SH_GATE] = {2, sh, h},
+        [TB_LAYER_SH_UP] = {2, sh, h},
+        [TB_LAYER_SH_DOWN] = {2, h, sh},
+        [TB_LAYER_SH_GATE_INP] = {1, 1, h},
     };
+    uint32_t nd = want[k].n_dims;
+    bool vector = nd == 1 || k == TB_LAYER_SH_GATE_INP;
+    if (k == TB_LAYER_SH_GATE_INP && t->n_dims == 2) {
+        nd = 2;
+    }
+    int rc = s_check_shape(t, nd, want[k].rows, want[k].cols, err, err_len);
+    if (rc == 0 && vector) {
+        rc = s_check_vector_dtype(t, err, err_len);
+    }
+    return rc;
+}
+
+/* Every layer's tensors present (q/k/v biases only when the model has them; the dense MLP or
+ * the router and experts) and shaped for the params.  GGUF llama files may carry q/k/v
+ * biases: then every layer must have all three, and params.qkv_bias is set. */
+static int s_check_layers(tb_model_t *m, char *err, size_t err_len)
+{
+    struct tb_model_params *p = &m->params;
     bool any_bias = false;
     for (uint32_t l = 0; l < p->n_layers; l++) {
         for (int k = 0; k < TB_LAYER_TENSOR_COUNT; k++) {
@@ -399,8 +454,8 @@ static int s_check_layers(tb_model_t *m, char *err, size_t err_len)
             bool wanted = tb_model_layer_tensor_wanted(p, (tb_layer_tensor_t)k);
             if (m->has_layer[i] && !wanted && !is_bias) {
                 return tb_err_fail(err, err_len, TB_EMODEL,
-                                   "tensor '%s' is not part of a %s model", m->layers[i].source,
-                                   p->arch);
+                                   "tensor '%s' is not part of a %s model%s", m->layers[i].source,
+                                   p->arch, p->n_experts ? " (it has experts)" : "");
             }
             if (!m->has_layer[i]) {
                 if (!wanted || (is_bias && !p->qkv_bias)) {
@@ -409,11 +464,7 @@ static int s_check_layers(tb_model_t *m, char *err, size_t err_len)
                 return tb_err_fail(err, err_len, TB_EMODEL, "tensor 'layers.%u.%s' is missing", l,
                                    s_layer_names[k]);
             }
-            const struct tb_tensor *t = &m->layers[i];
-            int rc = s_check_shape(t, want[k].n_dims, want[k].rows, want[k].cols, err, err_len);
-            if (rc == 0 && want[k].n_dims == 1) {
-                rc = s_check_vector_dtype(t, err, err_len);
-            }
+            int rc = s_check_layer_tensor(p, &m->layers[i], k, err, err_len);
             if (rc != 0) {
                 return rc;
             }
@@ -432,14 +483,15 @@ static int s_check_layers(tb_model_t *m, char *err, size_t err_len)
             }
         }
     }
-    return 0;
+    return p->n_experts > 0 ? tb_model_check_experts(m, err, err_len) : 0;
 }
 
 /* m->list: every present tensor (globals first), and the weight bytes (a tied output once). */
 static int s_list_tensors(tb_model_t *m, char *err, size_t err_len)
 {
     const struct tb_model_params *p = &m->params;
-    size_t cap = TB_TENSOR_GLOBAL_COUNT + (size_t)p->n_layers * TB_LAYER_TENSOR_COUNT;
+    size_t n_exp = (size_t)p->n_layers * p->n_experts * TB_EXPERT_TENSOR_COUNT;
+    size_t cap = TB_TENSOR_GLOBAL_COUNT + (size_t)p->n_layers * TB_LAYER_TENSOR_COUNT + n_exp;
     m->list = calloc(cap, sizeof *m->list);
     if (!m->list) {
         snprintf(err, err_len, "out of memory");
@@ -458,6 +510,12 @@ static int s_list_tensors(tb_model_t *m, char *err, size_t err_len)
         if (m->has_layer[i]) {
             m->list[m->n_list++] = &m->layers[i];
             m->weight_bytes += m->layers[i].size;
+        }
+    }
+    for (size_t i = 0; i < n_exp; i++) {
+        if (m->has_expert[i]) {
+            m->list[m->n_list++] = &m->experts[i];
+            m->weight_bytes += m->experts[i].size;
         }
     }
     return 0;
@@ -540,6 +598,8 @@ void tb_model_close(tb_model_t **m_p)
     free(m->copies);
     free(m->layers);
     free(m->has_layer);
+    free(m->experts);
+    free(m->has_expert);
     free(m->list);
     tb_model_params_release(&m->params);
     free(m);
@@ -567,6 +627,17 @@ const struct tb_tensor *tb_model_layer_tensor(const tb_model_t *m, uint32_t laye
     }
     size_t i = (size_t)layer * TB_LAYER_TENSOR_COUNT + t;
     return m->has_layer[i] ? &m->layers[i] : NULL;
+}
+
+const struct tb_tensor *tb_model_expert_tensor(const tb_model_t *m, uint32_t layer, uint32_t e,
+                                               tb_expert_tensor_t t)
+{
+    const struct tb_model_params *p = &m->params;
+    if (layer >= p->n_layers || e >= p->n_experts || (int)t < 0 || t >= TB_EXPERT_TENSOR_COUNT) {
+        return NULL;
+    }
+    size_t i = ((size_t)layer * p->n_experts + e) * TB_EXPERT_TENSOR_COUNT + t;
+    return m->has_expert[i] ? &m->experts[i] : NULL;
 }
 
 size_t tb_model_tensor_count(const tb_model_t *m)

@@ -4,8 +4,10 @@
  *
  * Supported: the Llama family as transformers describes it (Llama 2/3 incl. Llama-3 RoPE
  * scaling, TinyLlama, Mistral-style, Qwen2-style QKV bias), Gemma 2 / Gemma 3 and Phi-3 (their
- * per-family settings below, per-layer windows), MHA or GQA, tied or untied embeddings,
- * weights in F32/F16/BF16 (both sources) and the GGUF block types (docs/models.md).  Anything else is
+ * per-family settings below, per-layer windows), Qwen3 (per-head q/k norms) and the mixtures of
+ * experts Mixtral, Qwen3-MoE and Qwen2-MoE (routed experts, shared expert), MHA or GQA, tied or
+ * untied embeddings, weights in F32/F16/BF16 (both sources) and the GGUF block types
+ * (docs/models.md).  Anything else is
  * refused with TB_EMODEL and a message naming the file, the key and the value.
  *
  * Weights stay in the file mappings: a tensor's `data` points into the mmap.  The only copies
@@ -77,6 +79,12 @@ typedef enum {
     TB_TOKENIZER_GGUF = 2     /* tokenizer.ggml.* metadata inside the GGUF at tokenizer_path */
 } tb_tokenizer_source_t;
 
+/* How a mixture-of-experts layer weighs its top-k experts, from the router logits r:
+ *   SOFTMAX_TOPK (Mixtral; Qwen MoE with norm_topk_prob): softmax over the k largest logits;
+ *   SOFTMAX_ALL (Qwen MoE without norm_topk_prob): softmax over all experts, the k largest
+ *   probabilities kept as they are (they sum to less than 1). */
+typedef enum { TB_MOE_SOFTMAX_TOPK = 0, TB_MOE_SOFTMAX_ALL = 1 } tb_moe_gating_t;
+
 /* Sampling defaults from generation_config.json (HF only; GGUF files carry none).  A member
  * holds its "unset" value when the file does not say. */
 struct tb_generation_defaults {
@@ -92,7 +100,8 @@ struct tb_generation_defaults {
 #define TB_MODEL_MAX_EOS 8
 
 struct tb_model_params {
-    char arch[16];            /* "llama", "mistral", "qwen2", "gemma2", "gemma3" or "phi3" */
+    char arch[16];            /* "llama", "mistral", "qwen2", "gemma2", "gemma3", "phi3", "qwen3",
+                                 "mixtral", ... */
     tb_model_format_t format; /* where it was loaded from */
     uint32_t n_layers;
     uint32_t hidden;       /* model width */
@@ -123,13 +132,14 @@ struct tb_model_params {
     tb_tokenizer_source_t tokenizer_source;
     char *tokenizer_path; /* tokenizer.json or the .gguf file; NULL with TB_TOKENIZER_NONE */
 
-    /* Per-family settings (Gemma 2/3, Phi-3); the zero values are Llama's behaviour. */
+    /* Per-family settings (Gemma 2/3, Phi-3, Qwen3); the zero values are Llama's behaviour. */
     tb_ffn_act_t ffn_act; /* SwiGLU or GeGLU */
     bool norm_plus_one;   /* every RMSNorm multiplies by (1 + weight) (Gemma in HF layout; the
                               GGUF converter stores 1 + weight) */
     bool post_norms;      /* attn_post_norm / ffn_post_norm normalise the attention and MLP
                               outputs before the residual add (Gemma 2/3) */
-    bool qk_norm;         /* q_norm / k_norm: per-head RMSNorm of q and k before RoPE (Gemma 3) */
+    bool qk_norm;         /* q_norm / k_norm: per-head RMSNorm of q and k before RoPE (Gemma 3,
+                             Qwen3, Qwen3-MoE); (1 + w) with norm_plus_one, plain w otherwise */
     double embed_scale;   /* 0: none; the embeddings are multiplied by it (Gemma: sqrt(hidden)) */
     double attn_scale;    /* 0: 1 / sqrt(head_dim); else the scores' scale (query_pre_attn_scalar
                               ^ -0.5) */
@@ -141,6 +151,13 @@ struct tb_model_params {
     /* layer_full[l]: layer l attends globally although sliding_window is set (Gemma's pattern,
      * layer_types).  All false (the zero value): the window, if any, applies to every layer. */
     bool layer_full[TB_MODEL_MAX_LAYERS];
+
+    /* Mixture of experts (docs/models.md); all 0 for a dense model. */
+    uint32_t n_experts;           /* 0: dense MLP in every layer; else routed experts */
+    uint32_t n_experts_used;      /* top-k: experts per token, 1..n_experts */
+    uint32_t expert_intermediate; /* each routed expert's FFN width */
+    uint32_t shared_intermediate; /* 0: no shared expert; else its FFN width (Qwen2-MoE) */
+    tb_moe_gating_t moe_gating;
 };
 
 /* Global tensors. */
@@ -170,15 +187,30 @@ typedef enum {
     TB_LAYER_FFN_POST_NORM,  /* [hidden], only with post_norms */
     TB_LAYER_Q_NORM,         /* [head_dim], only with qk_norm */
     TB_LAYER_K_NORM,         /* [head_dim], only with qk_norm */
+    TB_LAYER_ROUTER,         /* [n_experts, hidden], only with n_experts (replaces w_gate..) */
+    TB_LAYER_SH_GATE,        /* [shared_intermediate, hidden], only with a shared expert */
+    TB_LAYER_SH_UP,          /* [shared_intermediate, hidden] */
+    TB_LAYER_SH_DOWN,        /* [hidden, shared_intermediate] */
+    TB_LAYER_SH_GATE_INP,    /* [hidden]: the shared expert's sigmoid gate (a 1-row matrix) */
     TB_LAYER_TENSOR_COUNT
 } tb_layer_tensor_t;
+
+/* Each routed expert's FFN (n_experts per layer): [expert_intermediate, hidden] for gate and up,
+ * [hidden, expert_intermediate] for down.  A GGUF file stores them as 3-D tensors (one per kind
+ * and layer); each expert is then a 2-D slice of it. */
+typedef enum {
+    TB_EXPERT_GATE = 0,
+    TB_EXPERT_UP,
+    TB_EXPERT_DOWN,
+    TB_EXPERT_TENSOR_COUNT
+} tb_expert_tensor_t;
 
 /* One weight tensor.  Matrices are row-major with rows = output features and cols = input
  * features (y = W x); vectors have n_dims 1, rows 1 and cols = length.  For quantized dtypes
  * each row is cols / 32 blocks.  `data` is borrowed from the model, aligned to at least the
  * element size (2 for the block types, whose blocks start with an f16). */
 struct tb_tensor {
-    char name[32];   /* canonical: "tok_embd", "layers.3.wq", ... */
+    char name[40];   /* canonical: "tok_embd", "layers.3.wq", "layers.3.experts.7.w_up" ... */
     char source[96]; /* the name in the file ("model.layers.3.self_attn.q_proj.weight") */
     tb_dtype_t dtype;
     uint32_t n_dims; /* 1 or 2 */
@@ -211,7 +243,13 @@ const struct tb_tensor *tb_model_tensor(const tb_model_t *m, tb_tensor_id_t id);
 const struct tb_tensor *tb_model_layer_tensor(const tb_model_t *m, uint32_t layer,
                                               tb_layer_tensor_t t);
 
-/* All present tensors, globals first then layer by layer (the aliased output included). */
+/* Expert `e`'s tensor of a mixture-of-experts layer, or NULL (a dense model, out of range).
+ * Borrowed. */
+const struct tb_tensor *tb_model_expert_tensor(const tb_model_t *m, uint32_t layer, uint32_t e,
+                                               tb_expert_tensor_t t);
+
+/* All present tensors, globals first, then layer by layer, then the experts layer by layer
+ * (the aliased output included). */
 size_t tb_model_tensor_count(const tb_model_t *m);
 const struct tb_tensor *tb_model_tensor_at(const tb_model_t *m, size_t idx);
 /* By canonical name, NULL when absent. */
@@ -232,8 +270,8 @@ int tb_model_layer_rope_inv_freq(const tb_model_t *m, uint32_t layer, bool long_
                                  double *out, size_t n);
 
 /* The per-family settings a model uses beyond Llama's layer (GeGLU, (1 + w) norms, post-norms,
- * q/k norms, embedding or score scale, soft-caps, partial rotary, local RoPE base, per-layer
- * windows, LongRoPE), as a comma-separated list in buf ("" when none; may be NULL); returns
+ * q/k norms (Gemma 3's and Qwen3's), embedding or score scale, soft-caps, partial rotary, local
+ * RoPE base, per-layer windows, LongRoPE, a mixture of experts), as a comma-separated list in buf ("" when none; may be NULL); returns
  * how many.  An engine that implements only Llama's layer refuses a model with any, naming
  * them. */
 int tb_model_params_family_features(const struct tb_model_params *p, char *buf, size_t len);
@@ -258,6 +296,8 @@ const char *tb_model_format_name(tb_model_format_t f);
 const char *tb_tokenizer_source_name(tb_tokenizer_source_t s);
 const char *tb_layer_tensor_name(tb_layer_tensor_t t);
 const char *tb_tensor_id_name(tb_tensor_id_t id);
+const char *tb_expert_tensor_name(tb_expert_tensor_t t); /* "w_gate", "w_up", "w_down" */
+const char *tb_moe_gating_name(tb_moe_gating_t g);       /* "softmax_topk", "softmax_all" */
 
 /* True when the `n` bytes at `p` lie in the mapping of a GGUF model's file (not a copy), so
  * that an engine which has made its own copy of them may release the pages

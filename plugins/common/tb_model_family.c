@@ -1,6 +1,7 @@
 /*
  * tb_model_family.c - what the Gemma 2/3 and Phi-3 families add to the loaded model: checks of
- * their parameters, which per-layer tensors they carry, fused matrices split into views, the
+ * their parameters, which per-layer tensors a model carries (also Qwen3's q/k norms and the
+ * experts' router and shared expert), fused matrices split into views, the
  * sliding/global layer pattern and the per-layer attention settings engines read
  * (tb_model_layer_window, tb_model_layer_rope_inv_freq).  See docs/models.md.
  */
@@ -67,6 +68,17 @@ bool tb_model_layer_tensor_wanted(const struct tb_model_params *p, tb_layer_tens
     case TB_LAYER_Q_NORM:
     case TB_LAYER_K_NORM:
         return p->qk_norm;
+    case TB_LAYER_W_GATE:
+    case TB_LAYER_W_UP:
+    case TB_LAYER_W_DOWN:
+        return p->n_experts == 0;
+    case TB_LAYER_ROUTER:
+        return p->n_experts > 0;
+    case TB_LAYER_SH_GATE:
+    case TB_LAYER_SH_UP:
+    case TB_LAYER_SH_DOWN:
+    case TB_LAYER_SH_GATE_INP:
+        return p->n_experts > 0 && p->shared_intermediate > 0;
     default:
         return true;
     }
@@ -163,6 +175,7 @@ int tb_model_params_family_features(const struct tb_model_params *p, char *buf, 
         {p->rope_theta_local > 0, "local RoPE base"},
         {mixed, "per-layer sliding windows"},
         {p->rope_scaling.type == TB_ROPE_SCALING_LONGROPE, "LongRoPE"},
+        {p->n_experts > 0, "mixture of experts"},
     };
     int n = 0;
     size_t off = 0;

@@ -5,6 +5,9 @@
  * llama.cpp's converter permutes llama's Q/K rows so rotary pairs are interleaved; qwen2 files
  * keep the HF ("neox") layout.  Every tensor carries its own type and a file mixes them freely
  * (a "Q4_K_M" file is Q4_K and Q6_K matrices with F32 norms); tb_dtype.h lists the types taken.
+ * Also "qwen3" (per-head q/k norms), and the mixtures of experts "qwen3moe", "qwen2moe" and
+ * "llama" with an expert count (Mixtral): the router ffn_gate_inp and each layer's experts as
+ * 3-D tensors ffn_{gate,up,down}_exps (or, in older Mixtral files, one 2-D tensor per expert).
  */
 #include <math.h>
 #include <stdarg.h>
@@ -268,7 +271,47 @@ static const struct {
     {"post_ffw_norm.weight", TB_LAYER_FFN_POST_NORM},
     {"attn_q_norm.weight", TB_LAYER_Q_NORM},
     {"attn_k_norm.weight", TB_LAYER_K_NORM},
+    {"ffn_gate_inp.weight", TB_LAYER_ROUTER},
+    {"ffn_gate_shexp.weight", TB_LAYER_SH_GATE},
+    {"ffn_up_shexp.weight", TB_LAYER_SH_UP},
+    {"ffn_down_shexp.weight", TB_LAYER_SH_DOWN},
+    {"ffn_gate_inp_shexp.weight", TB_LAYER_SH_GATE_INP},
 };
+
+/* Experts: "ffn_gate_exps.weight" (3-D, every expert) or "ffn_gate.E.weight" (one expert). */
+static bool s_map_expert(const char *p, struct tb_slot *slot, bool *all)
+{
+    static const char *const kinds[TB_EXPERT_TENSOR_COUNT] = {"ffn_gate", "ffn_up", "ffn_down"};
+    for (int k = 0; k < TB_EXPERT_TENSOR_COUNT; k++) {
+        size_t n = strlen(kinds[k]);
+        if (strncmp(p, kinds[k], n) != 0) {
+            continue;
+        }
+        slot->is_expert = true;
+        slot->ekind = (tb_expert_tensor_t)k;
+        if (strcmp(p + n, "_exps.weight") == 0) {
+            *all = true;
+            return true;
+        }
+        const char *d = p + n;
+        if (*d++ != '.') {
+            return false;
+        }
+        const char *digits = d;
+        uint64_t e = 0;
+        while (*d >= '0' && *d <= '9' && d - digits < 6) {
+            e = e * 10 + (uint64_t)(*d - '0');
+            d++;
+        }
+        if (d == digits || (d - digits > 1 && *digits == '0') || strcmp(d, ".weight") != 0) {
+            return false;
+        }
+        *all = false;
+        slot->expert = (uint32_t)e;
+        return true;
+    }
+    return false;
+}
 
 /* attention.sliding_window_pattern as a list of one bool per layer (true: sliding), the form
  * newer llama.cpp converters write for some models. */
@@ -374,13 +417,13 @@ static int s_phi3_params(const tb_gguf_t *g, const char *arch, struct tb_model_p
     return rc < 0 ? rc : 0;
 }
 
-/* Where tensor `name` goes: MAP_SLOT (*slot, *fused for Phi-3's fused matrices), MAP_SHORT /
- * MAP_LONG (Phi-3's rope factors), or MAP_UNKNOWN. */
+/* Where tensor `name` goes: MAP_SLOT (*slot, *fused for Phi-3's fused matrices, *all_experts for
+ * a 3-D tensor of every expert), MAP_SHORT / MAP_LONG (Phi-3's rope factors), or MAP_UNKNOWN. */
 enum { MAP_UNKNOWN = 0, MAP_SLOT, MAP_SHORT, MAP_LONG };
 enum { FUSED_NONE = 0, FUSED_QKV, FUSED_GATE_UP };
 
 static int s_map_name(const char *name, const struct tb_model_params *params,
-                      struct tb_slot *slot, int *fused)
+                      struct tb_slot *slot, int *fused, bool *all_experts)
 {
     static const char *const globals[TB_TENSOR_GLOBAL_COUNT] = {"token_embd.weight",
                                                                 "output_norm.weight",
@@ -389,6 +432,7 @@ static int s_map_name(const char *name, const struct tb_model_params *params,
     const bool phi3 = strcmp(params->arch, "phi3") == 0;
     memset(slot, 0, sizeof *slot);
     *fused = FUSED_NONE;
+    *all_experts = false;
     for (int i = 0; i < TB_TENSOR_GLOBAL_COUNT; i++) {
         if (strcmp(name, globals[i]) == 0) {
             slot->global = (tb_tensor_id_t)i;
@@ -428,6 +472,9 @@ static int s_map_name(const char *name, const struct tb_model_params *params,
             return MAP_SLOT;
         }
     }
+    if (params->n_experts > 0 && s_map_expert(p, slot, all_experts)) {
+        return *all_experts || slot->expert < params->n_experts ? MAP_SLOT : MAP_UNKNOWN;
+    }
     return MAP_UNKNOWN;
 }
 
@@ -453,6 +500,113 @@ static int s_place_tensor(tb_model_t *m, const struct tb_slot *slot, int fused, 
                                 err_len);
 }
 
+/* The mixture-of-experts keys: <arch>.expert_count (none or 0: a dense model), expert_used_count,
+ * expert_feed_forward_length (llama, i.e. Mixtral: feed_forward_length), the shared expert's
+ * expert_shared_feed_forward_length (qwen2moe), and expert_weights_norm (whether the top-k
+ * weights are renormalised; qwen3moe and Mixtral do, qwen2moe does not). */
+static int s_moe_params(const tb_gguf_t *g, const char *arch, struct tb_model_params *p,
+                        char *err, size_t err_len)
+{
+    bool moe_arch = strcmp(arch, "qwen3moe") == 0 || strcmp(arch, "qwen2moe") == 0;
+    int rc = s_u32(g, arch, "expert_count", moe_arch, 0, 1u << 20, &p->n_experts, err, err_len);
+    if (rc < 0 || p->n_experts == 0) {
+        return rc < 0 ? rc : 0;
+    }
+    if ((rc = s_u32(g, arch, "expert_used_count", true, 0, 1u << 20, &p->n_experts_used, err,
+                    err_len)) != 0) {
+        return rc;
+    }
+    p->expert_intermediate = p->intermediate;
+    if ((rc = s_u32(g, arch, "expert_feed_forward_length", moe_arch, 1, 1 << 20,
+                    &p->expert_intermediate, err, err_len)) < 0 ||
+        (rc = s_u32(g, arch, "expert_shared_feed_forward_length", false, 0, 1 << 20,
+                    &p->shared_intermediate, err, err_len)) < 0) {
+        return rc;
+    }
+    bool norm = strcmp(arch, "qwen2moe") != 0;
+    char key[128];
+    snprintf(key, sizeof key, "%s.expert_weights_norm", arch);
+    if (!tb_gguf_get_bool(g, key, &norm) && tb_gguf_find_key(g, key) >= 0) {
+        return tb_err_fail(err, err_len, TB_EMODEL, "metadata '%s' is not a boolean", key);
+    }
+    p->moe_gating = norm ? TB_MOE_SOFTMAX_TOPK : TB_MOE_SOFTMAX_ALL;
+    return tb_model_check_moe(p, err, err_len);
+}
+
+/* The architectures: llama (Q/K rows permuted by the converter: interleaved rotary pairs), the
+ * Qwen, Gemma and Phi-3 families in the HF layout (llama.cpp's converter keeps HF's rows; Gemma 3's
+ * q/k norms are set by s_gemma_params). */
+static int s_arch(struct tb_gguf_str a, struct tb_model_params *p, char *err, size_t err_len)
+{
+    static const struct {
+        const char *name;
+        tb_rope_layout_t layout;
+        bool qkv_bias, qk_norm;
+    } archs[] = {
+        {"llama", TB_ROPE_INTERLEAVED, false, false}, {"qwen2", TB_ROPE_NEOX, true, false},
+        {"qwen3", TB_ROPE_NEOX, false, true},         {"qwen3moe", TB_ROPE_NEOX, false, true},
+        {"qwen2moe", TB_ROPE_NEOX, true, false},      {"gemma2", TB_ROPE_NEOX, false, false},
+        {"gemma3", TB_ROPE_NEOX, false, false},       {"phi3", TB_ROPE_NEOX, false, false},
+    };
+    for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++) {
+        if (a.len == strlen(archs[i].name) && memcmp(a.ptr, archs[i].name, a.len) == 0) {
+            p->rope_layout = archs[i].layout;
+            p->qkv_bias = archs[i].qkv_bias;
+            p->qk_norm = archs[i].qk_norm;
+            memcpy(p->arch, a.ptr, a.len);
+            p->arch[a.len] = '\0';
+            return 0;
+        }
+    }
+    return tb_err_fail(err, err_len, TB_EMODEL,
+                       "metadata 'general.architecture' '%.*s' is not supported "
+                       "(llama, qwen2, qwen3, qwen3moe, qwen2moe, gemma2, gemma3, phi3)",
+                       (int)(a.len > 32 ? 32 : a.len), a.ptr);
+}
+
+/* One tensor of the file into its slot (3-D only for all of a layer's experts; Phi-3's rope
+ * factors into the params, its fused matrices split into views). */
+static int s_place_one(tb_model_t *m, const struct tb_gguf_tensor *t, const char *name,
+                       bool *has_output, char *err, size_t err_len)
+{
+    struct tb_model_params *p = &m->params;
+    struct tb_slot slot;
+    bool all_experts;
+    int fused;
+    int where = t->name.len > 120 ? MAP_UNKNOWN
+                                  : s_map_name(name, p, &slot, &fused, &all_experts);
+    if (where == MAP_UNKNOWN) {
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "tensor '%s' is not part of a supported %s model with "
+                           "%u layers%s",
+                           name, p->arch, p->n_layers, p->n_experts ? " and experts" : "");
+    }
+    if (where == MAP_SHORT || where == MAP_LONG) {
+        return s_longrope_tensor(p, t, where == MAP_LONG, name, err, err_len);
+    }
+    tb_dtype_t dt;
+    if (!tb_dtype_from_ggml(t->ggml_type, &dt)) {
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "tensor '%s': ggml type %u (%s) is not supported (F32, F16, BF16, "
+                           "Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, "
+                           "IQ4_XS)",
+                           name, t->ggml_type, s_ggml_type_name(t->ggml_type));
+    }
+    uint32_t want_dims = all_experts ? 3 : 0;
+    if (want_dims ? t->n_dims != 3 : (t->n_dims < 1 || t->n_dims > 2)) {
+        return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s': %u dimensions (expected %s)",
+                           name, t->n_dims, want_dims ? "3" : "1 or 2");
+    }
+    if (all_experts) {
+        uint64_t dims[3] = {t->dims[2], t->dims[1], t->dims[0]};
+        return tb_model_place_experts(m, &slot, name, dt, dims, t->data, t->size, err, err_len);
+    }
+    if (slot.global == TB_TENSOR_OUTPUT && !slot.is_layer) {
+        *has_output = true;
+    }
+    return s_place_tensor(m, &slot, fused, name, dt, t, err, err_len);
+}
+
 int tb_model_load_gguf(tb_model_t *m, const char *path, char *err, size_t err_len)
 {
     struct tb_model_params *p = &m->params;
@@ -476,28 +630,15 @@ int tb_model_load_gguf(tb_model_t *m, const char *path, char *err, size_t err_le
                            "metadata 'general.architecture' is missing or not a "
                            "string");
     }
-    if (a.len == 5 && memcmp(a.ptr, "llama", 5) == 0) {
-        p->rope_layout = TB_ROPE_INTERLEAVED;
-    } else if (a.len == 5 && memcmp(a.ptr, "qwen2", 5) == 0) {
-        p->rope_layout = TB_ROPE_NEOX;
-        p->qkv_bias = true;
-    } else if ((a.len == 6 &&
-                (memcmp(a.ptr, "gemma2", 6) == 0 || memcmp(a.ptr, "gemma3", 6) == 0)) ||
-               (a.len == 4 && memcmp(a.ptr, "phi3", 4) == 0)) {
-        p->rope_layout = TB_ROPE_NEOX; /* llama.cpp's converter keeps HF's rows */
-    } else {
-        return tb_err_fail(err, err_len, TB_EMODEL,
-                           "metadata 'general.architecture' '%.*s' is not supported "
-                           "(llama, qwen2, gemma2, gemma3, phi3)",
-                           (int)(a.len > 32 ? 32 : a.len), a.ptr);
+    if ((rc = s_arch(a, p, err, err_len)) != 0) {
+        return rc;
     }
-    memcpy(p->arch, a.ptr, a.len);
-    p->arch[a.len] = '\0';
-    bool gemma = strncmp(p->arch, "gemma", 5) == 0;
     if ((rc = s_params(g, p->arch, p, err, err_len)) != 0 ||
-        (gemma && (rc = s_gemma_params(g, p->arch, p, err, err_len)) != 0) ||
+        (strncmp(p->arch, "gemma", 5) == 0 &&
+         (rc = s_gemma_params(g, p->arch, p, err, err_len)) != 0) ||
         (strcmp(p->arch, "phi3") == 0 &&
          (rc = s_phi3_params(g, p->arch, p, err, err_len)) != 0) ||
+        (rc = s_moe_params(g, p->arch, p, err, err_len)) != 0 ||
         (rc = s_tokenizer(g, path, p, err, err_len)) != 0 ||
         (rc = tb_model_alloc_layers(m, err, err_len)) != 0) {
         return rc;
@@ -509,38 +650,7 @@ int tb_model_load_gguf(tb_model_t *m, const char *path, char *err, size_t err_le
         char name[128];
         snprintf(name, sizeof name, "%.*s", (int)(t.name.len > 120 ? 120 : t.name.len),
                  t.name.ptr);
-        struct tb_slot slot;
-        int fused;
-        int where = t.name.len > 120 ? MAP_UNKNOWN : s_map_name(name, p, &slot, &fused);
-        if (where == MAP_UNKNOWN) {
-            return tb_err_fail(err, err_len, TB_EMODEL,
-                               "tensor '%s' is not part of a supported %s model with "
-                               "%u layers",
-                               name, p->arch, p->n_layers);
-        }
-        if (where == MAP_SHORT || where == MAP_LONG) {
-            if ((rc = s_longrope_tensor(p, &t, where == MAP_LONG, name, err, err_len)) != 0) {
-                return rc;
-            }
-            continue;
-        }
-        tb_dtype_t dt;
-        if (!tb_dtype_from_ggml(t.ggml_type, &dt)) {
-            return tb_err_fail(
-                err, err_len, TB_EMODEL,
-                "tensor '%s': ggml type %u (%s) is not supported (F32, F16, BF16, "
-                "Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, "
-                "IQ4_XS)",
-                name, t.ggml_type, s_ggml_type_name(t.ggml_type));
-        }
-        if (t.n_dims < 1 || t.n_dims > 2) {
-            return tb_err_fail(err, err_len, TB_EMODEL,
-                               "tensor '%s': %u dimensions (expected 1 or 2)", name, t.n_dims);
-        }
-        if (slot.global == TB_TENSOR_OUTPUT && !slot.is_layer) {
-            has_output = true;
-        }
-        rc = s_place_tensor(m, &slot, fused, name, dt, &t, err, err_len);
+        rc = s_place_one(m, &t, name, &has_output, err, err_len);
         if (rc != 0) {
             return rc;
         }

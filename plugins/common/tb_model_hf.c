@@ -36,7 +36,51 @@ static const struct {
     {"post_feedforward_layernorm.weight", TB_LAYER_FFN_POST_NORM},
     {"self_attn.q_norm.weight", TB_LAYER_Q_NORM},
     {"self_attn.k_norm.weight", TB_LAYER_K_NORM},
+    {"mlp.gate.weight", TB_LAYER_ROUTER},              /* Qwen MoE */
+    {"block_sparse_moe.gate.weight", TB_LAYER_ROUTER}, /* Mixtral */
+    {"mlp.shared_expert.gate_proj.weight", TB_LAYER_SH_GATE},
+    {"mlp.shared_expert.up_proj.weight", TB_LAYER_SH_UP},
+    {"mlp.shared_expert.down_proj.weight", TB_LAYER_SH_DOWN},
+    {"mlp.shared_expert_gate.weight", TB_LAYER_SH_GATE_INP},
 };
+
+/* Experts: "mlp.experts.E.{gate,up,down}_proj.weight" (Qwen MoE) or
+ * "block_sparse_moe.experts.E.w{1,3,2}.weight" (Mixtral).  True with the slot filled. */
+static bool s_map_expert(const char *p, uint32_t n_experts, struct tb_slot *slot)
+{
+    static const struct {
+        const char *prefix, *suffix;
+        tb_expert_tensor_t kind;
+    } kinds[] = {
+        {"mlp.experts.", "gate_proj.weight", TB_EXPERT_GATE},
+        {"mlp.experts.", "up_proj.weight", TB_EXPERT_UP},
+        {"mlp.experts.", "down_proj.weight", TB_EXPERT_DOWN},
+        {"block_sparse_moe.experts.", "w1.weight", TB_EXPERT_GATE},
+        {"block_sparse_moe.experts.", "w3.weight", TB_EXPERT_UP},
+        {"block_sparse_moe.experts.", "w2.weight", TB_EXPERT_DOWN},
+    };
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        size_t n = strlen(kinds[k].prefix);
+        if (strncmp(p, kinds[k].prefix, n) != 0) {
+            continue;
+        }
+        const char *d = p + n, *digits = d;
+        uint64_t e = 0;
+        while (*d >= '0' && *d <= '9' && d - digits < 6) {
+            e = e * 10 + (uint64_t)(*d - '0');
+            d++;
+        }
+        if (d == digits || *d != '.' || (d - digits > 1 && *digits == '0') || e >= n_experts ||
+            strcmp(d + 1, kinds[k].suffix) != 0) {
+            continue;
+        }
+        slot->is_expert = true;
+        slot->expert = (uint32_t)e;
+        slot->ekind = kinds[k].kind;
+        return true;
+    }
+    return false;
+}
 
 /* Fused matrices (Phi-3): placed as row ranges of their parts. */
 enum { FUSED_NONE = 0, FUSED_QKV = 1, FUSED_GATE_UP = 2 };
@@ -99,6 +143,11 @@ static int s_map_name(const char *name, const struct tb_model_params *params,
             }
             return 1;
         }
+    }
+    if (s_map_expert(p, params->n_experts, slot)) {
+        slot->is_layer = true;
+        slot->layer = (uint32_t)layer;
+        return 1;
     }
     return -1;
 }

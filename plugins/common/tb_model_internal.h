@@ -17,6 +17,8 @@ struct tb_model {
     bool has_global[TB_TENSOR_GLOBAL_COUNT];
     struct tb_tensor *layers; /* n_layers * TB_LAYER_TENSOR_COUNT */
     bool *has_layer;
+    struct tb_tensor *experts; /* n_layers * n_experts * TB_EXPERT_TENSOR_COUNT, or NULL */
+    bool *has_expert;
     const struct tb_tensor **list; /* present tensors, in tb_model_tensor_at order */
     size_t n_list;
     tb_safetensors_t *shards[TB_MODEL_MAX_SHARDS];
@@ -28,15 +30,18 @@ struct tb_model {
     uint64_t weight_bytes;
 };
 
-/* Where a file tensor goes: a global id, or a layer and kind. */
+/* Where a file tensor goes: a global id, a layer and kind, or a layer's expert and kind. */
 struct tb_slot {
     bool is_layer;
     tb_tensor_id_t global;
     uint32_t layer;
     tb_layer_tensor_t kind;
+    bool is_expert; /* with is_layer: expert `expert`'s tensor `ekind` of `layer` */
+    uint32_t expert;
+    tb_expert_tensor_t ekind;
 };
 
-/* Allocates the per-layer arrays once params.n_layers is known. */
+/* Allocates the per-layer arrays once params.n_layers (and n_experts) is known. */
 int tb_model_alloc_layers(tb_model_t *m, char *err, size_t err_len);
 
 /* Places one tensor read from a file into `slot`: checks the dtype-implied size against
@@ -57,7 +62,8 @@ int tb_model_load_gguf(tb_model_t *m, const char *path, char *err, size_t err_le
 /* Per-family parts (tb_model_family.c). */
 /* Checks the per-family params (rope_dim, soft-caps, scales, longrope factors). */
 int tb_model_check_family(const struct tb_model_params *p, char *err, size_t err_len);
-/* Whether a layer tensor kind belongs to models with these params (biases: by qkv_bias). */
+/* Whether a layer tensor kind belongs to models with these params: post-norms, q/k norms, the
+ * dense MLP or the router and shared expert (biases: decided by qkv_bias or the file). */
 bool tb_model_layer_tensor_wanted(const struct tb_model_params *p, tb_layer_tensor_t kind);
 /* Places a fused matrix (Phi-3's qkv_proj, gate_up_proj) as n row ranges of `rows[i]` rows into
  * layer `layer`'s `kinds[i]`: every part is a view of the file's rows.  The fused shape must be
@@ -74,5 +80,19 @@ void tb_model_rope_freqs_scaled(const tb_model_t *m, double theta, uint32_t dim,
 
 /* Canonical names. */
 void tb_model_slot_name(const struct tb_slot *slot, char *buf, size_t n);
+
+/* Mixture-of-experts parameters (tb_model_moe.c): refuses top-k out of 1..n_experts, expert
+ * counts out of range, an expert width of 0. */
+int tb_model_check_moe(const struct tb_model_params *p, char *err, size_t err_len);
+
+/* Places a GGUF 3-D expert tensor [n, rows, cols] (rows-first dims) as n 2-D slices into the
+ * experts of `slot`'s layer and kind: n must equal params.n_experts. */
+int tb_model_place_experts(tb_model_t *m, const struct tb_slot *slot, const char *source,
+                           tb_dtype_t dtype, const uint64_t *dims, const void *data,
+                           uint64_t size, char *err, size_t err_len);
+
+/* After placement: every expert of every layer present and shaped [expert_intermediate, hidden]
+ * (gate, up) or [hidden, expert_intermediate] (down). */
+int tb_model_check_experts(const tb_model_t *m, char *err, size_t err_len);
 
 #endif /* TB_MODEL_INTERNAL_H */

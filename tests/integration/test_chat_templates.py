@@ -195,7 +195,8 @@ def template_ids():
 # Each published family, and the text its template puts around a user turn (from the model
 # cards, independent of jinja2): our rendering must carry it and the user's words.
 FAMILIES = {'Llama-2': '[INST]', 'Llama-3': '<|start_header_id|>user<|end_header_id|>',
-            'Qwen2-': '<|im_start|>user', 'Qwen2.5': '<|im_start|>user', 'Mistral': '[INST]',
+            'Qwen2-': '<|im_start|>user', 'Qwen2.5': '<|im_start|>user',
+            'Qwen3': '<|im_start|>user', 'Mistral': '[INST]',
             'zephyr': '<|user|>', 'Phi-3-': '<|user|>', 'Phi-3.5': '<|user|>',
             'gemma-2': '<start_of_turn>user', 'gemma-3': '<start_of_turn>user'}
 # Templates that refuse any system turn (raise_exception('System role not supported')).
@@ -687,3 +688,54 @@ def test_random_templates_match_jinja2(seed, tmp_path):
             assert ours == ref, 'seed %d #%d %r differs' % (seed, i, src)
             rendered += 1
     assert rendered >= 10, 'the generator should mostly make renderable templates'
+
+
+# --------------------------------------------------------------------------- Qwen3 thinking
+
+QWEN3 = os.path.join(ROOT, 'tests', 'data', 'templates', 'Qwen--Qwen3-0.6B.json')
+
+THINKING = {
+    # the reasoning inside the content: the template splits it off at </think>
+    'think_in_content': [msg('user', '2+2?'), msg('assistant', '<think>\nadd them\n</think>\n\n4'),
+                         msg('user', 'and 3+3?')],
+    'think_last_turn': [msg('user', '2+2?'),
+                        msg('assistant', '<think>\n\nadd them\n\n</think>\n\n\n4')],
+    # reasoning_content beside the content (kept for turns after the last user query)
+    'reasoning_content': [msg('system', 'Think first.'), msg('user', '2+2?'),
+                          msg('assistant', '4', reasoning_content='add them'),
+                          msg('user', '3+3?'),
+                          msg('assistant', '6', reasoning_content='\nagain\n')],
+    # a user turn that is a tool response does not count as the last query
+    'tool_response_user': [msg('user', 'weather?'),
+                           msg('assistant', '<think>look it up</think>calling'),
+                           msg('user', '<tool_response>\n21\n</tool_response>'),
+                           msg('assistant', '<think>\nit is 21\n</think>It is 21.')],
+}
+
+
+@pytest.mark.parametrize('conv', sorted(THINKING))
+def test_qwen3_thinking_matches_jinja2(conv, tmp_path):
+    """Qwen3's template with enable_thinking absent, true and false, reasoning split from the
+    content or given as reasoning_content: byte equal to jinja2."""
+    data = json.load(open(QWEN3, encoding='utf-8'))
+    for enable in (None, True, False):
+        for agp in (True, False):
+            ctx = {'messages': THINKING[conv], 'add_generation_prompt': agp,
+                   'bos_token': data['bos_token'], 'eos_token': data['eos_token'],
+                   'enable_thinking': enable}
+            ours = run_tool(['--chat', QWEN3], ctx, tmp_path)
+            ref = reference_chat(data['chat_template'], ctx)
+            what = '%s/enable_thinking=%s/agp=%s' % (conv, enable, agp)
+            assert ref[0] == 'ok', ref
+            assert_same(ours, ref, what)
+
+
+def test_qwen3_enable_thinking_false_closes_the_think_block(tmp_path):
+    data = json.load(open(QWEN3, encoding='utf-8'))
+    base = {'messages': [msg('user', 'Hi')], 'add_generation_prompt': True,
+            'eos_token': data['eos_token']}
+    off = run_tool(['--chat', QWEN3], dict(base, enable_thinking=False), tmp_path)
+    on = run_tool(['--chat', QWEN3], dict(base, enable_thinking=True), tmp_path)
+    assert off == ('ok', '<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n'
+                         '<think>\n\n</think>\n\n')
+    assert on == ('ok', '<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n')

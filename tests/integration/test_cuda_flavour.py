@@ -158,3 +158,22 @@ def test_family_features_beyond_llama_are_refused(tmp_path):
     err = run_fwd(out, '--prompt', '1,2,3', '--generate', 1, '--backend', 'cuda',
                   expect_ok=False)
     assert "computes Llama's layer only" in err and 'soft' in err, err
+
+
+def test_experts_and_qk_norms_are_refused(tmp_path):
+    """A Qwen3-MoE model (per-head q/k norms, routed experts) is refused by name: the cuda
+    kernels compute neither."""
+    import sys
+    from conftest import ROOT
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    import tb_make_model
+    out = str(tmp_path / 'q3moe.gguf')
+    argv = ['--out', out, '--format', 'gguf', '--dtype', 'f32', '--arch', 'qwen3_moe',
+            '--layers', 1, '--hidden', 64, '--heads', 4, '--kv-heads', 2, '--head-dim', 16,
+            '--intermediate', 96, '--vocab', 300, '--experts', 4, '--experts-used', 2,
+            '--expert-intermediate', 32]
+    assert tb_make_model.main([str(a) for a in argv]) == 0
+    err = run_fwd(out, '--prompt', '1,2,3', '--generate', 1, '--backend', 'cuda',
+                  expect_ok=False)
+    assert "computes Llama's layer only" in err, err
+    assert 'q/k norms, mixture of experts' in err, err

@@ -48,6 +48,12 @@ static json_t *s_params(const tb_model_t *m)
     json_object_set_new(o, "rope_layout", json_string(tb_rope_layout_name(p->rope_layout)));
     json_object_set_new(o, "qkv_bias", json_boolean(p->qkv_bias));
     json_object_set_new(o, "tied_embeddings", json_boolean(p->tied_embeddings));
+    json_object_set_new(o, "qk_norm", json_boolean(p->qk_norm));
+    json_object_set_new(o, "n_experts", json_integer(p->n_experts));
+    json_object_set_new(o, "n_experts_used", json_integer(p->n_experts_used));
+    json_object_set_new(o, "expert_intermediate", json_integer(p->expert_intermediate));
+    json_object_set_new(o, "shared_intermediate", json_integer(p->shared_intermediate));
+    json_object_set_new(o, "moe_gating", json_string(tb_moe_gating_name(p->moe_gating)));
     json_object_set_new(o, "dtype", json_string(tb_dtype_name(p->dtype)));
     json_object_set_new(o, "bos_id", json_integer(p->bos_id));
     json_object_set_new(o, "eos_id", json_integer(p->eos_id));

@@ -23,6 +23,7 @@
 
 #include "tb_cpu_kernels.h"
 #include "tb_cpu_layer_cfg.h"
+#include "tb_cpu_moe.h"
 #include "tb_cpu_weights.h"
 #include "tb_errors.h"
 #include "tb_threadpool.h"
@@ -59,6 +60,7 @@ struct tb_backend {
     float *x, *xn, *tmp, *work, *xl;
     int32_t *pos, *slots, *logit_rows;
     struct tb_cpu_attn_seq *aseq;
+    tb_cpu_moe_t *moe; /* the mixture-of-experts step's scratch, or NULL (dense model) */
 
     struct tb_cpu_backend_stats stats;
 };
@@ -113,6 +115,7 @@ static void s_destroy(tb_backend_t **b_p)
     free(b->logit_rows);
     free(b->aseq);
     tb_cpu_layer_cfgs_release(&b->lc);
+    tb_cpu_moe_destroy(&b->moe);
     tb_cpu_weights_destroy(&b->w);
     tb_cpu_kernels_destroy(&b->kern);
     tb_threadpool_destroy(&b->pool);
@@ -223,7 +226,7 @@ static int s_alloc_scratch(tb_backend_t *b, char *err, size_t err_len)
 {
     const size_t T = b->max_tokens;
     size_t att = 2 * (size_t)b->q_dim + 2 * (size_t)b->kv_dim;
-    size_t mlp = 2 * (size_t)b->inter;
+    size_t mlp = b->p->n_experts ? 0 : 2 * (size_t)b->inter; /* experts: tb_cpu_moe's own */
     b->work_stride = att > mlp ? att : mlp;
     b->x = s_falloc(T * (size_t)b->hidden);
     b->xn = s_falloc(T * (size_t)b->hidden);
@@ -234,6 +237,10 @@ static int s_alloc_scratch(tb_backend_t *b, char *err, size_t err_len)
     b->slots = malloc(T * sizeof(int32_t));
     b->logit_rows = malloc((size_t)b->max_seqs * sizeof(int32_t));
     b->aseq = malloc(T * sizeof(*b->aseq));
+    if (b->p->n_experts > 0 && tb_cpu_moe_new(b->p, b->max_tokens, &b->moe) != TB_OK) {
+        tb_err_set(err, err_len, "cannot allocate the expert scratch of %zu tokens", T);
+        return TB_ENOMEM;
+    }
     if (!b->x || !b->xn || !b->tmp || !b->work || !b->xl || !b->pos || !b->slots ||
         !b->logit_rows || !b->aseq) {
         tb_err_set(err, err_len, "cannot allocate the scratch of %zu tokens (%zu bytes)", T,
@@ -608,6 +615,8 @@ static int s_matmuls(tb_backend_t *b, const float *x, size_t ldx, int T,
     return rc;
 }
 
+static int s_mlp(tb_backend_t *b, const struct tb_cpu_layer_weights *lw, int T);
+
 static int s_layer(tb_backend_t *b, uint32_t l, int T)
 {
     const struct tb_cpu_layer_weights *lw = &b->w->layers[l];
@@ -646,18 +655,8 @@ static int s_layer(tb_backend_t *b, uint32_t l, int T)
                           .norm_w = lw->ffn_norm,
                           .post_w = lw->attn_post_norm};
     s_rows(b, &rj);
-    const size_t ff = (size_t)b->inter;
-    float *gate = b->work;
-    float *up = gate + (size_t)T * ff;
-    const struct tb_cpu_matmul_out gu[2] = {{&lw->w_gate, NULL, gate, ff},
-                                            {&lw->w_up, NULL, up, ff}};
-    rc = s_matmuls(b, b->xn, h, T, gu, 2);
-    if (rc != TB_OK) {
-        return rc;
-    }
-    rj = (struct row_job){.op = OP_SILU, .n_rows = T, .gate = gate, .up = up};
-    s_rows(b, &rj);
-    rc = tb_cpu_matmul(b->kern, &lw->w_down, gate, ff, T, NULL, b->tmp, h);
+    rc = lw->moe ? tb_cpu_moe_ffn(b->moe, b->kern, b->pool, lw->moe, b->xn, T, b->tmp)
+                 : s_mlp(b, lw, T);
     if (rc != TB_OK) {
         return rc;
     }
@@ -670,6 +669,24 @@ static int s_layer(tb_backend_t *b, uint32_t l, int T)
                           .post_w = lw->ffn_post_norm};
     s_rows(b, &rj);
     return TB_OK;
+}
+
+/* The dense SwiGLU (GeGLU with ffn_act) MLP of xn into tmp. */
+static int s_mlp(tb_backend_t *b, const struct tb_cpu_layer_weights *lw, int T)
+{
+    const size_t h = (size_t)b->hidden;
+    const size_t ff = (size_t)b->inter;
+    float *gate = b->work;
+    float *up = gate + (size_t)T * ff;
+    const struct tb_cpu_matmul_out gu[2] = {{&lw->w_gate, NULL, gate, ff},
+                                            {&lw->w_up, NULL, up, ff}};
+    int rc = s_matmuls(b, b->xn, h, T, gu, 2);
+    if (rc != TB_OK) {
+        return rc;
+    }
+    struct row_job rj = {.op = OP_SILU, .n_rows = T, .gate = gate, .up = up};
+    s_rows(b, &rj);
+    return tb_cpu_matmul(b->kern, &lw->w_down, gate, ff, T, NULL, b->tmp, h);
 }
 
 static int s_forward(tb_backend_t *b, const struct tb_sched_plan *plan, float *logits, char *err,
@@ -759,8 +776,13 @@ static void s_describe(const tb_backend_t *b, char *buf, size_t len)
     if (!buf || len == 0) {
         return;
     }
-    char types[256];
+    char types[320];
     s_describe_types(b->w, types, sizeof types);
+    if (b->p->n_experts > 0) {
+        size_t n = strlen(types);
+        snprintf(types + n, sizeof types - n, ", %u experts, top %u", b->p->n_experts,
+                 b->p->n_experts_used);
+    }
     if (b->w->packed_bytes == 0) {
         snprintf(buf, len, "%s, %d threads, weights %s, no packed weights", tb_cpu_backend_isa(b),
                  b->n_threads, types);

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tb_cpu_moe.h"
 #include "tb_errors.h"
 
 #define PACK_ALIGN ((size_t)2 << 20) /* the packed copies start on a huge-page boundary */
@@ -92,6 +93,18 @@ static void s_norm_plus_one(const struct tb_model_params *p, float *v, uint64_t 
     }
 }
 
+int tb_cpu_weights_matrix(const struct tb_tensor *t, const char *name, uint64_t rows,
+                          uint64_t cols, struct tb_cpu_weight *w, char *err, size_t err_len)
+{
+    return s_matrix(t, name, rows, cols, w, err, err_len);
+}
+
+int tb_cpu_weights_vector(const struct tb_tensor *t, const char *name, uint64_t n, float **out,
+                          char *err, size_t err_len)
+{
+    return s_vector(t, name, n, out, err, err_len);
+}
+
 static int s_layer(const tb_model_t *m, uint32_t l, struct tb_cpu_layer_weights *lw, char *err,
                    size_t err_len)
 {
@@ -110,7 +123,9 @@ static int s_layer(const tb_model_t *m, uint32_t l, struct tb_cpu_layer_weights 
         {TB_LAYER_W_GATE, &lw->w_gate, ff, h}, {TB_LAYER_W_UP, &lw->w_up, ff, h},
         {TB_LAYER_W_DOWN, &lw->w_down, h, ff},
     };
-    for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
+    /* a mixture-of-experts layer has a router and experts (tb_cpu_moe.c) for the MLP */
+    const size_t n_mats = p->n_experts ? 4 : sizeof mats / sizeof mats[0];
+    for (size_t i = 0; i < n_mats; i++) {
         snprintf(name, sizeof name, "layers.%u.%s", l, tb_layer_tensor_name(mats[i].id));
         int rc = s_matrix(tb_model_layer_tensor(m, l, mats[i].id), name, mats[i].rows,
                           mats[i].cols, mats[i].w, err, err_len);
@@ -150,7 +165,7 @@ static int s_layer(const tb_model_t *m, uint32_t l, struct tb_cpu_layer_weights 
             s_norm_plus_one(p, *vecs[i].v, vecs[i].n);
         }
     }
-    return TB_OK;
+    return p->n_experts ? tb_cpu_moe_layer_new(m, l, &lw->moe, err, err_len) : TB_OK;
 }
 
 /* Every matrix of `w` (the output head last), for the packing pass. */
@@ -161,8 +176,12 @@ static size_t s_matrices(struct tb_cpu_weights *w, struct tb_cpu_weight **out, s
         struct tb_cpu_layer_weights *lw = &w->layers[l];
         struct tb_cpu_weight *m[] = {&lw->wq,     &lw->wk,   &lw->wv,    &lw->wo,
                                      &lw->w_gate, &lw->w_up, &lw->w_down};
-        for (size_t i = 0; i < sizeof m / sizeof m[0] && n < cap; i++) {
+        size_t n_m = lw->moe ? 4 : sizeof m / sizeof m[0];
+        for (size_t i = 0; i < n_m && n < cap; i++) {
             out[n++] = m[i];
+        }
+        if (lw->moe) {
+            n += tb_cpu_moe_layer_matrices(lw->moe, out + n, cap - n);
         }
     }
     if (n < cap) {
@@ -203,8 +222,11 @@ static size_t s_release(const tb_model_t *model, const struct tb_cpu_weights *w,
 static int s_pack_all(const tb_model_t *model, struct tb_cpu_weights *w, char *err,
                       size_t err_len)
 {
+    const struct tb_model_params *p = tb_model_params(model);
     const double t0 = s_now();
-    const size_t cap = (size_t)w->n_layers * 7 + 1;
+    const size_t cap = (size_t)w->n_layers *
+                           (7 + (p->n_experts ? tb_cpu_moe_matrix_count(p) : 0)) +
+                       1;
     struct tb_cpu_weight **m = malloc(cap * sizeof(*m));
     if (!m) {
         snprintf(err, err_len, "out of memory");
@@ -340,6 +362,7 @@ void tb_cpu_weights_destroy(struct tb_cpu_weights **self_p)
             free(lw->ffn_post_norm);
             free(lw->q_norm);
             free(lw->k_norm);
+            tb_cpu_moe_layer_destroy(&lw->moe);
         }
     }
     free(w->layers);

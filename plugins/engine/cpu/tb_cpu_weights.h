@@ -33,7 +33,9 @@ struct tb_cpu_layer_weights {
     float *attn_norm, *ffn_norm;       /* [hidden] */
     float *bq, *bk, *bv;               /* [q_dim], [kv_dim], [kv_dim]; NULL without biases */
     float *attn_post_norm, *ffn_post_norm; /* [hidden]; NULL without post_norms (Gemma) */
-    float *q_norm, *k_norm;                /* [head_dim]; NULL without qk_norm (Gemma 3) */
+    float *q_norm, *k_norm; /* [head_dim]; NULL without qk_norm (Gemma 3, Qwen3); already (1 + w)
+                               with norm_plus_one */
+    struct tb_cpu_moe_layer *moe; /* router and experts (owned), or NULL: dense MLP */
 };
 
 struct tb_cpu_weights {
@@ -66,6 +68,13 @@ int tb_cpu_weights_dtype(tb_dtype_t dt, tb_cpu_dtype_t *out);
  * NULL), and *out is NULL. */
 int tb_cpu_weights_new(const tb_model_t *model, unsigned flags, struct tb_cpu_weights **out,
                        char *err, size_t err_len);
+
+/* Tensor `t` (named `name` for messages; NULL: missing) checked against [rows, cols] and
+ * described in *w; and an f32 copy of 1-D tensor `t` of n values (*out the caller's). */
+int tb_cpu_weights_matrix(const struct tb_tensor *t, const char *name, uint64_t rows,
+                          uint64_t cols, struct tb_cpu_weight *w, char *err, size_t err_len);
+int tb_cpu_weights_vector(const struct tb_tensor *t, const char *name, uint64_t n, float **out,
+                          char *err, size_t err_len);
 
 /* Frees the vectors and the struct; sets *self_p to NULL; accepts NULL. */
 void tb_cpu_weights_destroy(struct tb_cpu_weights **self_p);

@@ -138,6 +138,98 @@ static void test_defaults_and_variants(void **state)
     assert_int_equal(p.max_context, 4096);
 }
 
+/* Qwen3's q/k norms and the experts of Mixtral, Qwen3-MoE and Qwen2-MoE (their transformers
+ * config classes' keys and defaults). */
+static void test_qwen3_and_experts(void **state)
+{
+    (void)state;
+    struct tb_model_params p;
+    char err[256] = "";
+    const char *q3 = "{\"model_type\":\"qwen3\",\"hidden_size\":128,\"intermediate_size\":384,"
+                     "\"num_hidden_layers\":2,\"num_attention_heads\":8,\"head_dim\":32,"
+                     "\"num_key_value_heads\":4,\"vocab_size\":2048,\"attention_bias\":false,"
+                     "\"use_sliding_window\":false,\"sliding_window\":4096}";
+    assert_int_equal(s_cfg(q3, &p, err, sizeof err), 0);
+    assert_string_equal(p.arch, "qwen3");
+    assert_true(p.qk_norm);
+    assert_false(p.qkv_bias);
+    assert_int_equal(p.head_dim, 32);
+    assert_int_equal(p.sliding_window, 0);
+    assert_int_equal(p.n_experts, 0);
+    assert_false(p.norm_plus_one); /* Qwen3's q/k norms take the plain weight (Gemma 3: 1 + w) */
+    char feats[256];
+    assert_int_equal(tb_model_params_family_features(&p, feats, sizeof feats), 1);
+    assert_string_equal(feats, "q/k norms");
+    tb_model_params_release(&p);
+
+    const char *mx = "{\"architectures\":[\"MixtralForCausalLM\"],\"hidden_size\":128,"
+                     "\"intermediate_size\":384,\"num_hidden_layers\":2,"
+                     "\"num_attention_heads\":8,\"vocab_size\":2048,\"num_local_experts\":8,"
+                     "\"num_experts_per_tok\":2,\"sliding_window\":null}";
+    assert_int_equal(s_cfg(mx, &p, err, sizeof err), 0);
+    assert_string_equal(p.arch, "mixtral");
+    assert_false(p.qk_norm);
+    assert_int_equal(p.n_experts, 8);
+    assert_int_equal(p.n_experts_used, 2);
+    assert_int_equal(p.expert_intermediate, 384);
+    assert_int_equal(p.moe_gating, TB_MOE_SOFTMAX_TOPK);
+    assert_int_equal(tb_model_params_family_features(&p, feats, sizeof feats), 1);
+    assert_string_equal(feats, "mixture of experts");
+    tb_model_params_release(&p);
+
+    const char *qm = "{\"model_type\":\"qwen3_moe\",\"hidden_size\":128,"
+                     "\"intermediate_size\":384,\"num_hidden_layers\":2,"
+                     "\"num_attention_heads\":8,\"vocab_size\":2048,\"num_experts\":16,"
+                     "\"moe_intermediate_size\":64%s}";
+    char buf[1024];
+    snprintf(buf, sizeof buf, qm, "");
+    assert_int_equal(s_cfg(buf, &p, err, sizeof err), 0);
+    assert_true(p.qk_norm);
+    assert_int_equal(p.n_experts_used, 8); /* Qwen3MoeConfig's default */
+    assert_int_equal(p.expert_intermediate, 64);
+    assert_int_equal(p.moe_gating, TB_MOE_SOFTMAX_ALL); /* norm_topk_prob defaults to false */
+    /* the cuda flavour (Llama's layer only) refuses both by these names */
+    assert_int_equal(tb_model_params_family_features(&p, feats, sizeof feats), 2);
+    assert_string_equal(feats, "q/k norms, mixture of experts");
+    tb_model_params_release(&p);
+    snprintf(buf, sizeof buf, qm, ",\"norm_topk_prob\":true,\"num_experts_per_tok\":4");
+    assert_int_equal(s_cfg(buf, &p, err, sizeof err), 0);
+    assert_int_equal(p.moe_gating, TB_MOE_SOFTMAX_TOPK);
+    assert_int_equal(p.n_experts_used, 4);
+    tb_model_params_release(&p);
+
+    const struct {
+        const char *extra, *why;
+    } bad[] = {
+        {",\"num_experts_per_tok\":17", "num_experts_per_tok 17 is more than the 16 experts"},
+        {",\"mlp_only_layers\":[0]", "dense layers among the expert layers"},
+        {",\"decoder_sparse_step\":2", "dense layers among the expert layers"},
+        {",\"norm_topk_prob\":1", "norm_topk_prob 1: is not true or false"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(buf, sizeof buf, qm, bad[i].extra);
+        assert_int_equal(s_cfg(buf, &p, err, sizeof err), TB_EMODEL);
+        assert_non_null(strstr(err, bad[i].why));
+        tb_model_params_release(&p);
+    }
+    const char *q2 = "{\"model_type\":\"qwen2_moe\",\"hidden_size\":128,"
+                     "\"intermediate_size\":384,\"num_hidden_layers\":2,"
+                     "\"num_attention_heads\":8,\"vocab_size\":2048,\"num_experts\":4,"
+                     "\"moe_intermediate_size\":64,\"shared_expert_intermediate_size\":96}";
+    assert_int_equal(s_cfg(q2, &p, err, sizeof err), 0);
+    assert_true(p.qkv_bias);
+    assert_int_equal(p.n_experts_used, 4);
+    assert_int_equal(p.shared_intermediate, 96);
+    tb_model_params_release(&p);
+    const char *q2_no_shared = "{\"model_type\":\"qwen2_moe\",\"hidden_size\":128,"
+                               "\"intermediate_size\":384,\"num_hidden_layers\":2,"
+                               "\"num_attention_heads\":8,\"vocab_size\":2048,"
+                               "\"num_experts\":4,\"moe_intermediate_size\":64}";
+    assert_int_equal(s_cfg(q2_no_shared, &p, err, sizeof err), TB_EMODEL);
+    assert_non_null(strstr(err, "shared_expert_intermediate_size"));
+    tb_model_params_release(&p);
+}
+
 static void test_rope_scaling(void **state)
 {
     (void)state;
@@ -466,6 +558,7 @@ int main(void)
         cmocka_unit_test(test_families),
         cmocka_unit_test(test_tinystories_like),
         cmocka_unit_test(test_defaults_and_variants),
+        cmocka_unit_test(test_qwen3_and_experts),
         cmocka_unit_test(test_rope_scaling),
         cmocka_unit_test(test_refusals_name_key_and_value),
         cmocka_unit_test(test_generation_config),
