@@ -192,7 +192,9 @@ def test_bench_engine_reports_every_test(tmp_path, dtype):
                         '-k', '16'], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     lines = [json.loads(x) for x in r.stdout.strip().splitlines()]
-    info, tests = lines[0], lines[1:]
+    info, tests = lines[0], [x for x in lines[1:] if x['test'] != 'mem']
+    mem = [x for x in lines[1:] if x['test'] == 'mem']
+    assert len(mem) == 1 and mem[0]['rss_bytes'] > 0, lines  # resident memory, after the tests
     assert info['dtype'] == dtype and info['backend'] == 'cpu' and info['threads'] == 2
     import run
     total, per_tok = run.weight_bytes_per_token(path)
