@@ -67,7 +67,7 @@ def llama_base(llama_dir, model, text, ctx, chunks, threads, out):
     n_pos = n_ctx - 1 - first
     recs = np.frombuffer(data, dtype='<u2', count=n_chunk * n_pos * nv, offset=off)
     recs = recs.reshape(n_chunk, n_pos, nv)
-    bos = bos_id(r.stderr)
+    bos = bos_id(model)
     windows, records = [], []
     for c in range(n_chunk):
         w = tokens[c * n_ctx:(c + 1) * n_ctx].astype(np.int64).copy()
@@ -81,15 +81,23 @@ def llama_base(llama_dir, model, text, ctx, chunks, threads, out):
     return n_ctx, n_vocab, windows, records
 
 
-def bos_id(stderr):
-    """The BOS id llama.cpp printed while loading (print_info: BOS token = N '...')."""
-    for line in stderr.splitlines():
-        if 'BOS token' in line and '=' in line:
-            try:
-                return int(line.split('=')[1].split()[0])
-            except (IndexError, ValueError):
-                pass
-    return None
+def bos_id(model):
+    """The BOS id llama.cpp puts first in every window: the file's tokenizer.ggml.bos_token_id
+    when it asks for one (tokenizer.ggml.add_bos_token, true when absent as in llama.cpp's
+    SentencePiece default), else None.  Read from the file, not from llama.cpp's log, whose
+    wording and verbosity change between versions (a missed BOS shifted every window after the
+    first and made the first runs of this script disagree)."""
+    import gguf
+    r = gguf.GGUFReader(model)
+
+    def scalar(key):
+        f = r.fields.get(key)
+        return None if f is None else f.parts[f.data[0]][0]
+    add = scalar('tokenizer.ggml.add_bos_token')
+    bos = scalar('tokenizer.ggml.bos_token_id')
+    if bos is None or (add is not None and not bool(add)):
+        return None
+    return int(bos)
 
 
 def ours_logits(build, model, window, threads, workdir):
