@@ -37,6 +37,7 @@ struct tb_preproc {
     tb_endpoint_t *gen_ep;
     tb_instance_dir_t *engines; /* engines (kind "tokens") of the served model */
     bool engines_changed;
+    size_t n_engines_logged; /* engine instances in the last "servable" / count log line */
     struct tb_route_fallback fallback;
     struct tb_pp_request_list reqs;
     tb_metric_t *m_migrations, *m_mig_exhausted, *m_mig_seconds;
@@ -876,6 +877,8 @@ static void s_sync_endpoint(tb_preproc_t *p)
     }
     p->engines_changed = false;
     size_t n = tb_instance_dir_count(p->engines);
+    size_t logged = p->n_engines_logged;
+    p->n_engines_logged = n;
     if (n > 0 && !p->gen_ep && !h->is_draining(p->comp)) {
         struct tb_endpoint_meta meta = {.model = p->cfg.served_model_name,
                                         .kind = "text",
@@ -890,6 +893,9 @@ static void s_sync_endpoint(tb_preproc_t *p)
             p->gen_ep = NULL;
             p->engines_changed = true; /* try again on the next step */
         }
+    } else if (n > 0 && p->gen_ep && n != logged) {
+        LOG_I(p, "model '%s': %zu engine instance%s", p->cfg.served_model_name, n,
+              n == 1 ? "" : "s");
     } else if (n == 0 && p->gen_ep) {
         /* Requests still open (a migrating one between two engines) end here, with the reason,
          * before the endpoint goes and takes their callers with it. */
