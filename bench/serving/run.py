@@ -208,8 +208,10 @@ def median_run(runs):
 
 
 def throughput(args, tmp):
-    tb, tport = start_turbine(args.build, tmp, 'throughput',
-                              {'speedup': 0, 'output_tokens': args.output_tokens}, args.spin,
+    mock_cfg = {'speedup': 0, 'output_tokens': args.output_tokens}
+    if args.mock_direct:
+        mock_cfg['direct'] = 'true'
+    tb, tport = start_turbine(args.build, tmp, 'throughput', mock_cfg, args.spin,
                               args.max_header_size)
     ng = None
     try:
@@ -320,6 +322,10 @@ def main():
                     help="the http plugin's max_header_size for the throughput runs, e.g. 16KiB "
                          "(default: turbine's own, 32KiB; it sizes libmicrohttpd's per-connection "
                          "pool, which is zeroed for every request)")
+    ap.add_argument('--mock-direct', action='store_true',
+                    help="throughput runs: the mocks answer on the http thread (mock 'direct: "
+                         "true', a direct endpoint): the framework without the engine's thread "
+                         "hand-off, which a real engine keeps (builds before the key refuse it)")
     ap.add_argument('--spin', help="turbine's bus.spin and http spin, e.g. 0 or 100us (default: "
                                    "turbine's own, 50us; builds before bus.spin refuse the key)")
     ap.add_argument('--json', help='also write the results here')
@@ -344,9 +350,10 @@ def main():
     rows, body_len = throughput(a, tmp)
     results['throughput'] = rows
     print('\nThroughput: POST /v1/chat/completions, %d-token answers (%d-byte JSON body), '
-          'median of %d interleaved wrk runs of %d s, nginx %d worker(s)%s'
+          'median of %d interleaved wrk runs of %d s, nginx %d worker(s)%s%s'
           % (a.output_tokens, body_len, a.rounds, a.duration, a.nginx_workers,
-             ', servers on CPU 0 and wrk on CPU 1' if a.pin else ''))
+             ', servers on CPU 0 and wrk on CPU 1' if a.pin else '',
+             ', mocks answering on the http thread (direct)' if a.mock_direct else ''))
     print('"cpu us" is the server\'s CPU time (every thread and child process) per request')
     print('%5s | %11s %8s %8s %6s | %11s %8s %8s %6s | %6s' % (
         'conns', 'turbine r/s', 'p50 ms', 'p99 ms', 'cpu us', 'nginx r/s', 'p50 ms', 'p99 ms',
