@@ -185,7 +185,23 @@ def run_unit(build, pattern, res, timeout):
         res.add('unit', 'failed', udir, 'no unit test binaries found')
 
 
-def run_pytest(build, pattern, res, first_build):
+# Modules that take longest (the emulated CUDA flavour, reference forward passes, the netns and
+# etcd fault tests): handed out first when the modules run on several workers, so that no long
+# one starts last.  Only an order; a module missing here runs all the same.
+LONG_FIRST = ['test_cuda_flavour.py', 'test_multihost_etcd.py', 'test_grammar.py',
+              'test_tokenizer_hf.py', 'test_models.py', 'test_chat_templates.py',
+              'test_forward_moe.py', 'test_forward.py', 'test_migration.py',
+              'test_serving_failures.py', 'test_forward_families.py', 'test_etcd.py',
+              'test_discovery_etcd.py', 'test_bench_routing.py', 'test_structured_output.py']
+
+
+def module_order(files):
+    """The modules of LONG_FIRST first, in its order, then the others."""
+    rank = {f: i for i, f in enumerate(LONG_FIRST)}
+    return sorted(files, key=lambda f: rank.get(f, len(LONG_FIRST)))
+
+
+def run_pytest(build, pattern, res, first_build, jobs):
     tdir = os.path.join(ROOT, 'tests', 'integration')
     files = sorted(f for f in os.listdir(tdir) if f.startswith('test_') and f.endswith('.py'))
     if pattern:
@@ -193,6 +209,7 @@ def run_pytest(build, pattern, res, first_build):
     if not files:
         return
     junit = os.path.join(build, 'pytest.xml')
+    files = module_order(files)
     if os.path.exists(junit):
         os.unlink(junit)
     env = dict(os.environ, TB_ROOT=ROOT, TB_BUILD=build, PYTHONUNBUFFERED='1')
@@ -203,9 +220,14 @@ def run_pytest(build, pattern, res, first_build):
     if not first_build:
         # A test that runs no built program is the same test in every build: counted once.
         cmd += ['-m', 'not pure_python']
+    if jobs > 1 and len(files) > 1:
+        # pytest-xdist: whole modules per worker (a module's fixtures are started once and its
+        # tests keep their order); every test picks free ports and its own temporary folders
+        cmd += ['-n', str(min(jobs, len(files))), '--dist', 'loadfile']
     cmd += [os.path.join(tdir, f) for f in files]
-    print('pytest%s: %s' % ('' if first_build else ' (build-dependent tests only)',
-                            ' '.join(files)))
+    print('pytest%s%s: %s' % ('' if first_build else ' (build-dependent tests only)',
+                              ', %d workers' % min(jobs, len(files)) if jobs > 1 else '',
+                              ' '.join(files)))
     p = subprocess.run(cmd, cwd=ROOT, env=env)
     try:
         root = ET.parse(junit).getroot()
@@ -315,7 +337,12 @@ def main():
     ap.add_argument('--fuzz-timeout', type=int, default=600,
                     help='seconds one fuzz target may take before it counts as hung')
     ap.add_argument('--unit-timeout', type=int, default=600)
+    ap.add_argument('--jobs', type=int, default=int(os.environ.get('TB_TEST_JOBS', '0')),
+                    help='pytest workers (modules in parallel); default the number of cores, '
+                    'at most 4; 1 runs them one after another')
     a = ap.parse_args()
+    if a.jobs <= 0:
+        a.jobs = min(os.cpu_count() or 1, 4)
     exitcheck.sanitizer_env()
     builds = [os.path.abspath(b) for b in (a.build or [os.path.join(ROOT, 'build', 'release')])]
     res = Results(is_ci())
@@ -327,7 +354,7 @@ def main():
         if a.only in (None, 'unit'):
             run_unit(build, a.pattern, res, a.unit_timeout)
         if a.only in (None, 'py'):
-            run_pytest(build, a.pattern, res, i == 0)
+            run_pytest(build, a.pattern, res, i == 0, a.jobs)
         if a.only in (None, 'fuzz'):
             asan = 'asan' in os.path.basename(build)
             run_fuzz(build, a.pattern, res, a.fuzz_runs, a.fuzz_timeout,
