@@ -10,6 +10,7 @@ is a failure whatever the status; under CI=true a skip for anything but the hard
 failure."""
 import argparse
 import collections
+import concurrent.futures
 import os
 import re
 import shutil
@@ -122,68 +123,83 @@ def parse_tap(out):
     return plan, tests, closed
 
 
-def run_unit(build, pattern, res, timeout):
+def run_unit_binary(path, env, timeout):
+    """Runs one unit binary: (its output, its exit status or None on a timeout, seconds)."""
+    t0 = time.time()
+    try:
+        p = subprocess.run([path], cwd=ROOT, env=env, capture_output=True, text=True,
+                           errors='replace', timeout=timeout)
+        out, rc = p.stdout + p.stderr, p.returncode
+    except subprocess.TimeoutExpired as ex:
+        out = ex.stdout or ''
+        out = out.decode(errors='replace') if isinstance(out, bytes) else out
+        out, rc = out + '\nTIMEOUT after %d s' % timeout, None
+    return out, rc, time.time() - t0
+
+
+def run_unit(build, pattern, res, timeout, jobs):
     udir = os.path.join(build, 'tests', 'unit')
     if not os.path.isdir(udir):
         res.add('unit', 'failed', udir, 'no unit tests built')
         return
     env = dict(os.environ, CMOCKA_MESSAGE_OUTPUT='TAP', TB_ROOT=ROOT, TB_BUILD=build)
-    ran = 0
+    names = []
     for name in sorted(os.listdir(udir)):
         path = os.path.join(udir, name)
         if not name.startswith('test_') or not os.access(path, os.X_OK) or '.' in name:
             continue
         if pattern and not re.search(pattern, name):
             continue
-        ran += 1
-        t0 = time.time()
-        try:
-            p = subprocess.run([path], cwd=ROOT, env=env, capture_output=True, text=True,
-                               errors='replace', timeout=timeout)
-            out, rc = p.stdout + p.stderr, p.returncode
-        except subprocess.TimeoutExpired as ex:
-            out = ex.stdout or ''
-            out = out.decode(errors='replace') if isinstance(out, bytes) else out
-            out, rc = out + '\nTIMEOUT after %d s' % timeout, None
-        plan, tests, closed = parse_tap(out)
-        for note in re.findall(r'^# hardware: (.*)$', out, re.M):
-            if note not in res.hardware:
-                res.hardware.append(note)
-        n = collections.Counter(t[0] for t in tests)
-        for outcome, tname, why in tests:
-            full = '%s:%s' % (name, tname)
-            if outcome == 'skipped':
-                res.skip('unit', full, why)
-            else:
-                res.add('unit', outcome, full)
-        # The binary as a whole: its plan kept, its status and output those of a clean run.
-        why = None
-        if rc is None:
-            why = 'timed out after %d s' % timeout
-        elif plan is None:
-            why = 'printed no TAP plan'
-        elif len(tests) != plan:
-            why = 'planned %d tests, ran %d' % (plan, len(tests))
-        elif not closed:
-            why = 'stopped before its closing summary line'
+        names.append(name)
+    if not names and not pattern:
+        res.add('unit', 'failed', udir, 'no unit test binaries found')
+    # the binaries run `jobs` at a time; their results are read and printed in name order
+    with concurrent.futures.ThreadPoolExecutor(max(jobs, 1)) as pool:
+        runs = [pool.submit(run_unit_binary, os.path.join(udir, n), env, timeout)
+                for n in names]
+        for name, run in zip(names, runs):
+            out, rc, took = run.result()
+            unit_result(name, out, rc, took, timeout, res)
+
+
+def unit_result(name, out, rc, took, timeout, res):
+    """Counts one unit binary's TAP output and prints its line."""
+    plan, tests, closed = parse_tap(out)
+    for note in re.findall(r'^# hardware: (.*)$', out, re.M):
+        if note not in res.hardware:
+            res.hardware.append(note)
+    n = collections.Counter(t[0] for t in tests)
+    for outcome, tname, why in tests:
+        full = '%s:%s' % (name, tname)
+        if outcome == 'skipped':
+            res.skip('unit', full, why)
         else:
-            why = exitcheck.problem(rc, out)
-            if why is None and rc != 0 and n['failed'] == 0:
-                why = 'exit status %d without a failed test' % rc
-        if why:
-            res.add('unit', 'failed', name, why)
-        status = 'FAIL' if why or n['failed'] else 'ok'
-        print('%-4s unit %-32s %3d passed %2d failed %2d skipped  %.1fs%s'
-              % (status, name, n['passed'], n['failed'] + (1 if why else 0), n['skipped'],
-                 time.time() - t0, '  (' + why + ')' if why else ''))
-        if status == 'FAIL':
-            print(tail(out, 60))
+            res.add('unit', outcome, full)
+    # The binary as a whole: its plan kept, its status and output those of a clean run.
+    why = None
+    if rc is None:
+        why = 'timed out after %d s' % timeout
+    elif plan is None:
+        why = 'printed no TAP plan'
+    elif len(tests) != plan:
+        why = 'planned %d tests, ran %d' % (plan, len(tests))
+    elif not closed:
+        why = 'stopped before its closing summary line'
+    else:
+        why = exitcheck.problem(rc, out)
+        if why is None and rc != 0 and n['failed'] == 0:
+            why = 'exit status %d without a failed test' % rc
+    if why:
+        res.add('unit', 'failed', name, why)
+    status = 'FAIL' if why or n['failed'] else 'ok'
+    print('%-4s unit %-32s %3d passed %2d failed %2d skipped  %.1fs%s'
+          % (status, name, n['passed'], n['failed'] + (1 if why else 0), n['skipped'], took,
+             '  (' + why + ')' if why else ''))
+    if status == 'FAIL':
+        print(tail(out, 60))
 
 
 # ---- integration -----------------------------------------------------------------------------
-    if not ran and not pattern:
-        res.add('unit', 'failed', udir, 'no unit test binaries found')
-
 
 # Modules that take longest (the emulated CUDA flavour, reference forward passes, the netns and
 # etcd fault tests): handed out first when the modules run on several workers, so that no long
@@ -226,7 +242,8 @@ def run_pytest(build, pattern, res, first_build, jobs):
         cmd += ['-n', str(min(jobs, len(files))), '--dist', 'loadfile']
     cmd += [os.path.join(tdir, f) for f in files]
     print('pytest%s%s: %s' % ('' if first_build else ' (build-dependent tests only)',
-                              ', %d workers' % min(jobs, len(files)) if jobs > 1 else '',
+                              ', %d workers' % min(jobs, len(files))
+                              if jobs > 1 and len(files) > 1 else '',
                               ' '.join(files)))
     p = subprocess.run(cmd, cwd=ROOT, env=env)
     try:
@@ -338,8 +355,8 @@ def main():
                     help='seconds one fuzz target may take before it counts as hung')
     ap.add_argument('--unit-timeout', type=int, default=600)
     ap.add_argument('--jobs', type=int, default=int(os.environ.get('TB_TEST_JOBS', '0')),
-                    help='pytest workers (modules in parallel); default the number of cores, '
-                    'at most 4; 1 runs them one after another')
+                    help='unit binaries and pytest modules run this many at a time; default the '
+                    'number of cores, at most 4; 1 runs them one after another')
     a = ap.parse_args()
     if a.jobs <= 0:
         a.jobs = min(os.cpu_count() or 1, 4)
@@ -352,7 +369,7 @@ def main():
     for i, build in enumerate(builds):
         print('== %s' % os.path.relpath(build, ROOT))
         if a.only in (None, 'unit'):
-            run_unit(build, a.pattern, res, a.unit_timeout)
+            run_unit(build, a.pattern, res, a.unit_timeout, a.jobs)
         if a.only in (None, 'py'):
             run_pytest(build, a.pattern, res, i == 0, a.jobs)
         if a.only in (None, 'fuzz'):

@@ -87,7 +87,7 @@ def test_unit_binary_that_stops_part_way_fails(tmp_path, capsys):
     script(udir / 'test_whole', 'echo 1..2\necho "ok 1 - test_a"\necho "# skip: hardware: x"\n'
            'echo "ok 2 # SKIP"\necho "# ok - tests"\n')
     res = run.Results(ci=True)
-    run.run_unit(str(tmp_path), None, res, 30)
+    run.run_unit(str(tmp_path), None, res, 30, 2)
     out = capsys.readouterr().out
     assert 'planned 3 tests, ran 1' in out
     assert res.counts['unit']['passed'] == 2
