@@ -281,7 +281,35 @@ def run_pytest(build, pattern, res, first_build, jobs):
 FUZZ_DONE = re.compile(r'^Done (\d+) runs in ', re.M)
 
 
-def run_fuzz(build, pattern, res, runs, timeout, required):
+def fuzz_target(path, name, art_root, runs, timeout):
+    """Runs one libFuzzer target: (its output, exit status or None when hung, seconds, the
+    folder its artifacts go to)."""
+    corpus = os.path.join(ROOT, 'tests', 'fuzz', 'corpus', name[len('fuzz_'):])
+    # libFuzzer writes new inputs into its first corpus folder: give it a scratch one so the
+    # repository's seed corpus stays as committed; crash, leak and timeout artifacts go
+    # under the build folder, never into the repository.
+    scratch = tempfile.mkdtemp(prefix='tb-fuzz-')
+    arts = os.path.join(art_root, name)
+    shutil.rmtree(arts, ignore_errors=True)
+    os.makedirs(arts)
+    args = [path, '-runs=%d' % runs, '-seed=1', '-max_len=65536', '-rss_limit_mb=2048',
+            '-timeout=60', '-artifact_prefix=' + arts + '/', scratch]
+    if os.path.isdir(corpus):
+        args.append(corpus)
+    t0 = time.time()
+    try:
+        p = subprocess.run(args, cwd=arts, capture_output=True, text=True, errors='replace',
+                           timeout=timeout)
+        out, rc = p.stdout + p.stderr, p.returncode
+    except subprocess.TimeoutExpired as ex:
+        out = ex.stderr or ''
+        out = out.decode(errors='replace') if isinstance(out, bytes) else out
+        out, rc = out, None
+    shutil.rmtree(scratch, ignore_errors=True)
+    return out, rc, time.time() - t0, arts
+
+
+def run_fuzz(build, pattern, res, runs, timeout, required, jobs):
     fdir = os.path.join(build, 'tests', 'fuzz')
     if not os.path.isdir(fdir):
         if required:
@@ -290,58 +318,48 @@ def run_fuzz(build, pattern, res, runs, timeout, required):
                      % os.path.relpath(fdir, ROOT))
         return
     art_root = os.path.join(build, 'fuzz-artifacts')
+    names = []
     for name in sorted(os.listdir(fdir)):
         path = os.path.join(fdir, name)
         if not name.startswith('fuzz_') or '.' in name or not os.access(path, os.X_OK):
             continue
         if pattern and not re.search(pattern, name):
             continue
-        corpus = os.path.join(ROOT, 'tests', 'fuzz', 'corpus', name[len('fuzz_'):])
-        # libFuzzer writes new inputs into its first corpus folder: give it a scratch one so the
-        # repository's seed corpus stays as committed; crash, leak and timeout artifacts go
-        # under the build folder, never into the repository.
-        scratch = tempfile.mkdtemp(prefix='tb-fuzz-')
-        arts = os.path.join(art_root, name)
-        shutil.rmtree(arts, ignore_errors=True)
-        os.makedirs(arts)
-        args = [path, '-runs=%d' % runs, '-seed=1', '-max_len=65536', '-rss_limit_mb=2048',
-                '-timeout=60', '-artifact_prefix=' + arts + '/', scratch]
-        if os.path.isdir(corpus):
-            args.append(corpus)
-        t0 = time.time()
-        try:
-            p = subprocess.run(args, cwd=arts, capture_output=True, text=True, errors='replace',
-                               timeout=timeout)
-            out, rc = p.stdout + p.stderr, p.returncode
-        except subprocess.TimeoutExpired as ex:
-            out = ex.stderr or ''
-            out = out.decode(errors='replace') if isinstance(out, bytes) else out
-            out, rc = out, None
-        shutil.rmtree(scratch, ignore_errors=True)
-        done = [int(x) for x in FUZZ_DONE.findall(out)]
-        ran = done[-1] if done else 0
-        res.fuzz_runs += ran
-        if rc is None:
-            why = 'hung: killed after %d s (--fuzz-timeout)' % timeout
-        elif rc != 0:
-            why = exitcheck.problem(rc, out) or 'exit status %d' % rc
-        elif not done:
-            why = 'libFuzzer reported no "Done N runs" line'
-        elif ran < runs:
-            why = 'ran %d of %d runs' % (ran, runs)
-        else:
-            why = exitcheck.problem(rc, out)
-        res.add('fuzz', 'failed' if why else 'passed', name, why or '')
-        kept = sorted(os.listdir(arts))
-        if not kept:
-            os.rmdir(arts)
-        print('%-4s fuzz %-32s %d runs  %.1fs%s' % ('FAIL' if why else 'ok', name, ran,
-                                                    time.time() - t0,
-                                                    '  (' + why + ')' if why else ''))
-        if why:
-            print(tail(out, 40))
-            for k in kept:
-                print('    artifact: %s' % os.path.join(arts, k))
+        names.append(name)
+    # `jobs` targets at a time; results read and printed in name order
+    with concurrent.futures.ThreadPoolExecutor(max(jobs, 1)) as pool:
+        futs = [pool.submit(fuzz_target, os.path.join(fdir, n), n, art_root, runs, timeout)
+                for n in names]
+        for name, fut in zip(names, futs):
+            out, rc, took, arts = fut.result()
+            fuzz_result(name, out, rc, took, arts, runs, timeout, res)
+
+
+def fuzz_result(name, out, rc, took, arts, runs, timeout, res):
+    """Counts one fuzz target's run and prints its line."""
+    done = [int(x) for x in FUZZ_DONE.findall(out)]
+    ran = done[-1] if done else 0
+    res.fuzz_runs += ran
+    if rc is None:
+        why = 'hung: killed after %d s (--fuzz-timeout)' % timeout
+    elif rc != 0:
+        why = exitcheck.problem(rc, out) or 'exit status %d' % rc
+    elif not done:
+        why = 'libFuzzer reported no "Done N runs" line'
+    elif ran < runs:
+        why = 'ran %d of %d runs' % (ran, runs)
+    else:
+        why = exitcheck.problem(rc, out)
+    res.add('fuzz', 'failed' if why else 'passed', name, why or '')
+    kept = sorted(os.listdir(arts))
+    if not kept:
+        os.rmdir(arts)
+    print('%-4s fuzz %-32s %d runs  %.1fs%s' % ('FAIL' if why else 'ok', name, ran, took,
+                                                '  (' + why + ')' if why else ''))
+    if why:
+        print(tail(out, 40))
+        for k in kept:
+            print('    artifact: %s' % os.path.join(arts, k))
 
 
 def main():
@@ -375,7 +393,7 @@ def main():
         if a.only in (None, 'fuzz'):
             asan = 'asan' in os.path.basename(build)
             run_fuzz(build, a.pattern, res, a.fuzz_runs, a.fuzz_timeout,
-                     asan and not a.pattern)
+                     asan and not a.pattern, a.jobs)
     res.report(time.time() - t0)
     sys.exit(1 if res.total('failed') else 0)
 

@@ -117,7 +117,7 @@ def test_fuzz_runs_are_counted_and_a_hang_is_its_own_failure(tmp_path, capsys):
     script(fdir / 'fuzz_short', 'echo "Done 7 runs in 0 second(s)" >&2\n')
     script(fdir / 'fuzz_hangs', 'exec sleep 30\n')
     res = run.Results(ci=False)
-    run.run_fuzz(str(tmp_path), None, res, 500, 2, True)
+    run.run_fuzz(str(tmp_path), None, res, 500, 2, True, 2)
     out = capsys.readouterr().out
     assert res.counts['fuzz'] == {'passed': 1, 'failed': 2}
     assert res.fuzz_runs == 507
