@@ -417,14 +417,24 @@ static void s_import(tb_etcd_sync_t *s)
     uint64_t *kept = calloc(s->imported.count + 1, sizeof(*kept));
     size_t n_kept = 0;
     void *route;
-    for (size_t it = 0; gone && kept && tb_u64map_next(&s->imported, &it, &id, &route);) {
+    if (!gone || !kept) {
+        /* nothing is deregistered or renewed this pass; the next pass (a watch event or the
+         * renewal timer) tries again, and a route not renewed meanwhile expires by its lease */
+        pthread_mutex_unlock(&s->lock);
+        TB_CLOG_WARN(LOG_NAME, "out of memory: %zu imported routes not checked this pass",
+                     s->imported.count);
+        free(gone);
+        free(kept);
+        return;
+    }
+    for (size_t it = 0; tb_u64map_next(&s->imported, &it, &id, &route);) {
         if (tb_u64map_get(&s->remote, id))
             kept[n_kept++] = id;
         else
             gone[n++] = id;
     }
     pthread_mutex_unlock(&s->lock);
-    for (size_t i = 0; gone && i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         route = tb_u64map_del(&s->imported, gone[i]);
         tb_codec_free(&route);
     }

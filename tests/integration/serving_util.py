@@ -2,6 +2,7 @@
 and free ports, wait for it, talk HTTP with timeouts everywhere, read Prometheus metrics, and
 stop processes cleanly (checking sanitizer reports after a clean stop, and a crash or a sanitizer
 report whenever a process ended on its own: exitcheck.py)."""
+import contextlib
 import http.client
 import json
 import os
@@ -132,6 +133,20 @@ class Turbine:
     def check_clean(self, rc):
         """Exit status 0 and no sanitizer report."""
         exitcheck.check_exit(rc, self.log(), 0, self.name)
+
+
+@contextlib.contextmanager
+def serving(tmp_path, port, components, models=(), timeout=20):
+    """`turbine serve` of a deployment of `components` (see deployment()) on `port`, ready and,
+    when `models` are named, listing them, until the block ends; stopped and checked then."""
+    t = Turbine(tmp_path, deployment(port, components))
+    try:
+        wait_ready(port, timeout=timeout)
+        if models:
+            wait_models(port, set(models), timeout=timeout)
+        yield t
+    finally:
+        t.stop()
 
 
 def deployment(port, components, namespace='test', extra=''):

@@ -7,9 +7,8 @@ import time
 
 import pytest
 
-from serving_util import (SLOW, Stream, Turbine, chat, deployment, free_port, get,
-                          http_component, metric_sum, metrics, mock_component, post, request,
-                          wait_for, wait_models, wait_ready)
+from serving_util import (SLOW, Stream, chat, free_port, get, http_component, metric_sum, metrics,
+                          mock_component, post, request, serving, wait_for)
 
 MODEL = 'mock-model'
 
@@ -17,19 +16,13 @@ MODEL = 'mock-model'
 @pytest.fixture(scope='module')
 def server(tmp_path_factory):
     port = free_port()
-    yaml = deployment(port, [
+    with serving(tmp_path_factory.mktemp('api'), port, [
         http_component(port, router='router', max_body_size='64KiB'),
         ('router', 'router', 1, {'policy': 'round_robin'}),
         mock_component(MODEL, replicas=2, speedup=0, output_tokens=12, context_length=512),
         mock_component('other-model', name='engine2', speedup=0),
-    ])
-    t = Turbine(tmp_path_factory.mktemp('api'), yaml)
-    try:
-        wait_ready(port)
-        wait_models(port, {MODEL, 'other-model'})
+    ], {MODEL, 'other-model'}):
         yield port
-    finally:
-        t.stop()
 
 
 def openai_client(openai, port, api_key='unused'):

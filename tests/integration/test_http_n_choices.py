@@ -7,9 +7,8 @@ import json
 
 import pytest
 
-from serving_util import (SLOW, Stream, Turbine, chat, deployment, free_port, http_component,
-                          metric_sum, metrics, mock_component, post, wait_for, wait_models,
-                          wait_ready)
+from serving_util import (SLOW, Stream, chat, free_port, http_component, metric_sum, metrics,
+                          mock_component, post, serving, wait_for)
 
 MODEL = 'mock-model'
 
@@ -17,19 +16,13 @@ MODEL = 'mock-model'
 @pytest.fixture(scope='module')
 def server(tmp_path_factory):
     port = free_port()
-    yaml = deployment(port, [
+    with serving(tmp_path_factory.mktemp('nchoices'), port, [
         http_component(port, router='router'),
         ('router', 'router', 1, {'policy': 'round_robin'}),
         mock_component(MODEL, replicas=2, speedup=0, output_tokens=6, context_length=512),
         mock_component('slow', name='slow', ttft='0s', itl='50ms', output_tokens=400),
-    ])
-    t = Turbine(tmp_path_factory.mktemp('nchoices'), yaml)
-    try:
-        wait_ready(port)
-        wait_models(port, {MODEL, 'slow'})
+    ], {MODEL, 'slow'}):
         yield port
-    finally:
-        t.stop()
 
 
 def texts(body):

@@ -9,14 +9,14 @@ import pytest
 
 import exitcheck
 from serving_util import (SLOW, TURBINE, Stream, Turbine, chat, deployment, free_port, get,
-                          http_component, metric_sum, metrics, mock_component, wait_for,
+                          http_component, metric_sum, metrics, mock_component, serving, wait_for,
                           wait_models, wait_ready)
 
 
 @pytest.fixture(scope='module')
 def server(tmp_path_factory):
     port = free_port()
-    yaml = deployment(port, [
+    with serving(tmp_path_factory.mktemp('mock'), port, [
         http_component(port, router='router'),
         ('router', 'router', 1, {}),
         mock_component('timed', name='timed', ttft='200ms', itl='20ms', output_tokens=10),
@@ -25,14 +25,8 @@ def server(tmp_path_factory):
         mock_component('instant', name='instant', ttft='5s', itl='1s', output_tokens=30,
                        speedup=0),
         mock_component('ids', name='ids', kind='tokens'),
-    ])
-    t = Turbine(tmp_path_factory.mktemp('mock'), yaml)
-    try:
-        wait_ready(port)
-        wait_models(port, {'timed', 'timed2x', 'instant'})
+    ], {'timed', 'timed2x', 'instant'}):
         yield port
-    finally:
-        t.stop()
 
 
 def timed_stream(port, model):

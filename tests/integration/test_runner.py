@@ -87,7 +87,7 @@ def test_unit_binary_that_stops_part_way_fails(tmp_path, capsys):
     script(udir / 'test_whole', 'echo 1..2\necho "ok 1 - test_a"\necho "# skip: hardware: x"\n'
            'echo "ok 2 # SKIP"\necho "# ok - tests"\n')
     res = run.Results(ci=True)
-    run.run_unit(str(tmp_path), None, res, 30)
+    run.run_unit(str(tmp_path), None, res, 30, 2)
     out = capsys.readouterr().out
     assert 'planned 3 tests, ran 1' in out
     assert res.counts['unit']['passed'] == 2
@@ -117,7 +117,7 @@ def test_fuzz_runs_are_counted_and_a_hang_is_its_own_failure(tmp_path, capsys):
     script(fdir / 'fuzz_short', 'echo "Done 7 runs in 0 second(s)" >&2\n')
     script(fdir / 'fuzz_hangs', 'exec sleep 30\n')
     res = run.Results(ci=False)
-    run.run_fuzz(str(tmp_path), None, res, 500, 2, True)
+    run.run_fuzz(str(tmp_path), None, res, 500, 2, True, 2)
     out = capsys.readouterr().out
     assert res.counts['fuzz'] == {'passed': 1, 'failed': 2}
     assert res.fuzz_runs == 507
