@@ -45,12 +45,17 @@ def main():
     ap.add_argument('--conns', type=int, default=8)
     ap.add_argument('--duration', type=int, default=20, help='seconds of wrk under valgrind')
     ap.add_argument('--top', type=int, default=8, help='functions listed per thread')
+    ap.add_argument('--mock-direct', action='store_true',
+                    help="the mocks answer on the http thread (mock 'direct: true')")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix='tb-instr-')
     cfg = os.path.join(tmp, 'turbine.yaml')
     port = run.free_port()
     with open(cfg, 'w') as f:
-        f.write(run.turbine_yaml(port, {'speedup': 0, 'output_tokens': 16}, spin=0))
+        mock_cfg = {'speedup': 0, 'output_tokens': 16}
+        if args.mock_direct:
+            mock_cfg['direct'] = 'true'
+        f.write(run.turbine_yaml(port, mock_cfg, spin=0))
     out = os.path.join(tmp, 'callgrind.out')
     p = run.Proc(['valgrind', '--tool=callgrind', '--separate-threads=yes',
                   '--callgrind-out-file=' + out + '.%p', os.path.join(args.build, 'bin', 'turbine'),

@@ -89,14 +89,16 @@ class Proc:
         self.log.close()
 
 
-def turbine_yaml(port, mock_cfg, replicas=2, spin=None, max_header=None):
-    """spin: bus.spin and the http loop's spin; max_header: the http plugin's max_header_size
-    (None: turbine's defaults)."""
+def turbine_yaml(port, mock_cfg, replicas=2, spin=None, max_header=None, http_threads=None):
+    """spin: bus.spin and the http loop's spin; max_header: the http plugin's max_header_size;
+    http_threads: its threads (None: turbine's defaults)."""
     cfg = ''.join('      %s: %s\n' % (k, v) for k, v in mock_cfg.items())
     bus = 'bus:\n  spin: %s\n' % spin if spin is not None else ''
     http_spin = '      spin: %s\n' % spin if spin is not None else ''
     if max_header is not None:
         http_spin += '      max_header_size: %s\n' % max_header
+    if http_threads is not None:
+        http_spin += '      threads: %d\n' % http_threads
     return ('namespace: bench\nlog:\n  level: warn\nshutdown:\n  grace_period: 5s\n%s'
             'components:\n'
             '  - name: http\n    plugin: http\n    config:\n      port: %d\n'
@@ -106,11 +108,12 @@ def turbine_yaml(port, mock_cfg, replicas=2, spin=None, max_header=None):
             '      served_model_name: %s\n%s' % (bus, port, http_spin, replicas, MODEL, cfg))
 
 
-def start_turbine(build, tmp, name, mock_cfg, spin=None, max_header=None):
+def start_turbine(build, tmp, name, mock_cfg, spin=None, max_header=None, http_threads=None):
     port = free_port()
     path = os.path.join(tmp, name + '.yaml')
     with open(path, 'w') as f:
-        f.write(turbine_yaml(port, mock_cfg, spin=spin, max_header=max_header))
+        f.write(turbine_yaml(port, mock_cfg, spin=spin, max_header=max_header,
+                             http_threads=http_threads))
     p = Proc([os.path.join(build, 'bin', 'turbine'), 'serve', path],
              os.path.join(tmp, name + '.log'))
     wait_http('http://127.0.0.1:%d/ready' % port)
@@ -208,9 +211,11 @@ def median_run(runs):
 
 
 def throughput(args, tmp):
-    tb, tport = start_turbine(args.build, tmp, 'throughput',
-                              {'speedup': 0, 'output_tokens': args.output_tokens}, args.spin,
-                              args.max_header_size)
+    mock_cfg = {'speedup': 0, 'output_tokens': args.output_tokens}
+    if args.mock_direct:
+        mock_cfg['direct'] = 'true'
+    tb, tport = start_turbine(args.build, tmp, 'throughput', mock_cfg, args.spin,
+                              args.max_header_size, args.http_threads)
     ng = None
     try:
         url = 'http://127.0.0.1:%d/v1/chat/completions' % tport
@@ -302,8 +307,12 @@ def main():
     ap.add_argument('--concurrency', default='1,8,32,128',
                     type=lambda s: [int(x) for x in s.split(',')])
     ap.add_argument('--wrk-threads', type=int, default=1)
-    ap.add_argument('--nginx-workers', type=int, default=1,
-                    help='nginx worker processes (1: one event loop, like the http frontend)')
+    ap.add_argument('--nginx-workers', type=int, default=None,
+                    help='nginx worker processes (default: as many as turbine\'s http threads, '
+                         '1 unless --http-threads)')
+    ap.add_argument('--http-threads', type=int, default=None,
+                    help="the http plugin's threads for the throughput runs (default: turbine's "
+                         "own; builds before the key refuse it)")
     ap.add_argument('--output-tokens', type=int, default=16)
     ap.add_argument('--ttft-ms', type=float, default=50)
     ap.add_argument('--itl-ms', type=float, default=10)
@@ -320,11 +329,17 @@ def main():
                     help="the http plugin's max_header_size for the throughput runs, e.g. 16KiB "
                          "(default: turbine's own, 32KiB; it sizes libmicrohttpd's per-connection "
                          "pool, which is zeroed for every request)")
+    ap.add_argument('--mock-direct', action='store_true',
+                    help="throughput runs: the mocks answer on the http thread (mock 'direct: "
+                         "true', a direct endpoint): the framework without the engine's thread "
+                         "hand-off, which a real engine keeps (builds before the key refuse it)")
     ap.add_argument('--spin', help="turbine's bus.spin and http spin, e.g. 0 or 100us (default: "
                                    "turbine's own, 50us; builds before bus.spin refuse the key)")
     ap.add_argument('--json', help='also write the results here')
     a = ap.parse_args()
     a.build = os.path.abspath(a.build)
+    if a.nginx_workers is None:
+        a.nginx_workers = a.http_threads or 1
     for tool in ('wrk', 'nginx'):
         if not shutil.which(tool) and not os.path.exists('/usr/sbin/' + tool):
             sys.exit('bench: %s not found: run tools/setup.sh' % tool)
@@ -344,9 +359,11 @@ def main():
     rows, body_len = throughput(a, tmp)
     results['throughput'] = rows
     print('\nThroughput: POST /v1/chat/completions, %d-token answers (%d-byte JSON body), '
-          'median of %d interleaved wrk runs of %d s, nginx %d worker(s)%s'
-          % (a.output_tokens, body_len, a.rounds, a.duration, a.nginx_workers,
-             ', servers on CPU 0 and wrk on CPU 1' if a.pin else ''))
+          'median of %d interleaved wrk runs of %d s, http threads %s, nginx %d worker(s)%s%s'
+          % (a.output_tokens, body_len, a.rounds, a.duration,
+             a.http_threads or "turbine's default", a.nginx_workers,
+             ', servers on CPU 0 and wrk on CPU 1' if a.pin else '',
+             ', mocks answering on the http thread (direct)' if a.mock_direct else ''))
     print('"cpu us" is the server\'s CPU time (every thread and child process) per request')
     print('%5s | %11s %8s %8s %6s | %11s %8s %8s %6s | %6s' % (
         'conns', 'turbine r/s', 'p50 ms', 'p99 ms', 'cpu us', 'nginx r/s', 'p50 ms', 'p99 ms',

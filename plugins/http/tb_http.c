@@ -7,7 +7,10 @@
  * runs in external-epoll mode, MHD_run does its work), the bus handle's fd (bus_run(bus, 0) does
  * its work), and the sockets of requests waiting on an engine, watched for EPOLLRDHUP because
  * libmicrohttpd does not notice a client closing a suspended connection.  Every callback of both
- * libraries runs on this thread, so no request state is shared with any other thread.
+ * libraries runs on this thread, so no request state is shared with any other thread.  The
+ * frontend runs `threads` such loops (tb_http_front.c), each with its own daemon on the same port
+ * (SO_REUSEPORT: the kernel spreads connections), bus handle and view of the engines; they share
+ * only struct tb_http_shared.
  */
 #include "tb_http.h"
 
@@ -374,7 +377,7 @@ static enum MHD_Result s_models(struct tb_http *h, struct MHD_Connection *conn, 
 
 static const char *s_ready_reason(struct tb_http *h)
 {
-    if (atomic_load(&h->draining)) {
+    if (atomic_load(&h->sh->draining)) {
         return "draining: the process is shutting down";
     }
     if (tb_instance_dir_model_count(h->models) == 0) {
@@ -430,14 +433,14 @@ static enum MHD_Result s_health(struct tb_http *h, struct MHD_Connection *conn)
         json_decref(insts);
         return MHD_NO;
     }
-    const char *status = atomic_load(&h->draining) ? "draining" : why ? "not_ready" : "ready";
+    const char *status = atomic_load(&h->sh->draining) ? "draining" : why ? "not_ready" : "ready";
     json_object_set_new(o, "status", json_string(status));
     if (why) {
         json_object_set_new(o, "reason", json_string(why));
     }
     json_object_set_new(o, "uptime_s",
                         json_real((double)(h->host->now_ns() - h->started_ns) / 1e9));
-    json_object_set_new(o, "in_flight", json_integer((json_int_t)h->n_gens));
+    json_object_set_new(o, "in_flight", json_integer((json_int_t)atomic_load(&h->sh->n_gens)));
     /* Every route the bus knows: components are the "namespace.component" parts. */
     struct tb_route rv[256];
     int n = h->host->bus_routes_find(h->bus, NULL, NULL, rv, 256);
@@ -774,24 +777,33 @@ static int s_start_mhd(struct tb_http *h)
     }
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
                      MHD_USE_TURBO | (v6 ? MHD_USE_IPv6 : 0);
+    if (ss.ss_family == AF_INET6) {
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)h->bind_port);
+    } else {
+        ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)h->bind_port);
+    }
+    /* several loops: one daemon each on the same port, the kernel spreading the connections */
+    unsigned reuse = h->sh->n_loops > 1 ? 1u : 0u;
+    unsigned limit = (unsigned)((h->cfg.max_connections + (int64_t)h->sh->n_loops - 1) /
+                                (int64_t)h->sh->n_loops);
     errno = 0;
-    h->mhd = MHD_start_daemon(flags, (uint16_t)h->cfg.port, NULL, NULL, s_access, h,
+    h->mhd = MHD_start_daemon(flags, (uint16_t)h->bind_port, NULL, NULL, s_access, h,
                               MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
                               MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)h->cfg.max_header_size,
                               MHD_OPTION_CONNECTION_TIMEOUT,
                               (unsigned)(h->cfg.header_timeout_s + 0.999),
-                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->cfg.max_connections,
-                              MHD_OPTION_NOTIFY_COMPLETED, s_completed, h,
-                              MHD_OPTION_NOTIFY_CONNECTION, s_on_connection, h,
+                              MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_NOTIFY_COMPLETED,
+                              s_completed, h, MHD_OPTION_NOTIFY_CONNECTION, s_on_connection, h,
                               MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log, h,
-                              MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
+                              MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
+                              MHD_OPTION_LISTENING_ADDRESS_REUSE, reuse, MHD_OPTION_END);
     if (!h->mhd) {
-        h->host->set_error(h->comp, "cannot listen on %s:%" PRId64 ": %s", h->cfg.host,
-                           h->cfg.port, errno ? strerror(errno) : "libmicrohttpd refused");
+        h->host->set_error(h->comp, "cannot listen on %s:%u: %s", h->cfg.host, h->bind_port,
+                           errno ? strerror(errno) : "libmicrohttpd refused");
         return TB_EIO;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_BIND_PORT);
-    h->port = di ? di->port : (unsigned)h->cfg.port;
+    h->port = di ? di->port : h->bind_port;
     di = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_EPOLL_FD);
     if (!di) {
         h->host->set_error(h->comp, "libmicrohttpd gave no epoll descriptor");
@@ -836,12 +848,15 @@ static int s_init(struct tb_http *h)
     if (rc != 0) {
         return rc;
     }
-    LOG_INFO(h,
-             "http listening on %s%s%s:%u (OpenAI API under /v1, health on /live /ready "
-             "/health, metrics on /metrics%s)",
-             strchr(h->cfg.host, ':') ? "[" : "", h->cfg.host,
-             strchr(h->cfg.host, ':') ? "]" : "", h->port,
-             h->keys.count ? ", API keys required" : "");
+    if (h->index == 0) {
+        LOG_INFO(h,
+                 "http listening on %s%s%s:%u (OpenAI API under /v1, health on /live /ready "
+                 "/health, metrics on /metrics%s; %zu thread%s)",
+                 strchr(h->cfg.host, ':') ? "[" : "", h->cfg.host,
+                 strchr(h->cfg.host, ':') ? "]" : "", h->port,
+                 h->keys.count ? ", API keys required" : "", h->sh->n_loops,
+                 h->sh->n_loops == 1 ? "" : "s");
+    }
     return 0;
 }
 
@@ -959,6 +974,9 @@ static void s_loop(struct tb_http *h)
         }
         s_probe_due(h, now);
         if (now >= h->next_flush_ns) {
+            if (h->sh->n_loops > 1) {
+                tb_http_gen_update_gauges(h); /* the other loops' share of the gauges */
+            }
             tb_http_metrics_flush(&h->metrics);
             h->next_flush_ns = now + 1000000000;
         }
@@ -992,8 +1010,9 @@ static uint64_t s_fnv(const char *s, uint64_t h)
     return h;
 }
 
-int tb_http_new(const struct tb_host *host, tb_component_t *comp,
-                const struct tb_http_config *cfg, tb_http_t **out)
+int tb_http_loop_new(const struct tb_host *host, tb_component_t *comp,
+                     const struct tb_http_config *cfg, struct tb_http_shared *sh, size_t index,
+                     struct tb_http **out)
 {
     *out = NULL;
     struct tb_http *h = calloc(1, sizeof(*h));
@@ -1004,12 +1023,12 @@ int tb_http_new(const struct tb_host *host, tb_component_t *comp,
     h->host = host;
     h->comp = comp;
     h->cfg = *cfg;
+    h->sh = sh;
+    h->index = index;
     h->epfd = -1;
     h->wake_fd = -1;
     h->spin_ns = (int64_t)(cfg->spin_s * 1e9 + 0.5);
     atomic_init(&h->stop, false);
-    atomic_init(&h->draining, false);
-    atomic_init(&h->in_flight, 0);
     pthread_mutex_init(&h->lock, NULL);
     pthread_cond_init(&h->cond, NULL);
     snprintf(h->ns, sizeof(h->ns), "%s", host->namespace_name(comp));
@@ -1050,7 +1069,7 @@ int tb_http_new(const struct tb_host *host, tb_component_t *comp,
     *out = h;
     return 0;
 fail:
-    tb_http_destroy(&h);
+    tb_http_loop_destroy(&h);
     return rc;
 }
 
@@ -1060,8 +1079,9 @@ fail:
  * with its own timeouts (MHD's, the bus tick, instance probes) and the optional spin.  Fitting
  * it into an actor would mean blocking inside step and calling bus_run with no wait, which hides
  * the loop's real shape; the handshake below is the same as the actor's. */
-int tb_http_start(tb_http_t *h)
+int tb_http_loop_start(struct tb_http *h, unsigned port)
 {
+    h->bind_port = port;
     h->started_ns = h->host->now_ns();
     if (pthread_create(&h->thread, NULL, s_main, h) != 0) {
         h->host->set_error(h->comp, "cannot start a thread");
@@ -1081,7 +1101,12 @@ int tb_http_start(tb_http_t *h)
     return rc;
 }
 
-static void s_wake(struct tb_http *h)
+unsigned tb_http_loop_port(const struct tb_http *h)
+{
+    return h->port;
+}
+
+void tb_http_loop_wake(struct tb_http *h)
 {
     uint64_t one = 1;
     if (write(h->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN) {
@@ -1089,37 +1114,24 @@ static void s_wake(struct tb_http *h)
     }
 }
 
-void tb_http_drain(tb_http_t *h)
-{
-    atomic_store(&h->draining, true);
-    LOG_INFO(h, "draining: /ready answers 503, new requests get 503, %zu in flight finish",
-             atomic_load(&h->in_flight));
-    s_wake(h);
-}
-
-size_t tb_http_in_flight(tb_http_t *h)
-{
-    return atomic_load(&h->in_flight);
-}
-
-void tb_http_stop(tb_http_t *h)
+void tb_http_loop_stop(struct tb_http *h)
 {
     if (!h->thread_started) {
         return;
     }
     atomic_store(&h->stop, true);
-    s_wake(h);
+    tb_http_loop_wake(h);
     pthread_join(h->thread, NULL);
     h->thread_started = false;
 }
 
-void tb_http_destroy(tb_http_t **h_p)
+void tb_http_loop_destroy(struct tb_http **h_p)
 {
     if (!h_p || !*h_p) {
         return;
     }
     struct tb_http *h = *h_p;
-    tb_http_stop(h);
+    tb_http_loop_stop(h);
     tb_api_keys_release(&h->keys);
     tb_instance_dir_destroy(&h->models);
     for (size_t i = 0; i < h->n_metric_models; i++) {

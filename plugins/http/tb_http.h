@@ -1,6 +1,7 @@
 /*
- * tb_http.h - the OpenAI-compatible HTTP frontend: one thread running one event loop that drives
- * libmicrohttpd (external epoll mode) and the component's bus handle.  See docs/http.md.
+ * tb_http.h - the OpenAI-compatible HTTP frontend: `threads` threads, each running one event loop
+ * that drives its own libmicrohttpd daemon (external epoll mode, all on the same port) and its own
+ * bus handle.  See docs/http.md.
  *
  * Lifecycle (from plugin.c): tb_http_new -> tb_http_start (binds, logs the address) ->
  * [tb_http_drain] -> tb_http_stop -> tb_http_destroy.  tb_http_in_flight and tb_http_drain may be
@@ -34,22 +35,23 @@ struct tb_http_config {
     const char *metrics_prefix;
     const char *system_fingerprint; /* NULL: derived from the version */
     double spin_s;                  /* the loop polls this long after work before sleeping */
+    int64_t threads;                /* event loops (threads), each with its own daemon */
 };
 
-typedef struct tb_http tb_http_t;
+typedef struct tb_http_front tb_http_t;
 
 /* Allocates the frontend from its validated config (borrowed until destroy).  Binds nothing.
  * 0, or a TB_E* code after host->set_error. *out is owned by the caller. */
 int tb_http_new(const struct tb_host *host, tb_component_t *comp,
                 const struct tb_http_config *cfg, tb_http_t **out);
-/* Starts the thread, which creates its bus handle and binds the port; returns when it listens
- * (0) or failed (a TB_E* code after host->set_error). */
+/* Starts the threads, each of which creates its bus handle and binds the port; returns when all
+ * listen (0) or one failed (a TB_E* code after host->set_error; the others are stopped). */
 int tb_http_start(tb_http_t *h);
 /* /ready turns 503; new generation requests get 503 with Connection: close; streams finish. */
 void tb_http_drain(tb_http_t *h);
 /* Generation requests not yet completed (their response not yet fully sent). */
 size_t tb_http_in_flight(tb_http_t *h);
-/* Ends what is left (cancelling upstream calls), closes every connection, joins the thread. */
+/* Ends what is left (cancelling upstream calls), closes every connection, joins the threads. */
 void tb_http_stop(tb_http_t *h);
 /* Frees the frontend; sets *h_p to NULL; accepts NULL. */
 void tb_http_destroy(tb_http_t **h_p);

@@ -126,6 +126,7 @@ void tb_http_gen_link(struct tb_http *h, struct tb_hreq *r)
     }
     h->gens = r;
     h->n_gens++;
+    atomic_fetch_add_explicit(&h->sh->n_gens, 1, memory_order_relaxed);
 }
 
 void tb_http_gen_unlink(struct tb_http *h, struct tb_hreq *r)
@@ -142,6 +143,7 @@ void tb_http_gen_unlink(struct tb_http *h, struct tb_hreq *r)
     }
     r->prev = r->next = NULL;
     h->n_gens--;
+    atomic_fetch_sub_explicit(&h->sh->n_gens, 1, memory_order_relaxed);
 }
 
 static void s_count_request(struct tb_http *h, struct tb_hreq *r, int status)
@@ -849,19 +851,18 @@ enum MHD_Result tb_http_gen_begin(struct tb_http *h, struct tb_hreq *r)
 {
     struct tb_oai_error e;
     bool retry = false, close = false;
-    if (atomic_load(&h->draining)) {
+    if (atomic_load(&h->sh->draining)) {
         tb_oai_error_set(&e, 503, "server_error", "shutting_down", NULL,
                          "the server is shutting down: send this request to another replica");
         retry = close = true;
     } else if (tb_http_req_too_long(h, r, &e)) {
         close = true;
-    } else if (atomic_load(&h->in_flight) >= (size_t)h->cfg.max_in_flight) {
+    } else if (!tb_http_shared_admit(h->sh, (size_t)h->cfg.max_in_flight)) {
         tb_oai_error_set(&e, 503, "server_error", "overloaded", NULL,
                          "too many requests in flight (%" PRId64 "): retry later",
                          h->cfg.max_in_flight);
         retry = true;
     } else {
-        atomic_fetch_add(&h->in_flight, 1);
         r->counted = true;
         tb_http_req_step(h, r, TB_HEV_ADMIT);
         tb_http_gen_link(h, r);
@@ -1117,7 +1118,7 @@ void tb_http_gen_completed(struct tb_http *h, struct tb_hreq *r,
                                     r->mm ? r->mm->duration : NULL,
                                     (double)(h->host->now_ns() - r->t_start_ns) / 1e9);
         }
-        atomic_fetch_sub(&h->in_flight, 1);
+        atomic_fetch_sub(&h->sh->in_flight, 1);
         r->counted = false;
     }
     tb_http_gen_unlink(h, r);
@@ -1185,6 +1186,9 @@ void tb_http_gen_update_gauges(struct tb_http *h)
             }
             inflight++;
             queued += r->state == TB_HS_ROUTING || r->state == TB_HS_WAITING;
+        }
+        if (h->sh->n_loops > 1) {
+            tb_http_shared_gauge(h->sh, h->index, m, inflight, queued, &inflight, &queued);
         }
         h->host->metric_set(h->metrics.inflight, m, (double)inflight);
         h->host->metric_set(h->metrics.queued, m, (double)queued);

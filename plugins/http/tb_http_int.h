@@ -1,7 +1,9 @@
 /*
- * tb_http_int.h - state shared by the frontend's server loop (tb_http.c) and its generation
- * requests (tb_http_gen.c).  Private to the http plugin.  Everything here belongs to the http
- * thread except the fields marked atomic.
+ * tb_http_int.h - state shared by the frontend's server loop (tb_http.c), its generation
+ * requests (tb_http_gen.c) and the frontend that runs `threads` such loops (tb_http_front.c).
+ * Private to the http plugin.  A struct tb_http belongs to its loop's thread except the fields
+ * marked atomic; struct tb_http_shared is read and written by every loop (atomics, or under its
+ * lock).
  */
 #ifndef TB_HTTP_INT_H
 #define TB_HTTP_INT_H
@@ -21,6 +23,32 @@
 #include "tb_oai_request.h"
 #include "tb_oai_response.h"
 #include "tb_route_fallback.h"
+
+/* What every loop of the frontend shares (owned by tb_http_front.c). */
+struct tb_http_gauge {
+    char model[160]; /* the model's label value */
+    int64_t *counts; /* per loop: in flight, queued (2 x n_loops) */
+};
+
+struct tb_http_shared {
+    size_t n_loops;
+    atomic_bool draining;
+    atomic_size_t in_flight; /* generation requests admitted and not yet completed, all loops */
+    atomic_size_t n_gens;    /* requests past their headers, all loops (/health) */
+    pthread_mutex_t lock;    /* over the gauges */
+    struct tb_http_gauge *gauges;
+    size_t n_gauges, cap_gauges;
+};
+
+/* Admits one generation request against max_in_flight across every loop: true (counted), or
+ * false when `max` are in flight already. */
+bool tb_http_shared_admit(struct tb_http_shared *sh, size_t max);
+/* Records loop `loop`'s in-flight and queued requests of `model` and returns the sums over every
+ * loop (the loops' latest records) in *sum_inflight, *sum_queued.  Out of memory: the sums are
+ * this loop's own. */
+void tb_http_shared_gauge(struct tb_http_shared *sh, size_t loop, const char *model,
+                          int64_t inflight, int64_t queued, int64_t *sum_inflight,
+                          int64_t *sum_queued);
 
 /* What a request asks for, decided when its headers arrive. */
 typedef enum {
@@ -124,6 +152,9 @@ struct tb_http {
     char router_ep[256]; /* "ns.router.route", "" when none configured */
     char fingerprint[64];
 
+    struct tb_http_shared *sh; /* borrowed from the frontend */
+    size_t index;              /* this loop's number, 0..sh->n_loops-1 */
+    unsigned bind_port;        /* the port to bind (loops after the first: the first's) */
     pthread_t thread;
     bool thread_started;
     pthread_mutex_t lock;
@@ -132,8 +163,6 @@ struct tb_http {
     int start_rc;
     int wake_fd;
     atomic_bool stop;
-    atomic_bool draining;
-    atomic_size_t in_flight;
 
     /* the loop's */
     tb_bus_t *bus;
@@ -158,6 +187,25 @@ struct tb_http {
     char **metric_models; /* models whose gauges were ever set */
     size_t n_metric_models;
 };
+
+/* ---- tb_http.c: one loop (its thread, libmicrohttpd daemon, bus handle), for tb_http_front.c
+ * ---- */
+
+/* Allocates loop `index` of the frontend from the validated config (borrowed until destroy) and
+ * the shared state (borrowed).  Binds nothing.  0, or a TB_E* code after host->set_error. */
+int tb_http_loop_new(const struct tb_host *host, tb_component_t *comp,
+                     const struct tb_http_config *cfg, struct tb_http_shared *sh, size_t index,
+                     struct tb_http **out);
+/* Starts the loop's thread, which binds `port` (with SO_REUSEPORT when the frontend has several
+ * loops) and returns when it listens (0) or failed.  The bound port: tb_http_loop_port. */
+int tb_http_loop_start(struct tb_http *h, unsigned port);
+unsigned tb_http_loop_port(const struct tb_http *h);
+/* Wakes the loop (after a change of the shared state, e.g. draining).  Any thread. */
+void tb_http_loop_wake(struct tb_http *h);
+/* Ends what is left, closes the loop's connections, joins its thread. */
+void tb_http_loop_stop(struct tb_http *h);
+/* Frees the loop; sets *h_p to NULL; accepts NULL. */
+void tb_http_loop_destroy(struct tb_http **h_p);
 
 /* ---- tb_http_gen.c: the request lifecycle shared by generations and tokenize ---- */
 

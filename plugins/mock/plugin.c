@@ -145,6 +145,12 @@ static const struct tb_config_field s_fields[] = {
      .offset = OFF(kv_events),
      .default_value = "true",
      .help = "tokens kind: publish the pretend prefix cache's KV events (for kv_aware routing)"},
+    {.key = "direct",
+     .type = TB_CFG_BOOL,
+     .offset = OFF(direct),
+     .default_value = "false",
+     .help = "speedup 0 only: answer each request on the caller's thread (a direct endpoint), "
+             "so that a benchmark measures the framework without an engine's thread hand-off"},
     {.key = "script",
      .type = TB_CFG_PATH,
      .offset = OFF(script),

@@ -7,11 +7,18 @@
  * nanosecond precision (bus_run only counts milliseconds), so the latencies a client sees are the
  * configured ones plus what the framework adds.  All tokens due at once go out in one chunk, the
  * way a real engine's step emits one token per sequence; at speedup 0 an answer is one chunk.
+ *
+ * With `direct` (speedup 0 only) every request is answered inside on_request, and the endpoint is
+ * direct (docs/bus.md, "Direct calls"): a caller in this process computes its answer on its own
+ * thread, so a benchmark measures the framework without the engine's thread hand-off.  The
+ * actor's state is then shared with callers' threads, under `lock` (taken in every mode: one
+ * uncontended mutex per callback).
  */
 #include "tb_mock.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +60,8 @@ struct tb_mock {
     size_t n_answers;
     tb_actor_t *actor;
     atomic_size_t in_flight;
+    pthread_mutex_t lock; /* over everything below, for direct callers (see the top) */
+    bool kv_wake;         /* direct: the actor was woken to publish KV events */
 
     /* the actor thread's */
     tb_bus_t *bus;
@@ -163,15 +172,18 @@ static int s_resume(struct mreq *r, int64_t resumed)
     return resumed > 0 ? tb_mock_seq_advance(r->seq, (size_t)resumed, &st) : 0;
 }
 
-static void s_on_request(tb_request_t *req, const void *payload, size_t len, void *user)
+/* Checks and admits a request to the queue's accounting; NULL when it was answered with an
+ * error.  The caller queues it (or answers it at once, in direct mode). */
+static struct mreq *s_accept(struct tb_mock *m, tb_request_t *req, const void *payload,
+                             size_t len)
 {
-    struct tb_mock *m = user;
     const struct tb_host *h = m->host;
     void *msg = NULL;
     char err[256];
+    struct mreq *r = NULL;
     if (h->msg_decode(TB_MSG_GEN_REQUEST, payload, len, &msg, err, sizeof(err)) != 0) {
         s_reject(m, req, TB_EPROTO, "malformed", "malformed gen_request: %s", err);
-        return;
+        return NULL;
     }
     const struct tb_msg_gen_request *g = msg;
     bool tokens_kind = m->cfg.kind == 1;
@@ -239,18 +251,16 @@ static void s_on_request(tb_request_t *req, const void *payload, size_t len, voi
         sc.script = m->answers[pick];
         sc.natural_length = (int64_t)m->answer_lens[pick];
     }
-    struct mreq *r = calloc(1, sizeof(*r));
+    r = calloc(1, sizeof(*r));
     if (r) {
         r->seq = tb_mock_seq_new(&sc, g->has_logprobs && g->logprobs);
     }
-    if (!r || !r->seq) {
+    if (!r || !r->seq || s_resume(r, resumed) != 0) {
+        if (r) {
+            tb_mock_seq_destroy(&r->seq);
+        }
         free(r);
-        s_reject(m, req, TB_ENOMEM, "memory", "%s", "out of memory");
-        goto done;
-    }
-    if (s_resume(r, resumed) != 0) {
-        tb_mock_seq_destroy(&r->seq);
-        free(r);
+        r = NULL;
         s_reject(m, req, TB_ENOMEM, "memory", "%s", "out of memory");
         goto done;
     }
@@ -268,29 +278,53 @@ static void s_on_request(tb_request_t *req, const void *payload, size_t len, voi
             r->limit = natural;
         }
     }
-    if (m->wait_tail) {
-        m->wait_tail->next = r;
-    } else {
-        m->wait_head = r;
-    }
-    m->wait_tail = r;
-    m->n_waiting++;
-    h->bus_request_set_user(req, r);
     atomic_fetch_add(&m->in_flight, 1);
     m->p_requests++;
     m->p_prompt_tokens += prompt;
     m->load_dirty = true;
 done:
     h->msg_free(&msg);
+    return r;
+}
+
+static bool s_emit(struct tb_mock *m, struct mreq *r, int64_t now);
+static void s_free(struct tb_mock *m, struct mreq *r);
+
+static void s_on_request(tb_request_t *req, const void *payload, size_t len, void *user)
+{
+    struct tb_mock *m = user;
+    pthread_mutex_lock(&m->lock);
+    struct mreq *r = s_accept(m, req, payload, len);
+    if (r && m->cfg.direct) {
+        /* speedup 0: the whole answer is one chunk, due now (s_emit ends the request) */
+        s_emit(m, r, m->host->now_ns());
+        s_free(m, r);
+        if (m->kv && m->cfg.kv_events && !m->kv_wake) {
+            m->kv_wake = true; /* the prefill's KV events are published by the actor */
+            m->host->bus_wakeup(m->bus);
+        }
+    } else if (r) {
+        if (m->wait_tail) {
+            m->wait_tail->next = r;
+        } else {
+            m->wait_head = r;
+        }
+        m->wait_tail = r;
+        m->n_waiting++;
+        m->host->bus_request_set_user(req, r);
+    }
+    pthread_mutex_unlock(&m->lock);
 }
 
 static void s_on_cancel(tb_request_t *req, void *user)
 {
     struct tb_mock *m = user;
+    pthread_mutex_lock(&m->lock);
     struct mreq *r = m->host->bus_request_user(req);
     if (r) {
         r->cancelled = true;
     }
+    pthread_mutex_unlock(&m->lock);
 }
 
 /* ------------------------------------------------------------------------------------------- */
@@ -450,8 +484,10 @@ static void s_on_kv_sync(const char *topic, const void *data, size_t len, void *
         const struct tb_msg_kv_snapshot_request *q = msg;
         if (q->instance_id == m->instance) {
             LOG_DEBUG(m, "a router asked for a snapshot of the KV events");
+            pthread_mutex_lock(&m->lock);
             m->kv_snapshot = true;
             s_publish_kv(m);
+            pthread_mutex_unlock(&m->lock);
         }
         m->host->msg_free(&msg);
     }
@@ -511,6 +547,8 @@ static int s_step(void *user, tb_bus_t *bus)
 {
     (void)bus;
     struct tb_mock *m = user;
+    pthread_mutex_lock(&m->lock);
+    m->kv_wake = false;
     int64_t now = m->host->now_ns();
     /* Cancelled requests still waiting end at once. */
     for (struct mreq **pp = &m->wait_head; *pp;) {
@@ -569,6 +607,7 @@ static int s_step(void *user, tb_bus_t *bus)
         next = pub;
     }
     s_arm(m, next);
+    pthread_mutex_unlock(&m->lock);
     return -1;
 }
 
@@ -609,6 +648,15 @@ static int s_init(void *user, tb_bus_t *bus)
         h->set_error(m->comp, "cannot serve endpoint '%s': %s", m->cfg.endpoint, h->strerror(rc));
         return rc;
     }
+    if (m->cfg.direct) {
+        rc = TB_HOST_HAS(h, bus_endpoint_set_direct) ? h->bus_endpoint_set_direct(m->ep, true)
+                                                     : TB_ENOTSUP;
+        if (rc != 0) {
+            h->set_error(m->comp, "cannot make endpoint '%s' direct: %s", m->cfg.endpoint,
+                         h->strerror(rc));
+            return rc;
+        }
+    }
     m->instance = h->bus_endpoint_instance(m->ep);
     snprintf(m->endpoint, sizeof(m->endpoint), "%s.%s.%s", h->namespace_name(m->comp),
              h->component_name(m->comp), m->cfg.endpoint);
@@ -644,6 +692,7 @@ static void s_fini(void *user, tb_bus_t *bus)
 {
     (void)bus;
     struct tb_mock *m = user;
+    pthread_mutex_lock(&m->lock);
     while (m->wait_head) {
         struct mreq *r = m->wait_head;
         m->wait_head = r->next;
@@ -660,6 +709,7 @@ static void s_fini(void *user, tb_bus_t *bus)
         s_free(m, r);
     }
     s_publish_load(m, m->host->now_ns());
+    pthread_mutex_unlock(&m->lock);
     m->host->bus_unwatch_fd(bus, m->timer_fd);
 }
 
@@ -770,6 +820,12 @@ int tb_mock_new(const struct tb_host *host, tb_component_t *comp,
         free(m);
         return TB_ECONFIG;
     }
+    if (cfg->direct && cfg->speedup != 0) {
+        host->set_error(comp, "direct needs speedup: 0 (a timed answer is sent by the engine's "
+                              "own thread)");
+        free(m);
+        return TB_ECONFIG;
+    }
     if (cfg->script) {
         int rc = s_load_script(m);
         if (rc != 0) {
@@ -821,6 +877,7 @@ int tb_mock_new(const struct tb_host *host, tb_component_t *comp,
     m->m_prompt_tokens = host->metric_get(comp, "turbine_mock_prompt_tokens_total",
                                           TB_METRIC_COUNTER, "prompt tokens accepted",
                                           "model,instance", NULL, 0);
+    pthread_mutex_init(&m->lock, NULL);
     *out = m;
     return 0;
 }
@@ -854,6 +911,7 @@ void tb_mock_destroy(tb_mock_t **m_p)
     tb_mock_kv_destroy(&m->kv);
     free(m->scratch);
     s_free_script(m);
+    pthread_mutex_destroy(&m->lock);
     free(m);
     *m_p = NULL;
 }

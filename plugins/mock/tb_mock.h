@@ -37,6 +37,7 @@ struct tb_mock_config {
     double prefill_per_token_s; /* prefill cost of each prompt token not found cached */
     bool kv_events;             /* tokens kind: publish the pretend cache's kv events */
     const char *script;         /* tokens kind: a file of scripted answers (token ids), or NULL */
+    bool direct; /* speedup 0: every request answered at once, on the caller's thread if local */
 };
 
 typedef struct tb_mock tb_mock_t;

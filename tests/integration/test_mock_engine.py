@@ -8,7 +8,7 @@ import time
 import pytest
 
 import exitcheck
-from serving_util import (SLOW, TURBINE, Stream, Turbine, deployment, free_port, get,
+from serving_util import (SLOW, TURBINE, Stream, Turbine, chat, deployment, free_port, get,
                           http_component, metric_sum, metrics, mock_component, serving, wait_for,
                           wait_models, wait_ready)
 
@@ -117,3 +117,56 @@ def test_config_contract(tmp_path):
     r = check(tmp_path, 'components:\n  - name: e\n    plugin: mock\n    config:\n'
                         '      served_model_name: llama\n      kind: words\n')
     assert r.returncode == 2 and 'kind' in r.stdout + r.stderr
+
+
+def test_direct_answers_as_the_queued_mock_does(tmp_path):
+    """`direct: true` (speedup 0 only): a caller in the process computes the answer on its own
+    thread (a direct endpoint), and a client cannot tell: unary, streamed and refused requests
+    get what the same mock answering from its own thread gives, and the mock still counts
+    them.  With a speedup the key is refused at start."""
+    port = free_port()
+    yaml = deployment(port, [
+        http_component(port, router='router'), ('router', 'router', 1, {}),
+        mock_component('queued', name='queued', speedup=0, output_tokens=12),
+        mock_component('direct', name='direct', speedup=0, output_tokens=12, direct=True,
+                       load_interval='100ms'),
+    ])
+    with Turbine(tmp_path, yaml):
+        wait_ready(port)
+        wait_models(port, {'queued', 'direct'})
+        for params in ({}, {'seed': 7}, {'max_tokens': 5}):
+            a = chat(port, 'tell me', model='queued', **params)
+            b = chat(port, 'tell me', model='direct', **params)
+            assert a.status == b.status == 200, (a.body, b.body)
+            ca, cb = a.json()['choices'][0], b.json()['choices'][0]
+            assert cb['message']['content'] == ca['message']['content'] != ''
+            assert cb['finish_reason'] == ca['finish_reason']
+            assert b.json()['usage'] == a.json()['usage']
+        assert chat(port, 'tell me', model='direct', max_tokens=5).json()['choices'][0][
+            'finish_reason'] == 'length'
+
+        def streamed(model):
+            s = Stream(port, {'model': model, 'stream': True, 'seed': 3,
+                              'messages': [{'role': 'user', 'content': 'stream me'}]})
+            text = ''
+            try:
+                for ev in s.events():
+                    if ev == '[DONE]':
+                        break
+                    c = json.loads(ev)
+                    if c['choices']:
+                        text += c['choices'][0]['delta'].get('content') or ''
+            finally:
+                s.close()
+            return text
+        assert streamed('direct') == streamed('queued') != ''
+        ra = chat(port, 'x', model='queued', response_format={'type': 'json_object'})
+        rb = chat(port, 'x', model='direct', response_format={'type': 'json_object'})
+        assert rb.status == ra.status >= 400
+        assert rb.json()['error']['message'] == ra.json()['error']['message']
+        wait_for(lambda: metric_sum(metrics(port), 'turbine_mock_requests_total',
+                                    model='direct') >= 5, 5 * SLOW, 'the direct mock counted')
+    bad = deployment(port, [mock_component('m', speedup=1, direct=True)])
+    t = Turbine(tmp_path, bad, name='bad')
+    assert t.wait_exit(20) != 0
+    assert 'direct needs speedup: 0' in t.log()
