@@ -16,6 +16,7 @@
 
 #include "tb_buf.h"
 #include "tb_codec.h"
+#include "tb_curve.h"
 #include "tb_errors.h"
 #include "tb_etcd.h"
 #include "tb_log.h"
@@ -446,6 +447,30 @@ static void s_import(tb_etcd_sync_t *s)
     free(kept);
 }
 
+/* A hubs/ value is the export's address, then with CURVE a space and its public key. */
+static int s_hub_connect(tb_etcd_sync_t *s, const char *value)
+{
+    char addr[300];
+    const char *sp = strchr(value, ' ');
+    snprintf(addr, sizeof(addr), "%.*s", sp ? (int)(sp - value) : (int)strlen(value), value);
+    if (s->cfg.curve && tb_curve_applies(addr)) {
+        char err[512];
+        if (tb_curve_client(s->cfg.curve, s->hub_sub, sp ? sp + 1 : NULL, err, sizeof(err))) {
+            TB_CLOG_WARN(LOG_NAME, "not importing events from %s: %s", addr, err);
+            return TB_EINVAL;
+        }
+    }
+    return zmq_connect(s->hub_sub, addr) == 0 ? 0 : TB_EIO;
+}
+
+static void s_hub_disconnect(tb_etcd_sync_t *s, const char *value)
+{
+    char addr[300];
+    const char *sp = strchr(value, ' ');
+    snprintf(addr, sizeof(addr), "%.*s", sp ? (int)(sp - value) : (int)strlen(value), value);
+    zmq_disconnect(s->hub_sub, addr);
+}
+
 /* Connects the event subscriber to every other process's export and drops the ones that left. */
 static void s_follow_hubs(tb_etcd_sync_t *s)
 {
@@ -460,7 +485,7 @@ static void s_follow_hubs(tb_etcd_sync_t *s)
         b = tb_u64map_get(&s->hubs, id);
         if (b && strlen(addr) == b->len && memcmp(addr, b->data, b->len) == 0)
             continue;
-        zmq_disconnect(s->hub_sub, addr);
+        s_hub_disconnect(s, addr);
         TB_CLOG_DEBUG(LOG_NAME, "no longer importing events from process %016" PRIx64, id);
         free(tb_u64map_del(&s->hub_conn, id));
         it = 0; /* the map changed under the iterator: start over */
@@ -469,8 +494,7 @@ static void s_follow_hubs(tb_etcd_sync_t *s)
         if (id == self || tb_u64map_get(&s->hub_conn, id))
             continue;
         addr = strndup((const char *)b->data, b->len);
-        if (!addr || zmq_connect(s->hub_sub, addr) != 0 ||
-            tb_u64map_put(&s->hub_conn, id, addr) != 0) {
+        if (!addr || s_hub_connect(s, addr) != 0 || tb_u64map_put(&s->hub_conn, id, addr) != 0) {
             TB_CLOG_WARN(LOG_NAME, "cannot import events from process %016" PRIx64 " at %s", id,
                          addr ? addr : "?");
             free(addr);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "tb_bus_tools.h"
+#include "tb_keygen.h"
 #include "tb_plugin.h"
 #include "tb_serve.h"
 #include "tb_tools.h"
@@ -15,7 +16,10 @@ static const char s_usage[] =
     "commands:\n"
     "  serve FILE [--join ADDR] [--log-level L] [--log-format F]\n"
     "                     run the deployment in FILE until SIGTERM/SIGINT\n"
-    "  check FILE         validate FILE without starting anything (exit 0, or 2 with errors)\n"
+    "  check FILE...      validate FILE (or a deployment split into per-host files) without\n"
+    "                     starting anything (exit 0, or 2 with errors)\n"
+    "  keygen PREFIX [--force]\n"
+    "                     write a CURVE key pair: PREFIX.key (secret) and PREFIX.pub\n"
     "  plugins [NAME] [--path DIR]\n"
     "                     list plugins, their versions and config keys\n"
     "  tokenize --model PATH [--text T] [--pieces] [--no-special]\n"
@@ -157,6 +161,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "routes") == 0 || strcmp(cmd, "call") == 0) {
         return tb_bus_tools_main(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "keygen") == 0) {
+        return tb_keygen_main(argc - 1, argv + 1);
     }
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         if (s_wants_help(argc, argv)) {
