@@ -414,7 +414,8 @@ static bool s_watch_event(tb_curve_t *c, struct watch *w)
                               : (uint32_t)(w->pending_fail - 1) ==
                                       ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC
                                   ? "it does not know this process's public key"
-                                  : "the CURVE handshake did not complete";
+                                  : "the CURVE handshake did not complete (the peer left: "
+                                    "it may not use CURVE, or not know this process's key)";
             char where[128] = "?";
             if (n == 2) {
                 size_t l = zmq_msg_size(&parts[1]);

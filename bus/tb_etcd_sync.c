@@ -57,6 +57,7 @@ struct tb_etcd_sync {
     int64_t lease;             /* 0: none held */
     struct tb_u64map exported; /* instance id -> (void *)1: written to etcd under the lease */
     struct tb_u64map imported; /* instance id -> decoded route registered locally */
+    struct tb_u64map refused;  /* instance id -> (void *)1: its CURVE key is not allowed */
     void *dealer;              /* to the local registry */
     uint64_t seq;
     bool hub_written;          /* our export address is in etcd under the current lease */
@@ -385,6 +386,31 @@ static int s_export(tb_etcd_sync_t *s, const struct tb_msg_reg_reply *snap, char
     return rc;
 }
 
+/* With CURVE, a route is taken from etcd only with a public key this process allows: etcd is
+ * not the bus, and a peer whose key is not allowed must not appear to serve anything here.  Each
+ * refused instance is logged once at warn. */
+static bool s_route_allowed(tb_etcd_sync_t *s, const struct tb_msg_route *rt)
+{
+    bool tcp = false;
+    for (size_t i = 0; i < rt->addresses_count; i++) {
+        tcp = tcp || tb_curve_applies(rt->addresses[i]);
+    }
+    if (!s->cfg.curve || !tcp ||
+        (rt->curve_key && tb_curve_is_allowed(s->cfg.curve, rt->curve_key))) {
+        return true;
+    }
+    if (!tb_u64map_get(&s->refused, rt->instance_id) &&
+        tb_u64map_put(&s->refused, rt->instance_id, (void *)1) == 0) {
+        TB_CLOG_WARN(LOG_NAME,
+                     "refused route %s instance %016" PRIx64 " of process %s in etcd (at %s): %s",
+                     rt->endpoint, rt->instance_id, rt->process_id,
+                     rt->addresses_count ? rt->addresses[rt->addresses_count - 1] : "?",
+                     rt->curve_key ? "its CURVE public key is not in the allowed keys"
+                                   : "it has no CURVE public key");
+    }
+    return false;
+}
+
 /* Registers in the local registry the routes other processes hold in etcd, deregisters the ones
  * that left, and renews the rest. */
 static void s_import(tb_etcd_sync_t *s)
@@ -403,7 +429,7 @@ static void s_import(tb_etcd_sync_t *s)
         }
         struct tb_msg_route *rt = msg;
         if (strcmp(rt->process_id, s->process_id) == 0 || rt->instance_id != id ||
-            tb_u64map_put(&s->imported, id, msg) != 0) {
+            !s_route_allowed(s, rt) || tb_u64map_put(&s->imported, id, msg) != 0) {
             tb_codec_free(&msg);
             continue;
         }
@@ -592,6 +618,7 @@ static void s_free(tb_etcd_sync_t *s)
         zmq_close(s->import_pub);
     tb_u64map_release(&s->exported);
     void *route;
+    tb_u64map_release(&s->refused);
     for (size_t it = 0; tb_u64map_next(&s->imported, &it, NULL, &route);)
         tb_codec_free(&route);
     tb_u64map_release(&s->imported);
@@ -618,6 +645,7 @@ int tb_etcd_sync_start(const struct tb_etcd_sync_config *cfg, tb_etcd_sync_t **o
     tb_u64map_init(&s->hub_conn);
     tb_u64map_init(&s->exported);
     tb_u64map_init(&s->imported);
+    tb_u64map_init(&s->refused);
     s->cfg = *cfg;
     s->endpoints = calloc(cfg->n_endpoints, sizeof(char *));
     s->prefix = strdup(cfg->prefix);
