@@ -11,8 +11,9 @@
  * of 10 lines and then one a second, with the count of those not logged.  ipc:// and inproc://
  * sockets never use CURVE.  docs/bus.md "Authentication and encryption (CURVE)".
  *
- * Key files hold one Z85 key (40 characters) on a line of its own; blank lines and comments (a
- * line that starts with '#' and is not a key: '#' is a Z85 character) are ignored.  No function here ever writes secret key material into a message.
+ * Key files hold one Z85 key (40 characters) on a line of its own; blank lines and lines that
+ * start with '#' are ignored (no key starts with '#').  No function here ever writes secret key
+ * material into a message.
  *
  * Thread-safety: tb_curve_server / tb_curve_client configure a socket the caller owns; every
  * other function may be called from any thread once tb_curve_new returned.

@@ -132,7 +132,7 @@ def test_curve_deployment_serves_and_refuses_rogues(tmp_path):
     port, reg = free_port(), free_port()
     join = 'tcp://127.0.0.1:%d' % reg
     head_yaml = deployment(port, [http_component(port, router='router'),
-                                  ('router', 'router', 1, {})],
+                                  ('router', 'router', 1, {'policy': 'least_loaded'})],
                            extra='registry:\n  listen: %s\nbus:\n%s' % (
                                join, curve_block(head_p, allowed)))
     worker_yaml = deployment(0, [mock_component('good', ttft='5ms', itl='1ms')],
@@ -153,6 +153,9 @@ def test_curve_deployment_serves_and_refuses_rogues(tmp_path):
             wait_models(port, {'good'})
             r = chat(port, model='good', max_tokens=3)
             assert r.status == 200, r.body
+            # the worker's load events reach the head's router through the hub, over CURVE
+            wait_for(lambda: metric_sum(metrics(port), 'turbine_router_load_events_total') > 0,
+                     10, 'a load event from the worker')
 
             # a rogue without a key: never joins, its model never appears, no answer
             nokey = deployment(0, [mock_component('evil')], extra='bus:\n  host: 127.0.0.1\n'
