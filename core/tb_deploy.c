@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #include "tb_curve.h"
@@ -209,6 +210,7 @@ struct loader_ctx {
     struct tb_diag *diag;
     tb_arena_t *arena;
     struct tb_deploy *d;
+    int flags; /* TB_DEPLOY_* */
 };
 
 /* Remembers where `key`'s value sits (tb_deploy_pos). */
@@ -750,6 +752,16 @@ static void s_check_curve(struct loader_ctx *c, const struct tb_core_config *cor
             continue;
         }
         tb_deploy_pos(c->d, files[i].key, &line, &col);
+        if (files[i].secret && (c->flags & TB_DEPLOY_KEYS_ELSEWHERE) &&
+            access(files[i].path, F_OK) != 0) {
+            if (!core->curve_public_key_file) {
+                tb_diag_addf(c->diag, c->file, line, col, files[i].key, files[i].path,
+                             "check this file on its own host, or give its public_key_file to "
+                             "check the deployment here",
+                             "cannot access it: %s", strerror(errno));
+            }
+            continue; /* its host checks it */
+        }
         if (tb_curve_read_key_file(files[i].path, files[i].what, files[i].secret, key, err,
                                    sizeof(err)) != 0) {
             tb_diag_add(c->diag, c->file, line, col, files[i].key, files[i].path, err,
@@ -817,8 +829,11 @@ static void s_core_settings(struct loader_ctx *c, yaml_node_t *root, struct tb_d
                                  ? s_get(c->doc, v, "curve", NULL)
                                  : NULL;
         if (curve) {
-            s_apply_mapping(c, curve, s_curve_fields,
-                            sizeof(s_curve_fields) / sizeof(s_curve_fields[0]), &d->core,
+            struct tb_config_field fields[sizeof(s_curve_fields) / sizeof(s_curve_fields[0])];
+            memcpy(fields, s_curve_fields, sizeof(fields));
+            /* another host's secret key need not be here: s_check_curve says when it must */
+            fields[0].must_exist = !(c->flags & TB_DEPLOY_KEYS_ELSEWHERE);
+            s_apply_mapping(c, curve, fields, sizeof(fields) / sizeof(fields[0]), &d->core,
                             "bus.curve", NULL);
             s_check_curve(c, &d->core);
         }
@@ -869,6 +884,12 @@ static void s_components(struct loader_ctx *c, yaml_node_t *root, tb_loader_t *l
 int tb_deploy_load(const char *file, tb_loader_t **loader_out, struct tb_deploy **out,
                    struct tb_diag *diag)
 {
+    return tb_deploy_load_flags(file, 0, loader_out, out, diag);
+}
+
+int tb_deploy_load_flags(const char *file, int flags, tb_loader_t **loader_out,
+                         struct tb_deploy **out, struct tb_diag *diag)
+{
     yaml_document_t doc;
     *out = NULL;
     *loader_out = NULL;
@@ -887,7 +908,8 @@ int tb_deploy_load(const char *file, tb_loader_t **loader_out, struct tb_deploy 
         tb_deploy_destroy(&d);
         return TB_ECONFIG;
     }
-    struct loader_ctx c = {.file = file, .doc = &doc, .diag = diag, .arena = d->arena, .d = d};
+    struct loader_ctx c = {
+        .file = file, .doc = &doc, .diag = diag, .arena = d->arena, .d = d, .flags = flags};
     yaml_node_t *root = yaml_document_get_root_node(&doc);
     if (root->type != YAML_MAPPING_NODE) {
         tb_diag_addf(diag, file, s_line(root), s_col(root), NULL, NULL,

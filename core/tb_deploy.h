@@ -78,6 +78,15 @@ void tb_deploy_pos(const struct tb_deploy *d, const char *key, int *line, int *c
 int tb_deploy_load(const char *file, tb_loader_t **loader_out, struct tb_deploy **out,
                    struct tb_diag *diag);
 
+/* For tb_deploy_load_flags: the file may belong to another host, whose secret key is not here
+ * (`turbine check` over several files).  A bus.curve.secret_key_file that does not exist is then
+ * accepted when public_key_file is given; one that exists is checked as always. */
+#define TB_DEPLOY_KEYS_ELSEWHERE 1
+
+/* tb_deploy_load with TB_DEPLOY_* flags. */
+int tb_deploy_load_flags(const char *file, int flags, tb_loader_t **loader_out,
+                         struct tb_deploy **out, struct tb_diag *diag);
+
 void tb_deploy_destroy(struct tb_deploy **d_p);
 
 /* The core's own field tables, for `turbine plugins --core` and docs. */

@@ -41,12 +41,9 @@ static int s_load(const char *file, tb_loader_t **loader, struct tb_deploy **d)
     return rc;
 }
 
-int tb_check_main(const char *file)
+void tb_check_print_ok(const char *file, const struct tb_deploy *d)
 {
-    tb_loader_t *loader = NULL;
-    struct tb_deploy *d = NULL;
-    int rc = s_load(file, &loader, &d);
-    if (rc == 0) {
+    {
         size_t total = 0;
         for (size_t i = 0; i < d->n_comps; i++) {
             total += (size_t)d->comps[i].replicas;
@@ -62,6 +59,16 @@ int tb_check_main(const char *file)
             }
         }
         printf("\n");
+    }
+}
+
+int tb_check_main(const char *file)
+{
+    tb_loader_t *loader = NULL;
+    struct tb_deploy *d = NULL;
+    int rc = s_load(file, &loader, &d);
+    if (rc == 0) {
+        tb_check_print_ok(file, d);
     }
     tb_deploy_destroy(&d);
     tb_loader_destroy(&loader);

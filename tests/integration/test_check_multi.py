@@ -136,6 +136,20 @@ def test_curve_keys_must_be_consistent(tmp_path):
                w=curve('worker', 'head') + ENGINE % 'm')
     rc, out = run('check', *ok, expect=0)
     assert 'CURVE on' in out, out
+    # checked from one machine: another host's secret key need not be here when its public key
+    # file is named; without one, the file says how to check it
+    os.rename(os.path.join(t, 'worker.key'), os.path.join(t, 'worker.key.elsewhere'))
+    pub_named = curve('worker', 'head').replace(
+        '    allowed_keys_file', '    public_key_file: %s/worker.pub\n    allowed_keys_file' % t)
+    rc, out = run('check', *files(tmp_path, h=listen + curve('head') + FRONT,
+                                  w=pub_named + ENGINE % 'm'), expect=0)
+    assert 'deployment of 2 files: ok' in out, out
+    rc, out = run('check', *files(tmp_path, h=listen + curve('head') + FRONT,
+                                  w=curve('worker', 'head') + ENGINE % 'm'), expect=2)
+    assert re.search(r"w\.yaml:3:22: error: bus\.curve\.secret_key_file: '.*worker\.key': cannot "
+                     r'access it.*\n  fix: check this file on its own host, or give its '
+                     r'public_key_file', out), out
+    os.rename(os.path.join(t, 'worker.key.elsewhere'), os.path.join(t, 'worker.key'))
     # CURVE in one file only
     refused(files(tmp_path, h=listen + curve('head') + FRONT, w=ENGINE % 'm'),
             r'w\.yaml:1:1: error: bus\.curve: the other files set bus\.curve')
