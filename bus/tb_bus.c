@@ -464,9 +464,13 @@ static struct conn *s_conn_get(tb_bus_t *bus, const struct tb_rt_entry *e, int *
     }
     c->instance = e->pub.instance_id;
     c->dealer = tb_zmq_socket(tb_node_zmq(bus->node), ZMQ_DEALER);
-    if (!c->dealer || zmq_connect(c->dealer, e->address) != 0) {
+    char cerr[600] = "";
+    if (!c->dealer ||
+        tb_node_curve_client(bus->node, c->dealer, e->address, e->curve_key, cerr,
+                             sizeof(cerr)) != 0 ||
+        zmq_connect(c->dealer, e->address) != 0) {
         TB_CLOG_ERROR(bus->log_name, "cannot connect to '%s' at %s: %s", e->pub.endpoint,
-                      e->address, zmq_strerror(errno));
+                      e->address, cerr[0] ? cerr : zmq_strerror(errno));
         if (c->dealer) {
             zmq_close(c->dealer);
         }
@@ -1258,7 +1262,11 @@ int tb_bus_publish(tb_bus_t *bus, const char *topic, const void *data, size_t le
     }
     if (!bus->pub) {
         bus->pub = tb_zmq_socket(tb_node_zmq(bus->node), ZMQ_PUB);
-        if (!bus->pub || zmq_connect(bus->pub, tb_node_hub_sub(bus->node)) != 0) {
+        char cerr[600];
+        if (!bus->pub ||
+            tb_node_curve_client(bus->node, bus->pub, tb_node_hub_sub(bus->node),
+                                 tb_node_join_key(bus->node), cerr, sizeof(cerr)) != 0 ||
+            zmq_connect(bus->pub, tb_node_hub_sub(bus->node)) != 0) {
             TB_CLOG_ERROR(bus->log_name, "cannot connect a publisher to %s",
                           tb_node_hub_sub(bus->node));
             if (bus->pub) {
@@ -1613,6 +1621,14 @@ tb_bus_t *tb_bus_new(tb_node_t *node, const char *ns, const char *component)
     if (!bus->ns || !bus->comp || !bus->routes || bus->wake_fd < 0 || bus->epfd < 0 ||
         !bus->sub || !bus->reg) {
         TB_CLOG_ERROR(component, "cannot create a bus handle: %s", strerror(errno));
+        goto fail;
+    }
+    char cerr[600];
+    if (tb_node_curve_client(node, bus->sub, tb_node_hub_pub(node), tb_node_join_key(node), cerr,
+                             sizeof(cerr)) != 0 ||
+        tb_node_curve_client(node, bus->reg, tb_node_registry_addr(node), tb_node_join_key(node),
+                             cerr, sizeof(cerr)) != 0) {
+        TB_CLOG_ERROR(component, "cannot connect to the registry: %s", cerr);
         goto fail;
     }
     if (zmq_connect(bus->sub, tb_node_hub_pub(node)) != 0 ||

@@ -16,6 +16,7 @@
 
 #include "tb_buf.h"
 #include "tb_codec.h"
+#include "tb_curve.h"
 #include "tb_errors.h"
 #include "tb_etcd.h"
 #include "tb_log.h"
@@ -56,6 +57,7 @@ struct tb_etcd_sync {
     int64_t lease;             /* 0: none held */
     struct tb_u64map exported; /* instance id -> (void *)1: written to etcd under the lease */
     struct tb_u64map imported; /* instance id -> decoded route registered locally */
+    struct tb_u64map refused;  /* instance id -> (void *)1: its CURVE key is not allowed */
     void *dealer;              /* to the local registry */
     uint64_t seq;
     bool hub_written;          /* our export address is in etcd under the current lease */
@@ -384,6 +386,31 @@ static int s_export(tb_etcd_sync_t *s, const struct tb_msg_reg_reply *snap, char
     return rc;
 }
 
+/* With CURVE, a route is taken from etcd only with a public key this process allows: etcd is
+ * not the bus, and a peer whose key is not allowed must not appear to serve anything here.  Each
+ * refused instance is logged once at warn. */
+static bool s_route_allowed(tb_etcd_sync_t *s, const struct tb_msg_route *rt)
+{
+    bool tcp = false;
+    for (size_t i = 0; i < rt->addresses_count; i++) {
+        tcp = tcp || tb_curve_applies(rt->addresses[i]);
+    }
+    if (!s->cfg.curve || !tcp ||
+        (rt->curve_key && tb_curve_is_allowed(s->cfg.curve, rt->curve_key))) {
+        return true;
+    }
+    if (!tb_u64map_get(&s->refused, rt->instance_id) &&
+        tb_u64map_put(&s->refused, rt->instance_id, (void *)1) == 0) {
+        TB_CLOG_WARN(LOG_NAME,
+                     "refused route %s instance %016" PRIx64 " of process %s in etcd (at %s): %s",
+                     rt->endpoint, rt->instance_id, rt->process_id,
+                     rt->addresses_count ? rt->addresses[rt->addresses_count - 1] : "?",
+                     rt->curve_key ? "its CURVE public key is not in the allowed keys"
+                                   : "it has no CURVE public key");
+    }
+    return false;
+}
+
 /* Registers in the local registry the routes other processes hold in etcd, deregisters the ones
  * that left, and renews the rest. */
 static void s_import(tb_etcd_sync_t *s)
@@ -402,7 +429,7 @@ static void s_import(tb_etcd_sync_t *s)
         }
         struct tb_msg_route *rt = msg;
         if (strcmp(rt->process_id, s->process_id) == 0 || rt->instance_id != id ||
-            tb_u64map_put(&s->imported, id, msg) != 0) {
+            !s_route_allowed(s, rt) || tb_u64map_put(&s->imported, id, msg) != 0) {
             tb_codec_free(&msg);
             continue;
         }
@@ -456,6 +483,30 @@ static void s_import(tb_etcd_sync_t *s)
     free(kept);
 }
 
+/* A hubs/ value is the export's address, then with CURVE a space and its public key. */
+static int s_hub_connect(tb_etcd_sync_t *s, const char *value)
+{
+    char addr[300];
+    const char *sp = strchr(value, ' ');
+    snprintf(addr, sizeof(addr), "%.*s", sp ? (int)(sp - value) : (int)strlen(value), value);
+    if (s->cfg.curve && tb_curve_applies(addr)) {
+        char err[512];
+        if (tb_curve_client(s->cfg.curve, s->hub_sub, sp ? sp + 1 : NULL, err, sizeof(err))) {
+            TB_CLOG_WARN(LOG_NAME, "not importing events from %s: %s", addr, err);
+            return TB_EINVAL;
+        }
+    }
+    return zmq_connect(s->hub_sub, addr) == 0 ? 0 : TB_EIO;
+}
+
+static void s_hub_disconnect(tb_etcd_sync_t *s, const char *value)
+{
+    char addr[300];
+    const char *sp = strchr(value, ' ');
+    snprintf(addr, sizeof(addr), "%.*s", sp ? (int)(sp - value) : (int)strlen(value), value);
+    zmq_disconnect(s->hub_sub, addr);
+}
+
 /* Connects the event subscriber to every other process's export and drops the ones that left. */
 static void s_follow_hubs(tb_etcd_sync_t *s)
 {
@@ -470,7 +521,7 @@ static void s_follow_hubs(tb_etcd_sync_t *s)
         b = tb_u64map_get(&s->hubs, id);
         if (b && strlen(addr) == b->len && memcmp(addr, b->data, b->len) == 0)
             continue;
-        zmq_disconnect(s->hub_sub, addr);
+        s_hub_disconnect(s, addr);
         TB_CLOG_DEBUG(LOG_NAME, "no longer importing events from process %016" PRIx64, id);
         free(tb_u64map_del(&s->hub_conn, id));
         it = 0; /* the map changed under the iterator: start over */
@@ -479,8 +530,7 @@ static void s_follow_hubs(tb_etcd_sync_t *s)
         if (id == self || tb_u64map_get(&s->hub_conn, id))
             continue;
         addr = strndup((const char *)b->data, b->len);
-        if (!addr || zmq_connect(s->hub_sub, addr) != 0 ||
-            tb_u64map_put(&s->hub_conn, id, addr) != 0) {
+        if (!addr || s_hub_connect(s, addr) != 0 || tb_u64map_put(&s->hub_conn, id, addr) != 0) {
             TB_CLOG_WARN(LOG_NAME, "cannot import events from process %016" PRIx64 " at %s", id,
                          addr ? addr : "?");
             free(addr);
@@ -578,6 +628,7 @@ static void s_free(tb_etcd_sync_t *s)
         zmq_close(s->import_pub);
     tb_u64map_release(&s->exported);
     void *route;
+    tb_u64map_release(&s->refused);
     for (size_t it = 0; tb_u64map_next(&s->imported, &it, NULL, &route);)
         tb_codec_free(&route);
     tb_u64map_release(&s->imported);
@@ -604,6 +655,7 @@ int tb_etcd_sync_start(const struct tb_etcd_sync_config *cfg, tb_etcd_sync_t **o
     tb_u64map_init(&s->hub_conn);
     tb_u64map_init(&s->exported);
     tb_u64map_init(&s->imported);
+    tb_u64map_init(&s->refused);
     s->cfg = *cfg;
     s->endpoints = calloc(cfg->n_endpoints, sizeof(char *));
     s->prefix = strdup(cfg->prefix);

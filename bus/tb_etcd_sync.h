@@ -47,6 +47,10 @@ struct tb_etcd_sync_config {
      * written as <prefix>hubs/<process id>; every other process's such address is subscribed
      * to and its events handed to the local hub at TB_HUB_IMPORT_INPROC. */
     const char *hub_export;
+    /* NULL, or the process's CURVE keys: with them `hub_export` is "ADDRESS PUBLIC-KEY", and the
+     * other processes' exports are reached as a CURVE client with the key their value carries
+     * (docs/bus.md "Authentication and encryption"). */
+    struct tb_curve *curve;
 };
 
 /* Starts the threads; contacts nothing synchronously (etcd may come later).  Caller owns *out

@@ -82,6 +82,9 @@ struct tb_node {
     void *etcd_lib;
     tb_etcd_sync_t *etcd_sync;
     tb_etcd_sync_stop_fn etcd_stop;
+
+    tb_curve_t *curve; /* CURVE keys and guard, or NULL */
+    char *join_key;    /* the head's public key when joined over tcp with CURVE */
 };
 
 static int64_t s_now_ms(void)
@@ -408,13 +411,48 @@ static int s_start_etcd(tb_node_t *n, const struct tb_node_config *cfg, char *er
         .lease_ttl_ms = cfg->etcd_lease_ttl_ms > 0 ? cfg->etcd_lease_ttl_ms : 10000,
         .heartbeat_ms = n->heartbeat_ms,
         .timeout_ms = cfg->etcd_timeout_ms > 0 ? cfg->etcd_timeout_ms : 2000,
-        .hub_export = tb_registry_export_addr(n->registry)};
+        .hub_export = tb_registry_export_addr(n->registry),
+        .curve = n->curve};
+    char hub[400];
+    if (n->curve && sc.hub_export) {
+        /* the key travels with the address: "ADDRESS PUBLIC-KEY" (docs/bus.md) */
+        snprintf(hub, sizeof(hub), "%s %s", sc.hub_export, tb_curve_public_key(n->curve));
+        sc.hub_export = hub;
+    }
     int rc = start(&sc, &n->etcd_sync, err, err_len);
     if (rc == 0) {
         TB_CLOG_INFO(LOG_NAME, "discovery on etcd (%zu endpoint%s, keys under %s, process %s)",
                      sc.n_endpoints, sc.n_endpoints == 1 ? "" : "s", sc.prefix, n->process_id);
     }
     return rc;
+}
+
+/* CURVE: the keys and the guard, before any socket of the context binds. */
+static int s_start_curve(tb_node_t *n, const struct tb_node_config *cfg, char *err,
+                         size_t err_len)
+{
+    if (!cfg->curve) {
+        return 0;
+    }
+    int rc = tb_curve_new(n->zctx, cfg->curve, &n->curve, err, err_len);
+    if (rc != 0) {
+        return rc;
+    }
+    if (cfg->join && tb_curve_applies(cfg->join)) {
+        if (!cfg->join_key) {
+            snprintf(err, err_len,
+                     "joining %s over tcp with CURVE needs the head's public key: set "
+                     "bus.curve.head_public_key_file",
+                     cfg->join);
+            return TB_EINVAL;
+        }
+        n->join_key = strdup(cfg->join_key);
+        if (!n->join_key) {
+            snprintf(err, err_len, "out of memory");
+            return TB_ENOMEM;
+        }
+    }
+    return 0;
 }
 
 int tb_node_new(const struct tb_node_config *cfg, tb_node_t **out, char *err, size_t err_len)
@@ -462,12 +500,16 @@ int tb_node_new(const struct tb_node_config *cfg, tb_node_t **out, char *err, si
         snprintf(err, err_len, "cannot create the ZeroMQ context");
         goto fail;
     }
+    rc = s_start_curve(n, cfg, err, err_len);
+    if (rc != 0) {
+        goto fail;
+    }
     if (!cfg->join) {
         struct tb_registry_config rc_cfg = {.listen = cfg->registry_listen,
                                             .heartbeat_ms = n->heartbeat_ms,
                                             .lease_ttl_ms = n->ttl_ms,
-                                            .export_host = cfg->n_etcd_endpoints ? n->host
-                                                                                 : NULL};
+                                            .export_host = cfg->n_etcd_endpoints ? n->host : NULL,
+                                            .curve = n->curve};
         rc = tb_registry_start(n->zctx, &rc_cfg, &n->registry, err, err_len);
         if (rc != 0) {
             goto fail;
@@ -481,6 +523,10 @@ int tb_node_new(const struct tb_node_config *cfg, tb_node_t **out, char *err, si
     if (!n->registry_addr || !n->dealer || n->wake_fd < 0) {
         snprintf(err, err_len, "cannot create the registration agent's sockets");
         rc = TB_EIO;
+        goto fail;
+    }
+    rc = tb_node_curve_client(n, n->dealer, n->registry_addr, n->join_key, err, err_len);
+    if (rc != 0) {
         goto fail;
     }
     if (zmq_connect(n->dealer, n->registry_addr) != 0) {
@@ -564,6 +610,8 @@ void tb_node_destroy(tb_node_t **node_p)
         c = next;
     }
     tb_registry_stop(&n->registry);
+    tb_curve_destroy(&n->curve); /* last: every other socket of the context is closed */
+    free(n->join_key);
     if (n->zctx) {
         zmq_ctx_term(n->zctx);
     }
@@ -631,6 +679,30 @@ int tb_node_lease_ttl_ms(const tb_node_t *n)
     return n->ttl_ms;
 }
 
+tb_curve_t *tb_node_curve(const tb_node_t *n)
+{
+    return n->curve;
+}
+
+const char *tb_node_join_key(const tb_node_t *n)
+{
+    return n->join_key;
+}
+
+int tb_node_curve_client(const tb_node_t *n, void *sock, const char *addr, const char *key,
+                         char *err, size_t err_len)
+{
+    if (!n->curve || !tb_curve_applies(addr)) {
+        return 0;
+    }
+    char why[512];
+    int rc = tb_curve_client(n->curve, sock, key, why, sizeof(why));
+    if (rc != 0) {
+        snprintf(err, err_len, "cannot connect to %s: %s", addr, why);
+    }
+    return rc;
+}
+
 uint64_t tb_node_new_instance_id(tb_node_t *n)
 {
     uint64_t c = atomic_fetch_add(&n->id_counter, 1) + 1;
@@ -655,6 +727,10 @@ int tb_node_bind_endpoint(tb_node_t *n, void *router, uint64_t id, char **addrs,
         } else {
             snprintf(addr, sizeof(addr), "ipc:///tmp/turbine-%d-%016" PRIx64 ".sock",
                      (int)getpid(), id);
+        }
+        if (n->curve && tb_curve_applies(addr) &&
+            tb_curve_server(n->curve, router, err, err_len) != 0) {
+            return TB_EIO;
         }
         if (zmq_bind(router, addr) != 0) {
             snprintf(err, err_len, "cannot bind '%s': %s", addr, zmq_strerror(errno));
@@ -690,6 +766,11 @@ int tb_node_lease_add(tb_node_t *n, const struct tb_msg_route *route, int timeou
     struct tb_msg_route copy = *route;
     if (!copy.schema) {
         copy.schema = &self;
+    }
+    for (size_t i = 0; n->curve && !copy.curve_key && i < copy.addresses_count; i++) {
+        if (tb_curve_applies(copy.addresses[i])) {
+            copy.curve_key = tb_curve_public_key(n->curve); /* how to reach it over tcp */
+        }
     }
     if (!l || !c || tb_codec_encode(TB_MSG_ROUTE, &copy, &buf) != 0 ||
         tb_codec_decode(TB_MSG_ROUTE, buf.data, buf.len, &l->route_msg, err, err_len) != 0) {

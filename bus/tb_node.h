@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tb_curve.h"
 #include "tb_msgs.h"
 
 /* The bus library exports its API; everything else in it stays hidden. */
@@ -41,6 +42,10 @@ struct tb_node_config {
     const char *etcd_prefix; /* keys live under this, e.g. "/turbine/demo/" */
     int etcd_lease_ttl_ms;   /* >= 2000 */
     int etcd_timeout_ms;     /* per request */
+    /* CURVE on every tcp socket of the bus (docs/bus.md "Authentication and encryption"): NULL
+     * for none.  With `join` over tcp, `join_key` is the head's public key (Z85). */
+    const struct tb_curve_config *curve;
+    const char *join_key;
 };
 
 /* Creates the context, starts the registry (head) and the agent, and says hello to the registry.
@@ -62,6 +67,16 @@ const char *tb_node_listen_addr(const tb_node_t *node);   /* head with registry_
 int tb_node_heartbeat_ms(const tb_node_t *node);
 int tb_node_lease_ttl_ms(const tb_node_t *node);
 int tb_node_spin_us(const tb_node_t *node); /* tb_node_config.spin_us */
+/* The process's CURVE keys and guard (borrowed, valid until tb_node_destroy), or NULL without
+ * CURVE; and the public key of the registry this process joined over tcp, or NULL. */
+tb_curve_t *tb_node_curve(const tb_node_t *node);
+const char *tb_node_join_key(const tb_node_t *node);
+
+/* With CURVE and a tcp:// `addr`, makes `sock` a CURVE client of the server whose public key is
+ * `key` (Z85; NULL: none known, which is refused); else does nothing.  Call before connecting
+ * `sock` to `addr`.  0, or a negative code with `err`. */
+int tb_node_curve_client(const tb_node_t *node, void *sock, const char *addr, const char *key,
+                         char *err, size_t err_len);
 
 /* A fresh instance id, unique with overwhelming probability (random per process + counter). */
 uint64_t tb_node_new_instance_id(tb_node_t *node);

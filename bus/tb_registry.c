@@ -12,6 +12,7 @@
 
 #include "tb_buf.h"
 #include "tb_codec.h"
+#include "tb_curve.h"
 #include "tb_log.h"
 #include "tb_u64map.h"
 #include "tb_zmq.h"
@@ -42,6 +43,7 @@ struct tb_registry {
     struct tb_u64map leases;
     uint64_t seq;
     int64_t next_tick_ns;
+    tb_curve_t *curve; /* borrowed from the node, or NULL */
 };
 
 static int64_t s_now(void)
@@ -62,9 +64,19 @@ static char *s_last_endpoint(void *sock)
     return strdup(buf);
 }
 
+/* With CURVE, makes `sock` a CURVE server before it binds the tcp address `addr`. */
+static int s_curve_server(tb_registry_t *r, void *sock, const char *addr, char *err,
+                          size_t err_len)
+{
+    if (!r->curve || !tb_curve_applies(addr)) {
+        return 0;
+    }
+    return tb_curve_server(r->curve, sock, err, err_len);
+}
+
 /* For a listen address "tcp://H:P" the hub binds "tcp://H:*"; for "ipc://PATH", PATH.suffix. */
-static int s_bind_external(void *sock, const char *listen, const char *suffix, char **bound,
-                           char *err, size_t err_len)
+static int s_bind_external(tb_registry_t *r, void *sock, const char *listen, const char *suffix,
+                           char **bound, char *err, size_t err_len)
 {
     char addr[512];
     if (strncmp(listen, "tcp://", 6) == 0) {
@@ -73,6 +85,9 @@ static int s_bind_external(void *sock, const char *listen, const char *suffix, c
         snprintf(addr, sizeof(addr), "tcp://%.*s:*", hl, listen + 6);
     } else {
         snprintf(addr, sizeof(addr), "%s.%s", listen, suffix);
+    }
+    if (s_curve_server(r, sock, addr, err, err_len) != 0) {
+        return TB_EIO;
     }
     if (zmq_bind(sock, addr) != 0) {
         snprintf(err, err_len, "cannot bind the event hub at '%s': %s", addr,
@@ -420,7 +435,9 @@ static int s_bind_export(tb_registry_t *r, const char *host, char *err, size_t e
     snprintf(addr, sizeof(addr), "tcp://%s:*", host);
     r->export_pub = tb_zmq_socket(r->zctx, ZMQ_PUB);
     r->import_xsub = tb_zmq_socket(r->zctx, ZMQ_XSUB);
-    if (!r->export_pub || !r->import_xsub || zmq_bind(r->export_pub, addr) != 0 ||
+    if (!r->export_pub || !r->import_xsub ||
+        s_curve_server(r, r->export_pub, addr, err, err_len) != 0 ||
+        zmq_bind(r->export_pub, addr) != 0 ||
         zmq_bind(r->import_xsub, TB_HUB_IMPORT_INPROC) != 0) {
         snprintf(err, err_len, "cannot bind the event export on %s: %s", addr,
                  zmq_strerror(errno));
@@ -449,6 +466,7 @@ int tb_registry_start(void *zctx, const struct tb_registry_config *cfg, tb_regis
     r->zctx = zctx;
     r->heartbeat_ms = cfg->heartbeat_ms;
     r->ttl_ms = cfg->lease_ttl_ms;
+    r->curve = cfg->curve;
     tb_u64map_init(&r->leases);
     r->router = tb_zmq_socket(zctx, ZMQ_ROUTER);
     r->xsub = tb_zmq_socket(zctx, ZMQ_XSUB);
@@ -469,15 +487,18 @@ int tb_registry_start(void *zctx, const struct tb_registry_config *cfg, tb_regis
         goto fail;
     }
     if (cfg->listen) {
+        if (s_curve_server(r, r->router, cfg->listen, err, err_len) != 0) {
+            goto fail;
+        }
         if (zmq_bind(r->router, cfg->listen) != 0) {
             snprintf(err, err_len, "registry cannot listen on '%s': %s", cfg->listen,
                      zmq_strerror(errno));
             goto fail;
         }
         r->listen = s_last_endpoint(r->router);
-        rc = s_bind_external(r->xpub, cfg->listen, "hub-out", &r->hub_pub, err, err_len);
+        rc = s_bind_external(r, r->xpub, cfg->listen, "hub-out", &r->hub_pub, err, err_len);
         if (rc == 0) {
-            rc = s_bind_external(r->xsub, cfg->listen, "hub-in", &r->hub_sub, err, err_len);
+            rc = s_bind_external(r, r->xsub, cfg->listen, "hub-in", &r->hub_sub, err, err_len);
         }
         if (rc != 0) {
             goto fail;

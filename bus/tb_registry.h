@@ -36,6 +36,9 @@ struct tb_registry_config {
      * socket bound at tcp://HOST:<ephemeral> (tb_registry_export_addr) for other processes'
      * hubs to import (discovery on etcd, docs/bus.md). */
     const char *export_host;
+    /* NULL, or the process's CURVE keys: every tcp socket the registry binds (listen, hub,
+     * export) is then a CURVE server (docs/bus.md "Authentication and encryption"). */
+    struct tb_curve *curve;
 };
 
 /* Binds the registry's sockets (so a busy port is reported here) and starts its thread.  On

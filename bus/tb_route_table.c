@@ -32,6 +32,7 @@ void tb_rt_entry_release(struct tb_rt_entry *e)
     free((char *)e->pub.info);
     free(e->process_id);
     free(e->address);
+    free(e->curve_key);
     memset(e, 0, sizeof(*e));
 }
 
@@ -79,8 +80,9 @@ int tb_route_table_add(tb_route_table_t *t, const struct tb_msg_route *r)
     e.pub.local = local;
     e.process_id = strdup(r->process_id);
     e.address = strdup(addr);
+    e.curve_key = r->curve_key ? strdup(r->curve_key) : NULL;
     if (!e.pub.endpoint || !e.pub.model || !e.pub.kind || !e.pub.info || !e.process_id ||
-        !e.address) {
+        !e.address || (r->curve_key && !e.curve_key)) {
         tb_rt_entry_release(&e);
         return TB_ENOMEM;
     }

@@ -23,7 +23,8 @@ typedef struct tb_route_table tb_route_table_t;
 struct tb_rt_entry {
     struct tb_route pub; /* strings owned by the entry */
     char *process_id;
-    char *address; /* the address this process should connect to */
+    char *address;   /* the address this process should connect to */
+    char *curve_key; /* the route's CURVE public key (Z85), or NULL */
 };
 
 /* A table for a process whose id is `process_id` (copied): routes from that process are marked

@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "tb_bus_tools.h"
+#include "tb_check.h"
+#include "tb_keygen.h"
 #include "tb_plugin.h"
 #include "tb_serve.h"
 #include "tb_tools.h"
@@ -15,7 +17,10 @@ static const char s_usage[] =
     "commands:\n"
     "  serve FILE [--join ADDR] [--log-level L] [--log-format F]\n"
     "                     run the deployment in FILE until SIGTERM/SIGINT\n"
-    "  check FILE         validate FILE without starting anything (exit 0, or 2 with errors)\n"
+    "  check FILE...      validate FILE (or a deployment split into per-host files) without\n"
+    "                     starting anything (exit 0, or 2 with errors)\n"
+    "  keygen PREFIX [--force]\n"
+    "                     write a CURVE key pair: PREFIX.key (secret) and PREFIX.pub\n"
     "  plugins [NAME] [--path DIR]\n"
     "                     list plugins, their versions and config keys\n"
     "  tokenize --model PATH [--text T] [--pieces] [--no-special]\n"
@@ -43,12 +48,17 @@ static const char s_serve_usage[] =
     "  --log-format F     text or json; overrides log.format\n";
 
 static const char s_check_usage[] =
-    "usage: turbine check FILE\n"
+    "usage: turbine check FILE [FILE...]\n"
     "\n"
     "Validates a deployment file and the config of every component against its plugin, without\n"
     "starting anything or binding any port.  Prints each error as FILE:LINE:COLUMN with the "
     "key,\n"
-    "the value, why it is wrong and how to fix it.  Exit 0 when valid, 2 otherwise.\n";
+    "the value, why it is wrong and how to fix it.  Exit 0 when valid, 2 otherwise.\n"
+    "\n"
+    "Several FILEs are the per-host files of one deployment: each is checked, then the whole:\n"
+    "one namespace and discovery, a name in several files means replicas (same plugin and\n"
+    "model), every router named exists, every model a preprocessor serves has an engine, and\n"
+    "with bus.curve each process's public key is in every other's allowed keys.\n";
 
 static const char s_plugins_usage[] =
     "usage: turbine plugins [NAME] [--path DIR]...\n"
@@ -143,11 +153,14 @@ int main(int argc, char **argv)
             fputs(s_check_usage, stdout);
             return 0;
         }
-        if (argc != 3) {
-            fprintf(stderr, "turbine check: expected one deployment FILE\n%s", s_check_usage);
+        if (argc < 3) {
+            fprintf(stderr, "turbine check: expected a deployment FILE\n%s", s_check_usage);
             return 2;
         }
-        return tb_check_main(argv[2]);
+        if (argc == 3) {
+            return tb_check_main(argv[2]);
+        }
+        return tb_check_files_main((const char *const *)argv + 2, (size_t)argc - 2);
     }
     if (strcmp(cmd, "plugins") == 0) {
         return s_plugins(argc, argv);
@@ -157,6 +170,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "routes") == 0 || strcmp(cmd, "call") == 0) {
         return tb_bus_tools_main(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "keygen") == 0) {
+        return tb_keygen_main(argc - 1, argv + 1);
     }
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         if (s_wants_help(argc, argv)) {

@@ -5,8 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <yaml.h>
 
+#include "tb_curve.h"
 #include "tb_fields.h"
 
 #define OFF(m) offsetof(struct tb_core_config, m)
@@ -87,6 +89,33 @@ static const struct tb_config_field s_bus_fields[] = {
      .min = 0,
      .max = 0.01,
      .help = "how long a component's bus loop polls after work before it sleeps (0: never)"},
+};
+
+/* bus.curve: a section inside `bus` (every tcp socket of the bus authenticated and encrypted). */
+static const struct tb_config_field s_curve_fields[] = {
+    {.key = "secret_key_file",
+     .type = TB_CFG_PATH,
+     .offset = OFF(curve_secret_key_file),
+     .required = true,
+     .must_exist = true,
+     .help =
+         "this process's CURVE secret key (turbine keygen PREFIX writes PREFIX.key, mode 600)"},
+    {.key = "public_key_file",
+     .type = TB_CFG_PATH,
+     .offset = OFF(curve_public_key_file),
+     .must_exist = true,
+     .help = "its public key (PREFIX.pub); checked against the secret key"},
+    {.key = "allowed_keys_file",
+     .type = TB_CFG_PATH,
+     .offset = OFF(curve_allowed_keys_file),
+     .required = true,
+     .must_exist = true,
+     .help = "the public keys of every process allowed on the bus, one per line ('#' comments)"},
+    {.key = "head_public_key_file",
+     .type = TB_CFG_PATH,
+     .offset = OFF(curve_head_public_key_file),
+     .must_exist = true,
+     .help = "--join over tcp: the public key of the head process joined"},
 };
 
 static const struct tb_config_field s_discovery_fields[] = {
@@ -180,7 +209,42 @@ struct loader_ctx {
     yaml_document_t *doc;
     struct tb_diag *diag;
     tb_arena_t *arena;
+    struct tb_deploy *d;
+    int flags; /* TB_DEPLOY_* */
 };
+
+/* Remembers where `key`'s value sits (tb_deploy_pos). */
+static void s_remember(struct loader_ctx *c, const char *key, const yaml_node_t *v)
+{
+    struct tb_deploy_pos *p = tb_arena_alloc(c->arena, sizeof(*p));
+    char *k = tb_arena_strndup(c->arena, key, strlen(key));
+    if (!p || !k) {
+        return;
+    }
+    p->key = k;
+    p->line = (int)v->start_mark.line + 1;
+    p->column = (int)v->start_mark.column + 1;
+    p->next = c->d->positions;
+    c->d->positions = p;
+}
+
+void tb_deploy_pos(const struct tb_deploy *d, const char *key, int *line, int *column)
+{
+    *line = 0;
+    *column = 0;
+    size_t best = 0;
+    /* the key itself, else the longest section above it that was written */
+    for (const struct tb_deploy_pos *p = d->positions; p; p = p->next) {
+        size_t n = strlen(p->key);
+        bool match = strcmp(p->key, key) == 0 ||
+                     (strncmp(p->key, key, n) == 0 && (key[n] == '.' || key[n] == '['));
+        if (match && n > best) {
+            best = n;
+            *line = p->line;
+            *column = p->column;
+        }
+    }
+}
 
 static int s_line(const yaml_node_t *n)
 {
@@ -208,7 +272,7 @@ static const char *s_kind(const yaml_node_t *n)
  * and missing required keys are diagnosed.  `prefix` is the key path of the mapping. */
 static bool s_apply_mapping(struct loader_ctx *c, yaml_node_t *node,
                             const struct tb_config_field *fields, size_t n, void *config,
-                            const char *prefix)
+                            const char *prefix, const char *nested)
 {
     bool ok = true;
     char err[512];
@@ -248,6 +312,10 @@ static bool s_apply_mapping(struct loader_ctx *c, yaml_node_t *node,
         }
         char path[512];
         snprintf(path, sizeof(path), "%s%s%s", prefix, *prefix ? "." : "", key);
+        s_remember(c, path, v);
+        if (nested && strcmp(key, nested) == 0) {
+            continue; /* a section of its own, applied by the caller */
+        }
         size_t fi = n;
         for (size_t i = 0; i < n; i++) {
             if (strcmp(fields[i].key, key) == 0) {
@@ -268,7 +336,8 @@ static bool s_apply_mapping(struct loader_ctx *c, yaml_node_t *node,
             if (near) {
                 snprintf(fix, sizeof(fix), "did you mean '%s'? known keys: %s", near, allowed);
             } else {
-                snprintf(fix, sizeof(fix), "remove it; known keys: %s", n ? allowed : "(none)");
+                snprintf(fix, sizeof(fix), "remove it; known keys: %s%s%s",
+                         n ? allowed : "(none)", nested ? ", " : "", nested ? nested : "");
             }
             tb_diag_add(c->diag, c->file, s_line(k), s_col(k), path, NULL, "unknown key", fix);
             ok = false;
@@ -508,7 +577,7 @@ static bool s_component_config(struct loader_ctx *c, struct tb_deploy_component 
              comp->name ? comp->name : "?");
     yaml_node_t empty = {.type = YAML_MAPPING_NODE, .start_mark = node->start_mark};
     return s_apply_mapping(c, config_node ? config_node : &empty, pd->config_fields,
-                           pd->config_field_count, comp->config, cprefix);
+                           pd->config_field_count, comp->config, cprefix, NULL);
 }
 
 /* One entry of `components`.  Every problem becomes a diagnostic; the entry is kept either way
@@ -654,6 +723,74 @@ static void s_check_discovery(struct loader_ctx *c, yaml_node_t *root, const str
     }
 }
 
+/* bus.curve: CURVE is in this libzmq, and every key file reads as a key (never quoting one). */
+static void s_check_curve(struct loader_ctx *c, const struct tb_core_config *core)
+{
+    int line, col;
+    char err[1024];
+    char key[TB_CURVE_KEY_SIZE];
+    if (!tb_curve_is_available()) {
+        tb_deploy_pos(c->d, "bus.curve", &line, &col);
+        tb_diag_add(c->diag, c->file, line, col, "bus.curve", NULL,
+                    "this libzmq was built without CURVE (zmq_has(\"curve\") is false)",
+                    "install a libzmq built with libsodium (Debian's libzmq5 is), or remove "
+                    "bus.curve");
+        return;
+    }
+    const struct {
+        const char *key, *path, *what;
+        bool secret;
+    } files[] = {
+        {"bus.curve.secret_key_file", core->curve_secret_key_file, "secret key file", true},
+        {"bus.curve.public_key_file", core->curve_public_key_file, "public key file", false},
+        {"bus.curve.head_public_key_file", core->curve_head_public_key_file,
+         "head's public key file", false},
+    };
+    char secret_pub[TB_CURVE_KEY_SIZE] = "";
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        if (!files[i].path) {
+            continue;
+        }
+        tb_deploy_pos(c->d, files[i].key, &line, &col);
+        if (files[i].secret && (c->flags & TB_DEPLOY_KEYS_ELSEWHERE) &&
+            access(files[i].path, F_OK) != 0) {
+            if (!core->curve_public_key_file) {
+                tb_diag_addf(c->diag, c->file, line, col, files[i].key, files[i].path,
+                             "check this file on its own host, or give its public_key_file to "
+                             "check the deployment here",
+                             "cannot access it: %s", strerror(errno));
+            }
+            continue; /* its host checks it */
+        }
+        if (tb_curve_read_key_file(files[i].path, files[i].what, files[i].secret, key, err,
+                                   sizeof(err)) != 0) {
+            tb_diag_add(c->diag, c->file, line, col, files[i].key, files[i].path, err,
+                        files[i].secret ? "make a key pair with 'turbine keygen PREFIX' and name "
+                                          "PREFIX.key here"
+                                        : "name a .pub file 'turbine keygen' wrote");
+        } else if (files[i].secret) {
+            tb_curve_public_of(key, secret_pub);
+        } else if (i == 1 && secret_pub[0] && strcmp(key, secret_pub) != 0) {
+            tb_diag_add(c->diag, c->file, line, col, files[i].key, files[i].path,
+                        "it does not hold the public key of secret_key_file",
+                        "name the .pub file written with the .key file by 'turbine keygen'");
+        }
+        explicit_bzero(key, sizeof(key));
+    }
+    char(*allowed)[TB_CURVE_KEY_SIZE] = NULL;
+    size_t n = 0;
+    if (core->curve_allowed_keys_file &&
+        tb_curve_read_allowed(core->curve_allowed_keys_file, &allowed, &n, err, sizeof(err)) !=
+            0) {
+        tb_deploy_pos(c->d, "bus.curve.allowed_keys_file", &line, &col);
+        tb_diag_add(c->diag, c->file, line, col, "bus.curve.allowed_keys_file",
+                    core->curve_allowed_keys_file, err,
+                    "list the public key (the line of each .pub file) of every process of the "
+                    "deployment, one per line");
+    }
+    free(allowed);
+}
+
 /* The core's own settings: namespace and plugin_path, then the log, registry, bus and shutdown
  * sections (defaults for an absent one), then the checks across keys. */
 static void s_core_settings(struct loader_ctx *c, yaml_node_t *root, struct tb_deploy *d)
@@ -665,6 +802,7 @@ static void s_core_settings(struct loader_ctx *c, yaml_node_t *root, struct tb_d
         tb_field_apply_default(f, &d->core, d->arena, err, sizeof(err));
         yaml_node_t *v = s_get(c->doc, root, f->key, NULL);
         if (v) {
+            s_remember(c, f->key, v);
             struct tb_field_ctx fc = {.file = c->file,
                                       .key = f->key,
                                       .diag = c->diag,
@@ -680,9 +818,25 @@ static void s_core_settings(struct loader_ctx *c, yaml_node_t *root, struct tb_d
     }
     for (size_t s = 0; s < N_SECTIONS; s++) {
         yaml_node_t *v = s_get(c->doc, root, s_sections[s].name, NULL);
+        if (v) {
+            s_remember(c, s_sections[s].name, v);
+        }
         yaml_node_t empty = {.type = YAML_MAPPING_NODE};
+        bool bus = strcmp(s_sections[s].name, "bus") == 0;
         s_apply_mapping(c, v ? v : &empty, s_sections[s].fields, s_sections[s].n, &d->core,
-                        s_sections[s].name);
+                        s_sections[s].name, bus ? "curve" : NULL);
+        yaml_node_t *curve = bus && v && v->type == YAML_MAPPING_NODE
+                                 ? s_get(c->doc, v, "curve", NULL)
+                                 : NULL;
+        if (curve) {
+            struct tb_config_field fields[sizeof(s_curve_fields) / sizeof(s_curve_fields[0])];
+            memcpy(fields, s_curve_fields, sizeof(fields));
+            /* another host's secret key need not be here: s_check_curve says when it must */
+            fields[0].must_exist = !(c->flags & TB_DEPLOY_KEYS_ELSEWHERE);
+            s_apply_mapping(c, curve, fields, sizeof(fields) / sizeof(fields[0]), &d->core,
+                            "bus.curve", NULL);
+            s_check_curve(c, &d->core);
+        }
     }
     if (d->core.lease_ttl_s <= d->core.heartbeat_s) {
         yaml_node_t *reg = s_get(c->doc, root, "registry", NULL);
@@ -730,6 +884,12 @@ static void s_components(struct loader_ctx *c, yaml_node_t *root, tb_loader_t *l
 int tb_deploy_load(const char *file, tb_loader_t **loader_out, struct tb_deploy **out,
                    struct tb_diag *diag)
 {
+    return tb_deploy_load_flags(file, 0, loader_out, out, diag);
+}
+
+int tb_deploy_load_flags(const char *file, int flags, tb_loader_t **loader_out,
+                         struct tb_deploy **out, struct tb_diag *diag)
+{
     yaml_document_t doc;
     *out = NULL;
     *loader_out = NULL;
@@ -748,7 +908,8 @@ int tb_deploy_load(const char *file, tb_loader_t **loader_out, struct tb_deploy 
         tb_deploy_destroy(&d);
         return TB_ECONFIG;
     }
-    struct loader_ctx c = {.file = file, .doc = &doc, .diag = diag, .arena = d->arena};
+    struct loader_ctx c = {
+        .file = file, .doc = &doc, .diag = diag, .arena = d->arena, .d = d, .flags = flags};
     yaml_node_t *root = yaml_document_get_root_node(&doc);
     if (root->type != YAML_MAPPING_NODE) {
         tb_diag_addf(diag, file, s_line(root), s_col(root), NULL, NULL,

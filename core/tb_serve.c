@@ -41,12 +41,9 @@ static int s_load(const char *file, tb_loader_t **loader, struct tb_deploy **d)
     return rc;
 }
 
-int tb_check_main(const char *file)
+void tb_check_print_ok(const char *file, const struct tb_deploy *d)
 {
-    tb_loader_t *loader = NULL;
-    struct tb_deploy *d = NULL;
-    int rc = s_load(file, &loader, &d);
-    if (rc == 0) {
+    {
         size_t total = 0;
         for (size_t i = 0; i < d->n_comps; i++) {
             total += (size_t)d->comps[i].replicas;
@@ -62,6 +59,16 @@ int tb_check_main(const char *file)
             }
         }
         printf("\n");
+    }
+}
+
+int tb_check_main(const char *file)
+{
+    tb_loader_t *loader = NULL;
+    struct tb_deploy *d = NULL;
+    int rc = s_load(file, &loader, &d);
+    if (rc == 0) {
+        tb_check_print_ok(file, d);
     }
     tb_deploy_destroy(&d);
     tb_loader_destroy(&loader);
@@ -235,6 +242,23 @@ static int s_start_bus(const struct tb_serve_opts *o, const struct tb_deploy *d,
                      d->core.registry_listen, o->join);
     }
     char err[1024];
+    struct tb_curve_config curve = {.secret_key_file = d->core.curve_secret_key_file,
+                                    .public_key_file = d->core.curve_public_key_file,
+                                    .allowed_keys_file = d->core.curve_allowed_keys_file,
+                                    .metrics = r->core.metrics};
+    char head_key[TB_CURVE_KEY_SIZE];
+    if (d->core.curve_secret_key_file) {
+        nc.curve = &curve;
+        if (o->join && d->core.curve_head_public_key_file) {
+            if (tb_curve_read_key_file(d->core.curve_head_public_key_file,
+                                       "head's public key file", false, head_key, err,
+                                       sizeof(err)) != 0) {
+                TB_CLOG_ERROR(LOG_NAME, "cannot start the bus: %s", err);
+                return TB_EINVAL;
+            }
+            nc.join_key = head_key;
+        }
+    }
     if (!r->core.metrics || tb_node_new(&nc, &r->core.node, err, sizeof(err)) != 0) {
         TB_CLOG_ERROR(LOG_NAME, "cannot start the bus: %s",
                       r->core.metrics ? err : "out of memory");

@@ -5,6 +5,8 @@
 #ifndef TB_SERVE_H
 #define TB_SERVE_H
 
+struct tb_deploy;
+
 struct tb_serve_opts {
     const char *file;
     const char *join;      /* NULL: this process is the head */
@@ -18,6 +20,9 @@ int tb_serve_main(const struct tb_serve_opts *o);
 /* Validates the file, loading the plugins it names but starting nothing.  Prints every error
  * (file:line:column) to stderr.  Exit status 0 or 2. */
 int tb_check_main(const char *file);
+
+/* The line `turbine check` prints for a valid file: its namespace and components. */
+void tb_check_print_ok(const char *file, const struct tb_deploy *d);
 
 /* Lists the plugins found on the search path with their versions and config keys. */
 int tb_plugins_main(const char *const *dirs, int n_dirs, const char *only);

@@ -42,7 +42,7 @@ extern "C" {
 #endif
 
 #define TB_ABI_MAJOR 1
-#define TB_ABI_MINOR 3
+#define TB_ABI_MINOR 4
 
 #if TB_SCHEMA_ABI_MINOR > TB_ABI_MINOR
 #error "tb_msgs.h is newer than tb_plugin.h: bump TB_ABI_MINOR with the schema minor"

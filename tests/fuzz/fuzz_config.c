@@ -1,6 +1,6 @@
 /* Fuzz target: the deployment file reader (YAML, ${VAR} expansion, core and plugin field
  * validation).  Any input must give either a deployment or diagnostics, never a crash.
- * FUZZ_SOURCES: core/tb_deploy.c core/tb_fields.c core/tb_diag.c core/tb_loader.c bus/tb_arena.c schemas/tb_codec.c $BUILD/obj/schemas/tb_msgs_desc.c */
+ * FUZZ_SOURCES: core/tb_deploy.c core/tb_fields.c core/tb_diag.c core/tb_loader.c bus/tb_arena.c bus/tb_curve.c bus/tb_log.c bus/tb_metrics.c schemas/tb_codec.c $BUILD/obj/schemas/tb_msgs_desc.c */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>

@@ -2,7 +2,7 @@
 - a plugin built against the frozen ABI 1.1 / schema 1.0 SDK (tests/plugins/sdk-v1) loads into
   today's host and serves, relaying to a mock engine whose chunks carry a field added since
   (token_logprob.bytes), with answers identical to the mock's own;
-- a process speaking schema 1.0 (TB_SCHEMA_MINOR=0) joins a current (1.2) head over tcp and the two
+- a process speaking schema 1.0 (TB_SCHEMA_MINOR=0) joins a current head over tcp and the two
   exchange requests both ways;
 - a peer whose schema cannot be bridged is refused at join, both fingerprints named."""
 import os
@@ -10,6 +10,7 @@ import re
 import subprocess
 
 import pytest
+import yaml
 
 from conftest import BUILD, tool
 from tbproc import run
@@ -17,6 +18,10 @@ from serving_util import (Turbine, deployment, free_port, http_component, mock_c
                           wait_live, wait_models)
 
 PLUGINS = os.path.join(BUILD, 'tests', 'plugins')
+# The schema this build speaks (the newest minor of messages.yaml), e.g. '1.3'.
+with open(os.path.join(os.path.dirname(__file__), '..', '..', 'schemas', 'messages.yaml')) as _f:
+    _SCHEMA = yaml.safe_load(_f)['schema']
+CURRENT = '%d.%d' % (_SCHEMA['major'], _SCHEMA['minor'])
 PROMPT = 'Once upon a time'
 
 
@@ -77,15 +82,16 @@ def test_versions_shown():
     rc, out = run('plugins', 'relay_v1', '--path', PLUGINS)
     assert rc == 0 and '(ABI 1.1, message schema 1.0,' in out, out
     rc, out = run('plugins', 'mock')
-    assert rc == 0 and 'message schema 1.2,' in out, out
+    assert rc == 0 and 'message schema %s,' % CURRENT in out, out
     rc, out = run('version')
-    assert rc == 0 and re.search(r'message schema 1\.2 \(fingerprint [0-9a-f]{16}\)', out), out
+    assert rc == 0 and re.search(r'message schema %s \(fingerprint [0-9a-f]{16}\)'
+                                 % re.escape(CURRENT), out), out
 
 
 @pytest.mark.parametrize('older', ['worker', 'head'])
 def test_schema_minors_exchange_requests_over_tcp(tmp_path, older):
-    """A schema 1.0 process and a current (1.2) one joined over tcp, either being the head:
-    requests go http (1.2) -> relay (1.0) -> mock (1.2) -> back, across the two processes both
+    """A schema 1.0 process and a current one joined over tcp, either being the head:
+    requests go http (current) -> relay (1.0) -> mock (current) -> back, across the two processes both
     ways."""
     port, reg = free_port(), free_port()
     new_comps = [http_component(port), mock_component('direct', speedup=0, output_tokens=8)]
@@ -108,7 +114,8 @@ def test_schema_minors_exchange_requests_over_tcp(tmp_path, older):
             worker.wait_log(r'joined the registry at \S+ \(process \w+, message schema 1\.0\)')
         else:
             worker = Turbine(tmp_path, deployment(port, new_comps), name='worker', join=join)
-            worker.wait_log(r'joined the registry at \S+ \(process \w+, message schema 1\.2\)')
+            worker.wait_log(r'joined the registry at \S+ \(process \w+, message schema %s\)'
+                            % re.escape(CURRENT))
             wait_live(port)
         wait_models(port, {'direct', 'relayed'})
         assert_same_answers(port, 'direct', 'relayed')
@@ -129,7 +136,8 @@ def test_pinned_process_refuses_newer_plugins(tmp_path):
     p = Turbine(tmp_path, yaml, env={'TB_SCHEMA_MINOR': '0'})
     rc = p.wait_exit(20)
     assert rc != 0
-    assert 'carries message schema 1.2, newer than the 1.0 this process speaks' in p.log()
+    assert ('carries message schema %s, newer than the 1.0 this process speaks' % CURRENT
+            in p.log())
     p = Turbine(tmp_path, yaml, name='bad', env={'TB_SCHEMA_MINOR': '7'})
     assert p.wait_exit(20) != 0
     assert "TB_SCHEMA_MINOR='7' is not a schema minor of this build" in p.log()

@@ -14,6 +14,11 @@
 
 #include "tb_deploy.h"
 
+/* The ABI minor as text, so the expected messages follow TB_ABI_MINOR. */
+#define S_STR(x) #x
+#define S_XSTR(x) S_STR(x)
+#define S_ABI_MINOR S_XSTR(TB_ABI_MINOR)
+
 static char s_dir[256];
 
 static const char *write_file(const char *text)
@@ -116,9 +121,10 @@ static const struct bad s_bad[] = {
     {"unknown plugin with a suggestion", "components:\n  - name: e\n    plugin: stub_okk\n", 3,
      13, "components[0].plugin", "not found", "did you mean 'stub_ok'?"},
     {"plugin built for another ABI major", "components:\n  - name: e\n    plugin: stub_major\n",
-     3, 13, "plugin", "plugin ABI 2.3 does not match this turbine's ABI 1.3", "rebuild"},
+     3, 13, "plugin",
+     "plugin ABI 2." S_ABI_MINOR " does not match this turbine's ABI 1." S_ABI_MINOR, "rebuild"},
     {"plugin needing a newer ABI minor", "components:\n  - name: e\n    plugin: stub_minor\n", 3,
-     13, "plugin", "needs ABI 1.4, newer than this turbine's ABI 1.3", NULL},
+     13, "plugin", ", newer than this turbine's ABI 1." S_ABI_MINOR, NULL},
     {"plugin descriptor too short", "components:\n  - name: e\n    plugin: stub_short\n", 3, 13,
      "plugin", "smaller than the", NULL},
     {"config rows shorter than a row", "components:\n  - name: e\n    plugin: stub_badstride\n",
