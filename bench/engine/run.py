@@ -441,7 +441,7 @@ def pairs_table(rows, a):
     """Ours / llama.cpp per alternated pair of repetitions: median [lowest - highest]."""
     keys = list(SPEED_KEYS) + ['tg_b%d' % b for b in a.batch]
     names = {'pp': 'pp%d' % a.pp, 'tg': 'tg%d' % a.tg}
-    cols = ['model', 'dtype'] + [names.get(k, k.replace('_', ' ')) for k in keys]
+    cols = ['model', 'dtype'] + [names.get(k, k.replace('_', ' ')) for k in keys] + ['load']
     lines = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
     for r in rows:
         p = r.get('pairs') or {}
@@ -449,6 +449,7 @@ def pairs_table(rows, a):
         for k in keys:
             v = p.get(k)
             cells.append('-' if not v else '%.2f [%.2f-%.2f]' % (v['median'], v['min'], v['max']))
+        cells.append(fmt(r.get('loadavg')))  # 1-minute load average as the row started
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
@@ -522,6 +523,9 @@ def parse_list(s, allowed=None, conv=str):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--sizes', default=','.join(SIZES), help='15m,110m,1b,moe1b')
+    ap.add_argument('--rows', default='',
+                    help='size:dtype pairs measured instead of every --sizes x --dtypes pair, '
+                         'e.g. 1b:q4_k_m,1b:f16,moe1b:q4_k_m')
     ap.add_argument('--dtypes', default=','.join(DTYPES),
                     help='f32,f16,q8_0,q4_0 (ours); q4_k_m,q5_k_m,q6_k,q3_k_m,iq4_xs,q4_0_lq '
                     '(llama-quantize from the f16 file)')
@@ -587,23 +591,28 @@ def main():
     if bw:
         log('memory-read bandwidth: %.1f GB/s' % bw['gbs'])
 
+    rows = [(size, dtype) for size in sizes for dtype in dtypes]
+    if a.rows:
+        rows = [tuple(x.split(':')) for x in a.rows.split(',') if x]
+        bad = [r for r in rows if len(r) != 2 or r[0] not in SIZES or r[1] not in ALL_DTYPES]
+        if bad:
+            raise SystemExit('run.py: --rows takes size:dtype pairs (%s)' % bad)
     if not a.no_speed:
-        for size in sizes:
-            for dtype in dtypes:
-                path = ensure_model(bench_dir, size, dtype, python, llama_dir)
-                if not path:
-                    continue
-                total, per_tok = weight_bytes_per_token(path)
-                row = {'size': size, 'dtype': dtype, 'file': path,
-                       'file_bytes': os.path.getsize(path), 'tensor_bytes': total,
-                       'weight_bytes_per_token': per_tok}
-                # The bandwidth this machine gives moves with other work on it (and on its
-                # host): sample it beside every row and keep the best seen as the ceiling.
-                if bw:
-                    row['bandwidth'] = bandwidth(build, a.threads)
-                    bw_seen.append(row['bandwidth'])
-                alternate(row, a, build, llama_dir, path, have_ours, have_llama)
-                results['speed'].append(row)
+        for size, dtype in rows:
+            path = ensure_model(bench_dir, size, dtype, python, llama_dir)
+            if not path:
+                continue
+            total, per_tok = weight_bytes_per_token(path)
+            row = {'size': size, 'dtype': dtype, 'file': path,
+                   'file_bytes': os.path.getsize(path), 'tensor_bytes': total,
+                   'weight_bytes_per_token': per_tok, 'loadavg': os.getloadavg()[0]}
+            # The bandwidth this machine gives moves with other work on it (and on its
+            # host): sample it beside every row and keep the best seen as the ceiling.
+            if bw:
+                row['bandwidth'] = bandwidth(build, a.threads)
+                bw_seen.append(row['bandwidth'])
+            alternate(row, a, build, llama_dir, path, have_ours, have_llama)
+            results['speed'].append(row)
 
     if not a.no_serving:
         for size, dtype in serve_models:

@@ -109,6 +109,9 @@ static size_t s_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols)
 
 #define FR 4
 #define FT 2
+/* The next tile goes to L2 only and the rows of this one to L1 FNEAR bytes ahead (see
+ * tb_cpu_avx512.c: R long rows overflow L1). */
+#define FNEAR 1024
 
 AINLINE __m256 s_load_w(const uint8_t *p, const int dt)
 {
@@ -160,9 +163,15 @@ AINLINE void s_mk_float(const struct tb_mm_args *a, int64_t r, int t0, const int
     for (; k + 8 <= n; k += 8) {
         __m256 wv[FR];
         if (pf && ((k * es * R) & 63) == 0) { /* R * 8 * es bytes per step, one line at a time */
-            _mm_prefetch((const char *)(pf + (size_t)k * es * R), _MM_HINT_T0);
+            _mm_prefetch((const char *)(pf + (size_t)k * es * R), _MM_HINT_T1);
             if (R * 8 * es > 64) {
-                _mm_prefetch((const char *)(pf + (size_t)k * es * R + 64), _MM_HINT_T0);
+                _mm_prefetch((const char *)(pf + (size_t)k * es * R + 64), _MM_HINT_T1);
+            }
+        }
+        if (pf && ((k * es) & 63) == 0) { /* this tile's rows, FNEAR bytes ahead, into L1 */
+#pragma GCC unroll 8
+            for (int i = 0; i < R; i++) {
+                _mm_prefetch((const char *)(w[i] + k * es + FNEAR), _MM_HINT_T0);
             }
         }
 #pragma GCC unroll 8

@@ -90,9 +90,28 @@ static inline int32_t tb_cpu_pk_cmul(tb_cpu_dtype_t wdt)
  * 2304 stored), 2944 (Q5_K, 2816), 3392 (Q6_K, 3360), 2240 (IQ4_XS, 2176).  Values, scales and mins are the file's,
  * moved, not rounded (d and dmin widened to f32 exactly): the dots stay bit-equal to
  * tb_quant_dot. */
+/* The 2-bit K-quants in the same frame (kinds 2 and 3, tb_cpu_kpack23.c): every row's block b
+ * of a 16-row group in one 64-byte aligned record, lane i of each vector being row i:
+ *   Q2_K: d[16] f32, dmin[16] f32, scales[16][16] u8 (the file's byte per 16 elements: scale
+ *     in the low nibble, min in the high one), then the 2-bit plane;
+ *   Q3_K: d[16] f32, sc[16][16] i8 (the 6-bit scales - 32), the 2-bit plane, then the high-bit
+ *     plane: 8 vectors of 64 bytes whose bytes 4i..4i+3 of vector k are bytes 4k..4k+3 of row
+ *     i's 32-byte hmask (bit m of byte l: element 32m + l);
+ *   the 2-bit plane: 16 vectors of 64 bytes; bytes 4i..4i+3 of vector k are bytes 4k..4k+3 of
+ *     row i's 64-byte qs, whose byte 32n + l holds element 128n + 32j + l at bits 2j (GGUF's
+ *     order).
+ * Codes are unsigned: Q3_K's signed code + 4 is its two low bits and its hmask bit (4 * bit).
+ * Record bytes: 1408 (Q2_K, 84 * 16 = 1344 stored), 1856 (Q3_K, 1760). */
+#define TB_CPU_KP2_BYTES 1408
+#define TB_CPU_KP3_BYTES 1856
+#define TB_CPU_KP23_SC_OFF(kind) ((kind) == 2 ? 128 : 64)
+#define TB_CPU_KP23_Q_OFF(kind) ((kind) == 2 ? 384 : 320)
+#define TB_CPU_KP3_H_OFF 1344
 static inline int tb_cpu_kp_kind(tb_cpu_dtype_t dt)
 {
-    return dt == TB_CPU_Q4_K     ? 4
+    return dt == TB_CPU_Q2_K     ? 2
+           : dt == TB_CPU_Q3_K   ? 3
+           : dt == TB_CPU_Q4_K   ? 4
            : dt == TB_CPU_Q5_K   ? 5
            : dt == TB_CPU_Q6_K   ? 6
            : dt == TB_CPU_IQ4_XS ? 7
@@ -104,7 +123,12 @@ static inline bool tb_cpu_kp_has_min(int kind) /* Q4_K, Q5_K */
 }
 static inline size_t tb_cpu_kp_block_bytes(int kind)
 {
-    return kind == 4 ? 2432 : kind == 5 ? 2944 : kind == 6 ? 3392 : 2240;
+    return kind == 2   ? TB_CPU_KP2_BYTES
+           : kind == 3 ? TB_CPU_KP3_BYTES
+           : kind == 4 ? 2432
+           : kind == 5 ? 2944
+           : kind == 6 ? 3392
+                       : 2240;
 }
 static inline size_t tb_cpu_kp_sc_off(int kind)
 {
@@ -199,6 +223,15 @@ void tb_cpu_quant_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1);
 void tb_cpu_kpack_rows_generic(const struct tb_mm_args *a, int64_t r0, int64_t r1);
 void tb_cpu_kpack_rows_avx2(const struct tb_mm_args *a, int64_t r0, int64_t r1);
 void tb_cpu_kpack_rows_avx512(const struct tb_mm_args *a, int64_t r0, int64_t r1);
+/* The same for Q2_K and Q3_K (kinds 2 and 3, tb_cpu_kpack23*.c), which the above call. */
+struct tb_quant_unpacked;
+struct tb_block_q8_k;
+/* Writes row i's part of one zeroed record from block `u` (NULL: a padding row). */
+void tb_cpu_kpack23_block(uint8_t *rec, int kind, int i, const struct tb_quant_unpacked *u);
+/* Row i's contribution of one record with Q8_K block `y` (the reference's f32 step). */
+float tb_cpu_kpack23_dot(const uint8_t *rec, int kind, int i, const struct tb_block_q8_k *y);
+void tb_cpu_kpack23_rows_avx2(const struct tb_mm_args *a, int64_t r0, int64_t r1);
+void tb_cpu_kpack23_rows_avx512(const struct tb_mm_args *a, int64_t r0, int64_t r1);
 
 extern const struct tb_cpu_isa_impl tb_cpu_impl_generic;
 extern const struct tb_cpu_isa_impl tb_cpu_impl_avx2;

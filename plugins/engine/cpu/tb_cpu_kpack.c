@@ -1,6 +1,6 @@
 /*
  * tb_cpu_kpack.c - the packed K-quant layout "Kx16" (tb_cpu_internal.h): the packing of Q4_K,
- * Q5_K, Q6_K and IQ4_XS matrices, written from each block's integer form (tb_quant_unpack, the
+ * Q5_K, Q6_K and IQ4_XS matrices (Q2_K and Q3_K: tb_cpu_kpack23.c), written from each block's integer form (tb_quant_unpack, the
  * reference decoder), and the portable matmul over it, the definition the AVX2 and AVX-512
  * kernels (tb_cpu_kpack_avx2.c, tb_cpu_kpack_avx512.c) reproduce bit for bit.
  *
@@ -16,7 +16,9 @@
 
 static tb_dtype_t s_model_type(int kind)
 {
-    return kind == 4   ? TB_DTYPE_Q4_K
+    return kind == 2   ? TB_DTYPE_Q2_K
+           : kind == 3 ? TB_DTYPE_Q3_K
+           : kind == 4 ? TB_DTYPE_Q4_K
            : kind == 5 ? TB_DTYPE_Q5_K
            : kind == 6 ? TB_DTYPE_Q6_K
                        : TB_DTYPE_IQ4_XS;
@@ -108,7 +110,11 @@ int tb_cpu_kpack(const struct tb_cpu_weight *w, void *dst, size_t dst_bytes)
                 if (src) {
                     (void)tb_quant_unpack(t, src + (size_t)b * bb, &u);
                 }
-                s_pack_block(gp + (size_t)b * rec_bytes, kind, i, src ? &u : NULL);
+                if (kind <= 3) {
+                    tb_cpu_kpack23_block(gp + (size_t)b * rec_bytes, kind, i, src ? &u : NULL);
+                } else {
+                    s_pack_block(gp + (size_t)b * rec_bytes, kind, i, src ? &u : NULL);
+                }
             }
         }
     }
@@ -174,7 +180,9 @@ void tb_cpu_kpack_rows_generic(const struct tb_mm_args *a, int64_t r0, int64_t r
                 (const struct tb_block_q8_k *)(a->qx + (size_t)tok * a->qx_stride);
             float acc = 0.0f;
             for (int64_t b = 0; b < nb; b++) {
-                acc += s_block(gp + (size_t)b * rec_bytes, kind, i, x + b);
+                const uint8_t *rec = gp + (size_t)b * rec_bytes;
+                acc += kind <= 3 ? tb_cpu_kpack23_dot(rec, kind, i, x + b)
+                                 : s_block(rec, kind, i, x + b);
             }
             a->y[(size_t)tok * a->ldy + r] = acc + (a->bias ? a->bias[r] : 0.0f);
         }

@@ -187,6 +187,10 @@ AINLINE void s_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1, const in
 void tb_cpu_kpack_rows_avx2(const struct tb_mm_args *a, int64_t r0, int64_t r1)
 {
     switch (tb_cpu_kp_kind(a->dtype)) {
+    case 2:
+    case 3:
+        tb_cpu_kpack23_rows_avx2(a, r0, r1);
+        break;
     case 4:
         s_rows(a, r0, r1, 4);
         break;

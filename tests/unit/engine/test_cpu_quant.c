@@ -8,7 +8,7 @@
  *    error the 8-bit activations allow, |y - ref| <= sum_i |w_i| * d_i / 2 (d_i the scale of
  *    x_i's activation block, max|x| / 127), plus 1e-5 of sum_i |w_i x_i| for f32 rounding;
  *  - bit-equal to tb_quant_matmul (the portable integer reference), whatever the ISA, from the
- *    stored rows and (Q4_K, Q5_K, Q6_K, IQ4_XS) from the packed Kx16 copy;
+ *    stored rows and (Q2_K .. Q6_K, IQ4_XS) from the packed Kx16 copy;
  *  - batch invariance: a token's outputs are the same bits alone, in a batch, and at any place
  *    in it, with any thread count;
  *  - tb_cpu_matmul_multi equals separate calls; the embedding lookup (tb_cpu_dequantize_row)
@@ -187,7 +187,7 @@ static void s_check(const struct fixture *f, const float *y, bool with_bias, con
     free(half);
 }
 
-/* `wt` with its packed copy (Kx16 for Q4_K, Q5_K, Q6_K), in memory the caller frees; NULL
+/* `wt` with its packed copy (Kx16 for the K-quants and IQ4_XS), in memory the caller frees; NULL
  * (and wt unchanged) for a type without one. */
 static void *s_pack(struct tb_cpu_weight *wt)
 {
@@ -202,7 +202,7 @@ static void *s_pack(struct tb_cpu_weight *wt)
     return mem;
 }
 
-/* Every type, every ISA, pool or not, stored and (Q4_K, Q5_K, Q6_K) packed, batch 1 and 6
+/* Every type, every ISA, pool or not, stored and (K-quants, IQ4_XS) packed, batch 1 and 6
  * (with bias) and batch 9: against both references, and each token alone gives the batch's
  * bits. */
 static void test_matmul_all_types_all_isas(void **state)
@@ -278,7 +278,7 @@ static void test_matmul_threads_large(void **state)
     (void)state;
     tb_threadpool_t *pool = NULL;
     assert_int_equal(tb_threadpool_new(4, &pool), TB_OK);
-    const size_t pick[] = {6, 8, 3}; /* Q4_K, Q6_K, IQ4_NL */
+    const size_t pick[] = {6, 8, 3, 4, 5}; /* Q4_K, Q6_K, IQ4_NL, Q2_K, Q3_K */
     for (size_t p = 0; p < sizeof pick / sizeof pick[0]; p++) {
         struct fixture f;
         s_fixture(&f, pick[p], 1001, 1024, 3);
@@ -385,7 +385,9 @@ static void test_refusals(void **state)
         assert_int_equal(tb_cpu_quantize_row(s_types[i].cpu, x, out, 256), TB_ENOTSUP);
         const struct tb_cpu_weight wt = {s_types[i].cpu, 16, 256, w, NULL};
         const tb_cpu_dtype_t dt = s_types[i].cpu;
-        const size_t want = dt == TB_CPU_Q4_K     ? 2432
+        const size_t want = dt == TB_CPU_Q2_K     ? 1408
+                            : dt == TB_CPU_Q3_K   ? 1856
+                            : dt == TB_CPU_Q4_K   ? 2432
                             : dt == TB_CPU_Q5_K   ? 2944
                             : dt == TB_CPU_Q6_K   ? 3392
                             : dt == TB_CPU_IQ4_XS ? 2240
