@@ -10,7 +10,8 @@ tb_forward --backend cuda, against the cpu flavour on the same models:
 - decode graphs on and off: bitwise the same logits (the graphs did replay);
 - an emulated device too small for the model: a refusal naming the allocation;
 - K-quant files (Q4_K_M: Q4_K + Q6_K; Q5_K) through the native K-quant kernels: logits within
-  KQUANT_TOL of the cpu flavour and of the float64 reference, and batch invariance.
+  KQUANT_TOL of the cpu flavour and of the float64 reference, and batch invariance; other
+  block types (Q3_K) refused by name.
 And the real plugin (tb_engine_cuda.so, built where nvcc exists) on this machine without a GPU:
 `turbine check` accepts a cuda deployment; `turbine serve` exits 2 before any component starts
 (no port bound), saying no CUDA device was found and the CUDA error.
@@ -177,6 +178,24 @@ def test_kquant_alone_equals_batched(kmodels, tmp_path):
     assert toks[1] == alone_toks[0]
     assert np.array_equal(rows[1], alone_rows[0])
     assert res['cuda']['graph_replays'] > 0
+
+
+def test_other_block_types_are_refused_by_name(tmp_path):
+    """GGUF block types without cuda kernels (here Q3_K) are refused at start, naming the tensor
+    and the type, never computed some other way."""
+    import sys
+    from conftest import ROOT
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    import tb_make_model
+    need_shared()
+    out = str(tmp_path / 'q3k.gguf')
+    argv = ['--out', out, '--format', 'gguf', '--block-types', 'q3_k', '--layers', 1, '--hidden',
+            256, '--heads', 4, '--kv-heads', 2, '--intermediate', 256, '--vocab', 300]
+    assert tb_make_model.main([str(a) for a in argv]) == 0
+    err = run_fwd(out, '--prompt', '1,2,3', '--generate', 1, '--backend', 'cuda',
+                  expect_ok=False)
+    assert 'type q3_k is not supported by the cuda flavour yet' in err, err
+    assert 'Q4_K, Q5_K, Q6_K' in err, err
 
 
 def test_device_too_small_is_refused(models):
