@@ -16,16 +16,19 @@ import sys
 
 # kernel name (as it appears in the mangled symbol) -> the least number of distinct 128-bit
 # global loads it must have: weight + activation for the GEMVs, key + value for attention.  The
-# K-quant GEMVs (gemv_k.cu) read per unit of 64 values 2 (Q4_K), 4 (Q5_K) or 3 (Q6_K) 128-bit
-# words of quants and one 16-byte scale record, and 4 words of activations for each of the 8
-# tokens (unrolled): every one of those must be a 128-bit load (Q4_K 3 + 32, Q5_K 5 + 32, Q6_K
-# 4 + 32; the narrower loads are the activation scales, the bias and Q6_K's f16 d).
+# K-quant GEMVs (gemv_k.cu) read per unit of 64 values 1 (Q2_K), 2 (Q3_K, Q4_K), 4 (Q5_K) or
+# 3 (Q6_K) 128-bit words of quants and one 16-byte scale record, and 4 words of activations for
+# each of the 8 tokens (unrolled): every one of those must be a 128-bit load (Q2_K 2 + 32, Q3_K
+# and Q4_K 3 + 32, Q5_K 5 + 32, Q6_K 4 + 32; the narrower loads are the activation scales, the
+# bias and the f16 super-block scales).
 REQUIRED = {
     'tb_gemv_kernel': 2,
     'tb_gemv_q_kernel': 2,
     'tb_gemv_k45_kernelILb0': 35,
     'tb_gemv_k45_kernelILb1': 37,
     'tb_gemv_q6k_kernel': 36,
+    'tb_gemv_k23_kernelILb0': 34,
+    'tb_gemv_k23_kernelILb1': 35,
     'tb_attn_split_kernel': 2,
     'tb_attn_prefill_kernel': 2,
 }

@@ -11,8 +11,27 @@ TB_DEV float tb_embed_k(tb_cuda_dtype_t dt, const uint8_t *data, const uint8_t *
 {
     const int64_t sb = row * (cols / 256) + i / 256;
     const int j = (int)(i % 256);
-    const uint8_t *q = data + sb * (dt == TB_CUDA_Q4_K ? 128 : dt == TB_CUDA_Q5_K ? 160 : 192);
+    const int qb = dt == TB_CUDA_Q2_K   ? 64
+                   : dt == TB_CUDA_Q3_K ? 96
+                   : dt == TB_CUDA_Q4_K ? 128
+                   : dt == TB_CUDA_Q5_K ? 160
+                                        : 192;
+    const uint8_t *q = data + sb * qb;
     const uint8_t *r = rec + sb * 16;
+    if (dt == TB_CUDA_Q2_K || dt == TB_CUDA_Q3_K) {
+        const int n = j / 128, l = j % 32, g = j / 16;
+        const int q2 = (q[(dt == TB_CUDA_Q3_K ? 32 : 0) + 32 * n + l] >> (2 * ((j / 32) % 4))) &
+                       3;
+        if (dt == TB_CUDA_Q2_K) {
+            const float d = tb_f16_to_f32(super_d[2 * sb]),
+                        dmin = tb_f16_to_f32(super_d[2 * sb + 1]);
+            return (d * (float)(r[g] & 15)) * (float)q2 - dmin * (float)(r[g] >> 4);
+        }
+        const int code = (q[l] >> (j / 32)) & 1 ? q2 : q2 - 4;
+        const int lo = (r[g % 8] >> (g < 8 ? 0 : 4)) & 15,
+                  hi = (r[8 + g % 4] >> (2 * (g / 4))) & 3;
+        return (tb_f16_to_f32(super_d[sb]) * (float)((lo | (hi << 4)) - 32)) * (float)code;
+    }
     if (dt == TB_CUDA_Q6_K) {
         const int n = j / 128, l = j % 32, g = (j % 128) / 32; /* g: which of the four 32s */
         const int lo = (q[64 * n + l + 32 * (g % 2)] >> (4 * (g / 2))) & 15;
@@ -47,6 +66,8 @@ TB_DEV float tb_embed_value(tb_cuda_dtype_t dt, const uint8_t *data, const uint1
     case TB_CUDA_Q8_0:
         return tb_f16_to_f32(scales[(row * cols + i) / 32]) *
                (float)reinterpret_cast<const int8_t *>(data)[row * cols + i];
+    case TB_CUDA_Q2_K:
+    case TB_CUDA_Q3_K:
     case TB_CUDA_Q4_K:
     case TB_CUDA_Q5_K:
     case TB_CUDA_Q6_K:
@@ -85,8 +106,8 @@ extern "C" int tb_cuda_embed(const struct tb_cuda_weight *t, const int32_t *toke
         ((unsigned)t->dtype > TB_CUDA_Q4_0 && !tb_cuda_dtype_is_k(t->dtype)) ||
         ((t->dtype == TB_CUDA_Q8_0 || t->dtype == TB_CUDA_Q4_0) &&
          (!t->scales || t->cols % TB_CUDA_QBLOCK)) ||
-        (tb_cuda_dtype_is_k(t->dtype) &&
-         (!t->scales || t->cols % TB_CUDA_KBLOCK || (t->dtype == TB_CUDA_Q6_K && !t->super_d)))) {
+        (tb_cuda_dtype_is_k(t->dtype) && (!t->scales || t->cols % TB_CUDA_KBLOCK ||
+                                          (tb_cuda_k_super_d(t->dtype) && !t->super_d)))) {
         return TB_EINVAL;
     }
     if (n_tok == 0) {

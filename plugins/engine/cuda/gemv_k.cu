@@ -1,5 +1,5 @@
 /*
- * gemv_k.cu - y = x . W^T (+ bias) for the K-quant weights Q4_K, Q5_K and Q6_K (repacked by
+ * gemv_k.cu - y = x . W^T (+ bias) for the K-quant weights Q4_K, Q5_K, Q6_K, Q3_K, Q2_K (repacked by
  * repack_q.cu) against the q8_1 activations of quantize_q8_1.cu: integer dot products with
  * dp4a, the weights never dequantized to a float copy.
  *
@@ -14,6 +14,9 @@
  *  - Q6_K: unit (n, h) is four groups of 16 values (128 n + 16 h + 32 i, i = 0..3), each with
  *    its own int8 scale: value = d * sc * (q - 32), so per group
  *    d * sc * d_x * (dot(q, q_x) - 32 * sum16(q_x)), the 16-wide sum a dp4a against ones.
+ *  - Q3_K / Q2_K: unit (n, h) as Q6_K's, 2-bit quants (+ Q3_K's high bit):
+ *    Q3_K d * sc * d_x * (dot(q, q_x) - 4 * sum16(q_x)) (q = low bits | high bit << 2),
+ *    Q2_K d * sc * d_x * dot(q, q_x) - dmin * m * d_x * sum16(q_x).
  * Per token, a lane's partial sum runs over its units in order and the warp adds lanes in a
  * fixed butterfly: batch invariant, like gemv_q.cu.
  */
@@ -187,6 +190,78 @@ __global__ void __launch_bounds__(TB_GEMVK_WARPS * 32)
     tb_k_store(acc, nt, t0, lane, row, bias, y, ldy);
 }
 
+/* Q2_K (Q3 false) and Q3_K (Q3 true): 2-bit quants qs[64] (Q3_K: after hmask[32]) per
+ * super-block, byte l of half n holding values 128 n + 32 j + l at bits 2 j; unit (n, h) is the
+ * four groups of 16 values 128 n + 32 j + 16 h (j = 0..3), read with one 128-bit load (Q3_K: and
+ * one of its high bits).  rec = Q2_K's 16 scale/min bytes or Q3_K's 12 packed scale bytes; sd =
+ * Q2_K's {d, dmin} pairs or Q3_K's d. */
+template <bool Q3>
+__global__ void __launch_bounds__(TB_GEMVK_WARPS * 32)
+    tb_gemv_k23_kernel(const uint8_t *__restrict__ wq, const uint4 *__restrict__ rec,
+                       const uint16_t *__restrict__ sd, int64_t rows, int64_t cols,
+                       const int8_t *__restrict__ xq, const float2 *__restrict__ xd, int n_tok,
+                       const float *__restrict__ bias, float *__restrict__ y, size_t ldy)
+{
+    TB_GEMVK_PROLOGUE
+    const uint4 ones = {0x01010101u, 0x01010101u, 0x01010101u, 0x01010101u};
+    const uint4 zero = {0, 0, 0, 0};
+    float acc[TB_GEMVK_TOK] = {};
+    for (int64_t u = lane; u < nsb * 4; u += 32) {
+        const int64_t sb = u / 4;
+        const int n = (int)(u % 4) / 2, h = (int)(u % 2);
+        const uint8_t *q = wq + (row * nsb + sb) * (Q3 ? 96 : 64);
+        const uint4 qv = tb_ld128(q + (Q3 ? 32 : 0) + 32 * n + 16 * h);
+        uint4 v[4];
+        float sc[4], mn[4];
+        const uint4 r = rec[row * nsb + sb];
+        TB_UNROLL
+        for (int j = 0; j < 4; j++) {
+            v[j] = tb_k_bits(zero, qv, 2 * j, 0x03030303u, 0);
+            const int g = 8 * n + 2 * j + h;
+            if (Q3) {
+                const int lo = (int)(tb_k_byte(r, g % 8) >> (g < 8 ? 0 : 4)) & 15;
+                const int hi = (int)(tb_k_byte(r, 8 + g % 4) >> (2 * (g / 4))) & 3;
+                sc[j] = (float)((lo | (hi << 4)) - 32);
+                mn[j] = 0.0f;
+            } else {
+                sc[j] = (float)(tb_k_byte(r, g) & 15);
+                mn[j] = (float)(tb_k_byte(r, g) >> 4);
+            }
+        }
+        if (Q3) {
+            const uint4 hm = tb_ld128(q + 16 * h);
+            TB_UNROLL
+            for (int j = 0; j < 4; j++) {
+                v[j] = tb_k_bits(v[j], hm, 4 * n + j, 0x01010101u, 2);
+            }
+        }
+        const float d = tb_f16_to_f32(sd[(row * nsb + sb) * (Q3 ? 1 : 2)]);
+        const float dmin = Q3 ? 0.0f : tb_f16_to_f32(sd[(row * nsb + sb) * 2 + 1]);
+        const int64_t blk = sb * 8 + 4 * n; /* activation block of group 0 */
+        TB_UNROLL
+        for (int t = 0; t < TB_GEMVK_TOK; t++) {
+            if (t < nt) {
+                const int8_t *xr = xq + (int64_t)(t0 + t) * cols + blk * 32 + 16 * h;
+                const float2 *dx = xd + (int64_t)(t0 + t) * nb + blk;
+                float a = 0.0f, m = 0.0f;
+                TB_UNROLL
+                for (int j = 0; j < 4; j++) {
+                    const uint4 x = tb_ld128(xr + 32 * j);
+                    const int dot = tb_k_dot16(v[j], x), s16 = tb_k_dot16(ones, x);
+                    if (Q3) {
+                        a += sc[j] * dx[j].x * (float)(dot - 4 * s16);
+                    } else {
+                        a += sc[j] * dx[j].x * (float)dot;
+                        m += mn[j] * dx[j].x * (float)s16;
+                    }
+                }
+                acc[t] += Q3 ? d * a : d * a - dmin * m;
+            }
+        }
+    }
+    tb_k_store(acc, nt, t0, lane, row, bias, y, ldy);
+}
+
 extern "C" int tb_cuda_gemv_k(const struct tb_cuda_weight *w, const struct tb_cuda_q8_act *act,
                               int n_tok, const float *bias, float *y, size_t ldy, void *stream)
 {
@@ -197,7 +272,8 @@ extern "C" int tb_cuda_gemv_k(const struct tb_cuda_weight *w, const struct tb_cu
         ((uintptr_t)act->ds & 7)) {
         return TB_EINVAL;
     }
-    if (!tb_cuda_dtype_is_k(w->dtype) || (w->dtype == TB_CUDA_Q6_K && !w->super_d)) {
+    if (!tb_cuda_dtype_is_k(w->dtype) ||
+        (w->dtype != TB_CUDA_Q4_K && w->dtype != TB_CUDA_Q5_K && !w->super_d)) {
         return TB_EINVAL;
     }
     if (n_tok == 0) {
@@ -216,6 +292,12 @@ extern "C" int tb_cuda_gemv_k(const struct tb_cuda_weight *w, const struct tb_cu
     } else if (w->dtype == TB_CUDA_Q5_K) {
         rc = tb_launch(tb_gemv_k45_kernel<true>, grid, block, 0, (tb_stream_t)stream, d, rec,
                        w->rows, w->cols, act->qs, xd, n_tok, bias, y, ldy);
+    } else if (w->dtype == TB_CUDA_Q3_K) {
+        rc = tb_launch(tb_gemv_k23_kernel<true>, grid, block, 0, (tb_stream_t)stream, d, rec,
+                       w->super_d, w->rows, w->cols, act->qs, xd, n_tok, bias, y, ldy);
+    } else if (w->dtype == TB_CUDA_Q2_K) {
+        rc = tb_launch(tb_gemv_k23_kernel<false>, grid, block, 0, (tb_stream_t)stream, d, rec,
+                       w->super_d, w->rows, w->cols, act->qs, xd, n_tok, bias, y, ldy);
     } else {
         rc = tb_launch(tb_gemv_q6k_kernel, grid, block, 0, (tb_stream_t)stream, d, rec,
                        w->super_d, w->rows, w->cols, act->qs, xd, n_tok, bias, y, ldy);

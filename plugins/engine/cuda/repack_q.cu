@@ -38,11 +38,11 @@ extern "C" int tb_cuda_repack_q(tb_cuda_dtype_t dtype, const void *blocks, int64
                                     vals, (uint8_t *)qs, scales));
 }
 
-/* K-quants: one thread per super-block; `qb` quant bytes from src offset `qo`, 16 record bytes
- * from `ro`, and (Q6_K, do >= 0) the f16 d from `dof`. */
+/* K-quants: one thread per super-block; `qb` quant bytes from src offset `qo`, `rb` record
+ * bytes from `ro` (zeros up to 16), and n_sd f16 values from `dof`. */
 __global__ void tb_repack_k_kernel(const uint8_t *__restrict__ src, int64_t n_blocks,
-                                   int src_bytes, int qo, int qb, int ro, int dof,
-                                   uint8_t *__restrict__ qs, uint8_t *__restrict__ rec,
+                                   int src_bytes, int qo, int qb, int ro, int rb, int dof,
+                                   int n_sd, uint8_t *__restrict__ qs, uint8_t *__restrict__ rec,
                                    uint16_t *__restrict__ sd)
 {
     const int64_t b = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -54,10 +54,10 @@ __global__ void tb_repack_k_kernel(const uint8_t *__restrict__ src, int64_t n_bl
         qs[b * qb + i] = s[qo + i];
     }
     for (int i = 0; i < 16; i++) {
-        rec[b * 16 + i] = s[ro + i];
+        rec[b * 16 + i] = i < rb ? s[ro + i] : 0;
     }
-    if (dof >= 0) {
-        sd[b] = (uint16_t)(s[dof] | (s[dof + 1] << 8));
+    for (int i = 0; i < n_sd; i++) {
+        sd[b * n_sd + i] = (uint16_t)(s[dof + 2 * i] | (s[dof + 2 * i + 1] << 8));
     }
 }
 
@@ -66,18 +66,26 @@ extern "C" int tb_cuda_repack_k(tb_cuda_dtype_t dtype, const void *blocks, int64
                                 void *stream)
 {
     if (!tb_cuda_dtype_is_k(dtype) || !blocks || !qs || !scales || rows < 1 ||
-        cols < TB_CUDA_KBLOCK || cols % TB_CUDA_KBLOCK || (dtype == TB_CUDA_Q6_K && !super_d)) {
+        cols < TB_CUDA_KBLOCK || cols % TB_CUDA_KBLOCK ||
+        (tb_cuda_k_super_d(dtype) && !super_d)) {
         return TB_EINVAL;
     }
-    /* GGUF layouts: Q4_K d, dmin, scales[12], qs[128] (144 bytes); Q5_K d, dmin, scales[12],
+    /* GGUF layouts (bytes): Q2_K scales[16], qs[64], d, dmin (84); Q3_K hmask[32], qs[64],
+     * scales[12], d (110); Q4_K d, dmin, scales[12], qs[128] (144); Q5_K d, dmin, scales[12],
      * qh[32], qs[128] (176); Q6_K ql[128], qh[64], scales[16], d (210) */
-    const int qb = tb_cuda_k_quant_bytes(dtype);
-    const int src_bytes = dtype == TB_CUDA_Q4_K ? 144 : dtype == TB_CUDA_Q5_K ? 176 : 210;
-    const int qo = dtype == TB_CUDA_Q6_K ? 0 : 16, ro = dtype == TB_CUDA_Q6_K ? 192 : 0;
-    const int dof = dtype == TB_CUDA_Q6_K ? 208 : -1;
+    static const struct {
+        int src_bytes, qo, ro, rb, dof;
+    } L[] = {{84, 16, 0, 16, 80},
+             {110, 0, 96, 12, 108},
+             {144, 16, 0, 16, 0},
+             {176, 16, 0, 16, 0},
+             {210, 0, 192, 16, 208}};
+    const int k = (int)dtype - (int)TB_CUDA_Q2_K;
+    const int qb = tb_cuda_k_quant_bytes(dtype), n_sd = tb_cuda_k_super_d(dtype);
     const int64_t n = rows * (cols / TB_CUDA_KBLOCK);
     const unsigned grid = (unsigned)((n + 127) / 128);
     return tb_cuda_status(tb_launch(tb_repack_k_kernel, dim3(grid), dim3(128), 0,
-                                    (tb_stream_t)stream, (const uint8_t *)blocks, n, src_bytes,
-                                    qo, qb, ro, dof, (uint8_t *)qs, (uint8_t *)scales, super_d));
+                                    (tb_stream_t)stream, (const uint8_t *)blocks, n,
+                                    L[k].src_bytes, L[k].qo, qb, L[k].ro, L[k].rb, L[k].dof, n_sd,
+                                    (uint8_t *)qs, (uint8_t *)scales, super_d));
 }

@@ -3,7 +3,7 @@
  * weight upload, the forward pass over a scheduler plan and the decode graphs.
  *
  * Device memory (docs/engine-cuda.md):
- *   weights   one allocation per matrix (quantized: values, scales, Q6_K's super-block
+ *   weights   one allocation per matrix (quantized: values, scales, Q2_K/Q3_K/Q6_K's super-block
  *             scales), one per vector;
  *   KV cache  one allocation: layer-major, each layer's K then V cache, each
  *             [block][kv_head][slot][head_dim] f16 (the kernels' layout);
@@ -172,7 +172,7 @@ static int s_upload_vec(tb_backend_t *b, const float *v, size_t n, float **out, 
 }
 
 /* Uploads quantized matrix `w` (Q8_0/Q4_0, or a K-quant): its raw blocks to a temporary
- * buffer, repacked on the device into values, scales (and Q6_K's super-block scales) in one
+ * buffer, repacked on the device into values, scales (and the super-block scales of Q2_K, Q3_K, Q6_K) in one
  * allocation, each part 256-byte aligned. */
 static int s_upload_quant(tb_backend_t *b, const struct tb_cpu_weight *w, const char *name,
                           size_t bytes, struct tb_cuda_weight *out, char *err, size_t err_len)
@@ -190,7 +190,7 @@ static int s_upload_quant(tb_backend_t *b, const struct tb_cpu_weight *w, const 
                                                      : nblk * 16;
     const size_t vals_al = (vals + 255) / 256 * 256;
     const size_t scales = k ? nblk * 16 : nblk * 2, scales_al = (scales + 255) / 256 * 256;
-    const size_t sd = out->dtype == TB_CUDA_Q6_K ? nblk * 2 : 0;
+    const size_t sd = nblk * 2 * (size_t)tb_cuda_k_super_d(out->dtype);
     void *raw = NULL, *d = NULL;
     int rc = tb_cu_malloc(&raw, bytes, err, err_len);
     if (rc != TB_OK) {
@@ -251,12 +251,14 @@ static int s_upload_mat(tb_backend_t *b, const struct tb_cpu_weight *w, const ch
     case TB_CPU_Q4_K:
     case TB_CPU_Q5_K:
     case TB_CPU_Q6_K:
+    case TB_CPU_Q2_K:
+    case TB_CPU_Q3_K:
         return s_upload_quant(b, w, name, bytes, out, err, err_len);
     default: {
         const struct tb_cpu_dtype_info *di = tb_cpu_dtype_info(w->dtype);
         return tb_err_fail(err, err_len, TB_EMODEL,
                            "tensor '%s': type %s is not supported by the cuda flavour yet "
-                           "(F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)",
+                           "(F32, F16, BF16, Q8_0, Q4_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)",
                            name, di ? di->name : "unknown");
     }
     }

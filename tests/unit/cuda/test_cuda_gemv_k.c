@@ -1,4 +1,4 @@
-/* Unit tests for the CUDA flavour's K-quant kernels (Q4_K, Q5_K, Q6_K: repack_q.cu's
+/* Unit tests for the CUDA flavour's K-quant kernels (Q2_K .. Q6_K: repack_q.cu's
  * tb_cuda_repack_k, gemv_k.cu, the K-quant embedding of embed.cu), run through the host
  * emulation against float64 references built from the GGUF-exact dequantizer (tb_quant.h) and
  * the same q8_1 activations the kernel reads; edge blocks (all zero, maximal scales and
@@ -23,7 +23,30 @@
 #define COLS 2304 /* 9 super-blocks = 36 units: lanes wrap around */
 #define LDY (ROWS + 3)
 
-static const tb_cuda_dtype_t TYPES[] = {TB_CUDA_Q4_K, TB_CUDA_Q5_K, TB_CUDA_Q6_K};
+static const tb_cuda_dtype_t TYPES[] = {TB_CUDA_Q4_K, TB_CUDA_Q5_K, TB_CUDA_Q6_K, TB_CUDA_Q3_K,
+                                        TB_CUDA_Q2_K};
+
+/* GGUF block layout of each type (tb_quant.h): bytes, where the quants, the scale bytes and the
+ * f16 d / dmin (-1: none) are. */
+struct layout {
+    int bytes, q_off, q_len, rec_off, rec_len, d_off, dmin_off;
+};
+
+static struct layout s_layout(tb_cuda_dtype_t dt)
+{
+    switch (dt) {
+    case TB_CUDA_Q2_K:
+        return (struct layout){84, 16, 64, 0, 16, 80, 82};
+    case TB_CUDA_Q3_K:
+        return (struct layout){110, 0, 96, 96, 12, 108, -1};
+    case TB_CUDA_Q4_K:
+        return (struct layout){144, 16, 128, 0, 16, 0, 2};
+    case TB_CUDA_Q5_K:
+        return (struct layout){176, 16, 160, 0, 16, 0, 2};
+    default:
+        return (struct layout){210, 0, 192, 192, 16, 208, -1};
+    }
+}
 
 /* A K-quant matrix: GGUF blocks, the repacked layout, the dequantized values in double and,
  * per value, |d * sc * q| + |dmin * m| (the magnitude the f32 sums see). */
@@ -36,14 +59,7 @@ struct kmat {
 
 static size_t s_block_bytes(tb_cuda_dtype_t dt)
 {
-    return dt == TB_CUDA_Q4_K ? 144 : dt == TB_CUDA_Q5_K ? 176 : 210;
-}
-
-/* Offsets of the f16 d (and dmin, or -1) in a GGUF block of `dt`. */
-static void s_scale_offsets(tb_cuda_dtype_t dt, int *d_off, int *dmin_off)
-{
-    *d_off = dt == TB_CUDA_Q6_K ? 208 : 0;
-    *dmin_off = dt == TB_CUDA_Q6_K ? -1 : 2;
+    return (size_t)s_layout(dt).bytes;
 }
 
 /* Random valid blocks: random bytes with small f16 scales; block (0, 0) all zero, block (1, 1)
@@ -51,8 +67,7 @@ static void s_scale_offsets(tb_cuda_dtype_t dt, int *d_off, int *dmin_off)
 static void s_fill_blocks(tb_cuda_dtype_t dt, uint8_t *blocks, int64_t rows, int64_t cols)
 {
     const size_t bb = s_block_bytes(dt), nsb = (size_t)cols / 256;
-    int d_off, dmin_off;
-    s_scale_offsets(dt, &d_off, &dmin_off);
+    const int d_off = s_layout(dt).d_off, dmin_off = s_layout(dt).dmin_off;
     for (size_t b = 0; b < (size_t)rows * nsb; b++) {
         uint8_t *p = blocks + b * bb;
         for (size_t i = 0; i < bb; i++) {
@@ -85,7 +100,8 @@ static void s_kmat_make(struct kmat *m, tb_cuda_dtype_t dt, int64_t rows, int64_
     m->blocks = (uint8_t *)s_alloc(nsb * s_block_bytes(dt));
     m->qs = (uint8_t *)s_alloc(nsb * (size_t)tb_cuda_k_quant_bytes(dt));
     m->rec = (uint8_t *)s_alloc(nsb * 16);
-    m->sd = dt == TB_CUDA_Q6_K ? (uint16_t *)s_alloc(nsb * 2) : NULL;
+    m->sd = tb_cuda_k_super_d(dt) ? (uint16_t *)s_alloc(nsb * 2 * (size_t)tb_cuda_k_super_d(dt))
+                                  : NULL;
     m->ref = (double *)s_alloc(n * sizeof(double));
     m->mag = (double *)s_alloc(n * sizeof(double));
     float *f = (float *)s_alloc(n * sizeof(float));
@@ -130,16 +146,17 @@ static void test_repack_moves_bytes(void **state)
         const tb_cuda_dtype_t dt = TYPES[ti];
         struct kmat m;
         s_kmat_make(&m, dt, 3, 512);
-        const size_t bb = s_block_bytes(dt), qb = (size_t)tb_cuda_k_quant_bytes(dt);
+        const struct layout L = s_layout(dt);
+        const size_t qb = (size_t)tb_cuda_k_quant_bytes(dt), nsd = (size_t)tb_cuda_k_super_d(dt);
+        const uint8_t zeros[16] = {0};
+        assert_int_equal(qb, L.q_len);
         for (size_t b = 0; b < 6; b++) {
-            const uint8_t *src = m.blocks + b * bb;
-            if (dt == TB_CUDA_Q6_K) {
-                assert_memory_equal(m.qs + b * qb, src, 192);
-                assert_memory_equal(m.rec + b * 16, src + 192, 16);
-                assert_memory_equal(&m.sd[b], src + 208, 2);
-            } else {
-                assert_memory_equal(m.qs + b * qb, src + 16, qb);
-                assert_memory_equal(m.rec + b * 16, src, 16);
+            const uint8_t *src = m.blocks + b * (size_t)L.bytes;
+            assert_memory_equal(m.qs + b * qb, src + L.q_off, qb);
+            assert_memory_equal(m.rec + b * 16, src + L.rec_off, (size_t)L.rec_len);
+            assert_memory_equal(m.rec + b * 16 + L.rec_len, zeros, 16 - (size_t)L.rec_len);
+            if (nsd) { /* d, then Q2_K's dmin right after it in the block */
+                assert_memory_equal(&m.sd[b * nsd], src + L.d_off, 2 * nsd);
             }
         }
         s_kmat_free(&m);
