@@ -26,9 +26,9 @@ REQUIRED = {
     'tb_gemv_q_kernel': 2,
     'tb_gemv_k45_kernelILb0': 35,
     'tb_gemv_k45_kernelILb1': 37,
-    'tb_gemv_q6k_kernel': 36,
-    'tb_gemv_k23_kernelILb0': 34,
-    'tb_gemv_k23_kernelILb1': 35,
+    'tb_gemv_k16_kernelILi13E': 36,  # Q6_K (the template argument is the dtype's value)
+    'tb_gemv_k16_kernelILi10E': 35,  # Q3_K
+    'tb_gemv_k16_kernelILi9E': 34,  # Q2_K
     'tb_attn_split_kernel': 2,
     'tb_attn_prefill_kernel': 2,
 }

@@ -1,12 +1,12 @@
 /*
- * gemv_k.cu - y = x . W^T (+ bias) for the K-quant weights Q4_K, Q5_K, Q6_K, Q3_K, Q2_K (repacked by
- * repack_q.cu) against the q8_1 activations of quantize_q8_1.cu: integer dot products with
+ * gemv_k.cu - y = x . W^T (+ bias) for the K-quant weights Q2_K .. Q6_K (repacked by repack_q.cu)
+ * against the q8_1 activations of quantize_q8_1.cu: integer dot products with
  * dp4a, the weights never dequantized to a float copy.
  *
  * A super-block of 256 values is cut into four "units" of 64 values; one warp serves one output
- * row and lane l takes units l, l + 32, ... of it.  Per unit a lane reads its quants with two
- * (Q4_K) or three (Q5_K, Q6_K) 128-bit loads, the super-block's 16-byte scale record with one,
- * and the 64 matching activation bytes with four.
+ * row and lane l takes units l, l + 32, ... of it.  Per unit a lane reads its quants with one
+ * (Q2_K), two (Q3_K, Q4_K), three (Q6_K) or four (Q5_K) 128-bit loads, the super-block's 16-byte
+ * scale record with one, and the 64 matching activation bytes with four.
  *  - Q4_K / Q5_K: unit k of a super-block is sub-blocks 2k and 2k + 1 (32 values each, one
  *    q8_1 block each): value = d * sc * q - dmin * m, so per sub-block
  *    d * sc * d_x * dot(q, q_x) - dmin * m * (d_x * sum(q_x)), the second factor being the
@@ -141,102 +141,82 @@ __global__ void __launch_bounds__(TB_GEMVK_WARPS * 32)
     tb_k_store(acc, nt, t0, lane, row, bias, y, ldy);
 }
 
-/* Q6_K: quants ql (128 bytes) then qh (64) per super-block; rec = the 16 int8 scales; sd = the
- * super-block scales d (f16). */
-__global__ void __launch_bounds__(TB_GEMVK_WARPS * 32)
-    tb_gemv_q6k_kernel(const uint8_t *__restrict__ wq, const uint4 *__restrict__ rec,
-                       const uint16_t *__restrict__ sd, int64_t rows, int64_t cols,
-                       const int8_t *__restrict__ xq, const float2 *__restrict__ xd, int n_tok,
-                       const float *__restrict__ bias, float *__restrict__ y, size_t ldy)
+/* One unit (n, h) of a super-block of the types with groups of 16 (Q6_K, Q3_K, Q2_K), decoded:
+ * the four groups' codes (group j: values 128 n + 32 j + 16 h .. + 15, scale index
+ * 8 n + 2 j + h) as unsigned bytes v[j] with the type's offset `off` to subtract, their scales
+ * sc[j] and mins mn[j], and the super-block's d and dmin.
+ *  - Q6_K: quants ql[128], qh[64]; rec = 16 int8 scales; sd = d.  code = 6 bits - 32.
+ *  - Q3_K: quants hmask[32], qs[64]; rec = 12 packed six-bit scales (- 32); sd = d.
+ *    code = 2 low bits | high bit << 2, - 4.
+ *  - Q2_K: quants qs[64]; rec = 16 bytes of scale (low nibble) and min (high); sd = {d, dmin}. */
+template <int DT>
+TB_DEV void tb_k16_unit(const uint8_t *q, uint4 r, const uint16_t *sd, int n, int h, uint4 *v,
+                        float *sc, float *mn, float *d, float *dmin)
 {
-    TB_GEMVK_PROLOGUE
-    const uint4 ones = {0x01010101u, 0x01010101u, 0x01010101u, 0x01010101u};
     const uint4 zero = {0, 0, 0, 0};
-    float acc[TB_GEMVK_TOK] = {};
-    for (int64_t u = lane; u < nsb * 4; u += 32) {
-        const int64_t sb = u / 4;
-        const int n = (int)(u % 4) / 2, h = (int)(u % 2);
-        const uint8_t *q = wq + (row * nsb + sb) * 192;
+    if (DT == TB_CUDA_Q6_K) {
         const uint4 l0 = tb_ld128(q + 64 * n + 16 * h), l1 = tb_ld128(q + 64 * n + 32 + 16 * h);
         const uint4 hh = tb_ld128(q + 128 + 32 * n + 16 * h);
-        const uint4 g0 = tb_k_bits(tb_k_bits(zero, l0, 0, 0x0f0f0f0fu, 0), hh, 0, 0x03030303u, 4);
-        const uint4 g1 = tb_k_bits(tb_k_bits(zero, l1, 0, 0x0f0f0f0fu, 0), hh, 2, 0x03030303u, 4);
-        const uint4 g2 = tb_k_bits(tb_k_bits(zero, l0, 4, 0x0f0f0f0fu, 0), hh, 4, 0x03030303u, 4);
-        const uint4 g3 = tb_k_bits(tb_k_bits(zero, l1, 4, 0x0f0f0f0fu, 0), hh, 6, 0x03030303u, 4);
-        const uint4 r = rec[row * nsb + sb];
-        const float d = tb_f16_to_f32(sd[row * nsb + sb]);
-        const int s0 = 8 * n + h; /* scale of group i: s0 + 2 i */
-        const float c0 = (float)(int8_t)tb_k_byte(r, s0),
-                    c1 = (float)(int8_t)tb_k_byte(r, s0 + 2);
-        const float c2 = (float)(int8_t)tb_k_byte(r, s0 + 4);
-        const float c3 = (float)(int8_t)tb_k_byte(r, s0 + 6);
-        const int64_t blk = sb * 8 + 4 * n; /* activation block of group 0 */
         TB_UNROLL
-        for (int t = 0; t < TB_GEMVK_TOK; t++) {
-            if (t < nt) {
-                const int8_t *xr = xq + (int64_t)(t0 + t) * cols + blk * 32 + 16 * h;
-                const float2 *dx = xd + (int64_t)(t0 + t) * nb + blk;
-                const uint4 x0 = tb_ld128(xr), x1 = tb_ld128(xr + 32), x2 = tb_ld128(xr + 64),
-                            x3 = tb_ld128(xr + 96);
-                const int i0 = tb_k_dot16(g0, x0) - 32 * tb_k_dot16(ones, x0);
-                const int i1 = tb_k_dot16(g1, x1) - 32 * tb_k_dot16(ones, x1);
-                const int i2 = tb_k_dot16(g2, x2) - 32 * tb_k_dot16(ones, x2);
-                const int i3 = tb_k_dot16(g3, x3) - 32 * tb_k_dot16(ones, x3);
-                acc[t] += d * ((c0 * dx[0].x * (float)i0 + c1 * dx[1].x * (float)i1) +
-                               (c2 * dx[2].x * (float)i2 + c3 * dx[3].x * (float)i3));
-            }
+        for (int j = 0; j < 4; j++) {
+            v[j] = tb_k_bits(tb_k_bits(zero, j % 2 ? l1 : l0, 4 * (j / 2), 0x0f0f0f0fu, 0), hh,
+                             2 * j, 0x03030303u, 4);
         }
-    }
-    tb_k_store(acc, nt, t0, lane, row, bias, y, ldy);
-}
-
-/* Q2_K (Q3 false) and Q3_K (Q3 true): 2-bit quants qs[64] (Q3_K: after hmask[32]) per
- * super-block, byte l of half n holding values 128 n + 32 j + l at bits 2 j; unit (n, h) is the
- * four groups of 16 values 128 n + 32 j + 16 h (j = 0..3), read with one 128-bit load (Q3_K: and
- * one of its high bits).  rec = Q2_K's 16 scale/min bytes or Q3_K's 12 packed scale bytes; sd =
- * Q2_K's {d, dmin} pairs or Q3_K's d. */
-template <bool Q3>
-__global__ void __launch_bounds__(TB_GEMVK_WARPS * 32)
-    tb_gemv_k23_kernel(const uint8_t *__restrict__ wq, const uint4 *__restrict__ rec,
-                       const uint16_t *__restrict__ sd, int64_t rows, int64_t cols,
-                       const int8_t *__restrict__ xq, const float2 *__restrict__ xd, int n_tok,
-                       const float *__restrict__ bias, float *__restrict__ y, size_t ldy)
-{
-    TB_GEMVK_PROLOGUE
-    const uint4 ones = {0x01010101u, 0x01010101u, 0x01010101u, 0x01010101u};
-    const uint4 zero = {0, 0, 0, 0};
-    float acc[TB_GEMVK_TOK] = {};
-    for (int64_t u = lane; u < nsb * 4; u += 32) {
-        const int64_t sb = u / 4;
-        const int n = (int)(u % 4) / 2, h = (int)(u % 2);
-        const uint8_t *q = wq + (row * nsb + sb) * (Q3 ? 96 : 64);
-        const uint4 qv = tb_ld128(q + (Q3 ? 32 : 0) + 32 * n + 16 * h);
-        uint4 v[4];
-        float sc[4], mn[4];
-        const uint4 r = rec[row * nsb + sb];
+    } else {
+        const uint4 qv = tb_ld128(q + (DT == TB_CUDA_Q3_K ? 32 : 0) + 32 * n + 16 * h);
         TB_UNROLL
         for (int j = 0; j < 4; j++) {
             v[j] = tb_k_bits(zero, qv, 2 * j, 0x03030303u, 0);
-            const int g = 8 * n + 2 * j + h;
-            if (Q3) {
-                const int lo = (int)(tb_k_byte(r, g % 8) >> (g < 8 ? 0 : 4)) & 15;
-                const int hi = (int)(tb_k_byte(r, 8 + g % 4) >> (2 * (g / 4))) & 3;
-                sc[j] = (float)((lo | (hi << 4)) - 32);
-                mn[j] = 0.0f;
-            } else {
-                sc[j] = (float)(tb_k_byte(r, g) & 15);
-                mn[j] = (float)(tb_k_byte(r, g) >> 4);
-            }
         }
-        if (Q3) {
+        if (DT == TB_CUDA_Q3_K) {
             const uint4 hm = tb_ld128(q + 16 * h);
             TB_UNROLL
             for (int j = 0; j < 4; j++) {
                 v[j] = tb_k_bits(v[j], hm, 4 * n + j, 0x01010101u, 2);
             }
         }
-        const float d = tb_f16_to_f32(sd[(row * nsb + sb) * (Q3 ? 1 : 2)]);
-        const float dmin = Q3 ? 0.0f : tb_f16_to_f32(sd[(row * nsb + sb) * 2 + 1]);
+    }
+    TB_UNROLL
+    for (int j = 0; j < 4; j++) {
+        const int g = 8 * n + 2 * j + h;
+        if (DT == TB_CUDA_Q6_K) {
+            sc[j] = (float)(int8_t)tb_k_byte(r, g);
+            mn[j] = 0.0f;
+        } else if (DT == TB_CUDA_Q3_K) {
+            const int lo = (int)(tb_k_byte(r, g % 8) >> (g < 8 ? 0 : 4)) & 15;
+            const int hi = (int)(tb_k_byte(r, 8 + g % 4) >> (2 * (g / 4))) & 3;
+            sc[j] = (float)((lo | (hi << 4)) - 32);
+            mn[j] = 0.0f;
+        } else {
+            sc[j] = (float)(tb_k_byte(r, g) & 15);
+            mn[j] = (float)(tb_k_byte(r, g) >> 4);
+        }
+    }
+    *d = tb_f16_to_f32(sd[0]);
+    *dmin = DT == TB_CUDA_Q2_K ? tb_f16_to_f32(sd[1]) : 0.0f;
+}
+
+/* Q6_K, Q3_K and Q2_K: per group d * sc * d_x * (dot(v, q_x) - off * sum16(q_x)), minus (Q2_K)
+ * dmin * m * d_x * sum16(q_x); the 16-wide sums a dp4a against ones. */
+template <int DT>
+__global__ void __launch_bounds__(TB_GEMVK_WARPS * 32)
+    tb_gemv_k16_kernel(const uint8_t *__restrict__ wq, const uint4 *__restrict__ rec,
+                       const uint16_t *__restrict__ sd, int64_t rows, int64_t cols,
+                       const int8_t *__restrict__ xq, const float2 *__restrict__ xd, int n_tok,
+                       const float *__restrict__ bias, float *__restrict__ y, size_t ldy)
+{
+    constexpr int QB = DT == TB_CUDA_Q6_K ? 192 : DT == TB_CUDA_Q3_K ? 96 : 64;
+    constexpr int OFF = DT == TB_CUDA_Q6_K ? 32 : DT == TB_CUDA_Q3_K ? 4 : 0;
+    constexpr int NSD = DT == TB_CUDA_Q2_K ? 2 : 1;
+    TB_GEMVK_PROLOGUE
+    const uint4 ones = {0x01010101u, 0x01010101u, 0x01010101u, 0x01010101u};
+    float acc[TB_GEMVK_TOK] = {};
+    for (int64_t u = lane; u < nsb * 4; u += 32) {
+        const int64_t sb = u / 4, b = row * nsb + sb;
+        const int n = (int)(u % 4) / 2, h = (int)(u % 2);
+        uint4 v[4];
+        float sc[4], mn[4], d, dmin;
+        tb_k16_unit<DT>(wq + b * QB, rec[b], sd + b * NSD, n, h, v, sc, mn, &d, &dmin);
         const int64_t blk = sb * 8 + 4 * n; /* activation block of group 0 */
         TB_UNROLL
         for (int t = 0; t < TB_GEMVK_TOK; t++) {
@@ -247,15 +227,13 @@ __global__ void __launch_bounds__(TB_GEMVK_WARPS * 32)
                 TB_UNROLL
                 for (int j = 0; j < 4; j++) {
                     const uint4 x = tb_ld128(xr + 32 * j);
-                    const int dot = tb_k_dot16(v[j], x), s16 = tb_k_dot16(ones, x);
-                    if (Q3) {
-                        a += sc[j] * dx[j].x * (float)(dot - 4 * s16);
-                    } else {
-                        a += sc[j] * dx[j].x * (float)dot;
+                    const int s16 = tb_k_dot16(ones, x);
+                    a += sc[j] * dx[j].x * (float)(tb_k_dot16(v[j], x) - OFF * s16);
+                    if (DT == TB_CUDA_Q2_K) {
                         m += mn[j] * dx[j].x * (float)s16;
                     }
                 }
-                acc[t] += Q3 ? d * a : d * a - dmin * m;
+                acc[t] += DT == TB_CUDA_Q2_K ? d * a - dmin * m : d * a;
             }
         }
     }
@@ -292,15 +270,15 @@ extern "C" int tb_cuda_gemv_k(const struct tb_cuda_weight *w, const struct tb_cu
     } else if (w->dtype == TB_CUDA_Q5_K) {
         rc = tb_launch(tb_gemv_k45_kernel<true>, grid, block, 0, (tb_stream_t)stream, d, rec,
                        w->rows, w->cols, act->qs, xd, n_tok, bias, y, ldy);
+    } else if (w->dtype == TB_CUDA_Q6_K) {
+        rc = tb_launch(tb_gemv_k16_kernel<TB_CUDA_Q6_K>, grid, block, 0, (tb_stream_t)stream, d,
+                       rec, w->super_d, w->rows, w->cols, act->qs, xd, n_tok, bias, y, ldy);
     } else if (w->dtype == TB_CUDA_Q3_K) {
-        rc = tb_launch(tb_gemv_k23_kernel<true>, grid, block, 0, (tb_stream_t)stream, d, rec,
-                       w->super_d, w->rows, w->cols, act->qs, xd, n_tok, bias, y, ldy);
-    } else if (w->dtype == TB_CUDA_Q2_K) {
-        rc = tb_launch(tb_gemv_k23_kernel<false>, grid, block, 0, (tb_stream_t)stream, d, rec,
-                       w->super_d, w->rows, w->cols, act->qs, xd, n_tok, bias, y, ldy);
+        rc = tb_launch(tb_gemv_k16_kernel<TB_CUDA_Q3_K>, grid, block, 0, (tb_stream_t)stream, d,
+                       rec, w->super_d, w->rows, w->cols, act->qs, xd, n_tok, bias, y, ldy);
     } else {
-        rc = tb_launch(tb_gemv_q6k_kernel, grid, block, 0, (tb_stream_t)stream, d, rec,
-                       w->super_d, w->rows, w->cols, act->qs, xd, n_tok, bias, y, ldy);
+        rc = tb_launch(tb_gemv_k16_kernel<TB_CUDA_Q2_K>, grid, block, 0, (tb_stream_t)stream, d,
+                       rec, w->super_d, w->rows, w->cols, act->qs, xd, n_tok, bias, y, ldy);
     }
     return tb_cuda_status(rc);
 }
