@@ -9,9 +9,9 @@ tb_forward --backend cuda, against the cpu flavour on the same models:
   tokens and bitwise the same logits;
 - decode graphs on and off: bitwise the same logits (the graphs did replay);
 - an emulated device too small for the model: a refusal naming the allocation;
-- K-quant files (Q4_K_M: Q4_K + Q6_K; Q5_K; Q3_K + Q2_K) through the native K-quant kernels: logits within
+- K-quant files (Q4_K_M: Q4_K + Q6_K; Q5_K; Q3_K + Q2_K + IQ4_XS) through the native K-quant kernels: logits within
   KQUANT_TOL of the cpu flavour and of the float64 reference, and batch invariance; other
-  block types (IQ4_XS) refused by name.
+  block types (Q5_0) refused by name.
 And the real plugin (tb_engine_cuda.so, built where nvcc exists) on this machine without a GPU:
 `turbine check` accepts a cuda deployment; `turbine serve` exits 2 before any component starts
 (no port bound), saying no CUDA device was found and the CUDA error.
@@ -121,7 +121,7 @@ def test_alone_equals_batched_and_graphs_on_equal_off(models, tmp_path):
 # KQUANT_TOL[1]; the argmax agrees with the cpu flavour at KQUANT_AGREE of the positions.
 # Measured (24 positions): see docs/engine-cuda.md.  Under ASan one recipe (Q4_K + Q6_K) and
 # 6 positions.
-KQUANT_RECIPES = {'q4_k_m': 'q4_k_m', 'q5_k': 'q5_k', 'q3_k-q2_k': 'q3_k,q2_k'}
+KQUANT_RECIPES = {'q4_k_m': 'q4_k_m', 'q5_k': 'q5_k', 'q3_k-q2_k-iq4_xs': 'q3_k,q2_k,iq4_xs'}
 KQUANT_TOL = (6e-2, 4e-2)
 KQUANT_AGREE = 0.8
 
@@ -183,21 +183,21 @@ def test_kquant_alone_equals_batched(kmodels, tmp_path):
 
 
 def test_other_block_types_are_refused_by_name(tmp_path):
-    """GGUF block types without cuda kernels (here IQ4_XS) are refused at start, naming the tensor
+    """GGUF block types without cuda kernels (here Q5_0) are refused at start, naming the tensor
     and the type, never computed some other way."""
     import sys
     from conftest import ROOT
     sys.path.insert(0, os.path.join(ROOT, 'tools'))
     import tb_make_model
     need_shared()
-    out = str(tmp_path / 'iq4xs.gguf')
-    argv = ['--out', out, '--format', 'gguf', '--block-types', 'iq4_xs', '--layers', 1, '--hidden',
+    out = str(tmp_path / 'q5_0.gguf')
+    argv = ['--out', out, '--format', 'gguf', '--block-types', 'q5_0', '--layers', 1, '--hidden',
             256, '--heads', 4, '--kv-heads', 2, '--intermediate', 256, '--vocab', 300]
     assert tb_make_model.main([str(a) for a in argv]) == 0
     err = run_fwd(out, '--prompt', '1,2,3', '--generate', 1, '--backend', 'cuda',
                   expect_ok=False)
-    assert 'type iq4_xs is not supported by the cuda flavour yet' in err, err
-    assert 'Q2_K, Q3_K, Q4_K, Q5_K, Q6_K' in err, err
+    assert 'type q5_0 is not supported by the cuda flavour yet' in err, err
+    assert 'Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS' in err, err
 
 
 def test_device_too_small_is_refused(models):

@@ -13,9 +13,9 @@ TB_DEV float tb_embed_k(tb_cuda_dtype_t dt, const uint8_t *data, const uint8_t *
     const int j = (int)(i % 256);
     const int qb = dt == TB_CUDA_Q2_K   ? 64
                    : dt == TB_CUDA_Q3_K ? 96
-                   : dt == TB_CUDA_Q4_K ? 128
                    : dt == TB_CUDA_Q5_K ? 160
-                                        : 192;
+                   : dt == TB_CUDA_Q6_K ? 192
+                                        : 128;
     const uint8_t *q = data + sb * qb;
     const uint8_t *r = rec + sb * 16;
     if (dt == TB_CUDA_Q2_K || dt == TB_CUDA_Q3_K) {
@@ -40,6 +40,13 @@ TB_DEV float tb_embed_k(tb_cuda_dtype_t dt, const uint8_t *data, const uint8_t *
         return dl * (float)((lo | hi << 4) - 32);
     }
     const int s = j / 32, l = j % 32; /* sub-block s */
+    if (dt == TB_CUDA_IQ4_XS) {
+        const int code = (int)(int8_t)tb_iq4_byte((q[16 * s + l % 16] >> (l < 16 ? 0 : 4)) & 15);
+        const int sh = r[2] | (r[3] << 8);
+        const int sc = (((r[4 + s / 2] >> (4 * (s % 2))) & 15) | (((sh >> (2 * s)) & 3) << 4)) -
+                       32;
+        return (tb_f16_to_f32((uint16_t)(r[0] | (r[1] << 8))) * (float)sc) * (float)code;
+    }
     const uint8_t *qs = q + (dt == TB_CUDA_Q5_K ? 32 : 0);
     int v = (qs[32 * (s / 2) + l] >> (4 * (s % 2))) & 15;
     if (dt == TB_CUDA_Q5_K) {
@@ -71,6 +78,7 @@ TB_DEV float tb_embed_value(tb_cuda_dtype_t dt, const uint8_t *data, const uint1
     case TB_CUDA_Q4_K:
     case TB_CUDA_Q5_K:
     case TB_CUDA_Q6_K:
+    case TB_CUDA_IQ4_XS:
         return tb_embed_k(dt, data, reinterpret_cast<const uint8_t *>(scales), super_d, row, cols,
                           i);
     default: { /* Q4_0 */

@@ -89,14 +89,33 @@ TB_DEV void tb_k_store(const float *acc, int nt, int t0, int lane, int64_t row, 
     }
 }
 
-/* Q4_K (Q5 false) and Q5_K (Q5 true). */
-template <bool Q5>
+/* The four words of IQ4_XS values of the 16 codes in u's low (hi false) or high nibbles. */
+TB_DEV uint4 tb_iq4_lookup(uint4 u, bool hi)
+{
+    uint32_t w[4] = {u.x, u.y, u.z, u.w};
+    TB_UNROLL
+    for (int i = 0; i < 4; i++) {
+        uint32_t r = 0;
+        TB_UNROLL
+        for (int b = 0; b < 4; b++) {
+            r |= tb_iq4_byte((w[i] >> (8 * b + (hi ? 4 : 0))) & 15) << (8 * b);
+        }
+        w[i] = r;
+    }
+    return uint4{w[0], w[1], w[2], w[3]};
+}
+
+/* Q4_K, Q5_K and IQ4_XS: a unit is sub-blocks 2k and 2k + 1 of 32 values.  IQ4_XS keeps each
+ * sub-block's 32 codes in 16 bytes (low nibbles the first 16 values, high the next), a signed
+ * six-bit scale and no min. */
+template <int DT>
 __global__ void __launch_bounds__(TB_GEMVK_WARPS * 32)
     tb_gemv_k45_kernel(const uint8_t *__restrict__ wq, const uint4 *__restrict__ rec,
                        int64_t rows, int64_t cols, const int8_t *__restrict__ xq,
                        const float2 *__restrict__ xd, int n_tok, const float *__restrict__ bias,
                        float *__restrict__ y, size_t ldy)
 {
+    constexpr bool Q5 = DT == TB_CUDA_Q5_K, IQ4 = DT == TB_CUDA_IQ4_XS;
     constexpr int QB = Q5 ? 160 : 128; /* quant bytes per super-block: (qh 32,) qs 128 */
     TB_GEMVK_PROLOGUE
     float acc[TB_GEMVK_TOK] = {};
@@ -106,10 +125,15 @@ __global__ void __launch_bounds__(TB_GEMVK_WARPS * 32)
         const uint8_t *q = wq + (row * nsb + sb) * QB;
         const uint8_t *qs = q + (Q5 ? 32 : 0) + 32 * k;
         const uint4 w0 = tb_ld128(qs), w1 = tb_ld128(qs + 16);
+        /* a0, a1: sub-block 2k's values 0..15, 16..31; b0, b1: sub-block 2k + 1's */
         uint4 a0 = tb_k_bits(uint4{0, 0, 0, 0}, w0, 0, 0x0f0f0f0fu, 0);
         uint4 a1 = tb_k_bits(uint4{0, 0, 0, 0}, w1, 0, 0x0f0f0f0fu, 0);
         uint4 b0 = tb_k_bits(uint4{0, 0, 0, 0}, w0, 4, 0x0f0f0f0fu, 0);
         uint4 b1 = tb_k_bits(uint4{0, 0, 0, 0}, w1, 4, 0x0f0f0f0fu, 0);
+        if (IQ4) {
+            a0 = tb_iq4_lookup(w0, false), a1 = tb_iq4_lookup(w0, true);
+            b0 = tb_iq4_lookup(w1, false), b1 = tb_iq4_lookup(w1, true);
+        }
         if (Q5) {
             const uint4 h0 = tb_ld128(q), h1 = tb_ld128(q + 16);
             a0 = tb_k_bits(a0, h0, 2 * k, 0x01010101u, 4);
@@ -119,10 +143,17 @@ __global__ void __launch_bounds__(TB_GEMVK_WARPS * 32)
         }
         const uint4 r = rec[row * nsb + sb];
         const float d = tb_f16_to_f32((uint16_t)(r.x & 0xffff));
-        const float dmin = tb_f16_to_f32((uint16_t)(r.x >> 16));
+        const float dmin = IQ4 ? 0.0f : tb_f16_to_f32((uint16_t)(r.x >> 16));
         int sca, ma, scb, mb;
-        tb_k_scale_min(r, 2 * k, &sca, &ma);
-        tb_k_scale_min(r, 2 * k + 1, &scb, &mb);
+        if (IQ4) {
+            const uint32_t sh = r.x >> 16;
+            sca = (int)(((tb_k_byte(r, 4 + k) & 15) | (((sh >> (4 * k)) & 3) << 4))) - 32;
+            scb = (int)(((tb_k_byte(r, 4 + k) >> 4) | (((sh >> (4 * k + 2)) & 3) << 4))) - 32;
+            ma = mb = 0;
+        } else {
+            tb_k_scale_min(r, 2 * k, &sca, &ma);
+            tb_k_scale_min(r, 2 * k + 1, &scb, &mb);
+        }
         const int64_t blk = sb * 8 + 2 * k; /* activation block of sub-block 2k */
         TB_UNROLL
         for (int t = 0; t < TB_GEMVK_TOK; t++) {
@@ -250,8 +281,7 @@ extern "C" int tb_cuda_gemv_k(const struct tb_cuda_weight *w, const struct tb_cu
         ((uintptr_t)act->ds & 7)) {
         return TB_EINVAL;
     }
-    if (!tb_cuda_dtype_is_k(w->dtype) ||
-        (w->dtype != TB_CUDA_Q4_K && w->dtype != TB_CUDA_Q5_K && !w->super_d)) {
+    if (!tb_cuda_dtype_is_k(w->dtype) || (tb_cuda_k_super_d(w->dtype) && !w->super_d)) {
         return TB_EINVAL;
     }
     if (n_tok == 0) {
@@ -265,11 +295,14 @@ extern "C" int tb_cuda_gemv_k(const struct tb_cuda_weight *w, const struct tb_cu
     const float2 *xd = (const float2 *)act->ds;
     int rc;
     if (w->dtype == TB_CUDA_Q4_K) {
-        rc = tb_launch(tb_gemv_k45_kernel<false>, grid, block, 0, (tb_stream_t)stream, d, rec,
-                       w->rows, w->cols, act->qs, xd, n_tok, bias, y, ldy);
+        rc = tb_launch(tb_gemv_k45_kernel<TB_CUDA_Q4_K>, grid, block, 0, (tb_stream_t)stream, d,
+                       rec, w->rows, w->cols, act->qs, xd, n_tok, bias, y, ldy);
     } else if (w->dtype == TB_CUDA_Q5_K) {
-        rc = tb_launch(tb_gemv_k45_kernel<true>, grid, block, 0, (tb_stream_t)stream, d, rec,
-                       w->rows, w->cols, act->qs, xd, n_tok, bias, y, ldy);
+        rc = tb_launch(tb_gemv_k45_kernel<TB_CUDA_Q5_K>, grid, block, 0, (tb_stream_t)stream, d,
+                       rec, w->rows, w->cols, act->qs, xd, n_tok, bias, y, ldy);
+    } else if (w->dtype == TB_CUDA_IQ4_XS) {
+        rc = tb_launch(tb_gemv_k45_kernel<TB_CUDA_IQ4_XS>, grid, block, 0, (tb_stream_t)stream, d,
+                       rec, w->rows, w->cols, act->qs, xd, n_tok, bias, y, ldy);
     } else if (w->dtype == TB_CUDA_Q6_K) {
         rc = tb_launch(tb_gemv_k16_kernel<TB_CUDA_Q6_K>, grid, block, 0, (tb_stream_t)stream, d,
                        rec, w->super_d, w->rows, w->cols, act->qs, xd, n_tok, bias, y, ldy);

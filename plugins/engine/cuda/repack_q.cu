@@ -72,14 +72,12 @@ extern "C" int tb_cuda_repack_k(tb_cuda_dtype_t dtype, const void *blocks, int64
     }
     /* GGUF layouts (bytes): Q2_K scales[16], qs[64], d, dmin (84); Q3_K hmask[32], qs[64],
      * scales[12], d (110); Q4_K d, dmin, scales[12], qs[128] (144); Q5_K d, dmin, scales[12],
-     * qh[32], qs[128] (176); Q6_K ql[128], qh[64], scales[16], d (210) */
+     * qh[32], qs[128] (176); Q6_K ql[128], qh[64], scales[16], d (210); IQ4_XS d, scales_h[2],
+     * scales_l[4], qs[128] (136) */
     static const struct {
         int src_bytes, qo, ro, rb, dof;
-    } L[] = {{84, 16, 0, 16, 80},
-             {110, 0, 96, 12, 108},
-             {144, 16, 0, 16, 0},
-             {176, 16, 0, 16, 0},
-             {210, 0, 192, 16, 208}};
+    } L[] = {{84, 16, 0, 16, 80}, {110, 0, 96, 12, 108},  {144, 16, 0, 16, 0},
+             {176, 16, 0, 16, 0}, {210, 0, 192, 16, 208}, {136, 8, 0, 8, 0}};
     const int k = (int)dtype - (int)TB_CUDA_Q2_K;
     const int qb = tb_cuda_k_quant_bytes(dtype), n_sd = tb_cuda_k_super_d(dtype);
     const int64_t n = rows * (cols / TB_CUDA_KBLOCK);

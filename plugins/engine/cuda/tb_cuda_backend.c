@@ -253,12 +253,13 @@ static int s_upload_mat(tb_backend_t *b, const struct tb_cpu_weight *w, const ch
     case TB_CPU_Q6_K:
     case TB_CPU_Q2_K:
     case TB_CPU_Q3_K:
+    case TB_CPU_IQ4_XS:
         return s_upload_quant(b, w, name, bytes, out, err, err_len);
     default: {
         const struct tb_cpu_dtype_info *di = tb_cpu_dtype_info(w->dtype);
         return tb_err_fail(err, err_len, TB_EMODEL,
                            "tensor '%s': type %s is not supported by the cuda flavour yet "
-                           "(F32, F16, BF16, Q8_0, Q4_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)",
+                           "(F32, F16, BF16, Q8_0, Q4_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS)",
                            name, di ? di->name : "unknown");
     }
     }

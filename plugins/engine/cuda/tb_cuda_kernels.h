@@ -42,27 +42,30 @@ typedef enum {
     TB_CUDA_Q4_K = 11,
     TB_CUDA_Q5_K = 12,
     TB_CUDA_Q6_K = 13,
+    TB_CUDA_IQ4_XS = 14,
 } tb_cuda_dtype_t;
 
 #define TB_CUDA_QBLOCK 32  /* values per Q8_0 / Q4_0 / q8_1 block */
 #define TB_CUDA_KBLOCK 256 /* values per K-quant super-block */
 
-/* Whether `dt` is one of the K-quant types the kernels compute natively. */
+/* Whether `dt` is one of the 256-value super-block types the kernels compute natively (the
+ * K-quants Q2_K..Q6_K and IQ4_XS; "K-quant" below includes IQ4_XS). */
 static inline int tb_cuda_dtype_is_k(tb_cuda_dtype_t dt)
 {
-    return dt >= TB_CUDA_Q2_K && dt <= TB_CUDA_Q6_K;
+    return dt >= TB_CUDA_Q2_K && dt <= TB_CUDA_IQ4_XS;
 }
 
 /* Bytes per super-block of a repacked K-quant matrix in `data` (the quants: Q2_K 64, Q3_K 96,
- * Q4_K 128, Q5_K 160, Q6_K 192) and in `scales` (16 for each); 0 for other types. */
+ * Q4_K 128, Q5_K 160, Q6_K 192, IQ4_XS 128) and in `scales` (16 for each); 0 for other types. */
 static inline int tb_cuda_k_quant_bytes(tb_cuda_dtype_t dt)
 {
-    return dt == TB_CUDA_Q2_K   ? 64
-           : dt == TB_CUDA_Q3_K ? 96
-           : dt == TB_CUDA_Q4_K ? 128
-           : dt == TB_CUDA_Q5_K ? 160
-           : dt == TB_CUDA_Q6_K ? 192
-                                : 0;
+    return dt == TB_CUDA_Q2_K     ? 64
+           : dt == TB_CUDA_Q3_K   ? 96
+           : dt == TB_CUDA_Q4_K   ? 128
+           : dt == TB_CUDA_Q5_K   ? 160
+           : dt == TB_CUDA_Q6_K   ? 192
+           : dt == TB_CUDA_IQ4_XS ? 128
+                                  : 0;
 }
 
 /* f16 values per super-block in `super_d`: Q2_K 2 (d, dmin), Q3_K and Q6_K 1 (d), else 0. */
@@ -81,12 +84,13 @@ static inline int tb_cuda_k_super_d(tb_cuda_dtype_t dt)
  * Q2_K/Q3_K/Q4_K/Q5_K/Q6_K: GGUF super-blocks of 256 values split by tb_cuda_repack_k, per
  * super-block (rows x cols/256 of them, in order) into 16-byte-aligned parts:
  *   `data`: the quants (tb_cuda_k_quant_bytes): Q2_K its qs[64]; Q3_K hmask[32] then qs[64];
- *           Q4_K qs[128]; Q5_K qh[32] then qs[128]; Q6_K ql[128] then qh[64], in GGUF's bit
- *           order;
+ *           Q4_K qs[128]; Q5_K qh[32] then qs[128]; Q6_K ql[128] then qh[64]; IQ4_XS qs[128];
+ *           in GGUF's bit order;
  *   `scales`: a 16-byte record: Q2_K its 16 scale/min bytes; Q3_K its 12 packed scale bytes
  *           (then 4 zero bytes); Q4_K/Q5_K the block's d, dmin and 12 packed scale bytes as
- *           stored; Q6_K its 16 int8 scales;
- *   `super_d`: Q2_K the f16 pair {d, dmin}; Q3_K and Q6_K the f16 d; NULL for Q4_K/Q5_K.
+ *           stored; Q6_K its 16 int8 scales; IQ4_XS its d, scales_h[2], scales_l[4] (then 8
+ *           zero bytes);
+ *   `super_d`: Q2_K the f16 pair {d, dmin}; Q3_K and Q6_K the f16 d; NULL for the others.
  * cols a multiple of 256; `data` and `scales` 16-byte aligned. */
 struct tb_cuda_weight {
     tb_cuda_dtype_t dtype;
@@ -175,7 +179,8 @@ int tb_cuda_gemv_q(const struct tb_cuda_weight *w, const struct tb_cuda_q8_act *
 /* The same for Q2_K..Q6_K weights (gemv_k.cu), against the same q8_1 activations: per
  * 32-value sub-block (Q4_K/Q5_K) d * sc * d_x * dot(q, q_x) - dmin * m * d_x * sum(q_x); per
  * 16-value group d * sc * d_x * (dot(q, q_x) - 32 * sum(q_x)) (Q6_K), the same with 4 (Q3_K),
- * d * sc * d_x * dot(q, q_x) - dmin * m * d_x * sum(q_x) (Q2_K).  Integer dot products (dp4a),
+ * d * sc * d_x * dot(q, q_x) - dmin * m * d_x * sum(q_x) (Q2_K); per 32-value sub-block
+ * d * sc * d_x * dot(table[q], q_x) (IQ4_XS).  Integer dot products (dp4a),
  * fixed-order sums.  w->cols a multiple of 256. */
 int tb_cuda_gemv_k(const struct tb_cuda_weight *w, const struct tb_cuda_q8_act *act, int n_tok,
                    const float *bias, float *y, size_t ldy, void *stream);

@@ -1,4 +1,4 @@
-/* Unit tests for the CUDA flavour's K-quant kernels (Q2_K .. Q6_K: repack_q.cu's
+/* Unit tests for the CUDA flavour's K-quant kernels (Q2_K .. Q6_K and IQ4_XS: repack_q.cu's
  * tb_cuda_repack_k, gemv_k.cu, the K-quant embedding of embed.cu), run through the host
  * emulation against float64 references built from the GGUF-exact dequantizer (tb_quant.h) and
  * the same q8_1 activations the kernel reads; edge blocks (all zero, maximal scales and
@@ -23,8 +23,8 @@
 #define COLS 2304 /* 9 super-blocks = 36 units: lanes wrap around */
 #define LDY (ROWS + 3)
 
-static const tb_cuda_dtype_t TYPES[] = {TB_CUDA_Q4_K, TB_CUDA_Q5_K, TB_CUDA_Q6_K, TB_CUDA_Q3_K,
-                                        TB_CUDA_Q2_K};
+static const tb_cuda_dtype_t TYPES[] = {TB_CUDA_Q4_K, TB_CUDA_Q5_K, TB_CUDA_Q6_K,
+                                        TB_CUDA_Q3_K, TB_CUDA_Q2_K, TB_CUDA_IQ4_XS};
 
 /* GGUF block layout of each type (tb_quant.h): bytes, where the quants, the scale bytes and the
  * f16 d / dmin (-1: none) are. */
@@ -43,6 +43,8 @@ static struct layout s_layout(tb_cuda_dtype_t dt)
         return (struct layout){144, 16, 128, 0, 16, 0, 2};
     case TB_CUDA_Q5_K:
         return (struct layout){176, 16, 160, 0, 16, 0, 2};
+    case TB_CUDA_IQ4_XS:
+        return (struct layout){136, 8, 128, 0, 8, 0, -1};
     default:
         return (struct layout){210, 0, 192, 192, 16, 208, -1};
     }
