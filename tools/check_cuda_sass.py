@@ -15,10 +15,22 @@ import subprocess
 import sys
 
 # kernel name (as it appears in the mangled symbol) -> the least number of distinct 128-bit
-# global loads it must have: weight + activation for the GEMVs, key + value for attention.
+# global loads it must have: weight + activation for the GEMVs, key + value for attention.  The
+# K-quant GEMVs (gemv_k.cu) read per unit of 64 values 1 (Q2_K), 2 (Q3_K, Q4_K, IQ4_XS), 4
+# (Q5_K) or 3 (Q6_K) 128-bit words of quants and one 16-byte scale record, and 4 words of
+# activations for each of the 8 tokens (unrolled): every one of those must be a 128-bit load
+# (Q2_K 2 + 32, Q3_K and Q4_K 3 + 32, IQ4_XS 2 + 32 (its 8-byte record is a 64-bit load), Q5_K
+# 5 + 32, Q6_K 4 + 32; the narrower loads are the activation scales, the bias and the f16
+# super-block scales).
 REQUIRED = {
     'tb_gemv_kernel': 2,
     'tb_gemv_q_kernel': 2,
+    'tb_gemv_k45_kernelILi11E': 35,  # Q4_K (the template argument is the dtype's value)
+    'tb_gemv_k45_kernelILi12E': 37,  # Q5_K
+    'tb_gemv_k45_kernelILi14E': 34,  # IQ4_XS (its record is 8 bytes: a 64-bit load)
+    'tb_gemv_k16_kernelILi13E': 36,  # Q6_K
+    'tb_gemv_k16_kernelILi10E': 35,  # Q3_K
+    'tb_gemv_k16_kernelILi9E': 34,  # Q2_K
     'tb_attn_split_kernel': 2,
     'tb_attn_prefill_kernel': 2,
 }

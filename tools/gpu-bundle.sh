@@ -9,7 +9,8 @@
 #             jansson, libmicrohttpd, PCRE2, utf8proc, libstdc++ and their own dependencies);
 #   lib/glibc the C library they were linked against, with its loader: verify.sh runs the
 #             programs through it only when the machine's own glibc is older
-#   models/   TinyStories and small random-weight test models (f16, bf16, q8_0, q4_0)
+#   models/   TinyStories and small random-weight test models (f16, bf16, q8_0, q4_0, and a
+#             Q4_K_M file: Q4_K + Q6_K)
 #   refs/     the cpu flavour's outputs on them (logits of every prompt position, greedy tokens)
 #   shared/   what tb_make_model.py reads (TB_SHARED): TinyStories' and llama's vocabularies
 #   py/       tb_make_model.py, tb_modelio.py and the gguf package (to write the speed models
@@ -67,8 +68,13 @@ for dt in f16 bf16 q8_0 q4_0; do
     (cd "$ROOT/tools" && "$PY" tb_make_model.py --out "$OUT/models/small-$dt.gguf" --format gguf \
         --dtype "$dt" "${SHAPE[@]}" >/dev/null)
 done
+# the K-quants need rows that are multiples of 256: a wider shape, llama.cpp's Q4_K_M mix
+(cd "$ROOT/tools" && "$PY" tb_make_model.py --out "$OUT/models/small-q4_k_m.gguf" --format gguf \
+    --block-types q4_k_m --layers 2 --hidden 256 --heads 4 --kv-heads 2 --intermediate 512 \
+    --vocab 2048 --untied --seed 3 >/dev/null)
 PROMPT=1,450,300,12,99,7,31,64,5,18,222,17,1000,42,3,9,1500,8,77,200,11,400,60,33
-for m in tinystories-656k small-f16.gguf small-bf16.gguf small-q8_0.gguf small-q4_0.gguf; do
+for m in tinystories-656k small-f16.gguf small-bf16.gguf small-q8_0.gguf small-q4_0.gguf \
+    small-q4_k_m.gguf; do
     tag=${m%.gguf}
     "$B/tests/tools/tb_forward" "$OUT/models/$m" --prompt "$PROMPT" --all-logits \
         "$OUT/refs/$tag-all" --block-size 16 --max-batch-tokens 64 >/dev/null

@@ -105,6 +105,18 @@ TB_DEV void tb_bf16x8(uint4 u, float *f)
     }
 }
 
+/* IQ4_NL / IQ4_XS's non-linear code: the int8 value of 4-bit code c (0..15) as a byte, from the
+ * table packed in four words (GGUF's kvalues_iq4nl: -127 -104 -83 -65 -49 -35 -22 -10 1 13 25
+ * 38 53 69 89 113), without indexing a local array (local memory: the static gate). */
+TB_DEV uint32_t tb_iq4_byte(uint32_t c)
+{
+    const uint32_t t = c < 4    ? 0xbfad9881u
+                       : c < 8  ? 0xf6eaddcfu
+                       : c < 12 ? 0x26190d01u
+                                : 0x71594535u;
+    return (t >> (8 * (c % 4))) & 0xffu;
+}
+
 /* Checks an attention or KV layout (kv_write.cu): 0, TB_EINVAL, or TB_ENOTSUP for a head_dim
  * the kernels do not cover. */
 int tb_cuda_kv_layout_check(const struct tb_cuda_kv_layout *layout);

@@ -3,7 +3,8 @@
  * weight upload, the forward pass over a scheduler plan and the decode graphs.
  *
  * Device memory (docs/engine-cuda.md):
- *   weights   one allocation per matrix (Q8_0/Q4_0: values then scales), one per vector;
+ *   weights   one allocation per matrix (quantized: values, scales, Q2_K/Q3_K/Q6_K's super-block
+ *             scales), one per vector;
  *   KV cache  one allocation: layer-major, each layer's K then V cache, each
  *             [block][kv_head][slot][head_dim] f16 (the kernels' layout);
  *   scratch   activations of max_batch_tokens tokens, logits of max_batch_seqs rows, the
@@ -170,6 +171,54 @@ static int s_upload_vec(tb_backend_t *b, const float *v, size_t n, float **out, 
     return rc;
 }
 
+/* Uploads quantized matrix `w` (Q8_0/Q4_0, or a K-quant): its raw blocks to a temporary
+ * buffer, repacked on the device into values, scales (and the super-block scales of Q2_K, Q3_K, Q6_K) in one
+ * allocation, each part 256-byte aligned. */
+static int s_upload_quant(tb_backend_t *b, const struct tb_cpu_weight *w, const char *name,
+                          size_t bytes, struct tb_cuda_weight *out, char *err, size_t err_len)
+{
+    const bool k = tb_cuda_dtype_is_k(out->dtype);
+    const int64_t blk = k ? TB_CUDA_KBLOCK : TB_CUDA_QBLOCK;
+    if (w->cols % blk != 0) {
+        return tb_err_fail(err, err_len, TB_EMODEL,
+                           "tensor '%s': %lld columns; the cuda kernels need a multiple of %lld",
+                           name, (long long)w->cols, (long long)blk);
+    }
+    const size_t nblk = (size_t)w->rows * (size_t)(w->cols / blk);
+    const size_t vals = k ? nblk * (size_t)tb_cuda_k_quant_bytes(out->dtype)
+                        : out->dtype == TB_CUDA_Q8_0 ? nblk * 32
+                                                     : nblk * 16;
+    const size_t vals_al = (vals + 255) / 256 * 256;
+    const size_t scales = k ? nblk * 16 : nblk * 2, scales_al = (scales + 255) / 256 * 256;
+    const size_t sd = nblk * 2 * (size_t)tb_cuda_k_super_d(out->dtype);
+    void *raw = NULL, *d = NULL;
+    int rc = tb_cu_malloc(&raw, bytes, err, err_len);
+    if (rc != TB_OK) {
+        return rc;
+    }
+    rc = tb_cu_h2d(raw, w->data, bytes, NULL, err, err_len);
+    if (rc == TB_OK) {
+        rc = s_dev_alloc(b, vals_al + scales_al + sd, &d, err, err_len);
+    }
+    if (rc == TB_OK) {
+        uint8_t *base = d;
+        out->data = d;
+        out->scales = (const uint16_t *)(base + vals_al);
+        out->super_d = sd ? (const uint16_t *)(base + vals_al + scales_al) : NULL;
+        void *st = tb_cu_stream_handle(b->stream);
+        rc = k ? tb_cuda_repack_k(out->dtype, raw, w->rows, w->cols, d, base + vals_al,
+                                  (uint16_t *)out->super_d, st)
+               : tb_cuda_repack_q(out->dtype, raw, w->rows, w->cols, d, (uint16_t *)out->scales,
+                                  st);
+        rc = rc == TB_EIO ? tb_cu_take_error("repack", err, err_len) : rc;
+    }
+    if (rc == TB_OK) {
+        rc = tb_cu_stream_sync(b->stream, err, err_len);
+    }
+    tb_cu_free(raw);
+    return rc;
+}
+
 /* Uploads matrix `w` (named for messages) into *out in the kernels' layout. */
 static int s_upload_mat(tb_backend_t *b, const struct tb_cpu_weight *w, const char *name,
                         struct tb_cuda_weight *out, char *err, size_t err_len)
@@ -198,38 +247,19 @@ static int s_upload_mat(tb_backend_t *b, const struct tb_cpu_weight *w, const ch
         out->data = d;
         return rc;
     case TB_CPU_Q8_0:
-    case TB_CPU_Q4_0: {
-        /* raw blocks to a temporary buffer, repacked on the device into values + scales */
-        const size_t vals = (size_t)w->rows * (size_t)w->cols / (w->dtype == TB_CPU_Q8_0 ? 1 : 2);
-        const size_t vals_al = (vals + 255) / 256 * 256;
-        const size_t scales = (size_t)w->rows * (size_t)(w->cols / TB_CUDA_QBLOCK) * 2;
-        void *raw = NULL;
-        rc = tb_cu_malloc(&raw, bytes, err, err_len);
-        if (rc != TB_OK) {
-            return rc;
-        }
-        rc = tb_cu_h2d(raw, w->data, bytes, NULL, err, err_len);
-        if (rc == TB_OK) {
-            rc = s_dev_alloc(b, vals_al + scales, &d, err, err_len);
-        }
-        if (rc == TB_OK) {
-            out->data = d;
-            out->scales = (const uint16_t *)((uint8_t *)d + vals_al);
-            rc = tb_cuda_repack_q(out->dtype, raw, w->rows, w->cols, d, (uint16_t *)out->scales,
-                                  tb_cu_stream_handle(b->stream));
-            rc = rc == TB_EIO ? tb_cu_take_error("repack", err, err_len) : rc;
-        }
-        if (rc == TB_OK) {
-            rc = tb_cu_stream_sync(b->stream, err, err_len);
-        }
-        tb_cu_free(raw);
-        return rc;
-    }
+    case TB_CPU_Q4_0:
+    case TB_CPU_Q4_K:
+    case TB_CPU_Q5_K:
+    case TB_CPU_Q6_K:
+    case TB_CPU_Q2_K:
+    case TB_CPU_Q3_K:
+    case TB_CPU_IQ4_XS:
+        return s_upload_quant(b, w, name, bytes, out, err, err_len);
     default: {
         const struct tb_cpu_dtype_info *di = tb_cpu_dtype_info(w->dtype);
         return tb_err_fail(err, err_len, TB_EMODEL,
                            "tensor '%s': type %s is not supported by the cuda flavour yet "
-                           "(F32, F16, BF16, Q8_0, Q4_0)",
+                           "(F32, F16, BF16, Q8_0, Q4_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS)",
                            name, di ? di->name : "unknown");
     }
     }
@@ -790,7 +820,7 @@ static int s_matmul(tb_backend_t *b, const struct pass *ps, struct act *a,
                     const struct tb_cuda_weight *w, const float *bias, float *y, size_t ldy)
 {
     void *st = tb_cu_stream_handle(b->stream);
-    if (w->dtype == TB_CUDA_Q8_0 || w->dtype == TB_CUDA_Q4_0) {
+    if (w->dtype == TB_CUDA_Q8_0 || w->dtype == TB_CUDA_Q4_0 || tb_cuda_dtype_is_k(w->dtype)) {
         const struct tb_cuda_q8_act q8 = {.qs = b->aq,
                                           .ds = b->ads,
                                           .cols = a->cols,
@@ -799,6 +829,9 @@ static int s_matmul(tb_backend_t *b, const struct pass *ps, struct act *a,
         if (!a->q8) {
             rc = s_k(b, tb_cuda_quantize_q8_1(a->x, a->ldx, ps->T, &q8, st), "quantize_q8_1");
             a->q8 = rc == TB_OK;
+        }
+        if (rc == TB_OK && tb_cuda_dtype_is_k(w->dtype)) {
+            return s_k(b, tb_cuda_gemv_k(w, &q8, ps->T, bias, y, ldy, st), "gemv_k");
         }
         return rc ? rc : s_k(b, tb_cuda_gemv_q(w, &q8, ps->T, bias, y, ldy, st), "gemv_q");
     }

@@ -37,9 +37,42 @@ typedef enum {
     TB_CUDA_BF16 = 2,
     TB_CUDA_Q8_0 = 3,
     TB_CUDA_Q4_0 = 4,
+    TB_CUDA_Q2_K = 9,
+    TB_CUDA_Q3_K = 10,
+    TB_CUDA_Q4_K = 11,
+    TB_CUDA_Q5_K = 12,
+    TB_CUDA_Q6_K = 13,
+    TB_CUDA_IQ4_XS = 14,
 } tb_cuda_dtype_t;
 
-#define TB_CUDA_QBLOCK 32 /* values per Q8_0 / Q4_0 / q8_1 block */
+#define TB_CUDA_QBLOCK 32  /* values per Q8_0 / Q4_0 / q8_1 block */
+#define TB_CUDA_KBLOCK 256 /* values per K-quant super-block */
+
+/* Whether `dt` is one of the 256-value super-block types the kernels compute natively (the
+ * K-quants Q2_K..Q6_K and IQ4_XS; "K-quant" below includes IQ4_XS). */
+static inline int tb_cuda_dtype_is_k(tb_cuda_dtype_t dt)
+{
+    return dt >= TB_CUDA_Q2_K && dt <= TB_CUDA_IQ4_XS;
+}
+
+/* Bytes per super-block of a repacked K-quant matrix in `data` (the quants: Q2_K 64, Q3_K 96,
+ * Q4_K 128, Q5_K 160, Q6_K 192, IQ4_XS 128) and in `scales` (16 for each); 0 for other types. */
+static inline int tb_cuda_k_quant_bytes(tb_cuda_dtype_t dt)
+{
+    return dt == TB_CUDA_Q2_K     ? 64
+           : dt == TB_CUDA_Q3_K   ? 96
+           : dt == TB_CUDA_Q4_K   ? 128
+           : dt == TB_CUDA_Q5_K   ? 160
+           : dt == TB_CUDA_Q6_K   ? 192
+           : dt == TB_CUDA_IQ4_XS ? 128
+                                  : 0;
+}
+
+/* f16 values per super-block in `super_d`: Q2_K 2 (d, dmin), Q3_K and Q6_K 1 (d), else 0. */
+static inline int tb_cuda_k_super_d(tb_cuda_dtype_t dt)
+{
+    return dt == TB_CUDA_Q2_K ? 2 : dt == TB_CUDA_Q3_K || dt == TB_CUDA_Q6_K ? 1 : 0;
+}
 
 /* A weight matrix in the layout the GEMV and embedding kernels read (`rows` outputs, each
  * `cols` inputs long).  F32/F16/BF16: `data` is rows x cols elements, row-major; cols must be a
@@ -47,13 +80,25 @@ typedef enum {
  * blocks split by tb_cuda_repack_q into `data` (Q8_0: rows x cols int8; Q4_0: rows x cols/2
  * bytes, each 16-byte group holding one block's nibbles in GGML's order: byte j = value j in
  * the low nibble, value j + 16 in the high one) and `scales` (rows x cols/32 f16 block
- * scales); cols a multiple of 32.  `data` 16-byte aligned. */
+ * scales); cols a multiple of 32.  `data` 16-byte aligned.
+ * Q2_K/Q3_K/Q4_K/Q5_K/Q6_K: GGUF super-blocks of 256 values split by tb_cuda_repack_k, per
+ * super-block (rows x cols/256 of them, in order) into 16-byte-aligned parts:
+ *   `data`: the quants (tb_cuda_k_quant_bytes): Q2_K its qs[64]; Q3_K hmask[32] then qs[64];
+ *           Q4_K qs[128]; Q5_K qh[32] then qs[128]; Q6_K ql[128] then qh[64]; IQ4_XS qs[128];
+ *           in GGUF's bit order;
+ *   `scales`: a 16-byte record: Q2_K its 16 scale/min bytes; Q3_K its 12 packed scale bytes
+ *           (then 4 zero bytes); Q4_K/Q5_K the block's d, dmin and 12 packed scale bytes as
+ *           stored; Q6_K its 16 int8 scales; IQ4_XS its d, scales_h[2], scales_l[4] (then 8
+ *           zero bytes);
+ *   `super_d`: Q2_K the f16 pair {d, dmin}; Q3_K and Q6_K the f16 d; NULL for the others.
+ * cols a multiple of 256; `data` and `scales` 16-byte aligned. */
 struct tb_cuda_weight {
     tb_cuda_dtype_t dtype;
     int64_t rows;
     int64_t cols;
     const void *data;
-    const uint16_t *scales; /* Q8_0/Q4_0 only, else NULL */
+    const uint16_t *scales;  /* Q8_0/Q4_0 and the K-quants, else NULL */
+    const uint16_t *super_d; /* Q2_K, Q3_K, Q6_K only, else NULL */
 };
 
 /* Activations quantized for the integer GEMV ("q8_1": 32 int8 values per block with the
@@ -70,6 +115,13 @@ struct tb_cuda_q8_act {
  * needed) into the layout above: `qs` (rows x cols or rows x cols/2 bytes) and `scales`. */
 int tb_cuda_repack_q(tb_cuda_dtype_t dtype, const void *blocks, int64_t rows, int64_t cols,
                      void *qs, uint16_t *scales, void *stream);
+
+/* Splits `rows` x `cols` GGUF Q2_K..Q6_K super-blocks (no alignment needed) into the layout
+ * above: `qs` (rows x cols/256 x tb_cuda_k_quant_bytes bytes), `scales` (16 bytes per
+ * super-block) and, for Q2_K/Q3_K/Q6_K, `super_d` (tb_cuda_k_super_d f16 values per
+ * super-block; may be NULL for the others).  The bytes are moved, not changed. */
+int tb_cuda_repack_k(tb_cuda_dtype_t dtype, const void *blocks, int64_t rows, int64_t cols,
+                     void *qs, void *scales, uint16_t *super_d, void *stream);
 
 /* out[t] = row tokens[t] of `table` as floats (the embedding lookup), n_tok rows of
  * table->cols floats with stride ldo.  An id outside [0, rows) gives a row of zeros. */
@@ -122,6 +174,15 @@ int tb_cuda_quantize_q8_1(const float *x, size_t ldx, int n_tok, const struct tb
  * are nibble - 8), integer dot products (dp4a), (+ bias[o]).  `act` from tb_cuda_quantize_q8_1
  * with act->cols == w->cols; n_tok <= act->n_tok. */
 int tb_cuda_gemv_q(const struct tb_cuda_weight *w, const struct tb_cuda_q8_act *act, int n_tok,
+                   const float *bias, float *y, size_t ldy, void *stream);
+
+/* The same for Q2_K..Q6_K weights (gemv_k.cu), against the same q8_1 activations: per
+ * 32-value sub-block (Q4_K/Q5_K) d * sc * d_x * dot(q, q_x) - dmin * m * d_x * sum(q_x); per
+ * 16-value group d * sc * d_x * (dot(q, q_x) - 32 * sum(q_x)) (Q6_K), the same with 4 (Q3_K),
+ * d * sc * d_x * dot(q, q_x) - dmin * m * d_x * sum(q_x) (Q2_K); per 32-value sub-block
+ * d * sc * d_x * dot(table[q], q_x) (IQ4_XS).  Integer dot products (dp4a),
+ * fixed-order sums.  w->cols a multiple of 256. */
+int tb_cuda_gemv_k(const struct tb_cuda_weight *w, const struct tb_cuda_q8_act *act, int n_tok,
                    const float *bias, float *y, size_t ldy, void *stream);
 
 /* One layer's paged K (and as much V) cache, f16: n_blocks blocks, each n_kv_heads tiles of

@@ -47,7 +47,7 @@ static void s_mat_make(struct mat *m, tb_cuda_dtype_t dt, int64_t cols)
             m->ref[r * cols + c] = x[c];
         }
     }
-    m->w = (struct tb_cuda_weight){dt, ROWS, cols, m->stored, NULL};
+    m->w = (struct tb_cuda_weight){dt, ROWS, cols, m->stored, NULL, NULL};
     if (dt == TB_CUDA_Q8_0 || dt == TB_CUDA_Q4_0) {
         m->qs = s_alloc(ROWS * (size_t)cols);
         m->scales = (uint16_t *)s_alloc(sizeof(uint16_t) * ROWS * (size_t)cols / 32);

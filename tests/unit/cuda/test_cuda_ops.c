@@ -39,7 +39,7 @@ static void s_qmat_make(struct qmat *m, tb_cuda_dtype_t dt, int64_t rows, int64_
             m->ref[r * cols + c] = row[c];
         }
     }
-    m->w = (struct tb_cuda_weight){dt, rows, cols, m->blocks, NULL};
+    m->w = (struct tb_cuda_weight){dt, rows, cols, m->blocks, NULL, NULL};
     if (dt == TB_CUDA_Q8_0 || dt == TB_CUDA_Q4_0) {
         void *qs = s_alloc((size_t)(rows * cols));
         uint16_t *sc = (uint16_t *)s_alloc(sizeof(uint16_t) * (size_t)(rows * cols / 32));
