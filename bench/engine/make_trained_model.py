@@ -157,7 +157,7 @@ def main():
     ap.add_argument('--out', default=os.path.join(os.environ.get('TB_BENCH_DIR', '/tmp/tb-bench'),
                                                   'trained'))
     ap.add_argument('--seed', type=int, default=0)
-    ap.add_argument('--stories', type=int, default=16, help='stories in stories.txt')
+    ap.add_argument('--stories', type=int, default=48, help='stories in stories.txt')
     ap.add_argument('--temperature', type=float, default=0.7)
     ap.add_argument('--max-tokens', type=int, default=400, help='tokens per story at most')
     a = ap.parse_args()
