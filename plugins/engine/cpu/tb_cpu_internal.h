@@ -13,6 +13,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef __F16C__
+#include <immintrin.h>
+#endif
 
 #include "tb_cpu_kernels.h"
 #include "tb_dtype.h"
@@ -37,13 +40,20 @@ static inline void tb_cpu_store_u16(void *p, uint16_t v)
 void tb_cpu_quantize_act_row(const float *x, int64_t n, int8_t *q, float *d, int32_t *sum);
 
 /* The scale of a block of activations whose largest magnitude is `amax`: amax / 127 rounded to
- * f16 by tb_quant_act_scale_f16.  The quants are computed with the f32 127 / amax; only the
- * stored scale is rounded, as llama.cpp's block_q8_0 stores it, so the same file gives the same
- * products (bench/engine/agreement.py: Q8_0 top-1 0.979 -> 0.996 against llama.cpp; against a
- * float64 reference no measurable change). */
+ * f16 as tb_quant_act_scale_f16 rounds it (in the SIMD files with F16C's conversion, the same
+ * IEEE round-to-nearest-even, two instructions).  The quants are computed with the f32
+ * 127 / amax; only the stored scale is rounded, as llama.cpp's block_q8_0 stores it, so the same
+ * file gives the same products (bench/engine/agreement.py: Q8_0 top-1 0.979 -> 0.996 against
+ * llama.cpp; against a float64 reference no measurable change). */
 static inline float tb_cpu_act_scale(float amax)
 {
+#ifdef __F16C__
+    float d = amax / 127.0f;
+    float h = _cvtsh_ss(_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    return h >= 0x1p-14f && h < 65504.0f ? h : d;
+#else
     return tb_quant_act_scale_f16(amax / 127.0f);
+#endif
 }
 
 /* The matmul dtypes of weights read through their packed copies (tb_mm_args.dtype only; never
