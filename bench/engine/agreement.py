@@ -2,6 +2,13 @@
 """Our logits against llama.cpp's on the same GGUF file (a script like the benchmark; not in CI).
 
   .venv/bin/python bench/engine/agreement.py FILE.gguf [FILE.gguf ...] [--ctx 256] [--chunks 2]
+  .venv/bin/python bench/engine/agreement.py --quantize F16.gguf --types Q4_K_M,Q6_K,Q8_0 \
+      [--keep DIR] [--text FILE] ...
+
+--quantize runs llama.cpp's llama-quantize on F16.gguf once per type of --types (into --keep,
+default a temporary folder) and compares every file it writes, after F16.gguf itself.
+--llama-args passes more arguments to llama-perplexity (e.g. "--no-repack" to take llama.cpp's
+plain, not its repacked, kernels).
 
 For each file: llama.cpp's llama-perplexity (LLAMA_CPP_DIR, default
 /work/peers/llama.cpp/build/bin) tokenizes a text (--text; default: this repository's docs
@@ -12,8 +19,13 @@ minimum, then the log-probabilities as 16-bit steps between max - 16 and max).  
 (build/<mode>/tests/tools/tb_forward --all-logits) computes the logits of every position of the
 same token windows.  Compared over those positions: top-1 agreement (our argmax equals
 llama.cpp's), mean and max KL(llama.cpp || ours) in nats, and our mean |delta log p| of the
-token llama.cpp ranks first.  Prints a markdown table and writes the figures as JSON
-(--out, default $TB_BENCH_DIR/agreement-<time>.json).
+token llama.cpp ranks first.  Then, as the measure's noise floor, llama.cpp against itself on
+the same file with flash attention on and off (--no-floor skips it): two correct
+implementations that differ only in the attention's summation reach this top-1 agreement, since
+every 8-bit activation quantization turns a last-bit difference into a whole quantization step
+now and then.  Prints a markdown table and writes the figures as JSON (--out, default
+$TB_BENCH_DIR/agreement-<time>.json).  bench/engine/make_trained_model.py makes a trained model
+and text for it (docs/performance.md).
 """
 import argparse
 import glob
@@ -44,13 +56,13 @@ def default_text(path):
                 f.write('\n\n')
 
 
-def llama_base(llama_dir, model, text, ctx, chunks, threads, out):
+def llama_base(llama_dir, model, text, ctx, chunks, threads, out, extra=()):
     """Runs llama-perplexity --kl-divergence-base; returns (n_ctx, n_vocab, windows, records):
     windows[c] the token ids of window c as llama.cpp evaluated them (BOS first), records[c] the
     [ctx - 1 - ctx // 2, n_vocab] log-probabilities of its positions ctx // 2 .. ctx - 2."""
     exe = os.path.join(llama_dir, 'llama-perplexity')
     cmd = [exe, '-m', model, '-f', text, '-c', str(ctx), '-b', str(ctx), '--chunks', str(chunks),
-           '-t', str(threads), '--kl-divergence-base', out]
+           '-t', str(threads), '--kl-divergence-base', out] + list(extra)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     if r.returncode != 0:
         raise RuntimeError('llama-perplexity exited %d: %s' % (r.returncode, r.stderr[-800:]))
@@ -112,43 +124,99 @@ def ours_logits(build, model, window, threads, workdir):
     return np.load(os.path.join(d, '0.npy'))
 
 
+def tensor_types(model):
+    """'q4_k 14, q6_k 2, f32 5': the GGUF block types of a file's tensors, with counts."""
+    import gguf
+    counts = {}
+    for t in gguf.GGUFReader(model).tensors:
+        name = t.tensor_type.name.lower()
+        counts[name] = counts.get(name, 0) + 1
+    return ', '.join('%s %d' % kv for kv in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def quantize(llama_dir, src, types, folder):
+    """llama-quantize src into folder/<type>.gguf per type; returns the paths."""
+    exe = os.path.join(llama_dir, 'llama-quantize')
+    out = []
+    for t in types:
+        dst = os.path.join(folder, '%s.gguf' % t.lower())
+        r = subprocess.run([exe, src, dst, t], capture_output=True, text=True, timeout=3600)
+        if r.returncode != 0:
+            log('llama-quantize %s failed: %s' % (t, r.stderr[-400:]))
+            continue
+        out.append(dst)
+    return out
+
+
 def log_softmax(x):
     x = x.astype(np.float64)
     m = x.max(axis=-1, keepdims=True)
     return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
+def against(lp_l, lp_o):
+    """(top-1 matches, KL(l || o) per position, |delta log p| of l's top token per position) of
+    two [positions, vocab] log-probability arrays; l is llama.cpp's stored one."""
+    p_l = np.exp(lp_l)
+    p_l /= p_l.sum(axis=-1, keepdims=True)
+    kl = (p_l * (np.log(p_l + 1e-30) - lp_o)).sum(axis=-1)
+    top_l = lp_l.argmax(axis=-1)
+    rows = np.arange(len(top_l))
+    return (int((top_l == lp_o.argmax(axis=-1)).sum()), kl.tolist(),
+            np.abs(lp_o[rows, top_l] - lp_l[rows, top_l]).tolist())
+
+
+def llama_floor(llama_dir, model, a, workdir):
+    """llama.cpp against itself with flash attention on and off (the same weights and
+    quantized activations, another attention summation): the top-1 agreement and mean KL that
+    two correct implementations reach on this model and text, the measure's noise floor."""
+    extra = a.llama_args.split()
+    runs = [llama_base(llama_dir, model, a.text, a.ctx, a.chunks, a.threads,
+                       os.path.join(workdir, 'fa-%s.kld' % fa), extra + ['-fa', fa])[3]
+            for fa in ('on', 'off')]
+    on, off = np.concatenate(runs[0]), np.concatenate(runs[1])
+    off = off - np.log(np.exp(off).sum(axis=-1, keepdims=True))
+    agree, kl, _ = against(on, off)
+    return agree / len(on), float(np.mean(kl))
+
+
 def compare(llama_dir, build, model, a, workdir):
     base = os.path.join(workdir, 'base.kld')
     t0 = time.time()
     n_ctx, n_vocab, windows, records = llama_base(llama_dir, model, a.text, a.ctx, a.chunks,
-                                                  a.threads, base)
+                                                  a.threads, base, a.llama_args.split())
     t1 = time.time()
     first = n_ctx // 2
     agree = total = 0
     kls, dtop = [], []
     for w, lp_l in zip(windows, records):
         logits = ours_logits(build, model, w, a.threads, workdir)  # [n_ctx, vocab]
-        lp_o = log_softmax(logits[first:n_ctx - 1, :n_vocab])
-        p_l = np.exp(lp_l)
-        p_l /= p_l.sum(axis=-1, keepdims=True)
-        kl = (p_l * (np.log(p_l + 1e-30) - lp_o)).sum(axis=-1)
-        top_l = lp_l.argmax(axis=-1)
-        top_o = lp_o.argmax(axis=-1)
-        agree += int((top_l == top_o).sum())
-        total += len(top_l)
-        kls.extend(kl.tolist())
-        dtop.extend(np.abs(lp_o[np.arange(len(top_l)), top_l] -
-                           lp_l[np.arange(len(top_l)), top_l]).tolist())
-    return {'file': model, 'positions': total, 'top1_agreement': agree / total if total else None,
+        ag, kl, dt = against(lp_l, log_softmax(logits[first:n_ctx - 1, :n_vocab]))
+        agree += ag
+        total += len(lp_l)
+        kls.extend(kl)
+        dtop.extend(dt)
+    t2 = time.time()
+    floor = llama_floor(llama_dir, model, a, workdir) if a.floor else (None, None)
+    return {'file': model, 'types': tensor_types(model), 'positions': total,
+            'top1_agreement': agree / total if total else None,
             'kl_mean': float(np.mean(kls)), 'kl_max': float(np.max(kls)),
             'dlogp_top_mean': float(np.mean(dtop)), 'ctx': n_ctx, 'chunks': len(windows),
-            'llama_seconds': t1 - t0, 'ours_seconds': time.time() - t1}
+            'llama_fa_top1': floor[0], 'llama_fa_kl_mean': floor[1],
+            'llama_seconds': t1 - t0, 'ours_seconds': t2 - t1}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('files', nargs='+', help='GGUF files (e.g. made by llama-quantize)')
+    ap.add_argument('files', nargs='*', help='GGUF files (e.g. made by llama-quantize)')
+    ap.add_argument('--quantize', metavar='F16.gguf',
+                    help='make the files with llama-quantize from this file (see --types)')
+    ap.add_argument('--types', default='Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q3_K_M,Q2_K,IQ4_XS,Q4_0',
+                    help='llama-quantize types for --quantize (comma list)')
+    ap.add_argument('--keep', help='--quantize: write the files here (default: temporary)')
+    ap.add_argument('--llama-args', default='', help='more llama-perplexity arguments')
+    ap.add_argument('--no-floor', dest='floor', action='store_false',
+                    help='skip the llama.cpp flash-attention on/off comparison')
     ap.add_argument('--ctx', type=int, default=256, help='tokens per window')
     ap.add_argument('--chunks', type=int, default=2,
                     help='windows (each compares its second half: ctx / 2 - 1 positions)')
@@ -165,6 +233,13 @@ def main():
     out = a.out or os.path.join(bench_dir, 'agreement-%s.json' % time.strftime('%Y%m%d-%H%M%S'))
     results = []
     with tempfile.TemporaryDirectory(prefix='tb-agree-') as work:
+        if a.quantize:
+            folder = a.keep or work
+            os.makedirs(folder, exist_ok=True)
+            a.files = [a.quantize] + a.files + quantize(llama_dir, a.quantize,
+                                                        a.types.split(','), folder)
+        if not a.files:
+            raise SystemExit('agreement.py: no files (give FILE.gguf or --quantize)')
         if not a.text:
             a.text = os.path.join(work, 'text.txt')
             default_text(a.text)
@@ -178,15 +253,18 @@ def main():
             results.append(res)
             with open(out, 'w') as fo:
                 json.dump({'options': vars(a), 'results': results}, fo, indent=1)
-    print('| file | positions | top-1 agreement | mean KL (nats) | max KL | mean abs dlogp top-1 |')
-    print('|---|---|---|---|---|---|')
+    print('| file | tensor types | positions | top-1 agreement | mean KL (nats) | max KL '
+          '| mean abs dlogp top-1 | llama.cpp FA on/off: top-1, mean KL |')
+    print('|---|---|---|---|---|---|---|---|')
     for r in results:
         if 'error' in r:
             print('| %s | error: %s |' % (os.path.basename(r['file']), r['error'][:80]))
             continue
-        print('| %s | %d | %.4f | %.2e | %.2e | %.2e |'
-              % (os.path.basename(r['file']), r['positions'], r['top1_agreement'], r['kl_mean'],
-                 r['kl_max'], r['dlogp_top_mean']))
+        floor = '-' if r['llama_fa_top1'] is None else \
+            '%.4f, %.2e' % (r['llama_fa_top1'], r['llama_fa_kl_mean'])
+        print('| %s | %s | %d | %.4f | %.2e | %.2e | %.2e | %s |'
+              % (os.path.basename(r['file']), r['types'], r['positions'], r['top1_agreement'],
+                 r['kl_mean'], r['kl_max'], r['dlogp_top_mean'], floor))
     print('all figures: %s' % out)
     return 0
 

@@ -277,6 +277,12 @@ static float s_q8(const float *x, int n, int8_t *q)
     return id > 0.0f ? d : 0.0f;
 }
 
+float tb_quant_act_scale_f16(float d)
+{
+    float h = tb_f16_to_f32(tb_f32_to_f16(d));
+    return h >= 0x1p-14f && h < 65504.0f ? h : d;
+}
+
 int tb_quant_act_quantize(tb_quant_act_t a, const float *x, void *dst, uint64_t n)
 {
     size_t be = tb_quant_act_block_elems(a);
@@ -287,7 +293,7 @@ int tb_quant_act_quantize(tb_quant_act_t a, const float *x, void *dst, uint64_t 
         const float *xb = x + b * be;
         if (a == TB_QUANT_ACT_Q8_32) {
             struct tb_block_q8_32 *y = (struct tb_block_q8_32 *)dst + b;
-            y->d = s_q8(xb, TB_QK, y->qs);
+            y->d = tb_quant_act_scale_f16(s_q8(xb, TB_QK, y->qs));
             y->sum = 0;
             for (int i = 0; i < TB_QK; i++) {
                 y->sum += y->qs[i];

@@ -11,12 +11,15 @@
  * two in-memory formats, chosen by the weight type (tb_quant_act_for):
  *   TB_QUANT_ACT_Q8_32: blocks of 32 for the 32-element types: f32 d, int32 sum = sum of qs,
  *       int8 qs[32]; value = qs[i] * d.  The sum serves the types with a min (Q4_1, Q5_1) and
- *       the zero points of Q4_0 / Q5_0 (ggml pairs these types with its Q8_0 and Q8_1, which
- *       store d and d * sum as f16; an f32 scale and an exact sum keep more of the value).
+ *       the zero points of Q4_0 / Q5_0.  ggml pairs these types with its Q8_0 and Q8_1, which
+ *       store d (and Q8_1 d * sum) as f16: d here is that f16 value too (the quants are still
+ *       rounded with the f32 scale, as ggml does), so a file gives llama.cpp's products; the
+ *       sum stays exact.
  *   TB_QUANT_ACT_Q8_K: ggml's block_q8_K, for the K-quants and IQ4_XS: f32 d, int8 qs[256],
  *       int16 bsums[16] (the sums of each 16 consecutive qs, used by the types with mins).
- * Both are symmetric: d = max|x| / 127 over the block, qs = round-half-away(x / d) in
- * [-127, 127]; an all-zero block has d = 0 and zero quants.  These are in-memory formats, never
+ * Both are symmetric: d = max|x| / 127 over the block (Q8_32: then rounded to f16 by
+ * tb_quant_act_scale_f16), qs = round-half-away(x / d) with the f32 d, in [-127, 127]; an all-zero block has
+ * d = 0 and zero quants.  These are in-memory formats, never
  * read from a file.
  *
  * Thread-safety: every function here is pure.
@@ -188,6 +191,12 @@ tb_quant_act_t tb_quant_act_for(tb_dtype_t t);
 /* Elements and bytes per block of activation format `a` (0 for TB_QUANT_ACT_NONE). */
 size_t tb_quant_act_block_elems(tb_quant_act_t a);
 size_t tb_quant_act_block_bytes(tb_quant_act_t a);
+
+/* The stored scale of a 32-value activation block whose f32 scale is d = max|x| / 127: d rounded
+ * to f16 (nearest even), as ggml's block_q8_0 / block_q8_1 store it, so that a file gives
+ * llama.cpp's products; d itself where that is not a normal f16 below 65504 (ggml would lose
+ * precision or overflow there; never for activations of usual magnitudes). */
+float tb_quant_act_scale_f16(float d);
 
 /* Quantizes `n` floats at `x` into activation blocks at `dst` (n / elems blocks, caller owns
  * the memory, which needs the alignment of float).  TB_EINVAL when `a` is NONE or `n` is not a

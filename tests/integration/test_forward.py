@@ -324,13 +324,22 @@ def check_tolerance(model, name, kv, tol, tmp_path):
 
 def q8_act(x):
     """The kernels' activation quantization (tb_cpu_kernels.h): per 32 values, in float32,
-    d = amax / 127, q = round-half-even(x * (127 / amax)); returns q * d in float64."""
+    q = round-half-even(x * (127 / amax)), d = f16_scale(amax / 127); returns q * d in
+    float64."""
     import torch
     x32 = x.to(torch.float32).reshape(*x.shape[:-1], -1, 32)
     amax = x32.abs().amax(-1, keepdim=True)
     inv = torch.where(amax > 0, 127.0 / amax, torch.zeros_like(amax))
     q = torch.round(x32 * inv)
-    return (q.to(torch.float64) * (amax / 127.0).to(torch.float64)).reshape(x.shape)
+    return (q.to(torch.float64) * f16_scale(amax / 127.0).to(torch.float64)).reshape(x.shape)
+
+
+def f16_scale(d):
+    """tb_quant_act_scale_f16: a 32-value activation block's float32 scale rounded to f16 (as
+    llama.cpp's block_q8_0 stores it) where that is a normal f16 below 65504, else kept."""
+    import torch
+    h = d.to(torch.float16).to(torch.float32)
+    return torch.where((h >= 2.0 ** -14) & (h < 65504.0), h, d)
 
 
 def ref_logits_quant_acts(path, tokens, quant=None):

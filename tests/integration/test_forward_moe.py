@@ -191,11 +191,15 @@ def test_quantized_experts_within_tolerance(moe_models, name, tmp_path):
 def test_quantized_experts_exact(moe_models, name, isa, tmp_path):
     """With the kernels' activation quantization simulated in the reference (every matmul but
     the f32 router's), a 6-token prompt agrees to float rounding (measured 1.4e-7 to 2.6e-7):
-    routing, grouping and the quantized expert matmuls are exact, the rest is 8-bit inputs."""
+    routing, grouping and the quantized expert matmuls are exact, the rest is 8-bit inputs.
+    The prompt is one on which no activation of these models lies within float rounding of an
+    8-bit rounding boundary: on about one 6-token prompt in ten, the float64 reference and our
+    f32 sums differ in the last bit exactly there and one quant moves by a step (1e-3 to 1e-2
+    here), whatever the kernels."""
     from test_forward import q8_act
     model = moe_models(name)
     need_isa(model, isa)
-    toks = prompt(2048, 6, seed=9)
+    toks = prompt(2048, 6, seed=1)
     ours = all_logits(model, toks, tmp_path, '--kv-f32', env={'TB_CPU_ISA': isa})
     m = ref(model)
     m.act_quant = lambda x, w: x if w.endswith('.router') else q8_act(x)

@@ -88,7 +88,7 @@ static void s_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_
         __m256i p = _mm256_packs_epi16(p01, p23);
         p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256((__m256i *)(q + b * TB_CPU_QBLOCK), p);
-        d[b] = amax / 127.0f;
+        d[b] = tb_cpu_act_scale(amax);
         sum[b] = cmul * s_hsum_i32(s);
     }
 }

@@ -73,7 +73,7 @@ AINLINE float s_quant_block(const float *x, __m512i *q_lo, __m512i *q_hi, int32_
     *q_lo = _mm512_cvtps_epi32(_mm512_mul_ps(a, vid));
     *q_hi = _mm512_cvtps_epi32(_mm512_mul_ps(b, vid));
     *sum = _mm512_reduce_add_epi32(_mm512_add_epi32(*q_lo, *q_hi));
-    return amax / 127.0f;
+    return tb_cpu_act_scale(amax);
 }
 
 /* The portable layout (q in order, d, then c = cmul * sum(q)) for packed weights. */

@@ -263,7 +263,7 @@ void tb_cpu_quantize_act_row(const float *x, int64_t n, int8_t *q, float *d, int
         for (int j = 0; j < TB_CPU_QBLOCK; j++) {
             amax = fmaxf(amax, fabsf(xb[j]));
         }
-        float db = amax / 127.0f;
+        float db = tb_cpu_act_scale(amax);
         float id = amax != 0.0f ? 127.0f / amax : 0.0f;
         int32_t s = 0;
         for (int j = 0; j < TB_CPU_QBLOCK; j++) {

@@ -12,7 +12,8 @@
  *    registers, never expanded into a float copy of the matrix.  The layout is GGUF's / HF's: a
  *    matrix with `rows` output features, each row `cols` input features long, rows contiguous.
  *  - Activations are f32.  For Q8_0/Q4_0 weights each activation row is first quantized to 8-bit
- *    blocks of 32 (scale = max|x| / 127, round to nearest even), as llama.cpp does, and the dot
+ *    blocks of 32 (quants round x * 127 / max|x| to nearest even; the scale max|x| / 127 is
+ *    rounded to f16, as llama.cpp's block_q8_0 stores it), as llama.cpp does, and the dot
  *    products run on int8 instructions (AVX512-VNNI vpdpbusd, AVX2 vpmaddubsw).  docs/kernels.md
  *    gives the accuracy this costs.  The other GGUF block types take their activations in the
  *    format they are designed for (tb_quant.h: Q8_K blocks of 256 for the K-quants and IQ4_XS,

@@ -1,7 +1,8 @@
 /*
  * quantize_q8_1.cu - activations to 8-bit blocks of 32 for the integer GEMV: d = max|x| / 127,
- * q = round-to-nearest-even(x / d), and the block's d * sum(q), which the Q4_0 dot product
- * needs for the weights' -8 offset.  Values and scales go to separate arrays so the GEMV reads
+ * q = round-to-nearest-even(x / d), then d rounded to f16 where that is a normal f16 (as
+ * llama.cpp stores it and the cpu flavour does: tb_quant_act_scale_f16), and the block's
+ * d * sum(q), which the Q4_0 dot product needs for the weights' -8 offset.  Values and scales go to separate arrays so the GEMV reads
  * both with wide loads.
  */
 #include "common.cuh"
@@ -24,8 +25,10 @@ __global__ void tb_quantize_q8_1_kernel(const float *__restrict__ x, size_t ldx,
     qs[t * cols + j * 32 + lane] = (int8_t)q;
     const int sum = tb_warp_sum_int(q);
     if (lane == 0) {
-        ds[2 * g] = d;
-        ds[2 * g + 1] = d * (float)sum;
+        const float h = tb_f16_to_f32(tb_f32_to_f16(d));
+        const float ds16 = h >= 6.103515625e-05f && h < 65504.0f ? h : d; /* 2^-14: normal */
+        ds[2 * g] = ds16;
+        ds[2 * g + 1] = ds16 * (float)sum;
     }
 }
 

@@ -314,14 +314,29 @@ static void test_act_formats(void **state)
         }
     }
     assert_int_equal(tb_quant_act_to_f32(TB_QUANT_ACT_Q8_32, q32, back, N), 0);
+    int n_f16 = 0;
     for (int b = 0; b < N / 32; b++) {
         int s = 0;
+        float amax = 0.0f;
+        for (int i = 0; i < 32; i++) {
+            amax = fmaxf(amax, fabsf(x[32 * b + i]));
+        }
+        /* blocks 0..7 and 9 (amax 3 or 0.5): the scale is amax / 127 rounded to f16, as
+         * ggml's block_q8_0 stores it; the others (amax about 1e-3, whose scale would be a
+         * subnormal f16): the f32 scale, exactly */
+        float d32 = amax / 127.0f;
+        int f16 = d32 >= 0x1p-14f;
+        n_f16 += f16;
+        assert_true(q32[b].d == (f16 ? tb_f16_to_f32(tb_f32_to_f16(d32)) : d32));
+        /* quants are rounded with the f32 scale: half a step plus the f16 rounding of d */
+        float bound = (f16 ? 0.5f + 127.0f / 2048.0f : 0.5f) * d32 * 1.0001f;
         for (int i = 0; i < 32; i++) {
             s += q32[b].qs[i];
-            assert_true(fabsf(back[32 * b + i] - x[32 * b + i]) <= q32[b].d * 0.5f * 1.0001f);
+            assert_true(fabsf(back[32 * b + i] - x[32 * b + i]) <= bound);
         }
         assert_int_equal(q32[b].sum, s);
     }
+    assert_int_equal(n_f16, 9);
     /* zero and non-finite blocks: defined, zero scale */
     float z[256] = {0};
     assert_int_equal(tb_quant_act_quantize(TB_QUANT_ACT_Q8_K, z, qk, 256), 0);

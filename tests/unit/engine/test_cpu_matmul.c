@@ -73,8 +73,9 @@ static void s_ref_dequant(tb_cpu_dtype_t dt, const uint8_t *row, int64_t n, doub
     }
 }
 
-/* The documented activation quantization: per 32 values, d = amax / 127, q = round-half-even of
- * x * (127 / amax); returns the dequantized values. */
+/* The documented activation quantization: per 32 values, q = round-half-even of x * (127 / amax)
+ * and d = amax / 127 rounded to f16 (llama.cpp's block_q8_0 scale) where that is a normal f16,
+ * else the f32 amax / 127; returns the dequantized values. */
 static void s_ref_quant_act(const float *x, int64_t n, double *out)
 {
     for (int64_t b = 0; b < n / 32; b++) {
@@ -83,7 +84,9 @@ static void s_ref_quant_act(const float *x, int64_t n, double *out)
             amax = fmaxf(amax, fabsf(x[b * 32 + j]));
         }
         float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-        double d = amax / 127.0f;
+        float d32 = amax / 127.0f;
+        float h = tb_cpu_f16_to_f32(tb_cpu_f32_to_f16(d32));
+        double d = h >= 0x1p-14f && h < 65504.0f ? h : d32;
         for (int j = 0; j < 32; j++) {
             out[b * 32 + j] = d * nearbyintf(x[b * 32 + j] * id);
         }
