@@ -340,11 +340,13 @@ static void s_zap_answer(tb_curve_t *c)
     size_t lens[6] = {3, 0, 3, strlen(text), 0, 0};
     for (int i = 0; i < 6; i++) {
         int flags = i < 5 ? ZMQ_SNDMORE : 0;
-        if (i == 1) {
-            zmq_send(c->zap, n >= 2 ? zmq_msg_data(&parts[1]) : "",
-                     n >= 2 ? zmq_msg_size(&parts[1]) : 0, flags);
-        } else {
-            zmq_send(c->zap, reply[i], lens[i], flags);
+        int rc = i == 1 ? zmq_send(c->zap, n >= 2 ? zmq_msg_data(&parts[1]) : "",
+                                   n >= 2 ? zmq_msg_size(&parts[1]) : 0, flags)
+                        : zmq_send(c->zap, reply[i], lens[i], flags);
+        if (rc < 0) {
+            TB_CLOG_ERROR(LOG_NAME, "cannot answer the ZAP request from %s (%s): %s", address,
+                          status, zmq_strerror(errno));
+            break;
         }
     }
     for (int i = 0; i < kept; i++) {
@@ -505,8 +507,14 @@ static void *s_guard(void *arg)
         }
         size_t nw = c->n_watches;
         if (zmq_poll(items, (int)nw + 2, -1) < 0 && errno != EINTR) {
+            if (errno == ETERM) {
+                break; /* the context is ending */
+            }
+            /* never leave for good: while the ZAP socket is bound, every CURVE handshake waits
+             * for this thread's answer */
             TB_CLOG_ERROR(LOG_NAME, "the CURVE guard cannot poll: %s", zmq_strerror(errno));
-            break;
+            usleep(100000);
+            continue;
         }
         if (items[1].revents & ZMQ_POLLIN) {
             uint64_t x;

@@ -419,7 +419,8 @@ static void s_import(tb_etcd_sync_t *s)
     uint64_t id;
     struct blob *b;
     for (size_t it = 0; tb_u64map_next(&s->remote, &it, &id, (void **)&b);) {
-        if (tb_u64map_get(&s->imported, id))
+        /* a refused key stays refused: the allowed list is read once, at start */
+        if (tb_u64map_get(&s->imported, id) || tb_u64map_get(&s->refused, id))
             continue;
         void *msg = NULL;
         char err[256];

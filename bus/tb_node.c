@@ -728,9 +728,11 @@ int tb_node_bind_endpoint(tb_node_t *n, void *router, uint64_t id, char **addrs,
             snprintf(addr, sizeof(addr), "ipc:///tmp/turbine-%d-%016" PRIx64 ".sock",
                      (int)getpid(), id);
         }
-        if (n->curve && tb_curve_applies(addr) &&
-            tb_curve_server(n->curve, router, err, err_len) != 0) {
-            return TB_EIO;
+        if (n->curve && tb_curve_applies(addr)) {
+            int rc = tb_curve_server(n->curve, router, err, err_len);
+            if (rc != 0) {
+                return rc;
+            }
         }
         if (zmq_bind(router, addr) != 0) {
             snprintf(err, err_len, "cannot bind '%s': %s", addr, zmq_strerror(errno));

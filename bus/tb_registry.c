@@ -435,9 +435,13 @@ static int s_bind_export(tb_registry_t *r, const char *host, char *err, size_t e
     snprintf(addr, sizeof(addr), "tcp://%s:*", host);
     r->export_pub = tb_zmq_socket(r->zctx, ZMQ_PUB);
     r->import_xsub = tb_zmq_socket(r->zctx, ZMQ_XSUB);
-    if (!r->export_pub || !r->import_xsub ||
-        s_curve_server(r, r->export_pub, addr, err, err_len) != 0 ||
-        zmq_bind(r->export_pub, addr) != 0 ||
+    if (r->export_pub) {
+        int rc = s_curve_server(r, r->export_pub, addr, err, err_len);
+        if (rc != 0) {
+            return rc; /* err says why */
+        }
+    }
+    if (!r->export_pub || !r->import_xsub || zmq_bind(r->export_pub, addr) != 0 ||
         zmq_bind(r->import_xsub, TB_HUB_IMPORT_INPROC) != 0) {
         snprintf(err, err_len, "cannot bind the event export on %s: %s", addr,
                  zmq_strerror(errno));

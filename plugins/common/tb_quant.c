@@ -279,8 +279,7 @@ static float s_q8(const float *x, int n, int8_t *q)
 
 float tb_quant_act_scale_f16(float d)
 {
-    float h = tb_f16_to_f32(tb_f32_to_f16(d));
-    return h >= 0x1p-14f && h < 65504.0f ? h : d;
+    return tb_quant_act_scale_pick(tb_f16_to_f32(tb_f32_to_f16(d)), d);
 }
 
 int tb_quant_act_quantize(tb_quant_act_t a, const float *x, void *dst, uint64_t n)

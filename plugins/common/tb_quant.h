@@ -197,6 +197,12 @@ size_t tb_quant_act_block_bytes(tb_quant_act_t a);
  * llama.cpp's products; d itself where that is not a normal f16 below 65504 (ggml would lose
  * precision or overflow there; never for activations of usual magnitudes). */
 float tb_quant_act_scale_f16(float d);
+/* The rule shared by every path that stores that scale: `h` (d rounded to f16 and back) where it
+ * is a normal f16, else d itself. */
+static inline float tb_quant_act_scale_pick(float h, float d)
+{
+    return h >= 0x1p-14f && h < 65504.0f ? h : d;
+}
 
 /* Quantizes `n` floats at `x` into activation blocks at `dst` (n / elems blocks, caller owns
  * the memory, which needs the alignment of float).  TB_EINVAL when `a` is NONE or `n` is not a

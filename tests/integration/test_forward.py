@@ -104,23 +104,33 @@ def need_shared():
         pytest.skip('../shared tokenizer data absent (%s, %s)' % (SPM, TINYSTORIES))
 
 
-@pytest.fixture(scope='session')
-def models(tmp_path_factory):
-    """models(name) -> path of the model SHAPES[name], written once per session."""
-    base = tmp_path_factory.mktemp('fwd-models')
+def model_writer(base, spec):
+    """get(name) -> path of the model `name`, written under `base` by tools/tb_make_model.py the
+    first time it is asked for; spec(name) -> (format, the writer's other arguments)."""
     made = {}
 
     def get(name):
         if name not in made:
             need_shared()
             import tb_make_model
-            fmt, dt, opts = SHAPES[name]
+            fmt, args = spec(name)
             out = str(base / (name + ('.gguf' if fmt == 'gguf' else '')))
-            argv = ['--out', out, '--format', fmt, '--dtype', dt] + [str(o) for o in opts]
+            argv = ['--out', out, '--format', fmt] + [str(a) for a in args]
             assert tb_make_model.main(argv) == 0
             made[name] = out
         return made[name]
     return get
+
+
+def shape_args(shapes):
+    """spec for model_writer from a table name -> (format, dtype, options)."""
+    return lambda name: (shapes[name][0], ['--dtype', shapes[name][1]] + list(shapes[name][2]))
+
+
+@pytest.fixture(scope='session')
+def models(tmp_path_factory):
+    """models(name) -> path of the model SHAPES[name], written once per session."""
+    return model_writer(tmp_path_factory.mktemp('fwd-models'), shape_args(SHAPES))
 
 
 _REFS = {}

@@ -38,23 +38,14 @@ FAMILY = {
 NAMES = ['%s-%s' % (f, fmt) for f in sorted(FAMILY) for fmt in ('hf', 'gguf')]
 
 
+def fam_spec(name):
+    fam, fmt = name.rsplit('-', 1)
+    return fmt, ['--dtype', 'f32', '--seed', 5] + COMMON + FAMILY[fam]
+
+
 @pytest.fixture(scope='session')
 def fam_models(tmp_path_factory):
-    base = tmp_path_factory.mktemp('fam-models')
-    made = {}
-
-    def get(name):
-        if name not in made:
-            tf.need_shared()
-            import tb_make_model
-            fam, fmt = name.rsplit('-', 1)
-            out = str(base / (name + ('.gguf' if fmt == 'gguf' else '')))
-            argv = ['--out', out, '--format', fmt, '--dtype', 'f32', '--seed', 5] + COMMON + \
-                FAMILY[fam]
-            assert tb_make_model.main([str(a) for a in argv]) == 0
-            made[name] = out
-        return made[name]
-    return get
+    return tf.model_writer(tmp_path_factory.mktemp('fam-models'), fam_spec)
 
 
 @pytest.mark.parametrize('name', NAMES)

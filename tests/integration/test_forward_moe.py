@@ -22,8 +22,9 @@ import pytest
 
 import exitcheck
 from conftest import tool
-from test_forward import (F32_TOL, all_logits, check_f32, need_isa, need_shared, prompt,
-                          ref, ref_logits, rel_err, run_batch, transformers_logits)
+from test_forward import (F32_TOL, all_logits, check_f32, model_writer, need_isa, need_shared,
+                          prompt, ref, ref_logits, rel_err, run_batch, shape_args,
+                          transformers_logits)
 
 # HF model_type, tb_make_model options; each written as an HF folder and a GGUF file
 BASE = ['--layers', 2, '--hidden', 64, '--heads', 4, '--kv-heads', 2, '--vocab', 300]
@@ -64,20 +65,7 @@ F32_MODELS = sorted(n for n, s in SHAPES.items() if s[1] == 'f32' and 'q4_k' not
 
 @pytest.fixture(scope='session')
 def moe_models(tmp_path_factory):
-    base = tmp_path_factory.mktemp('moe-models')
-    made = {}
-
-    def get(name):
-        if name not in made:
-            need_shared()
-            import tb_make_model
-            fmt, dt, opts = SHAPES[name]
-            out = str(base / (name + ('.gguf' if fmt == 'gguf' else '')))
-            argv = ['--out', out, '--format', fmt, '--dtype', dt] + [str(o) for o in opts]
-            assert tb_make_model.main(argv) == 0
-            made[name] = out
-        return made[name]
-    return get
+    return model_writer(tmp_path_factory.mktemp('moe-models'), shape_args(SHAPES))
 
 
 # ---------------------------------------------------------------------------------------------

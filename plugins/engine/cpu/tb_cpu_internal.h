@@ -50,7 +50,7 @@ static inline float tb_cpu_act_scale(float amax)
 #ifdef __F16C__
     float d = amax / 127.0f;
     float h = _cvtsh_ss(_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    return h >= 0x1p-14f && h < 65504.0f ? h : d;
+    return tb_quant_act_scale_pick(h, d);
 #else
     return tb_quant_act_scale_f16(amax / 127.0f);
 #endif
@@ -125,9 +125,6 @@ static inline int32_t tb_cpu_pk_cmul(tb_cpu_dtype_t wdt)
  * Record bytes: 1408 (Q2_K, 84 * 16 = 1344 stored), 1856 (Q3_K, 1760). */
 #define TB_CPU_KP2_BYTES 1408
 #define TB_CPU_KP3_BYTES 1856
-#define TB_CPU_KP23_SC_OFF(kind) ((kind) == 2 ? 128 : 64)
-#define TB_CPU_KP23_Q_OFF(kind) ((kind) == 2 ? 384 : 320)
-#define TB_CPU_KP3_H_OFF 1344
 static inline int tb_cpu_kp_kind(tb_cpu_dtype_t dt)
 {
     return dt == TB_CPU_Q2_K     ? 2
@@ -151,18 +148,20 @@ static inline size_t tb_cpu_kp_block_bytes(int kind)
            : kind == 6 ? 3392
                        : 2240;
 }
+/* Offsets inside a record, for every kind: the scales, the low (nibble or 2-bit) quant
+ * plane, and the high-bit plane (Q3_K's hmask, Q5_K's and Q6_K's high bits). */
 static inline size_t tb_cpu_kp_sc_off(int kind)
 {
-    return kind >= 6 ? 64 : 128;
+    return kind == 3 || kind >= 6 ? 64 : 128;
 }
 #define TB_CPU_KP_MN_OFF 256 /* Q4_K / Q5_K */
 static inline size_t tb_cpu_kp_nib_off(int kind)
 {
-    return kind == 6 ? 320 : kind == 7 ? 192 : 384;
+    return kind == 3 || kind == 6 ? 320 : kind == 7 ? 192 : 384;
 }
 static inline size_t tb_cpu_kp_hi_off(int kind)
 {
-    return kind == 6 ? 2368 : 2432;
+    return kind == 3 ? 1344 : kind == 6 ? 2368 : 2432;
 }
 /* Bytes of one 16-row group of a Kx16 matrix of `cols` columns. */
 static inline size_t tb_cpu_kp_group_bytes(int kind, int64_t cols)
@@ -187,7 +186,7 @@ struct tb_mm_args {
     float *y;
     size_t ldy;
     const struct tb_quant_kernels *qk; /* the GGUF block dtypes' dots (tb_cpu_quant.c), or NULL */
-    bool kpacked; /* w is a Kx16 copy (dtype Q4_K, Q5_K or Q6_K; w_row_bytes per 16-row group) */
+    bool kpacked; /* w is a Kx16 copy (Q2_K..Q6_K, IQ4_XS; w_row_bytes per 16-row group) */
 };
 
 /* One attention call, as the parallel loop sees it. */

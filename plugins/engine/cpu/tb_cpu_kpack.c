@@ -108,7 +108,10 @@ int tb_cpu_kpack(const struct tb_cpu_weight *w, void *dst, size_t dst_bytes)
             const uint8_t *src = r < w->rows ? (const uint8_t *)w->data + (size_t)r * rb : NULL;
             for (int64_t b = 0; b < nb; b++) {
                 if (src) {
-                    (void)tb_quant_unpack(t, src + (size_t)b * bb, &u);
+                    int rc = tb_quant_unpack(t, src + (size_t)b * bb, &u);
+                    if (rc != TB_OK) {
+                        return rc; /* never pack the previous block's values in its place */
+                    }
                 }
                 if (kind <= 3) {
                     tb_cpu_kpack23_block(gp + (size_t)b * rec_bytes, kind, i, src ? &u : NULL);

@@ -24,11 +24,11 @@ void tb_cpu_kpack23_block(uint8_t *rec, int kind, int i, const struct tb_quant_u
     if (kind == 2) {
         memcpy(rec + 64 + 4 * i, &dmin, 4);
     }
-    uint8_t *sc = rec + TB_CPU_KP23_SC_OFF(kind);
+    uint8_t *sc = rec + tb_cpu_kp_sc_off(kind);
     for (int g = 0; g < 16 && u; g++) {
         sc[16 * g + i] = kind == 2 ? (uint8_t)(u->sc[g] | u->mn[g] << 4) : (uint8_t)u->sc[g];
     }
-    uint8_t *q = rec + TB_CPU_KP23_Q_OFF(kind), *h = rec + TB_CPU_KP3_H_OFF;
+    uint8_t *q = rec + tb_cpu_kp_nib_off(kind), *h = rec + tb_cpu_kp_hi_off(3);
     for (int e = 0; e < TB_QK_K && u; e++) {
         const int n = e / 128, j = (e / 32) % 4, l = e % 32, p = 32 * n + l;
         const int code = kind == 3 ? u->code[e] + 4 : u->code[e]; /* 0..3 / 0..7 */
@@ -43,9 +43,9 @@ void tb_cpu_kpack23_block(uint8_t *rec, int kind, int i, const struct tb_quant_u
 static int s_code(const uint8_t *rec, int kind, int i, int e)
 {
     const int n = e / 128, j = (e / 32) % 4, l = e % 32, p = 32 * n + l;
-    int v = (rec[TB_CPU_KP23_Q_OFF(kind) + 64 * (p / 4) + 4 * i + p % 4] >> (2 * j)) & 3;
+    int v = (rec[tb_cpu_kp_nib_off(kind) + 64 * (p / 4) + 4 * i + p % 4] >> (2 * j)) & 3;
     if (kind == 3) {
-        v |= ((rec[TB_CPU_KP3_H_OFF + 64 * (l / 4) + 4 * i + l % 4] >> (e / 32)) & 1) << 2;
+        v |= ((rec[tb_cpu_kp_hi_off(3) + 64 * (l / 4) + 4 * i + l % 4] >> (e / 32)) & 1) << 2;
     }
     return v;
 }
@@ -53,7 +53,7 @@ static int s_code(const uint8_t *rec, int kind, int i, int e)
 /* Row i's contribution of one record with the Q8_K block `y` (the reference's f32 step). */
 float tb_cpu_kpack23_dot(const uint8_t *rec, int kind, int i, const struct tb_block_q8_k *y)
 {
-    const uint8_t *sc = rec + TB_CPU_KP23_SC_OFF(kind);
+    const uint8_t *sc = rec + tb_cpu_kp_sc_off(kind);
     int32_t isum = 0, msum = 0;
     for (int g = 0; g < 16; g++) {
         int32_t s = 0;

@@ -34,9 +34,9 @@ AINLINE __m256i s_dp(__m256i acc, __m256i w, __m256i x)
 AINLINE void s_isum(const uint8_t *rec, const struct tb_block_q8_k *const *x, int64_t b, int half,
                     const int T, const int kind, __m256i *isum)
 {
-    const uint8_t *sc = rec + TB_CPU_KP23_SC_OFF(kind) + 8 * half;
-    const uint8_t *qp = rec + TB_CPU_KP23_Q_OFF(kind) + 32 * half;
-    const uint8_t *hp = rec + TB_CPU_KP3_H_OFF + 32 * half;
+    const uint8_t *sc = rec + tb_cpu_kp_sc_off(kind) + 8 * half;
+    const uint8_t *qp = rec + tb_cpu_kp_nib_off(kind) + 32 * half;
+    const uint8_t *hp = rec + tb_cpu_kp_hi_off(3) + 32 * half;
     const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
 #pragma GCC unroll 4
     for (int t = 0; t < T; t++) {
@@ -88,7 +88,7 @@ AINLINE void s_isum(const uint8_t *rec, const struct tb_block_q8_k *const *x, in
 AINLINE void s_msum(const uint8_t *rec, const struct tb_block_q8_k *const *x, int64_t b, int half,
                     const int T, __m256i *msum)
 {
-    const uint8_t *sc = rec + TB_CPU_KP23_SC_OFF(2) + 8 * half;
+    const uint8_t *sc = rec + tb_cpu_kp_sc_off(2) + 8 * half;
 #pragma GCC unroll 4
     for (int t = 0; t < T; t++) {
         msum[t] = _mm256_setzero_si256();

@@ -32,8 +32,8 @@ AINLINE __m512i s_bcast4(const void *p)
 AINLINE void s_isum(const uint8_t *rec, const struct tb_block_q8_k *const *x, int64_t b,
                     const int T, const int kind, __m512i *isum)
 {
-    const uint8_t *sc = rec + TB_CPU_KP23_SC_OFF(kind);
-    const uint8_t *qp = rec + TB_CPU_KP23_Q_OFF(kind), *hp = rec + TB_CPU_KP3_H_OFF;
+    const uint8_t *sc = rec + tb_cpu_kp_sc_off(kind);
+    const uint8_t *qp = rec + tb_cpu_kp_nib_off(kind), *hp = rec + tb_cpu_kp_hi_off(3);
     const __m512i m3 = _mm512_set1_epi8(3), m4 = _mm512_set1_epi8(4);
 #pragma GCC unroll 4
     for (int t = 0; t < T; t++) {
@@ -95,7 +95,7 @@ AINLINE void s_isum(const uint8_t *rec, const struct tb_block_q8_k *const *x, in
 AINLINE void s_msum(const uint8_t *rec, const struct tb_block_q8_k *const *x, int64_t b,
                     const int T, __m512i *msum)
 {
-    const uint8_t *sc = rec + TB_CPU_KP23_SC_OFF(2);
+    const uint8_t *sc = rec + tb_cpu_kp_sc_off(2);
 #pragma GCC unroll 4
     for (int t = 0; t < T; t++) {
         msum[t] = _mm512_setzero_si512();

@@ -33,6 +33,22 @@
 #define MIN_CTX_BUCKET 256
 #define GEMM_WORKSPACE ((size_t)32 << 20)
 
+/* Weights are handed to the kernels with their file type cast to tb_cuda_dtype_t: the two
+ * enumerations must keep the same values. */
+#define TB_SAME_TYPE(x) _Static_assert((int)TB_CUDA_##x == (int)TB_DTYPE_##x, #x " differs")
+TB_SAME_TYPE(F32);
+TB_SAME_TYPE(F16);
+TB_SAME_TYPE(BF16);
+TB_SAME_TYPE(Q8_0);
+TB_SAME_TYPE(Q4_0);
+TB_SAME_TYPE(Q2_K);
+TB_SAME_TYPE(Q3_K);
+TB_SAME_TYPE(Q4_K);
+TB_SAME_TYPE(Q5_K);
+TB_SAME_TYPE(Q6_K);
+TB_SAME_TYPE(IQ4_XS);
+#undef TB_SAME_TYPE
+
 struct cu_layer {
     struct tb_cuda_weight wq, wk, wv, wo, gate, up, down;
     float *attn_norm, *ffn_norm, *bq, *bk, *bv;
