@@ -27,6 +27,7 @@
 #include "tb_cuda_kernels.h"
 #include "tb_cuda_rt.h"
 #include "tb_errors.h"
+#include "tb_quant.h"
 
 #define MAX_BLOCK_SIZE 256
 #define MAX_GRAPHS 64
@@ -48,6 +49,12 @@ TB_SAME_TYPE(Q5_K);
 TB_SAME_TYPE(Q6_K);
 TB_SAME_TYPE(IQ4_XS);
 #undef TB_SAME_TYPE
+/* repack_q.cu moves K-quant super-blocks by a table of their GGUF sizes (device code cannot take
+ * the structs): the file's layouts must still have those sizes. */
+_Static_assert(sizeof(struct tb_block_q2_k) == 84 && sizeof(struct tb_block_q3_k) == 110 &&
+                   sizeof(struct tb_block_q4_k) == 144 && sizeof(struct tb_block_q5_k) == 176 &&
+                   sizeof(struct tb_block_q6_k) == 210 && sizeof(struct tb_block_iq4_xs) == 136,
+               "the GGUF super-block sizes of repack_q.cu's table");
 
 struct cu_layer {
     struct tb_cuda_weight wq, wk, wv, wo, gate, up, down;
