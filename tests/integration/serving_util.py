@@ -14,21 +14,15 @@ import time
 
 import exitcheck
 from conftest import BUILD, ROOT
+import tbproc
+
+free_port = tbproc.free_port  # one port picker for every test module (tbproc.py)
 
 TURBINE = os.path.join(BUILD, 'bin', 'turbine')
 ASAN = 'asan' in os.path.basename(os.path.normpath(BUILD))
 # Everything is slower under the sanitizers; scale waits, never the assertions about order.
 SLOW = 3.0 if ASAN else 1.0
 SANITIZER_MARKS = exitcheck.SANITIZER_MARKS
-
-
-def free_port():
-    """A TCP port free on 127.0.0.1 right now."""
-    s = socket.socket()
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def wait_for(pred, timeout, what, interval=0.02):

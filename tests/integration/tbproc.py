@@ -2,6 +2,7 @@
 process wrapper that always stops what it started and checks sanitizer reports (exitcheck.py:
 a crash or a sanitizer report fails the test whatever status the caller expects)."""
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -16,10 +17,40 @@ TURBINE = os.path.join(BUILD, 'bin', 'turbine')
 SANITIZER_MARKS = exitcheck.SANITIZER_MARKS
 
 
+# Ports for the processes a test starts come from a range of this pytest worker's own, below the
+# kernel's ephemeral range (32768 and up on Linux): a port asked of the kernel with bind(0) can be
+# handed to another worker's process (or used as a connection's source port) between our check
+# and the child's bind, which made etcd and turbine fail with "address already in use".
+PORT_BASE = 12000
+PORT_SPAN = 2500
+PORT_WORKERS = 8
+_next_port = None
+
+
+def _worker_index():
+    name = os.environ.get('PYTEST_XDIST_WORKER', '')
+    digits = name[2:] if name.startswith('gw') else ''
+    return int(digits) % PORT_WORKERS if digits.isdigit() else 0
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+    """A TCP port free on 127.0.0.1 right now, from this worker's range. Ports are handed out in
+    turn from a random start, so one worker never hands out the same port twice until it has
+    gone round its whole range."""
+    global _next_port
+    base = PORT_BASE + _worker_index() * PORT_SPAN
+    if _next_port is None:
+        _next_port = random.randrange(PORT_SPAN)
+    for _ in range(PORT_SPAN):
+        port = base + _next_port
+        _next_port = (_next_port + 1) % PORT_SPAN
+        with socket.socket() as s:
+            try:
+                s.bind(('127.0.0.1', port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f'no free TCP port in {base}..{base + PORT_SPAN - 1}')
 
 
 def write_yaml(text, directory=None):
