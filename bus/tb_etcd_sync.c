@@ -484,15 +484,22 @@ static void s_import(tb_etcd_sync_t *s)
     free(kept);
 }
 
-/* A hubs/ value is the export's address, then with CURVE a space and its public key. */
+/* A hubs/ value is the export's address, then with CURVE a space and its public key: copies the
+ * address into addr and returns the key (NULL without one). */
+static const char *s_hub_split(const char *value, char *addr, size_t size)
+{
+    const char *sp = strchr(value, ' ');
+    snprintf(addr, size, "%.*s", sp ? (int)(sp - value) : (int)strlen(value), value);
+    return sp ? sp + 1 : NULL;
+}
+
 static int s_hub_connect(tb_etcd_sync_t *s, const char *value)
 {
     char addr[300];
-    const char *sp = strchr(value, ' ');
-    snprintf(addr, sizeof(addr), "%.*s", sp ? (int)(sp - value) : (int)strlen(value), value);
+    const char *key = s_hub_split(value, addr, sizeof(addr));
     if (s->cfg.curve && tb_curve_applies(addr)) {
         char err[512];
-        if (tb_curve_client(s->cfg.curve, s->hub_sub, sp ? sp + 1 : NULL, err, sizeof(err))) {
+        if (tb_curve_client(s->cfg.curve, s->hub_sub, key, err, sizeof(err))) {
             TB_CLOG_WARN(LOG_NAME, "not importing events from %s: %s", addr, err);
             return TB_EINVAL;
         }
@@ -503,8 +510,7 @@ static int s_hub_connect(tb_etcd_sync_t *s, const char *value)
 static void s_hub_disconnect(tb_etcd_sync_t *s, const char *value)
 {
     char addr[300];
-    const char *sp = strchr(value, ' ');
-    snprintf(addr, sizeof(addr), "%.*s", sp ? (int)(sp - value) : (int)strlen(value), value);
+    s_hub_split(value, addr, sizeof(addr));
     zmq_disconnect(s->hub_sub, addr);
 }
 
