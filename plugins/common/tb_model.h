@@ -282,9 +282,9 @@ int tb_model_layer_rope_inv_freq(const tb_model_t *m, uint32_t layer, bool long_
 
 /* The per-family settings a model uses beyond Llama's layer (GeGLU, (1 + w) norms, post-norms,
  * q/k norms (Gemma 3's and Qwen3's), embedding or score scale, soft-caps, partial rotary, local
- * RoPE base, per-layer windows, LongRoPE, a mixture of experts), as a comma-separated list in buf ("" when none; may be NULL); returns
- * how many.  An engine that implements only Llama's layer refuses a model with any, naming
- * them. */
+ * RoPE base, per-layer windows, LongRoPE, a mixture of experts, dense layers among its expert
+ * layers), as a comma-separated list in buf ("" when none; may be NULL); returns how many.  An
+ * engine that implements only Llama's layer refuses a model with any, naming them. */
 int tb_model_params_family_features(const struct tb_model_params *p, char *buf, size_t len);
 
 /* Total bytes of distinct weight data, and how many of them had to be copied for alignment. */

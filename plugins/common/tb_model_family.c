@@ -1,9 +1,10 @@
 /*
  * tb_model_family.c - what the Gemma 2/3 and Phi-3 families add to the loaded model: checks of
  * their parameters, which per-layer tensors a model carries (also Qwen3's q/k norms and the
- * experts' router and shared expert, per layer: a mixture of experts may have dense layers), fused matrices split into views, the
- * sliding/global layer pattern and the per-layer attention settings engines read
- * (tb_model_layer_window, tb_model_layer_rope_inv_freq).  See docs/models.md.
+ * experts' router and shared expert, per layer: a mixture of experts may have dense layers),
+ * fused matrices split into views, the sliding/global layer pattern and the per-layer attention
+ * settings engines read (tb_model_layer_window, tb_model_layer_rope_inv_freq, which layers run
+ * experts: tb_model_layer_is_moe).  See docs/models.md.
  */
 #include <math.h>
 #include <stdio.h>
