@@ -507,6 +507,13 @@ def main(argv=None):
                     help="each expert's FFN width (default --intermediate)")
     ap.add_argument('--shared-intermediate', type=int,
                     help="the shared expert's FFN width (qwen2_moe)")
+    ap.add_argument('--mlp-only-layers', default=None,
+                    help='Qwen MoE: comma list of layers with a dense MLP of --intermediate '
+                         'width instead of the experts (config.json mlp_only_layers; in GGUF '
+                         'those layers carry ffn_gate/ffn_up/ffn_down)')
+    ap.add_argument('--decoder-sparse-step', type=int, default=None,
+                    help='Qwen MoE: layer i has the experts only when (i + 1) is a multiple '
+                         'of this (the others dense)')
     ap.add_argument('--no-norm-topk-prob', dest='norm_topk_prob', action='store_false',
                     default=True, help='Qwen MoE: keep the top-k softmax probabilities as '
                                        'they are (norm_topk_prob false)')
@@ -576,7 +583,10 @@ def main(argv=None):
             'rope_theta': a.rope_theta, 'tied': a.tied, 'sliding_window': a.sliding_window,
             'n_experts': a.experts, 'n_experts_used': a.experts_used,
             'expert_intermediate': a.expert_intermediate,
-            'shared_intermediate': a.shared_intermediate}
+            'shared_intermediate': a.shared_intermediate,
+            'decoder_sparse_step': a.decoder_sparse_step,
+            'mlp_only_layers': [int(x) for x in a.mlp_only_layers.split(',') if x.strip()]
+            if a.mlp_only_layers is not None else None}
     if a.heads and not a.kv_heads:
         over['n_kv_heads'] = a.heads
     kw.update({k: v for k, v in over.items() if v is not None})

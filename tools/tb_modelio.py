@@ -300,11 +300,25 @@ class Spec:
         # chosen entries of the softmax over all experts (Qwen MoE without norm_topk_prob)
         self.norm_topk_prob = kw.get('norm_topk_prob', True)
         self.shared_intermediate = kw.get('shared_intermediate') or 0
+        # Qwen MoE's dense layers among the expert layers (transformers' rule, layer_sparse):
+        # the layers listed, and those i with (i + 1) not a multiple of the step; a dense layer
+        # has the MLP of `intermediate` width and no router, experts or shared expert
+        self.mlp_only_layers = sorted(kw.get('mlp_only_layers') or [])
+        self.decoder_sparse_step = kw.get('decoder_sparse_step') or 1
+        if (self.mlp_only_layers or self.decoder_sparse_step != 1) and \
+                self.arch not in ('qwen3_moe', 'qwen2_moe'):
+            raise ValueError('dense layers among the experts are a Qwen MoE setting, not %s'
+                             % self.arch)
         if self.arch in ('mixtral', 'qwen3_moe', 'qwen2_moe') and not self.n_experts:
             raise ValueError('arch %s needs experts' % self.arch)
         if self.n_experts and not 1 <= self.n_experts_used <= self.n_experts:
             raise ValueError('experts used %d is out of range 1..%d'
                              % (self.n_experts_used, self.n_experts))
+
+    def layer_sparse(self, i):
+        """Whether layer i runs the routed experts (else the dense MLP)."""
+        return bool(self.n_experts) and i not in self.mlp_only_layers and \
+            (i + 1) % self.decoder_sparse_step == 0
 
     @property
     def is_gemma(self):
@@ -340,7 +354,7 @@ class Spec:
             if self.is_gemma:
                 out.append((p + 'attn_post_norm', (h,)))
             out.append((p + 'ffn_norm', (h,)))
-            if not self.n_experts:
+            if not self.layer_sparse(i):
                 out += [(p + 'w_gate', (self.intermediate, h)),
                         (p + 'w_up', (self.intermediate, h)),
                         (p + 'w_down', (h, self.intermediate))]
@@ -409,8 +423,9 @@ class Spec:
         elif self.n_experts:
             c.update(num_experts=self.n_experts, num_experts_per_tok=self.n_experts_used,
                      moe_intermediate_size=self.expert_intermediate,
-                     norm_topk_prob=self.norm_topk_prob, decoder_sparse_step=1,
-                     mlp_only_layers=[], output_router_logits=False)
+                     norm_topk_prob=self.norm_topk_prob,
+                     decoder_sparse_step=self.decoder_sparse_step,
+                     mlp_only_layers=list(self.mlp_only_layers), output_router_logits=False)
             if self.arch == 'qwen2_moe':
                 c['shared_expert_intermediate_size'] = self.shared_intermediate
         return c
@@ -436,7 +451,9 @@ class Spec:
                                             8 if arch == 'qwen3_moe' else 4),
                        expert_intermediate=c['moe_intermediate_size'],
                        norm_topk_prob=bool(c.get('norm_topk_prob', False)),
-                       shared_intermediate=c.get('shared_expert_intermediate_size', 0))
+                       shared_intermediate=c.get('shared_expert_intermediate_size', 0),
+                       mlp_only_layers=c.get('mlp_only_layers') or [],
+                       decoder_sparse_step=c.get('decoder_sparse_step', 1))
         return cls(sliding_window=hf_sliding_window(c, arch), full_layers=hf_full_layers(c, arch),
                    arch=arch, n_layers=c['num_hidden_layers'], hidden=c['hidden_size'],
                    n_heads=c['num_attention_heads'], n_kv_heads=c.get('num_key_value_heads'),
@@ -708,6 +725,10 @@ def load_gguf(path):
                 tensors[c.replace('*', str(e))] = a[e]
         else:
             tensors[c] = a
+    if moe and hf_arch != 'mixtral':
+        # GGUF has no key for Qwen MoE's dense layers: a layer with the dense MLP is one
+        moe['mlp_only_layers'] = [i for i in range(g('block_count'))
+                                  if 'layers.%d.w_gate' % i in tensors]
     spec = Spec(arch=hf_arch, original_context=g('rope.scaling.original_context_length'), **fam,
                 **moe, n_layers=g('block_count'), hidden=hidden, n_heads=n_heads,
                 n_kv_heads=g('attention.head_count_kv', n_heads),

@@ -45,6 +45,9 @@ place of the MLP:
   weights: renormalised to sum 1 (Mixtral always, Qwen with norm_topk_prob), else as they are;
   x += sum over the chosen experts e of weight_e * W_down_e (silu(W_gate_e h2) * (W_up_e h2))
   Qwen2-MoE adds sigmoid(h2 . w_sh_gate_inp) * (the shared expert's MLP of h2).
+Qwen MoE's dense layers (Qwen2MoeDecoderLayer / Qwen3MoeDecoderLayer): layer i keeps the
+dense MLP of intermediate_size (no router, experts or shared expert) when i is in
+mlp_only_layers or (i + 1) % decoder_sparse_step != 0.
 
 Prints the argmax per position and the greedy continuation; --logits saves every position's
 logits (prompt and generated) as a float64 or float32 .npy array of shape [positions, vocab].
@@ -220,7 +223,7 @@ class Model:
             o = self.rmsnorm(o, w[p + 'attn_post_norm'])
         x = x + o
         h = self.rmsnorm(x, w[p + 'ffn_norm'])
-        f = self.moe(h, p) if s.n_experts else self.mlp(h, p)
+        f = self.moe(h, p) if s.layer_sparse(li) else self.mlp(h, p)
         if s.is_gemma:
             f = self.rmsnorm(f, w[p + 'ffn_post_norm'])
         return x + f

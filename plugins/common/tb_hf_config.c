@@ -733,10 +733,46 @@ static int s_moe_mixtral(json_t *root, const char *F, struct tb_model_params *p,
     return rc < 0 ? rc : 0;
 }
 
+/* Qwen MoE's dense layers, as transformers picks them: layer i has the experts unless i is in
+ * mlp_only_layers (a list of layer indices; null or absent: none) or (i + 1) is not a multiple of
+ * decoder_sparse_step (default 1).  An index out of 0..layers-1 is refused. */
+static int s_moe_dense_layers(json_t *root, const char *F, struct tb_model_params *p, char *err,
+                              size_t err_len)
+{
+    uint32_t step = 1;
+    int rc = s_u32(root, F, "decoder_sparse_step", false, 1, 1 << 20, &step, err, err_len);
+    if (rc < 0) {
+        return rc;
+    }
+    for (uint32_t l = 0; l < p->n_layers && l < TB_MODEL_MAX_LAYERS; l++) {
+        p->layer_dense[l] = (l + 1) % step != 0;
+    }
+    json_t *dense = json_object_get(root, "mlp_only_layers");
+    if (!dense || json_is_null(dense)) {
+        return 0;
+    }
+    if (!json_is_array(dense)) {
+        return tb_err_fail(err, err_len, TB_EMODEL, "%s: mlp_only_layers: is not a list", F);
+    }
+    size_t i;
+    json_t *v;
+    json_array_foreach(dense, i, v)
+    {
+        if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+            json_integer_value(v) >= (json_int_t)p->n_layers) {
+            return tb_err_fail(err, err_len, TB_EMODEL,
+                               "%s: mlp_only_layers[%zu]: is not a layer index 0..%u", F, i,
+                               p->n_layers - 1);
+        }
+        p->layer_dense[json_integer_value(v)] = true;
+    }
+    return 0;
+}
+
 /* Qwen2-MoE / Qwen3-MoE: num_experts of moe_intermediate_size, num_experts_per_tok,
  * norm_topk_prob (renormalise the top-k probabilities; default false), Qwen2-MoE's shared
- * expert (shared_expert_intermediate_size); every layer sparse (decoder_sparse_step 1, no
- * mlp_only_layers). */
+ * expert (shared_expert_intermediate_size, in the expert layers only), and the dense layers among
+ * them (each an MLP of intermediate_size). */
 static int s_moe_qwen(json_t *root, const char *F, struct tb_model_params *p, char *err,
                       size_t err_len)
 {
@@ -761,20 +797,7 @@ static int s_moe_qwen(json_t *root, const char *F, struct tb_model_params *p, ch
                     &p->shared_intermediate, err, err_len)) != 0) {
         return rc;
     }
-    uint32_t step = 1;
-    if ((rc = s_u32(root, F, "decoder_sparse_step", false, 1, 1 << 20, &step, err, err_len)) <
-        0) {
-        return rc;
-    }
-    json_t *dense = json_object_get(root, "mlp_only_layers");
-    if (step != 1 || (dense && !json_is_null(dense) &&
-                      !(json_is_array(dense) && json_array_size(dense) == 0))) {
-        return tb_err_fail(err, err_len, TB_EMODEL,
-                           "%s: decoder_sparse_step %u / mlp_only_layers: dense layers among "
-                           "the expert layers are not supported (every layer sparse)",
-                           F, step);
-    }
-    return 0;
+    return s_moe_dense_layers(root, F, p, err, err_len);
 }
 
 /* The family's own parts: Qwen3's q/k norms, the experts of the MoE families. */

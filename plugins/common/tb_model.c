@@ -437,6 +437,39 @@ static int s_check_layer_tensor(const struct tb_model_params *p, const struct tb
     return rc;
 }
 
+/* What a misplaced tensor's message adds about its layer's MLP, into buf. */
+static const char *s_layer_ffn_note(const struct tb_model_params *p, uint32_t l, char *buf,
+                                    size_t n)
+{
+    buf[0] = '\0';
+    if (p->n_experts > 0 && tb_model_moe_layer_count(p) == p->n_layers) {
+        snprintf(buf, n, " (it has experts)");
+    } else if (p->n_experts > 0) {
+        snprintf(buf, n, " (its layer %u has %s)", l,
+                 tb_model_layer_is_moe(p, l) ? "experts" : "a dense MLP");
+    }
+    return buf;
+}
+
+/* Layer l holds no tensor of another kind of layer (checked before the missing ones, so that a
+ * layer of the wrong MLP kind is named as such). */
+static int s_check_unwanted(const tb_model_t *m, uint32_t l, char *err, size_t err_len)
+{
+    const struct tb_model_params *p = &m->params;
+    for (int k = 0; k < TB_LAYER_TENSOR_COUNT; k++) {
+        size_t i = (size_t)l * TB_LAYER_TENSOR_COUNT + (size_t)k;
+        bool is_bias = k == TB_LAYER_BQ || k == TB_LAYER_BK || k == TB_LAYER_BV;
+        if (m->has_layer[i] && !is_bias &&
+            !tb_model_layer_tensor_wanted(p, l, (tb_layer_tensor_t)k)) {
+            char note[48];
+            return tb_err_fail(err, err_len, TB_EMODEL, "tensor '%s' is not part of a %s model%s",
+                               m->layers[i].source, p->arch,
+                               s_layer_ffn_note(p, l, note, sizeof note));
+        }
+    }
+    return 0;
+}
+
 /* Every layer's tensors present (q/k/v biases only when the model has them; the dense MLP or
  * the router and experts) and shaped for the params.  GGUF llama files may carry q/k/v
  * biases: then every layer must have all three, and params.qkv_bias is set. */
@@ -445,18 +478,17 @@ static int s_check_layers(tb_model_t *m, char *err, size_t err_len)
     struct tb_model_params *p = &m->params;
     bool any_bias = false;
     for (uint32_t l = 0; l < p->n_layers; l++) {
+        int rc = s_check_unwanted(m, l, err, err_len);
+        if (rc != 0) {
+            return rc;
+        }
         for (int k = 0; k < TB_LAYER_TENSOR_COUNT; k++) {
             size_t i = (size_t)l * TB_LAYER_TENSOR_COUNT + (size_t)k;
             bool is_bias = k == TB_LAYER_BQ || k == TB_LAYER_BK || k == TB_LAYER_BV;
             if (is_bias && m->has_layer[i]) {
                 any_bias = true;
             }
-            bool wanted = tb_model_layer_tensor_wanted(p, (tb_layer_tensor_t)k);
-            if (m->has_layer[i] && !wanted && !is_bias) {
-                return tb_err_fail(err, err_len, TB_EMODEL,
-                                   "tensor '%s' is not part of a %s model%s", m->layers[i].source,
-                                   p->arch, p->n_experts ? " (it has experts)" : "");
-            }
+            bool wanted = tb_model_layer_tensor_wanted(p, l, (tb_layer_tensor_t)k);
             if (!m->has_layer[i]) {
                 if (!wanted || (is_bias && !p->qkv_bias)) {
                     continue;
@@ -464,7 +496,7 @@ static int s_check_layers(tb_model_t *m, char *err, size_t err_len)
                 return tb_err_fail(err, err_len, TB_EMODEL, "tensor 'layers.%u.%s' is missing", l,
                                    s_layer_names[k]);
             }
-            int rc = s_check_layer_tensor(p, &m->layers[i], k, err, err_len);
+            rc = s_check_layer_tensor(p, &m->layers[i], k, err, err_len);
             if (rc != 0) {
                 return rc;
             }

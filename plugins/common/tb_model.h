@@ -158,6 +158,11 @@ struct tb_model_params {
     uint32_t expert_intermediate; /* each routed expert's FFN width */
     uint32_t shared_intermediate; /* 0: no shared expert; else its FFN width (Qwen2-MoE) */
     tb_moe_gating_t moe_gating;
+    /* layer_dense[l], with n_experts: layer l has the dense MLP (w_gate/w_up/w_down of
+     * `intermediate` width, no router, experts or shared expert) instead of the experts (Qwen
+     * MoE's mlp_only_layers / decoder_sparse_step; a GGUF layer with ffn_gate/up/down).  All
+     * false (the zero value): every layer of an expert model is sparse. */
+    bool layer_dense[TB_MODEL_MAX_LAYERS];
 };
 
 /* Global tensors. */
@@ -168,6 +173,12 @@ typedef enum {
     TB_TENSOR_ROPE_FREQS,   /* [head_dim / 2] F32, only with TB_ROPE_SCALING_FREQ_FACTORS */
     TB_TENSOR_GLOBAL_COUNT
 } tb_tensor_id_t;
+
+/* Whether layer `layer` runs routed experts: the model has experts and the layer is not one of
+ * its dense layers (layer_dense).  False for a dense model or a layer out of range. */
+bool tb_model_layer_is_moe(const struct tb_model_params *p, uint32_t layer);
+/* How many layers run routed experts (0 for a dense model). */
+uint32_t tb_model_moe_layer_count(const struct tb_model_params *p);
 
 /* Per-layer tensors (q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim). */
 typedef enum {
@@ -180,14 +191,14 @@ typedef enum {
     TB_LAYER_BV,             /* [kv_dim], only with qkv_bias */
     TB_LAYER_WO,             /* [hidden, q_dim] */
     TB_LAYER_FFN_NORM,       /* [hidden] */
-    TB_LAYER_W_GATE,         /* [intermediate, hidden] */
+    TB_LAYER_W_GATE,         /* [intermediate, hidden]: the dense MLP (dense layers only) */
     TB_LAYER_W_UP,           /* [intermediate, hidden] */
     TB_LAYER_W_DOWN,         /* [hidden, intermediate] */
     TB_LAYER_ATTN_POST_NORM, /* [hidden], only with post_norms */
     TB_LAYER_FFN_POST_NORM,  /* [hidden], only with post_norms */
     TB_LAYER_Q_NORM,         /* [head_dim], only with qk_norm */
     TB_LAYER_K_NORM,         /* [head_dim], only with qk_norm */
-    TB_LAYER_ROUTER,         /* [n_experts, hidden], only with n_experts (replaces w_gate..) */
+    TB_LAYER_ROUTER,         /* [n_experts, hidden], only in expert layers (replaces w_gate..) */
     TB_LAYER_SH_GATE,        /* [shared_intermediate, hidden], only with a shared expert */
     TB_LAYER_SH_UP,          /* [shared_intermediate, hidden] */
     TB_LAYER_SH_DOWN,        /* [hidden, shared_intermediate] */
@@ -243,8 +254,8 @@ const struct tb_tensor *tb_model_tensor(const tb_model_t *m, tb_tensor_id_t id);
 const struct tb_tensor *tb_model_layer_tensor(const tb_model_t *m, uint32_t layer,
                                               tb_layer_tensor_t t);
 
-/* Expert `e`'s tensor of a mixture-of-experts layer, or NULL (a dense model, out of range).
- * Borrowed. */
+/* Expert `e`'s tensor of a mixture-of-experts layer, or NULL (a dense model or layer, out of
+ * range).  Borrowed. */
 const struct tb_tensor *tb_model_expert_tensor(const tb_model_t *m, uint32_t layer, uint32_t e,
                                                tb_expert_tensor_t t);
 
@@ -271,9 +282,9 @@ int tb_model_layer_rope_inv_freq(const tb_model_t *m, uint32_t layer, bool long_
 
 /* The per-family settings a model uses beyond Llama's layer (GeGLU, (1 + w) norms, post-norms,
  * q/k norms (Gemma 3's and Qwen3's), embedding or score scale, soft-caps, partial rotary, local
- * RoPE base, per-layer windows, LongRoPE, a mixture of experts), as a comma-separated list in buf ("" when none; may be NULL); returns
- * how many.  An engine that implements only Llama's layer refuses a model with any, naming
- * them. */
+ * RoPE base, per-layer windows, LongRoPE, a mixture of experts, dense layers among its expert
+ * layers), as a comma-separated list in buf ("" when none; may be NULL); returns how many.  An
+ * engine that implements only Llama's layer refuses a model with any, naming them. */
 int tb_model_params_family_features(const struct tb_model_params *p, char *buf, size_t len);
 
 /* Total bytes of distinct weight data, and how many of them had to be copied for alignment. */

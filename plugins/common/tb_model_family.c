@@ -1,9 +1,10 @@
 /*
  * tb_model_family.c - what the Gemma 2/3 and Phi-3 families add to the loaded model: checks of
  * their parameters, which per-layer tensors a model carries (also Qwen3's q/k norms and the
- * experts' router and shared expert), fused matrices split into views, the
- * sliding/global layer pattern and the per-layer attention settings engines read
- * (tb_model_layer_window, tb_model_layer_rope_inv_freq).  See docs/models.md.
+ * experts' router and shared expert, per layer: a mixture of experts may have dense layers),
+ * fused matrices split into views, the sliding/global layer pattern and the per-layer attention
+ * settings engines read (tb_model_layer_window, tb_model_layer_rope_inv_freq, which layers run
+ * experts: tb_model_layer_is_moe).  See docs/models.md.
  */
 #include <math.h>
 #include <stdio.h>
@@ -59,8 +60,25 @@ int tb_model_check_family(const struct tb_model_params *p, char *err, size_t err
     return 0;
 }
 
-bool tb_model_layer_tensor_wanted(const struct tb_model_params *p, tb_layer_tensor_t kind)
+bool tb_model_layer_is_moe(const struct tb_model_params *p, uint32_t layer)
 {
+    return p->n_experts > 0 && layer < p->n_layers && layer < TB_MODEL_MAX_LAYERS &&
+           !p->layer_dense[layer];
+}
+
+uint32_t tb_model_moe_layer_count(const struct tb_model_params *p)
+{
+    uint32_t n = 0;
+    for (uint32_t l = 0; l < p->n_layers; l++) {
+        n += tb_model_layer_is_moe(p, l);
+    }
+    return n;
+}
+
+bool tb_model_layer_tensor_wanted(const struct tb_model_params *p, uint32_t layer,
+                                  tb_layer_tensor_t kind)
+{
+    const bool moe = tb_model_layer_is_moe(p, layer);
     switch (kind) {
     case TB_LAYER_ATTN_POST_NORM:
     case TB_LAYER_FFN_POST_NORM:
@@ -71,14 +89,14 @@ bool tb_model_layer_tensor_wanted(const struct tb_model_params *p, tb_layer_tens
     case TB_LAYER_W_GATE:
     case TB_LAYER_W_UP:
     case TB_LAYER_W_DOWN:
-        return p->n_experts == 0;
+        return !moe;
     case TB_LAYER_ROUTER:
-        return p->n_experts > 0;
+        return moe;
     case TB_LAYER_SH_GATE:
     case TB_LAYER_SH_UP:
     case TB_LAYER_SH_DOWN:
     case TB_LAYER_SH_GATE_INP:
-        return p->n_experts > 0 && p->shared_intermediate > 0;
+        return moe && p->shared_intermediate > 0;
     default:
         return true;
     }
@@ -176,6 +194,8 @@ int tb_model_params_family_features(const struct tb_model_params *p, char *buf, 
         {mixed, "per-layer sliding windows"},
         {p->rope_scaling.type == TB_ROPE_SCALING_LONGROPE, "LongRoPE"},
         {p->n_experts > 0, "mixture of experts"},
+        {p->n_experts > 0 && tb_model_moe_layer_count(p) < p->n_layers,
+         "dense layers among the experts"},
     };
     int n = 0;
     size_t off = 0;

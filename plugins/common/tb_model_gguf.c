@@ -7,7 +7,8 @@
  * (a "Q4_K_M" file is Q4_K and Q6_K matrices with F32 norms); tb_dtype.h lists the types taken.
  * Also "qwen3" (per-head q/k norms), and the mixtures of experts "qwen3moe", "qwen2moe" and
  * "llama" with an expert count (Mixtral): the router ffn_gate_inp and each layer's experts as
- * 3-D tensors ffn_{gate,up,down}_exps (or, in older Mixtral files, one 2-D tensor per expert).
+ * 3-D tensors ffn_{gate,up,down}_exps (or, in older Mixtral files, one 2-D tensor per expert);
+ * a layer with ffn_{gate,up,down} and no router is a dense layer among the expert layers.
  */
 #include <math.h>
 #include <stdarg.h>
@@ -564,6 +565,43 @@ static int s_arch(struct tb_gguf_str a, struct tb_model_params *p, char *err, si
                        (int)(a.len > 32 ? 32 : a.len), a.ptr);
 }
 
+/* Which layers of an expert model are dense: GGUF has no per-layer key for Qwen MoE's
+ * mlp_only_layers, so a layer is dense when it carries the dense MLP (ffn_gate/ffn_up/ffn_down)
+ * and no router (ffn_gate_inp); the loader's checks then refuse the other tensors of its kind.
+ * <arch>.leading_dense_block_count (written for families whose first layers are dense), when
+ * present, must agree: layers below it dense, the others not. */
+static int s_dense_layers(tb_model_t *m, char *err, size_t err_len)
+{
+    struct tb_model_params *p = &m->params;
+    if (p->n_experts == 0) {
+        return 0;
+    }
+    uint32_t lead = 0;
+    int rc = s_u32(m->gguf, p->arch, "leading_dense_block_count", false, 0, p->n_layers, &lead,
+                   err, err_len);
+    if (rc < 0) {
+        return rc;
+    }
+    for (uint32_t l = 0; l < p->n_layers; l++) {
+        const bool *has = &m->has_layer[(size_t)l * TB_LAYER_TENSOR_COUNT];
+        bool mlp = has[TB_LAYER_W_GATE] || has[TB_LAYER_W_UP] || has[TB_LAYER_W_DOWN];
+        p->layer_dense[l] = mlp && !has[TB_LAYER_ROUTER];
+        if (rc == 0 && p->layer_dense[l] && l >= lead) {
+            return tb_err_fail(err, err_len, TB_EMODEL,
+                               "metadata '%s.leading_dense_block_count' is %u, but layer %u is "
+                               "dense (blk.%u.ffn_gate/up/down, no ffn_gate_inp)",
+                               p->arch, lead, l, l);
+        }
+        if (rc == 0 && !p->layer_dense[l] && l < lead) {
+            return tb_err_fail(err, err_len, TB_EMODEL,
+                               "metadata '%s.leading_dense_block_count' is %u, but layer %u is "
+                               "not dense (blk.%u.ffn_gate_inp, or no ffn_gate/up/down)",
+                               p->arch, lead, l, l);
+        }
+    }
+    return 0;
+}
+
 /* One tensor of the file into its slot (3-D only for all of a layer's experts; Phi-3's rope
  * factors into the params, its fused matrices split into views). */
 static int s_place_one(tb_model_t *m, const struct tb_gguf_tensor *t, const char *name,
@@ -656,6 +694,9 @@ int tb_model_load_gguf(tb_model_t *m, const char *path, char *err, size_t err_le
         }
     }
     p->tied_embeddings = !has_output;
+    if ((rc = s_dense_layers(m, err, err_len)) != 0) {
+        return rc;
+    }
     if (m->has_global[TB_TENSOR_ROPE_FREQS]) {
         if (p->rope_scaling.type != TB_ROPE_SCALING_NONE) {
             return tb_err_fail(err, err_len, TB_EMODEL,

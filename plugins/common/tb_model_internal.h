@@ -62,9 +62,11 @@ int tb_model_load_gguf(tb_model_t *m, const char *path, char *err, size_t err_le
 /* Per-family parts (tb_model_family.c). */
 /* Checks the per-family params (rope_dim, soft-caps, scales, longrope factors). */
 int tb_model_check_family(const struct tb_model_params *p, char *err, size_t err_len);
-/* Whether a layer tensor kind belongs to models with these params: post-norms, q/k norms, the
- * dense MLP or the router and shared expert (biases: decided by qkv_bias or the file). */
-bool tb_model_layer_tensor_wanted(const struct tb_model_params *p, tb_layer_tensor_t kind);
+/* Whether a tensor kind belongs to layer `layer` of models with these params: post-norms, q/k
+ * norms, the dense MLP (dense layers) or the router and shared expert (expert layers); biases:
+ * decided by qkv_bias or the file. */
+bool tb_model_layer_tensor_wanted(const struct tb_model_params *p, uint32_t layer,
+                                  tb_layer_tensor_t kind);
 /* Places a fused matrix (Phi-3's qkv_proj, gate_up_proj) as n row ranges of `rows[i]` rows into
  * layer `layer`'s `kinds[i]`: every part is a view of the file's rows.  The fused shape must be
  * [sum of rows, cols]; a mismatch is refused naming the tensor. */
@@ -91,8 +93,9 @@ int tb_model_place_experts(tb_model_t *m, const struct tb_slot *slot, const char
                            tb_dtype_t dtype, const uint64_t *dims, const void *data,
                            uint64_t size, char *err, size_t err_len);
 
-/* After placement: every expert of every layer present and shaped [expert_intermediate, hidden]
- * (gate, up) or [hidden, expert_intermediate] (down). */
+/* After placement: every expert of every expert layer present and shaped [expert_intermediate,
+ * hidden] (gate, up) or [hidden, expert_intermediate] (down); a dense layer holds no expert (the
+ * first one present is refused, naming the layer and the file's tensor). */
 int tb_model_check_experts(const tb_model_t *m, char *err, size_t err_len);
 
 #endif /* TB_MODEL_INTERNAL_H */

@@ -1,7 +1,7 @@
 /*
  * tb_model_moe.c - the mixture-of-experts part of the loaded model: the parameter checks, the
  * placement of GGUF's 3-D expert tensors as one 2-D slice per expert, and the completeness and
- * shape checks of every layer's experts.
+ * shape checks of every expert layer's experts (a model may mix dense layers among them).
  */
 #include <stdio.h>
 #include <string.h>
@@ -96,10 +96,20 @@ int tb_model_check_experts(const tb_model_t *m, char *err, size_t err_len)
     const uint64_t rows[TB_EXPERT_TENSOR_COUNT] = {ff, ff, h};
     const uint64_t cols[TB_EXPERT_TENSOR_COUNT] = {h, h, ff};
     for (uint32_t l = 0; l < p->n_layers; l++) {
+        const bool moe = tb_model_layer_is_moe(p, l);
         for (uint32_t e = 0; e < p->n_experts; e++) {
             for (int k = 0; k < TB_EXPERT_TENSOR_COUNT; k++) {
                 size_t i = ((size_t)l * p->n_experts + e) * TB_EXPERT_TENSOR_COUNT + (size_t)k;
                 const struct tb_tensor *t = &m->experts[i];
+                if (!moe && m->has_expert[i]) {
+                    return tb_err_fail(err, err_len, TB_EMODEL,
+                                       "tensor '%s' holds experts, but layer %u has a dense "
+                                       "MLP",
+                                       t->source, l);
+                }
+                if (!moe) {
+                    continue;
+                }
                 if (!m->has_expert[i]) {
                     return tb_err_fail(err, err_len, TB_EMODEL,
                                        "tensor 'layers.%u.experts.%u.%s' is missing", l, e,

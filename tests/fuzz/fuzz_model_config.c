@@ -26,6 +26,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                 p.expert_intermediate < 1)) {
             abort(); /* an expert model's top-k within its experts */
         }
+        for (uint32_t l = p.n_layers; l < TB_MODEL_MAX_LAYERS; l++) {
+            if (p.layer_dense[l]) {
+                abort(); /* dense layers (mlp_only_layers) only among the model's layers */
+            }
+        }
     }
     (void)tb_hf_generation_config_parse(copy, size, &p, err, sizeof err);
     (void)tb_hf_tokenizer_config_parse(copy, size, &p, err, sizeof err);

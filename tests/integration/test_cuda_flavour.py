@@ -264,8 +264,8 @@ def test_family_features_beyond_llama_are_refused(tmp_path):
 
 
 def test_experts_and_qk_norms_are_refused(tmp_path):
-    """A Qwen3-MoE model (per-head q/k norms, routed experts) is refused by name: the cuda
-    kernels compute neither."""
+    """A Qwen3-MoE model (per-head q/k norms, routed experts, with or without dense layers among
+    the expert layers) is refused by name: the cuda kernels compute none of them."""
     import sys
     from conftest import ROOT
     sys.path.insert(0, os.path.join(ROOT, 'tools'))
@@ -280,3 +280,11 @@ def test_experts_and_qk_norms_are_refused(tmp_path):
                   expect_ok=False)
     assert "computes Llama's layer only" in err, err
     assert 'q/k norms, mixture of experts' in err, err
+    # dense layers among the expert layers (mlp_only_layers): refused naming the mix as well
+    mixed = str(tmp_path / 'q3moe-mixed.gguf')
+    argv = [a if a != out else mixed for a in argv]
+    argv[argv.index('--layers') + 1] = 2
+    assert tb_make_model.main([str(a) for a in argv + ['--mlp-only-layers', '0']]) == 0
+    err = run_fwd(mixed, '--prompt', '1,2,3', '--generate', 1, '--backend', 'cuda',
+                  expect_ok=False)
+    assert 'q/k norms, mixture of experts, dense layers among the experts' in err, err

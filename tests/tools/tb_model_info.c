@@ -54,6 +54,13 @@ static json_t *s_params(const tb_model_t *m)
     json_object_set_new(o, "expert_intermediate", json_integer(p->expert_intermediate));
     json_object_set_new(o, "shared_intermediate", json_integer(p->shared_intermediate));
     json_object_set_new(o, "moe_gating", json_string(tb_moe_gating_name(p->moe_gating)));
+    json_t *dense = json_array(); /* an expert model's dense layers */
+    for (uint32_t l = 0; l < p->n_layers && p->n_experts > 0; l++) {
+        if (!tb_model_layer_is_moe(p, l)) {
+            json_array_append_new(dense, json_integer(l));
+        }
+    }
+    json_object_set_new(o, "dense_layers", dense);
     json_object_set_new(o, "dtype", json_string(tb_dtype_name(p->dtype)));
     json_object_set_new(o, "bos_id", json_integer(p->bos_id));
     json_object_set_new(o, "eos_id", json_integer(p->eos_id));

@@ -226,7 +226,10 @@ static int s_alloc_scratch(tb_backend_t *b, char *err, size_t err_len)
 {
     const size_t T = b->max_tokens;
     size_t att = 2 * (size_t)b->q_dim + 2 * (size_t)b->kv_dim;
-    size_t mlp = b->p->n_experts ? 0 : 2 * (size_t)b->inter; /* experts: tb_cpu_moe's own */
+    /* expert layers use tb_cpu_moe's own scratch; dense layers (all of a dense model, some of
+     * an expert model) this one */
+    const uint32_t n_moe = tb_model_moe_layer_count(b->p);
+    size_t mlp = n_moe == b->p->n_layers ? 0 : 2 * (size_t)b->inter;
     b->work_stride = att > mlp ? att : mlp;
     b->x = s_falloc(T * (size_t)b->hidden);
     b->xn = s_falloc(T * (size_t)b->hidden);
@@ -237,7 +240,7 @@ static int s_alloc_scratch(tb_backend_t *b, char *err, size_t err_len)
     b->slots = malloc(T * sizeof(int32_t));
     b->logit_rows = malloc((size_t)b->max_seqs * sizeof(int32_t));
     b->aseq = malloc(T * sizeof(*b->aseq));
-    if (b->p->n_experts > 0 && tb_cpu_moe_new(b->p, b->max_tokens, &b->moe) != TB_OK) {
+    if (n_moe > 0 && tb_cpu_moe_new(b->p, b->max_tokens, &b->moe) != TB_OK) {
         tb_err_set(err, err_len, "cannot allocate the expert scratch of %zu tokens", T);
         return TB_ENOMEM;
     }
@@ -780,8 +783,14 @@ static void s_describe(const tb_backend_t *b, char *buf, size_t len)
     s_describe_types(b->w, types, sizeof types);
     if (b->p->n_experts > 0) {
         size_t n = strlen(types);
-        snprintf(types + n, sizeof types - n, ", %u experts, top %u", b->p->n_experts,
-                 b->p->n_experts_used);
+        uint32_t n_moe = tb_model_moe_layer_count(b->p);
+        int w = snprintf(types + n, sizeof types - n, ", %u experts, top %u", b->p->n_experts,
+                         b->p->n_experts_used);
+        n += w > 0 ? (size_t)w : 0;
+        if (n_moe < b->p->n_layers && n < sizeof types) {
+            snprintf(types + n, sizeof types - n, ", in %u of %u layers (the others dense)",
+                     n_moe, b->p->n_layers);
+        }
     }
     if (b->w->packed_bytes == 0) {
         snprintf(buf, len, "%s, %d threads, weights %s, no packed weights", tb_cpu_backend_isa(b),

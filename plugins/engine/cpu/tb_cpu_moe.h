@@ -2,6 +2,8 @@
  * tb_cpu_moe.h - the mixture-of-experts FFN of the CPU backend (Mixtral, Qwen3-MoE, Qwen2-MoE):
  * a layer's router and experts as the kernels take them, and the step that routes every token
  * of a plan to its top-k experts and runs each expert once for all the tokens that chose it.
+ * It serves the expert layers; a model's dense layers among them (Qwen MoE's mlp_only_layers)
+ * run the backend's dense MLP.
  *
  * The step, for T token rows h (already RMS-normed):
  *   1. router logits r = h Router^T, one matmul for all T tokens;
@@ -44,7 +46,8 @@ struct tb_cpu_moe_layer {
     float *sh_gate_inp; /* [hidden], with shared */
 };
 
-/* Describes layer `l`'s router and experts of `model` (params.n_experts > 0).  On success *out
+/* Describes layer `l`'s router and experts of `model` (an expert layer: tb_model_layer_is_moe;
+ * the dense layers of an expert model take the backend's dense MLP).  On success *out
  * is the caller's (tb_cpu_moe_layer_destroy); else TB_EMODEL / TB_ENOMEM with the message. */
 int tb_cpu_moe_layer_new(const tb_model_t *model, uint32_t l, struct tb_cpu_moe_layer **out,
                          char *err, size_t err_len);

@@ -123,8 +123,10 @@ static int s_layer(const tb_model_t *m, uint32_t l, struct tb_cpu_layer_weights 
         {TB_LAYER_W_GATE, &lw->w_gate, ff, h}, {TB_LAYER_W_UP, &lw->w_up, ff, h},
         {TB_LAYER_W_DOWN, &lw->w_down, h, ff},
     };
-    /* a mixture-of-experts layer has a router and experts (tb_cpu_moe.c) for the MLP */
-    const size_t n_mats = p->n_experts ? 4 : sizeof mats / sizeof mats[0];
+    /* an expert layer has a router and experts (tb_cpu_moe.c) for the MLP; a dense layer of an
+     * expert model (mlp_only_layers) its own MLP of `intermediate` width */
+    const bool moe = tb_model_layer_is_moe(p, l);
+    const size_t n_mats = moe ? 4 : sizeof mats / sizeof mats[0];
     for (size_t i = 0; i < n_mats; i++) {
         snprintf(name, sizeof name, "layers.%u.%s", l, tb_layer_tensor_name(mats[i].id));
         int rc = s_matrix(tb_model_layer_tensor(m, l, mats[i].id), name, mats[i].rows,
@@ -165,7 +167,7 @@ static int s_layer(const tb_model_t *m, uint32_t l, struct tb_cpu_layer_weights 
             s_norm_plus_one(p, *vecs[i].v, vecs[i].n);
         }
     }
-    return p->n_experts ? tb_cpu_moe_layer_new(m, l, &lw->moe, err, err_len) : TB_OK;
+    return moe ? tb_cpu_moe_layer_new(m, l, &lw->moe, err, err_len) : TB_OK;
 }
 
 /* Every matrix of `w` (the output head last), for the packing pass. */

@@ -196,14 +196,53 @@ static void test_qwen3_and_experts(void **state)
     assert_int_equal(s_cfg(buf, &p, err, sizeof err), 0);
     assert_int_equal(p.moe_gating, TB_MOE_SOFTMAX_TOPK);
     assert_int_equal(p.n_experts_used, 4);
+    assert_int_equal(tb_model_moe_layer_count(&p), 2); /* every layer sparse by default */
     tb_model_params_release(&p);
+
+    /* dense layers among the expert layers, as transformers picks them: layer i sparse iff it
+     * is not in mlp_only_layers and (i + 1) % decoder_sparse_step == 0 */
+    const char *q4 = "{\"model_type\":\"qwen3_moe\",\"hidden_size\":128,"
+                     "\"intermediate_size\":384,\"num_hidden_layers\":6,"
+                     "\"num_attention_heads\":8,\"vocab_size\":2048,\"num_experts\":16,"
+                     "\"moe_intermediate_size\":64%s}";
+    const struct {
+        const char *extra;
+        bool dense[6];
+    } mixed[] = {
+        {",\"mlp_only_layers\":[0,4]", {true, false, false, false, true, false}},
+        {",\"decoder_sparse_step\":2", {true, false, true, false, true, false}},
+        {",\"decoder_sparse_step\":3,\"mlp_only_layers\":[5]",
+         {true, true, false, true, true, true}},
+        {",\"mlp_only_layers\":null,\"decoder_sparse_step\":1", {false}},
+        {",\"mlp_only_layers\":[0,1,2,3,4,5]", {true, true, true, true, true, true}},
+    };
+    for (size_t i = 0; i < sizeof mixed / sizeof mixed[0]; i++) {
+        snprintf(buf, sizeof buf, q4, mixed[i].extra);
+        assert_int_equal(s_cfg(buf, &p, err, sizeof err), 0);
+        uint32_t n_moe = 0;
+        for (uint32_t l = 0; l < 6; l++) {
+            assert_int_equal(p.layer_dense[l], mixed[i].dense[l]);
+            assert_int_equal(tb_model_layer_is_moe(&p, l), !mixed[i].dense[l]);
+            n_moe += !mixed[i].dense[l];
+        }
+        assert_int_equal(tb_model_moe_layer_count(&p), n_moe);
+        assert_false(tb_model_layer_is_moe(&p, 6)); /* out of range */
+        /* the cuda flavour refuses the mix by name */
+        assert_int_equal(tb_model_params_family_features(&p, feats, sizeof feats),
+                         n_moe < 6 ? 3 : 2);
+        assert_true((strstr(feats, "dense layers among the experts") != NULL) == (n_moe < 6));
+        tb_model_params_release(&p);
+    }
 
     const struct {
         const char *extra, *why;
     } bad[] = {
         {",\"num_experts_per_tok\":17", "num_experts_per_tok 17 is more than the 16 experts"},
-        {",\"mlp_only_layers\":[0]", "dense layers among the expert layers"},
-        {",\"decoder_sparse_step\":2", "dense layers among the expert layers"},
+        {",\"mlp_only_layers\":[2]", "mlp_only_layers[0]: is not a layer index 0..1"},
+        {",\"mlp_only_layers\":[0,-1]", "mlp_only_layers[1]: is not a layer index 0..1"},
+        {",\"mlp_only_layers\":[\"0\"]", "mlp_only_layers[0]: is not a layer index"},
+        {",\"mlp_only_layers\":0", "mlp_only_layers: is not a list"},
+        {",\"decoder_sparse_step\":0", "decoder_sparse_step 0: is out of range"},
         {",\"norm_topk_prob\":1", "norm_topk_prob 1: is not true or false"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
