@@ -61,6 +61,29 @@ int tb_buf_append_cp(struct tb_buf *b, uint32_t cp)
     return n ? tb_buf_append(b, u, n) : TB_EINVAL;
 }
 
+int tb_buf_put_u64(struct tb_buf *b, uint64_t v)
+{
+    char d[20]; /* 18446744073709551615 */
+    size_t n = sizeof(d);
+    do {
+        d[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return tb_buf_append(b, d + n, sizeof(d) - n);
+}
+
+int tb_buf_put_i64(struct tb_buf *b, int64_t v)
+{
+    if (v >= 0) {
+        return tb_buf_put_u64(b, (uint64_t)v);
+    }
+    if (tb_buf_reserve(b, 21) != 0) {
+        return TB_ENOMEM;
+    }
+    tb_buf_append(b, "-", 1);
+    return tb_buf_put_u64(b, 0 - (uint64_t)v); /* INT64_MIN included */
+}
+
 int tb_buf_vprintf(struct tb_buf *b, const char *fmt, va_list ap)
 {
     va_list ap2;

@@ -33,6 +33,11 @@ int tb_buf_puts(struct tb_buf *buf, const char *s);
  * surrogate or a value past U+10FFFF, or TB_ENOMEM. */
 int tb_buf_append_cp(struct tb_buf *buf, uint32_t cp);
 
+/* Appends the decimal text of `v` (what printf's %" PRId64 " / %" PRIu64 " writes), without the
+ * cost of a format string: for hot paths that write numbers into JSON.  0 or TB_ENOMEM. */
+int tb_buf_put_i64(struct tb_buf *buf, int64_t v);
+int tb_buf_put_u64(struct tb_buf *buf, uint64_t v);
+
 /* Appends printf-formatted text.  0, TB_EINVAL (bad format) or TB_ENOMEM. */
 int tb_buf_printf(struct tb_buf *buf, const char *fmt, ...) TB_PRINTF(2, 3);
 int tb_buf_vprintf(struct tb_buf *buf, const char *fmt, va_list ap);

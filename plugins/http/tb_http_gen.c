@@ -235,7 +235,7 @@ enum MHD_Result tb_http_req_hand_over(struct tb_http *h, struct tb_hreq *r)
     char inst[24] = "";
     uint64_t id = r->served_by ? r->served_by : r->instance;
     if (r->resp_status == 200 && id) {
-        snprintf(inst, sizeof(inst), "%016" PRIx64, id);
+        *tb_http_hex(inst, id, 16) = 0;
     }
     enum MHD_Result q = tb_http_queue_json_as(h, r->conn, r->resp_status, r->resp_body,
                                               r->resp_len, r->resp_retry_after, r->resp_close,
@@ -421,7 +421,7 @@ static int s_complete(struct tb_http *h, struct tb_hreq *r, const struct tb_msg_
 {
     struct tb_oai_usage u = s_usage(c, r->n_tokens);
     const char *finish = c && c->finish_reason ? c->finish_reason : "stop";
-    snprintf(r->finish_reason, sizeof(r->finish_reason), "%s", finish);
+    tb_http_copy_str(r->finish_reason, sizeof(r->finish_reason), finish);
     s_count_tokens(h, r, &u);
     s_release_instance(h, r);
     int rc = 0;
@@ -507,7 +507,7 @@ static int s_complete_choice(struct tb_http *h, struct tb_hreq *r, struct tb_hch
 {
     ch->usage = s_usage(c, ch->n_tokens);
     const char *finish = c && c->finish_reason ? c->finish_reason : "stop";
-    snprintf(ch->finish_reason, sizeof(ch->finish_reason), "%s", finish);
+    tb_http_copy_str(ch->finish_reason, sizeof(ch->finish_reason), finish);
     ch->done = true;
     r->n_done++;
     s_release_choice(h, r, ch);
@@ -879,20 +879,13 @@ static void s_make_id(struct tb_http *h, struct tb_hreq *r)
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     z ^= z >> 31;
-    /* "<prefix>-" then z as 16 hex digits and the low 32 bits of a >> 11 as 8: written by hand,
-     * snprintf costs more than the rest of this function */
-    static const char hex[] = "0123456789abcdef";
+    /* "<prefix>-" then z as 16 hex digits and the low 32 bits of a >> 11 as 8 */
     const char *prefix = r->api == TB_OAI_CHAT ? "chatcmpl-" : "cmpl-";
     size_t at = strlen(prefix);
     memcpy(r->id, prefix, at);
-    for (int k = 15; k >= 0; k--) {
-        r->id[at++] = hex[(z >> (4 * k)) & 15];
-    }
-    uint32_t low = (uint32_t)(a >> 11);
-    for (int k = 7; k >= 0; k--) {
-        r->id[at++] = hex[(low >> (4 * k)) & 15];
-    }
-    r->id[at] = 0;
+    char *end = tb_http_hex(r->id + at, z, 16);
+    end = tb_http_hex(end, (uint32_t)(a >> 11), 8);
+    *end = 0;
 }
 
 /* Decodes the body and prepares the gen_request message; 0, or -1 with `e` set (and whether
@@ -1010,7 +1003,7 @@ static void s_instance_header(const struct tb_hreq *r, struct MHD_Response *resp
     uint64_t id = r->served_by ? r->served_by : r->instance;
     if (id) {
         char v[24];
-        snprintf(v, sizeof(v), "%016" PRIx64, id);
+        *tb_http_hex(v, id, 16) = 0;
         MHD_add_response_header(resp, "x-turbine-instance", v);
     }
 }

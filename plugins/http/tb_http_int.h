@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "tb_api_keys.h"
 #include "tb_buf.h"
@@ -281,5 +282,26 @@ void tb_http_suspend(struct tb_http *h, struct tb_hreq *r);
  * already closed it.  Unwatch unties it. */
 bool tb_http_watch(struct tb_http *h, struct tb_hreq *r);
 void tb_http_unwatch(struct tb_http *h, struct tb_hreq *r);
+
+/* Writes the low `digits` hex digits of `v` (lower case, zero-padded: "%016" PRIx64 for 16) at
+ * `out` and returns the position after them; no NUL.  By hand because snprintf costs more than
+ * the rest of the per-request code that calls it. */
+static inline char *tb_http_hex(char *out, uint64_t v, int digits)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int k = digits - 1; k >= 0; k--) {
+        *out++ = hex[(v >> (4 * k)) & 15];
+    }
+    return out;
+}
+
+/* Copies the string `s` into dst[cap] (cap > 0), cut to fit, always NUL-terminated: what
+ * snprintf(dst, cap, "%s", s) writes, without the format. */
+static inline void tb_http_copy_str(char *dst, size_t cap, const char *s)
+{
+    size_t n = strnlen(s, cap - 1);
+    memcpy(dst, s, n);
+    dst[n] = 0;
+}
 
 #endif /* TB_HTTP_INT_H */

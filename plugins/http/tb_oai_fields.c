@@ -409,15 +409,33 @@ static int s_field(const struct tb_oai_field *f, json_t *v, tb_oai_api_t api, vo
     return s_keep(f, v, api, base, pp, ctx, e);
 }
 
+/* One of 64 bits for a key, from its first two bytes. */
+static uint64_t s_key_bit(const char *k)
+{
+    unsigned a = (unsigned char)k[0];
+    unsigned b = a ? (unsigned char)k[1] : 0;
+    return (uint64_t)1 << ((a * 31u + b) & 63u);
+}
+
 int tb_oai_fields_walk(const struct tb_oai_field *table, tb_oai_api_t api, json_t *o, void *base,
                        const char *prefix, void *ctx, struct tb_oai_error *e)
 {
+    /* A request names a handful of the table's dozens of fields: a field whose key bit no key of
+     * the object has is absent without a hash lookup (a shared bit only costs the lookup). */
+    uint64_t keys = 0;
+    const char *k;
+    json_t *kv;
+    json_object_foreach(o, k, kv)
+    {
+        keys |= s_key_bit(k);
+    }
     for (const struct tb_oai_field *f = table; f->name; f++) {
         if (f->apis && !(f->apis & TB_OAI_FOR(api))) {
             continue;
         }
         struct path pp = {.prefix = prefix, .name = f->name};
-        int rc = s_field(f, json_object_get(o, f->name), api, base, &pp, ctx, e);
+        json_t *v = keys & s_key_bit(f->name) ? json_object_get(o, f->name) : NULL;
+        int rc = s_field(f, v, api, base, &pp, ctx, e);
         if (rc != 0) {
             return rc;
         }

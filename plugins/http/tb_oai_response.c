@@ -272,18 +272,22 @@ json_t *tb_oai_logprobs_json(const tb_oai_logprobs_t *lp)
 /* Appends the usage object. */
 static int s_usage_text(struct tb_buf *b, const struct tb_oai_usage *u)
 {
-    int rc = tb_buf_printf(b,
-                           "{\"prompt_tokens\":%" PRId64 ",\"completion_tokens\":%" PRId64
-                           ",\"total_tokens\":%" PRId64,
-                           u->prompt_tokens, u->completion_tokens,
-                           u->prompt_tokens + u->completion_tokens);
+    /* Numbers through tb_buf_put_i64, not printf: this runs for every answer. */
+    int rc = tb_buf_puts(b, "{\"prompt_tokens\":");
+    rc = rc ? rc : tb_buf_put_i64(b, u->prompt_tokens);
+    rc = rc ? rc : tb_buf_puts(b, ",\"completion_tokens\":");
+    rc = rc ? rc : tb_buf_put_i64(b, u->completion_tokens);
+    rc = rc ? rc : tb_buf_puts(b, ",\"total_tokens\":");
+    rc = rc ? rc : tb_buf_put_i64(b, u->prompt_tokens + u->completion_tokens);
     if (rc == 0 && u->has_cached_tokens) {
-        rc = tb_buf_printf(b, ",\"prompt_tokens_details\":{\"cached_tokens\":%" PRId64 "}",
-                           u->cached_tokens);
+        rc = tb_buf_puts(b, ",\"prompt_tokens_details\":{\"cached_tokens\":");
+        rc = rc ? rc : tb_buf_put_i64(b, u->cached_tokens);
+        rc = rc ? rc : tb_buf_puts(b, "}");
     }
     if (rc == 0 && u->has_reasoning_tokens) {
-        rc = tb_buf_printf(b, ",\"completion_tokens_details\":{\"reasoning_tokens\":%" PRId64 "}",
-                           u->reasoning_tokens);
+        rc = tb_buf_puts(b, ",\"completion_tokens_details\":{\"reasoning_tokens\":");
+        rc = rc ? rc : tb_buf_put_i64(b, u->reasoning_tokens);
+        rc = rc ? rc : tb_buf_puts(b, "}");
     }
     return rc ? rc : tb_buf_puts(b, "}");
 }
@@ -398,7 +402,9 @@ char *tb_oai_final_body(const struct tb_oai_head *h, const char *text, size_t le
 /* One choice object {"index",message or text,"logprobs","finish_reason"}. */
 static int s_choice_text(struct tb_buf *b, bool chat, size_t index, const struct tb_oai_choice *c)
 {
-    int rc = tb_buf_printf(b, "{\"index\":%zu,", index);
+    int rc = tb_buf_puts(b, "{\"index\":");
+    rc = rc ? rc : tb_buf_put_u64(b, index);
+    rc = rc ? rc : tb_buf_puts(b, ",");
     rc = rc ? rc
             : tb_buf_puts(b, chat ? "\"message\":{\"role\":\"assistant\",\"content\":"
                                   : "\"text\":");
@@ -457,8 +463,10 @@ char *tb_oai_final_body_choices(const struct tb_oai_head *h, const struct tb_oai
     rc = rc ? rc : tb_buf_puts(&b, "{\"id\":");
     rc = rc ? rc : tb_oai_json_string(&b, h->id, strlen(h->id));
     rc = rc ? rc
-            : tb_buf_printf(&b, ",\"object\":\"%s\",\"created\":%" PRId64 ",\"model\":",
-                            chat ? "chat.completion" : "text_completion", h->created);
+            : tb_buf_puts(&b, chat ? ",\"object\":\"chat.completion\",\"created\":"
+                                   : ",\"object\":\"text_completion\",\"created\":");
+    rc = rc ? rc : tb_buf_put_i64(&b, h->created);
+    rc = rc ? rc : tb_buf_puts(&b, ",\"model\":");
     rc = rc ? rc : tb_oai_json_string(&b, h->model, strlen(h->model));
     rc = rc ? rc : tb_buf_puts(&b, ",\"system_fingerprint\":");
     rc = rc ? rc : tb_oai_json_string(&b, h->fingerprint, strlen(h->fingerprint));

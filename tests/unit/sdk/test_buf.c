@@ -1,6 +1,6 @@
 /*
  * test_buf.c - the SDK's tb_buf: growth keeps the contents and the NUL, printf past the small
- * stack buffer, UTF-8 appends, clear/steal, reading a whole stream.
+ * stack buffer, UTF-8 appends, clear/steal, reading a whole stream, integers as printf writes them.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <inttypes.h>
 
 #include <cmocka.h>
 
@@ -91,12 +93,42 @@ static void test_read_file(void **state)
     tb_buf_free(&b);
 }
 
+/* tb_buf_put_i64/u64 write what printf writes, at the edges of both ranges included. */
+static void test_put_integers(void **state)
+{
+    (void)state;
+    const int64_t is[] = {0,   1,         -1,         9,         10,        -10,          99,
+                          100, 123456789, -987654321, INT64_MAX, INT64_MIN, INT64_MIN + 1};
+    const uint64_t us[] = {
+        0, 7, 10, 1000000, UINT64_MAX, UINT64_MAX - 1, (uint64_t)INT64_MAX + 1};
+    for (size_t i = 0; i < sizeof(is) / sizeof(is[0]); i++) {
+        struct tb_buf b = {0};
+        char want[32];
+        snprintf(want, sizeof(want), "x%" PRId64, is[i]);
+        assert_int_equal(tb_buf_puts(&b, "x"), 0);
+        assert_int_equal(tb_buf_put_i64(&b, is[i]), 0);
+        assert_string_equal((char *)b.data, want);
+        assert_int_equal(b.len, strlen(want));
+        tb_buf_free(&b);
+    }
+    for (size_t i = 0; i < sizeof(us) / sizeof(us[0]); i++) {
+        struct tb_buf b = {0};
+        char want[32];
+        snprintf(want, sizeof(want), "%" PRIu64, us[i]);
+        assert_int_equal(tb_buf_put_u64(&b, us[i]), 0);
+        assert_string_equal((char *)b.data, want);
+        assert_int_equal(b.len, strlen(want));
+        tb_buf_free(&b);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_append_grows),
         cmocka_unit_test(test_printf_puts_cp),
         cmocka_unit_test(test_read_file),
+        cmocka_unit_test(test_put_integers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
