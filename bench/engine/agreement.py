@@ -11,19 +11,27 @@ default a temporary folder) and compares every file it writes, after F16.gguf it
 plain, not its repacked, kernels).
 
 For each file: llama.cpp's llama-perplexity (LLAMA_CPP_DIR, default
-/work/peers/llama.cpp/build/bin) tokenizes a text (--text; default: this repository's docs
-pages, concatenated), cuts it into --chunks windows of --ctx tokens (the first token of each
-replaced by BOS) and saves, with --kl-divergence-base, the log-probabilities of every position
-of the second half of each window (llama.cpp's own format: per position an f32 scale and
-minimum, then the log-probabilities as 16-bit steps between max - 16 and max).  Our engine
+/work/peers/llama.cpp/build/bin; its default path, flash attention on where the CPU backend
+has it, is the reference) tokenizes a text (--text; default: this repository's docs pages,
+concatenated), cuts it into --chunks windows of --ctx tokens (the first token of each replaced
+by BOS) and saves, with --kl-divergence-base, the log-probabilities of every position of the
+second half of each window (llama.cpp's own format: per position an f32 scale and minimum, then
+the log-probabilities as 16-bit steps between max - 16 and max).  Our engine
 (build/<mode>/tests/tools/tb_forward --all-logits) computes the logits of every position of the
-same token windows.  Compared over those positions: top-1 agreement (our argmax equals
-llama.cpp's), mean and max KL(llama.cpp || ours) in nats, and our mean |delta log p| of the
-token llama.cpp ranks first.  Then, as the measure's noise floor, llama.cpp against itself on
-the same file with flash attention on and off (--no-floor skips it): two correct
-implementations that differ only in the attention's summation reach this top-1 agreement, since
-every 8-bit activation quantization turns a last-bit difference into a whole quantization step
-now and then.  Prints a markdown table and writes the figures as JSON (--out, default
+same token windows.  Compared over those positions:
+- top-1 agreement (our argmax equals llama.cpp's), with the number of disagreements;
+- top-1 agreement over the positions where llama.cpp's top token leads its second by more than
+  --margin nats (default 0.05), and the median and largest such lead where we disagree: two
+  correct implementations part on near-ties, since every 8-bit activation quantization turns
+  a last-bit difference into a whole quantization step now and then;
+- mean and max KL(llama.cpp || ours) in nats, ours first stored as llama.cpp stores its own
+  (so that it compares like with like with the columns below), and our mean |delta log p| of
+  the token llama.cpp ranks first.
+Then (--no-floor skips it) two more llama.cpp runs, flash attention on and off: ours against
+flash attention off (which rounds the query and the softmax weights to f16), and llama.cpp
+against itself, on against off: the same weights and activation quantization, another
+attention, i.e. the agreement two correct implementations reach on this model and text, the
+measure's noise floor.  Prints a markdown table and writes the figures as JSON (--out, default
 $TB_BENCH_DIR/agreement-<time>.json).  bench/engine/make_trained_model.py makes a trained model
 and text for it (docs/performance.md).
 """
@@ -154,30 +162,55 @@ def log_softmax(x):
     return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
+def stored(lp):
+    """Log-probabilities as llama-perplexity stores them (its log_softmax): values below
+    max - 16 raised to it, the rest in 65535 steps, renormalized; the KL of ours against
+    llama.cpp's then compares like with like, as the flash-attention floor does."""
+    mx = lp.max(axis=-1, keepdims=True)
+    lo = np.maximum(lp.min(axis=-1, keepdims=True), mx - 16)
+    step = (mx - lo) / 65535
+    q = np.round((np.maximum(lp, lo) - lo) / np.where(step > 0, step, 1))
+    return log_softmax(lo + step * q)
+
+
+def margins(lp):
+    """Per position, the log-probability of the top token minus that of the second (nats)."""
+    top2 = np.partition(lp, -2, axis=-1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
 def against(lp_l, lp_o):
-    """(top-1 matches, KL(l || o) per position, |delta log p| of l's top token per position) of
-    two [positions, vocab] log-probability arrays; l is llama.cpp's stored one."""
+    """Per position of two [positions, vocab] log-probability arrays (l is llama.cpp's stored
+    one): (top-1 match, KL(l || o), |delta log p| of l's top token)."""
     p_l = np.exp(lp_l)
     p_l /= p_l.sum(axis=-1, keepdims=True)
     kl = (p_l * (np.log(p_l + 1e-30) - lp_o)).sum(axis=-1)
     top_l = lp_l.argmax(axis=-1)
     rows = np.arange(len(top_l))
-    return (int((top_l == lp_o.argmax(axis=-1)).sum()), kl.tolist(),
-            np.abs(lp_o[rows, top_l] - lp_l[rows, top_l]).tolist())
+    return top_l == lp_o.argmax(axis=-1), kl, np.abs(lp_o[rows, top_l] - lp_l[rows, top_l])
 
 
-def llama_floor(llama_dir, model, a, workdir):
-    """llama.cpp against itself with flash attention on and off (the same weights and
-    quantized activations, another attention summation): the top-1 agreement and mean KL that
-    two correct implementations reach on this model and text, the measure's noise floor."""
+def summary(match, margin, min_margin):
+    """Top-1 figures of one comparison: agreement, agreement over the positions whose reference
+    margin exceeds min_margin, and the reference margins where the two disagree."""
+    sure = margin > min_margin
+    miss = margin[~match]
+    return {'top1': float(match.mean()),
+            'top1_sure': float(match[sure].mean()) if sure.any() else None,
+            'sure_positions': int(sure.sum()), 'disagreements': int((~match).sum()),
+            'miss_margin_median': float(np.median(miss)) if len(miss) else None,
+            'miss_margin_max': float(miss.max()) if len(miss) else None}
+
+
+def llama_fa_runs(llama_dir, model, a, workdir):
+    """llama.cpp's log-probabilities of the same windows with flash attention on and with it
+    off (the same weights and quantized activations, another attention: off rounds the query
+    and the softmax weights to f16): [positions, vocab] each."""
     extra = a.llama_args.split()
     runs = [llama_base(llama_dir, model, a.text, a.ctx, a.chunks, a.threads,
                        os.path.join(workdir, 'fa-%s.kld' % fa), extra + ['-fa', fa])[3]
             for fa in ('on', 'off')]
-    on, off = np.concatenate(runs[0]), np.concatenate(runs[1])
-    off = off - np.log(np.exp(off).sum(axis=-1, keepdims=True))
-    agree, kl, _ = against(on, off)
-    return agree / len(on), float(np.mean(kl))
+    return [log_softmax(np.concatenate(r)) for r in runs]
 
 
 def compare(llama_dir, build, model, a, workdir):
@@ -187,23 +220,53 @@ def compare(llama_dir, build, model, a, workdir):
                                                   a.threads, base, a.llama_args.split())
     t1 = time.time()
     first = n_ctx // 2
-    agree = total = 0
-    kls, dtop = [], []
-    for w, lp_l in zip(windows, records):
+    ours = []
+    for w in windows:
         logits = ours_logits(build, model, w, a.threads, workdir)  # [n_ctx, vocab]
-        ag, kl, dt = against(lp_l, log_softmax(logits[first:n_ctx - 1, :n_vocab]))
-        agree += ag
-        total += len(lp_l)
-        kls.extend(kl)
-        dtop.extend(dt)
+        ours.append(log_softmax(logits[first:n_ctx - 1, :n_vocab]))
     t2 = time.time()
-    floor = llama_floor(llama_dir, model, a, workdir) if a.floor else (None, None)
-    return {'file': model, 'types': tensor_types(model), 'positions': total,
-            'top1_agreement': agree / total if total else None,
-            'kl_mean': float(np.mean(kls)), 'kl_max': float(np.max(kls)),
-            'dlogp_top_mean': float(np.mean(dtop)), 'ctx': n_ctx, 'chunks': len(windows),
-            'llama_fa_top1': floor[0], 'llama_fa_kl_mean': floor[1],
-            'llama_seconds': t1 - t0, 'ours_seconds': t2 - t1}
+    ours = np.concatenate(ours)
+    ref = log_softmax(np.concatenate(records))
+    margin = margins(ref)
+    match, kl_raw, dtop = against(ref, ours)
+    kl = against(ref, stored(ours))[1]
+    res = {'file': model, 'types': tensor_types(model), 'positions': len(ref),
+           'kl_mean': float(np.mean(kl)), 'kl_max': float(np.max(kl)),
+           'kl_mean_unstored': float(np.mean(kl_raw)), 'dlogp_top_mean': float(np.mean(dtop)),
+           'min_margin': a.margin, 'ctx': n_ctx, 'chunks': len(windows),
+           'llama_seconds': t1 - t0, 'ours_seconds': t2 - t1}
+    res.update(summary(match, margin, a.margin))
+    if a.floor:
+        on, off = llama_fa_runs(llama_dir, model, a, workdir)
+        m_off, kl_off, _ = against(off, stored(ours))
+        res['vs_fa_off'] = dict(summary(m_off, margins(off), a.margin),
+                                kl_mean=float(np.mean(kl_off)))
+        m_fl, kl_fl, _ = against(on, off)
+        res['llama_fa_on_off'] = dict(summary(m_fl, margins(on), a.margin),
+                                      kl_mean=float(np.mean(kl_fl)))
+    return res
+
+
+def row(r):
+    """One markdown table row of a result."""
+    if 'error' in r:
+        return '| %s | error: %s |' % (os.path.basename(r['file']), r['error'][:80])
+
+    def top(x):
+        return '%.4f (%d)' % (x['top1'], x['disagreements'])
+
+    def sure(x):
+        return '-' if x['top1_sure'] is None else '%.4f' % x['top1_sure']
+
+    def miss(x):
+        return '-' if x['miss_margin_max'] is None else \
+            '%.3f / %.3f' % (x['miss_margin_median'], x['miss_margin_max'])
+    cols = [os.path.basename(r['file']), r['types'], '%d' % r['positions'], top(r), sure(r),
+            miss(r), '%.2e' % r['kl_mean'], '%.2e' % r['kl_max'], '%.2e' % r['dlogp_top_mean']]
+    for k in ('vs_fa_off', 'llama_fa_on_off'):
+        x = r.get(k)
+        cols += ['-', '-', '-'] if x is None else [top(x), sure(x), '%.2e' % x['kl_mean']]
+    return '| %s |' % ' | '.join(cols)
 
 
 def main():
@@ -216,7 +279,11 @@ def main():
     ap.add_argument('--keep', help='--quantize: write the files here (default: temporary)')
     ap.add_argument('--llama-args', default='', help='more llama-perplexity arguments')
     ap.add_argument('--no-floor', dest='floor', action='store_false',
-                    help='skip the llama.cpp flash-attention on/off comparison')
+                    help='skip the llama.cpp flash-attention on/off runs (ours against flash '
+                    'attention off, llama.cpp against itself)')
+    ap.add_argument('--margin', type=float, default=0.05,
+                    help="top-1 agreement also over the positions where the reference's top "
+                    'token leads the second by more than this many nats (default 0.05)')
     ap.add_argument('--ctx', type=int, default=256, help='tokens per window')
     ap.add_argument('--chunks', type=int, default=2,
                     help='windows (each compares its second half: ctx / 2 - 1 positions)')
@@ -253,18 +320,14 @@ def main():
             results.append(res)
             with open(out, 'w') as fo:
                 json.dump({'options': vars(a), 'results': results}, fo, indent=1)
-    print('| file | tensor types | positions | top-1 agreement | mean KL (nats) | max KL '
-          '| mean abs dlogp top-1 | llama.cpp FA on/off: top-1, mean KL |')
-    print('|---|---|---|---|---|---|---|---|')
+    m = '%g' % a.margin
+    print('| file | tensor types | positions | top-1 agreement (disagreements) | top-1, margin > '
+          + m + ' | llama.cpp margin at disagreements: median / max | mean KL (nats) | max KL '
+          '| mean abs dlogp top-1 | vs llama.cpp FA off: top-1 | top-1, margin > ' + m +
+          ' | mean KL | llama.cpp FA on vs off: top-1 | top-1, margin > ' + m + ' | mean KL |')
+    print('|---' * 15 + '|')
     for r in results:
-        if 'error' in r:
-            print('| %s | error: %s |' % (os.path.basename(r['file']), r['error'][:80]))
-            continue
-        floor = '-' if r['llama_fa_top1'] is None else \
-            '%.4f, %.2e' % (r['llama_fa_top1'], r['llama_fa_kl_mean'])
-        print('| %s | %s | %d | %.4f | %.2e | %.2e | %.2e | %s |'
-              % (os.path.basename(r['file']), r['types'], r['positions'], r['top1_agreement'],
-                 r['kl_mean'], r['kl_max'], r['dlogp_top_mean'], floor))
+        print(row(r))
     print('all figures: %s' % out)
     return 0
 

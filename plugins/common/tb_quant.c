@@ -258,8 +258,17 @@ size_t tb_quant_act_block_bytes(tb_quant_act_t a)
                                     : 0;
 }
 
-/* Symmetric 8-bit quantization of `n` values: the scale, and the quants into `q`. */
-static float s_q8(const float *x, int n, int8_t *q)
+/* Symmetric 8-bit quantization of `n` values: the scale, and the quants into `q`.  Both
+ * formats take id = 127 / max|x| and round x * id to nearest, halves to even, as ggml's
+ * quantizers of the activations do on x86 (quantize_row_q8_0 / _q8_1 with AVX2 and AVX-512,
+ * quantize_row_q8_K on every target, ggml's nearest_int); they differ in the scale, each as its
+ * ggml counterpart computes it: Q8_32 (block_q8_0 / _q8_1) d = max|x| / 127, Q8_K (block_q8_K)
+ * d = 1 / id.  The two can differ in the last bit, and a last-bit change of d or id moves some
+ * products across a rounding point of the next quantization (docs/performance.md, agreement
+ * with llama.cpp).  ggml keeps the sign of the largest-magnitude value in Q8_K's d (negated
+ * quants); |d| and |q| are the same numbers, since division and rounding to nearest even are
+ * symmetric.  A block whose max|x| is 0 or not finite gets d = 0 and zero quants. */
+static float s_q8(const float *x, int n, int8_t *q, int q8k)
 {
     float amax = 0.0f;
     for (int i = 0; i < n; i++) {
@@ -268,13 +277,16 @@ static float s_q8(const float *x, int n, int8_t *q)
             amax = a;
         }
     }
-    float d = amax / 127.0f;
-    float id = d > 0.0f && isfinite(d) ? 1.0f / d : 0.0f;
+    if (!(amax > 0.0f) || !isfinite(amax)) {
+        memset(q, 0, (size_t)n);
+        return 0.0f;
+    }
+    float id = 127.0f / amax;
     for (int i = 0; i < n; i++) {
-        float v = roundf(x[i] * id);
+        float v = rintf(x[i] * id);
         q[i] = (int8_t)(v > 127.0f ? 127 : v < -127.0f ? -127 : v == v ? (int)v : 0);
     }
-    return id > 0.0f ? d : 0.0f;
+    return q8k ? 1.0f / id : amax / 127.0f;
 }
 
 float tb_quant_act_scale_f16(float d)
@@ -292,14 +304,14 @@ int tb_quant_act_quantize(tb_quant_act_t a, const float *x, void *dst, uint64_t 
         const float *xb = x + b * be;
         if (a == TB_QUANT_ACT_Q8_32) {
             struct tb_block_q8_32 *y = (struct tb_block_q8_32 *)dst + b;
-            y->d = tb_quant_act_scale_f16(s_q8(xb, TB_QK, y->qs));
+            y->d = tb_quant_act_scale_f16(s_q8(xb, TB_QK, y->qs, 0));
             y->sum = 0;
             for (int i = 0; i < TB_QK; i++) {
                 y->sum += y->qs[i];
             }
         } else {
             struct tb_block_q8_k *y = (struct tb_block_q8_k *)dst + b;
-            y->d = s_q8(xb, TB_QK_K, y->qs);
+            y->d = s_q8(xb, TB_QK_K, y->qs, 1);
             for (int g = 0; g < TB_QK_K / 16; g++) {
                 int s = 0;
                 for (int i = 0; i < 16; i++) {

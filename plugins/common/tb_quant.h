@@ -17,10 +17,12 @@
  *       sum stays exact.
  *   TB_QUANT_ACT_Q8_K: ggml's block_q8_K, for the K-quants and IQ4_XS: f32 d, int8 qs[256],
  *       int16 bsums[16] (the sums of each 16 consecutive qs, used by the types with mins).
- * Both are symmetric: d = max|x| / 127 over the block (Q8_32: then rounded to f16 by
- * tb_quant_act_scale_f16), qs = round-half-away(x / d) with the f32 d, in [-127, 127]; an all-zero block has
- * d = 0 and zero quants.  These are in-memory formats, never
- * read from a file.
+ * Both are symmetric and quantize as ggml's activation quantizers do on x86:
+ * qs = round-half-even(x * (127 / max|x|)) over the block, in [-127, 127]; the scale is
+ * d = max|x| / 127 for Q8_32 (then rounded to f16 by tb_quant_act_scale_f16), 1 / (127 / max|x|)
+ * for Q8_K (quantize_row_q8_K's; the two differ in the last bit now and then, which is enough to
+ * move a later rounding).  A block whose max|x| is zero or not finite has d = 0 and zero quants.
+ * These are in-memory formats, never read from a file.
  *
  * Thread-safety: every function here is pure.
  */

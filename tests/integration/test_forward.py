@@ -332,16 +332,21 @@ def check_tolerance(model, name, kv, tol, tmp_path):
     assert agree >= tol[1], '%s kv %s: argmax agreement %.3f' % (name, kv, agree)
 
 
-def q8_act(x):
-    """The kernels' activation quantization (tb_cpu_kernels.h): per 32 values, in float32,
-    q = round-half-even(x * (127 / amax)), d = f16_scale(amax / 127); returns q * d in
-    float64."""
+def q8_act(x, n=32):
+    """The kernels' activation quantization (tb_cpu_kernels.h, tb_quant.h) per n values, in
+    float32: q = round-half-even(x * (127 / amax)); d = f16_scale(amax / 127) for blocks of 32
+    (llama.cpp's block_q8_0), 1 / (127 / amax) for blocks of 256 (its block_q8_K); returns
+    q * d in float64."""
     import torch
-    x32 = x.to(torch.float32).reshape(*x.shape[:-1], -1, 32)
+    x32 = x.to(torch.float32).reshape(*x.shape[:-1], -1, n)
     amax = x32.abs().amax(-1, keepdim=True)
     inv = torch.where(amax > 0, 127.0 / amax, torch.zeros_like(amax))
-    q = torch.round(x32 * inv)
-    return (q.to(torch.float64) * f16_scale(amax / 127.0).to(torch.float64)).reshape(x.shape)
+    q = torch.round(x32 * inv).clamp(-127, 127)
+    if n == 32:
+        d = f16_scale(amax / 127.0)
+    else:
+        d = torch.where(inv > 0, 1.0 / inv, torch.zeros_like(inv))
+    return (q.to(torch.float64) * d.to(torch.float64)).reshape(x.shape)
 
 
 def f16_scale(d):

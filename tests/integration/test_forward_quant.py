@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from serving_util import Turbine, deployment, free_port, http_component, post, wait_ready
-from test_forward import (check_exact_quant_acts, check_tolerance, f16_scale, need_shared, prompt,
+from test_forward import (check_exact_quant_acts, check_tolerance, need_shared, prompt, q8_act,
                           ref_logits_quant_acts, run_batch)
 
 gguf = pytest.importorskip('gguf')
@@ -78,26 +78,11 @@ def test_mixed_types_within_stated_tolerance(qmodels, recipe, kv, tmp_path):
     check_tolerance(model, recipe, kv, TOL[recipe], tmp_path)
 
 
-def act_quant(x, n):
-    """tb_quant_act_quantize per n values, simulated: in float32 d = amax / 127,
-    q = round-half-away(x * (1 / d)) clamped to +-127; returns q * d in float64, d rounded to
-    f16 first for blocks of 32 (f16_scale)."""
-    import torch
-    x32 = x.to(torch.float32).reshape(*x.shape[:-1], -1, n)
-    d = x32.abs().amax(-1, keepdim=True) / 127.0
-    inv = torch.where(d > 0, 1.0 / d, torch.zeros_like(d))
-    y = (x32 * inv).to(torch.float64)
-    q = (torch.sign(y) * torch.floor(y.abs() + 0.5)).clamp(-127, 127)
-    if n == 32:
-        d = f16_scale(d)
-    return (q * d.to(torch.float64)).reshape(x.shape)
-
-
 def ref_logits_per_type(path, tokens):
     """tb_ref_forward's math with every matmul input quantized as the cpu kernels quantize it
     for that weight's type."""
     types = tensor_types(path)
-    return ref_logits_quant_acts(path, tokens, lambda x, name: act_quant(x, ACT_BLOCK[types[name]]))
+    return ref_logits_quant_acts(path, tokens, lambda x, name: q8_act(x, ACT_BLOCK[types[name]]))
 
 
 @pytest.mark.parametrize('isa', ['avx512', 'avx2', 'generic'])

@@ -347,12 +347,55 @@ static void test_act_formats(void **state)
     assert_true(qk[0].d == 0.0f);
 }
 
+/* The rounding rule of ggml's activation quantizers, to the last bit: x * (127 / max|x|) rounded
+ * to nearest with halves to even, and Q8_K's scale 1 / (127 / max|x|), which is not always
+ * max|x| / 127 in f32 (it is not for 0.3: the two differ in the last bit). */
+static void test_act_rounding(void **state)
+{
+    (void)state;
+    static float x[256];
+    static struct tb_block_q8_k qk[1];
+    static struct tb_block_q8_32 q32[8];
+    x[0] = 127.0f; /* id = 1: the products are the values themselves */
+    x[1] = 2.5f;
+    x[2] = -3.5f;
+    x[3] = 0.5f;
+    x[4] = 1.5f;
+    x[5] = -126.5f;
+    assert_int_equal(tb_quant_act_quantize(TB_QUANT_ACT_Q8_K, x, qk, 256), 0);
+    assert_int_equal(tb_quant_act_quantize(TB_QUANT_ACT_Q8_32, x, q32, 256), 0);
+    const int want[6] = {127, 2, -4, 0, 2, -126};
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(qk[0].qs[i], want[i]);
+        assert_int_equal(q32[0].qs[i], want[i]);
+    }
+    assert_true(qk[0].d == 1.0f && q32[0].d == 1.0f);
+
+    volatile float amax = 0.3f; /* volatile: the divisions in f32 at run time */
+    for (int i = 0; i < 256; i++) {
+        x[i] = amax * (float)(i % 7) / 6.0f;
+    }
+    x[77] = -amax;
+    const float d_k = 1.0f / (127.0f / amax), d_32 = amax / 127.0f;
+    assert_true(d_k != d_32);
+    assert_int_equal(tb_quant_act_quantize(TB_QUANT_ACT_Q8_K, x, qk, 256), 0);
+    assert_int_equal(tb_quant_act_quantize(TB_QUANT_ACT_Q8_32, x, q32, 256), 0);
+    assert_true(qk[0].d == d_k);
+    assert_true(q32[2].d == tb_f16_to_f32(tb_f32_to_f16(d_32)));
+    assert_int_equal(qk[0].qs[77], -127);
+    for (int i = 0; i < 256; i++) {
+        float v = rintf(x[i] * (127.0f / amax));
+        assert_int_equal(qk[0].qs[i], (int)v);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_32_element_types),  cmocka_unit_test(test_q2_k_q3_k),
         cmocka_unit_test(test_q4_k_q5_k),         cmocka_unit_test(test_q6_k_iq4_xs),
         cmocka_unit_test(test_dequantize_errors), cmocka_unit_test(test_act_formats),
+        cmocka_unit_test(test_act_rounding),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
