@@ -138,8 +138,8 @@ static const struct tb_config_field s_fields[] = {
      .has_bounds = true,
      .min = 1,
      .max = 64,
-     .help =
-         "event loops, each a thread with its own connections on the same port (SO_REUSEPORT)"},
+     .help = "event loops, each a thread with its own connections, accepted from one listening "
+             "socket"},
     {.key = "spin",
      .type = TB_CFG_SECONDS,
      .offset = OFF(spin_s),

@@ -8,14 +8,15 @@
  * its work), and the sockets of requests waiting on an engine, watched for EPOLLRDHUP because
  * libmicrohttpd does not notice a client closing a suspended connection.  Every callback of both
  * libraries runs on this thread, so no request state is shared with any other thread.  The
- * frontend runs `threads` such loops (tb_http_front.c), each with its own daemon on the same port
- * (SO_REUSEPORT: the kernel spreads connections), bus handle and view of the engines; they share
- * only struct tb_http_shared.
+ * frontend runs `threads` such loops (tb_http_front.c), each with its own daemon accepting on the
+ * first loop's listening socket (whichever is free takes a new connection), bus handle and view of
+ * the engines; they share only struct tb_http_shared.
  */
 #include "tb_http.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -782,8 +783,18 @@ static int s_start_mhd(struct tb_http *h)
     } else {
         ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)h->bind_port);
     }
-    /* several loops: one daemon each on the same port, the kernel spreading the connections */
-    unsigned reuse = h->sh->n_loops > 1 ? 1u : 0u;
+    /* Several loops: the first binds and listens; each other daemon accepts on its own duplicate
+     * of that socket (closed by its daemon), whichever loop is free taking a new connection, and
+     * a loop at its connection limit leaving it to the others.  One socket rather than
+     * SO_REUSEPORT: no other process can bind the port beside ours. */
+    MHD_socket fd = MHD_INVALID_SOCKET;
+    if (h->index > 0) {
+        fd = fcntl(h->sh->listen_fd, F_DUPFD_CLOEXEC, 0);
+        if (fd < 0) {
+            h->host->set_error(h->comp, "cannot share the listening socket: %s", strerror(errno));
+            return TB_EIO;
+        }
+    }
     unsigned limit = (unsigned)((h->cfg.max_connections + (int64_t)h->sh->n_loops - 1) /
                                 (int64_t)h->sh->n_loops);
     errno = 0;
@@ -795,8 +806,11 @@ static int s_start_mhd(struct tb_http *h)
                               MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_NOTIFY_COMPLETED,
                               s_completed, h, MHD_OPTION_NOTIFY_CONNECTION, s_on_connection, h,
                               MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log, h,
-                              MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
-                              MHD_OPTION_LISTENING_ADDRESS_REUSE, reuse, MHD_OPTION_END);
+                              MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_LISTEN_SOCKET, fd,
+                              MHD_OPTION_END);
+    if (!h->mhd && fd != MHD_INVALID_SOCKET) {
+        close(fd);
+    }
     if (!h->mhd) {
         h->host->set_error(h->comp, "cannot listen on %s:%u: %s", h->cfg.host, h->bind_port,
                            errno ? strerror(errno) : "libmicrohttpd refused");
@@ -804,6 +818,14 @@ static int s_start_mhd(struct tb_http *h)
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_BIND_PORT);
     h->port = di ? di->port : h->bind_port;
+    if (h->index == 0) {
+        di = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_LISTEN_FD);
+        h->sh->listen_fd = di ? di->listen_fd : -1;
+        if (h->sh->n_loops > 1 && h->sh->listen_fd < 0) {
+            h->host->set_error(h->comp, "libmicrohttpd gave no listening socket to share");
+            return TB_EIO;
+        }
+    }
     di = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_EPOLL_FD);
     if (!di) {
         h->host->set_error(h->comp, "libmicrohttpd gave no epoll descriptor");

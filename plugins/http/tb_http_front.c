@@ -97,6 +97,7 @@ int tb_http_new(const struct tb_host *host, tb_component_t *comp,
     f->loops = loops;
     f->port = (unsigned)cfg->port;
     f->sh.n_loops = n;
+    f->sh.listen_fd = -1;
     atomic_init(&f->sh.draining, false);
     atomic_init(&f->sh.in_flight, 0);
     atomic_init(&f->sh.n_gens, 0);

@@ -33,6 +33,8 @@ struct tb_http_gauge {
 
 struct tb_http_shared {
     size_t n_loops;
+    int listen_fd; /* the first loop's listening socket, which the others accept on too (-1 before
+                    * it listens; owned by that loop's daemon) */
     atomic_bool draining;
     atomic_size_t in_flight; /* generation requests admitted and not yet completed, all loops */
     atomic_size_t n_gens;    /* requests past their headers, all loops (/health) */
@@ -197,8 +199,9 @@ struct tb_http {
 int tb_http_loop_new(const struct tb_host *host, tb_component_t *comp,
                      const struct tb_http_config *cfg, struct tb_http_shared *sh, size_t index,
                      struct tb_http **out);
-/* Starts the loop's thread, which binds `port` (with SO_REUSEPORT when the frontend has several
- * loops) and returns when it listens (0) or failed.  The bound port: tb_http_loop_port. */
+/* Starts the loop's thread, which binds `port` (the first loop) or accepts on the first loop's
+ * listening socket (the others: sh->listen_fd, started after it), and returns when it listens
+ * (0) or failed.  The bound port: tb_http_loop_port. */
 int tb_http_loop_start(struct tb_http *h, unsigned port);
 unsigned tb_http_loop_port(const struct tb_http *h);
 /* Wakes the loop (after a change of the shared state, e.g. draining).  Any thread. */

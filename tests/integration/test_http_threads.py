@@ -1,6 +1,9 @@
-"""The http frontend with several event loops (`threads`): one daemon per loop on the same port,
-every connection answered whichever loop it lands on, max_in_flight counted across the loops,
+"""The http frontend with several event loops (`threads`): one daemon per loop accepting on one
+listening socket (no other process can bind the port beside it), every connection answered
+whichever loop takes it, max_in_flight counted across the loops,
 the metrics summing every loop's requests, and a clean drain."""
+import errno
+import socket
 import threading
 import time
 
@@ -59,9 +62,15 @@ def listeners(port):
 
 def test_one_daemon_per_loop_and_every_connection_answered(server):
     port, t = server
-    assert listeners(port) == THREADS
+    assert listeners(port) == 1
     assert '3 threads' in t.log()
-    # each request on a new connection: the kernel spreads them over the loops
+    # the port is ours alone: even a socket that asks for SO_REUSEPORT cannot bind beside it
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        with pytest.raises(OSError) as e:
+            s.bind(('127.0.0.1', port))
+        assert e.value.errno == errno.EADDRINUSE
+    # each request on a new connection: whichever loop is free accepts it
     codes, errors = [], []
 
     def client(i):
