@@ -294,6 +294,13 @@ float tb_quant_act_scale_f16(float d)
     return tb_quant_act_scale_pick(tb_f16_to_f32(tb_f32_to_f16(d)), d);
 }
 
+float tb_quant_act_sum_f16(float d, int32_t sum)
+{
+    float s = d * (float)sum;
+    float h = tb_f16_to_f32(tb_f32_to_f16(s));
+    return isfinite(h) ? h : s;
+}
+
 int tb_quant_act_quantize(tb_quant_act_t a, const float *x, void *dst, uint64_t n)
 {
     size_t be = tb_quant_act_block_elems(a);
@@ -304,11 +311,13 @@ int tb_quant_act_quantize(tb_quant_act_t a, const float *x, void *dst, uint64_t 
         const float *xb = x + b * be;
         if (a == TB_QUANT_ACT_Q8_32) {
             struct tb_block_q8_32 *y = (struct tb_block_q8_32 *)dst + b;
-            y->d = tb_quant_act_scale_f16(s_q8(xb, TB_QK, y->qs, 0));
+            float d = s_q8(xb, TB_QK, y->qs, 0);
+            y->d = tb_quant_act_scale_f16(d);
             y->sum = 0;
             for (int i = 0; i < TB_QK; i++) {
                 y->sum += y->qs[i];
             }
+            y->s = tb_quant_act_sum_f16(d, y->sum);
         } else {
             struct tb_block_q8_k *y = (struct tb_block_q8_k *)dst + b;
             y->d = s_q8(xb, TB_QK_K, y->qs, 1);

@@ -10,11 +10,11 @@
  * Activations (the vector a weight row is multiplied with) are quantized per row into one of
  * two in-memory formats, chosen by the weight type (tb_quant_act_for):
  *   TB_QUANT_ACT_Q8_32: blocks of 32 for the 32-element types: f32 d, int32 sum = sum of qs,
- *       int8 qs[32]; value = qs[i] * d.  The sum serves the types with a min (Q4_1, Q5_1) and
- *       the zero points of Q4_0 / Q5_0.  ggml pairs these types with its Q8_0 and Q8_1, which
- *       store d (and Q8_1 d * sum) as f16: d here is that f16 value too (the quants are still
- *       rounded with the f32 scale, as ggml does), so a file gives llama.cpp's products; the
- *       sum stays exact.
+ *       f32 s, int8 qs[32]; value = qs[i] * d.  The exact sum serves the zero points of Q4_0 /
+ *       Q5_0, s the min of Q4_1 / Q5_1 (a block's min times s).  ggml pairs these types with
+ *       its Q8_0 and Q8_1, which store d and Q8_1's s = d * sum as f16: d and s here are those
+ *       f16 values too (the quants and s computed with the f32 scale, as ggml does), so a file
+ *       gives llama.cpp's products.
  *   TB_QUANT_ACT_Q8_K: ggml's block_q8_K, for the K-quants and IQ4_XS: f32 d, int8 qs[256],
  *       int16 bsums[16] (the sums of each 16 consecutive qs, used by the types with mins).
  * Both are symmetric and quantize as ggml's activation quantizers do on x86:
@@ -121,7 +121,9 @@ struct tb_block_iq4_xs {
 
 struct tb_block_q8_32 {
     float d;
-    int32_t sum;
+    int32_t sum; /* exact: the zero points of Q4_0 / Q5_0 */
+    float s;     /* the min term's factor for Q4_1 / Q5_1: (f32 d) * sum rounded to f16, as
+                  * ggml's block_q8_1 stores it (kept exact where f16 would overflow) */
     int8_t qs[TB_QK];
 };
 
@@ -199,6 +201,9 @@ size_t tb_quant_act_block_bytes(tb_quant_act_t a);
  * llama.cpp's products; d itself where that is not a normal f16 below 65504 (ggml would lose
  * precision or overflow there; never for activations of usual magnitudes). */
 float tb_quant_act_scale_f16(float d);
+/* A 32-value activation block's s for the types with a min: d * sum with the f32 scale d, rounded
+ * to f16 (nearest even) as ggml's block_q8_1 stores it; d * sum itself where f16 would overflow. */
+float tb_quant_act_sum_f16(float d, int32_t sum);
 /* The rule shared by every path that stores that scale: `h` (d rounded to f16 and back) where it
  * is a normal f16, else d itself. */
 static inline float tb_quant_act_scale_pick(float h, float d)

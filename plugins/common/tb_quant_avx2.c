@@ -88,8 +88,9 @@ float tb_quant_q32_avx2(tb_dtype_t t, const uint8_t *w, const struct tb_block_q8
                                      av);
         }
         int32_t isum = s_hsum(_mm256_madd_epi16(p, ones)) - offset * y->sum;
-        float dmin = has_min ? -tb_quant_f16(blk + 2) : 0.0f;
-        acc += tb_quant_block_sum(tb_quant_f16(blk), dmin, y->d, isum, has_min ? y->sum : 0);
+        acc += has_min ? tb_quant_min_block_sum(tb_quant_f16(blk), tb_quant_f16(blk + 2), y->d,
+                                                isum, y->s)
+                       : tb_quant_block_sum(tb_quant_f16(blk), 0.0f, y->d, isum, 0);
     }
     return acc;
 }

@@ -30,16 +30,15 @@ int tb_quant_dot(tb_dtype_t t, const void *w, const void *act, uint64_t n, float
         const int8_t *qa;
         float da;
         const struct tb_block_q8_k *ak = NULL;
-        int32_t a32_sum = 0;
+        const struct tb_block_q8_32 *a32 = NULL;
         if (at == TB_QUANT_ACT_Q8_K) {
             ak = (const struct tb_block_q8_k *)act + b;
             qa = ak->qs;
             da = ak->d;
         } else {
-            const struct tb_block_q8_32 *a = (const struct tb_block_q8_32 *)act + b;
-            qa = a->qs;
-            da = a->d;
-            a32_sum = a->sum;
+            a32 = (const struct tb_block_q8_32 *)act + b;
+            qa = a32->qs;
+            da = a32->d;
         }
         int32_t isum = 0, msum = 0;
         for (int g = 0; g < u.n / u.group; g++) {
@@ -48,11 +47,15 @@ int tb_quant_dot(tb_dtype_t t, const void *w, const void *act, uint64_t n, float
                 s += (int32_t)u.code[i] * qa[i];
             }
             isum += u.sc[g] * s;
-            if (u.mn[g]) {
-                msum += u.mn[g] * (ak ? s_k_group_sum(ak, u.group, g) : a32_sum);
+            if (u.mn[g] && ak) {
+                msum += u.mn[g] * s_k_group_sum(ak, u.group, g);
             }
         }
-        acc += tb_quant_block_sum(u.d, u.dmin, da, isum, msum);
+        if (a32 && u.mn[0]) { /* Q4_1, Q5_1: one group, min -dmin, times the block's s */
+            acc += tb_quant_min_block_sum(u.d, -u.dmin, da, isum, a32->s);
+        } else {
+            acc += tb_quant_block_sum(u.d, u.dmin, da, isum, msum);
+        }
     }
     *out = acc;
     return 0;

@@ -62,6 +62,13 @@ static inline float tb_quant_block_sum(float d, float dmin, float da, int32_t is
     return d * da * (float)isum - dmin * da * (float)msum;
 }
 
+/* A Q4_1 / Q5_1 block's contribution: weight scale d and min m, activation scale da and s (the
+ * min's factor, tb_block_q8_32), the order ggml's Q4_1 / Q5_1 dots take. */
+static inline float tb_quant_min_block_sum(float d, float m, float da, int32_t isum, float s)
+{
+    return d * da * (float)isum + m * s;
+}
+
 /* A Q2_K / Q3_K block's contribution from the unsigned-code products `usum` (Q3_K's codes are
  * taken + 4; the scales and mins as tb_quant_q23_k_scales gave them). */
 static inline float tb_quant_q23_k_block_sum(const uint8_t *blk, int q3, const int8_t sc[16],

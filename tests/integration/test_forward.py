@@ -349,6 +349,24 @@ def q8_act(x, n=32):
     return (q.to(torch.float64) * d.to(torch.float64)).reshape(x.shape)
 
 
+def q8_1_min_term(x, mins):
+    """What Q4_1 / Q5_1 weights add beyond q8_act(x) @ W.T in the kernels: each block's min
+    multiplies s = (f32 d) * sum(q) rounded to f16 (ggml's block_q8_1, tb_quant.h), not the
+    dequantized activations' sum f16(d) * sum(q).  mins: (rows, blocks) float64; returns
+    (tokens, rows) float64."""
+    import torch
+    x32 = x.to(torch.float32).reshape(*x.shape[:-1], -1, 32)
+    amax = x32.abs().amax(-1)
+    inv = torch.where(amax > 0, 127.0 / amax, torch.zeros_like(amax))
+    q = torch.round(x32 * inv.unsqueeze(-1)).clamp(-127, 127)
+    qsum = q.sum(-1)
+    d = amax / 127.0
+    s = (d * qsum).to(torch.float16).to(torch.float32)
+    s = torch.where(torch.isfinite(s), s, d * qsum)
+    delta = s.to(torch.float64) - f16_scale(d).to(torch.float64) * qsum.to(torch.float64)
+    return delta @ mins.T
+
+
 def f16_scale(d):
     """tb_quant_act_scale_f16: a 32-value activation block's float32 scale rounded to f16 (as
     llama.cpp's block_q8_0 stores it) where that is a normal f16 below 65504, else kept."""
@@ -357,10 +375,11 @@ def f16_scale(d):
     return torch.where((h >= 2.0 ** -14) & (h < 65504.0), h, d)
 
 
-def ref_logits_quant_acts(path, tokens, quant=None):
+def ref_logits_quant_acts(path, tokens, quant=None, extra=None):
     """The reference forward with every matmul input quantized as the int8 kernels do (the
     same math as tb_ref_forward.Model.forward otherwise).  quant(x, weight name) gives a
-    matmul's input as the kernels quantize it for that weight (default: q8_act for all)."""
+    matmul's input as the kernels quantize it for that weight (default: q8_act for all);
+    extra(x, weight name), if given, a term added to that matmul's output (or None)."""
     import torch
     quant = quant or (lambda x, name: q8_act(x))
     m = ref(path)
@@ -369,7 +388,9 @@ def ref_logits_quant_acts(path, tokens, quant=None):
     H, KV, d = s.n_heads, s.n_kv_heads, s.head_dim
 
     def mm(h, name):
-        return quant(h, name) @ w[name].T
+        y = quant(h, name) @ w[name].T
+        add = extra(h, name) if extra else None
+        return y if add is None else y + add
 
     pos = torch.arange(T)
     x = w['tok_embd'][torch.tensor(tokens, dtype=torch.long)]

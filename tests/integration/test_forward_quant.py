@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 
 from serving_util import Turbine, deployment, free_port, http_component, post, wait_ready
-from test_forward import (check_exact_quant_acts, check_tolerance, need_shared, prompt, q8_act,
-                          ref_logits_quant_acts, run_batch)
+from test_forward import (check_exact_quant_acts, check_tolerance, need_shared, prompt,
+                          q8_1_min_term, q8_act, ref_logits_quant_acts, run_batch)
 
 gguf = pytest.importorskip('gguf')
 
@@ -78,11 +78,31 @@ def test_mixed_types_within_stated_tolerance(qmodels, recipe, kv, tmp_path):
     check_tolerance(model, recipe, kv, TOL[recipe], tmp_path)
 
 
+def block_mins(path):
+    """{canonical name: (rows, blocks) float64 of each block's min} for the Q4_1 / Q5_1 matrices
+    (the min is the block's second f16, after d, in both layouts)."""
+    import torch
+    import tb_modelio as mio
+    out = {}
+    for t in gguf.GGUFReader(path).tensors:
+        kind = t.tensor_type.name.lower()
+        if kind in ('q4_1', 'q5_1'):
+            raw = np.asarray(t.data, dtype=np.uint8)
+            rows = raw.shape[0]
+            blocks = raw.reshape(rows, -1, 20 if kind == 'q4_1' else 24)
+            m = blocks[:, :, 2:4].copy().view(np.float16)[:, :, 0]
+            out[mio.canon_from_gguf(t.name)] = torch.from_numpy(m.astype(np.float64))
+    return out
+
+
 def ref_logits_per_type(path, tokens):
     """tb_ref_forward's math with every matmul input quantized as the cpu kernels quantize it
-    for that weight's type."""
+    for that weight's type (and the Q4_1 / Q5_1 mins times the activations' f16 s)."""
     types = tensor_types(path)
-    return ref_logits_quant_acts(path, tokens, lambda x, name: q8_act(x, ACT_BLOCK[types[name]]))
+    mins = block_mins(path)
+    return ref_logits_quant_acts(
+        path, tokens, lambda x, name: q8_act(x, ACT_BLOCK[types[name]]),
+        lambda x, name: q8_1_min_term(x, mins[name]) if name in mins else None)
 
 
 @pytest.mark.parametrize('isa', ['avx512', 'avx2', 'generic'])

@@ -282,7 +282,7 @@ static void test_act_formats(void **state)
     assert_int_equal(tb_quant_act_for(TB_DTYPE_IQ4_NL), TB_QUANT_ACT_Q8_32);
     assert_int_equal(tb_quant_act_for(TB_DTYPE_BF16), TB_QUANT_ACT_NONE);
     assert_int_equal(tb_quant_act_block_bytes(TB_QUANT_ACT_Q8_K), 292);
-    assert_int_equal(tb_quant_act_block_bytes(TB_QUANT_ACT_Q8_32), 40);
+    assert_int_equal(tb_quant_act_block_bytes(TB_QUANT_ACT_Q8_32), 44);
     assert_int_equal(tb_quant_act_block_elems(TB_QUANT_ACT_NONE), 0);
 
     enum { N = 512 };
@@ -387,6 +387,15 @@ static void test_act_rounding(void **state)
         float v = rintf(x[i] * (127.0f / amax));
         assert_int_equal(qk[0].qs[i], (int)v);
     }
+    /* s, the min's factor of Q4_1 / Q5_1: the f32 d times the exact sum, rounded to f16 (ggml's
+     * block_q8_1), which here is not the stored f16 d times the sum */
+    bool differs = false;
+    for (int b = 0; b < 8; b++) {
+        float s = tb_f16_to_f32(tb_f32_to_f16(d_32 * (float)q32[b].sum));
+        assert_true(q32[b].s == s);
+        differs = differs || s != q32[b].d * (float)q32[b].sum;
+    }
+    assert_true(differs);
 }
 
 int main(void)

@@ -91,6 +91,24 @@ static double s_magnitude(tb_dtype_t t, const uint8_t *w, const float *a, uint64
     return m;
 }
 
+/* For Q4_1 / Q5_1: sum over blocks of min * (s - d * sum), what the f16 s of the activation
+ * blocks adds to the product with the dequantized activations (0 for the other types). */
+static double s_min_s_correction(tb_dtype_t t, const uint8_t *w, const void *qa, uint64_t n)
+{
+    if (t != TB_DTYPE_Q4_1 && t != TB_DTYPE_Q5_1) {
+        return 0.0;
+    }
+    size_t bb = tb_dtype_block_bytes(t);
+    const struct tb_block_q8_32 *a = qa;
+    struct tb_quant_unpacked u;
+    double c = 0.0;
+    for (uint64_t b = 0; b < n / TB_QK; b++) {
+        assert_int_equal(tb_quant_unpack(t, w + b * bb, &u), 0);
+        c += -(double)u.dmin * ((double)a[b].s - (double)a[b].d * a[b].sum);
+    }
+    return c;
+}
+
 static void s_check_type(size_t i, uint64_t n, int mode)
 {
     tb_dtype_t t = s_types[i].t;
@@ -114,6 +132,11 @@ static void s_check_type(size_t i, uint64_t n, int mode)
         exact_x += (double)wf[k] * x[k];
         act_err += fabs((double)wf[k]) * fabs((double)x[k] - xq[k]);
     }
+    /* Q4_1 / Q5_1 take their min times the block's s, d * sum rounded to f16 as ggml's Q8_1
+     * stores it, not times the dequantized activations' sum: the exact value moves by that */
+    double s_corr = s_min_s_correction(t, w, qa, n);
+    exact_q += s_corr;
+    act_err += fabs(s_corr);
     double tol = 1e-5 * s_magnitude(t, w, xq, n) + 1e-30;
     if (!(fabs(got - exact_q) <= tol) || !(fabs(got - exact_x) <= tol + act_err * 1.000001)) {
         fail_msg("%s mode %d: dot %.9g, exact with quantized activations %.9g (tolerance %.3g), "
