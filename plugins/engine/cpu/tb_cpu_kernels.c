@@ -5,6 +5,7 @@
 #include "tb_cpu_kernels.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #if defined(__x86_64__)
@@ -15,6 +16,8 @@
 #include "tb_errors.h"
 
 #define TASKS_PER_THREAD 8       /* load balance when another process steals a core */
+#define MV_CHUNKS_PER_THREAD 32  /* batch 1: chunks per thread (a short tail at the end) */
+#define MV_MAX_RANGES 16         /* batch 1 keeps per-thread ranges up to this many threads */
 #define TASK_W_BYTES (384 << 10) /* weight bytes one matmul task keeps hot in L2 */
 
 struct tb_cpu_kernels {
@@ -208,6 +211,15 @@ static int s_threads(const tb_cpu_kernels_t *k)
 
 #define MM_MAX_OUTS 8
 
+/* Batch 1 (a matmul that streams its weights once): thread t owns a contiguous range of the
+ * chunks, [front, back), takes its next chunk from the front, and once its range is empty takes
+ * the last chunk of another thread's range.  So each thread reads its own part of the weights in
+ * order, one stream (its next-tile prefetch runs into rows it reads next), and a thread slowed by
+ * other load still hands its remaining chunks over one at a time. */
+struct mm_range {
+    _Alignas(64) _Atomic uint64_t fb; /* front << 32 | back */
+};
+
 struct mm_job {
     const struct tb_cpu_isa_impl *impl;
     int n_outs;
@@ -217,7 +229,40 @@ struct mm_job {
     /* activation quantization */
     void (*quant_act)(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst);
     int tok_per_task;
+    int n_ranges;                          /* 0: task i is chunk i; else one range per thread */
+    struct mm_range ranges[MV_MAX_RANGES]; /* (n_ranges > 0) */
 };
+
+/* The chunk that thread `thread`'s task runs: the front of its own range, else the back of the
+ * first non-empty other range.  There are as many tasks as chunks, so one is always left. */
+static int s_claim_chunk(struct mm_job *j, int thread)
+{
+    const int n = j->n_ranges;
+    for (int k = 0; k < n; k++) {
+        const int t = (thread + k) % n;
+        _Atomic uint64_t *fb = &j->ranges[t].fb;
+        uint64_t v = atomic_load_explicit(fb, memory_order_relaxed);
+        while ((uint32_t)(v >> 32) < (uint32_t)v) {
+            uint64_t nv = k == 0 ? v + ((uint64_t)1 << 32) : v - 1;
+            if (atomic_compare_exchange_weak_explicit(fb, &v, nv, memory_order_relaxed,
+                                                      memory_order_relaxed)) {
+                return k == 0 ? (int)(uint32_t)(v >> 32) : (int)(uint32_t)v - 1;
+            }
+        }
+    }
+    return -1;
+}
+
+/* Splits chunks [0, n_chunks) into one contiguous range per thread. */
+static void s_ranges_init(struct mm_job *j, int n_chunks, int nth)
+{
+    j->n_ranges = nth;
+    for (int t = 0; t < nth; t++) {
+        uint64_t f = (uint64_t)((int64_t)n_chunks * t / nth);
+        uint64_t b = (uint64_t)((int64_t)n_chunks * (t + 1) / nth);
+        atomic_init(&j->ranges[t].fb, f << 32 | b);
+    }
+}
 
 /* Whether matmuls read w's packed copy. */
 static bool s_packed(const struct tb_cpu_weight *w)
@@ -228,8 +273,13 @@ static bool s_packed(const struct tb_cpu_weight *w)
 
 static void s_mm_task(void *arg, int task, int thread)
 {
-    (void)thread;
     struct mm_job *j = arg;
+    if (j->n_ranges > 0) {
+        task = s_claim_chunk(j, thread);
+        if (task < 0) {
+            return;
+        }
+    }
     int o = 0;
     while (task >= j->first_task[o + 1]) {
         o++;
@@ -340,8 +390,11 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
      * stay in L2 while a block of token rows sweeps them; a multiple of the row tiles (packed:
      * two 16-row groups; else 16). */
     const int64_t unit = packed && !kind ? 2 * TB_CPU_PACK_ROWS : TB_CPU_PACK_ROWS;
-    int64_t per = (total_rows + (int64_t)nth * TASKS_PER_THREAD - 1) /
-                  ((int64_t)nth * TASKS_PER_THREAD);
+    const bool float_w = w0->dtype == TB_CPU_F32 || w0->dtype == TB_CPU_F16 ||
+                         w0->dtype == TB_CPU_BF16;
+    const bool ranged = float_w && n_tok == 1 && nth > 1 && nth <= MV_MAX_RANGES;
+    const int64_t parts = (int64_t)nth * (ranged ? MV_CHUNKS_PER_THREAD : TASKS_PER_THREAD);
+    int64_t per = (total_rows + parts - 1) / parts;
     if (n_tok > 1) {
         int64_t cap = (int64_t)(TASK_W_BYTES / row_bytes);
         if (per > cap) {
@@ -362,6 +415,9 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
         return TB_EINVAL;
     }
     j.first_task[n_outs] = (int)n_tasks;
+    if (ranged) {
+        s_ranges_init(&j, (int)n_tasks, nth);
+    }
     tb_threadpool_run(self->pool, (int)n_tasks, s_mm_task, &j);
     return TB_OK;
 }

@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -219,8 +220,26 @@ static size_t s_release(const tb_model_t *model, const struct tb_cpu_weights *w,
     return e0 - a0;
 }
 
-/* Packs every Q4_0, Q8_0, Q4_K, Q5_K and Q6_K matrix into one allocation (huge pages when the
- * kernel gives them) and releases the file pages the packed matrices came from. */
+/* Bytes of matrix m's copy in the packed allocation: its packed form, or for a float matrix
+ * (F32, F16, BF16) its stored bytes as they are (64-byte multiple), or 0: m stays in the file
+ * mapping (the other block types, and an output head that is the token embedding, whose file
+ * pages the row lookups keep). */
+static size_t s_copy_bytes(const struct tb_cpu_weights *w, const struct tb_cpu_weight *m)
+{
+    size_t pb = tb_cpu_weight_packed_bytes(m);
+    if (pb > 0 || m->data == w->tok_embd.data) {
+        return pb;
+    }
+    if (m->dtype != TB_CPU_F32 && m->dtype != TB_CPU_F16 && m->dtype != TB_CPU_BF16) {
+        return 0;
+    }
+    return (tb_cpu_dtype_row_bytes(m->dtype, m->cols) * (size_t)m->rows + 63) / 64 * 64;
+}
+
+/* Packs every Q4_0, Q8_0, Q4_K, Q5_K, Q6_K and IQ4_XS matrix, and copies every float matrix
+ * unchanged, into one allocation (huge pages when the kernel gives them: a batch-1 matmul
+ * streams each float matrix once per token, and 2 MB pages spare it a TLB miss every 4 KB), and
+ * releases the file pages those matrices came from. */
 static int s_pack_all(const tb_model_t *model, struct tb_cpu_weights *w, char *err,
                       size_t err_len)
 {
@@ -237,7 +256,7 @@ static int s_pack_all(const tb_model_t *model, struct tb_cpu_weights *w, char *e
     size_t n = s_matrices(w, m, cap);
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
-        total += tb_cpu_weight_packed_bytes(m[i]);
+        total += s_copy_bytes(w, m[i]);
     }
     int rc = TB_OK;
     if (total == 0) {
@@ -247,7 +266,7 @@ static int s_pack_all(const tb_model_t *model, struct tb_cpu_weights *w, char *e
     uint8_t *mem = aligned_alloc(PACK_ALIGN, alloc);
     if (!mem) {
         snprintf(err, err_len,
-                 "out of memory for the packed quantized weights (%zu MB; "
+                 "out of memory for the packed and copied weights (%zu MB; "
                  "TB_CPU_REPACK=0 runs without them)",
                  alloc >> 20);
         rc = TB_ENOMEM;
@@ -260,8 +279,16 @@ static int s_pack_all(const tb_model_t *model, struct tb_cpu_weights *w, char *e
     w->packed_bytes = total;
     size_t off = 0;
     for (size_t i = 0; i < n; i++) {
-        size_t pb = tb_cpu_weight_packed_bytes(m[i]);
+        size_t pb = s_copy_bytes(w, m[i]);
         if (pb == 0) {
+            continue;
+        }
+        if (tb_cpu_weight_packed_bytes(m[i]) == 0) { /* a float matrix: the same bytes */
+            memcpy(mem + off, m[i]->data,
+                   tb_cpu_dtype_row_bytes(m[i]->dtype, m[i]->cols) * (size_t)m[i]->rows);
+            w->released_bytes += s_release(model, w, m[i]);
+            m[i]->data = mem + off;
+            off += pb;
             continue;
         }
         rc = tb_cpu_weight_pack(m[i], mem + off, pb);

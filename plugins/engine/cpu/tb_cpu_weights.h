@@ -6,8 +6,11 @@
  * Q5_K, Q6_K and IQ4_XS matrices also get their packed copy (tb_cpu_weight_pack: the same quantized
  * values, interleaved 16 rows at a time), all in one allocation about as large as those
  * matrices; the matmuls then read only it, and the pages of the file mapping they came from are
- * released (madvise MADV_DONTNEED; never touched again), so the process holds one copy.  The
- * other GGUF block types (Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K) are used as stored.
+ * released (madvise MADV_DONTNEED; never touched again), so the process holds one copy.  F32,
+ * F16 and BF16 matrices are copied there unchanged (same bytes and layout: `data` then points
+ * into the allocation) so that the matmuls stream them from huge pages; an output head that is
+ * the token embedding stays in the mapping.  The other GGUF block types (Q4_1, Q5_0, Q5_1,
+ * IQ4_NL, Q2_K, Q3_K) are used as stored.
  *
  * Thread-safety: immutable after tb_cpu_weights_new; any number of threads may read it.
  */
@@ -44,7 +47,7 @@ struct tb_cpu_weights {
     float *out_norm;               /* [hidden] */
     uint32_t n_layers;
     struct tb_cpu_layer_weights *layers; /* [n_layers] */
-    void *packed;                        /* the packed copies (owned), or NULL */
+    void *packed; /* the packed copies and the float matrices' copies (owned), or NULL */
     size_t packed_bytes;
     double pack_seconds;   /* time spent packing */
     size_t released_bytes; /* file-mapping pages of packed matrices released (MADV_DONTNEED) */
@@ -55,7 +58,7 @@ struct tb_cpu_weights {
  * norm_plus_one (Gemma's HF layout), the weight otherwise. */
 
 /* Flags of tb_cpu_weights_new. */
-#define TB_CPU_WEIGHTS_PACK 1u /* packed copies of Q4_0, Q8_0, Q4_K..Q6_K, IQ4_XS */
+#define TB_CPU_WEIGHTS_PACK 1u /* packed copies of Q4_0, Q8_0, Q4_K..Q6_K, IQ4_XS; float copies */
 
 /* The kernels' dtype for a model dtype (every tb_dtype_t has one); TB_ENOTSUP for a value out
  * of range. */

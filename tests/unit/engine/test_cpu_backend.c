@@ -20,6 +20,7 @@
 
 #include "cpu/tb_cpu_backend.h"
 #include "cpu/tb_cpu_kernels.h"
+#include "cpu/tb_cpu_weights.h"
 #include "tb_errors.h"
 
 #include "../tb_test_isa.h"
@@ -702,6 +703,71 @@ static void test_bias_and_tied(void **state)
     assert_memory_not_equal(lw, lo, sizeof lw);
 }
 
+/* Float matrices (this model's F32 ones) get an unchanged copy in the packed allocation: every
+ * layer matrix and an untied output head point into it with the file's bytes, the token
+ * embedding (and a head tied to it) stay in the file mapping, and the logits are bitwise those of
+ * the stored matrices (TB_CPU_REPACK=0). */
+static void test_float_copies(void **state)
+{
+    (void)state;
+    for (int tied = 0; tied < 2; tied++) {
+        const struct shape sh = {2, 4, 2, 8, tied != 0, false};
+        void *st = NULL;
+        s_setup_shape(&st, &sh, NULL);
+        struct fixture *f = st;
+        struct tb_cpu_weights *wc = NULL, *ws = NULL;
+        char err[256] = "";
+        assert_int_equal(tb_cpu_weights_new(f->model, TB_CPU_WEIGHTS_PACK, &wc, err, sizeof err),
+                         TB_OK);
+        assert_int_equal(tb_cpu_weights_new(f->model, 0, &ws, err, sizeof err), TB_OK);
+        assert_null(ws->packed);
+        assert_non_null(wc->packed);
+        const uint8_t *lo = wc->packed, *hi = lo + wc->packed_bytes;
+        for (uint32_t l = 0; l < wc->n_layers; l++) {
+            const struct tb_cpu_weight *mc[] = {&wc->layers[l].wq,     &wc->layers[l].wk,
+                                                &wc->layers[l].wv,     &wc->layers[l].wo,
+                                                &wc->layers[l].w_gate, &wc->layers[l].w_up,
+                                                &wc->layers[l].w_down};
+            const struct tb_cpu_weight *ms[] = {&ws->layers[l].wq,     &ws->layers[l].wk,
+                                                &ws->layers[l].wv,     &ws->layers[l].wo,
+                                                &ws->layers[l].w_gate, &ws->layers[l].w_up,
+                                                &ws->layers[l].w_down};
+            for (size_t i = 0; i < sizeof mc / sizeof mc[0]; i++) {
+                const uint8_t *d = mc[i]->data;
+                size_t n = (size_t)mc[i]->rows * (size_t)mc[i]->cols * 4;
+                assert_true(d >= lo && d + n <= hi);
+                assert_int_equal((uintptr_t)d % 64, 0);
+                assert_null(mc[i]->packed);
+                assert_ptr_not_equal(d, ms[i]->data);
+                assert_memory_equal(d, ms[i]->data, n);
+            }
+        }
+        assert_ptr_equal(wc->tok_embd.data, ws->tok_embd.data);
+        const uint8_t *head = wc->output.data;
+        if (tied) {
+            assert_ptr_equal(head, wc->tok_embd.data);
+        } else {
+            assert_true(head >= lo && head < hi);
+            assert_memory_equal(head, ws->output.data, (size_t)VOCAB * HIDDEN * 4);
+        }
+        tb_cpu_weights_destroy(&wc);
+        tb_cpu_weights_destroy(&ws);
+
+        float y[2][VOCAB];
+        const uint32_t blocks[2] = {0, 1};
+        struct part a = {s_seq_a, 0, 7, blocks, 2, true};
+        for (int v = 0; v < 2; v++) {
+            setenv("TB_CPU_REPACK", v ? "1" : "0", 1);
+            tb_backend_t *b = s_backend(f->model, 2, 4);
+            assert_int_equal(s_run(b, &a, 1, y[v]), 0);
+            tb_cpu_backend_ops.destroy(&b);
+        }
+        unsetenv("TB_CPU_REPACK");
+        assert_memory_equal(y[0], y[1], sizeof y[0]);
+        s_teardown(&st);
+    }
+}
+
 /* The kernel property batch invariance rests on: every ISA, every dtype (Q8_0 and Q4_0 stored
  * and packed), a token's matmul row is bitwise the same for n_tok = 1 and at any row of a larger
  * batch. */
@@ -792,6 +858,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_shared_prefix_blocks, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_kv_f16, s_setup, s_teardown),
         cmocka_unit_test(test_bias_and_tied),
+        cmocka_unit_test(test_float_copies),
         cmocka_unit_test(test_matmul_rows_batch_invariant),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -394,6 +394,87 @@ static void test_multi_all_isas(void **state)
     s_for_each_isa(s_multi);
 }
 
+/* Batch-1 float matmuls split their rows into one contiguous range of chunks per thread, a thread
+ * with an empty range taking chunks from the back of another's: with pools of 2, 3, 5 and 17
+ * threads (17: more than the ranges kept, the plain split), on every ISA, each output row is
+ * written once and is bitwise the row of the poolless call, for one matrix of many chunks, fewer
+ * chunks than threads, and three outputs in one call. */
+static void test_batch1_ranges(void **state)
+{
+    (void)state;
+    enum { C = 80, R0 = 2000, R1 = 16, R2 = 37, ROWS = R0 + R1 + R2 };
+    static const int pools[] = {2, 3, 5, 17};
+    static const tb_cpu_dtype_t dts[] = {TB_CPU_F32, TB_CPU_F16, TB_CPU_BF16};
+    static const int rows[3] = {R0, R1, R2};
+    float *src = malloc(sizeof(float) * C), *x = malloc(sizeof(float) * C);
+    float *want = malloc(sizeof(float) * ROWS), *got = malloc(sizeof(float) * ROWS);
+    uint8_t *w = malloc((size_t)4 * C * ROWS);
+    assert_non_null(src && x && want && got && w);
+    for (int i = 0; i < C; i++) {
+        x[i] = sinf(0.37f * (float)i);
+    }
+    tb_cpu_kernels_t *k0 = NULL;
+    assert_int_equal(tb_cpu_kernels_new(NULL, &k0), TB_OK);
+    for (size_t p = 0; p < sizeof pools / sizeof pools[0]; p++) {
+        tb_threadpool_t *pool = NULL;
+        tb_cpu_kernels_t *k = NULL;
+        assert_int_equal(tb_threadpool_new(pools[p], &pool), TB_OK);
+        assert_int_equal(tb_cpu_kernels_new(pool, &k), TB_OK);
+        for (int isa = TB_CPU_ISA_GENERIC; isa <= (int)tb_cpu_isa_detect(); isa++) {
+            assert_int_equal(tb_cpu_kernels_set_isa(k, (tb_cpu_isa_t)isa), TB_OK);
+            assert_int_equal(tb_cpu_kernels_set_isa(k0, (tb_cpu_isa_t)isa), TB_OK);
+            for (size_t d = 0; d < sizeof dts / sizeof dts[0]; d++) {
+                size_t rb = tb_cpu_dtype_row_bytes(dts[d], C);
+                for (int r = 0; r < ROWS; r++) {
+                    for (int i = 0; i < C; i++) {
+                        src[i] = cosf(0.01f * (float)(r * C + i));
+                    }
+                    tb_cpu_quantize_row(dts[d], src, w + rb * (size_t)r, C);
+                }
+                struct tb_cpu_weight wt[3];
+                struct tb_cpu_matmul_out o[3], o0[3];
+                size_t off = 0;
+                for (int m = 0; m < 3; m++) {
+                    wt[m] = (struct tb_cpu_weight){dts[d], rows[m], C, w + rb * off, NULL};
+                    o[m] = (struct tb_cpu_matmul_out){&wt[m], NULL, got + off, (size_t)rows[m]};
+                    o0[m] = (struct tb_cpu_matmul_out){&wt[m], NULL, want + off, (size_t)rows[m]};
+                    off += (size_t)rows[m];
+                }
+                for (int multi = 0; multi < 2; multi++) {
+                    for (int i = 0; i < ROWS; i++) {
+                        got[i] = NAN;
+                        want[i] = NAN;
+                    }
+                    if (multi) {
+                        assert_int_equal(tb_cpu_matmul_multi(k, x, C, 1, o, 3), TB_OK);
+                        assert_int_equal(tb_cpu_matmul_multi(k0, x, C, 1, o0, 3), TB_OK);
+                    } else {
+                        for (int m = 0; m < 3; m++) {
+                            assert_int_equal(tb_cpu_matmul_multi(k, x, C, 1, &o[m], 1), TB_OK);
+                            assert_int_equal(tb_cpu_matmul_multi(k0, x, C, 1, &o0[m], 1), TB_OK);
+                        }
+                    }
+                    for (int i = 0; i < ROWS; i++) {
+                        if (!isfinite(got[i]) || memcmp(&got[i], &want[i], sizeof got[i]) != 0) {
+                            fail_msg("%d threads, isa %d, dtype %d, multi %d: row %d is %g, "
+                                     "want %g",
+                                     pools[p], isa, (int)dts[d], multi, i, got[i], want[i]);
+                        }
+                    }
+                }
+            }
+        }
+        tb_cpu_kernels_destroy(&k);
+        tb_threadpool_destroy(&pool);
+    }
+    tb_cpu_kernels_destroy(&k0);
+    free(src);
+    free(x);
+    free(want);
+    free(got);
+    free(w);
+}
+
 /* TB_CPU_ISA lowers the level chosen at creation; unknown names and levels above the CPU's are
  * refused. */
 static void test_isa_env(void **state)
@@ -524,6 +605,7 @@ int main(void)
         cmocka_unit_test(test_large_all_isas),
         cmocka_unit_test(test_activation_quantization_error),
         cmocka_unit_test(test_multi_all_isas),
+        cmocka_unit_test(test_batch1_ranges),
         cmocka_unit_test(test_isa_env),
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_pack_layout),
