@@ -172,9 +172,13 @@ static float s_q6_k(const struct tb_block_q6_k *w, const struct tb_block_q8_k *a
                 vacc = _mm512_add_epi32(vacc, _mm512_madd_epi16(_mm512_maddubs_epi16(q, av), sc));
             }
         }
-        const int32_t offset = tb_quant_group_dot(x->scales, y); /* codes stored + 32 */
-        acc += tb_quant_block_sum(tb_quant_f16(x->d), 0.0f, y->d,
-                                  _mm512_reduce_add_epi32(vacc) - 32 * offset, 0);
+        /* codes stored + 32: take 32 * sum(scale[g] * bsums[g]) back in the same lanes */
+        const __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums),
+                                              _mm256_cvtepi8_epi16(
+                                                  _mm_loadu_si128((const __m128i *)x->scales)));
+        vacc = _mm512_sub_epi32(vacc, _mm512_zextsi256_si512(_mm256_slli_epi32(off, 5)));
+        acc += tb_quant_block_sum(tb_quant_f16(x->d), 0.0f, y->d, _mm512_reduce_add_epi32(vacc),
+                                  0);
     }
     return acc;
 }

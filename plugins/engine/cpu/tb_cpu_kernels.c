@@ -390,9 +390,7 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
      * stay in L2 while a block of token rows sweeps them; a multiple of the row tiles (packed:
      * two 16-row groups; else 16). */
     const int64_t unit = packed && !kind ? 2 * TB_CPU_PACK_ROWS : TB_CPU_PACK_ROWS;
-    const bool float_w = w0->dtype == TB_CPU_F32 || w0->dtype == TB_CPU_F16 ||
-                         w0->dtype == TB_CPU_BF16;
-    const bool ranged = float_w && n_tok == 1 && nth > 1 && nth <= MV_MAX_RANGES;
+    const bool ranged = n_tok == 1 && nth > 1 && nth <= MV_MAX_RANGES;
     const int64_t parts = (int64_t)nth * (ranged ? MV_CHUNKS_PER_THREAD : TASKS_PER_THREAD);
     int64_t per = (total_rows + parts - 1) / parts;
     if (n_tok > 1) {

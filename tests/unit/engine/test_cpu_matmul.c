@@ -394,7 +394,7 @@ static void test_multi_all_isas(void **state)
     s_for_each_isa(s_multi);
 }
 
-/* Batch-1 float matmuls split their rows into one contiguous range of chunks per thread, a thread
+/* Batch-1 matmuls split their rows into one contiguous range of chunks per thread, a thread
  * with an empty range taking chunks from the back of another's: with pools of 2, 3, 5 and 17
  * threads (17: more than the ranges kept, the plain split), on every ISA, each output row is
  * written once and is bitwise the row of the poolless call, for one matrix of many chunks, fewer
@@ -402,9 +402,10 @@ static void test_multi_all_isas(void **state)
 static void test_batch1_ranges(void **state)
 {
     (void)state;
-    enum { C = 80, R0 = 2000, R1 = 16, R2 = 37, ROWS = R0 + R1 + R2 };
+    enum { C = 96, R0 = 2000, R1 = 16, R2 = 37, ROWS = R0 + R1 + R2 };
     static const int pools[] = {2, 3, 5, 17};
-    static const tb_cpu_dtype_t dts[] = {TB_CPU_F32, TB_CPU_F16, TB_CPU_BF16};
+    static const tb_cpu_dtype_t dts[] = {TB_CPU_F32, TB_CPU_F16, TB_CPU_BF16, TB_CPU_Q8_0,
+                                         TB_CPU_Q4_0};
     static const int rows[3] = {R0, R1, R2};
     float *src = malloc(sizeof(float) * C), *x = malloc(sizeof(float) * C);
     float *want = malloc(sizeof(float) * ROWS), *got = malloc(sizeof(float) * ROWS);
