@@ -35,6 +35,19 @@ AINLINE __m512i s_codes(const uint8_t *rec, const int kind, int c, int h, int k)
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     const __m512i raw = _mm512_load_si512(
         (const void *)(rec + tb_cpu_kp_nib_off(kind) + 64 * (8 * c + k)));
+    if (kind == 6) {
+        /* the 2 high bits at bit 2s of each byte, s = 2 * (c & 1) + h, moved to bits 4-5 and
+         * merged with the nibble in one vpternlogd: (nibble & 0x0f) | hb */
+        const uint8_t *hi = rec + tb_cpu_kp_hi_off(kind);
+        const __m512i hv = _mm512_load_si512((const void *)(hi + 64 * (8 * (c >> 1) + k)));
+        const int sh = 4 * (c & 1) + 2 * h;
+        const __m512i hs = sh == 0   ? _mm512_slli_epi16(hv, 4)
+                           : sh == 2 ? _mm512_slli_epi16(hv, 2)
+                           : sh == 4 ? hv
+                                     : _mm512_srli_epi16(hv, 2);
+        const __m512i hb = _mm512_and_si512(hs, _mm512_set1_epi8(0x30));
+        return _mm512_ternarylogic_epi32(h ? _mm512_srli_epi16(raw, 4) : raw, hb, m4, 0xEC);
+    }
     __m512i v = _mm512_and_si512(h ? _mm512_srli_epi16(raw, 4) : raw, m4);
     if (kind == 7) { /* IQ4_XS: the table value + 128, unsigned */
         const __m512i table = _mm512_broadcast_i32x4(
@@ -46,11 +59,6 @@ AINLINE __m512i s_codes(const uint8_t *rec, const int kind, int c, int h, int k)
         const __m512i hv = _mm512_load_si512((const void *)(hi + 64 * k));
         const __m512i b = _mm512_and_si512(_mm512_srl_epi16(hv, _mm_cvtsi32_si128(2 * c + h)),
                                            _mm512_set1_epi8(1));
-        v = _mm512_or_si512(v, _mm512_slli_epi16(b, 4));
-    } else if (kind == 6) {
-        const __m512i hv = _mm512_load_si512((const void *)(hi + 64 * (8 * (c >> 1) + k)));
-        const __m512i b = _mm512_and_si512(
-            _mm512_srl_epi16(hv, _mm_cvtsi32_si128(4 * (c & 1) + 2 * h)), _mm512_set1_epi8(3));
         v = _mm512_or_si512(v, _mm512_slli_epi16(b, 4));
     }
     return v;
