@@ -332,16 +332,23 @@ def check_tolerance(model, name, kv, tol, tmp_path):
     assert agree >= tol[1], '%s kv %s: argmax agreement %.3f' % (name, kv, agree)
 
 
+def q8_quants(x, n):
+    """The kernels' 8-bit quants of x per n values, in float32: (amax, 127 / amax, q) with amax
+    and the inverse keeping a last axis of 1, q = round-half-even(x * (127 / amax))."""
+    import torch
+    x32 = x.to(torch.float32).reshape(*x.shape[:-1], -1, n)
+    amax = x32.abs().amax(-1, keepdim=True)
+    inv = torch.where(amax > 0, 127.0 / amax, torch.zeros_like(amax))
+    return amax, inv, torch.round(x32 * inv).clamp(-127, 127)
+
+
 def q8_act(x, n=32):
     """The kernels' activation quantization (tb_cpu_kernels.h, tb_quant.h) per n values, in
     float32: q = round-half-even(x * (127 / amax)); d = f16_scale(amax / 127) for blocks of 32
     (llama.cpp's block_q8_0), 1 / (127 / amax) for blocks of 256 (its block_q8_K); returns
     q * d in float64."""
     import torch
-    x32 = x.to(torch.float32).reshape(*x.shape[:-1], -1, n)
-    amax = x32.abs().amax(-1, keepdim=True)
-    inv = torch.where(amax > 0, 127.0 / amax, torch.zeros_like(amax))
-    q = torch.round(x32 * inv).clamp(-127, 127)
+    amax, inv, q = q8_quants(x, n)
     if n == 32:
         d = f16_scale(amax / 127.0)
     else:
@@ -355,10 +362,8 @@ def q8_1_min_term(x, mins):
     dequantized activations' sum f16(d) * sum(q).  mins: (rows, blocks) float64; returns
     (tokens, rows) float64."""
     import torch
-    x32 = x.to(torch.float32).reshape(*x.shape[:-1], -1, 32)
-    amax = x32.abs().amax(-1)
-    inv = torch.where(amax > 0, 127.0 / amax, torch.zeros_like(amax))
-    q = torch.round(x32 * inv.unsqueeze(-1)).clamp(-127, 127)
+    amax, _, q = q8_quants(x, 32)
+    amax = amax.squeeze(-1)
     qsum = q.sum(-1)
     d = amax / 127.0
     s = (d * qsum).to(torch.float16).to(torch.float32)
