@@ -105,6 +105,12 @@ static inline int32_t tb_cpu_pk_cmul(tb_cpu_dtype_t wdt)
  *     fifth bit of element 64c + l in bit 2c and of 64c + 32 + l in bit 2c + 1 (GGUF's qh);
  *   Q6_K: 16 vectors of a 64-byte plane whose byte 32(c >> 1) + l holds the two high bits of
  *     element 64c + l at bit 4(c & 1) and of 64c + 32 + l at bit 4(c & 1) + 2.
+ * The vectors are placed in the order the kernels read them: Q5_K's high-bit vector k right
+ * after nibble vector k (tb_cpu_kp_vec_off, tb_cpu_kp_hvec_off); Q6_K's, after d and sc, per
+ * chunk pair p = c >> 1 and per k, the high-bit vector 8p + k, then nibble vector k of chunk
+ * 2p and of chunk 2p + 1 (tb_cpu_kp6_hi_off, tb_cpu_kp6_nib_off).  A record read front to back
+ * is one stream; planes read side by side (two streams 2 KB apart) halved the batch-1 kernels'
+ * memory bandwidth.
  * IQ4_XS: d[16] f32, sc[8][16] i8 (its 6-bit scales - 32), the nibble plane of its 4-bit table
  * indices (no high bits).
  * Codes are stored unsigned (Q6_K: + 32, as in the file).  Record bytes: 2432 (Q4_K, 144 * 16 =
@@ -115,9 +121,10 @@ static inline int32_t tb_cpu_pk_cmul(tb_cpu_dtype_t wdt)
  * of a 16-row group in one 64-byte aligned record, lane i of each vector being row i:
  *   Q2_K: d[16] f32, dmin[16] f32, scales[16][16] u8 (the file's byte per 16 elements: scale
  *     in the low nibble, min in the high one), then the 2-bit plane;
- *   Q3_K: d[16] f32, sc[16][16] i8 (the 6-bit scales - 32), the 2-bit plane, then the high-bit
+ *   Q3_K: d[16] f32, sc[16][16] i8 (the 6-bit scales - 32), the 2-bit plane and the high-bit
  *     plane: 8 vectors of 64 bytes whose bytes 4i..4i+3 of vector k are bytes 4k..4k+3 of row
- *     i's 32-byte hmask (bit m of byte l: element 32m + l);
+ *     i's 32-byte hmask (bit m of byte l: element 32m + l), vector k right after 2-bit vector
+ *     k (tb_cpu_kp_vec_off, tb_cpu_kp_hvec_off);
  *   the 2-bit plane: 16 vectors of 64 bytes; bytes 4i..4i+3 of vector k are bytes 4k..4k+3 of
  *     row i's 64-byte qs, whose byte 32n + l holds element 128n + 32j + l at bits 2j (GGUF's
  *     order).
@@ -154,14 +161,35 @@ static inline size_t tb_cpu_kp_sc_off(int kind)
 {
     return kind == 3 || kind >= 6 ? 64 : 128;
 }
-#define TB_CPU_KP_MN_OFF 256 /* Q4_K / Q5_K */
-static inline size_t tb_cpu_kp_nib_off(int kind)
+#define TB_CPU_KP_MN_OFF 256                     /* Q4_K / Q5_K */
+static inline size_t tb_cpu_kp_nib_off(int kind) /* where the low plane starts (not Q6_K) */
 {
-    return kind == 3 || kind == 6 ? 320 : kind == 7 ? 192 : 384;
+    return kind == 3 ? 320 : kind == 7 ? 192 : 384;
 }
-static inline size_t tb_cpu_kp_hi_off(int kind)
+/* The offset of vector v of the nibble (2-bit) plane, v = 8c + k (Q2_K / Q3_K: 8n + k), and of
+ * vector k of the high-bit plane (Q3_K, Q5_K): where a plane of high bits is read beside the
+ * first 8 vectors of the low plane, its vector k follows their vector k, so a record is read
+ * front to back (Q6_K: tb_cpu_kp6_nib_off). */
+static inline size_t tb_cpu_kp_vec_off(int kind, int v)
 {
-    return kind == 3 ? 1344 : kind == 6 ? 2368 : 2432;
+    const size_t base = tb_cpu_kp_nib_off(kind);
+    if (kind != 3 && kind != 5) {
+        return base + 64 * (size_t)v;
+    }
+    return v < 8 ? base + 128 * (size_t)v : base + 512 + 64 * (size_t)v;
+}
+static inline size_t tb_cpu_kp_hvec_off(int kind, int k)
+{
+    return tb_cpu_kp_nib_off(kind) + 128 * (size_t)k + 64;
+}
+/* Q6_K: the offset of nibble vector k of chunk c, and of high-bit vector 8p + k. */
+static inline size_t tb_cpu_kp6_nib_off(int c, int k)
+{
+    return 320 + 1536 * (size_t)(c >> 1) + 192 * (size_t)k + 64 + 64 * (size_t)(c & 1);
+}
+static inline size_t tb_cpu_kp6_hi_off(int p, int k)
+{
+    return 320 + 1536 * (size_t)p + 192 * (size_t)k;
 }
 /* Bytes of one 16-row group of a Kx16 matrix of `cols` columns. */
 static inline size_t tb_cpu_kp_group_bytes(int kind, int64_t cols)

@@ -67,21 +67,23 @@ static void s_pack_block(uint8_t *rec, int kind, int i, const struct tb_quant_un
             rec[TB_CPU_KP_MN_OFF + 16 * g + i] = u ? (uint8_t)u->mn[g] : 0;
         }
     }
-    uint8_t *nib = rec + tb_cpu_kp_nib_off(kind), *hi = rec + tb_cpu_kp_hi_off(kind);
     for (int c = 0; c < 4; c++) {
         for (int l = 0; l < 32; l++) {
             int lo = u ? s_stored(kind, u->code[64 * c + l]) : 0;
             int up = u ? s_stored(kind, u->code[64 * c + 32 + l]) : 0;
-            int p = 32 * c + l;
-            nib[64 * (p / 4) + 4 * i + p % 4] = (uint8_t)((lo & 15) | (up & 15) << 4);
-            if (kind == 5) {
-                uint8_t *h = &hi[64 * (l / 4) + 4 * i + l % 4];
-                *h = (uint8_t)(*h | ((lo >> 4) & 1) << (2 * c) | ((up >> 4) & 1) << (2 * c + 1));
-            } else if (kind == 6) {
-                int q = 32 * (c >> 1) + l;
-                uint8_t *h = &hi[64 * (q / 4) + 4 * i + q % 4];
+            const int p = 32 * c + l, lane = 4 * i + l % 4;
+            const uint8_t v = (uint8_t)((lo & 15) | (up & 15) << 4);
+            if (kind == 6) {
+                rec[tb_cpu_kp6_nib_off(c, l / 4) + lane] = v;
+                uint8_t *h = &rec[tb_cpu_kp6_hi_off(c >> 1, l / 4) + lane];
                 *h = (uint8_t)(*h | ((lo >> 4) & 3) << (4 * (c & 1)) |
                                ((up >> 4) & 3) << (4 * (c & 1) + 2));
+                continue;
+            }
+            rec[tb_cpu_kp_vec_off(kind, p / 4) + lane] = v;
+            if (kind == 5) {
+                uint8_t *h = &rec[tb_cpu_kp_hvec_off(5, l / 4) + lane];
+                *h = (uint8_t)(*h | ((lo >> 4) & 1) << (2 * c) | ((up >> 4) & 1) << (2 * c + 1));
             }
         }
     }
@@ -128,14 +130,15 @@ int tb_cpu_kpack(const struct tb_cpu_weight *w, void *dst, size_t dst_bytes)
  * + 128). */
 static int s_code(const uint8_t *rec, int kind, int i, int e)
 {
-    const int c = e / 64, h = (e / 32) % 2, l = e % 32, p = 32 * c + l;
-    int v = (rec[tb_cpu_kp_nib_off(kind) + 64 * (p / 4) + 4 * i + p % 4] >> (4 * h)) & 15;
-    const uint8_t *hi = rec + tb_cpu_kp_hi_off(kind);
+    const int c = e / 64, h = (e / 32) % 2, l = e % 32, p = 32 * c + l, lane = 4 * i + l % 4;
+    if (kind == 6) {
+        const int lo = (rec[tb_cpu_kp6_nib_off(c, l / 4) + lane] >> (4 * h)) & 15;
+        return lo | ((rec[tb_cpu_kp6_hi_off(c >> 1, l / 4) + lane] >> (4 * (c & 1) + 2 * h)) & 3)
+                        << 4;
+    }
+    int v = (rec[tb_cpu_kp_vec_off(kind, p / 4) + lane] >> (4 * h)) & 15;
     if (kind == 5) {
-        v |= ((hi[64 * (l / 4) + 4 * i + l % 4] >> (2 * c + h)) & 1) << 4;
-    } else if (kind == 6) {
-        int q = 32 * (c >> 1) + l;
-        v |= ((hi[64 * (q / 4) + 4 * i + q % 4] >> (4 * (c & 1) + 2 * h)) & 3) << 4;
+        v |= ((rec[tb_cpu_kp_hvec_off(5, l / 4) + lane] >> (2 * c + h)) & 1) << 4;
     } else if (kind == 7) {
         v = tb_quant_iq4_values[v] + 128;
     }

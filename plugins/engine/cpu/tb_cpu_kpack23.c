@@ -28,13 +28,13 @@ void tb_cpu_kpack23_block(uint8_t *rec, int kind, int i, const struct tb_quant_u
     for (int g = 0; g < 16 && u; g++) {
         sc[16 * g + i] = kind == 2 ? (uint8_t)(u->sc[g] | u->mn[g] << 4) : (uint8_t)u->sc[g];
     }
-    uint8_t *q = rec + tb_cpu_kp_nib_off(kind), *h = rec + tb_cpu_kp_hi_off(3);
     for (int e = 0; e < TB_QK_K && u; e++) {
         const int n = e / 128, j = (e / 32) % 4, l = e % 32, p = 32 * n + l;
         const int code = kind == 3 ? u->code[e] + 4 : u->code[e]; /* 0..3 / 0..7 */
-        q[64 * (p / 4) + 4 * i + p % 4] |= (uint8_t)((code & 3) << (2 * j));
+        rec[tb_cpu_kp_vec_off(kind, p / 4) + 4 * i + p % 4] |= (uint8_t)((code & 3) << (2 * j));
         if (kind == 3) {
-            h[64 * (l / 4) + 4 * i + l % 4] |= (uint8_t)((code >> 2) << (e / 32));
+            rec[tb_cpu_kp_hvec_off(3, l / 4) + 4 * i + l % 4] |= (uint8_t)((code >> 2)
+                                                                           << (e / 32));
         }
     }
 }
@@ -43,9 +43,9 @@ void tb_cpu_kpack23_block(uint8_t *rec, int kind, int i, const struct tb_quant_u
 static int s_code(const uint8_t *rec, int kind, int i, int e)
 {
     const int n = e / 128, j = (e / 32) % 4, l = e % 32, p = 32 * n + l;
-    int v = (rec[tb_cpu_kp_nib_off(kind) + 64 * (p / 4) + 4 * i + p % 4] >> (2 * j)) & 3;
+    int v = (rec[tb_cpu_kp_vec_off(kind, p / 4) + 4 * i + p % 4] >> (2 * j)) & 3;
     if (kind == 3) {
-        v |= ((rec[tb_cpu_kp_hi_off(3) + 64 * (l / 4) + 4 * i + l % 4] >> (e / 32)) & 1) << 2;
+        v |= ((rec[tb_cpu_kp_hvec_off(3, l / 4) + 4 * i + l % 4] >> (e / 32)) & 1) << 2;
     }
     return v;
 }

@@ -35,8 +35,7 @@ AINLINE void s_isum(const uint8_t *rec, const struct tb_block_q8_k *const *x, in
                     const int T, const int kind, __m256i *isum)
 {
     const uint8_t *sc = rec + tb_cpu_kp_sc_off(kind) + 8 * half;
-    const uint8_t *qp = rec + tb_cpu_kp_nib_off(kind) + 32 * half;
-    const uint8_t *hp = rec + tb_cpu_kp_hi_off(3) + 32 * half;
+    const uint8_t *hrec = rec + 32 * half;
     const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
 #pragma GCC unroll 4
     for (int t = 0; t < T; t++) {
@@ -58,10 +57,11 @@ AINLINE void s_isum(const uint8_t *rec, const struct tb_block_q8_k *const *x, in
 #pragma GCC unroll 4
                 for (int kk = 4 * q; kk < 4 * q + 4; kk++) {
                     const __m256i raw = _mm256_load_si256(
-                        (const __m256i *)(qp + 64 * (8 * n + kk)));
+                        (const __m256i *)(hrec + tb_cpu_kp_vec_off(kind, 8 * n + kk)));
                     __m256i v = _mm256_and_si256(_mm256_srli_epi16(raw, 2 * j), m3);
                     if (kind == 3) { /* bit 4n + j of the hmask byte at bit 2 */
-                        __m256i hv = _mm256_load_si256((const __m256i *)(hp + 64 * kk));
+                        __m256i hv = _mm256_load_si256(
+                            (const __m256i *)(hrec + tb_cpu_kp_hvec_off(3, kk)));
                         hv = n ? _mm256_srli_epi16(hv, 2) : _mm256_slli_epi16(hv, 2);
                         v = _mm256_or_si256(v, _mm256_and_si256(_mm256_srli_epi16(hv, j), m4));
                     }

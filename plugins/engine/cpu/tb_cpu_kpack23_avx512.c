@@ -33,7 +33,6 @@ AINLINE void s_isum(const uint8_t *rec, const struct tb_block_q8_k *const *x, in
                     const int T, const int kind, __m512i *isum)
 {
     const uint8_t *sc = rec + tb_cpu_kp_sc_off(kind);
-    const uint8_t *qp = rec + tb_cpu_kp_nib_off(kind), *hp = rec + tb_cpu_kp_hi_off(3);
     const __m512i m3 = _mm512_set1_epi8(3), m4 = _mm512_set1_epi8(4);
 #pragma GCC unroll 4
     for (int t = 0; t < T; t++) {
@@ -55,10 +54,11 @@ AINLINE void s_isum(const uint8_t *rec, const struct tb_block_q8_k *const *x, in
             }
 #pragma GCC unroll 4
             for (int kk = 4 * q; kk < 4 * q + 4; kk++) {
-                const __m512i raw = _mm512_load_si512((const void *)(qp + 64 * (8 * n + kk)));
+                const __m512i raw = _mm512_load_si512(
+                    (const void *)(rec + tb_cpu_kp_vec_off(kind, 8 * n + kk)));
                 __m512i hv = _mm512_setzero_si512();
                 if (kind == 3) {
-                    hv = _mm512_load_si512((const void *)(hp + 64 * kk));
+                    hv = _mm512_load_si512((const void *)(rec + tb_cpu_kp_hvec_off(3, kk)));
                     hv = n ? _mm512_srli_epi16(hv, 2) : _mm512_slli_epi16(hv, 2);
                 }
 #pragma GCC unroll 4

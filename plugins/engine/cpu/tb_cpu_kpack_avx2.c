@@ -41,22 +41,23 @@ AINLINE __m256i s_dp_signed(__m256i acc, __m256i w, __m256i x)
 AINLINE __m256i s_codes(const uint8_t *rec, const int kind, int half, int c, int h, int k)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    const __m256i raw = _mm256_load_si256(
-        (const __m256i *)(rec + tb_cpu_kp_nib_off(kind) + 64 * (8 * c + k) + 32 * half));
+    const size_t off = kind == 6 ? tb_cpu_kp6_nib_off(c, k) : tb_cpu_kp_vec_off(kind, 8 * c + k);
+    const __m256i raw = _mm256_load_si256((const __m256i *)(rec + off + 32 * half));
     __m256i v = _mm256_and_si256(h ? _mm256_srli_epi16(raw, 4) : raw, m4);
     if (kind == 7) { /* IQ4_XS: the signed table value (s_dp_signed) */
         const __m256i table = _mm256_broadcastsi128_si256(
             _mm_loadu_si128((const __m128i *)tb_quant_iq4_values));
         return _mm256_shuffle_epi8(table, v);
     }
-    const uint8_t *hi = rec + tb_cpu_kp_hi_off(kind) + 32 * half;
     if (kind == 5) {
-        const __m256i hv = _mm256_load_si256((const __m256i *)(hi + 64 * k));
+        const __m256i hv = _mm256_load_si256(
+            (const __m256i *)(rec + tb_cpu_kp_hvec_off(5, k) + 32 * half));
         const __m256i b = _mm256_and_si256(_mm256_srl_epi16(hv, _mm_cvtsi32_si128(2 * c + h)),
                                            _mm256_set1_epi8(1));
         v = _mm256_or_si256(v, _mm256_slli_epi16(b, 4));
     } else if (kind == 6) {
-        const __m256i hv = _mm256_load_si256((const __m256i *)(hi + 64 * (8 * (c >> 1) + k)));
+        const __m256i hv = _mm256_load_si256(
+            (const __m256i *)(rec + tb_cpu_kp6_hi_off(c >> 1, k) + 32 * half));
         const __m256i b = _mm256_and_si256(
             _mm256_srl_epi16(hv, _mm_cvtsi32_si128(4 * (c & 1) + 2 * h)), _mm256_set1_epi8(3));
         v = _mm256_or_si256(v, _mm256_slli_epi16(b, 4));
