@@ -241,6 +241,9 @@ struct tb_cpu_isa_impl {
     size_t (*act_row_bytes)(tb_cpu_dtype_t wdt, int64_t cols);
     /* Quantizes one activation row of `cols` floats for `wdt` weights into dst. */
     void (*quant_act)(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst);
+    /* The same for the GGUF block dtypes (tb_cpu_dtype_gguf), bit-equal to tb_cpu_quant_act;
+     * NULL: tb_cpu_quant_act itself. */
+    void (*quant_act_gguf)(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst);
     /* Output rows [r0, r1) of a matmul, all n_tok tokens. */
     void (*matmul_rows)(const struct tb_mm_args *a, int64_t r0, int64_t r1);
     /* Output rows [r0, r1) (r0 a multiple of 16) of a matmul over Kx16 weights, Q8_K
@@ -271,6 +274,8 @@ void tb_cpu_quant_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1);
 void tb_cpu_kpack_rows_generic(const struct tb_mm_args *a, int64_t r0, int64_t r1);
 void tb_cpu_kpack_rows_avx2(const struct tb_mm_args *a, int64_t r0, int64_t r1);
 void tb_cpu_kpack_rows_avx512(const struct tb_mm_args *a, int64_t r0, int64_t r1);
+/* tb_cpu_quant_act with AVX-512 for the Q8_K activations (K-quants, IQ4_XS), bit for bit. */
+void tb_cpu_quant_act_avx512(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst);
 /* The same for Q2_K and Q3_K (kinds 2 and 3, tb_cpu_kpack23*.c), which the above call. */
 struct tb_quant_unpacked;
 struct tb_block_q8_k;

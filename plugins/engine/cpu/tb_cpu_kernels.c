@@ -329,7 +329,9 @@ int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int 
     const bool gguf = tb_cpu_dtype_gguf(w0->dtype, NULL);
     struct mm_job j = {.impl = self->impl,
                        .n_outs = n_outs,
-                       .quant_act = gguf ? tb_cpu_quant_act : self->impl->quant_act};
+                       .quant_act = !gguf                        ? self->impl->quant_act
+                                    : self->impl->quant_act_gguf ? self->impl->quant_act_gguf
+                                                                 : tb_cpu_quant_act};
     int64_t total_rows = 0;
     for (int i = 0; i < n_outs; i++) {
         const struct tb_cpu_weight *w = outs[i].w;

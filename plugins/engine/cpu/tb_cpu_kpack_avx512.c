@@ -8,13 +8,14 @@
  * int32 group sum (started at -32 * the activations' group sum for Q6_K's stored + 32, -128 *
  * it for IQ4_XS, whose table values are looked up with vpshufb and taken + 128), which a
  * vpmulld scales by the row's group scale into the block's int32 sum.  The mins come from the
- * Q8_K block sums, and the f32 step per block is tb_quant_dot's, in lanes: bit-equal to the
+ * Q8_K block sums (a vpdpwssd per sub-block), and the f32 step per block is tb_quant_dot's, in lanes: bit-equal to the
  * reference, the same for any token tile, so a token's outputs do not depend on the batch.
  * Each weight vector is decoded once per block and used for every token of the tile.  Q6_K's
  * 1- and 2-token tiles (s_tile6) take four scale groups side by side to read each record in
  * its memory order (tb_cpu_internal.h).
  */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "tb_cpu_internal.h"
@@ -157,13 +158,15 @@ AINLINE void s_tile(const struct tb_mm_args *a, int64_t g, int t0, const int T, 
             const __m512 da = _mm512_set1_ps(x[j][b].d);
             __m512 t = _mm512_mul_ps(_mm512_mul_ps(dv, da), _mm512_cvtepi32_ps(isum[j]));
             if (tb_cpu_kp_has_min(kind)) {
+                /* msum = sum_s mn_s * (bsums[2s] + bsums[2s + 1]): one vpdpwssd per sub-block
+                 * of the min in both int16 halves of each lane with the two block sums */
                 __m512i ms = _mm512_setzero_si512();
 #pragma GCC unroll 8
                 for (int s = 0; s < 8; s++) {
                     const __m512i mn = _mm512_cvtepu8_epi32(
                         _mm_load_si128((const __m128i *)(rec + TB_CPU_KP_MN_OFF + 16 * s)));
-                    const int32_t bs = x[j][b].bsums[2 * s] + x[j][b].bsums[2 * s + 1];
-                    ms = _mm512_add_epi32(ms, _mm512_mullo_epi32(mn, _mm512_set1_epi32(bs)));
+                    ms = _mm512_dpwssd_epi32(ms, _mm512_or_si512(mn, _mm512_slli_epi32(mn, 16)),
+                                             s_bcast4((const int8_t *)(x[j][b].bsums + 2 * s)));
                 }
                 const __m512 dmv = _mm512_load_ps((const float *)(rec + 64));
                 t = _mm512_sub_ps(t,
@@ -313,5 +316,50 @@ void tb_cpu_kpack_rows_avx512(const struct tb_mm_args *a, int64_t r0, int64_t r1
         break;
     default:
         break;
+    }
+}
+
+/* One Q8_K block of 256 activations as tb_quant_act_quantize makes it: id = 127 / max|x|
+ * (NaNs left out of the max, as the scalar compare leaves them), q = x * id rounded to nearest
+ * even (the default rounding of vcvtps2dq, rintf's), a NaN product 0, d = 1 / id, bsums per 16;
+ * a block whose max is 0 or not finite all zero. */
+static void s_q8k_block(const float *x, struct tb_block_q8_k *y)
+{
+    __m512 v[16], m = _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) {
+        v[i] = _mm512_loadu_ps(x + 16 * i);
+        m = _mm512_max_ps(_mm512_abs_ps(v[i]), m); /* a NaN in the first operand gives m */
+    }
+    const float amax = _mm512_reduce_max_ps(m);
+    if (!(amax > 0.0f) || !isfinite(amax)) {
+        memset(y, 0, sizeof *y);
+        return;
+    }
+    const float id = 127.0f / amax;
+    const __m512 vid = _mm512_set1_ps(id);
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) {
+        const __m512 p = _mm512_mul_ps(v[i], vid);
+        __m512i q = _mm512_cvtps_epi32(p);
+        q = _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(p, p, _CMP_ORD_Q),
+                                   _mm512_max_epi32(_mm512_min_epi32(q, hi), lo));
+        _mm_storeu_si128((__m128i *)(y->qs + 16 * i), _mm512_cvtepi32_epi8(q));
+        y->bsums[i] = (int16_t)_mm512_reduce_add_epi32(q);
+    }
+    y->d = 1.0f / id;
+}
+
+void tb_cpu_quant_act_avx512(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst)
+{
+    tb_dtype_t t;
+    if (!tb_cpu_dtype_gguf(wdt, &t) || tb_quant_act_for(t) != TB_QUANT_ACT_Q8_K) {
+        tb_cpu_quant_act(wdt, x, cols, dst);
+        return;
+    }
+    struct tb_block_q8_k *y = (struct tb_block_q8_k *)dst;
+    for (int64_t b = 0; b < cols / TB_QK_K; b++) {
+        s_q8k_block(x + b * TB_QK_K, y + b);
     }
 }

@@ -11,6 +11,8 @@
  *    stored rows and (Q2_K .. Q6_K, IQ4_XS) from the packed Kx16 copy;
  *  - batch invariance: a token's outputs are the same bits alone, in a batch, and at any place
  *    in it, with any thread count;
+ *  - the AVX-512 Q8_K activation quantizer equals tb_quant_act_quantize byte for byte, on random
+ *    rows and on blocks of edge values (zeros, NaN, infinities, halves after scaling, subnormals);
  *  - tb_cpu_matmul_multi equals separate calls; the embedding lookup (tb_cpu_dequantize_row)
  *    equals the reference decoder row by row; refusals. */
 #include <math.h>
@@ -24,11 +26,14 @@
 
 #include <cmocka.h> /* after the standard headers it needs */
 
+#include "cpu/tb_cpu_internal.h"
 #include "cpu/tb_cpu_kernels.h"
 #include "tb_dtype.h"
 #include "tb_errors.h"
 #include "tb_quant.h"
 #include "tb_quant_dot.h"
+
+#include "../tb_test_isa.h" /* after tb_cpu_kernels.h */
 
 static uint64_t s_rng = 0x9e3779b97f4a7c15ull;
 
@@ -399,6 +404,62 @@ static void test_refusals(void **state)
     tb_cpu_kernels_destroy(&k);
 }
 
+/* The AVX-512 quantizer of Q8_K activations against the portable one, byte for byte: random
+ * rows of several magnitudes, then blocks made of edge values. */
+static void test_quant_act_avx512(void **state)
+{
+    (void)state;
+    if (tb_cpu_isa_detect() < TB_CPU_ISA_AVX512) {
+        tb_test_isa_ran("Q8_K activation quantizer", (int)tb_cpu_isa_detect() + 1);
+        return;
+    }
+    enum { COLS = 256 * 8 };
+    static float x[COLS];
+    static uint8_t want[COLS * 2]; /* either activation block format, padded */
+    static uint8_t got[sizeof want];
+    /* the infinities last: odd rounds leave them out, so NaNs meet finite blocks */
+    const float edge[] = {0.0f, -0.0f, NAN,    -NAN,  1e-40f,  -1e-40f,  0.5f,     -0.5f,
+                          1.5f, -2.5f, 127.0f, 63.5f, 3.4e38f, INFINITY, -INFINITY};
+    const int n_edge = (int)(sizeof edge / sizeof edge[0]);
+    for (int round = 0; round < 64; round++) {
+        const float scale = round < 32 ? powf(10.0f, (float)(round % 8) - 4.0f) : 1.0f;
+        for (int i = 0; i < COLS; i++) {
+            x[i] = ((float)(s_next() % 2000001) - 1000000.0f) * 1e-6f * scale;
+            if (round >= 32 && s_next() % 4 == 0) { /* blocks with edge values mixed in */
+                x[i] = edge[s_next() % (uint32_t)(round % 2 ? n_edge - 2 : n_edge)];
+            }
+        }
+        if (round == 33) {
+            memset(x, 0, 256 * sizeof(float)); /* an all-zero block */
+        }
+        if (round == 34) { /* a block whose largest value lands exactly on 127 halves */
+            for (int i = 0; i < 256; i++) {
+                x[i] = (float)((int)(s_next() % 255) - 127) + 0.5f;
+            }
+            x[0] = 127.0f;
+        }
+        for (int tt = 0; tt < TB_CPU_DTYPE_COUNT; tt++) {
+            const tb_cpu_dtype_t dt = (tb_cpu_dtype_t)tt;
+            tb_dtype_t mt;
+            if (!tb_cpu_dtype_gguf(dt, &mt)) {
+                continue;
+            }
+            const size_t n = tb_cpu_quant_act_row_bytes(dt, COLS);
+            assert_true(n <= sizeof want);
+            memset(want, 0xa5, sizeof want);
+            memset(got, 0x5a, sizeof got);
+            assert_int_equal(tb_quant_act_quantize(tb_quant_act_for(mt), x, want, COLS), 0);
+            tb_cpu_quant_act_avx512(dt, x, COLS, got);
+            const size_t used = COLS / tb_quant_act_block_elems(tb_quant_act_for(mt)) *
+                                tb_quant_act_block_bytes(tb_quant_act_for(mt));
+            if (memcmp(want, got, used) != 0) {
+                fail_msg("round %d %s: the AVX-512 quantizer differs from the portable one",
+                         round, tb_cpu_dtype_info(dt)->name);
+            }
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -407,6 +468,7 @@ int main(void)
         cmocka_unit_test(test_matmul_multi),
         cmocka_unit_test(test_dequantize_rows),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_quant_act_avx512),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
