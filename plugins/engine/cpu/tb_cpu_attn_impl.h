@@ -17,6 +17,12 @@
  *         acc[d] += sum_j p[j] * v[j * hd + d]
  *   void  ATT_SCALE(float *y, float a, int n);                         y *= a
  *   float ATT_EXP_BLOCK(float *s, int n, float m);  s[i] = exp(s[i] - m); returns the sum
+ * and optionally, for groups of 4 or more query heads per kv head, the same over all G heads
+ * at once, each K and V value loaded and widened once for the group instead of once per head:
+ *   void  ATT_SCORES_G(float *s, float *mx, const float *q, int G, const uint8_t *kt, int hd,
+ *                      int n, int bs, int f16);   s[h * bs + j], q[h * hd + d], mx[h]
+ *   void  ATT_PV_G(float *acc, const float *p, int G, const uint8_t *v, int hd, int n, int bs,
+ *                  int f16);                      acc[h * hd + d] += sum_j p[h * bs + j] v[j][d]
  *
  * Sliding window (s->window > 0): the query at position pos attends to positions
  * (pos - window, pos], Mistral's rule in Hugging Face transformers.  Blocks wholly before the
@@ -54,10 +60,11 @@ static void TB_ATTN_TASK(const struct tb_attn_args *a, int tok, int kvh, float *
     const int lo = s->window > 0 && s->pos - s->window + 1 > 0 ? s->pos - s->window + 1 : 0;
     const size_t es = f16 ? 2 : 4;
     float *acc = scratch;     /* G * hd running numerators */
-    float *sc = acc + G * hd; /* bs scores / probabilities */
-    float *m = sc + bs;       /* G running maxima */
+    float *sc = acc + G * hd; /* G * bs scores / probabilities (one bs per head) */
+    float *m = sc + G * bs;   /* G running maxima */
     float *l = m + G;         /* G running sums */
-    float *qs = l + G;        /* G * hd queries, pre-scaled */
+    float *bm = l + G;        /* G block maxima */
+    float *qs = bm + G;       /* G * hd queries, pre-scaled */
     const float *q0 = a->q + (size_t)tok * a->ldq + (size_t)kvh * G * hd;
     float *o0 = a->out + (size_t)tok * a->ldo + (size_t)kvh * G * hd;
 
@@ -81,12 +88,21 @@ static void TB_ATTN_TASK(const struct tb_attn_args *a, int tok, int kvh, float *
                             (size_t)first * es;
         const uint8_t *vb = a->v + blk * a->block_bytes + (size_t)kvh * a->head_bytes +
                             (size_t)first * (size_t)hd * es;
+#ifdef ATT_SCORES_G
+        const int grouped = G >= 4;
+        if (grouped) {
+            ATT_SCORES_G(sc, bm, qs, G, kb, hd, nvalid, bs, f16);
+        }
+#else
+        const int grouped = 0;
+#endif
         for (int h = 0; h < G; h++) {
-            const float *qh = qs + (size_t)h * hd;
+            float *sch = grouped ? sc + (size_t)h * bs : sc;
             float *acch = acc + (size_t)h * hd;
-            float bmax = ATT_SCORES(sc, qh, kb, hd, nvalid, bs, f16);
+            float bmax = grouped ? bm[h]
+                                 : ATT_SCORES(sc, qs + (size_t)h * hd, kb, hd, nvalid, bs, f16);
             if (a->softcap > 0.0f) {
-                bmax = s_attn_softcap(sc, nvalid, a->softcap);
+                bmax = s_attn_softcap(sch, nvalid, a->softcap);
             }
             float mnew = bmax > m[h] ? bmax : m[h];
             if (mnew > m[h] && l[h] > 0.0f) {
@@ -95,9 +111,16 @@ static void TB_ATTN_TASK(const struct tb_attn_args *a, int tok, int kvh, float *
                 ATT_SCALE(acch, corr, hd);
             }
             m[h] = mnew;
-            l[h] += ATT_EXP_BLOCK(sc, nvalid, mnew);
-            ATT_PV(acch, sc, vb, hd, nvalid, f16);
+            l[h] += ATT_EXP_BLOCK(sch, nvalid, mnew);
+            if (!grouped) {
+                ATT_PV(acch, sc, vb, hd, nvalid, f16);
+            }
         }
+#ifdef ATT_SCORES_G
+        if (grouped) {
+            ATT_PV_G(acc, sc, G, vb, hd, nvalid, bs, f16);
+        }
+#endif
     }
     for (int h = 0; h < G; h++) {
         float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;

@@ -742,6 +742,105 @@ static inline void s_att_pv(float *acc, const float *p, const uint8_t *v, int hd
     }
 }
 
+/* Scores of G >= 4 heads over up to 16 slots per step: each K row widened once and multiplied
+ * into every head's accumulator (the heads are the independent FMA chains; 8 at a time). */
+static inline void s_att_scores_g(float *s, float *mx, const float *q, int G, const uint8_t *kt,
+                                  int hd, int n, int bs, int f16)
+{
+    for (int h0 = 0; h0 < G; h0 += 8) {
+        const int nh = G - h0 < 8 ? G - h0 : 8;
+        __m512 vmax[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) {
+            vmax[i] = _mm512_set1_ps(-INFINITY);
+        }
+        for (int j0 = 0; j0 < n; j0 += 16) {
+            const __mmask16 m = s_tail_mask(n - j0);
+            __m512 acc[8];
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) {
+                acc[i] = _mm512_setzero_ps();
+            }
+            for (int d = 0; d < hd; d++) {
+                const __m512 k = s_kv_load(kt, (size_t)d * bs + j0, m, f16);
+#pragma GCC unroll 8
+                for (int i = 0; i < 8; i++) {
+                    if (i < nh) {
+                        acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(q[(size_t)(h0 + i) * hd + d]), k,
+                                                 acc[i]);
+                    }
+                }
+            }
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) {
+                if (i < nh) {
+                    _mm512_mask_storeu_ps(s + (size_t)(h0 + i) * bs + j0, m, acc[i]);
+                    vmax[i] = _mm512_mask_max_ps(vmax[i], m, vmax[i], acc[i]);
+                }
+            }
+        }
+        for (int i = 0; i < nh; i++) {
+            mx[h0 + i] = _mm512_reduce_max_ps(vmax[i]);
+        }
+    }
+}
+
+/* acc[h] += p[h] . V for G >= 4 heads: per slot, 64 dims of V widened once and multiplied into
+ * 4 heads' numerators held in registers. */
+static inline void s_att_pv_g(float *acc, const float *p, int G, const uint8_t *v, int hd, int n,
+                              int bs, int f16)
+{
+    for (int d0 = 0; d0 < hd; d0 += 64) {
+        const int nc = (hd - d0 + 15) / 16 < 4 ? (hd - d0 + 15) / 16 : 4;
+        __mmask16 mk[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            mk[c] = c < nc ? s_tail_mask(hd - d0 - 16 * c) : 0;
+        }
+        for (int h0 = 0; h0 < G; h0 += 4) {
+            const int nh = G - h0 < 4 ? G - h0 : 4;
+            __m512 r[4][4];
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) {
+#pragma GCC unroll 4
+                for (int c = 0; c < 4; c++) {
+                    r[i][c] = i < nh ? _mm512_maskz_loadu_ps(mk[c], acc + (size_t)(h0 + i) * hd +
+                                                                        d0 + 16 * c)
+                                     : _mm512_setzero_ps();
+                }
+            }
+            for (int j = 0; j < n; j++) {
+                const size_t row = (size_t)j * hd + d0;
+                __m512 vv[4];
+#pragma GCC unroll 4
+                for (int c = 0; c < 4; c++) {
+                    vv[c] = s_kv_load(v, row + 16 * c, mk[c], f16);
+                }
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; i++) {
+                    if (i < nh) {
+                        const __m512 pj = _mm512_set1_ps(p[(size_t)(h0 + i) * bs + j]);
+#pragma GCC unroll 4
+                        for (int c = 0; c < 4; c++) {
+                            r[i][c] = _mm512_fmadd_ps(pj, vv[c], r[i][c]);
+                        }
+                    }
+                }
+            }
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) {
+#pragma GCC unroll 4
+                for (int c = 0; c < 4; c++) {
+                    if (i < nh) {
+                        _mm512_mask_storeu_ps(acc + (size_t)(h0 + i) * hd + d0 + 16 * c, mk[c],
+                                              r[i][c]);
+                    }
+                }
+            }
+        }
+    }
+}
+
 static inline void s_att_scale(float *y, float a, int n)
 {
     __m512 va = _mm512_set1_ps(a);
@@ -788,6 +887,8 @@ static inline float s_att_exp_block(float *s, int n, float mx)
 #define ATT_PV s_att_pv
 #define ATT_SCALE s_att_scale
 #define ATT_EXP_BLOCK s_att_exp_block
+#define ATT_SCORES_G s_att_scores_g
+#define ATT_PV_G s_att_pv_g
 #define TB_ATTN_TASK s_attn_task
 #include "tb_cpu_attn_impl.h"
 

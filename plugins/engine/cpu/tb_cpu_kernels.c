@@ -586,8 +586,10 @@ int tb_cpu_attention_capped(tb_cpu_kernels_t *self, const struct tb_cpu_kv_layou
     }
     const int group = n_heads / L->n_kv_heads;
     /* acc and pre-scaled queries (group * head_dim each), scores (block_size), max and sum */
-    const size_t per_thread = (2 * (size_t)group * (size_t)L->head_dim + (size_t)L->block_size +
-                               2 * (size_t)group + 15) /
+    /* the attention task's scratch (tb_cpu_attn_impl.h): numerators and queries, a block of
+     * scores per head of the group, running maxima, sums and block maxima */
+    const size_t per_thread = (2 * (size_t)group * (size_t)L->head_dim +
+                               (size_t)group * (size_t)L->block_size + 3 * (size_t)group + 15) /
                               16 * 16;
     const int nth = s_threads(self);
     int rc = s_scratch(self, per_thread * sizeof(float) * (size_t)nth);

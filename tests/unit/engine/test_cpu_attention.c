@@ -260,9 +260,18 @@ static void s_for_each_isa(void (*fn)(tb_cpu_kernels_t *k))
 static void s_configs(tb_cpu_kernels_t *k)
 {
     static const struct cfg cfgs[] = {
-        {1, 1, 64, 16, TB_CPU_F16},  {4, 8, 64, 16, TB_CPU_F16}, {2, 4, 128, 16, TB_CPU_F32},
-        {3, 2, 20, 5, TB_CPU_F16},   {2, 3, 17, 7, TB_CPU_F32},  {8, 1, 32, 1, TB_CPU_F16},
-        {1, 16, 80, 32, TB_CPU_F16}, {4, 4, 64, 16, TB_CPU_F32},
+        {1, 1, 64, 16, TB_CPU_F16},
+        {4, 8, 64, 16, TB_CPU_F16},
+        {2, 4, 128, 16, TB_CPU_F32},
+        {3, 2, 20, 5, TB_CPU_F16},
+        {2, 3, 17, 7, TB_CPU_F32},
+        {8, 1, 32, 1, TB_CPU_F16},
+        {1, 16, 80, 32, TB_CPU_F16},
+        {4, 4, 64, 16, TB_CPU_F32},
+        /* groups of 4 or more heads (AVX-512's grouped path) with odd sizes */
+        {2, 5, 20, 5, TB_CPU_F16},
+        {1, 6, 17, 7, TB_CPU_F32},
+        {1, 12, 96, 16, TB_CPU_F16},
     };
     for (size_t i = 0; i < sizeof(cfgs) / sizeof(cfgs[0]); i++) {
         s_run(k, &cfgs[i], 0, NULL);
@@ -282,10 +291,8 @@ static void test_attention_configs(void **state)
 static void s_windows(tb_cpu_kernels_t *k)
 {
     static const struct cfg cfgs[] = {
-        {4, 8, 64, 16, TB_CPU_F16},
-        {3, 2, 20, 5, TB_CPU_F16},
-        {2, 3, 17, 7, TB_CPU_F32},
-        {8, 1, 32, 1, TB_CPU_F16},
+        {4, 8, 64, 16, TB_CPU_F16}, {2, 5, 20, 5, TB_CPU_F16}, {3, 2, 20, 5, TB_CPU_F16},
+        {2, 3, 17, 7, TB_CPU_F32},  {8, 1, 32, 1, TB_CPU_F16},
     };
     static const int windows[] = {1, 2, 5, 16, 17, 40};
     static const int wide_windows[] = {100, 1000};
