@@ -96,7 +96,8 @@ static inline int32_t tb_cpu_pk_cmul(tb_cpu_dtype_t wdt)
 /* The packed K-quant layout "Kx16" (tb_cpu_kpack.c) of Q4_K, Q5_K, Q6_K and IQ4_XS matrices: rows in
  * groups of 16 (the last padded with zero rows), each group's super-blocks one after another as
  * 64-byte aligned records of every row's block b, lane i of each vector being row i:
- *   d[16] f32; Q4_K/Q5_K: dmin[16] f32, sc[8][16] u8, mn[8][16] u8 (per 32-element sub-block);
+ *   d[16] f32; Q4_K/Q5_K: dmin[16] f32, sc[8][16] u8, mn[2][16][4] u8 (per 32-element sub-block;
+ *     the mins four sub-blocks per row, tb_cpu_kp_mn_off);
  *   Q6_K: sc[16][16] i8 (per 16 elements);
  *   nibbles: 32 vectors of 64 bytes; bytes 4i..4i+3 of vector k are bytes 4k..4k+3 of row i's
  *     128-byte nibble plane, whose byte 32c + l holds the low 4 bits of element 64c + l (low
@@ -161,7 +162,14 @@ static inline size_t tb_cpu_kp_sc_off(int kind)
 {
     return kind == 3 || kind >= 6 ? 64 : 128;
 }
-#define TB_CPU_KP_MN_OFF 256                     /* Q4_K / Q5_K */
+#define TB_CPU_KP_MN_OFF 256 /* Q4_K / Q5_K */
+/* Where row i's min of sub-block s (0..7) lies: two 64-byte vectors, bytes 4i..4i+3 of vector q
+ * holding sub-blocks 4q..4q+3, so one vpdpbusd multiplies four of them with four activation
+ * bytes. */
+static inline size_t tb_cpu_kp_mn_off(int i, int s)
+{
+    return TB_CPU_KP_MN_OFF + 64 * (size_t)(s / 4) + 4 * (size_t)i + (size_t)(s % 4);
+}
 static inline size_t tb_cpu_kp_nib_off(int kind) /* where the low plane starts (not Q6_K) */
 {
     return kind == 3 ? 320 : kind == 7 ? 192 : 384;
@@ -269,6 +277,30 @@ bool tb_cpu_dtype_gguf(tb_cpu_dtype_t dt, tb_dtype_t *out);
  * kernels being bit-equal to the reference, the same on every ISA. */
 size_t tb_cpu_quant_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols);
 void tb_cpu_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst);
+
+/* A Q8_K activation row is its nb blocks, then per block 16 bytes that the Kx16 kernels' min
+ * term reads: the 8 sums of 32 activations t_s = bsums[2s] + bsums[2s + 1] split as
+ * t_s = 128 * hi_s + lo_s, lo_s = t_s & 127 (bytes 0..7) and hi_s = t_s >> 7 (bytes 8..15, in
+ * -32..31), so that sum_s mn_s * t_s is two int8 dot products (tb_cpu_kp_mn_off).  Written by
+ * every Q8_K quantizer of tb_cpu_quant_act's kind. */
+#define TB_CPU_Q8K_SPLIT_BYTES 16
+static inline const int8_t *tb_cpu_q8k_split(const uint8_t *row, int64_t nb, int64_t b)
+{
+    return (const int8_t *)(row + (size_t)nb * sizeof(struct tb_block_q8_k) +
+                            (size_t)b * TB_CPU_Q8K_SPLIT_BYTES);
+}
+static inline void tb_cpu_q8k_split_write(uint8_t *row, int64_t nb)
+{
+    const struct tb_block_q8_k *y = (const struct tb_block_q8_k *)row;
+    for (int64_t b = 0; b < nb; b++) {
+        int8_t *o = (int8_t *)(uintptr_t)tb_cpu_q8k_split(row, nb, b);
+        for (int s = 0; s < 8; s++) {
+            const int t = y[b].bsums[2 * s] + y[b].bsums[2 * s + 1];
+            o[s] = (int8_t)(t & 127);
+            o[8 + s] = (int8_t)(t >> 7); /* arithmetic: t = 128 * hi + lo exactly */
+        }
+    }
+}
 void tb_cpu_quant_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1);
 
 void tb_cpu_kpack_rows_generic(const struct tb_mm_args *a, int64_t r0, int64_t r1);

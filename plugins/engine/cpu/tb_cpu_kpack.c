@@ -64,7 +64,7 @@ static void s_pack_block(uint8_t *rec, int kind, int i, const struct tb_quant_un
     for (int g = 0; g < (kind == 6 ? 16 : 8); g++) {
         sc[16 * g + i] = u ? (uint8_t)u->sc[g] : 0;
         if (tb_cpu_kp_has_min(kind)) {
-            rec[TB_CPU_KP_MN_OFF + 16 * g + i] = u ? (uint8_t)u->mn[g] : 0;
+            rec[tb_cpu_kp_mn_off(i, g)] = u ? (uint8_t)u->mn[g] : 0;
         }
     }
     for (int c = 0; c < 4; c++) {
@@ -162,7 +162,7 @@ static float s_block(const uint8_t *rec, int kind, int i, const struct tb_block_
         const int scale = kind >= 6 ? (int8_t)sc[16 * g + i] : sc[16 * g + i];
         isum += scale * (s - off * as);
         if (tb_cpu_kp_has_min(kind)) {
-            msum += rec[TB_CPU_KP_MN_OFF + 16 * g + i] * as;
+            msum += rec[tb_cpu_kp_mn_off(i, g)] * as;
         }
     }
     float d, dmin = 0.0f;

@@ -132,14 +132,18 @@ AINLINE void s_tile(const struct tb_mm_args *a, int64_t g, int half, int t0, con
             const __m256 da = _mm256_set1_ps(x[j][b].d);
             __m256 t = _mm256_mul_ps(_mm256_mul_ps(dv, da), _mm256_cvtepi32_ps(isum[j]));
             if (tb_cpu_kp_has_min(kind)) {
-                __m256i ms = _mm256_setzero_si256();
-#pragma GCC unroll 8
-                for (int s = 0; s < 8; s++) {
-                    const __m256i mn = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
-                        (const __m128i *)(rec + TB_CPU_KP_MN_OFF + 16 * s + 8 * half)));
-                    const int32_t bs = x[j][b].bsums[2 * s] + x[j][b].bsums[2 * s + 1];
-                    ms = _mm256_add_epi32(ms, _mm256_mullo_epi32(mn, _mm256_set1_epi32(bs)));
+                /* msum = sum_s mn_s * (128 * hi_s + lo_s) (tb_cpu_q8k_split): per half of the
+                 * sub-blocks one vpmaddubsw of 4 mins per row with 4 lo (or hi) bytes */
+                const int8_t *sp = tb_cpu_q8k_split((const uint8_t *)x[j], nb, b);
+                __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+#pragma GCC unroll 2
+                for (int q = 0; q < 2; q++) {
+                    const __m256i mn = _mm256_load_si256(
+                        (const __m256i *)(rec + TB_CPU_KP_MN_OFF + 64 * q + 32 * half));
+                    lo = s_dp(lo, mn, s_bcast4(sp + 4 * q));
+                    hi = s_dp(hi, mn, s_bcast4(sp + 8 + 4 * q));
                 }
+                const __m256i ms = _mm256_add_epi32(_mm256_slli_epi32(hi, 7), lo);
                 const __m256 dmv = _mm256_load_ps((const float *)(rec + 64) + 8 * half);
                 t = _mm256_sub_ps(t,
                                   _mm256_mul_ps(_mm256_mul_ps(dmv, da), _mm256_cvtepi32_ps(ms)));

@@ -158,16 +158,18 @@ AINLINE void s_tile(const struct tb_mm_args *a, int64_t g, int t0, const int T, 
             const __m512 da = _mm512_set1_ps(x[j][b].d);
             __m512 t = _mm512_mul_ps(_mm512_mul_ps(dv, da), _mm512_cvtepi32_ps(isum[j]));
             if (tb_cpu_kp_has_min(kind)) {
-                /* msum = sum_s mn_s * (bsums[2s] + bsums[2s + 1]): one vpdpwssd per sub-block
-                 * of the min in both int16 halves of each lane with the two block sums */
-                __m512i ms = _mm512_setzero_si512();
-#pragma GCC unroll 8
-                for (int s = 0; s < 8; s++) {
-                    const __m512i mn = _mm512_cvtepu8_epi32(
-                        _mm_load_si128((const __m128i *)(rec + TB_CPU_KP_MN_OFF + 16 * s)));
-                    ms = _mm512_dpwssd_epi32(ms, _mm512_or_si512(mn, _mm512_slli_epi32(mn, 16)),
-                                             s_bcast4((const int8_t *)(x[j][b].bsums + 2 * s)));
+                /* msum = sum_s mn_s * (128 * hi_s + lo_s) (tb_cpu_q8k_split): per half of the
+                 * sub-blocks one vpdpbusd of 4 mins per row with 4 lo (or hi) bytes */
+                const int8_t *sp = tb_cpu_q8k_split((const uint8_t *)x[j], nb, b);
+                __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+#pragma GCC unroll 2
+                for (int q = 0; q < 2; q++) {
+                    const __m512i mn = _mm512_load_si512(
+                        (const void *)(rec + TB_CPU_KP_MN_OFF + 64 * q));
+                    lo = _mm512_dpbusd_epi32(lo, mn, s_bcast4(sp + 4 * q));
+                    hi = _mm512_dpbusd_epi32(hi, mn, s_bcast4(sp + 8 + 4 * q));
                 }
+                const __m512i ms = _mm512_add_epi32(_mm512_slli_epi32(hi, 7), lo);
                 const __m512 dmv = _mm512_load_ps((const float *)(rec + 64));
                 t = _mm512_sub_ps(t,
                                   _mm512_mul_ps(_mm512_mul_ps(dmv, da), _mm512_cvtepi32_ps(ms)));
@@ -362,4 +364,5 @@ void tb_cpu_quant_act_avx512(tb_cpu_dtype_t wdt, const float *x, int64_t cols, u
     for (int64_t b = 0; b < cols / TB_QK_K; b++) {
         s_q8k_block(x + b * TB_QK_K, y + b);
     }
+    tb_cpu_q8k_split_write(dst, cols / TB_QK_K);
 }

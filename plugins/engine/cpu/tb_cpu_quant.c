@@ -18,7 +18,8 @@ size_t tb_cpu_quant_act_row_bytes(tb_cpu_dtype_t wdt, int64_t cols)
     }
     tb_quant_act_t at = tb_quant_act_for(t);
     size_t nb = (size_t)cols / tb_quant_act_block_elems(at);
-    return (nb * tb_quant_act_block_bytes(at) + 63) / 64 * 64;
+    size_t split = at == TB_QUANT_ACT_Q8_K ? nb * TB_CPU_Q8K_SPLIT_BYTES : 0;
+    return (nb * tb_quant_act_block_bytes(at) + split + 63) / 64 * 64;
 }
 
 void tb_cpu_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst)
@@ -27,6 +28,9 @@ void tb_cpu_quant_act(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t 
     if (tb_cpu_dtype_gguf(wdt, &t)) {
         /* cols is whole blocks of the weight type, so of its activation type: cannot fail */
         (void)tb_quant_act_quantize(tb_quant_act_for(t), x, dst, (uint64_t)cols);
+        if (tb_quant_act_for(t) == TB_QUANT_ACT_Q8_K) {
+            tb_cpu_q8k_split_write(dst, cols / TB_QK_K);
+        }
     }
 }
 

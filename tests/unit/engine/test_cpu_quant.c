@@ -404,7 +404,8 @@ static void test_refusals(void **state)
     tb_cpu_kernels_destroy(&k);
 }
 
-/* The AVX-512 quantizer of Q8_K activations against the portable one, byte for byte: random
+/* The AVX-512 quantizer of Q8_K activations against the portable one (tb_quant_act_quantize's
+ * blocks, then the split sums of tb_cpu_q8k_split, checked to add up), byte for byte: random
  * rows of several magnitudes, then blocks made of edge values. */
 static void test_quant_act_avx512(void **state)
 {
@@ -448,10 +449,23 @@ static void test_quant_act_avx512(void **state)
             assert_true(n <= sizeof want);
             memset(want, 0xa5, sizeof want);
             memset(got, 0x5a, sizeof got);
-            assert_int_equal(tb_quant_act_quantize(tb_quant_act_for(mt), x, want, COLS), 0);
+            tb_cpu_quant_act(dt, x, COLS, want);
             tb_cpu_quant_act_avx512(dt, x, COLS, got);
-            const size_t used = COLS / tb_quant_act_block_elems(tb_quant_act_for(mt)) *
-                                tb_quant_act_block_bytes(tb_quant_act_for(mt));
+            const tb_quant_act_t at = tb_quant_act_for(mt);
+            const int64_t nb = COLS / (int64_t)tb_quant_act_block_elems(at);
+            size_t used = (size_t)nb * tb_quant_act_block_bytes(at);
+            if (at == TB_QUANT_ACT_Q8_K) { /* the blocks, then their split sums */
+                used += (size_t)nb * TB_CPU_Q8K_SPLIT_BYTES;
+                const struct tb_block_q8_k *y = (const struct tb_block_q8_k *)want;
+                for (int64_t b = 0; b < nb; b++) {
+                    const int8_t *sp = tb_cpu_q8k_split(want, nb, b);
+                    for (int j = 0; j < 8; j++) {
+                        assert_int_equal(128 * sp[8 + j] + sp[j],
+                                         y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
+                        assert_true(sp[j] >= 0);
+                    }
+                }
+            }
             if (memcmp(want, got, used) != 0) {
                 fail_msg("round %d %s: the AVX-512 quantizer differs from the portable one",
                          round, tb_cpu_dtype_info(dt)->name);
