@@ -693,5 +693,6 @@ const struct tb_cpu_isa_impl tb_cpu_impl_avx2 = {
     .quant_act = s_quant_act,
     .matmul_rows = s_matmul_rows,
     .kpack_rows = tb_cpu_kpack_rows_avx2,
+    .quant_act_gguf = tb_cpu_quant_act_avx2,
     .attn_task = s_attn_task,
 };

@@ -306,8 +306,10 @@ void tb_cpu_quant_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1);
 void tb_cpu_kpack_rows_generic(const struct tb_mm_args *a, int64_t r0, int64_t r1);
 void tb_cpu_kpack_rows_avx2(const struct tb_mm_args *a, int64_t r0, int64_t r1);
 void tb_cpu_kpack_rows_avx512(const struct tb_mm_args *a, int64_t r0, int64_t r1);
-/* tb_cpu_quant_act with AVX-512 for the Q8_K activations (K-quants, IQ4_XS), bit for bit. */
+/* tb_cpu_quant_act with AVX-512 / AVX2 for the Q8_K activations (K-quants, IQ4_XS), bit for
+ * bit. */
 void tb_cpu_quant_act_avx512(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst);
+void tb_cpu_quant_act_avx2(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst);
 /* The same for Q2_K and Q3_K (kinds 2 and 3, tb_cpu_kpack23*.c), which the above call. */
 struct tb_quant_unpacked;
 struct tb_block_q8_k;

@@ -8,6 +8,7 @@
  * tb_quant_dot and batch invariant.
  */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "tb_cpu_internal.h"
@@ -211,4 +212,60 @@ void tb_cpu_kpack_rows_avx2(const struct tb_mm_args *a, int64_t r0, int64_t r1)
     default:
         break;
     }
+}
+
+/* One Q8_K block of 256 activations as tb_quant_act_quantize makes it (tb_cpu_kpack_avx512.c's
+ * s_q8k_block, 8 lanes: the max ignores NaNs, vcvtps2dq rounds to nearest even, a NaN product
+ * gives 0). */
+static void s_q8k_block(const float *x, struct tb_block_q8_k *y)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < 32; i++) { /* maxps gives its second operand when one is NaN */
+        m = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * i)), m);
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+    const float amax = _mm_cvtss_f32(m4);
+    if (!(amax > 0.0f) || !isfinite(amax)) {
+        memset(y, 0, sizeof *y);
+        return;
+    }
+    const float id = 127.0f / amax;
+    const __m256 vid = _mm256_set1_ps(id);
+    const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+    for (int g = 0; g < 16; g++) {
+        __m256i q2[2];
+        for (int h = 0; h < 2; h++) {
+            const __m256 p = _mm256_mul_ps(_mm256_loadu_ps(x + 16 * g + 8 * h), vid);
+            const __m256i q = _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(p), hi), lo);
+            q2[h] = _mm256_and_si256(q, _mm256_castps_si256(_mm256_cmp_ps(p, p, _CMP_ORD_Q)));
+        }
+        /* 16 int32 -> 16 int8 in order (packs work within 128-bit lanes) */
+        const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(q2[0], q2[1]), 0xd8);
+        const __m128i b = _mm_packs_epi16(_mm256_castsi256_si128(w),
+                                          _mm256_extracti128_si256(w, 1));
+        _mm_storeu_si128((__m128i *)(y->qs + 16 * g), b);
+        __m256i s = _mm256_add_epi32(q2[0], q2[1]);
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+        y->bsums[g] = (int16_t)_mm_cvtsi128_si32(s4);
+    }
+    y->d = 1.0f / id;
+}
+
+void tb_cpu_quant_act_avx2(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst)
+{
+    tb_dtype_t t;
+    if (!tb_cpu_dtype_gguf(wdt, &t) || tb_quant_act_for(t) != TB_QUANT_ACT_Q8_K) {
+        tb_cpu_quant_act(wdt, x, cols, dst);
+        return;
+    }
+    struct tb_block_q8_k *y = (struct tb_block_q8_k *)dst;
+    for (int64_t b = 0; b < cols / TB_QK_K; b++) {
+        s_q8k_block(x + b * TB_QK_K, y + b);
+    }
+    tb_cpu_q8k_split_write(dst, cols / TB_QK_K);
 }

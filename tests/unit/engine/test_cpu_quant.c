@@ -11,7 +11,7 @@
  *    stored rows and (Q2_K .. Q6_K, IQ4_XS) from the packed Kx16 copy;
  *  - batch invariance: a token's outputs are the same bits alone, in a batch, and at any place
  *    in it, with any thread count;
- *  - the AVX-512 Q8_K activation quantizer equals tb_quant_act_quantize byte for byte, on random
+ *  - the AVX2 and AVX-512 Q8_K activation quantizers equal the portable one byte for byte, on random
  *    rows and on blocks of edge values (zeros, NaN, infinities, halves after scaling, subnormals);
  *  - tb_cpu_matmul_multi equals separate calls; the embedding lookup (tb_cpu_dequantize_row)
  *    equals the reference decoder row by row; refusals. */
@@ -404,16 +404,19 @@ static void test_refusals(void **state)
     tb_cpu_kernels_destroy(&k);
 }
 
-/* The AVX-512 quantizer of Q8_K activations against the portable one (tb_quant_act_quantize's
- * blocks, then the split sums of tb_cpu_q8k_split, checked to add up), byte for byte: random
- * rows of several magnitudes, then blocks made of edge values. */
-static void test_quant_act_avx512(void **state)
+/* The AVX2 and AVX-512 quantizers of Q8_K activations against the portable one
+ * (tb_quant_act_quantize's blocks, then the split sums of tb_cpu_q8k_split, checked to add up),
+ * byte for byte: random rows of several magnitudes, then blocks made of edge values. */
+static void test_quant_act_simd(void **state)
 {
     (void)state;
-    if (tb_cpu_isa_detect() < TB_CPU_ISA_AVX512) {
-        tb_test_isa_ran("Q8_K activation quantizer", (int)tb_cpu_isa_detect() + 1);
-        return;
-    }
+    typedef void (*quant_fn)(tb_cpu_dtype_t, const float *, int64_t, uint8_t *);
+    const quant_fn fns[2] = {tb_cpu_quant_act_avx2, tb_cpu_quant_act_avx512};
+    const char *names[2] = {"AVX2", "AVX-512"};
+    const int n_fns = tb_cpu_isa_detect() >= TB_CPU_ISA_AVX512 ? 2
+                      : tb_cpu_isa_detect() >= TB_CPU_ISA_AVX2 ? 1
+                                                               : 0;
+    tb_test_isa_ran("Q8_K activation quantizer", n_fns + 1);
     enum { COLS = 256 * 8 };
     static float x[COLS];
     static uint8_t want[COLS * 2]; /* either activation block format, padded */
@@ -448,9 +451,7 @@ static void test_quant_act_avx512(void **state)
             const size_t n = tb_cpu_quant_act_row_bytes(dt, COLS);
             assert_true(n <= sizeof want);
             memset(want, 0xa5, sizeof want);
-            memset(got, 0x5a, sizeof got);
             tb_cpu_quant_act(dt, x, COLS, want);
-            tb_cpu_quant_act_avx512(dt, x, COLS, got);
             const tb_quant_act_t at = tb_quant_act_for(mt);
             const int64_t nb = COLS / (int64_t)tb_quant_act_block_elems(at);
             size_t used = (size_t)nb * tb_quant_act_block_bytes(at);
@@ -466,9 +467,13 @@ static void test_quant_act_avx512(void **state)
                     }
                 }
             }
-            if (memcmp(want, got, used) != 0) {
-                fail_msg("round %d %s: the AVX-512 quantizer differs from the portable one",
-                         round, tb_cpu_dtype_info(dt)->name);
+            for (int f = 0; f < n_fns; f++) {
+                memset(got, 0x5a, sizeof got);
+                fns[f](dt, x, COLS, got);
+                if (memcmp(want, got, used) != 0) {
+                    fail_msg("round %d %s: the %s quantizer differs from the portable one", round,
+                             tb_cpu_dtype_info(dt)->name, names[f]);
+                }
             }
         }
     }
@@ -482,7 +487,7 @@ int main(void)
         cmocka_unit_test(test_matmul_multi),
         cmocka_unit_test(test_dequantize_rows),
         cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_quant_act_avx512),
+        cmocka_unit_test(test_quant_act_simd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
