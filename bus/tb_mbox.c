@@ -15,6 +15,7 @@
 /* A pooled block: the header and this many bytes of payload and text.  The hot messages (a
  * gen_request, a unary answer) are a few hundred bytes; larger ones are malloc'd one-offs. */
 #define POOL_BLOCK 1024
+#define POOL_KEEP 256 /* blocks kept from one batch given back */
 
 struct tb_mbox {
     _Atomic long refs;
@@ -94,13 +95,29 @@ int tb_mbox_fd(const tb_mbox_t *mb)
     return mb->fd;
 }
 
+/* The blocks given back, less those past POOL_KEEP (freed): a burst of messages in flight does
+ * not stay allocated for the handle's life. */
+static struct tb_mbox_msg *s_keep_spare(struct tb_mbox_msg *list)
+{
+    struct tb_mbox_msg *m = list;
+    for (int i = 1; m && i < POOL_KEEP; i++) {
+        m = m->next;
+    }
+    if (m) {
+        s_free_list(m->next);
+        m->next = NULL;
+    }
+    return list;
+}
+
 struct tb_mbox_msg *tb_mbox_msg_new(tb_mbox_t *owner, size_t len, size_t extra)
 {
     const size_t room = POOL_BLOCK - sizeof(struct tb_mbox_msg);
     struct tb_mbox_msg *m = NULL;
     if (len <= room && extra <= room - len) {
         if (!owner->spare) {
-            owner->spare = atomic_exchange_explicit(&owner->returned, NULL, memory_order_acquire);
+            owner->spare = s_keep_spare(
+                atomic_exchange_explicit(&owner->returned, NULL, memory_order_acquire));
         }
         m = owner->spare;
         if (m) {
