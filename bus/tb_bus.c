@@ -22,6 +22,7 @@
 #include "tb_buf.h"
 #include "tb_codec.h"
 #include "tb_log.h"
+#include "tb_mbox.h"
 #include "tb_metrics.h"
 #include "tb_route_table.h"
 #include "tb_spin.h"
@@ -45,7 +46,7 @@ enum {
 #define EPOLL_BATCH 64
 
 /* What a watched descriptor stands for. */
-enum src_kind { IT_WAKE, IT_SUB, IT_REG, IT_ENDPOINT, IT_CONN, IT_WATCH, IT_DIRECT };
+enum src_kind { IT_WAKE, IT_SUB, IT_REG, IT_ENDPOINT, IT_CONN, IT_WATCH, IT_DIRECT, IT_MBOX };
 
 /* One descriptor in the handle's epoll set: the wake eventfd, a watched fd, or a ZeroMQ socket's
  * ZMQ_FD.  A ZeroMQ socket's descriptor only says that commands are waiting, and any call on the
@@ -85,6 +86,9 @@ struct tb_request {
     /* a direct request (on the caller's stack): the caller's handle, where its chunks queue */
     tb_bus_t *caller;
     bool answered; /* direct: its final or error chunk is queued */
+    /* a local request (from a handle of this process, by mailbox): the caller's mailbox, a
+     * reference; its address is also the request's identity */
+    tb_mbox_t *from;
     size_t ident_len;
     uint8_t ident[MAX_IDENT];
 };
@@ -92,7 +96,8 @@ struct tb_request {
 struct conn {
     struct src src;
     uint64_t instance;
-    void *dealer;
+    void *dealer;     /* NULL for a local instance */
+    tb_mbox_t *local; /* a local instance: its handle's mailbox (a reference) */
     size_t n_calls;
     bool dead;
     struct conn *next_dead;
@@ -183,7 +188,9 @@ struct tb_bus {
 
     struct dchunk *dq_head, *dq_tail; /* direct endpoints' answers, in order */
 
-    struct src wake_src, sub_src, reg_src, direct_src;
+    tb_mbox_t *mbox;        /* local requests to our endpoints, and answers to our local calls */
+    struct tb_mbox_msg *mq; /* taken from it, not yet handled (a run's budget was spent) */
+    struct src wake_src, sub_src, reg_src, direct_src, mbox_src;
     struct src **order; /* every source in dispatch order (rebuilt when dirty) */
     size_t n_order, cap_order;
     bool dirty;
@@ -306,6 +313,7 @@ static int s_rebuild_order(tb_bus_t *bus)
     /* Replies before route events: when an instance stops cleanly its last error chunks
      * (TB_EDRAINING) must reach the caller before the route removal fails the call as gone. */
     int rc = s_order_push(bus, &bus->wake_src);
+    rc = rc ? rc : s_order_push(bus, &bus->mbox_src);
     struct conn *c;
     for (size_t it = 0; rc == 0 && tb_u64map_next(&bus->conns, &it, NULL, (void **)&c);) {
         rc = s_order_push(bus, &c->src);
@@ -350,13 +358,47 @@ static int s_send_frame(void *sock, const uint8_t *ident, size_t ident_len,
     return rc;
 }
 
+/* Sends a message to a handle of this process: a block from our mailbox's pool queued in `to`
+ * (docs/bus.md, "Calls within a process").  `from` (requests, cancels, pings: our mailbox) gets a
+ * reference.  0, TB_ENOMEM, or TB_EGONE when `to` is closing. */
+static int s_local_send(tb_bus_t *bus, tb_mbox_t *to, const struct tb_msg_frame *f,
+                        uint64_t instance, tb_mbox_t *from, const void *data, size_t len)
+{
+    size_t mlen = f->message ? strlen(f->message) + 1 : 0;
+    struct tb_mbox_msg *m = tb_mbox_msg_new(bus->mbox, len, mlen);
+    if (!m) {
+        return TB_ENOMEM;
+    }
+    m->kind = (int)f->kind;
+    m->id = f->id;
+    m->instance = instance;
+    m->code = f->has_code ? (int)f->code : TB_EINTERNAL;
+    m->timeout_ms = f->has_timeout_ms ? (int)f->timeout_ms : 0;
+    m->len = len;
+    if (len) {
+        memcpy(m->data, data, len);
+    }
+    if (mlen) {
+        m->message = (char *)m->data + len;
+        memcpy(m->data + len, f->message, mlen);
+    }
+    if (from) {
+        tb_mbox_ref(from);
+        m->from = from;
+    }
+    return tb_mbox_push(to, m);
+}
+
 /* Tells the callee of `call` to stop (its connection, if still open). */
 static void s_send_cancel(struct tb_call *call)
 {
     struct tb_msg_frame f = {.kind = K_CANCEL, .id = call->id};
-    if (call->conn && !call->conn->dead) {
-        s_send_frame(call->conn->dealer, NULL, 0, &f, NULL, 0);
-        call->conn->src.ready = true;
+    struct conn *c = call->conn;
+    if (c && !c->dead && c->local) {
+        s_local_send(call->bus, c->local, &f, call->instance, call->bus->mbox, NULL, 0);
+    } else if (c && !c->dead) {
+        s_send_frame(c->dealer, NULL, 0, &f, NULL, 0);
+        c->src.ready = true;
     }
 }
 
@@ -463,6 +505,22 @@ static struct conn *s_conn_get(tb_bus_t *bus, const struct tb_rt_entry *e, int *
         return NULL;
     }
     c->instance = e->pub.instance_id;
+    c->src.kind = IT_CONN;
+    c->src.obj = c;
+    /* An instance served in this process: its handle's mailbox, no socket (never ready). */
+    c->local = tb_node_local_acquire(bus->node, c->instance);
+    if (c->local) {
+        tb_mbox_ref(c->local);
+        tb_node_local_release(bus->node);
+        if (tb_u64map_put(&bus->conns, c->instance, c) != 0) {
+            tb_mbox_unref(&c->local);
+            free(c);
+            *rc = TB_ENOMEM;
+            return NULL;
+        }
+        bus->dirty = true;
+        return c;
+    }
     c->dealer = tb_zmq_socket(tb_node_zmq(bus->node), ZMQ_DEALER);
     char cerr[600] = "";
     if (!c->dealer ||
@@ -659,6 +717,13 @@ static int s_call_start(tb_bus_t *bus, int kind, const char *endpoint, uint64_t 
             s_call_direct(bus, direct, call, data, len);
         }
         tb_node_direct_release(bus->node);
+    } else if (rc == 0 && c->local) {
+        rc = s_local_send(bus, c->local, &f, instance_id, bus->mbox, data,
+                          kind == K_PING ? 0 : len);
+        rc = rc == TB_EGONE ? TB_ENOROUTE : rc; /* its handle is closing */
+        if (rc != 0) {
+            tb_u64map_del(&bus->calls, call->id);
+        }
     } else if (rc == 0) {
         rc = s_send_frame(c->dealer, NULL, 0, &f, data, kind == K_PING ? 0 : len);
         c->src.ready = true; /* the send may have taken the signal of a waiting reply */
@@ -717,6 +782,26 @@ uint64_t tb_bus_call_instance(const tb_call_t *call)
     return call->instance;
 }
 
+/* Hands a chunk of the callee's answer (frame kind `kind`) to the call's callback. */
+static void s_deliver(tb_bus_t *bus, struct tb_call *call, int kind, int code,
+                      const char *message, const void *data, size_t len)
+{
+    struct tb_chunk ch = {.data = data, .len = len};
+    if (kind == K_DATA) {
+        ch.kind = TB_CHUNK_DATA;
+        bus->callbacks++;
+        call->cb(call, &ch, call->user);
+    } else if (kind == K_FINAL || kind == K_PONG) {
+        ch.kind = TB_CHUNK_FINAL;
+        s_call_finish(bus, call, &ch);
+    } else if (kind == K_ERROR) {
+        ch.kind = TB_CHUNK_ERROR;
+        ch.code = code;
+        ch.message = message ? message : "error";
+        s_call_finish(bus, call, &ch);
+    }
+}
+
 /* Reads until nothing is left (true) or the budget is spent (false). */
 static bool s_on_conn(tb_bus_t *bus, struct conn *c)
 {
@@ -734,24 +819,9 @@ static bool s_on_conn(tb_bus_t *bus, struct conn *c)
             struct tb_msg_frame *f = fmsg;
             struct tb_call *call = tb_u64map_get(&bus->calls, f->id);
             if (call && call->conn == c) {
-                struct tb_chunk ch = {0};
-                if (n == 2) {
-                    ch.data = zmq_msg_data(&parts[1]);
-                    ch.len = zmq_msg_size(&parts[1]);
-                }
-                if (f->kind == K_DATA) {
-                    ch.kind = TB_CHUNK_DATA;
-                    bus->callbacks++;
-                    call->cb(call, &ch, call->user);
-                } else if (f->kind == K_FINAL || f->kind == K_PONG) {
-                    ch.kind = TB_CHUNK_FINAL;
-                    s_call_finish(bus, call, &ch);
-                } else if (f->kind == K_ERROR) {
-                    ch.kind = TB_CHUNK_ERROR;
-                    ch.code = f->has_code ? (int)f->code : TB_EINTERNAL;
-                    ch.message = f->message ? f->message : "error";
-                    s_call_finish(bus, call, &ch);
-                }
+                s_deliver(bus, call, (int)f->kind, f->has_code ? (int)f->code : TB_EINTERNAL,
+                          f->message, n == 2 ? zmq_msg_data(&parts[1]) : NULL,
+                          n == 2 ? zmq_msg_size(&parts[1]) : 0);
             }
             tb_codec_free(&fmsg);
         } else {
@@ -771,7 +841,31 @@ static void s_request_free(struct tb_request *req)
     if (tb_u64map_get(&ep->reqs, req->key) == req) {
         tb_u64map_del(&ep->reqs, req->key);
     }
+    tb_mbox_unref(&req->from);
     free(req);
+}
+
+/* Sends one frame of the answer to `req` to its caller, by socket or mailbox: 0 or a TB_E* code. */
+static int s_answer(struct tb_request *req, const struct tb_msg_frame *f, const void *data,
+                    size_t len)
+{
+    struct endpoint *ep = req->ep;
+    if (ep->dead) {
+        return TB_EGONE;
+    }
+    if (req->from) {
+        return s_local_send(ep->bus, req->from, f, ep->instance, NULL, data, len);
+    }
+    int rc = s_send_frame(ep->router, req->ident, req->ident_len, f, data, len);
+    ep->src.ready = true;
+    if (rc == -EHOSTUNREACH) {
+        rc = TB_EGONE;
+    } else if (rc == -EAGAIN) {
+        rc = TB_EOVERLOAD;
+    } else if (rc < 0 && rc > -200) {
+        rc = TB_EIO;
+    }
+    return rc;
 }
 
 int tb_bus_reply(tb_request_t *req, const void *data, size_t len, bool final)
@@ -785,22 +879,8 @@ int tb_bus_reply(tb_request_t *req, const void *data, size_t len, bool final)
         req->answered = final && rc == 0;
         return rc;
     }
-    struct endpoint *ep = req->ep;
     struct tb_msg_frame f = {.kind = final ? K_FINAL : K_DATA, .id = req->id};
-    int rc = 0;
-    if (!ep->dead) {
-        rc = s_send_frame(ep->router, req->ident, req->ident_len, &f, data, len);
-        ep->src.ready = true;
-        if (rc == -EHOSTUNREACH) {
-            rc = TB_EGONE;
-        } else if (rc == -EAGAIN) {
-            rc = TB_EOVERLOAD;
-        } else if (rc < 0 && rc > -200) {
-            rc = TB_EIO;
-        }
-    } else {
-        rc = TB_EGONE;
-    }
+    int rc = s_answer(req, &f, data, len);
     if (final) {
         s_request_free(req);
     }
@@ -822,12 +902,9 @@ int tb_bus_vreply_error(tb_request_t *req, int code, const char *fmt, va_list ap
     struct tb_msg_frame f = {.kind = K_ERROR, .id = req->id, .message = msg};
     f.code = code;
     f.has_code = true;
-    int rc = req->ep->dead
-                 ? TB_EGONE
-                 : s_send_frame(req->ep->router, req->ident, req->ident_len, &f, NULL, 0);
-    req->ep->src.ready = !req->ep->dead;
+    int rc = s_answer(req, &f, NULL, 0);
     s_request_free(req);
-    return rc == -EHOSTUNREACH ? TB_EGONE : (rc < 0 && rc > -200 ? TB_EIO : rc);
+    return rc;
 }
 
 int tb_bus_reply_error(tb_request_t *req, int code, const char *fmt, ...)
@@ -870,6 +947,107 @@ static void s_error_to(struct endpoint *ep, const zmq_msg_t *ident, uint64_t id,
     ep->src.ready = true;
 }
 
+/* A request record for `ep` (in its map unless the key is taken), or NULL when out of memory.
+ * `ident` is the caller's identity (its socket's, or its mailbox's address). */
+static struct tb_request *s_request_new(struct endpoint *ep, uint64_t id, uint64_t key,
+                                        const uint8_t *ident, size_t ilen, int timeout_ms)
+{
+    struct tb_request *req = malloc(sizeof(*req)); /* as in s_call_start */
+    if (!req) {
+        return NULL;
+    }
+    *req = (struct tb_request){0};
+    req->ep = ep;
+    req->id = id;
+    req->key = key;
+    req->ident_len = ilen;
+    memcpy(req->ident, ident, ilen);
+    if (timeout_ms > 0) {
+        /* The caller gives up (and sends a cancel) at its deadline; ours comes a little later and
+         * covers callers that died. */
+        req->deadline_ns = s_now() + (int64_t)timeout_ms * 1000000 + SERVER_DEADLINE_SLACK_NS;
+    }
+    if (!tb_u64map_get(&ep->reqs, key)) {
+        tb_u64map_put(&ep->reqs, key, req);
+    }
+    return req;
+}
+
+/* A caller cancelled its request `id`: tells the handler, once. */
+static void s_cancel_request(tb_bus_t *bus, struct endpoint *ep, uint64_t key, uint64_t id,
+                             const uint8_t *ident, size_t ilen)
+{
+    struct tb_request *req = tb_u64map_get(&ep->reqs, key);
+    if (req && req->id == id && req->ident_len == ilen && memcmp(req->ident, ident, ilen) == 0 &&
+        !req->cancelled) {
+        req->cancelled = true;
+        if (ep->on_cancel) {
+            bus->callbacks++;
+            ep->on_cancel(req, ep->user);
+        }
+    }
+}
+
+/* A request, cancel or ping from a handle of this process. */
+static void s_on_local_request(tb_bus_t *bus, struct tb_mbox_msg *m)
+{
+    struct endpoint *ep = NULL;
+    for (size_t i = 0; i < bus->n_eps && !ep; i++) {
+        ep = bus->eps[i]->instance == m->instance && !bus->eps[i]->dead ? bus->eps[i] : NULL;
+    }
+    struct tb_msg_frame f = {.kind = K_ERROR, .id = m->id, .code = TB_EGONE, .has_code = true};
+    f.message = "the instance is no longer served";
+    const uint8_t *ident = (const uint8_t *)&m->from;
+    uint64_t key = s_mix(ident, sizeof(m->from), m->id);
+    if (!ep) {
+        if (m->kind != K_CANCEL) {
+            s_local_send(bus, m->from, &f, m->instance, NULL, NULL, 0);
+        }
+    } else if (m->kind == K_PING) {
+        f.kind = K_PONG;
+        s_local_send(bus, m->from, &f, m->instance, NULL, NULL, 0);
+    } else if (m->kind == K_CANCEL) {
+        s_cancel_request(bus, ep, key, m->id, ident, sizeof(m->from));
+    } else if (m->kind == K_REQUEST) {
+        struct tb_request *req = s_request_new(ep, m->id, key, ident, sizeof(m->from),
+                                               m->timeout_ms);
+        if (!req) {
+            f.code = TB_ENOMEM;
+            f.message = "out of memory";
+            s_local_send(bus, m->from, &f, m->instance, NULL, NULL, 0);
+            return;
+        }
+        req->from = m->from; /* the message's reference moves to the request */
+        m->from = NULL;
+        bus->callbacks++;
+        ep->on_request(req, m->len ? m->data : NULL, m->len, ep->user);
+    }
+}
+
+/* Our mailbox: requests to our endpoints and answers to our local calls.  Like a socket's, at
+ * most a budget of messages per run (the rest wait in `mq`); true when none is left. */
+static bool s_on_mbox(tb_bus_t *bus)
+{
+    if (!bus->mq) {
+        bus->mq = tb_mbox_take(bus->mbox);
+    }
+    for (int budget = 0; budget < DISPATCH_BUDGET && bus->mq; budget++) {
+        struct tb_mbox_msg *m = bus->mq;
+        bus->mq = m->next;
+        if (m->kind == K_REQUEST || m->kind == K_CANCEL || m->kind == K_PING) {
+            s_on_local_request(bus, m);
+        } else {
+            struct tb_call *call = tb_u64map_get(&bus->calls, m->id);
+            if (call && call->conn && call->conn->local && call->instance == m->instance) {
+                s_deliver(bus, call, m->kind, m->code, m->message, m->len ? m->data : NULL,
+                          m->len);
+            }
+        }
+        tb_mbox_msg_free(m);
+    }
+    return bus->mq == NULL;
+}
+
 /* Reads until nothing is left (true) or the budget is spent (false). */
 static bool s_on_endpoint(tb_bus_t *bus, struct endpoint *ep)
 {
@@ -892,39 +1070,18 @@ static bool s_on_endpoint(tb_bus_t *bus, struct endpoint *ep)
                 struct tb_msg_frame pong = {.kind = K_PONG, .id = f->id};
                 s_send_frame(ep->router, ident, ilen, &pong, NULL, 0);
             } else if (f->kind == K_CANCEL) {
-                struct tb_request *req = tb_u64map_get(&ep->reqs, key);
-                if (req && req->id == f->id && req->ident_len == ilen &&
-                    memcmp(req->ident, ident, ilen) == 0 && !req->cancelled) {
-                    req->cancelled = true;
-                    if (ep->on_cancel) {
-                        bus->callbacks++;
-                        ep->on_cancel(req, ep->user);
-                    }
-                }
+                s_cancel_request(bus, ep, key, f->id, ident, ilen);
             } else if (f->kind == K_REQUEST) {
                 if (!f->endpoint || strcmp(f->endpoint, ep->name) != 0) {
                     s_error_to(ep, &parts[0], f->id, TB_ENOROUTE,
                                "this instance does not serve that endpoint");
                 } else {
-                    struct tb_request *req = malloc(sizeof(*req)); /* as in s_call_start */
+                    struct tb_request *req = s_request_new(ep, f->id, key, ident, ilen,
+                                                           f->has_timeout_ms ? (int)f->timeout_ms
+                                                                             : 0);
                     if (!req) {
                         s_error_to(ep, &parts[0], f->id, TB_ENOMEM, "out of memory");
                     } else {
-                        *req = (struct tb_request){0};
-                        req->ep = ep;
-                        req->id = f->id;
-                        req->key = key;
-                        req->ident_len = ilen;
-                        memcpy(req->ident, ident, ilen);
-                        if (f->has_timeout_ms && f->timeout_ms > 0) {
-                            /* The caller gives up (and sends a cancel) at its deadline; ours comes
-                             * a little later and covers callers that died. */
-                            req->deadline_ns = s_now() + f->timeout_ms * 1000000 +
-                                               SERVER_DEADLINE_SLACK_NS;
-                        }
-                        if (!tb_u64map_get(&ep->reqs, key)) {
-                            tb_u64map_put(&ep->reqs, key, req);
-                        }
                         const void *payload = n == 3 ? zmq_msg_data(&parts[2]) : NULL;
                         size_t plen = n == 3 ? zmq_msg_size(&parts[2]) : 0;
                         bus->callbacks++;
@@ -995,8 +1152,14 @@ int tb_bus_endpoint_add(tb_bus_t *bus, const char *name, const struct tb_endpoin
         route.has_kv_block_size = meta->kv_block_size > 0;
         route.info = meta->info;
     }
+    /* before the route is known, so that callers in this process use the mailbox from the
+     * first call (without it they still reach the socket) */
+    if (tb_node_local_add(bus->node, ep->instance, bus->mbox) != 0) {
+        TB_CLOG_WARN(bus->log_name, "'%s': calls from this process will go by socket", full);
+    }
     rc = tb_node_lease_add(bus->node, &route, 5000, err, sizeof(err));
     if (rc != 0) {
+        tb_node_local_remove(bus->node, ep->instance);
         TB_CLOG_ERROR(bus->log_name, "cannot register '%s': %s", full, err);
         goto fail;
     }
@@ -1006,6 +1169,7 @@ int tb_bus_endpoint_add(tb_bus_t *bus, const char *name, const struct tb_endpoin
         size_t cap = bus->cap_eps ? bus->cap_eps * 2 : 4;
         struct endpoint **v = realloc(bus->eps, cap * sizeof(*v));
         if (!v) {
+            tb_node_local_remove(bus->node, ep->instance);
             tb_node_lease_remove(bus->node, ep->instance);
             rc = TB_ENOMEM;
             goto fail;
@@ -1055,6 +1219,8 @@ int tb_bus_endpoint_set_direct(tb_endpoint_t *handle, bool on)
 
 static void s_endpoint_close(tb_bus_t *bus, struct endpoint *ep, const char *why)
 {
+    /* no new local connections; those open get an error for each later request */
+    tb_node_local_remove(bus->node, ep->instance);
     if (ep->direct) {
         /* waits for callers inside its handler: after this only its own thread sees it */
         tb_node_direct_remove(bus->node, ep->instance);
@@ -1436,7 +1602,10 @@ static void s_reap(tb_bus_t *bus)
     while (bus->dead_conns) {
         struct conn *c = bus->dead_conns;
         bus->dead_conns = c->next_dead;
-        zmq_close(c->dealer);
+        if (c->dealer) {
+            zmq_close(c->dealer);
+        }
+        tb_mbox_unref(&c->local);
         free(c);
     }
     while (bus->dead_eps) {
@@ -1475,8 +1644,10 @@ static bool s_dispatch(tb_bus_t *bus, struct src *s)
     }
     case IT_CONN: {
         struct conn *c = s->obj;
-        return c->dead || s_on_conn(bus, c);
+        return c->dead || !c->dealer || s_on_conn(bus, c);
     }
+    case IT_MBOX:
+        return s_on_mbox(bus);
     case IT_DIRECT:
         return s_on_direct(bus);
     case IT_WATCH: {
@@ -1618,8 +1789,9 @@ tb_bus_t *tb_bus_new(tb_node_t *node, const char *ns, const char *component)
     void *z = tb_node_zmq(node);
     bus->sub = tb_zmq_socket(z, ZMQ_SUB);
     bus->reg = tb_zmq_socket(z, ZMQ_DEALER);
+    bus->mbox = tb_mbox_new();
     if (!bus->ns || !bus->comp || !bus->routes || bus->wake_fd < 0 || bus->epfd < 0 ||
-        !bus->sub || !bus->reg) {
+        !bus->sub || !bus->reg || !bus->mbox) {
         TB_CLOG_ERROR(component, "cannot create a bus handle: %s", strerror(errno));
         goto fail;
     }
@@ -1639,6 +1811,7 @@ tb_bus_t *tb_bus_new(tb_node_t *node, const char *ns, const char *component)
     zmq_setsockopt(bus->sub, ZMQ_SUBSCRIBE, "route.", 6);
     bus->direct_src.kind = IT_DIRECT; /* no descriptor: ready when a direct answer is queued */
     s_src_track(bus, &bus->wake_src, IT_WAKE, NULL, NULL, bus->wake_fd);
+    s_src_track(bus, &bus->mbox_src, IT_MBOX, NULL, NULL, tb_mbox_fd(bus->mbox));
     s_src_track(bus, &bus->sub_src, IT_SUB, NULL, bus->sub, -1);
     s_src_track(bus, &bus->reg_src, IT_REG, NULL, bus->reg, -1);
     s_request_snapshot(bus);
@@ -1694,6 +1867,13 @@ void tb_bus_destroy(tb_bus_t **bus_p)
         s_conn_close(bus, c);
     }
     s_reap(bus);
+    if (bus->mbox) {
+        /* what callers queued meanwhile: their requests get an error (no endpoint left) */
+        while (!s_on_mbox(bus)) {
+        }
+        tb_mbox_close(bus->mbox);
+        tb_mbox_unref(&bus->mbox);
+    }
     while (bus->dq_head) {
         struct dchunk *d = bus->dq_head;
         bus->dq_head = d->next;

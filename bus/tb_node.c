@@ -41,6 +41,17 @@ struct cmd {
     struct cmd *next;
 };
 
+/* Instance id -> object, for the endpoints of this process that callers reach without ZeroMQ. */
+struct itable {
+    pthread_rwlock_t lock;
+    struct ientry {
+        uint64_t instance;
+        void *obj;
+    } * v;
+    size_t n_slots;
+    _Atomic size_t n; /* read without the lock: none is the common case */
+};
+
 struct tb_node {
     void *zctx;
     tb_registry_t *registry;
@@ -69,14 +80,9 @@ struct tb_node {
     bool stopping;
     uint64_t seq;
 
-    /* direct endpoints: read-locked while a caller runs one's handler */
-    pthread_rwlock_t direct_lock;
-    struct direct {
-        uint64_t instance;
-        void *obj;
-    } * direct;
-    size_t n_direct_slots;
-    _Atomic size_t n_direct; /* read without the lock: none is the common case */
+    /* direct endpoints (read-locked while a caller runs one's handler) and the mailboxes of the
+     * endpoints served in this process (read-locked while a caller takes a reference) */
+    struct itable direct, local;
 
     /* discovery on etcd (libturbine-etcd.so, opened only when configured) */
     void *etcd_lib;
@@ -469,7 +475,8 @@ int tb_node_new(const struct tb_node_config *cfg, tb_node_t **out, char *err, si
     }
     pthread_mutex_init(&n->lock, NULL);
     pthread_cond_init(&n->cond, NULL);
-    pthread_rwlock_init(&n->direct_lock, NULL);
+    pthread_rwlock_init(&n->direct.lock, NULL);
+    pthread_rwlock_init(&n->local.lock, NULL);
     n->wake_fd = -1;
     uint64_t rnd[2] = {0, 0};
     if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd)) {
@@ -620,8 +627,10 @@ void tb_node_destroy(tb_node_t **node_p)
     }
     pthread_mutex_destroy(&n->lock);
     pthread_cond_destroy(&n->cond);
-    pthread_rwlock_destroy(&n->direct_lock);
-    free(n->direct);
+    pthread_rwlock_destroy(&n->direct.lock);
+    free(n->direct.v);
+    pthread_rwlock_destroy(&n->local.lock);
+    free(n->local.v);
     free(n->registry_addr);
     free(n->hub_pub);
     free(n->hub_sub);
@@ -846,69 +855,104 @@ void tb_node_lease_remove(tb_node_t *n, uint64_t instance_id)
 }
 
 /* ------------------------------------------------------------------------------------------- */
-/* Direct endpoints */
+/* Direct endpoints and local mailboxes */
 
-int tb_node_direct_add(tb_node_t *n, uint64_t instance_id, void *obj)
+static int s_itable_add(struct itable *t, uint64_t instance_id, void *obj)
 {
     int rc = 0;
-    pthread_rwlock_wrlock(&n->direct_lock);
-    size_t count = atomic_load(&n->n_direct);
+    pthread_rwlock_wrlock(&t->lock);
+    size_t count = atomic_load(&t->n);
     size_t i = 0;
-    while (i < count && n->direct[i].instance != instance_id) {
+    while (i < count && t->v[i].instance != instance_id) {
         i++;
     }
-    if (i == count && count == n->n_direct_slots) {
+    if (i == count && count == t->n_slots) {
         size_t cap = count ? count * 2 : 4;
-        struct direct *v = realloc(n->direct, cap * sizeof(*v));
+        struct ientry *v = realloc(t->v, cap * sizeof(*v));
         if (v) {
-            n->direct = v;
-            n->n_direct_slots = cap;
+            t->v = v;
+            t->n_slots = cap;
         } else {
             rc = TB_ENOMEM;
         }
     }
     if (rc == 0) {
-        n->direct[i].instance = instance_id;
-        n->direct[i].obj = obj;
+        t->v[i].instance = instance_id;
+        t->v[i].obj = obj;
         if (i == count) {
-            atomic_store(&n->n_direct, count + 1);
+            atomic_store(&t->n, count + 1);
         }
     }
-    pthread_rwlock_unlock(&n->direct_lock);
+    pthread_rwlock_unlock(&t->lock);
     return rc;
+}
+
+static void s_itable_remove(struct itable *t, uint64_t instance_id)
+{
+    pthread_rwlock_wrlock(&t->lock);
+    size_t count = atomic_load(&t->n);
+    for (size_t i = 0; i < count; i++) {
+        if (t->v[i].instance == instance_id) {
+            t->v[i] = t->v[count - 1];
+            atomic_store(&t->n, count - 1);
+            break;
+        }
+    }
+    pthread_rwlock_unlock(&t->lock);
+}
+
+static void *s_itable_acquire(struct itable *t, uint64_t instance_id)
+{
+    if (atomic_load_explicit(&t->n, memory_order_relaxed) == 0) {
+        return NULL;
+    }
+    pthread_rwlock_rdlock(&t->lock);
+    size_t count = atomic_load(&t->n);
+    for (size_t i = 0; i < count; i++) {
+        if (t->v[i].instance == instance_id) {
+            return t->v[i].obj; /* still read-locked: the release unlocks */
+        }
+    }
+    pthread_rwlock_unlock(&t->lock);
+    return NULL;
+}
+
+int tb_node_direct_add(tb_node_t *n, uint64_t instance_id, void *obj)
+{
+    return s_itable_add(&n->direct, instance_id, obj);
 }
 
 void tb_node_direct_remove(tb_node_t *n, uint64_t instance_id)
 {
-    pthread_rwlock_wrlock(&n->direct_lock);
-    size_t count = atomic_load(&n->n_direct);
-    for (size_t i = 0; i < count; i++) {
-        if (n->direct[i].instance == instance_id) {
-            n->direct[i] = n->direct[count - 1];
-            atomic_store(&n->n_direct, count - 1);
-            break;
-        }
-    }
-    pthread_rwlock_unlock(&n->direct_lock);
+    s_itable_remove(&n->direct, instance_id);
 }
 
 void *tb_node_direct_acquire(tb_node_t *n, uint64_t instance_id)
 {
-    if (atomic_load_explicit(&n->n_direct, memory_order_relaxed) == 0) {
-        return NULL;
-    }
-    pthread_rwlock_rdlock(&n->direct_lock);
-    size_t count = atomic_load(&n->n_direct);
-    for (size_t i = 0; i < count; i++) {
-        if (n->direct[i].instance == instance_id) {
-            return n->direct[i].obj; /* still read-locked: tb_node_direct_release unlocks */
-        }
-    }
-    pthread_rwlock_unlock(&n->direct_lock);
-    return NULL;
+    return s_itable_acquire(&n->direct, instance_id);
 }
 
 void tb_node_direct_release(tb_node_t *n)
 {
-    pthread_rwlock_unlock(&n->direct_lock);
+    pthread_rwlock_unlock(&n->direct.lock);
+}
+
+int tb_node_local_add(tb_node_t *n, uint64_t instance_id, void *mbox)
+{
+    return s_itable_add(&n->local, instance_id, mbox);
+}
+
+void tb_node_local_remove(tb_node_t *n, uint64_t instance_id)
+{
+    s_itable_remove(&n->local, instance_id);
+}
+
+void *tb_node_local_acquire(tb_node_t *n, uint64_t instance_id)
+{
+    return s_itable_acquire(&n->local, instance_id);
+}
+
+void tb_node_local_release(tb_node_t *n)
+{
+    pthread_rwlock_unlock(&n->local.lock);
 }

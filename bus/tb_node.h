@@ -107,6 +107,16 @@ void tb_node_direct_remove(tb_node_t *node, uint64_t instance_id);
 void *tb_node_direct_acquire(tb_node_t *node, uint64_t instance_id);
 void tb_node_direct_release(tb_node_t *node);
 
+/* Local endpoints (docs/bus.md, "Calls within a process"): every endpoint served in this process,
+ * with the mailbox (tb_mbox.h, borrowed) of the bus handle serving it, so that a caller in the
+ * process sends it requests without ZeroMQ.  Add: 0 or TB_ENOMEM.  Remove returns once no caller
+ * is between acquire and release for it.  Acquire returns the mailbox or NULL (nothing held);
+ * when not NULL the caller takes its reference (tb_mbox_ref) and then calls release. */
+int tb_node_local_add(tb_node_t *node, uint64_t instance_id, void *mbox);
+void tb_node_local_remove(tb_node_t *node, uint64_t instance_id);
+void *tb_node_local_acquire(tb_node_t *node, uint64_t instance_id);
+void tb_node_local_release(tb_node_t *node);
+
 #pragma GCC visibility pop
 
 #endif /* TB_NODE_H */

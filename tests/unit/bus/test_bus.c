@@ -269,6 +269,42 @@ static void test_lost_instance_ends_calls(void **state)
     tb_node_destroy(&n);
 }
 
+/* A request that reaches a handle of this process after its endpoint was removed (the caller had
+ * not yet seen the route go) is answered at once with TB_EGONE. */
+static void test_local_request_after_remove(void **state)
+{
+    (void)state;
+    tb_node_t *n = head();
+    tb_bus_t *srv = tb_bus_new(n, "t", "srv");
+    tb_bus_t *cli = tb_bus_new(n, "t", "cli");
+    struct server s = {.chunks = 1};
+    tb_endpoint_t *ep;
+    assert_int_equal(tb_bus_endpoint_add(srv, "gen", NULL, on_request, on_cancel, &s, &ep), 0);
+    wait_route(srv, cli, "t.srv.gen", 1);
+    struct client c = {0};
+    tb_call_t *call;
+    assert_int_equal(tb_bus_call(cli, "t.srv.gen", 0, "x", 1, 3000, on_chunk, &c, &call), 0);
+    pump(srv, cli, &c, 3000);
+    assert_int_equal(c.finals, 1);
+    assert_int_equal(tb_bus_endpoint_remove(srv, ep), 0);
+    /* cli has not run since: the route is still in its table, its connection still open */
+    struct client c2 = {0};
+    assert_int_equal(tb_bus_call(cli, "t.srv.gen", 0, "x", 1, 3000, on_chunk, &c2, &call), 0);
+    tb_bus_run(srv, 0);
+    int64_t end = now_ms() + 1000;
+    while (!done(&c2) && now_ms() < end) {
+        tb_bus_run(cli, 5);
+    }
+    assert_int_equal(c2.errors, 1);
+    assert_int_equal(c2.last_code, TB_EGONE);
+    assert_non_null(
+        strstr(c2.last_msg, "no longer served")); /* the handle's answer, not the route's */
+    assert_int_equal(s.requests, 1);
+    tb_bus_destroy(&cli);
+    tb_bus_destroy(&srv);
+    tb_node_destroy(&n);
+}
+
 static void test_ping_answers(void **state)
 {
     (void)state;
@@ -404,6 +440,21 @@ static void joined_call(const char *listen, const char *transport)
     pump(srv, cli, &c, 3000);
     assert_int_equal(c.data, 2);
     assert_int_equal(c.finals, 1);
+    /* A cancel crosses the socket too (calls within one process use mailboxes instead). */
+    s.hold = true;
+    struct client c2 = {0};
+    assert_int_equal(tb_bus_call(cli, "t.srv.gen", 0, "x", 1, 0, on_chunk, &c2, &call), 0);
+    int64_t end = now_ms() + 3000;
+    while (s.requests < 2 && now_ms() < end) {
+        pump(srv, cli, NULL, 10);
+    }
+    assert_int_equal(s.requests, 2);
+    tb_bus_call_cancel(call);
+    while (s.cancels == 0 && now_ms() < end) {
+        pump(srv, cli, NULL, 10);
+    }
+    assert_int_equal(s.cancels, 1);
+    assert_null(s.held);
     tb_bus_destroy(&cli);
     tb_bus_destroy(&srv);
     tb_node_destroy(&w);
@@ -735,6 +786,7 @@ int main(void)
         cmocka_unit_test(test_deadline_times_out_and_cancels),
         cmocka_unit_test(test_lost_instance_ends_calls),
         cmocka_unit_test(test_ping_answers),
+        cmocka_unit_test(test_local_request_after_remove),
         cmocka_unit_test(test_publish_subscribe),
         cmocka_unit_test(test_route_events),
         cmocka_unit_test(test_tcp_transport),
