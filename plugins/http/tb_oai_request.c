@@ -46,9 +46,11 @@ static void *s_alloc(struct tb_oai_req_priv *p, size_t n)
     }
     struct block *b = p->blocks;
     if (!b || b->cap - b->used < n) {
-        /* the first block fits glibc's per-thread cache (1 KiB with its header): most requests
-         * need no more, and a larger first block took malloc's slow path on every request */
-        size_t cap = !b ? 992 : b->cap < 65536 ? b->cap * 2 : b->cap;
+        /* the first block (992 bytes with its header) fits glibc's per-thread cache and, past
+         * it, a small bin: most requests need no more.  A larger first block took malloc's slow
+         * path on every request; one of 1 KiB or more, once 64 requests in flight had emptied
+         * the cache, made every malloc of it consolidate the fast bins first */
+        size_t cap = !b ? 960 : b->cap < 65536 ? b->cap * 2 : b->cap;
         cap = cap < n ? n : cap;
         b = malloc(sizeof(*b) + cap);
         if (!b) {

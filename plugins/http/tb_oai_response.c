@@ -459,7 +459,8 @@ char *tb_oai_final_body_choices(const struct tb_oai_head *h, const struct tb_oai
     bool chat = h->api == TB_OAI_CHAT;
     struct tb_buf b;
     tb_buf_init(&b);
-    int rc = tb_buf_reserve(&b, (n ? c[0].len : 0) + 512);
+    /* a short answer's body stays under 1 KiB (a small bin: no fast-bin consolidation) */
+    int rc = tb_buf_reserve(&b, (n ? c[0].len : 0) + 384);
     rc = rc ? rc : tb_buf_puts(&b, "{\"id\":");
     rc = rc ? rc : tb_oai_json_string(&b, h->id, strlen(h->id));
     rc = rc ? rc
