@@ -306,6 +306,34 @@ void tb_cpu_quant_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1);
 void tb_cpu_kpack_rows_generic(const struct tb_mm_args *a, int64_t r0, int64_t r1);
 void tb_cpu_kpack_rows_avx2(const struct tb_mm_args *a, int64_t r0, int64_t r1);
 void tb_cpu_kpack_rows_avx512(const struct tb_mm_args *a, int64_t r0, int64_t r1);
+/* e^x in f32 for silu, about 1 ulp: x clamped to [-87.3, 88.3] (the result stays a normal
+ * float), x = n ln 2 + r with n rounded to nearest by adding and subtracting 1.5 * 2^23 and ln 2
+ * split in two (Cody and Waite), e^r by a degree-7 polynomial (Cephes' expf coefficients), times
+ * 2^n built in the exponent bits.  Plain multiplies and adds in a fixed order (no fused
+ * multiply-add), so tb_cpu_silu_mul_avx512 reproduces it bit for bit; a NaN stays a NaN. */
+static inline float tb_cpu_silu_exp(float x)
+{
+    if (!(x == x)) {
+        return x;
+    }
+    x = x < -87.3f ? -87.3f : x > 88.3f ? 88.3f : x;
+    const float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
+    const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    const float e = p * r * r + r + 1.0f;
+    const uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return e * scale;
+}
+/* tb_cpu_silu_mul for n a multiple of 16 (tb_cpu_avx512.c). */
+void tb_cpu_silu_mul_avx512(float *out, const float *gate, const float *up, int64_t n);
+
 /* tb_cpu_quant_act with AVX-512 / AVX2 for the Q8_K activations (K-quants, IQ4_XS), bit for
  * bit. */
 void tb_cpu_quant_act_avx512(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst);

@@ -5,6 +5,7 @@
  */
 #include <math.h>
 
+#include "tb_cpu_internal.h"
 #include "tb_cpu_kernels.h"
 #include "tb_errors.h"
 
@@ -90,11 +91,24 @@ int tb_cpu_rope(float *x, size_t ldx, int n_tok, const int32_t *pos, int n_heads
     return TB_OK;
 }
 
+/* silu(g) * u with e^-g from tb_cpu_silu_exp: the AVX-512 kernel does the same operations in
+ * the same order, 16 at a time, so the result is the same on every ISA. */
 void tb_cpu_silu_mul(float *out, const float *gate, const float *up, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++) {
-        float g = gate[i];
-        out[i] = g / (1.0f + expf(-g)) * up[i];
+    int64_t i = 0;
+#if defined(__x86_64__)
+    static int avx512 = -1;
+    if (avx512 < 0) {
+        avx512 = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    }
+    if (avx512) {
+        i = n / 16 * 16;
+        tb_cpu_silu_mul_avx512(out, gate, up, i);
+    }
+#endif
+    for (; i < n; i++) {
+        const float g = gate[i];
+        out[i] = g / (1.0f + tb_cpu_silu_exp(-g)) * up[i];
     }
 }
 
