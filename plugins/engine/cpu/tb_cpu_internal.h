@@ -331,8 +331,9 @@ static inline float tb_cpu_silu_exp(float x)
     memcpy(&scale, &bits, sizeof scale);
     return e * scale;
 }
-/* tb_cpu_silu_mul for n a multiple of 16 (tb_cpu_avx512.c). */
+/* tb_cpu_silu_mul for n a multiple of 16 (tb_cpu_avx512.c) / of 8 (tb_cpu_avx2.c). */
 void tb_cpu_silu_mul_avx512(float *out, const float *gate, const float *up, int64_t n);
+void tb_cpu_silu_mul_avx2(float *out, const float *gate, const float *up, int64_t n);
 
 /* tb_cpu_quant_act with AVX-512 / AVX2 for the Q8_K activations (K-quants, IQ4_XS), bit for
  * bit. */

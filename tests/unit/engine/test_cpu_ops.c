@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -180,6 +181,13 @@ static void test_silu_add(void **state)
         }
         const double exact = gg[i] / (1.0 + exp(-(double)gg[i])) * uu[i];
         assert_true(fabs(oo[i] - exact) <= 1e-6 * fabs(exact) + 1e-30);
+    }
+    if (tb_cpu_isa_detect() >= TB_CPU_ISA_AVX2) { /* the 8-lane kernel of AVX2-only machines */
+        static float o8[M];
+        tb_cpu_silu_mul_avx2(o8, gg, uu, M / 8 * 8);
+        assert_memory_equal(o8, oo, (M / 8 * 8) * sizeof(float));
+    } else {
+        printf("# hardware: silu did not run the avx2 path (this CPU lacks it)\n");
     }
 }
 
