@@ -301,6 +301,11 @@ static inline void tb_cpu_q8k_split_write(uint8_t *row, int64_t nb)
         }
     }
 }
+/* tb_cpu_quant_act with a vector quantizer of one Q8_K block (the ISA files' quant_act_gguf):
+ * the Q8_K row's blocks by q8k_block, then their split sums; other activation types as
+ * tb_cpu_quant_act. */
+void tb_cpu_quant_act_with(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst,
+                           void (*q8k_block)(const float *x, struct tb_block_q8_k *y));
 void tb_cpu_quant_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1);
 
 void tb_cpu_kpack_rows_generic(const struct tb_mm_args *a, int64_t r0, int64_t r1);

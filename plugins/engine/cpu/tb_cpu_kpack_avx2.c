@@ -258,14 +258,5 @@ static void s_q8k_block(const float *x, struct tb_block_q8_k *y)
 
 void tb_cpu_quant_act_avx2(tb_cpu_dtype_t wdt, const float *x, int64_t cols, uint8_t *dst)
 {
-    tb_dtype_t t;
-    if (!tb_cpu_dtype_gguf(wdt, &t) || tb_quant_act_for(t) != TB_QUANT_ACT_Q8_K) {
-        tb_cpu_quant_act(wdt, x, cols, dst);
-        return;
-    }
-    struct tb_block_q8_k *y = (struct tb_block_q8_k *)dst;
-    for (int64_t b = 0; b < cols / TB_QK_K; b++) {
-        s_q8k_block(x + b * TB_QK_K, y + b);
-    }
-    tb_cpu_q8k_split_write(dst, cols / TB_QK_K);
+    tb_cpu_quant_act_with(wdt, x, cols, dst, s_q8k_block);
 }

@@ -97,14 +97,11 @@ void tb_cpu_silu_mul(float *out, const float *gate, const float *up, int64_t n)
 {
     int64_t i = 0;
 #if defined(__x86_64__)
-    static int isa = -1; /* 2: AVX-512, 1: AVX2 */
-    if (isa < 0) {
-        isa = __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx2") ? 1 : 0;
-    }
-    if (isa == 2) {
+    /* asked on every call (a read of libgcc's CPU table): the worker threads share no cache of it */
+    if (__builtin_cpu_supports("avx512f")) {
         i = n / 16 * 16;
         tb_cpu_silu_mul_avx512(out, gate, up, i);
-    } else if (isa == 1) {
+    } else if (__builtin_cpu_supports("avx2")) {
         i = n / 8 * 8;
         tb_cpu_silu_mul_avx2(out, gate, up, i);
     }
