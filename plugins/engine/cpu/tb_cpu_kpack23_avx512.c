@@ -115,7 +115,8 @@ AINLINE void s_msum(const uint8_t *rec, const struct tb_block_q8_k *const *x, in
 }
 
 /* Group `g` (16 rows) x T tokens from t0. */
-AINLINE void s_tile(const struct tb_mm_args *a, int64_t g, int t0, const int T, const int kind)
+AINLINE void s_tile(const struct tb_mm_args *a, int64_t g, int t0, const int T, const int kind,
+                    const uint8_t *pf, size_t pf_step)
 {
     const int64_t nb = a->cols / TB_QK_K;
     const size_t rec_bytes = tb_cpu_kp_block_bytes(kind);
@@ -129,6 +130,7 @@ AINLINE void s_tile(const struct tb_mm_args *a, int64_t g, int t0, const int T, 
     }
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *rec = gp + (size_t)b * rec_bytes;
+        tb_cpu_pf_rec(pf, pf_step, b);
         __m512i isum[KT], msum[KT];
         s_isum(rec, x, b, T, kind, isum);
         if (kind == 2) {
@@ -160,22 +162,26 @@ AINLINE void s_tile(const struct tb_mm_args *a, int64_t g, int t0, const int T, 
     }
 }
 
+/* Group by group, the 4-token tiles (each fetching its share of the next group,
+ * tb_cpu_pf_tile), then the rest. */
 AINLINE void s_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int kind)
 {
+    const int64_t nb = a->cols / TB_QK_K;
     for (int64_t g = r0 / TB_CPU_PACK_ROWS; g * TB_CPU_PACK_ROWS < r1; g++) {
         int t = 0;
         for (; t + KT <= a->n_tok; t += KT) {
-            s_tile(a, g, t, KT, kind);
+            const struct tb_cpu_pf pf = tb_cpu_pf_tile(a, g, r1, t / KT, a->n_tok / KT, nb);
+            s_tile(a, g, t, KT, kind, pf.p, pf.step);
         }
         switch (a->n_tok - t) {
         case 1:
-            s_tile(a, g, t, 1, kind);
+            s_tile(a, g, t, 1, kind, NULL, 0);
             break;
         case 2:
-            s_tile(a, g, t, 2, kind);
+            s_tile(a, g, t, 2, kind, NULL, 0);
             break;
         case 3:
-            s_tile(a, g, t, 3, kind);
+            s_tile(a, g, t, 3, kind, NULL, 0);
             break;
         default:
             break;

@@ -111,7 +111,7 @@ AINLINE void s_block_sums(const uint8_t *rec, const struct tb_block_q8_k *const 
 
 /* Rows 8 * half .. + 7 of group `g` x T tokens from t0. */
 AINLINE void s_tile(const struct tb_mm_args *a, int64_t g, int half, int t0, const int T,
-                    const int kind)
+                    const int kind, const uint8_t *pf, size_t pf_step)
 {
     const int64_t nb = a->cols / TB_QK_K;
     const size_t rec_bytes = tb_cpu_kp_block_bytes(kind);
@@ -124,6 +124,7 @@ AINLINE void s_tile(const struct tb_mm_args *a, int64_t g, int half, int t0, con
         acc[j] = _mm256_setzero_ps();
     }
     for (int64_t b = 0; b < nb; b++) {
+        tb_cpu_pf_rec(pf, pf_step, b);
         const uint8_t *rec = gp + (size_t)b * rec_bytes;
         __m256i isum[KT];
         s_block_sums(rec, x, b, half, T, kind, isum);
@@ -165,23 +166,29 @@ AINLINE void s_tile(const struct tb_mm_args *a, int64_t g, int half, int t0, con
     }
 }
 
+/* Group by group and half by half (8 rows), the 4-token tiles (each fetching its share of the
+ * next group, tb_cpu_pf_tile: both halves' tiles count), then the rest. */
 AINLINE void s_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int kind)
 {
+    const int64_t nb = a->cols / TB_QK_K;
+    const int nt = a->n_tok / KT;
     for (int64_t g = r0 / TB_CPU_PACK_ROWS; g * TB_CPU_PACK_ROWS < r1; g++) {
         for (int half = 0; half < 2 && g * TB_CPU_PACK_ROWS + 8 * half < a->rows; half++) {
             int t = 0;
             for (; t + KT <= a->n_tok; t += KT) {
-                s_tile(a, g, half, t, KT, kind);
+                const struct tb_cpu_pf pf = tb_cpu_pf_tile(a, g, r1, half * nt + t / KT, 2 * nt,
+                                                           nb);
+                s_tile(a, g, half, t, KT, kind, pf.p, pf.step);
             }
             switch (a->n_tok - t) {
             case 1:
-                s_tile(a, g, half, t, 1, kind);
+                s_tile(a, g, half, t, 1, kind, NULL, 0);
                 break;
             case 2:
-                s_tile(a, g, half, t, 2, kind);
+                s_tile(a, g, half, t, 2, kind, NULL, 0);
                 break;
             case 3:
-                s_tile(a, g, half, t, 3, kind);
+                s_tile(a, g, half, t, 3, kind, NULL, 0);
                 break;
             default:
                 break;

@@ -98,7 +98,8 @@ AINLINE void s_store(const struct tb_mm_args *a, int64_t g, int t0, const int T,
 }
 
 /* Group `g` (16 rows) x T tokens from t0. */
-AINLINE void s_tile(const struct tb_mm_args *a, int64_t g, int t0, const int T, const int kind)
+AINLINE void s_tile(const struct tb_mm_args *a, int64_t g, int t0, const int T, const int kind,
+                    const uint8_t *pf, size_t pf_step)
 {
     const int64_t nb = a->cols / TB_QK_K;
     const size_t rec_bytes = tb_cpu_kp_block_bytes(kind);
@@ -114,6 +115,7 @@ AINLINE void s_tile(const struct tb_mm_args *a, int64_t g, int t0, const int T, 
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *rec = gp + (size_t)b * rec_bytes;
         const int8_t *sc = (const int8_t *)(rec + tb_cpu_kp_sc_off(kind));
+        tb_cpu_pf_rec(pf, pf_step, b);
         __m512i isum[KT];
 #pragma GCC unroll 8
         for (int j = 0; j < T; j++) {
@@ -267,36 +269,42 @@ AINLINE void s_tile6(const struct tb_mm_args *a, int64_t g, int t0, const int T)
  * (s_tile6: the decode steps, bound by memory); 3 or 4 tokens keep 4 int32 sums per token
  * instead of 16 (s_tile: prefill, whose records come from L2 for every tile: 1.1B Q6_K prefill
  * 180-188 tokens/s with s_tile6 for every tile, 205-211 so). */
-AINLINE void s_any(const struct tb_mm_args *a, int64_t g, int t, const int T, const int kind)
+AINLINE void s_any(const struct tb_mm_args *a, int64_t g, int t, const int T, const int kind,
+                   const uint8_t *pf, size_t pf_step)
 {
     if (kind == 6 && T <= 2) {
         s_tile6(a, g, t, T);
     } else {
-        s_tile(a, g, t, T, kind);
+        s_tile(a, g, t, T, kind, pf, pf_step);
     }
 }
 
+/* Group by group, the token tiles (Q6_K: 8 tokens, else 4; the rest 1-3); each full tile
+ * fetches its share of the next group (tb_cpu_pf_tile). */
 AINLINE void s_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1, const int kind)
 {
+    const int64_t nb = a->cols / TB_QK_K;
+    const int tw = kind == 6 ? 8 : 4;
+    const int ntile = a->n_tok / tw;
     for (int64_t g = r0 / TB_CPU_PACK_ROWS; g * TB_CPU_PACK_ROWS < r1; g++) {
-        int t = 0;
-        if (kind == 6) {
-            for (; t + 8 <= a->n_tok; t += 8) {
-                s_any(a, g, t, 8, kind);
-            }
+        int t = 0, ti = 0;
+        for (; t + tw <= a->n_tok; t += tw, ti++) {
+            const struct tb_cpu_pf pf = tb_cpu_pf_tile(a, g, r1, ti, ntile, nb);
+            s_any(a, g, t, tw, kind, pf.p, pf.step);
         }
-        for (; t + 4 <= a->n_tok; t += 4) {
-            s_any(a, g, t, 4, kind);
+        if (kind == 6 && t + 4 <= a->n_tok) {
+            s_any(a, g, t, 4, kind, NULL, 0);
+            t += 4;
         }
         switch (a->n_tok - t) {
         case 1:
-            s_any(a, g, t, 1, kind);
+            s_any(a, g, t, 1, kind, NULL, 0);
             break;
         case 2:
-            s_any(a, g, t, 2, kind);
+            s_any(a, g, t, 2, kind, NULL, 0);
             break;
         case 3:
-            s_any(a, g, t, 3, kind);
+            s_any(a, g, t, 3, kind, NULL, 0);
             break;
         default:
             break;

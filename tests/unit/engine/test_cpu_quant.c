@@ -479,6 +479,51 @@ static void test_quant_act_simd(void **state)
     }
 }
 
+/* The Kx16 kernels' prefetch windows (tb_cpu_pf_tile): the tiles of a group ask, record step by
+ * record step, for every line of the next group and for nothing outside it but the rounding of
+ * the last step; none with one tile, and none for the last group of the caller's rows. */
+static void test_prefetch_windows(void **state)
+{
+    (void)state;
+    static const struct {
+        size_t group_bytes;
+        int64_t nrec;
+        int ntile;
+    } cases[] = {
+        {2432 * 8, 8, 4}, {3392 * 22, 22, 2}, {2240 * 3, 3, 256}, {1856 * 2, 2, 8}, {2432, 1, 2}};
+    enum { N_GROUPS = 4 };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const size_t gb = cases[c].group_bytes;
+        uint8_t *w = malloc(gb * N_GROUPS);
+        assert_non_null(w);
+        struct tb_mm_args a = {.w = w, .w_row_bytes = gb};
+        const int64_t r1 = N_GROUPS * TB_CPU_PACK_ROWS;
+        for (int64_t g = 0; g < N_GROUPS; g++) {
+            const uint8_t *next = w + (size_t)(g + 1) * gb;
+            size_t covered = 0; /* the windows come in order, each right after the last */
+            for (int ti = 0; ti < cases[c].ntile; ti++) {
+                const struct tb_cpu_pf pf = tb_cpu_pf_tile(&a, g, r1, ti, cases[c].ntile,
+                                                           cases[c].nrec);
+                if (g == N_GROUPS - 1 || !pf.p) {
+                    assert_null(pf.p);
+                    continue;
+                }
+                assert_int_equal(pf.step % 64, 0);
+                assert_ptr_equal(pf.p, next + covered);
+                covered += (size_t)cases[c].nrec * pf.step;
+            }
+            if (g < N_GROUPS - 1) {
+                assert_true(covered >= gb);
+                /* the overshoot is under one step per record step of a tile */
+                assert_true(covered - gb < (size_t)cases[c].nrec * 64 * (size_t)cases[c].ntile);
+            }
+        }
+        /* one tile: the hardware prefetcher's case */
+        assert_null(tb_cpu_pf_tile(&a, 0, r1, 0, 1, cases[c].nrec).p);
+        free(w);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -488,6 +533,7 @@ int main(void)
         cmocka_unit_test(test_dequantize_rows),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_quant_act_simd),
+        cmocka_unit_test(test_prefetch_windows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
