@@ -209,7 +209,7 @@ static int s_threads(const tb_cpu_kernels_t *k)
 /* Matmul                                                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
-#define MM_MAX_OUTS 8
+#define MM_MAX_OUTS TB_CPU_MATMUL_MAX_OUTS
 
 /* Batch 1 (a matmul that streams its weights once): thread t owns a contiguous range of the
  * chunks, [front, back), takes its next chunk from the front, and once its range is empty takes

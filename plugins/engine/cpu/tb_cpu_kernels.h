@@ -215,9 +215,12 @@ struct tb_cpu_matmul_out {
     size_t ldy;
 };
 
+#define TB_CPU_MATMUL_MAX_OUTS 8
+
 /* Several matmuls of the same input in one parallel loop (Q, K and V of a layer; gate and up):
  * the activations are quantized once and one dispatch covers every output's rows.  All weights
- * must share dtype and cols (else TB_EINVAL: call tb_cpu_matmul per weight); 1..8 outputs.
+ * must share dtype and cols (else TB_EINVAL: call tb_cpu_matmul per weight); 1 ..
+ * TB_CPU_MATMUL_MAX_OUTS outputs.
  * Results are identical to separate tb_cpu_matmul calls.  Otherwise as tb_cpu_matmul. */
 int tb_cpu_matmul_multi(tb_cpu_kernels_t *self, const float *x, size_t ldx, int n_tok,
                         const struct tb_cpu_matmul_out *outs, int n_outs);

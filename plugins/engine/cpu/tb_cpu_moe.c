@@ -1,6 +1,7 @@
 /*
  * tb_cpu_moe.c - the mixture-of-experts FFN (tb_cpu_moe.h): routing, grouping tokens by expert,
- * one gate/up + down pass per chosen expert, and the weighted sum back into the token rows.
+ * one gate/up + down pass per chosen expert, and the weighted sum back into the token rows; a
+ * lone token (batch-1 decode) takes its chosen experts' gate/up products in one call.
  */
 #include "tb_cpu_moe.h"
 
@@ -13,6 +14,7 @@
 #include "tb_errors.h"
 
 #define ROWS_PER_TASK 4
+#define USE_GROUPS 1 /* s_one_token: these experts take the grouped path (not a TB_ code) */
 
 struct tb_cpu_moe {
     uint32_t max_tokens, n_experts, k, hidden, ff;
@@ -356,6 +358,71 @@ static int s_shared_expert(tb_cpu_moe_t *m, tb_cpu_kernels_t *kern, tb_threadpoo
     return TB_OK;
 }
 
+/* One token (batch-1 decode): its k experts read the same row, so their gate and up products
+ * go as one tb_cpu_matmul_multi per TB_CPU_MATMUL_MAX_OUTS / 2 experts (one activation
+ * quantization, one dispatch), silu runs on the caller's thread (k * ff values, under the cost
+ * of a dispatch), then each expert's down.  The same bits as the grouped path: every output row
+ * is the same dot, and the experts are added in ascending order as there.  USE_GROUPS when
+ * the experts do not allow it (dtypes or shapes differ, too little scratch). */
+static int s_one_token(tb_cpu_moe_t *m, tb_cpu_kernels_t *kern, const struct tb_cpu_moe_layer *ml,
+                       const float *xn, float *out)
+{
+    enum { PER_CALL = TB_CPU_MATMUL_MAX_OUTS / 2 };
+    const size_t h = m->hidden;
+    uint32_t ex[PER_CALL];
+    uint32_t n = 0;
+    const struct tb_cpu_weight *w0 = NULL;
+    for (uint32_t e = 0; e < m->n_experts; e++) {
+        if (m->start[e + 1] == m->start[e]) {
+            continue;
+        }
+        const struct tb_cpu_weight *g = &ml->gate[e], *u = &ml->up[e];
+        if (!w0) {
+            w0 = g;
+        }
+        if (g->dtype != w0->dtype || u->dtype != w0->dtype || g->cols != w0->cols ||
+            u->cols != w0->cols || g->rows != w0->rows || u->rows != w0->rows) {
+            return USE_GROUPS;
+        }
+    }
+    const size_t ff = w0 ? (size_t)w0->rows : 0;
+    if (!w0 || ff * PER_CALL > (size_t)m->max_tokens * m->ff) {
+        return USE_GROUPS;
+    }
+    for (uint32_t e = 0; e <= m->n_experts; e++) {
+        if (e < m->n_experts && m->start[e + 1] != m->start[e]) {
+            ex[n++] = e;
+        }
+        if (n == 0 || (n < PER_CALL && e < m->n_experts)) {
+            continue;
+        }
+        struct tb_cpu_matmul_out gu[TB_CPU_MATMUL_MAX_OUTS];
+        for (uint32_t j = 0; j < n; j++) {
+            gu[2 * j] = (struct tb_cpu_matmul_out){&ml->gate[ex[j]], NULL, m->g + j * ff, ff};
+            gu[2 * j + 1] = (struct tb_cpu_matmul_out){&ml->up[ex[j]], NULL, m->u + j * ff, ff};
+        }
+        int rc = tb_cpu_matmul_multi(kern, xn, h, 1, gu, (int)(2 * n));
+        if (rc != TB_OK) {
+            return rc;
+        }
+        tb_cpu_silu_mul(m->g, m->g, m->u, (int64_t)(n * ff));
+        for (uint32_t j = 0; j < n; j++) {
+            rc = tb_cpu_matmul(kern, &ml->down[ex[j]], m->g + j * ff, ff, 1, NULL, m->y, h);
+            if (rc != TB_OK) {
+                return rc;
+            }
+            const float w = m->w_of[m->start[ex[j]]];
+            for (size_t c = 0; c < h; c++) {
+                out[c] += w * m->y[c];
+            }
+            m->last_experts++;
+            m->last_rows++;
+        }
+        n = 0;
+    }
+    return TB_OK;
+}
+
 int tb_cpu_moe_ffn(tb_cpu_moe_t *m, tb_cpu_kernels_t *kern, tb_threadpool_t *pool,
                    const struct tb_cpu_moe_layer *ml, const float *xn, int T, float *out)
 {
@@ -374,6 +441,12 @@ int tb_cpu_moe_ffn(tb_cpu_moe_t *m, tb_cpu_kernels_t *kern, tb_threadpool_t *poo
         return rc;
     }
     s_group(m, T);
+    rc = T == 1 ? s_one_token(m, kern, ml, xn, out) : USE_GROUPS;
+    if (rc != USE_GROUPS) {
+        return rc != TB_OK  ? rc
+               : ml->shared ? s_shared_expert(m, kern, pool, ml, xn, T, out)
+                            : TB_OK;
+    }
     for (uint32_t e = 0; e < m->n_experts; e++) {
         const uint32_t s0 = m->start[e], n = m->start[e + 1] - s0;
         if (n == 0) {

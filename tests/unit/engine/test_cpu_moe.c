@@ -1,6 +1,7 @@
 /* Unit tests for the mixture-of-experts step (tb_cpu_moe): routing and each gating against a
  * direct double-precision computation, ties and NaN router logits, the grouping (each chosen
- * expert run once for all its tokens), the shared expert, and batch invariance. */
+ * expert run once for all its tokens), the shared expert, and batch invariance (a token alone
+ * takes the fused one-token path: the same bits). */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -168,17 +169,40 @@ static void s_reference(const struct fixture *f, const float *x, tb_moe_gating_t
     }
 }
 
-static void s_check(struct fixture *f, tb_moe_gating_t gating, bool shared)
+/* Each token of f->x alone (the one-token path): bitwise what it got in the batch, `k` experts. */
+static void s_check_alone(struct fixture *f, tb_cpu_moe_t *m, const float *out, uint32_t k)
+{
+    for (int t = 0; t < T; t++) {
+        float one[H];
+        uint32_t experts_run, rows;
+        assert_int_equal(tb_cpu_moe_ffn(m, f->kern, f->pool, &f->ml, f->x + t * H, 1, one),
+                         TB_OK);
+        tb_cpu_moe_last_step(m, &experts_run, &rows);
+        assert_int_equal(experts_run, k);
+        assert_int_equal(rows, k);
+        assert_memory_equal(one, out + t * H, sizeof one);
+    }
+}
+
+/* The T tokens of f->x as one batch into out (T * H); the step (the caller destroys it). */
+static tb_cpu_moe_t *s_batch(struct fixture *f, tb_moe_gating_t gating, bool shared, float *out,
+                             uint32_t *experts_run, uint32_t *rows)
 {
     f->p.moe_gating = gating;
     f->p.shared_intermediate = shared ? SH : 0;
     f->ml.shared = shared;
     tb_cpu_moe_t *m = NULL;
     assert_int_equal(tb_cpu_moe_new(&f->p, T, &m), TB_OK);
-    float out[T * H];
     assert_int_equal(tb_cpu_moe_ffn(m, f->kern, f->pool, &f->ml, f->x, T, out), TB_OK);
+    tb_cpu_moe_last_step(m, experts_run, rows);
+    return m;
+}
+
+static void s_check(struct fixture *f, tb_moe_gating_t gating, bool shared)
+{
+    float out[T * H];
     uint32_t experts_run, rows;
-    tb_cpu_moe_last_step(m, &experts_run, &rows);
+    tb_cpu_moe_t *m = s_batch(f, gating, shared, out, &experts_run, &rows);
     assert_int_equal(rows, T * K); /* every (token, expert) pair once */
     assert_true(experts_run > 1 && experts_run <= E);
     for (int t = 0; t < T; t++) {
@@ -188,15 +212,7 @@ static void s_check(struct fixture *f, tb_moe_gating_t gating, bool shared)
             assert_float_equal(out[t * H + c], want[c], 1e-5 + 1e-4 * fabs(want[c]));
         }
     }
-    /* each token alone: bitwise what it got in the batch */
-    for (int t = 0; t < T; t++) {
-        float one[H];
-        assert_int_equal(tb_cpu_moe_ffn(m, f->kern, f->pool, &f->ml, f->x + t * H, 1, one),
-                         TB_OK);
-        tb_cpu_moe_last_step(m, &experts_run, &rows);
-        assert_int_equal(experts_run, K);
-        assert_memory_equal(one, out + t * H, sizeof one);
-    }
+    s_check_alone(f, m, out, K);
     tb_cpu_moe_destroy(&m);
     assert_null(m);
 }
@@ -207,6 +223,21 @@ static void test_gatings_and_shared_expert(void **state)
     s_check(f, TB_MOE_SOFTMAX_TOPK, false);
     s_check(f, TB_MOE_SOFTMAX_ALL, false);
     s_check(f, TB_MOE_SOFTMAX_TOPK, true);
+}
+
+/* A token alone with every expert chosen (k = 5 > the 4 experts one fused gate/up call takes):
+ * two calls, and still bitwise what the token got in the grouped batch path. */
+static void test_one_token_every_expert(void **state)
+{
+    struct fixture *f = *state;
+    f->p.n_experts_used = E;
+    float out[T * H];
+    uint32_t experts_run, rows;
+    tb_cpu_moe_t *m = s_batch(f, TB_MOE_SOFTMAX_TOPK, false, out, &experts_run, &rows);
+    assert_int_equal(experts_run, E);
+    assert_int_equal(rows, T * E);
+    s_check_alone(f, m, out, E);
+    tb_cpu_moe_destroy(&m);
 }
 
 /* Equal logits go to the lower expert index; a NaN logit is never chosen. */
@@ -264,6 +295,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_gatings_and_shared_expert, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_one_token_every_expert, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_ties_and_nan, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_arguments, s_setup, s_teardown),
     };
