@@ -228,11 +228,10 @@ struct tb_mm_args {
 /* The Kx16 kernels' prefetch of the next 16-row group while a batch's token tiles sweep this
  * one.  With two or more tiles per group, the group's records come from memory during its first
  * tile only and from cache during the others, so memory idles most of the time and the next
- * group's first tile waits for it (1.1B Q4_K_M: the 16-sequence decode is 1.2-1.3x faster with
- * the prefetch, docs/kernels.md).  Instead,
- * tile `ti` of the group's `ntile` asks for its share of the next group's bytes, spread evenly
- * over its `nrec` record steps, into L2 (`__builtin_prefetch` locality 2: prefetcht1; the L1 is
- * smaller than a group).  Only within [.., r1), the caller's rows: the group after them is
+ * group's first tile waits for it.  Instead, tile `ti` of the group's `ntile` asks for its
+ * share of the next group's bytes, spread evenly over its `nrec` record steps, into L2
+ * (`__builtin_prefetch` locality 2: prefetcht1; the L1 is smaller than a group): 1.1B Q4_K_M's
+ * 16-sequence decode 1.2-1.3x faster (docs/kernels.md).  Only within [.., r1), the caller's rows: the group after them is
  * another task's, likely run by another core.  Batch 1 (one tile) fetches nothing: there the
  * hardware prefetcher already keeps the memory busy, and software prefetch measured slower. */
 struct tb_cpu_pf {
