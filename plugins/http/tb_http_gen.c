@@ -915,6 +915,16 @@ static int s_prepare(struct tb_http *h, struct tb_hreq *r, struct tb_oai_error *
     s_make_id(h, r);
     r->created = (int64_t)time(NULL);
     r->oreq->gen.request_id = r->id;
+    if (r->oreq->n >
+        1) { /* each choice its message (its own seed) and collectors; no request's */
+        rc = s_prepare_choices(h, r);
+        if (rc != 0) {
+            tb_oai_error_set(e, 500, "server_error", "internal_error", NULL,
+                             "cannot prepare the choices: %s", h->host->strerror(rc));
+            return -1;
+        }
+        return 0;
+    }
     rc = h->host->msg_encode(TB_MSG_GEN_REQUEST, &r->oreq->gen, &r->msg);
     if (rc == 0 && r->oreq->logprobs) {
         r->lp = tb_oai_logprobs_new(r->api, (int)r->oreq->top_logprobs);
@@ -924,14 +934,6 @@ static int s_prepare(struct tb_http *h, struct tb_hreq *r, struct tb_oai_error *
         tb_oai_error_set(e, 500, "server_error", "internal_error", NULL,
                          "cannot encode the request: %s", h->host->strerror(rc));
         return -1;
-    }
-    if (rc == 0 && r->oreq->n > 1) {
-        rc = s_prepare_choices(h, r);
-        if (rc != 0) {
-            tb_oai_error_set(e, 500, "server_error", "internal_error", NULL,
-                             "cannot prepare the choices: %s", h->host->strerror(rc));
-            return -1;
-        }
     }
     if (!s_streaming(r) && r->oreq->echo && r->oreq->gen.prompt) {
         tb_buf_puts(&r->text, r->oreq->gen.prompt);
