@@ -1868,10 +1868,16 @@ void tb_bus_destroy(tb_bus_t **bus_p)
     }
     s_reap(bus);
     if (bus->mbox) {
-        /* what callers queued meanwhile: their requests get an error (no endpoint left) */
+        /* Closed first, so that a later local call fails at once (TB_ENOROUTE) instead of
+         * waiting for its deadline; what was queued is answered (no endpoint left: an error
+         * each), after what a previous run left in mq. */
+        struct tb_mbox_msg *rest = tb_mbox_close(bus->mbox), **tail = &bus->mq;
+        while (*tail) {
+            tail = &(*tail)->next;
+        }
+        *tail = rest;
         while (!s_on_mbox(bus)) {
         }
-        tb_mbox_close(bus->mbox);
         tb_mbox_unref(&bus->mbox);
     }
     while (bus->dq_head) {

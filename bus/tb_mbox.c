@@ -206,12 +206,10 @@ struct tb_mbox_msg *tb_mbox_take(tb_mbox_t *mb)
     return list;
 }
 
-void tb_mbox_close(tb_mbox_t *mb)
+struct tb_mbox_msg *tb_mbox_close(tb_mbox_t *mb)
 {
     pthread_mutex_lock(&mb->lock);
     mb->closed = true;
-    struct tb_mbox_msg *list = mb->head;
-    mb->head = mb->tail = NULL;
     pthread_mutex_unlock(&mb->lock);
-    s_free_queued(list);
+    return tb_mbox_take(mb);
 }

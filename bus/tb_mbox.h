@@ -71,8 +71,9 @@ int tb_mbox_push(tb_mbox_t *mb, struct tb_mbox_msg *msg);
  * tb_mbox_msg_free), and clears the signal.  NULL when none.  Owner's thread. */
 struct tb_mbox_msg *tb_mbox_take(tb_mbox_t *mb);
 
-/* Refuses every later push and frees what is queued.  Owner's thread. */
-void tb_mbox_close(tb_mbox_t *mb);
+/* Refuses every later push (TB_EGONE to the pusher) and returns what is still queued, as
+ * tb_mbox_take does, for the owner to answer.  Owner's thread. */
+struct tb_mbox_msg *tb_mbox_close(tb_mbox_t *mb);
 
 #pragma GCC visibility pop
 

@@ -151,7 +151,11 @@ static void test_closed(void **state)
     (void)state;
     tb_mbox_t *a = tb_mbox_new(), *b = tb_mbox_new();
     assert_int_equal(tb_mbox_push(b, msg_with(a, 1, "queued")), 0);
-    tb_mbox_close(b);
+    struct tb_mbox_msg *rest = tb_mbox_close(b); /* handed back to be answered */
+    assert_non_null(rest);
+    assert_null(rest->next);
+    assert_int_equal(rest->id, 1);
+    tb_mbox_msg_free(rest);
     assert_int_equal(tb_mbox_push(b, msg_with(a, 2, "late")), TB_EGONE);
     assert_null(tb_mbox_take(b));
     tb_mbox_unref(&b);
