@@ -700,21 +700,22 @@ const struct tb_cpu_isa_impl tb_cpu_impl_avx2 = {
 /* tb_cpu_silu_exp's operations on 8 lanes (tb_cpu_silu_mul_avx512's, narrower). */
 void tb_cpu_silu_mul_avx2(float *out, const float *gate, const float *up, int64_t n)
 {
-    const __m256 one = _mm256_set1_ps(1.0f), magic = _mm256_set1_ps(12582912.0f);
+    const __m256 one = _mm256_set1_ps(1.0f), magic = _mm256_set1_ps(TB_SILU_ROUND);
     for (int64_t i = 0; i < n; i += 8) {
         const __m256 g = _mm256_loadu_ps(gate + i);
         __m256 x = _mm256_xor_ps(g, _mm256_set1_ps(-0.0f)); /* -g */
-        x = _mm256_min_ps(_mm256_set1_ps(88.3f), _mm256_max_ps(_mm256_set1_ps(-87.3f), x));
+        x = _mm256_min_ps(_mm256_set1_ps(TB_SILU_HI),
+                          _mm256_max_ps(_mm256_set1_ps(TB_SILU_LO), x));
         const __m256 nn = _mm256_sub_ps(
-            _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)), magic), magic);
-        __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(nn, _mm256_set1_ps(0.693359375f)));
-        r = _mm256_sub_ps(r, _mm256_mul_ps(nn, _mm256_set1_ps(-2.12194440e-4f)));
-        __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-        p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.3981999507e-3f));
-        p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(8.3334519073e-3f));
-        p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(4.1665795894e-2f));
-        p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.6666665459e-1f));
-        p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(5.0000001201e-1f));
+            _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(TB_SILU_LOG2E)), magic), magic);
+        __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(nn, _mm256_set1_ps(TB_SILU_LN2_HI)));
+        r = _mm256_sub_ps(r, _mm256_mul_ps(nn, _mm256_set1_ps(TB_SILU_LN2_LO)));
+        __m256 p = _mm256_set1_ps(TB_SILU_P0);
+        p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(TB_SILU_P1));
+        p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(TB_SILU_P2));
+        p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(TB_SILU_P3));
+        p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(TB_SILU_P4));
+        p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(TB_SILU_P5));
         const __m256 e = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(p, r), r), r),
                                        one);
         const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(nn),

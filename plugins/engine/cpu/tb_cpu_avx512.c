@@ -906,21 +906,22 @@ const struct tb_cpu_isa_impl tb_cpu_impl_avx512 = {
  * passes through, as the scalar compare leaves it). */
 void tb_cpu_silu_mul_avx512(float *out, const float *gate, const float *up, int64_t n)
 {
-    const __m512 one = _mm512_set1_ps(1.0f), magic = _mm512_set1_ps(12582912.0f);
+    const __m512 one = _mm512_set1_ps(1.0f), magic = _mm512_set1_ps(TB_SILU_ROUND);
     for (int64_t i = 0; i < n; i += 16) {
         const __m512 g = _mm512_loadu_ps(gate + i);
         __m512 x = _mm512_xor_ps(g, _mm512_set1_ps(-0.0f)); /* -g */
-        x = _mm512_min_ps(_mm512_set1_ps(88.3f), _mm512_max_ps(_mm512_set1_ps(-87.3f), x));
+        x = _mm512_min_ps(_mm512_set1_ps(TB_SILU_HI),
+                          _mm512_max_ps(_mm512_set1_ps(TB_SILU_LO), x));
         const __m512 nn = _mm512_sub_ps(
-            _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), magic), magic);
-        __m512 r = _mm512_sub_ps(x, _mm512_mul_ps(nn, _mm512_set1_ps(0.693359375f)));
-        r = _mm512_sub_ps(r, _mm512_mul_ps(nn, _mm512_set1_ps(-2.12194440e-4f)));
-        __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.3981999507e-3f));
-        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(8.3334519073e-3f));
-        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(4.1665795894e-2f));
-        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.6666665459e-1f));
-        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(5.0000001201e-1f));
+            _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(TB_SILU_LOG2E)), magic), magic);
+        __m512 r = _mm512_sub_ps(x, _mm512_mul_ps(nn, _mm512_set1_ps(TB_SILU_LN2_HI)));
+        r = _mm512_sub_ps(r, _mm512_mul_ps(nn, _mm512_set1_ps(TB_SILU_LN2_LO)));
+        __m512 p = _mm512_set1_ps(TB_SILU_P0);
+        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(TB_SILU_P1));
+        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(TB_SILU_P2));
+        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(TB_SILU_P3));
+        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(TB_SILU_P4));
+        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(TB_SILU_P5));
         const __m512 e = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(p, r), r), r),
                                        one);
         const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(nn),

@@ -354,6 +354,22 @@ void tb_cpu_quant_rows(const struct tb_mm_args *a, int64_t r0, int64_t r1);
 void tb_cpu_kpack_rows_generic(const struct tb_mm_args *a, int64_t r0, int64_t r1);
 void tb_cpu_kpack_rows_avx2(const struct tb_mm_args *a, int64_t r0, int64_t r1);
 void tb_cpu_kpack_rows_avx512(const struct tb_mm_args *a, int64_t r0, int64_t r1);
+/* tb_cpu_silu_exp's constants, which its AVX2 and AVX-512 forms use too (the same bits on every
+ * ISA only with the same constants): the clamp, log2(e), 1.5 * 2^23 (adding and subtracting it
+ * rounds to an integer), ln 2 in two parts (Cody-Waite), Cephes' polynomial for e^r. */
+#define TB_SILU_LO (-87.3f)
+#define TB_SILU_HI 88.3f
+#define TB_SILU_LOG2E 1.44269504f
+#define TB_SILU_ROUND 12582912.0f
+#define TB_SILU_LN2_HI 0.693359375f
+#define TB_SILU_LN2_LO (-2.12194440e-4f)
+#define TB_SILU_P0 1.9875691500e-4f
+#define TB_SILU_P1 1.3981999507e-3f
+#define TB_SILU_P2 8.3334519073e-3f
+#define TB_SILU_P3 4.1665795894e-2f
+#define TB_SILU_P4 1.6666665459e-1f
+#define TB_SILU_P5 5.0000001201e-1f
+
 /* e^x in f32 for silu, about 1 ulp: x clamped to [-87.3, 88.3] (the result stays a normal
  * float), x = n ln 2 + r with n rounded to nearest by adding and subtracting 1.5 * 2^23 and ln 2
  * split in two (Cody and Waite), e^r by a degree-7 polynomial (Cephes' expf coefficients), times
@@ -364,15 +380,15 @@ static inline float tb_cpu_silu_exp(float x)
     if (!(x == x)) {
         return x;
     }
-    x = x < -87.3f ? -87.3f : x > 88.3f ? 88.3f : x;
-    const float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
-    const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
+    x = x < TB_SILU_LO ? TB_SILU_LO : x > TB_SILU_HI ? TB_SILU_HI : x;
+    const float n = (x * TB_SILU_LOG2E + TB_SILU_ROUND) - TB_SILU_ROUND;
+    const float r = (x - n * TB_SILU_LN2_HI) - n * TB_SILU_LN2_LO;
+    float p = TB_SILU_P0;
+    p = p * r + TB_SILU_P1;
+    p = p * r + TB_SILU_P2;
+    p = p * r + TB_SILU_P3;
+    p = p * r + TB_SILU_P4;
+    p = p * r + TB_SILU_P5;
     const float e = p * r * r + r + 1.0f;
     const uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
     float scale;
